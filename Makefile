@@ -1,0 +1,15 @@
+.PHONY: demo test install bench
+
+install:
+	bash scripts/install-deps.sh
+
+# The main job on a fresh machine: install, make the offline base image, build and run the seed app.
+demo: install
+	bash examples/getstarted/demo.sh
+
+# The whole test suite (CI runs exactly this through .ci/run).
+test: install
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests
+
+bench: install
+	.venv/bin/python bench/run_all.py

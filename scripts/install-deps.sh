@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what shoal needs on a Debian bookworm machine (as root): the OCI runtimes, conmon,
+# nftables, debootstrap for the offline base image, and shoal itself into a venv.
+set -euo pipefail
+if [ "$(id -u)" != 0 ]; then
+  echo "shoal: this needs root (containers, mounts and cgroups): run it with sudo" >&2
+  exit 1
+fi
+here=$(cd "$(dirname "$0")/.." && pwd)
+pkgs=(crun runc conmon nftables iproute2 debootstrap busybox-static docker-registry apache2-utils
+      ca-certificates xz-utils zstd tini)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+venv="${SHOAL_VENV:-$here/.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --upgrade pip >/dev/null
+"$venv/bin/pip" install -q -e "$here[test]"
+ln -sf "$venv/bin/shoal" /usr/local/bin/shoal

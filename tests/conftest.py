@@ -1,0 +1,112 @@
+"""Shared fixtures: an isolated shoal state root per test session, the `shoal` CLI as a user
+runs it (a real subprocess), a tiny offline image made from Debian's busybox-static, and a
+final check that nothing was left in the kernel or on disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shoal_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private SHOAL_ROOT for the whole session, removed at the end."""
+    root = tmp_path_factory.mktemp("shoalroot")
+    old = {k: os.environ.get(k) for k in ("SHOAL_ROOT", "SHOAL_RUN")}
+    os.environ["SHOAL_ROOT"] = str(root)
+    os.environ["SHOAL_RUN"] = str(root / "run")
+    yield root
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    leftovers = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                 if str(root) in line]
+    for target in reversed(leftovers):
+        subprocess.run(["umount", "-l", target], check=False)
+    shutil.rmtree(root, ignore_errors=True)
+    assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+def run_shoal(*args: str, input: bytes | str | None = None, check: bool = False,
+              timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI the way a user does: a separate process, text output."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "shoal", *args],
+        input=input.decode() if isinstance(input, bytes) else input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"shoal {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def shoal(shoal_root: Path):  # noqa: ARG001 - the root must exist first
+    return run_shoal
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_busybox_rootfs_tar(path: Path) -> Path:
+    """A root filesystem of Debian's static busybox with its applets, users and groups."""
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        pytest.skip("busybox-static is not installed")
+    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    with tarfile.open(path, "w") as tar:
+        for d in ("bin", "etc", "tmp", "root", "home/app", "proc", "sys", "dev", "var/log"):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        info = tar.gettarinfo(str(busybox), arcname="bin/busybox")
+        with busybox.open("rb") as f:
+            tar.addfile(info, f)
+        for applet in applets:
+            if applet == "busybox":
+                continue
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+        _add(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
+             b"app:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+        _add(tar, "etc/group", b"root:x:0:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_busybox_rootfs_tar(tmp_path_factory.mktemp("busybox") / "busybox-rootfs.tar")
+
+
+@pytest.fixture(scope="session")
+def busybox_image(shoal, busybox_tar: Path) -> str:
+    """`localhost/busybox:test` in the session's store, imported as a user would."""
+    ref = "localhost/busybox:test"
+    shoal("import", str(busybox_tar), ref, check=True)
+    return ref
