@@ -1,0 +1,1 @@
+"""`shoal build`: Dockerfile parsing and execution into the image store."""

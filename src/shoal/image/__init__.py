@@ -1,0 +1,1 @@
+"""Images: the OCI content store, references, layer snapshots, archives and registry client."""

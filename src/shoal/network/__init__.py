@@ -1,0 +1,1 @@
+"""Networks: IPAM, bridges, veths and namespaces, nftables NAT and load balancing."""

@@ -1,0 +1,90 @@
+"""What a user asks of one container: plain data shared by the CLI, the runtime and (later) the
+agent that runs swarm tasks. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Mount:
+    """`-v`/`--mount`/`--tmpfs`. type is bind, volume or tmpfs; source is a host path (bind) or
+    a volume name (volume; empty = anonymous)."""
+
+    type: str
+    target: str
+    source: str = ""
+    read_only: bool = False
+    options: list[str] = field(default_factory=list)  # e.g. tmpfs size=64m, bind propagation
+
+
+@dataclass
+class PortMapping:
+    """`-p [ip:]published:target[/proto]`; published 0 = pick a free port."""
+
+    target: int
+    published: int = 0
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+
+@dataclass
+class Ulimit:
+    name: str  # e.g. nofile
+    soft: int
+    hard: int
+
+
+@dataclass
+class ContainerSpec:
+    """Docker's Config + HostConfig, reduced to what shoal honours. None/empty = image default."""
+
+    image: str  # the reference as the user wrote it (`web:v1`)
+    image_id: str = ""  # sha256:... of the image config, resolved at create time
+    name: str = ""
+    entrypoint: list[str] | None = None  # overrides the image ENTRYPOINT ([] clears it)
+    cmd: list[str] | None = None  # overrides the image CMD
+    env: list[str] = field(default_factory=list)  # K=V, merged over the image's
+    user: str = ""  # name, uid, name:group, uid:gid
+    workdir: str = ""
+    hostname: str = ""  # default: the 12-character container ID
+    domainname: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    read_only: bool = False
+    init: bool = False
+    tty: bool = False
+    open_stdin: bool = False
+    nano_cpus: int = 0  # 1e9 = one CPU
+    cpu_shares: int = 0
+    memory: int = 0  # bytes; 0 = unlimited
+    memory_reservation: int = 0
+    pids_limit: int = 0  # 0 = unlimited
+    ulimits: list[Ulimit] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    stop_signal: str = ""  # default: the image's STOPSIGNAL, else SIGTERM
+    stop_timeout: int | None = None  # seconds; default 10
+    network: str = "default"  # "default", "none", "host", or a network name/ID
+    network_aliases: list[str] = field(default_factory=list)
+    ports: list[PortMapping] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)  # "host:ip"
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    auto_remove: bool = False  # --rm
+    shm_size: int = 64 * 1024 * 1024
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContainerSpec:
+        data = dict(data)
+        data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
+        data["ports"] = [PortMapping(**p) for p in data.get("ports", [])]
+        data["ulimits"] = [Ulimit(**u) for u in data.get("ulimits", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
