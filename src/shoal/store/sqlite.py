@@ -1,0 +1,183 @@
+"""SQLite (WAL) backend of the store: one file, safe for several processes, crash-consistent.
+
+Each object row carries the revision of its last write as `version`; every write also appends an
+event row, so watchers and `shoal events` replay changes in commit order after a crash."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shoal.errors import Conflict
+from shoal.store.base import Event, Object, VersionConflict
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS objects_name ON objects (kind, name) WHERE name IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    revision INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    time REAL NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+# Events older than this many revisions are trimmed so the log cannot grow without bound.
+_EVENT_RETENTION = 50_000
+
+
+class _Txn:
+    def __init__(self, conn: sqlite3.Connection, revision: int) -> None:
+        self._conn = conn
+        self._revision = revision
+        self.events: list[Event] = []
+
+    def _next_revision(self) -> int:
+        self._revision += 1
+        return self._revision
+
+    def get(self, kind: str, obj_id: str) -> Object | None:
+        row = self._conn.execute("SELECT data FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def list(self, kind: str) -> list[Object]:
+        rows = self._conn.execute("SELECT data FROM objects WHERE kind=? ORDER BY id", (kind,))
+        return [json.loads(r[0]) for r in rows]
+
+    def _record(self, kind: str, obj_id: str, action: str, obj: Object) -> None:
+        revision = self._revision
+        now = time.time()
+        self._conn.execute(
+            "INSERT INTO events (revision, kind, id, action, time, data) VALUES (?,?,?,?,?,?)",
+            (revision, kind, obj_id, action, now, json.dumps(obj)),
+        )
+        self.events.append(Event(revision, kind, obj_id, action, obj, now))
+
+    def create(self, kind: str, obj: Object) -> Object:
+        obj = dict(obj)
+        obj["version"] = self._next_revision()
+        try:
+            self._conn.execute(
+                "INSERT INTO objects (kind, id, name, version, data) VALUES (?,?,?,?,?)",
+                (kind, obj["id"], obj.get("name"), obj["version"], json.dumps(obj)),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"{kind} {obj.get('name') or obj['id']}: name conflicts with an existing object") from exc
+        self._record(kind, obj["id"], "create", obj)
+        return obj
+
+    def update(self, kind: str, obj: Object, expect_version: int | None = None) -> Object:
+        row = self._conn.execute("SELECT version FROM objects WHERE kind=? AND id=?", (kind, obj["id"])).fetchone()
+        if row is None:
+            raise VersionConflict(f"{kind} {obj['id']} does not exist")
+        expected = obj.get("version") if expect_version is None else expect_version
+        if expected is not None and expected != row[0]:
+            raise VersionConflict(f"update out of sequence: {kind} {obj['id']}")
+        obj = dict(obj)
+        obj["version"] = self._next_revision()
+        try:
+            self._conn.execute(
+                "UPDATE objects SET name=?, version=?, data=? WHERE kind=? AND id=?",
+                (obj.get("name"), obj["version"], json.dumps(obj), kind, obj["id"]),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"{kind} {obj.get('name')}: name conflicts with an existing object") from exc
+        self._record(kind, obj["id"], "update", obj)
+        return obj
+
+    def delete(self, kind: str, obj_id: str) -> None:
+        old = self.get(kind, obj_id)
+        if old is None:
+            return
+        self._next_revision()
+        self._conn.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, obj_id))
+        self._record(kind, obj_id, "delete", old)
+
+
+class SQLiteStore:
+    """The embedded store. Thread-safe; other processes may open the same file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def get(self, kind: str, obj_id: str) -> Object | None:
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def find_by_name(self, kind: str, name: str) -> Object | None:
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM objects WHERE kind=? AND name=?", (kind, name)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def list(self, kind: str) -> list[Object]:
+        with self._lock:
+            rows = self._conn.execute("SELECT data FROM objects WHERE kind=? ORDER BY id", (kind,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def revision(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(revision) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Txn]:
+        with self._lock:
+            # IMMEDIATE takes the write lock up front so the revision read below cannot race
+            # another process's commit.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT MAX(revision) FROM events").fetchone()
+                txn = _Txn(self._conn, int(row[0] or 0))
+                yield txn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("DELETE FROM events WHERE revision <= ?", (txn._revision - _EVENT_RETENTION,))
+            self._conn.execute("COMMIT")
+            if txn.events:
+                self._changed.notify_all()
+
+    def events_since(self, revision: int, limit: int = 1000) -> list[Event]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT revision, kind, id, action, data, time FROM events WHERE revision > ? ORDER BY revision LIMIT ?",
+                (revision, limit),
+            ).fetchall()
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    def wait_for_change(self, revision: int, timeout: float) -> int:
+        """Block until the revision passes `revision` (a commit in this process wakes it at once;
+        another process's commit is seen at the next poll) or the timeout ends."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                current = self.revision()
+                remaining = deadline - time.monotonic()
+                if current > revision or remaining <= 0:
+                    return current
+                self._changed.wait(min(remaining, 0.2))
