@@ -49,3 +49,20 @@ def short_id(value: str) -> str:
 
 def random_name() -> str:
     return f"{random.choice(_LEFT)}_{random.choice(_RIGHT)}"
+
+
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_swarm_id() -> str:
+    """swarmkit identity.NewID: 17 random bytes with the top bit set, in base 36, first digit
+    dropped, 25 characters (`de179gar9d0o7ltdybungplod`)."""
+    raw = bytearray(secrets.token_bytes(17))
+    raw[0] |= 0x80
+    number = int.from_bytes(raw, "big")
+    digits = []
+    while number:
+        number, rem = divmod(number, 36)
+        digits.append(_BASE36[rem])
+    text = "".join(reversed(digits))
+    return text[1:26]
