@@ -69,6 +69,12 @@ class Task:
     status: TaskStatus = field(default_factory=TaskStatus)
     created_at: float = field(default_factory=time.time)
     networks: list[dict[str, Any]] = field(default_factory=list)  # [{network, addresses, aliases}]
+    spec: dict[str, Any] = field(default_factory=dict)  # the service's task spec when created
+    # Restart and update gates: a task parked at desired READY goes RUNNING once `start_after`
+    # has passed and the task it replaces (if any) has stopped (swarmkit's DelayStart).
+    start_after: float = 0.0
+    replaces: str = ""
+    restarted: bool = False  # created by the restart supervisor (counts against max_attempts)
     version: int = 0  # store revision of the last write
 
     @property

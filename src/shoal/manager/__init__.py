@@ -1,0 +1,1 @@
+"""The manager role: reconciliation loops between desired state (services) and tasks."""

@@ -1,0 +1,257 @@
+"""The orchestrator: keeps each service's tasks matching its spec (swarmkit's replicated and
+global orchestrators, restart supervisor and updater, for one store transaction at a time).
+
+Every pass reads the whole desired state and fixes what differs, so running it twice, or again
+after a crash, changes nothing more. It returns the next time a delayed action falls due."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.ids import new_swarm_id
+from shoal.manager.serviceview import ServiceView, view
+from shoal.model.cluster import Node, Task, TaskState, TaskStatus
+from shoal.store.base import Transaction
+
+# Keys of a service spec that do not reach the task: changing them never replaces a task.
+SERVICE_ONLY_KEYS = frozenset({"mode", "replicas", "update_config", "rollback_config", "deploy_labels"})
+OLD_TASK_TIMEOUT = 60.0  # swarmkit defaultOldTaskTimeout
+
+
+def task_spec(service_spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in service_spec.items() if k not in SERVICE_ONLY_KEYS}
+
+
+def new_task(svc: ServiceView, slot: int, node_id: str, desired: TaskState, now: float, **extra: Any) -> Task:
+    return Task(
+        id=new_swarm_id(),
+        service_id=svc.id,
+        service_name=svc.name,
+        slot=slot,
+        node_id=node_id,
+        spec_version=svc.spec_version,
+        desired_state=desired,
+        status=TaskStatus(state=TaskState.NEW, timestamp=now, message="created"),
+        created_at=now,
+        spec=task_spec(svc.spec),
+        **extra,
+    )
+
+
+@dataclass
+class _Pass:
+    tx: Transaction
+    now: float
+    wake: list[float] = field(default_factory=list)
+
+    def save(self, task: Task) -> None:
+        task.version = self.tx.update("task", task.to_dict())["version"]
+
+    def create(self, task: Task) -> None:
+        task.version = self.tx.create("task", task.to_dict())["version"]
+
+
+def _should_restart(svc: ServiceView, old: Task, history: list[Task], now: float) -> bool:
+    condition = svc.restart.condition
+    if condition == "none":
+        return False
+    if condition == "on-failure" and old.status.state == TaskState.COMPLETE:
+        return False
+    if svc.restart.max_attempts <= 0:
+        return True
+    restarts = [t for t in history if t.restarted and t.spec_version == svc.spec_version]
+    if svc.restart.window > 0:
+        reference = old.status.timestamp or now
+        restarts = [t for t in restarts if reference - svc.restart.window < t.created_at <= reference]
+    return len(restarts) < svc.restart.max_attempts
+
+
+def _restart(p: _Pass, svc: ServiceView, old: Task, history: list[Task]) -> None:
+    """The restart supervisor: retire the dead task, park a replacement in the same slot until the
+    restart delay has passed."""
+    old.desired_state = TaskState.SHUTDOWN
+    p.save(old)
+    if not _should_restart(svc, old, history, p.now):
+        return
+    delay = svc.restart.delay
+    pending = [t.start_after for t in history if t.desired_state == TaskState.READY]
+    start_after = max([p.now + delay, *pending])
+    p.create(new_task(svc, old.slot, old.node_id if svc.mode == "global" else "", TaskState.READY, p.now,
+                      start_after=start_after, replaces=old.id, restarted=True))
+    p.wake.append(start_after)
+
+
+def _release_parked(p: _Pass, tasks: Iterable[Task], by_id: dict[str, Task]) -> None:
+    """DelayStart: a parked task goes RUNNING once its delay has passed and the task it replaces
+    has stopped (or a minute has gone by)."""
+    for task in tasks:
+        if task.desired_state != TaskState.READY or task.status.state > TaskState.RUNNING:
+            continue
+        if p.now < task.start_after:
+            p.wake.append(task.start_after)
+            continue
+        old = by_id.get(task.replaces) if task.replaces else None
+        old_stopped = old is None or old.status.state > TaskState.RUNNING or old.status.state < TaskState.ASSIGNED
+        if not old_stopped and p.now < task.start_after + OLD_TASK_TIMEOUT:
+            p.wake.append(task.start_after + OLD_TASK_TIMEOUT)
+            continue
+        task.desired_state = TaskState.RUNNING
+        p.save(task)
+
+
+def _is_dirty(svc: ServiceView, task: Task) -> bool:
+    return task.spec_version != svc.spec_version and task.spec != task_spec(svc.spec)
+
+
+def _update_config(svc: ServiceView) -> dict[str, Any]:
+    cfg = svc.spec.get("update_config") or {}
+    return {
+        "parallelism": int(cfg.get("parallelism", 1) if cfg.get("parallelism") is not None else 1),
+        "delay": float(cfg.get("delay") or 0),
+        "order": cfg.get("order") or "stop-first",
+    }
+
+
+def _rolling_update(p: _Pass, svc: ServiceView, slots: dict[int | str, list[Task]]) -> None:
+    """The updater: replace dirty slots `parallelism` at a time, `delay` apart, stop-first or
+    start-first (swarm-inventory 3.7)."""
+    cfg = _update_config(svc)
+    in_flight = 0
+    last_done = 0.0
+    dirty: list[tuple[int | str, Task]] = []
+    for key, history in slots.items():
+        live = [t for t in history if t.desired_state <= TaskState.RUNNING]
+        fresh = [t for t in live if t.spec_version == svc.spec_version]
+        stale = [t for t in live if _is_dirty(svc, t)]
+        for t in fresh:
+            if t.replaces and t.status.state < TaskState.RUNNING:
+                in_flight += 1
+            elif t.replaces:
+                last_done = max(last_done, t.status.timestamp)
+        if fresh and stale and cfg["order"] == "start-first":
+            if any(t.status.state == TaskState.RUNNING for t in fresh):
+                for t in stale:
+                    t.desired_state = TaskState.SHUTDOWN
+                    p.save(t)
+            continue
+        if stale and not fresh:
+            dirty.append((key, stale[0]))
+    if not dirty:
+        return
+    if cfg["delay"] and last_done and p.now < last_done + cfg["delay"]:
+        p.wake.append(last_done + cfg["delay"])
+        return
+    budget = len(dirty) if cfg["parallelism"] == 0 else cfg["parallelism"] - in_flight
+    for _key, old in sorted(dirty, key=lambda kv: str(kv[0]))[: max(budget, 0)]:
+        if cfg["order"] == "start-first":
+            p.create(new_task(svc, old.slot, old.node_id if svc.mode == "global" else "", TaskState.RUNNING,
+                              p.now, replaces=old.id))
+        else:
+            old.desired_state = TaskState.SHUTDOWN
+            p.save(old)
+            p.create(new_task(svc, old.slot, old.node_id if svc.mode == "global" else "", TaskState.READY,
+                              p.now, replaces=old.id, start_after=p.now))
+
+
+def _slot_occupied(svc: ServiceView, history: list[Task]) -> bool:
+    """A slot counts if it has a live task, or if its newest task is dead and not restarted
+    (so `max_attempts` exhausted shows 0/1 rather than a fresh task)."""
+    if any(t.desired_state <= TaskState.RUNNING for t in history):
+        return True
+    return bool(history)
+
+
+def _reconcile_replicated(p: _Pass, svc: ServiceView, tasks: list[Task]) -> None:
+    slots: dict[int, list[Task]] = defaultdict(list)
+    for t in tasks:
+        if t.desired_state != TaskState.REMOVE:
+            slots[t.slot].append(t)
+    for history in slots.values():
+        history.sort(key=lambda t: t.created_at)
+    _restart_dead(p, svc, slots)
+    occupied = {s: h for s, h in slots.items() if _slot_occupied(svc, h)}
+    if len(occupied) < svc.replicas:
+        free = (n for n in range(1, len(occupied) + svc.replicas + 1) if n not in occupied)
+        for _ in range(svc.replicas - len(occupied)):
+            slot = next(free)
+            p.create(new_task(svc, slot, "", TaskState.RUNNING, p.now))
+    elif len(occupied) > svc.replicas:
+        def running_first(item: tuple[int, list[Task]]) -> tuple[int, int]:
+            slot, history = item
+            live = any(t.status.state == TaskState.RUNNING and t.desired_state <= TaskState.RUNNING for t in history)
+            return (0 if live else 1, slot)
+
+        for _slot, history in sorted(occupied.items(), key=running_first)[svc.replicas:]:
+            for t in history:
+                t.desired_state = TaskState.REMOVE
+                p.save(t)
+            occupied.pop(_slot)
+    _rolling_update(p, svc, {s: h for s, h in slots.items() if s in occupied})
+
+
+def _eligible(node: Node, svc: ServiceView) -> bool:
+    from shoal.manager.constraints import matches
+
+    return node.state == "ready" and node.availability == "active" and matches(svc.constraints, node)
+
+
+def _reconcile_global(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list[Node]) -> None:
+    by_node: dict[str, list[Task]] = defaultdict(list)
+    for t in tasks:
+        if t.desired_state != TaskState.REMOVE:
+            by_node[t.node_id].append(t)
+    for history in by_node.values():
+        history.sort(key=lambda t: t.created_at)
+    eligible = {n.id for n in nodes if _eligible(n, svc)}
+    for node_id, history in by_node.items():
+        if node_id not in eligible:
+            for t in history:
+                if t.desired_state <= TaskState.RUNNING:
+                    t.desired_state = TaskState.SHUTDOWN
+                    p.save(t)
+    live_nodes = {k: v for k, v in by_node.items() if k in eligible}
+    _restart_dead(p, svc, live_nodes)
+    for node_id in sorted(eligible - set(by_node)):
+        p.create(new_task(svc, 0, node_id, TaskState.RUNNING, p.now))
+    _rolling_update(p, svc, live_nodes)
+
+
+def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]]) -> None:
+    # A parked (desired READY) replacement that died before release is retired the same way.
+    for history in slots.values():
+        for t in list(history):
+            if t.desired_state <= TaskState.RUNNING and t.status.state > TaskState.RUNNING:
+                _restart(p, svc, t, history)
+
+
+def reconcile(tx: Transaction, now: float) -> float | None:
+    """One orchestration pass. Returns when the next delayed action falls due, if any."""
+    p = _Pass(tx, now)
+    services = {s["id"]: view(s) for s in tx.list("service")}
+    nodes = [Node.from_dict(n) for n in tx.list("node")]
+    tasks_by_service: dict[str, list[Task]] = defaultdict(list)
+    all_tasks: dict[str, Task] = {}
+    for raw in tx.list("task"):
+        task = Task.from_dict(raw)
+        all_tasks[task.id] = task
+        tasks_by_service[task.service_id].append(task)
+    for service_id, tasks in tasks_by_service.items():
+        if service_id not in services:
+            for t in tasks:
+                if t.desired_state != TaskState.REMOVE:
+                    t.desired_state = TaskState.REMOVE
+                    p.save(t)
+    for svc in services.values():
+        tasks = tasks_by_service.get(svc.id, [])
+        if svc.mode == "global":
+            _reconcile_global(p, svc, tasks, nodes)
+        else:
+            _reconcile_replicated(p, svc, tasks)
+    # Re-read: the passes above may have created parked tasks whose gates are already open.
+    fresh = [Task.from_dict(t) for t in tx.list("task")]
+    by_id = {t.id: t for t in fresh}
+    _release_parked(p, fresh, by_id)
+    return min(p.wake) if p.wake else None
