@@ -1,0 +1,236 @@
+"""The build context: the directory the user named, minus what .dockerignore excludes.
+
+Docker's CLI tars the context (go-archive TarWithOptions with the ignore patterns) and the
+daemon copies from the extracted tar. Here the directory is read in place through the same
+inclusion rules, and the tar's size is computed for the "Sending build context" line."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.build.dockerignore import PatternMatcher, load_patterns
+from shoal.errors import ShoalError
+
+_BLOCK = 512
+
+
+class ContextError(ShoalError):
+    pass
+
+
+def _tar_entry_size(name: str, size: int, linkname: str = "") -> int:
+    header = _BLOCK
+    # Go's tar writer switches to a PAX header for names/links over 100 bytes.
+    if len(name) > 100 or len(linkname) > 100:
+        record = len(name) + len(linkname) + 40
+        header += _BLOCK + (record + _BLOCK - 1) // _BLOCK * _BLOCK
+    return header + (size + _BLOCK - 1) // _BLOCK * _BLOCK
+
+
+@dataclass
+class BuildContext:
+    root: Path
+    patterns: list[str] = field(default_factory=list)
+    # relative path -> lstat result, for every entry the tar would hold (dirs included)
+    entries: dict[str, os.stat_result] = field(default_factory=dict)
+    _hashes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: Path, dockerfile_rel: str | None = "Dockerfile") -> BuildContext:
+        root = Path(root)
+        if not root.is_dir():
+            raise ContextError(f'unable to prepare context: path "{root}" not found')
+        patterns = load_patterns(root, dockerfile_rel)
+        try:
+            pm = PatternMatcher.new(patterns)
+        except ValueError as exc:
+            raise ContextError(f"error checking context: .dockerignore: {exc}") from None
+        ctx = cls(root=root, patterns=patterns)
+        ctx._walk(pm)
+        # Directories left out but holding re-included files exist in the extracted context.
+        for rel in list(ctx.entries):
+            parent = posixpath.dirname(rel)
+            while parent and parent not in ctx.entries:
+                ctx.entries[parent] = os.lstat(root / parent)
+                parent = posixpath.dirname(parent)
+        return ctx
+
+    def _walk(self, pm: PatternMatcher) -> None:
+        """go-archive's walk: skip excluded dirs unless an exception pattern reaches inside."""
+        parent_info: dict[str, list[bool]] = {}
+        root = str(self.root)
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            rel_dir = os.path.relpath(dirpath, root)
+            rel_dir = "" if rel_dir == "." else rel_dir
+            keep_dirs = []
+            for name in sorted(dirnames) + sorted(filenames):
+                rel = posixpath.join(rel_dir, name) if rel_dir else name
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(full)
+                except OSError as exc:
+                    raise ContextError(f"error checking context: '{exc}'.") from None
+                is_dir = stat.S_ISDIR(st.st_mode)
+                skip = False
+                if pm.patterns:
+                    skip, info = pm.matches_using_parent(rel, parent_info.get(rel_dir))
+                    if is_dir:
+                        parent_info[rel] = info
+                if skip:
+                    if is_dir and self._must_descend(pm, rel):
+                        keep_dirs.append(name)
+                    continue
+                if stat.S_ISREG(st.st_mode) and not os.access(full, os.R_OK):
+                    raise ContextError(f"error checking context: 'can't stat '{full}''.")
+                self.entries[rel] = st
+                if is_dir:
+                    keep_dirs.append(name)
+            dirnames[:] = [d for d in dirnames if d in keep_dirs]
+
+    @staticmethod
+    def _must_descend(pm: PatternMatcher, rel: str) -> bool:
+        if not pm.exclusions:
+            return False
+        prefix = rel + "/"
+        return any(p.exclusion and (p.cleaned + "/").startswith(prefix) for p in pm.patterns)
+
+    # --- what the CLI reports ------------------------------------------------------------------
+
+    def tar_size(self) -> int:
+        total = 0
+        for rel, st in self.entries.items():
+            if stat.S_ISREG(st.st_mode):
+                total += _tar_entry_size(rel, st.st_size)
+            elif stat.S_ISLNK(st.st_mode):
+                total += _tar_entry_size(rel, 0, os.readlink(self.root / rel))
+            else:
+                total += _tar_entry_size(rel + "/" if stat.S_ISDIR(st.st_mode) else rel, 0)
+        return total + 2 * _BLOCK
+
+    # --- lookups for COPY/ADD ------------------------------------------------------------------
+
+    def has(self, rel: str) -> bool:
+        return rel in ("", ".") or rel in self.entries
+
+    def resolve(self, rel: str) -> str | None:
+        """A context-relative path with symlinks followed inside the context (as the daemon's
+        FollowSymlinkInScope), or None when it is missing or excluded."""
+        parts = [p for p in rel.split("/") if p and p != "."]
+        done: list[str] = []
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            cur = "/".join(done + [name])
+            st = self.entries.get(cur)
+            if st is None:
+                return None
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > 255:
+                    return None
+                target = os.readlink(self.root / cur)
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p and p != "."] + parts
+                continue
+            done.append(name)
+        return "/".join(done)
+
+    def stat(self, rel: str) -> os.stat_result | None:
+        if rel in ("", "."):
+            return os.lstat(self.root)
+        return self.entries.get(rel)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Every entry whose whole relative path matches (filepath.Match: `*` stops at `/`)."""
+        rx = _go_match_regex(pattern)
+        return [rel for rel in sorted(self.entries) if rx.match(rel)]
+
+    def children(self, rel: str) -> list[str]:
+        """All included entries below directory `rel`, sorted (parents before children)."""
+        if rel in ("", "."):
+            return sorted(self.entries)
+        prefix = rel + "/"
+        return sorted(r for r in self.entries if r.startswith(prefix))
+
+    def file_hash(self, rel: str) -> str:
+        """Content and metadata of one entry, for the layer cache key."""
+        cached = self._hashes.get(rel)
+        if cached:
+            return cached
+        st = self.stat(rel)
+        assert st is not None
+        h = hashlib.sha256()
+        h.update(f"{rel}\0{stat.S_IMODE(st.st_mode):o}\0{stat.S_IFMT(st.st_mode)}\0".encode())
+        full = self.root / rel
+        if stat.S_ISREG(st.st_mode):
+            with open(full, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        elif stat.S_ISLNK(st.st_mode):
+            h.update(os.readlink(full).encode())
+        digest = h.hexdigest()
+        self._hashes[rel] = digest
+        return digest
+
+    def tree_hash(self, rel: str) -> str:
+        """A directory's hash: its own entry plus everything included below it."""
+        h = hashlib.sha256()
+        for child in [rel] + self.children(rel) if rel not in ("", ".") else self.children(rel):
+            h.update(self.file_hash(child).encode())
+        return h.hexdigest()
+
+
+def _go_match_regex(pattern: str):  # type: ignore[no-untyped-def]
+    """Go's filepath.Match as a regex: `*`/`?` never match `/`, `[...]` classes, `\\` escapes."""
+    import re
+
+    out = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "\\" and i < len(pattern):
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif ch == "[":
+            j = pattern.find("]", i)
+            if j < 0:
+                raise ContextError(f"syntax error in pattern: {pattern}")
+            body = pattern[i:j]
+            if body.startswith("^"):
+                body = "!" + body[1:]
+            cls = fnmatch.translate("[" + body + "]")
+            # fnmatch.translate wraps as (?s:...)\Z; keep only the class itself
+            out.append(cls[4:-3])
+            i = j + 1
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def contains_wildcards(path: str) -> bool:
+    i = 0
+    while i < len(path):
+        ch = path[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "*?[":
+            return True
+        i += 1
+    return False

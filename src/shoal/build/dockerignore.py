@@ -1,0 +1,201 @@
+""".dockerignore: moby/patternmatcher and its ignorefile reader, rule for rule.
+
+Patterns are cleaned paths relative to the context; `*` and `?` stop at `/`, `**` crosses
+directories, `!` re-includes, and the last matching pattern wins. A pattern matching a
+directory also matches everything below it."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_ESCAPE = set(".+()|{}$")
+
+
+def read_ignore_file(text: str) -> list[str]:
+    """ignorefile.ReadAll: comments, blank lines, `!`, leading `/` and path cleaning."""
+    out: list[str] = []
+    for n, line in enumerate(text.splitlines()):
+        if n == 0:
+            line = line.removeprefix("\ufeff")
+        if line.startswith("#"):
+            continue
+        pattern = line.strip()
+        if not pattern:
+            continue
+        invert = pattern.startswith("!")
+        if invert:
+            pattern = pattern[1:].strip()
+        if pattern:
+            pattern = posixpath.normpath(pattern)
+            if len(pattern) > 1 and pattern.startswith("/"):
+                pattern = pattern[1:]
+        out.append("!" + pattern if invert else pattern)
+    return out
+
+
+@dataclass
+class Pattern:
+    cleaned: str
+    exclusion: bool
+    dirs: list[str]
+    _kind: str = ""                 # exact | prefix | suffix | regexp
+    _regex: re.Pattern[str] | None = None
+
+    def match(self, path: str) -> bool:
+        if not self._kind:
+            self._compile()
+        if self._kind == "exact":
+            return path == self.cleaned
+        if self._kind == "prefix":
+            return path.startswith(self.cleaned[:-2])
+        if self._kind == "suffix":
+            suffix = self.cleaned[2:]
+            if path.endswith(suffix):
+                return True
+            return suffix.startswith("/") and path == suffix[1:]
+        assert self._regex is not None
+        return self._regex.match(path) is not None
+
+    def _compile(self) -> None:
+        reg = "^"
+        kind = "exact"
+        p = self.cleaned
+        i = 0
+        n = len(p)
+        first = True
+        while i < n:
+            ch = p[i]
+            i += 1
+            if ch == "*":
+                if i < n and p[i] == "*":
+                    i += 1
+                    if i < n and p[i] == "/":
+                        i += 1
+                    if i >= n:
+                        if kind == "exact":
+                            kind = "prefix"
+                        else:
+                            reg += ".*"
+                            kind = "regexp"
+                    else:
+                        reg += "(.*/)?"
+                        kind = "regexp"
+                    if first:
+                        kind = "suffix"
+                else:
+                    reg += "[^/]*"
+                    kind = "regexp"
+            elif ch == "?":
+                reg += "[^/]"
+                kind = "regexp"
+            elif ch in _ESCAPE:
+                reg += "\\" + ch
+            elif ch == "\\":
+                if i < n:
+                    reg += re.escape(p[i])
+                    i += 1
+                    kind = "regexp"
+                else:
+                    reg += "\\\\"
+            elif ch in "[]":
+                reg += ch
+                kind = "regexp"
+            else:
+                reg += re.escape(ch) if ch in "^\\" else ch
+            first = False
+        if kind == "regexp":
+            try:
+                self._regex = re.compile(reg + "$", re.DOTALL)
+            except re.error as exc:
+                raise ValueError(f"syntax error in pattern: {self.cleaned}") from exc
+        self._kind = kind
+
+
+@dataclass
+class PatternMatcher:
+    patterns: list[Pattern] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, patterns: list[str]) -> PatternMatcher:
+        pm = cls()
+        for p in patterns:
+            p = p.strip()
+            if not p:
+                continue
+            p = posixpath.normpath(p)
+            exclusion = False
+            if p.startswith("!"):
+                if len(p) == 1:
+                    raise ValueError('illegal exclusion pattern: "!"')
+                exclusion = True
+                p = p[1:]
+            pat = Pattern(p, exclusion, p.split("/"))
+            pat._compile()
+            pm.patterns.append(pat)
+        return pm
+
+    @property
+    def exclusions(self) -> bool:
+        return any(p.exclusion for p in self.patterns)
+
+    def matches_or_parent_matches(self, file: str) -> bool:
+        """MatchesOrParentMatches: also true when a parent directory matches a pattern."""
+        matched = False
+        parent = posixpath.dirname(file) or "."
+        parent_dirs = parent.split("/")
+        for pattern in self.patterns:
+            if pattern.exclusion != matched:
+                continue
+            match = pattern.match(file)
+            if not match and parent != ".":
+                for i in range(len(parent_dirs)):
+                    if pattern.match("/".join(parent_dirs[: i + 1])):
+                        match = True
+                        break
+            if match:
+                matched = not pattern.exclusion
+        return matched
+
+    def matches_using_parent(self, file: str, parent_matched: list[bool] | None) -> tuple[bool, list[bool]]:
+        """MatchesUsingParentResults, as go-archive's walk uses it (one result per pattern)."""
+        matched = False
+        info = [False] * len(self.patterns)
+        for i, pattern in enumerate(self.patterns):
+            match = parent_matched[i] if parent_matched else False
+            if not match:
+                if pattern.exclusion != matched:
+                    continue
+                match = pattern.match(file)
+                if not match and not parent_matched:
+                    parent = posixpath.dirname(file)
+                    if parent:
+                        dirs = parent.split("/")
+                        for j in range(len(dirs)):
+                            if pattern.match("/".join(dirs[: j + 1])):
+                                match = True
+                                break
+            info[i] = match
+            if match:
+                matched = not pattern.exclusion
+        return matched, info
+
+
+def load_patterns(context_dir: Path, dockerfile_rel: str | None) -> list[str]:
+    """The context's .dockerignore, with the Dockerfile and .dockerignore kept as the CLI does
+    (build.TrimBuildFilesFromExcludes): they are still sent even if a pattern excludes them."""
+    path = context_dir / ".dockerignore"
+    if not path.is_file():
+        return []
+    try:
+        patterns = read_ignore_file(path.read_text(errors="replace"))
+    except OSError:
+        return []
+    pm = PatternMatcher.new(patterns)
+    if pm.matches_or_parent_matches(".dockerignore"):
+        patterns.append("!.dockerignore")
+    if dockerfile_rel and pm.matches_or_parent_matches(dockerfile_rel):
+        patterns.append("!" + dockerfile_rel)
+    return patterns
