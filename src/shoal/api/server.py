@@ -1,0 +1,201 @@
+"""shoald's HTTP routes (aiohttp). Handlers only translate HTTP to store reads and manager calls;
+the work happens in the manager loops, woken through `Daemon.kick()`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from shoal import __version__
+from shoal.api import API_VERSION
+from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
+from shoal.manager.stacks import apply_stack, remove_stack, stack_of
+from shoal.model.cluster import Task, TaskState
+
+if TYPE_CHECKING:
+    from shoal.daemon import Daemon
+
+_STATUS = {InvalidArgument: 400, NotFound: 404, Conflict: 409}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ShoalError as exc:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+        return web.json_response({"message": str(exc)}, status=status)
+
+
+def _resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, Any]:
+    """Docker's lookup order: full ID, then full name, then a unique ID prefix."""
+    for key in ("id", "name"):
+        for obj in objects:
+            if obj[key] == ref:
+                return obj
+    prefixed = [o for o in objects if o["id"].startswith(ref)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if prefixed:
+        raise InvalidArgument(f"multiple {kind}s found with provided prefix: {ref}")
+    raise NotFound(f"no such {kind}: {ref}")
+
+
+def service_status(service: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, int]:
+    """ServiceStatus as the API reports it: running = observed RUNNING; desired = replicas, or the
+    number of tasks desired RUNNING for a global service."""
+    own = [Task.from_dict(t) for t in tasks if t["service_id"] == service["id"]]
+    running = sum(1 for t in own if t.status.state == TaskState.RUNNING)
+    spec = service.get("spec", {})
+    if spec.get("mode", "replicated") == "global":
+        desired = sum(1 for t in own if t.desired_state == TaskState.RUNNING)
+    else:
+        desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+    return {"RunningTasks": running, "DesiredTasks": desired}
+
+
+def _event_name(kind: str, obj: dict[str, Any]) -> str:
+    if kind == "task" and "service_name" in obj:
+        return f"{obj['service_name']}.{obj['slot'] or obj['node_id']}"
+    return str(obj.get("name") or obj.get("hostname") or "")
+
+
+def make_app(daemon: Daemon) -> web.Application:
+    routes = web.RouteTableDef()
+    store = daemon.store
+    prefix = f"/{API_VERSION}"
+
+    @routes.get(f"{prefix}/version")
+    async def version(_: web.Request) -> web.Response:
+        return web.json_response({"Version": __version__, "ApiVersion": API_VERSION,
+                                  "Os": "linux", "Arch": platform.machine()})
+
+    @routes.get(f"{prefix}/info")
+    async def info(_: web.Request) -> web.Response:
+        return web.json_response({
+            "NodeID": daemon.node_id,
+            "Services": len(store.list("service")),
+            "Tasks": len(store.list("task")),
+            "Revision": store.revision(),
+        })
+
+    @routes.get(f"{prefix}/nodes")
+    async def nodes(_: web.Request) -> web.Response:
+        return web.json_response(store.list("node"))
+
+    @routes.get(f"{prefix}/services")
+    async def services(request: web.Request) -> web.Response:
+        stack = request.query.get("stack")
+        tasks = store.list("task")
+        result = []
+        for svc in store.list("service"):
+            if stack is not None and stack_of(svc) != stack:
+                continue
+            result.append(dict(svc, status=service_status(svc, tasks)))
+        return web.json_response(result)
+
+    @routes.get(prefix + "/services/{ref}")
+    async def service(request: web.Request) -> web.Response:
+        svc = _resolve(store.list("service"), request.match_info["ref"], "service")
+        return web.json_response(dict(svc, status=service_status(svc, store.list("task"))))
+
+    @routes.delete(prefix + "/services/{ref}")
+    async def remove_service(request: web.Request) -> web.Response:
+        with store.transaction() as tx:
+            svc = _resolve(tx.list("service"), request.match_info["ref"], "service")
+            tx.delete("service", svc["id"])
+        daemon.kick()
+        return web.json_response({"id": svc["id"], "name": svc["name"]})
+
+    @routes.post(prefix + "/services/{ref}/scale")
+    async def scale(request: web.Request) -> web.Response:
+        body = await request.json()
+        replicas = body.get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise InvalidArgument(f"invalid replicas value: {replicas!r}")
+        with store.transaction() as tx:
+            svc = _resolve(tx.list("service"), request.match_info["ref"], "service")
+            if svc["spec"].get("mode", "replicated") != "replicated":
+                raise InvalidArgument(f"{request.match_info['ref']}: scale can only be used with replicated or replicated-job mode")
+            svc["spec"] = dict(svc["spec"], replicas=replicas)
+            svc["spec_version"] += 1
+            svc["updated_at"] = time.time()
+            tx.update("service", svc)
+        daemon.kick()
+        return web.json_response({"id": svc["id"], "name": svc["name"]})
+
+    @routes.get(f"{prefix}/tasks")
+    async def tasks(request: web.Request) -> web.Response:
+        service_ids: set[str] | None = None
+        if "service" in request.query:
+            service_ids = {_resolve(store.list("service"), request.query["service"], "service")["id"]}
+        elif "stack" in request.query:
+            service_ids = {s["id"] for s in store.list("service") if stack_of(s) == request.query["stack"]}
+        result = [t for t in store.list("task") if service_ids is None or t["service_id"] in service_ids]
+        return web.json_response(result)
+
+    @routes.get(f"{prefix}/networks")
+    async def networks(_: web.Request) -> web.Response:
+        return web.json_response(store.list("network"))
+
+    @routes.get(f"{prefix}/stacks")
+    async def stacks(_: web.Request) -> web.Response:
+        counts: dict[str, int] = {}
+        for svc in store.list("service"):
+            name = stack_of(svc)
+            if name:
+                counts[name] = counts.get(name, 0) + 1
+        return web.json_response([{"Name": n, "Services": c} for n, c in sorted(counts.items())])
+
+    @routes.post(prefix + "/stacks/{name}")
+    async def deploy(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await request.json()
+        lock = daemon.stack_lock(name)
+        if lock.locked():
+            raise Conflict(f"stack {name} is being deployed by another client; try again when it has finished")
+        async with lock:
+            stack = dict(body["stack"], name=name)
+            with store.transaction() as tx:
+                lines = apply_stack(tx, stack, prune=bool(body.get("prune")))
+        daemon.kick()
+        return web.json_response({"lines": lines})
+
+    @routes.delete(prefix + "/stacks/{name}")
+    async def remove(request: web.Request) -> web.Response:
+        with store.transaction() as tx:
+            lines = remove_stack(tx, request.match_info["name"])
+        daemon.kick()
+        return web.json_response({"lines": lines})
+
+    @routes.get(f"{prefix}/events")
+    async def events(request: web.Request) -> web.StreamResponse:
+        """Newline-delimited JSON events from `since`, following new ones while the client stays."""
+        since = int(request.query.get("since", store.revision()))
+        follow = request.query.get("follow", "1") != "0"
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        while True:
+            for event in store.events_since(since):
+                since = event.revision
+                line = {"revision": event.revision, "type": event.kind, "action": event.action,
+                        "id": event.id, "name": _event_name(event.kind, event.object), "time": event.time}
+                await response.write((json.dumps(line) + "\n").encode())
+            if not follow:
+                break
+            await daemon.changed(since, timeout=1.0)
+        await response.write_eof()
+        return response
+
+    app = web.Application(middlewares=[_errors])
+    app.add_routes(routes)
+    return app
+
+
+async def wait_forever() -> None:
+    await asyncio.Event().wait()

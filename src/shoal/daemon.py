@@ -1,0 +1,163 @@
+"""shoald: the manager and agent roles of one node in one asyncio process.
+
+It owns nothing the containers need to keep running (conmon supervises each one), so it can be
+stopped or killed at any time; on start it reads the store and the node's containers and carries
+on reconciling."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from shoal import paths
+from shoal.api.client import socket_path
+from shoal.api.server import make_app
+from shoal.errors import ShoalError
+from shoal.ids import new_swarm_id
+from shoal.manager import allocator, orchestrator, reaper, scheduler
+from shoal.model.cluster import Node
+from shoal.store import SQLiteStore
+
+log = logging.getLogger("shoald")
+
+# A reconciliation pass also runs this often with nothing to do, to catch what no event reports.
+IDLE_RESYNC = 10.0
+
+
+class Daemon:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or paths.state_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = SQLiteStore(self.root / "shoald.db")
+        self.node_id = self._node_id()
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._stack_locks: dict[str, asyncio.Lock] = {}
+        self._agent_hooks: list[Callable[[], None]] = []
+
+    def _node_id(self) -> str:
+        path = self.root / "node_id"
+        if path.exists():
+            return path.read_text().strip()
+        node_id = new_swarm_id()
+        path.write_text(node_id + "\n")
+        return node_id
+
+    def register_node(self) -> None:
+        hostname = socket.gethostname()
+        with self.store.transaction() as tx:
+            current = tx.get("node", self.node_id)
+            node = Node(
+                id=self.node_id,
+                hostname=hostname,
+                state="ready",
+                nano_cpus=(os.cpu_count() or 1) * 1_000_000_000,
+                memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            ).to_dict()
+            if current is None:
+                tx.create("node", node)
+            else:
+                tx.update("node", dict(current, **{k: v for k, v in node.items() if k != "version"}))
+
+    def stack_lock(self, name: str) -> asyncio.Lock:
+        return self._stack_locks.setdefault(name, asyncio.Lock())
+
+    def kick(self) -> None:
+        """Something changed the desired state: run the loops now."""
+        self._wake.set()
+
+    async def changed(self, revision: int, timeout: float) -> None:
+        """Wait until the store moves past `revision` (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        while self.store.revision() <= revision and time.monotonic() < deadline:
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=min(0.2, deadline - time.monotonic()))
+                except TimeoutError:
+                    pass
+
+    def manager_pass(self) -> float | None:
+        now = time.time()
+        with self.store.transaction() as tx:
+            wake = orchestrator.reconcile(tx, now)
+            allocator.reconcile(tx, now)
+            scheduler.reconcile(tx, now)
+            reaper.reconcile(tx)
+        return wake
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def manager_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            before = self.store.revision()
+            try:
+                wake_at = await asyncio.to_thread(self.manager_pass)
+            except ShoalError as exc:
+                log.error("manager pass failed: %s", exc)
+                wake_at = None
+            if self.store.revision() != before:
+                await self._notify()
+                for hook in self._agent_hooks:
+                    hook()
+                continue  # a pass that changed something may enable the next step at once
+            timeout = IDLE_RESYNC if wake_at is None else max(0.0, min(IDLE_RESYNC, wake_at - time.time()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+
+    async def serve(self) -> None:
+        run = paths.run_root()
+        run.mkdir(parents=True, exist_ok=True)
+        lock_file = (run / "shoald.lock").open("w")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ShoalError(f"another shoald is running (lock {run / 'shoald.lock'} is held)") from exc
+        lock_file.write(f"{os.getpid()}\n")
+        lock_file.flush()
+        self.register_node()
+        sock = socket_path()
+        sock.unlink(missing_ok=True)
+        runner = web.AppRunner(make_app(self), access_log=None)
+        await runner.setup()
+        old_umask = os.umask(0o077)  # root-only socket: the API can start containers
+        try:
+            site = web.UnixSite(runner, str(sock))
+            await site.start()
+        finally:
+            os.umask(old_umask)
+        log.info("shoald listening on unix://%s (node %s)", sock, self.node_id)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = [asyncio.create_task(self.manager_loop())]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await runner.cleanup()
+            sock.unlink(missing_ok=True)
+            self.store.close()
+            lock_file.close()
+
+
+def run() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s shoald %(levelname)s %(message)s")
+    daemon = Daemon()
+    asyncio.run(daemon.serve())
+    return 0

@@ -1,0 +1,78 @@
+"""Applying a stack to the store: services and networks created, updated or pruned in one
+transaction, with the lines `docker stack deploy` prints.
+
+A stack is only a label (com.docker.stack.namespace) on its services and networks, as in Swarm."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shoal.errors import InvalidArgument, NotFound
+from shoal.ids import new_swarm_id
+from shoal.store.base import Transaction
+
+NAMESPACE_LABEL = "com.docker.stack.namespace"
+
+
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return obj.get("labels") or obj.get("spec", {}).get("labels") or {}
+
+
+def stack_of(obj: dict[str, Any]) -> str | None:
+    return obj.get("stack") or _labels(obj).get(NAMESPACE_LABEL)
+
+
+def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False) -> list[str]:
+    """Create or update the stack's networks and services. Returns Docker's progress lines."""
+    name = stack["name"]
+    now = time.time()
+    lines: list[str] = []
+    existing_services = {s["name"]: s for s in tx.list("service") if stack_of(s) == name}
+    wanted = {svc["name"]: svc for svc in stack.get("services", {}).values()}
+    if prune:
+        for svc_name in sorted(set(existing_services) - set(wanted)):
+            lines.append(f"Removing service {svc_name}")
+            tx.delete("service", existing_services[svc_name]["id"])
+    networks = {n["name"]: n for n in tx.list("network")}
+    for net in sorted(stack.get("networks", {}).values(), key=lambda n: n["name"]):
+        if net.get("external"):
+            found = networks.get(net["name"])
+            if found is None:
+                raise NotFound(
+                    f'network "{net["name"]}" is declared as external, but could not be found. '
+                    "You need to create a swarm-scoped network before the stack is deployed"
+                )
+            continue
+        if net["name"] in networks:
+            continue  # Swarm leaves an existing stack network unchanged
+        lines.append(f"Creating network {net['name']}")
+        tx.create("network", {"id": new_swarm_id(), "name": net["name"], "stack": name, "spec": net,
+                              "created_at": now})
+    for svc_name in sorted(wanted):
+        spec = wanted[svc_name]
+        old = existing_services.get(svc_name)
+        if old is None:
+            lines.append(f"Creating service {svc_name}")
+            tx.create("service", {"id": new_swarm_id(), "name": svc_name, "stack": name, "spec": spec,
+                                  "spec_version": 1, "created_at": now, "updated_at": now})
+            continue
+        if old.get("spec", {}).get("mode", "replicated") != spec.get("mode", "replicated"):
+            raise InvalidArgument(f"service {svc_name}: service mode change is not allowed")
+        lines.append(f"Updating service {svc_name} (id: {old['id']})")
+        if old["spec"] != spec:
+            old.update(previous_spec=old["spec"], spec=spec, spec_version=old["spec_version"] + 1, updated_at=now)
+            tx.update("service", old)
+    return lines
+
+
+def remove_stack(tx: Transaction, name: str) -> list[str]:
+    """Delete everything labelled with the stack; Docker's `stack rm` lines. Empty when nothing."""
+    lines = []
+    for svc in sorted((s for s in tx.list("service") if stack_of(s) == name), key=lambda s: s["name"]):
+        lines.append(f"Removing service {svc['name']}")
+        tx.delete("service", svc["id"])
+    for net in sorted((n for n in tx.list("network") if stack_of(n) == name), key=lambda n: n["name"]):
+        lines.append(f"Removing network {net['name']}")
+        tx.delete("network", net["id"])
+    return lines
