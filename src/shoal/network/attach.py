@@ -1,0 +1,159 @@
+"""Giving a container its network: a pinned namespace, one veth per network, NAT and published
+ports. The runtime calls attach() before it creates the container and detach() after it is gone.
+
+Everything is created under the network store's lock and rolled back on failure, so a bad port
+or a full network leaves neither a namespace nor a link nor a state entry behind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.errors import InvalidArgument, ShoalError
+from shoal.network import bridge, ipam, lb, netns, nft
+from shoal.network.store import Endpoint, Network, NetworkStore, PublishedPort
+from shoal.runtime.spec import ContainerSpec
+
+FALLBACK_DNS = ["8.8.8.8", "8.8.4.4"]  # what Docker uses when the host only has local resolvers
+EMBEDDED_DNS = "127.0.0.11"
+
+
+@dataclass
+class NetworkAttachment:
+    netns_path: Path
+    ip_addresses: list[str]  # one per attached network, in interface order (eth0 first)
+    hosts_entries: list[str]  # "IP\tHOSTNAME" lines for the container's /etc/hosts
+    networks: list[str] = field(default_factory=list)  # network names, eth0 first
+    gateway: str = ""
+    mac_addresses: list[str] = field(default_factory=list)
+    dns_servers: list[str] = field(default_factory=list)  # for resolv.conf (spec.dns wins)
+    ports: list[PublishedPort] = field(default_factory=list)  # with chosen host ports filled in
+
+
+def network_ref(spec_network: str) -> str | None:
+    if spec_network in ("none", "host", ""):
+        return None
+    return "bridge" if spec_network == "default" else spec_network
+
+
+def attach(container_id: str, spec: ContainerSpec, *, for_task: bool = False,
+           store: NetworkStore | None = None) -> NetworkAttachment | None:
+    """Make the container's namespace and connect it to spec.network (None for none/host).
+    Overlay networks need --attachable unless the caller is the swarm agent (for_task)."""
+    ref = network_ref(spec.network)
+    if ref is None:
+        return None
+    store = store or NetworkStore()
+    ports = [PublishedPort(protocol=p.protocol, published=p.published, target=p.target, host_ip=p.host_ip)
+             for p in spec.ports]
+    hostname = spec.hostname or container_id[:12]
+    path = netns.netns_path(container_id)
+    with store.lock():
+        net = store.get(ref)
+        _check_attachable(net, for_task)
+        if net.internal and ports:
+            raise InvalidArgument(f"cannot publish ports on internal network {net.name}")
+        if path.exists():
+            raise ShoalError(f"container {container_id[:12]} already has a network namespace at {path}")
+        netns.create(path)
+        try:
+            ep = _connect(store, net, container_id, path, "eth0", spec.name, hostname, spec.network_aliases, ports)
+        except BaseException:
+            netns.remove(path)
+            raise
+    return NetworkAttachment(
+        netns_path=path,
+        ip_addresses=[ep.ip],
+        hosts_entries=[f"{ep.ip}\t{hostname}"],
+        networks=[net.name],
+        gateway="" if net.internal else net.gateway,
+        mac_addresses=[ep.mac],
+        dns_servers=host_resolvers(),
+        ports=ep.ports,
+    )
+
+
+def connect(container_id: str, network: str, aliases: list[str] | None = None, name: str = "",
+            hostname: str = "", *, for_task: bool = False, store: NetworkStore | None = None) -> Endpoint:
+    """Add one more network (eth1, eth2...) to a container attached before."""
+    store = store or NetworkStore()
+    path = netns.netns_path(container_id)
+    if not netns.is_mounted(path):
+        raise ShoalError(f"container {container_id[:12]} has no network namespace")
+    with store.lock():
+        net = store.get(network)
+        _check_attachable(net, for_task)
+        if container_id in net.endpoints:
+            raise ShoalError(f"endpoint with name {name or container_id[:12]} already exists in network {net.name}")
+        ifname = f"eth{bridge.interface_count(path)}"
+        return _connect(store, net, container_id, path, ifname, name, hostname or container_id[:12], aliases or [], [])
+
+
+def _check_attachable(net: Network, for_task: bool) -> None:
+    if not net.has_bridge:
+        raise InvalidArgument(f"network {net.name} (driver {net.driver}) has no interfaces to attach to")
+    if net.driver == "overlay" and not net.attachable and not for_task:
+        raise InvalidArgument(f"Could not attach to network {net.name}: network {net.name} not manually attachable")
+
+
+def _connect(store: NetworkStore, net: Network, container_id: str, path: Path, ifname: str, name: str,
+             hostname: str, aliases: list[str], ports: list[PublishedPort]) -> Endpoint:
+    """Under the lock: allocate, wire, record, apply; undo the wiring if any step fails."""
+    rng = ipaddress.IPv4Network(net.ip_range) if net.ip_range else None
+    ip = str(ipam.allocate_ip(net.name, net.subnet_net(), ipaddress.IPv4Address(net.gateway), rng, net.used_ips()))
+    lb.claim_ports(store, container_id, ports)
+    veth = bridge.veth_name(container_id, net.id)
+    ep = Endpoint(container_id=container_id, name=name, ip=ip, mac=bridge.mac_for(ip), veth=veth,
+                  aliases=list(aliases), hostname=hostname, ports=ports)
+    first = ifname == "eth0"
+    try:
+        bridge.ensure_bridge(net)
+        bridge.add_interface(net, path, veth, ifname, ip, ep.mac, default_route=first and not net.internal)
+        net.endpoints[container_id] = ep
+        store.save(net)
+        nft.apply(store)
+    except BaseException:
+        bridge.delete_link(veth)
+        fresh = store.find(net.id)
+        if fresh is not None and container_id in fresh.endpoints:
+            del fresh.endpoints[container_id]
+            store.save(fresh)
+        raise
+    return ep
+
+
+def detach(container_id: str, store: NetworkStore | None = None) -> None:
+    """Remove every endpoint, veth, published port and the namespace of the container."""
+    store = store or NetworkStore()
+    with store.lock():
+        left = []
+        for net in store.list():
+            ep = net.endpoints.pop(container_id, None)
+            if ep is not None:
+                store.save(net)
+                left.append(ep.veth)
+        if left:
+            nft.apply(store)  # ports leave the rotation before the links disappear
+        for veth in left:
+            bridge.delete_link(veth)
+        netns.remove(netns.netns_path(container_id))
+
+
+def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
+    """The host's nameservers a container can reach: loopback ones are not (Docker's rule)."""
+    servers = []
+    try:
+        for line in resolv_conf.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                try:
+                    addr = ipaddress.ip_address(parts[1].split("%")[0])
+                except ValueError:
+                    continue
+                if addr.version == 4 and not addr.is_loopback:
+                    servers.append(str(addr))
+    except OSError:
+        pass
+    return servers or list(FALLBACK_DNS)

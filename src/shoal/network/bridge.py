@@ -1,0 +1,132 @@
+"""Kernel links with pyroute2: the per-network bridge, and a veth pair whose container end is
+created straight inside the container's namespace as eth0/eth1/..., with address and routes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ipaddress
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from shoal.network import netns
+from shoal.network.store import Network
+
+ROUTE_LOCALNET = "/proc/sys/net/ipv4/conf/{}/route_localnet"
+
+
+def veth_name(container_id: str, network_id: str) -> str:
+    digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
+    return f"shoal{digest[:10]}"
+
+
+def mac_for(ip: str) -> str:
+    # Docker derives the MAC from the IPv4 address (02:42:ac:11:00:02); keep the locally
+    # administered bit and a shoal-specific second octet.
+    octets = ipaddress.IPv4Address(ip).packed
+    return "02:5a:" + ":".join(f"{b:02x}" for b in octets)
+
+
+def _index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return _index(ipr, name) is not None
+
+
+def ensure_bridge(net: Network) -> None:
+    """Create (or repair) the network's bridge with its gateway address; idempotent."""
+    prefix = net.subnet_net().prefixlen
+    with IPRoute() as ipr:
+        idx = _index(ipr, net.bridge)
+        if idx is None:
+            try:
+                ipr.link("add", ifname=net.bridge, kind="bridge", mtu=net.mtu)
+            except NetlinkError as exc:
+                if exc.code != 17:  # EEXIST: another shoal process won the race
+                    raise
+            idx = _index(ipr, net.bridge)
+            assert idx is not None
+        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        if net.gateway not in have:
+            ipr.addr("add", index=idx, address=net.gateway, prefixlen=prefix)
+        ipr.link("set", index=idx, state="up")
+    # 127.0.0.1:port DNATed to a task must be routable out of the bridge.
+    Path(ROUTE_LOCALNET.format(net.bridge)).write_text("1\n")
+
+
+def delete_link(name: str) -> None:
+    with IPRoute() as ipr:
+        idx = _index(ipr, name)
+        if idx is not None:
+            try:
+                ipr.link("del", index=idx)
+            except NetlinkError as exc:
+                if exc.code != 19:  # ENODEV: gone already
+                    raise
+
+
+def add_interface(net: Network, ns_path: Path, host_veth: str, ifname: str, ip: str, mac: str,
+                  default_route: bool) -> None:
+    """veth from the bridge into the namespace, addressed, up, with the default route."""
+    prefix = net.subnet_net().prefixlen
+    fd = os.open(ns_path, os.O_RDONLY)
+    try:
+        with IPRoute() as ipr:
+            br = _index(ipr, net.bridge)
+            ipr.link("add", ifname=host_veth, kind="veth", mtu=net.mtu,
+                     peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": net.mtu})
+            idx = _index(ipr, host_veth)
+            ipr.link("set", index=idx, master=br, state="up")
+        # A task reaching its own service through the VIP is hairpinned by the bridge when
+        # br_netfilter is on: the frame must be allowed back out of the port it came in by.
+        Path(f"/sys/class/net/{host_veth}/brport/hairpin_mode").write_text("1\n")
+    finally:
+        os.close(fd)
+
+    def inside() -> None:
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=ifname)[0]
+            ipr.addr("add", index=idx, address=ip, prefixlen=prefix)
+            ipr.link("set", index=idx, state="up")
+            if default_route:
+                ipr.route("add", dst="0.0.0.0/0", gateway=net.gateway, oif=idx)
+
+    netns.run_in(ns_path, inside)
+
+
+def interface_count(ns_path: Path) -> int:
+    """How many eth* interfaces the namespace already has (the next is eth<count>)."""
+
+    def inside() -> int:
+        with IPRoute() as ipr:
+            return sum(1 for link in ipr.get_links() if str(link.get_attr("IFLA_IFNAME")).startswith("eth"))
+
+    return netns.run_in(ns_path, inside)
+
+
+def shoal_links() -> dict[str, str]:
+    """Every link named shoal* in the host namespace: name -> kind (bridge, veth)."""
+    out = {}
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = str(link.get_attr("IFLA_IFNAME"))
+            if not name.startswith("shoal"):
+                continue
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else ""
+            out[name] = kind or ""
+    return out
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    with IPRoute() as ipr:
+        br = _index(ipr, bridge)
+        if br is None:
+            return []
+        return [str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links() if link.get_attr("IFLA_MASTER") == br]

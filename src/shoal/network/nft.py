@@ -1,0 +1,202 @@
+"""The `ip shoal` nftables table, rendered whole from the state on disk and applied atomically.
+
+One `nft -f -` transaction per change: `table; delete table; table {...}` replaces the table in
+one step (nft 1.0.6 would otherwise append), so packets see either the old rules or the new ones.
+Established connections keep their conntrack NAT bindings across a replacement.
+
+What the table does:
+- load balancing (chain `lb`, from prerouting and output): a service VIP to its tasks (all ports,
+  like Swarm's VIP), and published ports on every local address (127.0.0.1 included) or on one
+  host IP, DNAT to the backends with `numgen inc` (an even round robin of new connections);
+- postrouting: egress masquerade of each non-internal network, masquerade of 127.0.0.0/8 clients
+  (needs route_localnet on the bridge), of same-network DNAT (hairpin) and of ports published
+  with keep_client_ip=False; otherwise the client's address reaches the backend unchanged;
+- forward: isolation between shoal networks (only DNATed traffic may cross) and an explicit
+  accept so shoal traffic is not left to another table's policy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.errors import ShoalError
+from shoal.network.store import Network, NetworkStore
+
+TABLE = "shoal"
+FAMILY = "ip"
+# Marks connections to ports published with keep_client_ip=False ("SHOL").
+SNAT_MARK = 0x53484F4C
+
+
+@dataclass
+class PortRule:
+    protocol: str
+    published: int
+    backends: list[tuple[str, int]]  # (ip, target port)
+    host_ip: str = ""
+    keep_client_ip: bool = True
+    owner: str = ""
+
+
+@dataclass
+class VipRule:
+    vip: str
+    backends: list[str]
+    owner: str = ""
+
+
+def _map(items: list[str]) -> str:
+    return ", ".join(f"{i} : {v}" for i, v in enumerate(items))
+
+
+def _dnat(backends: list[str], with_port: bool) -> str:
+    if len(backends) == 1:
+        return f"dnat ip to {backends[0].replace(' . ', ':')}"
+    expr = f"numgen inc mod {len(backends)} map {{ {_map(backends)} }}"
+    return f"dnat ip to {expr}" if with_port else f"dnat to {expr}"
+
+
+def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable[PortRule]) -> str:
+    nets = [n for n in networks if n.has_bridge and n.subnet]
+    lb: list[str] = []
+    for v in vips:
+        if v.backends:
+            lb.append(f'ip daddr {v.vip} {_dnat(sorted(v.backends), False)} comment "{v.owner}"')
+    for p in ports:
+        if not p.backends:
+            continue
+        where = f"ip daddr {p.host_ip}" if p.host_ip else "fib daddr type local"
+        mark = "" if p.keep_client_ip else f"ct mark set {SNAT_MARK:#x} "
+        targets = [f"{ip} . {port}" for ip, port in sorted(p.backends)]
+        lb.append(f"{where} meta l4proto {p.protocol} th dport {p.published} {mark}{_dnat(targets, True)}"
+                  f' comment "{p.owner}"')
+
+    post: list[str] = [
+        'oifname "shoal*" ip saddr 127.0.0.0/8 masquerade',
+        f"ct mark {SNAT_MARK:#x} ct status dnat masquerade",
+    ]
+    fwd: list[str] = []
+    all_subnets = ", ".join(n.subnet for n in nets)
+    for n in nets:
+        post.append(f"ip saddr {n.subnet} ip daddr {n.subnet} ct status dnat masquerade")
+        if not n.internal:
+            post.append(f'ip saddr {n.subnet} oifname != "shoal*" masquerade')
+        fwd.append(f"ip saddr {n.subnet} ip daddr != {n.subnet} ip daddr {{ {all_subnets} }} ct status & dnat == 0 drop")
+        if n.internal:
+            fwd.append(f"ip saddr {n.subnet} ip daddr != {n.subnet} drop")
+            fwd.append(f"ip daddr {n.subnet} ip saddr != {n.subnet} ct status & dnat == 0 drop")
+    fwd.append('iifname "shoal*" accept')
+    fwd.append('oifname "shoal*" accept')
+
+    def chain(name: str, head: str, rules: list[str]) -> str:
+        body = "".join(f"\t\t{r}\n" for r in rules)
+        return f"\tchain {name} {{\n" + (f"\t\t{head}\n" if head else "") + body + "\t}\n"
+
+    return (
+        f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
+        f"table {FAMILY} {TABLE} {{\n"
+        + chain("lb", "", lb)
+        + chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", ["jump lb"])
+        # nft 1.0.6 refuses `priority dstnat` on the output hook: -100 is its value.
+        + chain("output", "type nat hook output priority -100; policy accept;", ["jump lb"])
+        + chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", post)
+        + chain("forward", "type filter hook forward priority filter - 5; policy accept;", fwd)
+        + "}\n"
+    )
+
+
+def run_nft(script: str) -> None:
+    proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ShoalError(f"nft rejected the shoal rule set: {proc.stderr.strip()}")
+
+
+def delete_table() -> None:
+    run_nft(f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+
+
+def table_exists() -> bool:
+    return subprocess.run(["nft", "list", "table", FAMILY, TABLE], capture_output=True).returncode == 0
+
+
+def collect(store: NetworkStore) -> tuple[list[Network], list[VipRule], list[PortRule]]:
+    from shoal.network import lb
+
+    networks = store.list()
+    vips: list[VipRule] = []
+    ports: list[PortRule] = []
+    by_id = {n.id: n for n in networks}
+    for svc in lb.load_services():
+        if svc.endpoint_mode == "vip":
+            for net_id, vip in svc.vips.items():
+                if net_id in by_id:
+                    vips.append(VipRule(vip, [b.ips[net_id] for b in svc.backends if net_id in b.ips], f"service {svc.name}"))
+        for p in svc.ports:
+            if not p.published:
+                continue
+            backends = []
+            for b in svc.backends:
+                ip = next(iter(b.ips.values()), None)
+                if ip:
+                    backends.append((ip, p.target))
+            ports.append(PortRule(p.protocol, p.published, backends, "", p.keep_client_ip, f"service {svc.name}"))
+    for n in networks:
+        for ep in n.endpoints.values():
+            for pp in ep.ports:
+                ports.append(PortRule(pp.protocol, pp.published, [(ep.ip, pp.target)], pp.host_ip, pp.keep_client_ip,
+                                      f"container {ep.container_id[:12]}"))
+    return networks, vips, ports
+
+
+def apply(store: NetworkStore | None = None) -> str:
+    """Render the table from the state and replace it in the kernel (call under store.lock()).
+    With no bridge network in use and nothing published, the table is removed."""
+    store = store or NetworkStore()
+    networks, vips, ports = collect(store)
+    in_use = [n for n in networks if n.has_bridge and (n.endpoints or n.reserved)]
+    if not in_use and not any(p.backends for p in ports):
+        if table_exists():
+            delete_table()
+        return ""
+    enable_forwarding()
+    script = render(in_use, vips, ports)
+    run_nft(script)
+    docker_user_accept(True)
+    return script
+
+
+def enable_forwarding() -> None:
+    p = Path("/proc/sys/net/ipv4/ip_forward")
+    if p.read_text().strip() != "1":
+        p.write_text("1\n")
+
+
+# --- coexistence with a Docker Engine ---------------------------------------------------------
+
+_DOCKER_USER_RULES = (["-i", "shoal+"], ["-o", "shoal+"])
+
+
+def docker_user_accept(present: bool) -> None:
+    """Docker sets the iptables FORWARD policy to DROP; its DOCKER-USER chain is the place for
+    exceptions. A drop in any table wins over our accept, so shoal's bridges get one there."""
+    try:
+        if subprocess.run(["iptables", "-w", "-n", "-L", "DOCKER-USER"], capture_output=True).returncode != 0:
+            return
+    except FileNotFoundError:
+        return
+    for match in _DOCKER_USER_RULES:
+        rule = ["DOCKER-USER", *match, "-m", "comment", "--comment", "shoal", "-j", "ACCEPT"]
+        exists = subprocess.run(["iptables", "-w", "-C", *rule], capture_output=True).returncode == 0
+        if present and not exists:
+            subprocess.run(["iptables", "-w", "-I", *rule], capture_output=True, check=False)
+        elif not present and exists:
+            subprocess.run(["iptables", "-w", "-D", *rule], capture_output=True, check=False)
+
+
+def subnet_of(ip: str, networks: Iterable[Network]) -> Network | None:
+    addr = ipaddress.IPv4Address(ip)
+    return next((n for n in networks if n.subnet and addr in n.subnet_net()), None)

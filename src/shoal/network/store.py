@@ -1,0 +1,289 @@
+"""Networks on disk: one JSON file per network under <state_root>/networks, and one file lock.
+
+Every change (create, remove, endpoint and address allocation, published ports) happens inside
+`lock()`, an exclusive flock shared by every shoal process on the host; the kernel state is then
+re-derived from these files (see nft.py and cleanup.py), so the files are the source of truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import ipaddress
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal import ids, paths
+from shoal.errors import Conflict, InvalidArgument, NotFound
+from shoal.network import ipam
+
+PREDEFINED = ("bridge", "host", "none")
+DRIVERS = ("bridge", "overlay")
+OVERLAY_MTU = 1450  # room for the 50 bytes of VXLAN encapsulation when the network spans nodes
+BRIDGE_MTU = 1500
+DEFAULT_BRIDGE_DEVICE = "shoal0"
+
+
+@dataclass
+class PublishedPort:
+    """One published port of a container endpoint (`shoal run -p`)."""
+
+    protocol: str  # tcp | udp
+    published: int
+    target: int
+    host_ip: str = ""  # "" = every address of the node, 127.0.0.1 included
+    mode: str = "ingress"  # ingress | host
+    keep_client_ip: bool = True  # DNAT only; False also masquerades (the backend sees the gateway)
+
+
+@dataclass
+class Endpoint:
+    container_id: str
+    name: str
+    ip: str
+    mac: str
+    veth: str  # host side of the veth pair, in the bridge
+    aliases: list[str] = field(default_factory=list)
+    hostname: str = ""
+    ports: list[PublishedPort] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Endpoint:
+        data = dict(data)
+        data["ports"] = [PublishedPort(**p) for p in data.get("ports", [])]
+        return cls(**data)
+
+
+@dataclass
+class Network:
+    id: str
+    name: str
+    driver: str  # bridge | overlay | host | null
+    scope: str  # local | swarm
+    created: str
+    subnet: str = ""
+    gateway: str = ""
+    ip_range: str = ""
+    internal: bool = False
+    attachable: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    mtu: int = BRIDGE_MTU
+    bridge: str = ""  # the kernel bridge device; "" for host/none
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    reserved: dict[str, str] = field(default_factory=dict)  # ip -> owner (service VIPs)
+
+    @property
+    def predefined(self) -> bool:
+        return self.name in PREDEFINED
+
+    @property
+    def has_bridge(self) -> bool:
+        return self.driver in DRIVERS
+
+    def subnet_net(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.subnet)
+
+    def used_ips(self) -> list[str]:
+        return [e.ip for e in self.endpoints.values()] + list(self.reserved)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Network:
+        data = dict(data)
+        data["endpoints"] = {k: Endpoint.from_dict(v) for k, v in data.get("endpoints", {}).items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def bridge_name(network_id: str) -> str:
+    return f"shoal-{network_id[:9]}"  # IFNAMSIZ: 15 characters at most
+
+
+_thread_lock = threading.RLock()
+_depth = 0
+_lock_fd: int | None = None
+
+
+class NetworkStore:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or paths.state_root() / "networks"
+
+    # --- locking and files ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive across processes (flock) and re-entrant within this one."""
+        global _depth, _lock_fd
+        with _thread_lock:
+            if _depth == 0:
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                _lock_fd = fd
+            _depth += 1
+            try:
+                yield
+            finally:
+                _depth -= 1
+                if _depth == 0 and _lock_fd is not None:
+                    fcntl.flock(_lock_fd, fcntl.LOCK_UN)
+                    os.close(_lock_fd)
+                    _lock_fd = None
+
+    def _path(self, network_id: str) -> Path:
+        return self.root / f"{network_id}.json"
+
+    def save(self, net: Network) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(net.id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(net.to_dict(), indent=1, sort_keys=True))
+        os.replace(tmp, self._path(net.id))
+
+    def _load_all(self) -> list[Network]:
+        if not self.root.is_dir():
+            return []
+        nets = []
+        for p in sorted(self.root.glob("*.json")):
+            try:
+                nets.append(Network.from_dict(json.loads(p.read_text())))
+            except (ValueError, TypeError, KeyError):
+                continue  # a torn file from a crash mid-write cannot happen (rename), but be safe
+        return nets
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def list(self) -> list[Network]:
+        self.ensure_predefined()
+        return sorted(self._load_all(), key=lambda n: n.name)
+
+    def get(self, ref: str) -> Network:
+        """By exact name, full ID, or unique ID prefix (as docker resolves networks)."""
+        nets = self.list()
+        for n in nets:
+            if n.name == ref or n.id == ref:
+                return n
+        matches = [n for n in nets if ref and n.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)")
+        raise NotFound(f"network {ref} not found")
+
+    def find(self, ref: str) -> Network | None:
+        try:
+            return self.get(ref)
+        except NotFound:
+            return None
+
+    def subnets(self, exclude: str = "") -> dict[str, ipaddress.IPv4Network]:
+        return {n.name: n.subnet_net() for n in self._load_all() if n.subnet and n.id != exclude}
+
+    # --- changes -------------------------------------------------------------------------------
+
+    def ensure_predefined(self) -> None:
+        existing = {n.name for n in self._load_all()}
+        if all(name in existing for name in PREDEFINED):
+            return
+        with self.lock():
+            existing = {n.name for n in self._load_all()}
+            for name in PREDEFINED:
+                if name in existing:
+                    continue
+                if name == "bridge":
+                    subnet = ipam.allocate_subnet(self.subnets(), host_routes())
+                    net = Network(id=ids.new_id(), name="bridge", driver="bridge", scope="local", created=_now(),
+                                  subnet=str(subnet), gateway=str(ipam.default_gateway(subnet)),
+                                  bridge=DEFAULT_BRIDGE_DEVICE,
+                                  options={"com.docker.network.bridge.default_bridge": "true"})
+                else:
+                    net = Network(id=ids.new_id(), name=name, driver="host" if name == "host" else "null",
+                                  scope="local", created=_now())
+                self.save(net)
+
+    def create(self, name: str, driver: str = "bridge", subnet: str = "", gateway: str = "", ip_range: str = "",
+               internal: bool = False, attachable: bool = False, labels: dict[str, str] | None = None,
+               options: dict[str, str] | None = None, scope: str = "") -> Network:
+        """Validate everything first, then write one file: nothing is half-created on error.
+        Kernel objects (the bridge) appear on first attach."""
+        if driver not in DRIVERS:
+            raise InvalidArgument(f"plugin \"{driver}\" not found: shoal networks use the bridge or overlay driver")
+        if not name or not _valid_name(name):
+            raise InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if ip_range and not subnet:
+            raise InvalidArgument(f"invalid ip-range {ip_range} for network {name}: it needs --subnet")
+        if gateway and not subnet:
+            raise InvalidArgument(f"invalid gateway {gateway} for network {name}: it needs --subnet")
+        options = dict(options or {})
+        mtu = OVERLAY_MTU if driver == "overlay" else BRIDGE_MTU
+        if "com.docker.network.driver.mtu" in options:
+            try:
+                mtu = int(options["com.docker.network.driver.mtu"])
+            except ValueError:
+                raise InvalidArgument(f"invalid mtu {options['com.docker.network.driver.mtu']!r} for network {name}") from None
+        with self.lock():
+            self.ensure_predefined()
+            if any(n.name == name for n in self._load_all()):
+                raise Conflict(f"network with name {name} already exists")
+            if subnet:
+                net_subnet = ipam.parse_subnet(subnet)
+                ipam.check_user_subnet(name, net_subnet, self.subnets())
+            else:
+                net_subnet = ipam.allocate_subnet(self.subnets(), host_routes())
+            gw = ipaddress.IPv4Address(gateway) if gateway else ipam.default_gateway(net_subnet)
+            rng = ipam.parse_subnet(ip_range, "ip-range") if ip_range else None
+            ipam.check_layout(name, net_subnet, gw, rng)
+            network_id = ids.new_id()
+            net = Network(id=network_id, name=name, driver=driver, scope=scope or ("swarm" if driver == "overlay" else "local"),
+                          created=_now(), subnet=str(net_subnet), gateway=str(gw), ip_range=str(rng) if rng else "",
+                          internal=internal, attachable=attachable, labels=dict(labels or {}), options=options,
+                          mtu=mtu, bridge=bridge_name(network_id))
+            self.save(net)
+            return net
+
+    def delete(self, net: Network) -> None:
+        self._path(net.id).unlink(missing_ok=True)
+
+    def update(self, ref: str, change: Any) -> Network:
+        """Load, change (a callable taking the Network), save; all under the lock."""
+        with self.lock():
+            net = self.get(ref)
+            change(net)
+            self.save(net)
+            return net
+
+
+def _valid_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None
+
+
+def host_routes() -> list[ipaddress.IPv4Network]:
+    """Destinations the host already routes (except the default route and shoal's own bridges):
+    a pool subnet overlapping one of them would shadow a real network."""
+    from pyroute2 import IPRoute
+
+    routes = []
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for r in ipr.get_routes(family=2, table=254):
+            dst = r.get_attr("RTA_DST")
+            if not dst or r["dst_len"] == 0:
+                continue
+            if str(names.get(r.get_attr("RTA_OIF"), "")).startswith("shoal"):
+                continue
+            routes.append(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
+    return routes
