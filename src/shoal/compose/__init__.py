@@ -1,0 +1,1 @@
+"""Compose files -> StackSpec; see shoal.compose.api for the entry points."""

@@ -1,0 +1,208 @@
+"""Read compose files: YAML 1.2 scalars as docker compose's Go parser reads them, duplicate keys
+rejected, and the line of every key kept so that later errors can point into the file."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shoal.compose.errors import ComposeError
+
+Path_ = tuple[str | int, ...]
+
+# YAML 1.2 core schema. PyYAML speaks YAML 1.1, where `4000:80` is a base-60 integer and `on`
+# is true; Go's yaml.v3 (what docker compose uses) reads both as strings.
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_MAX_NODES = 200_000  # a bound against alias bombs ("billion laughs")
+
+
+class _Loader(yaml.SafeLoader):
+    yaml_implicit_resolvers: dict[Any, Any] = {}
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:null", _NULL, ["~", "n", "N", ""])
+_Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])
+
+
+def _construct_bool(loader: _Loader, node: yaml.ScalarNode) -> bool:
+    return str(loader.construct_scalar(node)).lower() == "true"
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text[:2] in ("0o", "0x"):
+        return int(text, 0)
+    return int(text, 10)
+
+
+def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float:
+    text = str(loader.construct_scalar(node)).lower()
+    if text.endswith(".inf"):
+        return float("-inf") if text.startswith("-") else float("inf")
+    if text == ".nan":
+        return float("nan")
+    return float(text)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[str, Any]:
+    loader.flatten_mapping(node)
+    out: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (dict, list)) or key is None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a string", key_node.start_mark
+            )
+        if isinstance(key, bool):
+            key = "true" if key else "false"
+        key = str(key)
+        if not getattr(key_node, "_shoal_merged", False):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"mapping key {key!r} already defined at line {seen[key]}",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+_Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+# Timestamps stay text (Go reads `2024-01-01` into a string for a compose value).
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
+
+@dataclass
+class ComposeFile:
+    """One parsed file. `lines` maps a key path to the line it is written on."""
+
+    path: Path
+    name: str  # as the user gave it, for messages
+    data: dict[str, Any]
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+
+def _mark_merged_keys(node: yaml.Node, budget: list[int]) -> None:
+    """`<<: *base` followed by an explicit key is an override, not a duplicate: flag the keys
+    that come from merges before construction flattens them."""
+    stack = [node]
+    visited: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise yaml.YAMLError("document is too large (too many aliased nodes)")
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    sources = (
+                        value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                    )
+                    for source in sources:
+                        if isinstance(source, yaml.MappingNode):
+                            for inherited_key, _ in source.value:
+                                inherited_key._shoal_merged = True  # type: ignore[attr-defined]
+                stack.append(value_node)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+
+
+def _collect_lines(node: yaml.Node, lines: dict[Path_, int]) -> None:
+    budget = _MAX_NODES
+    stack: list[tuple[yaml.Node, Path_]] = [(node, ())]
+    while stack:
+        current, path = stack.pop()
+        budget -= 1
+        if budget < 0 or len(path) > 64:
+            continue
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                sub = (*path, str(key_node.value))
+                lines[sub] = key_node.start_mark.line + 1  # explicit keys follow merged ones
+                stack.append((value_node, sub))
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                sub = (*path, index)
+                lines.setdefault(sub, item.start_mark.line + 1)
+                stack.append((item, sub))
+
+
+def parse_yaml(text: str, name: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse one YAML document; errors name the file and the line."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        _mark_merged_keys(node, [_MAX_NODES])
+        data = loader.construct_document(node)
+        lines: dict[Path_, int] = {}
+        _collect_lines(node, lines)
+        return data, lines
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ComposeError(f"invalid YAML: {problem}", where=where) from None
+    except (yaml.YAMLError, ValueError, RecursionError, OverflowError) as exc:
+        raise ComposeError(f"invalid YAML: {exc}", where=name) from None
+    finally:
+        loader.dispose()
+
+
+def read_compose_file(path: Path, name: str | None = None, text: str | None = None) -> ComposeFile:
+    """Read and parse one compose file (`text` given: stdin). The top level must be a mapping."""
+    shown = name or str(path)
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ComposeError("no such file or directory", where=shown) from None
+        except IsADirectoryError:
+            raise ComposeError("is a directory, not a compose file", where=shown) from None
+        except UnicodeDecodeError:
+            raise ComposeError("not a UTF-8 text file", where=shown) from None
+        except OSError as exc:
+            raise ComposeError(exc.strerror or str(exc), where=shown) from None
+    data, lines = parse_yaml(text, shown)
+    if data is None:
+        raise ComposeError("empty compose file", where=shown)
+    if not isinstance(data, dict):
+        raise ComposeError("Top-level object must be a mapping", where=shown)
+    return ComposeFile(path=path, name=shown, data=data, lines=lines)
+
+
+def locate(files: list[ComposeFile], path: Path_) -> str:
+    """`file:line` of the last file that writes `path` (or its nearest parent), for errors about
+    the merged config; the first file's name when no file writes it."""
+    for length in range(len(path), 0, -1):
+        prefix = path[:length]
+        for compose_file in reversed(files):
+            line = compose_file.lines.get(prefix)
+            if line is not None:
+                return f"{compose_file.name}:{line}"
+    return files[0].name if files else ""

@@ -1,0 +1,267 @@
+"""Merge several compose files the way `docker compose -f a -f b` does (compose-go
+override/merge.go and override/uncity.go).
+
+Mappings merge key by key; scalars are replaced; lists are appended, except:
+- `command`, `entrypoint`, `healthcheck.test` are replaced whole;
+- `environment`, `labels`, `deploy.labels`, `build.args`, `sysctls`... merge by variable name;
+- `ports`, `volumes`, `secrets`, `configs` merge by their key (port spec, mount target);
+- `depends_on` and service `networks` lists are read as mappings and merged by name;
+- `logging` options merge only when the driver is the same.
+Then repeated entries inside one list are collapsed, the later one winning.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from shoal.compose.errors import ComposeError, dotted
+from shoal.compose.syntax import parse_volume
+
+Path_ = tuple[str | int, ...]
+
+
+def _matches(path: Path_, pattern: tuple[str, ...]) -> bool:
+    return len(path) == len(pattern) and all(
+        p == "*" or p == str(q) for p, q in zip(pattern, path, strict=True)
+    )
+
+
+def _p(text: str) -> tuple[str, ...]:
+    return tuple(text.split("."))
+
+
+def _as_key_values(value: Any) -> dict[str, Any]:
+    """`["A=1", "B"]` or `{A: 1, B: null}` -> {"A": "1"|1, "B": None}."""
+    if isinstance(value, dict):
+        return dict(value)
+    out: dict[str, Any] = {}
+    if isinstance(value, list):
+        for item in value:
+            key, sep, val = str(item).partition("=")
+            out[key] = val if sep else None
+    elif isinstance(value, str):
+        key, sep, val = value.partition("=")
+        out[key] = val if sep else None
+    return out
+
+
+def _merge_key_values(base: Any, over: Any, _path: Path_) -> Any:
+    merged = _as_key_values(base)
+    merged.update(_as_key_values(over))
+    return merged
+
+
+def _as_mapping(value: Any, default: dict[str, Any] | None) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return {str(item): (copy.deepcopy(default) if default is not None else None)
+                for item in value}
+    return {}
+
+
+def _merge_depends_on(base: Any, over: Any, path: Path_) -> Any:
+    default = {"condition": "service_started", "required": True}
+    return _merge_mappings(_as_mapping(base, default), _as_mapping(over, default), path)
+
+
+def _merge_networks(base: Any, over: Any, path: Path_) -> Any:
+    return _merge_mappings(_as_mapping(base, None), _as_mapping(over, None), path)
+
+
+def _merge_build(base: Any, over: Any, path: Path_) -> Any:
+    def as_build(value: Any) -> dict[str, Any]:
+        if isinstance(value, str):
+            return {"context": value}
+        return dict(value) if isinstance(value, dict) else {}
+
+    return _merge_mappings(as_build(base), as_build(over), path)
+
+
+def _merge_logging(base: Any, over: Any, path: Path_) -> Any:
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return over
+    if "driver" not in over or "driver" not in base or over["driver"] == base["driver"]:
+        return _merge_mappings(base, over, path)
+    return over
+
+
+def _merge_sequence(base: Any, over: Any, _path: Path_) -> Any:
+    def as_list(value: Any) -> list[Any]:
+        if isinstance(value, list):
+            return list(value)
+        if isinstance(value, dict):
+            return [k if v is None else f"{k}={v}" for k, v in sorted(value.items())]
+        return [value]
+
+    return as_list(base) + as_list(over)
+
+
+def _merge_extra_hosts(base: Any, over: Any, path: Path_) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return _merge_mappings(base, over, path)
+    left = _merge_sequence(base, [], path)
+    right = [h for h in _merge_sequence(over, [], path) if h not in left]
+    return left + right
+
+
+def _replace(_base: Any, over: Any, _path: Path_) -> Any:
+    return over
+
+
+_SPECIALS: tuple[tuple[tuple[str, ...], Callable[[Any, Any, Path_], Any]], ...] = (
+    (_p("networks.*.labels"), _merge_key_values),
+    (_p("volumes.*.labels"), _merge_key_values),
+    (_p("secrets.*.labels"), _merge_key_values),
+    (_p("configs.*.labels"), _merge_key_values),
+    (_p("services.*.annotations"), _merge_key_values),
+    (_p("services.*.build"), _merge_build),
+    (_p("services.*.build.args"), _merge_key_values),
+    (_p("services.*.build.labels"), _merge_key_values),
+    (_p("services.*.build.additional_contexts"), _merge_key_values),
+    (_p("services.*.build.extra_hosts"), _merge_extra_hosts),
+    (_p("services.*.command"), _replace),
+    (_p("services.*.entrypoint"), _replace),
+    (_p("services.*.healthcheck.test"), _replace),
+    (_p("services.*.depends_on"), _merge_depends_on),
+    (_p("services.*.deploy.labels"), _merge_key_values),
+    (_p("services.*.dns"), _merge_sequence),
+    (_p("services.*.dns_opt"), _merge_sequence),
+    (_p("services.*.dns_search"), _merge_sequence),
+    (_p("services.*.env_file"), _merge_sequence),
+    (_p("services.*.environment"), _merge_key_values),
+    (_p("services.*.extra_hosts"), _merge_extra_hosts),
+    (_p("services.*.labels"), _merge_key_values),
+    (_p("services.*.logging"), _merge_logging),
+    (_p("services.*.networks"), _merge_networks),
+    (_p("services.*.sysctls"), _merge_key_values),
+    (_p("services.*.tmpfs"), _merge_sequence),
+    (_p("services.*.ulimits.*"), _replace),
+)
+
+
+def _merge_mappings(base: dict[str, Any], over: dict[str, Any], path: Path_) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if key in out:
+            out[key] = merge_values(out[key], value, (*path, key))
+        else:
+            out[key] = value
+    return out
+
+
+def merge_values(base: Any, over: Any, path: Path_) -> Any:
+    for pattern, merger in _SPECIALS:
+        if _matches(path, pattern):
+            if over is None:
+                return base
+            if base is None:
+                return over
+            return merger(base, over, path)
+    if over is None:
+        return base
+    if isinstance(base, dict):
+        if not isinstance(over, dict):
+            raise ComposeError(f"cannot override {dotted(path)}: a mapping is replaced by "
+                               f"a {type(over).__name__}")
+        return _merge_mappings(base, over, path)
+    if isinstance(base, list):
+        if not isinstance(over, list):
+            raise ComposeError(f"cannot override {dotted(path)}: a list is replaced by "
+                               f"a {type(over).__name__}")
+        return base + over
+    return over
+
+
+# --- repeated entries in one list: the later one wins, in the place of the first -------------
+
+
+def _key_value_key(item: Any) -> str:
+    return str(item).partition("=")[0] if isinstance(item, str) else repr(item)
+
+
+def _volume_key(item: Any) -> str:
+    if isinstance(item, dict):
+        return str(item.get("target", repr(item)))
+    if isinstance(item, str):
+        try:
+            return parse_volume(item).target
+        except ValueError:
+            return item
+    return repr(item)
+
+
+def _port_key(item: Any) -> str:
+    if isinstance(item, dict):
+        return (f"{item.get('host_ip', '0.0.0.0')}:{item.get('published', '')}:"
+                f"{item.get('target')}/{item.get('protocol', 'tcp')}")
+    return str(item)
+
+
+def _mount_key(default_dir: str) -> Callable[[Any], str]:
+    def key(item: Any) -> str:
+        if isinstance(item, dict):
+            if "target" in item:
+                return str(item["target"])
+            return f"{default_dir}/{item.get('source')}"
+        return f"{default_dir}/{item}"
+
+    return key
+
+
+def _plain_key(item: Any) -> str:
+    return repr(item) if not isinstance(item, str) else item
+
+
+_UNIQUE: tuple[tuple[tuple[str, ...], Callable[[Any], str]], ...] = (
+    (_p("services.*.build.tags"), _key_value_key),
+    (_p("services.*.cap_add"), _key_value_key),
+    (_p("services.*.cap_drop"), _key_value_key),
+    (_p("services.*.configs"), _mount_key("")),
+    (_p("services.*.dns"), _key_value_key),
+    (_p("services.*.dns_opt"), _key_value_key),
+    (_p("services.*.dns_search"), _key_value_key),
+    (_p("services.*.env_file"), lambda i: str(i.get("path")) if isinstance(i, dict) else str(i)),
+    (_p("services.*.expose"), _plain_key),
+    (_p("services.*.links"), _key_value_key),
+    (_p("services.*.networks.*.aliases"), _key_value_key),
+    (_p("services.*.ports"), _port_key),
+    (_p("services.*.profiles"), _key_value_key),
+    (_p("services.*.secrets"), _mount_key("/run/secrets")),
+    (_p("services.*.tmpfs"), _key_value_key),
+    (_p("services.*.volumes"), _volume_key),
+    (_p("services.*.environment"), _key_value_key),
+    (_p("services.*.labels"), _key_value_key),
+    (_p("services.*.deploy.labels"), _key_value_key),
+)
+
+
+def enforce_unicity(value: Any, path: Path_ = ()) -> Any:
+    if isinstance(value, dict):
+        return {k: enforce_unicity(v, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        for pattern, indexer in _UNIQUE:
+            if _matches(path, pattern):
+                out: list[Any] = []
+                seen: dict[str, int] = {}
+                for item in value:
+                    key = indexer(item)
+                    if key in seen:
+                        out[seen[key]] = item
+                    else:
+                        seen[key] = len(out)
+                        out.append(item)
+                return out
+    return value
+
+
+def merge_configs(configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge parsed (and interpolated) files, later files overriding earlier ones."""
+    if not configs:
+        return {}
+    merged: dict[str, Any] = copy.deepcopy(configs[0])
+    for other in configs[1:]:
+        merged = _merge_mappings(merged, copy.deepcopy(other), ())
+    return enforce_unicity(merged)

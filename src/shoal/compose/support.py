@@ -1,0 +1,225 @@
+"""Which compose-spec keys shoal honours, as data (it also generates the docs' support matrix).
+
+Status:
+- supported:   converted into the StackSpec.
+- unsupported: dropped with Docker's warning `Ignoring unsupported options: a, b`.
+- deprecated:  dropped with Docker's `Ignoring deprecated options:` and the reason.
+- forbidden:   an error, as `docker stack deploy` makes it (Docker's reason quoted).
+Anything the schema allows that is not in this table is reported as unsupported, so a key is
+never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from shoal.compose.errors import ComposeError
+
+SUPPORTED = "supported"
+UNSUPPORTED = "unsupported"
+DEPRECATED = "deprecated"
+FORBIDDEN = "forbidden"
+
+
+@dataclass(frozen=True)
+class KeySupport:
+    scope: str  # "service", "service.deploy", "network", "top", ...; "[]" = each list item
+    key: str
+    status: str
+    reason: str = ""
+
+
+_DEPLOY_LIMITS = "Set resource limits using deploy.resources"
+_SWARM_ONLY = "not used by swarm services"
+
+
+def _rows() -> Iterator[KeySupport]:
+    top_supported = ("version", "services", "networks", "volumes", "secrets", "configs")
+    for key in top_supported:
+        yield KeySupport("top", key, SUPPORTED)
+    yield KeySupport("top", "name", UNSUPPORTED, "the stack name is given on the command line")
+    yield KeySupport("top", "include", FORBIDDEN, "Support for `include` is not implemented yet.")
+    yield KeySupport("top", "models", UNSUPPORTED, "AI models are not part of swarm stacks")
+
+    service_supported = (
+        "build cap_add cap_drop command configs depends_on deploy dns dns_search entrypoint "
+        "env_file environment extra_hosts healthcheck hostname image init labels logging "
+        "networks oom_score_adj ports read_only secrets stdin_open stop_grace_period "
+        "stop_signal sysctls tmpfs tty ulimits user volumes working_dir"
+    ).split()
+    for key in service_supported:
+        yield KeySupport("service", key, SUPPORTED)
+    # Docker warns about `restart` but still applies it when deploy.restart_policy is absent.
+    yield KeySupport(
+        "service", "restart", UNSUPPORTED,
+        "warned as docker does, yet applied as deploy.restart_policy when that is absent",
+    )
+    for key in (
+        "cgroupns_mode cgroup_parent devices domainname external_links ipc links mac_address "
+        "network_mode pid privileged security_opt shm_size userns_mode"
+    ).split():
+        yield KeySupport("service", key, UNSUPPORTED, "ignored by docker stack deploy")
+    yield KeySupport("service", "container_name", DEPRECATED,
+                     "Setting the container name is not supported.")
+    yield KeySupport(
+        "service", "expose", DEPRECATED,
+        "Exposing ports is unnecessary - services on the same network can access each "
+        "other's containers on any port.",
+    )
+    forbidden = {
+        "extends": "Support for `extends` is not implemented yet.",
+        "volume_driver": "Instead of setting the volume driver on the service, define a volume "
+        "using the top-level `volumes` option and specify the driver there.",
+        "volumes_from": "To share a volume between services, define it using the top-level "
+        "`volumes` option and reference it from each service that shares it using the "
+        "service-level `volumes` option.",
+        "cpu_quota": _DEPLOY_LIMITS,
+        "cpu_shares": _DEPLOY_LIMITS,
+        "cpuset": _DEPLOY_LIMITS,
+        "mem_limit": _DEPLOY_LIMITS,
+        "memswap_limit": _DEPLOY_LIMITS,
+    }
+    for key, reason in forbidden.items():
+        yield KeySupport("service", key, FORBIDDEN, reason)
+    for key in (
+        "annotations attach blkio_config cgroup cpu_count cpu_percent cpu_period "
+        "cpu_rt_period cpu_rt_runtime cpus credential_spec develop device_cgroup_rules "
+        "dns_opt gpus group_add isolation label_file mem_reservation mem_swappiness models "
+        "oom_kill_disable pids_limit platform post_start pre_stop profiles provider "
+        "pull_policy pull_refresh_after runtime scale storage_opt use_api_socket uts"
+    ).split():
+        yield KeySupport("service", key, UNSUPPORTED, "not in the v3 format docker stack reads")
+
+    for key in ("endpoint_mode labels mode placement replicas resources restart_policy "
+                "rollback_config update_config").split():
+        yield KeySupport("service.deploy", key, SUPPORTED)
+    for key in ("cpus", "memory", "pids"):
+        yield KeySupport("service.deploy.resources.limits", key, SUPPORTED)
+    for key in ("cpus", "memory", "generic_resources"):
+        yield KeySupport("service.deploy.resources.reservations", key, SUPPORTED)
+    yield KeySupport("service.deploy.resources.reservations", "devices", UNSUPPORTED,
+                     "device reservations are not in the v3 format")
+
+    for key in ("target", "published", "protocol", "mode"):
+        yield KeySupport("service.ports[]", key, SUPPORTED)
+    yield KeySupport("service.ports[]", "host_ip", UNSUPPORTED,
+                     "swarm services listen on 0.0.0.0")
+    yield KeySupport("service.ports[]", "name", UNSUPPORTED, _SWARM_ONLY)
+    yield KeySupport("service.ports[]", "app_protocol", UNSUPPORTED, _SWARM_ONLY)
+
+    for key in ("type", "source", "target", "read_only", "consistency", "bind", "volume",
+                "tmpfs"):
+        yield KeySupport("service.volumes[]", key, SUPPORTED)
+    yield KeySupport("service.volumes[]", "image", UNSUPPORTED, "image mounts are not supported")
+    yield KeySupport("service.volumes[]", "cluster", UNSUPPORTED,
+                     "cluster (CSI) volumes are not supported")
+
+    yield KeySupport("service.networks.*", "aliases", SUPPORTED)
+    yield KeySupport("service.networks.*", "driver_opts", SUPPORTED)
+    for key in ("ipv4_address", "ipv6_address"):
+        # Swarm drops these silently; shoal says so.
+        yield KeySupport("service.networks.*", key, UNSUPPORTED,
+                         "static addresses are dropped by swarm")
+    for key in ("interface_name", "link_local_ips", "mac_address", "priority", "gw_priority"):
+        yield KeySupport("service.networks.*", key, UNSUPPORTED, _SWARM_ONLY)
+
+    for key in ("context", "dockerfile", "args", "target", "labels", "tags", "network",
+                "no_cache", "pull"):
+        yield KeySupport("service.build", key, SUPPORTED)
+
+    for key in ("name driver driver_opts ipam external internal attachable labels").split():
+        yield KeySupport("network", key, SUPPORTED)
+    for key in ("enable_ipv4", "enable_ipv6"):
+        yield KeySupport("network", key, UNSUPPORTED, "IPv4-only overlay networks")
+    for key in ("name", "driver", "driver_opts", "external", "labels"):
+        yield KeySupport("volume", key, SUPPORTED)
+    for key in ("name", "file", "external", "labels", "driver", "driver_opts",
+                "template_driver"):
+        yield KeySupport("secret", key, SUPPORTED)
+    yield KeySupport("secret", "environment", UNSUPPORTED, "not in the v3 format")
+    for key in ("name", "file", "external", "labels", "template_driver"):
+        yield KeySupport("config", key, SUPPORTED)
+    for key in ("content", "environment"):
+        yield KeySupport("config", key, UNSUPPORTED, "not in the v3 format")
+
+
+TABLE: tuple[KeySupport, ...] = tuple(_rows())
+_BY_SCOPE: dict[tuple[str, str], KeySupport] = {(r.scope, r.key): r for r in TABLE}
+
+
+def status(scope: str, key: str) -> KeySupport | None:
+    return _BY_SCOPE.get((scope, key))
+
+
+def _known_scope(scope: str) -> bool:
+    return any(r.scope == scope for r in TABLE)
+
+
+def _check(scope: str, mapping: Any, label: str, found: dict[str, list[str]]) -> None:
+    if not isinstance(mapping, dict) or not _known_scope(scope):
+        return
+    for key in mapping:
+        if key.startswith("x-"):
+            continue
+        row = status(scope, key)
+        name = f"{label}{key}"
+        if row is None:
+            found[UNSUPPORTED].append(name)
+        elif row.status != SUPPORTED:
+            found[row.status].append(name)
+            if row.status in (DEPRECATED, FORBIDDEN):
+                found.setdefault("reasons", []).append(f"{name}: {row.reason}")
+
+
+def scan(config: dict[str, Any]) -> dict[str, list[str]]:
+    """Every key in the (merged) config that shoal does not honour, grouped by status."""
+    found: dict[str, list[str]] = {UNSUPPORTED: [], DEPRECATED: [], FORBIDDEN: []}
+    _check("top", config, "", found)
+    services = config.get("services")
+    for service in (services.values() if isinstance(services, dict) else ()):
+        if not isinstance(service, dict):
+            continue
+        _check("service", service, "", found)
+        deploy = service.get("deploy")
+        if isinstance(deploy, dict):
+            _check("service.deploy", deploy, "deploy.", found)
+            resources = deploy.get("resources")
+            if isinstance(resources, dict):
+                for part in ("limits", "reservations"):
+                    _check(f"service.deploy.resources.{part}", resources.get(part),
+                           f"deploy.resources.{part}.", found)
+        for item in service.get("ports") or () if isinstance(service.get("ports"), list) else ():
+            _check("service.ports[]", item, "ports.", found)
+        for item in (service.get("volumes") if isinstance(service.get("volumes"), list) else ()):
+            _check("service.volumes[]", item, "volumes.", found)
+        networks = service.get("networks")
+        if isinstance(networks, dict):
+            for attachment in networks.values():
+                _check("service.networks.*", attachment, "networks.", found)
+        if isinstance(service.get("build"), dict):
+            _check("service.build", service["build"], "build.", found)
+    for section, scope in (("networks", "network"), ("volumes", "volume"),
+                           ("secrets", "secret"), ("configs", "config")):
+        entries = config.get(section)
+        for entry in (entries.values() if isinstance(entries, dict) else ()):
+            _check(scope, entry, f"{section}.", found)
+    for key in (UNSUPPORTED, DEPRECATED, FORBIDDEN):
+        found[key] = sorted(set(found[key]))
+    found["reasons"] = sorted(set(found.get("reasons", [])))
+    return found
+
+
+def report(config: dict[str, Any], warn: Callable[[str], None]) -> None:
+    """Warn about unsupported and deprecated keys with Docker's wording; raise for forbidden
+    ones (one line, where Docker prints a block)."""
+    found = scan(config)
+    if found[FORBIDDEN]:
+        reasons = [r for r in found["reasons"] if r.split(":", 1)[0] in found[FORBIDDEN]]
+        raise ComposeError("compose file contains unsupported options: " + "; ".join(reasons))
+    if found[UNSUPPORTED]:
+        warn("Ignoring unsupported options: " + ", ".join(found[UNSUPPORTED]) + "\n")
+    if found[DEPRECATED]:
+        reasons = [r for r in found["reasons"] if r.split(":", 1)[0] in found[DEPRECATED]]
+        warn("Ignoring deprecated options:\n\n" + "\n\n".join(reasons) + "\n")

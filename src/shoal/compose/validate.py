@@ -1,0 +1,101 @@
+"""Validation against the official compose-spec JSON schema (bundled in schema/, never
+downloaded), with the first error turned into one line naming the file, line and key."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from shoal.compose.errors import ComposeError, dotted
+from shoal.compose.load import ComposeFile, locate
+
+SCHEMA_FILE = "compose-spec.json"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    text = resources.files("shoal.compose").joinpath("schema").joinpath(SCHEMA_FILE).read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(schema())
+
+
+def _article(type_name: str) -> str:
+    return "an" if type_name[:1] in "aeiou" else "a"
+
+
+def _deepest(error: ValidationError) -> ValidationError:
+    """For oneOf/anyOf, the branch error that got furthest into the value explains it best."""
+    while error.context:
+        candidates = [e for e in error.context if e.validator not in ("type",)] or list(
+            error.context
+        )
+        deepest = max(candidates, key=lambda e: len(e.absolute_path))
+        if len(deepest.absolute_path) <= len(error.absolute_path) and error.validator in (
+            "oneOf",
+            "anyOf",
+        ):
+            break
+        error = deepest
+    return error
+
+
+def _describe(error: ValidationError) -> tuple[tuple[str | int, ...], str]:
+    path: tuple[str | int, ...] = tuple(error.absolute_path)
+    validator = error.validator
+    instance = error.instance
+    rule = error.validator_value
+    if validator == "additionalProperties" and isinstance(instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        patterns = list(error.schema.get("patternProperties", {}))
+        import re
+
+        extra = sorted(
+            k for k in instance
+            if k not in allowed and not any(re.search(p, k) for p in patterns)
+        )
+        if extra:
+            return (*path, extra[0]), f"additional property {extra[0]} is not allowed"
+    if validator == "type":
+        types = [rule] if isinstance(rule, str) else list(rule)
+        wanted = " or ".join(f"{_article(t)} {t}" for t in types)
+        return path, f"must be {wanted}"
+    if validator == "enum":
+        return path, "must be one of: " + ", ".join(str(v) for v in rule)
+    if validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return path, f"{missing} is required"
+    if validator in ("oneOf", "anyOf"):
+        return path, f"{_short(instance)} is not valid here: {error.message.split(' is ')[-1]}"
+    if validator == "uniqueItems":
+        return path, "must contain unique items"
+    if validator == "pattern":
+        return path, f"{_short(instance)} does not match {rule}"
+    if validator in ("minimum", "maximum", "minItems", "maxItems", "minProperties"):
+        return path, error.message
+    return path, error.message
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_schema(config: dict[str, Any], files: list[ComposeFile]) -> None:
+    """Raise ComposeError for the most relevant schema violation in `config` (a single file's
+    content, or the merged config); `files` are used to find the line of the bad key."""
+    errors = list(_validator().iter_errors(config))
+    if not errors:
+        return
+    error = _deepest(best_match(errors))
+    path, message = _describe(error)
+    raise ComposeError(message, where=locate(files, path), path=dotted(path) or "(top level)")
