@@ -35,7 +35,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
                 parts.append(cell.ljust(max(_MIN_WIDTH, widths[i] + _PADDING)))
             else:
                 parts.append(cell)
-        lines.append("".join(parts).rstrip())
+        lines.append("".join(parts))  # like tabwriter: padded empty cells keep their spaces
     return "\n".join(lines) + "\n"
 
 
