@@ -1,0 +1,128 @@
+"""shoald as a real process: the root-only socket, the API, one daemon at a time, events, and
+a restart that keeps the state."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal.api.client import Client
+from shoal.errors import NotFound
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "shoal", "daemon"], env=env,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def _wait_socket(sock: Path, proc: subprocess.Popen[bytes]) -> Client:
+    client = Client(sock)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if client.ping():
+            return client
+        assert proc.poll() is None, "shoald exited"
+        time.sleep(0.05)
+    raise AssertionError("shoald did not listen")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Client, dict[str, str], Path]]:
+    env = dict(os.environ, SHOAL_ROOT=str(tmp_path / "root"), SHOAL_RUN=str(tmp_path / "run"))
+    env.pop("SHOAL_SOCKET", None)
+    log = tmp_path / "shoald.log"
+    proc = _start(env, log)
+    try:
+        client = _wait_socket(tmp_path / "run" / "shoal.sock", proc)
+        yield client, env, log
+        client.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+STACK = {
+    "services": {"web": {"name": "webapp_web", "image": "web:v1", "replicas": 3}},
+    "networks": {"webnet": {"name": "webapp_webnet"}},
+}
+
+
+def test_socket_is_root_only(daemon, tmp_path: Path) -> None:
+    mode = stat.S_IMODE((tmp_path / "run" / "shoal.sock").stat().st_mode)
+    assert mode & 0o077 == 0
+
+
+def test_second_daemon_refuses_to_start(daemon, tmp_path: Path) -> None:
+    _, env, _ = daemon
+    second = subprocess.run([sys.executable, "-m", "shoal", "daemon"], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert second.returncode != 0
+    assert "another shoald is running" in second.stderr
+
+
+def test_deploy_creates_tasks_and_stack_rm_removes_them(daemon) -> None:
+    client, _, _ = daemon
+    lines = client.post("/stacks/webapp", {"stack": STACK})["lines"]
+    assert lines == ["Creating network webapp_webnet", "Creating service webapp_web"]
+    assert client.get("/stacks") == [{"Name": "webapp", "Services": 1}]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        tasks = client.get("/tasks", stack="webapp")
+        if len(tasks) == 3 and all(t["status"]["state"] == "assigned" for t in tasks):
+            break
+        time.sleep(0.05)
+    assert sorted(t["slot"] for t in tasks) == [1, 2, 3]
+    again = client.post("/stacks/webapp", {"stack": STACK})["lines"]
+    assert again[0].startswith("Updating service webapp_web (id: ")
+    assert client.delete("/stacks/webapp")["lines"] == ["Removing service webapp_web", "Removing network webapp_webnet"]
+    assert client.get("/stacks") == []
+
+
+def test_unknown_service_is_a_404_with_docker_wording(daemon) -> None:
+    client, _, _ = daemon
+    with pytest.raises(NotFound, match="no such service: nope"):
+        client.get("/services/nope")
+
+
+def test_scale_rejects_global_services(daemon) -> None:
+    client, _, _ = daemon
+    stack = {"services": {"agent": {"name": "mon_agent", "image": "x", "mode": "global"}}, "networks": {}}
+    client.post("/stacks/mon", {"stack": stack})
+    with pytest.raises(Exception, match="scale can only be used with replicated"):
+        client.post("/services/mon_agent/scale", {"replicas": 2})
+
+
+def test_state_survives_a_daemon_restart(daemon, tmp_path: Path) -> None:
+    client, env, log = daemon
+    client.post("/stacks/webapp", {"stack": STACK})
+    services_before = client.get("/services")
+    proc_pid = int((tmp_path / "run" / "shoald.lock").read_text())
+    os.kill(proc_pid, 9)
+    time.sleep(0.2)
+    proc = _start(env, log)
+    try:
+        client2 = _wait_socket(tmp_path / "run" / "shoal.sock", proc)
+        assert [s["id"] for s in client2.get("/services")] == [s["id"] for s in services_before]
+        client2.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_events_replay_from_a_revision(daemon) -> None:
+    client, _, _ = daemon
+    client.post("/stacks/webapp", {"stack": STACK})
+    with client._http.stream("GET", "/events", params={"since": "0", "follow": "0"}) as response:
+        events = [line for line in response.iter_lines() if line]
+    assert any('"type": "service", "action": "create"' in e and "webapp_web" in e for e in events)
