@@ -17,6 +17,7 @@ _GROUPS = (
     "shoal.cli.build",
     "shoal.cli.registry",
     "shoal.cli.system",
+    "shoal.cli.service",
 )
 
 
