@@ -14,9 +14,11 @@ from shoal.errors import ShoalError
 _GROUPS = (
     "shoal.cli.container",
     "shoal.cli.image",
+    "shoal.cli.archive",
     "shoal.cli.build",
     "shoal.cli.registry",
     "shoal.cli.system",
+    "shoal.cli.network",
     "shoal.cli.service",
 )
 
