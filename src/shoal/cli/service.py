@@ -88,7 +88,7 @@ def _pretty(svc: dict[str, Any]) -> str:
     """docker service inspect --pretty, for the fields shoal has (swarm-inventory 2.6)."""
     spec = svc.get("spec", {})
     lines = ["", f"ID:\t\t{svc['id']}", f"Name:\t\t{svc['name']}"]
-    labels = spec.get("deploy_labels") or {}
+    labels = spec.get("labels") or {}
     if labels:
         lines.append("Labels:")
         lines += [f" {k}={v}" for k, v in sorted(labels.items())]

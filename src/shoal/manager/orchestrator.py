@@ -17,7 +17,7 @@ from shoal.model.cluster import Node, Task, TaskState, TaskStatus
 from shoal.store.base import Transaction
 
 # Keys of a service spec that do not reach the task: changing them never replaces a task.
-SERVICE_ONLY_KEYS = frozenset({"mode", "replicas", "update_config", "rollback_config", "deploy_labels"})
+SERVICE_ONLY_KEYS = frozenset({"mode", "replicas", "update_config", "rollback_config", "labels", "build", "depends_on"})
 OLD_TASK_TIMEOUT = 60.0  # swarmkit defaultOldTaskTimeout
 
 
