@@ -19,6 +19,7 @@ _GROUPS = (
     "shoal.cli.registry",
     "shoal.cli.system",
     "shoal.cli.network",
+    "shoal.cli.network",
     "shoal.cli.service",
 )
 

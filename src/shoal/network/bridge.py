@@ -12,7 +12,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from shoal.network import netns
-from shoal.network.store import Network
+from shoal.network.store import Network, owner_tag
 
 ROUTE_LOCALNET = "/proc/sys/net/ipv4/conf/{}/route_localnet"
 
@@ -46,7 +46,7 @@ def ensure_bridge(net: Network) -> None:
         idx = _index(ipr, net.bridge)
         if idx is None:
             try:
-                ipr.link("add", ifname=net.bridge, kind="bridge", mtu=net.mtu)
+                ipr.link("add", ifname=net.bridge, kind="bridge", mtu=net.mtu, ifalias=owner_tag())
             except NetlinkError as exc:
                 if exc.code != 17:  # EEXIST: another shoal process won the race
                     raise
@@ -79,7 +79,7 @@ def add_interface(net: Network, ns_path: Path, host_veth: str, ifname: str, ip: 
     try:
         with IPRoute() as ipr:
             br = _index(ipr, net.bridge)
-            ipr.link("add", ifname=host_veth, kind="veth", mtu=net.mtu,
+            ipr.link("add", ifname=host_veth, kind="veth", mtu=net.mtu, ifalias=owner_tag(),
                      peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": net.mtu})
             idx = _index(ipr, host_veth)
             ipr.link("set", index=idx, master=br, state="up")
@@ -110,13 +110,17 @@ def interface_count(ns_path: Path) -> int:
     return netns.run_in(ns_path, inside)
 
 
-def shoal_links() -> dict[str, str]:
-    """Every link named shoal* in the host namespace: name -> kind (bridge, veth)."""
+def shoal_links(all_roots: bool = False) -> dict[str, str]:
+    """Links named shoal* in the host namespace made for this state root (or for any root):
+    name -> kind (bridge, veth)."""
     out = {}
+    tag = owner_tag()
     with IPRoute() as ipr:
         for link in ipr.get_links():
             name = str(link.get_attr("IFLA_IFNAME"))
             if not name.startswith("shoal"):
+                continue
+            if not all_roots and link.get_attr("IFLA_IFALIAS") != tag:
                 continue
             info = link.get_attr("IFLA_LINKINFO")
             kind = info.get_attr("IFLA_INFO_KIND") if info is not None else ""

@@ -26,7 +26,6 @@ from pathlib import Path
 from shoal.errors import ShoalError
 from shoal.network.store import Network, NetworkStore
 
-TABLE = "shoal"
 FAMILY = "ip"
 # Marks connections to ports published with keep_client_ip=False ("SHOL").
 SNAT_MARK = 0x53484F4C
@@ -47,6 +46,14 @@ class VipRule:
     vip: str
     backends: list[str]
     owner: str = ""
+
+
+def table_name() -> str:
+    """`shoal` for the default state root; `shoal-<hash>` for another (a test's) root."""
+    from shoal.network.store import root_suffix
+
+    suffix = root_suffix()
+    return f"shoal-{suffix}" if suffix else "shoal"
 
 
 def _map(items: list[str]) -> str:
@@ -96,9 +103,10 @@ def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable
         body = "".join(f"\t\t{r}\n" for r in rules)
         return f"\tchain {name} {{\n" + (f"\t\t{head}\n" if head else "") + body + "\t}\n"
 
+    table = table_name()
     return (
-        f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
-        f"table {FAMILY} {TABLE} {{\n"
+        f"table {FAMILY} {table}\ndelete table {FAMILY} {table}\n"
+        f"table {FAMILY} {table} {{\n"
         + chain("lb", "", lb)
         + chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", ["jump lb"])
         # nft 1.0.6 refuses `priority dstnat` on the output hook: -100 is its value.
@@ -116,11 +124,12 @@ def run_nft(script: str) -> None:
 
 
 def delete_table() -> None:
-    run_nft(f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+    table = table_name()
+    run_nft(f"table {FAMILY} {table}\ndelete table {FAMILY} {table}\n")
 
 
 def table_exists() -> bool:
-    return subprocess.run(["nft", "list", "table", FAMILY, TABLE], capture_output=True).returncode == 0
+    return subprocess.run(["nft", "list", "table", FAMILY, table_name()], capture_output=True).returncode == 0
 
 
 def collect(store: NetworkStore) -> tuple[list[Network], list[VipRule], list[PortRule]]:
@@ -161,6 +170,8 @@ def apply(store: NetworkStore | None = None) -> str:
     if not in_use and not any(p.backends for p in ports):
         if table_exists():
             delete_table()
+        if not any_shoal_table():
+            docker_user_accept(False)
         return ""
     enable_forwarding()
     script = render(in_use, vips, ports)
@@ -178,6 +189,11 @@ def enable_forwarding() -> None:
 # --- coexistence with a Docker Engine ---------------------------------------------------------
 
 _DOCKER_USER_RULES = (["-i", "shoal+"], ["-o", "shoal+"])
+
+
+def any_shoal_table() -> bool:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return any(line.split()[-1].startswith("shoal") for line in out.splitlines() if line.strip())
 
 
 def docker_user_accept(present: bool) -> None:

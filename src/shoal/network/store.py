@@ -108,6 +108,25 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def owner_tag() -> str:
+    """Written as the alias of every link shoal makes, so that a cleanup only ever touches the
+    links of its own state root (tests run beside a real installation)."""
+    return f"shoal:{paths.state_root()}"
+
+
+def root_suffix() -> str:
+    """"" for the default state root, else a short hash naming kernel objects of this root."""
+    import hashlib
+
+    root = str(paths.state_root())
+    return "" if root == "/var/lib/shoal" else hashlib.sha256(root.encode()).hexdigest()[:6]
+
+
+def default_bridge_device() -> str:
+    suffix = root_suffix()
+    return f"shoal0-{suffix}" if suffix else DEFAULT_BRIDGE_DEVICE
+
+
 def bridge_name(network_id: str) -> str:
     return f"shoal-{network_id[:9]}"  # IFNAMSIZ: 15 characters at most
 
@@ -206,7 +225,7 @@ class NetworkStore:
                     subnet = ipam.allocate_subnet(self.subnets(), host_routes())
                     net = Network(id=ids.new_id(), name="bridge", driver="bridge", scope="local", created=_now(),
                                   subnet=str(subnet), gateway=str(ipam.default_gateway(subnet)),
-                                  bridge=DEFAULT_BRIDGE_DEVICE,
+                                  bridge=default_bridge_device(),
                                   options={"com.docker.network.bridge.default_bridge": "true"})
                 else:
                     net = Network(id=ids.new_id(), name=name, driver="host" if name == "host" else "null",

@@ -1,0 +1,219 @@
+"""`shoal network create|ls|inspect|rm|prune|reconcile`, with docker's flags, columns and words."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from shoal.cli.format import print_formatted, render_template
+from shoal.errors import InvalidArgument, ShoalError
+from shoal.ids import short_id
+from shoal.network import cleanup
+from shoal.network.store import Network, NetworkStore
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("network", help="Manage networks")
+    nsub = parser.add_subparsers(dest="network_command", metavar="COMMAND")
+    parser.set_defaults(func=lambda args: parser.print_help() or 0)
+
+    p = nsub.add_parser("create", help="Create a network")
+    p.add_argument("name", metavar="NETWORK")
+    p.add_argument("-d", "--driver", default="bridge", help="Driver to manage the Network (bridge, overlay)")
+    p.add_argument("--subnet", action="append", default=[], help="Subnet in CIDR format that represents a network segment")
+    p.add_argument("--gateway", action="append", default=[], help="IPv4 Gateway for the master subnet")
+    p.add_argument("--ip-range", action="append", default=[], help="Allocate container ip from a sub-range")
+    p.add_argument("--internal", action="store_true", help="Restrict external access to the network")
+    p.add_argument("--attachable", action="store_true", help="Enable manual container attachment")
+    p.add_argument("--label", action="append", default=[], help="Set metadata on a network")
+    p.add_argument("-o", "--opt", action="append", default=[], help="Set driver specific options")
+    p.add_argument("--scope", default="", help="Control the network's scope")
+    p.add_argument("--ipv6", action="store_true", help="Enable IPv6 networking")
+    p.set_defaults(func=_create)
+
+    p = nsub.add_parser("ls", aliases=["list"], help="List networks")
+    p.add_argument("-f", "--filter", action="append", default=[], help="Provide filter values (e.g. 'driver=bridge')")
+    p.add_argument("--format", default=None, help="Pretty-print networks using a Go template")
+    p.add_argument("--no-trunc", action="store_true", help="Do not truncate the output")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display network IDs")
+    p.set_defaults(func=_ls)
+
+    p = nsub.add_parser("inspect", help="Display detailed information on one or more networks")
+    p.add_argument("networks", nargs="+", metavar="NETWORK")
+    p.add_argument("-f", "--format", default=None, help="Format the output using the given Go template")
+    p.add_argument("-v", "--verbose", action="store_true", help="Verbose output for diagnostics")
+    p.set_defaults(func=_inspect)
+
+    p = nsub.add_parser("rm", aliases=["remove"], help="Remove one or more networks")
+    p.add_argument("networks", nargs="+", metavar="NETWORK")
+    p.add_argument("-f", "--force", action="store_true", help="Do not error if the network does not exist")
+    p.set_defaults(func=_rm)
+
+    p = nsub.add_parser("prune", help="Remove all unused networks")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], help="Provide filter values (e.g. 'label=<key>=<value>')")
+    p.set_defaults(func=_prune)
+
+    p = nsub.add_parser("reconcile", help="Remove shoal network objects the state no longer accounts for (after a crash)")
+    p.set_defaults(func=_reconcile)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid {what} {item!r}: want KEY=VALUE")
+        out[key] = value if sep else ""
+    return out
+
+
+def _one(values: list[str], flag: str) -> str:
+    if len(values) > 1:
+        raise InvalidArgument(f"{flag}: shoal networks have one IPv4 subnet (got {len(values)})")
+    return values[0] if values else ""
+
+
+def _create(args: argparse.Namespace) -> int:
+    if args.ipv6:
+        raise InvalidArgument("--ipv6: shoal networks are IPv4 only")
+    net = NetworkStore().create(
+        args.name, driver=args.driver, subnet=_one(args.subnet, "--subnet"), gateway=_one(args.gateway, "--gateway"),
+        ip_range=_one(args.ip_range, "--ip-range"), internal=args.internal, attachable=args.attachable,
+        labels=_pairs(args.label, "label"), options=_pairs(args.opt, "option"), scope=args.scope)
+    print(net.id)
+    return 0
+
+
+def _matches(net: Network, filters: list[str]) -> bool:
+    wanted: dict[str, list[str]] = {}
+    for f in filters:
+        key, sep, value = f.partition("=")
+        if not sep:
+            raise InvalidArgument(f"bad format of filter (expected name=value): {f}")
+        if key not in ("name", "id", "driver", "label", "scope", "type"):
+            raise InvalidArgument(f"invalid filter '{key}'")
+        wanted.setdefault(key, []).append(value)
+    for key, values in wanted.items():
+        if key == "name" and not any(v in net.name for v in values):
+            return False
+        if key == "id" and not any(net.id.startswith(v) for v in values):
+            return False
+        if key == "driver" and net.driver not in values:
+            return False
+        if key == "scope" and net.scope not in values:
+            return False
+        if key == "type" and not any((v == "builtin") == net.predefined for v in values):
+            return False
+        if key == "label":
+            for v in values:
+                k, sep, val = v.partition("=")
+                if k not in net.labels or (sep and net.labels[k] != val):
+                    return False
+    return True
+
+
+def _row(net: Network, no_trunc: bool) -> dict[str, Any]:
+    return {
+        "ID": net.id if no_trunc else short_id(net.id),
+        "Name": net.name,
+        "Driver": net.driver,
+        "Scope": net.scope,
+        "IPv6": "false",
+        "Internal": str(net.internal).lower(),
+        "CreatedAt": net.created,
+        "Labels": ",".join(f"{k}={v}" for k, v in net.labels.items()),
+    }
+
+
+def _ls(args: argparse.Namespace) -> int:
+    nets = [n for n in NetworkStore().list() if _matches(n, args.filter)]
+    rows = [_row(n, args.no_trunc) for n in nets]
+    print_formatted(args.format, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"], ["ID", "Name", "Driver", "Scope"], rows,
+                    quiet_field="ID", quiet=args.quiet)
+    return 0
+
+
+def inspect_dict(net: Network) -> dict[str, Any]:
+    """The shape of `docker network inspect`."""
+    config: list[dict[str, str]] = []
+    if net.subnet:
+        entry = {"Subnet": net.subnet, "Gateway": net.gateway}
+        if net.ip_range:
+            entry["IPRange"] = net.ip_range
+        config.append(entry)
+    prefix = net.subnet.split("/")[1] if net.subnet else "32"
+    containers = {
+        cid: {"Name": ep.name, "EndpointID": "", "MacAddress": ep.mac, "IPv4Address": f"{ep.ip}/{prefix}", "IPv6Address": ""}
+        for cid, ep in net.endpoints.items()
+    }
+    options = dict(net.options)
+    if net.has_bridge:
+        options.setdefault("com.docker.network.bridge.name", net.bridge)
+        options.setdefault("com.docker.network.driver.mtu", str(net.mtu))
+    return {
+        "Name": net.name, "Id": net.id, "Created": net.created, "Scope": net.scope, "Driver": net.driver,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None if net.predefined else {}, "Config": config},
+        "Internal": net.internal, "Attachable": net.attachable, "Ingress": False,
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+        "Containers": containers, "Options": options, "Labels": dict(net.labels),
+    }
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    store = NetworkStore()
+    found, status = [], 0
+    for ref in args.networks:
+        try:
+            found.append(inspect_dict(store.get(ref)))
+        except ShoalError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            status = 1
+    if args.format:
+        for obj in found:
+            print(render_template(args.format, obj))
+    elif found or status == 0:
+        print(json.dumps(found, indent=4))
+    return status
+
+
+def _rm(args: argparse.Namespace) -> int:
+    status = 0
+    for ref in args.networks:
+        try:
+            cleanup.remove_network(ref)
+            print(ref)
+        except ShoalError as exc:
+            if args.force and "not found" in str(exc):
+                continue
+            print(f"Error: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _prune(args: argparse.Namespace) -> int:
+    for f in args.filter:
+        if f.partition("=")[0] != "label":
+            raise InvalidArgument(f"invalid filter '{f.partition('=')[0]}'")
+    _matches(Network(id="", name="", driver="", scope="", created=""), args.filter)  # validate first
+    if not args.force:
+        sys.stdout.write("WARNING! This will remove all custom networks not used by at least one container.\n"
+                         "Are you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    removed = cleanup.prune_networks(select=lambda net: _matches(net, args.filter))
+    if removed:
+        print("Deleted Networks:")
+        for name in removed:
+            print(name)
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    for line in cleanup.reconcile():
+        print(line)
+    return 0
