@@ -19,7 +19,6 @@ _GROUPS = (
     "shoal.cli.registry",
     "shoal.cli.system",
     "shoal.cli.network",
-    "shoal.cli.network",
     "shoal.cli.service",
 )
 
