@@ -1,0 +1,154 @@
+"""The worker: one pass over this node's tasks moves each one step along swarmkit's controller
+(accepted -> preparing -> ready -> starting -> running -> complete/failed, or shutdown), and
+removes the containers of tasks the manager no longer lists.
+
+Slow steps (creating a container, a stop's grace period) run in a thread pool so one task never
+holds up another; every status write re-reads the task in its own transaction, so the manager
+and the worker never overwrite each other's fields."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from shoal.agent.taskspec import container_spec
+from shoal.errors import NotFound, ShoalError
+from shoal.model.cluster import Node, Task, TaskState
+from shoal.store.base import Store
+
+log = logging.getLogger("shoald.worker")
+
+TASK_LABEL = "com.docker.swarm.task.id"
+
+
+class Worker:
+    def __init__(self, store: Store, node_id: str, containers: Any, images: Any,
+                 on_change: Callable[[], None] = lambda: None, threads: int = 8) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.containers = containers
+        self.images = images
+        self.on_change = on_change
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="task")
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- status writes -------------------------------------------------------------------------
+    def _report(self, task_id: str, state: TaskState, message: str, err: str = "", **status: Any) -> None:
+        with self.store.transaction() as tx:
+            raw = tx.get("task", task_id)
+            if raw is None:
+                return
+            task = Task.from_dict(raw)
+            if not task.advance(state, message, err=err):
+                return
+            for key, value in status.items():
+                setattr(task.status, key, value)
+            tx.update("task", task.to_dict())
+        self.on_change()
+
+    # ---- steps ----------------------------------------------------------------------------------
+    def _prepare(self, task: Task, node: Node) -> None:
+        self._report(task.id, TaskState.ACCEPTED, "accepted")
+        self._report(task.id, TaskState.PREPARING, "preparing")
+        image = task.spec.get("image", "")
+        try:
+            self.images.resolve(image)
+        except NotFound:
+            self._report(task.id, TaskState.REJECTED, "preparing", err=f"No such image: {image}")
+            return
+        try:
+            container = self.containers.create(container_spec(task, node))
+        except ShoalError as exc:
+            self._report(task.id, TaskState.REJECTED, "preparing", err=str(exc))
+            return
+        self._report(task.id, TaskState.READY, "prepared", container_id=container.id)
+
+    def _start(self, task: Task) -> None:
+        self._report(task.id, TaskState.STARTING, "starting")
+        try:
+            self.containers.start(task.status.container_id)
+            pid = self.containers.get(task.status.container_id).state.pid
+        except ShoalError as exc:
+            self._report(task.id, TaskState.FAILED, "starting", err=f"starting container failed: {exc}")
+            return
+        self._report(task.id, TaskState.RUNNING, "started", pid=pid)
+
+    def _check_exit(self, task: Task) -> None:
+        try:
+            container = self.containers.get(task.status.container_id)
+        except NotFound:
+            self._report(task.id, TaskState.FAILED, "started", err="container removed")
+            return
+        state = container.refresh() if hasattr(container, "refresh") else container.state
+        if state.status not in ("exited", "dead"):
+            return
+        if state.exit_code == 0:
+            self._report(task.id, TaskState.COMPLETE, "finished", exit_code=0)
+        else:
+            self._report(task.id, TaskState.FAILED, "started",
+                         err=f"task: non-zero exit ({state.exit_code})", exit_code=state.exit_code)
+
+    def _shutdown(self, task: Task) -> None:
+        if task.status.container_id:
+            try:
+                grace = int(round(float(task.spec.get("stop_grace_period", 10.0))))
+                self.containers.stop(task.status.container_id, timeout=grace)
+            except NotFound:
+                pass
+            except ShoalError as exc:
+                log.warning("stopping task %s: %s", task.id, exc)
+        self._report(task.id, TaskState.SHUTDOWN, "shutdown")
+
+    def _remove_orphans(self, live_ids: set[str]) -> None:
+        for container in self.containers.list(all=True):
+            task_id = container.spec.labels.get(TASK_LABEL)
+            if task_id and task_id not in live_ids:
+                self._submit(f"rm-{container.id}", lambda c=container: self.containers.remove(c.id, force=True))
+
+    # ---- the pass ------------------------------------------------------------------------------
+    def _submit(self, key: str, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if key in self._busy:
+                return
+            self._busy.add(key)
+
+        def run() -> None:
+            try:
+                fn()
+            except Exception:  # a crash of one step must not kill the worker; the next pass retries
+                log.exception("task step %s failed", key)
+            finally:
+                with self._lock:
+                    self._busy.discard(key)
+                self.on_change()
+
+        self._pool.submit(run)
+
+    def sync(self) -> None:
+        raw_node = self.store.get("node", self.node_id)
+        if raw_node is None:
+            return
+        node = Node.from_dict(raw_node)
+        tasks = [Task.from_dict(t) for t in self.store.list("task")]
+        for task in tasks:
+            if task.node_id != self.node_id:
+                continue
+            state, desired = task.status.state, task.desired_state
+            if state.terminal:
+                continue
+            if desired >= TaskState.SHUTDOWN and state >= TaskState.ASSIGNED:
+                self._submit(task.id, lambda t=task: self._shutdown(t))
+            elif state == TaskState.ASSIGNED:
+                self._submit(task.id, lambda t=task: self._prepare(t, node))
+            elif state == TaskState.READY and desired == TaskState.RUNNING:
+                self._submit(task.id, lambda t=task: self._start(t))
+            elif state == TaskState.RUNNING:
+                self._check_exit(task)
+        self._remove_orphans({t.id for t in tasks})
