@@ -1,0 +1,266 @@
+"""The embedded DNS resolver tasks see at 127.0.0.11, as Docker's.
+
+One asyncio loop serves every container: for each one, a UDP and a TCP socket bound to
+127.0.0.11:53 are opened *inside* the container's network namespace (a thread setns()es, makes
+the sockets and exits; sockets stay in the namespace they were made in), and the loop reads them
+from the host namespace. Answers come from a table of records per network, so a container
+resolves only names of the networks it is attached to; every other name is forwarded, from the
+host namespace, to the host's resolvers.
+
+Names served (built with service_records() / container_records()):
+  <service> and its aliases (short name in a stack) -> the VIP (endpoint_mode vip) or the task IPs (dnsrr)
+  tasks.<service>, tasks.<alias>                    -> every task IP
+  container names, hostnames and network aliases    -> the container's IP
+and PTR records for every address served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dnslib import PTR, QTYPE, RCODE, RR, A, DNSRecord
+
+from shoal.network import netns
+
+LISTEN_ADDR = "127.0.0.11"
+TTL = 600  # what Docker's resolver gives its own records
+UPSTREAM_TIMEOUT = 2.0
+
+log = logging.getLogger(__name__)
+
+Records = dict[str, list[str]]  # lower-case name without the trailing dot -> IPv4 addresses
+
+
+def _key(name: str) -> str:
+    return name.rstrip(".").lower()
+
+
+def service_records(name: str, vip: str | None, task_ips: Iterable[str], aliases: Iterable[str] = (),
+                    endpoint_mode: str = "vip") -> Records:
+    """The names of one service (on one network)."""
+    ips = sorted(task_ips, key=ipaddress.IPv4Address)
+    main = [vip] if endpoint_mode == "vip" and vip else ips
+    records: Records = {}
+    for n in (name, *aliases):
+        records[_key(n)] = list(main)
+        records[_key(f"tasks.{n}")] = list(ips)
+    return records
+
+
+def container_records(ip: str, names: Iterable[str]) -> Records:
+    """A container (or task) answers to its name, hostname and aliases."""
+    return {_key(n): [ip] for n in names if n}
+
+
+def merge(*tables: Records) -> Records:
+    out: Records = {}
+    for t in tables:
+        for k, ips in t.items():
+            have = out.setdefault(k, [])
+            have.extend(ip for ip in ips if ip not in have)
+    return out
+
+
+@dataclass
+class _Served:
+    networks: list[str]
+    transports: list[asyncio.BaseTransport] = field(default_factory=list)
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+
+
+class EmbeddedDNS:
+    """Serve `records` per network to containers' namespaces; forward the rest upstream."""
+
+    def __init__(self, upstreams: list[str] | None = None, port: int = 53) -> None:
+        from shoal.network.attach import host_resolvers
+
+        self.upstreams = upstreams if upstreams is not None else host_resolvers()
+        self.port = port
+        self._tables: dict[str, Records] = {}
+        self._reverse: dict[str, dict[str, str]] = {}
+        self._served: dict[str, _Served] = {}
+
+    # --- records -------------------------------------------------------------------------------
+
+    def set_records(self, network_id: str, records: Records) -> None:
+        """Replace a network's whole table (cheap: the daemon re-derives it on every change)."""
+        table = {_key(k): list(v) for k, v in records.items()}
+        self._tables[network_id] = table
+        reverse: dict[str, str] = {}
+        for name, ips in sorted(table.items()):
+            if name.startswith("tasks.") or len(ips) != 1:
+                continue
+            reverse.setdefault(ips[0], name)
+        self._reverse[network_id] = reverse
+
+    def drop_network(self, network_id: str) -> None:
+        self._tables.pop(network_id, None)
+        self._reverse.pop(network_id, None)
+
+    def lookup(self, networks: Iterable[str], name: str) -> list[str] | None:
+        """The addresses of `name` as seen from these networks; None if none of them knows it."""
+        key = _key(name)
+        found: list[str] | None = None
+        for net in networks:
+            ips = self._tables.get(net, {}).get(key)
+            if ips is not None:
+                found = (found or []) + [ip for ip in ips if ip not in (found or [])]
+        return found
+
+    def reverse(self, networks: Iterable[str], ip: str) -> str | None:
+        for net in networks:
+            name = self._reverse.get(net, {}).get(ip)
+            if name:
+                return name
+        return None
+
+    # --- answering -----------------------------------------------------------------------------
+
+    def answer_local(self, networks: list[str], request: DNSRecord) -> DNSRecord | None:
+        """An answer from the tables, or None when the question must go upstream."""
+        q = request.q
+        qname = str(q.qname)
+        reply = request.reply()
+        if q.qtype == QTYPE.PTR and qname.lower().endswith(".in-addr.arpa."):
+            parts = qname.lower().split(".")[:4]
+            ip = ".".join(reversed(parts))
+            name = self.reverse(networks, ip)
+            if name is None:
+                return None
+            reply.add_answer(RR(q.qname, QTYPE.PTR, rdata=PTR(name + "."), ttl=TTL))
+            return reply
+        ips = self.lookup(networks, qname)
+        if ips is None:
+            return None
+        if q.qtype in (QTYPE.A, QTYPE.ANY):
+            for ip in ips:
+                reply.add_answer(RR(q.qname, QTYPE.A, rdata=A(ip), ttl=TTL))
+        # Other types of a name we own: NOERROR with no answer, as Docker (no AAAA, no MX...).
+        return reply
+
+    async def handle(self, networks: list[str], data: bytes) -> bytes | None:
+        try:
+            request = DNSRecord.parse(data)
+        except Exception:  # noqa: BLE001 - garbage on the wire is dropped, as any resolver does
+            return None
+        local = self.answer_local(networks, request)
+        if local is not None:
+            return local.pack()
+        return await self.forward(request, data)
+
+    async def forward(self, request: DNSRecord, data: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        for server in self.upstreams:
+            host, _, port = server.partition(":")  # "ip" or "ip:port"
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, (host, int(port or 53)))
+                await loop.sock_sendall(sock, data)
+                return await asyncio.wait_for(loop.sock_recv(sock, 65535), UPSTREAM_TIMEOUT)
+            except (OSError, asyncio.TimeoutError):
+                continue
+            finally:
+                sock.close()
+        reply = request.reply()
+        reply.header.rcode = RCODE.SERVFAIL
+        return reply.pack()
+
+    # --- serving namespaces --------------------------------------------------------------------
+
+    async def serve(self, container_id: str, netns_path: Path | str, networks: list[str]) -> None:
+        """Listen on 127.0.0.11:53 (UDP and TCP) inside the container's namespace."""
+        if container_id in self._served:
+            self._served[container_id].networks[:] = list(networks)
+            return
+
+        def make() -> tuple[socket.socket, socket.socket]:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                for s in (udp, tcp):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind((LISTEN_ADDR, self.port))
+                    s.setblocking(False)
+                tcp.listen(64)
+            except BaseException:
+                udp.close()
+                tcp.close()
+                raise
+            return udp, tcp
+
+        udp, tcp = await asyncio.to_thread(netns.run_in, netns_path, make)
+        served = _Served(list(networks))
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self, served), sock=udp)
+        served.transports.append(transport)
+        server = await asyncio.start_server(lambda r, w: self._tcp(served, r, w), sock=tcp)
+        served.servers.append(server)
+        self._served[container_id] = served
+
+    async def unserve(self, container_id: str) -> None:
+        served = self._served.pop(container_id, None)
+        if served is None:
+            return
+        for t in served.transports:
+            t.close()
+        for s in served.servers:
+            s.close()
+            await s.wait_closed()
+
+    async def close(self) -> None:
+        for cid in list(self._served):
+            await self.unserve(cid)
+
+    def serving(self) -> list[str]:
+        return list(self._served)
+
+    async def _tcp(self, served: _Served, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(2)
+                data = await reader.readexactly(struct.unpack("!H", head)[0])
+                answer = await self.handle(served.networks, data)
+                if answer is None:
+                    break
+                writer.write(struct.pack("!H", len(answer)) + answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, dns: EmbeddedDNS, served: _Served) -> None:
+        self.dns = dns
+        self.served = served
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        request = None
+        try:
+            request = DNSRecord.parse(data)
+        except Exception:  # noqa: BLE001
+            return
+        local = self.dns.answer_local(self.served.networks, request)
+        if local is not None:  # answered synchronously: the fast path, no task per query
+            if self.transport is not None:
+                self.transport.sendto(local.pack(), addr)
+            return
+        asyncio.get_running_loop().create_task(self._forward(request, data, addr))
+
+    async def _forward(self, request: DNSRecord, data: bytes, addr: tuple[str, int]) -> None:
+        answer = await self.dns.forward(request, data)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(answer, addr)
