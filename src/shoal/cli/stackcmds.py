@@ -1,0 +1,188 @@
+"""`shoal stack deploy|ls|services|ps|rm`: the CLI half of a deploy (load, build what is missing,
+send, then wait and report), and the listings, with docker/cli's wording (swarm-inventory 1.10,
+2.3)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from shoal.api.client import Client, connect
+from shoal.cli.format import print_formatted
+from shoal.cli.service import add_task_list_flags, filter_tasks, print_tasks
+from shoal.cli.swarmfmt import SERVICE_FIELDS, SERVICE_HEADERS, service_rows
+from shoal.errors import ShoalError
+from shoal.model.cluster import TaskState
+
+# A service whose new tasks failed this many times, with none running, cannot converge.
+FAILURES_BEFORE_GIVING_UP = 3
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def load(args: argparse.Namespace) -> Any:
+    from shoal.compose import load_stack
+
+    files = [Path(f) for f in args.compose_file]
+    env_files = [Path(f) for f in (args.env_file or [])]
+    return load_stack(files, args.stack, env_files=env_files or None, warn=_warn)
+
+
+def build_missing(stack: Any) -> None:
+    """`build:` honoured: a service whose image is not in the store is built first, tagged with
+    its `image:` name (or `<stack>_<service>` when it has none)."""
+    from shoal.build.api import build_image
+    from shoal.image.store import ImageStore
+
+    store = ImageStore()
+    for svc in stack.services.values():
+        if svc.build is None:
+            continue
+        try:
+            store.resolve(svc.image)
+            continue
+        except ShoalError:
+            pass
+        print(f"Building {svc.compose_name} ({svc.image})", file=sys.stderr)
+        build_image(
+            context=Path(svc.build.context),
+            dockerfile=svc.build.dockerfile or None,
+            tags=[svc.image, *svc.build.tags],
+            build_args={k: v for k, v in svc.build.args.items() if v is not None},
+            target=svc.build.target or None,
+            out=sys.stderr,
+        )
+
+
+def _service_state(client: Client, stack: str, since: float) -> list[tuple[str, int, int, str, int]]:
+    """(name, running, desired, last error, failures) per service of the stack."""
+    services = client.get("/services", stack=stack)
+    tasks = client.get("/tasks", stack=stack)
+    out = []
+    for svc in services:
+        own = [t for t in tasks if t["service_id"] == svc["id"] and t["spec_version"] == svc["spec_version"]]
+        failed = [t for t in own if t["created_at"] >= since - 1
+                  and TaskState.parse(t["status"]["state"]) in (TaskState.FAILED, TaskState.REJECTED)]
+        failed.sort(key=lambda t: t["status"]["timestamp"])
+        running = sum(1 for t in own if t["status"]["state"] == "running" and t["desired_state"] == "running")
+        desired = svc["status"]["DesiredTasks"]
+        error = failed[-1]["status"]["err"] if failed else ""
+        out.append((svc["name"], running, desired, error, len(failed)))
+    return out
+
+
+def wait_converged(client: Client, stack: str, since: float, timeout: float) -> int:
+    """Block until every service of the stack runs its desired tasks at the new spec version;
+    print each service's progress once it changes. Non-zero when one cannot converge."""
+    shown: dict[str, tuple[int, int]] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _service_state(client, stack, since)
+        done = True
+        for name, running, desired, error, failures in sorted(states):
+            if shown.get(name) != (running, desired):
+                print(f"{name}: overall progress: {running} out of {desired} tasks", file=sys.stderr)
+                shown[name] = (running, desired)
+            if running < desired:
+                done = False
+                if failures >= FAILURES_BEFORE_GIVING_UP and running == 0:
+                    print(f"Error: service {name} could not converge: {error}", file=sys.stderr)
+                    return 1
+        if done:
+            for name, *_ in sorted(states):
+                print(f"{name}: verify: Service converged", file=sys.stderr)
+            return 0
+        if time.monotonic() > deadline:
+            worst = [s for s in states if s[1] < s[2]]
+            detail = f": {worst[0][3]}" if worst and worst[0][3] else ""
+            print(f"Error: timed out after {timeout:g}s waiting for {', '.join(s[0] for s in worst)}{detail}",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+
+
+def deploy(args: argparse.Namespace) -> int:
+    stack = load(args)
+    build_missing(stack)
+    started = time.time()
+    with connect() as client:
+        result = client.post(f"/stacks/{args.stack}", {"stack": stack.to_dict(), "prune": args.prune})
+        for line in result["lines"]:
+            print(line)
+        if args.detach:
+            return 0
+        return wait_converged(client, args.stack, started, args.timeout)
+
+
+def ls(args: argparse.Namespace) -> int:
+    with connect() as client:
+        stacks = client.get("/stacks")
+    rows = [{"Name": s["Name"], "Services": str(s["Services"]), "Orchestrator": "Swarm"} for s in stacks]
+    print_formatted(args.format, ("NAME", "SERVICES", "ORCHESTRATOR"), ("Name", "Services", "Orchestrator"), rows)
+    return 0
+
+
+def services(args: argparse.Namespace) -> int:
+    with connect() as client:
+        found = client.get("/services", stack=args.stack)
+    if not found:
+        print(f"Nothing found in stack: {args.stack}", file=sys.stderr)
+        return 0
+    print_formatted(args.format, SERVICE_HEADERS, SERVICE_FIELDS, service_rows(found),
+                    quiet_field="ID", quiet=args.quiet)
+    return 0
+
+
+def ps(args: argparse.Namespace) -> int:
+    with connect() as client:
+        tasks = client.get("/tasks", stack=args.stack)
+        if not tasks:
+            raise ShoalError(f"nothing found in stack: {args.stack}")
+        print_tasks(client, filter_tasks(tasks, args.filter), args, quiet_full=False)
+    return 0
+
+
+def rm(args: argparse.Namespace) -> int:
+    failed = False
+    with connect() as client:
+        for name in args.stacks:
+            lines = client.delete(f"/stacks/{name}")["lines"]
+            if not lines:
+                print(f"Nothing found in stack: {name}", file=sys.stderr)
+            for line in lines:
+                print(line)
+    return 1 if failed else 0
+
+
+def register_verbs(ssub: argparse._SubParsersAction) -> None:
+    for name in ("deploy", "up"):
+        p = ssub.add_parser(name, help="Deploy a new stack or update an existing stack")
+        p.add_argument("-c", "--compose-file", action="append", required=True, help="Path to a Compose file, or '-' to read from stdin")
+        p.add_argument("--env-file", action="append", help="Read in a file of environment variables")
+        p.add_argument("--prune", action="store_true", help="Prune services that are no longer referenced")
+        p.add_argument("-d", "--detach", action="store_true", help="Exit immediately instead of waiting for the stack services to converge")
+        p.add_argument("--timeout", type=float, default=300.0, help="Seconds to wait for convergence (default 300)")
+        p.add_argument("stack")
+        p.set_defaults(func=deploy)
+    for name in ("ls", "list"):
+        p = ssub.add_parser(name, help="List stacks")
+        p.add_argument("--format", help="Format output using a custom template")
+        p.set_defaults(func=ls)
+    p = ssub.add_parser("services", help="List the services in the stack")
+    p.add_argument("stack")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display IDs")
+    p.add_argument("--format", help="Format output using a custom template")
+    p.set_defaults(func=services)
+    p = ssub.add_parser("ps", help="List the tasks in the stack")
+    p.add_argument("stack")
+    add_task_list_flags(p)
+    p.set_defaults(func=ps)
+    for name in ("rm", "remove", "down"):
+        p = ssub.add_parser(name, help="Remove one or more stacks")
+        p.add_argument("stacks", nargs="+", metavar="STACK")
+        p.set_defaults(func=rm)
