@@ -1,0 +1,491 @@
+"""`shoal images`, `shoal image ls|inspect|rm|tag|prune|history|import`, `shoal rmi`,
+`shoal tag`, `shoal import`, `shoal history`: output as docker/cli prints it
+(cli/command/image, cli/command/formatter/image.go).
+
+Other modules add to the `image` group with `image_group(subparsers)` (shoal.cli.archive adds
+`save` and `load` that way)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from shoal.cli import format as fmt
+from shoal.errors import InvalidArgument, NotFound, ShoalError
+from shoal.ids import short_id
+from shoal.image import reference as refs
+from shoal.image.store import Image, ImageStore
+
+IMAGE_FIELDS = ("Repository", "Tag", "Digest", "ID", "CreatedSince", "CreatedAt", "Size")
+IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                 "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                 "Containers": "CONTAINERS", "VirtualSize": "SIZE", "SharedSize": "SHARED SIZE",
+                 "UniqueSize": "UNIQUE SIZE"}
+HISTORY_HEADERS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+                   "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}
+
+
+def _store() -> ImageStore:
+    return ImageStore()
+
+
+# --- registration -----------------------------------------------------------------------------
+
+
+def image_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The `image` group's subparsers (created on first use), for other modules to add to:
+    `image_group(subparsers).add_parser("save", ...)`."""
+    parser = sub.choices.get("image")
+    if parser is None:
+        parser = sub.add_parser("image", help="Manage images", description="Manage images")
+        parser.set_defaults(func=lambda _args: parser.print_help())
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="image_command", metavar="COMMAND")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    group = image_group(sub)
+    _add_list(sub, "images")
+    _add_list(group, "ls", aliases=["list"])
+    _add_rm(sub, "rmi")
+    _add_rm(group, "rm", aliases=["remove", "rmi"])
+    _add_tag(sub)
+    _add_tag(group)
+    _add_import(sub)
+    _add_import(group)
+    _add_history(sub)
+    _add_history(group)
+    _add_inspect(group)
+    _add_prune(group)
+
+
+def _add_list(sub: argparse._SubParsersAction, name: str, aliases: Sequence[str] = ()) -> None:
+    p = sub.add_parser(name, aliases=list(aliases), help="List images", description="List images")
+    p.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
+    p.add_argument("-a", "--all", action="store_true", help="Show all images (default hides intermediate images)")
+    p.add_argument("--digests", action="store_true", help="Show digests")
+    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
+    p.add_argument("--format", help="Format output using a custom template")
+    p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only show image IDs")
+    p.set_defaults(func=cmd_images)
+
+
+def _add_rm(sub: argparse._SubParsersAction, name: str, aliases: Sequence[str] = ()) -> None:
+    p = sub.add_parser(name, aliases=list(aliases), help="Remove one or more images",
+                       description="Remove one or more images")
+    p.add_argument("-f", "--force", action="store_true", help="Force removal of the image")
+    p.add_argument("--no-prune", action="store_true", help="Do not delete untagged parents")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_rmi)
+
+
+def _add_tag(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tag", help="Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
+                       description="Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
+    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    p.set_defaults(func=cmd_tag)
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="Import the contents from a tarball to create a filesystem image",
+                       description="Import the contents from a tarball to create a filesystem image")
+    p.add_argument("-c", "--change", action="append", default=[], help="Apply Dockerfile instruction to the created image")
+    p.add_argument("-m", "--message", default="", help="Set commit message for imported image")
+    p.add_argument("--platform", help="Set platform if server is multi-platform capable")
+    p.add_argument("file", metavar="file|-")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+    p.set_defaults(func=cmd_import)
+
+
+def _add_history(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("history", help="Show the history of an image", description="Show the history of an image")
+    p.add_argument("--format", help="Format output using a custom template")
+    p.add_argument("-H", "--human", default="true", nargs="?", const="true",
+                   help="Print sizes and dates in human readable format (default true)")
+    p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only show image IDs")
+    p.add_argument("image", metavar="IMAGE")
+    p.set_defaults(func=cmd_history)
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="Display detailed information on one or more images",
+                       description="Display detailed information on one or more images")
+    p.add_argument("-f", "--format", help="Format output using a custom template")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_inspect)
+
+
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="Remove unused images", description="Remove unused images")
+    p.add_argument("-a", "--all", action="store_true", help="Remove all unused images, not just dangling ones")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.set_defaults(func=cmd_prune)
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+def go_path_match(pattern: str, name: str) -> bool:
+    """Go's path.Match: `*` and `?` never match `/`."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end == -1:
+                return False
+            body = pattern[i + 1 : end]
+            if body.startswith("^"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.fullmatch("".join(out), name) is not None
+
+
+def _familiar_match(pattern: str, ref: refs.Reference) -> bool:
+    """distribution's FamiliarMatch: the familiar string, else the familiar name."""
+    return go_path_match(pattern, ref.familiar()) or go_path_match(pattern, ref.familiar_name())
+
+
+def _parse_filters(raw: list[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
+        if key not in ("dangling", "reference", "label", "before", "since"):
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if key == "dangling" and value.lower() not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"invalid filter 'dangling={value}'")
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
+def _labels_match(image: Image, wanted: list[str]) -> bool:
+    labels = (image.config.get("config") or {}).get("Labels") or {}
+    for item in wanted:
+        key, sep, value = item.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
+def list_rows(store: ImageStore, show_all: bool = False, filters: dict[str, list[str]] | None = None,
+              digests: bool = False) -> list[tuple[Image, str, str, str]]:
+    """(image, repository, tag, digest) rows, as moby filters and docker/cli expands them."""
+    filters = filters or {}
+    images = store.list()
+    dangling_only: bool | None = None
+    if "dangling" in filters:
+        dangling_only = filters["dangling"][-1].lower() in ("true", "1")
+    patterns = filters.get("reference", [])
+    before = store.resolve(filters["before"][-1]).created if "before" in filters else None
+    since = store.resolve(filters["since"][-1]).created if "since" in filters else None
+    parents = {im.parent for im in images if im.parent}
+    rows: list[tuple[Image, str, str, str]] = []
+    for image in images:
+        if before is not None and image.created >= before:
+            continue
+        if since is not None and image.created <= since:
+            continue
+        if "label" in filters and not _labels_match(image, filters["label"]):
+            continue
+        tags = [refs.parse_normalized(t) for t in image.repo_tags]
+        dgsts = [refs.parse_normalized(d) for d in image.repo_digests]
+        if patterns:
+            tags = [r for r in tags if any(_familiar_match(p, r) for p in patterns)]
+            dgsts = [r for r in dgsts if any(_familiar_match(p, r) for p in patterns)]
+        if not tags and not dgsts:
+            if patterns or dangling_only is False:
+                continue
+            if not show_all and image.id in parents:
+                continue  # an intermediate image (-a shows it)
+            rows.append((image, "<none>", "<none>", "<none>"))
+            continue
+        if dangling_only and tags:
+            continue
+        by_repo: dict[str, list[str]] = {}
+        for r in tags:
+            by_repo.setdefault(r.familiar_name(), []).append(r.tag or "")
+        digest_repo: dict[str, list[str]] = {}
+        for r in dgsts:
+            digest_repo.setdefault(r.familiar_name(), []).append(r.digest or "")
+        for repo in sorted(by_repo):
+            repo_digests = digest_repo.pop(repo, [])
+            if not digests:
+                repo_digests = []
+            for tag in sorted(by_repo[repo]):
+                if not repo_digests:
+                    rows.append((image, repo, tag, "<none>"))
+                for d in repo_digests:
+                    rows.append((image, repo, tag, d))
+        for repo in sorted(digest_repo):
+            if digests:
+                rows.extend((image, repo, "<none>", d) for d in digest_repo[repo])
+            else:
+                rows.append((image, repo, "<none>", ""))
+    return rows
+
+
+def _created_at(ts: float) -> str:
+    """Go's time.Time.String() in local time: `2026-11-26 23:45:08 +0000 UTC`."""
+    local = datetime.fromtimestamp(ts, tz=timezone.utc).astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S %z %Z")
+
+
+def _image_id(image_id: str, trunc: bool) -> str:
+    return short_id(image_id) if trunc else image_id
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    filters = _parse_filters(args.filter)
+    if args.repository:
+        filters.setdefault("reference", []).append(args.repository)
+    rows = list_rows(_store(), args.all, filters, digests=args.digests or bool(args.format and "{{.Digest}}" in args.format.replace(" ", "")))
+    trunc = not args.no_trunc
+    objects = [{
+        "Repository": repo, "Tag": tag, "Digest": digest, "ID": _image_id(image.id, trunc),
+        "CreatedSince": fmt.ago(image.created) if image.created else "N/A",
+        "CreatedAt": _created_at(image.created), "Size": fmt.human_size(image.size),
+        "VirtualSize": fmt.human_size(image.size), "Containers": "N/A",
+        "SharedSize": "N/A", "UniqueSize": "N/A",
+    } for image, repo, tag, digest in rows]
+    if args.quiet and not args.format:
+        for obj in objects:
+            print(obj["ID"])
+        return 0
+    if not args.format or args.format == "table":
+        fields = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
+        fmt.print_table([IMAGE_HEADERS[f] for f in fields], ([o[f] for f in fields] for o in objects))
+        return 0
+    template = args.format
+    if template.startswith("table") and args.digests and "{{.Digest}}" not in template:
+        template += "\\t{{.Digest}}"
+    fmt.print_formatted(template, list(IMAGE_HEADERS.values()), list(IMAGE_HEADERS), objects)
+    return 0
+
+
+# --- rmi, tag, import ---------------------------------------------------------------------------
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    store = _store()
+    status = 0
+    for name in args.images:
+        try:
+            for line in store.remove(name, force=args.force):
+                print(line)
+        except ShoalError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    try:
+        refs.parse(args.target)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f'Error parsing reference: "{args.target}" is not a valid repository/tag: {exc}') from None
+    _store().tag(args.source, args.target)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from shoal.image.importer import import_tarball
+
+    image = import_tarball(_store(), args.file, args.reference, changes=args.change, message=args.message,
+                           platform_name=args.platform)
+    print(image.id)
+    return 0
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+def _ellipsis(text: str, width: int) -> str:
+    """docker/cli formatter.Ellipsis for single-width text."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def history_rows(image: Image) -> list[dict[str, Any]]:
+    """One row per history entry, newest first; layer sizes matched to non-empty entries."""
+    history = image.config.get("history") or []
+    if not history:
+        history = [{"created": image.config.get("created")} for _ in image.layers]
+    sizes = [layer.unpacked_size for layer in image.layers]
+    rows: list[dict[str, Any]] = []
+    layer_index = 0
+    for entry in history:
+        size = 0
+        if not entry.get("empty_layer"):
+            size = sizes[layer_index] if layer_index < len(sizes) else 0
+            layer_index += 1
+        from shoal.image.store import parse_time
+
+        rows.append({"created": parse_time(entry.get("created")), "created_by": entry.get("created_by", ""),
+                     "comment": entry.get("comment", ""), "size": size, "id": "<missing>"})
+    rows.reverse()
+    if rows:
+        rows[0]["id"] = image.id
+    return rows
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    image = _store().resolve(args.image)
+    human = str(args.human).lower() not in ("false", "0")
+    trunc = not args.no_trunc
+    objects = []
+    for row in history_rows(image):
+        created_at = datetime.fromtimestamp(row["created"], tz=timezone.utc).astimezone().isoformat(timespec="seconds")
+        created_at = created_at.replace("+00:00", "Z")
+        if human:
+            since = fmt.ago(row["created"]) if row["created"] > 946684800 else ""
+        else:
+            since = created_at
+        created_by = row["created_by"].replace("\t", " ")
+        objects.append({
+            "ID": _image_id(row["id"], trunc) if row["id"] != "<missing>" else "<missing>",
+            "CreatedSince": since, "CreatedAt": created_at,
+            "CreatedBy": _ellipsis(created_by, 45) if trunc else created_by,
+            "Size": fmt.human_size(row["size"]) if human else str(row["size"]),
+            "Comment": row["comment"],
+        })
+    if args.quiet and not args.format:
+        for obj in objects:
+            print(obj["ID"])
+        return 0
+    if not args.format or args.format == "table":
+        fields = ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
+        fmt.print_table([HISTORY_HEADERS[f] for f in fields], ([o[f] for f in fields] for o in objects))
+        return 0
+    fmt.print_formatted(args.format, list(HISTORY_HEADERS.values()), list(HISTORY_HEADERS), objects)
+    return 0
+
+
+# --- inspect ------------------------------------------------------------------------------------
+
+_CONTAINER_CONFIG_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("Hostname", ""), ("Domainname", ""), ("User", ""), ("AttachStdin", False), ("AttachStdout", False),
+    ("AttachStderr", False), ("Tty", False), ("OpenStdin", False), ("StdinOnce", False), ("Env", None),
+    ("Cmd", None), ("Image", ""), ("Volumes", None), ("WorkingDir", ""), ("Entrypoint", None),
+    ("OnBuild", None), ("Labels", None),
+)
+
+
+def _container_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The image's container config with the fields Docker always prints."""
+    result: dict[str, Any] = {}
+    for key, default in _CONTAINER_CONFIG_DEFAULTS:
+        result[key] = config.get(key, default)
+        if key == "Tty" and "ExposedPorts" in config:
+            pass
+    for key, value in config.items():
+        if key not in result:
+            result[key] = value
+    if "ExposedPorts" in config:
+        # Docker prints ExposedPorts right after StdinOnce.
+        ordered: dict[str, Any] = {}
+        for key, value in result.items():
+            if key == "ExposedPorts":
+                continue
+            ordered[key] = value
+            if key == "StdinOnce":
+                ordered["ExposedPorts"] = config["ExposedPorts"]
+        result = ordered
+    return result
+
+
+def inspect_object(image: Image) -> dict[str, Any]:
+    """`docker image inspect` for one image."""
+    config = image.config
+    dirs = image.rootfs_dirs()
+    return {
+        "Id": image.id,
+        "RepoTags": image.repo_tags,
+        "RepoDigests": image.repo_digests,
+        "Parent": image.parent,
+        "Comment": config.get("comment", ""),
+        "Created": config.get("created", ""),
+        "DockerVersion": config.get("docker_version", ""),
+        "Author": config.get("author", ""),
+        "Config": _container_config(config.get("config") or {}),
+        "Architecture": config.get("architecture", ""),
+        **({"Variant": config["variant"]} if config.get("variant") else {}),
+        "Os": config.get("os", ""),
+        "Size": image.size,
+        "GraphDriver": {
+            "Data": {"LowerDir": ":".join(str(d) for d in dirs)} if dirs else {},
+            "Name": "overlay",
+        },
+        "RootFS": {"Type": "layers", "Layers": [layer.diff_id for layer in image.layers]},
+        "Metadata": {"LastTagTime": image.last_tag_time},
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    store = _store()
+    found: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for name in args.images:
+        try:
+            found.append(inspect_object(store.resolve(name)))
+        except NotFound as exc:
+            errors.append(str(exc))
+    if args.format:
+        for obj in found:
+            print(fmt.render_template(args.format, obj))
+    else:
+        print(json.dumps(found, indent=4))
+    for message in errors:
+        print(f"Error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+# --- prune --------------------------------------------------------------------------------------
+
+_ALL_WARNING = ("WARNING! This will remove all images without at least one container associated to them.\n"
+                "Are you sure you want to continue?")
+_DANGLING_WARNING = "WARNING! This will remove all dangling images.\nAre you sure you want to continue?"
+
+
+def confirm(message: str, read: Callable[[], str] | None = None) -> bool:
+    """docker/cli PromptForConfirmation: `[y/N]`, anything but y/Y is no."""
+    sys.stdout.write(f"{message} [y/N] ")
+    sys.stdout.flush()
+    answer = (read or sys.stdin.readline)()
+    return answer.strip().lower() == "y"
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if not args.force and not confirm(_ALL_WARNING if args.all else _DANGLING_WARNING):
+        return 0
+    records, reclaimed = _store().prune_records(all=args.all)
+    if records:
+        print("Deleted Images:")
+        for line in records:
+            print(line)
+        print()
+    print(f"Total reclaimed space: {fmt.human_size(reclaimed, precision=4)}")
+    return 0
