@@ -20,6 +20,7 @@ _GROUPS = (
     "shoal.cli.system",
     "shoal.cli.network",
     "shoal.cli.service",
+    "shoal.cli.stack",
 )
 
 

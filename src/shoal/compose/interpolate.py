@@ -219,12 +219,16 @@ def interpolate(
     config: Mapping[str, Any],
     lookup: Lookup,
     *,
-    where: str = "",
+    where: Callable[[tuple[str | int, ...]], str] | str = "",
     on_unset: Callable[[str], None] | None = None,
     substitute_values: bool = True,
 ) -> dict[str, Any]:
     """Substitute every string value of a parsed compose file and cast the typed paths.
-    Errors name the file (`where`) and the dotted key."""
+    Errors name the file (`where`, or a function of the key path giving `file:line`) and the
+    dotted key."""
+
+    def place(path: tuple[str | int, ...]) -> str:
+        return where(path) if callable(where) else where
 
     def walk(value: Any, path: tuple[str | int, ...]) -> Any:
         if isinstance(value, str):
@@ -236,12 +240,12 @@ def interpolate(
                     raise ComposeError(
                         f"invalid interpolation format: {exc.args[0]!r}; "
                         "you may need to escape any $ with another $",
-                        where=where,
+                        where=place(path),
                         path=dotted(path),
                     ) from None
                 except MissingRequired as exc:
                     raise ComposeError(
-                        f"error while interpolating: {exc}", where=where, path=dotted(path)
+                        f"error while interpolating: {exc}", where=place(path), path=dotted(path)
                     ) from None
             kind = _cast_kind(path)
             if kind is None:
@@ -250,7 +254,7 @@ def interpolate(
                 return cast(new, kind)
             except ValueError as exc:
                 raise ComposeError(
-                    f"failed to cast to expected type: {exc}", where=where, path=dotted(path)
+                    f"failed to cast to expected type: {exc}", where=place(path), path=dotted(path)
                 ) from None
         if isinstance(value, dict):
             return {k: walk(v, (*path, str(k))) for k, v in value.items()}

@@ -1,0 +1,152 @@
+"""The compose loader's two entry points.
+
+    files -> read (YAML 1.2, lines kept) -> interpolate (env files + process env) -> schema
+    check per file -> merge -> schema check of the result -> unsupported-key report
+    -> load_config() returns that mapping; load_stack() converts it into a StackSpec.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoal.compose import support
+from shoal.compose.convert import Invalid, convert, validate_stack_name
+from shoal.compose.envfile import project_environment
+from shoal.compose.errors import ComposeError, dotted
+from shoal.compose.interpolate import interpolate
+from shoal.compose.load import ComposeFile, locate, read_compose_file
+from shoal.compose.merge import merge_configs
+from shoal.compose.validate import check_schema
+from shoal.model import StackSpec
+
+STDIN = Path("-")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclass
+class Loaded:
+    files: list[ComposeFile]
+    config: dict[str, Any]
+    environment: dict[str, str]
+    working_dir: Path
+
+
+def default_env_files(working_dir: Path, environ: Mapping[str, str]) -> list[Path]:
+    """`.env` in the project directory, unless COMPOSE_DISABLE_ENV_FILE is true (compose-go)."""
+    if environ.get("COMPOSE_DISABLE_ENV_FILE", "").lower() in ("1", "true", "t", "yes"):
+        return []
+    candidate = working_dir / ".env"
+    return [candidate] if candidate.is_file() else []
+
+
+def _check_version(compose_file: ComposeFile) -> None:
+    version = compose_file.data.get("version")
+    if version is None:
+        return
+    text = str(version).strip()
+    if text and not text.startswith("3"):
+        raise ComposeError(
+            f"unsupported Compose file version: {text} (shoal reads version 3 and the Compose "
+            "Specification)",
+            where=locate([compose_file], ("version",)),
+            path="version",
+        )
+
+
+def _load(
+    files: list[Path],
+    env_files: list[Path] | None,
+    environ: Mapping[str, str] | None,
+    warn: Callable[[str], None],
+    interpolation: bool,
+) -> Loaded:
+    if not files:
+        raise ComposeError("specify a Compose file (with --compose-file)")
+    env = dict(os.environ if environ is None else environ)
+    first = files[0]
+    working_dir = Path.cwd() if first == STDIN else first.absolute().parent
+    if env_files is None:
+        env_files = default_env_files(working_dir, env)
+    environment = project_environment(list(env_files), env)
+
+    warned: set[str] = set()
+
+    def on_unset(name: str) -> None:
+        if name not in warned:
+            warned.add(name)
+            warn(f'The "{name}" variable is not set. Defaulting to a blank string.')
+
+    parsed: list[ComposeFile] = []
+    for path in files:
+        if path == STDIN:
+            compose_file = read_compose_file(path, "-", sys.stdin.read())
+        else:
+            compose_file = read_compose_file(path, str(path))
+        _check_version(compose_file)
+        if interpolation:
+            compose_file.data = interpolate(
+                compose_file.data,
+                environment.get,
+                where=lambda p, f=compose_file: locate([f], p),
+                on_unset=on_unset,
+            )
+        check_schema(compose_file.data, [compose_file])
+        parsed.append(compose_file)
+    try:
+        merged = merge_configs([f.data for f in parsed])
+    except ComposeError as exc:
+        raise ComposeError(exc.reason, where=", ".join(f.name for f in parsed)) from None
+    check_schema(merged, parsed)
+    try:
+        support.report(merged, warn)
+    except ComposeError as exc:
+        where = ""
+        for name in support.scan(merged)[support.FORBIDDEN]:
+            services = merged.get("services") or {}
+            for service in services:
+                if isinstance(services[service], dict) and name in services[service]:
+                    where = locate(parsed, ("services", service, name))
+                    break
+            if name in merged:
+                where = locate(parsed, (name,))
+            break
+        raise ComposeError(exc.reason, where=where or parsed[0].name) from None
+    return Loaded(parsed, merged, environment, working_dir)
+
+
+def load_config(
+    files: list[Path],
+    env_files: list[Path] | None = None,
+    environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] = _stderr,
+    interpolation: bool = True,
+) -> dict[str, Any]:
+    """The merged, interpolated and validated mapping (what `stack config` prints)."""
+    return _load(files, env_files, environ, warn, interpolation).config
+
+
+def load_stack(
+    files: list[Path],
+    stack_name: str,
+    env_files: list[Path] | None = None,
+    environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] = _stderr,
+) -> StackSpec:
+    """Compose files -> StackSpec, with Swarm's names, labels and defaults.
+    Every failure is a ComposeError (a ShoalError) of one line naming file, line and key."""
+    validate_stack_name(stack_name)
+    loaded = _load(files, env_files, environ, warn, True)
+    try:
+        return convert(loaded.config, stack_name, loaded.working_dir, loaded.environment, warn)
+    except Invalid as exc:
+        raise ComposeError(
+            exc.message, where=locate(loaded.files, exc.path), path=dotted(exc.path)
+        ) from None

@@ -1,0 +1,939 @@
+"""Merged, validated compose config -> StackSpec, with docker/cli's conversion rules
+(cli/compose/convert/{service,compose,volume}.go) and swarmkit's defaults filled in.
+
+The only I/O here is on the client side, as docker does it: env_file files are read and bind,
+build and secret paths are resolved against the working directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from shoal.compose.envfile import read_env_file
+from shoal.compose.errors import ComposeError
+from shoal.compose.syntax import parse_cpus, parse_duration, parse_port, parse_size, parse_volume
+from shoal.model import (
+    IPAM,
+    LABEL_IMAGE,
+    LABEL_NAMESPACE,
+    BuildSpec,
+    DependsOn,
+    EndpointSpec,
+    FileReference,
+    GenericResource,
+    Healthcheck,
+    IPAMPool,
+    LogDriver,
+    NetworkAttachment,
+    NetworkSpec,
+    Placement,
+    PortConfig,
+    ResourceLimits,
+    ResourceReservations,
+    Resources,
+    RestartPolicy,
+    SecretSpec,
+    ServiceSpec,
+    StackSpec,
+    UpdateConfig,
+    VolumeSpec,
+)
+from shoal.runtime.spec import Mount, Ulimit
+
+P = tuple[str | int, ...]
+DEFAULT_NETWORK = "default"
+MIN_NANO_CPUS = 1_000_000  # 0.001 CPU (swarmkit controlapi)
+MIN_MEMORY = 4 * 1024 * 1024  # 4 MiB
+MIN_HEALTH_DURATION = 0.001  # 1 ms
+
+
+class Invalid(Exception):
+    """A bad value at `path` of the merged config; the loader adds the file and line."""
+
+    def __init__(self, path: P, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+# --- small typed readers ------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value)
+
+
+def _str(value: Any, path: P, default: str = "") -> str:
+    if value is None:
+        return default
+    if isinstance(value, (dict, list)):
+        raise Invalid(path, "must be a string")
+    return _text(value)
+
+
+def _bool(value: Any, path: P, default: bool = False) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise Invalid(path, f"invalid boolean: {value!r}")
+
+
+def _int(value: Any, path: P, default: int = 0, minimum: int | None = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise Invalid(path, f"must be an integer, not {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int):
+        raise Invalid(path, f"must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise Invalid(path, f"must be {minimum} or more, not {value}")
+    return value
+
+
+def _float(value: Any, path: P, default: float = 0.0) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise Invalid(path, f"must be a number, not {value!r}")
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise Invalid(path, f"must be a number, not {value!r}") from None
+    if result != result or result in (float("inf"), float("-inf")):
+        raise Invalid(path, f"must be a number, not {value!r}")
+    return result
+
+
+def _duration(value: Any, path: P, default: float = 0.0) -> float:
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise Invalid(path, str(exc)) from None
+
+
+def _size(value: Any, path: P) -> int:
+    if value is None:
+        return 0
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise Invalid(path, str(exc)) from None
+
+
+def _strings(value: Any, path: P) -> list[str]:
+    """A string or a list of strings."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [_str(v, (*path, i)) for i, v in enumerate(value)]
+    return [_str(value, path)]
+
+
+def _mapping(value: Any, path: P) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(path, "must be a mapping")
+    return value
+
+
+def _list_or_dict(value: Any, path: P, allow_bare: bool = False) -> dict[str, str | None]:
+    """`[K=V, K]` or `{K: V}` -> {K: V}; a bare K (or null value) is None when allowed, else
+    the empty string (labels)."""
+    out: dict[str, str | None] = {}
+    if value is None:
+        return out
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                raise Invalid((*path, key), "must be a string, number, boolean or null")
+            out[str(key)] = None if item is None and allow_bare else _text(item)
+        return out
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, (dict, list)):
+                raise Invalid((*path, index), "must be a string")
+            key, sep, val = _text(item).partition("=")
+            if not key:
+                raise Invalid((*path, index), f"invalid entry {item!r}: empty name")
+            out[key] = val if sep else (None if allow_bare else "")
+        return out
+    raise Invalid(path, "must be a list or a mapping")
+
+
+def _labels(value: Any, path: P) -> dict[str, str]:
+    return {k: v or "" for k, v in _list_or_dict(value, path).items()}
+
+
+def _shell_words(value: Any, path: P) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_str(v, (*path, i)) for i, v in enumerate(value)]
+    try:
+        return shlex.split(_str(value, path))
+    except ValueError as exc:
+        raise Invalid(path, f"cannot split into words: {exc}") from None
+
+
+# --- names --------------------------------------------------------------------------------
+
+_STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# swarmkit controlapi: a service name must be a valid DNS label part, 63 characters at most.
+_SERVICE_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
+
+
+def validate_stack_name(name: str) -> None:
+    """docker/cli's rule (not empty once quotes and spaces are trimmed), then the characters a
+    stack name may use, so that every `<stack>_<service>` is a name Swarm accepts."""
+    if not name.strip().strip("\"'").strip():
+        raise ComposeError(f"invalid stack name: {name!r}".replace("'", '"', 2))
+    if not _STACK_NAME.match(name):
+        raise ComposeError(
+            f'invalid stack name: "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
+        )
+
+
+_DOMAIN = r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"  # noqa: E501
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+
+
+def check_image_reference(image: str) -> str | None:
+    """distribution/reference's grammar; an error text or None."""
+    if not image:
+        return "no image specified"
+    if len(image) > 255 + 128:
+        return "invalid reference format"
+    if _REFERENCE.match(image):
+        return None
+    name = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" not in image.rsplit(":", 1)[-1] \
+        else image.split("@", 1)[0]
+    if name != name.lower() and _REFERENCE.match(image.lower()):
+        return f"invalid reference format: repository name ({name}) must be lowercase"
+    return "invalid reference format"
+
+
+# --- the conversion -----------------------------------------------------------------------
+
+
+class Converter:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        stack: str,
+        working_dir: Path,
+        environment: Mapping[str, str],
+        warn: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.stack = stack
+        self.working_dir = working_dir
+        self.environment = environment
+        self.warn = warn
+        self.network_configs = _mapping(config.get("networks"), ("networks",))
+        self.volume_configs = _mapping(config.get("volumes"), ("volumes",))
+        self.secret_configs = _mapping(config.get("secrets"), ("secrets",))
+        self.config_configs = _mapping(config.get("configs"), ("configs",))
+        self.used_networks: set[str] = set()
+        self.used_volumes: set[str] = set()
+        self._warned_ip = False
+
+    def scope(self, name: str) -> str:
+        return f"{self.stack}_{name}"
+
+    def resolve(self, text: str) -> str:
+        """A client-side path: `~` from HOME, relative to the first file's directory."""
+        if text.startswith("~"):
+            home = self.environment.get("HOME") or os.path.expanduser("~")
+            text = home + text[1:]
+        path = Path(text)
+        if not path.is_absolute():
+            path = self.working_dir / path
+        return os.path.normpath(path)
+
+    # The stack ------------------------------------------------------------------------------
+
+    def stack_spec(self) -> StackSpec:
+        spec = StackSpec(name=self.stack)
+        services = _mapping(self.config.get("services"), ("services",))
+        for compose_name in sorted(services):
+            service = self.service(compose_name, services[compose_name], services)
+            spec.services[service.name] = service
+        for compose_name in sorted(self.used_networks):
+            network = self.network(compose_name)
+            spec.networks[network.name] = network
+        for compose_name in sorted(self.used_volumes):
+            volume = self.volume(compose_name)
+            spec.volumes[volume.name] = volume
+        for compose_name, raw in sorted(self.secret_configs.items()):
+            secret = self.file_object(("secrets", compose_name), compose_name, raw)
+            spec.secrets[secret.name] = secret
+        for compose_name, raw in sorted(self.config_configs.items()):
+            config = self.file_object(("configs", compose_name), compose_name, raw)
+            spec.configs[config.name] = config
+        return spec
+
+    def _object_name(self, compose_name: str, raw: dict[str, Any], path: P) -> tuple[str, bool]:
+        external = raw.get("external")
+        is_external = False
+        name = _str(raw.get("name"), (*path, "name"))
+        if isinstance(external, dict):  # the deprecated `external: {name: x}`
+            is_external = True
+            name = _str(external.get("name"), (*path, "external", "name")) or name
+        else:
+            is_external = _bool(external, (*path, "external"))
+        if is_external:
+            return name or compose_name, True
+        return name or self.scope(compose_name), False
+
+    def network(self, compose_name: str) -> NetworkSpec:
+        path: P = ("networks", compose_name)
+        raw = _mapping(self.network_configs.get(compose_name), path)
+        name, external = self._object_name(compose_name, raw, path)
+        if external:
+            return NetworkSpec(name=name, compose_name=compose_name, external=True, driver="")
+        ipam_raw = _mapping(raw.get("ipam"), (*path, "ipam"))
+        pools = []
+        for index, pool in enumerate(ipam_raw.get("config") or []):
+            ppath = (*path, "ipam", "config", index)
+            pool = _mapping(pool, ppath)
+            pools.append(IPAMPool(
+                subnet=_str(pool.get("subnet"), (*ppath, "subnet")),
+                gateway=_str(pool.get("gateway"), (*ppath, "gateway")),
+                ip_range=_str(pool.get("ip_range"), (*ppath, "ip_range")),
+            ))
+        labels = _labels(raw.get("labels"), (*path, "labels"))
+        labels[LABEL_NAMESPACE] = self.stack
+        return NetworkSpec(
+            name=name,
+            compose_name=compose_name,
+            driver=_str(raw.get("driver"), (*path, "driver")) or "overlay",
+            driver_opts={k: v or "" for k, v in
+                         _list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
+            ipam=IPAM(driver=_str(ipam_raw.get("driver"), (*path, "ipam", "driver")),
+                      config=pools),
+            internal=_bool(raw.get("internal"), (*path, "internal")),
+            attachable=_bool(raw.get("attachable"), (*path, "attachable")),
+            labels=labels,
+        )
+
+    def volume(self, compose_name: str) -> VolumeSpec:
+        path: P = ("volumes", compose_name)
+        raw = _mapping(self.volume_configs.get(compose_name), path)
+        name, external = self._object_name(compose_name, raw, path)
+        if external:
+            return VolumeSpec(name=name, compose_name=compose_name, external=True)
+        labels = _labels(raw.get("labels"), (*path, "labels"))
+        labels[LABEL_NAMESPACE] = self.stack
+        return VolumeSpec(
+            name=name,
+            compose_name=compose_name,
+            driver=_str(raw.get("driver"), (*path, "driver")),
+            driver_opts={k: v or "" for k, v in
+                         _list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
+            labels=labels,
+        )
+
+    def file_object(self, path: P, compose_name: str, raw: Any) -> SecretSpec:
+        raw = _mapping(raw, path)
+        name, external = self._object_name(compose_name, raw, path)
+        if external:
+            return SecretSpec(name=name, compose_name=compose_name, external=True)
+        labels = _labels(raw.get("labels"), (*path, "labels"))
+        labels[LABEL_NAMESPACE] = self.stack
+        file = _str(raw.get("file"), (*path, "file"))
+        driver = _str(raw.get("driver"), (*path, "driver"))
+        if not file and not driver:
+            raise Invalid(path, f"{path[0][:-1]} {compose_name!r} needs a file (or external)")
+        return SecretSpec(
+            name=name,
+            compose_name=compose_name,
+            file=self.resolve(file) if file else "",
+            labels=labels,
+            driver=driver,
+            driver_opts={k: v or "" for k, v in
+                         _list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
+            template_driver=_str(raw.get("template_driver"), (*path, "template_driver")),
+        )
+
+    # One service ----------------------------------------------------------------------------
+
+    def service(self, compose_name: str, raw: Any, all_services: dict[str, Any]) -> ServiceSpec:
+        path: P = ("services", compose_name)
+        raw = _mapping(raw, path)
+        full_name = self.scope(compose_name)
+        if not _SERVICE_NAME.match(full_name) or len(full_name) > 63:
+            raise Invalid(path, f"invalid service name {full_name!r}: it must be a valid DNS "
+                                "name of 63 characters or fewer ([a-zA-Z0-9], '-' or '_' inside)")
+        build = self.build(raw.get("build"), (*path, "build"))
+        image = _str(raw.get("image"), (*path, "image"))
+        if not image and build is not None:
+            image = f"{self.stack}-{compose_name}".lower()  # docker compose's name for builds
+        problem = check_image_reference(image)
+        if problem:
+            raise Invalid((*path, "image"),
+                          f"invalid image reference for service {compose_name}: {problem}")
+        deploy = _mapping(raw.get("deploy"), (*path, "deploy"))
+        dpath: P = (*path, "deploy")
+
+        labels = _labels(deploy.get("labels"), (*dpath, "labels"))
+        labels[LABEL_NAMESPACE] = self.stack
+        labels[LABEL_IMAGE] = image
+        container_labels = _labels(raw.get("labels"), (*path, "labels"))
+        container_labels[LABEL_NAMESPACE] = self.stack
+
+        mode, replicas = self.mode(deploy, dpath)
+        endpoint = self.endpoint(raw, deploy, path)
+        spec = ServiceSpec(
+            name=full_name,
+            compose_name=compose_name,
+            stack=self.stack,
+            image=image,
+            build=build,
+            labels=labels,
+            container_labels=container_labels,
+            entrypoint=_shell_words(raw.get("entrypoint"), (*path, "entrypoint")),
+            cmd=_shell_words(raw.get("command"), (*path, "command")),
+            env=self.env(raw, path),
+            user=_str(raw.get("user"), (*path, "user")),
+            workdir=_str(raw.get("working_dir"), (*path, "working_dir")),
+            hostname=_str(raw.get("hostname"), (*path, "hostname")),
+            mounts=self.mounts(raw, path),
+            stop_grace_period=_duration(raw.get("stop_grace_period"),
+                                        (*path, "stop_grace_period"), 10.0),
+            stop_signal=_str(raw.get("stop_signal"), (*path, "stop_signal")),
+            healthcheck=self.healthcheck(raw.get("healthcheck"), (*path, "healthcheck")),
+            tty=_bool(raw.get("tty"), (*path, "tty")),
+            open_stdin=_bool(raw.get("stdin_open"), (*path, "stdin_open")),
+            read_only=_bool(raw.get("read_only"), (*path, "read_only")),
+            init=None if raw.get("init") is None else _bool(raw.get("init"), (*path, "init")),
+            extra_hosts=self.extra_hosts(raw.get("extra_hosts"), (*path, "extra_hosts")),
+            dns=_strings(raw.get("dns"), (*path, "dns")),
+            dns_search=_strings(raw.get("dns_search"), (*path, "dns_search")),
+            cap_add=_strings(raw.get("cap_add"), (*path, "cap_add")),
+            cap_drop=_strings(raw.get("cap_drop"), (*path, "cap_drop")),
+            sysctls={k: v or "" for k, v in
+                     _list_or_dict(raw.get("sysctls"), (*path, "sysctls")).items()},
+            ulimits=self.ulimits(raw.get("ulimits"), (*path, "ulimits")),
+            oom_score_adj=_int(raw.get("oom_score_adj"), (*path, "oom_score_adj"), minimum=-1000),
+            log_driver=self.logging(raw.get("logging"), (*path, "logging")),
+            mode=mode,
+            replicas=replicas,
+            resources=self.resources(deploy.get("resources"), (*dpath, "resources")),
+            restart_policy=self.restart_policy(raw, deploy, path),
+            update_config=self.update_config(deploy.get("update_config"),
+                                              (*dpath, "update_config"), rollback=False),
+            rollback_config=self.update_config(deploy.get("rollback_config"),
+                                                (*dpath, "rollback_config"), rollback=True),
+            placement=self.placement(deploy.get("placement"), (*dpath, "placement")),
+            endpoint=endpoint,
+            networks=self.networks(raw.get("networks"), (*path, "networks"), compose_name),
+            secrets=self.references(raw.get("secrets"), (*path, "secrets"), "secrets",
+                                    self.secret_configs, "/run/secrets/"),
+            configs=self.references(raw.get("configs"), (*path, "configs"), "configs",
+                                    self.config_configs, "/"),
+            depends_on=self.depends_on(raw.get("depends_on"), (*path, "depends_on"),
+                                       all_services),
+        )
+        if mode.endswith("job") and deploy.get("update_config") is not None:
+            raise Invalid((*dpath, "update_config"), "Jobs may not have an update config")
+        return spec
+
+    def build(self, raw: Any, path: P) -> BuildSpec | None:
+        if raw is None:
+            return None
+        if isinstance(raw, str):
+            raw = {"context": raw}
+        raw = _mapping(raw, path)
+        context = _str(raw.get("context"), (*path, "context"), ".") or "."
+        if not re.match(r"^(?:[a-z]+://|git@|github\.com/)", context):
+            context = self.resolve(context)
+        return BuildSpec(
+            context=context,
+            dockerfile=_str(raw.get("dockerfile"), (*path, "dockerfile")),
+            args=_list_or_dict(raw.get("args"), (*path, "args"), allow_bare=True),
+            target=_str(raw.get("target"), (*path, "target")),
+            labels=_labels(raw.get("labels"), (*path, "labels")),
+            tags=_strings(raw.get("tags"), (*path, "tags")),
+            network=_str(raw.get("network"), (*path, "network")),
+            no_cache=_bool(raw.get("no_cache"), (*path, "no_cache")),
+            pull=_bool(raw.get("pull"), (*path, "pull")),
+        )
+
+    def env(self, raw: dict[str, Any], path: P) -> list[str]:
+        values: dict[str, str | None] = {}
+        env_files = raw.get("env_file")
+        if env_files is not None:
+            entries = env_files if isinstance(env_files, list) else [env_files]
+            for index, entry in enumerate(entries):
+                epath = (*path, "env_file", index) if isinstance(env_files, list) \
+                    else (*path, "env_file")
+                required = True
+                if isinstance(entry, dict):
+                    required = _bool(entry.get("required"), (*epath, "required"), True)
+                    entry = entry.get("path")
+                file = Path(self.resolve(_str(entry, epath)))
+                if not required and not file.exists():
+                    continue
+                try:
+                    values.update(read_env_file(file, self.environment.get))
+                except ComposeError as exc:
+                    raise Invalid(epath, exc.reason) from None
+        values.update(_list_or_dict(raw.get("environment"), (*path, "environment"),
+                                    allow_bare=True))
+        out = []
+        for key, value in values.items():
+            if value is None:
+                found = self.environment.get(key)
+                out.append(key if found is None else f"{key}={found}")
+            else:
+                out.append(f"{key}={value}")
+        return sorted(out)
+
+    def mounts(self, raw: dict[str, Any], path: P) -> list[Mount]:
+        mounts: list[Mount] = []
+        volumes = raw.get("volumes")
+        for index, item in enumerate(volumes if isinstance(volumes, list) else []):
+            mounts.append(self.mount(item, (*path, "volumes", index)))
+        for index, target in enumerate(_strings(raw.get("tmpfs"), (*path, "tmpfs"))):
+            target_path, _, options = target.partition(":")
+            mounts.append(Mount(type="tmpfs", target=target_path,
+                                options=[o for o in options.split(",") if o]))
+        for index, mount in enumerate(mounts):
+            if not mount.target.startswith("/"):
+                raise Invalid((*path, "volumes", index) if index < len(volumes or []) else
+                              (*path, "tmpfs"),
+                              f"invalid mount target {mount.target!r}: must be an absolute path")
+        return mounts
+
+    def mount(self, item: Any, path: P) -> Mount:
+        if isinstance(item, str):
+            try:
+                short = parse_volume(item)
+            except ValueError as exc:
+                raise Invalid(path, str(exc)) from None
+            long: dict[str, Any] = {"type": short.type, "source": short.source,
+                                    "target": short.target, "read_only": short.read_only}
+            if short.nocopy:
+                long["volume"] = {"nocopy": True}
+            if short.propagation:
+                long["bind"] = {"propagation": short.propagation}
+            item = long
+        item = _mapping(item, path)
+        kind = _str(item.get("type"), (*path, "type"))
+        source = _str(item.get("source"), (*path, "source"))
+        target = _str(item.get("target"), (*path, "target"))
+        if not target:
+            raise Invalid(path, "a mount needs a target")
+        read_only = _bool(item.get("read_only"), (*path, "read_only"))
+        options: list[str] = []
+        for other in ("bind", "volume", "tmpfs"):
+            if other != kind and item.get(other) is not None:
+                raise Invalid((*path, other), f"{other} options are incompatible with type {kind}")
+        if kind == "volume":
+            opts = _mapping(item.get("volume"), (*path, "volume"))
+            if _bool(opts.get("nocopy"), (*path, "volume", "nocopy")):
+                options.append("nocopy")
+            if opts.get("subpath"):
+                options.append(f"subpath={_str(opts['subpath'], (*path, 'volume', 'subpath'))}")
+            if not source:
+                return Mount(type="volume", target=target, read_only=read_only, options=options)
+            if source not in self.volume_configs:
+                raise Invalid((*path, "source") if "source" in item else path,
+                              f"undefined volume {source!r}")
+            self.used_volumes.add(source)
+            volume_raw = _mapping(self.volume_configs.get(source), ("volumes", source))
+            name, _external = self._object_name(source, volume_raw, ("volumes", source))
+            return Mount(type="volume", source=name, target=target, read_only=read_only,
+                         options=options)
+        if kind == "bind":
+            if not source:
+                raise Invalid(path, "invalid bind source, source cannot be empty")
+            opts = _mapping(item.get("bind"), (*path, "bind"))
+            propagation = _str(opts.get("propagation"), (*path, "bind", "propagation"))
+            if propagation:
+                options.append(propagation)
+            return Mount(type="bind", source=self.resolve(source), target=target,
+                         read_only=read_only, options=options)
+        if kind == "tmpfs":
+            if source:
+                raise Invalid((*path, "source"), "invalid tmpfs source, source must be empty")
+            opts = _mapping(item.get("tmpfs"), (*path, "tmpfs"))
+            if opts.get("size") is not None:
+                options.append(f"size={_size(opts['size'], (*path, 'tmpfs', 'size'))}")
+            if opts.get("mode") is not None:
+                mode = _int(opts["mode"], (*path, "tmpfs", "mode"))
+                options.append(f"mode={mode:o}")
+            return Mount(type="tmpfs", target=target, read_only=read_only, options=options)
+        raise Invalid((*path, "type"), f"mount type {kind!r} is not supported by shoal")
+
+    def healthcheck(self, raw: Any, path: P) -> Healthcheck | None:
+        if raw is None:
+            return None
+        raw = _mapping(raw, path)
+        test_raw = raw.get("test")
+        disable = _bool(raw.get("disable"), (*path, "disable"))
+        if disable:
+            if test_raw:
+                raise Invalid(path, "test and disable can't be set at the same time")
+            return Healthcheck(test=["NONE"])
+        if isinstance(test_raw, str):
+            test = ["CMD-SHELL", test_raw]
+        else:
+            test = _strings(test_raw, (*path, "test"))
+        check = Healthcheck(test=test, retries=_int(raw.get("retries"), (*path, "retries")))
+        for key in ("interval", "timeout", "start_period", "start_interval"):
+            value = _duration(raw.get(key), (*path, key))
+            if value and value < MIN_HEALTH_DURATION:
+                raise Invalid((*path, key), "must be at least 1ms")
+            if value < 0:
+                raise Invalid((*path, key), "must not be negative")
+            setattr(check, key, value)
+        return check
+
+    def extra_hosts(self, raw: Any, path: P) -> list[str]:
+        out = []
+        if isinstance(raw, dict):
+            for host, ips in raw.items():
+                for ip in (ips if isinstance(ips, list) else [ips]):
+                    out.append(f"{_str(ip, (*path, host))} {host}")
+            return out
+        for index, entry in enumerate(_strings(raw, path)):
+            host, sep, ip = entry.partition("=")
+            if not sep:
+                host, sep, ip = entry.partition(":")
+            if not sep or not host or not ip:
+                raise Invalid((*path, index), f"invalid extra host {entry!r}: use host:ip")
+            out.append(f"{ip} {host}")  # Swarm stores "IP host", as /etc/hosts reads
+        return out
+
+    def ulimits(self, raw: Any, path: P) -> list[Ulimit]:
+        out = []
+        for name, value in sorted(_mapping(raw, path).items()):
+            if isinstance(value, dict):
+                soft = _int(value.get("soft"), (*path, name, "soft"), minimum=-1)
+                hard = _int(value.get("hard"), (*path, name, "hard"), minimum=-1)
+            else:
+                soft = hard = _int(value, (*path, name), minimum=-1)
+            out.append(Ulimit(name=name, soft=soft, hard=hard))
+        return out
+
+    def logging(self, raw: Any, path: P) -> LogDriver | None:
+        if raw is None:
+            return None
+        raw = _mapping(raw, path)
+        options = {k: v or "" for k, v in
+                   _list_or_dict(raw.get("options"), (*path, "options")).items()}
+        return LogDriver(name=_str(raw.get("driver"), (*path, "driver")), options=options)
+
+    # deploy ------------------------------------------------------------------------------------
+
+    def mode(self, deploy: dict[str, Any], path: P) -> tuple[str, int]:
+        mode = _str(deploy.get("mode"), (*path, "mode")) or "replicated"
+        replicas_raw = deploy.get("replicas")
+        if mode in ("global", "global-job"):
+            if replicas_raw is not None:
+                raise Invalid((*path, "replicas"),
+                              "replicas can only be used with replicated or replicated-job mode")
+            return mode, 0
+        if mode not in ("replicated", "replicated-job"):
+            raise Invalid((*path, "mode"), f"unknown mode: {mode}")
+        return mode, _int(replicas_raw, (*path, "replicas"), default=1)
+
+    def resources(self, raw: Any, path: P) -> Resources:
+        raw = _mapping(raw, path)
+        limits_raw = _mapping(raw.get("limits"), (*path, "limits"))
+        reservations_raw = _mapping(raw.get("reservations"), (*path, "reservations"))
+
+        def cpus(value: Any, cpath: P) -> int:
+            if value is None:
+                return 0
+            try:
+                nano = parse_cpus(value)
+            except ValueError as exc:
+                raise Invalid(cpath, str(exc)) from None
+            if 0 < nano < MIN_NANO_CPUS:
+                raise Invalid(cpath, "invalid cpu value: must be at least 0.001")
+            return nano
+
+        def memory(value: Any, mpath: P) -> int:
+            size = _size(value, mpath)
+            if 0 < size < MIN_MEMORY:
+                raise Invalid(mpath, "invalid memory value: must be at least 4MiB")
+            return size
+
+        generic = []
+        for index, item in enumerate(reservations_raw.get("generic_resources") or []):
+            gpath = (*path, "reservations", "generic_resources", index)
+            spec = _mapping(_mapping(item, gpath).get("discrete_resource_spec"),
+                            (*gpath, "discrete_resource_spec"))
+            generic.append(GenericResource(
+                kind=_str(spec.get("kind"), (*gpath, "discrete_resource_spec", "kind")),
+                value=_int(spec.get("value"), (*gpath, "discrete_resource_spec", "value")),
+            ))
+        return Resources(
+            limits=ResourceLimits(
+                nano_cpus=cpus(limits_raw.get("cpus"), (*path, "limits", "cpus")),
+                memory_bytes=memory(limits_raw.get("memory"), (*path, "limits", "memory")),
+                pids=_int(limits_raw.get("pids"), (*path, "limits", "pids")),
+            ),
+            reservations=ResourceReservations(
+                nano_cpus=cpus(reservations_raw.get("cpus"), (*path, "reservations", "cpus")),
+                memory_bytes=memory(reservations_raw.get("memory"),
+                                    (*path, "reservations", "memory")),
+                generic_resources=generic,
+            ),
+        )
+
+    def restart_policy(self, raw: dict[str, Any], deploy: dict[str, Any], path: P) -> RestartPolicy:
+        policy = deploy.get("restart_policy")
+        ppath: P = (*path, "deploy", "restart_policy")
+        if policy is not None:
+            policy = _mapping(policy, ppath)
+            condition = _str(policy.get("condition"), (*ppath, "condition")) or "any"
+            if condition not in ("none", "on-failure", "any"):
+                raise Invalid((*ppath, "condition"),
+                              f"invalid restart condition {condition!r}: "
+                              "use none, on-failure or any")
+            return RestartPolicy(
+                condition=condition,
+                delay=_duration(policy.get("delay"), (*ppath, "delay"), 5.0),
+                max_attempts=_int(policy.get("max_attempts"), (*ppath, "max_attempts")),
+                window=_duration(policy.get("window"), (*ppath, "window")),
+            )
+        legacy = raw.get("restart")
+        if legacy is None:
+            return RestartPolicy()
+        text = _str(legacy, (*path, "restart"))
+        name, _, count = text.partition(":")
+        attempts = 0
+        if count:
+            if not count.isdigit():
+                raise Invalid((*path, "restart"),
+                              f"invalid restart policy: maximum retry count must be an integer: "
+                              f"{count!r}")
+            attempts = int(count)
+        if name in ("no", ""):
+            return RestartPolicy()  # nil in the spec: swarmkit's defaults
+        if name in ("always", "unless-stopped"):
+            return RestartPolicy(condition="any", max_attempts=attempts)
+        if name == "on-failure":
+            return RestartPolicy(condition="on-failure", max_attempts=attempts)
+        raise Invalid((*path, "restart"),
+                      f"invalid restart policy: unknown policy '{name}' (must be one of 'no', "
+                      "'always', 'on-failure', or 'unless-stopped')")
+
+    def update_config(self, raw: Any, path: P, *, rollback: bool) -> UpdateConfig:
+        if raw is None:
+            return UpdateConfig()
+        raw = _mapping(raw, path)
+        actions = ("pause", "continue") if rollback else ("pause", "continue", "rollback")
+        action = _str(raw.get("failure_action"), (*path, "failure_action")) or "pause"
+        if action not in actions:
+            raise Invalid((*path, "failure_action"),
+                          f"invalid failure action {action!r}: use " + " or ".join(actions))
+        order = _str(raw.get("order"), (*path, "order")) or "stop-first"
+        if order not in ("stop-first", "start-first"):
+            raise Invalid((*path, "order"), f"invalid order {order!r}: use stop-first or "
+                                            "start-first")
+        ratio = _float(raw.get("max_failure_ratio"), (*path, "max_failure_ratio"))
+        if not 0 <= ratio <= 1:
+            raise Invalid((*path, "max_failure_ratio"), "must be between 0 and 1")
+        monitor = _duration(raw.get("monitor"), (*path, "monitor"))
+        delay = _duration(raw.get("delay"), (*path, "delay"))
+        if delay < 0 or monitor < 0:
+            raise Invalid(path, "durations must not be negative")
+        return UpdateConfig(
+            parallelism=_int(raw.get("parallelism"), (*path, "parallelism"), default=1),
+            delay=delay,
+            failure_action=action,
+            monitor=monitor or 5.0,  # 0 is sent as unset: swarm monitors for 5s
+            max_failure_ratio=ratio,
+            order=order,
+        )
+
+    def placement(self, raw: Any, path: P) -> Placement:
+        raw = _mapping(raw, path)
+        preferences = []
+        for index, item in enumerate(raw.get("preferences") or []):
+            item = _mapping(item, (*path, "preferences", index))
+            spread = _str(item.get("spread"), (*path, "preferences", index, "spread"))
+            if spread:
+                preferences.append(spread)
+        constraints = _strings(raw.get("constraints"), (*path, "constraints"))
+        for index, constraint in enumerate(constraints):
+            if "==" not in constraint and "!=" not in constraint:
+                raise Invalid((*path, "constraints", index),
+                              f"invalid constraint {constraint!r}: use key==value or key!=value")
+        return Placement(
+            constraints=constraints,
+            preferences=preferences,
+            max_replicas_per_node=_int(raw.get("max_replicas_per_node"),
+                                       (*path, "max_replicas_per_node")),
+        )
+
+    def endpoint(self, raw: dict[str, Any], deploy: dict[str, Any], path: P) -> EndpointSpec:
+        mode = (_str(deploy.get("endpoint_mode"), (*path, "deploy", "endpoint_mode"))
+                or "vip").lower()
+        if mode not in ("vip", "dnsrr"):
+            raise Invalid((*path, "deploy", "endpoint_mode"), f"invalid resolution mode: {mode}")
+        ports: list[PortConfig] = []
+        raw_ports = raw.get("ports")
+        for index, item in enumerate(raw_ports if isinstance(raw_ports, list) else []):
+            ports.extend(self.port(item, (*path, "ports", index)))
+        ports.sort(key=PortConfig.sort_key)
+        if mode == "dnsrr" and any(p.publish_mode == "ingress" and p.published for p in ports):
+            raise Invalid((*path, "deploy", "endpoint_mode"),
+                          "port published with ingress mode can't be used with dnsrr mode")
+        return EndpointSpec(mode=mode, ports=ports)
+
+    def port(self, item: Any, path: P) -> list[PortConfig]:
+        if isinstance(item, (str, int, float)) and not isinstance(item, bool):
+            text = _text(item)
+            try:
+                shorts = parse_port(text)
+            except ValueError as exc:
+                raise Invalid(path, str(exc)) from None
+            if any(s.host_ip for s in shorts) and not self._warned_ip:
+                self._warned_ip = True
+                self.warn(f"ignoring IP-address ({text}) service will listen on '0.0.0.0'")
+            return [PortConfig(target=s.target, published=s.published, protocol=s.protocol)
+                    for s in shorts]
+        item = _mapping(item, path)
+        target = _int(item.get("target"), (*path, "target"), default=-1)
+        if not 1 <= target <= 65535:
+            raise Invalid((*path, "target"), "a port target between 1 and 65535 is required")
+        published_raw = item.get("published")
+        published = 0
+        if published_raw is not None:
+            text = _text(published_raw)
+            if not re.fullmatch(r"\d+", text) or not 0 <= int(text) <= 65535:
+                raise Invalid((*path, "published"), f"invalid published port {text!r}")
+            published = int(text)
+        protocol = (_str(item.get("protocol"), (*path, "protocol")) or "tcp").lower()
+        if protocol not in ("tcp", "udp", "sctp"):
+            raise Invalid((*path, "protocol"), f"invalid protocol {protocol!r}: use tcp, udp "
+                                               "or sctp")
+        mode = _str(item.get("mode"), (*path, "mode")) or "ingress"
+        if mode not in ("ingress", "host"):
+            raise Invalid((*path, "mode"), f"invalid publish mode {mode!r}: use ingress or host")
+        return [PortConfig(target=target, published=published, protocol=protocol,
+                           publish_mode=mode)]
+
+    def networks(self, raw: Any, path: P, compose_name: str) -> list[NetworkAttachment]:
+        if raw is None or raw == [] or raw == {}:
+            attachments: dict[str, Any] = {DEFAULT_NETWORK: None}
+        elif isinstance(raw, list):
+            attachments = {_str(n, (*path, i)): None for i, n in enumerate(raw)}
+        else:
+            attachments = _mapping(raw, path)
+        out = []
+        for name, config in attachments.items():
+            npath = (*path, name)
+            if name not in self.network_configs and name != DEFAULT_NETWORK:
+                raise Invalid(npath if isinstance(raw, dict) else path,
+                              f"undefined network {name!r}")
+            self.used_networks.add(name)
+            network_raw = _mapping(self.network_configs.get(name), ("networks", name))
+            target, external = self._object_name(name, network_raw, ("networks", name))
+            config = _mapping(config, npath)
+            aliases = _strings(config.get("aliases"), (*npath, "aliases"))
+            driver_opts = {k: v or "" for k, v in
+                           _list_or_dict(config.get("driver_opts"),
+                                         (*npath, "driver_opts")).items()}
+            # Swarm adds the bare service name on user-defined networks only.
+            if target not in ("host", "bridge", "none") and not target.startswith("container:"):
+                aliases.append(compose_name)
+            out.append(NetworkAttachment(target=target, aliases=aliases,
+                                         driver_opts=driver_opts))
+        out.sort(key=lambda a: a.target)
+        return out
+
+    def references(self, raw: Any, path: P, section: str, declared: dict[str, Any],
+                   prefix: str) -> list[FileReference]:
+        out = []
+        for index, item in enumerate(raw if isinstance(raw, list) else []):
+            ipath = (*path, index)
+            if isinstance(item, str):
+                item = {"source": item}
+            item = _mapping(item, ipath)
+            source = _str(item.get("source"), (*ipath, "source"))
+            if source not in declared:
+                raise Invalid(ipath, f"undefined {section[:-1]} {source!r}")
+            name, _external = self._object_name(source, _mapping(declared[source],
+                                                                 (section, source)),
+                                                (section, source))
+            target = _str(item.get("target"), (*ipath, "target")) or source
+            if not target.startswith("/"):
+                target = prefix + target
+            mode_raw = item.get("mode")
+            mode = 0o444
+            if mode_raw is not None:
+                if isinstance(mode_raw, str):
+                    if not re.fullmatch(r"0?[0-7]{1,4}", mode_raw):
+                        raise Invalid((*ipath, "mode"), f"invalid file mode {mode_raw!r}")
+                    mode = int(mode_raw, 8)
+                else:
+                    mode = _int(mode_raw, (*ipath, "mode"))
+            out.append(FileReference(
+                source=name,
+                target=target,
+                uid=_str(item.get("uid"), (*ipath, "uid")) or "0",
+                gid=_str(item.get("gid"), (*ipath, "gid")) or "0",
+                mode=mode,
+            ))
+        out.sort(key=lambda r: r.source)
+        return out
+
+    def depends_on(self, raw: Any, path: P, services: dict[str, Any]) -> dict[str, DependsOn]:
+        if raw is None:
+            return {}
+        if isinstance(raw, list):
+            entries: dict[str, Any] = {_str(n, (*path, i)): None for i, n in enumerate(raw)}
+        else:
+            entries = _mapping(raw, path)
+        out = {}
+        for name, config in entries.items():
+            if name not in services:
+                raise Invalid((*path, name) if isinstance(raw, dict) else path,
+                              f"depends on undefined service {name!r}")
+            config = _mapping(config, (*path, name))
+            out[name] = DependsOn(
+                condition=_str(config.get("condition"), (*path, name, "condition"))
+                or "service_started",
+                required=_bool(config.get("required"), (*path, name, "required"), True),
+                restart=_bool(config.get("restart"), (*path, name, "restart")),
+            )
+        return out
+
+
+def convert(
+    config: dict[str, Any],
+    stack: str,
+    working_dir: Path,
+    environment: Mapping[str, str],
+    warn: Callable[[str], None],
+) -> StackSpec:
+    """Raises Invalid (with the key path) for a value Swarm would refuse."""
+    return Converter(config, stack, working_dir, environment, warn).stack_spec()
