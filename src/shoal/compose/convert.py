@@ -561,7 +561,7 @@ class Converter:
                 return Mount(type="volume", target=target, read_only=read_only, options=options)
             if source not in self.volume_configs:
                 raise Invalid((*path, "source") if "source" in item else path,
-                              f"undefined volume {source!r}")
+                              f'undefined volume "{source}"')
             self.used_volumes.add(source)
             volume_raw = _mapping(self.volume_configs.get(source), ("volumes", source))
             name, _external = self._object_name(source, volume_raw, ("volumes", source))
@@ -849,11 +849,11 @@ class Converter:
         else:
             attachments = _mapping(raw, path)
         out = []
-        for name, config in attachments.items():
+        for position, (name, config) in enumerate(attachments.items()):
             npath = (*path, name)
             if name not in self.network_configs and name != DEFAULT_NETWORK:
-                raise Invalid(npath if isinstance(raw, dict) else path,
-                              f"undefined network {name!r}")
+                raise Invalid(npath if isinstance(raw, dict) else (*path, position),
+                              f'undefined network "{name}"')
             self.used_networks.add(name)
             network_raw = _mapping(self.network_configs.get(name), ("networks", name))
             target, external = self._object_name(name, network_raw, ("networks", name))
@@ -880,7 +880,7 @@ class Converter:
             item = _mapping(item, ipath)
             source = _str(item.get("source"), (*ipath, "source"))
             if source not in declared:
-                raise Invalid(ipath, f"undefined {section[:-1]} {source!r}")
+                raise Invalid(ipath, f'undefined {section[:-1]} "{source}"')
             name, _external = self._object_name(source, _mapping(declared[source],
                                                                  (section, source)),
                                                 (section, source))
@@ -917,7 +917,7 @@ class Converter:
         for name, config in entries.items():
             if name not in services:
                 raise Invalid((*path, name) if isinstance(raw, dict) else path,
-                              f"depends on undefined service {name!r}")
+                              f'depends on undefined service "{name}"')
             config = _mapping(config, (*path, name))
             out[name] = DependsOn(
                 condition=_str(config.get("condition"), (*path, name, "condition"))

@@ -17,7 +17,8 @@ Path_ = tuple[str | int, ...]
 # YAML 1.2 core schema. PyYAML speaks YAML 1.1, where `4000:80` is a base-60 integer and `on`
 # is true; Go's yaml.v3 (what docker compose uses) reads both as strings.
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_INT = re.compile(r"^[-+]?(?:[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+|0b[01]+)$")
+_OCTAL = re.compile(r"^0[0-7]+$")
 _FLOAT = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
@@ -42,10 +43,16 @@ def _construct_bool(loader: _Loader, node: yaml.ScalarNode) -> bool:
 
 
 def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    # Go's yaml.v3 reads integers with strconv.ParseInt(s, 0, 64): 0x, 0o, 0b and a leading 0
+    # (octal, as in `mode: 0440`) all keep their base.
     text = str(loader.construct_scalar(node))
-    if text[:2] in ("0o", "0x"):
-        return int(text, 0)
-    return int(text, 10)
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    if digits[:2] in ("0o", "0x", "0b"):
+        return sign * int(digits, 0)
+    if _OCTAL.match(digits):
+        return sign * int(digits, 8)
+    return sign * int(digits, 10)
 
 
 def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float:

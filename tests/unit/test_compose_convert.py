@@ -1,0 +1,299 @@
+"""Compose -> StackSpec, checked against what `docker stack deploy` makes of the same file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shoal.compose.api import load_stack
+from shoal.errors import ShoalError
+from shoal.model import (
+    EndpointSpec,
+    NetworkAttachment,
+    PortConfig,
+    ResourceLimits,
+    RestartPolicy,
+    StackSpec,
+    UpdateConfig,
+)
+from shoal.runtime.spec import Mount
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compose"
+
+
+def load(name: str, stack: str = "webapp", environ: dict[str, str] | None = None,
+         warnings: list[str] | None = None) -> StackSpec:
+    sink = warnings if warnings is not None else []
+    return load_stack([FIXTURES / name], stack, environ=environ or {}, warn=sink.append)
+
+
+def test_seed_file_converts_to_what_swarm_makes() -> None:
+    warnings: list[str] = []
+    stack = load("seed.yml", warnings=warnings)
+    assert warnings == []
+    assert list(stack.services) == ["webapp_web"]
+    web = stack.services["webapp_web"]
+    assert (web.name, web.compose_name, web.stack, web.image) == ("webapp_web", "web", "webapp",
+                                                                  "web:v1")
+    assert web.mode == "replicated" and web.replicas == 5
+    assert web.resources.limits == ResourceLimits(nano_cpus=100_000_000, memory_bytes=52_428_800)
+    # on-failure with no delay: Swarm's 5s, not compose-spec's 0.
+    assert web.restart_policy == RestartPolicy(condition="on-failure", delay=5.0,
+                                               max_attempts=0, window=0.0)
+    assert web.endpoint == EndpointSpec(mode="vip", ports=[
+        PortConfig(target=80, published=4000, protocol="tcp", publish_mode="ingress")])
+    assert web.networks == [NetworkAttachment(target="webapp_webnet", aliases=["web"])]
+    assert web.labels == {"com.docker.stack.namespace": "webapp",
+                          "com.docker.stack.image": "web:v1"}
+    assert web.container_labels == {"com.docker.stack.namespace": "webapp"}
+    assert web.update_config == UpdateConfig()  # swarmkit's defaults
+    assert web.rollback_config == UpdateConfig(parallelism=1, monitor=5.0)
+    assert web.stop_grace_period == 10.0
+    # Only the referenced network is created, overlay by default, with the stack label.
+    assert list(stack.networks) == ["webapp_webnet"]
+    net = stack.networks["webapp_webnet"]
+    assert (net.driver, net.external, net.labels) == (
+        "overlay", False, {"com.docker.stack.namespace": "webapp"})
+
+
+def test_stack_spec_round_trips_through_json() -> None:
+    stack = load("full.yml", "shop", environ={"FROM_HOST": "h"})
+    again = StackSpec.from_dict(json.loads(json.dumps(stack.to_dict())))
+    assert again == stack
+
+
+@pytest.fixture(scope="module")
+def shop() -> StackSpec:
+    return load("full.yml", "shop", environ={"FROM_HOST": "from-host", "HOME": "/home/u"})
+
+
+def test_full_service_fields(shop: StackSpec) -> None:
+    web = shop.services["shop_web"]
+    assert web.image == "registry.example.com:5000/team/web:1.2"
+    assert web.cmd == ["python", "app.py", "--port", "8080"]  # shell-split, as docker does
+    assert web.entrypoint == ["/tini", "--"]
+    # env_file first, environment over it, a bare name from the client env, sorted.
+    assert web.env == ["A=one", "B=2", "EXPORTED=yes", "FILE_ONLY=quoted value",
+                       "FROM_HOST=from-host"]
+    assert (web.user, web.workdir, web.stop_signal) == ("app:app", "/srv", "SIGINT")
+    assert web.hostname == "{{.Service.Name}}-{{.Task.Slot}}"  # the node expands it
+    assert web.stop_grace_period == 90.0
+    assert web.healthcheck is not None
+    assert web.healthcheck.test == ["CMD-SHELL", "curl -f http://localhost/ || exit 1"]
+    assert (web.healthcheck.interval, web.healthcheck.timeout, web.healthcheck.retries,
+            web.healthcheck.start_period) == (30.0, 5.0, 3, 1.0)
+    assert web.extra_hosts == ["162.242.195.82 somehost"]
+    assert [(u.name, u.soft, u.hard) for u in web.ulimits] == [("nofile", 20000, 40000),
+                                                               ("nproc", 65535, 65535)]
+    assert web.container_labels == {"app.tier": "front", "com.docker.stack.namespace": "shop"}
+    assert web.labels["com.example.description"] == "web"
+
+
+def test_full_build_section_is_kept(shop: StackSpec) -> None:
+    build = shop.services["shop_web"].build
+    assert build is not None
+    assert build.context == str(FIXTURES / "app")
+    assert (build.dockerfile, build.target) == ("Dockerfile.prod", "runtime")
+    assert build.args == {"PY": "3.11", "FROM_ENV": None}
+
+
+def test_full_deploy_section(shop: StackSpec) -> None:
+    web = shop.services["shop_web"]
+    assert web.replicas == 2
+    assert web.resources.limits == ResourceLimits(500_000_000, 1 << 30, 100)
+    assert (web.resources.reservations.nano_cpus,
+            web.resources.reservations.memory_bytes) == (250_000_000, 20 << 20)
+    assert web.restart_policy == RestartPolicy("any", 0.0, 3, 120.0)  # explicit 0s is 0
+    assert web.update_config == UpdateConfig(parallelism=0, delay=10.0,
+                                             failure_action="rollback", monitor=5.0,
+                                             max_failure_ratio=0.5, order="start-first")
+    assert web.rollback_config.monitor == 5.0  # 0 is sent as unset
+    assert web.placement.constraints == ["node.role==manager", "node.labels.zone!=b"]
+    assert web.placement.preferences == ["node.labels.zone"]
+    assert web.placement.max_replicas_per_node == 1
+
+
+def test_ports_short_long_and_ranges_sorted(shop: StackSpec) -> None:
+    ports = [(p.protocol, p.target, p.published, p.publish_mode)
+             for p in shop.services["shop_web"].endpoint.ports]
+    assert ports == [
+        ("tcp", 80, 8000, "ingress"),
+        ("tcp", 81, 8001, "ingress"),
+        ("tcp", 443, 8443, "host"),
+        ("tcp", 3000, 0, "ingress"),
+        ("udp", 90, 9000, "ingress"),
+    ]
+
+
+def test_volumes_named_bind_tmpfs_anonymous(shop: StackSpec) -> None:
+    assert shop.services["shop_web"].mounts == [
+        Mount(type="volume", target="/var/lib/data", source="shop_data"),
+        Mount(type="bind", target="/srv/static", source=str(FIXTURES / "static"),
+              read_only=True),
+        Mount(type="tmpfs", target="/tmp", options=["size=67108864"]),
+        Mount(type="volume", target="/anon"),
+        Mount(type="tmpfs", target="/run"),
+    ]
+    db = shop.services["shop_db"]
+    assert db.mounts == [Mount(type="volume", target="/var/lib/postgresql/data",
+                               source="shared-db", options=["nocopy"])]
+    # Only the volumes services use; `name:` kept; labels plus the namespace.
+    assert sorted(shop.volumes) == ["shared-db", "shop_data"]
+    assert shop.volumes["shop_data"].labels == {"backup": "daily",
+                                                "com.docker.stack.namespace": "shop"}
+
+
+def test_networks_aliases_default_and_only_referenced(shop: StackSpec) -> None:
+    web = shop.services["shop_web"]
+    assert web.networks == [NetworkAttachment("shop_back", ["web"]),
+                            NetworkAttachment("shop_front", ["www", "web"])]
+    worker = shop.services["shop_worker"]
+    assert worker.networks == [NetworkAttachment("shop_default", ["worker"])]
+    assert sorted(shop.networks) == ["shop_back", "shop_default", "shop_front"]
+    back = shop.networks["shop_back"]
+    assert back.internal and back.ipam.config[0].subnet == "10.20.0.0/24"
+    assert back.ipam.config[0].gateway == "10.20.0.1"
+    front = shop.networks["shop_front"]
+    assert front.attachable and front.driver_opts == {"encrypted": ""}
+    assert front.labels == {"tier": "front", "com.docker.stack.namespace": "shop"}
+
+
+def test_global_mode_secrets_and_depends_on(shop: StackSpec) -> None:
+    db = shop.services["shop_db"]
+    assert (db.mode, db.replicas) == ("global", 0)
+    assert [(s.source, s.target, s.mode) for s in db.secrets] == [
+        ("db_cert", "/run/secrets/cert.pem", 0o400),  # external: its own name
+        ("shop_db_password", "/run/secrets/db_password", 0o444),
+    ]
+    assert shop.secrets["shop_db_password"].file == str(FIXTURES / "secrets/db_password.txt")
+    assert shop.secrets["db_cert"].external
+    dep = shop.services["shop_web"].depends_on["db"]
+    assert (dep.condition, dep.required) == ("service_healthy", True)
+
+
+def test_legacy_restart_is_applied_and_warned() -> None:
+    warnings: list[str] = []
+    stack = load("full.yml", "shop", warnings=warnings)
+    assert stack.services["shop_worker"].restart_policy == RestartPolicy("on-failure", 5.0, 3)
+    assert warnings == ["Ignoring unsupported options: restart\n"]
+
+
+def test_external_network(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: web:v1\n    networks: [outside]\n"
+                       "networks:\n  outside:\n    external: true\n")
+    stack = load_stack([compose], "s", environ={}, warn=lambda m: None)
+    assert stack.networks["outside"].external
+    assert stack.services["s_web"].networks == [NetworkAttachment("outside", ["web"])]
+
+
+def test_build_without_image_gets_compose_name() -> None:
+    stack = load("build-only.yml", "shop")
+    web = stack.services["shop_web"]
+    assert web.image == "shop-web" and web.build is not None
+    assert web.build.context == str(FIXTURES)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("global-replicas.yml", "global-replicas.yml:6: services.agent.deploy.replicas: "
+                                "replicas can only be used with replicated or replicated-job mode"),
+        ("undefined-network.yml", 'undefined-network.yml:5: services.web.networks[0]: '
+                                  'undefined network "missing"'),
+        ("undefined-volume.yml", 'undefined-volume.yml:5: services.web.volumes[0].source: '
+                                 'undefined volume "nodata"'),
+        ("undefined-secret.yml", 'undefined-secret.yml:5: services.web.secrets[0]: '
+                                 'undefined secret "nope"'),
+        ("bad-duration.yml", 'bad-duration.yml:4: services.web.stop_grace_period: '
+                             'time: invalid duration "10 seconds"'),
+        ("bad-size.yml", "bad-size.yml:7: services.web.deploy.resources.limits.memory: "
+                         "invalid size: '50 megabytes'"),
+        ("no-image.yml", "no-image.yml:2: services.web.image: invalid image reference for "
+                         "service web: no image specified"),
+    ],
+)
+def test_bad_input_is_one_line_naming_file_service_and_key(fixture: str, expected: str) -> None:
+    with pytest.raises(ShoalError) as info:
+        load(fixture)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == str(FIXTURES / expected.split(":", 1)[0]) + ":" + expected.split(":", 1)[1]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "'  '", "-web", "web app", "web/app", "wéb"])
+def test_bad_stack_name(name: str) -> None:
+    with pytest.raises(ShoalError, match="invalid stack name"):
+        load("seed.yml", name)
+
+
+def _one_service(tmp_path: Path, body: str) -> StackSpec:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text("services:\n  web:\n    image: web:v1\n" + body)
+    return load_stack([compose], "s", environ={}, warn=lambda m: None)
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("    deploy:\n      mode: daemon\n", "deploy.mode: unknown mode: daemon"),
+        ("    deploy:\n      endpoint_mode: dnsrr\n    ports: ['80:80']\n",
+         "port published with ingress mode can't be used with dnsrr mode"),
+        ("    deploy:\n      resources:\n        limits:\n          cpus: '0.0001'\n",
+         "must be at least 0.001"),
+        ("    deploy:\n      resources:\n        limits:\n          memory: 1M\n",
+         "must be at least 4MiB"),
+        ("    deploy:\n      restart_policy:\n        condition: always\n",
+         "restart_policy.condition: invalid restart condition"),
+        ("    deploy:\n      update_config:\n        max_failure_ratio: 2\n",
+         "max_failure_ratio: must be between 0 and 1"),
+        ("    deploy:\n      rollback_config:\n        failure_action: rollback\n",
+         "invalid failure action 'rollback'"),
+        ("    healthcheck:\n      test: ['CMD', 'true']\n      disable: true\n",
+         "test and disable can't be set at the same time"),
+        ("    healthcheck:\n      interval: 10us\n", "must be at least 1ms"),
+        ("    ports: ['99999:80']\n", "invalid host port range"),
+        ("    ports: ['8000-8002:80-81']\n", "invalid ranges specified"),
+        ("    command: 'echo \"unterminated'\n", "services.web.command: cannot split"),
+        ("    volumes: ['a:b:c:d']\n", "too many colons"),
+        ("    volumes: ['data:relative']\nvolumes:\n  data:\n", "must be an absolute path"),
+        ("    depends_on: [db]\n", 'depends on undefined service "db"'),
+        ("    deploy:\n      placement:\n        constraints: ['node.role']\n",
+         "invalid constraint 'node.role'"),
+    ],
+)
+def test_swarm_rules_enforced(tmp_path: Path, body: str, needle: str) -> None:
+    with pytest.raises(ShoalError) as info:
+        _one_service(tmp_path, body)
+    assert needle in str(info.value)
+    assert str(info.value).startswith(str(tmp_path / "docker-compose.yml") + ":")
+
+
+def test_global_mode_without_replicas_and_dnsrr_with_host_port(tmp_path: Path) -> None:
+    stack = _one_service(tmp_path, "    deploy:\n      mode: global\n      endpoint_mode: DNSRR\n"
+                                   "    ports:\n      - {target: 80, published: 80, mode: host}\n")
+    web = stack.services["s_web"]
+    assert (web.mode, web.endpoint.mode) == ("global", "dnsrr")
+
+
+def test_short_port_host_ip_is_ignored_with_dockers_warning(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: web:v1\n    ports: ['127.0.0.1:80:80']\n")
+    warnings: list[str] = []
+    stack = load_stack([compose], "s", environ={}, warn=warnings.append)
+    assert stack.services["s_web"].endpoint.ports == [PortConfig(80, 80)]
+    assert warnings == ["ignoring IP-address (127.0.0.1:80:80) service will listen on "
+                        "'0.0.0.0'"]
+
+
+def test_yaml_12_scalars(tmp_path: Path) -> None:
+    # PyYAML alone reads 4000:50 as a base-60 integer and `on` as true; Go's parser does not.
+    stack = _one_service(tmp_path, "    ports:\n      - 4000:50\n    environment:\n"
+                                   "      FLAG: on\n    secrets:\n      - source: s\n"
+                                   "        mode: 0440\nsecrets:\n  s:\n    file: ./s\n")
+    web = stack.services["s_web"]
+    assert web.endpoint.ports == [PortConfig(50, 4000)]
+    assert web.env == ["FLAG=on"]
+    assert web.secrets[0].mode == 0o440
