@@ -1,0 +1,104 @@
+"""`shoal build` (also `shoal image build`): Docker's classic builder, without a daemon."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from shoal.errors import InvalidArgument, ShoalError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _add_build(sub)
+    _add_build(_image_group(sub))
+
+
+def _image_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The `image` group's subcommands (made by shoal.cli.image; made here if it is absent)."""
+    parser = sub.choices.get("image")
+    if parser is None:
+        parser = sub.add_parser("image", help="Manage images")
+        parser.set_defaults(func=lambda _args: parser.print_help())
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="image_command", metavar="COMMAND")
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    if "build" in sub.choices:
+        return
+    p = sub.add_parser("build", help="Build an image from a Dockerfile",
+                       description="Build an image from a Dockerfile")
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                   help="Name and optionally a tag in the 'name:tag' format")
+    p.add_argument("-f", "--file", help="Name of the Dockerfile (Default is 'PATH/Dockerfile')")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="Set build-time variables")
+    p.add_argument("--target", default="", help="Set the target build stage to build.")
+    p.add_argument("--no-cache", action="store_true", help="Do not use cache when building the image")
+    p.add_argument("--pull", action="store_true", help="Always attempt to pull a newer version of the image")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="Suppress the build output and print image ID on success")
+    p.add_argument("context", metavar="PATH")
+    p.set_defaults(func=cmd_build)
+
+
+def _build_args(values: list[str]) -> dict[str, str | None]:
+    """--build-arg K=V; a bare K takes its value from the environment, or stays unset."""
+    out: dict[str, str | None] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f'invalid argument "{item}" for "--build-arg" flag: variable name is empty')
+        if eq:
+            out[key] = value
+        else:
+            out[key] = os.environ.get(key)
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from shoal.build.builder import BuildFailed, Builder, BuildOptions
+    from shoal.image.store import ImageStore
+
+    if args.context == "-":
+        raise InvalidArgument("building from a tar stream on STDIN is not supported: give a directory")
+    opts = BuildOptions(
+        context_dir=Path(args.context),
+        dockerfile=Path(args.file) if args.file else None,
+        tags=list(args.tag),
+        build_args=_build_args(args.build_arg),
+        target=args.target,
+        no_cache=args.no_cache,
+        pull=args.pull,
+        quiet=args.quiet,
+    )
+    store = ImageStore()
+    if args.quiet:
+        # RUN output goes to a real file (the runtime may hand its descriptor to the container);
+        # shown on stderr only when the build fails, as docker build -q does.
+        with tempfile.TemporaryFile() as buffer:
+            try:
+                result = Builder(store, buffer).build(opts)  # type: ignore[arg-type]
+            except ShoalError as exc:
+                buffer.seek(0)
+                sys.stderr.buffer.write(buffer.read())
+                sys.stderr.flush()
+                if isinstance(exc, BuildFailed):
+                    print(str(exc), file=sys.stderr)
+                    return 1
+                raise
+        print(result.image_id)
+        return 0
+    sys.stdout.flush()
+    try:
+        Builder(store, sys.stdout.buffer).build(opts)
+    except BuildFailed as exc:
+        sys.stdout.flush()
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
