@@ -133,6 +133,12 @@ def parse_normalized(text: str) -> Reference:
     return _parse_full(f"{domain}/{remainder}", text)
 
 
+def parse_exact(text: str) -> Reference:
+    """distribution's Parse: the grammar only, no normalisation and no default tag
+    (`test.com:5000` is the repository test.com with tag 5000)."""
+    return _parse_full(text, text)
+
+
 def _parse_full(full: str, original: str) -> Reference:
     m = REFERENCE_RE.match(full)
     if m is None:
