@@ -46,18 +46,35 @@ def ensure_bridge(net: Network) -> None:
         idx = _index(ipr, net.bridge)
         if idx is None:
             try:
-                ipr.link("add", ifname=net.bridge, kind="bridge", mtu=net.mtu, ifalias=owner_tag())
+                ipr.link("add", ifname=net.bridge, kind="bridge", mtu=net.mtu)
             except NetlinkError as exc:
                 if exc.code != 17:  # EEXIST: another shoal process won the race
                     raise
             idx = _index(ipr, net.bridge)
             assert idx is not None
+            ipr.link("set", index=idx, ifalias=owner_tag())  # not honoured by "add"
         have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
         if net.gateway not in have:
             ipr.addr("add", index=idx, address=net.gateway, prefixlen=prefix)
         ipr.link("set", index=idx, state="up")
     # 127.0.0.1:port DNATed to a task must be routable out of the bridge.
     Path(ROUTE_LOCALNET.format(net.bridge)).write_text("1\n")
+
+
+def set_extra_addresses(net: Network, addresses: set[str]) -> None:
+    """Make the bridge carry exactly these /32s besides its gateway: service VIPs answer ARP
+    there, and the host's prerouting DNAT sends their traffic on to the tasks."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, net.bridge)
+        if idx is None:
+            return
+        for a in ipr.get_addr(index=idx, family=2):
+            addr = a.get_attr("IFA_ADDRESS")
+            if addr != net.gateway and addr not in addresses:
+                ipr.addr("del", index=idx, address=addr, prefixlen=a["prefixlen"])
+            addresses.discard(addr)
+        for addr in sorted(addresses):
+            ipr.addr("add", index=idx, address=addr, prefixlen=32)
 
 
 def delete_link(name: str) -> None:
@@ -79,10 +96,10 @@ def add_interface(net: Network, ns_path: Path, host_veth: str, ifname: str, ip: 
     try:
         with IPRoute() as ipr:
             br = _index(ipr, net.bridge)
-            ipr.link("add", ifname=host_veth, kind="veth", mtu=net.mtu, ifalias=owner_tag(),
+            ipr.link("add", ifname=host_veth, kind="veth", mtu=net.mtu,
                      peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": net.mtu})
             idx = _index(ipr, host_veth)
-            ipr.link("set", index=idx, master=br, state="up")
+            ipr.link("set", index=idx, master=br, state="up", ifalias=owner_tag())
         # A task reaching its own service through the VIP is hairpinned by the bridge when
         # br_netfilter is on: the frame must be allowed back out of the port it came in by.
         Path(f"/sys/class/net/{host_veth}/brport/hairpin_mode").write_text("1\n")

@@ -90,6 +90,8 @@ def reconcile(store: NetworkStore | None = None) -> list[str]:
                 done.append(f"released virtual IP {ip} of network {net.name}")
             if orphans:
                 store.save(net)
+            if net.has_bridge and bridge.link_exists(net.bridge):
+                lb.sync_vip_addresses(net)
         had_table = nft.table_exists()
         script = nft.apply(store)
         if had_table and not script:

@@ -20,7 +20,7 @@ from typing import Any
 from shoal import paths
 from shoal.errors import Conflict, InvalidArgument, NotFound
 from shoal.network import ipam
-from shoal.network.store import NetworkStore, PublishedPort
+from shoal.network.store import Network, NetworkStore, PublishedPort
 
 PROTOCOLS = ("tcp", "udp")
 MODES = ("ingress", "host")
@@ -172,7 +172,18 @@ def allocate_vip(network_ref: str, service_id: str, store: NetworkStore | None =
         ip = str(ipam.allocate_ip(net.name, net.subnet_net(), ipaddress.IPv4Address(net.gateway), rng, net.used_ips()))
         net.reserved[ip] = f"vip:{service_id}"
         store.save(net)
+        sync_vip_addresses(net)
         return ip
+
+
+def sync_vip_addresses(net: Network) -> None:
+    """The network's VIPs live on its bridge (created on demand, like on first attach)."""
+    from shoal.network import bridge
+
+    vips = {ip for ip, owner in net.reserved.items() if owner.startswith("vip:")}
+    if vips:
+        bridge.ensure_bridge(net)
+    bridge.set_extra_addresses(net, vips)
 
 
 def release_vips(service_id: str, store: NetworkStore | None = None) -> None:
@@ -184,6 +195,7 @@ def release_vips(service_id: str, store: NetworkStore | None = None) -> None:
                 for ip in mine:
                     del net.reserved[ip]
                 store.save(net)
+                sync_vip_addresses(net)
 
 
 def set_service(service: Service, store: NetworkStore | None = None) -> Service:

@@ -1,0 +1,312 @@
+"""Networks in the real kernel: namespaces, bridges, veths, nftables DNAT, load balancing,
+published ports, hairpin, bad input leaving nothing behind, and crash reconcile.
+
+Every test runs with a private SHOAL_ROOT (so kernel objects carry that root's names and tags)
+and address pools inside 10.213.0.0/16; the fixture removes every namespace, link, nft table and
+server thread even when the test fails. Backends are tiny socket servers whose listening sockets
+are made inside the namespaces; clients connect from sockets made inside other namespaces."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY
+
+pytestmark = [ROOT_ONLY, pytest.mark.root]
+
+from shoal.errors import Conflict, NotFound, ShoalError  # noqa: E402
+from shoal.network import attach, bridge, cleanup, lb, netns, nft  # noqa: E402
+from shoal.network.store import NetworkStore  # noqa: E402
+from shoal.runtime.spec import ContainerSpec, PortMapping  # noqa: E402
+
+
+class Servers:
+    """Tiny TCP/UDP servers answering `<name> <client ip>` from sockets inside namespaces."""
+
+    def __init__(self) -> None:
+        self.socks: list[socket.socket] = []
+        self.threads: list[threading.Thread] = []
+        self.stopping = False
+
+    def tcp(self, ns: Path, port: int, name: str) -> None:
+        sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+        sock.listen(128)
+        self.socks.append(sock)
+
+        def loop() -> None:
+            while not self.stopping:
+                try:
+                    conn, addr = sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    try:
+                        conn.recv(1024)
+                        conn.sendall(f"{name} {addr[0]}".encode())
+                    except OSError:
+                        pass
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def udp(self, ns: Path, port: int, name: str) -> None:
+        sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", port))
+        self.socks.append(sock)
+
+        def loop() -> None:
+            while not self.stopping:
+                try:
+                    _, addr = sock.recvfrom(1024)
+                    if not addr:  # shut down
+                        return
+                    sock.sendto(f"{name} {addr[0]}".encode(), addr)
+                except OSError:
+                    return
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def close(self) -> None:
+        self.stopping = True
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for t in self.threads:
+            t.join(timeout=2)
+
+
+def ask(ns: Path | None, host: str, port: int, proto: str = "tcp") -> str:
+    """One request from inside namespace `ns` (None: the host); returns `<name> <client ip>`."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    sock = netns.socket_in(ns, socket.AF_INET, kind) if ns else socket.socket(socket.AF_INET, kind)
+    with sock:
+        sock.settimeout(3)
+        if proto == "tcp":
+            sock.connect((host, port))
+            sock.sendall(b"hi")
+            return sock.recv(1024).decode()
+        sock.sendto(b"hi", (host, port))
+        return sock.recv(1024).decode()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[NetworkStore]:
+    old = {k: os.environ.get(k) for k in ("SHOAL_ROOT", "SHOAL_RUN", "SHOAL_DEFAULT_ADDRESS_POOLS")}
+    os.environ["SHOAL_ROOT"] = str(tmp_path / "root")
+    os.environ["SHOAL_RUN"] = str(tmp_path / "root" / "run")
+    os.environ["SHOAL_DEFAULT_ADDRESS_POOLS"] = "10.213.0.0/16:20"
+    store = NetworkStore()
+    try:
+        yield store
+    finally:
+        try:
+            cleanup.remove_everything(store)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    assert not any(str(tmp_path) in line for line in Path("/proc/mounts").read_text().splitlines())
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    s = Servers()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def cid(n: int) -> str:
+    return f"{n:02d}" * 32
+
+
+def spec(network: str, *ports: PortMapping, name: str = "") -> ContainerSpec:
+    return ContainerSpec(image="none", network=network, ports=list(ports), name=name)
+
+
+def leftovers(store: NetworkStore) -> tuple[list[str], list[Path], list[str]]:
+    endpoints = [c for n in store.list() for c in n.endpoints]
+    return endpoints, netns.list_pinned(), [n for n, k in bridge.shoal_links().items() if k == "veth"]
+
+
+def test_attach_gives_namespace_interface_route_and_egress_nat(env: NetworkStore) -> None:
+    net = env.create("front", driver="overlay", attachable=True)
+    a = attach.attach(cid(1), spec("front"))
+    assert a is not None
+    assert a.ip_addresses == [str(ipaddress.IPv4Network(net.subnet)[2])]
+    out = subprocess.run(["nsenter", f"--net={a.netns_path}", "ip", "-o", "link", "show", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "mtu 1450" in out  # overlay: room for VXLAN
+    routes = subprocess.run(["nsenter", f"--net={a.netns_path}", "ip", "route"], capture_output=True, text=True).stdout
+    assert f"default via {net.gateway} dev eth0" in routes
+    table = subprocess.run(["nft", "list", "table", "ip", nft.table_name()], capture_output=True, text=True).stdout
+    assert f'ip saddr {net.subnet} oifname != "shoal*" masquerade' in table
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+    attach.detach(cid(1))
+    attach.detach(cid(1))  # idempotent
+    assert leftovers(env) == ([], [], [])
+    assert not nft.table_exists()
+
+
+def test_published_port_from_loopback_host_address_other_network_and_hairpin(env: NetworkStore, servers: Servers) -> None:
+    env.create("web")
+    env.create("clients")
+    a = attach.attach(cid(1), spec("web", PortMapping(target=80, published=18081), PortMapping(target=53, published=18081, protocol="udp")))
+    c = attach.attach(cid(2), spec("clients"))
+    assert a is not None and c is not None
+    servers.tcp(a.netns_path, 80, "backend")
+    servers.udp(a.netns_path, 53, "backend-udp")
+    assert ask(None, "127.0.0.1", 18081).startswith("backend ")
+    assert ask(None, a.gateway, 18081).startswith("backend ")  # an address of the node
+    assert ask(None, "127.0.0.1", 18081, "udp").startswith("backend-udp ")
+    # From another network: the client's own address reaches the backend (no masquerade).
+    assert ask(c.netns_path, c.gateway, 18081) == f"backend {c.ip_addresses[0]}"
+    # Hairpin: the container calling its own published port through the node.
+    assert ask(a.netns_path, a.gateway, 18081).startswith("backend ")
+    attach.detach(cid(1))
+    with pytest.raises(OSError):
+        ask(None, "127.0.0.1", 18081)
+    attach.detach(cid(2))
+
+
+def test_keep_client_ip_false_masquerades(env: NetworkStore, servers: Servers) -> None:
+    env.create("web")
+    env.create("clients")
+    a = attach.attach(cid(1), spec("web"))
+    c = attach.attach(cid(2), spec("clients"))
+    assert a is not None and c is not None
+    servers.tcp(a.netns_path, 80, "b")
+    svc = lb.Service(id="svc1", name="web", ports=[lb.ServicePort("tcp", 80, 18082, keep_client_ip=False)],
+                     backends=[lb.Backend("t1", {env.get("web").id: a.ip_addresses[0]})])
+    lb.set_service(svc, env)
+    assert ask(c.netns_path, c.gateway, 18082) == f"b {a.gateway}"  # the backend sees the gateway
+    lb.remove_service("svc1", env)
+    attach.detach(cid(1))
+    attach.detach(cid(2))
+
+
+def test_service_vip_balances_evenly_removes_backends_and_hairpins(env: NetworkStore, servers: Servers) -> None:
+    net = env.create("back")
+    tasks = []
+    for i in range(5):
+        a = attach.attach(cid(10 + i), spec("back"))
+        assert a is not None
+        servers.tcp(a.netns_path, 8000, f"task{i}")
+        tasks.append(a)
+    client = attach.attach(cid(20), spec("back"))
+    assert client is not None
+    vip = lb.allocate_vip("back", "svc")
+    svc = lb.Service(id="svc", name="web", vips={net.id: vip}, ports=[lb.ServicePort("tcp", 8000, 18083)],
+                     backends=[lb.Backend(f"t{i}", {net.id: t.ip_addresses[0]}) for i, t in enumerate(tasks)])
+    lb.set_service(svc, env)
+    seen = Counter(ask(client.netns_path, vip, 8000).split()[0] for _ in range(100))
+    assert sorted(seen) == [f"task{i}" for i in range(5)]
+    assert all(18 <= n <= 22 for n in seen.values()), seen
+    published = Counter(ask(None, "127.0.0.1", 18083).split()[0] for _ in range(50))
+    assert len(published) == 5
+    # A task reaching its own service through the VIP (hairpin) gets an answer.
+    assert {ask(tasks[0].netns_path, vip, 8000).split()[0] for _ in range(10)} == {f"task{i}" for i in range(5)}
+    # A backend leaving the rotation receives no new connection.
+    lb.remove_backend("svc", "t0", env)
+    after = Counter(ask(client.netns_path, vip, 8000).split()[0] for _ in range(40))
+    assert "task0" not in after and len(after) == 4
+    lb.remove_service("svc", env)
+    assert env.get("back").reserved == {}
+    for i in range(5):
+        attach.detach(cid(10 + i))
+    attach.detach(cid(20))
+
+
+def test_bad_input_leaves_nothing_behind(env: NetworkStore) -> None:
+    env.create("web")
+    a = attach.attach(cid(1), spec("web", PortMapping(target=80, published=18084)))
+    assert a is not None
+    with pytest.raises(Conflict, match="port 18084/tcp is already published by container"):
+        attach.attach(cid(2), spec("web", PortMapping(target=80, published=18084)))
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(Conflict, match=f"0.0.0.0:{port} failed: port is already allocated"):
+            attach.attach(cid(3), spec("web", PortMapping(target=80, published=port)))
+    with pytest.raises(NotFound, match="network nowhere not found"):
+        attach.attach(cid(4), spec("nowhere"))
+    assert leftovers(env) == ([cid(1)], [a.netns_path], [bridge.veth_name(cid(1), env.get("web").id)])
+    # A full network: a /30 holds one container besides its gateway.
+    env.create("tiny", subnet="10.213.250.0/30")
+    attach.attach(cid(5), spec("tiny"))
+    with pytest.raises(ShoalError, match=r"no available IPv4 addresses on network tiny \(10.213.250.0/30 is full\)"):
+        attach.attach(cid(6), spec("tiny"))
+    assert sorted(p.name for p in netns.list_pinned()) == sorted([cid(1), cid(5)])
+    attach.detach(cid(1))
+    attach.detach(cid(5))
+
+
+def test_full_pool_and_overlap(env: NetworkStore) -> None:
+    os.environ["SHOAL_DEFAULT_ADDRESS_POOLS"] = "10.213.200.0/24:25"
+    env.create("one")  # the predefined bridge network took the first /25
+    with pytest.raises(ShoalError, match="could not find an available, non-overlapping IPv4 address pool"):
+        env.create("two")
+    with pytest.raises(Conflict, match=r"subnet 10.213.200.0/26 overlaps with network"):
+        env.create("three", subnet="10.213.200.0/26")
+    assert {n.name for n in env.list()} == {"bridge", "host", "none", "one"}
+
+
+def test_rm_removes_bridge_and_refuses_busy_network(env: NetworkStore) -> None:
+    net = env.create("gone")
+    attach.attach(cid(1), spec("gone"))
+    assert bridge.link_exists(net.bridge)
+    with pytest.raises(Conflict, match="has active endpoints"):
+        cleanup.remove_network("gone", env)
+    attach.detach(cid(1))
+    cleanup.remove_network("gone", env)
+    assert not bridge.link_exists(net.bridge)
+    assert env.find("gone") is None
+
+
+def test_reconcile_after_crash(env: NetworkStore) -> None:
+    net = env.create("crashy")
+    a = attach.attach(cid(1), spec("crashy", PortMapping(target=80, published=18085)))
+    b = attach.attach(cid(2), spec("crashy"))
+    assert a is not None and b is not None
+    # Crash 1: the namespace of container 1 vanished (reboot, runtime removed it) but the state
+    # still lists its endpoint and published port.
+    netns.remove(a.netns_path)
+    # Crash 2: a namespace and a veth made for a container the state never recorded.
+    orphan = netns.create(netns.netns_path(cid(3)))
+    bridge.add_interface(env.get("crashy"), orphan, bridge.veth_name(cid(3), net.id), "eth0", "10.213.31.250",
+                         bridge.mac_for("10.213.31.250"), True)
+    # Crash 3: a bridge whose network file is gone.
+    ghost = env.create("ghost")
+    bridge.ensure_bridge(ghost)
+    env.delete(ghost)
+    done = cleanup.reconcile(env)
+    text = "\n".join(done)
+    assert f"removed stale endpoint {cid(1)[:12]}" in text
+    assert f"removed namespace {orphan}" in text
+    assert f"removed bridge {ghost.bridge}" in text
+    assert [c for n in env.list() for c in n.endpoints] == [cid(2)]
+    table = subprocess.run(["nft", "list", "table", "ip", nft.table_name()], capture_output=True, text=True).stdout
+    assert "18085" not in table
+    assert cleanup.reconcile(env) == []  # nothing left to do
+    attach.detach(cid(2))
