@@ -1,0 +1,129 @@
+"""The embedded resolver for real: 127.0.0.11:53 inside namespaces, queried with dnslib's client
+from inside those namespaces; other names forwarded to an upstream (a dnslib server on the
+host's loopback), answers scoped by network."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT_ONLY
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+from shoal.network import dns, netns
+
+pytestmark = [ROOT_ONLY, pytest.mark.root]
+
+
+@pytest.fixture
+def namespaces(tmp_path: Path) -> Iterator[list[Path]]:
+    made: list[Path] = []
+    try:
+        for name in ("shoal-dns-a", "shoal-dns-b"):
+            made.append(netns.create(tmp_path / name))
+        yield made
+    finally:
+        for p in made:
+            netns.remove(p)
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    """A resolver in the host namespace that answers every A question with 192.0.2.99."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            req = DNSRecord.parse(data)
+            reply = req.reply()
+            reply.add_answer(RR(req.q.qname, QTYPE.A, rdata=A("192.0.2.99"), ttl=5))
+            sock.sendto(reply.pack(), addr)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join(timeout=2)
+        sock.close()
+
+
+def query(ns: Path, name: str, qtype: str = "A", tcp: bool = False) -> DNSRecord:
+    def inside() -> DNSRecord:
+        q = DNSRecord.question(name, qtype)
+        return DNSRecord.parse(q.send(dns.LISTEN_ADDR, 53, tcp=tcp, timeout=3))
+
+    return netns.run_in(ns, inside)
+
+
+def addrs(record: DNSRecord) -> list[str]:
+    return sorted(str(rr.rdata) for rr in record.rr if rr.rtype == QTYPE.A)
+
+
+def test_resolver_answers_services_tasks_containers_and_forwards(namespaces: list[Path], upstream: str) -> None:
+    a_ns, b_ns = namespaces
+
+    async def scenario() -> None:
+        server = dns.EmbeddedDNS(upstreams=[upstream])
+        front = dns.merge(
+            dns.service_records("webapp_web", "10.213.0.2", ["10.213.0.5", "10.213.0.4"], aliases=["web"]),
+            dns.service_records("webapp_db", None, ["10.213.0.9", "10.213.0.8"], aliases=["db"], endpoint_mode="dnsrr"),
+            dns.container_records("10.213.0.5", ["webapp_web.1.abc", "c0ffee000001", "frontdoor"]),
+        )
+        back = dns.service_records("webapp_cache", "10.213.16.2", ["10.213.16.3"], aliases=["cache"])
+        server.set_records("front", front)
+        server.set_records("back", back)
+        await server.serve("a", a_ns, ["front"])
+        await server.serve("b", b_ns, ["back"])
+        try:
+            run = asyncio.to_thread
+            assert addrs(await run(query, a_ns, "web")) == ["10.213.0.2"]  # VIP
+            assert addrs(await run(query, a_ns, "webapp_web.")) == ["10.213.0.2"]
+            assert addrs(await run(query, a_ns, "WEB")) == ["10.213.0.2"]  # case-insensitive
+            assert addrs(await run(query, a_ns, "tasks.web")) == ["10.213.0.4", "10.213.0.5"]
+            assert addrs(await run(query, a_ns, "db")) == ["10.213.0.8", "10.213.0.9"]  # dnsrr: tasks
+            assert addrs(await run(query, a_ns, "frontdoor")) == ["10.213.0.5"]
+            assert addrs(await run(query, a_ns, "c0ffee000001", tcp=True)) == ["10.213.0.5"]
+            ptr = await run(query, a_ns, "5.0.213.10.in-addr.arpa", "PTR")
+            assert str(ptr.rr[0].rdata) in ("c0ffee000001.", "frontdoor.", "webapp_web.1.abc.")
+            aaaa = await run(query, a_ns, "web", "AAAA")
+            assert aaaa.header.rcode == RCODE.NOERROR and not aaaa.rr
+            # Forwarded: any other name, from the host namespace to the host's resolvers.
+            assert addrs(await run(query, a_ns, "deb.debian.org")) == ["192.0.2.99"]
+            # Scoped: b shares no network with web, so `web` is not shoal's to answer.
+            assert addrs(await run(query, b_ns, "web")) == ["192.0.2.99"]
+            assert addrs(await run(query, b_ns, "cache")) == ["10.213.16.2"]
+            assert addrs(await run(query, a_ns, "cache")) == ["192.0.2.99"]
+            # Records change live (a task left): the next answer shows it.
+            server.set_records("front", dns.service_records("webapp_web", "10.213.0.2", ["10.213.0.4"], aliases=["web"]))
+            assert addrs(await run(query, a_ns, "tasks.web")) == ["10.213.0.4"]
+            # A container joining a second network sees both.
+            await server.serve("b", b_ns, ["back", "front"])
+            assert addrs(await run(query, b_ns, "web")) == ["10.213.0.2"]
+        finally:
+            await server.close()
+        assert server.serving() == []
+
+    asyncio.run(scenario())
+
+    # The sockets are gone with the server: nothing listens on 127.0.0.11 any more.
+    def probe() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            return s.connect_ex((dns.LISTEN_ADDR, 53)) == 0
+
+    assert netns.run_in(a_ns, probe) is False
