@@ -115,3 +115,11 @@ def test_cache_roundtrip(tmp_path: Path) -> None:
     assert BuildCache(tmp_path / "build-cache.json").get(k1) == "sha256:bb"
     cache.forget({"sha256:bb"})
     assert BuildCache(tmp_path / "build-cache.json").get(k1) is None
+
+
+def test_ignored_build_files_are_sent_then_dropped(tmp_path: Path) -> None:
+    _tree(tmp_path, {"Dockerfile": "FROM x\n", ".dockerignore": "Dockerfile\n.dockerignore\n", "a": "a"})
+    ctx = BuildContext.load(tmp_path, "Dockerfile")
+    assert {"Dockerfile", ".dockerignore", "a"} <= set(ctx.entries)
+    ctx.drop_build_files("Dockerfile")
+    assert set(ctx.entries) == {"a"}

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shoal.build.dockerignore import PatternMatcher, load_patterns
+from shoal.build.dockerignore import PatternMatcher, load_patterns, read_ignore_file
 from shoal.errors import ShoalError
 
 _BLOCK = 512
@@ -99,6 +99,21 @@ class BuildContext:
             return False
         prefix = rel + "/"
         return any(p.exclusion and (p.cleaned + "/").startswith(prefix) for p in pm.patterns)
+
+    def drop_build_files(self, dockerfile_rel: str | None) -> None:
+        """After the context is "sent": the daemon deletes .dockerignore and the Dockerfile
+        from it when the ignore file names them (moby remotecontext removeDockerfile), so
+        `COPY . /app` does not pick them up."""
+        path = self.root / ".dockerignore"
+        if not path.is_file():
+            return
+        try:
+            pm = PatternMatcher.new(read_ignore_file(path.read_text(errors="replace")))
+        except (OSError, ValueError):
+            return
+        for rel in (".dockerignore", dockerfile_rel):
+            if rel and rel in self.entries and pm.matches_or_parent_matches(rel):
+                del self.entries[rel]
 
     # --- what the CLI reports ------------------------------------------------------------------
 
