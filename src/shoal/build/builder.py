@@ -299,7 +299,7 @@ class Builder:
 
         self.context = BuildContext.load(context_dir, rel_in_context)
         size = self.context.tar_size()
-        self.out.line(f"Sending build context to Docker daemon  {human_size(size, 4):>8}")
+        self.out.line(f"Sending build context to Docker daemon {human_size(size, 4):>8}")
         self.context.drop_build_files(rel_in_context)
 
         df = dfmod.parse(dockerfile_path.read_text(errors="replace"), display_name)
