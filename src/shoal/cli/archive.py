@@ -9,28 +9,17 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from shoal.cli.image import image_group
 from shoal.errors import ShoalError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     _add_save(sub)
     _add_load(sub)
-    image_sub = _image_group(sub)
+    image_sub = image_group(sub)
     _add_save(image_sub)
     _add_load(image_sub)
     _add_bootstrap(image_sub)
-
-
-def _image_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The `image` group's subcommands (made by shoal.cli.image; made here if it is absent)."""
-    parser = sub.choices.get("image")
-    if parser is None:
-        parser = sub.add_parser("image", help="Manage images")
-        parser.set_defaults(func=lambda _args: parser.print_help())
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="image_command", metavar="COMMAND")
 
 
 def _add_save(sub: argparse._SubParsersAction) -> None:
