@@ -10,7 +10,6 @@ from typing import Any
 from shoal.cli.format import print_formatted, render_template
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.ids import short_id
-from shoal.network import cleanup
 from shoal.network.store import Network, NetworkStore
 
 
@@ -181,6 +180,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> int:
+    from shoal.network import cleanup  # imports pyroute2 (a quarter second): only when needed
+
     status = 0
     for ref in args.networks:
         try:
@@ -205,6 +206,7 @@ def _prune(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
+    from shoal.network import cleanup
     removed = cleanup.prune_networks(select=lambda net: _matches(net, args.filter))
     if removed:
         print("Deleted Networks:")
@@ -214,6 +216,8 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
+    from shoal.network import cleanup
+
     for line in cleanup.reconcile():
         print(line)
     return 0
