@@ -13,19 +13,9 @@ from shoal.errors import InvalidArgument, ShoalError
 
 def register(sub: argparse._SubParsersAction) -> None:
     _add_build(sub)
-    _add_build(_image_group(sub))
+    from shoal.cli.image import image_group
 
-
-def _image_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The `image` group's subcommands (made by shoal.cli.image; made here if it is absent)."""
-    parser = sub.choices.get("image")
-    if parser is None:
-        parser = sub.add_parser("image", help="Manage images")
-        parser.set_defaults(func=lambda _args: parser.print_help())
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="image_command", metavar="COMMAND")
+    _add_build(image_group(sub))
 
 
 def _add_build(sub: argparse._SubParsersAction) -> None:
