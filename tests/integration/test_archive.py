@@ -170,6 +170,70 @@ def test_save_by_id_is_untagged_and_loads_as_id(shoal, loaded: str, tmp_path: Pa
     assert proc.stdout == f"Loaded image ID: {loaded}\n"
 
 
+def test_legacy_archive_with_two_images_and_a_symlinked_shared_layer(shoal, tmp_path: Path, empty_root) -> None:  # type: ignore[no-untyped-def]
+    """Docker before 25 wrote a layer shared by two saved images once, and a symlink
+    ../<v1id>/layer.tar for the second; a link out of the archive is never followed."""
+    root, env = empty_root
+    base = _tar_bytes({"etc/base": b"base\n"})
+    top = _tar_bytes({"etc/top": b"top\n"})
+    cfg_a = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                        "rootfs": {"type": "layers", "diff_ids": [_sha(base)]}}).encode()
+    cfg_b = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                        "rootfs": {"type": "layers", "diff_ids": [_sha(base), _sha(top)]}}).encode()
+    path = tmp_path / "two.tar"
+    with tarfile.open(path, "w") as tar:
+        _add(tar, "aaa/layer.tar", base)
+        link = tarfile.TarInfo("bbb/layer.tar")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "../aaa/layer.tar"
+        tar.addfile(link)
+        _add(tar, "ccc/layer.tar", top)
+        escape = tarfile.TarInfo("ddd/layer.tar")
+        escape.type = tarfile.SYMTYPE
+        escape.linkname = "../../../../etc/passwd"
+        tar.addfile(escape)
+        _add(tar, f"{_sha(cfg_a)[7:]}.json", cfg_a)
+        _add(tar, f"{_sha(cfg_b)[7:]}.json", cfg_b)
+        _add(tar, "manifest.json", json.dumps([
+            {"Config": f"{_sha(cfg_a)[7:]}.json", "RepoTags": ["one:a"], "Layers": ["aaa/layer.tar"]},
+            {"Config": f"{_sha(cfg_b)[7:]}.json", "RepoTags": ["two:b", "two:latest"],
+             "Layers": ["bbb/layer.tar", "ccc/layer.tar"]},
+        ]).encode())
+    proc = shoal("load", "-i", str(path), check=True, env=env)
+    assert proc.stdout == "Loaded image: one:a\nLoaded image: two:b\nLoaded image: two:latest\n"
+    assert _store(root).resolve("two:b").id == _sha(cfg_b)
+
+    escaping = tmp_path / "escape.tar"
+    with tarfile.open(escaping, "w") as tar:
+        tar.addfile(escape)
+        _add(tar, f"{_sha(cfg_a)[7:]}.json", cfg_a)
+        _add(tar, "manifest.json", json.dumps([{"Config": f"{_sha(cfg_a)[7:]}.json", "RepoTags": ["esc:a"],
+                                                 "Layers": ["ddd/layer.tar"]}]).encode())
+    proc = shoal("load", "-i", str(escaping), env=env)
+    assert proc.returncode == 1
+    assert proc.stderr == f"Error: invalid image archive {escaping}: layer 'ddd/layer.tar' is missing\n"
+
+
+def test_compressed_archive_and_compressed_layers(shoal, tmp_path: Path, empty_root) -> None:  # type: ignore[no-untyped-def]
+    """docker load takes a gzip-compressed archive, and gzip/xz/zstd layers inside one."""
+    root, env = empty_root
+    layers = {"gzip": ["gzip", "-nc"], "xz": ["xz", "-c"], "zstd": ["zstd", "-qc"]}
+    plain = _tar_bytes({"etc/hello": b"hello\n"})
+    for kind, argv in layers.items():
+        if shutil.which(argv[0]) is None:
+            continue
+        packed = subprocess.run(argv, input=plain, capture_output=True, check=True).stdout
+        path = tmp_path / f"{kind}.tar"
+        make_legacy_docker_archive(path, [packed], [f"localhost/packed:{kind}"], diff_ids=[_sha(plain)])
+        archive = subprocess.run(["gzip", "-c", str(path)], capture_output=True, check=True).stdout
+        proc = subprocess.run([*_cli(), "load"], input=archive, capture_output=True,
+                              env={**os.environ, **env})
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == f"Loaded image: localhost/packed:{kind}\n".encode()
+        image = _store(root).resolve(f"localhost/packed:{kind}")
+        assert (image.rootfs_dirs()[0] / "etc/hello").read_text() == "hello\n"
+
+
 def test_save_missing_image_leaves_no_file(shoal, tmp_path: Path) -> None:
     out = tmp_path / "none.tar"
     proc = shoal("save", "-o", str(out), "localhost/nosuch:v1")

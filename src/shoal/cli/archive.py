@@ -119,7 +119,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     # docker shows layer progress only on a terminal; the result lines are always printed
     show_progress = not args.quiet and sys.stdout.isatty()
     try:
-        loaded = archive.load(store, src, source=source, progress=print if show_progress else None)
+        loaded = archive.load(store, src, source=source, progress=_print_layer if show_progress else None)
     finally:
         if args.input:
             src.close()
@@ -132,6 +132,12 @@ def cmd_load(args: argparse.Namespace) -> int:
         else:
             print(f"Loaded image ID: {image.id}")
     return 0
+
+
+def _print_layer(diff_id: str, size: int) -> None:
+    from shoal.cli.format import human_size
+
+    print(f"{diff_id[7:19]}: Loading layer  {human_size(size)}", flush=True)
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:

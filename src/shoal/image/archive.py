@@ -13,23 +13,24 @@ diff ID) before the store sees any of it, so bad input leaves the store as it wa
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import io
 import json
 import lzma
 import os
+import posixpath
 import shutil
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from shoal.errors import InvalidArgument, NotFound, ShoalError
+from shoal.image import layers as layerfmt
 from shoal.image import reference
 
 if TYPE_CHECKING:
@@ -70,23 +71,18 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 def _compression(path: Path) -> str:
     with path.open("rb") as f:
-        magic = f.read(6)
-    if magic.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if magic.startswith(b"BZh"):
-        return "bzip2"
-    if magic.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    if magic.startswith(b"\x28\xb5\x2f\xfd"):
-        return "zstd"
-    return "none"
+        return layerfmt.detect_compression(f.read(8))
 
 
-_OPENERS: dict[str, Callable[[Path], IO[bytes]]] = {
-    "gzip": lambda p: gzip.open(p, "rb"),
-    "bzip2": lambda p: bz2.open(p, "rb"),
-    "xz": lambda p: lzma.open(p, "rb"),
-}
+@contextmanager
+def _uncompressed(path: Path, kind: str) -> Iterator[IO[bytes]]:
+    with path.open("rb") as raw:
+        stream = layerfmt.decompressed(raw, kind)  # type: ignore[arg-type]
+        try:
+            yield stream
+        finally:
+            if stream is not raw:
+                stream.close()
 
 
 @dataclass
@@ -102,33 +98,28 @@ class _LayerFile:
 
 def _verify_layer(path: Path, label: str, expected_diff_id: str, index: int,
                   expected_digest: str | None = None) -> _LayerFile:
-    """Hash a layer file (and its uncompressed content); bzip2/xz are re-stored uncompressed
-    because image stores and registries only know tar and tar+gzip."""
+    """Hash a layer file and its uncompressed content. gzip and plain tars are kept as they are;
+    bzip2/xz/zstd are re-stored uncompressed (not layer media types a registry or Docker pulls)."""
     digest, size = _sha256_file(path)
     if expected_digest is not None and digest != expected_digest:
         raise ShoalError(f"layer {label} does not match its digest: expected {expected_digest}, got {digest}")
     kind = _compression(path)
-    if kind == "zstd":
-        raise ShoalError(f"layer {label} is zstd-compressed, which shoal does not support yet")
     try:
         if kind == "none":
             diff_id = digest
+        elif kind == "gzip":
+            with _uncompressed(path, kind) as stream:
+                diff_id, _ = _sha256_stream(stream)
         else:
-            with _OPENERS[kind](path) as f:
-                if kind == "gzip":
-                    diff_id, _ = _sha256_stream(f)
-                else:
-                    # re-store as a plain tar: hash while writing the decompressed copy
-                    plain = path.with_name(path.name + ".tar")
-                    with plain.open("wb") as out:
-                        h = hashlib.sha256()
-                        while chunk := f.read(_CHUNK):
-                            h.update(chunk)
-                            out.write(chunk)
-                    diff_id = "sha256:" + h.hexdigest()
-                    path, kind = plain, "none"
-                    digest, size = diff_id, plain.stat().st_size
-    except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            plain = path.with_name(path.name + ".tar")
+            h = hashlib.sha256()
+            with _uncompressed(path, kind) as stream, plain.open("wb") as out:
+                while chunk := stream.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+            diff_id = digest = "sha256:" + h.hexdigest()
+            path, kind, size = plain, "none", plain.stat().st_size
+    except (EOFError, OSError, zlib.error, lzma.LZMAError, layerfmt.LayerError) as exc:
         raise ShoalError(f"layer {label} is truncated or corrupt: {exc}") from None
     if diff_id != expected_diff_id:
         raise ShoalError(f"invalid diffID for layer {index} ({label}): expected {expected_diff_id}, got {diff_id}")
@@ -233,16 +224,25 @@ def _unpack(src: BinaryIO, dest: Path, source: str) -> None:
         raise ShoalError(f"{bad}: truncated or corrupt tar ({reason})") from None
     if members == 0:
         raise ShoalError(f"{bad}: the archive is empty")
+    # Links last, and only to files inside the archive (older `docker save` links a repeated
+    # layer as ../<v1id>/layer.tar); they become plain copies, so nothing read later can lead
+    # outside the scratch directory.
+    root = dest.resolve()
     for name, linkname, symbolic in links:
         target = dest / name
-        base = PurePosixPath(name).parent if symbolic else PurePosixPath()
-        resolved = _safe_member_name(str(base / linkname)) if not linkname.startswith("/") else None
-        if resolved is None or not (dest / resolved).exists():
+        base = posixpath.dirname(name) if symbolic else ""
+        if linkname.startswith("/"):
+            continue
+        source_path = (root / posixpath.normpath(posixpath.join(base, linkname))).resolve()
+        if root not in source_path.parents or not source_path.is_file():
             continue  # dangling or escaping links are ignored; a missing layer is reported later
+        if target.exists() or target.is_symlink():
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            shutil.copyfile(dest / resolved, target) if not symbolic else os.symlink(
-                os.path.relpath(dest / resolved, target.parent), target)
+        try:
+            os.link(source_path, target)
+        except OSError:
+            shutil.copyfile(source_path, target)
 
 
 def _ref_text(tag: str, source: str) -> str:
@@ -407,8 +407,9 @@ def _existing_id(store: ImageStore, tag: str) -> str | None:
 
 
 def load(store: ImageStore, src: BinaryIO, source: str = "-",
-         progress: Callable[[str], None] | None = None) -> list[LoadedImage]:
-    """Load every image of a docker-archive or OCI-layout tar (possibly compressed) into the store.
+         progress: Callable[[str, int], None] | None = None) -> list[LoadedImage]:
+    """Load every image of a docker-archive or OCI-layout tar (possibly compressed) into the store;
+    `progress(diff_id, size)` is told about each layer as it goes in.
 
     Nothing reaches the store until the whole archive has been verified."""
     workdir = Path(tempfile.mkdtemp(prefix="shoal-load-", dir=_tmp_dir(store)))
@@ -426,7 +427,7 @@ def load(store: ImageStore, src: BinaryIO, source: str = "-",
         for plan in plans:
             for layer in plan.layers:
                 if progress:
-                    progress(f"{layer.diff_id[7:19]}: Loading layer  {layer.size}")
+                    progress(layer.diff_id, layer.size)
                 _store_blob_file(store, layer.path, layer.digest)
             store.put_bytes(plan.config_bytes, expected=plan.image_id)
             replaced = [(t, old) for t in plan.tags
@@ -510,15 +511,15 @@ def _plain_layer(store: ImageStore, layer: Any, scratch: Path) -> Path:
     blob = store.blob_path(layer.digest)
     if layer.digest == layer.diff_id:
         return blob
-    kind = _compression(blob)
-    if kind not in _OPENERS:
-        raise ShoalError(f"layer {layer.digest} has a compression shoal cannot read ({kind})")
     plain = scratch / layer.diff_id[7:]
     h = hashlib.sha256()
-    with _OPENERS[kind](blob) as f, plain.open("wb") as out:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            out.write(chunk)
+    try:
+        with _uncompressed(blob, _compression(blob)) as f, plain.open("wb") as out:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+    except (EOFError, OSError, zlib.error, lzma.LZMAError, layerfmt.LayerError) as exc:
+        raise ShoalError(f"layer {layer.digest} in the image store is unreadable: {exc}") from None
     if "sha256:" + h.hexdigest() != layer.diff_id:
         raise ShoalError(f"layer {layer.digest} in the image store is corrupt: its content does not "
                          f"match diff ID {layer.diff_id}")
