@@ -1,0 +1,207 @@
+"""Benchmark: shoal's kernel networking.
+
+    sudo .venv/bin/python bench/bench_network.py [--seconds 3] [--rounds 3]
+
+Prints:
+ 1. requests/s through a published port (127.0.0.1:PORT, nftables DNAT) to one backend, divided
+    by requests/s straight to that backend's IP (target >= 0.9); ApacheBench (ab), keep-alive
+    and one-connection-per-request;
+ 2. the spread of 1,000 new connections over 5 backends (each should be within 10% of a fifth);
+ 3. the time to apply a rule change (one `nft -f` transaction of the whole table), with 5 and
+    with 1,000 backends;
+ 4. DNS answers per second from the embedded resolver (127.0.0.11 inside a namespace).
+
+Backends are small asyncio HTTP/1.1 keep-alive servers, one process per namespace. Everything
+runs under a private SHOAL_ROOT with pools in 10.213.0.0/16 and is removed at the end."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+BACKEND = r"""
+import asyncio, sys
+name = sys.argv[1].encode()
+body = name + b"\n"
+def resp(connection):
+    return (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\nConnection: %s\r\n\r\n%s"
+            % (len(body), connection, body))
+KEEP, CLOSE = resp(b"keep-alive"), resp(b"close")
+async def handle(r, w):
+    try:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            keep = b"keep-alive" in head.lower()
+            w.write(KEEP if keep else CLOSE)
+            await w.drain()
+            if not keep:
+                break
+    except Exception:
+        pass
+    w.close()
+async def main():
+    srv = await asyncio.start_server(handle, "0.0.0.0", 80, backlog=1024)
+    print("ready", flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+DNS_CLIENT = r"""
+import socket, sys, time, os
+from dnslib import DNSRecord
+seconds = float(sys.argv[1]); window = 64
+q = [DNSRecord.question(n).pack() for n in ("web", "tasks.web", "db", "frontdoor")]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("127.0.0.11", 53)); s.settimeout(1)
+sent = got = 0
+for i in range(window):
+    s.send(q[i % 4]); sent += 1
+end = time.time() + seconds
+while time.time() < end:
+    try:
+        s.recv(512); got += 1
+    except socket.timeout:
+        for i in range(window):
+            s.send(q[i % 4]); sent += 1
+        continue
+    s.send(q[sent % 4]); sent += 1
+print(got / seconds)
+"""
+
+
+def ab(url: str, seconds: int, keepalive: bool, concurrency: int = 8) -> float:
+    args = ["ab", "-q", "-t", str(seconds), "-n", "10000000", "-c", str(concurrency)]
+    if keepalive:
+        args.append("-k")
+    proc = subprocess.run(args + [url], capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    m = re.search(r"Requests per second:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"ab failed against {url}:\n{out}")
+    return float(m.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    opts = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (namespaces, nftables)", file=sys.stderr)
+        return 1
+    if not shutil.which("ab"):
+        print("needs ApacheBench (apt-get install apache2-utils)", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="shoal-bench-net-"))
+    os.environ.update(SHOAL_ROOT=str(work / "root"), SHOAL_RUN=str(work / "root" / "run"),
+                      SHOAL_DEFAULT_ADDRESS_POOLS="10.213.0.0/16:20")
+    from shoal.network import attach, cleanup, dns, lb, netns
+    from shoal.network.store import NetworkStore
+    from shoal.runtime.spec import ContainerSpec, PortMapping
+
+    store = NetworkStore()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        net = store.create("bench")
+        backends = []
+        t0 = time.perf_counter()
+        for i in range(5):
+            cid = f"{i + 1:02d}" * 32
+            ports = [PortMapping(target=80, published=18800)] if i == 0 else []
+            a = attach.attach(cid, ContainerSpec(image="none", network="bench", ports=ports))
+            assert a is not None
+            backends.append(a)
+        attach_ms = (time.perf_counter() - t0) / 5 * 1000
+        for i, a in enumerate(backends):
+            p = subprocess.Popen(["nsenter", f"--net={a.netns_path}", sys.executable, "-c", BACKEND, f"task{i}"],
+                                 stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        print(f"attach (netns + veth + address + route + nft apply): {attach_ms:.0f} ms per container")
+
+        # 1. published port vs direct, one backend.
+        direct_ip = backends[0].ip_addresses[0]
+        for keepalive in (True, False):
+            kind = "keep-alive" if keepalive else "new connection per request"
+            directs, publisheds = [], []
+            for _ in range(opts.rounds):  # interleaved: a busy shared machine drifts
+                directs.append(ab(f"http://{direct_ip}:80/", opts.seconds, keepalive))
+                publisheds.append(ab("http://127.0.0.1:18800/", opts.seconds, keepalive))
+            direct, published = statistics.median(directs), statistics.median(publisheds)
+            print(f"published port / direct ({kind}, median of {opts.rounds}): "
+                  f"{published:,.0f} / {direct:,.0f} req/s = {published / direct:.2f}")
+
+        # 2. spread over 5 backends through a service's published port.
+        svc = lb.Service(id="bench", name="web", ports=[lb.ServicePort("tcp", 80, 18801)],
+                         backends=[lb.Backend(f"t{i}", {net.id: a.ip_addresses[0]}) for i, a in enumerate(backends)])
+        lb.set_service(svc, store)
+        counts: Counter[str] = Counter()
+        for _ in range(1000):
+            with socket.create_connection(("127.0.0.1", 18801), timeout=3) as s:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+            counts[data.rsplit(b"\r\n\r\n", 1)[1].strip().decode()] += 1
+        worst = max(abs(n - 200) / 200 for n in counts.values())
+        print(f"spread of 1000 connections over 5 backends: {dict(sorted(counts.items()))} "
+              f"(worst {worst:.0%} from a fifth)")
+        spread_rps = ab("http://127.0.0.1:18801/", opts.seconds, True)
+        print(f"published port to 5 backends (keep-alive): {spread_rps:,.0f} req/s")
+
+        # 3. rule change time.
+        for n in (5, 1000):
+            many = [lb.Backend(f"x{i}", {net.id: f"10.213.{16 + i // 250}.{2 + i % 250}"}) for i in range(n)]
+            times = []
+            for k in range(15):
+                t = time.perf_counter()
+                lb.set_backends("bench", many[: n - (k % 2)], store)
+                times.append(time.perf_counter() - t)
+            print(f"apply a rule change with {n} backends: median {statistics.median(times) * 1000:.1f} ms "
+                  f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), one nft transaction")
+        lb.remove_service("bench", store)
+
+        # 4. DNS answers per second.
+        async def dns_bench() -> float:
+            server = dns.EmbeddedDNS(upstreams=[])
+            server.set_records(net.id, dns.merge(
+                dns.service_records("webapp_web", "10.213.16.100", [a.ip_addresses[0] for a in backends], aliases=["web"]),
+                dns.service_records("webapp_db", None, ["10.213.16.50", "10.213.16.51"], aliases=["db"], endpoint_mode="dnsrr"),
+                dns.container_records(backends[0].ip_addresses[0], ["frontdoor"]),
+            ))
+            await server.serve("c", backends[1].netns_path, [net.id])
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    "nsenter", f"--net={backends[1].netns_path}", sys.executable, "-c", DNS_CLIENT, str(opts.seconds),
+                    stdout=asyncio.subprocess.PIPE)
+                out, _ = await proc.communicate()
+                return float(out.decode().strip())
+            finally:
+                await server.close()
+
+        print(f"DNS answers per second (embedded resolver, one client, 64 in flight): {asyncio.run(dns_bench()):,.0f}")
+        return 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for i in range(5):
+            attach.detach(f"{i + 1:02d}" * 32)
+        cleanup.remove_everything(store)
+        for path in netns.list_pinned():
+            netns.remove(path)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
