@@ -218,3 +218,44 @@ def test_add_extracts_local_tars_and_fails_clearly_on_urls(shoal, busybox_image:
     copy_ctx = _context(tmp_path / "copyurl", f"FROM {busybox_image}\nCOPY http://127.0.0.1:9/f /f\n")
     proc = shoal("build", str(copy_ctx))
     assert proc.returncode == 1 and "COPY failed: source can't be a URL for COPY" in proc.stderr
+
+
+def test_scratch_globs_metadata_and_onbuild(shoal, busybox_image: str, tmp_path: Path) -> None:
+    ctx = _context(tmp_path / "parent", f"""
+        FROM scratch AS files
+        COPY *.txt /docs/
+        COPY ["conf/app.conf", "/etc/"]
+
+        FROM {busybox_image}
+        COPY --from=files / /
+        ONBUILD COPY trigger.txt /from-trigger.txt
+        SHELL ["/bin/sh", "-e", "-c"]
+        STOPSIGNAL SIGQUIT
+        VOLUME /data
+        HEALTHCHECK --interval=30s --retries=2 CMD test -f /docs/a.txt
+        CMD ["ignored"]
+        ENTRYPOINT ["/bin/echo"]
+        """, {"a.txt": "a", "b.txt": "b", "c.md": "c", "conf/app.conf": "x=1\n"})
+    proc = shoal("build", "-t", "bt/parent:v1", str(ctx))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Step 2/12 : COPY *.txt /docs/" in proc.stdout
+    assert _lookup("bt/parent:v1", "/docs/a.txt") is not None and _lookup("bt/parent:v1", "/docs/b.txt") is not None
+    assert _lookup("bt/parent:v1", "/docs/c.md") is None
+    assert _lookup("bt/parent:v1", "/etc/app.conf") is not None
+    cfg = _store().resolve("bt/parent:v1").config["config"]
+    assert cfg["OnBuild"] == ["COPY trigger.txt /from-trigger.txt"]
+    assert cfg["Shell"] == ["/bin/sh", "-e", "-c"] and cfg["StopSignal"] == "SIGQUIT"
+    assert cfg["Volumes"] == {"/data": {}}
+    assert cfg["Healthcheck"] == {"Test": ["CMD-SHELL", "test -f /docs/a.txt"], "Interval": 30_000_000_000, "Retries": 2}
+    # ENTRYPOINT resets only an inherited CMD, not one set earlier in the same stage.
+    assert cfg["Entrypoint"] == ["/bin/echo"] and cfg["Cmd"] == ["ignored"]
+
+    child = _context(tmp_path / "child", "FROM bt/parent:v1\nLABEL child=yes\nENTRYPOINT [\"/bin/cat\"]\n",
+                     {"trigger.txt": "triggered\n"})
+    proc = shoal("build", "-t", "bt/child:v1", str(child))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "# Executing 1 build trigger" in proc.stdout
+    trig = _lookup("bt/child:v1", "/from-trigger.txt")
+    assert trig is not None and trig.read_text() == "triggered\n"
+    child_cfg = _store().resolve("bt/child:v1").config["config"]
+    assert child_cfg["OnBuild"] is None and child_cfg["Cmd"] is None
