@@ -86,6 +86,9 @@ class EmbeddedDNS:
         self._tables: dict[str, Records] = {}
         self._reverse: dict[str, dict[str, str]] = {}
         self._served: dict[str, _Served] = {}
+        # Packed local answers by (networks, query without its ID): dnslib costs ~0.2 ms a
+        # message, a cache hit only the 2-byte ID splice. Cleared whenever a table changes.
+        self._cache: dict[tuple[tuple[str, ...], bytes], bytes] = {}
 
     # --- records -------------------------------------------------------------------------------
 
@@ -99,10 +102,27 @@ class EmbeddedDNS:
                 continue
             reverse.setdefault(ips[0], name)
         self._reverse[network_id] = reverse
+        self._cache.clear()
 
     def drop_network(self, network_id: str) -> None:
         self._tables.pop(network_id, None)
         self._reverse.pop(network_id, None)
+        self._cache.clear()
+
+    def answer_cached(self, networks: list[str], data: bytes) -> bytes | None:
+        """The packed local answer to a query asked before (None: not cached, or not local)."""
+        hit = self._cache.get((tuple(networks), data[2:]))
+        return data[:2] + hit if hit is not None else None
+
+    def answer_packed(self, networks: list[str], data: bytes, request: DNSRecord) -> bytes | None:
+        local = self.answer_local(networks, request)
+        if local is None:
+            return None
+        packed = local.pack()
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[(tuple(networks), data[2:])] = packed[2:]
+        return packed
 
     def lookup(self, networks: Iterable[str], name: str) -> list[str] | None:
         """The addresses of `name` as seen from these networks; None if none of them knows it."""
@@ -146,13 +166,16 @@ class EmbeddedDNS:
         return reply
 
     async def handle(self, networks: list[str], data: bytes) -> bytes | None:
+        cached = self.answer_cached(networks, data)
+        if cached is not None:
+            return cached
         try:
             request = DNSRecord.parse(data)
         except Exception:  # noqa: BLE001 - garbage on the wire is dropped, as any resolver does
             return None
-        local = self.answer_local(networks, request)
+        local = self.answer_packed(networks, data, request)
         if local is not None:
-            return local.pack()
+            return local
         return await self.forward(request, data)
 
     async def forward(self, request: DNSRecord, data: bytes) -> bytes:
@@ -248,15 +271,17 @@ class _UDP(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        request = None
-        try:
-            request = DNSRecord.parse(data)
-        except Exception:  # noqa: BLE001
-            return
-        local = self.dns.answer_local(self.served.networks, request)
-        if local is not None:  # answered synchronously: the fast path, no task per query
+        # Local names are answered synchronously: no task per query.
+        local = self.dns.answer_cached(self.served.networks, data)
+        if local is None:
+            try:
+                request = DNSRecord.parse(data)
+            except Exception:  # noqa: BLE001 - garbage on the wire is dropped
+                return
+            local = self.dns.answer_packed(self.served.networks, data, request)
+        if local is not None:
             if self.transport is not None:
-                self.transport.sendto(local.pack(), addr)
+                self.transport.sendto(local, addr)
             return
         asyncio.get_running_loop().create_task(self._forward(request, data, addr))
 
