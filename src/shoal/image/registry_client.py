@@ -1,0 +1,487 @@
+"""The registry HTTP API v2 (OCI distribution spec) for one repository, with its authentication.
+
+One RegistryClient talks to one repository of one registry. It pings `/v2/` once to learn the
+registry's challenge (none, Basic, or Bearer with a token service), then sends every request with
+the right Authorization header, fetching and caching a token per scope set as docker/distribution's
+token handler does. Errors are turned into the messages Docker prints.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import ssl
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
+
+import httpx
+
+from shoal.errors import ShoalError
+from shoal.image.auth import DOCKER_HUB_DOMAIN, Challenge, Credentials, parse_challenges, scope_for
+
+# Media types (OCI image spec and Docker's schema2).
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+ACCEPT_MANIFESTS = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+
+# A manifest is small; refuse anything bigger than containerd's limit rather than buffer it.
+MAX_MANIFEST_BYTES = 4 << 20
+# Blobs above this are sent as a series of PATCH chunks, below it as one PUT.
+CHUNKED_UPLOAD_THRESHOLD = 64 << 20
+UPLOAD_CHUNK_BYTES = 32 << 20
+READ_CHUNK = 1 << 20
+
+# distribution's registry/api/errcode descriptors: code -> message (Docker prints it lower-cased).
+ERROR_CODE_MESSAGES = {
+    "UNKNOWN": "unknown error",
+    "UNSUPPORTED": "The operation is unsupported.",
+    "UNAUTHORIZED": "authentication required",
+    "DENIED": "requested access to the resource is denied",
+    "UNAVAILABLE": "service unavailable",
+    "TOOMANYREQUESTS": "too many requests",
+    "BLOB_UNKNOWN": "blob unknown to registry",
+    "BLOB_UPLOAD_UNKNOWN": "blob upload unknown to registry",
+    "BLOB_UPLOAD_INVALID": "blob upload invalid",
+    "DIGEST_INVALID": "provided digest did not match uploaded content",
+    "MANIFEST_UNKNOWN": "manifest unknown",
+    "MANIFEST_INVALID": "manifest invalid",
+    "MANIFEST_BLOB_UNKNOWN": "blob unknown to registry",
+    "MANIFEST_UNVERIFIED": "manifest failed signature verification",
+    "NAME_INVALID": "invalid repository name",
+    "NAME_UNKNOWN": "repository name not known to registry",
+    "SIZE_INVALID": "provided length did not match content length",
+    "TAG_INVALID": "manifest tag did not match URI",
+    "RANGE_INVALID": "invalid content range",
+}
+
+
+class RegistryError(ShoalError):
+    """An error response of the registry: `code` as in the distribution spec, or None."""
+
+    def __init__(self, text: str, status: int = 0, code: str | None = None, message: str = ""):
+        super().__init__(text)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class RegistryUnreachable(ShoalError):
+    """The registry did not answer at the transport level (refused, DNS, TLS, timeout)."""
+
+
+def is_insecure(domain: str) -> bool:
+    """Plain http for loopback registries and SHOAL_INSECURE_REGISTRIES, as Docker's default."""
+    host = domain.rsplit(":", 1)[0] if not domain.startswith("[") else domain.split("]")[0] + "]"
+    if host in ("localhost", "[::1]") or host.startswith("127."):
+        return True
+    listed = [d.strip() for d in os.environ.get("SHOAL_INSECURE_REGISTRIES", "").split(",") if d.strip()]
+    return domain in listed or host in listed
+
+
+def base_url(domain: str) -> str:
+    if domain == DOCKER_HUB_DOMAIN:
+        return "https://registry-1.docker.io"
+    return f"{'http' if is_insecure(domain) else 'https'}://{domain}"
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _transport_error(method: str, url: str, exc: Exception) -> RegistryUnreachable:
+    """Word a transport failure as Go's net/http does in Docker's messages."""
+    text = str(exc)
+    host = httpx.URL(url).netloc.decode()
+    cause = exc.__cause__ or exc.__context__
+    errnos = set()
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            errnos.add(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    if errno.ECONNREFUSED in errnos or "Connection refused" in text:
+        detail = f"dial tcp {host}: connect: connection refused"
+    elif "Name or service not known" in text or "nodename nor servname" in text or "-2]" in text or "-3]" in text:
+        detail = f"dial tcp: lookup {host.rsplit(':', 1)[0]}: no such host"
+    elif isinstance(exc, httpx.TimeoutException):
+        detail = "net/http: request canceled (Client.Timeout exceeded while awaiting headers)"
+    elif "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        detail = "http: server gave HTTP response to HTTPS client"
+    else:
+        detail = text or type(exc).__name__
+    return RegistryUnreachable(f'{method.title()} "{url}": {detail}')
+
+
+def error_from_response(resp: httpx.Response) -> RegistryError:
+    """The first error of the spec's `{"errors": [...]}` body, as `code text: message`."""
+    status = resp.status_code
+    try:
+        body = json.loads(resp.read() or b"{}")
+        errors = body.get("errors") if isinstance(body, dict) else None
+    except (ValueError, httpx.HTTPError):
+        errors = None
+    if errors and isinstance(errors[0], dict):
+        first = errors[0]
+        code = str(first.get("code") or "UNKNOWN").upper()
+        message = str(first.get("message") or "")
+        code_text = ERROR_CODE_MESSAGES.get(code, code.lower().replace("_", " ")).lower()
+        text = f"{code_text}: {message}" if message else code_text
+        return RegistryError(text, status, code, message)
+    if status == 401:
+        return RegistryError("unauthorized: authentication required", status, "UNAUTHORIZED", "authentication required")
+    if status == 404:
+        return RegistryError(f"received unexpected HTTP status: {status} Not Found", status)
+    return RegistryError(f"received unexpected HTTP status: {status} {resp.reason_phrase}", status)
+
+
+@dataclass
+class FetchedManifest:
+    body: bytes
+    media_type: str
+    digest: str
+
+    def json(self) -> dict:
+        try:
+            data = json.loads(self.body)
+        except ValueError as exc:
+            raise ShoalError(f"invalid manifest {self.digest}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ShoalError(f"invalid manifest {self.digest}: not a JSON object")
+        return data
+
+
+def manifest_media_type(body: bytes, content_type: str | None) -> str:
+    """The manifest's own mediaType wins; the Content-Type header is the fallback."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = {}
+    if isinstance(data, dict):
+        if data.get("mediaType"):
+            return str(data["mediaType"])
+        if data.get("schemaVersion") == 1:
+            return DOCKER_SCHEMA1_SIGNED
+        if "manifests" in data:
+            return OCI_INDEX
+        if "config" in data and "layers" in data:
+            return OCI_MANIFEST
+    return (content_type or "").split(";")[0].strip()
+
+
+class RegistryClient:
+    """HTTP API v2 calls for `repository` (a path such as library/web) on `domain`."""
+
+    def __init__(self, domain: str, repository: str, actions: tuple[str, ...] = ("pull",),
+                 credentials: Credentials | None = None, timeout: float = 60.0):
+        self.domain = domain
+        self.repository = repository
+        self.actions = actions
+        self.credentials = credentials
+        self.base = base_url(domain)
+        context = ssl.create_default_context()  # the system store, so locally added CAs count
+        self.http = httpx.Client(verify=context, timeout=httpx.Timeout(timeout, connect=15.0),
+                                 limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+                                 headers={"User-Agent": "shoal/0.1 (docker-compatible)"})
+        self._lock = threading.Lock()
+        self._challenge: Challenge | None = None
+        self._pinged = False
+        self._tokens: dict[tuple[str, ...], str] = {}
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- authentication -------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"{self.base}/v2/{self.repository}/{path}"
+
+    def ping(self) -> None:
+        """GET /v2/: learn the auth challenge (distribution's challenge manager does the same)."""
+        if self._pinged:
+            return
+        url = f"{self.base}/v2/"
+        try:
+            resp = self.http.get(url)
+        except httpx.TransportError as exc:
+            raise _transport_error("GET", url, exc) from exc
+        if resp.status_code == 401:
+            self._challenge = self._pick_challenge(resp)
+        elif resp.status_code >= 400 and resp.status_code != 404:
+            raise error_from_response(resp)
+        self._pinged = True
+
+    @staticmethod
+    def _pick_challenge(resp: httpx.Response) -> Challenge | None:
+        challenges = parse_challenges(resp.headers.get_list("www-authenticate"))
+        for scheme in ("bearer", "basic"):
+            for ch in challenges:
+                if ch.scheme == scheme:
+                    return ch
+        return None
+
+    def default_scopes(self) -> tuple[str, ...]:
+        return (scope_for(self.repository, self.actions),)
+
+    def _authorization(self, scopes: tuple[str, ...]) -> str | None:
+        ch = self._challenge
+        if ch is None:
+            return None
+        if ch.scheme == "basic":
+            if self.credentials is None:
+                raise RegistryError("no basic auth credentials", 401, "UNAUTHORIZED")
+            return self.credentials.basic_header()
+        if ch.scheme == "bearer":
+            key = tuple(sorted(scopes))
+            with self._lock:
+                token = self._tokens.get(key)
+                if token is None:
+                    token = self.fetch_token(ch, key)
+                    self._tokens[key] = token
+            return f"Bearer {token}"
+        return None
+
+    def fetch_token(self, ch: Challenge, scopes: Iterable[str], login: bool = False) -> str:
+        """Ask the challenge's realm for a token (Basic auth to the token service when we have
+        credentials), as in distribution's token spec."""
+        realm = ch.params.get("realm")
+        if not realm:
+            raise RegistryError("bearer challenge without a realm", 401)
+        params: list[tuple[str, str]] = []
+        if ch.params.get("service"):
+            params.append(("service", ch.params["service"]))
+        for scope in scopes:
+            params.append(("scope", scope))
+        headers = {}
+        if self.credentials is not None:
+            params.append(("account", self.credentials.username))
+            headers["Authorization"] = self.credentials.basic_header()
+        if login:
+            params += [("client_id", "shoal"), ("offline_token", "true")]
+        try:
+            resp = self.http.get(realm, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise _transport_error("GET", realm, exc) from exc
+        if resp.status_code in (401, 403):
+            err = error_from_response(resp)
+            detail = err.message if err.code else "incorrect username or password"
+            raise RegistryError(f'Get "{realm}": unauthorized: {detail}', resp.status_code, "UNAUTHORIZED", detail)
+        if resp.status_code != 200:
+            raise RegistryError(f'Get "{realm}": token service answered {resp.status_code}', resp.status_code)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise RegistryError(f'Get "{realm}": invalid token response: {exc}') from exc
+        token = data.get("token") or data.get("access_token")
+        if not token:
+            raise RegistryError(f'Get "{realm}": the token service returned no token')
+        return str(token)
+
+    def login(self) -> None:
+        """Check the credentials against /v2/ as `docker login` does; raise with Docker's words."""
+        url = f"{self.base}/v2/"
+        try:
+            resp = self.http.get(url)
+        except httpx.TransportError as exc:
+            raise _transport_error("GET", url, exc) from exc
+        if resp.status_code == 200:
+            return
+        if resp.status_code != 401:
+            raise RegistryError(f"login attempt to {url} failed with status: {resp.status_code} {resp.reason_phrase}",
+                                resp.status_code)
+        ch = self._pick_challenge(resp)
+        if ch is not None and ch.scheme == "bearer":
+            self.fetch_token(ch, (), login=True)
+            return
+        if self.credentials is None:
+            raise RegistryError(f"login attempt to {url} failed with status: 401 Unauthorized", 401)
+        try:
+            resp = self.http.get(url, headers={"Authorization": self.credentials.basic_header()})
+        except httpx.TransportError as exc:
+            raise _transport_error("GET", url, exc) from exc
+        if resp.status_code != 200:
+            raise RegistryError(f"login attempt to {url} failed with status: {resp.status_code} {resp.reason_phrase}",
+                                resp.status_code)
+
+    # --- requests --------------------------------------------------------------------------
+    def send(self, method: str, url: str, *, scopes: tuple[str, ...] | None = None,
+             headers: dict[str, str] | None = None, content: bytes | Iterator[bytes] | None = None,
+             params: dict[str, str] | None = None, stream: bool = False,
+             follow_redirects: bool = False) -> httpx.Response:
+        """One authenticated request. A 401 on a repeatable request re-reads the challenge and
+        retries once (a token may have expired or the registry may want a wider scope)."""
+        self.ping()
+        scopes = scopes or self.default_scopes()
+        for attempt in (0, 1):
+            hdrs = dict(headers or {})
+            try:
+                auth = self._authorization(scopes)
+            except RegistryError as exc:
+                if exc.status == 401 and "://" not in str(exc):
+                    raise RegistryError(f'{method.title()} "{url}": {exc}', 401, exc.code, exc.message) from exc
+                raise
+            if auth:
+                hdrs["Authorization"] = auth
+            request = self.http.build_request(method, url, headers=hdrs, content=content, params=params)
+            try:
+                resp = self.http.send(request, stream=stream, follow_redirects=follow_redirects)
+            except httpx.TransportError as exc:
+                raise _transport_error(method, url, exc) from exc
+            if resp.status_code != 401 or attempt == 1 or not isinstance(content, (bytes, type(None))):
+                return resp
+            challenge = self._pick_challenge(resp)
+            if challenge is None or (challenge.scheme == "basic" and self._challenge is not None
+                                     and self._challenge.scheme == "basic"):
+                return resp  # the credentials themselves are wrong: no point retrying
+            resp.close()
+            with self._lock:
+                self._challenge = challenge
+                self._tokens.pop(tuple(sorted(scopes)), None)
+        raise AssertionError("unreachable")
+
+    def _check(self, resp: httpx.Response, *ok: int) -> httpx.Response:
+        if resp.status_code not in ok:
+            try:
+                raise error_from_response(resp)
+            finally:
+                resp.close()
+        return resp
+
+    # --- manifests -------------------------------------------------------------------------
+    def get_manifest(self, reference: str) -> FetchedManifest:
+        """GET a manifest by tag or digest. The digest is computed from the bytes; a digest
+        reference that does not match them is refused."""
+        url = self.url(f"manifests/{reference}")
+        resp = self.send("GET", url, headers={"Accept": ACCEPT_MANIFESTS}, stream=True, follow_redirects=True)
+        try:
+            self._check(resp, 200)
+            length = int(resp.headers.get("content-length") or 0)
+            if length > MAX_MANIFEST_BYTES:
+                raise ShoalError(f"manifest {reference} is too big ({length} bytes)")
+            chunks: list[bytes] = []
+            total = 0
+            for chunk in resp.iter_bytes():
+                total += len(chunk)
+                if total > MAX_MANIFEST_BYTES:
+                    raise ShoalError(f"manifest {reference} is too big (over {MAX_MANIFEST_BYTES} bytes)")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        finally:
+            resp.close()
+        digest = sha256_digest(body)
+        if reference.startswith("sha256:") and reference != digest:
+            raise ShoalError(f"manifest verification failed for digest {reference}")
+        served = resp.headers.get("docker-content-digest")
+        if served and served.startswith("sha256:") and served != digest:
+            raise ShoalError(f"manifest verification failed for digest {served}")
+        return FetchedManifest(body, manifest_media_type(body, resp.headers.get("content-type")), digest)
+
+    def put_manifest(self, reference: str, body: bytes, media_type: str) -> str:
+        resp = self.send("PUT", self.url(f"manifests/{reference}"), content=body,
+                         headers={"Content-Type": media_type})
+        self._check(resp, 200, 201, 202)
+        return resp.headers.get("docker-content-digest") or sha256_digest(body)
+
+    # --- blobs -----------------------------------------------------------------------------
+    def blob_size(self, digest: str) -> int | None:
+        """HEAD the blob: its size when the repository has it, None when it does not."""
+        resp = self.send("HEAD", self.url(f"blobs/{digest}"), follow_redirects=True)
+        if resp.status_code == 404:
+            return None
+        self._check(resp, 200)
+        return int(resp.headers.get("content-length") or 0)
+
+    @contextmanager
+    def open_blob(self, digest: str) -> Iterator[httpx.Response]:
+        """A streaming GET of a blob (following the registry's redirect to its storage; httpx
+        drops the Authorization header when the redirect leaves the registry's origin)."""
+        resp = self.send("GET", self.url(f"blobs/{digest}"), stream=True, follow_redirects=True)
+        try:
+            self._check(resp, 200)
+            yield resp
+        finally:
+            resp.close()
+
+    def start_upload(self, mount: str | None = None, source: str | None = None) -> tuple[bool, str | None]:
+        """POST an upload session. With mount/source it asks for a cross-repository mount:
+        (True, None) when mounted, else (False, location) of a fresh session."""
+        params = {"mount": mount, "from": source} if mount and source else None
+        scopes = self.default_scopes()
+        if source:
+            scopes = scopes + (scope_for(source, ("pull",)),)
+        resp = self.send("POST", self.url("blobs/uploads/"), params=params, scopes=scopes,
+                         content=b"", headers={"Content-Length": "0"})
+        if resp.status_code == 201 and mount:
+            return True, None
+        self._check(resp, 202)
+        location = resp.headers.get("location")
+        if not location:
+            raise RegistryError("registry returned no upload location", resp.status_code)
+        return False, str(httpx.URL(self.base).join(location))
+
+    def cancel_upload(self, location: str) -> None:
+        try:
+            self.send("DELETE", location).close()
+        except ShoalError:
+            pass  # best effort: the registry expires stale sessions itself
+
+    def upload_blob(self, location: str, digest: str, source: BinaryIO, size: int,
+                    on_progress: Callable[[int], None] | None = None,
+                    chunk_threshold: int = CHUNKED_UPLOAD_THRESHOLD,
+                    chunk_size: int = UPLOAD_CHUNK_BYTES) -> None:
+        """Send the blob: one streaming PUT (monolithic) below chunk_threshold, else PATCH
+        chunks with Content-Range then a closing PUT, as in the distribution spec."""
+        sent = 0
+
+        def pieces(limit: int) -> Iterator[bytes]:
+            nonlocal sent
+            left = limit
+            while left > 0:
+                data = source.read(min(READ_CHUNK, left))
+                if not data:
+                    raise ShoalError(f"blob {digest} ended early at {sent} of {size} bytes")
+                left -= len(data)
+                sent += len(data)
+                if on_progress:
+                    on_progress(sent)
+                yield data
+
+        if size <= chunk_threshold:
+            url = str(httpx.URL(location).copy_add_param("digest", digest))
+            resp = self.send("PUT", url, content=pieces(size),
+                             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+            self._check(resp, 201, 204)
+            return
+        while sent < size:
+            start = sent
+            length = min(chunk_size, size - start)
+            resp = self.send("PATCH", location, content=pieces(length), headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(length),
+                "Content-Range": f"{start}-{start + length - 1}",
+            })
+            self._check(resp, 202)
+            location = str(httpx.URL(self.base).join(resp.headers.get("location") or location))
+        url = str(httpx.URL(location).copy_add_param("digest", digest))
+        resp = self.send("PUT", url, content=b"", headers={"Content-Length": "0"})
+        self._check(resp, 201, 204)
+
+    def list_tags(self) -> list[str]:
+        resp = self.send("GET", self.url("tags/list"))
+        self._check(resp, 200)
+        return list(resp.json().get("tags") or [])
