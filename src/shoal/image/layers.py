@@ -330,6 +330,27 @@ class _Applier:
             os.utime(full, (mtime, mtime))
 
 
+class _HeaderProblem(Exception):
+    pass
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile ends an archive quietly at a bad header after the first member, and at end of
+    data without the end-of-archive blocks: a corrupt or cut tar would import as a shorter
+    one. Both are errors here; only a zero block ends the archive."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:
+            raise
+        except tarfile.EmptyHeaderError:
+            raise _HeaderProblem("unexpected end of data") from None
+        except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as exc:
+            raise _HeaderProblem(f"invalid tar header ({exc})") from None
+
+
 def unpack_layer(stream: BinaryIO, dest: Path, source: str = "layer") -> UnpackResult:
     """Apply the uncompressed tar `stream` to the empty directory `dest`.
 
@@ -340,12 +361,15 @@ def unpack_layer(stream: BinaryIO, dest: Path, source: str = "layer") -> UnpackR
     reader = HashingReader(stream)
     applier = _Applier(dest)
     try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK,  # type: ignore[call-overload]
+                          tarinfo=_StrictTarInfo) as tar:
             for member in tar:
                 applier.apply(tar, member)
         reader.drain()
     except LayerError:
         raise
+    except _HeaderProblem as exc:
+        raise LayerError(f"{source}: invalid or truncated tar archive: {exc}") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise LayerError(f"{source}: invalid or truncated tar archive: {_reason(exc)}") from None
     except OSError as exc:
