@@ -135,3 +135,21 @@ def test_dns_records_and_local_answers() -> None:
     ptr = server.answer_local(["n1"], DNSRecord.question("3.0.0.10.in-addr.arpa", "PTR"))
     assert ptr is not None and ptr.rr[0].rtype == QTYPE.PTR
     assert dns.service_records("db", None, ["10.0.0.9", "10.0.0.10"], endpoint_mode="dnsrr")["db"] == ["10.0.0.9", "10.0.0.10"]
+
+
+def test_stack_network_from_compose_ipam(root: Path) -> None:
+    from shoal.model.stack import IPAM, IPAMPool, NetworkSpec
+    from shoal.network.stack import ensure_network
+
+    spec = NetworkSpec(name="webapp_webnet", compose_name="webnet",
+                       ipam=IPAM(config=[IPAMPool(subnet="10.213.64.0/20", gateway="10.213.64.254", ip_range="10.213.66.0/24")]),
+                       labels={"com.docker.stack.namespace": "webapp"})
+    net = ensure_network(spec)
+    assert (net.driver, net.scope, net.subnet, net.gateway, net.ip_range) == (
+        "overlay", "swarm", "10.213.64.0/20", "10.213.64.254", "10.213.66.0/24")
+    assert ensure_network(spec).id == net.id  # a redeploy reuses it
+    with pytest.raises(NotFound, match='network "outside" is declared as external, but could not be found'):
+        ensure_network(NetworkSpec(name="outside", compose_name="outside", external=True))
+    with pytest.raises(Conflict, match="overlaps with network webapp_webnet"):
+        ensure_network(NetworkSpec(name="webapp_other", compose_name="other",
+                                   ipam=IPAM(config=[IPAMPool(subnet="10.213.64.0/24")])))
