@@ -313,6 +313,10 @@ def test_truncated_archive(shoal, loaded: str, tmp_path: Path, empty_root) -> No
 
 def test_corrupt_and_empty_input(shoal, tmp_path: Path, empty_root) -> None:  # type: ignore[no-untyped-def]
     root, env = empty_root
+    # what a killed `shoal load` left behind (its process is gone) is removed by the next load
+    dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    stale = root / "image" / "tmp" / f"shoal-load-{dead_pid}-x"
+    (stale / "blobs").mkdir(parents=True)
     for name, data in (("garbage.tar", os.urandom(4096)), ("empty.tar", b"")):
         bad = tmp_path / name
         bad.write_bytes(data)
@@ -320,6 +324,7 @@ def test_corrupt_and_empty_input(shoal, tmp_path: Path, empty_root) -> None:  # 
         assert proc.returncode == 1
         assert proc.stderr.startswith(f"Error: invalid image archive {bad}: "), proc.stderr
         assert proc.stderr.count("\n") == 1
+    assert not stale.exists()
     _assert_store_unchanged(root)
 
 

@@ -13,6 +13,7 @@ diff ID) before the store sees any of it, so bad input leaves the store as it wa
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -217,10 +218,12 @@ def _unpack(src: BinaryIO, dest: Path, source: str) -> None:
                 # devices, fifos: never part of an image archive; ignored like docker does
     except ShoalError:
         raise
-    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-        reason = str(exc) or type(exc).__name__
-        if "empty file" in reason or (members == 0 and "bad" not in reason):
-            reason = "empty input, or not a tar archive"
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ShoalError(f"cannot load {source}: no space left on device in {dest.parent}") from None
+        raise ShoalError(f"{bad}: truncated or corrupt tar ({exc})") from None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        reason = "empty, or not a tar archive" if members == 0 else (str(exc) or "unexpected end of data")
         raise ShoalError(f"{bad}: truncated or corrupt tar ({reason})") from None
     if members == 0:
         raise ShoalError(f"{bad}: the archive is empty")
@@ -412,7 +415,7 @@ def load(store: ImageStore, src: BinaryIO, source: str = "-",
     `progress(diff_id, size)` is told about each layer as it goes in.
 
     Nothing reaches the store until the whole archive has been verified."""
-    workdir = Path(tempfile.mkdtemp(prefix="shoal-load-", dir=_tmp_dir(store)))
+    workdir = _scratch(store, "load")
     try:
         _unpack(src, workdir, source)
         arch = _Unpacked(workdir, source)
@@ -440,14 +443,20 @@ def load(store: ImageStore, src: BinaryIO, source: str = "-",
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _tmp_dir(store: ImageStore) -> str | None:
-    """Scratch space next to the store (same filesystem, cleaned by our finally), else $TMPDIR."""
-    root = getattr(store, "root", None)
-    if root is None:
-        return None
-    scratch = Path(root) / "tmp"
+def _tmp_dir(store: ImageStore) -> Path:
+    """Scratch space next to the store (same filesystem). Directories are named with their
+    process ID, so what a killed `shoal load` left behind is removed by the next one."""
+    scratch = Path(store.root) / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
-    return str(scratch)
+    for leftover in scratch.glob("shoal-*-*-*"):
+        pid = leftover.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+    return scratch
+
+
+def _scratch(store: ImageStore, kind: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"shoal-{kind}-{os.getpid()}-", dir=_tmp_dir(store)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,7 +543,7 @@ def save(store: ImageStore, names: list[str], out: BinaryIO) -> None:
     index_descs: list[dict[str, Any]] = []
     repositories: dict[str, dict[str, str]] = {}
     written: dict[str, int] = {}   # archive path -> size
-    scratch = Path(tempfile.mkdtemp(prefix="shoal-save-", dir=_tmp_dir(store)))
+    scratch = _scratch(store, "save")
     try:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             tar.addfile(_tarinfo("blobs", directory=True))
