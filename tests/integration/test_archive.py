@@ -234,6 +234,21 @@ def test_compressed_archive_and_compressed_layers(shoal, tmp_path: Path, empty_r
         assert (image.rootfs_dirs()[0] / "etc/hello").read_text() == "hello\n"
 
 
+def test_save_by_bare_name_saves_every_tag_of_the_repository(shoal, loaded: str, tmp_path: Path) -> None:
+    shoal("tag", "localhost/arch:v1", "localhost/arch:other", check=True)
+    try:
+        out = tmp_path / "all.tar"
+        shoal("save", "-o", str(out), "localhost/arch", check=True)
+        files = _members(out)
+        [item] = json.loads(files["manifest.json"])
+        assert sorted(item["RepoTags"]) == ["localhost/arch:other", "localhost/arch:v1"]
+        assert sorted(json.loads(files["repositories"])["localhost/arch"]) == ["other", "v1"]
+        names = sorted(d["annotations"]["io.containerd.image.name"] for d in json.loads(files["index.json"])["manifests"])
+        assert names == ["localhost/arch:other", "localhost/arch:v1"]
+    finally:
+        shoal("rmi", "localhost/arch:other", check=True)
+
+
 def test_save_missing_image_leaves_no_file(shoal, tmp_path: Path) -> None:
     out = tmp_path / "none.tar"
     proc = shoal("save", "-o", str(out), "localhost/nosuch:v1")
