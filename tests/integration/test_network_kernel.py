@@ -310,3 +310,39 @@ def test_reconcile_after_crash(env: NetworkStore) -> None:
     assert "18085" not in table
     assert cleanup.reconcile(env) == []  # nothing left to do
     attach.detach(cid(2))
+
+
+def test_internal_network_has_no_way_out(env: NetworkStore) -> None:
+    env.create("private", internal=True)
+    a = attach.attach(cid(1), spec("private"))
+    assert a is not None and a.gateway == ""
+    routes = subprocess.run(["nsenter", f"--net={a.netns_path}", "ip", "route"], capture_output=True, text=True).stdout
+    assert "default" not in routes
+    with pytest.raises(ShoalError, match="cannot publish ports on internal network private"):
+        attach.attach(cid(2), spec("private", PortMapping(target=80, published=18086)))
+    assert [p.name for p in netns.list_pinned()] == [cid(1)]
+    attach.detach(cid(1))
+
+
+CONCURRENT = """
+import sys
+from shoal.network import attach
+from shoal.runtime.spec import ContainerSpec
+for n in range(int(sys.argv[1]), int(sys.argv[1]) + 5):
+    attach.attach(f"{n:02d}" * 32, ContainerSpec(image="none", network="busy"))
+"""
+
+
+def test_concurrent_processes_get_distinct_addresses(env: NetworkStore) -> None:
+    """Four shoal processes attaching at once: the file lock keeps IPAM consistent."""
+    import sys
+
+    env.create("busy")
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(10 + 5 * i)], env=dict(os.environ))
+             for i in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    eps = env.get("busy").endpoints
+    assert len(eps) == 20 and len({e.ip for e in eps.values()}) == 20
+    assert len(bridge.bridge_ports(env.get("busy").bridge)) == 20
+    for c in eps:
+        attach.detach(c)

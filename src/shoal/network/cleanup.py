@@ -93,7 +93,7 @@ def reconcile(store: NetworkStore | None = None) -> list[str]:
             if net.has_bridge and bridge.link_exists(net.bridge):
                 lb.sync_vip_addresses(net)
         had_table = nft.table_exists()
-        script = nft.apply(store)
+        script = nft.apply(store, force=True)
         if had_table and not script:
             done.append(f"removed nftables table ip {nft.table_name()}")
     return done
@@ -110,5 +110,6 @@ def remove_everything(store: NetworkStore | None = None) -> None:
             bridge.delete_link(name)
         if nft.table_exists():
             nft.delete_table()
+        nft.last_applied_path().unlink(missing_ok=True)
         if not nft.any_shoal_table():
             nft.docker_user_accept(False)

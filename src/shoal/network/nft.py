@@ -161,22 +161,36 @@ def collect(store: NetworkStore) -> tuple[list[Network], list[VipRule], list[Por
     return networks, vips, ports
 
 
-def apply(store: NetworkStore | None = None) -> str:
+def last_applied_path() -> Path:
+    from shoal import paths
+
+    return paths.run_root() / "nft-applied.txt"
+
+
+def apply(store: NetworkStore | None = None, force: bool = False) -> str:
     """Render the table from the state and replace it in the kernel (call under store.lock()).
-    With no bridge network in use and nothing published, the table is removed."""
+    With no bridge network in use and nothing published, the table is removed. A rule set equal
+    to the last one applied is skipped (most attaches change no rule) unless `force`."""
     store = store or NetworkStore()
     networks, vips, ports = collect(store)
     in_use = [n for n in networks if n.has_bridge and (n.endpoints or n.reserved)]
+    last = last_applied_path()
     if not in_use and not any(p.backends for p in ports):
+        last.unlink(missing_ok=True)
         if table_exists():
             delete_table()
         if not any_shoal_table():
             docker_user_accept(False)
         return ""
-    enable_forwarding()
     script = render(in_use, vips, ports)
+    if not force and last.is_file() and last.read_text() == script:
+        return script
+    enable_forwarding()
+    last.unlink(missing_ok=True)  # a crash mid-apply must not leave a stale "applied" record
     run_nft(script)
     docker_user_accept(True)
+    last.parent.mkdir(parents=True, exist_ok=True)
+    last.write_text(script)
     return script
 
 
