@@ -92,12 +92,12 @@ class Servers:
             t.join(timeout=2)
 
 
-def ask(ns: Path | None, host: str, port: int, proto: str = "tcp") -> str:
+def ask(ns: Path | None, host: str, port: int, proto: str = "tcp", timeout: float = 3) -> str:
     """One request from inside namespace `ns` (None: the host); returns `<name> <client ip>`."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     sock = netns.socket_in(ns, socket.AF_INET, kind) if ns else socket.socket(socket.AF_INET, kind)
     with sock:
-        sock.settimeout(3)
+        sock.settimeout(timeout)
         if proto == "tcp":
             sock.connect((host, port))
             sock.sendall(b"hi")
@@ -346,3 +346,45 @@ def test_concurrent_processes_get_distinct_addresses(env: NetworkStore) -> None:
     assert len(bridge.bridge_ports(env.get("busy").bridge)) == 20
     for c in eps:
         attach.detach(c)
+
+
+DOCKER_LIKE = """table ip filter {
+    chain DOCKER-USER {
+    }
+    chain FORWARD {
+        type filter hook forward priority filter; policy accept;
+        jump DOCKER-USER
+        ip saddr 10.213.0.0/16 drop
+        ip daddr 10.213.0.0/16 drop
+    }
+}
+"""
+
+
+def test_coexists_with_dockers_forward_drop(env: NetworkStore, servers: Servers) -> None:
+    """Docker's iptables-nft FORWARD drops what DOCKER-USER does not accept (here only for the
+    test's subnets, so nothing else on the host is affected)."""
+    if subprocess.run(["nft", "list", "table", "ip", "filter"], capture_output=True).returncode == 0:
+        pytest.skip("an ip filter table exists already (Docker or iptables in use): not touching it")
+    subprocess.run(["nft", "-f", "-"], input=DOCKER_LIKE, text=True, check=True)
+    try:
+        env.create("web")
+        env.create("clients")
+        a = attach.attach(cid(1), spec("web", PortMapping(target=80, published=18087)))
+        c = attach.attach(cid(2), spec("clients"))
+        assert a is not None and c is not None
+        servers.tcp(a.netns_path, 80, "backend")
+        rules = subprocess.run(["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True).stdout
+        assert rules.count('"shoal*"') == 2
+        assert ask(c.netns_path, c.gateway, 18087) == f"backend {c.ip_addresses[0]}"
+        nft.docker_user_accept(False)  # without them, Docker's drop wins: the test can fail
+        with pytest.raises(OSError):
+            ask(c.netns_path, c.gateway, 18087, timeout=0.5)
+        cleanup.reconcile(env)  # a reconcile puts them back (Docker started after shoal)
+        assert ask(c.netns_path, c.gateway, 18087) == f"backend {c.ip_addresses[0]}"
+        attach.detach(cid(1))
+        attach.detach(cid(2))
+        rules = subprocess.run(["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True).stdout
+        assert "shoal" not in rules
+    finally:
+        subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)

@@ -18,6 +18,7 @@ What the table does:
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -210,21 +211,32 @@ def any_shoal_table() -> bool:
     return any(line.split()[-1].startswith("shoal") for line in out.splitlines() if line.strip())
 
 
+def _docker_user_iptables() -> str | None:
+    """The iptables flavour whose filter table has Docker's DOCKER-USER chain, if any. Looked
+    up without side effects: `iptables-nft -L` would create an empty `ip filter` table."""
+    if subprocess.run(["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True).returncode == 0:
+        return shutil.which("iptables-nft") or shutil.which("iptables")
+    names = Path("/proc/net/ip_tables_names")  # present once the legacy x_tables are in use
+    legacy = shutil.which("iptables-legacy")
+    if legacy and names.is_file() and "filter" in names.read_text().split():
+        if subprocess.run([legacy, "-w", "-n", "-L", "DOCKER-USER"], capture_output=True).returncode == 0:
+            return legacy
+    return None
+
+
 def docker_user_accept(present: bool) -> None:
     """Docker sets the iptables FORWARD policy to DROP; its DOCKER-USER chain is the place for
     exceptions. A drop in any table wins over our accept, so shoal's bridges get one there."""
-    try:
-        if subprocess.run(["iptables", "-w", "-n", "-L", "DOCKER-USER"], capture_output=True).returncode != 0:
-            return
-    except FileNotFoundError:
+    tool = _docker_user_iptables()
+    if tool is None:
         return
     for match in _DOCKER_USER_RULES:
         rule = ["DOCKER-USER", *match, "-m", "comment", "--comment", "shoal", "-j", "ACCEPT"]
-        exists = subprocess.run(["iptables", "-w", "-C", *rule], capture_output=True).returncode == 0
+        exists = subprocess.run([tool, "-w", "-C", *rule], capture_output=True).returncode == 0
         if present and not exists:
-            subprocess.run(["iptables", "-w", "-I", *rule], capture_output=True, check=False)
+            subprocess.run([tool, "-w", "-I", *rule], capture_output=True, check=False)
         elif not present and exists:
-            subprocess.run(["iptables", "-w", "-D", *rule], capture_output=True, check=False)
+            subprocess.run([tool, "-w", "-D", *rule], capture_output=True, check=False)
 
 
 def subnet_of(ip: str, networks: Iterable[Network]) -> Network | None:
