@@ -259,3 +259,35 @@ def test_history_and_inspect(cli: Shoal, rootfs: Path) -> None:
     proc = cli("image", "inspect", "nope")
     assert proc.returncode == 1 and proc.stdout.strip() == "[]"
     assert proc.stderr.strip() == "Error: No such image: nope"
+
+
+def test_full_disk_gives_a_clear_error_and_a_consistent_store(tmp_path: Path, rootfs: Path) -> None:
+    """A real small filesystem (tmpfs of 6 MB) as the state root: the 2 MB rootfs fits (blob + snapshot),
+    a 4 MB one runs out of space mid-way."""
+    root = tmp_path / "small"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "shoal-test-full", str(root)], check=True)
+    try:
+        cli = Shoal(root)
+        first = cli("import", str(rootfs), "fits:1", check=True).stdout.strip()
+        blobs, snapshots = cli.blobs(), cli.snapshots()
+        big = tmp_path / "big.tar"
+        import io
+        import os
+        import tarfile
+
+        with tarfile.open(big, "w") as tar:
+            info = tarfile.TarInfo("huge")
+            info.size = 4_000_000
+            tar.addfile(info, io.BytesIO(os.urandom(info.size)))
+        proc = cli("import", str(big), "toobig:1")
+        assert proc.returncode == 1
+        assert "no space left on device" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert cli.blobs() == blobs and cli.snapshots() == snapshots  # nothing half-made kept
+        assert [r[:2] for r in rows(cli("images", "-a", check=True).stdout)] == [["fits", "1"]]
+        assert json.loads(cli("image", "inspect", "fits:1", check=True).stdout)[0]["Id"] == first
+        leftovers = [p for p in (root / "image" / "ingest").iterdir()] + \
+            [p for p in (root / "image" / "snapshots").iterdir() if p.name.startswith(".")]
+        assert leftovers == []
+    finally:
+        subprocess.run(["umount", str(root)], check=True)

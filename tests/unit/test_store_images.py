@@ -355,3 +355,19 @@ def test_layer_dataclass_fields() -> None:
     layer = Layer("sha256:a", "sha256:b", "t", 1, 2)
     assert (layer.digest, layer.diff_id, layer.media_type, layer.size, layer.unpacked_size) == \
         ("sha256:a", "sha256:b", "t", 1, 2)
+
+
+def test_crash_leftovers_are_collected_and_images_kept(store: ImageStore) -> None:
+    """What a crash can leave: a numbered snapshot renamed but never recorded, a trash dir from
+    an interrupted delete, an index tmp file. prune removes them and nothing in use."""
+    image_id = import_image(store, {"keep": b"k"}, ["keep:1"])
+    orphan = store.snapshots_dir / "999"
+    (orphan / "etc").mkdir(parents=True)
+    trash = store.snapshots_dir / ".trash-abc"
+    trash.mkdir()
+    tmp_index = store.root / ".index.json.tmp-1-ab"
+    tmp_index.write_text("{")
+    store.prune()
+    assert not orphan.exists() and not trash.exists() and not tmp_index.exists()
+    assert store.resolve("keep:1").rootfs_dirs()[0].is_dir()
+    assert store.resolve("keep:1").id == image_id

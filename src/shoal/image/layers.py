@@ -140,10 +140,10 @@ def decompressed(raw: BinaryIO, compression: str) -> BinaryIO:
 class HashingReader(io.RawIOBase):
     """Passes reads through, hashing and counting what went by (and telling `tee`)."""
 
-    def __init__(self, inner: BinaryIO, tee: Callable[[bytes], object] | None = None) -> None:
+    def __init__(self, inner: BinaryIO, tee: Callable[[bytes], object] | None = None, hash: bool = True) -> None:
         self._inner = inner
         self._tee = tee
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hash else None
         self.count = 0
 
     def readable(self) -> bool:
@@ -152,7 +152,8 @@ class HashingReader(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         data = self._inner.read(size)
         if data:
-            self.sha.update(data)
+            if self.sha is not None:
+                self.sha.update(data)
             self.count += len(data)
             if self._tee is not None:
                 self._tee(data)
@@ -168,7 +169,7 @@ class HashingReader(io.RawIOBase):
             pass
 
     def digest(self) -> str:
-        return "sha256:" + self.sha.hexdigest()
+        return "sha256:" + self.sha.hexdigest() if self.sha is not None else ""
 
 
 # --- tar -> snapshot --------------------------------------------------------------------------
@@ -351,14 +352,15 @@ class _StrictTarInfo(tarfile.TarInfo):
             raise _HeaderProblem(f"invalid tar header ({exc})") from None
 
 
-def unpack_layer(stream: BinaryIO, dest: Path, source: str = "layer") -> UnpackResult:
+def unpack_layer(stream: BinaryIO, dest: Path, source: str = "layer", hash: bool = True) -> UnpackResult:
     """Apply the uncompressed tar `stream` to the empty directory `dest`.
 
-    Returns the diff_id of the stream (read to its very end, padding included). Raises
+    Returns the diff_id of the stream (read to its very end, padding included; "" when `hash`
+    is false because the caller hashes the same bytes already). Raises
     LayerError for a corrupt, truncated or unsafe tar; `dest` is then half-filled and the caller
     removes it.
     """
-    reader = HashingReader(stream)
+    reader = HashingReader(stream, hash=hash)
     applier = _Applier(dest)
     try:
         with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK,  # type: ignore[call-overload]
@@ -374,7 +376,7 @@ def unpack_layer(stream: BinaryIO, dest: Path, source: str = "layer") -> UnpackR
         raise LayerError(f"{source}: invalid or truncated tar archive: {_reason(exc)}") from None
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ShoalError(f"{source}: no space left on device while unpacking to {dest}") from None
+            raise ShoalError(f"{source}: no space left on device while unpacking the layer") from None
         if isinstance(exc, (gzip.BadGzipFile,)):
             raise LayerError(f"{source}: invalid or truncated tar archive: {_reason(exc)}") from None
         raise ShoalError(f"{source}: cannot unpack layer: {exc}") from None

@@ -438,18 +438,25 @@ class ImageStore:
         head = buffered.peek(8)[:8]  # type: ignore[attr-defined]
         compression = layerfmt.detect_compression(head)
         with self.ingest() as writer, self._snapshot_tmp() as tmp:
-            if compression in ("gzip", "none"):
-                media_type = OCI_LAYER_GZIP if compression == "gzip" else OCI_LAYER
-                tee = layerfmt.HashingReader(buffered, writer.write)
+            if compression == "none":
+                # The blob is the tar itself: the writer's digest is the diff_id, hash once.
+                media_type = OCI_LAYER
+                tee = layerfmt.HashingReader(buffered, writer.write, hash=False)
+                result = layerfmt.unpack_layer(tee, tmp, source=source, hash=False)
+            elif compression == "gzip":
+                media_type = OCI_LAYER_GZIP
+                tee = layerfmt.HashingReader(buffered, writer.write, hash=False)
                 stream = layerfmt.decompressed(tee, compression)  # type: ignore[arg-type]
                 result = layerfmt.unpack_layer(stream, tmp, source=source)
                 tee.drain()  # trailing bytes after the gzip member belong to the blob too
             else:
                 media_type = OCI_LAYER
                 plain = layerfmt.decompressed(buffered, compression)  # type: ignore[arg-type]
-                result = layerfmt.unpack_layer(layerfmt.HashingReader(plain, writer.write), tmp, source=source)
+                result = layerfmt.unpack_layer(layerfmt.HashingReader(plain, writer.write, hash=False), tmp,
+                                               source=source, hash=False)
             digest = writer.commit()
-            return self._commit_snapshot(tmp, digest, media_type, writer.size, result.diff_id, result.unpacked_size)
+            diff_id = result.diff_id or digest
+            return self._commit_snapshot(tmp, digest, media_type, writer.size, diff_id, result.unpacked_size)
 
     def layer_from_dir(self, upper: Path) -> Layer:
         """Tar+gzip an overlay upperdir into a layer blob and register `upper` itself as its
@@ -869,6 +876,8 @@ class ImageStore:
         still leased by a live process. Returns the chain IDs freed (top first) and bytes."""
         used_blobs = {b for r in index["images"].values() for b in r["layers"]}
         freed_chain: list[str] = []
+        doomed_dirs: list[Path] = []
+        doomed_blobs: list[Path] = []
         reclaimed = 0
         with self._edit_layers() as data:
             used_diffs = {data["blobs"][b]["diff_id"] for b in used_blobs if b in data["blobs"]}
@@ -887,16 +896,21 @@ class ImageStore:
                 lease = entry.get("pid")
                 if lease and (candidates is None or lease != os.getpid()) and _pid_alive(int(lease)):
                     continue  # registered by a live process (a build or pull) for an image to come
-                snapshot = self.snapshots_dir / entry["snapshot"]
-                trash = self.snapshots_dir / f".trash-{secrets.token_hex(6)}"
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(snapshot, trash)
+                # Forget the layer first (layers.json is written when this block ends), then
+                # delete its files: a crash in between leaves only unreferenced files for prune.
                 del data["layers"][diff_id]
+                doomed_dirs.append(self.snapshots_dir / entry["snapshot"])
                 reclaimed += int(entry.get("unpacked_size", 0))
                 for blob_digest in [b for b, v in data["blobs"].items() if v["diff_id"] == diff_id]:
-                    reclaimed += _unlink_size(self.blob_path(blob_digest))
+                    doomed_blobs.append(self.blob_path(blob_digest))
                     del data["blobs"][blob_digest]
                 freed_chain.append(chains.get(diff_id, diff_id))
+        for path in doomed_blobs:
+            reclaimed += _unlink_size(path)
+        for path in doomed_dirs:
+            trash = self.snapshots_dir / f".trash-{secrets.token_hex(6)}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, trash)
                 _remove_tree(trash)
         return freed_chain, reclaimed
 
@@ -953,10 +967,14 @@ class ImageStore:
                 path = Path(entry.path)
                 if _try_flock(path):
                     reclaimed += _unlink_size(path)
+        known = {e["snapshot"] for e in self._load_layers()["layers"].values()}
         if self.snapshots_dir.is_dir():
             for entry in os.scandir(self.snapshots_dir):
                 path = Path(entry.path)
-                if entry.name.startswith(".trash-") or (entry.name.startswith(".tmp-") and _try_flock(path)):
+                # Under the lock, a numbered snapshot missing from layers.json is a crash's leftover
+                # (names are given and recorded under the same lock).
+                orphan = entry.name.isdigit() and entry.name not in known
+                if orphan or entry.name.startswith(".trash-") or (entry.name.startswith(".tmp-") and _try_flock(path)):
                     reclaimed += layerfmt.dir_size(path) if path.is_dir() else 0
                     _remove_tree(path)
         for entry in self.root.glob(".*.json.tmp-*"):
