@@ -166,6 +166,7 @@ def test_attach_gives_namespace_interface_route_and_egress_nat(env: NetworkStore
     attach.detach(cid(1))  # idempotent
     assert leftovers(env) == ([], [], [])
     assert not nft.table_exists()
+    assert not bridge.link_exists(net.bridge)  # made again by the next attach
 
 
 def test_published_port_from_loopback_host_address_other_network_and_hairpin(env: NetworkStore, servers: Servers) -> None:
@@ -279,6 +280,7 @@ def test_rm_removes_bridge_and_refuses_busy_network(env: NetworkStore) -> None:
     with pytest.raises(Conflict, match="has active endpoints"):
         cleanup.remove_network("gone", env)
     attach.detach(cid(1))
+    bridge.ensure_bridge(net)  # as if a crash left it
     cleanup.remove_network("gone", env)
     assert not bridge.link_exists(net.bridge)
     assert env.find("gone") is None

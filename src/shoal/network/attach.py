@@ -133,11 +133,15 @@ def detach(container_id: str, store: NetworkStore | None = None) -> None:
             ep = net.endpoints.pop(container_id, None)
             if ep is not None:
                 store.save(net)
-                left.append(ep.veth)
+                left.append((net, ep.veth))
         if left:
             nft.apply(store)  # ports leave the rotation before the links disappear
-        for veth in left:
+        for net, veth in left:
             bridge.delete_link(veth)
+            if not net.endpoints and not net.reserved:
+                # A bridge exists only while something uses it (re-made in ~10 ms), so that
+                # nothing of shoal's stays in the kernel once its containers are gone.
+                bridge.delete_link(net.bridge)
         netns.remove(netns.netns_path(container_id))
 
 

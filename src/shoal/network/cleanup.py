@@ -79,6 +79,9 @@ def reconcile(store: NetworkStore | None = None) -> list[str]:
                 bridge.delete_link(name)
                 done.append(f"removed veth {name}")
         for net in networks:
+            if net.has_bridge and not net.endpoints and not net.reserved and bridge.link_exists(net.bridge):
+                bridge.delete_link(net.bridge)
+                done.append(f"removed unused bridge {net.bridge} of network {net.name}")
             if net.endpoints and net.has_bridge and not bridge.link_exists(net.bridge):
                 bridge.ensure_bridge(net)
                 done.append(f"re-created bridge {net.bridge} of network {net.name}")

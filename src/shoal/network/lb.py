@@ -183,6 +183,9 @@ def sync_vip_addresses(net: Network) -> None:
     vips = {ip for ip, owner in net.reserved.items() if owner.startswith("vip:")}
     if vips:
         bridge.ensure_bridge(net)
+    elif not net.endpoints:
+        bridge.delete_link(net.bridge)
+        return
     bridge.set_extra_addresses(net, vips)
 
 
