@@ -1,0 +1,667 @@
+"""Container commands as Docker spells them: run, create, start, ps, logs, exec, stop, kill, rm,
+inspect, stats, wait, and the `container` group (same verbs plus ls and prune)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from shoal.cli.format import bytes_size, human_duration, human_size, parse_ram_bytes, print_formatted, render_template
+from shoal.errors import InvalidArgument, NotFound, ShoalError
+from shoal.runtime.spec import ContainerSpec, Mount, PortMapping, Ulimit
+
+
+def _manager():  # imported lazily: `shoal --help` should not load the runtime
+    from shoal.runtime.manager import ContainerManager
+
+    return ContainerManager()
+
+
+# ---- flag parsing ------------------------------------------------------------------------------
+
+def _flag_error(value: str, flag: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f'invalid argument "{value}" for "{flag}" flag: {why}')
+
+
+def parse_memory(value: str, flag: str = "-m, --memory") -> int:
+    try:
+        return parse_ram_bytes(value)
+    except ValueError as exc:
+        raise _flag_error(value, flag, str(exc)) from None
+
+
+def parse_cpus(value: str) -> int:
+    try:
+        nano = Fraction(value) * 1_000_000_000
+    except (ValueError, ZeroDivisionError):
+        raise _flag_error(value, "--cpus", f"failed to parse {value} as a rational number") from None
+    if nano.denominator != 1 and nano != int(nano):
+        raise _flag_error(value, "--cpus", "value is too precise")
+    if nano < 0:
+        raise _flag_error(value, "--cpus", "invalid value: must be positive")
+    return int(nano)
+
+
+def parse_env_file(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InvalidArgument(f"open {path}: {exc.strerror.lower() if exc.strerror else exc}") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key = line.split("=", 1)[0]
+        if not key or any(c.isspace() for c in key):
+            raise InvalidArgument(f"{path}: line {n}: variable '{key}' contains whitespaces")
+        if "=" not in line:
+            if key in os.environ:
+                out.append(f"{key}={os.environ[key]}")
+            continue
+        out.append(line)
+    return out
+
+
+def parse_env(items: list[str]) -> list[str]:
+    out = []
+    for item in items:
+        if "=" in item:
+            out.append(item)
+        elif item in os.environ:
+            out.append(f"{item}={os.environ[item]}")
+    return out
+
+
+def parse_volume(text: str) -> Mount:
+    parts = text.split(":")
+    if len(parts) == 1:
+        return Mount(type="volume", target=parts[0])
+    if len(parts) > 3:
+        raise InvalidArgument(f"invalid volume specification: '{text}'")
+    source, target = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else ""
+    modes = set(mode.split(",")) if mode else set()
+    if modes - {"ro", "rw", "z", "Z", "rprivate", "private", "rshared", "shared", "rslave", "slave", "nocopy"}:
+        raise InvalidArgument(f"invalid mode: {mode}")
+    if not target.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{text}': invalid mount config for type \"volume\": invalid mount path: '{target}' mount path must be absolute")
+    kind = "bind" if source.startswith("/") else "volume"
+    return Mount(type=kind, source=source, target=target, read_only="ro" in modes)
+
+
+def parse_tmpfs(text: str) -> Mount:
+    target, _, opts = text.partition(":")
+    return Mount(type="tmpfs", target=target, options=[o for o in opts.split(",") if o])
+
+
+def parse_port(text: str) -> PortMapping:
+    spec, _, proto = text.partition("/")
+    parts = spec.rsplit(":", 2)
+    try:
+        if len(parts) == 1:
+            return PortMapping(target=int(parts[0]), protocol=proto or "tcp")
+        if len(parts) == 2:
+            return PortMapping(target=int(parts[1]), published=int(parts[0] or 0), protocol=proto or "tcp")
+        return PortMapping(target=int(parts[2]), published=int(parts[1] or 0), host_ip=parts[0],
+                           protocol=proto or "tcp")
+    except ValueError:
+        raise InvalidArgument(f"invalid published port: {text}") from None
+
+
+def parse_ulimit(text: str) -> Ulimit:
+    name, _, values = text.partition("=")
+    soft, _, hard = values.partition(":")
+    try:
+        s = int(soft)
+        h = int(hard) if hard else s
+    except ValueError:
+        raise _flag_error(text, "--ulimit", f"invalid ulimit argument: {text}") from None
+    if s > h:
+        raise _flag_error(text, "--ulimit", f"ulimit soft limit must be less than or equal to hard limit: {s} > {h}")
+    return Ulimit(name=name, soft=s, hard=h)
+
+
+def parse_kv(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if flag == "--sysctl" and not sep:
+            raise _flag_error(item, flag, f"sysctl '{item}' is not allowed")
+        out[key] = value
+    return out
+
+
+def spec_from_args(args: argparse.Namespace) -> ContainerSpec:
+    env: list[str] = []
+    for path in args.env_file:
+        env += parse_env_file(path)
+    env += parse_env(args.env)
+    mounts = [parse_volume(v) for v in args.volume] + [parse_tmpfs(t) for t in args.tmpfs]
+    labels = parse_kv(args.label, "--label")
+    return ContainerSpec(
+        image=args.image,
+        name=args.name or "",
+        entrypoint=None if args.entrypoint is None else ([args.entrypoint] if args.entrypoint else []),
+        cmd=list(args.command) or None,
+        env=env,
+        user=args.user or "",
+        workdir=args.workdir or "",
+        hostname=args.hostname or "",
+        labels=labels,
+        mounts=mounts,
+        read_only=args.read_only,
+        init=args.init,
+        nano_cpus=parse_cpus(args.cpus) if args.cpus else 0,
+        memory=parse_memory(args.memory) if args.memory else 0,
+        pids_limit=args.pids_limit or 0,
+        ulimits=[parse_ulimit(u) for u in args.ulimit],
+        sysctls=parse_kv(args.sysctl, "--sysctl"),
+        cap_add=args.cap_add,
+        cap_drop=args.cap_drop,
+        stop_signal=args.stop_signal or "",
+        stop_timeout=args.stop_timeout,
+        network=args.network or "default",
+        ports=[parse_port(p) for p in args.publish],
+        extra_hosts=args.add_host,
+        dns=args.dns,
+        auto_remove=args.rm,
+        shm_size=parse_memory(args.shm_size, "--shm-size") if args.shm_size else 64 * 1024 * 1024,
+    )
+
+
+def _add_create_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--help", action="help", help="Print usage")
+    p.add_argument("--name")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("--cpus")
+    p.add_argument("-m", "--memory")
+    p.add_argument("--pids-limit", type=int)
+    p.add_argument("-v", "--volume", action="append", default=[])
+    p.add_argument("--tmpfs", action="append", default=[])
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("--init", action="store_true")
+    p.add_argument("--entrypoint")
+    p.add_argument("-h", "--hostname")
+    p.add_argument("--network", "--net")
+    p.add_argument("-p", "--publish", action="append", default=[])
+    p.add_argument("--stop-signal")
+    p.add_argument("--stop-timeout", type=int)
+    p.add_argument("--ulimit", action="append", default=[])
+    p.add_argument("--sysctl", action="append", default=[])
+    p.add_argument("-l", "--label", action="append", default=[])
+    p.add_argument("--cap-add", action="append", default=[])
+    p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("--add-host", action="append", default=[])
+    p.add_argument("--dns", action="append", default=[])
+    p.add_argument("--shm-size")
+    p.add_argument("--rm", action="store_true")
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+# ---- create / run ------------------------------------------------------------------------------
+
+def _familiar(ref: str) -> str:
+    try:
+        from shoal.image.reference import parse
+
+        return parse(ref).familiar()
+    except ImportError:
+        return ref if ":" in ref.rsplit("/", 1)[-1] or "@" in ref else f"{ref}:latest"
+    except ShoalError:
+        raise
+
+
+def _create(args: argparse.Namespace):
+    spec = spec_from_args(args)
+    mgr = _manager()
+    try:
+        return mgr.create(spec)
+    except NotFound as exc:
+        if not str(exc).startswith("No such image"):
+            raise
+    # Docker's flow for a missing image: say so, try to pull it, report the pull's error.
+    name = _familiar(spec.image)
+    print(f"Unable to find image '{name}' locally", file=sys.stderr)
+    try:
+        from shoal.image import registry
+
+        registry.pull(mgr.images, spec.image, out=sys.stderr)  # type: ignore[arg-type]
+    except ImportError:
+        repo = name.rsplit(":", 1)[0] if "@" not in name else name.split("@")[0]
+        raise InvalidArgument(f"pull access denied for {repo}, repository does not exist or may "
+                              "require 'docker login'") from None
+    except ShoalError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return mgr.create(spec)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    c = _create(args)
+    print(c.id)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    mgr = _manager()
+    c = _create(args)
+    if args.detach:
+        try:
+            mgr.start(c.id)
+        except ShoalError:
+            if args.rm:
+                mgr.remove(c.id, force=True)
+            raise
+        print(c.id)
+        return 0
+    return _run_attached(mgr, c, args.rm)
+
+
+def _run_attached(mgr, c, auto_remove: bool) -> int:
+    """Foreground run: stream the log until the container exits, forward signals, exit with
+    its code; with --rm remove it afterwards (we hold the attach lock, so the exit command
+    leaves that to us)."""
+    from shoal.runtime import logs
+
+    with mgr.attached(c):
+        try:
+            mgr.start(c.id)
+        except ShoalError:
+            if auto_remove:
+                mgr.remove(c.id, force=True)
+            raise
+        c = mgr.get(c.id)
+        forwarded: list[int] = []
+
+        def forward(signum: int, _frame: Any) -> None:
+            forwarded.append(signum)
+            try:
+                mgr.kill(c.id, str(signum))
+            except ShoalError:
+                pass
+
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+        try:
+            exited: list[bool] = []
+
+            def done() -> bool:
+                if not exited:
+                    c.refresh()
+                    if c.state.status != "running":
+                        exited.append(True)
+                return bool(exited)
+
+            out, err = sys.stdout.buffer, sys.stderr.buffer
+            for line in logs.follow(c.log_path, done):
+                stream = out if line.stream == "stdout" else err
+                stream.write(line.data)
+                stream.flush()
+            code = mgr.wait(c.id)
+            if auto_remove:
+                mgr.remove(c.id, force=True, volumes_too=True)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+    return code
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    mgr = _manager()
+    failed = False
+    for ref in args.containers:
+        try:
+            mgr.start(ref)
+            print(ref)
+        except ShoalError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            failed = True
+    if failed:
+        print("Error: failed to start containers: " + ", ".join(args.containers), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _each(refs: list[str], action: Callable[[str], None], echo: bool = True) -> int:
+    failed = False
+    for ref in refs:
+        try:
+            action(ref)
+            if echo:
+                print(ref)
+        except ShoalError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    mgr = _manager()
+    return _each(args.containers, lambda r: mgr.stop(r, args.time))
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    mgr = _manager()
+    return _each(args.containers, lambda r: mgr.kill(r, args.signal))
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    mgr = _manager()
+    return _each(args.containers, lambda r: mgr.remove(r, force=args.force, volumes_too=args.volumes))
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    mgr = _manager()
+    failed = False
+    for ref in args.containers:
+        try:
+            print(mgr.wait(ref), flush=True)
+        except ShoalError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+# ---- ps ----------------------------------------------------------------------------------------
+
+_PS_HEADERS = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+_PS_FIELDS = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
+
+
+def _ellipsis(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def ps_row(c, trunc: bool, now: float) -> dict[str, Any]:
+    from shoal.runtime.inspect import command_text, ports_text, rfc3339, status_text
+
+    command = command_text(c)
+    return {
+        "ID": c.id[:12] if trunc else c.id,
+        "Image": c.image,
+        "Command": json.dumps(_ellipsis(command, 20) if trunc else command, ensure_ascii=False),
+        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(c.created)),
+        "RunningFor": human_duration(now - c.created) + " ago",
+        "Status": status_text(c, now),
+        "State": c.state.status,
+        "Ports": ports_text(c),
+        "Names": c.name,
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.config.get("Labels", {}).items())),
+        "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in c.mounts),
+        "Networks": c.spec.network if c.spec.network != "default" else "bridge",
+        "Size": "0B",
+        "Created": rfc3339(c.created),
+    }
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    mgr = _manager()
+    now = time.time()
+    rows = [ps_row(c, not args.no_trunc, now) for c in mgr.list(all=args.all)]
+    if getattr(args, "last", None) is not None:
+        rows = rows[: args.last]
+    print_formatted(args.format, _PS_HEADERS, _PS_FIELDS, rows, quiet_field="ID", quiet=args.quiet)
+    return 0
+
+
+# ---- logs ------------------------------------------------------------------------------------
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from shoal.runtime import logs
+
+    c = _manager().get(args.container)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+
+    def emit(line) -> None:
+        stream = out if line.stream == "stdout" else err
+        if args.timestamps:
+            stream.write(line.docker_time().encode() + b" ")
+        stream.write(line.data)
+        stream.flush()
+
+    tail = args.tail
+    if tail in (None, "all"):
+        n = -1
+    else:
+        try:
+            n = int(tail)
+        except ValueError:
+            raise InvalidArgument(f'invalid value for "tail": "{tail}"') from None
+    if not args.follow:
+        lines = logs.read_lines(c.log_path)
+        for line in lines if n < 0 else (lines[-n:] if n else []):
+            emit(line)
+        return 0
+    # follow: print the tail, then new lines until the container stops.
+    existing = logs.read_lines(c.log_path)
+    for line in existing if n < 0 else (existing[-n:] if n else []):
+        emit(line)
+    mgr = _manager()
+
+    def done() -> bool:
+        try:
+            return mgr.get(c.id).state.status != "running"
+        except NotFound:
+            return True
+
+    for line in logs.follow(c.log_path, done, skip_existing=True):
+        emit(line)
+    return 0
+
+
+# ---- exec ------------------------------------------------------------------------------------
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    if not args.command:
+        raise InvalidArgument('"exec" requires at least 2 arguments.')
+    mgr = _manager()
+    argv = mgr.exec_argv(args.container, args.command, tty=args.tty, detach=args.detach,
+                         env=parse_env(args.env), user=args.user or "", workdir=args.workdir or "")
+    stdin = None if args.interactive else subprocess.DEVNULL
+    # The runtime becomes the foreground process: signals and the TTY go straight to it.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = subprocess.run(argv, stdin=stdin)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    return proc.returncode
+
+
+# ---- inspect -----------------------------------------------------------------------------------
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from shoal.runtime.inspect import inspect
+
+    mgr = _manager()
+    docs = []
+    failed = False
+    for ref in args.containers:
+        try:
+            docs.append(inspect(mgr.get(ref)))
+        except NotFound:
+            print(f"Error: No such {'container' if args.container_only else 'object'}: {ref}", file=sys.stderr)
+            failed = True
+    if args.format:
+        for d in docs:
+            print(render_template(args.format, d))
+    else:
+        print(json.dumps(docs, indent=4))
+    return 1 if failed else 0
+
+
+# ---- stats -----------------------------------------------------------------------------------
+
+_STATS_HEADERS = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
+_STATS_FIELDS = ["ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs"]
+
+
+def stats_rows(mgr, refs: list[str], interval: float, previous: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    from shoal.runtime import stats
+
+    containers = [mgr.get(r) for r in refs] if refs else mgr.list()
+    before = previous if previous is not None else {}
+    for c in containers:
+        if c.id not in before and c.state.status == "running":
+            before[c.id] = stats.sample(c)
+    if previous is None or any(c.id not in previous for c in containers):
+        time.sleep(interval)
+    rows = []
+    for c in containers:
+        if c.state.status != "running":
+            rows.append({"ID": c.id[:12], "Name": c.name, "CPUPerc": "0.00%", "MemUsage": "0B / 0B",
+                         "MemPerc": "0.00%", "NetIO": "0B / 0B", "BlockIO": "0B / 0B", "PIDs": "0"})
+            continue
+        after = stats.sample(c)
+        f = stats.figures(before[c.id], after)
+        before[c.id] = after
+        rows.append({
+            "ID": c.id[:12], "Name": c.name, "Container": c.id[:12],
+            "CPUPerc": f"{f.cpu_percent:.2f}%",
+            "MemUsage": f"{bytes_size(f.memory)} / {bytes_size(f.memory_limit)}",
+            "MemPerc": f"{f.memory_percent:.2f}%",
+            "NetIO": f"{human_size(f.net_rx)} / {human_size(f.net_tx)}",
+            "BlockIO": f"{human_size(f.blk_read)} / {human_size(f.blk_write)}",
+            "PIDs": str(f.pids),
+        })
+    return rows
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    mgr = _manager()
+    if args.no_stream:
+        print_formatted(args.format, _STATS_HEADERS, _STATS_FIELDS, stats_rows(mgr, args.containers, 1.0))
+        return 0
+    previous: dict[str, Any] = {}
+    while True:
+        rows = stats_rows(mgr, args.containers, 1.0, previous)
+        sys.stdout.write("\033[2J\033[H")
+        print_formatted(args.format, _STATS_HEADERS, _STATS_FIELDS, rows)
+        sys.stdout.flush()
+        time.sleep(1.0)
+
+
+# ---- prune / cleanup -------------------------------------------------------------------------
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if not args.force:
+        sys.stdout.write("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    removed = _manager().prune()
+    if removed:
+        print("Deleted Containers:")
+        for cid in removed:
+            print(cid)
+        print()
+    print("Total reclaimed space: 0B")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    _manager().cleanup(args.container)
+    return 0
+
+
+# ---- registration ------------------------------------------------------------------------------
+
+def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
+    p = sub.add_parser("run", help="Create and run a new container from an image", add_help=False)
+    _add_create_flags(p)
+    p.add_argument("-d", "--detach", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("create", help="Create a new container", add_help=False)
+    _add_create_flags(p)
+    p.set_defaults(func=cmd_create)
+
+    p = sub.add_parser("start", help="Start one or more stopped containers")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_start)
+
+    names = ["ls", "ps", "list"] if in_group else ["ps"]
+    p = sub.add_parser(names[0], aliases=names[1:], help="List containers")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format")
+    p.add_argument("-n", "--last", type=int)
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("logs", help="Fetch the logs of a container")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail")
+    p.add_argument("-t", "--timestamps", action="store_true")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("exec", help="Execute a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-u", "--user")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("stop", help="Stop one or more running containers")
+    p.add_argument("-t", "--time", "--timeout", type=int)
+    p.add_argument("-s", "--signal")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("kill", help="Kill one or more running containers")
+    p.add_argument("-s", "--signal", default="KILL")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("rm", aliases=["remove"] if in_group else [], help="Remove one or more containers")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-v", "--volumes", action="store_true")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("inspect", help="Display detailed information on one or more containers")
+    p.add_argument("-f", "--format")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_inspect, container_only=in_group)
+
+    p = sub.add_parser("stats", help="Display a live stream of container(s) resource usage statistics")
+    p.add_argument("--no-stream", action="store_true")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("--format")
+    p.add_argument("containers", nargs="*")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("wait", help="Block until one or more containers stop, then print their exit codes")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_wait)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_verbs(subparsers, in_group=False)
+    group = subparsers.add_parser("container", help="Manage containers")
+    sub = group.add_subparsers(dest="container_command", metavar="COMMAND")
+    _register_verbs(sub, in_group=True)
+    p = sub.add_parser("prune", help="Remove all stopped containers")
+    p.add_argument("-f", "--force", action="store_true")
+    p.set_defaults(func=cmd_prune)
+    # conmon's exit command as a CLI verb too (the exit command itself uses shoal.runtime.reaper)
+    p = sub.add_parser("cleanup")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_cleanup)
+    group.set_defaults(func=lambda _a: group.print_help() or 0)

@@ -1,0 +1,57 @@
+"""/etc/hosts, /etc/resolv.conf and /etc/hostname as Docker writes them for a container."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_LOCALHOST = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+_LOCAL_NS = re.compile(r"^\s*nameserver\s+(127\.\S*|::1)\s*$")
+
+
+def hosts(hostname: str, addresses: list[str], extra_hosts: list[str], entries: list[str],
+          host_network: bool) -> str:
+    if host_network:
+        try:
+            text = Path("/etc/hosts").read_text()
+        except OSError:
+            text = _LOCALHOST
+    else:
+        text = _LOCALHOST
+    for item in extra_hosts:
+        name, _, ip = item.partition(":")
+        text += f"{ip}\t{name}\n"
+    text += "".join(e if e.endswith("\n") else e + "\n" for e in entries)
+    if not host_network:
+        text += "".join(f"{ip}\t{hostname}\n" for ip in addresses)
+    return text
+
+
+def resolv_conf(dns: list[str], search: list[str], host_network: bool) -> str:
+    """The host's file; for a container with its own network, localhost nameservers cannot
+    work, so they are dropped and Google's DNS fills in as Docker does."""
+    try:
+        host = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        host = ""
+    if dns or search:
+        lines = [line for line in host.splitlines()
+                 if not line.strip().startswith(("nameserver", "search", "domain"))]
+        lines += [f"nameserver {d}" for d in dns] if dns else [
+            line for line in host.splitlines() if line.strip().startswith("nameserver")]
+        if search:
+            lines.append("search " + " ".join(search))
+        return "\n".join(lines) + "\n"
+    if host_network:
+        return host
+    lines = [line for line in host.splitlines() if not _LOCAL_NS.match(line)]
+    if not any(line.strip().startswith("nameserver") for line in lines):
+        lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(lines) + "\n"

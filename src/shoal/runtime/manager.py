@@ -1,0 +1,611 @@
+"""ContainerManager: create, start, stop, kill, remove, list and wait for containers. All state is
+on disk under state_root()/containers/<id>/; conmon supervises each running container, so any
+shoal process may die at any time and a later one picks the containers up from disk."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import json
+import os
+import re
+import select
+import shutil
+import signal as signals
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from shoal import ids
+from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
+from shoal.paths import state_root
+from shoal.runtime import cgroups, conmon, engine, files, mounts, oci, volumes
+from shoal.runtime.layers import LayeredView, find_executable
+from shoal.runtime.spec import ContainerSpec, Mount
+from shoal.runtime.state import Container, ContainerState, proc_start_time
+from shoal.runtime.users import resolve_user
+
+INIT_BINARY = "/usr/bin/tini-static"
+DEFAULT_STOP_TIMEOUT = 10
+_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+class CommandNotFound(ShoalError):
+    exit_code = 127
+
+
+class CommandNotExecutable(ShoalError):
+    exit_code = 126
+
+
+class ImageLike(Protocol):
+    id: str
+    config: dict[str, Any]
+
+    def rootfs_dirs(self) -> list[Path]: ...
+
+
+class ImageSource(Protocol):
+    def resolve(self, ref_or_id: str) -> ImageLike: ...
+
+
+def parse_signal(name: str | int) -> int:
+    text = str(name).upper().strip()
+    if text.isdigit():
+        return int(text)
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(signals.Signals[text])
+    except KeyError:
+        raise InvalidArgument(f"Invalid signal: {name}") from None
+
+
+class ContainerManager:
+    def __init__(self, root: Path | None = None, images: ImageSource | None = None) -> None:
+        self.root = (root or state_root()) / "containers"
+        self._images = images
+
+    # ---- lookup ----------------------------------------------------------------------------
+    @property
+    def images(self) -> ImageSource:
+        if self._images is None:
+            from shoal.image.store import ImageStore
+
+            self._images = ImageStore()
+        return self._images
+
+    def _all(self) -> list[Container]:
+        out = []
+        if not self.root.is_dir():
+            return out
+        for d in self.root.iterdir():
+            try:
+                out.append(Container.load(d))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being created or removed right now
+        return out
+
+    def get(self, ref: str) -> Container:
+        ref = ref.strip()
+        if not ref:
+            raise NotFound("No such container: ")
+        direct = self.root / ref
+        if len(ref) == 64 and (direct / "container.json").exists():
+            c = Container.load(direct)
+            c.refresh()
+            return c
+        containers = self._all()
+        name = ref.lstrip("/")
+        for c in containers:
+            if c.name == name:
+                c.refresh()
+                return c
+        matches = [c for c in containers if c.id.startswith(ref)]
+        if len(matches) == 1:
+            matches[0].refresh()
+            return matches[0]
+        if len(matches) > 1:
+            raise ShoalError(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def list(self, all: bool = False) -> list[Container]:
+        out = []
+        for c in self._all():
+            c.refresh()
+            if all or c.state.status == "running":
+                out.append(c)
+        return sorted(out, key=lambda c: c.created, reverse=True)
+
+    @contextlib.contextmanager
+    def _names_lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root.parent / "containers.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # ---- create ----------------------------------------------------------------------------
+    def create(self, spec: ContainerSpec) -> Container:
+        validate_resources(spec)
+        image = self.images.resolve(spec.image)
+        container_id = ids.new_id()
+        plan = oci.plan_process(spec, image.config, container_id, socket.gethostname())
+        lowerdirs = [Path(p) for p in image.rootfs_dirs()]
+        view = LayeredView(lowerdirs)
+        resolve_user(plan.user, view.read_text("/etc/passwd"), view.read_text("/etc/group"))
+        check_command(view, plan.argv[0], plan.env, plan.workdir)
+        if spec.init and not Path(INIT_BINARY).exists():
+            raise ShoalError(f"--init: {INIT_BINARY} not found (install Debian's tini package)")
+        mount_specs = [normalize_mount(m) for m in spec.mounts]
+        with self._names_lock():
+            name = spec.name.lstrip("/") if spec.name else self._free_name()
+            if not _NAME.match(name):
+                raise InvalidArgument(
+                    f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            for other in self._all():
+                if other.name == name:
+                    raise Conflict(
+                        f'Conflict. The container name "/{name}" is already in use by container '
+                        f'"{other.id}". You have to remove (or rename) that container to be able '
+                        "to reuse that name.")
+            directory = self.root / container_id
+            directory.mkdir(parents=True)
+            try:
+                spec.image_id = image.id
+                spec.name = name
+                c = Container(
+                    id=container_id, name=name, created=time.time(), image=spec.image,
+                    image_id=image.id, spec=spec, path=(oci.INIT_PATH if spec.init else plan.argv[0]),
+                    args=(["--"] + plan.argv if spec.init else plan.argv[1:]),
+                    config=_docker_config(spec, plan, image.config),
+                    runtime=engine.select().name, dir=directory,
+                    lowerdirs=[str(p) for p in lowerdirs],
+                )
+                for m in mount_specs:
+                    if m.type == "volume" and not m.source:
+                        m.source = ids.new_id()
+                        c.anonymous_volumes.append(m.source)
+                c.spec.mounts = mount_specs
+                for sub in ("upper", "work", "rootfs"):
+                    (directory / sub).mkdir()
+                c.save()
+            except BaseException:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+        return c
+
+    def _free_name(self) -> str:
+        taken = {c.name for c in self._all()}
+        while True:
+            name = ids.random_name()
+            if name not in taken:
+                return name
+
+    # ---- start -----------------------------------------------------------------------------
+    def start(self, ref: str) -> None:
+        c = self.get(ref)
+        if c.state.status == "running":
+            return
+        _wait_gone(c.state.conmon_pid, 5.0)  # the last run's exit command must be done first
+        with c.locked():
+            c = Container.load(c.dir)
+            st = c.refresh()
+            if st.status == "running":
+                return
+            # A restart: clear what the last run left (cleanup may not have run yet).
+            self._teardown(c)
+            for path in (c.exit_file(), c.persist_dir / "exit", c.persist_dir / "oom"):
+                path.unlink(missing_ok=True)
+            runtime = engine.by_name(c.runtime)
+            try:
+                pid = self._launch(c, runtime)
+                runtime.run("start", c.id)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    runtime.run("delete", "--force", c.id, check=False)
+                # conmon sees the failed start and exits; our teardown makes sure of the rest.
+                _wait_gone(c.state.conmon_pid, 5.0)
+                self._teardown(c)
+                c.state = ContainerState(status="exited" if st.started_at else "created",
+                                         exit_code=_classify_start_error(exc).exit_code
+                                         if isinstance(exc, ShoalError) else 255,
+                                         error=str(exc), started_at=st.started_at,
+                                         finished_at=st.finished_at)
+                c.save()
+                if isinstance(exc, ShoalError):
+                    raise _classify_start_error(exc) from None
+                raise
+            c.state = ContainerState(status="running", pid=pid, pid_start=proc_start_time(pid),
+                                     conmon_pid=_read_int(c.dir / "conmon.pid"),
+                                     started_at=time.time())
+            c.save()
+
+    def _launch(self, c: Container, runtime: engine.Runtime) -> int:
+        spec = c.spec
+        mounts.mount_overlay([Path(p) for p in c.lowerdirs], c.dir / "upper", c.dir / "work", c.rootfs)
+        view = LayeredView([c.rootfs])
+        plan = _plan_from(c)
+        user = resolve_user(plan.user, view.read_text("/etc/passwd"), view.read_text("/etc/group"))
+        workdir = c.rootfs / plan.workdir.lstrip("/")
+        if not workdir.exists():
+            workdir.mkdir(parents=True, exist_ok=True)
+        netns, attachment = self._network(c)
+        addresses = list(getattr(attachment, "ip_addresses", []) or [])
+        host_net = spec.network == "host"
+        (c.dir / "hosts").write_text(files.hosts(plan.hostname, [a.split("/")[0] for a in addresses],
+                                                 spec.extra_hosts,
+                                                 list(getattr(attachment, "hosts_entries", []) or []),
+                                                 host_net))
+        (c.dir / "resolv.conf").write_text(files.resolv_conf(spec.dns, spec.dns_search, host_net))
+        (c.dir / "hostname").write_text(plan.hostname + "\n")
+        config = oci.build_config(
+            spec=spec, plan=plan, user=user, rootfs=str(c.rootfs),
+            extra_mounts=self._user_mounts(c),
+            netns=netns, cgroups_path=cgroups.cgroups_path(c.id),
+            init_binary=INIT_BINARY,
+        )
+        (c.dir / "config.json").write_text(json.dumps(config))
+        c.network = {"netns": netns or "", "addresses": addresses}
+        c.save()
+        return conmon.launch(runtime, c.id, c.dir, log_path=c.log_path, exit_dir=c.exit_dir,
+                             persist_dir=c.persist_dir, pidfile=c.dir / "pidfile",
+                             conmon_pidfile=c.dir / "conmon.pid", tty=spec.tty)
+
+    def _network(self, c: Container) -> tuple[str | None, Any]:
+        """(netns for config.json, attachment). None = host's; "" = a fresh private one."""
+        network = c.spec.network
+        if network == "host":
+            return None, None
+        if network == "none":
+            return "", None
+        try:
+            attach_mod = importlib.import_module("shoal.network.attach")
+        except ImportError:
+            if network == "default":
+                return "", None  # until bridge networks exist, the default is an isolated netns
+            raise NotFound(f"network {network} not found") from None
+        attachment = attach_mod.attach(c.id, c.spec)
+        if attachment is None:
+            return "", None
+        return str(attachment.netns_path), attachment
+
+    def _user_mounts(self, c: Container) -> list[dict[str, Any]]:
+        ro_etc = ["rbind", "rprivate", "ro"] if c.spec.read_only else ["rbind", "rprivate"]
+        out: list[dict[str, Any]] = [
+            {"destination": f"/etc/{n}", "type": "bind", "source": str(c.dir / n), "options": ro_etc}
+            for n in ("hosts", "resolv.conf", "hostname")
+        ]
+        user: list[dict[str, Any]] = []
+        inspect_mounts = []
+        for m in c.spec.mounts:
+            opts = ["ro" if m.read_only else "rw"]
+            if m.type == "tmpfs":
+                user.append({"destination": m.target, "type": "tmpfs", "source": "tmpfs",
+                             "options": ["noexec", "nosuid", "nodev", *m.options]})
+                continue
+            if m.type == "bind":
+                source = Path(m.source)
+                if not source.exists():
+                    source.mkdir(parents=True)  # docker -v creates a missing host dir
+                inspect_mounts.append({"Type": "bind", "Source": str(source), "Destination": m.target,
+                                       "Mode": "ro" if m.read_only else "", "RW": not m.read_only,
+                                       "Propagation": "rprivate"})
+            else:
+                source, fresh = volumes.ensure(m.source)
+                if fresh:
+                    volumes.copy_up(m.source, c.rootfs / m.target.lstrip("/"))
+                inspect_mounts.append({"Type": "volume", "Name": m.source, "Source": str(source),
+                                       "Destination": m.target, "Driver": "local", "Mode": "z",
+                                       "RW": not m.read_only, "Propagation": ""})
+            user.append({"destination": m.target, "type": "bind", "source": str(source),
+                         "options": ["rbind", "rprivate", *opts]})
+        c.mounts = inspect_mounts
+        user.sort(key=lambda m: len(Path(m["destination"]).parts))  # parents before children
+        return out + user
+
+    # ---- stop / kill / wait ------------------------------------------------------------------
+    def kill(self, ref: str, signal: str = "KILL") -> None:
+        c = self.get(ref)
+        signum = parse_signal(signal)
+        if c.state.status != "running":
+            raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        runtime = engine.by_name(c.runtime)
+        proc = runtime.run("kill", c.id, str(signum), check=False)
+        if proc.returncode != 0 and c.process_alive():
+            raise ShoalError(f"Cannot kill container: {ref}: {proc.stderr.strip()}")
+
+    def stop(self, ref: str, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        if c.state.status != "running":
+            return
+        grace = timeout if timeout is not None else (
+            c.spec.stop_timeout if c.spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT)
+        runtime = engine.by_name(c.runtime)
+        stop_signal = parse_signal(c.config.get("StopSignal") or "SIGTERM")
+        if grace != 0:
+            runtime.run("kill", c.id, str(stop_signal), check=False)
+            if grace < 0 or self._wait_exit(c, grace) is not None:
+                return
+        runtime.run("kill", c.id, "9", check=False)
+        self._wait_exit(c, 30)
+
+    def _wait_exit(self, c: Container, timeout: float | None) -> int | None:
+        """Wait until conmon recorded the exit; returns the code or None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pidfd = -1
+        with contextlib.suppress(OSError):
+            if c.process_alive():
+                pidfd = os.pidfd_open(c.state.pid)
+        try:
+            while True:
+                try:
+                    c.state = Container.load(c.dir).state
+                except (OSError, ValueError):
+                    return c.state.exit_code if c.state.status == "exited" else None
+                st = c.refresh()
+                if st.status != "running":
+                    return st.exit_code
+                left = 0.02 if deadline is None else min(0.02, deadline - time.monotonic())
+                if left <= 0:
+                    return None
+                if pidfd >= 0 and c.process_alive():
+                    select.select([pidfd], [], [], max(left, 0) if deadline is not None else 1.0)
+                    if not c.process_alive():
+                        os.close(pidfd)
+                        pidfd = -1
+                time.sleep(0.005 if pidfd < 0 else 0)
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+
+    def wait(self, ref: str) -> int:
+        c = self.get(ref)
+        if c.state.status == "created":
+            # docker wait blocks until the container has run and exited
+            while True:
+                time.sleep(0.05)
+                c = self.get(ref)
+                if c.state.status != "created":
+                    break
+        code = self._wait_exit(c, None)
+        return 0 if code is None else code
+
+    # ---- remove / cleanup ------------------------------------------------------------------
+    def remove(self, ref: str, force: bool = False, volumes_too: bool = False) -> None:
+        c = self.get(ref)
+        if c.state.status == "running":
+            if not force:
+                raise Conflict(f"You cannot remove a running container {c.id}. Stop the container "
+                               "before attempting removal or force remove")
+            engine.by_name(c.runtime).run("kill", c.id, "9", check=False)
+            self._wait_exit(c, 30)
+        # conmon exits after its exit command (which takes the lock) is done: let it finish.
+        _wait_gone(c.state.conmon_pid, 5.0)
+        with c.locked():
+            self._teardown(c)
+            self._delete(c, volumes_too)
+
+    def _delete(self, c: Container, volumes_too: bool) -> None:
+        shutil.rmtree(c.dir, ignore_errors=True)
+        if volumes_too or c.spec.auto_remove:
+            for name in c.anonymous_volumes:
+                volumes.remove(name)
+
+    def _teardown(self, c: Container) -> None:
+        """Everything a run leaves in the kernel: runtime state, cgroups, mounts, network.
+        Idempotent; called by the exit command, by start (restart) and by remove."""
+        if cgroups.oom_killed(c.id):
+            (c.persist_dir).mkdir(exist_ok=True)
+            (c.persist_dir / "oom").touch()
+        runtime = engine.by_name(c.runtime)
+        if (runtime.root / c.id).exists():
+            runtime.run("delete", "--force", c.id, check=False)
+        cgroups.remove(c.id)
+        for target in reversed(mounts.mounts_under(c.rootfs)):
+            mounts.unmount(Path(target))
+        mounts.unmount(c.rootfs)
+        if c.spec.network not in ("host", "none"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module("shoal.network.attach").detach(c.id)
+
+    def cleanup(self, container_id: str) -> None:
+        """The exit command: record the exit, tear everything down, honour --rm."""
+        directory = self.root / container_id
+        if not (directory / "container.json").exists():
+            return
+        c = Container.load(directory)
+        with c.locked():
+            if not (directory / "container.json").exists():
+                return
+            c = Container.load(directory)
+            oom = cgroups.oom_killed(c.id)
+            self._teardown(c)
+            st = c.refresh()
+            if st.status == "running" and not c.process_alive():
+                st.status, st.finished_at = "exited", time.time()
+            st.oom_killed = st.oom_killed or oom
+            c.save()
+            if c.spec.auto_remove and not _attached(c):
+                self._delete_from_reaper(c)
+
+    def _delete_from_reaper(self, c: Container) -> None:
+        shutil.rmtree(c.dir, ignore_errors=True)
+        for name in c.anonymous_volumes:
+            volumes.remove(name)
+
+    @contextlib.contextmanager
+    def attached(self, c: Container) -> Iterator[None]:
+        """Held by a foreground `run`: with --rm, it (not the exit command) removes the
+        container, after reading the exit code."""
+        fd = os.open(c.dir / "shoal-attached.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def prune(self) -> list[str]:
+        removed = []
+        for c in self.list(all=True):
+            if c.state.status != "running":
+                self.remove(c.id)
+                removed.append(c.id)
+        return removed
+
+    # ---- exec --------------------------------------------------------------------------------
+    def exec_argv(self, ref: str, argv: list[str], *, tty: bool = False, detach: bool = False,
+                  env: list[str] | None = None, user: str = "", workdir: str = "") -> list[str]:
+        """The runtime command line for `exec` (run by the caller with its own stdio)."""
+        c = self.get(ref)
+        if c.state.status != "running":
+            raise Conflict(f"Container {c.id} is not running")
+        view = LayeredView([c.rootfs])
+        cmd = ["exec"]
+        if tty:
+            cmd.append("--tty")
+        if detach:
+            cmd.append("--detach")
+        for item in env or []:
+            cmd += ["--env", item]
+        exec_user = c.config.get("User", "") if not user else user
+        u = resolve_user(exec_user, view.read_text("/etc/passwd"), view.read_text("/etc/group"))
+        cmd += ["--user", f"{u.uid}:{u.gid}"]
+        cwd = workdir or c.config.get("WorkingDir") or "/"
+        cmd += ["--cwd", cwd]
+        env_all = oci.merge_env(list(c.config.get("Env") or []), env or [])
+        try:
+            check_command(view, argv[0], env_all, cwd)
+        except ShoalError as exc:
+            raise type(exc)(f"OCI runtime exec failed: exec failed: unable to start container "
+                            f"process: {str(exc).split('process: ', 1)[-1]}") from None
+        return engine.by_name(c.runtime).argv(*cmd, c.id, *argv)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def validate_resources(spec: ContainerSpec) -> None:
+    if spec.memory and spec.memory < 6 * 1024 * 1024:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if spec.nano_cpus:
+        ncpu = os.cpu_count() or 1
+        if spec.nano_cpus < 10_000_000 or spec.nano_cpus > ncpu * 1_000_000_000:
+            raise InvalidArgument(
+                f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+    if spec.pids_limit < 0:
+        spec.pids_limit = 0
+
+
+def normalize_mount(m: Mount) -> Mount:
+    if not m.target.startswith("/"):
+        raise InvalidArgument(f"invalid mount config: mount path must be absolute: {m.target}")
+    if m.type == "bind" and not m.source.startswith("/"):
+        raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: '{m.source}' mount path must be absolute")
+    if m.type == "volume" and m.source:
+        volumes.validate_name(m.source)
+    if m.type not in ("bind", "volume", "tmpfs"):
+        raise InvalidArgument(f"invalid mount type: {m.type}")
+    return Mount(type=m.type, target=m.target, source=m.source, read_only=m.read_only,
+                 options=list(m.options))
+
+
+def check_command(view: LayeredView, name: str, env: list[str], workdir: str) -> None:
+    """Docker's errors for a command that is not in the image, before anything is created."""
+    if "/" in name and not name.startswith("/"):
+        name = os.path.join(workdir or "/", name)
+    found = find_executable(view, name, oci.env_path(env))
+    prefix = "failed to create task for container: failed to create shim task: OCI runtime " \
+             "create failed: runc create failed: unable to start container process: "
+    if found is None:
+        if "/" in name:
+            raise CommandNotFound(f"{prefix}exec: \"{name}\": stat {name}: no such file or directory: unknown")
+        raise CommandNotFound(f"{prefix}exec: \"{name}\": executable file not found in $PATH: unknown")
+    if not found[1]:
+        raise CommandNotExecutable(f"{prefix}exec: \"{name}\": permission denied: unknown")
+
+
+def _classify_start_error(exc: ShoalError) -> ShoalError:
+    text = str(exc)
+    if "executable file not found" in text or "no such file or directory" in text:
+        return CommandNotFound(text)
+    if "permission denied" in text:
+        return CommandNotExecutable(text)
+    return exc
+
+
+def _plan_from(c: Container) -> oci.ProcessPlan:
+    cfg = c.config
+    return oci.ProcessPlan(
+        entrypoint=list(cfg.get("Entrypoint") or []), cmd=list(cfg.get("Cmd") or []),
+        env=list(cfg.get("Env") or []), user=cfg.get("User", ""),
+        workdir=cfg.get("WorkingDir") or "/", hostname=cfg.get("Hostname") or c.id[:12],
+        stop_signal=cfg.get("StopSignal") or "SIGTERM", labels=dict(cfg.get("Labels") or {}),
+    )
+
+
+def _docker_config(spec: ContainerSpec, plan: oci.ProcessPlan, image_config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Hostname": plan.hostname,
+        "Domainname": spec.domainname,
+        "User": plan.user,
+        "AttachStdin": False,
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "ExposedPorts": (image_config.get("config") or {}).get("ExposedPorts"),
+        "Tty": spec.tty,
+        "OpenStdin": spec.open_stdin,
+        "StdinOnce": False,
+        "Env": plan.env,
+        "Cmd": plan.cmd or None,
+        "Image": spec.image,
+        "Volumes": (image_config.get("config") or {}).get("Volumes"),
+        "WorkingDir": plan.workdir if (spec.workdir or (image_config.get("config") or {}).get("WorkingDir")) else "",
+        "Entrypoint": plan.entrypoint or None,
+        "OnBuild": None,
+        "Labels": plan.labels,
+        "StopSignal": plan.stop_signal if (spec.stop_signal or (image_config.get("config") or {}).get("StopSignal")) else None,
+        "StopTimeout": spec.stop_timeout,
+    }
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait for a conmon (not our child) to exit."""
+    if not pid:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "conmon":
+                return
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except OSError:
+            return
+        time.sleep(0.01)
+
+
+def _attached(c: Container) -> bool:
+    path = c.dir / "shoal-attached.lock"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
