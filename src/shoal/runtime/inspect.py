@@ -40,11 +40,12 @@ def ports_text(c: Container) -> str:
     if c.state.status != "running":
         return ""
     out = []
-    for p in c.spec.ports:
-        if p.published:
-            out.append(f"{p.host_ip or '0.0.0.0'}:{p.published}->{p.target}/{p.protocol}")
+    ports = c.network.get("ports") or [vars(p) for p in c.spec.ports]
+    for p in ports:
+        if p["published"]:
+            out.append(f"{p['host_ip'] or '0.0.0.0'}:{p['published']}->{p['target']}/{p['protocol']}")
         else:
-            out.append(f"{p.target}/{p.protocol}")
+            out.append(f"{p['target']}/{p['protocol']}")
     return ", ".join(out)
 
 

@@ -243,7 +243,8 @@ class ContainerManager:
                                                  spec.extra_hosts,
                                                  list(getattr(attachment, "hosts_entries", []) or []),
                                                  host_net))
-        (c.dir / "resolv.conf").write_text(files.resolv_conf(spec.dns, spec.dns_search, host_net))
+        dns = spec.dns or list(getattr(attachment, "dns_servers", []) or [])
+        (c.dir / "resolv.conf").write_text(files.resolv_conf(dns, spec.dns_search, host_net))
         (c.dir / "hostname").write_text(plan.hostname + "\n")
         config = oci.build_config(
             spec=spec, plan=plan, user=user, rootfs=str(c.rootfs),
@@ -252,7 +253,10 @@ class ContainerManager:
             init_binary=INIT_BINARY,
         )
         (c.dir / "config.json").write_text(json.dumps(config))
-        c.network = {"netns": netns or "", "addresses": addresses}
+        c.network = {"netns": netns or "", "addresses": addresses,
+                     "networks": list(getattr(attachment, "networks", []) or []),
+                     "ports": [{"target": p.target, "published": p.published, "protocol": p.protocol,
+                                "host_ip": p.host_ip} for p in getattr(attachment, "ports", []) or []]}
         c.save()
         return conmon.launch(runtime, c.id, c.dir, log_path=c.log_path, exit_dir=c.exit_dir,
                              persist_dir=c.persist_dir, pidfile=c.dir / "pidfile",
