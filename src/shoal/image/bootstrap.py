@@ -416,12 +416,14 @@ def image_config(recipe: Recipe, rootfs: CachedRootfs, command: str) -> dict:
 
 
 def import_rootfs(store: ImageStore, rootfs: CachedRootfs, config: dict, tags: list[str]) -> Image:
-    if not store.has_blob(rootfs.digest):
-        with store.ingest(expected=rootfs.digest) as writer, rootfs.path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                writer.write(chunk)
-            writer.commit()
-    layer = store.register_layer(rootfs.digest, OCI_LAYER_GZIP)
+    if store.has_blob(rootfs.digest):
+        layer = store.register_layer(rootfs.digest, OCI_LAYER_GZIP, diff_id=rootfs.diff_id)
+    else:
+        with rootfs.path.open("rb") as f:
+            layer = store.import_layer(f, source=str(rootfs.path))  # stored and unpacked in one pass
+    if (layer.digest, layer.diff_id) != (rootfs.digest, rootfs.diff_id):
+        raise ShoalError(f"the cached root filesystem {rootfs.path} is damaged (its digest changed); "
+                         "run `shoal image bootstrap` again with --rebuild")
     return store.create_image(config, [layer], tags=tags)
 
 
