@@ -46,11 +46,13 @@ def import_image(store: ImageStore, files: dict[str, bytes | None], tags: list[s
     return store.create_image(config, [layer], tags=tags, parent=parent).id
 
 
-def write_container(store: ImageStore, container_id: str, image_id: str, state: str = "exited") -> None:
+def write_container(store: ImageStore, container_id: str, image_id: str, status: str = "exited") -> None:
+    """A record shaped as shoal.runtime.state.Container saves it (the fields the store reads)."""
     directory = store.containers_dir / container_id
     directory.mkdir(parents=True)
-    (directory / "container.json").write_text(json.dumps({"id": container_id, "image_id": image_id,
-                                                          "state": state}))
+    state = {"status": status, "pid": os.getpid() if status == "running" else 0}
+    (directory / "container.json").write_text(json.dumps({"id": container_id, "name": "c", "image": "x",
+                                                          "image_id": image_id, "state": state}))
 
 
 # --- layers ----------------------------------------------------------------------------------
@@ -301,7 +303,7 @@ def test_rmi_refused_for_an_image_a_container_uses(store: ImageStore) -> None:
 
 def test_running_container_cannot_be_forced(store: ImageStore) -> None:
     image_id = import_image(store, {"f": b"1"}, ["web:v1"])
-    write_container(store, "beef" + "0" * 60, image_id, state="running")
+    write_container(store, "beef" + "0" * 60, image_id, status="running")
     with pytest.raises(Conflict, match="cannot be forced\\) - image is being used by running container beef00000000"):
         store.remove(image_id, force=True)
 
@@ -371,3 +373,15 @@ def test_crash_leftovers_are_collected_and_images_kept(store: ImageStore) -> Non
     assert not orphan.exists() and not trash.exists() and not tmp_index.exists()
     assert store.resolve("keep:1").rootfs_dirs()[0].is_dir()
     assert store.resolve("keep:1").id == image_id
+
+
+def test_a_damaged_image_is_listed_and_removable(store: ImageStore) -> None:
+    image_id = import_image(store, {"f": b"1"}, ["damaged:1"])
+    store.blob_path(image_id).unlink()  # its config lost behind shoal's back
+    fresh = ImageStore(store.root)
+    (listed,) = fresh.list()
+    assert listed.id == image_id and listed.repo_tags == ["damaged:1"]
+    with pytest.raises(NotFound):
+        fresh.resolve("damaged:1")
+    assert fresh.remove("damaged:1")[:2] == ["Untagged: damaged:1", f"Deleted: {image_id}"]
+    assert fresh.list() == []

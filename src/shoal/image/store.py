@@ -587,8 +587,18 @@ class ImageStore:
         index = self._load_index()
         layers_data = self._load_layers()
         names = self._names(index)
-        images = [self._build_image(i, r, index, layers_data, names)
-                  for i, r in index["images"].items() if not r.get("removed")]
+        images = []
+        for image_id, record in index["images"].items():
+            if record.get("removed"):
+                continue
+            try:
+                images.append(self._build_image(image_id, record, index, layers_data, names))
+            except ShoalError:
+                # A damaged image (a blob or layer lost outside shoal) is still listed, so that
+                # it can be seen and removed; using it raises.
+                tags, digests = names.get(image_id, ([], []))
+                images.append(Image(image_id, record.get("manifest", ""), {}, sorted(tags), sorted(digests),
+                                    0.0, 0, [], parent=record.get("parent", "")))
         images.sort(key=lambda im: (-im.created, im.id))
         return images
 
