@@ -97,13 +97,14 @@ class _LayerFile:
     size: int
 
 
-def _verify_layer(path: Path, label: str, expected_diff_id: str, index: int,
+def _verify_layer(arch: _Unpacked, path: Path, label: str, expected_diff_id: str, index: int,
                   expected_digest: str | None = None) -> _LayerFile:
     """Hash a layer file and its uncompressed content. gzip and plain tars are kept as they are;
     bzip2/xz/zstd are re-stored uncompressed (not layer media types a registry or Docker pulls)."""
     digest, size = _sha256_file(path)
     if expected_digest is not None and digest != expected_digest:
-        raise ShoalError(f"layer {label} does not match its digest: expected {expected_digest}, got {digest}")
+        raise ShoalError(f"invalid image archive {arch.source}: layer {label} does not match its digest: "
+                         f"expected {expected_digest}, got {digest}")
     kind = _compression(path)
     try:
         if kind == "none":
@@ -121,9 +122,10 @@ def _verify_layer(path: Path, label: str, expected_diff_id: str, index: int,
             diff_id = digest = "sha256:" + h.hexdigest()
             path, kind, size = plain, "none", plain.stat().st_size
     except (EOFError, OSError, zlib.error, lzma.LZMAError, layerfmt.LayerError) as exc:
-        raise ShoalError(f"layer {label} is truncated or corrupt: {exc}") from None
+        raise ShoalError(f"invalid image archive {arch.source}: layer {label} is truncated or corrupt: {exc}") from None
     if diff_id != expected_diff_id:
-        raise ShoalError(f"invalid diffID for layer {index} ({label}): expected {expected_diff_id}, got {diff_id}")
+        raise ShoalError(f"invalid image archive {arch.source}: invalid diffID for layer {index} ({label}): "
+                         f'expected "{expected_diff_id}", got "{diff_id}"')
     media_type = OCI_LAYER_GZIP if kind == "gzip" else OCI_LAYER_TAR
     return _LayerFile(path=path, digest=digest, diff_id=diff_id, media_type=media_type, size=size)
 
@@ -268,9 +270,9 @@ def _plan_docker(arch: _Unpacked) -> list[_Plan]:
         config_bytes = arch.path(item["Config"], "config").read_bytes()
         diff_ids = _diff_ids(config_bytes, item["Config"], arch.source)
         if len(diff_ids) != len(item["Layers"]):
-            raise ShoalError(f"invalid image archive {arch.source}: {item['Config']} has {len(diff_ids)} "
-                             f"diff_ids but manifest.json lists {len(item['Layers'])} layers")
-        layers = [_verify_layer(arch.path(p, "layer"), p, diff_ids[i], i) for i, p in enumerate(item["Layers"])]
+            raise ShoalError(f"invalid image archive {arch.source}: invalid manifest, layers length mismatch: "
+                             f"expected {len(item['Layers'])}, got {len(diff_ids)} ({item['Config']})")
+        layers = [_verify_layer(arch, arch.path(p, "layer"), p, diff_ids[i], i) for i, p in enumerate(item["Layers"])]
         tags = [_ref_text(t, arch.source) for t in (item.get("RepoTags") or [])]
         plans.append(_Plan(config_bytes=config_bytes, layers=layers, tags=tags))
     return plans
@@ -285,6 +287,9 @@ def _diff_ids(config_bytes: bytes, label: str, source: str) -> list[str]:
     except (ValueError, KeyError, TypeError):
         raise ShoalError(f"invalid image archive {source}: {label} is not an image config "
                          "(no rootfs.diff_ids)") from None
+    os_name = config.get("os") or "linux"
+    if os_name != "linux":
+        raise ShoalError(f"cannot load {os_name} image on linux ({source})")
     return diff_ids
 
 
@@ -302,7 +307,8 @@ def _verified_bytes(arch: _Unpacked, desc: Any, what: str) -> bytes:
     data = path.read_bytes()
     got = "sha256:" + hashlib.sha256(data).hexdigest()
     if got != digest:
-        raise ShoalError(f"{what} blob {digest} does not match its digest (got {got})")
+        raise ShoalError(f"invalid image archive {arch.source}: {what} blob {digest} does not match its digest "
+                         f"(got {got})")
     return data
 
 
@@ -375,7 +381,7 @@ def _plan_oci(arch: _Unpacked) -> list[_Plan]:
         layers = []
         for i, desc in enumerate(layer_descs):
             path, digest = _blob(arch, desc, "layer")
-            layers.append(_verify_layer(path, digest, diff_ids[i], i, expected_digest=digest))
+            layers.append(_verify_layer(arch, path, digest, diff_ids[i], i, expected_digest=digest))
         by_manifest[key] = _Plan(config_bytes=config_bytes, layers=layers, tags=tags,
                                  manifest_bytes=manifest_bytes)
     if not by_manifest:
