@@ -291,3 +291,27 @@ def test_full_disk_gives_a_clear_error_and_a_consistent_store(tmp_path: Path, ro
         assert leftovers == []
     finally:
         subprocess.run(["umount", str(root)], check=True)
+
+
+def test_rmi_with_a_real_running_container(shoal, busybox_tar: Path) -> None:
+    """The runtime's own container record, from a real `shoal run -d`."""
+    shoal("import", str(busybox_tar), "localhost/rmi-running:1", check=True)
+    name = "shoal-rmi-running-test"
+    try:
+        cid = shoal("run", "-d", "--name", name, "localhost/rmi-running:1", "sleep", "60", check=True).stdout.strip()
+        image_id = json.loads(shoal("image", "inspect", "localhost/rmi-running:1", check=True).stdout)[0]["Id"]
+        proc = shoal("rmi", "localhost/rmi-running:1")
+        assert proc.returncode == 1
+        assert proc.stderr.strip() == ('Error: conflict: unable to remove repository reference '
+                                       f'"localhost/rmi-running:1" (must force) - container {cid[:12]} '
+                                       f"is using its referenced image {image_id[7:19]}")
+        proc = shoal("rmi", "-f", image_id[7:19])
+        assert proc.returncode == 1
+        assert proc.stderr.strip() == (f"Error: conflict: unable to delete {image_id[7:19]} (cannot be forced) - "
+                                       f"image is being used by running container {cid[:12]}")
+        assert shoal("rmi", "-f", "localhost/rmi-running:1", check=True).stdout == \
+            "Untagged: localhost/rmi-running:1\n"
+        assert image_id[7:19] in shoal("images", "-q", check=True).stdout  # kept, dangling
+    finally:
+        shoal("rm", "-f", name)
+    assert shoal("rmi", image_id, check=True).stdout.startswith(f"Deleted: {image_id}\n")

@@ -831,7 +831,8 @@ class ImageStore:
                     return records
                 raise Conflict(f"conflict: unable to delete {short_id(image_id)} (cannot be forced) - "
                                "image has dependent child images")
-            if users and not force and not by_id:
+            if not by_id and any(running for _, running in users):
+                # moby: the name is gone, the image a running container uses stays (dangling).
                 _write_json_atomic(self.index_path, index)
                 return records
             for r in self._refs_of(index, image_id):
