@@ -51,7 +51,11 @@ class Service:
     endpoint_mode: str = "vip"  # vip | dnsrr (dnsrr has no VIP; published ports still balance)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies, a tenth of a second for 1,000 backends.
+        return {"id": self.id, "name": self.name, "vips": dict(self.vips),
+                "ports": [asdict(p) for p in self.ports],
+                "backends": [{"task_id": b.task_id, "ips": b.ips} for b in self.backends],
+                "endpoint_mode": self.endpoint_mode}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Service:
@@ -76,7 +80,7 @@ def _save(service: Service) -> None:
     d = services_dir()
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f"{service.id}.tmp"
-    tmp.write_text(json.dumps(service.to_dict(), indent=1))
+    tmp.write_text(json.dumps(service.to_dict(), separators=(",", ":")))
     os.replace(tmp, d / f"{service.id}.json")
 
 
