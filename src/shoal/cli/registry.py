@@ -14,15 +14,15 @@ from shoal.image.auth import (
     DOCKER_HUB_AUTH_KEY,
     DOCKER_HUB_DOMAIN,
     Credentials,
-    config_path,
     erase_credentials,
     load_credentials,
     server_key,
     store_credentials,
 )
-from shoal.image.registry import pull, push
-from shoal.image.registry_client import RegistryClient
 from shoal.image.store import ImageStore
+
+# shoal.image.registry (and httpx) are imported inside the commands: every other shoal command
+# would otherwise pay for them at start-up.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +70,8 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from shoal.image.registry import pull
+
     store = ImageStore()
     if args.all_tags:
         ref = refs.parse_normalized(args.name)
@@ -91,6 +93,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from shoal.image.registry import push
+
     store = ImageStore()
     if args.all_tags:
         name = refs.parse_normalized(args.name)
@@ -148,6 +152,8 @@ def cmd_login(args: argparse.Namespace) -> int:
     if not password:
         raise ShoalError("Password Required")
     creds = Credentials(username, password)
+    from shoal.image.registry_client import RegistryClient
+
     with RegistryClient(domain, "", credentials=creds) as client:
         client.login()
     path = store_credentials(domain, creds)
@@ -175,5 +181,3 @@ def cmd_logout(args: argparse.Namespace) -> int:
     print(f"Removing login credentials for {shown}")
     return 0
 
-
-__all__ = ["register", "config_path"]

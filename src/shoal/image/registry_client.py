@@ -43,7 +43,7 @@ CHUNKED_UPLOAD_THRESHOLD = 64 << 20
 UPLOAD_CHUNK_BYTES = 32 << 20
 READ_CHUNK = 1 << 20
 
-# distribution's registry/api/errcode descriptors: code -> message (Docker prints it lower-cased).
+# distribution's registry/api/errcode descriptors: code -> default message.
 ERROR_CODE_MESSAGES = {
     "UNKNOWN": "unknown error",
     "UNSUPPORTED": "The operation is unsupported.",
@@ -134,8 +134,10 @@ def error_from_response(resp: httpx.Response) -> RegistryError:
     if errors and isinstance(errors[0], dict):
         first = errors[0]
         code = str(first.get("code") or "UNKNOWN").upper()
-        message = str(first.get("message") or "")
-        code_text = ERROR_CODE_MESSAGES.get(code, code.lower().replace("_", " ")).lower()
+        # errcode.Error.Error(): the code lower-cased with spaces, then the message (the
+        # descriptor's when the registry sent none).
+        message = str(first.get("message") or ERROR_CODE_MESSAGES.get(code, ""))
+        code_text = code.lower().replace("_", " ")
         text = f"{code_text}: {message}" if message else code_text
         return RegistryError(text, status, code, message)
     if status == 401:
