@@ -162,6 +162,13 @@ def test_attach_gives_namespace_interface_route_and_egress_nat(env: NetworkStore
     table = subprocess.run(["nft", "list", "table", "ip", nft.table_name()], capture_output=True, text=True).stdout
     assert f'ip saddr {net.subnet} oifname != "shoal*" masquerade' in table
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+    # A second network: eth1, no second default route.
+    second = env.create("second")
+    ep = attach.connect(cid(1), "second")
+    links = subprocess.run(["nsenter", f"--net={a.netns_path}", "ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    assert f"eth1    inet {ep.ip}/20" in links and ep.ip.startswith(second.subnet.rsplit(".", 2)[0])
+    with pytest.raises(ShoalError, match="already exists in network second"):
+        attach.connect(cid(1), "second")
     attach.detach(cid(1))
     attach.detach(cid(1))  # idempotent
     assert leftovers(env) == ([], [], [])

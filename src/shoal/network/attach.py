@@ -55,8 +55,9 @@ def attach(container_id: str, spec: ContainerSpec, *, for_task: bool = False,
         _check_attachable(net, for_task)
         if net.internal and ports:
             raise InvalidArgument(f"cannot publish ports on internal network {net.name}")
-        if path.exists():
+        if netns.is_mounted(path):
             raise ShoalError(f"container {container_id[:12]} already has a network namespace at {path}")
+        path.unlink(missing_ok=True)  # an unmounted leftover of a crash between create and mount
         netns.create(path)
         try:
             ep = _connect(store, net, container_id, path, "eth0", spec.name, hostname, spec.network_aliases, ports)
