@@ -684,6 +684,7 @@ class Builder:
                 fs.remove_tree(upper / ".shoal-heredoc")
             if code != 0:
                 raise BuildFailed(f"The command '{' '.join(argv)}' returned a non-zero code: {code}")
+            fs.prune_copied_up_dirs(upper, st.lowerdirs())
             layer = self._layer(upper)
         self._new_image(st, " ".join(save_cmd), layer, key)
         self.out.line(f"Removing intermediate container {cid}")

@@ -285,4 +285,31 @@ def dir_is_empty(path: Path) -> bool:
         return True
 
 
+def prune_copied_up_dirs(upper: Path, lowerdirs: list[Path]) -> None:
+    """Remove empty directories an overlay copied up without changing them (e.g. /etc, when
+    the runtime created and removed the /etc/hosts mount point): same type, mode and owner as
+    below, not opaque. Without this `RUN true` would commit a layer holding only `etc/`."""
+    if not lowerdirs:
+        return
+    from shoal.runtime.layers import LayeredView
+
+    view = LayeredView(lowerdirs)
+    for dirpath, _dirnames, _files in os.walk(upper, topdown=False):
+        path = Path(dirpath)
+        if path == upper or any(os.scandir(path)):
+            continue
+        try:
+            if os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y":
+                continue
+        except OSError:
+            pass
+        found = view.resolve("/" + str(path.relative_to(upper)))
+        if found is None:
+            continue
+        st, below = os.lstat(path), found[1]
+        if (stat.S_ISDIR(below.st_mode) and below.st_mode == st.st_mode
+                and (below.st_uid, below.st_gid) == (st.st_uid, st.st_gid)):
+            path.rmdir()
+
+
 remove_tree = _rmtree
