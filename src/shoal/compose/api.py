@@ -104,7 +104,8 @@ def _load(
         merged = merge_configs([f.data for f in parsed])
     except ComposeError as exc:
         raise ComposeError(exc.reason, where=", ".join(f.name for f in parsed)) from None
-    check_schema(merged, parsed)
+    if len(parsed) > 1:  # one file was checked just above
+        check_schema(merged, parsed)
     try:
         support.report(merged, warn)
     except ComposeError as exc:

@@ -183,7 +183,12 @@ _TRUE = {"true", "y", "yes", "on"}
 _FALSE = {"false", "n", "no", "off"}
 
 
+_CAST_LAST = {pattern[-1] for pattern, _ in _CASTS}
+
+
 def _cast_kind(path: tuple[str | int, ...]) -> str | None:
+    if len(path) < 3 or (path[-1] not in _CAST_LAST and path[-2] != "ulimits"):
+        return None
     for pattern, kind in _CASTS:
         if len(pattern) == len(path) and all(
             p == "*" or p == str(q) for p, q in zip(pattern, path, strict=True)

@@ -27,7 +27,12 @@ _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 _MAX_NODES = 200_000  # a bound against alias bombs ("billion laughs")
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (ten times faster); the resolver and the
+# constructors below are Python either way.
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc,valid-type]
     yaml_implicit_resolvers: dict[Any, Any] = {}
 
 
@@ -136,6 +141,41 @@ def _mark_merged_keys(node: yaml.Node, budget: list[int]) -> None:
             stack.extend(current.value)
 
 
+_MAX_DEPTH = 64
+_MAX_EXPANDED = 1_000_000
+
+
+def _check_size(node: yaml.Node) -> None:
+    """Reject documents that expand too far through aliases, nest too deep, or refer to
+    themselves: later passes copy the data, so `&a [*a, *a]` chains must stop here."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def measure(current: yaml.Node, depth: int) -> int:
+        key = id(current)
+        if key in sizes:
+            return sizes[key]
+        if depth > _MAX_DEPTH:
+            raise yaml.YAMLError(f"document is nested more than {_MAX_DEPTH} levels deep")
+        if key in active:
+            raise yaml.YAMLError("an alias refers to the node that contains it")
+        active.add(key)
+        total = 1
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                total += measure(key_node, depth + 1) + measure(value_node, depth + 1)
+        elif isinstance(current, yaml.SequenceNode):
+            for item in current.value:
+                total += measure(item, depth + 1)
+        if total > _MAX_EXPANDED:
+            raise yaml.YAMLError("document is too large once its aliases are expanded")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    measure(node, 0)
+
+
 def _collect_lines(node: yaml.Node, lines: dict[Path_, int]) -> None:
     budget = _MAX_NODES
     stack: list[tuple[yaml.Node, Path_]] = [(node, ())]
@@ -165,6 +205,7 @@ def parse_yaml(text: str, name: str) -> tuple[Any, dict[Path_, int]]:
         node = loader.get_single_node()
         if node is None:
             return None, {}
+        _check_size(node)
         _mark_merged_keys(node, [_MAX_NODES])
         data = loader.construct_document(node)
         lines: dict[Path_, int] = {}

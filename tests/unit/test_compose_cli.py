@@ -1,0 +1,61 @@
+"""`shoal stack config` prints the merged, interpolated file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shoal.cli.main import main
+from shoal.compose.api import load_config
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compose"
+
+
+def test_stack_config_prints_merged_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["stack", "config", "-c", str(FIXTURES / "base.yml"),
+               "-c", str(FIXTURES / "override.yml")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and err == ""
+    printed = yaml.safe_load(out)
+    assert printed["services"]["web"]["image"] == "web:v2"
+    assert printed["services"]["web"]["ports"] == ["8080:80", "9000:9000", "7000:70"]
+    assert out.startswith("services:\n  web:\n")
+
+
+def test_stack_config_output_loads_back_to_the_same_config(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FROM_HOST", "h")
+    assert main(["stack", "config", "-c", str(FIXTURES / "full.yml")]) == 0
+    out, err = capsys.readouterr()
+    again = tmp_path / "again.yml"
+    again.write_text(out)
+    assert load_config([again], warn=lambda m: None) == load_config(
+        [FIXTURES / "full.yml"], warn=lambda m: None)
+    assert err == "Ignoring unsupported options: restart\n\n"
+
+
+def test_stack_config_env_file_and_skip_interpolation(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TAG", raising=False)
+    compose = str(FIXTURES / "envdir" / "docker-compose.yml")
+    assert main(["stack", "config", "-c", compose,
+                 "--env-file", str(FIXTURES / "envdir" / "prod.env")]) == 0
+    assert "image: web:prod" in capsys.readouterr().out
+    assert main(["stack", "config", "-c", compose, "--skip-interpolation"]) == 0
+    assert "image: web:${TAG}" in capsys.readouterr().out
+
+
+def test_stack_config_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["stack", "config", "-c", str(FIXTURES / "unknown-key.yml")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert err == (f"Error: {FIXTURES / 'unknown-key.yml'}:4: services.web.flavour: "
+                   "additional property flavour is not allowed\n")
+
+
+def test_stack_config_without_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stack", "config"]) == 1
+    assert capsys.readouterr().err == "Error: specify a Compose file (with --compose-file)\n"

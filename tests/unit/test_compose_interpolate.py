@@ -1,0 +1,244 @@
+"""Interpolation, .env parsing and the precedence of process env, .env and --env-file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shoal.compose.api import load_config, load_stack
+from shoal.compose.envfile import EnvFileError, parse_env
+from shoal.compose.interpolate import InvalidTemplate, MissingRequired, substitute
+from shoal.errors import ShoalError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compose"
+ENV = {"SET": "value", "EMPTY": "", "OTHER": "x"}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("$SET", "value"),
+        ("${SET}", "value"),
+        ("pre-${SET}-post", "pre-value-post"),
+        ("$SET$OTHER", "valuex"),
+        ("${UNSET}", ""),
+        ("$UNSET", ""),
+        ("${UNSET:-default}", "default"),
+        ("${EMPTY:-default}", "default"),
+        ("${SET:-default}", "value"),
+        ("${UNSET-default}", "default"),
+        ("${EMPTY-default}", ""),
+        ("${SET:+alt}", "alt"),
+        ("${EMPTY:+alt}", ""),
+        ("${UNSET:+alt}", ""),
+        ("${EMPTY+alt}", "alt"),
+        ("${UNSET+alt}", ""),
+        ("${SET:?must be set}", "value"),
+        ("${EMPTY?only unset fails}", ""),
+        ("$$", "$"),
+        ("$$SET", "$SET"),
+        ("$${SET}", "${SET}"),
+        ("cost: $$5", "cost: $5"),
+        ("${UNSET:-${OTHER}}", "x"),
+        ("${UNSET:-${ALSO_UNSET:-deep}}", "deep"),
+        ("${UNSET:-a ${SET} b}", "a value b"),
+        ("${SET:+[${OTHER}]}", "[x]"),
+        ("${UNSET:-{braces}}", "{braces}"),
+        ("${UNSET:-}", ""),
+        ("$1 and $ alone", "$1 and $ alone"),
+        ("${set}", ""),  # names are case-sensitive
+        ("${_under_score9:-u}", "u"),
+    ],
+)
+def test_every_form(template: str, expected: str) -> None:
+    assert substitute(template, ENV.get) == expected
+
+
+@pytest.mark.parametrize("template", ["${", "${SET", "${}", "${9X}", "${SET!}", "${SET:}",
+                                      "${SET:=x}", "${ SET}"])
+def test_invalid_templates(template: str) -> None:
+    with pytest.raises(InvalidTemplate):
+        substitute(template, ENV.get)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("${UNSET:?}", "required variable UNSET is missing a value"),
+        ("${UNSET?}", "required variable UNSET is missing a value"),
+        ("${EMPTY:?}", "required variable EMPTY is missing a value"),
+        ("${UNSET:?please set it}", "required variable UNSET is missing a value: please set it"),
+        ("${UNSET:?need ${SET}}", "required variable UNSET is missing a value: need value"),
+        ("${UNSET:-${UNSET2:?inner}}", "required variable UNSET2 is missing a value: inner"),
+    ],
+)
+def test_required_errors(template: str, message: str) -> None:
+    with pytest.raises(MissingRequired) as info:
+        substitute(template, ENV.get)
+    assert str(info.value) == message
+
+
+def test_unset_variables_are_reported_once_each() -> None:
+    seen: list[str] = []
+    substitute("$A ${A} ${B:-x}", ENV.get, seen.append)
+    assert seen == ["A", "A"]  # defaults are not "unset" uses
+
+
+def test_interpolated_file_and_casts() -> None:
+    warnings: list[str] = []
+    config = load_config([FIXTURES / "interpolated.yml"],
+                         environ={"TAG": "v2", "REPLICAS": "3", "MODE": ""},
+                         warn=warnings.append)
+    web = config["services"]["web"]
+    assert web["image"] == "web:v2"
+    assert web["deploy"]["replicas"] == 3  # cast to an integer, as compose-go does
+    assert web["environment"] == {"GREETING": "", "PRICE": "$5", "MODE": "", "ALT": "tagged"}
+    assert warnings == ['The "GREETING" variable is not set. Defaulting to a blank string.']
+
+
+def test_missing_required_variable_names_file_line_and_key() -> None:
+    with pytest.raises(ShoalError) as info:
+        load_config([FIXTURES / "interpolated.yml"], environ={}, warn=lambda m: None)
+    assert str(info.value) == (
+        f"{FIXTURES / 'interpolated.yml'}:3: services.web.image: error while interpolating: "
+        "required variable TAG is missing a value: TAG must be set")
+
+
+def test_bad_cast_names_the_key(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: x\n    deploy:\n      replicas: ${N}\n")
+    with pytest.raises(ShoalError) as info:
+        load_config([compose], environ={"N": "many"}, warn=lambda m: None)
+    assert "c.yml:5: services.web.deploy.replicas: failed to cast to expected type" in str(
+        info.value)
+
+
+def test_invalid_template_in_file(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: 'x:${TAG'\n")
+    with pytest.raises(ShoalError) as info:
+        load_config([compose], environ={}, warn=lambda m: None)
+    assert "c.yml:3: services.web.image: invalid interpolation format" in str(info.value)
+    assert "escape any $ with another $" in str(info.value)
+
+
+def test_keys_are_not_interpolated(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: x\n    labels:\n      $KEY: $VAL\n")
+    config = load_config([compose], environ={"KEY": "k", "VAL": "v"}, warn=lambda m: None)
+    assert config["services"]["web"]["labels"] == {"$KEY": "v"}
+
+
+def test_skip_interpolation_keeps_text(tmp_path: Path) -> None:
+    config = load_config([FIXTURES / "interpolated.yml"], environ={}, warn=lambda m: None,
+                         interpolation=False)
+    assert config["services"]["web"]["image"] == "${IMAGE:-web}:${TAG:?TAG must be set}"
+
+
+# --- .env files ---------------------------------------------------------------------------
+
+
+def test_env_file_syntax() -> None:
+    text = (
+        "\ufeff# comment\n"
+        "PLAIN=value\n"
+        "SPACED = padded  \n"
+        "export EXPORTED=1\n"
+        "INLINE=abc # a comment\n"
+        "HASH=abc#not-a-comment\n"
+        "SINGLE='literal $PLAIN \\n'\n"
+        'DOUBLE="line1\\nline2 \\"q\\" $PLAIN"\n'
+        'MULTI="a\nb"\n'
+        "EXPANDED=${PLAIN}-${MISSING:-dflt}\n"
+        "DOLLAR=\\$PLAIN\n"
+        "YAML_STYLE: yes\n"
+        "EMPTY=\n"
+        "INHERITED\n"
+        "NOT_IN_ENV\n"
+        "DOTTED.KEY-1=ok\n"
+    )
+    env = parse_env(text, {"INHERITED": "from-process"}.get)
+    assert env == {
+        "PLAIN": "value",
+        "SPACED": "padded",
+        "EXPORTED": "1",
+        "INLINE": "abc",
+        "HASH": "abc#not-a-comment",
+        "SINGLE": "literal $PLAIN \\n",
+        "DOUBLE": 'line1\nline2 "q" value',
+        "MULTI": "a\nb",
+        "EXPANDED": "value-dflt",
+        "DOLLAR": "\\value",
+        "YAML_STYLE": "yes",
+        "EMPTY": "",
+        "INHERITED": "from-process",
+        "DOTTED.KEY-1": "ok",
+    }
+
+
+def test_env_process_value_wins_inside_expansion() -> None:
+    env = parse_env("A=file\nB=${A}\n", {"A": "process"}.get)
+    assert env == {"A": "file", "B": "process"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('A="unterminated\n', "line 1: unterminated quoted value"),
+        ("OK=1\nBAD KEY=1\n", "line 2: key cannot contain a space"),
+        ("A@B=1\n", "unexpected character '@'"),
+        ("A=${B:?needed}\n", "required variable B is missing a value: needed"),
+    ],
+)
+def test_env_file_errors(text: str, message: str) -> None:
+    with pytest.raises(EnvFileError, match=message.replace("$", r"\$")):
+        parse_env(text)
+
+
+def test_dotenv_beside_first_file_is_read() -> None:
+    stack = load_stack([FIXTURES / "envdir" / "docker-compose.yml"], "s", environ={},
+                       warn=lambda m: None)
+    web = stack.services["s_web"]
+    assert web.image == "web:dotenv"
+    assert web.env == ["FROM_DOTENV=yes", "WHO=dotenv-user"]
+
+
+def test_process_env_overrides_dotenv() -> None:
+    stack = load_stack([FIXTURES / "envdir" / "docker-compose.yml"], "s",
+                       environ={"WHO": "shell"}, warn=lambda m: None)
+    assert stack.services["s_web"].env == ["FROM_DOTENV=yes", "WHO=shell"]
+
+
+def test_env_file_option_replaces_dotenv() -> None:
+    # As `docker compose --env-file`: the given files are read instead of .env.
+    stack = load_stack([FIXTURES / "envdir" / "docker-compose.yml"], "s",
+                       env_files=[FIXTURES / "envdir" / "prod.env"], environ={},
+                       warn=lambda m: None)
+    web = stack.services["s_web"]
+    assert web.image == "web:prod"
+    assert web.env == ["FROM_DOTENV=missing", "WHO=nobody"]
+
+
+def test_several_env_files_later_wins_and_process_over_all(tmp_path: Path) -> None:
+    (tmp_path / "one.env").write_text("TAG=one\nWHO=one\n")
+    (tmp_path / "two.env").write_text("TAG=two\n")
+    stack = load_stack([FIXTURES / "envdir" / "docker-compose.yml"], "s",
+                       env_files=[tmp_path / "one.env", tmp_path / "two.env"],
+                       environ={"TAG": "shell"}, warn=lambda m: None)
+    web = stack.services["s_web"]
+    assert web.image == "web:shell"
+    assert "WHO=one" in web.env
+
+
+def test_missing_env_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ShoalError, match="couldn't find env file"):
+        load_stack([FIXTURES / "seed.yml"], "s", env_files=[tmp_path / "nope.env"],
+                   environ={}, warn=lambda m: None)
+
+
+def test_compose_disable_env_file() -> None:
+    stack = load_stack([FIXTURES / "envdir" / "docker-compose.yml"], "s",
+                       environ={"COMPOSE_DISABLE_ENV_FILE": "1", "TAG": "t"},
+                       warn=lambda m: None)
+    assert stack.services["s_web"].env == ["FROM_DOTENV=missing", "WHO=nobody"]

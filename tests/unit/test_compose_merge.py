@@ -1,0 +1,119 @@
+"""Several -c files merged as `docker compose -f a -f b` merges them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shoal.compose.api import load_config, load_stack
+from shoal.compose.merge import merge_configs
+from shoal.errors import ShoalError
+from shoal.model import NetworkAttachment, PortConfig
+from shoal.runtime.spec import Mount
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compose"
+
+
+@pytest.fixture(scope="module")
+def merged() -> dict:
+    return load_config([FIXTURES / "base.yml", FIXTURES / "override.yml"], environ={},
+                       warn=lambda m: None)
+
+
+def test_scalars_replaced_and_lists_of_commands_not_appended(merged: dict) -> None:
+    web = merged["services"]["web"]
+    assert web["image"] == "web:v2"
+    assert web["command"] == ["gunicorn", "app"]
+
+
+def test_environment_and_labels_merge_by_name(merged: dict) -> None:
+    web = merged["services"]["web"]
+    assert web["environment"] == {"A": "1", "B": "20", "C": "3"}
+    assert web["labels"] == {"keep": "base", "added": "over"}
+
+
+def test_ports_and_volumes_merge_by_key(merged: dict) -> None:
+    web = merged["services"]["web"]
+    assert web["ports"] == ["8080:80", "9000:9000", "7000:70"]
+    assert web["volumes"] == ["data:/data", "./conf2:/etc/app"]  # same target: replaced
+
+
+def test_mappings_merge_deeply_and_services_are_added(merged: dict) -> None:
+    web = merged["services"]["web"]
+    assert web["deploy"] == {"replicas": 4, "resources": {"limits": {"memory": "50M",
+                                                                     "cpus": "0.5"}}}
+    assert web["networks"] == {"front": None, "back": {"aliases": ["api"]}}
+    assert set(merged["services"]) == {"web", "cache"}
+    assert set(merged["networks"]) == {"front", "back"}
+
+
+def test_merged_stack() -> None:
+    stack = load_stack([FIXTURES / "base.yml", FIXTURES / "override.yml"], "app", environ={},
+                       warn=lambda m: None)
+    web = stack.services["app_web"]
+    assert web.replicas == 4
+    assert web.resources.limits.nano_cpus == 500_000_000
+    assert web.resources.limits.memory_bytes == 50 << 20
+    assert web.endpoint.ports == [PortConfig(70, 7000), PortConfig(80, 8080),
+                                  PortConfig(9000, 9000)]
+    assert web.networks == [NetworkAttachment("app_back", ["api", "web"]),
+                            NetworkAttachment("app_front", ["web"])]
+    assert web.mounts[1] == Mount(type="bind", target="/etc/app", source=str(FIXTURES / "conf2"))
+    # Relative paths resolve against the first file's directory.
+    assert sorted(stack.services) == ["app_cache", "app_web"]
+
+
+@pytest.mark.parametrize(
+    ("base", "over", "expected"),
+    [
+        ({"entrypoint": ["a"]}, {"entrypoint": ["b"]}, {"entrypoint": ["b"]}),
+        ({"healthcheck": {"test": ["CMD", "a"], "retries": 2}},
+         {"healthcheck": {"test": ["CMD", "b"]}},
+         {"healthcheck": {"test": ["CMD", "b"], "retries": 2}}),
+        ({"environment": ["A=1"]}, {"environment": ["A=2", "B"]},
+         {"environment": {"A": "2", "B": None}}),
+        ({"dns": "8.8.8.8"}, {"dns": ["1.1.1.1", "8.8.8.8"]},
+         {"dns": ["8.8.8.8", "1.1.1.1"]}),
+        ({"cap_add": ["NET_ADMIN"]}, {"cap_add": ["SYS_TIME", "NET_ADMIN"]},
+         {"cap_add": ["NET_ADMIN", "SYS_TIME"]}),
+        ({"build": "."}, {"build": {"dockerfile": "Dockerfile.dev"}},
+         {"build": {"context": ".", "dockerfile": "Dockerfile.dev"}}),
+        ({"depends_on": ["db"]}, {"depends_on": {"cache": {"condition": "service_healthy"}}},
+         {"depends_on": {"db": {"condition": "service_started", "required": True},
+                         "cache": {"condition": "service_healthy"}}}),
+        ({"logging": {"driver": "json-file", "options": {"max-size": "1m"}}},
+         {"logging": {"driver": "syslog"}}, {"logging": {"driver": "syslog"}}),
+        ({"logging": {"driver": "json-file", "options": {"max-size": "1m"}}},
+         {"logging": {"options": {"max-file": "3"}}},
+         {"logging": {"driver": "json-file", "options": {"max-size": "1m", "max-file": "3"}}}),
+        ({"secrets": ["a", {"source": "b", "target": "t"}]},
+         {"secrets": [{"source": "a", "target": "/run/secrets/a", "mode": 0o400}]},
+         {"secrets": [{"source": "a", "target": "/run/secrets/a", "mode": 0o400},
+                      {"source": "b", "target": "t"}]}),
+        ({"ports": [{"target": 80, "published": 8080}]},
+         {"ports": [{"target": 80, "published": 8080, "mode": "host"}]},
+         {"ports": [{"target": 80, "published": 8080, "mode": "host"}]}),
+        ({"image": "a"}, {"image": None}, {"image": "a"}),
+    ],
+)
+def test_merge_rules(base: dict, over: dict, expected: dict) -> None:
+    result = merge_configs([{"services": {"s": base}}, {"services": {"s": over}}])
+    assert result == {"services": {"s": expected}}
+
+
+def test_type_clash_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text("services:\n  web:\n    image: x\n    deploy: {replicas: 1}\n")
+    (tmp_path / "b.yml").write_text("services:\n  web:\n    image: x\n    ports: ['80']\n"
+                                    "x-thing: 1\n")
+    (tmp_path / "c.yml").write_text("services:\n  web:\n    ports: {a: 1}\n")
+    with pytest.raises(ShoalError, match=r"c\.yml:3: services\.web\.ports: must be an array"):
+        load_config([tmp_path / "a.yml", tmp_path / "c.yml"], environ={}, warn=lambda m: None)
+
+
+def test_schema_error_in_second_file_names_that_file(tmp_path: Path) -> None:
+    (tmp_path / "b.yml").write_text("services:\n  web:\n    deploy:\n      replicas: [2]\n")
+    with pytest.raises(ShoalError) as info:
+        load_config([FIXTURES / "seed.yml", tmp_path / "b.yml"], environ={}, warn=lambda m: None)
+    assert str(info.value) == (f"{tmp_path / 'b.yml'}:4: services.web.deploy.replicas: "
+                               "must be an integer or a string")

@@ -1,0 +1,128 @@
+"""Schema errors and the supported/unsupported key table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shoal.compose import support
+from shoal.compose.api import load_config, load_stack
+from shoal.compose.validate import schema
+from shoal.errors import ShoalError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compose"
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(text)
+    with pytest.raises(ShoalError) as info:
+        load_stack([compose], "s", environ={}, warn=lambda m: None)
+    message = str(info.value)
+    assert "\n" not in message
+    return message.replace(str(compose), "FILE")
+
+
+def test_unknown_key_names_file_line_service_and_key() -> None:
+    with pytest.raises(ShoalError) as info:
+        load_config([FIXTURES / "unknown-key.yml"], environ={}, warn=lambda m: None)
+    assert str(info.value) == (f"{FIXTURES / 'unknown-key.yml'}:4: services.web.flavour: "
+                               "additional property flavour is not allowed")
+
+
+def test_enum_error() -> None:
+    with pytest.raises(ShoalError) as info:
+        load_config([FIXTURES / "schema-error.yml"], environ={}, warn=lambda m: None)
+    assert str(info.value).endswith(
+        "schema-error.yml:7: services.web.deploy.update_config.order: must be one of: "
+        "start-first, stop-first")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("services:\n  web:\n    image: [x]\n", "FILE:3: services.web.image: must be a string"),
+        ("services:\n  web:\n    image: x\n    deploy:\n      replicas: 1.5\n",
+         "FILE:5: services.web.deploy.replicas: must be an integer or a string"),
+        ("services:\n  web:\n    image: x\n    healthcheck:\n      interval: 5\n",
+         "FILE:5: services.web.healthcheck.interval: must be a string"),
+        ("services:\n  web:\n    image: x\n    networks:\n      front:\n        aliases: a\n"
+         "networks:\n  front:\n", "FILE:6: services.web.networks.front.aliases: must be an array"),
+        ("servics:\n  web:\n    image: x\n",
+         "FILE:1: servics: additional property servics is not allowed"),
+        ("services:\n  web:\n    image: x\n    depends_on:\n      db: {condition: up}\n"
+         "  db:\n    image: y\n",
+         "FILE:5: services.web.depends_on.db.condition: must be one of: service_started, "
+         "service_healthy, service_completed_successfully"),
+        ("version: '2.4'\nservices:\n  web:\n    image: x\n",
+         "FILE:1: version: unsupported Compose file version: 2.4"),
+        ("", "FILE: empty compose file"),
+        ("- a\n", "FILE: Top-level object must be a mapping"),
+        ("services:\n  web:\n    image: x\n    image: y\n",
+         "FILE:4: invalid YAML: mapping key 'image' already defined at line 3"),
+        ("services:\n  web:\n    image: x\n   ports: [\n", "FILE:4: invalid YAML"),
+        ("services:\n  web:\n    image: Web:V1\n",
+         "FILE:3: services.web.image: invalid image reference for service web: invalid "
+         "reference format: repository name (Web) must be lowercase"),
+    ],
+)
+def test_errors(tmp_path: Path, text: str, expected: str) -> None:
+    assert _error(tmp_path, text).startswith(expected)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ShoalError, match="no such file or directory"):
+        load_config([tmp_path / "nope.yml"], environ={}, warn=lambda m: None)
+
+
+def test_no_files() -> None:
+    with pytest.raises(ShoalError, match=r"specify a Compose file \(with --compose-file\)"):
+        load_config([], environ={}, warn=lambda m: None)
+
+
+def test_unsupported_keys_warned_by_name_with_dockers_wording() -> None:
+    warnings: list[str] = []
+    stack = load_stack([FIXTURES / "unsupported.yml"], "s", environ={}, warn=warnings.append)
+    assert warnings == [
+        "Ignoring unsupported options: ports.host_ip, privileged, profiles, shm_size\n",
+        "Ignoring deprecated options:\n\ncontainer_name: Setting the container name is not "
+        "supported.\n",
+    ]
+    assert stack.services["s_web"].endpoint.ports[0].published == 8080
+
+
+def test_forbidden_key_is_an_error_naming_file_and_line() -> None:
+    with pytest.raises(ShoalError) as info:
+        load_stack([FIXTURES / "forbidden.yml"], "s", environ={}, warn=lambda m: None)
+    assert str(info.value) == (
+        f"{FIXTURES / 'forbidden.yml'}:4: compose file contains unsupported options: "
+        "mem_limit: Set resource limits using deploy.resources")
+
+
+def test_support_table_covers_every_service_and_top_level_key_of_the_schema() -> None:
+    spec = schema()
+    service_keys = set(spec["definitions"]["service"]["properties"])
+    covered = {row.key for row in support.TABLE if row.scope == "service"}
+    assert service_keys - covered == set()
+    assert set(spec["properties"]) - {r.key for r in support.TABLE if r.scope == "top"} == set()
+    deploy_keys = set(spec["definitions"]["deployment"]["properties"])
+    assert deploy_keys - {r.key for r in support.TABLE if r.scope == "service.deploy"} == set()
+    for row in support.TABLE:
+        assert row.status in (support.SUPPORTED, support.UNSUPPORTED, support.DEPRECATED,
+                              support.FORBIDDEN)
+        if row.status != support.SUPPORTED:
+            assert row.reason, row
+
+
+def test_a_key_missing_from_the_table_is_still_warned() -> None:
+    found = support.scan({"services": {"web": {"image": "x", "brand_new_key": 1}}})
+    assert found[support.UNSUPPORTED] == ["brand_new_key"]
+
+
+def test_bundled_schema_is_the_official_one() -> None:
+    data = schema()
+    assert data["$id"] == "compose_spec.json"
+    assert data["title"] == "Compose Specification"
+    json.dumps(data)
