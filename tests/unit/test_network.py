@@ -153,3 +153,19 @@ def test_stack_network_from_compose_ipam(root: Path) -> None:
     with pytest.raises(Conflict, match="overlaps with network webapp_webnet"):
         ensure_network(NetworkSpec(name="webapp_other", compose_name="other",
                                    ipam=IPAM(config=[IPAMPool(subnet="10.213.64.0/24")])))
+
+
+def test_endpoint_records_name_hostname_id_and_aliases() -> None:
+    net = _net("a", "10.213.0.0/20")
+    ep = net.endpoints["c"]
+    ep.name, ep.hostname, ep.aliases, ep.container_id = "web1", "h1", ["www"], "f" * 64
+    records = dns.endpoint_records(net)
+    assert records == {"web1": [ep.ip], "h1": [ep.ip], "f" * 12: [ep.ip], "www": [ep.ip]}
+
+
+def test_ipam_holds_more_than_a_thousand_tasks() -> None:
+    subnet, gw = N("10.213.0.0/20"), ipaddress.IPv4Address("10.213.0.1")
+    used: list[str] = []
+    for _ in range(1100):
+        used.append(str(ipam.allocate_ip("big", subnet, gw, None, used)))
+    assert len(set(used)) == 1100 and str(gw) not in used

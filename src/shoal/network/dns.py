@@ -28,6 +28,7 @@ from pathlib import Path
 from dnslib import PTR, QTYPE, RCODE, RR, A, DNSRecord
 
 from shoal.network import netns
+from shoal.network.store import Network
 
 LISTEN_ADDR = "127.0.0.11"
 TTL = 600  # what Docker's resolver gives its own records
@@ -57,6 +58,12 @@ def service_records(name: str, vip: str | None, task_ips: Iterable[str], aliases
 def container_records(ip: str, names: Iterable[str]) -> Records:
     """A container (or task) answers to its name, hostname and aliases."""
     return {_key(n): [ip] for n in names if n}
+
+
+def endpoint_records(net: Network) -> Records:
+    """Every container on a network by name, hostname, short ID and alias (from the store)."""
+    return merge(*(container_records(ep.ip, [ep.name, ep.hostname, ep.container_id[:12], *ep.aliases])
+                   for ep in net.endpoints.values()))
 
 
 def merge(*tables: Records) -> Records:

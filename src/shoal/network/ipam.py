@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -117,16 +118,25 @@ def check_layout(name: str, subnet: ipaddress.IPv4Network, gateway: ipaddress.IP
         raise InvalidArgument(f"invalid ip-range {ip_range} for network {name}: not inside subnet {subnet}")
 
 
+def _int(addr: str) -> int:
+    return int.from_bytes(socket.inet_aton(addr), "big")
+
+
 def allocate_ip(name: str, subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address,
                 ip_range: ipaddress.IPv4Network | None, used: Iterable[str]) -> ipaddress.IPv4Address:
-    """The lowest free host address of ip_range (or the subnet), never the gateway."""
-    taken = {ipaddress.IPv4Address(u) for u in used}
-    taken.add(gateway)
+    """The lowest free host address of ip_range (or the subnet), never the gateway.
+    Plain integers: a network of 4,000 tasks is scanned in a millisecond or two."""
+    taken = {_int(u) for u in used}
+    taken.add(int(gateway))
+    taken.add(int(subnet.network_address))
+    taken.add(int(subnet.broadcast_address))
     space = ip_range or subnet
-    for addr in space.hosts() if space.prefixlen < 31 else iter(space):
-        if addr in (subnet.network_address, subnet.broadcast_address) or addr in taken:
-            continue
-        return addr
+    first, last = int(space.network_address), int(space.broadcast_address)
+    if space.prefixlen < 31:  # like hosts(): not a range's own .0/.255-style ends either
+        first, last = first + 1, last - 1
+    for value in range(first, last + 1):
+        if value not in taken:
+            return ipaddress.IPv4Address(value)
     raise ShoalError(f"no available IPv4 addresses on network {name} ({space} is full)")
 
 
