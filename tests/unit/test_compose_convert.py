@@ -118,11 +118,12 @@ def test_full_deploy_section(shop: StackSpec) -> None:
 def test_ports_short_long_and_ranges_sorted(shop: StackSpec) -> None:
     ports = [(p.protocol, p.target, p.published, p.publish_mode)
              for p in shop.services["shop_web"].endpoint.ports]
+    # Sorted as moby's PortConfig.Compare: published, target, protocol, mode.
     assert ports == [
+        ("tcp", 3000, 0, "ingress"),
         ("tcp", 80, 8000, "ingress"),
         ("tcp", 81, 8001, "ingress"),
         ("tcp", 443, 8443, "host"),
-        ("tcp", 3000, 0, "ingress"),
         ("udp", 90, 9000, "ingress"),
     ]
 

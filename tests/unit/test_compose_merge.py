@@ -107,7 +107,7 @@ def test_type_clash_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "b.yml").write_text("services:\n  web:\n    image: x\n    ports: ['80']\n"
                                     "x-thing: 1\n")
     (tmp_path / "c.yml").write_text("services:\n  web:\n    ports: {a: 1}\n")
-    with pytest.raises(ShoalError, match=r"c\.yml:3: services\.web\.ports: must be an array"):
+    with pytest.raises(ShoalError, match=r"c\.yml:3: services\.web\.ports: must be a list"):
         load_config([tmp_path / "a.yml", tmp_path / "c.yml"], environ={}, warn=lambda m: None)
 
 

@@ -49,7 +49,7 @@ def test_enum_error() -> None:
         ("services:\n  web:\n    image: x\n    healthcheck:\n      interval: 5\n",
          "FILE:5: services.web.healthcheck.interval: must be a string"),
         ("services:\n  web:\n    image: x\n    networks:\n      front:\n        aliases: a\n"
-         "networks:\n  front:\n", "FILE:6: services.web.networks.front.aliases: must be an array"),
+         "networks:\n  front:\n", "FILE:6: services.web.networks.front.aliases: must be a list"),
         ("servics:\n  web:\n    image: x\n",
          "FILE:1: servics: additional property servics is not allowed"),
         ("services:\n  web:\n    image: x\n    depends_on:\n      db: {condition: up}\n"
@@ -118,7 +118,37 @@ def test_support_table_covers_every_service_and_top_level_key_of_the_schema() ->
 
 def test_a_key_missing_from_the_table_is_still_warned() -> None:
     found = support.scan({"services": {"web": {"image": "x", "brand_new_key": 1}}})
-    assert found[support.UNSUPPORTED] == ["brand_new_key"]
+    assert found.sorted(support.UNSUPPORTED) == ["brand_new_key"]
+    assert found.paths["brand_new_key"] == ("services", "web", "brand_new_key")
+
+
+def test_support_matrix_renders_for_the_docs() -> None:
+    text = support.markdown()
+    assert "| service | `privileged` | unsupported |" in text
+    assert "| service | `image` | supported |" in text
+    assert len(text.splitlines()) == len(support.TABLE) + 2
+
+
+def test_forbidden_key_in_override_file_names_that_file(tmp_path: Path) -> None:
+    (tmp_path / "b.yml").write_text("services:\n  web:\n    volumes_from: [db]\n")
+    with pytest.raises(ShoalError) as info:
+        load_stack([FIXTURES / "seed.yml", tmp_path / "b.yml"], "s", environ={},
+                   warn=lambda m: None)
+    assert str(info.value).startswith(f"{tmp_path / 'b.yml'}:3: compose file contains "
+                                      "unsupported options: volumes_from: To share a volume")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("    environment: 5\n", "services.web.environment: must be a mapping or a list"),
+        ("    ports: [[80]]\n", "services.web.ports[0]: must be a number, an integer, a string "
+                               "or a mapping"),
+        ("    build: 5\n", "services.web.build: must be a string or a mapping"),
+    ],
+)
+def test_one_of_errors_say_what_is_allowed(tmp_path: Path, body: str, expected: str) -> None:
+    assert expected in _error(tmp_path, "services:\n  web:\n    image: x\n" + body)
 
 
 def test_bundled_schema_is_the_official_one() -> None:

@@ -106,20 +106,7 @@ def _load(
         raise ComposeError(exc.reason, where=", ".join(f.name for f in parsed)) from None
     if len(parsed) > 1:  # one file was checked just above
         check_schema(merged, parsed)
-    try:
-        support.report(merged, warn)
-    except ComposeError as exc:
-        where = ""
-        for name in support.scan(merged)[support.FORBIDDEN]:
-            services = merged.get("services") or {}
-            for service in services:
-                if isinstance(services[service], dict) and name in services[service]:
-                    where = locate(parsed, ("services", service, name))
-                    break
-            if name in merged:
-                where = locate(parsed, (name,))
-            break
-        raise ComposeError(exc.reason, where=where or parsed[0].name) from None
+    support.report(merged, warn, lambda path: locate(parsed, path))
     return Loaded(parsed, merged, environment, working_dir)
 
 

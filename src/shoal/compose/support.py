@@ -157,7 +157,27 @@ def _known_scope(scope: str) -> bool:
     return any(r.scope == scope for r in TABLE)
 
 
-def _check(scope: str, mapping: Any, label: str, found: dict[str, list[str]]) -> None:
+Path_ = tuple[str | int, ...]
+
+
+class Findings:
+    """Keys shoal does not honour, by status, with where each was first seen."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, set[str]] = {UNSUPPORTED: set(), DEPRECATED: set(), FORBIDDEN: set()}
+        self.reasons: dict[str, str] = {}
+        self.paths: dict[str, Path_] = {}
+
+    def sorted(self, status_name: str) -> list[str]:
+        return sorted(self.names[status_name])
+
+    def add(self, status_name: str, name: str, reason: str, path: Path_) -> None:
+        self.names[status_name].add(name)
+        self.reasons.setdefault(name, reason)
+        self.paths.setdefault(name, path)
+
+
+def _check(scope: str, mapping: Any, label: str, path: Path_, found: Findings) -> None:
     if not isinstance(mapping, dict) or not _known_scope(scope):
         return
     for key in mapping:
@@ -166,60 +186,70 @@ def _check(scope: str, mapping: Any, label: str, found: dict[str, list[str]]) ->
         row = status(scope, key)
         name = f"{label}{key}"
         if row is None:
-            found[UNSUPPORTED].append(name)
+            found.add(UNSUPPORTED, name, "not known to shoal", (*path, key))
         elif row.status != SUPPORTED:
-            found[row.status].append(name)
-            if row.status in (DEPRECATED, FORBIDDEN):
-                found.setdefault("reasons", []).append(f"{name}: {row.reason}")
+            found.add(row.status, name, row.reason, (*path, key))
 
 
-def scan(config: dict[str, Any]) -> dict[str, list[str]]:
-    """Every key in the (merged) config that shoal does not honour, grouped by status."""
-    found: dict[str, list[str]] = {UNSUPPORTED: [], DEPRECATED: [], FORBIDDEN: []}
-    _check("top", config, "", found)
+def scan(config: dict[str, Any]) -> Findings:
+    """Every key in the (merged) config that shoal does not honour."""
+    found = Findings()
+    _check("top", config, "", (), found)
     services = config.get("services")
-    for service in (services.values() if isinstance(services, dict) else ()):
+    for service_name, service in (services.items() if isinstance(services, dict) else ()):
         if not isinstance(service, dict):
             continue
-        _check("service", service, "", found)
+        base: Path_ = ("services", service_name)
+        _check("service", service, "", base, found)
         deploy = service.get("deploy")
         if isinstance(deploy, dict):
-            _check("service.deploy", deploy, "deploy.", found)
+            _check("service.deploy", deploy, "deploy.", (*base, "deploy"), found)
             resources = deploy.get("resources")
             if isinstance(resources, dict):
                 for part in ("limits", "reservations"):
                     _check(f"service.deploy.resources.{part}", resources.get(part),
-                           f"deploy.resources.{part}.", found)
-        for item in service.get("ports") or () if isinstance(service.get("ports"), list) else ():
-            _check("service.ports[]", item, "ports.", found)
-        for item in (service.get("volumes") if isinstance(service.get("volumes"), list) else ()):
-            _check("service.volumes[]", item, "volumes.", found)
+                           f"deploy.resources.{part}.", (*base, "deploy", "resources", part),
+                           found)
+        for section in ("ports", "volumes"):
+            items = service.get(section)
+            for index, item in enumerate(items if isinstance(items, list) else []):
+                _check(f"service.{section}[]", item, f"{section}.", (*base, section, index),
+                       found)
         networks = service.get("networks")
         if isinstance(networks, dict):
-            for attachment in networks.values():
-                _check("service.networks.*", attachment, "networks.", found)
+            for network_name, attachment in networks.items():
+                _check("service.networks.*", attachment, "networks.",
+                       (*base, "networks", network_name), found)
         if isinstance(service.get("build"), dict):
-            _check("service.build", service["build"], "build.", found)
+            _check("service.build", service["build"], "build.", (*base, "build"), found)
     for section, scope in (("networks", "network"), ("volumes", "volume"),
                            ("secrets", "secret"), ("configs", "config")):
         entries = config.get(section)
-        for entry in (entries.values() if isinstance(entries, dict) else ()):
-            _check(scope, entry, f"{section}.", found)
-    for key in (UNSUPPORTED, DEPRECATED, FORBIDDEN):
-        found[key] = sorted(set(found[key]))
-    found["reasons"] = sorted(set(found.get("reasons", [])))
+        for entry_name, entry in (entries.items() if isinstance(entries, dict) else ()):
+            _check(scope, entry, f"{section}.", (section, entry_name), found)
     return found
 
 
-def report(config: dict[str, Any], warn: Callable[[str], None]) -> None:
+def report(config: dict[str, Any], warn: Callable[[str], None],
+           locate: Callable[[Path_], str] = lambda path: "") -> None:
     """Warn about unsupported and deprecated keys with Docker's wording; raise for forbidden
-    ones (one line, where Docker prints a block)."""
+    ones (one line, where Docker prints a block), naming where the first one is written."""
     found = scan(config)
-    if found[FORBIDDEN]:
-        reasons = [r for r in found["reasons"] if r.split(":", 1)[0] in found[FORBIDDEN]]
-        raise ComposeError("compose file contains unsupported options: " + "; ".join(reasons))
-    if found[UNSUPPORTED]:
-        warn("Ignoring unsupported options: " + ", ".join(found[UNSUPPORTED]) + "\n")
-    if found[DEPRECATED]:
-        reasons = [r for r in found["reasons"] if r.split(":", 1)[0] in found[DEPRECATED]]
-        warn("Ignoring deprecated options:\n\n" + "\n\n".join(reasons) + "\n")
+    forbidden = found.sorted(FORBIDDEN)
+    if forbidden:
+        reasons = "; ".join(f"{name}: {found.reasons[name]}" for name in forbidden)
+        raise ComposeError("compose file contains unsupported options: " + reasons,
+                           where=locate(found.paths[forbidden[0]]))
+    if found.names[UNSUPPORTED]:
+        warn("Ignoring unsupported options: " + ", ".join(found.sorted(UNSUPPORTED)) + "\n")
+    if found.names[DEPRECATED]:
+        lines = [f"{name}: {found.reasons[name]}" for name in found.sorted(DEPRECATED)]
+        warn("Ignoring deprecated options:\n\n" + "\n\n".join(lines) + "\n")
+
+
+def markdown() -> str:
+    """The support matrix for the docs, generated from TABLE."""
+    out = ["| scope | key | status | notes |", "|---|---|---|---|"]
+    for row in sorted(TABLE, key=lambda r: (r.scope, r.key)):
+        out.append(f"| {row.scope} | `{row.key}` | {row.status} | {row.reason} |")
+    return "\n".join(out) + "\n"

@@ -29,10 +29,6 @@ def _validator() -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(schema())
 
 
-def _article(type_name: str) -> str:
-    return "an" if type_name[:1] in "aeiou" else "a"
-
-
 def _deepest(error: ValidationError) -> ValidationError:
     """For oneOf/anyOf, the branch error that got furthest into the value explains it best."""
     while error.context:
@@ -67,15 +63,17 @@ def _describe(error: ValidationError) -> tuple[tuple[str | int, ...], str]:
             return (*path, extra[0]), f"additional property {extra[0]} is not allowed"
     if validator == "type":
         types = [rule] if isinstance(rule, str) else list(rule)
-        wanted = " or ".join(f"{_article(t)} {t}" for t in types)
-        return path, f"must be {wanted}"
+        return path, "must be " + _join([_TYPE_WORDS.get(t, t) for t in types])
     if validator == "enum":
         return path, "must be one of: " + ", ".join(str(v) for v in rule)
     if validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return path, f"{missing} is required"
     if validator in ("oneOf", "anyOf"):
-        return path, f"{_short(instance)} is not valid here: {error.message.split(' is ')[-1]}"
+        allowed = _branch_types({validator: rule})
+        if allowed and _json_type(instance) not in allowed:
+            return path, "must be " + _join([_TYPE_WORDS[t] for t in allowed])
+        return path, f"{_short(instance)} is not valid here"
     if validator == "uniqueItems":
         return path, "must contain unique items"
     if validator == "pattern":
@@ -83,6 +81,51 @@ def _describe(error: ValidationError) -> tuple[tuple[str | int, ...], str]:
     if validator in ("minimum", "maximum", "minItems", "maxItems", "minProperties"):
         return path, error.message
     return path, error.message
+
+
+_TYPE_WORDS = {
+    "string": "a string", "number": "a number", "integer": "an integer", "boolean": "a boolean",
+    "object": "a mapping", "array": "a list", "null": "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _branch_types(branch: Any, depth: int = 0) -> list[str]:
+    """The JSON types a schema (with its oneOf/anyOf/$ref branches) accepts, in order."""
+    if not isinstance(branch, dict) or depth > 8:
+        return []
+    if "type" in branch:
+        kinds = branch["type"]
+        found = [kinds] if isinstance(kinds, str) else list(kinds)
+    elif "$ref" in branch and str(branch["$ref"]).startswith("#/definitions/"):
+        found = _branch_types(schema()["definitions"].get(branch["$ref"].split("/")[-1]),
+                              depth + 1)
+    else:
+        found = []
+        for key in ("oneOf", "anyOf"):
+            for sub in branch.get(key, []):
+                found += _branch_types(sub, depth + 1)
+    if "number" in found and "integer" not in found:
+        found.append("integer")  # an integer is a number
+    return list(dict.fromkeys(found))
+
+
+def _join(words: list[str]) -> str:
+    words = [w for w in dict.fromkeys(words)]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _short(value: Any) -> str:

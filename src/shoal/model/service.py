@@ -106,8 +106,9 @@ class PortConfig:
     protocol: str = "tcp"  # tcp | udp | sctp
     publish_mode: str = "ingress"  # ingress | host
 
-    def sort_key(self) -> tuple[str, int, int, str]:
-        return (self.protocol, self.target, self.published, self.publish_mode)
+    def sort_key(self) -> tuple[int, int, str, str]:
+        """moby's swarm.PortConfig.Compare: the CLI sends ports in this order."""
+        return (self.published, self.target, self.protocol, self.publish_mode)
 
 
 @dataclass
