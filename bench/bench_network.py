@@ -9,7 +9,8 @@ Prints:
  2. the spread of 1,000 new connections over 5 backends (each should be within 10% of a fifth);
  3. the time to apply a rule change (one `nft -f` transaction of the whole table), with 5 and
     with 1,000 backends;
- 4. DNS answers per second from the embedded resolver (127.0.0.11 inside a namespace).
+ 4. DNS answers per second from the embedded resolver (127.0.0.11 inside a namespace);
+ 5. attach/detach time per container with --scale containers on one network.
 
 Backends are small asyncio HTTP/1.1 keep-alive servers, one process per namespace. Everything
 runs under a private SHOAL_ROOT with pools in 10.213.0.0/16 and is removed at the end."""
@@ -95,6 +96,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scale", type=int, default=200, help="containers attached to one network in part 5")
     opts = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (namespaces, nftables)", file=sys.stderr)
@@ -190,6 +192,18 @@ def main() -> int:
                 await server.close()
 
         print(f"DNS answers per second (embedded resolver, one client, 64 in flight): {asyncio.run(dns_bench()):,.0f}")
+
+        # 5. many containers on one network (a Linux bridge takes at most 1,024 ports).
+        big = store.create("big")
+        t = time.perf_counter()
+        for i in range(opts.scale):
+            attach.attach(f"{i:04x}" * 16, ContainerSpec(image="none", network="big"))
+        per = (time.perf_counter() - t) / opts.scale * 1000
+        t = time.perf_counter()
+        for i in range(opts.scale):
+            attach.detach(f"{i:04x}" * 16)
+        per_detach = (time.perf_counter() - t) / opts.scale * 1000
+        print(f"{opts.scale} containers on one network ({big.subnet}): attach {per:.0f} ms, detach {per_detach:.0f} ms each")
         return 0
     finally:
         for p in procs:
@@ -197,6 +211,8 @@ def main() -> int:
             p.wait()
         for i in range(5):
             attach.detach(f"{i + 1:02d}" * 32)
+        for i in range(opts.scale):
+            attach.detach(f"{i:04x}" * 16)
         cleanup.remove_everything(store)
         for path in netns.list_pinned():
             netns.remove(path)
