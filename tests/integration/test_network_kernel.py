@@ -259,6 +259,9 @@ def test_bad_input_leaves_nothing_behind(env: NetworkStore) -> None:
             attach.attach(cid(3), spec("web", PortMapping(target=80, published=port)))
     with pytest.raises(NotFound, match="network nowhere not found"):
         attach.attach(cid(4), spec("nowhere"))
+    env.create("swarmonly", driver="overlay")
+    with pytest.raises(ShoalError, match="network swarmonly not manually attachable"):
+        attach.attach(cid(4), spec("swarmonly"))
     assert leftovers(env) == ([cid(1)], [a.netns_path], [bridge.veth_name(cid(1), env.get("web").id)])
     # A full network: a /30 holds one container besides its gateway.
     env.create("tiny", subnet="10.213.250.0/30")

@@ -121,6 +121,8 @@ def _connect(store: NetworkStore, net: Network, container_id: str, path: Path, i
         if fresh is not None and container_id in fresh.endpoints:
             del fresh.endpoints[container_id]
             store.save(fresh)
+        if fresh is not None and not fresh.endpoints and not fresh.reserved:
+            bridge.delete_link(fresh.bridge)
         raise
     return ep
 
