@@ -59,3 +59,30 @@ def test_stack_config_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> N
 def test_stack_config_without_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stack", "config"]) == 1
     assert capsys.readouterr().err == "Error: specify a Compose file (with --compose-file)\n"
+
+
+def test_stack_config_reads_stdin(shoal) -> None:  # type: ignore[no-untyped-def]
+    result = shoal("stack", "config", "-c", "-",
+                   input="services:\n  web:\n    image: web:v1\n    ports: ['4000:80']\n")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout) == {"services": {"web": {"image": "web:v1",
+                                                                 "ports": ["4000:80"]}}}
+
+
+def test_anchors_merge_keys_and_extension_fields(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text(
+        "x-defaults: &defaults\n"
+        "  image: web:v1\n"
+        "  deploy: {replicas: 3}\n"
+        "  x-note: kept out of the spec\n"
+        "services:\n"
+        "  web:\n"
+        "    <<: *defaults\n"
+        "    deploy: {replicas: 5}\n"
+        "  worker:\n"
+        "    <<: *defaults\n"
+    )
+    config = load_config([compose], environ={}, warn=lambda m: None)
+    assert config["services"]["web"]["deploy"] == {"replicas": 5}
+    assert config["services"]["worker"]["image"] == "web:v1"

@@ -224,10 +224,16 @@ def test_bad_input_is_one_line_naming_file_service_and_key(fixture: str, expecte
     assert message == str(FIXTURES / expected.split(":", 1)[0]) + ":" + expected.split(":", 1)[1]
 
 
-@pytest.mark.parametrize("name", ["", "   ", "'  '", "-web", "web app", "web/app", "wéb"])
+@pytest.mark.parametrize("name", ["", "   ", "'  '", "-web", "web app", "web/app", "wéb",
+                                  "web.app", "_web"])
 def test_bad_stack_name(name: str) -> None:
     with pytest.raises(ShoalError, match="invalid stack name"):
         load("seed.yml", name)
+
+
+@pytest.mark.parametrize("name", ["webapp", "Web-App", "w_1", "0day", "a-"])
+def test_good_stack_names(name: str) -> None:
+    assert f"{name}_web" in load("seed.yml", name).services
 
 
 def _one_service(tmp_path: Path, body: str) -> StackSpec:
@@ -261,6 +267,8 @@ def _one_service(tmp_path: Path, body: str) -> StackSpec:
         ("    volumes: ['a:b:c:d']\n", "too many colons"),
         ("    volumes: ['data:relative']\nvolumes:\n  data:\n", "must be an absolute path"),
         ("    depends_on: [db]\n", 'depends on undefined service "db"'),
+        ("    stop_grace_period: -5s\n", "must not be negative"),
+        ("    ports: ['8080:0']\n", "the container port must be 1-65535"),
         ("    deploy:\n      placement:\n        constraints: ['node.role']\n",
          "invalid constraint 'node.role'"),
     ],

@@ -25,7 +25,7 @@ TEXTS = {name: (FIXTURES / name).read_text() for name in SOURCES}
 DATA = {name: yaml.safe_load(text) for name, text in TEXTS.items()}
 ENVIRON = {"TAG": "v1", "REPLICAS": "2", "EMPTY": "", "HOME": "/root"}
 # SHOAL_FUZZ_EXAMPLES=5000 for a longer run; the default keeps the suite fast.
-EXAMPLES = int(os.environ.get("SHOAL_FUZZ_EXAMPLES", "400"))
+EXAMPLES = int(os.environ.get("SHOAL_FUZZ_EXAMPLES", "250"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -123,9 +123,12 @@ def _duration(value: Any, path: P, default: float = 0.0) -> float:
     if value is None:
         return default
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise Invalid(path, str(exc)) from None
+    if seconds < 0:
+        raise Invalid(path, f"duration {value!r} must not be negative")
+    return seconds
 
 
 def _size(value: Any, path: P) -> int:
@@ -195,7 +198,9 @@ def _shell_words(value: Any, path: P) -> list[str] | None:
 
 # --- names --------------------------------------------------------------------------------
 
-_STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# docker/cli's stack rule allows more, but swarmkit rejects a service name with a dot, so a
+# dotted stack could never run a service: refused here, before anything is created.
+_STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
 # swarmkit controlapi: a service name must be a valid DNS label part, 63 characters at most.
 _SERVICE_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
 
@@ -207,7 +212,8 @@ def validate_stack_name(name: str) -> None:
         raise ComposeError(f"invalid stack name: {name!r}".replace("'", '"', 2))
     if not _STACK_NAME.match(name):
         raise ComposeError(
-            f'invalid stack name: "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
+            f'invalid stack name: "{name}": it must start with a letter or a digit and use '
+            "only letters, digits, '_' and '-'"
         )
 
 
@@ -815,6 +821,8 @@ class Converter:
                 shorts = parse_port(text)
             except ValueError as exc:
                 raise Invalid(path, str(exc)) from None
+            if any(s.target == 0 for s in shorts):
+                raise Invalid(path, f"invalid port {text!r}: the container port must be 1-65535")
             if any(s.host_ip for s in shorts) and not self._warned_ip:
                 self._warned_ip = True
                 self.warn(f"ignoring IP-address ({text}) service will listen on '0.0.0.0'")
