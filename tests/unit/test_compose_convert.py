@@ -298,6 +298,7 @@ def test_short_port_host_ip_is_ignored_with_dockers_warning(tmp_path: Path) -> N
 
 
 def test_yaml_12_scalars(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("secret")
     # PyYAML alone reads 4000:50 as a base-60 integer and `on` as true; Go's parser does not.
     stack = _one_service(tmp_path, "    ports:\n      - 4000:50\n    environment:\n"
                                    "      FLAG: on\n    secrets:\n      - source: s\n"
@@ -306,3 +307,13 @@ def test_yaml_12_scalars(tmp_path: Path) -> None:
     assert web.endpoint.ports == [PortConfig(50, 4000)]
     assert web.env == ["FLAG=on"]
     assert web.secrets[0].mode == 0o440
+
+
+def test_secret_file_must_exist(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: web:v1\n    secrets: [k]\n"
+                       "secrets:\n  k:\n    file: ./missing.pem\n")
+    with pytest.raises(ShoalError) as info:
+        load_stack([compose], "s", environ={}, warn=lambda m: None)
+    assert str(info.value) == (f"{compose}:7: secrets.k.file: open {tmp_path / 'missing.pem'}: "
+                               "no such file")

@@ -96,6 +96,7 @@ def workdir() -> Iterator[Path]:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(prefix="shoal-fuzz-", dir=shm) as tmp:
         (Path(tmp) / "web.env").write_text("A=from-file\n")
+        (Path(tmp) / "key.pem").write_text("not really a key\n")
         yield Path(tmp)
 
 

@@ -372,10 +372,14 @@ class Converter:
         driver = _str(raw.get("driver"), (*path, "driver"))
         if not file and not driver:
             raise Invalid(path, f"{path[0][:-1]} {compose_name!r} needs a file (or external)")
+        resolved = self.resolve(file) if file else ""
+        if resolved and not os.path.isfile(resolved):
+            # docker reads it at deploy; failing now leaves nothing half-created.
+            raise Invalid((*path, "file"), f"open {resolved}: no such file")
         return SecretSpec(
             name=name,
             compose_name=compose_name,
-            file=self.resolve(file) if file else "",
+            file=resolved,
             labels=labels,
             driver=driver,
             driver_opts={k: v or "" for k, v in
