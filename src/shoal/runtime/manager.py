@@ -206,6 +206,7 @@ class ContainerManager:
             runtime = engine.by_name(c.runtime)
             try:
                 pid = self._launch(c, runtime)
+                started = time.time()  # before `start`: a short process may be done when it returns
                 runtime.run("start", c.id)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
@@ -224,7 +225,7 @@ class ContainerManager:
                 raise
             c.state = ContainerState(status="running", pid=pid, pid_start=proc_start_time(pid),
                                      conmon_pid=_read_int(c.dir / "conmon.pid"),
-                                     started_at=time.time())
+                                     started_at=started)
             c.save()
 
     def _launch(self, c: Container, runtime: engine.Runtime) -> int:
@@ -474,9 +475,16 @@ class ContainerManager:
         cmd = ["exec"]
         if tty:
             cmd.append("--tty")
+            if not any(e.startswith("TERM=") for e in env or []):
+                env = [*(env or []), "TERM=xterm"]
         if detach:
             cmd.append("--detach")
-        for item in env or []:
+        # crun replaces the environment with the --env list: give it the whole process env.
+        try:
+            base_env = json.loads((c.dir / "config.json").read_text())["process"]["env"]
+        except (OSError, ValueError, KeyError):
+            base_env = list(c.config.get("Env") or [])
+        for item in oci.merge_env(base_env, env or []):
             cmd += ["--env", item]
         exec_user = c.config.get("User", "") if not user else user
         u = resolve_user(exec_user, view.read_text("/etc/passwd"), view.read_text("/etc/group"))
