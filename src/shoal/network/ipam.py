@@ -105,7 +105,7 @@ def check_user_subnet(name: str, subnet: ipaddress.IPv4Network, taken: dict[str,
         raise Conflict(f"invalid pool request for network {name}: subnet {subnet} overlaps with network {other} ({taken[other]})")
 
 
-def default_gateway(subnet: ipaddress.IPv4Network, ip_range: ipaddress.IPv4Network | None = None) -> ipaddress.IPv4Address:
+def default_gateway(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     # Docker takes the first address of the subnet, even when an ip_range is given.
     return subnet.network_address + 1
 
@@ -138,16 +138,3 @@ def allocate_ip(name: str, subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv
         if value not in taken:
             return ipaddress.IPv4Address(value)
     raise ShoalError(f"no available IPv4 addresses on network {name} ({space} is full)")
-
-
-def check_requested_ip(name: str, addr: str, subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address,
-                       used: Iterable[str]) -> ipaddress.IPv4Address:
-    try:
-        ip = ipaddress.IPv4Address(addr)
-    except ValueError:
-        raise InvalidArgument(f"invalid IPv4 address {addr!r} for network {name}") from None
-    if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address, gateway):
-        raise InvalidArgument(f"address {ip} is not a free host address of network {name} ({subnet})")
-    if str(ip) in set(used):
-        raise Conflict(f"address {ip} is already in use on network {name}")
-    return ip

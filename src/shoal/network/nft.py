@@ -17,7 +17,6 @@ What the table does:
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -237,8 +236,3 @@ def docker_user_accept(present: bool) -> None:
             subprocess.run([tool, "-w", "-I", *rule], capture_output=True, check=False)
         elif not present and exists:
             subprocess.run([tool, "-w", "-D", *rule], capture_output=True, check=False)
-
-
-def subnet_of(ip: str, networks: Iterable[Network]) -> Network | None:
-    addr = ipaddress.IPv4Address(ip)
-    return next((n for n in networks if n.subnet and addr in n.subnet_net()), None)
