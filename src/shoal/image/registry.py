@@ -436,6 +436,9 @@ def push_blob(client: RegistryClient, store: ImageStore, desc: dict[str, Any], h
         _, location = client.start_upload()
     assert location is not None
     path = store.blob_path(digest)
+    if not path.is_file():
+        client.cancel_upload(location)
+        raise ShoalError(f"blob {digest} is not in the image store: cannot push it")
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:

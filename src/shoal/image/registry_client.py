@@ -9,11 +9,13 @@ token handler does. Errors are turned into the messages Docker prints.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
 import ssl
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +44,9 @@ MAX_MANIFEST_BYTES = 4 << 20
 CHUNKED_UPLOAD_THRESHOLD = 64 << 20
 UPLOAD_CHUNK_BYTES = 32 << 20
 READ_CHUNK = 1 << 20
+# The token spec: a token without expires_in lasts 60 s; renew one this close to its end.
+DEFAULT_TOKEN_LIFETIME = 60.0
+TOKEN_RENEW_MARGIN = 15.0
 
 # distribution's registry/api/errcode descriptors: code -> default message.
 ERROR_CODE_MESSAGES = {
@@ -94,6 +99,15 @@ def base_url(domain: str) -> str:
     if domain == DOCKER_HUB_DOMAIN:
         return "https://registry-1.docker.io"
     return f"{'http' if is_insecure(domain) else 'https'}://{domain}"
+
+
+@functools.lru_cache(maxsize=2)
+def _tls_context(verified: bool) -> ssl.SSLContext:
+    """The system trust store (so locally added CAs count) for https registries. Loading it
+    costs ~0.2 s, so a plain-http registry gets a bare context it never uses."""
+    if verified:
+        return ssl.create_default_context()
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def sha256_digest(data: bytes) -> str:
@@ -191,14 +205,13 @@ class RegistryClient:
         self.actions = actions
         self.credentials = credentials
         self.base = base_url(domain)
-        context = ssl.create_default_context()  # the system store, so locally added CAs count
-        self.http = httpx.Client(verify=context, timeout=httpx.Timeout(timeout, connect=15.0),
+        self.http = httpx.Client(verify=_tls_context(self.base.startswith("https:")), timeout=httpx.Timeout(timeout, connect=15.0),
                                  limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
                                  headers={"User-Agent": "shoal/0.1 (docker-compatible)"})
         self._lock = threading.Lock()
         self._challenge: Challenge | None = None
         self._pinged = False
-        self._tokens: dict[tuple[str, ...], str] = {}
+        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}   # scopes -> (token, expiry)
 
     def close(self) -> None:
         self.http.close()
@@ -251,14 +264,20 @@ class RegistryClient:
         if ch.scheme == "bearer":
             key = tuple(sorted(scopes))
             with self._lock:
-                token = self._tokens.get(key)
-                if token is None:
-                    token = self.fetch_token(ch, key)
-                    self._tokens[key] = token
-            return f"Bearer {token}"
+                cached = self._tokens.get(key)
+                # Renew a little before expiry so a long upload does not start with a dying token.
+                if cached is None or cached[1] - time.monotonic() < TOKEN_RENEW_MARGIN:
+                    token, lifetime = self._fetch_token_with_lifetime(ch, key)
+                    cached = (token, time.monotonic() + lifetime)
+                    self._tokens[key] = cached
+            return f"Bearer {cached[0]}"
         return None
 
     def fetch_token(self, ch: Challenge, scopes: Iterable[str], login: bool = False) -> str:
+        return self._fetch_token_with_lifetime(ch, scopes, login)[0]
+
+    def _fetch_token_with_lifetime(self, ch: Challenge, scopes: Iterable[str],
+                                   login: bool = False) -> tuple[str, float]:
         """Ask the challenge's realm for a token (Basic auth to the token service when we have
         credentials), as in distribution's token spec."""
         realm = ch.params.get("realm")
@@ -276,7 +295,12 @@ class RegistryClient:
         if login:
             params += [("client_id", "shoal"), ("offline_token", "true")]
         try:
-            resp = self.http.get(realm, params=params, headers=headers)
+            if realm.startswith("https:") and not self.base.startswith("https:"):
+                # An http registry with an https token service: that one needs real verification.
+                with httpx.Client(verify=_tls_context(True), timeout=self.http.timeout) as tls:
+                    resp = tls.get(realm, params=params, headers=headers)
+            else:
+                resp = self.http.get(realm, params=params, headers=headers)
         except httpx.TransportError as exc:
             raise _transport_error("GET", realm, exc) from exc
         if resp.status_code in (401, 403):
@@ -292,7 +316,11 @@ class RegistryClient:
         token = data.get("token") or data.get("access_token")
         if not token:
             raise RegistryError(f'Get "{realm}": the token service returned no token')
-        return str(token)
+        try:
+            lifetime = float(data.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (TypeError, ValueError):
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        return str(token), max(lifetime, DEFAULT_TOKEN_LIFETIME)
 
     def login(self) -> None:
         """Check the credentials against /v2/ as `docker login` does; raise with Docker's words."""
