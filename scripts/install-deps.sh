@@ -8,7 +8,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(crun runc conmon nftables iproute2 debootstrap busybox-static docker-registry apache2-utils
-      ca-certificates xz-utils zstd tini skopeo)
+      ca-certificates xz-utils zstd tini skopeo openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
