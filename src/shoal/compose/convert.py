@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from shoal.compose.envfile import read_env_file
 from shoal.compose.errors import ComposeError
-from shoal.compose.syntax import parse_cpus, parse_duration, parse_port, parse_size, parse_volume
+from shoal.compose.names import SERVICE_NAME, check_image_reference, validate_stack_name
+from shoal.compose.syntax import parse_cpus, parse_port, parse_volume
+from shoal.compose import values as v
+from shoal.compose.values import P, Invalid
 from shoal.model import (
     IPAM,
     LABEL_IMAGE,
@@ -44,200 +46,10 @@ from shoal.model import (
 )
 from shoal.runtime.spec import Mount, Ulimit
 
-P = tuple[str | int, ...]
 DEFAULT_NETWORK = "default"
 MIN_NANO_CPUS = 1_000_000  # 0.001 CPU (swarmkit controlapi)
 MIN_MEMORY = 4 * 1024 * 1024  # 4 MiB
 MIN_HEALTH_DURATION = 0.001  # 1 ms
-
-
-class Invalid(Exception):
-    """A bad value at `path` of the merged config; the loader adds the file and line."""
-
-    def __init__(self, path: P, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
-
-
-# --- small typed readers ------------------------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "" if value is None else str(value)
-
-
-def _str(value: Any, path: P, default: str = "") -> str:
-    if value is None:
-        return default
-    if isinstance(value, (dict, list)):
-        raise Invalid(path, "must be a string")
-    return _text(value)
-
-
-def _bool(value: Any, path: P, default: bool = False) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise Invalid(path, f"invalid boolean: {value!r}")
-
-
-def _int(value: Any, path: P, default: int = 0, minimum: int | None = 0) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise Invalid(path, f"must be an integer, not {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-        value = int(value)
-    if not isinstance(value, int):
-        raise Invalid(path, f"must be an integer, not {value!r}")
-    if minimum is not None and value < minimum:
-        raise Invalid(path, f"must be {minimum} or more, not {value}")
-    return value
-
-
-def _float(value: Any, path: P, default: float = 0.0) -> float:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise Invalid(path, f"must be a number, not {value!r}")
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise Invalid(path, f"must be a number, not {value!r}") from None
-    if result != result or result in (float("inf"), float("-inf")):
-        raise Invalid(path, f"must be a number, not {value!r}")
-    return result
-
-
-def _duration(value: Any, path: P, default: float = 0.0) -> float:
-    if value is None:
-        return default
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise Invalid(path, str(exc)) from None
-    if seconds < 0:
-        raise Invalid(path, f"duration {value!r} must not be negative")
-    return seconds
-
-
-def _size(value: Any, path: P) -> int:
-    if value is None:
-        return 0
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise Invalid(path, str(exc)) from None
-
-
-def _strings(value: Any, path: P) -> list[str]:
-    """A string or a list of strings."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return [_str(v, (*path, i)) for i, v in enumerate(value)]
-    return [_str(value, path)]
-
-
-def _mapping(value: Any, path: P) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise Invalid(path, "must be a mapping")
-    return value
-
-
-def _list_or_dict(value: Any, path: P, allow_bare: bool = False) -> dict[str, str | None]:
-    """`[K=V, K]` or `{K: V}` -> {K: V}; a bare K (or null value) is None when allowed, else
-    the empty string (labels)."""
-    out: dict[str, str | None] = {}
-    if value is None:
-        return out
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, (dict, list)):
-                raise Invalid((*path, key), "must be a string, number, boolean or null")
-            out[str(key)] = None if item is None and allow_bare else _text(item)
-        return out
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, (dict, list)):
-                raise Invalid((*path, index), "must be a string")
-            key, sep, val = _text(item).partition("=")
-            if not key:
-                raise Invalid((*path, index), f"invalid entry {item!r}: empty name")
-            out[key] = val if sep else (None if allow_bare else "")
-        return out
-    raise Invalid(path, "must be a list or a mapping")
-
-
-def _labels(value: Any, path: P) -> dict[str, str]:
-    return {k: v or "" for k, v in _list_or_dict(value, path).items()}
-
-
-def _shell_words(value: Any, path: P) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return [_str(v, (*path, i)) for i, v in enumerate(value)]
-    try:
-        return shlex.split(_str(value, path))
-    except ValueError as exc:
-        raise Invalid(path, f"cannot split into words: {exc}") from None
-
-
-# --- names --------------------------------------------------------------------------------
-
-# docker/cli's stack rule allows more, but swarmkit rejects a service name with a dot, so a
-# dotted stack could never run a service: refused here, before anything is created.
-_STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
-# swarmkit controlapi: a service name must be a valid DNS label part, 63 characters at most.
-_SERVICE_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
-
-
-def validate_stack_name(name: str) -> None:
-    """docker/cli's rule (not empty once quotes and spaces are trimmed), then the characters a
-    stack name may use, so that every `<stack>_<service>` is a name Swarm accepts."""
-    if not name.strip().strip("\"'").strip():
-        raise ComposeError(f"invalid stack name: {name!r}".replace("'", '"', 2))
-    if not _STACK_NAME.match(name):
-        raise ComposeError(
-            f'invalid stack name: "{name}": it must start with a letter or a digit and use '
-            "only letters, digits, '_' and '-'"
-        )
-
-
-_DOMAIN = r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"  # noqa: E501
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-_REFERENCE = re.compile(
-    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
-)
-
-
-def check_image_reference(image: str) -> str | None:
-    """distribution/reference's grammar; an error text or None."""
-    if not image:
-        return "no image specified"
-    if len(image) > 255 + 128:
-        return "invalid reference format"
-    if _REFERENCE.match(image):
-        return None
-    name = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" not in image.rsplit(":", 1)[-1] \
-        else image.split("@", 1)[0]
-    if name != name.lower() and _REFERENCE.match(image.lower()):
-        return f"invalid reference format: repository name ({name}) must be lowercase"
-    return "invalid reference format"
 
 
 # --- the conversion -----------------------------------------------------------------------
@@ -257,10 +69,10 @@ class Converter:
         self.working_dir = working_dir
         self.environment = environment
         self.warn = warn
-        self.network_configs = _mapping(config.get("networks"), ("networks",))
-        self.volume_configs = _mapping(config.get("volumes"), ("volumes",))
-        self.secret_configs = _mapping(config.get("secrets"), ("secrets",))
-        self.config_configs = _mapping(config.get("configs"), ("configs",))
+        self.network_configs = v.mapping(config.get("networks"), ("networks",))
+        self.volume_configs = v.mapping(config.get("volumes"), ("volumes",))
+        self.secret_configs = v.mapping(config.get("secrets"), ("secrets",))
+        self.config_configs = v.mapping(config.get("configs"), ("configs",))
         self.used_networks: set[str] = set()
         self.used_volumes: set[str] = set()
         self._warned_ip = False
@@ -282,7 +94,7 @@ class Converter:
 
     def stack_spec(self) -> StackSpec:
         spec = StackSpec(name=self.stack)
-        services = _mapping(self.config.get("services"), ("services",))
+        services = v.mapping(self.config.get("services"), ("services",))
         for compose_name in sorted(services):
             service = self.service(compose_name, services[compose_name], services)
             spec.services[service.name] = service
@@ -303,73 +115,73 @@ class Converter:
     def _object_name(self, compose_name: str, raw: dict[str, Any], path: P) -> tuple[str, bool]:
         external = raw.get("external")
         is_external = False
-        name = _str(raw.get("name"), (*path, "name"))
+        name = v.string(raw.get("name"), (*path, "name"))
         if isinstance(external, dict):  # the deprecated `external: {name: x}`
             is_external = True
-            name = _str(external.get("name"), (*path, "external", "name")) or name
+            name = v.string(external.get("name"), (*path, "external", "name")) or name
         else:
-            is_external = _bool(external, (*path, "external"))
+            is_external = v.boolean(external, (*path, "external"))
         if is_external:
             return name or compose_name, True
         return name or self.scope(compose_name), False
 
     def network(self, compose_name: str) -> NetworkSpec:
         path: P = ("networks", compose_name)
-        raw = _mapping(self.network_configs.get(compose_name), path)
+        raw = v.mapping(self.network_configs.get(compose_name), path)
         name, external = self._object_name(compose_name, raw, path)
         if external:
             return NetworkSpec(name=name, compose_name=compose_name, external=True, driver="")
-        ipam_raw = _mapping(raw.get("ipam"), (*path, "ipam"))
+        ipam_raw = v.mapping(raw.get("ipam"), (*path, "ipam"))
         pools = []
         for index, pool in enumerate(ipam_raw.get("config") or []):
             ppath = (*path, "ipam", "config", index)
-            pool = _mapping(pool, ppath)
+            pool = v.mapping(pool, ppath)
             pools.append(IPAMPool(
-                subnet=_str(pool.get("subnet"), (*ppath, "subnet")),
-                gateway=_str(pool.get("gateway"), (*ppath, "gateway")),
-                ip_range=_str(pool.get("ip_range"), (*ppath, "ip_range")),
+                subnet=v.string(pool.get("subnet"), (*ppath, "subnet")),
+                gateway=v.string(pool.get("gateway"), (*ppath, "gateway")),
+                ip_range=v.string(pool.get("ip_range"), (*ppath, "ip_range")),
             ))
-        labels = _labels(raw.get("labels"), (*path, "labels"))
+        labels = v.labels(raw.get("labels"), (*path, "labels"))
         labels[LABEL_NAMESPACE] = self.stack
         return NetworkSpec(
             name=name,
             compose_name=compose_name,
-            driver=_str(raw.get("driver"), (*path, "driver")) or "overlay",
+            driver=v.string(raw.get("driver"), (*path, "driver")) or "overlay",
             driver_opts={k: v or "" for k, v in
-                         _list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
-            ipam=IPAM(driver=_str(ipam_raw.get("driver"), (*path, "ipam", "driver")),
+                         v.list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
+            ipam=IPAM(driver=v.string(ipam_raw.get("driver"), (*path, "ipam", "driver")),
                       config=pools),
-            internal=_bool(raw.get("internal"), (*path, "internal")),
-            attachable=_bool(raw.get("attachable"), (*path, "attachable")),
+            internal=v.boolean(raw.get("internal"), (*path, "internal")),
+            attachable=v.boolean(raw.get("attachable"), (*path, "attachable")),
             labels=labels,
         )
 
     def volume(self, compose_name: str) -> VolumeSpec:
         path: P = ("volumes", compose_name)
-        raw = _mapping(self.volume_configs.get(compose_name), path)
+        raw = v.mapping(self.volume_configs.get(compose_name), path)
         name, external = self._object_name(compose_name, raw, path)
         if external:
             return VolumeSpec(name=name, compose_name=compose_name, external=True)
-        labels = _labels(raw.get("labels"), (*path, "labels"))
+        labels = v.labels(raw.get("labels"), (*path, "labels"))
         labels[LABEL_NAMESPACE] = self.stack
         return VolumeSpec(
             name=name,
             compose_name=compose_name,
-            driver=_str(raw.get("driver"), (*path, "driver")),
+            driver=v.string(raw.get("driver"), (*path, "driver")),
             driver_opts={k: v or "" for k, v in
-                         _list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
+                         v.list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
             labels=labels,
         )
 
     def file_object(self, path: P, compose_name: str, raw: Any) -> SecretSpec:
-        raw = _mapping(raw, path)
+        raw = v.mapping(raw, path)
         name, external = self._object_name(compose_name, raw, path)
         if external:
             return SecretSpec(name=name, compose_name=compose_name, external=True)
-        labels = _labels(raw.get("labels"), (*path, "labels"))
+        labels = v.labels(raw.get("labels"), (*path, "labels"))
         labels[LABEL_NAMESPACE] = self.stack
-        file = _str(raw.get("file"), (*path, "file"))
-        driver = _str(raw.get("driver"), (*path, "driver"))
+        file = v.string(raw.get("file"), (*path, "file"))
+        driver = v.string(raw.get("driver"), (*path, "driver"))
         if not file and not driver:
             raise Invalid(path, f"{path[0][:-1]} {compose_name!r} needs a file (or external)")
         resolved = self.resolve(file) if file else ""
@@ -383,34 +195,34 @@ class Converter:
             labels=labels,
             driver=driver,
             driver_opts={k: v or "" for k, v in
-                         _list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
-            template_driver=_str(raw.get("template_driver"), (*path, "template_driver")),
+                         v.list_or_dict(raw.get("driver_opts"), (*path, "driver_opts")).items()},
+            template_driver=v.string(raw.get("template_driver"), (*path, "template_driver")),
         )
 
     # One service ----------------------------------------------------------------------------
 
     def service(self, compose_name: str, raw: Any, all_services: dict[str, Any]) -> ServiceSpec:
         path: P = ("services", compose_name)
-        raw = _mapping(raw, path)
+        raw = v.mapping(raw, path)
         full_name = self.scope(compose_name)
-        if not _SERVICE_NAME.match(full_name) or len(full_name) > 63:
+        if not SERVICE_NAME.match(full_name) or len(full_name) > 63:
             raise Invalid(path, f"invalid service name {full_name!r}: it must be a valid DNS "
                                 "name of 63 characters or fewer ([a-zA-Z0-9], '-' or '_' inside)")
         build = self.build(raw.get("build"), (*path, "build"))
-        image = _str(raw.get("image"), (*path, "image"))
+        image = v.string(raw.get("image"), (*path, "image"))
         if not image and build is not None:
             image = f"{self.stack}-{compose_name}".lower()  # docker compose's name for builds
         problem = check_image_reference(image)
         if problem:
             raise Invalid((*path, "image"),
                           f"invalid image reference for service {compose_name}: {problem}")
-        deploy = _mapping(raw.get("deploy"), (*path, "deploy"))
+        deploy = v.mapping(raw.get("deploy"), (*path, "deploy"))
         dpath: P = (*path, "deploy")
 
-        labels = _labels(deploy.get("labels"), (*dpath, "labels"))
+        labels = v.labels(deploy.get("labels"), (*dpath, "labels"))
         labels[LABEL_NAMESPACE] = self.stack
         labels[LABEL_IMAGE] = image
-        container_labels = _labels(raw.get("labels"), (*path, "labels"))
+        container_labels = v.labels(raw.get("labels"), (*path, "labels"))
         container_labels[LABEL_NAMESPACE] = self.stack
 
         mode, replicas = self.mode(deploy, dpath)
@@ -423,30 +235,30 @@ class Converter:
             build=build,
             labels=labels,
             container_labels=container_labels,
-            entrypoint=_shell_words(raw.get("entrypoint"), (*path, "entrypoint")),
-            cmd=_shell_words(raw.get("command"), (*path, "command")),
+            entrypoint=v.shell_words(raw.get("entrypoint"), (*path, "entrypoint")),
+            cmd=v.shell_words(raw.get("command"), (*path, "command")),
             env=self.env(raw, path),
-            user=_str(raw.get("user"), (*path, "user")),
-            workdir=_str(raw.get("working_dir"), (*path, "working_dir")),
-            hostname=_str(raw.get("hostname"), (*path, "hostname")),
+            user=v.string(raw.get("user"), (*path, "user")),
+            workdir=v.string(raw.get("working_dir"), (*path, "working_dir")),
+            hostname=v.string(raw.get("hostname"), (*path, "hostname")),
             mounts=self.mounts(raw, path),
-            stop_grace_period=_duration(raw.get("stop_grace_period"),
+            stop_grace_period=v.duration(raw.get("stop_grace_period"),
                                         (*path, "stop_grace_period"), 10.0),
-            stop_signal=_str(raw.get("stop_signal"), (*path, "stop_signal")),
+            stop_signal=v.string(raw.get("stop_signal"), (*path, "stop_signal")),
             healthcheck=self.healthcheck(raw.get("healthcheck"), (*path, "healthcheck")),
-            tty=_bool(raw.get("tty"), (*path, "tty")),
-            open_stdin=_bool(raw.get("stdin_open"), (*path, "stdin_open")),
-            read_only=_bool(raw.get("read_only"), (*path, "read_only")),
-            init=None if raw.get("init") is None else _bool(raw.get("init"), (*path, "init")),
+            tty=v.boolean(raw.get("tty"), (*path, "tty")),
+            open_stdin=v.boolean(raw.get("stdin_open"), (*path, "stdin_open")),
+            read_only=v.boolean(raw.get("read_only"), (*path, "read_only")),
+            init=None if raw.get("init") is None else v.boolean(raw.get("init"), (*path, "init")),
             extra_hosts=self.extra_hosts(raw.get("extra_hosts"), (*path, "extra_hosts")),
-            dns=_strings(raw.get("dns"), (*path, "dns")),
-            dns_search=_strings(raw.get("dns_search"), (*path, "dns_search")),
-            cap_add=_strings(raw.get("cap_add"), (*path, "cap_add")),
-            cap_drop=_strings(raw.get("cap_drop"), (*path, "cap_drop")),
+            dns=v.strings(raw.get("dns"), (*path, "dns")),
+            dns_search=v.strings(raw.get("dns_search"), (*path, "dns_search")),
+            cap_add=v.strings(raw.get("cap_add"), (*path, "cap_add")),
+            cap_drop=v.strings(raw.get("cap_drop"), (*path, "cap_drop")),
             sysctls={k: v or "" for k, v in
-                     _list_or_dict(raw.get("sysctls"), (*path, "sysctls")).items()},
+                     v.list_or_dict(raw.get("sysctls"), (*path, "sysctls")).items()},
             ulimits=self.ulimits(raw.get("ulimits"), (*path, "ulimits")),
-            oom_score_adj=_int(raw.get("oom_score_adj"), (*path, "oom_score_adj"), minimum=-1000),
+            oom_score_adj=v.integer(raw.get("oom_score_adj"), (*path, "oom_score_adj"), minimum=-1000),
             log_driver=self.logging(raw.get("logging"), (*path, "logging")),
             mode=mode,
             replicas=replicas,
@@ -475,20 +287,20 @@ class Converter:
             return None
         if isinstance(raw, str):
             raw = {"context": raw}
-        raw = _mapping(raw, path)
-        context = _str(raw.get("context"), (*path, "context"), ".") or "."
+        raw = v.mapping(raw, path)
+        context = v.string(raw.get("context"), (*path, "context"), ".") or "."
         if not re.match(r"^(?:[a-z]+://|git@|github\.com/)", context):
             context = self.resolve(context)
         return BuildSpec(
             context=context,
-            dockerfile=_str(raw.get("dockerfile"), (*path, "dockerfile")),
-            args=_list_or_dict(raw.get("args"), (*path, "args"), allow_bare=True),
-            target=_str(raw.get("target"), (*path, "target")),
-            labels=_labels(raw.get("labels"), (*path, "labels")),
-            tags=_strings(raw.get("tags"), (*path, "tags")),
-            network=_str(raw.get("network"), (*path, "network")),
-            no_cache=_bool(raw.get("no_cache"), (*path, "no_cache")),
-            pull=_bool(raw.get("pull"), (*path, "pull")),
+            dockerfile=v.string(raw.get("dockerfile"), (*path, "dockerfile")),
+            args=v.list_or_dict(raw.get("args"), (*path, "args"), allow_bare=True),
+            target=v.string(raw.get("target"), (*path, "target")),
+            labels=v.labels(raw.get("labels"), (*path, "labels")),
+            tags=v.strings(raw.get("tags"), (*path, "tags")),
+            network=v.string(raw.get("network"), (*path, "network")),
+            no_cache=v.boolean(raw.get("no_cache"), (*path, "no_cache")),
+            pull=v.boolean(raw.get("pull"), (*path, "pull")),
         )
 
     def env(self, raw: dict[str, Any], path: P) -> list[str]:
@@ -501,16 +313,16 @@ class Converter:
                     else (*path, "env_file")
                 required = True
                 if isinstance(entry, dict):
-                    required = _bool(entry.get("required"), (*epath, "required"), True)
+                    required = v.boolean(entry.get("required"), (*epath, "required"), True)
                     entry = entry.get("path")
-                file = Path(self.resolve(_str(entry, epath)))
+                file = Path(self.resolve(v.string(entry, epath)))
                 if not required and not file.exists():
                     continue
                 try:
                     values.update(read_env_file(file, self.environment.get))
                 except ComposeError as exc:
                     raise Invalid(epath, exc.reason) from None
-        values.update(_list_or_dict(raw.get("environment"), (*path, "environment"),
+        values.update(v.list_or_dict(raw.get("environment"), (*path, "environment"),
                                     allow_bare=True))
         out = []
         for key, value in values.items():
@@ -526,7 +338,7 @@ class Converter:
         volumes = raw.get("volumes")
         for index, item in enumerate(volumes if isinstance(volumes, list) else []):
             mounts.append(self.mount(item, (*path, "volumes", index)))
-        for index, target in enumerate(_strings(raw.get("tmpfs"), (*path, "tmpfs"))):
+        for index, target in enumerate(v.strings(raw.get("tmpfs"), (*path, "tmpfs"))):
             target_path, _, options = target.partition(":")
             mounts.append(Mount(type="tmpfs", target=target_path,
                                 options=[o for o in options.split(",") if o]))
@@ -550,38 +362,38 @@ class Converter:
             if short.propagation:
                 long["bind"] = {"propagation": short.propagation}
             item = long
-        item = _mapping(item, path)
-        kind = _str(item.get("type"), (*path, "type"))
-        source = _str(item.get("source"), (*path, "source"))
-        target = _str(item.get("target"), (*path, "target"))
+        item = v.mapping(item, path)
+        kind = v.string(item.get("type"), (*path, "type"))
+        source = v.string(item.get("source"), (*path, "source"))
+        target = v.string(item.get("target"), (*path, "target"))
         if not target:
             raise Invalid(path, "a mount needs a target")
-        read_only = _bool(item.get("read_only"), (*path, "read_only"))
+        read_only = v.boolean(item.get("read_only"), (*path, "read_only"))
         options: list[str] = []
         for other in ("bind", "volume", "tmpfs"):
             if other != kind and item.get(other) is not None:
                 raise Invalid((*path, other), f"{other} options are incompatible with type {kind}")
         if kind == "volume":
-            opts = _mapping(item.get("volume"), (*path, "volume"))
-            if _bool(opts.get("nocopy"), (*path, "volume", "nocopy")):
+            opts = v.mapping(item.get("volume"), (*path, "volume"))
+            if v.boolean(opts.get("nocopy"), (*path, "volume", "nocopy")):
                 options.append("nocopy")
             if opts.get("subpath"):
-                options.append(f"subpath={_str(opts['subpath'], (*path, 'volume', 'subpath'))}")
+                options.append(f"subpath={v.string(opts['subpath'], (*path, 'volume', 'subpath'))}")
             if not source:
                 return Mount(type="volume", target=target, read_only=read_only, options=options)
             if source not in self.volume_configs:
                 raise Invalid((*path, "source") if "source" in item else path,
                               f'undefined volume "{source}"')
             self.used_volumes.add(source)
-            volume_raw = _mapping(self.volume_configs.get(source), ("volumes", source))
+            volume_raw = v.mapping(self.volume_configs.get(source), ("volumes", source))
             name, _external = self._object_name(source, volume_raw, ("volumes", source))
             return Mount(type="volume", source=name, target=target, read_only=read_only,
                          options=options)
         if kind == "bind":
             if not source:
                 raise Invalid(path, "invalid bind source, source cannot be empty")
-            opts = _mapping(item.get("bind"), (*path, "bind"))
-            propagation = _str(opts.get("propagation"), (*path, "bind", "propagation"))
+            opts = v.mapping(item.get("bind"), (*path, "bind"))
+            propagation = v.string(opts.get("propagation"), (*path, "bind", "propagation"))
             if propagation:
                 options.append(propagation)
             return Mount(type="bind", source=self.resolve(source), target=target,
@@ -589,11 +401,11 @@ class Converter:
         if kind == "tmpfs":
             if source:
                 raise Invalid((*path, "source"), "invalid tmpfs source, source must be empty")
-            opts = _mapping(item.get("tmpfs"), (*path, "tmpfs"))
+            opts = v.mapping(item.get("tmpfs"), (*path, "tmpfs"))
             if opts.get("size") is not None:
-                options.append(f"size={_size(opts['size'], (*path, 'tmpfs', 'size'))}")
+                options.append(f"size={v.size(opts['size'], (*path, 'tmpfs', 'size'))}")
             if opts.get("mode") is not None:
-                mode = _int(opts["mode"], (*path, "tmpfs", "mode"))
+                mode = v.integer(opts["mode"], (*path, "tmpfs", "mode"))
                 options.append(f"mode={mode:o}")
             return Mount(type="tmpfs", target=target, read_only=read_only, options=options)
         raise Invalid((*path, "type"), f"mount type {kind!r} is not supported by shoal")
@@ -601,9 +413,9 @@ class Converter:
     def healthcheck(self, raw: Any, path: P) -> Healthcheck | None:
         if raw is None:
             return None
-        raw = _mapping(raw, path)
+        raw = v.mapping(raw, path)
         test_raw = raw.get("test")
-        disable = _bool(raw.get("disable"), (*path, "disable"))
+        disable = v.boolean(raw.get("disable"), (*path, "disable"))
         if disable:
             if test_raw:
                 raise Invalid(path, "test and disable can't be set at the same time")
@@ -611,10 +423,10 @@ class Converter:
         if isinstance(test_raw, str):
             test = ["CMD-SHELL", test_raw]
         else:
-            test = _strings(test_raw, (*path, "test"))
-        check = Healthcheck(test=test, retries=_int(raw.get("retries"), (*path, "retries")))
+            test = v.strings(test_raw, (*path, "test"))
+        check = Healthcheck(test=test, retries=v.integer(raw.get("retries"), (*path, "retries")))
         for key in ("interval", "timeout", "start_period", "start_interval"):
-            value = _duration(raw.get(key), (*path, key))
+            value = v.duration(raw.get(key), (*path, key))
             if value and value < MIN_HEALTH_DURATION:
                 raise Invalid((*path, key), "must be at least 1ms")
             if value < 0:
@@ -627,9 +439,9 @@ class Converter:
         if isinstance(raw, dict):
             for host, ips in raw.items():
                 for ip in (ips if isinstance(ips, list) else [ips]):
-                    out.append(f"{_str(ip, (*path, host))} {host}")
+                    out.append(f"{v.string(ip, (*path, host))} {host}")
             return out
-        for index, entry in enumerate(_strings(raw, path)):
+        for index, entry in enumerate(v.strings(raw, path)):
             host, sep, ip = entry.partition("=")
             if not sep:
                 host, sep, ip = entry.partition(":")
@@ -640,27 +452,27 @@ class Converter:
 
     def ulimits(self, raw: Any, path: P) -> list[Ulimit]:
         out = []
-        for name, value in sorted(_mapping(raw, path).items()):
+        for name, value in sorted(v.mapping(raw, path).items()):
             if isinstance(value, dict):
-                soft = _int(value.get("soft"), (*path, name, "soft"), minimum=-1)
-                hard = _int(value.get("hard"), (*path, name, "hard"), minimum=-1)
+                soft = v.integer(value.get("soft"), (*path, name, "soft"), minimum=-1)
+                hard = v.integer(value.get("hard"), (*path, name, "hard"), minimum=-1)
             else:
-                soft = hard = _int(value, (*path, name), minimum=-1)
+                soft = hard = v.integer(value, (*path, name), minimum=-1)
             out.append(Ulimit(name=name, soft=soft, hard=hard))
         return out
 
     def logging(self, raw: Any, path: P) -> LogDriver | None:
         if raw is None:
             return None
-        raw = _mapping(raw, path)
+        raw = v.mapping(raw, path)
         options = {k: v or "" for k, v in
-                   _list_or_dict(raw.get("options"), (*path, "options")).items()}
-        return LogDriver(name=_str(raw.get("driver"), (*path, "driver")), options=options)
+                   v.list_or_dict(raw.get("options"), (*path, "options")).items()}
+        return LogDriver(name=v.string(raw.get("driver"), (*path, "driver")), options=options)
 
     # deploy ------------------------------------------------------------------------------------
 
     def mode(self, deploy: dict[str, Any], path: P) -> tuple[str, int]:
-        mode = _str(deploy.get("mode"), (*path, "mode")) or "replicated"
+        mode = v.string(deploy.get("mode"), (*path, "mode")) or "replicated"
         replicas_raw = deploy.get("replicas")
         if mode in ("global", "global-job"):
             if replicas_raw is not None:
@@ -669,12 +481,12 @@ class Converter:
             return mode, 0
         if mode not in ("replicated", "replicated-job"):
             raise Invalid((*path, "mode"), f"unknown mode: {mode}")
-        return mode, _int(replicas_raw, (*path, "replicas"), default=1)
+        return mode, v.integer(replicas_raw, (*path, "replicas"), default=1)
 
     def resources(self, raw: Any, path: P) -> Resources:
-        raw = _mapping(raw, path)
-        limits_raw = _mapping(raw.get("limits"), (*path, "limits"))
-        reservations_raw = _mapping(raw.get("reservations"), (*path, "reservations"))
+        raw = v.mapping(raw, path)
+        limits_raw = v.mapping(raw.get("limits"), (*path, "limits"))
+        reservations_raw = v.mapping(raw.get("reservations"), (*path, "reservations"))
 
         def cpus(value: Any, cpath: P) -> int:
             if value is None:
@@ -688,7 +500,7 @@ class Converter:
             return nano
 
         def memory(value: Any, mpath: P) -> int:
-            size = _size(value, mpath)
+            size = v.size(value, mpath)
             if 0 < size < MIN_MEMORY:
                 raise Invalid(mpath, "invalid memory value: must be at least 4MiB")
             return size
@@ -696,17 +508,17 @@ class Converter:
         generic = []
         for index, item in enumerate(reservations_raw.get("generic_resources") or []):
             gpath = (*path, "reservations", "generic_resources", index)
-            spec = _mapping(_mapping(item, gpath).get("discrete_resource_spec"),
+            spec = v.mapping(v.mapping(item, gpath).get("discrete_resource_spec"),
                             (*gpath, "discrete_resource_spec"))
             generic.append(GenericResource(
-                kind=_str(spec.get("kind"), (*gpath, "discrete_resource_spec", "kind")),
-                value=_int(spec.get("value"), (*gpath, "discrete_resource_spec", "value")),
+                kind=v.string(spec.get("kind"), (*gpath, "discrete_resource_spec", "kind")),
+                value=v.integer(spec.get("value"), (*gpath, "discrete_resource_spec", "value")),
             ))
         return Resources(
             limits=ResourceLimits(
                 nano_cpus=cpus(limits_raw.get("cpus"), (*path, "limits", "cpus")),
                 memory_bytes=memory(limits_raw.get("memory"), (*path, "limits", "memory")),
-                pids=_int(limits_raw.get("pids"), (*path, "limits", "pids")),
+                pids=v.integer(limits_raw.get("pids"), (*path, "limits", "pids")),
             ),
             reservations=ResourceReservations(
                 nano_cpus=cpus(reservations_raw.get("cpus"), (*path, "reservations", "cpus")),
@@ -720,22 +532,22 @@ class Converter:
         policy = deploy.get("restart_policy")
         ppath: P = (*path, "deploy", "restart_policy")
         if policy is not None:
-            policy = _mapping(policy, ppath)
-            condition = _str(policy.get("condition"), (*ppath, "condition")) or "any"
+            policy = v.mapping(policy, ppath)
+            condition = v.string(policy.get("condition"), (*ppath, "condition")) or "any"
             if condition not in ("none", "on-failure", "any"):
                 raise Invalid((*ppath, "condition"),
                               f"invalid restart condition {condition!r}: "
                               "use none, on-failure or any")
             return RestartPolicy(
                 condition=condition,
-                delay=_duration(policy.get("delay"), (*ppath, "delay"), 5.0),
-                max_attempts=_int(policy.get("max_attempts"), (*ppath, "max_attempts")),
-                window=_duration(policy.get("window"), (*ppath, "window")),
+                delay=v.duration(policy.get("delay"), (*ppath, "delay"), 5.0),
+                max_attempts=v.integer(policy.get("max_attempts"), (*ppath, "max_attempts")),
+                window=v.duration(policy.get("window"), (*ppath, "window")),
             )
         legacy = raw.get("restart")
         if legacy is None:
             return RestartPolicy()
-        text = _str(legacy, (*path, "restart"))
+        text = v.string(legacy, (*path, "restart"))
         name, _, count = text.partition(":")
         attempts = 0
         if count:
@@ -757,25 +569,25 @@ class Converter:
     def update_config(self, raw: Any, path: P, *, rollback: bool) -> UpdateConfig:
         if raw is None:
             return UpdateConfig()
-        raw = _mapping(raw, path)
+        raw = v.mapping(raw, path)
         actions = ("pause", "continue") if rollback else ("pause", "continue", "rollback")
-        action = _str(raw.get("failure_action"), (*path, "failure_action")) or "pause"
+        action = v.string(raw.get("failure_action"), (*path, "failure_action")) or "pause"
         if action not in actions:
             raise Invalid((*path, "failure_action"),
                           f"invalid failure action {action!r}: use " + " or ".join(actions))
-        order = _str(raw.get("order"), (*path, "order")) or "stop-first"
+        order = v.string(raw.get("order"), (*path, "order")) or "stop-first"
         if order not in ("stop-first", "start-first"):
             raise Invalid((*path, "order"), f"invalid order {order!r}: use stop-first or "
                                             "start-first")
-        ratio = _float(raw.get("max_failure_ratio"), (*path, "max_failure_ratio"))
+        ratio = v.number(raw.get("max_failure_ratio"), (*path, "max_failure_ratio"))
         if not 0 <= ratio <= 1:
             raise Invalid((*path, "max_failure_ratio"), "must be between 0 and 1")
-        monitor = _duration(raw.get("monitor"), (*path, "monitor"))
-        delay = _duration(raw.get("delay"), (*path, "delay"))
+        monitor = v.duration(raw.get("monitor"), (*path, "monitor"))
+        delay = v.duration(raw.get("delay"), (*path, "delay"))
         if delay < 0 or monitor < 0:
             raise Invalid(path, "durations must not be negative")
         return UpdateConfig(
-            parallelism=_int(raw.get("parallelism"), (*path, "parallelism"), default=1),
+            parallelism=v.integer(raw.get("parallelism"), (*path, "parallelism"), default=1),
             delay=delay,
             failure_action=action,
             monitor=monitor or 5.0,  # 0 is sent as unset: swarm monitors for 5s
@@ -784,14 +596,14 @@ class Converter:
         )
 
     def placement(self, raw: Any, path: P) -> Placement:
-        raw = _mapping(raw, path)
+        raw = v.mapping(raw, path)
         preferences = []
         for index, item in enumerate(raw.get("preferences") or []):
-            item = _mapping(item, (*path, "preferences", index))
-            spread = _str(item.get("spread"), (*path, "preferences", index, "spread"))
+            item = v.mapping(item, (*path, "preferences", index))
+            spread = v.string(item.get("spread"), (*path, "preferences", index, "spread"))
             if spread:
                 preferences.append(spread)
-        constraints = _strings(raw.get("constraints"), (*path, "constraints"))
+        constraints = v.strings(raw.get("constraints"), (*path, "constraints"))
         for index, constraint in enumerate(constraints):
             if "==" not in constraint and "!=" not in constraint:
                 raise Invalid((*path, "constraints", index),
@@ -799,12 +611,12 @@ class Converter:
         return Placement(
             constraints=constraints,
             preferences=preferences,
-            max_replicas_per_node=_int(raw.get("max_replicas_per_node"),
+            max_replicas_per_node=v.integer(raw.get("max_replicas_per_node"),
                                        (*path, "max_replicas_per_node")),
         )
 
     def endpoint(self, raw: dict[str, Any], deploy: dict[str, Any], path: P) -> EndpointSpec:
-        mode = (_str(deploy.get("endpoint_mode"), (*path, "deploy", "endpoint_mode"))
+        mode = (v.string(deploy.get("endpoint_mode"), (*path, "deploy", "endpoint_mode"))
                 or "vip").lower()
         if mode not in ("vip", "dnsrr"):
             raise Invalid((*path, "deploy", "endpoint_mode"), f"invalid resolution mode: {mode}")
@@ -820,7 +632,7 @@ class Converter:
 
     def port(self, item: Any, path: P) -> list[PortConfig]:
         if isinstance(item, (str, int, float)) and not isinstance(item, bool):
-            text = _text(item)
+            text = v.text(item)
             try:
                 shorts = parse_port(text)
             except ValueError as exc:
@@ -832,22 +644,22 @@ class Converter:
                 self.warn(f"ignoring IP-address ({text}) service will listen on '0.0.0.0'")
             return [PortConfig(target=s.target, published=s.published, protocol=s.protocol)
                     for s in shorts]
-        item = _mapping(item, path)
-        target = _int(item.get("target"), (*path, "target"), default=-1)
+        item = v.mapping(item, path)
+        target = v.integer(item.get("target"), (*path, "target"), default=-1)
         if not 1 <= target <= 65535:
             raise Invalid((*path, "target"), "a port target between 1 and 65535 is required")
         published_raw = item.get("published")
         published = 0
         if published_raw is not None:
-            text = _text(published_raw)
+            text = v.text(published_raw)
             if not re.fullmatch(r"\d+", text) or not 0 <= int(text) <= 65535:
                 raise Invalid((*path, "published"), f"invalid published port {text!r}")
             published = int(text)
-        protocol = (_str(item.get("protocol"), (*path, "protocol")) or "tcp").lower()
+        protocol = (v.string(item.get("protocol"), (*path, "protocol")) or "tcp").lower()
         if protocol not in ("tcp", "udp", "sctp"):
             raise Invalid((*path, "protocol"), f"invalid protocol {protocol!r}: use tcp, udp "
                                                "or sctp")
-        mode = _str(item.get("mode"), (*path, "mode")) or "ingress"
+        mode = v.string(item.get("mode"), (*path, "mode")) or "ingress"
         if mode not in ("ingress", "host"):
             raise Invalid((*path, "mode"), f"invalid publish mode {mode!r}: use ingress or host")
         return [PortConfig(target=target, published=published, protocol=protocol,
@@ -857,9 +669,9 @@ class Converter:
         if raw is None or raw == [] or raw == {}:
             attachments: dict[str, Any] = {DEFAULT_NETWORK: None}
         elif isinstance(raw, list):
-            attachments = {_str(n, (*path, i)): None for i, n in enumerate(raw)}
+            attachments = {v.string(n, (*path, i)): None for i, n in enumerate(raw)}
         else:
-            attachments = _mapping(raw, path)
+            attachments = v.mapping(raw, path)
         out = []
         for position, (name, config) in enumerate(attachments.items()):
             npath = (*path, name)
@@ -867,12 +679,12 @@ class Converter:
                 raise Invalid(npath if isinstance(raw, dict) else (*path, position),
                               f'undefined network "{name}"')
             self.used_networks.add(name)
-            network_raw = _mapping(self.network_configs.get(name), ("networks", name))
+            network_raw = v.mapping(self.network_configs.get(name), ("networks", name))
             target, external = self._object_name(name, network_raw, ("networks", name))
-            config = _mapping(config, npath)
-            aliases = _strings(config.get("aliases"), (*npath, "aliases"))
+            config = v.mapping(config, npath)
+            aliases = v.strings(config.get("aliases"), (*npath, "aliases"))
             driver_opts = {k: v or "" for k, v in
-                           _list_or_dict(config.get("driver_opts"),
+                           v.list_or_dict(config.get("driver_opts"),
                                          (*npath, "driver_opts")).items()}
             # Swarm adds the bare service name on user-defined networks only.
             if target not in ("host", "bridge", "none") and not target.startswith("container:"):
@@ -889,14 +701,14 @@ class Converter:
             ipath = (*path, index)
             if isinstance(item, str):
                 item = {"source": item}
-            item = _mapping(item, ipath)
-            source = _str(item.get("source"), (*ipath, "source"))
+            item = v.mapping(item, ipath)
+            source = v.string(item.get("source"), (*ipath, "source"))
             if source not in declared:
                 raise Invalid(ipath, f'undefined {section[:-1]} "{source}"')
-            name, _external = self._object_name(source, _mapping(declared[source],
+            name, _external = self._object_name(source, v.mapping(declared[source],
                                                                  (section, source)),
                                                 (section, source))
-            target = _str(item.get("target"), (*ipath, "target")) or source
+            target = v.string(item.get("target"), (*ipath, "target")) or source
             if not target.startswith("/"):
                 target = prefix + target
             mode_raw = item.get("mode")
@@ -907,12 +719,12 @@ class Converter:
                         raise Invalid((*ipath, "mode"), f"invalid file mode {mode_raw!r}")
                     mode = int(mode_raw, 8)
                 else:
-                    mode = _int(mode_raw, (*ipath, "mode"))
+                    mode = v.integer(mode_raw, (*ipath, "mode"))
             out.append(FileReference(
                 source=name,
                 target=target,
-                uid=_str(item.get("uid"), (*ipath, "uid")) or "0",
-                gid=_str(item.get("gid"), (*ipath, "gid")) or "0",
+                uid=v.string(item.get("uid"), (*ipath, "uid")) or "0",
+                gid=v.string(item.get("gid"), (*ipath, "gid")) or "0",
                 mode=mode,
             ))
         out.sort(key=lambda r: r.source)
@@ -922,22 +734,25 @@ class Converter:
         if raw is None:
             return {}
         if isinstance(raw, list):
-            entries: dict[str, Any] = {_str(n, (*path, i)): None for i, n in enumerate(raw)}
+            entries: dict[str, Any] = {v.string(n, (*path, i)): None for i, n in enumerate(raw)}
         else:
-            entries = _mapping(raw, path)
+            entries = v.mapping(raw, path)
         out = {}
         for name, config in entries.items():
             if name not in services:
                 raise Invalid((*path, name) if isinstance(raw, dict) else path,
                               f'depends on undefined service "{name}"')
-            config = _mapping(config, (*path, name))
+            config = v.mapping(config, (*path, name))
             out[name] = DependsOn(
-                condition=_str(config.get("condition"), (*path, name, "condition"))
+                condition=v.string(config.get("condition"), (*path, name, "condition"))
                 or "service_started",
-                required=_bool(config.get("required"), (*path, name, "required"), True),
-                restart=_bool(config.get("restart"), (*path, name, "restart")),
+                required=v.boolean(config.get("required"), (*path, name, "required"), True),
+                restart=v.boolean(config.get("restart"), (*path, name, "restart")),
             )
         return out
+
+
+__all__ = ["Converter", "Invalid", "convert", "validate_stack_name"]
 
 
 def convert(
