@@ -5,11 +5,14 @@ prints it: partial (P) chunks joined into one line, stdout and stderr on their o
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
 
 
 @dataclass
@@ -20,14 +23,14 @@ class LogLine:
 
     def docker_time(self) -> str:
         """2026-11-26T23:50:00.123456789Z, as docker logs -t prints it."""
-        text = self.time
-        main, _, frac_zone = text.partition(".")
-        frac = frac_zone[:9] if frac_zone else "0"
-        zone = frac_zone[len(frac):] if frac_zone else text[19:]
+        m = _TIME.match(self.time)
+        if not m:
+            return self.time
+        main, frac, zone = m.group(1), (m.group(2) or "0")[:9], m.group(3)
         try:
-            dt = datetime.fromisoformat(main + (zone if zone and zone != "Z" else "+00:00"))
+            dt = datetime.fromisoformat(main + ("+00:00" if zone in ("Z", "") else zone))
         except ValueError:
-            return text
+            return self.time
         utc = dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{utc}.{frac.ljust(9, '0')}Z"
 

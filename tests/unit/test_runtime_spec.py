@@ -1,0 +1,177 @@
+"""Docker's rules for the OCI config, users, logs and the layered rootfs view (no root needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from shoal.errors import InvalidArgument, ShoalError
+from shoal.runtime import logs, oci
+from shoal.runtime.layers import LayeredView, find_executable
+from shoal.runtime.spec import ContainerSpec, Mount, Ulimit
+from shoal.runtime.users import resolve_user
+
+CID = "0123456789abcdef" * 4
+IMAGE = {"config": {"Entrypoint": ["/entry"], "Cmd": ["serve", "--port=80"],
+                    "Env": ["PATH=/usr/bin:/bin", "MODE=prod"], "WorkingDir": "/app",
+                    "User": "web", "StopSignal": "SIGQUIT", "Labels": {"a": "1"}}}
+
+
+def plan(**kw) -> oci.ProcessPlan:
+    return oci.plan_process(ContainerSpec(image="x", **kw), IMAGE, CID, "host-name")
+
+
+def test_entrypoint_and_cmd_merge_like_docker():
+    assert plan().argv == ["/entry", "serve", "--port=80"]
+    assert plan(cmd=["sh"]).argv == ["/entry", "sh"]
+    # --entrypoint drops the image CMD
+    assert plan(entrypoint=["bash"]).argv == ["bash"]
+    assert plan(entrypoint=["bash"], cmd=["-c", "x"]).argv == ["bash", "-c", "x"]
+    # --entrypoint "" clears the entrypoint and keeps the image CMD
+    assert plan(entrypoint=[]).argv == ["serve", "--port=80"]
+    with pytest.raises(InvalidArgument, match="No command specified"):
+        oci.plan_process(ContainerSpec(image="x"), {"config": {}}, CID)
+
+
+def test_env_user_workdir_hostname_and_labels():
+    p = plan(env=["MODE=dev", "EXTRA=1"], labels={"b": "2"})
+    assert p.env == ["PATH=/usr/bin:/bin", "MODE=dev", "EXTRA=1"]
+    assert (p.user, p.workdir, p.stop_signal) == ("web", "/app", "SIGQUIT")
+    assert p.hostname == CID[:12]
+    assert p.labels == {"a": "1", "b": "2"}
+    assert plan(hostname="box").hostname == "box"
+    assert plan(network="host").hostname == "host-name"
+    assert plan(user="root", workdir="/w", stop_signal="SIGINT").user == "root"
+
+
+def test_process_env_adds_path_hostname_home_term():
+    p = oci.plan_process(ContainerSpec(image="x", cmd=["sh"], env=["A=1"]), {"config": {}}, CID)
+    user = resolve_user("", "root:x:0:0:root:/root:/bin/sh\n", "")
+    env = oci.process_env(p, user, tty=True)
+    assert env == [f"PATH={oci.DEFAULT_PATH}", f"HOSTNAME={CID[:12]}", "TERM=xterm", "A=1", "HOME=/root"]
+
+
+def test_config_json_has_docker_defaults_and_limits():
+    spec = ContainerSpec(image="x", nano_cpus=100_000_000, memory=50 * 1024 * 1024, pids_limit=20,
+                         read_only=True, init=True, ulimits=[Ulimit("nofile", 100, 200)],
+                         sysctls={"net.ipv4.ip_forward": "1"}, cap_drop=["NET_RAW"], cap_add=["SYS_ADMIN"],
+                         mounts=[Mount(type="tmpfs", target="/run")])
+    p = oci.plan_process(spec, IMAGE, CID)
+    user = resolve_user("0", None, None)
+    cfg = oci.build_config(spec=spec, plan=p, user=user, rootfs="/r", extra_mounts=[], netns="",
+                           cgroups_path="/shoal/x", init_binary="/usr/bin/tini-static")
+    res = cfg["linux"]["resources"]
+    assert res["cpu"] == {"period": 100000, "quota": 10000}
+    assert res["memory"] == {"limit": 52428800} and res["pids"] == {"limit": 20}
+    assert cfg["root"] == {"path": "/r", "readonly": True}
+    assert cfg["process"]["args"][:2] == ["/sbin/docker-init", "--"]
+    assert {"destination": "/sbin/docker-init", "type": "bind", "source": "/usr/bin/tini-static",
+            "options": ["rbind", "ro"]} in cfg["mounts"]
+    caps = cfg["process"]["capabilities"]["bounding"]
+    assert "CAP_NET_RAW" not in caps and "CAP_SYS_ADMIN" in caps and "CAP_CHOWN" in caps
+    assert cfg["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]
+    assert "/proc/kcore" in cfg["linux"]["maskedPaths"] and "/proc/sys" in cfg["linux"]["readonlyPaths"]
+    assert {"type": "network"} in cfg["linux"]["namespaces"]
+    assert any(m["destination"] == "/dev/shm" for m in cfg["mounts"])
+    host = oci.build_config(spec=ContainerSpec(image="x", network="host"), plan=p, user=user, rootfs="/r",
+                            extra_mounts=[], netns=None, cgroups_path="/shoal/x")
+    assert all(ns["type"] != "network" for ns in host["linux"]["namespaces"])
+
+
+def test_bad_ulimit_and_sysctl_rejected():
+    p = plan()
+    user = resolve_user("0", None, None)
+    with pytest.raises(InvalidArgument, match="invalid ulimit type: bogus"):
+        oci.build_config(spec=ContainerSpec(image="x", ulimits=[Ulimit("bogus", 1, 1)]), plan=p, user=user,
+                         rootfs="/r", extra_mounts=[], netns="", cgroups_path="/c")
+    with pytest.raises(InvalidArgument, match="not allowed"):
+        oci.build_config(spec=ContainerSpec(image="x", sysctls={"vm.swappiness": "1"}), plan=p, user=user,
+                         rootfs="/r", extra_mounts=[], netns="", cgroups_path="/c")
+
+
+PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+GROUP = "root:x:0:\napp:x:1000:\nstaff:x:50:app\n"
+
+
+def test_users_and_groups_by_name_and_number():
+    u = resolve_user("app", PASSWD, GROUP)
+    assert (u.uid, u.gid, u.additional_gids, u.home) == (1000, 1000, [50], "/home/app")
+    u = resolve_user("app:staff", PASSWD, GROUP)
+    assert (u.uid, u.gid, u.additional_gids) == (1000, 50, [])
+    u = resolve_user("1000", PASSWD, GROUP)
+    assert (u.uid, u.gid) == (1000, 1000)
+    u = resolve_user("4242:99", PASSWD, GROUP)
+    assert (u.uid, u.gid, u.home) == (4242, 99, "/")
+    assert resolve_user("", PASSWD, GROUP).uid == 0
+    with pytest.raises(ShoalError, match="unable to find user ghost: no matching entries in passwd file"):
+        resolve_user("ghost", PASSWD, GROUP)
+    with pytest.raises(ShoalError, match="unable to find group nogrp"):
+        resolve_user("app:nogrp", PASSWD, GROUP)
+
+
+def test_k8s_file_lines_rendered_like_docker_logs(tmp_path: Path):
+    log = tmp_path / "ctr.log"
+    log.write_bytes(
+        b"2026-11-26T23:57:57.767172357+00:00 stdout F hi\n"
+        b"2026-11-26T23:57:57.800000000+01:00 stdout P par\n"
+        b"2026-11-26T23:57:57.900000000+01:00 stderr F oops\n"
+        b"2026-11-26T23:57:58.000000000+01:00 stdout F tial\n"
+        b"2026-11-26T23:57:59.000000000+00:00 stdout F \n"
+        b"2026-11-26T23:57:59.5+00:00 stdout P end"
+    )
+    lines = logs.read_lines(log)
+    assert [(line.stream, line.data) for line in lines] == [
+        ("stdout", b"hi\n"), ("stderr", b"oops\n"), ("stdout", b"partial\n"), ("stdout", b"\n"),
+        ("stdout", b"end"),
+    ]
+    assert lines[0].docker_time() == "2026-11-26T23:57:57.767172357Z"
+    assert lines[2].docker_time() == "2026-11-26T22:57:57.800000000Z"
+    assert lines[4].docker_time() == "2026-11-26T23:57:59.500000000Z"
+
+
+def test_follow_stops_when_done_and_drains(tmp_path: Path):
+    log = tmp_path / "ctr.log"
+    log.write_bytes(b"2026-11-26T23:57:57.1+00:00 stdout F one\n")
+    calls = []
+
+    def done() -> bool:
+        if not calls:
+            with log.open("ab") as f:
+                f.write(b"2026-11-26T23:57:57.2+00:00 stderr F two\n")
+        calls.append(1)
+        return True
+
+    assert [line.data for line in logs.follow(log, done, poll=0.01)] == [b"one\n", b"two\n"]
+
+
+def _symlink(target: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
+
+
+def test_layered_view_follows_symlinks_whiteouts_and_path(tmp_path: Path):
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    (lower / "bin").mkdir(parents=True)
+    (lower / "bin" / "busybox").write_text("#!")
+    (lower / "bin" / "busybox").chmod(0o755)
+    _symlink("busybox", lower / "bin" / "sh")
+    _symlink("/bin/busybox", lower / "bin" / "gone")
+    (lower / "etc").mkdir()
+    (lower / "etc" / "passwd").write_text("old\n")
+    (lower / "etc" / "data.txt").write_text("x")
+    _symlink("bin", lower / "usrbin")
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc" / "passwd").write_text("new\n")
+    (upper / "bin").mkdir()
+    if os.geteuid() == 0:
+        os.mknod(upper / "bin" / "gone", 0o600 | 0o020000, 0)  # an overlay whiteout
+    view = LayeredView([upper, lower])
+    assert view.read_text("/etc/passwd") == "new\n"
+    assert find_executable(view, "sh", "/usr/local/bin:/bin") == ("/bin/sh", True)
+    assert find_executable(view, "/usrbin/sh", "") == ("/usrbin/sh", True)
+    assert find_executable(view, "data.txt", "/etc") == ("/etc/data.txt", False)
+    assert find_executable(view, "nosuch", "/bin") is None
+    if os.geteuid() == 0:
+        assert find_executable(view, "gone", "/bin") is None
