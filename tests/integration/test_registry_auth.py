@@ -29,10 +29,19 @@ class Shoal:
         return run_shoal(*args, input=input, check=check, env=self.env)
 
 
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Path:
+    """One store for the module (busybox imported once); each test has its own credentials."""
+    root = tmp_path_factory.mktemp("auth-store")
+    Shoal(root)("import", str(busybox_tar), "localhost/busybox:test", check=True)
+    return root
+
+
 @pytest.fixture
-def user(tmp_path: Path, busybox_tar: Path) -> Shoal:
-    s = Shoal(tmp_path / "root")
-    s("import", str(busybox_tar), "localhost/busybox:test", check=True)
+def user(tmp_path: Path, store_root: Path) -> Shoal:
+    s = Shoal(store_root)
+    s.config = tmp_path / "config.json"
+    s.env["SHOAL_CONFIG"] = str(s.config)
     return s
 
 
@@ -130,7 +139,7 @@ def test_token_auth(user: Shoal, token_registry: tuple[str, TokenServer]) -> Non
     assert mounted is not None and mounted.returncode == 0, mounted.stderr if mounted else ""
     assert re.search(r"^[0-9a-f]{12}: Mounted from team/app$", mounted.stdout, re.M), mounted.stdout
 
-    fresh = Shoal(user.root.parent / "fresh")
+    fresh = Shoal(user.config.parent / "fresh")
     fresh.config.parent.mkdir(parents=True, exist_ok=True)
     fresh.config.write_text(user.config.read_text())
     pulled = fresh("pull", ref, check=True)

@@ -197,14 +197,15 @@ def resolve_manifest(client: RegistryClient, ref: refs.Reference, platform: Plat
 
 
 def download_blob(client: RegistryClient, store: ImageStore, descriptor: dict[str, Any],
-                  progress: ProgressDisplay | None = None, ident: str | None = None) -> None:
+                  progress: ProgressDisplay | None = None, ident: str | None = None,
+                  cancelled: threading.Event | None = None) -> None:
     """Stream a blob into the store, verified against the descriptor's digest and size.
     A transport failure is retried; a wrong digest or size is not (and leaves nothing)."""
     digest = str(descriptor["digest"])
     size = int(descriptor.get("size") or 0)
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
-            _download_once(client, store, digest, size, progress, ident)
+            _download_once(client, store, digest, size, progress, ident, cancelled)
             return
         except _Retryable as exc:
             if attempt == DOWNLOAD_ATTEMPTS:
@@ -219,7 +220,8 @@ class _Retryable(Exception):
 
 
 def _download_once(client: RegistryClient, store: ImageStore, digest: str, size: int,
-                   progress: ProgressDisplay | None, ident: str | None) -> None:
+                   progress: ProgressDisplay | None, ident: str | None,
+                   cancelled: threading.Event | None) -> None:
     import httpx
 
     received = 0
@@ -227,6 +229,8 @@ def _download_once(client: RegistryClient, store: ImageStore, digest: str, size:
         try:
             with client.open_blob(digest) as resp:
                 for chunk in resp.iter_raw(READ_CHUNK):
+                    if cancelled is not None and cancelled.is_set():
+                        raise ShoalError("download cancelled")  # another layer failed, or Ctrl-C
                     received += len(chunk)
                     if size and received > size:
                         raise ShoalError(f"filesystem layer verification failed for digest {digest}: "
@@ -306,7 +310,7 @@ def _pull_blobs(client: RegistryClient, store: ImageStore, config_desc: dict[str
         def fetch(desc: dict[str, Any], ident: str) -> None:
             if cancelled.is_set():
                 raise ShoalError("cancelled")
-            download_blob(client, store, desc, display, ident)
+            download_blob(client, store, desc, display, ident, cancelled)
             display.status(ident, "Download complete")
 
         missing: list[tuple[int, dict[str, Any], str]] = []
@@ -325,7 +329,7 @@ def _pull_blobs(client: RegistryClient, store: ImageStore, config_desc: dict[str
             pending[i] = pool.submit(fetch, desc, ident)
         config_future = None
         if not store.has_blob(str(config_desc["digest"])):
-            config_future = pool.submit(download_blob, client, store, config_desc)
+            config_future = pool.submit(download_blob, client, store, config_desc, None, None, cancelled)
         try:
             for i, desc in enumerate(layers):
                 future = pending.get(i)
