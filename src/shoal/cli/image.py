@@ -354,7 +354,7 @@ def history_rows(image: Image) -> list[dict[str, Any]]:
 
 def cmd_history(args: argparse.Namespace) -> int:
     image = _store().resolve(args.image)
-    human = str(args.human).lower() not in ("false", "0")
+    human = str(args.human).lstrip("=").lower() not in ("false", "0")
     trunc = not args.no_trunc
     objects = []
     for row in history_rows(image):

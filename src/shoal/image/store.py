@@ -468,6 +468,9 @@ class ImageStore:
         """
         import gzip
 
+        if not upper.is_dir() or upper.is_symlink():
+            raise ShoalError(f"layer_from_dir: {upper} is not a directory")
+
         class _DiffTee:
             def __init__(self, sink: gzip.GzipFile) -> None:
                 self.sha = hashlib.sha256()
