@@ -7,6 +7,7 @@ debootstrap are marked `slow`."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -86,11 +87,20 @@ def test_an_incomplete_cache_entry_is_not_used(tmp_path: Path, monkeypatch: pyte
 
 def test_failed_debootstrap_is_a_clear_error_and_leaves_nothing(shoal, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    proc = shoal("image", "bootstrap", "--suite", "no-such-suite", env={"SHOAL_CACHE": str(cache)})
+    # what a killed bootstrap leaves: its build directory, with a mount debootstrap made inside
+    stale = cache / "bootstrap" / "build-killed" / "rootfs" / "proc"
+    stale.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "shoal-test", str(stale)], check=True)
+    try:
+        proc = shoal("image", "bootstrap", "--suite", "no-such-suite", env={"SHOAL_CACHE": str(cache)})
+    finally:
+        if any(str(stale) in line for line in Path("/proc/mounts").read_text().splitlines()):
+            subprocess.run(["umount", str(stale)], check=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: debootstrap no-such-suite from ")
     assert "failed" in proc.stderr and proc.stderr.count("\n") == 1
     left = sorted(p.name for p in (cache / "bootstrap").iterdir())
+    assert not (cache / "bootstrap" / "build-killed").exists()
     # the debootstrap log is kept for the user to read; no build directory, no cache entry
     assert [n for n in left if not n.endswith(".debootstrap.log") and n != ".lock"] == []
     assert not any(str(cache) in line for line in Path("/proc/mounts").read_text().splitlines())

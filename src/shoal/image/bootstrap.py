@@ -433,6 +433,10 @@ def bootstrap(store: ImageStore, recipe: Recipe, tags: list[str] | None = None, 
     for tag in tags or []:
         check_local_tag(tag)
     with _cache_lock():
+        # under the lock no other build runs: a build-* directory is what a killed run left
+        # (possibly with debootstrap's /proc and /sys mounts still inside)
+        for stale in cache_dir().glob("build-*"):
+            _remove_tree(stale)
         rootfs = None if rebuild else cached(recipe)
         if rootfs is None:
             rootfs = build(recipe, log)
