@@ -61,8 +61,14 @@ def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
 _Dumper.add_representer(str, _str_presenter)
 
 
+_TOP_ORDER = ("version", "name", "services", "networks", "volumes", "secrets", "configs")
+
+
 def dump_yaml(config: dict[str, Any]) -> str:
-    return yaml.dump(config, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+    """The top-level sections in compose's order, whatever order the merged files gave."""
+    ordered = {k: config[k] for k in _TOP_ORDER if k in config}
+    ordered.update((k, v) for k, v in config.items() if k not in ordered)
+    return yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
                      allow_unicode=True, width=1_000_000)
 
 
