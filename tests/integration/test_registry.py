@@ -350,3 +350,16 @@ def test_skopeo_interop(clean: Shoal, registry: str, pushed: dict[str, str], tmp
     out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/skopeo/back:v3"],
                          check=True, capture_output=True, text=True).stdout
     assert json.loads(out)["Digest"] == sha256_digest(served.content)
+
+
+def test_all_tags(shoal, clean: Shoal, registry: str, pushed: dict[str, str]) -> None:
+    for tag in ("a", "b"):
+        shoal("tag", pushed["ref"], f"{registry}/alltags:{tag}", check=True)
+    pushed_all = shoal("push", "--all-tags", f"{registry}/alltags", check=True)
+    assert "a: digest: " in pushed_all.stdout and "b: digest: " in pushed_all.stdout
+    proc = clean("pull", "-a", f"{registry}/alltags", check=True)
+    assert proc.stdout.splitlines()[-1] == f"{registry}/alltags"
+    tags = clean("images", "--format", "{{.Tag}}", f"{registry}/alltags", check=True).stdout.split()
+    assert sorted(tags) == ["a", "b"]
+    bad = clean("pull", "-a", f"{registry}/alltags:a")
+    assert bad.returncode == 125 and "tag can't be used with --all-tags/-a" in bad.stderr
