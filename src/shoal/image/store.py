@@ -669,6 +669,9 @@ class ImageStore:
 
     def _release_leases(self, layer_list: list[Layer]) -> None:
         """Layers an image refers to no longer need the registering process's lease."""
+        current = self._load_layers()["layers"]
+        if not any("pid" in current.get(layer.diff_id, {}) for layer in layer_list):
+            return  # nothing to release: spare a locked rewrite of layers.json
         with self._edit_layers() as data:
             for layer in layer_list:
                 entry = data["layers"].get(layer.diff_id)
@@ -766,23 +769,28 @@ class ImageStore:
 
     # containers -------------------------------------------------------------------------------
 
-    def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
-        """(container id, running) for each container record that uses `image_id`."""
-        image_id = normalize_id(image_id)
-        found: list[tuple[str, bool]] = []
+    def container_users(self) -> dict[str, list[tuple[str, bool]]]:
+        """image ID -> (container id, running) of every container record (read defensively:
+        state_root()/containers/<id>/*.json with an "image_id" field, written by the runtime)."""
+        users: dict[str, list[tuple[str, bool]]] = {}
         try:
             entries = sorted(os.scandir(self.containers_dir), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
-            return found
+            return users
         for entry in entries:
             if not entry.is_dir():
                 continue
             for record in _container_records(Path(entry.path)):
-                used = record.get("image_id") or record.get("ImageID") or record.get("image")
-                if isinstance(used, str) and used and normalize_id(used) == image_id:
-                    found.append((record.get("id") or entry.name, _is_running(record)))
+                used = record.get("image_id") or record.get("ImageID")
+                if isinstance(used, str) and used:
+                    users.setdefault(normalize_id(used), []).append(
+                        (str(record.get("id") or entry.name), _is_running(record)))
                     break
-        return found
+        return users
+
+    def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
+        """(container id, running) for each container that uses `image_id`."""
+        return self.container_users().get(normalize_id(image_id), [])
 
     # removal ----------------------------------------------------------------------------------
 
@@ -937,9 +945,10 @@ class ImageStore:
         with self.lock():
             index = self._load_index()
             parents = {r.get("parent") for r in index["images"].values() if not r.get("removed")}
+            all_users = self.container_users()
             victims: list[str] = []
             for image_id, record in index["images"].items():
-                users = self.containers_using(image_id)
+                users = all_users.get(image_id, [])
                 if record.get("removed"):
                     if not users:
                         victims.append(image_id)
