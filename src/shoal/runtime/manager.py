@@ -391,8 +391,8 @@ class ContainerManager:
                                "before attempting removal or force remove")
             engine.by_name(c.runtime).run("kill", c.id, "9", check=False)
             self._wait_exit(c, 30)
-        # conmon exits after its exit command (which takes the lock) is done: let it finish.
-        _wait_gone(c.state.conmon_pid, 5.0)
+        # No need to wait for conmon's exit command: it takes the same lock and does nothing
+        # once the container's directory is gone.
         with c.locked():
             self._teardown(c)
             self._delete(c, volumes_too)

@@ -13,9 +13,13 @@ def main(argv: list[str]) -> int:
         print("usage: python -m shoal.runtime.reaper STATE_ROOT RUN_ROOT CONTAINER_ID", file=sys.stderr)
         return 2
     os.environ["SHOAL_ROOT"], os.environ["SHOAL_RUN"] = argv[0], argv[1]
+    from shoal.errors import NotFound
     from shoal.runtime.manager import ContainerManager
 
-    ContainerManager().cleanup(argv[2])
+    try:
+        ContainerManager().cleanup(argv[2])
+    except (NotFound, FileNotFoundError):
+        pass  # removed meanwhile by `rm -f`: it did the cleanup itself
     return 0
 
 
