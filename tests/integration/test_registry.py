@@ -280,6 +280,8 @@ class _LyingRegistry:
             "/v2/evil/manifests/v1": (self.manifest, "application/vnd.oci.image.manifest.v1+json"),
             f"/v2/evil/blobs/{self.layer_digest}": (bytes(tampered), "application/octet-stream"),
             f"/v2/evil/blobs/{sha256_digest(self.config)}": (self.config, "application/octet-stream"),
+            # Asked for by a digest that is not the digest of what comes back.
+            "/v2/evil/manifests/sha256:" + "0" * 64: (self.manifest, "application/vnd.oci.image.manifest.v1+json"),
         }
 
         class Handler(BaseHTTPRequestHandler):
@@ -325,6 +327,14 @@ def test_digest_mismatch_stores_and_tags_nothing(clean: Shoal) -> None:
     assert clean("images", "-q").stdout == ""
 
 
+def test_manifest_that_is_not_what_its_digest_names(clean: Shoal) -> None:
+    with _LyingRegistry() as evil:
+        proc = clean("pull", f"{evil.address}/evil@sha256:{'0' * 64}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"Error: manifest verification failed for digest sha256:{'0' * 64}"
+    assert clean("images", "-q").stdout == ""
+
+
 @pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo is not installed")
 def test_skopeo_interop(clean: Shoal, registry: str, pushed: dict[str, str], tmp_path: Path) -> None:
     """skopeo reads what shoal pushed, and shoal pulls what skopeo pushed (as Docker schema2)."""
@@ -357,6 +367,7 @@ def test_all_tags(shoal, clean: Shoal, registry: str, pushed: dict[str, str]) ->
         shoal("tag", pushed["ref"], f"{registry}/alltags:{tag}", check=True)
     pushed_all = shoal("push", "--all-tags", f"{registry}/alltags", check=True)
     assert "a: digest: " in pushed_all.stdout and "b: digest: " in pushed_all.stdout
+    assert pushed_all.stdout.count("The push refers to repository") == 1
     proc = clean("pull", "-a", f"{registry}/alltags", check=True)
     assert proc.stdout.splitlines()[-1] == f"{registry}/alltags"
     tags = clean("images", "--format", "{{.Tag}}", f"{registry}/alltags", check=True).stdout.split()

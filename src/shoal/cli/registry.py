@@ -104,8 +104,8 @@ def cmd_push(args: argparse.Namespace) -> int:
                        if refs.parse(t).name() == name.name()})
         if not tags:
             raise ShoalError(f"An image does not exist locally with the tag: {name.familiar_name()}")
-        for tag in tags:
-            push(store, tag, sys.stdout, quiet=args.quiet)
+        for n, tag in enumerate(tags):
+            push(store, tag, sys.stdout, quiet=args.quiet, announce=n == 0)
         if args.quiet:
             print(name.name())
         return 0

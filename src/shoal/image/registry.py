@@ -42,6 +42,7 @@ from shoal.image.registry_client import (
 from shoal.image.registry_progress import ProgressDisplay
 from shoal.image.store import Image, ImageStore
 
+IMAGE_CONFIG_TYPES = (DOCKER_CONFIG, "application/vnd.oci.image.config.v1+json")
 # Docker's defaults: max-concurrent-downloads 3, max-concurrent-uploads 5.
 MAX_CONCURRENT_DOWNLOADS = 3
 MAX_CONCURRENT_UPLOADS = 5
@@ -273,6 +274,10 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
         layers = [d for d in data.get("layers") or [] if isinstance(d, dict)]
         if not config_desc.get("digest"):
             raise ShoalError(f"invalid manifest {manifest.digest}: no config")
+        config_type = config_desc.get("mediaType")
+        if config_type and config_type not in IMAGE_CONFIG_TYPES:
+            # An artifact (a Helm chart, a signature...), not a container image: moby's words.
+            raise ShoalError(f'Encountered remote "{config_type}"(unknown) when fetching')
         display.message(f"{ref.digest or ref.tag}: Pulling from {ref.path}")
 
         name_ref = ref.familiar()
@@ -359,7 +364,8 @@ def _manifest_media_type(manifest: dict[str, Any]) -> str:
     return DOCKER_MANIFEST if config_type == DOCKER_CONFIG else OCI_MANIFEST
 
 
-def push(store: ImageStore, reference: str, out: TextIO | None = None, *, quiet: bool = False) -> str:
+def push(store: ImageStore, reference: str, out: TextIO | None = None, *, quiet: bool = False,
+         announce: bool = True) -> str:
     """`docker push`: upload the image tagged `reference`; returns the manifest digest."""
     ref = refs.parse(reference)
     if ref.digest:
@@ -378,7 +384,8 @@ def push(store: ImageStore, reference: str, out: TextIO | None = None, *, quiet:
     diff_ids = {layer.digest: layer.diff_id for layer in image.layers}
     here = f"{ref.domain}/{ref.path}"
 
-    display.message(f"The push refers to repository [{ref.name()}]")
+    if announce:  # once per repository: `push --all-tags` says it before the first tag only
+        display.message(f"The push refers to repository [{ref.name()}]")
     with _client(ref, ("pull", "push")) as client:
         # Docker lists the top layer first.
         ordered = list(reversed(layer_descs))
