@@ -286,6 +286,7 @@ class ImageStore:
         self.containers_dir = self.root.parent / "containers"
         self._lock = _FileLock(self.root / "lock")
         self._config_cache: dict[str, dict[str, Any]] = {}
+        self._trash: list[Path] = []
 
     def lock(self) -> ContextManager[None]:
         """An exclusive file lock for multi-process safety around index changes."""
@@ -797,6 +798,16 @@ class ImageStore:
     def remove(self, ref_or_id: str, force: bool = False) -> list[str]:
         """`docker rmi` for one argument: returns its `Untagged: x` / `Deleted: sha256:...`
         lines. Conflicts are worded as Docker's (moby daemon/images/image_delete.go)."""
+        try:
+            return self._remove(ref_or_id, force)
+        finally:
+            self._empty_trash()
+
+    def _empty_trash(self) -> None:
+        while self._trash:
+            _remove_tree(self._trash.pop())
+
+    def _remove(self, ref_or_id: str, force: bool) -> list[str]:
         with self.lock():
             index = self._load_index()
             image_id = self._lookup(index, ref_or_id)
@@ -933,7 +944,7 @@ class ImageStore:
             trash = self.snapshots_dir / f".trash-{secrets.token_hex(6)}"
             with contextlib.suppress(FileNotFoundError):
                 os.rename(path, trash)
-                _remove_tree(trash)
+                self._trash.append(trash)  # deleted once the lock is released (can take a while)
         return freed_chain, reclaimed
 
     # prune ------------------------------------------------------------------------------------
@@ -941,6 +952,12 @@ class ImageStore:
     def prune_records(self, all: bool = False) -> tuple[list[str], int]:
         """`docker image prune [-a]`: returns its `untagged: x` / `deleted: sha256:...` lines and
         the bytes reclaimed, after collecting unreferenced layers, blobs and stale temp files."""
+        try:
+            return self._prune_records(all)
+        finally:
+            self._empty_trash()
+
+    def _prune_records(self, all: bool) -> tuple[list[str], int]:
         records: list[str] = []
         with self.lock():
             index = self._load_index()
@@ -994,6 +1011,8 @@ class ImageStore:
         if self.snapshots_dir.is_dir():
             for entry in os.scandir(self.snapshots_dir):
                 path = Path(entry.path)
+                if path in self._trash:
+                    continue  # this call's own deletions, already counted
                 # Under the lock, a numbered snapshot missing from layers.json is a crash's leftover
                 # (names are given and recorded under the same lock).
                 orphan = entry.name.isdigit() and entry.name not in known
