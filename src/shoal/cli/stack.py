@@ -46,7 +46,7 @@ def warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> Any:
         # List items indented under their key, as docker prints them.
         return super().increase_indent(flow, False)
@@ -68,8 +68,8 @@ def dump_yaml(config: dict[str, Any]) -> str:
     """The top-level sections in compose's order, whatever order the merged files gave."""
     ordered = {k: config[k] for k in _TOP_ORDER if k in config}
     ordered.update((k, v) for k, v in config.items() if k not in ordered)
-    return yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=1_000_000)
+    return str(yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=1_000_000))
 
 
 def _config(args: argparse.Namespace) -> int:

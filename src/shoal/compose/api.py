@@ -61,6 +61,13 @@ def _check_version(compose_file: ComposeFile) -> None:
         )
 
 
+def _locator(compose_file: ComposeFile) -> Callable[[tuple[str | int, ...]], str]:
+    def where(path: tuple[str | int, ...]) -> str:
+        return locate([compose_file], path)
+
+    return where
+
+
 def _load(
     files: list[Path],
     env_files: list[Path] | None,
@@ -95,7 +102,7 @@ def _load(
             compose_file.data = interpolate(
                 compose_file.data,
                 environment.get,
-                where=lambda p, f=compose_file: locate([f], p),
+                where=_locator(compose_file),
                 on_unset=on_unset,
             )
         check_schema(compose_file.data, [compose_file])

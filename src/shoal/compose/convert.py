@@ -183,7 +183,7 @@ class Converter:
         file = v.string(raw.get("file"), (*path, "file"))
         driver = v.string(raw.get("driver"), (*path, "driver"))
         if not file and not driver:
-            raise Invalid(path, f"{path[0][:-1]} {compose_name!r} needs a file (or external)")
+            raise Invalid(path, f"{str(path[0])[:-1]} {compose_name!r} needs a file (or external)")
         resolved = self.resolve(file) if file else ""
         if resolved and not os.path.isfile(resolved):
             # docker reads it at deploy; failing now leaves nothing half-created.

@@ -32,7 +32,7 @@ _MAX_NODES = 200_000  # a bound against alias bombs ("billion laughs")
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_Base):  # type: ignore[misc,valid-type]
+class _Loader(_Base):  # type: ignore[misc]
     yaml_implicit_resolvers: dict[Any, Any] = {}
 
 
@@ -135,7 +135,7 @@ def _mark_merged_keys(node: yaml.Node, budget: list[int]) -> None:
                     for source in sources:
                         if isinstance(source, yaml.MappingNode):
                             for inherited_key, _ in source.value:
-                                inherited_key._shoal_merged = True  # type: ignore[attr-defined]
+                                inherited_key._shoal_merged = True
                 stack.append(value_node)
         elif isinstance(current, yaml.SequenceNode):
             stack.extend(current.value)

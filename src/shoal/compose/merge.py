@@ -264,4 +264,5 @@ def merge_configs(configs: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = copy.deepcopy(configs[0])
     for other in configs[1:]:
         merged = _merge_mappings(merged, copy.deepcopy(other), ())
-    return enforce_unicity(merged)
+    result: dict[str, Any] = enforce_unicity(merged)
+    return result

@@ -70,9 +70,9 @@ def _describe(error: ValidationError) -> tuple[tuple[str | int, ...], str]:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return path, f"{missing} is required"
     if validator in ("oneOf", "anyOf"):
-        allowed = _branch_types({validator: rule})
-        if allowed and _json_type(instance) not in allowed:
-            return path, "must be " + _join([_TYPE_WORDS[t] for t in allowed])
+        accepted = _branch_types({validator: rule})
+        if accepted and _json_type(instance) not in accepted:
+            return path, "must be " + _join([_TYPE_WORDS[t] for t in accepted])
         return path, f"{_short(instance)} is not valid here"
     if validator == "uniqueItems":
         return path, "must contain unique items"

@@ -6,7 +6,7 @@ import dataclasses
 import types
 import typing
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -16,7 +16,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=None)
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -41,7 +41,7 @@ def _convert(hint: Any, value: Any) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build `cls` from `data`; unknown keys are dropped so older readers accept newer data."""
-    hints = _hints(cls)
+    hints = _hints(cast(Any, cls))
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs = {k: _convert(hints[k], v) for k, v in data.items() if k in fields}
     return cls(**kwargs)
