@@ -163,7 +163,8 @@ def test_cross_repository_mount(shoal, registry: str, pushed: dict[str, str]) ->
     assert httpx.head(f"http://{registry}/v2/other/app/blobs/{layer['digest']}").status_code == 200
 
 
-def _gzip_layer(files: dict[str, bytes]) -> bytes:
+def _gzip_layer(files: dict[str, bytes]) -> tuple[bytes, str]:
+    """A gzip layer blob and its diff_id."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for name, data in files.items():

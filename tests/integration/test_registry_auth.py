@@ -135,8 +135,9 @@ def test_token_auth(user: Shoal, token_registry: tuple[str, TokenServer]) -> Non
     assert all(r["query"].get("service") == [TokenServer.SERVICE] for r in tokens.requests)
 
     # A second repository mounts the layer from the first: the token must cover both scopes.
-    mounted = user("push", f"{address}/team/other:v1") if user("tag", ref, f"{address}/team/other:v1").returncode == 0 else None
-    assert mounted is not None and mounted.returncode == 0, mounted.stderr if mounted else ""
+    user("tag", ref, f"{address}/team/other:v1", check=True)
+    mounted = user("push", f"{address}/team/other:v1", check=True)
+    assert "repository:team/app:pull" in {s for r in tokens.requests for s in r["query"].get("scope", [])}
     assert re.search(r"^[0-9a-f]{12}: Mounted from team/app$", mounted.stdout, re.M), mounted.stdout
 
     fresh = Shoal(user.config.parent / "fresh")
