@@ -317,3 +317,12 @@ def test_secret_file_must_exist(tmp_path: Path) -> None:
         load_stack([compose], "s", environ={}, warn=lambda m: None)
     assert str(info.value) == (f"{compose}:7: secrets.k.file: open {tmp_path / 'missing.pem'}: "
                                "no such file")
+
+
+def test_model_from_dict_ignores_unknown_keys_and_fills_defaults() -> None:
+    from shoal.model import ServiceSpec
+    spec = ServiceSpec.from_dict({"name": "s_web", "compose_name": "web", "stack": "s",
+                                  "image": "web:v1", "added_by_a_newer_version": 1,
+                                  "restart_policy": {"condition": "none"}})
+    assert spec.restart_policy == RestartPolicy(condition="none", delay=5.0)
+    assert spec.replicas == 1 and spec.endpoint.mode == "vip"

@@ -156,3 +156,20 @@ def test_bundled_schema_is_the_official_one() -> None:
     assert data["$id"] == "compose_spec.json"
     assert data["title"] == "Compose Specification"
     json.dumps(data)
+
+
+def test_nested_unsupported_keys_are_named_with_their_section(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text(
+        "name: myproject\n"
+        "services:\n  web:\n    image: web:v1\n    networks:\n      front:\n"
+        "        ipv4_address: 10.0.0.5\n"
+        "    deploy:\n      resources:\n        reservations:\n"
+        "          devices: [{capabilities: [gpu]}]\n"
+        "    x-custom: ignored-silently\n"
+        "networks:\n  front:\n    enable_ipv6: true\n"
+    )
+    warnings: list[str] = []
+    load_stack([compose], "s", environ={}, warn=warnings.append)
+    assert warnings == ["Ignoring unsupported options: deploy.resources.reservations.devices, "
+                        "name, networks.enable_ipv6, networks.ipv4_address\n"]
