@@ -385,3 +385,18 @@ def test_a_damaged_image_is_listed_and_removable(store: ImageStore) -> None:
         fresh.resolve("damaged:1")
     assert fresh.remove("damaged:1")[:2] == ["Untagged: damaged:1", f"Deleted: {image_id}"]
     assert fresh.list() == []
+
+
+def test_prune_filters_until_and_label(store: ImageStore) -> None:
+    from shoal.cli.image import parse_until
+
+    old = import_image(store, {"o": b"1"}, ["old:1"], label="a", created="2020-01-01T00:00:00Z")
+    new = import_image(store, {"n": b"2"}, ["new:1"], label="b", created="2030-01-01T00:00:00Z")
+    records, _ = store.prune_records(all=True, labels=["n=b"])
+    assert records == ["untagged: new:1", f"deleted: {new}"]
+    records, _ = store.prune_records(all=True, until=parse_until("2025-01-01T00:00:00Z"), labels=["n!=b"])
+    assert records == ["untagged: old:1", f"deleted: {old}"]
+    assert parse_until("1h30m", now=10000.0) == 10000.0 - 5400
+    assert parse_until("1700000000") == 1700000000.0
+    with pytest.raises(InvalidArgument):
+        parse_until("yesterday")

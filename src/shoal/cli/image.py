@@ -129,6 +129,8 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="Remove unused images", description="Remove unused images")
     p.add_argument("-a", "--all", action="store_true", help="Remove all unused images, not just dangling ones")
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[],
+                   help="Provide filter values (e.g. \"until=<timestamp>\", \"label=<key>=<value>\")")
     p.set_defaults(func=cmd_prune)
 
 
@@ -478,10 +480,45 @@ def confirm(message: str, read: Callable[[], str] | None = None) -> bool:
     return answer.strip().lower() == "y"
 
 
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_until(value: str, now: float | None = None) -> float:
+    """Docker's `until` filter: a Go duration before now (`24h`, `1h30m`), unix seconds, or an
+    RFC 3339 time."""
+    import time as _time
+
+    from shoal.image.store import parse_time
+
+    text = value.strip()
+    if text and _GO_DURATION.sub("", text) == "":
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _GO_DURATION.findall(text))
+        return (now if now is not None else _time.time()) - seconds
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parsed = parse_time(text) if "T" in text else parse_time(text + "T00:00:00Z")
+    if parsed == 0.0:
+        raise InvalidArgument(f"invalid filter 'until={value}'")
+    return parsed
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
+    until: float | None = None
+    labels: list[str] = []
+    for item in args.filter:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip().lower() not in ("until", "label"):
+            raise InvalidArgument(f"invalid filter '{item}'")
+        if key.strip().lower() == "until":
+            until = parse_until(value)
+        else:
+            labels.append(value)
     if not args.force and not confirm(_ALL_WARNING if args.all else _DANGLING_WARNING):
         return 0
-    records, reclaimed = _store().prune_records(all=args.all)
+    records, reclaimed = _store().prune_records(all=args.all, until=until, labels=labels)
     if records:
         print("Deleted Images:")
         for line in records:

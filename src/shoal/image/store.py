@@ -949,15 +949,18 @@ class ImageStore:
 
     # prune ------------------------------------------------------------------------------------
 
-    def prune_records(self, all: bool = False) -> tuple[list[str], int]:
-        """`docker image prune [-a]`: returns its `untagged: x` / `deleted: sha256:...` lines and
-        the bytes reclaimed, after collecting unreferenced layers, blobs and stale temp files."""
+    def prune_records(self, all: bool = False, until: float | None = None,
+                      labels: Iterable[str] = ()) -> tuple[list[str], int]:
+        """`docker image prune [-a] [--filter until=... --filter label=...]`: returns its
+        `untagged: x` / `deleted: sha256:...` lines and the bytes reclaimed, after collecting
+        unreferenced layers, blobs and stale temp files. `until` keeps images created at or
+        after that unix time; `labels` are `key`, `key=value`, `key!=value` conditions."""
         try:
-            return self._prune_records(all)
+            return self._prune_records(all, until, list(labels))
         finally:
             self._empty_trash()
 
-    def _prune_records(self, all: bool) -> tuple[list[str], int]:
+    def _prune_records(self, all: bool, until: float | None, labels: list[str]) -> tuple[list[str], int]:
         records: list[str] = []
         with self.lock():
             index = self._load_index()
@@ -972,6 +975,15 @@ class ImageStore:
                     continue
                 if users or image_id in parents:
                     continue
+                if until is not None or labels:
+                    try:
+                        config = self._config(image_id)
+                    except ShoalError:
+                        config = {}
+                    if until is not None and parse_time(config.get("created")) >= until:
+                        continue
+                    if not _labels_match((config.get("config") or {}).get("Labels") or {}, labels):
+                        continue
                 if all or not self._refs_of(index, image_id):
                     victims.append(image_id)
             removed_records: dict[str, dict[str, Any]] = {}
@@ -1075,6 +1087,22 @@ def _is_single_reference(repo_refs: list[refs.Reference]) -> bool:
     if single is None:
         single = repo_refs[0]
     return len(canonical) == 1 and single.name() in canonical
+
+
+def _labels_match(labels: dict[str, str], conditions: list[str]) -> bool:
+    """Docker's label filters: `key`, `key=value`, `key!=value` (all must hold)."""
+    for cond in conditions:
+        if "!=" in cond:
+            key, value = cond.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in cond:
+            key, value = cond.split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif cond not in labels:
+            return False
+    return True
 
 
 def _container_records(directory: Path) -> Iterator[dict[str, Any]]:
