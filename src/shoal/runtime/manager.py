@@ -240,10 +240,9 @@ class ContainerManager:
         netns, attachment = self._network(c)
         addresses = list(getattr(attachment, "ip_addresses", []) or [])
         host_net = spec.network == "host"
-        (c.dir / "hosts").write_text(files.hosts(plan.hostname, [a.split("/")[0] for a in addresses],
-                                                 spec.extra_hosts,
-                                                 list(getattr(attachment, "hosts_entries", []) or []),
-                                                 host_net))
+        entries = list(getattr(attachment, "hosts_entries", []) or [])
+        own = [] if entries else [a.split("/")[0] for a in addresses]  # the network lists them itself
+        (c.dir / "hosts").write_text(files.hosts(plan.hostname, own, spec.extra_hosts, entries, host_net))
         dns = spec.dns or list(getattr(attachment, "dns_servers", []) or [])
         (c.dir / "resolv.conf").write_text(files.resolv_conf(dns, spec.dns_search, host_net))
         (c.dir / "hostname").write_text(plan.hostname + "\n")
