@@ -10,7 +10,6 @@ from typing import Any
 
 import yaml
 
-from shoal.compose.api import load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--skip-interpolation", action="store_true",
                    help="Skip interpolation and output only merged config")
     p.set_defaults(func=_config)
+
+    from shoal.cli.stackcmds import register_verbs
+
+    register_verbs(stack_sub)
 
 
 def add_compose_file_options(p: argparse.ArgumentParser) -> None:
@@ -75,6 +78,8 @@ def dump_yaml(config: dict[str, Any]) -> str:
 def _config(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.compose_files]
     env_files = [Path(f) for f in args.env_files] if args.env_files is not None else None
+    from shoal.compose.api import load_config
+
     config = load_config(files, env_files=env_files, warn=warn,
                          interpolation=not args.skip_interpolation)
     sys.stdout.write(dump_yaml(config))

@@ -12,9 +12,10 @@ from typing import Any
 
 from shoal.api.client import Client, connect
 from shoal.cli.format import print_formatted
+from shoal.cli.stack import add_compose_file_options
 from shoal.cli.service import add_task_list_flags, filter_tasks, print_tasks
 from shoal.cli.swarmfmt import SERVICE_FIELDS, SERVICE_HEADERS, service_rows
-from shoal.errors import ShoalError
+from shoal.errors import InvalidArgument, ShoalError
 from shoal.model.cluster import TaskState
 
 # A service whose new tasks failed this many times, with none running, cannot converge.
@@ -28,15 +29,16 @@ def _warn(message: str) -> None:
 def load(args: argparse.Namespace) -> Any:
     from shoal.compose import load_stack
 
-    files = [Path(f) for f in args.compose_file]
-    env_files = [Path(f) for f in (args.env_file or [])]
+    files = [Path(f) for f in args.compose_files]
+    env_files = [Path(f) for f in (args.env_files or [])]
     return load_stack(files, args.stack, env_files=env_files or None, warn=_warn)
 
 
 def build_missing(stack: Any) -> None:
-    """`build:` honoured: a service whose image is not in the store is built first, tagged with
-    its `image:` name (or `<stack>_<service>` when it has none)."""
-    from shoal.build.api import build_image
+    """`build:` honoured: a service whose image is not in the store is built first and tagged
+    with its `image:` name (docker compose's `<stack>-<service>` when it has none)."""
+    from shoal.build.builder import BuildOptions, Builder
+    from shoal.errors import NotFound
     from shoal.image.store import ImageStore
 
     store = ImageStore()
@@ -46,17 +48,19 @@ def build_missing(stack: Any) -> None:
         try:
             store.resolve(svc.image)
             continue
-        except ShoalError:
+        except NotFound:
             pass
         print(f"Building {svc.compose_name} ({svc.image})", file=sys.stderr)
-        build_image(
-            context=Path(svc.build.context),
-            dockerfile=svc.build.dockerfile or None,
+        context = Path(svc.build.context)
+        Builder(store, sys.stderr.buffer).build(BuildOptions(
+            context_dir=context,
+            dockerfile=context / svc.build.dockerfile if svc.build.dockerfile else None,
             tags=[svc.image, *svc.build.tags],
-            build_args={k: v for k, v in svc.build.args.items() if v is not None},
-            target=svc.build.target or None,
-            out=sys.stderr,
-        )
+            build_args=dict(svc.build.args),
+            target=svc.build.target,
+            no_cache=svc.build.no_cache,
+            pull=svc.build.pull,
+        ))
 
 
 def _service_state(client: Client, stack: str, since: float) -> list[tuple[str, int, int, str, int]]:
@@ -107,6 +111,8 @@ def wait_converged(client: Client, stack: str, since: float, timeout: float) -> 
 
 
 def deploy(args: argparse.Namespace) -> int:
+    if not args.compose_files:
+        raise InvalidArgument("Please specify a Compose file (with --compose-file)")
     stack = load(args)
     build_missing(stack)
     started = time.time()
@@ -148,7 +154,6 @@ def ps(args: argparse.Namespace) -> int:
 
 
 def rm(args: argparse.Namespace) -> int:
-    failed = False
     with connect() as client:
         for name in args.stacks:
             lines = client.delete(f"/stacks/{name}")["lines"]
@@ -156,14 +161,13 @@ def rm(args: argparse.Namespace) -> int:
                 print(f"Nothing found in stack: {name}", file=sys.stderr)
             for line in lines:
                 print(line)
-    return 1 if failed else 0
+    return 0
 
 
 def register_verbs(ssub: argparse._SubParsersAction) -> None:
     for name in ("deploy", "up"):
         p = ssub.add_parser(name, help="Deploy a new stack or update an existing stack")
-        p.add_argument("-c", "--compose-file", action="append", required=True, help="Path to a Compose file, or '-' to read from stdin")
-        p.add_argument("--env-file", action="append", help="Read in a file of environment variables")
+        add_compose_file_options(p)
         p.add_argument("--prune", action="store_true", help="Prune services that are no longer referenced")
         p.add_argument("-d", "--detach", action="store_true", help="Exit immediately instead of waiting for the stack services to converge")
         p.add_argument("--timeout", type=float, default=300.0, help="Seconds to wait for convergence (default 300)")
