@@ -400,3 +400,49 @@ def test_coexists_with_dockers_forward_drop(env: NetworkStore, servers: Servers)
         assert "shoal" not in rules
     finally:
         subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)
+
+
+def _udp_frame(src_mac: bytes, dst_mac: bytes, src_ip: str, dst_ip: str, dport: int, payload: bytes) -> bytes:
+    import struct
+
+    udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload  # checksum 0: none
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0x4000, 64, 17, 0,
+                         socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+    total = sum(struct.unpack("!10H", header))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    header = header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
+    return dst_mac + src_mac + b"\x08\x00" + header + udp
+
+
+def test_tasks_cannot_reach_host_loopback_services(env: NetworkStore) -> None:
+    """route_localnet is on for the bridges (127.0.0.1 -> task DNAT); a task forging a packet to
+    the host's 127.0.0.1 must still not reach a loopback-only service (CVE-2020-8558)."""
+    net = env.create("web")
+    a = attach.attach(cid(1), spec("web", PortMapping(target=80, published=18088)))
+    assert a is not None
+    bridge_mac = bytes.fromhex(Path(f"/sys/class/net/{net.bridge}/address").read_text().strip().replace(":", ""))
+    task_mac = bytes.fromhex(a.mac_addresses[0].replace(":", ""))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(0.5)
+        frame = _udp_frame(task_mac, bridge_mac, a.ip_addresses[0], "127.0.0.1", listener.getsockname()[1], b"forged")
+
+        def send() -> None:
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+                raw.bind(("eth0", 0))
+                raw.send(frame)
+
+        netns.run_in(a.netns_path, send)
+        with pytest.raises(TimeoutError):
+            listener.recvfrom(100)
+        # Without shoal's input rule the forged packet does arrive: the check above can fail.
+        subprocess.run(["nft", "flush", "chain", "ip", nft.table_name(), "input"], check=True)
+        try:
+            netns.run_in(a.netns_path, send)
+            assert listener.recvfrom(100)[0] == b"forged"
+        finally:
+            cleanup.reconcile(env)
+    assert "127.0.0.0/8" in subprocess.run(["nft", "list", "chain", "ip", nft.table_name(), "input"],
+                                           capture_output=True, text=True).stdout
+    attach.detach(cid(1))

@@ -111,6 +111,7 @@ def test_render_is_one_atomic_replacement_that_nft_accepts() -> None:
     assert 'ip saddr 10.213.0.0/20 oifname != "shoal*" masquerade' in text
     assert 'ip saddr 10.213.16.0/20 oifname != "shoal*" masquerade' not in text  # internal: no egress
     assert "type nat hook output priority -100" in text
+    assert 'iifname "shoal*" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop' in text
     try:
         check = subprocess.run(["nft", "-c", "-f", "-"], input=text, capture_output=True, text=True)
     except FileNotFoundError:

@@ -12,7 +12,8 @@ What the table does:
   (needs route_localnet on the bridge), of same-network DNAT (hairpin) and of ports published
   with keep_client_ip=False; otherwise the client's address reaches the backend unchanged;
 - forward: isolation between shoal networks (only DNATed traffic may cross) and an explicit
-  accept so shoal traffic is not left to another table's policy.
+  accept so shoal traffic is not left to another table's policy;
+- input: nothing from a bridge to the host's 127.0.0.0/8 but replies of DNATed connections.
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable
         + chain("output", "type nat hook output priority -100; policy accept;", ["jump lb"])
         + chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", post)
         + chain("forward", "type filter hook forward priority filter - 5; policy accept;", fwd)
+        # route_localnet on the bridges lets 127.0.0.1 be DNATed to a task; it would also let a
+        # task reach the host's loopback-only services (CVE-2020-8558): only replies of such
+        # DNATed connections may arrive from a bridge addressed to 127.0.0.0/8.
+        + chain("input", "type filter hook input priority filter - 5; policy accept;",
+                ['iifname "shoal*" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop'])
         + "}\n"
     )
 
