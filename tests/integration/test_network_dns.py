@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,14 +53,42 @@ def upstream() -> Iterator[str]:
             reply.add_answer(RR(req.q.qname, QTYPE.A, rdata=A("192.0.2.99"), ttl=5))
             sock.sendto(reply.pack(), addr)
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    port = sock.getsockname()[1]
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))  # the same port over TCP: a big answer (50 records)
+    listener.listen()
+    listener.settimeout(0.1)
+
+    def serve_tcp() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                size = struct.unpack("!H", conn.recv(2))[0]
+                req = DNSRecord.parse(conn.recv(size))
+                reply = req.reply()
+                for i in range(50):
+                    reply.add_answer(RR(req.q.qname, QTYPE.A, rdata=A(f"192.0.2.{i + 1}"), ttl=5))
+                packed = reply.pack()
+                conn.sendall(struct.pack("!H", len(packed)) + packed)
+
+    threads = [threading.Thread(target=serve, daemon=True), threading.Thread(target=serve_tcp, daemon=True)]
+    for t in threads:
+        t.start()
     try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
+        yield f"127.0.0.1:{port}"
     finally:
         stop.set()
-        t.join(timeout=2)
+        for t in threads:
+            t.join(timeout=2)
         sock.close()
+        listener.close()
 
 
 def query(ns: Path, name: str, qtype: str = "A", tcp: bool = False) -> DNSRecord:
@@ -104,6 +133,8 @@ def test_resolver_answers_services_tasks_containers_and_forwards(namespaces: lis
             assert aaaa.header.rcode == RCODE.NOERROR and not aaaa.rr
             # Forwarded: any other name, from the host namespace to the host's resolvers.
             assert addrs(await run(query, a_ns, "deb.debian.org")) == ["192.0.2.99"]
+            # Over TCP, forwarded over TCP: an answer far bigger than 512 bytes arrives whole.
+            assert len(addrs(await run(query, a_ns, "big.example.org", "A", True))) == 50
             # Scoped: b shares no network with web, so `web` is not shoal's to answer.
             assert addrs(await run(query, b_ns, "web")) == ["192.0.2.99"]
             assert addrs(await run(query, b_ns, "cache")) == ["10.213.16.2"]

@@ -172,7 +172,7 @@ class EmbeddedDNS:
         # Other types of a name we own: NOERROR with no answer, as Docker (no AAAA, no MX...).
         return reply
 
-    async def handle(self, networks: list[str], data: bytes) -> bytes | None:
+    async def handle(self, networks: list[str], data: bytes, tcp: bool = False) -> bytes | None:
         cached = self.answer_cached(networks, data)
         if cached is not None:
             return cached
@@ -183,7 +183,7 @@ class EmbeddedDNS:
         local = self.answer_packed(networks, data, request)
         if local is not None:
             return local
-        return await self.forward(request, data)
+        return await (self.forward_tcp(request, data) if tcp else self.forward(request, data))
 
     async def forward(self, request: DNSRecord, data: bytes) -> bytes:
         loop = asyncio.get_running_loop()
@@ -199,6 +199,27 @@ class EmbeddedDNS:
                 continue
             finally:
                 sock.close()
+        reply = request.reply()
+        reply.header.rcode = RCODE.SERVFAIL
+        return reply.pack()
+
+    async def forward_tcp(self, request: DNSRecord, data: bytes) -> bytes:
+        """A question that came over TCP goes upstream over TCP (answers too big for UDP)."""
+        for server in self.upstreams:
+            host, _, port = server.partition(":")
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port or 53)), UPSTREAM_TIMEOUT)
+            except (OSError, asyncio.TimeoutError):
+                continue
+            try:
+                writer.write(struct.pack("!H", len(data)) + data)
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readexactly(2), UPSTREAM_TIMEOUT)
+                return await asyncio.wait_for(reader.readexactly(struct.unpack("!H", head)[0]), UPSTREAM_TIMEOUT)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                continue
+            finally:
+                writer.close()
         reply = request.reply()
         reply.header.rcode = RCODE.SERVFAIL
         return reply.pack()
@@ -257,7 +278,7 @@ class EmbeddedDNS:
             while True:
                 head = await reader.readexactly(2)
                 data = await reader.readexactly(struct.unpack("!H", head)[0])
-                answer = await self.handle(served.networks, data)
+                answer = await self.handle(served.networks, data, tcp=True)
                 if answer is None:
                     break
                 writer.write(struct.pack("!H", len(answer)) + answer)
