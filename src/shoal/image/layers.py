@@ -335,20 +335,27 @@ class _HeaderProblem(Exception):
     pass
 
 
+# tarfile's header errors (not in typeshed): a zero block, no data, a short block, a bad block.
+_EOF_HEADER: type[Exception] = getattr(tarfile, "EOFHeaderError")
+_EMPTY_HEADER: type[Exception] = getattr(tarfile, "EmptyHeaderError")
+_TRUNCATED_HEADER: type[Exception] = getattr(tarfile, "TruncatedHeaderError")
+_INVALID_HEADER: type[Exception] = getattr(tarfile, "InvalidHeaderError")
+
+
 class _StrictTarInfo(tarfile.TarInfo):
     """tarfile ends an archive quietly at a bad header after the first member, and at end of
     data without the end-of-archive blocks: a corrupt or cut tar would import as a shorter
     one. Both are errors here; only a zero block ends the archive."""
 
     @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> _StrictTarInfo:
         try:
             return super().fromtarfile(tarfile_)
-        except tarfile.EOFHeaderError:
+        except _EOF_HEADER:
             raise
-        except tarfile.EmptyHeaderError:
+        except _EMPTY_HEADER:
             raise _HeaderProblem("unexpected end of data") from None
-        except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as exc:
+        except (_TRUNCATED_HEADER, _INVALID_HEADER) as exc:
             raise _HeaderProblem(f"invalid tar header ({exc})") from None
 
 

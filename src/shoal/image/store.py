@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, ContextManager
+from typing import Any, BinaryIO, ContextManager, List, cast  # List: ImageStore.list shadows list
 
 from shoal import paths
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
@@ -286,7 +286,7 @@ class ImageStore:
         self.containers_dir = self.root.parent / "containers"
         self._lock = _FileLock(self.root / "lock")
         self._config_cache: dict[str, dict[str, Any]] = {}
-        self._trash: list[Path] = []
+        self._trash: List[Path] = []
 
     def lock(self) -> ContextManager[None]:
         """An exclusive file lock for multi-process safety around index changes."""
@@ -435,7 +435,7 @@ class ImageStore:
         """
         import io
 
-        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]
+        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type,type-var]
         head = buffered.peek(8)[:8]  # type: ignore[attr-defined]
         compression = layerfmt.detect_compression(head)
         with self.ingest() as writer, self._snapshot_tmp() as tmp:
@@ -443,7 +443,7 @@ class ImageStore:
                 # The blob is the tar itself: the writer's digest is the diff_id, hash once.
                 media_type = OCI_LAYER
                 tee = layerfmt.HashingReader(buffered, writer.write, hash=False)
-                result = layerfmt.unpack_layer(tee, tmp, source=source, hash=False)
+                result = layerfmt.unpack_layer(cast(BinaryIO, tee), tmp, source=source, hash=False)
             elif compression == "gzip":
                 media_type = OCI_LAYER_GZIP
                 tee = layerfmt.HashingReader(buffered, writer.write, hash=False)
@@ -453,7 +453,7 @@ class ImageStore:
             else:
                 media_type = OCI_LAYER
                 plain = layerfmt.decompressed(buffered, compression)  # type: ignore[arg-type]
-                result = layerfmt.unpack_layer(layerfmt.HashingReader(plain, writer.write, hash=False), tmp,
+                result = layerfmt.unpack_layer(cast(BinaryIO, layerfmt.HashingReader(plain, writer.write, hash=False)), tmp,
                                                source=source, hash=False)
             digest = writer.commit()
             diff_id = result.diff_id or digest
@@ -482,7 +482,7 @@ class ImageStore:
                 return self.sink.write(data)
 
         with self.ingest() as writer:
-            with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as gz:  # type: ignore[arg-type]
+            with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as gz:  # type: ignore[call-overload]
                 tee = _DiffTee(gz)
                 layerfmt.write_layer_tar(upper, tee)  # type: ignore[arg-type]
             diff_id = "sha256:" + tee.sha.hexdigest()
@@ -543,10 +543,10 @@ class ImageStore:
         return cached
 
     def _build_image(self, image_id: str, record: dict[str, Any], index: dict[str, Any],
-                     layers_data: dict[str, Any], names: dict[str, tuple[list[str], list[str]]]) -> Image:
+                     layers_data: dict[str, Any], names: dict[str, tuple[List[str], List[str]]]) -> Image:
         config = self._config(image_id)
-        layer_list: list[Layer] = []
-        dirs: list[Path] = []
+        layer_list: List[Layer] = []
+        dirs: List[Path] = []
         for blob_digest in record["layers"]:
             layer = self._layer_from_entries(layers_data, blob_digest)
             if layer is None:
@@ -569,8 +569,8 @@ class ImageStore:
         )
 
     @staticmethod
-    def _names(index: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
-        names: dict[str, tuple[list[str], list[str]]] = {}
+    def _names(index: dict[str, Any]) -> dict[str, tuple[List[str], List[str]]]:
+        names: dict[str, tuple[List[str], List[str]]] = {}
         for full, image_id in index["tags"].items():
             names.setdefault(image_id, ([], []))[0].append(refs.parse_normalized(full).familiar())
         for full, image_id in index["digests"].items():
@@ -585,7 +585,7 @@ class ImageStore:
             raise NotFound(f"No such image: {image_id}")
         return self._build_image(image_id, record, index, self._load_layers(), self._names(index))
 
-    def list(self) -> list[Image]:
+    def list(self) -> List[Image]:
         """Every image (not those removed with -f and kept only for their containers), newest
         first as Docker lists them."""
         index = self._load_index()
@@ -648,7 +648,7 @@ class ImageStore:
 
     # creating images --------------------------------------------------------------------------
 
-    def _index_image(self, image_id: str, manifest_digest: str, layer_list: list[Layer],
+    def _index_image(self, image_id: str, manifest_digest: str, layer_list: List[Layer],
                      tags: Iterable[str], repo_digest: str | None, parent: str = "") -> None:
         tag_refs = [self._tag_ref(t) for t in tags]
         digest_ref = self._digest_ref(repo_digest) if repo_digest else None
@@ -668,7 +668,7 @@ class ImageStore:
                 index["digests"][str(digest_ref)] = image_id
         self._release_leases(layer_list)
 
-    def _release_leases(self, layer_list: list[Layer]) -> None:
+    def _release_leases(self, layer_list: List[Layer]) -> None:
         """Layers an image refers to no longer need the registering process's lease."""
         current = self._load_layers()["layers"]
         if not any("pid" in current.get(layer.diff_id, {}) for layer in layer_list):
@@ -693,7 +693,7 @@ class ImageStore:
             raise InvalidArgument(f"not a digest reference: {text}")
         return _without_tag(ref)
 
-    def create_image(self, config: dict[str, Any], layers: list[Layer], tags: Iterable[str] = (),
+    def create_image(self, config: dict[str, Any], layers: List[Layer], tags: Iterable[str] = (),
                      manifest_media_type: str = OCI_MANIFEST, parent: str = "") -> Image:
         """Write the config and manifest blobs, index the image and tag it. `config` gets its
         rootfs.diff_ids from `layers` (bottom first)."""
@@ -770,10 +770,10 @@ class ImageStore:
 
     # containers -------------------------------------------------------------------------------
 
-    def container_users(self) -> dict[str, list[tuple[str, bool]]]:
+    def container_users(self) -> dict[str, List[tuple[str, bool]]]:
         """image ID -> (container id, running) of every container record (read defensively:
         state_root()/containers/<id>/*.json with an "image_id" field, written by the runtime)."""
-        users: dict[str, list[tuple[str, bool]]] = {}
+        users: dict[str, List[tuple[str, bool]]] = {}
         try:
             entries = sorted(os.scandir(self.containers_dir), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
@@ -789,13 +789,13 @@ class ImageStore:
                     break
         return users
 
-    def containers_using(self, image_id: str) -> list[tuple[str, bool]]:
+    def containers_using(self, image_id: str) -> List[tuple[str, bool]]:
         """(container id, running) for each container that uses `image_id`."""
         return self.container_users().get(normalize_id(image_id), [])
 
     # removal ----------------------------------------------------------------------------------
 
-    def remove(self, ref_or_id: str, force: bool = False) -> list[str]:
+    def remove(self, ref_or_id: str, force: bool = False) -> List[str]:
         """`docker rmi` for one argument: returns its `Untagged: x` / `Deleted: sha256:...`
         lines. Conflicts are worded as Docker's (moby daemon/images/image_delete.go)."""
         try:
@@ -807,7 +807,7 @@ class ImageStore:
         while self._trash:
             _remove_tree(self._trash.pop())
 
-    def _remove(self, ref_or_id: str, force: bool) -> list[str]:
+    def _remove(self, ref_or_id: str, force: bool) -> List[str]:
         with self.lock():
             index = self._load_index()
             image_id = self._lookup(index, ref_or_id)
@@ -815,7 +815,7 @@ class ImageStore:
                 raise NotFound(f"No such image: {ref_or_id}")
             record = index["images"][image_id]
             refs_of = self._refs_of(index, image_id)
-            records: list[str] = []
+            records: List[str] = []
             by_id = _is_id_prefix(index, image_id, ref_or_id)
             users = self.containers_using(image_id)
             if not by_id:
@@ -874,7 +874,7 @@ class ImageStore:
             return records
 
     @staticmethod
-    def _refs_of(index: dict[str, Any], image_id: str) -> list[refs.Reference]:
+    def _refs_of(index: dict[str, Any], image_id: str) -> List[refs.Reference]:
         found = [refs.parse_normalized(t) for t, i in index["tags"].items() if i == image_id]
         found += [refs.parse_normalized(d) for d, i in index["digests"].items() if i == image_id]
         return found
@@ -903,14 +903,14 @@ class ImageStore:
         self._config_cache.pop(image_id, None)
         return freed
 
-    def _collect_layers(self, index: dict[str, Any], candidates: Iterable[str] | None) -> tuple[list[str], int]:
+    def _collect_layers(self, index: dict[str, Any], candidates: Iterable[str] | None) -> tuple[List[str], int]:
         """Delete layers (blob + snapshot) no image refers to. `candidates` limits it to the
         blobs of one removed image (rmi); None considers every layer (prune), skipping those
         still leased by a live process. Returns the chain IDs freed (top first) and bytes."""
         used_blobs = {b for r in index["images"].values() for b in r["layers"]}
-        freed_chain: list[str] = []
-        doomed_dirs: list[Path] = []
-        doomed_blobs: list[Path] = []
+        freed_chain: List[str] = []
+        doomed_dirs: List[Path] = []
+        doomed_blobs: List[Path] = []
         reclaimed = 0
         with self._edit_layers() as data:
             used_diffs = {data["blobs"][b]["diff_id"] for b in used_blobs if b in data["blobs"]}
@@ -950,7 +950,7 @@ class ImageStore:
     # prune ------------------------------------------------------------------------------------
 
     def prune_records(self, all: bool = False, until: float | None = None,
-                      labels: Iterable[str] = ()) -> tuple[list[str], int]:
+                      labels: Iterable[str] = ()) -> tuple[List[str], int]:
         """`docker image prune [-a] [--filter until=... --filter label=...]`: returns its
         `untagged: x` / `deleted: sha256:...` lines and the bytes reclaimed, after collecting
         unreferenced layers, blobs and stale temp files. `until` keeps images created at or
@@ -960,13 +960,13 @@ class ImageStore:
         finally:
             self._empty_trash()
 
-    def _prune_records(self, all: bool, until: float | None, labels: list[str]) -> tuple[list[str], int]:
-        records: list[str] = []
+    def _prune_records(self, all: bool, until: float | None, labels: List[str]) -> tuple[List[str], int]:
+        records: List[str] = []
         with self.lock():
             index = self._load_index()
             parents = {r.get("parent") for r in index["images"].values() if not r.get("removed")}
             all_users = self.container_users()
-            victims: list[str] = []
+            victims: List[str] = []
             for image_id, record in index["images"].items():
                 users = all_users.get(image_id, [])
                 if record.get("removed"):
@@ -1005,7 +1005,7 @@ class ImageStore:
             reclaimed += size + self._collect_garbage(index)
         return records, reclaimed
 
-    def prune(self, all: bool = False) -> tuple[list[str], int]:
+    def prune(self, all: bool = False) -> tuple[List[str], int]:
         """Deleted image ids and reclaimed bytes (see prune_records for Docker's lines)."""
         records, reclaimed = self.prune_records(all)
         return [r.split(" ", 1)[1] for r in records if r.startswith("deleted: ")], reclaimed
@@ -1031,9 +1031,9 @@ class ImageStore:
                 if orphan or entry.name.startswith(".trash-") or (entry.name.startswith(".tmp-") and _try_flock(path)):
                     reclaimed += layerfmt.dir_size(path) if path.is_dir() else 0
                     _remove_tree(path)
-        for entry in self.root.glob(".*.json.tmp-*"):
+        for leftover in self.root.glob(".*.json.tmp-*"):
             with contextlib.suppress(OSError):
-                entry.unlink()
+                leftover.unlink()
         layers_data = self._load_layers()
         referenced = set(layers_data["blobs"]) | set(index["images"])
         referenced |= {r.get("manifest") for r in index["images"].values()}
@@ -1071,7 +1071,7 @@ def _is_id_prefix(index: dict[str, Any], image_id: str, text: str) -> bool:
         return True
 
 
-def _is_single_reference(repo_refs: list[refs.Reference]) -> bool:
+def _is_single_reference(repo_refs: List[refs.Reference]) -> bool:
     """moby's isSingleReference: one tag (plus digests of that same repository)."""
     if len(repo_refs) <= 1:
         return len(repo_refs) == 1
