@@ -227,6 +227,9 @@ def test_service_vip_balances_evenly_removes_backends_and_hairpins(env: NetworkS
     svc = lb.Service(id="svc", name="web", vips={net.id: vip}, ports=[lb.ServicePort("tcp", 8000, 18083)],
                      backends=[lb.Backend(f"t{i}", {net.id: t.ip_addresses[0]}) for i, t in enumerate(tasks)])
     lb.set_service(svc, env)
+    with pytest.raises(Conflict, match="port 18083/tcp is already published by service web"):
+        lb.set_service(lb.Service(id="other", name="api", ports=[lb.ServicePort("tcp", 80, 18083)]), env)
+    assert [s.id for s in lb.load_services()] == ["svc"]
     seen = Counter(ask(client.netns_path, vip, 8000).split()[0] for _ in range(100))
     assert sorted(seen) == [f"task{i}" for i in range(5)]
     assert all(18 <= n <= 22 for n in seen.values()), seen
