@@ -20,6 +20,7 @@ from aiohttp import web
 
 from shoal import paths
 from shoal.api.client import socket_path
+from shoal.agent.worker import Worker
 from shoal.api.server import make_app
 from shoal.errors import ShoalError
 from shoal.ids import new_swarm_id
@@ -31,6 +32,8 @@ log = logging.getLogger("shoald")
 
 # A reconciliation pass also runs this often with nothing to do, to catch what no event reports.
 IDLE_RESYNC = 10.0
+# How often the agent looks at its running containers for exits it was not told about.
+AGENT_POLL = 0.25
 
 
 class Daemon:
@@ -40,6 +43,7 @@ class Daemon:
         self.store = SQLiteStore(self.root / "shoald.db")
         self.node_id = self._node_id()
         self._wake = asyncio.Event()
+        self._agent_wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._stack_locks: dict[str, asyncio.Lock] = {}
         self._agent_hooks: list[Callable[[], None]] = []
@@ -70,6 +74,10 @@ class Daemon:
 
     def stack_lock(self, name: str) -> asyncio.Lock:
         return self._stack_locks.setdefault(name, asyncio.Lock())
+
+    def _both_wake(self) -> None:
+        self._agent_wake.set()
+        self._wake.set()
 
     def kick(self) -> None:
         """Something changed the desired state: run the loops now."""
@@ -118,6 +126,37 @@ class Daemon:
             except TimeoutError:
                 pass
 
+    def _make_worker(self) -> Worker:
+        from shoal.image.store import ImageStore
+        from shoal.runtime.manager import ContainerManager
+
+        images = ImageStore()
+        loop = asyncio.get_running_loop()
+        return Worker(self.store, self.node_id, ContainerManager(images=images), images,
+                      on_change=lambda: loop.call_soon_threadsafe(self._both_wake))
+
+    async def agent_loop(self) -> None:
+        """Drive this node's tasks: on every change, and every AGENT_POLL to notice exits."""
+        worker = self._make_worker()
+        self._agent_hooks.append(self._agent_wake.set)
+        try:
+            while True:
+                self._agent_wake.clear()
+                before = self.store.revision()
+                try:
+                    await asyncio.to_thread(worker.sync)
+                except ShoalError as exc:
+                    log.error("agent pass failed: %s", exc)
+                if self.store.revision() != before:
+                    self.kick()
+                    await self._notify()
+                try:
+                    await asyncio.wait_for(self._agent_wake.wait(), timeout=AGENT_POLL)
+                except TimeoutError:
+                    pass
+        finally:
+            worker.close()
+
     async def serve(self) -> None:
         run = paths.run_root()
         run.mkdir(parents=True, exist_ok=True)
@@ -144,7 +183,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        tasks = [asyncio.create_task(self.manager_loop())]
+        tasks = [asyncio.create_task(self.manager_loop()), asyncio.create_task(self.agent_loop())]
         try:
             await stop.wait()
         finally:
@@ -152,7 +191,6 @@ class Daemon:
                 t.cancel()
             await runner.cleanup()
             sock.unlink(missing_ok=True)
-            self.store.close()
             lock_file.close()
 
 
