@@ -141,7 +141,7 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         with open(tmp, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
+            f.write(json.dumps(data, separators=(",", ":")))  # dumps uses the C encoder, dump does not
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)
@@ -569,12 +569,15 @@ class ImageStore:
         )
 
     @staticmethod
-    def _names(index: dict[str, Any]) -> dict[str, tuple[List[str], List[str]]]:
+    def _names(index: dict[str, Any], only: str | None = None) -> dict[str, tuple[List[str], List[str]]]:
+        """image ID -> (familiar tags, familiar repo digests); `only` limits it to one image."""
         names: dict[str, tuple[List[str], List[str]]] = {}
         for full, image_id in index["tags"].items():
-            names.setdefault(image_id, ([], []))[0].append(refs.parse_normalized(full).familiar())
+            if only is None or image_id == only:
+                names.setdefault(image_id, ([], []))[0].append(refs.parse_normalized(full).familiar())
         for full, image_id in index["digests"].items():
-            names.setdefault(image_id, ([], []))[1].append(refs.parse_normalized(full).familiar())
+            if only is None or image_id == only:
+                names.setdefault(image_id, ([], []))[1].append(refs.parse_normalized(full).familiar())
         return names
 
     def get(self, image_id: str) -> Image:
@@ -583,7 +586,7 @@ class ImageStore:
         record = index["images"].get(image_id)
         if record is None:
             raise NotFound(f"No such image: {image_id}")
-        return self._build_image(image_id, record, index, self._load_layers(), self._names(index))
+        return self._build_image(image_id, record, index, self._load_layers(), self._names(index, image_id))
 
     def list(self) -> List[Image]:
         """Every image (not those removed with -f and kept only for their containers), newest
@@ -644,7 +647,8 @@ class ImageStore:
         image_id = self._lookup(index, ref_or_id)
         if image_id is None:
             raise NotFound(f"No such image: {ref_or_id}")
-        return self._build_image(image_id, index["images"][image_id], index, self._load_layers(), self._names(index))
+        return self._build_image(image_id, index["images"][image_id], index, self._load_layers(),
+                                 self._names(index, image_id))
 
     # creating images --------------------------------------------------------------------------
 
