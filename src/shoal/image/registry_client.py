@@ -440,7 +440,9 @@ class RegistryClient:
     def open_blob(self, digest: str) -> Iterator[httpx.Response]:
         """A streaming GET of a blob (following the registry's redirect to its storage; httpx
         drops the Authorization header when the redirect leaves the registry's origin)."""
-        resp = self.send("GET", self.url(f"blobs/{digest}"), stream=True, follow_redirects=True)
+        # identity: the digest is of the blob's bytes, not of an HTTP-level re-encoding of them.
+        resp = self.send("GET", self.url(f"blobs/{digest}"), stream=True, follow_redirects=True,
+                         headers={"Accept-Encoding": "identity"})
         try:
             self._check(resp, 200)
             yield resp
