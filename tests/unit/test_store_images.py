@@ -400,3 +400,27 @@ def test_prune_filters_until_and_label(store: ImageStore) -> None:
     assert parse_until("1700000000") == 1700000000.0
     with pytest.raises(InvalidArgument):
         parse_until("yesterday")
+
+
+def test_concurrent_imports_of_one_layer_share_one_snapshot(store: ImageStore, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    tar = tmp_path / "layer.tar"
+    tar.write_bytes(make_tar({f"f{i}": os.urandom(20000) for i in range(50)}))
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from shoal.image.store import ImageStore
+        store = ImageStore(Path({str(store.root)!r}))
+        with open({str(tar)!r}, "rb") as f:
+            layer = store.import_layer(f)
+        store.create_image({{"os": "linux", "n": sys.argv[1]}}, [layer], tags=[f"par:{{sys.argv[1]}}"])
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(n)]) for n in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    assert [p.name for p in store.snapshots_dir.iterdir()] == ["1"]
+    assert len(json.loads(store.layers_path.read_text())["layers"]) == 1
+    assert len(store.list()) == 4
+    assert len({tuple(i.rootfs_dirs()) for i in store.list()}) == 1
