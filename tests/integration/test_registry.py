@@ -186,50 +186,63 @@ def _upload(registry: str, repo: str, data: bytes) -> str:
     return digest
 
 
-def _put_image(registry: str, repo: str, arch: str, content: bytes) -> tuple[bytes, str]:
-    """A one-layer OCI image for linux/<arch>, uploaded with plain HTTP calls."""
+OCI_TYPES = {"manifest": "application/vnd.oci.image.manifest.v1+json",
+             "config": "application/vnd.oci.image.config.v1+json",
+             "layer": "application/vnd.oci.image.layer.v1.tar+gzip",
+             "index": "application/vnd.oci.image.index.v1+json"}
+DOCKER_TYPES = {"manifest": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": "application/vnd.docker.container.image.v1+json",
+                "layer": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "index": "application/vnd.docker.distribution.manifest.list.v2+json"}
+
+
+def _put_image(registry: str, repo: str, arch: str, content: bytes, types: dict[str, str]) -> tuple[bytes, str]:
+    """A one-layer image for linux/<arch> (OCI or Docker media types), uploaded with plain HTTP."""
     layer, diff_id = _gzip_layer({"arch.txt": content})
     layer_digest = _upload(registry, repo, layer)
     config = json.dumps({"architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/sh"]},
                          "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
     config_digest = _upload(registry, repo, config)
     manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
-                    "size": len(layer)}],
+        "schemaVersion": 2, "mediaType": types["manifest"],
+        "config": {"mediaType": types["config"], "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": types["layer"], "digest": layer_digest, "size": len(layer)}],
     }).encode()
     digest = sha256_digest(manifest)
     resp = httpx.put(f"http://{registry}/v2/{repo}/manifests/{digest}", content=manifest,
-                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                     headers={"Content-Type": types["manifest"]})
     assert resp.status_code == 201, resp.text
     return manifest, config_digest
 
 
-def test_index_pull_chooses_the_host_platform(clean: Shoal, registry: str) -> None:
-    arm, arm_config = _put_image(registry, "multi", "arm64", b"arm64\n")
-    amd, amd_config = _put_image(registry, "multi", "amd64", b"amd64\n")
+@pytest.mark.parametrize("types", [OCI_TYPES, DOCKER_TYPES], ids=["oci-index", "docker-manifest-list"])
+def test_index_pull_chooses_the_host_platform(clean: Shoal, registry: str, types: dict[str, str]) -> None:
+    repo = "multi-oci" if types is OCI_TYPES else "multi-docker"
+    arm, arm_config = _put_image(registry, repo, "arm64", b"arm64\n", types)
+    amd, amd_config = _put_image(registry, repo, "amd64", b"amd64\n", types)
     index = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "schemaVersion": 2, "mediaType": types["index"],
         "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256_digest(arm),
+            {"mediaType": types["manifest"], "digest": sha256_digest(arm),
              "size": len(arm), "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256_digest(amd),
+            {"mediaType": types["manifest"], "digest": sha256_digest(amd),
              "size": len(amd), "platform": {"os": "linux", "architecture": "amd64"}},
         ],
     }).encode()
-    resp = httpx.put(f"http://{registry}/v2/multi/manifests/v1", content=index,
-                     headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    resp = httpx.put(f"http://{registry}/v2/{repo}/manifests/v1", content=index,
+                     headers={"Content-Type": types["index"]})
     assert resp.status_code == 201, resp.text
-    ref = f"{registry}/multi:v1"
+    ref = f"{registry}/{repo}:v1"
     proc = clean("pull", ref, check=True)
     # Docker reports (and records) the index's digest.
     assert f"Digest: {sha256_digest(index)}" in proc.stdout
     info = json.loads(clean("image", "inspect", ref, check=True).stdout)[0]
     host_is_amd64 = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip() == "x86_64"
     assert info["Id"] == (amd_config if host_is_amd64 else arm_config)
-    assert info["RepoDigests"] == [f"{registry}/multi@{sha256_digest(index)}"]
+    assert info["RepoDigests"] == [f"{registry}/{repo}@{sha256_digest(index)}"]
+    # The image manifest is kept as served: same bytes, same digest.
+    stored = clean.root / "image" / "blobs" / "sha256" / sha256_digest(amd if host_is_amd64 else arm)[7:]
+    assert stored.read_bytes() == (amd if host_is_amd64 else arm)
     # --platform picks the other one.
     other = clean("pull", "--platform", "linux/arm64", ref, check=True)
     assert "Downloaded newer image" in other.stdout
