@@ -11,6 +11,7 @@ import io
 import json
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import threading
@@ -273,7 +274,8 @@ def test_chunked_upload_protocol(registry: str, tmp_path: Path) -> None:
 
 
 class _LyingRegistry:
-    """Serves a manifest whose layer bytes do not hash to the layer's digest."""
+    """A hand-written registry. `evil` serves a manifest whose layer bytes do not hash to the
+    layer's digest; `flaky` serves the right bytes but cuts the first layer download short."""
 
     def __init__(self) -> None:
         self.layer, diff_id = _gzip_layer({"good.txt": b"the real content\n"})
@@ -296,7 +298,12 @@ class _LyingRegistry:
             f"/v2/evil/blobs/{sha256_digest(self.config)}": (self.config, "application/octet-stream"),
             # Asked for by a digest that is not the digest of what comes back.
             "/v2/evil/manifests/sha256:" + "0" * 64: (self.manifest, "application/vnd.oci.image.manifest.v1+json"),
+            "/v2/flaky/manifests/v1": (self.manifest, "application/vnd.oci.image.manifest.v1+json"),
+            f"/v2/flaky/blobs/{self.layer_digest}": (self.layer, "application/octet-stream"),
+            f"/v2/flaky/blobs/{sha256_digest(self.config)}": (self.config, "application/octet-stream"),
         }
+        self.cut_short = 0
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
@@ -313,6 +320,13 @@ class _LyingRegistry:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if self.path == f"/v2/flaky/blobs/{server.layer_digest}" and server.cut_short == 0:
+                    server.cut_short += 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -339,6 +353,17 @@ def test_digest_mismatch_stores_and_tags_nothing(clean: Shoal) -> None:
     ingest = clean.root / "image" / "ingest"
     assert not ingest.exists() or list(ingest.iterdir()) == []
     assert clean("images", "-q").stdout == ""
+
+
+def test_a_download_cut_short_is_retried(clean: Shoal) -> None:
+    with _LyingRegistry() as flaky:
+        proc = clean("pull", f"{flaky.address}/flaky:v1", check=True)
+        assert flaky.cut_short == 1
+    short = flaky.layer_digest[7:19]
+    assert f"{short}: Retrying in 1 second" in proc.stdout
+    assert f"{short}: Pull complete" in proc.stdout
+    ingest = clean.root / "image" / "ingest"
+    assert not ingest.exists() or list(ingest.iterdir()) == []
 
 
 def test_manifest_that_is_not_what_its_digest_names(clean: Shoal) -> None:

@@ -38,6 +38,7 @@ from shoal.image.registry_client import (
     FetchedManifest,
     RegistryClient,
     RegistryError,
+    RegistryUnreachable,
 )
 from shoal.image.registry_progress import ProgressDisplay
 from shoal.image.store import Image, ImageStore
@@ -47,6 +48,7 @@ IMAGE_CONFIG_TYPES = (DOCKER_CONFIG, "application/vnd.oci.image.config.v1+json")
 MAX_CONCURRENT_DOWNLOADS = 3
 MAX_CONCURRENT_UPLOADS = 5
 DOWNLOAD_ATTEMPTS = 3
+UPLOAD_ATTEMPTS = 3
 SOURCES_FILE = "registry-sources.json"
 
 # uname -m -> (GOARCH, variant), as containerd's platforms package normalises them.
@@ -239,8 +241,8 @@ def _download_once(client: RegistryClient, store: ImageStore, digest: str, size:
                     writer.write(chunk)
                     if progress and ident:
                         progress.progress(ident, "Downloading", received, size)
-        except httpx.TransportError as exc:
-            raise _Retryable(f"failed to download {digest}: {exc}") from exc
+        except (httpx.TransportError, RegistryUnreachable) as exc:
+            raise _Retryable(str(exc)) from exc
         if progress and ident:
             progress.status(ident, "Verifying Checksum")
         if size and received != size:
@@ -451,14 +453,27 @@ def push_blob(client: RegistryClient, store: ImageStore, desc: dict[str, Any], h
         client.cancel_upload(location)
         raise ShoalError(f"blob {digest} is not in the image store: cannot push it")
     size = path.stat().st_size
-    try:
-        with open(path, "rb") as f:
-            def report(sent: int) -> None:
-                if display and ident:
-                    display.progress(ident, "Pushing", sent, size)
 
-            client.upload_blob(location, digest, f, size, on_progress=report)
-    except BaseException:
-        client.cancel_upload(location)
-        raise
-    return "Pushed"
+    def report(sent: int) -> None:
+        if display and ident:
+            display.progress(ident, "Pushing", sent, size)
+
+    for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        try:
+            with open(path, "rb") as f:
+                client.upload_blob(location, digest, f, size, on_progress=report)
+            return "Pushed"
+        except RegistryUnreachable:
+            # The connection broke mid-upload: a new session, from the start (Docker retries too).
+            client.cancel_upload(location)
+            if attempt == UPLOAD_ATTEMPTS:
+                raise
+            if display and ident:
+                display.status(ident, f"Retrying in {attempt} second{'s' if attempt > 1 else ''}")
+            time.sleep(attempt)
+            _, location = client.start_upload()
+            assert location is not None
+        except BaseException:
+            client.cancel_upload(location)
+            raise
+    raise AssertionError("unreachable")
