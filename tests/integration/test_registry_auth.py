@@ -145,3 +145,12 @@ def test_token_auth(user: Shoal, token_registry: tuple[str, TokenServer]) -> Non
     fresh.config.write_text(user.config.read_text())
     pulled = fresh("pull", ref, check=True)
     assert "Pull complete" in pulled.stdout and f"Status: Downloaded newer image for {ref}" in pulled.stdout
+
+
+def test_login_reuses_stored_credentials_and_prompts_without_flags(user: Shoal, basic_registry: str) -> None:
+    prompted = user("login", basic_registry, input=f"{USER}\n{PASSWORD}\n")
+    assert prompted.returncode == 0, prompted.stderr
+    assert prompted.stdout.startswith("Username: ") and prompted.stdout.rstrip().endswith("Login Succeeded")
+    again = user("login", basic_registry, input="")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == ["Authenticating with existing credentials...", "Login Succeeded"]

@@ -138,6 +138,19 @@ def cmd_login(args: argparse.Namespace) -> int:
     elif password:
         print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
     stored = load_credentials(domain)
+    from shoal.image.registry_client import RegistryClient
+
+    if stored and not username and not password:
+        # docker/cli: try what is stored before asking for anything.
+        print("Authenticating with existing credentials...")
+        try:
+            with RegistryClient(domain, "", credentials=stored) as client:
+                client.login()
+        except ShoalError as exc:
+            print(f"Login did not succeed, error: {exc}", file=sys.stderr)
+        else:
+            print("Login Succeeded")
+            return 0
     if not username:
         default = stored.username if stored else ""
         prompt = f"Username ({default}): " if default else "Username: "
@@ -145,15 +158,10 @@ def cmd_login(args: argparse.Namespace) -> int:
         if not username:
             raise ShoalError("Non-null Username Required")
     if not password:
-        if stored and stored.username == username and not args.username:
-            password = stored.password
-        else:
-            password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+        password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise ShoalError("Password Required")
     creds = Credentials(username, password)
-    from shoal.image.registry_client import RegistryClient
-
     with RegistryClient(domain, "", credentials=creds) as client:
         client.login()
     path = store_credentials(domain, creds)
