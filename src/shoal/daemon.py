@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -24,8 +25,8 @@ from shoal.agent.worker import Worker
 from shoal.api.server import make_app
 from shoal.errors import ShoalError
 from shoal.ids import new_swarm_id
-from shoal.manager import allocator, orchestrator, reaper, scheduler
-from shoal.model.cluster import Node
+from shoal.manager import allocator, endpoints, orchestrator, reaper, scheduler
+from shoal.model.cluster import Node, Task, TaskState
 from shoal.store import SQLiteStore
 
 log = logging.getLogger("shoald")
@@ -47,6 +48,8 @@ class Daemon:
         self._changed = asyncio.Condition()
         self._stack_locks: dict[str, asyncio.Lock] = {}
         self._agent_hooks: list[Callable[[], None]] = []
+        self.dns: Any = None
+        self._dns_revision = -1
 
     def _node_id(self) -> str:
         path = self.root / "node_id"
@@ -100,6 +103,8 @@ class Daemon:
             allocator.reconcile(tx, now)
             scheduler.reconcile(tx, now)
             reaper.reconcile(tx)
+            live_networks = {n["name"] for n in tx.list("network")}
+        endpoints.collect_networks(live_networks)
         return wake
 
     async def _notify(self) -> None:
@@ -127,13 +132,46 @@ class Daemon:
                 pass
 
     def _make_worker(self) -> Worker:
+        from shoal.agent.netglue import DaemonTaskNetwork
         from shoal.image.store import ImageStore
         from shoal.runtime.manager import ContainerManager
 
         images = ImageStore()
         loop = asyncio.get_running_loop()
         return Worker(self.store, self.node_id, ContainerManager(images=images), images,
-                      on_change=lambda: loop.call_soon_threadsafe(self._both_wake))
+                      on_change=lambda: loop.call_soon_threadsafe(self._both_wake),
+                      network=DaemonTaskNetwork(loop, self.dns))
+
+    async def refresh_dns(self) -> None:
+        from shoal.agent.netglue import dns_tables
+
+        if self.dns is None:
+            return
+        self._dns_revision = self.store.revision()
+        tables = await asyncio.to_thread(dns_tables, self.store)
+        for network_id, records in tables.items():
+            self.dns.set_records(network_id, records)
+
+    async def serve_running_tasks(self) -> None:
+        """After a restart, the resolver's sockets in running tasks' namespaces are gone: open
+        them again (the containers themselves never stopped)."""
+        from shoal.network.store import NetworkStore
+
+        if self.dns is None:
+            return
+        ids = {n.name: n.id for n in NetworkStore().list()}
+        for raw in self.store.list("task"):
+            task = Task.from_dict(raw)
+            if task.node_id != self.node_id or task.status.state != TaskState.RUNNING or not task.networks:
+                continue
+            netns = paths.run_root() / "netns" / task.status.container_id
+            if not netns.exists():
+                continue
+            try:
+                await self.dns.serve(task.status.container_id, netns,
+                                     [ids[a["network"]] for a in task.networks if a["network"] in ids])
+            except OSError as exc:
+                log.warning("embedded DNS for task %s: %s", task.id, exc)
 
     async def agent_loop(self) -> None:
         """Drive this node's tasks: on every change, and every AGENT_POLL to notice exits."""
@@ -150,6 +188,8 @@ class Daemon:
                 if self.store.revision() != before:
                     self.kick()
                     await self._notify()
+                if self.store.revision() != self._dns_revision:
+                    await self.refresh_dns()
                 try:
                     await asyncio.wait_for(self._agent_wake.wait(), timeout=AGENT_POLL)
                 except TimeoutError:
@@ -168,6 +208,11 @@ class Daemon:
         lock_file.write(f"{os.getpid()}\n")
         lock_file.flush()
         self.register_node()
+        from shoal.network.dns import EmbeddedDNS
+
+        self.dns = EmbeddedDNS()
+        await self.refresh_dns()
+        await self.serve_running_tasks()
         sock = socket_path()
         sock.unlink(missing_ok=True)
         runner = web.AppRunner(make_app(self), access_log=None)

@@ -9,6 +9,7 @@ from typing import Any
 from shoal.model.cluster import Node, Task
 from shoal.runtime.spec import ContainerSpec, Mount, Ulimit
 
+EMBEDDED_DNS = "127.0.0.11"
 _TEMPLATE = re.compile(r"\{\{\s*\.([A-Za-z.]+)\s*\}\}")
 
 
@@ -61,6 +62,7 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         "com.docker.swarm.task.name": container_name(task),
     })
     service_labels = spec.get("labels") or {}
+    attachments = list(spec.get("networks") or [])
     limits = (spec.get("resources") or {}).get("limits") or {}
     reservations = (spec.get("resources") or {}).get("reservations") or {}
     return ContainerSpec(
@@ -90,6 +92,11 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         stop_signal=spec.get("stop_signal") or "",
         stop_timeout=int(round(float(spec.get("stop_grace_period", 10.0)))),
         extra_hosts=_extra_hosts(list(spec.get("extra_hosts") or [])),
-        dns=list(spec.get("dns") or []),
+        # The embedded resolver answers service names; it forwards every other name.
+        dns=list(spec.get("dns") or []) or ([EMBEDDED_DNS] if attachments else []),
+        network=attachments[0]["target"] if attachments else "none",
+        network_aliases=list(attachments[0].get("aliases") or []) if attachments else [],
+        extra_networks=[{"network": a["target"], "aliases": list(a.get("aliases") or [])} for a in attachments[1:]],
+        swarm_task=True,
         dns_search=list(spec.get("dns_search") or []),
     )

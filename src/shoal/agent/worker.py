@@ -21,13 +21,28 @@ from shoal.store.base import Store
 
 log = logging.getLogger("shoald.worker")
 
+
+class TaskNetwork:
+    """What the worker tells the network side: a task joined (it is running, with these
+    addresses) or left (it is about to stop, or has stopped). The daemon puts the task in its
+    service's load-balancer rotation and its resolver here; the base class does nothing, for a
+    worker with no networking (tests of the controller steps)."""
+
+    def joined(self, task: Task, netns: str, attachments: list[dict[str, Any]]) -> None:
+        pass
+
+    def left(self, task: Task) -> None:
+        pass
+
 TASK_LABEL = "com.docker.swarm.task.id"
 
 
 class Worker:
     def __init__(self, store: Store, node_id: str, containers: Any, images: Any,
-                 on_change: Callable[[], None] = lambda: None, threads: int = 8) -> None:
+                 on_change: Callable[[], None] = lambda: None, threads: int = 8,
+                 network: TaskNetwork | None = None) -> None:
         self.store = store
+        self.network = network or TaskNetwork()
         self.node_id = node_id
         self.containers = containers
         self.images = images
@@ -74,11 +89,29 @@ class Worker:
         self._report(task.id, TaskState.STARTING, "starting")
         try:
             self.containers.start(task.status.container_id)
-            pid = self.containers.get(task.status.container_id).state.pid
+            container = self.containers.get(task.status.container_id)
         except ShoalError as exc:
             self._report(task.id, TaskState.FAILED, "starting", err=f"starting container failed: {exc}")
             return
-        self._report(task.id, TaskState.RUNNING, "started", pid=pid)
+        attachments = self._attachments(task, container.network)
+        self._set_networks(task.id, attachments)
+        self._report(task.id, TaskState.RUNNING, "started", pid=container.state.pid)
+        if attachments:
+            self.network.joined(task, container.network.get("netns", ""), attachments)
+
+    @staticmethod
+    def _attachments(task: Task, network: dict[str, Any]) -> list[dict[str, Any]]:
+        """The task's address on each network, in interface order, with its aliases."""
+        wanted = {a["target"]: list(a.get("aliases") or []) for a in task.spec.get("networks") or []}
+        names = list(network.get("networks") or [])
+        addresses = list(network.get("addresses") or [])
+        return [{"network": n, "addresses": [a], "aliases": wanted.get(n, [])} for n, a in zip(names, addresses)]
+
+    def _set_networks(self, task_id: str, attachments: list[dict[str, Any]]) -> None:
+        with self.store.transaction() as tx:
+            raw = tx.get("task", task_id)
+            if raw is not None:
+                tx.update("task", dict(raw, networks=attachments))
 
     def _check_exit(self, task: Task) -> None:
         try:
@@ -89,6 +122,7 @@ class Worker:
         state = container.refresh() if hasattr(container, "refresh") else container.state
         if state.status not in ("exited", "dead"):
             return
+        self.network.left(task)
         if state.exit_code == 0:
             self._report(task.id, TaskState.COMPLETE, "finished", exit_code=0)
         else:
@@ -96,6 +130,8 @@ class Worker:
                          err=f"task: non-zero exit ({state.exit_code})", exit_code=state.exit_code)
 
     def _shutdown(self, task: Task) -> None:
+        # Out of the rotation (and the resolver) before the stop signal, so no request is lost.
+        self.network.left(task)
         if task.status.container_id:
             try:
                 grace = int(round(float(task.spec.get("stop_grace_period", 10.0))))

@@ -14,7 +14,8 @@ from aiohttp import web
 from shoal import __version__
 from shoal.api import API_VERSION
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
-from shoal.manager.stacks import apply_stack, remove_stack, stack_of
+from shoal.manager import endpoints
+from shoal.manager.stacks import apply_stack, pruned_services, remove_stack, service_ids, stack_of
 from shoal.model.cluster import Task, TaskState
 
 if TYPE_CHECKING:
@@ -57,6 +58,31 @@ def service_status(service: dict[str, Any], tasks: list[dict[str, Any]]) -> dict
     else:
         desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
     return {"RunningTasks": running, "DesiredTasks": desired}
+
+
+def _deploy(store: Any, stack: dict[str, Any], prune: bool) -> list[str]:
+    """Networks and endpoints first (a clash fails here, before anything is stored), then the
+    services in one transaction; on failure, what this deploy created is taken down again."""
+    with store.transaction() as tx:
+        ids = service_ids(tx, stack)
+        fresh = {n for n, i in ids.items() if tx.get("service", i) is None}
+        gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
+    created_networks = endpoints.ensure_networks(stack)
+    made: dict[str, dict[str, Any]] = {}
+    try:
+        for spec in stack.get("services", {}).values():
+            made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], spec)
+        with store.transaction() as tx:
+            lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made)
+    except BaseException:
+        for svc_name in made:
+            if svc_name in fresh:
+                endpoints.remove_service(ids[svc_name])
+        endpoints.undo_networks(created_networks)
+        raise
+    for service_id in gone:
+        endpoints.remove_service(service_id)
+    return lines
 
 
 def _event_name(kind: str, obj: dict[str, Any]) -> str:
@@ -109,6 +135,7 @@ def make_app(daemon: Daemon) -> web.Application:
         with store.transaction() as tx:
             svc = _resolve(tx.list("service"), request.match_info["ref"], "service")
             tx.delete("service", svc["id"])
+        await asyncio.to_thread(endpoints.remove_service, svc["id"])
         daemon.kick()
         return web.json_response({"id": svc["id"], "name": svc["name"]})
 
@@ -161,15 +188,18 @@ def make_app(daemon: Daemon) -> web.Application:
             raise Conflict(f"stack {name} is being deployed by another client; try again when it has finished")
         async with lock:
             stack = dict(body["stack"], name=name)
-            with store.transaction() as tx:
-                lines = apply_stack(tx, stack, prune=bool(body.get("prune")))
+            prune = bool(body.get("prune"))
+            lines = await asyncio.to_thread(_deploy, store, stack, prune)
         daemon.kick()
         return web.json_response({"lines": lines})
 
     @routes.delete(prefix + "/stacks/{name}")
     async def remove(request: web.Request) -> web.Response:
         with store.transaction() as tx:
+            gone = [s["id"] for s in tx.list("service") if stack_of(s) == request.match_info["name"]]
             lines = remove_stack(tx, request.match_info["name"])
+        for service_id in gone:
+            await asyncio.to_thread(endpoints.remove_service, service_id)
         daemon.kick()
         return web.json_response({"lines": lines})
 

@@ -23,8 +23,23 @@ def stack_of(obj: dict[str, Any]) -> str | None:
     return obj.get("stack") or _labels(obj).get(NAMESPACE_LABEL)
 
 
-def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False) -> list[str]:
-    """Create or update the stack's networks and services. Returns Docker's progress lines."""
+def service_ids(tx: Transaction, stack: dict[str, Any]) -> dict[str, str]:
+    """The ID each of the stack's services has, or will have once created."""
+    existing = {s["name"]: s["id"] for s in tx.list("service")}
+    return {svc["name"]: existing.get(svc["name"]) or new_swarm_id() for svc in stack.get("services", {}).values()}
+
+
+def pruned_services(tx: Transaction, stack: dict[str, Any]) -> list[dict[str, Any]]:
+    wanted = {svc["name"] for svc in stack.get("services", {}).values()}
+    return [s for s in tx.list("service") if stack_of(s) == stack["name"] and s["name"] not in wanted]
+
+
+def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
+                ids: dict[str, str] | None = None, endpoints: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Create or update the stack's networks and services. Returns Docker's progress lines.
+    `ids` and `endpoints` (by service name) come from the endpoint allocation done first."""
+    ids = ids or {}
+    endpoints = endpoints or {}
     name = stack["name"]
     now = time.time()
     lines: list[str] = []
@@ -54,15 +69,18 @@ def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False) -> 
         old = existing_services.get(svc_name)
         if old is None:
             lines.append(f"Creating service {svc_name}")
-            tx.create("service", {"id": new_swarm_id(), "name": svc_name, "stack": name, "spec": spec,
-                                  "spec_version": 1, "created_at": now, "updated_at": now})
+            tx.create("service", {"id": ids.get(svc_name) or new_swarm_id(), "name": svc_name, "stack": name,
+                                  "spec": spec, "spec_version": 1, "created_at": now, "updated_at": now,
+                                  "endpoint": endpoints.get(svc_name, {})})
             continue
         if old.get("spec", {}).get("mode", "replicated") != spec.get("mode", "replicated"):
             raise InvalidArgument(f"service {svc_name}: service mode change is not allowed")
         lines.append(f"Updating service {svc_name} (id: {old['id']})")
+        if svc_name in endpoints:
+            old["endpoint"] = endpoints[svc_name]
         if old["spec"] != spec:
             old.update(previous_spec=old["spec"], spec=spec, spec_version=old["spec_version"] + 1, updated_at=now)
-            tx.update("service", old)
+        tx.update("service", old)
     return lines
 
 

@@ -275,9 +275,15 @@ class ContainerManager:
             if network == "default":
                 return "", None  # until bridge networks exist, the default is an isolated netns
             raise NotFound(f"network {network} not found") from None
-        attachment = attach_mod.attach(c.id, c.spec)
+        attachment = attach_mod.attach(c.id, c.spec, for_task=c.spec.swarm_task)
         if attachment is None:
             return "", None
+        for extra in c.spec.extra_networks:  # eth1, eth2, ... in the order the spec lists them
+            ep = attach_mod.connect(c.id, extra["network"], aliases=extra.get("aliases") or [],
+                                    name=c.name, hostname=c.spec.hostname or c.id[:12], for_task=c.spec.swarm_task)
+            attachment.ip_addresses.append(ep.ip)
+            attachment.networks.append(extra["network"])
+            attachment.hosts_entries.append(f"{ep.ip}\t{c.spec.hostname or c.id[:12]}")
         return str(attachment.netns_path), attachment
 
     def _user_mounts(self, c: Container) -> list[dict[str, Any]]:

@@ -70,6 +70,9 @@ class ContainerSpec:
     stop_timeout: int | None = None  # seconds; default 10
     network: str = "default"  # "default", "none", "host", or a network name/ID
     network_aliases: list[str] = field(default_factory=list)
+    # More networks after the first: [{"network": name, "aliases": [...]}] (swarm tasks).
+    extra_networks: list[dict[str, Any]] = field(default_factory=list)
+    swarm_task: bool = False  # may join non-attachable overlay networks, as the swarm agent does
     ports: list[PortMapping] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)  # "host:ip"
     dns: list[str] = field(default_factory=list)

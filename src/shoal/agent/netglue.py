@@ -1,0 +1,81 @@
+"""The network side of tasks in shoald: a running task enters its service's nftables rotation
+(on every network it is attached to) and gets the embedded resolver in its namespace; a task
+about to stop leaves the rotation first. The resolver's tables are re-derived from the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from shoal.agent.worker import TaskNetwork
+from shoal.errors import NotFound, ShoalError
+from shoal.model.cluster import Task, TaskState
+from shoal.store.base import Store
+
+log = logging.getLogger("shoald.network")
+
+
+class DaemonTaskNetwork(TaskNetwork):
+    def __init__(self, loop: asyncio.AbstractEventLoop, dns: Any) -> None:
+        self.loop = loop
+        self.dns = dns
+
+    def _network_ids(self, attachments: list[dict[str, Any]]) -> dict[str, str]:
+        from shoal.network.store import NetworkStore
+
+        store = NetworkStore()
+        return {store.get(a["network"]).id: a["addresses"][0].split("/")[0] for a in attachments}
+
+    def joined(self, task: Task, netns: str, attachments: list[dict[str, Any]]) -> None:
+        from shoal.network import lb
+
+        ips = self._network_ids(attachments)
+        try:
+            lb.add_backend(task.service_id, lb.Backend(task_id=task.id, ips=ips))
+        except NotFound:
+            pass  # the service was removed meanwhile; the task is being shut down
+        if self.dns is not None and netns:
+            future = asyncio.run_coroutine_threadsafe(
+                self.dns.serve(task.status.container_id or task.id, netns, list(ips)), self.loop)
+            try:
+                future.result(timeout=10)
+            except Exception as exc:  # noqa: BLE001 - a resolver failure must not fail the task
+                log.warning("embedded DNS for task %s: %s", task.id, exc)
+
+    def left(self, task: Task) -> None:
+        from shoal.network import lb
+
+        try:
+            lb.remove_backend(task.service_id, task.id)
+        except (NotFound, ShoalError):
+            pass
+        if self.dns is not None and task.status.container_id:
+            asyncio.run_coroutine_threadsafe(self.dns.unserve(task.status.container_id), self.loop)
+
+
+def dns_tables(store: Store) -> dict[str, dict[str, list[str]]]:
+    """Per network ID: each service by full name, compose name and aliases (its VIP, or its task
+    IPs for dnsrr), `tasks.<name>`, and every endpoint on the network by name and hostname."""
+    from shoal.network import dns
+    from shoal.network.store import NetworkStore
+
+    nets = {n.name: n for n in NetworkStore().list()}
+    tables: dict[str, list[dict[str, list[str]]]] = {n.id: [dns.endpoint_records(n)] for n in nets.values()}
+    tasks = [Task.from_dict(t) for t in store.list("task")]
+    for svc in store.list("service"):
+        spec = svc.get("spec", {})
+        endpoint = svc.get("endpoint") or {}
+        mode = endpoint.get("mode", "vip")
+        vips = {v["network"]: v["addr"] for v in endpoint.get("vips", [])}
+        for attachment in spec.get("networks") or []:
+            net = nets.get(attachment["target"])
+            if net is None:
+                continue
+            ips = [a["addresses"][0].split("/")[0] for t in tasks
+                   if t.service_id == svc["id"] and t.status.state == TaskState.RUNNING
+                   and t.desired_state == TaskState.RUNNING
+                   for a in t.networks if a["network"] == net.name]
+            aliases = list(attachment.get("aliases") or [])
+            tables[net.id].append(dns.service_records(svc["name"], vips.get(net.name), ips, aliases, mode))
+    return {net_id: dns.merge(*parts) for net_id, parts in tables.items()}

@@ -1,0 +1,114 @@
+"""Service endpoints in the kernel: the stack's networks, each service's virtual IPs and published
+ports (nftables, through shoal.network), made before the service is stored, so a port clash or a
+full pool fails the deploy with nothing half-made; and taken down again once nothing uses them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shoal.errors import ShoalError
+from shoal.model.stack import NetworkSpec
+
+log = logging.getLogger("shoald.endpoints")
+
+
+def _network_spec(raw: dict[str, Any]) -> NetworkSpec:
+    from shoal.model._serde import from_dict
+
+    return from_dict(NetworkSpec, raw)
+
+
+def ensure_networks(stack: dict[str, Any]) -> list[str]:
+    """Create the stack's networks in the kernel's network store; returns the names created now
+    (for undo_networks when a later step fails)."""
+    from shoal.network.stack import ensure_network
+    from shoal.network.store import NetworkStore
+
+    store = NetworkStore()
+    created: list[str] = []
+    try:
+        for raw in stack.get("networks", {}).values():
+            spec = _network_spec(raw)
+            existed = spec.external or store.find(spec.name) is not None
+            ensure_network(spec, store)
+            if not existed:
+                created.append(spec.name)
+    except BaseException:
+        undo_networks(created)
+        raise
+    return created
+
+
+def undo_networks(names: list[str]) -> None:
+    from shoal.network import cleanup
+
+    for name in names:
+        try:
+            cleanup.remove_network(name)
+        except ShoalError as exc:
+            log.warning("could not undo network %s: %s", name, exc)
+
+
+def _ports(spec: dict[str, Any]) -> list[Any]:
+    from shoal.network.lb import ServicePort
+
+    endpoint = spec.get("endpoint") or {}
+    return [ServicePort(protocol=p.get("protocol", "tcp"), target=int(p["target"]),
+                        published=int(p.get("published") or 0), mode=p.get("publish_mode", "ingress"))
+            for p in endpoint.get("ports") or []]
+
+
+def ensure_service(service_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """VIPs on every attached network (vip mode) and the published ports; keeps the backends it
+    already has. Returns the endpoint as stored on the service record."""
+    from shoal.network import lb
+
+    endpoint_mode = (spec.get("endpoint") or {}).get("mode", "vip")
+    try:
+        current = lb.get_service(service_id)
+        backends = current.backends
+        vips = dict(current.vips)
+    except ShoalError:
+        backends, vips = [], {}
+    from shoal.network.store import NetworkStore
+
+    store = NetworkStore()
+    wanted_networks = {store.get(a["target"]).id: a["target"] for a in spec.get("networks") or []}
+    if endpoint_mode == "vip":
+        for net_id, name in wanted_networks.items():
+            if net_id not in vips:
+                vips[net_id] = lb.allocate_vip(name, service_id, store)
+    vips = {k: v for k, v in vips.items() if k in wanted_networks}
+    service = lb.Service(id=service_id, name=spec["name"], vips=vips, ports=_ports(spec),
+                         backends=backends, endpoint_mode=endpoint_mode)
+    lb.set_service(service, store)
+    return {"mode": endpoint_mode, "vips": [{"network": wanted_networks[k], "addr": v} for k, v in vips.items()],
+            "ports": [p.__dict__ for p in service.ports]}
+
+
+def remove_service(service_id: str) -> None:
+    """Free the service's VIPs and published ports; its tasks leave the rotation as they stop."""
+    from shoal.network import lb
+
+    lb.remove_service(service_id)
+
+
+def collect_networks(live_names: set[str]) -> list[str]:
+    """Remove stack networks (labelled com.docker.stack.namespace) that no stack lists any more,
+    once their last endpoint is gone. Returns the names removed."""
+    from shoal.network import cleanup
+    from shoal.network.store import NetworkStore
+
+    removed = []
+    for net in NetworkStore().list():
+        if "com.docker.stack.namespace" not in net.labels or net.name in live_names:
+            continue
+        if net.endpoints or net.reserved:
+            continue
+        try:
+            cleanup.remove_network(net.name)
+            removed.append(net.name)
+        except ShoalError as exc:
+            log.info("network %s not removed yet: %s", net.name, exc)
+    return removed
