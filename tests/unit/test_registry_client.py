@@ -169,3 +169,21 @@ def test_display_terminal_rewrites_the_layer_line() -> None:
     quiet = io.StringIO()
     ProgressDisplay(quiet, quiet=True).message("x")
     assert quiet.getvalue() == ""
+
+
+def test_blob_sources_are_recorded_most_recent_first_and_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.image import registry
+    from shoal.image.store import ImageStore
+
+    store = ImageStore(tmp_path / "image")
+    kept = store.put_bytes(b"kept")
+    registry.record_blob_sources(store, "reg:5000/a", [kept])
+    registry.record_blob_sources(store, "reg:5000/b", [kept])
+    registry.record_blob_sources(store, "reg:5000/a", [kept])
+    assert registry.blob_sources(store, kept) == ["reg:5000/a", "reg:5000/b"]
+    monkeypatch.setattr(registry, "SOURCES_PRUNE_AT", 1)
+    gone = "sha256:" + "e" * 64  # not in the store
+    registry.record_blob_sources(store, "reg:5000/c", [gone])
+    registry.record_blob_sources(store, "reg:5000/c", [kept])
+    assert registry.blob_sources(store, gone) == []
+    assert registry.blob_sources(store, kept)[0] == "reg:5000/c"

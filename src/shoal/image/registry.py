@@ -50,6 +50,7 @@ MAX_CONCURRENT_UPLOADS = 5
 DOWNLOAD_ATTEMPTS = 3
 UPLOAD_ATTEMPTS = 3
 SOURCES_FILE = "registry-sources.json"
+SOURCES_PRUNE_AT = 512
 
 # uname -m -> (GOARCH, variant), as containerd's platforms package normalises them.
 _ARCHES = {
@@ -135,6 +136,9 @@ def record_blob_sources(store: ImageStore, repository: str, digests: Iterable[st
             data = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             data = {}
+        if len(data) > SOURCES_PRUNE_AT:
+            # Forget blobs the store no longer has (pruned images), so the file stays small.
+            data = {d: r for d, r in data.items() if store.has_blob(d)}
         for digest in digests:
             repos = data.setdefault(digest, [])
             if repository in repos:
