@@ -439,6 +439,22 @@ def _is_opaque(path: str) -> bool:
         return False
 
 
+class _Counting:
+    """A write-only stream that knows its position (what tarfile's "w" mode asks of it)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._pos = 0
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self._pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+
 def write_layer_tar(upper: Path, out: BinaryIO) -> None:
     """Write the overlay upperdir `upper` as an OCI layer tar to `out`.
 
@@ -448,7 +464,9 @@ def write_layer_tar(upper: Path, out: BinaryIO) -> None:
     """
     root = os.fspath(upper)
     links: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
+    # Plain "w" mode writes straight to `out` (the "w|" stream mode copies every block through
+    # its own buffer); it only needs tell(), which a counting wrapper gives.
+    with tarfile.open(fileobj=_Counting(out), mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for rel, st in _walk(root):
             full = os.path.join(root, rel)
             info = tarfile.TarInfo(rel)
