@@ -24,14 +24,46 @@ _GROUPS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The modules a top-level command needs, so that `shoal ps` does not import the registry client,
+# the compose schema and the HTTP stack (CLI start-up time). A command missing here still works:
+# every module is loaded for it.
+_COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
+    **{c: ("shoal.cli.container",) for c in (
+        "container", "create", "exec", "inspect", "kill", "logs", "ps", "rm", "run", "start", "stats",
+        "stop", "wait")},
+    **{c: ("shoal.cli.image",) for c in ("history", "images", "import", "rmi", "tag")},
+    "image": ("shoal.cli.image", "shoal.cli.archive", "shoal.cli.build", "shoal.cli.registry"),
+    "load": ("shoal.cli.image", "shoal.cli.archive"),
+    "save": ("shoal.cli.image", "shoal.cli.archive"),
+    "build": ("shoal.cli.image", "shoal.cli.build"),
+    **{c: ("shoal.cli.image", "shoal.cli.registry") for c in ("login", "logout", "pull", "push")},
+    **{c: ("shoal.cli.system",) for c in ("daemon", "events", "version")},
+    "network": ("shoal.cli.network",),
+    "service": ("shoal.cli.service",),
+    "stack": ("shoal.cli.stack",),
+}
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+        if arg in ("-h", "--help", "--version"):
+            return None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shoal",
         description="Docker Swarm stacks, re-built in Python, with no Docker daemon.",
     )
     parser.add_argument("--version", action="version", version=f"shoal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _GROUPS:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = _command(args)
+    groups = () if command is None and "--version" in args else _COMMAND_GROUPS.get(command or "", _GROUPS)
+    for name in groups:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -43,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
