@@ -77,9 +77,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
         ref = refs.parse_normalized(args.name)
         if ref.tag or ref.digest:
             raise InvalidArgument("tag can't be used with --all-tags/-a")
-        from shoal.image.registry import _client
+        from shoal.image.registry import client_for
 
-        with _client(refs.parse(args.name), ("pull",)) as client:
+        with client_for(refs.parse(args.name), ("pull",)) as client:
             tags = client.list_tags()
         for tag in sorted(tags):
             pull(store, ref.with_tag(tag).familiar(), sys.stdout, platform=args.platform, quiet=args.quiet)

@@ -154,7 +154,8 @@ def record_blob_sources(store: ImageStore, repository: str, digests: Iterable[st
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _client(ref: refs.Reference, actions: tuple[str, ...]) -> RegistryClient:
+def client_for(ref: refs.Reference, actions: tuple[str, ...]) -> RegistryClient:
+    """A client for the reference's repository, with the stored credentials of its registry."""
     return RegistryClient(ref.domain, ref.path, actions, load_credentials(ref.domain))
 
 
@@ -270,7 +271,7 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
     display = ProgressDisplay(out, quiet=quiet)
     if not quiet and ref.digest is None and refs.parse_normalized(reference).tag is None:
         display.message(f"Using default tag: {ref.tag}")
-    with _client(ref, ("pull",)) as client:
+    with client_for(ref, ("pull",)) as client:
         try:
             manifest, repo_digest = resolve_manifest(client, ref, want)
         except RegistryError as exc:
@@ -392,7 +393,7 @@ def push(store: ImageStore, reference: str, out: TextIO | None = None, *, quiet:
 
     if announce:  # once per repository: `push --all-tags` says it before the first tag only
         display.message(f"The push refers to repository [{ref.name()}]")
-    with _client(ref, ("pull", "push")) as client:
+    with client_for(ref, ("pull", "push")) as client:
         # Docker lists the top layer first.
         ordered = list(reversed(layer_descs))
         for desc in ordered:
