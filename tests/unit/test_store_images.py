@@ -292,6 +292,9 @@ def test_rmi_refused_for_an_image_a_container_uses(store: ImageStore) -> None:
     assert store.list() == []
     kept = store.get(image_id)  # the container still has its layers
     assert kept.rootfs_dirs()[0].is_dir()
+    for gone in (store.remove, lambda i: store.tag(i, "again:1")):
+        with pytest.raises(NotFound):
+            gone(image_id)
     store.prune()
     assert store.get(image_id).rootfs_dirs()[0].is_dir()  # still used: prune keeps it
     (store.containers_dir / cid / "container.json").unlink()

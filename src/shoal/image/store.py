@@ -761,7 +761,7 @@ class ImageStore:
         target = self._tag_ref(new_ref)
         with self._edit_index() as index:
             image_id = self._lookup(index, ref_or_id)
-            if image_id is None:
+            if image_id is None or index["images"][image_id].get("removed"):
                 raise NotFound(f"No such image: {ref_or_id}")
             index["tags"][str(target)] = image_id
             index["images"][image_id]["last_tag_time"] = format_time(time.time())
@@ -818,7 +818,8 @@ class ImageStore:
         with self.lock():
             index = self._load_index()
             image_id = self._lookup(index, ref_or_id)
-            if image_id is None:
+            # An image removed with -f is only kept for its containers: gone for the user.
+            if image_id is None or index["images"][image_id].get("removed"):
                 raise NotFound(f"No such image: {ref_or_id}")
             record = index["images"][image_id]
             refs_of = self._refs_of(index, image_id)
