@@ -5,6 +5,7 @@ of N gzip layers of incompressible data (total --size-mb of blobs) in a private 
 each as a user runs it (a whole CLI process):
 
 - `shoal push` to an empty repository (every blob uploaded);
+- `shoal push` of the same image to another repository (cross-repository mounts, no upload);
 - `shoal pull` into an empty store (every blob downloaded, verified and unpacked);
 - `shoal pull` again (nothing to do: manifest round trip only);
 - `skopeo copy docker:// -> dir:` of the same image, the reference client, for scale.
@@ -104,11 +105,17 @@ def main() -> None:
         ref = f"{address}/bench/web:v1"
         total = make_image(source, ref, args.size_mb, args.layers)
         mb = total / 1e6
-        push_times, pull_times, noop_times, skopeo_times = [], [], [], []
+        push_times, mount_times, pull_times, noop_times, skopeo_times = [], [], [], [], []
+        sources = source / "image" / "registry-sources.json"
         for run in range(args.runs):
             target = f"{address}/bench/run{run}:v1"
             shoal(source, "tag", ref, target)
+            # Forget where the blobs were pushed before, so every blob is uploaded, not mounted.
+            sources.unlink(missing_ok=True)
             push_times.append(shoal(source, "push", target))
+            mounted = f"{address}/bench/mount{run}:v1"
+            shoal(source, "tag", ref, mounted)
+            mount_times.append(shoal(source, "push", mounted))
             fresh = work / f"pull{run}"
             pull_times.append(shoal(fresh, "pull", target))
             noop_times.append(shoal(fresh, "pull", target))
@@ -127,7 +134,8 @@ def main() -> None:
             print(f"{name:<34} median {median:6.2f} s{rate}")
 
         print(f"image: {args.layers} gzip layers, {mb:.1f} MB of blobs, {args.runs} runs, registry {address}")
-        line("shoal push (all blobs new)", push_times)
+        line("shoal push (every blob uploaded)", push_times)
+        line("shoal push (blobs mounted)", mount_times, None)
         line("shoal pull (empty store, unpack)", pull_times)
         line("shoal pull (up to date)", noop_times, None)
         if skopeo_times:
