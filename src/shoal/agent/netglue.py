@@ -61,7 +61,8 @@ def dns_tables(store: Store) -> dict[str, dict[str, list[str]]]:
     from shoal.network.store import NetworkStore
 
     nets = {n.name: n for n in NetworkStore().list()}
-    tables: dict[str, list[dict[str, list[str]]]] = {n.id: [dns.endpoint_records(n)] for n in nets.values()}
+    endpoints = {n.id: dns.endpoint_records(n) for n in nets.values()}
+    services: dict[str, list[dict[str, list[str]]]] = {n.id: [] for n in nets.values()}
     tasks = [Task.from_dict(t) for t in store.list("task")]
     for svc in store.list("service"):
         spec = svc.get("spec", {})
@@ -77,5 +78,6 @@ def dns_tables(store: Store) -> dict[str, dict[str, list[str]]]:
                    and t.desired_state == TaskState.RUNNING
                    for a in t.networks if a["network"] == net.name]
             aliases = list(attachment.get("aliases") or [])
-            tables[net.id].append(dns.service_records(svc["name"], vips.get(net.name), ips, aliases, mode))
-    return {net_id: dns.merge(*parts) for net_id, parts in tables.items()}
+            services[net.id].append(dns.service_records(svc["name"], vips.get(net.name), ips, aliases, mode))
+    # A service's names mean its VIP (or its tasks), never one task that carries the alias too.
+    return {net_id: {**endpoints[net_id], **dns.merge(*services[net_id])} for net_id in endpoints}

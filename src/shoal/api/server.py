@@ -75,9 +75,8 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool) -> list[str]:
         with store.transaction() as tx:
             lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made)
     except BaseException:
-        for svc_name in made:
-            if svc_name in fresh:
-                endpoints.remove_service(ids[svc_name])
+        for svc_name in fresh:  # the one that failed may hold VIPs already
+            endpoints.remove_service(ids[svc_name])
         endpoints.undo_networks(created_networks)
         raise
     for service_id in gone:

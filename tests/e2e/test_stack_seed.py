@@ -1,0 +1,266 @@
+"""The seed walkthrough's stack as a user types it, on a real shoald: 5 replicas with 10% of a CPU
+and 50 MB each (read back from the cgroups), restart on failure, a load-balanced published port
+answering from every replica's hostname, service discovery by name, `kill -9` of a task replaced
+as its restart policy says, and `stack rm` leaving nothing behind.
+
+The image is the busybox test image (httpd serves the task's hostname), so the test needs no
+network and runs in seconds; tests/integration/test_seed_build.py builds the seed's own app."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+TEST_POOL = "10.215.0.0/16:20"
+COMPOSE = """\
+version: "3"
+services:
+  web:
+    image: localhost/busybox:test
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    deploy:
+      replicas: 5
+      resources:
+        limits:
+          cpus: "0.1"
+          memory: 50M
+      restart_policy:
+        condition: on-failure
+        delay: 2s
+    stop_grace_period: 1s
+    ports:
+      - "{port}:80"
+    networks:
+      - webnet
+networks:
+  webnet:
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Shoal:
+    """The CLI against one private state root, the way a user runs it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = dict(os.environ, SHOAL_ROOT=str(root), SHOAL_RUN=str(root / "run"),
+                        SHOAL_DEFAULT_ADDRESS_POOLS=TEST_POOL)
+        self.env.pop("SHOAL_SOCKET", None)
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "shoal", *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"shoal {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def daemon_pid(self) -> int | None:
+        lock = self.root / "run" / "shoald.lock"
+        try:
+            return int(lock.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def kernel_leftovers(root: Path) -> list[str]:
+    """Everything a state root can leave in the kernel: mounts, cgroups, namespaces, links."""
+    found = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if str(root) in line]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    found += [line for line in links.splitlines() if f"shoal:{root}" in line]
+    netns_dir = root / "run" / "netns"
+    if netns_dir.is_dir():
+        found += [str(p) for p in netns_dir.iterdir()]
+    return found
+
+
+@pytest.fixture(scope="module")
+def shoal(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Shoal]:
+    root = tmp_path_factory.mktemp("e2e") / "root"
+    sh = Shoal(root)
+    sh("import", str(busybox_tar), "localhost/busybox:test")
+    try:
+        yield sh
+    finally:
+        for stack in ("webapp", "other", "mon"):
+            sh("stack", "rm", stack, check=False)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sh("ps", "-aq", check=False).stdout.strip():
+            time.sleep(0.2)
+        for cid in sh("ps", "-aq", check=False).stdout.split():
+            sh("rm", "-f", cid, check=False)
+        pid = sh.daemon_pid()
+        if pid:
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+        sh("network", "reconcile", check=False)
+        left = kernel_leftovers(root)
+        for target in [x for x in left if x.startswith("/")]:
+            subprocess.run(["umount", "-l", target], check=False)
+        assert not left, f"left behind: {left}"
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.read().decode().strip()
+
+
+@pytest.fixture(scope="module")
+def webapp(shoal: Shoal, tmp_path_factory: pytest.TempPathFactory) -> int:
+    port = free_port()
+    app = tmp_path_factory.mktemp("app")
+    (app / "docker-compose.yml").write_text(COMPOSE.format(port=port))
+    deploy = shoal("stack", "deploy", "-c", str(app / "docker-compose.yml"), "webapp")
+    assert deploy.stdout.splitlines() == ["Creating network webapp_webnet", "Creating service webapp_web"]
+    assert "webapp_web: verify: Service converged" in deploy.stderr
+    return port
+
+
+def test_stack_ls_and_services_as_in_the_seed(shoal: Shoal, webapp: int) -> None:
+    assert shoal("stack", "ls").stdout == (
+        "NAME      SERVICES   ORCHESTRATOR\n"
+        "webapp    1          Swarm\n")
+    lines = shoal("stack", "services", "webapp").stdout.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
+    assert re.match(rf"^[a-z0-9]{{12}}   webapp_web   replicated   5/5        localhost/busybox:test   \*:{webapp}->80/tcp$",
+                    lines[1]), lines[1]
+
+
+def test_network_ls_shows_the_overlay(shoal: Shoal, webapp: int) -> None:
+    rows = [line.split() for line in shoal("network", "ls").stdout.splitlines()]
+    assert rows[0] == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    assert any(r[1:] == ["webapp_webnet", "overlay", "swarm"] for r in rows[1:])
+
+
+def test_every_task_is_limited_to_a_tenth_of_a_cpu_and_50mb(shoal: Shoal, webapp: int) -> None:
+    ids = shoal("ps", "-q", "--no-trunc").stdout.split()
+    assert len(ids) == 5
+    for cid in ids:
+        pid = shoal("inspect", "-f", "{{.State.Pid}}", cid).stdout.strip()
+        cgroups = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                       if line.split(":", 2)[1])
+        cpu_dir = next(v for k, v in cgroups.items() if "cpu" in k.split(",") and "cpuacct" not in k.split(","))
+        mem_dir = cgroups["memory"]
+        assert Path(f"/sys/fs/cgroup/cpu{cpu_dir}/cpu.cfs_quota_us").read_text().strip() == "10000"
+        assert Path(f"/sys/fs/cgroup/cpu{cpu_dir}/cpu.cfs_period_us").read_text().strip() == "100000"
+        assert Path(f"/sys/fs/cgroup/memory{mem_dir}/memory.limit_in_bytes").read_text().strip() == "52428800"
+
+
+def test_published_port_answers_from_all_five_hostnames(shoal: Shoal, webapp: int) -> None:
+    hostnames = {get(f"http://127.0.0.1:{webapp}/") for _ in range(25)}
+    assert len(hostnames) == 5, hostnames
+    assert all(re.fullmatch(r"[0-9a-f]{12}", h) for h in hostnames)
+
+
+def test_tasks_find_the_service_by_name(shoal: Shoal, webapp: int) -> None:
+    cid = shoal("ps", "-q").stdout.split()[0]
+    answers = {shoal("exec", cid, "wget", "-q", "-O", "-", "http://web/").stdout.strip() for _ in range(6)}
+    assert len(answers) >= 2, "the VIP balances across tasks, the caller's own included (hairpin)"
+    tasks = shoal("exec", cid, "nslookup", "tasks.webapp_web", "127.0.0.11").stdout
+    assert len(re.findall(r"Address: 10\.215\.", tasks)) == 5
+
+
+def test_service_ps_shows_history_after_kill_9(shoal: Shoal, webapp: int) -> None:
+    rows = shoal("service", "ps", "webapp_web").stdout.splitlines()
+    assert rows[0].split()[:4] == ["ID", "NAME", "IMAGE", "NODE"]
+    victim = next(r for r in rows[1:] if " webapp_web.2 " in r)
+    assert "Running" in victim and " ago" in victim
+    cid = next(c for c in shoal("ps", "--format", "{{.ID}} {{.Names}}").stdout.splitlines() if ".2." in c).split()[0]
+    pid = int(shoal("inspect", "-f", "{{.State.Pid}}", cid).stdout)
+    os.kill(pid, 9)
+
+    def replaced() -> list[str] | None:
+        out = shoal("service", "ps", "webapp_web").stdout.splitlines()
+        slot = [r for r in out if "webapp_web.2" in r]
+        return slot if len(slot) == 2 and re.search(r"Running\s+Running", slot[0]) else None
+
+    slot = wait_for(replaced, 30, "the killed task's replacement")
+    assert " \\_ webapp_web.2" in slot[1]
+    assert re.search(r"Shutdown\s+Failed .* ago\s+\"task: non-zero exit \(137\)\"", slot[1]), slot[1]
+    assert shoal("stack", "services", "webapp").stdout.count("5/5") == 1
+
+
+def test_scale_and_bad_input(shoal: Shoal, webapp: int, tmp_path: Path) -> None:
+    assert shoal("service", "scale", "webapp_web=7").stdout.strip() == "webapp_web scaled to 7"
+    wait_for(lambda: "7/7" in shoal("stack", "services", "webapp").stdout, 30, "7 replicas")
+    shoal("service", "scale", "webapp_web=5")
+    wait_for(lambda: "5/5" in shoal("stack", "services", "webapp").stdout, 30, "5 replicas")
+    bad = shoal("service", "scale", "webapp_web=x", check=False)
+    assert bad.returncode != 0 and "invalid scale specifier 'webapp_web=x'" in bad.stderr
+    compose = tmp_path / "global.yml"
+    compose.write_text("services:\n  agent:\n    image: localhost/busybox:test\n    command: [sleep, '300']\n"
+                       "    deploy:\n      mode: global\n")
+    shoal("stack", "deploy", "-c", str(compose), "mon")
+    bad = shoal("service", "scale", "mon_agent=3", check=False)
+    assert bad.returncode != 0 and "scale can only be used with replicated" in bad.stderr
+    bad = shoal("stack", "deploy", "-c", str(compose), "bad name!", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1
+    shoal("stack", "rm", "mon")
+
+
+def test_failed_deploy_leaves_the_running_stack_alone(shoal: Shoal, webapp: int, tmp_path: Path) -> None:
+    before = shoal("service", "ps", "-q", "webapp_web").stdout
+    clash = tmp_path / "clash.yml"
+    clash.write_text(COMPOSE.format(port=webapp).replace("webnet", "othernet"))
+    result = shoal("stack", "deploy", "-c", str(clash), "other", check=False)
+    assert result.returncode != 0
+    assert str(webapp) in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "other" not in shoal("stack", "ls").stdout
+    assert "other_othernet" not in shoal("network", "ls").stdout
+    assert get(f"http://127.0.0.1:{webapp}/")
+    assert shoal("service", "ps", "-q", "webapp_web").stdout == before
+
+
+def test_missing_image_is_rejected_and_deploy_says_why(shoal: Shoal, tmp_path: Path) -> None:
+    compose = tmp_path / "missing.yml"
+    compose.write_text("services:\n  app:\n    image: nosuch:v9\n    deploy:\n      restart_policy:\n"
+                       "        delay: 0s\n")
+    result = shoal("stack", "deploy", "-c", str(compose), "other", check=False, timeout=60)
+    assert result.returncode != 0
+    assert "No such image: nosuch:v9" in result.stderr
+    ps = shoal("service", "ps", "other_app").stdout
+    assert 'Rejected' in ps and '"No such image: nosuch:v9"' in ps
+    shoal("stack", "rm", "other")
+
+
+def test_stack_rm_leaves_nothing_behind(shoal: Shoal, webapp: int) -> None:
+    out = shoal("stack", "rm", "webapp").stdout
+    assert out.splitlines() == ["Removing service webapp_web", "Removing network webapp_webnet"]
+    wait_for(lambda: not shoal("ps", "-aq").stdout.strip(), 30, "every task container removed")
+    wait_for(lambda: "webapp_webnet" not in shoal("network", "ls").stdout, 15, "the stack network removed")
+    wait_for(lambda: not kernel_leftovers(shoal.root), 15, "kernel objects removed")
+    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    assert f"dport {webapp}" not in nft
