@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shoal.errors import NotFound
 from shoal.image import auth
@@ -187,3 +189,21 @@ def test_blob_sources_are_recorded_most_recent_first_and_pruned(tmp_path: Path, 
     registry.record_blob_sources(store, "reg:5000/c", [kept])
     assert registry.blob_sources(store, gone) == []
     assert registry.blob_sources(store, kept)[0] == "reg:5000/c"
+
+
+def test_platform_argument() -> None:
+    from shoal.errors import InvalidArgument
+
+    assert parse_platform("linux/amd64") == Platform("linux", "amd64")
+    assert parse_platform("linux/aarch64") == Platform("linux", "arm64", "v8")
+    assert str(parse_platform("linux/arm/v7")) == "linux/arm/v7"
+    for bad in ("linux", "linux/", "a/b/c/d", ""):
+        with pytest.raises(InvalidArgument, match="unknown operating system or architecture"):
+            parse_platform(bad)
+
+
+@given(st.text(max_size=200))
+def test_challenge_parser_never_raises(header: str) -> None:
+    for challenge in auth.parse_challenges([header]):
+        assert challenge.scheme == challenge.scheme.lower()
+        assert all(isinstance(v, str) for v in challenge.params.values())
