@@ -256,6 +256,28 @@ def test_missing_image_is_rejected_and_deploy_says_why(shoal: Shoal, tmp_path: P
     shoal("stack", "rm", "other")
 
 
+def test_service_logs_name_each_task(shoal: Shoal, tmp_path: Path) -> None:
+    compose = tmp_path / "logs.yml"
+    compose.write_text("services:\n  app:\n    image: localhost/busybox:test\n"
+                       "    command: [sh, -c, 'echo out-$$(hostname); echo oops >&2; exec sleep 300']\n"
+                       "    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n")
+    shoal("stack", "deploy", "-c", str(compose), "other")
+    node = shoal("service", "ps", "--format", "{{.Node}}", "other_app").stdout.split()[0]
+
+    def both() -> subprocess.CompletedProcess[str] | None:
+        out = shoal("service", "logs", "other_app")
+        return out if out.stdout.count("out-") == 2 and out.stderr.count("oops") == 2 else None
+
+    logs = wait_for(both, 20, "both tasks' output")
+    for line in logs.stdout.splitlines():
+        assert re.fullmatch(rf"other_app\.[12]\.[a-z0-9]{{12}}@{re.escape(node)}    \| out-[0-9a-f]{{12}}", line), line
+    tail = shoal("service", "logs", "--tail", "0", "other_app")
+    assert tail.stdout == "" and tail.returncode == 0
+    bad = shoal("service", "logs", "--tail", "x", "other_app", check=False)
+    assert bad.returncode != 0 and "--tail" in bad.stderr
+    shoal("stack", "rm", "other")
+
+
 def test_stack_rm_leaves_nothing_behind(shoal: Shoal, webapp: int) -> None:
     out = shoal("stack", "rm", "webapp").stdout
     assert out.splitlines() == ["Removing service webapp_web", "Removing network webapp_webnet"]

@@ -14,6 +14,7 @@ from aiohttp import web
 from shoal import __version__
 from shoal.api import API_VERSION
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
+from shoal.agent.tasklogs import TaskLogs
 from shoal.manager import endpoints
 from shoal.manager.stacks import apply_stack, pruned_services, remove_stack, service_ids, stack_of
 from shoal.model.cluster import Task, TaskState
@@ -154,6 +155,25 @@ def make_app(daemon: Daemon) -> web.Application:
             tx.update("service", svc)
         daemon.kick()
         return web.json_response({"id": svc["id"], "name": svc["name"]})
+
+    @routes.get(prefix + "/services/{ref}/logs")
+    async def service_logs(request: web.Request) -> web.StreamResponse:
+        """Newline-delimited JSON: one object per log line of the service's tasks on this node,
+        oldest first; with follow=1, new lines as they are written until the client leaves."""
+        svc = _resolve(store.list("service"), request.match_info["ref"], "service")
+        tail = request.query.get("tail", "all")
+        follow = request.query.get("follow") == "1"
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        logs = TaskLogs(store, svc["id"], daemon.node_id)
+        for record in await asyncio.to_thread(logs.existing, None if tail == "all" else int(tail)):
+            await response.write((json.dumps(record) + "\n").encode())
+        while follow:
+            await asyncio.sleep(0.2)
+            for record in await asyncio.to_thread(logs.new_lines):
+                await response.write((json.dumps(record) + "\n").encode())
+        await response.write_eof()
+        return response
 
     @routes.get(f"{prefix}/tasks")
     async def tasks(request: web.Request) -> web.Response:

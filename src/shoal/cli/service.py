@@ -173,6 +173,37 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _logs(args: argparse.Namespace) -> int:
+    """`<service>.<slot>.<task id>@<node>    | <line>`, stdout and stderr kept apart (2.7)."""
+    if args.tail != "all" and not (args.tail.isdigit()):
+        raise InvalidArgument(f'invalid value for --tail: "{args.tail}" (a number of lines, or "all")')
+    with connect() as client:
+        svc = client.get(f"/services/{args.service}")
+        replicas = int(svc.get("spec", {}).get("replicas") or 1)
+        width = len(str(replicas))
+        params = {"tail": args.tail, "follow": "1" if args.follow else "0"}
+        with client._http.stream("GET", f"/services/{args.service}/logs", params=params, timeout=None) as response:
+            if response.status_code >= 400:
+                raise ShoalError(response.read().decode())
+            for raw in response.iter_lines():
+                if not raw:
+                    continue
+                rec = json.loads(raw)
+                out = sys.stderr if rec["stream"] == "stderr" else sys.stdout
+                line = rec["line"].rstrip("\n")
+                if args.raw:
+                    out.write(line + "\n")
+                    out.flush()
+                    continue
+                slot = str(rec["slot"]) if rec["slot"] else ""
+                task = "" if args.no_task_ids else "." + (rec["task_id"] if args.no_trunc else rec["task_id"][:12])
+                context = f"{rec['service']}.{slot}{task}@{rec['node']}" + " " * (width - len(slot))
+                stamp = rec["time"] + " " if args.timestamps else ""
+                out.write(f"{stamp}{context}    | {line}\n")
+                out.flush()
+    return 0
+
+
 def add_task_list_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display task IDs")
@@ -206,6 +237,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = ssub.add_parser(name, help="Remove one or more services")
         p.add_argument("service", nargs="+")
         p.set_defaults(func=_rm)
+
+    p = ssub.add_parser("logs", help="Fetch the logs of a service")
+    p.add_argument("service")
+    p.add_argument("-f", "--follow", action="store_true", help="Follow log output")
+    p.add_argument("-n", "--tail", default="all", help='Number of lines to show from the end of the logs (default "all")')
+    p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    p.add_argument("--no-task-ids", action="store_true", help="Do not include task IDs in output")
+    p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
+    p.add_argument("--raw", action="store_true", help="Do not neatly format logs")
+    p.set_defaults(func=_logs)
 
     p = ssub.add_parser("scale", help="Scale one or multiple replicated services")
     p.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
