@@ -344,3 +344,15 @@ def test_runc_fallback_and_container_prune(shoal, busybox_image, clean):
     assert pruned.startswith("Deleted Containers:\n") and pruned.rstrip().endswith("Total reclaimed space: 0B")
     assert "t-runc" not in shoal("ps", "-a").stdout
     clean.remove("t-runc")
+
+
+def test_log_is_size_capped_and_keeps_the_end(shoal, shoal_root, busybox_image, clean):
+    clean.append("t-cap")
+    env = {"SHOAL_LOG_SIZE_MAX": "20000"}
+    shoal("run", "-d", "--name", "t-cap", *NONE, busybox_image, "sh", "-c",
+          "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done", env=env, check=True)
+    assert shoal("wait", "t-cap", check=True).stdout.strip() == "0"
+    log = Path(inspect(shoal, "t-cap")["LogPath"])
+    assert log.stat().st_size <= 20000
+    lines = shoal("logs", "t-cap", check=True).stdout.splitlines()
+    assert lines[-1] == "line 2999" and 0 < len(lines) < 3000

@@ -490,9 +490,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for ref in args.containers:
         try:
             docs.append(inspect(mgr.get(ref)))
+            continue
         except NotFound:
-            print(f"Error: No such {'container' if args.container_only else 'object'}: {ref}", file=sys.stderr)
-            failed = True
+            pass
+        if not args.container_only:  # `shoal inspect` covers images too, as `docker inspect` does
+            try:
+                from shoal.cli.image import inspect_object
+
+                docs.append(inspect_object(mgr.images.resolve(ref)))  # type: ignore[arg-type]
+                continue
+            except (ImportError, NotFound):
+                pass
+        print(f"Error: No such {'container' if args.container_only else 'object'}: {ref}", file=sys.stderr)
+        failed = True
     if args.format:
         for d in docs:
             print(render_template(args.format, d))

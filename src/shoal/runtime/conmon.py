@@ -18,7 +18,7 @@ from shoal.paths import run_root, state_root
 from shoal.runtime.engine import Runtime
 
 CONMON = "/usr/bin/conmon"
-LOG_SIZE_MAX = 10 * 1024 * 1024
+LOG_SIZE_MAX = int(os.environ.get("SHOAL_LOG_SIZE_MAX", 10 * 1024 * 1024))  # per container log
 CREATE_TIMEOUT = 60.0
 
 

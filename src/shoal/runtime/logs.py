@@ -106,15 +106,21 @@ def follow(path: Path, done: Callable[[], bool], poll: float = 0.05,
                     if line is not None:
                         yield line
                 continue
+            if finishing:
+                break
             try:
-                if os.stat(path).st_size < f.tell():
-                    f.seek(0)
+                now = os.stat(path)
+                if now.st_ino != os.fstat(f.fileno()).st_ino:
+                    f.close()  # conmon re-created the file at the size cap
+                    f = path.open("rb")
+                    buf = b""
+                    continue
+                if now.st_size < f.tell():
+                    f.seek(0)  # truncated in place at the size cap
                     buf = b""
                     continue
             except FileNotFoundError:
                 pass
-            if finishing:
-                break
             if done():
                 finishing = True  # one more read: conmon may have written the last lines
                 continue
