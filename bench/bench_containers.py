@@ -105,6 +105,15 @@ def main() -> int:
             mgr.remove(c.id)
             removes.append(time.monotonic() - t0)
 
+        # the same through the CLI, as a user types it (adds the Python start-up of `shoal`)
+        cli_starts = []
+        for _ in range(max(3, opts.rounds // 2)):
+            t0 = time.monotonic()
+            cid = subprocess.run([sys.executable, "-m", "shoal", "run", "-d", "--network", "none", image,
+                                  "sleep", "600"], check=True, capture_output=True, text=True).stdout.strip()
+            cli_starts.append(time.monotonic() - t0)
+            mgr.remove(cid, force=True)
+
         # N containers one after another, all left running for the memory figure
         ids = []
         t0 = time.monotonic()
@@ -143,6 +152,7 @@ def main() -> int:
         print(f"runtime: {engine.select().name} under conmon, cgroup {'v2' if Path('/sys/fs/cgroup/cgroup.controllers').exists() else 'v1'}")
         print(f"{'figure':<52}{'shoal':>14}{'docker':>12}")
         print(f"{'create+start until the process runs (median)':<52}{_median_ms(starts):>14}{d_start:>12}")
+        print(f"{'`shoal run -d` command, wall (median)':<52}{_median_ms(cli_starts):>14}{d_start:>12}")
         print(f"{'stop -t 0 + remove (median)':<52}{_median_ms(removes):>14}{d_rm:>12}")
         print(f"{f'{opts.count} containers started one after another':<52}{many:>12.1f} s{d_many:>12}")
         print(f"{'  per container':<52}{many / opts.count * 1000:>11.0f} ms{'':>12}")

@@ -4,6 +4,7 @@ inspect, stats, wait, and the `container` group (same verbs plus ls and prune)."
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -226,6 +227,24 @@ def _familiar(ref: str) -> str:
         raise
 
 
+class _RunPullOutput(io.TextIOBase):
+    """`docker run` shows the pull's progress but not `docker pull`'s "Using default tag" line."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def write(self, text: str) -> int:
+        if not text.startswith("Using default tag"):
+            self.target.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+
 def _create(args: argparse.Namespace):
     spec = spec_from_args(args)
     mgr = _manager()
@@ -240,7 +259,7 @@ def _create(args: argparse.Namespace):
     try:
         from shoal.image import registry
 
-        registry.pull(mgr.images, spec.image, out=sys.stderr)  # type: ignore[arg-type]
+        registry.pull(mgr.images, spec.image, out=_RunPullOutput(sys.stderr))  # type: ignore[arg-type]
     except ImportError:
         repo = name.rsplit(":", 1)[0] if "@" not in name else name.split("@")[0]
         raise InvalidArgument(f"pull access denied for {repo}, repository does not exist or may "
