@@ -278,6 +278,29 @@ def test_service_logs_name_each_task(shoal: Shoal, tmp_path: Path) -> None:
     shoal("stack", "rm", "other")
 
 
+def test_healthcheck_gates_running_and_kills_the_unhealthy(shoal: Shoal, tmp_path: Path) -> None:
+    compose = tmp_path / "health.yml"
+    compose.write_text(
+        "services:\n"
+        "  slow:\n    image: localhost/busybox:test\n"
+        "    command: [sh, -c, 'sleep 2; touch /tmp/ready; exec sleep 300']\n"
+        "    stop_grace_period: 1s\n"
+        "    healthcheck: {test: [CMD, test, -f, /tmp/ready], interval: 300ms, retries: 100}\n"
+        "  sick:\n    image: localhost/busybox:test\n    command: [sleep, '300']\n"
+        "    healthcheck: {test: [CMD-SHELL, 'exit 1'], interval: 200ms, retries: 2}\n"
+        "    deploy:\n      restart_policy: {condition: none}\n")
+    shoal("stack", "deploy", "-d", "-c", str(compose), "other")
+    seen = wait_for(lambda: (lambda ps: ps if "Starting" in ps else None)(shoal("service", "ps", "other_slow").stdout),
+                    15, "the slow task in STARTING")
+    assert re.search(r"Running\s+Starting [a-z0-9 ]+ ago", seen), seen
+    wait_for(lambda: re.search(r"Running\s+Running", shoal("service", "ps", "other_slow").stdout), 20,
+             "the slow task RUNNING once healthy")
+    sick = wait_for(lambda: (lambda ps: ps if "Failed" in ps else None)(shoal("service", "ps", "--no-trunc", "other_sick").stdout),
+                    20, "the unhealthy task killed")
+    assert '"task: non-zero exit (137): dockerexec: unhealthy container"' in sick
+    shoal("stack", "rm", "other")
+
+
 def test_stack_rm_leaves_nothing_behind(shoal: Shoal, webapp: int) -> None:
     out = shoal("stack", "rm", "webapp").stdout
     assert out.splitlines() == ["Removing service webapp_web", "Removing network webapp_webnet"]

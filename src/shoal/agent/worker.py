@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from shoal.agent import health
+from shoal.agent.health import HealthConfig, Probe
 from shoal.agent.taskspec import container_spec
 from shoal.errors import NotFound, ShoalError
 from shoal.model.cluster import Node, Task, TaskState
@@ -49,6 +51,8 @@ class Worker:
         self.on_change = on_change
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="task")
         self._busy: set[str] = set()
+        self._probes: dict[str, Probe] = {}
+        self._no_health: set[str] = set()  # tasks known to have no healthcheck
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -95,9 +99,49 @@ class Worker:
             return
         attachments = self._attachments(task, container.network)
         self._set_networks(task.id, attachments)
-        self._report(task.id, TaskState.RUNNING, "started", pid=container.state.pid)
+        config = self._health_config(task)
+        if config is None:
+            self._no_health.add(task.id)
+        else:
+            # RUNNING (and in the rotation) only after the first healthy probe.
+            with self._lock:
+                self._probes[task.id] = Probe(config, started=health.now())
+            self._report(task.id, TaskState.STARTING, "starting", pid=container.state.pid)
+            return
+        self._running(task, container.state.pid, attachments, container.network.get("netns", ""))
+
+    def _running(self, task: Task, pid: int, attachments: list[dict[str, Any]], netns: str) -> None:
+        self._report(task.id, TaskState.RUNNING, "started", pid=pid)
         if attachments:
-            self.network.joined(task, container.network.get("netns", ""), attachments)
+            self.network.joined(task, netns, attachments)
+
+    def _health_config(self, task: Task) -> HealthConfig | None:
+        try:
+            image = self.images.resolve(task.spec.get("image", ""))
+        except ShoalError:
+            return None
+        return health.config_for(task.spec, image.config)
+
+    def _probe(self, task: Task, probe: Probe) -> None:
+        cid = task.status.container_id
+        try:
+            argv = self.containers.exec_argv(cid, probe.config.argv)
+            ok, output = health.run_probe(argv, probe.config.timeout)
+        except ShoalError as exc:
+            ok, output = False, str(exc)
+        probe.record(ok, health.now(), output)
+        if probe.unhealthy:
+            log.info("task %s is unhealthy: %s", task.id, output.strip())
+            self.network.left(task)
+            try:
+                self.containers.kill(cid, "KILL")
+            except ShoalError:
+                pass
+            return
+        if probe.healthy and task.status.state == TaskState.STARTING:
+            container = self.containers.get(cid)
+            self._running(task, container.state.pid, task.networks or self._attachments(task, container.network),
+                          container.network.get("netns", ""))
 
     @staticmethod
     def _attachments(task: Task, network: dict[str, Any]) -> list[dict[str, Any]]:
@@ -123,15 +167,20 @@ class Worker:
         if state.status not in ("exited", "dead"):
             return
         self.network.left(task)
+        with self._lock:
+            probe = self._probes.pop(task.id, None)
         if state.exit_code == 0:
             self._report(task.id, TaskState.COMPLETE, "finished", exit_code=0)
         else:
+            reason = ": dockerexec: unhealthy container" if probe is not None and probe.unhealthy else ""
             self._report(task.id, TaskState.FAILED, "started",
-                         err=f"task: non-zero exit ({state.exit_code})", exit_code=state.exit_code)
+                         err=f"task: non-zero exit ({state.exit_code}){reason}", exit_code=state.exit_code)
 
     def _shutdown(self, task: Task) -> None:
         # Out of the rotation (and the resolver) before the stop signal, so no request is lost.
         self.network.left(task)
+        with self._lock:
+            self._probes.pop(task.id, None)
         if task.status.container_id:
             try:
                 grace = int(round(float(task.spec.get("stop_grace_period", 10.0))))
@@ -147,6 +196,24 @@ class Worker:
             task_id = container.spec.labels.get(TASK_LABEL)
             if task_id and task_id not in live_ids:
                 self._submit(f"rm-{container.id}", lambda c=container: self.containers.remove(c.id, force=True))
+
+    def _health(self, task: Task, state: TaskState) -> None:
+        with self._lock:
+            probe = self._probes.get(task.id)
+        if probe is None:
+            if task.id in self._no_health:
+                return
+            # After a restart of shoald: pick the task's healthcheck up again.
+            config = self._health_config(task)
+            if config is None:
+                self._no_health.add(task.id)
+                return
+            probe = Probe(config, started=health.now())
+            probe.healthy = state == TaskState.RUNNING
+            with self._lock:
+                probe = self._probes.setdefault(task.id, probe)
+        if probe.due(health.now()):
+            self._submit(f"health-{task.id}", lambda t=task, p=probe: self._probe(t, p))
 
     # ---- the pass ------------------------------------------------------------------------------
     def _submit(self, key: str, fn: Callable[[], None]) -> None:
@@ -185,6 +252,9 @@ class Worker:
                 self._submit(task.id, lambda t=task: self._prepare(t, node))
             elif state == TaskState.READY and desired == TaskState.RUNNING:
                 self._submit(task.id, lambda t=task: self._start(t))
-            elif state == TaskState.RUNNING:
+            elif state in (TaskState.STARTING, TaskState.RUNNING) and task.status.container_id:
                 self._check_exit(task)
-        self._remove_orphans({t.id for t in tasks})
+                self._health(task, state)
+        live = {t.id for t in tasks}
+        self._no_health &= live
+        self._remove_orphans(live)
