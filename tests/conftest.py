@@ -110,3 +110,19 @@ def busybox_image(shoal, busybox_tar: Path) -> str:
     ref = "localhost/busybox:test"
     shoal("import", str(busybox_tar), ref, check=True)
     return ref
+
+
+def teardown_root(root: Path, run: Path | None = None) -> None:
+    """Remove what a test's state root made in the kernel: its containers (mounts, cgroups,
+    conmon), then its namespaces, links and nftables table. For fixtures' finally blocks."""
+    env = dict(os.environ, SHOAL_ROOT=str(root), SHOAL_RUN=str(run or root / "run"))
+    env.pop("SHOAL_SOCKET", None)
+    script = (
+        "from shoal.runtime.manager import ContainerManager\n"
+        "from shoal.network.cleanup import remove_everything\n"
+        "m = ContainerManager()\n"
+        "for c in m.list(all=True):\n"
+        "    m.remove(c.id, force=True)\n"
+        "remove_everything()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, check=False, timeout=120)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import teardown_root
+
 from shoal.api.client import Client
-from shoal.errors import NotFound
+from shoal.errors import InvalidArgument, NotFound
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -35,7 +37,8 @@ def _wait_socket(sock: Path, proc: subprocess.Popen[bytes]) -> Client:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Client, dict[str, str], Path]]:
-    env = dict(os.environ, SHOAL_ROOT=str(tmp_path / "root"), SHOAL_RUN=str(tmp_path / "run"))
+    env = dict(os.environ, SHOAL_ROOT=str(tmp_path / "root"), SHOAL_RUN=str(tmp_path / "run"),
+               SHOAL_DEFAULT_ADDRESS_POOLS="10.217.0.0/16:20")
     env.pop("SHOAL_SOCKET", None)
     log = tmp_path / "shoald.log"
     proc = _start(env, log)
@@ -50,12 +53,28 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Client, dict[str, str], Path]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        teardown_root(tmp_path / "root", tmp_path / "run")
 
 
-STACK = {
-    "services": {"web": {"name": "webapp_web", "image": "web:v1", "replicas": 3}},
-    "networks": {"webnet": {"name": "webapp_webnet"}},
-}
+def stack(name: str, compose: str, tmp: Path) -> dict:
+    """A stack as the CLI sends it: the compose file loaded by shoal's own loader."""
+    from shoal.compose import load_stack
+
+    path = tmp / f"{name}.yml"
+    path.write_text(compose)
+    return load_stack([path], name, environ={}).to_dict()
+
+
+WEBAPP = """
+services:
+  web:
+    image: web:v1
+    deploy:
+      replicas: 3
+    networks: [webnet]
+networks:
+  webnet:
+"""
 
 
 def test_socket_is_root_only(daemon, tmp_path: Path) -> None:
@@ -71,9 +90,10 @@ def test_second_daemon_refuses_to_start(daemon, tmp_path: Path) -> None:
     assert "another shoald is running" in second.stderr
 
 
-def test_deploy_creates_tasks_and_stack_rm_removes_them(daemon) -> None:
+def test_deploy_creates_tasks_and_stack_rm_removes_them(daemon, tmp_path: Path) -> None:
     client, _, _ = daemon
-    lines = client.post("/stacks/webapp", {"stack": STACK})["lines"]
+    spec = stack("webapp", WEBAPP, tmp_path)
+    lines = client.post("/stacks/webapp", {"stack": spec})["lines"]
     assert lines == ["Creating network webapp_webnet", "Creating service webapp_web"]
     assert client.get("/stacks") == [{"Name": "webapp", "Services": 1}]
     deadline = time.monotonic() + 10
@@ -83,7 +103,7 @@ def test_deploy_creates_tasks_and_stack_rm_removes_them(daemon) -> None:
             break
         time.sleep(0.05)
     assert sorted(t["slot"] for t in tasks) == [1, 2, 3]
-    again = client.post("/stacks/webapp", {"stack": STACK})["lines"]
+    again = client.post("/stacks/webapp", {"stack": spec})["lines"]
     assert again[0].startswith("Updating service webapp_web (id: ")
     assert client.delete("/stacks/webapp")["lines"] == ["Removing service webapp_web", "Removing network webapp_webnet"]
     assert client.get("/stacks") == []
@@ -95,17 +115,24 @@ def test_unknown_service_is_a_404_with_docker_wording(daemon) -> None:
         client.get("/services/nope")
 
 
-def test_scale_rejects_global_services(daemon) -> None:
+def test_malformed_stack_is_a_400_naming_the_stack(daemon) -> None:
     client, _, _ = daemon
-    stack = {"services": {"agent": {"name": "mon_agent", "image": "x", "mode": "global"}}, "networks": {}}
-    client.post("/stacks/mon", {"stack": stack})
+    with pytest.raises(InvalidArgument, match="invalid stack broken"):
+        client.post("/stacks/broken", {"stack": {"services": {"web": {"image": "x"}}}})
+    assert client.get("/stacks") == []
+
+
+def test_scale_rejects_global_services(daemon, tmp_path: Path) -> None:
+    client, _, _ = daemon
+    spec = stack("mon", "services:\n  agent:\n    image: x\n    deploy:\n      mode: global\n", tmp_path)
+    client.post("/stacks/mon", {"stack": spec})
     with pytest.raises(Exception, match="scale can only be used with replicated"):
         client.post("/services/mon_agent/scale", {"replicas": 2})
 
 
 def test_state_survives_a_daemon_restart(daemon, tmp_path: Path) -> None:
     client, env, log = daemon
-    client.post("/stacks/webapp", {"stack": STACK})
+    client.post("/stacks/webapp", {"stack": stack("webapp", WEBAPP, tmp_path)})
     services_before = client.get("/services")
     proc_pid = int((tmp_path / "run" / "shoald.lock").read_text())
     os.kill(proc_pid, 9)
@@ -120,9 +147,9 @@ def test_state_survives_a_daemon_restart(daemon, tmp_path: Path) -> None:
         proc.wait(10)
 
 
-def test_events_replay_from_a_revision(daemon) -> None:
+def test_events_replay_from_a_revision(daemon, tmp_path: Path) -> None:
     client, _, _ = daemon
-    client.post("/stacks/webapp", {"stack": STACK})
+    client.post("/stacks/webapp", {"stack": stack("webapp", WEBAPP, tmp_path)})
     with client._http.stream("GET", "/events", params={"since": "0", "follow": "0"}) as response:
         events = [line for line in response.iter_lines() if line]
     assert any('"type": "service", "action": "create"' in e and "webapp_web" in e for e in events)

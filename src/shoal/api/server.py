@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import platform
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from shoal.daemon import Daemon
 
 _STATUS = {InvalidArgument: 400, NotFound: 404, Conflict: 409}
+log = logging.getLogger("shoald.api")
 
 
 @web.middleware
@@ -32,6 +34,11 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except ShoalError as exc:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
         return web.json_response({"message": str(exc)}, status=status)
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # a bug: say so in one line, keep the daemon serving
+        log.exception("API %s %s failed", request.method, request.path)
+        return web.json_response({"message": f"internal error in shoald: {exc!r}"}, status=500)
 
 
 def _resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, Any]:
@@ -59,6 +66,18 @@ def service_status(service: dict[str, Any], tasks: list[dict[str, Any]]) -> dict
     else:
         desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
     return {"RunningTasks": running, "DesiredTasks": desired}
+
+
+def _checked_stack(body: Any, name: str) -> dict[str, Any]:
+    """The stack as the model defines it (a StackSpec dict), or a 400 naming what is wrong."""
+    from shoal.model.stack import StackSpec
+
+    if not isinstance(body, dict) or not isinstance(body.get("stack"), dict):
+        raise InvalidArgument('the request body must be {"stack": <StackSpec>}')
+    try:
+        return StackSpec.from_dict(dict(body["stack"], name=name)).to_dict()
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise InvalidArgument(f"invalid stack {name}: {exc}") from None
 
 
 def _deploy(store: Any, stack: dict[str, Any], prune: bool) -> list[str]:
@@ -206,7 +225,7 @@ def make_app(daemon: Daemon) -> web.Application:
         if lock.locked():
             raise Conflict(f"stack {name} is being deployed by another client; try again when it has finished")
         async with lock:
-            stack = dict(body["stack"], name=name)
+            stack = _checked_stack(body, name)
             prune = bool(body.get("prune"))
             lines = await asyncio.to_thread(_deploy, store, stack, prune)
         daemon.kick()
