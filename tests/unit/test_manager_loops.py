@@ -207,3 +207,25 @@ def test_removed_service_tasks_are_shut_down_then_deleted(store: SQLiteStore) ->
         tx.delete("service", sid)
     converge(store, 101.0)
     assert tasks(store) == []
+
+
+def test_depends_on_parks_first_tasks_until_the_dependency_runs(store: SQLiteStore) -> None:
+    add_service(store, name="app_redis", stack="app", compose_name="redis", replicas=1)
+    add_service(store, name="app_web", stack="app", compose_name="web", replicas=2,
+                depends_on={"redis": {"condition": "service_healthy"}})
+    run_manager(store, 100.0)
+    web = [t for t in tasks(store) if t.service_name == "app_web"]
+    assert len(web) == 2
+    assert all(t.desired_state == TaskState.READY and t.waits_for == ["app_redis"] for t in web)
+    converge(store, 101.0)  # redis runs, then web is released and runs
+    web = [t for t in tasks(store) if t.service_name == "app_web"]
+    assert all(t.desired_state == TaskState.RUNNING and t.status.state == TaskState.RUNNING for t in web)
+    assert all(t.waits_for == [] for t in web)
+
+
+def test_depends_on_a_missing_required_service_waits(store: SQLiteStore) -> None:
+    add_service(store, name="app_web", stack="app", compose_name="web", replicas=1,
+                depends_on={"db": {"condition": "service_started", "required": True}})
+    converge(store, 100.0)
+    (t,) = tasks(store)
+    assert t.desired_state == TaskState.READY and t.status.state < TaskState.RUNNING

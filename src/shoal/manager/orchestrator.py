@@ -46,12 +46,47 @@ class _Pass:
     tx: Transaction
     now: float
     wake: list[float] = field(default_factory=list)
+    services: dict[str, ServiceView] = field(default_factory=dict)
+    tasks_by_service: dict[str, list[Task]] = field(default_factory=dict)
+
+    def service_named(self, name: str) -> ServiceView | None:
+        return next((s for s in self.services.values() if s.name == name), None)
+
 
     def save(self, task: Task) -> None:
         task.version = self.tx.update("task", task.to_dict())["version"]
 
     def create(self, task: Task) -> None:
         task.version = self.tx.create("task", task.to_dict())["version"]
+
+
+def _condition_met(p: _Pass, dep: ServiceView, condition: str) -> bool:
+    """service_started / service_healthy: every desired task of the dependency runs (a task
+    with a healthcheck only reaches RUNNING once healthy); service_completed_successfully: its
+    tasks ended with exit 0."""
+    tasks = [t for t in p.tasks_by_service.get(dep.id, []) if t.desired_state != TaskState.REMOVE]
+    if condition == "service_completed_successfully":
+        done = [t for t in tasks if t.status.state == TaskState.COMPLETE]
+        return bool(done) and not any(t.status.state <= TaskState.RUNNING for t in tasks)
+    running = sum(1 for t in tasks if t.status.state == TaskState.RUNNING and t.desired_state == TaskState.RUNNING)
+    wanted = dep.replicas if dep.mode != "global" else max(1, sum(1 for t in tasks if t.desired_state == TaskState.RUNNING))
+    return running >= max(1, wanted)
+
+
+def waiting_on(p: _Pass, svc: ServiceView) -> list[str]:
+    """The dependencies (full service names) whose condition is not met yet."""
+    stack = svc.spec.get("stack") or ""
+    waiting = []
+    for compose_name, dep in (svc.spec.get("depends_on") or {}).items():
+        name = f"{stack}_{compose_name}" if stack else compose_name
+        other = p.service_named(name)
+        if other is None:
+            if (dep or {}).get("required", True):
+                waiting.append(name)
+            continue
+        if not _condition_met(p, other, (dep or {}).get("condition", "service_started")):
+            waiting.append(name)
+    return waiting
 
 
 def _should_restart(svc: ServiceView, old: Task, history: list[Task], now: float) -> bool:
@@ -89,6 +124,15 @@ def _release_parked(p: _Pass, tasks: Iterable[Task], by_id: dict[str, Task]) -> 
     has stopped (or a minute has gone by)."""
     for task in tasks:
         if task.desired_state != TaskState.READY or task.status.state > TaskState.RUNNING:
+            continue
+        if task.waits_for:
+            svc = p.services.get(task.service_id)
+            still = waiting_on(p, svc) if svc is not None else []
+            if still:
+                continue  # re-checked on the next pass: a dependency's progress is a store change
+            task.waits_for = []
+            task.desired_state = TaskState.RUNNING
+            p.save(task)
             continue
         if p.now < task.start_after:
             p.wake.append(task.start_after)
@@ -174,10 +218,15 @@ def _reconcile_replicated(p: _Pass, svc: ServiceView, tasks: list[Task]) -> None
     _restart_dead(p, svc, slots)
     occupied = {s: h for s, h in slots.items() if _slot_occupied(svc, h)}
     if len(occupied) < svc.replicas:
+        # The service's first tasks wait for its dependencies; later ones (scale, restarts) don't.
+        deps = waiting_on(p, svc) if not occupied else []
         free = (n for n in range(1, len(occupied) + svc.replicas + 1) if n not in occupied)
         for _ in range(svc.replicas - len(occupied)):
             slot = next(free)
-            p.create(new_task(svc, slot, "", TaskState.RUNNING, p.now))
+            if deps:
+                p.create(new_task(svc, slot, "", TaskState.READY, p.now, waits_for=deps))
+            else:
+                p.create(new_task(svc, slot, "", TaskState.RUNNING, p.now))
     elif len(occupied) > svc.replicas:
         def running_first(item: tuple[int, list[Task]]) -> tuple[int, int]:
             slot, history = item
@@ -231,6 +280,7 @@ def reconcile(tx: Transaction, now: float) -> float | None:
     """One orchestration pass. Returns when the next delayed action falls due, if any."""
     p = _Pass(tx, now)
     services = {s["id"]: view(s) for s in tx.list("service")}
+    p.services = services
     nodes = [Node.from_dict(n) for n in tx.list("node")]
     tasks_by_service: dict[str, list[Task]] = defaultdict(list)
     all_tasks: dict[str, Task] = {}
@@ -238,6 +288,7 @@ def reconcile(tx: Transaction, now: float) -> float | None:
         task = Task.from_dict(raw)
         all_tasks[task.id] = task
         tasks_by_service[task.service_id].append(task)
+    p.tasks_by_service = tasks_by_service
     for service_id, tasks in tasks_by_service.items():
         if service_id not in services:
             for t in tasks:
@@ -253,5 +304,8 @@ def reconcile(tx: Transaction, now: float) -> float | None:
     # Re-read: the passes above may have created parked tasks whose gates are already open.
     fresh = [Task.from_dict(t) for t in tx.list("task")]
     by_id = {t.id: t for t in fresh}
+    p.tasks_by_service = defaultdict(list)
+    for t in fresh:
+        p.tasks_by_service[t.service_id].append(t)
     _release_parked(p, fresh, by_id)
     return min(p.wake) if p.wake else None

@@ -75,6 +75,10 @@ class Task:
     start_after: float = 0.0
     replaces: str = ""
     restarted: bool = False  # created by the restart supervisor (counts against max_attempts)
+    # depends_on: the first tasks of a service are prepared but parked until these services
+    # (full names) meet their condition, so a stack starts in order (docker compose does this;
+    # Swarm does not).
+    waits_for: list[str] = field(default_factory=list)
     version: int = 0  # store revision of the last write
 
     @property
