@@ -229,3 +229,64 @@ def test_depends_on_a_missing_required_service_waits(store: SQLiteStore) -> None
     converge(store, 100.0)
     (t,) = tasks(store)
     assert t.desired_state == TaskState.READY and t.status.state < TaskState.RUNNING
+
+
+def _service(store: SQLiteStore, service_id: str) -> dict:
+    return store.get("service", service_id)
+
+
+def _fail_new_tasks(store: SQLiteStore, now: float) -> None:
+    for t in tasks(store):
+        if t.spec.get("image") == "web:bad" and t.status.state == TaskState.RUNNING:
+            fail(store, t, now)
+
+
+def test_update_completes_and_reports_it(store: SQLiteStore) -> None:
+    sid = add_service(store, replicas=2)
+    converge(store, 100.0)
+    update_spec(store, sid, image="web:v2")
+    run_manager(store, 101.0)
+    assert _service(store, sid)["update_status"]["state"] == "updating"
+    for step in range(8):
+        converge(store, 102.0 + step)
+    status = _service(store, sid)["update_status"]
+    assert (status["state"], status["message"]) == ("completed", "update completed")
+
+
+def test_failed_update_pauses_by_default(store: SQLiteStore) -> None:
+    sid = add_service(store, replicas=3, restart_policy={"condition": "none"})
+    converge(store, 100.0)
+    update_spec(store, sid, image="web:bad")
+    now = 101.0
+    for _ in range(12):  # the new tasks fail as soon as they run
+        run_manager(store, now)
+        agent_runs_assigned(store, now)
+        _fail_new_tasks(store, now)
+        now += 1
+    status = _service(store, sid)["update_status"]
+    assert status["state"] == "paused"
+    assert status["message"].startswith("update paused due to failure or early termination of task ")
+    bad = [t for t in tasks(store) if t.spec.get("image") == "web:bad"]
+    assert len(bad) == 1, "parallelism 1: the update stops after its first failed task"
+
+
+def test_failed_update_rolls_back_when_asked(store: SQLiteStore) -> None:
+    sid = add_service(store, replicas=2, restart_policy={"condition": "none"},
+                      update_config={"failure_action": "rollback"})
+    converge(store, 100.0)
+    with store.transaction() as tx:
+        svc = tx.get("service", sid)
+        svc.update(previous_spec=svc["spec"], spec={**svc["spec"], "image": "web:bad"},
+                   spec_version=svc["spec_version"] + 1)
+        tx.update("service", svc)
+    now = 101.0
+    for _ in range(20):
+        run_manager(store, now)
+        agent_runs_assigned(store, now)
+        _fail_new_tasks(store, now)
+        now += 1
+    svc = _service(store, sid)
+    assert svc["spec"]["image"] == "web:v1"
+    assert svc["update_status"]["state"] == "rollback_completed"
+    live = [t for t in tasks(store) if t.desired_state == TaskState.RUNNING]
+    assert len(live) == 2 and all(t.spec["image"] == "web:v1" and t.status.state == TaskState.RUNNING for t in live)

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from shoal.api.client import Client, connect
-from shoal.cli.format import bytes_size, print_formatted
+from shoal.cli.format import ago, bytes_size, print_formatted
 from shoal.cli.swarmfmt import (
     SERVICE_FIELDS,
     SERVICE_HEADERS,
@@ -96,6 +96,14 @@ def _pretty(svc: dict[str, Any]) -> str:
         lines.append("Service Mode:\tGlobal")
     else:
         lines += ["Service Mode:\tReplicated", f" Replicas:\t{spec.get('replicas', 1)}"]
+    update = svc.get("update_status") or {}
+    if update.get("state"):
+        lines += ["UpdateStatus:", f" State:\t\t{update['state']}"]
+        if update.get("started_at"):
+            lines.append(f" Started:\t{ago(update['started_at'])}")
+        if update.get("completed_at"):
+            lines.append(f" Completed:\t{ago(update['completed_at'])}")
+        lines.append(f" Message:\t{update.get('message', '')}")
     placement = spec.get("placement") or {}
     if placement.get("constraints"):
         lines += ["Placement:", f" Constraints:\t{placement['constraints']}"]

@@ -64,11 +64,20 @@ def build_missing(stack: Any) -> None:
 
 
 def _service_state(client: Client, stack: str, since: float) -> list[tuple[str, int, int, str, int]]:
-    """(name, running, desired, last error, failures) per service of the stack."""
+    """(name, running, desired, last error, failures) per service of the stack; an update that
+    paused or rolled back during this deploy is a failure at once."""
     services = client.get("/services", stack=stack)
     tasks = client.get("/tasks", stack=stack)
     out = []
     for svc in services:
+        update = svc.get("update_status") or {}
+        if update.get("started_at", 0) >= since - 1 and update.get("state") in (
+                "paused", "rollback_paused", "rollback_started", "rollback_completed"):
+            verb = "update" if update["state"] == "paused" else "rollback"
+            message = (f"service {verb} paused: {update.get('message', '')}" if "paused" in update["state"]
+                       else f"service rolled back: {update.get('message', '')}")
+            out.append((svc["name"], 0, 1, message, FAILURES_BEFORE_GIVING_UP))
+            continue
         own = [t for t in tasks if t["service_id"] == svc["id"] and t["spec_version"] == svc["spec_version"]]
         failed = [t for t in own if t["created_at"] >= since - 1
                   and TaskState.parse(t["status"]["state"]) in (TaskState.FAILED, TaskState.REJECTED)]

@@ -48,6 +48,10 @@ class _Pass:
     wake: list[float] = field(default_factory=list)
     services: dict[str, ServiceView] = field(default_factory=dict)
     tasks_by_service: dict[str, list[Task]] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # the stored services by ID
+
+    def save_service(self, record: dict[str, Any]) -> None:
+        record.update(self.tx.update("service", record))
 
     def service_named(self, name: str) -> ServiceView | None:
         return next((s for s in self.services.values() if s.name == name), None)
@@ -150,19 +154,74 @@ def _is_dirty(svc: ServiceView, task: Task) -> bool:
     return task.spec_version != svc.spec_version and task.spec != task_spec(svc.spec)
 
 
-def _update_config(svc: ServiceView) -> dict[str, Any]:
-    cfg = svc.spec.get("update_config") or {}
+def _update_config(svc: ServiceView, rolling_back: bool = False) -> dict[str, Any]:
+    cfg = svc.spec.get("rollback_config" if rolling_back else "update_config") or {}
     return {
         "parallelism": int(cfg.get("parallelism", 1) if cfg.get("parallelism") is not None else 1),
         "delay": float(cfg.get("delay") or 0),
         "order": cfg.get("order") or "stop-first",
+        "failure_action": cfg.get("failure_action") or "pause",
+        "max_failure_ratio": float(cfg.get("max_failure_ratio") or 0),
     }
+
+
+_ACTIVE = ("updating", "rollback_started")
+_PAUSED = ("paused", "rollback_paused")
+
+
+def _update_status(p: _Pass, svc: ServiceView, busy: bool, slot_count: int) -> bool:
+    """UpdateStatus as swarmkit keeps it; returns False when the update must not go on (paused,
+    or just rolled back). Failures are tasks this update created that failed while it ran."""
+    record = p.records.get(svc.id)
+    if record is None:
+        return True
+    status = dict(record.get("update_status") or {})
+    rolling_back = bool(record.get("rolling_back"))
+    if not busy:
+        if status.get("state") in _ACTIVE:
+            done = "rollback_completed" if status["state"] == "rollback_started" else "completed"
+            status.update(state=done, completed_at=p.now,
+                          message="rollback completed" if done == "rollback_completed" else "update completed")
+            record.update(update_status=status, rolling_back=False)
+            p.save_service(record)
+        return True
+    if status.get("spec_version") != svc.spec_version:
+        status = {"state": "rollback_started" if rolling_back else "updating", "started_at": p.now,
+                  "spec_version": svc.spec_version,
+                  "message": "manually requested rollback" if rolling_back and not status else
+                  ("update in progress" if not rolling_back else status.get("message", ""))}
+        record["update_status"] = status
+        p.save_service(record)
+    if status.get("state") in _PAUSED:
+        return False
+    cfg = _update_config(svc, rolling_back)
+    if cfg["failure_action"] == "continue":
+        return True
+    failed = [t for t in p.tasks_by_service.get(svc.id, [])
+              if t.spec_version == svc.spec_version and t.created_at >= status.get("started_at", 0)
+              and t.status.state in (TaskState.FAILED, TaskState.REJECTED)]
+    if not failed or len(failed) / max(1, slot_count) <= cfg["max_failure_ratio"]:
+        return True
+    culprit = failed[0].id
+    if cfg["failure_action"] == "rollback" and not rolling_back and record.get("previous_spec"):
+        record.update(spec=record["previous_spec"], previous_spec=record["spec"],
+                      spec_version=svc.spec_version + 1, rolling_back=True, updated_at=p.now,
+                      update_status={"state": "rollback_started", "started_at": p.now,
+                                     "spec_version": svc.spec_version + 1,
+                                     "message": f"update rolled back due to failure or early termination of task {culprit}"})
+    else:
+        state = "rollback_paused" if rolling_back else "paused"
+        what = "rollback" if rolling_back else "update"
+        status.update(state=state, message=f"{what} paused due to failure or early termination of task {culprit}")
+        record["update_status"] = status
+    p.save_service(record)
+    return False
 
 
 def _rolling_update(p: _Pass, svc: ServiceView, slots: dict[int | str, list[Task]]) -> None:
     """The updater: replace dirty slots `parallelism` at a time, `delay` apart, stop-first or
     start-first (swarm-inventory 3.7)."""
-    cfg = _update_config(svc)
+    cfg = _update_config(svc, bool(p.records.get(svc.id, {}).get("rolling_back")))
     in_flight = 0
     last_done = 0.0
     dirty: list[tuple[int | str, Task]] = []
@@ -183,7 +242,11 @@ def _rolling_update(p: _Pass, svc: ServiceView, slots: dict[int | str, list[Task
             continue
         if stale and not fresh:
             dirty.append((key, stale[0]))
-    if not dirty:
+        elif not live and history and _is_dirty(svc, history[-1]):
+            # A slot whose task died and was not restarted still follows the new spec (this is
+            # how a rollback brings back the slots that the failed update killed).
+            dirty.append((key, history[-1]))
+    if not _update_status(p, svc, bool(dirty or in_flight), len(slots)) or not dirty:
         return
     if cfg["delay"] and last_done and p.now < last_done + cfg["delay"]:
         p.wake.append(last_done + cfg["delay"])
@@ -194,8 +257,9 @@ def _rolling_update(p: _Pass, svc: ServiceView, slots: dict[int | str, list[Task
             p.create(new_task(svc, old.slot, old.node_id if svc.mode == "global" else "", TaskState.RUNNING,
                               p.now, replaces=old.id))
         else:
-            old.desired_state = TaskState.SHUTDOWN
-            p.save(old)
+            if old.desired_state < TaskState.SHUTDOWN:
+                old.desired_state = TaskState.SHUTDOWN
+                p.save(old)
             p.create(new_task(svc, old.slot, old.node_id if svc.mode == "global" else "", TaskState.READY,
                               p.now, replaces=old.id, start_after=p.now))
 
@@ -279,7 +343,8 @@ def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]]) -> N
 def reconcile(tx: Transaction, now: float) -> float | None:
     """One orchestration pass. Returns when the next delayed action falls due, if any."""
     p = _Pass(tx, now)
-    services = {s["id"]: view(s) for s in tx.list("service")}
+    p.records = {s["id"]: s for s in tx.list("service")}
+    services = {sid: view(s) for sid, s in p.records.items()}
     p.services = services
     nodes = [Node.from_dict(n) for n in tx.list("node")]
     tasks_by_service: dict[str, list[Task]] = defaultdict(list)
