@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.build.scope import MISSING, Missing, TooManyLinks, follow_in_scope
 from shoal.build.dockerignore import PatternMatcher, load_patterns, read_ignore_file
 from shoal.errors import ShoalError
 
@@ -136,30 +137,16 @@ class BuildContext:
     def resolve(self, rel: str) -> str | None:
         """A context-relative path with symlinks followed inside the context (as the daemon's
         FollowSymlinkInScope), or None when it is missing or excluded."""
-        parts = [p for p in rel.split("/") if p and p != "."]
-        done: list[str] = []
-        hops = 0
-        while parts:
-            name = parts.pop(0)
-            if name == "..":
-                if done:
-                    done.pop()
-                continue
-            cur = "/".join(done + [name])
+        def lookup(cur: str) -> str | None | Missing:
             st = self.entries.get(cur)
             if st is None:
-                return None
-            if stat.S_ISLNK(st.st_mode):
-                hops += 1
-                if hops > 255:
-                    return None
-                target = os.readlink(self.root / cur)
-                if target.startswith("/"):
-                    done = []
-                parts = [p for p in target.split("/") if p and p != "."] + parts
-                continue
-            done.append(name)
-        return "/".join(done)
+                return MISSING
+            return os.readlink(self.root / cur) if stat.S_ISLNK(st.st_mode) else None
+
+        try:
+            return follow_in_scope(rel, lookup)
+        except TooManyLinks:
+            return None
 
     def stat(self, rel: str) -> os.stat_result | None:
         if rel in ("", "."):

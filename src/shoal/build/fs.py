@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from shoal.build.scope import TooManyLinks, follow_in_scope, fs_lookup
+
 from shoal.errors import ShoalError
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
 _MS_RDONLY = 1
-_MAX_LINKS = 255
 
 
 class CopyError(ShoalError):
@@ -103,32 +104,11 @@ def readonly_root(lowerdirs: list[Path], scratch: Path) -> Iterator[Path]:
 
 def scoped_path(root: Path, path: str) -> Path:
     """`path` inside `root` with every existing symlink followed as if `root` were `/`."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    done: list[str] = []
-    links = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = root.joinpath(*done, name)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            done.append(name)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > _MAX_LINKS:
-                raise CopyError(f"too many links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        done.append(name)
-    return root.joinpath(*done)
+    try:
+        rel = follow_in_scope(path, fs_lookup(lambda r: str(root / r)), keep_missing=True)
+    except TooManyLinks:
+        raise CopyError(f"too many links in {path}") from None
+    return root / rel if rel else root
 
 
 # --- --chown ---------------------------------------------------------------------------------

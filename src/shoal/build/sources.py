@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shoal.build.context import BuildContext, _go_match_regex
+from shoal.build.scope import TooManyLinks, fs_lookup, follow_in_scope
 
 
 class ContextSource:
@@ -50,31 +51,10 @@ class DirSource:
         self.is_context = False
 
     def resolve(self, rel: str) -> str | None:
-        parts = [p for p in rel.split("/") if p and p != "."]
-        done: list[str] = []
-        hops = 0
-        while parts:
-            name = parts.pop(0)
-            if name == "..":
-                if done:
-                    done.pop()
-                continue
-            full = self.root.joinpath(*done, name)
-            try:
-                st = os.lstat(full)
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            if stat.S_ISLNK(st.st_mode):
-                hops += 1
-                if hops > 255:
-                    return None
-                target = os.readlink(full)
-                if target.startswith("/"):
-                    done = []
-                parts = [p for p in target.split("/") if p and p != "."] + parts
-                continue
-            done.append(name)
-        return "/".join(done)
+        try:
+            return follow_in_scope(rel, fs_lookup(lambda r: str(self.root / r)))
+        except TooManyLinks:
+            return None
 
     def stat(self, rel: str) -> os.stat_result | None:
         try:
