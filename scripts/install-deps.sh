@@ -8,12 +8,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(crun runc conmon nftables iproute2 debootstrap busybox-static docker-registry apache2-utils
-      ca-certificates xz-utils zstd tini skopeo openssl)
+      ca-certificates xz-utils zstd tini skopeo openssl curl python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || { echo "shoal: could not install ${missing[*]} from the Debian archive (see apt's message above): check /etc/apt/sources.list and that deb.debian.org is reachable, or install them by hand; nothing was started" >&2; exit 1; }
 fi
 venv="${SHOAL_VENV:-$here/.venv}"
 if [ ! -x "$venv/bin/python" ]; then
