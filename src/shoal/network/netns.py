@@ -9,19 +9,19 @@ setns()es first; the rest of the process stays in the host namespace.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from shoal.runtime.mounts import is_mounted, unmount
 from typing import TypeVar
 
 from shoal import paths
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
-MNT_DETACH = 2
 
 T = TypeVar("T")
 
@@ -91,24 +91,10 @@ def _link_up_loopback() -> None:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
 
-def is_mounted(path: Path) -> bool:
-    target = str(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
-
-
 def remove(path: Path) -> None:
     """Unmount and delete a pinned namespace; a missing one is fine (idempotent)."""
-    while is_mounted(path):
-        if _libc.umount2(str(path).encode(), MNT_DETACH) != 0:
-            err = ctypes.get_errno()
-            if err != errno.EINVAL:
-                raise OSError(err, f"umount {path}: {os.strerror(err)}")
-            break
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    unmount(path)
+    path.unlink(missing_ok=True)
 
 
 def run_in(path: Path | str, fn: Callable[[], T]) -> T:
