@@ -216,6 +216,25 @@ def test_service_ps_shows_history_after_kill_9(shoal: Shoal, webapp: int) -> Non
     assert shoal("stack", "services", "webapp").stdout.count("5/5") == 1
 
 
+def test_tasks_outlive_a_killed_shoald_which_adopts_them(shoal: Shoal, webapp: int) -> None:
+    tasks_before = shoal("service", "ps", "-q", "webapp_web").stdout
+    containers_before = sorted(shoal("ps", "-q").stdout.split())
+    pid = shoal.daemon_pid()
+    assert pid
+    os.kill(pid, 9)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(),
+             10, "shoald gone")
+    # No shoal process runs now: the tasks keep serving on the published port.
+    assert len({get(f"http://127.0.0.1:{webapp}/") for _ in range(15)}) == 5
+    # The next command starts shoald again; it adopts the running tasks instead of replacing them.
+    assert shoal("service", "ps", "-q", "webapp_web").stdout == tasks_before
+    time.sleep(1.5)
+    assert sorted(shoal("ps", "-q").stdout.split()) == containers_before
+    assert "5/5" in shoal("stack", "services", "webapp").stdout
+    cid = containers_before[0]
+    assert shoal("exec", cid, "nslookup", "web", "127.0.0.11").returncode == 0, "the resolver is back too"
+
+
 def test_scale_and_bad_input(shoal: Shoal, webapp: int, tmp_path: Path) -> None:
     assert shoal("service", "scale", "webapp_web=7").stdout.strip() == "webapp_web scaled to 7"
     wait_for(lambda: "7/7" in shoal("stack", "services", "webapp").stdout, 30, "7 replicas")
