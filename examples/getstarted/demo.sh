@@ -39,7 +39,12 @@ stop_daemon() {
 }
 
 # Tasks of the stack still present as containers (stack rm returns before they are gone).
-stack_containers() { shoal ps -a --format '{{.Names}}' 2>/dev/null | grep -c "^${STACK}_" || true; }
+# A failed listing counts as "still there": a container being removed must not end the wait.
+stack_containers() {
+  local names
+  names=$(shoal ps -a --format '{{.Names}}' 2>/dev/null) || { echo unknown; return 0; }
+  grep -c "^${STACK}_" <<<"$names" || true
+}
 
 remove_stack() {
   shoal stack rm "$STACK" >/dev/null 2>&1 || true
@@ -165,17 +170,27 @@ say "shoal network ls"
 shoal network ls
 
 # --- 6. requests to port 4000 --------------------------------------------------------------------
-# The tasks run under 10% of a core, so Flask takes a few seconds to listen after the task is
-# running: wait for the first answer that counts a visit, then send the requests.
+# The tasks run under 10% of a core, so Flask takes a few seconds to listen after its task is
+# running (and in the rotation, as in Swarm when a service has no healthcheck): wait until one
+# full round of the round robin has counted visits, then send the requests.
 ask() { curl -s --max-time 5 "http://localhost:$PORT/" | sed -e 's/<[^>]*>/ /g' -e 's/  */ /g' -e 's/^ //' -e 's/ $//'; }
+replicas=$(shoal service ls --format '{{.Name}} {{.Replicas}}' |
+           awk -v name="${STACK}_web" '$1 == name {split($2, r, "/"); print r[2]}')
+replicas=${replicas:-5}
 step="waiting for the app to answer on port $PORT"
 hint="fix what the task logs above show, then run 'make demo' again"
 show_logs=1
-say "Waiting for http://localhost:$PORT/ to count visits"
+say "Waiting until all $replicas tasks answer on http://localhost:$PORT/"
 answer=""
+in_a_row=0
 for i in $(seq 120); do
   answer=$(ask || true)
-  [[ $answer =~ Visits:\ [0-9]+ ]] && break
+  if [[ $answer =~ Visits:\ [0-9]+ ]]; then
+    in_a_row=$((in_a_row + 1))
+    [ "$in_a_row" -ge "$replicas" ] && break
+    continue
+  fi
+  in_a_row=0
   # A task that crashes may still have been running long enough to count for the deploy.
   if (( i % 10 == 0 )); then
     failed=$(shoal service ps "${STACK}_web" --format '{{.CurrentState}} {{.Error}}' | grep '^Failed' || true)
@@ -185,15 +200,17 @@ for i in $(seq 120); do
   fi
   sleep 0.5
 done
-[[ $answer =~ Visits:\ [0-9]+ ]] || fail "no answer counting visits on port $PORT after 60 s (last: ${answer:-none})" "$hint"
+[ "$in_a_row" -ge "$replicas" ] ||
+  fail "the tasks did not all answer with a visit count on port $PORT within 60 s (last: ${answer:-no answer})" "$hint"
 show_logs=0
+hint="run 'make demo' again; 'shoal service ps ${STACK}_web' and 'shoal service logs ${STACK}_web' show the tasks"
 
 say "$REQUESTS requests: curl -s http://localhost:$PORT/ (HTML tags stripped)"
 hosts=()
 visits=()
 for _ in $(seq "$REQUESTS"); do
   answer=$(ask || true)
-  echo "$answer"
+  echo "${answer:-(no answer)}"
   [[ $answer =~ Hostname:\ ([^ ]+) ]] && hosts+=("${BASH_REMATCH[1]}")
   [[ $answer =~ Visits:\ ([0-9]+) ]] && visits+=("${BASH_REMATCH[1]}")
 done
@@ -206,9 +223,8 @@ echo "-- $REQUESTS answers from $distinct different tasks, visits ${visits[0]} -
 finished=1
 trap - EXIT
 say "Done. The $STACK stack keeps running:"
-cat <<EOF
-    curl http://localhost:$PORT/         # another visit
-    shoal service scale ${STACK}_web=10   # more replicas
-    shoal service logs ${STACK}_web       # what the tasks print
-    shoal stack rm $STACK                 # remove the stack: its services, tasks and network
-EOF
+printf '    %-36s # %s\n' \
+  "curl http://localhost:$PORT/" "another visit" \
+  "shoal service scale ${STACK}_web=10" "more replicas" \
+  "shoal service logs ${STACK}_web" "what the tasks print" \
+  "shoal stack rm $STACK" "remove the stack: its services, tasks and network"
