@@ -35,6 +35,8 @@ log = logging.getLogger("shoald")
 IDLE_RESYNC = 10.0
 # How often the agent looks at its running containers for exits it was not told about.
 AGENT_POLL = 0.25
+# How often the resolver's tables and sockets are checked against the network state.
+DNS_RESYNC = 2.0
 
 
 class Daemon:
@@ -50,6 +52,7 @@ class Daemon:
         self._agent_hooks: list[Callable[[], None]] = []
         self.dns: Any = None
         self._dns_revision = -1
+        self._dns_due = 0.0
 
     def _node_id(self) -> str:
         path = self.root / "node_id"
@@ -152,26 +155,29 @@ class Daemon:
         for network_id, records in tables.items():
             self.dns.set_records(network_id, records)
 
-    async def serve_running_tasks(self) -> None:
-        """After a restart, the resolver's sockets in running tasks' namespaces are gone: open
-        them again (the containers themselves never stopped)."""
+    async def serve_running_containers(self) -> None:
+        """The resolver's sockets live in the daemon: after a restart, open them again in every
+        running container on a user-defined network (tasks and `shoal run` alike), and close
+        those whose container is gone."""
+        from shoal.agent.netglue import container_networks
         from shoal.network.store import NetworkStore
 
         if self.dns is None:
             return
-        ids = {n.name: n.id for n in NetworkStore().list()}
-        for raw in self.store.list("task"):
-            task = Task.from_dict(raw)
-            if task.node_id != self.node_id or task.status.state != TaskState.RUNNING or not task.networks:
-                continue
-            netns = paths.run_root() / "netns" / task.status.container_id
+        netns_dir = paths.run_root() / "netns"
+        for container_id in list(self.dns.serving()):
+            if not (netns_dir / container_id).exists():
+                await self.dns.unserve(container_id)
+        wanted = await asyncio.to_thread(
+            lambda: {cid for n in NetworkStore().list() if not n.predefined for cid in n.endpoints})
+        for container_id in sorted(wanted - set(self.dns.serving())):
+            netns = netns_dir / container_id
             if not netns.exists():
                 continue
             try:
-                await self.dns.serve(task.status.container_id, netns,
-                                     [ids[a["network"]] for a in task.networks if a["network"] in ids])
+                await self.dns.serve(container_id, netns, await asyncio.to_thread(container_networks, container_id))
             except OSError as exc:
-                log.warning("embedded DNS for task %s: %s", task.id, exc)
+                log.warning("embedded DNS for container %s: %s", container_id[:12], exc)
 
     async def agent_loop(self) -> None:
         """Drive this node's tasks: on every change, and every AGENT_POLL to notice exits."""
@@ -188,8 +194,11 @@ class Daemon:
                 if self.store.revision() != before:
                     self.kick()
                     await self._notify()
-                if self.store.revision() != self._dns_revision:
+                if self.store.revision() != self._dns_revision or time.monotonic() > self._dns_due:
+                    # Containers of `shoal run` come and go outside the store: look again often.
+                    self._dns_due = time.monotonic() + DNS_RESYNC
                     await self.refresh_dns()
+                    await self.serve_running_containers()
                 try:
                     await asyncio.wait_for(self._agent_wake.wait(), timeout=AGENT_POLL)
                 except TimeoutError:
@@ -212,7 +221,7 @@ class Daemon:
 
         self.dns = EmbeddedDNS()
         await self.refresh_dns()
-        await self.serve_running_tasks()
+        await self.serve_running_containers()
         sock = socket_path()
         sock.unlink(missing_ok=True)
         runner = web.AppRunner(make_app(self), access_log=None)

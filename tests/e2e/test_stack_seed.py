@@ -323,6 +323,21 @@ def test_healthcheck_gates_running_and_kills_the_unhealthy(shoal: Shoal, tmp_pat
     shoal("stack", "rm", "other")
 
 
+def test_containers_on_a_user_network_resolve_each_other(shoal: Shoal) -> None:
+    shoal("network", "create", "appnet")
+    try:
+        shoal("run", "-d", "--name", "api", "--network", "appnet", "localhost/busybox:test",
+              "sh", "-c", "mkdir -p /www && echo hello-from-api > /www/index.html && exec httpd -f -p 80 -h /www")
+        client = shoal("run", "--rm", "--network", "appnet", "localhost/busybox:test",
+                       "wget", "-q", "-O", "-", "http://api/")
+        assert client.stdout.strip() == "hello-from-api"
+        lookup = shoal("run", "--rm", "--network", "appnet", "localhost/busybox:test", "cat", "/etc/resolv.conf")
+        assert "nameserver 127.0.0.11" in lookup.stdout
+    finally:
+        shoal("rm", "-f", "api", check=False)
+        shoal("network", "rm", "appnet", check=False)
+
+
 def test_stack_rm_leaves_nothing_behind(shoal: Shoal, webapp: int) -> None:
     out = shoal("stack", "rm", "webapp").stdout
     assert out.splitlines() == ["Removing service webapp_web", "Removing network webapp_webnet"]

@@ -27,6 +27,10 @@ class DaemonTaskNetwork(TaskNetwork):
         store = NetworkStore()
         return {store.get(a["network"]).id: a["addresses"][0].split("/")[0] for a in attachments}
 
+    def before_start(self, task: Task, container: Any) -> None:
+        """The resolver listens in the task's namespace before its process runs."""
+        serve_container_dns(self.loop, self.dns, container.id, container.network)
+
     def joined(self, task: Task, netns: str, attachments: list[dict[str, Any]]) -> None:
         from shoal.network import lb
 
@@ -35,13 +39,6 @@ class DaemonTaskNetwork(TaskNetwork):
             lb.add_backend(task.service_id, lb.Backend(task_id=task.id, ips=ips))
         except NotFound:
             pass  # the service was removed meanwhile; the task is being shut down
-        if self.dns is not None and netns:
-            future = asyncio.run_coroutine_threadsafe(
-                self.dns.serve(task.status.container_id or task.id, netns, list(ips)), self.loop)
-            try:
-                future.result(timeout=10)
-            except Exception as exc:  # noqa: BLE001 - a resolver failure must not fail the task
-                log.warning("embedded DNS for task %s: %s", task.id, exc)
 
     def left(self, task: Task) -> None:
         from shoal.network import lb
@@ -52,6 +49,26 @@ class DaemonTaskNetwork(TaskNetwork):
             pass
         if self.dns is not None and task.status.container_id:
             asyncio.run_coroutine_threadsafe(self.dns.unserve(task.status.container_id), self.loop)
+
+
+def container_networks(container_id: str) -> list[str]:
+    """IDs of the networks a container has an endpoint on."""
+    from shoal.network.store import NetworkStore
+
+    return [n.id for n in NetworkStore().list() if container_id in n.endpoints]
+
+
+def serve_container_dns(loop: asyncio.AbstractEventLoop, dns: Any, container_id: str,
+                        network: dict[str, Any]) -> None:
+    """From a worker thread: open the resolver in the container's namespace and wait for it."""
+    netns = network.get("netns") or ""
+    if dns is None or not netns:
+        return
+    future = asyncio.run_coroutine_threadsafe(dns.serve(container_id, netns, container_networks(container_id)), loop)
+    try:
+        future.result(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - a resolver failure must not fail the container
+        log.warning("embedded DNS for container %s: %s", container_id[:12], exc)
 
 
 def dns_tables(store: Store) -> dict[str, dict[str, list[str]]]:

@@ -30,6 +30,9 @@ class TaskNetwork:
     service's load-balancer rotation and its resolver here; the base class does nothing, for a
     worker with no networking (tests of the controller steps)."""
 
+    def before_start(self, task: Task, container: Any) -> None:
+        pass
+
     def joined(self, task: Task, netns: str, attachments: list[dict[str, Any]]) -> None:
         pass
 
@@ -92,7 +95,8 @@ class Worker:
     def _start(self, task: Task) -> None:
         self._report(task.id, TaskState.STARTING, "starting")
         try:
-            self.containers.start(task.status.container_id)
+            self.containers.start(task.status.container_id,
+                                  before_start=lambda c, t=task: self.network.before_start(t, c))
             container = self.containers.get(task.status.container_id)
         except ShoalError as exc:
             self._report(task.id, TaskState.FAILED, "starting", err=f"starting container failed: {exc}")

@@ -194,6 +194,23 @@ def make_app(daemon: Daemon) -> web.Application:
         await response.write_eof()
         return response
 
+    @routes.post(prefix + "/containers/{id}/dns")
+    async def container_dns(request: web.Request) -> web.Response:
+        """`shoal run` on a user-defined network: open the embedded resolver in the container's
+        namespace (before its process starts) and publish its names."""
+        from shoal.agent.netglue import container_networks
+
+        container_id = request.match_info["id"]
+        body = await request.json()
+        netns = body.get("netns") or ""
+        if not netns:
+            raise InvalidArgument("netns is required")
+        networks = await asyncio.to_thread(container_networks, container_id)
+        if daemon.dns is not None:
+            await daemon.dns.serve(container_id, netns, networks)
+        await daemon.refresh_dns()
+        return web.json_response({"id": container_id, "networks": networks})
+
     @routes.get(f"{prefix}/tasks")
     async def tasks(request: web.Request) -> web.Response:
         service_ids: set[str] | None = None

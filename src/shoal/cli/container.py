@@ -275,12 +275,24 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolver(c: Any) -> None:
+    """On a user-defined network the container's resolv.conf names the embedded resolver at
+    127.0.0.11; shoald serves it (started here when it is not running), before the process runs."""
+    network = getattr(c, "network", None) or {}
+    if "127.0.0.11" not in (c.dir / "resolv.conf").read_text() or not network.get("netns"):
+        return
+    from shoal.api.client import connect
+
+    with connect() as client:
+        client.post(f"/containers/{c.id}/dns", {"netns": network["netns"]})
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     mgr = _manager()
     c = _create(args)
     if args.detach:
         try:
-            mgr.start(c.id)
+            mgr.start(c.id, before_start=_resolver)
         except ShoalError:
             if args.rm:
                 mgr.remove(c.id, force=True)
@@ -298,7 +310,7 @@ def _run_attached(mgr, c, auto_remove: bool) -> int:
 
     with mgr.attached(c):
         try:
-            mgr.start(c.id)
+            mgr.start(c.id, before_start=_resolver)
         except ShoalError:
             if auto_remove:
                 mgr.remove(c.id, force=True)
@@ -343,7 +355,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     failed = False
     for ref in args.containers:
         try:
-            mgr.start(ref)
+            mgr.start(ref, before_start=_resolver)
             print(ref)
         except ShoalError as exc:
             print(f"Error response from daemon: {exc}", file=sys.stderr)

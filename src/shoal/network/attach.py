@@ -71,7 +71,9 @@ def attach(container_id: str, spec: ContainerSpec, *, for_task: bool = False,
         networks=[net.name],
         gateway="" if net.internal else net.gateway,
         mac_addresses=[ep.mac],
-        dns_servers=host_resolvers(),
+        # As Docker: the embedded resolver on user-defined networks (shoald serves it; the
+        # caller starts shoald), the host's resolvers on the default bridge.
+        dns_servers=host_resolvers() if net.predefined else [EMBEDDED_DNS],
         ports=ep.ports,
     )
 

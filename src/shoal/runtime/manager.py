@@ -16,7 +16,7 @@ import signal as signals
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -189,7 +189,10 @@ class ContainerManager:
                 return name
 
     # ---- start -----------------------------------------------------------------------------
-    def start(self, ref: str) -> None:
+    def start(self, ref: str, before_start: Callable[[Container], None] | None = None) -> None:
+        """Start a created (or exited) container. `before_start` runs once the container exists
+        with its namespaces and network, before its process runs (the daemon opens the
+        embedded DNS resolver there)."""
         c = self.get(ref)
         if c.state.status == "running":
             return
@@ -206,6 +209,8 @@ class ContainerManager:
             runtime = engine.by_name(c.runtime)
             try:
                 pid = self._launch(c, runtime)
+                if before_start is not None:
+                    before_start(c)
                 started = time.time()  # before `start`: a short process may be done when it returns
                 runtime.run("start", c.id)
             except BaseException as exc:
