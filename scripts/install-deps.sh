@@ -13,12 +13,18 @@ missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || { echo "shoal: could not install ${missing[*]} from the Debian archive (see apt's message above): check /etc/apt/sources.list and that deb.debian.org is reachable, or install them by hand; nothing was started" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || { echo "shoal: could not install ${missing[*]} from the Debian archive (see apt's message above): check /etc/apt/sources.list and that the Debian archive is reachable, or install them by hand; nothing was started" >&2; exit 1; }
 fi
 venv="${SHOAL_VENV:-$here/.venv}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --upgrade pip >/dev/null
-"$venv/bin/pip" install -q -e "$here[test]"
+# Reinstall only when the project's dependencies changed (a repeat `make demo` stays quick).
+stamp="$venv/.shoal-installed"
+want=$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  "$venv/bin/pip" install -q -e "$here[test]"
+  echo "$want" > "$stamp"
+fi
 ln -sf "$venv/bin/shoal" /usr/local/bin/shoal

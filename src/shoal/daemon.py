@@ -35,6 +35,8 @@ log = logging.getLogger("shoald")
 IDLE_RESYNC = 10.0
 # How often the agent looks at its running containers for exits it was not told about.
 AGENT_POLL = 0.25
+# How long shoald waits, when it is stopped, for task steps under way to finish.
+SHUTDOWN_GRACE = 15.0
 # How often the resolver's tables and sockets are checked against the network state.
 DNS_RESYNC = 2.0
 
@@ -141,9 +143,12 @@ class Daemon:
 
         images = ImageStore()
         loop = asyncio.get_running_loop()
+        def on_change() -> None:
+            if not loop.is_closed():  # a step finishing while shoald shuts down
+                loop.call_soon_threadsafe(self._both_wake)
+
         return Worker(self.store, self.node_id, ContainerManager(images=images), images,
-                      on_change=lambda: loop.call_soon_threadsafe(self._both_wake),
-                      network=DaemonTaskNetwork(loop, self.dns))
+                      on_change=on_change, network=DaemonTaskNetwork(loop, self.dns))
 
     async def refresh_dns(self) -> None:
         from shoal.agent.netglue import dns_tables
@@ -204,7 +209,8 @@ class Daemon:
                 except TimeoutError:
                     pass
         finally:
-            worker.close()
+            # Steps under way (a stop in its grace period) finish and report before we exit.
+            await asyncio.to_thread(worker.close, SHUTDOWN_GRACE)
 
     async def serve(self) -> None:
         run = paths.run_root()
@@ -243,6 +249,7 @@ class Daemon:
         finally:
             for t in tasks:
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
             sock.unlink(missing_ok=True)
             lock_file.close()

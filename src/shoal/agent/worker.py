@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -54,12 +55,17 @@ class Worker:
         self.on_change = on_change
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="task")
         self._busy: set[str] = set()
+        self._running: set[futures.Future[None]] = set()
         self._probes: dict[str, Probe] = {}
         self._no_health: set[str] = set()  # tasks known to have no healthcheck
         self._lock = threading.Lock()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 0.0) -> None:
+        """Stop taking steps; give the ones under way up to `timeout` seconds to finish (a stop
+        in its grace period), so their status reports reach the store."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if timeout > 0:
+            futures.wait(list(self._running), timeout=timeout)
 
     # ---- status writes -------------------------------------------------------------------------
     def _report(self, task_id: str, state: TaskState, message: str, err: str = "", **status: Any) -> None:
@@ -199,7 +205,7 @@ class Worker:
         for container in self.containers.list(all=True):
             task_id = container.spec.labels.get(TASK_LABEL)
             if task_id and task_id not in live_ids:
-                self._submit(f"rm-{container.id}", lambda c=container: self.containers.remove(c.id, force=True))
+                self._submit(f"rm-{container.id}", lambda c=container: self._remove(c.id))
 
     def _health(self, task: Task, state: TaskState) -> None:
         with self._lock:
@@ -219,6 +225,12 @@ class Worker:
         if probe.due(health.now()):
             self._submit(f"health-{task.id}", lambda t=task, p=probe: self._probe(t, p))
 
+    def _remove(self, container_id: str) -> None:
+        try:
+            self.containers.remove(container_id, force=True)
+        except NotFound:
+            pass  # removed meanwhile (by its --rm, or by a previous pass): done all the same
+
     # ---- the pass ------------------------------------------------------------------------------
     def _submit(self, key: str, fn: Callable[[], None]) -> None:
         with self._lock:
@@ -236,7 +248,9 @@ class Worker:
                     self._busy.discard(key)
                 self.on_change()
 
-        self._pool.submit(run)
+        future = self._pool.submit(run)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
 
     def sync(self) -> None:
         raw_node = self.store.get("node", self.node_id)

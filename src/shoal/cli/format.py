@@ -113,6 +113,20 @@ def parse_ram_bytes(text: str) -> int:
 _FIELD = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
 
 
+def _go_text(value: Any) -> str:
+    """How Go's text/template prints a value: `[a b]` for a slice, `map[k:v]` for a map,
+    `<nil>`... but an absent value as empty, as docker's templates show it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + " ".join(_go_text(v) if v is not None else "<nil>" for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{k}:{_go_text(value[k])}" for k in sorted(value)) + "]"
+    return str(value)
+
+
 def render_template(template: str, obj: Mapping[str, Any]) -> str:
     """A subset of Go templates: `{{.Field}}`, `{{.A.B}}`, `{{json .}}`, `{{json .Field}}`, \\t."""
     template = template.replace("\\t", "\t").replace("\\n", "\n")
@@ -132,9 +146,7 @@ def render_template(template: str, obj: Mapping[str, Any]) -> str:
         value = lookup(m.group(2))
         if m.group(1):
             return json.dumps(value, separators=(",", ":"))
-        if isinstance(value, (dict, list)):
-            return json.dumps(value, separators=(",", ":"))
-        return "" if value is None else str(value)
+        return _go_text(value)
 
     return _FIELD.sub(sub, template)
 

@@ -89,11 +89,20 @@ def _service_state(client: Client, stack: str, since: float) -> list[tuple[str, 
     return out
 
 
+def _monitor(client: Client, stack: str) -> float:
+    """How long converged tasks must stay up: the longest update_config.monitor (Swarm: 5s)."""
+    monitors = [float(((svc.get("spec") or {}).get("update_config") or {}).get("monitor") or 5.0)
+                for svc in client.get("/services", stack=stack)]
+    return max(monitors, default=5.0)
+
+
 def wait_converged(client: Client, stack: str, since: float, timeout: float) -> int:
-    """Block until every service of the stack runs its desired tasks at the new spec version;
-    print each service's progress once it changes. Non-zero when one cannot converge."""
+    """Block until every service of the stack runs its desired tasks at the new spec version and
+    they stay up for the monitor period (as `docker service update` verifies); print progress
+    as it changes. Non-zero when a service cannot converge."""
     shown: dict[str, tuple[int, int]] = {}
     deadline = time.monotonic() + timeout
+    stable_until: float | None = None
     while True:
         states = _service_state(client, stack, since)
         done = True
@@ -106,7 +115,14 @@ def wait_converged(client: Client, stack: str, since: float, timeout: float) -> 
                 if failures >= FAILURES_BEFORE_GIVING_UP and running == 0:
                     print(f"Error: service {name} could not converge: {error}", file=sys.stderr)
                     return 1
-        if done:
+        if done and stable_until is None:
+            monitor = _monitor(client, stack)
+            print(f"verify: Waiting {monitor:g} seconds to verify that tasks are stable...", file=sys.stderr)
+            stable_until = time.monotonic() + monitor
+        elif not done and stable_until is not None:
+            print("verify: Detected task failure", file=sys.stderr)
+            stable_until = None
+        if done and stable_until is not None and time.monotonic() >= stable_until:
             for name, *_ in sorted(states):
                 print(f"{name}: verify: Service converged", file=sys.stderr)
             return 0
