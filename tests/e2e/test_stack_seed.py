@@ -323,6 +323,34 @@ def test_healthcheck_gates_running_and_kills_the_unhealthy(shoal: Shoal, tmp_pat
     shoal("stack", "rm", "other")
 
 
+def test_secrets_and_configs_reach_the_tasks_and_roll_when_changed(shoal: Shoal, tmp_path: Path) -> None:
+    (tmp_path / "db_password.txt").write_text("s3cret-1\n")
+    (tmp_path / "app.conf").write_text("color=blue\n")
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        "services:\n  app:\n    image: localhost/busybox:test\n"
+        "    command: [sh, -c, 'cat /run/secrets/db_password /etc/app.conf; ls -l /run/secrets/db_password; exec sleep 300']\n"
+        "    stop_grace_period: 1s\n"
+        "    secrets: [db_password]\n"
+        "    configs: [{source: app_conf, target: /etc/app.conf, mode: 0440}]\n"
+        "secrets:\n  db_password:\n    file: ./db_password.txt\n"
+        "configs:\n  app_conf:\n    file: ./app.conf\n")
+    first = shoal("stack", "deploy", "-c", str(compose), "other")
+    assert first.stdout.splitlines() == ["Creating network other_default", "Creating secret other_db_password",
+                                         "Creating config other_app_conf", "Creating service other_app"]
+    logs = wait_for(lambda: (lambda o: o if "color=blue" in o else None)(shoal("service", "logs", "--raw", "other_app").stdout),
+                    20, "the task's output")
+    assert "s3cret-1" in logs and "-r--r--r--" in logs
+    (tmp_path / "db_password.txt").write_text("s3cret-2\n")
+    second = shoal("stack", "deploy", "-c", str(compose), "other")
+    assert "Updating secret other_db_password" in second.stdout
+    wait_for(lambda: "s3cret-2" in shoal("service", "logs", "--raw", "other_app").stdout, 30,
+             "the task replaced with the new secret")
+    removed = shoal("stack", "rm", "other").stdout.splitlines()
+    assert removed == ["Removing service other_app", "Removing secret other_db_password",
+                       "Removing config other_app_conf", "Removing network other_default"]
+
+
 def test_containers_on_a_user_network_resolve_each_other(shoal: Shoal) -> None:
     shoal("network", "create", "appnet")
     try:

@@ -15,7 +15,7 @@ from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shoal.agent import health
+from shoal.agent import health, taskfiles
 from shoal.agent.health import HealthConfig, Probe
 from shoal.agent.taskspec import container_spec
 from shoal.errors import NotFound, ShoalError
@@ -55,7 +55,7 @@ class Worker:
         self.on_change = on_change
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="task")
         self._busy: set[str] = set()
-        self._running: set[futures.Future[None]] = set()
+        self._inflight: set[futures.Future[None]] = set()
         self._probes: dict[str, Probe] = {}
         self._no_health: set[str] = set()  # tasks known to have no healthcheck
         self._lock = threading.Lock()
@@ -65,7 +65,7 @@ class Worker:
         in its grace period), so their status reports reach the store."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         if timeout > 0:
-            futures.wait(list(self._running), timeout=timeout)
+            futures.wait(list(self._inflight), timeout=timeout)
 
     # ---- status writes -------------------------------------------------------------------------
     def _report(self, task_id: str, state: TaskState, message: str, err: str = "", **status: Any) -> None:
@@ -92,8 +92,11 @@ class Worker:
             self._report(task.id, TaskState.REJECTED, "preparing", err=f"No such image: {image}")
             return
         try:
-            container = self.containers.create(container_spec(task, node))
+            spec = container_spec(task, node)
+            spec.mounts += taskfiles.materialize(self.store, task.id, task.spec)
+            container = self.containers.create(spec)
         except ShoalError as exc:
+            taskfiles.remove(task.id)
             self._report(task.id, TaskState.REJECTED, "preparing", err=str(exc))
             return
         self._report(task.id, TaskState.READY, "prepared", container_id=container.id)
@@ -205,7 +208,7 @@ class Worker:
         for container in self.containers.list(all=True):
             task_id = container.spec.labels.get(TASK_LABEL)
             if task_id and task_id not in live_ids:
-                self._submit(f"rm-{container.id}", lambda c=container: self._remove(c.id))
+                self._submit(f"rm-{container.id}", lambda c=container, t=task_id: self._remove(c.id, t))
 
     def _health(self, task: Task, state: TaskState) -> None:
         with self._lock:
@@ -225,11 +228,12 @@ class Worker:
         if probe.due(health.now()):
             self._submit(f"health-{task.id}", lambda t=task, p=probe: self._probe(t, p))
 
-    def _remove(self, container_id: str) -> None:
+    def _remove(self, container_id: str, task_id: str) -> None:
         try:
             self.containers.remove(container_id, force=True)
         except NotFound:
             pass  # removed meanwhile (by its --rm, or by a previous pass): done all the same
+        taskfiles.remove(task_id)
 
     # ---- the pass ------------------------------------------------------------------------------
     def _submit(self, key: str, fn: Callable[[], None]) -> None:
@@ -249,8 +253,8 @@ class Worker:
                 self.on_change()
 
         future = self._pool.submit(run)
-        self._running.add(future)
-        future.add_done_callback(self._running.discard)
+        self._inflight.add(future)
+        future.add_done_callback(self._inflight.discard)
 
     def sync(self) -> None:
         raw_node = self.store.get("node", self.node_id)

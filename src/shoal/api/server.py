@@ -16,7 +16,7 @@ from shoal import __version__
 from shoal.api import API_VERSION
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
 from shoal.agent.tasklogs import TaskLogs
-from shoal.manager import endpoints
+from shoal.manager import endpoints, files
 from shoal.manager.stacks import apply_stack, pruned_services, remove_stack, service_ids, stack_of
 from shoal.model.cluster import Task, TaskState
 
@@ -80,9 +80,10 @@ def _checked_stack(body: Any, name: str) -> dict[str, Any]:
         raise InvalidArgument(f"invalid stack {name}: {exc}") from None
 
 
-def _deploy(store: Any, stack: dict[str, Any], prune: bool) -> list[str]:
+def _deploy(store: Any, stack: dict[str, Any], prune: bool, contents: dict[str, dict[str, str]]) -> list[str]:
     """Networks and endpoints first (a clash fails here, before anything is stored), then the
-    services in one transaction; on failure, what this deploy created is taken down again."""
+    secrets, configs and services in one transaction; on failure, what this deploy created is
+    taken down again."""
     with store.transaction() as tx:
         ids = service_ids(tx, stack)
         fresh = {n for n, i in ids.items() if tx.get("service", i) is None}
@@ -93,7 +94,11 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool) -> list[str]:
         for spec in stack.get("services", {}).values():
             made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], spec)
         with store.transaction() as tx:
+            file_lines = files.apply_files(tx, stack, contents)
             lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made)
+        lines = [line for line in lines if line.startswith("Removing")] + \
+            [line for line in lines if line.startswith("Creating network")] + file_lines + \
+            [line for line in lines if not line.startswith(("Removing", "Creating network"))]
     except BaseException:
         for svc_name in fresh:  # the one that failed may hold VIPs already
             endpoints.remove_service(ids[svc_name])
@@ -244,7 +249,8 @@ def make_app(daemon: Daemon) -> web.Application:
         async with lock:
             stack = _checked_stack(body, name)
             prune = bool(body.get("prune"))
-            lines = await asyncio.to_thread(_deploy, store, stack, prune)
+            contents = body.get("files") or {}
+            lines = await asyncio.to_thread(_deploy, store, stack, prune, contents)
         daemon.kick()
         return web.json_response({"lines": lines})
 
@@ -253,6 +259,10 @@ def make_app(daemon: Daemon) -> web.Application:
         with store.transaction() as tx:
             gone = [s["id"] for s in tx.list("service") if stack_of(s) == request.match_info["name"]]
             lines = remove_stack(tx, request.match_info["name"])
+            secret_lines = files.remove_files(tx, request.match_info["name"])
+            # Docker's order: services, then secrets and configs, then networks.
+            lines = [x for x in lines if x.startswith("Removing service")] + secret_lines + \
+                [x for x in lines if not x.startswith("Removing service")]
         for service_id in gone:
             await asyncio.to_thread(endpoints.remove_service, service_id)
         daemon.kick()

@@ -135,6 +135,22 @@ def wait_converged(client: Client, stack: str, since: float, timeout: float) -> 
         time.sleep(0.1)
 
 
+def read_files(stack: Any) -> dict[str, dict[str, str]]:
+    """Secrets' and configs' content, read here on the client as docker does (base64)."""
+    import base64
+
+    out: dict[str, dict[str, str]] = {"secret": {}, "config": {}}
+    for kind, objects in (("secret", stack.secrets), ("config", stack.configs)):
+        for obj in objects.values():
+            if obj.external or not obj.file:
+                continue
+            try:
+                out[kind][obj.name] = base64.b64encode(Path(obj.file).read_bytes()).decode()
+            except OSError as exc:
+                raise ShoalError(f"{kind} {obj.compose_name}: open {obj.file}: {exc.strerror}") from None
+    return out
+
+
 def deploy(args: argparse.Namespace) -> int:
     if not args.compose_files:
         raise InvalidArgument("Please specify a Compose file (with --compose-file)")
@@ -142,7 +158,8 @@ def deploy(args: argparse.Namespace) -> int:
     build_missing(stack)
     started = time.time()
     with connect() as client:
-        result = client.post(f"/stacks/{args.stack}", {"stack": stack.to_dict(), "prune": args.prune})
+        result = client.post(f"/stacks/{args.stack}", {"stack": stack.to_dict(), "prune": args.prune,
+                                                        "files": read_files(stack)})
         for line in result["lines"]:
             print(line)
         if args.detach:

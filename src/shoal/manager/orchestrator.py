@@ -230,9 +230,11 @@ def _rolling_update(p: _Pass, svc: ServiceView, slots: dict[int | str, list[Task
         fresh = [t for t in live if t.spec_version == svc.spec_version]
         stale = [t for t in live if _is_dirty(svc, t)]
         for t in fresh:
-            if t.replaces and t.status.state < TaskState.RUNNING:
+            if not t.replaces or t.restarted:
+                continue  # not made by the updater (a first task, or a restart)
+            if t.status.state < TaskState.RUNNING:
                 in_flight += 1
-            elif t.replaces:
+            else:
                 last_done = max(last_done, t.status.timestamp)
         if fresh and stale and cfg["order"] == "start-first":
             if any(t.status.state == TaskState.RUNNING for t in fresh):

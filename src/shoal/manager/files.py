@@ -1,0 +1,70 @@
+"""Secrets and configs: stored by the manager with their content, versioned by digest.
+
+Swarm refuses to change a secret's data (`only updates to Labels are allowed`), so a changed file
+needs a new name and a manual roll. shoal keeps the name and records the content's digest in
+every service reference: a changed secret or config makes the tasks that use it dirty, and the
+service rolls as for any other change (users have asked for this for years)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from typing import Any
+
+from shoal.errors import NotFound
+from shoal.ids import new_swarm_id
+from shoal.store.base import Transaction
+
+KINDS = ("secret", "config")
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def apply_files(tx: Transaction, stack: dict[str, Any], contents: dict[str, dict[str, str]]) -> list[str]:
+    """Create or update the stack's secrets and configs (contents: kind -> name -> base64) and
+    stamp each service reference with the digest of what it will mount. Docker's lines."""
+    lines: list[str] = []
+    digests: dict[tuple[str, str], str] = {}
+    for kind in KINDS:
+        for spec in sorted(stack.get(f"{kind}s", {}).values(), key=lambda s: s["name"]):
+            existing = next((o for o in tx.list(kind) if o["name"] == spec["name"]), None)
+            if spec.get("external"):
+                if existing is None:
+                    raise NotFound(f"{kind} not found: {spec['name']}")
+                digests[(kind, spec["name"])] = existing["digest"]
+                continue
+            encoded = contents.get(kind, {}).get(spec["name"])
+            if encoded is None:
+                raise NotFound(f"{kind} {spec['name']}: no content was sent for it")
+            data = base64.b64decode(encoded)
+            record = {"name": spec["name"], "stack": stack["name"], "labels": spec.get("labels") or {},
+                      "data": encoded, "digest": digest(data), "updated_at": time.time()}
+            if existing is None:
+                lines.append(f"Creating {kind} {spec['name']}")
+                tx.create(kind, dict(record, id=new_swarm_id(), created_at=record["updated_at"]))
+            elif existing["digest"] != record["digest"] or existing.get("labels") != record["labels"]:
+                lines.append(f"Updating {kind} {spec['name']}")
+                tx.update(kind, dict(existing, **record))
+            digests[(kind, spec["name"])] = record["digest"]
+    for svc in stack.get("services", {}).values():
+        for kind in KINDS:
+            for ref in svc.get(f"{kind}s") or []:
+                if (kind, ref["source"]) not in digests:
+                    found = next((o for o in tx.list(kind) if o["name"] == ref["source"]), None)
+                    if found is None:
+                        raise NotFound(f"service {svc['name']}: {kind} not found: {ref['source']}")
+                    digests[(kind, ref["source"])] = found["digest"]
+                ref["digest"] = digests[(kind, ref["source"])]
+    return lines
+
+
+def remove_files(tx: Transaction, stack: str) -> list[str]:
+    lines = []
+    for kind in KINDS:
+        for obj in sorted((o for o in tx.list(kind) if o.get("stack") == stack), key=lambda o: o["name"]):
+            lines.append(f"Removing {kind} {obj['name']}")
+            tx.delete(kind, obj["id"])
+    return lines
