@@ -211,6 +211,14 @@ class Shoal:
         for cid in self.containers():
             with contextlib.suppress(Exception):
                 self.cli("rm", "-f", cid, timeout=60)
+        deadline = time.monotonic() + 30  # shoald removes the stack network after its tasks
+        while time.monotonic() < deadline and self.daemon_pid():
+            try:
+                if f"{STACK}_webnet" not in self.cli("network", "ls", timeout=30):
+                    break
+            except Exception:  # noqa: BLE001 - no daemon or no network list: nothing to wait for
+                break
+            time.sleep(0.3)
         pid = self.daemon_pid()
         if pid:
             with contextlib.suppress(ProcessLookupError):
@@ -372,10 +380,19 @@ def measure(o: Orchestrator, work: Path, port: int, *, update: bool, rps: bool, 
             return rev is None or all(f"BENCH_REV={rev}" in e for e in o.env(list(up)))
         return check
 
-    t0 = time.monotonic()
-    o.deploy(v1)
-    fig.seconds["deploy"] = wait_until(converged(REPLICAS), 180, f"{REPLICAS}/{REPLICAS} running") - t0
-    log(f"{o.label}: deploy to {REPLICAS}/{REPLICAS} running {fig.seconds['deploy']:.2f} s")
+    def timed(key: str, what: str, action: Callable[[], None], done: Callable[[], bool], timeout: float,
+              less: float = 0.0) -> None:
+        """One figure; a step that never converges is shown as timed out and the run goes on."""
+        t0 = time.monotonic()
+        action()
+        try:
+            fig.seconds[key] = wait_until(done, timeout, what) - t0 - less
+            log(f"{o.label}: {what}: {fig.seconds[key] + less:.2f} s" + (f" ({fig.seconds[key]:.2f} s beyond the {less:g} s delay)" if less else ""))
+        except Timeout:
+            fig.notes[key] = f"timed out ({timeout:.0f} s)"
+            log(f"{o.label}: {what}: timed out after {timeout:.0f} s")
+
+    timed("deploy", f"deploy to {REPLICAS}/{REPLICAS} running", lambda: o.deploy(v1), converged(REPLICAS), 180)
 
     time.sleep(3)  # idle: nothing to converge
     pids = o.daemon_pids()
@@ -389,25 +406,17 @@ def measure(o: Orchestrator, work: Path, port: int, *, update: bool, rps: bool, 
         log(f"{o.label}: published port: {fig.rps or 0:,.0f} req/s {why}")
 
     up = o.running()
-    victim = sorted(up)[0]
-    t0 = time.monotonic()
-    os.kill(up[victim], signal.SIGKILL)
-    done = wait_until(lambda: victim not in (r := o.running()) and len(r) == REPLICAS, 120,
-                      "the killed task's replacement running")
-    fig.seconds["kill"] = done - t0 - RESTART_DELAY
-    log(f"{o.label}: kill -9 to replaced {done - t0:.2f} s ({fig.seconds['kill']:.2f} s beyond the {RESTART_DELAY:g} s delay)")
+    if up:
+        victim = sorted(up)[0]
+        timed("kill", "kill -9 to replaced", lambda: os.kill(up[victim], signal.SIGKILL),
+              lambda: victim not in (r := o.running()) and len(r) == REPLICAS, 120, less=RESTART_DELAY)
 
     if update:
         v2 = write_compose(work / f"{o.label.split()[0].lower()}-v2.yml", port, rev=2)
-        t0 = time.monotonic()
-        o.deploy(v2)
-        fig.seconds["update"] = wait_until(converged(REPLICAS, rev=2), 300, "every task on the new spec") - t0
-        log(f"{o.label}: rolling update (env change, parallelism 1) {fig.seconds['update']:.2f} s")
+        timed("update", "rolling update (env change, parallelism 1)", lambda: o.deploy(v2),
+              converged(REPLICAS, rev=2), 180)
 
-    t0 = time.monotonic()
-    o.scale(SCALED)
-    fig.seconds["scale"] = wait_until(converged(SCALED), 600, f"{SCALED}/{SCALED} running") - t0
-    log(f"{o.label}: scale {REPLICAS} -> {SCALED} {fig.seconds['scale']:.2f} s")
+    timed("scale", f"scale {REPLICAS} -> {SCALED}", lambda: o.scale(SCALED), converged(SCALED), 300)
 
     time.sleep(2)
     pids = o.daemon_pids()
@@ -415,12 +424,12 @@ def measure(o: Orchestrator, work: Path, port: int, *, update: bool, rps: bool, 
     time.sleep(5)
     ticks = cpu_ticks(pids) - before
     fig.idle_cpu = ticks / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t) * 100
-    log(f"{o.label}: daemon CPU, idle with {SCALED} tasks: {fig.idle_cpu:.1f}% of a core")
+    log(f"{o.label}: daemon CPU, idle with {len(o.running())} tasks: {fig.idle_cpu:.1f}% of a core")
 
-    t0 = time.monotonic()
-    o.remove()
-    fig.seconds["rm"] = wait_until(lambda: not o.containers(), 600, "no container left") - t0
-    log(f"{o.label}: stack rm of {SCALED} tasks until no container is left {fig.seconds['rm']:.2f} s")
+    tasks, containers = len(o.running()), len(o.containers())
+    timed("rm", f"stack rm of {tasks} tasks ({containers - tasks} more exited containers of their history) "
+          "until no container is left", o.remove,
+          lambda: not o.containers(), 300)
     return fig
 
 
@@ -483,6 +492,13 @@ def fmt(v: float | None, unit: str) -> str:
     return f"{v:.1f}%"
 
 
+def cell(v: float | None, unit: str, note: str) -> str:
+    """A figure, a figure with its caveat, or only why there is none."""
+    if v is None and note:
+        return note
+    return fmt(v, unit) + (f" ({note})" if note else "")
+
+
 def table(shoal: Figures, swarm: Figures | None, keys: list[str], *, targets: dict[str, str] | None = None,
           swarm_source: str = "") -> str:
     """One table: figure, shoal, Swarm, shoal/Swarm (and a target column when given)."""
@@ -493,11 +509,8 @@ def table(shoal: Figures, swarm: Figures | None, keys: list[str], *, targets: di
             continue
         mine = value(shoal, key)
         theirs = value(swarm, key) if swarm else None
-        mine_s = fmt(mine, unit) + (f" ({shoal.notes[key]})" if key in shoal.notes else "")
-        if swarm and key in swarm.notes and theirs is None:
-            theirs_s = swarm.notes[key]
-        else:
-            theirs_s = fmt(theirs, unit) + (f" ({swarm.notes[key]})" if swarm and key in swarm.notes else "")
+        mine_s = cell(mine, unit, shoal.notes.get(key, ""))
+        theirs_s = cell(theirs, unit, swarm.notes.get(key, "") if swarm else "")
         if mine is not None and theirs:
             ratio = f"{mine / theirs:.2f}"
         else:
