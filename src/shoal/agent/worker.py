@@ -43,6 +43,7 @@ class TaskNetwork:
 
 TASK_LABEL = "com.docker.swarm.task.id"
 ORPHAN_SCAN = 1.0  # seconds between looks for containers whose task is gone
+FULL_CHECK_EVERY = 8  # agent passes between full reads of a running task's container record
 
 
 class Worker:
@@ -60,6 +61,7 @@ class Worker:
         # `stack rm` of 50 tasks takes about one grace period, not 50/8 of them.
         self._stop_pool = ThreadPoolExecutor(max_workers=stop_threads, thread_name_prefix="stop")
         self._orphans_due = 0.0
+        self._passes = 0
         self._busy: set[str] = set()
         self._inflight: set[futures.Future[None]] = set()
         self._probes: dict[str, Probe] = {}
@@ -178,8 +180,14 @@ class Worker:
                 tx.update("task", dict(raw, networks=attachments))
 
     def _check_exit(self, task: Task) -> None:
+        cid = task.status.container_id
+        exit_file = self.containers.root / cid / "exits" / cid
+        if not exit_file.exists() and self._passes % FULL_CHECK_EVERY:
+            # conmon writes the exit file: a stat is enough on most passes; a full look (which
+            # also notices a killed conmon) every FULL_CHECK_EVERY passes.
+            return
         try:
-            container = self.containers.get(task.status.container_id)
+            container = self.containers.get(cid)
         except NotFound:
             self._report(task.id, TaskState.FAILED, "started", err="container removed")
             return
@@ -187,6 +195,9 @@ class Worker:
         if state.status not in ("exited", "dead"):
             return
         self.network.left(task)
+        # Tasks run without conmon's exit command: their teardown (mounts, cgroups, network) is
+        # ours, off the pass thread.
+        self._submit(f"cleanup-{cid}", lambda: self.containers.cleanup(cid), self._stop_pool)
         with self._lock:
             probe = self._probes.pop(task.id, None)
         if state.exit_code == 0:
@@ -265,6 +276,7 @@ class Worker:
         future.add_done_callback(self._inflight.discard)
 
     def sync(self) -> None:
+        self._passes += 1
         raw_node = self.store.get("node", self.node_id)
         if raw_node is None:
             return

@@ -29,7 +29,8 @@ def exit_command(container_id: str) -> list[str]:
 
 
 def launch(runtime: Runtime, container_id: str, bundle: Path, *, log_path: Path, exit_dir: Path,
-           persist_dir: Path, pidfile: Path, conmon_pidfile: Path, tty: bool = False) -> int:
+           persist_dir: Path, pidfile: Path, conmon_pidfile: Path, tty: bool = False,
+           with_exit_command: bool = True) -> int:
     """Returns the container's host pid once the runtime has created it."""
     sockets = run_root() / "sockets"
     sockets.mkdir(parents=True, exist_ok=True)
@@ -49,10 +50,11 @@ def launch(runtime: Runtime, container_id: str, bundle: Path, *, log_path: Path,
     ]
     if tty:
         cmd.append("-t")
-    argv = exit_command(container_id)
-    cmd += ["--exit-command", argv[0]]
-    for arg in argv[1:]:
-        cmd += ["--exit-command-arg", arg]
+    if with_exit_command:
+        argv = exit_command(container_id)
+        cmd += ["--exit-command", argv[0]]
+        for arg in argv[1:]:
+            cmd += ["--exit-command-arg", arg]
     # conmon reports {"data": pid} (or a negative pid and "message") on this pipe once the
     # runtime's create is done; the daemonised conmon keeps the pipe open, so read one message.
     sync_r, sync_w = os.pipe()

@@ -202,8 +202,10 @@ class ContainerManager:
             st = c.refresh()
             if st.status == "running":
                 return
-            # A restart: clear what the last run left (cleanup may not have run yet).
-            self._teardown(c)
+            # A restart: clear what the last run left (cleanup may not have run yet). A fresh
+            # container has nothing to clear (and its teardown would take the network lock).
+            if st.started_at or st.status != "created":
+                self._teardown(c)
             for path in (c.exit_file(), c.persist_dir / "exit", c.persist_dir / "oom"):
                 path.unlink(missing_ok=True)
             runtime = engine.by_name(c.runtime)
@@ -265,7 +267,10 @@ class ContainerManager:
         c.save()
         return conmon.launch(runtime, c.id, c.dir, log_path=c.log_path, exit_dir=c.exit_dir,
                              persist_dir=c.persist_dir, pidfile=c.dir / "pidfile",
-                             conmon_pidfile=c.dir / "conmon.pid", tty=spec.tty)
+                             conmon_pidfile=c.dir / "conmon.pid", tty=spec.tty,
+                             # A swarm task is cleaned up by shoald's agent when it sees the exit
+                             # (a Python reaper per exit is what made `stack rm` slow).
+                             with_exit_command=not spec.swarm_task)
 
     def _network(self, c: Container) -> tuple[str | None, Any]:
         """(netns for config.json, attachment). None = host's; "" = a fresh private one."""
