@@ -27,6 +27,8 @@ def shoal_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["SHOAL_ROOT"] = str(root)
     os.environ["SHOAL_RUN"] = str(root / "run")
     yield root
+    stop_daemon(root / "run")
+    teardown_root(root, root / "run")
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
@@ -110,6 +112,31 @@ def busybox_image(shoal, busybox_tar: Path) -> str:
     ref = "localhost/busybox:test"
     shoal("import", str(busybox_tar), ref, check=True)
     return ref
+
+
+def stop_daemon(run: Path, timeout: float = 20.0) -> None:
+    """Stop a shoald that commands of a test started (it writes its pid in run/shoald.lock)."""
+    import signal
+    import time
+
+    try:
+        pid = int((run / "shoald.lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state == "Z":  # exited; only waiting for a parent that does not reap
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
 
 
 def teardown_root(root: Path, run: Path | None = None) -> None:
