@@ -64,6 +64,12 @@ def remove(container_id: str, timeout: float = 2.0) -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
+        # The shared parent goes with the last container, so nothing named for shoal stays in
+        # the cgroup tree (the runtimes never remove parents); busy means another container.
+        try:
+            d.parent.rmdir()
+        except OSError:
+            pass
 
 
 def _read(path: Path) -> str | None:
