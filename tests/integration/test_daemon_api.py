@@ -150,6 +150,5 @@ def test_state_survives_a_daemon_restart(daemon, tmp_path: Path) -> None:
 def test_events_replay_from_a_revision(daemon, tmp_path: Path) -> None:
     client, _, _ = daemon
     client.post("/stacks/webapp", {"stack": stack("webapp", WEBAPP, tmp_path)})
-    with client._http.stream("GET", "/events", params={"since": "0", "follow": "0"}) as response:
-        events = [line for line in response.iter_lines() if line]
+    events = list(client.stream_lines("/events", since="0", follow="0"))
     assert any('"type": "service", "action": "create"' in e and "webapp_web" in e for e in events)

@@ -190,25 +190,20 @@ def _logs(args: argparse.Namespace) -> int:
         replicas = int(svc.get("spec", {}).get("replicas") or 1)
         width = len(str(replicas))
         params = {"tail": args.tail, "follow": "1" if args.follow else "0"}
-        with client._http.stream("GET", f"/services/{args.service}/logs", params=params, timeout=None) as response:
-            if response.status_code >= 400:
-                raise ShoalError(response.read().decode())
-            for raw in response.iter_lines():
-                if not raw:
-                    continue
-                rec = json.loads(raw)
-                out = sys.stderr if rec["stream"] == "stderr" else sys.stdout
-                line = rec["line"].rstrip("\n")
-                if args.raw:
-                    out.write(line + "\n")
-                    out.flush()
-                    continue
-                slot = str(rec["slot"]) if rec["slot"] else ""
-                task = "" if args.no_task_ids else "." + (rec["task_id"] if args.no_trunc else rec["task_id"][:12])
-                context = f"{rec['service']}.{slot}{task}@{rec['node']}" + " " * (width - len(slot))
-                stamp = rec["time"] + " " if args.timestamps else ""
-                out.write(f"{stamp}{context}    | {line}\n")
+        for raw in client.stream_lines(f"/services/{args.service}/logs", **params):
+            rec = json.loads(raw)
+            out = sys.stderr if rec["stream"] == "stderr" else sys.stdout
+            line = rec["line"].rstrip("\n")
+            if args.raw:
+                out.write(line + "\n")
                 out.flush()
+                continue
+            slot = str(rec["slot"]) if rec["slot"] else ""
+            task = "" if args.no_task_ids else "." + (rec["task_id"] if args.no_trunc else rec["task_id"][:12])
+            context = f"{rec['service']}.{slot}{task}@{rec['node']}" + " " * (width - len(slot))
+            stamp = rec["time"] + " " if args.timestamps else ""
+            out.write(f"{stamp}{context}    | {line}\n")
+            out.flush()
     return 0
 
 

@@ -28,16 +28,13 @@ def _events(args: argparse.Namespace) -> int:
         params = {"follow": "0" if args.no_follow else "1"}
         if args.since is not None:
             params["since"] = str(args.since)
-        with client._http.stream("GET", "/events", params=params, timeout=None) as response:
-            for line in response.iter_lines():
-                if not line:
-                    continue
-                event = json.loads(line)
-                if args.format == "json":
-                    print(line, flush=True)
-                    continue
-                stamp = datetime.datetime.fromtimestamp(event["time"]).astimezone().isoformat(timespec="microseconds")
-                print(f"{stamp} {event['type']} {event['action']} {event['id']} (name={event['name']})", flush=True)
+        for line in client.stream_lines("/events", **params):
+            event = json.loads(line)
+            if args.format == "json":
+                print(line, flush=True)
+                continue
+            stamp = datetime.datetime.fromtimestamp(event["time"]).astimezone().isoformat(timespec="microseconds")
+            print(f"{stamp} {event['type']} {event['action']} {event['id']} (name={event['name']})", flush=True)
     return 0
 
 
