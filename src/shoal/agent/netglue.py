@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 from shoal.agent.worker import TaskNetwork
@@ -15,11 +17,16 @@ from shoal.store.base import Store
 
 log = logging.getLogger("shoald.network")
 
+JOIN_GATHER = 0.02  # seconds a rotation change waits for others to share its nft transaction
+
 
 class DaemonTaskNetwork(TaskNetwork):
     def __init__(self, loop: asyncio.AbstractEventLoop, dns: Any) -> None:
         self.loop = loop
         self.dns = dns
+        self._lock = threading.Lock()
+        self._joining: dict[str, list[Any]] = {}  # service ID -> backends waiting for the rotation
+        self._flushing = False
 
     def _network_ids(self, attachments: list[dict[str, Any]]) -> dict[str, str]:
         from shoal.network.store import NetworkStore
@@ -32,16 +39,38 @@ class DaemonTaskNetwork(TaskNetwork):
         serve_container_dns(self.loop, self.dns, container.id, container.network)
 
     def joined(self, task: Task, netns: str, attachments: list[dict[str, Any]]) -> None:
+        """Queue the task for the rotation; tasks that start together enter it in one nftables
+        transaction (each transaction re-applies the whole table under the network lock)."""
         from shoal.network import lb
 
-        ips = self._network_ids(attachments)
-        try:
-            lb.add_backend(task.service_id, lb.Backend(task_id=task.id, ips=ips))
-        except NotFound:
-            pass  # the service was removed meanwhile; the task is being shut down
+        backend = lb.Backend(task_id=task.id, ips=self._network_ids(attachments))
+        with self._lock:
+            self._joining.setdefault(task.service_id, []).append(backend)
+            leader = not self._flushing
+            self._flushing = True
+        if leader:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Run by the first thread to queue: it applies what has gathered, again until the
+        queue is empty, while the other threads go on."""
+        from shoal.network import lb
+
+        while True:
+            time.sleep(JOIN_GATHER)
+            with self._lock:
+                batch, self._joining = self._joining, {}
+                if not batch:
+                    self._flushing = False
+                    return
+            lb.add_backends(batch)  # services removed meanwhile are skipped: their tasks stop
 
     def left(self, task: Task) -> None:
         from shoal.network import lb
+
+        with self._lock:
+            queued = self._joining.get(task.service_id, [])
+            queued[:] = [b for b in queued if b.task_id != task.id]
 
         try:
             lb.remove_backend(task.service_id, task.id)

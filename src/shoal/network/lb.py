@@ -229,10 +229,28 @@ def set_backends(service_id: str, backends: list[Backend], store: NetworkStore |
 
 
 def add_backend(service_id: str, backend: Backend, store: NetworkStore | None = None) -> None:
+    add_backends({service_id: [backend]}, store)
+
+
+def add_backends(adds: dict[str, list[Backend]], store: NetworkStore | None = None) -> list[str]:
+    """Put several tasks of several services in rotation with one nft transaction (a scale-up
+    starts tasks many at a time). Services that no longer exist are skipped and returned."""
+    from shoal.network import nft
+
     store = store or NetworkStore()
+    missing = []
     with store.lock():
-        svc = get_service(service_id)
-        set_backends(service_id, [b for b in svc.backends if b.task_id != backend.task_id] + [backend], store)
+        for service_id, backends in adds.items():
+            try:
+                svc = get_service(service_id)
+            except NotFound:
+                missing.append(service_id)
+                continue
+            ids = {b.task_id for b in backends}
+            svc.backends = [b for b in svc.backends if b.task_id not in ids] + list(backends)
+            _save(svc)
+        nft.apply(store)
+    return missing
 
 
 def remove_backend(service_id: str, task_id: str, store: NetworkStore | None = None) -> None:
