@@ -33,18 +33,21 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.image import layers as layerfmt
 from shoal.image import reference
+from shoal.image.mediatypes import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+)
 
 if TYPE_CHECKING:
     from shoal.image.store import Image, ImageStore
 
 OCI_LAYOUT_VERSION = "1.0.0"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_LAYER_TAR = OCI_LAYER
 INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.image import reference
+from shoal.image.mediatypes import OCI_LAYER_GZIP
 from shoal.paths import cache_root
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ RECIPE_VERSION = 1   # bump when the post-processing below changes the image's c
 PYTHON_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates", "python-is-python3")
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What Debian's own slim images leave out (debuerreotype's slimify list), also for later apt runs.
 SLIM_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/groff/*", "/usr/share/info/*",

@@ -24,16 +24,13 @@ from typing import BinaryIO, Callable
 import httpx
 
 from shoal.errors import ShoalError
+from shoal.image.mediatypes import DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from shoal.image.auth import DOCKER_HUB_DOMAIN, Challenge, Credentials, parse_challenges, scope_for
 
-# Media types (OCI image spec and Docker's schema2).
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+# Media types only the registry protocol needs (the rest: shoal.image.mediatypes).
+DOCKER_LIST = DOCKER_MANIFEST_LIST
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT_MANIFESTS = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
