@@ -16,7 +16,7 @@ from shoal import __version__
 from shoal.api import API_VERSION
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
 from shoal.agent.tasklogs import TaskLogs
-from shoal.manager import endpoints, files
+from shoal.manager import endpoints
 from shoal.manager.stacks import apply_stack, pruned_services, remove_stack, service_ids, stack_of
 from shoal.model.cluster import Task, TaskState
 
@@ -94,11 +94,7 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool, contents: dict[str, 
         for spec in stack.get("services", {}).values():
             made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], spec)
         with store.transaction() as tx:
-            file_lines = files.apply_files(tx, stack, contents)
-            lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made)
-        lines = [line for line in lines if line.startswith("Removing")] + \
-            [line for line in lines if line.startswith("Creating network")] + file_lines + \
-            [line for line in lines if not line.startswith(("Removing", "Creating network"))]
+            lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made, contents=contents)
     except BaseException:
         for svc_name in fresh:  # the one that failed may hold VIPs already
             endpoints.remove_service(ids[svc_name])
@@ -259,10 +255,6 @@ def make_app(daemon: Daemon) -> web.Application:
         with store.transaction() as tx:
             gone = [s["id"] for s in tx.list("service") if stack_of(s) == request.match_info["name"]]
             lines = remove_stack(tx, request.match_info["name"])
-            secret_lines = files.remove_files(tx, request.match_info["name"])
-            # Docker's order: services, then secrets and configs, then networks.
-            lines = [x for x in lines if x.startswith("Removing service")] + secret_lines + \
-                [x for x in lines if not x.startswith("Removing service")]
         for service_id in gone:
             await asyncio.to_thread(endpoints.remove_service, service_id)
         daemon.kick()

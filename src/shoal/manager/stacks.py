@@ -10,6 +10,7 @@ from typing import Any
 
 from shoal.errors import InvalidArgument, NotFound
 from shoal.ids import new_swarm_id
+from shoal.manager import files
 from shoal.store.base import Transaction
 
 NAMESPACE_LABEL = "com.docker.stack.namespace"
@@ -35,8 +36,10 @@ def pruned_services(tx: Transaction, stack: dict[str, Any]) -> list[dict[str, An
 
 
 def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
-                ids: dict[str, str] | None = None, endpoints: dict[str, dict[str, Any]] | None = None) -> list[str]:
-    """Create or update the stack's networks and services. Returns Docker's progress lines.
+                ids: dict[str, str] | None = None, endpoints: dict[str, dict[str, Any]] | None = None,
+                contents: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """Create or update the stack's networks, secrets and configs (`contents`: their data, read
+    by the client), then its services, in Docker's order; returns Docker's progress lines.
     `ids` and `endpoints` (by service name) come from the endpoint allocation done first."""
     ids = ids or {}
     endpoints = endpoints or {}
@@ -64,6 +67,7 @@ def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
         lines.append(f"Creating network {net['name']}")
         tx.create("network", {"id": new_swarm_id(), "name": net["name"], "stack": name, "spec": net,
                               "created_at": now})
+    lines += files.apply_files(tx, stack, contents or {})
     for svc_name in sorted(wanted):
         spec = wanted[svc_name]
         old = existing_services.get(svc_name)
@@ -90,6 +94,7 @@ def remove_stack(tx: Transaction, name: str) -> list[str]:
     for svc in sorted((s for s in tx.list("service") if stack_of(s) == name), key=lambda s: s["name"]):
         lines.append(f"Removing service {svc['name']}")
         tx.delete("service", svc["id"])
+    lines += files.remove_files(tx, name)
     for net in sorted((n for n in tx.list("network") if stack_of(n) == name), key=lambda n: n["name"]):
         lines.append(f"Removing network {net['name']}")
         tx.delete("network", net["id"])
