@@ -191,7 +191,7 @@ class Worker:
         except NotFound:
             self._report(task.id, TaskState.FAILED, "started", err="container removed")
             return
-        state = container.refresh() if hasattr(container, "refresh") else container.state
+        state = container.state  # get() has read the exit file already
         if state.status not in ("exited", "dead"):
             return
         self.network.left(task)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,7 +48,3 @@ class Store(Protocol):
     def events_since(self, revision: int, limit: int = 1000) -> list[Event]: ...
     def wait_for_change(self, revision: int, timeout: float) -> int: ...
     def close(self) -> None: ...
-
-
-def iter_kind(store: Store, kind: str) -> Iterator[Object]:
-    yield from store.list(kind)
