@@ -113,3 +113,49 @@ def test_two_processes_share_one_revision_sequence(tmp_path: Path) -> None:
     assert len(s.list("task")) == 100
     assert revisions == list(range(1, 101))
     s.close()
+
+
+def test_reads_are_cached_but_read_only_and_never_shared(store: SQLiteStore) -> None:
+    with store.transaction() as tx:
+        tx.create("task", {"id": "t", "status": {"state": "new"}, "networks": [{"network": "n"}]})
+    first = store.list("task")[0]
+    first["extra"] = 1  # the top level is the caller's own copy
+    assert "extra" not in store.get("task", "t")
+    with pytest.raises(TypeError, match="read-only"):
+        first["status"]["state"] = "running"
+    with pytest.raises(TypeError, match="read-only"):
+        first["networks"].append({"network": "other"})
+    assert store.get("task", "t")["status"] == {"state": "new"}
+    assert dict(first["status"], state="running") == {"state": "running"}  # copies are ordinary
+
+
+def test_a_rolled_back_write_is_not_served_from_the_cache(store: SQLiteStore) -> None:
+    with store.transaction() as tx:
+        tx.create("task", {"id": "t", "state": "new"})
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            tx.update("task", dict(tx.get("task", "t"), state="doomed"))
+            assert tx.get("task", "t")["state"] == "doomed"  # the transaction sees its write
+            assert [t["state"] for t in tx.list("task")] == ["doomed"]
+            raise RuntimeError("abort")
+    # The aborted write's revision is used again by the next commit, for other content.
+    with store.transaction() as tx:
+        tx.update("task", {"id": "t", "state": "pending"})
+    assert store.get("task", "t")["state"] == "pending"
+    assert [t["state"] for t in store.list("task")] == ["pending"]
+
+
+def test_writes_of_another_connection_are_seen(store: SQLiteStore, tmp_path: Path) -> None:
+    with store.transaction() as tx:
+        tx.create("task", {"id": "a", "state": "new"})
+        tx.create("task", {"id": "b", "state": "new"})
+    assert [t["state"] for t in store.list("task")] == ["new", "new"]
+    other = SQLiteStore(tmp_path / "state.db")  # as another process would open it
+    try:
+        with other.transaction() as tx:
+            tx.update("task", dict(tx.get("task", "a"), state="running"))
+            tx.delete("task", "b")
+    finally:
+        other.close()
+    assert [(t["id"], t["state"]) for t in store.list("task")] == [("a", "running")]
+    assert store.get("task", "b") is None

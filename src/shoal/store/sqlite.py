@@ -1,7 +1,13 @@
 """SQLite (WAL) backend of the store: one file, safe for several processes, crash-consistent.
 
 Each object row carries the revision of its last write as `version`; every write also appends an
-event row, so watchers and `shoal events` replay changes in commit order after a crash."""
+event row, so watchers and `shoal events` replay changes in commit order after a crash.
+
+Reads are served from decoded objects cached by (kind, id, version): the manager's loops read every
+task several times a pass, and decoding them again was most of shoald's CPU during a scale. A
+version is a committed revision, never reused, so a cached object is exactly the stored one.
+Callers get a fresh top-level dict; nested values are shared and read-only (mutating one raises
+TypeError), so no caller can change what another reads."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from shoal.errors import Conflict
 from shoal.store.base import Event, Object, VersionConflict
@@ -40,10 +47,67 @@ CREATE TABLE IF NOT EXISTS events (
 _EVENT_RETENTION = 50_000
 
 
+class _ReadOnlyDict(dict):  # type: ignore[type-arg]
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> None:
+        raise TypeError("objects read from the store are read-only: copy before changing them")
+
+    __setitem__ = __delitem__ = setdefault = pop = popitem = clear = update = __ior__ = _refuse  # type: ignore[assignment]
+
+
+class _ReadOnlyList(list):  # type: ignore[type-arg]
+    _refuse = _ReadOnlyDict._refuse
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+    __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _ReadOnlyDict((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return _ReadOnlyList(_freeze(v) for v in value)
+    return value
+
+
+class _Decoded:
+    """Decoded objects by kind, then id: (version, object with read-only nested values). Used
+    under the store's lock only."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, dict[str, tuple[int, Object]]] = {}
+
+    def one(self, kind: str, obj_id: str, version: int, data: str) -> Object:
+        objs = self._kinds.setdefault(kind, {})
+        hit = objs.get(obj_id)
+        if hit is None or hit[0] != version:
+            hit = (version, {k: _freeze(v) for k, v in json.loads(data).items()})
+            objs[obj_id] = hit
+        return dict(hit[1])
+
+    def all(self, kind: str, rows: list[tuple[str, int, str]], skip: set[str] | frozenset[str] = frozenset()) -> list[Object]:
+        """Every row of a kind; the cache keeps only these afterwards. Rows in `skip` (written by
+        an open transaction, not committed) are decoded but not cached."""
+        old = self._kinds.get(kind, {})
+        fresh: dict[str, tuple[int, Object]] = {}
+        out = []
+        for obj_id, version, data in rows:
+            if obj_id in skip:
+                out.append(json.loads(data))
+                continue
+            hit = old.get(obj_id)
+            if hit is None or hit[0] != version:
+                hit = (version, {k: _freeze(v) for k, v in json.loads(data).items()})
+            fresh[obj_id] = hit
+            out.append(dict(hit[1]))
+        self._kinds[kind] = fresh
+        return out
+
+
 class _Txn:
-    def __init__(self, conn: sqlite3.Connection, revision: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, revision: int, decoded: _Decoded) -> None:
         self._conn = conn
         self._revision = revision
+        self._decoded = decoded
+        self._written: dict[str, set[str]] = {}  # kind -> ids written here, not committed yet
         self.events: list[Event] = []
 
     def _next_revision(self) -> int:
@@ -51,12 +115,19 @@ class _Txn:
         return self._revision
 
     def get(self, kind: str, obj_id: str) -> Object | None:
-        row = self._conn.execute("SELECT data FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
-        return json.loads(row[0]) if row else None
+        row = self._conn.execute("SELECT version, data FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
+        if row is None:
+            return None
+        if obj_id in self._written.get(kind, ()):
+            return json.loads(row[1])
+        return self._decoded.one(kind, obj_id, row[0], row[1])
 
     def list(self, kind: str) -> list[Object]:
-        rows = self._conn.execute("SELECT data FROM objects WHERE kind=? ORDER BY id", (kind,))
-        return [json.loads(r[0]) for r in rows]
+        rows = self._conn.execute("SELECT id, version, data FROM objects WHERE kind=? ORDER BY id", (kind,)).fetchall()
+        return self._decoded.all(kind, rows, self._written.get(kind, set()))
+
+    def _wrote(self, kind: str, obj_id: str) -> None:
+        self._written.setdefault(kind, set()).add(obj_id)
 
     def _record(self, kind: str, obj_id: str, action: str, obj: Object) -> None:
         revision = self._revision
@@ -68,6 +139,7 @@ class _Txn:
         self.events.append(Event(revision, kind, obj_id, action, obj, now))
 
     def create(self, kind: str, obj: Object) -> Object:
+        self._wrote(kind, obj["id"])
         obj = dict(obj)
         obj["version"] = self._next_revision()
         try:
@@ -87,6 +159,7 @@ class _Txn:
         expected = obj.get("version") if expect_version is None else expect_version
         if expected is not None and expected != row[0]:
             raise VersionConflict(f"update out of sequence: {kind} {obj['id']}")
+        self._wrote(kind, obj["id"])
         obj = dict(obj)
         obj["version"] = self._next_revision()
         try:
@@ -103,6 +176,7 @@ class _Txn:
         old = self.get(kind, obj_id)
         if old is None:
             return
+        self._wrote(kind, obj_id)
         self._next_revision()
         self._conn.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, obj_id))
         self._record(kind, obj_id, "delete", old)
@@ -119,6 +193,7 @@ class SQLiteStore:
         self._conn.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
+        self._decoded = _Decoded()
 
     def close(self) -> None:
         with self._lock:
@@ -126,18 +201,18 @@ class SQLiteStore:
 
     def get(self, kind: str, obj_id: str) -> Object | None:
         with self._lock:
-            row = self._conn.execute("SELECT data FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
-        return json.loads(row[0]) if row else None
+            row = self._conn.execute("SELECT version, data FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
+        return self._decoded.one(kind, obj_id, row[0], row[1]) if row else None
 
     def find_by_name(self, kind: str, name: str) -> Object | None:
         with self._lock:
-            row = self._conn.execute("SELECT data FROM objects WHERE kind=? AND name=?", (kind, name)).fetchone()
-        return json.loads(row[0]) if row else None
+            row = self._conn.execute("SELECT id, version, data FROM objects WHERE kind=? AND name=?", (kind, name)).fetchone()
+        return self._decoded.one(kind, row[0], row[1], row[2]) if row else None
 
     def list(self, kind: str) -> list[Object]:
         with self._lock:
-            rows = self._conn.execute("SELECT data FROM objects WHERE kind=? ORDER BY id", (kind,)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+            rows = self._conn.execute("SELECT id, version, data FROM objects WHERE kind=? ORDER BY id", (kind,)).fetchall()
+        return self._decoded.all(kind, rows)
 
     def revision(self) -> int:
         with self._lock:
@@ -152,7 +227,7 @@ class SQLiteStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 row = self._conn.execute("SELECT MAX(revision) FROM events").fetchone()
-                txn = _Txn(self._conn, int(row[0] or 0))
+                txn = _Txn(self._conn, int(row[0] or 0), self._decoded)
                 yield txn
             except BaseException:
                 self._conn.execute("ROLLBACK")
