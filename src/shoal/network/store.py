@@ -15,7 +15,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,15 @@ class Endpoint:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Endpoint:
         data = dict(data)
+        data["aliases"] = list(data.get("aliases", []))
         data["ports"] = [PublishedPort(**p) for p in data.get("ports", [])]
         return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["aliases"] = list(self.aliases)
+        data["ports"] = [dict(p.__dict__) for p in self.ports]
+        return data
 
 
 @dataclass
@@ -94,14 +101,42 @@ class Network:
         return [e.ip for e in self.endpoints.values()] + list(self.reserved)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # asdict() is generic and slow; a network with a few hundred endpoints is saved on every
+        # attach and detach.
+        data = dict(self.__dict__)
+        for key in ("labels", "options", "reserved"):
+            data[key] = dict(data[key])
+        data["endpoints"] = {k: e.to_dict() for k, e in self.endpoints.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Network:
-        data = dict(data)
-        data["endpoints"] = {k: Endpoint.from_dict(v) for k, v in data.get("endpoints", {}).items()}
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        known = cls.__dataclass_fields__
+        fields = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items() if k in known}
+        fields["endpoints"] = {k: Endpoint.from_dict(v) for k, v in data.get("endpoints", {}).items()}
+        return cls(**fields)
+
+
+_files: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_files_lock = threading.Lock()
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    """A network file's JSON, decoded again only when the file was replaced: every attach and
+    every manager pass reads all networks, each with every endpoint in it."""
+    st = os.stat(path)
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    with _files_lock:
+        hit = _files.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    with _files_lock:
+        if len(_files) > 4096:  # networks come and go; a long-lived shoald must not grow forever
+            _files.clear()
+        _files[path] = (key, data)
+    return data
 
 
 def _now() -> str:
@@ -172,21 +207,26 @@ class NetworkStore:
         os.replace(tmp, self._path(net.id))
 
     def _load_all(self) -> list[Network]:
-        if not self.root.is_dir():
+        try:
+            entries = sorted((e for e in os.scandir(self.root) if e.name.endswith(".json")), key=lambda e: e.name)
+        except FileNotFoundError:
             return []
         nets = []
-        for p in sorted(self.root.glob("*.json")):
+        for entry in entries:
             try:
-                nets.append(Network.from_dict(json.loads(p.read_text())))
-            except (ValueError, TypeError, KeyError):
-                continue  # a torn file from a crash mid-write cannot happen (rename), but be safe
+                nets.append(Network.from_dict(_read_json(entry.path)))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue  # removed meanwhile; a torn file cannot happen (rename), but be safe
         return nets
 
     # --- queries -------------------------------------------------------------------------------
 
     def list(self) -> list[Network]:
-        self.ensure_predefined()
-        return sorted(self._load_all(), key=lambda n: n.name)
+        nets = self._load_all()
+        if not all(any(n.name == name for n in nets) for name in PREDEFINED):
+            self.ensure_predefined()
+            nets = self._load_all()
+        return sorted(nets, key=lambda n: n.name)
 
     def get(self, ref: str) -> Network:
         """By exact name, full ID, or unique ID prefix (as docker resolves networks)."""
