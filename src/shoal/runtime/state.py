@@ -10,12 +10,20 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from shoal.errors import NotFound
 from shoal.runtime.spec import ContainerSpec
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value):
+        return value.__dict__
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass
@@ -77,10 +85,12 @@ class Container:
 
     # ---- persistence -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["spec"] = self.spec.to_dict()
-        data["dir"] = str(self.dir)
-        return data
+        return json.loads(self.to_json())
+
+    def to_json(self) -> str:
+        # json walks the dataclasses itself: asdict() deep-copies the whole spec in Python first,
+        # which was a tenth of a task's start (the record is saved three times).
+        return json.dumps(self, default=_plain)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Container:
@@ -92,7 +102,7 @@ class Container:
 
     def save(self) -> None:
         tmp = self.record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
+        tmp.write_text(self.to_json())
         os.replace(tmp, self.record)
 
     @classmethod
