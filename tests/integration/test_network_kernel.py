@@ -449,3 +449,58 @@ def test_tasks_cannot_reach_host_loopback_services(env: NetworkStore) -> None:
     assert "127.0.0.0/8" in subprocess.run(["nft", "list", "chain", "ip", nft.table_name(), "input"],
                                            capture_output=True, text=True).stdout
     attach.detach(cid(1))
+
+
+def test_raw_rtnetlink_requests_make_what_pyroute2_reads_back(env: NetworkStore) -> None:
+    from pyroute2 import IPRoute
+
+    from shoal.network import rtnl
+
+    br, host, ns = "shoaltestbr0", "shoaltestv0", netns.netns_path(cid(9))
+    netns.create(ns)
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=br, kind="bridge")
+        fd = os.open(ns, os.O_RDONLY)
+        try:
+            with rtnl.Rtnl() as nl:
+                nl.add_veth(host, "eth0", peer_netns_fd=fd, peer_mac="02:5a:0a:d5:63:02", mtu=1400,
+                            master=rtnl.index(br) or 0)
+                with pytest.raises(OSError) as exists:
+                    nl.add_veth(host, "eth0", peer_netns_fd=fd, peer_mac="02:5a:0a:d5:63:02", mtu=1400,
+                                master=rtnl.index(br) or 0)
+                assert exists.value.errno == 17 and host in str(exists.value)
+                nl.set_alias(rtnl.index(host) or 0, "shoal:test")
+        finally:
+            os.close(fd)
+        with IPRoute() as ipr:
+            link = ipr.link("get", ifname=host)[0]
+            assert link.get_attr("IFLA_MASTER") == rtnl.index(br)
+            assert link.get_attr("IFLA_IFALIAS") == "shoal:test" and link.get_attr("IFLA_MTU") == 1400
+            assert link["flags"] & rtnl.IFF_UP
+
+        def inside() -> tuple[str, list[tuple[str, int]], str | None, bool, bool]:
+            idx = rtnl.index("eth0")
+            assert idx is not None
+            with rtnl.Rtnl() as nl:
+                nl.add_address(idx, "10.213.99.2", 24)
+                nl.set_up(idx)
+                nl.add_default_route("10.213.99.1", idx)
+            with IPRoute() as ipr:
+                link = ipr.link("get", index=idx)[0]
+                addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)]
+                gw = next((r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=2, table=254)
+                           if r["dst_len"] == 0), None)
+                lo_up = bool(ipr.link("get", index=rtnl.LOOPBACK_INDEX)[0]["flags"] & rtnl.IFF_UP)
+                return link.get_attr("IFLA_ADDRESS"), addrs, gw, bool(link["flags"] & rtnl.IFF_UP), lo_up
+
+        mac, addrs, gw, up, lo_up = netns.run_in(ns, inside)
+        assert (mac, addrs, gw, up, lo_up) == ("02:5a:0a:d5:63:02", [("10.213.99.2", 24)], "10.213.99.1", True, True)
+        with rtnl.Rtnl() as nl:
+            assert nl.delete(host) is True
+            assert nl.delete(host) is False  # gone already: not an error
+        assert rtnl.index(host) is None
+    finally:
+        bridge.delete_link(host)
+        bridge.delete_link(br)
+        netns.remove(ns)

@@ -58,7 +58,10 @@ def attach(container_id: str, spec: ContainerSpec, *, for_task: bool = False,
         if netns.is_mounted(path):
             raise ShoalError(f"container {container_id[:12]} already has a network namespace at {path}")
         path.unlink(missing_ok=True)  # an unmounted leftover of a crash between create and mount
-        netns.create(path)
+        try:
+            netns.create(path)
+        except OSError as exc:
+            raise ShoalError(f"network namespace for container {container_id[:12]}: {exc}") from exc
         try:
             ep = _connect(store, net, container_id, path, "eth0", spec.name, hostname, spec.network_aliases, ports)
         except BaseException:
@@ -117,7 +120,7 @@ def _connect(store: NetworkStore, net: Network, container_id: str, path: Path, i
         net.endpoints[container_id] = ep
         store.save(net)
         nft.apply(store)
-    except BaseException:
+    except BaseException as exc:
         bridge.delete_link(veth)
         fresh = store.find(net.id)
         if fresh is not None and container_id in fresh.endpoints:
@@ -125,6 +128,8 @@ def _connect(store: NetworkStore, net: Network, container_id: str, path: Path, i
             store.save(fresh)
         if fresh is not None and not fresh.endpoints and not fresh.reserved:
             bridge.delete_link(fresh.bridge)
+        if isinstance(exc, OSError):  # the kernel refused: a clear error, not a traceback
+            raise ShoalError(f"connecting to network {net.name}: {exc}") from exc
         raise
     return ep
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from shoal.network import netns
+from shoal.network import netns, rtnl
 from shoal.network.store import Network, owner_tag
 
 ROUTE_LOCALNET = "/proc/sys/net/ipv4/conf/{}/route_localnet"
@@ -40,12 +40,19 @@ def _index(ipr: IPRoute, name: str) -> int | None:
 
 
 def link_exists(name: str) -> bool:
-    with IPRoute() as ipr:
-        return _index(ipr, name) is not None
+    return rtnl.index(name) is not None
+
+
+# Bridges this process made or repaired, by name -> ifindex: every attach ensures its bridge, and
+# one that still has the index it had then is the same device, already addressed and up.
+_ensured: dict[str, int] = {}
 
 
 def ensure_bridge(net: Network) -> None:
     """Create (or repair) the network's bridge with its gateway address; idempotent."""
+    known = _ensured.get(net.bridge)
+    if known is not None and rtnl.index(net.bridge) == known:
+        return
     prefix = net.subnet_net().prefixlen
     with IPRoute() as ipr:
         idx = _index(ipr, net.bridge)
@@ -64,6 +71,7 @@ def ensure_bridge(net: Network) -> None:
         ipr.link("set", index=idx, state="up")
     # 127.0.0.1:port DNATed to a task must be routable out of the bridge.
     Path(ROUTE_LOCALNET.format(net.bridge)).write_text("1\n")
+    _ensured[net.bridge] = idx
 
 
 def set_extra_addresses(net: Network, addresses: set[str]) -> None:
@@ -83,28 +91,26 @@ def set_extra_addresses(net: Network, addresses: set[str]) -> None:
 
 
 def delete_link(name: str) -> None:
-    with IPRoute() as ipr:
-        idx = _index(ipr, name)
-        if idx is not None:
-            try:
-                ipr.link("del", index=idx)
-            except NetlinkError as exc:
-                if exc.code != 19:  # ENODEV: gone already
-                    raise
+    """Delete a link by name; one that is gone already is fine."""
+    with rtnl.Rtnl() as nl:
+        nl.delete(name)
 
 
 def add_interface(net: Network, ns_path: Path, host_veth: str, ifname: str, ip: str, mac: str,
                   default_route: bool) -> None:
     """veth from the bridge into the namespace, addressed, up, with the default route."""
     prefix = net.subnet_net().prefixlen
+    br = rtnl.index(net.bridge)
+    if br is None:
+        raise OSError(19, f"bridge {net.bridge} of network {net.name} does not exist")
     fd = os.open(ns_path, os.O_RDONLY)
     try:
-        with IPRoute() as ipr:
-            br = _index(ipr, net.bridge)
-            ipr.link("add", ifname=host_veth, kind="veth", mtu=net.mtu,
-                     peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": net.mtu})
-            idx = _index(ipr, host_veth)
-            ipr.link("set", index=idx, master=br, state="up", ifalias=owner_tag())
+        with rtnl.Rtnl() as nl:
+            nl.add_veth(host_veth, ifname, peer_netns_fd=fd, peer_mac=mac, mtu=net.mtu, master=br)
+            idx = rtnl.index(host_veth)
+            if idx is None:
+                raise OSError(19, f"veth {host_veth} vanished after it was made")
+            nl.set_alias(idx, owner_tag())  # not honoured when the link is made
         # A task reaching its own service through the VIP is hairpinned by the bridge when
         # br_netfilter is on: the frame must be allowed back out of the port it came in by.
         Path(f"/sys/class/net/{host_veth}/brport/hairpin_mode").write_text("1\n")
@@ -112,12 +118,14 @@ def add_interface(net: Network, ns_path: Path, host_veth: str, ifname: str, ip: 
         os.close(fd)
 
     def inside() -> None:
-        with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=ifname)[0]
-            ipr.addr("add", index=idx, address=ip, prefixlen=prefix)
-            ipr.link("set", index=idx, state="up")
+        idx = rtnl.index(ifname)
+        if idx is None:
+            raise OSError(19, f"{ifname} is missing in {ns_path}")
+        with rtnl.Rtnl() as nl:
+            nl.add_address(idx, ip, prefix)
+            nl.set_up(idx)
             if default_route:
-                ipr.route("add", dst="0.0.0.0/0", gateway=net.gateway, oif=idx)
+                nl.add_default_route(net.gateway, idx)
 
     netns.run_in(ns_path, inside)
 

@@ -85,10 +85,10 @@ def create(path: Path) -> Path:
 
 
 def _link_up_loopback() -> None:
-    from pyroute2 import IPRoute
+    from shoal.network import rtnl
 
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    with rtnl.Rtnl() as nl:
+        nl.set_up(rtnl.LOOPBACK_INDEX)
 
 
 def remove(path: Path) -> None:
