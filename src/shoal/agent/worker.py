@@ -77,22 +77,28 @@ class Worker:
             futures.wait(list(self._inflight), timeout=timeout)
 
     # ---- status writes -------------------------------------------------------------------------
-    def _report(self, task_id: str, state: TaskState, message: str, err: str = "", **status: Any) -> None:
+    def _report(self, task_id: str, state: TaskState, message: str, err: str = "",
+                fields: dict[str, Any] | None = None, **status: Any) -> Task | None:
+        """Move the task to `state` (with these status and top-level fields) in one write; the
+        task as stored, or None when it is gone or already further along."""
         with self.store.transaction() as tx:
             raw = tx.get("task", task_id)
             if raw is None:
-                return
+                return None
             task = Task.from_dict(raw)
             if not task.advance(state, message, err=err):
-                return
+                return None
             for key, value in status.items():
                 setattr(task.status, key, value)
-            tx.update("task", task.to_dict())
+            for key, value in (fields or {}).items():
+                setattr(task, key, value)
+            stored = Task.from_dict(tx.update("task", task.to_dict()))
         self.on_change()
+        return stored
 
     # ---- steps ----------------------------------------------------------------------------------
     def _prepare(self, task: Task, node: Node) -> None:
-        self._report(task.id, TaskState.ACCEPTED, "accepted")
+        # accepted and preparing are one write: nothing happens between them on one node.
         self._report(task.id, TaskState.PREPARING, "preparing")
         image = task.spec.get("image", "")
         try:
@@ -108,19 +114,29 @@ class Worker:
             taskfiles.remove(task.id)
             self._report(task.id, TaskState.REJECTED, "preparing", err=str(exc))
             return
+        current = self.store.get("task", task.id)
+        if current is not None and TaskState.parse(current["desired_state"]) == TaskState.RUNNING:
+            # Nothing holds it back (no depends_on, no restart delay): start it now, in this
+            # step, rather than a pass later.
+            started = self._report(task.id, TaskState.STARTING, "starting", container_id=container.id)
+            if started is not None:
+                self._start(started, reported=True)
+            return
         self._report(task.id, TaskState.READY, "prepared", container_id=container.id)
 
-    def _start(self, task: Task) -> None:
-        self._report(task.id, TaskState.STARTING, "starting")
+    def _start(self, task: Task, reported: bool = False) -> None:
+        if not reported:
+            self._report(task.id, TaskState.STARTING, "starting")
         try:
             self.containers.start(task.status.container_id,
                                   before_start=lambda c, t=task: self.network.before_start(t, c))
             container = self.containers.get(task.status.container_id)
-        except ShoalError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the task failed and must say why
+            if not isinstance(exc, ShoalError):
+                log.exception("starting task %s", task.id)
             self._report(task.id, TaskState.FAILED, "starting", err=f"starting container failed: {exc}")
             return
         attachments = self._attachments(task, container.network)
-        self._set_networks(task.id, attachments)
         config = self._health_config(task)
         if config is None:
             self._no_health.add(task.id)
@@ -128,12 +144,13 @@ class Worker:
             # RUNNING (and in the rotation) only after the first healthy probe.
             with self._lock:
                 self._probes[task.id] = Probe(config, started=health.now())
-            self._report(task.id, TaskState.STARTING, "starting", pid=container.state.pid)
+            self._report(task.id, TaskState.STARTING, "starting", fields={"networks": attachments},
+                         pid=container.state.pid)
             return
         self._running(task, container.state.pid, attachments, container.network.get("netns", ""))
 
     def _running(self, task: Task, pid: int, attachments: list[dict[str, Any]], netns: str) -> None:
-        self._report(task.id, TaskState.RUNNING, "started", pid=pid)
+        self._report(task.id, TaskState.RUNNING, "started", fields={"networks": attachments}, pid=pid)
         if attachments:
             self.network.joined(task, netns, attachments)
 
@@ -172,12 +189,6 @@ class Worker:
         names = list(network.get("networks") or [])
         addresses = list(network.get("addresses") or [])
         return [{"network": n, "addresses": [a], "aliases": wanted.get(n, [])} for n, a in zip(names, addresses)]
-
-    def _set_networks(self, task_id: str, attachments: list[dict[str, Any]]) -> None:
-        with self.store.transaction() as tx:
-            raw = tx.get("task", task_id)
-            if raw is not None:
-                tx.update("task", dict(raw, networks=attachments))
 
     def _check_exit(self, task: Task) -> None:
         cid = task.status.container_id
