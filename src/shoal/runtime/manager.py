@@ -69,6 +69,7 @@ class ContainerManager:
     def __init__(self, root: Path | None = None, images: ImageSource | None = None) -> None:
         self.root = (root or state_root()) / "containers"
         self._images = images
+        self._name_of: dict[str, str] = {}  # container ID -> name, see _names()
 
     # ---- lookup ----------------------------------------------------------------------------
     @property
@@ -89,6 +90,26 @@ class ContainerManager:
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being created or removed right now
         return out
+
+    def _names(self) -> dict[str, str]:
+        """name -> container ID of every container. A container's name never changes, so each
+        record is read once per process: create() checks names under the names lock, and
+        reading every record there made N starts cost N² reads."""
+        try:
+            ids_now = [e.name for e in os.scandir(self.root) if e.is_dir()]
+        except FileNotFoundError:
+            return {}
+        known = self._name_of
+        for cid in ids_now:
+            if cid not in known:
+                try:
+                    known[cid] = Container.load(self.root / cid).name
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # being created or removed right now
+        live = set(ids_now)
+        for cid in [c for c in known if c not in live]:
+            del known[cid]
+        return {name: cid for cid, name in known.items() if cid in live}
 
     def get(self, ref: str) -> Container:
         ref = ref.strip()
@@ -149,12 +170,12 @@ class ContainerManager:
             if not _NAME.match(name):
                 raise InvalidArgument(
                     f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-            for other in self._all():
-                if other.name == name:
-                    raise Conflict(
-                        f'Conflict. The container name "/{name}" is already in use by container '
-                        f'"{other.id}". You have to remove (or rename) that container to be able '
-                        "to reuse that name.")
+            other = self._names().get(name)
+            if other is not None:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other}". You have to remove (or rename) that container to be able '
+                    "to reuse that name.")
             directory = self.root / container_id
             directory.mkdir(parents=True)
             try:
@@ -182,7 +203,7 @@ class ContainerManager:
         return c
 
     def _free_name(self) -> str:
-        taken = {c.name for c in self._all()}
+        taken = set(self._names())
         while True:
             name = ids.random_name()
             if name not in taken:
