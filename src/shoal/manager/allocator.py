@@ -12,9 +12,9 @@ from shoal.store.base import Transaction
 
 def reconcile(tx: Transaction, now: float) -> None:
     for raw in tx.list("task"):
-        task = Task.from_dict(raw)
-        if task.status.state != TaskState.NEW:
+        if raw["status"]["state"] != TaskState.NEW.text:
             continue
+        task = Task.from_dict(raw)
         if task.desired_state > TaskState.RUNNING:
             task.advance(TaskState.SHUTDOWN, "shutdown", now=now)
         else:

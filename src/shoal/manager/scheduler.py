@@ -25,9 +25,12 @@ def _explain(failures: Counter[str]) -> str:
 
 
 def reconcile(tx: Transaction, now: float) -> None:
+    raw_tasks = tx.list("task")
+    if not any(t["status"]["state"] == TaskState.PENDING.text for t in raw_tasks):
+        return
     nodes = [Node.from_dict(n) for n in tx.list("node")]
     services = {s["id"]: view(s) for s in tx.list("service")}
-    tasks = [Task.from_dict(t) for t in tx.list("task")]
+    tasks = [Task.from_dict(t) for t in raw_tasks]
     per_node: Counter[str] = Counter()
     per_service_node: Counter[tuple[str, str]] = Counter()
     for t in tasks:

@@ -87,18 +87,20 @@ class Task:
         return f"{self.service_name}.{self.slot if self.slot else self.node_id}"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Not asdict(): it deep-copies the task's spec on every status write. The spec and
+        # networks are shared as they are (values read from the store are read-only).
+        data = dict(self.__dict__)
         data["desired_state"] = self.desired_state.text
-        data["status"]["state"] = self.status.state.text
+        data["status"] = dict(self.status.__dict__, state=self.status.state.text)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Task:
         data = dict(data)
         status = dict(data.pop("status"))
-        status["state"] = TaskState.parse(status["state"])
-        data["desired_state"] = TaskState.parse(data["desired_state"])
-        known = set(cls.__dataclass_fields__)
+        status["state"] = TaskState[status["state"].upper()]
+        data["desired_state"] = TaskState[data["desired_state"].upper()]
+        known = _TASK_FIELDS
         return cls(status=TaskStatus(**status), **{k: v for k, v in data.items() if k in known})
 
     def advance(self, state: TaskState, message: str, err: str = "", now: float | None = None) -> bool:
@@ -115,6 +117,9 @@ class Task:
             exit_code=self.status.exit_code,
         )
         return True
+
+
+_TASK_FIELDS = frozenset(Task.__dataclass_fields__)
 
 
 @dataclass
