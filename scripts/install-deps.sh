@@ -27,4 +27,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/pip" install -q -e "$here[test]"
   echo "$want" > "$stamp"
 fi
+# Bytecode for every module (PYTHONDONTWRITEBYTECODE, set on some machines, would otherwise make
+# each CLI command compile shoal again) and the generated compose-schema check (fastcheck.py).
+"$venv/bin/python" -c 'from shoal.compose import fastcheck; fastcheck.ensure()'
+"$venv/bin/python" -m compileall -q "$here/src/shoal" >/dev/null
 ln -sf "$venv/bin/shoal" /usr/local/bin/shoal

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
-
+from shoal.compose import fastcheck
 from shoal.compose.errors import ComposeError, dotted
 from shoal.compose.load import ComposeFile, locate
 
@@ -24,8 +22,15 @@ def schema() -> dict[str, Any]:
     return data
 
 
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
+
+
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft7Validator:
+    import jsonschema  # only for files the fast check refused (see fastcheck.py)
+
     return jsonschema.Draft7Validator(schema())
 
 
@@ -136,6 +141,10 @@ def _short(value: Any) -> str:
 def check_schema(config: dict[str, Any], files: list[ComposeFile]) -> None:
     """Raise ComposeError for the most relevant schema violation in `config` (a single file's
     content, or the merged config); `files` are used to find the line of the bad key."""
+    if fastcheck.is_valid(config):
+        return
+    from jsonschema.exceptions import best_match
+
     errors = list(_validator().iter_errors(config))
     if not errors:
         return
