@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +96,7 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while self.store.revision() <= revision and time.monotonic() < deadline:
             async with self._changed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=min(0.2, deadline - time.monotonic()))
-                except TimeoutError:
-                    pass
+                await _wait(self._changed.wait(), min(0.2, deadline - time.monotonic()))
 
     def manager_pass(self) -> float | None:
         now = time.time()
@@ -131,10 +128,7 @@ class Daemon:
                     hook()
                 continue  # a pass that changed something may enable the next step at once
             timeout = IDLE_RESYNC if wake_at is None else max(0.0, min(IDLE_RESYNC, wake_at - time.time()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
+            await _wait(self._wake.wait(), timeout)
 
     def _make_worker(self) -> Worker:
         from shoal.agent.netglue import DaemonTaskNetwork
@@ -204,10 +198,7 @@ class Daemon:
                     self._dns_due = time.monotonic() + DNS_RESYNC
                     await self.refresh_dns()
                     await self.serve_running_containers()
-                try:
-                    await asyncio.wait_for(self._agent_wake.wait(), timeout=AGENT_POLL)
-                except TimeoutError:
-                    pass
+                await _wait(self._agent_wake.wait(), AGENT_POLL)
         finally:
             # Steps under way (a stop in its grace period) finish and report before we exit.
             await asyncio.to_thread(worker.close, SHUTDOWN_GRACE)
@@ -253,6 +244,17 @@ class Daemon:
             await runner.cleanup()
             sock.unlink(missing_ok=True)
             lock_file.close()
+
+
+async def _wait(waiter: Coroutine[Any, Any, Any], timeout: float) -> None:
+    """Wait for `waiter` at most `timeout` seconds. Not asyncio.wait_for: on Python 3.11 it can
+    swallow a cancellation that lands as the waiter completes (gh-86296), and a loop that
+    lost its cancellation kept shoald from stopping on SIGTERM."""
+    try:
+        async with asyncio.timeout(max(0.0, timeout)):
+            await waiter
+    except TimeoutError:
+        pass
 
 
 def run() -> int:
