@@ -3,7 +3,6 @@ shoald on first use (as `docker` would need dockerd, but without a service manag
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -28,23 +27,59 @@ def socket_path() -> Path:
 _ERRORS: dict[int, type[ShoalError]] = {400: InvalidArgument, 404: NotFound, 409: Conflict}
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over shoald's unix socket."""
+class _Response:
+    """One HTTP/1.1 response read off the socket: status, headers, and a body framed by
+    Content-Length, chunked encoding (aiohttp's streams) or the end of the connection."""
 
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("shoald", timeout=timeout)
-        self._path = path
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._file = sock.makefile("rb")
+        parts = self._file.readline().split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            raise OSError("shoald sent no HTTP response")
+        self.status = int(parts[1])
+        self.headers: dict[str, str] = {}
+        while True:
+            line = self._file.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+    def chunks(self) -> Iterator[bytes]:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            while True:
+                size = int(self._file.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    return
+                yield self._file.read(size)
+                self._file.readline()  # the CRLF after each chunk
+        elif "content-length" in self.headers:
+            yield self._file.read(int(self.headers["content-length"]))
+        else:
+            while chunk := self._file.read1(65536):
+                yield chunk
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def lines(self) -> Iterator[bytes]:
+        pending = b""
+        for chunk in self.chunks():
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            yield from complete
+        if pending:
+            yield pending
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
 
 
 class Client:
-    """Plain http.client over the socket: the CLI starts in a fraction of the time httpx's
-    import takes, and every `shoal stack`/`service` command pays that start-up."""
+    """HTTP/1.1 over shoald's unix socket, written out here: every `shoal stack`/`service`
+    command pays its client's import, and http.client's (with the email package) was ~60 ms."""
 
     def __init__(self, sock: Path | None = None, timeout: float = 60.0) -> None:
         self.sock = sock or socket_path()
@@ -60,18 +95,22 @@ class Client:
         self.close()
 
     def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any,
-              timeout: float | None) -> tuple[_UnixConnection, http.client.HTTPResponse]:
+              timeout: float | None) -> _Response:
         url = f"/{API_VERSION}{path}"
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        conn = _UnixConnection(str(self.sock), timeout)
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        data = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {url} HTTP/1.1\r\nHost: shoald\r\nConnection: close\r\nContent-Length: {len(data)}\r\n"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn.request(method, url, body=data, headers=headers)
-            return conn, conn.getresponse()
+            sock.settimeout(timeout)
+            sock.connect(str(self.sock))
+            sock.sendall(head.encode() + b"\r\n" + data)
+            return _Response(sock)
         except OSError as exc:
-            conn.close()
+            sock.close()
             raise ShoalError(f"Cannot connect to shoald at unix://{self.sock}. Is the daemon running?") from exc
 
     @staticmethod
@@ -83,11 +122,13 @@ class Client:
         raise _ERRORS.get(status, ShoalError)(message)
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
-        conn, response = self._send(method, path, params, json_body, self.timeout)
+        response = self._send(method, path, params, json_body, self.timeout)
         try:
             payload = response.read()
+        except OSError as exc:
+            raise ShoalError(f"shoald at unix://{self.sock} did not answer {method} {path}: {exc}") from exc
         finally:
-            conn.close()
+            response.close()
         if response.status >= 400:
             self._raise(response.status, payload)
         return json.loads(payload) if payload else None
@@ -103,23 +144,23 @@ class Client:
 
     def stream_lines(self, path: str, **params: Any) -> Iterator[str]:
         """A streamed (newline-delimited) response, line by line, as it arrives."""
-        conn, response = self._send("GET", path, params, None, None)
+        response = self._send("GET", path, params, None, None)
         try:
             if response.status >= 400:
                 self._raise(response.status, response.read())
-            for raw in response:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
+            for raw in response.lines():
+                line = raw.decode("utf-8", "replace").rstrip("\r")
                 if line:
                     yield line
         finally:
-            conn.close()
+            response.close()
 
     def ping(self) -> bool:
         try:
-            conn, response = self._send("GET", "/version", None, None, 2.0)
+            response = self._send("GET", "/version", None, None, 2.0)
         except ShoalError:
             return False
-        conn.close()
+        response.close()
         return response.status == 200
 
 
