@@ -69,7 +69,7 @@ class ContainerManager:
     def __init__(self, root: Path | None = None, images: ImageSource | None = None) -> None:
         self.root = (root or state_root()) / "containers"
         self._images = images
-        self._name_of: dict[str, str] = {}  # container ID -> name, see _names()
+        self._static_of: dict[str, tuple[str, dict[str, str]]] = {}  # see _static()
 
     # ---- lookup ----------------------------------------------------------------------------
     @property
@@ -91,25 +91,34 @@ class ContainerManager:
                 continue  # being created or removed right now
         return out
 
-    def _names(self) -> dict[str, str]:
-        """name -> container ID of every container. A container's name never changes, so each
-        record is read once per process: create() checks names under the names lock, and
-        reading every record there made N starts cost N² reads."""
+    def _static(self) -> dict[str, tuple[str, dict[str, str]]]:
+        """(name, labels) of every container by ID. Neither ever changes, so each record is read
+        once per process: create() checks names under the names lock (reading every record
+        there made N starts cost N² reads), and shoald looks for orphaned tasks every second."""
         try:
             ids_now = [e.name for e in os.scandir(self.root) if e.is_dir()]
         except FileNotFoundError:
             return {}
-        known = self._name_of
+        known = self._static_of
         for cid in ids_now:
             if cid not in known:
                 try:
-                    known[cid] = Container.load(self.root / cid).name
+                    c = Container.load(self.root / cid)
                 except (OSError, ValueError, KeyError, TypeError):
                     continue  # being created or removed right now
+                known[cid] = (c.name, dict(c.spec.labels))
         live = set(ids_now)
         for cid in [c for c in known if c not in live]:
             del known[cid]
-        return {name: cid for cid, name in known.items() if cid in live}
+        return {cid: known[cid] for cid in ids_now if cid in known}
+
+    def _names(self) -> dict[str, str]:
+        """name -> container ID of every container."""
+        return {name: cid for cid, (name, _) in self._static().items()}
+
+    def label_values(self, label: str) -> dict[str, str]:
+        """container ID -> the value of `label`, for every container that has it."""
+        return {cid: labels[label] for cid, (_, labels) in self._static().items() if label in labels}
 
     def get(self, ref: str) -> Container:
         ref = ref.strip()
@@ -378,7 +387,10 @@ class ContainerManager:
         self._wait_exit(c, 30)
 
     def _wait_exit(self, c: Container, timeout: float | None) -> int | None:
-        """Wait until conmon recorded the exit; returns the code or None on timeout."""
+        """Wait until conmon recorded the exit; returns the code or None on timeout. While the
+        process runs this blocks on its pidfd (a `stack rm` waits out 50 grace periods at
+        once: polling each record every 20 ms was most of shoald's CPU then); once it is gone,
+        conmon's exit file follows within milliseconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pidfd = -1
         with contextlib.suppress(OSError):
@@ -386,6 +398,12 @@ class ContainerManager:
                 pidfd = os.pidfd_open(c.state.pid)
         try:
             while True:
+                if pidfd >= 0:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not select.select([pidfd], [], [], left)[0]:
+                        return None
+                    os.close(pidfd)
+                    pidfd = -1
                 try:
                     c.state = Container.load(c.dir).state
                 except (OSError, ValueError):
@@ -393,15 +411,9 @@ class ContainerManager:
                 st = c.refresh()
                 if st.status != "running":
                     return st.exit_code
-                left = 0.02 if deadline is None else min(0.02, deadline - time.monotonic())
-                if left <= 0:
+                if deadline is not None and time.monotonic() >= deadline:
                     return None
-                if pidfd >= 0 and c.process_alive():
-                    select.select([pidfd], [], [], max(left, 0) if deadline is not None else 1.0)
-                    if not c.process_alive():
-                        os.close(pidfd)
-                        pidfd = -1
-                time.sleep(0.005 if pidfd < 0 else 0)
+                time.sleep(0.005)
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
