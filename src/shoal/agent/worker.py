@@ -232,12 +232,15 @@ class Worker:
             except ShoalError as exc:
                 log.warning("stopping task %s: %s", task.id, exc)
         self._report(task.id, TaskState.SHUTDOWN, "shutdown")
+        if task.desired_state == TaskState.REMOVE and task.status.container_id:
+            # Its service is gone or scaled down: the task record goes next, and its container
+            # with it, now rather than at the next orphan scan.
+            self._remove(task.status.container_id, task.id)
 
     def _remove_orphans(self, live_ids: set[str]) -> None:
-        for container in self.containers.list(all=True):
-            task_id = container.spec.labels.get(TASK_LABEL)
-            if task_id and task_id not in live_ids:
-                self._submit(f"rm-{container.id}", lambda c=container, t=task_id: self._remove(c.id, t),
+        for container_id, task_id in self.containers.label_values(TASK_LABEL).items():
+            if task_id not in live_ids:
+                self._submit(f"rm-{container_id}", lambda c=container_id, t=task_id: self._remove(c, t),
                              self._stop_pool)
 
     def _health(self, task: Task, state: TaskState) -> None:
