@@ -504,3 +504,19 @@ def test_raw_rtnetlink_requests_make_what_pyroute2_reads_back(env: NetworkStore)
         bridge.delete_link(host)
         bridge.delete_link(br)
         netns.remove(ns)
+
+
+def test_detach_removes_the_veth_even_when_something_still_holds_the_namespace(env: NetworkStore) -> None:
+    env.create("held")
+    a = attach.attach(cid(7), spec("held"))
+    b = attach.attach(cid(8), spec("held"))
+    assert a is not None and b is not None
+    veth_a, veth_b = (bridge.veth_name(cid(n), env.get("held").id) for n in (7, 8))
+    holder = netns.socket_in(a.netns_path)  # as a resolver socket would: the namespace lives on
+    try:
+        attach.detach(cid(7))
+        attach.detach(cid(8))  # nothing holds this one: the kernel destroys it with its veth
+        assert not bridge.link_exists(veth_a) and not bridge.link_exists(veth_b)
+        assert leftovers(env) == ([], [], [])
+    finally:
+        holder.close()
