@@ -154,10 +154,12 @@ class Daemon:
         for network_id, records in tables.items():
             self.dns.set_records(network_id, records)
 
-    async def serve_running_containers(self) -> None:
-        """The resolver's sockets live in the daemon: after a restart, open them again in every
-        running container on a user-defined network (tasks and `shoal run` alike), and close
-        those whose container is gone."""
+    async def serve_running_containers(self, reopen: bool = True) -> None:
+        """The resolver's sockets live in the daemon: close those whose container is gone, and
+        (at start, after a restart) open them again in every running container on a
+        user-defined network, tasks and `shoal run` alike. Not while running: a stopping task,
+        out of the resolver already, would get sockets again that keep its namespace (and
+        its veth) alive after it is removed."""
         from shoal.agent.netglue import container_networks
         from shoal.network.store import NetworkStore
 
@@ -167,6 +169,8 @@ class Daemon:
         for container_id in list(self.dns.serving()):
             if not (netns_dir / container_id).exists():
                 await self.dns.unserve(container_id)
+        if not reopen:
+            return
         wanted = await asyncio.to_thread(
             lambda: {cid for n in NetworkStore().list() if not n.predefined for cid in n.endpoints})
         for container_id in sorted(wanted - set(self.dns.serving())):
@@ -197,7 +201,7 @@ class Daemon:
                     # Containers of `shoal run` come and go outside the store: look again often.
                     self._dns_due = time.monotonic() + DNS_RESYNC
                     await self.refresh_dns()
-                    await self.serve_running_containers()
+                    await self.serve_running_containers(reopen=False)
                 await _wait(self._agent_wake.wait(), AGENT_POLL)
         finally:
             # Steps under way (a stop in its grace period) finish and report before we exit.
