@@ -49,6 +49,7 @@ class _Pass:
     services: dict[str, ServiceView] = field(default_factory=dict)
     tasks_by_service: dict[str, list[Task]] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # the stored services by ID
+    created: list[Task] = field(default_factory=list)
 
     def save_service(self, record: dict[str, Any]) -> None:
         record.update(self.tx.update("service", record))
@@ -62,6 +63,7 @@ class _Pass:
 
     def create(self, task: Task) -> None:
         task.version = self.tx.create("task", task.to_dict())["version"]
+        self.created.append(task)
 
 
 def _condition_met(p: _Pass, dep: ServiceView, condition: str) -> bool:
@@ -368,8 +370,9 @@ def reconcile(tx: Transaction, now: float) -> float | None:
             _reconcile_global(p, svc, tasks, nodes)
         else:
             _reconcile_replicated(p, svc, tasks)
-    # Re-read: the passes above may have created parked tasks whose gates are already open.
-    fresh = [Task.from_dict(t) for t in tx.list("task")]
+    # With the tasks the passes above created (parked ones may have their gates open already).
+    # Every write went through p.save / p.create, so these objects are what the store holds.
+    fresh = sorted([*all_tasks.values(), *p.created], key=lambda t: t.id)
     by_id = {t.id: t for t in fresh}
     p.tasks_by_service = defaultdict(list)
     for t in fresh:
