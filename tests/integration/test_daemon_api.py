@@ -152,3 +152,40 @@ def test_events_replay_from_a_revision(daemon, tmp_path: Path) -> None:
     client.post("/stacks/webapp", {"stack": stack("webapp", WEBAPP, tmp_path)})
     events = list(client.stream_lines("/events", since="0", follow="0"))
     assert any('"type": "service", "action": "create"' in e and "webapp_web" in e for e in events)
+
+
+def test_deploys_of_one_stack_at_once_never_duplicate_anything(daemon, tmp_path: Path) -> None:
+    """Several clients deploying the same stack together: each is applied whole or refused with
+    Docker-like wording (409), and the stack ends with one of each service and network."""
+    import threading
+
+    from shoal.errors import Conflict
+
+    client, _, _ = daemon
+    body = {"stack": stack("webapp", WEBAPP, tmp_path)}
+    start = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def deploy() -> None:
+        start.wait()
+        try:
+            Client(client.sock).post("/stacks/webapp", body)
+            outcomes.append("applied")
+        except Conflict as exc:
+            assert str(exc) == ("stack webapp is being deployed by another client; "
+                                "try again when it has finished")
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=deploy) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(outcomes) == 6 and "applied" in outcomes, outcomes
+    assert [s["name"] for s in client.get("/services")] == ["webapp_web"]
+    assert [n["name"] for n in client.get("/networks") if n["name"].startswith("webapp")] == ["webapp_webnet"]
+    deadline = time.monotonic() + 30  # the manager makes the tasks after the deploy returns
+    while time.monotonic() < deadline and len(client.get("/tasks", stack="webapp")) < 3:
+        time.sleep(0.1)
+    time.sleep(0.5)  # a duplicate would show up by now
+    assert {t["slot"] for t in client.get("/tasks", stack="webapp")} == {1, 2, 3}
