@@ -144,7 +144,12 @@ def test_state_survives_a_daemon_restart(daemon, tmp_path: Path) -> None:
         client2.close()
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave it behind; the test fails all the same
+            proc.wait()
+            raise AssertionError("shoald did not stop on SIGTERM within 10 s") from None
 
 
 def test_events_replay_from_a_revision(daemon, tmp_path: Path) -> None:
