@@ -10,14 +10,6 @@ from typing import Any
 
 from shoal.api.client import Client, connect
 from shoal.cli.format import ago, bytes_size, print_formatted
-from shoal.cli.swarmfmt import (
-    SERVICE_FIELDS,
-    SERVICE_HEADERS,
-    TASK_FIELDS,
-    TASK_HEADERS,
-    service_rows,
-    task_rows,
-)
 from shoal.errors import InvalidArgument, ShoalError
 
 
@@ -49,6 +41,8 @@ def filter_tasks(tasks: list[dict[str, Any]], filters: list[str]) -> list[dict[s
 
 
 def print_tasks(client: Client, tasks: list[dict[str, Any]], args: argparse.Namespace, quiet_full: bool) -> None:
+    from shoal.cli.swarmfmt import TASK_FIELDS, TASK_HEADERS, task_rows
+
     table = not args.format or args.format.startswith("table")
     rows = task_rows(tasks, node_names(client), no_trunc=args.no_trunc, table=table)
     if args.quiet:
@@ -59,6 +53,8 @@ def print_tasks(client: Client, tasks: list[dict[str, Any]], args: argparse.Name
 
 
 def _ls(args: argparse.Namespace) -> int:
+    from shoal.cli.swarmfmt import SERVICE_FIELDS, SERVICE_HEADERS, service_rows
+
     with connect() as client:
         rows = service_rows(client.get("/services"))
     print_formatted(args.format, SERVICE_HEADERS, SERVICE_FIELDS, rows, quiet_field="ID", quiet=args.quiet)

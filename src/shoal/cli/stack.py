@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,19 +47,23 @@ def warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> Any:
-        # List items indented under their key, as docker prints them.
-        return super().increase_indent(flow, False)
+def _dumper() -> Any:
+    """Docker's YAML layout. Made on first use: every `stack` command loads this module, and
+    only `stack config` prints YAML (importing yaml is ~50 ms)."""
+    import yaml
 
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc]
+        def increase_indent(self, flow: bool = False, indentless: bool = False) -> Any:
+            # List items indented under their key, as docker prints them.
+            return super().increase_indent(flow, False)
 
-def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    if "\n" in data:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+    def str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+        if "\n" in data:
+            return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data)
 
-
-_Dumper.add_representer(str, _str_presenter)
+    Dumper.add_representer(str, str_presenter)
+    return Dumper
 
 
 _TOP_ORDER = ("version", "name", "services", "networks", "volumes", "secrets", "configs")
@@ -71,7 +73,9 @@ def dump_yaml(config: dict[str, Any]) -> str:
     """The top-level sections in compose's order, whatever order the merged files gave."""
     ordered = {k: config[k] for k in _TOP_ORDER if k in config}
     ordered.update((k, v) for k, v in config.items() if k not in ordered)
-    return str(yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+    import yaml
+
+    return str(yaml.dump(ordered, Dumper=_dumper(), sort_keys=False, default_flow_style=False,
                      allow_unicode=True, width=1_000_000))
 
 

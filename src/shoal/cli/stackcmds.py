@@ -13,10 +13,8 @@ from typing import Any
 from shoal.api.client import Client, connect
 from shoal.cli.format import print_formatted
 from shoal.cli.stack import add_compose_file_options
-from shoal.cli.service import add_task_list_flags, filter_tasks, print_tasks
-from shoal.cli.swarmfmt import SERVICE_FIELDS, SERVICE_HEADERS, service_rows
+from shoal.cli.service import add_task_list_flags
 from shoal.errors import InvalidArgument, ShoalError
-from shoal.model.cluster import TaskState
 
 # A service whose new tasks failed this many times, with none running, cannot converge.
 FAILURES_BEFORE_GIVING_UP = 3
@@ -67,6 +65,8 @@ def build_missing(stack: Any) -> None:
 def _service_state(client: Client, stack: str, since: float) -> list[tuple[str, int, int, str, int]]:
     """(name, running, desired, last error, failures) per service of the stack; an update that
     paused or rolled back during this deploy is a failure at once."""
+    from shoal.model.cluster import TaskState
+
     services = client.get("/services", stack=stack)
     tasks = client.get("/tasks", stack=stack)
     out = []
@@ -177,6 +177,8 @@ def ls(args: argparse.Namespace) -> int:
 
 
 def services(args: argparse.Namespace) -> int:
+    from shoal.cli.swarmfmt import SERVICE_FIELDS, SERVICE_HEADERS, service_rows
+
     with connect() as client:
         found = client.get("/services", stack=args.stack)
     if not found:
@@ -188,6 +190,8 @@ def services(args: argparse.Namespace) -> int:
 
 
 def ps(args: argparse.Namespace) -> int:
+    from shoal.cli.service import filter_tasks, print_tasks
+
     with connect() as client:
         tasks = client.get("/tasks", stack=args.stack)
         if not tasks:
