@@ -26,7 +26,7 @@ from shoal.api.server import make_app
 from shoal.errors import ShoalError
 from shoal.ids import new_swarm_id
 from shoal.manager import allocator, endpoints, orchestrator, reaper, scheduler
-from shoal.model.cluster import Node, Task, TaskState
+from shoal.model.cluster import Node
 from shoal.store import SQLiteStore
 
 log = logging.getLogger("shoald")

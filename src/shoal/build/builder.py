@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import io
 import os
 import platform
 import posixpath
 import re
-import secrets
 import signal as _signal
 import stat
 import sys

@@ -705,7 +705,7 @@ def _command(node: Node) -> Command | Stage:
         if not args:
             raise ValueError("SHELL requires at least one argument")
         if not node.json:
-            raise ValueError(f"SHELL requires the arguments to be in JSON form")
+            raise ValueError("SHELL requires the arguments to be in JSON form")
         return ListCommand(name, code, line, list(args))
     if name == "expose":
         if not args:

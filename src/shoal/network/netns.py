@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from shoal.runtime.mounts import is_mounted, unmount
+from shoal.runtime.mounts import is_mounted, unmount  # noqa: F401 - is_mounted: part of this module's API
 from typing import TypeVar
 
 from shoal import paths
