@@ -9,6 +9,7 @@ and the worker never overwrite each other's fields."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from shoal.agent.health import HealthConfig, Probe
 from shoal.agent.taskspec import container_spec
 from shoal.errors import NotFound, ShoalError
 from shoal.model.cluster import Node, Task, TaskState
+from shoal.runtime.state import proc_start_time
 from shoal.store.base import Store
 
 log = logging.getLogger("shoald.worker")
@@ -71,6 +73,9 @@ class Worker:
         self._inflight: set[futures.Future[None]] = set()
         self._probes: dict[str, Probe] = {}
         self._no_health: set[str] = set()  # tasks known to have no healthcheck
+        self._containers_root = str(getattr(containers, "root", ""))
+        self._seen: tuple[int, Node | None, list[Task]] = (-1, None, [])  # (revision, node, tasks) read
+        self._processes: dict[str, tuple[int, int]] = {}  # container ID -> (pid, start time) seen running
         self._lock = threading.Lock()
 
     def close(self, timeout: float = 0.0) -> None:
@@ -197,11 +202,15 @@ class Worker:
 
     def _check_exit(self, task: Task) -> None:
         cid = task.status.container_id
-        exit_file = self.containers.root / cid / "exits" / cid
-        if not exit_file.exists() and self._passes % FULL_CHECK_EVERY:
-            # conmon writes the exit file: a stat is enough on most passes; a full look (which
-            # also notices a killed conmon) every FULL_CHECK_EVERY passes.
-            return
+        if not os.path.exists(f"{self._containers_root}/{cid}/exits/{cid}"):
+            # conmon writes the exit file: a stat is enough on most passes. Every
+            # FULL_CHECK_EVERY passes, a look at the process itself notices a conmon that was
+            # killed with its container (nobody wrote the exit then).
+            if self._passes % FULL_CHECK_EVERY:
+                return
+            known = self._processes.get(cid)
+            if known is not None and proc_start_time(known[0]) == known[1]:
+                return
         try:
             container = self.containers.get(cid)
         except NotFound:
@@ -209,7 +218,9 @@ class Worker:
             return
         state = container.state  # get() has read the exit file already
         if state.status not in ("exited", "dead"):
+            self._processes[cid] = (state.pid, state.pid_start)
             return
+        self._processes.pop(cid, None)
         self.network.left(task)
         # Tasks run without conmon's exit command: their teardown (mounts, cgroups, network) is
         # ours, off the pass thread.
@@ -301,11 +312,14 @@ class Worker:
 
     def sync(self) -> None:
         self._passes += 1
-        raw_node = self.store.get("node", self.node_id)
-        if raw_node is None:
+        revision = self.store.revision()
+        if revision != self._seen[0]:  # most passes only look for exits: nothing to read again
+            raw_node = self.store.get("node", self.node_id)
+            node = None if raw_node is None else Node.from_dict(raw_node)
+            self._seen = (revision, node, [Task.from_dict(t) for t in self.store.list("task")])
+        _, node, tasks = self._seen
+        if node is None:
             return
-        node = Node.from_dict(raw_node)
-        tasks = [Task.from_dict(t) for t in self.store.list("task")]
         for task in tasks:
             if task.node_id != self.node_id:
                 continue
@@ -323,6 +337,9 @@ class Worker:
                 self._health(task, state)
         live = {t.id for t in tasks}
         self._no_health &= live
+        running = {t.status.container_id for t in tasks if t.status.container_id}
+        for cid in [c for c in self._processes if c not in running]:
+            del self._processes[cid]
         if time.monotonic() >= self._orphans_due:  # reads every container record: not each pass
             self._orphans_due = time.monotonic() + ORPHAN_SCAN
             self._remove_orphans(live)
