@@ -255,6 +255,10 @@ def add_backends(adds: dict[str, list[Backend]], store: NetworkStore | None = No
 
 def remove_backend(service_id: str, task_id: str, store: NetworkStore | None = None) -> None:
     """Take a task out of the rotation (call before sending it its stop signal)."""
+    if not (services_dir() / f"{service_id}.json").is_file():
+        # The service's endpoint is gone (stack rm): no rotation to leave, and a service ID is
+        # never used again, so this needs no lock (fifty stopping tasks queued on it).
+        return
     store = store or NetworkStore()
     with store.lock():
         svc = get_service(service_id)
