@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import urllib.parse
 from collections.abc import Iterator
 import sys
@@ -175,6 +174,8 @@ def connect(autostart: bool = True) -> Client:
     log_path = paths.state_root() / "shoald.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
+        import subprocess  # only to start shoald: most commands find it running
+
         subprocess.Popen(
             [sys.executable, "-m", "shoal", "daemon"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
