@@ -35,6 +35,7 @@ log = logging.getLogger("shoald")
 IDLE_RESYNC = 10.0
 # How often the agent looks at its running containers for exits it was not told about.
 AGENT_POLL = 0.25
+EXIT_RECHECKS = (0.02, 0.1)  # seconds after a task's process exits: conmon records it meanwhile
 # How long shoald waits, when it is stopped, for task steps under way to finish.
 SHUTDOWN_GRACE = 15.0
 # How often the resolver's tables and sockets are checked against the network state.
@@ -52,6 +53,7 @@ class Daemon:
         self._changed = asyncio.Condition()
         self._stack_locks: dict[str, asyncio.Lock] = {}
         self._agent_hooks: list[Callable[[], None]] = []
+        self._exit_fds: set[int] = set()  # pidfds of running tasks, see _watch_exit
         self.dns: Any = None
         self._dns_revision = -1
         self._dns_due = 0.0
@@ -141,8 +143,28 @@ class Daemon:
             if not loop.is_closed():  # a step finishing while shoald shuts down
                 loop.call_soon_threadsafe(self._both_wake)
 
+        def watch_exit(fd: int) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._watch_exit, fd)
+
         return Worker(self.store, self.node_id, ContainerManager(images=images), images,
-                      on_change=on_change, network=DaemonTaskNetwork(loop, self.dns))
+                      on_change=on_change, network=DaemonTaskNetwork(loop, self.dns), watch_exit=watch_exit)
+
+    def _watch_exit(self, fd: int) -> None:
+        """A task's pidfd turns readable when its process exits: run the agent then (and again
+        shortly, as conmon writes the exit file just after), not at its next poll."""
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            self._exit_fds.discard(fd)
+            os.close(fd)
+            self._agent_wake.set()
+            for delay in EXIT_RECHECKS:
+                loop.call_later(delay, self._agent_wake.set)
+
+        self._exit_fds.add(fd)
+        loop.add_reader(fd, exited)
 
     async def refresh_dns(self) -> None:
         from shoal.agent.netglue import dns_tables
@@ -204,6 +226,11 @@ class Daemon:
                     await self.serve_running_containers(reopen=False)
                 await _wait(self._agent_wake.wait(), AGENT_POLL)
         finally:
+            loop = asyncio.get_running_loop()
+            for fd in list(self._exit_fds):
+                loop.remove_reader(fd)
+                os.close(fd)
+            self._exit_fds.clear()
             # Steps under way (a stop in its grace period) finish and report before we exit.
             await asyncio.to_thread(worker.close, SHUTDOWN_GRACE)
 

@@ -52,8 +52,12 @@ TEARDOWNS_AT_ONCE = 4
 class Worker:
     def __init__(self, store: Store, node_id: str, containers: Any, images: Any,
                  on_change: Callable[[], None] = lambda: None, threads: int = 8, stop_threads: int = 64,
-                 network: TaskNetwork | None = None) -> None:
+                 network: TaskNetwork | None = None, watch_exit: Callable[[int], None] | None = None) -> None:
         self.store = store
+        # Given a pidfd of a task's process, the daemon wakes the agent when it becomes
+        # readable (the process exited): exits are seen at once, not at the next poll.
+        self.watch_exit = watch_exit
+        self._watched: set[str] = set()  # container IDs whose process is watched
         self.network = network or TaskNetwork()
         self.node_id = node_id
         self.containers = containers
@@ -159,7 +163,21 @@ class Worker:
             return
         self._running(task, container.state.pid, attachments, container.network.get("netns", ""))
 
+    def _watch(self, container_id: str, pid: int, start_time: int) -> None:
+        if self.watch_exit is None or container_id in self._watched or pid <= 0:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return  # gone already: the exit file says so at the next pass
+        if proc_start_time(pid) != start_time:  # not the process we saw: a recycled pid
+            os.close(fd)
+            return
+        self._watched.add(container_id)
+        self.watch_exit(fd)
+
     def _running(self, task: Task, pid: int, attachments: list[dict[str, Any]], netns: str) -> None:
+        self._watch(task.status.container_id, pid, proc_start_time(pid))
         self._report(task.id, TaskState.RUNNING, "started", fields={"networks": attachments}, pid=pid)
         if attachments:
             self.network.joined(task, netns, attachments)
@@ -219,6 +237,7 @@ class Worker:
         state = container.state  # get() has read the exit file already
         if state.status not in ("exited", "dead"):
             self._processes[cid] = (state.pid, state.pid_start)
+            self._watch(cid, state.pid, state.pid_start)  # after a restart of shoald, say
             return
         self._processes.pop(cid, None)
         self.network.left(task)
@@ -340,6 +359,7 @@ class Worker:
         running = {t.status.container_id for t in tasks if t.status.container_id}
         for cid in [c for c in self._processes if c not in running]:
             del self._processes[cid]
+        self._watched &= running
         if time.monotonic() >= self._orphans_due:  # reads every container record: not each pass
             self._orphans_due = time.monotonic() + ORPHAN_SCAN
             self._remove_orphans(live)
