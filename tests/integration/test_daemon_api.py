@@ -98,11 +98,14 @@ def test_deploy_creates_tasks_and_stack_rm_removes_them(daemon, tmp_path: Path) 
     assert client.get("/stacks") == [{"Name": "webapp", "Services": 1}]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        # web:v1 is not in this root's store: the worker may reject the tasks (and the
+        # orchestrator replace them) before a poll sees them assigned; their slots stay 1-3.
         tasks = client.get("/tasks", stack="webapp")
-        if len(tasks) == 3 and all(t["status"]["state"] == "assigned" for t in tasks):
+        if {t["slot"] for t in tasks} == {1, 2, 3}:
             break
         time.sleep(0.05)
-    assert sorted(t["slot"] for t in tasks) == [1, 2, 3]
+    assert {t["slot"] for t in tasks} == {1, 2, 3}
+    assert all(t["node_id"] for t in tasks)  # every one was scheduled
     again = client.post("/stacks/webapp", {"stack": spec})["lines"]
     assert again[0].startswith("Updating service webapp_web (id: ")
     assert client.delete("/stacks/webapp")["lines"] == ["Removing service webapp_web", "Removing network webapp_webnet"]
