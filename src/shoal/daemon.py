@@ -261,11 +261,15 @@ class Daemon:
         finally:
             os.umask(old_umask)
         log.info("shoald listening on unix://%s (node %s)", sock, self.node_id)
+        from shoal.api.server import warm_compose
+
+        # The compose loader is imported before the first deploy asks for it (POST .../load).
+        warming = asyncio.create_task(asyncio.to_thread(warm_compose))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        tasks = [asyncio.create_task(self.manager_loop()), asyncio.create_task(self.agent_loop())]
+        tasks = [asyncio.create_task(self.manager_loop()), asyncio.create_task(self.agent_loop()), warming]
         try:
             await stop.wait()
         finally:

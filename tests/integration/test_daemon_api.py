@@ -197,3 +197,34 @@ def test_deploys_of_one_stack_at_once_never_duplicate_anything(daemon, tmp_path:
         time.sleep(0.1)
     time.sleep(0.5)  # a duplicate would show up by now
     assert {t["slot"] for t in client.get("/tasks", stack="webapp")} == {1, 2, 3}
+
+
+def test_shoald_loads_compose_files_exactly_as_the_cli_does(daemon) -> None:
+    """`stack deploy` asks shoald to load its files (the loader is imported there already): the
+    stack and warnings must be what the CLI's own loading gives, and a refusal a 400 (the CLI
+    then loads the files itself and reports the error)."""
+    from shoal.compose import load_stack
+    from shoal.errors import ShoalError
+
+    client, _, _ = daemon
+    fixtures = Path(__file__).parents[1] / "unit" / "fixtures" / "compose"
+    environ = {"TAG": "v1", "REPLICAS": "2"}
+    compared = refused = 0
+    for path in sorted(fixtures.glob("*.yml")):
+        warnings: list[str] = []
+        try:
+            local = load_stack([path], "fx", environ=environ, warn=warnings.append).to_dict()
+        except ShoalError:
+            local = None
+        body = {"files": [str(path)], "env_files": None, "environ": environ}
+        if local is None:
+            with pytest.raises(InvalidArgument):
+                client.post("/stacks/fx/load", body)
+            refused += 1
+            continue
+        remote = client.post("/stacks/fx/load", body)
+        assert remote == {"stack": local, "warnings": warnings}, path.name
+        compared += 1
+    assert compared >= 5 and refused >= 5
+    with pytest.raises(InvalidArgument, match="absolute paths"):
+        client.post("/stacks/fx/load", {"files": ["relative.yml"], "environ": {}})

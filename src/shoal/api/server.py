@@ -8,6 +8,7 @@ import json
 import logging
 import platform
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -103,6 +104,41 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool, contents: dict[str, 
     for service_id in gone:
         endpoints.remove_service(service_id)
     return lines
+
+
+def _load_compose(name: str, body: Any) -> dict[str, Any]:
+    """The CLI's compose files loaded here, where the loader is imported already (that import
+    was most of `stack deploy`'s start-up). Refusals carry no explanation: the CLI then loads
+    the files itself and reports the error (validate.EXPLAIN)."""
+    from shoal.compose import load_stack
+    from shoal.compose.validate import EXPLAIN
+
+    def paths(value: Any, key: str) -> list[Path]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
+            raise InvalidArgument(f"{key}: a list of absolute paths is expected")
+        return [Path(v) for v in value]
+
+    if not isinstance(body, dict):
+        raise InvalidArgument("a JSON object is expected")
+    environ = body.get("environ")
+    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in environ.items()):
+        raise InvalidArgument("environ: a mapping of strings is expected")
+    env_files = None if body.get("env_files") is None else paths(body["env_files"], "env_files")
+    files = paths(body.get("files"), "files")
+    EXPLAIN.set(False)  # this thread's context only
+    warnings: list[str] = []
+    try:
+        stack = load_stack(files, name, env_files=env_files, environ=environ, warn=warnings.append)
+    except ShoalError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return {"stack": stack.to_dict(), "warnings": warnings}
+
+
+def warm_compose() -> None:
+    """Import the compose loader and its generated schema check ahead of the first deploy."""
+    from shoal.compose import fastcheck
+
+    fastcheck.is_valid({})
 
 
 def _event_name(kind: str, obj: dict[str, Any]) -> str:
@@ -234,6 +270,11 @@ def make_app(daemon: Daemon) -> web.Application:
             if name:
                 counts[name] = counts.get(name, 0) + 1
         return web.json_response([{"Name": n, "Services": c} for n, c in sorted(counts.items())])
+
+    @routes.post(prefix + "/stacks/{name}/load")
+    async def load(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(await asyncio.to_thread(_load_compose, request.match_info["name"], body))
 
     @routes.post(prefix + "/stacks/{name}")
     async def deploy(request: web.Request) -> web.Response:

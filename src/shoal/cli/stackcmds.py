@@ -24,18 +24,44 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def load(args: argparse.Namespace) -> Any:
+def load(args: argparse.Namespace) -> dict[str, Any]:
+    """The stack as a dict (StackSpec.to_dict()), loaded by the running shoald when there is one
+    (it has the loader imported: importing it here was most of a deploy's start-up), else here.
+    Whatever shoald refuses is loaded here again, so every error is reported as before."""
+    if "-" not in args.compose_files:
+        remote = _load_in_daemon(args)
+        if remote is not None:
+            for message in remote["warnings"]:
+                _warn(message)
+            return dict(remote["stack"])
     from shoal.compose import load_stack
 
     files = [Path(f) for f in args.compose_files]
     env_files = [Path(f) for f in (args.env_files or [])]
-    return load_stack(files, args.stack, env_files=env_files or None, warn=_warn)
+    stack: dict[str, Any] = load_stack(files, args.stack, env_files=env_files or None, warn=_warn).to_dict()
+    return stack
 
 
-def build_missing(stack: Any) -> None:
+def _load_in_daemon(args: argparse.Namespace) -> dict[str, Any] | None:
+    import os
+
+    client = Client()
+    if not client.ping():
+        return None  # no shoald yet: loading here is quicker than starting it first
+    body = {"files": [str(Path(f).absolute()) for f in args.compose_files],
+            "env_files": [str(Path(f).absolute()) for f in args.env_files] if args.env_files else None,
+            "environ": dict(os.environ)}
+    try:
+        result: dict[str, Any] = client.post(f"/stacks/{args.stack}/load", body)
+    except ShoalError:
+        return None
+    return result
+
+
+def build_missing(stack: dict[str, Any]) -> None:
     """`build:` honoured: a service whose image is not in the store is built first and tagged
     with its `image:` name (docker compose's `<stack>-<service>` when it has none)."""
-    to_build = [svc for svc in stack.services.values() if svc.build is not None]
+    to_build = [svc for svc in stack["services"].values() if svc.get("build")]
     if not to_build:
         return  # the builder and the image store are not even imported (~60 ms of a deploy)
     from shoal.build.builder import BuildOptions, Builder
@@ -45,20 +71,21 @@ def build_missing(stack: Any) -> None:
     store = ImageStore()
     for svc in to_build:
         try:
-            store.resolve(svc.image)
+            store.resolve(svc["image"])
             continue
         except NotFound:
             pass
-        print(f"Building {svc.compose_name} ({svc.image})", file=sys.stderr)
-        context = Path(svc.build.context)
+        build = svc["build"]
+        print(f"Building {svc['compose_name']} ({svc['image']})", file=sys.stderr)
+        context = Path(build["context"])
         Builder(store, sys.stderr.buffer).build(BuildOptions(
             context_dir=context,
-            dockerfile=context / svc.build.dockerfile if svc.build.dockerfile else None,
-            tags=[svc.image, *svc.build.tags],
-            build_args=dict(svc.build.args),
-            target=svc.build.target,
-            no_cache=svc.build.no_cache,
-            pull=svc.build.pull,
+            dockerfile=context / build["dockerfile"] if build.get("dockerfile") else None,
+            tags=[svc["image"], *build.get("tags", [])],
+            build_args=dict(build.get("args") or {}),
+            target=build.get("target", ""),
+            no_cache=bool(build.get("no_cache")),
+            pull=bool(build.get("pull")),
         ))
 
 
@@ -136,19 +163,19 @@ def wait_converged(client: Client, stack: str, since: float, timeout: float) -> 
         time.sleep(0.1)
 
 
-def read_files(stack: Any) -> dict[str, dict[str, str]]:
+def read_files(stack: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Secrets' and configs' content, read here on the client as docker does (base64)."""
     import base64
 
     out: dict[str, dict[str, str]] = {"secret": {}, "config": {}}
-    for kind, objects in (("secret", stack.secrets), ("config", stack.configs)):
+    for kind, objects in (("secret", stack.get("secrets") or {}), ("config", stack.get("configs") or {})):
         for obj in objects.values():
-            if obj.external or not obj.file:
+            if obj.get("external") or not obj.get("file"):
                 continue
             try:
-                out[kind][obj.name] = base64.b64encode(Path(obj.file).read_bytes()).decode()
+                out[kind][obj["name"]] = base64.b64encode(Path(obj["file"]).read_bytes()).decode()
             except OSError as exc:
-                raise ShoalError(f"{kind} {obj.compose_name}: open {obj.file}: {exc.strerror}") from None
+                raise ShoalError(f"{kind} {obj['compose_name']}: open {obj['file']}: {exc.strerror}") from None
     return out
 
 
@@ -159,7 +186,7 @@ def deploy(args: argparse.Namespace) -> int:
     build_missing(stack)
     started = time.time()
     with connect() as client:
-        result = client.post(f"/stacks/{args.stack}", {"stack": stack.to_dict(), "prune": args.prune,
+        result = client.post(f"/stacks/{args.stack}", {"stack": stack, "prune": args.prune,
                                                         "files": read_files(stack)})
         for line in result["lines"]:
             print(line)

@@ -4,6 +4,7 @@ downloaded), with the first error turned into one line naming the file, line and
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,14 @@ from shoal.compose.errors import ComposeError, dotted
 from shoal.compose.load import ComposeFile, locate
 
 SCHEMA_FILE = "compose-spec.json"
+
+# False in shoald: a file the fast check refuses is not explained there (jsonschema would stay in
+# the daemon's memory for good); the CLI loads it again itself and reports jsonschema's finding.
+EXPLAIN: ContextVar[bool] = ContextVar("explain_schema_errors", default=True)
+
+
+class SchemaRefused(ComposeError):
+    """The fast check refused the file and EXPLAIN is off: no message worth showing."""
 
 
 @lru_cache(maxsize=1)
@@ -143,6 +152,8 @@ def check_schema(config: dict[str, Any], files: list[ComposeFile]) -> None:
     content, or the merged config); `files` are used to find the line of the bad key."""
     if fastcheck.is_valid(config):
         return
+    if not EXPLAIN.get():
+        raise SchemaRefused("the compose-spec schema refuses this file")
     from jsonschema.exceptions import best_match
 
     errors = list(_validator().iter_errors(config))
