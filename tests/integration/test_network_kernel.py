@@ -520,3 +520,39 @@ def test_detach_removes_the_veth_even_when_something_still_holds_the_namespace(e
         assert leftovers(env) == ([], [], [])
     finally:
         holder.close()
+
+
+def test_raw_rtnetlink_lists_what_pyroute2_lists(env: NetworkStore) -> None:
+    """The bridge, address and route listings shoald makes without pyroute2 agree with it, in a
+    namespace of the test's own."""
+    from pyroute2 import IPRoute
+
+    from shoal.network import rtnl
+
+    ns = netns.netns_path(cid(6))
+    netns.create(ns)
+    try:
+        def inside() -> tuple[list[tuple[str, int]], list[tuple[str, int, int]], list[tuple[str, int]],
+                              list[tuple[str, int, int]], int]:
+            with rtnl.Rtnl() as nl:
+                nl.add_bridge("shoaltbr9", 1400)
+                idx = rtnl.index("shoaltbr9") or 0
+                nl.add_address(idx, "10.213.77.1", 24)
+                nl.add_address(idx, "10.213.77.9", 32)
+                nl.set_up(idx)
+                nl.delete_address(idx, "10.213.77.9", 32)
+                nl.add_address(idx, "10.213.77.10", 32)
+                mine = sorted(nl.addresses(idx)), sorted(nl.routes())
+            with IPRoute() as ipr:
+                theirs_addr = sorted((a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2))
+                theirs_routes = sorted((r.get_attr("RTA_DST"), r["dst_len"], r.get_attr("RTA_OIF") or 0)
+                                       for r in ipr.get_routes(family=2, table=254) if r.get_attr("RTA_DST"))
+                mtu = ipr.link("get", index=idx)[0].get_attr("IFLA_MTU")
+            return mine[0], mine[1], theirs_addr, theirs_routes, mtu
+
+        addrs, routes, their_addrs, their_routes, mtu = netns.run_in(ns, inside)
+        assert addrs == their_addrs == [("10.213.77.1", 24), ("10.213.77.10", 32)]
+        assert routes == their_routes and ("10.213.77.0", 24, routes[0][2]) in routes
+        assert mtu == 1400
+    finally:
+        netns.remove(ns)

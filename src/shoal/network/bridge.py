@@ -1,15 +1,14 @@
-"""Kernel links with pyroute2: the per-network bridge, and a veth pair whose container end is
-created straight inside the container's namespace as eth0/eth1/..., with address and routes."""
+"""Kernel links: the per-network bridge, and a veth pair whose container end is created straight
+inside the container's namespace as eth0/eth1/..., with address and routes (rtnl.py's requests;
+pyroute2 only to list every link, for cleanup)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import ipaddress
+import os
+import socket
 from pathlib import Path
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from shoal.network import netns, rtnl
 from shoal.network.store import Network, owner_tag
@@ -29,16 +28,6 @@ def mac_for(ip: str) -> str:
     return "02:5a:" + ":".join(f"{b:02x}" for b in octets)
 
 
-def _index(ipr: IPRoute, name: str) -> int | None:
-    # A direct RTM_GETLINK by name: link_lookup() dumps every link, slow with 1,000 veths.
-    try:
-        return int(ipr.link("get", ifname=name)[0]["index"])
-    except NetlinkError as exc:
-        if exc.code == 19:  # ENODEV
-            return None
-        raise
-
-
 def link_exists(name: str) -> bool:
     return rtnl.index(name) is not None
 
@@ -54,21 +43,24 @@ def ensure_bridge(net: Network) -> None:
     if known is not None and rtnl.index(net.bridge) == known:
         return
     prefix = net.subnet_net().prefixlen
-    with IPRoute() as ipr:
-        idx = _index(ipr, net.bridge)
+    with rtnl.Rtnl() as nl:
+        idx = rtnl.index(net.bridge)
         if idx is None:
             try:
-                ipr.link("add", ifname=net.bridge, kind="bridge", mtu=net.mtu)
-            except NetlinkError as exc:
-                if exc.code != 17:  # EEXIST: another shoal process won the race
+                nl.add_bridge(net.bridge, net.mtu)
+            except OSError as exc:
+                if exc.errno != 17:  # EEXIST: another shoal process won the race
                     raise
-            idx = _index(ipr, net.bridge)
-            assert idx is not None
-            ipr.link("set", index=idx, ifalias=owner_tag())  # not honoured by "add"
-        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
-        if net.gateway not in have:
-            ipr.addr("add", index=idx, address=net.gateway, prefixlen=prefix)
-        ipr.link("set", index=idx, state="up")
+            idx = rtnl.index(net.bridge)
+            if idx is None:
+                raise OSError(19, f"bridge {net.bridge} vanished after it was made")
+            nl.set_alias(idx, owner_tag())  # not honoured when the link is made
+        try:
+            nl.add_address(idx, net.gateway, prefix)
+        except OSError as exc:
+            if exc.errno != 17:  # EEXIST: addressed already
+                raise
+        nl.set_up(idx)
     # 127.0.0.1:port DNATed to a task must be routable out of the bridge.
     Path(ROUTE_LOCALNET.format(net.bridge)).write_text("1\n")
     _ensured[net.bridge] = idx
@@ -77,17 +69,16 @@ def ensure_bridge(net: Network) -> None:
 def set_extra_addresses(net: Network, addresses: set[str]) -> None:
     """Make the bridge carry exactly these /32s besides its gateway: service VIPs answer ARP
     there, and the host's prerouting DNAT sends their traffic on to the tasks."""
-    with IPRoute() as ipr:
-        idx = _index(ipr, net.bridge)
-        if idx is None:
-            return
-        for a in ipr.get_addr(index=idx, family=2):
-            addr = a.get_attr("IFA_ADDRESS")
+    idx = rtnl.index(net.bridge)
+    if idx is None:
+        return
+    with rtnl.Rtnl() as nl:
+        for addr, prefixlen in nl.addresses(idx):
             if addr != net.gateway and addr not in addresses:
-                ipr.addr("del", index=idx, address=addr, prefixlen=a["prefixlen"])
+                nl.delete_address(idx, addr, prefixlen)
             addresses.discard(addr)
         for addr in sorted(addresses):
-            ipr.addr("add", index=idx, address=addr, prefixlen=32)
+            nl.add_address(idx, addr, 32)
 
 
 def delete_link(name: str) -> None:
@@ -134,8 +125,7 @@ def interface_count(ns_path: Path) -> int:
     """How many eth* interfaces the namespace already has (the next is eth<count>)."""
 
     def inside() -> int:
-        with IPRoute() as ipr:
-            return sum(1 for link in ipr.get_links() if str(link.get_attr("IFLA_IFNAME")).startswith("eth"))
+        return sum(1 for _, name in socket.if_nameindex() if name.startswith("eth"))
 
     return netns.run_in(ns_path, inside)
 
@@ -143,6 +133,8 @@ def interface_count(ns_path: Path) -> int:
 def shoal_links(all_roots: bool = False) -> dict[str, str]:
     """Links named shoal* in the host namespace made for this state root (or for any root):
     name -> kind (bridge, veth)."""
+    from pyroute2 import IPRoute  # a CLI's cleanup only: shoald never loads pyroute2
+
     out = {}
     tag = owner_tag()
     with IPRoute() as ipr:
@@ -159,8 +151,10 @@ def shoal_links(all_roots: bool = False) -> dict[str, str]:
 
 
 def bridge_ports(bridge: str) -> list[str]:
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
-        br = _index(ipr, bridge)
+        br = rtnl.index(bridge)
         if br is None:
             return []
         return [str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links() if link.get_attr("IFLA_MASTER") == br]

@@ -13,6 +13,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -333,16 +334,17 @@ def _valid_name(name: str) -> bool:
 def host_routes() -> list[ipaddress.IPv4Network]:
     """Destinations the host already routes (except the default route and shoal's own bridges):
     a pool subnet overlapping one of them would shadow a real network."""
-    from pyroute2 import IPRoute
+    from shoal.network import rtnl
 
     routes = []
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for r in ipr.get_routes(family=2, table=254):
-            dst = r.get_attr("RTA_DST")
-            if not dst or r["dst_len"] == 0:
+    with rtnl.Rtnl() as nl:
+        for dst, dst_len, oif in nl.routes():
+            if dst_len == 0:
                 continue
-            if str(names.get(r.get_attr("RTA_OIF"), "")).startswith("shoal"):
-                continue
-            routes.append(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
+            try:
+                if oif and socket.if_indextoname(oif).startswith("shoal"):
+                    continue
+            except OSError:
+                pass  # the link went away meanwhile: count its route all the same
+            routes.append(ipaddress.IPv4Network(f"{dst}/{dst_len}", strict=False))
     return routes
