@@ -351,6 +351,34 @@ def test_secrets_and_configs_reach_the_tasks_and_roll_when_changed(shoal: Shoal,
                        "Removing config other_app_conf", "Removing network other_default"]
 
 
+def test_deploy_builds_a_missing_image_and_sends_its_secret(shoal: Shoal, tmp_path: Path) -> None:
+    """`build:` honoured on deploy (Swarm ignores it), with shoald loading the compose file: the
+    stack comes back from shoald as a dict, and the build and the secret's content are done on
+    the client from it."""
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(
+        "FROM localhost/busybox:test\nRUN echo built-here > /built\nCMD [\"sleep\", \"300\"]\n")
+    (tmp_path / "token.txt").write_text("s3cret\n")
+    compose = tmp_path / "build.yml"
+    compose.write_text("services:\n  app:\n    build: ./ctx\n    image: localhost/built:v1\n"
+                       "    stop_grace_period: 1s\n    secrets: [token]\n"
+                       "secrets:\n  token:\n    file: ./token.txt\n")
+    assert shoal("stack", "ls").returncode == 0  # shoald runs: the file is loaded there
+    result = shoal("stack", "deploy", "-c", str(compose), "other", timeout=180)
+    assert "Building app (localhost/built:v1)" in result.stderr
+    assert "localhost/built" in shoal("images").stdout
+    def app_container() -> str | None:
+        rows = shoal("ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}").stdout.splitlines()
+        return next((r.split()[0] for r in rows if r.split()[1].startswith("other_app.")), None)
+
+    cid = wait_for(app_container, 30, "the app's container")
+    assert shoal("exec", cid, "cat", "/built", "/run/secrets/token").stdout == "built-here\ns3cret\n"
+    again = shoal("stack", "deploy", "-c", str(compose), "other", timeout=60)
+    assert "Building" not in again.stderr  # in the store now: not built again
+    shoal("stack", "rm", "other")
+    wait_for(lambda: app_container() is None, 30, "the app to go")
+
+
 def test_containers_on_a_user_network_resolve_each_other(shoal: Shoal) -> None:
     shoal("network", "create", "appnet")
     try:
