@@ -68,6 +68,13 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+def _cached(hit: tuple[int, Object] | None, version: int, data: str) -> tuple[int, Object]:
+    """The cache entry for a row: `hit` while it is of this version, else the row decoded."""
+    if hit is not None and hit[0] == version:
+        return hit
+    return version, {k: _freeze(v) for k, v in json.loads(data).items()}
+
+
 class _Decoded:
     """Decoded objects by kind, then id: (version, object with read-only nested values). Used
     under the store's lock only."""
@@ -77,10 +84,7 @@ class _Decoded:
 
     def one(self, kind: str, obj_id: str, version: int, data: str) -> Object:
         objs = self._kinds.setdefault(kind, {})
-        hit = objs.get(obj_id)
-        if hit is None or hit[0] != version:
-            hit = (version, {k: _freeze(v) for k, v in json.loads(data).items()})
-            objs[obj_id] = hit
+        objs[obj_id] = hit = _cached(objs.get(obj_id), version, data)
         return dict(hit[1])
 
     def all(self, kind: str, rows: list[tuple[str, int, str]], skip: set[str] | frozenset[str] = frozenset()) -> list[Object]:
@@ -93,10 +97,7 @@ class _Decoded:
             if obj_id in skip:
                 out.append(json.loads(data))
                 continue
-            hit = old.get(obj_id)
-            if hit is None or hit[0] != version:
-                hit = (version, {k: _freeze(v) for k, v in json.loads(data).items()})
-            fresh[obj_id] = hit
+            fresh[obj_id] = hit = _cached(old.get(obj_id), version, data)
             out.append(dict(hit[1]))
         self._kinds[kind] = fresh
         return out
