@@ -11,6 +11,7 @@ import sys
 import tarfile
 import io
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,33 @@ def busybox_image(shoal, busybox_tar: Path) -> str:
     ref = "localhost/busybox:test"
     shoal("import", str(busybox_tar), ref, check=True)
     return ref
+
+
+def tar_bytes(files: dict[str, bytes], whiteouts: tuple[str, ...] = ()) -> bytes:
+    """An uncompressed layer tar of these files (mode 0644), and empty whiteout entries."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for name in whiteouts:
+            tar.addfile(tarfile.TarInfo(name))
+    return buf.getvalue()
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """SIGTERM, then SIGKILL after `timeout` seconds; never leaves the process behind. True when
+    it stopped on SIGTERM."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
 
 
 def stop_daemon(run: Path, timeout: float = 20.0) -> None:

@@ -24,6 +24,8 @@ import httpx
 import pytest
 import yaml
 
+from conftest import terminate
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
 
 
@@ -68,12 +70,7 @@ def run_registry(workdir: Path, auth: dict | None = None) -> Iterator[str]:
                 time.sleep(0.05)
         yield address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 5)
         log.close()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_ONLY, make_busybox_rootfs_tar
+from conftest import ROOT_ONLY, make_busybox_rootfs_tar, tar_bytes
 
 pytestmark = [ROOT_ONLY]
 
@@ -25,19 +25,6 @@ needs_skopeo = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installe
 
 def _sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _tar_bytes(files: dict[str, bytes], whiteouts: tuple[str, ...] = ()) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-        for name in whiteouts:
-            tar.addfile(tarfile.TarInfo(name))
-    return buf.getvalue()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -78,7 +65,7 @@ def two_layer_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
     """busybox as the base layer, plus a layer that adds a file and deletes one."""
     work = tmp_path_factory.mktemp("archive")
     base = make_busybox_rootfs_tar(work / "base.tar").read_bytes()
-    top = _tar_bytes({"etc/motd": b"hello from the top layer\n"}, whiteouts=("etc/.wh.group",))
+    top = tar_bytes({"etc/motd": b"hello from the top layer\n"}, whiteouts=("etc/.wh.group",))
     path = work / "legacy.tar"
     image_id = make_legacy_docker_archive(path, [base, top], ["localhost/arch:v1"])
     return path, image_id
@@ -174,8 +161,8 @@ def test_legacy_archive_with_two_images_and_a_symlinked_shared_layer(shoal, tmp_
     """Docker before 25 wrote a layer shared by two saved images once, and a symlink
     ../<v1id>/layer.tar for the second; a link out of the archive is never followed."""
     root, env = empty_root
-    base = _tar_bytes({"etc/base": b"base\n"})
-    top = _tar_bytes({"etc/top": b"top\n"})
+    base = tar_bytes({"etc/base": b"base\n"})
+    top = tar_bytes({"etc/top": b"top\n"})
     cfg_a = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                         "rootfs": {"type": "layers", "diff_ids": [_sha(base)]}}).encode()
     cfg_b = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
@@ -218,7 +205,7 @@ def test_compressed_archive_and_compressed_layers(shoal, tmp_path: Path, empty_r
     """docker load takes a gzip-compressed archive, and gzip/xz/zstd layers inside one."""
     root, env = empty_root
     layers = {"gzip": ["gzip", "-nc"], "xz": ["xz", "-c"], "zstd": ["zstd", "-qc"]}
-    plain = _tar_bytes({"etc/hello": b"hello\n"})
+    plain = tar_bytes({"etc/hello": b"hello\n"})
     for kind, argv in layers.items():
         if shutil.which(argv[0]) is None:
             continue
@@ -347,7 +334,7 @@ def test_missing_manifest(shoal, tmp_path: Path, empty_root) -> None:  # type: i
     root, env = empty_root
     bad = tmp_path / "nomanifest.tar"
     with tarfile.open(bad, "w") as tar:
-        _add(tar, "layer.tar", _tar_bytes({"a": b"a"}))
+        _add(tar, "layer.tar", tar_bytes({"a": b"a"}))
     proc = shoal("load", "-i", str(bad), env=env)
     assert proc.returncode == 1
     assert "no manifest.json" in proc.stderr and str(bad) in proc.stderr
@@ -356,8 +343,8 @@ def test_missing_manifest(shoal, tmp_path: Path, empty_root) -> None:  # type: i
 
 def test_layer_digest_mismatch(shoal, tmp_path: Path, empty_root) -> None:  # type: ignore[no-untyped-def]
     root, env = empty_root
-    real = _tar_bytes({"etc/real": b"real\n"})
-    forged = _tar_bytes({"etc/real": b"forged\n"})
+    real = tar_bytes({"etc/real": b"real\n"})
+    forged = tar_bytes({"etc/real": b"forged\n"})
     bad = tmp_path / "mismatch.tar"
     make_legacy_docker_archive(bad, [forged], ["localhost/forged:v1"], diff_ids=[_sha(real)])
     proc = shoal("load", "-i", str(bad), env=env)

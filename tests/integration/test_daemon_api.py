@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import teardown_root
+from conftest import teardown_root, terminate
 
 from shoal.api.client import Client
 from shoal.errors import InvalidArgument, NotFound
@@ -47,12 +47,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Client, dict[str, str], Path]]:
         yield client, env, log
         client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 10)
         teardown_root(tmp_path / "root", tmp_path / "run")
 
 
@@ -146,13 +141,8 @@ def test_state_survives_a_daemon_restart(daemon, tmp_path: Path) -> None:
         assert [s["id"] for s in client2.get("/services")] == [s["id"] for s in services_before]
         client2.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # never leave it behind; the test fails all the same
-            proc.wait()
-            raise AssertionError("shoald did not stop on SIGTERM within 10 s") from None
+        # Killed if it ignores SIGTERM: never left behind; the test fails all the same.
+        assert terminate(proc, 10), "shoald did not stop on SIGTERM within 10 s"
 
 
 def test_events_replay_from_a_revision(daemon, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import subprocess
-import tarfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT_ONLY, run_shoal
+from conftest import ROOT_ONLY, run_shoal, tar_bytes
 from registry_helpers import free_port, run_registry, sha256_digest
 
 pytestmark = [ROOT_ONLY]
@@ -166,14 +165,8 @@ def test_cross_repository_mount(shoal, registry: str, pushed: dict[str, str]) ->
 
 def _gzip_layer(files: dict[str, bytes]) -> tuple[bytes, str]:
     """A gzip layer blob and its diff_id."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0), sha256_digest(raw.getvalue())
+    raw = tar_bytes(files)
+    return gzip.compress(raw, mtime=0), sha256_digest(raw)
 
 
 def _upload(registry: str, repo: str, data: bytes) -> str:
