@@ -14,23 +14,17 @@ Uses private SHOAL_ROOTs under /tmp, removed at the end; the bootstrap cache is 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _cli import timed_shoal  # bench/ is on sys.path when a bench runs
+
 IMAGE = "localhost/shoal-python:3.11"
 
-
-def shoal(root: Path, *args: str) -> float:
-    env = {**os.environ, "SHOAL_ROOT": str(root), "SHOAL_RUN": str(root / "run")}
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "shoal", *args], env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
 
 
 def timed(argv: list[str]) -> float:
@@ -50,13 +44,13 @@ def main() -> None:
         for i in range(runs):
             source = work / f"source-{i}"
             figures.setdefault("bootstrap --python (cached rootfs, empty store)", []).append(
-                shoal(source, "image", "bootstrap", "--python"))
+                timed_shoal(source, "image", "bootstrap", "--python"))
             archive = work / f"py-{i}.tar"
-            figures.setdefault("save -o", []).append(shoal(source, "save", "-o", str(archive), IMAGE))
+            figures.setdefault("save -o", []).append(timed_shoal(source, "save", "-o", str(archive), IMAGE))
             size = archive.stat().st_size
             target = work / f"target-{i}"
-            figures.setdefault("load -i, empty store", []).append(shoal(target, "load", "-i", str(archive)))
-            figures.setdefault("load -i, image already there", []).append(shoal(target, "load", "-i", str(archive)))
+            figures.setdefault("load -i, empty store", []).append(timed_shoal(target, "load", "-i", str(archive)))
+            figures.setdefault("load -i, image already there", []).append(timed_shoal(target, "load", "-i", str(archive)))
             if shutil.which("skopeo"):
                 figures.setdefault("skopeo copy docker-archive -> docker-archive", []).append(timed(
                     ["skopeo", "--insecure-policy", "copy", "-q", f"docker-archive:{archive}",

@@ -24,16 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from _cli import timed_shoal  # bench/ is on sys.path when a bench runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from shoal.image.store import ImageStore  # noqa: E402
 
-
-def shoal(root: Path, *args: str) -> float:
-    env = {**os.environ, "SHOAL_ROOT": str(root), "SHOAL_RUN": str(root / "run")}
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "shoal", *args], env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
 
 
 def median(samples: list[float]) -> str:
@@ -71,9 +67,9 @@ def bench_images(runs: int, count: int, work: Path) -> None:
     setup = time.perf_counter() - started
     print(f"setup: {count} images created through the store API in {setup:.1f} s "
           f"({setup / count * 1000:.1f} ms each)")
-    startup = [shoal(root, "--version") for _ in range(runs)]
-    listing = [shoal(root, "images") for _ in range(runs)]
-    quiet = [shoal(root, "images", "-q") for _ in range(runs)]
+    startup = [timed_shoal(root, "--version") for _ in range(runs)]
+    listing = [timed_shoal(root, "images") for _ in range(runs)]
+    quiet = [timed_shoal(root, "images", "-q") for _ in range(runs)]
     from shoal.cli.image import list_rows
 
     inproc = []
@@ -108,11 +104,11 @@ def bench_import(runs: int, megabytes: int, work: Path) -> None:
     results: dict[str, list[float]] = {"plain": [], "gzip": [], "tar": [], "again": []}
     for n in range(runs):
         root = work / f"imp{n}"
-        results["plain"].append(shoal(root, "import", str(tar_path), f"big:{n}"))
-        results["again"].append(shoal(root, "import", str(tar_path), f"big:again{n}"))
+        results["plain"].append(timed_shoal(root, "import", str(tar_path), f"big:{n}"))
+        results["again"].append(timed_shoal(root, "import", str(tar_path), f"big:again{n}"))
         shutil.rmtree(root)
         root = work / f"impgz{n}"
-        results["gzip"].append(shoal(root, "import", str(gz_path), f"big:{n}"))
+        results["gzip"].append(timed_shoal(root, "import", str(gz_path), f"big:{n}"))
         shutil.rmtree(root)
         dest = work / f"tar{n}"
         dest.mkdir()

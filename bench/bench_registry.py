@@ -24,11 +24,12 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from _cli import timed_shoal  # bench/ is on sys.path when a bench runs
 
 import httpx
 
@@ -84,11 +85,7 @@ def make_image(root: Path, ref: str, size_mb: int, layers: int) -> int:
 
 
 def shoal(root: Path, *args: str) -> float:
-    env = {**os.environ, "SHOAL_ROOT": str(root), "SHOAL_RUN": str(root / "run"),
-           "SHOAL_CONFIG": str(root / "config.json")}
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "shoal", *args], env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    return timed_shoal(root, *args, SHOAL_CONFIG=str(root / "config.json"))
 
 
 def main() -> None:
