@@ -33,13 +33,12 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
         if remote is not None:
             for message in remote["warnings"]:
                 _warn(message)
-            return dict(remote["stack"])
+            return remote["stack"]
     from shoal.compose import load_stack
 
     files = [Path(f) for f in args.compose_files]
     env_files = [Path(f) for f in (args.env_files or [])]
-    stack: dict[str, Any] = load_stack(files, args.stack, env_files=env_files or None, warn=_warn).to_dict()
-    return stack
+    return load_stack(files, args.stack, env_files=env_files or None, warn=_warn).to_dict()
 
 
 def _load_in_daemon(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ or a full network leaves neither a namespace nor a link nor a state entry behind
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,8 +167,6 @@ VETH_GONE_WAIT = 0.3  # seconds the kernel gets to destroy an unpinned namespace
 def _wait_links_gone(names: list[str]) -> None:
     """Until the host ends of a removed namespace's veths are gone; one kept alive (something
     else still holds the namespace) is deleted by name."""
-    import time
-
     deadline = time.monotonic() + VETH_GONE_WAIT
     pending = [n for n in names if bridge.link_exists(n)]
     while pending and time.monotonic() < deadline:

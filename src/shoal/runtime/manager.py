@@ -376,7 +376,7 @@ class ContainerManager:
         except OSError:
             fd = -1
         if fd < 0:
-            if c.process_alive():  # cannot be: an alive process has a pidfd; ask the runtime
+            if c.process_alive():  # no pidfd for it (out of descriptors, say): ask the runtime
                 proc = engine.by_name(c.runtime).run("kill", c.id, str(signum), check=False)
                 if proc.returncode != 0 and c.process_alive():
                     raise ShoalError(f"Cannot kill container: {c.id}: {proc.stderr.strip()}")
