@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.compose import support
+from shoal.compose.cycles import check_cycles
 from shoal.compose.convert import Invalid, convert, validate_stack_name
 from shoal.compose.envfile import project_environment
 from shoal.compose.errors import ComposeError, dotted
@@ -113,6 +114,7 @@ def _load(
         raise ComposeError(exc.reason, where=", ".join(f.name for f in parsed)) from None
     if len(parsed) > 1:  # one file was checked just above
         check_schema(merged, parsed)
+    check_cycles(merged, ", ".join(f.name for f in parsed))
     support.report(merged, warn, lambda path: locate(parsed, path))
     return Loaded(parsed, merged, environment, working_dir)
 
