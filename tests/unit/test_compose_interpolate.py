@@ -9,10 +9,90 @@ import pytest
 from shoal.compose.api import load_config, load_stack
 from shoal.compose.envfile import EnvFileError, parse_env
 from shoal.compose.interpolate import InvalidTemplate, MissingRequired, substitute
+from shoal.compose.template import InvalidTemplateError
+from shoal.compose.template import substitute as docker_substitute
 from shoal.errors import ShoalError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compose"
 ENV = {"SET": "value", "EMPTY": "", "OTHER": "x"}
+
+
+# --- compose files: docker/cli's template.go -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("$SET", "value"),
+        ("${SET}", "value"),
+        ("pre-${SET}-post", "pre-value-post"),
+        ("${UNSET}", ""),
+        ("${UNSET:-default}", "default"),
+        ("${EMPTY:-default}", "default"),
+        ("${SET:-default}", "value"),
+        ("${UNSET-default}", "default"),
+        ("${EMPTY-default}", ""),
+        ("${SET:?must be set}", "value"),
+        ("${EMPTY?only unset fails}", ""),
+        ("$$", "$"),
+        ("$$SET", "$SET"),
+        ("$${SET}", "${SET}"),
+        # A default is used as written, never substituted again (a bcrypt hash in a label).
+        ("${PASS:-$2y$05$oZcj4yQ1PqNQ}", "$2y$05$oZcj4yQ1PqNQ"),
+        ("admin:${PASS:-$apr1$ruca84Hq$mbjdMZBAG.KWn7vfN/SNK/}",
+         "admin:$apr1$ruca84Hq$mbjdMZBAG.KWn7vfN/SNK/"),
+        ("${UNSET:-${OTHER}}", "${OTHER}"),  # no nesting: the default ends at the first }
+        ("${UNSET:-$SET}", "$SET"),
+        # Go's regexp takes the default form after an unbraced name too.
+        ("$SET-dir", "value"),
+        ("$UNSET:-fallback", "fallback"),
+        ("${set}", "value"),  # the pattern is case-insensitive, the lookup is not: unset
+        # The error is the last variable's: an earlier failure is forgotten (Go's shared err).
+        ("${UNSET:?boom} $SET", " value"),
+    ],
+)
+def test_docker_template_forms(template: str, expected: str) -> None:
+    env = {**ENV, "set": "value"}
+    assert docker_substitute(template, env.get) == expected
+
+
+@pytest.mark.parametrize("template", ["${", "${SET", "${}", "${9X}", "${SET!}", "${SET:+alt}",
+                                      "${SET+alt}", "$1", "a $ b", "${SET:=x}", "${ SET}"])
+def test_docker_invalid_templates(template: str) -> None:
+    with pytest.raises(InvalidTemplateError) as info:
+        docker_substitute(template, ENV.get)
+    assert info.value.template == template
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("${UNSET:?}", "required variable UNSET is missing a value: "),
+        ("${UNSET?}", "required variable UNSET is missing a value: "),
+        ("${EMPTY:?}", "required variable EMPTY is missing a value: "),
+        ("${UNSET:?please set it}", "required variable UNSET is missing a value: please set it"),
+    ],
+)
+def test_docker_required_errors(template: str, message: str) -> None:
+    with pytest.raises(InvalidTemplateError) as info:
+        docker_substitute(template, ENV.get)
+    assert info.value.template == message
+
+
+def test_bcrypt_default_survives_in_a_label(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text(
+        "version: '3.8'\nservices:\n  web:\n    image: traefik\n    deploy:\n      labels:\n"
+        "        - traefik.http.middlewares.auth.basicauth.users=admin:${HASHED_PASSWORD:-"
+        "$$2y$$05$$oZcj4}\n"
+        "        - plain=${HASHED_PASSWORD:-$2y$05$oZcj4yQ1PqNQ}\n")
+    stack = load_stack([compose], "app", environ={}, warn=lambda m: None)
+    labels = stack.services["app_web"].labels
+    assert labels["traefik.http.middlewares.auth.basicauth.users"] == "admin:$$2y$$05$$oZcj4"
+    assert labels["plain"] == "$2y$05$oZcj4yQ1PqNQ"
+
+
+# --- .env files: compose-go's template (interpolate.substitute) -----------------------------
 
 
 @pytest.mark.parametrize(
@@ -93,7 +173,7 @@ def test_interpolated_file_and_casts() -> None:
     web = config["services"]["web"]
     assert web["image"] == "web:v2"
     assert web["deploy"]["replicas"] == 3  # cast to an integer, as compose-go does
-    assert web["environment"] == {"GREETING": "", "PRICE": "$5", "MODE": "", "ALT": "tagged"}
+    assert web["environment"] == {"GREETING": "", "PRICE": "$5", "MODE": "", "ALT": "v2"}
     assert warnings == ['The "GREETING" variable is not set. Defaulting to a blank string.']
 
 
@@ -101,8 +181,9 @@ def test_missing_required_variable_names_file_line_and_key() -> None:
     with pytest.raises(ShoalError) as info:
         load_config([FIXTURES / "interpolated.yml"], environ={}, warn=lambda m: None)
     assert str(info.value) == (
-        f"{FIXTURES / 'interpolated.yml'}:3: services.web.image: error while interpolating: "
-        "required variable TAG is missing a value: TAG must be set")
+        f"{FIXTURES / 'interpolated.yml'}:3: services.web.image: invalid interpolation format: "
+        '"required variable TAG is missing a value: TAG must be set"; '
+        "you may need to escape any $ with another $")
 
 
 def test_bad_cast_names_the_key(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""Variable substitution in compose values, as compose-go's template package does it.
-
-Forms: `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `${VAR?error}`,
+"""Variable substitution: compose files as docker/cli does it (template.py); this module's
+own `substitute` is compose-go's, kept for `.env` files (which docker stack never reads).
+compose-go's forms: `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `${VAR?error}`,
 `${VAR:+alt}`, `${VAR+alt}` and `$$` for a literal `$`. Defaults, alternatives and error texts
 are themselves substituted, so `${A:-${B:-x}}` nests. A `$` not followed by a name or `{` is
 kept as written (`$1`, `a $ b`). Only values are substituted, never keys.
@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from shoal.compose.errors import ComposeError, dotted
+from shoal.compose.template import InvalidTemplateError, go_quote
+from shoal.compose.template import substitute as docker_substitute
 
 Lookup = Callable[[str], "str | None"]
 
@@ -240,17 +242,15 @@ def interpolate(
             new = value
             if substitute_values:
                 try:
-                    new = substitute(value, lookup, on_unset)
-                except InvalidTemplate as exc:
+                    new = docker_substitute(value, lookup, on_unset)
+                except InvalidTemplateError as exc:
+                    # docker/cli's wording (interpolation.newPathError); a missing required
+                    # variable is an InvalidTemplateError there too.
                     raise ComposeError(
-                        f"invalid interpolation format: {exc.args[0]!r}; "
+                        f"invalid interpolation format: {go_quote(exc.template)}; "
                         "you may need to escape any $ with another $",
                         where=place(path),
                         path=dotted(path),
-                    ) from None
-                except MissingRequired as exc:
-                    raise ComposeError(
-                        f"error while interpolating: {exc}", where=place(path), path=dotted(path)
                     ) from None
             kind = _cast_kind(path)
             if kind is None:
