@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import ipaddress
 import json
 import os
 import ssl
@@ -83,13 +84,74 @@ class RegistryUnreachable(ShoalError):
     """The registry did not answer at the transport level (refused, DNS, TLS, timeout)."""
 
 
+def _split_host(domain: str) -> str:
+    """The host of `host`, `host:port`, `[v6]` or `[v6]:port`, brackets removed, lower case."""
+    if domain.startswith("["):
+        return domain[1:].split("]", 1)[0].lower()
+    return domain.rsplit(":", 1)[0].lower() if domain.count(":") == 1 else domain.lower()
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `host` spells, IPv4-mapped IPv6 unwrapped; None for a name."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def is_insecure(domain: str) -> bool:
-    """Plain http for loopback registries and SHOAL_INSECURE_REGISTRIES, as Docker's default."""
-    host = domain.rsplit(":", 1)[0] if not domain.startswith("[") else domain.split("]")[0] + "]"
-    if host in ("localhost", "[::1]") or host.startswith("127."):
+    """Plain http for loopback registries and SHOAL_INSECURE_REGISTRIES, as Docker's default
+    (127.0.0.0/8 and ::1/128 insecure). Loopback means the address: `localhost`, or an IP literal
+    in those ranges. Docker also resolves names to test them against the ranges; shoal does not,
+    because the name could resolve elsewhere by the time the connection is made (and
+    127.example.com is anybody's). Entries of SHOAL_INSECURE_REGISTRIES are host, host:port or
+    CIDRs (matched against IP literals only, for the same reason)."""
+    host = _split_host(domain)
+    ip = _ip_literal(host)
+    if host == "localhost" or (ip is not None and ip.is_loopback):
         return True
-    listed = [d.strip() for d in os.environ.get("SHOAL_INSECURE_REGISTRIES", "").split(",") if d.strip()]
-    return domain in listed or host in listed
+    for entry in (d.strip() for d in os.environ.get("SHOAL_INSECURE_REGISTRIES", "").split(",")):
+        if not entry:
+            continue
+        if "/" in entry:
+            try:
+                net = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                continue
+            if ip is not None and ip.version == net.version and ip in net:
+                return True
+        elif entry.lower() in (domain.lower(), host):
+            return True
+    return False
+
+
+def _origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    u = httpx.URL(url)
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    return u.scheme, u.host.lower(), port
+
+
+def same_origin(url: str | httpx.URL, base: str) -> bool:
+    """Same scheme, host and port: the unit docker's challenge manager keeps credentials per."""
+    return _origin(url) == _origin(base)
+
+
+def credentials_allowed(realm: str, base: str) -> bool:
+    """May the password go to this token realm? Docker sends it to whatever realm the registry
+    names (Docker Hub's is another host); shoal does the same over https, but over plain http only
+    to a realm on the registry's own (plain http) host or one that is itself insecure."""
+    scheme, host, port = _origin(realm)
+    if scheme == "https":
+        return True
+    if scheme != "http":
+        return False
+    base_scheme, base_host, _ = _origin(base)
+    if base_scheme == "http" and host == base_host:
+        return True
+    return is_insecure(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
 def base_url(domain: str) -> str:
@@ -287,6 +349,9 @@ class RegistryClient:
             params.append(("scope", scope))
         headers = {}
         if self.credentials is not None:
+            if not credentials_allowed(realm, self.base):
+                raise RegistryError(f'Get "{realm}": refusing to send credentials over plain http '
+                                    f"to a token service that is not local", 401)
             params.append(("account", self.credentials.username))
             headers["Authorization"] = self.credentials.basic_header()
         if login:
@@ -354,8 +419,18 @@ class RegistryClient:
         retries once (a token may have expired or the registry may want a wider scope)."""
         self.ping()
         scopes = scopes or self.default_scopes()
+        # Credentials are for this registry only: an upload Location on another host, port or
+        # scheme is sent without them, as docker's per-origin challenge manager does (httpx drops
+        # the header itself on a redirect that leaves the origin).
+        ours = same_origin(url, self.base)
         for attempt in (0, 1):
             hdrs = dict(headers or {})
+            if not ours:
+                request = self.http.build_request(method, url, headers=hdrs, content=content, params=params)
+                try:
+                    return self.http.send(request, stream=stream, follow_redirects=follow_redirects)
+                except httpx.TransportError as exc:
+                    raise _transport_error(method, url, exc) from exc
             try:
                 auth = self._authorization(scopes)
             except RegistryError as exc:
@@ -505,7 +580,8 @@ class RegistryClient:
                 "Content-Range": f"{start}-{start + length - 1}",
             })
             self._check(resp, 202)
-            location = str(httpx.URL(self.base).join(resp.headers.get("location") or location))
+            # A relative Location is relative to the URL it answered, which need not be the registry's.
+            location = str(httpx.URL(location).join(resp.headers.get("location") or location))
         url = str(httpx.URL(location).copy_add_param("digest", digest))
         resp = self.send("PUT", url, content=b"", headers={"Content-Length": "0"})
         self._check(resp, 201, 204)
