@@ -23,7 +23,26 @@ def socket_path() -> Path:
     return Path(os.environ.get("SHOAL_SOCKET", str(paths.run_root() / "shoal.sock")))
 
 
-_ERRORS: dict[int, type[ShoalError]] = {400: InvalidArgument, 404: NotFound, 409: Conflict}
+class DaemonError(ShoalError):
+    """An error shoald answered with; the CLI prints it as Docker prints the daemon's errors,
+    `Error response from daemon: <message>` on one line."""
+
+    from_daemon = True
+
+
+class DaemonInvalidArgument(DaemonError, InvalidArgument):
+    pass
+
+
+class DaemonNotFound(DaemonError, NotFound):
+    pass
+
+
+class DaemonConflict(DaemonError, Conflict):
+    pass
+
+
+_ERRORS: dict[int, type[ShoalError]] = {400: DaemonInvalidArgument, 404: DaemonNotFound, 409: DaemonConflict}
 
 
 class _Response:
@@ -106,19 +125,37 @@ class Client:
         try:
             sock.settimeout(timeout)
             sock.connect(str(self.sock))
-            sock.sendall(head.encode() + b"\r\n" + data)
-            return _Response(sock)
         except OSError as exc:
             sock.close()
             raise ShoalError(f"Cannot connect to shoald at unix://{self.sock}. Is the daemon running?") from exc
+        try:
+            sock.sendall(head.encode() + b"\r\n" + data)
+        except OSError as exc:
+            # shoald may answer before reading the whole body (413, too large) and close: its
+            # answer is still there to read.
+            try:
+                return _Response(sock)
+            except OSError:
+                sock.close()
+                raise ShoalError(f"shoald at unix://{self.sock} closed the connection during {method} {path}: {exc}") from exc
+        try:
+            return _Response(sock)
+        except OSError as exc:
+            sock.close()
+            raise ShoalError(f"shoald at unix://{self.sock} did not answer {method} {path}: {exc}") from exc
 
     @staticmethod
     def _raise(status: int, payload: bytes) -> None:
         try:
-            message = json.loads(payload).get("message", payload.decode())
+            decoded = json.loads(payload)
+            message = decoded.get("message") if isinstance(decoded, dict) else None
         except ValueError:
-            message = payload.decode(errors="replace")
-        raise _ERRORS.get(status, ShoalError)(message)
+            message = None
+        if not isinstance(message, str) or not message.strip():
+            message = payload.decode(errors="replace").strip() or f"status {status}"
+        # One line, as Docker prints it, however the message was written.
+        message = " ".join(message.split())
+        raise _ERRORS.get(status, DaemonError)(message)
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
         response = self._send(method, path, params, json_body, self.timeout)
@@ -172,8 +209,8 @@ def connect(autostart: bool = True) -> Client:
         raise ShoalError(f"Cannot connect to shoald at unix://{client.sock}. Is the daemon running?")
     print("Starting shoald (logs in " + str(paths.state_root() / "shoald.log") + ")", file=sys.stderr)
     log_path = paths.state_root() / "shoald.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    paths.ensure_private_dir(log_path.parent)
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         import subprocess  # only to start shoald: most commands find it running
 
         subprocess.Popen(

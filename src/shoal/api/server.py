@@ -4,6 +4,7 @@ the work happens in the manager loops, woken through `Daemon.kick()`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import platform
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shoal import __version__
-from shoal.api import API_VERSION
+from shoal.api import API_VERSION, shape
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
 from shoal.agent.tasklogs import TaskLogs
 from shoal.manager import endpoints
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 _STATUS = {InvalidArgument: 400, NotFound: 404, Conflict: 409}
 log = logging.getLogger("shoald.api")
 
+# The largest request body shoald reads. A deploy carries its secrets and configs (Swarm allows
+# 500 KB each, sent base64: a third more), so aiohttp's 1 MiB default refused ordinary stacks;
+# 64 MiB leaves room for a hundred of them and still bounds what one client makes shoald hold.
+MAX_BODY = 64 * 1024 * 1024
+
 
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -35,11 +41,58 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except ShoalError as exc:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
         return web.json_response({"message": str(exc)}, status=status)
-    except web.HTTPException:
-        raise
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(request.content_length)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own refusals (no such route, wrong method) in the same shape as ours.
+        return web.json_response({"message": f"{exc.reason}: {request.method} {request.path}"},
+                                 status=exc.status, headers={k: v for k, v in exc.headers.items()
+                                                             if k.lower() == "allow"})
     except Exception as exc:  # a bug: say so in one line, keep the daemon serving
         log.exception("API %s %s failed", request.method, request.path)
         return web.json_response({"message": f"internal error in shoald: {exc!r}"}, status=500)
+
+
+def _too_large(size: int | None) -> web.Response:
+    actual = f" ({size} bytes)" if size is not None else ""
+    return web.json_response(
+        {"message": f"request body too large{actual}: shoald accepts at most {MAX_BODY // 2**20} MiB"}, status=413)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or a 400 saying what is wrong with it (413 above MAX_BODY,
+    refused on its Content-Length before a byte of it is read)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(MAX_BODY, request.content_length)
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"invalid JSON in the request body: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"invalid JSON in the request body: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise InvalidArgument("invalid JSON in the request body: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise InvalidArgument(f"invalid JSON in the request body: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"the request body must be a JSON object, not {shape._kind(body)}")
+    return body
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int = 0) -> int:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidArgument(f"{name}: an integer is expected, not {value[:40]!r}") from None
+    if not low <= number <= shape.INT_MAX:
+        raise InvalidArgument(f"{name}: {value[:40]} is out of range")
+    return number
 
 
 def _resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, Any]:
@@ -73,10 +126,23 @@ def _checked_stack(body: Any, name: str) -> dict[str, Any]:
     """The stack as the model defines it (a StackSpec dict), or a 400 naming what is wrong."""
     from shoal.model.stack import StackSpec
 
-    if not isinstance(body, dict) or not isinstance(body.get("stack"), dict):
+    if not isinstance(body.get("stack"), dict):
         raise InvalidArgument('the request body must be {"stack": <StackSpec>}')
+    raw = dict(body["stack"], name=name)
     try:
-        return StackSpec.from_dict(dict(body["stack"], name=name)).to_dict()
+        shape.check_object(StackSpec, raw, "")
+        for field in ("prune",):
+            shape.check(bool | None, body.get(field), field)
+        shape.check(dict[str, dict[str, str]] | None, body.get("files"), "files")
+        for kind, files in (body.get("files") or {}).items():
+            for file_name, data in files.items():
+                try:
+                    base64.b64decode(data, validate=True)
+                except ValueError:
+                    raise InvalidArgument(f"files.{kind}.{file_name}: base64 is expected") from None
+        return StackSpec.from_dict(raw).to_dict()
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"invalid stack {name}: {exc}") from None
     except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise InvalidArgument(f"invalid stack {name}: {exc}") from None
 
@@ -114,14 +180,16 @@ def _load_compose(name: str, body: Any) -> dict[str, Any]:
     from shoal.compose.validate import EXPLAIN
 
     def paths(value: Any, key: str) -> list[Path]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") and "\0" not in v
+                                                  for v in value):
             raise InvalidArgument(f"{key}: a list of absolute paths is expected")
         return [Path(v) for v in value]
 
     if not isinstance(body, dict):
         raise InvalidArgument("a JSON object is expected")
     environ = body.get("environ")
-    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in environ.items()):
+    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
+                                                for k, v in environ.items()):
         raise InvalidArgument("environ: a mapping of strings is expected")
     env_files = None if body.get("env_files") is None else paths(body["env_files"], "env_files")
     files = paths(body.get("files"), "files")
@@ -197,10 +265,12 @@ def make_app(daemon: Daemon) -> web.Application:
 
     @routes.post(prefix + "/services/{ref}/scale")
     async def scale(request: web.Request) -> web.Response:
-        body = await request.json()
-        replicas = body.get("replicas")
-        if not isinstance(replicas, int) or replicas < 0:
-            raise InvalidArgument(f"invalid replicas value: {replicas!r}")
+        body = await _body(request)
+        if "replicas" not in body:
+            raise InvalidArgument("replicas: missing")
+        replicas = body["replicas"]
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= shape.INT_MAX:
+            raise InvalidArgument(f"replicas: invalid value {json.dumps(replicas)[:40]}: a whole number from 0 is expected")
         with store.transaction() as tx:
             svc = _resolve(tx.list("service"), request.match_info["ref"], "service")
             if svc["spec"].get("mode", "replicated") != "replicated":
@@ -217,12 +287,12 @@ def make_app(daemon: Daemon) -> web.Application:
         """Newline-delimited JSON: one object per log line of the service's tasks on this node,
         oldest first; with follow=1, new lines as they are written until the client leaves."""
         svc = _resolve(store.list("service"), request.match_info["ref"], "service")
-        tail = request.query.get("tail", "all")
+        tail = None if request.query.get("tail", "all") == "all" else _int_query(request, "tail", 0)
         follow = request.query.get("follow") == "1"
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         logs = TaskLogs(store, svc["id"], daemon.node_id)
-        for record in await asyncio.to_thread(logs.existing, None if tail == "all" else int(tail)):
+        for record in await asyncio.to_thread(logs.existing, tail):
             await response.write((json.dumps(record) + "\n").encode())
         while follow:
             await asyncio.sleep(0.2)
@@ -238,10 +308,10 @@ def make_app(daemon: Daemon) -> web.Application:
         from shoal.agent.netglue import container_networks
 
         container_id = request.match_info["id"]
-        body = await request.json()
-        netns = body.get("netns") or ""
-        if not netns:
-            raise InvalidArgument("netns is required")
+        body = await _body(request)
+        netns = body.get("netns")
+        if not netns or not isinstance(netns, str) or not netns.startswith("/") or "\0" in netns:
+            raise InvalidArgument("netns: the absolute path of the container's network namespace is required")
         networks = await asyncio.to_thread(container_networks, container_id)
         if daemon.dns is not None:
             await daemon.dns.serve(container_id, netns, networks)
@@ -273,13 +343,13 @@ def make_app(daemon: Daemon) -> web.Application:
 
     @routes.post(prefix + "/stacks/{name}/load")
     async def load(request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await _body(request)
         return web.json_response(await asyncio.to_thread(_load_compose, request.match_info["name"], body))
 
     @routes.post(prefix + "/stacks/{name}")
     async def deploy(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        body = await request.json()
+        body = await _body(request)
         lock = daemon.stack_lock(name)
         if lock.locked():
             raise Conflict(f"stack {name} is being deployed by another client; try again when it has finished")
@@ -304,7 +374,7 @@ def make_app(daemon: Daemon) -> web.Application:
     @routes.get(f"{prefix}/events")
     async def events(request: web.Request) -> web.StreamResponse:
         """Newline-delimited JSON events from `since`, following new ones while the client stays."""
-        since = int(request.query.get("since", store.revision()))
+        since = _int_query(request, "since", store.revision())
         follow = request.query.get("follow", "1") != "0"
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -320,7 +390,7 @@ def make_app(daemon: Daemon) -> web.Application:
         await response.write_eof()
         return response
 
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
     app.add_routes(routes)
     return app
 

@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = func(args)
     except ShoalError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        # shoald's answers read as Docker prints its daemon's (api/client.py DaemonError).
+        print(f"{'Error response from daemon' if getattr(exc, 'from_daemon', False) else 'Error'}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
