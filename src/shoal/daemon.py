@@ -45,7 +45,7 @@ DNS_RESYNC = 2.0
 class Daemon:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or paths.state_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        paths.ensure_private_dir(self.root)
         self.store = SQLiteStore(self.root / "shoald.db")
         self.node_id = self._node_id()
         self._wake = asyncio.Event()
@@ -236,7 +236,7 @@ class Daemon:
 
     async def serve(self) -> None:
         run = paths.run_root()
-        run.mkdir(parents=True, exist_ok=True)
+        paths.ensure_private_dir(run)
         lock_file = (run / "shoald.lock").open("w")
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)

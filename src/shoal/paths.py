@@ -1,24 +1,75 @@
-"""Where shoal keeps its state. Everything lives under one root so a crash can be cleaned up."""
+"""Where shoal keeps its state. Everything lives under one root so a crash can be cleaned up.
+
+The roots are root's alone (0700), as Docker's /var/lib/docker is (0710 root:root): unpacked
+layers hold set-uid binaries and containers' config.json holds their environment, so no other
+user may traverse into them. Containers never reach their files by these host paths (the runtime
+mounts them as root before the container's process starts), so a container running as another
+uid is not affected. Each getter tightens its root on use, so a root made by an older shoal (0755)
+is fixed by the next command or shoald start."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+# Directories and files only root may read; what a container must read by its own uid (its
+# /etc/hosts, the layers' contents) carries its own mode below such a directory.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def ensure_private_dir(path: Path, mode: int = PRIVATE_DIR) -> Path:
+    """Make `path` a directory (missing parents too) whose mode is exactly `mode`, whatever the
+    umask, tightening one that exists with another mode."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    if stat.S_IMODE(os.stat(path).st_mode) != mode:
+        os.chmod(path, mode)
+    return path
+
+
+def write_file(path: Path, data: str | bytes, mode: int = PRIVATE_FILE) -> None:
+    """Write a whole file created with `mode` (not the umask's); an existing file gets `mode` too."""
+    raw = data.encode() if isinstance(data, str) else data
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(raw)
+    finally:
+        os.close(fd)
+
+
+def _root(path: Path) -> Path:
+    """`path`, made root-only if it is not already. One stat when it is (the usual case)."""
+    try:
+        if stat.S_IMODE(os.stat(path).st_mode) == PRIVATE_DIR:
+            return path
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return path
+    try:
+        ensure_private_dir(path)
+    except OSError:
+        pass  # not root, or a read-only file system: the operation that needs it reports that
+    return path
 
 
 def state_root() -> Path:
     """Persistent state (images, containers); SHOAL_ROOT moves it (tests use a temp dir)."""
-    return Path(os.environ.get("SHOAL_ROOT", "/var/lib/shoal"))
+    return _root(Path(os.environ.get("SHOAL_ROOT", "/var/lib/shoal")))
 
 
 def run_root() -> Path:
     """Volatile state (runtime state dirs, sockets); cleared by a reboot like /run itself."""
     env = os.environ.get("SHOAL_RUN")
     if env:
-        return Path(env)
-    return state_root() / "run" if "SHOAL_ROOT" in os.environ else Path("/run/shoal")
+        return _root(Path(env))
+    return _root(state_root() / "run" if "SHOAL_ROOT" in os.environ else Path("/run/shoal"))
 
 
 def cache_root() -> Path:
-    """Build caches that survive `rm -rf $SHOAL_ROOT` (the offline base image rootfs)."""
-    return Path(os.environ.get("SHOAL_CACHE", "/var/cache/shoal"))
+    """Build caches that survive `rm -rf $SHOAL_ROOT` (the offline base image rootfs, whose
+    set-uid binaries are as dangerous as a layer's)."""
+    return _root(Path(os.environ.get("SHOAL_CACHE", "/var/cache/shoal")))

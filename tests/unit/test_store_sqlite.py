@@ -159,3 +159,26 @@ def test_writes_of_another_connection_are_seen(store: SQLiteStore, tmp_path: Pat
         other.close()
     assert [(t["id"], t["state"]) for t in store.list("task")] == [("a", "running")]
     assert store.get("task", "b") is None
+
+
+def test_the_database_and_its_wal_and_shm_files_are_root_only(tmp_path: Path) -> None:
+    """Issue 10 item 4: whatever the umask, shoald.db, -wal and -shm are 0600, and a database an
+    older shoal made 0644 is tightened when it is opened."""
+    import os
+    import stat
+
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    os.chmod(old, 0o644)
+    mask = os.umask(0o022)
+    try:
+        for path in (tmp_path / "new.db", old):
+            s = SQLiteStore(path)
+            with s.transaction() as tx:
+                tx.create("service", {"id": "a", "name": "web"})
+            files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+            assert all(p.exists() for p in files)
+            assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
+            s.close()
+    finally:
+        os.umask(mask)

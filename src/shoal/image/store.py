@@ -190,7 +190,7 @@ class _FileLock:
     def __call__(self) -> Iterator[None]:
         with self._mutex:
             if self._depth == 0:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                paths.ensure_private_dir(self.path.parent)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._fd = fd
@@ -219,7 +219,7 @@ class BlobWriter:
         self.size = 0
         self.digest: str | None = None
         self._sha = hashlib.sha256()
-        store.ingest_dir.mkdir(parents=True, exist_ok=True)
+        paths.ensure_private_dir(store.ingest_dir)
         self.path = store.ingest_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -342,7 +342,7 @@ class ImageStore:
         with self.lock():
             data = self._load_layers()
             yield data
-            self.root.mkdir(parents=True, exist_ok=True)
+            paths.ensure_private_dir(self.root)
             _write_json_atomic(self.layers_path, data)
 
     def layer_dir(self, diff_id: str) -> Path:
@@ -369,7 +369,7 @@ class ImageStore:
     @contextlib.contextmanager
     def _snapshot_tmp(self) -> Iterator[Path]:
         """A fresh, flock-held temp dir under snapshots/ (removed on failure)."""
-        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        paths.ensure_private_dir(self.snapshots_dir)  # 0700: layers hold set-uid binaries
         tmp = self.snapshots_dir / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
         tmp.mkdir(0o755)
         os.chmod(tmp, 0o755)
@@ -497,7 +497,7 @@ class ImageStore:
         known = data["layers"].get(diff_id)
         if known is not None and (self.snapshots_dir / known["snapshot"]).is_dir():
             return self._commit_snapshot_existing(digest, diff_id, writer.size, unpacked)
-        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        paths.ensure_private_dir(self.snapshots_dir)  # 0700: layers hold set-uid binaries
         tmp = self.snapshots_dir / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
         try:
             os.rename(upper, tmp)
@@ -537,7 +537,7 @@ class ImageStore:
         with self.lock():
             data = self._load_index()
             yield data
-            self.root.mkdir(parents=True, exist_ok=True)
+            paths.ensure_private_dir(self.root)
             _write_json_atomic(self.index_path, data)
 
     def _config(self, image_id: str) -> dict[str, Any]:

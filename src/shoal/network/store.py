@@ -184,7 +184,7 @@ class NetworkStore:
         global _depth, _lock_fd
         with _thread_lock:
             if _depth == 0:
-                self.root.mkdir(parents=True, exist_ok=True)
+                paths.ensure_private_dir(self.root)
                 fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 _lock_fd = fd
@@ -202,7 +202,7 @@ class NetworkStore:
         return self.root / f"{network_id}.json"
 
     def save(self, net: Network) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        paths.ensure_private_dir(self.root)
         tmp = self._path(net.id).with_suffix(".tmp")
         tmp.write_text(json.dumps(net.to_dict(), indent=1, sort_keys=True))
         os.replace(tmp, self._path(net.id))

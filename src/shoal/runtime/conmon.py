@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from shoal.errors import ShoalError
-from shoal.paths import run_root, state_root
+from shoal.paths import ensure_private_dir, run_root, state_root
 from shoal.runtime.engine import Runtime
 
 CONMON = "/usr/bin/conmon"
@@ -33,10 +33,8 @@ def launch(runtime: Runtime, container_id: str, bundle: Path, *, log_path: Path,
            with_exit_command: bool = True) -> int:
     """Returns the container's host pid once the runtime has created it."""
     sockets = run_root() / "sockets"
-    sockets.mkdir(parents=True, exist_ok=True)
-    runtime.root.mkdir(parents=True, exist_ok=True)
-    exit_dir.mkdir(parents=True, exist_ok=True)
-    persist_dir.mkdir(parents=True, exist_ok=True)
+    for d in (sockets, runtime.root, exit_dir, persist_dir):
+        ensure_private_dir(d)
     cmd = [
         CONMON, "--api-version", "1",
         "-c", container_id, "-u", container_id, "-n", container_id,

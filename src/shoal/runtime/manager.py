@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from shoal import ids
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
-from shoal.paths import state_root
+from shoal.paths import ensure_private_dir, state_root, write_file
 from shoal.runtime import cgroups, conmon, engine, files, mounts, oci, volumes
 from shoal.runtime.layers import LayeredView, find_executable
 from shoal.runtime.spec import ContainerSpec, Mount
@@ -152,7 +152,7 @@ class ContainerManager:
 
     @contextlib.contextmanager
     def _names_lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.root)
         fd = os.open(self.root.parent / "containers.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -185,7 +185,7 @@ class ContainerManager:
                     f'"{other}". You have to remove (or rename) that container to be able '
                     "to reuse that name.")
             directory = self.root / container_id
-            directory.mkdir(parents=True)
+            directory.mkdir(mode=0o700)  # config.json, logs: root's alone
             try:
                 spec.image_id = image.id
                 spec.name = name
@@ -202,8 +202,8 @@ class ContainerManager:
                         m.source = ids.new_id()
                         c.anonymous_volumes.append(m.source)
                 c.spec.mounts = mount_specs
-                for sub in ("upper", "work", "rootfs"):
-                    (directory / sub).mkdir()
+                for sub in ("upper", "work", "rootfs"):  # upper's mode is the container's /
+                    ensure_private_dir(directory / sub, 0o755 if sub == "upper" else 0o700)
                 c.save()
             except BaseException:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -278,17 +278,17 @@ class ContainerManager:
         host_net = spec.network == "host"
         entries = list(getattr(attachment, "hosts_entries", []) or [])
         own = [] if entries else [a.split("/")[0] for a in addresses]  # the network lists them itself
-        (c.dir / "hosts").write_text(files.hosts(plan.hostname, own, spec.extra_hosts, entries, host_net))
+        write_file(c.dir / "hosts", files.hosts(plan.hostname, own, spec.extra_hosts, entries, host_net), 0o644)
         dns = spec.dns or list(getattr(attachment, "dns_servers", []) or [])
-        (c.dir / "resolv.conf").write_text(files.resolv_conf(dns, spec.dns_search, host_net))
-        (c.dir / "hostname").write_text(plan.hostname + "\n")
+        write_file(c.dir / "resolv.conf", files.resolv_conf(dns, spec.dns_search, host_net), 0o644)
+        write_file(c.dir / "hostname", plan.hostname + "\n", 0o644)  # read by the container's uid
         config = oci.build_config(
             spec=spec, plan=plan, user=user, rootfs=str(c.rootfs),
             extra_mounts=self._user_mounts(c),
             netns=netns, cgroups_path=cgroups.cgroups_path(c.id),
             init_binary=INIT_BINARY,
         )
-        (c.dir / "config.json").write_text(json.dumps(config))
+        write_file(c.dir / "config.json", json.dumps(config))  # 0600: the environment is in it
         c.network = {"netns": netns or "", "addresses": addresses,
                      "networks": list(getattr(attachment, "networks", []) or []),
                      "ports": [{"target": p.target, "published": p.published, "protocol": p.protocol,

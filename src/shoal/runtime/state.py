@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import NotFound
+from shoal.paths import write_file
 from shoal.runtime.spec import ContainerSpec
 
 
@@ -102,7 +103,7 @@ class Container:
 
     def save(self) -> None:
         tmp = self.record.with_suffix(".tmp")
-        tmp.write_text(self.to_json())
+        write_file(tmp, self.to_json())  # 0600: the spec carries the environment
         os.replace(tmp, self.record)
 
     @classmethod

@@ -12,7 +12,9 @@ TypeError), so no caller can change what another reads."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -183,11 +185,25 @@ class _Txn:
         self._record(kind, obj_id, "delete", old)
 
 
+def _private_files(path: Path) -> None:
+    """The database and its WAL and shared-memory files are root's alone (0600), an existing one
+    made by an older shoal (0644) included. SQLite creates -wal and -shm with the database's mode,
+    so creating the database 0600 first covers them."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if stat.S_IMODE(os.stat(p).st_mode) != 0o600:
+                os.chmod(p, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 class SQLiteStore:
     """The embedded store. Thread-safe; other processes may open the same file."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _private_files(path)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
