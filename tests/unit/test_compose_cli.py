@@ -20,7 +20,7 @@ def test_stack_config_prints_merged_yaml(capsys: pytest.CaptureFixture[str]) -> 
     assert rc == 0 and err == ""
     printed = yaml.safe_load(out)
     assert printed["services"]["web"]["image"] == "web:v2"
-    assert printed["services"]["web"]["ports"] == ["8080:80", "9000:9000", "7000:70"]
+    assert [p["published"] for p in printed["services"]["web"]["ports"]] == [7000, 8080, 9000]
     assert out.startswith("services:\n  web:\n")
 
 

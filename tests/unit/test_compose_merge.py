@@ -35,7 +35,11 @@ def test_environment_and_labels_merge_by_name(merged: dict) -> None:
 
 def test_ports_and_volumes_merge_by_key(merged: dict) -> None:
     web = merged["services"]["web"]
-    assert web["ports"] == ["8080:80", "9000:9000", "7000:70"]
+    # docker/cli's merge.go: keyed by published port (typed long syntax), sorted by that key.
+    assert web["ports"] == [
+        {"mode": "ingress", "target": 70, "published": 7000, "protocol": "tcp"},
+        {"mode": "ingress", "target": 80, "published": 8080, "protocol": "tcp"},
+        {"mode": "ingress", "target": 9000, "published": 9000, "protocol": "tcp"}]
     assert web["volumes"] == ["data:/data", "./conf2:/etc/app"]  # same target: replaced
 
 
@@ -74,9 +78,9 @@ def test_merged_stack() -> None:
         ({"environment": ["A=1"]}, {"environment": ["A=2", "B"]},
          {"environment": {"A": "2", "B": None}}),
         ({"dns": "8.8.8.8"}, {"dns": ["1.1.1.1", "8.8.8.8"]},
-         {"dns": ["8.8.8.8", "1.1.1.1"]}),
+         {"dns": ["8.8.8.8", "1.1.1.1", "8.8.8.8"]}),  # mergo appends, keeps repeats
         ({"cap_add": ["NET_ADMIN"]}, {"cap_add": ["SYS_TIME", "NET_ADMIN"]},
-         {"cap_add": ["NET_ADMIN", "SYS_TIME"]}),
+         {"cap_add": ["NET_ADMIN", "SYS_TIME", "NET_ADMIN"]}),
         ({"build": "."}, {"build": {"dockerfile": "Dockerfile.dev"}},
          {"build": {"context": ".", "dockerfile": "Dockerfile.dev"}}),
         ({"depends_on": ["db"]}, {"depends_on": {"cache": {"condition": "service_healthy"}}},
@@ -100,6 +104,46 @@ def test_merged_stack() -> None:
 def test_merge_rules(base: dict, over: dict, expected: dict) -> None:
     result = merge_configs([{"services": {"s": base}}, {"services": {"s": over}}])
     assert result == {"services": {"s": expected}}
+
+
+def test_same_target_within_one_file_is_kept_and_the_deploy_refuses_it(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("version: '3.8'\nservices:\n  web:\n    image: x\n    volumes:\n"
+                       "      - a:/data\n      - b:/data\n      - /srv:/srv\nvolumes:\n  a:\n  b:\n")
+    config = load_config([compose], environ={}, warn=lambda m: None)
+    assert config["services"]["web"]["volumes"] == ["a:/data", "b:/data", "/srv:/srv"]
+    with pytest.raises(ShoalError) as info:
+        load_stack([compose], "app", environ={}, warn=lambda m: None)
+    assert str(info.value) == (f"{compose}:7: services.web.volumes[1]: "
+                               "ContainerSpec: duplicate mount point: /data")
+
+
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [
+        ("    ports: ['8080:80', '8080:81']\n", "services.web.ports: EndpointSpec: duplicate published ports provided"),
+        ("    ports: ['8080:80', '8080:80/udp', '80', '81']\n", None),
+        ("    secrets: [s, s]\n", "services.web.secrets[1]: secret references 'app_s' and 'app_s' have a conflicting target: 's'"),
+        ("    secrets: [s, {source: t, target: s}]\n", "services.web.secrets[1]: secret references 'app_s' and 'app_t' have a conflicting target: 's'"),
+        ("    configs: [s, s]\n", "services.web.configs[1]: config references 'app_s' and 'app_s' have a conflicting target: 's'"),
+        ("    tmpfs: [/run]\n    volumes: ['/x:/run']\n", "services.web.tmpfs: ContainerSpec: duplicate mount point: /run"),
+    ],
+)
+def test_duplicates_within_one_file_are_refused_as_swarm_does(tmp_path: Path, service: str,
+                                                              message: str | None) -> None:
+    compose = tmp_path / "c.yml"
+    (tmp_path / "s").write_text("x")
+    compose.write_text("version: '3.8'\nservices:\n  web:\n    image: x\n" + service +
+                       "secrets:\n  s: {file: ./s}\n  t: {file: ./s}\n"
+                       "configs:\n  s: {file: ./s}\n")
+    config = load_config([compose], environ={}, warn=lambda m: None)
+    assert config["services"]["web"]  # stack config prints the file, duplicates and all
+    if message is None:
+        load_stack([compose], "app", environ={}, warn=lambda m: None)
+        return
+    with pytest.raises(ShoalError) as info:
+        load_stack([compose], "app", environ={}, warn=lambda m: None)
+    assert str(info.value).endswith(message)
 
 
 def test_type_clash_is_an_error(tmp_path: Path) -> None:

@@ -342,11 +342,15 @@ class Converter:
             target_path, _, options = target.partition(":")
             mounts.append(Mount(type="tmpfs", target=target_path,
                                 options=[o for o in options.split(",") if o]))
+        seen: set[str] = set()
         for index, mount in enumerate(mounts):
+            where = ((*path, "volumes", index) if index < len(volumes or []) else (*path, "tmpfs"))
             if not mount.target.startswith("/"):
-                raise Invalid((*path, "volumes", index) if index < len(volumes or []) else
-                              (*path, "tmpfs"),
-                              f"invalid mount target {mount.target!r}: must be an absolute path")
+                raise Invalid(where, f"invalid mount target {mount.target!r}: must be an absolute path")
+            # Swarm's controlapi refuses the service (validateMounts); nothing is dropped.
+            if mount.target in seen:
+                raise Invalid(where, f"ContainerSpec: duplicate mount point: {mount.target}")
+            seen.add(mount.target)
         return mounts
 
     def mount(self, item: Any, path: P) -> Mount:
@@ -624,6 +628,12 @@ class Converter:
         raw_ports = raw.get("ports")
         for index, item in enumerate(raw_ports if isinstance(raw_ports, list) else []):
             ports.extend(self.port(item, (*path, "ports", index)))
+        published = set()
+        for port in ports:  # Swarm's validateEndpointSpec
+            if port.published:
+                if (port.published, port.protocol) in published:
+                    raise Invalid((*path, "ports"), "EndpointSpec: duplicate published ports provided")
+                published.add((port.published, port.protocol))
         ports.sort(key=PortConfig.sort_key)
         if mode == "dnsrr" and any(p.publish_mode == "ingress" and p.published for p in ports):
             raise Invalid((*path, "deploy", "endpoint_mode"),
@@ -697,6 +707,7 @@ class Converter:
     def references(self, raw: Any, path: P, section: str, declared: dict[str, Any],
                    prefix: str) -> list[FileReference]:
         out = []
+        targets: dict[str, str] = {}
         for index, item in enumerate(raw if isinstance(raw, list) else []):
             ipath = (*path, index)
             if isinstance(item, str):
@@ -720,6 +731,12 @@ class Converter:
                     mode = int(mode_raw, 8)
                 else:
                     mode = v.integer(mode_raw, (*ipath, "mode"))
+            # Swarm's validateSecretRefsSpec / validateConfigRefsSpec: one file per target.
+            file_name = v.string(item.get("target"), (*ipath, "target")) or source
+            if file_name in targets:
+                raise Invalid(ipath, f"{section[:-1]} references '{targets[file_name]}' and "
+                                     f"'{name}' have a conflicting target: '{file_name}'")
+            targets[file_name] = name
             out.append(FileReference(
                 source=name,
                 target=target,

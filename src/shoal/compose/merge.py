@@ -4,10 +4,11 @@ override/merge.go and override/uncity.go).
 Mappings merge key by key; scalars are replaced; lists are appended, except:
 - `command`, `entrypoint`, `healthcheck.test` are replaced whole;
 - `environment`, `labels`, `deploy.labels`, `build.args`, `sysctls`... merge by variable name;
-- `ports`, `volumes`, `secrets`, `configs` merge by their key (port spec, mount target);
+- `ports`, `volumes`, `secrets`, `configs` merge by docker/cli's keys (published port, target,
+  source) and are sorted by them, as docker/cli's merge.go does; repeated entries within one
+  file are kept (the deploy refuses them as Swarm does);
 - `depends_on` and service `networks` lists are read as mappings and merged by name;
 - `logging` options merge only when the driver is the same.
-Then repeated entries inside one list are collapsed, the later one winning.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal.compose.errors import ComposeError, dotted
-from shoal.compose.syntax import parse_volume
+from shoal.compose.syntax import parse_port, parse_volume
 
 Path_ = tuple[str | int, ...]
 
@@ -175,16 +176,17 @@ def merge_values(base: Any, over: Any, path: Path_) -> Any:
     return over
 
 
-# --- repeated entries in one list: the later one wins, in the place of the first -------------
-
-
-def _key_value_key(item: Any) -> str:
-    return str(item).partition("=")[0] if isinstance(item, str) else repr(item)
+# --- ports, volumes, secrets and configs across files ---------------------------------------
+# docker/cli's merge.go (mergeSlice): when a service is in both files and the earlier file has
+# the list, both lists are put in one map by a key (ports by published port, volumes by target,
+# secrets and configs by source), the later file winning, and written back sorted by that key.
+# Within one file nothing is collapsed: `stack config` shows every entry and the deploy refuses
+# duplicates as Swarm does.
 
 
 def _volume_key(item: Any) -> str:
     if isinstance(item, dict):
-        return str(item.get("target", repr(item)))
+        return str(item.get("target", ""))
     if isinstance(item, str):
         try:
             return parse_volume(item).target
@@ -193,68 +195,63 @@ def _volume_key(item: Any) -> str:
     return repr(item)
 
 
-def _port_key(item: Any) -> str:
+def _source_key(item: Any) -> str:
     if isinstance(item, dict):
-        return (f"{item.get('host_ip', '0.0.0.0')}:{item.get('published', '')}:"
-                f"{item.get('target')}/{item.get('protocol', 'tcp')}")
+        return str(item.get("source", ""))
     return str(item)
 
 
-def _mount_key(default_dir: str) -> Callable[[Any], str]:
-    def key(item: Any) -> str:
-        if isinstance(item, dict):
-            if "target" in item:
-                return str(item["target"])
-            return f"{default_dir}/{item.get('source')}"
-        return f"{default_dir}/{item}"
+def _long_ports(item: Any) -> list[Any]:
+    """A short port as docker's loader types it before merging (one entry per port of a
+    range); anything unparsable stays as written for the converter to report."""
+    if isinstance(item, dict) or isinstance(item, bool):
+        return [item]
+    if isinstance(item, (str, int)):
+        try:
+            shorts = parse_port(item)
+        except ValueError:
+            return [item]
+        return [{"mode": "ingress", "target": s.target, "published": s.published,
+                 "protocol": s.protocol} for s in shorts]
+    return [item]
 
-    return key
+
+def _port_key(item: Any) -> int:
+    if isinstance(item, dict):
+        published = item.get("published")
+        if isinstance(published, int) and not isinstance(published, bool):
+            return published
+        if isinstance(published, str) and published.isdigit() and len(published) < 6:
+            return int(published)
+    return 0
 
 
-def _plain_key(item: Any) -> str:
-    return repr(item) if not isinstance(item, str) else item
+def _keyed_merge(key: Callable[[Any], Any], expand: Callable[[Any], list[Any]] | None = None
+                 ) -> Callable[[Any, Any, Path_], Any]:
+    def merge(base: Any, over: Any, path: Path_) -> Any:
+        if not isinstance(base, list) or not isinstance(over, list):
+            return over
+        if not base:  # mergo calls the transformer only for a non-nil list: append
+            return base + over
+        entries: dict[Any, Any] = {}
+        for item in base + over:
+            for one in (expand(item) if expand else [item]):
+                entries[key(one)] = one
+        try:
+            return [entries[k] for k in sorted(entries)]
+        except TypeError:  # keys of mixed types: an invalid file, reported by the converter
+            return list(entries.values())
+
+    return merge
 
 
-_UNIQUE: tuple[tuple[tuple[str, ...], Callable[[Any], str]], ...] = (
-    (_p("services.*.build.tags"), _key_value_key),
-    (_p("services.*.cap_add"), _key_value_key),
-    (_p("services.*.cap_drop"), _key_value_key),
-    (_p("services.*.configs"), _mount_key("")),
-    (_p("services.*.dns"), _key_value_key),
-    (_p("services.*.dns_opt"), _key_value_key),
-    (_p("services.*.dns_search"), _key_value_key),
-    (_p("services.*.env_file"), lambda i: str(i.get("path")) if isinstance(i, dict) else str(i)),
-    (_p("services.*.expose"), _plain_key),
-    (_p("services.*.links"), _key_value_key),
-    (_p("services.*.networks.*.aliases"), _key_value_key),
-    (_p("services.*.ports"), _port_key),
-    (_p("services.*.profiles"), _key_value_key),
-    (_p("services.*.secrets"), _mount_key("/run/secrets")),
-    (_p("services.*.tmpfs"), _key_value_key),
-    (_p("services.*.volumes"), _volume_key),
-    (_p("services.*.environment"), _key_value_key),
-    (_p("services.*.labels"), _key_value_key),
-    (_p("services.*.deploy.labels"), _key_value_key),
+_SPECIALS = (
+    *_SPECIALS,
+    (_p("services.*.ports"), _keyed_merge(_port_key, _long_ports)),
+    (_p("services.*.volumes"), _keyed_merge(_volume_key)),
+    (_p("services.*.secrets"), _keyed_merge(_source_key)),
+    (_p("services.*.configs"), _keyed_merge(_source_key)),
 )
-
-
-def enforce_unicity(value: Any, path: Path_ = ()) -> Any:
-    if isinstance(value, dict):
-        return {k: enforce_unicity(v, (*path, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        for pattern, indexer in _UNIQUE:
-            if _matches(path, pattern):
-                out: list[Any] = []
-                seen: dict[str, int] = {}
-                for item in value:
-                    key = indexer(item)
-                    if key in seen:
-                        out[seen[key]] = item
-                    else:
-                        seen[key] = len(out)
-                        out.append(item)
-                return out
-    return value
 
 
 def merge_configs(configs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -264,5 +261,4 @@ def merge_configs(configs: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = copy.deepcopy(configs[0])
     for other in configs[1:]:
         merged = _merge_mappings(merged, copy.deepcopy(other), ())
-    result: dict[str, Any] = enforce_unicity(merged)
-    return result
+    return merged
