@@ -245,6 +245,8 @@ class Daemon:
         lock_file.write(f"{os.getpid()}\n")
         lock_file.flush()
         self.register_node()
+        # Endpoints a deploy made before a crash kept it from storing its services.
+        await asyncio.to_thread(endpoints.reconcile, {s["id"] for s in self.store.list("service")})
         from shoal.network.dns import EmbeddedDNS
 
         self.dns = EmbeddedDNS()

@@ -112,3 +112,26 @@ def collect_networks(live_names: set[str]) -> list[str]:
         except ShoalError as exc:
             log.info("network %s not removed yet: %s", net.name, exc)
     return removed
+
+
+def reconcile(live_service_ids: set[str]) -> list[str]:
+    """Take down the endpoints of services the store does not hold: VIPs and published ports
+    are made before a deploy commits its services (a clash must fail with nothing stored), so
+    shoald killed in between left them behind, and the port refused every later deploy as
+    "already published by service X". Run at start, before the API listens (no deploy is
+    under way then). Stack networks left without services go with the manager's next
+    collect_networks. Returns the service IDs whose endpoints were removed."""
+    from shoal.network import lb
+    from shoal.network.store import NetworkStore
+
+    store = NetworkStore()
+    with store.lock():
+        owners = {svc.id for svc in lb.load_services()}
+        for net in store.list():
+            owners.update(owner[4:] for owner in net.reserved.values() if owner.startswith("vip:"))
+        orphans = sorted(owners - live_service_ids)
+        for service_id in orphans:
+            log.warning("removing the endpoints of service %s: it is not in the store (shoald "
+                        "stopped during a deploy or removal)", service_id)
+            lb.remove_service(service_id, store)
+    return orphans
