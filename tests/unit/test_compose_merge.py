@@ -161,3 +161,29 @@ def test_schema_error_in_second_file_names_that_file(tmp_path: Path) -> None:
         load_config([FIXTURES / "seed.yml", tmp_path / "b.yml"], environ={}, warn=lambda m: None)
     assert str(info.value) == (f"{tmp_path / 'b.yml'}:4: services.web.deploy.replicas: "
                                "must be an integer or a string")
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        ("version: '3.7'\n", "version: '3.3'\n", "3.7 and 3.3"),
+        ("", "version: '3.8'\n", "3.13 and 3.8"),  # no version is docker's newest, 3.13
+        ("version: '3'\n", "version: '3.8'\n", "3.13 and 3.8"),
+    ],
+)
+def test_files_of_different_versions_are_refused(tmp_path: Path, first: str, second: str,
+                                                 message: str) -> None:
+    (tmp_path / "a.yml").write_text(first + "services:\n  web:\n    image: x\n")
+    (tmp_path / "b.yml").write_text(second + "services:\n  web:\n    image: y\n")
+    for load in (load_config, lambda *a, **k: load_stack(*a[:1], "app", **k)):
+        with pytest.raises(ShoalError) as info:
+            load([tmp_path / "a.yml", tmp_path / "b.yml"], environ={}, warn=lambda m: None)
+        assert str(info.value) == (f"{tmp_path / 'b.yml'}: version mismatched between two "
+                                   f"composefiles : {message}")
+
+
+def test_same_version_spelt_differently_merges(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text("version: '3'\nservices:\n  web:\n    image: x\n")
+    (tmp_path / "b.yml").write_text("services:\n  web:\n    image: y\n")
+    assert load_config([tmp_path / "a.yml", tmp_path / "b.yml"], environ={},
+                       warn=lambda m: None)["services"]["web"]["image"] == "y"

@@ -62,6 +62,26 @@ def _check_version(compose_file: ComposeFile) -> None:
         )
 
 
+DEFAULT_VERSION = "3.13"  # docker/cli schema.defaultVersion (v28)
+
+
+def docker_version(data: Mapping[str, Any]) -> str:
+    """docker/cli's schema.Version: the `version` as Go's %v prints it, "3" and none being the
+    newest v3 schema."""
+    if "version" not in data:
+        return DEFAULT_VERSION
+    version = data["version"]
+    if isinstance(version, float) and version.is_integer():
+        text = str(int(version))
+    elif isinstance(version, bool):
+        text = "true" if version else "false"
+    elif version is None:
+        text = "<nil>"
+    else:
+        text = str(version)
+    return DEFAULT_VERSION if text in ("", "3") else text
+
+
 def _locator(compose_file: ComposeFile) -> Callable[[tuple[str | int, ...]], str]:
     def where(path: tuple[str | int, ...]) -> str:
         return locate([compose_file], path)
@@ -93,12 +113,18 @@ def _load(
             warn(f'The "{name}" variable is not set. Defaulting to a blank string.')
 
     parsed: list[ComposeFile] = []
+    version = ""
     for path in files:
         if path == STDIN:
             compose_file = read_compose_file(path, "-", sys.stdin.read())
         else:
             compose_file = read_compose_file(path, str(path))
         _check_version(compose_file)
+        this_version = docker_version(compose_file.data)
+        version = version or this_version
+        if this_version != version:  # docker/cli loader.Load, before anything is merged
+            raise ComposeError(f"version mismatched between two composefiles : {version} and "
+                               f"{this_version}", where=compose_file.name)
         if interpolation:
             compose_file.data = interpolate(
                 compose_file.data,
