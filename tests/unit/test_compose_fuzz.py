@@ -14,7 +14,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shoal.compose.api import load_stack
+from shoal.compose.api import load_config, load_stack
+from shoal.cli.stack import dump_yaml
 from shoal.errors import ShoalError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compose"
@@ -35,7 +36,8 @@ tricky_text = st.sampled_from([
     "a:b:c:d", "::", "/", "./x", "~", "1m30s", "10 seconds", "50M", "50 megabytes", "global",
     "replicated", "dnsrr", "host", "on-failure", "none", "yes", "null", "true", "\n", "\t",
     "é", "web:v1", "UPPER:Case", "x" * 300, "[", "{", "a=b", "=b", "a=", "udp", "80/sctp",
-    "[::1]:80:80", "0x10", "0o7", "CMD", "NONE",
+    "[::1]:80:80", "0x10", "0o7", "CMD", "NONE", "9" * 5000, "1" + "0" * 4400 + ":80",
+    "${PASS:-$2y$05$oZcj4}", "$1", "${A:+x}",
 ])
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
@@ -148,3 +150,86 @@ def test_textually_mutated_files(workdir: Path, source: str, data: st.DataObject
 @given(text=st.text(max_size=200))
 def test_arbitrary_text(workdir: Path, text: str) -> None:
     _load(workdir, text)
+
+
+def _load_many(workdir: Path, texts: list[str]) -> None:
+    """Several -c files, loaded for a deploy and for `stack config` (printed too)."""
+    files = []
+    for index, text in enumerate(texts):
+        compose = workdir / f"part{index}.yml"
+        compose.write_text(text, encoding="utf-8", errors="surrogatepass")
+        files.append(compose)
+    for load in (lambda: load_stack(files, "fuzz", environ=ENVIRON, warn=lambda m: None),
+                 lambda: dump_yaml(load_config(files, environ=ENVIRON, warn=lambda m: None))):
+        try:
+            load()
+        except ShoalError as exc:
+            assert str(exc) and "\n" not in str(exc)
+
+
+@FUZZ
+@given(sources=st.lists(st.sampled_from(SMALL), min_size=2, max_size=3), data=st.data())
+def test_merges_of_mutated_files(workdir: Path, sources: list[str], data: st.DataObject) -> None:
+    texts = []
+    for source in sources:
+        config = copy.deepcopy(DATA[source])
+        if data.draw(st.booleans()):
+            config.pop("version", None)  # same version more often, so merging is reached
+        for _ in range(data.draw(st.integers(0, 3))):
+            path = data.draw(st.sampled_from(list(_paths(config))))
+            config = _mutate(config, path, data.draw(st.integers(0, 7)), data.draw(values),
+                             data.draw(st.one_of(tricky_text, st.sampled_from(list(" :-./$%{}")))),
+                             data.draw(st.integers(0, 40)))
+        try:
+            texts.append(yaml.safe_dump(config, allow_unicode=True))
+        except (yaml.YAMLError, RecursionError):
+            return
+    _load_many(workdir, texts)
+
+
+env_lines = st.one_of(
+    st.sampled_from(["A=1", "export B=2", "C", "D=", "=x", " E = 3 ", "F='q $A'", 'G="\\n$A"',
+                     "H=${A:-x}", "I=${UNSET:?boom}", "J=$$", "K=\"unterminated", "# c",
+                     "L=a #c", "M: 1", "N=" + "9" * 5000, "TAG=v2", "REPLICAS=x", "é=1",
+                     "O=\x00", "P=${", "Q\tR=1"]),
+    st.text(max_size=20),
+)
+
+
+@FUZZ
+@given(dotenv=st.lists(env_lines, max_size=6), env_file=st.lists(env_lines, max_size=6),
+       source=st.sampled_from(["fuzz-base.yml", "full.yml"]))
+def test_dotenv_and_env_file_contents(workdir: Path, dotenv: list[str], env_file: list[str],
+                                      source: str) -> None:
+    (workdir / ".env").write_text("\n".join(dotenv), encoding="utf-8", errors="surrogatepass")
+    (workdir / "web.env").write_text("\n".join(env_file), encoding="utf-8",
+                                     errors="surrogatepass")
+    try:
+        _load_many(workdir, [TEXTS[source]])
+    finally:
+        (workdir / ".env").unlink()
+        (workdir / "web.env").write_text("A=from-file\n")
+
+
+def _scalar_paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _scalar_paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _scalar_paths(value, (*prefix, index))
+    elif prefix:
+        yield prefix
+
+
+@pytest.mark.parametrize("digits", ["9" * 5000, "1" * 4400 + ":80", "80:" + "7" * 4400])
+def test_thousands_of_digits_in_every_value(workdir: Path, digits: str) -> None:
+    """Every scalar of full.yml replaced in turn by a number Python will not read (int() stops
+    at 4,300 digits): a one-line error or a result, never a traceback."""
+    base = DATA["full.yml"]
+    for path in _scalar_paths(base):
+        config = _mutate(copy.deepcopy(base), path, 0, digits, "")
+        _load_many(workdir, [yaml.safe_dump(config, allow_unicode=True)])
+    long_form = {"version": "3.8", "services": {"web": {"image": "x", "ports": [
+        {"target": 80, "published": "9" * 5000}]}}}
+    _load_many(workdir, [yaml.safe_dump(long_form)])

@@ -555,7 +555,7 @@ class Converter:
         name, _, count = text.partition(":")
         attempts = 0
         if count:
-            if not count.isdigit():
+            if not re.fullmatch(r"[0-9]{1,18}", count):
                 raise Invalid((*path, "restart"),
                               f"invalid restart policy: maximum retry count must be an integer: "
                               f"{count!r}")
@@ -662,7 +662,8 @@ class Converter:
         published = 0
         if published_raw is not None:
             text = v.text(published_raw)
-            if not re.fullmatch(r"\d+", text) or not 0 <= int(text) <= 65535:
+            # At most 5 digits before int(): Python refuses to read thousands of digits.
+            if not re.fullmatch(r"\d{1,5}", text) or not 0 <= int(text) <= 65535:
                 raise Invalid((*path, "published"), f"invalid published port {text!r}")
             published = int(text)
         protocol = (v.string(item.get("protocol"), (*path, "protocol")) or "tcp").lower()

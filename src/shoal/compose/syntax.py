@@ -68,6 +68,9 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _SIZE_MULT = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
+_MAX_INT64 = (1 << 63) - 1
+
+
 def parse_size(value: object) -> int:
     """go-units RAMInBytes: binary multiples, case-insensitive, optional i/b ("50M" = 50 MiB).
     A bare integer is bytes."""
@@ -91,7 +94,10 @@ def parse_size(value: object) -> int:
     except InvalidOperation:
         raise ValueError(f"invalid size: '{value}'") from None
     unit = (match.group(2) or "").lower()
-    return int(number * _SIZE_MULT.get(unit, 1))
+    size = number * _SIZE_MULT.get(unit, 1)
+    if size > _MAX_INT64:  # go-units fails past int64; Python would print thousands of digits
+        raise ValueError(f"invalid size: '{value[:40]}': value out of range")
+    return int(size)
 
 
 def parse_cpus(value: object) -> int:
@@ -167,7 +173,7 @@ class PortShort:
     host_ip: str = ""
 
 
-_PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_PORT_RANGE = re.compile(r"^(\d{1,10})(?:-(\d{1,10}))?$")  # bounded: int() of thousands of digits fails
 
 
 def _port_range(text: str, what: str, spec: str) -> tuple[int, int]:

@@ -58,6 +58,8 @@ def integer(value: Any, path: P, default: int = 0, minimum: int | None = 0) -> i
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+        if len(value.strip().lstrip("+-")) > 19:  # beyond int64, and int() of thousands fails
+            raise Invalid(path, f"value out of range: {value.strip()[:40]}...")
         value = int(value)
     if not isinstance(value, int):
         raise Invalid(path, f"must be an integer, not {value!r}")
