@@ -103,6 +103,9 @@ def _load(
     working_dir = Path.cwd() if first == STDIN else first.absolute().parent
     if env_files is None:
         env_files = default_env_files(working_dir, env)
+        for found in env_files:
+            # docker stack never reads .env (moby#29133): where shoal differs, it says so.
+            warn(f"Reading variables from {found} (docker stack deploy does not read .env files)")
     environment = project_environment(list(env_files), env)
 
     warned: set[str] = set()
