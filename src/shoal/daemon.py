@@ -10,6 +10,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -294,8 +295,24 @@ async def _wait(waiter: Coroutine[Any, Any, Any], timeout: float) -> None:
         pass
 
 
+def raise_nofile_limit() -> int:
+    """Raise the soft descriptor limit to the hard one, as Go programs (dockerd, containerd) do
+    at start: shoald holds the resolver's sockets of every task, their forwards and TCP
+    clients, pidfds and API connections, and the soft limit a shell or systemd gives (1,024)
+    is a few busy stacks' worth. contrib/shoald.service sets both to 1048576. Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
 def run() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s shoald %(levelname)s %(message)s")
+    raise_nofile_limit()
     daemon = Daemon()
     asyncio.run(daemon.serve())
     return 0

@@ -4,6 +4,7 @@ a restart that keeps the state."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -218,3 +219,25 @@ def test_shoald_loads_compose_files_exactly_as_the_cli_does(daemon) -> None:
     assert compared >= 5 and refused >= 5
     with pytest.raises(InvalidArgument, match="absolute paths"):
         client.post("/stacks/fx/load", {"files": ["relative.yml"], "environ": {}})
+
+
+def test_shoald_raises_its_open_files_limit(tmp_path: Path) -> None:
+    """A shell's soft limit (1,024) is a few busy stacks' worth of resolver sockets: shoald takes
+    the hard limit at start, as Go daemons do, and its systemd unit raises the hard limit."""
+    import resource
+
+    env = dict(os.environ, SHOAL_ROOT=str(tmp_path / "root"), SHOAL_RUN=str(tmp_path / "run"))
+    env.pop("SHOAL_SOCKET", None)
+    log = tmp_path / "shoald.log"
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "daemon"], env=env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096)))
+    try:
+        _wait_socket(tmp_path / "run" / "shoal.sock", proc)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        assert re.search(r"^Max open files\s+4096\s+4096\s", limits, re.M), limits
+    finally:
+        terminate(proc, 10)
+        teardown_root(tmp_path / "root", tmp_path / "run")
+    unit = (Path(__file__).parents[2] / "contrib" / "shoald.service").read_text()
+    assert re.search(r"^LimitNOFILE=1048576$", unit, re.M)

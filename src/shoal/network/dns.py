@@ -12,6 +12,14 @@ Names served (built with service_records() / container_records()):
   tasks.<service>, tasks.<alias>                    -> every task IP
   container names, hostnames and network aliases    -> the container's IP
 and PTR records for every address served.
+
+One container must not be able to exhaust shoald, whose descriptors every stack shares: a
+forwarded question holds a socket until the upstream answers (or UPSTREAM_TIMEOUT), so forwards
+in flight are capped (MAX_FORWARDS, Docker's libnetwork maxConcurrent, for all containers
+together) and so is each container's share (MAX_FORWARDS_PER_CONTAINER); a question over a cap
+is answered REFUSED at once, as Docker's resolver answers when its semaphore is taken. TCP
+clients are capped the same way and timed out as miekg/dns (Docker's DNS server) does: 8 s idle
+between questions, 2 s to read or write one, 128 questions a connection.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +42,13 @@ from shoal.network.store import Network
 LISTEN_ADDR = "127.0.0.11"
 TTL = 600  # what Docker's resolver gives its own records
 UPSTREAM_TIMEOUT = 2.0
+MAX_FORWARDS = 1024  # upstream sockets open at once, every container together (Docker: 1,024)
+MAX_FORWARDS_PER_CONTAINER = 256  # so one container's flood leaves the others room
+MAX_TCP_CLIENTS = 1024  # TCP connections held at once, every container together
+MAX_TCP_CLIENTS_PER_CONTAINER = 32
+TCP_IDLE_TIMEOUT = 8.0  # miekg/dns's idle timeout between questions on a connection
+TCP_IO_TIMEOUT = 2.0  # miekg/dns's read and write timeouts, for one message
+TCP_MAX_QUERIES = 128  # miekg/dns's MaxTCPQueries
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +96,14 @@ class _Served:
     networks: list[str]
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    forwards: int = 0  # this container's questions waiting on an upstream
+    tcp_clients: int = 0
+
+
+def refused(request: DNSRecord) -> bytes:
+    reply = request.reply()
+    reply.header.rcode = RCODE.REFUSED
+    return reply.pack()
 
 
 class EmbeddedDNS:
@@ -96,6 +120,9 @@ class EmbeddedDNS:
         # Packed local answers by (networks, query without its ID): dnslib costs ~0.2 ms a
         # message, a cache hit only the 2-byte ID splice. Cleared whenever a table changes.
         self._cache: dict[tuple[tuple[str, ...], bytes], bytes] = {}
+        self.forwards = 0  # forwarded questions in flight, every container together
+        self.tcp_clients = 0
+        self._over_cap_logged = 0.0
 
     # --- records -------------------------------------------------------------------------------
 
@@ -172,7 +199,8 @@ class EmbeddedDNS:
         # Other types of a name we own: NOERROR with no answer, as Docker (no AAAA, no MX...).
         return reply
 
-    async def handle(self, networks: list[str], data: bytes, tcp: bool = False) -> bytes | None:
+    async def handle(self, networks: list[str], data: bytes, tcp: bool = False,
+                     served: _Served | None = None) -> bytes | None:
         cached = self.answer_cached(networks, data)
         if cached is not None:
             return cached
@@ -183,13 +211,39 @@ class EmbeddedDNS:
         local = self.answer_packed(networks, data, request)
         if local is not None:
             return local
-        return await (self.forward_tcp(request, data) if tcp else self.forward(request, data))
+        served = served or _Served(networks)
+        if not self.admit(served):
+            return refused(request)
+        try:
+            return await (self.forward_tcp(request, data) if tcp else self.forward(request, data))
+        finally:
+            self.release(served)
+
+    def admit(self, served: _Served) -> bool:
+        """Take a forwarding slot for this container, or False when it (or everyone) is at the cap."""
+        if served.forwards >= MAX_FORWARDS_PER_CONTAINER or self.forwards >= MAX_FORWARDS:
+            now = time.monotonic()
+            if now - self._over_cap_logged > 2.0:  # as Docker's logInterval: one line per burst
+                self._over_cap_logged = now
+                log.warning("embedded DNS: more than %d forwarded questions in flight (%d for one "
+                            "container): answering REFUSED", MAX_FORWARDS, served.forwards)
+            return False
+        served.forwards += 1
+        self.forwards += 1
+        return True
+
+    def release(self, served: _Served) -> None:
+        served.forwards -= 1
+        self.forwards -= 1
 
     async def forward(self, request: DNSRecord, data: bytes) -> bytes:
         loop = asyncio.get_running_loop()
         for server in self.upstreams:
             host, _, port = server.partition(":")  # "ip" or "ip:port"
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError:  # out of descriptors: a SERVFAIL, not a dead task
+                continue
             sock.setblocking(False)
             try:
                 await loop.sock_connect(sock, (host, int(port or 53)))
@@ -274,19 +328,32 @@ class EmbeddedDNS:
         return list(self._served)
 
     async def _tcp(self, served: _Served, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if served.tcp_clients >= MAX_TCP_CLIENTS_PER_CONTAINER or self.tcp_clients >= MAX_TCP_CLIENTS:
+            writer.transport.abort()  # over the cap: the descriptor goes at once
+            return
+        served.tcp_clients += 1
+        self.tcp_clients += 1
         try:
-            while True:
-                head = await reader.readexactly(2)
-                data = await reader.readexactly(struct.unpack("!H", head)[0])
-                answer = await self.handle(served.networks, data, tcp=True)
+            for _ in range(TCP_MAX_QUERIES):
+                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                    head = await reader.readexactly(2)
+                async with asyncio.timeout(TCP_IO_TIMEOUT):
+                    data = await reader.readexactly(struct.unpack("!H", head)[0])
+                answer = await self.handle(served.networks, data, tcp=True, served=served)
                 if answer is None:
                     break
                 writer.write(struct.pack("!H", len(answer)) + answer)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+                async with asyncio.timeout(TCP_IO_TIMEOUT):
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         finally:
-            writer.close()
+            served.tcp_clients -= 1
+            self.tcp_clients -= 1
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # a client that stopped reading holds nothing of ours
+            else:
+                writer.close()
 
 
 class _UDP(asyncio.DatagramProtocol):
@@ -311,9 +378,21 @@ class _UDP(asyncio.DatagramProtocol):
             if self.transport is not None:
                 self.transport.sendto(local, addr)
             return
-        asyncio.get_running_loop().create_task(self._forward(request, data, addr))
+        if not self.dns.admit(self.served):
+            if self.transport is not None:
+                self.transport.sendto(refused(request), addr)
+            return
+        task = asyncio.get_running_loop().create_task(self._forward(request, data, addr))
+        _pending.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_pending.discard)
 
     async def _forward(self, request: DNSRecord, data: bytes, addr: tuple[str, int]) -> None:
-        answer = await self.dns.forward(request, data)
+        try:
+            answer = await self.dns.forward(request, data)
+        finally:
+            self.dns.release(self.served)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(answer, addr)
+
+
+_pending: set[asyncio.Task[None]] = set()
