@@ -39,10 +39,10 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
         teardown_root(tmp_path / "root", tmp_path / "run")
 
 
-def stack(tmp: Path, port: int) -> dict:
+def stack(tmp: Path, port: int, name: str = "shop") -> dict:
     from shoal.compose import load_stack
 
-    compose = tmp / "docker-compose.yml"
+    compose = tmp / f"{name}.yml"
     compose.write_text(textwrap.dedent(f"""
         services:
           web:
@@ -52,7 +52,7 @@ def stack(tmp: Path, port: int) -> dict:
         networks:
           front:
         """))
-    return load_stack([compose], "shop", environ={}).to_dict()
+    return load_stack([compose], name, environ={}).to_dict()
 
 
 # What POST /v1/stacks/{name} does before its store transaction (api/server.py _deploy), in a
@@ -61,14 +61,18 @@ HALF_DEPLOY = """
 import json, os, signal, sys
 from shoal.ids import new_swarm_id
 from shoal.manager import endpoints
-stack = json.loads(sys.stdin.read())
-endpoints.ensure_networks(stack)
-for spec in stack["services"].values():
-    service_id = new_swarm_id()
-    endpoints.ensure_service(service_id, spec)
-    print(service_id, flush=True)
+for stack in json.loads(sys.stdin.read()):
+    endpoints.ensure_networks(stack)
+    for spec in stack["services"].values():
+        service_id = new_swarm_id()
+        endpoints.ensure_service(service_id, spec)
+        print(service_id, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
+
+
+def network_names(root: Path) -> set[str]:
+    return {json.loads(p.read_text())["name"] for p in (root / "networks").glob("*.json")}
 
 
 def addresses() -> str:
@@ -83,10 +87,12 @@ def vips_of(root: Path, service_id: str) -> list[str]:
 def test_endpoints_of_a_deploy_killed_before_commit_are_removed_at_start(env, tmp_path: Path) -> None:
     port = free_port()
     spec = stack(tmp_path, port)
-    half = subprocess.run([sys.executable, "-c", HALF_DEPLOY], input=json.dumps(spec), env=env,
+    # A second stack caught in the same window is never deployed again: its network goes too.
+    ghost = stack(tmp_path, free_port(), "ghost")
+    half = subprocess.run([sys.executable, "-c", HALF_DEPLOY], input=json.dumps([spec, ghost]), env=env,
                           capture_output=True, text=True, timeout=60)
     assert half.returncode == -9, half.stderr
-    orphan = half.stdout.split()[0]
+    orphan, ghost_id = half.stdout.split()
     root = Path(env["SHOAL_ROOT"])
     assert (root / "networks" / "services" / f"{orphan}.json").is_file()  # the window is real
     (vip,) = vips_of(root, orphan)
@@ -112,6 +118,12 @@ def test_endpoints_of_a_deploy_killed_before_commit_are_removed_at_start(env, tm
         assert vips_of(root, orphan) == []
         assert f" {vip}/" not in addresses() or vip in vips_of(root, svc["id"])  # free, so reusable
         assert f"removing the endpoints of service {orphan}" in log.read_text()
+        assert not (root / "networks" / "services" / f"{ghost_id}.json").exists()
+        deadline = time.monotonic() + 30  # the manager's next pass collects the unused network
+        while time.monotonic() < deadline and "ghost_front" in network_names(root):
+            time.sleep(0.2)
+        assert "ghost_front" not in network_names(root)
+        assert "shop_front" in network_names(root)
         client.delete("/stacks/shop")
     finally:
         assert terminate(proc, 15)
