@@ -158,3 +158,53 @@ def test_resolver_answers_services_tasks_containers_and_forwards(namespaces: lis
             return s.connect_ex((dns.LISTEN_ADDR, 53)) == 0
 
     assert netns.run_in(a_ns, probe) is False
+
+
+def test_forwards_are_capped_per_container_and_in_all(namespaces: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Questions waiting on an upstream each hold a socket: past a container's share, or past the
+    cap of every container together, they are REFUSED at once (as Docker's resolver answers),
+    and the slots come back when the upstream times out."""
+    a_ns, b_ns = namespaces
+    monkeypatch.setattr(dns, "MAX_FORWARDS_PER_CONTAINER", 3)
+    monkeypatch.setattr(dns, "MAX_FORWARDS", 5)
+    monkeypatch.setattr(dns, "UPSTREAM_TIMEOUT", 1.0)
+    blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # reads nothing, answers nothing
+    blackhole.bind(("127.0.0.1", 0))
+
+    def client(ns: Path) -> socket.socket:
+        s = netns.run_in(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        s.settimeout(3)
+        return s
+
+    def rcodes(s: socket.socket, n: int) -> list[int]:
+        return sorted(DNSRecord.parse(s.recv(4096)).header.rcode for _ in range(n))
+
+    async def scenario() -> None:
+        server = dns.EmbeddedDNS(upstreams=[f"127.0.0.1:{blackhole.getsockname()[1]}"])
+        server.set_records("front", dns.service_records("webapp_web", "10.213.0.2", [], aliases=["web"]))
+        await server.serve("a", a_ns, ["front"])
+        await server.serve("b", b_ns, ["front"])
+        a, b = client(a_ns), client(b_ns)
+        try:
+            run = asyncio.to_thread
+            for i in range(4):
+                a.sendto(DNSRecord.question(f"a{i}.example.org").pack(), (dns.LISTEN_ADDR, 53))
+            assert await run(rcodes, a, 1) == [RCODE.REFUSED]  # the 4th, at once
+            for i in range(3):
+                b.sendto(DNSRecord.question(f"b{i}.example.org").pack(), (dns.LISTEN_ADDR, 53))
+            assert await run(rcodes, b, 1) == [RCODE.REFUSED]  # 3 + 2 in flight: the cap of all
+            assert server.forwards == 5
+            assert addrs(await run(query, b_ns, "web")) == ["10.213.0.2"]  # names of ours: no forward
+            # The upstream never answers: SERVFAIL after the timeout, and the slots are free again.
+            assert await run(rcodes, a, 3) == [RCODE.SERVFAIL] * 3
+            assert await run(rcodes, b, 2) == [RCODE.SERVFAIL] * 2
+            assert server.forwards == 0
+        finally:
+            a.close()
+            b.close()
+            await server.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        blackhole.close()
