@@ -45,6 +45,7 @@ from shoal.ids import new_id, short_id
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+HEREDOC_DIR = "/dev/pipes"   # where a RUN heredoc with a #! is mounted read-only (BuildKit's place)
 
 
 class BuildFailed(ShoalError):
@@ -624,9 +625,10 @@ class Builder:
         self.out.line(f" ---> Running in {cid}")
         with self._upper() as upper:
             with fs.writable_root(st.lowerdirs(), upper, self.scratch_run) as root:
-                target = fs.scoped_path(root, workdir)
-                if not target.is_dir():
-                    fs.Copier((0, 0), None).mkdir_parents(target, root)
+                try:
+                    fs.Copier(root, (0, 0), None).mkdirs(workdir)
+                except (fs.CopyError, OSError) as exc:
+                    raise BuildFailed(f"WORKDIR {workdir}: {exc}") from None
             layer = self._layer(upper)
         self._new_image(st, created_by, layer, key)
         self.out.line(f"Removing intermediate container {cid}")
@@ -643,8 +645,12 @@ class Builder:
             if heredoc is not None:
                 data = cmd.files[0].data()
                 if data.startswith("#!"):
+                    try:
+                        dfmod.check_heredoc_file_name(cmd.files[0].name)
+                    except ValueError as exc:
+                        raise BuildFailed(str(exc)) from None
                     script = (cmd.files[0].name, data)
-                    argv = [f"/.shoal-heredoc/{cmd.files[0].name}"]
+                    argv = [f"{HEREDOC_DIR}/{cmd.files[0].name}"]
                 else:
                     argv = st.shell() + [data]
             else:
@@ -667,19 +673,13 @@ class Builder:
         cid = short_id(new_id())
         self.out.line(f" ---> Running in {cid}")
         with self._upper() as upper:
-            if script is not None:
-                sdir = upper / ".shoal-heredoc"
-                sdir.mkdir(mode=0o755)
-                (sdir / script[0]).write_text(script[1])
-                os.chmod(sdir / script[0], 0o755)
             self.out.flush()
             code = run_build_step(
                 lowerdirs=st.lowerdirs(), upperdir=upper, argv=argv,
                 env=st.env() + build_env, user=st.run_config.get("User") or "0",
                 workdir=st.run_config.get("WorkingDir") or "/", stdout=self.raw_out,
+                script=script,
             )
-            if script is not None:
-                fs.remove_tree(upper / ".shoal-heredoc")
             if code != 0:
                 raise BuildFailed(f"The command '{' '.join(argv)}' returned a non-zero code: {code}")
             fs.prune_copied_up_dirs(upper, st.lowerdirs())
@@ -739,7 +739,7 @@ class Builder:
                 with fs.writable_root(st.lowerdirs(), upper, self.scratch_run) as root:
                     try:
                         owner = fs.parse_chown(chown, root) if chown else (None if from_name else (0, 0))
-                        self._do_copy(source, infos, root, dest_path, fs.Copier(owner, mode), is_add)
+                        self._do_copy(source, infos, root, dest_path, fs.Copier(root, owner, mode), is_add)
                     except fs.CopyError as exc:
                         raise BuildFailed(f"{name} failed: {exc}") from None
                     except OSError as exc:
@@ -821,23 +821,22 @@ class Builder:
                  dest_path: str, copier: fs.Copier, is_add: bool) -> None:
         dir_hint = dest_path.endswith("/")
         for kind, rel, data in infos:
-            target = fs.scoped_path(root, dest_path)
+            # moby createDestInfo: the destination with its symlinks (the last one too)
+            # followed inside the image's root.
+            target = fs.root_rel(root, fs.scoped_path(root, dest_path))
             if kind == "dir":
                 src = source.root / rel if rel else source.root
-                copier.copy_tree(src, target, root, source.include(rel))
+                copier.copy_tree(src, target, source.include(rel))
                 continue
+            into_dir = dir_hint or fs.is_dir_in_root(root, target)
             if kind == "content":
-                if dir_hint or target.is_dir():
-                    target = target / rel
-                copier.write_file(data.encode(), target, root)
+                copier.write_file(data.encode(), posixpath.join(target, rel) if into_dir else target)
                 continue
             src = Path(rel) if kind == "url" else source.root / rel
             if kind == "file" and is_add and fs.is_archive(src):
-                fs.extract_archive(src, target, root)
+                fs.extract_archive(src, target, root, self.scratch_run)
                 continue
-            if dir_hint or target.is_dir():
-                target = target / posixpath.basename(rel)
-            copier.copy_file(src, target, root)
+            copier.copy_file(src, posixpath.join(target, posixpath.basename(rel)) if into_dir else target)
 
 
 def _sha(text: str) -> str:

@@ -448,6 +448,14 @@ def parse_heredoc(word: str) -> Heredoc | None:
                    fd=int(m.group(1) or 0))
 
 
+def check_heredoc_file_name(name: str) -> None:
+    """A heredoc that becomes a file (COPY/ADD sources, a RUN script with #!) is named by its
+    word: it must be a plain file name, never a path (`<<../../x` once wrote outside the image).
+    BuildKit creates it in a scratch directory, where a path could not lead anywhere either."""
+    if not name or "/" in name or name in (".", "..") or "\x00" in name:
+        raise ValueError(f"invalid heredoc name {name!r}: a heredoc used as a file must be a plain name")
+
+
 def _heredocs_from_line(line: str) -> list[Heredoc]:
     try:
         words = Lex("\\", raw_quotes=True, raw_escapes=True, skip_unset=True).process_words(line, {})
@@ -661,6 +669,7 @@ def _command(node: Node) -> Command | Stage:
         for src in args[:-1]:
             h = parse_heredoc(src)
             if h is not None and h.name in docs:
+                check_heredoc_file_name(h.name)
                 doc = docs[h.name]
                 contents.append(SourceContent(h.name, doc.data(), h.expand))
             else:

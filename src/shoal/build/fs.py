@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -43,6 +44,9 @@ def _umount(target: Path) -> None:
 
 
 def _rmtree(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink()   # os.walk would follow it: never chmod what a link points at
+        return
     if not path.exists():
         return
     # overlay's work/work dir is created 000: make it removable first.
@@ -111,13 +115,49 @@ def scoped_path(root: Path, path: str) -> Path:
     return root / rel if rel else root
 
 
+def in_root(root: Path, path: str) -> Path:
+    """The host path of `path` in `root` for creating or replacing it: every component but the
+    last resolved inside the root (a symlink there never leads out), the last one kept as it
+    is, so a symlink in its place is replaced, not followed."""
+    parent, _, name = posixpath.normpath("/" + path).rpartition("/")
+    return scoped_path(root, parent) / name if name else root
+
+
+def root_rel(root: Path, host: Path) -> str:
+    """The in-root path ("/a/b") of a host path below `root`."""
+    rel = os.path.relpath(host, root)
+    return "/" if rel == "." else "/" + rel
+
+
+def is_dir_in_root(root: Path, path: str) -> bool:
+    """Whether `path` names a directory, its symlinks (the last one too) followed in `root`."""
+    return stat.S_ISDIR(_lstat_mode(scoped_path(root, path)))
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+
+
+def _read_regular(path: Path, limit: int = 16 << 20) -> str:
+    """An image file's text, only if it is a regular file: a FIFO or device planted at
+    /etc/passwd must not hang or flood the builder."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return f.read(limit).decode(errors="replace")
+
+
 # --- --chown ---------------------------------------------------------------------------------
 
 def _lookup(root: Path, file: str, name: str, what: str) -> int:
     if name.isdigit():
         return int(name)
     try:
-        text = scoped_path(root, file).read_text(errors="replace")
+        text = _read_regular(scoped_path(root, file))
     except OSError:
         raise CopyError(f"unable to convert uid/gid chown string to host mapping: "
                         f"can't find {'uid' if what == 'user' else 'gid'} for {what} {name}: "
@@ -153,11 +193,18 @@ def parse_chmod(spec: str) -> int:
 # --- copying ---------------------------------------------------------------------------------
 
 class Copier:
-    """Copies into a destination root; `owner` None keeps the source's ownership."""
+    """Copies into the image root `root`; `owner` None keeps the source's ownership.
 
-    def __init__(self, owner: tuple[int, int] | None, mode: int | None) -> None:
+    Every destination is an in-root path ("/app/x") resolved with `in_root` at the moment it
+    is written, so neither the image's symlinks nor ones the copy itself just made can lead a
+    write out of the root. Nothing else runs in the root while the builder copies, so
+    resolving and then acting on the resolved path is not racy."""
+
+    def __init__(self, root: Path, owner: tuple[int, int] | None, mode: int | None) -> None:
+        self.root = root
         self.owner = owner
         self.mode = mode
+        self._links: dict[tuple[int, int], Path] = {}   # source inode -> first copy (hard links)
 
     def _finish(self, path: Path, st: os.stat_result) -> None:
         uid, gid = self.owner if self.owner is not None else (st.st_uid, st.st_gid)
@@ -166,77 +213,108 @@ class Copier:
             os.chmod(path, self.mode if self.mode is not None else stat.S_IMODE(st.st_mode))
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    def mkdir_parents(self, path: Path, root: Path) -> None:
-        """MkdirAllAndChown(0755) with only the new directories chowned."""
-        missing = []
-        p = path
-        while not p.exists() and p != root:
-            missing.append(p)
-            p = p.parent
-        for d in reversed(missing):
-            d.mkdir(mode=0o755)
-            os.chmod(d, 0o755)
-            if self.owner is not None:
-                os.lchown(d, *self.owner)
+    def mkdirs(self, path: str) -> Path:
+        """MkdirAllAndChown(0755) inside the root with only the new directories chowned; the
+        host path of the (resolved) directory."""
+        resolved = scoped_path(self.root, path)
+        rel = os.path.relpath(resolved, self.root)
+        current = self.root
+        for name in ([] if rel == "." else rel.split("/")):
+            current = current / name
+            mode = _lstat_mode(current)
+            if mode == 0:
+                os.mkdir(current, 0o755)
+                os.chmod(current, 0o755)
+                if self.owner is not None:
+                    os.lchown(current, *self.owner)
+            elif not stat.S_ISDIR(mode):   # scoped_path resolved every symlink: a file is in the way
+                raise CopyError(f"mkdir {path}: not a directory")
+        return current
 
-    def copy_entry(self, src: Path, dst: Path) -> None:
+    def _target(self, path: str) -> Path:
+        """The host path to create `path` at, its parents made (in the root) if missing."""
+        parent = posixpath.dirname(posixpath.normpath("/" + path))
+        target = in_root(self.root, path)
+        if not stat.S_ISDIR(_lstat_mode(target.parent)):
+            self.mkdirs(parent)
+            target = in_root(self.root, path)
+        return target
+
+    def copy_entry(self, src: Path, path: str, keep_links: bool = False) -> None:
         st = os.lstat(src)
-        if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
-            dst.unlink()
-        elif dst.is_dir() and not stat.S_ISDIR(st.st_mode):
+        dst = self._target(path)
+        mode = _lstat_mode(dst)
+        if mode and not stat.S_ISDIR(mode):
+            os.unlink(dst)        # a file or a symlink: replaced, never followed
+        elif stat.S_ISDIR(mode) and not stat.S_ISDIR(st.st_mode):
             shutil.rmtree(dst)
+        key = (st.st_dev, st.st_ino)
         if stat.S_ISDIR(st.st_mode):
-            if not dst.exists():
-                dst.mkdir()
+            if not stat.S_ISDIR(mode):
+                os.mkdir(dst)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(src), dst)
+        elif keep_links and st.st_nlink > 1 and key in self._links:
+            os.link(self._links[key], dst, follow_symlinks=False)
+            return
         elif stat.S_ISREG(st.st_mode):
-            shutil.copyfile(src, dst, follow_symlinks=False)
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            if keep_links and st.st_nlink > 1:
+                self._links[key] = dst
         else:
             os.mknod(dst, st.st_mode, st.st_rdev)
         self._finish(dst, st)
 
-    def copy_file(self, src: Path, dst: Path, root: Path) -> None:
-        self.mkdir_parents(dst.parent, root)
-        self.copy_entry(src, dst)
+    def copy_file(self, src: Path, path: str) -> None:
+        self.copy_entry(src, path)
 
-    def copy_tree(self, src: Path, dst: Path, root: Path, include: Callable[[str], bool] | None = None) -> None:
-        """The contents of directory `src` into `dst` (created, and chowned, if new)."""
-        existed = dst.exists()
-        self.mkdir_parents(dst, root)
+    def copy_tree(self, src: Path, path: str, include: Callable[[str], bool] | None = None,
+                  keep_links: bool = False, implicit_dirs: set[str] | None = None) -> None:
+        """The contents of directory `src` into `path` (created, and chowned, if new).
+        `implicit_dirs`: directories of `src` that only stand for a path (a tar's parents with
+        no entry of their own): where the root already has a directory there, even through a
+        symlink (an image's /lib -> usr/lib), they are followed in the root, not replaced."""
+        implicit = implicit_dirs or set()
+        existed = is_dir_in_root(self.root, path)
+        dst = root_rel(self.root, self.mkdirs(path))
         if not existed and self.owner is not None:
-            os.lchown(dst, *self.owner)
+            os.lchown(scoped_path(self.root, dst), *self.owner)
         for dirpath, dirnames, filenames in os.walk(src):
             rel_dir = os.path.relpath(dirpath, src)
             for name in sorted(dirnames) + sorted(filenames):
                 rel = name if rel_dir == "." else os.path.join(rel_dir, name)
                 if include is not None and not include(rel):
                     continue
-                s = Path(dirpath, name)
-                target = dst / rel
-                if not target.parent.exists():
-                    self.mkdir_parents(target.parent, root)
-                self.copy_entry(s, target)
+                if rel in implicit and is_dir_in_root(self.root, posixpath.join(dst, rel)):
+                    continue
+                self.copy_entry(Path(dirpath, name), posixpath.join(dst, rel), keep_links)
             # os.walk does not descend into symlinked dirs; that is what we want
         # Directory mtimes were disturbed by creating their children: restore them.
         for dirpath, dirnames, _ in os.walk(src, topdown=False):
             for name in dirnames:
                 rel = os.path.relpath(os.path.join(dirpath, name), src)
-                if include is not None and not include(rel):
+                if (include is not None and not include(rel)) or rel in implicit:
                     continue
                 s = os.lstat(os.path.join(dirpath, name))
-                t = dst / rel
-                if t.is_dir() and not t.is_symlink():
+                t = in_root(self.root, posixpath.join(dst, rel))
+                if stat.S_ISDIR(_lstat_mode(t)):
                     os.utime(t, ns=(s.st_atime_ns, s.st_mtime_ns))
 
-    def write_file(self, data: bytes, dst: Path, root: Path, mode: int = 0o644) -> None:
-        self.mkdir_parents(dst.parent, root)
-        if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
-            dst.unlink()
-        dst.write_bytes(data)
-        os.chmod(dst, self.mode if self.mode is not None else mode)
+    def write_file(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        dst = self._target(path)
+        current = _lstat_mode(dst)
+        if stat.S_ISDIR(current):
+            raise CopyError(f"cannot write {path}: is a directory")
+        if current:
+            os.unlink(dst)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         uid, gid = self.owner if self.owner is not None else (0, 0)
         os.lchown(dst, uid, gid)
+        os.chmod(dst, self.mode if self.mode is not None else mode)
 
 
 def is_archive(path: Path) -> bool:
@@ -248,14 +326,43 @@ def is_archive(path: Path) -> bool:
         return False
 
 
-def extract_archive(path: Path, dst: Path, root: Path) -> None:
-    """ADD's local tar auto-extraction: ownership and modes from the archive, nothing outside dst."""
-    Copier(None, None).mkdir_parents(dst, root)
+def extract_archive(path: Path, dst: str, root: Path, scratch: Path) -> None:
+    """ADD's local tar auto-extraction: ownership and modes from the archive, nothing outside
+    the root. The tar is unpacked by the layer unpacker (names with `..` or a leading `/`
+    refused, hard links only to earlier members, nothing created below a symlink) into an empty
+    staging directory, then copied into place like COPY does, every path resolved in the root,
+    hard links kept. Python's tarfile filters are not used: their path checks can be defeated
+    (CVE-2025-4517)."""
+    from shoal.image.layers import LayerError, decompressed, detect_compression, unpack_layer
+
+    staging = Path(tempfile.mkdtemp(prefix="add-", dir=scratch))
     try:
-        with tarfile.open(path, "r:*") as tar:
-            tar.extractall(dst, numeric_owner=True, filter="tar")
-    except (tarfile.TarError, OSError) as exc:
-        raise CopyError(f"failed to copy files: {exc}") from None
+        with open(path, "rb") as raw:
+            compression = detect_compression(raw.read(8))
+            raw.seek(0)
+            try:
+                unpack_layer(decompressed(raw, compression), staging, source=path.name, hash=False)
+            except LayerError as exc:
+                raise CopyError(f"failed to copy files: {exc}") from None
+        Copier(root, None, None).copy_tree(staging, dst, keep_links=True, implicit_dirs=_implicit_dirs(staging, path))
+    finally:
+        _rmtree(staging)
+
+
+def _implicit_dirs(staging: Path, path: Path) -> set[str]:
+    """The directories of the unpacked tree that the tar has no entry for."""
+    explicit = set()
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            if member.isdir():
+                explicit.add("/".join(p for p in member.name.split("/") if p not in ("", ".")))
+    implicit = set()
+    for dirpath, dirnames, _ in os.walk(staging):
+        for name in dirnames:
+            rel = os.path.relpath(os.path.join(dirpath, name), staging)
+            if rel not in explicit:
+                implicit.add(rel)
+    return implicit
 
 
 def dir_is_empty(path: Path) -> bool:

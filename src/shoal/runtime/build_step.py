@@ -4,9 +4,11 @@ root filesystem is the build's layers plus the step's upper dir; only the upper 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import BinaryIO
@@ -23,7 +25,10 @@ _MOUNT_POINTS = ("proc", "sys", "dev", "etc/hosts", "etc/resolv.conf", "etc/host
 
 
 def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: list[str],
-                   user: str, workdir: str, stdout: BinaryIO, network: str = "host") -> int:
+                   user: str, workdir: str, stdout: BinaryIO, network: str = "host",
+                   script: tuple[str, str] | None = None) -> int:
+    """`script` (name, text): a RUN heredoc with a #!, mounted read-only at /dev/pipes/NAME
+    from outside the root (BuildKit's place), so it is never part of the layer."""
     from shoal.runtime.manager import CommandNotExecutable, CommandNotFound, check_command
 
     runtime = engine.select()
@@ -42,9 +47,10 @@ def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: 
         exec_user = resolve_user(user, view.read_text("/etc/passwd"), view.read_text("/etc/group"))
         plan = oci.ProcessPlan(entrypoint=[], cmd=list(argv), env=list(env), user=user,
                                workdir=workdir or "/", hostname=step_id[-12:], stop_signal="SIGTERM")
-        (rootfs / plan.workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        _mkdirs_in_root(rootfs, plan.workdir)
         try:
-            check_command(view, argv[0], plan.env, plan.workdir)
+            if script is None:   # a script is mounted at start, not looked up in the layers
+                check_command(view, argv[0], plan.env, plan.workdir)
         except (CommandNotFound, CommandNotExecutable) as exc:
             stdout.write(f"{exc}\n".encode())
             stdout.flush()
@@ -56,6 +62,15 @@ def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: 
         spec = ContainerSpec(image="", network=network)
         extra = [{"destination": f"/etc/{n}", "type": "bind", "source": str(base / n),
                   "options": ["rbind", "rprivate"]} for n in ("hosts", "resolv.conf", "hostname")]
+        if script is not None:
+            pipes = base / "pipes"
+            pipes.mkdir(mode=0o755)
+            fd = os.open(pipes / script[0], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+            with os.fdopen(fd, "w") as f:
+                f.write(script[1])
+            os.chmod(pipes / script[0], 0o755)
+            extra.append({"destination": "/dev/pipes", "type": "bind", "source": str(pipes),
+                          "options": ["rbind", "ro", "rprivate"]})
         config = oci.build_config(spec=spec, plan=plan, user=exec_user, rootfs=str(rootfs),
                                   extra_mounts=extra, netns=None if host_net else "",
                                   cgroups_path=cgroups.cgroups_path(step_id))
@@ -81,11 +96,69 @@ def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: 
 
 
 def _drop_mount_points(upper: Path, created: list[str]) -> None:
-    """Mount points the runtime had to create (/proc, /etc/hosts...) are not part of the layer."""
+    """Mount points the runtime had to create (/proc, /etc/hosts...) are not part of the layer.
+    The step may have replaced a parent with a symlink: only real directories are walked."""
     for rel in sorted(created, key=len, reverse=True):
+        parts = rel.split("/")
+        if any(not stat.S_ISDIR(_lmode(upper.joinpath(*parts[:i]))) for i in range(1, len(parts))):
+            continue
         path = upper / rel
+        mode = _lmode(path)
         with contextlib.suppress(OSError):
-            if path.is_dir() and not path.is_symlink():
+            if stat.S_ISDIR(mode):
                 path.rmdir()  # only when empty
-            elif path.is_file() and path.stat().st_size == 0:
+            elif stat.S_ISREG(mode) and os.lstat(path).st_size == 0:
                 path.unlink()
+
+
+def _lmode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
+
+
+# openat2(2): resolve a path as if the directory fd were `/`: neither `..` nor a symlink
+# (absolute or relative) can leave it. Python has no wrapper; glibc neither: the raw syscall.
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _open_in_root(root_fd: int, path: str) -> int:
+    how = _OpenHow(os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, root_fd, path.encode(), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return int(fd)
+
+
+def _mkdirs_in_root(rootfs: Path, path: str) -> None:
+    """mkdir -p of the step's working directory inside the step's root (the image may hold
+    `/srv -> /` or the config a `..`): every component resolved in the root by the kernel."""
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        done = ""
+        for name in [p for p in path.split("/") if p and p != "."]:
+            candidate = f"{done}/{name}"
+            try:
+                os.close(_open_in_root(root_fd, candidate))
+            except FileNotFoundError:
+                parent = _open_in_root(root_fd, done or "/")
+                try:
+                    os.mkdir(name, 0o755, dir_fd=parent)
+                except FileExistsError:
+                    pass   # a dangling symlink: the runtime reports the missing directory
+                finally:
+                    os.close(parent)
+            except NotADirectoryError:
+                raise ShoalError(f"working directory {path}: not a directory") from None
+            done = candidate
+    finally:
+        os.close(root_fd)

@@ -1,0 +1,182 @@
+"""Hostile Dockerfiles and build contexts (issue 10, the builder's items): whatever a
+Dockerfile or the tars it ADDs say, the builder writes only inside the image it builds, its
+RUN steps cannot reach the host's loopback services, bad input is a one-line error, and a
+killed build's leftovers are collected by the next build. Each case failed before its fix."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY
+
+pytestmark = [pytest.mark.root, ROOT_ONLY]
+
+UP = "../" * 40   # more `..` than any state root is deep: lands at the host's /
+
+
+def _context(tmp_path: Path, dockerfile: str, files: dict[str, bytes] | None = None) -> Path:
+    ctx = tmp_path / f"ctx-{uuid.uuid4().hex[:8]}"
+    ctx.mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(textwrap.dedent(dockerfile).lstrip())
+    for rel, data in (files or {}).items():
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / rel).write_bytes(data)
+    return ctx
+
+
+def _outside(tmp_path: Path) -> Path:
+    """A host directory outside every image root the build makes; nothing may appear in it."""
+    out = tmp_path / f"outside-{uuid.uuid4().hex[:8]}"
+    out.mkdir()
+    return out
+
+
+def _no_build_mounts() -> None:
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if "build-tmp" in line or "/build/shoal-build-" in line]
+
+
+# --- item 1: heredoc names and every write of the builder stay inside the image ----------------
+
+def test_copy_heredoc_name_cannot_leave_the_image(shoal, busybox_image: str, tmp_path: Path) -> None:
+    out = _outside(tmp_path)
+    name = UP + str(out / "copied").lstrip("/")
+    ctx = _context(tmp_path, f"""
+        FROM {busybox_image}
+        COPY <<{name} /
+        pwned
+        {name}
+        """)
+    proc = shoal("build", str(ctx))
+    assert not (out / "copied").exists(), "COPY heredoc wrote outside the image"
+    assert proc.returncode != 0
+    assert "heredoc" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    _no_build_mounts()
+
+
+def test_run_heredoc_script_name_cannot_leave_the_image(shoal, busybox_image: str, tmp_path: Path) -> None:
+    out = _outside(tmp_path)
+    name = UP + str(out / "script").lstrip("/")
+    ctx = _context(tmp_path, f"""
+        FROM {busybox_image}
+        RUN <<{name}
+        #!/bin/sh
+        echo pwned
+        {name}
+        """)
+    proc = shoal("build", str(ctx))
+    assert not (out / "script").exists(), "RUN heredoc script was written outside the image"
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    _no_build_mounts()
+
+
+def test_run_heredoc_script_still_runs(shoal, busybox_image: str, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, f"""
+        FROM {busybox_image}
+        RUN <<EOF
+        #!/bin/sh
+        echo from-script > /script-ran
+        EOF
+        RUN test "$(cat /script-ran)" = from-script && test ! -e /.shoal-heredoc
+        """)
+    proc = shoal("build", str(ctx))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workdir_through_an_image_symlink_stays_inside(shoal, busybox_image: str, tmp_path: Path) -> None:
+    out = _outside(tmp_path)
+    ctx = _context(tmp_path, f"""
+        FROM {busybox_image}
+        RUN ln -s / /hostroot
+        WORKDIR /hostroot{out}/made-by-workdir
+        RUN pwd > /where
+        """)
+    proc = shoal("build", str(ctx))
+    assert not (out / "made-by-workdir").exists(), "WORKDIR created a directory on the host"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- item 2: ADD of a local tar extracts with the layer rules ----------------------------------
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else mode
+    return info
+
+
+def test_add_tar_hardlink_above_root_then_same_name_file(shoal, busybox_image: str, tmp_path: Path) -> None:
+    out = _outside(tmp_path)
+    victim = out / "victim"
+    victim.write_text("original\n")
+    data = _tar([(_entry("x", tarfile.LNKTYPE, UP + str(victim).lstrip("/")), None),
+                 (_entry("x"), b"overwritten\n")])
+    ctx = _context(tmp_path, """
+        FROM scratch
+        ADD evil.tar /
+        """, {"evil.tar": data})
+    proc = shoal("build", str(ctx))
+    assert victim.read_text() == "original\n", "ADD overwrote a host file through a hard link"
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    _no_build_mounts()
+
+
+def test_add_tar_long_path_symlink_trick(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """CVE-2025-4517: symlinks whose resolved path passes PATH_MAX defeat tarfile's filter,
+    so a later symlink leads out of the destination and a file is written through it."""
+    out = _outside(tmp_path)
+    comp = "d" * 247
+    steps = "abcdefghijklmnop"
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    path = ""
+    for step in steps:
+        members.append((_entry(os.path.join(path, comp), tarfile.DIRTYPE), None))
+        members.append((_entry(os.path.join(path, step), tarfile.SYMTYPE, comp), None))
+        path = os.path.join(path, comp)
+    linkpath = os.path.join(*steps, "l" * 254)
+    members.append((_entry(linkpath, tarfile.SYMTYPE, "../" * len(steps)), None))
+    members.append((_entry("escape", tarfile.SYMTYPE, linkpath + "/.." * (len(steps) + 1) + str(out)), None))
+    members.append((_entry("escape/flag"), b"pwned\n"))
+    ctx = _context(tmp_path, """
+        FROM scratch
+        ADD evil.tar /
+        """, {"evil.tar": _tar(members)})
+    proc = shoal("build", str(ctx))
+    assert not (out / "flag").exists(), "ADD wrote through a symlink out of the image"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    _no_build_mounts()
+
+
+def test_add_tar_into_symlinked_dirs_of_the_image(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """A tar's `lib/f` under an image whose /lib is a symlink: followed inside the image as a
+    chroot would (Docker extracts chrooted), never onto the host."""
+    out = _outside(tmp_path)
+    data = _tar([(_entry("lib/f"), b"in-image\n"),
+                 (_entry("h1", mode=0o600), b"hard\n"), (_entry("h2", tarfile.LNKTYPE, "h1"), None)])
+    ctx = _context(tmp_path, f"""
+        FROM {busybox_image}
+        RUN mkdir -p {out} && ln -s {out} /lib
+        ADD evil.tar /
+        RUN test "$(cat {out}/f)" = in-image && test "$(stat -c %h:%a /h2)" = 2:600
+        """, {"evil.tar": data})
+    proc = shoal("build", str(ctx))
+    assert not (out / "f").exists(), "ADD wrote through an image symlink onto the host"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
