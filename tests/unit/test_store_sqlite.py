@@ -182,3 +182,86 @@ def test_the_database_and_its_wal_and_shm_files_are_root_only(tmp_path: Path) ->
             s.close()
     finally:
         os.umask(mask)
+
+
+def test_secret_events_never_copy_the_secrets_data(store: SQLiteStore) -> None:
+    """Issue 10 item 4: the event log keeps 50,000 revisions; a secret's data (sealed or not)
+    stays in its one object row."""
+    with store.transaction() as tx:
+        tx.create("secret", {"id": "s", "name": "db", "sealed": {"ct": "x"}, "digest": "d"})
+        tx.create("config", {"id": "c", "name": "conf", "data": "Y29uZg==", "digest": "d"})
+    with store.transaction() as tx:
+        tx.update("secret", dict(store.get("secret", "s"), sealed={"ct": "y"}))
+    with store.transaction() as tx:
+        tx.delete("secret", "s")
+    events = {(e.kind, e.action): e.object for e in store.events_since(0)}
+    for action in ("create", "update", "delete"):
+        assert "sealed" not in events[("secret", action)] and events[("secret", action)]["name"] == "db"
+    assert events[("config", "create")]["data"] == "Y29uZg=="
+
+
+def test_a_store_with_plain_secrets_from_an_older_shoal_is_sealed_when_opened(tmp_path: Path) -> None:
+    import base64
+    import json
+    import sqlite3
+    import stat
+
+    from shoal.store import secretbox
+
+    value = b"shoal-h2-legacy-5b1e77c0d2"
+    encoded = base64.b64encode(value).decode()
+    path = tmp_path / "shoald.db"
+    SQLiteStore(path).close()
+    obj = {"id": "s1", "name": "app_db", "data": encoded, "digest": "sha256:x", "version": 1}
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO objects (kind, id, name, version, data) VALUES ('secret','s1','app_db',1,?)",
+                 (json.dumps(obj),))
+    conn.execute("INSERT INTO events (revision, kind, id, action, time, data) VALUES (1,'secret','s1','create',0,?)",
+                 (json.dumps(obj),))
+    conn.commit()
+    conn.close()
+    assert encoded.encode() in path.read_bytes()
+
+    s = SQLiteStore(path)
+    stored = s.get("secret", "s1")
+    assert "data" not in stored and stored["sealed"]["alg"] == "AES-256-GCM"
+    assert secretbox.content("secret", stored, secretbox.FileKeys(tmp_path / "keys")) == value
+    assert "data" not in s.events_since(0)[0].object
+    s.close()
+    for f in tmp_path.glob("shoald.db*"):
+        assert encoded[:-4].encode() not in f.read_bytes() and value not in f.read_bytes(), f
+    key = tmp_path / "keys" / "secrets.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+
+
+def test_secretbox_seals_with_a_named_key_bound_to_its_object(tmp_path: Path) -> None:
+    import os
+
+    from shoal.errors import ShoalError
+    from shoal.store import secretbox
+
+    keys = secretbox.FileKeys(tmp_path / "keys")
+    aad = secretbox.binding("secret", "app_db")
+    record = secretbox.seal(b"hunter2", aad, keys)
+    assert set(record) == {"alg", "kid", "nonce", "ct"} and record["kid"] == keys.current()[0]
+    assert b"hunter2" not in json_bytes(record)
+    assert secretbox.unseal(record, aad, keys) == b"hunter2"
+    assert secretbox.seal(b"hunter2", aad, keys) != record  # a fresh nonce each time
+    with pytest.raises(ShoalError, match="altered or moved"):
+        secretbox.unseal(record, secretbox.binding("secret", "other"), keys)
+    with pytest.raises(ShoalError, match="not in"):
+        secretbox.unseal(dict(record, kid="0000"), aad, keys)
+    # The change digest is stable under one key and is not a plain hash of the value.
+    assert secretbox.fingerprint(b"hunter2", aad, keys) == secretbox.fingerprint(b"hunter2", aad, keys)
+    assert "f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7" not in secretbox.fingerprint(b"hunter2", aad, keys)
+    # A key file others can read is refused rather than used.
+    os.chmod(keys.path, 0o644)
+    with pytest.raises(ShoalError, match="must be 0600"):
+        secretbox.FileKeys(tmp_path / "keys").current()
+
+
+def json_bytes(value: object) -> bytes:
+    import json
+
+    return json.dumps(value).encode()

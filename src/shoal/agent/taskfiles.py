@@ -1,23 +1,44 @@
-"""A task's secrets and configs as files: written under SHOAL_RUN (a tmpfs on a real host, so a
-secret never reaches the disk), owned and moded as the reference says, bind-mounted read-only at
-its target (/run/secrets/<name> for a secret by default)."""
+"""A task's secrets and configs as files: written only to a tmpfs mounted for the task under the
+run root (as Docker mounts one per container: nodev, nosuid, noexec, 0700, read-only once
+filled), so a secret never reaches a disk whatever file system the run root is on; owned and
+moded as the reference says, bind-mounted read-only at its target (/run/secrets/<name> for a
+secret by default); the tmpfs is unmounted with the task."""
 
 from __future__ import annotations
 
-import base64
+import ctypes
+import errno
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from shoal import paths
-from shoal.errors import NotFound
+from shoal.errors import NotFound, ShoalError
 from shoal.runtime.spec import Mount
+from shoal.store import secretbox
 from shoal.store.base import Store
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 1, 2, 4, 8, 32
+_MNT_DETACH = 2
+_FLAGS = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def task_dir(task_id: str) -> Path:
     return paths.run_root() / "taskfiles" / task_id
+
+
+def _mount_tmpfs(target: Path, size: int, read_only: bool = False) -> None:
+    flags = _FLAGS | (_MS_REMOUNT | _MS_RDONLY if read_only else 0)
+    options = f"mode=0700,uid=0,gid=0,size={size}".encode()
+    if _libc.mount(b"shoal-taskfiles", str(target).encode(), b"tmpfs", flags, options) != 0:
+        err = ctypes.get_errno()
+        raise ShoalError(f"tmpfs for the task's secrets at {target}: {os.strerror(err)}")
+
+
+def _is_mount(path: Path) -> bool:
+    return os.path.ismount(path)
 
 
 def materialize(store: Store, task_id: str, task_spec: dict[str, Any]) -> list[Mount]:
@@ -27,20 +48,42 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any]) -> list[M
            [("config", r) for r in task_spec.get("configs") or []]
     if not refs:
         return mounts
-    directory = task_dir(task_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    for n, (kind, ref) in enumerate(refs):
+    contents = []
+    for kind, ref in refs:
         found = next((o for o in store.list(kind) if o["name"] == ref["source"]), None)
         if found is None:
             raise NotFound(f"{kind} not found: {ref['source']}")
-        path = directory / f"{kind}-{n}"
-        path.write_bytes(base64.b64decode(found["data"]))
-        os.chown(path, int(ref.get("uid") or 0), int(ref.get("gid") or 0))
-        os.chmod(path, int(ref.get("mode", 0o444)))
-        mounts.append(Mount(type="bind", source=str(path), target=ref["target"], read_only=True))
+        contents.append((kind, ref, secretbox.content(kind, found)))
+    directory = task_dir(task_id)
+    paths.ensure_private_dir(directory.parent)
+    if _is_mount(directory):  # made by an earlier attempt: filled again from the store
+        remove(task_id)
+    paths.ensure_private_dir(directory)
+    # Room for the files and their inodes; a tmpfs takes memory only for what is written.
+    size = sum(len(data) for _, _, data in contents) + 4096 * (len(contents) + 1)
+    _mount_tmpfs(directory, size)
+    try:
+        for n, (kind, ref, data) in enumerate(contents):
+            path = directory / f"{kind}-{n}"
+            mode = int(ref.get("mode", 0o444))
+            paths.write_file(path, data, 0o600)
+            os.chown(path, int(ref.get("uid") or 0), int(ref.get("gid") or 0))
+            os.chmod(path, mode)
+            mounts.append(Mount(type="bind", source=str(path), target=ref["target"], read_only=True))
+        _mount_tmpfs(directory, size, read_only=True)
+    except BaseException:
+        remove(task_id)
+        raise
     return mounts
 
 
 def remove(task_id: str) -> None:
-    shutil.rmtree(task_dir(task_id), ignore_errors=True)
+    """Unmount the task's tmpfs (its files go with it) and remove the mount point."""
+    directory = task_dir(task_id)
+    while _is_mount(directory):
+        if _libc.umount2(str(directory).encode(), _MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err != errno.EINVAL:
+                raise ShoalError(f"unmount {directory}: {os.strerror(err)}")
+            break
+    shutil.rmtree(directory, ignore_errors=True)

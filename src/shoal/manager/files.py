@@ -3,7 +3,10 @@
 Swarm refuses to change a secret's data (`only updates to Labels are allowed`), so a changed file
 needs a new name and a manual roll. shoal keeps the name and records the content's digest in
 every service reference: a changed secret or config makes the tasks that use it dirty, and the
-service rolls as for any other change (users have asked for this for years)."""
+service rolls as for any other change (users have asked for this for years).
+
+A secret's data is sealed (store/secretbox.py) before it is stored, and its digest is an HMAC under
+the node's key, never a plain hash; a config's data is stored as sent (base64), as Swarm does."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 
 from shoal.errors import NotFound
 from shoal.ids import new_swarm_id
+from shoal.store import secretbox
 from shoal.store.base import Transaction
 
 KINDS = ("secret", "config")
@@ -21,6 +25,14 @@ KINDS = ("secret", "config")
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def stored_content(kind: str, name: str, data: bytes) -> dict[str, Any]:
+    """The fields that keep an object's data in the store: sealed for a secret."""
+    if kind == "secret":
+        aad = secretbox.binding(kind, name)
+        return {"sealed": secretbox.seal(data, aad), "digest": secretbox.fingerprint(data, aad)}
+    return {"data": base64.b64encode(data).decode(), "digest": digest(data)}
 
 
 def apply_files(tx: Transaction, stack: dict[str, Any], contents: dict[str, dict[str, str]]) -> list[str]:
@@ -39,15 +51,14 @@ def apply_files(tx: Transaction, stack: dict[str, Any], contents: dict[str, dict
             encoded = contents.get(kind, {}).get(spec["name"])
             if encoded is None:
                 raise NotFound(f"{kind} {spec['name']}: no content was sent for it")
-            data = base64.b64decode(encoded)
             record = {"name": spec["name"], "stack": stack["name"], "labels": spec.get("labels") or {},
-                      "data": encoded, "digest": digest(data), "updated_at": time.time()}
+                      **stored_content(kind, spec["name"], base64.b64decode(encoded)), "updated_at": time.time()}
             if existing is None:
                 lines.append(f"Creating {kind} {spec['name']}")
                 tx.create(kind, dict(record, id=new_swarm_id(), created_at=record["updated_at"]))
             elif existing["digest"] != record["digest"] or existing.get("labels") != record["labels"]:
                 lines.append(f"Updating {kind} {spec['name']}")
-                tx.update(kind, dict(existing, **record))
+                tx.update(kind, {k: v for k, v in dict(existing, **record).items() if k != "data" or kind != "secret"})
             digests[(kind, spec["name"])] = record["digest"]
     for svc in stack.get("services", {}).values():
         for kind in KINDS:

@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS events (
 
 # Events older than this many revisions are trimmed so the log cannot grow without bound.
 _EVENT_RETENTION = 50_000
+# Fields an event never copies: a secret's data (sealed or, from an older shoal, in the clear)
+# stays in its one object row, not in 50,000 revisions of history.
+_EVENT_OMIT: dict[str, frozenset[str]] = {"secret": frozenset({"data", "sealed"})}
+
+
+def _event_object(kind: str, obj: Object) -> Object:
+    omit = _EVENT_OMIT.get(kind)
+    return {k: v for k, v in obj.items() if k not in omit} if omit else obj
 
 
 class _ReadOnlyDict(dict):  # type: ignore[type-arg]
@@ -133,6 +141,7 @@ class _Txn:
         self._written.setdefault(kind, set()).add(obj_id)
 
     def _record(self, kind: str, obj_id: str, action: str, obj: Object) -> None:
+        obj = _event_object(kind, obj)
         revision = self._revision
         now = time.time()
         self._conn.execute(
@@ -198,6 +207,37 @@ def _private_files(path: Path) -> None:
             pass
 
 
+def _seal_plain_secrets(conn: sqlite3.Connection, key_dir: Path) -> None:
+    """A store an older shoal wrote keeps secrets in the clear (base64) in their objects and in
+    every event: seal the objects in place, strip the events, then rebuild the file (VACUUM) and
+    empty the WAL so no freed page still holds the old bytes."""
+    rows = conn.execute("SELECT id, data FROM objects WHERE kind='secret'").fetchall()
+    plain = [(obj_id, obj) for obj_id, obj in ((r[0], json.loads(r[1])) for r in rows) if "data" in obj]
+    in_events = conn.execute(
+        "SELECT 1 FROM events WHERE kind='secret' AND (json_extract(data, '$.data') IS NOT NULL"
+        " OR json_extract(data, '$.sealed') IS NOT NULL) LIMIT 1").fetchone()
+    if not plain and not in_events:
+        return
+    import base64
+
+    from shoal.store import secretbox
+
+    keys = secretbox.FileKeys(key_dir)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for obj_id, obj in plain:
+            data = base64.b64decode(obj.pop("data"))
+            obj["sealed"] = secretbox.seal(data, secretbox.binding("secret", obj["name"]), keys)
+            conn.execute("UPDATE objects SET data=? WHERE kind='secret' AND id=?", (json.dumps(obj), obj_id))
+        conn.execute("UPDATE events SET data=json_remove(data, '$.data', '$.sealed') WHERE kind='secret'")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 class SQLiteStore:
     """The embedded store. Thread-safe; other processes may open the same file."""
 
@@ -208,6 +248,7 @@ class SQLiteStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        _seal_plain_secrets(self._conn, path.parent / "keys")
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._decoded = _Decoded()
