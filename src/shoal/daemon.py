@@ -261,6 +261,7 @@ class Daemon:
         try:
             site = web.UnixSite(runner, str(sock))
             await site.start()
+            os.chmod(sock, 0o600)  # exactly: read and write is what connecting takes
         finally:
             os.umask(old_umask)
         log.info("shoald listening on unix://%s (node %s)", sock, self.node_id)

@@ -144,3 +144,13 @@ def test_a_container_running_as_another_uid_still_reads_and_writes_its_files(sta
                  "id -u; cat /etc/hostname >/dev/null && head -1 /etc/passwd && grep -c . /etc/hosts >/dev/null"
                  " && echo mine > /tmp/own && cat /tmp/own && ls /bin/suid-id")
     assert proc.stdout.split() == ["1000", "root:x:0:0:root:/root:/bin/sh", "mine", "/bin/suid-id"], proc.stdout
+
+
+def test_the_api_socket_log_and_store_are_root_only(state: Root) -> None:
+    state("stack", "ls")  # starts shoald
+    sock = state.run / "shoal.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and _mode(sock) == 0o600 and sock.stat().st_uid == 0
+    proc = as_nobody("/usr/bin/curl", "-s", "--max-time", "2", "--unix-socket", str(sock), "http://shoal/v1/version")
+    assert proc.returncode != 0 and not proc.stdout, "nobody reached the API"
+    for path in [state.root / "shoald.log", *state.root.glob("shoald.db*")]:
+        assert _mode(path) == 0o600, path
