@@ -173,3 +173,46 @@ def test_a_deployed_secret_is_on_tmpfs_only_and_nowhere_on_disk(shoal: Shoal, tm
     wait_for(lambda: not {m for m in tmpfs_mounts() if m in host_tmpfs}, 15, "the task's tmpfs unmounted")
     hits = scan([shoal.root, shoal.run], encodings(value), skip=set())
     assert not hits, hits
+
+
+def test_task_files_live_on_a_read_only_private_tmpfs_that_goes_with_the_task(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's side alone: files owned and moded as the reference says, on a tmpfs mounted
+    0700 nodev,nosuid,noexec and read-only once filled; a task the store has forgotten (its
+    removal missed) loses its tmpfs when the next task's files are written."""
+    from shoal.agent import taskfiles
+    from shoal.manager.files import stored_content
+    from shoal.store import SQLiteStore
+
+    monkeypatch.setenv("SHOAL_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("SHOAL_RUN", str(tmp_path / "root" / "run"))
+    store = SQLiteStore(tmp_path / "root" / "shoald.db")
+    made: list[str] = []
+    try:
+        with store.transaction() as tx:
+            tx.create("secret", {"id": "s1", "name": "st_pw", **stored_content("secret", "st_pw", b"pw-1")})
+            tx.create("task", {"id": "t2", "name": "x"})
+        spec = {"secrets": [{"source": "st_pw", "target": "/run/secrets/pw", "uid": "1000", "gid": "50",
+                             "mode": 0o440}]}
+        for task_id in ("t1", "t2"):
+            made.append(task_id)
+            mounts = taskfiles.materialize(store, task_id, spec)
+            assert [m.target for m in mounts] == ["/run/secrets/pw"] and all(m.read_only for m in mounts)
+            source = Path(mounts[0].source)
+            assert source.read_bytes() == b"pw-1"
+            st = source.stat()
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 50, 0o440)
+            line = next(l.split() for l in Path("/proc/mounts").read_text().splitlines()
+                        if l.split()[1] == str(taskfiles.task_dir(task_id)))
+            assert line[2] == "tmpfs"
+            assert {"ro", "nosuid", "nodev", "noexec", "mode=700"} <= set(line[3].split(","))
+            with pytest.raises(OSError):
+                (taskfiles.task_dir(task_id) / "more").write_text("x")
+        # t1 is not in the store: writing t2's files took t1's away.
+        assert not os.path.ismount(taskfiles.task_dir("t1")) and not taskfiles.task_dir("t1").exists()
+        taskfiles.remove("t2")
+        assert not taskfiles.task_dir("t2").exists()
+    finally:
+        for task_id in made:
+            taskfiles.remove(task_id)
+        store.close()

@@ -56,6 +56,7 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any]) -> list[M
         contents.append((kind, ref, secretbox.content(kind, found)))
     directory = task_dir(task_id)
     paths.ensure_private_dir(directory.parent)
+    _collect(store, keep=task_id)
     if _is_mount(directory):  # made by an earlier attempt: filled again from the store
         remove(task_id)
     paths.ensure_private_dir(directory)
@@ -75,6 +76,19 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any]) -> list[M
         remove(task_id)
         raise
     return mounts
+
+
+def _collect(store: Store, keep: str) -> None:
+    """Unmount the files of tasks the store no longer has (their removal was missed: shoald was
+    killed, or the container was removed by hand), so secrets do not outlive their task."""
+    try:
+        names = os.listdir(task_dir(keep).parent)
+    except FileNotFoundError:
+        return
+    live = {t["id"] for t in store.list("task")} | {keep}
+    for name in names:
+        if name not in live:
+            remove(name)
 
 
 def remove(task_id: str) -> None:
