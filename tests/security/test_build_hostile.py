@@ -180,3 +180,13 @@ def test_add_tar_into_symlinked_dirs_of_the_image(shoal, busybox_image: str, tmp
     proc = shoal("build", str(ctx))
     assert not (out / "f").exists(), "ADD wrote through an image symlink onto the host"
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- item 11: bad instruction values are one-line errors ----------------------------------------
+
+@pytest.mark.parametrize("line", ["STOPSIGNAL ²", "EXPOSE " + "9" * 5000, "WORKDIR /a\\x00b"])
+def test_bad_values_are_one_line_errors(shoal, busybox_image: str, tmp_path: Path, line: str) -> None:
+    ctx = _context(tmp_path, f"FROM {busybox_image}\n" + line.replace("\\x00", "\x00") + "\n")
+    proc = shoal("build", str(ctx))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -130,13 +130,26 @@ def _host_arch() -> str:
 
 
 def _signal_ok(text: str) -> bool:
-    if text.isdigit():
+    # ASCII digits only: str.isdigit() takes "²", which int() then refuses.
+    if re.fullmatch(r"[0-9]{1,3}", text):
         return 0 < int(text) < 65
     name = text.upper().removeprefix("SIG")
-    return hasattr(_signal, "SIG" + name) or re.fullmatch(r"RTM(IN|AX)([+-]\d+)?", name) is not None
+    return (name.isascii() and name.isalnum() and hasattr(_signal, "SIG" + name)) \
+        or re.fullmatch(r"RTM(IN|AX)([+-][0-9]{1,2})?", name) is not None
 
 
-_PORT_RE = re.compile(r"^(\d+)(?:-(\d+))?$")
+def _shown(text: str, limit: int = 64) -> str:
+    """A user's value in a one-line error: control characters escaped, long ones cut."""
+    shown = text if len(text) <= limit else text[:limit] + "..."
+    return shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+
+
+def check_stop_signal(text: str) -> None:
+    if not _signal_ok(text):
+        raise BuildFailed(f"Invalid signal: {_shown(text)}")
+
+
+_PORT_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 
 
 def _expose_ports(ports: list[str]) -> list[str]:
@@ -147,22 +160,28 @@ def _expose_ports(ports: list[str]) -> list[str]:
         port, _, proto = container.partition("/")
         proto = (proto or "tcp").lower()
         if not port:
-            raise BuildFailed(f"no port specified: {raw}<empty>")
+            raise BuildFailed(f"no port specified: {_shown(raw)}<empty>")
         if proto not in ("tcp", "udp", "sctp"):
-            raise BuildFailed(f"invalid proto: {proto}")
-        m = _PORT_RE.match(port)
+            raise BuildFailed(f"invalid proto: {_shown(proto)}")
+        m = _PORT_RE.fullmatch(port)   # at most 5 ASCII digits: int() never sees 5,000 of them
         if not m:
-            raise BuildFailed(f"invalid containerPort: {port}")
+            raise BuildFailed(f"invalid containerPort: {_shown(port)}")
         start = int(m.group(1))
         end = int(m.group(2) or start)
         if end < start or end > 65535:
-            raise BuildFailed(f"invalid containerPort: {port}")
+            raise BuildFailed(f"invalid containerPort: {_shown(port)}")
         out += [f"{p}/{proto}" for p in range(start, end + 1)]
     return out
 
 
+def _check_path(path: str) -> None:
+    if "\x00" in path:   # no system call takes it: an error here rather than a ValueError later
+        raise BuildFailed(f"invalid path {_shown(path)}: contains a NUL byte")
+
+
 def normalize_dest(workdir: str, requested: str) -> str:
     """moby normalizeDest: relative destinations are under WORKDIR; a trailing / is kept."""
+    _check_path(requested)
     if requested.startswith("/"):
         return requested
     dest = posixpath.join("/", workdir or "/", requested)
@@ -175,6 +194,7 @@ def normalize_dest(workdir: str, requested: str) -> str:
 def normalize_workdir(current: str, requested: str) -> str:
     if not requested:
         raise BuildFailed("cannot normalize nothing")
+    _check_path(requested)
     path = requested if requested.startswith("/") else posixpath.join(current or "/", requested)
     return posixpath.normpath(path) if path != "/" else "/"
 
@@ -465,8 +485,7 @@ class Builder:
             self._commit(st, f"USER {rc['User']}")
         elif isinstance(cmd, WordCommand) and cmd.name == "stopsignal":
             sig = x(cmd.value)
-            if not _signal_ok(sig):
-                raise BuildFailed(f"Invalid signal: {sig}")
+            check_stop_signal(sig)
             rc["StopSignal"] = sig
             self._commit(st, f"STOPSIGNAL {sig}")
         elif isinstance(cmd, WordCommand):       # WORKDIR
@@ -777,6 +796,7 @@ class Builder:
                     raise BuildFailed(f"{name} failed: source can't be a URL for COPY")
                 infos.append(self._download(orig, dest, stack))
                 continue
+            _check_path(orig)
             path = orig.lstrip("/")
             path = path[2:] if path.startswith("./") else path
             candidates = [path]
