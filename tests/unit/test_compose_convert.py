@@ -75,8 +75,8 @@ def test_full_service_fields(shop: StackSpec) -> None:
     assert web.cmd == ["python", "app.py", "--port", "8080"]  # shell-split, as docker does
     assert web.entrypoint == ["/tini", "--"]
     # env_file first, environment over it, a bare name from the client env, sorted.
-    assert web.env == ["A=one", "B=2", "EXPORTED=yes", "FILE_ONLY=quoted value",
-                       "FROM_HOST=from-host"]
+    assert web.env == ["A=one", "B=2", "FILE_ONLY=\"quoted value\"", "FROM_HOST=from-host",
+                       "INDENTED=yes"]
     assert (web.user, web.workdir, web.stop_signal) == ("app:app", "/srv", "SIGINT")
     assert web.hostname == "{{.Service.Name}}-{{.Task.Slot}}"  # the node expands it
     assert web.stop_grace_period == 90.0

@@ -80,11 +80,13 @@ def dump_yaml(config: dict[str, Any]) -> str:
 
 
 def _config(args: argparse.Namespace) -> int:
+    """docker/cli's typed model printed as its yaml.v3 encoder prints it."""
     files = [Path(f) for f in args.compose_files]
     env_files = [Path(f) for f in args.env_files] if args.env_files is not None else None
-    from shoal.compose.api import load_config
+    from shoal.compose.api import load_docker_model
+    from shoal.compose.goyaml import dump
 
-    config = load_config(files, env_files=env_files, warn=warn,
-                         interpolation=not args.skip_interpolation)
-    sys.stdout.write(dump_yaml(config))
+    model = load_docker_model(files, env_files=env_files, warn=warn,
+                              interpolation=not args.skip_interpolation)
+    sys.stdout.write(dump(model))
     return 0

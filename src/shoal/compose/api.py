@@ -159,6 +159,24 @@ def load_config(
     return _load(files, env_files, environ, warn, interpolation).config
 
 
+def load_docker_model(
+    files: list[Path],
+    env_files: list[Path] | None = None,
+    environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] = _stderr,
+    interpolation: bool = True,
+) -> dict[str, Any]:
+    """docker/cli's typed model of the files, merged as its merge.go merges them: what
+    `docker stack config` prints (see dockermodel.py). Errors as load_config's."""
+    from shoal.compose import dockermodel
+
+    loaded = _load(files, env_files, environ, warn, interpolation)
+    version = docker_version(loaded.files[0].data)
+    models = [dockermodel.load_file(f.data, version, loaded.working_dir,
+                                    loaded.environment.get, _locator(f)) for f in loaded.files]
+    return dockermodel.merge(models)
+
+
 def load_stack(
     files: list[Path],
     stack_name: str,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shoal.compose.envfile import read_env_file
+from shoal.compose.dockermodel import parse_kv_file
 from shoal.compose.errors import ComposeError
 from shoal.compose.names import SERVICE_NAME, check_image_reference, validate_stack_name
 from shoal.compose.syntax import parse_cpus, parse_port, parse_volume
@@ -318,19 +318,26 @@ class Converter:
                 file = Path(self.resolve(v.string(entry, epath)))
                 if not required and not file.exists():
                     continue
+                # docker's kvfile rules (as `docker stack deploy`): `A="x"` is the value "x"
+                # with its quotes, as Swarm's services get it.
                 try:
-                    values.update(read_env_file(file, self.environment.get))
-                except ComposeError as exc:
-                    raise Invalid(epath, exc.reason) from None
+                    lines = parse_kv_file(file, self.environment.get)
+                except OSError as exc:
+                    raise Invalid(epath, str(exc)) from None
+                for line in lines:
+                    key, found, value = line.partition("=")
+                    values[key] = value if found else None
         values.update(v.list_or_dict(raw.get("environment"), (*path, "environment"),
                                     allow_bare=True))
         out = []
         for key, value in values.items():
-            if value is None:
-                found = self.environment.get(key)
-                out.append(key if found is None else f"{key}={found}")
+            # loader.go updateEnvironment: an empty or missing value comes from the
+            # environment when it is set there.
+            found = self.environment.get(key) if not value else None
+            if found is not None:
+                out.append(f"{key}={found}")
             else:
-                out.append(f"{key}={value}")
+                out.append(key if value is None else f"{key}={value}")
         return sorted(out)
 
     def mounts(self, raw: dict[str, Any], path: P) -> list[Mount]:

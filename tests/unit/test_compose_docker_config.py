@@ -1,0 +1,178 @@
+"""`stack config` prints docker/cli's typed model as `docker stack config` does: checked byte
+for byte against docker/cli's own golden (cli/compose/loader/testdata/full-example.yaml.golden,
+v28.5.2, made from full-example.yml with HOME=/bar, QUX set and the working directory /foo),
+and its output is a fixed point: loaded again, it prints the same and deploys the same."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shoal.compose.api import load_docker_model, load_stack
+from shoal.compose.goyaml import dump, go_duration, go_float, sort_keys
+from shoal.errors import ShoalError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compose"
+DOCKER = FIXTURES / "docker-full"
+GOLDEN_ENV = {"HOME": "/bar", "QUX": "qux_from_environment"}
+
+
+def _config(files: list[Path], environ: dict[str, str]) -> str:
+    return dump(load_docker_model(files, environ=environ, warn=lambda m: None))
+
+
+def test_full_example_is_dockers_golden_byte_for_byte() -> None:
+    printed = _config([DOCKER / "full-example.yml"], GOLDEN_ENV)
+    # docker's test loads with the working directory /foo; ours is the file's directory.
+    assert printed.replace(str(DOCKER), "/foo") == (DOCKER / "full-example.yaml.golden").read_text()
+
+
+CASES = [
+    (["docker-full/full-example.yml"], GOLDEN_ENV),
+    (["full.yml"], {"FROM_HOST": "h"}),
+    (["base.yml", "override.yml"], {}),
+    (["seed.yml"], {}),
+    (["interpolated.yml"], {"TAG": "v2", "REPLICAS": "3"}),
+]
+
+
+@pytest.mark.parametrize(("names", "environ"), CASES)
+def test_output_is_a_fixed_point(tmp_path: Path, names: list[str], environ: dict[str, str]
+                                 ) -> None:
+    copy = tmp_path / "project"
+    shutil.copytree(FIXTURES, copy)
+    files = [copy / name for name in names]
+    first = _config(files, environ)
+    again = files[0].parent / "printed.yml"
+    again.write_text(first)
+    # Already interpolated: a `$` it prints is a literal (docker's output is not re-escaped).
+    assert dump(load_docker_model([again], environ=environ, warn=lambda m: None,
+                                  interpolation=False)) == first
+
+
+@pytest.mark.parametrize(("names", "environ"), CASES[1:4])
+def test_output_deploys_the_same(tmp_path: Path, names: list[str], environ: dict[str, str]
+                                 ) -> None:
+    copy = tmp_path / "project"
+    shutil.copytree(FIXTURES, copy)
+    files = [copy / name for name in names]
+    again = files[0].parent / "printed.yml"
+    again.write_text(_config(files, environ))
+    original = load_stack(files, "app", environ=environ, warn=lambda m: None).to_dict()
+    reloaded = load_stack([again], "app", environ=environ, warn=lambda m: None).to_dict()
+    assert reloaded == original
+
+
+def test_typed_model_forms(tmp_path: Path) -> None:
+    (tmp_path / "web.env").write_text('A="quoted"\nB=from-file \n# comment\nC\nE=\n')
+    compose = tmp_path / "c.yml"
+    compose.write_text(
+        "version: '3.8'\n"
+        "services:\n"
+        "  web:\n"
+        "    image: x\n"
+        "    command: sh -c 'echo hi'\n"
+        "    env_file: web.env\n"
+        "    environment: [D=1, E, B=from-environment]\n"
+        "    networks: [front]\n"
+        "    ports: ['8000-8001:80-81/udp', '9000']\n"
+        "    volumes: ['./data:/data:ro', 'named:/named:nocopy']\n"
+        "    stop_grace_period: 90s\n"
+        "    deploy:\n"
+        "      resources: {limits: {memory: 1g}}\n"
+        "      update_config: {delay: 1h, monitor: 0.5s, max_failure_ratio: 0.1}\n"
+        "    healthcheck: {test: curl -f localhost}\n"
+        "networks:\n  front:\nvolumes:\n  named:\n")
+    printed = _config([compose], {"C": "from-env", "E": "e-env"})
+    assert printed == f'''version: "3.8"
+services:
+  web:
+    command:
+      - sh
+      - -c
+      - echo hi
+    deploy:
+      update_config:
+        delay: 1h0m0s
+        monitor: 500ms
+        max_failure_ratio: 0.1
+      resources:
+        limits:
+          memory: "1073741824"
+    environment:
+      A: '"quoted"'
+      B: from-environment
+      C: from-env
+      D: "1"
+      E: e-env
+    env_file:
+      - web.env
+    healthcheck:
+      test:
+        - CMD-SHELL
+        - curl -f localhost
+    image: x
+    networks:
+      front: null
+    ports:
+      - mode: ingress
+        target: 80
+        published: 8000
+        protocol: udp
+      - mode: ingress
+        target: 81
+        published: 8001
+        protocol: udp
+      - mode: ingress
+        target: 9000
+        protocol: tcp
+    stop_grace_period: 1m30s
+    volumes:
+      - type: bind
+        source: {tmp_path}/data
+        target: /data
+        read_only: true
+      - type: volume
+        source: named
+        target: /named
+        volume:
+          nocopy: true
+networks:
+  front: {{}}
+volumes:
+  named: {{}}
+'''
+    # The deploy reads env_file as docker does: quotes and trailing spaces are the value's.
+    env = load_stack([compose], "app", environ={"C": "from-env"}, warn=lambda m: None
+                     ).services["app_web"].env
+    assert 'A="quoted"' in env and "B=from-environment" in env and "C=from-env" in env
+
+
+def test_missing_env_file_fails_as_docker_does(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: x\n    env_file: [./missing.env]\n")
+    for load in (lambda: load_docker_model([compose], environ={}, warn=lambda m: None),
+                 lambda: load_stack([compose], "app", environ={}, warn=lambda m: None)):
+        with pytest.raises(ShoalError) as info:
+            load()
+        assert str(info.value) == (f"{compose}:4: services.web.env_file[0]: open "
+                                   f"{tmp_path / 'missing.env'}: no such file or directory")
+
+
+@pytest.mark.parametrize(("ns", "text"), [(0, "0s"), (90 * 10**9, "1m30s"), (10**9 // 2, "500ms"),
+                                          (3600 * 10**9, "1h0m0s"), (1500, "1.5µs"),
+                                          (36 * 10**8, "3.6s")])
+def test_go_durations(ns: int, text: str) -> None:
+    assert go_duration(ns) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [(0.3, "0.3"), (1e6, "1e+06"), (123456.0, "123456"),
+                                             (1e-05, "1e-05"), (0.0001, "0.0001"), (3.0, "3")])
+def test_go_floats(value: float, text: str) -> None:
+    assert go_float(value) == text
+
+
+def test_yaml_v3_key_order() -> None:
+    assert sort_keys(["b", "a10", "a2", "a-b", "ab", "A"]) == ["A", "a-b", "a2", "a10", "ab", "b"]
