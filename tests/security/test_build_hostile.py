@@ -190,3 +190,65 @@ def test_bad_values_are_one_line_errors(shoal, busybox_image: str, tmp_path: Pat
     proc = shoal("build", str(ctx))
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# --- item 13: a killed build's leftovers are collected by the next build ------------------------
+
+def _build_leftovers(shoal_root: Path) -> list[str]:
+    found = [str(p) for p in (shoal_root / "image" / "build-tmp").glob("*")]
+    found += [str(p) for p in (shoal_root / "run" / "build").glob("*")]
+    with open("/proc/self/mountinfo") as f:
+        found += [line.split()[4] for line in f if str(shoal_root) in line and
+                  ("build-tmp" in line or "/run/build/" in line)]
+    return found
+
+
+def test_killed_build_is_collected_by_the_next(shoal, busybox_image: str, shoal_root: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    assert not _build_leftovers(shoal_root)
+    marker = f"shoal-h1-{uuid.uuid4().hex[:8]}"
+    ctx = _context(tmp_path, f"""
+        FROM {busybox_image}
+        COPY Dockerfile /
+        RUN sleep 300; echo {marker}
+        """)
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "build", str(ctx)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _sleepers(marker):
+            time.sleep(0.1)
+        assert proc.poll() is None, "the build ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert _build_leftovers(shoal_root), "nothing was left to collect: the test shows nothing"
+        again = _context(tmp_path, f"FROM {busybox_image}\nLABEL again=1\n")
+        done = shoal("build", str(again))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not _build_leftovers(shoal_root)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _sleepers(marker):
+            time.sleep(0.1)
+        assert not _sleepers(marker), "the killed build's RUN step still runs"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _sleepers(marker):
+            with __import__("contextlib").suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shoal("build", str(_context(tmp_path, f"FROM {busybox_image}\nLABEL cleanup=1\n")))
+
+
+def _sleepers(marker: str) -> list[int]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in p.read_bytes().decode(errors="replace"):
+                out.append(int(p.parent.name))
+        except (OSError, ValueError):
+            pass
+    return out

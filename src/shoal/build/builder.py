@@ -330,8 +330,13 @@ class Builder:
                 raise ShoalError(f'target stage "{opts.target}" could not be found')
             stages = stages[: idx + 1]
 
+        from shoal.runtime import build_step
+
         self.scratch.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f"b{os.getpid()}-", dir=self.scratch))
+        # What a killed build left (issue 10 item 13) goes before this build adds its own.
+        build_step.collect_leftovers()
+        fs.collect_scratch(self.scratch, build_step.owner_alive)
+        scratch = Path(tempfile.mkdtemp(prefix=f"b{build_step.owner_tag()}-", dir=self.scratch))
         self.scratch_run = scratch
         try:
             state = self._run(df, stages)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import posixpath
+import re
 import shutil
 import stat
 import tarfile
@@ -400,3 +401,25 @@ def prune_copied_up_dirs(upper: Path, lowerdirs: list[Path]) -> None:
 
 
 remove_tree = _rmtree
+
+
+def collect_scratch(scratch_root: Path, owner_alive: Callable[[str], bool]) -> list[Path]:
+    """Remove the scratch directories (`b<PID-STARTTIME>-*`: upper dirs, overlay mounts of
+    COPY and WORKDIR steps, staging, downloads) of builds that were killed; a live build's
+    scratch is left alone."""
+    from shoal.runtime import mounts
+
+    collected = []
+    try:
+        entries = list(scratch_root.iterdir())
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        m = re.fullmatch(r"b([0-9]+-[0-9]+)-.*", entry.name)
+        if m is None or owner_alive(m.group(1)):
+            continue
+        for target in reversed(mounts.mounts_under(entry)):
+            mounts.unmount(Path(target))
+        _rmtree(entry)
+        collected.append(entry)
+    return collected

@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +20,7 @@ from shoal.paths import run_root
 from shoal.runtime import cgroups, engine, files, mounts, oci
 from shoal.runtime.layers import LayeredView
 from shoal.runtime.spec import ContainerSpec
+from shoal.runtime.state import proc_start_time
 from shoal.runtime.users import resolve_user
 
 _MOUNT_POINTS = ("proc", "sys", "dev", "etc/hosts", "etc/resolv.conf", "etc/hostname")
@@ -33,7 +35,9 @@ def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: 
 
     runtime = engine.select()
     step_id = "shoal-build-" + ids.new_id()[:20]
-    base = run_root() / "build" / step_id
+    # The bundle's name says whose step it is, so the next build can tell a killed build's
+    # leftovers from a concurrent build's live step (collect_leftovers).
+    base = run_root() / "build" / f"{step_id}{_OWNER_SEP}{owner_tag()}"
     rootfs = base / "rootfs"
     work = upperdir.parent / f".{upperdir.name}.work-{step_id[-8:]}"  # same filesystem as upper
     empty = base / "empty"
@@ -93,6 +97,51 @@ def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: 
         _drop_mount_points(upperdir, created_points)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+_OWNER_SEP = "@"
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """`PID-STARTTIME` of a process: names a build's scratch so a later build can tell whether
+    its owner still runs (a pid alone may have been reused)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{proc_start_time(pid)}"
+
+
+def owner_alive(tag: str) -> bool:
+    pid, _, start = tag.partition("-")
+    if not pid.isdigit() or not start.lstrip("-").isdigit():
+        return False
+    return proc_start_time(int(pid)) == int(start) != -1
+
+
+def collect_leftovers() -> list[str]:
+    """Remove what build steps of killed builds left: the step's container (still running,
+    perhaps), its cgroup, its root's overlay mount and its bundle. Steps whose build still
+    runs are left alone. Returns the step ids collected."""
+    root = run_root() / "build"
+    collected = []
+    try:
+        entries = list(root.iterdir())
+    except FileNotFoundError:
+        return []
+    runtime = engine.select()
+    for base in entries:
+        step_id, sep, tag = base.name.partition(_OWNER_SEP)
+        if not step_id.startswith("shoal-build-") or (sep and owner_alive(tag)):
+            continue
+        if not sep and time.time() - base.lstat().st_mtime < 3600:
+            continue   # an older shoal's step, perhaps live: only once it is clearly stale
+        with contextlib.suppress(Exception):
+            runtime.run("delete", "--force", step_id, check=False)
+        with contextlib.suppress(ShoalError, OSError):
+            cgroups.remove(step_id)
+        for target in reversed(mounts.mounts_under(base)):
+            mounts.unmount(Path(target))
+        shutil.rmtree(base, ignore_errors=True)
+        collected.append(step_id)
+    return collected
 
 
 def _drop_mount_points(upper: Path, created: list[str]) -> None:
