@@ -10,6 +10,7 @@ import os
 import tarfile
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,123 @@ def _sleepers(marker: str) -> list[int]:
         except (OSError, ValueError):
             pass
     return out
+
+
+# --- item 6: RUN steps have a network of their own -----------------------------------------------
+
+class _Listener:
+    """A TCP server answering `reply` to every connection, counting them."""
+
+    def __init__(self, host: str, reply: bytes) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.reply = reply
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            with conn:
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def _ip(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def outside() -> Iterator[tuple[str, int]]:
+    """A stand-in for the internet: a namespace of the test's own behind a veth, addressed
+    from 198.18.0.0/15 (RFC 2544, for tests), with a TCP server saying `outside-ok`. Its only
+    route is the veth's /30: a step's packet can answer only if it was NATed to the host."""
+    import subprocess
+    import sys
+
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if = f"shoal-h1-{tag}", f"shoalh1o{tag}"
+    third = int(tag[:2], 16)
+    host_ip, ns_ip = f"198.18.{third}.1", f"198.18.{third}.2"
+    server = None
+    try:
+        _ip("netns", "add", ns)
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("-n", ns, "addr", "add", f"{ns_ip}/30", "dev", "eth0")
+        _ip("-n", ns, "link", "set", "eth0", "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        code = ("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                f"s.bind(('{ns_ip}',0));s.listen(8);print(s.getsockname()[1],flush=True)\n"
+                "while True:\n c,_=s.accept();c.sendall(b'outside-ok');c.close()\n")
+        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                                  stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        yield ns_ip, port
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_run_reaches_outside_but_not_host_loopback(shoal, busybox_image: str, tmp_path: Path,
+                                                   outside: tuple[str, int]) -> None:
+    listener = _Listener("127.0.0.1", b"host-secret")
+    ip, port = outside
+    try:
+        ctx = _context(tmp_path, f"""
+            FROM {busybox_image}
+            RUN out="$(nc -w 5 {ip} {port} </dev/null)"; echo "outside says: $out"; test "$out" = outside-ok
+            RUN if nc -w 2 127.0.0.1 {listener.port} </dev/null | grep -q host-secret; then echo REACHED-HOST; exit 1; fi
+            """)
+        proc = shoal("build", "--no-cache", str(ctx))
+        assert "REACHED-HOST" not in proc.stdout.splitlines() and listener.accepted == 0, \
+            "a RUN step reached a service on the host's 127.0.0.1"
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "outside says: outside-ok" in proc.stdout
+        # --network host is there when asked for; none has no way out.
+        host = shoal("build", "--no-cache", "--network", "host", str(_context(tmp_path, f"""
+            FROM {busybox_image}
+            RUN test "$(nc -w 2 127.0.0.1 {listener.port} </dev/null)" = host-secret
+            """)))
+        assert host.returncode == 0, host.stdout + host.stderr
+        none = shoal("build", "--no-cache", "--network", "none", str(_context(tmp_path, f"""
+            FROM {busybox_image}
+            RUN ! nc -w 2 {ip} {port} </dev/null
+            """)))
+        assert none.returncode == 0, none.stdout + none.stderr
+        bad = shoal("build", "--network", "nope", str(_context(tmp_path, f"FROM {busybox_image}\n")))
+        assert bad.returncode != 0 and "network mode" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        listener.close()
+    from shoal.build import network as build_network
+
+    with open("/proc/net/dev") as f:
+        assert build_network.bridge_name() not in f.read(), "the build bridge outlived the build"
+    assert not list((shoal_run_dir() / "build-net" / "ns").glob("*"))
+
+
+def shoal_run_dir() -> Path:
+    return Path(os.environ["SHOAL_RUN"])

@@ -62,6 +62,7 @@ class BuildOptions:
     no_cache: bool = False
     pull: bool = False
     quiet: bool = False
+    network: str = "default"   # RUN steps: default (own namespace, NAT), host or none
 
 
 @dataclass
@@ -330,11 +331,14 @@ class Builder:
                 raise ShoalError(f'target stage "{opts.target}" could not be found')
             stages = stages[: idx + 1]
 
+        from shoal.build import network as build_network
         from shoal.runtime import build_step
 
+        opts.network = build_network.check_mode(opts.network)
         self.scratch.mkdir(parents=True, exist_ok=True)
         # What a killed build left (issue 10 item 13) goes before this build adds its own.
         build_step.collect_leftovers()
+        build_network.collect_leftovers()
         fs.collect_scratch(self.scratch, build_step.owner_alive)
         scratch = Path(tempfile.mkdtemp(prefix=f"b{build_step.owner_tag()}-", dir=self.scratch))
         self.scratch_run = scratch
@@ -698,12 +702,16 @@ class Builder:
         self.out.line(f" ---> Running in {cid}")
         with self._upper() as upper:
             self.out.flush()
-            code = run_build_step(
-                lowerdirs=st.lowerdirs(), upperdir=upper, argv=argv,
-                env=st.env() + build_env, user=st.run_config.get("User") or "0",
-                workdir=st.run_config.get("WorkingDir") or "/", stdout=self.raw_out,
-                script=script,
-            )
+            from shoal.build import network as build_network
+
+            with build_network.step_netns(self.opts.network, cid) as netns:
+                code = run_build_step(
+                    lowerdirs=st.lowerdirs(), upperdir=upper, argv=argv,
+                    env=st.env() + build_env, user=st.run_config.get("User") or "0",
+                    workdir=st.run_config.get("WorkingDir") or "/", stdout=self.raw_out,
+                    script=script, network="host" if self.opts.network == "host" else "none",
+                    netns=netns,
+                )
             if code != 0:
                 raise BuildFailed(f"The command '{' '.join(argv)}' returned a non-zero code: {code}")
             fs.prune_copied_up_dirs(upper, st.lowerdirs())

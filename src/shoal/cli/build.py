@@ -31,6 +31,8 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default="", help="Set the target build stage to build.")
     p.add_argument("--no-cache", action="store_true", help="Do not use cache when building the image")
     p.add_argument("--pull", action="store_true", help="Always attempt to pull a newer version of the image")
+    p.add_argument("--network", default="default",
+                   help="Set the networking mode for the RUN instructions during build (default, host, none)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="Suppress the build output and print image ID on success")
     p.add_argument("context", metavar="PATH")
@@ -66,6 +68,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         no_cache=args.no_cache,
         pull=args.pull,
         quiet=args.quiet,
+        network=args.network,
     )
     store = ImageStore()
     if args.quiet:

@@ -85,6 +85,7 @@ def build_missing(stack: dict[str, Any]) -> None:
             target=build.get("target", ""),
             no_cache=bool(build.get("no_cache")),
             pull=bool(build.get("pull")),
+            network=build.get("network") or "default",   # RUN steps: host only when asked
         ))
 
 

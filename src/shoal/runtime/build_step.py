@@ -28,9 +28,11 @@ _MOUNT_POINTS = ("proc", "sys", "dev", "etc/hosts", "etc/resolv.conf", "etc/host
 
 def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: list[str],
                    user: str, workdir: str, stdout: BinaryIO, network: str = "host",
-                   script: tuple[str, str] | None = None) -> int:
-    """`script` (name, text): a RUN heredoc with a #!, mounted read-only at /dev/pipes/NAME
-    from outside the root (BuildKit's place), so it is never part of the layer."""
+                   script: tuple[str, str] | None = None, netns: str | None = None) -> int:
+    """`network`: "host" shares the host's namespace; otherwise the step joins `netns` (a
+    pinned namespace the builder made on its build bridge) or, with none given, a fresh one
+    holding only loopback. `script` (name, text): a RUN heredoc with a #!, mounted read-only
+    at /dev/pipes/NAME from outside the root (BuildKit's place), so it is never in the layer."""
     from shoal.runtime.manager import CommandNotExecutable, CommandNotFound, check_command
 
     runtime = engine.select()
@@ -76,7 +78,7 @@ def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: 
             extra.append({"destination": "/dev/pipes", "type": "bind", "source": str(pipes),
                           "options": ["rbind", "ro", "rprivate"]})
         config = oci.build_config(spec=spec, plan=plan, user=exec_user, rootfs=str(rootfs),
-                                  extra_mounts=extra, netns=None if host_net else "",
+                                  extra_mounts=extra, netns=None if host_net else (netns or ""),
                                   cgroups_path=cgroups.cgroups_path(step_id))
         (base / "config.json").write_text(json.dumps(config))
         proc = subprocess.Popen(runtime.argv("run", "--bundle", str(base), step_id),
