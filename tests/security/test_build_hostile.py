@@ -373,3 +373,25 @@ def test_run_reaches_outside_but_not_host_loopback(shoal, busybox_image: str, tm
 
 def shoal_run_dir() -> Path:
     return Path(os.environ["SHOAL_RUN"])
+
+
+def test_step_workdir_with_dotdot_stays_inside(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """A base image's config may carry any WorkingDir (`../../..` included): the RUN step's
+    working directory is made inside the step's root whatever it says."""
+    import tempfile
+
+    from shoal.image.store import ImageStore
+    from shoal.runtime.build_step import run_build_step
+
+    out = _outside(tmp_path)
+    image = ImageStore().resolve(busybox_image)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as scratch:
+        upper = Path(scratch) / "upper"
+        upper.mkdir()
+        log = Path(scratch) / "log"
+        with log.open("wb") as stdout:
+            code = run_build_step(image.rootfs_dirs(), upper, ["/bin/pwd"], ["PATH=/bin"], "0",
+                                  UP + str(out / "wd").lstrip("/"), stdout, network="none")
+        assert not (out / "wd").exists(), "the step's working directory was made on the host"
+        assert code == 0, log.read_text()
+        assert log.read_text().strip() == str(out / "wd")
