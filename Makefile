@@ -7,7 +7,8 @@ install:
 demo: install
 	bash examples/getstarted/demo.sh
 
-# The whole test suite (CI runs exactly this through .ci/run).
+# The whole test suite (CI runs exactly this through .ci/run); install adds the tests' packages.
+test: export SHOAL_TEST_DEPS := 1
 test: install
 	.venv/bin/python -m pytest -q -p no:cacheprovider tests
 
