@@ -1,0 +1,605 @@
+"""The cluster's PKI, as swarmkit's ca/ package: a root CA, node certificates whose subject says
+who a node is (CN = node ID, OU = role, O = cluster ID), join tokens that carry the root CA's
+digest, and the on-disk store of keys and certificates.
+
+What swarmkit does and shoal copies (ca/certificates.go, ca/config.go, ca/server.go):
+- the root CA is ECDSA P-256, self-signed, CN `swarm-ca`, valid 20 years;
+- a node certificate is signed from the node's CSR, of which only the public key is used; the
+  subject and SANs come from the CA (SANs: the role, the node ID, and `swarm-ca` for managers, so
+  a client can ask for "swarm-manager" as the TLS server name and get only a manager);
+- node certificates last 90 days by default (minimum 1 h), backdated by 1 h, and are renewed at a
+  random point between 50% and 80% of their validity so that nodes do not all renew at once;
+- a join token is `SWMTKN-1-<sha256 of the CA certificate PEM, base 36, 50 digits>-<128-bit
+  secret, base 36, 25 digits>`; the role a joining node gets is the token it presented, compared
+  in constant time against the worker and the manager token.
+
+This module is pure PKI: it does no networking (caserver.py serves it, agent/join.py uses it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from shoal import ids, paths
+from shoal.errors import InvalidArgument, ShoalError
+from shoal.store import secretbox
+
+ROOT_CN = "swarm-ca"
+MANAGER_ROLE = "swarm-manager"
+WORKER_ROLE = "swarm-worker"
+CA_ROLE = "swarm-ca"
+ROLES = (MANAGER_ROLE, WORKER_ROLE)
+
+ROOT_CA_EXPIRY = dt.timedelta(seconds=630720000)  # cfssl's "630720000s": 20 years of 365 days
+DEFAULT_NODE_CERT_EXPIRY = dt.timedelta(hours=2160)  # 90 days
+MIN_NODE_CERT_EXPIRY = dt.timedelta(hours=1)
+CERT_BACKDATE = dt.timedelta(hours=1)  # clocks between nodes may disagree by this much
+RENEW_LOWER, RENEW_UPPER = 0.5, 0.8
+
+TOKEN_PREFIX = "SWMTKN"
+TOKEN_BASE = 36
+DIGEST_LEN = 50  # 2^256 in base 36 is 50 digits
+SECRET_LEN = 25  # 2^128 in base 36 is 25 digits
+SECRET_BYTES = 16
+INVALID_TOKEN = "invalid join token"  # swarmkit's errInvalidJoinToken, word for word
+BAD_TOKEN = "A valid join token is necessary to join this cluster"  # ca/server.go
+
+MAX_PEM = 64 * 1024
+CA_API_PREFIX = "/swarm/ca"  # where the manager's TCP listener mounts caserver.make_ca_app  # a CSR or certificate larger than this is not one swarmkit would make
+
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_B36_RE = re.compile(r"[0-9a-zA-Z]+")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _base36(number: int, width: int) -> str:
+    """big.Int.Text(36), zero-padded on the left to `width` as Go's `%0*s` does."""
+    digits = []
+    while number:
+        number, rem = divmod(number, TOKEN_BASE)
+        digits.append(_B36[rem])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    """Go's time.Duration.String() for whole seconds: `1h0m0s`, `2160h0m0s`, `30m0s`."""
+    total = int(delta.total_seconds())
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+def check_cert_expiry(expiry: dt.timedelta) -> dt.timedelta:
+    """`--cert-expiry` as swarmkit's controlapi checks it."""
+    if expiry < MIN_NODE_CERT_EXPIRY:
+        raise InvalidArgument(f"minimum certificate expiry time is: {format_duration(MIN_NODE_CERT_EXPIRY)}")
+    return expiry
+
+
+def new_node_id() -> str:
+    """identity.NewID: 25 base-36 characters."""
+    return ids.new_swarm_id()
+
+
+def pem_digest(cert_pem: bytes) -> str:
+    """The root CA's digest as swarmkit computes it: sha256 of the PEM bytes (the whole bundle,
+    so a man in the middle cannot add roots of his own beside a matching one)."""
+    return hashlib.sha256(cert_pem).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys, CSRs, certificates
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    # "EC PRIVATE KEY", as swarmkit (cfssl) writes node and CA keys
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def load_private_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise ShoalError("not a PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ShoalError("the key is not an ECDSA key")
+    return key
+
+
+def load_certificates(pem: bytes) -> list[x509.Certificate]:
+    if len(pem) > MAX_PEM:
+        raise ShoalError("the certificate is too large")
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ShoalError("not a PEM certificate") from None
+    if not certs:
+        raise ShoalError("no certificate found")
+    return certs
+
+
+def generate_csr() -> tuple[bytes, bytes]:
+    """(CSR PEM, key PEM) for a new node key, ECDSA P-256 as cfssl's default key request. The
+    subject is left empty: the CA fills it in, whatever a CSR says."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _check_public_key(public: Any) -> None:
+    """The key types swarmkit's ensureCertKeyMatch accepts: ECDSA P-256/384/521, RSA >= 2048."""
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if public.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+            raise ShoalError(f"unsupported key curve {public.curve.name}")
+    elif isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < 2048:
+            raise ShoalError("RSA keys must be at least 2048 bits")
+    else:
+        raise ShoalError("unsupported key type in the CSR")
+
+
+def parse_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    if len(csr_pem) > MAX_PEM:
+        raise ShoalError("the CSR is too large")
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise ShoalError("invalid CSR: not a PEM certificate request") from None
+    if not csr.is_signature_valid:
+        raise ShoalError("invalid CSR: its signature does not match its key")
+    _check_public_key(csr.public_key())
+    return csr
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who a certificate says a node is."""
+
+    node_id: str
+    role: str
+    cluster_id: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role == MANAGER_ROLE
+
+    def renew_after(self, now: dt.datetime | None = None) -> dt.timedelta:
+        return renewal_delay(self.not_before, self.not_after, now)
+
+
+def identity_of(cert: x509.Certificate) -> NodeIdentity:
+    """(node ID, role, cluster ID) from a node certificate's subject."""
+
+    def one(oid: x509.ObjectIdentifier) -> str:
+        found = cert.subject.get_attributes_for_oid(oid)
+        if len(found) != 1:
+            raise ShoalError("the certificate is not a node certificate of a swarm")
+        value = found[0].value
+        return value if isinstance(value, str) else value.decode()
+
+    role = one(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if role not in ROLES:
+        raise ShoalError(f"the certificate's role {role!r} is not a swarm node role")
+    return NodeIdentity(one(NameOID.COMMON_NAME), role, one(NameOID.ORGANIZATION_NAME),
+                        cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+def renewal_delay(not_before: dt.datetime, not_after: dt.datetime,
+                  now: dt.datetime | None = None, rng: random.Random | None = None) -> dt.timedelta:
+    """swarmkit's calculateRandomExpiry: how long from now until the certificate should be
+    renewed, a random whole minute between 50% and 80% of its validity (0 when that is past).
+    The spread keeps a cluster's nodes from all renewing in the same minute."""
+    minutes = (not_after - not_before).total_seconds() / 60
+    low, high = int(minutes * RENEW_LOWER), int(minutes * RENEW_UPPER)
+    pick = low if high - low < 1 else (rng or random.SystemRandom()).randrange(low, high)
+    delay = not_before + dt.timedelta(minutes=pick) - (now or _now())
+    return max(delay, dt.timedelta(0))
+
+
+class RootCA:
+    """A cluster's root CA: its certificate, and its key when this node signs (a manager)."""
+
+    def __init__(self, cert_pem: bytes, key_pem: bytes | None = None,
+                 cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY) -> None:
+        certs = load_certificates(cert_pem)
+        for cert in certs:
+            # as NewRootCA: every certificate of the bundle is a valid self-signed CA
+            try:
+                cert.verify_directly_issued_by(cert)
+            except (ValueError, TypeError, InvalidSignature):
+                raise ShoalError("invalid root CA certificate: it is not self-signed") from None
+            try:
+                ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+            except x509.ExtensionNotFound:
+                ca = False
+            if not ca:
+                raise ShoalError("invalid root CA certificate: it is not a CA")
+        self.cert_pem = cert_pem
+        self.cert = certs[0]
+        self.digest = pem_digest(cert_pem)
+        self.cert_expiry = check_cert_expiry(cert_expiry)
+        self._key: ec.EllipticCurvePrivateKey | None = None
+        if key_pem is not None:
+            key = load_private_key(key_pem)
+            if key.public_key() != self.cert.public_key():
+                raise ShoalError("the root CA key does not match its certificate")
+            self._key = key
+
+    @classmethod
+    def create(cls, cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY) -> RootCA:
+        """A new self-signed root, as swarmkit's CreateRootCA("swarm-ca")."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROOT_CN)])
+        now = _now()
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + ROOT_CA_EXPIRY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), cert_expiry)
+
+    @property
+    def can_sign(self) -> bool:
+        return self._key is not None
+
+    @property
+    def key_pem(self) -> bytes:
+        if self._key is None:
+            raise ShoalError("this node does not hold the root CA key")
+        return _key_pem(self._key)
+
+    def with_expiry(self, cert_expiry: dt.timedelta) -> RootCA:
+        """The same CA signing with another `--cert-expiry` (swarm update)."""
+        return RootCA(self.cert_pem, self.key_pem if self._key else None, cert_expiry)
+
+    def sign_csr(self, csr_pem: bytes, node_id: str, role: str, cluster_id: str,
+                 now: dt.datetime | None = None) -> bytes:
+        """swarmkit's ParseValidateAndSignCSR: only the CSR's public key is used; subject and
+        SANs come from the arguments. Returns the certificate PEM."""
+        if self._key is None:
+            raise ShoalError("this node does not hold the root CA key")
+        if role not in ROLES:
+            raise ShoalError(f"unknown node role {role!r}")
+        csr = parse_csr(csr_pem)
+        now = now or _now()
+        hosts = [role, node_id] + ([CA_ROLE] if role == MANAGER_ROLE else [])
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_id),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+            x509.NameAttribute(NameOID.COMMON_NAME, node_id),
+        ])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(self.cert.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CERT_BACKDATE)
+            .not_valid_after(now + self.cert_expiry)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=True, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                           critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, node_id: str, role: str, cluster_id: str) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a node whose key is made here: the first manager at
+        `swarm init` (IssueAndSaveNewCertificates)."""
+        csr, key = generate_csr()
+        return self.sign_csr(csr, node_id, role, cluster_id), key
+
+    def verify_node_cert(self, cert_pem: bytes, now: dt.datetime | None = None) -> NodeIdentity:
+        """A node certificate this CA signed, valid now; its identity."""
+        cert = load_certificates(cert_pem)[0]
+        try:
+            cert.verify_directly_issued_by(self.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise ShoalError("the certificate was not issued by this cluster's CA") from None
+        now = now or _now()
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise ShoalError("the certificate has expired or is not yet valid")
+        return identity_of(cert)
+
+
+# ---------------------------------------------------------------------------------------------
+# Join tokens
+
+
+@dataclass(frozen=True)
+class ParsedJoinToken:
+    version: int
+    root_digest: str  # hex sha256 of the root CA PEM
+    secret: str
+    fips: bool = False
+
+
+def generate_join_token(root_ca: RootCA) -> str:
+    """GenerateJoinToken (the non-FIPS form)."""
+    secret = int.from_bytes(secrets.token_bytes(SECRET_BYTES), "big")
+    return (f"{TOKEN_PREFIX}-1-{_base36(int(root_ca.digest, 16), DIGEST_LEN)}"
+            f"-{_base36(secret, SECRET_LEN)}")
+
+
+def parse_join_token(token: str) -> ParsedJoinToken:
+    """ParseJoinToken: `SWMTKN-1-<digest>-<secret>` or `SWMTKN-2-<0|1>-<digest>-<secret>`."""
+    split = token.split("-")
+    if len(split) < 4 or split[0] != TOKEN_PREFIX:
+        raise InvalidArgument(INVALID_TOKEN)
+    if split[1] == "1" and len(split) == 4:
+        version, fips = 1, False
+    elif split[1] == "2" and len(split) == 5 and split[2] in ("0", "1"):
+        version, fips = 2, split[2] == "1"
+    else:
+        raise InvalidArgument(INVALID_TOKEN)
+    root, secret = split[-2], split[-1]
+    if len(root) != DIGEST_LEN or len(secret) != SECRET_LEN:
+        raise InvalidArgument(INVALID_TOKEN)
+    # swarmkit lets a digest with letters outside base 36 through as zero; refusing it is stricter
+    if not _B36_RE.fullmatch(root) or not _B36_RE.fullmatch(secret):
+        raise InvalidArgument(INVALID_TOKEN)
+    value = int(root, TOKEN_BASE)
+    if value >> 256:
+        raise InvalidArgument(INVALID_TOKEN)
+    return ParsedJoinToken(version, f"{value:064x}", secret, fips)
+
+
+class JoinTokens:
+    """The cluster's worker and manager tokens (RootCA.JoinTokens in the cluster object)."""
+
+    def __init__(self, worker: str, manager: str) -> None:
+        self.worker = worker
+        self.manager = manager
+
+    @classmethod
+    def create(cls, root_ca: RootCA) -> JoinTokens:
+        return cls(generate_join_token(root_ca), generate_join_token(root_ca))
+
+    def get(self, role: str) -> str:
+        if role == "worker":
+            return self.worker
+        if role == "manager":
+            return self.manager
+        raise InvalidArgument(f"unknown role {role}")
+
+    def rotate(self, role: str, root_ca: RootCA) -> str:
+        """`join-token --rotate worker|manager`: a new secret; the old token stops admitting
+        new nodes at once (nodes that joined with it keep their certificates)."""
+        token = generate_join_token(root_ca)
+        if role == "worker":
+            self.worker = token
+        elif role == "manager":
+            self.manager = token
+        else:
+            raise InvalidArgument(f"unknown role {role}")
+        return token
+
+    def role_for(self, token: str) -> str | None:
+        """The role a token admits, or None. Both comparisons always run, each in constant time,
+        so the time taken says nothing about which token, or how much of one, matched."""
+        given = token.encode()
+        manager = hmac.compare_digest(self.manager.encode(), given)
+        worker = hmac.compare_digest(self.worker.encode(), given)
+        if manager:
+            return MANAGER_ROLE
+        if worker:
+            return WORKER_ROLE
+        return None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"Worker": self.worker, "Manager": self.manager}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JoinTokens:
+        return cls(str(data["Worker"]), str(data["Manager"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# On disk: <state root>/certificates, as swarmkit's swarm/certificates
+
+
+ROOT_CERT_FILE = "swarm-root-ca.crt"
+ROOT_KEY_FILE = "swarm-root-ca.key"
+NODE_CERT_FILE = "swarm-node.crt"
+NODE_KEY_FILE = "swarm-node.key"
+KEY_MODE = 0o600
+CERT_MODE = 0o644  # public data, as swarmkit's certPerms; the directory itself is 0700
+_SEALED_MARK = "shoal-sealed-key"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(path: Path, data: bytes, mode: int) -> Path:
+    """`data` in a new file beside `path`, created with `mode` (never wider, whatever the umask)
+    and flushed to disk; the caller renames it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """tmp + fsync + rename + fsync of the directory: a reader sees the old file or the new one,
+    never half of one, even across a crash."""
+    tmp = _write_tmp(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class CertStore:
+    """The node's certificates directory. Keys are 0600 and the directory 0700; the CA key may
+    be sealed with the secret-box key (store/secretbox.py), so that a copy of this directory
+    alone does not let anyone sign certificates for the cluster."""
+
+    def __init__(self, directory: Path, keys: secretbox.KeySource | None = None) -> None:
+        self.directory = Path(directory)
+        self.keys = keys  # given: the CA key is sealed at rest with it
+        self.root_cert_path = self.directory / ROOT_CERT_FILE
+        self.root_key_path = self.directory / ROOT_KEY_FILE
+        self.cert_path = self.directory / NODE_CERT_FILE
+        self.key_path = self.directory / NODE_KEY_FILE
+
+    def _ensure_dir(self) -> None:
+        paths.ensure_private_dir(self.directory)
+
+    def _read(self, path: Path, private: bool) -> bytes:
+        try:
+            with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as f:
+                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+                data = f.read(MAX_PEM + 1)
+        except FileNotFoundError:
+            raise ShoalError(f"{path}: not found; this node is not part of a swarm") from None
+        except OSError as exc:
+            raise ShoalError(f"{path}: {exc.strerror}") from None
+        if private and mode & 0o077:
+            raise ShoalError(f"{path}: mode {mode:04o}, a private key must be 0600")
+        if len(data) > MAX_PEM:
+            raise ShoalError(f"{path}: too large for a key or certificate")
+        return data
+
+    def has_node_cert(self) -> bool:
+        return self.cert_path.exists() and self.key_path.exists()
+
+    def has_root_key(self) -> bool:
+        return self.root_key_path.exists()
+
+    def save_root_ca(self, root_ca: RootCA) -> None:
+        self._ensure_dir()
+        if root_ca.can_sign:
+            key = root_ca.key_pem
+            if self.keys is not None:
+                record = secretbox.seal(key, secretbox.binding("ca-key", root_ca.digest), self.keys)
+                key = (json.dumps({_SEALED_MARK: 1, "sealed": record}) + "\n").encode()
+            atomic_write(self.root_key_path, key, KEY_MODE)
+        atomic_write(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
+
+    def load_root_ca(self, cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY,
+                     with_key: bool = True) -> RootCA:
+        cert = self._read(self.root_cert_path, private=False)
+        key: bytes | None = None
+        if with_key and self.root_key_path.exists():
+            key = self._read(self.root_key_path, private=True)
+            if key.lstrip().startswith(b"{"):
+                try:
+                    record = json.loads(key)["sealed"]
+                except (ValueError, KeyError, TypeError):
+                    raise ShoalError(f"{self.root_key_path}: not a sealed key") from None
+                if self.keys is None:
+                    raise ShoalError(f"{self.root_key_path}: the CA key is sealed and no key to open it was given")
+                try:
+                    key = secretbox.unseal(record, secretbox.binding("ca-key", pem_digest(cert)), self.keys)
+                except ShoalError as exc:
+                    raise ShoalError(f"{self.root_key_path}: the sealed CA key does not open ({exc})") from None
+        try:
+            return RootCA(cert, key, cert_expiry)
+        except ShoalError as exc:
+            raise ShoalError(f"{self.directory}: {exc}") from None
+
+    def save_node(self, cert_pem: bytes, key_pem: bytes) -> None:
+        """The node's certificate and key, replaced as a pair: both written to temporary files
+        first, the key renamed into place before the certificate."""
+        self._ensure_dir()
+        cert = load_certificates(cert_pem)[0]
+        if cert.public_key() != load_private_key(key_pem).public_key():
+            raise ShoalError("the node certificate does not match its key")
+        key_tmp = _write_tmp(self.key_path, key_pem, KEY_MODE)
+        try:
+            cert_tmp = _write_tmp(self.cert_path, cert_pem, CERT_MODE)
+        except BaseException:
+            key_tmp.unlink(missing_ok=True)
+            raise
+        os.replace(key_tmp, self.key_path)
+        os.replace(cert_tmp, self.cert_path)
+        _fsync_dir(self.directory)
+
+    def load_node(self) -> tuple[bytes, bytes]:
+        cert = self._read(self.cert_path, private=False)
+        key = self._read(self.key_path, private=True)
+        if load_certificates(cert)[0].public_key() != load_private_key(key).public_key():
+            raise ShoalError(f"{self.cert_path}: does not match {self.key_path.name}")
+        return cert, key
+
+    def identity(self) -> NodeIdentity:
+        cert, _ = self.load_node()
+        return identity_of(load_certificates(cert)[0])
+
+    def remove(self) -> None:
+        """`swarm leave`: the node's keys and certificates go."""
+        for path in (self.cert_path, self.key_path, self.root_key_path, self.root_cert_path):
+            path.unlink(missing_ok=True)
+
+
+def init_cluster(store: CertStore, cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY
+                 ) -> tuple[RootCA, JoinTokens, NodeIdentity]:
+    """`swarm init`'s PKI: a new root CA, a cluster ID, the first manager's certificate, both
+    join tokens; written to `store`. The caller records the cluster and node in its store."""
+    root_ca = RootCA.create(check_cert_expiry(cert_expiry))
+    cluster_id, node_id = new_node_id(), new_node_id()
+    cert, key = root_ca.issue(node_id, MANAGER_ROLE, cluster_id)
+    store.save_root_ca(root_ca)
+    store.save_node(cert, key)
+    return root_ca, JoinTokens.create(root_ca), identity_of(load_certificates(cert)[0])
