@@ -351,3 +351,62 @@ def test_manager_address_forms() -> None:
     for bad in ("", "a:b", "host:0", "host:70000", "user@host", "h/x"):
         with pytest.raises(ShoalError, match="invalid manager address"):
             base_url(bad)
+
+
+def _backdated(cluster: Cluster, store: CertStore, ident: NodeIdentity, days: int) -> None:
+    """Replace the node's certificate by one the CA issued `days` ago (same ID and role)."""
+    import datetime as dt
+
+    csr, key = generate_csr()
+    when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+    store.save_node(cluster.root_ca.sign_csr(csr, ident.node_id, ident.role, ident.cluster_id, now=when), key)
+
+
+def test_expired_cert_refused(cluster: Cluster, server: Server, tmp_path: Path) -> None:
+    certs = tmp_path / "certificates"
+    ident = do_join(server, cluster.tokens.worker, certs, "expired")
+    store = CertStore(certs)
+    _backdated(cluster, store, ident, 91)
+    with pytest.raises(aiohttp.ClientError):
+        request(server, "GET", "/test/whoami", store, cluster.root_ca)
+    with pytest.raises(ShoalError):
+        asyncio.run(renew(server.addr, certs))
+
+
+def test_renewal_loop_renews_when_due(cluster: Cluster, server: Server, tmp_path: Path) -> None:
+    """A certificate past 80% of its life is renewed at once by the loop, ID and role kept."""
+    from shoal.agent.join import renewal_loop
+
+    certs = tmp_path / "certificates"
+    ident = do_join(server, cluster.tokens.worker, certs, "due")
+    store = CertStore(certs)
+    _backdated(cluster, store, ident, 80)
+    assert store.identity().renew_after().total_seconds() == 0
+
+    async def run() -> NodeIdentity:
+        done: asyncio.Future[NodeIdentity] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(renewal_loop(server.addr, certs, on_renewed=done.set_result))
+        try:
+            return await asyncio.wait_for(done, 30)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    renewed = asyncio.run(run())
+    assert (renewed.node_id, renewed.role) == (ident.node_id, WORKER_ROLE)
+    assert store.identity() == renewed
+    assert store.identity().renew_after().total_seconds() > 40 * 24 * 3600  # next one in 45-72 days
+
+
+def test_oversized_and_malformed_join_requests(cluster: Cluster, server: Server) -> None:
+    status, _ = request(server, "POST", CA_API_PREFIX + "/join", None, cluster.root_ca, hostname="swarm-ca",
+                        body={"CSR": "x" * 300_000, "Token": cluster.tokens.worker, "Hostname": "big"})
+    assert status == 413
+    status, body = request(server, "POST", CA_API_PREFIX + "/join", None, cluster.root_ca, hostname="swarm-ca",
+                           body={"CSR": "not a csr", "Token": cluster.tokens.worker, "Hostname": "h"})
+    assert status == 400 and "invalid CSR" in body["message"]
+    status, body = request(server, "POST", CA_API_PREFIX + "/join", None, cluster.root_ca, hostname="swarm-ca",
+                           body={"CSR": generate_csr()[0].decode(), "Token": cluster.tokens.worker,
+                                 "Hostname": "evil\nhost"})
+    assert status == 400 and body["message"] == "Hostname: control characters are not allowed"

@@ -18,6 +18,7 @@ import hmac
 import json
 import ssl
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -149,3 +150,20 @@ async def renew(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = N
         raise ShoalError(f"the manager at {manager_addr} renewed the certificate for another node")
     store.save_node(cert, key)
     return ident
+
+
+async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
+                       retry: float = 30.0, on_renewed: Callable[[NodeIdentity], None] | None = None) -> None:
+    """Renew the node certificate at swarmkit's random moment (50-80% of its validity), forever;
+    a failed attempt is retried after `retry` seconds. Cancel the task to stop it."""
+    store = CertStore(Path(cert_dir), keys)
+    while True:
+        delay = store.identity().renew_after().total_seconds()
+        await asyncio.sleep(delay)
+        try:
+            ident = await renew(manager_addr, cert_dir, keys=keys)
+        except ShoalError:
+            await asyncio.sleep(retry)  # the manager may be away; the current cert still works
+            continue
+        if on_renewed is not None:
+            on_renewed(ident)

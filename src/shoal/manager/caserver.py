@@ -69,11 +69,13 @@ def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _error(web.HTTPRequestEntityTooLarge, "request body too large")
-    raw = await request.read()
-    if len(raw) > MAX_BODY:
-        raise _error(web.HTTPRequestEntityTooLarge, "request body too large")
+    size = request.content_length
+    if size is None or size <= MAX_BODY:
+        raw = await request.read()
+        size = len(raw)
+    if size > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=size, content_type="application/json",
+                                            text=json.dumps({"message": "request body too large"}))
     try:
         body = json.loads(raw)
     except ValueError:
