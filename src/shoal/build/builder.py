@@ -343,7 +343,8 @@ class Builder:
         scratch = Path(tempfile.mkdtemp(prefix=f"b{build_step.owner_tag()}-", dir=self.scratch))
         self.scratch_run = scratch
         try:
-            state = self._run(df, stages)
+            with build_network.build_in_use(opts.network):
+                state = self._run(df, stages)
         finally:
             fs.remove_tree(scratch)
         if state.image is None:

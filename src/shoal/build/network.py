@@ -9,9 +9,10 @@ namespaces, nft.py to load a table); the state is a directory under the run root
 
     build-net/lock           flock held while allocating, releasing and tearing down
     build-net/ip-<addr>      an address in use: `<owner pid>-<start time> <step>`
+    build-net/use-<owner>    a build in progress (keeps the bridge between its steps)
     build-net/ns/<step>      the step's pinned namespace
 
-The bridge and its nftables table exist while some step uses them: the last step to leave
+The bridge and its nftables table exist while some build uses them: the last one to leave
 removes them, and a step whose build was killed is collected by the next step or build.
 Nothing is tagged with the network store's owner alias: `shoal network` reconciliation must
 not take a running build's bridge for a leftover of its own.
@@ -113,12 +114,19 @@ def _nft_script(subnet: ipaddress.IPv4Network) -> str:
     )
 
 
+# Bridges this process has set up (name -> ifindex): later steps of the build find them
+# as they were, and skip the nft runs (three processes a step otherwise).
+_ready: dict[str, int] = {}
+
+
 def _ensure_bridge(subnet: ipaddress.IPv4Network) -> int:
     from shoal.network import nft, rtnl
 
     name = bridge_name()
+    idx = rtnl.index(name)
+    if idx is not None and _ready.get(name) == idx:
+        return idx
     with rtnl.Rtnl() as nl:
-        idx = rtnl.index(name)
         if idx is None:
             nl.add_bridge(name, MTU)
             idx = rtnl.index(name)
@@ -129,11 +137,18 @@ def _ensure_bridge(subnet: ipaddress.IPv4Network) -> int:
     nft.enable_forwarding()
     nft.run_nft(_nft_script(subnet))
     nft.docker_user_accept(True)   # Docker's FORWARD drop policy: shoal* interfaces excepted
+    _ready[name] = idx
     return idx
+
+
+def _unused(d: Path) -> bool:
+    return not any(d.glob("ip-*")) and not any(d.glob("use-*"))
 
 
 def _teardown() -> None:
     from shoal.network import nft, rtnl
+
+    _ready.pop(bridge_name(), None)
 
     with rtnl.Rtnl() as nl:
         nl.delete(bridge_name())
@@ -152,6 +167,9 @@ def _collect(d: Path) -> None:
     """Addresses and namespaces of steps whose build is gone (killed)."""
     from shoal.network import netns
 
+    for f in d.glob("use-*"):
+        if not _owner_alive(f.name[4:]):
+            f.unlink(missing_ok=True)
     live_steps = set()
     for f in d.glob("ip-*"):
         try:
@@ -174,7 +192,7 @@ def collect_leftovers() -> None:
         return
     with _locked() as d:
         _collect(d)
-        if not any(d.glob("ip-*")):
+        if _unused(d):
             _teardown()
 
 
@@ -237,5 +255,26 @@ def step_netns(mode: str, step: str) -> Iterator[str | None]:
                 netns.remove(pin)
             if ip_file is not None:
                 ip_file.unlink(missing_ok=True)
-            if not any(d.glob("ip-*")):
+            if _unused(d):
+                _teardown()
+
+
+@contextlib.contextmanager
+def build_in_use(mode: str) -> Iterator[None]:
+    """Keeps the bridge and its table from one RUN step to the next for the whole build
+    (`use-<owner>`); the last user to leave removes them."""
+    from shoal.runtime.build_step import owner_tag
+
+    if mode != "default":
+        yield
+        return
+    with _locked() as d:
+        marker = d / f"use-{owner_tag()}"
+        marker.touch()
+    try:
+        yield
+    finally:
+        with _locked() as d:
+            marker.unlink(missing_ok=True)
+            if _unused(d):
                 _teardown()
