@@ -6,6 +6,7 @@ plus a few routes that stand in for the daemon's authenticated ones:
     GET  /test/manager-only    managers only (require_role swarm-manager)
     POST /test/rotate/{role}   managers only: `join-token --rotate`, answers the new token
     POST /test/remove/{id}     managers only: `node rm`, the node can no longer renew
+    POST /test/demote/{id}     managers only: `node demote`, the next renewal is a worker's
 
 `--serve-ca FILE` makes it a man in the middle: it answers /rootca with FILE (say, the real
 cluster's public CA certificate) while its TLS certificate is from its own CA."""
@@ -59,6 +60,11 @@ async def main() -> None:
         server = ca_app[CA_SERVER_KEY]
         return web.json_response({"Token": server.tokens.rotate(request.match_info["role"], server.root_ca)})
 
+    async def demote(request: web.Request) -> web.Response:
+        require_role(request, "swarm-manager")
+        roles[request.match_info["id"]] = "swarm-worker"
+        return web.json_response({"ok": True})
+
     async def remove(request: web.Request) -> web.Response:
         require_role(request, "swarm-manager")
         roles.pop(request.match_info["id"], None)
@@ -77,6 +83,7 @@ async def main() -> None:
     app.router.add_get("/test/manager-only", manager_only)
     app.router.add_post("/test/rotate/{role}", rotate)
     app.router.add_post("/test/remove/{id}", remove)
+    app.router.add_post("/test/demote/{id}", demote)
     app.add_subapp(CA_API_PREFIX, ca_app)
 
     runner = web.AppRunner(app)

@@ -410,3 +410,38 @@ def test_oversized_and_malformed_join_requests(cluster: Cluster, server: Server)
                            body={"CSR": generate_csr()[0].decode(), "Token": cluster.tokens.worker,
                                  "Hostname": "evil\nhost"})
     assert status == 400 and body["message"] == "Hostname: control characters are not allowed"
+
+
+def test_demoted_manager_renews_as_worker(cluster: Cluster, server: Server, tmp_path: Path) -> None:
+    """The role of a renewed certificate is the one the manager records, not the one the old
+    certificate says (swarmkit's issueRenewCertificate reads the node object)."""
+    certs = tmp_path / "certificates"
+    ident = do_join(server, cluster.tokens.manager, certs, "demoted")
+    assert request(server, "POST", f"/test/demote/{ident.node_id}", cluster.store, cluster.root_ca)[0] == 200
+    renewed = asyncio.run(renew(server.addr, certs))
+    assert (renewed.node_id, renewed.role) == (ident.node_id, WORKER_ROLE)
+    status, _ = request(server, "GET", "/test/manager-only", CertStore(certs), cluster.root_ca)
+    assert status == 403
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def test_tls_versions(cluster: Cluster, server: Server) -> None:
+    """TLS 1.2 and 1.3 are spoken; anything older is refused at the handshake."""
+    ctx = client_context(cluster.root_ca.cert_pem, cluster.store.cert_path, cluster.store.key_path)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    async def whoami() -> int:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://{server.addr}/test/whoami", ssl=ctx,
+                                   server_hostname=MANAGER_ROLE) as resp:
+                return resp.status
+
+    assert asyncio.run(whoami()) == 200
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(cadata=cluster.root_ca.cert_pem.decode())
+    old.set_ciphers("ALL:@SECLEVEL=0")
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError):
+            old.wrap_socket(raw, server_hostname=MANAGER_ROLE)
