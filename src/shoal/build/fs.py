@@ -353,10 +353,13 @@ def extract_archive(path: Path, dst: str, root: Path, scratch: Path) -> None:
 def _implicit_dirs(staging: Path, path: Path) -> set[str]:
     """The directories of the unpacked tree that the tar has no entry for."""
     explicit = set()
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            if member.isdir():
-                explicit.add("/".join(p for p in member.name.split("/") if p not in ("", ".")))
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.isdir():
+                    explicit.add("/".join(p for p in member.name.split("/") if p not in ("", ".")))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CopyError(f"failed to copy files: {path.name}: {exc}") from None
     implicit = set()
     for dirpath, dirnames, _ in os.walk(staging):
         for name in dirnames:
