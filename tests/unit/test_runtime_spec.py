@@ -175,3 +175,158 @@ def test_layered_view_follows_symlinks_whiteouts_and_path(tmp_path: Path):
     assert find_executable(view, "nosuch", "/bin") is None
     if os.geteuid() == 0:
         assert find_executable(view, "gone", "/bin") is None
+
+
+# ---- the default security profile (issue 10 item 5) ------------------------------------------
+
+from shoal.runtime import hostsec, seccomp  # noqa: E402
+
+V1 = hostsec.HostFacts(capabilities=hostsec.CAPABILITY_NAMES, seccomp=True, cgroup_v2=False)
+V2 = hostsec.HostFacts(capabilities=hostsec.CAPABILITY_NAMES, seccomp=True, cgroup_v2=True)
+ROOT = resolve_user("0", None, None)
+
+
+@pytest.fixture(autouse=True)
+def _private_run_root(tmp_path, monkeypatch):
+    """The compiled filter is cached under the run root: the test's own, not the machine's."""
+    monkeypatch.setenv("SHOAL_RUN", str(tmp_path / "run"))
+
+
+def config(host=V1, user=ROOT, **kw):
+    spec = ContainerSpec(image="x", **kw)
+    return oci.build_config(spec=spec, plan=oci.plan_process(spec, IMAGE, CID), user=user, rootfs="/r",
+                            extra_mounts=[], netns="", cgroups_path="/c", host=host)
+
+
+def _names(cfg, action="SCMP_ACT_ALLOW", with_args=False):
+    return {n for r in cfg["linux"]["seccomp"]["syscalls"] if r["action"] == action
+            and bool(r.get("args")) == with_args for n in r["names"]}
+
+
+def test_capabilities_follow_dockers_rules():
+    caps = lambda **kw: oci.capabilities(ContainerSpec(image="x", **kw), V1)  # noqa: E731
+    assert caps() == oci.DEFAULT_CAPABILITIES
+    assert caps(cap_drop=["chown", "CAP_KILL"]) == [c for c in oci.DEFAULT_CAPABILITIES
+                                                   if c not in ("CAP_CHOWN", "CAP_KILL")]
+    assert caps(cap_add=["net_admin"])[-1] == "CAP_NET_ADMIN"
+    assert caps(cap_add=["ALL"], cap_drop=["SYS_ADMIN"]) == [c for c in hostsec.CAPABILITY_NAMES if c != "CAP_SYS_ADMIN"]
+    assert caps(cap_drop=["all"], cap_add=["KILL", "kill"]) == ["CAP_KILL"]
+    assert caps(privileged=True, cap_drop=["ALL"]) == list(hostsec.CAPABILITY_NAMES)
+    with pytest.raises(InvalidArgument, match='unknown capability: "CAP_BOGUS"'):
+        caps(cap_add=["bogus"])
+    # a non-root process keeps only the bounding set, as execve leaves it (moby SetCapabilities)
+    app = resolve_user("1000", None, None)
+    assert config(user=app)["process"]["capabilities"] == {"bounding": oci.DEFAULT_CAPABILITIES}
+    assert set(config()["process"]["capabilities"]) == {"bounding", "effective", "permitted"}
+
+
+def test_cgroup_namespace_private_on_v2_host_on_v1():
+    has_cgroupns = lambda cfg: {"type": "cgroup"} in cfg["linux"]["namespaces"]  # noqa: E731
+    assert has_cgroupns(config(host=V2)) and not has_cgroupns(config(host=V1))
+    assert has_cgroupns(config(host=V1, cgroupns="private"))
+    assert not has_cgroupns(config(host=V2, cgroupns="host"))
+    with pytest.raises(InvalidArgument, match="invalid cgroup namespace mode: shared"):
+        oci.validate_security(ContainerSpec(image="x", cgroupns="shared"), V1)
+
+
+def test_default_seccomp_is_dockers():
+    cfg = config()
+    sec = cfg["linux"]["seccomp"]
+    assert sec["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert sec["architectures"][0] == "SCMP_ARCH_X86_64" or os.uname().machine != "x86_64"
+    allowed = _names(cfg)
+    refused = _names(cfg, "SCMP_ACT_ERRNO")
+    assert {"read", "write", "openat", "execve", "socket", "chroot"} <= allowed
+    # what a default container may not do: namespaces, mounts, the keyring, bpf, userfaultfd
+    for name in ("unshare", "setns", "mount", "umount2", "keyctl", "add_key", "request_key", "bpf",
+                 "userfaultfd", "pivot_root", "kexec_load", "open_by_handle_at"):
+        assert name not in allowed and name in refused, name
+    # clone only without namespace flags; clone3 falls back to clone (ENOSYS)
+    clone = [r for r in sec["syscalls"] if r["names"] == ["clone"]]
+    assert clone == [{"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                      "args": [{"index": 0, "value": 0x7E020000, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}]
+    assert {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38} in sec["syscalls"]
+    keyring = [r for r in sec["syscalls"] if "keyctl" in r["names"]]
+    assert keyring and all(r.get("errnoRet") == 1 for r in keyring)
+    assert "/proc/interrupts" in cfg["linux"]["maskedPaths"]
+    assert cfg["annotations"][seccomp.BPF_ANNOTATION]  # compiled once, handed to crun
+
+
+def test_capabilities_unlock_their_syscalls():
+    admin = config(cap_add=["SYS_ADMIN"])
+    allowed = _names(admin)
+    assert {"unshare", "setns", "mount", "umount2", "clone", "clone3", "bpf", "sethostname"} <= allowed
+    assert "keyctl" not in allowed and "userfaultfd" not in allowed
+    assert not any(set(r["names"]) & allowed for r in admin["linux"]["seccomp"]["syscalls"]
+                   if r["action"] != "SCMP_ACT_ALLOW" and not r.get("args"))
+    assert "bpf" in _names(config(cap_add=["BPF"])) and "bpf" not in _names(config())
+    assert "chroot" not in _names(config(cap_drop=["SYS_CHROOT"]))
+    assert {"ptrace", "process_vm_readv"} <= _names(config())
+    assert "pidfd_getfd" in _names(config(cap_add=["SYS_PTRACE"])) and "pidfd_getfd" not in _names(config())
+
+
+def test_translation_conditions_arches_and_kernel():
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+               "archMap": [{"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
+                           {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+               "syscalls": [
+                   {"names": ["a"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["arm64"]}},
+                   {"names": ["b"], "action": "SCMP_ACT_ALLOW", "excludes": {"arches": ["arm64"]}},
+                   {"names": ["c"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "99.0"}},
+                   {"names": ["d"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "3.0"}},
+                   {"names": ["e"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_A", "CAP_B"]}},
+                   {"names": ["f"], "action": "SCMP_ACT_ERRNO", "errnoRet": 22, "excludes": {"caps": ["CAP_A"]}},
+                   {"name": "g", "action": "SCMP_ACT_ALLOW", "args": [{"index": 1, "value": 2, "op": "SCMP_CMP_EQ"}]},
+               ]}
+    arm = seccomp.translate(profile, ["CAP_A"], machine="aarch64")
+    assert arm["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    assert [r["names"] for r in arm["syscalls"]] == [["a"], ["d"], ["g"]]
+    x86 = seccomp.translate(profile, ["CAP_A", "CAP_B"], machine="x86_64")
+    assert [r["names"] for r in x86["syscalls"]] == [["b"], ["d"], ["e"], ["g"]]
+    none = seccomp.translate(profile, [], machine="x86_64")
+    assert {"names": ["f"], "action": "SCMP_ACT_ERRNO", "errnoRet": 22} in none["syscalls"]
+    assert none["syscalls"][-1]["args"] == [{"index": 1, "value": 2, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]
+
+
+def test_security_opts_and_loosening():
+    assert "seccomp" not in config(security_opt=["seccomp=unconfined"])["linux"]
+    priv = config(privileged=True)
+    assert "seccomp" not in priv["linux"] and priv["linux"]["maskedPaths"] == [] == priv["linux"]["readonlyPaths"]
+    assert priv["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    assert any(d["path"] == "/dev/null" for d in priv["linux"]["devices"])
+    assert all("ro" not in m["options"] for m in priv["mounts"] if m["type"] in ("sysfs", "cgroup"))
+    assert config(security_opt=["no-new-privileges"])["process"]["noNewPrivileges"] is True
+    assert config(security_opt=["no-new-privileges=false"])["process"]["noNewPrivileges"] is False
+    assert config(security_opt=["systempaths=unconfined"])["linux"]["maskedPaths"] == []
+    custom = '{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}'
+    sec = config(security_opt=[f"seccomp={custom}"])
+    assert sec["linux"]["seccomp"]["syscalls"] == [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
+    assert "annotations" not in sec  # crun compiles a custom profile itself
+    for bad, why in (("foo", 'invalid --security-opt 1: "foo"'), ("foo=bar", 'invalid --security-opt 2: "foo=bar"'),
+                     ("no-new-privileges=maybe", "invalid --security-opt 2"),
+                     ('seccomp={"defaultAction":"SCMP_ACT_NOPE"}', "unknown defaultAction"),
+                     ('seccomp={"syscalls":[{"names":["x"],"action":"SCMP_ACT_ALLOW","args":[{"op":"LIKE"}]}]}',
+                      "bad argument condition")):
+        with pytest.raises(InvalidArgument, match=why):
+            oci.validate_security(ContainerSpec(image="x", security_opt=[bad]), V1)
+
+
+def test_apparmor_only_where_the_host_has_it():
+    assert "apparmorProfile" not in config()["process"]
+    armored = hostsec.HostFacts(capabilities=hostsec.CAPABILITY_NAMES, seccomp=True, cgroup_v2=False,
+                                apparmor_profile="docker-default")
+    assert config(host=armored)["process"]["apparmorProfile"] == "docker-default"
+    assert config(host=armored, security_opt=["apparmor=mine"])["process"]["apparmorProfile"] == "mine"
+    assert "apparmorProfile" not in config(host=armored, security_opt=["apparmor=unconfined"])["process"]
+    assert "apparmorProfile" not in config(host=armored, privileged=True)["process"]
+
+
+def test_swarm_tasks_carry_cap_drop_and_security_opt():
+    from shoal.agent.taskspec import container_spec
+    from shoal.model.cluster import Node, Task
+
+    task = Task(id="t1", service_id="s1", service_name="st_web", slot=1,
+                spec={"image": "x", "cap_add": ["NET_ADMIN"], "cap_drop": ["CHOWN"],
+                      "security_opt": ["no-new-privileges"]})
+    spec = container_spec(task, Node(id="n1", hostname="h"))
+    assert (spec.cap_add, spec.cap_drop, spec.security_opt) == (["NET_ADMIN"], ["CHOWN"], ["no-new-privileges"])

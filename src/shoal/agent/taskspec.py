@@ -89,6 +89,7 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         sysctls=dict(spec.get("sysctls") or {}),
         cap_add=list(spec.get("cap_add") or []),
         cap_drop=list(spec.get("cap_drop") or []),
+        security_opt=list(spec.get("security_opt") or []),
         stop_signal=spec.get("stop_signal") or "",
         stop_timeout=int(round(float(spec.get("stop_grace_period", 10.0)))),
         extra_hosts=_extra_hosts(list(spec.get("extra_hosts") or [])),

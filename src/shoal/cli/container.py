@@ -142,6 +142,15 @@ def parse_kv(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _security_opts(opts: list[str]) -> list[str]:
+    """docker's CLI reads a `seccomp=FILE` profile and sends its JSON (so does this one)."""
+    if not opts:
+        return []
+    from shoal.runtime.seccomp import inline_profile_files
+
+    return inline_profile_files(opts)
+
+
 def spec_from_args(args: argparse.Namespace) -> ContainerSpec:
     env: list[str] = []
     for path in args.env_file:
@@ -169,6 +178,9 @@ def spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         sysctls=parse_kv(args.sysctl, "--sysctl"),
         cap_add=args.cap_add,
         cap_drop=args.cap_drop,
+        privileged=args.privileged,
+        security_opt=_security_opts(args.security_opt),
+        cgroupns=args.cgroupns or "",
         stop_signal=args.stop_signal or "",
         stop_timeout=args.stop_timeout,
         network=args.network or "default",
@@ -205,6 +217,9 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--cap-add", action="append", default=[])
     p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("--security-opt", action="append", default=[])
+    p.add_argument("--cgroupns", choices=["host", "private"])
     p.add_argument("--add-host", action="append", default=[])
     p.add_argument("--dns", action="append", default=[])
     p.add_argument("--shm-size")

@@ -181,6 +181,9 @@ class ServiceSpec:
     dns_search: list[str] = field(default_factory=list)
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
+    # Docker's --security-opt strings (no-new-privileges, seccomp=unconfined|<profile JSON>,
+    # apparmor=...): Swarm's ContainerSpec.Privileges; the runtime applies them as for `run`.
+    security_opt: list[str] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
     ulimits: list[Ulimit] = field(default_factory=list)
     oom_score_adj: int = 0

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from shoal.cli.format import human_duration
+from shoal.runtime import hostsec, oci
 from shoal.runtime.state import Container
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -47,6 +48,18 @@ def ports_text(c: Container) -> str:
         else:
             out.append(f"{p['target']}/{p['protocol']}")
     return ", ".join(out)
+
+
+def _cgroupns(mode: str) -> str:
+    return mode or ("private" if hostsec.facts().cgroup_v2 else "host")
+
+
+def _system_paths(c: Container, default: list[str]) -> list[str]:
+    """Docker shows the masked and read-only paths the container got: none when privileged or
+    with systempaths=unconfined."""
+    if c.spec.privileged or "systempaths=unconfined" in c.spec.security_opt:
+        return []
+    return list(default)
 
 
 def inspect(c: Container) -> dict[str, Any]:
@@ -93,6 +106,10 @@ def inspect(c: Container) -> dict[str, Any]:
             "DnsSearch": spec.dns_search,
             "ExtraHosts": spec.extra_hosts or None,
             "Privileged": spec.privileged,
+            "SecurityOpt": spec.security_opt or None,
+            "CgroupnsMode": _cgroupns(spec.cgroupns),
+            "MaskedPaths": _system_paths(c, oci.MASKED_PATHS),
+            "ReadonlyPaths": _system_paths(c, oci.READONLY_PATHS),
             "ReadonlyRootfs": spec.read_only,
             "ShmSize": spec.shm_size,
             "Runtime": c.runtime,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from shoal import ids
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
 from shoal.paths import ensure_private_dir, state_root, write_file
-from shoal.runtime import cgroups, conmon, engine, files, mounts, oci, volumes
+from shoal.runtime import cgroups, conmon, engine, files, mounts, oci, seccomp, volumes
 from shoal.runtime.layers import LayeredView, find_executable
 from shoal.runtime.spec import ContainerSpec, Mount
 from shoal.runtime.state import Container, ContainerState, proc_start_time
@@ -163,6 +163,8 @@ class ContainerManager:
     # ---- create ----------------------------------------------------------------------------
     def create(self, spec: ContainerSpec) -> Container:
         validate_resources(spec)
+        spec.security_opt = seccomp.inline_profile_files(spec.security_opt)
+        oci.validate_security(spec)
         image = self.images.resolve(spec.image)
         container_id = ids.new_id()
         plan = oci.plan_process(spec, image.config, container_id, socket.gethostname())

@@ -1,6 +1,8 @@
 """The OCI runtime config (config.json) of a container, built as moby builds it: the image
-config merged with the user's request, Docker's default capabilities, mounts, masked and
-read-only paths and device rules. Pure functions: no I/O, so the rules are unit-tested."""
+config merged with the user's request, Docker's default capabilities, seccomp filter, mounts,
+masked and read-only paths, namespaces and device rules. Pure functions of the spec and of the
+host's facts (hostsec.HostFacts, passed in or read once per process), so the rules are
+unit-tested."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.errors import InvalidArgument
+from shoal.runtime import hostsec, seccomp
 from shoal.runtime.spec import ContainerSpec
 from shoal.runtime.users import ExecUser
 
@@ -20,11 +23,11 @@ DEFAULT_CAPABILITIES = [
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
-# moby oci/defaults.go
+# moby oci/defaults.go (Docker 25 and later: /proc/interrupts and powercap added)
 MASKED_PATHS = [
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 _DEVICE_RULES = [
@@ -183,6 +186,95 @@ def default_mounts(shm_size: int) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass
+class SecurityOptions:
+    """`--security-opt`, as moby's parseSecurityOpt reads HostConfig.SecurityOpt."""
+
+    seccomp: str = "default"  # "default", "unconfined", or a profile's JSON text
+    no_new_privileges: bool = False
+    apparmor: str = ""  # "" = the host's default, "unconfined", or a profile name
+    systempaths_unconfined: bool = False  # no masked or read-only /proc and /sys paths
+
+
+def parse_security_opts(opts: list[str]) -> SecurityOptions:
+    """Docker's keys and errors. `seccomp=FILE` must have been inlined as JSON already (the
+    CLI reads the file, as docker's does: seccomp.inline_profile_files)."""
+    out = SecurityOptions()
+    for opt in opts:
+        if opt == "no-new-privileges":
+            out.no_new_privileges = True
+            continue
+        if opt == "disable":  # label=disable's short form: no SELinux labels here anyway
+            continue
+        sep = "=" if "=" in opt else ":"
+        key, found, value = opt.partition(sep)
+        if not found:
+            raise InvalidArgument(f"invalid --security-opt 1: {opt!r}".replace("'", '"'))
+        if key == "seccomp":
+            if value in ("unconfined", "builtin", "default"):
+                out.seccomp = "unconfined" if value == "unconfined" else "default"
+            elif value.lstrip().startswith("{"):
+                out.seccomp = value
+            else:
+                raise InvalidArgument(f"opening seccomp profile ({value}) failed: not read by the client")
+        elif key == "no-new-privileges":
+            if value.lower() not in ("1", "t", "true", "0", "f", "false"):
+                raise InvalidArgument(f"invalid --security-opt 2: {opt!r}".replace("'", '"'))
+            out.no_new_privileges = value.lower() in ("1", "t", "true")
+        elif key == "apparmor":
+            out.apparmor = value
+        elif key == "systempaths" and value == "unconfined":
+            out.systempaths_unconfined = True
+        elif key == "label":
+            continue  # SELinux labels: shoal's hosts have no SELinux; Docker ignores them there too
+        else:
+            raise InvalidArgument(f"invalid --security-opt 2: {opt!r}".replace("'", '"'))
+    return out
+
+
+def normalize_capabilities(names: list[str], known: tuple[str, ...]) -> list[str]:
+    """moby NormalizeLegacyCapabilities: upper case, CAP_ prefix, ALL kept, unknown refused."""
+    out = []
+    for name in names:
+        c = name.upper()
+        if c != "ALL" and not c.startswith("CAP_"):
+            c = "CAP_" + c
+        if c != "ALL" and c not in known:
+            raise InvalidArgument(f"unknown capability: {c!r}".replace("'", '"'))
+        out.append(c)
+    return out
+
+
+def capabilities(spec: ContainerSpec, host: hostsec.HostFacts) -> list[str]:
+    """moby TweakCapabilities: --privileged = every capability; `ALL` in cap_add = every one
+    but those dropped; `ALL` in cap_drop = only those added; else the defaults minus drops
+    plus adds."""
+    everything = host.grantable or host.capabilities
+    if spec.privileged:
+        return list(everything)
+    if not spec.cap_add and not spec.cap_drop:
+        return list(DEFAULT_CAPABILITIES)
+    drop = normalize_capabilities(spec.cap_drop, host.capabilities)
+    add = normalize_capabilities(spec.cap_add, host.capabilities)
+    if "ALL" in add:
+        return [c for c in everything if c not in drop]
+    if "ALL" in drop:
+        return [c for c in dict.fromkeys(add) if c != "ALL"]
+    caps = [c for c in DEFAULT_CAPABILITIES if c not in drop]
+    return caps + [c for c in dict.fromkeys(add) if c not in caps]
+
+
+def validate_security(spec: ContainerSpec, host: hostsec.HostFacts | None = None) -> None:
+    """Everything build_config would refuse about the security profile, checked at create."""
+    host = host or hostsec.facts()
+    opts = parse_security_opts(spec.security_opt)
+    capabilities(spec, host)
+    if opts.seccomp not in ("default", "unconfined"):
+        seccomp.parse_profile(opts.seccomp)
+    if spec.cgroupns not in ("", "host", "private"):
+        raise InvalidArgument(f"invalid cgroup namespace mode: {spec.cgroupns}")
+
+
 def build_config(
     *,
     spec: ContainerSpec,
@@ -193,19 +285,28 @@ def build_config(
     netns: str | None,
     cgroups_path: str,
     init_binary: str | None = None,
+    host: hostsec.HostFacts | None = None,
 ) -> dict[str, Any]:
     """config.json. netns: None = share the host's, "" = a fresh one, a path = join it."""
+    host = host or hostsec.facts()
+    opts = parse_security_opts(spec.security_opt)
     args = plan.argv
     mounts = default_mounts(spec.shm_size) + extra_mounts
+    if spec.privileged:
+        # moby WithMounts: a privileged container's /sys and cgroup mounts are writable.
+        mounts = [dict(m, options=[o for o in m["options"] if o != "ro"])
+                  if m["type"] in ("sysfs", "cgroup") else m for m in mounts]
     if spec.init and init_binary:
         args = [INIT_PATH, "--"] + args
         mounts.append({"destination": INIT_PATH, "type": "bind", "source": init_binary,
                        "options": ["rbind", "ro"]})
-    caps = [c for c in DEFAULT_CAPABILITIES if c not in {_cap(x) for x in spec.cap_drop}]
-    caps += [_cap(c) for c in spec.cap_add if _cap(c) not in caps]
+    caps = capabilities(spec, host)
     namespaces: list[dict[str, str]] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if netns is not None:
         namespaces.append({"type": "network", "path": netns} if netns else {"type": "network"})
+    # Docker's default: a private cgroup namespace on a cgroup v2 host, the host's on v1.
+    if spec.cgroupns == "private" or (not spec.cgroupns and host.cgroup_v2):
+        namespaces.append({"type": "cgroup"})
     if spec.network != "host":
         for key in spec.sysctls:
             if not key.startswith(("net.", "kernel.msg", "kernel.sem", "kernel.shm", "fs.mqueue.")):
@@ -219,28 +320,48 @@ def build_config(
         "args": args,
         "env": process_env(plan, user, spec.tty),
         "cwd": plan.workdir,
-        "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+        # moby SetCapabilities: a non-root process gets only the bounding set, as execve would
+        # leave it (file capabilities and setuid binaries can still raise within it).
+        "capabilities": ({k: caps for k in ("bounding", "effective", "permitted")} if user.uid == 0
+                         else {"bounding": caps}),
         "rlimits": _rlimits(spec),
-        "noNewPrivileges": False,
+        "noNewPrivileges": opts.no_new_privileges,
         "oomScoreAdj": 0,
     }
-    return {
+    confined = not spec.privileged
+    apparmor = opts.apparmor or host.apparmor_profile
+    if confined and host.apparmor_profile and apparmor != "unconfined":
+        process["apparmorProfile"] = apparmor
+    resources = _resources(spec)
+    linux: dict[str, Any] = {
+        "resources": resources,
+        "cgroupsPath": cgroups_path,
+        "sysctl": dict(spec.sysctls),
+        "namespaces": namespaces,
+        "maskedPaths": MASKED_PATHS if confined and not opts.systempaths_unconfined else [],
+        "readonlyPaths": READONLY_PATHS if confined and not opts.systempaths_unconfined else [],
+    }
+    if spec.privileged:
+        # moby WithDevices: every host device, and the device cgroup allows them all.
+        resources["devices"] = [{"allow": True, "access": "rwm"}]
+        linux["devices"] = hostsec.host_devices()
+    annotations: dict[str, str] = {}
+    if confined and host.seccomp and opts.seccomp != "unconfined":
+        custom = None if opts.seccomp == "default" else opts.seccomp
+        linux["seccomp"] = seccomp.for_container(caps, custom)
+        # The default filter ready compiled (crun takes it instead of compiling the section,
+        # its slowest step; runc ignores the annotation and compiles the section).
+        program = seccomp.default_bpf(caps) if custom is None else None
+        if program:
+            annotations[seccomp.BPF_ANNOTATION] = program
+    config: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": rootfs, "readonly": spec.read_only},
         "hostname": plan.hostname,
         "mounts": mounts,
-        "linux": {
-            "resources": _resources(spec),
-            "cgroupsPath": cgroups_path,
-            "sysctl": dict(spec.sysctls),
-            "namespaces": namespaces,
-            "maskedPaths": [] if spec.privileged else MASKED_PATHS,
-            "readonlyPaths": [] if spec.privileged else READONLY_PATHS,
-        },
+        "linux": linux,
     }
-
-
-def _cap(name: str) -> str:
-    name = name.upper()
-    return name if name.startswith("CAP_") else f"CAP_{name}"
+    if annotations:
+        config["annotations"] = annotations
+    return config

@@ -63,9 +63,13 @@ class ContainerSpec:
     pids_limit: int = 0  # 0 = unlimited
     ulimits: list[Ulimit] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
-    cap_add: list[str] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)  # names, CAP_ optional, or ALL
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
+    # Docker's HostConfig.SecurityOpt: no-new-privileges, seccomp=unconfined or seccomp=<the
+    # profile's JSON> (the CLI reads a FILE, as docker's does), apparmor=..., systempaths=...
+    security_opt: list[str] = field(default_factory=list)
+    cgroupns: str = ""  # "" = Docker's default (private on cgroup v2, host on v1), host, private
     stop_signal: str = ""  # default: the image's STOPSIGNAL, else SIGTERM
     stop_timeout: int | None = None  # seconds; default 10
     network: str = "default"  # "default", "none", "host", or a network name/ID
