@@ -272,9 +272,9 @@ class ContainerManager:
         view = LayeredView([c.rootfs])
         plan = _plan_from(c)
         user = resolve_user(plan.user, view.read_text("/etc/passwd"), view.read_text("/etc/group"))
-        workdir = c.rootfs / plan.workdir.lstrip("/")
-        if not workdir.exists():
-            workdir.mkdir(parents=True, exist_ok=True)
+        # Docker's SetupWorkingDirectory: made inside the root (the image's symlinks followed
+        # there, never on the host), 0755.
+        mounts.mkdirs_in_root(c.rootfs, plan.workdir)
         netns, attachment = self._network(c)
         addresses = list(getattr(attachment, "ip_addresses", []) or [])
         host_net = spec.network == "host"
@@ -338,6 +338,7 @@ class ContainerManager:
         for m in c.spec.mounts:
             opts = ["ro" if m.read_only else "rw"]
             if m.type == "tmpfs":
+                mounts.mount_point_in_root(c.rootfs, m.target, is_dir=True)
                 user.append({"destination": m.target, "type": "tmpfs", "source": "tmpfs",
                              "options": ["noexec", "nosuid", "nodev", *m.options]})
                 continue
@@ -345,13 +346,15 @@ class ContainerManager:
                 source = Path(m.source)
                 if not source.exists():
                     source.mkdir(parents=True)  # docker -v creates a missing host dir
+                mounts.mount_point_in_root(c.rootfs, m.target, is_dir=source.is_dir())
                 inspect_mounts.append({"Type": "bind", "Source": str(source), "Destination": m.target,
                                        "Mode": "ro" if m.read_only else "", "RW": not m.read_only,
                                        "Propagation": "rprivate"})
             else:
                 source, fresh = volumes.ensure(m.source)
                 if fresh:
-                    volumes.copy_up(m.source, c.rootfs / m.target.lstrip("/"))
+                    volumes.copy_up(m.source, c.rootfs, m.target)
+                mounts.mount_point_in_root(c.rootfs, m.target, is_dir=True)
                 inspect_mounts.append({"Type": "volume", "Name": m.source, "Source": str(source),
                                        "Destination": m.target, "Driver": "local", "Mode": "z",
                                        "RW": not m.read_only, "Propagation": ""})

@@ -3,12 +3,14 @@ image's content at the mount point (Docker's copy-up)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from shoal.errors import InvalidArgument
+from shoal.runtime import mounts
 from shoal.paths import state_root
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -41,14 +43,22 @@ def ensure(name: str) -> tuple[Path, bool]:
     return data, True
 
 
-def copy_up(name: str, source: Path) -> None:
-    """Copy the image's files at the mount point into a volume used for the first time."""
+def copy_up(name: str, rootfs: Path, target: str) -> None:
+    """Copy the image's files at the mount point into a volume used for the first time. The
+    mount point is resolved inside the container's root (mounts.open_dir_in_root): an image's
+    symlink such as /srv -> / must lead to the image's files, never the host's."""
     marker = volumes_root() / name / "fresh"
     if not marker.exists():
         return
-    if source.is_dir() and not source.is_symlink():
-        # cp -a keeps owners, modes, links and xattrs, as Docker's copy-up does.
-        subprocess.run(["cp", "-a", f"{source}/.", str(data_dir(name))], check=True)
+    fd = mounts.open_dir_in_root(rootfs, target)
+    if fd is not None:
+        try:
+            # cp -a keeps owners, modes, links and xattrs, as Docker's copy-up does; it reads
+            # the directory through the descriptor found inside the root, not by a host path.
+            subprocess.run(["cp", "-a", f"/proc/self/fd/{fd}/.", str(data_dir(name))], check=True,
+                           pass_fds=(fd,))
+        finally:
+            os.close(fd)
     marker.unlink()
 
 
