@@ -1,79 +1,155 @@
-"""The scheduler: PENDING tasks to nodes. Filters first (ready and active, constraints, max
-replicas per node), then spread: fewest tasks of this service, then fewest tasks in all
-(swarm-inventory 4.5). A task no node can take stays PENDING with swarmkit's explanation."""
+"""The scheduler pass: PENDING tasks to nodes, as swarmkit's scheduler places them (the placement
+itself is manager/scheduling/, pure; this is the store side).
+
+Each pass tells the scheduling core what changed in the store since the last pass, the way
+swarmkit's scheduler follows store events: a node or task whose stored version and decoded
+record are the ones seen last time is skipped (the SQLite store hands out the same read-only
+nested objects until a row changes, and a store that does not costs only speed), a new or
+changed one is an update, a missing one a delete. The core keeps its node set (tasks, active
+counts, resources left, host ports) between passes; switching to another store just looks like
+every object changed.
+
+Then preassigned tasks (global services) are checked against their node, the rest scheduled in
+groups, and the decisions written: ASSIGNED with the node, or PENDING with swarmkit's
+explanation ("no suitable node (insufficient resources on 2 nodes; 1 node not available for
+new tasks)"). A PENDING task whose desired state is past RUNNING is shut down here, as before."""
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from typing import Any
 
-from shoal.manager.constraints import matches
-from shoal.manager.serviceview import view
+from shoal.manager.scheduling import Decision, Scheduler, TaskInfo, describe_spec
 from shoal.model.cluster import Node, Task, TaskState
 from shoal.store.base import Transaction
 
+_PENDING = int(TaskState.PENDING)
+_RUNNING = int(TaskState.RUNNING)
+_STATES = {s.text: int(s) for s in TaskState}
 
-def _active(task: Task) -> bool:
-    return task.desired_state <= TaskState.COMPLETE and task.status.state <= TaskState.RUNNING
+
+class _Seen:
+    """What the last passes saw: (version, nested record) per object, and the core."""
+
+    def __init__(self) -> None:
+        self.core = Scheduler()
+        self.tasks: dict[str, tuple[Any, Any]] = {}
+        self.nodes: dict[str, tuple[Any, Any]] = {}
 
 
-def _explain(failures: Counter[str]) -> str:
-    parts = []
-    for reason, count in failures.most_common():
-        noun = "1 node" if count == 1 else f"{count} nodes"
-        parts.append(reason.format(nodes=noun))
-    return "no suitable node (" + "; ".join(parts) + ")"
+_lock = threading.Lock()
+_seen = _Seen()
+
+
+def _token(raw: dict[str, Any], key: str) -> tuple[Any, Any]:
+    nested = raw.get(key)
+    return (raw.get("version"), nested if isinstance(nested, (dict, list)) else None)
+
+
+def _unchanged(seen: tuple[Any, Any] | None, raw: dict[str, Any], key: str) -> bool:
+    # Identity, not equality: the same object is the same stored version, and we hold it, so
+    # its id cannot be reused. Rows written in the open transaction decode afresh each read.
+    return seen is not None and seen[1] is not None and seen[0] == raw.get("version") and seen[1] is raw.get(key)
+
+
+def task_info(raw: dict[str, Any]) -> TaskInfo:
+    """A stored task as the core sees it."""
+    status = raw["status"]
+    return TaskInfo(
+        raw["id"],
+        raw["service_id"],
+        int(raw.get("spec_version") or 0),
+        raw.get("node_id") or "",
+        _STATES[status["state"]],
+        _STATES[raw["desired_state"]],
+        describe_spec(raw.get("spec") or {}),
+        (raw.get("created_at") or 0.0, raw.get("slot") or 0, raw["id"]),
+        status.get("err") or "",
+    )
+
+
+def _sync_nodes(tx: Transaction, seen: _Seen, now: float) -> None:
+    present = set()
+    for raw in tx.list("node"):
+        node_id = raw["id"]
+        present.add(node_id)
+        key = "status" if isinstance(raw.get("status"), dict) else "labels"
+        if _unchanged(seen.nodes.get(node_id), raw, key):
+            continue
+        seen.core.add_or_update_node(Node.from_dict(raw), now)
+        seen.nodes[node_id] = _token(raw, key)
+    for node_id in [n for n in seen.nodes if n not in present]:
+        seen.core.remove_node(node_id)
+        del seen.nodes[node_id]
+
+
+def _sync_tasks(tx: Transaction, seen: _Seen, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Feed the core the changed tasks; returns (every stored task, PENDING ones to shut down)."""
+    core = seen.core
+    services = {s["id"] for s in tx.list("service")}
+    raws = tx.list("task")
+    present = set()
+    shutdown = []
+    for raw in raws:
+        task_id = raw["id"]
+        present.add(task_id)
+        if _unchanged(seen.tasks.get(task_id), raw, "status"):
+            continue
+        seen.tasks[task_id] = _token(raw, "status")
+        t = task_info(raw)
+        if t.state == _PENDING and (t.desired > _RUNNING or t.service_id not in services):
+            old = core.all_tasks.get(task_id)
+            if old is not None:
+                core.delete_task(old)
+            if t.desired > _RUNNING:
+                shutdown.append(raw)
+            continue
+        core.update_task(t, now)
+    for task_id in [i for i in seen.tasks if i not in present]:
+        old = core.all_tasks.get(task_id)
+        if old is not None:
+            core.delete_task(old)
+        del seen.tasks[task_id]
+    return raws, shutdown
+
+
+def _write(tx: Transaction, seen: _Seen, raw: dict[str, Any], d: Decision | None, now: float) -> None:
+    task = Task.from_dict(raw)
+    if d is None:
+        task.advance(TaskState.SHUTDOWN, "shutdown", now=now)
+    elif d.new.state == _PENDING:
+        if task.status.err == d.new.err:
+            return  # the same explanation again: nothing to write, a converged pass writes nothing
+        task.status.err = d.new.err
+    else:
+        task.node_id = d.new.node_id
+        task.advance(TaskState.ASSIGNED, d.message, now=now)
+    tx.update("task", task.to_dict())
+    seen.tasks[task.id] = (None, None)  # read it again next pass, whether or not this commits
 
 
 def reconcile(tx: Transaction, now: float) -> None:
-    raw_tasks = tx.list("task")
-    if not any(t["status"]["state"] == TaskState.PENDING.text for t in raw_tasks):
-        return
-    nodes = [Node.from_dict(n) for n in tx.list("node")]
-    services = {s["id"]: view(s) for s in tx.list("service")}
-    tasks = [Task.from_dict(t) for t in raw_tasks]
-    per_node: Counter[str] = Counter()
-    per_service_node: Counter[tuple[str, str]] = Counter()
-    for t in tasks:
-        if t.node_id and _active(t):
-            per_node[t.node_id] += 1
-            per_service_node[(t.service_id, t.node_id)] += 1
-    for task in sorted(tasks, key=lambda t: (t.created_at, t.slot)):
-        if task.status.state != TaskState.PENDING:
-            continue
-        if task.desired_state > TaskState.RUNNING:
-            task.advance(TaskState.SHUTDOWN, "shutdown", now=now)
-            tx.update("task", task.to_dict())
-            continue
-        svc = services.get(task.service_id)
-        if svc is None:
-            continue
-        failures: Counter[str] = Counter()
-        candidates = []
-        for node in nodes:
-            if task.node_id and node.id != task.node_id:
-                continue
-            if node.state != "ready" or node.availability != "active":
-                failures["{nodes} not available for new tasks"] += 1
-            elif not matches(svc.constraints, node):
-                failures["scheduling constraints not satisfied on {nodes}"] += 1
-            elif svc.max_replicas_per_node and per_service_node[(svc.id, node.id)] >= svc.max_replicas_per_node:
-                failures["max replicas per node limit exceed"] += 1
-            else:
-                candidates.append(node)
-        if not candidates:
-            message = _explain(failures) if failures else "no suitable node"
-            if task.status.err != message:
-                task.status.err = message
-                tx.update("task", task.to_dict())
-            continue
-        best = min(candidates, key=lambda n: (per_service_node[(svc.id, n.id)], per_node[n.id], n.hostname))
-        confirmed = bool(task.node_id)
-        task.node_id = best.id
-        task.advance(
-            TaskState.ASSIGNED,
-            "scheduler confirmed task can run on preassigned node" if confirmed else "scheduler assigned task to node",
-            now=now,
-        )
-        tx.update("task", task.to_dict())
-        per_node[best.id] += 1
-        per_service_node[(svc.id, best.id)] += 1
+    with _lock:
+        seen = _seen
+        _sync_nodes(tx, seen, now)
+        raws, shutdown = _sync_tasks(tx, seen, now)
+        core = seen.core
+        if not shutdown and not core.unassigned and not core.pending_preassigned:
+            return
+        decisions = core.process_preassigned() + core.tick(now)
+        if not decisions and not shutdown:
+            return
+        by_id = {raw["id"]: raw for raw in raws}
+        for raw in shutdown:
+            _write(tx, seen, raw, None, now)
+        for d in decisions:
+            raw = by_id.get(d.old.id)
+            if raw is not None:
+                _write(tx, seen, raw, d, now)
+
+
+def reset() -> None:
+    """Forget what the passes have seen (a new manager term, or a test)."""
+    global _seen
+    with _lock:
+        _seen = _Seen()
