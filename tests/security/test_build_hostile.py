@@ -104,6 +104,23 @@ def test_workdir_through_an_image_symlink_stays_inside(shoal, busybox_image: str
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_scratch_removal_does_not_follow_symlinks_a_step_made(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """The builder removes a failed step's upper directory; the symlinks the RUN step made
+    there (here to host directories) must not be followed while removing it."""
+    out = _outside(tmp_path)
+    (out / "sub").mkdir()
+    os.chmod(out, 0o755)
+    os.chmod(out / "sub", 0o755)
+    ctx = _context(tmp_path, f"""
+        FROM {busybox_image}
+        RUN ln -s {out} /link && ln -s {out}/sub /link2 && exit 3
+        """)
+    proc = shoal("build", str(ctx))
+    assert proc.returncode != 0 and "returned a non-zero code: 3" in proc.stderr, proc.stdout + proc.stderr
+    modes = (oct(os.stat(out).st_mode & 0o7777), oct(os.stat(out / "sub").st_mode & 0o7777))
+    assert modes == ("0o755", "0o755"), f"the builder changed host directories' modes: {modes}"
+
+
 # --- item 2: ADD of a local tar extracts with the layer rules ----------------------------------
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:

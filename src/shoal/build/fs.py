@@ -6,6 +6,7 @@ looked up in the image's own /etc/passwd and /etc/group."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import posixpath
@@ -45,18 +46,21 @@ def _umount(target: Path) -> None:
 
 
 def _rmtree(path: Path) -> None:
+    """Remove a scratch tree. Its content may come from a RUN step (symlinks to anywhere):
+    nothing is followed, only real directories are made writable."""
     if path.is_symlink():
-        path.unlink()   # os.walk would follow it: never chmod what a link points at
+        path.unlink()
         return
     if not path.exists():
         return
-    # overlay's work/work dir is created 000: make it removable first.
+    # overlay's work/work dir is created 000: make it removable first. os.walk lists symlinks
+    # to directories among the directories: lstat decides, never chmod through a link.
     for dirpath, dirnames, _ in os.walk(path):
         for d in dirnames:
-            try:
-                os.chmod(os.path.join(dirpath, d), 0o700)
-            except OSError:
-                pass
+            full = os.path.join(dirpath, d)
+            if stat.S_ISDIR(_lstat_mode(Path(full))):
+                with contextlib.suppress(OSError):
+                    os.chmod(full, 0o700)   # a real directory (lstat), nothing runs in here now
     shutil.rmtree(path, ignore_errors=True)
 
 
