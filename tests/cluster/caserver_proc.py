@@ -7,6 +7,8 @@ plus a few routes that stand in for the daemon's authenticated ones:
     POST /test/rotate/{role}   managers only: `join-token --rotate`, answers the new token
     POST /test/remove/{id}     managers only: `node rm`, the node can no longer renew
     POST /test/demote/{id}     managers only: `node demote`, the next renewal is a worker's
+    POST /test/ca/rotate-begin managers only: `swarm ca --rotate`, first step
+    POST /test/ca/rotate-finish  managers only: the rotation's last step, answers the new tokens
 
 `--serve-ca FILE` makes it a man in the middle: it answers /rootca with FILE (say, the real
 cluster's public CA certificate) while its TLS certificate is from its own CA."""
@@ -21,7 +23,8 @@ from pathlib import Path
 from aiohttp import web
 
 from shoal.errors import ShoalError
-from shoal.manager.ca import CA_API_PREFIX, CertStore, JoinTokens
+from shoal.manager.ca import (CA_API_PREFIX, MANAGER_ROLE, CertStore, JoinTokens, begin_rotation,
+                              finish_rotation, generate_csr)
 from shoal.manager.caserver import CA_SERVER_KEY, NodeJoin, make_ca_app
 from shoal.tlsconfig import CLUSTER_ID_KEY, require_node, require_role, server_context
 
@@ -70,8 +73,37 @@ async def main() -> None:
         roles.pop(request.match_info["id"], None)
         return web.json_response({"ok": True})
 
+    tls = server_context(store.cert_path, store.key_path, root_ca.cert_pem)
+
+    def reissue_own_cert() -> None:
+        """The manager is a node too: a certificate from the current signer, served from now on."""
+        server = ca_app[CA_SERVER_KEY]
+        csr, key = generate_csr()
+        store.save_node(server.root_ca.sign_csr(csr, me.node_id, MANAGER_ROLE, me.cluster_id), key)
+        tls.load_cert_chain(str(store.cert_path), str(store.key_path))
+
+    async def rotate_begin(request: web.Request) -> web.Response:
+        require_role(request, "swarm-manager")
+        server = ca_app[CA_SERVER_KEY]
+        server.root_ca = begin_rotation(server.root_ca)
+        store.save_root_ca(server.root_ca)
+        reissue_own_cert()
+        return web.json_response({"ok": True})
+
+    async def rotate_finish(request: web.Request) -> web.Response:
+        require_role(request, "swarm-manager")
+        server = ca_app[CA_SERVER_KEY]
+        server.root_ca, server.tokens = finish_rotation(server.root_ca)
+        store.save_root_ca(server.root_ca)
+        # The listener keeps its certificate issued during the rotation (new key + cross-signed
+        # root): nodes that still trust only the old root reach it until they renew.
+        tls.load_verify_locations(cadata=server.root_ca.cert_pem.decode())
+        return web.json_response(server.tokens.to_dict())
+
     app = web.Application()
     app[CLUSTER_ID_KEY] = me.cluster_id
+    app.router.add_post("/test/ca/rotate-begin", rotate_begin)
+    app.router.add_post("/test/ca/rotate-finish", rotate_finish)
     if args.serve_ca:
         fake = Path(args.serve_ca).read_bytes()
 
@@ -88,8 +120,7 @@ async def main() -> None:
 
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0,
-                       ssl_context=server_context(store.cert_path, store.key_path, root_ca.cert_pem))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = runner.addresses[0][1]
     print(f"PORT {port}", flush=True)

@@ -240,3 +240,48 @@ def test_init_and_join_token_texts() -> None:
     assert swarmtext.joined_text(False) == "This node joined a swarm as a worker.\n"
     with pytest.raises(ShoalError, match="^unknown role boss$"):
         swarmtext.join_token_text("boss", token, "x")
+
+
+def test_root_rotation_chain(tmp_path: Path) -> None:
+    """During a rotation, certificates from the new key lead to the old root through the
+    cross-signed certificate; without it they do not; after it, to the new root alone."""
+    old = ca.RootCA.create()
+    rotating = ca.begin_rotation(old)
+    assert rotating.rotating and rotating.digest == old.digest  # tokens unchanged meanwhile
+    cross = ca.load_certificates(rotating.intermediates_pem)[0]
+    assert cross.issuer == old.cert.subject and cross.public_key() == rotating.signer_cert.public_key()
+    pem = rotating.issue("n" * 25, ca.WORKER_ROLE, "c" * 25)[0]
+    assert len(ca.load_certificates(pem)) == 2
+    assert old.verify_node_cert(pem).node_id == "n" * 25
+    leaf_only = ca.load_certificates(pem)[0].public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(ShoalError, match="not issued by this cluster's CA"):
+        old.verify_node_cert(leaf_only)
+    new, tokens = ca.finish_rotation(rotating)
+    assert not new.rotating and new.cert_pem == rotating.signing_cert_pem
+    assert ca.parse_join_token(tokens.worker).root_digest == new.digest != old.digest
+    assert new.verify_node_cert(pem).node_id == new.verify_node_cert(leaf_only).node_id
+    with pytest.raises(ShoalError, match="not issued by this cluster's CA"):
+        new.verify_node_cert(old.issue("m" * 25, ca.WORKER_ROLE, "c" * 25)[0])
+    # a CA certificate is never accepted as a node's
+    with pytest.raises(ShoalError):
+        old.verify_node_cert(rotating.intermediates_pem)
+    with pytest.raises(ShoalError, match="no root CA rotation is in progress"):
+        ca.finish_rotation(new)
+
+
+def test_root_rotation_persisted(tmp_path: Path) -> None:
+    keys = FileKeys(tmp_path / "keys")
+    store = ca.CertStore(tmp_path / "certificates", keys=keys)
+    old, _, _ = ca.init_cluster(store)
+    rotating = ca.begin_rotation(old)
+    store.save_root_ca(rotating)
+    assert stat.S_IMODE(os.stat(store.rotation_path).st_mode) == 0o600
+    assert b"PRIVATE KEY" not in store.rotation_path.read_bytes()  # sealed like the CA key
+    loaded = store.load_root_ca()
+    assert loaded.rotating and loaded.digest == old.digest and loaded.key_pem == rotating.key_pem
+    assert store.root_cert_path.read_bytes() == old.cert_pem
+    new, _ = ca.finish_rotation(loaded)
+    store.save_root_ca(new)
+    assert not store.rotation_path.exists()
+    again = store.load_root_ca()
+    assert not again.rotating and again.digest == new.digest and again.key_pem == new.key_pem

@@ -445,3 +445,44 @@ def test_tls_versions(cluster: Cluster, server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
         with pytest.raises(ssl.SSLError):
             old.wrap_socket(raw, server_hostname=MANAGER_ROLE)
+
+
+def test_root_ca_rotation(tmp_path: Path) -> None:
+    """`swarm ca --rotate` as swarmkit does it: while rotating, certificates come from the new
+    root's key with the new root cross-signed by the old, so nodes that trust only the old root
+    keep working; when it finishes, the join tokens carry the new root's digest (the old tokens
+    fail the fingerprint check) and nodes learn the new root at their next renewal."""
+    cluster = make_cluster(tmp_path / "rot")
+    old_root = cluster.root_ca
+    with serve(cluster) as srv:
+        w = tmp_path / "w"
+        do_join(srv, cluster.tokens.worker, w, "before")
+        assert request(srv, "POST", "/test/ca/rotate-begin", cluster.store, old_root)[0] == 200
+        # joining during the rotation: same token, a certificate chained through the cross-signed root
+        during = tmp_path / "during"
+        do_join(srv, cluster.tokens.worker, during, "during")
+        chain = load_certificates((during / "swarm-node.crt").read_bytes())
+        assert len(chain) == 2 and chain[1].public_key() != old_root.cert.public_key()
+        assert CertStore(during).load_root_ca(with_key=False).cert_pem == old_root.cert_pem
+        assert request(srv, "GET", "/test/whoami", CertStore(during), old_root)[0] == 200
+        # a node of before renews from the new key and still trusts only the old root
+        asyncio.run(renew(srv.addr, w))
+        assert len(load_certificates((w / "swarm-node.crt").read_bytes())) == 2
+        assert CertStore(w).load_root_ca(with_key=False).cert_pem == old_root.cert_pem
+        assert request(srv, "GET", "/test/whoami", CertStore(w), old_root)[0] == 200
+
+        status, tokens = request(srv, "POST", "/test/ca/rotate-finish", cluster.store, old_root)
+        assert status == 200 and tokens["Worker"] != cluster.tokens.worker
+        with pytest.raises(ShoalError, match="remote CA does not match fingerprint"):
+            do_join(srv, cluster.tokens.worker, tmp_path / "late", "late")
+        assert_nothing_written(tmp_path / "late")
+        assert do_join(srv, tokens["Worker"], tmp_path / "late", "late").role == WORKER_ROLE
+        new_root = CertStore(tmp_path / "late").load_root_ca(with_key=False)
+        assert new_root.cert_pem != old_root.cert_pem
+        # the node of before learns the new root at its next renewal, and works with it alone
+        asyncio.run(renew(srv.addr, w))
+        assert CertStore(w).load_root_ca(with_key=False).cert_pem == new_root.cert_pem
+        assert request(srv, "GET", "/test/whoami", CertStore(w), new_root)[0] == 200
+        # the manager's store holds the new root and its key, and no rotation state
+        assert cluster.store.load_root_ca().digest == new_root.digest
+        assert not cluster.store.rotation_path.exists()

@@ -144,11 +144,25 @@ async def renew(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = N
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         data = await _call(session, "POST", base_url(manager_addr) + "/renew", manager_addr,
                            ctx, MANAGER_ROLE, {"CSR": csr.decode()})
-    cert = _json(data, manager_addr)["Certificate"].encode()
-    ident = root_ca.verify_node_cert(cert)
+    answer = _json(data, manager_addr)
+    cert = answer["Certificate"].encode()
+    # After a root rotation the answer names the new root. The answer came over TLS verified
+    # against the root we trust and from a manager's certificate (as swarmkit's dispatcher
+    # pushes a new root to its agents), so the new root is taken, and the new certificate must
+    # lead to it. A node holding the CA key (a manager) has its root changed by its daemon.
+    new_root: RootCA | None = None
+    if isinstance(answer.get("RootCA"), str) and answer["RootCA"].encode() != root_ca.cert_pem \
+            and not store.has_root_key():
+        new_root = RootCA(answer["RootCA"].encode())
+    try:
+        ident = (new_root or root_ca).verify_node_cert(cert)
+    except ShoalError as exc:
+        raise ShoalError(f"the manager at {manager_addr} sent a bad certificate: {exc}") from None
     if (ident.node_id, ident.cluster_id) != (current.node_id, current.cluster_id):
         raise ShoalError(f"the manager at {manager_addr} renewed the certificate for another node")
     store.save_node(cert, key)
+    if new_root is not None:
+        store.save_root_ca(new_root)
     return ident
 
 

@@ -222,34 +222,89 @@ def renewal_delay(not_before: dt.datetime, not_after: dt.datetime,
     return max(delay, dt.timedelta(0))
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 class RootCA:
-    """A cluster's root CA: its certificate, and its key when this node signs (a manager)."""
+    """A cluster's root CA: the trusted root certificate(s), and the signing key when this node
+    signs (a manager). During a root rotation (swarmkit's RootRotation) the trusted roots are
+    still the old ones while the signer is the new root, and every certificate issued carries
+    `intermediates` (the new root cross-signed by the old), so nodes that trust only the old root
+    accept it until the rotation finishes."""
 
     def __init__(self, cert_pem: bytes, key_pem: bytes | None = None,
-                 cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY) -> None:
-        certs = load_certificates(cert_pem)
-        for cert in certs:
+                 cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY, *,
+                 signing_cert_pem: bytes | None = None, intermediates_pem: bytes = b"") -> None:
+        roots = load_certificates(cert_pem)
+        for cert in roots:
             # as NewRootCA: every certificate of the bundle is a valid self-signed CA
-            try:
-                cert.verify_directly_issued_by(cert)
-            except (ValueError, TypeError, InvalidSignature):
-                raise ShoalError("invalid root CA certificate: it is not self-signed") from None
-            try:
-                ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-            except x509.ExtensionNotFound:
-                ca = False
-            if not ca:
+            if not _issued_by(cert, cert):
+                raise ShoalError("invalid root CA certificate: it is not self-signed")
+            if not _is_ca(cert):
                 raise ShoalError("invalid root CA certificate: it is not a CA")
         self.cert_pem = cert_pem
-        self.cert = certs[0]
+        self.roots = roots
+        self.cert = roots[0]
         self.digest = pem_digest(cert_pem)
         self.cert_expiry = check_cert_expiry(cert_expiry)
+        self.signing_cert_pem = signing_cert_pem
+        self.signer_cert = load_certificates(signing_cert_pem)[0] if signing_cert_pem else self.cert
+        if signing_cert_pem and not (_is_ca(self.signer_cert) and _issued_by(self.signer_cert, self.signer_cert)):
+            raise ShoalError("invalid signing CA certificate: it is not a self-signed CA")
+        self.intermediates_pem = intermediates_pem
+        self.intermediates = load_certificates(intermediates_pem) if intermediates_pem else []
+        if self.intermediates:
+            first = self.intermediates[0]
+            # as NewRootCA: the first intermediate stands for the signer (same subject and key)
+            if first.subject != self.signer_cert.subject or first.public_key() != self.signer_cert.public_key():
+                raise ShoalError("invalid intermediate chain - the first intermediate must have the same "
+                                 "subject and public key as the signing cert")
+            if not all(_is_ca(c) for c in self.intermediates) or self._chain_to_root(self.intermediates) is None:
+                raise ShoalError("invalid intermediate chain: it does not lead to the root CA")
+        elif signing_cert_pem and not any(c.public_key() == self.signer_cert.public_key() for c in roots):
+            raise ShoalError("the signing CA certificate needs an intermediate chain to the root CA")
         self._key: ec.EllipticCurvePrivateKey | None = None
         if key_pem is not None:
             key = load_private_key(key_pem)
-            if key.public_key() != self.cert.public_key():
+            if key.public_key() != self.signer_cert.public_key():
                 raise ShoalError("the root CA key does not match its certificate")
             self._key = key
+
+    def _chain_to_root(self, chain: list[x509.Certificate], now: dt.datetime | None = None) -> int | None:
+        """How many of `chain` (each issuing the one before) it takes to reach a trusted root
+        from chain[0]'s issuer, or None when it does not; intermediates must be valid CAs now."""
+        now = now or _now()
+        current = chain[0]
+        for used in range(len(chain)):
+            if any(_issued_by(current, root) for root in self.roots):
+                return used
+            if used + 1 == len(chain):
+                return None
+            nxt = chain[used + 1]
+            if not _is_ca(nxt) or not nxt.not_valid_before_utc <= now <= nxt.not_valid_after_utc:
+                return None
+            if not _issued_by(current, nxt):
+                return None
+            current = nxt
+        return None
+
+    @property
+    def rotating(self) -> bool:
+        return self.signing_cert_pem is not None
 
     @classmethod
     def create(cls, cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY) -> RootCA:
@@ -287,7 +342,8 @@ class RootCA:
 
     def with_expiry(self, cert_expiry: dt.timedelta) -> RootCA:
         """The same CA signing with another `--cert-expiry` (swarm update)."""
-        return RootCA(self.cert_pem, self.key_pem if self._key else None, cert_expiry)
+        return RootCA(self.cert_pem, self.key_pem if self._key else None, cert_expiry,
+                      signing_cert_pem=self.signing_cert_pem, intermediates_pem=self.intermediates_pem)
 
     def sign_csr(self, csr_pem: bytes, node_id: str, role: str, cluster_id: str,
                  now: dt.datetime | None = None) -> bytes:
@@ -307,7 +363,7 @@ class RootCA:
         ])
         cert = (
             x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(self.cert.subject)
+            .subject_name(subject).issuer_name(self.signer_cert.subject)
             .public_key(csr.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CERT_BACKDATE)
@@ -325,7 +381,7 @@ class RootCA:
                            critical=False)
             .sign(self._key, hashes.SHA256())
         )
-        return cert.public_bytes(serialization.Encoding.PEM)
+        return cert.public_bytes(serialization.Encoding.PEM) + self.intermediates_pem
 
     def issue(self, node_id: str, role: str, cluster_id: str) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a node whose key is made here: the first manager at
@@ -334,16 +390,54 @@ class RootCA:
         return self.sign_csr(csr, node_id, role, cluster_id), key
 
     def verify_node_cert(self, cert_pem: bytes, now: dt.datetime | None = None) -> NodeIdentity:
-        """A node certificate this CA signed, valid now; its identity."""
-        cert = load_certificates(cert_pem)[0]
-        try:
-            cert.verify_directly_issued_by(self.cert)
-        except (ValueError, TypeError, InvalidSignature):
-            raise ShoalError("the certificate was not issued by this cluster's CA") from None
+        """A node certificate (with the intermediates that came with it) that leads to one of
+        this CA's roots and is valid now; its identity."""
         now = now or _now()
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        chain = load_certificates(cert_pem)
+        if _is_ca(chain[0]) or self._chain_to_root(chain, now) is None:
+            raise ShoalError("the certificate was not issued by this cluster's CA")
+        if not chain[0].not_valid_before_utc <= now <= chain[0].not_valid_after_utc:
             raise ShoalError("the certificate has expired or is not yet valid")
-        return identity_of(cert)
+        return identity_of(chain[0])
+
+    def cross_sign(self, other_ca_pem: bytes) -> bytes:
+        """swarmkit's CrossSignCACertificate: `other_ca_pem`'s subject, key and dates, issued by
+        this CA, so that what the other CA signs leads to this CA's root."""
+        if self._key is None:
+            raise ShoalError("this node does not hold the root CA key")
+        other = load_certificates(other_ca_pem)[0]
+        if not _is_ca(other):
+            raise ShoalError("certificate not a CA")
+        builder = (x509.CertificateBuilder()
+                   .subject_name(other.subject).issuer_name(self.signer_cert.subject)
+                   .public_key(other.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(other.not_valid_before_utc)
+                   .not_valid_after(other.not_valid_after_utc))
+        for ext in other.extensions:
+            if not isinstance(ext.value, x509.AuthorityKeyIdentifier):
+                builder = builder.add_extension(ext.value, ext.critical)
+        builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                                        critical=False)
+        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def begin_rotation(current: RootCA) -> RootCA:
+    """`swarm ca --rotate`, first step: a new root whose key signs from now on, its certificate
+    cross-signed by the current root; the trusted root (and so the join tokens) stay the same
+    until every node holds a certificate from the new key."""
+    new = RootCA.create(current.cert_expiry)
+    return RootCA(current.cert_pem, new.key_pem, current.cert_expiry, signing_cert_pem=new.cert_pem,
+                  intermediates_pem=current.cross_sign(new.cert_pem))
+
+
+def finish_rotation(rotating: RootCA) -> tuple[RootCA, JoinTokens]:
+    """The last step: the new root is the only one trusted, and both join tokens are made again
+    (they carry the root's digest), as swarmkit's finishRootRotation."""
+    if rotating.signing_cert_pem is None:
+        raise ShoalError("no root CA rotation is in progress")
+    new = RootCA(rotating.signing_cert_pem, rotating.key_pem if rotating.can_sign else None, rotating.cert_expiry)
+    return new, JoinTokens.create(new)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,6 +540,7 @@ ROOT_CERT_FILE = "swarm-root-ca.crt"
 ROOT_KEY_FILE = "swarm-root-ca.key"
 NODE_CERT_FILE = "swarm-node.crt"
 NODE_KEY_FILE = "swarm-node.key"
+ROTATION_FILE = "swarm-root-ca-rotation.json"  # the new root, its cross-signed cert and key (0600)
 KEY_MODE = 0o600
 CERT_MODE = 0o644  # public data, as swarmkit's certPerms; the directory itself is 0700
 _SEALED_MARK = "shoal-sealed-key"
@@ -502,6 +597,7 @@ class CertStore:
         self.root_key_path = self.directory / ROOT_KEY_FILE
         self.cert_path = self.directory / NODE_CERT_FILE
         self.key_path = self.directory / NODE_KEY_FILE
+        self.rotation_path = self.directory / ROTATION_FILE
 
     def _ensure_dir(self) -> None:
         paths.ensure_private_dir(self.directory)
@@ -527,35 +623,78 @@ class CertStore:
     def has_root_key(self) -> bool:
         return self.root_key_path.exists()
 
+    def _seal_key(self, key: bytes, signer_pem: bytes) -> bytes:
+        if self.keys is None:
+            return key
+        record = secretbox.seal(key, secretbox.binding("ca-key", pem_digest(signer_pem)), self.keys)
+        return (json.dumps({_SEALED_MARK: 1, "sealed": record}) + "\n").encode()
+
+    def _open_key(self, path: Path, key: bytes, signer_pem: bytes) -> bytes:
+        """The CA key as stored: PEM, or sealed and bound to the certificate it signs with."""
+        if not key.lstrip().startswith(b"{"):
+            return key
+        try:
+            record = json.loads(key)["sealed"]
+        except (ValueError, KeyError, TypeError):
+            raise ShoalError(f"{path}: not a sealed key") from None
+        if self.keys is None:
+            raise ShoalError(f"{path}: the CA key is sealed and no key to open it was given")
+        try:
+            return secretbox.unseal(record, secretbox.binding("ca-key", pem_digest(signer_pem)), self.keys)
+        except ShoalError as exc:
+            raise ShoalError(f"{path}: the sealed CA key does not open ({exc})") from None
+
     def save_root_ca(self, root_ca: RootCA) -> None:
+        """The root CA. During a rotation only the rotation file changes (one atomic write); when
+        it finishes, the new root's key and certificate replace the old as a pair, then the
+        rotation file goes."""
         self._ensure_dir()
+        if root_ca.rotating:
+            assert root_ca.signing_cert_pem is not None
+            if not self.root_cert_path.exists():
+                atomic_write(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
+            state: dict[str, Any] = {"Signer": root_ca.signing_cert_pem.decode(),
+                                     "Intermediates": root_ca.intermediates_pem.decode()}
+            if root_ca.can_sign:
+                state["Key"] = self._seal_key(root_ca.key_pem, root_ca.signing_cert_pem).decode()
+            atomic_write(self.rotation_path, json.dumps(state).encode(), KEY_MODE)
+            return
         if root_ca.can_sign:
-            key = root_ca.key_pem
-            if self.keys is not None:
-                record = secretbox.seal(key, secretbox.binding("ca-key", root_ca.digest), self.keys)
-                key = (json.dumps({_SEALED_MARK: 1, "sealed": record}) + "\n").encode()
-            atomic_write(self.root_key_path, key, KEY_MODE)
-        atomic_write(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
+            key_tmp = _write_tmp(self.root_key_path, self._seal_key(root_ca.key_pem, root_ca.cert_pem), KEY_MODE)
+            try:
+                cert_tmp = _write_tmp(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
+            except BaseException:
+                key_tmp.unlink(missing_ok=True)
+                raise
+            os.replace(key_tmp, self.root_key_path)
+            os.replace(cert_tmp, self.root_cert_path)
+        else:
+            atomic_write(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
+        self.rotation_path.unlink(missing_ok=True)
+        _fsync_dir(self.directory)
 
     def load_root_ca(self, cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY,
                      with_key: bool = True) -> RootCA:
         cert = self._read(self.root_cert_path, private=False)
         key: bytes | None = None
-        if with_key and self.root_key_path.exists():
-            key = self._read(self.root_key_path, private=True)
-            if key.lstrip().startswith(b"{"):
-                try:
-                    record = json.loads(key)["sealed"]
-                except (ValueError, KeyError, TypeError):
-                    raise ShoalError(f"{self.root_key_path}: not a sealed key") from None
-                if self.keys is None:
-                    raise ShoalError(f"{self.root_key_path}: the CA key is sealed and no key to open it was given")
-                try:
-                    key = secretbox.unseal(record, secretbox.binding("ca-key", pem_digest(cert)), self.keys)
-                except ShoalError as exc:
-                    raise ShoalError(f"{self.root_key_path}: the sealed CA key does not open ({exc})") from None
+        signer: bytes | None = None
+        intermediates = b""
+        if self.rotation_path.exists():
+            try:
+                state = json.loads(self._read(self.rotation_path, private=True))
+                signer = state["Signer"].encode()
+                intermediates = state["Intermediates"].encode()
+                sealed_key = state.get("Key")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ShoalError(f"{self.rotation_path}: not a root CA rotation state") from None
+            if signer == cert:
+                signer, intermediates = None, b""  # a finished rotation whose file was left behind
+            elif with_key and sealed_key:
+                key = self._open_key(self.rotation_path, sealed_key.encode(), signer)
+        if signer is None and with_key and self.root_key_path.exists():
+            key = self._open_key(self.root_key_path, self._read(self.root_key_path, private=True), cert)
         try:
-            return RootCA(cert, key, cert_expiry)
+            return RootCA(cert, key, cert_expiry, signing_cert_pem=signer, intermediates_pem=intermediates)
         except ShoalError as exc:
             raise ShoalError(f"{self.directory}: {exc}") from None
 
@@ -589,7 +728,7 @@ class CertStore:
 
     def remove(self) -> None:
         """`swarm leave`: the node's keys and certificates go."""
-        for path in (self.cert_path, self.key_path, self.root_key_path, self.root_cert_path):
+        for path in (self.cert_path, self.key_path, self.rotation_path, self.root_key_path, self.root_cert_path):
             path.unlink(missing_ok=True)
 
 
