@@ -285,3 +285,20 @@ def test_root_rotation_persisted(tmp_path: Path) -> None:
     assert not store.rotation_path.exists()
     again = store.load_root_ca()
     assert not again.rotating and again.digest == new.digest and again.key_pem == new.key_pem
+
+
+def test_tls_info_tracks_rotation_convergence() -> None:
+    """What `swarm ca --rotate` watches: a node has converged when its certificate's issuer is
+    the cluster's current issuer and its trusted root the cluster's."""
+    old = ca.RootCA.create()
+    before = old.issue("n" * 25, ca.WORKER_ROLE, "c" * 25)[0]
+    assert ca.node_tls_info(before, old.cert_pem) == ca.desired_tls_info(old)
+    rotating = ca.begin_rotation(old)
+    want = ca.desired_tls_info(rotating)
+    assert want["TrustRoot"] == old.cert_pem.decode()
+    assert want["CertIssuerPublicKey"] != ca.desired_tls_info(old)["CertIssuerPublicKey"]
+    assert ca.node_tls_info(before, old.cert_pem) != want
+    during = rotating.issue("n" * 25, ca.WORKER_ROLE, "c" * 25)[0]
+    assert ca.node_tls_info(during, old.cert_pem) == want
+    new, _ = ca.finish_rotation(rotating)
+    assert ca.node_tls_info(during, new.cert_pem) == ca.desired_tls_info(new)

@@ -17,6 +17,7 @@ This module is pure PKI: it does no networking (caserver.py serves it, agent/joi
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -420,6 +421,31 @@ class RootCA:
         builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                                         critical=False)
         return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def desired_tls_info(root_ca: RootCA) -> dict[str, str]:
+    """The cluster's TLSInfo as the API shows it (`swarm inspect`): the trusted root, and the
+    subject and public key that issue certificates now (the new root's during a rotation).
+    A rotation has converged when every node's node_tls_info matches it."""
+    return {"TrustRoot": root_ca.cert_pem.decode(),
+            "CertIssuerSubject": base64.b64encode(root_ca.signer_cert.subject.public_bytes()).decode(),
+            "CertIssuerPublicKey": base64.b64encode(_spki(root_ca.signer_cert)).decode()}
+
+
+def node_tls_info(cert_pem: bytes, trust_root_pem: bytes) -> dict[str, str]:
+    """A node's TLSInfo (`node inspect`): its trusted root, and who issued its certificate
+    (found among the certificate's chain and the roots)."""
+    chain = load_certificates(cert_pem)
+    leaf = chain[0]
+    issuer = next((c for c in chain[1:] + load_certificates(trust_root_pem) if _issued_by(leaf, c)), None)
+    return {"TrustRoot": trust_root_pem.decode(),
+            "CertIssuerSubject": base64.b64encode(leaf.issuer.public_bytes()).decode(),
+            "CertIssuerPublicKey": base64.b64encode(_spki(issuer)).decode() if issuer else ""}
 
 
 def begin_rotation(current: RootCA) -> RootCA:
