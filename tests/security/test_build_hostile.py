@@ -213,11 +213,17 @@ def test_bad_values_are_one_line_errors(shoal, busybox_image: str, tmp_path: Pat
 # --- item 13: a killed build's leftovers are collected by the next build ------------------------
 
 def _build_leftovers(shoal_root: Path) -> list[str]:
+    from shoal.build import network as build_network
+
     found = [str(p) for p in (shoal_root / "image" / "build-tmp").glob("*")]
     found += [str(p) for p in (shoal_root / "run" / "build").glob("*")]
+    found += [str(p) for p in (shoal_root / "run" / "build-net").glob("ip-*")]
+    found += [str(p) for p in (shoal_root / "run" / "build-net").glob("ns/*")]
     with open("/proc/self/mountinfo") as f:
         found += [line.split()[4] for line in f if str(shoal_root) in line and
-                  ("build-tmp" in line or "/run/build/" in line)]
+                  ("build-tmp" in line or "/run/build" in line)]
+    with open("/proc/net/dev") as f:
+        found += [build_network.bridge_name()] if build_network.bridge_name() + ":" in f.read() else []
     return found
 
 
