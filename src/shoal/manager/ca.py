@@ -11,7 +11,10 @@ What swarmkit does and shoal copies (ca/certificates.go, ca/config.go, ca/server
   random point between 50% and 80% of their validity so that nodes do not all renew at once;
 - a join token is `SWMTKN-1-<sha256 of the CA certificate PEM, base 36, 50 digits>-<128-bit
   secret, base 36, 25 digits>`; the role a joining node gets is the token it presented, compared
-  in constant time against the worker and the manager token.
+  in constant time against the worker and the manager token;
+- a root rotation (`swarm ca --rotate`, manager/controlapi/ca_rotation.go): a new root's key
+  signs, its certificate cross-signed by the old root travels with every certificate, the
+  trusted root and the tokens change only when the rotation finishes.
 
 This module is pure PKI: it does no networking (caserver.py serves it, agent/join.py uses it)."""
 
