@@ -70,7 +70,7 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, manager_a
                 try:
                     message = str(json.loads(data)["message"])
                 except (ValueError, KeyError, TypeError):
-                    message = f"HTTP {resp.status}"
+                    message = f"the manager at {manager_addr} answered HTTP {resp.status}"
                 raise ShoalError(message)
             return data
     except aiohttp.ClientConnectorCertificateError as exc:
