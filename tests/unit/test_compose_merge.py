@@ -187,3 +187,17 @@ def test_same_version_spelt_differently_merges(tmp_path: Path) -> None:
     (tmp_path / "b.yml").write_text("services:\n  web:\n    image: y\n")
     assert load_config([tmp_path / "a.yml", tmp_path / "b.yml"], environ={},
                        warn=lambda m: None)["services"]["web"]["image"] == "y"
+
+
+def test_top_level_objects_are_replaced_whole(tmp_path: Path) -> None:
+    """docker/cli merge.go: mergo.Map replaces a network declared again, even by an empty one."""
+    (tmp_path / "a.yml").write_text(
+        "services:\n  web:\n    image: x\n    networks: [front]\n"
+        "networks:\n  front:\n    driver_opts: {encrypted: ''}\n    labels: [a=b]\n")
+    (tmp_path / "b.yml").write_text("services:\n  web:\n    image: y\nnetworks:\n  front:\n")
+    config = load_config([tmp_path / "a.yml", tmp_path / "b.yml"], environ={},
+                         warn=lambda m: None)
+    assert config["networks"] == {"front": None}
+    stack = load_stack([tmp_path / "a.yml", tmp_path / "b.yml"], "app", environ={},
+                       warn=lambda m: None)
+    assert stack.networks["app_front"].labels.get("a") is None

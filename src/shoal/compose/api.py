@@ -82,6 +82,24 @@ def docker_version(data: Mapping[str, Any]) -> str:
     return DEFAULT_VERSION if text in ("", "3") else text
 
 
+def resolve_bare_env(data: dict[str, Any], environment: Mapping[str, str]) -> None:
+    """docker/cli resolveEnvironment, per file before merging: an `environment` entry with no
+    value (or an empty one) takes the variable's value when the environment has it."""
+    services = data.get("services")
+    for service in services.values() if isinstance(services, dict) else []:
+        env = service.get("environment") if isinstance(service, dict) else None
+        if isinstance(env, dict):
+            for key, value in env.items():
+                if (value is None or value == "") and str(key) in environment:
+                    env[key] = environment[str(key)]
+        elif isinstance(env, list):
+            for index, item in enumerate(env):
+                if isinstance(item, str):
+                    key, sep, value = item.partition("=")
+                    if not value and key in environment:
+                        env[index] = f"{key}={environment[key]}"
+
+
 def _locator(compose_file: ComposeFile) -> Callable[[tuple[str | int, ...]], str]:
     def where(path: tuple[str | int, ...]) -> str:
         return locate([compose_file], path)
@@ -136,6 +154,7 @@ def _load(
                 on_unset=on_unset,
             )
         check_schema(compose_file.data, [compose_file])
+        resolve_bare_env(compose_file.data, environment)
         parsed.append(compose_file)
     try:
         merged = merge_configs([f.data for f in parsed])

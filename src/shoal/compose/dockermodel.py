@@ -239,7 +239,8 @@ def _ports(value: Any, path: P) -> list[dict[str, Any]]:
             groups.setdefault(f"{short.target}/{short.protocol}", []).append(short)
         for key in sorted(groups):
             for short in groups[key]:
-                port = {"mode": "ingress", "target": short.target}
+                port = {"mode": "ingress"}
+                _put(port, "target", short.target)
                 _put(port, "published", short.published)
                 port["protocol"] = short.protocol
                 out.append(port)

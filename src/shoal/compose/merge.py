@@ -8,7 +8,8 @@ Mappings merge key by key; scalars are replaced; lists are appended, except:
   source) and are sorted by them, as docker/cli's merge.go does; repeated entries within one
   file are kept (the deploy refuses them as Swarm does);
 - `depends_on` and service `networks` lists are read as mappings and merged by name;
-- `logging` options merge only when the driver is the same.
+- `logging` options merge only when the driver is the same;
+- a top-level network, volume, secret or config is replaced whole (merge.go's mergo.Map).
 """
 
 from __future__ import annotations
@@ -48,9 +49,14 @@ def _as_key_values(value: Any) -> dict[str, Any]:
     return out
 
 
-def _merge_key_values(base: Any, over: Any, _path: Path_) -> Any:
+def _merge_key_values(base: Any, over: Any, path: Path_) -> Any:
     merged = _as_key_values(base)
-    merged.update(_as_key_values(over))
+    for key, value in _as_key_values(over).items():
+        # mergo keeps an earlier value over a later nil one (docker/cli merge.go); a bare name
+        # set in the environment was already resolved in its own file (api.resolve_bare_env).
+        if value is None and merged.get(key) is not None and path[-1] == "environment":
+            continue
+        merged[key] = value
     return merged
 
 
@@ -153,7 +159,14 @@ def _merge_mappings(base: dict[str, Any], over: dict[str, Any], path: Path_) -> 
     return out
 
 
+_TOP_OBJECTS = ("networks", "volumes", "secrets", "configs")
+
+
 def merge_values(base: Any, over: Any, path: Path_) -> Any:
+    if len(path) == 2 and path[0] in _TOP_OBJECTS:
+        # docker/cli merge.go (mergo.Map WithOverride): a network, volume, secret or config the
+        # later file declares replaces the earlier one whole, even when it is empty.
+        return over
     for pattern, merger in _SPECIALS:
         if _matches(path, pattern):
             if over is None:
