@@ -491,6 +491,18 @@ def test_store_pass_shuts_down_unwanted_pending_tasks_and_confirms_preassigned(s
     assert tasks["glob"].status.message == "scheduler confirmed task can run on preassigned node"
 
 
+def test_store_pass_after_a_rolled_back_transaction(store: SQLiteStore) -> None:
+    # The core assigned the task, the transaction was rolled back: the next pass must see the
+    # task unassigned again (with max 1 per node, a stale count would refuse it).
+    add(store, [mknode("n1")], replicas=1, placement={"max_replicas_per_node": 1})
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        scheduler.reconcile(tx, 100.0)
+        raise RuntimeError("a later loop of the pass failed")
+    assert not store.get("task", "svc-0")["node_id"]
+    task = run(store, 101.0)["svc-0"]
+    assert task.node_id == "n1" and task.status.state == TaskState.ASSIGNED
+
+
 def test_store_pass_follows_a_switch_of_store(tmp_path: Path) -> None:
     # Two stores with the same node ID and different labels, one after the other in one process.
     scheduler.reset()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.errors import InvalidArgument
@@ -29,10 +30,14 @@ _GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006
 _FOLD = str.maketrans({"\u017f": "s", "\u212a": "k"})
 
 
+def _fold(text: str) -> str:
+    return text.lower() if text.isascii() else text.translate(_FOLD).lower()
+
+
 def equal_fold(a: str, b: str) -> bool:
     """strings.EqualFold for the strings a constraint can hold: the expression side is ASCII
     plus the two letters that fold to ASCII, so lowering both after mapping those is exact."""
-    return a == b or a.translate(_FOLD).lower() == b.translate(_FOLD).lower()
+    return a == b or _fold(a) == _fold(b)
 
 
 def has_prefix_fold(key: str, prefix: str) -> bool:
@@ -47,9 +52,13 @@ class Constraint:
     key: str
     equal: bool  # == (True) or != (False)
     exp: str
+    folded: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folded", _fold(self.exp))
 
     def match(self, *whats: str) -> bool:
-        found = any(equal_fold(self.exp, what) for what in whats)
+        found = any(what == self.exp or _fold(what) == self.folded for what in whats)
         return found if self.equal else not found
 
 
@@ -102,30 +111,51 @@ def _ip_matches(c: Constraint, addr: str) -> bool:
     return False
 
 
-def _one(c: Constraint, node: Any) -> bool:
-    key = c.key
+def _field(key: str) -> Callable[[Any], str] | None:
+    """What a key reads of a node (a model.cluster.Node); None for a key outside the syntax."""
     if equal_fold(key, "node.id"):
-        return c.match(node.id)
+        return lambda n: n.id
     if equal_fold(key, "node.hostname"):
-        return c.match(node.hostname)
-    if equal_fold(key, "node.ip"):
-        return _ip_matches(c, node.status.addr)
+        return lambda n: n.hostname
     if equal_fold(key, "node.role"):
-        return c.match(node.role)
+        return lambda n: n.role
     if equal_fold(key, "node.platform.os"):
-        return c.match(node.platform.os)
+        return lambda n: n.platform.os
     if equal_fold(key, "node.platform.arch"):
-        return c.match(node.platform.architecture)  # as reported (x86_64), no normalising
+        return lambda n: n.platform.architecture  # as reported (x86_64), no normalising
     if has_prefix_fold(key, NODE_LABEL_PREFIX):
-        return c.match(node.labels.get(key[len(NODE_LABEL_PREFIX):], ""))  # label keys are case-sensitive
+        label = key[len(NODE_LABEL_PREFIX):]  # label keys are case-sensitive
+        return lambda n: n.labels.get(label, "")
     if has_prefix_fold(key, ENGINE_LABEL_PREFIX):
-        return c.match(node.engine.labels.get(key[len(ENGINE_LABEL_PREFIX):], ""))
-    return False  # a key outside the syntax never matches
+        label = key[len(ENGINE_LABEL_PREFIX):]
+        return lambda n: n.engine.labels.get(label, "")
+    return None
+
+
+def compile_one(c: Constraint) -> Callable[[Any], bool]:
+    """One constraint as a test of a node, its key looked up once rather than per node."""
+    if equal_fold(c.key, "node.ip"):
+        return lambda n: _ip_matches(c, n.status.addr)
+    read = _field(c.key)
+    if read is None:
+        return lambda n: False  # a key outside the syntax never matches
+    exp, folded, equal = c.exp, c.folded, c.equal
+    if equal:
+        return lambda n: (v := read(n)) == exp or _fold(v) == folded
+    return lambda n: not ((v := read(n)) == exp or _fold(v) == folded)
+
+
+def compile_all(constraints: list[Constraint] | tuple[Constraint, ...]) -> Callable[[Any], bool]:
+    """swarmkit's NodeMatches for a fixed list of constraints."""
+    tests = [compile_one(c) for c in constraints]
+    if len(tests) == 1:
+        return tests[0]
+    return lambda n: all(test(n) for test in tests)
 
 
 def node_matches(constraints: list[Constraint], node: Any) -> bool:
     """swarmkit's constraint.NodeMatches; `node` is a model.cluster.Node."""
-    return all(_one(c, node) for c in constraints)
+    return compile_all(constraints)(node)
 
 
 def matches(texts: tuple[str, ...] | list[str], node: Any) -> bool:

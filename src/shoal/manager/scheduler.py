@@ -19,8 +19,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from shoal.manager.scheduling import Decision, Scheduler, TaskInfo, describe_spec
-from shoal.model.cluster import Node, Task, TaskState
+from shoal.manager.scheduling import Decision, Scheduler, TaskInfo, TaskSpecInfo, describe_spec
+from shoal.model.cluster import Node, TaskState
 from shoal.store.base import Transaction
 
 _PENDING = int(TaskState.PENDING)
@@ -35,6 +35,21 @@ class _Seen:
         self.core = Scheduler()
         self.tasks: dict[str, tuple[Any, Any]] = {}
         self.nodes: dict[str, tuple[Any, Any]] = {}
+        # (service, spec version) -> (placement, resources, endpoint, what they make): the
+        # tasks of one version share a spec; checked by equality, so another store cannot
+        # hand a stale one out.
+        self.specs: dict[tuple[str, int], tuple[Any, Any, Any, TaskSpecInfo]] = {}
+
+    def spec_info(self, service_id: str, version: int, spec: dict[str, Any]) -> TaskSpecInfo:
+        parts = (spec.get("placement"), spec.get("resources"), spec.get("endpoint"))
+        hit = self.specs.get((service_id, version))
+        if hit is not None and hit[0] == parts[0] and hit[1] == parts[1] and hit[2] == parts[2]:
+            return hit[3]
+        info = describe_spec(spec)
+        if len(self.specs) > 10_000:
+            self.specs.clear()
+        self.specs[(service_id, version)] = (*parts, info)
+        return info
 
 
 _lock = threading.Lock()
@@ -52,17 +67,19 @@ def _unchanged(seen: tuple[Any, Any] | None, raw: dict[str, Any], key: str) -> b
     return seen is not None and seen[1] is not None and seen[0] == raw.get("version") and seen[1] is raw.get(key)
 
 
-def task_info(raw: dict[str, Any]) -> TaskInfo:
+def task_info(raw: dict[str, Any], seen: _Seen | None = None) -> TaskInfo:
     """A stored task as the core sees it."""
     status = raw["status"]
+    version = int(raw.get("spec_version") or 0)
+    spec = raw.get("spec") or {}
     return TaskInfo(
         raw["id"],
         raw["service_id"],
-        int(raw.get("spec_version") or 0),
+        version,
         raw.get("node_id") or "",
         _STATES[status["state"]],
         _STATES[raw["desired_state"]],
-        describe_spec(raw.get("spec") or {}),
+        seen.spec_info(raw["service_id"], version, spec) if seen is not None else describe_spec(spec),
         (raw.get("created_at") or 0.0, raw.get("slot") or 0, raw["id"]),
         status.get("err") or "",
     )
@@ -96,7 +113,11 @@ def _sync_tasks(tx: Transaction, seen: _Seen, now: float) -> tuple[list[dict[str
         if _unchanged(seen.tasks.get(task_id), raw, "status"):
             continue
         seen.tasks[task_id] = _token(raw, "status")
-        t = task_info(raw)
+        known = core.all_tasks.get(task_id)
+        if (known is not None and known.node_id == (raw.get("node_id") or "")
+                and known.state == _STATES[raw["status"]["state"]] and known.desired == _STATES[raw["desired_state"]]):
+            continue  # what the core has already (most often: the scheduler's own write, read back)
+        t = task_info(raw, seen)
         if t.state == _PENDING and (t.desired > _RUNNING or t.service_id not in services):
             old = core.all_tasks.get(task_id)
             if old is not None:
@@ -114,38 +135,51 @@ def _sync_tasks(tx: Transaction, seen: _Seen, now: float) -> tuple[list[dict[str
 
 
 def _write(tx: Transaction, seen: _Seen, raw: dict[str, Any], d: Decision | None, now: float) -> None:
-    task = Task.from_dict(raw)
+    # The stored record changed in place of Task.from_dict/advance/to_dict (the same fields:
+    # the status keeps its container, pid and exit code); 100,000 of them at once is common.
+    task = dict(raw)
+    status = dict(raw["status"])
     if d is None:
-        task.advance(TaskState.SHUTDOWN, "shutdown", now=now)
+        status.update(state=TaskState.SHUTDOWN.text, timestamp=now, message="shutdown", err="")
     elif d.new.state == _PENDING:
-        if task.status.err == d.new.err:
+        if status.get("err") == d.new.err:
             return  # the same explanation again: nothing to write, a converged pass writes nothing
-        task.status.err = d.new.err
+        status["err"] = d.new.err
     else:
-        task.node_id = d.new.node_id
-        task.advance(TaskState.ASSIGNED, d.message, now=now)
-    tx.update("task", task.to_dict())
-    seen.tasks[task.id] = (None, None)  # read it again next pass, whether or not this commits
+        task["node_id"] = d.new.node_id
+        status.update(state=TaskState.ASSIGNED.text, timestamp=now, message=d.message, err="")
+    task["status"] = status
+    tx.update("task", task)
+    seen.tasks[task["id"]] = (None, None)  # read it again next pass, whether or not this commits
 
 
 def reconcile(tx: Transaction, now: float) -> None:
+    global _seen
     with _lock:
-        seen = _seen
-        _sync_nodes(tx, seen, now)
-        raws, shutdown = _sync_tasks(tx, seen, now)
-        core = seen.core
-        if not shutdown and not core.unassigned and not core.pending_preassigned:
-            return
-        decisions = core.process_preassigned() + core.tick(now)
-        if not decisions and not shutdown:
-            return
-        by_id = {raw["id"]: raw for raw in raws}
-        for raw in shutdown:
-            _write(tx, seen, raw, None, now)
-        for d in decisions:
-            raw = by_id.get(d.old.id)
-            if raw is not None:
-                _write(tx, seen, raw, d, now)
+        try:
+            _pass(tx, _seen, now)
+        except BaseException:
+            # The core may hold decisions that were never written: start again from the store.
+            _seen = _Seen()
+            raise
+
+
+def _pass(tx: Transaction, seen: _Seen, now: float) -> None:
+    _sync_nodes(tx, seen, now)
+    raws, shutdown = _sync_tasks(tx, seen, now)
+    core = seen.core
+    if not shutdown and not core.unassigned and not core.pending_preassigned:
+        return
+    decisions = core.process_preassigned() + core.tick(now)
+    if not decisions and not shutdown:
+        return
+    by_id = {raw["id"]: raw for raw in raws}
+    for raw in shutdown:
+        _write(tx, seen, raw, None, now)
+    for d in decisions:
+        raw = by_id.get(d.old.id)
+        if raw is not None:
+            _write(tx, seen, raw, d, now)
 
 
 def reset() -> None:

@@ -19,8 +19,7 @@ creation and slot, nodes as given, ties broken by node ID), so a placement can b
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shoal.manager.constraints import ENGINE_LABEL_PREFIX, NODE_LABEL_PREFIX, has_prefix_fold
 from shoal.manager.scheduling.filters import Pipeline
@@ -37,8 +36,7 @@ ASSIGNED_MESSAGE = "scheduler assigned task to node"
 CONFIRMED_MESSAGE = "scheduler confirmed task can run on preassigned node"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """old: the task as it was; new: as the scheduler wants it stored (ASSIGNED with a node,
     or still PENDING with `err` saying why), with the status message to record."""
 
@@ -293,13 +291,14 @@ class Scheduler:
         it = 0
         count = len(nodes)
         process = self.pipeline.process
+        all_tasks = self.all_tasks
         for task_id in list(group):
             t = group[task_id]
             if task_id in decisions:
                 continue
             info = nodes[it % count]
-            new = t.moved(info.id, ASSIGNED)
-            self.all_tasks[task_id] = new
+            new = TaskInfo(task_id, t.service_id, t.spec_version, info.id, ASSIGNED, t.desired, t.spec, t.order)
+            all_tasks[task_id] = new
             info.add_task(new)
             decisions[task_id] = Decision(t, new, ASSIGNED_MESSAGE)
             del group[task_id]

@@ -11,10 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shoal.manager.constraints import node_matches
+from shoal.manager.constraints import compile_all
 from shoal.manager.scheduling.nodeinfo import NodeInfo, TaskInfo
+from shoal.model.cluster import Node
 
 Check = Callable[[NodeInfo], bool]
+
+
+def _per_node(test: Callable[[Node], bool]) -> Check:
+    """A test of what a node describes, run once per node per task group: the node records do
+    not change during a tick, though the pipeline runs a node again after every assignment."""
+    seen: dict[str, bool] = {}
+
+    def check(n: NodeInfo) -> bool:
+        hit = seen.get(n.id)
+        if hit is None or n.node is not nodes[n.id]:
+            hit = seen[n.id] = test(n.node)
+            nodes[n.id] = n.node
+        return hit
+
+    nodes: dict[str, Node] = {}
+    return check
 
 
 def _nodes(count: int) -> str:
@@ -66,10 +83,9 @@ class ConstraintFilter(Filter):
     name = "constraints"
 
     def set_task(self, t: TaskInfo) -> Check | None:
-        constraints = list(t.spec.constraints)
-        if not constraints:
+        if not t.spec.constraints:
             return None
-        return lambda n: node_matches(constraints, n.node)
+        return _per_node(compile_all(t.spec.constraints))
 
     def explain(self, nodes: int) -> str:
         return f"scheduling constraints not satisfied on {_nodes(nodes)}"
@@ -86,12 +102,12 @@ class PlatformFilter(Filter):
         if not wanted:
             return None
 
-        def check(n: NodeInfo) -> bool:
-            p = n.node.platform
+        def check(node: Node) -> bool:
+            p = node.platform
             arch = _ARCH.get(p.architecture, p.architecture)
             return any((not a or a == arch) and (not o or o == p.os) for o, a in wanted)
 
-        return check
+        return _per_node(check)
 
     def explain(self, nodes: int) -> str:
         return f"unsupported platform on {_nodes(nodes)}"
