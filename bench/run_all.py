@@ -25,6 +25,7 @@ SLOW = {
     "bench_registry": "about 60 s: a 256 MB push and pull",
     "bench_stack": "about 50 s: 50 tasks started and removed",
     "bench_images": "about 40 s: 500 images, 100 MB layers",
+    "bench_scheduler": "about 60 s: 100,000 tasks through a SQLite store",
 }
 
 
