@@ -247,9 +247,51 @@ def report(config: dict[str, Any], warn: Callable[[str], None],
         warn("Ignoring deprecated options:\n\n" + "\n\n".join(lines) + "\n")
 
 
+# The keys docker/cli's typed model has, per scope (cli/compose/types at v28): `stack config`
+# prints these as `docker stack config` does (dockermodel.py).
+_DOCKER_MODEL: dict[str, frozenset[str]] = {
+    scope: frozenset(keys.split()) for scope, keys in {
+        "top": "version services networks volumes secrets configs",
+        "service": "build cap_add cap_drop cgroupns_mode cgroup_parent command configs "
+                   "container_name credential_spec depends_on deploy devices dns dns_search "
+                   "domainname entrypoint environment env_file expose external_links "
+                   "extra_hosts hostname healthcheck image init ipc isolation labels links "
+                   "logging mac_address network_mode networks pid ports privileged read_only "
+                   "restart secrets security_opt shm_size stdin_open stop_grace_period "
+                   "stop_signal sysctls tmpfs tty ulimits user oom_score_adj userns_mode "
+                   "volumes working_dir",
+        "service.build": "context dockerfile args labels cache_from extra_hosts network target",
+        "service.deploy": "mode replicas labels update_config rollback_config resources "
+                          "restart_policy placement endpoint_mode",
+        "service.deploy.resources.limits": "cpus memory pids",
+        "service.deploy.resources.reservations": "cpus memory generic_resources",
+        "service.networks.*": "aliases driver_opts ipv4_address ipv6_address",
+        "service.ports[]": "mode target published protocol",
+        "service.volumes[]": "type source target read_only consistency bind volume image tmpfs "
+                             "cluster",
+        "network": "name driver driver_opts ipam external internal attachable labels",
+        "volume": "name driver driver_opts external labels",
+        "secret": "name file external labels driver driver_opts template_driver",
+        "config": "name file external labels driver driver_opts template_driver",
+    }.items()
+}
+# Where shoal prints a key docker's model lacks as written (so the printout deploys the same).
+_KEPT_AS_WRITTEN = {"service", "network"}
+
+
+def printed(row: KeySupport) -> str:
+    """How `stack config` prints the key, next to `docker stack config`."""
+    if row.key in _DOCKER_MODEL.get(row.scope, frozenset()):
+        return "as Docker"
+    if row.scope in _KEPT_AS_WRITTEN:
+        return "as written (not in Docker's model)"
+    return "left out, as Docker's model has no such field"
+
+
 def markdown() -> str:
     """The support matrix for the docs, generated from TABLE."""
-    out = ["| scope | key | status | notes |", "|---|---|---|---|"]
+    out = ["| scope | key | status | `stack config` prints it | notes |",
+           "|---|---|---|---|---|"]
     for row in sorted(TABLE, key=lambda r: (r.scope, r.key)):
-        out.append(f"| {row.scope} | `{row.key}` | {row.status} | {row.reason} |")
+        out.append(f"| {row.scope} | `{row.key}` | {row.status} | {printed(row)} | {row.reason} |")
     return "\n".join(out) + "\n"
