@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shoal.agent import health, taskfiles
 from shoal.agent.health import HealthConfig, Probe
+from shoal.agent.pool import ElasticPool, release_memory
 from shoal.agent.taskspec import container_spec
 from shoal.errors import NotFound, ShoalError
 from shoal.model.cluster import Node, Task, TaskState
@@ -63,10 +63,12 @@ class Worker:
         self.containers = containers
         self.images = images
         self.on_change = on_change
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="task")
+        # Threads idle for a few seconds exit (agent/pool.py): a burst does not keep its threads,
+        # and when the last one goes, the memory the burst freed is handed back.
+        self._pool = ElasticPool(threads, thread_name_prefix="task", on_quiet=release_memory)
         # Stops mostly wait out a grace period: many at once, apart from the busy steps, so a
         # `stack rm` of 50 tasks takes about one grace period, not 50/8 of them.
-        self._stop_pool = ThreadPoolExecutor(max_workers=stop_threads, thread_name_prefix="stop")
+        self._stop_pool = ElasticPool(stop_threads, thread_name_prefix="stop", on_quiet=release_memory)
         # ...but tearing containers down is busy work: a few at a time. Fifty at once starved
         # the threads holding the network or store lock of the GIL (a 30 ms manager pass took
         # 0.9 s), and everything waited on them.
@@ -309,7 +311,7 @@ class Worker:
         taskfiles.remove(task_id)
 
     # ---- the pass ------------------------------------------------------------------------------
-    def _submit(self, key: str, fn: Callable[[], None], pool: ThreadPoolExecutor | None = None) -> None:
+    def _submit(self, key: str, fn: Callable[[], None], pool: ElasticPool | None = None) -> None:
         with self._lock:
             if key in self._busy:
                 return
