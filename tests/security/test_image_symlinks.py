@@ -94,6 +94,23 @@ def test_volume_copy_up_through_a_link_to_root_copies_the_images_files(shoal, bu
     assert sorted(proc.stdout.split()) == ["group", "passwd"]
 
 
+def test_bind_mounts_through_a_link_land_inside_the_root(shoal, busybox_tar: Path, tmp_path: Path,
+                                                          host_dir: Path) -> None:
+    """A file (as a swarm secret is) and a directory bind-mounted under `/srv -> <host dir>`:
+    their mount points are made inside the container's root, nothing in the host directory."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "f").write_text("shared\n")
+    image = _image(shoal, busybox_tar, tmp_path, {"srv": str(host_dir)})
+    proc = _run(shoal, "-v", f"{secret}:/srv/run/secrets/token:ro", "-v", f"{shared}:/srv/data",
+                "--tmpfs", "/srv/scratch", image, "cat", "/srv/run/secrets/token", "/srv/data/f")
+    assert sorted(p.name for p in host_dir.iterdir()) == ["etc", "marker"]
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "s3cret\nshared\n"
+
+
 def test_workdir_through_a_link_stays_in_the_root(shoal, busybox_tar: Path, tmp_path: Path, host_dir: Path) -> None:
     """-w and the image's WORKDIR through `/srv -> <host dir>` and `/up -> /`: made inside the
     container's root, nothing appears in the host directory."""
