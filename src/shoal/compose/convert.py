@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shoal.compose.dockermodel import parse_kv_file
+from shoal.compose.envfile import parse_kv_file
 from shoal.compose.errors import ComposeError
 from shoal.compose.names import SERVICE_NAME, check_image_reference, validate_stack_name
 from shoal.compose.syntax import parse_cpus, parse_port, parse_volume

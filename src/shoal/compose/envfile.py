@@ -194,3 +194,48 @@ def project_environment(
     merged = dict(from_files)
     merged.update(environ)
     return merged
+
+
+# --- docker's kvfile (env_file) -----------------------------------------------------------
+
+
+def parse_kv_file(path: Path, lookup: Callable[[str], str | None]) -> list[str]:
+    """docker/cli pkg/kvfile.Parse: `KEY=value` kept as written (quotes and trailing spaces are
+    part of the value), `#` comment lines, a bare KEY taken from the environment or skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise OSError(f"open {path}: no such file or directory") from None
+    except IsADirectoryError:
+        raise OSError(f"read {path}: is a directory") from None
+    except OSError as exc:
+        raise OSError(f"open {path}: {(exc.strerror or str(exc)).lower()}") from None
+    out: list[str] = []
+    raw_lines = data.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    for number, raw in enumerate(raw_lines, 1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OSError(f"invalid env file ({path}): invalid utf8 bytes at line {number}: "
+                          f"[{' '.join(str(b) for b in raw)}]") from None
+        if number == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        line = text.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, _ = line.partition("=")
+        if not key:
+            raise OSError(f"invalid env file ({path}): no variable name on line '{line}'")
+        if " " in key or "\t" in key:
+            raise OSError(f"invalid env file ({path}): variable '{key}' contains whitespaces")
+        if sep:
+            out.append(line)
+            continue
+        found = lookup(line)
+        if found is not None:
+            out.append(f"{key}={found}")
+    return out
