@@ -1,4 +1,8 @@
-""".env / env_file parsing as docker compose does it (compose-go dotenv/parser.go).
+"""Two readers of `KEY=value` files.
+
+`env_file:` is read as `docker stack deploy` reads it (docker/cli pkg/kvfile, parse_kv_file):
+each line kept as written. The `.env` file (and --env-file), which docker stack never reads,
+is read as docker compose reads it (compose-go dotenv/parser.go, parse_env):
 
 `KEY=value`, `KEY: value`, `export KEY=value`; `#` comment lines and ` #` inline comments on
 unquoted values; single quotes are literal; double quotes take `\\n`-style escapes and may span
