@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from shoal.manager import scheduler  # noqa: E402
+from shoal.manager.constraints import compile_all  # noqa: E402
 from shoal.manager.scheduling import Scheduler, TaskInfo, describe_spec  # noqa: E402
 from shoal.model.cluster import Node, NodeResources, NodeStatus, Task, TaskState  # noqa: E402
 from shoal.store import SQLiteStore  # noqa: E402
@@ -101,16 +102,28 @@ def bench_core(nodes: list[Node], specs: list[dict[str, Any]], per_service: int)
     decisions = core.process_preassigned() + core.tick(0.0)
     ticked = clock.lap()
     counts: dict[str, int] = {}
+    by_service: dict[str, dict[str, int]] = {}
     pending = 0
     for d in decisions:
         if d.new.node_id:
             counts[d.new.node_id] = counts.get(d.new.node_id, 0) + 1
+            per = by_service.setdefault(d.new.service_id, {})
+            per[d.new.node_id] = per.get(d.new.node_id, 0) + 1
         else:
             pending += 1
+    # Per service, over the nodes it may use: how uneven its tasks are.
+    worst = (0, "")
+    for s, spec in enumerate(specs):
+        match = compile_all(describe_spec(spec).constraints) if describe_spec(spec).constraints else (lambda n: True)
+        usable = [n for n in nodes if n.status.state == "ready" and n.availability == "active" and match(n)]
+        per = by_service.get(f"svc{s:03d}", {})
+        spread = max(per.get(n.id, 0) for n in usable) - min(per.get(n.id, 0) for n in usable)
+        worst = max(worst, (spread, f"svc{s:03d}"))
     total = (loaded[0] + ticked[0], loaded[1] + ticked[1])
     print(f"pure core, {len(tasks)} tasks on {len(nodes)} nodes: load {fmt(loaded)}, tick {fmt(ticked)}, "
           f"total {fmt(total)}")
     print(f"  {quality(counts, nodes)}; pending {pending}")
+    print(f"  per service over the nodes it may use, the largest max-min difference: {worst[0]} ({worst[1]})")
 
 
 def bench_store(nodes: list[Node], specs: list[dict[str, Any]], per_service: int) -> None:
