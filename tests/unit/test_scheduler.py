@@ -314,6 +314,42 @@ def test_spread_preference_over_a_label() -> None:
     assert len(placed(result)) == 3 and sum(placed(result).values()) == 3
 
 
+def test_swarmkit_preferences() -> None:
+    # swarmkit testPreferences: az1 has one node, az2 four; 8 tasks: half per zone.
+    nodes = [mknode("id1", labels={"az": "az1"}), *[mknode(f"id{i}", labels={"az": "az2"}) for i in range(2, 6)]]
+    _, result = schedule(nodes, [mktask(f"t{i}", placement={"preferences": ["node.labels.az"]}) for i in range(8)])
+    assert placed(result) == {"id1": 4, "id2": 1, "id3": 1, "id4": 1, "id5": 1}
+
+
+def test_swarmkit_multiple_preferences() -> None:
+    # swarmkit testMultiplePreferences: az then rack; id0 is too small, id1 can hold 5 of the 6
+    # az1 should take, the other 7 spread over az2's racks.
+    labels = [("az1", "rack1"), ("az1", "rack1"), ("az2", "rack1"), ("az2", "rack1"), ("az2", "rack1"),
+              ("az2", "rack2"), ("az2", "rack2")]
+    nodes = [mknode(f"id{i}", cpus=1, memory=100_000_000 if i == 0 else 1_000_000_000, labels={"az": az, "rack": rack})
+             for i, (az, rack) in enumerate(labels)]
+    spec = {"placement": {"preferences": ["node.labels.az", "node.labels.rack"]},
+            "resources": {"reservations": {"memory_bytes": 200_000_000}}}
+    _, result = schedule(nodes, [mktask(f"t{i}", **spec) for i in range(12)])
+    counts = placed(result)
+    assert sum(counts.values()) == 12 and counts.get("id0", 0) == 0 and counts["id1"] == 5
+    rack1, rack2 = [counts[f"id{i}"] for i in (2, 3, 4)], [counts[f"id{i}"] for i in (5, 6)]
+    assert (sorted(rack1), sorted(rack2)) in (([1, 1, 2], [1, 2]), ([1, 1, 1], [2, 2]))
+
+
+def test_swarmkit_multiple_preferences_scale_up_terminates() -> None:
+    # swarmkit TestMultiplePreferencesScaleUp (once an infinite loop): 2 more tasks balance
+    # either dc1's racks (id12) or the two zones (id21).
+    nodes = [mknode("id11", labels={"az": "dc1", "rack": "r1"}), mknode("id12", labels={"az": "dc1", "rack": "r2"}),
+             mknode("id21", labels={"az": "dc2", "rack": "r1"})]
+    spec = {"placement": {"preferences": ["node.labels.az", "node.labels.rack"]}}
+    running = [mktask(f"run-{n}-{i}", node=n, state=RUNNING, **spec) for n, k in (("id11", 3), ("id12", 1), ("id21", 3))
+               for i in range(k)]
+    _, result = schedule(nodes, running + [mktask(f"t1id{i}", **spec) for i in range(2)])
+    counts = placed(result)
+    assert counts.get("id12", 0) + counts.get("id21", 0) == 2
+
+
 def test_spread_on_a_full_branch_sends_the_rest_elsewhere() -> None:
     nodes = [mknode("a1", labels={"zone": "a"}, memory=GB), mknode("b1", labels={"zone": "b"}, memory=10 * GB)]
     spec = {"placement": {"preferences": ["node.labels.zone"]}, "resources": {"reservations": {"memory_bytes": GB}}}
