@@ -15,7 +15,8 @@ from shoal.errors import InvalidArgument
 from shoal.manager import scheduler
 from shoal.manager.constraints import node_matches, parse, parse_all
 from shoal.manager.scheduling import Scheduler, TaskInfo, describe_spec
-from shoal.model.cluster import EngineDescription, Node, NodeResources, NodeStatus, Platform, Task, TaskState
+from shoal.model.cluster import (EngineDescription, Node, NodeResources, NodeStatus, Platform, Task, TaskState,
+                                 TLSInfo)
 from shoal.store import SQLiteStore
 
 GB = 1 << 30
@@ -570,3 +571,7 @@ def test_node_record_round_trips_and_reads_the_first_layout() -> None:
     merged = dict(old, **{k: v for k, v in Node(id="x", hostname="h", state="ready", nano_cpus=8).to_dict().items()
                           if k != "version"})
     assert Node.from_dict(merged).state == "ready" and Node.from_dict(merged).nano_cpus == 8
+    # TLS info as manager/ca.py hands it out (the API's names) and back.
+    api = {"TrustRoot": "-----BEGIN CERTIFICATE-----", "CertIssuerSubject": "MBMx", "CertIssuerPublicKey": "MFkw"}
+    n.tls_info = TLSInfo.from_api(api)
+    assert Node.from_dict(n.to_dict()).tls_info.to_api() == api

@@ -168,6 +168,17 @@ class TLSInfo:
     cert_issuer_subject: str = ""  # base64 of the DER subject
     cert_issuer_public_key: str = ""  # base64 of the DER public key
 
+    _API = (("trust_root", "TrustRoot"), ("cert_issuer_subject", "CertIssuerSubject"),
+            ("cert_issuer_public_key", "CertIssuerPublicKey"))
+
+    @classmethod
+    def from_api(cls, info: dict[str, str]) -> TLSInfo:
+        """From the API's form (manager/ca.py node_tls_info: TrustRoot, CertIssuerSubject, ...)."""
+        return cls(**{ours: info.get(theirs, "") for ours, theirs in cls._API})
+
+    def to_api(self) -> dict[str, str]:
+        return {theirs: getattr(self, ours) for ours, theirs in self._API}
+
 
 @dataclass
 class NodeStatus:
