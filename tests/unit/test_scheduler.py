@@ -13,7 +13,7 @@ import pytest
 
 from shoal.errors import InvalidArgument
 from shoal.manager import scheduler
-from shoal.manager.constraints import node_matches, parse, parse_all
+from shoal.manager.constraints import matches, node_matches, parse, parse_all
 from shoal.manager.scheduling import Scheduler, TaskInfo, describe_spec
 from shoal.model.cluster import (EngineDescription, Node, NodeResources, NodeStatus, Platform, Task, TaskState,
                                  TLSInfo)
@@ -131,6 +131,11 @@ def test_constraint_keys_match_node_fields() -> None:
     assert ok("node.ip==::ffff:10.1.2.3")
     assert not ok("node.zone==eu")  # a key outside the syntax never matches
     assert not ok("node.id!=nope", "node.role==worker")  # every constraint must match
+    # A stored constraint that does not parse constrains nothing (swarmkit's orchestrators and
+    # ConstraintFilter ignore the parse error: it was refused when the service was made).
+    assert matches(["node.role==worker", "bad"], n)
+    _, result = schedule([n], [mktask("t", placement={"constraints": ["node.labels.zone==nope", "1bad==x"]})])
+    assert placed(result) == {"abc": 1}
 
 
 # -- filters and their explanations (manager/scheduler/scheduler_test.go) ---------------------------

@@ -159,5 +159,11 @@ def node_matches(constraints: list[Constraint], node: Any) -> bool:
 
 
 def matches(texts: tuple[str, ...] | list[str], node: Any) -> bool:
-    """Parse and match (the global orchestrator's eligibility check)."""
-    return node_matches(parse_all(texts), node)
+    """Parse and match (the global orchestrator's eligibility check). Constraints that do not
+    parse were refused when the service was made; if one is stored anyway, it constrains
+    nothing, as in swarmkit's orchestrators (`constraints, _ = constraint.Parse(...)` is nil)."""
+    try:
+        constraints = parse_all(texts)
+    except InvalidArgument:
+        return True
+    return node_matches(constraints, node)
