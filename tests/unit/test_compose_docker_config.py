@@ -176,3 +176,13 @@ def test_go_floats(value: float, text: str) -> None:
 
 def test_yaml_v3_key_order() -> None:
     assert sort_keys(["b", "a10", "a2", "a-b", "ab", "A"]) == ["A", "a-b", "a2", "a10", "ab", "b"]
+
+
+def test_float_values_are_strings_as_go_prints_them(tmp_path: Path) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: x\n    environment: {A: 1000000.0, B: 1.0, "
+                       "C: 0.5}\n    deploy: {labels: {big: 1e6}}\n")
+    web = load_stack([compose], "app", environ={}, warn=lambda m: None).services["app_web"]
+    assert web.env == ["A=1e+06", "B=1", "C=0.5"]
+    assert web.labels["big"] == "1e+06"
+    assert '      A: "1e+06"\n' in _config([compose], {})

@@ -120,6 +120,16 @@ def mapping(value: Any, path: P) -> dict[str, Any]:
     return value
 
 
+def sprint(value: Any) -> str:
+    """A mapping's value as docker/cli's loader makes it a string (fmt.Sprint): 1e6 is
+    `1e+06`, 1.0 is `1`."""
+    if isinstance(value, float):
+        from shoal.compose.goyaml import go_float  # only files with float values pay for it
+
+        return go_float(value)
+    return text(value)
+
+
 def list_or_dict(value: Any, path: P, allow_bare: bool = False) -> dict[str, str | None]:
     """`[K=V, K]` or `{K: V}` -> {K: V}; a bare K (or null value) is None when allowed, else
     the empty string (labels)."""
@@ -130,7 +140,7 @@ def list_or_dict(value: Any, path: P, allow_bare: bool = False) -> dict[str, str
         for key, item in value.items():
             if isinstance(item, (dict, list)):
                 raise Invalid((*path, key), "must be a string, number, boolean or null")
-            out[str(key)] = None if item is None and allow_bare else text(item)
+            out[str(key)] = None if item is None and allow_bare else sprint(item)
         return out
     if isinstance(value, list):
         for index, item in enumerate(value):
