@@ -1,4 +1,5 @@
-"""`shoal stack ...`: the compose side. `stack config` prints the merged, interpolated file;
+"""`shoal stack ...`: the compose side. `stack config` prints docker/cli's typed model of the
+merged, interpolated files (shoal.compose.dockermodel) as `docker stack config` prints it;
 the daemon-backed verbs (deploy, ls, ps, rm, services) are added to the same group."""
 
 from __future__ import annotations
@@ -6,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 
 
@@ -45,38 +45,6 @@ def add_compose_file_options(p: argparse.ArgumentParser) -> None:
 
 def warn(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-def _dumper() -> Any:
-    """Docker's YAML layout. Made on first use: every `stack` command loads this module, and
-    only `stack config` prints YAML (importing yaml is ~50 ms)."""
-    import yaml
-
-    class Dumper(yaml.SafeDumper):  # type: ignore[misc]
-        def increase_indent(self, flow: bool = False, indentless: bool = False) -> Any:
-            # List items indented under their key, as docker prints them.
-            return super().increase_indent(flow, False)
-
-    def str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-        if "\n" in data:
-            return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data)
-
-    Dumper.add_representer(str, str_presenter)
-    return Dumper
-
-
-_TOP_ORDER = ("version", "name", "services", "networks", "volumes", "secrets", "configs")
-
-
-def dump_yaml(config: dict[str, Any]) -> str:
-    """The top-level sections in compose's order, whatever order the merged files gave."""
-    ordered = {k: config[k] for k in _TOP_ORDER if k in config}
-    ordered.update((k, v) for k, v in config.items() if k not in ordered)
-    import yaml
-
-    return str(yaml.dump(ordered, Dumper=_dumper(), sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=1_000_000))
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -116,10 +116,6 @@ def _bytes(value: Any, path: P) -> str | None:
         raise _Fail(path, str(exc)) from None
 
 
-def _uint(value: Any) -> Any:
-    return value if isinstance(value, int) and not isinstance(value, bool) else value
-
-
 def _put(out: dict[str, Any], key: str, value: Any) -> None:
     """omitempty: zero values, empty lists and maps, and empty structs are left out."""
     if value is None or value is False or value == "" or value == 0 and not isinstance(

@@ -182,13 +182,10 @@ _RESOLVED = {"true", "True", "TRUE", "false", "False", "FALSE", "null", "Null", 
 
 
 def _go_int(text: str) -> bool:
+    """strconv.ParseInt(text without "_", 0, 64) succeeds (or ParseUint): 12, -0x1f, 0o17, 0b1."""
     plain = text.replace("_", "")
-    body = plain.lstrip("+-") if plain[:1] in "+-" and plain[1:2] != "" else plain
-    if plain.count("+") + plain.count("-") > 1 or not body:
-        return False
-    if re.fullmatch(r"0[xX][0-9a-fA-F]+|0[oO]?[0-7]+|0[bB][01]+|[0-9]+", body):
-        return not (plain[:1] in "+-" and False)
-    return False
+    body = plain[1:] if plain[:1] in "+-" else plain
+    return bool(re.fullmatch(r"0[xX][0-9a-fA-F]+|0[oO]?[0-7]+|0[bB][01]+|[0-9]+", body))
 
 
 def resolves_to_other(text: str) -> bool:
