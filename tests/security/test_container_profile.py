@@ -137,11 +137,15 @@ def test_cap_drop_removes_the_capability(shoal, busybox_image: str) -> None:
 
 
 def test_unknown_capability_is_refused_before_anything_is_made(shoal, busybox_image: str, shoal_root: Path) -> None:
-    before = set((shoal_root / "containers").iterdir()) if (shoal_root / "containers").is_dir() else set()
+    def containers() -> set[Path]:
+        d = shoal_root / "containers"
+        return set(d.iterdir()) if d.is_dir() else set()
+
+    before = containers()
     proc = shoal("run", "--rm", "--network", "none", "--cap-add", "NOT_A_CAP", busybox_image, "true")
     assert proc.returncode == 125
     assert proc.stderr.strip() == 'Error: unknown capability: "CAP_NOT_A_CAP"'
-    assert set((shoal_root / "containers").iterdir()) == before
+    assert containers() == before
 
 
 def test_privileged_gets_every_capability_no_filter_and_the_host_devices(shoal, busybox_image: str) -> None:

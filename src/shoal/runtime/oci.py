@@ -6,6 +6,7 @@ unit-tested."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +197,11 @@ class SecurityOptions:
     systempaths_unconfined: bool = False  # no masked or read-only /proc and /sys paths
 
 
+def _q(text: str) -> str:
+    """Go's %q, as Docker's messages quote."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def parse_security_opts(opts: list[str]) -> SecurityOptions:
     """Docker's keys and errors. `seccomp=FILE` must have been inlined as JSON already (the
     CLI reads the file, as docker's does: seccomp.inline_profile_files)."""
@@ -209,7 +215,7 @@ def parse_security_opts(opts: list[str]) -> SecurityOptions:
         sep = "=" if "=" in opt else ":"
         key, found, value = opt.partition(sep)
         if not found:
-            raise InvalidArgument(f"invalid --security-opt 1: {opt!r}".replace("'", '"'))
+            raise InvalidArgument(f"invalid --security-opt 1: {_q(opt)}")
         if key == "seccomp":
             if value in ("unconfined", "builtin", "default"):
                 out.seccomp = "unconfined" if value == "unconfined" else "default"
@@ -219,7 +225,7 @@ def parse_security_opts(opts: list[str]) -> SecurityOptions:
                 raise InvalidArgument(f"opening seccomp profile ({value}) failed: not read by the client")
         elif key == "no-new-privileges":
             if value.lower() not in ("1", "t", "true", "0", "f", "false"):
-                raise InvalidArgument(f"invalid --security-opt 2: {opt!r}".replace("'", '"'))
+                raise InvalidArgument(f"invalid --security-opt 2: {_q(opt)}")
             out.no_new_privileges = value.lower() in ("1", "t", "true")
         elif key == "apparmor":
             out.apparmor = value
@@ -228,7 +234,7 @@ def parse_security_opts(opts: list[str]) -> SecurityOptions:
         elif key == "label":
             continue  # SELinux labels: shoal's hosts have no SELinux; Docker ignores them there too
         else:
-            raise InvalidArgument(f"invalid --security-opt 2: {opt!r}".replace("'", '"'))
+            raise InvalidArgument(f"invalid --security-opt 2: {_q(opt)}")
     return out
 
 
@@ -240,7 +246,7 @@ def normalize_capabilities(names: list[str], known: tuple[str, ...]) -> list[str
         if c != "ALL" and not c.startswith("CAP_"):
             c = "CAP_" + c
         if c != "ALL" and c not in known:
-            raise InvalidArgument(f"unknown capability: {c!r}".replace("'", '"'))
+            raise InvalidArgument(f"unknown capability: {_q(c)}")
         out.append(c)
     return out
 
