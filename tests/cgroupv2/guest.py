@@ -14,6 +14,9 @@ A second 9p share (read-write, a directory of the caller's) carries the command 
 results out.
 
 Run by hand:  python tests/cgroupv2/guest.py -- sh -c 'cat /proc/self/cgroup'
+(SHOAL_GUEST_IO: the io directory, default /tmp/shoal-guest-io; SHOAL_GUEST_TIMEOUT: seconds, 1200.
+The guest's /tmp, /run and /var/lib/shoal are its own tmpfs: put files for it in the io
+directory, seen inside as /run/shoal-guest/io.)
 """
 
 from __future__ import annotations
@@ -99,7 +102,12 @@ def _kernel_package() -> str:
 
 
 def ensure_kernel() -> Kernel:
-    """Debian's kernel, unpacked in the cache (downloaded once, never installed)."""
+    """Debian's kernel, unpacked in the cache (downloaded once, never installed). One already
+    unpacked is used as it is: asking apt which is current costs seconds on every run."""
+    done = sorted(CACHE.glob("linux-image-*-amd64/.complete"), key=lambda p: p.stat().st_mtime)
+    if done:
+        root = done[-1].parent
+        return Kernel(root.name.removeprefix("linux-image-"), root)
     package = _kernel_package()
     version = package.removeprefix("linux-image-")
     root = CACHE / package
@@ -306,7 +314,7 @@ def main(argv: list[str]) -> int:
     io_dir = Path(os.environ.get("SHOAL_GUEST_IO", "/tmp/shoal-guest-io"))
     try:
         result = run(argv or ["sh", "-c", "cat /proc/self/cgroup /sys/fs/cgroup/cgroup.subtree_control"],
-                     io_dir, cwd=os.getcwd())
+                     io_dir, cwd=os.getcwd(), timeout=float(os.environ.get("SHOAL_GUEST_TIMEOUT", "1200")))
     except GuestUnavailable as e:
         print(f"guest: {e}", file=sys.stderr)
         return 2

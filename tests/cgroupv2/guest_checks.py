@@ -83,6 +83,9 @@ def test_limits_are_written_to_the_unified_hierarchy_and_read_back(shoal, busybo
     assert "fork" in proc.stderr, (proc.returncode, proc.stdout, proc.stderr)
     events = dict(line.split() for line in (d / "pids.events").read_text().splitlines())
     assert int(events["max"]) > 0
+    # --cgroupns host: the container sees where it really is, as with Docker.
+    proc = shoal("run", "--rm", *NONE, "--cgroupns", "host", busybox_image, "cat", "/proc/self/cgroup", check=True)
+    assert re.fullmatch(r"0::/shoal/[0-9a-f]{64}", proc.stdout.strip()), proc.stdout
     shoal("rm", "-f", "v2-limits", check=True)
     assert not d.exists(), "the container's cgroup is removed with it"
     assert cid not in shoal_cgroups()
@@ -156,6 +159,8 @@ services:
         limits:
           cpus: "0.1"
           memory: 50M
+        reservations:
+          memory: 20M
     stop_grace_period: 1s
     ports:
       - "{port}:80"
@@ -180,6 +185,7 @@ def test_seed_stack_deploys_limited_tasks_and_answers_on_its_port(shoal, busybox
             assert d == CG / "shoal" / cid
             assert (d / "cpu.max").read_text().split() == ["10000", "100000"]
             assert (d / "memory.max").read_text().strip() == "52428800"
+            assert (d / "memory.low").read_text().strip() == "20971520", "a reservation is memory.low on v2"
         hostnames = set()
         deadline = time.monotonic() + 60
         while len(hostnames) < 3 and time.monotonic() < deadline:
