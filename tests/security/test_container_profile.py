@@ -282,3 +282,33 @@ def test_build_run_steps_get_the_default_profile(shoal, busybox_image: str, tmp_
         assert out.splitlines()[-1] == "refused"
     finally:
         shoal("rmi", tag)
+
+
+def test_swarm_tasks_get_the_profile_and_their_service_caps(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """A stack's task runs under the same filter; its service's cap_drop and cap_add apply."""
+    import time
+
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        f"services:\n  probe:\n    image: {busybox_image}\n    command: [sleep, '300']\n"
+        "    stop_grace_period: 1s\n    cap_drop: [CHOWN]\n    cap_add: [NET_ADMIN]\n")
+
+    def task() -> str | None:
+        rows = shoal("ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}").stdout.splitlines()
+        return next((r.split()[0] for r in rows if r.split()[1].startswith("shoalprof_probe.")), None)
+
+    try:
+        proc = shoal("stack", "deploy", "-c", str(compose), "shoalprof")
+        assert proc.returncode == 0, proc.stderr
+        deadline = time.monotonic() + 60
+        while (cid := task()) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cid, "no task container"
+        status = shoal("exec", cid, "cat", "/proc/1/status").stdout
+        assert _status(status, "Seccomp") == "2"
+        assert int(_status(status, "CapEff"), 16) == (0xA80425FB & ~1) | (1 << 12)  # -CHOWN +NET_ADMIN
+    finally:
+        shoal("stack", "rm", "shoalprof")
+        deadline = time.monotonic() + 30
+        while task() is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
