@@ -1,5 +1,6 @@
-"""The CLI's side of the API: a small synchronous client over the unix socket, and starting
-shoald on first use (as `docker` would need dockerd, but without a service manager)."""
+"""The CLI's side of the API: a small synchronous client over the unix socket, or over TCP and
+mutual TLS to a node the context names (api/contexts.py), and starting the local shoald on first
+use (as `docker` would need dockerd, but without a service manager)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 
 from shoal import paths
-from shoal.api import API_VERSION
+from shoal.api import API_VERSION, contexts
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
 
 
@@ -99,9 +100,63 @@ class Client:
     """HTTP/1.1 over shoald's unix socket, written out here: every `shoal stack`/`service`
     command pays its client's import, and http.client's (with the email package) was ~60 ms."""
 
-    def __init__(self, sock: Path | None = None, timeout: float = 60.0) -> None:
-        self.sock = sock or socket_path()
+    def __init__(self, sock: Path | None = None, timeout: float = 60.0,
+                 endpoint: contexts.Endpoint | None = None) -> None:
+        if sock is not None:
+            endpoint = contexts.Endpoint(host=f"unix://{sock}")
+        self.endpoint = endpoint or contexts.endpoint()
+        self.sock = self.endpoint.unix_path if not self.endpoint.is_tcp else None
+        self.where = self.endpoint.host  # for messages: unix:///run/shoal/shoal.sock, tcp://h:p
         self.timeout = timeout
+        self._ssl: Any = None
+
+    @property
+    def remote(self) -> bool:
+        return self.endpoint.is_tcp
+
+    def _connect(self, timeout: float | None) -> socket.socket:
+        if not self.endpoint.is_tcp:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(str(self.sock))
+            except OSError as exc:
+                sock.close()
+                raise ShoalError(f"Cannot connect to shoald at {self.where}. Is the daemon running?") from exc
+            return sock
+        return self._connect_tls(timeout)
+
+    def _connect_tls(self, timeout: float | None) -> socket.socket:
+        """TCP, then TLS that trusts only the cluster's CA and accepts only a server whose
+        certificate names the manager role (tlsconfig: server name "swarm-manager", never the
+        address), presenting the context's client certificate."""
+        import ssl
+
+        ep = self.endpoint
+        if self._ssl is None:
+            from shoal import tlsconfig  # only for remote nodes: cryptography and aiohttp
+
+            if ep.ca is None or not ep.ca.is_file():
+                raise ShoalError(f"context {ep.context!r} names {ep.host} but has no CA certificate "
+                                 f"({ep.ca or 'ca.pem'}): a remote node is trusted only through its cluster's CA")
+            try:
+                self._ssl = tlsconfig.client_context(ep.ca.read_bytes(), ep.cert, ep.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ShoalError(f"context {ep.context!r}: cannot load its TLS material "
+                                 f"({ep.ca}, {ep.cert}, {ep.key}): {exc}") from exc
+        try:
+            raw = socket.create_connection(ep.address, timeout=timeout)
+        except OSError as exc:
+            raise ShoalError(f"Cannot connect to shoald at {self.where}: {exc.strerror or exc}") from exc
+        try:
+            return self._ssl.wrap_socket(raw, server_hostname="swarm-manager")
+        except ssl.SSLCertVerificationError as exc:
+            raw.close()
+            raise ShoalError(f"TLS to {self.where} refused: the server is not a manager of the cluster "
+                             f"whose CA context {ep.context!r} trusts ({exc.verify_message})") from exc
+        except (ssl.SSLError, OSError) as exc:
+            raw.close()
+            raise ShoalError(f"TLS to {self.where} failed: {exc}") from exc
 
     def close(self) -> None:
         pass
@@ -121,13 +176,7 @@ class Client:
         head = f"{method} {url} HTTP/1.1\r\nHost: shoald\r\nConnection: close\r\nContent-Length: {len(data)}\r\n"
         if body is not None:
             head += "Content-Type: application/json\r\n"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(str(self.sock))
-        except OSError as exc:
-            sock.close()
-            raise ShoalError(f"Cannot connect to shoald at unix://{self.sock}. Is the daemon running?") from exc
+        sock = self._connect(timeout)
         try:
             sock.sendall(head.encode() + b"\r\n" + data)
         except OSError as exc:
@@ -137,12 +186,17 @@ class Client:
                 return _Response(sock)
             except OSError:
                 sock.close()
-                raise ShoalError(f"shoald at unix://{self.sock} closed the connection during {method} {path}: {exc}") from exc
+                raise ShoalError(f"shoald at {self.where} closed the connection during {method} {path}: {exc}") from exc
         try:
             return _Response(sock)
         except OSError as exc:
             sock.close()
-            raise ShoalError(f"shoald at unix://{self.sock} did not answer {method} {path}: {exc}") from exc
+            if self.remote:
+                # TLS 1.3: a client certificate the node refuses is known only after the handshake.
+                raise ShoalError(f"TLS to {self.where}: the node closed the connection without answering "
+                                 f"{method} {path} (does it accept context {self.endpoint.context!r}'s "
+                                 f"client certificate?): {exc}") from exc
+            raise ShoalError(f"shoald at {self.where} did not answer {method} {path}: {exc}") from exc
 
     @staticmethod
     def _raise(status: int, payload: bytes) -> None:
@@ -162,7 +216,7 @@ class Client:
         try:
             payload = response.read()
         except OSError as exc:
-            raise ShoalError(f"shoald at unix://{self.sock} did not answer {method} {path}: {exc}") from exc
+            raise ShoalError(f"shoald at {self.where} did not answer {method} {path}: {exc}") from exc
         finally:
             response.close()
         if response.status >= 400:
@@ -205,8 +259,12 @@ def connect(autostart: bool = True) -> Client:
     client = Client()
     if client.ping():
         return client
-    if not autostart:
-        raise ShoalError(f"Cannot connect to shoald at unix://{client.sock}. Is the daemon running?")
+    if client.remote:
+        client._send("GET", "/version", None, None, 5.0).close()  # raises the reason (refused, TLS)
+        raise ShoalError(f"shoald at {client.where} did not answer GET /version")
+    if not autostart or client.sock != socket_path():
+        # Only the local default shoald is started on demand; another socket is someone else's.
+        raise ShoalError(f"Cannot connect to shoald at {client.where}. Is the daemon running?")
     print("Starting shoald (logs in " + str(paths.state_root() / "shoald.log") + ")", file=sys.stderr)
     log_path = paths.state_root() / "shoald.log"
     paths.ensure_private_dir(log_path.parent)

@@ -21,7 +21,18 @@ _GROUPS = (
     "shoal.cli.network",
     "shoal.cli.service",
     "shoal.cli.stack",
+    "shoal.cli.swarm",
+    "shoal.cli.node",
+    "shoal.cli.context",
+    "shoal.cli.cluster",
 )
+
+# Commands that act on the node the context names (through its shoald's API). The others run
+# in this process on this machine, and refuse a remote context rather than act on the wrong node.
+_REMOTE_OK = frozenset({"stack", "service", "node", "swarm", "events", "info", "context", "cluster",
+                        "version", "daemon", "login", "logout"})
+# Global options that take a value (skipped when finding the command).
+_VALUE_OPTIONS = frozenset({"-H", "--host", "-c", "--context"})
 
 
 # The modules a top-level command needs, so that `shoal ps` does not import the registry client,
@@ -41,11 +52,23 @@ _COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "network": ("shoal.cli.network",),
     "service": ("shoal.cli.service",),
     "stack": ("shoal.cli.stack",),
+    "swarm": ("shoal.cli.swarm",),
+    "info": ("shoal.cli.swarm",),
+    "node": ("shoal.cli.node",),
+    "context": ("shoal.cli.context",),
+    "cluster": ("shoal.cli.cluster",),
 }
 
 
 def _command(argv: Sequence[str]) -> str | None:
+    skip = False
     for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in _VALUE_OPTIONS:
+            skip = True
+            continue
         if not arg.startswith("-"):
             return arg
         if arg in ("-h", "--help", "--version"):
@@ -59,6 +82,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Docker Swarm stacks, re-built in Python, with no Docker daemon.",
     )
     parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    parser.add_argument("-H", "--host", dest="global_host", metavar="HOST",
+                        help="Daemon socket to connect to (unix:///PATH or tcp://HOST:PORT)")
+    parser.add_argument("-c", "--context", dest="global_context", metavar="NAME",
+                        help='Name of the context to use to connect to the daemon (overrides SHOAL_HOST '
+                             'and SHOAL_CONTEXT; "shoal context use" sets the default)')
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     args = list(sys.argv[1:] if argv is None else argv)
     command = _command(args)
@@ -82,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _select_endpoint(args, _command(list(sys.argv[1:] if argv is None else argv)))
         result = func(args)
     except ShoalError as exc:
         # shoald's answers read as Docker prints its daemon's (api/client.py DaemonError).
@@ -92,6 +121,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     return int(result or 0)
+
+
+def _select_endpoint(args: argparse.Namespace, command: str | None) -> None:
+    """Apply -H/--context (Docker's rules), and refuse a remote node for the commands that run
+    in this process."""
+    host, context = getattr(args, "global_host", None), getattr(args, "global_context", None)
+    if host is None and context is None and not _may_be_remote():
+        return
+    from shoal.api import contexts
+
+    if host is not None and context is not None:
+        raise ShoalError("conflicting options: either specify --host or --context, not both")
+    if host is not None:
+        contexts.flag_host = contexts.normalize_host(host)
+    if context is not None:
+        contexts.flag_context = context
+    if command is None or command in _REMOTE_OK:
+        return
+    endpoint = contexts.endpoint()
+    if endpoint.is_tcp:
+        raise ShoalError(
+            f"shoal {command} against a remote node is not supported yet: the context "
+            f"\"{endpoint.context}\" points at {endpoint.host}, and {command} runs on this machine "
+            f"(only stack, service, node, swarm, events and info reach a remote node); run it on that "
+            f"node, or go back with `shoal context use default`")
+
+
+def _may_be_remote() -> bool:
+    """Cheap: could the endpoint be another node's? (an environment variable, or a current
+    context recorded in the config file)."""
+    import os
+
+    if os.environ.get("SHOAL_HOST") or os.environ.get("SHOAL_CONTEXT"):
+        return True
+    from shoal.api import contexts
+
+    try:
+        return contexts.current_context_setting() != contexts.DEFAULT
+    except ShoalError:
+        return True  # a broken config file: let the command report it
 
 
 if __name__ == "__main__":
