@@ -13,6 +13,7 @@ stored manifest byte for byte, so the digest is the one the image already has.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -262,8 +263,13 @@ def _download_once(client: RegistryClient, store: ImageStore, digest: str, size:
 
 
 def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
-         platform: Platform | str | None = None, quiet: bool = False) -> Image:
-    """`docker pull`: fetch `reference` into the store and tag it; returns the image."""
+         platform: Platform | str | None = None, quiet: bool = False,
+         client: RegistryClient | None = None) -> Image:
+    """`docker pull`: fetch `reference` into the store and tag it; returns the image.
+
+    `client` is the source to pull from instead of the reference's registry (a node pulling
+    from its manager's image store over mutual TLS: agent/imagefetch.py); the caller closes it,
+    and the blobs are not recorded as being in the reference's registry."""
     ref = refs.parse(reference)
     if isinstance(platform, str):
         platform = parse_platform(platform)
@@ -271,7 +277,10 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
     display = ProgressDisplay(out, quiet=quiet)
     if not quiet and ref.digest is None and refs.parse_normalized(reference).tag is None:
         display.message(f"Using default tag: {ref.tag}")
-    with client_for(ref, ("pull",)) as client:
+    from_registry = client is None
+    source: contextlib.AbstractContextManager[RegistryClient] = (
+        client_for(ref, ("pull",)) if client is None else contextlib.nullcontext(client))
+    with source as client:
         try:
             manifest, repo_digest = resolve_manifest(client, ref, want)
         except RegistryError as exc:
@@ -300,8 +309,9 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
         tags = [] if ref.digest else [name_ref]
         image = store.add_manifest(manifest.body, config_bytes, tags=tags,
                                    repo_digest=f"{ref.familiar_name()}@{repo_digest}")
-        record_blob_sources(store, f"{ref.domain}/{ref.path}",
-                            [image_id] + [str(d["digest"]) for d in layers])
+        if from_registry:
+            record_blob_sources(store, f"{ref.domain}/{ref.path}",
+                                [image_id] + [str(d["digest"]) for d in layers])
     display.message(f"Digest: {repo_digest}")
     if before is not None and before.id == image.id:
         display.message(f"Status: Image is up to date for {name_ref}")

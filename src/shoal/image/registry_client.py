@@ -258,13 +258,23 @@ class RegistryClient:
     """HTTP API v2 calls for `repository` (a path such as library/web) on `domain`."""
 
     def __init__(self, domain: str, repository: str, actions: tuple[str, ...] = ("pull",),
-                 credentials: Credentials | None = None, timeout: float = 60.0):
+                 credentials: Credentials | None = None, timeout: float = 60.0, *,
+                 base: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                 server_hostname: str | None = None):
+        """`base` (https://host:port) replaces the registry's own address, as when a node pulls
+        from its manager's image store; `ssl_context` then carries the trust and the client
+        certificate, and `server_hostname` the name the server's certificate must have when it
+        is not the host connected to (a manager's certificate names `swarm-manager`)."""
         self.domain = domain
         self.repository = repository
         self.actions = actions
         self.credentials = credentials
-        self.base = base_url(domain)
-        self.http = httpx.Client(verify=_tls_context(self.base.startswith("https:")), timeout=httpx.Timeout(timeout, connect=15.0),
+        self.base = base.rstrip("/") if base else base_url(domain)
+        # Sent with every request: httpcore uses it as the TLS server name (SNI and the name the
+        # certificate is checked against) instead of the URL's host.
+        self._extensions = {"sni_hostname": server_hostname} if server_hostname else {}
+        verify = ssl_context if ssl_context is not None else _tls_context(self.base.startswith("https:"))
+        self.http = httpx.Client(verify=verify, timeout=httpx.Timeout(timeout, connect=15.0),
                                  limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
                                  headers={"User-Agent": "shoal/0.1 (docker-compatible)"})
         self._lock = threading.Lock()
@@ -291,7 +301,7 @@ class RegistryClient:
             return
         url = f"{self.base}/v2/"
         try:
-            resp = self.http.get(url)
+            resp = self.http.get(url, extensions=self._extensions)
         except httpx.TransportError as exc:
             raise _transport_error("GET", url, exc) from exc
         if resp.status_code == 401:
@@ -426,7 +436,8 @@ class RegistryClient:
         for attempt in (0, 1):
             hdrs = dict(headers or {})
             if not ours:
-                request = self.http.build_request(method, url, headers=hdrs, content=content, params=params)
+                request = self.http.build_request(method, url, headers=hdrs, content=content, params=params,
+                                              extensions=self._extensions)
                 try:
                     return self.http.send(request, stream=stream, follow_redirects=follow_redirects)
                 except httpx.TransportError as exc:
@@ -439,7 +450,8 @@ class RegistryClient:
                 raise
             if auth:
                 hdrs["Authorization"] = auth
-            request = self.http.build_request(method, url, headers=hdrs, content=content, params=params)
+            request = self.http.build_request(method, url, headers=hdrs, content=content, params=params,
+                                              extensions=self._extensions)
             try:
                 resp = self.http.send(request, stream=stream, follow_redirects=follow_redirects)
             except httpx.TransportError as exc:
