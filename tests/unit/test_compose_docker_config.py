@@ -186,3 +186,14 @@ def test_float_values_are_strings_as_go_prints_them(tmp_path: Path) -> None:
     assert web.env == ["A=1e+06", "B=1", "C=0.5"]
     assert web.labels["big"] == "1e+06"
     assert '      A: "1e+06"\n' in _config([compose], {})
+
+
+def test_env_file_of_a_later_file_overrides_an_earlier_environment(tmp_path: Path) -> None:
+    """docker/cli reads each file's env_file into its environment before merging the files."""
+    (tmp_path / "later.env").write_text("A=from-later-env-file\n")
+    (tmp_path / "a.yml").write_text("services:\n  web:\n    image: x\n    environment: [A=first, B=b]\n")
+    (tmp_path / "b.yml").write_text("services:\n  web:\n    env_file: later.env\n")
+    files = [tmp_path / "a.yml", tmp_path / "b.yml"]
+    web = load_stack(files, "app", environ={}, warn=lambda m: None).services["app_web"]
+    assert web.env == ["A=from-later-env-file", "B=b"]
+    assert "      A: from-later-env-file\n      B: b\n" in _config(files, {})

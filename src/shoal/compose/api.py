@@ -82,22 +82,60 @@ def docker_version(data: Mapping[str, Any]) -> str:
     return DEFAULT_VERSION if text in ("", "3") else text
 
 
-def resolve_bare_env(data: dict[str, Any], environment: Mapping[str, str]) -> None:
-    """docker/cli resolveEnvironment, per file before merging: an `environment` entry with no
-    value (or an empty one) takes the variable's value when the environment has it."""
+def resolve_environment(compose_file: ComposeFile, working_dir: Path,
+                        environment: Mapping[str, str]) -> dict[str, Any]:
+    """docker/cli resolveEnvironment, per file before merging: the `env_file` files are read
+    (docker's kvfile rules) into `environment`, then the file's own `environment` over them; an
+    entry with no value (or an empty one) takes the variable's value when the environment has
+    it. Returns the file's data for merging, with `env_file` folded in (the file itself is left
+    as written for `stack config`)."""
+    from shoal.compose.envfile import parse_kv_file
+    from shoal.compose.values import list_or_dict
+
+    data = compose_file.data
     services = data.get("services")
-    for service in services.values() if isinstance(services, dict) else []:
-        env = service.get("environment") if isinstance(service, dict) else None
-        if isinstance(env, dict):
-            for key, value in env.items():
-                if (value is None or value == "") and str(key) in environment:
-                    env[key] = environment[str(key)]
-        elif isinstance(env, list):
-            for index, item in enumerate(env):
-                if isinstance(item, str):
-                    key, sep, value = item.partition("=")
-                    if not value and key in environment:
-                        env[index] = f"{key}={environment[key]}"
+    if not isinstance(services, dict):
+        return data
+    resolved: dict[str, Any] = {}
+    for name, service in services.items():
+        if not isinstance(service, dict) or ("environment" not in service
+                                             and "env_file" not in service):
+            resolved[name] = service
+            continue
+        values: dict[str, str | None] = {}
+        files = service.get("env_file")
+        entries = files if isinstance(files, list) else [] if files is None else [files]
+        for index, entry in enumerate(entries):
+            key_path: tuple[str | int, ...] = ("services", name, "env_file")
+            if isinstance(files, list):
+                key_path = (*key_path, index)
+            required = True
+            if isinstance(entry, dict):  # compose-spec's long form, a shoal extension
+                required = entry.get("required", True) is not False
+                entry = entry.get("path")
+            file = Path(entry if str(entry).startswith("/") else working_dir / str(entry))
+            if not required and not file.exists():
+                continue
+            try:
+                lines = parse_kv_file(file, environment.get)
+            except OSError as exc:
+                raise ComposeError(str(exc), where=locate([compose_file], key_path),
+                                   path=dotted(key_path)) from None
+            for line in lines:
+                key, found, value = line.partition("=")
+                values[key] = value if found else None
+        try:
+            values.update(list_or_dict(service.get("environment"), ("services", name,
+                                                                    "environment"), True))
+        except Invalid as exc:
+            raise ComposeError(exc.message, where=locate([compose_file], exc.path),
+                               path=dotted(exc.path)) from None
+        for key, value in values.items():
+            if not value and key in environment:
+                values[key] = environment[key]
+        resolved[name] = {k: v for k, v in service.items() if k != "env_file"}
+        resolved[name]["environment"] = values
+    return {**data, "services": resolved}
 
 
 def _locator(compose_file: ComposeFile) -> Callable[[tuple[str | int, ...]], str]:
@@ -154,10 +192,10 @@ def _load(
                 on_unset=on_unset,
             )
         check_schema(compose_file.data, [compose_file])
-        resolve_bare_env(compose_file.data, environment)
         parsed.append(compose_file)
+    to_merge = [resolve_environment(f, working_dir, environment) for f in parsed]
     try:
-        merged = merge_configs([f.data for f in parsed])
+        merged = merge_configs(to_merge)
     except ComposeError as exc:
         raise ComposeError(exc.reason, where=", ".join(f.name for f in parsed)) from None
     if len(parsed) > 1:  # one file was checked just above

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shoal.compose.envfile import parse_kv_file
 from shoal.compose.errors import ComposeError
 from shoal.compose.names import SERVICE_NAME, check_image_reference, validate_stack_name
 from shoal.compose.syntax import parse_cpus, parse_port, parse_volume
@@ -304,29 +303,8 @@ class Converter:
         )
 
     def env(self, raw: dict[str, Any], path: P) -> list[str]:
+        # env_file was read into environment per file, before merging (api.resolve_environment)
         values: dict[str, str | None] = {}
-        env_files = raw.get("env_file")
-        if env_files is not None:
-            entries = env_files if isinstance(env_files, list) else [env_files]
-            for index, entry in enumerate(entries):
-                epath = (*path, "env_file", index) if isinstance(env_files, list) \
-                    else (*path, "env_file")
-                required = True
-                if isinstance(entry, dict):
-                    required = v.boolean(entry.get("required"), (*epath, "required"), True)
-                    entry = entry.get("path")
-                file = Path(self.resolve(v.string(entry, epath)))
-                if not required and not file.exists():
-                    continue
-                # docker's kvfile rules (as `docker stack deploy`): `A="x"` is the value "x"
-                # with its quotes, as Swarm's services get it.
-                try:
-                    lines = parse_kv_file(file, self.environment.get)
-                except OSError as exc:
-                    raise Invalid(epath, str(exc)) from None
-                for line in lines:
-                    key, found, value = line.partition("=")
-                    values[key] = value if found else None
         values.update(v.list_or_dict(raw.get("environment"), (*path, "environment"),
                                     allow_bare=True))
         out = []
