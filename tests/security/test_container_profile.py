@@ -231,10 +231,11 @@ def test_cgroup_namespace_is_the_hosts_on_cgroup_v1(shoal, busybox_image: str) -
     assert ":/shoal/" not in private and ":/\n" in private
 
 
-def test_compiled_filter_is_the_one_crun_makes(tmp_path: Path) -> None:
+def test_compiled_filter_is_the_one_crun_makes(shoal_root: Path, tmp_path: Path) -> None:
     """shoal hands crun the default filter compiled (crun's slowest start step otherwise): the
     program must be byte for byte what crun compiles from the same linux.seccomp section, which
-    crun keeps in its state directory while the container runs."""
+    crun keeps in its state directory while the container runs. (shoal_root: the program is
+    cached under the session's run root, not the machine's.)"""
     if shutil.which("crun") is None:
         pytest.skip("crun is not installed")
     from shoal.runtime import oci, seccomp
@@ -257,8 +258,10 @@ def test_compiled_filter_is_the_one_crun_makes(tmp_path: Path) -> None:
         (tmp_path / "config.json").write_text(json.dumps(cfg))
         cid = "shoal-bpf-check"
         try:
+            # no pipes: the detached container would hold them open until it exits
             subprocess.run(["crun", f"--root={state}", "run", "-d", "--bundle", str(tmp_path), cid],
-                           check=True, stdin=subprocess.DEVNULL, capture_output=True)
+                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
             theirs = (state / cid / "seccomp.bpf").read_bytes()
         finally:
             subprocess.run(["crun", f"--root={state}", "delete", "-f", cid], capture_output=True)
