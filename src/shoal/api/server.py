@@ -392,6 +392,9 @@ def make_app(daemon: Daemon) -> web.Application:
 
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
     app.add_routes(routes)
+    from shoal.api import swarmapi  # swarm init/join/leave/..., node inspect/update/rm
+
+    swarmapi.add_routes(app, daemon, _body)
     return app
 
 

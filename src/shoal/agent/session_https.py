@@ -1,0 +1,180 @@
+"""The agent's session over HTTPS with mutual TLS (agent/session.py's interface), for a node
+whose manager is another machine: the node's certificate authenticates it (the manager takes
+the node ID from it), and the manager must present a certificate from the cluster's CA naming
+the manager role (TLS server name "swarm-manager", tlsconfig.client_context), so neither a
+worker of the same cluster nor anyone else can pose as the manager.
+
+Several manager addresses may be given: each call tries the one that answered last, then the
+others. `connect` registers with backoff (swarmkit's agent: 100 ms doubling to 8 s, with
+jitter) until a manager answers. Certificates are read again for every new connection pool, so
+a renewed certificate (agent/join.py renewal_loop) is used from the next reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from shoal.agent.session import (AssignmentSet, NodeDescription, NodeRemoved, Session, SessionInfo,
+                                 SessionInvalid, TaskStatusUpdate, Unreachable, from_json, to_json)
+from shoal.manager.ca import MANAGER_ROLE, CertStore
+from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, KEEPALIVE
+from shoal.tlsconfig import client_context
+
+CALL_TIMEOUT = 10.0  # seconds for one request (not the assignment stream)
+BACKOFF_START = 0.1
+BACKOFF_MAX = 8.0
+
+
+def backoff_delays(start: float = BACKOFF_START, cap: float = BACKOFF_MAX) -> Any:
+    """100 ms, 200 ms, ... doubling to `cap`, each with up to 10% jitter."""
+    delay = start
+    while True:
+        yield delay * (1 + random.random() * 0.1)
+        delay = min(cap, delay * 2)
+
+
+def _url(addr: str, path: str) -> str:
+    host = addr
+    if host.startswith("tcp://"):
+        host = host[6:]
+    return f"https://{host}{DISPATCHER_PREFIX}{path}"
+
+
+class HTTPSSession(Session):
+    def __init__(self, managers: list[str], cert_dir: Path) -> None:
+        if not managers:
+            raise ValueError("at least one manager address is needed")
+        self.managers = list(managers)
+        self.certs = CertStore(cert_dir)
+        self.info: SessionInfo | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._current = 0  # index of the manager that answered last
+
+    def _ssl(self) -> ssl.SSLContext:
+        root = self.certs.load_root_ca(with_key=False)
+        return client_context(root.cert_pem, self.certs.cert_path, self.certs.key_path)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=8)
+            self._http = aiohttp.ClientSession(connector=connector)
+        return self._http
+
+    async def _reset(self) -> None:
+        """Drop the connections (a new pool reads the certificate again)."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _order(self) -> list[int]:
+        n = len(self.managers)
+        return [(self._current + i) % n for i in range(n)]
+
+    @staticmethod
+    async def _raise_for(resp: aiohttp.ClientResponse, manager: str) -> None:
+        if resp.status < 400:
+            return
+        try:
+            payload = json.loads(await resp.read())
+            message, kind = str(payload.get("message", "")), str(payload.get("kind", ""))
+        except (ValueError, AttributeError):
+            message, kind = f"the manager at {manager} answered HTTP {resp.status}", ""
+        if kind == "session_invalid":
+            raise SessionInvalid(message)
+        if kind == "node_removed":
+            raise NodeRemoved(message)
+        if resp.status == 403:
+            # A certificate the manager does not accept (another cluster's, a removed node's).
+            raise NodeRemoved(message or "permission denied")
+        raise Unreachable(message or f"the manager at {manager} answered HTTP {resp.status}")
+
+    async def _post(self, path: str, body: Any, only_current: bool = False) -> Any:
+        errors = []
+        order = [self._current] if only_current else self._order()
+        for index in order:
+            manager = self.managers[index]
+            try:
+                async with self._client().post(_url(manager, path), json=body, server_hostname=MANAGER_ROLE,
+                                               timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)) as resp:
+                    await self._raise_for(resp, manager)
+                    self._current = index
+                    return await resp.json()
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                errors.append(f"{manager}: {exc or type(exc).__name__}")
+                await self._reset()
+        raise Unreachable("no manager answered (" + "; ".join(errors) + ")")
+
+    def _ids(self) -> str:
+        if self.info is None:
+            raise SessionInvalid("no session: register first")
+        return self.info.session_id
+
+    # ---- the interface ----------------------------------------------------------------------
+    async def register(self, description: NodeDescription) -> SessionInfo:
+        answer = await self._post("/session", to_json(description))
+        self.info = from_json(SessionInfo, answer)
+        if self.info.managers:  # the manager knows the cluster's managers best
+            known = list(dict.fromkeys([self.managers[self._current], *self.info.managers, *self.managers]))
+            self.managers, self._current = known, 0
+        return self.info
+
+    async def connect(self, description: NodeDescription, stop: asyncio.Event | None = None) -> SessionInfo:
+        """register, again and again with backoff while no manager answers. NodeRemoved is
+        raised at once (the node must stop)."""
+        for delay in backoff_delays():
+            try:
+                return await self.register(description)
+            except (Unreachable, SessionInvalid):
+                if stop is not None and stop.is_set():
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def assignments(self) -> AsyncIterator[AssignmentSet]:  # type: ignore[override]
+        session_id = self._ids()
+        manager = self.managers[self._current]
+        # No total timeout on the stream; a silence longer than three keepalives is a lost manager.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CALL_TIMEOUT, sock_read=KEEPALIVE * 3)
+        try:
+            async with self._client().get(_url(manager, "/assignments"), params={"session_id": session_id},
+                                          server_hostname=MANAGER_ROLE, timeout=timeout) as resp:
+                await self._raise_for(resp, manager)
+                while True:
+                    line = await resp.content.readline()
+                    if not line:
+                        raise Unreachable(f"the manager at {manager} ended the assignment stream")
+                    line = line.strip()
+                    if not line:
+                        continue  # keepalive
+                    data = json.loads(line)
+                    if "error" in data:
+                        kind = data["error"].get("kind")
+                        message = data["error"].get("message", "")
+                        raise NodeRemoved(message) if kind == "node_removed" else SessionInvalid(message)
+                    yield from_json(AssignmentSet, data)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            await self._reset()
+            raise Unreachable(f"the assignment stream from {manager} failed: {exc or type(exc).__name__}") from None
+
+    async def update_status(self, updates: list[TaskStatusUpdate]) -> None:
+        await self._post("/status", {"session_id": self._ids(), "updates": to_json(updates)}, only_current=True)
+
+    async def heartbeat(self) -> float:
+        answer = await self._post("/heartbeat", {"session_id": self._ids()}, only_current=True)
+        return float(answer["period"])
+
+    async def close(self) -> None:
+        if self.info is not None:
+            try:
+                await self._post("/close", {"session_id": self.info.session_id}, only_current=True)
+            except (Unreachable, SessionInvalid, NodeRemoved):
+                pass
+            self.info = None
+        await self._reset()

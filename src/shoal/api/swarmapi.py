@@ -1,0 +1,212 @@
+"""The swarm and node routes of shoald's API (docker's /swarm/* and /nodes/*): thin handlers
+over manager/swarmnode.py, added to the app api/server.py makes (so both the unix socket and
+the cluster listener serve them).
+
+    POST   /swarm/init                  {ListenAddr, AdvertiseAddr, CertExpiry, HeartbeatPeriod,
+                                         TaskHistoryRetentionLimit} -> {NodeID, WorkerToken, ManagerAddr}
+    POST   /swarm/join                  {RemoteAddrs, JoinToken, AdvertiseAddr, ListenAddr} -> {Role}
+    GET    /swarm/join-token/{role}     ?rotate=1 -> {Token, ManagerAddr}
+    POST   /swarm/update                {CertExpiry, HeartbeatPeriod, TaskHistoryRetentionLimit}
+    POST   /swarm/leave                 ?force=1
+    GET    /swarm                       the cluster (swarm inspect)
+    GET    /swarm/info                  the Swarm section of `info`
+    GET    /swarm/ca                    the root CA certificate (PEM, in JSON)
+    GET    /nodes/{ref}                 one node
+    POST   /nodes/{ref}/update          {Availability, Role, LabelAdd, LabelRm}
+    DELETE /nodes/{ref}                 ?force=1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from shoal.api import API_VERSION
+from shoal.errors import InvalidArgument, ShoalError
+from shoal.manager import swarmnode
+from shoal.model.cluster import Node
+
+if TYPE_CHECKING:
+    from shoal.daemon import Daemon
+
+log = logging.getLogger("shoald.api")
+
+# After `swarm join` or a worker's `swarm leave`, shoald starts again in its new role (only the
+# agent, with the HTTPS session; or the one-node manager): daemon.run() reads this flag once
+# its loop has stopped and execs itself. Containers keep running across it (conmon).
+RESTART_REQUESTED = False
+
+
+def request_restart() -> None:
+    global RESTART_REQUESTED
+    RESTART_REQUESTED = True
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)  # after the answer went out
+
+
+def _opt_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or "\0" in value or len(value) > 300:
+        raise InvalidArgument(f"{key}: a string is expected")
+    return value
+
+
+def _opt_number(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidArgument(f"{key}: a non-negative number is expected")
+    return float(value)
+
+
+def _opt_int(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{key}: an integer is expected")
+    return value
+
+
+def _node_api(node: dict[str, Any]) -> dict[str, Any]:
+    return Node.from_dict(node).to_dict()
+
+
+def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
+    """`body` is api/server.py's JSON body reader (its 400s and 413s)."""
+    from shoal.api.tcp import start_listener, stop_listener, swarm_of
+
+    routes = web.RouteTableDef()
+    prefix = f"/{API_VERSION}"
+    store = daemon.store
+
+    def swarm() -> swarmnode.SwarmNode:
+        return swarm_of(daemon)
+
+    @routes.post(prefix + "/swarm/init")
+    async def init(request: web.Request) -> web.Response:
+        b = await body(request)
+        node_id, token, addr = await asyncio.to_thread(
+            swarm().init, _opt_str(b, "ListenAddr"), _opt_str(b, "AdvertiseAddr"), _opt_number(b, "CertExpiry"),
+            _opt_number(b, "HeartbeatPeriod"), _opt_int(b, "TaskHistoryRetentionLimit"))
+        try:
+            await start_listener(daemon)
+        except ShoalError:
+            await asyncio.to_thread(swarm().leave, True)  # nothing half-made: back to one node
+            raise
+        return web.json_response({"NodeID": node_id, "WorkerToken": token, "ManagerAddr": addr})
+
+    @routes.post(prefix + "/swarm/join")
+    async def join(request: web.Request) -> web.Response:
+        b = await body(request)
+        remotes = b.get("RemoteAddrs")
+        if not isinstance(remotes, list) or len(remotes) != 1 or not isinstance(remotes[0], str):
+            raise InvalidArgument("RemoteAddrs: one manager address is expected")
+        token = _opt_str(b, "JoinToken")
+        role = await swarm().join(remotes[0], token, _opt_str(b, "AdvertiseAddr"), _opt_str(b, "ListenAddr"))
+        request_restart()
+        return web.json_response({"Role": role})
+
+    @routes.get(prefix + "/swarm/join-token/{role}")
+    async def join_token(request: web.Request) -> web.Response:
+        rotate = request.query.get("rotate") == "1"
+        token = await asyncio.to_thread(swarm().join_token, request.match_info["role"], rotate)
+        return web.json_response({"Token": token, "ManagerAddr": swarm().manager_addr()})
+
+    @routes.post(prefix + "/swarm/update")
+    async def update(request: web.Request) -> web.Response:
+        b = await body(request)
+        await asyncio.to_thread(swarm().update, _opt_number(b, "CertExpiry"), _opt_number(b, "HeartbeatPeriod"),
+                                _opt_int(b, "TaskHistoryRetentionLimit"))
+        return web.json_response({})
+
+    @routes.post(prefix + "/swarm/leave")
+    async def leave(request: web.Request) -> web.Response:
+        node = swarm()
+        was_worker = node.is_worker
+        await asyncio.to_thread(node.leave, request.query.get("force") == "1")
+        if was_worker:
+            request_restart()
+        else:
+            await stop_listener(daemon)
+        return web.json_response({})
+
+    @routes.get(prefix + "/swarm")
+    async def inspect(_: web.Request) -> web.Response:
+        node = swarm()
+        node.require_initialised()
+        record = node.cluster() or {}
+        return web.json_response({"ID": record.get("id"), "CreatedAt": record.get("created_at"),
+                                  "UpdatedAt": record.get("updated_at"), "Spec": record.get("spec"),
+                                  "TLSInfo": record.get("tls_info"), "JoinTokens": record.get("join_tokens")})
+
+    @routes.get(prefix + "/swarm/ca")
+    async def root_ca(_: web.Request) -> web.Response:
+        node = swarm()
+        if node.local is None:
+            raise ShoalError(swarmnode.NO_INIT)
+        pem = await asyncio.to_thread(lambda: node.certs.load_root_ca(with_key=False).cert_pem.decode())
+        return web.json_response({"Certificate": pem})
+
+    @routes.get(prefix + "/swarm/info")
+    async def info(_: web.Request) -> web.Response:
+        node = swarm()
+        local = node.local
+        result: dict[str, Any] = {"NodeID": node.node_id, "LocalNodeState": "active",
+                                  "ControlAvailable": not node.is_worker, "ClusterID": "",
+                                  "RemoteManagers": [], "Nodes": 0, "Managers": 0, "Initialised": False}
+        if local is not None:
+            result["ClusterID"] = local.cluster_id
+            result["Initialised"] = True
+            result["RemoteManagers"] = ([{"NodeID": local.node_id, "Addr": local.advertise_addr}]
+                                        if local.role == "manager" else [{"NodeID": "", "Addr": a} for a in local.managers])
+        if not node.is_worker:
+            nodes = store.list("node")
+            result["Nodes"] = len(nodes)
+            result["Managers"] = sum(1 for n in nodes if n.get("role") == "manager")
+            if local is None:
+                result["RemoteManagers"] = [{"NodeID": node.node_id, "Addr": ""}]
+        if node.initialised:
+            result["Cluster"] = {"Spec": node.settings(), "RootCADigest": node.root_ca(with_key=False).digest}
+        return web.json_response(result)
+
+    @routes.get(prefix + "/nodes/{ref}")
+    async def node_inspect(request: web.Request) -> web.Response:
+        swarm().require_manager()
+        found = swarmnode.resolve_node(store.list("node"), request.match_info["ref"], daemon.node_id)
+        return web.json_response(_node_api(found))
+
+    @routes.post(prefix + "/nodes/{ref}/update")
+    async def node_update(request: web.Request) -> web.Response:
+        swarm().require_manager()
+        b = await body(request)
+        labels = b.get("LabelAdd") or {}
+        removed = b.get("LabelRm") or []
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise InvalidArgument("LabelAdd: a mapping of strings is expected")
+        if not isinstance(removed, list) or not all(isinstance(k, str) for k in removed):
+            raise InvalidArgument("LabelRm: a list of strings is expected")
+        availability = _opt_str(b, "Availability") or None
+        role = _opt_str(b, "Role") or None
+        node_id = await asyncio.to_thread(swarmnode.update_node, store, request.match_info["ref"], daemon.node_id,
+                                          availability=availability, role=role, label_add=labels, label_rm=removed)
+        daemon.kick()
+        return web.json_response({"ID": node_id})
+
+    @routes.delete(prefix + "/nodes/{ref}")
+    async def node_remove(request: web.Request) -> web.Response:
+        swarm().require_manager()
+        node_id = await asyncio.to_thread(swarmnode.remove_node, store, request.match_info["ref"], daemon.node_id,
+                                          request.query.get("force") == "1")
+        daemon.kick()
+        return web.json_response({"ID": node_id})
+
+    app.add_routes(routes)

@@ -1,0 +1,121 @@
+"""shoald's cluster listener: TCP (Swarm's port 2377) with mutual TLS, on a manager after
+`swarm init`. It serves three things, each with its own check of the client's certificate
+(the TLS handshake has already verified that one, if presented, chains to the cluster CA):
+
+- the CA service (manager/caserver.py, /swarm/ca/...): open to nodes without a certificate,
+  for joining; renewal needs the node's own;
+- the dispatcher (manager/dispatcher_http.py, /swarm/dispatcher/...): any node of this cluster,
+  speaking for the node its certificate names;
+- the control API: the same routes as the unix socket's (api/server.py), for managers'
+  certificates only (a worker's certificate is refused on every one: Swarm's "Permission
+  denied: remote certificate not part of OUs: [swarm-manager]").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from shoal.errors import ShoalError
+from shoal.manager.ca import CA_API_PREFIX, MANAGER_ROLE
+from shoal.manager.caserver import make_ca_app, CA_SERVER_KEY
+from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, make_dispatcher_app
+from shoal.manager.swarmnode import SwarmNode, split_addr
+from shoal.tlsconfig import CLUSTER_ID_KEY, require_role, server_context
+
+if TYPE_CHECKING:
+    from shoal.daemon import Daemon
+
+log = logging.getLogger("shoald.tcp")
+
+
+@web.middleware
+async def _authorise(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Manager certificates for the control API; the CA and dispatcher sub-apps check their own."""
+    path = request.path
+    if not (path.startswith(CA_API_PREFIX + "/") or path.startswith(DISPATCHER_PREFIX + "/")):
+        require_role(request, MANAGER_ROLE)
+    return await handler(request)
+
+
+class ClusterListener:
+    """The TCP listener of one manager; started by `swarm init` or at shoald's start on a node
+    that ran it, stopped by `swarm leave --force`."""
+
+    def __init__(self, daemon: Daemon, swarm: SwarmNode) -> None:
+        self.daemon = daemon
+        self.swarm = swarm
+        self._runner: web.AppRunner | None = None
+
+    def make_app(self) -> web.Application:
+        from shoal.api.server import make_app
+
+        swarm = self.swarm
+        assert swarm.local is not None
+        cluster_id = swarm.local.cluster_id
+        app = make_app(self.daemon)  # the unix socket's routes, behind _authorise
+        app.middlewares.insert(0, _authorise)
+        app[CLUSTER_ID_KEY] = cluster_id
+        ca_app = make_ca_app(swarm.root_ca(), swarm.tokens(), swarm.on_node_joined, cluster_id=cluster_id,
+                             role_of=swarm.role_of)
+        swarm.ca_server = ca_app[CA_SERVER_KEY]
+        app.add_subapp(CA_API_PREFIX, ca_app)
+        app.add_subapp(DISPATCHER_PREFIX,
+                       make_dispatcher_app(lambda: getattr(self.daemon, "dispatcher", None), cluster_id))
+        return app
+
+    async def start(self) -> None:
+        swarm = self.swarm
+        assert swarm.local is not None
+        host, port = split_addr(swarm.local.listen_addr)
+        ctx = server_context(swarm.certs.cert_path, swarm.certs.key_path, swarm.root_ca(with_key=False).cert_pem)
+        runner = web.AppRunner(self.make_app(), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ShoalError(f"failed to listen on remote API address {swarm.local.listen_addr}: "
+                             f"{exc.strerror or exc}") from None
+        self._runner = runner
+        log.info("shoald listening on tcp://%s (mutual TLS, cluster %s)", swarm.local.listen_addr,
+                 swarm.local.cluster_id)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.swarm.ca_server = None
+
+
+def swarm_of(daemon: Daemon) -> SwarmNode:
+    """The daemon's SwarmNode, made on first use."""
+    found = getattr(daemon, "swarm", None)
+    if found is None:
+        found = SwarmNode(daemon.root, daemon.store, daemon.node_id)
+        daemon.swarm = found  # type: ignore[attr-defined]
+    return found
+
+
+async def start_listener(daemon: Daemon) -> ClusterListener | None:
+    """At shoald's start and after `swarm init`: serve the cluster if this node is its manager."""
+    swarm = swarm_of(daemon)
+    if not swarm.initialised:
+        return None
+    current = getattr(daemon, "cluster_listener", None)
+    if current is not None:
+        return current
+    listener = ClusterListener(daemon, swarm)
+    await listener.start()
+    daemon.cluster_listener = listener  # type: ignore[attr-defined]
+    return listener
+
+
+async def stop_listener(daemon: Daemon) -> None:
+    listener = getattr(daemon, "cluster_listener", None)
+    if listener is not None:
+        await listener.stop()
+        daemon.cluster_listener = None  # type: ignore[attr-defined]

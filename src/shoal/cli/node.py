@@ -1,0 +1,266 @@
+"""`shoal node ls|ps|inspect|update|rm|promote|demote`, as docker/cli's cli/command/node prints
+them (formatter.go's columns: ID with ` *` for the node the CLI talks to, HOSTNAME, STATUS,
+AVAILABILITY, MANAGER STATUS, ENGINE VERSION)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from shoal.errors import InvalidArgument, ShoalError
+
+NODE_HEADERS = ("ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION")
+NODE_FIELDS = ("ID", "Hostname", "Status", "Availability", "ManagerStatus", "EngineVersion")
+
+
+def _client() -> Any:
+    from shoal.api.client import connect
+
+    return connect()
+
+
+def _pretty(word: str) -> str:
+    """formatter.PrettyPrint: the first letter upper case."""
+    return word[:1].upper() + word[1:]
+
+
+def node_row(node: dict[str, Any], self_id: str) -> dict[str, str]:
+    manager = node.get("manager_status")
+    reach = ""
+    if node.get("role") == "manager" and manager:
+        reach = "Leader" if manager.get("leader") else str(manager.get("reachability", ""))
+    status = (node.get("status") or {}).get("state", "") or node.get("state", "")
+    return {"ID": f"{node['id']} {'*' if node['id'] == self_id else ' '}",
+            "Self": "true" if node["id"] == self_id else "false",
+            "Hostname": node.get("hostname", ""), "Status": _pretty(status),
+            "Availability": _pretty(node.get("availability", "")), "ManagerStatus": _pretty(reach),
+            "EngineVersion": (node.get("engine") or {}).get("engine_version", "") or node.get("engine_version", "")}
+
+
+def _self_id(client: Any) -> str:
+    info = client.get("/swarm/info")
+    if not info["ControlAvailable"]:
+        from shoal.manager.swarmnode import NOT_A_MANAGER
+
+        raise ShoalError(NOT_A_MANAGER)
+    return str(info["NodeID"])
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from shoal.cli.format import print_formatted
+    from shoal.cli.swarmfmt import natural_key
+
+    with _client() as client:
+        self_id = _self_id(client)
+        nodes = client.get("/nodes")
+    nodes.sort(key=lambda n: natural_key(n.get("hostname", "")))
+    rows = [node_row(n, self_id) for n in nodes]
+    if args.quiet:
+        for node in nodes:
+            print(node["id"])
+        return 0
+    print_formatted(args.format, NODE_HEADERS, NODE_FIELDS, rows)
+    return 0
+
+
+def _resolve_all(client: Any, refs: list[str]) -> list[dict[str, Any]]:
+    return [client.get(f"/nodes/{ref}") for ref in refs]
+
+
+def _ps(args: argparse.Namespace) -> int:
+    from shoal.cli.service import filter_tasks, print_tasks
+
+    with _client() as client:
+        self_id = _self_id(client)
+        wanted = {n["id"] for n in _resolve_all(client, args.nodes or [self_id])}
+        tasks = [t for t in client.get("/tasks") if t.get("node_id") in wanted]
+        print_tasks(client, filter_tasks(tasks, args.filter), args, quiet_full=True)
+    return 0
+
+
+def _bytes_size(size: float) -> str:
+    from shoal.cli.format import bytes_size
+
+    return bytes_size(size)
+
+
+def pretty(node: dict[str, Any]) -> str:
+    """nodeInspectPrettyTemplate, for the fields shoal has."""
+    import datetime
+
+    from shoal.cli.format import human_duration  # noqa: F401 - kept with the other formatters
+
+    status = node.get("status") or {}
+    lines = [f"ID:\t\t\t{node['id']}"]
+    if node.get("labels"):
+        lines.append("Labels:")
+        lines += [f" - {k}{'=' + v if v else ''}" for k, v in sorted(node["labels"].items())]
+    created = datetime.datetime.fromtimestamp(node.get("created_at", 0), datetime.timezone.utc)
+    lines += [f"Hostname:              \t{node.get('hostname', '')}",
+              f"Joined at:             \t{created.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} +0000 utc",
+              "Status:", f" State:\t\t\t{_pretty(status.get('state', ''))}"]
+    if status.get("message"):
+        lines.append(f" Message:              \t{_pretty(status['message'])}")
+    lines.append(f" Availability:         \t{_pretty(node.get('availability', ''))}")
+    if status.get("addr"):
+        lines.append(f" Address:\t\t{status['addr']}")
+    manager = node.get("manager_status")
+    if manager:
+        lines += ["Manager Status:", f" Address:\t\t{manager.get('addr', '')}",
+                  f" Raft Status:\t\t{_pretty(manager.get('reachability', ''))}",
+                  f" Leader:\t\t{'Yes' if manager.get('leader') else 'No'}"]
+    platform = node.get("platform") or {}
+    resources = node.get("resources") or {}
+    engine = node.get("engine") or {}
+    lines += ["Platform:", f" Operating System:\t{platform.get('os', '')}",
+              f" Architecture:\t\t{platform.get('architecture', '')}",
+              "Resources:", f" CPUs:\t\t\t{int(resources.get('nano_cpus', 0)) // 1_000_000_000}",
+              f" Memory:\t\t{_bytes_size(resources['memory_bytes']) if resources.get('memory_bytes') else ''}"]
+    if engine.get("plugins"):
+        by_type: dict[str, list[str]] = {}
+        for plugin in engine["plugins"]:
+            by_type.setdefault(plugin.get("type", ""), []).append(plugin.get("name", ""))
+        lines.append("Plugins:")
+        lines += [f" {k}:\t\t{', '.join(v)}" for k, v in sorted(by_type.items())]
+    lines.append(f"Engine Version:\t\t{engine.get('engine_version', '')}")
+    if engine.get("labels"):
+        lines.append("Engine Labels:")
+        lines += [f" - {k}{'=' + v if v else ''}" for k, v in sorted(engine["labels"].items())]
+    tls = node.get("tls_info") or {}
+    if any(tls.values()):
+        lines += ["TLS Info:", " TrustRoot:", tls.get("trust_root", ""),
+                  f" Issuer Subject:\t{tls.get('cert_issuer_subject', '')}",
+                  f" Issuer Public Key:\t{tls.get('cert_issuer_public_key', '')}"]
+    return _tabs("\n".join(lines)) + "\n"
+
+
+def _tabs(text: str) -> str:
+    """The template's tabs through tabwriter (minwidth 20, tabwidth 1, padding 3), as docker/cli."""
+    rows = [line.split("\t") for line in text.split("\n")]
+    width = max((len(r[0]) for r in rows if len(r) > 1), default=0)
+    out = []
+    for r in rows:
+        if len(r) == 1:
+            out.append(r[0])
+            continue
+        head = r[0]
+        value = r[-1]
+        out.append(head.ljust(max(20, width + 3)) + value)
+    return "\n".join(out)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    with _client() as client:
+        nodes = []
+        errors = []
+        for ref in args.nodes:
+            try:
+                nodes.append(client.get(f"/nodes/{'self' if ref == 'self' else ref}"))
+            except ShoalError as exc:
+                errors.append(str(exc))
+    if args.pretty:
+        sys.stdout.write("\n\n".join(pretty(n).rstrip("\n") for n in nodes) + ("\n" if nodes else ""))
+    elif args.format:
+        from shoal.cli.format import render_template
+
+        for node in nodes:
+            print(render_template(args.format, node))
+    else:
+        print(json.dumps(nodes, indent=4))
+    if errors:
+        raise ShoalError("\n".join(errors))
+    return 0
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key:
+        raise InvalidArgument(f"invalid label {text!r}: key=value is expected")
+    return key, value
+
+
+def _update(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"LabelAdd": dict(_label(t) for t in args.label_add), "LabelRm": list(args.label_rm)}
+    if args.availability:
+        body["Availability"] = args.availability.lower()
+    if args.role:
+        body["Role"] = args.role.lower()
+    with _client() as client:
+        client.post(f"/nodes/{args.node}/update", body)
+    print(args.node)
+    return 0
+
+
+def _role(role: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        with _client() as client:
+            for ref in args.nodes:
+                node = client.get(f"/nodes/{ref}")
+                if node.get("role") == role:
+                    print(f"Node {ref} is already a {role}.")
+                    continue
+                client.post(f"/nodes/{ref}/update", {"Role": role})
+                print(f"Node {ref} {'promoted to a manager' if role == 'manager' else 'demoted'} in the swarm.")
+        return 0
+    return run
+
+
+def _rm(args: argparse.Namespace) -> int:
+    errors = []
+    with _client() as client:
+        for ref in args.nodes:
+            try:
+                client.delete(f"/nodes/{ref}", force="1" if args.force else None)
+                print(ref)
+            except ShoalError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise ShoalError("\n".join(errors))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    node = sub.add_parser("node", help="Manage Swarm nodes")
+    ns = node.add_subparsers(dest="node_command", metavar="COMMAND")
+    node.set_defaults(func=lambda _: (node.print_help(), 0)[1])
+
+    p = ns.add_parser("ls", aliases=["list"], help="List nodes in the swarm")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display IDs")
+    p.add_argument("--format", help="Format output using a custom template")
+    p.set_defaults(func=_ls)
+
+    p = ns.add_parser("ps", help="List tasks running on one or more nodes, defaults to current node")
+    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
+    p.add_argument("--format", help="Pretty-print tasks using a Go template")
+    p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display task IDs")
+    p.set_defaults(func=_ps)
+
+    p = ns.add_parser("inspect", help="Display detailed information on one or more nodes")
+    p.add_argument("nodes", nargs="+", metavar="NODE")
+    p.add_argument("--pretty", action="store_true", help="Print the information in a human friendly format")
+    p.add_argument("-f", "--format", help="Format output using a custom template")
+    p.set_defaults(func=_inspect)
+
+    p = ns.add_parser("update", help="Update a node")
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("--availability", help='Availability of the node ("active", "pause", "drain")')
+    p.add_argument("--label-add", action="append", default=[], help="Add or update a node label (key=value)")
+    p.add_argument("--label-rm", action="append", default=[], help="Remove a node label if exists")
+    p.add_argument("--role", help='Role of the node ("worker", "manager")')
+    p.set_defaults(func=_update)
+
+    p = ns.add_parser("rm", aliases=["remove"], help="Remove one or more nodes from the swarm")
+    p.add_argument("nodes", nargs="+", metavar="NODE")
+    p.add_argument("-f", "--force", action="store_true", help="Force remove a node from the swarm")
+    p.set_defaults(func=_rm)
+
+    p = ns.add_parser("promote", help="Promote one or more nodes to manager in the swarm")
+    p.add_argument("nodes", nargs="+", metavar="NODE")
+    p.set_defaults(func=_role("manager"))
+    p = ns.add_parser("demote", help="Demote one or more nodes from manager in the swarm")
+    p.add_argument("nodes", nargs="+", metavar="NODE")
+    p.set_defaults(func=_role("worker"))

@@ -1,0 +1,179 @@
+"""`shoal swarm init|join|join-token|leave|update|ca` and `shoal info`, as docker/cli's
+cli/command/swarm and system/info.go print them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from shoal.errors import InvalidArgument, ShoalError
+
+
+def _client() -> Any:
+    from shoal.api.client import connect
+
+    return connect()
+
+
+def _duration(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    from shoal.manager.swarmnode import parse_duration
+
+    return parse_duration(text, flag)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from shoal.cli.swarmtext import init_text
+
+    body = {"ListenAddr": args.listen_addr, "AdvertiseAddr": args.advertise_addr,
+            "CertExpiry": _duration(args.cert_expiry, "cert-expiry"),
+            "HeartbeatPeriod": _duration(args.dispatcher_heartbeat, "dispatcher-heartbeat"),
+            "TaskHistoryRetentionLimit": args.task_history_limit}
+    with _client() as client:
+        answer = client.post("/swarm/init", {k: v for k, v in body.items() if v is not None})
+    sys.stdout.write(init_text(answer["NodeID"], answer["WorkerToken"], answer["ManagerAddr"]))
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    from shoal.cli.swarmtext import joined_text
+
+    body = {"RemoteAddrs": [args.remote], "JoinToken": args.token, "AdvertiseAddr": args.advertise_addr,
+            "ListenAddr": args.listen_addr}
+    with _client() as client:
+        answer = client.post("/swarm/join", {k: v for k, v in body.items() if v is not None})
+    sys.stdout.write(joined_text(answer["Role"] == "manager"))
+    return 0
+
+
+def _join_token(args: argparse.Namespace) -> int:
+    from shoal.cli.swarmtext import join_token_text
+
+    if args.role not in ("worker", "manager"):
+        raise InvalidArgument(f"unknown role {args.role}")
+    with _client() as client:
+        answer = client.get(f"/swarm/join-token/{args.role}", rotate="1" if args.rotate else None)
+    sys.stdout.write(join_token_text(args.role, answer["Token"], answer["ManagerAddr"], rotated=args.rotate,
+                                     quiet=args.quiet))
+    return 0
+
+
+def _leave(args: argparse.Namespace) -> int:
+    with _client() as client:
+        client.post("/swarm/leave?force=1" if args.force else "/swarm/leave", {})
+    print("Node left the swarm.")
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    body = {"CertExpiry": _duration(args.cert_expiry, "cert-expiry"),
+            "HeartbeatPeriod": _duration(args.dispatcher_heartbeat, "dispatcher-heartbeat"),
+            "TaskHistoryRetentionLimit": args.task_history_limit}
+    with _client() as client:
+        client.post("/swarm/update", {k: v for k, v in body.items() if v is not None})
+    print("Swarm updated.")
+    return 0
+
+
+def _ca(args: argparse.Namespace) -> int:
+    if args.rotate:
+        raise ShoalError("swarm ca --rotate is not supported yet: the root CA can be rotated by the library "
+                         "(manager/ca.py) but shoald does not drive a rotation yet")
+    with _client() as client:
+        answer = client.get("/swarm/ca")
+    sys.stdout.write(answer["Certificate"])
+    return 0
+
+
+def info_lines(info: dict[str, Any]) -> list[str]:
+    """docker/cli system/info.go printSwarmInfo, for what shoal has."""
+    from shoal.cli.format import human_duration
+
+    lines = [f" Swarm: {info['LocalNodeState']}", f"  NodeID: {info['NodeID']}",
+             f"  Is Manager: {str(info['ControlAvailable']).lower()}"]
+    cluster = info.get("Cluster")
+    if info["ControlAvailable"]:
+        if info.get("ClusterID"):
+            lines.append(f"  ClusterID: {info['ClusterID']}")
+        lines += [f"  Managers: {info['Managers']}", f"  Nodes: {info['Nodes']}"]
+        if cluster:
+            spec = cluster["Spec"]
+            lines += ["  Orchestration:", f"   Task History Retention Limit: {spec['task_history_limit']}",
+                      "  Dispatcher:", f"   Heartbeat Period: {human_duration(spec['heartbeat_period'])}",
+                      "  CA Configuration:", f"   Expiry Duration: {human_duration(spec['cert_expiry'])}",
+                      f"  Root Rotation In Progress: false"]
+    managers = sorted(m["Addr"] for m in info.get("RemoteManagers") or [] if m.get("Addr"))
+    if managers:
+        lines.append(f"  Node Address: {managers[0].rsplit(':', 1)[0]}" if info["ControlAvailable"] else "")
+        lines.append("  Manager Addresses:")
+        lines += [f"   {m}" for m in managers]
+    return [line for line in lines if line]
+
+
+def _info(_: argparse.Namespace) -> int:
+    from shoal import __version__
+
+    with _client() as client:
+        version = client.get("/version")
+        base = client.get("/info") if not _is_worker(client) else {}
+        swarm = client.get("/swarm/info")
+    print("Server:")
+    if base:
+        print(f" Services: {base.get('Services', 0)}")
+        print(f" Tasks: {base.get('Tasks', 0)}")
+    print(f" Server Version: {version.get('Version', __version__)}")
+    print("\n".join(info_lines(swarm)))
+    print(f" Architecture: {version.get('Arch', '')}")
+    return 0
+
+
+def _is_worker(client: Any) -> bool:
+    return not client.get("/swarm/info")["ControlAvailable"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="Display system-wide information")
+    p.set_defaults(func=_info)
+
+    swarm = sub.add_parser("swarm", help="Manage Swarm")
+    ss = swarm.add_subparsers(dest="swarm_command", metavar="COMMAND")
+    swarm.set_defaults(func=lambda _: (swarm.print_help(), 0)[1])
+
+    p = ss.add_parser("init", help="Initialize a swarm")
+    p.add_argument("--advertise-addr", help="Advertised address (format: <ip>[:port])")
+    p.add_argument("--listen-addr", help="Listen address (format: <ip>[:port]) (default 0.0.0.0:2377)")
+    p.add_argument("--cert-expiry", help="Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s)")
+    p.add_argument("--dispatcher-heartbeat", help="Dispatcher heartbeat period (ns|us|ms|s|m|h) (default 1s)")
+    p.add_argument("--task-history-limit", type=int, help="Task history retention limit (default 5)")
+    p.set_defaults(func=_init)
+
+    p = ss.add_parser("join", help="Join a swarm as a node and/or manager")
+    p.add_argument("--token", required=True, help="Token for entry into the swarm")
+    p.add_argument("--advertise-addr", help="Advertised address (format: <ip>[:port])")
+    p.add_argument("--listen-addr", help="Listen address (format: <ip>[:port]) (default 0.0.0.0:2377)")
+    p.add_argument("remote", metavar="HOST:PORT")
+    p.set_defaults(func=_join)
+
+    p = ss.add_parser("join-token", help="Manage join tokens")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display token")
+    p.add_argument("--rotate", action="store_true", help="Rotate join token")
+    p.add_argument("role", metavar="(worker|manager)")
+    p.set_defaults(func=_join_token)
+
+    p = ss.add_parser("leave", help="Leave the swarm")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="Force this node to leave the swarm, ignoring warnings")
+    p.set_defaults(func=_leave)
+
+    p = ss.add_parser("update", help="Update the swarm")
+    p.add_argument("--cert-expiry", help="Validity period for node certificates (ns|us|ms|s|m|h)")
+    p.add_argument("--dispatcher-heartbeat", help="Dispatcher heartbeat period (ns|us|ms|s|m|h)")
+    p.add_argument("--task-history-limit", type=int, help="Task history retention limit")
+    p.set_defaults(func=_update)
+
+    p = ss.add_parser("ca", help="Display and rotate the root CA")
+    p.add_argument("--rotate", action="store_true", help="Rotate the swarm CA")
+    p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output")
+    p.set_defaults(func=_ca)

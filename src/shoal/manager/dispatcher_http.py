@@ -1,0 +1,204 @@
+"""The dispatcher over HTTPS: aiohttp routes that carry agent/session.py's messages to the
+manager's Dispatcher (manager/dispatcher.py), for agents on other nodes (agent/session_https.py).
+api/tcp.py mounts them at DISPATCHER_PREFIX under its mutual-TLS listener.
+
+Who speaks is the client certificate's: the node ID is its CN (a node can only speak for itself,
+whatever a body says) and its O must be this cluster (tlsconfig.require_node).
+
+    POST /session      NodeDescription              -> SessionInfo
+    GET  /assignments  ?session_id=S                -> AssignmentSet per line (JSON lines), a
+                                                       blank line every KEEPALIVE s, until the
+                                                       session ends (then one {"error": ...} line)
+    POST /status       {"session_id", "updates": [TaskStatusUpdate]}
+    POST /heartbeat    {"session_id"}               -> {"period": seconds}
+    POST /close        {"session_id"}
+
+Errors are JSON {"message", "kind"}: kind "session_invalid" (409: register again),
+"node_removed" (403: stop), "unavailable" (503: try again)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from shoal.agent.session import (AssignmentSet, NodeDescription, NodeRemoved, SessionInfo,
+                                 SessionInvalid, TaskStatusUpdate, Unreachable, from_json, to_json)
+from shoal.errors import ShoalError
+from shoal.tlsconfig import require_node
+
+if TYPE_CHECKING:
+    from shoal.manager.dispatcher import Dispatcher
+
+DISPATCHER_PREFIX = "/swarm/dispatcher"
+KEEPALIVE = 5.0  # seconds between blank lines on an idle assignment stream
+MAX_BODY = 16 * 1024 * 1024  # a status batch of thousands of tasks fits
+
+
+DispatcherGetter = Callable[[], "Dispatcher | None"]
+DISPATCHER_KEY = web.AppKey("shoal_dispatcher", object)
+
+
+def _error(status: type[web.HTTPException], kind: str, message: str) -> web.HTTPException:
+    return status(text=json.dumps({"message": message, "kind": kind}), content_type="application/json")
+
+
+def _translate(exc: Exception) -> web.HTTPException:
+    if isinstance(exc, SessionInvalid):
+        return _error(web.HTTPConflict, "session_invalid", str(exc) or "session invalid")
+    if isinstance(exc, NodeRemoved):
+        return _error(web.HTTPForbidden, "node_removed", str(exc) or "node removed from the swarm")
+    if isinstance(exc, Unreachable):
+        return _error(web.HTTPServiceUnavailable, "unavailable", str(exc) or "the dispatcher is not available")
+    return _error(web.HTTPBadRequest, "invalid", str(exc))
+
+
+def _dispatcher(request: web.Request) -> Dispatcher:
+    getter: DispatcherGetter = request.config_dict[DISPATCHER_KEY]  # type: ignore[assignment]
+    found = getter()
+    if found is None:
+        raise _error(web.HTTPServiceUnavailable, "unavailable", "this manager's dispatcher is not running")
+    return found
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise _error(web.HTTPRequestEntityTooLarge, "invalid", "request body too large")
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise _error(web.HTTPBadRequest, "invalid", "the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _error(web.HTTPBadRequest, "invalid", "the request body must be a JSON object")
+    return body
+
+
+def _session_id(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise _error(web.HTTPBadRequest, "invalid", "session_id: a session ID is required")
+    return value
+
+
+async def post_session(request: web.Request) -> web.Response:
+    ident = require_node(request)
+    body = await _body(request)
+    try:
+        description = from_json(NodeDescription, body)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _error(web.HTTPBadRequest, "invalid", f"not a node description: {exc}") from None
+    if not isinstance(description.hostname, str) or not description.hostname:
+        raise _error(web.HTTPBadRequest, "invalid", "hostname: required")
+    description.node_id = ident.node_id  # the certificate says who this is, not the body
+    dispatcher = _dispatcher(request)
+    role = "manager" if ident.is_manager else "worker"
+    try:
+        # A certificate outlives `node rm`: a node the store no longer has is not registered
+        # again (swarmkit's ErrNodeNotRegistered), it is told it was removed.
+        if await asyncio.to_thread(dispatcher.store.get, "node", ident.node_id) is None:
+            raise NodeRemoved(f"node {ident.node_id} is not part of the cluster")
+        info = await asyncio.to_thread(dispatcher.register, description, request.remote or "", role)
+    except (ShoalError, ValueError) as exc:
+        raise _translate(exc) from None
+    return web.json_response(to_json(info))
+
+
+async def get_assignments(request: web.Request) -> web.StreamResponse:
+    ident = require_node(request)
+    session_id = _session_id(request.query.get("session_id"))
+    dispatcher = _dispatcher(request)
+    stream = dispatcher.stream(ident.node_id, session_id).__aiter__()
+    try:
+        first = await stream.__anext__()  # a bad session is an HTTP error, before the stream starts
+    except StopAsyncIteration:
+        raise _translate(SessionInvalid("the session ended")) from None
+    except (ShoalError, ValueError) as exc:
+        raise _translate(exc) from None
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    await response.write((json.dumps(to_json(first)) + "\n").encode())
+    pending: asyncio.Task[AssignmentSet] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(stream.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE)
+            if not done:
+                await response.write(b"\n")
+                continue
+            try:
+                message = pending.result()
+            except StopAsyncIteration:
+                raise SessionInvalid("the session ended") from None
+            finally:
+                pending = None
+            await response.write((json.dumps(to_json(message)) + "\n").encode())
+    except (ShoalError, ValueError) as exc:
+        err = _translate(exc)
+        await response.write((json.dumps({"error": json.loads(err.text or "{}")}) + "\n").encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    finally:
+        if pending is not None:
+            pending.cancel()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:  # noqa: BLE001 - the stream is going away either way
+                pass
+    await response.write_eof()
+    return response
+
+
+async def post_status(request: web.Request) -> web.Response:
+    ident = require_node(request)
+    body = await _body(request)
+    session_id = _session_id(body.get("session_id"))
+    raw = body.get("updates")
+    if not isinstance(raw, list) or not all(isinstance(u, dict) for u in raw):
+        raise _error(web.HTTPBadRequest, "invalid", "updates: a list of task status updates is required")
+    try:
+        updates = [from_json(TaskStatusUpdate, u) for u in raw]
+        await asyncio.to_thread(_dispatcher(request).update_status, ident.node_id, session_id, updates)
+    except (ShoalError, ValueError, TypeError, KeyError) as exc:
+        raise _translate(exc if isinstance(exc, ShoalError) else ValueError(f"updates: {exc}")) from None
+    return web.json_response({})
+
+
+async def post_heartbeat(request: web.Request) -> web.Response:
+    ident = require_node(request)
+    body = await _body(request)
+    try:
+        period = _dispatcher(request).heartbeat(ident.node_id, _session_id(body.get("session_id")))
+    except (ShoalError, ValueError) as exc:
+        raise _translate(exc) from None
+    return web.json_response({"period": period})
+
+
+async def post_close(request: web.Request) -> web.Response:
+    ident = require_node(request)
+    body = await _body(request)
+    try:
+        _dispatcher(request).close(ident.node_id, _session_id(body.get("session_id")))
+    except (ShoalError, ValueError) as exc:
+        raise _translate(exc) from None
+    return web.json_response({})
+
+
+def make_dispatcher_app(get_dispatcher: DispatcherGetter, cluster_id: str) -> web.Application:
+    """The routes, to mount with `app.add_subapp(DISPATCHER_PREFIX, ...)`. `get_dispatcher`
+    gives the daemon's dispatcher at each request (None: 503, e.g. while it starts)."""
+    from shoal.tlsconfig import CLUSTER_ID_KEY
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app[DISPATCHER_KEY] = get_dispatcher
+    app[CLUSTER_ID_KEY] = cluster_id
+    app.router.add_post("/session", post_session)
+    app.router.add_get("/assignments", get_assignments)
+    app.router.add_post("/status", post_status)
+    app.router.add_post("/heartbeat", post_heartbeat)
+    app.router.add_post("/close", post_close)
+    return app
