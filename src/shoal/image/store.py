@@ -278,6 +278,10 @@ class BlobWriter:
 # --- the store --------------------------------------------------------------------------------
 
 
+# Decoded image configs kept by one ImageStore (a config is a few KiB).
+CONFIG_CACHE_MAX = 256
+
+
 class ImageStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else paths.state_root() / "image"
@@ -541,10 +545,14 @@ class ImageStore:
             _write_json_atomic(self.index_path, data)
 
     def _config(self, image_id: str) -> dict[str, Any]:
-        cached = self._config_cache.get(image_id)
+        cached = self._config_cache.pop(image_id, None)
         if cached is None:
             cached = json.loads(self.read_blob(image_id))
-            self._config_cache[image_id] = cached
+            # Bounded (least recently used goes): shoald's store lives for days and never hears
+            # of an `rmi` made by the CLI, so one entry per image ever resolved would pile up.
+            if len(self._config_cache) >= CONFIG_CACHE_MAX:
+                del self._config_cache[next(iter(self._config_cache))]
+        self._config_cache[image_id] = cached
         return cached
 
     def _build_image(self, image_id: str, record: dict[str, Any], index: dict[str, Any],
