@@ -6,7 +6,9 @@ agent/imagefetch.py. Nothing is mocked: real stores, real certificates, real soc
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import select
 import shutil
 import socket
@@ -22,16 +24,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shoal.agent.imagefetch import ImageUnavailable, ensure_image
+from shoal.agent.imagefetch import ImageUnavailable, ensure_image, manager_source
 from shoal.image import registry
 from shoal.image.importer import import_tarball
 from shoal.image.store import Image, ImageStore
 from shoal.manager.ca import MANAGER_ROLE, WORKER_ROLE, CertStore, RootCA, init_cluster, new_node_id
 from shoal.manager.imagepin import digest_warning, display_image, pin_image
 from shoal.tlsconfig import client_context
-from conftest import ROOT_ONLY, make_busybox_rootfs_tar
 
 PROC = Path(__file__).with_name("distserver_proc.py")
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def make_busybox_rootfs_tar(path: Path) -> Path:
+    """tests/conftest.py's busybox root filesystem (loaded by path: tests/cluster has a
+    conftest.py of its own, which `from conftest import` would find first)."""
+    spec = importlib.util.spec_from_file_location("shoal_tests_conftest", Path(__file__).parents[1] / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_busybox_rootfs_tar(path)  # type: ignore[no-any-return]
 REF = "localhost/busybox:test"
 
 pytestmark = ROOT_ONLY  # unpacking layers keeps their owners
@@ -183,8 +195,10 @@ def test_pinned_image_is_pulled_by_digest_and_tagged(pki: Pki, server: Server, s
     pinned = pin_image(store, "web:v1", query_registry=False)
     assert pinned.warning is None
     assert pinned.image == f"web:v1@{original.manifest_digest}"
-    image = ensure_image(node_store, pinned.image, None, server.url, pki.context(pki.worker),
-                         registry_fallback=False)
+    # As a joined node calls it: the manager address its session has, its certificates directory.
+    url, ctx = manager_source([f"tcp://127.0.0.1:{server.port}"], pki.worker.directory)
+    assert url == server.url
+    image = ensure_image(node_store, pinned.image, None, url, ctx, registry_fallback=False)
     assert image.id == original.id
     assert "web:v1" in image.repo_tags
     assert f"web@{original.manifest_digest}" in image.repo_digests
@@ -430,3 +444,15 @@ def test_display_strips_the_digest_as_docker_cli() -> None:
     assert display_image(f"web@{digest}") == f"web@{digest}"  # no tag: shown whole
     assert display_image("web") == "web"
 
+
+
+def test_image_id_is_only_local(pki: Pki, server: Server, served: tuple[ImageStore, Image],
+                                node_store: ImageStore) -> None:
+    store, image = served
+    tags = sorted(store.resolve(image.id).repo_tags)
+    for form in (image.id, image.id.split(":", 1)[1]):
+        assert ensure_image(store, form, None, None, None, registry_fallback=False).id == image.id
+        with pytest.raises(ImageUnavailable) as info:
+            ensure_image(node_store, form, None, server.url, pki.context(pki.worker), registry_fallback=False)
+        assert str(info.value) == f"No such image: {form}"
+    assert sorted(store.resolve(image.id).repo_tags) == tags  # never tagged with its own ID

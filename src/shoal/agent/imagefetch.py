@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import ssl
 import threading
+from pathlib import Path
 
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.image import reference as refs
 from shoal.image import registry
 from shoal.image.registry_client import RegistryClient, RegistryError, RegistryUnreachable
 from shoal.image.store import Image, ImageStore
-from shoal.manager.ca import MANAGER_ROLE
+from shoal.manager.ca import MANAGER_ROLE, CertStore
+from shoal.tlsconfig import client_context
 
 # A pull that never answers must not hold a task in preparing forever (connect is 15 s).
 PULL_TIMEOUT = 60.0
@@ -69,6 +71,18 @@ def manager_client(ref: refs.Reference, manager_url: str, ssl_context: ssl.SSLCo
                           ssl_context=ssl_context, server_hostname=server_hostname)
 
 
+def manager_source(managers: list[str], cert_dir: Path) -> tuple[str, ssl.SSLContext]:
+    """(manager_url, ssl_context) for ensure_image on a node that joined a cluster: the first
+    manager address (`host:port` or `tcp://host:port`, as the agent's session has them) and a
+    context with the node's current certificate (read now, so a renewed one is used)."""
+    if not managers:
+        raise ShoalError("no manager address to pull images from")
+    certs = CertStore(cert_dir)
+    root = certs.load_root_ca(with_key=False)
+    host = managers[0].removeprefix("tcp://")
+    return f"https://{host}", client_context(root.cert_pem, certs.cert_path, certs.key_path)
+
+
 def _reason(exc: BaseException) -> str:
     return str(exc).strip().replace("\n", " ") or type(exc).__name__
 
@@ -79,6 +93,12 @@ def ensure_image(images: ImageStore, ref: str, digest: str | None = None, manage
     """The image `ref` names (`web:v1`, or pinned `web:v1@sha256:...`; `digest` pins it too),
     pulled first if this node lacks it. Raises ImageUnavailable with Docker's wording and the
     reasons when neither the manager nor the registry has it (or the bytes did not verify)."""
+    if ref.startswith("sha256:") or refs.is_identifier(ref):
+        # An image ID (ParseAnyReference reads these as digests, not names): only ever local.
+        try:
+            return images.resolve(ref)
+        except (NotFound, InvalidArgument):
+            raise ImageUnavailable(f"No such image: {ref}") from None
     try:
         parsed = refs.parse(ref)
     except InvalidArgument as exc:
