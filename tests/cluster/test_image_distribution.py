@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -16,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from shoal.image import registry
 from shoal.image.importer import import_tarball
 from shoal.image.store import Image, ImageStore
 from shoal.manager.ca import MANAGER_ROLE, WORKER_ROLE, CertStore, RootCA, init_cluster, new_node_id
-from shoal.manager.imagepin import digest_warning, display_image, pin_image
+from shoal.manager.imagepin import Pinned, digest_warning, display_image, pin_image
 from shoal.tlsconfig import client_context
 
 PROC = Path(__file__).with_name("distserver_proc.py")
@@ -187,6 +190,12 @@ def test_node_pulls_the_managers_image(pki: Pki, server: Server, served: tuple[I
     assert hashlib.sha256(busybox.read_bytes()).digest() == hashlib.sha256(Path("/bin/busybox").read_bytes()).digest()
     # A second call finds it locally.
     assert ensure_image(node_store, REF, None, None, None, registry_fallback=False).id == original.id
+    # `shoal images` on that node shows it, as a user there types it.
+    root = node_store.root.parent
+    shown = subprocess.run([sys.executable, "-m", "shoal", "images"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "SHOAL_ROOT": str(root), "SHOAL_RUN": str(root / "run")})
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(rf"^localhost/busybox\s+test\s+{original.short_id}\s", shown.stdout, re.M), shown.stdout
 
 
 def test_pinned_image_is_pulled_by_digest_and_tagged(pki: Pki, server: Server, served: tuple[ImageStore, Image],
@@ -456,3 +465,58 @@ def test_image_id_is_only_local(pki: Pki, server: Server, served: tuple[ImageSto
             ensure_image(node_store, form, None, server.url, pki.context(pki.worker), registry_fallback=False)
         assert str(info.value) == f"No such image: {form}"
     assert sorted(store.resolve(image.id).repo_tags) == tags  # never tagged with its own ID
+
+
+# --- a registry as the other source --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def docker_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's docker-registry on 127.0.0.1 (plain http: loopback registries are insecure by
+    default, as in Docker), anonymous."""
+    binary = Path("/usr/bin/docker-registry")
+    if not binary.exists():
+        pytest.skip("docker-registry is not installed")
+    work = tmp_path_factory.mktemp("registry")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (work / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([str(binary), "serve", str(work / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_pin_and_pull_from_a_registry_the_manager_lacks(pki: Pki, server: Server, docker_registry: str,
+                                                        busybox_rootfs: Path, tmp_path: Path,
+                                                        node_store: ImageStore) -> None:
+    """An image only a registry has: the manager pins it to the registry's digest, the node asks
+    the manager (which does not have it) and then the registry, and gets the same image."""
+    pusher = ImageStore(tmp_path / "pusher" / "image")
+    image = import_tarball(pusher, str(busybox_rootfs))
+    ref = f"{docker_registry}/team/web:v1"
+    pusher.tag(image.id, ref)
+    digest = registry.push(pusher, ref, io.StringIO())
+    empty_manager = ImageStore(tmp_path / "manager" / "image")
+    pinned = pin_image(empty_manager, ref)
+    assert pinned == Pinned(f"{ref}@{digest}")
+    pulled = ensure_image(node_store, pinned.image, None, server.url, pki.context(pki.worker))
+    assert pulled.id == image.id
+    assert ref in pulled.repo_tags
+    assert f"{docker_registry}/team/web@{digest}" in pulled.repo_digests
