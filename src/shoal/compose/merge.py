@@ -2,7 +2,7 @@
 override/merge.go and override/uncity.go).
 
 Mappings merge key by key; scalars are replaced; lists are appended, except:
-- `command`, `entrypoint`, `healthcheck.test` are replaced whole;
+- `command` and `entrypoint` are replaced whole (`healthcheck.test` is appended, as mergo does);
 - `environment`, `labels`, `deploy.labels`, `build.args`, `sysctls`... merge by variable name;
 - `ports`, `volumes`, `secrets`, `configs` merge by docker/cli's keys (published port, target,
   source) and are sorted by them, as docker/cli's merge.go does; repeated entries within one
@@ -75,7 +75,23 @@ def _merge_depends_on(base: Any, over: Any, path: Path_) -> Any:
 
 
 def _merge_networks(base: Any, over: Any, path: Path_) -> Any:
-    return _merge_mappings(_as_mapping(base, None), _as_mapping(over, None), path)
+    """docker/cli mergeServiceNetworkConfig: a later non-empty entry replaces the aliases (even
+    with none) and sets the addresses it gives; driver_opts stay the earlier file's."""
+    merged = _as_mapping(base, None)
+    for name, conf in _as_mapping(over, None).items():
+        old = merged.get(name)
+        if not isinstance(old, dict) or not isinstance(conf, dict) or not conf:
+            merged[name] = conf if old is None or (isinstance(conf, dict) and not conf
+                                                   and not isinstance(old, dict)) else old
+            continue
+        new = {k: v for k, v in old.items() if k != "aliases"}
+        if conf.get("aliases") is not None:
+            new["aliases"] = conf["aliases"]
+        for key in ("ipv4_address", "ipv6_address"):
+            if conf.get(key):
+                new[key] = conf[key]
+        merged[name] = new
+    return merged
 
 
 def _merge_build(base: Any, over: Any, path: Path_) -> Any:
@@ -107,11 +123,25 @@ def _merge_sequence(base: Any, over: Any, _path: Path_) -> Any:
 
 
 def _merge_extra_hosts(base: Any, over: Any, path: Path_) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
-        return _merge_mappings(base, over, path)
-    left = _merge_sequence(base, [], path)
-    right = [h for h in _merge_sequence(over, [], path) if h not in left]
-    return left + right
+    """HostsList: each file's entries as `host:ip`, appended (mergo WithAppendSlice)."""
+    def as_hosts(value: Any) -> list[Any]:
+        if isinstance(value, dict):
+            return [f"{k}:{ip}" for k, v in sorted(value.items())
+                    for ip in (v if isinstance(v, list) else [v])]
+        return list(value) if isinstance(value, list) else [value]
+
+    return as_hosts(base) + as_hosts(over)
+
+
+def _merge_health_test(base: Any, over: Any, _path: Path_) -> Any:
+    """docker/cli appends the later test to the earlier one (HealthCheckTest is a plain slice
+    to mergo); a string is ["CMD-SHELL", string] in each file first."""
+    def as_test(value: Any) -> list[Any]:
+        if isinstance(value, str):
+            return ["CMD-SHELL", value]
+        return list(value) if isinstance(value, list) else [value]
+
+    return as_test(base) + as_test(over)
 
 
 def _replace(_base: Any, over: Any, _path: Path_) -> Any:
@@ -131,7 +161,7 @@ _SPECIALS: tuple[tuple[tuple[str, ...], Callable[[Any, Any, Path_], Any]], ...] 
     (_p("services.*.build.extra_hosts"), _merge_extra_hosts),
     (_p("services.*.command"), _replace),
     (_p("services.*.entrypoint"), _replace),
-    (_p("services.*.healthcheck.test"), _replace),
+    (_p("services.*.healthcheck.test"), _merge_health_test),
     (_p("services.*.depends_on"), _merge_depends_on),
     (_p("services.*.deploy.labels"), _merge_key_values),
     (_p("services.*.dns"), _merge_sequence),
