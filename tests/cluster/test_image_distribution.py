@@ -419,6 +419,14 @@ def test_image_nobody_has(pki: Pki, server: Server, node_store: ImageStore) -> N
                      registry_fallback=False)
     assert str(info.value) == ("No such image: localhost/busybox:other (pull failed from the manager: "
                                "manifest for localhost/busybox:other not found: manifest unknown: manifest unknown)")
+    assert info.value.docker_message == "No such image: localhost/busybox:other"
+    # No source to ask (a node outside a swarm, no registry): Docker's words alone, as today.
+    with pytest.raises(ImageUnavailable) as info:
+        ensure_image(node_store, "web:v9", None, None, None, registry_fallback=False)
+    assert str(info.value) == "No such image: web:v9"
+    with pytest.raises(ImageUnavailable) as info:
+        ensure_image(node_store, "web:v9", "sha256:" + "0" * 63, None, None, registry_fallback=False)
+    assert str(info.value).startswith("No such image: web:v9 (invalid checksum digest length")
 
 
 # --- pinning -------------------------------------------------------------------------------

@@ -29,7 +29,14 @@ PULL_TIMEOUT = 60.0
 
 class ImageUnavailable(ShoalError):
     """No source had the image: the task is rejected with this message, which begins with
-    Docker's `No such image: <ref>` and says why each source failed."""
+    Docker's `No such image: <ref>` and says why each source failed (in parentheses, so that
+    `service ps`'s truncated ERROR column still starts with Docker's words). `docker_message`
+    is Docker's words alone, for a caller that keeps the reason elsewhere."""
+
+    def __init__(self, ref: str, why: str = "") -> None:
+        self.docker_message = f"No such image: {ref}"
+        self.reason = why
+        super().__init__(f"{self.docker_message} ({why})" if why else self.docker_message)
 
 
 _flights: dict[tuple[str, str], threading.Lock] = {}
@@ -98,15 +105,18 @@ def ensure_image(images: ImageStore, ref: str, digest: str | None = None, manage
         try:
             return images.resolve(ref)
         except (NotFound, InvalidArgument):
-            raise ImageUnavailable(f"No such image: {ref}") from None
+            raise ImageUnavailable(ref) from None
     try:
         parsed = refs.parse(ref)
     except InvalidArgument as exc:
-        raise ImageUnavailable(f"No such image: {ref} ({exc})") from None
+        raise ImageUnavailable(ref, str(exc)) from None
     if digest is not None:
-        refs.validate_digest(digest)
+        try:
+            refs.validate_digest(digest)
+        except InvalidArgument as exc:
+            raise ImageUnavailable(ref, str(exc)) from None
         if parsed.digest and parsed.digest != digest:
-            raise ImageUnavailable(f"No such image: {ref} (pinned to {digest}, the reference says {parsed.digest})")
+            raise ImageUnavailable(ref, f"pinned to {digest}, the reference says {parsed.digest}")
     digest = digest or parsed.digest
     image = _local(images, parsed, digest)
     if image is not None:
@@ -130,5 +140,4 @@ def ensure_image(images: ImageStore, ref: str, digest: str | None = None, manage
                 return _tag(images, image, parsed)
             except (RegistryError, RegistryUnreachable, ShoalError, OSError) as exc:
                 reasons.append(f"from {parsed.domain}: {_reason(exc)}")
-        why = f" (pull failed {'; '.join(reasons)})" if reasons else ""
-        raise ImageUnavailable(f"No such image: {ref}{why}")
+        raise ImageUnavailable(ref, f"pull failed {'; '.join(reasons)}" if reasons else "")
