@@ -1,7 +1,14 @@
-"""shoald: the manager and agent roles of one node in one asyncio process.
+"""shoald: the manager and agent roles of a node in one asyncio process.
+
+Manager role: the store, the API, the orchestrator / allocator / scheduler / reaper pass, and the
+dispatcher (manager/dispatcher.py) that serves the agents' sessions. Agent role: the agent
+(agent/agent.py: its own store of assignments, the session), the worker driving this node's
+tasks, and the embedded DNS. The agent reaches the manager only through its session: one node
+uses the in-process one (agent/inprocess.py); a worker-only node passes another (HTTPS) as
+`session_factory` and no manager.
 
 It owns nothing the containers need to keep running (conmon supervises each one), so it can be
-stopped or killed at any time; on start it reads the store and the node's containers and carries
+stopped or killed at any time; on start it reads the stores and the node's containers and carries
 on reconciling."""
 
 from __future__ import annotations
@@ -22,12 +29,14 @@ from aiohttp import web
 
 from shoal import paths
 from shoal.api.client import socket_path
+from shoal.agent.agent import Agent, AssignedFiles
+from shoal.agent.session import EngineInfo, NodeDescription, PlatformInfo, Resources, Session
 from shoal.agent.worker import Worker
 from shoal.api.server import make_app
 from shoal.errors import ShoalError
 from shoal.ids import new_swarm_id
 from shoal.manager import allocator, endpoints, orchestrator, reaper, scheduler
-from shoal.model.cluster import Node
+from shoal.manager.dispatcher import Dispatcher
 from shoal.store import SQLiteStore
 
 log = logging.getLogger("shoald")
@@ -41,14 +50,46 @@ EXIT_RECHECKS = (0.02, 0.1)  # seconds after a task's process exits: conmon reco
 SHUTDOWN_GRACE = 15.0
 # How often the resolver's tables and sockets are checked against the network state.
 DNS_RESYNC = 2.0
+# How long shoald waits at start for the agent's first session before serving the API anyway
+# (a worker whose manager is away still runs what it has).
+FIRST_SESSION_WAIT = 5.0
+# How long shoald, when stopped, tries to hand the manager the last task states.
+FINAL_STATUS_WAIT = 2.0
+
+
+def describe_node(node_id: str) -> NodeDescription:
+    """This machine as the agent describes it at registration."""
+    import platform
+
+    from shoal import __version__
+
+    return NodeDescription(
+        hostname=socket.gethostname(),
+        platform=PlatformInfo(os="linux", architecture=platform.machine()),
+        resources=Resources(nano_cpus=(os.cpu_count() or 1) * 1_000_000_000,
+                            memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
+        engine=EngineInfo(engine_version=__version__),
+        node_id=node_id,
+    )
 
 
 class Daemon:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None,
+                 session_factory: Callable[[Daemon], Session] | None = None) -> None:
+        """`session_factory` gives the agent's session; None: the in-process one, to this
+        daemon's own dispatcher (one node, or a manager that runs tasks)."""
+        from shoal.agent.inprocess import InProcessSession
+
         self.root = root or paths.state_root()
         paths.ensure_private_dir(self.root)
         self.store = SQLiteStore(self.root / "shoald.db")
         self.node_id = self._node_id()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.dispatcher = Dispatcher(self.store, on_change=self._kick_threadsafe)
+        session = session_factory(self) if session_factory is not None else InProcessSession(self.dispatcher)
+        self.agent = Agent(self.root, session, describe_node(self.node_id),
+                           on_assignments=self._agent_wake_threadsafe)
+        self._dns_services = -1
         self._wake = asyncio.Event()
         self._agent_wake = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -67,32 +108,31 @@ class Daemon:
         path.write_text(node_id + "\n")
         return node_id
 
-    def register_node(self) -> None:
-        hostname = socket.gethostname()
-        with self.store.transaction() as tx:
-            current = tx.get("node", self.node_id)
-            node = Node(
-                id=self.node_id,
-                hostname=hostname,
-                state="ready",
-                nano_cpus=(os.cpu_count() or 1) * 1_000_000_000,
-                memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            ).to_dict()
-            if current is None:
-                tx.create("node", node)
-            else:
-                tx.update("node", dict(current, **{k: v for k, v in node.items() if k != "version"}))
+    def _kick_threadsafe(self) -> None:
+        """The dispatcher changed the store (a status batch, a node up or down): from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self.kick)
+            except RuntimeError:
+                pass  # shutting down
+
+    def _agent_wake_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._agent_wake.set)
+            except RuntimeError:
+                pass
 
     def stack_lock(self, name: str) -> asyncio.Lock:
         return self._stack_locks.setdefault(name, asyncio.Lock())
 
-    def _both_wake(self) -> None:
-        self._agent_wake.set()
-        self._wake.set()
-
     def kick(self) -> None:
-        """Something changed the desired state: run the loops now."""
+        """Something changed the desired state: run the loops now, and let every session's
+        assignment stream look at the store."""
         self._wake.set()
+        self.dispatcher.notify()
 
     async def changed(self, revision: int, timeout: float) -> None:
         """Wait until the store moves past `revision` (or the timeout)."""
@@ -127,6 +167,7 @@ class Daemon:
                 wake_at = None
             if self.store.revision() != before:
                 await self._notify()
+                self.dispatcher.notify()
                 for hook in self._agent_hooks:
                     hook()
                 continue  # a pass that changed something may enable the next step at once
@@ -142,14 +183,17 @@ class Daemon:
         loop = asyncio.get_running_loop()
         def on_change() -> None:
             if not loop.is_closed():  # a step finishing while shoald shuts down
-                loop.call_soon_threadsafe(self._both_wake)
+                loop.call_soon_threadsafe(self._agent_wake.set)
 
         def watch_exit(fd: int) -> None:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(self._watch_exit, fd)
 
-        return Worker(self.store, self.node_id, ContainerManager(images=images), images,
-                      on_change=on_change, network=DaemonTaskNetwork(loop, self.dns), watch_exit=watch_exit)
+        # The worker runs on the agent's own store; its states go to the manager through the
+        # agent (agent.report), its secrets come from the agent's memory.
+        return Worker(self.agent.store, self.agent.node_id, ContainerManager(images=images), images,
+                      on_change=on_change, network=DaemonTaskNetwork(loop, self.dns), watch_exit=watch_exit,
+                      on_status=self.agent.report, files=AssignedFiles(self.agent))
 
     def _watch_exit(self, fd: int) -> None:
         """A task's pidfd turns readable when its process exits: run the agent then (and again
@@ -172,8 +216,9 @@ class Daemon:
 
         if self.dns is None:
             return
-        self._dns_revision = self.store.revision()
-        tables = await asyncio.to_thread(dns_tables, self.store)
+        self._dns_revision = self.agent.store.revision()
+        self._dns_services = self.agent.services_version
+        tables = await asyncio.to_thread(dns_tables, self.agent.services)
         for network_id, records in tables.items():
             self.dns.set_records(network_id, records)
 
@@ -208,19 +253,19 @@ class Daemon:
     async def agent_loop(self) -> None:
         """Drive this node's tasks: on every change, and every AGENT_POLL to notice exits."""
         worker = self._make_worker()
-        self._agent_hooks.append(self._agent_wake.set)
+
+        def step() -> None:
+            worker.sync()
+            self.agent.tidy()
+
         try:
             while True:
                 self._agent_wake.clear()
-                before = self.store.revision()
                 try:
-                    await asyncio.to_thread(worker.sync)
+                    await asyncio.to_thread(step)
                 except ShoalError as exc:
                     log.error("agent pass failed: %s", exc)
-                if self.store.revision() != before:
-                    self.kick()
-                    await self._notify()
-                if self.store.revision() != self._dns_revision or time.monotonic() > self._dns_due:
+                if self.agent.services_version != self._dns_services or time.monotonic() > self._dns_due:
                     # Containers of `shoal run` come and go outside the store: look again often.
                     self._dns_due = time.monotonic() + DNS_RESYNC
                     await self.refresh_dns()
@@ -245,7 +290,11 @@ class Daemon:
             raise ShoalError(f"another shoald is running (lock {run / 'shoald.lock'} is held)") from exc
         lock_file.write(f"{os.getpid()}\n")
         lock_file.flush()
-        self.register_node()
+        self._loop = asyncio.get_running_loop()
+        # Nodes the store has as ready get the unknown-node grace before the agent registers.
+        self.dispatcher.start()
+        roles = [asyncio.create_task(self.dispatcher.run()), asyncio.create_task(self.agent.run())]
+        await self.agent.wait_registered(FIRST_SESSION_WAIT)
         # Endpoints a deploy made before a crash kept it from storing its services.
         await asyncio.to_thread(endpoints.reconcile, {s["id"] for s in self.store.list("service")})
         from shoal.network.dns import EmbeddedDNS
@@ -273,13 +322,19 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        tasks = [asyncio.create_task(self.manager_loop()), asyncio.create_task(self.agent_loop()), warming]
+        agent_loop = asyncio.create_task(self.agent_loop())
+        tasks = [asyncio.create_task(self.manager_loop()), warming]
         try:
             await stop.wait()
         finally:
-            for t in tasks:
+            # The worker first (steps under way finish), then its last states to the manager.
+            agent_loop.cancel()
+            await asyncio.gather(agent_loop, return_exceptions=True)
+            await self.agent.flush(FINAL_STATUS_WAIT)
+            for t in [*tasks, *roles]:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *roles, return_exceptions=True)
+            self.agent.close()
             await runner.cleanup()
             sock.unlink(missing_ok=True)
             lock_file.close()

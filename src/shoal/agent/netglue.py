@@ -1,6 +1,6 @@
 """The network side of tasks in shoald: a running task enters its service's nftables rotation
 (on every network it is attached to) and gets the embedded resolver in its namespace; a task
-about to stop leaves the rotation first. The resolver's tables are re-derived from the store."""
+about to stop leaves the rotation first. The resolver's tables are derived from the service records of the node's assignments."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import threading
 import time
 from typing import Any
 
+from shoal.agent.session import ServiceRecord
 from shoal.agent.worker import TaskNetwork
 from shoal.errors import NotFound, ShoalError
-from shoal.model.cluster import Task, TaskState
-from shoal.store.base import Store
+from shoal.model.cluster import Task
 
 log = logging.getLogger("shoald.network")
 
@@ -100,30 +100,22 @@ def serve_container_dns(loop: asyncio.AbstractEventLoop, dns: Any, container_id:
         log.warning("embedded DNS for container %s: %s", container_id[:12], exc)
 
 
-def dns_tables(store: Store) -> dict[str, dict[str, list[str]]]:
+def dns_tables(services: list[ServiceRecord]) -> dict[str, dict[str, list[str]]]:
     """Per network ID: each service by full name, compose name and aliases (its VIP, or its task
-    IPs for dnsrr), `tasks.<name>`, and every endpoint on the network by name and hostname."""
+    IPs for dnsrr), `tasks.<name>` (from the service records the manager sends in the node's
+    assignments), and every endpoint on the network by name and hostname (from the node's
+    network state)."""
     from shoal.network import dns
     from shoal.network.store import NetworkStore
 
     nets = {n.name: n for n in NetworkStore().list()}
     endpoints = {n.id: dns.endpoint_records(n) for n in nets.values()}
-    services: dict[str, list[dict[str, list[str]]]] = {n.id: [] for n in nets.values()}
-    tasks = [Task.from_dict(t) for t in store.list("task")]
-    for svc in store.list("service"):
-        spec = svc.get("spec", {})
-        endpoint = svc.get("endpoint") or {}
-        mode = endpoint.get("mode", "vip")
-        vips = {v["network"]: v["addr"] for v in endpoint.get("vips", [])}
-        for attachment in spec.get("networks") or []:
-            net = nets.get(attachment["target"])
-            if net is None:
-                continue
-            ips = [a["addresses"][0].split("/")[0] for t in tasks
-                   if t.service_id == svc["id"] and t.status.state == TaskState.RUNNING
-                   and t.desired_state == TaskState.RUNNING
-                   for a in t.networks if a["network"] == net.name]
-            aliases = list(attachment.get("aliases") or [])
-            services[net.id].append(dns.service_records(svc["name"], vips.get(net.name), ips, aliases, mode))
+    by_net: dict[str, list[dict[str, list[str]]]] = {n.id: [] for n in nets.values()}
+    for record in services:
+        net = nets.get(record.network)
+        if net is None:
+            continue
+        by_net[net.id].append(dns.service_records(record.service_name, record.vip, list(record.task_ips),
+                                                  list(record.aliases), record.mode))
     # A service's names mean its VIP (or its tasks), never one task that carries the alias too.
-    return {net_id: {**endpoints[net_id], **dns.merge(*services[net_id])} for net_id in endpoints}
+    return {net_id: {**endpoints[net_id], **dns.merge(*by_net[net_id])} for net_id in endpoints}

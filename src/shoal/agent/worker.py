@@ -52,8 +52,14 @@ TEARDOWNS_AT_ONCE = 4
 class Worker:
     def __init__(self, store: Store, node_id: str, containers: Any, images: Any,
                  on_change: Callable[[], None] = lambda: None, threads: int = 8, stop_threads: int = 64,
-                 network: TaskNetwork | None = None, watch_exit: Callable[[int], None] | None = None) -> None:
+                 network: TaskNetwork | None = None, watch_exit: Callable[[int], None] | None = None,
+                 on_status: Callable[[Task], None] = lambda task: None, files: Any = None) -> None:
+        # The node's own store of its assignments (agent/agent.py), or any Store in tests.
         self.store = store
+        # Every state the worker records goes to the manager through the agent's session.
+        self.on_status = on_status
+        # Where taskfiles reads secrets and configs (agent.AssignedFiles: in memory).
+        self.files = files if files is not None else store
         # Given a pidfd of a task's process, the daemon wakes the agent when it becomes
         # readable (the process exited): exits are seen at once, not at the next poll.
         self.watch_exit = watch_exit
@@ -109,6 +115,7 @@ class Worker:
             for key, value in (fields or {}).items():
                 setattr(task, key, value)
             stored = Task.from_dict(tx.update("task", task.to_dict()))
+        self.on_status(stored)
         self.on_change()
         return stored
 
@@ -124,7 +131,7 @@ class Worker:
             return
         try:
             spec = container_spec(task, node)
-            spec.mounts += taskfiles.materialize(self.store, task.id, task.spec)
+            spec.mounts += taskfiles.materialize(self.files, task.id, task.spec)
             container = self.containers.create(spec)
         except ShoalError as exc:
             taskfiles.remove(task.id)

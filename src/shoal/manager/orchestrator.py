@@ -50,6 +50,17 @@ class _Pass:
     tasks_by_service: dict[str, list[Task]] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # the stored services by ID
     created: list[Task] = field(default_factory=list)
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def node_invalid(self, node_id: str) -> bool:
+        """swarmkit's InvalidNode: the task's node is gone, down or drained, so its tasks are
+        replaced elsewhere."""
+        node = self.nodes.get(node_id)
+        return node is None or node.state == "down" or node.availability == "drain"
+
+    def node_down(self, node_id: str) -> bool:
+        node = self.nodes.get(node_id)
+        return node is None or node.state == "down"
 
     def save_service(self, record: dict[str, Any]) -> None:
         record.update(self.tx.update("service", record))
@@ -117,7 +128,9 @@ def _restart(p: _Pass, svc: ServiceView, old: Task, history: list[Task]) -> None
     p.save(old)
     if not _should_restart(svc, old, history, p.now):
         return
-    delay = svc.restart.delay
+    # swarmkit: no restart delay for a task moved off a drained node.
+    node = p.nodes.get(old.node_id) if old.node_id else None
+    delay = 0.0 if node is not None and node.availability == "drain" else svc.restart.delay
     pending = [t.start_after for t in history if t.desired_state == TaskState.READY]
     start_after = max([p.now + delay, *pending])
     p.create(new_task(svc, old.slot, old.node_id if svc.mode == "global" else "", TaskState.READY, p.now,
@@ -144,7 +157,10 @@ def _release_parked(p: _Pass, tasks: Iterable[Task], by_id: dict[str, Task]) -> 
             p.wake.append(task.start_after)
             continue
         old = by_id.get(task.replaces) if task.replaces else None
-        old_stopped = old is None or old.status.state > TaskState.RUNNING or old.status.state < TaskState.ASSIGNED
+        # swarmkit's restart supervisor does not wait for a task whose node is down: it
+        # cannot report stopping (and is told to stop when its node comes back).
+        old_stopped = old is None or old.status.state > TaskState.RUNNING or old.status.state < TaskState.ASSIGNED \
+            or bool(old.node_id and p.node_down(old.node_id))
         if not old_stopped and p.now < task.start_after + OLD_TASK_TIMEOUT:
             p.wake.append(task.start_after + OLD_TASK_TIMEOUT)
             continue
@@ -283,7 +299,7 @@ def _reconcile_replicated(p: _Pass, svc: ServiceView, tasks: list[Task]) -> None
             slots[t.slot].append(t)
     for history in slots.values():
         history.sort(key=lambda t: t.created_at)
-    _restart_dead(p, svc, slots)
+    _restart_dead(p, svc, slots, replicated=True)
     occupied = {s: h for s, h in slots.items() if _slot_occupied(svc, h)}
     if len(occupied) < svc.replicas:
         # The service's first tasks wait for its dependencies; later ones (scale, restarts) don't.
@@ -336,11 +352,17 @@ def _reconcile_global(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list
     _rolling_update(p, svc, live_nodes)
 
 
-def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]]) -> None:
+def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]], replicated: bool = False) -> None:
     # A parked (desired READY) replacement that died before release is retired the same way.
+    # A replicated task on a node that is down, drained or gone is restarted elsewhere, as
+    # swarmkit's replicated orchestrator does (restartTasksByNodeID); global tasks of such a
+    # node are shut down by _reconcile_global.
     for history in slots.values():
         for t in list(history):
-            if t.desired_state <= TaskState.RUNNING and t.status.state > TaskState.RUNNING:
+            if t.desired_state > TaskState.RUNNING:
+                continue
+            if t.status.state > TaskState.RUNNING or (
+                    replicated and t.node_id and t.status.state >= TaskState.ASSIGNED and p.node_invalid(t.node_id)):
                 _restart(p, svc, t, history)
 
 
@@ -351,6 +373,7 @@ def reconcile(tx: Transaction, now: float) -> float | None:
     services = {sid: view(s) for sid, s in p.records.items()}
     p.services = services
     nodes = [Node.from_dict(n) for n in tx.list("node")]
+    p.nodes = {n.id: n for n in nodes}
     tasks_by_service: dict[str, list[Task]] = defaultdict(list)
     all_tasks: dict[str, Task] = {}
     for raw in tx.list("task"):

@@ -1,0 +1,329 @@
+"""The agent: a node's side of its session with the manager (swarmkit's agent/agent.go and
+agent/worker.go).
+
+It keeps the node's assignments in a small store of its own (<root>/worker/tasks.db, 0600): the
+tasks with their specs and the last state the node observed. The Worker runs against that store
+alone, so what it does does not depend on the manager being reachable. Nothing secret is in it:
+the secrets' and configs' data an assignment carries is held in memory (`files`) and written
+only to the per-task tmpfs agent/taskfiles.py mounts.
+
+- Assignments in: a COMPLETE set replaces what the node runs (a task the set does not list is no
+  longer wanted: it is shut down and removed, so a slot the manager gave to another node while
+  this one was away never runs twice); INCREMENTAL sets change it.
+- Status out: every state the worker records is queued (the newest per task) and sent in
+  batches; a batch the manager did not take stays queued and is sent again, with backoff. Each
+  new session starts by sending the state of every task the node has.
+- Heartbeats at the period the manager gives.
+- Manager away: the worker carries on with what it has. Tasks keep running; a task that exits
+  is reported (when the manager is back) but not replaced here: as in swarmkit, replacement
+  tasks are the manager's orchestrator's to create (its restart supervisor, which owns the
+  restart policy's delay, attempts and window), and an agent cut off from it only keeps what it
+  was given. The node's local store survives a restart of shoald, so a node that comes up while
+  its manager is away runs what it had."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shoal import paths
+from shoal.agent.session import (AssignmentSet, AssignmentType, FileData, NodeDescription, NodeRemoved,
+                                 ServiceRecord, Session, SessionInfo, SessionInvalid, TaskStatusUpdate,
+                                 Unreachable)
+from shoal.errors import ShoalError
+from shoal.model.cluster import Task, TaskState
+from shoal.store import SQLiteStore
+
+log = logging.getLogger("shoald.agent")
+
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+STATUS_BATCH = 500  # updates per request at most
+
+# The fields of a task the manager owns; the node keeps its own status and addresses.
+_MANAGER_FIELDS = ("service_id", "service_name", "slot", "node_id", "spec_version", "desired_state", "spec",
+                   "created_at", "start_after", "replaces", "restarted", "waits_for")
+
+
+def local_store_path(root: Path) -> Path:
+    return root / "worker" / "tasks.db"
+
+
+class AssignedFiles:
+    """Secrets and configs for taskfiles.materialize, from memory: `list(kind)` gives records as
+    the manager's store would (name, data), `list("task")` the node's tasks (for collecting
+    the files of tasks that are gone)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        if kind == "task":
+            return self._agent.store.list("task")
+        import base64
+
+        with self._agent._lock:
+            found = [f for f in self._agent.files.values() if f.kind == kind]
+        return [{"id": f.id, "name": f.name, "data": base64.b64encode(f.data).decode()} for f in found]
+
+
+class Agent:
+    def __init__(self, root: Path, session: Session, description: NodeDescription,
+                 on_assignments: Callable[[], None] = lambda: None) -> None:
+        path = local_store_path(root)
+        paths.ensure_private_dir(path.parent)
+        self.store = SQLiteStore(path)
+        self.session = session
+        self.description = description
+        self.node_id = description.node_id
+        self.on_assignments = on_assignments  # wake the worker
+        self.files: dict[str, FileData] = {}  # "kind/id" -> data, in memory only
+        self.services: list[ServiceRecord] = []
+        self.services_version = 0  # bumped when `services` changes (the resolver reads them again)
+        self.info: SessionInfo | None = None
+        self.connected = False
+        self._lock = threading.Lock()
+        self._pending: dict[str, TaskStatusUpdate] = {}  # task ID -> newest state not yet taken
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush: asyncio.Event | None = None
+        self._sequence = 0
+        self._unassigned: set[str] = set()  # tasks being shut down because no set lists them
+        self._registered_event: asyncio.Event | None = None
+
+    # ---- status ----------------------------------------------------------------------------------
+    def report(self, task: Task) -> None:
+        """The worker recorded a state (from any thread): queue it for the manager."""
+        update = TaskStatusUpdate(task_id=task.id, state=task.status.state.text, message=task.status.message,
+                                  err=task.status.err, timestamp=task.status.timestamp,
+                                  container_id=task.status.container_id, pid=task.status.pid,
+                                  exit_code=task.status.exit_code, networks=list(task.networks))
+        with self._lock:
+            self._pending[task.id] = update
+        self._kick_flush()
+
+    def _kick_flush(self) -> None:
+        loop, flush = self._loop, self._flush
+        if loop is not None and flush is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(flush.set)
+            except RuntimeError:
+                pass
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until the manager has taken every queued state."""
+        self._kick_flush()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.pending() and self.connected and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        return not self.pending()
+
+    async def wait_registered(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) for the first session (run() must be running)."""
+        if self._registered_event is None:
+            self._registered_event = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._registered_event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    async def _flusher(self) -> None:
+        assert self._flush is not None
+        backoff = BACKOFF_MIN
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            while True:
+                with self._lock:
+                    batch = list(self._pending.values())[:STATUS_BATCH]
+                if not batch:
+                    break
+                try:
+                    await self.session.update_status(batch)
+                except Unreachable as exc:
+                    log.info("status not sent, manager unreachable (%s): again in %.1f s", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+                backoff = BACKOFF_MIN
+                with self._lock:
+                    for u in batch:
+                        if self._pending.get(u.task_id) is u:  # not replaced by a newer state meanwhile
+                            del self._pending[u.task_id]
+
+    # ---- assignments -----------------------------------------------------------------------------
+    def apply(self, aset: AssignmentSet) -> None:
+        """Make the local store what the set says (one transaction)."""
+        complete = aset.type == AssignmentType.COMPLETE
+        if not complete and aset.applies_to != self._sequence:
+            # A set out of order cannot be applied: the session is re-opened for a complete one.
+            raise SessionInvalid(f"assignment set {aset.sequence} applies to {aset.applies_to}, "
+                                 f"the node has {self._sequence}")
+        listed = {t["id"] for t in aset.tasks}
+        with self.store.transaction() as tx:
+            if aset.node is not None:
+                node = {k: v for k, v in aset.node.items() if k != "version"}
+                if tx.get("node", node["id"]) is None:
+                    tx.create("node", node)
+                else:
+                    tx.update("node", node, expect_version=None)
+            gone = set(aset.removed_tasks)
+            if complete:
+                gone |= {t["id"] for t in tx.list("task") if t["id"] not in listed}
+            for task_id in gone:
+                self._unassign(tx, task_id)
+            for raw in aset.tasks:
+                self._assign(tx, raw)
+                self._unassigned.discard(raw["id"])
+        with self._lock:
+            if complete:
+                self.files = {}
+            for key in aset.removed_files:
+                self.files.pop(key, None)
+            for f in aset.files:
+                self.files[f"{f.kind}/{f.id}"] = f
+        if aset.services is not None and aset.services != self.services:
+            self.services = aset.services
+            self.services_version += 1
+        self._sequence = aset.sequence
+        self.on_assignments()
+
+    @staticmethod
+    def _assign(tx: Any, raw: dict[str, Any]) -> None:
+        local = tx.get("task", raw["id"])
+        if local is None:
+            tx.create("task", {k: v for k, v in raw.items() if k != "version"})
+            return
+        merged = dict(local)
+        for key in _MANAGER_FIELDS:
+            if key in raw:
+                merged[key] = raw[key]
+        if TaskState.parse(raw["status"]["state"]) > TaskState.parse(local["status"]["state"]):
+            merged["status"] = raw["status"]  # the manager knows more (the node lost its store)
+        if any(merged.get(k) != local.get(k) for k in (*_MANAGER_FIELDS, "status")):
+            tx.update("task", merged, expect_version=None)
+
+    def _unassign(self, tx: Any, task_id: str) -> None:
+        """No longer wanted here: a task that still runs is shut down and its container removed
+        (desired REMOVE); a stopped one is forgotten (its container goes at the orphan scan)."""
+        local = tx.get("task", task_id)
+        if local is None:
+            return
+        task = Task.from_dict(local)
+        if task.status.state.terminal or task.status.state < TaskState.ASSIGNED:
+            tx.delete("task", task_id)
+        else:
+            self._unassigned.add(task_id)
+            if task.desired_state != TaskState.REMOVE:
+                task.desired_state = TaskState.REMOVE
+                tx.update("task", task.to_dict(), expect_version=None)
+
+    def tidy(self) -> None:
+        """Forget the unassigned tasks that have stopped and whose last state the manager has
+        taken (the worker removed their containers when it stopped them)."""
+        if not self._unassigned:
+            return
+        with self._lock:
+            waiting = set(self._pending)
+        with self.store.transaction() as tx:
+            for task_id in list(self._unassigned):
+                raw = tx.get("task", task_id)
+                if raw is None:
+                    self._unassigned.discard(task_id)
+                elif TaskState.parse(raw["status"]["state"]).terminal and task_id not in waiting:
+                    tx.delete("task", task_id)
+                    self._unassigned.discard(task_id)
+
+    # ---- the session -----------------------------------------------------------------------------
+    def _registered(self, info: SessionInfo) -> None:
+        self.info = info
+        self.node_id = info.node_id
+        self.description.node_id = info.node_id
+        if info.node:
+            node = {k: v for k, v in info.node.items() if k != "version"}
+            with self.store.transaction() as tx:
+                if tx.get("node", node["id"]) is None:
+                    tx.create("node", node)
+                else:
+                    tx.update("node", node, expect_version=None)
+
+    async def _heartbeats(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            period = await self.session.heartbeat()
+
+    async def _assignments(self) -> None:
+        first = True
+        async for aset in self.session.assignments():
+            await asyncio.to_thread(self.apply, aset)
+            if first:
+                # Everything the node knows goes to the manager once per session: states
+                # reached while it was away, or lost with a previous session.
+                first = False
+                for raw in await asyncio.to_thread(self.store.list, "task"):
+                    self.report(Task.from_dict(raw))
+        raise Unreachable("the assignment stream ended")
+
+    async def _serve(self, info: SessionInfo) -> None:
+        self.connected = True
+        self._kick_flush()
+        jobs = [asyncio.create_task(self._heartbeats(info.heartbeat_period)),
+                asyncio.create_task(self._assignments())]
+        try:
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+            for job in done:
+                job.result()
+        finally:
+            self.connected = False
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def run(self) -> None:
+        """Register, then serve the session; when it fails, register again with backoff. The
+        worker meanwhile runs on the local store."""
+        self._loop = asyncio.get_running_loop()
+        self._flush = asyncio.Event()
+        flusher = asyncio.create_task(self._flusher())
+        backoff = BACKOFF_MIN
+        try:
+            while True:
+                try:
+                    info = await self.session.register(self.description)
+                    self._registered(info)
+                    self._sequence = 0
+                    if self._registered_event is None:
+                        self._registered_event = asyncio.Event()
+                    self._registered_event.set()
+                    backoff = BACKOFF_MIN
+                    log.info("session %s with the manager (node %s, heartbeat %.2f s)", info.session_id[:12],
+                             info.node_id[:12], info.heartbeat_period)
+                    await self._serve(info)
+                except NodeRemoved as exc:
+                    log.error("%s", exc)
+                except (Unreachable, SessionInvalid) as exc:
+                    log.warning("session with the manager ended: %s", exc)
+                except ShoalError as exc:
+                    log.error("session with the manager failed: %s", exc)
+                await asyncio.sleep(backoff * (1 + random.random() / 2))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            try:
+                await self.session.close()
+            except ShoalError:
+                pass
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,45 @@
+"""The session of a node whose manager runs in the same process (one node, or a manager that
+also runs tasks): calls go straight to the Dispatcher object, with the same messages and the
+same errors as over HTTPS (agent/session_https.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from shoal.agent.session import AssignmentSet, NodeDescription, Session, SessionInfo, SessionInvalid, TaskStatusUpdate
+from shoal.manager.dispatcher import Dispatcher
+
+
+class InProcessSession(Session):
+    def __init__(self, dispatcher: Dispatcher, role: str = "manager") -> None:
+        self.dispatcher = dispatcher
+        self.role = role  # taken by the node's first registration only
+        self.info: SessionInfo | None = None
+
+    def _ids(self) -> tuple[str, str]:
+        if self.info is None:
+            raise SessionInvalid("no session: register first")
+        return self.info.node_id, self.info.session_id
+
+    async def register(self, description: NodeDescription) -> SessionInfo:
+        self.info = await asyncio.to_thread(self.dispatcher.register, description, "", self.role)
+        return self.info
+
+    async def assignments(self) -> AsyncIterator[AssignmentSet]:  # type: ignore[override]
+        node_id, session_id = self._ids()
+        async for found in self.dispatcher.stream(node_id, session_id):
+            yield found
+
+    async def update_status(self, updates: list[TaskStatusUpdate]) -> None:
+        node_id, session_id = self._ids()
+        await asyncio.to_thread(self.dispatcher.update_status, node_id, session_id, updates)
+
+    async def heartbeat(self) -> float:
+        node_id, session_id = self._ids()
+        return self.dispatcher.heartbeat(node_id, session_id)  # a dict update under a lock: no I/O
+
+    async def close(self) -> None:
+        if self.info is not None:
+            self.dispatcher.close(self.info.node_id, self.info.session_id)
+            self.info = None

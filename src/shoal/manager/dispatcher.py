@@ -1,0 +1,399 @@
+"""The dispatcher: the manager's side of every agent's session, as swarmkit's manager/dispatcher.
+
+- Registration: a node record from the node's description. A node known already keeps its spec
+  (role, availability, labels): only its description and status change.
+- Sessions: one per node, with an ID; a new session of a node ends the old one (its calls fail
+  with SessionInvalid and its assignment stream ends).
+- Heartbeats: the node is told a period (the configured one plus up to EPSILON_RATIO of jitter,
+  as swarmkit's periodChooser spreads 1,000 nodes); a node that sends none for
+  period * GRACE_MULTIPLIER is marked Down, and the orchestrator replaces its tasks. Nodes in the
+  store that no session has claimed since the dispatcher started (a manager restart) get twice
+  that grace first, so a restarted manager never takes a healthy node for a lost one.
+- Status updates: a node may update only tasks assigned to it; states only move forward
+  (Task.advance); a batch is one store transaction.
+- Assignments: per session, the tasks assigned to the node (scheduled: ASSIGNED or further), the
+  secrets and configs they reference (data unsealed in memory, never in the store's events or a
+  file) and the service records for DNS and load balancing: a COMPLETE set first, then
+  INCREMENTAL ones computed against what that session was last sent whenever the store changes.
+
+The core is synchronous and thread-safe (the HTTPS routes of manager/dispatcher_http.py and the
+in-process session of agent/inprocess.py both call it); `stream` and `run` are its asyncio
+side."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.agent.session import (DEFAULT_HEARTBEAT_PERIOD, AssignmentSet, AssignmentType, FileData,
+                                 NodeDescription, NodeRemoved, ServiceRecord, SessionInfo, SessionInvalid,
+                                 TaskStatusUpdate)
+from shoal.errors import ShoalError
+from shoal.ids import new_swarm_id
+from shoal.model.cluster import EngineDescription, Node, NodeResources, NodeStatus, Platform, Task, TaskState
+from shoal.store.base import Store
+
+log = logging.getLogger("shoald.dispatcher")
+
+GRACE_MULTIPLIER = 3  # swarmkit defaultGracePeriodMultiplier
+UNKNOWN_GRACE_MULTIPLIER = 2 * GRACE_MULTIPLIER  # nodes not seen since the manager started
+EPSILON_RATIO = 0.1  # swarmkit: 500 ms of jitter on a 5 s period
+RESYNC = 1.0  # seconds: a session's stream looks at the store at least this often
+_ASSIGNED = int(TaskState.ASSIGNED)
+
+
+class NotAssigned(ShoalError):
+    """A node reported the status of a task that is not assigned to it."""
+
+
+@dataclass
+class _Session:
+    node_id: str
+    session_id: str
+    deadline: float
+    period: float
+    sequence: int = 0
+    tasks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # task ID -> what was sent
+    files: dict[str, Any] = field(default_factory=dict)  # "kind/id" -> version sent
+    services: list[ServiceRecord] | None = None
+    node_key: tuple[Any, ...] | None = None
+    wake: asyncio.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    closed: bool = False
+
+
+def _task_key(raw: dict[str, Any]) -> tuple[Any, ...]:
+    """The fields the manager owns. A status write by the node changes none of them, so it is
+    not echoed back (swarmkit's TasksEqualStable)."""
+    return (raw.get("desired_state"), raw.get("spec_version"), raw.get("start_after"), raw.get("node_id"),
+            tuple(raw.get("waits_for") or ()))
+
+
+def _node_key(raw: dict[str, Any]) -> tuple[Any, ...]:
+    return (raw.get("hostname"), raw.get("role"), raw.get("availability"),
+            tuple(sorted((raw.get("labels") or {}).items())))
+
+
+def service_records(store: Store) -> list[ServiceRecord]:
+    """Each service on each of its networks: VIP, running tasks' addresses (tasks running and
+    wanted running, on every node), aliases and endpoint mode."""
+    tasks = store.list("task")
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for t in tasks:
+        if t["status"]["state"] == "running" and t.get("desired_state") == "running":
+            by_service.setdefault(t["service_id"], []).append(t)
+    records = []
+    for svc in store.list("service"):
+        spec = svc.get("spec", {})
+        endpoint = svc.get("endpoint") or {}
+        vips = {v["network"]: v["addr"] for v in endpoint.get("vips", [])}
+        for attachment in spec.get("networks") or []:
+            name = attachment["target"]
+            ips = [a["addresses"][0].split("/")[0] for t in by_service.get(svc["id"], [])
+                   for a in t.get("networks") or [] if a["network"] == name and a.get("addresses")]
+            records.append(ServiceRecord(network=name, network_id=attachment.get("id", ""), service_id=svc["id"],
+                                         service_name=svc["name"], vip=vips.get(name), task_ips=ips,
+                                         aliases=list(attachment.get("aliases") or []),
+                                         mode=endpoint.get("mode", "vip")))
+    return records
+
+
+class Dispatcher:
+    def __init__(self, store: Store, heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD,
+                 on_change: Callable[[], None] = lambda: None, managers: list[str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.heartbeat_period = heartbeat_period
+        self.on_change = on_change  # the manager's loops: node states and task states changed
+        self.managers = list(managers or [])
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._sessions: dict[str, _Session] = {}  # node ID -> its current session
+        # Nodes the store says are ready that no session has claimed yet: node ID -> deadline.
+        self._unknown: dict[str, float] = {}
+        self._started = False
+        self._files_cache: dict[tuple[str, str, int], bytes] = {}
+
+    # ---- heartbeats ------------------------------------------------------------------------------
+    def _choose_period(self) -> float:
+        return self.heartbeat_period * (1 + random.random() * EPSILON_RATIO)
+
+    def start(self) -> None:
+        """Give every node the store thinks ready (a manager restart) the unknown-node grace."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            deadline = self.clock() + self.heartbeat_period * UNKNOWN_GRACE_MULTIPLIER
+            for raw in self.store.list("node"):
+                if (raw.get("status") or {}).get("state", raw.get("state")) == "ready" and raw["id"] not in self._sessions:
+                    self._unknown[raw["id"]] = deadline
+
+    def set_heartbeat_period(self, period: float) -> None:
+        """`swarm update --dispatcher-heartbeat`: nodes take it at their next heartbeat."""
+        if period <= 0:
+            raise ShoalError(f"heartbeat period must be positive, not {period}")
+        self.heartbeat_period = period
+
+    def expire(self) -> list[str]:
+        """Mark Down every node whose heartbeat is overdue; returns their IDs."""
+        now = self.clock()
+        with self._lock:
+            late = [s for s in self._sessions.values() if s.deadline < now]
+            for s in late:
+                self._end(s)
+            unknown = [n for n, d in self._unknown.items() if d < now]
+            for n in unknown:
+                del self._unknown[n]
+        down = [s.node_id for s in late] + unknown
+        if down:
+            self._mark_down(down, "heartbeat failure")
+        return down
+
+    def _mark_down(self, node_ids: list[str], message: str) -> None:
+        with self.store.transaction() as tx:
+            for node_id in node_ids:
+                raw = tx.get("node", node_id)
+                if raw is None:
+                    continue
+                node = Node.from_dict(raw)
+                if node.status.state == "down":
+                    continue
+                node.status = NodeStatus(state="down", message=message, addr=node.status.addr)
+                node.updated_at = time.time()
+                tx.update("node", node.to_dict())
+                log.warning("node %s (%s) is down: %s", node_id, node.hostname, message)
+        self.on_change()
+
+    # ---- sessions --------------------------------------------------------------------------------
+    def register(self, description: NodeDescription, addr: str = "", role: str = "worker") -> SessionInfo:
+        """Open a session for the node (swarmkit Session). `addr` is the address the manager sees
+        the node at (the advertised one wins); `role` is taken only by a node seen for the first
+        time (the join token's role): a known node keeps its spec."""
+        node_id = description.node_id or new_swarm_id()
+        now = time.time()
+        with self.store.transaction() as tx:
+            current = tx.get("node", node_id)
+            node = Node(id=node_id, role=role) if current is None else Node.from_dict(current)
+            if current is None:
+                node.created_at = now
+            node.hostname = description.hostname
+            node.platform = Platform(os=description.platform.os,
+                                     architecture=description.platform.architecture or node.platform.architecture)
+            node.resources = NodeResources(nano_cpus=description.resources.nano_cpus,
+                                           memory_bytes=description.resources.memory_bytes,
+                                           generic=dict(description.resources.generic))
+            node.engine = EngineDescription(engine_version=description.engine.engine_version,
+                                            labels=dict(description.engine.labels),
+                                            plugins=[dict(p) for p in description.engine.plugins])
+            node.status = NodeStatus(state="ready", message="", addr=description.advertise_addr or addr)
+            if node.manager_status is not None and not node.manager_status.addr:
+                node.manager_status.addr = node.status.addr
+            node.updated_at = now
+            stored = tx.create("node", node.to_dict()) if current is None else tx.update("node", node.to_dict())
+        period = self._choose_period()
+        session = _Session(node_id=node_id, session_id=new_swarm_id(), period=period,
+                           deadline=self.clock() + period * GRACE_MULTIPLIER)
+        with self._lock:
+            old = self._sessions.get(node_id)
+            if old is not None:
+                self._end(old)
+            self._sessions[node_id] = session
+            self._unknown.pop(node_id, None)
+        self.on_change()
+        return SessionInfo(node_id=node_id, session_id=session.session_id, heartbeat_period=period,
+                           managers=list(self.managers), node=dict(stored))
+
+    def _end(self, session: _Session) -> None:
+        session.closed = True
+        if self._sessions.get(session.node_id) is session:
+            del self._sessions[session.node_id]
+        self._wake(session)
+
+    def _session(self, node_id: str, session_id: str) -> _Session:
+        with self._lock:
+            session = self._sessions.get(node_id)
+            if session is None or session.session_id != session_id or session.closed:
+                if self.store.get("node", node_id) is None:
+                    raise NodeRemoved(f"node {node_id} is not part of the cluster")
+                raise SessionInvalid(f"session {session_id} of node {node_id} is not valid")
+            return session
+
+    def heartbeat(self, node_id: str, session_id: str) -> float:
+        session = self._session(node_id, session_id)
+        period = self._choose_period()
+        with self._lock:
+            session.period = period
+            session.deadline = self.clock() + period * GRACE_MULTIPLIER
+        return period
+
+    def close(self, node_id: str, session_id: str) -> None:
+        with self._lock:
+            session = self._sessions.get(node_id)
+            if session is not None and session.session_id == session_id:
+                self._end(session)
+
+    def session_count(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    # ---- status ----------------------------------------------------------------------------------
+    def update_status(self, node_id: str, session_id: str, updates: list[TaskStatusUpdate]) -> None:
+        """Apply a node's task states in one transaction: every update is checked first (a task
+        of another node fails the whole batch, as swarmkit's UpdateTaskStatus does); a task gone
+        from the store is skipped; a state behind the stored one is dropped."""
+        self._session(node_id, session_id)
+        if not updates:
+            return
+        changed = False
+        with self.store.transaction() as tx:
+            found = []
+            for u in updates:
+                raw = tx.get("task", u.task_id)
+                if raw is None:
+                    continue
+                if raw.get("node_id") != node_id:
+                    raise NotAssigned(f"cannot update task {u.task_id}: it is not assigned to node {node_id}")
+                found.append((u, raw))
+            for u, raw in found:
+                task = Task.from_dict(raw)
+                state = TaskState.parse(u.state)
+                old = task.status
+                if state == old.state and (u.message, u.err) == (old.message, old.err) \
+                        and u.container_id in ("", old.container_id) and u.pid in (0, old.pid) \
+                        and u.exit_code in (None, old.exit_code) and u.networks in (None, raw.get("networks")):
+                    continue  # a repeat (a retry after a lost answer, a new session's resend)
+                if state < TaskState.ASSIGNED or not task.advance(state, u.message, err=u.err, now=u.timestamp or None):
+                    continue
+                if u.container_id:
+                    task.status.container_id = u.container_id
+                if u.pid:
+                    task.status.pid = u.pid
+                if u.exit_code is not None:
+                    task.status.exit_code = u.exit_code
+                if u.networks is not None:
+                    task.networks = u.networks
+                tx.update("task", task.to_dict())
+                changed = True
+        if changed:
+            self.on_change()
+            self.notify()
+
+    # ---- assignments -----------------------------------------------------------------------------
+    def _file(self, kind: str, obj: dict[str, Any]) -> bytes:
+        from shoal.store import secretbox
+
+        key = (kind, obj["id"], int(obj.get("version") or 0))
+        data = self._files_cache.get(key)
+        if data is None:
+            data = secretbox.content(kind, obj)
+            if len(self._files_cache) > 1000:
+                self._files_cache.clear()
+            self._files_cache[key] = data
+        return data
+
+    def assignments(self, node_id: str, session_id: str) -> AssignmentSet | None:
+        """What changed for the session since it was last sent anything: a COMPLETE set the
+        first time, then an INCREMENTAL one, or None when nothing changed."""
+        session = self._session(node_id, session_id)
+        with self._lock:
+            return self._compute(session)
+
+    def _compute(self, session: _Session) -> AssignmentSet | None:
+        complete = session.sequence == 0
+        raw_node = self.store.get("node", session.node_id)
+        if raw_node is None:
+            raise NodeRemoved(f"node {session.node_id} is not part of the cluster")
+        tasks = {t["id"]: t for t in self.store.list("task")
+                 if t.get("node_id") == session.node_id and TaskState.parse(t["status"]["state"]) >= TaskState.ASSIGNED}
+        changed = [t for tid, t in tasks.items() if complete or session.tasks.get(tid) != _task_key(t)]
+        removed = [] if complete else [tid for tid in session.tasks if tid not in tasks]
+        # Files: what the node's tasks reference, by name (a task's spec names its sources).
+        wanted: set[tuple[str, str]] = set()
+        for t in tasks.values():
+            spec = t.get("spec") or {}
+            wanted.update(("secret", r["source"]) for r in spec.get("secrets") or [])
+            wanted.update(("config", r["source"]) for r in spec.get("configs") or [])
+        files: dict[str, tuple[str, dict[str, Any]]] = {}
+        if wanted:
+            for kind in ("secret", "config"):
+                for obj in self.store.list(kind):
+                    if (kind, obj["name"]) in wanted:
+                        files[f"{kind}/{obj['id']}"] = (kind, obj)
+        new_files = [FileData(kind=kind, id=obj["id"], name=obj["name"], data=self._file(kind, obj),
+                              digest=obj.get("digest", ""))
+                     for key, (kind, obj) in files.items() if complete or session.files.get(key) != obj.get("version")]
+        removed_files = [] if complete else [k for k in session.files if k not in files]
+        services = service_records(self.store)
+        services_out = services if complete or services != session.services else None
+        node_key = _node_key(raw_node)
+        node_out = dict(raw_node) if complete or node_key != session.node_key else None
+        if not complete and not (changed or removed or new_files or removed_files or services_out is not None
+                                 or node_out is not None):
+            return None
+        previous = session.sequence
+        session.sequence += 1
+        for t in changed:
+            session.tasks[t["id"]] = _task_key(t)
+        for tid in removed:
+            session.tasks.pop(tid, None)
+        session.files = {k: obj.get("version") for k, (_kind, obj) in files.items()}
+        session.services = services
+        session.node_key = node_key
+        return AssignmentSet(type=AssignmentType.COMPLETE if complete else AssignmentType.INCREMENTAL,
+                             sequence=session.sequence, applies_to=previous, tasks=[dict(t) for t in changed],
+                             removed_tasks=removed, files=new_files, removed_files=removed_files,
+                             services=services_out, node=node_out)
+
+    # ---- asyncio side ----------------------------------------------------------------------------
+    def notify(self) -> None:
+        """The store changed: every session's stream looks again. Safe from any thread."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for s in sessions:
+            self._wake(s)
+
+    @staticmethod
+    def _wake(session: _Session) -> None:
+        if session.wake is None or session.loop is None or session.loop.is_closed():
+            return
+        try:
+            session.loop.call_soon_threadsafe(session.wake.set)
+        except RuntimeError:
+            pass  # its loop is closing
+
+    async def stream(self, node_id: str, session_id: str) -> AsyncIterator[AssignmentSet]:
+        """The session's assignment sets, as the store changes; ends with SessionInvalid when
+        the session does."""
+        session = self._session(node_id, session_id)
+        session.loop = asyncio.get_running_loop()
+        session.wake = asyncio.Event()
+        while True:
+            session.wake.clear()
+            if session.closed:
+                raise SessionInvalid(f"session {session_id} of node {node_id} ended")
+            found = await asyncio.to_thread(self.assignments, node_id, session_id)
+            if found is not None:
+                yield found
+                continue
+            try:
+                async with asyncio.timeout(RESYNC):
+                    await session.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def run(self) -> None:
+        """Mark overdue nodes Down, a few times per heartbeat period."""
+        self.start()
+        while True:
+            await asyncio.sleep(max(0.05, self.heartbeat_period / 4))
+            try:
+                await asyncio.to_thread(self.expire)
+            except ShoalError as exc:
+                log.error("heartbeat check failed: %s", exc)
