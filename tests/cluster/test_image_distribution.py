@@ -528,3 +528,19 @@ def test_pin_and_pull_from_a_registry_the_manager_lacks(pki: Pki, server: Server
     assert pulled.id == image.id
     assert ref in pulled.repo_tags
     assert f"{docker_registry}/team/web@{digest}" in pulled.repo_digests
+
+
+def test_a_pinned_service_never_moves_a_users_tag(pki: Pki, server: Server, served: tuple[ImageStore, Image],
+                                                  busybox_rootfs: Path, tmp_path: Path) -> None:
+    """The node's own web:v1 (a newer build, say) keeps its name; the service's image, pulled by
+    digest, is there under its digest."""
+    _, original = served
+    node = ImageStore(tmp_path / "node2" / "image")
+    own = import_tarball(node, str(busybox_rootfs), "web:v1", changes=["ENV BUILD=2"])
+    assert own.id != original.id
+    pinned = f"web:v1@{original.manifest_digest}"
+    for _ in range(2):  # pulled, then found locally: neither moves the tag
+        image = ensure_image(node, pinned, None, server.url, pki.context(pki.worker), registry_fallback=False)
+        assert image.id == original.id
+        assert node.resolve("web:v1").id == own.id
+    assert f"web@{original.manifest_digest}" in node.resolve(pinned).repo_digests

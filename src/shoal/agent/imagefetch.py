@@ -60,14 +60,21 @@ def _local(images: ImageStore, ref: refs.Reference, digest: str | None) -> Image
 
 
 def _tag(images: ImageStore, image: Image, ref: refs.Reference) -> Image:
-    """Name the image as the service does, so `shoal images` on the node shows it."""
+    """Name the image as the service does, so `shoal images` on the node shows it, unless the
+    name is already another image's here: a pinned service must not move a tag the node's user
+    gave (say, to a newer build of web:v1 on the manager itself)."""
     if ref.tag is None:
         return image
     name = f"{ref.familiar_name()}:{ref.tag}"
-    if name not in image.repo_tags:
-        images.tag(image.id, name)
-        return images.get(image.id)
-    return image
+    if name in image.repo_tags:
+        return image
+    try:
+        images.resolve(name)
+        return image  # the name is taken: the image stays known by its digest
+    except NotFound:
+        pass
+    images.tag(image.id, name)
+    return images.get(image.id)
 
 
 def manager_client(ref: refs.Reference, manager_url: str, ssl_context: ssl.SSLContext,
