@@ -32,7 +32,8 @@ from shoal.image import registry
 from shoal.image.importer import import_tarball
 from shoal.image.store import Image, ImageStore
 from shoal.manager.ca import MANAGER_ROLE, WORKER_ROLE, CertStore, RootCA, init_cluster, new_node_id
-from shoal.manager.imagepin import Pinned, digest_warning, display_image, pin_image
+from shoal.errors import InvalidArgument
+from shoal.manager.imagepin import Pinned, deploy_image, digest_warning, display_image, pin_image
 from shoal.tlsconfig import client_context
 
 PROC = Path(__file__).with_name("distserver_proc.py")
@@ -544,3 +545,28 @@ def test_a_pinned_service_never_moves_a_users_tag(pki: Pki, server: Server, serv
         assert image.id == original.id
         assert node.resolve("web:v1").id == own.id
     assert f"web@{original.manifest_digest}" in node.resolve(pinned).repo_digests
+
+
+def test_stack_deploy_resolve_image_modes(served: tuple[ImageStore, Image]) -> None:
+    """docker/cli's deployServices: when a deploy pins, keeps the recorded pin, or leaves the
+    image alone, and when it prints the warning (updates only)."""
+    store, image = served
+    pin = f"web:v1@{image.manifest_digest}"
+    old_pin = "web:v1@sha256:" + "1" * 64
+    # A new service: pinned unless never; no warning printed for a create, even unpinnable.
+    assert deploy_image(store, "web:v1", query_registry=False) == Pinned(pin)
+    assert deploy_image(store, "web:v1", resolve_image="changed", query_registry=False) == Pinned(pin)
+    assert deploy_image(store, "web:v1", resolve_image="never") == Pinned("web:v1")
+    assert deploy_image(store, "web:v9", query_registry=False) == Pinned("web:v9")
+    # An existing service whose Compose image is unchanged (web:v1 rebuilt since its pin).
+    kept = {"existing_image": old_pin, "existing_label": "web:v1", "query_registry": False}
+    assert deploy_image(store, "web:v1", **kept) == Pinned(pin)  # type: ignore[arg-type]
+    assert deploy_image(store, "web:v1", resolve_image="changed", **kept) == Pinned(old_pin)  # type: ignore[arg-type]
+    assert deploy_image(store, "web:v1", resolve_image="never", **kept) == Pinned(old_pin)  # type: ignore[arg-type]
+    # An existing service whose Compose image changed.
+    moved = {"existing_image": old_pin, "existing_label": "web:v0", "query_registry": False}
+    assert deploy_image(store, "web:v1", resolve_image="changed", **moved) == Pinned(pin)  # type: ignore[arg-type]
+    assert deploy_image(store, "web:v1", resolve_image="never", **moved) == Pinned("web:v1")  # type: ignore[arg-type]
+    assert deploy_image(store, "web:v9", **moved) == Pinned("web:v9", digest_warning("web:v9"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="^Invalid option sometimes for flag --resolve-image$"):
+        deploy_image(store, "web:v1", resolve_image="sometimes")

@@ -79,3 +79,30 @@ def display_image(image: str) -> str:
     if ref.tag is None:
         return image
     return refs.Reference(ref.domain, ref.path, ref.tag, None).familiar()
+
+
+RESOLVE_IMAGE_MODES = ("always", "changed", "never")
+
+
+def deploy_image(images: ImageStore, image: str, *, resolve_image: str = "always",
+                 existing_image: str | None = None, existing_label: str | None = None,
+                 query_registry: bool = True) -> Pinned:
+    """What `stack deploy --resolve-image MODE` records for one service (docker/cli's
+    deployServices with moby's pinning): `image` as the Compose file has it; for a service that
+    exists already, `existing_image` is its spec's image (maybe pinned) and `existing_label` its
+    `com.docker.stack.image` label (the image its Compose file had).
+
+    always: pin on create and update; changed: pin on create, and on update only when the
+    Compose image changed (else keep the recorded pin, so a redeploy is no update); never: no
+    pinning, an unchanged image keeps its recorded pin. The warning is given only where `stack
+    deploy` prints it: on an update (on a create docker/cli drops the daemon's warnings)."""
+    if resolve_image not in RESOLVE_IMAGE_MODES:
+        raise InvalidArgument(f"Invalid option {resolve_image} for flag --resolve-image")
+    if existing_image is None:
+        if resolve_image == "never":
+            return Pinned(image)
+        return Pinned(pin_image(images, image, query_registry=query_registry).image)
+    unchanged = image == existing_label
+    if resolve_image == "always" or (resolve_image == "changed" and not unchanged):
+        return pin_image(images, image, query_registry=query_registry)
+    return Pinned(existing_image if unchanged else image)
