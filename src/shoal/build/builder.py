@@ -38,7 +38,7 @@ from shoal.build.dockerfile import (
 )
 from shoal.build.shell import Lex, ShellError, env_map
 from shoal.build.sources import ContextSource, DirSource
-from shoal.cli.format import human_size
+from shoal.units import human_size
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.ids import new_id, short_id
 

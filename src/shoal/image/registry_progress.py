@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TextIO
 
-from shoal.cli.format import human_size
+from shoal.units import human_size
 
 BAR_WIDTH = 50
 # Redraw a layer's bar at most this often: a fast local registry would otherwise spend its time

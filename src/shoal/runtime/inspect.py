@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from shoal.cli.format import human_duration
+from shoal.units import human_duration
 from shoal.runtime import hostsec, oci
 from shoal.runtime.state import Container
 
