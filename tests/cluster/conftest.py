@@ -67,7 +67,8 @@ class NetnsNode:
         env = dict(os.environ, SHOAL_ROOT=str(self.root), SHOAL_RUN=str(self.run))
         env.pop("SHOAL_SOCKET", None)
         env.pop("SHOAL_HOST", None)
-        env.pop("SHOAL_CONTEXT", None)
+        # This node's own socket, whatever context another test made current in ~/.shoal.
+        env["SHOAL_CONTEXT"] = "default"
         return env
 
     def make_netns(self) -> None:
@@ -203,3 +204,50 @@ def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsClu
         yield cluster
     finally:
         cluster.remove()
+
+
+# ---- helpers shared by cluster tests (kernel objects seen from the host) ------------------------
+
+def netns_names() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return set()
+
+
+def link_names() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def host_mounts() -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+
+
+def nft_tables() -> set[str]:
+    """The host namespace's nftables tables ("family name")."""
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False).stdout
+    return {line.removeprefix("table ").strip() for line in out.splitlines() if line.startswith("table ")}
+
+
+def cgroup_dirs_named(name: str) -> list[Path]:
+    """`name` at the top of every mounted cgroup hierarchy, where it exists."""
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[2] in ("cgroup", "cgroup2") and (Path(parts[1]) / name).is_dir():
+            found.append(Path(parts[1]) / name)
+    return found
+
+
+def ns_inode(pid: int | str, kind: str) -> int | None:
+    """The inode of a process's namespace of `kind` (net, mnt, uts...); "self" works."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+    except OSError:
+        return None
+
+
+def in_netns(netns: str, *cmd: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """A command in a network namespace only (nsenter --net: the host's mounts and /sys stay)."""
+    return subprocess.run(["nsenter", f"--net=/run/netns/{netns}", *cmd], capture_output=True, text=True,
+                          check=False, timeout=timeout)

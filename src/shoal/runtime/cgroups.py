@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path(os.environ.get("SHOAL_CGROUP_ROOT", "/sys/fs/cgroup"))
-PARENT = "shoal"
+# The cgroup every container of this shoald goes under; SHOAL_CGROUP_PARENT gives each node of
+# a local cluster (cluster/) its own, as dockerd's --cgroup-parent does. One path component.
+PARENT = os.environ.get("SHOAL_CGROUP_PARENT", "shoal").strip("/") or "shoal"
 
 
 def is_v2() -> bool:
