@@ -83,9 +83,9 @@ def _start_supervisor(record: state.ClusterRecord) -> int:
     return proc.pid
 
 
-def _wait_nodes(record: state.ClusterRecord, timeout: float) -> None:
+def _wait_nodes(record: state.ClusterRecord, timeout: float, nodes: list[state.NodeRecord] | None = None) -> None:
     deadline = time.monotonic() + timeout
-    waiting = list(record.nodes)
+    waiting = list(record.nodes if nodes is None else nodes)
     while waiting:
         waiting = [n for n in waiting if not node_answers(n, 2.0)]
         if not waiting:
@@ -98,14 +98,15 @@ def _wait_nodes(record: state.ClusterRecord, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _form_swarm(record: state.ClusterRecord) -> str:
-    """NAME-1 inits the swarm; the others join it with the worker token, over TCP and TLS, in
-    parallel (each through its own API, as `shoal swarm join` on that machine would). Returns
-    the manager's address."""
+def _form_swarm(record: state.ClusterRecord, timeout: float) -> str:
+    """NAME-1 inits the swarm as soon as its shoald answers; each other node joins with the
+    worker token, over TCP and TLS, as soon as its own answers (each through its own API, as
+    `shoal swarm join` on that machine would), in parallel. Returns the manager's address."""
     from shoal.api.client import Client
 
     manager = record.nodes[0]
     addr = f"{manager.address}:{SWARM_PORT}"
+    _wait_nodes(record, timeout, [manager])
     with Client(sock=manager.socket) as client:
         answer = client.post("/swarm/init", {"AdvertiseAddr": manager.address, "ListenAddr": addr})
     token = answer["WorkerToken"]
@@ -113,6 +114,7 @@ def _form_swarm(record: state.ClusterRecord) -> str:
 
     def join(node: state.NodeRecord) -> None:
         try:
+            _wait_nodes(record, timeout, [node])
             with Client(sock=node.socket) as client:
                 client.post("/swarm/join", {"RemoteAddrs": [addr], "JoinToken": token,
                                             "AdvertiseAddr": node.address,
@@ -198,11 +200,9 @@ def create(name: str, nodes: int, subnet: str | None, swarm: bool = True,
         t0 = time.monotonic()
         record.supervisor_pid = _start_supervisor(record)
         state.save(record)
-        _wait_nodes(record, START_TIMEOUT)
-        progress(f"shoald answering on {nodes} nodes ({time.monotonic() - t0:.1f} s)")
         manager_addr = None
         if swarm:
-            manager_addr = _form_swarm(record)
+            manager_addr = _form_swarm(record, START_TIMEOUT)
             progress(f"swarm: {record.nodes[0].hostname} manager at {manager_addr}, "
                      f"{nodes - 1} worker{'s' if nodes != 2 else ''} joined ({time.monotonic() - t0:.1f} s)")
             late = _wait_ready(record, READY_TIMEOUT)
@@ -212,6 +212,9 @@ def create(name: str, nodes: int, subnet: str | None, swarm: bool = True,
                          f"(see their shoald.log under {record.dir})")
             else:
                 progress(f"all {nodes} nodes Ready ({time.monotonic() - t0:.1f} s)")
+        else:
+            _wait_nodes(record, START_TIMEOUT)
+            progress(f"shoald answering on {nodes} nodes ({time.monotonic() - t0:.1f} s)")
         _make_context(record, manager_addr)
     except BaseException:
         remove(name)
