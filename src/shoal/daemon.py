@@ -314,6 +314,9 @@ class Daemon:
         finally:
             os.umask(old_umask)
         log.info("shoald listening on unix://%s (node %s)", sock, self.node_id)
+        from shoal.api import tcp  # the cluster's TCP listener (manager), certificate renewal (worker)
+
+        await tcp.start_swarm(self)
         from shoal.api.server import warm_compose
 
         # The compose loader is imported before the first deploy asks for it (POST .../load).
@@ -335,6 +338,7 @@ class Daemon:
                 t.cancel()
             await asyncio.gather(*tasks, *roles, return_exceptions=True)
             self.agent.close()
+            await tcp.stop_swarm(self)
             await runner.cleanup()
             sock.unlink(missing_ok=True)
             lock_file.close()
@@ -369,6 +373,10 @@ def raise_nofile_limit() -> int:
 def run() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s shoald %(levelname)s %(message)s")
     raise_nofile_limit()
-    daemon = Daemon()
+    from shoal.agent.session_https import for_worker
+    from shoal.api.swarmapi import restart_if_requested
+
+    daemon = Daemon(session_factory=for_worker(paths.state_root()))  # a worker: HTTPS to its manager
     asyncio.run(daemon.serve())
+    restart_if_requested()  # after swarm join / leave: start again in the new role
     return 0

@@ -178,3 +178,15 @@ class HTTPSSession(Session):
                 pass
             self.info = None
         await self._reset()
+
+
+def for_worker(root: Path) -> Any:
+    """The session factory shoald uses on a node that joined a swarm as a worker (its state in
+    <root>/swarm/state.json, manager/swarmnode.py); None on a manager or a one-node shoald."""
+    from shoal.manager.swarmnode import SwarmNode
+
+    state = SwarmNode.read_state(root)
+    if state is None or state.role != "worker":
+        return None
+    managers, cert_dir = list(state.managers), root / "certificates"
+    return lambda _daemon: HTTPSSession(managers, cert_dir)

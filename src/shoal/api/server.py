@@ -44,8 +44,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPRequestEntityTooLarge:
         return _too_large(request.content_length)
     except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise  # a redirect, or a handler's own {"message"} (the cluster CA's refusals)
         # aiohttp's own refusals (no such route, wrong method) in the same shape as ours.
         return web.json_response({"message": f"{exc.reason}: {request.method} {request.path}"},
                                  status=exc.status, headers={k: v for k, v in exc.headers.items()

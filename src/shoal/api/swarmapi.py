@@ -42,6 +42,14 @@ log = logging.getLogger("shoald.api")
 RESTART_REQUESTED = False
 
 
+def restart_if_requested() -> None:
+    """Called by daemon.run() once shoald has stopped: exec it again, same arguments."""
+    if RESTART_REQUESTED:
+        import sys
+
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def request_restart() -> None:
     global RESTART_REQUESTED
     RESTART_REQUESTED = True
@@ -82,7 +90,7 @@ def _node_api(node: dict[str, Any]) -> dict[str, Any]:
 
 def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
     """`body` is api/server.py's JSON body reader (its 400s and 413s)."""
-    from shoal.api.tcp import start_listener, stop_listener, swarm_of
+    from shoal.api.tcp import apply_settings, start_listener, stop_listener, swarm_of
 
     routes = web.RouteTableDef()
     prefix = f"/{API_VERSION}"
@@ -126,6 +134,7 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
         b = await body(request)
         await asyncio.to_thread(swarm().update, _opt_number(b, "CertExpiry"), _opt_number(b, "HeartbeatPeriod"),
                                 _opt_int(b, "TaskHistoryRetentionLimit"))
+        apply_settings(daemon)
         return web.json_response({})
 
     @routes.post(prefix + "/swarm/leave")

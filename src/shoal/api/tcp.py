@@ -100,8 +100,18 @@ def swarm_of(daemon: Daemon) -> SwarmNode:
     return found
 
 
+def apply_settings(daemon: Daemon) -> None:
+    """The cluster's `swarm update` settings into the running dispatcher."""
+    swarm = swarm_of(daemon)
+    dispatcher = getattr(daemon, "dispatcher", None)
+    if dispatcher is None or not swarm.initialised:
+        return
+    dispatcher.set_heartbeat_period(swarm.settings()["heartbeat_period"])
+    dispatcher.managers = [swarm.manager_addr()]
+
+
 async def start_listener(daemon: Daemon) -> ClusterListener | None:
-    """At shoald's start and after `swarm init`: serve the cluster if this node is its manager."""
+    """After `swarm init` (and at shoald's start): serve the cluster if this node is its manager."""
     swarm = swarm_of(daemon)
     if not swarm.initialised:
         return None
@@ -111,6 +121,7 @@ async def start_listener(daemon: Daemon) -> ClusterListener | None:
     listener = ClusterListener(daemon, swarm)
     await listener.start()
     daemon.cluster_listener = listener  # type: ignore[attr-defined]
+    apply_settings(daemon)
     return listener
 
 
@@ -119,3 +130,24 @@ async def stop_listener(daemon: Daemon) -> None:
     if listener is not None:
         await listener.stop()
         daemon.cluster_listener = None  # type: ignore[attr-defined]
+
+
+async def start_swarm(daemon: Daemon) -> None:
+    """shoald's start: a manager serves the cluster; a worker renews its certificate before it
+    expires (agent/join.py, swarmkit's random 50-80% moment) from its managers."""
+    swarm = swarm_of(daemon)
+    await start_listener(daemon)
+    if swarm.is_worker and swarm.local is not None and swarm.local.managers:
+        import asyncio
+
+        from shoal.agent.join import renewal_loop
+
+        daemon.cert_renewal = asyncio.create_task(  # type: ignore[attr-defined]
+            renewal_loop(swarm.local.managers[0], swarm.certs.directory, keys=swarm.certs.keys))
+
+
+async def stop_swarm(daemon: Daemon) -> None:
+    await stop_listener(daemon)
+    renewal = getattr(daemon, "cert_renewal", None)
+    if renewal is not None:
+        renewal.cancel()

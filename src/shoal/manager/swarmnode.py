@@ -168,13 +168,18 @@ class SwarmNode:
 
     # ---- local state ------------------------------------------------------------------------
     def _load(self) -> LocalState | None:
+        return self.read_state(self.root)
+
+    @staticmethod
+    def read_state(root: Path) -> LocalState | None:
+        path = root / "swarm" / "state.json"
         try:
-            data = json.loads(self.state_path.read_text())
+            data = json.loads(path.read_text())
             return LocalState(**{k: v for k, v in data.items() if k in LocalState.__dataclass_fields__})
         except FileNotFoundError:
             return None
         except (ValueError, TypeError) as exc:
-            raise ShoalError(f"{self.state_path}: not a swarm state file ({exc})") from None
+            raise ShoalError(f"{path}: not a swarm state file ({exc})") from None
 
     def _save(self, state: LocalState | None) -> None:
         if state is None:

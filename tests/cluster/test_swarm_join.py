@@ -1,0 +1,197 @@
+"""`swarm init` and `swarm join` as a user types them, between real shoalds in network
+namespaces over real mutual TLS (tests/cluster/conftest.py): nodes join and are Ready; a wrong
+token, a rotated token, an unreachable manager, a second node with one hostname, a certificate
+of another cluster, a manager token: one clear line, and nothing joined; a worker's
+certificate is refused on the control API."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from conftest import NetnsCluster, NetnsNode  # tests/cluster/conftest.py
+
+READY_WAIT = 30.0
+
+
+def init(manager: NetnsNode) -> str:
+    out = manager.shoal("swarm", "init", "--advertise-addr", manager.addr).stdout
+    assert "Swarm initialized: current node (" in out
+    assert f"shoal swarm join --token SWMTKN-1-" in out and f" {manager.addr}:2377\n" in out
+    return manager.shoal("swarm", "join-token", "-q", "worker").stdout.strip()
+
+
+def node_rows(manager: NetnsNode) -> list[list[str]]:
+    lines = manager.shoal("node", "ls").stdout.splitlines()
+    assert lines[0].split() == ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER", "STATUS", "ENGINE", "VERSION"]
+    return [line.replace(" * ", " ").split() for line in lines[1:]]
+
+
+def wait_ready(manager: NetnsNode, count: int) -> list[list[str]]:
+    deadline = time.monotonic() + READY_WAIT
+    rows: list[list[str]] = []
+    while time.monotonic() < deadline:
+        rows = node_rows(manager)
+        if len(rows) == count and all(r[2] == "Ready" for r in rows):
+            return rows
+        time.sleep(0.2)
+    raise AssertionError(f"not {count} nodes Ready: {rows}")
+
+
+def not_joined(node: NetnsNode) -> None:
+    certs = node.root / "certificates"
+    assert not (certs / "swarm-node.crt").exists() and not (certs / "swarm-node.key").exists()
+    assert not (node.root / "swarm" / "state.json").exists()
+    info = json.loads(node.shoal("node", "inspect", "self").stdout)[0]
+    assert info["role"] == "manager"  # still its own one-node manager
+
+
+def test_init_and_two_joins_all_ready(netns_cluster: NetnsCluster) -> None:
+    manager = netns_cluster.add()
+    token = init(manager)
+    workers = [netns_cluster.add(), netns_cluster.add()]
+    for worker in workers:
+        out = worker.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377").stdout
+        assert out == "This node joined a swarm as a worker.\n"
+    rows = wait_ready(manager, 3)
+    assert sorted(r[1] for r in rows) == sorted(n.name for n in (manager, *workers))
+    by_host = {r[1]: r for r in rows}
+    assert by_host[manager.name][4] == "Leader"
+    assert all(len(by_host[w.name]) == 5 for w in workers)  # no MANAGER STATUS for workers
+    first = manager.shoal("node", "ls").stdout.splitlines()[1:]
+    assert sum(" * " in line for line in first) == 1 and [l for l in first if " * " in l][0].split()[2] == manager.name
+    # The worker's certificate names its role; its key is private.
+    cert_dir = workers[0].root / "certificates"
+    assert (cert_dir / "swarm-node.key").stat().st_mode & 0o777 == 0o600
+    assert not (cert_dir / "swarm-root-ca.key").exists()
+    # A worker does not answer cluster commands (Docker's words).
+    err = workers[0].shoal("node", "ls", check=False)
+    assert err.returncode != 0 and "This node is not a swarm manager." in err.stderr
+
+
+def test_wrong_and_rotated_tokens_join_nobody(netns_cluster: NetnsCluster) -> None:
+    manager = netns_cluster.add()
+    token = init(manager)
+    node = netns_cluster.add()
+    # A token of the right shape and the right CA whose secret is not the cluster's.
+    forged = token[: token.rindex("-") + 1] + "0" * 25
+    result = node.shoal("swarm", "join", "--token", forged, f"{manager.addr}:2377", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "Error response from daemon: A valid join token is necessary to join this cluster"]
+    not_joined(node)
+    result = node.shoal("swarm", "join", "--token", "SWMTKN-1-nonsense", f"{manager.addr}:2377", check=False)
+    assert result.returncode != 0 and result.stderr.strip() == "Error response from daemon: invalid join token"
+    # Rotated: the old token admits nobody, the new one does.
+    out = manager.shoal("swarm", "join-token", "--rotate", "worker").stdout
+    assert out.startswith("Successfully rotated worker join token.\n\nTo add a worker to this swarm")
+    new = manager.shoal("swarm", "join-token", "-q", "worker").stdout.strip()
+    assert new != token and new in out
+    result = node.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377", check=False)
+    assert result.returncode != 0 and "A valid join token is necessary to join this cluster" in result.stderr
+    not_joined(node)
+    assert len(node_rows(manager)) == 1
+    node.shoal("swarm", "join", "--token", new, f"{manager.addr}:2377")
+    wait_ready(manager, 2)
+
+
+def test_unreachable_manager_and_other_clusters_token(netns_cluster: NetnsCluster) -> None:
+    manager = netns_cluster.add()
+    token = init(manager)
+    other = netns_cluster.add()
+    other_token = init(other)  # a second cluster: its token carries another CA's digest
+    node = netns_cluster.add()
+    result = node.shoal("swarm", "join", "--token", token, f"{manager.addr[:-1]}99:2377", check=False)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"could not reach the manager at {manager.addr[:-1]}99:2377" in result.stderr
+    not_joined(node)
+    # The token of one cluster given to another's manager: the CA does not match its digest.
+    result = node.shoal("swarm", "join", "--token", other_token, f"{manager.addr}:2377", check=False)
+    assert result.returncode != 0 and "remote CA does not match fingerprint. Expected:" in result.stderr
+    not_joined(node)
+    assert len(node_rows(manager)) == 1
+
+
+def test_manager_token_and_duplicate_hostname_refused(netns_cluster: NetnsCluster) -> None:
+    manager = netns_cluster.add()
+    init(manager)
+    node = netns_cluster.add()
+    manager_token = manager.shoal("swarm", "join-token", "-q", "manager").stdout.strip()
+    result = node.shoal("swarm", "join", "--token", manager_token, f"{manager.addr}:2377", check=False)
+    assert result.returncode != 0 and "joining as a manager is not supported yet" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    not_joined(node)
+    # Two machines with one hostname: the second is refused before anything is signed.
+    token = manager.shoal("swarm", "join-token", "-q", "worker").stdout.strip()
+    node.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
+    wait_ready(manager, 2)
+    twin = netns_cluster.add(hostname=node.name)
+    result = twin.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377", check=False)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert f'a node with hostname "{node.name}" is already part of this swarm' in result.stderr
+    not_joined(twin)
+    assert len(node_rows(manager)) == 2
+
+
+def _call_control_api(node: NetnsNode, target: NetnsNode, path: str, cert_dir: Path) -> tuple[int, str]:
+    """GET https://target:2377/v1<path> from inside `node`'s namespace with the certificate in
+    `cert_dir`, as a manager would be asked (server name swarm-manager)."""
+    code = f"""
+import asyncio, json, ssl, sys
+import aiohttp
+from pathlib import Path
+from shoal.tlsconfig import client_context
+d = Path({str(cert_dir)!r})
+ctx = client_context(Path(d / 'swarm-root-ca.crt').read_bytes(), d / 'swarm-node.crt', d / 'swarm-node.key')
+async def main():
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get('https://{target.addr}:2377/v1{path}', ssl=ctx, server_hostname='swarm-manager') as r:
+                print(r.status); print(await r.text())
+    except aiohttp.ClientError as exc:
+        print(0); print(type(exc).__name__, exc)
+asyncio.run(main())
+"""
+    import sys
+
+    result = node.exec(sys.executable, "-c", code, env=node.env, timeout=60)
+    status, _, text = result.stdout.partition("\n")
+    assert status, result.stderr
+    return int(status), text
+
+
+def test_worker_certificate_refused_on_control_api(netns_cluster: NetnsCluster) -> None:
+    manager = netns_cluster.add()
+    token = init(manager)
+    worker = netns_cluster.add()
+    worker.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
+    wait_ready(manager, 2)
+    certs = worker.root / "certificates"
+    for path in ("/nodes", "/services", "/info"):
+        status, text = _call_control_api(worker, manager, path, certs)
+        assert status == 403, text
+        assert "Permission denied: remote certificate not part of OUs: [swarm-manager]" in text
+    # The manager's own certificate reaches it (the CLI's remote context uses one like it).
+    status, text = _call_control_api(worker, manager, "/nodes", manager.root / "certificates")
+    assert status == 200 and len(json.loads(text)) == 2
+
+
+def test_certificate_of_another_cluster_refused(netns_cluster: NetnsCluster) -> None:
+    manager = netns_cluster.add()
+    init(manager)
+    stranger = netns_cluster.add()
+    init(stranger)  # another cluster's manager: a valid certificate, from another CA
+    # Its certificate against our manager, trusting our CA: the handshake fails.
+    mixed = stranger.root / "mixed"
+    mixed.mkdir(mode=0o700)
+    (mixed / "swarm-root-ca.crt").write_bytes((manager.root / "certificates" / "swarm-root-ca.crt").read_bytes())
+    for name in ("swarm-node.crt", "swarm-node.key"):
+        (mixed / name).write_bytes((stranger.root / "certificates" / name).read_bytes())
+    (mixed / "swarm-node.key").chmod(0o600)
+    status, text = _call_control_api(stranger, manager, "/nodes", mixed)
+    # No HTTP answer at all: the handshake fails (with TLS 1.3 the client learns it as the
+    # server closing the connection after verifying the certificate).
+    assert status == 0 and any(w in text for w in ("SSL", "Certificate", "Disconnected", "Connection")), text
+    assert len(node_rows(manager)) == 1
