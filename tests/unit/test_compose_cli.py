@@ -82,3 +82,18 @@ def test_anchors_merge_keys_and_extension_fields(tmp_path: Path) -> None:
     config = load_config([compose], environ={}, warn=lambda m: None)
     assert config["services"]["web"]["deploy"] == {"replicas": 5}
     assert config["services"]["worker"]["image"] == "web:v1"
+
+
+def test_stack_deploy_loader_says_which_dotenv_it_read() -> None:
+    """The line reaches `stack deploy` as a warning (shoald returns warnings to the CLI)."""
+    from shoal.compose.api import load_stack
+
+    warnings: list[str] = []
+    load_stack([FIXTURES / "envdir" / "docker-compose.yml"], "app", environ={},
+               warn=warnings.append)
+    assert warnings == [f"Reading variables from {FIXTURES / 'envdir' / '.env'} "
+                        "(docker stack deploy does not read .env files)"]
+    warnings.clear()
+    load_stack([FIXTURES / "envdir" / "docker-compose.yml"], "app", environ={},
+               env_files=[FIXTURES / "envdir" / "prod.env"], warn=warnings.append)
+    assert warnings == []
