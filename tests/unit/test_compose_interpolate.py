@@ -323,3 +323,56 @@ def test_compose_disable_env_file() -> None:
                        environ={"COMPOSE_DISABLE_ENV_FILE": "1", "TAG": "t"},
                        warn=lambda m: None)
     assert stack.services["s_web"].env == ["FROM_DOTENV=missing", "WHO=nobody"]
+
+
+# docker/cli cli/compose/template/template_test.go (v28.5.2), case by case.
+GO_DEFAULTS = {"FOO": "first", "BAR": ""}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("$${foo}", "${foo}"),
+        ("foo", "foo"),
+        ("This ${missing} var", "This  var"),
+        ("This ${BAR} var", "This  var"),
+        ("This $FOO var", "This first var"),
+        ("This ${FOO} var", "This first var"),
+        ("ok ${missing:-def}", "ok def"),
+        ("ok ${missing-def}", "ok def"),
+        ("ok ${BAR:-def}", "ok def"),
+        ("ok ${FOO:-def}", "ok first"),
+        ("ok ${BAR-def}", "ok "),
+        ("ok ${BAR:-/non:-alphanumeric}", "ok /non:-alphanumeric"),
+        ("ok ${FOO:?err}", "ok first"),
+        ("ok ${FOO?err}", "ok first"),
+        ("ok ${BAR?err}", "ok "),
+    ],
+)
+def test_docker_cli_template_cases(template: str, expected: str) -> None:
+    assert docker_substitute(template, GO_DEFAULTS.get) == expected
+
+
+@pytest.mark.parametrize("template", ["${", "$}", "${}", "${ }", "${ foo}", "${foo }", "${foo!}"])
+def test_docker_cli_invalid_template_cases(template: str) -> None:
+    with pytest.raises(InvalidTemplateError):
+        docker_substitute(template, GO_DEFAULTS.get)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("not ok ${UNSET_VAR:?Mandatory Variable Unset}",
+         "required variable UNSET_VAR is missing a value: Mandatory Variable Unset"),
+        ("not ok ${BAR:?Mandatory Variable Empty}",
+         "required variable BAR is missing a value: Mandatory Variable Empty"),
+        ("not ok ${UNSET_VAR:?}", "required variable UNSET_VAR is missing a value"),
+        ("not ok ${UNSET_VAR?Mandatory Variable Unset}",
+         "required variable UNSET_VAR is missing a value: Mandatory Variable Unset"),
+        ("not ok ${UNSET_VAR?}", "required variable UNSET_VAR is missing a value"),
+    ],
+)
+def test_docker_cli_mandatory_cases(template: str, message: str) -> None:
+    with pytest.raises(InvalidTemplateError) as info:
+        docker_substitute(template, GO_DEFAULTS.get)
+    assert message in info.value.template
