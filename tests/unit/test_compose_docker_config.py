@@ -222,3 +222,57 @@ def test_two_files_merged_deploy_as_their_printout(tmp_path: Path) -> None:
     assert load_stack([printed], "app", environ={}, warn=lambda m: None).to_dict() == original
     web = original["services"]["app_web"]
     assert [p["published"] for p in web["endpoint"]["ports"]] == [0, 8080]
+
+
+# docker/cli cli/compose/loader/loader_test.go (v28.5.2): its expected typed values, printed.
+def _service(tmp_path: Path, body: str, environ: dict[str, str] | None = None) -> dict:
+    compose = tmp_path / "c.yml"
+    compose.write_text("version: '3.2'\nservices:\n  web:\n    image: busybox\n" + body)
+    model = load_docker_model([compose], environ=environ or {}, warn=lambda m: None)
+    return dict(model["services"]["web"])
+
+
+def test_loader_test_environment(tmp_path: Path) -> None:
+    for body in ("    environment:\n      FOO: '1'\n      BAR: 2\n      BAZ: 2.5\n      QUX:\n"
+                 "      QUUX:\n",
+                 "    environment: [FOO=1, BAR=2, BAZ=2.5, QUX=, QUUX]\n"):
+        assert _service(tmp_path, body, {"QUX": "qux"})["environment"] == {
+            "FOO": "1", "BAR": "2", "BAZ": "2.5", "QUX": "qux", "QUUX": None}
+
+
+def test_loader_test_expanded_port_format(tmp_path: Path) -> None:
+    ports = _service(tmp_path, "    ports:\n      - '80-82:8080-8082'\n"
+                               "      - '90-92:8090-8092/udp'\n      - '85:8500'\n      - 8600\n"
+                               "      - {protocol: udp, target: 53, published: 10053}\n"
+                               "      - {mode: host, target: 22, published: 10022}\n")["ports"]
+    ingress = [("ingress", t, p, proto) for t, p, proto in (
+        (8080, 80, "tcp"), (8081, 81, "tcp"), (8082, 82, "tcp"), (8090, 90, "udp"),
+        (8091, 91, "udp"), (8092, 92, "udp"), (8500, 85, "tcp"), (8600, 0, "tcp"))]
+    expected = [{"mode": m, "target": t, **({"published": p} if p else {}), "protocol": proto}
+                for m, t, p, proto in ingress]
+    expected += [{"target": 53, "published": 10053, "protocol": "udp"},
+                 {"mode": "host", "target": 22, "published": 10022}]
+    assert ports == expected
+
+
+def test_loader_test_extra_hosts(tmp_path: Path) -> None:
+    as_map = _service(tmp_path, "    extra_hosts:\n      zulu: 162.242.195.82\n"
+                                "      alpha: 50.31.209.229\n      beta: '[fd20:f8a7:6e5b::2]'\n"
+                                "      host.docker.internal: host-gateway\n")
+    assert as_map["extra_hosts"] == ["alpha:50.31.209.229", "beta:fd20:f8a7:6e5b::2",
+                                     "host.docker.internal:host-gateway", "zulu:162.242.195.82"]
+    as_list = _service(tmp_path, "    extra_hosts:\n      - zulu:162.242.195.82\n"
+                                 "      - whiskey=162.242.195.83\n      - alpha:50.31.209.229\n"
+                                 "      - zulu:ff02::1\n      - whiskey=ff02::2\n"
+                                 "      - foxtrot=[ff02::3]\n      - bravo:[ff02::4]\n"
+                                 "      - host.docker.internal=host-gateway\n      - noaddress\n")
+    assert as_list["extra_hosts"] == [
+        "zulu:162.242.195.82", "whiskey:162.242.195.83", "alpha:50.31.209.229", "zulu:ff02::1",
+        "whiskey:ff02::2", "foxtrot:ff02::3", "bravo:ff02::4", "host.docker.internal:host-gateway"]
+
+
+def test_loader_test_expanded_mount_format(tmp_path: Path) -> None:
+    volumes = _service(tmp_path, "    volumes:\n      - {type: volume, source: foo, "
+                                 "target: /target, read_only: true}\nvolumes:\n  foo: {}\n")
+    assert volumes["volumes"] == [{"type": "volume", "source": "foo", "target": "/target",
+                                   "read_only": True}]
