@@ -275,3 +275,33 @@ def _host_routes() -> list[Any]:
             dest = ipaddress.IPv4Address(int(parts[1], 16).to_bytes(4, "little"))
             out.append(ipaddress.ip_network(f"{dest}/{ipaddress.IPv4Address(mask.to_bytes(4, 'little'))}", strict=False))
     return out
+
+
+def test_rm_after_the_supervisor_was_killed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A supervisor killed -9 leaves its shoalds running, unsupervised: `cluster ls` says so and
+    `cluster rm` still finds and stops them (by namespace and cgroup), and removes everything."""
+    c = LocalCluster(tmp_path_factory.mktemp("lk"))  # short: a unix socket path has 107 bytes
+    c.name = f"shoalkill{os.getpid() % 100000}"
+    try:
+        c.shoal("cluster", "create", "--nodes", "2", "--no-swarm", c.name)
+        c.record = json.loads((c.dir / "cluster.json").read_text())
+        shoalds = [c.pid(1), c.pid(2)]
+        assert all(shoalds)
+        os.kill(c.supervisor_pid(), signal.SIGKILL)
+        time.sleep(0.3)
+        row = next(line for line in c.shoal("cluster", "ls").stdout.splitlines() if line.startswith(c.name + " "))
+        assert "Unsupervised (2/2 answering)" in row
+        assert all(Path(f"/proc/{p}").exists() for p in shoalds)
+        # Without a swarm, the context points at NAME-1's unix socket.
+        assert c.shoal("context", "inspect").stdout.count(f"unix://{c.node(1)['run']}/shoal.sock") == 1
+        c.shoal("cluster", "rm", c.name)
+        assert not [p for p in shoalds if Path(f"/proc/{p}").exists()
+                    and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        assert not ({f"{c.name}-1", f"{c.name}-2"} & netns_names())
+        assert c.record["bridge"] not in link_names()
+        assert not c.dir.exists() and not c.run_dir.exists()
+        assert cgroup_dirs_named(f"shoal-{c.name}-1") == []
+        assert c.shoal("context", "show").stdout.strip() == "default"
+    finally:
+        if (c.dir / "cluster.json").exists():
+            c.shoal("cluster", "rm", c.name, check=False)

@@ -191,6 +191,10 @@ def create(name: str, nodes: int, subnet: str | None, swarm: bool = True,
                        f"or choose another cluster name")
     net_ = state.choose_subnet(subnet, nodes)
     record = state.new_record(name, nodes, net_, time.time())
+    longest = max((str(n.socket) for n in record.nodes), key=len)
+    if len(longest.encode()) > 107:  # sun_path: 108 bytes with the NUL
+        raise ShoalError(f"the nodes' API socket path would be too long for a unix socket ({longest}): "
+                         f"use a shorter SHOAL_RUN or cluster name")
     state.save(record)  # first: whatever follows can be found and removed
     try:
         net.create(record)
