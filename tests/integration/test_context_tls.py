@@ -263,3 +263,80 @@ def test_local_only_commands_refuse_a_remote_context(pki: ClusterPKI, env: dict[
     assert cli(env, "context", "use", "default").returncode == 0
     proc = cli(env, "context", "show")
     assert proc.stdout.strip() == "default"
+
+
+# ---- a real shoald's cluster listener ----------------------------------------------------------
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def real_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], int]]:
+    """A shoald of its own (state root in tmp) that ran `swarm init` on 127.0.0.1:PORT."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from conftest import stop_daemon, teardown_root
+
+    base = tmp_path_factory.mktemp("mgr")
+    root, run = base / "root", base / "root" / "run"
+    env = dict(os.environ, SHOAL_ROOT=str(root), SHOAL_RUN=str(run), SHOAL_CONFIG=str(base / "cfg" / "config.json"))
+    for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_CERT_PATH", "SHOAL_SOCKET"):
+        env.pop(k, None)
+    root.mkdir()
+    log = open(base / "shoald.log", "ab")
+    daemon = subprocess.Popen([sys.executable, "-m", "shoal", "daemon"], env=env, stdout=log, stderr=log,
+                              stdin=subprocess.DEVNULL)
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        while cli(env, "info").returncode != 0:
+            assert daemon.poll() is None and time.monotonic() < deadline, (base / "shoald.log").read_text()[-2000:]
+            time.sleep(0.1)
+        port = _free_port()
+        init = cli(env, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{port}")
+        assert init.returncode == 0, init.stderr
+        yield env, port
+    finally:
+        stop_daemon(run)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        teardown_root(root, run)
+
+
+def test_real_shoald_over_tls_with_the_nodes_certificates(real_manager: tuple[dict[str, str], int]) -> None:
+    """`context create --host tcp://...` on the manager itself takes its node certificate; the
+    commands that reach a node then go over TCP and mutual TLS to shoald's cluster listener."""
+    env, port = real_manager
+    create = cli(env, "context", "create", "mgr", "--host", f"tcp://127.0.0.1:{port}")
+    assert create.returncode == 0, create.stderr
+    nodes = cli(env, "--context", "mgr", "node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}")
+    assert nodes.returncode == 0, nodes.stderr
+    assert nodes.stdout.split() == [socket.gethostname(), "Leader"]
+    services = cli(env, "-c", "mgr", "service", "ls")
+    assert services.returncode == 0 and services.stdout.startswith("ID"), services.stderr
+    # The unix socket answers the same (the default context), so both paths reach one daemon.
+    assert cli(env, "node", "ls", "-q").stdout == cli(env, "-c", "mgr", "node", "ls", "-q").stdout
+
+
+def test_real_shoald_refuses_another_clusters_certificate(real_manager: tuple[dict[str, str], int],
+                                                          other_pki: ClusterPKI) -> None:
+    env, port = real_manager
+    # Trusting another cluster's CA: the real manager's certificate does not verify.
+    create(env, "wrongca", port, other_pki.ca, other_pki.manager)
+    proc = cli(env, "-c", "wrongca", "node", "ls")
+    assert proc.returncode != 0 and "not a manager of the cluster" in proc.stderr, proc.stderr
+    # The right CA but a client certificate of another cluster: the listener refuses it.
+    certs = Path(env["SHOAL_ROOT"]) / "certificates"
+    create(env, "foreignclient", port, certs / "swarm-root-ca.crt", other_pki.manager)
+    proc = cli(env, "-c", "foreignclient", "node", "ls")
+    assert proc.returncode != 0 and "TLS" in proc.stderr, proc.stderr
