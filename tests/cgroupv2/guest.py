@@ -211,6 +211,8 @@ exec switch_root /newroot /run/shoal-guest/busybox sh /run/shoal-guest/io/stage2
 
 STAGE2 = r"""# Second stage, in the host's root: run the command, report, power off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+# The host's ~/.shoal (a current context naming another shoald) is not the guest's.
+export SHOAL_CONFIG=/run/shoal-guest/config/config.json
 io=/run/shoal-guest/io
 bb=/run/shoal-guest/busybox
 ip link set lo up

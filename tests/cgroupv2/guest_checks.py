@@ -1,7 +1,7 @@
 """shoal on a cgroup v2-only kernel, run inside the guest that tests/cgroupv2/guest.py boots (the
 host's pytest runs this file there through test_cgroupv2_guest.py; it is not named test_*.py so
 the host's own collection never picks it up). Limits written and read back from the unified
-hierarchy, `stats`, an OOM kill, a build's RUN step, the seed's stack with its published port,
+hierarchy (crun and runc), `stats`, an OOM kill, a build's RUN step, the seed's stack with its published port,
 and every cgroup gone afterwards."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -134,6 +136,15 @@ def test_oom_kill_is_reported_from_memory_events(shoal, busybox_image, clean) ->
     assert state["OOMKilled"] is False and state["ExitCode"] == 137
 
 
+def test_runc_engine_under_cgroup_v2(shoal, busybox_image) -> None:
+    """runc, the fallback engine, sets the same unified files and the same private namespace."""
+    proc = shoal("run", "--rm", *NONE, "--memory", "30M", "--pids-limit", "10", busybox_image, "cat",
+                 "/proc/self/cgroup", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max",
+                 env={"SHOAL_RUNTIME": "runc"}, check=True)
+    assert proc.stdout.split() == ["0::/", "31457280", "10"], proc.stdout
+    assert shoal_cgroups() == []
+
+
 def test_build_run_step_under_cgroup_v2(shoal, busybox_image, tmp_path) -> None:
     (tmp_path / "Dockerfile").write_text(
         f"FROM {busybox_image}\nRUN cat /proc/self/cgroup > /cgroup-of-run && echo built > /built\n")
@@ -173,11 +184,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_seed_stack_deploys_limited_tasks_and_answers_on_its_port(shoal, busybox_image, tmp_path) -> None:
+@pytest.fixture
+def shoald_log(shoal, shoal_root: Path) -> Path:
+    """shoald started here and waited for as long as emulation needs: the CLI starts it itself
+    but gives up after 20 s, which an emulated guest on a loaded machine can take to import it.
+    The session's fixture stops it at the end."""
+    from shoal.api.client import Client
+
+    log = shoal_root / "shoald.log"
+    if Client().ping():
+        return log
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "shoal", "daemon"], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not Client().ping():
+        assert proc.poll() is None, f"shoald exited {proc.returncode}:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"shoald did not answer in 300 s:\n{log.read_text()[-4000:]}"
+        time.sleep(0.5)
+    return log
+
+
+def test_seed_stack_deploys_limited_tasks_and_answers_on_its_port(shoal, busybox_image, tmp_path, shoald_log) -> None:
     port = _free_port()
     (tmp_path / "docker-compose.yml").write_text(STACK.format(port=port))
     try:
-        shoal("stack", "deploy", "-c", str(tmp_path / "docker-compose.yml"), "v2seed", check=True, timeout=600)
+        proc = shoal("stack", "deploy", "-c", str(tmp_path / "docker-compose.yml"), "v2seed", timeout=600)
+        assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n--- shoald.log ---\n{shoald_log.read_text()[-4000:]}"
         ids = shoal("ps", "-q", "--no-trunc", check=True).stdout.split()
         assert len(ids) == 3
         for cid in ids:

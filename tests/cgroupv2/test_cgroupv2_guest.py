@@ -59,13 +59,14 @@ def _cases(junit: Path) -> dict[str, tuple[str, str]]:
 def guest_run(tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
     io_dir = tmp_path_factory.mktemp("cgroupv2-guest")
     junit = "/run/shoal-guest/io/junit.xml"  # the io share, as the guest sees it
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA",
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "--durations=10",
                f"--junitxml={junit}", str(CHECKS.relative_to(REPO))]
     try:
         result = guest.run(command, io_dir, cwd=str(REPO), env={"SHOAL_CGROUPV2_GUEST": "1"}, timeout=1200)
     except guest.GuestUnavailable as e:
         pytest.skip(f"cgroup v2 guest unavailable: {e}")
     print(f"cgroup v2 guest: ready after {result.boot_seconds}s guest uptime, {result.wall_seconds:.0f}s wall")
+    print(result.output[-3000:])  # the guest's pytest summary and slowest checks (shown with -rA)
     return GuestRun(result, _cases(io_dir / "junit.xml"))
 
 
