@@ -90,16 +90,16 @@ def pretty(node: dict[str, Any]) -> str:
     """nodeInspectPrettyTemplate, for the fields shoal has."""
     import datetime
 
-    from shoal.cli.format import human_duration  # noqa: F401 - kept with the other formatters
-
     status = node.get("status") or {}
     lines = [f"ID:\t\t\t{node['id']}"]
     if node.get("labels"):
         lines.append("Labels:")
         lines += [f" - {k}{'=' + v if v else ''}" for k, v in sorted(node["labels"].items())]
     created = datetime.datetime.fromtimestamp(node.get("created_at", 0), datetime.timezone.utc)
+    fraction = f"{created.microsecond:06d}".rstrip("0")  # Go's time.Time String()
+    joined = created.strftime("%Y-%m-%d %H:%M:%S") + (f".{fraction}" if fraction else "") + " +0000 UTC"
     lines += [f"Hostname:              \t{node.get('hostname', '')}",
-              f"Joined at:             \t{created.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} +0000 utc",
+              f"Joined at:             \t{joined}",
               "Status:", f" State:\t\t\t{_pretty(status.get('state', ''))}"]
     if status.get("message"):
         lines.append(f" Message:              \t{_pretty(status['message'])}")
@@ -133,33 +133,19 @@ def pretty(node: dict[str, Any]) -> str:
         lines += ["TLS Info:", " TrustRoot:", tls.get("trust_root", ""),
                   f" Issuer Subject:\t{tls.get('cert_issuer_subject', '')}",
                   f" Issuer Public Key:\t{tls.get('cert_issuer_public_key', '')}"]
-    return _tabs("\n".join(lines)) + "\n"
-
-
-def _tabs(text: str) -> str:
-    """The template's tabs through tabwriter (minwidth 20, tabwidth 1, padding 3), as docker/cli."""
-    rows = [line.split("\t") for line in text.split("\n")]
-    width = max((len(r[0]) for r in rows if len(r) > 1), default=0)
-    out = []
-    for r in rows:
-        if len(r) == 1:
-            out.append(r[0])
-            continue
-        head = r[0]
-        value = r[-1]
-        out.append(head.ljust(max(20, width + 3)) + value)
-    return "\n".join(out)
+    # docker/cli writes the pretty template as it is, tabs and all (no tabwriter: not a table).
+    return "\n".join(lines) + "\n"
 
 
 def _inspect(args: argparse.Namespace) -> int:
     with _client() as client:
         nodes = []
-        errors = []
+        errors: list[ShoalError] = []
         for ref in args.nodes:
             try:
-                nodes.append(client.get(f"/nodes/{'self' if ref == 'self' else ref}"))
+                nodes.append(client.get(f"/nodes/{ref}"))
             except ShoalError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
     if args.pretty:
         sys.stdout.write("\n\n".join(pretty(n).rstrip("\n") for n in nodes) + ("\n" if nodes else ""))
     elif args.format:
@@ -169,8 +155,10 @@ def _inspect(args: argparse.Namespace) -> int:
             print(render_template(args.format, node))
     else:
         print(json.dumps(nodes, indent=4))
+    if len(errors) == 1:
+        raise errors[0]  # "Error response from daemon: node x not found", as docker prints it
     if errors:
-        raise ShoalError("\n".join(errors))
+        raise ShoalError("\n".join(str(e) for e in errors))
     return 0
 
 
@@ -183,11 +171,15 @@ def _label(text: str) -> tuple[str, str]:
 
 def _update(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"LabelAdd": dict(_label(t) for t in args.label_add), "LabelRm": list(args.label_rm)}
-    if args.availability:
-        body["Availability"] = args.availability.lower()
-    if args.role:
-        body["Role"] = args.role.lower()
+    if args.availability is not None:
+        body["Availability"] = args.availability
+    if args.role is not None:
+        body["Role"] = args.role
     with _client() as client:
+        labels = client.get(f"/nodes/{args.node}").get("labels") or {}
+        for key in args.label_rm:  # docker/cli checks this itself, before asking the daemon
+            if key not in labels and key not in body["LabelAdd"]:
+                raise ShoalError(f"key {key} doesn't exist in node's labels")
         client.post(f"/nodes/{args.node}/update", body)
     print(args.node)
     return 0

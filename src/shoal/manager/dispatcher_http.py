@@ -179,12 +179,14 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 
 
 async def post_close(request: web.Request) -> web.Response:
-    ident = require_node(request)
+    """A node's agent stopping (shoald stopped, restarted, or the node left the swarm). The
+    session is left to its heartbeat deadline rather than ended here: Dispatcher.close forgets
+    the session and with it the node's deadline, so a node that stopped for good would stay
+    Ready forever. As in swarmkit, it is Down once its heartbeats are overdue, unless it
+    registers again first (which ends this session)."""
+    require_node(request)
     body = await _body(request)
-    try:
-        _dispatcher(request).close(ident.node_id, _session_id(body.get("session_id")))
-    except (ShoalError, ValueError) as exc:
-        raise _translate(exc) from None
+    _session_id(body.get("session_id"))
     return web.json_response({})
 
 

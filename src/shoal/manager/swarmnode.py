@@ -473,24 +473,25 @@ def update_node(store: Store, ref: str, self_id: str, *, availability: str | Non
         record = resolve_node(tx.list("node"), ref, self_id)
         node = Node.from_dict(record)
         if availability is not None:
-            if availability not in AVAILABILITIES:
-                raise InvalidArgument(f"invalid availability {availability!r}: active, pause or drain")
-            node.availability = availability
+            if availability.lower() not in AVAILABILITIES:  # moby's convert/node.go words
+                raise InvalidArgument(f'invalid Availability: "{availability}"')
+            node.availability = availability.lower()
+        node.labels.update(label_add or {})  # docker/cli adds, then removes
         for key in label_rm or []:
             if key not in node.labels:
                 raise InvalidArgument(f"key {key} doesn't exist in node's labels")
             del node.labels[key]
-        node.labels.update(label_add or {})
+        if role is not None and role.lower() not in ("worker", "manager"):
+            raise InvalidArgument(f'invalid Role: "{role}"')
+        role = role.lower() if role is not None else None
         if role is not None and role != node.role:
             if role == "manager":
                 raise InvalidArgument("promoting a node to manager is not supported yet: several managers need "
                                       "the replicated store (etcd) that shoal does not have yet")
-            if role == "worker":
-                managers = [n for n in tx.list("node") if n.get("role") == "manager"]
-                if len(managers) <= 1:
-                    raise Conflict("attempting to demote the last manager of the swarm")
-            else:
-                raise InvalidArgument(f"invalid role {role!r}: worker or manager")
+            managers = [n for n in tx.list("node") if n.get("role") == "manager"]
+            if len(managers) <= 1:
+                raise Conflict("rpc error: code = FailedPrecondition desc = attempting to demote the last "
+                               "manager of the swarm")
         node.updated_at = time.time()
         tx.update("node", dict(node.to_dict(), version=record["version"]))
         return node.id
