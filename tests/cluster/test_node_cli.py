@@ -123,6 +123,11 @@ def test_node_commands_on_a_two_node_swarm(netns_cluster: NetnsCluster) -> None:
         "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
         "Please run this command on a manager node or promote the current node to a manager.")
 
+    # Nor does its API take what only a manager may (a deploy there would reach no node).
+    assert fails(worker, "service", "ls") == "Error response from daemon: " + (
+        "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
+        "Please run this command on a manager node or promote the current node to a manager.")
+
     # The worker leaves: Down on the manager, then removable; the worker is a one-node manager again.
     assert worker.shoal("swarm", "leave").stdout == "Node left the swarm.\n"
     wait_for(lambda: rows(manager)[worker.name][3] == "Down", "the worker Down")

@@ -135,9 +135,12 @@ def test_manager_token_and_duplicate_hostname_refused(netns_cluster: NetnsCluste
     assert len(node_rows(manager)) == 2
 
 
-def _call_control_api(node: NetnsNode, target: NetnsNode, path: str, cert_dir: Path) -> tuple[int, str]:
-    """GET https://target:2377/v1<path> from inside `node`'s namespace with the certificate in
-    `cert_dir`, as a manager would be asked (server name swarm-manager)."""
+def _call_control_api(node: NetnsNode, target: NetnsNode, path: str, cert_dir: Path,
+                      method: str = "GET", body: object = None) -> tuple[int, str]:
+    """<method> https://target:2377<path> (/v1<path> for a control API path) from inside
+    `node`'s namespace with the certificate in `cert_dir`, as a manager is reached (server
+    name swarm-manager)."""
+    url = f"https://{target.addr}:2377{path if path.startswith('/swarm/') else '/v1' + path}"
     code = f"""
 import asyncio, json, ssl, sys
 import aiohttp
@@ -148,7 +151,8 @@ ctx = client_context(Path(d / 'swarm-root-ca.crt').read_bytes(), d / 'swarm-node
 async def main():
     try:
         async with aiohttp.ClientSession() as s:
-            async with s.get('https://{target.addr}:2377/v1{path}', ssl=ctx, server_hostname='swarm-manager') as r:
+            async with s.request({method!r}, {url!r}, json=json.loads({json.dumps(json.dumps(body))}), ssl=ctx,
+                                 server_hostname='swarm-manager') as r:
                 print(r.status); print(await r.text())
     except aiohttp.ClientError as exc:
         print(0); print(type(exc).__name__, exc)
@@ -195,3 +199,33 @@ def test_certificate_of_another_cluster_refused(netns_cluster: NetnsCluster) -> 
     # server closing the connection after verifying the certificate).
     assert status == 0 and any(w in text for w in ("SSL", "Certificate", "Disconnected", "Connection")), text
     assert len(node_rows(manager)) == 1
+
+
+def test_a_node_speaks_only_for_itself_and_a_removed_one_not_at_all(netns_cluster: NetnsCluster) -> None:
+    """The dispatcher takes the node ID from the client certificate, never from the request; a
+    node removed with `node rm --force` keeps a valid certificate but is not registered again."""
+    manager = netns_cluster.add()
+    token = init(manager)
+    worker = netns_cluster.add()
+    worker.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
+    wait_ready(manager, 2)
+    nodes = {n["hostname"]: n for n in json.loads(manager.shoal("node", "inspect", manager.name, worker.name).stdout)}
+    manager_id, worker_id = nodes[manager.name]["id"], nodes[worker.name]["id"]
+    certs = worker.root / "certificates"
+    description = {"hostname": "impostor", "node_id": manager_id}
+    status, text = _call_control_api(worker, manager, "/swarm/dispatcher/session", certs, "POST", description)
+    assert status == 200, text
+    answer = json.loads(text)
+    assert answer["node_id"] == worker_id  # not the manager's, whatever the body said
+    assert json.loads(manager.shoal("node", "inspect", manager.name).stdout)[0]["hostname"] == manager.name
+    # Another node's session ID is not this node's session.
+    status, text = _call_control_api(worker, manager, "/swarm/dispatcher/heartbeat", certs, "POST",
+                                     {"session_id": "x" * 25})
+    assert status == 409 and json.loads(text)["kind"] == "session_invalid"
+    # Removed: its certificate still verifies, but it is told so and not recorded again.
+    manager.shoal("node", "rm", "--force", worker.name)
+    status, text = _call_control_api(worker, manager, "/swarm/dispatcher/session", certs, "POST",
+                                     {"hostname": worker.name})
+    assert status == 403 and json.loads(text)["kind"] == "node_removed", text
+    time.sleep(3)  # the worker's agent keeps trying; none of its attempts brings it back
+    assert [r[1] for r in node_rows(manager)] == [manager.name]

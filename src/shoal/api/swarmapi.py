@@ -88,9 +88,30 @@ def _node_api(node: dict[str, Any]) -> dict[str, Any]:
     return Node.from_dict(node).to_dict()
 
 
+# What a worker's own API still answers: the rest is the manager's (Docker's "This node is not a
+# swarm manager" on a worker). A worker's shoald keeps a store and loops of its own, which must
+# not take deploys that no other node would ever see.
+_WORKER_ROUTES = ("/version", "/info", "/events", "/swarm/info", "/swarm/leave", "/swarm/ca", "/containers/")
+
+
+def _worker_guard(daemon: Daemon) -> Any:
+    from shoal.api.tcp import swarm_of
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path.removeprefix(f"/{API_VERSION}")
+        if swarm_of(daemon).is_worker and not path.startswith(_WORKER_ROUTES):
+            raise ShoalError(swarmnode.NOT_A_MANAGER)
+        return await handler(request)
+
+    return guard
+
+
 def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
     """`body` is api/server.py's JSON body reader (its 400s and 413s)."""
     from shoal.api.tcp import apply_settings, start_listener, stop_listener, swarm_of
+
+    app.middlewares.append(_worker_guard(daemon))
 
     routes = web.RouteTableDef()
     prefix = f"/{API_VERSION}"
