@@ -1,0 +1,87 @@
+"""`shoal cluster create --nodes 4`: time to all shoalds answering and to all nodes Ready in the
+manager's `node ls`, namespaces included, and each node's idle shoald memory.
+
+    sudo .venv/bin/python bench/bench_cluster.py [--runs 3] [--nodes 4]
+
+Docker Swarm's figures on this machine (../shared/reference/swarm-multinode): 4 dockerd APIs up
+0.45 s, 4 nodes Ready 0.8-1.4 s; dockerd+containerd 112-123 MiB per idle node. Targets (issue 11):
+no slower than Swarm's daemons alone; shoald per node at most a third of dockerd+containerd.
+Runs in a private state root, run root and config dir; removes every cluster it made."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def shoal(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shoal", *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def rss_mib(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    m = re.search(r"VmRSS:\s+(\d+) kB", text)
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=4)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_cluster: needs root", file=sys.stderr)
+        return 1
+    base = Path(tempfile.mkdtemp(prefix="shbc-"))
+    env = dict(os.environ, SHOAL_ROOT=str(base / "r"), SHOAL_RUN=str(base / "r" / "run"),
+               SHOAL_CONFIG=str(base / "cfg" / "config.json"))
+    for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_SOCKET"):
+        env.pop(k, None)
+    name = f"bc{os.getpid() % 10000}"
+    answering, ready, rss = [], [], []
+    try:
+        for mode in ("--no-swarm", "swarm"):
+            for _ in range(args.runs):
+                t0 = time.monotonic()
+                extra = ["--no-swarm"] if mode == "--no-swarm" else []
+                proc = shoal(env, "cluster", "create", "--nodes", str(args.nodes), *extra, name)
+                elapsed = time.monotonic() - t0
+                if proc.returncode != 0:
+                    print(proc.stderr, file=sys.stderr)
+                    return 1
+                if mode == "--no-swarm":
+                    answering.append(elapsed)
+                else:
+                    if "warning: not Ready" in proc.stderr:
+                        print(proc.stderr, file=sys.stderr)
+                        return 1
+                    ready.append(elapsed)
+                    time.sleep(2)  # idle
+                    run = base / "r" / "run" / "clusters" / name
+                    rss.extend(rss_mib(int((run / f"{k}.pid").read_text())) for k in range(1, args.nodes + 1))
+                shoal(env, "cluster", "rm", name)
+    finally:
+        if (base / "r" / "clusters" / name).exists():
+            shoal(env, "cluster", "rm", name)
+        shutil.rmtree(base, ignore_errors=True)
+    load = os.getloadavg()[0]
+    print(f"cluster_create_{args.nodes}_answering_s {statistics.median(answering):.2f}  "
+          f"(runs {' '.join(f'{x:.2f}' for x in answering)})")
+    print(f"cluster_create_{args.nodes}_ready_s {statistics.median(ready):.2f}  "
+          f"(runs {' '.join(f'{x:.2f}' for x in ready)}; Swarm 0.8-1.4)")
+    print(f"shoald_idle_rss_mib {statistics.median(rss):.1f}  (min {min(rss):.1f} max {max(rss):.1f}; "
+          f"dockerd+containerd 112-123)")
+    print(f"load_average_1m {load:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
