@@ -229,3 +229,34 @@ def test_a_node_speaks_only_for_itself_and_a_removed_one_not_at_all(netns_cluste
     assert status == 403 and json.loads(text)["kind"] == "node_removed", text
     time.sleep(3)  # the worker's agent keeps trying; none of its attempts brings it back
     assert [r[1] for r in node_rows(manager)] == [manager.name]
+
+
+def test_manager_renews_its_own_certificate(tmp_path: Path) -> None:
+    """The manager signs its own renewal: a new key and certificate, same ID, role and cluster,
+    valid from now for the cluster's --cert-expiry (the listener's loop calls this at the
+    50-80% moment and serves the new pair)."""
+    from shoal.manager import swarmnode
+    from shoal.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "shoald.db")
+    try:
+        node = swarmnode.SwarmNode(tmp_path, store, "n" * 25)
+        import socket
+
+        with socket.socket() as probe:  # a free port: init checks it can listen there
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        node.init(listen_addr=f"127.0.0.1:{port}", advertise_addr="127.0.0.1", cert_expiry=7200)
+        before = node.certs.identity()
+        old_key = node.certs.key_path.read_bytes()
+        time.sleep(1.1)  # certificates count whole seconds
+        after = node.renew_own_certificate()
+        assert (after.node_id, after.role, after.cluster_id) == (before.node_id, "swarm-manager", before.cluster_id)
+        assert after.not_after > before.not_after
+        assert node.certs.identity() == after and node.certs.key_path.read_bytes() != old_key
+        assert node.certs.key_path.stat().st_mode & 0o777 == 0o600
+        node.update(cert_expiry=3 * 3600)  # swarm update --cert-expiry applies to the next one
+        longer = node.renew_own_certificate()
+        assert 2.9 * 3600 < (longer.not_after - longer.not_before).total_seconds() - 3600 < 3.1 * 3600
+    finally:
+        store.close()

@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from shoal.daemon import Daemon
 
 log = logging.getLogger("shoald.tcp")
+RENEW_RETRY = 60.0  # seconds before a failed renewal of the manager's own certificate is retried
 
 
 @web.middleware
@@ -48,6 +51,8 @@ class ClusterListener:
         self.daemon = daemon
         self.swarm = swarm
         self._runner: web.AppRunner | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._renewal: asyncio.Task[None] | None = None
 
     def make_app(self) -> web.Application:
         from shoal.api.server import make_app
@@ -81,10 +86,31 @@ class ClusterListener:
             raise ShoalError(f"failed to listen on remote API address {swarm.local.listen_addr}: "
                              f"{exc.strerror or exc}") from None
         self._runner = runner
+        self._ssl = ctx
+        self._renewal = asyncio.create_task(self._renew_own_certificate())
         log.info("shoald listening on tcp://%s (mutual TLS, cluster %s)", swarm.local.listen_addr,
                  swarm.local.cluster_id)
 
+    async def _renew_own_certificate(self) -> None:
+        """The manager's certificate renews itself at swarmkit's random 50-80% of its validity;
+        the listener serves the new one to every connection from then on."""
+        swarm = self.swarm
+        while True:
+            delay = (await asyncio.to_thread(swarm.certs.identity)).renew_after().total_seconds()
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.to_thread(swarm.renew_own_certificate)
+                assert self._ssl is not None
+                self._ssl.load_cert_chain(str(swarm.certs.cert_path), str(swarm.certs.key_path))
+                log.info("renewed this manager's certificate")
+            except ShoalError as exc:
+                log.error("renewing this manager's certificate failed: %s", exc)
+                await asyncio.sleep(RENEW_RETRY)
+
     async def stop(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -138,8 +164,6 @@ async def start_swarm(daemon: Daemon) -> None:
     swarm = swarm_of(daemon)
     await start_listener(daemon)
     if swarm.is_worker and swarm.local is not None and swarm.local.managers:
-        import asyncio
-
         from shoal.agent.join import renewal_loop
 
         daemon.cert_renewal = asyncio.create_task(  # type: ignore[attr-defined]

@@ -354,6 +354,19 @@ class SwarmNode:
             return None
         return ca.MANAGER_ROLE if record.get("role") == "manager" else ca.WORKER_ROLE
 
+    def renew_own_certificate(self) -> ca.NodeIdentity:
+        """A manager signs its own new key and certificate (same ID, the role the store records,
+        the cluster's current --cert-expiry), as a worker asks its manager for one: the old pair
+        stays until the new one is checked and written."""
+        self.require_initialised()
+        current = self.certs.identity()
+        role = self.role_of(current.node_id) or ca.MANAGER_ROLE
+        root_ca = self.root_ca()
+        cert, key = root_ca.issue(current.node_id, role, current.cluster_id)
+        ident = root_ca.verify_node_cert(cert)
+        self.certs.save_node(cert, key)
+        return ident
+
     # ---- swarm join (the joining node's side) -----------------------------------------------
     async def join(self, manager_addr: str, token: str, advertise_addr: str = "", listen_addr: str = "") -> str:
         """Join the swarm of `manager_addr` as a worker: the certificate from the manager, then
