@@ -206,8 +206,26 @@ def test_cluster_ls(cluster: LocalCluster) -> None:
     assert cluster.record["subnet"].startswith(("198.18.", "198.19."))  # RFC 2544's range
 
 
-def test_rm_leaves_nothing(cluster: LocalCluster, before: dict[str, Any]) -> None:
+def test_rm_leaves_nothing(cluster: LocalCluster, before: dict[str, Any], busybox_tar: Path) -> None:
+    # Tasks running on the manager first: their containers, conmon, mounts and cgroups must go too.
+    node1 = cluster.node(1)
+    imp = subprocess.run([sys.executable, "-m", "shoal", "-c", "default", "import", str(busybox_tar), "localhost/bb:lc"],
+                         env=dict(cluster.env, SHOAL_ROOT=node1["root"], SHOAL_RUN=node1["run"]),
+                         capture_output=True, text=True, timeout=120)
+    assert imp.returncode == 0, imp.stderr
+    compose = cluster.base / "compose.yml"
+    compose.write_text("services:\n  web:\n    image: localhost/bb:lc\n    command: [\"sleep\", \"3600\"]\n"
+                       "    deploy:\n      replicas: 2\n      placement:\n        constraints: [node.role == manager]\n")
+    cluster.shoal("stack", "deploy", "-c", str(compose), "lc")
+    deadline = time.monotonic() + 60
+    while len([d for d in cgroup_dirs_named(f"shoal-{cluster.name}-1") if d.parent.name == "memory"
+               for _ in d.iterdir() if _.is_dir()]) < 2:
+        assert time.monotonic() < deadline, "the stack's containers did not start on the manager"
+        time.sleep(0.2)
     pids = {cluster.supervisor_pid(), *(p for k in range(1, NODES + 1) if (p := cluster.pid(k)))}
+    for d in cgroup_dirs_named(f"shoal-{cluster.name}-1"):
+        for procs in d.rglob("cgroup.procs"):
+            pids.update(int(p) for p in procs.read_text().split())
     netns = {cluster.node(k)["hostname"] for k in range(1, NODES + 1)}
     links = {cluster.record["bridge"], *(cluster.node(k)["host_veth"] for k in range(1, NODES + 1))}
     assert links <= link_names() and netns <= netns_names()
