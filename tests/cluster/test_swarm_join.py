@@ -260,3 +260,22 @@ def test_manager_renews_its_own_certificate(tmp_path: Path) -> None:
         assert 2.9 * 3600 < (longer.not_after - longer.not_before).total_seconds() - 3600 < 3.1 * 3600
     finally:
         store.close()
+
+
+def test_manager_restart_keeps_the_swarm_and_workers_come_back(netns_cluster: NetnsCluster) -> None:
+    """A restarted manager serves the cluster again at once (same CA, tokens and listener), and
+    its workers' sessions reconnect by themselves (the agent's backoff), Ready again."""
+    manager = netns_cluster.add()
+    token = init(manager)
+    worker = netns_cluster.add()
+    worker.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
+    wait_ready(manager, 2)
+    manager.stop()
+    manager.start()
+    assert manager.shoal("swarm", "join-token", "-q", "worker").stdout.strip() == token
+    rows = wait_ready(manager, 2)
+    assert sorted(r[1] for r in rows) == sorted([manager.name, worker.name])
+    # The listener is back too: a third node joins with the same token.
+    third = netns_cluster.add()
+    third.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
+    wait_ready(manager, 3)
