@@ -40,6 +40,28 @@ def _mallinfo() -> str:
             f"in use {mi.uordblks / mib:.1f} MiB, free in arenas {mi.fordblks / mib:.1f} MiB\n")
 
 
+def _obmalloc() -> str:
+    """pymalloc's arenas (1 MiB each, given back only when wholly empty) against the bytes in
+    use in them: the gap is Python-level fragmentation, which neither tracemalloc's total nor
+    malloc_trim shows. sys._debugmallocstats writes to fd 2, so it is caught there."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    keep = [line.strip() for line in text.splitlines()
+            if line.startswith(("# arenas allocated current", "# bytes in allocated blocks",
+                                "# bytes in available blocks", "Total "))]
+    return "pymalloc: " + "; ".join(keep) + "\n"
+
+
 def main() -> int:
     out = Path(os.environ["SOAK_TRACE_DIR"])
     out.mkdir(parents=True, exist_ok=True)
@@ -56,7 +78,7 @@ def main() -> int:
         ))
         snap.dump(str(out / f"snap-{count}.pickle"))
         lines = [f"{n:8d} {name}\n" for name, n in types.most_common(40)]
-        (out / f"types-{count}.txt").write_text(_mallinfo() + "".join(lines))
+        (out / f"types-{count}.txt").write_text(_mallinfo() + _obmalloc() + "".join(lines))
         count += 1
 
     signal.signal(signal.SIGUSR2, dump)

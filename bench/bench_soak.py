@@ -115,6 +115,9 @@ class Soak:
     def __init__(self, work: Path, tar: Path, trace: Path | None) -> None:
         self.work = work
         self.sh = _swarm.Shoal(work / "shoal-root")  # sets SHOAL_ROOT/SHOAL_RUN for us and children
+        # This machine's shoald, whatever context ~/.shoal/config.json names at the moment (a
+        # `shoal context use` elsewhere must not send the cycles to another node).
+        os.environ.update(SHOAL_CONTEXT="default", SHOAL_CONFIG=str(work / "config.json"))
         self.tar = tar
         self.trace = trace
         self.port = _swarm.free_port()
@@ -223,7 +226,7 @@ def top_growth(trace: Path, first: int, last: int, limit: int = 25) -> None:
         frames = [f"{f.filename.split('site-packages/')[-1].split('/src/')[-1]}:{f.lineno}" for f in stat.traceback]
         print(f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks  " + " <- ".join(frames[-1:-5:-1]))
     for i in (first, last):
-        print(f"\nsample {i}: " + (trace / f"types-{i}.txt").read_text().split("\n", 1)[0])
+        print(f"\nsample {i}: " + "\n  ".join((trace / f"types-{i}.txt").read_text().split("\n")[:2]))
     types_a = dict(_types(trace / f"types-{first}.txt"))
     grown = sorted(((n - types_a.get(name, 0), name, n) for name, n in _types(trace / f"types-{last}.txt")), reverse=True)
     print("live objects that grew most: " + ", ".join(f"{name} {n} ({d:+d})" for d, name, n in grown[:12] if d > 0))
@@ -231,7 +234,7 @@ def top_growth(trace: Path, first: int, last: int, limit: int = 25) -> None:
 
 def _types(path: Path) -> list[tuple[str, int]]:
     out = []
-    for line in path.read_text().splitlines()[1:]:
+    for line in path.read_text().splitlines()[2:]:
         n, _, name = line.strip().partition(" ")
         out.append((name, int(n)))
     return out

@@ -140,6 +140,16 @@ def _read_json(path: str) -> dict[str, Any]:
     return data
 
 
+def _forget_missing(root: Path, present: set[str]) -> None:
+    """Drop the cached JSON of this root's network files that are gone (a stack's network is
+    new each deploy, and a CLI `network rm` is not seen by shoald's delete): each held the
+    network with all its endpoints until 4,096 had piled up (bench/bench_soak.py)."""
+    prefix = os.path.join(str(root), "")
+    with _files_lock:
+        for path in [p for p in _files if p.startswith(prefix) and p not in present]:
+            del _files[path]
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -218,6 +228,7 @@ class NetworkStore:
                 nets.append(Network.from_dict(_read_json(entry.path)))
             except (OSError, ValueError, TypeError, KeyError):
                 continue  # removed meanwhile; a torn file cannot happen (rename), but be safe
+        _forget_missing(self.root, {e.path for e in entries})
         return nets
 
     # --- queries -------------------------------------------------------------------------------
@@ -315,6 +326,8 @@ class NetworkStore:
 
     def delete(self, net: Network) -> None:
         self._path(net.id).unlink(missing_ok=True)
+        with _files_lock:
+            _files.pop(str(self._path(net.id)), None)
 
     def update(self, ref: str, change: Any) -> Network:
         """Load, change (a callable taking the Network), save; all under the lock."""
