@@ -177,6 +177,10 @@ def test_worker_certificate_refused_on_control_api(netns_cluster: NetnsCluster) 
         status, text = _call_control_api(worker, manager, path, certs)
         assert status == 403, text
         assert "Permission denied: remote certificate not part of OUs: [swarm-manager]" in text
+    # However the path is spelled, the route decides: a control route needs a manager.
+    for path in ("/swarm/ca/../../v1/nodes", "/swarm/dispatcher/%2e%2e/%2e%2e/v1/nodes", "/swarm/ca//v1/nodes"):
+        status, text = _call_control_api(worker, manager, path, certs)
+        assert status in (403, 404), (path, status, text)
     # The manager's own certificate reaches it (the CLI's remote context uses one like it).
     status, text = _call_control_api(worker, manager, "/nodes", manager.root / "certificates")
     assert status == 200 and len(json.loads(text)) == 2

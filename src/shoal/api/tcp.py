@@ -34,11 +34,18 @@ log = logging.getLogger("shoald.tcp")
 RENEW_RETRY = 60.0  # seconds before a failed renewal of the manager's own certificate is retried
 
 
+# The sub-applications that check the client themselves (CA: open for joining; dispatcher: any
+# node of the cluster). Decided by the route that matched, never by the path's text, so no
+# spelling of a path (dot segments, escapes) reaches a control route without a manager's
+# certificate.
+_SELF_CHECKING = web.AppKey("shoal_self_checking_apps", tuple)
+
+
 @web.middleware
 async def _authorise(request: web.Request, handler: Any) -> web.StreamResponse:
     """Manager certificates for the control API; the CA and dispatcher sub-apps check their own."""
-    path = request.path
-    if not (path.startswith(CA_API_PREFIX + "/") or path.startswith(DISPATCHER_PREFIX + "/")):
+    apps = request.match_info.apps
+    if not apps or apps[-1] not in request.config_dict[_SELF_CHECKING]:
         require_role(request, MANAGER_ROLE)
     return await handler(request)
 
@@ -66,9 +73,10 @@ class ClusterListener:
         ca_app = make_ca_app(swarm.root_ca(), swarm.tokens(), swarm.on_node_joined, cluster_id=cluster_id,
                              role_of=swarm.role_of)
         swarm.ca_server = ca_app[CA_SERVER_KEY]
+        dispatcher_app = make_dispatcher_app(lambda: getattr(self.daemon, "dispatcher", None), cluster_id)
+        app[_SELF_CHECKING] = (ca_app, dispatcher_app)
         app.add_subapp(CA_API_PREFIX, ca_app)
-        app.add_subapp(DISPATCHER_PREFIX,
-                       make_dispatcher_app(lambda: getattr(self.daemon, "dispatcher", None), cluster_id))
+        app.add_subapp(DISPATCHER_PREFIX, dispatcher_app)
         return app
 
     async def start(self) -> None:
