@@ -55,7 +55,11 @@ def test_one_node_default_needs_no_init(netns_cluster: NetnsCluster) -> None:
         '"shoal swarm join" to connect this node to swarm and try again.')
     assert fails(node, "swarm", "leave") == "Error response from daemon: This node is not part of a swarm"
     # The last manager leaves only with --force (Docker's words).
-    node.shoal("swarm", "init", "--advertise-addr", node.addr)
+    # No --advertise-addr: the node's only address is taken (a 0.0.0.0 one is refused).
+    assert "advertise address must be a non-zero IP address" in fails(node, "swarm", "init", "--advertise-addr",
+                                                                       "0.0.0.0")
+    node.shoal("swarm", "init")
+    assert f"  Manager Addresses:\n   {node.addr}:2377\n" in node.shoal("info").stdout
     assert fails(node, "swarm", "init") == (
         'Error response from daemon: This node is already part of a swarm. Use "shoal swarm leave" to leave '
         'this swarm and join another one.')
