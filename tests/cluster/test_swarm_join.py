@@ -283,3 +283,36 @@ def test_manager_restart_keeps_the_swarm_and_workers_come_back(netns_cluster: Ne
     third = netns_cluster.add()
     third.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
     wait_ready(manager, 3)
+
+
+def test_https_session_tries_every_manager_address(netns_cluster: NetnsCluster) -> None:
+    """The agent's session, given several manager addresses, registers with the one that
+    answers (a dead address first costs only its timeout) and keeps using that one."""
+    manager = netns_cluster.add()
+    token = init(manager)
+    worker = netns_cluster.add()
+    worker.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
+    wait_ready(manager, 2)
+    dead = f"{manager.addr[:-1]}99:2377"
+    code = f"""
+import asyncio, json
+from pathlib import Path
+from shoal.agent.session import NodeDescription, Unreachable
+from shoal.agent.session_https import HTTPSSession
+async def main():
+    s = HTTPSSession([{dead!r}, '{manager.addr}:2377'], Path({str(worker.root / 'certificates')!r}))
+    info = await s.register(NodeDescription(hostname={worker.name!r}))
+    period = await s.heartbeat()
+    await s.close()
+    print(json.dumps({{"node_id": info.node_id, "period": period, "managers": s.managers}}))
+asyncio.run(main())
+"""
+    import sys
+
+    result = worker.exec(sys.executable, "-c", code, env=worker.env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    worker_id = json.loads(manager.shoal("node", "inspect", worker.name).stdout)[0]["id"]
+    assert answer["node_id"] == worker_id and answer["period"] > 0
+    assert answer["managers"][0] == f"{manager.addr}:2377"  # the one that answered first from now on
+    wait_ready(manager, 2)  # the agent's own session takes over again

@@ -29,15 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from shoal import paths
+from shoal.agent.session import DEFAULT_HEARTBEAT_PERIOD
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
 from shoal.manager import ca
 from shoal.manager.caserver import NodeJoin
+from shoal.manager.serviceview import DEFAULT_HISTORY_LIMIT
 from shoal.model.cluster import AVAILABILITIES, ManagerStatus, Node, TLSInfo
 from shoal.store.base import Store
 
 DEFAULT_PORT = 2377
-DEFAULT_HEARTBEAT = 1.0  # seconds; agent/session.py DEFAULT_HEARTBEAT_PERIOD (Swarm: 5 s)
-DEFAULT_TASK_HISTORY = 5
+DEFAULT_HEARTBEAT = DEFAULT_HEARTBEAT_PERIOD  # seconds (Swarm: 5 s; ours meets the node-loss target)
+DEFAULT_TASK_HISTORY = DEFAULT_HISTORY_LIMIT
 CLUSTER_KIND = "cluster"
 CLUSTER_NAME = "default"
 
