@@ -1,4 +1,5 @@
-"""A local cluster node's shoald, started by the supervisor as
+"""A local cluster node's shoald. The supervisor forks it (serve_forked, which enters the
+namespaces itself); the same node can be started by hand, or by shoald exec'ing itself, as
 
     nsenter --net=/run/netns/NAME-K unshare --mount --uts --propagation private -- \\
         python -m shoal.cluster.nodeinit NAME-K
@@ -48,17 +49,76 @@ def _sysfs_of_this_netns(stash: Path) -> None:
     stash.rmdir()
 
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWNET = 0x40000000
+MS_PRIVATE = 1 << 18
+# A forked node asks its supervisor for a new start (after `swarm join`) with this exit status,
+# instead of exec'ing a fresh Python: the supervisor forks it again, modules already imported.
+RESTART_EXIT = 75
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _setup(hostname: str) -> None:
+    run = Path(os.environ["SHOAL_RUN"])
+    socket.sethostname(hostname)
+    _sysfs_of_this_netns(run.parent / f".{run.name}.cgroup-stash")
+    os.environ[_READY] = hostname
+
+
+def serve_forked(hostname: str, netns: str, env: dict[str, str]) -> int:
+    """In a child the supervisor forked (shoal.daemon already imported there): what nsenter and
+    unshare do for the exec'd form (this netns; new mount and UTS namespaces, every mount
+    private), the same set-up, then shoald in this process."""
+    try:  # `ps -o comm`/top tell the nodes apart (the command line is still the supervisor's)
+        Path("/proc/self/comm").write_text(f"shoald-{hostname}"[:15])
+    except OSError:
+        pass
+    for key in [k for k in os.environ if k.startswith("SHOAL_") and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+    # If shoald execs itself (daemon.run() may), it starts as this module, not as the supervisor.
+    sys.orig_argv = [sys.executable, "-m", "shoal.cluster.nodeinit", hostname]
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns {netns}")
+    finally:
+        os.close(fd)
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    _setup(hostname)
+    from shoal.runtime import cgroups
+
+    cgroups.PARENT = env["SHOAL_CGROUP_PARENT"]  # read from the environment at import, in the supervisor
+    import logging
+
+    logging.root.handlers.clear()  # the supervisor's; shoald configures its own
+    from shoal.api import swarmapi
+    from shoal.daemon import run as run_daemon
+
+    # daemon.run() ends a `swarm join` by exec'ing a fresh Python (swarmapi.restart_if_requested):
+    # here the supervisor forks a new one at once instead, its modules already imported. This
+    # only replaces the function in this child's own copy of the module.
+    swarmapi.restart_if_requested = lambda: None
+    code = run_daemon()
+    return RESTART_EXIT if swarmapi.RESTART_REQUESTED else code
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m shoal.cluster.nodeinit HOSTNAME", file=sys.stderr)
         return 2
     hostname = argv[0]
-    run = Path(os.environ["SHOAL_RUN"])
     # shoald execs itself after `swarm join` (same argv, same namespaces): set up only once.
     if os.environ.get(_READY) != hostname:
-        socket.sethostname(hostname)
-        _sysfs_of_this_netns(run.parent / f".{run.name}.cgroup-stash")
-        os.environ[_READY] = hostname
+        _setup(hostname)
     from shoal.daemon import run as run_daemon  # after the environment and namespaces are set
 
     code = run_daemon()
