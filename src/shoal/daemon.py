@@ -94,6 +94,12 @@ class Daemon:
         self._agent_wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._stack_locks: dict[str, asyncio.Lock] = {}
+        # Stack networks no stack lists are collected only while no deploy or removal is under
+        # way: a deploy makes (or reuses) its networks before it stores them, and a collection
+        # in between took a network from under it ("network shop_front not found").
+        self._stack_ops = 0
+        self._not_collecting = asyncio.Event()
+        self._not_collecting.set()
         self._agent_hooks: list[Callable[[], None]] = []
         self._exit_fds: set[int] = set()  # pidfds of running tasks, see _watch_exit
         self.dns: Any = None
@@ -126,7 +132,7 @@ class Daemon:
                 pass
 
     def stack_lock(self, name: str) -> asyncio.Lock:
-        return self._stack_locks.setdefault(name, asyncio.Lock())
+        return self._stack_locks.setdefault(name, _StackLock(self))
 
     def kick(self) -> None:
         """Something changed the desired state: run the loops now, and let every session's
@@ -148,9 +154,21 @@ class Daemon:
             allocator.reconcile(tx, now)
             scheduler.reconcile(tx, now)
             reaper.reconcile(tx)
-            live_networks = {n["name"] for n in tx.list("network")}
-        endpoints.collect_networks(live_networks)
         return wake
+
+    def collect_networks(self) -> None:
+        """Remove the stack networks no stored network lists (run with no stack operation under
+        way, so the store read here is not behind one)."""
+        endpoints.collect_networks({n["name"] for n in self.store.list("network")})
+
+    async def _collect_networks(self) -> None:
+        if self._stack_ops:
+            return  # the next pass collects
+        self._not_collecting.clear()
+        try:
+            await asyncio.to_thread(self.collect_networks)
+        finally:
+            self._not_collecting.set()
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -162,6 +180,7 @@ class Daemon:
             before = self.store.revision()
             try:
                 wake_at = await asyncio.to_thread(self.manager_pass)
+                await self._collect_networks()
             except ShoalError as exc:
                 log.error("manager pass failed: %s", exc)
                 wake_at = None
@@ -342,6 +361,28 @@ class Daemon:
             await runner.cleanup()
             sock.unlink(missing_ok=True)
             lock_file.close()
+
+
+class _StackLock(asyncio.Lock):
+    """A stack's deploy/remove lock that also keeps the network collection out while held."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__()
+        self._daemon = daemon
+
+    async def acquire(self) -> bool:
+        await super().acquire()
+        self._daemon._stack_ops += 1
+        try:
+            await self._daemon._not_collecting.wait()
+        except BaseException:
+            self.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        self._daemon._stack_ops -= 1
+        super().release()
 
 
 async def _wait(waiter: Coroutine[Any, Any, Any], timeout: float) -> None:

@@ -102,12 +102,34 @@ def node(tmp_path: Path, busybox_tar: Path) -> Iterator[dict[str, Any]]:
         wait_for(lambda: proc.poll() is not None or client.ping(), 60, "shoald to listen")
         assert proc.poll() is None, log.read_text()
         yield {"env": env, "root": root, "cut": cut, "client": client, "log": log, "dir": tmp_path}
-        client.close()
     finally:
         cut.unlink(missing_ok=True)
-        terminate(proc, 20)
-        run_shoal("stack", "rm", "sess", env=env, timeout=60)
-        teardown_root(root, run)
+        try:
+            # Removed by this shoald, so its worker takes the tasks' secret tmpfs down with them.
+            if proc.poll() is None and client.ping():
+                client.delete("/stacks/sess")
+                wait_for(lambda: not manager_tasks(client), 60, "the stack's tasks to go")
+        finally:
+            client.close()
+            terminate(proc, 20)
+            _unmount_taskfiles(run)
+            teardown_root(root, run)
+
+
+def _unmount_taskfiles(run: Path) -> None:
+    """Whatever a failed run left of the tasks' secret tmpfs mounts."""
+    from shoal.agent import taskfiles
+
+    old = os.environ.get("SHOAL_RUN")
+    os.environ["SHOAL_RUN"] = str(run)
+    try:
+        for name in os.listdir(run / "taskfiles") if (run / "taskfiles").is_dir() else []:
+            taskfiles.remove(name)
+    finally:
+        if old is None:
+            os.environ.pop("SHOAL_RUN", None)
+        else:
+            os.environ["SHOAL_RUN"] = old
 
 
 def manager_tasks(client: Client) -> list[dict[str, Any]]:

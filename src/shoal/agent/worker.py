@@ -17,6 +17,7 @@ from concurrent import futures
 from typing import Any
 
 from shoal.agent import health, taskfiles
+from shoal.agent.exec import ContainerExecutor
 from shoal.agent.health import HealthConfig, Probe
 from shoal.agent.pool import ElasticPool, release_memory
 from shoal.agent.taskspec import container_spec
@@ -67,6 +68,8 @@ class Worker:
         self.network = network or TaskNetwork()
         self.node_id = node_id
         self.containers = containers
+        # Every container step goes through the executor's controllers (agent/exec.py).
+        self.executor = ContainerExecutor(containers)
         self.images = images
         self.on_change = on_change
         # Threads idle for a few seconds exit (agent/pool.py): a burst does not keep its threads,
@@ -85,7 +88,6 @@ class Worker:
         self._inflight: set[futures.Future[None]] = set()
         self._probes: dict[str, Probe] = {}
         self._no_health: set[str] = set()  # tasks known to have no healthcheck
-        self._containers_root = str(getattr(containers, "root", ""))
         self._seen: tuple[int, Node | None, list[Task]] = (-1, None, [])  # (revision, node, tasks) read
         self._processes: dict[str, tuple[int, int]] = {}  # container ID -> (pid, start time) seen running
         self._lock = threading.Lock()
@@ -132,7 +134,7 @@ class Worker:
         try:
             spec = container_spec(task, node)
             spec.mounts += taskfiles.materialize(self.files, task.id, task.spec)
-            container = self.containers.create(spec)
+            container_id = self.executor.controller().prepare(spec)
         except ShoalError as exc:
             taskfiles.remove(task.id)
             self._report(task.id, TaskState.REJECTED, "preparing", err=str(exc))
@@ -141,19 +143,18 @@ class Worker:
         if current is not None and TaskState.parse(current["desired_state"]) == TaskState.RUNNING:
             # Nothing holds it back (no depends_on, no restart delay): start it now, in this
             # step, rather than a pass later.
-            started = self._report(task.id, TaskState.STARTING, "starting", container_id=container.id)
+            started = self._report(task.id, TaskState.STARTING, "starting", container_id=container_id)
             if started is not None:
                 self._start(started, reported=True)
             return
-        self._report(task.id, TaskState.READY, "prepared", container_id=container.id)
+        self._report(task.id, TaskState.READY, "prepared", container_id=container_id)
 
     def _start(self, task: Task, reported: bool = False) -> None:
         if not reported:
             self._report(task.id, TaskState.STARTING, "starting")
         try:
-            self.containers.start(task.status.container_id,
-                                  before_start=lambda c, t=task: self.network.before_start(t, c))
-            container = self.containers.get(task.status.container_id)
+            container = self.executor.controller(task.status.container_id).start(
+                before_start=lambda c, t=task: self.network.before_start(t, c))
         except Exception as exc:  # noqa: BLE001 - whatever it was, the task failed and must say why
             if not isinstance(exc, ShoalError):
                 log.exception("starting task %s", task.id)
@@ -200,8 +201,9 @@ class Worker:
 
     def _probe(self, task: Task, probe: Probe) -> None:
         cid = task.status.container_id
+        controller = self.executor.controller(cid)
         try:
-            argv = self.containers.exec_argv(cid, probe.config.argv)
+            argv = controller.exec_argv(probe.config.argv)
             ok, output = health.run_probe(argv, probe.config.timeout)
         except ShoalError as exc:
             ok, output = False, str(exc)
@@ -210,12 +212,12 @@ class Worker:
             log.info("task %s is unhealthy: %s", task.id, output.strip())
             self.network.left(task)
             try:
-                self.containers.kill(cid, "KILL")
+                controller.terminate()
             except ShoalError:
                 pass
             return
         if probe.healthy and task.status.state == TaskState.STARTING:
-            container = self.containers.get(cid)
+            container = controller.inspect()
             self._running(task, container.state.pid, task.networks or self._attachments(task, container.network),
                           container.network.get("netns", ""))
 
@@ -229,7 +231,7 @@ class Worker:
 
     def _check_exit(self, task: Task) -> None:
         cid = task.status.container_id
-        if not os.path.exists(f"{self._containers_root}/{cid}/exits/{cid}"):
+        if not self.executor.exit_recorded(cid):
             # conmon writes the exit file: a stat is enough on most passes. Every
             # FULL_CHECK_EVERY passes, a look at the process itself notices a conmon that was
             # killed with its container (nobody wrote the exit then).
@@ -239,7 +241,7 @@ class Worker:
             if known is not None and proc_start_time(known[0]) == known[1]:
                 return
         try:
-            container = self.containers.get(cid)
+            container = self.executor.controller(cid).inspect()
         except NotFound:
             self._report(task.id, TaskState.FAILED, "started", err="container removed")
             return
@@ -270,9 +272,7 @@ class Worker:
         if task.status.container_id:
             try:
                 grace = int(round(float(task.spec.get("stop_grace_period", 10.0))))
-                self.containers.stop(task.status.container_id, timeout=grace)
-            except NotFound:
-                pass
+                self.executor.controller(task.status.container_id).shutdown(grace)
             except ShoalError as exc:
                 log.warning("stopping task %s: %s", task.id, exc)
         self._report(task.id, TaskState.SHUTDOWN, "shutdown")
@@ -282,7 +282,7 @@ class Worker:
             self._remove(task.status.container_id, task.id)
 
     def _remove_orphans(self, live_ids: set[str]) -> None:
-        for container_id, task_id in self.containers.label_values(TASK_LABEL).items():
+        for container_id, task_id in self.executor.tasks_by_container(TASK_LABEL).items():
             if task_id not in live_ids:
                 self._submit(f"rm-{container_id}", lambda c=container_id, t=task_id: self._remove(c, t),
                              self._stop_pool)
@@ -307,14 +307,11 @@ class Worker:
 
     def _cleanup(self, container_id: str) -> None:
         with self._teardowns:
-            self.containers.cleanup(container_id)
+            self.executor.controller(container_id).cleanup()
 
     def _remove(self, container_id: str, task_id: str) -> None:
         with self._teardowns:
-            try:
-                self.containers.remove(container_id, force=True)
-            except NotFound:
-                pass  # removed meanwhile (by its --rm, or by a previous pass): done all the same
+            self.executor.controller(container_id).remove()  # one removed meanwhile is done too
         taskfiles.remove(task_id)
 
     # ---- the pass ------------------------------------------------------------------------------
