@@ -396,7 +396,15 @@ class SwarmNode:
         role = "manager" if ident.is_manager else "worker"
         self._save(LocalState(role, ident.node_id, ident.cluster_id, listen, advertise, [manager]))
         (self.root / "node_id").write_text(ident.node_id + "\n")  # the daemon's ID from now on
+        self._forget_nodes()
         return role
+
+    def _forget_nodes(self) -> None:
+        """The node records of this node's own store (its one-node past): a worker's cluster is
+        the manager's, and a node that left starts afresh under a new ID."""
+        with self.store.transaction() as tx:
+            for node in tx.list("node"):
+                tx.delete("node", node["id"])
 
     # ---- swarm leave ------------------------------------------------------------------------
     def leave(self, force: bool = False) -> None:
@@ -426,6 +434,7 @@ class SwarmNode:
         self.certs.remove()
         self._save(None)
         (self.root / "node_id").unlink(missing_ok=True)  # a new one-node identity at restart
+        self._forget_nodes()
 
 
 def _host_of(addr: str) -> str:
