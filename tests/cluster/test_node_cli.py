@@ -93,6 +93,12 @@ def test_node_commands_on_a_two_node_swarm(netns_cluster: NetnsCluster) -> None:
     assert fails(manager, "node", "update", "--label-rm", "nope", worker.name) == \
         "Error: key nope doesn't exist in node's labels"
     manager.shoal("node", "update", "--label-rm", "ssd", worker.name)
+    # ls filters, as Docker's
+    listed = lambda *f: [l.split()[0] for l in manager.shoal("node", "ls", *f).stdout.splitlines()[1:]]  # noqa: E731
+    assert listed("-f", "role=worker") == listed("-f", "node.label=zone=a") == [inspected["id"]]
+    assert listed("-f", "node.label=zone=b") == [] and len(listed("-f", "role=manager", "-f", "role=worker")) == 2
+    assert listed("-f", f"name={manager.name}") == [json.loads(manager.shoal("node", "inspect", "self").stdout)[0]["id"]]
+    assert fails(manager, "node", "ls", "-f", "colour=red") == "Error: invalid filter 'colour'"
     assert fails(manager, "node", "update", "--availability", "sideways", worker.name) == \
         'Error response from daemon: invalid Availability: "sideways"'
     pretty = manager.shoal("node", "inspect", "--pretty", worker.name).stdout

@@ -48,13 +48,46 @@ def _self_id(client: Any) -> str:
     return str(info["NodeID"])
 
 
+def _label_match(labels: dict[str, str], wanted: str) -> bool:
+    key, sep, value = wanted.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def filter_nodes(nodes: list[dict[str, Any]], filters: list[str]) -> list[dict[str, Any]]:
+    """`node ls -f`: id, name (hostname), role, membership, node.label and label (engine labels);
+    several values of one key match any of them, as Docker's filters."""
+    by_key: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
+        if key not in ("id", "name", "role", "membership", "node.label", "label"):
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if key == "role" and value not in ("manager", "worker"):
+            raise InvalidArgument(f"Invalid role filter value: {value}")
+        by_key.setdefault(key, []).append(value)
+
+    def keep(node: dict[str, Any]) -> bool:
+        checks = {
+            "id": lambda v: node["id"].startswith(v),
+            "name": lambda v: node.get("hostname", "").startswith(v),
+            "role": lambda v: node.get("role") == v,
+            "membership": lambda v: v == "accepted",
+            "node.label": lambda v: _label_match(node.get("labels") or {}, v),
+            "label": lambda v: _label_match((node.get("engine") or {}).get("labels") or {}, v),
+        }
+        return all(any(checks[k](v) for v in values) for k, values in by_key.items())
+
+    return [n for n in nodes if keep(n)]
+
+
 def _ls(args: argparse.Namespace) -> int:
     from shoal.cli.format import print_formatted
     from shoal.cli.swarmfmt import natural_key
 
     with _client() as client:
         self_id = _self_id(client)
-        nodes = client.get("/nodes")
+        nodes = filter_nodes(client.get("/nodes"), args.filter)
     nodes.sort(key=lambda n: natural_key(n.get("hostname", "")))
     rows = [node_row(n, self_id) for n in nodes]
     if args.quiet:
@@ -220,6 +253,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = ns.add_parser("ls", aliases=["list"], help="List nodes in the swarm")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
     p.add_argument("--format", help="Format output using a custom template")
     p.set_defaults(func=_ls)
 
