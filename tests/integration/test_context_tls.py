@@ -280,7 +280,16 @@ def real_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dic
     """A shoald of its own (state root in tmp) that ran `swarm init` on 127.0.0.1:PORT."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    from conftest import stop_daemon, teardown_root
+    # tests/conftest.py by path: `from conftest import` may find tests/cluster/conftest.py in a
+    # run that collects both directories.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("shoal_tests_root_conftest",
+                                                  Path(__file__).resolve().parents[1] / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    stop_daemon, teardown_root = root_conftest.stop_daemon, root_conftest.teardown_root
 
     base = tmp_path_factory.mktemp("mgr")
     root, run = base / "root", base / "root" / "run"
