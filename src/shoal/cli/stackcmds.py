@@ -45,6 +45,8 @@ def _load_in_daemon(args: argparse.Namespace) -> dict[str, Any] | None:
     import os
 
     client = Client()
+    if client.remote:
+        return None  # another machine never gets this one's file paths or environment: load here
     if not client.ping():
         return None  # no shoald yet: loading here is quicker than starting it first
     body = {"files": [str(Path(f).absolute()) for f in args.compose_files],
