@@ -74,7 +74,7 @@ class TLSServer:
 
     def __init__(self, cert: Path, key: Path, ca: Path) -> None:
         self.ctx = server_context(cert, key, ca.read_bytes())
-        self.seen: list[tuple[str, str | None]] = []
+        self.seen: list[tuple[str, str | None]] = []  # (path, role) or, for other routes, (path, body)
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -99,6 +99,11 @@ class TLSServer:
         await resp.write_eof()
         return resp
 
+    async def _other(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.seen.append((request.path, body.decode(errors="replace")))
+        return web.json_response({"message": "not served by this test server"}, status=404)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._serve())
@@ -107,6 +112,7 @@ class TLSServer:
         app = web.Application()
         app.router.add_get("/v1/version", self._version)
         app.router.add_get("/v1/events", self._events)
+        app.router.add_route("*", "/{tail:.*}", self._other)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         sock = socket.socket()
@@ -349,3 +355,19 @@ def test_real_shoald_refuses_another_clusters_certificate(real_manager: tuple[di
     create(env, "foreignclient", port, certs / "swarm-root-ca.crt", other_pki.manager)
     proc = cli(env, "-c", "foreignclient", "node", "ls")
     assert proc.returncode != 0 and "TLS" in proc.stderr, proc.stderr
+
+
+def test_stack_deploy_sends_no_local_paths_or_environment(pki: ClusterPKI, env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """The manager may be another machine: a deploy to a tcp:// context loads the compose files
+    here and never sends the client's file paths or environment (a secret in it stays here)."""
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services:\n  web:\n    image: busybox\n    environment:\n      - A=${SECRET_X:-none}\n")
+    with TLSServer(pki.manager.cert, pki.manager.key, pki.ca) as srv:
+        create(env, "far", srv.port, pki.ca, pki.worker)
+        proc = cli(dict(env, SHOAL_TOP_SECRET="s3cr3t-value"), "-c", "far", "stack", "deploy", "-c", str(compose), "st")
+        assert proc.returncode != 0  # this server deploys nothing
+        requests = [(path, str(body)) for path, body in srv.seen]
+        assert requests, "the deploy never reached the node"
+        assert not [p for p, _ in requests if p.endswith("/load")], requests
+        assert not [b for _, b in requests if "s3cr3t-value" in b or str(compose) in b], requests
