@@ -44,7 +44,7 @@ log = logging.getLogger("shoald.dispatcher")
 GRACE_MULTIPLIER = 3  # swarmkit defaultGracePeriodMultiplier
 UNKNOWN_GRACE_MULTIPLIER = 2 * GRACE_MULTIPLIER  # nodes not seen since the manager started
 EPSILON_RATIO = 0.1  # swarmkit: 500 ms of jitter on a 5 s period
-RESYNC = 1.0  # seconds: a session's stream looks at the store at least this often
+RESYNC = 5.0  # seconds: a session's stream looks at the store at least this often
 _ASSIGNED = int(TaskState.ASSIGNED)
 
 
@@ -63,6 +63,7 @@ class _Session:
     files: dict[str, Any] = field(default_factory=dict)  # "kind/id" -> version sent
     services: list[ServiceRecord] | None = None
     node_key: tuple[Any, ...] | None = None
+    revision: int = -1  # the store revision the last set was computed at
     wake: asyncio.Event | None = None
     loop: asyncio.AbstractEventLoop | None = None
     closed: bool = False
@@ -140,6 +141,13 @@ class Dispatcher:
         if period <= 0:
             raise ShoalError(f"heartbeat period must be positive, not {period}")
         self.heartbeat_period = period
+
+    def overdue(self) -> bool:
+        """Is any heartbeat overdue? (A look at the deadlines, no I/O.)"""
+        now = self.clock()
+        with self._lock:
+            return any(s.deadline < now for s in self._sessions.values()) or \
+                any(d < now for d in self._unknown.values())
 
     def expire(self) -> list[str]:
         """Mark Down every node whose heartbeat is overdue; returns their IDs."""
@@ -307,6 +315,10 @@ class Dispatcher:
 
     def _compute(self, session: _Session) -> AssignmentSet | None:
         complete = session.sequence == 0
+        revision = self.store.revision()
+        if not complete and revision == session.revision:
+            return None  # nothing was written since: nothing can differ
+        session.revision = revision
         raw_node = self.store.get("node", session.node_id)
         if raw_node is None:
             raise NodeRemoved(f"node {session.node_id} is not part of the cluster")
@@ -393,6 +405,8 @@ class Dispatcher:
         self.start()
         while True:
             await asyncio.sleep(max(0.05, self.heartbeat_period / 4))
+            if not self.overdue():
+                continue
             try:
                 await asyncio.to_thread(self.expire)
             except ShoalError as exc:
