@@ -141,8 +141,12 @@ def test_hostnames_differ_in_the_swarm(cluster: LocalCluster) -> None:
     ctx = json.loads(cluster.shoal("context", "inspect", cluster.name).stdout)[0]
     assert ctx["Endpoints"]["docker"]["Host"] == f"tcp://{cluster.node(1)['address']}:2377"
     assert ctx["TLSMaterial"] == {"docker": ["ca.pem", "cert.pem", "key.pem"]}
-    out = cluster.shoal("node", "ls", "--format", "{{.Hostname}}").stdout.split()
-    assert sorted(out) == [f"{cluster.name}-{k}" for k in range(1, NODES + 1)]
+    out = cluster.shoal("node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout.splitlines()
+    assert sorted(out) == [f"{cluster.name}-{k} Ready" for k in range(1, NODES + 1)]
+    # Each worker's shoald started again in its new role as a fresh fork of the supervisor.
+    log = (cluster.dir / "supervisor.log").read_text()
+    for k in range(2, NODES + 1):
+        assert f"{cluster.name}-{k}: shoald asked to start again" in log
     for k in range(2, NODES + 1):
         certs = Path(cluster.node(k)["root"]) / "certificates"
         assert (certs / "swarm-node.crt").is_file() and (certs / "swarm-root-ca.crt").is_file()
