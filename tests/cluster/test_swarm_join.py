@@ -316,3 +316,34 @@ asyncio.run(main())
     assert answer["node_id"] == worker_id and answer["period"] > 0
     assert answer["managers"][0] == f"{manager.addr}:2377"  # the one that answered first from now on
     wait_ready(manager, 2)  # the agent's own session takes over again
+
+
+def test_assignments_and_status_cross_the_https_session(netns_cluster: NetnsCluster, busybox_tar: Path) -> None:
+    """A task the manager schedules on a worker reaches it through the assignment stream, and
+    what the worker observes comes back through the status route: the manager's `service ps`
+    shows the worker's own report (Running, or the worker's error), never a task stuck at
+    Assigned."""
+    manager = netns_cluster.add()
+    token = init(manager)
+    worker = netns_cluster.add()
+    worker.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
+    wait_ready(manager, 2)
+    worker.wait_api()
+    for node in (manager, worker):
+        node.shoal("import", str(busybox_tar), "localhost/busybox:test")
+    compose = netns_cluster.base / "stack.yml"
+    compose.write_text("services:\n  s:\n    image: localhost/busybox:test\n    command: ['sleep', '1000']\n"
+                       "    deploy:\n      placement:\n        constraints: [node.role == worker]\n")
+    manager.shoal("stack", "deploy", "--detach", "-c", str(compose), "t")
+    try:
+        deadline = time.monotonic() + READY_WAIT
+        reported = []
+        while time.monotonic() < deadline and not reported:
+            lines = manager.shoal("service", "ps", "--format", "{{json .}}", "t_s").stdout.splitlines()
+            tasks = [json.loads(line) for line in lines if line.strip()]
+            reported = [t for t in tasks if t["Node"] == worker.name
+                        and t["CurrentState"].split()[0] not in ("New", "Pending", "Assigned")]
+            time.sleep(0.3)
+        assert reported, tasks
+    finally:
+        manager.shoal("stack", "rm", "t", check=False)
