@@ -45,7 +45,17 @@ GRACE_MULTIPLIER = 3  # swarmkit defaultGracePeriodMultiplier
 UNKNOWN_GRACE_MULTIPLIER = 2 * GRACE_MULTIPLIER  # nodes not seen since the manager started
 EPSILON_RATIO = 0.1  # swarmkit: 500 ms of jitter on a 5 s period
 RESYNC = 5.0  # seconds: a session's stream looks at the store at least this often
-_ASSIGNED = int(TaskState.ASSIGNED)
+_DISPATCHED = frozenset(s.text for s in TaskState if s >= TaskState.ASSIGNED)  # states a node is sent
+
+
+@dataclass
+class _View:
+    """What every session's sets are computed from, read once per store revision (100 agents
+    after one change cost one read of the tasks, not 100)."""
+
+    revision: int
+    tasks_by_node: dict[str, dict[str, dict[str, Any]]]
+    services: list[ServiceRecord]
 
 
 class NotAssigned(ShoalError):
@@ -120,6 +130,21 @@ class Dispatcher:
         self._unknown: dict[str, float] = {}
         self._started = False
         self._files_cache: dict[tuple[str, str, int], bytes] = {}
+        self._view: _View | None = None
+
+    def _current_view(self, revision: int) -> _View:
+        view = self._view
+        if view is not None and view.revision == revision:
+            return view
+        by_node: dict[str, dict[str, dict[str, Any]]] = {}
+        for t in self.store.list("task"):
+            node_id = t.get("node_id")
+            if node_id and t["status"]["state"] in _DISPATCHED:
+                by_node.setdefault(node_id, {})[t["id"]] = t
+        # Read after the revision: a write in between makes the next look read again.
+        view = _View(revision, by_node, service_records(self.store))
+        self._view = view
+        return view
 
     # ---- heartbeats ------------------------------------------------------------------------------
     def _choose_period(self) -> float:
@@ -322,8 +347,8 @@ class Dispatcher:
         raw_node = self.store.get("node", session.node_id)
         if raw_node is None:
             raise NodeRemoved(f"node {session.node_id} is not part of the cluster")
-        tasks = {t["id"]: t for t in self.store.list("task")
-                 if t.get("node_id") == session.node_id and TaskState.parse(t["status"]["state"]) >= TaskState.ASSIGNED}
+        view = self._current_view(revision)
+        tasks = view.tasks_by_node.get(session.node_id, {})
         changed = [t for tid, t in tasks.items() if complete or session.tasks.get(tid) != _task_key(t)]
         removed = [] if complete else [tid for tid in session.tasks if tid not in tasks]
         # Files: what the node's tasks reference, by name (a task's spec names its sources).
@@ -342,7 +367,7 @@ class Dispatcher:
                               digest=obj.get("digest", ""))
                      for key, (kind, obj) in files.items() if complete or session.files.get(key) != obj.get("version")]
         removed_files = [] if complete else [k for k in session.files if k not in files]
-        services = service_records(self.store)
+        services = view.services
         services_out = services if complete or services != session.services else None
         node_key = _node_key(raw_node)
         node_out = dict(raw_node) if complete or node_key != session.node_key else None
