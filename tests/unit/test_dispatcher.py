@@ -313,3 +313,42 @@ def test_agent_keeps_assignments_locally_and_stops_what_the_complete_set_drops(
     assert oct(db.stat().st_mode & 0o777) == "0o600"
     for path in db.parent.iterdir():
         assert b"hunter2" not in path.read_bytes() and b"aHVudGVyMg" not in path.read_bytes()
+
+
+def test_agent_states_reach_the_manager_after_its_session_was_ended(
+        tmp_path: Path, store: SQLiteStore, clock: Clock) -> None:
+    """The node was marked down (its session ended) while it ran a task: the state it records
+    meanwhile is refused with SessionInvalid, kept, and delivered by the next session."""
+    dispatcher = Dispatcher(store, heartbeat_period=0.05, clock=clock)
+    add_service(store, replicas=1)
+
+    async def scenario() -> None:
+        agent = Agent(tmp_path / "node", InProcessSession(dispatcher), describe("pc1"))
+        runner = asyncio.create_task(agent.run())
+        try:
+            assert await agent.wait_registered(5)
+            assert agent.info is not None
+            first = agent.info.session_id
+            await asyncio.to_thread(manager_pass, store, 1.0)
+            dispatcher.notify()
+            for _ in range(300):
+                if agent.store.list("task"):
+                    break
+                await asyncio.sleep(0.01)
+            (local,) = [Task.from_dict(t) for t in agent.store.list("task")]
+            clock.now += 100
+            assert dispatcher.expire() == [agent.node_id]
+            local.advance(TaskState.RUNNING, "started")
+            agent.report(local)
+            for _ in range(500):
+                if tasks(store)[0].status.state == TaskState.RUNNING:
+                    break
+                await asyncio.sleep(0.01)
+            assert tasks(store)[0].status.state == TaskState.RUNNING
+            assert agent.info.session_id != first and node(store, agent.node_id).state == "ready"
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            agent.close()
+
+    asyncio.run(scenario())

@@ -150,16 +150,31 @@ class Agent:
                     break
                 try:
                     await self.session.update_status(batch)
-                except Unreachable as exc:
-                    log.info("status not sent, manager unreachable (%s): again in %.1f s", exc, backoff)
-                    await asyncio.sleep(backoff)
+                except (Unreachable, SessionInvalid) as exc:
+                    # Kept; sent again after the backoff, or as soon as a new session opens.
+                    log.info("status not sent (%s): again in %.1f s", exc, backoff)
+                    await self._pause(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
                     continue
+                except ShoalError as exc:
+                    # Refused (not a transport failure): sending it again would be refused again.
+                    # The states stay in the local store and go with the next session's resend.
+                    log.error("status refused by the manager: %s", exc)
                 backoff = BACKOFF_MIN
                 with self._lock:
                     for u in batch:
                         if self._pending.get(u.task_id) is u:  # not replaced by a newer state meanwhile
                             del self._pending[u.task_id]
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short when a new session opens (it kicks the flush)."""
+        assert self._flush is not None
+        self._flush.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._flush.wait()
+        except TimeoutError:
+            pass
 
     # ---- assignments -----------------------------------------------------------------------------
     def apply(self, aset: AssignmentSet) -> None:
