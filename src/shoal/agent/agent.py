@@ -330,6 +330,8 @@ class Agent:
                     log.warning("session with the manager ended: %s", exc)
                 except ShoalError as exc:
                     log.error("session with the manager failed: %s", exc)
+                except Exception:  # noqa: BLE001 - a bug in one session must not end the agent
+                    log.exception("session with the manager failed")
                 await asyncio.sleep(backoff * (1 + random.random() / 2))
                 backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
