@@ -55,6 +55,14 @@ def test_one_node_default_needs_no_init(netns_cluster: NetnsCluster) -> None:
         '"shoal swarm join" to connect this node to swarm and try again.')
     assert fails(node, "swarm", "leave") == "Error response from daemon: This node is not part of a swarm"
     # The last manager leaves only with --force (Docker's words).
+    # Bad input: one line naming the flag, and no swarm half made.
+    assert fails(node, "swarm", "init", "--cert-expiry", "soon") == \
+        'Error: invalid argument "soon" for "--cert-expiry" flag: time: invalid duration "soon"'
+    assert "minimum certificate expiry time is: 1h0m0s" in fails(node, "swarm", "init", "--cert-expiry", "59m")
+    assert "invalid --listen-addr 'somewhere'" in fails(node, "swarm", "init", "--listen-addr", "somewhere")
+    assert "task history limit -1" in fails(node, "swarm", "init", "--task-history-limit", "-1")
+    assert not (node.root / "certificates" / "swarm-root-ca.crt").exists()
+    assert "This node is not a swarm manager." in fails(node, "swarm", "join-token", "worker")
     # No --advertise-addr: the node's only address is taken (a 0.0.0.0 one is refused).
     assert "advertise address must be a non-zero IP address" in fails(node, "swarm", "init", "--advertise-addr",
                                                                        "0.0.0.0")

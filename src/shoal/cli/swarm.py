@@ -28,8 +28,8 @@ def _init(args: argparse.Namespace) -> int:
     from shoal.cli.swarmtext import init_text
 
     body = {"ListenAddr": args.listen_addr, "AdvertiseAddr": args.advertise_addr,
-            "CertExpiry": _duration(args.cert_expiry, "cert-expiry"),
-            "HeartbeatPeriod": _duration(args.dispatcher_heartbeat, "dispatcher-heartbeat"),
+            "CertExpiry": _duration(args.cert_expiry, "--cert-expiry"),
+            "HeartbeatPeriod": _duration(args.dispatcher_heartbeat, "--dispatcher-heartbeat"),
             "TaskHistoryRetentionLimit": args.task_history_limit}
     with _client() as client:
         answer = client.post("/swarm/init", {k: v for k, v in body.items() if v is not None})
@@ -68,8 +68,8 @@ def _leave(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
-    body = {"CertExpiry": _duration(args.cert_expiry, "cert-expiry"),
-            "HeartbeatPeriod": _duration(args.dispatcher_heartbeat, "dispatcher-heartbeat"),
+    body = {"CertExpiry": _duration(args.cert_expiry, "--cert-expiry"),
+            "HeartbeatPeriod": _duration(args.dispatcher_heartbeat, "--dispatcher-heartbeat"),
             "TaskHistoryRetentionLimit": args.task_history_limit}
     with _client() as client:
         client.post("/swarm/update", {k: v for k, v in body.items() if v is not None})
