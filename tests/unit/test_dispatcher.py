@@ -352,3 +352,19 @@ def test_agent_states_reach_the_manager_after_its_session_was_ended(
             agent.close()
 
     asyncio.run(scenario())
+
+
+def test_the_agents_store_keeps_a_short_event_log(tmp_path: Path) -> None:
+    from shoal.agent.agent import LocalStore
+
+    store = LocalStore(tmp_path / "tasks.db")
+    try:
+        for n in range(30):
+            with store.transaction() as tx:
+                tx.create("task", {"id": f"t{n}"})
+        revision = store.revision()
+        store.trim_events(keep=5)
+        assert store.revision() == revision  # the worker's change detection is unaffected
+        assert [e.revision for e in store.events_since(0)] == list(range(revision - 4, revision + 1))
+    finally:
+        store.close()

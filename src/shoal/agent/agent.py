@@ -27,6 +27,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,23 @@ _MANAGER_FIELDS = ("service_id", "service_name", "slot", "node_id", "spec_versio
                    "created_at", "start_after", "replaces", "restarted", "waits_for")
 
 
+EVENTS_KEPT = 1000  # the agent's store keeps this many events (its revision is the newest's)
+TRIM_EVERY = 60.0  # seconds
+
+
 def local_store_path(root: Path) -> Path:
     return root / "worker" / "tasks.db"
+
+
+class LocalStore(SQLiteStore):
+    """The agent's store. Nobody replays its event log (the manager's is what `events` reads),
+    so it is trimmed to the last EVENTS_KEPT events rather than the manager's 50,000: every
+    status write logs the whole task, and a busy node's file grew by megabytes an hour."""
+
+    def trim_events(self, keep: int = EVENTS_KEPT) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM events WHERE revision <= (SELECT MAX(revision) FROM events) - ?",
+                               (keep,))
 
 
 class AssignedFiles:
@@ -77,7 +93,8 @@ class Agent:
                  on_assignments: Callable[[], None] = lambda: None) -> None:
         path = local_store_path(root)
         paths.ensure_private_dir(path.parent)
-        self.store = SQLiteStore(path)
+        self.store = LocalStore(path)
+        self._trim_due = 0.0
         self.session = session
         self.description = description
         self.node_id = description.node_id
@@ -245,7 +262,12 @@ class Agent:
 
     def tidy(self) -> None:
         """Forget the unassigned tasks that have stopped and whose last state the manager has
-        taken (the worker removed their containers when it stopped them)."""
+        taken (the worker removed their containers when it stopped them); trim the event log
+        now and then."""
+        now = time.monotonic()
+        if now >= self._trim_due:
+            self._trim_due = now + TRIM_EVERY
+            self.store.trim_events()
         if not self._unassigned:
             return
         with self._lock:
