@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import NetnsCluster, NetnsNode  # tests/cluster/conftest.py
+from cluster.conftest import NetnsCluster, NetnsNode
 
 WAIT = 30.0
 

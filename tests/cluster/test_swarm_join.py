@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from conftest import NetnsCluster, NetnsNode  # tests/cluster/conftest.py
+from cluster.conftest import NetnsCluster, NetnsNode
 
 READY_WAIT = 30.0
 
