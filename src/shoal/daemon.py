@@ -212,7 +212,26 @@ class Daemon:
         # agent (agent.report), its secrets come from the agent's memory.
         return Worker(self.agent.store, self.agent.node_id, ContainerManager(images=images), images,
                       on_change=on_change, network=DaemonTaskNetwork(loop, self.dns), watch_exit=watch_exit,
-                      on_status=self.agent.report, files=AssignedFiles(self.agent))
+                      on_status=self.agent.report, files=AssignedFiles(self.agent),
+                      image_source=self._image_source())
+
+    def _image_source(self) -> Callable[[], tuple[str, Any]] | None:
+        """On a worker (its session is HTTPS to a manager): where it pulls the images it lacks,
+        the manager's distribution API with the node's current certificate. None on a manager
+        or one node, whose image store is the manager's own."""
+        from shoal.agent.session_https import HTTPSSession
+
+        session = self.agent.session
+        if not isinstance(session, HTTPSSession):
+            return None
+
+        def source() -> tuple[str, Any]:
+            from shoal.agent.imagefetch import manager_source
+
+            managers = session.managers[session._current:] + session.managers[:session._current]
+            return manager_source(managers, session.certs.directory)
+
+        return source
 
     def _watch_exit(self, fd: int) -> None:
         """A task's pidfd turns readable when its process exits: run the agent then (and again

@@ -21,7 +21,7 @@ from shoal.agent.exec import ContainerExecutor
 from shoal.agent.health import HealthConfig, Probe
 from shoal.agent.pool import ElasticPool, release_memory
 from shoal.agent.taskspec import container_spec
-from shoal.errors import NotFound, ShoalError
+from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.model.cluster import Node, Task, TaskState
 from shoal.runtime.state import proc_start_time
 from shoal.store.base import Store
@@ -54,7 +54,16 @@ class Worker:
     def __init__(self, store: Store, node_id: str, containers: Any, images: Any,
                  on_change: Callable[[], None] = lambda: None, threads: int = 8, stop_threads: int = 64,
                  network: TaskNetwork | None = None, watch_exit: Callable[[int], None] | None = None,
-                 on_status: Callable[[Task], None] = lambda task: None, files: Any = None) -> None:
+                 on_status: Callable[[Task], None] = lambda task: None, files: Any = None,
+                 image_source: Callable[[], tuple[str, Any]] | None = None,
+                 network_setup: Callable[[Task], None] | None = None) -> None:
+        # Where a node that lacks a task's image pulls it from: (manager URL, TLS context) of
+        # its manager's distribution API (agent/imagefetch.py). None on a manager or one node:
+        # its own store is the manager's, a missing image is Docker's "No such image".
+        self.image_source = image_source
+        # Makes the task's networks on this node (their spec and allocation came with the
+        # assignments) before its container is prepared; None: the networks exist already.
+        self.network_setup = network_setup
         # The node's own store of its assignments (agent/agent.py), or any Store in tests.
         self.store = store
         # Every state the worker records goes to the manager through the agent's session.
@@ -126,12 +135,13 @@ class Worker:
         # accepted and preparing are one write: nothing happens between them on one node.
         self._report(task.id, TaskState.PREPARING, "preparing")
         image = task.spec.get("image", "")
-        try:
-            self.images.resolve(image)
-        except NotFound:
-            self._report(task.id, TaskState.REJECTED, "preparing", err=f"No such image: {image}")
+        missing = self._ensure_image(image)
+        if missing is not None:
+            self._report(task.id, TaskState.REJECTED, "preparing", err=missing)
             return
         try:
+            if self.network_setup is not None:
+                self.network_setup(task)
             spec = container_spec(task, node)
             spec.mounts += taskfiles.materialize(self.files, task.id, task.spec)
             container_id = self.executor.controller().prepare(spec)
@@ -148,6 +158,27 @@ class Worker:
                 self._start(started, reported=True)
             return
         self._report(task.id, TaskState.READY, "prepared", container_id=container_id)
+
+    def _ensure_image(self, image: str) -> str | None:
+        """None once the task's image is in this node's store, pulled from the manager first
+        when this node is a worker that lacks it (as Docker's prepare step pulls); else the
+        task's error, beginning with Docker's "No such image: <ref>"."""
+        try:
+            self.images.resolve(image)
+            return None
+        except (NotFound, InvalidArgument):
+            if self.image_source is None:
+                return f"No such image: {image}"  # one node: its store is the manager's
+        from shoal.agent.imagefetch import ImageUnavailable, ensure_image
+
+        try:
+            manager_url, context = self.image_source()
+            ensure_image(self.images, image, manager_url=manager_url, ssl_context=context)
+        except ImageUnavailable as exc:
+            return str(exc)
+        except (ShoalError, OSError) as exc:
+            return f"No such image: {image} (no manager to pull from: {exc})"
+        return None
 
     def _start(self, task: Task, reported: bool = False) -> None:
         if not reported:

@@ -6,6 +6,8 @@
   for joining; renewal needs the node's own;
 - the dispatcher (manager/dispatcher_http.py, /swarm/dispatcher/...): any node of this cluster,
   speaking for the node its certificate names;
+- the image distribution API (image/distserver.py, /v2/...): read-only pulls of the manager's
+  image store, for any node of this cluster (worker or manager certificate);
 - the control API: the same routes as the unix socket's (api/server.py), for managers'
   certificates only (a worker's certificate is refused on every one: Swarm's "Permission
   denied: remote certificate not part of OUs: [swarm-manager]").
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shoal.errors import ShoalError
+from shoal.image.distserver import DIST_API_PREFIX, make_distribution_app
+from shoal.image.store import ImageStore
 from shoal.manager.ca import CA_API_PREFIX, MANAGER_ROLE
 from shoal.manager.caserver import make_ca_app, CA_SERVER_KEY
 from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, make_dispatcher_app
@@ -74,9 +78,13 @@ class ClusterListener:
                              role_of=swarm.role_of)
         swarm.ca_server = ca_app[CA_SERVER_KEY]
         dispatcher_app = make_dispatcher_app(lambda: getattr(self.daemon, "dispatcher", None), cluster_id)
-        app[_SELF_CHECKING] = (ca_app, dispatcher_app)
+        # The manager's image store, read-only, for any node of this cluster (the sub-app
+        # checks the node certificate itself: image/distserver.py).
+        dist_app = make_distribution_app(ImageStore())
+        app[_SELF_CHECKING] = (ca_app, dispatcher_app, dist_app)
         app.add_subapp(CA_API_PREFIX, ca_app)
         app.add_subapp(DISPATCHER_PREFIX, dispatcher_app)
+        app.add_subapp(DIST_API_PREFIX, dist_app)
         return app
 
     async def start(self) -> None:
