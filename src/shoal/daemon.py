@@ -73,6 +73,30 @@ def describe_node(node_id: str) -> NodeDescription:
     )
 
 
+NETWORK_COLLECT = 1.0  # seconds between a worker's looks for networks no task uses
+
+
+def network_records() -> dict[str, dict[str, Any]]:
+    """The manager's networks that tasks attach to, by name, as a node needs them to make its
+    own copy: spec and allocation, without this node's endpoints and reservations."""
+    from shoal.network.store import NetworkStore
+
+    return {n.name: {k: v for k, v in n.to_dict().items() if k not in ("endpoints", "reserved", "assigned")}
+            for n in NetworkStore().list() if n.has_bridge and not n.predefined}
+
+
+def network_space(name: str) -> Any:
+    """manager/allocator.py's view of one of this manager's networks."""
+    from shoal.manager.allocator import NetworkSpace
+    from shoal.network.store import NetworkStore
+
+    net = NetworkStore().find(name)
+    if net is None or not net.has_bridge or not net.subnet:
+        return None
+    return NetworkSpace(name=net.name, subnet=net.subnet, gateway=net.gateway, ip_range=net.ip_range,
+                        taken=net.used_ips())
+
+
 class Daemon:
     def __init__(self, root: Path | None = None,
                  session_factory: Callable[[Daemon], Session] | None = None) -> None:
@@ -85,7 +109,8 @@ class Daemon:
         self.store = SQLiteStore(self.root / "shoald.db")
         self.node_id = self._node_id()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.dispatcher = Dispatcher(self.store, on_change=self._kick_threadsafe)
+        self.dispatcher = Dispatcher(self.store, on_change=self._kick_threadsafe,
+                                     network_records=network_records)
         session = session_factory(self) if session_factory is not None else InProcessSession(self.dispatcher)
         self.agent = Agent(self.root, session, describe_node(self.node_id),
                            on_assignments=self._agent_wake_threadsafe)
@@ -151,7 +176,7 @@ class Daemon:
         now = time.time()
         with self.store.transaction() as tx:
             wake = orchestrator.reconcile(tx, now)
-            allocator.reconcile(tx, now)
+            allocator.reconcile(tx, now, network_space)
             scheduler.reconcile(tx, now)
             reaper.reconcile(tx)
         return wake
@@ -208,12 +233,15 @@ class Daemon:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(self._watch_exit, fd)
 
+        from shoal.agent.netglue import NodeNetworks
+
+        self.node_networks = NodeNetworks(self.agent, manager=self._image_source() is None)
         # The worker runs on the agent's own store; its states go to the manager through the
         # agent (agent.report), its secrets come from the agent's memory.
         return Worker(self.agent.store, self.agent.node_id, ContainerManager(images=images), images,
                       on_change=on_change, network=DaemonTaskNetwork(loop, self.dns), watch_exit=watch_exit,
                       on_status=self.agent.report, files=AssignedFiles(self.agent),
-                      image_source=self._image_source())
+                      image_source=self._image_source(), network_setup=self.node_networks.setup)
 
     def _image_source(self) -> Callable[[], tuple[str, Any]] | None:
         """On a worker (its session is HTTPS to a manager): where it pulls the images it lacks,
@@ -292,9 +320,16 @@ class Daemon:
         """Drive this node's tasks: on every change, and every AGENT_POLL to notice exits."""
         worker = self._make_worker()
 
+        collect_due = 0.0
+
         def step() -> None:
+            nonlocal collect_due
             worker.sync()
             self.agent.tidy()
+            if time.monotonic() >= collect_due:
+                # A worker's networks no task uses any more (a second is soon enough).
+                collect_due = time.monotonic() + NETWORK_COLLECT
+                self.node_networks.collect()
 
         try:
             while True:

@@ -102,6 +102,8 @@ class Agent:
         self.files: dict[str, FileData] = {}  # "kind/id" -> data, in memory only
         self.services: list[ServiceRecord] = []
         self.services_version = 0  # bumped when `services` changes (the resolver reads them again)
+        # The networks this node's tasks attach to, by name, as the manager made them.
+        self.networks: dict[str, dict[str, Any]] = {}
         self.info: SessionInfo | None = None
         self.connected = False
         self._lock = threading.Lock()
@@ -227,6 +229,8 @@ class Agent:
         if aset.services is not None and aset.services != self.services:
             self.services = aset.services
             self.services_version += 1
+        if aset.networks is not None:
+            self.networks = {n["name"]: n for n in aset.networks}
         self._sequence = aset.sequence
         self.on_assignments()
 

@@ -119,3 +119,112 @@ def dns_tables(services: list[ServiceRecord]) -> dict[str, dict[str, list[str]]]
                                                   list(record.aliases), record.mode))
     # A service's names mean its VIP (or its tasks), never one task that carries the alias too.
     return {net_id: {**endpoints[net_id], **dns.merge(*by_net[net_id])} for net_id in endpoints}
+
+
+class NodeNetworks:
+    """A node renders the networks its manager made and allocated (issue 11's seam 2): before a
+    task is prepared, each of its networks exists here (the manager's record, same ID and
+    subnet: network/store.py adopt), the address the manager allocated for the task is set
+    aside for its container (manager/allocator.py), and on a worker the task's service has its
+    VIPs and published ports here, so the node's published port answers from its own tasks.
+    On a worker, a network no task here uses any more is removed again (collect).
+
+    The manager node made its networks and service endpoints itself at deploy; there, only the
+    task's address is set aside."""
+
+    def __init__(self, agent: Any, manager: bool) -> None:
+        self.agent = agent
+        self.manager = manager
+        self._lock = threading.Lock()
+
+    def setup(self, task: Task) -> None:
+        from shoal.agent.taskspec import container_name
+        from shoal.network.store import NetworkStore
+
+        store = NetworkStore()
+        given = {a["network"]: a["addresses"][0].split("/")[0] for a in task.networks or [] if a.get("addresses")}
+        endpoint = container_name(task)
+        with self._lock:
+            for attachment in task.spec.get("networks") or []:
+                name = attachment["target"]
+                if store.find(name) is None:
+                    record = self.agent.networks.get(name)
+                    if record is None:
+                        raise NotFound(f"network {name} not found")
+                    store.adopt(record)
+                ip = given.get(name)
+                if ip:
+                    store.update(name, lambda n, ip=ip: n.assigned.__setitem__(endpoint, ip))
+            if not self.manager:
+                self._ensure_service(store, task.service_id)
+
+    def _ensure_service(self, store: Any, service_id: str) -> None:
+        """The service's VIPs (reserved on this node's copy of each network) and published
+        ports, keeping the backends the node has put in rotation."""
+        from shoal.network import lb
+
+        records = [r for r in self.agent.services if r.service_id == service_id]
+        if not records:
+            return
+        vips: dict[str, str] = {}
+        for record in records:
+            net = store.find(record.network)
+            if net is None or not record.vip or record.mode != "vip":
+                continue
+            vips[net.id] = record.vip
+            if net.reserved.get(record.vip) != f"vip:{service_id}":
+                net = store.update(net.id, lambda n, r=record: n.reserved.__setitem__(r.vip, f"vip:{service_id}"))
+                lb.sync_vip_addresses(net)
+        ports = [lb.ServicePort(protocol=p.get("protocol", "tcp"), target=int(p["target"]),
+                                published=int(p.get("published") or 0), mode=p.get("mode", "ingress"))
+                 for p in records[0].ports]
+        try:
+            current = lb.get_service(service_id)
+        except ShoalError:
+            current = None
+        if current is not None and current.vips == vips and current.ports == ports:
+            return
+        lb.set_service(lb.Service(id=service_id, name=records[0].service_name, vips=vips, ports=ports,
+                                  backends=current.backends if current is not None else [],
+                                  endpoint_mode=records[0].mode), store)
+
+    def collect(self) -> list[str]:
+        """On a worker: the networks (and the service endpoints on them) that no task of this
+        node uses any more are removed. Returns the names removed."""
+        from shoal.agent.taskspec import container_name
+        from shoal.model.cluster import TaskState
+        from shoal.network import cleanup, lb
+        from shoal.network.store import NetworkStore
+
+        store = NetworkStore()
+        tasks = [Task.from_dict(raw) for raw in self.agent.store.list("task")]
+        live = [t for t in tasks if not t.status.state.terminal and t.desired_state <= TaskState.RUNNING
+                or t.status.state in (TaskState.STARTING, TaskState.RUNNING)]
+        wanted = {a["target"] for t in live for a in t.spec.get("networks") or []}
+        services = {t.service_id for t in live}
+        removed: list[str] = []
+        with self._lock:
+            # An address set aside for a task whose container never attached (its prepare
+            # failed, it was removed first) is given back.
+            names = {container_name(t) for t in live}
+            for net in store.list():
+                if any(n not in names for n in net.assigned):
+                    store.update(net.id, lambda n: [n.assigned.pop(k) for k in list(n.assigned) if k not in names])
+            if self.manager:
+                return removed
+            for svc in lb.load_services():
+                if svc.id not in services:
+                    lb.remove_service(svc.id, store)
+            for net in store.list():
+                if net.predefined or net.name in wanted or net.endpoints:
+                    continue
+                if net.scope != "swarm" and "com.docker.stack.namespace" not in net.labels:
+                    continue  # the node's own networks (`network create` here) are its user's
+                try:
+                    if net.assigned:
+                        store.update(net.id, lambda n: n.assigned.clear())
+                    cleanup.remove_network(net.name, store)
+                    removed.append(net.name)
+                except ShoalError as exc:
+                    log.info("network %s not removed yet: %s", net.name, exc)
+        return removed

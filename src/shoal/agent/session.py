@@ -136,6 +136,9 @@ class ServiceRecord:
     task_ips: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     mode: str = "vip"  # "vip" or "dnsrr"
+    # The service's published ports ({protocol, target, published, mode}), so a node running
+    # its tasks publishes them too (each node's port answers from that node's tasks).
+    ports: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -160,6 +163,11 @@ class AssignmentSet:
     removed_files: list[str] = field(default_factory=list)  # "<kind>/<id>"
     services: list[ServiceRecord] | None = None
     node: dict[str, Any] | None = None  # the node record when it changed (labels, availability)
+    # The networks this node's tasks attach to, as the manager made and allocated them (ID,
+    # name, driver, subnet, gateway, range, labels, options: network/store.py's Network record
+    # without its node-local endpoints): the node renders them (agent/netglue.py). None when
+    # unchanged, else the full list again, as `services`.
+    networks: list[dict[str, Any]] | None = None
 
 
 # ---- status -------------------------------------------------------------------------------------

@@ -147,7 +147,8 @@ def _checked_stack(body: Any, name: str) -> dict[str, Any]:
         raise InvalidArgument(f"invalid stack {name}: {exc}") from None
 
 
-def _deploy(store: Any, stack: dict[str, Any], prune: bool, contents: dict[str, dict[str, str]]) -> list[str]:
+def _deploy(store: Any, stack: dict[str, Any], prune: bool,
+            contents: dict[str, dict[str, str]]) -> tuple[list[str], list[str]]:
     """Networks and endpoints first (a clash fails here, before anything is stored), then the
     secrets, configs and services in one transaction; on failure, what this deploy created is
     taken down again."""
@@ -155,6 +156,8 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool, contents: dict[str, 
         ids = service_ids(tx, stack)
         fresh = {n for n, i in ids.items() if tx.get("service", i) is None}
         gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
+        current = {n: tx.get("service", i) for n, i in ids.items()}
+    warnings = _pin_images(stack, current)
     created_networks = endpoints.ensure_networks(stack)
     made: dict[str, dict[str, Any]] = {}
     try:
@@ -169,7 +172,33 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool, contents: dict[str, 
         raise
     for service_id in gone:
         endpoints.remove_service(service_id)
-    return lines
+    return lines, warnings
+
+
+def _pin_images(stack: dict[str, Any], current: dict[str, dict[str, Any] | None]) -> list[str]:
+    """Each service's image pinned to its digest from this manager's image store (Docker's
+    `--resolve-image always`), so every node runs the bytes the manager has, whatever the tag
+    points at later; a node lacking the image pulls exactly that digest from the manager.
+    The registry is not asked here (a deploy must not wait on one; see docs/architecture.md).
+    Returns Docker's warnings, for updates only, as `stack deploy` prints them."""
+    from shoal.image.store import ImageStore
+    from shoal.manager.imagepin import deploy_image
+    from shoal.model.stack import LABEL_IMAGE
+
+    images = ImageStore()
+    warnings: list[str] = []
+    for spec in stack.get("services", {}).values():
+        image = spec.get("image") or ""
+        if not image:
+            continue
+        old = (current.get(spec["name"]) or {}).get("spec")
+        pinned = deploy_image(images, image, existing_image=old.get("image") if old else None,
+                              existing_label=(old.get("labels") or {}).get(LABEL_IMAGE) if old else None,
+                              query_registry=False)
+        spec["image"] = pinned.image
+        if pinned.warning:
+            warnings.append(pinned.warning)
+    return warnings
 
 
 def _load_compose(name: str, body: Any) -> dict[str, Any]:
@@ -357,9 +386,9 @@ def make_app(daemon: Daemon) -> web.Application:
             stack = _checked_stack(body, name)
             prune = bool(body.get("prune"))
             contents = body.get("files") or {}
-            lines = await asyncio.to_thread(_deploy, store, stack, prune, contents)
+            lines, warnings = await asyncio.to_thread(_deploy, store, stack, prune, contents)
         daemon.kick()
-        return web.json_response({"lines": lines})
+        return web.json_response({"lines": lines, "warnings": warnings})
 
     @routes.delete(prefix + "/stacks/{name}")
     async def remove(request: web.Request) -> web.Response:

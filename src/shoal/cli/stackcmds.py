@@ -192,6 +192,8 @@ def deploy(args: argparse.Namespace) -> int:
                                                         "files": read_files(stack)})
         for line in result["lines"]:
             print(line)
+        for warning in result.get("warnings") or []:  # the manager's, as docker/cli prints them
+            print(warning, end="" if warning.endswith("\n") else "\n", file=sys.stderr)
         if args.detach:
             return 0
         return wait_converged(client, args.stack, started, args.timeout)

@@ -56,6 +56,7 @@ class _View:
     revision: int
     tasks_by_node: dict[str, dict[str, dict[str, Any]]]
     services: list[ServiceRecord]
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> record
 
 
 class NotAssigned(ShoalError):
@@ -72,6 +73,7 @@ class _Session:
     tasks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # task ID -> what was sent
     files: dict[str, Any] = field(default_factory=dict)  # "kind/id" -> version sent
     services: list[ServiceRecord] | None = None
+    networks: list[dict[str, Any]] | None = None
     node_key: tuple[Any, ...] | None = None
     revision: int = -1  # the store revision the last set was computed at
     wake: asyncio.Event | None = None
@@ -111,15 +113,20 @@ def service_records(store: Store) -> list[ServiceRecord]:
             records.append(ServiceRecord(network=name, network_id=attachment.get("id", ""), service_id=svc["id"],
                                          service_name=svc["name"], vip=vips.get(name), task_ips=ips,
                                          aliases=list(attachment.get("aliases") or []),
-                                         mode=endpoint.get("mode", "vip")))
+                                         mode=endpoint.get("mode", "vip"),
+                                         ports=[dict(p) for p in endpoint.get("ports") or []]))
     return records
 
 
 class Dispatcher:
     def __init__(self, store: Store, heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD,
                  on_change: Callable[[], None] = lambda: None, managers: list[str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 network_records: Callable[[], dict[str, dict[str, Any]]] | None = None) -> None:
         self.store = store
+        # The manager's networks by name (spec and allocation), for the nodes whose tasks
+        # attach to them; None: no networks to send (tests of the dispatcher alone).
+        self.network_records = network_records
         self.heartbeat_period = heartbeat_period
         self.on_change = on_change  # the manager's loops: node states and task states changed
         self.managers = list(managers or [])
@@ -142,7 +149,8 @@ class Dispatcher:
             if node_id and t["status"]["state"] in _DISPATCHED:
                 by_node.setdefault(node_id, {})[t["id"]] = t
         # Read after the revision: a write in between makes the next look read again.
-        view = _View(revision, by_node, service_records(self.store))
+        view = _View(revision, by_node, service_records(self.store),
+                     self.network_records() if self.network_records is not None else {})
         self._view = view
         return view
 
@@ -369,10 +377,13 @@ class Dispatcher:
         removed_files = [] if complete else [k for k in session.files if k not in files]
         services = view.services
         services_out = services if complete or services != session.services else None
+        net_names = sorted({a["target"] for t in tasks.values() for a in (t.get("spec") or {}).get("networks") or []})
+        networks = [view.networks[n] for n in net_names if n in view.networks]
+        networks_out = networks if complete or networks != session.networks else None
         node_key = _node_key(raw_node)
         node_out = dict(raw_node) if complete or node_key != session.node_key else None
         if not complete and not (changed or removed or new_files or removed_files or services_out is not None
-                                 or node_out is not None):
+                                 or node_out is not None or networks_out is not None):
             return None
         previous = session.sequence
         session.sequence += 1
@@ -382,11 +393,12 @@ class Dispatcher:
             session.tasks.pop(tid, None)
         session.files = {k: obj.get("version") for k, (_kind, obj) in files.items()}
         session.services = services
+        session.networks = networks
         session.node_key = node_key
         return AssignmentSet(type=AssignmentType.COMPLETE if complete else AssignmentType.INCREMENTAL,
                              sequence=session.sequence, applies_to=previous, tasks=[dict(t) for t in changed],
                              removed_tasks=removed, files=new_files, removed_files=removed_files,
-                             services=services_out, node=node_out)
+                             services=services_out, node=node_out, networks=networks_out)
 
     # ---- asyncio side ----------------------------------------------------------------------------
     def notify(self) -> None:

@@ -74,10 +74,14 @@ def ensure_service(service_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     from shoal.network.store import NetworkStore
 
     store = NetworkStore()
-    wanted_networks = {store.get(a["target"]).id: a["target"] for a in spec.get("networks") or []}
+    attached = [store.get(a["target"]) for a in spec.get("networks") or []]
+    wanted_networks = {net.id: net.name for net in attached}
+    # Only networks with addresses to give have a VIP: a service on the host network (as in
+    # swarmkit, whose allocator gives node-local networks no VIP) uses the node's own.
+    bridged = {net.id for net in attached if net.has_bridge and net.subnet}
     if endpoint_mode == "vip":
         for net_id, name in wanted_networks.items():
-            if net_id not in vips:
+            if net_id in bridged and net_id not in vips:
                 vips[net_id] = lb.allocate_vip(name, service_id, store)
     vips = {k: v for k, v in vips.items() if k in wanted_networks}
     service = lb.Service(id=service_id, name=spec["name"], vips=vips, ports=_ports(spec),

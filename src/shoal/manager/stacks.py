@@ -35,6 +35,11 @@ def pruned_services(tx: Transaction, stack: dict[str, Any]) -> list[dict[str, An
     return [s for s in tx.list("service") if stack_of(s) == stack["name"] and s["name"] not in wanted]
 
 
+# Networks every node has, that a stack may name as external without creating them: a
+# service on `host` uses its node's own network, on `none` has none.
+NODE_NETWORKS = ("host", "none")
+
+
 def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
                 ids: dict[str, str] | None = None, endpoints: dict[str, dict[str, Any]] | None = None,
                 contents: dict[str, dict[str, str]] | None = None) -> list[str]:
@@ -55,6 +60,8 @@ def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
     networks = {n["name"]: n for n in tx.list("network")}
     for net in sorted(stack.get("networks", {}).values(), key=lambda n: n["name"]):
         if net.get("external"):
+            if net["name"] in NODE_NETWORKS:
+                continue  # on every node already (docker/cli's validateExternalNetworks skips them)
             found = networks.get(net["name"])
             if found is None:
                 raise NotFound(

@@ -108,8 +108,16 @@ def _check_attachable(net: Network, for_task: bool) -> None:
 def _connect(store: NetworkStore, net: Network, container_id: str, path: Path, ifname: str, name: str,
              hostname: str, aliases: list[str], ports: list[PublishedPort]) -> Endpoint:
     """Under the lock: allocate, wire, record, apply; undo the wiring if any step fails."""
-    rng = ipaddress.IPv4Network(net.ip_range) if net.ip_range else None
-    ip = str(ipam.allocate_ip(net.name, net.subnet_net(), ipaddress.IPv4Address(net.gateway), rng, net.used_ips()))
+    given = net.assigned.pop(name, "") if name else ""
+    if given:
+        # The swarm manager's allocation for this task (manager/allocator.py): unique in the
+        # cluster, so tasks on different nodes never share an address on one network.
+        if given in net.used_ips():
+            raise ShoalError(f"address {given} on network {net.name} is still in use on this node")
+        ip = given
+    else:
+        rng = ipaddress.IPv4Network(net.ip_range) if net.ip_range else None
+        ip = str(ipam.allocate_ip(net.name, net.subnet_net(), ipaddress.IPv4Address(net.gateway), rng, net.used_ips()))
     lb.claim_ports(store, container_id, ports)
     veth = bridge.veth_name(container_id, net.id)
     ep = Endpoint(container_id=container_id, name=name, ip=ip, mac=bridge.mac_for(ip), veth=veth,

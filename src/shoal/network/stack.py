@@ -11,6 +11,7 @@ def ensure_network(spec: NetworkSpec, store: NetworkStore | None = None) -> Netw
     """Create the network if it does not exist yet (a redeploy reuses it); an external network
     must exist already, as Swarm requires."""
     store = store or NetworkStore()
+    store.ensure_predefined()  # `host` and `none` exist on every node, as Docker's
     existing = store.find(spec.name)
     if spec.external:
         if existing is None:

@@ -86,6 +86,9 @@ class Network:
     bridge: str = ""  # the kernel bridge device; "" for host/none
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     reserved: dict[str, str] = field(default_factory=dict)  # ip -> owner (service VIPs)
+    # endpoint (container) name -> the address the swarm manager allocated for it (a task's,
+    # manager/allocator.py): taken by that container's attach, kept from everyone else's.
+    assigned: dict[str, str] = field(default_factory=dict)
 
     @property
     def predefined(self) -> bool:
@@ -99,13 +102,13 @@ class Network:
         return ipaddress.IPv4Network(self.subnet)
 
     def used_ips(self) -> list[str]:
-        return [e.ip for e in self.endpoints.values()] + list(self.reserved)
+        return [e.ip for e in self.endpoints.values()] + list(self.reserved) + list(self.assigned.values())
 
     def to_dict(self) -> dict[str, Any]:
         # asdict() is generic and slow; a network with a few hundred endpoints is saved on every
         # attach and detach.
         data = dict(self.__dict__)
-        for key in ("labels", "options", "reserved"):
+        for key in ("labels", "options", "reserved", "assigned"):
             data[key] = dict(data[key])
         data["endpoints"] = {k: e.to_dict() for k, e in self.endpoints.items()}
         return data
@@ -321,6 +324,25 @@ class NetworkStore:
                           created=_now(), subnet=str(net_subnet), gateway=str(gw), ip_range=str(rng) if rng else "",
                           internal=internal, attachable=attachable, labels=dict(labels or {}), options=options,
                           mtu=mtu, bridge=bridge_name(network_id))
+            self.save(net)
+            return net
+
+    def adopt(self, record: dict[str, Any]) -> Network:
+        """A swarm network as its manager made it (same ID, name, driver, subnet, gateway,
+        labels, options), on a node that runs a task attached to it; the existing one when it
+        is here already. Its kernel objects appear on first attach, as for create()."""
+        with self.lock():
+            self.ensure_predefined()
+            existing = self.find(record["id"])
+            if existing is not None:
+                return existing
+            if self.find(record["name"]) is not None:
+                raise Conflict(f"network with name {record['name']} already exists")
+            net = Network.from_dict({k: v for k, v in record.items() if k not in ("endpoints", "reserved", "assigned")})
+            net.bridge = bridge_name(net.id)
+            taken = ipam.overlapping(net.subnet_net(), self.subnets())
+            if taken:
+                raise Conflict(f"network {net.name}: subnet {net.subnet} overlaps with network {taken} on this node")
             self.save(net)
             return net
 
