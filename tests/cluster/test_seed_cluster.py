@@ -153,6 +153,22 @@ def test_seed_stack_runs_on_every_node(cluster: Any) -> None:
             assert got.returncode == 0, got.stderr
             assert got.stdout.strip() in local, (got.stdout, local)
 
+    # Removed and deployed again at once, while the old tasks are still stopping on the workers
+    # (10 s grace): the port and the network name are free again everywhere (a worker kept the
+    # old service's port 4000 and rejected the new tasks: "port 4000/tcp is already published").
+    cluster.shoal("stack", "rm", "webapp")
+    cluster.shoal("stack", "deploy", "--detach", "-c", str(compose), "webapp")
+    deadline = time.monotonic() + 30
+    while True:
+        rows = tasks(cluster, "webapp_web")
+        running = [r for r in rows if r["desired"] == "Running" and r["current"].startswith("Running")]
+        if len(running) == 5:
+            break
+        assert time.monotonic() < deadline, f"not 5/5 running after a redeploy: {rows}"
+        time.sleep(0.2)
+    assert not [r for r in rows if "Rejected" in r["current"]], rows
+    assert len({r["node"] for r in running}) >= 3, running
+
     # A stack removal takes the network off every node once its tasks are gone.
     cluster.shoal("stack", "rm", "webapp")
     deadline = time.monotonic() + 30

@@ -145,10 +145,20 @@ class NodeNetworks:
         given = {a["network"]: a["addresses"][0].split("/")[0] for a in task.networks or [] if a.get("addresses")}
         endpoint = container_name(task)
         with self._lock:
+            if not self.manager:
+                self._drop_removed_services(store)
             for attachment in task.spec.get("networks") or []:
                 name = attachment["target"]
-                if store.find(name) is None:
-                    record = self.agent.networks.get(name)
+                local = store.find(name)
+                record = self.agent.networks.get(name)
+                if local is not None and record is not None and local.id != record["id"] and not self.manager:
+                    # This node's copy of a network of that name that the manager removed (a
+                    # `stack rm` and deploy again): gone once its last task has left it.
+                    if local.endpoints:
+                        raise ShoalError(f"network {name} is still being removed on this node")
+                    self._remove_network(store, local)
+                    local = None
+                if local is None:
                     if record is None:
                         raise NotFound(f"network {name} not found")
                     store.adopt(record)
@@ -157,6 +167,25 @@ class NodeNetworks:
                     store.update(name, lambda n, ip=ip: n.assigned.__setitem__(endpoint, ip))
             if not self.manager:
                 self._ensure_service(store, task.service_id)
+
+    def _drop_removed_services(self, store: Any) -> None:
+        """Service endpoints the manager no longer lists (the service was removed, its last
+        tasks may still be stopping here): their ports and VIPs are free again at once, as on
+        the manager, so a service deployed again can publish the same port."""
+        from shoal.network import lb
+
+        listed = {r.service_id for r in self.agent.services}
+        for svc in lb.load_services():
+            if svc.id not in listed:
+                lb.remove_service(svc.id, store)
+
+    @staticmethod
+    def _remove_network(store: Any, net: Any) -> None:
+        from shoal.network import cleanup
+
+        if net.assigned:
+            store.update(net.id, lambda n: n.assigned.clear())
+        cleanup.remove_network(net.id, store)
 
     def _ensure_service(self, store: Any, service_id: str) -> None:
         """The service's VIPs (reserved on this node's copy of each network) and published
@@ -212,18 +241,19 @@ class NodeNetworks:
                     store.update(net.id, lambda n: [n.assigned.pop(k) for k in list(n.assigned) if k not in names])
             if self.manager:
                 return removed
+            listed = {r.service_id for r in self.agent.services}
             for svc in lb.load_services():
-                if svc.id not in services:
+                if svc.id not in services or svc.id not in listed:
                     lb.remove_service(svc.id, store)
             for net in store.list():
-                if net.predefined or net.name in wanted or net.endpoints:
+                record = self.agent.networks.get(net.name)
+                current = record is None or record["id"] == net.id
+                if net.predefined or (net.name in wanted and current) or net.endpoints:
                     continue
                 if net.scope != "swarm" and "com.docker.stack.namespace" not in net.labels:
                     continue  # the node's own networks (`network create` here) are its user's
                 try:
-                    if net.assigned:
-                        store.update(net.id, lambda n: n.assigned.clear())
-                    cleanup.remove_network(net.name, store)
+                    self._remove_network(store, net)
                     removed.append(net.name)
                 except ShoalError as exc:
                     log.info("network %s not removed yet: %s", net.name, exc)
