@@ -227,6 +227,26 @@ def test_stack_on_the_host_network(cluster: Any) -> None:
         cluster.shoal("stack", "rm", "hst")
 
 
+def test_image_api_on_the_managers_listener_is_for_nodes_only(cluster: Any) -> None:
+    """The manager serves its image store on its cluster port (/v2) to node certificates of this
+    cluster only, read-only; the same certificate gets nothing from the control API."""
+    certs = Path(cluster.node(2)["root"]) / "certificates"
+    url = "https://swarm-manager:2377"
+    base = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10",
+            "--resolve", f"swarm-manager:2377:{cluster.node(1)['address']}", "--cacert", str(certs / "swarm-root-ca.crt")]
+    worker = [*base, "--cert", str(certs / "swarm-node.crt"), "--key", str(certs / "swarm-node.key")]
+
+    def code(*cmd: str) -> str:
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=30).stdout.strip()
+
+    assert code(*worker, f"{url}/v2/") == "200"
+    assert code(*worker, "-H", "Accept: application/vnd.oci.image.manifest.v1+json, "
+                "application/vnd.docker.distribution.manifest.v2+json", f"{url}/v2/web/manifests/v1") == "200"
+    assert code(*base, f"{url}/v2/") == "403"  # no certificate: DENIED
+    assert code(*worker, "-X", "PUT", f"{url}/v2/web/manifests/v2") == "405"  # read-only
+    assert code(*worker, f"{url}/v1/services") == "403"  # a worker is no manager
+
+
 def test_cluster_rm_leaves_nothing(cluster: Any) -> None:
     netns = {cluster.node(k)["hostname"] for k in range(1, NODES + 1)}
     links = {cluster.record["bridge"], *(cluster.node(k)["host_veth"] for k in range(1, NODES + 1))}
