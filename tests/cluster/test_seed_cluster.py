@@ -153,6 +153,21 @@ def test_seed_stack_runs_on_every_node(cluster: Any) -> None:
             assert got.returncode == 0, got.stderr
             assert got.stdout.strip() in local, (got.stdout, local)
 
+    # A service added later to the same network gets a VIP that no task holds on any node (the
+    # manager alone knew only its own tasks' addresses).
+    two = cluster.base / "two.yml"
+    two.write_text(yaml.safe_dump({
+        "version": "3.8",
+        "services": {"other": {"image": "web:v1", "command": ["sleep", "3600"], "stop_grace_period": "1s",
+                               "networks": ["shared"]}},
+        "networks": {"shared": {"external": True, "name": "webapp_webnet"}}}))
+    cluster.shoal("stack", "deploy", "--detach", "-c", str(two), "two")
+    manager_net = next(json.loads(f.read_text()) for f in (Path(cluster.node(1)["root"]) / "networks").glob("*.json")
+                       if json.loads(f.read_text())["name"] == "webapp_webnet")
+    vips = set(manager_net["reserved"])
+    assert len(vips) == 2 and not vips & set(addresses), (vips, addresses)
+    cluster.shoal("stack", "rm", "two")
+
     # Removed and deployed again at once, while the old tasks are still stopping on the workers
     # (10 s grace): the port and the network name are free again everywhere (a worker kept the
     # old service's port 4000 and rejected the new tasks: "port 4000/tcp is already published").

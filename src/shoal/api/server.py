@@ -18,7 +18,7 @@ from shoal import __version__
 from shoal.api import API_VERSION, shape
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
 from shoal.agent.tasklogs import TaskLogs
-from shoal.manager import endpoints
+from shoal.manager import allocator, endpoints
 from shoal.manager.stacks import apply_stack, pruned_services, remove_stack, service_ids, stack_of
 from shoal.model.cluster import Task, TaskState
 
@@ -157,12 +157,13 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool,
         fresh = {n for n, i in ids.items() if tx.get("service", i) is None}
         gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
         current = {n: tx.get("service", i) for n, i in ids.items()}
+        held = allocator.held_addresses(tx)
     warnings = _pin_images(stack, current)
     created_networks = endpoints.ensure_networks(stack)
     made: dict[str, dict[str, Any]] = {}
     try:
         for spec in stack.get("services", {}).values():
-            made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], spec)
+            made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], spec, held)
         with store.transaction() as tx:
             lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made, contents=contents)
     except BaseException:

@@ -36,23 +36,51 @@ class NetworkSpace:
 Networks = Callable[[str], NetworkSpace | None]
 
 
-def _held(tx: Transaction) -> dict[str, set[str]]:
+def _held(tx: Transaction) -> tuple[dict[str, set[str]], dict[str, int]]:
     """network name -> addresses held by tasks that are not finished (a finished task's
-    address is free again; its container has left the network by then or does so first)."""
+    address is free again), and network name -> the highest address any task record has
+    (finished ones too), where the next search starts."""
     held: dict[str, set[str]] = {}
+    last: dict[str, int] = {}
     for raw in tx.list("task"):
-        if TaskState.parse(raw["status"]["state"]) > TaskState.RUNNING:
-            continue
+        finished = TaskState.parse(raw["status"]["state"]) > TaskState.RUNNING
         for attachment in raw.get("networks") or []:
             for addr in attachment.get("addresses") or []:
-                held.setdefault(attachment["network"], set()).add(addr.split("/")[0])
-    return held
+                ip = addr.split("/")[0]
+                name = attachment["network"]
+                last[name] = max(last.get(name, 0), int(ipaddress.IPv4Address(ip)))
+                if not finished:
+                    held.setdefault(name, set()).add(ip)
+    return held, last
 
 
-def _allocate(task: Task, networks: Networks, held: dict[str, set[str]]) -> str:
-    """Fill task.networks with one address per network; "" or the reason it failed."""
+def held_addresses(tx: Transaction) -> dict[str, set[str]]:
+    """network name -> addresses unfinished tasks hold, on every node (a new VIP avoids them)."""
+    return _held(tx)[0]
+
+
+def _serial(name: str, subnet: ipaddress.IPv4Network, gateway: str, ip_range: ipaddress.IPv4Network | None,
+            used: set[str], after: int) -> ipaddress.IPv4Address:
+    """The first free address after `after`, wrapping round (libnetwork's serial allocation
+    for swarm networks): a just-freed address is the last to be given again, so a finished
+    task's container has left its node's network long before another task gets its address."""
     from shoal.network import ipam
 
+    space = ip_range or subnet
+    first, last = int(space.network_address), int(space.broadcast_address)
+    if space.prefixlen < 31:
+        first, last = first + 1, last - 1
+    taken = {int(ipaddress.IPv4Address(u)) for u in used}
+    taken |= {int(ipaddress.IPv4Address(gateway)), int(subnet.network_address), int(subnet.broadcast_address)}
+    start = after + 1 if first <= after < last else first
+    for value in (*range(start, last + 1), *range(first, start)):
+        if value not in taken:
+            return ipaddress.IPv4Address(value)
+    return ipam.allocate_ip(name, subnet, ipaddress.IPv4Address(gateway), ip_range, used)  # raises: full
+
+
+def _allocate(task: Task, networks: Networks, held: dict[str, set[str]], last: dict[str, int]) -> str:
+    """Fill task.networks with one address per network; "" or the reason it failed."""
     out: list[dict[str, Any]] = []
     for attachment in task.spec.get("networks") or []:
         name = attachment["target"]
@@ -63,10 +91,11 @@ def _allocate(task: Task, networks: Networks, held: dict[str, set[str]]) -> str:
         used = held.setdefault(name, set())
         rng = ipaddress.IPv4Network(space.ip_range) if space.ip_range else None
         try:
-            ip = ipam.allocate_ip(name, subnet, ipaddress.IPv4Address(space.gateway), rng, [*used, *space.taken])
+            ip = _serial(name, subnet, space.gateway, rng, used | set(space.taken), last.get(name, 0))
         except ShoalError as exc:
             return str(exc)
         used.add(str(ip))
+        last[name] = int(ip)
         out.append({"network": name, "addresses": [f"{ip}/{subnet.prefixlen}"],
                     "aliases": list(attachment.get("aliases") or [])})
     task.networks = out
@@ -74,7 +103,7 @@ def _allocate(task: Task, networks: Networks, held: dict[str, set[str]]) -> str:
 
 
 def reconcile(tx: Transaction, now: float, networks: Networks | None = None) -> None:
-    held: dict[str, set[str]] | None = None
+    found: tuple[dict[str, set[str]], dict[str, int]] | None = None
     for raw in tx.list("task"):
         if raw["status"]["state"] != TaskState.NEW.text:
             continue
@@ -83,9 +112,9 @@ def reconcile(tx: Transaction, now: float, networks: Networks | None = None) -> 
             task.advance(TaskState.SHUTDOWN, "shutdown", now=now)
         else:
             if networks is not None and task.spec.get("networks"):
-                if held is None:
-                    held = _held(tx)
-                failed = _allocate(task, networks, held)
+                if found is None:
+                    found = _held(tx)
+                failed = _allocate(task, networks, *found)
                 if failed:
                     # Stays NEW and is looked at again on the next pass (swarmkit keeps such a
                     # task in its allocator's queue); the reason shows in `service ps`.

@@ -59,7 +59,7 @@ def _ports(spec: dict[str, Any]) -> list[Any]:
             for p in endpoint.get("ports") or []]
 
 
-def ensure_service(service_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+def ensure_service(service_id: str, spec: dict[str, Any], held: dict[str, set[str]] | None = None) -> dict[str, Any]:
     """VIPs on every attached network (vip mode) and the published ports; keeps the backends it
     already has. Returns the endpoint as stored on the service record."""
     from shoal.network import lb
@@ -82,7 +82,8 @@ def ensure_service(service_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     if endpoint_mode == "vip":
         for net_id, name in wanted_networks.items():
             if net_id in bridged and net_id not in vips:
-                vips[net_id] = lb.allocate_vip(name, service_id, store)
+                # Not an address a task holds on another node (manager/allocator.py).
+                vips[net_id] = lb.allocate_vip(name, service_id, store, avoid=(held or {}).get(name, ()))
     vips = {k: v for k, v in vips.items() if k in wanted_networks}
     service = lb.Service(id=service_id, name=spec["name"], vips=vips, ports=_ports(spec),
                          backends=backends, endpoint_mode=endpoint_mode)

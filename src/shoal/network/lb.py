@@ -164,8 +164,10 @@ def claim_ports(store: NetworkStore, owner: str, ports: Iterable[PublishedPort |
 # --- the API the daemon uses ------------------------------------------------------------------
 
 
-def allocate_vip(network_ref: str, service_id: str, store: NetworkStore | None = None) -> str:
-    """Reserve a virtual IP for the service on the network (idempotent)."""
+def allocate_vip(network_ref: str, service_id: str, store: NetworkStore | None = None,
+                 avoid: Iterable[str] = ()) -> str:
+    """Reserve a virtual IP for the service on the network (idempotent). `avoid`: addresses in
+    use elsewhere (a swarm's tasks on other nodes)."""
     store = store or NetworkStore()
     with store.lock():
         net = store.get(network_ref)
@@ -173,7 +175,8 @@ def allocate_vip(network_ref: str, service_id: str, store: NetworkStore | None =
             if owner == f"vip:{service_id}":
                 return ip
         rng = ipaddress.IPv4Network(net.ip_range) if net.ip_range else None
-        ip = str(ipam.allocate_ip(net.name, net.subnet_net(), ipaddress.IPv4Address(net.gateway), rng, net.used_ips()))
+        ip = str(ipam.allocate_ip(net.name, net.subnet_net(), ipaddress.IPv4Address(net.gateway), rng,
+                                  [*net.used_ips(), *avoid]))
         net.reserved[ip] = f"vip:{service_id}"
         store.save(net)
         sync_vip_addresses(net)
