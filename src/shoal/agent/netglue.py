@@ -226,6 +226,10 @@ class NodeNetworks:
         from shoal.network.store import NetworkStore
 
         store = NetworkStore()
+        nets = store.list()
+        if not any(n.assigned for n in nets) and (self.manager or not (
+                any(not n.predefined for n in nets) or lb.load_services())):
+            return []  # nothing to look at: no task list read (this runs every second when idle)
         tasks = [Task.from_dict(raw) for raw in self.agent.store.list("task")]
         live = [t for t in tasks if not t.status.state.terminal and t.desired_state <= TaskState.RUNNING
                 or t.status.state in (TaskState.STARTING, TaskState.RUNNING)]
