@@ -229,7 +229,10 @@ def test_stack_on_the_host_network(cluster: Any) -> None:
         "services": {"h": {"image": "web:v1", "command": ["sleep", "3600"], "stop_grace_period": "1s",
                            "deploy": {"replicas": 2}, "networks": ["hostnet"]}},
         "networks": {"hostnet": {"external": True, "name": "host"}}}))
-    cluster.shoal("stack", "deploy", "--detach", "-c", str(compose), "hst")
+    bad = cluster.shoal("stack", "deploy", "--resolve-image", "sometimes", "-c", str(compose), "hst", check=False)
+    assert bad.returncode != 0 and "Invalid option sometimes for flag --resolve-image" in bad.stderr, bad.stderr
+    # --resolve-image never: the image stays as written (a node pulls it by its tag).
+    cluster.shoal("stack", "deploy", "--detach", "--resolve-image", "never", "-c", str(compose), "hst")
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -238,6 +241,8 @@ def test_stack_on_the_host_network(cluster: Any) -> None:
                 break
             assert time.monotonic() < deadline, rows
             time.sleep(0.2)
+        images = cluster.shoal("service", "ps", "hst_h", "--no-trunc", "--format", "{{.Image}}").stdout.split()
+        assert set(images) == {"web:v1"}, images
     finally:
         cluster.shoal("stack", "rm", "hst")
 

@@ -133,6 +133,7 @@ def _checked_stack(body: Any, name: str) -> dict[str, Any]:
         shape.check_object(StackSpec, raw, "")
         for field in ("prune",):
             shape.check(bool | None, body.get(field), field)
+        shape.check(str | None, body.get("resolve_image"), "resolve_image")
         shape.check(dict[str, dict[str, str]] | None, body.get("files"), "files")
         for kind, files in (body.get("files") or {}).items():
             for file_name, data in files.items():
@@ -147,8 +148,8 @@ def _checked_stack(body: Any, name: str) -> dict[str, Any]:
         raise InvalidArgument(f"invalid stack {name}: {exc}") from None
 
 
-def _deploy(store: Any, stack: dict[str, Any], prune: bool,
-            contents: dict[str, dict[str, str]]) -> tuple[list[str], list[str]]:
+def _deploy(store: Any, stack: dict[str, Any], prune: bool, contents: dict[str, dict[str, str]],
+            resolve_image: str = "always") -> tuple[list[str], list[str]]:
     """Networks and endpoints first (a clash fails here, before anything is stored), then the
     secrets, configs and services in one transaction; on failure, what this deploy created is
     taken down again."""
@@ -158,7 +159,7 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool,
         gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
         current = {n: tx.get("service", i) for n, i in ids.items()}
         held = allocator.held_addresses(tx)
-    warnings = _pin_images(stack, current)
+    warnings = _pin_images(stack, current, resolve_image)
     created_networks = endpoints.ensure_networks(stack)
     made: dict[str, dict[str, Any]] = {}
     try:
@@ -176,9 +177,10 @@ def _deploy(store: Any, stack: dict[str, Any], prune: bool,
     return lines, warnings
 
 
-def _pin_images(stack: dict[str, Any], current: dict[str, dict[str, Any] | None]) -> list[str]:
+def _pin_images(stack: dict[str, Any], current: dict[str, dict[str, Any] | None],
+                resolve_image: str = "always") -> list[str]:
     """Each service's image pinned to its digest from this manager's image store (Docker's
-    `--resolve-image always`), so every node runs the bytes the manager has, whatever the tag
+    `--resolve-image always`, or the mode the CLI gives), so every node runs the bytes the manager has, whatever the tag
     points at later; a node lacking the image pulls exactly that digest from the manager.
     The registry is not asked here (a deploy must not wait on one; see docs/architecture.md).
     Returns Docker's warnings, for updates only, as `stack deploy` prints them."""
@@ -193,7 +195,8 @@ def _pin_images(stack: dict[str, Any], current: dict[str, dict[str, Any] | None]
         if not image:
             continue
         old = (current.get(spec["name"]) or {}).get("spec")
-        pinned = deploy_image(images, image, existing_image=old.get("image") if old else None,
+        pinned = deploy_image(images, image, resolve_image=resolve_image,
+                              existing_image=old.get("image") if old else None,
                               existing_label=(old.get("labels") or {}).get(LABEL_IMAGE) if old else None,
                               query_registry=False)
         spec["image"] = pinned.image
@@ -386,8 +389,9 @@ def make_app(daemon: Daemon) -> web.Application:
         async with lock:
             stack = _checked_stack(body, name)
             prune = bool(body.get("prune"))
+            resolve_image = body.get("resolve_image") or "always"
             contents = body.get("files") or {}
-            lines, warnings = await asyncio.to_thread(_deploy, store, stack, prune, contents)
+            lines, warnings = await asyncio.to_thread(_deploy, store, stack, prune, contents, resolve_image)
         daemon.kick()
         return web.json_response({"lines": lines, "warnings": warnings})
 

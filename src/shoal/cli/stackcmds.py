@@ -184,12 +184,15 @@ def read_files(stack: dict[str, Any]) -> dict[str, dict[str, str]]:
 def deploy(args: argparse.Namespace) -> int:
     if not args.compose_files:
         raise InvalidArgument("Please specify a Compose file (with --compose-file)")
+    if args.resolve_image not in ("always", "changed", "never"):  # docker/cli's check, before loading
+        raise InvalidArgument(f"Invalid option {args.resolve_image} for flag --resolve-image")
     stack = load(args)
     build_missing(stack)
     started = time.time()
     with connect() as client:
         result = client.post(f"/stacks/{args.stack}", {"stack": stack, "prune": args.prune,
-                                                        "files": read_files(stack)})
+                                                        "files": read_files(stack),
+                                                        "resolve_image": args.resolve_image})
         for line in result["lines"]:
             print(line)
         for warning in result.get("warnings") or []:  # the manager's, as docker/cli prints them
@@ -247,6 +250,8 @@ def register_verbs(ssub: argparse._SubParsersAction) -> None:
         p = ssub.add_parser(name, help="Deploy a new stack or update an existing stack")
         add_compose_file_options(p)
         p.add_argument("--prune", action="store_true", help="Prune services that are no longer referenced")
+        p.add_argument("--resolve-image", default="always",
+                       help='Query the registry to resolve image digest and supported platforms ("always", "changed", "never") (default "always")')
         p.add_argument("-d", "--detach", action="store_true", help="Exit immediately instead of waiting for the stack services to converge")
         p.add_argument("--timeout", type=float, default=300.0, help="Seconds to wait for convergence (default 300)")
         p.add_argument("stack")
