@@ -104,12 +104,29 @@ layers, with Docker's default capabilities, masked paths and mounts, in cgroups 
 process stays behind."""),
     "network": ("Networks", """\
 `bridge`, `host` and `none` exist from the start. Stacks create their networks as
-`<stack>_<name>` (driver `overlay`, scope `swarm`, on this one node); published ports and service
+`<stack>_<name>` (driver `overlay`, scope `swarm`; each node of a cluster has its own bridge for the network,
+with addresses the manager allocates: traffic between nodes is not carried yet); published ports and service
 VIPs are nftables rules in tables named `shoal*`."""),
     "stack": ("Stacks", """\
 A stack is a Compose file deployed as services (`<stack>_<service>`), networks
 (`<stack>_<network>`) and volumes. See [compose-support.md](compose-support.md) for the keys
 shoal honours."""),
+    "swarm": ("Swarm", """\
+`swarm init` makes this node's shoald the manager of a cluster: a root CA and node certificates,
+join tokens in Swarm's format, and a listener on TCP 2377 where every request is mutual TLS.
+`swarm join` checks the manager's CA against the token before it sends anything. A machine that
+never ran `swarm init` is a one-node manager, as before."""),
+    "node": ("Nodes", """\
+The nodes of the cluster as the manager sees them: Ready while they heartbeat, Down when they
+stop; a Down or drained node's tasks are started on other nodes."""),
+    "context": ("Contexts", """\
+Which node the CLI talks to, as Docker's contexts: a unix socket, or `tcp://HOST:2377` with the
+cluster's certificates. `-H`, `--context`, `SHOAL_HOST` and `SHOAL_CONTEXT` choose one per
+command."""),
+    "cluster": ("Local clusters", """\
+A cluster of several nodes on this one machine, for trying shoal and for its tests: each node is
+a network namespace with its own address, state and shoald, joined over TLS as separate machines
+would be."""),
     "service": ("Services", """\
 Services are made by `shoal stack deploy`; these commands list, inspect, scale and remove them.
 Each service runs tasks (`<service>.<slot>`), each task one container named
@@ -203,6 +220,42 @@ shoal stack deploy -c docker-compose.yml webapp
     "stack services": "shoal stack services webapp",
     "stack ps": "shoal stack ps --no-trunc webapp",
     "stack rm": "shoal stack rm webapp",
+    "swarm init": """\
+shoal swarm init --advertise-addr 198.18.0.1
+# Swarm initialized: current node (...) is now a manager.
+# To add a worker to this swarm, run the following command:
+#     shoal swarm join --token SWMTKN-1-... 198.18.0.1:2377""",
+    "swarm join": "shoal swarm join --token SWMTKN-1-... --advertise-addr 198.18.0.2 198.18.0.1:2377",
+    "swarm join-token": """\
+shoal swarm join-token worker
+shoal swarm join-token -q --rotate worker   # the old token no longer joins anyone""",
+    "swarm leave": "shoal swarm leave        # on a worker; a manager needs --force",
+    "swarm update": "shoal swarm update --dispatcher-heartbeat 2s --cert-expiry 720h",
+    "swarm ca": "shoal swarm ca            # the cluster's root CA certificate (PEM)",
+    "node ls": "shoal node ls",
+    "node ps": "shoal node ps shoal-2",
+    "node inspect": "shoal node inspect --pretty self",
+    "node update": """\
+shoal node update --availability drain shoal-3
+shoal node update --label-add zone=a shoal-2""",
+    "node rm": "shoal node rm --force shoal-4",
+    "node promote": "shoal node promote shoal-2",
+    "node demote": "shoal node demote shoal-2",
+    "context create": "shoal context create prod --docker host=tcp://198.18.0.1:2377",
+    "context update": "shoal context update --description 'the lab cluster' prod",
+    "context ls": "shoal context ls",
+    "context use": """\
+shoal context use prod
+shoal context use default""",
+    "context show": "shoal context show",
+    "context inspect": "shoal context inspect prod",
+    "context rm": "shoal context rm prod",
+    "cluster create": """\
+shoal cluster create --nodes 4 lab       # 4 nodes in network namespaces, joined over TLS
+shoal node ls                            # the context 'lab' is now current""",
+    "cluster ls": "shoal cluster ls",
+    "cluster rm": "shoal cluster rm lab",
+    "info": "shoal info                # the Swarm section: NodeID, Is Manager, Managers, Nodes, CA",
 }
 
 # Docker's descriptions for flags the CLI declares without a help text (used only then).
