@@ -187,9 +187,15 @@ mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/dev/mqueue
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
 mount -t mqueue mqueue /newroot/dev/mqueue
+# The checkout under test (and its .venv) may live under a path the guest gets a fresh tmpfs for
+# (a CI clone in /tmp): keep those directories of the host's root visible through the tmpfs.
+i=0
+for p in @KEEP@; do mkdir -p /keep/$i; mount --bind /newroot$p /keep/$i; i=$((i+1)); done
 mount -t tmpfs -o mode=0755 run /newroot/run
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=0700 shoal /newroot/var/lib/shoal 2>/dev/null || { mkdir -p /newroot/var/lib/shoal && mount -t tmpfs -o mode=0700 shoal /newroot/var/lib/shoal; }
+i=0
+for p in @KEEP@; do mkdir -p /newroot$p; mount --move /keep/$i /newroot$p; i=$((i+1)); done
 mount -t cgroup2 -o nsdelegate cgroup2 /newroot/sys/fs/cgroup
 for c in $(cat /newroot/sys/fs/cgroup/cgroup.controllers); do
   echo "+$c" > /newroot/sys/fs/cgroup/cgroup.subtree_control || echo "shoal-guest: cannot enable $c"
@@ -243,11 +249,26 @@ def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def build_initramfs(kernel: Kernel, dest: Path) -> Path:
+# Directories the guest mounts a fresh tmpfs on; a checkout below one of them is carried through.
+_GUEST_TMPFS = ("/tmp", "/run", "/var/lib/shoal")
+
+
+def kept_paths(paths: list[str]) -> list[str]:
+    """Those of `paths` (the working directory, the venv) that lie under a guest tmpfs."""
+    keep: list[str] = []
+    for p in paths:
+        real = os.path.realpath(p)
+        if any(real == t or real.startswith(t + "/") for t in _GUEST_TMPFS) and real not in keep:
+            if not any(real.startswith(k + "/") for k in keep):
+                keep.append(real)
+    return keep
+
+
+def build_initramfs(kernel: Kernel, dest: Path, keep: list[str] | None = None) -> Path:
     order = load_order(kernel, BOOT_MODULES)
     early = [m for m in EARLY_MODULES if m in module_deps(kernel)]
     init = (INIT.replace("@VERSION@", kernel.version).replace("@MODULES@", str(kernel.modules))
-            .replace("@EARLY@", " ".join(early)))
+            .replace("@EARLY@", " ".join(early)).replace("@KEEP@", " ".join(shlex.quote(k) for k in keep or [])))
     entries: list[tuple[str, int, bytes]] = [
         (d, stat.S_IFDIR | 0o755, b"") for d in ("bin", "proc", "sys", "dev", "modules", "tmp")]
     entries.append(("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes()))
@@ -284,7 +305,7 @@ def run(command: list[str], io_dir: Path, *, cwd: str = "/", env: dict[str, str]
     io_dir.mkdir(parents=True, exist_ok=True)
     for name in ("rc", "output", "ready"):
         (io_dir / name).unlink(missing_ok=True)
-    initrd = build_initramfs(kernel, io_dir / "initramfs.cpio")
+    initrd = build_initramfs(kernel, io_dir / "initramfs.cpio", kept_paths([cwd, sys.prefix]))
     envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
     (io_dir / "stage2.sh").write_text(STAGE2.replace("@CWD@", shlex.quote(cwd)).replace("@ENV@", f"env {envs}" if envs else ""))
     (io_dir / "cmd.sh").write_text("exec " + shlex.join(command) + "\n")
