@@ -21,3 +21,8 @@ class InvalidArgument(ShoalError):
     """A flag or value the user gave cannot be used; exit 125 as docker does."""
 
     exit_code = 125
+
+
+class Unavailable(ShoalError):
+    """The node cannot do it in its current role or state (not a manager, not in a swarm, the
+    last manager leaving): Docker's errdefs.Unavailable, HTTP 503."""

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from shoal import __version__
 from shoal.api import API_VERSION, shape
-from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
+from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
 from shoal.agent.tasklogs import TaskLogs
 from shoal.manager import allocator, endpoints
 from shoal.manager.stacks import apply_stack, pruned_services, remove_stack, service_ids, stack_of
@@ -25,7 +25,7 @@ from shoal.model.cluster import Task, TaskState
 if TYPE_CHECKING:
     from shoal.daemon import Daemon
 
-_STATUS = {InvalidArgument: 400, NotFound: 404, Conflict: 409}
+_STATUS = {InvalidArgument: 400, NotFound: 404, Conflict: 409, Unavailable: 503}
 log = logging.getLogger("shoald.api")
 
 # The largest request body shoald reads. A deploy carries its secrets and configs (Swarm allows

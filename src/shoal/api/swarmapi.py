@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shoal.api import API_VERSION
-from shoal.errors import InvalidArgument, ShoalError
+from shoal.errors import InvalidArgument, ShoalError, Unavailable
 from shoal.manager import swarmnode
 from shoal.model.cluster import Node
 
@@ -101,7 +101,7 @@ def _worker_guard(daemon: Daemon) -> Any:
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path.removeprefix(f"/{API_VERSION}")
         if swarm_of(daemon).is_worker and not path.startswith(_WORKER_ROUTES):
-            raise ShoalError(swarmnode.NOT_A_MANAGER)
+            raise Unavailable(swarmnode.NOT_A_MANAGER)
         return await handler(request)
 
     return guard
@@ -182,7 +182,7 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
     async def root_ca(_: web.Request) -> web.Response:
         node = swarm()
         if node.local is None:
-            raise ShoalError(swarmnode.NO_INIT)
+            raise Unavailable(swarmnode.NO_INIT)
         pem = await asyncio.to_thread(lambda: node.certs.load_root_ca(with_key=False).cert_pem.decode())
         return web.json_response({"Certificate": pem})
 

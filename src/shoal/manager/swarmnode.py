@@ -30,7 +30,7 @@ from typing import Any
 
 from shoal import paths
 from shoal.agent.session import DEFAULT_HEARTBEAT_PERIOD
-from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
+from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
 from shoal.manager import ca
 from shoal.manager.caserver import NodeJoin
 from shoal.manager.serviceview import DEFAULT_HISTORY_LIMIT
@@ -208,11 +208,11 @@ class SwarmNode:
 
     def require_manager(self) -> None:
         if self.is_worker:
-            raise ShoalError(NOT_A_MANAGER)
+            raise Unavailable(NOT_A_MANAGER)
 
     def require_initialised(self) -> None:
         if not self.initialised:
-            raise ShoalError(NOT_A_MANAGER if self.is_worker else NO_INIT)
+            raise Unavailable(NOT_A_MANAGER if self.is_worker else NO_INIT)
 
     # ---- the cluster record -----------------------------------------------------------------
     def cluster(self) -> dict[str, Any] | None:
@@ -231,7 +231,7 @@ class SwarmNode:
     def tokens(self) -> ca.JoinTokens:
         record = self.cluster()
         if record is None:
-            raise ShoalError(NO_INIT)
+            raise Unavailable(NO_INIT)
         return ca.JoinTokens.from_dict(record["join_tokens"])
 
     def root_ca(self, with_key: bool = True) -> ca.RootCA:
@@ -413,10 +413,10 @@ class SwarmNode:
         --force: the CA, the tokens and the other nodes' records go; services stay, as this
         node keeps running as a one-node manager."""
         if self.local is None:
-            raise ShoalError(NOT_IN_SWARM)
+            raise Unavailable(NOT_IN_SWARM)
         if self.local.role == "manager":
             if not force:
-                raise ShoalError(LEAVE_LAST_MANAGER)
+                raise Unavailable(LEAVE_LAST_MANAGER)
             with self.store.transaction() as tx:
                 if tx.get(CLUSTER_KIND, self.local.cluster_id) is not None:
                     tx.delete(CLUSTER_KIND, self.local.cluster_id)
