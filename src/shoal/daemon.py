@@ -136,7 +136,7 @@ class Daemon:
         if path.exists():
             return path.read_text().strip()
         node_id = new_swarm_id()
-        path.write_text(node_id + "\n")
+        paths.write_file(path, node_id + "\n")
         return node_id
 
     def _kick_threadsafe(self) -> None:

@@ -154,3 +154,12 @@ def test_the_api_socket_log_and_store_are_root_only(state: Root) -> None:
     assert proc.returncode != 0 and not proc.stdout, "nobody reached the API"
     for path in [state.root / "shoald.log", *state.root.glob("shoald.db*")]:
         assert _mode(path) == 0o600, path
+
+
+def test_the_node_id_and_network_records_are_root_only(state: Root) -> None:
+    """Files shoald writes beside its store get 0600 as the store does, not the umask's 0644."""
+    state("stack", "ls")  # starts shoald, which records its node ID and the predefined networks
+    records = [state.root / "node_id", *(state.root / "networks").glob("*.json")]
+    assert len(records) > 1, records
+    for path in records:
+        assert _mode(path) == 0o600, path

@@ -269,6 +269,7 @@ def connect(autostart: bool = True) -> Client:
     log_path = paths.state_root() / "shoald.log"
     paths.ensure_private_dir(log_path.parent)
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
+        os.fchmod(log.fileno(), 0o600)  # a log an older shoal made with the umask's 0644
         import subprocess  # only to start shoald: most commands find it running
 
         subprocess.Popen(

@@ -395,7 +395,7 @@ class SwarmNode:
         manager = joining.base_url(manager_addr)[len("https://"):-len(ca.CA_API_PREFIX)]
         role = "manager" if ident.is_manager else "worker"
         self._save(LocalState(role, ident.node_id, ident.cluster_id, listen, advertise, [manager]))
-        (self.root / "node_id").write_text(ident.node_id + "\n")  # the daemon's ID from now on
+        paths.write_file(self.root / "node_id", ident.node_id + "\n")  # the daemon's ID from now on
         self._forget_nodes()
         return role
 

@@ -80,7 +80,7 @@ def _save(service: Service) -> None:
     d = services_dir()
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f"{service.id}.tmp"
-    tmp.write_text(json.dumps(service.to_dict(), separators=(",", ":")))
+    paths.write_file(tmp, json.dumps(service.to_dict(), separators=(",", ":")))
     os.replace(tmp, d / f"{service.id}.json")
 
 

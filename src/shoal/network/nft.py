@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.errors import ShoalError
+from shoal.paths import write_file
 from shoal.network.store import Network, NetworkStore
 
 FAMILY = "ip"
@@ -196,7 +197,7 @@ def apply(store: NetworkStore | None = None, force: bool = False) -> str:
     run_nft(script)
     docker_user_accept(True)
     last.parent.mkdir(parents=True, exist_ok=True)
-    last.write_text(script)
+    write_file(last, script)
     return script
 
 

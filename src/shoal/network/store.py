@@ -217,7 +217,7 @@ class NetworkStore:
     def save(self, net: Network) -> None:
         paths.ensure_private_dir(self.root)
         tmp = self._path(net.id).with_suffix(".tmp")
-        tmp.write_text(json.dumps(net.to_dict(), indent=1, sort_keys=True))
+        paths.write_file(tmp, json.dumps(net.to_dict(), indent=1, sort_keys=True))
         os.replace(tmp, self._path(net.id))
 
     def _load_all(self) -> list[Network]:

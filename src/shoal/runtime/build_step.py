@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from shoal import ids
 from shoal.errors import ShoalError
-from shoal.paths import run_root
+from shoal.paths import run_root, write_file
 from shoal.runtime import cgroups, engine, files, mounts, oci
 from shoal.runtime.layers import LayeredView
 from shoal.runtime.spec import ContainerSpec
@@ -62,9 +62,10 @@ def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: 
             stdout.flush()
             return exc.exit_code
         host_net = network == "host"
-        (base / "hosts").write_text(files.hosts(plan.hostname, [], [], [], host_net))
-        (base / "resolv.conf").write_text(files.resolv_conf([], [], host_net))
-        (base / "hostname").write_text(plan.hostname + "\n")
+        # Read by the step's own user inside: world-readable, as a container's are.
+        write_file(base / "hosts", files.hosts(plan.hostname, [], [], [], host_net), 0o644)
+        write_file(base / "resolv.conf", files.resolv_conf([], [], host_net), 0o644)
+        write_file(base / "hostname", plan.hostname + "\n", 0o644)
         spec = ContainerSpec(image="", network=network)
         extra = [{"destination": f"/etc/{n}", "type": "bind", "source": str(base / n),
                   "options": ["rbind", "rprivate"]} for n in ("hosts", "resolv.conf", "hostname")]
@@ -80,7 +81,7 @@ def run_build_step(lowerdirs: list[Path], upperdir: Path, argv: list[str], env: 
         config = oci.build_config(spec=spec, plan=plan, user=exec_user, rootfs=str(rootfs),
                                   extra_mounts=extra, netns=None if host_net else (netns or ""),
                                   cgroups_path=cgroups.cgroups_path(step_id))
-        (base / "config.json").write_text(json.dumps(config))
+        write_file(base / "config.json", json.dumps(config))  # the step's environment: root only
         proc = subprocess.Popen(runtime.argv("run", "--bundle", str(base), step_id),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
