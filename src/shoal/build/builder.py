@@ -38,6 +38,7 @@ from shoal.build.dockerfile import (
 )
 from shoal.build.shell import Lex, ShellError, env_map
 from shoal.build.sources import ContextSource, DirSource
+from shoal.gofmt import quote as _go_quote
 from shoal.units import human_size
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.ids import new_id, short_id
@@ -71,25 +72,6 @@ class BuildResult:
 
 
 # --- Go-style formatting of history comments --------------------------------------------------
-
-def _go_quote(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
 
 def _go_q_list(items: list[str] | None) -> str:
     return "[" + " ".join(_go_quote(i) for i in (items or [])) + "]"

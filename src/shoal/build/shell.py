@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from shoal.gofmt import quote as _go_quote
+
 _SPECIAL_PARAMS = set("@*#?-$!0")
 _EOF = ""
 
@@ -90,10 +92,6 @@ class Lex:
             return sw.process_stop_on(_EOF, self.raw_escapes)
         except ShellError as exc:
             raise ShellError(f"failed to process {_go_quote(word)}: {exc}") from None
-
-
-def _go_quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class _ShellWord:

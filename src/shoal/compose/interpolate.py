@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from shoal.compose.errors import ComposeError, dotted
-from shoal.compose.template import InvalidTemplateError, go_quote
+from shoal.compose.template import InvalidTemplateError
+from shoal.gofmt import quote as go_quote
 from shoal.compose.template import substitute as docker_substitute
 
 Lookup = Callable[[str], "str | None"]

@@ -34,28 +34,6 @@ class InvalidTemplateError(Exception):
         self.template = template
 
 
-def go_quote(text: str) -> str:
-    """Go's %#v of a string (strconv.Quote), as docker's messages print templates."""
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) > 0xFF else f"\\x{ord(ch):02x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
-
-
 def _apply(substitution: str, lookup: Lookup) -> tuple[str, InvalidTemplateError | None] | None:
     """docker/cli's DefaultSubstituteFuncs in order; None when none applies."""
     if ":-" in substitution:  # softDefault
