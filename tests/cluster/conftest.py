@@ -24,15 +24,7 @@ import pytest
 
 
 
-def teardown_root(root: Path, run: Path) -> None:
-    """tests/conftest.py's teardown_root (loaded by path: both files are named conftest)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("shoal_tests_conftest", Path(__file__).parent.parent / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.teardown_root(root, run)
+from conftest import teardown_root  # noqa: E402,F401 - tests/conftest.py (this one is cluster.conftest)
 
 SUBNET = "198.18.0"  # RFC 2544 benchmarking range: no real network uses it
 

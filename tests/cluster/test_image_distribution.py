@@ -6,7 +6,6 @@ agent/imagefetch.py. Nothing is mocked: real stores, real certificates, real soc
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -36,18 +35,12 @@ from shoal.errors import InvalidArgument
 from shoal.manager.imagepin import Pinned, deploy_image, digest_warning, display_image, pin_image
 from shoal.tlsconfig import client_context
 
+from conftest import make_busybox_rootfs_tar  # tests/conftest.py (tests/cluster's is cluster.conftest)
+
 PROC = Path(__file__).with_name("distserver_proc.py")
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-def make_busybox_rootfs_tar(path: Path) -> Path:
-    """tests/conftest.py's busybox root filesystem (loaded by path: tests/cluster has a
-    conftest.py of its own, which `from conftest import` would find first)."""
-    spec = importlib.util.spec_from_file_location("shoal_tests_conftest", Path(__file__).parents[1] / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_busybox_rootfs_tar(path)  # type: ignore[no-any-return]
 REF = "localhost/busybox:test"
 
 pytestmark = ROOT_ONLY  # unpacking layers keeps their owners

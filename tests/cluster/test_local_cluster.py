@@ -19,20 +19,8 @@ from typing import Any
 import pytest
 
 
-def _helpers() -> Any:
-    """tests/cluster/conftest.py's helpers, loaded by path (two files here are named conftest)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("shoal_cluster_helpers", Path(__file__).with_name("conftest.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_h = _helpers()
-cgroup_dirs_named, host_mounts, in_netns, link_names = _h.cgroup_dirs_named, _h.host_mounts, _h.in_netns, _h.link_names
-netns_names, nft_tables, ns_inode = _h.netns_names, _h.nft_tables, _h.ns_inode
+from cluster.conftest import (cgroup_dirs_named, host_mounts, in_netns, link_names, netns_names,
+                              nft_tables, ns_inode)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

@@ -34,19 +34,7 @@ HEARTBEAT = 1.0  # the dispatcher's default period
 MARGIN = 6.0  # the machine is shared: the CLI's own start and polling are in the figure
 
 
-def _load(name: str, file: str) -> Any:
-    """A module of this directory by path (two files here are named conftest)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(file))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_seed = _load("shoal_seed_cluster_failure", "test_seed_cluster.py")
-LocalCluster, seed_compose, in_netns = _seed.LocalCluster, _seed.seed_compose, _seed.in_netns
+from cluster.test_seed_cluster import LocalCluster, in_netns, seed_compose
 
 SERVICE = "webapp_web"
 _CGROUP = re.compile(r"/shoal-(?P<cluster>[^/]+)-(?P<node>\d+)/(?P<cid>[0-9a-f]{64})$")

@@ -30,21 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 HTTPD = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
 
 
-def _load(name: str, file: str) -> Any:
-    """A module of this directory by path (two files here are named conftest)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(file))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_h = _load("shoal_cluster_helpers_seed", "conftest.py")
-LocalCluster = _load("shoal_local_cluster_seed", "test_local_cluster.py").LocalCluster
-netns_names, link_names, host_mounts = _h.netns_names, _h.link_names, _h.host_mounts
-cgroup_dirs_named, in_netns = _h.cgroup_dirs_named, _h.in_netns
+from cluster.conftest import cgroup_dirs_named, host_mounts, in_netns, link_names, netns_names
+from cluster.test_local_cluster import LocalCluster
 
 
 @pytest.fixture(scope="module")
