@@ -150,6 +150,34 @@ def test_missed_heartbeats_mark_the_node_down_and_its_tasks_are_replaced(
     assert {t.slot for t in new} == {1, 2}
 
 
+def test_tasks_lost_with_their_node_are_replaced_without_the_restart_delay(
+        dispatcher: Dispatcher, store: SQLiteStore, clock: Clock) -> None:
+    """The restart delay (5 s by default) slows a crashing task; a node that went down is not
+    the task failing, so its tasks start elsewhere at once. A task that failed is still delayed."""
+    a = dispatcher.register(describe("pc1"))
+    add_service(store, replicas=2, restart_policy={"condition": "any", "delay": 5.0})
+    manager_pass(store, 1.0)
+    running(dispatcher, a.node_id, a.session_id, store)
+    b = dispatcher.register(describe("pc2"))
+    clock.now += 1.0 * 1.1 * GRACE_MULTIPLIER * 1.2
+    dispatcher.heartbeat(b.node_id, b.session_id)
+    assert dispatcher.expire() == [a.node_id]
+    manager_pass(store, 2.0)
+    manager_pass(store, 2.0)
+    new = [t for t in tasks(store) if t.node_id == b.node_id]
+    assert len(new) == 2 and all(t.desired_state == TaskState.RUNNING for t in new)
+    # One of them fails on pc2: its replacement waits the delay.
+    failed = new[0]
+    with store.transaction() as tx:
+        raw = tx.get("task", failed.id)
+        assert raw is not None
+        raw["status"] = dict(raw["status"], state=TaskState.FAILED.name.lower(), err="exit 1")
+        tx.update("task", raw)
+    manager_pass(store, 3.0)
+    waiting = [t for t in tasks(store) if t.slot == failed.slot and t.desired_state == TaskState.READY]
+    assert len(waiting) == 1 and waiting[0].start_after == pytest.approx(8.0)
+
+
 def test_a_restarted_manager_gives_known_nodes_time_to_come_back(store: SQLiteStore, clock: Clock) -> None:
     first = Dispatcher(store, heartbeat_period=1.0, clock=clock)
     a = first.register(describe("pc1"))

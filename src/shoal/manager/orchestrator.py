@@ -128,9 +128,13 @@ def _restart(p: _Pass, svc: ServiceView, old: Task, history: list[Task]) -> None
     p.save(old)
     if not _should_restart(svc, old, history, p.now):
         return
-    # swarmkit: no restart delay for a task moved off a drained node.
+    # No restart delay for a task moved off a drained node (swarmkit), nor, unlike swarmkit, for
+    # one lost with its node: the delay slows a task's crash loop, and a node that went down is
+    # not the task failing. Swarm waits the delay (5 s by default) on top of noticing the loss.
     node = p.nodes.get(old.node_id) if old.node_id else None
-    delay = 0.0 if node is not None and node.availability == "drain" else svc.restart.delay
+    moved = node is not None and node.availability == "drain"
+    lost = bool(old.node_id) and old.status.state <= TaskState.RUNNING and p.node_down(old.node_id)
+    delay = 0.0 if moved or lost else svc.restart.delay
     pending = [t.start_after for t in history if t.desired_state == TaskState.READY]
     start_after = max([p.now + delay, *pending])
     p.create(new_task(svc, old.slot, old.node_id if svc.mode == "global" else "", TaskState.READY, p.now,
