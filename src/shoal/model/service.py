@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.model._serde import from_dict, to_dict
-from shoal.runtime.spec import Mount, Ulimit
+from shoal.model.container import Mount, Ulimit
 
 # Swarm's defaults (swarmkit api/defaults/service.go), used when the compose file is silent.
 DEFAULT_RESTART_CONDITION = "any"
@@ -166,6 +166,7 @@ class ServiceSpec:
     cmd: list[str] | None = None
     env: list[str] = field(default_factory=list)  # sorted K=V (a bare K is passed as K)
     user: str = ""
+    groups: list[str] = field(default_factory=list)  # ContainerSpec.Groups (`--group`)
     workdir: str = ""
     hostname: str = ""  # may hold Swarm templates ({{.Task.Slot}}) for the node to expand
     mounts: list[Mount] = field(default_factory=list)
@@ -179,6 +180,7 @@ class ServiceSpec:
     extra_hosts: list[str] = field(default_factory=list)  # "IP host", as Swarm stores them
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)  # DNSConfig.Options (`--dns-option`)
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     # Docker's --security-opt strings (no-new-privileges, seccomp=unconfined|<profile JSON>,
@@ -190,7 +192,13 @@ class ServiceSpec:
     log_driver: LogDriver | None = None
     # The service.
     mode: str = "replicated"  # replicated | global | replicated-job | global-job
-    replicas: int = 1  # for replicated modes; 0 for global
+    replicas: int = 1  # for replicated modes (a replicated-job's TotalCompletions); 0 for global
+    # A replicated-job's MaxConcurrent; None = replicas, as `--max-concurrent` defaults
+    # ("default equal to --replicas") and as Compose converts a job's replicas.
+    max_concurrent: int | None = None
+    # TaskTemplate.ForceUpdate: a counter; changing it alone rolls the service's tasks
+    # (`service update --force` adds one).
+    force_update: int = 0
     resources: Resources = field(default_factory=Resources)
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     update_config: UpdateConfig = field(default_factory=UpdateConfig)

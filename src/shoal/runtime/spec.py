@@ -6,17 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Shared with the service model; defined there (the model imports nothing outside it).
+from shoal.model.container import Mount, Ulimit
 
-@dataclass
-class Mount:
-    """`-v`/`--mount`/`--tmpfs`. type is bind, volume or tmpfs; source is a host path (bind) or
-    a volume name (volume; empty = anonymous)."""
-
-    type: str
-    target: str
-    source: str = ""
-    read_only: bool = False
-    options: list[str] = field(default_factory=list)  # e.g. tmpfs size=64m, bind propagation
+__all__ = ["ContainerSpec", "Mount", "PortMapping", "Ulimit"]
 
 
 @dataclass
@@ -27,13 +20,6 @@ class PortMapping:
     published: int = 0
     protocol: str = "tcp"
     host_ip: str = ""
-
-
-@dataclass
-class Ulimit:
-    name: str  # e.g. nofile
-    soft: int
-    hard: int
 
 
 @dataclass
