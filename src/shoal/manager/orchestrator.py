@@ -110,6 +110,8 @@ def _should_restart(svc: ServiceView, old: Task, history: list[Task], now: float
     condition = svc.restart.condition
     if condition == "none":
         return False
+    if svc.mode in JOB_MODES and old.status.state == TaskState.COMPLETE:
+        return False  # swarmkit: for a job, `any` is `on-failure` (a completed task is done)
     if condition == "on-failure" and old.status.state == TaskState.COMPLETE:
         return False
     if svc.restart.max_attempts <= 0:
@@ -137,8 +139,8 @@ def _restart(p: _Pass, svc: ServiceView, old: Task, history: list[Task]) -> None
     delay = 0.0 if moved or lost else svc.restart.delay
     pending = [t.start_after for t in history if t.desired_state == TaskState.READY]
     start_after = max([p.now + delay, *pending])
-    p.create(new_task(svc, old.slot, old.node_id if svc.mode == "global" else "", TaskState.READY, p.now,
-                      start_after=start_after, replaces=old.id, restarted=True))
+    p.create(new_task(svc, old.slot, old.node_id if svc.mode in ("global", "global-job") else "", TaskState.READY,
+                      p.now, start_after=start_after, replaces=old.id, restarted=True))
     p.wake.append(start_after)
 
 
@@ -356,6 +358,83 @@ def _reconcile_global(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list
     _rolling_update(p, svc, live_nodes)
 
 
+JOB_MODES = ("replicated-job", "global-job")
+
+
+def max_concurrent(spec: dict[str, Any], total: int) -> int:
+    """ReplicatedJob.MaxConcurrent: unset means the total completions (as docker/cli sends it)."""
+    value = spec.get("max_concurrent")
+    return total if value is None else int(value)
+
+
+def job_counts(spec: dict[str, Any], spec_version: int, tasks: Iterable[Task]) -> tuple[int, int]:
+    """(desired, completed) of a job's current iteration, as moby's ServiceStatus counts them:
+    a replicated job desires min(MaxConcurrent, TotalCompletions - completed) tasks, a global
+    job its tasks of this iteration that have not completed."""
+    current = [t for t in tasks if t.spec_version == spec_version and t.desired_state != TaskState.REMOVE]
+    completed = sum(1 for t in current if t.status.state == TaskState.COMPLETE)
+    if spec.get("mode") == "global-job":
+        desired = sum(1 for t in current if t.status.state != TaskState.COMPLETE
+                      and t.desired_state <= TaskState.COMPLETE)
+        return desired, completed
+    total = int(spec.get("replicas") if spec.get("replicas") is not None else 1)
+    return max(0, min(max_concurrent(spec, total), total - completed)), completed
+
+
+def _reconcile_job(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list[Node]) -> None:
+    """swarmkit's jobs orchestrator (manager/orchestrator/jobs): every spec version is a new job
+    iteration; its tasks run to completion, a failed one is restarted by the restart policy
+    (`any` acting as `on-failure`). A replicated job keeps at most MaxConcurrent tasks active and
+    never more than TotalCompletions (= replicas) active or complete; a global job runs one task
+    on each eligible node. Tasks are created desired RUNNING (the worker starts those) and
+    marked desired COMPLETE once they have completed, as swarmkit shows them."""
+    live: list[Task] = []
+    for t in tasks:
+        if t.desired_state == TaskState.REMOVE:
+            continue
+        if t.spec_version != svc.spec_version:
+            # An older iteration: what still runs is removed (swarmkit); what completed is
+            # shut down so that the reaper's history bound applies to it.
+            if t.status.state <= TaskState.RUNNING:
+                t.desired_state = TaskState.REMOVE
+                p.save(t)
+            elif t.desired_state == TaskState.COMPLETE:
+                t.desired_state = TaskState.SHUTDOWN
+                p.save(t)
+            continue
+        if t.status.state == TaskState.COMPLETE and t.desired_state < TaskState.COMPLETE:
+            t.desired_state = TaskState.COMPLETE
+            p.save(t)
+        live.append(t)
+    groups: dict[Any, list[Task]] = defaultdict(list)
+    for t in live:
+        groups[t.node_id if svc.mode == "global-job" else t.slot].append(t)
+    for history in groups.values():
+        history.sort(key=lambda t: t.created_at)
+    _restart_dead(p, svc, groups, replicated=svc.mode == "replicated-job")
+    completed = active = exhausted = 0
+    for history in groups.values():
+        if any(t.status.state == TaskState.COMPLETE for t in history):
+            completed += 1
+        elif any(t.desired_state <= TaskState.RUNNING for t in history):
+            active += 1
+        else:
+            exhausted += 1  # failed and not to be restarted: the slot stays taken
+    deps = waiting_on(p, svc) if not groups else []
+    desired = TaskState.READY if deps else TaskState.RUNNING
+    extra: dict[str, Any] = {"waits_for": deps} if deps else {}
+    if svc.mode == "global-job":
+        for node in sorted((n for n in nodes if _eligible(n, svc)), key=lambda n: n.id):
+            if node.id not in groups:
+                p.create(new_task(svc, 0, node.id, desired, p.now, **extra))
+        return
+    total = svc.replicas
+    room = min(max_concurrent(svc.spec, total) - active, total - completed - active - exhausted)
+    free = (n for n in range(1, total + 1) if n not in groups)
+    for _ in range(max(0, room)):
+        p.create(new_task(svc, next(free), "", desired, p.now, **extra))
+
+
 def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]], replicated: bool = False) -> None:
     # A parked (desired READY) replacement that died before release is retired the same way.
     # A replicated task on a node that is down, drained or gone is restarted elsewhere, as
@@ -393,7 +472,9 @@ def reconcile(tx: Transaction, now: float) -> float | None:
                     p.save(t)
     for svc in services.values():
         tasks = tasks_by_service.get(svc.id, [])
-        if svc.mode == "global":
+        if svc.mode in JOB_MODES:
+            _reconcile_job(p, svc, tasks, nodes)
+        elif svc.mode == "global":
             _reconcile_global(p, svc, tasks, nodes)
         else:
             _reconcile_replicated(p, svc, tasks)
