@@ -429,6 +429,8 @@ def make_app(daemon: Daemon) -> web.Application:
     from shoal.api import swarmapi  # swarm init/join/leave/..., node inspect/update/rm
 
     swarmapi.add_routes(app, daemon, _body)
+    from shoal.api import objectsapi  # secret and config create/ls/inspect/rm
+    objectsapi.add_routes(app, daemon, _body)
     return app
 
 

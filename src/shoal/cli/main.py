@@ -25,11 +25,14 @@ _GROUPS = (
     "shoal.cli.node",
     "shoal.cli.context",
     "shoal.cli.cluster",
+    "shoal.cli.secret",
+    "shoal.cli.config",
+    "shoal.cli.volume",
 )
 
 # Commands that act on the node the context names (through its shoald's API). The others run
 # in this process on this machine, and refuse a remote context rather than act on the wrong node.
-_REMOTE_OK = frozenset({"stack", "service", "node", "swarm", "events", "info", "context", "cluster",
+_REMOTE_OK = frozenset({"stack", "service", "node", "swarm", "events", "info", "context", "cluster", "secret", "config",
                         "version", "daemon", "login", "logout"})
 # Global options that take a value (skipped when finding the command).
 _VALUE_OPTIONS = frozenset({"-H", "--host", "-c", "--context"})
@@ -57,6 +60,9 @@ _COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "node": ("shoal.cli.node",),
     "context": ("shoal.cli.context",),
     "cluster": ("shoal.cli.cluster",),
+    "secret": ("shoal.cli.secret",),
+    "config": ("shoal.cli.config",),
+    "volume": ("shoal.cli.volume",),
 }
 
 

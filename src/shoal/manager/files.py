@@ -17,6 +17,7 @@ from typing import Any
 
 from shoal.errors import NotFound
 from shoal.ids import new_swarm_id
+from shoal.manager.controlapi import secrets as objects
 from shoal.store import secretbox
 from shoal.store.base import Transaction
 
@@ -51,12 +52,22 @@ def apply_files(tx: Transaction, stack: dict[str, Any], contents: dict[str, dict
             encoded = contents.get(kind, {}).get(spec["name"])
             if encoded is None:
                 raise NotFound(f"{kind} {spec['name']}: no content was sent for it")
-            record = {"name": spec["name"], "stack": stack["name"], "labels": spec.get("labels") or {},
-                      **stored_content(kind, spec["name"], base64.b64decode(encoded)), "updated_at": time.time()}
+            data = base64.b64decode(encoded)
+            # The same rules as `secret create` (one kind of object, whoever makes it).
+            objects.validate_name(spec["name"])
+            objects.validate_data(kind, data)
+            objects.validate_template_driver(spec.get("template_driver") or "")
+            # A secret made by `secret create` stays the user's: `stack rm` does not remove it.
+            owner = stack["name"] if existing is None or existing.get("stack") else ""
+            record = {"name": spec["name"], "stack": owner, "labels": spec.get("labels") or {},
+                      **stored_content(kind, spec["name"], data), "updated_at": time.time()}
+            if spec.get("template_driver"):
+                record["template_driver"] = spec["template_driver"]
             if existing is None:
                 lines.append(f"Creating {kind} {spec['name']}")
                 tx.create(kind, dict(record, id=new_swarm_id(), created_at=record["updated_at"]))
-            elif existing["digest"] != record["digest"] or existing.get("labels") != record["labels"]:
+            elif (existing["digest"] != record["digest"] or existing.get("labels") != record["labels"]
+                  or existing.get("template_driver", "") != record.get("template_driver", "")):
                 lines.append(f"Updating {kind} {spec['name']}")
                 tx.update(kind, {k: v for k, v in dict(existing, **record).items() if k != "data" or kind != "secret"})
             digests[(kind, spec["name"])] = record["digest"]
