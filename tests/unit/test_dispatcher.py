@@ -209,7 +209,11 @@ def test_status_updates_are_checked_forward_only_and_batched(dispatcher: Dispatc
                          networks=[{"network": "n", "addresses": ["10.0.0.3/24"], "aliases": []}]),
         TaskStatusUpdate(task_id=t2.id, state="preparing"),
         TaskStatusUpdate(task_id="gone", state="running")])
-    assert store.revision() == before + 2  # one transaction, two writes; the unknown task skipped
+    # One transaction: two task writes (the unknown task skipped) and, for t1's container that
+    # now runs, its create and start events.
+    assert store.revision() == before + 4
+    noted = [(e.kind, e.action, e.id) for e in store.events_since(before) if e.kind == "container"]
+    assert noted == [("container", "create", "c1"), ("container", "start", "c1")]
     t1, t2 = tasks(store)
     assert (t1.status.state, t1.status.container_id, t1.status.pid) == (TaskState.RUNNING, "c1", 7)
     assert t1.networks[0]["addresses"] == ["10.0.0.3/24"]
@@ -396,3 +400,30 @@ def test_the_agents_store_keeps_a_short_event_log(tmp_path: Path) -> None:
         assert [e.revision for e in store.events_since(0)] == list(range(revision - 4, revision + 1))
     finally:
         store.close()
+
+
+def test_status_reports_are_container_events_with_dockers_attributes(dispatcher: Dispatcher,
+                                                                     store: SQLiteStore) -> None:
+    """A node's reports become the container events dockerd would give on that node: create
+    when a container appears, start when its process runs, die (with the exit code) when it
+    ends; one report standing for several states gives each event once; a repeat gives none."""
+    a = dispatcher.register(describe("pc1"))
+    add_service(store, replicas=2)
+    manager_pass(store, 1.0)
+    t1, t2 = tasks(store)
+    start = store.revision()
+    dispatcher.update_status(a.node_id, a.session_id, [TaskStatusUpdate(task_id=t1.id, state="ready", container_id="c1")])
+    dispatcher.update_status(a.node_id, a.session_id, [TaskStatusUpdate(task_id=t1.id, state="running", pid=9)])
+    dispatcher.update_status(a.node_id, a.session_id, [TaskStatusUpdate(task_id=t1.id, state="running", pid=9)])
+    dispatcher.update_status(a.node_id, a.session_id, [TaskStatusUpdate(task_id=t1.id, state="failed", exit_code=3)])
+    # t2's node queue collapsed starting -> running -> complete into one report.
+    dispatcher.update_status(a.node_id, a.session_id, [TaskStatusUpdate(task_id=t2.id, state="complete",
+                                                                        container_id="c2", pid=5, exit_code=0)])
+    events = [e for e in store.events_since(start) if e.kind == "container"]
+    assert [(e.id, e.action) for e in events] == [("c1", "create"), ("c1", "start"), ("c1", "die"),
+                                                   ("c2", "create"), ("c2", "start"), ("c2", "die")]
+    die = events[2].object["attributes"]
+    assert die["exitCode"] == "3" and die["com.docker.swarm.task.id"] == t1.id
+    assert die["name"] == die["com.docker.swarm.task.name"] == f"{t1.service_name}.{t1.slot}.{t1.id}"
+    assert die["com.docker.swarm.node.id"] == a.node_id and die["image"] == t1.spec["image"]
+    assert events[5].object["attributes"]["exitCode"] == "0"

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from shoal import paths
-from shoal.agent.session import (AssignmentSet, AssignmentType, FileData, NodeDescription, NodeRemoved,
-                                 ServiceRecord, Session, SessionInfo, SessionInvalid, TaskStatusUpdate,
-                                 Unreachable)
+from shoal.agent.session import (AssignmentSet, AssignmentType, FileData, LogSubscription, NodeDescription,
+                                 NodeRemoved, ServiceRecord, Session, SessionInfo, SessionInvalid,
+                                 TaskStatusUpdate, Unreachable)
 from shoal.errors import ShoalError
 from shoal.model.cluster import Task, TaskState
 from shoal.store import SQLiteStore
@@ -45,6 +45,8 @@ log = logging.getLogger("shoald.agent")
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 STATUS_BATCH = 500  # updates per request at most
+LOG_BATCH = 1000  # log lines per publish at most
+LOG_POLL = 0.2  # seconds between looks at a followed service's logs
 
 # The fields of a task the manager owns; the node keeps its own status and addresses.
 _MANAGER_FIELDS = ("service_id", "service_name", "slot", "node_id", "spec_version", "desired_state", "spec",
@@ -315,11 +317,49 @@ class Agent:
                     self.report(Task.from_dict(raw))
         raise Unreachable("the assignment stream ended")
 
+    async def _logs(self) -> None:
+        """The manager's log subscriptions (`service logs`): each read from this node's task logs
+        and published back over the session; ended with the session."""
+        running: dict[str, asyncio.Task[None]] = {}
+        try:
+            async for sub in self.session.log_subscriptions():
+                old = running.pop(sub.id, None)
+                if old is not None:
+                    old.cancel()
+                if not sub.close:
+                    job = asyncio.create_task(self._publish_logs(sub))
+                    running[sub.id] = job
+                    job.add_done_callback(lambda j, key=sub.id: running.pop(key, None) if running.get(key) is j else None)
+        finally:
+            for job in running.values():
+                job.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
+        raise Unreachable("the log subscription stream ended")
+
+    async def _publish_logs(self, sub: LogSubscription) -> None:
+        from shoal.agent.tasklogs import TaskLogs
+
+        logs = TaskLogs(self.store, sub.service_id, self.node_id)
+        try:
+            records = await asyncio.to_thread(logs.existing, sub.tail)
+            while True:
+                for start in range(0, len(records), LOG_BATCH):
+                    if not await self.session.publish_logs(sub.id, records[start:start + LOG_BATCH]):
+                        return  # the client left
+                if not sub.follow:
+                    await self.session.publish_logs(sub.id, [], close=True)
+                    return
+                await asyncio.sleep(LOG_POLL)
+                records = await asyncio.to_thread(logs.new_lines)
+        except (Unreachable, SessionInvalid, NodeRemoved) as exc:
+            log.info("logs for subscription %s not sent: %s", sub.id, exc)
+
     async def _serve(self, info: SessionInfo) -> None:
         self.connected = True
         self._kick_flush()
         jobs = [asyncio.create_task(self._heartbeats(info.heartbeat_period)),
-                asyncio.create_task(self._assignments())]
+                asyncio.create_task(self._assignments()),
+                asyncio.create_task(self._logs())]
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
             for job in done:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
-from shoal.agent.session import AssignmentSet, NodeDescription, Session, SessionInfo, SessionInvalid, TaskStatusUpdate
+from shoal.agent.session import (AssignmentSet, LogSubscription, NodeDescription, Session, SessionInfo,
+                                 SessionInvalid, TaskStatusUpdate)
 from shoal.manager.dispatcher import Dispatcher
 
 
@@ -38,6 +40,15 @@ class InProcessSession(Session):
     async def heartbeat(self) -> float:
         node_id, session_id = self._ids()
         return self.dispatcher.heartbeat(node_id, session_id)  # a dict update under a lock: no I/O
+
+    async def log_subscriptions(self) -> AsyncIterator[LogSubscription]:  # type: ignore[override]
+        node_id, session_id = self._ids()
+        async for message in self.dispatcher.log_subscriptions(node_id, session_id):
+            yield message
+
+    async def publish_logs(self, subscription_id: str, records: list[dict[str, Any]], close: bool = False) -> bool:
+        node_id, session_id = self._ids()
+        return self.dispatcher.publish_logs(node_id, session_id, subscription_id, records, close)
 
     async def close(self) -> None:
         if self.info is not None:

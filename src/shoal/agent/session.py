@@ -190,6 +190,22 @@ class TaskStatusUpdate:
     networks: list[dict[str, Any]] | None = None
 
 
+# ---- logs ---------------------------------------------------------------------------------------
+@dataclass
+class LogSubscription:
+    """The manager asking the node for a service's task logs (swarmkit's SubscriptionMessage on
+    the ListenSubscriptions stream). The node answers with `publish_logs` batches, the last one
+    with `close` set (for `follow`, only when the manager ends the subscription: a message with
+    `close` set here). `tail` None is every line; a follow subscription also covers the
+    service's tasks that start on the node later."""
+
+    id: str
+    service_id: str
+    tail: int | None = None
+    follow: bool = False
+    close: bool = False
+
+
 # ---- JSON ---------------------------------------------------------------------------------------
 def to_json(obj: Any) -> Any:
     """A message as JSON-ready data (dicts, lists, strings, numbers; bytes as base64)."""
@@ -246,6 +262,17 @@ class Session(ABC):
     @abstractmethod
     async def heartbeat(self) -> float:
         """Tell the manager the node is alive; returns the period to wait before the next one."""
+
+    @abstractmethod
+    def log_subscriptions(self) -> AsyncIterator[LogSubscription]:
+        """The open session's log subscriptions: the open ones first, then new and closed ones
+        as the manager makes and ends them. Ends when the session does."""
+
+    @abstractmethod
+    async def publish_logs(self, subscription_id: str, records: list[dict[str, Any]], close: bool = False) -> bool:
+        """Send log lines ({task_id, service, slot, node, stream, time, line}) for a
+        subscription; `close`: the node has sent everything. False: the subscription is gone
+        (the client left), stop sending."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from shoal.agent.session import (AssignmentSet, NodeDescription, NodeRemoved, Session, SessionInfo,
-                                 SessionInvalid, TaskStatusUpdate, Unreachable, from_json, to_json)
+from shoal.agent.session import (AssignmentSet, LogSubscription, NodeDescription, NodeRemoved, Session,
+                                 SessionInfo, SessionInvalid, TaskStatusUpdate, Unreachable, from_json, to_json)
 from shoal.manager.ca import MANAGER_ROLE, CertStore
 from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, KEEPALIVE
 from shoal.tlsconfig import client_context
@@ -138,18 +138,32 @@ class HTTPSSession(Session):
         raise AssertionError("unreachable")
 
     async def assignments(self) -> AsyncIterator[AssignmentSet]:  # type: ignore[override]
+        async for data in self._stream("/assignments", "assignment stream"):
+            yield from_json(AssignmentSet, data)
+
+    async def log_subscriptions(self) -> AsyncIterator[LogSubscription]:  # type: ignore[override]
+        async for data in self._stream("/logs/subscriptions", "log subscription stream"):
+            yield from_json(LogSubscription, data)
+
+    async def publish_logs(self, subscription_id: str, records: list[dict[str, Any]], close: bool = False) -> bool:
+        answer = await self._post("/logs/publish", {"session_id": self._ids(), "subscription_id": subscription_id,
+                                                    "records": records, "close": close}, only_current=True)
+        return bool(answer.get("open"))
+
+    async def _stream(self, path: str, what: str) -> AsyncIterator[dict[str, Any]]:
+        """A JSON-lines stream of the session from the manager that answered last."""
         session_id = self._ids()
         manager = self.managers[self._current]
         # No total timeout on the stream; a silence longer than three keepalives is a lost manager.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CALL_TIMEOUT, sock_read=KEEPALIVE * 3)
         try:
-            async with self._client().get(_url(manager, "/assignments"), params={"session_id": session_id},
+            async with self._client().get(_url(manager, path), params={"session_id": session_id},
                                           server_hostname=MANAGER_ROLE, timeout=timeout) as resp:
                 await self._raise_for(resp, manager)
                 while True:
                     line = await resp.content.readline()
                     if not line:
-                        raise Unreachable(f"the manager at {manager} ended the assignment stream")
+                        raise Unreachable(f"the manager at {manager} ended the {what}")
                     line = line.strip()
                     if not line:
                         continue  # keepalive
@@ -158,10 +172,10 @@ class HTTPSSession(Session):
                         kind = data["error"].get("kind")
                         message = data["error"].get("message", "")
                         raise NodeRemoved(message) if kind == "node_removed" else SessionInvalid(message)
-                    yield from_json(AssignmentSet, data)
+                    yield data
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             await self._reset()
-            raise Unreachable(f"the assignment stream from {manager} failed: {exc or type(exc).__name__}") from None
+            raise Unreachable(f"the {what} from {manager} failed: {exc or type(exc).__name__}") from None
 
     async def update_status(self, updates: list[TaskStatusUpdate]) -> None:
         await self._post("/status", {"session_id": self._ids(), "updates": to_json(updates)}, only_current=True)

@@ -17,7 +17,6 @@ from aiohttp import web
 from shoal import __version__
 from shoal.api import API_VERSION, shape
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
-from shoal.agent.tasklogs import TaskLogs
 from shoal.manager import allocator, endpoints
 from shoal.manager.stacks import apply_stack, pruned_services, remove_stack, service_ids, stack_of
 from shoal.model.cluster import Task, TaskState
@@ -242,12 +241,6 @@ def warm_compose() -> None:
     fastcheck.is_valid({})
 
 
-def _event_name(kind: str, obj: dict[str, Any]) -> str:
-    if kind == "task" and "service_name" in obj:
-        return f"{obj['service_name']}.{obj['slot'] or obj['node_id']}"
-    return str(obj.get("name") or obj.get("hostname") or "")
-
-
 def make_app(daemon: Daemon) -> web.Application:
     routes = web.RouteTableDef()
     store = daemon.store
@@ -314,25 +307,6 @@ def make_app(daemon: Daemon) -> web.Application:
             tx.update("service", svc)
         daemon.kick()
         return web.json_response({"id": svc["id"], "name": svc["name"]})
-
-    @routes.get(prefix + "/services/{ref}/logs")
-    async def service_logs(request: web.Request) -> web.StreamResponse:
-        """Newline-delimited JSON: one object per log line of the service's tasks on this node,
-        oldest first; with follow=1, new lines as they are written until the client leaves."""
-        svc = _resolve(store.list("service"), request.match_info["ref"], "service")
-        tail = None if request.query.get("tail", "all") == "all" else _int_query(request, "tail", 0)
-        follow = request.query.get("follow") == "1"
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        logs = TaskLogs(store, svc["id"], daemon.node_id)
-        for record in await asyncio.to_thread(logs.existing, tail):
-            await response.write((json.dumps(record) + "\n").encode())
-        while follow:
-            await asyncio.sleep(0.2)
-            for record in await asyncio.to_thread(logs.new_lines):
-                await response.write((json.dumps(record) + "\n").encode())
-        await response.write_eof()
-        return response
 
     @routes.post(prefix + "/containers/{id}/dns")
     async def container_dns(request: web.Request) -> web.Response:
@@ -405,30 +379,14 @@ def make_app(daemon: Daemon) -> web.Application:
         daemon.kick()
         return web.json_response({"lines": lines})
 
-    @routes.get(f"{prefix}/events")
-    async def events(request: web.Request) -> web.StreamResponse:
-        """Newline-delimited JSON events from `since`, following new ones while the client stays."""
-        since = _int_query(request, "since", store.revision())
-        follow = request.query.get("follow", "1") != "0"
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        while True:
-            for event in store.events_since(since):
-                since = event.revision
-                line = {"revision": event.revision, "type": event.kind, "action": event.action,
-                        "id": event.id, "name": _event_name(event.kind, event.object), "time": event.time}
-                await response.write((json.dumps(line) + "\n").encode())
-            if not follow:
-                break
-            await daemon.changed(since, timeout=1.0)
-        await response.write_eof()
-        return response
-
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
     app.add_routes(routes)
     from shoal.api import swarmapi  # swarm init/join/leave/..., node inspect/update/rm
 
     swarmapi.add_routes(app, daemon, _body)
+    from shoal.api import logsapi  # service logs and events, from every node
+
+    logsapi.add_routes(app, daemon, prefix, _resolve, _int_query)
     from shoal.api import objectsapi  # secret and config create/ls/inspect/rm
     objectsapi.add_routes(app, daemon, _body)
     return app

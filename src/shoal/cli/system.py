@@ -32,9 +32,29 @@ def _events(args: argparse.Namespace) -> int:
             if args.format == "json":
                 print(line, flush=True)
                 continue
-            stamp = datetime.datetime.fromtimestamp(event["time"]).astimezone().isoformat(timespec="microseconds")
-            print(f"{stamp} {event['type']} {event['action']} {event['id']} (name={event['name']})", flush=True)
+            print(pretty_event(event), flush=True)
     return 0
+
+
+def event_time(seconds: float) -> str:
+    """docker/cli's rfc3339NanoFixed ("2006-01-02T15:04:05.000000000Z07:00") in local time."""
+    nanos = round(seconds * 1e9)
+    when = datetime.datetime.fromtimestamp(nanos // 10**9).astimezone()
+    zone = when.strftime("%z")
+    zone = "Z" if zone in ("+0000", "") else f"{zone[:3]}:{zone[3:]}"
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{nanos % 10**9:09d}{zone}"
+
+
+def pretty_event(event: dict[str, object]) -> str:
+    """docker/cli's prettyPrintEvent: time, type, action, actor ID, then the actor's attributes
+    sorted by key, `(k=v, k=v)`."""
+    attrs = event.get("attributes")
+    if not isinstance(attrs, dict):
+        attrs = {"name": event.get("name", "")}
+    line = f"{event_time(float(event['time']))} {event['type']} {event['action']} {event['id']}"  # type: ignore[arg-type]
+    if attrs:
+        line += " (" + ", ".join(f"{k}={attrs[k]}" for k in sorted(attrs)) + ")"
+    return line
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.agent.session import (DEFAULT_HEARTBEAT_PERIOD, AssignmentSet, AssignmentType, FileData,
-                                 NodeDescription, NodeRemoved, ServiceRecord, SessionInfo, SessionInvalid,
-                                 TaskStatusUpdate)
+                                 LogSubscription, NodeDescription, NodeRemoved, ServiceRecord, SessionInfo,
+                                 SessionInvalid, TaskStatusUpdate)
 from shoal.errors import ShoalError
 from shoal.ids import new_swarm_id
+from shoal.manager.logbroker import LogBroker
 from shoal.model.cluster import EngineDescription, Node, NodeResources, NodeStatus, Platform, Task, TaskState
 from shoal.store.base import Store
 
@@ -118,6 +119,39 @@ def service_records(store: Store) -> list[ServiceRecord]:
     return records
 
 
+def _container_events(tx: Any, task: Task, was: TaskState, had_container: str) -> None:
+    """The container events a node's status report stands for (create, start, die), noted in
+    the manager's event log so `shoal events` shows the containers of every node, each with the
+    attributes dockerd gives a task's container (its labels, image, name; exitCode on die)."""
+    cid = task.status.container_id
+    if not cid:
+        return
+    actions = []
+    if not had_container:
+        actions.append("create")
+    # A pid is reported once the process runs; a node's queue keeps only a task's newest state,
+    # so one report may stand for start and die together.
+    ran = task.status.pid > 0
+    if task.status.state >= TaskState.RUNNING > was and ran:
+        actions.append("start")
+    if task.status.state > TaskState.RUNNING >= was and ran:
+        actions.append("die")
+    if not actions:
+        return
+    spec = task.spec or {}
+    name = f"{task.service_name}.{task.slot or task.node_id}.{task.id}"
+    attributes = {str(k): str(v) for k, v in (spec.get("container_labels") or {}).items()}
+    attributes.update({"com.docker.swarm.node.id": task.node_id, "com.docker.swarm.service.id": task.service_id,
+                       "com.docker.swarm.service.name": task.service_name, "com.docker.swarm.task": "",
+                       "com.docker.swarm.task.id": task.id, "com.docker.swarm.task.name": name,
+                       "image": str(spec.get("image") or ""), "name": name})
+    for action in actions:
+        attrs = dict(attributes)
+        if action == "die":
+            attrs["exitCode"] = str(task.status.exit_code if task.status.exit_code is not None else 0)
+        tx.note("container", cid, action, {"id": cid, "node_id": task.node_id, "attributes": attrs})
+
+
 class Dispatcher:
     def __init__(self, store: Store, heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD,
                  on_change: Callable[[], None] = lambda: None, managers: list[str] | None = None,
@@ -138,6 +172,7 @@ class Dispatcher:
         self._started = False
         self._files_cache: dict[tuple[str, str, int], bytes] = {}
         self._view: _View | None = None
+        self.logs = LogBroker()  # `service logs` across nodes, over the sessions
 
     def _current_view(self, revision: int) -> _View:
         view = self._view
@@ -320,11 +355,26 @@ class Dispatcher:
                     task.status.exit_code = u.exit_code
                 if u.networks is not None:
                     task.networks = u.networks
+                _container_events(tx, task, old.state, old.container_id)
                 tx.update("task", task.to_dict())
                 changed = True
         if changed:
             self.on_change()
             self.notify()
+
+    # ---- logs ------------------------------------------------------------------------------------
+    async def log_subscriptions(self, node_id: str, session_id: str) -> AsyncIterator[LogSubscription]:
+        """The session's log subscriptions (manager/logbroker.py); ends with SessionInvalid
+        when the session does."""
+        session = self._session(node_id, session_id)
+        async for message in self.logs.listen(node_id, lambda: not session.closed):
+            yield message
+        raise SessionInvalid(f"session {session_id} of node {node_id} ended")
+
+    def publish_logs(self, node_id: str, session_id: str, subscription_id: str,
+                     records: list[dict[str, Any]], close: bool) -> bool:
+        self._session(node_id, session_id)
+        return self.logs.publish(node_id, subscription_id, records, close)
 
     # ---- assignments -----------------------------------------------------------------------------
     def _file(self, kind: str, obj: dict[str, Any]) -> bytes:

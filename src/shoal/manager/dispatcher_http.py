@@ -12,6 +12,10 @@ whatever a body says) and its O must be this cluster (tlsconfig.require_node).
     POST /status       {"session_id", "updates": [TaskStatusUpdate]}
     POST /heartbeat    {"session_id"}               -> {"period": seconds}
     POST /close        {"session_id"}
+    GET  /logs/subscriptions ?session_id=S      -> LogSubscription per line (JSON lines), blank
+                                                   lines as keepalive, as /assignments
+    POST /logs/publish {"session_id", "subscription_id", "records": [...], "close"}
+                                                -> {"open": false once the client left}
 
 Errors are JSON {"message", "kind"}: kind "session_invalid" (409: register again),
 "node_removed" (403: stop), "unavailable" (503: try again)."""
@@ -153,6 +157,58 @@ async def get_assignments(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def get_log_subscriptions(request: web.Request) -> web.StreamResponse:
+    """The node's log subscriptions (manager/logbroker.py): the manager never connects to a
+    node, the node holds this stream open and answers on /logs/publish."""
+    ident = require_node(request)
+    session_id = _session_id(request.query.get("session_id"))
+    dispatcher = _dispatcher(request)
+    try:
+        dispatcher._session(ident.node_id, session_id)  # a bad session is an HTTP error
+    except (ShoalError, ValueError) as exc:
+        raise _translate(exc) from None
+    stream = dispatcher.log_subscriptions(ident.node_id, session_id).__aiter__()
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    pending: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(stream.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE)
+            if not done:
+                await response.write(b"\n")
+                continue
+            try:
+                message = pending.result()
+            finally:
+                pending = None
+            await response.write((json.dumps(to_json(message)) + "\n").encode())
+    except (ShoalError, ValueError, StopAsyncIteration) as exc:
+        err = _translate(exc if not isinstance(exc, StopAsyncIteration) else SessionInvalid("the session ended"))
+        await response.write((json.dumps({"error": json.loads(err.text or "{}")}) + "\n").encode())
+    finally:
+        if pending is not None:
+            pending.cancel()
+        await stream.aclose()  # type: ignore[attr-defined]
+    await response.write_eof()
+    return response
+
+
+async def post_log_publish(request: web.Request) -> web.Response:
+    ident = require_node(request)
+    body = await _body(request)
+    session_id = _session_id(body.get("session_id"))
+    sub_id, records = body.get("subscription_id"), body.get("records")
+    if not isinstance(sub_id, str) or not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise _error(web.HTTPBadRequest, "invalid", "subscription_id and records (a list of log records) are required")
+    try:
+        alive = _dispatcher(request).publish_logs(ident.node_id, session_id, sub_id, records, bool(body.get("close")))
+    except (ShoalError, ValueError) as exc:
+        raise _translate(exc) from None
+    return web.json_response({"open": alive})
+
+
 async def post_status(request: web.Request) -> web.Response:
     ident = require_node(request)
     body = await _body(request)
@@ -203,4 +259,6 @@ def make_dispatcher_app(get_dispatcher: DispatcherGetter, cluster_id: str) -> we
     app.router.add_post("/status", post_status)
     app.router.add_post("/heartbeat", post_heartbeat)
     app.router.add_post("/close", post_close)
+    app.router.add_get("/logs/subscriptions", get_log_subscriptions)
+    app.router.add_post("/logs/publish", post_log_publish)
     return app

@@ -193,6 +193,10 @@ class _Txn:
         self._conn.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, obj_id))
         self._record(kind, obj_id, "delete", old)
 
+    def note(self, kind: str, obj_id: str, action: str, obj: Object) -> None:
+        self._next_revision()
+        self._record(kind, obj_id, action, obj)
+
 
 def _private_files(path: Path) -> None:
     """The database and its WAL and shared-memory files are root's alone (0600), an existing one

@@ -1,0 +1,131 @@
+"""`service logs` and `events` for the whole cluster.
+
+GET /services/{ref}/logs asks every node that runs (or, with follow, may run) the service's tasks
+for their lines through the log broker (manager/logbroker.py, over each node's session) and
+merges what they send: without follow, every node's lines sorted by time once all have
+answered; with follow, each batch as it comes. A node whose logs could not be had is named in
+one last {"warning"} record, in Docker's words.
+
+GET /events is the manager's event log: the store's changes (services, nodes, tasks, networks,
+...) and the container events of every node (create, start, die, told by each node's status
+reports: manager/dispatcher.py), with the actor's attributes as Docker prints them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from shoal.daemon import Daemon
+
+# Without follow, how long the client waits for nodes that hold a session but do not answer.
+GATHER_TIMEOUT = 30.0
+EVENTS_BATCH = 1000
+
+
+def _event_line(event: Any) -> dict[str, Any]:
+    obj = event.object
+    if event.kind == "container":
+        attributes = dict(obj.get("attributes") or {})
+    elif event.kind == "task" and "service_name" in obj:
+        attributes = {"name": f"{obj['service_name']}.{obj['slot'] or obj['node_id']}"}
+    else:
+        attributes = {"name": str(obj.get("name") or obj.get("hostname") or "")}
+    return {"revision": event.revision, "type": event.kind, "action": event.action, "id": event.id,
+            "name": attributes.get("name", ""), "attributes": attributes, "time": event.time,
+            "scope": "local" if event.kind == "container" else "swarm"}
+
+
+def add_routes(app: web.Application, daemon: Daemon, prefix: str,
+               resolve: Callable[[list[dict[str, Any]], str, str], dict[str, Any]],
+               int_query: Callable[[web.Request, str, int], int]) -> None:
+    """`resolve` and `int_query` are server.py's (Docker's lookup order; integer checks), so
+    these routes answer as the others do."""
+    store = daemon.store
+
+    async def service_logs(request: web.Request) -> web.StreamResponse:
+        """Newline-delimited JSON, one object per line of the service's tasks on every node;
+        with follow=1, new lines (of tasks that start later too) until the client leaves."""
+        svc = resolve(store.list("service"), request.match_info["ref"], "service")
+        tail = None if request.query.get("tail", "all") == "all" else int_query(request, "tail", 0)
+        follow = request.query.get("follow") == "1"
+        tasks = [t for t in store.list("task") if t["service_id"] == svc["id"] and t.get("node_id")]
+        nodes = {t["node_id"] for t in tasks if (t.get("status") or {}).get("container_id")}
+        hostnames = {n["id"]: n.get("hostname") or n["id"] for n in store.list("node")}
+        broker = daemon.dispatcher.logs
+        sub = broker.subscribe(svc["id"], None if follow else nodes, tail, follow)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+
+        def named(node_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            # The manager names the node (from its certificate), not the records it sent.
+            host = hostnames.get(node_id) or (store.get("node", node_id) or {}).get("hostname") or node_id
+            hostnames[node_id] = host
+            return [dict(r, node=host) for r in records]
+
+        async def write(records: list[dict[str, Any]]) -> None:
+            records.sort(key=lambda r: str(r.get("time", "")))
+            await response.write("".join(json.dumps(r) + "\n" for r in records).encode())
+
+        try:
+            if not follow:
+                gathered: list[dict[str, Any]] = []
+                deadline = time.monotonic() + GATHER_TIMEOUT
+                while not (sub.done.is_set() and sub.queue.empty()) and time.monotonic() < deadline:
+                    try:
+                        node_id, records = await asyncio.wait_for(sub.queue.get(), timeout=0.2)
+                    except TimeoutError:
+                        continue
+                    gathered += named(node_id, records)
+                for node_id in sub.pending:
+                    sub.missing[node_id] = f"node {node_id} did not answer in {GATHER_TIMEOUT:.0f} s"
+                await write(gathered)
+            else:
+                while request.transport is not None and not request.transport.is_closing():
+                    try:
+                        node_id, records = await asyncio.wait_for(sub.queue.get(), timeout=1.0)
+                    except TimeoutError:
+                        continue
+                    batch = named(node_id, records)
+                    while not sub.queue.empty():
+                        more_node, more = sub.queue.get_nowait()
+                        batch += named(more_node, more)
+                    await write(batch)
+            if sub.missing:
+                reasons = ", ".join(sub.missing[n] for n in sorted(sub.missing))
+                warning = ("warning: incomplete log stream. some logs could not be retrieved for the "
+                           f"following reasons: {reasons}")
+                await response.write((json.dumps({"warning": warning}) + "\n").encode())
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            broker.cancel(sub)
+        await response.write_eof()
+        return response
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        """Newline-delimited JSON events from `since`, following new ones while the client stays."""
+        since = int_query(request, "since", store.revision())
+        follow = request.query.get("follow", "1") != "0"
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        while True:
+            batch = store.events_since(since, limit=EVENTS_BATCH)
+            if batch:
+                since = batch[-1].revision
+                await response.write("".join(json.dumps(_event_line(e)) + "\n" for e in batch).encode())
+            if len(batch) == EVENTS_BATCH:
+                continue  # more are there already
+            if not follow:
+                break
+            await daemon.changed(since, timeout=1.0)
+        await response.write_eof()
+        return response
+
+    app.router.add_get(prefix + "/services/{ref}/logs", service_logs)
+    app.router.add_get(prefix + "/events", events)

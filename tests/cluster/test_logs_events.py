@@ -1,0 +1,145 @@
+"""`service logs` and `events` across the nodes of a three-node local cluster (issue 11 item 7):
+real shoalds in network namespaces over mutual TLS, the CLI pointed at the manager.
+
+- `service logs` shows the lines of the tasks of every node, each prefixed as Docker's
+  `name.slot.taskid@hostname    | `, `--tail N` per task; `service ps` names the same hostnames;
+- `service logs -f` follows tasks on every node, including tasks that start later (a scale);
+- `events` shows the containers of every node (create, start) in Docker's format."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+from cluster.test_seed_cluster import LocalCluster
+
+NODES = 3
+SERVICE = "logs_ticker"
+# Every line names its container (the task's hostname is its container ID's first 12 digits).
+TICKER = ["sh", "-c", "echo hello from $$(hostname); i=0; while true; do i=$$((i+1)); echo tick $$i; sleep 0.5; done"]
+PREFIX = re.compile(r"^(?P<service>[\w.-]+)\.(?P<slot>\d+)\.(?P<task>[0-9a-z]{12})@(?P<host>\S+?)\s+\| (?P<line>.*)$")
+
+
+def wait_for(what: str, check: Any, timeout: float, every: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(every)
+
+
+def running_nodes(cluster: Any) -> dict[str, str]:
+    """task ID (12) -> node column of `service ps`, for running tasks."""
+    out = cluster.shoal("service", "ps", SERVICE, "--format", "{{.ID}}\t{{.Node}}\t{{.CurrentState}}",
+                        timeout=60).stdout
+    rows = [ln.split("\t") for ln in out.splitlines() if ln.count("\t") == 2]
+    return {tid: node for tid, node, current in rows if current.startswith("Running")}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Any]:
+    c = LocalCluster(tmp_path_factory.mktemp("logscluster"))
+    c.name = f"shoallog{os.getpid() % 10000}"
+    try:
+        c.shoal("cluster", "create", "--nodes", str(NODES), c.name)
+        c.record = json.loads((c.dir / "cluster.json").read_text())
+        c.on_node(1, "import", str(busybox_tar), "tick:v1")
+        compose = c.base / "ticker.yml"
+        compose.write_text(yaml.safe_dump({"services": {"ticker": {
+            "image": "tick:v1", "command": TICKER, "stop_grace_period": "1s",
+            "deploy": {"replicas": NODES, "placement": {"max_replicas_per_node": 1}}}}}))
+        c.shoal("stack", "deploy", "--detach", "-c", str(compose), "logs")
+        wait_for("a task running on every node", lambda: len(set(running_nodes(c).values())) == NODES, 90)
+        yield c
+    finally:
+        if (c.dir / "cluster.json").exists():
+            c.shoal("cluster", "rm", c.name, check=False)
+
+
+def hostnames(cluster: Any) -> set[str]:
+    return {f"{cluster.name}-{k}" for k in range(1, NODES + 1)}
+
+
+def test_logs_show_the_tasks_of_every_node_with_dockers_prefix(cluster: Any) -> None:
+    tasks = running_nodes(cluster)
+    assert set(tasks.values()) == hostnames(cluster)  # service ps: NODE is the hostname
+
+    def every_task_ticked() -> Any:
+        out = cluster.shoal("service", "logs", SERVICE, timeout=60).stdout
+        seen = [m for ln in out.splitlines() if (m := PREFIX.match(ln))]
+        ticked = {m["task"] for m in seen if m["line"].startswith("tick ")}
+        return seen if set(tasks) <= ticked else None
+
+    seen = wait_for("lines of every node's task", every_task_ticked, 30)
+    assert {(m["task"], m["host"]) for m in seen} >= set(tasks.items())  # each line names its node
+    assert {m["service"] for m in seen} == {SERVICE}
+    hello = {m["task"]: m["line"] for m in seen if m["line"].startswith("hello from ")}
+    assert set(hello) == set(tasks)
+    # --tail 1: one line per task; -t puts Docker's RFC 3339 time first; --no-task-ids drops the ID.
+    out = cluster.shoal("service", "logs", "--tail", "1", "-t", "--no-task-ids", SERVICE, timeout=60).stdout
+    lines = out.splitlines()
+    assert len(lines) == NODES, out
+    for ln in lines:
+        assert re.match(rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z {SERVICE}\.\d@{cluster.name}-\d\s+\| tick \d+$", ln), ln
+
+
+def test_follow_covers_every_node_and_tasks_that_start_later(cluster: Any) -> None:
+    cluster.shoal("service", "scale", f"{SERVICE}=1")
+    wait_for("scaled to 1", lambda: len(running_nodes(cluster)) == 1, 30)
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "service", "logs", "-f", "--tail", "0", SERVICE],
+                            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        first = next(iter(running_nodes(cluster)))
+        wait_for("the running task's new lines", lambda: any(f".{first}@" in ln for ln in lines), 20)
+        cluster.shoal("service", "scale", f"{SERVICE}={NODES}")
+        tasks = wait_for("a task on every node again",
+                         lambda: t if len(set((t := running_nodes(cluster)).values())) == NODES else None, 60)
+
+        def followed() -> bool:
+            got = {(m["task"], m["host"]) for ln in list(lines) if (m := PREFIX.match(ln))}
+            return set(tasks.items()) <= got
+
+        wait_for("lines of the tasks started after -f, on their nodes", followed, 30)
+        # The new tasks' first line (written before -f saw them) is there too, not only new ones.
+        assert {t for t in tasks if t != first} <= {m["task"] for ln in list(lines) if (m := PREFIX.match(ln))
+                                                   and m["line"].startswith("hello from ")}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_events_show_containers_of_every_node(cluster: Any) -> None:
+    out = cluster.shoal("events", "--since", "0", "--no-follow", timeout=60).stdout
+    starts = [ln for ln in out.splitlines() if " container start " in ln]
+    pattern = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) container start [0-9a-f]{64} "
+                         r"\((?P<attrs>.*)\)$")
+    nodes = set()
+    for ln in starts:
+        m = pattern.match(ln)
+        assert m, ln
+        attrs = dict(kv.split("=", 1) for kv in m["attrs"].split(", "))
+        assert list(attrs) == sorted(attrs)  # Docker sorts the attributes by key
+        assert attrs["image"].startswith("tick:v1") and attrs["com.docker.swarm.service.name"] == SERVICE
+        assert attrs["name"] == attrs["com.docker.swarm.task.name"]
+        nodes.add(attrs["com.docker.swarm.node.id"])
+    ids = cluster.shoal("node", "ls", "-q", timeout=60).stdout.split()
+    assert nodes == set(ids), out
+    assert " container create " in out
