@@ -390,16 +390,12 @@ class Daemon:
         from shoal.api import tcp  # the cluster's TCP listener (manager), certificate renewal (worker)
 
         await tcp.start_swarm(self)
-        from shoal.api.server import warm_compose
-
-        # The compose loader is imported before the first deploy asks for it (POST .../load).
-        warming = asyncio.create_task(asyncio.to_thread(warm_compose))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         agent_loop = asyncio.create_task(self.agent_loop())
-        tasks = [asyncio.create_task(self.manager_loop()), warming]
+        tasks = [asyncio.create_task(self.manager_loop())]
         try:
             await stop.wait()
         finally:

@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import sys
 import time
 from pathlib import Path
@@ -68,10 +68,16 @@ class _Response:
     def chunks(self) -> Iterator[bytes]:
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
             while True:
-                size = int(self._file.readline().split(b";")[0].strip() or b"0", 16)
+                line = self._file.readline()
+                if not line:  # the sender went away before the last chunk: a cut, not an end
+                    raise ShoalError("shoald closed the connection in the middle of its response")
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     return
-                yield self._file.read(size)
+                data = self._file.read(size)
+                if len(data) < size:
+                    raise ShoalError("shoald closed the connection in the middle of its response")
+                yield data
                 self._file.readline()  # the CRLF after each chunk
         elif "content-length" in self.headers:
             yield self._file.read(int(self.headers["content-length"]))
@@ -91,9 +97,43 @@ class _Response:
         if pending:
             yield pending
 
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
     def close(self) -> None:
         self._file.close()
         self._sock.close()
+
+
+class _ChunkedWriter:
+    """A file-like writer of an HTTP/1.1 chunked request body straight onto the socket (tarfile
+    writes its 10 KiB records here: they are gathered to 1 MiB chunks)."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        if len(self._buf) >= self.LIMIT:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buf:
+            self._sock.sendall(b"%x\r\n" % len(self._buf) + bytes(self._buf) + b"\r\n")
+            self._buf.clear()
+
+    def finish(self) -> None:
+        self.flush()
+        self._sock.sendall(b"0\r\n\r\n")
+
+
+def quote_ref(ref: str) -> str:
+    """An image reference in a route's path (names have slashes, digests '@' and ':')."""
+    return urllib.parse.quote(ref, safe="/:@")
 
 
 class Client:
@@ -168,17 +208,28 @@ class Client:
         self.close()
 
     def _send(self, method: str, path: str, params: dict[str, Any] | None, body: Any,
-              timeout: float | None) -> _Response:
+              timeout: float | None, upload: Callable[[Any], None] | None = None,
+              content_type: str = "application/x-tar") -> _Response:
+        """One request. `upload(writer)` streams a body of unknown length (a build context, an
+        image archive) with chunked encoding as it is produced."""
         url = f"/{API_VERSION}{path}"
         if params:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+            url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
         data = b"" if body is None else json.dumps(body).encode()
-        head = f"{method} {url} HTTP/1.1\r\nHost: shoald\r\nConnection: close\r\nContent-Length: {len(data)}\r\n"
+        head = f"{method} {url} HTTP/1.1\r\nHost: shoald\r\nConnection: close\r\n"
+        if upload is not None:
+            head += f"Transfer-Encoding: chunked\r\nContent-Type: {content_type}\r\n"
+        else:
+            head += f"Content-Length: {len(data)}\r\n"
         if body is not None:
             head += "Content-Type: application/json\r\n"
         sock = self._connect(timeout)
         try:
             sock.sendall(head.encode() + b"\r\n" + data)
+            if upload is not None:
+                writer = _ChunkedWriter(sock)
+                upload(writer)
+                writer.finish()
         except OSError as exc:
             # shoald may answer before reading the whole body (413, too large) and close: its
             # answer is still there to read.
@@ -231,6 +282,21 @@ class Client:
 
     def delete(self, path: str, **params: Any) -> Any:
         return self.request("DELETE", path, params)
+
+    def stream(self, method: str, path: str, params: dict[str, Any] | None = None,
+               upload: Callable[[Any], None] | None = None, content_type: str = "application/x-tar",
+               timeout: float | None = None) -> _Response:
+        """A request whose response is read as it arrives (the caller closes it); an error
+        status raises here with shoald's message."""
+        response = self._send(method, path, params, None, timeout or self.timeout, upload, content_type)
+        if response.status >= 400:
+            try:
+                payload = response.read()
+            finally:
+                response.close()
+            self._raise(response.status, payload)
+        response.settimeout(timeout)
+        return response
 
     def stream_lines(self, path: str, **params: Any) -> Iterator[str]:
         """A streamed (newline-delimited) response, line by line, as it arrives."""

@@ -9,7 +9,6 @@ import json
 import logging
 import platform
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -204,43 +203,6 @@ def _pin_images(stack: dict[str, Any], current: dict[str, dict[str, Any] | None]
     return warnings
 
 
-def _load_compose(name: str, body: Any) -> dict[str, Any]:
-    """The CLI's compose files loaded here, where the loader is imported already (that import
-    was most of `stack deploy`'s start-up). Refusals carry no explanation: the CLI then loads
-    the files itself and reports the error (validate.EXPLAIN)."""
-    from shoal.compose import load_stack
-    from shoal.compose.validate import EXPLAIN
-
-    def paths(value: Any, key: str) -> list[Path]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") and "\0" not in v
-                                                  for v in value):
-            raise InvalidArgument(f"{key}: a list of absolute paths is expected")
-        return [Path(v) for v in value]
-
-    if not isinstance(body, dict):
-        raise InvalidArgument("a JSON object is expected")
-    environ = body.get("environ")
-    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
-                                                for k, v in environ.items()):
-        raise InvalidArgument("environ: a mapping of strings is expected")
-    env_files = None if body.get("env_files") is None else paths(body["env_files"], "env_files")
-    files = paths(body.get("files"), "files")
-    EXPLAIN.set(False)  # this thread's context only
-    warnings: list[str] = []
-    try:
-        stack = load_stack(files, name, env_files=env_files, environ=environ, warn=warnings.append)
-    except ShoalError as exc:
-        raise InvalidArgument(str(exc)) from None
-    return {"stack": stack.to_dict(), "warnings": warnings}
-
-
-def warm_compose() -> None:
-    """Import the compose loader and its generated schema check ahead of the first deploy."""
-    from shoal.compose import fastcheck
-
-    fastcheck.is_valid({})
-
-
 def make_app(daemon: Daemon) -> web.Application:
     routes = web.RouteTableDef()
     store = daemon.store
@@ -348,11 +310,6 @@ def make_app(daemon: Daemon) -> web.Application:
                 counts[name] = counts.get(name, 0) + 1
         return web.json_response([{"Name": n, "Services": c} for n, c in sorted(counts.items())])
 
-    @routes.post(prefix + "/stacks/{name}/load")
-    async def load(request: web.Request) -> web.Response:
-        body = await _body(request)
-        return web.json_response(await asyncio.to_thread(_load_compose, request.match_info["name"], body))
-
     @routes.post(prefix + "/stacks/{name}")
     async def deploy(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -384,6 +341,9 @@ def make_app(daemon: Daemon) -> web.Application:
     from shoal.api import swarmapi  # swarm init/join/leave/..., node inspect/update/rm
 
     swarmapi.add_routes(app, daemon, _body)
+    from shoal.api import nodeapi  # this node's images, builds and containers, for a remote CLI
+
+    nodeapi.add_routes(app, daemon)
     from shoal.api import logsapi  # service logs and events, from every node
 
     logsapi.add_routes(app, daemon, prefix, _resolve, _int_query)

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO
 
 from shoal.cli.image import image_group
@@ -63,15 +64,26 @@ def _store():  # type: ignore[no-untyped-def]
     return ImageStore()
 
 
-def cmd_save(args: argparse.Namespace) -> int:
+def _saver(args: argparse.Namespace) -> Callable[[BinaryIO], None]:
+    """Writes the archive to a stream: from this machine's store, or streamed from the node
+    the context names (args.node, cli/remote.py)."""
+    if getattr(args, "node", None) is not None:
+        from shoal.cli import remote
+
+        return lambda out: remote.save(args, out)
     from shoal.image import archive
 
     store = _store()
+    return lambda out: archive.save(store, args.images, out)
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    save = _saver(args)
     if not args.output:
         if sys.stdout.isatty():
             raise ShoalError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
         sys.stdout.flush()
-        archive.save(store, args.images, sys.stdout.buffer)
+        save(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return 0
     target = Path(args.output)
@@ -82,7 +94,7 @@ def cmd_save(args: argparse.Namespace) -> int:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
-            archive.save(store, args.images, out)
+            save(out)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp_name, 0o644 & ~_umask())
@@ -100,9 +112,6 @@ def _umask() -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from shoal.image import archive
-
-    store = _store()
     src: BinaryIO
     if args.input:
         try:
@@ -119,19 +128,31 @@ def cmd_load(args: argparse.Namespace) -> int:
     # docker shows layer progress only on a terminal; the result lines are always printed
     show_progress = not args.quiet and sys.stdout.isatty()
     try:
-        loaded = archive.load(store, src, source=source, progress=_print_layer if show_progress else None)
+        if getattr(args, "node", None) is not None:
+            from shoal.cli import remote
+
+            loaded = [(i["id"], i["tags"], i["replaced"]) for i in remote.load(args, src, source)]
+        else:
+            from shoal.image import archive
+
+            loaded = [(i.id, i.tags, i.replaced) for i in archive.load(
+                _store(), src, source=source, progress=_print_layer if show_progress else None)]
     finally:
         if args.input:
             src.close()
-    for image in loaded:
-        for tag, old in image.replaced:
+    for image_id, tags, replaced in loaded:
+        for tag, old in replaced:
             print(f"The image {tag} already exists, renaming the old one with ID {old} to empty string")
-        if image.tags:
-            for tag in image.tags:
+        if tags:
+            for tag in tags:
                 print(f"Loaded image: {tag}")
         else:
-            print(f"Loaded image ID: {image.id}")
+            print(f"Loaded image ID: {image_id}")
     return 0
+
+
+cmd_save.on_node = True  # type: ignore[attr-defined] # cli/main.py: a tcp:// context reaches them
+cmd_load.on_node = True  # type: ignore[attr-defined]
 
 
 def _print_layer(diff_id: str, size: int) -> None:

@@ -59,6 +59,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.context == "-":
         raise InvalidArgument("building from a tar stream on STDIN is not supported: give a directory")
+    if getattr(args, "node", None) is not None:
+        return _build_on_node(args)
     opts = BuildOptions(
         context_dir=Path(args.context),
         dockerfile=Path(args.file) if args.file else None,
@@ -94,4 +96,41 @@ def cmd_build(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(str(exc), file=sys.stderr)
         return 1
+    return 0
+
+
+cmd_build.on_node = True  # type: ignore[attr-defined] # cli/main.py: a tcp:// context reaches it
+
+
+def _build_on_node(args: argparse.Namespace) -> int:
+    """The build on the node the context names: the context sent as a tar, the node's output
+    printed as it comes, exactly as a local build prints it (with -q: kept, and shown only if
+    the build fails)."""
+    import io
+
+    from shoal.cli import remote
+
+    quiet_buffer = io.BytesIO()
+    out = quiet_buffer if args.quiet else sys.stdout.buffer
+    sys.stdout.flush()
+    try:
+        image_id = remote.build(remote.client(args), context_dir=Path(args.context),
+                                dockerfile=Path(args.file) if args.file else None, tags=list(args.tag),
+                                build_args=_build_args(args.build_arg), target=args.target,
+                                no_cache=args.no_cache, pull=args.pull, network=args.network,
+                                quiet=args.quiet, out=out)  # type: ignore[arg-type]
+    except remote.BuildError as exc:
+        sys.stdout.flush()
+        if args.quiet:
+            sys.stderr.buffer.write(quiet_buffer.getvalue())
+            sys.stderr.flush()
+        print(str(exc), file=sys.stderr)
+        return 1
+    except ShoalError:
+        if args.quiet:
+            sys.stderr.buffer.write(quiet_buffer.getvalue())
+            sys.stderr.flush()
+        raise
+    if args.quiet:
+        print(image_id)
     return 0

@@ -452,9 +452,13 @@ def ps_row(c, trunc: bool, now: float) -> dict[str, Any]:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    mgr = _manager()
-    now = time.time()
-    rows = [ps_row(c, not args.no_trunc, now) for c in mgr.list(all=args.all)]
+    if getattr(args, "node", None) is not None:  # a tcp:// context: that node's containers
+        from shoal.cli import remote
+
+        rows = remote.ps_rows(args)
+    else:
+        now = time.time()
+        rows = [ps_row(c, not args.no_trunc, now) for c in _manager().list(all=args.all)]
     if getattr(args, "last", None) is not None:
         rows = rows[: args.last]
     print_formatted(args.format, _PS_HEADERS, _PS_FIELDS, rows, quiet_field="ID", quiet=args.quiet)
@@ -464,6 +468,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
 # ---- logs ------------------------------------------------------------------------------------
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:  # a tcp:// context: that node's container
+        from shoal.cli import remote
+
+        return remote.logs(args)
     from shoal.runtime import logs
 
     c = _manager().get(args.container)
@@ -527,6 +535,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
 # ---- inspect -----------------------------------------------------------------------------------
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:  # a tcp:// context: that node's objects
+        from shoal.cli import remote
+
+        return remote.inspect(args)
     from shoal.runtime.inspect import inspect
 
     mgr = _manager()
@@ -554,6 +566,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(docs, indent=4))
     return 1 if failed else 0
+
+
+cmd_ps.on_node = cmd_logs.on_node = cmd_inspect.on_node = True  # type: ignore[attr-defined] # cli/remote.py
 
 
 # ---- stats -----------------------------------------------------------------------------------

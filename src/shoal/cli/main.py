@@ -31,7 +31,9 @@ _GROUPS = (
 )
 
 # Commands that act on the node the context names (through its shoald's API). The others run
-# in this process on this machine, and refuse a remote context rather than act on the wrong node.
+# in this process on this machine, and refuse a remote context rather than act on the wrong node,
+# unless their handler is marked `on_node` (cli/remote.py): then, for a tcp:// context, they get
+# args.node and do their work through that node's API (build, images, load, save, ps, logs ...).
 _REMOTE_OK = frozenset({"stack", "service", "node", "swarm", "events", "info", "context", "cluster", "secret", "config",
                         "version", "daemon", "login", "logout"})
 # Global options that take a value (skipped when finding the command).
@@ -146,11 +148,15 @@ def _select_endpoint(args: argparse.Namespace, command: str | None) -> None:
     if command is None or command in _REMOTE_OK:
         return
     endpoint = contexts.endpoint()
+    if endpoint.is_tcp and getattr(args.func, "on_node", False):
+        args.node = endpoint  # the command does its work through that node's API (cli/remote.py)
+        return
     if endpoint.is_tcp:
         raise ShoalError(
             f"shoal {command} against a remote node is not supported yet: the context "
             f"\"{endpoint.context}\" points at {endpoint.host}, and {command} runs on this machine "
-            f"(only stack, service, node, swarm, events and info reach a remote node); run it on that "
+            f"(build, images, load, save, ps, logs, inspect, stack, service, node, swarm, events and "
+            f"info reach a remote node); run it on that "
             f"node, or go back with `shoal context use default`")
 
 

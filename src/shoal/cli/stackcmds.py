@@ -25,15 +25,8 @@ def _warn(message: str) -> None:
 
 
 def load(args: argparse.Namespace) -> dict[str, Any]:
-    """The stack as a dict (StackSpec.to_dict()), loaded by the running shoald when there is one
-    (it has the loader imported: importing it here was most of a deploy's start-up), else here.
-    Whatever shoald refuses is loaded here again, so every error is reported as before."""
-    if "-" not in args.compose_files:
-        remote = _load_in_daemon(args)
-        if remote is not None:
-            for message in remote["warnings"]:
-                _warn(message)
-            return remote["stack"]
+    """The stack as a dict (StackSpec.to_dict()), loaded here on the client: the manager may be
+    another machine and never reads this one's files or environment (the deploy goes one way)."""
     from shoal.compose import load_stack
 
     files = [Path(f) for f in args.compose_files]
@@ -41,30 +34,16 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     return load_stack(files, args.stack, env_files=env_files or None, warn=_warn).to_dict()
 
 
-def _load_in_daemon(args: argparse.Namespace) -> dict[str, Any] | None:
-    import os
-
-    client = Client()
-    if client.remote:
-        return None  # another machine never gets this one's file paths or environment: load here
-    if not client.ping():
-        return None  # no shoald yet: loading here is quicker than starting it first
-    body = {"files": [str(Path(f).absolute()) for f in args.compose_files],
-            "env_files": [str(Path(f).absolute()) for f in args.env_files] if args.env_files else None,
-            "environ": dict(os.environ)}
-    try:
-        result: dict[str, Any] = client.post(f"/stacks/{args.stack}/load", body)
-    except ShoalError:
-        return None
-    return result
-
-
-def build_missing(stack: dict[str, Any]) -> None:
-    """`build:` honoured: a service whose image is not in the store is built first and tagged
-    with its `image:` name (docker compose's `<stack>-<service>` when it has none)."""
+def build_missing(stack: dict[str, Any], node: Client | None = None) -> None:
+    """`build:` honoured: a service whose image is not in the store of the node the context
+    names is built first, on that node, and tagged with its `image:` name (docker compose's
+    `<stack>-<service>` when it has none). Here when the context is local; for a remote node
+    (`node`), its context is sent there (POST /build) and its output printed as it comes."""
     to_build = [svc for svc in stack["services"].values() if svc.get("build")]
     if not to_build:
         return  # the builder and the image store are not even imported (~60 ms of a deploy)
+    if node is not None and node.remote:
+        return _build_on_node(node, to_build)
     from shoal.build.builder import BuildOptions, Builder
     from shoal.errors import NotFound
     from shoal.image.store import ImageStore
@@ -89,6 +68,26 @@ def build_missing(stack: dict[str, Any]) -> None:
             pull=bool(build.get("pull")),
             network=build.get("network") or "default",   # RUN steps: host only when asked
         ))
+
+
+def _build_on_node(node: Client, to_build: list[dict[str, Any]]) -> None:
+    from shoal.cli import remote
+
+    for svc in to_build:
+        if remote.image_exists(node, svc["image"]):
+            continue
+        build = svc["build"]
+        print(f"Building {svc['compose_name']} ({svc['image']}) on {node.where}", file=sys.stderr)
+        context = Path(build["context"])
+        try:
+            remote.build(node, context_dir=context,
+                         dockerfile=context / build["dockerfile"] if build.get("dockerfile") else None,
+                         tags=[svc["image"], *build.get("tags", [])], build_args=dict(build.get("args") or {}),
+                         target=build.get("target", ""), no_cache=bool(build.get("no_cache")),
+                         pull=bool(build.get("pull")), network=build.get("network") or "default",
+                         out=sys.stderr.buffer)
+        except remote.BuildError as exc:
+            raise ShoalError(f"failed to build {svc['compose_name']}: {exc}") from None
 
 
 def _service_state(client: Client, stack: str, since: float) -> list[tuple[str, int, int, str, int]]:
@@ -187,11 +186,12 @@ def deploy(args: argparse.Namespace) -> int:
     if args.resolve_image not in ("always", "changed", "never"):  # docker/cli's check, before loading
         raise InvalidArgument(f"Invalid option {args.resolve_image} for flag --resolve-image")
     stack = load(args)
-    build_missing(stack)
+    files = read_files(stack)  # before anything is built or sent: a missing file stops here
+    build_missing(stack, Client())
     started = time.time()
     with connect() as client:
         result = client.post(f"/stacks/{args.stack}", {"stack": stack, "prune": args.prune,
-                                                        "files": read_files(stack),
+                                                        "files": files,
                                                         "resolve_image": args.resolve_image})
         for line in result["lines"]:
             print(line)

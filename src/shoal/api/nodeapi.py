@@ -1,0 +1,379 @@
+"""shoald's node-local routes: this node's images (list, inspect, history, tag, rm, load, save),
+builds, and containers (list, inspect, logs), for a CLI whose context names this node from
+another machine (as `docker` reaches dockerd with DOCKER_HOST=tcp://...).
+
+A local context never comes here: the CLI does that work in its own process. On the cluster
+listener these routes are behind the manager door (api/tcp.py: a manager's or the CLI's
+certificate, never a worker's).
+
+Uploads (a build context, an image archive) are spooled into a private directory of the state
+root, size-capped, and a build context is unpacked through the hardened layer unpacker
+(image/layers.py: no absolute or `..` names, nothing written through a symlink), so a hostile
+tar cannot write outside its own temporary directory."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from shoal import paths
+from shoal.errors import InvalidArgument, NotFound, ShoalError
+
+if TYPE_CHECKING:
+    from shoal.daemon import Daemon
+
+# A build context or image archive larger than this is refused (413) before it fills the disk;
+# SHOAL_UPLOAD_MAX (bytes) changes it.
+DEFAULT_UPLOAD_MAX = 8 * 2**30
+_CHUNK = 1 << 20
+
+
+def upload_max() -> int:
+    try:
+        return int(os.environ.get("SHOAL_UPLOAD_MAX", DEFAULT_UPLOAD_MAX))
+    except ValueError:
+        return DEFAULT_UPLOAD_MAX
+
+
+def _upload_dir() -> Path:
+    return paths.ensure_private_dir(paths.state_root() / "uploads")
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true")
+
+
+def _json_query(request: web.Request, name: str, kind: type, default: Any) -> Any:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidArgument(f"{name}: invalid JSON: {raw[:40]!r}") from None
+    if not isinstance(value, kind):
+        raise InvalidArgument(f"{name}: a JSON {kind.__name__} is expected")
+    return value
+
+
+async def _spool(request: web.Request, directory: Path, what: str) -> Path:
+    """The request body into `directory`/upload, refused (413) past upload_max()."""
+    limit = upload_max()
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(limit, request.content_length)
+    target = directory / "upload"
+    size = 0
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise ShoalError(f"{what} too large: shoald accepts at most {limit} bytes "
+                                 f"(SHOAL_UPLOAD_MAX)")
+            await asyncio.to_thread(out.write, chunk)
+    if size == 0:
+        raise InvalidArgument(f"{what}: the request body is empty")
+    return target
+
+
+class _LineQueue:
+    """A binary stream a worker thread writes (the builder's output), read by the event loop as
+    it comes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+
+
+async def _ndjson(response: web.StreamResponse, obj: dict[str, Any]) -> None:
+    await response.write((json.dumps(obj) + "\n").encode())
+
+
+def _safe_rel(name: str, what: str) -> str:
+    """A relative path inside the context, as the client names it (Dockerfile)."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or name.startswith("/") or ".." in parts or "\0" in name:
+        raise InvalidArgument(f"{what}: {name[:80]!r} must be a path inside the build context")
+    return "/".join(parts)
+
+
+def _unpack_context(upload: Path, dest: Path) -> None:
+    from shoal.image import layers
+
+    dest.mkdir(mode=0o700)
+    with upload.open("rb") as raw:
+        head = raw.read(8)
+        raw.seek(0)
+        stream = layers.decompressed(raw, layers.detect_compression(head))
+        try:
+            layers.unpack_layer(stream, dest, source="build context", hash=False)
+        except layers.LayerError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+
+def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - the daemon for later routes
+    from shoal.api import API_VERSION
+
+    routes = web.RouteTableDef()
+    prefix = f"/{API_VERSION}"
+
+    def images() -> Any:
+        from shoal.image.store import ImageStore
+
+        return ImageStore()
+
+    # ---- images ----------------------------------------------------------------------------
+
+    @routes.get(prefix + "/images")
+    async def image_list(request: web.Request) -> web.Response:
+        from shoal.image.views import image_records, parse_filters
+
+        raw = _json_query(request, "filters", dict, {})
+        items = []
+        for key, values in raw.items():
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise InvalidArgument(f"filters.{key}: a list of strings is expected")
+            items.extend(f"{key}={v}" for v in values)
+        filters = parse_filters(items)
+        records = await asyncio.to_thread(image_records, images(), _flag(request, "all"), filters,
+                                          _flag(request, "digests"))
+        return web.json_response(records)
+
+    @routes.get(prefix + "/images/get")
+    async def image_save(request: web.Request) -> web.StreamResponse:
+        """`save`: the archive streamed out as it is written (names checked before a byte)."""
+        from shoal.image import archive
+
+        names = request.query.getall("names", [])
+        if not names:
+            raise InvalidArgument("names: at least one image is required")
+        store = images()
+        await asyncio.to_thread(archive.select, store, names)  # 404 before the stream starts
+        loop = asyncio.get_running_loop()
+        sink = _LineQueue(loop)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+        await response.prepare(request)
+
+        def run() -> None:
+            try:
+                archive.save(store, names, sink)  # type: ignore[arg-type]
+            finally:
+                sink.close()
+
+        job = asyncio.create_task(asyncio.to_thread(run))
+        while (chunk := await sink.queue.get()) is not None:
+            await response.write(chunk)
+        try:
+            await job
+        except ShoalError:
+            # Mid-stream: the client sees a truncated archive and says so; nothing else to send.
+            return response
+        await response.write_eof()
+        return response
+
+    @routes.post(prefix + "/images/load")
+    async def image_load(request: web.Request) -> web.Response:
+        from shoal.image import archive
+
+        work = Path(tempfile.mkdtemp(prefix="load-", dir=_upload_dir()))
+        try:
+            upload = await _spool(request, work, "image archive")
+
+            def run() -> list[Any]:
+                with upload.open("rb") as src:
+                    return archive.load(images(), src, source=request.query.get("source") or "from stdin")
+
+            loaded = await asyncio.to_thread(run)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        return web.json_response([{"id": i.id, "tags": i.tags, "replaced": [list(r) for r in i.replaced]}
+                                  for i in loaded])
+
+    @routes.get(prefix + "/images/{ref:.+}/history")
+    async def image_history(request: web.Request) -> web.Response:
+        from shoal.image.views import history_rows
+
+        image = await asyncio.to_thread(images().resolve, request.match_info["ref"])
+        return web.json_response(history_rows(image))
+
+    @routes.post(prefix + "/images/{ref:.+}/tag")
+    async def image_tag(request: web.Request) -> web.Response:
+        target = request.query.get("repo", "")
+        if not target:
+            raise InvalidArgument("repo: the new reference is required")
+        await asyncio.to_thread(images().tag, request.match_info["ref"], target)
+        return web.json_response({}, status=201)
+
+    @routes.get(prefix + "/images/{ref:.+}")
+    async def image_inspect(request: web.Request) -> web.Response:
+        from shoal.image.views import inspect_object
+
+        image = await asyncio.to_thread(images().resolve, request.match_info["ref"])
+        return web.json_response(inspect_object(image))
+
+    @routes.delete(prefix + "/images/{ref:.+}")
+    async def image_remove(request: web.Request) -> web.Response:
+        lines = await asyncio.to_thread(images().remove, request.match_info["ref"], _flag(request, "force"))
+        return web.json_response({"lines": lines})
+
+    # ---- build -----------------------------------------------------------------------------
+
+    @routes.post(prefix + "/build")
+    async def build(request: web.Request) -> web.StreamResponse:
+        """Docker's POST /build: the context as a tar (.dockerignore applied by the client), the
+        builder's output streamed back as newline-delimited JSON ({"stream"}, then {"aux":
+        {"ID"}} or {"error"})."""
+        from shoal.build.builder import BuildFailed, BuildOptions, Builder
+
+        q = request.query
+        dockerfile = _safe_rel(q.get("dockerfile") or "Dockerfile", "dockerfile")
+        build_args = _json_query(request, "buildargs", dict, {})
+        if not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in build_args.items()):
+            raise InvalidArgument("buildargs: a mapping of strings is expected")
+        work = Path(tempfile.mkdtemp(prefix="build-", dir=_upload_dir()))
+        try:
+            upload = await _spool(request, work, "build context")
+            context = work / "context"
+            await asyncio.to_thread(_unpack_context, upload, context)
+            upload.unlink()
+            opts = BuildOptions(
+                context_dir=context,
+                dockerfile=None if dockerfile == "Dockerfile" else context / dockerfile,
+                tags=q.getall("t", []), build_args=build_args, target=q.get("target", ""),
+                no_cache=_flag(request, "nocache"), pull=_flag(request, "pull"), quiet=_flag(request, "q"),
+                network=q.get("network") or "default")
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            sink = _LineQueue(asyncio.get_running_loop())
+
+            def run() -> str:
+                try:
+                    return Builder(images(), sink).build(opts).image_id  # type: ignore[arg-type]
+                finally:
+                    sink.close()
+
+            job = asyncio.create_task(asyncio.to_thread(run))
+            while (chunk := await sink.queue.get()) is not None:
+                await _ndjson(response, {"stream": chunk.decode("utf-8", "replace")})
+            try:
+                await _ndjson(response, {"aux": {"ID": await job}})
+            except BuildFailed as exc:
+                await _ndjson(response, {"error": str(exc), "errorDetail": {"message": str(exc)}})
+            except ShoalError as exc:
+                await _ndjson(response, {"error": str(exc), "errorDetail": {"message": str(exc)},
+                                         "exit_code": exc.exit_code, "setup": True})
+            await response.write_eof()
+            return response
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    # ---- containers ------------------------------------------------------------------------
+
+    def containers() -> Any:
+        from shoal.runtime.manager import ContainerManager
+
+        return ContainerManager()
+
+    @routes.get(prefix + "/containers")
+    async def container_list(request: web.Request) -> web.Response:
+        from shoal.runtime.inspect import command_text, ports_text, rfc3339, status_text
+
+        def run() -> list[dict[str, Any]]:
+            now = time.time()
+            return [{"Id": c.id, "Image": c.image, "Command": command_text(c), "Created": c.created,
+                     "CreatedRFC3339": rfc3339(c.created),
+                     "Status": status_text(c, now), "State": c.state.status, "Ports": ports_text(c),
+                     "Names": c.name, "Labels": c.config.get("Labels") or {},
+                     "Mounts": [m.get("Name") or m.get("Source", "") for m in c.mounts],
+                     "Network": c.spec.network}
+                    for c in containers().list(all=_flag(request, "all"))]
+
+        return web.json_response(await asyncio.to_thread(run))
+
+    @routes.get(prefix + "/containers/{id}/json")
+    async def container_inspect(request: web.Request) -> web.Response:
+        from shoal.runtime.inspect import inspect
+
+        return web.json_response(await asyncio.to_thread(
+            lambda: inspect(containers().get(request.match_info["id"]))))
+
+    @routes.get(prefix + "/containers/{id}/logs")
+    async def container_logs(request: web.Request) -> web.StreamResponse:
+        """ndjson {"stream", "time", "data" (base64)} per line; with follow=1, new lines until
+        the container stops or the client leaves."""
+        from shoal.runtime import logs
+
+        mgr = containers()
+        c = await asyncio.to_thread(mgr.get, request.match_info["id"])
+        tail = request.query.get("tail", "all")
+        if tail != "all":
+            try:
+                count = int(tail)
+            except ValueError:
+                raise InvalidArgument(f'invalid value for "tail": "{tail[:40]}"') from None
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+
+        async def emit(line: Any) -> None:
+            await _ndjson(response, {"stream": line.stream, "time": line.docker_time(),
+                                     "data": base64.b64encode(line.data).decode()})
+
+        existing = await asyncio.to_thread(logs.read_lines, c.log_path)
+        for line in existing if tail == "all" else (existing[-count:] if count > 0 else []):
+            await emit(line)
+        if _flag(request, "follow"):
+            await _follow(c, mgr, logs, emit)
+        await response.write_eof()
+        return response
+
+    async def _follow(c: Any, mgr: Any, logs: Any, emit: Callable[[Any], Any]) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        gone = False
+
+        def done() -> bool:
+            if gone:
+                return True
+            try:
+                return mgr.get(c.id).state.status != "running"
+            except NotFound:
+                return True
+
+        def run() -> None:
+            try:
+                for line in logs.follow(c.log_path, done, skip_existing=True):
+                    loop.call_soon_threadsafe(queue.put_nowait, line)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        job = asyncio.create_task(asyncio.to_thread(run))
+        try:
+            while (line := await queue.get()) is not None:
+                await emit(line)
+        finally:
+            gone = True  # the client left (a cancelled handler): the reader thread ends too
+            await asyncio.shield(job)
+
+    app.add_routes(routes)
+

@@ -1,0 +1,264 @@
+"""Commands that act on the node a tcp:// context names, through its shoald's node API
+(api/nodeapi.py), as `docker` does with DOCKER_HOST: `build` sends the context (a tar, with
+.dockerignore applied here as docker/cli does) and prints the node's output as it comes,
+`save`/`load` stream the archive, `images`, `history`, `inspect`, `rmi`, `tag`, `ps` and `logs`
+fetch the node's data and print it with the same tables as the local commands.
+
+A handler that can do this is marked `func.on_node = True`; cli/main.py then lets a tcp://
+context through and sets args.node. Only imported for a remote context: a local `shoal images` or `shoal ps` never loads it (nor
+any HTTP code)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import stat
+import sys
+import tarfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from shoal.api.client import Client, quote_ref
+from shoal.errors import InvalidArgument, NotFound, ShoalError
+
+def client(args: argparse.Namespace) -> Client:
+    return Client(endpoint=args.node, timeout=60.0)
+
+
+# ---- images ----------------------------------------------------------------------------------
+
+
+def image_records(args: argparse.Namespace, filters: dict[str, list[str]], digests: bool) -> list[dict[str, Any]]:
+    params = {"all": "1" if args.all else None, "digests": "1" if digests else None,
+              "filters": json.dumps(filters) if filters else None}
+    records: list[dict[str, Any]] = client(args).request("GET", "/images", params)
+    return records
+
+
+def history(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = client(args).get(f"/images/{quote_ref(ref)}/history")
+    return rows
+
+
+def image_inspect(args: argparse.Namespace, ref: str) -> dict[str, Any]:
+    found: dict[str, Any] = client(args).get(f"/images/{quote_ref(ref)}")
+    return found
+
+
+def rmi(args: argparse.Namespace, ref: str) -> list[str]:
+    lines: list[str] = client(args).delete(f"/images/{quote_ref(ref)}",
+                                           force="1" if args.force else None)["lines"]
+    return lines
+
+
+def tag(args: argparse.Namespace, source: str, target: str) -> None:
+    client(args).request("POST", f"/images/{quote_ref(source)}/tag", {"repo": target})
+
+
+def save(args: argparse.Namespace, out: BinaryIO) -> None:
+    """The node's archive copied to `out` as it arrives; a cut stream is an error, not a
+    silently short archive."""
+    response = client(args).stream("GET", "/images/get", {"names": list(args.images)})
+    try:
+        for chunk in response.chunks():
+            out.write(chunk)
+    except ShoalError as exc:
+        raise ShoalError(f"failed to save image: the archive from {args.node.host} was cut: {exc}") from None
+    finally:
+        response.close()
+
+
+def load(args: argparse.Namespace, src: BinaryIO, source: str) -> list[dict[str, Any]]:
+    def upload(writer: Any) -> None:
+        while chunk := src.read(1 << 20):
+            writer.write(chunk)
+
+    response = client(args).stream("POST", "/images/load", {"source": source}, upload=upload)
+    try:
+        loaded: list[dict[str, Any]] = json.loads(response.read())
+    finally:
+        response.close()
+    return loaded
+
+
+# ---- build -----------------------------------------------------------------------------------
+
+
+def _context_upload(context_dir: Path, dockerfile: Path | None) -> tuple[Callable[[Any], None], str]:
+    """The build context as docker/cli sends it: the directory minus what .dockerignore
+    excludes (the Dockerfile and .dockerignore always in), and a Dockerfile from outside the
+    context added under a random name. Returns the body writer and the Dockerfile's name in it."""
+    from shoal.build.context import BuildContext
+
+    if not context_dir.is_dir():
+        raise ShoalError(f'unable to prepare context: path "{context_dir}" not found')
+    df_path = dockerfile if dockerfile is not None else context_dir / "Dockerfile"
+    if not df_path.is_file():
+        raise ShoalError("unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
+                         f"lstat {df_path.absolute()}: no such file or directory")
+    rel = os.path.relpath(df_path.resolve(), context_dir.resolve())
+    inside = not rel.startswith("..")
+    context = BuildContext.load(context_dir, rel if inside else None)
+    name = rel if inside else f".dockerfile.{uuid.uuid4().hex[:20]}"
+    root = context.root
+
+    def upload(writer: Any) -> None:
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for entry in sorted(context.entries):
+                full = root / entry
+                info = tar.gettarinfo(str(full), arcname=entry)
+                info.uname = info.gname = ""
+                if stat.S_ISREG(context.entries[entry].st_mode):
+                    with open(full, "rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+            if inside and rel not in context.entries:
+                tar.add(str(df_path), arcname=rel, recursive=False)
+            if not inside:
+                tar.add(str(df_path), arcname=name, recursive=False)
+
+    return upload, name
+
+
+def build(node_client: Client, *, context_dir: Path, dockerfile: Path | None, tags: list[str],
+          build_args: dict[str, str | None], target: str = "", no_cache: bool = False, pull: bool = False,
+          network: str = "default", quiet: bool = False, out: BinaryIO) -> str:
+    """POST /build on the node; its output written to `out` as it comes. Returns the image ID;
+    a failed step raises BuildError (printed bare, exit 1), anything else a ShoalError."""
+    upload, name = _context_upload(context_dir, dockerfile)
+    params = {"t": tags, "dockerfile": name, "buildargs": json.dumps(build_args) if build_args else None,
+              "target": target or None, "nocache": "1" if no_cache else None, "pull": "1" if pull else None,
+              "network": network, "q": "1" if quiet else None}
+    response = node_client.stream("POST", "/build", params, upload=upload)
+    image_id = ""
+    try:
+        for raw in response.lines():
+            if not raw.strip():
+                continue
+            message = json.loads(raw)
+            if "stream" in message:
+                out.write(message["stream"].encode())
+                out.flush()
+            elif "aux" in message:
+                image_id = message["aux"]["ID"]
+            elif "error" in message:
+                if message.get("setup"):
+                    raise ShoalError(message["error"])
+                raise BuildError(message["error"])
+    finally:
+        response.close()
+    if not image_id:
+        raise ShoalError(f"the build on {node_client.where} ended without a result (the connection was cut)")
+    return image_id
+
+
+class BuildError(ShoalError):
+    """A build step failed on the node: printed bare, as a local build prints it."""
+
+
+def image_exists(node_client: Client, ref: str) -> bool:
+    try:
+        node_client.get(f"/images/{quote_ref(ref)}")
+    except NotFound:
+        return False
+    return True
+
+
+# ---- containers ------------------------------------------------------------------------------
+
+
+def containers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = client(args).get("/containers", all="1" if args.all else None)
+    return found
+
+
+def container_inspect(args: argparse.Namespace, ref: str) -> dict[str, Any]:
+    found: dict[str, Any] = client(args).get(f"/containers/{quote_ref(ref)}/json")
+    return found
+
+
+def logs(args: argparse.Namespace) -> int:
+    tail = args.tail
+    if tail not in (None, "all"):
+        try:
+            int(tail)
+        except ValueError:
+            raise InvalidArgument(f'invalid value for "tail": "{tail}"') from None
+    response = client(args).stream("GET", f"/containers/{quote_ref(args.container)}/logs",
+                                   {"tail": tail or "all", "follow": "1" if args.follow else None})
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    try:
+        for raw in response.lines():
+            if not raw.strip():
+                continue
+            line = json.loads(raw)
+            stream = out if line["stream"] == "stdout" else err
+            if args.timestamps:
+                stream.write(line["time"].encode() + b" ")
+            stream.write(base64.b64decode(line["data"]))
+            stream.flush()
+    finally:
+        response.close()
+    return 0
+
+
+def ps_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """`ps` rows of the node's containers, the fields cli/container.py ps_row gives locally."""
+    import time
+
+    from shoal.cli.format import human_duration
+
+    trunc = not args.no_trunc
+    now = time.time()
+    rows = []
+    for c in containers(args):
+        command = c["Command"]
+        rows.append({
+            "ID": c["Id"][:12] if trunc else c["Id"], "Image": c["Image"],
+            "Command": json.dumps(_ellipsis(command, 20) if trunc else command, ensure_ascii=False),
+            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(c["Created"])),
+            "RunningFor": human_duration(max(0.0, now - c["Created"])) + " ago",
+            "Status": c["Status"], "State": c["State"], "Ports": c["Ports"], "Names": c["Names"],
+            "Labels": ",".join(f"{k}={v}" for k, v in sorted(c["Labels"].items())),
+            "Mounts": ",".join(c["Mounts"]),
+            "Networks": c["Network"] if c["Network"] != "default" else "bridge",
+            "Size": "0B", "Created": c["CreatedRFC3339"],
+        })
+    return rows
+
+
+def _ellipsis(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def inspect(args: argparse.Namespace) -> int:
+    """`inspect` on the node: each name as a container, else (plain `inspect`) as an image."""
+    from shoal.cli.format import render_template
+
+    docs = []
+    failed = False
+    for ref in args.containers:
+        try:
+            docs.append(container_inspect(args, ref))
+            continue
+        except NotFound:
+            pass
+        if not args.container_only:
+            try:
+                docs.append(image_inspect(args, ref))
+                continue
+            except NotFound:
+                pass
+        print(f"Error: No such {'container' if args.container_only else 'object'}: {ref}", file=sys.stderr)
+        failed = True
+    if args.format:
+        for d in docs:
+            print(render_template(args.format, d))
+    else:
+        print(json.dumps(docs, indent=4))
+    return 1 if failed else 0
