@@ -70,7 +70,7 @@ class FileObject:
     def to_api(self, kind: str) -> dict[str, Any]:
         """Docker's swarm.Secret / swarm.Config, keys in Go's field order. A secret's data is
         never in it; a config's is (base64, as encoding/json writes []byte)."""
-        spec: dict[str, Any] = {"Name": self.name, "Labels": dict(self.labels)}
+        spec: dict[str, Any] = {"Name": self.name, "Labels": {k: self.labels[k] for k in sorted(self.labels)}}
         if kind == "config" and self.data is not None:
             spec["Data"] = self.data
         if self.template_driver:

@@ -1,0 +1,248 @@
+"""`shoal volume create|ls|inspect|rm|prune`, as docker/cli's cli/command/volume prints them, over
+the local driver (runtime/volumes.py). Volumes are this node's: the work is done in this process,
+and refusals read as dockerd's (`Error response from daemon: remove x: volume is in use - [id]`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from shoal.errors import InvalidArgument, ShoalError
+
+FORMAT_HELP = ("Format output using a custom template: 'table': Print output in table format with column headers "
+               "(default); 'table TEMPLATE': Print output in table format using the given Go template; 'json': Print "
+               "in JSON format; 'TEMPLATE': Print output using the given Go template")
+INSPECT_FORMAT_HELP = ("Format output using a custom template: 'json': Print in JSON format; 'TEMPLATE': Print "
+                       "output using the given Go template")
+PRUNE_WARNING = ("WARNING! This will remove anonymous local volumes not used by at least one container.\n"
+                 "Are you sure you want to continue?")
+PRUNE_ALL_WARNING = ("WARNING! This will remove all local volumes not used by at least one container.\n"
+                     "Are you sure you want to continue?")
+
+
+class DaemonSide(ShoalError):
+    """What dockerd would have refused: printed `Error response from daemon: ...`, exit 1."""
+
+    from_daemon = True
+
+
+def _containers() -> list[Any]:
+    from shoal.runtime.manager import ContainerManager
+
+    return ContainerManager().list(all=True)
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    """opts.MapOpts / ListOpts of KEY=VALUE, a bare KEY meaning an empty value."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f'invalid argument "{item}" for "{flag}" flag: invalid key value: empty key')
+        out[key] = value if sep else ""
+    return out
+
+
+def parse_filters(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f'invalid argument "{item}" for "-f, --filter" flag: bad format of filter '
+                                  "(expected name=value)")
+        out.setdefault(key.strip().lower(), []).append(value.strip())
+    return out
+
+
+def _create(args: argparse.Namespace) -> int:
+    from shoal.runtime import volumes
+
+    if args.name_flag and args.name:
+        raise ShoalError("conflicting options: cannot specify a volume-name through both --name and as a positional arg")
+    name = args.name or args.name_flag or ""
+    opts = _pairs(args.opt, "-o, --opt")
+    labels = _pairs(args.label, "--label")
+    try:
+        vol = volumes.create(name, args.driver, opts, labels)
+    except ShoalError as exc:
+        raise DaemonSide(str(exc)) from None
+    print(vol.name)
+    return 0
+
+
+def filter_volumes(vols: list[Any], filters: dict[str, list[str]], containers: list[Any]) -> list[Any]:
+    """moby volume service filters: name (substring), driver, label (key or key=value, all must
+    hold), dangling (true/false/1/0: used by no container)."""
+    from shoal.runtime import volumes
+
+    for key in filters:
+        if key not in ("dangling", "name", "driver", "label"):
+            raise DaemonSide(f"invalid filter '{key}'")
+    dangling: bool | None = None
+    for value in filters.get("dangling", []):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise DaemonSide(f"invalid filter 'dangling={value}'")
+        dangling = value.lower() in ("true", "1")
+
+    def keep(vol: Any) -> bool:
+        if filters.get("name") and not any(n in vol.name for n in filters["name"]):
+            return False
+        if filters.get("driver") and "local" not in filters["driver"]:
+            return False
+        labels = vol.labels or {}
+        for cond in filters.get("label", []):
+            key, sep, value = cond.partition("=")
+            if key not in labels or (sep and labels[key] != value):
+                return False
+        if dangling is not None and bool(volumes.users(vol.name, containers)) == dangling:
+            return False
+        return True
+
+    return [v for v in vols if keep(v)]
+
+
+def rows(vols: list[Any]) -> list[dict[str, str]]:
+    """formatter.volumeContext's fields."""
+    out = []
+    for v in vols:
+        labels = v.labels or {}
+        out.append({"Name": v.name, "Driver": "local", "Scope": "local", "Mountpoint": str(v.mountpoint),
+                    "Labels": ",".join(f"{k}={labels[k]}" for k in sorted(labels)), "Links": "N/A",
+                    "Size": "N/A"})
+    return out
+
+
+def print_list(vols: list[Any], fmt: str | None, quiet: bool) -> None:
+    from shoal.cli.format import print_formatted
+    from shoal.cli.swarmfmt import natural_key
+
+    vols = sorted(vols, key=lambda v: natural_key(v.name))
+    print_formatted(fmt, ("DRIVER", "VOLUME NAME"), ("Driver", "Name"), rows(vols), quiet_field="Name", quiet=quiet)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from shoal.runtime import volumes
+
+    filters = parse_filters(args.filter)
+    found = volumes.list_volumes()
+    if filters:
+        found = filter_volumes(found, filters, _containers())
+    print_list(found, args.format, args.quiet)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from shoal.cli.format import render_template
+    from shoal.runtime import volumes
+
+    found, errors = [], []
+    for name in args.volumes:
+        try:
+            found.append(volumes.get(name).to_api())
+        except ShoalError as exc:
+            errors.append(f"Error response from daemon: {exc}")
+    if args.format:
+        for doc in found:
+            print(render_template(args.format, doc))
+    else:
+        print(json.dumps(found, indent=4))
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    from shoal.runtime import volumes
+
+    containers = _containers()
+    errors = []
+    for name in args.volumes:
+        try:
+            volumes.remove_checked(name, containers, force=args.force)
+        except ShoalError as exc:
+            errors.append(f"Error response from daemon: {exc}")
+            continue
+        print(name)
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        return 1
+    return 0
+
+
+def prune_filters(items: list[str]) -> tuple[bool, list[str], list[str]]:
+    """`volume prune --filter`: label, label!, all (moby's volume prune filters)."""
+    filters = parse_filters(items)
+    for key in filters:
+        if key not in ("label", "label!", "all"):
+            raise DaemonSide(f"invalid filter '{key}'")
+    all_ = False
+    for value in filters.get("all", []):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise DaemonSide(f"invalid filter 'all={value}'")
+        all_ = all_ or value.lower() in ("true", "1")
+    return all_, filters.get("label", []), filters.get("label!", [])
+
+
+def prune(all_: bool, filters: list[str]) -> tuple[int, str]:
+    """What `volume prune` does once confirmed: (bytes reclaimed, its `Deleted Volumes:` text)."""
+    from shoal.runtime import volumes
+
+    also_all, labels, not_labels = prune_filters(filters)
+    removed, reclaimed = volumes.prune(_containers(), all=all_ or also_all, labels=labels, not_labels=not_labels)
+    if not removed:
+        return 0, ""
+    return reclaimed, "Deleted Volumes:\n" + "".join(f"{name}\n" for name in removed)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from shoal.cli.prune import confirm, print_total
+
+    also_all, _, _ = prune_filters(args.filter)  # validated before the question, as dockerd would
+    if args.all and also_all:
+        raise InvalidArgument("conflicting options: cannot specify both --all and --filter all=1")
+    if not args.force and not confirm(PRUNE_ALL_WARNING if args.all else PRUNE_WARNING):
+        return 0
+    reclaimed, output = prune(args.all, args.filter)
+    if output:
+        print(output)
+    print_total(reclaimed)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("volume", help="Manage volumes")
+    vsub = parser.add_subparsers(dest="volume_command", metavar="COMMAND")
+    parser.set_defaults(func=lambda args: parser.print_help() or 0)
+
+    p = vsub.add_parser("create", help="Create a volume")
+    p.add_argument("name", nargs="?", default="", metavar="VOLUME")
+    p.add_argument("-d", "--driver", default="local", help='Specify volume driver name (default "local")')
+    p.add_argument("--name", dest="name_flag", default="", help=argparse.SUPPRESS)
+    p.add_argument("-o", "--opt", action="append", default=[], help="Set driver specific options")
+    p.add_argument("--label", action="append", default=[], help="Set metadata for a volume")
+    p.set_defaults(func=_create)
+
+    p = vsub.add_parser("ls", aliases=["list"], help="List volumes")
+    p.add_argument("-f", "--filter", action="append", default=[], help='Provide filter values (e.g. "dangling=true")')
+    p.add_argument("--format", default=None, help=FORMAT_HELP)
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display volume names")
+    p.set_defaults(func=_ls)
+
+    p = vsub.add_parser("inspect", help="Display detailed information on one or more volumes")
+    p.add_argument("volumes", nargs="+", metavar="VOLUME")
+    p.add_argument("-f", "--format", default=None, help=INSPECT_FORMAT_HELP)
+    p.set_defaults(func=_inspect)
+
+    p = vsub.add_parser("rm", aliases=["remove"], help="Remove one or more volumes")
+    p.add_argument("volumes", nargs="+", metavar="VOLUME")
+    p.add_argument("-f", "--force", action="store_true", help="Force the removal of one or more volumes")
+    p.set_defaults(func=_rm)
+
+    p = vsub.add_parser("prune", help="Remove unused local volumes")
+    p.add_argument("-a", "--all", action="store_true", help="Remove all unused volumes, not just anonymous ones")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], help='Provide filter values (e.g. "label=<label>")')
+    p.set_defaults(func=_prune)

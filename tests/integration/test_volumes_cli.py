@@ -1,0 +1,149 @@
+"""`shoal volume` with real containers: create with the local driver's options (a tmpfs, a bind
+through moby's mount-option parsing, nfs refused cleanly when no server answers), used by
+`run -v`, listed and filtered as docker/cli prints, refused removal while a container uses it,
+pruned (anonymous only unless -a) with the space it held."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from shoal.cli import volume as cli
+from shoal.runtime import volumes
+from tests.conftest import ROOT_ONLY
+
+pytestmark = ROOT_ONLY
+
+
+def _err(result) -> str:
+    return "".join(line for line in result.stderr.splitlines(keepends=True) if not line.startswith("Starting shoald"))
+
+
+def test_create_inspect_ls_and_bad_options(shoal) -> None:
+    assert shoal("volume", "create", "--label", "tier=db", "--label", "a", "h4v-plain", check=True).stdout == "h4v-plain\n"
+    assert shoal("volume", "create", "h4v-plain", check=True).stdout == "h4v-plain\n"  # idempotent, as Docker's
+    try:
+        doc = json.loads(shoal("volume", "inspect", "h4v-plain", check=True).stdout)
+        assert list(doc[0]) == ["CreatedAt", "Driver", "Labels", "Mountpoint", "Name", "Options", "Scope"]
+        assert doc[0]["Labels"] == {"a": "", "tier": "db"} and doc[0]["Options"] is None
+        assert doc[0]["Mountpoint"].endswith("/volumes/h4v-plain/_data")
+        assert shoal("volume", "inspect", "-f", "{{.Name}} {{json .Labels}}", "h4v-plain", check=True).stdout == \
+            'h4v-plain {"a":"","tier":"db"}\n'
+        listing = shoal("volume", "ls", check=True).stdout.splitlines()
+        assert listing[0] == "DRIVER    VOLUME NAME" and "local     h4v-plain" in listing
+        assert shoal("volume", "ls", "-q", "-f", "label=tier=db", check=True).stdout == "h4v-plain\n"
+        assert shoal("volume", "ls", "-q", "-f", "label=tier=web").stdout == ""
+        for args, message in [
+            (("-o", "foo=bar", "h4v-bad"), 'create h4v-bad: invalid option: "foo"'),
+            (("-o", "type=tmpfs", "h4v-bad"), 'create h4v-bad: missing required option: "device"'),
+            (("-o", "o=size=1m", "h4v-bad"), 'create h4v-bad: missing required option: '),
+            (("-d", "flocker", "h4v-bad"), 'create h4v-bad: error looking up volume plugin flocker: plugin "flocker" not found'),
+            (("a/b",), 'create a/b: "a/b" includes invalid characters for a local volume name'),
+        ]:
+            result = shoal("volume", "create", *args)
+            assert result.returncode == 1 and _err(result).startswith(f"Error response from daemon: {message}"), result.stderr
+        assert "h4v-bad" not in shoal("volume", "ls", "-q").stdout.split()
+        result = shoal("volume", "ls", "-f", "dangling=maybe")
+        assert (result.returncode, _err(result)) == (1, "Error response from daemon: invalid filter 'dangling=maybe'\n")
+        result = shoal("volume", "inspect", "h4v-plain", "h4v-none")
+        assert result.returncode == 1 and json.loads(result.stdout)[0]["Name"] == "h4v-plain"
+        assert _err(result) == "Error response from daemon: get h4v-none: no such volume\n"
+    finally:
+        shoal("volume", "rm", "h4v-plain")
+
+
+def test_tmpfs_and_bind_volumes_mounted_for_a_container_and_in_use(shoal, busybox_image: str, tmp_path: Path) -> None:
+    host = tmp_path / "hostdir"
+    host.mkdir()
+    (host / "from-host").write_text("hello-bind\n")
+    shoal("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=2m,uid=1000,nosuid",
+          "h4v-tmp", check=True)
+    shoal("volume", "create", "-o", "type=none", "-o", f"device={host}", "-o", "o=bind,ro", "h4v-bind", check=True)
+    made: list[str] = []
+    try:
+        out = shoal("run", "--rm", "-v", "h4v-tmp:/t", "-v", "h4v-bind:/b", busybox_image, "sh", "-c",
+                    "grep ' /t ' /proc/mounts; cat /b/from-host; stat -c %u /t", check=True).stdout
+        assert "tmpfs /t tmpfs" in out and "size=2048k" in out
+        assert "hello-bind" in out and "\n1000\n" in out
+        # The volumes' _data are mounts on the host now, as the local driver makes them: `nosuid`
+        # a flag of the tmpfs, `bind,ro` a bind remounted read-only (moby/sys/mount's remount-ro).
+        host_mounts = {line.split()[4]: line.split()[5] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+        assert "nosuid" in host_mounts[str(volumes.data_dir("h4v-tmp"))].split(",")
+        assert "ro" in host_mounts[str(volumes.data_dir("h4v-bind"))].split(",")
+        cid = shoal("run", "-d", "-v", "h4v-tmp:/t", busybox_image, "sleep", "300", check=True).stdout.strip()
+        made.append(cid)
+        refused = shoal("volume", "rm", "h4v-tmp", "h4v-bind")
+        assert refused.returncode == 1 and refused.stdout == "h4v-bind\n"
+        assert _err(refused) == f"Error response from daemon: remove h4v-tmp: volume is in use - [{cid}]\n"
+        assert shoal("volume", "ls", "-q", "-f", "dangling=false", check=True).stdout.split() == ["h4v-tmp"]
+        assert (host / "from-host").read_text() == "hello-bind\n"  # the bind's source survives its volume
+        shoal("rm", "-f", cid, check=True)
+        made.remove(cid)
+        assert shoal("volume", "rm", "h4v-tmp", check=True).stdout == "h4v-tmp\n"
+        assert str(volumes.data_dir("h4v-tmp")) not in Path("/proc/self/mounts").read_text()
+        assert not volumes.data_dir("h4v-tmp").parent.exists()
+    finally:
+        for cid in made:
+            shoal("rm", "-f", cid)
+        shoal("volume", "rm", "-f", "h4v-tmp", "h4v-bind")
+
+
+def test_nfs_options_reach_the_mount_call_and_fail_cleanly(shoal, busybox_image: str) -> None:
+    """No NFS server answers here (198.18.0.0/15 is reserved for tests): the mount call is made
+    with Docker's options and its failure is one line; nothing is left mounted."""
+    shoal("volume", "create", "-o", "type=nfs", "-o", "o=addr=198.18.255.254,ro,soft,timeo=5,retrans=0,nfsvers=4",
+          "-o", "device=:/export", "h4v-nfs", check=True)
+    try:
+        result = shoal("run", "--rm", "-v", "h4v-nfs:/n", busybox_image, "true", timeout=90)
+        assert result.returncode != 0
+        err = _err(result).strip().splitlines()[-1]
+        assert "failed to mount local volume: mount :/export:" in err and "flags: 0x1" in err
+        assert "data: addr=198.18.255.254,soft,timeo=5,retrans=0,nfsvers=4" in err
+        assert str(volumes.data_dir("h4v-nfs")) not in Path("/proc/self/mounts").read_text()
+    finally:
+        shoal("volume", "rm", "-f", "h4v-nfs")
+
+
+def test_mount_options_are_parsed_as_moby() -> None:
+    flags, data = volumes.parse_options("bind,ro,nosuid,size=1m,rprivate")
+    assert data == "size=1m" and flags == 4096 | 1 | 2 | (1 << 18) | 16384
+    assert volumes.parse_options("rw,ro")[0] == 1 and volumes.parse_options("ro,rw")[0] == 0
+    assert volumes.parse_options("defaults,addr=1.2.3.4")[1] == "defaults,addr=1.2.3.4"
+    assert volumes.mount_options({"type": "nfs", "device": ":/x", "o": "addr=localhost,rw"}) == (":/x", "addr=127.0.0.1,rw")
+    with pytest.raises(Exception, match="missing device in volume options"):
+        volumes.mount_options({"type": "tmpfs"})
+
+
+def test_prune_removes_only_unused_anonymous_volumes_unless_all(shoal, busybox_image: str) -> None:
+    anon_cid = shoal("run", "-v", "/anon", busybox_image, "sh", "-c", "head -c 3000 /dev/zero > /anon/f",
+                     check=True)
+    del anon_cid
+    anon = [v.name for v in volumes.list_volumes() if v.anonymous]
+    assert anon, "run -v /path made an anonymous volume"
+    shoal("container", "prune", "-f", check=True)
+    shoal("volume", "create", "--label", "keep=yes", "h4v-named", check=True)
+    busy = shoal("run", "-d", "-v", "h4v-busy:/x", busybox_image, "sleep", "300", check=True).stdout.strip()
+    try:
+        declined = shoal("volume", "prune", input="n\n")
+        assert (declined.returncode, declined.stdout) == (0, cli.PRUNE_WARNING + " [y/N] ")
+        assert set(anon) <= set(shoal("volume", "ls", "-q").stdout.split())
+        pruned = shoal("volume", "prune", input="y\n", check=True).stdout
+        assert pruned.startswith(cli.PRUNE_WARNING + " [y/N] Deleted Volumes:\n")
+        assert all(name in pruned for name in anon) and "h4v-named" not in pruned
+        assert pruned.endswith("\nTotal reclaimed space: 3kB\n")
+        left = shoal("volume", "ls", "-q").stdout.split()
+        assert "h4v-named" in left and "h4v-busy" in left and not set(anon) & set(left)
+        assert shoal("volume", "prune", "-f", "-a", "--filter", "label!=keep=yes", check=True).stdout == \
+            "Total reclaimed space: 0B\n"  # h4v-busy is in use, h4v-named filtered out
+        out = shoal("volume", "prune", "-a", "-f", check=True).stdout
+        assert out == "Deleted Volumes:\nh4v-named\n\nTotal reclaimed space: 0B\n"
+        result = shoal("volume", "prune", "-a", "--filter", "all=1", "-f")
+        assert (result.returncode, _err(result)) == (
+            125, "Error: conflicting options: cannot specify both --all and --filter all=1\n")
+    finally:
+        shoal("rm", "-f", busy)
+        shoal("volume", "rm", "-f", "h4v-busy", "h4v-named")
+    assert os.path.isdir(volumes.volumes_root())
