@@ -1,4 +1,4 @@
-"""`shoal service ls|ps|inspect|rm|scale|logs`, talking to shoald."""
+"""`shoal service create|update|rollback|ls|ps|inspect|rm|scale|logs`, talking to shoald."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from shoal.api.client import Client, connect
-from shoal.cli.format import ago, bytes_size, print_formatted
+from shoal.cli.format import print_formatted
 from shoal.errors import InvalidArgument, ShoalError
 
 
@@ -70,62 +70,10 @@ def _ps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _duration(seconds: float | None) -> str:
-    if not seconds:
-        return "0s"
-    whole = int(seconds)
-    if whole != seconds:
-        return f"{seconds}s"
-    minutes, secs = divmod(whole, 60)
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+def _pretty(svc: dict[str, Any], networks: dict[str, str] | None = None) -> str:
+    from shoal.cli.servicepretty import pretty
 
-
-def _pretty(svc: dict[str, Any]) -> str:
-    """docker service inspect --pretty, for the fields shoal has (swarm-inventory 2.6)."""
-    spec = svc.get("spec", {})
-    lines = ["", f"ID:\t\t{svc['id']}", f"Name:\t\t{svc['name']}"]
-    labels = spec.get("labels") or {}
-    if labels:
-        lines.append("Labels:")
-        lines += [f" {k}={v}" for k, v in sorted(labels.items())]
-    if spec.get("mode") == "global":
-        lines.append("Service Mode:\tGlobal")
-    else:
-        lines += ["Service Mode:\tReplicated", f" Replicas:\t{spec.get('replicas', 1)}"]
-    update = svc.get("update_status") or {}
-    if update.get("state"):
-        lines += ["UpdateStatus:", f" State:\t\t{update['state']}"]
-        if update.get("started_at"):
-            lines.append(f" Started:\t{ago(update['started_at'])}")
-        if update.get("completed_at"):
-            lines.append(f" Completed:\t{ago(update['completed_at'])}")
-        lines.append(f" Message:\t{update.get('message', '')}")
-    placement = spec.get("placement") or {}
-    if placement.get("constraints"):
-        lines += ["Placement:", f" Constraints:\t{placement['constraints']}"]
-    restart = spec.get("restart_policy") or {}
-    lines += ["UpdateConfig:", f" Parallelism:\t{(spec.get('update_config') or {}).get('parallelism', 1)}",
-              f" On failure:\t{(spec.get('update_config') or {}).get('failure_action', 'pause')}",
-              f" Monitoring Period: {_duration((spec.get('update_config') or {}).get('monitor', 5))}",
-              f" Max failure ratio: {(spec.get('update_config') or {}).get('max_failure_ratio', 0)}",
-              f" Update order:      {(spec.get('update_config') or {}).get('order', 'stop-first')}"]
-    lines += ["ContainerSpec:", f" Image:\t\t{spec.get('image', '')}"]
-    if spec.get("cmd"):
-        lines.append(f" Args:\t\t{' '.join(spec['cmd'])}")
-    if spec.get("env"):
-        lines.append(f" Env:\t\t{' '.join(spec['env'])}")
-    resources = spec.get("resources") or {}
-    limits = resources.get("limits") or {}
-    if limits:
-        lines += ["Resources:", " Limits:"]
-        if limits.get("nano_cpus"):
-            lines.append(f"  CPU:\t\t{limits['nano_cpus'] / 1e9:g}")
-        if limits.get("memory_bytes"):
-            lines.append(f"  Memory:\t{bytes_size(limits['memory_bytes'])}")
-    if restart:
-        lines += ["RestartPolicy:", f" Condition:\t{restart.get('condition', 'any')}",
-                  f" Delay:\t\t{_duration(restart.get('delay', 5))}"]
-    return "\n".join(lines) + "\n"
+    return pretty(svc, networks or {})
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -134,12 +82,91 @@ def _inspect(args: argparse.Namespace) -> int:
     with connect() as client:
         found = [client.get(f"/services/{ref}") for ref in args.service]
     if args.pretty:
-        sys.stdout.write("\n".join(_pretty(s) for s in found))
+        sys.stdout.write("".join(_pretty(s) for s in found))
     elif args.format:
         print_formatted(args.format, (), (), found)
     else:
         print(json.dumps(found, indent=4))
     return 0
+
+
+def _lookups(client: Client) -> Any:
+    """The manager's secret, config and network names, fetched only when a flag names one."""
+    from shoal.cli.serviceflags import Lookups
+
+    def names(path: str) -> Any:
+        return lambda: [o.get("name") or (o.get("Spec") or {}).get("Name") for o in client.get(path)]
+
+    return Lookups(secrets=names("/secrets"), configs=names("/configs"), networks=names("/networks"))
+
+
+def _inspect_service(client: Client, ref: str) -> dict[str, Any]:
+    """The service, or docker's client-side `Error: No such service: x` (exit 1)."""
+    from shoal.errors import NotFound
+
+    try:
+        svc: dict[str, Any] = client.get(f"/services/{ref}")
+    except NotFound:
+        raise ShoalError(f"No such service: {ref}") from None
+    return svc
+
+
+def _warnings(result: dict[str, Any] | None) -> None:
+    for warning in (result or {}).get("Warnings") or []:
+        print(warning, file=sys.stderr)
+
+
+def _wait(client: Client, ref: str, args: argparse.Namespace) -> int:
+    if args.detach:
+        return 0
+    from shoal.cli.serviceprogress import wait_on_service
+
+    return wait_on_service(client, ref, quiet=bool(args.quiet))
+
+
+def _create(args: argparse.Namespace) -> int:
+    """runCreate: the spec from the flags, the ID on stdout, then the progress unless -d."""
+    from shoal.cli.serviceflags import spec_from_create
+    from shoal.ids import random_name
+
+    with connect() as client:
+        spec = spec_from_create(args, _lookups(client))
+        if not spec.name:  # the daemon names it, as moby does (namesgenerator)
+            spec.name = spec.compose_name = random_name()
+        result = client.post("/services", {"spec": spec.to_dict()})
+        _warnings(result)
+        print(result["ID"])
+        sys.stdout.flush()
+        return _wait(client, result["ID"], args)
+
+
+def _update(args: argparse.Namespace) -> int:
+    """runUpdate: the current spec with the flags applied, sent with the version it was read
+    at (a concurrent change is refused, `update out of sequence`)."""
+    from shoal.cli.serviceflags import apply_update
+
+    with connect() as client:
+        svc = _inspect_service(client, args.service)
+        spec = apply_update(svc["spec"], args, _lookups(client))
+        result = client.post(f"/services/{svc['id']}/update",
+                             {"version": svc["spec_version"], "spec": spec,
+                              "rollback": "previous" if args.rollback else None})
+        _warnings(result)
+        print(args.service)
+        sys.stdout.flush()
+        return _wait(client, args.service, args)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    """runRollback: the manager swaps the spec and the previous one."""
+    with connect() as client:
+        svc = _inspect_service(client, args.service)
+        result = client.post(f"/services/{svc['id']}/update",
+                             {"version": svc["spec_version"], "spec": svc["spec"], "rollback": "previous"})
+        _warnings(result)
+        print(args.service)
+        sys.stdout.flush()
+        return _wait(client, args.service, args)
 
 
 def _rm(args: argparse.Namespace) -> int:
@@ -160,7 +187,8 @@ _SCALE = re.compile(r"^([^=]+)=(\d+)$")
 
 
 def _scale(args: argparse.Namespace) -> int:
-    errors = []
+    errors: list[str] = []
+    scaled: list[str] = []
     with connect() as client:
         for item in args.pairs:
             m = _SCALE.match(item)
@@ -170,8 +198,14 @@ def _scale(args: argparse.Namespace) -> int:
             try:
                 client.post(f"/services/{m.group(1)}/scale", {"replicas": int(m.group(2))})
                 print(f"{m.group(1)} scaled to {m.group(2)}")
+                scaled.append(m.group(1))
             except ShoalError as exc:
                 errors.append(str(exc))
+        if not args.detach:  # scale.go: then each service's progress, as update shows it
+            from shoal.cli.serviceprogress import wait_on_service
+
+            for name in scaled:
+                wait_on_service(client, name)
     if errors:
         raise ShoalError("\n".join(errors))
     return 0
@@ -217,6 +251,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     service = sub.add_parser("service", help="Manage swarm services")
     ssub = service.add_subparsers(dest="service_command", metavar="COMMAND")
     service.set_defaults(func=lambda _: (service.print_help(), 0)[1])
+
+    from shoal.cli.serviceflags import add_create_flags, add_update_flags
+
+    p = ssub.add_parser("create", help="Create a new service", usage="shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]")
+    add_create_flags(p)
+    p.set_defaults(func=_create)
+
+    p = ssub.add_parser("update", help="Update a service", usage="shoal service update [OPTIONS] SERVICE")
+    add_update_flags(p)
+    p.set_defaults(func=_update)
+
+    p = ssub.add_parser("rollback", help="Revert changes to a service's configuration",
+                        usage="shoal service rollback [OPTIONS] SERVICE")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="Exit immediately instead of waiting for the service to converge")
+    p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output")
+    p.add_argument("service", metavar="SERVICE")
+    p.set_defaults(func=_rollback)
 
     for name in ("ls", "list"):
         p = ssub.add_parser(name, help="List services")

@@ -67,9 +67,15 @@ def format_ports(spec: dict[str, Any]) -> str:
 def replicas_column(service: dict[str, Any]) -> str:
     status = service.get("status", {})
     text = f"{status.get('RunningTasks', 0)}/{status.get('DesiredTasks', 0)}"
-    placement = service.get("spec", {}).get("placement") or {}
-    if service_mode(service.get("spec", {})) == "replicated" and placement.get("max_replicas_per_node"):
+    spec = service.get("spec", {})
+    placement = spec.get("placement") or {}
+    mode = service_mode(spec)
+    if mode == "replicated" and placement.get("max_replicas_per_node"):
         text += f" (max {placement['max_replicas_per_node']} per node)"
+    elif mode.endswith("job"):  # formatter.go: the job's progress instead of the per-node max
+        desired, completed = int(status.get("DesiredTasks", 0)), int(status.get("CompletedTasks", 0))
+        total = int(spec.get("replicas") or 0) if mode == "replicated job" else desired + completed
+        text += f" ({completed}/{total} completed)"
     return text
 
 
