@@ -326,6 +326,7 @@ class Daemon:
             nonlocal collect_due
             worker.sync()
             self.agent.tidy()
+            self.node_networks.sync_overlays()
             if time.monotonic() >= collect_due:
                 # A worker's networks no task uses any more (a second is soon enough).
                 collect_due = time.monotonic() + NETWORK_COLLECT

@@ -167,6 +167,28 @@ class NodeNetworks:
                     store.update(name, lambda n, ip=ip: n.assigned.__setitem__(endpoint, ip))
             if not self.manager:
                 self._ensure_service(store, task.service_id)
+        self._join_overlays(store, [a["target"] for a in task.spec.get("networks") or []])
+
+    def _join_overlays(self, store: Any, names: list[str]) -> None:
+        """An overlay network's bridge and VXLAN device, with its peers, before the task's
+        container is attached: it reaches the tasks of other nodes from its first packet."""
+        from shoal.network import bridge, overlay
+
+        nets = [n for n in (store.find(name) for name in names)
+                if n is not None and n.driver == "overlay" and overlay.vni_of(n.options)]
+        if not nets:
+            return
+        with store.lock():
+            for net in nets:
+                bridge.ensure_bridge(net)
+        self.sync_overlays()
+
+    def sync_overlays(self) -> None:
+        """This node's VXLAN devices and their neighbour and forwarding entries made the
+        manager's view (network/overlay.py); cheap when nothing changed (every agent pass)."""
+        from shoal.network import overlay
+
+        overlay.sync(self.agent.networks)
 
     def _drop_removed_services(self, store: Any) -> None:
         """Service endpoints the manager no longer lists (the service was removed, its last

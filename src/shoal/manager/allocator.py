@@ -124,3 +124,42 @@ def reconcile(tx: Transaction, now: float, networks: Networks | None = None) -> 
                     continue
             task.advance(TaskState.PENDING, "pending task scheduling", now=now)
         tx.update("task", task.to_dict())
+
+
+# ---- VXLAN IDs ------------------------------------------------------------------------------------
+# swarmkit's allocator gives each overlay network a VXLAN ID (VNI) from 4096 up (below is left to
+# the host's own VXLANs) to 2^24-1, the field's width; the network keeps it in Docker's option.
+VNI_FIRST = 4096
+VNI_LAST = (1 << 24) - 1
+
+
+def vnis_in_use(options: list[dict[str, str]]) -> set[int]:
+    from shoal.network.overlay import vni_of
+
+    return {v for v in (vni_of(o) for o in options) if v}
+
+
+def allocate_vni(network: str, used: set[int], first: int = VNI_FIRST, last: int = VNI_LAST) -> int:
+    """The lowest VNI no other network holds; a clear error when the pool is exhausted."""
+    for vni in range(first, last + 1):
+        if vni not in used:
+            return vni
+    raise ShoalError(f"could not allocate a VXLAN ID (VNI) for network {network}: "
+                     f"the pool {first}-{last} is exhausted ({len(used)} networks hold one)")
+
+
+def reserve_vni(network: str, options: dict[str, str], used: set[int],
+                first: int = VNI_FIRST, last: int = VNI_LAST) -> dict[str, str]:
+    """`options` with the network's VNI: the one given (Docker honours a vxlanid_list opt), checked
+    free and in range, else a new one."""
+    from shoal.errors import Conflict, InvalidArgument
+    from shoal.network.overlay import VXLANID_OPTION, vni_of
+
+    given = vni_of(options)
+    if given:
+        if not first <= given <= last:
+            raise InvalidArgument(f"network {network}: VXLAN ID {given} is out of the range {first}-{last}")
+        if given in used:
+            raise Conflict(f"network {network}: VXLAN ID {given} is in use by another network")
+        return dict(options)
+    return {**options, VXLANID_OPTION: str(allocate_vni(network, used, first, last))}

@@ -58,6 +58,10 @@ class _View:
     tasks_by_node: dict[str, dict[str, dict[str, Any]]]
     services: list[ServiceRecord]
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> record
+    # Overlay networks: name -> [(task address, node ID)] of the tasks placed on a node (issue 12);
+    # node ID -> (its address, hostname) for the nodes that are not down.
+    peers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    nodes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class NotAssigned(ShoalError):
@@ -152,6 +156,50 @@ def _container_events(tx: Any, task: Task, was: TaskState, had_container: str) -
         tx.note("container", cid, action, {"id": cid, "node_id": task.node_id, "attributes": attrs})
 
 
+_PLACED = frozenset(s.text for s in TaskState if TaskState.ASSIGNED <= s <= TaskState.RUNNING)
+
+
+def overlay_peers(tasks: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """network name -> (address, node ID) of every task that is placed on a node and not finished
+    (its address is held: allocator._held), so the other nodes can reach it from the moment its
+    node makes it until it ends."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for t in tasks:
+        node_id = t.get("node_id")
+        if not node_id or t["status"]["state"] not in _PLACED:
+            continue
+        for attachment in t.get("networks") or []:
+            for addr in attachment.get("addresses") or []:
+                out.setdefault(attachment["network"], []).append((addr.split("/")[0], node_id))
+    return out
+
+
+def _live_nodes(store: Store) -> dict[str, tuple[str, str]]:
+    from shoal.network.overlay import node_address
+
+    out = {}
+    for raw in store.list("node"):
+        node = Node.from_dict(raw)
+        addr = node_address(node.status.addr)
+        if node.status.state != "down" and addr:
+            out[node.id] = (addr, node.hostname)
+    return out
+
+
+def overlay_record(view: _View, name: str, node_id: str) -> dict[str, Any]:
+    """The network as the node is sent it; an overlay network carries the node's own address
+    (the local end of its VXLAN tunnels) and its peers: the tasks of the network on the other
+    nodes that are up, each with its node's address and name."""
+    record = view.networks[name]
+    if record.get("driver") != "overlay":
+        return record
+    local = view.nodes.get(node_id, ("", ""))[0]
+    peers = sorted({(ip, *view.nodes[nid]) for ip, nid in view.peers.get(name, ())
+                    if nid != node_id and nid in view.nodes})
+    return {**record, "overlay": {"local": local,
+                                  "peers": [{"ip": ip, "node": addr, "name": host} for ip, addr, host in peers]}}
+
+
 class Dispatcher:
     def __init__(self, store: Store, heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD,
                  on_change: Callable[[], None] = lambda: None, managers: list[str] | None = None,
@@ -179,13 +227,15 @@ class Dispatcher:
         if view is not None and view.revision == revision:
             return view
         by_node: dict[str, dict[str, dict[str, Any]]] = {}
-        for t in self.store.list("task"):
+        all_tasks = self.store.list("task")
+        for t in all_tasks:
             node_id = t.get("node_id")
             if node_id and t["status"]["state"] in _DISPATCHED:
                 by_node.setdefault(node_id, {})[t["id"]] = t
         # Read after the revision: a write in between makes the next look read again.
         view = _View(revision, by_node, service_records(self.store),
-                     self.network_records() if self.network_records is not None else {})
+                     self.network_records() if self.network_records is not None else {},
+                     overlay_peers(all_tasks), _live_nodes(self.store))
         self._view = view
         return view
 
@@ -428,7 +478,7 @@ class Dispatcher:
         services = view.services
         services_out = services if complete or services != session.services else None
         net_names = sorted({a["target"] for t in tasks.values() for a in (t.get("spec") or {}).get("networks") or []})
-        networks = [view.networks[n] for n in net_names if n in view.networks]
+        networks = [overlay_record(view, n, session.node_id) for n in net_names if n in view.networks]
         networks_out = networks if complete or networks != session.networks else None
         node_key = _node_key(raw_node)
         node_out = dict(raw_node) if complete or node_key != session.node_key else None

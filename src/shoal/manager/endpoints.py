@@ -25,15 +25,25 @@ def ensure_networks(stack: dict[str, Any]) -> list[str]:
     from shoal.network.stack import ensure_network
     from shoal.network.store import NetworkStore
 
+    from shoal.manager.allocator import reserve_vni, vnis_in_use
+    from shoal.network.overlay import check_options
+
     store = NetworkStore()
     created: list[str] = []
+    specs = [_network_spec(raw) for raw in stack.get("networks", {}).values()]
+    for spec in specs:  # all refused before any is made
+        if not spec.external and store.find(spec.name) is None:
+            check_options(spec.name, spec.driver or "overlay", dict(spec.driver_opts))
     try:
-        for raw in stack.get("networks", {}).values():
-            spec = _network_spec(raw)
-            existed = spec.external or store.find(spec.name) is not None
-            ensure_network(spec, store)
-            if not existed:
-                created.append(spec.name)
+        with store.lock():  # the VNIs in use are read and one taken in one step
+            for spec in specs:
+                existed = spec.external or store.find(spec.name) is not None
+                if not existed and (spec.driver or "overlay") == "overlay":
+                    used = vnis_in_use([n.options for n in store.list() if n.driver == "overlay"])
+                    spec.driver_opts = reserve_vni(spec.name, dict(spec.driver_opts), used)
+                ensure_network(spec, store)
+                if not existed:
+                    created.append(spec.name)
     except BaseException:
         undo_networks(created)
         raise

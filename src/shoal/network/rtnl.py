@@ -15,16 +15,21 @@ import socket
 import struct
 from types import TracebackType
 
-RTM_NEWLINK, RTM_DELLINK = 16, 17
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x100, 0x200, 0x400, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
+IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PROXY, IFLA_VXLAN_PORT = 1, 4, 7, 11, 15
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
@@ -34,6 +39,7 @@ _HEADER = struct.Struct("=LHHLL")  # nlmsghdr
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg
+_NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, ifindex, state, flags, type
 
 
 def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
@@ -62,6 +68,14 @@ def _u32(value: int) -> bytes:
 
 def _mac(value: str) -> bytes:
     return bytes(int(octet, 16) for octet in value.split(":"))
+
+
+def _u8(value: int) -> bytes:
+    return struct.pack("=B", value)
+
+
+def _mac_text(value: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in value)
 
 
 def index(name: str) -> int | None:
@@ -149,6 +163,76 @@ class Rtnl:
         body = (_IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + _attr(IFLA_IFNAME, _name(name)) + _attr(IFLA_MTU, _u32(mtu))
                 + _attr(IFLA_MASTER, _u32(master)) + _attr(IFLA_LINKINFO, linkinfo))
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"add veth {name}")
+
+    def add_vxlan(self, name: str, *, vni: int, local: str, port: int, mtu: int, master: int) -> None:
+        """A VXLAN device enslaved to `master`: no learning (the forwarding entries are static,
+        programmed from the manager's view) and ARP answered from its neighbour table (proxy);
+        no default destination, so nothing unknown is flooded to other nodes."""
+        data = (_attr(IFLA_VXLAN_ID, _u32(vni)) + _attr(IFLA_VXLAN_LOCAL, socket.inet_aton(local))
+                + _attr(IFLA_VXLAN_LEARNING, _u8(0)) + _attr(IFLA_VXLAN_PROXY, _u8(1))
+                + _attr(IFLA_VXLAN_PORT, struct.pack("!H", port)))
+        linkinfo = _attr(IFLA_INFO_KIND, _name("vxlan")) + _attr(IFLA_INFO_DATA, data)
+        body = (_IFINFO.pack(0, 0, 0, 0, 0) + _attr(IFLA_IFNAME, _name(name)) + _attr(IFLA_MTU, _u32(mtu))
+                + _attr(IFLA_MASTER, _u32(master)) + _attr(IFLA_LINKINFO, linkinfo))
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"add vxlan {name}")
+
+    def links(self) -> list[dict[str, object]]:
+        """Every link of this namespace: index, name, kind, alias, master index, up."""
+        out: list[dict[str, object]] = []
+        for header, attrs in self.dump(RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0), _IFINFO.size, "list links"):
+            _family, _type, idx, flags, _change = _IFINFO.unpack(header)
+            kind = ""
+            if IFLA_LINKINFO in attrs:
+                info = attrs[IFLA_LINKINFO]
+                kind = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode()
+            out.append({"index": idx, "name": attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), "kind": kind,
+                        "alias": attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(),
+                        "master": struct.unpack("=I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
+                        "up": bool(flags & IFF_UP)})
+        return out
+
+    # ---- neighbour and forwarding entries (a VXLAN device's static peers) ---------------------
+    def neighbours(self, link: int) -> dict[str, str]:
+        """The link's IPv4 neighbour entries: address -> MAC."""
+        out = {}
+        for header, attrs in self.dump(RTM_GETNEIGH, _NDMSG.pack(socket.AF_INET, 0, 0, 0, 0), _NDMSG.size,
+                                       "list neighbours"):
+            family, idx, _state, _flags, _type = _NDMSG.unpack(header)
+            if family == socket.AF_INET and idx == link and NDA_DST in attrs and NDA_LLADDR in attrs:
+                out[socket.inet_ntoa(attrs[NDA_DST])] = _mac_text(attrs[NDA_LLADDR])
+        return out
+
+    def set_neighbour(self, link: int, address: str, mac: str) -> None:
+        body = (_NDMSG.pack(socket.AF_INET, link, NUD_PERMANENT, 0, 0) + _attr(NDA_DST, socket.inet_aton(address))
+                + _attr(NDA_LLADDR, _mac(mac)))
+        self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body, f"set neighbour {address}")
+
+    def delete_neighbour(self, link: int, address: str) -> None:
+        body = _NDMSG.pack(socket.AF_INET, link, 0, 0, 0) + _attr(NDA_DST, socket.inet_aton(address))
+        self.request(RTM_DELNEIGH, 0, body, f"delete neighbour {address}")
+
+    def fdb(self, link: int) -> dict[str, str]:
+        """The link's own forwarding entries (`bridge fdb ... self`) with a remote: MAC -> the
+        remote's IPv4 address."""
+        out = {}
+        for header, attrs in self.dump(RTM_GETNEIGH, _NDMSG.pack(socket.AF_BRIDGE, 0, 0, 0, 0), _NDMSG.size,
+                                       "list forwarding entries"):
+            family, idx, _state, flags, _type = _NDMSG.unpack(header)
+            dst = attrs.get(NDA_DST, b"")
+            if family == socket.AF_BRIDGE and idx == link and flags & NTF_SELF and len(dst) == 4 \
+                    and NDA_LLADDR in attrs:
+                out[_mac_text(attrs[NDA_LLADDR])] = socket.inet_ntoa(dst)
+        return out
+
+    def set_fdb(self, link: int, mac: str, remote: str) -> None:
+        body = (_NDMSG.pack(socket.AF_BRIDGE, link, NUD_PERMANENT, NTF_SELF, 0) + _attr(NDA_LLADDR, _mac(mac))
+                + _attr(NDA_DST, socket.inet_aton(remote)))
+        self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body, f"set forwarding entry {mac}")
+
+    def delete_fdb(self, link: int, mac: str, remote: str) -> None:
+        body = (_NDMSG.pack(socket.AF_BRIDGE, link, 0, NTF_SELF, 0) + _attr(NDA_LLADDR, _mac(mac))
+                + _attr(NDA_DST, socket.inet_aton(remote)))
+        self.request(RTM_DELNEIGH, 0, body, f"delete forwarding entry {mac}")
 
     def set_alias(self, link: int, alias: str) -> None:
         self.request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, link, 0, 0) + _attr(IFLA_IFALIAS, alias.encode()),

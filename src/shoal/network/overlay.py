@@ -1,0 +1,113 @@
+"""Overlay networks across nodes: what a node's VXLAN devices and their peers should be, from
+the networks the manager sent it, made so in the kernel (vxlan.py).
+
+The manager allocates each overlay network a VNI (manager/allocator.py, kept in the network's
+options under Docker's `com.docker.network.driver.overlay.vxlanid_list`) and sends every node,
+with each network its tasks use, the node's own address and the peers: every task of the
+network on other nodes, with the address of its node (manager/dispatcher.py). `sync` makes the
+node's devices and entries exactly that, removing whatever else it finds (a view from before a
+partition, a device left by a crash)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from typing import Any
+
+from shoal.errors import InvalidArgument
+from shoal.network import rtnl, vxlan
+
+log = logging.getLogger("shoald.network")
+
+VXLANID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"  # Docker's option: the VNI(s)
+ENCRYPTED_OPTION = "encrypted"
+NOT_ENCRYPTED = "encrypted overlay networks are not supported yet"
+
+
+def vni_of(options: dict[str, str]) -> int:
+    """The network's VNI (0: none allocated). Docker's option is a comma-separated list, one
+    VNI per subnet; shoal networks have one subnet."""
+    raw = (options.get(VXLANID_OPTION) or "").split(",")[0].strip()
+    return int(raw) if raw.isdigit() else 0
+
+
+def check_options(name: str, driver: str, options: dict[str, str]) -> None:
+    """Refuse what an overlay network cannot honour before anything is made: an encrypted
+    network must never run in clear, and a VNI given by hand must be one."""
+    if driver != "overlay":
+        return
+    if ENCRYPTED_OPTION in options:
+        raise InvalidArgument(f"network {name}: {NOT_ENCRYPTED}")
+    raw = options.get(VXLANID_OPTION)
+    if raw is not None and not raw.strip().isdigit():
+        raise InvalidArgument(f"network {name}: invalid {VXLANID_OPTION} {raw!r}: want one VXLAN ID")
+
+
+def node_address(addr: str) -> str:
+    """A node's address as the dispatcher has it (`host` or `host:port`) -> the IPv4 address
+    its VXLAN traffic uses; "" when it has none."""
+    host = addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        return ""
+
+
+def peers_of(record: dict[str, Any]) -> list[vxlan.Peer]:
+    from shoal.network.bridge import mac_for
+
+    return [vxlan.Peer(ip=p["ip"], mac=mac_for(p["ip"]), remote=p["node"])
+            for p in (record.get("overlay") or {}).get("peers") or [] if p.get("ip") and p.get("node")]
+
+
+_lock = threading.Lock()
+_applied: dict[str, tuple[Any, ...]] = {}  # device name -> what was last made of it
+_swept = False  # the first sync of this process looks at every device (a crash may have left some)
+
+
+def sync(records: dict[str, dict[str, Any]]) -> None:
+    """Bring this node's VXLAN devices and their entries to the manager's view: `records` are
+    the networks the manager sent (by name). A network whose bridge is not there (no task of
+    this node attached yet, or it was removed) has no device."""
+    global _swept
+    from shoal.network.store import NetworkStore
+
+    wanted: dict[str, tuple[Any, ...]] = {}
+    for net in NetworkStore().list():
+        vni = vni_of(net.options) if net.driver == "overlay" else 0
+        record = records.get(net.name)
+        if not vni or record is None or record.get("id") != net.id:
+            continue
+        local = (record.get("overlay") or {}).get("local") or ""
+        bridge = rtnl.index(net.bridge)
+        if not local or bridge is None:
+            continue
+        peers = tuple(sorted(peers_of(record), key=lambda p: p.ip))
+        wanted[vxlan.device_name(vni, net.id)] = (vni, local, net.bridge, bridge, net.mtu, peers)
+    with _lock:
+        fresh = {name: rtnl.index(name) for name in wanted}
+        if _swept and wanted.keys() == _applied.keys() and \
+                all(_applied[n] == (*spec, fresh[n]) for n, spec in wanted.items()):
+            return  # nothing changed since the last sync (entries change only through here)
+        existing = vxlan.devices()
+        for name in existing.keys() - wanted.keys():
+            vxlan.delete(name)
+            _applied.pop(name, None)
+            log.info("removed vxlan %s", name)
+        for name in _applied.keys() - wanted.keys():
+            _applied.pop(name, None)
+        _swept = True
+        for name, spec in wanted.items():
+            vni, local, bridge_name, _bridge, mtu, peers = spec
+            try:
+                link = vxlan.ensure_device(name, vni=vni, local=local, bridge=bridge_name, mtu=mtu,
+                                           known=existing.get(name))
+                added, removed = vxlan.program(link, list(peers))
+            except OSError as exc:
+                _applied.pop(name, None)  # tried again at the next sync
+                log.warning("vxlan %s: %s", name, exc)
+                continue
+            if added or removed:
+                log.info("vxlan %s: %d entries set, %d removed (%d peers)", name, added, removed, len(peers))
+            _applied[name] = (*spec, link)
