@@ -8,9 +8,10 @@ What the table does:
 - load balancing (chain `lb`, from prerouting and output): a service VIP to its tasks (all ports,
   like Swarm's VIP), and published ports on every local address (127.0.0.1 included) or on one
   host IP, DNAT to the backends with `numgen inc` (an even round robin of new connections);
-- postrouting: egress masquerade of each non-internal network, masquerade of 127.0.0.0/8 clients
-  (needs route_localnet on the bridge), of same-network DNAT (hairpin) and of ports published
-  with keep_client_ip=False; otherwise the client's address reaches the backend unchanged;
+- postrouting: egress masquerade of each non-internal network, a 1:1 source map of 127.0.0.0/8
+  clients onto LOOPBACK_CLIENTS (needs route_localnet on the bridge; see below), masquerade of
+  same-network DNAT (hairpin) and of ports published with keep_client_ip=False; otherwise the
+  client's address reaches the backend unchanged;
 - forward: isolation between shoal networks (only DNATed traffic may cross) and an explicit
   accept so shoal traffic is not left to another table's policy;
 - input: nothing from a bridge to the host's 127.0.0.0/8 but replies of DNATed connections.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.errors import ShoalError
@@ -31,6 +32,16 @@ from shoal.network.store import Network, NetworkStore
 FAMILY = "ip"
 # Marks connections to ports published with keep_client_ip=False ("SHOL").
 SNAT_MARK = 0x53484F4C
+# A task cannot answer 127.0.0.1, so a loopback client of a published port needs a source
+# address the task routes back to the host. 127.a.b.c appears as 169.254.b.c (nft's netmap:
+# `snat ip prefix to`), one address per loopback client and none shared with anything else.
+# Masquerading them all to the bridge's gateway (as before, and as Docker does) put every
+# loopback client and the host's own direct connections into one (address, port) space at the
+# task: under short connections the NAT had to rewrite ports on clashes (nf_conntrack "found"),
+# the rewritten SYN met a TIME_WAIT socket of another connection at the task, which refused it
+# (TcpExtPAWSTimewait) and the client resent it a second later: 0.07 of a direct connection.
+# Replies go to the task's default route, the bridge's gateway, where conntrack un-maps them.
+LOOPBACK_CLIENTS = "169.254.0.0/16"
 
 
 @dataclass
@@ -48,6 +59,7 @@ class VipRule:
     vip: str
     backends: list[str]
     owner: str = ""
+    remote: list[str] = field(default_factory=list)  # the backends on other nodes (overlay)
 
 
 def table_name() -> str:
@@ -85,12 +97,19 @@ def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable
                   f' comment "{p.owner}"')
 
     post: list[str] = [
-        'oifname "shoal*" ip saddr 127.0.0.0/8 masquerade',
+        f'oifname "shoal*" ip saddr 127.0.0.0/8 snat ip prefix to {LOOPBACK_CLIENTS}',
         f"ct mark {SNAT_MARK:#x} ct status dnat masquerade",
     ]
     fwd: list[str] = []
     all_subnets = ", ".join(n.subnet for n in nets)
     for n in nets:
+        remote = _remote_in(n, vips)
+        if remote:
+            # A task reaching a task of another node through a VIP keeps its address: the reply
+            # comes back over the overlay, bridged, and the bridge's conntrack (br_netfilter)
+            # un-DNATs it. Masqueraded to this bridge's gateway it would go to the gateway of
+            # the far node, which has the same address.
+            post.append(f"ip saddr {n.subnet} ip daddr {{ {remote} }} ct status dnat accept")
         post.append(f"ip saddr {n.subnet} ip daddr {n.subnet} ct status dnat masquerade")
         if not n.internal:
             post.append(f'ip saddr {n.subnet} oifname != "shoal*" masquerade')
@@ -124,6 +143,14 @@ def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable
     )
 
 
+def _remote_in(net: Network, vips: Iterable[VipRule]) -> str:
+    import ipaddress
+
+    subnet = net.subnet_net()
+    return ", ".join(sorted({ip for v in vips for ip in v.remote if ipaddress.IPv4Address(ip) in subnet},
+                            key=lambda ip: ipaddress.IPv4Address(ip)))
+
+
 def run_nft(script: str) -> None:
     proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -150,7 +177,9 @@ def collect(store: NetworkStore) -> tuple[list[Network], list[VipRule], list[Por
         if svc.endpoint_mode == "vip":
             for net_id, vip in svc.vips.items():
                 if net_id in by_id:
-                    vips.append(VipRule(vip, [b.ips[net_id] for b in svc.backends if net_id in b.ips], f"service {svc.name}"))
+                    remote = list(svc.remote.get(net_id, []))
+                    vips.append(VipRule(vip, [b.ips[net_id] for b in svc.backends if net_id in b.ips] + remote,
+                                        f"service {svc.name}", remote))
         for p in svc.ports:
             if not p.published:
                 continue
