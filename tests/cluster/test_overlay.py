@@ -59,8 +59,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iter
         if (c.dir / "cluster.json").exists():
             c.shoal("cluster", "rm", c.name, check=False)
     # `cluster rm` took the nodes' namespaces, and every VXLAN device in them, away.
-    assert netns_names() <= before["netns"]
-    assert not {n for n in link_names() - before["links"] if n.startswith("vx-")}
+    assert not {n for n in netns_names() - before["netns"] if n.startswith(c.name)}
+    assert not {n for n in link_names() - before["links"] if n.startswith(("vx-", c.name))}
 
 
 def compose(base: Path, replicas: int, **net: Any) -> Path:

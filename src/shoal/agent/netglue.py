@@ -136,6 +136,8 @@ class NodeNetworks:
         self.agent = agent
         self.manager = manager
         self._lock = threading.Lock()
+        self._vips_key: tuple[int, int] | None = None
+        self._vips_due = 0.0
 
     def setup(self, task: Task) -> None:
         from shoal.agent.taskspec import container_name
@@ -185,10 +187,59 @@ class NodeNetworks:
 
     def sync_overlays(self) -> None:
         """This node's VXLAN devices and their neighbour and forwarding entries made the
-        manager's view (network/overlay.py); cheap when nothing changed (every agent pass)."""
+        manager's view (network/overlay.py), and the VIPs on its overlay networks made to
+        reach the tasks of every node; cheap when nothing changed (every agent pass)."""
         from shoal.network import overlay
 
         overlay.sync(self.agent.networks)
+        key = (self.agent.services_version, self.agent.store.revision())
+        if key != self._vips_key or time.monotonic() >= self._vips_due:
+            self._sync_vips()
+            self._vips_key, self._vips_due = key, time.monotonic() + 1.0  # endpoints come and go too
+
+    def _live_networks(self) -> set[str]:
+        """Names of the networks the node's live tasks use."""
+        from shoal.model.cluster import TaskState
+
+        tasks = [Task.from_dict(raw) for raw in self.agent.store.list("task")]
+        return {a["target"] for t in tasks
+                if not t.status.state.terminal and t.desired_state <= TaskState.RUNNING
+                or t.status.state in (TaskState.STARTING, TaskState.RUNNING)
+                for a in t.spec.get("networks") or []}
+
+    def _vip_services(self, networks: set[str]) -> set[str]:
+        """Services with a VIP on one of these overlay networks: every node with a task on the
+        network answers their VIP, as in Swarm, whether or not one of their tasks runs there."""
+        from shoal.network.store import NetworkStore
+
+        overlays = {n.name for n in NetworkStore().list() if n.driver == "overlay"}
+        return {r.service_id for r in self.agent.services
+                if r.network in networks and r.network in overlays and r.mode == "vip" and r.vip}
+
+    def _sync_vips(self) -> None:
+        """Each VIP on this node's overlay networks: its service's endpoint here (a worker makes
+        it for services with no task here too) and, in its rotation, the service's running
+        tasks on other nodes (the manager's service records), reached over the overlay."""
+        from shoal.network import lb
+        from shoal.network.store import NetworkStore
+
+        store = NetworkStore()
+        live = self._live_networks()
+        nets = {n.name: n for n in store.list() if n.driver == "overlay" and n.name in live}
+        if not nets:
+            return
+        with self._lock:
+            if not self.manager:
+                for service_id in sorted(self._vip_services(set(nets))):
+                    self._ensure_service(store, service_id)
+        remote: dict[str, dict[str, list[str]]] = {}
+        for record in self.agent.services:
+            net = nets.get(record.network)
+            if net is None:
+                continue
+            local = {e.ip for e in net.endpoints.values()} | set(net.assigned.values())
+            remote.setdefault(record.service_id, {})[net.id] = sorted(ip for ip in record.task_ips if ip not in local)
+        lb.set_remote(remote, store)
 
     def _drop_removed_services(self, store: Any) -> None:
         """Service endpoints the manager no longer lists (the service was removed, its last
@@ -237,7 +288,8 @@ class NodeNetworks:
             return
         lb.set_service(lb.Service(id=service_id, name=records[0].service_name, vips=vips, ports=ports,
                                   backends=current.backends if current is not None else [],
-                                  endpoint_mode=records[0].mode), store)
+                                  endpoint_mode=records[0].mode,
+                                  remote=current.remote if current is not None else {}), store)
 
     def collect(self) -> list[str]:
         """On a worker: the networks (and the service endpoints on them) that no task of this
@@ -268,6 +320,7 @@ class NodeNetworks:
             if self.manager:
                 return removed
             listed = {r.service_id for r in self.agent.services}
+            services |= self._vip_services(wanted)
             for svc in lb.load_services():
                 if svc.id not in services or svc.id not in listed:
                     lb.remove_service(svc.id, store)

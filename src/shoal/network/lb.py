@@ -49,13 +49,16 @@ class Service:
     ports: list[ServicePort] = field(default_factory=list)
     backends: list[Backend] = field(default_factory=list)
     endpoint_mode: str = "vip"  # vip | dnsrr (dnsrr has no VIP; published ports still balance)
+    # network ID -> addresses of the service's running tasks on other nodes (the manager's view),
+    # reached over the overlay: in the VIP's rotation beside the local backends (issue 12).
+    remote: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies, a tenth of a second for 1,000 backends.
         return {"id": self.id, "name": self.name, "vips": dict(self.vips),
                 "ports": [asdict(p) for p in self.ports],
                 "backends": [{"task_id": b.task_id, "ips": b.ips} for b in self.backends],
-                "endpoint_mode": self.endpoint_mode}
+                "endpoint_mode": self.endpoint_mode, "remote": {k: list(v) for k, v in self.remote.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Service:
@@ -254,6 +257,27 @@ def add_backends(adds: dict[str, list[Backend]], store: NetworkStore | None = No
             _save(svc)
         nft.apply(store)
     return missing
+
+
+def set_remote(remote: dict[str, dict[str, list[str]]], store: NetworkStore | None = None) -> None:
+    """Service ID -> network ID -> its tasks' addresses on other nodes; services not here are
+    skipped. One nft transaction, only when something changed."""
+    from shoal.network import nft
+
+    store = store or NetworkStore()
+    with store.lock():
+        changed = False
+        for service_id, by_net in remote.items():
+            try:
+                svc = get_service(service_id)
+            except NotFound:
+                continue
+            if svc.remote != by_net:
+                svc.remote = by_net
+                _save(svc)
+                changed = True
+        if changed:
+            nft.apply(store)
 
 
 def remove_backend(service_id: str, task_id: str, store: NetworkStore | None = None) -> None:

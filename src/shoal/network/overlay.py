@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from shoal.errors import InvalidArgument
@@ -66,6 +67,20 @@ _applied: dict[str, tuple[Any, ...]] = {}  # device name -> what was last made o
 _swept = False  # the first sync of this process looks at every device (a crash may have left some)
 
 
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
+def _bridge_conntrack() -> None:
+    """Frames bridged between the VXLAN device and a task pass the node's conntrack (Docker
+    needs br_netfilter too): a reply from a task of another node to a VIP's client is un-DNATed
+    there (network/nft.py)."""
+    try:
+        if BRIDGE_NF.read_text().strip() != "1":
+            BRIDGE_NF.write_text("1\n")
+    except OSError as exc:
+        log.warning("br_netfilter is not available (%s): VIPs will not reach tasks on other nodes", exc)
+
+
 def sync(records: dict[str, dict[str, Any]]) -> None:
     """Bring this node's VXLAN devices and their entries to the manager's view: `records` are
     the networks the manager sent (by name). A network whose bridge is not there (no task of
@@ -86,6 +101,8 @@ def sync(records: dict[str, dict[str, Any]]) -> None:
         peers = tuple(sorted(peers_of(record), key=lambda p: p.ip))
         wanted[vxlan.device_name(vni, net.id)] = (vni, local, net.bridge, bridge, net.mtu, peers)
     with _lock:
+        if wanted and not _swept:
+            _bridge_conntrack()
         fresh = {name: rtnl.index(name) for name in wanted}
         if _swept and wanted.keys() == _applied.keys() and \
                 all(_applied[n] == (*spec, fresh[n]) for n, spec in wanted.items()):
