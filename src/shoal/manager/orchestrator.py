@@ -62,6 +62,11 @@ class _Pass:
         node = self.nodes.get(node_id)
         return node is None or node.state == "down"
 
+    def node_draining(self, node_id: str) -> bool:
+        """Up and drained: its tasks move off in order (_drain), not all at once."""
+        node = self.nodes.get(node_id)
+        return node is not None and node.state != "down" and node.availability == "drain"
+
     def save_service(self, record: dict[str, Any]) -> None:
         record.update(self.tx.update("service", record))
 
@@ -306,6 +311,7 @@ def _reconcile_replicated(p: _Pass, svc: ServiceView, tasks: list[Task]) -> None
     for history in slots.values():
         history.sort(key=lambda t: t.created_at)
     _restart_dead(p, svc, slots, replicated=True)
+    _drain(p, svc, slots)
     occupied = {s: h for s, h in slots.items() if _slot_occupied(svc, h)}
     if len(occupied) < svc.replicas:
         # The service's first tasks wait for its dependencies; later ones (scale, restarts) don't.
@@ -445,8 +451,51 @@ def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]], repl
             if t.desired_state > TaskState.RUNNING:
                 continue
             if t.status.state > TaskState.RUNNING or (
-                    replicated and t.node_id and t.status.state >= TaskState.ASSIGNED and p.node_invalid(t.node_id)):
+                    replicated and t.node_id and t.status.state >= TaskState.ASSIGNED and p.node_invalid(t.node_id)
+                    and not p.node_draining(t.node_id)):
                 _restart(p, svc, t, history)
+
+
+def _drain(p: _Pass, svc: ServiceView, slots: dict[int, list[Task]]) -> None:
+    """The tasks of a drained node move to other nodes as an update moves tasks: `parallelism`
+    slots at a time (0: all), in the update's `order`. start-first: the replacement is made while
+    the old task runs and the old one is stopped once the replacement runs, so the service never
+    has fewer copies running (a replacement that fits nowhere leaves the old task running);
+    stop-first: the old task is stopped and its replacement starts when it has. swarmkit's drain
+    restarts every task at once through the restart supervisor; the issue asks for the update's
+    rules, which keep a drain from taking a service down (the delay between batches is not
+    applied: a drain is maintenance, not a rollout)."""
+    cfg = _update_config(svc)
+    in_flight = 0  # slots moving: an old copy still stopping, or a replacement not running yet
+    candidates: list[tuple[int, Task]] = []
+    for slot, history in slots.items():
+        on_node = [t for t in history if t.node_id and p.node_draining(t.node_id)
+                   and TaskState.ASSIGNED <= t.status.state <= TaskState.RUNNING]
+        wanted = [t for t in on_node if t.desired_state <= TaskState.RUNNING]
+        others = [t for t in history if t not in on_node and t.desired_state <= TaskState.RUNNING
+                  and t.status.state <= TaskState.RUNNING]
+        if wanted and not others:
+            candidates.append((slot, wanted[0]))
+        elif wanted and any(t.status.state == TaskState.RUNNING for t in others):
+            for t in wanted:  # start-first: the replacement runs, the old copy can stop now
+                t.desired_state = TaskState.SHUTDOWN
+                p.save(t)
+            in_flight += 1
+        elif on_node:
+            in_flight += 1
+        else:
+            drained = {t.id for t in history if t.node_id and p.node_draining(t.node_id)}
+            if any(t.replaces in drained and t.status.state < TaskState.RUNNING for t in others):
+                in_flight += 1  # stop-first: the old copy stopped, its replacement is starting
+    budget = len(candidates) if cfg["parallelism"] == 0 else cfg["parallelism"] - in_flight
+    for slot, old in sorted(candidates, key=lambda c: c[0])[: max(budget, 0)]:
+        if cfg["order"] == "start-first":
+            p.create(new_task(svc, slot, "", TaskState.RUNNING, p.now, replaces=old.id, restarted=True))
+        else:
+            old.desired_state = TaskState.SHUTDOWN
+            p.save(old)
+            p.create(new_task(svc, slot, "", TaskState.READY, p.now, replaces=old.id, restarted=True,
+                              start_after=p.now))
 
 
 def reconcile(tx: Transaction, now: float) -> float | None:
