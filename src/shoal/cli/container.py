@@ -625,18 +625,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # ---- prune / cleanup -------------------------------------------------------------------------
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    if not args.force:
-        sys.stdout.write("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-    removed = _manager().prune()
-    if removed:
-        print("Deleted Containers:")
-        for cid in removed:
-            print(cid)
-        print()
-    print("Total reclaimed space: 0B")
+    """docker/cli container prune: the question, `Deleted Containers:`, the writable layers'
+    bytes reclaimed (cli/system.py container_prune, shared with `system prune`)."""
+    from shoal.cli.prune import confirm, print_total
+    from shoal.cli.system import container_prune, prune_filters
+
+    filters = prune_filters(args.filter, ("until", "label", "label!"))
+    if not args.force and not confirm("WARNING! This will remove all stopped containers.\n"
+                                      "Are you sure you want to continue?"):
+        return 0
+    reclaimed, output = container_prune(filters)
+    if output:
+        print(output)
+    print_total(reclaimed)
     return 0
 
 
@@ -728,7 +729,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = group.add_subparsers(dest="container_command", metavar="COMMAND")
     _register_verbs(sub, in_group=True)
     p = sub.add_parser("prune", help="Remove all stopped containers")
-    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], help='Provide filter values (e.g. "until=<timestamp>")')
     p.set_defaults(func=cmd_prune)
     # conmon's exit command as a CLI verb too (the exit command itself uses shoal.runtime.reaper)
     p = sub.add_parser("cleanup")

@@ -53,7 +53,7 @@ _COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "save": ("shoal.cli.image", "shoal.cli.archive"),
     "build": ("shoal.cli.image", "shoal.cli.build"),
     **{c: ("shoal.cli.image", "shoal.cli.registry") for c in ("login", "logout", "pull", "push")},
-    **{c: ("shoal.cli.system",) for c in ("daemon", "events", "version")},
+    **{c: ("shoal.cli.system",) for c in ("daemon", "events", "version", "system", "builder")},
     "network": ("shoal.cli.network",),
     "service": ("shoal.cli.service",),
     "stack": ("shoal.cli.stack",),

@@ -1,10 +1,16 @@
-"""`shoal daemon`, `shoal version`, `shoal events`."""
+"""`shoal daemon`, `shoal version`, `shoal events`, and the `system` group as docker/cli's
+(df, prune, info, events) with `builder prune`. df and the prunes read and change this node's
+stores in this process (images, containers, volumes, build cache, networks); events and info ask
+shoald. The counting is runtime/diskusage.py's."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+from typing import Any
+
+from shoal.errors import ShoalError
 
 from shoal import __version__
 
@@ -57,12 +63,287 @@ def pretty_event(event: dict[str, object]) -> str:
     return line
 
 
+# ---- system df ---------------------------------------------------------------------------------
+
+FORMAT_HELP = ("Format output using a custom template: 'table': Print output in table format with column headers "
+               "(default); 'table TEMPLATE': Print output in table format using the given Go template; 'json': Print "
+               "in JSON format; 'TEMPLATE': Print output using the given Go template")
+
+
+def _human(size: int, precision: int = 4) -> str:
+    from shoal.units import human_size
+
+    return human_size(size, precision=precision)
+
+
+def df_rows(rows: list[Any]) -> list[dict[str, str]]:
+    """formatter.diskUsage*Context: `SIZE (PCT%)` reclaimable, the percentage Go's integer one."""
+    out = []
+    for r in rows:
+        reclaimable = _human(r.reclaimable)
+        if r.size > 0 and r.type != "Build Cache":
+            reclaimable += f" ({r.reclaimable * 100 // r.size}%)"
+        out.append({"Type": r.type, "TotalCount": str(r.total), "Active": str(r.active), "Size": _human(r.size),
+                    "Reclaimable": reclaimable})
+    return out
+
+
+def print_df(rows: list[Any], fmt: str | None) -> None:
+    from shoal.cli.format import print_formatted
+
+    print_formatted(fmt, ("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"),
+                    ("Type", "TotalCount", "Active", "Size", "Reclaimable"), df_rows(rows))
+
+
+def print_df_verbose(rows: list[Any], now: float) -> None:
+    """DiskUsageContext.verboseWriteTable: one table per kind, build cache last with its total."""
+    from shoal.cli.format import print_table
+    from shoal.cli.swarmfmt import ellipsis
+    from shoal.gofmt import quote
+    from shoal.runtime.inspect import command_text, status_text
+    from shoal.units import ago
+
+    images, containers, vols, cache = rows
+    print("Images space usage:\n")
+    image_rows = []
+    for item in images.items:
+        im = item["image"]
+        repo, tag = "<none>", "<none>"
+        if im.repo_tags:
+            repo, _, tag = im.repo_tags[0].rpartition(":")
+        image_rows.append([repo, tag, im.id.removeprefix("sha256:")[:12], ago(im.created, now) if im.created else "",
+                           _human(im.size, 3), _human(item["shared"]), _human(im.size - item["shared"]),
+                           str(item["containers"])])
+    print_table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"),
+                image_rows)
+    print("\nContainers space usage:\n")
+    print_table(("CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"),
+                [[i["container"].id[:12], i["container"].image, quote(ellipsis(command_text(i["container"]), 20)),
+                  str(sum(1 for m in i["container"].spec.mounts if m.type == "volume")), _human(i["size"], 3),
+                  ago(i["container"].created, now), status_text(i["container"], now), i["container"].name]
+                 for i in containers.items])
+    print("\nLocal Volumes space usage:\n")
+    print_table(("VOLUME NAME", "LINKS", "SIZE"),
+                [[i["volume"].name, str(i["links"]), _human(i["size"])] for i in vols.items])
+    print(f"\nBuild cache usage: {_human(cache.size)}\n")
+    print_table(("CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"),
+                [[i["image"].id.removeprefix("sha256:")[:12], "regular", _human(i["size"], 3),
+                  ago(i["image"].created, now) if i["image"].created else "", "", "0",
+                  "true" if i["shared"] else "false"] for i in cache.items])
+
+
+def _df(args: argparse.Namespace) -> int:
+    import time
+
+    from shoal.image.store import ImageStore
+    from shoal.runtime import diskusage
+    from shoal.runtime.manager import ContainerManager
+
+    rows = diskusage.usage(ImageStore(), ContainerManager().list(all=True))
+    if args.verbose and not args.format:
+        print_df_verbose(rows, time.time())
+    else:
+        print_df(rows, args.format)
+    return 0
+
+
+# ---- prunes --------------------------------------------------------------------------------------
+
+BUILDER_WARNING = "WARNING! This will remove all dangling build cache. Are you sure you want to continue?"
+BUILDER_ALL_WARNING = "WARNING! This will remove all build cache. Are you sure you want to continue?"
+
+
+def prune_filters(items: list[str], allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    """`--filter key=value` (repeatable); keys other than `allowed` are dockerd's invalid filter."""
+    from shoal.errors import InvalidArgument, ShoalError
+
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f'invalid argument "{item}" for "--filter" flag: bad format of filter '
+                                  "(expected name=value)")
+        key = key.strip().lower()
+        if key not in allowed:
+            err = ShoalError(f"invalid filter '{key}'")
+            err.from_daemon = True  # type: ignore[attr-defined]
+            raise err
+        out.setdefault(key, []).append(value.strip())
+    return out
+
+
+def _until(filters: dict[str, list[str]]) -> float | None:
+    from shoal.cli.image import parse_until
+
+    values = filters.get("until", [])
+    return min(parse_until(v) for v in values) if values else None
+
+
+def builder_prune(all_: bool, filters: dict[str, list[str]]) -> tuple[int, str]:
+    from shoal.image.store import ImageStore
+    from shoal.runtime import diskusage
+
+    removed, reclaimed = diskusage.prune_build_cache(ImageStore(), all=all_, until=_until(filters))
+    if not removed:
+        return 0, ""
+    return reclaimed, "Deleted build cache objects:\n" + "".join(f"{i.removeprefix('sha256:')}\n" for i in removed)
+
+
+def _builder_prune(args: argparse.Namespace) -> int:
+    from shoal.cli.prune import confirm, print_total
+
+    filters = prune_filters(args.filter, ("until", "id", "parent", "type", "description", "inuse", "shared",
+                                          "private"))
+    if not args.force and not confirm(BUILDER_ALL_WARNING if args.all else BUILDER_WARNING):
+        return 0
+    reclaimed, output = builder_prune(args.all, filters)
+    if output:
+        print(output)
+    print_total(reclaimed)
+    return 0
+
+
+def container_prune(filters: dict[str, list[str]]) -> tuple[int, str]:
+    from shoal.runtime import diskusage
+    from shoal.runtime.manager import ContainerManager
+
+    removed, reclaimed = diskusage.prune_containers(ContainerManager(), until=_until(filters),
+                                                    labels=filters.get("label", []),
+                                                    not_labels=filters.get("label!", []))
+    if not removed:
+        return 0, ""
+    return reclaimed, "Deleted Containers:\n" + "".join(f"{cid}\n" for cid in removed)
+
+
+def network_prune(filters: dict[str, list[str]]) -> str:
+    from shoal.network import cleanup
+
+    def keep(net: Any) -> bool:
+        labels = getattr(net, "labels", None) or {}
+        for cond in filters.get("label", []):
+            key, sep, value = cond.partition("=")
+            if key not in labels or (sep and labels[key] != value):
+                return False
+        for cond in filters.get("label!", []):
+            key, sep, value = cond.partition("=")
+            if key in labels and (not sep or labels[key] == value):
+                return False
+        return True
+
+    removed = cleanup.prune_networks(select=keep)
+    return "Deleted Networks:\n" + "".join(f"{n}\n" for n in removed) if removed else ""
+
+
+def image_prune(all_: bool, filters: dict[str, list[str]]) -> tuple[int, str]:
+    from shoal.image.store import ImageStore
+
+    records, reclaimed = ImageStore().prune_records(all=all_, until=_until(filters),
+                                                    labels=filters.get("label", []) +
+                                                    [c.replace("=", "!=", 1) if "=" in c else f"!{c}"
+                                                     for c in filters.get("label!", [])])
+    if not records:
+        return reclaimed, ""
+    return reclaimed, "Deleted Images:\n" + "".join(f"{r}\n" for r in records)
+
+
+def system_prune_warning(all_: bool, volumes_too: bool, filters: dict[str, list[str]]) -> str:
+    """docker/cli system prune's confirmationTemplate, with each pruner's words in pruneOrder."""
+    from shoal.cli.swarmfmt import natural_key
+
+    warnings = ["all stopped containers", "all networks not used by at least one container"]
+    if volumes_too:
+        warnings.append("all anonymous volumes not used by at least one container")
+    warnings.append("all images without at least one container associated to them" if all_ else "all dangling images")
+    warnings.append("all build cache" if all_ else "unused build cache")
+    text = "WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in warnings)
+    shown = sorted((f"{name}={v}" for name in ("label", "label!", "until") for v in filters.get(name, [])),
+                   key=natural_key)
+    if shown:
+        text += "\n  Items to be pruned will be filtered with:\n" + "".join(f"  - {f}\n" for f in shown)
+    return text + "\nAre you sure you want to continue?"
+
+
+def _system_prune(args: argparse.Namespace) -> int:
+    from shoal.cli import volume
+    from shoal.cli.prune import confirm, print_total
+
+    filters = prune_filters(args.filter, ("until", "label", "label!"))
+    if args.volumes and "until" in filters:
+        raise ShoalError('ERROR: The "until" filter is not supported with "--volumes"')
+    if not args.force and not confirm(system_prune_warning(args.all, args.volumes, filters)):
+        return 0
+    total = 0
+    # pruner.pruneOrder: containers release networks and volumes before those are pruned.
+    reclaimed, output = container_prune(filters)
+    total += reclaimed
+    if output:
+        print(output)
+    output = network_prune(filters)
+    if output:
+        print(output)
+    if args.volumes:
+        vol_filters = [f"label={v}" for v in filters.get("label", [])] + \
+                      [f"label!={v}" for v in filters.get("label!", [])]
+        reclaimed, output = volume.prune(False, vol_filters)
+        total += reclaimed
+        if output:
+            print(output)
+    reclaimed, output = image_prune(args.all, filters)
+    total += reclaimed
+    if output:
+        print(output)
+    reclaimed, output = builder_prune(args.all, filters)
+    total += reclaimed
+    if output:
+        print(output)
+    print_total(total)
+    return 0
+
+
+def _system_info(args: argparse.Namespace) -> int:
+    from shoal.cli.swarm import _info
+
+    return _info(args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    system = sub.add_parser("system", help="Manage shoal")
+    ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
+    system.set_defaults(func=lambda args: system.print_help() or 0)
+    p = ssub.add_parser("df", help="Show shoal disk usage")
+    p.add_argument("-v", "--verbose", action="store_true", help="Show detailed information on space usage")
+    p.add_argument("--format", default=None, help=FORMAT_HELP)
+    p.set_defaults(func=_df)
+    p = ssub.add_parser("prune", help="Remove unused data")
+    p.add_argument("-a", "--all", action="store_true", help="Remove all unused images not just dangling ones")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--volumes", action="store_true", help="Prune anonymous volumes")
+    p.add_argument("--filter", action="append", default=[], help='Provide filter values (e.g. "label=<key>=<value>")')
+    p.set_defaults(func=_system_prune)
+    p = ssub.add_parser("info", help="Display system-wide information")
+    p.set_defaults(func=_system_info)
+    p = ssub.add_parser("events", help="Get real time events from the server")
+    _events_flags(p)
+
+    builder = sub.add_parser("builder", help="Manage builds")
+    bsub = builder.add_subparsers(dest="builder_command", metavar="COMMAND")
+    builder.set_defaults(func=lambda args: builder.print_help() or 0)
+    p = bsub.add_parser("prune", help="Remove build cache")
+    p.add_argument("-a", "--all", action="store_true", help="Remove all unused build cache, not just dangling ones")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], help='Provide filter values (e.g. "until=24h")')
+    p.add_argument("--keep-storage", default=None, help="Amount of disk space to keep for cache")
+    p.set_defaults(func=_builder_prune)
+
     p = sub.add_parser("daemon", help="Run shoald (the manager and agent) in the foreground")
     p.set_defaults(func=_daemon)
     p = sub.add_parser("version", help="Show the shoal version information")
     p.set_defaults(func=_version)
     p = sub.add_parser("events", help="Get real time events from shoald")
+    _events_flags(p)
+
+
+def _events_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=int, help="Show events after this store revision")
     p.add_argument("--no-follow", action="store_true", help="Print past events and exit")
     p.add_argument("--format", help="Format the output ('json')")

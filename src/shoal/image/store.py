@@ -1028,6 +1028,56 @@ class ImageStore:
         records, reclaimed = self.prune_records(all)
         return [r.split(" ", 1)[1] for r in records if r.startswith("deleted: ")], reclaimed
 
+    def prune_build_cache(self, cache_ids: Iterable[str], all: bool = False,
+                          until: float | None = None) -> tuple[List[str], int]:
+        """`builder prune [-a]`: the build's step images (`cache_ids`, from the layer cache) that
+        no tag names and no container uses; without `all` only those no tagged or used image is
+        built on (dangling), with `all` every one, their children then built on their parent.
+        Returns the removed image IDs and the bytes reclaimed (layers no image keeps)."""
+        try:
+            with self.lock():
+                index = self._load_index()
+                images = index["images"]
+                tagged = set(index["tags"].values()) | set(index["digests"].values())
+                used = set(self.container_users())
+                keep: set[str] = set()
+                if not all:  # ancestors of what is tagged or used are not dangling
+                    for start in tagged | used:
+                        current = start
+                        while current in images and current not in keep:
+                            keep.add(current)
+                            current = images[current].get("parent", "")
+                victims = []
+                for image_id in dict.fromkeys(normalize_id(i) for i in cache_ids):
+                    record = images.get(image_id)
+                    if record is None or image_id in tagged or image_id in used or image_id in keep:
+                        continue
+                    if until is not None:
+                        try:
+                            created = parse_time(self._config(image_id).get("created"))
+                        except ShoalError:
+                            created = 0.0
+                        if created >= until:
+                            continue
+                    victims.append(image_id)
+                if not victims:
+                    return [], 0
+                removed_records = {i: images.pop(i) for i in victims}
+                for record in images.values():  # a child now built on its nearest kept ancestor
+                    parent = record.get("parent", "")
+                    while parent in removed_records:
+                        parent = removed_records[parent].get("parent", "")
+                    if record.get("parent", "") != parent:
+                        record["parent"] = parent
+                _write_json_atomic(self.index_path, index)
+                reclaimed = 0
+                for image_id, record in removed_records.items():
+                    _, size = self._collect_layers(index, record["layers"])
+                    reclaimed += size + self._remove_image_blobs(index, image_id, record)
+            return victims, reclaimed
+        finally:
+            self._empty_trash()
+
     def _collect_garbage(self, index: dict[str, Any]) -> int:
         """Stale ingest files and temp snapshots (their writer died: no flock), trash, and
         blobs nothing refers to (older than the grace period a pull in progress needs)."""
@@ -1108,9 +1158,13 @@ def _is_single_reference(repo_refs: List[refs.Reference]) -> bool:
 
 
 def _labels_match(labels: dict[str, str], conditions: list[str]) -> bool:
-    """Docker's label filters: `key`, `key=value`, `key!=value` (all must hold)."""
+    """Docker's label filters: `key`, `key=value`, `key!=value`, `!key` (label!=key: the key
+    absent) (all must hold)."""
     for cond in conditions:
-        if "!=" in cond:
+        if cond.startswith("!"):
+            if cond[1:] in labels:
+                return False
+        elif "!=" in cond:
             key, value = cond.split("!=", 1)
             if labels.get(key) == value:
                 return False

@@ -1,0 +1,136 @@
+"""`system df`, the prunes and `builder prune` on real images, containers, volumes and networks:
+each reclaims exactly what it should (a running container's image, volume and network are never
+touched), prints docker/cli's sections and `Total reclaimed space`, and asks first unless -f."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shoal.cli import system
+from shoal.runtime import diskusage
+from tests.conftest import ROOT_ONLY
+
+pytestmark = ROOT_ONLY
+
+
+def _df(shoal) -> dict[str, list[str]]:
+    out = shoal("system", "df", "--format", "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+                check=True).stdout
+    return {line.split("\t")[0]: line.split("\t")[1:] for line in out.splitlines()}
+
+
+def test_system_df_and_prunes_reclaim_exactly_the_unused(shoal, busybox_image: str, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN head -c 20000 /dev/zero > /step1\n"
+                                    "RUN head -c 30000 /dev/zero > /step2\nCMD [\"sleep\", \"300\"]\n")
+    shoal("build", "-q", "-t", "localhost/h4-built:v1", str(ctx), check=True, timeout=180)
+    # A second build of another Dockerfile, whose tag is then taken away: its steps are dangling.
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN head -c 40000 /dev/zero > /other\n"
+                                    "RUN echo two > /two\nRUN echo three > /three\n")
+    shoal("build", "-q", "-t", "localhost/h4-gone:v1", str(ctx), check=True, timeout=180)
+    shoal("rmi", "--no-prune", "localhost/h4-gone:v1", check=True)
+    running = shoal("run", "-d", "--name", "h4-running", "-v", "h4-used:/u", "localhost/h4-built:v1",
+                    check=True).stdout.strip()
+    stopped = shoal("run", "--name", "h4-stopped", "-v", "/anon", busybox_image, "sh", "-c",
+                    "head -c 5000 /dev/zero > /written; head -c 7000 /dev/zero > /anon/a", check=True)
+    del stopped
+    stopped_id = shoal("ps", "-aq", "--no-trunc", "-f", "name=h4-stopped").stdout.strip() or \
+        next(line.split()[0] for line in shoal("ps", "-a", "--no-trunc").stdout.splitlines() if "h4-stopped" in line)
+    shoal("network", "create", "h4-unused", check=True)
+    try:
+        df = _df(shoal)
+        assert df["Containers"][:2] == ["2", "1"]
+        assert df["Containers"][3].startswith("5kB (")  # the stopped one's 5000 written bytes
+        # Both volumes are referenced (a stopped container holds its volume, as in Docker).
+        assert df["Local Volumes"] == ["2", "2", "7kB", "0B (0%)"]
+        assert int(df["Build Cache"][0]) >= 1
+
+        declined = shoal("system", "prune", "--volumes", input="n\n")
+        assert declined.returncode == 0 and declined.stdout == system.system_prune_warning(False, True, {}) + " [y/N] "
+        assert stopped_id in shoal("ps", "-aq", "--no-trunc").stdout
+
+        out = shoal("system", "prune", "--volumes", "-f", check=True).stdout
+        sections = out.split("\n\n")
+        assert sections[0] == f"Deleted Containers:\n{stopped_id}"
+        assert sections[1] == "Deleted Networks:\nh4-unused"
+        assert sections[2].startswith("Deleted Volumes:\n") and "h4-used" not in sections[2]
+        # The removed image's top step is a dangling image (image prune), the step below it
+        # (a parent, which image prune keeps) is dangling build cache.
+        assert any(s.startswith("Deleted Images:\ndeleted: sha256:") for s in sections)
+        assert any(s.startswith("Deleted build cache objects:\n") for s in sections)
+        assert out.endswith("\n") and out.splitlines()[-1].startswith("Total reclaimed space: ")
+        # 5000 + 7000 bytes of the container and volume, 40000 of the dangling step at least.
+        assert _bytes(out.splitlines()[-1].split(": ")[1]) >= 52_000
+        assert running in shoal("ps", "-q", "--no-trunc").stdout
+        assert "h4-used" in shoal("volume", "ls", "-q").stdout.split()
+        assert "localhost/h4-built" in shoal("images").stdout
+
+        again = shoal("system", "prune", "-a", "-f", check=True).stdout
+        assert "localhost/h4-built" not in again  # its container runs
+        assert "localhost/h4-built" in shoal("images").stdout
+        assert _df(shoal)["Containers"][:2] == ["1", "1"]
+    finally:
+        shoal("rm", "-f", running)
+        shoal("network", "rm", "h4-unused")
+    cleared = shoal("image", "prune", "-a", "-f", check=True).stdout
+    assert "untagged: localhost/h4-built:v1" in cleared
+    shoal("volume", "rm", "h4-used", check=True)
+
+
+def _bytes(text: str) -> float:
+    units = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+    for unit in ("kB", "MB", "GB", "B"):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    raise AssertionError(text)
+
+
+def test_builder_prune_keeps_what_a_tagged_image_is_built_on_unless_all(shoal, busybox_image: str,
+                                                                          tmp_path: Path) -> None:
+    from shoal.image.store import ImageStore
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN head -c 11000 /dev/zero > /a\n"
+                                    "RUN head -c 12000 /dev/zero > /b\n")
+    shoal("build", "-q", "-t", "localhost/h4-cache:v1", str(ctx), check=True, timeout=180)
+    store = ImageStore()
+    cached = [i for i in diskusage.cache_image_ids(store) if i in {im.id for im in store.list()}]
+    assert cached
+    try:
+        declined = shoal("builder", "prune", input="\n")
+        assert declined.stdout == system.BUILDER_WARNING + " [y/N] "
+        assert _df(shoal)["Build Cache"][2:] == ["0B", "0B"]  # every layer is the tagged image's
+        kept = shoal("builder", "prune", "-f", check=True).stdout
+        assert kept == "Total reclaimed space: 0B\n"  # every step is what the tagged image is built on
+        out = shoal("builder", "prune", "-a", "-f", check=True).stdout
+        assert out.startswith("Deleted build cache objects:\n")
+        removed = out.split("\n\n")[0].splitlines()[1:]
+        assert removed and all(len(r) == 64 for r in removed)
+        # The steps' layers are the tagged image's too: only the steps' own records (config and
+        # manifest blobs) go, and the image stays whole.
+        assert 0 < _bytes(out.splitlines()[-1].split(": ")[1]) < 11_000
+        assert shoal("run", "--rm", "localhost/h4-cache:v1", "wc", "-c", "/a", "/b", check=True).stdout.split()[:1] == ["11000"]
+        assert not set(diskusage.cache_image_ids(ImageStore())) & {"sha256:" + r for r in removed}
+        result = shoal("builder", "prune", "-f", "--filter", "color=blue")
+        assert (result.returncode, result.stderr.splitlines()[-1]) == (1, "Error response from daemon: invalid filter 'color'")
+    finally:
+        shoal("rmi", "localhost/h4-cache:v1")
+
+
+def test_df_table_matches_docker_golden() -> None:
+    rows = [diskusage.Usage(t) for t in ("Images", "Containers", "Local Volumes", "Build Cache")]
+    assert system.df_rows(rows)[0] == {"Type": "Images", "TotalCount": "0", "Active": "0", "Size": "0B",
+                                       "Reclaimable": "0B"}
+    from shoal.cli.format import table
+
+    assert table(("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"),
+                 [list(r.values()) for r in system.df_rows(rows)]) == (
+        "TYPE            TOTAL     ACTIVE    SIZE      RECLAIMABLE\n"
+        "Images          0         0         0B        0B\n"
+        "Containers      0         0         0B        0B\n"
+        "Local Volumes   0         0         0B        0B\n"
+        "Build Cache     0         0         0B        0B\n")
+    rows[0].size, rows[0].reclaimable = 2_000_000, 500_000
+    assert system.df_rows(rows)[0]["Reclaimable"] == "500kB (25%)"
