@@ -131,6 +131,22 @@ would be."""),
 Services are made by `shoal stack deploy`; these commands list, inspect, scale and remove them.
 Each service runs tasks (`<service>.<slot>`), each task one container named
 `<service>.<slot>.<task id>`."""),
+    "secret": ("Secrets", """\
+Secrets are swarm objects, kept by the manager sealed (AES-256-GCM) and given to a task only on
+a tmpfs of its own; `stack deploy` makes the same objects (an `external: true` secret is one made
+with `secret create`). Their data is never shown or answered."""),
+    "config": ("Configs", """\
+Configs are swarm objects like secrets, but kept as they are and shown by `inspect --pretty`."""),
+    "volume": ("Volumes", """\
+Volumes are this node's, kept by the `local` driver under `/var/lib/shoal/volumes/<name>/_data`;
+with `type`, `device` and `o` options the data is a mount of that device (tmpfs, a bind, nfs) made
+when a container first uses the volume."""),
+    "system": ("System", """\
+Disk usage and the prunes of this node's images, containers, volumes, networks and build cache;
+every prune asks first (unless `-f`) and says what it reclaimed."""),
+    "builder": ("Builder", """\
+The builder keeps its layer cache as step images; `builder prune` removes the ones no image is
+built on (all of them with `-a`)."""),
 }
 OTHER_SECTION = ("Registries and the daemon", """\
 Registries speak the distribution API v2 (anonymous, basic and bearer-token auth); credentials are
@@ -256,6 +272,34 @@ shoal node ls                            # the context 'lab' is now current""",
     "cluster ls": "shoal cluster ls",
     "cluster rm": "shoal cluster rm lab",
     "info": "shoal info                # the Swarm section: NodeID, Is Manager, Managers, Nodes, CA",
+    "secret create": """\
+printf 's3cret' | shoal secret create db_password -
+shoal secret create --label env=prod tls_key ./server.key""",
+    "secret ls": "shoal secret ls --filter label=env=prod",
+    "secret inspect": "shoal secret inspect --pretty db_password    # never its data",
+    "secret rm": "shoal secret rm db_password     # refused while a service uses it",
+    "config create": """\
+shoal config create nginx_conf ./nginx.conf
+shoal config create --template-driver golang app_conf ./app.conf.tmpl""",
+    "config ls": "shoal config ls --format '{{.Name}} {{.Labels}}'",
+    "config inspect": "shoal config inspect --pretty nginx_conf   # shows the data",
+    "config rm": "shoal config rm nginx_conf",
+    "volume create": """\
+shoal volume create data
+shoal volume create -o type=tmpfs -o device=tmpfs -o o=size=64m,uid=1000 scratch
+shoal volume create -o type=none -o device=/srv/shared -o o=bind shared
+shoal volume create -o type=nfs -o o=addr=10.0.0.5,rw -o device=:/export nfsdata""",
+    "volume ls": "shoal volume ls --filter dangling=true",
+    "volume inspect": "shoal volume inspect --format '{{.Mountpoint}}' data",
+    "volume rm": "shoal volume rm data         # refused while a container uses it",
+    "volume prune": "shoal volume prune -a -f     # without -a: anonymous volumes only",
+    "system df": """\
+shoal system df
+shoal system df -v""",
+    "system prune": "shoal system prune -a --volumes -f",
+    "system info": "shoal system info",
+    "system events": "shoal system events --no-follow --format json",
+    "builder prune": "shoal builder prune -a -f    # the builder's cached step images",
 }
 
 # Docker's descriptions for flags the CLI declares without a help text (used only then).
