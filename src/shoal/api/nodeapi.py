@@ -129,7 +129,7 @@ def _unpack_context(upload: Path, dest: Path) -> None:
         try:
             layers.unpack_layer(stream, dest, source="build context", hash=False)
         except layers.LayerError as exc:
-            raise InvalidArgument(str(exc)) from None
+            raise InvalidArgument(f"build context refused: {exc}") from None
 
 
 def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - the daemon for later routes

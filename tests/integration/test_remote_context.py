@@ -1,0 +1,272 @@
+"""Every node command acts on the node the context names (issue 11 item 3): a real shoald of its
+own (its own SHOAL_ROOT) that ran `swarm init` on 127.0.0.1, reached by the real `shoal` CLI
+over TCP and mutual TLS through a context; the CLI's own machine has another SHOAL_ROOT, which
+must stay untouched. Also: a hostile build context tar is refused, nothing written outside its
+temporary directory, and a worker's certificate gets none of the node routes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY, make_busybox_rootfs_tar, stop_daemon, teardown_root  # tests/conftest.py
+
+pytestmark = ROOT_ONLY
+
+
+def cli(env: dict[str, str], *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, env=env,
+                          input=input, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Node:
+    def __init__(self, env: dict[str, str], client_env: dict[str, str], port: int, base: Path) -> None:
+        self.env, self.client_env, self.port, self.base = env, client_env, port, base
+
+    def shoal(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """The CLI on the client machine, through the context `far`."""
+        return cli(self.client_env, "-c", "far", *args, input=input)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    base = tmp_path_factory.mktemp("remote")
+    root, run = base / "node", base / "node" / "run"
+    env = dict(os.environ, SHOAL_ROOT=str(root), SHOAL_RUN=str(run), SHOAL_CONFIG=str(base / "node-cfg.json"),
+               SHOAL_DEFAULT_ADDRESS_POOLS="10.219.0.0/16:24")
+    for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_CERT_PATH", "SHOAL_SOCKET"):
+        env.pop(k, None)
+    client_root = base / "client"
+    client_env = dict(env, SHOAL_ROOT=str(client_root), SHOAL_RUN=str(client_root / "run"),
+                      SHOAL_CONFIG=str(base / "client-cfg" / "config.json"))
+    root.mkdir()
+    log = open(base / "shoald.log", "ab")
+    daemon = subprocess.Popen([sys.executable, "-m", "shoal", "daemon"], env=env, stdout=log, stderr=log,
+                              stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while cli(env, "info").returncode != 0:
+            assert daemon.poll() is None and time.monotonic() < deadline, (base / "shoald.log").read_text()[-2000:]
+            time.sleep(0.1)
+        port = _free_port()
+        init = cli(env, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{port}")
+        assert init.returncode == 0, init.stderr
+        # The node's own busybox (an import on the node, as its admin would do).
+        tar = make_busybox_rootfs_tar(base / "busybox.tar")
+        assert cli(env, "import", str(tar), "localhost/busybox:test").returncode == 0
+        # The client holds the node's CA and a manager certificate of the cluster (as `context
+        # create` copies them); its own state root is elsewhere.
+        certs = root / "certificates"
+        made = cli(client_env, "context", "create", "far", "--host", f"tcp://127.0.0.1:{port}",
+                   "--tls-ca", str(certs / "swarm-root-ca.crt"), "--tls-cert", str(certs / "swarm-node.crt"),
+                   "--tls-key", str(certs / "swarm-node.key"))
+        assert made.returncode == 0, made.stderr
+        yield Node(env, client_env, port, base)
+    finally:
+        stop_daemon(run)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        teardown_root(root, run)
+        teardown_root(client_root, client_root / "run")
+
+
+def _client_root_untouched(node: Node) -> None:
+    client_root = Path(node.client_env["SHOAL_ROOT"])
+    assert not (client_root / "image").exists() and not (client_root / "containers").exists(), \
+        sorted(p.name for p in client_root.iterdir()) if client_root.exists() else None
+
+
+def test_build_images_save_load_on_the_node(node: Node, tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text("FROM localhost/busybox:test\nCOPY . /app\nRUN ls /app && echo built-on-node\n"
+                                    'CMD ["cat", "/app/hello"]\n')
+    (app / "hello").write_text("hello from the context\n")
+    (app / "private.key").write_text("never sent\n")
+    (app / ".dockerignore").write_text("private.key\n")
+    built = node.shoal("build", "-t", "web:v1", str(app))
+    assert built.returncode == 0, built.stderr
+    out = built.stdout.decode()
+    # The builder's own lines, streamed back as a local build prints them.
+    assert out.startswith("Sending build context to Docker daemon")
+    assert "Step 3/4 : RUN ls /app && echo built-on-node" in out and "built-on-node\n" in out
+    assert "hello" in out and "private.key" not in out  # .dockerignore applied before sending
+    assert out.rstrip().endswith("Successfully tagged web:v1")
+
+    remote = node.shoal("images", "--format", "{{.Repository}}:{{.Tag}}")
+    assert remote.returncode == 0, remote.stderr
+    assert sorted(remote.stdout.decode().split()) == ["localhost/busybox:test", "web:v1"]
+    # The node's own store has it; the table is the local command's.
+    assert b"web:v1" in cli(node.env, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    assert node.shoal("images").stdout.decode().split("\n")[0].split() == \
+        ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    history = node.shoal("history", "--format", "{{.CreatedBy}}", "web:v1")
+    assert history.returncode == 0 and "echo built-on-node" in history.stdout.decode()
+    inspect = json.loads(node.shoal("image", "inspect", "web:v1").stdout)
+    assert inspect[0]["RepoTags"] == ["web:v1"]
+
+    # -q: only the ID, as a local build -q prints it.
+    quiet = node.shoal("build", "-q", "-t", "web:q", str(app))
+    assert quiet.returncode == 0 and quiet.stdout.decode().strip() == inspect[0]["Id"]
+
+    # save | load through the node: the archive is streamed both ways.
+    archive = node.shoal("save", "web:v1")
+    assert archive.returncode == 0 and len(archive.stdout) > 100_000, archive.stderr
+    assert node.shoal("rmi", "web:v1", "web:q").returncode == 0
+    gone = node.shoal("image", "inspect", "web:v1")
+    assert gone.returncode != 0 and b"No such image: web:v1" in gone.stderr
+    loaded = node.shoal("load", input=archive.stdout)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.decode().strip() == "Loaded image: web:v1"
+    tagged = node.shoal("tag", "web:v1", "web:v2")
+    assert tagged.returncode == 0, tagged.stderr
+    assert b"web                 v2" in cli(node.env, "images").stdout
+
+    # A failing step: the builder's error bare on stderr, exit 1, as locally.
+    (app / "Dockerfile").write_text("FROM localhost/busybox:test\nRUN exit 3\n")
+    failed = node.shoal("build", str(app))
+    assert failed.returncode == 1
+    assert b"The command '/bin/sh -c exit 3' returned a non-zero code: 3" in failed.stderr
+    missing = node.shoal("save", "nosuch:1")
+    assert missing.returncode != 0 and b"No such image: nosuch:1" in missing.stderr
+    _client_root_untouched(node)
+
+
+def test_ps_logs_inspect_on_the_node(node: Node) -> None:
+    run = cli(node.env, "run", "-d", "--name", "remote-logs", "localhost/busybox:test",
+              "sh", "-c", "echo out-line; echo err-line >&2; sleep 4; echo late-line")
+    assert run.returncode == 0, run.stderr
+    cid = run.stdout.decode().strip()
+    try:
+        ps = node.shoal("ps", "--format", "{{.Names}} {{.Image}}")
+        assert ps.returncode == 0 and ps.stdout.decode().split() == ["remote-logs", "localhost/busybox:test"]
+        followed = node.shoal("logs", "-f", "remote-logs")  # until the container exits
+        assert followed.returncode == 0, followed.stderr
+        assert followed.stdout == b"out-line\nlate-line\n" and followed.stderr == b"err-line\n"
+        tail = node.shoal("logs", "--tail", "1", "-t", cid[:12])
+        assert tail.stdout.decode().endswith(" late-line\n") and tail.stdout.decode()[:4].isdigit()
+        assert node.shoal("ps", "-q").stdout == b""  # exited: not listed without -a
+        assert node.shoal("ps", "-aq").stdout.decode().strip() == cid[:12]
+        doc = json.loads(node.shoal("inspect", "remote-logs").stdout)
+        assert doc[0]["Id"] == cid and doc[0]["State"]["Status"] == "exited"
+        assert cli(node.client_env, "ps", "-a", "-q").stdout == b""  # this machine has none
+        nosuch = node.shoal("logs", "nosuch")
+        assert nosuch.returncode != 0 and b"nosuch" in nosuch.stderr
+    finally:
+        cli(node.env, "rm", "-f", cid)
+    _client_root_untouched(node)
+
+
+def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info in entries:
+            payload = data.get(info.name)
+            if payload is not None:
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def _file(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode = 0o644
+    return info
+
+
+def _link(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    return info
+
+
+def test_hostile_build_context_is_refused(node: Node) -> None:
+    """A context tar written by hand (not by the CLI): `..` names and writes through a symlink
+    that leaves the context are refused with a 400 before any build output, and nothing lands
+    outside the node's private temporary directory."""
+    from shoal.api import contexts
+    from shoal.api.client import Client, DaemonInvalidArgument
+
+    victim = node.base / "victim"
+    victim.mkdir()
+    dockerfile = b"FROM localhost/busybox:test\n"
+    hostile = {
+        "dot-dot": _tar([_file("Dockerfile"), _file("../../../../escaped")],
+                        {"Dockerfile": dockerfile, "../../../../escaped": b"x"}),
+        "symlink": _tar([_file("Dockerfile"), _link("out", str(victim)), _file("out/planted")],
+                        {"Dockerfile": dockerfile, "out/planted": b"x"}),
+        "absolute": _tar([_file("Dockerfile"), _file(str(victim / "abs"))],
+                         {"Dockerfile": dockerfile, str(victim / "abs"): b"x"}),
+    }
+    old = os.environ.get("SHOAL_CONFIG")
+    os.environ["SHOAL_CONFIG"] = node.client_env["SHOAL_CONFIG"]
+    try:
+        contexts.flag_context = "far"
+        client = Client(endpoint=contexts.endpoint())
+        for name, body in hostile.items():
+            with pytest.raises(DaemonInvalidArgument, match="unsafe path") as caught:
+                client.stream("POST", "/build", {"t": "evil:1"}, upload=lambda w, b=body: w.write(b)).close()
+            assert "build context" in str(caught.value), name
+        with pytest.raises(DaemonInvalidArgument, match="dockerfile"):
+            client.stream("POST", "/build", {"dockerfile": "../etc/passwd"},
+                          upload=lambda w: w.write(hostile["dot-dot"])).close()
+    finally:
+        contexts.flag_context = None
+        if old is None:
+            os.environ.pop("SHOAL_CONFIG", None)
+        else:
+            os.environ["SHOAL_CONFIG"] = old
+    assert list(victim.iterdir()) == []
+    assert not list(node.base.rglob("escaped")) and not list(Path("/").glob("escaped"))
+    uploads = Path(node.env["SHOAL_ROOT"]) / "uploads"
+    assert list(uploads.iterdir()) == []  # every temporary directory removed
+    assert oct(uploads.stat().st_mode & 0o777) == "0o700"
+    assert b"evil" not in cli(node.env, "images").stdout
+
+
+def test_a_worker_certificate_gets_no_node_route(node: Node, tmp_path: Path) -> None:
+    """The node routes are behind the manager door: a worker's certificate of the same cluster
+    is refused with swarmkit's words, and nothing runs."""
+    from shoal.manager.ca import WORKER_ROLE, CertStore, identity_of, load_certificates, new_node_id
+
+    from shoal.store.secretbox import FileKeys
+
+    root = Path(node.env["SHOAL_ROOT"])
+    store = CertStore(root / "certificates", FileKeys(root / "keys"))
+    root_ca = store.load_root_ca()
+    cluster_id = identity_of(load_certificates(store.cert_path.read_bytes())[0]).cluster_id
+    cert, key = root_ca.issue(new_node_id(), WORKER_ROLE, cluster_id)
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    os.chmod(tmp_path / "key.pem", 0o600)
+    made = cli(node.client_env, "context", "create", "asworker", "--host", f"tcp://127.0.0.1:{node.port}",
+               "--tls-ca", str(store.root_cert_path), "--tls-cert", str(tmp_path / "cert.pem"),
+               "--tls-key", str(tmp_path / "key.pem"))
+    assert made.returncode == 0, made.stderr
+    for args in (["images"], ["ps"], ["save", "localhost/busybox:test"]):
+        proc = cli(node.client_env, "-c", "asworker", *args)
+        assert proc.returncode != 0 and b"remote certificate not part of OUs: [swarm-manager]" in proc.stderr, \
+            (args, proc.stderr)
