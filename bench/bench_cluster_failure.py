@@ -168,8 +168,8 @@ def main() -> int:
         print(f"{label:<40} {statistics.median(xs):5.2f} s ({' '.join(f'{x:.2f}' for x in xs)}){'':<4} "
               f"{lo:.1f}-{hi:.1f} s   <= {lo / 4:.1f}-{hi / 4:.1f} s")
     delay = "Swarm's default 5s" if args.restart_delay is None else args.restart_delay
-    print(f"(cut -> elsewhere includes the stack's restart delay, {delay}, which swarmkit also applies to "
-          "tasks of a Down node)")
+    print(f"(the stack's restart delay, {delay}, is waited by swarmkit for tasks of a Down node, not by "
+          "shoal: a lost node is not the task failing)")
     print(f"load_average_1m {os.getloadavg()[0]:.1f}")
     return 0
 
