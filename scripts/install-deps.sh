@@ -10,8 +10,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(crun runc conmon nftables iproute2 debootstrap busybox-static docker-registry apache2-utils
       ca-certificates xz-utils zstd tini skopeo openssl curl python3-venv golang-github-containers-common)
 # For the tests only (make test sets SHOAL_TEST_DEPS=1): qemu boots Debian's kernel for the cgroup v2
-# tests in tests/cgroupv2, which download and unpack that kernel themselves (never installed).
-if [ "${SHOAL_TEST_DEPS:-0}" = 1 ]; then pkgs+=(qemu-system-x86); fi
+# tests in tests/cgroupv2, which download and unpack that kernel themselves (never installed);
+# iperf3 measures TCP throughput between tasks for bench/bench_overlay.py (run from the host in
+# the tasks' namespaces, so images need not have it).
+if [ "${SHOAL_TEST_DEPS:-0}" = 1 ]; then pkgs+=(qemu-system-x86 iperf3); fi
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

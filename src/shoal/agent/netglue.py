@@ -191,6 +191,10 @@ class NodeNetworks:
         reach the tasks of every node; cheap when nothing changed (every agent pass)."""
         from shoal.network import overlay
 
+        if not getattr(self.agent, "_sequence", 1):
+            # No set from the manager yet in this session (shoald restarted, or the session
+            # reopens): the devices stay as they are until the complete set says what is wanted.
+            return
         overlay.sync(self.agent.networks)
         key = (self.agent.services_version, self.agent.store.revision())
         if key != self._vips_key or time.monotonic() >= self._vips_due:

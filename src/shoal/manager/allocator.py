@@ -139,8 +139,9 @@ def vnis_in_use(options: list[dict[str, str]]) -> set[int]:
     return {v for v in (vni_of(o) for o in options) if v}
 
 
-def allocate_vni(network: str, used: set[int], first: int = VNI_FIRST, last: int = VNI_LAST) -> int:
+def allocate_vni(network: str, used: set[int], first: int | None = None, last: int | None = None) -> int:
     """The lowest VNI no other network holds; a clear error when the pool is exhausted."""
+    first, last = first or VNI_FIRST, last or VNI_LAST
     for vni in range(first, last + 1):
         if vni not in used:
             return vni
@@ -149,12 +150,13 @@ def allocate_vni(network: str, used: set[int], first: int = VNI_FIRST, last: int
 
 
 def reserve_vni(network: str, options: dict[str, str], used: set[int],
-                first: int = VNI_FIRST, last: int = VNI_LAST) -> dict[str, str]:
+                first: int | None = None, last: int | None = None) -> dict[str, str]:
     """`options` with the network's VNI: the one given (Docker honours a vxlanid_list opt), checked
     free and in range, else a new one."""
     from shoal.errors import Conflict, InvalidArgument
     from shoal.network.overlay import VXLANID_OPTION, vni_of
 
+    first, last = first or VNI_FIRST, last or VNI_LAST
     given = vni_of(options)
     if given:
         if not first <= given <= last:

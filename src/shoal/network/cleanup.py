@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shoal.errors import Conflict, InvalidArgument
-from shoal.network import bridge, lb, netns, nft
+from shoal.network import bridge, lb, netns, nft, overlay, vxlan
 from shoal.network.store import Network, NetworkStore
 
 
@@ -28,8 +28,16 @@ def remove_network(ref: str, store: NetworkStore | None = None) -> Network:
             raise Conflict(f"error while removing network: network {net.name} id {net.id} is in use by {owners}")
         store.delete(net)
         bridge.delete_link(net.bridge)
+        _delete_vxlan(net)
         nft.apply(store)
     return net
+
+
+def _delete_vxlan(net: Network) -> None:
+    """An overlay network's VXLAN device (enslaved to the bridge, it outlives it otherwise)."""
+    vni = overlay.vni_of(net.options) if net.driver == "overlay" else 0
+    if vni:
+        vxlan.delete(vxlan.device_name(vni, net.id))
 
 
 def prune_networks(store: NetworkStore | None = None, select: Callable[[Network], bool] | None = None) -> list[str]:
@@ -44,6 +52,7 @@ def prune_networks(store: NetworkStore | None = None, select: Callable[[Network]
                 continue
             store.delete(net)
             bridge.delete_link(net.bridge)
+            _delete_vxlan(net)
             removed.append(net.name)
         nft.apply(store)
     return removed
@@ -85,6 +94,11 @@ def reconcile(store: NetworkStore | None = None) -> list[str]:
             if net.endpoints and net.has_bridge and not bridge.link_exists(net.bridge):
                 bridge.ensure_bridge(net)
                 done.append(f"re-created bridge {net.bridge} of network {net.name}")
+        # A VXLAN device whose network is gone, or whose bridge is (a crash between the two).
+        keep = {vxlan.device_name(overlay.vni_of(n.options), n.id) for n in networks
+                if n.driver == "overlay" and overlay.vni_of(n.options) and bridge.link_exists(n.bridge)}
+        for name in vxlan.remove_all(keep):
+            done.append(f"removed vxlan {name}")
         known = {s.id for s in lb.load_services()}
         for net in networks:
             orphans = [ip for ip, owner in net.reserved.items() if owner.startswith("vip:") and owner[4:] not in known]
@@ -111,6 +125,7 @@ def remove_everything(store: NetworkStore | None = None) -> None:
             netns.remove(path)
         for name in bridge.shoal_links():
             bridge.delete_link(name)
+        vxlan.remove_all()
         if nft.table_exists():
             nft.delete_table()
         nft.last_applied_path().unlink(missing_ok=True)
