@@ -134,3 +134,36 @@ def test_df_table_matches_docker_golden() -> None:
         "Build Cache     0         0         0B        0B\n")
     rows[0].size, rows[0].reclaimable = 2_000_000, 500_000
     assert system.df_rows(rows)[0]["Reclaimable"] == "500kB (25%)"
+
+
+def test_events_filters_and_templates_see_docker_messages() -> None:
+    raw = {"revision": 7, "type": "container", "action": "start", "id": "c0ffee", "name": "web.1",
+           "attributes": {"image": "web:v1", "name": "web.1", "com.example": "x"}, "time": 1700000000.25}
+    msg = system.docker_message(raw)
+    assert (msg["Type"], msg["Action"], msg["status"], msg["from"], msg["scope"]) == ("container", "start", "start",
+                                                                                     "web:v1", "local")
+    assert msg["Actor"] == {"ID": "c0ffee", "Attributes": raw["attributes"]}
+    assert (msg["time"], msg["timeNano"]) == (1700000000, 1700000000250000000)
+    match = system.event_matches
+    assert match(msg, {"type": ["container", "service"], "event": ["start"]})
+    assert not match(msg, {"type": ["service"]})
+    assert match(msg, {"container": ["web.1"]}) and match(msg, {"container": ["c0ffee"]})
+    assert not match(msg, {"service": ["web.1"]})
+    assert match(msg, {"image": ["web:v1"]}) and match(msg, {"label": ["com.example=x"]})
+    assert not match(msg, {"label": ["com.example=y"]}) and match(msg, {"scope": ["local"]})
+    from shoal.cli.format import render_template
+
+    assert render_template("{{.Type}} {{.Action}} {{.Actor.Attributes.name}}", msg) == "container start web.1"
+
+
+def test_system_events_since_until_filter(shoal) -> None:
+    shoal("secret", "create", "h4_evt", "-", input="e", check=True)
+    shoal("secret", "rm", "h4_evt", check=True)
+    out = shoal("system", "events", "--since", "10m", "--until", "0s", "--filter", "type=secret",
+                "--filter", "event=delete", "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+                check=True).stdout
+    assert out.splitlines()[-1] == "secret delete h4_evt" and "create" not in out
+    result = shoal("events", "--since", "0", "--no-follow", "--filter", "colour=red")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == "Error response from daemon: invalid filter 'colour'"
+    later = shoal("events", "--since", "10m", "--until", "0s", "-f", "secret=h4_evt", check=True).stdout.splitlines()
+    assert len(later) == 2 and later[0].split()[1:3] == ["secret", "create"] and later[0].endswith("(name=h4_evt)")

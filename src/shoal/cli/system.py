@@ -26,19 +26,115 @@ def _version(_: argparse.Namespace) -> int:
     return 0
 
 
-def _events(args: argparse.Namespace) -> int:
-    from shoal.api.client import connect
+# moby daemon/events/filter.go: the keys an events filter may name.
+EVENT_FILTERS = ("config", "container", "daemon", "event", "image", "label", "network", "node", "plugin", "scope",
+                 "secret", "service", "type", "volume")
+_LOCAL_TYPES = ("container", "image", "volume", "network", "plugin", "daemon")
 
-    with connect() as client:
-        params = {"follow": "0" if args.no_follow else "1"}
-        if args.since is not None:
-            params["since"] = str(args.since)
-        for line in client.stream_lines("/events", **params):
-            event = json.loads(line)
-            if args.format == "json":
-                print(line, flush=True)
-                continue
-            print(pretty_event(event), flush=True)
+
+def docker_message(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as Docker's events.Message, which `--format` templates see (with shoal's own
+    keys too: revision, name)."""
+    attrs = event.get("attributes")
+    if not isinstance(attrs, dict):
+        attrs = {"name": event.get("name", "")}
+    when = float(event.get("time") or 0)
+    kind = str(event.get("type", ""))
+    return {**event, "status": event.get("action", ""), "id": event.get("id", ""), "from": attrs.get("image", ""),
+            "Type": kind, "Action": event.get("action", ""), "Actor": {"ID": event.get("id", ""), "Attributes": attrs},
+            "scope": "local" if kind in _LOCAL_TYPES else "swarm", "time": int(when),
+            "timeNano": round(when * 1_000_000) * 1000}  # a float holds microseconds, not nanoseconds
+
+
+def event_matches(msg: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    """moby's events.Filter: each key given must match one of its values."""
+    attrs = msg["Actor"]["Attributes"]
+    for key, values in filters.items():
+        if key == "type":
+            ok = msg["Type"] in values
+        elif key == "event":
+            ok = msg["Action"] in values
+        elif key == "scope":
+            ok = msg["scope"] in values
+        elif key == "image":
+            ok = attrs.get("image", "") in values
+        elif key == "label":
+            ok = any(k in attrs and (not sep or attrs[k] == v) for k, sep, v in (x.partition("=") for x in values))
+        elif key == "daemon":
+            ok = False
+        else:  # an object kind: its ID or name
+            ok = msg["Type"] == key and any(v in (msg["id"], attrs.get("name"), msg.get("name")) for v in values)
+        if not ok:
+            return False
+    return True
+
+
+def _event_time(value: str) -> float:
+    """docker/cli's timestamps for --since/--until: a Go duration before now, unix seconds, or
+    an RFC 3339 time."""
+    from shoal.cli.image import parse_until
+
+    return parse_until(value)
+
+
+def _events(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from shoal.api.client import connect
+    from shoal.cli.format import render_template
+    from shoal.errors import InvalidArgument
+
+    filters: dict[str, list[str]] = {}
+    for item in getattr(args, "filter", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f'invalid argument "{item}" for "-f, --filter" flag: bad format of filter '
+                                  "(expected name=value)")
+        key = key.strip().lower()
+        if key not in EVENT_FILTERS:
+            err = ShoalError(f"invalid filter '{key}'")
+            err.from_daemon = True  # type: ignore[attr-defined]
+            raise err
+        filters.setdefault(key, []).append(value.strip())
+    params = {"follow": "0" if args.no_follow else "1"}
+    since_time: float | None = None
+    if args.since is not None:
+        if args.since.isdigit() and int(args.since) < 1_000_000_000:
+            params["since"] = args.since  # a revision of shoald's event log (shoal's resume point)
+        else:
+            since_time = _event_time(args.since)
+            params["since"] = "0"
+    until = _event_time(args.until) if getattr(args, "until", None) else None
+    if until is not None:
+        if until <= time.time():
+            params["follow"] = "0"
+        else:  # streaming ends at --until, even when nothing happens
+            def stop(*_: object) -> None:
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGALRM, stop)
+            signal.setitimer(signal.ITIMER_REAL, until - time.time())
+    try:
+        with connect() as client:
+            for line in client.stream_lines("/events", **params):
+                event = json.loads(line)
+                when = float(event.get("time") or 0)
+                if since_time is not None and when < since_time:
+                    continue
+                if until is not None and when > until:
+                    break
+                if filters and not event_matches(docker_message(event), filters):
+                    continue
+                if args.format == "json":
+                    print(line, flush=True)
+                elif args.format:
+                    print(render_template(args.format, docker_message(event)), flush=True)
+                else:
+                    print(pretty_event(event), flush=True)
+    except KeyboardInterrupt:
+        if until is None:
+            raise
     return 0
 
 
@@ -344,9 +440,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _events_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", type=int, help="Show events after this store revision")
+    p.add_argument("--since", help="Show all events created since timestamp (a Go duration such as 10m, unix "
+                                   "seconds or RFC 3339; a number below 1000000000 is a revision of shoald's "
+                                   "event log)")
+    p.add_argument("--until", help="Stream events until this timestamp")
+    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
     p.add_argument("--no-follow", action="store_true", help="Print past events and exit")
-    p.add_argument("--format", help="Format the output ('json')")
+    p.add_argument("--format", help="Format output using a custom template: 'json': Print in JSON format; "
+                                    "'TEMPLATE': Print output using the given Go template")
     p.set_defaults(func=_events)
 
 
