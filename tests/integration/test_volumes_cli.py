@@ -147,3 +147,46 @@ def test_prune_removes_only_unused_anonymous_volumes_unless_all(shoal, busybox_i
         shoal("rm", "-f", busy)
         shoal("volume", "rm", "-f", "h4v-busy", "h4v-named")
     assert os.path.isdir(volumes.volumes_root())
+
+
+def test_list_output_matches_docker_golden(capsys: pytest.CaptureFixture[str]) -> None:
+    vols = [volumes.Volume(name=n, created_at=0.0, labels=lab)
+            for n, lab in (("volume", None), ("baz", {"foo": "bar"}))]
+    cli.print_list(vols, None, False)
+    assert capsys.readouterr().out == "DRIVER    VOLUME NAME\nlocal     baz\nlocal     volume\n"  # (local rows)
+    cli.print_list(vols, "{{ .Name }} {{ .Driver }} {{ .Labels }}", False)
+    assert capsys.readouterr().out == "baz local foo=bar\nvolume local \n"  # volume-list-with-format.golden
+    many = [volumes.Volume(name=f"volume-{i}-foo", created_at=0.0) for i in (1, 10, 2)]
+    cli.print_list(many, None, True)
+    assert capsys.readouterr().out == "volume-1-foo\nvolume-2-foo\nvolume-10-foo\n"  # volume-list-sort.golden
+    doc = volumes.Volume(name="volume", created_at=0.0).to_api()
+    assert [k for k in doc if k != "CreatedAt"] == ["Driver", "Labels", "Mountpoint", "Name", "Options", "Scope"]
+
+
+def test_a_stack_mounts_a_volume_made_by_volume_create(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """An external volume with the local driver's options, used by a stack's task: the task's
+    container mounts the tmpfs `volume create` described."""
+    import time
+
+    shoal("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=3m", "h4v-stack", check=True)
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(f"services:\n  app:\n    image: {busybox_image}\n"
+                       "    command: [sh, -c, 'grep \" /data \" /proc/mounts; exec sleep 300']\n"
+                       "    stop_grace_period: 1s\n    volumes: [data:/data]\n"
+                       "volumes:\n  data:\n    external: true\n    name: h4v-stack\n")
+    try:
+        shoal("stack", "deploy", "-c", str(compose), "h4vs", check=True)
+        deadline = time.monotonic() + 30
+        logs = ""
+        while time.monotonic() < deadline and "size=3072k" not in logs:
+            time.sleep(0.3)
+            logs = shoal("service", "logs", "--raw", "h4vs_app").stdout
+        assert "tmpfs /data tmpfs" in logs and "size=3072k" in logs
+        refused = shoal("volume", "rm", "h4v-stack")
+        assert refused.returncode == 1 and "volume is in use - [" in refused.stderr
+    finally:
+        shoal("stack", "rm", "h4vs")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and shoal("volume", "rm", "h4v-stack").returncode != 0:
+            time.sleep(0.3)
+    assert "h4v-stack" not in shoal("volume", "ls", "-q").stdout.split()
