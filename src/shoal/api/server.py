@@ -8,7 +8,6 @@ import base64
 import json
 import logging
 import platform
-import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -16,8 +15,9 @@ from aiohttp import web
 from shoal import __version__
 from shoal.api import API_VERSION, shape
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
-from shoal.manager import allocator, endpoints
-from shoal.manager.stacks import apply_stack, pruned_services, remove_stack, service_ids, stack_of
+from shoal.manager import serviceview
+from shoal.manager.controlapi import networks as netapi, services as svcapi, stacks as stackapi
+from shoal.manager.stacks import stack_of
 from shoal.model.cluster import Task, TaskState
 
 if TYPE_CHECKING:
@@ -113,10 +113,15 @@ def service_status(service: dict[str, Any], tasks: list[dict[str, Any]]) -> dict
     own = [Task.from_dict(t) for t in tasks if t["service_id"] == service["id"]]
     running = sum(1 for t in own if t.status.state == TaskState.RUNNING)
     spec = service.get("spec", {})
-    if spec.get("mode", "replicated") == "global":
+    if serviceview.mode(spec) in ("replicated-job", "global-job"):
+        from shoal.manager.orchestrator import job_counts
+
+        desired, completed = job_counts(spec, int(service.get("spec_version") or 0), own)
+        return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": completed}
+    if serviceview.mode(spec) == "global":
         desired = sum(1 for t in own if t.desired_state == TaskState.RUNNING)
     else:
-        desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+        desired = serviceview.replicas(spec)
     return {"RunningTasks": running, "DesiredTasks": desired}
 
 
@@ -146,61 +151,9 @@ def _checked_stack(body: Any, name: str) -> dict[str, Any]:
         raise InvalidArgument(f"invalid stack {name}: {exc}") from None
 
 
-def _deploy(store: Any, stack: dict[str, Any], prune: bool, contents: dict[str, dict[str, str]],
-            resolve_image: str = "always") -> tuple[list[str], list[str]]:
-    """Networks and endpoints first (a clash fails here, before anything is stored), then the
-    secrets, configs and services in one transaction; on failure, what this deploy created is
-    taken down again."""
-    with store.transaction() as tx:
-        ids = service_ids(tx, stack)
-        fresh = {n for n, i in ids.items() if tx.get("service", i) is None}
-        gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
-        current = {n: tx.get("service", i) for n, i in ids.items()}
-        held = allocator.held_addresses(tx)
-    warnings = _pin_images(stack, current, resolve_image)
-    created_networks = endpoints.ensure_networks(stack)
-    made: dict[str, dict[str, Any]] = {}
-    try:
-        for spec in stack.get("services", {}).values():
-            made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], spec, held)
-        with store.transaction() as tx:
-            lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made, contents=contents)
-    except BaseException:
-        for svc_name in fresh:  # the one that failed may hold VIPs already
-            endpoints.remove_service(ids[svc_name])
-        endpoints.undo_networks(created_networks)
-        raise
-    for service_id in gone:
-        endpoints.remove_service(service_id)
-    return lines, warnings
-
-
-def _pin_images(stack: dict[str, Any], current: dict[str, dict[str, Any] | None],
-                resolve_image: str = "always") -> list[str]:
-    """Each service's image pinned to its digest from this manager's image store (Docker's
-    `--resolve-image always`, or the mode the CLI gives), so every node runs the bytes the manager has, whatever the tag
-    points at later; a node lacking the image pulls exactly that digest from the manager.
-    The registry is not asked here (a deploy must not wait on one; see docs/architecture.md).
-    Returns Docker's warnings, for updates only, as `stack deploy` prints them."""
-    from shoal.image.store import ImageStore
-    from shoal.manager.imagepin import deploy_image
-    from shoal.model.stack import LABEL_IMAGE
-
-    images = ImageStore()
-    warnings: list[str] = []
-    for spec in stack.get("services", {}).values():
-        image = spec.get("image") or ""
-        if not image:
-            continue
-        old = (current.get(spec["name"]) or {}).get("spec")
-        pinned = deploy_image(images, image, resolve_image=resolve_image,
-                              existing_image=old.get("image") if old else None,
-                              existing_label=(old.get("labels") or {}).get(LABEL_IMAGE) if old else None,
-                              query_registry=False)
-        spec["image"] = pinned.image
-        if pinned.warning:
-            warnings.append(pinned.warning)
-    return warnings
+def _resolve_image(body: dict[str, Any]) -> str:
+    shape.check(str | None, body.get("resolve_image"), "resolve_image")
+    return body.get("resolve_image") or "always"
 
 
 def make_app(daemon: Daemon) -> web.Application:
@@ -237,19 +190,47 @@ def make_app(daemon: Daemon) -> web.Application:
             result.append(dict(svc, status=service_status(svc, tasks)))
         return web.json_response(result)
 
+    @routes.post(f"{prefix}/services")
+    async def create_service(request: web.Request) -> web.Response:
+        """`service create`: 201 {"ID", "Warnings"}, as Docker's POST /services/create."""
+        from shoal.model.service import ServiceSpec
+
+        body = await _body(request)
+        spec = shape.checked(ServiceSpec, body.get("spec"), "spec")
+        resolve_image = _resolve_image(body)
+        service_id, warnings = await asyncio.to_thread(svcapi.create_service, store, spec, resolve_image)
+        daemon.kick()
+        return web.json_response({"ID": service_id, "Warnings": warnings}, status=201)
+
     @routes.get(prefix + "/services/{ref}")
     async def service(request: web.Request) -> web.Response:
-        svc = _resolve(store.list("service"), request.match_info["ref"], "service")
-        return web.json_response(dict(svc, status=service_status(svc, store.list("task"))))
+        """The record with Swarm's defaults filled in (spec_version is what an update sends
+        back as its version; previous_spec, update_status), and the tasks' counts."""
+        record = svcapi.inspect_service(store, request.match_info["ref"]).to_dict()
+        return web.json_response(dict(record, status=service_status(record, store.list("task"))))
+
+    @routes.post(prefix + "/services/{ref}/update")
+    async def update_service(request: web.Request) -> web.Response:
+        """`service update` / `service rollback`: {"version", "spec", "rollback"} -> {"Warnings"}."""
+        from shoal.model.service import ServiceSpec
+
+        body = await _body(request)
+        shape.check(int, body.get("version"), "version")
+        shape.check(str | None, body.get("rollback"), "rollback")
+        rollback = body.get("rollback") or None
+        spec = None
+        if body.get("spec") is not None or not rollback:
+            spec = shape.checked(ServiceSpec, body.get("spec"), "spec")
+        warnings = await asyncio.to_thread(svcapi.update_service, store, request.match_info["ref"], body["version"],
+                                           spec, rollback, _resolve_image(body))
+        daemon.kick()
+        return web.json_response({"Warnings": warnings})
 
     @routes.delete(prefix + "/services/{ref}")
     async def remove_service(request: web.Request) -> web.Response:
-        with store.transaction() as tx:
-            svc = _resolve(tx.list("service"), request.match_info["ref"], "service")
-            tx.delete("service", svc["id"])
-        await asyncio.to_thread(endpoints.remove_service, svc["id"])
+        svc = await asyncio.to_thread(svcapi.remove_service, store, request.match_info["ref"])
         daemon.kick()
-        return web.json_response({"id": svc["id"], "name": svc["name"]})
+        return web.json_response({"id": svc.id, "name": svc.name})
 
     @routes.post(prefix + "/services/{ref}/scale")
     async def scale(request: web.Request) -> web.Response:
@@ -259,16 +240,9 @@ def make_app(daemon: Daemon) -> web.Application:
         replicas = body["replicas"]
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= shape.INT_MAX:
             raise InvalidArgument(f"replicas: invalid value {json.dumps(replicas)[:40]}: a whole number from 0 is expected")
-        with store.transaction() as tx:
-            svc = _resolve(tx.list("service"), request.match_info["ref"], "service")
-            if svc["spec"].get("mode", "replicated") != "replicated":
-                raise InvalidArgument(f"{request.match_info['ref']}: scale can only be used with replicated or replicated-job mode")
-            svc["spec"] = dict(svc["spec"], replicas=replicas)
-            svc["spec_version"] += 1
-            svc["updated_at"] = time.time()
-            tx.update("service", svc)
+        svc = await asyncio.to_thread(svcapi.scale_service, store, request.match_info["ref"], replicas)
         daemon.kick()
-        return web.json_response({"id": svc["id"], "name": svc["name"]})
+        return web.json_response({"id": svc.id, "name": svc.name})
 
     @routes.post(prefix + "/containers/{id}/dns")
     async def container_dns(request: web.Request) -> web.Response:
@@ -299,7 +273,28 @@ def make_app(daemon: Daemon) -> web.Application:
 
     @routes.get(f"{prefix}/networks")
     async def networks(_: web.Request) -> web.Response:
-        return web.json_response(store.list("network"))
+        return web.json_response(netapi.list_networks(store))
+
+    @routes.post(f"{prefix}/networks")
+    async def create_network(request: web.Request) -> web.Response:
+        """`network create -d overlay`: 201 {"Id", "Warning"}, as Docker's POST /networks/create."""
+        from shoal.model.stack import NetworkSpec
+
+        body = await _body(request)
+        spec = shape.checked(NetworkSpec, body.get("spec"), "spec")
+        network_id = await asyncio.to_thread(netapi.create_network, store, spec)
+        daemon.kick()
+        return web.json_response({"Id": network_id, "Warning": ""}, status=201)
+
+    @routes.get(prefix + "/networks/{ref}")
+    async def network(request: web.Request) -> web.Response:
+        return web.json_response(netapi.inspect_network(store, request.match_info["ref"]).to_dict())
+
+    @routes.delete(prefix + "/networks/{ref}")
+    async def remove_network(request: web.Request) -> web.Response:
+        net = await asyncio.to_thread(netapi.remove_network, store, request.match_info["ref"])
+        daemon.kick()
+        return web.json_response({"id": net.id, "name": net.name})
 
     @routes.get(f"{prefix}/stacks")
     async def stacks(_: web.Request) -> web.Response:
@@ -322,17 +317,14 @@ def make_app(daemon: Daemon) -> web.Application:
             prune = bool(body.get("prune"))
             resolve_image = body.get("resolve_image") or "always"
             contents = body.get("files") or {}
-            lines, warnings = await asyncio.to_thread(_deploy, store, stack, prune, contents, resolve_image)
+            lines, warnings = await asyncio.to_thread(stackapi.deploy_stack, store, stack, prune, contents,
+                                                      resolve_image)
         daemon.kick()
         return web.json_response({"lines": lines, "warnings": warnings})
 
     @routes.delete(prefix + "/stacks/{name}")
     async def remove(request: web.Request) -> web.Response:
-        with store.transaction() as tx:
-            gone = [s["id"] for s in tx.list("service") if stack_of(s) == request.match_info["name"]]
-            lines = remove_stack(tx, request.match_info["name"])
-        for service_id in gone:
-            await asyncio.to_thread(endpoints.remove_service, service_id)
+        lines = await asyncio.to_thread(stackapi.remove_stack, store, request.match_info["name"])
         daemon.kick()
         return web.json_response({"lines": lines})
 

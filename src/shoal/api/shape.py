@@ -10,9 +10,11 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any
+from typing import Any, TypeVar
 
 from shoal.errors import InvalidArgument
+
+T = TypeVar("T")
 
 # Go's int64, what Swarm's API carries for every count and size.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
@@ -98,3 +100,15 @@ def check_object(cls: type, value: Any, where: str) -> None:
                 raise InvalidArgument(f"{where + '.' if where else ''}{f.name}: missing")
             continue
         check(hints[f.name], value[f.name], f"{where + '.' if where else ''}{f.name}")
+
+
+def checked(cls: type[T], value: Any, where: str) -> T:
+    """`value` checked against `cls` (a model dataclass with from_dict), then built: a 400
+    naming the first wrong field, never a half-built object."""
+    from shoal.model._serde import from_dict
+
+    check_object(cls, value, where)
+    try:
+        return from_dict(cls, value)
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise InvalidArgument(f"{where}: {exc}") from None

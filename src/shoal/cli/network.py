@@ -75,9 +75,75 @@ def _one(values: list[str], flag: str) -> str:
     return values[0] if values else ""
 
 
+def _swarm_scoped(args: argparse.Namespace) -> bool:
+    """`-d overlay` (or `--scope swarm`) makes a swarm network: the manager's, through its
+    control API, as dockerd hands such a request to swarmkit."""
+    return args.driver == "overlay" or args.scope == "swarm"
+
+
+def _create_swarm(args: argparse.Namespace) -> int:
+    from shoal.api.client import connect
+
+    subnet, gateway, ip_range = (_one(args.subnet, "--subnet"), _one(args.gateway, "--gateway"),
+                                 _one(args.ip_range, "--ip-range"))
+    if (gateway or ip_range) and not subnet:
+        # docker/cli's consolidateIpam: a gateway or range needs the subnet it belongs to.
+        raise InvalidArgument(f"no matching subnet for gateway {gateway}" if gateway
+                              else f"no matching subnet for range {ip_range}")
+    spec = {"name": args.name, "driver": args.driver if args.driver != "bridge" else "overlay",
+            "driver_opts": _pairs(args.opt, "option"), "internal": args.internal, "attachable": args.attachable,
+            "labels": _pairs(args.label, "label"),
+            "ipam": {"config": [{"subnet": subnet, "gateway": gateway, "ip_range": ip_range}] if subnet else []}}
+    with connect() as client:
+        print(client.post("/networks", {"spec": spec})["Id"])
+    return 0
+
+
+def _swarm_network(ref: str) -> dict[str, Any] | None:
+    """The manager's record of a swarm network `ref` names, when a shoald runs and has one
+    (a local network needs no daemon: none is started to ask)."""
+    from shoal.api.client import connect
+    from shoal.errors import NotFound
+
+    try:
+        client = connect(autostart=False)
+    except ShoalError:
+        return None
+    with client:
+        try:
+            found: dict[str, Any] = client.get(f"/networks/{ref}")
+            return found
+        except NotFound:
+            return None
+
+
+def swarm_inspect_dict(record: dict[str, Any]) -> dict[str, Any]:
+    """`docker network inspect` of a swarm network, from the manager's record (what a node
+    made of it locally, its containers, is on that node)."""
+    spec = record.get("spec") or {}
+    config = [{k: v for k, v in (("Subnet", p.get("subnet")), ("Gateway", p.get("gateway")),
+                                 ("IPRange", p.get("ip_range"))) if v}
+              for p in (spec.get("ipam") or {}).get("config") or ()]
+    local = NetworkStore().find(record["name"])
+    if not config and local is not None and local.subnet:
+        config = [{"Subnet": local.subnet, "Gateway": local.gateway}]
+    from shoal.runtime.inspect import rfc3339
+
+    return {
+        "Name": record["name"], "Id": record["id"], "Created": rfc3339(record.get("created_at") or 0),
+        "Scope": "swarm", "Driver": spec.get("driver") or "overlay", "EnableIPv6": False,
+        "IPAM": {"Driver": (spec.get("ipam") or {}).get("driver") or "default", "Options": None, "Config": config},
+        "Internal": bool(spec.get("internal")), "Attachable": bool(spec.get("attachable")), "Ingress": False,
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": None,
+        "Options": dict(spec.get("driver_opts") or {}), "Labels": dict(spec.get("labels") or {}),
+    }
+
+
 def _create(args: argparse.Namespace) -> int:
     if args.ipv6:
         raise InvalidArgument("--ipv6: shoal networks are IPv4 only")
+    if _swarm_scoped(args):
+        return _create_swarm(args)
     net = NetworkStore().create(
         args.name, driver=args.driver, subnet=_one(args.subnet, "--subnet"), gateway=_one(args.gateway, "--gateway"),
         ip_range=_one(args.ip_range, "--ip-range"), internal=args.internal, attachable=args.attachable,
@@ -167,7 +233,8 @@ def _inspect(args: argparse.Namespace) -> int:
     found, status = [], 0
     for ref in args.networks:
         try:
-            found.append(inspect_dict(store.get(ref)))
+            record = _swarm_network(ref)
+            found.append(swarm_inspect_dict(record) if record is not None else inspect_dict(store.get(ref)))
         except ShoalError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             status = 1
@@ -185,7 +252,13 @@ def _rm(args: argparse.Namespace) -> int:
     status = 0
     for ref in args.networks:
         try:
-            cleanup.remove_network(ref)
+            if _swarm_network(ref) is not None:
+                from shoal.api.client import connect
+
+                with connect(autostart=False) as client:
+                    client.delete(f"/networks/{ref}")
+            else:
+                cleanup.remove_network(ref)
             print(ref)
         except ShoalError as exc:
             if args.force and "not found" in str(exc):

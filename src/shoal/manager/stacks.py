@@ -1,5 +1,7 @@
 """Applying a stack to the store: services and networks created, updated or pruned in one
-transaction, with the lines `docker stack deploy` prints.
+transaction, with the lines `docker stack deploy` prints. The body of the control API's
+deploy_stack / remove_stack (manager/controlapi/stacks.py), which validates and makes the
+endpoints around it.
 
 A stack is only a label (com.docker.stack.namespace) on its services and networks, as in Swarm."""
 
@@ -11,6 +13,10 @@ from typing import Any
 from shoal.errors import InvalidArgument, NotFound
 from shoal.ids import new_swarm_id
 from shoal.manager import files
+from shoal.model._serde import from_dict
+from shoal.model.records import Endpoint, Network, Service
+from shoal.model.service import ServiceSpec
+from shoal.model.stack import NetworkSpec
 from shoal.store.base import Transaction
 
 NAMESPACE_LABEL = "com.docker.stack.namespace"
@@ -72,17 +78,19 @@ def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
         if net["name"] in networks:
             continue  # Swarm leaves an existing stack network unchanged
         lines.append(f"Creating network {net['name']}")
-        tx.create("network", {"id": new_swarm_id(), "name": net["name"], "stack": name, "spec": net,
-                              "created_at": now})
+        tx.create("network", Network(id=new_swarm_id(), name=net["name"], stack=name,
+                                     spec=from_dict(NetworkSpec, net), created_at=now).to_dict())
     lines += files.apply_files(tx, stack, contents or {})
     for svc_name in sorted(wanted):
         spec = wanted[svc_name]
         old = existing_services.get(svc_name)
         if old is None:
             lines.append(f"Creating service {svc_name}")
-            tx.create("service", {"id": ids.get(svc_name) or new_swarm_id(), "name": svc_name, "stack": name,
-                                  "spec": spec, "spec_version": 1, "created_at": now, "updated_at": now,
-                                  "endpoint": endpoints.get(svc_name, {})})
+            endpoint = endpoints.get(svc_name)
+            tx.create("service", Service(
+                id=ids.get(svc_name) or new_swarm_id(), name=svc_name, stack=name, spec=ServiceSpec.from_dict(spec),
+                created_at=now, updated_at=now,
+                endpoint=from_dict(Endpoint, endpoint) if endpoint else Endpoint()).to_dict())
             continue
         if old.get("spec", {}).get("mode", "replicated") != spec.get("mode", "replicated"):
             raise InvalidArgument(f"service {svc_name}: service mode change is not allowed")
@@ -90,7 +98,10 @@ def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
         if svc_name in endpoints:
             old["endpoint"] = endpoints[svc_name]
         if old["spec"] != spec:
-            old.update(previous_spec=old["spec"], spec=spec, spec_version=old["spec_version"] + 1, updated_at=now)
+            # As swarmkit's UpdateService: the old spec kept for a rollback, the update status
+            # reset (the orchestrator starts a new one for the new version).
+            old.update(previous_spec=old["spec"], spec=spec, spec_version=old["spec_version"] + 1, updated_at=now,
+                       update_status=None, rolling_back=False)
         tx.update("service", old)
     return lines
 

@@ -14,6 +14,9 @@ DEFAULT_RESTART_CONDITION = "any"
 DEFAULT_RESTART_DELAY = 5.0
 DEFAULT_STOP_GRACE_PERIOD = 10.0
 DEFAULT_UPDATE_MONITOR = 5.0
+DEFAULT_REPLICAS = 1
+# The cluster's TaskHistoryRetentionLimit (swarmkit api/defaults: 5): tasks kept per slot.
+DEFAULT_TASK_HISTORY_LIMIT = 5
 
 
 @dataclass
@@ -137,6 +140,9 @@ class FileReference:
     uid: str = "0"
     gid: str = "0"
     mode: int = 0o444
+    # The content's digest, stamped by the manager when the service is written (never sent by
+    # a client): a changed secret or config changes it, and the service rolls.
+    digest: str = ""
 
 
 @dataclass
@@ -155,9 +161,9 @@ class LogDriver:
 @dataclass
 class ServiceSpec:
     name: str  # webapp_web
-    compose_name: str  # web
-    stack: str  # webapp
-    image: str  # as written in the file (web:v1)
+    compose_name: str = ""  # web; "" for a service made by `service create`
+    stack: str = ""  # webapp; "" for a service made by `service create`
+    image: str = ""  # as written in the file (web:v1); required (the control API says so)
     build: BuildSpec | None = None
     labels: dict[str, str] = field(default_factory=dict)  # service labels (deploy.labels + stack)
     container_labels: dict[str, str] = field(default_factory=dict)
@@ -192,7 +198,7 @@ class ServiceSpec:
     log_driver: LogDriver | None = None
     # The service.
     mode: str = "replicated"  # replicated | global | replicated-job | global-job
-    replicas: int = 1  # for replicated modes (a replicated-job's TotalCompletions); 0 for global
+    replicas: int = DEFAULT_REPLICAS  # for replicated modes (a replicated-job's TotalCompletions); 0 for global
     # A replicated-job's MaxConcurrent; None = replicas, as `--max-concurrent` defaults
     # ("default equal to --replicas") and as Compose converts a job's replicas.
     max_concurrent: int | None = None

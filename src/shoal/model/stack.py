@@ -29,7 +29,7 @@ class IPAM:
 @dataclass
 class NetworkSpec:
     name: str  # webapp_webnet, the `name:` given, or the external network's name
-    compose_name: str  # webnet; "default" for the implicit one
+    compose_name: str = ""  # webnet; "default" for the implicit one; "" for `network create`
     driver: str = "overlay"
     driver_opts: dict[str, str] = field(default_factory=dict)
     ipam: IPAM = field(default_factory=IPAM)

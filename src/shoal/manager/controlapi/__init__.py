@@ -1,0 +1,42 @@
+"""The manager's control API, as swarmkit's manager/controlapi: every change a user asks of the
+cluster's objects is validated and written here, in one store transaction, and nowhere else.
+The HTTP layer (api/server.py, api/objectsapi.py) only translates requests into these calls.
+
+  services.py  create / update (and rollback) / scale / remove / list / inspect a service
+  networks.py  create / remove / list / inspect a swarm-scoped network
+  stacks.py    deploy / remove a stack: the same service and network writes, many at once
+  secrets.py   secrets and configs
+
+Errors carry the words Docker prints. swarmkit's refusals reach the Docker CLI through dockerd
+as `rpc error: code = <Code> desc = <text>` (so `docker service create` of a name taken says
+`Error response from daemon: rpc error: code = AlreadyExists desc = name conflicts with an
+existing object: service web already exists`); dockerd's own lookups are plain (`service x not
+found`, `network x not found`).
+
+This module imports nothing of its package (manager/files.py imports controlapi.secrets, which
+the stack deploy path imports in turn)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.errors import InvalidArgument, NotFound
+
+
+def rpc(code: str, text: str) -> str:
+    """A swarmkit refusal as dockerd passes it on."""
+    return f"rpc error: code = {code} desc = {text}"
+
+
+def resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, Any]:
+    """Docker's lookup order: full ID, then full name, then a unique ID prefix."""
+    for key in ("id", "name"):
+        for obj in objects:
+            if obj[key] == ref:
+                return obj
+    prefixed = [o for o in objects if ref and o["id"].startswith(ref)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if prefixed:
+        raise InvalidArgument(f"multiple {kind}s found with provided prefix: {ref}")
+    raise NotFound(f"no such {kind}: {ref}")

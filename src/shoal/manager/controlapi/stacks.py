@@ -1,0 +1,106 @@
+"""Stacks in the control API: `stack deploy` and `stack rm`. A stack is only a label on its
+services, networks, secrets and configs (as in Swarm), so a deploy is many of the writes
+services.py and networks.py make one at a time, in one transaction (manager/stacks.py holds the
+transaction's body: what is created, updated or pruned, and Docker's progress lines).
+
+Order, as for one service: every spec validated; each image pinned to the manager's digest;
+the stack's networks, VIPs and published ports made in the kernel (a port clash or a full pool
+fails here, nothing stored); then the one store write; on failure, what this deploy made in the
+kernel is taken down again."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shoal.errors import InvalidArgument
+from shoal.manager.controlapi.services import validate_service_spec
+from shoal.model.service import ServiceSpec
+from shoal.store.base import Store
+
+log = logging.getLogger("shoald.controlapi")
+
+
+def _validate(stack: dict[str, Any]) -> None:
+    for spec in stack.get("services", {}).values():
+        try:
+            validate_service_spec(ServiceSpec.from_dict(spec))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"service {spec.get('name')}: {exc}") from None
+
+
+def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
+                 files: dict[str, dict[str, str]] | None = None,
+                 resolve_image: str = "always") -> tuple[list[str], list[str]]:
+    """`stack` is a StackSpec dict (checked by the caller against the model's types); `files`
+    the secrets' and configs' data (kind -> name -> base64), read by the client. Returns
+    Docker's progress lines and warnings."""
+    from shoal.manager import allocator, endpoints
+    from shoal.manager.stacks import apply_stack, pruned_services, service_ids
+
+    _validate(stack)
+    with store.transaction() as tx:
+        ids = service_ids(tx, stack)
+        fresh = {n for n, i in ids.items() if tx.get("service", i) is None}
+        gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
+        current = {n: tx.get("service", i) for n, i in ids.items()}
+        held = allocator.held_addresses(tx)
+    warnings = pin_images(stack, current, resolve_image)
+    created_networks = endpoints.ensure_networks(stack)
+    made: dict[str, dict[str, Any]] = {}
+    try:
+        for spec in stack.get("services", {}).values():
+            made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], spec, held)
+        with store.transaction() as tx:
+            lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made, contents=files or {})
+    except BaseException:
+        for svc_name in fresh:  # the one that failed may hold VIPs already
+            endpoints.remove_service(ids[svc_name])
+        endpoints.undo_networks(created_networks)
+        raise
+    for service_id in gone:
+        endpoints.remove_service(service_id)
+    return lines, warnings
+
+
+def pin_images(stack: dict[str, Any], current: dict[str, dict[str, Any] | None],
+               resolve_image: str = "always") -> list[str]:
+    """Each service's image pinned to its digest from this manager's image store (Docker's
+    `--resolve-image always`, or the mode the CLI gives), so every node runs the bytes the
+    manager has, whatever the tag points at later; a node lacking the image pulls exactly that
+    digest from the manager. The registry is not asked here (a deploy must not wait on one;
+    see docs/architecture.md). Returns Docker's warnings, for updates only, as `stack deploy`
+    prints them."""
+    from shoal.image.store import ImageStore
+    from shoal.manager.imagepin import deploy_image
+    from shoal.model.stack import LABEL_IMAGE
+
+    images = ImageStore()
+    warnings: list[str] = []
+    for spec in stack.get("services", {}).values():
+        image = spec.get("image") or ""
+        if not image:
+            continue
+        old = (current.get(spec["name"]) or {}).get("spec")
+        pinned = deploy_image(images, image, resolve_image=resolve_image,
+                              existing_image=old.get("image") if old else None,
+                              existing_label=(old.get("labels") or {}).get(LABEL_IMAGE) if old else None,
+                              query_registry=False)
+        spec["image"] = pinned.image
+        if pinned.warning:
+            warnings.append(pinned.warning)
+    return warnings
+
+
+def remove_stack(store: Store, name: str) -> list[str]:
+    """`stack rm`: everything labelled with the stack, in one write; then the services'
+    endpoints freed. Docker's lines; empty when the stack has nothing."""
+    from shoal.manager import endpoints
+    from shoal.manager.stacks import remove_stack as remove_all, stack_of
+
+    with store.transaction() as tx:
+        gone = [s["id"] for s in tx.list("service") if stack_of(s) == name]
+        lines = remove_all(tx, name)
+    for service_id in gone:
+        endpoints.remove_service(service_id)
+    return lines

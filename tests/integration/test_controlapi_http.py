@@ -1,0 +1,83 @@
+"""The control API through a real shoald and the real CLI: `POST /v1/services` (201, a name
+taken is a 409 in Docker's words), update with the version read (a stale one is `update out of
+sequence`), rollback to the previous spec, and a swarm network made with `shoal network create
+-d overlay`, inspected, refused removal while a service uses it, then removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY
+from shoal.errors import Conflict, InvalidArgument
+from shoal.manager.imagepin import digest_warning
+from test_daemon_api import daemon  # noqa: F401 - the fixture: a shoald of the test's own
+
+pytestmark = ROOT_ONLY
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shoal", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_service_create_update_and_rollback_over_http(daemon) -> None:  # noqa: F811
+    client, _, _ = daemon
+    created = client.post("/services", {"spec": {"name": "web", "image": "busybox:latest", "replicas": 0}})
+    assert set(created) == {"ID", "Warnings"} and created["Warnings"] == []
+    with pytest.raises(Conflict, match="name conflicts with an existing object: service web already exists"):
+        client.post("/services", {"spec": {"name": "web", "image": "busybox:latest"}})
+    with pytest.raises(InvalidArgument, match="spec.replicas: an integer is expected"):
+        client.post("/services", {"spec": {"name": "api", "image": "busybox:latest", "replicas": "2"}})
+    svc = client.get("/services/web")
+    assert (svc["id"], svc["spec_version"], svc["previous_spec"], svc["update_status"]) == (created["ID"], 1, None, None)
+    assert svc["spec"]["restart_policy"]["delay"] == 5.0  # Swarm's defaults, filled in once
+    with pytest.raises(InvalidArgument, match="does not have a previous spec"):
+        client.post("/services/web/update", {"version": 1, "rollback": "previous"})
+    changed = dict(svc["spec"], env=["COLOR=blue"])
+    # busybox:latest is in no store here: an update says so with moby's digestWarning, as Docker.
+    updated = client.post("/services/web/update", {"version": 1, "spec": changed})
+    assert updated == {"Warnings": [digest_warning("busybox:latest")]}
+    with pytest.raises(Conflict, match="update out of sequence"):
+        client.post("/services/web/update", {"version": 1, "spec": dict(changed, replicas=3)})
+    with pytest.raises(InvalidArgument, match="service mode change is not allowed"):
+        client.post("/services/web/update", {"version": 2, "spec": dict(changed, mode="global")})
+    client.post("/services/web/update", {"version": 2, "rollback": "previous"})
+    svc = client.get("/services/web")
+    assert svc["spec"]["env"] == [] and svc["previous_spec"]["env"] == ["COLOR=blue"]
+    # The orchestrator may have finished it already (no replicas to roll back).
+    assert svc["spec_version"] == 3 and svc["update_status"]["state"] in ("rollback_started", "rollback_completed")
+    client.delete("/services/web")
+
+
+def test_overlay_network_create_inspect_and_rm_from_the_cli(daemon) -> None:  # noqa: F811
+    client, env, _ = daemon
+    env = dict(env)
+    made = cli(env, "network", "create", "-d", "overlay", "--subnet", "10.218.7.0/24", "--label", "tier=front", "appnet")
+    assert made.returncode == 0, made.stderr
+    network_id = made.stdout.strip()
+    again = cli(env, "network", "create", "-d", "overlay", "appnet")
+    assert again.returncode != 0 and "network with name appnet already exists" in again.stderr
+    shown = cli(env, "network", "inspect", "appnet")
+    assert shown.returncode == 0, shown.stderr
+    (inspected,) = json.loads(shown.stdout)
+    assert (inspected["Id"], inspected["Scope"], inspected["Driver"]) == (network_id, "swarm", "overlay")
+    assert inspected["IPAM"]["Config"] == [{"Subnet": "10.218.7.0/24"}] and inspected["Labels"] == {"tier": "front"}
+    svc = client.post("/services", {"spec": {"name": "front", "image": "busybox:latest", "replicas": 0,
+                                             "networks": [{"target": "appnet"}]}})
+    refused = cli(env, "network", "rm", "appnet")
+    assert refused.returncode == 1
+    assert f"network {network_id} is in use by service {svc['ID']}" in refused.stderr
+    assert client.get(f"/networks/{network_id}")["name"] == "appnet"
+    client.delete("/services/front")
+    removed = cli(env, "network", "rm", "appnet")
+    assert removed.returncode == 0, removed.stderr
+    assert all(n["name"] != "appnet" for n in client.get("/networks"))
+    gone = cli(env, "network", "inspect", "appnet")
+    assert gone.returncode == 1
+    assert not os.path.exists(f"/sys/class/net/{inspected['Options'].get('com.docker.network.bridge.name', 'x')}")

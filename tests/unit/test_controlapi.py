@@ -1,0 +1,226 @@
+"""The control API (manager/controlapi) against a real SQLiteStore in a state root of the
+test's own: create, duplicate name, validation with swarmkit's words, update with a stale
+version, update and rollback, mode change, secrets that must exist, published-port clash,
+scale, a network in use, and the typed records loading what older shoalds stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY, teardown_root
+from shoal.errors import Conflict, InvalidArgument, NotFound
+from shoal.manager import serviceview
+from shoal.manager.controlapi import networks as netapi, services as svcapi
+from shoal.model.records import Network, Service
+from shoal.model.service import (DEFAULT_TASK_HISTORY_LIMIT, FileReference, NetworkAttachment, PortConfig,
+                                 RestartPolicy, ServiceSpec, UpdateConfig)
+from shoal.model.stack import NetworkSpec
+from shoal.store import SQLiteStore
+from shoal.store.base import VersionConflict
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A state root for the module (what the services and networks make in the kernel is
+    named after it), torn down once at the end, whatever happened."""
+    root = tmp_path_factory.mktemp("controlapi")
+    root.chmod(0o700)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SHOAL_ROOT", str(root))
+        env.setenv("SHOAL_RUN", str(root / "run"))
+        try:
+            yield root
+        finally:
+            teardown_root(root, root / "run")
+
+
+@pytest.fixture
+def store(root: Path, tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "shoald.db")
+    try:
+        yield s
+    finally:
+        # What this test's services hold in the kernel goes with them.
+        for svc in s.list("service"):
+            svcapi.remove_service(s, svc["id"])
+        s.close()
+
+
+def spec(name: str = "web", **changes) -> ServiceSpec:
+    return ServiceSpec(name=name, **{"image": "busybox:latest", **changes})
+
+
+def services(store: SQLiteStore) -> list[Service]:
+    return [Service.from_dict(s) for s in store.list("service")]
+
+
+def test_create_stores_a_typed_record_with_swarms_defaults(store: SQLiteStore) -> None:
+    service_id, warnings = svcapi.create_service(store, spec(replicas=2))
+    assert warnings == []
+    (svc,) = services(store)
+    assert (svc.id, svc.name, svc.stack, svc.spec_version) == (service_id, "web", "", 1)
+    assert svc.spec.replicas == 2 and svc.previous_spec is None and svc.update_status is None
+    assert svc.spec.restart_policy == RestartPolicy() and svc.spec.force_update == 0
+    assert svcapi.inspect_service(store, service_id[:6]).name == "web"
+
+
+def test_a_name_taken_is_swarmkits_already_exists_and_nothing_more_is_stored(store: SQLiteStore) -> None:
+    first, _ = svcapi.create_service(store, spec())
+    with pytest.raises(Conflict, match="AlreadyExists desc = name conflicts with an existing object: "
+                                       "service web already exists"):
+        svcapi.create_service(store, spec(replicas=3))
+    assert [(s.id, s.spec.replicas) for s in services(store)] == [(first, 1)]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"name": ""}, "meta: name must be provided"),
+    ({"name": "my web"}, "name must be valid as a DNS name component"),
+    ({"name": "a" * 64}, "name must be 63 characters or fewer"),
+    ({"image": ""}, "ContainerSpec: image reference must be provided"),
+    ({"replicas": -1}, "Number of replicas must be non-negative"),
+    ({"mode": "sometimes"}, "Unrecognized service mode"),
+    ({"restart_policy": RestartPolicy(delay=-1.0)}, "TaskSpec: restart-delay cannot be negative"),
+    ({"update_config": UpdateConfig(max_failure_ratio=2.0)},
+     "TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1"),
+    ({"secrets": [FileReference("a", "/run/secrets/x"), FileReference("b", "/run/secrets/x")]},
+     "secret references 'a' and 'b' have a conflicting target: '/run/secrets/x'"),
+])
+def test_an_invalid_spec_is_refused_with_swarmkits_words(store: SQLiteStore, changes, message) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        svcapi.create_service(store, spec(**{"name": "web", **changes}))
+    assert str(exc.value).endswith(message)
+    assert store.list("service") == []
+
+
+def test_a_secret_the_service_names_must_exist(store: SQLiteStore) -> None:
+    with pytest.raises(InvalidArgument, match="secret not found: nope$"):
+        svcapi.create_service(store, spec(secrets=[FileReference("nope", "/run/secrets/nope")]))
+    with pytest.raises(NotFound, match="network nonet not found"):
+        svcapi.create_service(store, spec(networks=[NetworkAttachment("nonet")]))
+    assert store.list("service") == []
+
+
+def test_update_with_a_stale_version_is_out_of_sequence(store: SQLiteStore) -> None:
+    service_id, _ = svcapi.create_service(store, spec())
+    svcapi.update_service(store, service_id, 1, spec(replicas=2))
+    with pytest.raises(VersionConflict, match="update out of sequence"):
+        svcapi.update_service(store, service_id, 1, spec(replicas=5))
+    (svc,) = services(store)
+    assert (svc.spec_version, svc.spec.replicas) == (2, 2)
+
+
+def test_update_keeps_the_previous_spec_and_rollback_swaps_them(store: SQLiteStore) -> None:
+    service_id, _ = svcapi.create_service(store, spec())
+    with pytest.raises(InvalidArgument, match=f"FailedPrecondition desc = service {service_id} does not have a "
+                                              "previous spec"):
+        svcapi.update_service(store, service_id, 1, None, rollback="previous")
+    svcapi.update_service(store, "web", 1, spec(env=["A=1"], force_update=1))
+    (svc,) = services(store)
+    assert svc.spec.env == ["A=1"] and svc.previous_spec is not None and svc.previous_spec.env == []
+    assert svc.update_status is None and svc.spec_version == 2
+    svcapi.update_service(store, "web", 2, None, rollback="previous")
+    (svc,) = services(store)
+    assert svc.spec.env == [] and svc.spec.force_update == 0 and svc.previous_spec.env == ["A=1"]
+    assert svc.spec_version == 3 and svc.rolling_back
+    assert svc.update_status is not None
+    assert (svc.update_status.state, svc.update_status.message) == ("rollback_started", "manually requested rollback")
+
+
+def test_mode_change_and_rename_are_refused(store: SQLiteStore) -> None:
+    service_id, _ = svcapi.create_service(store, spec())
+    with pytest.raises(InvalidArgument, match="service mode change is not allowed"):
+        svcapi.update_service(store, service_id, 1, spec(mode="global", replicas=0))
+    with pytest.raises(InvalidArgument, match="renaming services is not supported"):
+        svcapi.update_service(store, service_id, 1, spec("other"))
+    (svc,) = services(store)
+    assert (svc.spec.mode, svc.name, svc.spec_version) == ("replicated", "web", 1)
+
+
+@ROOT_ONLY
+def test_a_published_port_another_service_holds_is_refused(store: SQLiteStore) -> None:
+    ports = [PortConfig(target=80, published=38931)]
+    first, _ = svcapi.create_service(store, spec("front"))
+    svcapi.update_service(store, first, 1, spec("front", endpoint=_endpoint(ports)))
+    with pytest.raises(InvalidArgument, match=f"port '38931' is already in use by service 'front' \\({first}\\) "
+                                              "as an ingress port"):
+        svcapi.create_service(store, spec("back", endpoint=_endpoint(ports)))
+    assert [s.name for s in services(store)] == ["front"]
+
+
+def _endpoint(ports: list[PortConfig]):
+    from shoal.model.service import EndpointSpec
+
+    return EndpointSpec(ports=ports)
+
+
+def test_scale_changes_replicas_only_and_refuses_global(store: SQLiteStore) -> None:
+    service_id, _ = svcapi.create_service(store, spec())
+    svcapi.scale_service(store, "web", 4)
+    (svc,) = services(store)
+    assert (svc.spec.replicas, svc.spec_version, svc.previous_spec) == (4, 2, None)
+    svcapi.create_service(store, spec("everywhere", mode="global", replicas=0))
+    with pytest.raises(InvalidArgument, match="scale can only be used with replicated or replicated-job mode"):
+        svcapi.scale_service(store, "everywhere", 2)
+    removed = svcapi.remove_service(store, service_id)
+    assert removed.name == "web" and [s.name for s in services(store)] == ["everywhere"]
+
+
+@ROOT_ONLY
+def test_a_network_in_use_by_a_service_cannot_be_removed(store: SQLiteStore) -> None:
+    network_id = netapi.create_network(store, NetworkSpec(name="appnet"))
+    with pytest.raises(Conflict, match="network with name appnet already exists"):
+        netapi.create_network(store, NetworkSpec(name="appnet"))
+    service_id, _ = svcapi.create_service(store, spec(networks=[NetworkAttachment("appnet")]))
+    (svc,) = services(store)
+    assert [v.network for v in svc.endpoint.vips] == ["appnet"]
+    with pytest.raises(InvalidArgument, match=f"FailedPrecondition desc = network {network_id} is in use by "
+                                              f"service {service_id}"):
+        netapi.remove_network(store, "appnet")
+    assert netapi.inspect_network(store, network_id[:8]).spec.driver == "overlay"
+    svcapi.remove_service(store, "web")
+    netapi.remove_network(store, "appnet")
+    assert store.list("network") == []
+    with pytest.raises(NotFound, match="network appnet not found"):
+        netapi.remove_network(store, "appnet")
+
+
+def test_a_predefined_or_badly_addressed_network_is_refused(store: SQLiteStore) -> None:
+    with pytest.raises(InvalidArgument, match="host is a pre-defined network and cannot be created"):
+        netapi.create_network(store, NetworkSpec(name="host"))
+    from shoal.model.stack import IPAM, IPAMPool
+
+    bad = NetworkSpec(name="n1", ipam=IPAM(config=[IPAMPool(subnet="10.9.0.0/24", gateway="10.8.0.1")]))
+    with pytest.raises(InvalidArgument, match="ipam configuration: subnet 10.9.0.0/24 does not contain gateway 10.8.0.1"):
+        netapi.create_network(store, bad)
+    assert store.list("network") == []
+
+
+def test_records_load_what_older_shoalds_stored_and_keep_unknown_keys() -> None:
+    old = {"id": "s1", "name": "webapp_web", "stack": "webapp", "spec_version": 3, "created_at": 1.0,
+           "updated_at": 2.0, "endpoint": {}, "version": 7, "from_a_newer_shoald": {"x": 1},
+           "spec": {"name": "webapp_web", "compose_name": "web", "stack": "webapp", "image": "web:v1",
+                    "secrets": [{"source": "webapp_db", "target": "/run/secrets/db", "digest": "sha256:ab"}]}}
+    svc = Service.from_dict(old)
+    assert svc.spec.secrets[0].digest == "sha256:ab" and svc.endpoint.vips == [] and svc.version == 7
+    again = svc.to_dict()
+    assert again["from_a_newer_shoald"] == {"x": 1} and again["spec_version"] == 3
+    assert Service.from_dict(again) == svc
+    net = {"id": "n1", "name": "webapp_webnet", "stack": "webapp", "created_at": 1.0,
+           "spec": {"name": "webapp_webnet", "compose_name": "webnet", "labels": {"a": "b"}}}
+    assert Network.from_dict(net).to_dict()["spec"]["driver"] == "overlay"
+
+
+def test_serviceview_takes_swarms_defaults_from_the_model() -> None:
+    view = serviceview.view({"id": "s1", "name": "web", "spec": {}})
+    default = ServiceSpec(name="web")
+    assert view.restart == default.restart_policy
+    assert (view.mode, view.replicas) == (default.mode, default.replicas)
+    assert view.update_config() == default.update_config
+    assert view.update_config(rolling_back=True) == default.rollback_config
+    assert view.history_limit == serviceview.DEFAULT_HISTORY_LIMIT == DEFAULT_TASK_HISTORY_LIMIT
+    source = Path(serviceview.__file__).read_text()
+    for literal in ("5.0", "10.0", '"any"', '"pause"', '"stop-first"'):
+        assert literal not in source, f"serviceview.py writes a default of its own: {literal}"
