@@ -108,3 +108,28 @@ def test_bad_input_is_one_line_and_nothing_is_made(shoal, tmp_path: Path) -> Non
     names = shoal("secret", "ls", "--format", "{{.Name}}", check=True).stdout.split()
     assert "h4_big" not in names
     assert "h4_missing" not in shoal("config", "ls", "--format", "{{.Name}}", check=True).stdout.split()
+
+
+def test_a_golang_templated_config_is_expanded_for_each_task(shoal, busybox_image: str, tmp_path: Path) -> None:
+    shoal("config", "create", "--template-driver", "golang", "h4_tpl", "-",
+          input="svc={{.Service.Name}} slot={{ .Task.Slot }} node={{.Node.Hostname}}\n", check=True)
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        f"services:\n  app:\n    image: {busybox_image}\n"
+        "    command: [sh, -c, 'cat /etc/app.conf; exec sleep 300']\n"
+        "    stop_grace_period: 1s\n    deploy: {replicas: 2}\n"
+        "    configs: [{source: tpl, target: /etc/app.conf}]\n"
+        "configs:\n  tpl:\n    external: true\n    name: h4_tpl\n")
+    try:
+        shoal("stack", "deploy", "-c", str(compose), "h4t", check=True)
+        logs = _wait(lambda: (lambda out: out if out.count("svc=") == 2 else None)(
+            shoal("service", "logs", "--raw", "h4t_app").stdout), 30, "both tasks' output")
+        lines = sorted(line for line in logs.splitlines() if line.startswith("svc="))
+        hostname = os.uname().nodename
+        assert [line.split(" node=")[0] for line in lines] == ["svc=h4t_app slot=1", "svc=h4t_app slot=2"]
+        assert all(line.split(" node=")[1] for line in lines) and "{{" not in logs, (lines, hostname)
+        assert json.loads(shoal("config", "inspect", "h4_tpl", check=True).stdout)[0]["Spec"]["Templating"] == \
+            {"Name": "golang"}
+    finally:
+        shoal("stack", "rm", "h4t")
+    _wait(lambda: shoal("config", "rm", "h4_tpl").returncode == 0, 30, "the config to be free")

@@ -87,7 +87,8 @@ class AssignedFiles:
 
         with self._agent._lock:
             found = [f for f in self._agent.files.values() if f.kind == kind]
-        return [{"id": f.id, "name": f.name, "data": base64.b64encode(f.data).decode()} for f in found]
+        return [{"id": f.id, "name": f.name, "data": base64.b64encode(f.data).decode(),
+                 "template_driver": f.template_driver} for f in found]
 
 
 class Agent:

@@ -121,6 +121,9 @@ class FileData:
     # The data's digest as the task spec names it (manager/files.py), so a changed secret is a
     # new value the agent can tell apart.
     digest: str = ""
+    # "golang": Swarm's templates in the data ({{.Service.Name}}, {{.Task.Slot}}, ...) are
+    # expanded for each task that mounts it (`config create --template-driver golang`).
+    template_driver: str = ""
 
 
 @dataclass

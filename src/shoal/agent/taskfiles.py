@@ -11,6 +11,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from shoal import paths
@@ -41,8 +42,10 @@ def _is_mount(path: Path) -> bool:
     return os.path.ismount(path)
 
 
-def materialize(store: Store, task_id: str, task_spec: dict[str, Any]) -> list[Mount]:
-    """Write the task's files and return the mounts that put them in place."""
+def materialize(store: Store, task_id: str, task_spec: dict[str, Any],
+                expand: Callable[[str], str] | None = None) -> list[Mount]:
+    """Write the task's files and return the mounts that put them in place. `expand` fills in
+    Swarm's templates for the task, in an object made with the golang template driver."""
     mounts: list[Mount] = []
     refs = [("secret", r) for r in task_spec.get("secrets") or []] + \
            [("config", r) for r in task_spec.get("configs") or []]
@@ -53,7 +56,10 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any]) -> list[M
         found = next((o for o in store.list(kind) if o["name"] == ref["source"]), None)
         if found is None:
             raise NotFound(f"{kind} not found: {ref['source']}")
-        contents.append((kind, ref, secretbox.content(kind, found)))
+        data = secretbox.content(kind, found)
+        if found.get("template_driver") == "golang" and expand is not None:
+            data = expand(data.decode(errors="surrogateescape")).encode(errors="surrogateescape")
+        contents.append((kind, ref, data))
     directory = task_dir(task_id)
     paths.ensure_private_dir(directory.parent)
     _collect(store, keep=task_id)

@@ -20,7 +20,7 @@ from shoal.agent import health, taskfiles
 from shoal.agent.exec import ContainerExecutor
 from shoal.agent.health import HealthConfig, Probe
 from shoal.agent.pool import ElasticPool, release_memory
-from shoal.agent.taskspec import container_spec
+from shoal.agent.taskspec import container_spec, expand
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.model.cluster import Node, Task, TaskState
 from shoal.runtime.state import proc_start_time
@@ -143,7 +143,9 @@ class Worker:
             if self.network_setup is not None:
                 self.network_setup(task)
             spec = container_spec(task, node)
-            spec.mounts += taskfiles.materialize(self.files, task.id, task.spec)
+            spec.mounts += taskfiles.materialize(
+                self.files, task.id, task.spec,
+                expand=lambda text: expand(text, task, node, task.spec.get("labels") or {}))
             container_id = self.executor.controller().prepare(spec)
         except ShoalError as exc:
             taskfiles.remove(task.id)

@@ -472,7 +472,7 @@ class Dispatcher:
                     if (kind, obj["name"]) in wanted:
                         files[f"{kind}/{obj['id']}"] = (kind, obj)
         new_files = [FileData(kind=kind, id=obj["id"], name=obj["name"], data=self._file(kind, obj),
-                              digest=obj.get("digest", ""))
+                              digest=obj.get("digest", ""), template_driver=obj.get("template_driver", ""))
                      for key, (kind, obj) in files.items() if complete or session.files.get(key) != obj.get("version")]
         removed_files = [] if complete else [k for k in session.files if k not in files]
         services = view.services
