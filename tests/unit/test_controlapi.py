@@ -224,3 +224,31 @@ def test_serviceview_takes_swarms_defaults_from_the_model() -> None:
     source = Path(serviceview.__file__).read_text()
     for literal in ("5.0", "10.0", '"any"', '"pause"', '"stop-first"'):
         assert literal not in source, f"serviceview.py writes a default of its own: {literal}"
+
+
+def _stack(**services: ServiceSpec) -> dict:
+    return {"name": "app", "networks": {}, "services": {s.name: s.to_dict() for s in services.values()}}
+
+
+def _stack_service(compose_name: str, **changes) -> ServiceSpec:
+    return ServiceSpec(name=f"app_{compose_name}", compose_name=compose_name, stack="app",
+                       labels={"com.docker.stack.namespace": "app"}, **{"image": "busybox:latest", **changes})
+
+
+def test_stack_deploy_goes_through_the_same_checks_and_keeps_the_previous_spec(store: SQLiteStore) -> None:
+    from shoal.manager.controlapi import stacks as stackapi
+
+    with pytest.raises(InvalidArgument, match="service app_bad: .*Number of replicas must be non-negative"):
+        stackapi.deploy_stack(store, _stack(web=_stack_service("web"), bad=_stack_service("bad", replicas=-1)))
+    assert store.list("service") == []  # not even the valid one
+    lines, _ = stackapi.deploy_stack(store, _stack(web=_stack_service("web")))
+    assert lines == ["Creating service app_web"]
+    (first,) = services(store)
+    lines, _ = stackapi.deploy_stack(store, _stack(web=_stack_service("web", env=["A=1"])))
+    assert lines == [f"Updating service app_web (id: {first.id})"]
+    (svc,) = services(store)
+    assert (svc.spec_version, svc.spec.env, svc.previous_spec.env, svc.stack) == (2, ["A=1"], [], "app")
+    with pytest.raises(InvalidArgument, match="service mode change is not allowed"):
+        stackapi.deploy_stack(store, _stack(web=_stack_service("web", mode="global", replicas=0)))
+    assert stackapi.remove_stack(store, "app") == ["Removing service app_web"]
+    assert store.list("service") == []
