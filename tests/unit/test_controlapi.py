@@ -252,3 +252,22 @@ def test_stack_deploy_goes_through_the_same_checks_and_keeps_the_previous_spec(s
         stackapi.deploy_stack(store, _stack(web=_stack_service("web", mode="global", replicas=0)))
     assert stackapi.remove_stack(store, "app") == ["Removing service app_web"]
     assert store.list("service") == []
+
+
+def test_two_updates_from_one_version_at_once_one_wins_the_other_is_out_of_sequence(store: SQLiteStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    svcapi.create_service(store, spec())
+
+    def update(value: str) -> str:
+        try:
+            svcapi.update_service(store, "web", 1, spec(env=[f"V={value}"]))
+            return "ok"
+        except VersionConflict as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = sorted(pool.map(update, ["a", "b"]))
+    assert results[0] == "ok" and results[1].endswith("update out of sequence"), results
+    (svc,) = services(store)
+    assert svc.spec_version == 2 and svc.previous_spec is not None and svc.previous_spec.env == []

@@ -304,8 +304,14 @@ def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | Non
                 record.update_status = None  # swarmkit: "Reset update status"
             tx.update("service", record.to_dict())
     except BaseException:
-        try:  # the endpoint as the stored spec wants it again
-            endpoints.ensure_service(current.id, current.spec.to_dict(), held)
+        # The endpoint as the stored spec wants it again: read now, as a concurrent update
+        # that won the race (ours failing `out of sequence`) has changed it since.
+        stored = store.get("service", current.id)
+        try:
+            if stored is None:  # removed meanwhile: its endpoint goes too
+                endpoints.remove_service(current.id)
+            else:
+                endpoints.ensure_service(current.id, stored["spec"], held)
         except ShoalError as exc:
             log.warning("could not restore the endpoint of service %s: %s", current.name, exc)
         raise
