@@ -43,7 +43,7 @@ from shoal.model import (
     UpdateConfig,
     VolumeSpec,
 )
-from shoal.runtime.spec import Mount, Ulimit
+from shoal.model.container import Mount, Ulimit  # not runtime.spec: a deploy needs no ContainerSpec
 
 DEFAULT_NETWORK = "default"
 MIN_NANO_CPUS = 1_000_000  # 0.001 CPU (swarmkit controlapi)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from functools import lru_cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from shoal.compose import fastcheck
@@ -26,6 +25,8 @@ class SchemaRefused(ComposeError):
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
+    from importlib import resources  # only when a file is refused, or for `stack config` checks: ~10 ms
+
     text = resources.files("shoal.compose").joinpath("schema").joinpath(SCHEMA_FILE).read_text("utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
