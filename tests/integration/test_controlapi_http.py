@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,9 +56,18 @@ def test_service_create_update_and_rollback_over_http(daemon) -> None:  # noqa: 
     client.delete("/services/web")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_overlay_network_create_inspect_and_rm_from_the_cli(daemon) -> None:  # noqa: F811
     client, env, _ = daemon
     env = dict(env)
+    # Outside swarm mode `-d overlay` is this node's own network, as before; in it, the swarm's.
+    init = cli(env, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{_free_port()}")
+    assert init.returncode == 0, init.stderr
     made = cli(env, "network", "create", "-d", "overlay", "--subnet", "10.218.7.0/24", "--label", "tier=front", "appnet")
     assert made.returncode == 0, made.stderr
     network_id = made.stdout.strip()

@@ -75,10 +75,20 @@ def _one(values: list[str], flag: str) -> str:
     return values[0] if values else ""
 
 
+def _in_swarm() -> bool:
+    """Swarm mode, where Docker makes an overlay network swarm-scoped: this node has joined a
+    swarm (its state file), or the CLI's context is a swarm node over TCP. Outside it, an
+    overlay network is this node's own, as before (attachable by `run`)."""
+    from shoal import paths
+    from shoal.api import contexts
+
+    return contexts.endpoint().is_tcp or (paths.state_root() / "swarm" / "state.json").exists()
+
+
 def _swarm_scoped(args: argparse.Namespace) -> bool:
-    """`-d overlay` (or `--scope swarm`) makes a swarm network: the manager's, through its
-    control API, as dockerd hands such a request to swarmkit."""
-    return args.driver == "overlay" or args.scope == "swarm"
+    """`--scope swarm`, or `-d overlay` in swarm mode, makes a swarm network: the manager's,
+    through its control API, as dockerd hands such a request to swarmkit."""
+    return args.scope == "swarm" or (args.driver == "overlay" and _in_swarm())
 
 
 def _create_swarm(args: argparse.Namespace) -> int:
@@ -100,16 +110,14 @@ def _create_swarm(args: argparse.Namespace) -> int:
 
 
 def _swarm_network(ref: str) -> dict[str, Any] | None:
-    """The manager's record of a swarm network `ref` names, when a shoald runs and has one
-    (a local network needs no daemon: none is started to ask)."""
+    """The manager's record of the swarm network `ref` names, in swarm mode (outside it a
+    network is this node's own, and no daemon is asked)."""
     from shoal.api.client import connect
     from shoal.errors import NotFound
 
-    try:
-        client = connect(autostart=False)
-    except ShoalError:
+    if not _in_swarm():
         return None
-    with client:
+    with connect() as client:
         try:
             found: dict[str, Any] = client.get(f"/networks/{ref}")
             return found
@@ -255,7 +263,7 @@ def _rm(args: argparse.Namespace) -> int:
             if _swarm_network(ref) is not None:
                 from shoal.api.client import connect
 
-                with connect(autostart=False) as client:
+                with connect() as client:
                     client.delete(f"/networks/{ref}")
             else:
                 cleanup.remove_network(ref)
