@@ -271,3 +271,20 @@ def test_two_updates_from_one_version_at_once_one_wins_the_other_is_out_of_seque
     assert results[0] == "ok" and results[1].endswith("update out of sequence"), results
     (svc,) = services(store)
     assert svc.spec_version == 2 and svc.previous_spec is not None and svc.previous_spec.env == []
+
+
+def test_a_task_a_scale_did_not_touch_is_up_to_date(store: SQLiteStore) -> None:
+    """swarmkit's UpToDate filter, which docker/cli's progress display counts by: after `scale`
+    the running tasks keep their spec_version but still run the current spec."""
+    from shoal.manager import orchestrator, serviceview
+
+    svcapi.create_service(store, spec(replicas=1))
+    (raw,) = store.list("service")
+    task = orchestrator.new_task(serviceview.view(raw), 1, "node1", orchestrator.TaskState.RUNNING, 0.0).to_dict()
+    svcapi.scale_service(store, "web", 3)
+    (scaled,) = store.list("service")
+    assert task["spec_version"] == 1 and scaled["spec_version"] == 2
+    assert svcapi.up_to_date(task, scaled)
+    svcapi.update_service(store, "web", 2, spec(replicas=3, env=["A=1"]))
+    (changed,) = store.list("service")
+    assert not svcapi.up_to_date(task, changed)

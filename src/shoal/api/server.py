@@ -269,6 +269,9 @@ def make_app(daemon: Daemon) -> web.Application:
         elif "stack" in request.query:
             service_ids = {s["id"] for s in store.list("service") if stack_of(s) == request.query["stack"]}
         result = [t for t in store.list("task") if service_ids is None or t["service_id"] in service_ids]
+        if request.query.get("up_to_date") == "1":
+            by_id = {s["id"]: s for s in store.list("service")}
+            result = [t for t in result if t["service_id"] in by_id and svcapi.up_to_date(t, by_id[t["service_id"]])]
         return web.json_response(result)
 
     @routes.get(f"{prefix}/networks")

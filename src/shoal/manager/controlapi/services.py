@@ -353,3 +353,15 @@ def inspect_service(store: Store, ref: str) -> Service:
 def list_services(store: Store, keep: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
     """The stored records, as stored (a listing reads every service: no decoding)."""
     return [s for s in store.list("service") if keep is None or keep(s)]
+
+
+def up_to_date(task: dict[str, Any], service: dict[str, Any]) -> bool:
+    """swarmkit ListTasks' UpToDate filter (docker/cli's `_up-to-date`, what its progress
+    display counts): the task runs the service's current spec. A task the last change did not
+    touch (a scale, a label) keeps its older spec_version and is up to date all the same, as
+    swarmkit's !IsTaskDirty."""
+    from shoal.manager.orchestrator import task_spec
+
+    if task.get("spec_version") == service.get("spec_version"):
+        return True
+    return task.get("spec") == task_spec(service.get("spec") or {})
