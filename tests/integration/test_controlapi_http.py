@@ -78,6 +78,8 @@ def test_overlay_network_create_inspect_and_rm_from_the_cli(daemon) -> None:  # 
     (inspected,) = json.loads(shown.stdout)
     assert (inspected["Id"], inspected["Scope"], inspected["Driver"]) == (network_id, "swarm", "overlay")
     assert inspected["IPAM"]["Config"] == [{"Subnet": "10.218.7.0/24"}] and inspected["Labels"] == {"tier": "front"}
+    listed = cli(env, "network", "ls", "--no-trunc", "--filter", "name=appnet")
+    assert [line.split() for line in listed.stdout.splitlines()[1:]] == [[network_id, "appnet", "overlay", "swarm"]]
     svc = client.post("/services", {"spec": {"name": "front", "image": "busybox:latest", "replicas": 0,
                                              "networks": [{"target": "appnet"}]}})
     refused = cli(env, "network", "rm", "appnet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -201,8 +202,32 @@ def _row(net: Network, no_trunc: bool) -> dict[str, Any]:
     }
 
 
+def _with_swarm_networks(local: list[Network]) -> list[Network]:
+    """In swarm mode, the swarm's networks as Docker lists them: by the cluster's ID (the one
+    `inspect` and `rm` use), scope swarm, also those this node has no copy of yet."""
+    from shoal.api.client import connect
+    from shoal.runtime.inspect import rfc3339
+
+    with connect() as client:
+        records = {r["name"]: r for r in client.get("/networks")}
+    merged = [dataclasses.replace(n, id=records[n.name]["id"], scope="swarm") if n.name in records else n
+              for n in local]
+    have = {n.name for n in local}
+    for name, record in records.items():
+        if name in have:
+            continue
+        spec = record.get("spec") or {}
+        merged.append(Network(id=record["id"], name=name, driver=spec.get("driver") or "overlay", scope="swarm",
+                              created=rfc3339(record.get("created_at") or 0), internal=bool(spec.get("internal")),
+                              attachable=bool(spec.get("attachable")), labels=dict(spec.get("labels") or {})))
+    return sorted(merged, key=lambda n: n.name)  # docker/cli sorts the list by name
+
+
 def _ls(args: argparse.Namespace) -> int:
-    nets = [n for n in NetworkStore().list() if _matches(n, args.filter)]
+    nets = NetworkStore().list()
+    if _in_swarm():
+        nets = _with_swarm_networks(nets)
+    nets = [n for n in nets if _matches(n, args.filter)]
     rows = [_row(n, args.no_trunc) for n in nets]
     print_formatted(args.format, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"], ["ID", "Name", "Driver", "Scope"], rows,
                     quiet_field="ID", quiet=args.quiet)
