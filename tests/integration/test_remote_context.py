@@ -270,3 +270,29 @@ def test_a_worker_certificate_gets_no_node_route(node: Node, tmp_path: Path) -> 
         proc = cli(node.client_env, "-c", "asworker", *args)
         assert proc.returncode != 0 and b"remote certificate not part of OUs: [swarm-manager]" in proc.stderr, \
             (args, proc.stderr)
+
+
+def test_a_client_that_leaves_mid_build_stops_it(node: Node, tmp_path: Path) -> None:
+    """Interrupted `build` (the client's connection gone): the node's build stops at its next
+    output line, nothing is tagged, and its temporary context directory is removed."""
+    (tmp_path / "Dockerfile").write_text("FROM localhost/busybox:test\nRUN echo first; sleep 2; echo second\n"
+                                         "RUN echo never\n")
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "-c", "far", "build", "--no-cache", "-t", "left:1",
+                             str(tmp_path)], env=node.client_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            if raw == b"first\n":
+                break
+        else:
+            raise AssertionError(proc.stderr.read() if proc.stderr else "no output")
+    finally:
+        proc.kill()
+        proc.wait()
+    uploads = Path(node.env["SHOAL_ROOT"]) / "uploads"
+    deadline = time.monotonic() + 20
+    while list(uploads.iterdir()):
+        assert time.monotonic() < deadline, list(uploads.iterdir())
+        time.sleep(0.1)
+    assert b"left" not in cli(node.env, "images").stdout
+    assert cli(node.env, "ps", "-aq").stdout == b""  # no build step container left behind

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 # A build context or image archive larger than this is refused (413) before it fills the disk;
 # SHOAL_UPLOAD_MAX (bytes) changes it.
 DEFAULT_UPLOAD_MAX = 8 * 2**30
+log = logging.getLogger("shoald.nodeapi")
 _CHUNK = 1 << 20
 
 
@@ -86,24 +88,39 @@ async def _spool(request: web.Request, directory: Path, what: str) -> Path:
     return target
 
 
-class _LineQueue:
-    """A binary stream a worker thread writes (the builder's output), read by the event loop as
-    it comes."""
+class _Pipe:
+    """A binary stream a worker thread writes (the builder's output, an archive being saved),
+    read by the event loop as it comes. Bounded: the writer waits while the client is slower
+    (a saved archive is never held in memory whole); once the client has gone (abort), the
+    writer's next write fails, which ends its work."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = 16) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=depth)
+        self.aborted = False
 
     def write(self, data: bytes) -> int:
+        if self.aborted:
+            raise BrokenPipeError("the client went away")
         if data:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, bytes(data))
+            asyncio.run_coroutine_threadsafe(self.queue.put(bytes(data)), self.loop).result()
         return len(data)
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+        asyncio.run_coroutine_threadsafe(self.queue.put(None), self.loop).result()
+
+    async def finish(self, job: asyncio.Future[Any]) -> None:
+        """After the reader stopped (done or the client gone): let the writer end, never stuck
+        on a full queue, and collect its result."""
+        self.aborted = True
+        while not job.done():
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            await asyncio.sleep(0.01)
+        await asyncio.gather(job, return_exceptions=True)
 
 
 async def _ndjson(response: web.StreamResponse, obj: dict[str, Any]) -> None:
@@ -170,8 +187,7 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
             raise InvalidArgument("names: at least one image is required")
         store = images()
         await asyncio.to_thread(archive.select, store, names)  # 404 before the stream starts
-        loop = asyncio.get_running_loop()
-        sink = _LineQueue(loop)
+        sink = _Pipe(asyncio.get_running_loop())
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         await response.prepare(request)
 
@@ -179,15 +195,20 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
             try:
                 archive.save(store, names, sink)  # type: ignore[arg-type]
             finally:
-                sink.close()
+                if not sink.aborted:
+                    sink.close()
 
-        job = asyncio.create_task(asyncio.to_thread(run))
-        while (chunk := await sink.queue.get()) is not None:
-            await response.write(chunk)
+        job = asyncio.ensure_future(asyncio.to_thread(run))
         try:
-            await job
-        except ShoalError:
-            # Mid-stream: the client sees a truncated archive and says so; nothing else to send.
+            while (chunk := await sink.queue.get()) is not None:
+                await response.write(chunk)
+        except ConnectionResetError:
+            return response  # the client went away: the writer is stopped below
+        finally:
+            await sink.finish(job)
+        if job.exception() is not None:
+            # Mid-stream: no end-of-stream mark, so the client sees a cut archive and says so.
+            log.error("save %s failed after the stream started: %s", names, job.exception())
             return response
         await response.write_eof()
         return response
@@ -265,19 +286,27 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
                 network=q.get("network") or "default")
             response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await response.prepare(request)
-            sink = _LineQueue(asyncio.get_running_loop())
+            sink = _Pipe(asyncio.get_running_loop())
 
             def run() -> str:
                 try:
                     return Builder(images(), sink).build(opts).image_id  # type: ignore[arg-type]
                 finally:
-                    sink.close()
+                    if not sink.aborted:
+                        sink.close()
 
-            job = asyncio.create_task(asyncio.to_thread(run))
-            while (chunk := await sink.queue.get()) is not None:
-                await _ndjson(response, {"stream": chunk.decode("utf-8", "replace")})
+            # The context directory is removed only once the builder has stopped (below), even
+            # when the client leaves in the middle: its next output line then ends the build.
+            job = asyncio.ensure_future(asyncio.to_thread(run))
             try:
-                await _ndjson(response, {"aux": {"ID": await job}})
+                while (chunk := await sink.queue.get()) is not None:
+                    await _ndjson(response, {"stream": chunk.decode("utf-8", "replace")})
+            except ConnectionResetError:
+                return response  # the client went away: the build stops at its next line
+            finally:
+                await sink.finish(job)
+            try:
+                await _ndjson(response, {"aux": {"ID": job.result()}})
             except BuildFailed as exc:
                 await _ndjson(response, {"error": str(exc), "errorDetail": {"message": str(exc)}})
             except ShoalError as exc:
@@ -340,10 +369,13 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
                                      "data": base64.b64encode(line.data).decode()})
 
         existing = await asyncio.to_thread(logs.read_lines, c.log_path)
-        for line in existing if tail == "all" else (existing[-count:] if count > 0 else []):
-            await emit(line)
-        if _flag(request, "follow"):
-            await _follow(c, mgr, logs, emit)
+        try:
+            for line in existing if tail == "all" else (existing[-count:] if count > 0 else []):
+                await emit(line)
+            if _flag(request, "follow"):
+                await _follow(c, mgr, logs, emit)
+        except ConnectionResetError:
+            return response  # the client went away (its `logs -f` interrupted)
         await response.write_eof()
         return response
 
