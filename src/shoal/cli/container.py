@@ -295,6 +295,8 @@ def _resolver(c: Any) -> None:
     network = getattr(c, "network", None) or {}
     if "127.0.0.11" not in (c.dir / "resolv.conf").read_text() or not network.get("netns"):
         return
+    if c.spec.network.startswith("container:"):
+        return  # the other container's namespace: its resolver serves there already
     from shoal.api.client import connect
 
     with connect() as client:
@@ -520,8 +522,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not args.command:
         raise InvalidArgument('"exec" requires at least 2 arguments.')
     mgr = _manager()
-    argv = mgr.exec_argv(args.container, args.command, tty=args.tty, detach=args.detach,
-                         env=parse_env(args.env), user=args.user or "", workdir=args.workdir or "")
+    from shoal.errors import Conflict
+
+    try:
+        argv = mgr.exec_argv(args.container, args.command, tty=args.tty, detach=args.detach,
+                             env=parse_env(args.env), user=args.user or "", workdir=args.workdir or "")
+    except Conflict as exc:  # not running, paused: the daemon's words, as docker prints them
+        exc.from_daemon = True  # type: ignore[attr-defined]
+        raise
     stdin = None if args.interactive else subprocess.DEVNULL
     # The runtime becomes the foreground process: signals and the TTY go straight to it.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -721,6 +729,10 @@ def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
     p = sub.add_parser("wait", help="Block until one or more containers stop, then print their exit codes")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_wait)
+
+    from shoal.cli.containerops import register_verbs  # restart, pause, top, cp, commit, ...
+
+    register_verbs(sub)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -46,7 +46,8 @@ _VALUE_OPTIONS = frozenset({"-H", "--host", "-c", "--context"})
 _COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     **{c: ("shoal.cli.container",) for c in (
         "container", "create", "exec", "inspect", "kill", "logs", "ps", "rm", "run", "start", "stats",
-        "stop", "wait")},
+        "stop", "wait", "attach", "commit", "cp", "diff", "export", "pause", "port", "rename", "restart",
+        "top", "unpause", "update")},
     **{c: ("shoal.cli.image",) for c in ("history", "images", "import", "rmi", "tag")},
     "image": ("shoal.cli.image", "shoal.cli.archive", "shoal.cli.build", "shoal.cli.registry"),
     "load": ("shoal.cli.image", "shoal.cli.archive"),

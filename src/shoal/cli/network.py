@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--filter", action="append", default=[], help="Provide filter values (e.g. 'label=<key>=<value>')")
     p.set_defaults(func=_prune)
 
+    from shoal.cli.netconnect import register_verbs  # connect, disconnect
+
+    register_verbs(nsub)
+
     p = nsub.add_parser("reconcile", help="Remove shoal network objects the state no longer accounts for (after a crash)")
     p.set_defaults(func=_reconcile)
 

@@ -98,6 +98,23 @@ def connect(container_id: str, network: str, aliases: list[str] | None = None, n
         return _connect(store, net, container_id, path, ifname, name, hostname or container_id[:12], aliases or [], [])
 
 
+def disconnect(container_id: str, network: str, *, store: NetworkStore | None = None) -> Endpoint:
+    """Take a running container off one network (`network disconnect`): its endpoint, its
+    ports' rules and its veth go; the namespace and its other networks stay."""
+    store = store or NetworkStore()
+    with store.lock():
+        net = store.get(network)
+        ep = net.endpoints.pop(container_id, None)
+        if ep is None:
+            raise ShoalError(f"container {container_id} is not connected to network {net.name}")
+        store.save(net)
+        nft.apply(store)  # its ports leave the rules before the link goes
+        bridge.delete_link(ep.veth)
+        if not net.endpoints and not net.reserved:
+            bridge.delete_link(net.bridge)
+    return ep
+
+
 def _check_attachable(net: Network, for_task: bool) -> None:
     if not net.has_bridge:
         raise InvalidArgument(f"network {net.name} (driver {net.driver}) has no interfaces to attach to")

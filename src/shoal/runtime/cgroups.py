@@ -40,6 +40,17 @@ def dirs(container_id: str) -> list[Path]:
     return [h / rel for h in _v1_hierarchies()]
 
 
+def _stray_dirs(container_id: str) -> list[Path]:
+    """v1: a controller directory left on /sys/fs/cgroup's tmpfs with no hierarchy mounted on
+    it (one mounted by engine._mount_v1_controllers in another mount namespace, say): the
+    runtime still makes the container's directory there, with a plain cgroup.procs file."""
+    if is_v2():
+        return []
+    rel = cgroups_path(container_id).lstrip("/")
+    mounted = set(_v1_hierarchies())
+    return [d for d in CGROUP_ROOT.glob(f"*/{rel}") if d.parent.parent not in mounted and d.is_dir()]
+
+
 def existing_dirs(container_id: str) -> list[Path]:
     return [d for d in dirs(container_id) if d.is_dir()]
 
@@ -52,6 +63,14 @@ def controller_dir(container_id: str, controller: str) -> Path:
 def remove(container_id: str, timeout: float = 2.0) -> None:
     """rmdir every dir of the container (a v1 dir can stay busy for a moment after the last
     task exits, hence the short retry)."""
+    for stray in _stray_dirs(container_id):  # plain files on a tmpfs: not a cgroup
+        for f in stray.iterdir():
+            if f.is_file() and not f.is_symlink():
+                f.unlink()
+        try:
+            stray.rmdir()
+        except OSError:
+            pass
     deadline = time.monotonic() + timeout
     for d in dirs(container_id):
         while d.is_dir():
@@ -171,3 +190,19 @@ def read_usage(container_id: str) -> Usage:
         blk_read=io_r,
         blk_write=io_w,
     )
+
+
+def frozen(container_id: str) -> bool:
+    """Whether the container's cgroup is frozen (`pause`): v2's cgroup.freeze, v1's freezer."""
+    if is_v2():
+        return (_read(controller_dir(container_id, "") / "cgroup.freeze") or "0").strip() == "1"
+    return (_read(controller_dir(container_id, "freezer") / "freezer.state") or "").strip() == "FROZEN"
+
+
+def pids(container_id: str) -> list[int]:
+    """Every process of the container (nested cgroups included), as `docker top` lists them."""
+    base = controller_dir(container_id, "" if is_v2() else "pids")
+    out: list[int] = []
+    for procs in [base / "cgroup.procs", *base.rglob("*/cgroup.procs")] if base.is_dir() else []:
+        out += [int(p) for p in (_read(procs) or "").split() if p.isdigit()]
+    return sorted(set(out))

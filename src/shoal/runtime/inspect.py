@@ -25,12 +25,18 @@ def status_text(c: Container, now: float | None = None) -> str:
     now = now or time.time()
     st = c.state
     if st.status == "running":
-        return "Up " + human_duration(now - st.started_at)
+        return "Up " + human_duration(now - st.started_at) + (" (Paused)" if _paused(c) else "")
     if st.status == "exited":
         return f"Exited ({st.exit_code}) {human_duration(now - st.finished_at)} ago"
     if st.status == "dead":
         return "Dead"
     return "Created"
+
+
+def _paused(c: Container) -> bool:
+    from shoal.runtime import cgroups
+
+    return c.state.status == "running" and cgroups.frozen(c.id)
 
 
 def command_text(c: Container) -> str:
@@ -71,9 +77,9 @@ def inspect(c: Container) -> dict[str, Any]:
         "Path": c.path,
         "Args": c.args,
         "State": {
-            "Status": st.status,
+            "Status": "paused" if _paused(c) else st.status,
             "Running": st.status == "running",
-            "Paused": False,
+            "Paused": _paused(c),
             "Restarting": False,
             "OOMKilled": st.oom_killed,
             "Dead": st.status == "dead",

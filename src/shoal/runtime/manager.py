@@ -163,6 +163,11 @@ class ContainerManager:
     # ---- create ----------------------------------------------------------------------------
     def create(self, spec: ContainerSpec) -> Container:
         validate_resources(spec)
+        if spec.network.startswith("container:"):  # moby's runconfig checks
+            if spec.hostname:
+                raise InvalidArgument("conflicting options: hostname and the network mode")
+            if spec.ports:
+                raise InvalidArgument("conflicting options: port publishing and the container type network mode")
         spec.security_opt = seccomp.inline_profile_files(spec.security_opt)
         oci.validate_security(spec)
         image = self.images.resolve(spec.image)
@@ -280,9 +285,14 @@ class ContainerManager:
         host_net = spec.network == "host"
         entries = list(getattr(attachment, "hosts_entries", []) or [])
         own = [] if entries else [a.split("/")[0] for a in addresses]  # the network lists them itself
-        write_file(c.dir / "hosts", files.hosts(plan.hostname, own, spec.extra_hosts, entries, host_net), 0o644)
-        dns = spec.dns or list(getattr(attachment, "dns_servers", []) or [])
-        write_file(c.dir / "resolv.conf", files.resolv_conf(dns, spec.dns_search, host_net), 0o644)
+        donor = self._network_donor(c)
+        if donor is not None:  # --network container:NAME: its hosts and resolver too, as Docker
+            for n in ("hosts", "resolv.conf"):
+                write_file(c.dir / n, (donor.dir / n).read_text(), 0o644)
+        else:
+            write_file(c.dir / "hosts", files.hosts(plan.hostname, own, spec.extra_hosts, entries, host_net), 0o644)
+            dns = spec.dns or list(getattr(attachment, "dns_servers", []) or [])
+            write_file(c.dir / "resolv.conf", files.resolv_conf(dns, spec.dns_search, host_net), 0o644)
         write_file(c.dir / "hostname", plan.hostname + "\n", 0o644)  # read by the container's uid
         config = oci.build_config(
             spec=spec, plan=plan, user=user, rootfs=str(c.rootfs),
@@ -310,6 +320,11 @@ class ContainerManager:
             return None, None
         if network == "none":
             return "", None
+        donor = self._network_donor(c)
+        if donor is not None:  # shares the other container's namespace; owns nothing of it
+            if donor.spec.network == "host":
+                return None, None
+            return donor.network.get("netns") or f"/proc/{donor.state.pid}/ns/net", None
         try:
             attach_mod = importlib.import_module("shoal.network.attach")
         except ImportError:
@@ -326,6 +341,18 @@ class ContainerManager:
             attachment.networks.append(extra["network"])
             attachment.hosts_entries.append(f"{ep.ip}\t{c.spec.hostname or c.id[:12]}")
         return str(attachment.netns_path), attachment
+
+    def _network_donor(self, c: Container) -> Container | None:
+        """The running container whose network namespace `--network container:NAME` joins."""
+        if not c.spec.network.startswith("container:"):
+            return None
+        donor = self.get(c.spec.network.partition(":")[2])
+        if donor.id == c.id:
+            raise ShoalError("cannot join own network namespace")
+        if donor.refresh().status != "running":
+            raise Conflict("cannot join network namespace of a non running container: "
+                           f"container {donor.name} is {donor.state.status}")
+        return donor
 
     def _user_mounts(self, c: Container) -> list[dict[str, Any]]:
         ro_etc = ["rbind", "rprivate", "ro"] if c.spec.read_only else ["rbind", "rprivate"]
@@ -393,6 +420,8 @@ class ContainerManager:
             pass  # it exited meanwhile
         finally:
             os.close(fd)
+        if cgroups.frozen(c.id):  # paused: the signal is delivered once thawed (as moby does)
+            engine.by_name(c.runtime).run("resume", c.id, check=False)
 
     def stop(self, ref: str, timeout: int | None = None) -> None:
         c = self.get(ref)
@@ -486,7 +515,7 @@ class ContainerManager:
         for target in reversed(mounts.mounts_under(c.rootfs)):
             mounts.unmount(Path(target))
         mounts.unmount(c.rootfs)
-        if c.spec.network not in ("host", "none"):
+        if c.spec.network not in ("host", "none") and not c.spec.network.startswith("container:"):
             with contextlib.suppress(ImportError):
                 importlib.import_module("shoal.network.attach").detach(c.id)
 
@@ -541,6 +570,8 @@ class ContainerManager:
         c = self.get(ref)
         if c.state.status != "running":
             raise Conflict(f"Container {c.id} is not running")
+        if cgroups.frozen(c.id):
+            raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
         view = LayeredView([c.rootfs])
         cmd = ["exec"]
         if tty:

@@ -158,6 +158,8 @@ def _resources(spec: ContainerSpec) -> dict[str, Any]:
         res["memory"] = {"limit": spec.memory}
         if spec.memory_reservation:
             res["memory"]["reservation"] = spec.memory_reservation
+        if spec.memory_swap:
+            res["memory"]["swap"] = spec.memory_swap  # `update --memory-swap` kept for the next start
     cpu: dict[str, Any] = {}
     if spec.nano_cpus:
         cpu["period"] = CFS_PERIOD

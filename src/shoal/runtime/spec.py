@@ -46,6 +46,7 @@ class ContainerSpec:
     cpu_shares: int = 0
     memory: int = 0  # bytes; 0 = unlimited
     memory_reservation: int = 0
+    memory_swap: int = 0  # memory + swap, bytes; 0 = Docker's default (twice memory), -1 = unlimited
     pids_limit: int = 0  # 0 = unlimited
     ulimits: list[Ulimit] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,408 @@
+"""The container verbs beyond run/start/stop/rm: restart, pause, unpause, top, port, rename,
+cp, diff, export, commit, attach and update, with docker/cli's flags, output and errors
+(cli/command/container/*.go). Registered by cli/container.py at the top level and in the
+`container` group, as Docker has them."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from shoal.errors import ShoalError
+
+
+def _manager():  # imported lazily: `shoal --help` should not load the runtime
+    from shoal.runtime.manager import ContainerManager
+
+    return ContainerManager()
+
+
+def _daemon(exc: ShoalError) -> ShoalError:
+    """Print as Docker prints its daemon's answers (`Error response from daemon: ...`)."""
+    exc.from_daemon = True  # type: ignore[attr-defined]
+    exc.exit_code = 1  # docker/cli exits 1 for any error the daemon answers
+    return exc
+
+
+def _each(refs: list[str], action: Callable[[str], None]) -> int:
+    """docker/cli's loop: the name of each container done on stdout, each error on stderr,
+    exit 1 if any failed."""
+    failed = False
+    for ref in refs:
+        try:
+            action(ref)
+            print(ref, flush=True)
+        except ShoalError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+# ---- restart / pause / unpause -------------------------------------------------------------------
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from shoal.cli.container import _resolver
+    from shoal.runtime import control
+
+    mgr = _manager()
+    return _each(args.containers, lambda r: control.restart(mgr, r, args.time, args.signal, before_start=_resolver))
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from shoal.runtime import control
+
+    mgr = _manager()
+    return _each(args.containers, lambda r: control.pause(mgr, r))
+
+
+def cmd_unpause(args: argparse.Namespace) -> int:
+    from shoal.runtime import control
+
+    mgr = _manager()
+    return _each(args.containers, lambda r: control.unpause(mgr, r))
+
+
+# ---- top / port / rename -------------------------------------------------------------------------
+
+def _go_tabwriter(rows: list[list[str]]) -> str:
+    """docker top's tabwriter.NewWriter(out, 20, 1, 3, ' ', 0): cells padded to max(20, width+3),
+    the last cell of each line as it is."""
+    widths: dict[int, int] = {}
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):
+            widths[i] = max(widths.get(i, 0), len(cell))
+    out = []
+    for row in rows:
+        out.append("".join(cell.ljust(max(20, widths[i] + 3)) if i < len(row) - 1 else cell
+                           for i, cell in enumerate(row)))
+    return "\n".join(out) + "\n"
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from shoal.runtime import control
+
+    try:
+        titles, rows = control.top(_manager(), args.container, " ".join(args.ps_args))
+    except ShoalError as exc:
+        raise _daemon(exc) from None
+    sys.stdout.write(_go_tabwriter([titles, *rows]))
+    return 0
+
+
+def cmd_port(args: argparse.Namespace) -> int:
+    from shoal.runtime import control
+
+    try:
+        c = _manager().get(args.container)
+    except ShoalError as exc:
+        raise _daemon(exc) from None
+    try:
+        lines = control.port_lines(c, args.private_port, args.container)
+    except ShoalError as exc:  # docker/cli's own error: printed as it is, exit 1
+        print(exc, file=sys.stderr)
+        return 1
+    if lines:
+        print("\n".join(lines))
+    return 0
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    from shoal.runtime import control
+
+    try:
+        control.rename(_manager(), args.container, args.new_name)
+    except ShoalError as exc:
+        print(f"failed to rename container: Error response from daemon: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---- update --------------------------------------------------------------------------------------
+
+_UPDATE_FLAGS = ("cpus", "memory", "memory_swap", "memory_reservation", "cpu_shares", "pids_limit")
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from shoal.cli.container import parse_cpus, parse_memory
+    from shoal.runtime import control
+
+    if all(getattr(args, f) is None for f in _UPDATE_FLAGS):
+        raise ShoalError("you must provide one or more flags when using this command")  # a RunE error: exit 1
+    swap = 0
+    if args.memory_swap is not None:
+        swap = -1 if args.memory_swap.strip() == "-1" else parse_memory(args.memory_swap, "--memory-swap")
+    res = control.Resources(
+        nano_cpus=parse_cpus(args.cpus) if args.cpus is not None else 0,
+        memory=parse_memory(args.memory) if args.memory is not None else 0,
+        memory_swap=swap,
+        memory_reservation=parse_memory(args.memory_reservation, "--memory-reservation")
+        if args.memory_reservation is not None else 0,
+        cpu_shares=args.cpu_shares or 0,
+        pids_limit=args.pids_limit or 0,
+    )
+    mgr = _manager()
+    return _each(args.containers, lambda r: control.update(mgr, r, res))
+
+
+# ---- diff / export / commit ----------------------------------------------------------------------
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from shoal.runtime import rootfs
+
+    try:
+        c = _manager().get(args.container)
+        found = rootfs.changes(c)
+    except ShoalError as exc:
+        raise _daemon(exc) from None
+    for kind, path in found:
+        print(f"{kind} {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from shoal.runtime import rootfs
+
+    if not args.output and sys.stdout.isatty():
+        raise ShoalError("cowardly refusing to save to a terminal. Use the -o flag or redirect")  # a RunE error: exit 1
+    try:
+        c = _manager().get(args.container)
+    except ShoalError as exc:
+        raise _daemon(exc) from None
+    if not args.output:
+        rootfs.export(c, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
+    # docker's atomicwriter: a temporary file beside the target, renamed over it when complete
+    target = os.path.abspath(args.output)
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise ShoalError(f"failed to export container: invalid output path: stat {directory}: no such file or directory")
+    tmp = os.path.join(directory, f".tmp-{os.path.basename(target)}{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            rootfs.export(c, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    from shoal.runtime import rootfs
+
+    mgr = _manager()
+    try:
+        c = mgr.get(args.container)
+        image = rootfs.commit(c, mgr.images, args.reference or "", message=args.message or "",
+                              author=args.author or "", changes_=args.change, pause=args.pause)
+    except ShoalError as exc:
+        raise _daemon(exc) from None
+    print(image.id)
+    return 0
+
+
+# ---- cp ------------------------------------------------------------------------------------------
+
+def _split_cp_arg(arg: str) -> tuple[str, str]:
+    """docker/cli splitCpArg: `CONTAINER:PATH`, unless the path is absolute or starts with `.`
+    (a local file with a colon in its name)."""
+    if os.path.isabs(arg) or arg.startswith("."):
+        return "", arg
+    container, sep, path = arg.partition(":")
+    return (container, path) if sep else ("", arg)
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    from shoal.runtime import rootfs
+
+    if not args.src:
+        raise ShoalError("source can not be empty")  # a RunE error: exit 1
+    if not args.dest:
+        raise ShoalError("destination can not be empty")  # a RunE error: exit 1
+    src_ctr, src_path = _split_cp_arg(args.src)
+    dst_ctr, dst_path = _split_cp_arg(args.dest)
+    if src_ctr and dst_ctr:
+        raise ShoalError("copying between containers is not supported")  # a RunE error: exit 1
+    if not src_ctr and not dst_ctr:
+        raise ShoalError("must specify at least one container source")  # a RunE error: exit 1
+    mgr = _manager()
+    try:
+        if src_ctr:
+            c = mgr.get(src_ctr)
+            if dst_path == "-":
+                rootfs.copy_out(c, src_ctr, src_path, follow_link=args.follow_link, tar_out=sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                rootfs.copy_out(c, src_ctr, src_path, follow_link=args.follow_link,
+                                host_dest=dst_path, archive=args.archive)
+        else:
+            c = mgr.get(dst_ctr)
+            if src_path == "-":
+                rootfs.copy_in(c, dst_ctr, dst_path, tar_in=sys.stdin.buffer)
+            else:
+                rootfs.copy_in(c, dst_ctr, dst_path, host_src=src_path, archive=args.archive)
+    except ShoalError as exc:
+        raise _daemon(exc) from None
+    return 0
+
+
+# ---- attach --------------------------------------------------------------------------------------
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Attach to the container's output through conmon's attach socket (its live stdout and
+    stderr, as `docker attach`), forward signals unless --sig-proxy=false, and exit with the
+    container's code. shoal's containers have no stdin pipe (`run` has no -i), so --no-stdin
+    changes nothing and there are no detach keys to read."""
+    from shoal.errors import Conflict
+    from shoal.runtime import cgroups
+
+    mgr = _manager()
+    try:
+        c = mgr.get(args.container)
+        if c.state.status != "running":
+            raise Conflict("You cannot attach to a stopped container, start it first")
+        if cgroups.frozen(c.id):
+            raise Conflict(f"container {args.container} is paused, unpause the container before attach")
+    except ShoalError as exc:
+        raise _daemon(exc) from None
+    dir_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        # through /proc/self/fd: the socket's path may be longer than sun_path's 108 bytes
+        sock.connect(f"/proc/self/fd/{dir_fd}/attach")
+    except OSError as exc:
+        sock.close()
+        raise ShoalError(f"attach to container {c.id}: {exc.strerror}") from None
+    finally:
+        os.close(dir_fd)
+
+    def forward(signum: int, _frame: Any) -> None:
+        try:
+            mgr.kill(c.id, str(signum))
+        except ShoalError:
+            pass
+
+    old = {}
+    if args.sig_proxy:
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        out, err = sys.stdout.buffer, sys.stderr.buffer
+        while True:
+            try:
+                ready = select.select([sock], [], [], 0.5)[0]
+            except InterruptedError:
+                continue
+            if not ready:
+                if mgr.get(c.id).state.status != "running":
+                    break
+                continue
+            data = sock.recv(8193)  # conmon: one byte for the stream (2 stdout, 3 stderr), then data
+            if not data:
+                break
+            stream = err if data[0] == 3 else out
+            stream.write(data[1:])
+            stream.flush()
+    finally:
+        sock.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return mgr.wait(c.id)
+
+
+# ---- registration --------------------------------------------------------------------------------
+
+def _truthy(text: str) -> bool:
+    if text.lower() in ("true", "1", "t"):
+        return True
+    if text.lower() in ("false", "0", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
+
+
+def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("restart", help="Restart one or more containers")
+    p.add_argument("-s", "--signal", help="Signal to send to the container")
+    p.add_argument("-t", "--time", "--timeout", type=int, help="Seconds to wait before killing the container")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_restart)
+
+    p = sub.add_parser("pause", help="Pause all processes within one or more containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_pause)
+
+    p = sub.add_parser("unpause", help="Unpause all processes within one or more containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_unpause)
+
+    p = sub.add_parser("top", help="Display the running processes of a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="[ps OPTIONS]")
+    p.set_defaults(func=cmd_top)
+
+    p = sub.add_parser("port", help="List port mappings or a specific mapping for the container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("private_port", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
+    p.set_defaults(func=cmd_port)
+
+    p = sub.add_parser("rename", help="Rename a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p.set_defaults(func=cmd_rename)
+
+    p = sub.add_parser("update", help="Update configuration of one or more containers")
+    p.add_argument("--cpus", help="Number of CPUs")
+    p.add_argument("-m", "--memory", help="Memory limit")
+    p.add_argument("--memory-swap", help="Swap limit equal to memory plus swap: -1 to enable unlimited swap")
+    p.add_argument("--memory-reservation", help="Memory soft limit")
+    p.add_argument("-c", "--cpu-shares", type=int, help="CPU shares (relative weight)")
+    p.add_argument("--pids-limit", type=int, help="Tune container pids limit (set -1 for unlimited)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("diff", help="Inspect changes to files or directories on a container's filesystem")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("export", help="Export a container's filesystem as a tar archive")
+    p.add_argument("-o", "--output", help="Write to a file, instead of STDOUT")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("commit", help="Create a new image from a container's changes")
+    p.add_argument("-a", "--author", help='Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
+    p.add_argument("-c", "--change", action="append", default=[], help="Apply Dockerfile instruction to the created image")
+    p.add_argument("-m", "--message", help="Commit message")
+    p.add_argument("-p", "--pause", type=_truthy, nargs="?", const=True, default=True,
+                   help="Pause container during commit (default true)")
+    p.add_argument("--no-pause", dest="pause", action="store_false", help="Do not pause the container during commit")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("reference", nargs="?", metavar="[REPOSITORY[:TAG]]")
+    p.set_defaults(func=cmd_commit)
+
+    p = sub.add_parser("cp", help="Copy files/folders between a container and the local filesystem")
+    p.add_argument("-a", "--archive", action="store_true", help="Archive mode (copy all uid/gid information)")
+    p.add_argument("-L", "--follow-link", action="store_true", help="Always follow symlinks in SRC_PATH")
+    p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output during copy")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dest", metavar="DEST")
+    p.set_defaults(func=cmd_cp)
+
+    p = sub.add_parser("attach", help="Attach local standard input, output, and error streams to a running container")
+    p.add_argument("--no-stdin", action="store_true", help="Do not attach STDIN")
+    p.add_argument("--sig-proxy", type=_truthy, nargs="?", const=True, default=True,
+                   help="Proxy all received signals to the process (default true)")
+    p.add_argument("--detach-keys", help="Override the key sequence for detaching a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_attach)
