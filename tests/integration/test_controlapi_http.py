@@ -41,18 +41,21 @@ def test_service_create_update_and_rollback_over_http(daemon) -> None:  # noqa: 
     with pytest.raises(InvalidArgument, match="does not have a previous spec"):
         client.post("/services/web/update", {"version": 1, "rollback": "previous"})
     changed = dict(svc["spec"], env=["COLOR=blue"])
-    # busybox:latest is in no store here: an update says so with moby's digestWarning, as Docker.
-    updated = client.post("/services/web/update", {"version": 1, "spec": changed})
-    assert updated == {"Warnings": [digest_warning("busybox:latest")]}
+    # The image unchanged: not resolved again, no warning (docker/cli queries only for --image).
+    assert client.post("/services/web/update", {"version": 1, "spec": changed}) == {"Warnings": []}
+    # A new image in no store here: moby's digestWarning, as Docker, and the image as written.
+    updated = client.post("/services/web/update", {"version": 2, "spec": dict(changed, image="busybox:1.36")})
+    assert updated == {"Warnings": [digest_warning("busybox:1.36")]}
+    changed = dict(changed, image="busybox:1.36")
     with pytest.raises(Conflict, match="update out of sequence"):
-        client.post("/services/web/update", {"version": 1, "spec": dict(changed, replicas=3)})
+        client.post("/services/web/update", {"version": 2, "spec": dict(changed, replicas=3)})
     with pytest.raises(InvalidArgument, match="service mode change is not allowed"):
-        client.post("/services/web/update", {"version": 2, "spec": dict(changed, mode="global")})
-    client.post("/services/web/update", {"version": 2, "rollback": "previous"})
+        client.post("/services/web/update", {"version": 3, "spec": dict(changed, mode="global")})
+    client.post("/services/web/update", {"version": 3, "rollback": "previous"})
     svc = client.get("/services/web")
-    assert svc["spec"]["env"] == [] and svc["previous_spec"]["env"] == ["COLOR=blue"]
+    assert svc["spec"]["image"] == "busybox:latest" and svc["previous_spec"]["image"] == "busybox:1.36"
     # The orchestrator may have finished it already (no replicas to roll back).
-    assert svc["spec_version"] == 3 and svc["update_status"]["state"] in ("rollback_started", "rollback_completed")
+    assert svc["spec_version"] == 4 and svc["update_status"]["state"] in ("rollback_started", "rollback_completed")
     client.delete("/services/web")
 
 

@@ -151,9 +151,9 @@ def _checked_stack(body: Any, name: str) -> dict[str, Any]:
         raise InvalidArgument(f"invalid stack {name}: {exc}") from None
 
 
-def _resolve_image(body: dict[str, Any]) -> str:
+def _resolve_image(body: dict[str, Any], default: str = "always") -> str:
     shape.check(str | None, body.get("resolve_image"), "resolve_image")
-    return body.get("resolve_image") or "always"
+    return body.get("resolve_image") or default
 
 
 def make_app(daemon: Daemon) -> web.Application:
@@ -222,7 +222,7 @@ def make_app(daemon: Daemon) -> web.Application:
         if body.get("spec") is not None or not rollback:
             spec = shape.checked(ServiceSpec, body.get("spec"), "spec")
         warnings = await asyncio.to_thread(svcapi.update_service, store, request.match_info["ref"], body["version"],
-                                           spec, rollback, _resolve_image(body))
+                                           spec, rollback, _resolve_image(body, "changed"))
         daemon.kick()
         return web.json_response({"Warnings": warnings})
 

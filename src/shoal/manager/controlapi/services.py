@@ -248,10 +248,12 @@ def _exists(name: str) -> Conflict:
 
 
 def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | None,
-                   rollback: str | None = None, resolve_image: str = "always") -> list[str]:
+                   rollback: str | None = None, resolve_image: str = "changed") -> list[str]:
     """`service update` / `service rollback`: `version` is the spec_version the client read
     (a stale one is swarmkit's `update out of sequence`); rollback="previous" swaps the spec
-    and the previous spec, as swarmkit does. Returns Docker's warnings."""
+    and the previous spec, as swarmkit does. The image is pinned again only when it changed
+    ("changed", the default: docker/cli's update sets QueryRegistry only for `--image`), on
+    every update with "always", never with "never". Returns Docker's warnings."""
     from shoal.manager import endpoints
 
     if rollback not in (None, "", ROLLBACK_PREVIOUS):
