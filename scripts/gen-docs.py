@@ -182,6 +182,26 @@ shoal exec -it web bash""",
     "container stats": "shoal stats --no-stream",
     "container wait": "shoal wait job",
     "container prune": "shoal container prune -f",
+    "container restart": "shoal restart -t 5 web",
+    "container pause": "shoal pause web          # ps shows Up 2 minutes (Paused)",
+    "container unpause": "shoal unpause web",
+    "container top": """\
+shoal top web
+shoal top web -o pid,comm""",
+    "container port": """\
+shoal port web               # 80/tcp -> 0.0.0.0:8080
+shoal port web 80/tcp""",
+    "container rename": "shoal rename web web-old",
+    "container update": "shoal update --cpus 1.5 -m 256M --memory-swap 512M --pids-limit 100 web",
+    "container diff": "shoal diff web            # A added, C changed, D deleted",
+    "container commit": """\
+shoal commit -m 'hotfix' -a 'me' -c 'ENV MODE=fixed' -c 'CMD ["python", "app.py"]' web web:hotfix""",
+    "container export": "shoal export -o web-rootfs.tar web",
+    "container cp": """\
+shoal cp web:/app/config.yml ./config.yml
+shoal cp -a ./static web:/app/           # -a: keep the files' owners
+tar -c conf | shoal cp - web:/etc/app    # a tar from stdin, unpacked in the directory""",
+    "container attach": "shoal attach web         # its live output; Ctrl-C is passed to it (--sig-proxy)",
     "image ls": """\
 shoal images
 shoal images --format '{{.Repository}}:{{.Tag}}' web""",
@@ -220,6 +240,8 @@ shoal events --no-follow --format json""",
     "network inspect": "shoal network inspect --format '{{json .IPAM}}' webapp_webnet",
     "network rm": "shoal network rm backend",
     "network prune": "shoal network prune -f",
+    "network connect": "shoal network connect --alias db-primary backend db",
+    "network disconnect": "shoal network disconnect backend db",
     "network reconcile": "shoal network reconcile     # after a crash: bridges, veths, nft tables no network owns",
     "service ls": "shoal service ls",
     "service ps": """\
