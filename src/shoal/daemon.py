@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -247,6 +248,8 @@ class Daemon:
         """On a worker (its session is HTTPS to a manager): where it pulls the images it lacks,
         the manager's distribution API with the node's current certificate. None on a manager
         or one node, whose image store is the manager's own."""
+        if "shoal.agent.session_https" not in sys.modules:
+            return None  # no HTTPS session was made: this node's manager is in this process
         from shoal.agent.session_https import HTTPSSession
 
         session = self.agent.session
@@ -388,9 +391,13 @@ class Daemon:
         finally:
             os.umask(old_umask)
         log.info("shoald listening on unix://%s (node %s)", sock, self.node_id)
-        from shoal.api import tcp  # the cluster's TCP listener (manager), certificate renewal (worker)
+        # The cluster's TCP listener (manager), certificate renewal (worker): only on a node in a
+        # swarm, so a one-node shoald never loads TLS, the CA (cryptography) or the image API's
+        # HTTP client (about 20 MiB); `swarm init` loads them when it starts the listener.
+        if in_swarm(self.root):
+            from shoal.api import tcp
 
-        await tcp.start_swarm(self)
+            await tcp.start_swarm(self)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -408,7 +415,9 @@ class Daemon:
                 t.cancel()
             await asyncio.gather(*tasks, *roles, return_exceptions=True)
             self.agent.close()
-            await tcp.stop_swarm(self)
+            tcp_module = sys.modules.get("shoal.api.tcp")
+            if tcp_module is not None:
+                await tcp_module.stop_swarm(self)
             await runner.cleanup()
             sock.unlink(missing_ok=True)
             lock_file.close()
@@ -462,13 +471,23 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+def in_swarm(root: Path) -> bool:
+    """Has this node joined or made a swarm? (manager/swarmnode.py's state file, read without
+    loading the swarm modules.)"""
+    return (root / "swarm" / "state.json").exists()
+
+
 def run() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s shoald %(levelname)s %(message)s")
     raise_nofile_limit()
-    from shoal.agent.session_https import for_worker
     from shoal.api.swarmapi import restart_if_requested
 
-    daemon = Daemon(session_factory=for_worker(paths.state_root()))  # a worker: HTTPS to its manager
+    factory = None
+    if in_swarm(paths.state_root()):  # a worker: HTTPS to its manager
+        from shoal.agent.session_https import for_worker
+
+        factory = for_worker(paths.state_root())
+    daemon = Daemon(session_factory=factory)
     asyncio.run(daemon.serve())
     restart_if_requested()  # after swarm join / leave: start again in the new role
     return 0

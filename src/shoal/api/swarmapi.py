@@ -28,11 +28,14 @@ from aiohttp import web
 
 from shoal.api import API_VERSION
 from shoal.errors import InvalidArgument, ShoalError, Unavailable
-from shoal.manager import swarmnode
 from shoal.model.cluster import Node
 
 if TYPE_CHECKING:
     from shoal.daemon import Daemon
+    from shoal.manager import swarmnode
+
+# manager/swarmnode.py and api/tcp.py (the CA, TLS: cryptography, about 20 MiB) are imported by
+# the routes that need them, so a one-node shoald that never joins a swarm does not load them.
 
 log = logging.getLogger("shoald.api")
 
@@ -94,23 +97,33 @@ def _node_api(node: dict[str, Any]) -> dict[str, Any]:
 _WORKER_ROUTES = ("/version", "/info", "/events", "/swarm/info", "/swarm/leave", "/swarm/ca", "/containers/")
 
 
-def _worker_guard(daemon: Daemon) -> Any:
-    from shoal.api.tcp import swarm_of
+def _in_swarm(daemon: Daemon) -> bool:
+    return getattr(daemon, "swarm", None) is not None or (daemon.root / "swarm" / "state.json").exists()
 
+
+def _worker_guard(daemon: Daemon) -> Any:
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path.removeprefix(f"/{API_VERSION}")
-        if swarm_of(daemon).is_worker and not path.startswith(_WORKER_ROUTES):
-            raise Unavailable(swarmnode.NOT_A_MANAGER)
+        if _in_swarm(daemon) and not path.startswith(_WORKER_ROUTES):
+            from shoal.api.tcp import swarm_of
+            from shoal.manager import swarmnode
+
+            if swarm_of(daemon).is_worker:
+                raise Unavailable(swarmnode.NOT_A_MANAGER)
         return await handler(request)
 
     return guard
 
 
+def _swarmnode() -> Any:
+    from shoal.manager import swarmnode
+
+    return swarmnode
+
+
 def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
     """`body` is api/server.py's JSON body reader (its 400s and 413s)."""
-    from shoal.api.tcp import apply_settings, start_listener, stop_listener, swarm_of
-
     app.middlewares.append(_worker_guard(daemon))
 
     routes = web.RouteTableDef()
@@ -118,6 +131,8 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
     store = daemon.store
 
     def swarm() -> swarmnode.SwarmNode:
+        from shoal.api.tcp import swarm_of
+
         return swarm_of(daemon)
 
     @routes.post(prefix + "/swarm/init")
@@ -126,6 +141,8 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
         node_id, token, addr = await asyncio.to_thread(
             swarm().init, _opt_str(b, "ListenAddr"), _opt_str(b, "AdvertiseAddr"), _opt_number(b, "CertExpiry"),
             _opt_number(b, "HeartbeatPeriod"), _opt_int(b, "TaskHistoryRetentionLimit"))
+        from shoal.api.tcp import start_listener
+
         try:
             await start_listener(daemon)
         except ShoalError:
@@ -155,6 +172,8 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
         b = await body(request)
         await asyncio.to_thread(swarm().update, _opt_number(b, "CertExpiry"), _opt_number(b, "HeartbeatPeriod"),
                                 _opt_int(b, "TaskHistoryRetentionLimit"))
+        from shoal.api.tcp import apply_settings
+
         apply_settings(daemon)
         return web.json_response({})
 
@@ -166,6 +185,8 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
         if was_worker:
             request_restart()
         else:
+            from shoal.api.tcp import stop_listener
+
             await stop_listener(daemon)
         return web.json_response({})
 
@@ -182,12 +203,20 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
     async def root_ca(_: web.Request) -> web.Response:
         node = swarm()
         if node.local is None:
+            from shoal.manager import swarmnode
+
             raise Unavailable(swarmnode.NO_INIT)
         pem = await asyncio.to_thread(lambda: node.certs.load_root_ca(with_key=False).cert_pem.decode())
         return web.json_response({"Certificate": pem})
 
     @routes.get(prefix + "/swarm/info")
     async def info(_: web.Request) -> web.Response:
+        if not _in_swarm(daemon):  # one node: what SwarmNode would say, without loading it
+            nodes = store.list("node")
+            return web.json_response({
+                "NodeID": daemon.node_id, "LocalNodeState": "active", "ControlAvailable": True, "ClusterID": "",
+                "RemoteManagers": [{"NodeID": daemon.node_id, "Addr": ""}], "Nodes": len(nodes),
+                "Managers": sum(1 for n in nodes if n.get("role") == "manager"), "Initialised": False})
         node = swarm()
         local = node.local
         result: dict[str, Any] = {"NodeID": node.node_id, "LocalNodeState": "active",
@@ -211,7 +240,7 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
     @routes.get(prefix + "/nodes/{ref}")
     async def node_inspect(request: web.Request) -> web.Response:
         swarm().require_manager()
-        found = swarmnode.resolve_node(store.list("node"), request.match_info["ref"], daemon.node_id)
+        found = _swarmnode().resolve_node(store.list("node"), request.match_info["ref"], daemon.node_id)
         return web.json_response(_node_api(found))
 
     @routes.post(prefix + "/nodes/{ref}/update")
@@ -226,7 +255,7 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
             raise InvalidArgument("LabelRm: a list of strings is expected")
         availability = _opt_str(b, "Availability") or None
         role = _opt_str(b, "Role") or None
-        node_id = await asyncio.to_thread(swarmnode.update_node, store, request.match_info["ref"], daemon.node_id,
+        node_id = await asyncio.to_thread(_swarmnode().update_node, store, request.match_info["ref"], daemon.node_id,
                                           availability=availability, role=role, label_add=labels, label_rm=removed)
         daemon.kick()
         return web.json_response({"ID": node_id})
@@ -234,7 +263,7 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
     @routes.delete(prefix + "/nodes/{ref}")
     async def node_remove(request: web.Request) -> web.Response:
         swarm().require_manager()
-        node_id = await asyncio.to_thread(swarmnode.remove_node, store, request.match_info["ref"], daemon.node_id,
+        node_id = await asyncio.to_thread(_swarmnode().remove_node, store, request.match_info["ref"], daemon.node_id,
                                           request.query.get("force") == "1")
         daemon.kick()
         return web.json_response({"ID": node_id})

@@ -31,7 +31,6 @@ from aiohttp import web
 
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.image import reference as refs
-from shoal.image.registry_client import ERROR_CODE_MESSAGES, manifest_media_type
 from shoal.image.store import ImageStore
 from shoal.tlsconfig import require_node
 
@@ -48,6 +47,9 @@ _SHA256_HEX = re.compile(r"^[a-f0-9]{64}$", re.ASCII)
 
 def error_response(status: int, code: str, message: str = "", detail: object = None) -> web.Response:
     """The distribution spec's error body."""
+    # The registry client (and its httpx) only when answering: a manager serving images never pulls.
+    from shoal.image.registry_client import ERROR_CODE_MESSAGES
+
     error: dict[str, object] = {"code": code, "message": message or ERROR_CODE_MESSAGES.get(code, code)}
     if detail is not None:
         error["detail"] = detail
@@ -134,7 +136,7 @@ async def _manifest(request: web.Request, store: ImageStore, name: refs.Referenc
         return error_response(404, "MANIFEST_UNKNOWN", detail={"reference": reference[:300]})
     headers = {"Docker-Content-Digest": found, "Etag": f'"{found}"'}
     return web.Response(body=body, headers=headers,
-                        content_type=manifest_media_type(body, None) or "application/json")
+                        content_type=_media_type(body))
 
 
 def _open_blob(store: ImageStore, digest: str) -> tuple[int, int] | None:
@@ -219,6 +221,12 @@ async def _node_only(request: web.Request,
             message = ""
         return error_response(403, "DENIED", message or "Permission denied")
     return await handler(request)
+
+
+def _media_type(body: bytes) -> str:
+    from shoal.image.registry_client import manifest_media_type
+
+    return manifest_media_type(body, None) or "application/json"
 
 
 def make_distribution_app(store: ImageStore) -> web.Application:
