@@ -4,7 +4,12 @@ touched), prints docker/cli's sections and `Total reclaimed space`, and asks fir
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from shoal.cli import system
 from shoal.runtime import diskusage
@@ -13,26 +18,53 @@ from tests.conftest import ROOT_ONLY
 pytestmark = ROOT_ONLY
 
 
+BUSYBOX = "localhost/busybox:test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_root(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path,
+                 shoal_root: Path) -> Iterator[Path]:  # after the session root, which sets the env too
+    """A state root of this module's own: its prunes remove everything unused, which must never
+    be another module's images, containers or volumes. Everything it made is removed after."""
+    from tests.conftest import run_shoal, stop_daemon, teardown_root
+
+    root = tmp_path_factory.mktemp("h4root")
+    old = {k: os.environ.get(k) for k in ("SHOAL_ROOT", "SHOAL_RUN")}
+    os.environ.update(SHOAL_ROOT=str(root), SHOAL_RUN=str(root / "run"))
+    try:
+        run_shoal("import", str(busybox_tar), BUSYBOX, check=True)
+        yield root
+    finally:
+        stop_daemon(root / "run")
+        teardown_root(root, root / "run")
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _df(shoal) -> dict[str, list[str]]:
     out = shoal("system", "df", "--format", "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
                 check=True).stdout
     return {line.split("\t")[0]: line.split("\t")[1:] for line in out.splitlines()}
 
 
-def test_system_df_and_prunes_reclaim_exactly_the_unused(shoal, busybox_image: str, tmp_path: Path) -> None:
+def test_system_df_and_prunes_reclaim_exactly_the_unused(shoal, tmp_path: Path) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN head -c 20000 /dev/zero > /step1\n"
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN head -c 20000 /dev/zero > /step1\n"
                                     "RUN head -c 30000 /dev/zero > /step2\nCMD [\"sleep\", \"300\"]\n")
     shoal("build", "-q", "-t", "localhost/h4-built:v1", str(ctx), check=True, timeout=180)
     # A second build of another Dockerfile, whose tag is then taken away: its steps are dangling.
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN head -c 40000 /dev/zero > /other\n"
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN head -c 40000 /dev/zero > /other\n"
                                     "RUN echo two > /two\nRUN echo three > /three\n")
     shoal("build", "-q", "-t", "localhost/h4-gone:v1", str(ctx), check=True, timeout=180)
     shoal("rmi", "--no-prune", "localhost/h4-gone:v1", check=True)
     running = shoal("run", "-d", "--name", "h4-running", "-v", "h4-used:/u", "localhost/h4-built:v1",
                     check=True).stdout.strip()
-    stopped = shoal("run", "--name", "h4-stopped", "-v", "/anon", busybox_image, "sh", "-c",
+    stopped = shoal("run", "--name", "h4-stopped", "-v", "/anon", BUSYBOX, "sh", "-c",
                     "head -c 5000 /dev/zero > /written; head -c 7000 /dev/zero > /anon/a", check=True)
     del stopped
     stopped_id = shoal("ps", "-aq", "--no-trunc", "-f", "name=h4-stopped").stdout.strip() or \
@@ -86,13 +118,13 @@ def _bytes(text: str) -> float:
     raise AssertionError(text)
 
 
-def test_builder_prune_keeps_what_a_tagged_image_is_built_on_unless_all(shoal, busybox_image: str,
+def test_builder_prune_keeps_what_a_tagged_image_is_built_on_unless_all(shoal,
                                                                           tmp_path: Path) -> None:
     from shoal.image.store import ImageStore
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN head -c 11000 /dev/zero > /a\n"
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN head -c 11000 /dev/zero > /a\n"
                                     "RUN head -c 12000 /dev/zero > /b\n")
     shoal("build", "-q", "-t", "localhost/h4-cache:v1", str(ctx), check=True, timeout=180)
     store = ImageStore()
@@ -121,12 +153,14 @@ def test_builder_prune_keeps_what_a_tagged_image_is_built_on_unless_all(shoal, b
 
 def test_df_table_matches_docker_golden() -> None:
     rows = [diskusage.Usage(t) for t in ("Images", "Containers", "Local Volumes", "Build Cache")]
-    assert system.df_rows(rows)[0] == {"Type": "Images", "TotalCount": "0", "Active": "0", "Size": "0B",
-                                       "Reclaimable": "0B"}
+    assert system.df_rows(rows)[0] == {"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0",
+                                       "Type": "Images"}
+    assert list(system.df_rows(rows)[0]) == sorted(system.df_rows(rows)[0])  # --format json: Go's sorted keys
     from shoal.cli.format import table
 
     assert table(("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"),
-                 [list(r.values()) for r in system.df_rows(rows)]) == (
+                 [[r[k] for k in ("Type", "TotalCount", "Active", "Size", "Reclaimable")]
+                  for r in system.df_rows(rows)]) == (
         "TYPE            TOTAL     ACTIVE    SIZE      RECLAIMABLE\n"
         "Images          0         0         0B        0B\n"
         "Containers      0         0         0B        0B\n"

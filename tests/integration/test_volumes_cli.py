@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,33 @@ from shoal.runtime import volumes
 from tests.conftest import ROOT_ONLY
 
 pytestmark = ROOT_ONLY
+
+
+BUSYBOX = "localhost/busybox:test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_root(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path,
+                 shoal_root: Path) -> Iterator[Path]:  # after the session root, which sets the env too
+    """A state root of this module's own: its prunes remove everything unused, which must never
+    be another module's images, containers or volumes. Everything it made is removed after."""
+    from tests.conftest import run_shoal, stop_daemon, teardown_root
+
+    root = tmp_path_factory.mktemp("h4root")
+    old = {k: os.environ.get(k) for k in ("SHOAL_ROOT", "SHOAL_RUN")}
+    os.environ.update(SHOAL_ROOT=str(root), SHOAL_RUN=str(root / "run"))
+    try:
+        run_shoal("import", str(busybox_tar), BUSYBOX, check=True)
+        yield root
+    finally:
+        stop_daemon(root / "run")
+        teardown_root(root, root / "run")
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _err(result) -> str:
@@ -55,7 +84,7 @@ def test_create_inspect_ls_and_bad_options(shoal) -> None:
         shoal("volume", "rm", "h4v-plain")
 
 
-def test_tmpfs_and_bind_volumes_mounted_for_a_container_and_in_use(shoal, busybox_image: str, tmp_path: Path) -> None:
+def test_tmpfs_and_bind_volumes_mounted_for_a_container_and_in_use(shoal, tmp_path: Path) -> None:
     host = tmp_path / "hostdir"
     host.mkdir()
     (host / "from-host").write_text("hello-bind\n")
@@ -64,7 +93,7 @@ def test_tmpfs_and_bind_volumes_mounted_for_a_container_and_in_use(shoal, busybo
     shoal("volume", "create", "-o", "type=none", "-o", f"device={host}", "-o", "o=bind,ro", "h4v-bind", check=True)
     made: list[str] = []
     try:
-        out = shoal("run", "--rm", "-v", "h4v-tmp:/t", "-v", "h4v-bind:/b", busybox_image, "sh", "-c",
+        out = shoal("run", "--rm", "-v", "h4v-tmp:/t", "-v", "h4v-bind:/b", BUSYBOX, "sh", "-c",
                     "grep ' /t ' /proc/mounts; cat /b/from-host; stat -c %u /t", check=True).stdout
         assert "tmpfs /t tmpfs" in out and "size=2048k" in out
         assert "hello-bind" in out and "\n1000\n" in out
@@ -73,7 +102,7 @@ def test_tmpfs_and_bind_volumes_mounted_for_a_container_and_in_use(shoal, busybo
         host_mounts = {line.split()[4]: line.split()[5] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
         assert "nosuid" in host_mounts[str(volumes.data_dir("h4v-tmp"))].split(",")
         assert "ro" in host_mounts[str(volumes.data_dir("h4v-bind"))].split(",")
-        cid = shoal("run", "-d", "-v", "h4v-tmp:/t", busybox_image, "sleep", "300", check=True).stdout.strip()
+        cid = shoal("run", "-d", "-v", "h4v-tmp:/t", BUSYBOX, "sleep", "300", check=True).stdout.strip()
         made.append(cid)
         refused = shoal("volume", "rm", "h4v-tmp", "h4v-bind")
         assert refused.returncode == 1 and refused.stdout == "h4v-bind\n"
@@ -91,13 +120,13 @@ def test_tmpfs_and_bind_volumes_mounted_for_a_container_and_in_use(shoal, busybo
         shoal("volume", "rm", "-f", "h4v-tmp", "h4v-bind")
 
 
-def test_nfs_options_reach_the_mount_call_and_fail_cleanly(shoal, busybox_image: str) -> None:
+def test_nfs_options_reach_the_mount_call_and_fail_cleanly(shoal) -> None:
     """No NFS server answers here (198.18.0.0/15 is reserved for tests): the mount call is made
     with Docker's options and its failure is one line; nothing is left mounted."""
     shoal("volume", "create", "-o", "type=nfs", "-o", "o=addr=198.18.255.254,ro,soft,timeo=5,retrans=0,nfsvers=4",
           "-o", "device=:/export", "h4v-nfs", check=True)
     try:
-        result = shoal("run", "--rm", "-v", "h4v-nfs:/n", busybox_image, "true", timeout=90)
+        result = shoal("run", "--rm", "-v", "h4v-nfs:/n", BUSYBOX, "true", timeout=90)
         assert result.returncode != 0
         err = _err(result).strip().splitlines()[-1]
         assert "failed to mount local volume: mount :/export:" in err and "flags: 0x1" in err
@@ -117,15 +146,15 @@ def test_mount_options_are_parsed_as_moby() -> None:
         volumes.mount_options({"type": "tmpfs"})
 
 
-def test_prune_removes_only_unused_anonymous_volumes_unless_all(shoal, busybox_image: str) -> None:
-    anon_cid = shoal("run", "-v", "/anon", busybox_image, "sh", "-c", "head -c 3000 /dev/zero > /anon/f",
+def test_prune_removes_only_unused_anonymous_volumes_unless_all(shoal) -> None:
+    anon_cid = shoal("run", "-v", "/anon", BUSYBOX, "sh", "-c", "head -c 3000 /dev/zero > /anon/f",
                      check=True)
     del anon_cid
     anon = [v.name for v in volumes.list_volumes() if v.anonymous]
     assert anon, "run -v /path made an anonymous volume"
     shoal("container", "prune", "-f", check=True)
     shoal("volume", "create", "--label", "keep=yes", "h4v-named", check=True)
-    busy = shoal("run", "-d", "-v", "h4v-busy:/x", busybox_image, "sleep", "300", check=True).stdout.strip()
+    busy = shoal("run", "-d", "-v", "h4v-busy:/x", BUSYBOX, "sleep", "300", check=True).stdout.strip()
     try:
         declined = shoal("volume", "prune", input="n\n")
         assert (declined.returncode, declined.stdout) == (0, cli.PRUNE_WARNING + " [y/N] ")
@@ -163,14 +192,14 @@ def test_list_output_matches_docker_golden(capsys: pytest.CaptureFixture[str]) -
     assert [k for k in doc if k != "CreatedAt"] == ["Driver", "Labels", "Mountpoint", "Name", "Options", "Scope"]
 
 
-def test_a_stack_mounts_a_volume_made_by_volume_create(shoal, busybox_image: str, tmp_path: Path) -> None:
+def test_a_stack_mounts_a_volume_made_by_volume_create(shoal, tmp_path: Path) -> None:
     """An external volume with the local driver's options, used by a stack's task: the task's
     container mounts the tmpfs `volume create` described."""
     import time
 
     shoal("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=3m", "h4v-stack", check=True)
     compose = tmp_path / "docker-compose.yml"
-    compose.write_text(f"services:\n  app:\n    image: {busybox_image}\n"
+    compose.write_text(f"services:\n  app:\n    image: {BUSYBOX}\n"
                        "    command: [sh, -c, 'grep \" /data \" /proc/mounts; exec sleep 300']\n"
                        "    stop_grace_period: 1s\n    volumes: [data:/data]\n"
                        "volumes:\n  data:\n    external: true\n    name: h4v-stack\n")

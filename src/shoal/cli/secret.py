@@ -162,7 +162,7 @@ def rows(kind: str, objects: list[dict[str, Any]], now: float) -> list[dict[str,
                "Labels": ",".join(sorted(f"{k}={v}" for k, v in labels.items()))}
         if kind == "secret":
             row["Driver"] = (obj["Spec"].get("Driver") or {}).get("Name", "")
-        out.append(row)
+        out.append({k: row[k] for k in sorted(row)})  # formatter.MarshalJSON: a Go map, keys sorted
     return out
 
 

@@ -179,8 +179,8 @@ def df_rows(rows: list[Any]) -> list[dict[str, str]]:
         reclaimable = _human(r.reclaimable)
         if r.size > 0 and r.type != "Build Cache":
             reclaimable += f" ({r.reclaimable * 100 // r.size}%)"
-        out.append({"Type": r.type, "TotalCount": str(r.total), "Active": str(r.active), "Size": _human(r.size),
-                    "Reclaimable": reclaimable})
+        out.append({"Active": str(r.active), "Reclaimable": reclaimable, "Size": _human(r.size),
+                    "TotalCount": str(r.total), "Type": r.type})  # keys sorted, as formatter.MarshalJSON
     return out
 
 

@@ -108,9 +108,11 @@ def rows(vols: list[Any]) -> list[dict[str, str]]:
     out = []
     for v in vols:
         labels = v.labels or {}
-        out.append({"Name": v.name, "Driver": "local", "Scope": "local", "Mountpoint": str(v.mountpoint),
+        # Keys sorted, as formatter.MarshalJSON writes them; the cluster-volume fields are N/A.
+        out.append({"Availability": "N/A", "Driver": "local", "Group": "N/A",
                     "Labels": ",".join(f"{k}={labels[k]}" for k in sorted(labels)), "Links": "N/A",
-                    "Size": "N/A"})
+                    "Mountpoint": str(v.mountpoint), "Name": v.name, "Scope": "local", "Size": "N/A",
+                    "Status": "N/A"})
     return out
 
 
