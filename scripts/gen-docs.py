@@ -124,9 +124,9 @@ Which node the CLI talks to, as Docker's contexts: a unix socket, or `tcp://HOST
 cluster's certificates. `-H`, `--context`, `SHOAL_HOST` and `SHOAL_CONTEXT` choose one per
 command. Every node command acts on the node the context names, as `docker` with DOCKER_HOST:
 `build` sends the context there (.dockerignore applied first) and prints the node's output,
-`save`/`load` stream the archive, `images`, `history`, `rmi`, `tag`, `ps`, `logs` and `inspect`
-show that node's; `stack deploy` builds a missing `build:` image on that node. `run`, `exec`
-and `import` are refused against a remote node (run them there)."""),
+`save`/`load` stream the archive, `images`, `history`, `rmi`, `tag`, `ps`, `logs`, `inspect`
+and `import` act on that node's; `stack deploy` builds a missing `build:` image on that node.
+`run`, `create` and `exec` are refused against a remote node (run them there)."""),
     "cluster": ("Local clusters", """\
 A cluster of several nodes on this one machine, for trying shoal and for its tests: each node is
 a network namespace with its own address, state and shoald, joined over TLS as separate machines

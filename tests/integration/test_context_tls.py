@@ -260,7 +260,7 @@ def test_unreachable_node_and_missing_ca(pki: ClusterPKI, env: dict[str, str]) -
 def test_local_only_commands_refuse_a_remote_context(pki: ClusterPKI, env: dict[str, str]) -> None:
     create(env, "far", _free_port(), pki.ca, pki.worker)
     assert cli(env, "context", "use", "far").returncode == 0
-    for args in (["run", "busybox"], ["exec", "c", "ls"], ["image", "prune", "-f"], ["import", "x.tar"]):
+    for args in (["run", "busybox"], ["exec", "c", "ls"], ["image", "prune", "-f"], ["create", "busybox"]):
         proc = cli(env, *args)
         assert proc.returncode != 0, args
         assert f"shoal {args[0]} against a remote node is not supported yet" in proc.stderr, proc.stderr

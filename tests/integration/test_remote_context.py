@@ -142,6 +142,14 @@ def test_build_images_save_load_on_the_node(node: Node, tmp_path: Path) -> None:
     assert tagged.returncode == 0, tagged.stderr
     assert b"web                 v2" in cli(node.env, "images").stdout
 
+    # import: the root filesystem tarball streamed to the node, the reference checked here first.
+    rootfs = make_busybox_rootfs_tar(tmp_path / "rootfs.tar")
+    imported = node.shoal("import", "-c", "CMD [\"sh\"]", str(rootfs), "imported:1")
+    assert imported.returncode == 0 and imported.stdout.decode().startswith("sha256:"), imported.stderr
+    assert json.loads(cli(node.env, "image", "inspect", "imported:1").stdout)[0]["Config"]["Cmd"] == ["sh"]
+    bad = node.shoal("import", "-c", "BOGUS x", str(rootfs), "imported:2")
+    assert bad.returncode != 0 and b"imported:2" not in cli(node.env, "images").stdout
+
     # A failing step: the builder's error bare on stderr, exit 1, as locally.
     (app / "Dockerfile").write_text("FROM localhost/busybox:test\nRUN exit 3\n")
     failed = node.shoal("build", str(app))

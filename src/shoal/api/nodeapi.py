@@ -231,6 +231,29 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
         return web.json_response([{"id": i.id, "tags": i.tags, "replaced": [list(r) for r in i.replaced]}
                                   for i in loaded])
 
+    @routes.post(prefix + "/images/import")
+    async def image_import(request: web.Request) -> web.Response:
+        """`import`: a root filesystem tar streamed in, one layer; the reference and changes are
+        checked before the body is read."""
+        from shoal.image import reference
+        from shoal.image.importer import apply_change, import_tarball
+
+        repo = request.query.get("repo") or None
+        changes = request.query.getall("changes", [])
+        if repo:
+            reference.parse(repo)
+        for change in changes:
+            apply_change({}, change)
+        work = Path(tempfile.mkdtemp(prefix="import-", dir=_upload_dir()))
+        try:
+            upload = await _spool(request, work, "image tarball")
+            image = await asyncio.to_thread(import_tarball, images(), str(upload), repo, changes,
+                                            request.query.get("message", ""), None,
+                                            request.query.get("platform") or None)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        return web.json_response({"id": image.id})
+
     @routes.get(prefix + "/images/{ref:.+}/history")
     async def image_history(request: web.Request) -> web.Response:
         from shoal.image.views import history_rows

@@ -234,7 +234,12 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+@_remote_ok
 def cmd_import(args: argparse.Namespace) -> int:
+    remote = _on_node(args)
+    if remote is not None:
+        print(remote.import_image(args))
+        return 0
     from shoal.image.importer import import_tarball
 
     image = import_tarball(_store(), args.file, args.reference, changes=args.change, message=args.message,

@@ -72,12 +72,47 @@ def save(args: argparse.Namespace, out: BinaryIO) -> None:
         response.close()
 
 
-def load(args: argparse.Namespace, src: BinaryIO, source: str) -> list[dict[str, Any]]:
+def import_image(args: argparse.Namespace) -> str:
+    """`import FILE|- [REF]` on the node: the tarball streamed to it (checked here first, as far
+    as this machine can: the reference and every --change)."""
+    from shoal.image import reference
+    from shoal.image.importer import apply_change
+
+    if args.reference:
+        reference.parse(args.reference)
+    for change in args.change:
+        apply_change({}, change)
+    if args.file == "-":
+        src: BinaryIO = sys.stdin.buffer
+    else:
+        try:
+            src = open(args.file, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise ShoalError(f"open {args.file}: no such file or directory") from None
+    try:
+        response = client(args).stream("POST", "/images/import", {
+            "repo": args.reference, "changes": list(args.change), "message": args.message or None,
+            "platform": args.platform}, upload=_copy_from(src))
+        try:
+            image_id: str = json.loads(response.read())["id"]
+        finally:
+            response.close()
+    finally:
+        if src is not sys.stdin.buffer:
+            src.close()
+    return image_id
+
+
+def _copy_from(src: BinaryIO) -> Callable[[Any], None]:
     def upload(writer: Any) -> None:
         while chunk := src.read(1 << 20):
             writer.write(chunk)
 
-    response = client(args).stream("POST", "/images/load", {"source": source}, upload=upload)
+    return upload
+
+
+def load(args: argparse.Namespace, src: BinaryIO, source: str) -> list[dict[str, Any]]:
+    response = client(args).stream("POST", "/images/load", {"source": source}, upload=_copy_from(src))
     try:
         loaded: list[dict[str, Any]] = json.loads(response.read())
     finally:
