@@ -66,6 +66,10 @@ def test_pause_unpause_exec_and_stop_of_a_paused_container(shoal, busybox_image,
     assert ex.stderr == f"Error response from daemon: Container {cid} is paused, unpause the container before exec\n"
     assert shoal("container", "unpause", "cc-pause", check=True).stdout == "cc-pause\n"
     assert shoal("exec", "cc-pause", "true").returncode == 0
+    shoal("pause", "cc-pause", check=True)
+    rm = shoal("rm", "cc-pause")
+    assert rm.returncode == 1 and rm.stderr == "Error response from daemon: container is paused and must be unpaused first\n"
+    shoal("unpause", "cc-pause", check=True)
     nope = shoal("unpause", "cc-pause")
     assert nope.returncode == 1 and nope.stderr == f"Error response from daemon: Container {cid} is not paused\n"
     # A paused container still stops: the signal is delivered once it is thawed, as moby does.

@@ -10,6 +10,7 @@ import contextlib
 import os
 import select
 import signal
+import posixpath
 import socket
 import sys
 from collections.abc import Callable
@@ -113,11 +114,26 @@ def cmd_port(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rename_endpoints(container_id: str, name: str) -> None:
+    """The container's endpoints carry its name for the embedded DNS: follow the rename."""
+    from shoal.network.store import NetworkStore
+
+    store = NetworkStore()
+    with store.lock():
+        for net in store.list():
+            ep = net.endpoints.get(container_id)
+            if ep is not None and ep.name != name:
+                ep.name = name
+                store.save(net)
+
+
 def cmd_rename(args: argparse.Namespace) -> int:
     from shoal.runtime import control
 
+    mgr = _manager()
     try:
-        control.rename(_manager(), args.container, args.new_name)
+        control.rename(mgr, args.container, args.new_name)
+        _rename_endpoints(mgr.get(args.new_name).id, args.new_name.lstrip("/"))
     except ShoalError as exc:
         print(f"failed to rename container: Error response from daemon: {exc}", file=sys.stderr)
         return 1
@@ -199,14 +215,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+VALID_CHANGES = ("cmd", "entrypoint", "healthcheck", "env", "expose", "label", "onbuild", "stopsignal",
+                 "user", "volume", "workdir")
+
+
+def apply_changes(config: dict[str, Any], changes_: list[str]) -> dict[str, Any]:
+    """`docker commit --change`: Dockerfile instructions applied to the container's config."""
+    from shoal.build import dockerfile as df
+    from shoal.errors import InvalidArgument
+
+    cfg = dict(config)
+    for text in changes_:
+        word = text.strip().split(None, 1)[0] if text.strip() else ""
+        if word.lower() not in VALID_CHANGES:
+            raise InvalidArgument(f"{word} is not a valid change command")
+        try:
+            cmd = df.parse_onbuild_trigger(text, "--change")
+        except ShoalError as exc:
+            raise InvalidArgument(str(exc)) from None
+        shell = list(cfg.get("Shell") or ["/bin/sh", "-c"])
+        if isinstance(cmd, df.KeyValueCommand) and cmd.name == "env":
+            env = list(cfg.get("Env") or [])
+            for k, v in cmd.pairs:
+                env = [e for e in env if e.partition("=")[0] != k] + [f"{k}={v}"]
+            cfg["Env"] = env
+        elif isinstance(cmd, df.KeyValueCommand):
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(cmd.pairs)}
+        elif isinstance(cmd, df.ShellFormCommand):
+            argv = None if cmd.cmdline is None else (
+                shell + [" ".join(cmd.cmdline)] if cmd.prepend_shell else list(cmd.cmdline))
+            cfg["Cmd" if cmd.name == "cmd" else "Entrypoint"] = argv
+        elif isinstance(cmd, df.WordCommand):
+            key = {"user": "User", "stopsignal": "StopSignal", "workdir": "WorkingDir"}[cmd.name]
+            value = cmd.value
+            if cmd.name == "workdir" and not value.startswith("/"):
+                value = posixpath.join(cfg.get("WorkingDir") or "/", value)
+            cfg[key] = value
+        elif isinstance(cmd, df.ListCommand) and cmd.name == "expose":
+            ports = dict(cfg.get("ExposedPorts") or {})
+            for p in cmd.values:
+                ports[p if "/" in p else f"{p}/tcp"] = {}
+            cfg["ExposedPorts"] = ports
+        elif isinstance(cmd, df.ListCommand) and cmd.name == "volume":
+            cfg["Volumes"] = {**(cfg.get("Volumes") or {}), **{v: {} for v in cmd.values}}
+        elif isinstance(cmd, df.HealthcheckCommand):
+            hc: dict[str, Any] = {"Test": cmd.test}
+            for key, value in (("Interval", cmd.interval), ("Timeout", cmd.timeout),
+                               ("StartPeriod", cmd.start_period), ("Retries", cmd.retries)):
+                if value:
+                    hc[key] = value
+            cfg["Healthcheck"] = hc
+        elif isinstance(cmd, df.OnbuildCommand):
+            cfg["OnBuild"] = list(cfg.get("OnBuild") or []) + [cmd.expression]
+    return cfg
+
+
 def cmd_commit(args: argparse.Namespace) -> int:
     from shoal.runtime import rootfs
 
     mgr = _manager()
     try:
         c = mgr.get(args.container)
+        config = apply_changes(rootfs.base_config(c), args.change)
         image = rootfs.commit(c, mgr.images, args.reference or "", message=args.message or "",
-                              author=args.author or "", changes_=args.change, pause=args.pause)
+                              author=args.author or "", run_config=config, pause=args.pause)
     except ShoalError as exc:
         raise _daemon(exc) from None
     print(image.id)
@@ -225,7 +297,7 @@ def _split_cp_arg(arg: str) -> tuple[str, str]:
 
 
 def cmd_cp(args: argparse.Namespace) -> int:
-    from shoal.runtime import rootfs
+    from shoal.cli import containercp as rootfs
 
     if not args.src:
         raise ShoalError("source can not be empty")  # a RunE error: exit 1

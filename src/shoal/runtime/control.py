@@ -139,22 +139,6 @@ def rename(mgr: ContainerManager, ref: str, new_name: str) -> None:
             fresh.name = new_name
             fresh.spec.name = new_name
             fresh.save()
-    _rename_endpoints(c.id, new_name)
-
-
-def _rename_endpoints(container_id: str, name: str) -> None:
-    """The container's endpoints carry its name for the embedded DNS: follow the rename."""
-    try:
-        from shoal.network.store import NetworkStore
-    except ImportError:
-        return
-    store = NetworkStore()
-    with store.lock():
-        for net in store.list():
-            ep = net.endpoints.get(container_id)
-            if ep is not None and ep.name != name:
-                ep.name = name
-                store.save(net)
 
 
 # ---- update -------------------------------------------------------------------------------------

@@ -485,6 +485,8 @@ class ContainerManager:
     def remove(self, ref: str, force: bool = False, volumes_too: bool = False) -> None:
         c = self.get(ref)
         if c.state.status == "running":
+            if not force and cgroups.frozen(c.id):
+                raise Conflict("container is paused and must be unpaused first")  # moby's delete.go
             if not force:
                 raise Conflict(f"You cannot remove a running container {c.id}. Stop the container "
                                "before attempting removal or force remove")

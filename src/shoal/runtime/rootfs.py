@@ -13,9 +13,7 @@ stopped one through its overlay, mounted for the copy under the container's lock
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import posixpath
 import shutil
 import stat
 import subprocess
@@ -25,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from shoal.errors import InvalidArgument, NotFound, ShoalError
+from shoal.errors import ShoalError
 from shoal.runtime import mounts
 from shoal.runtime.control import frozen_while
 from shoal.runtime.state import Container
@@ -71,25 +69,12 @@ def merged_root(c: Container) -> Iterator[Path]:
         yield root
 
 
-# openat2(2) with RESOLVE_IN_ROOT: `..` and every symlink (absolute or relative) stay inside the
-# directory fd, enforced by the kernel. Python has no wrapper: the raw syscall.
-_SYS_OPENAT2 = 437
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_IN_ROOT = 0x10
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
 def open_in_root(root_fd: int, path: str, flags: int) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, root_fd, path.encode(), ctypes.byref(how), ctypes.sizeof(how))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return int(fd)
+    """openat2(RESOLVE_IN_ROOT): `..` and every symlink stay inside `root_fd` (the kernel's
+    rule, not ours); the helper build steps use."""
+    from shoal.runtime.build_step import _open_in_root
+
+    return _open_in_root(root_fd, path, flags)
 
 
 # ---- diff ---------------------------------------------------------------------------------------
@@ -134,11 +119,6 @@ def changes(c: Container) -> list[tuple[str, str]]:
 
 
 # ---- export -------------------------------------------------------------------------------------
-
-def _plain_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uname = info.gname = ""  # the container's users are not the host's: numbers only
-    return info
-
 
 def export(c: Container, out: IO[bytes]) -> None:
     """The container's root filesystem as an uncompressed tar (docker export)."""
@@ -189,72 +169,17 @@ def _tar_entry(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str) -> No
 
 # ---- commit -------------------------------------------------------------------------------------
 
-VALID_CHANGES = ("cmd", "entrypoint", "healthcheck", "env", "expose", "label", "onbuild", "stopsignal",
-                 "user", "volume", "workdir")
-
-
-def apply_changes(config: dict[str, Any], changes_: list[str]) -> dict[str, Any]:
-    """`docker commit --change`: Dockerfile instructions applied to the container's config."""
-    from shoal.build import dockerfile as df
-
-    cfg = dict(config)
-    for text in changes_:
-        word = text.strip().split(None, 1)[0] if text.strip() else ""
-        if word.lower() not in VALID_CHANGES:
-            raise InvalidArgument(f"{word} is not a valid change command")
-        try:
-            cmd = df.parse_onbuild_trigger(text, "--change")
-        except ShoalError as exc:
-            raise InvalidArgument(str(exc)) from None
-        shell = list(cfg.get("Shell") or ["/bin/sh", "-c"])
-        if isinstance(cmd, df.KeyValueCommand) and cmd.name == "env":
-            env = list(cfg.get("Env") or [])
-            for k, v in cmd.pairs:
-                env = [e for e in env if e.partition("=")[0] != k] + [f"{k}={v}"]
-            cfg["Env"] = env
-        elif isinstance(cmd, df.KeyValueCommand):
-            cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(cmd.pairs)}
-        elif isinstance(cmd, df.ShellFormCommand):
-            argv = None if cmd.cmdline is None else (
-                shell + [" ".join(cmd.cmdline)] if cmd.prepend_shell else list(cmd.cmdline))
-            cfg["Cmd" if cmd.name == "cmd" else "Entrypoint"] = argv
-        elif isinstance(cmd, df.WordCommand):
-            key = {"user": "User", "stopsignal": "StopSignal", "workdir": "WorkingDir"}[cmd.name]
-            value = cmd.value
-            if cmd.name == "workdir" and not value.startswith("/"):
-                value = posixpath.join(cfg.get("WorkingDir") or "/", value)
-            cfg[key] = value
-        elif isinstance(cmd, df.ListCommand) and cmd.name == "expose":
-            ports = dict(cfg.get("ExposedPorts") or {})
-            for p in cmd.values:
-                ports[p if "/" in p else f"{p}/tcp"] = {}
-            cfg["ExposedPorts"] = ports
-        elif isinstance(cmd, df.ListCommand) and cmd.name == "volume":
-            cfg["Volumes"] = {**(cfg.get("Volumes") or {}), **{v: {} for v in cmd.values}}
-        elif isinstance(cmd, df.HealthcheckCommand):
-            hc: dict[str, Any] = {"Test": cmd.test}
-            for key, value in (("Interval", cmd.interval), ("Timeout", cmd.timeout),
-                               ("StartPeriod", cmd.start_period), ("Retries", cmd.retries)):
-                if value:
-                    hc[key] = value
-            cfg["Healthcheck"] = hc
-        elif isinstance(cmd, df.OnbuildCommand):
-            cfg["OnBuild"] = list(cfg.get("OnBuild") or []) + [cmd.expression]
-    return cfg
-
-
 def commit(c: Container, images: Any, reference: str = "", *, message: str = "", author: str = "",
-           changes_: list[str] | None = None, pause: bool = True) -> Any:
+           run_config: dict[str, Any] | None = None, pause: bool = True) -> Any:
     """A new image: the container's image with its upper dir as one more layer (whiteouts as
-    OCI's `.wh.` entries, write_layer_tar), its config the container's with --change applied."""
+    OCI's `.wh.` entries, write_layer_tar); its config `run_config` (the container's, with the
+    CLI's --change applied) or the container's own."""
     from shoal.image.store import format_time
 
     if c.state.status == "dead":
         raise ShoalError(f"You cannot commit container {c.id} which is Dead")
     base = images.resolve(c.image_id)
-    run_config = {k: v for k, v in c.config.items() if k not in ("StopTimeout",)}
-    run_config["Image"] = c.image_id
-    run_config = apply_changes(run_config, list(changes_ or []))
+    run_config = dict(run_config if run_config is not None else base_config(c))
     if reference:
         images._tag_ref(reference)  # a bad name fails before anything is written
     scratch = c.dir / f"commit-{os.getpid()}-{time.monotonic_ns()}"
@@ -290,6 +215,13 @@ def commit(c: Container, images: Any, reference: str = "", *, message: str = "",
     return images.create_image(cfg, layers, tags=[reference] if reference else [], parent=base.id)
 
 
+def base_config(c: Container) -> dict[str, Any]:
+    """The config a commit starts from: the container's (moby merges it over the image's)."""
+    cfg = {k: v for k, v in c.config.items() if k != "StopTimeout"}
+    cfg["Image"] = c.image_id
+    return cfg
+
+
 def _drop_init_paths(c: Container, scratch: Path) -> None:
     for rel in sorted(INIT_PATHS):
         p = scratch / rel
@@ -305,258 +237,3 @@ def _drop_init_paths(c: Container, scratch: Path) -> None:
 
 def _empty(path: Path) -> bool:
     return not any(path.iterdir())
-
-
-# ---- cp -----------------------------------------------------------------------------------------
-
-def _not_found(path: str, ref: str) -> NotFound:
-    return NotFound(f"Could not find the file {path} in container {ref}")
-
-
-@contextlib.contextmanager
-def _root_fd(root: Path) -> Iterator[int]:
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _split_source(path: str) -> tuple[str, str, bool]:
-    """(parent, name, contents only): `dir/.` copies the directory's contents (docker cp)."""
-    contents = path.endswith("/.") or path == "."
-    clean = posixpath.normpath("/" + path.lstrip("/"))
-    parent, _, name = clean.rpartition("/")
-    return parent or "/", name, contents
-
-
-def copy_out(c: Container, ref: str, src: str, *, follow_link: bool = False,
-             tar_out: IO[bytes] | None = None, host_dest: str | None = None, archive: bool = False) -> None:
-    """`cp CONTAINER:SRC -|DEST`: a tar on `tar_out`, or the files at `host_dest` on the host
-    (owned by the caller unless `archive`, as docker cp)."""
-    parent, name, contents = _split_source(src)
-    with container_root(c) as root, _root_fd(root) as root_fd:
-        try:
-            pfd = open_in_root(root_fd, parent, os.O_PATH | os.O_DIRECTORY)
-        except OSError:
-            raise _not_found(src, ref) from None
-        try:
-            if name and follow_link:  # -L: the last link followed, inside the root too
-                try:
-                    target = open_in_root(root_fd, posixpath.join(parent, name), os.O_PATH)
-                except OSError:
-                    raise _not_found(src, ref) from None
-                os.close(pfd)
-                pfd, name = target, ""
-            if name:
-                try:
-                    st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-                except OSError:
-                    raise _not_found(src, ref) from None
-            else:
-                st = os.fstat(pfd)
-                name = posixpath.basename(posixpath.normpath("/" + src.lstrip("/"))) or "/"
-            if tar_out is not None:
-                with tarfile.open(fileobj=tar_out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    _tar_source(tar, pfd, name, st, contents)
-                return
-            assert host_dest is not None
-            _to_host(pfd, name, st, contents, host_dest, archive)
-        finally:
-            os.close(pfd)
-
-
-def _reopen_dir(fd_or_parent: int, name: str, is_self: bool) -> int:
-    """A readable descriptor of the directory: `name` under `fd_or_parent`, or the O_PATH fd
-    itself (-L followed, or the root) reopened through /proc/self/fd."""
-    if is_self:
-        return os.open(f"/proc/self/fd/{fd_or_parent}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd_or_parent)
-
-
-def _tar_source(tar: tarfile.TarFile, pfd: int, name: str, st: os.stat_result, contents: bool) -> None:
-    is_self = stat.S_ISDIR(st.st_mode) and _is_fd_itself(pfd, st)
-    if stat.S_ISDIR(st.st_mode):
-        dfd = _reopen_dir(pfd, name, is_self)
-        try:
-            if not contents:
-                info = tarfile.TarInfo(name if name != "/" else ".")
-                info.type, info.mode = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode)
-                info.uid, info.gid, info.mtime = st.st_uid, st.st_gid, int(st.st_mtime)
-                tar.addfile(info)
-            prefix = "" if contents else (name if name != "/" else ".") + "/"
-            for child in sorted(os.listdir(dfd)):
-                _tar_entry(tar, dfd, child, prefix + child)
-        finally:
-            os.close(dfd)
-        return
-    if _is_fd_itself(pfd, st):  # -L to a file: read it through its O_PATH descriptor
-        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            info = tarfile.TarInfo(name)
-            info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
-            info.mtime, info.size = int(st.st_mtime), st.st_size
-            with os.fdopen(os.dup(fd), "rb") as f:
-                tar.addfile(info, f)
-        finally:
-            os.close(fd)
-        return
-    _tar_entry(tar, pfd, name, name)
-
-
-def _is_fd_itself(pfd: int, st: os.stat_result) -> bool:
-    own = os.fstat(pfd)
-    return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
-
-
-def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str, archive: bool) -> None:
-    """docker cp's rules on the host side: into DEST when it is a directory, else as DEST
-    (whose parent must exist); a directory never replaces a file."""
-    dest_path = Path(dest)
-    if dest_path.is_dir():
-        target = dest_path if contents else dest_path / (name if name != "/" else "rootfs")
-    else:
-        if dest.endswith("/"):
-            raise NotFound(f"destination directory {dest} must exist")  # go-archive's ErrDirNotExists
-        if not dest_path.parent.is_dir():
-            raise NotFound(f"stat {dest_path.parent}: no such file or directory")
-        if stat.S_ISDIR(st.st_mode) and dest_path.exists():
-            raise InvalidArgument("cannot copy directory")
-        target = dest_path
-    # The tar the container side yields, unpacked through the project's hardened layer unpacker
-    # into a staging dir next to the target, then moved in: nothing of the container's naming
-    # can place a file outside `target`.
-    import tempfile
-
-    from shoal.image.layers import unpack_layer
-
-    staging = Path(tempfile.mkdtemp(prefix=".shoal-cp-", dir=target.parent))  # same fs: moved in
-    produced_name = "rootfs" if name == "/" else name
-    try:
-        r, w = os.pipe()
-        import threading
-
-        errors: list[BaseException] = []
-
-        def produce() -> None:
-            try:
-                with os.fdopen(w, "wb") as out:
-                    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                        _tar_source(tar, pfd, produced_name, st, False)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        thread = threading.Thread(target=produce)
-        thread.start()
-        with os.fdopen(r, "rb") as inp:
-            unpack_layer(inp, staging, source="container", hash=False)
-        thread.join()
-        if errors:
-            raise errors[0]
-        produced = staging / produced_name
-        if not archive:
-            _chown_tree(produced, os.getuid(), os.getgid())
-        if contents:
-            target.mkdir(exist_ok=True)
-            for child in produced.iterdir():
-                _replace(child, target / child.name)
-        else:
-            _replace(produced, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace(src: Path, dst: Path) -> None:
-    if dst.is_dir() and not dst.is_symlink() and src.is_dir():
-        for child in src.iterdir():  # merge into an existing directory, as cp -a does
-            _replace(child, dst / child.name)
-        shutil.copystat(src, dst)
-        return
-    if dst.is_dir() and not dst.is_symlink():
-        raise InvalidArgument("cannot overwrite directory " + str(dst) + " with non-directory")
-    os.replace(src, dst)
-
-
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.lchown(path, uid, gid)
-    if path.is_dir() and not path.is_symlink():
-        for dirpath, dirnames, filenames in os.walk(path):
-            for n in dirnames + filenames:
-                os.lchown(os.path.join(dirpath, n), uid, gid)
-
-
-def copy_in(c: Container, ref: str, dest: str, *, host_src: str | None = None,
-            tar_in: IO[bytes] | None = None, archive: bool = False) -> None:
-    """`cp SRC|- CONTAINER:DEST`. A host source is owned by the container's root unless
-    `archive` (then as on the host); a tar from stdin is unpacked by the hardened layer
-    unpacker first (its own ownership kept), then copied in like a directory's contents."""
-    import tempfile
-
-    from shoal.build.fs import Copier, CopyError, in_root
-    from shoal.image.layers import unpack_layer
-
-    staging: Path | None = None
-    try:
-        if tar_in is not None:
-            staging = Path(tempfile.mkdtemp(prefix="cp-", dir=c.dir))
-            unpack_layer(tar_in, staging, source="archive", hash=False)
-            source, contents, owner = staging, True, None
-        else:
-            assert host_src is not None
-            source = Path(host_src)
-            if not os.path.lexists(source):
-                raise NotFound(f"stat {host_src}: no such file or directory")
-            contents = host_src.endswith("/.")
-            owner = None if archive else (0, 0)
-        with container_root(c) as root:
-            copier = Copier(root, owner, None)
-            try:
-                dest_is_dir = _is_dir(root, dest)
-                if tar_in is not None or contents:
-                    if not dest_is_dir and tar_in is not None:
-                        raise InvalidArgument(f'destination "{ref}:{dest}" must be a directory')
-                    if not dest_is_dir:
-                        raise NotFound(f"Could not find the file {dest} in container {ref}")
-                    _copy_contents(copier, source, dest)
-                    return
-                name = source.name
-                if dest_is_dir:
-                    target = posixpath.join(dest, name)
-                else:
-                    parent = posixpath.dirname(posixpath.normpath("/" + dest.lstrip("/")))
-                    if not _is_dir(root, parent):
-                        raise NotFound(f"Could not find the file {parent} in container {ref}")
-                    if dest.endswith("/"):
-                        raise NotFound(f"Could not find the file {dest} in container {ref}")
-                    target = dest
-                existing = in_root(root, target)
-                if source.is_dir() and not source.is_symlink() and os.path.lexists(existing) \
-                        and not stat.S_ISDIR(os.lstat(existing).st_mode):
-                    raise InvalidArgument("cannot copy directory")
-                _copy_one(copier, source, target)
-            except CopyError as exc:
-                raise ShoalError(str(exc)) from None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _is_dir(root: Path, path: str) -> bool:
-    """is_dir_in_root, the root itself included (/proc/<pid>/root is a link to lstat)."""
-    from shoal.build.fs import is_dir_in_root
-
-    return posixpath.normpath("/" + path.lstrip("/")) == "/" or is_dir_in_root(root, path)
-
-
-def _copy_contents(copier: Any, source: Path, dest: str) -> None:
-    for child in sorted(source.iterdir()):
-        _copy_one(copier, child, posixpath.join(dest, child.name))
-
-
-def _copy_one(copier: Any, source: Path, target: str) -> None:
-    from shoal.build.fs import scoped_path
-
-    copier.copy_entry(source, target, keep_links=True)
-    if source.is_dir() and not source.is_symlink():
-        copier.copy_tree(source, target, keep_links=True)
-        copier._finish(scoped_path(copier.root, target), os.lstat(source))  # its own mtime again
