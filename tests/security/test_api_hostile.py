@@ -223,11 +223,12 @@ def test_wrongly_shaped_stacks_are_400s_naming_the_field(daemon, tmp_path: Path)
 
 def test_big_secrets_deploy_and_oversized_bodies_are_413(daemon, tmp_path: Path) -> None:
     sock, env = daemon
-    # Four secrets of Swarm's largest size (500 KB): 2.6 MB of base64, over aiohttp's 1 MiB default.
+    # Four secrets of Swarm's largest size (one byte under 500 KiB: swarmkit refuses 500 KiB
+    # itself): 2.6 MB of base64, over aiohttp's 1 MiB default.
     compose = tmp_path / "docker-compose.yml"
     lines = ["services:", "  app:", "    image: app:v1", "    secrets: [s0, s1, s2, s3]", "secrets:"]
     for i in range(4):
-        (tmp_path / f"s{i}").write_bytes(os.urandom(500 * 1024))
+        (tmp_path / f"s{i}").write_bytes(os.urandom(500 * 1024 - 1))
         lines += [f"  s{i}:", f"    file: ./s{i}"]
     compose.write_text("\n".join(lines) + "\n")
     deploy = run_shoal("stack", "deploy", "-d", "-c", str(compose), "big", env=env)
