@@ -56,6 +56,7 @@ def test_pause_unpause_exec_and_stop_of_a_paused_container(shoal, busybox_image,
     assert state == ("1" if V2 else "FROZEN")
     row = next(line for line in shoal("ps", check=True).stdout.splitlines() if line.endswith("cc-pause"))
     assert "(Paused)" in row and "Up " in row
+    assert shoal("ps", "--format", "{{.Names}} {{.State}}", check=True).stdout.splitlines().count("cc-pause paused") == 1
     st = inspect(shoal, "cc-pause")["State"]
     assert (st["Status"], st["Paused"], st["Running"]) == ("paused", True, True)
     again = shoal("pause", "cc-pause")

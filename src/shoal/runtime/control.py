@@ -19,10 +19,6 @@ from shoal.runtime.state import Container
 _PS_ARGS_PID = re.compile(r"\s+([^\s]*)=\s*(PID[^\s]*)")
 
 
-def is_paused(c: Container) -> bool:
-    return c.state.status == "running" and c.process_alive() and cgroups.frozen(c.id)
-
-
 def _running(c: Container) -> None:
     if c.state.status != "running":
         raise Conflict(f"container {c.id} is not running")

@@ -25,7 +25,7 @@ def status_text(c: Container, now: float | None = None) -> str:
     now = now or time.time()
     st = c.state
     if st.status == "running":
-        return "Up " + human_duration(now - st.started_at) + (" (Paused)" if _paused(c) else "")
+        return "Up " + human_duration(now - st.started_at) + (" (Paused)" if is_paused(c) else "")
     if st.status == "exited":
         return f"Exited ({st.exit_code}) {human_duration(now - st.finished_at)} ago"
     if st.status == "dead":
@@ -33,7 +33,7 @@ def status_text(c: Container, now: float | None = None) -> str:
     return "Created"
 
 
-def _paused(c: Container) -> bool:
+def is_paused(c: Container) -> bool:
     from shoal.runtime import cgroups
 
     return c.state.status == "running" and cgroups.frozen(c.id)
@@ -77,9 +77,9 @@ def inspect(c: Container) -> dict[str, Any]:
         "Path": c.path,
         "Args": c.args,
         "State": {
-            "Status": "paused" if _paused(c) else st.status,
+            "Status": "paused" if is_paused(c) else st.status,
             "Running": st.status == "running",
-            "Paused": _paused(c),
+            "Paused": is_paused(c),
             "Restarting": False,
             "OOMKilled": st.oom_killed,
             "Dead": st.status == "dead",
