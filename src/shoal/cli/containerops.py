@@ -149,6 +149,9 @@ def cmd_update(args: argparse.Namespace) -> int:
     from shoal.cli.container import parse_cpus, parse_memory
     from shoal.runtime import control
 
+    if args.restart is not None:  # honest: a plain container here has no restart policy to change
+        raise ShoalError("--restart: shoal's containers have no restart policy (a service's tasks do: "
+                         "shoal service update --restart-condition)")
     if all(getattr(args, f) is None for f in _UPDATE_FLAGS):
         raise ShoalError("you must provide one or more flags when using this command")  # a RunE error: exit 1
     swap = 0
@@ -440,6 +443,7 @@ def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--memory-reservation", help="Memory soft limit")
     p.add_argument("-c", "--cpu-shares", type=int, help="CPU shares (relative weight)")
     p.add_argument("--pids-limit", type=int, help="Tune container pids limit (set -1 for unlimited)")
+    p.add_argument("--restart", help="Restart policy to apply when a container exits (not supported: no policies)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_update)
 
