@@ -201,3 +201,23 @@ def test_system_events_since_until_filter(shoal) -> None:
     assert result.returncode == 1 and result.stderr.splitlines()[-1] == "Error response from daemon: invalid filter 'colour'"
     later = shoal("events", "--since", "10m", "--until", "0s", "-f", "secret=h4_evt", check=True).stdout.splitlines()
     assert len(later) == 2 and later[0].split()[1:3] == ["secret", "create"] and later[0].endswith("(name=h4_evt)")
+
+
+def test_system_prune_question_is_docker_s_template() -> None:
+    """docker/cli system prune's confirmationTemplate, rendered with and without filters."""
+    assert system.system_prune_warning(True, True, {"label": ["b=2", "a"], "until": ["24h"]}) == (
+        "WARNING! This will remove:\n"
+        "  - all stopped containers\n"
+        "  - all networks not used by at least one container\n"
+        "  - all anonymous volumes not used by at least one container\n"
+        "  - all images without at least one container associated to them\n"
+        "  - all build cache\n"
+        "\n"
+        "  Items to be pruned will be filtered with:\n"
+        "  - label=a\n"
+        "  - label=b=2\n"
+        "  - until=24h\n"
+        "\n"
+        "Are you sure you want to continue?")
+    assert system.system_prune_warning(False, False, {}).endswith(
+        "  - all dangling images\n  - unused build cache\n\nAre you sure you want to continue?")
