@@ -236,9 +236,11 @@ def test_tasks_outlive_a_killed_shoald_which_adopts_them(shoal: Shoal, webapp: i
 
 
 def test_scale_and_bad_input(shoal: Shoal, webapp: int, tmp_path: Path) -> None:
-    assert shoal("service", "scale", "webapp_web=7").stdout.strip() == "webapp_web scaled to 7"
+    assert shoal("service", "scale", "-d", "webapp_web=7").stdout.strip() == "webapp_web scaled to 7"
     wait_for(lambda: "7/7" in shoal("stack", "services", "webapp").stdout, 30, "7 replicas")
-    shoal("service", "scale", "webapp_web=5")
+    # Without -d, scale waits for the service as Docker's does, with its progress.
+    scaled = shoal("service", "scale", "webapp_web=5").stdout.splitlines()
+    assert scaled[0] == "webapp_web scaled to 5" and scaled[-1] == "verify: Service webapp_web converged"
     wait_for(lambda: "5/5" in shoal("stack", "services", "webapp").stdout, 30, "5 replicas")
     bad = shoal("service", "scale", "webapp_web=x", check=False)
     assert bad.returncode != 0 and "invalid scale specifier 'webapp_web=x'" in bad.stderr

@@ -1,0 +1,163 @@
+"""`service create|update|rollback|inspect --pretty|scale` and jobs against a real shoald (one
+node): Docker's output (the ID, the progress, `verify: Service <id> converged`, `job complete`),
+the spec each command leaves, the published port answering, and Docker's refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from tests.conftest import ROOT_ONLY
+
+pytestmark = ROOT_ONLY
+
+PORT = 28431  # published by the test's service; nothing else here uses it
+
+
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _err(result: Any) -> str:
+    return "".join(line for line in result.stderr.splitlines(keepends=True) if not line.startswith("Starting shoald"))
+
+
+def _get(path: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def _inspect(shoal, name: str) -> dict[str, Any]:
+    return json.loads(shoal("service", "inspect", name, check=True).stdout)[0]
+
+
+def test_create_update_rollback(shoal, busybox_image: str) -> None:
+    # A swarm-scoped network (outside swarm mode `-d overlay` alone makes a node-local one), on a
+    # subnet of its own: other roots on this kernel take the default pool's first subnets.
+    shoal("network", "create", "-d", "overlay", "--scope", "swarm", "--subnet", "10.231.43.0/24", "h3it_net",
+          check=True)
+    try:
+        made = shoal("service", "create", "--name", "h3it_web", "--replicas", "2", "--network", "h3it_net",
+                     "-p", f"{PORT}:80", "-e", "COLOR=blue", "--update-monitor", "1s", "--stop-grace-period", "1s",
+                     busybox_image, "httpd", "-f", "-p", "80", "-h", "/etc", check=True, timeout=120)
+        lines = made.stdout.splitlines()
+        service_id = lines[0]
+        assert len(service_id) == 25
+        assert lines[1] == "overall progress: 0 out of 2 tasks"
+        assert "overall progress: 2 out of 2 tasks" in lines
+        assert lines[-1] == f"verify: Service {service_id} converged"
+        assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 20, "the published port")
+        svc = _inspect(shoal, "h3it_web")
+        assert svc["id"] == service_id and svc["stack"] == "" and svc["spec_version"] == 1
+        assert svc["spec"]["env"] == ["COLOR=blue"] and svc["spec"]["labels"] == {}
+        assert svc["spec"]["restart_policy"]["condition"] == "any"  # the model's default, as compose's
+        listing = shoal("service", "ls", check=True).stdout
+        assert any(line.split()[1:4] == ["h3it_web", "replicated", "2/2"] for line in listing.splitlines())
+
+        # update: -q prints the name only; the spec changes by Docker's rules and the tasks roll.
+        old_tasks = {t["id"] for t in json.loads(_tasks(shoal, service_id)) if t["desired_state"] == "running"}
+        updated = shoal("service", "update", "-q", "--env-add", "SIZE=L", "--env-rm", "COLOR", "--label-add", "tier=web",
+                        "h3it_web", check=True, timeout=120)
+        assert updated.stdout == "h3it_web\n"
+        svc = _inspect(shoal, "h3it_web")
+        assert (svc["spec"]["env"], svc["spec"]["labels"], svc["spec_version"]) == (["SIZE=L"], {"tier": "web"}, 2)
+        assert svc["previous_spec"]["env"] == ["COLOR=blue"]
+        running = [t for t in json.loads(_tasks(shoal, service_id)) if t["desired_state"] == "running"]
+        assert len(running) == 2 and all(t["spec"]["env"] == ["SIZE=L"] for t in running)
+        assert not old_tasks & {t["id"] for t in running}
+        pretty = shoal("service", "inspect", "--pretty", "h3it_web", check=True).stdout
+        assert pretty.startswith(f"\nID:\t\t{service_id}\nName:\t\th3it_web\nLabels:\n tier=web\n"
+                                 "Service Mode:\tReplicated\n Replicas:\t2\nUpdateStatus:\n State:\t\tcompleted\n")
+        assert " Env:\t\tSIZE=L \n" in pretty and "Networks: h3it_net \n" in pretty
+
+        # --force alone rolls the tasks (ForceUpdate); rollback brings the previous spec back.
+        shoal("service", "update", "-d", "--force", "h3it_web", check=True)
+        assert _inspect(shoal, "h3it_web")["spec"]["force_update"] == 1
+        rolled = shoal("service", "rollback", "h3it_web", check=True, timeout=120)
+        assert rolled.stdout.splitlines()[0] == "h3it_web"
+        assert "rollback: manually requested rollback" in rolled.stdout
+        # progress.go: the rollback's final message follows the verification when it came first.
+        assert "verify: Service h3it_web converged" in rolled.stdout.splitlines()[-2:]
+        svc = _inspect(shoal, "h3it_web")
+        assert svc["spec"]["force_update"] == 0 and svc["update_status"]["state"] == "rollback_completed"
+        assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 20, "the port after the rollback")
+
+        # An image nobody has: Docker's warning, then the update pauses on the rejected task.
+        missing = shoal("service", "update", "--image", "localhost/nosuch:1", "h3it_web", timeout=120)
+        assert missing.returncode == 1
+        assert "image localhost/nosuch:1 could not be accessed on a registry to record" in _err(missing)
+        assert "Error: service update paused: update paused due to failure or early termination of task" in _err(missing)
+        assert "No such image" in missing.stdout
+        assert "root:x:0:0" in _get("/passwd")  # stop-first, parallelism 1: one task still serves
+    finally:
+        shoal("service", "rm", "h3it_web")
+        _wait(lambda: not [t for t in json.loads(_tasks(shoal, None)) if t["service_name"] == "h3it_web"], 30,
+              "the service's tasks to go")
+        shoal("network", "rm", "h3it_net")
+
+
+def _tasks(shoal, service: str | None) -> str:
+    """The tasks as the API lists them (the CLI's table hides the spec)."""
+    from shoal.api.client import connect
+
+    with connect() as client:
+        return json.dumps(client.get("/tasks", **({"service": service} if service else {})))
+
+
+def test_jobs_run_to_completion(shoal, busybox_image: str) -> None:
+    try:
+        made = shoal("service", "create", "--name", "h3it_job", "--mode", "replicated-job", "--replicas", "3",
+                     "--max-concurrent", "2", busybox_image, "true", check=True, timeout=120)
+        lines = made.stdout.splitlines()
+        assert lines[1:3] == ["job progress: 0 out of 3 complete", "active tasks: 0 out of 2 tasks"]
+        assert "job progress: 3 out of 3 complete" in lines and lines[-1] == "job complete"
+        row = [line for line in shoal("service", "ls", check=True).stdout.splitlines() if " h3it_job " in line][0]
+        assert "replicated job   0/0 (3/3 completed)" in row
+        ps = shoal("service", "ps", "--format", "{{.Name}} {{.DesiredState}} {{.CurrentState}}", "h3it_job",
+                   check=True).stdout.splitlines()
+        assert sorted(line.split()[:3] for line in ps) == [
+            ["h3it_job.1", "Complete", "Complete"], ["h3it_job.2", "Complete", "Complete"],
+            ["h3it_job.3", "Complete", "Complete"]]
+        # scale of a replicated job: TotalCompletions, a new iteration that runs again.
+        scaled = shoal("service", "scale", "h3it_job=4", check=True, timeout=120)
+        assert scaled.stdout.splitlines()[0] == "h3it_job scaled to 4" and scaled.stdout.endswith("job complete\n")
+        row = [line for line in shoal("service", "ls", check=True).stdout.splitlines() if " h3it_job " in line][0]
+        assert "0/0 (4/4 completed)" in row
+        gjob = shoal("service", "create", "-d", "--name", "h3it_gjob", "--mode", "global-job", busybox_image, "true",
+                     check=True)
+        assert len(gjob.stdout.strip()) == 25
+        _wait(lambda: "1/1 completed" in shoal("service", "ls").stdout, 30, "the global job")
+        refused = shoal("service", "scale", "h3it_gjob=2")
+        assert refused.returncode == 1
+        assert "h3it_gjob: scale can only be used with replicated or replicated-job mode" in _err(refused)
+    finally:
+        shoal("service", "rm", "h3it_job", "h3it_gjob")
+
+
+def test_refusals(shoal, busybox_image: str) -> None:
+    gone = shoal("service", "update", "--image", "x", "h3it_nosuch")
+    assert (gone.returncode, gone.stdout, _err(gone)) == (1, "", "Error: No such service: h3it_nosuch\n")
+    gone = shoal("service", "rollback", "h3it_nosuch")
+    assert (gone.returncode, _err(gone)) == (1, "Error: No such service: h3it_nosuch\n")
+    bad = shoal("service", "create", "--replicas", "two", busybox_image)
+    assert bad.returncode == 125
+    assert _err(bad) == 'Error: invalid argument "two" for "--replicas" flag: strconv.ParseUint: parsing "two": invalid syntax\n'
+    bad = shoal("service", "create", "--mode", "global", "--replicas", "2", busybox_image)
+    assert (bad.returncode, _err(bad)) == (1, "Error: replicas can only be used with replicated or replicated-job mode\n")
+    bad = shoal("service", "create", "--secret", "h3it_nosecret", busybox_image)
+    assert (bad.returncode, _err(bad)) == (1, "Error: secret not found: h3it_nosecret\n")
+    bad = shoal("service", "create", "--network", "h3it_nonet", busybox_image)
+    assert (bad.returncode, _err(bad)) == (1, "Error: network h3it_nonet not found\n")
+    assert "h3it" not in shoal("service", "ls", check=True).stdout  # nothing half-made
