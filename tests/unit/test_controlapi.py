@@ -288,3 +288,25 @@ def test_a_task_a_scale_did_not_touch_is_up_to_date(store: SQLiteStore) -> None:
     svcapi.update_service(store, "web", 2, spec(replicas=3, env=["A=1"]))
     (changed,) = store.list("service")
     assert not svcapi.up_to_date(task, changed)
+
+
+@ROOT_ONLY
+def test_a_removed_swarm_networks_copy_goes_once_its_last_user_lets_go(store: SQLiteStore) -> None:
+    """`network rm` right after `service rm`: the swarm's record goes at once, this node's
+    copy (held by the service's VIP until its endpoint is freed) as soon as it is free."""
+    import time
+
+    from shoal.manager import endpoints
+    from shoal.network.store import NetworkStore
+
+    netapi.create_network(store, NetworkSpec(name="heldnet"))
+    service_id, _ = svcapi.create_service(store, spec("held", networks=[NetworkAttachment("heldnet")]))
+    with store.transaction() as tx:
+        tx.delete("service", service_id)  # the record gone, its VIP not yet freed
+    netapi.remove_network(store, "heldnet")
+    assert store.list("network") == [] and NetworkStore().find("heldnet") is not None
+    endpoints.remove_service(service_id)
+    deadline = time.monotonic() + 10
+    while NetworkStore().find("heldnet") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert NetworkStore().find("heldnet") is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from copy import deepcopy
 from typing import Any
@@ -155,9 +156,34 @@ def remove_network(store: Store, ref: str) -> Network:
         cleanup.remove_network(network.name)
     except NotFound:
         pass  # never made on this node (or removed already)
-    except ShoalError as exc:  # a stopping task's endpoint: the node's collector takes it later
-        log.warning("network %s: removed from the swarm, not yet from this node: %s", network.name, exc)
+    except ShoalError as exc:
+        # A task of a removed service still stopping holds an endpoint: the swarm's network is
+        # gone (swarmkit counts only tasks not yet told to stop), this node's copy follows.
+        log.info("network %s: removed from the swarm, from this node once its tasks stop: %s", network.name, exc)
+        threading.Thread(target=_remove_when_free, args=(store, network.name), daemon=True,
+                         name=f"netrm-{network.name}").start()
     return network
+
+
+def _remove_when_free(store: Store, name: str, timeout: float = 120.0) -> None:
+    """This node's copy of a removed swarm network, once its last endpoint is gone; given up
+    if a network of that name is created again meanwhile (that one is the copy then)."""
+    from shoal.network import cleanup
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if any(n["name"] == name for n in store.list("network")):
+            return
+        try:
+            cleanup.remove_network(name)
+            return
+        except NotFound:
+            return
+        except ShoalError:
+            continue
+    log.warning("network %s: removed from the swarm, but this node's copy is still in use after %.0f s",
+                name, timeout)
 
 
 def inspect_network(store: Store, ref: str) -> Network:
