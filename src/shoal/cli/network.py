@@ -306,22 +306,19 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    for f in args.filter:
-        if f.partition("=")[0] != "label":
-            raise InvalidArgument(f"invalid filter '{f.partition('=')[0]}'")
-    _matches(Network(id="", name="", driver="", scope="", created=""), args.filter)  # validate first
-    if not args.force:
-        sys.stdout.write("WARNING! This will remove all custom networks not used by at least one container.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-    from shoal.network import cleanup
-    removed = cleanup.prune_networks(select=lambda net: _matches(net, args.filter))
-    if removed:
-        print("Deleted Networks:")
-        for name in removed:
-            print(name)
+    """docker/cli network prune: its question, `Deleted Networks:` (no reclaimed-space line, as
+    Docker's); filters until, label, label! (cli/system.py network_prune, shared with
+    `system prune`)."""
+    from shoal.cli.prune import confirm
+    from shoal.cli.system import network_prune, prune_filters
+
+    filters = prune_filters(args.filter, ("until", "label", "label!"))
+    if not args.force and not confirm("WARNING! This will remove all custom networks not used by at least one "
+                                      "container.\nAre you sure you want to continue?"):
+        return 0
+    output = network_prune(filters)
+    if output:
+        print(output)  # Fprintln of a text ending in a newline: a blank line after, as Docker's
     return 0
 
 

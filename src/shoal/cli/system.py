@@ -314,7 +314,13 @@ def container_prune(filters: dict[str, list[str]]) -> tuple[int, str]:
 def network_prune(filters: dict[str, list[str]]) -> str:
     from shoal.network import cleanup
 
+    from shoal.image.store import parse_time
+
+    until = _until(filters)
+
     def keep(net: Any) -> bool:
+        if until is not None and parse_time(getattr(net, "created", "") or None) >= until:
+            return False
         labels = getattr(net, "labels", None) or {}
         for cond in filters.get("label", []):
             key, sep, value = cond.partition("=")
