@@ -238,7 +238,8 @@ def _stack_service(compose_name: str, **changes) -> ServiceSpec:
 def test_stack_deploy_goes_through_the_same_checks_and_keeps_the_previous_spec(store: SQLiteStore) -> None:
     from shoal.manager.controlapi import stacks as stackapi
 
-    with pytest.raises(InvalidArgument, match="service app_bad: .*Number of replicas must be non-negative"):
+    with pytest.raises(InvalidArgument, match="^failed to create service app_bad: .*Number of replicas must be "
+                                              "non-negative$"):
         stackapi.deploy_stack(store, _stack(web=_stack_service("web"), bad=_stack_service("bad", replicas=-1)))
     assert store.list("service") == []  # not even the valid one
     lines, _ = stackapi.deploy_stack(store, _stack(web=_stack_service("web")))

@@ -21,12 +21,15 @@ from shoal.store.base import Store
 log = logging.getLogger("shoald.controlapi")
 
 
-def _validate(stack: dict[str, Any]) -> None:
+def _validate(stack: dict[str, Any], existing: set[str]) -> None:
+    """Every service as `service create/update` checks it; docker/cli's words around the
+    daemon's refusal (`failed to create service webapp_web: ...`)."""
     for spec in stack.get("services", {}).values():
         try:
             validate_service_spec(ServiceSpec.from_dict(spec))
         except InvalidArgument as exc:
-            raise InvalidArgument(f"service {spec.get('name')}: {exc}") from None
+            verb = "update" if spec.get("name") in existing else "create"
+            raise InvalidArgument(f"failed to {verb} service {spec.get('name')}: {exc}") from None
 
 
 def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
@@ -38,10 +41,10 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
     from shoal.manager import allocator, endpoints
     from shoal.manager.stacks import apply_stack, pruned_services, service_ids
 
-    _validate(stack)
     with store.transaction() as tx:
         ids = service_ids(tx, stack)
         fresh = {n for n, i in ids.items() if tx.get("service", i) is None}
+        _validate(stack, set(ids) - fresh)
         gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
         current = {n: tx.get("service", i) for n, i in ids.items()}
         held = allocator.held_addresses(tx)
