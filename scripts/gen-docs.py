@@ -125,8 +125,10 @@ cluster's certificates. `-H`, `--context`, `SHOAL_HOST` and `SHOAL_CONTEXT` choo
 command. Every node command acts on the node the context names, as `docker` with DOCKER_HOST:
 `build` sends the context there (.dockerignore applied first) and prints the node's output,
 `save`/`load` stream the archive, `images`, `history`, `rmi`, `tag`, `ps`, `logs`, `inspect`
-and `import` act on that node's; `stack deploy` builds a missing `build:` image on that node.
-`run`, `create` and `exec` are refused against a remote node (run them there)."""),
+and `import` act on that node's; `run` (its output and exit code coming back, signals
+forwarded), `create`, `start`, `stop`, `kill`, `rm` and `wait` make and drive containers there;
+`stack deploy` builds a missing `build:` image on that node. `exec`, `stats`, `cp` and the
+other container commands are refused against a remote node (run them there)."""),
     "cluster": ("Local clusters", """\
 A cluster of several nodes on this one machine, for trying shoal and for its tests: each node is
 a network namespace with its own address, state and shoald, joined over TLS as separate machines

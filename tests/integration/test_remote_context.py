@@ -185,6 +185,53 @@ def test_ps_logs_inspect_on_the_node(node: Node) -> None:
     _client_root_untouched(node)
 
 
+def test_run_create_start_stop_wait_rm_on_the_node(node: Node) -> None:
+    """`run` through the context: the container is the node's; attached, its output comes back
+    on the right streams and its exit code is the command's (--rm removes it); signals reach it;
+    -d, create/start, stop, wait and rm act on the node."""
+    import signal
+
+    attached = node.shoal("run", "--rm", "localhost/busybox:test", "sh", "-c", "echo to-out; echo to-err >&2; exit 7")
+    assert (attached.returncode, attached.stdout, attached.stderr) == (7, b"to-out\n", b"to-err\n")
+    assert cli(node.env, "ps", "-aq").stdout == b""  # --rm: gone from the node
+    detached = node.shoal("run", "-d", "--name", "far-sleeper", "localhost/busybox:test", "sleep", "300")
+    assert detached.returncode == 0, detached.stderr
+    cid = detached.stdout.decode().strip()
+    try:
+        assert cli(node.env, "ps", "-q", "--no-trunc").stdout.decode().split() == [cid]
+        assert node.shoal("stop", "-t", "1", "far-sleeper").stdout == b"far-sleeper\n"
+        assert node.shoal("wait", "far-sleeper").stdout == b"137\n"  # sleep ignores SIGTERM as PID 1
+        made = node.shoal("create", "--name", "far-once", "localhost/busybox:test", "echo", "once")
+        assert made.returncode == 0, made.stderr
+        assert node.shoal("start", "far-once").returncode == 0
+        assert node.shoal("wait", "far-once").stdout == b"0\n"
+        assert node.shoal("logs", "far-once").stdout == b"once\n"
+        removed = node.shoal("rm", "far-sleeper", "far-once", "nosuch")
+        assert removed.returncode == 1 and removed.stdout == b"far-sleeper\nfar-once\n"
+        assert b"No such container: nosuch" in removed.stderr
+        assert cli(node.env, "ps", "-aq").stdout == b""
+        missing = node.shoal("run", "localhost/nosuch:1")
+        assert missing.returncode != 0 and b"No such image: localhost/nosuch:1" in missing.stderr
+
+        # An attached run forwards the client's SIGINT to the container (docker's --sig-proxy).
+        proc = subprocess.Popen([sys.executable, "-m", "shoal", "-c", "far", "run", "--rm", "localhost/busybox:test",
+                                 "sh", "-c", 'trap "echo got-int; exit 3" INT; echo ready; sleep 300 & wait'],
+                                env=node.client_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+            assert (proc.returncode, out) == (3, b"got-int\n")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        cli(node.env, "rm", "-f", cid, "far-once")
+    assert cli(node.env, "ps", "-aq").stdout == b""
+    _client_root_untouched(node)
+
+
 def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

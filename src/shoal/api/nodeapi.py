@@ -363,6 +363,121 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
 
         return web.json_response(await asyncio.to_thread(run))
 
+    def dns_hook(loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
+        """The runtime's before_start hook (run in a worker thread) for a container on a
+        user-defined network: the embedded resolver opened in its namespace, as the CLI's local
+        `run` asks for it (POST /containers/{id}/dns)."""
+        from shoal.agent.netglue import container_networks
+
+        def hook(c: Any) -> None:
+            network = getattr(c, "network", None) or {}
+            if "127.0.0.11" not in (c.dir / "resolv.conf").read_text() or not network.get("netns"):
+                return
+            if c.spec.network.startswith("container:") or daemon.dns is None:
+                return
+            networks = container_networks(c.id)
+            asyncio.run_coroutine_threadsafe(daemon.dns.serve(c.id, network["netns"], networks), loop).result()
+            asyncio.run_coroutine_threadsafe(daemon.refresh_dns(), loop).result()
+
+        return hook
+
+    @routes.post(prefix + "/containers/create")
+    async def container_create(request: web.Request) -> web.Response:
+        """`run`/`create` on this node: the ContainerSpec the CLI made from its flags (its
+        --env-file read there, as docker's CLI does); bind mounts name this node's paths."""
+        from shoal.runtime.spec import ContainerSpec
+
+        try:
+            body = json.loads(await request.read() or b"null")
+            spec = ContainerSpec.from_dict(body["spec"])
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidArgument(f'the request body must be {{"spec": <ContainerSpec>}}: {exc}') from None
+        c = await asyncio.to_thread(containers().create, spec)
+        return web.json_response({"Id": c.id}, status=201)
+
+    @routes.post(prefix + "/containers/{id}/start")
+    async def container_start(request: web.Request) -> web.StreamResponse:
+        """Start; with attach=1 a foreground `run`: the output streamed as ndjson while it runs,
+        then {"exit": code}; with the container's --rm it is removed after its exit is read.
+        A client that leaves stops the stream, not the container."""
+        mgr = containers()
+        ref = request.match_info["id"]
+        hook = dns_hook(asyncio.get_running_loop())
+        if not _flag(request, "attach"):
+            await asyncio.to_thread(mgr.start, ref, hook)
+            return web.json_response({})
+        from shoal.runtime import logs
+
+        c = await asyncio.to_thread(mgr.get, ref)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        sink = _Pipe(asyncio.get_running_loop())
+
+        def line(obj: dict[str, Any]) -> None:
+            sink.write((json.dumps(obj) + "\n").encode())
+
+        def run() -> None:
+            try:
+                with mgr.attached(c):
+                    try:
+                        mgr.start(c.id, before_start=hook)
+                    except ShoalError as exc:
+                        if c.spec.auto_remove:
+                            mgr.remove(c.id, force=True)
+                        line({"error": str(exc)})
+                        return
+                    current = mgr.get(c.id)
+
+                    def done() -> bool:
+                        current.refresh()
+                        return current.state.status != "running"
+
+                    for entry in logs.follow(current.log_path, done):
+                        line({"stream": entry.stream, "data": base64.b64encode(entry.data).decode()})
+                    code = mgr.wait(c.id)
+                    if c.spec.auto_remove:
+                        mgr.remove(c.id, force=True, volumes_too=True)
+                    line({"exit": code})
+            finally:
+                if not sink.aborted:
+                    sink.close()
+
+        job = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            while (chunk := await sink.queue.get()) is not None:
+                await response.write(chunk)
+        except ConnectionResetError:
+            return response
+        finally:
+            await sink.finish(job)
+        await response.write_eof()
+        return response
+
+    @routes.post(prefix + "/containers/{id}/kill")
+    async def container_kill(request: web.Request) -> web.Response:
+        await asyncio.to_thread(containers().kill, request.match_info["id"], request.query.get("signal") or "KILL")
+        return web.json_response({})
+
+    @routes.post(prefix + "/containers/{id}/stop")
+    async def container_stop(request: web.Request) -> web.Response:
+        t = request.query.get("t")
+        try:
+            timeout = int(t) if t not in (None, "") else None
+        except ValueError:
+            raise InvalidArgument(f"t: an integer is expected, not {t[:40]!r}") from None
+        await asyncio.to_thread(containers().stop, request.match_info["id"], timeout)
+        return web.json_response({})
+
+    @routes.delete(prefix + "/containers/{id}")
+    async def container_remove(request: web.Request) -> web.Response:
+        await asyncio.to_thread(lambda: containers().remove(request.match_info["id"], force=_flag(request, "force"),
+                                                            volumes_too=_flag(request, "v")))
+        return web.json_response({})
+
+    @routes.post(prefix + "/containers/{id}/wait")
+    async def container_wait(request: web.Request) -> web.Response:
+        return web.json_response({"StatusCode": await asyncio.to_thread(containers().wait, request.match_info["id"])})
+
     @routes.get(prefix + "/containers/{id}/json")
     async def container_inspect(request: web.Request) -> web.Response:
         from shoal.runtime.inspect import inspect

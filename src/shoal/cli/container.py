@@ -284,6 +284,8 @@ def _create(args: argparse.Namespace):
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "create")
     c = _create(args)
     print(c.id)
     return 0
@@ -303,7 +305,16 @@ def _resolver(c: Any) -> None:
         client.post(f"/containers/{c.id}/dns", {"netns": network["netns"]})
 
 
+def _on_node(args: argparse.Namespace, verb: str) -> int:
+    """A tcp:// context: the node it names does it, through its API (cli/remote.py)."""
+    from shoal.cli import remote
+
+    return remote.command(args, verb)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "run")
     mgr = _manager()
     c = _create(args)
     if args.detach:
@@ -367,6 +378,8 @@ def _run_attached(mgr, c, auto_remove: bool) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "start")
     mgr = _manager()
     failed = False
     for ref in args.containers:
@@ -395,21 +408,29 @@ def _each(refs: list[str], action: Callable[[str], None], echo: bool = True) -> 
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "stop")
     mgr = _manager()
     return _each(args.containers, lambda r: mgr.stop(r, args.time))
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "kill")
     mgr = _manager()
     return _each(args.containers, lambda r: mgr.kill(r, args.signal))
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "rm")
     mgr = _manager()
     return _each(args.containers, lambda r: mgr.remove(r, force=args.force, volumes_too=args.volumes))
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "wait")
     mgr = _manager()
     failed = False
     for ref in args.containers:
@@ -576,7 +597,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-cmd_ps.on_node = cmd_logs.on_node = cmd_inspect.on_node = True  # type: ignore[attr-defined] # cli/remote.py
+for _handler in (cmd_ps, cmd_logs, cmd_inspect, cmd_run, cmd_create, cmd_start, cmd_stop, cmd_kill, cmd_rm, cmd_wait):
+    _handler.on_node = True  # type: ignore[attr-defined] # cli/main.py lets a tcp:// context reach them
 
 
 # ---- stats -----------------------------------------------------------------------------------

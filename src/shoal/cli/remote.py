@@ -297,3 +297,99 @@ def inspect(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(docs, indent=4))
     return 1 if failed else 0
+
+
+# ---- run, create, start, stop, kill, rm, wait --------------------------------------------------
+
+
+def create(args: argparse.Namespace, spec: Any) -> str:
+    """The container made on the node from the spec this CLI built from its flags."""
+    created: dict[str, Any] = client(args).request("POST", "/containers/create", None, {"spec": spec.to_dict()})
+    return str(created["Id"])
+
+
+def run(args: argparse.Namespace, spec: Any) -> int:
+    """`run` on the node: detached, the ID; else the output as it comes, signals forwarded to
+    the container (docker's --sig-proxy), and its exit code as this command's."""
+    import signal
+
+    container_id = create(args, spec)
+    if args.detach:
+        client(args).request("POST", f"/containers/{container_id}/start", None)
+        print(container_id)
+        return 0
+
+    def forward(signum: int, _frame: Any) -> None:
+        try:
+            client(args).request("POST", f"/containers/{container_id}/kill", {"signal": str(signum)})
+        except ShoalError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        response = client(args).stream("POST", f"/containers/{container_id}/start", {"attach": "1"})
+        out, err = sys.stdout.buffer, sys.stderr.buffer
+        code: int | None = None
+        try:
+            for raw in response.lines():
+                if not raw.strip():
+                    continue
+                message = json.loads(raw)
+                if "data" in message:
+                    stream = out if message["stream"] == "stdout" else err
+                    stream.write(base64.b64decode(message["data"]))
+                    stream.flush()
+                elif "exit" in message:
+                    code = int(message["exit"])
+                elif "error" in message:
+                    raise ShoalError(message["error"])
+        finally:
+            response.close()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if code is None:
+        raise ShoalError(f"the connection to {args.node.host} was cut before container {container_id[:12]} exited")
+    return code
+
+
+def each(args: argparse.Namespace, action: str) -> int:
+    """stop / kill / rm / start / wait of each container on the node, printed as the local
+    commands print them (the name as given; wait: the exit code)."""
+    failed = False
+    for ref in args.containers:
+        path = f"/containers/{quote_ref(ref)}"
+        try:
+            if action == "rm":
+                client(args).request("DELETE", path, {"force": "1" if args.force else None,
+                                                      "v": "1" if args.volumes else None})
+            elif action == "stop":
+                client(args).request("POST", f"{path}/stop", {"t": args.time})
+            elif action == "kill":
+                client(args).request("POST", f"{path}/kill", {"signal": args.signal})
+            elif action == "start":
+                client(args).request("POST", f"{path}/start", None)
+            elif action == "wait":
+                print(client(args).request("POST", f"{path}/wait", None)["StatusCode"], flush=True)
+                continue
+            print(ref)
+        except ShoalError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def command(args: argparse.Namespace, verb: str) -> int:
+    """The entry from cli/container.py's handlers for a tcp:// context."""
+    if verb in ("run", "create"):
+        from shoal.cli.container import spec_from_args
+
+        spec = spec_from_args(args)  # flags checked (and --env-file read) here, before the node
+        if verb == "run":
+            return run(args, spec)
+        print(create(args, spec))
+        return 0
+    status = each(args, verb)
+    if verb == "start" and status:
+        print("Error: failed to start containers: " + ", ".join(args.containers), file=sys.stderr)
+    return status
