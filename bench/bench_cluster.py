@@ -32,6 +32,14 @@ def rss_mib(pid: int) -> float:
     return int(m.group(1)) / 1024 if m else 0.0
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size: shared pages (libpython, libcrypto, the .so files every shoald of
+    the machine maps) split among the processes that map them."""
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    m = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -46,7 +54,9 @@ def main() -> int:
     for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_SOCKET"):
         env.pop(k, None)
     name = f"bc{os.getpid() % 10000}"
-    answering, ready, rss = [], [], []
+    answering, ready = [], []
+    rss: dict[str, list[float]] = {"manager": [], "worker": []}
+    pss: dict[str, list[float]] = {"manager": [], "worker": []}
     try:
         for mode in ("--no-swarm", "swarm"):
             for _ in range(args.runs):
@@ -66,7 +76,11 @@ def main() -> int:
                     ready.append(elapsed)
                     time.sleep(2)  # idle
                     run = base / "r" / "run" / "clusters" / name
-                    rss.extend(rss_mib(int((run / f"{k}.pid").read_text())) for k in range(1, args.nodes + 1))
+                    for k in range(1, args.nodes + 1):
+                        pid = int((run / f"{k}.pid").read_text())
+                        role = "manager" if k == 1 else "worker"
+                        rss[role].append(rss_mib(pid))
+                        pss[role].append(pss_mib(pid))
                 shoal(env, "cluster", "rm", name)
     finally:
         if (base / "r" / "clusters" / name).exists():
@@ -77,8 +91,11 @@ def main() -> int:
           f"(runs {' '.join(f'{x:.2f}' for x in answering)})")
     print(f"cluster_create_{args.nodes}_ready_s {statistics.median(ready):.2f}  "
           f"(runs {' '.join(f'{x:.2f}' for x in ready)}; Swarm 0.8-1.4)")
-    print(f"shoald_idle_rss_mib {statistics.median(rss):.1f}  (min {min(rss):.1f} max {max(rss):.1f}; "
-          f"dockerd+containerd 112-123)")
+    for role in ("manager", "worker"):
+        r, p = rss[role], pss[role]
+        print(f"shoald_{role}_idle_rss_mib {statistics.median(r):.1f}  (min {min(r):.1f} max {max(r):.1f}; "
+              f"dockerd+containerd 112-123)")
+        print(f"shoald_{role}_idle_pss_mib {statistics.median(p):.1f}  (min {min(p):.1f} max {max(p):.1f})")
     print(f"load_average_1m {load:.1f}")
     return 0
 
