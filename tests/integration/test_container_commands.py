@@ -50,7 +50,7 @@ def inspect(shoal, name: str) -> dict:
 
 def test_pause_unpause_exec_and_stop_of_a_paused_container(shoal, busybox_image, clean):
     clean.append("cc-pause")
-    cid = shoal("run", "-d", "--name", "cc-pause", *NONE, busybox_image, "sleep", "60", check=True).stdout.strip()
+    cid = shoal("run", "-d", "--name", "cc-pause", *NONE, busybox_image, "sleep", "600", check=True).stdout.strip()
     assert shoal("pause", "cc-pause", check=True).stdout == "cc-pause\n"
     state = cgroup_file(cid, "freezer", "freezer.state", "cgroup.freeze").read_text().strip()
     assert state == ("1" if V2 else "FROZEN")
@@ -87,7 +87,7 @@ def test_restart_rename_top_and_update(shoal, busybox_image, clean):
     clean += ["cc-a", "cc-b", "cc-renamed"]
     cid = shoal("run", "-d", "--name", "cc-a", *NONE, busybox_image, "sh", "-c",
                 "trap 'exit 0' TERM; while true; do sleep 0.1; done", check=True).stdout.strip()
-    other = shoal("run", "-d", "--name", "cc-b", *NONE, busybox_image, "sleep", "60", check=True).stdout.strip()
+    other = shoal("run", "-d", "--name", "cc-b", *NONE, busybox_image, "sleep", "600", check=True).stdout.strip()
     first = inspect(shoal, "cc-a")["State"]
     assert shoal("restart", "-t", "5", "cc-a", check=True).stdout == "cc-a\n"
     second = inspect(shoal, "cc-a")["State"]
@@ -149,7 +149,7 @@ def test_restart_rename_top_and_update(shoal, busybox_image, clean):
 def test_port_lines(shoal, busybox_image, clean):
     clean.append("cc-port")
     shoal("run", "-d", "--name", "cc-port", "-p", "127.0.0.1:18571:80", "-p", "18572:53/udp",
-          busybox_image, "sleep", "60", check=True)
+          busybox_image, "sleep", "600", check=True)
     assert shoal("port", "cc-port", check=True).stdout == "53/udp -> 0.0.0.0:18572\n80/tcp -> 127.0.0.1:18571\n"
     assert shoal("port", "cc-port", "80", check=True).stdout == "127.0.0.1:18571\n"
     assert shoal("container", "port", "cc-port", "53/udp", check=True).stdout == "0.0.0.0:18572\n"
@@ -159,7 +159,7 @@ def test_port_lines(shoal, busybox_image, clean):
 
 def test_diff_commit_export(shoal, busybox_image, clean):
     clean += ["cc-fs", "cc-new"]
-    shoal("run", "-d", "--name", "cc-fs", *NONE, busybox_image, "sleep", "60", check=True)
+    shoal("run", "-d", "--name", "cc-fs", *NONE, busybox_image, "sleep", "600", check=True)
     shoal("exec", "cc-fs", "sh", "-c", "mkdir /newdir && echo hi > /newdir/f && rm /bin/wc && "
           "echo 'x:x:1:1::/:/bin/sh' >> /etc/passwd", check=True)
     assert shoal("diff", "cc-fs", check=True).stdout.splitlines() == [
@@ -180,7 +180,7 @@ def test_diff_commit_export(shoal, busybox_image, clean):
         assert doc["Config"]["Cmd"] == ["cat", "/newdir/f"] and "A=1" in doc["Config"]["Env"]
         # A fresh container of the committed image has no changes of its own; the runtime's
         # files (/etc/hosts, resolv.conf, hostname) are never part of a diff or a layer.
-        shoal("run", "-d", "--name", "cc-new", *NONE, "localhost/cc-committed:1", "sleep", "60", check=True)
+        shoal("run", "-d", "--name", "cc-new", *NONE, "localhost/cc-committed:1", "sleep", "600", check=True)
         assert shoal("diff", "cc-new", check=True).stdout == ""
     finally:
         shoal("rm", "-f", "cc-new")
@@ -203,7 +203,7 @@ def test_diff_commit_export(shoal, busybox_image, clean):
 
 def test_cp_both_ways_with_ownership_and_a_hostile_container(shoal, busybox_image, clean, tmp_path: Path):
     clean.append("cc-cp")
-    shoal("run", "-d", "--name", "cc-cp", *NONE, busybox_image, "sleep", "60", check=True)
+    shoal("run", "-d", "--name", "cc-cp", *NONE, busybox_image, "sleep", "600", check=True)
     secret_dir = tmp_path / "hostdir"
     secret_dir.mkdir()
     (secret_dir / "secret").write_text("host secret\n")
@@ -294,12 +294,12 @@ def test_network_connect_disconnect_and_container_mode(shoal, busybox_image, cle
     clean += ["cc-n1", "cc-n2", "cc-n3"]
     shoal("network", "create", "--subnet", "10.213.170.0/24", net, check=True)
     try:
-        shoal("run", "-d", "--name", "cc-n1", *NONE, busybox_image, "sleep", "60", check=True)
+        shoal("run", "-d", "--name", "cc-n1", *NONE, busybox_image, "sleep", "600", check=True)
         refused = shoal("network", "connect", net, "cc-n1")
         assert refused.returncode == 1 and refused.stderr == (
             "Error response from daemon: container sharing network namespace with another container or host "
             "cannot be connected to any other network\n")
-        shoal("run", "-d", "--name", "cc-n2", busybox_image, "sleep", "60", check=True)
+        shoal("run", "-d", "--name", "cc-n2", busybox_image, "sleep", "600", check=True)
         shoal("network", "connect", "--alias", "extra", net, "cc-n2", check=True)
         addrs = shoal("exec", "cc-n2", "ip", "-4", "-o", "addr", check=True).stdout
         assert "eth1" in addrs and "10.213.170." in addrs
