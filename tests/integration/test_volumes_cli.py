@@ -219,3 +219,34 @@ def test_a_stack_mounts_a_volume_made_by_volume_create(shoal, tmp_path: Path) ->
         while time.monotonic() < deadline and shoal("volume", "rm", "h4v-stack").returncode != 0:
             time.sleep(0.3)
     assert "h4v-stack" not in shoal("volume", "ls", "-q").stdout.split()
+
+
+def test_a_stack_volume_s_driver_opts_make_the_volume_on_the_node(shoal, tmp_path: Path) -> None:
+    """docker/cli's convertVolumeToMount: a stack volume's driver_opts travel with the mount and
+    the node makes the volume with them when its task first uses it."""
+    import time
+
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(f"services:\n  app:\n    image: {BUSYBOX}\n"
+                       "    command: [sh, -c, 'grep \" /cache \" /proc/mounts; exec sleep 300']\n"
+                       "    stop_grace_period: 1s\n    deploy: {replicas: 2}\n    volumes: [cache:/cache]\n"
+                       "volumes:\n  cache:\n    driver_opts: {type: tmpfs, device: tmpfs, o: size=4m}\n")
+    try:
+        shoal("stack", "deploy", "-c", str(compose), "h4vo", check=True)
+        deadline = time.monotonic() + 30
+        logs = ""
+        while time.monotonic() < deadline and logs.count("size=4096k") < 2:
+            time.sleep(0.3)
+            logs = shoal("service", "logs", "--raw", "h4vo_app").stdout
+        assert logs.count("tmpfs /cache tmpfs") == 2 and logs.count("size=4096k") == 2
+        doc = json.loads(shoal("volume", "inspect", "h4vo_cache", check=True).stdout)[0]
+        assert doc["Options"] == {"device": "tmpfs", "o": "size=4m", "type": "tmpfs"}
+        # One mount for both tasks (they started together): not two tmpfs stacked on _data.
+        data = str(volumes.data_dir("h4vo_cache"))
+        assert [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()].count(data) == 1
+    finally:
+        shoal("stack", "rm", "h4vo")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and shoal("volume", "rm", "h4vo_cache").returncode != 0:
+            time.sleep(0.3)
+    assert str(volumes.data_dir("h4vo_cache")) not in Path("/proc/self/mounts").read_text()

@@ -375,7 +375,16 @@ class Converter:
                               f'undefined volume "{source}"')
             self.used_volumes.add(source)
             volume_raw = v.mapping(self.volume_configs.get(source), ("volumes", source))
-            name, _external = self._object_name(source, volume_raw, ("volumes", source))
+            name, external = self._object_name(source, volume_raw, ("volumes", source))
+            if not external:
+                # docker/cli convertVolumeToMount: the volume's driver and options travel with
+                # the mount, for the node that makes the volume when a task first uses it
+                # (`--mount volume-driver=...,volume-opt=k=v` are the same words).
+                driver = v.string(volume_raw.get("driver"), ("volumes", source, "driver"))
+                if driver:
+                    options.append(f"volume-driver={driver}")
+                driver_opts = v.list_or_dict(volume_raw.get("driver_opts"), ("volumes", source, "driver_opts"))
+                options += [f"volume-opt={key}={value or ''}" for key, value in driver_opts.items()]
             return Mount(type="volume", source=name, target=target, read_only=read_only,
                          options=options)
         if kind == "bind":

@@ -378,7 +378,7 @@ class ContainerManager:
                                        "Mode": "ro" if m.read_only else "", "RW": not m.read_only,
                                        "Propagation": "rprivate"})
             else:
-                source, fresh = volumes.ensure(m.source)
+                source, fresh = volumes.ensure(m.source, m.options)
                 if fresh:
                     volumes.copy_up(m.source, c.rootfs, m.target)
                 mounts.mount_point_in_root(c.rootfs, m.target, is_dir=True)

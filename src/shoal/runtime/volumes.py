@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -203,19 +204,52 @@ def create(name: str = "", driver: str = "local", opts: dict[str, str] | None = 
     return Volume(name=name, created_at=record["created_at"], labels=record["labels"], options=record["options"])
 
 
-def ensure(name: str) -> tuple[Path, bool]:
-    """The volume's data dir, made (as a plain local volume) if missing and mounted if its
-    options ask; True when it was made just now (and so needs copy-up)."""
+def mount_driver_options(options: list[str] | tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """The driver and its options a mount carries (`volume-driver=x`, `volume-opt=k=v`, as
+    `--mount` writes them and a stack's volume converts to)."""
+    driver, opts = "local", {}
+    for item in options:
+        key, _, value = item.partition("=")
+        if key == "volume-driver" and value:
+            driver = value
+        elif key == "volume-opt":
+            opt, _, opt_value = value.partition("=")
+            opts[opt] = opt_value
+    return driver, opts
+
+
+def ensure(name: str, mount_options: list[str] | tuple[str, ...] = ()) -> tuple[Path, bool]:
+    """The volume's data dir, made if missing (with the driver options its mount carries, as
+    dockerd makes a service's volume) and mounted if its options ask; True when it was made
+    just now (and so needs copy-up)."""
     validate_name(name)
     data = data_dir(name)
-    if not data.is_dir():
-        data.mkdir(parents=True, exist_ok=True)
-        (data.parent / "fresh").touch()
-        return data, True
-    found = _read(name)
-    if found is not None and found.needs_mount() and not mounts.is_mounted(data):
-        mount_volume(found)
+    with _locked(name):  # tasks of one service start at once: one of them makes and mounts it
+        if not data.is_dir():
+            driver, opts = mount_driver_options(mount_options)
+            if driver != "local" or opts:
+                create(name, driver, opts)
+            else:
+                data.mkdir(parents=True, exist_ok=True)
+                (data.parent / "fresh").touch()
+                return data, True
+        found = _read(name)
+        if found is not None and found.needs_mount() and not mounts.is_mounted(data):
+            mount_volume(found)
     return data, (data.parent / "fresh").exists()
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    import fcntl
+
+    paths.ensure_private_dir(volumes_root())
+    fd = os.open(volumes_root() / f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def parse_options(options: str) -> tuple[int, str]:
@@ -350,6 +384,8 @@ def remove(name: str) -> None:
     if mounts.is_mounted(data):
         mounts.unmount(data)
     shutil.rmtree(top, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (volumes_root() / f".{name}.lock").unlink()
 
 
 def remove_checked(name: str, containers: list[Any], force: bool = False) -> bool:
