@@ -6,8 +6,11 @@ manager's view:
 
 - a task on one node reaches the tasks of every other node by address, and by name (`tasks.web`
   lists every node's tasks, the service's VIP answers from tasks on other nodes);
+- endpoint_mode dnsrr: the name gives the tasks of every node, each reached;
 - a node drained: its task runs elsewhere and no node keeps an entry for the old address, every
   node's entries are exactly the tasks on the other nodes;
+- a node partitioned while the view changes keeps its stale entries, and healed is brought back
+  to exactly the manager's view;
 - an encrypted network is refused at deploy, nothing made; `stack rm` takes every VXLAN device
   away, and `cluster rm` leaves nothing.
 
@@ -63,12 +66,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iter
     assert not {n for n in link_names() - before["links"] if n.startswith(("vx-", c.name))}
 
 
+SUBNET = "10.213.77.0/24"  # the stack network's, given (the default pool's first is others' too)
+SUBNET_PREFIX = "10.213.77."
+
+
 def compose(base: Path, replicas: int, **net: Any) -> Path:
     data = {"version": "3.8",
             "services": {"web": {"image": "web:v1", "command": HTTPD, "stop_grace_period": "1s",
                                  "deploy": {"replicas": replicas, "placement": {"max_replicas_per_node": 1}},
                                  "networks": ["net"]}},
-            "networks": {"net": net}}
+            "networks": {"net": net or {"ipam": {"config": [{"subnet": SUBNET}]}}}}
     path = base / f"ov-{replicas}.yml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -160,7 +167,9 @@ def resolve(pid: int, name: str) -> list[str]:
 
 
 def vxlan_state(c: Any, k: int) -> dict[str, Any]:
-    """The node's VXLAN devices (name -> details line), and their neighbour and FDB entries."""
+    """The node's VXLAN devices (name -> details line), and their neighbour and FDB entries for
+    tasks (addresses of the network's subnet, their MACs derived from them; the routing mesh
+    adds entries for the nodes' bridges, network/mesh.py)."""
     ns = c.node(k)["hostname"]
     links = in_netns(ns, "ip", "-d", "-o", "link", "show", "type", "vxlan").stdout.splitlines()
     devs = {ln.split(":")[1].strip().split("@")[0]: ln for ln in links if ln.strip()}
@@ -169,11 +178,11 @@ def vxlan_state(c: Any, k: int) -> dict[str, Any]:
     for dev in devs:
         for ln in in_netns(ns, "ip", "neigh", "show", "dev", dev).stdout.splitlines():
             parts = ln.split()
-            if "lladdr" in parts:
+            if "lladdr" in parts and parts[0].startswith(SUBNET_PREFIX):
                 neigh[parts[0]] = parts[parts.index("lladdr") + 1]
         for ln in in_netns(ns, "bridge", "fdb", "show", "dev", dev).stdout.splitlines():
             parts = ln.split()
-            if "dst" in parts and "self" in parts:
+            if "dst" in parts and "self" in parts and parts[0].startswith("02:5a:"):
                 fdb[parts[0]] = parts[parts.index("dst") + 1]
     return {"devices": devs, "neigh": neigh, "fdb": fdb}
 
@@ -273,6 +282,46 @@ def test_vip_rotation_spans_nodes(cluster: Any) -> None:
     assert seen == {cid[:12] for eps in where.values() for cid in eps}, seen
 
 
+def test_dnsrr_service_across_nodes(cluster: Any) -> None:
+    """endpoint_mode dnsrr: the service's name gives the addresses of its tasks on every node,
+    each reached over the overlay."""
+    rr = cluster.base / "rr.yml"
+    rr.write_text(yaml.safe_dump({
+        "version": "3.8",
+        "services": {"web": {"image": "web:v1", "command": HTTPD, "stop_grace_period": "1s",
+                             "deploy": {"replicas": 2, "endpoint_mode": "dnsrr",
+                                        "placement": {"max_replicas_per_node": 1}},
+                             "networks": ["shared"]}},
+        "networks": {"shared": {"external": True, "name": NETWORK}}}))
+    cluster.shoal("stack", "deploy", "--detach", "-c", str(rr), "rr")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            found = {}  # address -> (node, container ID) of rr_web's tasks, from each node's network state
+            live = {cid for procs in httpds(cluster).values() for cid, _pid in procs}
+            for k in range(1, NODES + 1):
+                net = network_file(cluster, k) or {"endpoints": {}}
+                found.update({e["ip"]: (k, e["container_id"]) for e in net["endpoints"].values()
+                              if e["name"].startswith("rr_web.") and e["container_id"] in live})
+            if len(found) == 2:
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(0.3)
+        assert len({k for k, _ in found.values()}) == 2, found
+        ov_pids = {cid: pid for procs in httpds(cluster).values() for cid, pid in procs}
+        client_node = next(k for k in range(1, NODES + 1) if k not in {k for k, _ in found.values()})
+        (client,) = [ov_pids[c] for c in placed(cluster)[client_node] if c in ov_pids]
+        assert resolve(client, "rr_web") == sorted(found)  # no VIP: every task, wherever it runs
+        for ip, (_k, cid) in found.items():
+            assert fetch(client, ip) == cid[:12]
+    finally:
+        cluster.shoal("stack", "rm", "rr")
+        deadline = time.monotonic() + 30
+        while any(len(procs) > 1 for procs in httpds(cluster).values()):
+            assert time.monotonic() < deadline, httpds(cluster)
+            time.sleep(0.3)
+
+
 def test_drained_node_leaves_no_stale_entry(cluster: Any) -> None:
     cluster.shoal("service", "scale", "--detach", f"{SERVICE}={NODES - 1}")
     wait_running(cluster, NODES - 1)
@@ -305,6 +354,39 @@ def test_drained_node_leaves_no_stale_entry(cluster: Any) -> None:
                 assert fetch(pid, new_ip) == next(iter(where[free]))[:12]
     finally:
         cluster.shoal("node", "update", "--availability", "active", cluster.node(drained)["hostname"])
+
+
+def test_partitioned_node_is_brought_back_to_the_managers_view(cluster: Any) -> None:
+    """A node cut off keeps its entries (its tasks go on); the view changes meanwhile (a task of
+    another node removed); healed, its entries are exactly the manager's view again."""
+    cluster.shoal("service", "scale", "--detach", f"{SERVICE}={NODES}")
+    wait_running(cluster, NODES)
+    before, _ = wait_entries(cluster)
+    assert len(before) == NODES, before
+    cut = cluster.node(NODES)["hostname"]
+    subprocess.run(["ip", "-n", cut, "link", "set", "eth0", "down"], check=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "Down" not in cluster.shoal("node", "ls", "--filter", f"name={cut}", "--format", "{{.Status}}").stdout:
+            assert time.monotonic() < deadline, "the cut node is not Down"
+            time.sleep(0.3)
+        cluster.shoal("service", "scale", "--detach", f"{SERVICE}=1")
+        deadline = time.monotonic() + 30
+        while True:
+            now = placed(cluster)
+            gone = [ip for k in range(1, NODES) for ip in before[k].values() if ip not in now.get(k, {}).values()]
+            if gone:
+                break
+            assert time.monotonic() < deadline, now
+            time.sleep(0.2)
+        # The cut node heard nothing: the removed task's entry is still there (stale).
+        assert set(gone) <= set(vxlan_state(cluster, NODES)["neigh"]), (gone, vxlan_state(cluster, NODES))
+    finally:
+        subprocess.run(["ip", "-n", cut, "link", "set", "eth0", "up"], check=True)
+    wait_running(cluster, 1, timeout=60)
+    where, states = wait_entries(cluster, timeout=40)
+    for k, state in states.items():
+        assert not set(gone) & set(state["neigh"]), (k, gone, state)
 
 
 def test_stack_rm_removes_every_vxlan_device(cluster: Any) -> None:
