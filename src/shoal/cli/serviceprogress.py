@@ -242,14 +242,6 @@ class _GlobalJob(_Updater):
         return complete == len(by_node)
 
 
-def up_to_date(svc: dict[str, Any], task: dict[str, Any]) -> bool:
-    """moby's `_up-to-date` task filter: made at the service's spec version, or not dirty (its
-    spec is the service's: a scale, or a rollback to the spec it runs, leaves it in place)."""
-    from shoal.manager.orchestrator import task_spec
-
-    return task.get("spec_version") == svc.get("spec_version") or task.get("spec") == task_spec(svc.get("spec") or {})
-
-
 def _updater(mode: str, display: Display) -> _Updater:
     return {"global": _Global, "replicated-job": _ReplicatedJob, "global-job": _GlobalJob}.get(
         mode, _Replicated)(display)
@@ -295,7 +287,9 @@ def wait_on_service(client: Client, ref: str, quiet: bool = False, out: TextIO |
                     if message:
                         display.write("rollback", message)
                 return 0
-            tasks = [t for t in client.get("/tasks", service=svc["id"]) if up_to_date(svc, t)]
+            # moby's `_up-to-date` filter: made at the service's spec version, or not dirty (a
+            # scale, or a rollback to the spec a task runs, leaves it in place).
+            tasks = client.get("/tasks", service=svc["id"], up_to_date="1")
             active = {n["id"] for n in client.get("/nodes")
                       if (n.get("status") or {}).get("state", n.get("state")) != "down"}
             converged = updater.update(svc, tasks, active, rollback)
