@@ -134,8 +134,10 @@ A cluster of several nodes on this one machine, for trying shoal and for its tes
 a network namespace with its own address, state and shoald, joined over TLS as separate machines
 would be."""),
     "service": ("Services", """\
-Services are made by `shoal stack deploy`; these commands list, inspect, scale and remove them.
-Each service runs tasks (`<service>.<slot>`), each task one container named
+Services are made by `shoal stack deploy`, or one at a time by `shoal service create` (the same
+kind of object, with the same defaults); `update` changes one in place (a rolling update),
+`rollback` brings its previous spec back. Modes `replicated-job` and `global-job` run tasks to
+completion. Each service runs tasks (`<service>.<slot>`), each task one container named
 `<service>.<slot>.<task id>`."""),
     "secret": ("Secrets", """\
 Secrets are swarm objects, kept by the manager sealed (AES-256-GCM) and given to a task only on
@@ -245,6 +247,14 @@ shoal events --no-follow --format json""",
     "network connect": "shoal network connect --alias db-primary backend db",
     "network disconnect": "shoal network disconnect backend db",
     "network reconcile": "shoal network reconcile     # after a crash: bridges, veths, nft tables no network owns",
+    "service create": """\
+shoal service create --name web --replicas 3 -p 8080:80 --network webnet \\
+    --limit-memory 64M --restart-condition on-failure --secret db_pw web:v1
+shoal service create -d --name migrate --mode replicated-job --replicas 3 --max-concurrent 1 app:v1 ./migrate""",
+    "service update": """\
+shoal service update --image web:v2 --env-add LOG=debug --publish-add 9090:90 web
+shoal service update --force --update-parallelism 2 --update-order start-first web""",
+    "service rollback": "shoal service rollback web",
     "service ls": "shoal service ls",
     "service ps": """\
 shoal service ps webapp_web
