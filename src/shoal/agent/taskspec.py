@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from shoal.model.cluster import Node, Task
+from shoal.model.service import DEFAULT_STOP_GRACE_PERIOD
 from shoal.runtime.spec import ContainerSpec, Mount, Ulimit
 
 EMBEDDED_DNS = "127.0.0.11"
@@ -91,7 +92,7 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         cap_drop=list(spec.get("cap_drop") or []),
         security_opt=list(spec.get("security_opt") or []),
         stop_signal=spec.get("stop_signal") or "",
-        stop_timeout=int(round(float(spec.get("stop_grace_period", 10.0)))),
+        stop_timeout=int(round(float(spec.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD)))),
         extra_hosts=_extra_hosts(list(spec.get("extra_hosts") or [])),
         # The embedded resolver answers service names; it forwards every other name.
         dns=list(spec.get("dns") or []) or ([EMBEDDED_DNS] if attachments else []),

@@ -23,6 +23,7 @@ from shoal.agent.pool import ElasticPool, release_memory
 from shoal.agent.taskspec import container_spec, expand
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.model.cluster import Node, Task, TaskState
+from shoal.model.service import DEFAULT_STOP_GRACE_PERIOD
 from shoal.runtime.state import proc_start_time
 from shoal.store.base import Store
 
@@ -304,7 +305,7 @@ class Worker:
             self._probes.pop(task.id, None)
         if task.status.container_id:
             try:
-                grace = int(round(float(task.spec.get("stop_grace_period", 10.0))))
+                grace = int(round(float(task.spec.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))))
                 self.executor.controller(task.status.container_id).shutdown(grace)
             except ShoalError as exc:
                 log.warning("stopping task %s: %s", task.id, exc)

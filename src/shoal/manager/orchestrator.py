@@ -184,14 +184,9 @@ def _is_dirty(svc: ServiceView, task: Task) -> bool:
 
 
 def _update_config(svc: ServiceView, rolling_back: bool = False) -> dict[str, Any]:
-    cfg = svc.spec.get("rollback_config" if rolling_back else "update_config") or {}
-    return {
-        "parallelism": int(cfg.get("parallelism", 1) if cfg.get("parallelism") is not None else 1),
-        "delay": float(cfg.get("delay") or 0),
-        "order": cfg.get("order") or "stop-first",
-        "failure_action": cfg.get("failure_action") or "pause",
-        "max_failure_ratio": float(cfg.get("max_failure_ratio") or 0),
-    }
+    cfg = svc.update_config(rolling_back)  # the model's defaults, the only set
+    return {"parallelism": cfg.parallelism, "delay": cfg.delay, "order": cfg.order,
+            "failure_action": cfg.failure_action, "max_failure_ratio": cfg.max_failure_ratio}
 
 
 _ACTIVE = ("updating", "rollback_started")
