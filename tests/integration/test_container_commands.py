@@ -334,6 +334,12 @@ def test_network_connect_disconnect_and_container_mode(shoal, busybox_image, cle
         shoal("network", "connect", net, "cc-n2", check=True)
         shoal("start", "cc-n2", check=True)
         assert "10.213.170." in shoal("exec", "cc-n2", "ip", "-4", "-o", "addr", check=True).stdout
+        # off its first network: gone now, and the other one is eth0 from its next start
+        shoal("network", "disconnect", "bridge", "cc-n2", check=True)
+        shoal("restart", "-t", "0", "cc-n2", check=True)
+        eth = shoal("exec", "cc-n2", "ip", "-4", "-o", "addr", check=True).stdout
+        assert "eth0" in eth and "10.213.170." in eth and "eth1" not in eth
+        assert inspect(shoal, "cc-n2")["HostConfig"]["NetworkMode"] == net
     finally:
         shoal("rm", "-f", "cc-n1", "cc-n2", "cc-n3")
         shoal("network", "rm", net)

@@ -86,7 +86,13 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
             ep = attach.disconnect(c.id, net.name)
         with c.locked():
             fresh = Container.load(c.dir)
-            fresh.spec.extra_networks = [e for e in fresh.spec.extra_networks if e["network"] != net.name]
+            extras = [e for e in fresh.spec.extra_networks if e["network"] != net.name]
+            if _is_primary(fresh, net.id) and extras:
+                # the next start makes the next network eth0; with none left, the container
+                # keeps its first network for its next start (Docker's would start on none)
+                fresh.spec.network, fresh.spec.network_aliases = extras[0]["network"], list(extras[0].get("aliases") or [])
+                extras = extras[1:]
+            fresh.spec.extra_networks = extras
             if ep is not None:
                 nets = fresh.network.get("networks") or []
                 fresh.network["networks"] = [n for n in nets if n != net.name]
@@ -104,6 +110,16 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     except ShoalError as exc:
         raise _daemon(exc) from None
     return 0
+
+
+def _is_primary(c, network_id: str) -> bool:
+    from shoal.network.store import NetworkStore
+
+    first = "bridge" if c.spec.network == "default" else c.spec.network
+    try:
+        return NetworkStore().get(first).id == network_id
+    except ShoalError:
+        return False
 
 
 def _networks_of(c) -> list[str]:
