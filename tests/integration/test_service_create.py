@@ -161,3 +161,18 @@ def test_refusals(shoal, busybox_image: str) -> None:
     bad = shoal("service", "create", "--network", "h3it_nonet", busybox_image)
     assert (bad.returncode, _err(bad)) == (1, "Error: network h3it_nonet not found\n")
     assert "h3it" not in shoal("service", "ls", check=True).stdout  # nothing half-made
+
+
+def test_compose_job(shoal, busybox_image: str, tmp_path) -> None:
+    """deploy.mode replicated-job in a stack: the same jobs orchestrator, the same ls column."""
+    compose = tmp_path / "job.yml"
+    compose.write_text(f"services:\n  once:\n    image: {busybox_image}\n    command: [sh, -c, 'exit 0']\n"
+                       "    deploy:\n      mode: replicated-job\n      replicas: 2\n")
+    try:
+        shoal("stack", "deploy", "-d", "-c", str(compose), "h3itjob", check=True)
+        row = _wait(lambda: [line for line in shoal("service", "ls").stdout.splitlines()
+                             if " h3itjob_once " in line and "(2/2 completed)" in line], 30, "the job to complete")
+        assert "replicated job   0/0 (2/2 completed)" in row[0]
+        assert _inspect(shoal, "h3itjob_once")["spec"]["max_concurrent"] is None  # = replicas, as Swarm's
+    finally:
+        shoal("stack", "rm", "h3itjob")
