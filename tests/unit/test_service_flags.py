@@ -251,3 +251,16 @@ def test_golden_fixture_is_dockers() -> None:
                              "HEAD:cli/command/service/testdata/service-inspect-pretty.golden"],
                             capture_output=True, text=True, check=True).stdout
     assert (Path(__file__).parent / "fixtures" / "service-inspect-pretty.golden").read_text() == theirs
+
+
+def test_progress_on_a_terminal_rewrites_lines_in_place() -> None:
+    out = io.StringIO()
+    display = Display(out, tty=True)
+    display.width = 120
+    display.write("overall progress", "0 out of 1 tasks")
+    display.write("1/1", f"{'running':<9}", 9, 9)
+    display.write("overall progress", "1 out of 1 tasks")
+    text = out.getvalue()
+    assert text.startswith("overall progress: 0 out of 1 tasks\n1/1: running   [" + "=" * 50 + ">] \n")
+    # the first line is rewritten: two lines up, cleared, written, and back down
+    assert text.endswith("\x1b[2A\x1b[2K\roverall progress: 1 out of 1 tasks\x1b[2B\r")

@@ -133,7 +133,10 @@ def _create(args: argparse.Namespace) -> int:
         spec = spec_from_create(args, _lookups(client))
         if not spec.name:  # the daemon names it, as moby does (namesgenerator)
             spec.name = spec.compose_name = random_name()
-        result = client.post("/services", {"spec": spec.to_dict()})
+        body: dict[str, Any] = {"spec": spec.to_dict()}
+        if args.no_resolve_image:  # docker/cli: QueryRegistry false; the image stays unpinned
+            body["resolve_image"] = "never"
+        result = client.post("/services", body)
         _warnings(result)
         print(result["ID"])
         sys.stdout.flush()
@@ -148,9 +151,10 @@ def _update(args: argparse.Namespace) -> int:
     with connect() as client:
         svc = _inspect_service(client, args.service)
         spec = apply_update(svc["spec"], args, _lookups(client))
-        result = client.post(f"/services/{svc['id']}/update",
-                             {"version": svc["spec_version"], "spec": spec,
-                              "rollback": "previous" if args.rollback else None})
+        body = {"version": svc["spec_version"], "spec": spec, "rollback": "previous" if args.rollback else None}
+        if args.no_resolve_image:
+            body["resolve_image"] = "never"
+        result = client.post(f"/services/{svc['id']}/update", body)
         _warnings(result)
         print(args.service)
         sys.stdout.flush()
