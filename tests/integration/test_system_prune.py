@@ -221,3 +221,18 @@ def test_system_prune_question_is_docker_s_template() -> None:
         "Are you sure you want to continue?")
     assert system.system_prune_warning(False, False, {}).endswith(
         "  - all dangling images\n  - unused build cache\n\nAre you sure you want to continue?")
+
+
+def test_df_verbose_with_nothing_matches_docker_golden(capsys: pytest.CaptureFixture[str]) -> None:
+    """formatter's TestDiskUsageContextFormatWrite, verbose table case."""
+    rows = [diskusage.Usage(t) for t in ("Images", "Containers", "Local Volumes", "Build Cache")]
+    system.print_df_verbose(rows, 0.0)
+    assert capsys.readouterr().out == (
+        "Images space usage:\n\n"
+        "REPOSITORY   TAG       IMAGE ID   CREATED   SIZE      SHARED SIZE   UNIQUE SIZE   CONTAINERS\n"
+        "\nContainers space usage:\n\n"
+        "CONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES\n"
+        "\nLocal Volumes space usage:\n\n"
+        "VOLUME NAME   LINKS     SIZE\n"
+        "\nBuild cache usage: 0B\n\n"
+        "CACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED\n")
