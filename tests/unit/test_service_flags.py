@@ -264,3 +264,12 @@ def test_progress_on_a_terminal_rewrites_lines_in_place() -> None:
     assert text.startswith("overall progress: 0 out of 1 tasks\n1/1: running   [" + "=" * 50 + ">] \n")
     # the first line is rewritten: two lines up, cleared, written, and back down
     assert text.endswith("\x1b[2A\x1b[2K\roverall progress: 1 out of 1 tasks\x1b[2B\r")
+
+
+def test_networks_by_name_id_or_node_network() -> None:
+    nets = sf.Lookups(networks=lambda: {"front": "front", "q1w2e3r4t5y6u7i8o9p0a1s2d": "front"})
+    assert [n["target"] for n in create("--network", "q1w2e3", "--network", "host", "img", lookups=nets)["networks"]] == [
+        "front", "host"]
+    spec = create("--network", "name=front,alias=web", "img", lookups=nets)
+    assert spec["networks"] == [{"target": "front", "aliases": ["web"], "driver_opts": {}}]
+    assert update(spec, "--network-rm", "q1w2e3r4t5y6u7i8o9p0a1s2d", lookups=nets)["networks"] == []

@@ -97,7 +97,11 @@ def _lookups(client: Client) -> Any:
     def names(path: str) -> Any:
         return lambda: [o.get("name") or (o.get("Spec") or {}).get("Name") for o in client.get(path)]
 
-    return Lookups(secrets=names("/secrets"), configs=names("/configs"), networks=names("/networks"))
+    def networks() -> dict[str, str]:
+        found = client.get("/networks")
+        return {**{n["id"]: n["name"] for n in found}, **{n["name"]: n["name"] for n in found}}
+
+    return Lookups(secrets=names("/secrets"), configs=names("/configs"), networks=networks)
 
 
 def _inspect_service(client: Client, ref: str) -> dict[str, Any]:

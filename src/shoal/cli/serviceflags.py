@@ -659,23 +659,44 @@ def _file_refs(values: list[str], kind: str, existing: Callable[[], Iterable[str
     return list(refs.values())
 
 
+# Every node has these; a service may use them without the manager making them (Swarm's
+# node-local networks).
+NODE_NETWORKS = ("host", "none")
+
+
 class Lookups:
-    """What the flags need from the manager: the names of its secrets, configs and networks
-    (asked only when a flag names one)."""
+    """What the flags need from the manager: the names of its secrets and configs, and its
+    networks by name and by ID (asked only when a flag names one)."""
 
     def __init__(self, secrets: Callable[[], Iterable[str]] = lambda: (),
                  configs: Callable[[], Iterable[str]] = lambda: (),
-                 networks: Callable[[], Iterable[str]] = lambda: ()) -> None:
-        self.secrets, self.configs, self.networks = secrets, configs, networks
+                 networks: Callable[[], Iterable[str] | dict[str, str]] = lambda: ()) -> None:
+        self.secrets, self.configs, self._networks = secrets, configs, networks
+
+    def networks(self) -> dict[str, str]:
+        """Each ref a --network may use (name, full ID, ID prefix) -> the network's name."""
+        found = self._networks()
+        refs = dict(found) if isinstance(found, dict) else {n: n for n in found}
+        refs.update({n: n for n in NODE_NETWORKS})
+        return refs
+
+
+def _network_name(ref: str, known: dict[str, str]) -> str:
+    """resolveNetworkID: a name, an ID, or a unique ID prefix; shoal's specs name the network."""
+    if ref in known:
+        return known[ref]
+    prefixed = {name for key, name in known.items() if len(key) == 25 and key.startswith(ref)}
+    if len(prefixed) == 1:
+        return prefixed.pop()
+    raise ShoalError(f"network {ref} not found")
 
 
 def _check_networks(attachments: list[NetworkAttachment], lookups: Lookups) -> None:
     if not attachments:
         return
-    known = set(lookups.networks())
+    known = lookups.networks()
     for net in attachments:
-        if net.target not in known:
-            raise ShoalError(f"network {net.target} not found")
+        net.target = _network_name(net.target, known)
 
 
 # ---- create ------------------------------------------------------------------------------------
@@ -709,8 +730,9 @@ def spec_from_create(args: argparse.Namespace, lookups: Lookups | None = None) -
         if m.target in seen:
             raise ShoalError(f"invalid mount config: duplicate mount point: {m.target}")
         seen.add(m.target)
-    networks = sorted((parse_network(v) for v in args.network or []), key=lambda n: n.target)
+    networks = [parse_network(v) for v in args.network or []]
     _check_networks(networks, lookups)
+    networks.sort(key=lambda n: n.target)
     ports: list[PortConfig] = []
     for value in args.publish or []:
         ports += parse_ports(value)
@@ -974,17 +996,15 @@ def apply_update(current: dict[str, Any], args: argparse.Namespace, lookups: Loo
         spec.placement.preferences = prefs + [parse_placement_pref(v, "placement-pref-add")
                                               for v in add("placement-pref-add")]
     if "network-add" in given or "network-rm" in given:
-        known = set(lookups.networks())
-        for name in rm("network-rm"):
-            if name not in known:
-                raise ShoalError(f"network {name} not found")
-        nets = [n for n in spec.networks if n.target not in rm("network-rm")]
+        known = lookups.networks()
+        gone = {_network_name(ref, known) for ref in rm("network-rm")}
+        nets = [n for n in spec.networks if n.target not in gone]
         attached = {n.target for n in nets}
         for net in (parse_network(v) for v in add("network-add")):
-            if net.target not in known:
-                raise ShoalError(f"network {net.target} not found")
+            ref = net.target
+            net.target = _network_name(ref, known)
             if net.target in attached:
-                raise ShoalError(f"service is already attached to network {net.target}")
+                raise ShoalError(f"service is already attached to network {ref}")
             nets.append(net)
             attached.add(net.target)
         spec.networks = sorted(nets, key=lambda n: n.target)
