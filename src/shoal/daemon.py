@@ -360,11 +360,14 @@ class Daemon:
     async def serve(self) -> None:
         run = paths.run_root()
         paths.ensure_private_dir(run)
-        lock_file = (run / "shoald.lock").open("w")
+        # Opened without truncating: a second shoald that loses the race for the lock must not
+        # empty the pid the running one wrote (stop scripts and tests read it).
+        lock_file = (run / "shoald.lock").open("a")
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise ShoalError(f"another shoald is running (lock {run / 'shoald.lock'} is held)") from exc
+        lock_file.truncate(0)
         lock_file.write(f"{os.getpid()}\n")
         lock_file.flush()
         self._loop = asyncio.get_running_loop()
