@@ -300,9 +300,15 @@ def test_network_connect_disconnect_and_container_mode(shoal, busybox_image, cle
             "Error response from daemon: container sharing network namespace with another container or host "
             "cannot be connected to any other network\n")
         shoal("run", "-d", "--name", "cc-n2", busybox_image, "sleep", "600", check=True)
-        shoal("network", "connect", "--alias", "extra", net, "cc-n2", check=True)
+        for ip, why in (("10.213.171.5", "invalid address 10.213.171.5: It does not belong to any of this "
+                                         "network's subnets"), ("bogus", "invalid IPv4 address: bogus")):
+            bad = shoal("network", "connect", "--ip", ip, net, "cc-n2")
+            assert bad.returncode == 1 and bad.stderr == f"Error response from daemon: {why}\n"
+        bridge_ip = shoal("network", "connect", "--ip", "172.17.9.9", "bridge", "cc-n1")
+        assert bridge_ip.returncode == 1
+        shoal("network", "connect", "--alias", "extra", "--ip", "10.213.170.77", net, "cc-n2", check=True)
         addrs = shoal("exec", "cc-n2", "ip", "-4", "-o", "addr", check=True).stdout
-        assert "eth1" in addrs and "10.213.170." in addrs
+        assert "eth1" in addrs and "10.213.170.77/" in addrs
         [info] = json.loads(shoal("network", "inspect", net, check=True).stdout)
         ip = next(iter(info["Containers"].values()))["IPv4Address"].split("/")[0]
         assert ip in shoal("exec", "cc-n2", "cat", "/etc/hosts", check=True).stdout

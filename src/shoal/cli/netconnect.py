@@ -48,10 +48,12 @@ def cmd_connect(args: argparse.Namespace) -> int:
             raise ShoalError(f"endpoint with name {c.name} already exists in network {net.name}")
         hostname = c.config.get("Hostname") or c.id[:12]
         if c.state.status == "running":
-            ep = attach.connect(c.id, net.name, aliases=args.alias, name=c.name, hostname=hostname)
+            ep = attach.connect(c.id, net.name, aliases=args.alias, name=c.name, hostname=hostname, ip=args.ip or "")
+        elif args.ip:
+            attach.wanted_ip(net, args.ip)  # a bad address fails now, not at the next start
         with c.locked():
             fresh = Container.load(c.dir)
-            fresh.spec.extra_networks.append({"network": net.name, "aliases": list(args.alias)})
+            fresh.spec.extra_networks.append({"network": net.name, "aliases": list(args.alias), "ip": args.ip or ""})
             if c.state.status == "running":
                 fresh.network.setdefault("networks", []).append(net.name)
                 fresh.network.setdefault("addresses", []).append(ep.ip)
@@ -133,6 +135,7 @@ def _networks_of(c) -> list[str]:
 def register_verbs(nsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = nsub.add_parser("connect", help="Connect a container to a network")
     p.add_argument("--alias", action="append", default=[], help="Add network-scoped alias for the container")
+    p.add_argument("--ip", help="IPv4 address (e.g., \"172.30.100.104\")")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_connect)

@@ -83,8 +83,10 @@ def attach(container_id: str, spec: ContainerSpec, *, for_task: bool = False,
 
 
 def connect(container_id: str, network: str, aliases: list[str] | None = None, name: str = "",
-            hostname: str = "", *, for_task: bool = False, store: NetworkStore | None = None) -> Endpoint:
-    """Add one more network (eth1, eth2...) to a container attached before."""
+            hostname: str = "", *, for_task: bool = False, store: NetworkStore | None = None,
+            ip: str = "") -> Endpoint:
+    """Add one more network (eth1, eth2...) to a container attached before; `ip`: the address
+    it asks for (`network connect --ip`), else the next free one."""
     store = store or NetworkStore()
     path = netns.netns_path(container_id)
     if not netns.is_mounted(path):
@@ -95,7 +97,23 @@ def connect(container_id: str, network: str, aliases: list[str] | None = None, n
         if container_id in net.endpoints:
             raise ShoalError(f"endpoint with name {name or container_id[:12]} already exists in network {net.name}")
         ifname = f"eth{bridge.interface_count(path)}"
-        return _connect(store, net, container_id, path, ifname, name, hostname or container_id[:12], aliases or [], [])
+        return _connect(store, net, container_id, path, ifname, name, hostname or container_id[:12], aliases or [], [],
+                        wanted=wanted_ip(net, ip) if ip else "")
+
+
+def wanted_ip(net: Network, ip: str) -> str:
+    """moby's checks of a user-specified address (container_operations.go, endpoint.go)."""
+    if net.predefined:
+        raise InvalidArgument("user-specified IP address is supported on user-defined networks only")
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise InvalidArgument(f"invalid IPv4 address: {ip}") from None
+    if addr not in net.subnet_net() or str(addr) == net.gateway:
+        raise InvalidArgument(f"invalid address {ip}: It does not belong to any of this network's subnets")
+    if str(addr) in net.used_ips():
+        raise ShoalError("Address already in use")
+    return str(addr)
 
 
 def disconnect(container_id: str, network: str, *, store: NetworkStore | None = None) -> Endpoint:
@@ -123,10 +141,12 @@ def _check_attachable(net: Network, for_task: bool) -> None:
 
 
 def _connect(store: NetworkStore, net: Network, container_id: str, path: Path, ifname: str, name: str,
-             hostname: str, aliases: list[str], ports: list[PublishedPort]) -> Endpoint:
+             hostname: str, aliases: list[str], ports: list[PublishedPort], wanted: str = "") -> Endpoint:
     """Under the lock: allocate, wire, record, apply; undo the wiring if any step fails."""
-    given = net.assigned.pop(name, "") if name else ""
-    if given:
+    given = net.assigned.pop(name, "") if name and not wanted else ""
+    if wanted:
+        ip = wanted  # checked free under this same lock
+    elif given:
         # The swarm manager's allocation for this task (manager/allocator.py): unique in the
         # cluster, so tasks on different nodes never share an address on one network.
         if given in net.used_ips():

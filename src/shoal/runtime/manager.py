@@ -336,7 +336,8 @@ class ContainerManager:
             return "", None
         for extra in c.spec.extra_networks:  # eth1, eth2, ... in the order the spec lists them
             ep = attach_mod.connect(c.id, extra["network"], aliases=extra.get("aliases") or [],
-                                    name=c.name, hostname=c.spec.hostname or c.id[:12], for_task=c.spec.swarm_task)
+                                    name=c.name, hostname=c.spec.hostname or c.id[:12], for_task=c.spec.swarm_task,
+                                    ip=extra.get("ip") or "")  # `network connect --ip`
             attachment.ip_addresses.append(ep.ip)
             attachment.networks.append(extra["network"])
             attachment.hosts_entries.append(f"{ep.ip}\t{c.spec.hostname or c.id[:12]}")
