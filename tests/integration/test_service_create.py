@@ -135,10 +135,10 @@ def test_jobs_run_to_completion(shoal, busybox_image: str) -> None:
         assert scaled.stdout.splitlines()[0] == "h3it_job scaled to 4" and scaled.stdout.endswith("job complete\n")
         row = [line for line in shoal("service", "ls", check=True).stdout.splitlines() if " h3it_job " in line][0]
         assert "0/0 (4/4 completed)" in row
-        gjob = shoal("service", "create", "-d", "--name", "h3it_gjob", "--mode", "global-job", busybox_image, "true",
-                     check=True)
-        assert len(gjob.stdout.strip()) == 25
-        _wait(lambda: "1/1 completed" in shoal("service", "ls").stdout, 30, "the global job")
+        gjob = shoal("service", "create", "--name", "h3it_gjob", "--mode", "global-job", busybox_image, "true",
+                     check=True, timeout=120).stdout.splitlines()
+        assert len(gjob[0]) == 25 and gjob[-2:] == ["job progress: 1 out of 1 complete", "job complete"]
+        assert "global job       0/0 (1/1 completed)" in shoal("service", "ls").stdout
         refused = shoal("service", "scale", "h3it_gjob=2")
         assert refused.returncode == 1
         assert "h3it_gjob: scale can only be used with replicated or replicated-job mode" in _err(refused)

@@ -273,3 +273,20 @@ def test_networks_by_name_id_or_node_network() -> None:
     spec = create("--network", "name=front,alias=web", "img", lookups=nets)
     assert spec["networks"] == [{"target": "front", "aliases": ["web"], "driver_opts": {}}]
     assert update(spec, "--network-rm", "q1w2e3r4t5y6u7i8o9p0a1s2d", lookups=nets)["networks"] == []
+
+
+def test_global_job_progress_lines() -> None:
+    from shoal.cli.serviceprogress import _GlobalJob
+
+    out = io.StringIO()
+    updater = _GlobalJob(Display(out, tty=False))
+
+    def task(node: str, state: str) -> dict[str, Any]:
+        return {"slot": 0, "node_id": node, "desired_state": "running", "status": {"state": state, "err": ""}}
+
+    assert not updater.update({}, [], {"n1"}, False)
+    assert not updater.update({}, [task("n1", "running"), task("n2", "complete")], {"n1", "n2"}, False)
+    assert updater.update({}, [task("n1", "complete"), task("n2", "complete")], {"n1", "n2"}, False)
+    assert out.getvalue().splitlines() == [
+        "job progress: waiting for tasks", "job progress: 0 out of 2 complete", "n1: running", "n2: complete",
+        "job progress: 1 out of 2 complete", "n1: complete", "job progress: 2 out of 2 complete"]

@@ -221,25 +221,44 @@ class _ReplicatedJob(_Updater):
 
 
 class _GlobalJob(_Updater):
+    """globalJobProgressUpdater: the nodes that have a task when the display starts are the job."""
+
+    def __init__(self, display: Display) -> None:
+        super().__init__(display)
+        self.nodes: set[str] = set()
+
     def update(self, svc: dict[str, Any], tasks: list[dict[str, Any]], active: set[str], rollback: bool) -> bool:
-        by_node = {n: t for n, t in _tasks_by(tasks, "node_id").items() if n in active}
         if not self.initialized:
-            if not by_node:
+            if not tasks and active:
                 self.display.write("job progress", "waiting for tasks")
                 return False
+            self.nodes = {t["node_id"] for t in tasks}
+            self.overall_job(0)
             self.initialized = True
+        by_node: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            if task["node_id"] not in self.nodes:
+                continue
+            other = by_node.get(task["node_id"])
+            state = TaskState.parse(task["status"]["state"])
+            if other is None or _NUMBERED.get(TaskState.parse(other["status"]["state"]), 99) > _NUMBERED.get(state, 99):
+                by_node[task["node_id"]] = task
         complete = 0
         for node, task in sorted(by_node.items()):
             state = TaskState.parse(task["status"]["state"])
-            if len(by_node) <= _MAX_BARS:
+            if len(self.nodes) <= _MAX_BARS:
                 if task["status"].get("err"):
-                    self.display.write(node[:12], trunc_error(task["status"]["err"]))
+                    self.display.write(node, trunc_error(task["status"]["err"]))
                 else:
-                    self.display.write(node[:12], f"{state.text:<{_LONGEST_STATE}}", _NUMBERED[state],
+                    self.display.write(node, f"{state.text:<{_LONGEST_STATE}}", _NUMBERED.get(state, 0),
                                        _NUMBERED[TaskState.COMPLETE])
             complete += state == TaskState.COMPLETE
-        self.display.write("job progress", f"{complete} out of {len(by_node)} complete", complete, len(by_node))
-        return complete == len(by_node)
+        self.overall_job(complete)
+        return complete == len(self.nodes)
+
+    def overall_job(self, complete: int) -> None:
+        total = len(self.nodes)
+        self.display.write("job progress", f"{complete:>{len(str(total))}} out of {total} complete", complete, total)
 
 
 def _updater(mode: str, display: Display) -> _Updater:
