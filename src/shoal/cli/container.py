@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from shoal.cli.format import bytes_size, human_duration, human_size, parse_ram_bytes, print_formatted, render_template
+from shoal.cli.format import FORMAT_HELP, INSPECT_FORMAT_HELP, bytes_size, human_duration, human_size, parse_ram_bytes, print_formatted, render_template
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.runtime.spec import ContainerSpec, Mount, PortMapping, Ulimit
 
@@ -194,36 +194,44 @@ def spec_from_args(args: argparse.Namespace) -> ContainerSpec:
 
 def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--help", action="help", help="Print usage")
-    p.add_argument("--name")
-    p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("--env-file", action="append", default=[])
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user")
-    p.add_argument("--cpus")
-    p.add_argument("-m", "--memory")
-    p.add_argument("--pids-limit", type=int)
-    p.add_argument("-v", "--volume", action="append", default=[])
-    p.add_argument("--tmpfs", action="append", default=[])
-    p.add_argument("--read-only", action="store_true")
-    p.add_argument("--init", action="store_true")
-    p.add_argument("--entrypoint")
-    p.add_argument("-h", "--hostname")
-    p.add_argument("--network", "--net")
-    p.add_argument("-p", "--publish", action="append", default=[])
-    p.add_argument("--stop-signal")
-    p.add_argument("--stop-timeout", type=int)
-    p.add_argument("--ulimit", action="append", default=[])
-    p.add_argument("--sysctl", action="append", default=[])
-    p.add_argument("-l", "--label", action="append", default=[])
-    p.add_argument("--cap-add", action="append", default=[])
-    p.add_argument("--cap-drop", action="append", default=[])
-    p.add_argument("--privileged", action="store_true")
-    p.add_argument("--security-opt", action="append", default=[])
-    p.add_argument("--cgroupns", choices=["host", "private"])
-    p.add_argument("--add-host", action="append", default=[])
-    p.add_argument("--dns", action="append", default=[])
-    p.add_argument("--shm-size")
-    p.add_argument("--rm", action="store_true")
+    # help texts are docker/cli's (cli/command/container/opts.go), metavars its pflag types
+    p.add_argument("--name", help="Assign a name to the container")
+    p.add_argument("-e", "--env", action="append", default=[], help="Set environment variables")
+    p.add_argument("--env-file", action="append", default=[], help="Read in a file of environment variables")
+    p.add_argument("-w", "--workdir", help="Working directory inside the container")
+    p.add_argument("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>])")
+    p.add_argument("--cpus", metavar="decimal", help="Number of CPUs")
+    p.add_argument("-m", "--memory", metavar="bytes", help="Memory limit")
+    p.add_argument("--pids-limit", type=int, help="Tune container pids limit (set -1 for unlimited)")
+    p.add_argument("-v", "--volume", action="append", default=[], help="Bind mount a volume")
+    p.add_argument("--tmpfs", action="append", default=[], help="Mount a tmpfs directory")
+    p.add_argument("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
+    p.add_argument("--init", action="store_true",
+                   help="Run an init inside the container that forwards signals and reaps processes")
+    p.add_argument("--entrypoint", help="Overwrite the default ENTRYPOINT of the image")
+    p.add_argument("-h", "--hostname", help="Container host name")
+    p.add_argument("--network", "--net", metavar="network", help="Connect a container to a network")
+    p.add_argument("-p", "--publish", action="append", default=[], help="Publish a container's port(s) to the host")
+    p.add_argument("--stop-signal", help="Signal to stop the container")
+    p.add_argument("--stop-timeout", type=int, help="Timeout (in seconds) to stop a container")
+    p.add_argument("--ulimit", action="append", default=[], metavar="ulimit", help="Ulimit options (default [])")
+    p.add_argument("--sysctl", action="append", default=[], metavar="map", help="Sysctl options (default map[])")
+    p.add_argument("-l", "--label", action="append", default=[], help="Set meta data on a container")
+    p.add_argument("--cap-add", action="append", default=[], help="Add Linux capabilities")
+    p.add_argument("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
+    p.add_argument("--privileged", action="store_true", help="Give extended privileges to this container")
+    p.add_argument("--security-opt", action="append", default=[], help="Security Options")
+    p.add_argument("--cgroupns", choices=["host", "private"], metavar="string",
+                   help="Cgroup namespace to use (host|private)\n"
+                        "'host':    Run the container in the Docker host's cgroup namespace\n"
+                        "'private': Run the container in its own private cgroup namespace\n"
+                        "'':        Use the cgroup namespace as configured by the\n"
+                        "           default-cgroupns-mode option on the daemon (default)")
+    p.add_argument("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
+    p.add_argument("--dns", action="append", default=[], help="Set custom DNS servers")
+    p.add_argument("--shm-size", metavar="bytes", help="Size of /dev/shm")
+    p.add_argument("--rm", action="store_true",
+                   help="Automatically remove the container and its associated anonymous volumes when it exits")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -474,16 +482,76 @@ def ps_row(c, trunc: bool, now: float) -> dict[str, Any]:
     }
 
 
+def _ps_item(c, network_ids: dict[str, str]):
+    """What `ps --filter` looks at in a local container (cli/filters.py PsItem)."""
+    from shoal.cli.filters import PsItem
+    from shoal.runtime.inspect import is_paused
+
+    names = [c.spec.network if c.spec.network != "default" else "bridge"]
+    names += [n for n in c.network.get("networks") or [] if isinstance(n, str) and n not in names]
+    ports = c.network.get("ports") or [vars(p) for p in c.spec.ports]
+    return PsItem(
+        id=c.id, name=c.name, state="paused" if is_paused(c) else c.state.status, image_id=c.image_id,
+        labels=dict(c.config.get("Labels") or {}), exit_code=c.state.exit_code,
+        started=bool(c.state.started_at), managed=bool(getattr(c.spec, "swarm_task", False)),
+        mounts=[(m.get("Name") or m.get("Source", ""), m.get("Destination", "")) for m in c.mounts],
+        networks={n: network_ids.get(n, "") for n in names},
+        ports=[(int(p["published"] or 0), int(p["target"]), p["protocol"]) for p in ports])
+
+
+def _ancestors(values: list[str]) -> set[str]:
+    """moby's ancestor filter: the images named and every image built on them (by parent)."""
+    from shoal.image.store import ImageStore
+
+    store = ImageStore()
+    wanted: set[str] = set()
+    for value in values:
+        try:
+            wanted.add(store.resolve(value).id)
+        except ShoalError:
+            continue  # moby warns in its log and matches nothing for it
+    images = store.list() if wanted else []
+    grew = True
+    while grew:
+        grew = False
+        for im in images:
+            if im.parent and im.parent in wanted and im.id not in wanted:
+                wanted.add(im.id)
+                grew = True
+    return wanted
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
+    from shoal.cli.filters import Filters, PsItem, ps_filter
+
+    filters = Filters.parse(args.filter)
+    limit = 1 if getattr(args, "latest", False) else (args.last if args.last is not None else -1)
     if getattr(args, "node", None) is not None:  # a tcp:// context: that node's containers
         from shoal.cli import remote
 
-        rows = remote.ps_rows(args)
+        rows = remote.ps_rows(argparse.Namespace(**{**vars(args), "all": True}))  # ps_filter decides
+        items = [PsItem(id=r["ID"], name=r["Names"], state=r["State"], row=r,
+                        labels=dict(kv.split("=", 1) for kv in r["Labels"].split(",") if "=" in kv),
+                        mounts=[(m, "") for m in r["Mounts"].split(",") if m], networks={r["Networks"]: ""})
+                 for r in rows]
     else:
         now = time.time()
-        rows = [ps_row(c, not args.no_trunc, now) for c in _manager().list(all=args.all)]
-    if getattr(args, "last", None) is not None:
-        rows = rows[: args.last]
+        network_ids: dict[str, str] = {}
+        if filters.contains("network"):
+            from shoal.network.store import NetworkStore
+
+            network_ids = {n.name: n.id for n in NetworkStore().list()}
+        # every container: -n/-l and the status filter show stopped ones too, as moby does
+        containers = _manager().list(all=True)
+        items = [_ps_item(c, network_ids) for c in containers]
+        for item, c in zip(items, containers):
+            item.row = c
+    ancestors = _ancestors(filters.get("ancestor")) if filters.contains("ancestor") else None
+    shown = ps_filter(items, filters, show_all=args.all, limit=limit, ancestors=ancestors)
+    if getattr(args, "node", None) is None:
+        rows = [ps_row(i.row, not args.no_trunc, now) for i in shown]
+    else:
+        rows = [i.row for i in shown]
     print_formatted(args.format, _PS_HEADERS, _PS_FIELDS, rows, quiet_field="ID", quiet=args.quiet)
     return 0
 
@@ -681,7 +749,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
     p = sub.add_parser("run", help="Create and run a new container from an image", add_help=False)
     _add_create_flags(p)
-    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-d", "--detach", action="store_true", help="Run container in background and print container ID")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("create", help="Create a new container", add_help=False)
@@ -692,59 +760,65 @@ def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_start)
 
-    names = ["ls", "ps", "list"] if in_group else ["ps"]
+    names = ["ls", "list", "ps"] if in_group else ["ps"]
     p = sub.add_parser(names[0], aliases=names[1:], help="List containers")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--no-trunc", action="store_true")
-    p.add_argument("--format")
-    p.add_argument("-n", "--last", type=int)
+    p.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="filter",
+                   help="Filter output based on conditions provided")
+    p.add_argument("--format", metavar="string", help=FORMAT_HELP)
+    p.add_argument("-n", "--last", type=int, metavar="int",
+                   help="Show n last created containers (includes all states) (default -1)")
+    p.add_argument("-l", "--latest", action="store_true",
+                   help="Show the latest created container (includes all states)")
+    p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display container IDs")
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("logs", help="Fetch the logs of a container")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-n", "--tail")
-    p.add_argument("-t", "--timestamps", action="store_true")
+    p.add_argument("-f", "--follow", action="store_true", help="Follow log output")
+    p.add_argument("-n", "--tail", help='Number of lines to show from the end of the logs (default "all")')
+    p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
     p.add_argument("container")
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("exec", help="Execute a command in a running container")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("-u", "--user")
-    p.add_argument("-w", "--workdir")
+    p.add_argument("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
+    p.add_argument("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
+    p.add_argument("-d", "--detach", action="store_true", help="Detached mode: run command in the background")
+    p.add_argument("-e", "--env", action="append", default=[], help="Set environment variables")
+    p.add_argument("-u", "--user", help='Username or UID (format: "<name|uid>[:<group|gid>]")')
+    p.add_argument("-w", "--workdir", help="Working directory inside the container")
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_exec)
 
     p = sub.add_parser("stop", help="Stop one or more running containers")
-    p.add_argument("-t", "--time", "--timeout", type=int)
-    p.add_argument("-s", "--signal")
+    p.add_argument("-s", "--signal", help="Signal to send to the container")
+    p.add_argument("-t", "--timeout", "--time", dest="time", type=int, metavar="int",
+                   help="Seconds to wait before killing the container")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("kill", help="Kill one or more running containers")
-    p.add_argument("-s", "--signal", default="KILL")
+    p.add_argument("-s", "--signal", default="KILL", help="Signal to send to the container")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_kill)
 
     p = sub.add_parser("rm", aliases=["remove"] if in_group else [], help="Remove one or more containers")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("-v", "--volumes", action="store_true")
+    p.add_argument("-f", "--force", action="store_true", help="Force the removal of a running container (uses SIGKILL)")
+    p.add_argument("-v", "--volumes", action="store_true", help="Remove anonymous volumes associated with the container")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("inspect", help="Display detailed information on one or more containers")
-    p.add_argument("-f", "--format")
+    p.add_argument("-f", "--format", metavar="string", help=INSPECT_FORMAT_HELP)
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_inspect, container_only=in_group)
 
     p = sub.add_parser("stats", help="Display a live stream of container(s) resource usage statistics")
-    p.add_argument("--no-stream", action="store_true")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("--format")
+    p.add_argument("--no-stream", action="store_true", help="Disable streaming stats and only pull the first result")
+    p.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
+    p.add_argument("--format", metavar="string", help=FORMAT_HELP)
     p.add_argument("containers", nargs="*")
     p.set_defaults(func=cmd_stats)
 

@@ -16,6 +16,19 @@ from typing import Any, TextIO
 from shoal.errors import InvalidArgument
 from shoal.units import ago, bytes_size, human_duration, human_size, parse_ram_bytes  # noqa: F401 - the CLI's API
 
+# docker/cli cli/flags (flagsHelper.FormatHelp, InspectFormatHelp), line for line: the help
+# formatter (cli/helptext.py) indents each line under the flag's column, as pflag does.
+FORMAT_HELP = """Format output using a custom template:
+'table':            Print output in table format with column headers (default)
+'table TEMPLATE':   Print output in table format using the given Go template
+'json':             Print in JSON format
+'TEMPLATE':         Print output using the given Go template.
+Refer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates"""
+INSPECT_FORMAT_HELP = """Format output using a custom template:
+'json':             Print in JSON format
+'TEMPLATE':         Print output using the given Go template.
+Refer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates"""
+
 _MIN_WIDTH = 10
 _PADDING = 3
 

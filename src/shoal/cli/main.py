@@ -86,11 +86,14 @@ def _command(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from shoal.cli.helptext import DockerArgumentParser, link_tree
+
+    parser = DockerArgumentParser(
         prog="shoal",
         description="Docker Swarm stacks, re-built in Python, with no Docker daemon.",
     )
-    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    parser.add_argument("--version", action="version", version=f"shoal {__version__}",
+                        help="Print version information and quit")
     parser.add_argument("-H", "--host", dest="global_host", metavar="HOST",
                         help="Daemon socket to connect to (unix:///PATH or tcp://HOST:PORT)")
     parser.add_argument("-c", "--context", dest="global_context", metavar="NAME",
@@ -108,6 +111,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    link_tree(parser)  # --help as docker's: each command knows its parent and one-line help
     return parser
 
 

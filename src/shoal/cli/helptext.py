@@ -1,0 +1,270 @@
+"""`--help` as docker/cli prints it (cli/cobra.go's usage template and pflag's FlagUsages).
+
+    Usage:  shoal ps [OPTIONS]
+
+    List containers
+
+    Aliases:
+      shoal container ls, shoal container list, shoal container ps, shoal ps
+
+    Options:
+      -a, --all             Show all containers (default shows just running)
+      -f, --filter filter   Filter output based on conditions provided
+
+The argparse tree stays the source of truth: the usage line, the aliases and the flag table are
+derived from it, so they cannot drift from what the parser accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+# A top-level shortcut and the group command it stands for, where the names differ
+# (docker/cli's "aliases" annotations).
+_SHORTCUTS = {"ps": ("container", "ls"), "images": ("image", "ls"), "rmi": ("image", "rm"),
+              "events": ("system", "events"), "info": ("system", "info")}
+# The groups whose verbs also exist at the top level under the same name.
+_SHORTCUT_GROUPS = ("container", "image")
+
+
+class DockerArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose help reads as Docker's. Subparsers made from it are of the same
+    class (argparse's add_subparsers default), so the whole tree gets it."""
+
+    short_help: str | None = None  # the one line the parent's command list shows
+    parent: DockerArgumentParser | None = None
+
+    def format_help(self) -> str:
+        return docker_help(self)
+
+
+def sub_actions(parser: argparse.ArgumentParser) -> list[argparse._SubParsersAction]:
+    return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+
+
+def children(parser: argparse.ArgumentParser) -> list[tuple[str, list[str], argparse.ArgumentParser, str]]:
+    """(name, aliases, parser, help) of each subcommand, in the order they were added."""
+    out = []
+    for action in sub_actions(parser):
+        helps = {a.dest: a.help or "" for a in action._choices_actions}
+        seen: dict[int, tuple[str, list[str], argparse.ArgumentParser, str]] = {}
+        for name, sub in action.choices.items():
+            if id(sub) in seen:
+                seen[id(sub)][1].append(name)
+            else:
+                seen[id(sub)] = (name, [], sub, helps.get(name, ""))
+        out.extend(seen.values())
+    return out
+
+
+def link_tree(parser: argparse.ArgumentParser) -> None:
+    """Give every subparser its parent and its one-line help (argparse keeps them apart)."""
+    for _name, _aliases, sub, text in children(parser):
+        sub.parent = parser  # type: ignore[attr-defined]
+        sub.short_help = text  # type: ignore[attr-defined]
+        link_tree(sub)
+
+
+def _path(parser: argparse.ArgumentParser) -> list[str]:
+    return parser.prog.split()[1:]
+
+
+def _root(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    while getattr(parser, "parent", None) is not None:
+        parser = parser.parent  # type: ignore[assignment]
+    return parser
+
+
+def _lookup(root: argparse.ArgumentParser, path: list[str]) -> tuple[str, list[str], argparse.ArgumentParser, str] | None:
+    node: tuple[str, list[str], argparse.ArgumentParser, str] | None = None
+    current = root
+    for word in path:
+        node = next((c for c in children(current) if word == c[0] or word in c[1]), None)
+        if node is None:
+            return None
+        current = node[2]
+    return node
+
+
+def aliases(parser: argparse.ArgumentParser) -> list[str]:
+    """Every command line that runs this command: `shoal container ls, ..., shoal ps`."""
+    path = _path(parser)
+    if not path:
+        return []
+    root = _root(parser)
+    prog = root.prog
+    group_path: list[str] | None = None
+    if len(path) == 1:  # a top-level shortcut: its group twin, if any
+        if path[0] in _SHORTCUTS:
+            group_path = list(_SHORTCUTS[path[0]])
+        else:
+            for group in _SHORTCUT_GROUPS:
+                if _lookup(root, [group, path[0]]) is not None:
+                    group_path = [group, path[0]]
+                    break
+    elif len(path) == 2:
+        group_path = path
+    if group_path is None:
+        node = _lookup(root, path)
+        if node is None or not node[1]:
+            return []
+        return [" ".join([prog, *path[:-1], n]) for n in [node[0], *node[1]]]
+    node = _lookup(root, group_path)
+    if node is None:
+        return []
+    lines = [" ".join([prog, *group_path[:-1], n]) for n in [node[0], *node[1]]]
+    shortcut = next((s for s, g in _SHORTCUTS.items() if list(g) == [group_path[0], node[0]]), None)
+    if shortcut is None and group_path[0] in _SHORTCUT_GROUPS:
+        shortcut = node[0]
+    if shortcut is not None and _lookup(root, [shortcut]) is not None:
+        lines.append(f"{prog} {shortcut}")
+    return lines if len(lines) > 1 else []
+
+
+def _singular(name: str) -> str:
+    name = name.upper().replace("_", "-")
+    if name.endswith("IES"):
+        return name[:-3] + "Y"
+    if name.endswith("S") and not name.endswith("SS"):
+        return name[:-1]
+    return name
+
+
+def usage_line(parser: argparse.ArgumentParser) -> str:
+    """docker's UseLine: `shoal ps [OPTIONS]`, `shoal stop [OPTIONS] CONTAINER [CONTAINER...]`."""
+    if parser.usage:
+        return parser.usage.replace("%(prog)s", parser.prog)
+    words = [parser.prog]
+    if sub_actions(parser):
+        if _options(parser):
+            words.append("[OPTIONS]")
+        words.append("COMMAND")
+        return " ".join(words)
+    if _options(parser):
+        words.append("[OPTIONS]")
+    for action in parser._actions:
+        if action.option_strings or isinstance(action, argparse._SubParsersAction):
+            continue
+        if action.help == argparse.SUPPRESS:
+            continue
+        name = action.metavar if isinstance(action.metavar, str) else _singular(action.dest)
+        if action.nargs == argparse.REMAINDER:
+            words.append("[COMMAND] [ARG...]" if name in ("COMMAND", "CMD") else f"[{name}...]")
+        elif action.nargs == "+":
+            words.append(f"{name} [{name}...]")
+        elif action.nargs == "*":
+            words.append(f"[{name}...]")
+        elif action.nargs == "?":
+            words.append(f"[{name}]")
+        else:
+            words.append(name)
+    return " ".join(words)
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    # -h/--help is hidden in docker's help (cli/cobra.go marks it Hidden)
+    return [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS
+            and not isinstance(a, argparse._HelpAction)]
+
+
+def _varname(action: argparse.Action) -> str:
+    """pflag's type word after the flag: `string`, `int`, `list`, or the metavar given."""
+    if action.nargs == 0:
+        return ""
+    if isinstance(action.metavar, str):
+        return action.metavar
+    if isinstance(action, argparse._AppendAction):
+        return "list"
+    if action.type is int:
+        return "int"
+    if action.type is float:
+        return "float"
+    return "string"
+
+
+def _zero(value: Any) -> bool:
+    return value in (None, False, 0, "", [], {}) or value is argparse.SUPPRESS
+
+
+def flag_usages(parser: argparse.ArgumentParser) -> str:
+    """pflag's FlagUsages: flags sorted by long name, help aligned two columns past the longest
+    flag, a help's own lines indented to that column, `(default X)` for a non-zero default."""
+    rows: list[tuple[str, str]] = []
+    for action in sorted(_options(parser), key=lambda a: _long(a).lstrip("-")):
+        shorts = [o for o in action.option_strings if not o.startswith("--")]
+        line = f"  {shorts[0]}, {_long(action)}" if shorts else f"      {_long(action)}"
+        var = _varname(action)
+        if var:
+            line += " " + var
+        text = action.help or ""
+        text = text.replace("%(default)s", str(action.default))
+        default = action.default
+        if not _zero(default) and "(default" not in text and not isinstance(action, argparse._StoreConstAction):
+            text += f' (default "{default}")' if isinstance(default, str) else f" (default {_go(default)})"
+        rows.append((line, text))
+    if not rows:
+        return ""
+    width = max(len(line) for line, _ in rows) + 1
+    out = []
+    for line, text in rows:
+        body = text.replace("\n", "\n" + " " * (width + 2))
+        out.append(f"{line}{' ' * (width - len(line))}  {body}".rstrip())
+    return "\n".join(out)
+
+
+def _go(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _long(action: argparse.Action) -> str:
+    longs = [o for o in action.option_strings if o.startswith("--")]
+    return longs[0] if longs else action.option_strings[0]
+
+
+def docker_help(parser: argparse.ArgumentParser) -> str:
+    short = getattr(parser, "short_help", None)
+    description = parser.description or short or ""
+    parts = [f"\nUsage:  {usage_line(parser)}\n"]
+    if description:
+        parts.append(f"{description.strip()}\n")
+    names = aliases(parser)
+    if names:
+        parts.append("Aliases:\n  " + ", ".join(names) + "\n")
+    flags = flag_usages(parser)
+    if flags:
+        parts.append("Options:\n" + flags + "\n")
+    # cobra sorts commands by name and leaves hidden ones (no help text here) out
+    subs = sorted((c for c in children(parser) if c[3]), key=lambda c: c[0])
+    if subs:
+        groups = [c for c in subs if children(c[2])]
+        verbs = [c for c in subs if not children(c[2])]
+        width = max(len(c[0]) for c in subs)
+        pad = max(width, 11)  # cobra's minimum NamePadding
+        if groups and verbs and getattr(parser, "parent", None) is None:
+            parts.append("Management Commands:\n" + "\n".join(f"  {c[0].ljust(pad)} {c[3]}" for c in groups) + "\n")
+            parts.append("Commands:\n" + "\n".join(f"  {c[0].ljust(pad)} {c[3]}" for c in verbs) + "\n")
+        else:
+            parts.append("Commands:\n" + "\n".join(f"  {c[0].ljust(pad)} {c[3]}" for c in subs) + "\n")
+        parts.append(f"Run '{parser.prog} COMMAND --help' for more information on a command.\n")
+    return "\n".join(parts)
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for a in _options(parser) for o in a.option_strings]
+
+
+_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every (path, parser) of the tree, each parser once (an alias is not walked again)."""
+    yield path, parser
+    for name, _aliases, sub, _text in children(parser):
+        if _WORD.match(name):
+            yield from walk(sub, (*path, name))

@@ -1,0 +1,100 @@
+"""`--help` reads as docker/cli's: every flag has its help text, flags sorted and aligned as
+pflag's FlagUsages, `Usage:  ...` lines, aliases, non-zero defaults shown."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from shoal.cli import helptext
+from shoal.cli.main import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def tree() -> argparse.ArgumentParser:
+    return build_parser(["__every_group__"])  # an unknown command loads every group
+
+
+def test_every_option_of_every_command_has_help(tree):
+    missing = [f"shoal {' '.join(path)} {action.option_strings[-1]}"
+               for path, parser in helptext.walk(tree)
+               for action in parser._actions
+               if action.option_strings and not action.help]
+    assert missing == []
+
+
+def test_every_command_renders_a_usage_line_and_help(tree):
+    count = 0
+    for path, parser in helptext.walk(tree):
+        text = parser.format_help()
+        assert text.startswith(f"\nUsage:  shoal{''.join(' ' + p for p in path)}"), path
+        count += 1
+    assert count > 100  # the walk reached the leaves
+
+
+# docker/cli 28's `docker ps --help` (docs/reference/commandline/container_ls.md), with shoal's
+# name and without -s/--size, which shoal does not have.
+PS_HELP = """
+Usage:  shoal ps [OPTIONS]
+
+List containers
+
+Aliases:
+  shoal container ls, shoal container list, shoal container ps, shoal ps
+
+Options:
+  -a, --all             Show all containers (default shows just running)
+  -f, --filter filter   Filter output based on conditions provided
+      --format string   Format output using a custom template:
+                        'table':            Print output in table format with column headers (default)
+                        'table TEMPLATE':   Print output in table format using the given Go template
+                        'json':             Print in JSON format
+                        'TEMPLATE':         Print output using the given Go template.
+                        Refer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates
+  -n, --last int        Show n last created containers (includes all states) (default -1)
+  -l, --latest          Show the latest created container (includes all states)
+      --no-trunc        Don't truncate output
+  -q, --quiet           Only display container IDs
+"""
+
+
+def test_ps_help_is_dockers(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["ps", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == PS_HELP
+
+
+def test_group_help_lists_sorted_commands_and_points_at_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["volume", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("\nUsage:  shoal volume COMMAND\n\nManage volumes\n\nCommands:\n  create      Create a volume\n")
+    lines = [line.split()[0] for line in out.split("Commands:\n")[1].split("\n\n")[0].splitlines()]
+    assert lines == sorted(lines)
+    assert out.endswith("\nRun 'shoal volume COMMAND --help' for more information on a command.\n")
+
+
+def test_usage_lines_from_positionals_and_aliases(tree):
+    stop = tree._subparsers._group_actions[0].choices["stop"]
+    assert helptext.usage_line(stop) == "shoal stop [OPTIONS] CONTAINER [CONTAINER...]"
+    run = tree._subparsers._group_actions[0].choices["run"]
+    assert helptext.usage_line(run) == "shoal run [OPTIONS] IMAGE [COMMAND] [ARG...]"
+    images = tree._subparsers._group_actions[0].choices["images"]
+    assert helptext.aliases(images)[-1] == "shoal images"
+    assert "shoal image ls" in helptext.aliases(images)
+
+
+def test_pflag_alignment_and_defaults():
+    p = helptext.DockerArgumentParser(prog="shoal x")
+    p.add_argument("-s", "--signal", default="KILL", help="Signal to send to the container")
+    p.add_argument("--replicas", type=int, default=1, help="Number of tasks")
+    p.add_argument("--tty", action="store_true", help="Allocate a pseudo-TTY")
+    p.add_argument("--env", action="append", default=[], help="Set environment variables")
+    assert helptext.flag_usages(p).splitlines() == [
+        "      --env list        Set environment variables",
+        "      --replicas int    Number of tasks (default 1)",
+        '  -s, --signal string   Signal to send to the container (default "KILL")',
+        "      --tty             Allocate a pseudo-TTY",
+    ]
