@@ -312,6 +312,13 @@ def test_network_connect_disconnect_and_container_mode(shoal, busybox_image, cle
         [info] = json.loads(shoal("network", "inspect", net, check=True).stdout)
         ip = next(iter(info["Containers"].values()))["IPv4Address"].split("/")[0]
         assert ip in shoal("exec", "cc-n2", "cat", "/etc/hosts", check=True).stdout
+        # its name on the network follows a rename (the embedded DNS of a container there)
+        shoal("run", "-d", "--name", "cc-n3", "--network", net, busybox_image, "sleep", "600", check=True)
+        shoal("rename", "cc-n2", "cc-n2b", check=True)
+        looked = shoal("exec", "cc-n3", "nslookup", "cc-n2b", "127.0.0.11", check=True).stdout
+        assert ip in looked
+        shoal("rename", "cc-n2b", "cc-n2", check=True)
+        shoal("rm", "-f", "cc-n3", check=True)
         again = shoal("network", "connect", net, "cc-n2")
         assert again.returncode == 1
         assert again.stderr == f"Error response from daemon: endpoint with name cc-n2 already exists in network {net}\n"

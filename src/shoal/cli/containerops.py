@@ -114,17 +114,21 @@ def cmd_port(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rename_endpoints(container_id: str, name: str) -> None:
-    """The container's endpoints carry its name for the embedded DNS: follow the rename."""
+def _rename_endpoints(container_id: str, name: str) -> bool:
+    """The container's endpoints carry its name for the embedded DNS: follow the rename.
+    True when one of them is on a user-defined network (whose resolver serves names)."""
     from shoal.network.store import NetworkStore
 
     store = NetworkStore()
+    named = False
     with store.lock():
         for net in store.list():
             ep = net.endpoints.get(container_id)
             if ep is not None and ep.name != name:
                 ep.name = name
                 store.save(net)
+                named = named or not net.predefined
+    return named
 
 
 def cmd_rename(args: argparse.Namespace) -> int:
@@ -133,7 +137,12 @@ def cmd_rename(args: argparse.Namespace) -> int:
     mgr = _manager()
     try:
         control.rename(mgr, args.container, args.new_name)
-        _rename_endpoints(mgr.get(args.new_name).id, args.new_name.lstrip("/"))
+        c = mgr.get(args.new_name)
+        if _rename_endpoints(c.id, args.new_name.lstrip("/")) and c.state.status == "running":
+            from shoal.cli.netconnect import refresh_dns
+
+            with contextlib.suppress(ShoalError):
+                refresh_dns(c)  # shoald's resolver answers the new name, not the old one
     except ShoalError as exc:
         print(f"failed to rename container: Error response from daemon: {exc}", file=sys.stderr)
         return 1

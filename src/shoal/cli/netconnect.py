@@ -19,7 +19,7 @@ def _daemon(exc: ShoalError) -> ShoalError:
     return exc
 
 
-def _refresh_dns(c) -> None:
+def refresh_dns(c) -> None:
     """shoald serves the embedded resolver: it re-reads the container's networks (and every
     container's names) as after `run` (POST /v1/containers/{id}/dns)."""
     netns = (c.network or {}).get("netns")
@@ -63,7 +63,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
             fresh.save()
         if c.state.status == "running" and not net.predefined:
             with contextlib.suppress(ShoalError):
-                _refresh_dns(fresh)
+                refresh_dns(fresh)
     except ShoalError as exc:
         raise _daemon(exc) from None
     return 0
@@ -108,7 +108,7 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
             fresh.save()
         if ep is not None and not net.predefined:
             with contextlib.suppress(ShoalError):
-                _refresh_dns(fresh)
+                refresh_dns(fresh)
     except ShoalError as exc:
         raise _daemon(exc) from None
     return 0
