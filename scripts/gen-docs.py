@@ -338,6 +338,11 @@ shoal system df -v""",
     "system info": "shoal system info",
     "system events": "shoal system events --no-follow --format json",
     "builder prune": "shoal builder prune -a -f    # the builder's cached step images",
+    "completion bash": """\
+source <(shoal completion bash)                          # this shell
+shoal completion bash > /etc/bash_completion.d/shoal     # every new one""",
+    "completion zsh": 'shoal completion zsh > "${fpath[1]}/_shoal"',
+    "completion fish": "shoal completion fish > ~/.config/fish/completions/shoal.fish",
 }
 
 # Docker's descriptions for flags the CLI declares without a help text (used only then).

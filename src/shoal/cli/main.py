@@ -28,6 +28,7 @@ _GROUPS = (
     "shoal.cli.secret",
     "shoal.cli.config",
     "shoal.cli.volume",
+    "shoal.cli.completion",
 )
 
 # Commands that act on the node the context names (through its shoald's API). The others run

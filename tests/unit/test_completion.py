@@ -1,0 +1,84 @@
+"""`shoal completion bash|zsh|fish`: the scripts come from the argparse tree; bash parses the
+bash one and its completion function, run in a real bash, completes commands, subcommands,
+aliases and flags, and skips the values of flags that take one."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shoal.cli import completion, helptext
+from shoal.cli.main import build_parser
+
+BASH = shutil.which("bash")
+pytestmark = pytest.mark.skipif(BASH is None, reason="needs bash")
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory) -> Path:
+    out = subprocess.run([sys.executable, "-m", "shoal", "completion", "bash"], capture_output=True, text=True,
+                         check=True).stdout
+    path = tmp_path_factory.mktemp("completion") / "shoal.bash"
+    path.write_text(out)
+    return path
+
+
+def complete(script: Path, *words: str) -> list[str]:
+    """COMPREPLY for the command line `words` (the last one being the word under the cursor)."""
+    quoted = " ".join("'" + w.replace("'", "'\\''") + "'" for w in words)
+    program = (f"source {script}\nCOMP_WORDS=({quoted})\nCOMP_CWORD={len(words) - 1}\n"
+               "_shoal\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    proc = subprocess.run([BASH, "--norc", "--noprofile", "-c", program], capture_output=True, text=True,
+                          timeout=30, env={"PATH": "/nonexistent"})  # no shoal: names stay out of it
+    assert proc.returncode == 0, proc.stderr
+    return [line for line in proc.stdout.splitlines() if line]
+
+
+def test_bash_parses_the_script(script):
+    proc = subprocess.run([BASH, "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "complete -o default -F _shoal shoal" in script.read_text()
+
+
+def test_completes_top_level_commands_and_subcommands(script):
+    assert complete(script, "shoal", "cont") == ["container", "context"]
+    assert complete(script, "shoal", "container", "l") == ["ls", "list", "logs"]
+    assert sorted(complete(script, "shoal", "volume", "")) == ["create", "inspect", "list", "ls", "prune", "remove",
+                                                              "rm"]
+    assert complete(script, "shoal", "completion", "") == ["bash", "fish", "zsh"]
+
+
+def test_completes_flags_of_the_command_path(script):
+    assert complete(script, "shoal", "ps", "--fi") == ["--filter"]
+    assert complete(script, "shoal", "container", "ls", "--no") == ["--no-trunc"]
+    assert "--replicas" in complete(script, "shoal", "service", "create", "--rep")
+
+
+def test_skips_the_values_of_flags_and_global_options(script):
+    # -H's value is not a command; the command after it still completes
+    assert complete(script, "shoal", "-H", "unix:///x", "netw") == ["network"]
+    # after a flag that takes a value, nothing is offered for the value
+    assert complete(script, "shoal", "ps", "--format", "") == []
+    # a subcommand's name typed as a positional (a container called `ls`) does not move the path
+    assert complete(script, "shoal", "container", "stop", "ls", "--ti") == ["--timeout", "--time"]
+
+
+def test_every_command_of_the_tree_is_in_every_script():
+    root = build_parser(["__completion__"])
+    bash, fish, zsh = completion.bash_script(root), completion.fish_script(root), completion.zsh_script(root)
+    assert zsh.startswith("#compdef shoal\n") and "bashcompinit" in zsh and "_shoal()" in zsh
+    for path, parser in helptext.walk(root):
+        if not path or not getattr(parser, "short_help", ""):
+            continue
+        assert f"__shoal_at {' '.join(path[:-1])}".strip() in fish
+        assert path[-1] in bash
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and action.help and action.help != argparse.SUPPRESS:
+                    assert option in bash, (path, option)
+                    assert f"-l {option[2:]}" in fish, (path, option)
