@@ -136,6 +136,8 @@ def test_builder_prune_keeps_what_a_tagged_image_is_built_on_unless_all(shoal,
         assert _df(shoal)["Build Cache"][2:] == ["0B", "0B"]  # every layer is the tagged image's
         kept = shoal("builder", "prune", "-f", check=True).stdout
         assert kept == "Total reclaimed space: 0B\n"  # every step is what the tagged image is built on
+        assert shoal("builder", "prune", "-a", "-f", "--keep-storage", "1g", check=True).stdout == \
+            "Total reclaimed space: 0B\n"  # the cache holds less than that: nothing goes
         out = shoal("builder", "prune", "-a", "-f", check=True).stdout
         assert out.startswith("Deleted build cache objects:\n")
         removed = out.split("\n\n")[0].splitlines()[1:]

@@ -275,11 +275,12 @@ def _until(filters: dict[str, list[str]]) -> float | None:
     return min(parse_until(v) for v in values) if values else None
 
 
-def builder_prune(all_: bool, filters: dict[str, list[str]]) -> tuple[int, str]:
+def builder_prune(all_: bool, filters: dict[str, list[str]], keep_storage: int | None = None) -> tuple[int, str]:
     from shoal.image.store import ImageStore
     from shoal.runtime import diskusage
 
-    removed, reclaimed = diskusage.prune_build_cache(ImageStore(), all=all_, until=_until(filters))
+    removed, reclaimed = diskusage.prune_build_cache(ImageStore(), all=all_, until=_until(filters),
+                                                     keep_storage=keep_storage)
     if not removed:
         return 0, ""
     return reclaimed, "Deleted build cache objects:\n" + "".join(f"{i.removeprefix('sha256:')}\n" for i in removed)
@@ -290,9 +291,19 @@ def _builder_prune(args: argparse.Namespace) -> int:
 
     filters = prune_filters(args.filter, ("until", "id", "parent", "type", "description", "inuse", "shared",
                                           "private"))
+    keep = None
+    if args.keep_storage is not None:
+        from shoal.errors import InvalidArgument
+        from shoal.units import parse_ram_bytes
+
+        try:
+            keep = parse_ram_bytes(args.keep_storage)
+        except (InvalidArgument, ValueError):
+            raise InvalidArgument(f'invalid argument "{args.keep_storage}" for "--keep-storage" flag: '
+                                  f"invalid size: '{args.keep_storage}'") from None
     if not args.force and not confirm(BUILDER_ALL_WARNING if args.all else BUILDER_WARNING):
         return 0
-    reclaimed, output = builder_prune(args.all, filters)
+    reclaimed, output = builder_prune(args.all, filters, keep)
     if output:
         print(output)
     print_total(reclaimed)

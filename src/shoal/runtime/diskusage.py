@@ -136,12 +136,30 @@ def prune_containers(manager: Any, until: float | None = None, labels: list[str]
     return removed, reclaimed
 
 
-def prune_build_cache(store: Any, all: bool = False, until: float | None = None) -> tuple[list[str], int]:
+def prune_build_cache(store: Any, all: bool = False, until: float | None = None,
+                      keep_storage: int | None = None) -> tuple[list[str], int]:
     """`builder prune`: the step images of the layer cache (see ImageStore.prune_build_cache),
-    then the cache's entries for them."""
+    then the cache's entries for them. With `keep_storage`, the oldest go first and only until
+    the cache holds no more than that many bytes."""
     from shoal.build.cache import BuildCache
 
-    removed, reclaimed = store.prune_build_cache(cache_image_ids(store), all=all, until=until)
+    candidates = cache_image_ids(store)
+    if keep_storage:  # 0 is BuildKit's "no limit": everything that matches goes
+        cache = usage_of_cache(store)
+        excess = sum(size for _, size in cache) - keep_storage
+        candidates = []
+        for image, size in sorted(cache, key=lambda item: (item[0].created, item[0].id)):
+            if excess <= 0:
+                break
+            candidates.append(image.id)
+            excess -= size
+    removed, reclaimed = store.prune_build_cache(candidates, all=all, until=until)
     if removed:
         BuildCache(Path(store.root) / "build-cache.json").forget(set(removed))
     return removed, reclaimed
+
+
+def usage_of_cache(store: Any) -> list[tuple[Any, int]]:
+    """Each build cache image with the bytes only it holds (as `system df -v` counts them)."""
+    row = usage(store, [])[3]
+    return [(item["image"], item["size"]) for item in row.items]
