@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shoal.cli import serviceflags as sf
+from shoal.cli import serviceflags, servicespec as sf
 from shoal.cli.serviceprogress import Display, _ReplicatedJob
 from shoal.cli.servicepretty import pretty
 from shoal.cli.swarmfmt import replicas_column
@@ -22,13 +22,13 @@ from shoal.errors import InvalidArgument, ShoalError
 
 def create(*argv: str, lookups: sf.Lookups | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser()
-    sf.add_create_flags(p)
+    serviceflags.add_create_flags(p)
     return sf.spec_from_create(p.parse_args(list(argv)), lookups).to_dict()
 
 
 def update(spec: dict[str, Any], *argv: str, lookups: sf.Lookups | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser()
-    sf.add_update_flags(p)
+    serviceflags.add_update_flags(p)
     return sf.apply_update(spec, p.parse_args([*argv, "svc"]), lookups)
 
 

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from shoal.api.client import Client, connect
-from shoal.cli.format import print_formatted
+from shoal.cli.format import FORMAT_HELP, print_formatted
 from shoal.errors import InvalidArgument, ShoalError
 
 
@@ -52,11 +52,32 @@ def print_tasks(client: Client, tasks: list[dict[str, Any]], args: argparse.Name
     print_formatted(args.format, TASK_HEADERS, TASK_FIELDS, rows)
 
 
+def filter_services(services: list[dict[str, Any]], items: list[str]) -> list[dict[str, Any]]:
+    """moby's GetServices filters: id and name by prefix (swarmkit's IDPrefixes, NamePrefixes),
+    every label given (`k` or `k=v`), mode exactly (replicated, global, replicated-job, global-job)."""
+    from shoal.cli.filters import Filters
+
+    filters = Filters.parse(items).validate(("id", "name", "label", "mode"))
+    out = []
+    for svc in services:
+        spec = svc.get("spec", {})
+        if filters.contains("id") and not any(svc["id"].startswith(v) for v in filters.get("id")):
+            continue
+        if filters.contains("name") and not any(svc["name"].startswith(v) for v in filters.get("name")):
+            continue
+        if not filters.match_kv_list("label", spec.get("labels") or {}):
+            continue
+        if not filters.exact_match("mode", spec.get("mode") or "replicated"):
+            continue
+        out.append(svc)
+    return out
+
+
 def _ls(args: argparse.Namespace) -> int:
     from shoal.cli.swarmfmt import SERVICE_FIELDS, SERVICE_HEADERS, service_rows
 
     with connect() as client:
-        rows = service_rows(client.get("/services"))
+        rows = service_rows(filter_services(client.get("/services"), args.filter))
     print_formatted(args.format, SERVICE_HEADERS, SERVICE_FIELDS, rows, quiet_field="ID", quiet=args.quiet)
     return 0
 
@@ -92,7 +113,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _lookups(client: Client) -> Any:
     """The manager's secret, config and network names, fetched only when a flag names one."""
-    from shoal.cli.serviceflags import Lookups
+    from shoal.cli.servicespec import Lookups
 
     def names(path: str) -> Any:
         return lambda: [o.get("name") or (o.get("Spec") or {}).get("Name") for o in client.get(path)]
@@ -130,7 +151,7 @@ def _wait(client: Client, ref: str, args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     """runCreate: the spec from the flags, the ID on stdout, then the progress unless -d."""
-    from shoal.cli.serviceflags import spec_from_create
+    from shoal.cli.servicespec import spec_from_create
     from shoal.ids import random_name
 
     with connect() as client:
@@ -150,7 +171,7 @@ def _create(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     """runUpdate: the current spec with the flags applied, sent with the version it was read
     at (a concurrent change is refused, `update out of sequence`)."""
-    from shoal.cli.serviceflags import apply_update
+    from shoal.cli.servicespec import apply_update
 
     with connect() as client:
         svc = _inspect_service(client, args.service)
@@ -280,8 +301,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     for name in ("ls", "list"):
         p = ssub.add_parser(name, help="List services")
+        p.add_argument("-f", "--filter", action="append", default=[], metavar="filter",
+                       help="Filter output based on conditions provided")
+        p.add_argument("--format", metavar="string", help=FORMAT_HELP)
         p.add_argument("-q", "--quiet", action="store_true", help="Only display IDs")
-        p.add_argument("--format", help="Format output using a custom template")
         p.set_defaults(func=_ls)
 
     p = ssub.add_parser("ps", help="List the tasks of one or more services")
