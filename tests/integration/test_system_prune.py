@@ -238,3 +238,16 @@ def test_df_verbose_with_nothing_matches_docker_golden(capsys: pytest.CaptureFix
         "VOLUME NAME   LINKS     SIZE\n"
         "\nBuild cache usage: 0B\n\n"
         "CACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED\n")
+
+
+def test_system_info_and_events_reach_the_context_s_node_df_and_prune_stay_here(shoal) -> None:
+    """With a tcp:// endpoint, `system info` / `system events` go to that node (here nothing
+    listens: the connection fails), while df and prune, which would act on this machine, are
+    refused rather than act on the wrong node."""
+    env = {"SHOAL_HOST": "tcp://127.0.0.1:9"}
+    for args in (("system", "info"), ("system", "events", "--no-follow")):
+        result = shoal(*args, env=env)
+        assert result.returncode != 0 and "127.0.0.1:9" in result.stderr and "not supported yet" not in result.stderr
+    for args in (("system", "df"), ("system", "prune", "-f"), ("builder", "prune", "-f")):
+        result = shoal(*args, env=env)
+        assert result.returncode == 1 and "against a remote node is not supported yet" in result.stderr, result.stderr

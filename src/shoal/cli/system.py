@@ -419,6 +419,12 @@ def _system_info(args: argparse.Namespace) -> int:
     return _info(args)
 
 
+# `system info` and `system events` ask the node the context names (cli/main.py lets a tcp://
+# context through for handlers marked so); df and the prunes work on this machine's stores.
+_system_info.on_node = True  # type: ignore[attr-defined]
+_events.on_node = True  # type: ignore[attr-defined]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     system = sub.add_parser("system", help="Manage shoal")
     ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
