@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,10 @@ def usage(store: Any, containers: list[Any]) -> list[Usage]:
     image_row = Usage("Images", total=len(plain_images), active=len(active_images), size=unique(plain_images))
     image_row.reclaimable = image_row.size - unique(active_images)
     shared = {layer.digest for im in plain_images for layer in im.layers}
+    holders = Counter(d for im in plain_images for d in {layer.digest for layer in im.layers})
+    # SharedSize: the bytes of the image's layers that another image has too.
     image_row.items = [{"image": im, "containers": len(users.get(im.id, [])),
-                        "shared": sum(layer_size[layer.digest] for layer in im.layers
-                                      if any(layer in other.layers for other in plain_images if other is not im))}
+                        "shared": sum(layer_size[d] for d in {layer.digest for layer in im.layers} if holders[d] > 1)}
                        for im in plain_images]
 
     container_row = Usage("Containers", total=len(containers))
