@@ -171,7 +171,7 @@ def test_prune_removes_only_unused_anonymous_volumes_unless_all(shoal) -> None:
         assert out == "Deleted Volumes:\nh4v-named\n\nTotal reclaimed space: 0B\n"
         result = shoal("volume", "prune", "-a", "--filter", "all=1", "-f")
         assert (result.returncode, _err(result)) == (
-            125, "Error: conflicting options: cannot specify both --all and --filter all=1\n")
+            1, "Error: conflicting options: cannot specify both --all and --filter all=1\n")
     finally:
         shoal("rm", "-f", busy)
         shoal("volume", "rm", "-f", "h4v-busy", "h4v-named")

@@ -204,7 +204,7 @@ def _prune(args: argparse.Namespace) -> int:
 
     also_all, _, _ = prune_filters(args.filter)  # validated before the question, as dockerd would
     if args.all and also_all:
-        raise InvalidArgument("conflicting options: cannot specify both --all and --filter all=1")
+        raise ShoalError("conflicting options: cannot specify both --all and --filter all=1")  # RunE's error: exit 1
     if not args.force and not confirm(PRUNE_ALL_WARNING if args.all else PRUNE_WARNING):
         return 0
     reclaimed, output = prune(args.all, args.filter)
