@@ -222,7 +222,7 @@ def _inspect(kind: str, args: argparse.Namespace) -> int:
             try:
                 found.append(client.get(f"/{kind}s/{ref}"))
             except ShoalError as exc:
-                prefix = "Error response from daemon: " if getattr(exc, "from_daemon", False) else ""
+                prefix = "Error response from daemon: " if getattr(exc, "from_daemon", False) else "Error: "
                 errors.append(prefix + str(exc))
     if fmt == "pretty":
         # formatter.Context.Write: the documents one after another, a blank line between them.
