@@ -290,3 +290,12 @@ def test_global_job_progress_lines() -> None:
     assert out.getvalue().splitlines() == [
         "job progress: waiting for tasks", "job progress: 0 out of 2 complete", "n1: running", "n2: complete",
         "job progress: 1 out of 2 complete", "n1: complete", "job progress: 2 out of 2 complete"]
+
+
+def test_pflag_booleans_turn_off_on_update() -> None:
+    on = create("--name", "svc", "--tty", "--read-only", "--init", "img")
+    assert (on["tty"], on["read_only"], on["init"]) == (True, True, True)
+    off = update(on, "--tty=false", "--read-only=0", "--init=false")
+    assert (off["tty"], off["read_only"], off["init"]) == (False, False, False)
+    assert update(off, "-t", "--read-only=true")["tty"] is True
+    assert create("--init=false", "img")["init"] is False and create("img")["init"] is None

@@ -11,6 +11,17 @@ import argparse
 # Flags whose value is appended to a list (pflag's ListOpts and friends).
 _LIST = {"action": "append", "default": None}
 
+
+def _bool_flag(p: argparse.ArgumentParser, *names: str, help: str) -> None:
+    """A pflag boolean: `--tty`, and also `--tty=false` / `--tty=true` (how `service update`
+    turns one off). argparse looks an argument up whole before splitting it at `=`, so the
+    spelled-out forms are options of their own, hidden from the help."""
+    p.add_argument(*names, action="store_true", default=None, help=help)
+    dest = names[-1].lstrip("-").replace("-", "_")
+    for text, value in (("false", False), ("true", True), ("0", False), ("1", True)):
+        p.add_argument(*(f"{n}={text}" for n in names if n.startswith("--")), dest=dest, action="store_const",
+                       const=value, help=argparse.SUPPRESS)
+
 # ---- flag definitions ----------------------------------------------------------------------------
 
 
@@ -76,9 +87,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="Time between running the check during the start period (ms|s|m|h)")
     p.add_argument("--no-healthcheck", action="store_true", default=None,
                    help="Disable any container-specified HEALTHCHECK")
-    p.add_argument("-t", "--tty", action="store_true", default=None, help="Allocate a pseudo-TTY")
-    p.add_argument("--read-only", action="store_true", default=None,
-                   help="Mount the container's root filesystem as read only")
+    _bool_flag(p, "-t", "--tty", help="Allocate a pseudo-TTY")
+    _bool_flag(p, "--read-only", help="Mount the container's root filesystem as read only")
     p.add_argument("--stop-signal", metavar="string", help="Signal to stop the container")
 
 
@@ -104,8 +114,7 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dns-option", metavar="list", **_LIST, help="Set DNS options")
     p.add_argument("--dns-search", metavar="list", **_LIST, help="Set custom DNS search domains")
     p.add_argument("--host", metavar="list", **_LIST, help="Set one or more custom host-to-IP mappings (host:ip)")
-    p.add_argument("--init", action="store_true", default=None,
-                   help="Use an init inside each service container to forward signals and reap processes")
+    _bool_flag(p, "--init", help="Use an init inside each service container to forward signals and reap processes")
     p.add_argument("--sysctl", metavar="list", **_LIST, help="Sysctl options")
     p.add_argument("--ulimit", metavar="ulimit", **_LIST, help="Ulimit options (default [])")
     p.add_argument("--oom-score-adj", metavar="int", help="Tune host's OOM preferences (-1000 to 1000) ")
@@ -164,8 +173,7 @@ def add_update_flags(p: argparse.ArgumentParser) -> None:
     )
     for name, meta, text in adds:
         p.add_argument(f"--{name}", metavar=meta, **_LIST, help=text)
-    p.add_argument("--init", action="store_true", default=None,
-                   help="Use an init inside each service container to forward signals and reap processes")
+    _bool_flag(p, "--init", help="Use an init inside each service container to forward signals and reap processes")
     p.add_argument("--oom-score-adj", metavar="int", help="Tune host's OOM preferences (-1000 to 1000) ")
     p.add_argument("service", metavar="SERVICE")
 

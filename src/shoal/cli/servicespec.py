@@ -585,7 +585,7 @@ def spec_from_create(args: argparse.Namespace, lookups: Lookups | None = None) -
         healthcheck=_health(args, None),
         tty=bool(args.tty),
         read_only=bool(args.read_only),
-        init=True if args.init else None,
+        init=args.init,  # None when not given: the image's or the engine's default, as compose's
         extra_hosts=[swarm_host(v, "host") for v in args.host or []],
         dns=[validate_ip(v, "dns") for v in args.dns or []],
         dns_search=list(args.dns_search or []),
@@ -779,7 +779,7 @@ def apply_update(current: dict[str, Any], args: argparse.Namespace, lookups: Loo
     if args.hostname is not None:
         spec.hostname = args.hostname
     if args.init is not None:
-        spec.init = True
+        spec.init = args.init
     # Mounts by target: an added one replaces the same target; then removals.
     if "mount-add" in given or "mount-rm" in given:
         by_target: dict[str, Mount] = {}
@@ -873,9 +873,9 @@ def apply_update(current: dict[str, Any], args: argparse.Namespace, lookups: Loo
         spec.force_update += 1
     spec.healthcheck = _health(args, spec.healthcheck)
     if args.tty is not None:
-        spec.tty = True
+        spec.tty = args.tty
     if args.read_only is not None:
-        spec.read_only = True
+        spec.read_only = args.read_only
     if args.stop_signal is not None:
         spec.stop_signal = args.stop_signal
     if args.cap_add is not None or args.cap_drop is not None:
