@@ -126,9 +126,10 @@ command. Every node command acts on the node the context names, as `docker` with
 `build` sends the context there (.dockerignore applied first) and prints the node's output,
 `save`/`load` stream the archive, `images`, `history`, `rmi`, `tag`, `ps`, `logs`, `inspect`
 and `import` act on that node's; `run` (its output and exit code coming back, signals
-forwarded), `create`, `start`, `stop`, `kill`, `rm` and `wait` make and drive containers there;
-`stack deploy` builds a missing `build:` image on that node. `exec`, `stats`, `cp` and the
-other container commands are refused against a remote node (run them there)."""),
+forwarded), `create`, `start`, `stop`, `kill`, `rm`, `wait` and `exec` (without `-i`/`-t`) make
+and drive containers there; `stack deploy` builds a missing `build:` image on that node.
+`exec -it`, `stats`, `cp` and the other container commands are refused against a remote node
+(run them there)."""),
     "cluster": ("Local clusters", """\
 A cluster of several nodes on this one machine, for trying shoal and for its tests: each node is
 a network namespace with its own address, state and shoald, joined over TLS as separate machines

@@ -162,7 +162,7 @@ def test_build_images_save_load_on_the_node(node: Node, tmp_path: Path) -> None:
 
 def test_ps_logs_inspect_on_the_node(node: Node) -> None:
     run = cli(node.env, "run", "-d", "--name", "remote-logs", "localhost/busybox:test",
-              "sh", "-c", "echo out-line; echo err-line >&2; sleep 4; echo late-line")
+              "sh", "-c", "echo out-line; echo err-line >&2; sleep 3; echo late-line")
     assert run.returncode == 0, run.stderr
     cid = run.stdout.decode().strip()
     try:
@@ -199,6 +199,15 @@ def test_run_create_start_stop_wait_rm_on_the_node(node: Node) -> None:
     cid = detached.stdout.decode().strip()
     try:
         assert cli(node.env, "ps", "-q", "--no-trunc").stdout.decode().split() == [cid]
+        # exec without a terminal: output on both streams, the environment given, the exit code.
+        ran = node.shoal("exec", "-e", "WHO=far", "far-sleeper", "sh", "-c", 'echo "$WHO"; echo oops >&2; exit 5')
+        assert (ran.returncode, ran.stdout, ran.stderr) == (5, b"far\n", b"oops\n")
+        assert node.shoal("exec", "-d", "far-sleeper", "touch", "/tmp/from-far").returncode == 0
+        assert cli(node.env, "exec", "far-sleeper", "ls", "/tmp/from-far").returncode == 0
+        missing_cmd = node.shoal("exec", "far-sleeper", "nosuchcmd")
+        assert missing_cmd.returncode == 127 and b'exec: "nosuchcmd": executable file not found' in missing_cmd.stderr
+        tty = node.shoal("exec", "-it", "far-sleeper", "sh")
+        assert tty.returncode != 0 and b"exec -i/-t against a remote node is not supported yet" in tty.stderr
         assert node.shoal("stop", "-t", "1", "far-sleeper").stdout == b"far-sleeper\n"
         assert node.shoal("wait", "far-sleeper").stdout == b"137\n"  # sleep ignores SIGTERM as PID 1
         made = node.shoal("create", "--name", "far-once", "localhost/busybox:test", "echo", "once")

@@ -251,16 +251,21 @@ class Client:
 
     @staticmethod
     def _raise(status: int, payload: bytes) -> None:
+        exit_code = None
         try:
             decoded = json.loads(payload)
             message = decoded.get("message") if isinstance(decoded, dict) else None
+            exit_code = decoded.get("exit_code") if isinstance(decoded, dict) else None
         except ValueError:
             message = None
         if not isinstance(message, str) or not message.strip():
             message = payload.decode(errors="replace").strip() or f"status {status}"
         # One line, as Docker prints it, however the message was written.
         message = " ".join(message.split())
-        raise _ERRORS.get(status, DaemonError)(message)
+        error = _ERRORS.get(status, DaemonError)(message)
+        if isinstance(exit_code, int) and not isinstance(exit_code, bool) and 0 < exit_code < 256:
+            error.exit_code = exit_code  # the node's own (exec: 126, 127 as docker exits)
+        raise error
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
         response = self._send(method, path, params, json_body, self.timeout)
@@ -285,10 +290,10 @@ class Client:
 
     def stream(self, method: str, path: str, params: dict[str, Any] | None = None,
                upload: Callable[[Any], None] | None = None, content_type: str = "application/x-tar",
-               timeout: float | None = None) -> _Response:
+               timeout: float | None = None, json_body: Any = None) -> _Response:
         """A request whose response is read as it arrives (the caller closes it); an error
         status raises here with shoald's message."""
-        response = self._send(method, path, params, None, timeout or self.timeout, upload, content_type)
+        response = self._send(method, path, params, json_body, timeout or self.timeout, upload, content_type)
         if response.status >= 400:
             try:
                 payload = response.read()

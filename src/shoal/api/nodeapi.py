@@ -453,6 +453,80 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
         await response.write_eof()
         return response
 
+    @routes.post(prefix + "/containers/{id}/exec")
+    async def container_exec(request: web.Request) -> web.StreamResponse:
+        """`exec` without a terminal or stdin: {"cmd", "env", "user", "workdir", "detach"}; the
+        process's output streamed as ndjson as it comes, then {"exit": code}. A client that
+        leaves ends the process (no one reads its output any more)."""
+        import subprocess
+        import threading
+
+        try:
+            body = json.loads(await request.read() or b"null")
+            cmd, env = body["cmd"], body.get("env") or []
+            user, workdir, detach = body.get("user") or "", body.get("workdir") or "", bool(body.get("detach"))
+            if not (isinstance(cmd, list) and cmd and all(isinstance(a, str) for a in cmd)
+                    and isinstance(env, list) and all(isinstance(e, str) for e in env)
+                    and isinstance(user, str) and isinstance(workdir, str)):
+                raise TypeError("cmd: a list of strings; env: a list of K=V; user, workdir: strings")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidArgument(f"exec: {exc}") from None
+        try:
+            argv = await asyncio.to_thread(lambda: containers().exec_argv(
+                request.match_info["id"], cmd, detach=detach, env=env, user=user, workdir=workdir))
+        except ShoalError as exc:
+            if exc.exit_code not in (126, 127):
+                raise
+            # The command cannot run: docker exits 126 or 127; the CLI takes the code from here.
+            return web.json_response({"message": str(exc), "exit_code": exc.exit_code}, status=400)
+        if detach:
+            done = await asyncio.to_thread(subprocess.run, argv, stdin=subprocess.DEVNULL,
+                                           capture_output=True)
+            if done.returncode != 0:
+                raise ShoalError(done.stderr.decode(errors="replace").strip() or f"exec failed ({done.returncode})")
+            return web.json_response({"exit": 0})
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        sink = _Pipe(asyncio.get_running_loop())
+
+        def run() -> None:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            lock = threading.Lock()
+
+            def pump(stream: Any, name: str) -> None:
+                try:
+                    for chunk in iter(lambda: stream.read1(65536), b""):
+                        with lock:
+                            sink.write((json.dumps({"stream": name, "data": base64.b64encode(chunk).decode()})
+                                        + "\n").encode())
+                except BrokenPipeError:
+                    proc.kill()  # the client left: nobody reads this output any more
+
+            readers = [threading.Thread(target=pump, args=(proc.stderr, "stderr"), daemon=True)]
+            readers[0].start()
+            try:
+                pump(proc.stdout, "stdout")
+                readers[0].join()
+                if not sink.aborted:
+                    sink.write((json.dumps({"exit": proc.wait()}) + "\n").encode())
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                if not sink.aborted:
+                    sink.close()
+
+        job = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            while (chunk := await sink.queue.get()) is not None:
+                await response.write(chunk)
+        except ConnectionResetError:
+            return response
+        finally:
+            await sink.finish(job)
+        await response.write_eof()
+        return response
+
     @routes.post(prefix + "/containers/{id}/kill")
     async def container_kill(request: web.Request) -> web.Response:
         await asyncio.to_thread(containers().kill, request.match_info["id"], request.query.get("signal") or "KILL")

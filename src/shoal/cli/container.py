@@ -608,6 +608,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 # ---- exec ------------------------------------------------------------------------------------
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "exec")
     if not args.command:
         raise InvalidArgument('"exec" requires at least 2 arguments.')
     mgr = _manager()
@@ -665,7 +667,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-for _handler in (cmd_ps, cmd_logs, cmd_inspect, cmd_run, cmd_create, cmd_start, cmd_stop, cmd_kill, cmd_rm, cmd_wait):
+for _handler in (cmd_ps, cmd_logs, cmd_inspect, cmd_run, cmd_create, cmd_start, cmd_stop, cmd_kill, cmd_rm, cmd_wait,
+                 cmd_exec):
     _handler.on_node = True  # type: ignore[attr-defined] # cli/main.py lets a tcp:// context reach them
 
 

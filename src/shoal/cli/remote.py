@@ -381,6 +381,8 @@ def each(args: argparse.Namespace, action: str) -> int:
 
 def command(args: argparse.Namespace, verb: str) -> int:
     """The entry from cli/container.py's handlers for a tcp:// context."""
+    if verb == "exec":
+        return exec_(args)
     if verb in ("run", "create"):
         from shoal.cli.container import spec_from_args
 
@@ -393,3 +395,40 @@ def command(args: argparse.Namespace, verb: str) -> int:
     if verb == "start" and status:
         print("Error: failed to start containers: " + ", ".join(args.containers), file=sys.stderr)
     return status
+
+
+def exec_(args: argparse.Namespace) -> int:
+    """`exec` on the node, without a terminal or stdin (-i and -t need a hijacked connection,
+    which the node API does not have): the output as it comes and the process's exit code."""
+    if args.interactive or args.tty:
+        raise ShoalError(f"shoal exec -i/-t against a remote node is not supported yet: run it on that node "
+                         f"({args.node.host}), or leave out -i and -t")
+    if not args.command:
+        raise InvalidArgument('"exec" requires at least 2 arguments.')
+    from shoal.cli.container import parse_env
+
+    body = {"cmd": list(args.command), "env": parse_env(args.env), "user": args.user or "",
+            "workdir": args.workdir or "", "detach": bool(args.detach)}
+    path = f"/containers/{quote_ref(args.container)}/exec"
+    if args.detach:
+        client(args).request("POST", path, None, body)
+        return 0
+    response = client(args).stream("POST", path, json_body=body)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    code: int | None = None
+    try:
+        for raw in response.lines():
+            if not raw.strip():
+                continue
+            message = json.loads(raw)
+            if "data" in message:
+                stream = out if message["stream"] == "stdout" else err
+                stream.write(base64.b64decode(message["data"]))
+                stream.flush()
+            elif "exit" in message:
+                code = int(message["exit"])
+    finally:
+        response.close()
+    if code is None:
+        raise ShoalError(f"the connection to {args.node.host} was cut before the exec ended")
+    return code
