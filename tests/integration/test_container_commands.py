@@ -77,7 +77,7 @@ def test_pause_unpause_exec_and_stop_of_a_paused_container(shoal, busybox_image,
     shoal("pause", "cc-pause", check=True)
     start = time.monotonic()
     shoal("stop", "-t", "1", "cc-pause", check=True)
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 60  # (a frozen process never dies: this would hang)
     assert inspect(shoal, "cc-pause")["State"]["Status"] == "exited"
     stopped = shoal("pause", "cc-pause")
     assert stopped.returncode == 1 and stopped.stderr == f"Error response from daemon: container {cid} is not running\n"

@@ -532,6 +532,8 @@ class ContainerManager:
             if not (directory / "container.json").exists():
                 return
             c = Container.load(directory)
+            if c.state.status == "running" and c.process_alive() and not c.read_exit():
+                return  # started again since this exit (a restart): this run's teardown is done
             oom = cgroups.oom_killed(c.id)
             self._teardown(c)
             st = c.refresh()
