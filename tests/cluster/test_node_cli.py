@@ -106,7 +106,7 @@ def test_node_commands_on_a_two_node_swarm(netns_cluster: NetnsCluster) -> None:
     assert listed("-f", "role=worker") == listed("-f", "node.label=zone=a") == [inspected["id"]]
     assert listed("-f", "node.label=zone=b") == [] and len(listed("-f", "role=manager", "-f", "role=worker")) == 2
     assert listed("-f", f"name={manager.name}") == [json.loads(manager.shoal("node", "inspect", "self").stdout)[0]["id"]]
-    assert fails(manager, "node", "ls", "-f", "colour=red") == "Error: invalid filter 'colour'"
+    assert fails(manager, "node", "ls", "-f", "colour=red") == "Error response from daemon: invalid filter 'colour'"
     assert fails(manager, "node", "update", "--availability", "sideways", worker.name) == \
         'Error response from daemon: invalid Availability: "sideways"'
     pretty = manager.shoal("node", "inspect", "--pretty", worker.name).stdout

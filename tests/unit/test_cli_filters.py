@@ -124,3 +124,36 @@ def test_ps_filter_errors_in_mobys_words(item, message):
     with pytest.raises(FilterError) as exc:
         ps_filter(_items(), Filters.parse([item]), show_all=False)
     assert str(exc.value) == message
+
+
+def _svc(sid: str, name: str, mode: str = "replicated", labels: dict[str, str] | None = None) -> dict:
+    return {"id": sid, "name": name, "spec": {"mode": mode, "labels": labels or {}}}
+
+
+def test_service_ls_filters_as_mobys_get_services():
+    from shoal.cli.service import filter_services
+
+    svcs = [_svc("abc123", "web_front", labels={"tier": "front"}), _svc("abd456", "web_back", "global"),
+            _svc("xyz789", "batch", "replicated-job")]
+    pick = lambda *f: [s["name"] for s in filter_services(svcs, list(f))]  # noqa: E731
+    assert pick("id=ab") == ["web_front", "web_back"]
+    assert pick("name=web_") == ["web_front", "web_back"] and pick("name=front") == []  # a prefix
+    assert pick("mode=global", "mode=replicated-job") == ["web_back", "batch"]
+    assert pick("label=tier") == ["web_front"] and pick("label=tier=back") == []
+    with pytest.raises(FilterError, match="^invalid filter 'node'$"):
+        pick("node=x")
+
+
+def test_service_ps_task_filters():
+    from shoal.cli.service import filter_tasks
+
+    tasks = [{"id": "t1aaa", "service_name": "web", "service_id": "s1", "slot": 1, "node_id": "n1",
+              "desired_state": "running"},
+             {"id": "t2bbb", "service_name": "web", "service_id": "s1", "slot": 2, "node_id": "n2",
+              "desired_state": "shutdown"}]
+    pick = lambda *f: [t["id"] for t in filter_tasks(tasks, list(f), {"n1": "alpha", "n2": "beta"})]  # noqa: E731
+    assert pick("desired-state=running") == ["t1aaa"]
+    assert pick("node=beta") == ["t2bbb"] and pick("node=n1", "node=n2") == ["t1aaa", "t2bbb"]
+    assert pick("name=web.2") == ["t2bbb"] and pick("id=t1") == ["t1aaa"]
+    with pytest.raises(FilterError, match="^invalid filter 'colour'$"):
+        pick("colour=red")

@@ -55,8 +55,22 @@ def children(parser: argparse.ArgumentParser) -> list[tuple[str, list[str], argp
                 seen[id(sub)][1].append(name)
             else:
                 seen[id(sub)] = (name, [], sub, helps.get(name, ""))
-        out.extend(seen.values())
+        for entry in seen.values():
+            # a second parser registered under another name with the same help and flags
+            # (`service ls` and `service list`) is an alias, as cobra's Aliases
+            twin = next((o for o in out if o[3] and o[3] == entry[3] and _signature(o[2]) == _signature(entry[2])),
+                        None)
+            if twin is not None:
+                twin[1].append(entry[0])
+                twin[1].extend(entry[1])
+            else:
+                out.append(entry)
     return out
+
+
+def _signature(parser: argparse.ArgumentParser) -> tuple[object, ...]:
+    return tuple((tuple(a.option_strings), a.dest, a.nargs) for a in parser._actions
+                 if not isinstance(a, argparse._HelpAction))
 
 
 def link_tree(parser: argparse.ArgumentParser) -> None:

@@ -74,8 +74,9 @@ def _add_list(sub: argparse._SubParsersAction, name: str, aliases: Sequence[str]
     p.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
     p.add_argument("-a", "--all", action="store_true", help="Show all images (default hides intermediate images)")
     p.add_argument("--digests", action="store_true", help="Show digests")
-    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
-    p.add_argument("--format", help="Format output using a custom template")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="filter",
+                   help="Filter output based on conditions provided")
+    p.add_argument("--format", metavar="string", help=fmt.FORMAT_HELP)
     p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="Only show image IDs")
     p.set_defaults(func=cmd_images)
@@ -166,6 +167,11 @@ def _remote_ok(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 @_remote_ok
 def cmd_images(args: argparse.Namespace) -> int:
+    from shoal.cli.filters import Filters
+
+    # docker's flag parsing and moby's checks first (its words, exit 1), then the store's filter
+    checked = Filters.parse(args.filter).validate(("dangling", "label", "before", "since", "reference"))
+    checked.get_bool_or_default("dangling", False)
     filters = parse_filters(args.filter)
     if args.repository:
         filters.setdefault("reference", []).append(args.repository)

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from shoal.cli.format import print_formatted, render_template
+from shoal.cli.format import FORMAT_HELP, print_formatted, render_template
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.ids import short_id
 from shoal.network.store import Network, NetworkStore
@@ -34,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_create)
 
     p = nsub.add_parser("ls", aliases=["list"], help="List networks")
-    p.add_argument("-f", "--filter", action="append", default=[], help="Provide filter values (e.g. 'driver=bridge')")
-    p.add_argument("--format", default=None, help="Pretty-print networks using a Go template")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="filter",
+                   help='Provide filter values (e.g. "driver=bridge")')
+    p.add_argument("--format", default=None, metavar="string", help=FORMAT_HELP)
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate the output")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display network IDs")
     p.set_defaults(func=_ls)
@@ -165,32 +166,31 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _matches(net: Network, filters: list[str]) -> bool:
-    wanted: dict[str, list[str]] = {}
-    for f in filters:
-        key, sep, value = f.partition("=")
-        if not sep:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {f}")
-        if key not in ("name", "id", "driver", "label", "scope", "type"):
-            raise InvalidArgument(f"invalid filter '{key}'")
-        wanted.setdefault(key, []).append(value)
-    for key, values in wanted.items():
-        if key == "name" and not any(v in net.name for v in values):
-            return False
-        if key == "id" and not any(net.id.startswith(v) for v in values):
-            return False
-        if key == "driver" and net.driver not in values:
-            return False
-        if key == "scope" and net.scope not in values:
-            return False
-        if key == "type" and not any((v == "builtin") == net.predefined for v in values):
-            return False
-        if key == "label":
-            for v in values:
-                k, sep, val = v.partition("=")
-                if k not in net.labels or (sep and net.labels[k] != val):
-                    return False
-    return True
+def filter_networks(nets: list[Network], items: list[str]) -> list[Network]:
+    """moby's FilterNetworks (cli/filters.py): driver and scope exactly, name as a regexp, id by
+    prefix, every label; then dangling (no container, no service, not predefined) and type
+    (custom|builtin)."""
+    from shoal.cli.filters import FilterError, Filters
+
+    f = Filters.parse(items).validate(("dangling", "driver", "id", "label", "name", "scope", "type"))
+    out = [n for n in nets
+           if f.exact_match("driver", n.driver) and f.match("name", n.name) and f.fuzzy_match("id", n.id)
+           and f.match_kv_list("label", n.labels) and f.exact_match("scope", n.scope)]
+    dangling = f.get("dangling")
+    if dangling:
+        if len(dangling) > 1:
+            raise FilterError('got more than one value for filter key "dangling"')
+        if dangling[0] not in ("0", "false", "1", "true"):
+            raise FilterError('invalid value for filter \'dangling\', must be "true" (or "1"), or "false" (or "0")')
+        only = dangling[0] in ("1", "true")
+        out = [n for n in out if only == (not n.predefined and not getattr(n, "endpoints", None)
+                                          and not getattr(n, "reserved", None))]
+    if f.contains("type"):
+        for value in f.get("type"):
+            if value not in ("custom", "builtin"):
+                raise FilterError(f"invalid filter: 'type'='{value}'")
+        out = [n for n in out if ("builtin" if n.predefined else "custom") in f.get("type")]
+    return out
 
 
 def _row(net: Network, no_trunc: bool) -> dict[str, Any]:
@@ -231,7 +231,7 @@ def _ls(args: argparse.Namespace) -> int:
     nets = NetworkStore().list()
     if _in_swarm():
         nets = _with_swarm_networks(nets)
-    nets = [n for n in nets if _matches(n, args.filter)]
+    nets = filter_networks(nets, args.filter)
     rows = [_row(n, args.no_trunc) for n in nets]
     print_formatted(args.format, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"], ["ID", "Name", "Driver", "Scope"], rows,
                     quiet_field="ID", quiet=args.quiet)

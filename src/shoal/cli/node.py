@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+from shoal.cli.format import FORMAT_HELP
 from shoal.errors import InvalidArgument, ShoalError
 
 NODE_HEADERS = ("ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION")
@@ -56,16 +57,16 @@ def _label_match(labels: dict[str, str], wanted: str) -> bool:
 def filter_nodes(nodes: list[dict[str, Any]], filters: list[str]) -> list[dict[str, Any]]:
     """`node ls -f`: id, name (hostname), role, membership, node.label and label (engine labels);
     several values of one key match any of them, as Docker's filters."""
-    by_key: dict[str, list[str]] = {}
-    for item in filters:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
-        if key not in ("id", "name", "role", "membership", "node.label", "label"):
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if key == "role" and value not in ("manager", "worker"):
-            raise InvalidArgument(f"Invalid role filter value: {value}")
-        by_key.setdefault(key, []).append(value)
+    from shoal.cli.filters import FilterError, Filters
+
+    # docker's flag parsing, then moby's checks (the daemon's errors: exit 1)
+    by_key = Filters.parse(filters).validate(("id", "name", "role", "membership", "node.label", "label")).fields
+    for value in by_key.get("role", []):
+        if value not in ("manager", "worker"):
+            raise FilterError(f"Invalid role filter value: {value}")
+    for value in by_key.get("membership", []):
+        if value not in ("accepted", "pending"):
+            raise FilterError(f"Invalid membership filter value: {value}")
 
     def keep(node: dict[str, Any]) -> bool:
         checks = {
@@ -253,8 +254,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = ns.add_parser("ls", aliases=["list"], help="List nodes in the swarm")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display IDs")
-    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
-    p.add_argument("--format", help="Format output using a custom template")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="filter",
+                   help="Filter output based on conditions provided")
+    p.add_argument("--format", metavar="string", help=FORMAT_HELP)
     p.set_defaults(func=_ls)
 
     p = ns.add_parser("ps", help="List tasks running on one or more nodes, defaults to current node")

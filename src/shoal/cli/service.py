@@ -17,27 +17,37 @@ def node_names(client: Client) -> dict[str, str]:
     return {n["id"]: n["hostname"] for n in client.get("/nodes")}
 
 
-def filter_tasks(tasks: list[dict[str, Any]], filters: list[str]) -> list[dict[str, Any]]:
-    """`-f desired-state=running|shutdown|accepted`, `-f id=`, `-f name=`, `-f node=`."""
-    for item in filters:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
-        if key == "desired-state":
-            if value not in ("running", "shutdown", "accepted"):
-                raise InvalidArgument(f"Invalid desired-state filter value: {value}")
-            wanted = {"running": {"running", "ready"}, "shutdown": {"shutdown", "remove"},
-                      "accepted": {"accepted"}}[value]
-            tasks = [t for t in tasks if t["desired_state"] in wanted]
-        elif key == "id":
-            tasks = [t for t in tasks if t["id"].startswith(value)]
-        elif key == "name":
-            tasks = [t for t in tasks if f"{t['service_name']}.{t['slot'] or t['node_id']}".startswith(value)]
-        elif key == "node":
-            tasks = [t for t in tasks if t["node_id"] == value]
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
-    return tasks
+def filter_tasks(tasks: list[dict[str, Any]], filters: list[str],
+                 nodes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """moby's GetTasks filters (cli/filters.py): id and name by prefix, node by ID or name,
+    desired-state running|shutdown|accepted, every label; values of one key OR'd."""
+    from shoal.cli.filters import Filters
+
+    f = Filters.parse(filters).validate(("id", "name", "label", "service", "node", "desired-state"))
+    wanted_states: set[str] = set()
+    for value in f.get("desired-state"):
+        if value not in ("running", "shutdown", "accepted"):
+            raise InvalidArgument(f"Invalid desired-state filter value: {value}")
+        wanted_states |= {"running": {"running", "ready"}, "shutdown": {"shutdown", "remove"},
+                          "accepted": {"accepted"}}[value]
+    names = nodes or {}
+    out = []
+    for t in tasks:
+        if wanted_states and t["desired_state"] not in wanted_states:
+            continue
+        if f.contains("id") and not any(t["id"].startswith(v) for v in f.get("id")):
+            continue
+        task_name = f"{t['service_name']}.{t['slot'] or t['node_id']}"
+        if f.contains("name") and not any(task_name.startswith(v) for v in f.get("name")):
+            continue
+        if f.contains("node") and not any(v in (t["node_id"], names.get(t["node_id"])) for v in f.get("node")):
+            continue
+        if f.contains("service") and not any(v in (t.get("service_id"), t["service_name"]) for v in f.get("service")):
+            continue
+        if not f.match_kv_list("label", (t.get("spec") or {}).get("labels") or {}):
+            continue
+        out.append(t)
+    return out
 
 
 def print_tasks(client: Client, tasks: list[dict[str, Any]], args: argparse.Namespace, quiet_full: bool) -> None:
@@ -87,7 +97,7 @@ def _ps(args: argparse.Namespace) -> int:
         tasks: list[dict[str, Any]] = []
         for ref in args.service:
             tasks += client.get("/tasks", service=ref)
-        print_tasks(client, filter_tasks(tasks, args.filter), args, quiet_full=True)
+        print_tasks(client, filter_tasks(tasks, args.filter, node_names(client)), args, quiet_full=True)
     return 0
 
 
@@ -272,8 +282,9 @@ def _logs(args: argparse.Namespace) -> int:
 def add_task_list_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display task IDs")
-    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
-    p.add_argument("--format", help="Pretty-print tasks using a Go template")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="filter",
+                   help="Filter output based on conditions provided")
+    p.add_argument("--format", metavar="string", help="Pretty-print tasks using a Go template")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,118 @@
+"""`--filter`, `--format` and completion against real containers (crun under conmon), networks
+and images: the keys and words of docker ps / network ls / images, and bash completing a
+container's name by asking shoal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY
+from runtime_helpers import assert_clean, container_ids, snapshot
+
+pytestmark = [pytest.mark.root, ROOT_ONLY]
+
+NONE = ("--network", "none")
+
+
+@pytest.fixture
+def made(shoal, shoal_root: Path, busybox_image: str):
+    """Three containers: fl-web (running, labelled, a volume), fl-job (exited 3), fl-new (created)."""
+    before = snapshot(shoal_root)
+    try:
+        shoal("run", "-d", "--name", "fl-web", "-l", "tier=front", "-l", "app=shop", "-v", "fl-data:/data", *NONE,
+              busybox_image, "sleep", "600", check=True)
+        job = shoal("run", "--name", "fl-job", "-l", "tier=back", *NONE, busybox_image, "sh", "-c", "exit 3")
+        assert job.returncode == 3, job.stderr
+        shoal("create", "--name", "fl-new", *NONE, busybox_image, "true", check=True)
+        yield busybox_image
+    finally:
+        ids = container_ids(shoal_root)
+        shoal("rm", "-f", "fl-web", "fl-job", "fl-new")
+        shoal("volume", "rm", "fl-data")
+        assert_clean(shoal_root, before, ids)
+
+
+def names(shoal, *args: str) -> list[str]:
+    out = shoal("ps", *args, "--format", "{{.Names}}", check=True).stdout.split()
+    return [n for n in out if n.startswith("fl-")]
+
+
+def test_ps_filters_as_docker(shoal, made):
+    assert names(shoal) == ["fl-web"]
+    assert names(shoal, "-a", "--filter", "name=^fl-") == ["fl-new", "fl-job", "fl-web"]
+    assert names(shoal, "-f", "status=exited") == ["fl-job"]  # status shows stopped ones without -a
+    assert names(shoal, "-f", "status=exited", "-f", "status=created") == ["fl-new", "fl-job"]
+    assert names(shoal, "-a", "-f", "exited=3") == ["fl-job"]
+    assert names(shoal, "-a", "-f", "label=tier=front") == ["fl-web"]
+    assert names(shoal, "-a", "-f", "label=tier", "-f", "label=app") == ["fl-web"]  # labels: all of them
+    assert names(shoal, "-a", "-f", "name=fl-job", "-f", "name=fl-new") == ["fl-new", "fl-job"]
+    assert names(shoal, "-a", "-f", "ancestor=" + made) == ["fl-new", "fl-job", "fl-web"]
+    assert names(shoal, "-a", "-f", "ancestor=localhost/nosuch:1") == []
+    assert names(shoal, "-a", "-f", "volume=fl-data") == names(shoal, "-a", "-f", "volume=/data") == ["fl-web"]
+    assert names(shoal, "-a", "-f", "before=fl-job") == ["fl-web"]
+    assert names(shoal, "-a", "-f", "since=fl-job") == ["fl-new"]
+    assert names(shoal, "-a", "-f", "is-task=true") == []
+    assert names(shoal, "-a", "-f", "health=none", "-f", "name=fl-web") == ["fl-web"]
+    web_id = shoal("inspect", "--format", "{{.Id}}", "fl-web", check=True).stdout.strip()
+    assert names(shoal, "-a", "-f", "id=" + web_id[:10]) == ["fl-web"]
+    assert names(shoal, "-n", "2", "-f", "name=^fl-") == ["fl-new", "fl-job"]
+    assert names(shoal, "-l", "-f", "name=^fl-") == ["fl-new"]
+    # json: one object per line, Docker's field names
+    lines = shoal("ps", "-f", "name=fl-web", "--format", "json", check=True).stdout.splitlines()
+    row = json.loads(lines[0])
+    assert len(lines) == 1 and row["Names"] == "fl-web" and row["State"] == "running"
+    assert "tier=front" in row["Labels"] and row["Image"] == made
+
+
+@pytest.mark.parametrize("flag,code,message", [
+    ("colour=red", 1, "Error response from daemon: invalid filter 'colour'"),
+    ("status=sleeping", 1, "Error response from daemon: invalid filter 'status=sleeping'"),
+    ("health=fine", 1, "Error response from daemon: Unrecognised filter value for health: fine"),
+    ("name", 125, 'Error: invalid argument "name" for "-f, --filter" flag: bad format of filter (expected name=value)'),
+])
+def test_ps_filter_errors(shoal, flag, code, message):
+    result = shoal("ps", "-f", flag)
+    assert (result.returncode, result.stderr.strip(), result.stdout) == (code, message, "")
+
+
+def test_network_ls_filters(shoal, shoal_root: Path):
+    before = snapshot(shoal_root)
+    try:
+        shoal("network", "create", "--label", "fl=1", "fl-net", check=True)
+        listed = lambda *f: shoal("network", "ls", *f, "--format", "{{.Name}}", check=True).stdout.split()  # noqa: E731
+        assert listed("-f", "label=fl=1") == ["fl-net"]
+        assert "fl-net" in listed("-f", "dangling=true") and "bridge" not in listed("-f", "dangling=true")
+        assert "fl-net" not in listed("-f", "dangling=false") and "bridge" in listed("-f", "dangling=false")
+        assert listed("-f", "type=custom", "-f", "name=^fl-") == ["fl-net"]
+        assert listed("-f", "type=builtin", "-f", "name=^fl-") == []
+        bad = shoal("network", "ls", "-f", "dangling=maybe")
+        assert (bad.returncode, bad.stderr) == (1, 'Error response from daemon: invalid value for filter \'dangling\', '
+                                                   'must be "true" (or "1"), or "false" (or "0")\n')
+        bad = shoal("network", "ls", "-f", "colour=red")
+        assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'colour'\n")
+    finally:
+        shoal("network", "rm", "fl-net")
+        assert_clean(shoal_root, before, set())
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completes_container_names_by_asking_shoal(shoal, made, tmp_path: Path):
+    script = tmp_path / "shoal.bash"
+    script.write_text(shoal("completion", "bash", check=True).stdout)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "shoal").write_text(f"#!/bin/sh\nexec {sys.executable} -m shoal \"$@\"\n")
+    (bindir / "shoal").chmod(0o755)
+    program = (f"source {script}\nCOMP_WORDS=(shoal stop fl-)\nCOMP_CWORD=2\n_shoal\n"
+               "printf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    out = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], capture_output=True, text=True,
+                         env=env, timeout=60, check=True).stdout.split()
+    assert sorted(out) == ["fl-job", "fl-new", "fl-web"]
