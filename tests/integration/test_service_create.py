@@ -135,6 +135,12 @@ def test_jobs_run_to_completion(shoal, busybox_image: str) -> None:
         assert scaled.stdout.splitlines()[0] == "h3it_job scaled to 4" and scaled.stdout.endswith("job complete\n")
         row = [line for line in shoal("service", "ls", check=True).stdout.splitlines() if " h3it_job " in line][0]
         assert "0/0 (4/4 completed)" in row
+        # Down to 2: a new iteration too, counted on its own tasks (not the 4 that completed before).
+        scaled = shoal("service", "scale", "h3it_job=2", check=True, timeout=120).stdout.splitlines()
+        assert scaled[1:3] == ["job progress: 0 out of 2 complete", "active tasks: 0 out of 2 tasks"]
+        assert scaled[-1] == "job complete"
+        row = [line for line in shoal("service", "ls", check=True).stdout.splitlines() if " h3it_job " in line][0]
+        assert "0/0 (2/2 completed)" in row  # done when the display said so, not before
         gjob = shoal("service", "create", "--name", "h3it_gjob", "--mode", "global-job", busybox_image, "true",
                      check=True, timeout=120).stdout.splitlines()
         assert len(gjob[0]) == 25 and gjob[-2:] == ["job progress: 1 out of 1 complete", "job complete"]

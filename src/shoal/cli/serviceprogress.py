@@ -309,6 +309,8 @@ def wait_on_service(client: Client, ref: str, quiet: bool = False, out: TextIO |
             # moby's `_up-to-date` filter: made at the service's spec version, or not dirty (a
             # scale, or a rollback to the spec a task runs, leaves it in place).
             tasks = client.get("/tasks", service=svc["id"], up_to_date="1")
+            if mode.endswith("job"):  # a job counts its iteration's tasks only (JobIteration)
+                tasks = [t for t in tasks if t.get("spec_version") == svc.get("spec_version")]
             active = {n["id"] for n in client.get("/nodes")
                       if (n.get("status") or {}).get("state", n.get("state")) != "down"}
             converged = updater.update(svc, tasks, active, rollback)
