@@ -115,7 +115,8 @@ def test_each_node_is_sent_the_other_nodes_tasks() -> None:
     got = overlay_record(view, "s_net", "A")
     assert got["overlay"] == {"local": "198.18.0.1", "peers": [
         {"ip": "10.0.0.3", "node": "198.18.0.2", "name": "b"}, {"ip": "10.0.0.4", "node": "198.18.0.2", "name": "b"},
-        {"ip": "10.0.0.5", "node": "198.18.0.3", "name": "c"}]}
+        {"ip": "10.0.0.5", "node": "198.18.0.3", "name": "c"}],
+        "nodes": ["198.18.0.2", "198.18.0.3"]}  # every other live node: the mesh's next hops
     assert "overlay" not in view.networks["s_net"]  # the shared view is not changed
     assert [p["ip"] for p in overlay_record(view, "s_net", "B")["overlay"]["peers"]] == ["10.0.0.2", "10.0.0.5"]
     assert overlay_record(view, "b", "A") == {"id": "n2", "name": "b", "driver": "bridge"}

@@ -198,8 +198,57 @@ class NodeNetworks:
         overlay.sync(self.agent.networks)
         key = (self.agent.services_version, self.agent.store.revision())
         if key != self._vips_key or time.monotonic() >= self._vips_due:
+            self._ensure_mesh()
             self._sync_vips()
+            self._sync_mesh()
             self._vips_key, self._vips_due = key, time.monotonic() + 1.0  # endpoints come and go too
+
+    def _mesh_services(self) -> dict[str, set[str]]:
+        """Overlay network name -> the services publishing a port in ingress mode on it: every
+        node publishes it, reaching the tasks of every node (the routing mesh, network/mesh.py)."""
+        out: dict[str, set[str]] = {}
+        for r in self.agent.services:
+            record = self.agent.networks.get(r.network)
+            if record is not None and record.get("driver") == "overlay" and any(
+                    p.get("published") and p.get("mode", "ingress") == "ingress" for p in r.ports):
+                out.setdefault(r.network, set()).add(r.service_id)
+        return out
+
+    def _ensure_mesh(self) -> None:
+        """The networks of the node's mesh (with no task of them here too): adopted, their bridge
+        made (overlay.sync then adds the VXLAN device), their services' published ports here."""
+        from shoal.network import bridge
+        from shoal.network.store import NetworkStore
+
+        wanted = self._mesh_services()
+        if not wanted:
+            return
+        store = NetworkStore()
+        with self._lock:
+            for name in sorted(wanted):
+                record = self.agent.networks[name]
+                net = store.find(name)
+                try:
+                    if net is None:
+                        net = store.adopt(record)
+                    if net.id != record["id"]:
+                        continue  # this node's old copy, removed once its last task left it
+                    if not bridge.link_exists(net.bridge):
+                        with store.lock():
+                            bridge.ensure_bridge(net)
+                    if not self.manager:
+                        for service_id in sorted(wanted[name]):
+                            self._ensure_service(store, service_id)
+                except (ShoalError, OSError) as exc:
+                    log.warning("routing mesh on network %s: %s", name, exc)
+
+    def _sync_mesh(self) -> None:
+        from shoal.network import mesh
+
+        try:
+            mesh.sync(self.agent.networks)
+        except (ShoalError, OSError) as exc:
+            log.warning("routing mesh: %s", exc)
 
     def _live_networks(self) -> set[str]:
         """Names of the networks the node's live tasks use."""
@@ -228,7 +277,7 @@ class NodeNetworks:
         from shoal.network.store import NetworkStore
 
         store = NetworkStore()
-        live = self._live_networks()
+        live = self._live_networks() | set(self._mesh_services())
         nets = {n.name: n for n in store.list() if n.driver == "overlay" and n.name in live}
         if not nets:
             return
@@ -324,7 +373,9 @@ class NodeNetworks:
             if self.manager:
                 return removed
             listed = {r.service_id for r in self.agent.services}
-            services |= self._vip_services(wanted)
+            mesh = self._mesh_services()
+            wanted |= set(mesh)
+            services |= self._vip_services(wanted) | {s for ids in mesh.values() for s in ids}
             for svc in lb.load_services():
                 if svc.id not in services or svc.id not in listed:
                     lb.remove_service(svc.id, store)

@@ -174,6 +174,13 @@ def overlay_peers(tasks: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]
     return out
 
 
+def mesh_networks(services: list[ServiceRecord]) -> set[str]:
+    """The networks of services that publish a port in ingress mode: every node has them, its
+    published port reaching the tasks of every node (the routing mesh, network/mesh.py)."""
+    return {r.network for r in services
+            if any(p.get("published") and p.get("mode", "ingress") == "ingress" for p in r.ports)}
+
+
 def _live_nodes(store: Store) -> dict[str, tuple[str, str]]:
     from shoal.network.overlay import node_address
 
@@ -196,8 +203,12 @@ def overlay_record(view: _View, name: str, node_id: str) -> dict[str, Any]:
     local = view.nodes.get(node_id, ("", ""))[0]
     peers = sorted({(ip, *view.nodes[nid]) for ip, nid in view.peers.get(name, ())
                     if nid != node_id and nid in view.nodes})
+    # Every other live node, task or not: any of them may be the entry node of a published
+    # port's connection whose reply goes back through it (the routing mesh, network/mesh.py).
+    nodes = sorted({addr for nid, (addr, _host) in view.nodes.items() if nid != node_id and addr})
     return {**record, "overlay": {"local": local,
-                                  "peers": [{"ip": ip, "node": addr, "name": host} for ip, addr, host in peers]}}
+                                  "peers": [{"ip": ip, "node": addr, "name": host} for ip, addr, host in peers],
+                                  "nodes": nodes}}
 
 
 class Dispatcher:
@@ -341,6 +352,7 @@ class Dispatcher:
         if self._sessions.get(session.node_id) is session:
             del self._sessions[session.node_id]
         self._wake(session)
+        self.logs.end(session.node_id, session.session_id)
 
     def _session(self, node_id: str, session_id: str) -> _Session:
         with self._lock:
@@ -417,7 +429,7 @@ class Dispatcher:
         """The session's log subscriptions (manager/logbroker.py); ends with SessionInvalid
         when the session does."""
         session = self._session(node_id, session_id)
-        async for message in self.logs.listen(node_id, lambda: not session.closed):
+        async for message in self.logs.listen(node_id, lambda: not session.closed, session_id):
             yield message
         raise SessionInvalid(f"session {session_id} of node {node_id} ended")
 
@@ -477,7 +489,8 @@ class Dispatcher:
         removed_files = [] if complete else [k for k in session.files if k not in files]
         services = view.services
         services_out = services if complete or services != session.services else None
-        net_names = sorted({a["target"] for t in tasks.values() for a in (t.get("spec") or {}).get("networks") or []})
+        net_names = sorted({a["target"] for t in tasks.values() for a in (t.get("spec") or {}).get("networks") or []}
+                           | mesh_networks(services))
         networks = [overlay_record(view, n, session.node_id) for n in net_names if n in view.networks]
         networks_out = networks if complete or networks != session.networks else None
         node_key = _node_key(raw_node)

@@ -81,7 +81,8 @@ def _dnat(backends: list[str], with_port: bool) -> str:
     return f"dnat ip to {expr}" if with_port else f"dnat to {expr}"
 
 
-def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable[PortRule]) -> str:
+def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable[PortRule],
+           mesh_rules: Iterable[str] = (), mesh_snat: Iterable[str] = ()) -> str:
     nets = [n for n in networks if n.has_bridge and n.subnet]
     lb: list[str] = []
     for v in vips:
@@ -99,6 +100,7 @@ def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable
     post: list[str] = [
         f'oifname "shoal*" ip saddr 127.0.0.0/8 snat ip prefix to {LOOPBACK_CLIENTS}',
         f"ct mark {SNAT_MARK:#x} ct status dnat masquerade",
+        *mesh_snat,
     ]
     fwd: list[str] = []
     all_subnets = ", ".join(n.subnet for n in nets)
@@ -133,6 +135,9 @@ def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable
         # nft 1.0.6 refuses `priority dstnat` on the output hook: -100 is its value.
         + chain("output", "type nat hook output priority -100; policy accept;", ["jump lb"])
         + chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", post)
+        # The routing mesh across nodes (network/mesh.py): connections entering from another
+        # node's bridge are marked with it, their replies routed back through it. Before NAT.
+        + chain("mesh", "type filter hook prerouting priority mangle; policy accept;", list(mesh_rules))
         + chain("forward", "type filter hook forward priority filter - 5; policy accept;", fwd)
         # route_localnet on the bridges lets 127.0.0.1 be DNATed to a task; it would also let a
         # task reach the host's loopback-only services (CVE-2020-8558): only replies of such
@@ -180,6 +185,9 @@ def collect(store: NetworkStore) -> tuple[list[Network], list[VipRule], list[Por
                     remote = list(svc.remote.get(net_id, []))
                     vips.append(VipRule(vip, [b.ips[net_id] for b in svc.backends if net_id in b.ips] + remote,
                                         f"service {svc.name}", remote))
+        # The tasks of other nodes on the network the published port reaches (the routing mesh,
+        # network/mesh.py): the first of the service's networks, as for its local tasks.
+        mesh_net = next(iter(svc.vips), next(iter(svc.remote), ""))
         for p in svc.ports:
             if not p.published:
                 continue
@@ -188,6 +196,8 @@ def collect(store: NetworkStore) -> tuple[list[Network], list[VipRule], list[Por
                 ip = next(iter(b.ips.values()), None)
                 if ip:
                     backends.append((ip, p.target))
+            if p.mode == "ingress":  # `mode: host` publishes only where a task runs
+                backends += [(ip, p.target) for ip in svc.remote.get(mesh_net, []) if (ip, p.target) not in backends]
             ports.append(PortRule(p.protocol, p.published, backends, "", p.keep_client_ip, f"service {svc.name}"))
     for n in networks:
         for ep in n.endpoints.values():
@@ -207,6 +217,8 @@ def apply(store: NetworkStore | None = None, force: bool = False) -> str:
     """Render the table from the state and replace it in the kernel (call under store.lock()).
     With no bridge network in use and nothing published, the table is removed. A rule set equal
     to the last one applied is skipped (most attaches change no rule) unless `force`."""
+    from shoal.network import mesh
+
     store = store or NetworkStore()
     networks, vips, ports = collect(store)
     in_use = [n for n in networks if n.has_bridge and (n.endpoints or n.reserved)]
@@ -218,7 +230,8 @@ def apply(store: NetworkStore | None = None, force: bool = False) -> str:
         if not any_shoal_table():
             docker_user_accept(False)
         return ""
-    script = render(in_use, vips, ports)
+    bridges = mesh.load()
+    script = render(in_use, vips, ports, mesh.render(bridges), mesh.render_snat(bridges))
     if not force and last.is_file() and last.read_text() == script:
         return script
     enable_forwarding()

@@ -57,9 +57,16 @@ def node_address(addr: str) -> str:
 
 def peers_of(record: dict[str, Any]) -> list[vxlan.Peer]:
     from shoal.network.bridge import mac_for
+    from shoal.network.mesh import node_mac
 
-    return [vxlan.Peer(ip=p["ip"], mac=mac_for(p["ip"]), remote=p["node"])
-            for p in (record.get("overlay") or {}).get("peers") or [] if p.get("ip") and p.get("node")]
+    overlay = record.get("overlay") or {}
+    tasks = [vxlan.Peer(ip=p["ip"], mac=mac_for(p["ip"]), remote=p["node"])
+             for p in overlay.get("peers") or [] if p.get("ip") and p.get("node")]
+    # Every other node's bridge (its address -> its bridge's MAC, network/mesh.py): the next hop
+    # of the replies of connections that node brought in through its published ports.
+    nodes = [vxlan.Peer(ip=n, mac=node_mac(n), remote=n) for n in overlay.get("nodes") or []
+             if n and n != overlay.get("local")]
+    return tasks + nodes
 
 
 _lock = threading.Lock()
