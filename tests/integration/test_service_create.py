@@ -157,6 +157,8 @@ def test_refusals(shoal, busybox_image: str) -> None:
     assert (gone.returncode, gone.stdout, _err(gone)) == (1, "", "Error: No such service: h3it_nosuch\n")
     gone = shoal("service", "rollback", "h3it_nosuch")
     assert (gone.returncode, _err(gone)) == (1, "Error: No such service: h3it_nosuch\n")
+    gone = shoal("service", "inspect", "h3it_nosuch")  # inspect.Inspect: `[]`, then its own words
+    assert (gone.returncode, gone.stdout, _err(gone)) == (1, "[]\n", "Error: no such service: h3it_nosuch\n")
     bad = shoal("service", "create", "--replicas", "two", busybox_image)
     assert bad.returncode == 125
     assert _err(bad) == 'Error: invalid argument "two" for "--replicas" flag: strconv.ParseUint: parsing "two": invalid syntax\n'

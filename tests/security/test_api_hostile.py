@@ -248,7 +248,8 @@ def test_big_secrets_deploy_and_oversized_bodies_are_413(daemon, tmp_path: Path)
 
 def test_cli_prints_daemon_errors_as_docker_does(daemon) -> None:
     _, env = daemon
-    result = run_shoal("service", "inspect", "nope", env=env)
+    # (`service inspect` answers a missing service in docker/cli's own words; `ps` relays shoald's.)
+    result = run_shoal("service", "ps", "nope", env=env)
     assert result.returncode != 0
     assert result.stderr == "Error response from daemon: no such service: nope\n"
     # A number shoald cannot hold: refused by the daemon, shown on one line.

@@ -110,14 +110,26 @@ def _pretty(svc: dict[str, Any], networks: dict[str, str] | None = None) -> str:
 def _inspect(args: argparse.Namespace) -> int:
     if args.pretty and args.format:
         raise InvalidArgument("--format is incompatible with human friendly format")
+    from shoal.errors import NotFound
+
+    found: list[dict[str, Any]] = []
+    errors: list[str] = []
     with connect() as client:
-        found = [client.get(f"/services/{ref}") for ref in args.service]
+        for ref in args.service:
+            try:
+                found.append(client.get(f"/services/{ref}"))
+            except NotFound:  # inspect.go's getRef: docker's own words, not the daemon's
+                errors.append(f"no such service: {ref}")
+    # inspect.Inspect: what was found is printed (`[]` when nothing), then every error, exit 1.
     if args.pretty:
         sys.stdout.write("".join(_pretty(s) for s in found))
     elif args.format:
         print_formatted(args.format, (), (), found)
     else:
         print(json.dumps(found, indent=4))
+    if errors:
+        sys.stdout.flush()
+        raise ShoalError("\n".join(errors))
     return 0
 
 
