@@ -11,6 +11,7 @@ table even when a test fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -158,3 +159,67 @@ def test_short_connections_through_the_published_port_never_wait_for_a_resent_sy
                 slowest = max(slowest, time.monotonic() - t)
     assert ns_counter(ns, "TcpExtPAWSTimewait") == refused
     assert slowest < 0.9, f"a connection took {slowest:.2f} s (a resent SYN waits 1 s)"
+
+
+def test_mesh_rules_are_made_exactly_the_view_and_removed(tmp_path: Path) -> None:
+    """The routing mesh's kernel side on a node (in a namespace of its own): the bridge's MAC
+    derived from the node's address, one ip rule and one route table per other node, stale ones
+    (a view from before, a crash) removed, nothing left once no bridge is in the mesh."""
+    from shoal.network import mesh
+
+    ns = netns.create(tmp_path / "node")
+    try:
+        def inside() -> dict[str, str]:
+            subprocess.run(["ip", "link", "add", "shoalmt0", "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", "10.218.0.1/24", "dev", "shoalmt0"], check=True)
+            subprocess.run(["ip", "link", "set", "shoalmt0", "up"], check=True)
+            # A rule of ours from a view that is gone (the node 198.18.7.7 left) must go.
+            stale = mesh.table_id("shoalmt0", "198.18.7.7")
+            subprocess.run(["ip", "rule", "add", "priority", str(mesh.RULE_PRIORITY), "fwmark",
+                            hex(mesh.node_mark("198.18.7.7")), "iif", "shoalmt0", "table", str(stale)], check=True)
+            mesh.apply_kernel([mesh.MeshBridge("shoalmt0", "198.18.0.2", ["198.18.0.3", "198.18.0.4"])])
+            shown = subprocess.run(["ip", "-j", "link", "show", "dev", "shoalmt0"], capture_output=True, text=True,
+                                   check=True).stdout
+            out = {"mac": json.loads(shown)[0]["address"],
+                   "rules": subprocess.run(["ip", "rule", "show", "priority", str(mesh.RULE_PRIORITY)],
+                                           capture_output=True, text=True, check=True).stdout,
+                   "route": subprocess.run(["ip", "route", "show", "table", str(mesh.table_id("shoalmt0", "198.18.0.3"))],
+                                           capture_output=True, text=True, check=True).stdout}
+            mesh.apply_kernel([mesh.MeshBridge("shoalmt0", "198.18.0.2", ["198.18.0.3", "198.18.0.4"])])  # idempotent
+            out["again"] = subprocess.run(["ip", "rule", "show", "priority", str(mesh.RULE_PRIORITY)],
+                                          capture_output=True, text=True, check=True).stdout
+            mesh.apply_kernel([])
+            out["after"] = subprocess.run(["ip", "rule", "show", "priority", str(mesh.RULE_PRIORITY)],
+                                          capture_output=True, text=True, check=True).stdout
+            out["tables"] = subprocess.run(["ip", "route", "show", "table", "all"],
+                                           capture_output=True, text=True, check=True).stdout
+            return out
+
+        got = netns.run_in(ns, inside)
+    finally:
+        netns.remove(ns)
+    assert got["mac"] == "02:5b:c6:12:00:02" == mesh.node_mac("198.18.0.2")
+    rules = got["rules"].splitlines()
+    assert len(rules) == 2, rules
+    assert f"fwmark {mesh.node_mark('198.18.0.3'):#x} iif shoalmt0 lookup {mesh.table_id('shoalmt0', '198.18.0.3')}" \
+        in got["rules"], got["rules"]
+    assert "198.18.7.7" not in got["rules"] and hex(mesh.node_mark("198.18.7.7")) not in got["rules"]
+    assert got["route"].split()[:6] == ["default", "via", "198.18.0.3", "dev", "shoalmt0", "onlink"], got["route"]
+    assert got["again"] == got["rules"]
+    assert got["after"] == ""
+    assert "table" not in " ".join(line for line in got["tables"].splitlines() if "shoalmt0" in line and "default" in line)
+
+
+def test_mesh_nft_rules_render_and_load() -> None:
+    """The nft side: the mark of a connection entering from another node's bridge MAC, its
+    replies' packet mark, and the SNAT of a node's own client sent to a task on that node."""
+    from shoal.network import mesh
+
+    bridges = [mesh.MeshBridge("shoalmt1", "198.18.0.2", ["198.18.0.3"], {"198.18.0.3": ["10.218.1.5"]})]
+    script = nft.render([], [], [], mesh.render(bridges), mesh.render_snat(bridges))
+    assert 'iifname "shoalmt1" ct state new ether saddr 02:5b:c6:12:00:03 ct mark set 0x4d450003' in script
+    assert 'iifname "shoalmt1" ct direction reply ct mark 0x4d450003 meta mark set 0x4d450003' in script
+    assert ('oifname "shoalmt1" ip saddr 198.18.0.3 ip daddr { 10.218.1.5 } ct status dnat snat ip to 198.18.0.2'
+            in script)
+    check = subprocess.run(["nft", "-c", "-f", "-"], input=script, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

@@ -149,11 +149,11 @@ def _rules() -> list[dict[str, Any]]:
 
 
 def _set_mac(bridge: str, mac: str) -> None:
-    p = Path(f"/sys/class/net/{bridge}/address")
-    try:
-        if p.read_text().strip() == mac:
-            return
-    except OSError:
+    # Asked of the kernel, not /sys: sysfs shows the namespace it was mounted in.
+    shown = _ip("-j", "link", "show", "dev", bridge)
+    if shown.returncode != 0:
+        return  # gone meanwhile
+    if json.loads(shown.stdout)[0].get("address") == mac:
         return
     proc = _ip("link", "set", "dev", bridge, "address", mac)
     if proc.returncode != 0:
