@@ -29,6 +29,7 @@ from typing import Any
 from shoal.agent.session import LogSubscription
 
 _ids = itertools.count(1)
+RESYNC = 5.0  # seconds: a listening stream checks its session at least this often
 
 
 @dataclass
@@ -52,7 +53,9 @@ class Subscription:
 class LogBroker:
     def __init__(self) -> None:
         self._subs: dict[str, Subscription] = {}
-        self._listeners: dict[str, list[asyncio.Queue[LogSubscription]]] = {}  # node ID -> streams
+        # node ID -> its streams (one per session; a new session's opens as the old one's ends)
+        self._listeners: dict[str, list[asyncio.Queue[LogSubscription | None]]] = {}
+        self._tokens: dict[int, tuple[str, asyncio.AbstractEventLoop]] = {}  # id(queue) -> session, loop
 
     def subscribe(self, service_id: str, nodes: set[str] | None, tail: int | None, follow: bool) -> Subscription:
         """A subscription for the service's logs on `nodes` (None: every node, now and later)."""
@@ -92,11 +95,23 @@ class LogBroker:
             sub._finish_node(node_id)
         return True
 
-    async def listen(self, node_id: str, alive: Callable[[], bool]) -> AsyncIterator[LogSubscription]:
+    def end(self, node_id: str, session_id: str) -> None:
+        """The session ended (from any thread): its stream stops now, not at its next look."""
+        for q in list(self._listeners.get(node_id, [])):
+            token = self._tokens.get(id(q))
+            if token is not None and token[0] == session_id and not token[1].is_closed():
+                try:
+                    token[1].call_soon_threadsafe(q.put_nowait, None)
+                except RuntimeError:
+                    pass  # its loop is closing
+
+    async def listen(self, node_id: str, alive: Callable[[], bool],
+                     session_id: str = "") -> AsyncIterator[LogSubscription]:
         """The subscriptions for one node's session, until `alive()` says it ended: the open
         follow ones first (a node whose session opens while a client follows: from its tasks'
         next lines, so a reconnecting node repeats nothing), then each new one and each end."""
-        q: asyncio.Queue[LogSubscription] = asyncio.Queue()
+        q: asyncio.Queue[LogSubscription | None] = asyncio.Queue()
+        self._tokens[id(q)] = (session_id, asyncio.get_running_loop())
         self._listeners.setdefault(node_id, []).append(q)
         for sub in list(self._subs.values()):
             if sub.message.follow and node_id not in sub.pending:
@@ -105,10 +120,16 @@ class LogBroker:
         try:
             while alive():
                 try:
-                    yield await asyncio.wait_for(q.get(), timeout=1.0)
+                    # end() wakes it when the session ends; the timeout is only a safety net (a
+                    # 1 s poll cost a timer per node per second: 1,000 a second at 1,000 nodes).
+                    message = await asyncio.wait_for(q.get(), timeout=RESYNC)
                 except TimeoutError:
                     continue
+                if message is None:
+                    break
+                yield message
         finally:
+            self._tokens.pop(id(q), None)
             streams = self._listeners.get(node_id, [])
             if q in streams:
                 streams.remove(q)
