@@ -169,6 +169,16 @@ def test_refusals(shoal, busybox_image: str) -> None:
     bad = shoal("service", "create", "--network", "h3it_nonet", busybox_image)
     assert (bad.returncode, _err(bad)) == (1, "Error: network h3it_nonet not found\n")
     assert "h3it" not in shoal("service", "ls", check=True).stdout  # nothing half-made
+    # An image nobody has: created, with moby's digest warning (then its tasks are rejected).
+    made = shoal("service", "create", "-d", "--name", "h3it_noimage", "localhost/h3it-nosuch:1")
+    try:
+        assert made.returncode == 0 and len(made.stdout.strip()) == 25
+        assert _err(made) == ("image localhost/h3it-nosuch:1 could not be accessed on a registry to record\n"
+                              "its digest. Each node will access localhost/h3it-nosuch:1 independently,\n"
+                              "possibly leading to different nodes running different\n"
+                              "versions of the image.\n\n")
+    finally:
+        shoal("service", "rm", "h3it_noimage")
 
 
 def test_compose_job(shoal, busybox_image: str, tmp_path) -> None:

@@ -190,11 +190,16 @@ def _pin(spec: ServiceSpec, old: ServiceSpec | None, resolve_image: str) -> list
     """The image pinned to the manager's digest (moby pins on create and update when the
     client asks, `--resolve-image always` being the default). Docker's warnings."""
     from shoal.image.store import ImageStore
-    from shoal.manager.imagepin import deploy_image
+    from shoal.manager.imagepin import deploy_image, pin_image
 
-    pinned = deploy_image(ImageStore(), spec.image, resolve_image=resolve_image,
-                          existing_image=old.image if old else None,
-                          existing_label=old.image if old else None, query_registry=False)
+    if old is None and resolve_image != "never":
+        # moby's CreateService answers the digest warning too (docker/cli's `service create`
+        # prints it); deploy_image keeps it back on a create, as only `stack deploy` drops it.
+        pinned = pin_image(ImageStore(), spec.image, query_registry=False)
+    else:
+        pinned = deploy_image(ImageStore(), spec.image, resolve_image=resolve_image,
+                              existing_image=old.image if old else None,
+                              existing_label=old.image if old else None, query_registry=False)
     spec.image = pinned.image
     return [pinned.warning] if pinned.warning else []
 
