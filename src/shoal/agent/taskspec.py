@@ -101,4 +101,6 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         extra_networks=[{"network": a["target"], "aliases": list(a.get("aliases") or [])} for a in attachments[1:]],
         swarm_task=True,
         dns_search=list(spec.get("dns_search") or []),
+        dns_options=list(spec.get("dns_options") or []),
+        group_add=list(spec.get("groups") or []),
     )

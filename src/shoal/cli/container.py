@@ -187,6 +187,9 @@ def spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         ports=[parse_port(p) for p in args.publish],
         extra_hosts=args.add_host,
         dns=args.dns,
+        dns_search=args.dns_search,
+        dns_options=args.dns_option,
+        group_add=args.group_add,
         auto_remove=args.rm,
         shm_size=parse_memory(args.shm_size, "--shm-size") if args.shm_size else 64 * 1024 * 1024,
     )
@@ -229,6 +232,9 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
                         "           default-cgroupns-mode option on the daemon (default)")
     p.add_argument("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
     p.add_argument("--dns", action="append", default=[], help="Set custom DNS servers")
+    p.add_argument("--dns-option", action="append", default=[], help="Set DNS options")
+    p.add_argument("--dns-search", action="append", default=[], help="Set custom DNS search domains")
+    p.add_argument("--group-add", action="append", default=[], help="Add additional groups to join")
     p.add_argument("--shm-size", metavar="bytes", help="Size of /dev/shm")
     p.add_argument("--rm", action="store_true",
                    help="Automatically remove the container and its associated anonymous volumes when it exits")

@@ -34,13 +34,20 @@ def hosts(hostname: str, addresses: list[str], extra_hosts: list[str], entries: 
     return text
 
 
-def resolv_conf(dns: list[str], search: list[str], host_network: bool) -> str:
+def resolv_conf(dns: list[str], search: list[str], host_network: bool,
+                options: list[str] | None = None) -> str:
     """The host's file; for a container with its own network, localhost nameservers cannot
-    work, so they are dropped and Google's DNS fills in as Docker does."""
+    work, so they are dropped and Google's DNS fills in as Docker does. `options` given replace
+    the host's options lines (libnetwork's resolvconf: each of dns, search, options the user's
+    when given, else the host's)."""
     try:
         host = Path("/etc/resolv.conf").read_text()
     except OSError:
         host = ""
+    if options:
+        host = "".join(line + "\n" for line in host.splitlines()
+                       if not line.strip().startswith("options"))
+        host += "options " + " ".join(options) + "\n"
     if dns or search:
         lines = [line for line in host.splitlines()
                  if not line.strip().startswith(("nameserver", "search", "domain"))]

@@ -26,7 +26,7 @@ from shoal.runtime import cgroups, conmon, engine, files, mounts, oci, seccomp, 
 from shoal.runtime.layers import LayeredView, find_executable
 from shoal.runtime.spec import ContainerSpec, Mount
 from shoal.runtime.state import Container, ContainerState, proc_start_time
-from shoal.runtime.users import resolve_user
+from shoal.runtime.users import additional_groups, resolve_user
 
 INIT_BINARY = "/usr/bin/tini-static"
 DEFAULT_STOP_TIMEOUT = 10
@@ -176,6 +176,7 @@ class ContainerManager:
         lowerdirs = [Path(p) for p in image.rootfs_dirs()]
         view = LayeredView(lowerdirs)
         resolve_user(plan.user, view.read_text("/etc/passwd"), view.read_text("/etc/group"))
+        additional_groups(spec.group_add, view.read_text("/etc/group"))  # refused at create
         check_command(view, plan.argv[0], plan.env, plan.workdir)
         if spec.init and not Path(INIT_BINARY).exists():
             raise ShoalError(f"--init: {INIT_BINARY} not found (install Debian's tini package)")
@@ -277,6 +278,9 @@ class ContainerManager:
         view = LayeredView([c.rootfs])
         plan = _plan_from(c)
         user = resolve_user(plan.user, view.read_text("/etc/passwd"), view.read_text("/etc/group"))
+        # moby's getUser: the user's own supplementary groups, then --group-add's.
+        user.additional_gids += [g for g in additional_groups(spec.group_add, view.read_text("/etc/group"))
+                                 if g not in user.additional_gids]
         # Docker's SetupWorkingDirectory: made inside the root (the image's symlinks followed
         # there, never on the host), 0755.
         mounts.mkdirs_in_root(c.rootfs, plan.workdir)
@@ -292,7 +296,7 @@ class ContainerManager:
         else:
             write_file(c.dir / "hosts", files.hosts(plan.hostname, own, spec.extra_hosts, entries, host_net), 0o644)
             dns = spec.dns or list(getattr(attachment, "dns_servers", []) or [])
-            write_file(c.dir / "resolv.conf", files.resolv_conf(dns, spec.dns_search, host_net), 0o644)
+            write_file(c.dir / "resolv.conf", files.resolv_conf(dns, spec.dns_search, host_net, spec.dns_options), 0o644)
         write_file(c.dir / "hostname", plan.hostname + "\n", 0o644)  # read by the container's uid
         config = oci.build_config(
             spec=spec, plan=plan, user=user, rootfs=str(c.rootfs),

@@ -68,6 +68,10 @@ class ContainerSpec:
     extra_hosts: list[str] = field(default_factory=list)  # "host:ip"
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)  # resolv.conf `options` (--dns-option)
+    # Supplementary groups (--group-add, a service's Groups): names resolved against the image's
+    # /etc/group at start, numbers taken as they are.
+    group_add: list[str] = field(default_factory=list)
     auto_remove: bool = False  # --rm
     shm_size: int = 64 * 1024 * 1024
 

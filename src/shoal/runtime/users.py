@@ -61,3 +61,23 @@ def resolve_user(spec: str, passwd: str | None, group: str | None) -> ExecUser:
             if name in members and g[2].isdigit() and int(g[2]) != gid:
                 additional.append(int(g[2]))
     return ExecUser(uid=uid, gid=gid, additional_gids=additional, home=home)
+
+
+def additional_groups(wanted: list[str], group: str | None) -> list[int]:
+    """`--group-add` / a service's Groups, as moby/sys/user GetAdditionalGroups: a name or GID
+    found in the image's /etc/group, else a number taken as a GID; anything else is an error."""
+    groups = _parse(group, 4)
+    out: list[int] = []
+    for want in wanted:
+        match = next((g for g in groups if (g[0] == want or g[2] == want) and g[2].isdigit()), None)
+        if match is not None:
+            gid = int(match[2])
+        elif want.isdigit():
+            gid = int(want)
+            if gid > 2**31 - 1:
+                raise ShoalError("user: cannot set uid/gid to a value outside the allowed range")
+        else:
+            raise ShoalError(f"Unable to find group {want}: no matching entries in group file")
+        if gid not in out:
+            out.append(gid)
+    return out
