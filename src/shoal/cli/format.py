@@ -58,45 +58,17 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], out: Text
 
 # --- --format templates -------------------------------------------------------------------------
 
-_FIELD = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
+# A template action and the first field it names (a `table` header is that field's column name).
+_ACTION = re.compile(r"\{\{.*?\}\}", re.S)
+_FIRST_FIELD = re.compile(r"(?<![\w$])\.([A-Za-z0-9_]+)")
 
 
-def _go_text(value: Any) -> str:
-    """How Go's text/template prints a value: `[a b]` for a slice, `map[k:v]` for a map,
-    `<nil>`... but an absent value as empty, as docker's templates show it."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + " ".join(_go_text(v) if v is not None else "<nil>" for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "map[" + " ".join(f"{k}:{_go_text(value[k])}" for k in sorted(value)) + "]"
-    return str(value)
+def render_template(template: str, obj: Mapping[str, Any], context: bool = False) -> str:
+    """Go's text/template with docker's functions (cli/gotemplate.py); `\\t` and `\\n` typed
+    in a shell's single quotes are a tab and a newline, as docker/cli reads them."""
+    from shoal.cli.gotemplate import render
 
-
-def render_template(template: str, obj: Mapping[str, Any]) -> str:
-    """A subset of Go templates: `{{.Field}}`, `{{.A.B}}`, `{{json .}}`, `{{json .Field}}`, \\t."""
-    template = template.replace("\\t", "\t").replace("\\n", "\n")
-
-    def lookup(path: str) -> Any:
-        value: Any = obj
-        if not path:
-            return value
-        for part in path.split("."):
-            if isinstance(value, Mapping) and part in value:
-                value = value[part]
-            else:
-                raise InvalidArgument(f"template: can't evaluate field {part}")
-        return value
-
-    def sub(m: re.Match[str]) -> str:
-        value = lookup(m.group(2))
-        if m.group(1):
-            return json.dumps(value, separators=(",", ":"))
-        return _go_text(value)
-
-    return _FIELD.sub(sub, template)
+    return render(template.replace("\\t", "\t").replace("\\n", "\n"), obj, context=context)
 
 
 def print_formatted(
@@ -125,14 +97,18 @@ def print_formatted(
         else:
             print_table(headers, ([str(o.get(f, "")) for f in fields] for o in objects), stream)
         return
-    if fmt == "json":
+    if fmt == "json":  # one object per line, keys sorted as docker's marshalJSON of a context
         fmt = "{{json .}}"
     if fmt.startswith("table"):
         body = fmt[len("table") :].strip()
         names = {f: h for f, h in zip(fields, headers)}
-        head = _FIELD.sub(lambda m: names.get(m.group(2), m.group(2).upper()), body.replace("\\t", "\t"))
-        rows = [render_template(body, o).split("\t") for o in objects]
+        def header(m: re.Match[str]) -> str:
+            found = _FIRST_FIELD.search(m.group(0))
+            return names.get(found.group(1), found.group(1).upper()) if found else ""
+
+        head = _ACTION.sub(header, body.replace("\\t", "\t"))
+        rows = [render_template(body, o, context=True).split("\t") for o in objects]
         print_table(head.split("\t"), rows, stream)
         return
     for obj in objects:
-        stream.write(render_template(fmt, obj) + "\n")
+        stream.write(render_template(fmt, obj, context=True) + "\n")
