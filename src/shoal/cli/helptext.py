@@ -189,6 +189,8 @@ def _varname(action: argparse.Action) -> str:
         return ""
     if isinstance(action.metavar, str):
         return action.metavar
+    if action.dest == "filter":
+        return "filter"  # docker/cli's opts.FilterOpt type
     if isinstance(action, argparse._AppendAction):
         return "list"
     if action.type is int:

@@ -17,11 +17,7 @@ from typing import Any
 from shoal.errors import InvalidArgument, ShoalError
 
 # docker/cli cli/flags/options.go
-FORMAT_HELP = ("Format output using a custom template: 'table': Print output in table format with column headers "
-               "(default); 'table TEMPLATE': Print output in table format using the given Go template; 'json': Print "
-               "in JSON format; 'TEMPLATE': Print output using the given Go template")
-INSPECT_FORMAT_HELP = ("Format output using a custom template: 'json': Print in JSON format; 'TEMPLATE': Print "
-                       "output using the given Go template")
+from shoal.cli.format import FORMAT_HELP, INSPECT_FORMAT_HELP  # noqa: E402 - docker/cli's texts, shared
 
 # secret create reads up to twice Swarm's limit (docker/cli readSecretData), the daemon refuses
 # what is over it with swarmkit's words.

@@ -161,9 +161,7 @@ def pretty_event(event: dict[str, object]) -> str:
 
 # ---- system df ---------------------------------------------------------------------------------
 
-FORMAT_HELP = ("Format output using a custom template: 'table': Print output in table format with column headers "
-               "(default); 'table TEMPLATE': Print output in table format using the given Go template; 'json': Print "
-               "in JSON format; 'TEMPLATE': Print output using the given Go template")
+from shoal.cli.format import FORMAT_HELP, INSPECT_FORMAT_HELP  # noqa: E402 - docker/cli's texts, shared
 
 
 def _human(size: int, precision: int = 4) -> str:
@@ -469,8 +467,7 @@ def _events_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", help="Stream events until this timestamp")
     p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
     p.add_argument("--no-follow", action="store_true", help="Print past events and exit")
-    p.add_argument("--format", help="Format output using a custom template: 'json': Print in JSON format; "
-                                    "'TEMPLATE': Print output using the given Go template")
+    p.add_argument("--format", help=INSPECT_FORMAT_HELP)
     p.set_defaults(func=_events)
 
 

@@ -11,11 +11,7 @@ from typing import Any
 
 from shoal.errors import InvalidArgument, ShoalError
 
-FORMAT_HELP = ("Format output using a custom template: 'table': Print output in table format with column headers "
-               "(default); 'table TEMPLATE': Print output in table format using the given Go template; 'json': Print "
-               "in JSON format; 'TEMPLATE': Print output using the given Go template")
-INSPECT_FORMAT_HELP = ("Format output using a custom template: 'json': Print in JSON format; 'TEMPLATE': Print "
-                       "output using the given Go template")
+from shoal.cli.format import FORMAT_HELP, INSPECT_FORMAT_HELP  # noqa: E402 - docker/cli's texts, shared
 PRUNE_WARNING = ("WARNING! This will remove anonymous local volumes not used by at least one container.\n"
                  "Are you sure you want to continue?")
 PRUNE_ALL_WARNING = ("WARNING! This will remove all local volumes not used by at least one container.\n"
