@@ -98,3 +98,26 @@ def test_pflag_alignment_and_defaults():
         '  -s, --signal string   Signal to send to the container (default "KILL")',
         "      --tty             Allocate a pseudo-TTY",
     ]
+
+
+@pytest.mark.parametrize("argv,code,text", [
+    (["ps", "--nope"], 125, "unknown flag: --nope\n\nUsage:  shoal ps [OPTIONS]\n\nRun 'shoal ps --help' for more information\n"),
+    (["ps", "-z"], 125, "unknown shorthand flag: 'z' in -z\n\nUsage:  shoal ps [OPTIONS]\n\n"
+                        "Run 'shoal ps --help' for more information\n"),
+    (["stop"], 1, "shoal: 'shoal stop' requires at least 1 argument\n\n"
+                  "Usage:  shoal stop [OPTIONS] CONTAINER [CONTAINER...]\n\nSee 'shoal stop --help' for more information\n"),
+    (["ps", "extra"], 1, "shoal: 'shoal ps' accepts no arguments\n\nUsage:  shoal ps [OPTIONS]\n\n"
+                         "See 'shoal ps --help' for more information\n"),
+    (["ps", "-n", "x"], 125, 'invalid argument "x" for "-n, --last" flag: strconv.ParseInt: parsing "x": invalid syntax'
+                             "\n\nUsage:  shoal ps [OPTIONS]\n\nRun 'shoal ps --help' for more information\n"),
+    (["ps", "--format"], 125, "flag needs an argument: --format\n\nUsage:  shoal ps [OPTIONS]\n\n"
+                              "Run 'shoal ps --help' for more information\n"),
+    (["container", "nosuch"], 1, "shoal: unknown command: shoal container nosuch\n\n"
+                                 "Run 'shoal container --help' for more information\n"),
+])
+def test_usage_errors_in_docker_cli_words(capsys, argv, code, text):
+    """docker/cli's FlagErrorFunc (exit 125) and cli/required.go's argument counts (exit 1)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == code
+    assert capsys.readouterr().err == text

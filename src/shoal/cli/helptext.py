@@ -39,6 +39,24 @@ class DockerArgumentParser(argparse.ArgumentParser):
     def format_help(self) -> str:
         return docker_help(self)
 
+    # The parser of the command being parsed: argparse reports unknown flags from the root
+    # parser, and docker names the command they were given to.
+    _active: argparse.ArgumentParser | None = None
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        DockerArgumentParser._active = self
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):  # type: ignore[no-untyped-def]
+        """argparse's complaints in docker/cli's words and exit codes (cli/cobra.go
+        FlagErrorFunc: 125; cli/required.go: 1)."""
+        import sys
+
+        parser = DockerArgumentParser._active or self
+        text, code = docker_error(parser, message)
+        sys.stderr.write(text + "\n")
+        sys.exit(code)
+
 
 def sub_actions(parser: argparse.ArgumentParser) -> list[argparse._SubParsersAction]:
     return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -284,3 +302,65 @@ def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
     for name, _aliases, sub, _text in children(parser):
         if _WORD.match(name):
             yield from walk(sub, (*path, name))
+
+
+def _positionals(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+
+
+def _plural(n: int) -> str:
+    return f"{n} argument" if n == 1 else f"{n} arguments"
+
+
+def docker_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, int]:
+    """(text, exit code) for one of argparse's error messages."""
+    prog = parser.prog
+    usage = usage_line(parser)
+    flag_error = f"\n\nUsage:  {usage}\n\nRun '{prog} --help' for more information"
+    binary = prog.split()[0]
+    m = re.match(r"unrecognized arguments: (.*)", message)
+    if m:
+        first = m.group(1).split()[0]
+        if first.startswith("--"):
+            return f"unknown flag: {first.split('=')[0]}{flag_error}", 125
+        if first.startswith("-") and len(first) > 1:
+            return f"unknown shorthand flag: '{first[1]}' in {first}{flag_error}", 125
+        if not _positionals(parser):
+            return (f"{binary}: '{prog}' accepts no arguments\n\nUsage:  {usage}\n\n"
+                    f"See '{prog} --help' for more information"), 1
+        most = sum(1 for a in _positionals(parser) if a.nargs in (None, "?"))
+        return (f"{binary}: '{prog}' requires at most {_plural(most)}\n\nUsage:  {usage}\n\n"
+                f"See '{prog} --help' for more information"), 1
+    if message.startswith("the following arguments are required"):
+        positionals = _positionals(parser)
+        least = sum(1 for a in positionals if a.nargs in (None, "+"))
+        exact = all(a.nargs is None for a in positionals)
+        how = "exactly" if exact else "at least"
+        return (f"{binary}: '{prog}' requires {how} {_plural(max(least, 1))}\n\nUsage:  {usage}\n\n"
+                f"See '{prog} --help' for more information"), 1
+    m = re.match(r"argument (\S+): expected one argument", message)
+    if m:
+        return f"flag needs an argument: {_flag_names(parser, m.group(1))[-1]}{flag_error}", 125
+    m = re.match(r"argument (\S+): invalid (\w+) value: '(.*)'", message, re.S)
+    if m:
+        why = {"int": f'strconv.ParseInt: parsing "{m.group(3)}": invalid syntax',
+               "float": f'strconv.ParseFloat: parsing "{m.group(3)}": invalid syntax'}.get(m.group(2), "invalid value")
+        names = ", ".join(_flag_names(parser, m.group(1)))
+        return f'invalid argument "{m.group(3)}" for "{names}" flag: {why}{flag_error}', 125
+    m = re.match(r"argument (\S+): invalid choice: '(.*?)'", message, re.S)
+    if m and m.group(1) in ("COMMAND", "command") or (m and not m.group(1).startswith("-")):
+        return f"{binary}: unknown command: {prog} {m.group(2)}\n\nRun '{prog} --help' for more information", 1
+    if m:
+        names = ", ".join(_flag_names(parser, m.group(1)))
+        return f'invalid argument "{m.group(2)}" for "{names}" flag{flag_error}', 125
+    return f"{message}{flag_error}", 125
+
+
+def _flag_names(parser: argparse.ArgumentParser, spec: str) -> list[str]:
+    """`-n/--last` (argparse's) -> ["-n", "--last"] as the parser declares them."""
+    wanted = set(spec.split("/"))
+    for action in parser._actions:
+        if wanted & set(action.option_strings):
+            shorts = [o for o in action.option_strings if not o.startswith("--")]
+            return [*shorts[:1], _long(action)] if shorts else [_long(action)]
+    return sorted(wanted)
