@@ -68,7 +68,14 @@ def test_ps_filters_as_docker(shoal, made):
     lines = shoal("ps", "-f", "name=fl-web", "--format", "json", check=True).stdout.splitlines()
     row = json.loads(lines[0])
     assert len(lines) == 1 and row["Names"] == "fl-web" and row["State"] == "running"
-    assert "tier=front" in row["Labels"] and row["Image"] == made
+    assert "tier=front" in row["Labels"] and row["Image"] == made and row["LocalVolumes"] == "1"
+    assert list(row) == sorted(row)  # docker marshals a row as a map: keys sorted
+    # Go templates with docker's functions
+    out = shoal("ps", "-f", "name=fl-web", "--format", '{{.Label "tier"}} {{.Names | upper}} {{json .Labels}}',
+                check=True).stdout
+    assert out == 'front FL-WEB "app=shop,tier=front"\n'
+    table = shoal("ps", "-a", "-f", "name=^fl-", "--format", "table {{.Names}}\t{{.State}}", check=True).stdout
+    assert table.splitlines() == ["NAMES     STATE", "fl-new    created", "fl-job    exited", "fl-web    running"]
 
 
 @pytest.mark.parametrize("flag,code,message", [

@@ -482,6 +482,8 @@ def ps_row(c, trunc: bool, now: float) -> dict[str, Any]:
         "Names": c.name,
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.config.get("Labels", {}).items())),
         "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in c.mounts),
+        "LocalVolumes": str(sum(1 for m in c.mounts if m.get("Type") == "volume" and m.get("Name")
+                                and (m.get("Driver") or "local") == "local")),
         "Networks": c.spec.network if c.spec.network != "default" else "bridge",
         "Size": "0B",
         "Created": rfc3339(c.created),
