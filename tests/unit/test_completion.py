@@ -82,3 +82,29 @@ def test_every_command_of_the_tree_is_in_every_script():
                 if option.startswith("--") and action.help and action.help != argparse.SUPPRESS:
                     assert option in bash, (path, option)
                     assert f"-l {option[2:]}" in fish, (path, option)
+
+
+def test_swarm_names_are_asked_only_when_shoalds_socket_is_there(script, tmp_path):
+    """A TAB must not start shoald: __shoal_up looks for its socket where the CLI would."""
+    import socket
+
+    def up(env: dict[str, str]) -> int:
+        return subprocess.run([BASH, "--norc", "--noprofile", "-c", f"source {script}; __shoal_up"],
+                              env={"PATH": "/usr/bin:/bin", **env}, timeout=30).returncode
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert up({"SHOAL_RUN": str(run)}) == 1
+    assert up({"SHOAL_ROOT": str(tmp_path)}) == 1
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(run / "shoal.sock"))
+        assert up({"SHOAL_RUN": str(run)}) == 0
+        assert up({"SHOAL_ROOT": str(tmp_path)}) == 0
+        assert up({"SHOAL_SOCKET": str(tmp_path / "other.sock"), "SHOAL_RUN": str(run)}) == 1
+    finally:
+        listener.close()
+    # `secret create NAME` names a new secret: nothing to complete; `secret rm` lists them
+    kinds = {n.path: n.kind for n in completion.nodes(build_parser(["__completion__"]))}
+    assert kinds[("secret", "create")] == "" and kinds[("secret", "rm")] == "secret"
+    assert kinds[("service", "create")] == "image" and kinds[("service", "ps")] == "service"

@@ -20,16 +20,32 @@ import sys
 
 from shoal.cli.helptext import children, walk
 
-# What a command's first positional names, by its dest, and the shell command listing them.
+# What a command's first positional names (by its dest or metavar), and the shell command
+# listing those names. The swarm objects are listed only when shoald's socket is there: a TAB
+# key must not start a daemon.
 _KINDS = {"container": "container", "containers": "container", "image": "image", "images": "image",
-          "network": "network", "networks": "network", "volume": "volume", "volumes": "volume",
-          "source_image": "image", "target_image": "image"}
+          "source_image": "image", "target_image": "image", "network": "network", "networks": "network",
+          "volume": "volume", "volumes": "volume", "service": "service", "services": "service",
+          "node": "node", "nodes": "node", "secret": "secret", "config": "config", "stack": "stack",
+          "stacks": "stack", "context": "context"}
 _LISTERS = {
     "container": "shoal ps -a --format '{{.Names}}'",
     "image": "shoal images --format '{{.Repository}}:{{.Tag}}' | grep -v '<none>'",
     "network": "shoal network ls --format '{{.Name}}'",
     "volume": "shoal volume ls -q",
+    "context": "shoal context ls --format '{{.Name}}'",
+    "service": "__shoal_up && shoal service ls --format '{{.Name}}'",
+    "node": "__shoal_up && shoal node ls --format '{{.Hostname}}'",
+    "secret": "__shoal_up && shoal secret ls --format '{{.Name}}'",
+    "config": "__shoal_up && shoal config ls --format '{{.Name}}'",
+    "stack": "__shoal_up && shoal stack ls --format '{{.Name}}'",
 }
+# shoald's socket (api/client.py socket_path): $SHOAL_SOCKET, else <run root>/shoal.sock
+_UP_FUNCTION = """__shoal_up() {
+    local run="${SHOAL_RUN:-}"
+    [[ -z $run && -n ${SHOAL_ROOT:-} ]] && run="$SHOAL_ROOT/run"
+    [ -S "${SHOAL_SOCKET:-${run:-/run/shoal}/shoal.sock}" ]
+}"""
 
 
 class Node:
@@ -47,7 +63,12 @@ class Node:
                        and not isinstance(a, argparse._HelpAction) for o in a.option_strings]
         positional = next((a for a in parser._actions if not a.option_strings
                            and not isinstance(a, argparse._SubParsersAction)), None)
-        self.kind = _KINDS.get(positional.dest, "") if positional is not None else ""
+        self.kind = ""
+        if positional is not None:
+            names = (positional.dest, positional.metavar.lower() if isinstance(positional.metavar, str) else "")
+            self.kind = next((_KINDS[n] for n in names if n in _KINDS), "")
+            if path[-1:] == ("create",) and path[:1] == (self.kind,):
+                self.kind = ""  # `secret create NAME` names a new one
         self.flag_help = {o: (a.help or "").split("\n")[0] for a in parser._actions if a.option_strings
                           for o in a.option_strings}
 
@@ -113,6 +134,8 @@ __shoal_kind() {{
 {nl.join(kinds)}
     esac
 }}
+
+{_UP_FUNCTION}
 
 __shoal_names() {{
     case "$1" in
@@ -203,9 +226,18 @@ def fish_script(root: argparse.ArgumentParser, descriptions: bool = True) -> str
               "function __shoal_at",
               "    test (__shoal_path) = \"$argv\"",
               "end", "",
+              "function __shoal_up",
+              "    set -l run $SHOAL_RUN",
+              "    test -z \"$run\"; and set -q SHOAL_ROOT; and set run $SHOAL_ROOT/run",
+              "    test -z \"$run\"; and set run /run/shoal",
+              "    set -l sock $SHOAL_SOCKET",
+              "    test -z \"$sock\"; and set sock $run/shoal.sock",
+              "    test -S $sock",
+              "end", "",
               "function __shoal_names",
               "    switch $argv[1]",
-              *[f"        case {kind}\n            {cmd} 2>/dev/null" for kind, cmd in _LISTERS.items()],
+              *[f"        case {kind}\n            {cmd.replace('&&', '; and')} 2>/dev/null"
+                for kind, cmd in _LISTERS.items()],
               "    end",
               "end", "",
               "complete -c shoal -f"]
