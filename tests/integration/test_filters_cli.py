@@ -123,3 +123,13 @@ def test_bash_completes_container_names_by_asking_shoal(shoal, made, tmp_path: P
     out = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], capture_output=True, text=True,
                          env=env, timeout=60, check=True).stdout.split()
     assert sorted(out) == ["fl-job", "fl-new", "fl-web"]
+
+
+def test_info_format(shoal):
+    """`info --format` as scripts use it (shoald started on first use, stopped by the session)."""
+    assert shoal("info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+                 check=True).stdout == "active true\n"
+    info = json.loads(shoal("system", "info", "--format", "json", check=True).stdout)
+    assert info["Swarm"]["LocalNodeState"] == "active" and info["OSType"] == "linux" and info["ServerVersion"]
+    bad = shoal("info", "--format", "{{.Nope}}")
+    assert bad.returncode == 125 and "can't evaluate field Nope" in bad.stderr

@@ -112,13 +112,21 @@ def info_lines(info: dict[str, Any]) -> list[str]:
     return [line for line in lines if line]
 
 
-def _info(_: argparse.Namespace) -> int:
+def _info(args: argparse.Namespace) -> int:
     from shoal import __version__
 
     with _client() as client:
         version = client.get("/version")
         base = client.get("/info") if not _is_worker(client) else {}
         swarm = client.get("/swarm/info")
+    fmt = getattr(args, "format", None)
+    if fmt:  # docker's info context: the daemon's Info fields, Swarm as /swarm/info answers it
+        from shoal.cli.format import render_template
+
+        obj = {**base, "ServerVersion": version.get("Version", __version__), "OSType": "linux",
+               "Architecture": version.get("Arch", ""), "Swarm": swarm, "ClientInfo": {"Version": __version__}}
+        print(render_template("{{json .}}" if fmt == "json" else fmt, obj))
+        return 0
     print("Server:")
     if base:
         print(f" Services: {base.get('Services', 0)}")
@@ -129,12 +137,19 @@ def _info(_: argparse.Namespace) -> int:
     return 0
 
 
+def add_info_flags(p: argparse.ArgumentParser) -> None:
+    from shoal.cli.format import INSPECT_FORMAT_HELP
+
+    p.add_argument("-f", "--format", metavar="string", help=INSPECT_FORMAT_HELP)
+
+
 def _is_worker(client: Any) -> bool:
     return not client.get("/swarm/info")["ControlAvailable"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="Display system-wide information")
+    add_info_flags(p)
     p.set_defaults(func=_info)
 
     swarm = sub.add_parser("swarm", help="Manage Swarm")

@@ -438,6 +438,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filter", action="append", default=[], help='Provide filter values (e.g. "label=<key>=<value>")')
     p.set_defaults(func=_system_prune)
     p = ssub.add_parser("info", help="Display system-wide information")
+    from shoal.cli.swarm import add_info_flags
+
+    add_info_flags(p)
     p.set_defaults(func=_system_info)
     p = ssub.add_parser("events", help="Get real time events from the server")
     _events_flags(p)
