@@ -117,12 +117,15 @@ def _create_swarm(args: argparse.Namespace) -> int:
 
 def _swarm_network(ref: str) -> dict[str, Any] | None:
     """The manager's record of the swarm network `ref` names, in swarm mode (outside it a
-    network is this node's own, and no daemon is asked)."""
+    network is this node's own, and no daemon is asked; but the ingress network is always the
+    manager's: shoald makes it for a service publishing a port, manager/ingress.py)."""
     from shoal.api.client import connect
     from shoal.errors import NotFound
 
     if not _in_swarm():
-        return None
+        local = NetworkStore().find(ref)
+        if local is None or (local.name, local.driver) != ("ingress", "overlay"):
+            return None
     with connect() as client:
         try:
             found: dict[str, Any] = client.get(f"/networks/{ref}")
@@ -147,7 +150,7 @@ def swarm_inspect_dict(record: dict[str, Any]) -> dict[str, Any]:
         "Name": record["name"], "Id": record["id"], "Created": rfc3339(record.get("created_at") or 0),
         "Scope": "swarm", "Driver": spec.get("driver") or "overlay", "EnableIPv6": False,
         "IPAM": {"Driver": (spec.get("ipam") or {}).get("driver") or "default", "Options": None, "Config": config},
-        "Internal": bool(spec.get("internal")), "Attachable": bool(spec.get("attachable")), "Ingress": False,
+        "Internal": bool(spec.get("internal")), "Attachable": bool(spec.get("attachable")), "Ingress": bool(spec.get("ingress")),
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": None,
         "Options": dict(spec.get("driver_opts") or {}), "Labels": dict(spec.get("labels") or {}),
     }

@@ -107,8 +107,10 @@ def service_records(store: Store) -> list[ServiceRecord]:
         if t["status"]["state"] == "running" and t.get("desired_state") == "running":
             by_service.setdefault(t["service_id"], []).append(t)
     records = []
+    from shoal.manager import ingress
+
     for svc in store.list("service"):
-        spec = svc.get("spec", {})
+        spec = ingress.effective(svc.get("spec", {}))  # its tasks' ingress attachment too
         endpoint = svc.get("endpoint") or {}
         vips = {v["network"]: v["addr"] for v in endpoint.get("vips", [])}
         for attachment in spec.get("networks") or []:

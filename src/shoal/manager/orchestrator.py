@@ -22,7 +22,11 @@ OLD_TASK_TIMEOUT = 60.0  # swarmkit defaultOldTaskTimeout
 
 
 def task_spec(service_spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in service_spec.items() if k not in SERVICE_ONLY_KEYS}
+    """The task's copy of the spec, with the ingress attachment swarmkit's allocator gives a
+    task of a service publishing in ingress mode (manager/ingress.py)."""
+    from shoal.manager import ingress
+
+    return {k: v for k, v in ingress.effective(service_spec).items() if k not in SERVICE_ONLY_KEYS}
 
 
 def new_task(svc: ServiceView, slot: int, node_id: str, desired: TaskState, now: float, **extra: Any) -> Task:

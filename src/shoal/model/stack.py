@@ -37,6 +37,7 @@ class NetworkSpec:
     attachable: bool = False
     labels: dict[str, str] = field(default_factory=dict)  # includes the stack namespace
     external: bool = False  # must exist already; never created or removed by the stack
+    ingress: bool = False  # Swarm's routing-mesh network (manager/ingress.py), `Ingress: true`
 
 
 @dataclass

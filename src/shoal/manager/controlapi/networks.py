@@ -147,7 +147,13 @@ def remove_network(store: Store, ref: str) -> Network:
         if (raw.get("spec") or {}).get("labels", {}).get(PREDEFINED_LABEL) == "true":
             raise InvalidArgument(rpc("FailedPrecondition", f"network {raw['id']} ({raw['name']}) is a swarm "
                                                             "predefined network and cannot be removed"))
-        why = _in_use(tx, raw)
+        if (raw.get("spec") or {}).get("ingress"):
+            from shoal.manager import ingress
+
+            ingress.check_removable(tx, raw)  # swarmkit removeIngressNetwork: services, not tasks
+            why = None
+        else:
+            why = _in_use(tx, raw)
         if why:
             raise InvalidArgument(rpc("FailedPrecondition", why))
         tx.delete("network", raw["id"])

@@ -211,10 +211,15 @@ def _held(store: Store) -> dict[str, set[str]]:
         return allocator.held_addresses(tx)
 
 
-def _make_endpoint(service_id: str, spec: ServiceSpec, held: dict[str, set[str]]) -> Endpoint:
-    from shoal.manager import endpoints
+def _make_endpoint(store: Store, service_id: str, spec: ServiceSpec, held: dict[str, set[str]]) -> Endpoint:
+    """The endpoint in the kernel; a service whose tasks attach to the ingress network has it
+    made first if it is not there yet, and its VIP on it."""
+    from shoal.manager import endpoints, ingress
 
-    return from_dict(Endpoint, endpoints.ensure_service(service_id, spec.to_dict(), held))
+    raw = spec.to_dict()
+    if ingress.attaches(raw):
+        ingress.ensure(store)
+    return from_dict(Endpoint, endpoints.ensure_service(service_id, ingress.effective(raw), held))
 
 
 def create_service(store: Store, spec: ServiceSpec, resolve_image: str = "always") -> tuple[str, list[str]]:
@@ -232,7 +237,7 @@ def create_service(store: Store, spec: ServiceSpec, resolve_image: str = "always
     service_id = new_swarm_id()
     now = time.time()
     try:
-        endpoint = _make_endpoint(service_id, spec, _held(store))
+        endpoint = _make_endpoint(store, service_id, spec, _held(store))
         with store.transaction() as tx:
             # Again inside the write: another client may have taken the name meanwhile.
             if any(s["name"] == spec.name for s in tx.list("service")):
@@ -286,7 +291,7 @@ def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | Non
         check_references(tx, new_spec)
         check_port_conflicts(tx, new_spec, current.id)
     held = _held(store)
-    endpoint = _make_endpoint(current.id, new_spec, held)
+    endpoint = _make_endpoint(store, current.id, new_spec, held)
     try:
         with store.transaction() as tx:
             raw = tx.get("service", current.id)
@@ -318,7 +323,9 @@ def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | Non
             if stored is None:  # removed meanwhile: its endpoint goes too
                 endpoints.remove_service(current.id)
             else:
-                endpoints.ensure_service(current.id, stored["spec"], held)
+                from shoal.manager import ingress
+
+                endpoints.ensure_service(current.id, ingress.effective(stored["spec"]), held)
         except ShoalError as exc:
             log.warning("could not restore the endpoint of service %s: %s", current.name, exc)
         raise

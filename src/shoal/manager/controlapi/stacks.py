@@ -52,8 +52,12 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
     created_networks = endpoints.ensure_networks(stack)
     made: dict[str, dict[str, Any]] = {}
     try:
+        from shoal.manager import ingress
+
         for spec in stack.get("services", {}).values():
-            made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], spec, held)
+            if ingress.attaches(spec):  # a service of no network (`networks: []`) publishing a port
+                ingress.ensure(store)
+            made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], ingress.effective(spec), held)
         with store.transaction() as tx:
             lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made, contents=files or {})
     except BaseException:

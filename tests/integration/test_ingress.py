@@ -1,0 +1,86 @@
+"""Swarm's ingress network against a real shoald (one node): `service create -p` without
+--network attaches the tasks to `ingress` (made with the first such service: overlay, scope
+swarm, Ingress true) and the published port answers; `service inspect` keeps the spec as given
+and shows the ingress VIP in the endpoint; `network rm ingress` is refused with swarmkit's error
+while a service needs it, and succeeds once none does."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from shoal.api.client import connect
+from tests.conftest import ROOT_ONLY
+
+pytestmark = ROOT_ONLY
+
+PORT = 28517  # published by the test's service; nothing else here uses it
+
+
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _get(path: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def _rows(shoal) -> list[list[str]]:
+    return [line.split()[1:] for line in shoal("network", "ls", check=True).stdout.splitlines()[1:]]
+
+
+def test_published_port_without_a_network_answers_through_ingress(shoal, busybox_image: str) -> None:
+    assert ["ingress", "overlay", "swarm"] not in _rows(shoal)
+    try:
+        made = shoal("service", "create", "--name", "h10_ing", "--replicas", "2", "-p", f"{PORT}:80",
+                     "--stop-grace-period", "1s", busybox_image, "httpd", "-f", "-p", "80", "-h", "/etc",
+                     check=True, timeout=120)
+        service_id = made.stdout.splitlines()[0]
+        assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 30, "the published port")
+
+        # `docker network ls`: ingress  overlay  swarm
+        assert ["ingress", "overlay", "swarm"] in _rows(shoal)
+        [net] = json.loads(shoal("network", "inspect", "ingress", check=True).stdout)
+        assert (net["Ingress"], net["Scope"], net["Driver"]) == (True, "swarm", "overlay")
+        subnet = net["IPAM"]["Config"][0]["Subnet"]
+
+        # The spec as given; the endpoint has a VIP on ingress; every task an address there.
+        svc = json.loads(shoal("service", "inspect", "h10_ing", check=True).stdout)[0]
+        assert svc["spec"]["networks"] == []
+        [vip] = svc["endpoint"]["vips"]
+        assert vip["network"] == "ingress"
+        assert ipaddress.ip_address(vip["addr"].split("/")[0]) in ipaddress.ip_network(subnet)
+        with connect() as client:  # the tasks' attachments, as the manager's API gives them
+            running = [t for t in client.get("/tasks") if t["service_id"] == service_id
+                       and t["desired_state"] == "running"]
+        assert len(running) == 2
+        for task in running:
+            [attachment] = task["networks"]
+            assert attachment["network"] == "ingress"
+            assert ipaddress.ip_address(attachment["addresses"][0].split("/")[0]) in ipaddress.ip_network(subnet)
+
+        # swarmkit's removeIngressNetwork refusal, the network kept.
+        refused = shoal("network", "rm", "ingress")
+        assert refused.returncode == 1
+        assert (f"ingress network cannot be removed because service {service_id} depends on it"
+                in refused.stderr), refused.stderr
+        assert ["ingress", "overlay", "swarm"] in _rows(shoal)
+    finally:
+        shoal("service", "rm", "h10_ing")
+    # No service needs it any more: removed (this node's copy once the tasks have stopped).
+    assert shoal("network", "rm", "ingress", check=True).stdout == "ingress\n"
+    _wait(lambda: ["ingress", "overlay", "swarm"] not in _rows(shoal), 30, "the node's copy of ingress to go")
