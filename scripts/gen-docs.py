@@ -310,7 +310,6 @@ shoal cluster create --nodes 4 lab       # 4 nodes in network namespaces, joined
 shoal node ls                            # the context 'lab' is now current""",
     "cluster ls": "shoal cluster ls",
     "cluster rm": "shoal cluster rm lab",
-    "info": "shoal info                # the Swarm section: NodeID, Is Manager, Managers, Nodes, CA",
     "secret create": """\
 printf 's3cret' | shoal secret create db_password -
 shoal secret create --label env=prod tls_key ./server.key""",
@@ -336,7 +335,9 @@ shoal volume create -o type=nfs -o o=addr=10.0.0.5,rw -o device=:/export nfsdata
 shoal system df
 shoal system df -v""",
     "system prune": "shoal system prune -a --volumes -f",
-    "system info": "shoal system info",
+    "system info": """\
+shoal info                # = shoal system info; the Swarm section: NodeID, Is Manager, Managers, Nodes, CA
+shoal info --format '{{.Swarm.LocalNodeState}}'""",
     "system events": "shoal system events --no-follow --format json",
     "builder prune": "shoal builder prune -a -f    # the builder's cached step images",
     "completion bash": """\
