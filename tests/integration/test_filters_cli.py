@@ -125,11 +125,14 @@ def test_bash_completes_container_names_by_asking_shoal(shoal, made, tmp_path: P
     assert sorted(out) == ["fl-job", "fl-new", "fl-web"]
 
 
-def test_info_format(shoal):
-    """`info --format` as scripts use it (shoald started on first use, stopped by the session)."""
+def test_info_and_version_format(shoal):
+    """`info --format` and `version --format` as scripts use them (shoald started on first use, stopped by the session)."""
     assert shoal("info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
                  check=True).stdout == "active true\n"
     info = json.loads(shoal("system", "info", "--format", "json", check=True).stdout)
     assert info["Swarm"]["LocalNodeState"] == "active" and info["OSType"] == "linux" and info["ServerVersion"]
+    version = shoal("version", "--format", "{{.Client.Version}} {{.Server.Version}} {{.Client.Os}}", check=True).stdout
+    client, server, os_name = version.split()
+    assert client == server and os_name == "linux"
     bad = shoal("info", "--format", "{{.Nope}}")
     assert bad.returncode == 125 and "can't evaluate field Nope" in bad.stderr

@@ -21,8 +21,31 @@ def _daemon(_: argparse.Namespace) -> int:
     return run()
 
 
-def _version(_: argparse.Namespace) -> int:
-    print(f"shoal version {__version__}")
+def _version(args: argparse.Namespace) -> int:
+    fmt = getattr(args, "format", None)
+    if not fmt:
+        print(f"shoal version {__version__}")
+        return 0
+    # docker's version context: Client, and Server when a shoald answers (never started for it)
+    import platform
+
+    from shoal.api import API_VERSION, contexts
+    from shoal.api.client import connect
+    from shoal.cli.format import render_template
+
+    server: dict[str, Any] | None = None
+    try:
+        with connect(autostart=False) as client:
+            server = client.get("/version")
+    except (ShoalError, OSError):
+        server = None
+    try:
+        context = contexts.current_context_setting()
+    except ShoalError:
+        context = ""
+    obj = {"Client": {"Version": __version__, "ApiVersion": API_VERSION, "Os": "linux", "Arch": platform.machine(),
+                      "Context": context}, "Server": server}
+    print(render_template("{{json .}}" if fmt == "json" else fmt, obj))
     return 0
 
 
@@ -458,6 +481,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("daemon", help="Run shoald (the manager and agent) in the foreground")
     p.set_defaults(func=_daemon)
     p = sub.add_parser("version", help="Show the shoal version information")
+    p.add_argument("-f", "--format", metavar="string", help=INSPECT_FORMAT_HELP)
     p.set_defaults(func=_version)
     p = sub.add_parser("events", help="Get real time events from shoald")
     _events_flags(p)
