@@ -108,3 +108,34 @@ def test_swarm_names_are_asked_only_when_shoalds_socket_is_there(script, tmp_pat
     kinds = {n.path: n.kind for n in completion.nodes(build_parser(["__completion__"]))}
     assert kinds[("secret", "create")] == "" and kinds[("secret", "rm")] == "secret"
     assert kinds[("service", "create")] == "image" and kinds[("service", "ps")] == "service"
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="needs zsh")
+def test_zsh_parses_its_script_and_finds_the_command_path(tmp_path):
+    """zsh runs the bash function through bashcompinit (1-based arrays, `path` tied to PATH);
+    zsh's own matching filters the words by the prefix, so all of the path's words come back."""
+    script = tmp_path / "_shoal"
+    script.write_text(completion.zsh_script(build_parser(["__completion__"])))
+    assert subprocess.run([str(shutil.which("zsh")), "-n", str(script)], capture_output=True).returncode == 0
+    program = (f"source {script}; COMP_WORDS=(shoal -H unix:///x container l); COMP_CWORD=4; _shoal; "
+               "print -l -- $COMPREPLY")
+    out = subprocess.run([str(shutil.which("zsh")), "-f", "-c", program], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin"}).stdout.split()
+    assert {"ls", "logs", "prune"} <= set(out) and "images" not in out
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="needs fish")
+def test_fish_completes_commands_subcommands_and_flags(tmp_path):
+    script = tmp_path / "shoal.fish"
+    script.write_text(completion.fish_script(build_parser(["__completion__"])))
+
+    def complete_fish(line: str) -> list[str]:
+        proc = subprocess.run([str(shutil.which("fish")), "--no-config", "-c", f"source {script}; complete -C '{line}'"],
+                              capture_output=True, text=True, timeout=60, env={"PATH": "/nonexistent"})
+        assert proc.returncode == 0, proc.stderr
+        return [row.split("\t")[0] for row in proc.stdout.splitlines()]
+
+    assert complete_fish("shoal cont") == ["container", "context"]
+    assert complete_fish("shoal container l") == ["list", "logs", "ls"]
+    assert complete_fish("shoal ps --fi") == ["--filter"]
+    assert complete_fish("shoal volume ls --fo") == ["--format"]
