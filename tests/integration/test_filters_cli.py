@@ -136,3 +136,20 @@ def test_info_and_version_format(shoal):
     assert client == server and os_name == "linux"
     bad = shoal("info", "--format", "{{.Nope}}")
     assert bad.returncode == 125 and "can't evaluate field Nope" in bad.stderr
+
+
+def test_images_filters_label_not_and_until(shoal, made):
+    shoal("commit", "--change", "LABEL fl=1", "fl-new", "fl-img:1", check=True)
+    try:
+        repos = lambda *f: shoal("images", *f, "--format", "{{.Repository}}:{{.Tag}}", check=True).stdout.split()  # noqa: E731
+        assert repos("-f", "label=fl=1") == ["fl-img:1"]
+        assert repos("-f", "reference=fl-img", "-f", "label!=fl") == []
+        assert "fl-img:1" not in repos("-f", "label!=fl=1") and made in repos("-f", "label!=fl=1")
+        assert repos("-f", "reference=fl-img", "-f", "until=1h") == []  # made just now: not before an hour ago
+        assert repos("-f", "reference=fl-img", "-f", "until=2100-01-01T00:00:00Z") == ["fl-img:1"]
+        row = json.loads(shoal("images", "-f", "reference=fl-img", "--format", "json", check=True).stdout)
+        assert row["Repository"] == "fl-img" and list(row) == sorted(row)
+        bad = shoal("images", "-f", "dangling=maybe")
+        assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'dangling=maybe'\n")
+    finally:
+        shoal("rmi", "fl-img:1")

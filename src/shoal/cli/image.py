@@ -170,9 +170,12 @@ def cmd_images(args: argparse.Namespace) -> int:
     from shoal.cli.filters import Filters
 
     # docker's flag parsing and moby's checks first (its words, exit 1), then the store's filter
-    checked = Filters.parse(args.filter).validate(("dangling", "label", "before", "since", "reference"))
+    checked = Filters.parse(args.filter).validate(("dangling", "label", "label!", "before", "since", "reference",
+                                                   "until"))
     checked.get_bool_or_default("dangling", False)
-    filters = parse_filters(args.filter)
+    # `until` as unix seconds (a Go duration or a date is read here, where "now" is the user's)
+    filters = parse_filters([f"until={parse_until(v)}" for v in checked.get("until")] +
+                            [item for item in args.filter if item.partition("=")[0].strip().lower() != "until"])
     if args.repository:
         filters.setdefault("reference", []).append(args.repository)
     digests = args.digests or bool(args.format and "{{.Digest}}" in args.format.replace(" ", ""))

@@ -52,10 +52,15 @@ def parse_filters(raw: list[str]) -> dict[str, list[str]]:
         key = key.strip().lower()
         if not sep:
             raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
-        if key not in ("dangling", "reference", "label", "before", "since"):
+        if key not in ("dangling", "reference", "label", "label!", "before", "since", "until"):
             raise InvalidArgument(f"invalid filter '{key}'")
         if key == "dangling" and value.lower() not in ("true", "false", "1", "0"):
             raise InvalidArgument(f"invalid filter 'dangling={value}'")
+        if key == "until":  # unix seconds here: the CLI turns `24h` or a date into them first
+            try:
+                float(value)
+            except ValueError:
+                raise InvalidArgument(f"invalid filter 'until={value}'") from None
         filters.setdefault(key, []).append(value)
     return filters
 
@@ -88,6 +93,10 @@ def list_rows(store: ImageStore, show_all: bool = False, filters: dict[str, list
         if since is not None and image.created <= since:
             continue
         if "label" in filters and not _labels_match(image, filters["label"]):
+            continue
+        if any(_labels_match(image, [cond]) for cond in filters.get("label!", [])):
+            continue  # moby's label!: none of these labels (or label=value)
+        if "until" in filters and image.created >= min(float(v) for v in filters["until"]):
             continue
         tags = [refs.parse_normalized(t) for t in image.repo_tags]
         dgsts = [refs.parse_normalized(d) for d in image.repo_digests]
