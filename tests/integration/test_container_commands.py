@@ -95,7 +95,7 @@ def test_restart_rename_top_and_update(shoal, busybox_image, clean):
     # -s: a signal the process ignores, so the grace period runs out and SIGKILL ends it
     start = time.monotonic()
     shoal("container", "restart", "-s", "SIGUSR2", "-t", "1", "cc-b", check=True)
-    assert 1.0 <= time.monotonic() - start < 10
+    assert 1.0 <= time.monotonic() - start < 60  # the grace period ran out, then SIGKILL
     assert inspect(shoal, "cc-b")["State"]["Running"]
 
     clash = shoal("rename", "cc-a", "cc-b")
