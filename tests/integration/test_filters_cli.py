@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,11 @@ def test_ps_filters_as_docker(shoal, made):
     assert names(shoal, "-a", "-f", "id=" + web_id[:10]) == ["fl-web"]
     assert names(shoal, "-n", "2", "-f", "name=^fl-") == ["fl-new", "fl-job"]
     assert names(shoal, "-l", "-f", "name=^fl-") == ["fl-new"]
+    # -s: the SIZE column, the writable layer and the image under it
+    sized = shoal("ps", "-s", "-f", "name=fl-web", check=True).stdout.splitlines()
+    assert sized[0].split()[-1] == "SIZE" and re.search(r"B \(virtual [\d.]+[kM]?B\)$", sized[1]), sized
+    assert re.fullmatch(r"[\d.]+k?B \(virtual [\d.]+[kM]?B\)\n",
+                        shoal("ps", "-f", "name=fl-web", "--format", "{{.Size}}", check=True).stdout)
     # json: one object per line, Docker's field names
     lines = shoal("ps", "-f", "name=fl-web", "--format", "json", check=True).stdout.splitlines()
     row = json.loads(lines[0])

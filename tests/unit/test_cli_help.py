@@ -34,7 +34,7 @@ def test_every_command_renders_a_usage_line_and_help(tree):
 
 
 # docker/cli 28's `docker ps --help` (docs/reference/commandline/container_ls.md), with shoal's
-# name and without -s/--size, which shoal does not have.
+# name.
 PS_HELP = """
 Usage:  shoal ps [OPTIONS]
 
@@ -56,6 +56,7 @@ Options:
   -l, --latest          Show the latest created container (includes all states)
       --no-trunc        Don't truncate output
   -q, --quiet           Only display container IDs
+  -s, --size            Display total file sizes
 """
 
 

@@ -556,12 +556,37 @@ def cmd_ps(args: argparse.Namespace) -> int:
             item.row = c
     ancestors = _ancestors(filters.get("ancestor")) if filters.contains("ancestor") else None
     shown = ps_filter(items, filters, show_all=args.all, limit=limit, ancestors=ancestors)
+    # docker/cli computes sizes for -s, or when the template reads .Size
+    sized = bool(getattr(args, "size", False) or ".Size" in (args.format or ""))
     if getattr(args, "node", None) is None:
         rows = [ps_row(i.row, not args.no_trunc, now) for i in shown]
+        if sized:
+            _add_sizes(rows, [i.row for i in shown])
     else:
         rows = [i.row for i in shown]
-    print_formatted(args.format, _PS_HEADERS, _PS_FIELDS, rows, quiet_field="ID", quiet=args.quiet)
+    headers, fields = _PS_HEADERS, _PS_FIELDS
+    if sized and getattr(args, "node", None) is None:
+        headers, fields = [*headers, "SIZE"], [*fields, "Size"]
+    print_formatted(args.format, headers, fields, rows, quiet_field="ID", quiet=args.quiet)
     return 0
+
+
+def _add_sizes(rows: list[dict[str, Any]], containers: list[Any]) -> None:
+    """docker's Size column: the writable layer, and `(virtual ...)` with the image under it."""
+    from shoal.image.store import ImageStore
+    from shoal.runtime.diskusage import container_size
+
+    store = ImageStore()
+    image_sizes: dict[str, int] = {}
+    for row, c in zip(rows, containers):
+        rw = container_size(c)
+        if c.image_id not in image_sizes:
+            try:
+                image_sizes[c.image_id] = int(store.get(c.image_id).size)
+            except ShoalError:
+                image_sizes[c.image_id] = 0
+        virtual = rw + image_sizes[c.image_id]
+        row["Size"] = f"{human_size(rw)} (virtual {human_size(virtual)})" if virtual > 0 else human_size(rw)
 
 
 # ---- logs ------------------------------------------------------------------------------------
@@ -783,6 +808,7 @@ def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
                    help="Show the latest created container (includes all states)")
     p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display container IDs")
+    p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("logs", help="Fetch the logs of a container")
