@@ -150,6 +150,14 @@ def test_build_images_save_load_on_the_node(node: Node, tmp_path: Path) -> None:
     bad = node.shoal("import", "-c", "BOGUS x", str(rootfs), "imported:2")
     assert bad.returncode != 0 and b"imported:2" not in cli(node.env, "images").stdout
 
+    # -f naming a Dockerfile outside the context: sent, but not part of what COPY . copies.
+    outside = tmp_path / "Dockerfile.outside"
+    outside.write_text("FROM localhost/busybox:test\nCOPY . /ctx\nRUN ls -a /ctx\n")
+    listed = node.shoal("build", "-f", str(outside), str(app))
+    assert listed.returncode == 0, listed.stderr
+    step = listed.stdout.decode().split("RUN ls -a /ctx", 1)[1]
+    assert "hello" in step and ".dockerfile." not in step and "Dockerfile.outside" not in step
+
     # A failing step: the builder's error bare on stderr, exit 1, as locally.
     (app / "Dockerfile").write_text("FROM localhost/busybox:test\nRUN exit 3\n")
     failed = node.shoal("build", str(app))
@@ -297,6 +305,11 @@ def test_hostile_build_context_is_refused(node: Node) -> None:
         with pytest.raises(DaemonInvalidArgument, match="dockerfile"):
             client.stream("POST", "/build", {"dockerfile": "../etc/passwd"},
                           upload=lambda w: w.write(hostile["dot-dot"])).close()
+        # A Dockerfile that is a symlink to a file of the node is never read (its lines would
+        # show in the parse errors).
+        linked = _tar([_link("Dockerfile", "/etc/shadow")], {})
+        with pytest.raises(DaemonInvalidArgument, match="must be a regular file"):
+            client.stream("POST", "/build", {}, upload=lambda w: w.write(linked)).close()
     finally:
         contexts.flag_context = None
         if old is None:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -301,9 +302,26 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
             context = work / "context"
             await asyncio.to_thread(_unpack_context, upload, context)
             upload.unlink()
+            dockerfile_path: Path | None = None if dockerfile == "Dockerfile" else context / dockerfile
+            try:
+                st = os.lstat(context / dockerfile)
+            except OSError:
+                st = None  # missing: the builder says so, in its words
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                # A symlink could name a file of this node outside the context (its lines would
+                # show in the builder's parse errors): only a regular file is read.
+                raise InvalidArgument(f"dockerfile: {dockerfile[:80]!r} must be a regular file in the build context")
+            if _flag(request, "dockerfile_outside"):
+                # A Dockerfile from outside the client's context: taken out of it again, so that
+                # `COPY .` does not see it (as in a local build).
+                dockerfile_path = work / "Dockerfile.outside"
+                try:
+                    os.replace(context / dockerfile, dockerfile_path)
+                except OSError:
+                    raise InvalidArgument(f"dockerfile: {dockerfile[:80]!r} is not in the build context") from None
             opts = BuildOptions(
                 context_dir=context,
-                dockerfile=None if dockerfile == "Dockerfile" else context / dockerfile,
+                dockerfile=dockerfile_path,
                 tags=q.getall("t", []), build_args=build_args, target=q.get("target", ""),
                 no_cache=_flag(request, "nocache"), pull=_flag(request, "pull"), quiet=_flag(request, "q"),
                 network=q.get("network") or "default")

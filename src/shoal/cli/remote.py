@@ -155,9 +155,16 @@ def _context_upload(context_dir: Path, dockerfile: Path | None) -> tuple[Callabl
             if inside and rel not in context.entries:
                 tar.add(str(df_path), arcname=rel, recursive=False)
             if not inside:
-                tar.add(str(df_path), arcname=name, recursive=False)
+                # Under a random name, as docker/cli's AddDockerfileToBuildContext; the node takes
+                # it out of the context before building (dockerfile_outside), as a local build
+                # never has it in the context.
+                real = df_path.resolve()  # its content, as docker/cli reads it (a symlink followed)
+                info = tar.gettarinfo(str(real), arcname=name)
+                info.uname = info.gname = ""
+                with open(real, "rb") as f:
+                    tar.addfile(info, f)
 
-    return upload, name
+    return upload, name if inside else f"outside:{name}"
 
 
 def build(node_client: Client, *, context_dir: Path, dockerfile: Path | None, tags: list[str],
@@ -166,7 +173,8 @@ def build(node_client: Client, *, context_dir: Path, dockerfile: Path | None, ta
     """POST /build on the node; its output written to `out` as it comes. Returns the image ID;
     a failed step raises BuildError (printed bare, exit 1), anything else a ShoalError."""
     upload, name = _context_upload(context_dir, dockerfile)
-    params = {"t": tags, "dockerfile": name, "buildargs": json.dumps(build_args) if build_args else None,
+    outside = name.startswith("outside:")
+    params = {"t": tags, "dockerfile": name.removeprefix("outside:"), "dockerfile_outside": "1" if outside else None, "buildargs": json.dumps(build_args) if build_args else None,
               "target": target or None, "nocache": "1" if no_cache else None, "pull": "1" if pull else None,
               "network": network, "q": "1" if quiet else None}
     response = node_client.stream("POST", "/build", params, upload=upload)
@@ -244,8 +252,6 @@ def logs(args: argparse.Namespace) -> int:
 
 def ps_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """`ps` rows of the node's containers, the fields cli/container.py ps_row gives locally."""
-    import time
-
     from shoal.cli.format import human_duration
 
     trunc = not args.no_trunc
