@@ -159,3 +159,28 @@ def test_images_filters_label_not_and_until(shoal, made):
         assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'dangling=maybe'\n")
     finally:
         shoal("rmi", "fl-img:1")
+
+
+def test_service_ls_and_ps_filters(shoal, busybox_image: str):
+    """Against a real shoald (one node): service ls by label, mode, name and id prefix; service
+    ps by desired state and by the node's name or ID; both keys' refusals in moby's words."""
+    made = shoal("service", "create", "-d", "--name", "fl_svc", "--label", "tier=x", "--replicas", "1",
+                 "--stop-grace-period", "1s", busybox_image, "sleep", "600", check=True, timeout=120)
+    service_id = made.stdout.split()[0]
+    try:
+        listed = lambda *f: shoal("service", "ls", *f, "--format", "{{.Name}}", check=True).stdout.split()  # noqa: E731
+        assert listed("-f", "label=tier=x") == ["fl_svc"] == listed("-f", "id=" + service_id[:6])
+        assert listed("-f", "name=fl_", "-f", "mode=replicated") == ["fl_svc"]
+        assert listed("-f", "name=fl_", "-f", "mode=global") == [] and listed("-f", "name=svc") == []
+        bad = shoal("service", "ls", "-f", "colour=red")
+        assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'colour'\n")
+        node = json.loads(shoal("node", "inspect", "self", check=True).stdout)[0]
+        tasks = lambda *f: shoal("service", "ps", "-q", *f, "fl_svc", check=True).stdout.split()  # noqa: E731
+        running = tasks("-f", "desired-state=running")
+        assert len(running) == 1 and tasks("-f", "desired-state=shutdown") == []
+        assert tasks("-f", "node=" + node["hostname"]) == running == tasks("-f", "node=" + node["id"])
+        assert tasks("-f", "node=elsewhere") == []
+        bad = shoal("service", "ps", "-f", "colour=red", "fl_svc")
+        assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'colour'\n")
+    finally:
+        shoal("service", "rm", "fl_svc")

@@ -104,13 +104,13 @@ def _resolve_all(client: Any, refs: list[str]) -> list[dict[str, Any]]:
 
 
 def _ps(args: argparse.Namespace) -> int:
-    from shoal.cli.service import filter_tasks, print_tasks
+    from shoal.cli.service import filter_tasks, node_names, print_tasks
 
     with _client() as client:
         self_id = _self_id(client)
         wanted = {n["id"] for n in _resolve_all(client, args.nodes or [self_id])}
         tasks = [t for t in client.get("/tasks") if t.get("node_id") in wanted]
-        print_tasks(client, filter_tasks(tasks, args.filter), args, quiet_full=True)
+        print_tasks(client, filter_tasks(tasks, args.filter, node_names(client)), args, quiet_full=True)
     return 0
 
 

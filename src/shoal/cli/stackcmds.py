@@ -224,13 +224,13 @@ def services(args: argparse.Namespace) -> int:
 
 
 def ps(args: argparse.Namespace) -> int:
-    from shoal.cli.service import filter_tasks, print_tasks
+    from shoal.cli.service import filter_tasks, node_names, print_tasks
 
     with connect() as client:
         tasks = client.get("/tasks", stack=args.stack)
         if not tasks:
             raise ShoalError(f"nothing found in stack: {args.stack}")
-        print_tasks(client, filter_tasks(tasks, args.filter), args, quiet_full=False)
+        print_tasks(client, filter_tasks(tasks, args.filter, node_names(client)), args, quiet_full=False)
     return 0
 
 
