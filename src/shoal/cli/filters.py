@@ -89,12 +89,6 @@ class Filters:
         values = self.fields.get(key)
         return not values or source in values
 
-    def unique_exact_match(self, key: str, source: str) -> bool:
-        values = self.fields.get(key)
-        if not values:
-            return True
-        return len(values) == 1 and values[0] == source
-
     def match(self, key: str, source: str) -> bool:
         """Exact, else each value as an unanchored regular expression (Go's regexp.MatchString);
         a value that is no valid expression is skipped, as moby skips it."""
