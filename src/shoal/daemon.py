@@ -474,6 +474,20 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+# asyncio gives every TLS connection a 256 KiB read buffer (sslproto.SSLProtocol.max_size), zeroed
+# when the connection opens, so resident at once: with each node's session holding its streams and
+# its heartbeats on TLS connections to the manager, that was most of the manager's 1 MiB per node
+# (bench/bench_agents.py). A TLS record carries at most 16 KiB of data, so 32 KiB reads lose
+# nothing but a few more read calls on a long transfer (an image layer).
+TLS_READ_BUFFER = 32 * 1024
+
+
+def small_tls_buffers() -> None:
+    import asyncio.sslproto
+
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
 def in_swarm(root: Path) -> bool:
     """Has this node joined or made a swarm? (manager/swarmnode.py's state file, read without
     loading the swarm modules.)"""
@@ -483,6 +497,7 @@ def in_swarm(root: Path) -> bool:
 def run() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s shoald %(levelname)s %(message)s")
     raise_nofile_limit()
+    small_tls_buffers()
     from shoal.api.swarmapi import restart_if_requested
 
     factory = None
