@@ -57,8 +57,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
                       SHOAL_CONFIG=str(base / "client-cfg" / "config.json"))
     root.mkdir()
     log = open(base / "shoald.log", "ab")
-    daemon = subprocess.Popen([sys.executable, "-m", "shoal", "daemon"], env=env, stdout=log, stderr=log,
-                              stdin=subprocess.DEVNULL)
+    # Uploads capped at 20 MB on this node (test_hostile_build_context_is_refused sends more).
+    daemon = subprocess.Popen([sys.executable, "-m", "shoal", "daemon"], env=dict(env, SHOAL_UPLOAD_MAX="20000000"),
+                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while cli(env, "info").returncode != 0:
@@ -316,6 +317,14 @@ def test_hostile_build_context_is_refused(node: Node) -> None:
             os.environ.pop("SHOAL_CONFIG", None)
         else:
             os.environ["SHOAL_CONFIG"] = old
+    # Past the node's cap (SHOAL_UPLOAD_MAX, 20 MB here): 413 with the cap named, nothing kept.
+    big = node.base / "bigctx"
+    big.mkdir()
+    (big / "Dockerfile").write_text("FROM localhost/busybox:test\n")
+    (big / "blob").write_bytes(os.urandom(21_000_000))
+    refused = node.shoal("build", "-t", "evil:big", str(big))
+    assert refused.returncode != 0
+    assert b"build context too large: shoald accepts at most 20000000 bytes (SHOAL_UPLOAD_MAX)" in refused.stderr
     assert list(victim.iterdir()) == []
     assert not list(node.base.rglob("escaped")) and not list(Path("/").glob("escaped"))
     uploads = Path(node.env["SHOAL_ROOT"]) / "uploads"

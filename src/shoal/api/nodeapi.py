@@ -69,11 +69,16 @@ def _json_query(request: web.Request, name: str, kind: type, default: Any) -> An
     return value
 
 
+class _RequestTooLarge(web.HTTPClientError):
+    status_code = 413
+
+
 async def _spool(request: web.Request, directory: Path, what: str) -> Path:
     """The request body into `directory`/upload, refused (413) past upload_max()."""
     limit = upload_max()
+    message = json.dumps({"message": f"{what} too large: shoald accepts at most {limit} bytes (SHOAL_UPLOAD_MAX)"})
     if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(limit, request.content_length)
+        raise _RequestTooLarge(text=message, content_type="application/json")
     target = directory / "upload"
     size = 0
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -81,8 +86,7 @@ async def _spool(request: web.Request, directory: Path, what: str) -> Path:
         async for chunk in request.content.iter_chunked(_CHUNK):
             size += len(chunk)
             if size > limit:
-                raise ShoalError(f"{what} too large: shoald accepts at most {limit} bytes "
-                                 f"(SHOAL_UPLOAD_MAX)")
+                raise _RequestTooLarge(text=message, content_type="application/json")
             await asyncio.to_thread(out.write, chunk)
     if size == 0:
         raise InvalidArgument(f"{what}: the request body is empty")

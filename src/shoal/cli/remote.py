@@ -252,6 +252,8 @@ def logs(args: argparse.Namespace) -> int:
 
 def ps_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """`ps` rows of the node's containers, the fields cli/container.py ps_row gives locally."""
+    import time
+
     from shoal.cli.format import human_duration
 
     trunc = not args.no_trunc
