@@ -1,7 +1,7 @@
 """The seed's walkthrough through the routing mesh on a four-node local cluster (issue 12 items
 4-5): `curl` to each node's address on port 4000 answers from the tasks of other nodes too, each
 task sees the client's own address (no SNAT, moby#25526), and the visit counter on the manager
-counts up from every node (a client that is a node of the cluster, sent by another node to a
+counts up from every node, 127.0.0.1 on a node included (a client that is a node of the cluster, sent by another node to a
 task on its own node, shows as the entry node); with one task left, every node's port still reaches it (a node with
 no task publishes the port too); `stack rm` takes every mesh rule, ip rule and route table away.
 
@@ -168,6 +168,17 @@ def test_seed_through_the_mesh_on_every_node(cluster: Any) -> None:
     for k in range(1, NODES + 1):
         rules, marks = mesh_state(cluster, k)
         assert rules.count("fwmark") >= NODES - 1 and marks, (k, rules, marks)
+
+    # 127.0.0.1 on a node is in the mesh too: a loopback client (mapped onto 169.254.0.0/16 with
+    # its port, network/nft.py) reaches the tasks of other nodes, the reply back the same way.
+    seen = set()
+    for _ in range(12):
+        got = in_netns(cluster.node(2)["hostname"], "curl", "-s", "-m", "5", "http://127.0.0.1:4000/cgi-bin/visit")
+        assert got.returncode == 0, got
+        host, addr, _visits = got.stdout.split()
+        assert addr.removeprefix("[::ffff:").removesuffix("]") == "169.254.0.1", got.stdout
+        seen.add(where.get(host, host))
+    assert seen - {cluster.node(2)["hostname"]}, seen
 
     # One task left: every node's port 4000 reaches it, nodes with no task of web included.
     cluster.shoal("service", "scale", "--detach", f"{STACK}_web=1")
