@@ -13,7 +13,8 @@ pkgs=(crun runc conmon nftables iproute2 debootstrap busybox-static docker-regis
 # tests in tests/cgroupv2, which download and unpack that kernel themselves (never installed);
 # iperf3 measures TCP throughput between tasks for bench/bench_overlay.py (run from the host in
 # the tasks' namespaces, so images need not have it).
-if [ "${SHOAL_TEST_DEPS:-0}" = 1 ]; then pkgs+=(qemu-system-x86 iperf3); fi
+# zsh and fish run the completion scripts `shoal completion zsh|fish` prints (tests/unit/test_completion.py).
+if [ "${SHOAL_TEST_DEPS:-0}" = 1 ]; then pkgs+=(qemu-system-x86 iperf3 zsh fish); fi
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
