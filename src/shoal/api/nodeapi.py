@@ -1,12 +1,13 @@
-"""shoald's node-local routes: this node's images (list, inspect, history, tag, rm, load, save),
-builds, and containers (list, inspect, logs), for a CLI whose context names this node from
-another machine (as `docker` reaches dockerd with DOCKER_HOST=tcp://...).
+"""shoald's node-local routes: this node's images (list, inspect, history, tag, rm, load, save,
+import), builds, and containers (list, inspect, logs, create, start with attach, exec, kill,
+stop, wait, rm), for a CLI whose context names this node from another machine (as `docker`
+reaches dockerd with DOCKER_HOST=tcp://...).
 
 A local context never comes here: the CLI does that work in its own process. On the cluster
 listener these routes are behind the manager door (api/tcp.py: a manager's or the CLI's
 certificate, never a worker's).
 
-Uploads (a build context, an image archive) are spooled into a private directory of the state
+Uploads (a build context, an image archive or tarball) are spooled into a private directory of the state
 root, size-capped, and a build context is unpacked through the hardened layer unpacker
 (image/layers.py: no absolute or `..` names, nothing written through a symlink), so a hostile
 tar cannot write outside its own temporary directory."""

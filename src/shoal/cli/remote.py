@@ -1,12 +1,14 @@
 """Commands that act on the node a tcp:// context names, through its shoald's node API
 (api/nodeapi.py), as `docker` does with DOCKER_HOST: `build` sends the context (a tar, with
 .dockerignore applied here as docker/cli does) and prints the node's output as it comes,
-`save`/`load` stream the archive, `images`, `history`, `inspect`, `rmi`, `tag`, `ps` and `logs`
-fetch the node's data and print it with the same tables as the local commands.
+`save`/`load`/`import` stream the archive, `images`, `history`, `inspect`, `rmi`, `tag`, `ps`
+and `logs` fetch the node's data and print it with the same tables as the local commands, and
+`run`, `create`, `start`, `stop`, `kill`, `rm`, `wait` and `exec` (no -i/-t) drive the node's
+containers.
 
 A handler that can do this is marked `func.on_node = True`; cli/main.py then lets a tcp://
-context through and sets args.node. Only imported for a remote context: a local `shoal images` or `shoal ps` never loads it (nor
-any HTTP code)."""
+context through and sets args.node. Only imported for a remote context: a local `shoal images`
+or `shoal ps` never loads it (nor any HTTP code)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Any, BinaryIO
 
 from shoal.api.client import Client, quote_ref
 from shoal.errors import InvalidArgument, NotFound, ShoalError
+
 
 def client(args: argparse.Namespace) -> Client:
     return Client(endpoint=args.node, timeout=60.0)
