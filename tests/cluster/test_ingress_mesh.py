@@ -45,10 +45,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iter
     assert not {n for n in link_names() - before["links"] if n.startswith(("vx-", c.name))}
 
 
-def on_node(c: Any, k: int, *args: str) -> subprocess.CompletedProcess[str]:
+def on_node(c: Any, k: int, *args: str, answer: str = "") -> subprocess.CompletedProcess[str]:
     """A command run on node k itself (the network commands do not reach a remote node)."""
     node = c.node(k)
-    return subprocess.run([sys.executable, "-m", "shoal", "-c", "default", *args],
+    return subprocess.run([sys.executable, "-m", "shoal", "-c", "default", *args], input=answer,
                           env=dict(c.env, SHOAL_ROOT=node["root"], SHOAL_RUN=node["run"]),
                           capture_output=True, text=True, timeout=60)
 
@@ -78,6 +78,6 @@ def test_ingress_port_answers_on_a_node_without_the_task(cluster: Any) -> None:
     # One task, on the worker: the manager's port (node 1, no task of the service) reaches it.
     assert len(set(answers.values())) == 1, answers
 
-    refused = on_node(cluster, 1, "network", "rm", "ingress")
+    refused = on_node(cluster, 1, "network", "rm", "ingress", answer="y\n")
     assert refused.returncode == 1 and "ingress network cannot be removed because service" in refused.stderr
     cluster.shoal("service", "rm", "ing")

@@ -73,8 +73,18 @@ def test_published_port_without_a_network_answers_through_ingress(shoal, busybox
             assert attachment["network"] == "ingress"
             assert ipaddress.ip_address(attachment["addresses"][0].split("/")[0]) in ipaddress.ip_network(subnet)
 
+        # Explicitly attaching a service to it: swarmkit's refusal.
+        explicit = shoal("service", "create", "--detach", "--name", "h10_ing2", "--network", "ingress", busybox_image)
+        assert explicit.returncode != 0  # the CLI's exit code for a daemon's 400 is service create's own
+        assert ('Service cannot be explicitly attached to the ingress network "ingress"'
+                in explicit.stderr), explicit.stderr
+
+        # docker/cli asks first; "N" (or no answer) leaves it alone.
+        kept = shoal("network", "rm", "ingress", input="n\n", check=True)
+        assert kept.stdout.startswith("WARNING! Before removing the routing-mesh network, make sure all the nodes")
+        assert kept.stdout.endswith("Are you sure you want to continue? [y/N] ")
         # swarmkit's removeIngressNetwork refusal, the network kept.
-        refused = shoal("network", "rm", "ingress")
+        refused = shoal("network", "rm", "ingress", input="y\n")
         assert refused.returncode == 1
         assert (f"ingress network cannot be removed because service {service_id} depends on it"
                 in refused.stderr), refused.stderr
@@ -82,5 +92,5 @@ def test_published_port_without_a_network_answers_through_ingress(shoal, busybox
     finally:
         shoal("service", "rm", "h10_ing")
     # No service needs it any more: removed (this node's copy once the tasks have stopped).
-    assert shoal("network", "rm", "ingress", check=True).stdout == "ingress\n"
+    assert shoal("network", "rm", "ingress", input="y\n", check=True).stdout.endswith("[y/N] ingress\n")
     _wait(lambda: ["ingress", "overlay", "swarm"] not in _rows(shoal), 30, "the node's copy of ingress to go")

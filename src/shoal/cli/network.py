@@ -286,13 +286,25 @@ def _inspect(args: argparse.Namespace) -> int:
     return status
 
 
+_INGRESS_WARNING = (
+    "WARNING! Before removing the routing-mesh network, make sure all the nodes in your swarm run the same docker "
+    "engine version. Otherwise, removal may not be effective and functionality of newly create ingress networks will "
+    "be impaired.\nAre you sure you want to continue?")
+
+
 def _rm(args: argparse.Namespace) -> int:
     from shoal.network import cleanup  # imports pyroute2 (a quarter second): only when needed
 
     status = 0
     for ref in args.networks:
         try:
-            if _swarm_network(ref) is not None:
+            record = _swarm_network(ref)
+            if record is not None and (record.get("spec") or {}).get("ingress"):
+                from shoal.cli.prune import confirm
+
+                if not confirm(_INGRESS_WARNING):  # docker/cli network rm's ingressWarning
+                    continue
+            if record is not None:
                 from shoal.api.client import connect
 
                 with connect() as client:

@@ -68,7 +68,11 @@ def ensure(store: Store) -> None:
     from shoal.model.records import Network
     from shoal.model.stack import IPAM, IPAMPool, NetworkSpec
 
-    if any(n["name"] == NAME for n in store.list("network")):
+    recorded = next((n for n in store.list("network") if n["name"] == NAME), None)
+    if recorded is not None:
+        # This node's copy again if it went (removed by hand, a wiped network store): the
+        # manager's record says what it is.
+        endpoints.ensure_networks({"networks": {NAME: recorded["spec"]}})
         return
     subnet = _subnet()
     spec = NetworkSpec(name=NAME, compose_name=NAME, driver="overlay", ingress=True,

@@ -48,6 +48,8 @@ def prune_networks(store: NetworkStore | None = None, select: Callable[[Network]
         for net in store.list():
             if net.predefined or net.endpoints or net.reserved:
                 continue
+            if (net.name, net.driver) == ("ingress", "overlay"):
+                continue  # moby's prune: the routing-mesh network goes only by an explicit rm
             if select is not None and not select(net):
                 continue
             store.delete(net)

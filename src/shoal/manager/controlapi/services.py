@@ -153,9 +153,12 @@ def check_references(tx: Transaction, spec: ServiceSpec) -> None:
     checkSecretExistence / checkConfigExistence; dockerd's `network x not found`). Each file
     reference is stamped with the content's digest, so a changed secret rolls the service."""
     networks = {n["name"] for n in tx.list("network")}
+    ingress = {n["name"] for n in tx.list("network") if (n.get("spec") or {}).get("ingress")}
     for attachment in spec.networks:
         if attachment.target not in networks and attachment.target not in NODE_NETWORKS:
             raise NotFound(f"network {attachment.target} not found")
+        if attachment.target in ingress:  # swarmkit validateNetworks (manager/ingress.py attaches it)
+            raise _invalid(f'Service cannot be explicitly attached to the ingress network "{attachment.target}"')
     for kind, refs in (("secret", spec.secrets), ("config", spec.configs)):
         if not refs:
             continue
