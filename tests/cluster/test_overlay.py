@@ -252,6 +252,17 @@ def test_tasks_reach_each_other_across_nodes(cluster: Any) -> None:
         assert "mtu 1450" in line and "master shoal-" in line, line
         assert network_file(cluster, k)["mtu"] == 1450
 
+    # `network inspect` on the manager: Docker's VNI option and the nodes that have the network.
+    node1 = cluster.node(1)
+    got = subprocess.run([sys.executable, "-m", "shoal", "-c", "default", "network", "inspect", NETWORK],
+                         env=dict(cluster.env, SHOAL_ROOT=node1["root"], SHOAL_RUN=node1["run"]),
+                         capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    (inspected,) = json.loads(got.stdout)
+    assert inspected["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == str(vni)
+    assert inspected["Peers"] == [{"Name": cluster.node(k)["hostname"], "IP": cluster.node(k)["address"]}
+                                  for k in range(1, NODES + 1)], inspected
+
     procs = httpds(cluster)
     # By address: a task on each node fetches the page of the task on every other node (its
     # container's hostname, the first 12 characters of its ID).

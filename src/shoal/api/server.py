@@ -291,7 +291,9 @@ def make_app(daemon: Daemon) -> web.Application:
 
     @routes.get(prefix + "/networks/{ref}")
     async def network(request: web.Request) -> web.Response:
-        return web.json_response(netapi.inspect_network(store, request.match_info["ref"]).to_dict())
+        found = netapi.inspect_network(store, request.match_info["ref"]).to_dict()
+        found.update(await asyncio.to_thread(daemon.dispatcher.network_state, found["name"]))  # VNI, Peers
+        return web.json_response(found)
 
     @routes.delete(prefix + "/networks/{ref}")
     async def remove_network(request: web.Request) -> web.Response:

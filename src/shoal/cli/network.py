@@ -152,8 +152,19 @@ def swarm_inspect_dict(record: dict[str, Any]) -> dict[str, Any]:
         "IPAM": {"Driver": (spec.get("ipam") or {}).get("driver") or "default", "Options": None, "Config": config},
         "Internal": bool(spec.get("internal")), "Attachable": bool(spec.get("attachable")), "Ingress": bool(spec.get("ingress")),
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": None,
-        "Options": dict(spec.get("driver_opts") or {}), "Labels": dict(spec.get("labels") or {}),
+        "Options": _swarm_options(record), "Labels": dict(spec.get("labels") or {}),
+        **({"Peers": record["peers"]} if "peers" in record else {}),
     }
+
+
+def _swarm_options(record: dict[str, Any]) -> dict[str, str]:
+    """The driver's options, with the VNI the manager gave an overlay network (Docker's own)."""
+    from shoal.network.overlay import VXLANID_OPTION
+
+    options = dict((record.get("spec") or {}).get("driver_opts") or {})
+    if record.get("vni"):
+        options[VXLANID_OPTION] = str(record["vni"])
+    return options
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -252,6 +252,21 @@ class Dispatcher:
         self._view = view
         return view
 
+    def network_state(self, name: str) -> dict[str, Any]:
+        """`network inspect` of a swarm network beyond its record: its VNI (Docker shows it in
+        Options) and its Peers, the nodes that are up and have it (a task of it placed there,
+        or every node for a network of the routing mesh), by hostname and address."""
+        from shoal.network.overlay import vni_of
+
+        view = self._current_view(self.store.revision())
+        record = view.networks.get(name)
+        if record is None or record.get("driver") != "overlay":
+            return {}
+        ids = set(view.nodes) if name in mesh_networks(view.services) else \
+            {nid for _ip, nid in view.peers.get(name, ()) if nid in view.nodes}
+        peers = sorted((view.nodes[nid] for nid in ids), key=lambda n: tuple(int(o) for o in n[0].split(".")))
+        return {"vni": vni_of(record.get("options") or {}), "peers": [{"Name": host, "IP": addr} for addr, host in peers]}
+
     # ---- heartbeats ------------------------------------------------------------------------------
     def _choose_period(self) -> float:
         return self.heartbeat_period * (1 + random.random() * EPSILON_RATIO)
