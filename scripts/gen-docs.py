@@ -105,7 +105,7 @@ process stays behind."""),
     "network": ("Networks", """\
 `bridge`, `host` and `none` exist from the start. Stacks create their networks as
 `<stack>_<name>` (driver `overlay`, scope `swarm`; each node of a cluster has its own bridge for the network,
-with addresses the manager allocates: traffic between nodes is not carried yet); published ports and service
+with addresses the manager allocates, joined to the other nodes' by VXLAN); published ports and service
 VIPs are nftables rules in tables named `shoal*`."""),
     "stack": ("Stacks", """\
 A stack is a Compose file deployed as services (`<stack>_<service>`), networks
