@@ -61,8 +61,11 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     daemon = subprocess.Popen([sys.executable, "-m", "shoal", "daemon"], env=dict(env, SHOAL_UPLOAD_MAX="20000000"),
                               stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
+        from shoal.api.client import Client
+
+        # Waited for without the CLI: a command finding no shoald yet would start a second one.
         deadline = time.monotonic() + 60
-        while cli(env, "info").returncode != 0:
+        while not Client(run / "shoal.sock").ping():
             assert daemon.poll() is None and time.monotonic() < deadline, (base / "shoald.log").read_text()[-2000:]
             time.sleep(0.1)
         port = _free_port()
