@@ -122,8 +122,11 @@ def test_devices_left_by_a_crash_are_removed(ns: dict[str, Any]) -> None:
                    "bridge.ensure_bridge(net)\n"
                    "print(json.dumps({'id': net.id, 'bridge': net.bridge}))\n")
     dev = f"vx-{VNI:06x}-{net['id'][:5]}"
+    # A crash between making the device and tagging it left it untagged: made again, tagged.
+    ip(ns, "link", "add", dev, "type", "vxlan", "id", str(VNI), "dstport", "4789", "local", LOCAL)
     step(ns, f"overlay.sync(json.loads({records(net['id'], [('10.213.0.5', '198.18.250.2')])!r}))\n")
-    assert dev in ip(ns, "-o", "link", "show")
+    detail = ip(ns, "-d", "link", "show", dev)
+    assert "alias shoal:" in detail and "proxy" in detail and f"master {net['bridge']}" in detail, detail
     # Another root's device (a real installation beside the tests) is never touched.
     ip(ns, "link", "add", "vx-00ffff-other", "type", "vxlan", "id", "65535", "dstport", "4789", "local", LOCAL)
     # shoald restarted, its manager gone: nothing is wanted here any more.

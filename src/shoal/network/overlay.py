@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def peers_of(record: dict[str, Any]) -> list[vxlan.Peer]:
 
 _lock = threading.Lock()
 _applied: dict[str, tuple[Any, ...]] = {}  # device name -> what was last made of it
+_failed: dict[str, tuple[tuple[Any, ...], float]] = {}  # device name -> (what failed, when)
+RETRY = 5.0  # seconds before a device that could not be made is tried again (unless its view changed)
 _swept = False  # the first sync of this process looks at every device (a crash may have left some)
 
 
@@ -122,16 +125,22 @@ def sync(records: dict[str, dict[str, Any]]) -> None:
         for name in _applied.keys() - wanted.keys():
             _applied.pop(name, None)
         _swept = True
+        now = time.monotonic()
         for name, spec in wanted.items():
             vni, local, bridge_name, _bridge, mtu, peers = spec
+            failed = _failed.get(name)
+            if failed is not None and failed[0] == spec and now - failed[1] < RETRY:
+                continue  # not again at every agent pass (and its warning with it)
             try:
                 link = vxlan.ensure_device(name, vni=vni, local=local, bridge=bridge_name, mtu=mtu,
                                            known=existing.get(name))
                 added, removed = vxlan.program(link, list(peers))
             except OSError as exc:
-                _applied.pop(name, None)  # tried again at the next sync
-                log.warning("vxlan %s: %s", name, exc)
+                _applied.pop(name, None)
+                _failed[name] = (spec, now)
+                log.warning("vxlan %s: %s (tried again in %.0f s)", name, exc, RETRY)
                 continue
+            _failed.pop(name, None)
             if added or removed:
                 log.info("vxlan %s: %d entries set, %d removed (%d peers)", name, added, removed, len(peers))
             _applied[name] = (*spec, link)

@@ -54,7 +54,15 @@ def ensure_device(name: str, *, vni: int, local: str, bridge: str, mtu: int,
             if known["master"] == br and known["up"]:
                 return int(str(known["index"]))
             nl.delete(name)
-        nl.add_vxlan(name, vni=vni, local=local, port=VXLAN_PORT, mtu=mtu, master=br)
+        try:
+            nl.add_vxlan(name, vni=vni, local=local, port=VXLAN_PORT, mtu=mtu, master=br)
+        except OSError as exc:
+            if exc.errno != 17 or known is not None:
+                raise
+            # EEXIST with no device of this root by that name: one a crash left before its tag
+            # was set (the name holds this network's ID): made again.
+            nl.delete(name)
+            nl.add_vxlan(name, vni=vni, local=local, port=VXLAN_PORT, mtu=mtu, master=br)
         idx = rtnl.index(name)
         if idx is None:
             raise OSError(19, f"vxlan {name} vanished after it was made")
