@@ -3,9 +3,11 @@
     sudo .venv/bin/python bench/bench_network.py [--seconds 3] [--rounds 3]
 
 Prints:
- 1. requests/s through a published port (127.0.0.1:PORT, nftables DNAT) to one backend, divided
-    by requests/s straight to that backend's IP (target >= 0.9); ApacheBench (ab), keep-alive
-    and one-connection-per-request;
+ 1. requests/s through a published port (nftables DNAT) to one backend, divided by requests/s
+    straight to that backend's IP (target >= 0.9); ApacheBench (ab), keep-alive and one
+    connection per request, measured as bench_mesh.py does (bounded runs, alternated, pauses,
+    several client namespaces as sources, and a loopback client); bench_mesh.py adds a
+    sustained minute;
  2. the spread of 1,000 new connections over 5 backends (each should be within 10% of a fifth);
  3. the time to apply a rule change (one `nft -f` transaction of the whole table), with 5 and
     with 1,000 backends;
@@ -131,17 +133,24 @@ def main() -> int:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         print(f"attach (netns + veth + address + route + nft apply): {attach_ms:.0f} ms per container")
 
-        # 1. published port vs direct, one backend.
+        # 1. published port vs direct, one backend: bench_mesh.py's measurement (the mesh, not
+        # the client: bounded alternated runs with pauses, several source addresses).
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_mesh
+
         direct_ip = backends[0].ip_addresses[0]
-        for keepalive in (True, False):
-            kind = "keep-alive" if keepalive else "new connection per request"
-            directs, publisheds = [], []
-            for _ in range(opts.rounds):  # interleaved: a busy shared machine drifts
-                directs.append(ab(f"http://{direct_ip}:80/", opts.seconds, keepalive))
-                publisheds.append(ab("http://127.0.0.1:18800/", opts.seconds, keepalive))
-            direct, published = statistics.median(directs), statistics.median(publisheds)
-            print(f"published port / direct ({kind}, median of {opts.rounds}): "
-                  f"{published:,.0f} / {direct:,.0f} req/s = {published / direct:.2f}")
+        mesh_opts = argparse.Namespace(seconds=opts.seconds, rounds=opts.rounds, pause=1.0, sustain=0)
+        with bench_mesh.client_namespaces(4) as clients:
+            bench_mesh.compare(
+                f"published port / direct, {len(clients)} client addresses",
+                lambda s, k: bench_mesh.ab_many([(c.ns, f"http://{direct_ip}:80/") for c in clients], s, k),
+                lambda s, k: bench_mesh.ab_many([(c.ns, f"http://{c.host_ip}:18800/") for c in clients], s, k),
+                mesh_opts, sustain=False)
+        bench_mesh.compare(
+            "published port / direct, loopback client (127.0.0.1)",
+            lambda s, k: bench_mesh.ab_many([(None, f"http://{direct_ip}:80/")], s, k),
+            lambda s, k: bench_mesh.ab_many([(None, "http://127.0.0.1:18800/")], s, k),
+            mesh_opts, sustain=False)
 
         # 2. spread over 5 backends through a service's published port.
         svc = lb.Service(id="bench", name="web", ports=[lb.ServicePort("tcp", 80, 18801)],
