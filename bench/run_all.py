@@ -21,7 +21,8 @@ HERE = Path(__file__).resolve().parent
 # Skipped by --quick: the ones that take minutes or move hundreds of megabytes.
 SLOW = {
     "bench_archive": "about 80 s",
-    "bench_network": "about 75 s",
+    "bench_network": "about 2.5 min",
+    "bench_mesh": "about 10 min: alternated runs, two sustained minutes each way, a 2-node cluster",
     "bench_registry": "about 60 s: a 256 MB push and pull",
     "bench_stack": "about 50 s: 50 tasks started and removed",
     "bench_images": "about 40 s: 500 images, 100 MB layers",
