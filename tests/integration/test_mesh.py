@@ -223,3 +223,30 @@ def test_mesh_nft_rules_render_and_load() -> None:
             in script)
     check = subprocess.run(["nft", "-c", "-f", "-"], input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_published_port_rotation_holds_other_nodes_tasks_unless_mode_host(tmp_path: Path) -> None:
+    """A published port in ingress mode balances over the local tasks and those of other nodes
+    (reached over the overlay); `mode: host` only over the local ones; the VIP over both."""
+    from shoal.network import lb
+
+    old = {k: os.environ.get(k) for k in ("SHOAL_ROOT", "SHOAL_RUN")}
+    os.environ["SHOAL_ROOT"] = str(tmp_path / "root")
+    os.environ["SHOAL_RUN"] = str(tmp_path / "root" / "run")
+    try:
+        store = NetworkStore()
+        svc = lb.Service(id="s1", name="web", vips={"n1": "10.218.2.2"},
+                         ports=[lb.ServicePort("tcp", 80, 18941), lb.ServicePort("tcp", 81, 18942, mode="host")],
+                         backends=[lb.Backend("t1", {"n1": "10.218.2.5"})],
+                         remote={"n1": ["10.218.2.7", "10.218.2.9"]})
+        lb._save(svc)
+        _, vips, ports = nft.collect(store)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    by_port = {p.published: sorted(p.backends) for p in ports}
+    assert by_port[18941] == [("10.218.2.5", 80), ("10.218.2.7", 80), ("10.218.2.9", 80)]
+    assert by_port[18942] == [("10.218.2.5", 81)]
