@@ -4,7 +4,8 @@ real shoalds in network namespaces over mutual TLS, the CLI pointed at the manag
 - `service logs` shows the lines of the tasks of every node, each prefixed as Docker's
   `name.slot.taskid@hostname    | `, `--tail N` per task; `service ps` names the same hostnames;
 - `service logs -f` follows tasks on every node, including tasks that start later (a scale);
-- `events` shows the containers of every node (create, start) in Docker's format."""
+- `events` shows the containers of every node (create, start) in Docker's format;
+- a node cut off: the other nodes' lines and Docker's `incomplete log stream` warning naming it."""
 
 from __future__ import annotations
 
@@ -143,3 +144,28 @@ def test_events_show_containers_of_every_node(cluster: Any) -> None:
     ids = cluster.shoal("node", "ls", "-q", timeout=60).stdout.split()
     assert nodes == set(ids), out
     assert " container create " in out
+
+
+def test_a_node_without_session_is_named_in_dockers_warning(cluster: Any) -> None:
+    """Logs of a node the manager cannot reach: the others' lines, then Docker's
+    `incomplete log stream` warning naming it, exit 0 (docker/cli prints the daemon's warning)."""
+    cut = f"{cluster.name}-3"
+    tasks = running_nodes(cluster)
+    assert cut in tasks.values()
+    listed = cluster.shoal("node", "ls", "--format", "{{.Hostname}} {{.ID}}", timeout=60).stdout
+    node_id = dict(ln.split()[:2] for ln in listed.splitlines())[cut]
+    subprocess.run(["ip", "-n", cut, "link", "set", "eth0", "down"], check=True)
+    try:
+        wait_for(f"{cut} Down", lambda: f"{cut} Down" in cluster.shoal("node", "ls", "--format", "{{.Hostname}} {{.Status}}",
+                                                                       timeout=60).stdout, 20)
+        proc = cluster.shoal("service", "logs", SERVICE, timeout=60)
+        assert proc.returncode == 0
+        hosts = {m["host"] for ln in proc.stdout.splitlines() if (m := PREFIX.match(ln))}
+        assert hosts == hostnames(cluster) - {cut}, proc.stdout[-2000:]
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "warning: incomplete log stream. some logs could not be retrieved for the following reasons: "
+            f"node {node_id} is not available"), proc.stderr
+    finally:
+        subprocess.run(["ip", "-n", cut, "link", "set", "eth0", "up"], check=True)
+    wait_for(f"{cut} Ready", lambda: f"{cut} Ready" in cluster.shoal("node", "ls", "--format", "{{.Hostname}} {{.Status}}",
+                                                                        timeout=60).stdout, 30)
