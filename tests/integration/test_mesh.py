@@ -181,6 +181,8 @@ def test_mesh_rules_are_made_exactly_the_view_and_removed(tmp_path: Path) -> Non
             shown = subprocess.run(["ip", "-j", "link", "show", "dev", "shoalmt0"], capture_output=True, text=True,
                                    check=True).stdout
             out = {"mac": json.loads(shown)[0]["address"],
+                   # so the tasks already there learn the new MAC (gratuitous ARP)
+                   "arp_notify": Path("/proc/sys/net/ipv4/conf/shoalmt0/arp_notify").read_text().strip(),
                    "rules": subprocess.run(["ip", "rule", "show", "priority", str(mesh.RULE_PRIORITY)],
                                            capture_output=True, text=True, check=True).stdout,
                    "route": subprocess.run(["ip", "route", "show", "table", str(mesh.table_id("shoalmt0", "198.18.0.3"))],
@@ -199,6 +201,7 @@ def test_mesh_rules_are_made_exactly_the_view_and_removed(tmp_path: Path) -> Non
     finally:
         netns.remove(ns)
     assert got["mac"] == "02:5b:c6:12:00:02" == mesh.node_mac("198.18.0.2")
+    assert got["arp_notify"] == "1"
     rules = got["rules"].splitlines()
     assert len(rules) == 2, rules
     assert f"fwmark {mesh.node_mark('198.18.0.3'):#x} iif shoalmt0 lookup {mesh.table_id('shoalmt0', '198.18.0.3')}" \

@@ -155,6 +155,12 @@ def _set_mac(bridge: str, mac: str) -> None:
         return  # gone meanwhile
     if json.loads(shown.stdout)[0].get("address") == mac:
         return
+    # The tasks already on the bridge know its old MAC as their gateway's: with arp_notify the
+    # kernel announces the new one (gratuitous ARP, which updates their existing entries).
+    try:
+        Path(f"/proc/sys/net/ipv4/conf/{bridge}/arp_notify").write_text("1\n")
+    except OSError as exc:
+        log.warning("mesh: arp_notify on %s: %s", bridge, exc)
     proc = _ip("link", "set", "dev", bridge, "address", mac)
     if proc.returncode != 0:
         log.warning("mesh: bridge %s MAC %s: %s", bridge, mac, proc.stderr.strip())
@@ -164,7 +170,8 @@ def apply_kernel(bridges: list[MeshBridge]) -> None:
     """Bridge MACs, ip rules and their tables made exactly `bridges`' (others of ours removed)."""
     want: dict[tuple[int, str], tuple[int, str]] = {}  # (mark, bridge) -> (table, via)
     for b in bridges:
-        _set_mac(b.bridge, node_mac(b.local))
+        if b.nodes:  # alone, the node needs no MAC of its own: nobody routes back to it
+            _set_mac(b.bridge, node_mac(b.local))
         for n in b.nodes:
             want[(node_mark(n), b.bridge)] = (table_id(b.bridge, n), n)
     have: dict[tuple[int, str], int] = {}
