@@ -23,6 +23,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from shoal.errors import ShoalError
@@ -144,8 +145,26 @@ def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable
         # DNATed connections may arrive from a bridge addressed to 127.0.0.0/8.
         + chain("input", "type filter hook input priority filter - 5; policy accept;",
                 ['iifname "shoal*" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop'])
+        + _tunnel_chains(nets, chain)
         + "}\n"
     )
+
+
+def _tunnel_chains(nets: list[Network], chain: Any) -> str:
+    """The VXLAN packets between nodes (network/vxlan.py) are not tracked: conntrack adds
+    nothing to them (the frames they carry are tracked on each side; encapsulation and
+    decapsulation reset it), and each would cost a lookup on both nodes. Measured with iperf3
+    between tasks on two nodes: 6.2 -> 7.2 Gbit/s in one alternated pair of runs, within the
+    noise of this shared machine in others."""
+    from shoal.network.overlay import vni_of
+    from shoal.network.vxlan import VXLAN_PORT
+
+    if not any(n.driver == "overlay" and vni_of(n.options) for n in nets):
+        return ""
+    return (chain("tunnel_in", "type filter hook prerouting priority raw; policy accept;",
+                  [f"udp dport {VXLAN_PORT} fib daddr type local notrack"])
+            + chain("tunnel_out", "type filter hook output priority raw; policy accept;",
+                    [f"udp dport {VXLAN_PORT} notrack"]))
 
 
 def _remote_in(net: Network, vips: Iterable[VipRule]) -> str:
