@@ -206,7 +206,9 @@ def test_wrongly_shaped_stacks_are_400s_naming_the_field(daemon, tmp_path: Path)
     bad = {k: v for k, v in stack["services"]["fuzz_web"].items() if k != "image"}
     status, payload = raw(sock, "POST", "/v1/stacks/fuzz",
                           json.dumps({"stack": dict(stack, services={"fuzz_web": bad}), "files": files}).encode())
-    assert (status, payload["message"]) == (400, "invalid stack fuzz: services.fuzz_web.image: missing")
+    # swarmkit's validateContainerSpec, through the control API, naming the service.
+    assert (status, payload["message"]) == (400, "failed to update service fuzz_web: rpc error: code = "
+                                                 "InvalidArgument desc = ContainerSpec: image reference must be provided")
     for replicas, word in (("2", "string"), (True, "true"), (10**30, "1000"), (-1, "-1"), (None, "null")):
         status, payload = raw(sock, "POST", "/v1/services/fuzz_web/scale", json.dumps({"replicas": replicas}).encode())
         assert status == 400 and payload["message"].startswith("replicas: "), (replicas, payload)

@@ -23,14 +23,14 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from shoal import paths
-from shoal.errors import InvalidArgument, NotFound, ShoalError
+from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
 
 if TYPE_CHECKING:
     from shoal.daemon import Daemon
@@ -40,6 +40,22 @@ if TYPE_CHECKING:
 DEFAULT_UPLOAD_MAX = 8 * 2**30
 log = logging.getLogger("shoald.nodeapi")
 _CHUNK = 1 << 20
+
+T = TypeVar("T")
+
+
+def _as_bad_upload(work: Callable[[], T], upload: Path, label: str) -> T:
+    """The client's archive refused (corrupt, unsafe, not an image) is the client's error, a 400
+    naming what was sent (not the node's spool path), not shoald failing; running out of space
+    stays the node's (500)."""
+    try:
+        return work()
+    except (NotFound, Conflict, InvalidArgument, Unavailable):
+        raise
+    except ShoalError as exc:
+        if "no space left" in str(exc):
+            raise
+        raise InvalidArgument(str(exc).replace(str(upload), label)) from None
 
 
 def upload_max() -> int:
@@ -155,7 +171,8 @@ def _unpack_context(upload: Path, dest: Path) -> None:
             raise InvalidArgument(f"build context refused: {exc}") from None
 
 
-def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - the daemon for later routes
+def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemon for later routes
+               read_body: Callable[[web.Request], Awaitable[dict[str, Any]]]) -> None:
     from shoal.api import API_VERSION
 
     routes = web.RouteTableDef()
@@ -231,7 +248,7 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
                 with upload.open("rb") as src:
                     return archive.load(images(), src, source=request.query.get("source") or "from stdin")
 
-            loaded = await asyncio.to_thread(run)
+            loaded = await asyncio.to_thread(_as_bad_upload, run, upload, "the image archive")
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
         return web.json_response([{"id": i.id, "tags": i.tags, "replaced": [list(r) for r in i.replaced]}
@@ -253,9 +270,9 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
         work = Path(tempfile.mkdtemp(prefix="import-", dir=_upload_dir()))
         try:
             upload = await _spool(request, work, "image tarball")
-            image = await asyncio.to_thread(import_tarball, images(), str(upload), repo, changes,
-                                            request.query.get("message", ""), None,
-                                            request.query.get("platform") or None)
+            image = await asyncio.to_thread(_as_bad_upload, lambda: import_tarball(
+                images(), str(upload), repo, changes, request.query.get("message", ""), None,
+                request.query.get("platform") or None), upload, "the image tarball")
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
         return web.json_response({"id": image.id})
@@ -410,11 +427,12 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
         --env-file read there, as docker's CLI does); bind mounts name this node's paths."""
         from shoal.runtime.spec import ContainerSpec
 
-        try:
-            body = json.loads(await request.read() or b"null")
-            spec = ContainerSpec.from_dict(body["spec"])
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise InvalidArgument(f'the request body must be {{"spec": <ContainerSpec>}}: {exc}') from None
+        from shoal.api import shape
+
+        body = await read_body(request)
+        if not isinstance(body.get("spec"), dict):
+            raise InvalidArgument('the request body must be {"spec": <ContainerSpec>}')
+        spec = shape.checked(ContainerSpec, body["spec"], "spec")
         c = await asyncio.to_thread(containers().create, spec)
         return web.json_response({"Id": c.id}, status=201)
 
@@ -485,7 +503,7 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:  # noqa: ARG001 - 
         import threading
 
         try:
-            body = json.loads(await request.read() or b"null")
+            body = await read_body(request)
             cmd, env = body["cmd"], body.get("env") or []
             user, workdir, detach = body.get("user") or "", body.get("workdir") or "", bool(body.get("detach"))
             if not (isinstance(cmd, list) and cmd and all(isinstance(a, str) for a in cmd)

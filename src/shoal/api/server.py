@@ -340,7 +340,7 @@ def make_app(daemon: Daemon) -> web.Application:
     swarmapi.add_routes(app, daemon, _body)
     from shoal.api import nodeapi  # this node's images, builds and containers, for a remote CLI
 
-    nodeapi.add_routes(app, daemon)
+    nodeapi.add_routes(app, daemon, _body)
     from shoal.api import logsapi  # service logs and events, from every node
 
     logsapi.add_routes(app, daemon, prefix, _resolve, _int_query)
