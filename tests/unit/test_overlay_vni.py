@@ -120,3 +120,25 @@ def test_each_node_is_sent_the_other_nodes_tasks() -> None:
     assert "overlay" not in view.networks["s_net"]  # the shared view is not changed
     assert [p["ip"] for p in overlay_record(view, "s_net", "B")["overlay"]["peers"]] == ["10.0.0.2", "10.0.0.5"]
     assert overlay_record(view, "b", "A") == {"id": "n2", "name": "b", "driver": "bridge"}
+
+
+def test_nft_rules_for_overlay() -> None:
+    """VXLAN's packets untracked only while an overlay network with a VNI is in use; a VIP's
+    rotation holds the other nodes' tasks, which the hairpin masquerade skips."""
+    from shoal.network import nft
+    from shoal.network.store import Network
+
+    def net(driver: str, options: dict[str, str]) -> Network:
+        return Network(id="a" * 64, name="s_net", driver=driver, scope="swarm", created="", subnet="10.9.0.0/24",
+                       gateway="10.9.0.1", bridge="shoal-aaaaaaaaa", options=options)
+
+    overlay_net = net("overlay", {overlay.VXLANID_OPTION: "4096"})
+    script = nft.render([overlay_net], [nft.VipRule("10.9.0.2", ["10.9.0.3", "10.9.0.7"], "service web",
+                                                    ["10.9.0.7"])], [])
+    assert "udp dport 4789 fib daddr type local notrack" in script and "udp dport 4789 notrack" in script
+    assert "ip daddr 10.9.0.2 dnat to numgen inc mod 2 map { 0 : 10.9.0.3, 1 : 10.9.0.7 }" in script
+    accept = "ip saddr 10.9.0.0/24 ip daddr { 10.9.0.7 } ct status dnat accept"
+    masquerade = "ip saddr 10.9.0.0/24 ip daddr 10.9.0.0/24 ct status dnat masquerade"
+    assert accept in script and script.index(accept) < script.index(masquerade)
+    plain = nft.render([net("bridge", {}), net("overlay", {})], [], [])
+    assert "4789" not in plain and "ct status dnat accept" not in plain
