@@ -97,15 +97,15 @@ def test_node_commands_on_a_two_node_swarm(netns_cluster: NetnsCluster) -> None:
     assert rows(manager)[worker.name][4] == "Drain"
     manager.shoal("node", "update", "--label-add", "zone=a", "--label-add", "ssd", worker.name)
     inspected = json.loads(manager.shoal("node", "inspect", worker.name).stdout)[0]
-    assert inspected["labels"] == {"zone": "a", "ssd": ""} and inspected["role"] == "worker"
+    assert inspected["Spec"]["Labels"] == {"zone": "a", "ssd": ""} and inspected["Spec"]["Role"] == "worker"
     assert fails(manager, "node", "update", "--label-rm", "nope", worker.name) == \
         "Error: key nope doesn't exist in node's labels"
     manager.shoal("node", "update", "--label-rm", "ssd", worker.name)
     # ls filters, as Docker's
     listed = lambda *f: [l.split()[0] for l in manager.shoal("node", "ls", *f).stdout.splitlines()[1:]]  # noqa: E731
-    assert listed("-f", "role=worker") == listed("-f", "node.label=zone=a") == [inspected["id"]]
+    assert listed("-f", "role=worker") == listed("-f", "node.label=zone=a") == [inspected["ID"]]
     assert listed("-f", "node.label=zone=b") == [] and len(listed("-f", "role=manager", "-f", "role=worker")) == 2
-    assert listed("-f", f"name={manager.name}") == [json.loads(manager.shoal("node", "inspect", "self").stdout)[0]["id"]]
+    assert listed("-f", f"name={manager.name}") == [json.loads(manager.shoal("node", "inspect", "self").stdout)[0]["ID"]]
     assert fails(manager, "node", "ls", "-f", "colour=red") == "Error response from daemon: invalid filter 'colour'"
     assert fails(manager, "node", "update", "--availability", "sideways", worker.name) == \
         'Error response from daemon: invalid Availability: "sideways"'
@@ -153,6 +153,6 @@ def test_node_commands_on_a_two_node_swarm(netns_cluster: NetnsCluster) -> None:
     wait_for(lambda: worker.shoal("node", "ls", check=False).returncode == 0, "the worker's own shoald back")
     own = worker.shoal("node", "ls").stdout.splitlines()[1:]
     assert len(own) == 1 and own[0].split()[1:3] == ["*", worker.name]  # nothing of its swarm past
-    worker_id = inspected["id"]
+    worker_id = inspected["ID"]
     assert manager.shoal("node", "rm", worker_id[:10]).stdout == worker_id[:10] + "\n"
     assert list(rows(manager)) == [manager.name]

@@ -44,7 +44,7 @@ def not_joined(node: NetnsNode) -> None:
     assert not (certs / "swarm-node.crt").exists() and not (certs / "swarm-node.key").exists()
     assert not (node.root / "swarm" / "state.json").exists()
     info = json.loads(node.shoal("node", "inspect", "self").stdout)[0]
-    assert info["role"] == "manager"  # still its own one-node manager
+    assert info["Spec"]["Role"] == "manager"  # still its own one-node manager
 
 
 def test_init_and_two_joins_all_ready(netns_cluster: NetnsCluster) -> None:
@@ -213,15 +213,15 @@ def test_a_node_speaks_only_for_itself_and_a_removed_one_not_at_all(netns_cluste
     worker = netns_cluster.add()
     worker.shoal("swarm", "join", "--token", token, f"{manager.addr}:2377")
     wait_ready(manager, 2)
-    nodes = {n["hostname"]: n for n in json.loads(manager.shoal("node", "inspect", manager.name, worker.name).stdout)}
-    manager_id, worker_id = nodes[manager.name]["id"], nodes[worker.name]["id"]
+    nodes = {n["Description"]["Hostname"]: n for n in json.loads(manager.shoal("node", "inspect", manager.name, worker.name).stdout)}
+    manager_id, worker_id = nodes[manager.name]["ID"], nodes[worker.name]["ID"]
     certs = worker.root / "certificates"
     description = {"hostname": "impostor", "node_id": manager_id}
     status, text = _call_control_api(worker, manager, "/swarm/dispatcher/session", certs, "POST", description)
     assert status == 200, text
     answer = json.loads(text)
     assert answer["node_id"] == worker_id  # not the manager's, whatever the body said
-    assert json.loads(manager.shoal("node", "inspect", manager.name).stdout)[0]["hostname"] == manager.name
+    assert json.loads(manager.shoal("node", "inspect", manager.name).stdout)[0]["Description"]["Hostname"] == manager.name
     # Another node's session ID is not this node's session.
     status, text = _call_control_api(worker, manager, "/swarm/dispatcher/heartbeat", certs, "POST",
                                      {"session_id": "x" * 25})
@@ -312,7 +312,7 @@ asyncio.run(main())
     result = worker.exec(sys.executable, "-c", code, env=worker.env, timeout=120)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    worker_id = json.loads(manager.shoal("node", "inspect", worker.name).stdout)[0]["id"]
+    worker_id = json.loads(manager.shoal("node", "inspect", worker.name).stdout)[0]["ID"]
     assert answer["node_id"] == worker_id and answer["period"] > 0
     assert answer["managers"][0] == f"{manager.addr}:2377"  # the one that answered first from now on
     wait_ready(manager, 2)  # the agent's own session takes over again

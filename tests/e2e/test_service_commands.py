@@ -135,18 +135,23 @@ def _spec(sh: Shoal, name: str) -> dict[str, Any]:
 
 
 def _normalized(record: dict[str, Any], prefix: str, port: int) -> dict[str, Any]:
-    """The spec with what must differ taken out: the names (`webapp_` / `cli_`), the stack's
-    labels, the published port, and the short-name alias `stack deploy` adds on each network
-    (docker/cli's convert does the same; `service create` adds none)."""
-    spec = json.loads(json.dumps(record["spec"]).replace(f'"{prefix}_', '"X_'))
-    for key in ("name", "compose_name", "stack", "labels", "container_labels"):
+    """The spec (`service inspect`'s, Docker's shape) with what must differ taken out: the names
+    (`webapp_` / `cli_`), the stack's labels, the published port, the networks', secrets' and
+    configs' IDs, and the short-name alias `stack deploy` adds on each network (docker/cli's
+    convert does the same; `service create` adds none)."""
+    spec = json.loads(json.dumps(record["Spec"]).replace(f'"{prefix}_', '"X_'))
+    for key in ("Name", "Labels"):
         spec.pop(key)
-    for net in spec["networks"]:
-        net.pop("aliases")
-    for ref in spec["secrets"]:  # an HMAC bound to the secret's own name (store/secretbox.py)
-        assert ref.pop("digest").startswith("hmac-sha256:")
-    for p in spec["endpoint"]["ports"]:
-        assert p.pop("published") == port
+    task = spec["TaskTemplate"]
+    task["ContainerSpec"].pop("Labels", None)
+    for net in task.get("Networks", []):
+        net.pop("Aliases", None)
+        assert net.pop("Target")
+    for kind in ("Secret", "Config"):
+        for ref in task["ContainerSpec"].get(kind + "s", []):
+            assert ref.pop(kind + "ID")
+    for p in spec["EndpointSpec"].get("Ports", []):
+        assert p.pop("PublishedPort") == port
     return spec
 
 
@@ -190,14 +195,16 @@ def test_one_command_at_a_time_equals_stack_deploy(shoal: Shoal, tmp_path: Path)
     assert services == {"webapp_web": "5/5", "webapp_redis": "1/1", "cli_web": "5/5", "cli_redis": "1/1"}
     for stack_name, cli_name in (("webapp_web", "cli_web"), ("webapp_redis", "cli_redis")):
         stack_svc, cli_svc = _spec(sh, stack_name), _spec(sh, cli_name)
-        assert stack_svc["stack"] == "webapp" and cli_svc["stack"] == ""
+        assert stack_svc["Spec"]["Labels"]["com.docker.stack.namespace"] == "webapp"
+        assert "com.docker.stack.namespace" not in cli_svc["Spec"]["Labels"]
         web = stack_name == "webapp_web"
         stack_spec = _normalized(stack_svc, "webapp", stack_port if web else 0)
         cli_spec = _normalized(cli_svc, "cli", cli_port if web else 0)
-        assert bool(stack_spec["endpoint"]["ports"]) == web
+        assert bool(stack_spec["EndpointSpec"].get("Ports")) == web
         assert cli_spec == stack_spec, cli_name
         assert [re.sub(r"^cli_", "webapp_", n) for n in _running(sh, cli_name)] == _running(sh, stack_name)
-    assert _spec(sh, "cli_web")["spec"]["env"] == []  # the rollback took BROKEN away again
+    # The rollback took BROKEN away again.
+    assert "Env" not in _spec(sh, "cli_web")["Spec"]["TaskTemplate"]["ContainerSpec"]
 
     # Both published ports answer from every replica, with the secret and the config inside.
     for port in (stack_port, cli_port):

@@ -178,7 +178,7 @@ def test_service_ls_and_ps_filters(shoal, busybox_image: str):
         tasks = lambda *f: shoal("service", "ps", "-q", *f, "fl_svc", check=True).stdout.split()  # noqa: E731
         running = tasks("-f", "desired-state=running")
         assert len(running) == 1 and tasks("-f", "desired-state=shutdown") == []
-        assert tasks("-f", "node=" + node["hostname"]) == running == tasks("-f", "node=" + node["id"])
+        assert tasks("-f", "node=" + node["Description"]["Hostname"]) == running == tasks("-f", "node=" + node["ID"])
         assert tasks("-f", "node=elsewhere") == []
         bad = shoal("service", "ps", "-f", "colour=red", "fl_svc")
         assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'colour'\n")

@@ -60,10 +60,10 @@ def test_published_port_without_a_network_answers_through_ingress(shoal, busybox
 
         # The spec as given; the endpoint has a VIP on ingress; every task an address there.
         svc = json.loads(shoal("service", "inspect", "h10_ing", check=True).stdout)[0]
-        assert svc["spec"]["networks"] == []
-        [vip] = svc["endpoint"]["vips"]
-        assert vip["network"] == "ingress"
-        assert ipaddress.ip_address(vip["addr"].split("/")[0]) in ipaddress.ip_network(subnet)
+        assert "Networks" not in svc["Spec"]["TaskTemplate"]
+        [vip] = svc["Endpoint"]["VirtualIPs"]
+        assert vip["NetworkID"] == net["Id"]
+        assert ipaddress.ip_address(vip["Addr"].split("/")[0]) in ipaddress.ip_network(subnet)
         with connect() as client:  # the tasks' attachments, as the manager's API gives them
             running = [t for t in client.get("/tasks") if t["service_id"] == service_id
                        and t["desired_state"] == "running"]

@@ -60,9 +60,10 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
         assert lines[-1] == f"verify: Service {service_id} converged"
         assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 20, "the published port")
         svc = _inspect(shoal, "h3it_web")
-        assert svc["id"] == service_id and svc["stack"] == "" and svc["spec_version"] == 1
-        assert svc["spec"]["env"] == ["COLOR=blue"] and svc["spec"]["labels"] == {}
-        assert svc["spec"]["restart_policy"]["condition"] == "any"  # the model's default, as compose's
+        # Docker's shape (cli/dockerjson.py): no stack label, no previous spec yet.
+        assert svc["ID"] == service_id and svc["Spec"]["Labels"] == {} and "PreviousSpec" not in svc
+        assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"] == ["COLOR=blue"]
+        assert svc["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"] == "any"  # the model's default, as compose's
         listing = shoal("service", "ls", check=True).stdout
         assert any(line.split()[1:4] == ["h3it_web", "replicated", "2/2"] for line in listing.splitlines())
 
@@ -72,8 +73,8 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
                         "h3it_web", check=True, timeout=120)
         assert updated.stdout == "h3it_web\n"
         svc = _inspect(shoal, "h3it_web")
-        assert (svc["spec"]["env"], svc["spec"]["labels"], svc["spec_version"]) == (["SIZE=L"], {"tier": "web"}, 2)
-        assert svc["previous_spec"]["env"] == ["COLOR=blue"]
+        assert (svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"], svc["Spec"]["Labels"]) == (["SIZE=L"], {"tier": "web"})
+        assert svc["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Env"] == ["COLOR=blue"]
         running = [t for t in json.loads(_tasks(shoal, service_id)) if t["desired_state"] == "running"]
         assert len(running) == 2 and all(t["spec"]["env"] == ["SIZE=L"] for t in running)
         assert not old_tasks & {t["id"] for t in running}
@@ -84,14 +85,14 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
 
         # --force alone rolls the tasks (ForceUpdate); rollback brings the previous spec back.
         shoal("service", "update", "-d", "--force", "h3it_web", check=True)
-        assert _inspect(shoal, "h3it_web")["spec"]["force_update"] == 1
+        assert _inspect(shoal, "h3it_web")["Spec"]["TaskTemplate"]["ForceUpdate"] == 1
         rolled = shoal("service", "rollback", "h3it_web", check=True, timeout=120)
         assert rolled.stdout.splitlines()[0] == "h3it_web"
         assert "rollback: manually requested rollback" in rolled.stdout
         # progress.go: the rollback's final message follows the verification when it came first.
         assert "verify: Service h3it_web converged" in rolled.stdout.splitlines()[-2:]
         svc = _inspect(shoal, "h3it_web")
-        assert svc["spec"]["force_update"] == 0 and svc["update_status"]["state"] == "rollback_completed"
+        assert svc["Spec"]["TaskTemplate"]["ForceUpdate"] == 0 and svc["UpdateStatus"]["State"] == "rollback_completed"
         assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 20, "the port after the rollback")
 
         # An image nobody has: Docker's warning, then the update pauses on the rejected task.
@@ -191,6 +192,7 @@ def test_compose_job(shoal, busybox_image: str, tmp_path) -> None:
         row = _wait(lambda: [line for line in shoal("service", "ls").stdout.splitlines()
                              if " h3itjob_once " in line and "(2/2 completed)" in line], 30, "the job to complete")
         assert "replicated job   0/0 (2/2 completed)" in row[0]
-        assert _inspect(shoal, "h3itjob_once")["spec"]["max_concurrent"] is None  # = replicas, as Swarm's
+        # MaxConcurrent defaults to the replicas, as Swarm's.
+        assert _inspect(shoal, "h3itjob_once")["Spec"]["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 2}}
     finally:
         shoal("stack", "rm", "h3itjob")

@@ -183,12 +183,16 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.pretty:
         sys.stdout.write("\n\n".join(pretty(n).rstrip("\n") for n in nodes) + ("\n" if nodes else ""))
     elif args.format:
+        from shoal.cli.dockerjson import node as docker_node
         from shoal.cli.format import render_template
 
         for node in nodes:
-            print(render_template(args.format, node))
+            print(render_template(args.format, docker_node(node)))
     else:
-        print(json.dumps(nodes, indent=4))
+        from shoal.cli.dockerjson import node as docker_node
+
+        # moby's swarm.Node, as `docker node inspect` prints it; --pretty reads the record.
+        print(json.dumps([docker_node(n) for n in nodes], indent=4))
     if len(errors) == 1:
         raise errors[0]  # "Error response from daemon: node x not found", as docker prints it
     if errors:

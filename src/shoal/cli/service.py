@@ -120,17 +120,34 @@ def _inspect(args: argparse.Namespace) -> int:
                 found.append(client.get(f"/services/{ref}"))
             except NotFound:  # inspect.go's getRef: docker's own words, not the daemon's
                 errors.append(f"no such service: {ref}")
+        # JSON and --format see moby's swarm.Service (cli/dockerjson.py); --pretty reads the record.
+        shaped = [] if args.pretty or not found else _docker_services(client, found)
     # inspect.Inspect: what was found is printed (`[]` when nothing), then every error, exit 1.
     if args.pretty:
         sys.stdout.write("".join(_pretty(s) for s in found))
     elif args.format:
-        print_formatted(args.format, (), (), found)
+        print_formatted(args.format, (), (), shaped)
     else:
-        print(json.dumps(found, indent=4))
+        print(json.dumps(shaped, indent=4))
     if errors:
         sys.stdout.flush()
         raise ShoalError("\n".join(errors))
     return 0
+
+
+def _docker_services(client: Client, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records as `docker service inspect` prints them, with the IDs of the networks,
+    secrets and configs they name (Docker keeps IDs where shoal's spec keeps names)."""
+    from shoal.cli.dockerjson import service
+
+    ids: dict[str, str] = {n["name"]: n["id"] for n in client.get("/networks")}
+    if any(r["spec"].get("secrets") or r["spec"].get("configs") for r in records):
+        for path in ("/secrets", "/configs"):
+            for obj in client.get(path):
+                name = obj.get("name") or (obj.get("Spec") or {}).get("Name")
+                if name:
+                    ids[name] = obj.get("ID") or obj.get("id") or ""
+    return [service(r, ids) for r in records]
 
 
 def _lookups(client: Client) -> Any:

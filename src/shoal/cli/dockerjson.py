@@ -1,0 +1,316 @@
+"""`service inspect` and `node inspect` JSON in Docker's shape: the manager's records (snake_case,
+seconds as floats, see model/records.py and model/cluster.py) turned into moby's API types
+(api/types/swarm: Service, ServiceSpec, TaskSpec, ContainerSpec, Node ...), so a Docker user's
+`--format '{{.Spec.Mode.Replicated.Replicas}}'` or `'{{.Status.State}}'` works.
+
+The rules are Go's encoding/json on those structs: keys in the structs' field order, a field
+tagged `omitempty` left out when it is zero (a nil pointer, "", 0, false, an empty slice or map)
+but a struct value never left out, time.Duration as an integer of nanoseconds, time.Time as
+RFC 3339 with nanoseconds in UTC, []byte as base64 (the records already keep TLS info so).
+
+Where shoal's record cannot tell an unset value from Swarm's default (the model fills the
+defaults in), the object is written as `docker service create` sends it: RestartPolicy,
+UpdateConfig, RollbackConfig, StopGracePeriod, Resources, Placement, DNSConfig and Isolation
+are always there, as in `docker service inspect` of a service made by the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.runtime.inspect import rfc3339
+
+SECRET_DIR = "/run/secrets/"
+# What an ID lookup returns for a name the manager does not know (kept as the name).
+Ids = dict[str, str]
+
+
+def _ns(seconds: float | None) -> int:
+    """A time.Duration: integer nanoseconds."""
+    return round((seconds or 0) * 1e9)
+
+
+def _omit(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Go's omitempty for every pair given: zero values ("", 0, False, None, [], {}) dropped."""
+    return {k: v for k, v in pairs if v not in (None, "", 0, False, [], {})}
+
+
+def _time(ts: float | None) -> str:
+    return rfc3339(ts or 0)
+
+
+def _mount(m: dict[str, Any]) -> dict[str, Any]:
+    """mount.Mount: the runtime's option strings become the typed options Docker keeps."""
+    out = _omit([("Type", m.get("type")), ("Source", m.get("source")), ("Target", m.get("target")),
+                 ("ReadOnly", bool(m.get("read_only")))])
+    bind: dict[str, Any] = {}
+    volume: dict[str, Any] = {}
+    tmpfs: dict[str, Any] = {}
+    for opt in m.get("options") or []:
+        key, _, value = str(opt).partition("=")
+        if key in ("rprivate", "private", "rshared", "shared", "rslave", "slave"):
+            bind["Propagation"] = key
+        elif key == "nocopy":
+            volume["NoCopy"] = True
+        elif key == "size" and value:
+            from shoal.units import parse_ram_bytes
+
+            tmpfs["SizeBytes"] = int(value) if value.isdigit() else parse_ram_bytes(value)
+        elif key == "mode" and value:
+            tmpfs["Mode"] = int(value, 8)
+    if bind and m.get("type") == "bind":
+        out["BindOptions"] = bind
+    if volume and m.get("type") == "volume":
+        out["VolumeOptions"] = volume
+    if tmpfs and m.get("type") == "tmpfs":
+        out["TmpfsOptions"] = tmpfs
+    return out
+
+
+def _privileges(opts: list[str]) -> dict[str, Any] | None:
+    """swarm.Privileges from --security-opt strings (CredentialSpec and SELinuxContext carry no
+    omitempty: null)."""
+    if not opts:
+        return None
+    out: dict[str, Any] = {"CredentialSpec": None, "SELinuxContext": None}
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key == "seccomp":
+            if value == "unconfined":
+                out["Seccomp"] = {"Mode": "unconfined"}
+            else:
+                import base64
+
+                out["Seccomp"] = {"Mode": "custom", "Profile": base64.b64encode(value.encode()).decode()}
+        elif key == "apparmor":
+            out["AppArmor"] = {"Mode": "disabled" if value == "unconfined" else "default"}
+    out["NoNewPrivileges"] = any(o.split("=")[0].split(":")[0] == "no-new-privileges"
+                                 and o.partition("=")[2] in ("", "true") for o in opts)
+    return out
+
+
+def _healthcheck(h: dict[str, Any] | None) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    return _omit([("Test", list(h.get("test") or [])), ("Interval", _ns(h.get("interval"))),
+                  ("Timeout", _ns(h.get("timeout"))), ("StartPeriod", _ns(h.get("start_period"))),
+                  ("StartInterval", _ns(h.get("start_interval"))), ("Retries", int(h.get("retries") or 0))])
+
+
+def _file_ref(ref: dict[str, Any], kind: str, ids: Ids) -> dict[str, Any]:
+    """SecretReference / ConfigReference: a secret's File.Name is relative to /run/secrets, as
+    docker/cli writes a default target."""
+    name = str(ref.get("target") or ref.get("source") or "")
+    if kind == "Secret" and name.startswith(SECRET_DIR):
+        name = name[len(SECRET_DIR):]
+    source = str(ref.get("source") or "")
+    return {"File": {"Name": name, "UID": str(ref.get("uid", "0")), "GID": str(ref.get("gid", "0")),
+                     "Mode": int(ref.get("mode", 0o444))},
+            f"{kind}ID": ids.get(source, ""), f"{kind}Name": source}
+
+
+def _container_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
+    entrypoint, cmd = spec.get("entrypoint"), spec.get("cmd")
+    # The service's entrypoint is ContainerSpec.Command and its command Args (docker/cli
+    # convert: --entrypoint -> Command, positional args -> Args).
+    dns = _omit([("Nameservers", list(spec.get("dns") or [])), ("Search", list(spec.get("dns_search") or [])),
+                 ("Options", list(spec.get("dns_options") or []))])
+    out = _omit([
+        ("Image", spec.get("image")), ("Labels", dict(spec.get("container_labels") or {})),
+        ("Command", list(entrypoint or [])), ("Args", list(cmd or [])), ("Hostname", spec.get("hostname")),
+        ("Env", list(spec.get("env") or [])), ("Dir", spec.get("workdir")), ("User", spec.get("user")),
+        ("Groups", list(spec.get("groups") or [])), ("Privileges", _privileges(list(spec.get("security_opt") or []))),
+    ])
+    if spec.get("init") is not None:  # *bool: false is printed when it was set
+        out["Init"] = bool(spec["init"])
+    out.update(_omit([
+        ("StopSignal", spec.get("stop_signal")), ("TTY", bool(spec.get("tty"))),
+        ("OpenStdin", bool(spec.get("open_stdin"))), ("ReadOnly", bool(spec.get("read_only"))),
+        ("Mounts", [_mount(m) for m in spec.get("mounts") or []]),
+    ]))
+    out["StopGracePeriod"] = _ns(spec.get("stop_grace_period"))  # *time.Duration: set by the CLI
+    out.update(_omit([("Healthcheck", _healthcheck(spec.get("healthcheck"))),
+                      ("Hosts", list(spec.get("extra_hosts") or []))]))
+    out["DNSConfig"] = dns
+    out.update(_omit([("Secrets", [_file_ref(r, "Secret", ids) for r in spec.get("secrets") or []]),
+                      ("Configs", [_file_ref(r, "Config", ids) for r in spec.get("configs") or []])]))
+    out["Isolation"] = "default"
+    out.update(_omit([
+        ("Sysctls", dict(spec.get("sysctls") or {})), ("CapabilityAdd", list(spec.get("cap_add") or [])),
+        ("CapabilityDrop", list(spec.get("cap_drop") or [])),
+        ("Ulimits", [{"Name": u["name"], "Hard": int(u["hard"]), "Soft": int(u["soft"])}
+                     for u in spec.get("ulimits") or []]),
+        ("OomScoreAdj", int(spec.get("oom_score_adj") or 0)),
+    ]))
+    return out
+
+
+def _resources(res: dict[str, Any]) -> dict[str, Any]:
+    limits = res.get("limits") or {}
+    reservations = res.get("reservations") or {}
+    generic = [{"DiscreteResourceSpec": _omit([("Kind", g.get("kind")), ("Value", int(g.get("value") or 0))])}
+               for g in reservations.get("generic_resources") or []]
+    return {
+        "Limits": _omit([("NanoCPUs", int(limits.get("nano_cpus") or 0)),
+                         ("MemoryBytes", int(limits.get("memory_bytes") or 0)), ("Pids", int(limits.get("pids") or 0))]),
+        "Reservations": _omit([("NanoCPUs", int(reservations.get("nano_cpus") or 0)),
+                               ("MemoryBytes", int(reservations.get("memory_bytes") or 0)),
+                               ("GenericResources", generic)]),
+    }
+
+
+def _restart_policy(rp: dict[str, Any]) -> dict[str, Any]:
+    """Delay and MaxAttempts are pointers the CLI always sets; Window only when given."""
+    out: dict[str, Any] = _omit([("Condition", rp.get("condition"))])
+    out["Delay"] = _ns(rp.get("delay"))
+    out["MaxAttempts"] = int(rp.get("max_attempts") or 0)
+    if rp.get("window"):
+        out["Window"] = _ns(rp["window"])
+    return out
+
+
+def _placement(p: dict[str, Any]) -> dict[str, Any]:
+    prefs = [{"Spread": {"SpreadDescriptor": str(d).removeprefix("spread=")}} for d in p.get("preferences") or []]
+    return _omit([("Constraints", list(p.get("constraints") or [])), ("Preferences", prefs),
+                  ("MaxReplicas", int(p.get("max_replicas_per_node") or 0))])
+
+
+def _update_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """swarm.UpdateConfig: Parallelism, MaxFailureRatio and Order have no omitempty."""
+    out: dict[str, Any] = {"Parallelism": int(cfg.get("parallelism", 1))}
+    out.update(_omit([("Delay", _ns(cfg.get("delay"))), ("FailureAction", cfg.get("failure_action")),
+                      ("Monitor", _ns(cfg.get("monitor")))]))
+    ratio = float(cfg.get("max_failure_ratio") or 0)
+    out["MaxFailureRatio"] = int(ratio) if ratio == int(ratio) else ratio  # Go prints float32 0 as 0
+    out["Order"] = cfg.get("order") or ""
+    return out
+
+
+def _ports(ports: list[dict[str, Any]], published_key: str, mode_key: str) -> list[dict[str, Any]]:
+    return [_omit([("Protocol", p.get("protocol")), ("TargetPort", int(p.get("target") or 0)),
+                   ("PublishedPort", int(p.get(published_key) or 0)), ("PublishMode", p.get(mode_key))])
+            for p in ports]
+
+
+def _endpoint_spec(ep: dict[str, Any]) -> dict[str, Any]:
+    return _omit([("Mode", ep.get("mode") or "vip"),
+                  ("Ports", _ports(list(ep.get("ports") or []), "published", "publish_mode"))])
+
+
+def _mode(spec: dict[str, Any]) -> dict[str, Any]:
+    mode = spec.get("mode") or "replicated"
+    replicas = int(spec.get("replicas") or 0)
+    if mode == "global":
+        return {"Global": {}}
+    if mode == "global-job":
+        return {"GlobalJob": {}}
+    if mode == "replicated-job":
+        concurrent = spec.get("max_concurrent")
+        return {"ReplicatedJob": {"MaxConcurrent": replicas if concurrent is None else int(concurrent),
+                                  "TotalCompletions": replicas}}
+    return {"Replicated": {"Replicas": replicas}}  # *uint64: 0 is printed, it was set
+
+
+def service_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
+    """swarm.ServiceSpec from a ServiceSpec's dict."""
+    task: dict[str, Any] = {
+        "ContainerSpec": _container_spec(spec, ids),
+        "Resources": _resources(spec.get("resources") or {}),
+        "RestartPolicy": _restart_policy(spec.get("restart_policy") or {}),
+        "Placement": _placement(spec.get("placement") or {}),
+    }
+    networks = [_omit([("Target", ids.get(n["target"], n["target"])), ("Aliases", list(n.get("aliases") or [])),
+                       ("DriverOpts", dict(n.get("driver_opts") or {}))]) for n in spec.get("networks") or []]
+    if networks:
+        task["Networks"] = networks
+    if spec.get("log_driver"):
+        task["LogDriver"] = _omit([("Name", spec["log_driver"].get("name")),
+                                   ("Options", dict(spec["log_driver"].get("options") or {}))])
+    task["ForceUpdate"] = int(spec.get("force_update") or 0)
+    task["Runtime"] = "container"
+    return {
+        "Name": spec.get("name", ""),
+        "Labels": dict(spec.get("labels") or {}),  # Annotations.Labels: no omitempty
+        "TaskTemplate": task,
+        "Mode": _mode(spec),
+        "UpdateConfig": _update_config(spec.get("update_config") or {}),
+        "RollbackConfig": _update_config(spec.get("rollback_config") or {}),
+        "EndpointSpec": _endpoint_spec(spec.get("endpoint") or {}),
+    }
+
+
+def _version(index: int) -> dict[str, Any]:
+    return _omit([("Index", int(index or 0))])
+
+
+def service(record: dict[str, Any], ids: Ids | None = None) -> dict[str, Any]:
+    """swarm.Service from the API's service record. ids maps the names of networks, secrets and
+    configs to the IDs Docker prints (a name not in it stays as it is)."""
+    ids = ids or {}
+    spec = service_spec(record["spec"], ids)
+    out: dict[str, Any] = {
+        "ID": record["id"],
+        "Version": _version(record.get("version") or record.get("spec_version") or 0),
+        "CreatedAt": _time(record.get("created_at")),
+        "UpdatedAt": _time(record.get("updated_at") or record.get("created_at")),
+        "Spec": spec,
+    }
+    if record.get("previous_spec"):
+        out["PreviousSpec"] = service_spec(record["previous_spec"], ids)
+    endpoint = record.get("endpoint") or {}
+    # Endpoint.Spec is the spec's EndpointSpec as the allocator took it; {} before it ran.
+    out["Endpoint"] = _omit([
+        ("Spec", spec["EndpointSpec"] if endpoint else {}),
+        ("Ports", _ports(list(endpoint.get("ports") or []), "published", "mode")),
+        ("VirtualIPs", [_omit([("NetworkID", ids.get(v["network"], v["network"])), ("Addr", v.get("addr"))])
+                        for v in endpoint.get("vips") or []]),
+    ]) or {"Spec": {}}
+    out["Endpoint"].setdefault("Spec", {})
+    status = record.get("update_status")
+    if status:
+        out["UpdateStatus"] = _omit([
+            ("State", status.get("state")),
+            ("StartedAt", _time(status["started_at"]) if status.get("started_at") else None),
+            ("CompletedAt", _time(status["completed_at"]) if status.get("completed_at") else None),
+            ("Message", status.get("message")),
+        ])
+    return out
+
+
+def node(record: dict[str, Any]) -> dict[str, Any]:
+    """swarm.Node from the API's node record (model.cluster.Node.to_dict)."""
+    platform = record.get("platform") or {}
+    resources = record.get("resources") or {}
+    engine = record.get("engine") or {}
+    tls = record.get("tls_info") or {}
+    status = record.get("status") or {}
+    generic = [{"DiscreteResourceSpec": {"Kind": k, "Value": int(v)}}
+               for k, v in sorted((resources.get("generic") or {}).items())]
+    out: dict[str, Any] = {
+        "ID": record["id"],
+        "Version": _version(record.get("version") or 0),
+        "CreatedAt": _time(record.get("created_at")),
+        "UpdatedAt": _time(record.get("updated_at") or record.get("created_at")),
+        "Spec": {"Labels": dict(record.get("labels") or {}),
+                 **_omit([("Role", record.get("role")), ("Availability", record.get("availability"))])},
+        "Description": {
+            **_omit([("Hostname", record.get("hostname"))]),
+            "Platform": _omit([("Architecture", platform.get("architecture")), ("OS", platform.get("os"))]),
+            "Resources": _omit([("NanoCPUs", int(resources.get("nano_cpus") or 0)),
+                                ("MemoryBytes", int(resources.get("memory_bytes") or 0)),
+                                ("GenericResources", generic)]),
+            "Engine": _omit([("EngineVersion", engine.get("engine_version")),
+                             ("Labels", dict(engine.get("labels") or {})),
+                             ("Plugins", [_omit([("Type", p.get("type")), ("Name", p.get("name"))])
+                                          for p in engine.get("plugins") or []])]),
+            "TLSInfo": _omit([("TrustRoot", tls.get("trust_root")),
+                              ("CertIssuerSubject", tls.get("cert_issuer_subject")),
+                              ("CertIssuerPublicKey", tls.get("cert_issuer_public_key"))]),
+        },
+        "Status": _omit([("State", status.get("state")), ("Message", status.get("message")),
+                         ("Addr", status.get("addr"))]),
+    }
+    manager = record.get("manager_status")
+    if manager:
+        out["ManagerStatus"] = _omit([("Leader", bool(manager.get("leader"))),
+                                      ("Reachability", manager.get("reachability")), ("Addr", manager.get("addr"))])
+    return out
