@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.runtime.inspect import rfc3339
+from datetime import datetime, timezone
 
 SECRET_DIR = "/run/secrets/"
 # What an ID lookup returns for a name the manager does not know (kept as the name).
@@ -35,7 +35,22 @@ def _omit(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _time(ts: float | None) -> str:
-    return rfc3339(ts or 0)
+    """time.Time's MarshalJSON (RFC3339Nano): UTC, the fraction's trailing zeros dropped, no
+    fraction at all for a whole second; the zero time for a time never set."""
+    if not ts:
+        return "0001-01-01T00:00:00Z"
+    whole = int(ts)
+    nanos = round((ts - whole) * 1e9)
+    if nanos >= 1_000_000_000:
+        whole, nanos = whole + 1, nanos - 1_000_000_000
+    text = datetime.fromtimestamp(whole, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{text}.{fraction}Z" if fraction else f"{text}Z"
+
+
+def _map(value: dict[str, Any] | None) -> dict[str, Any]:
+    """A Go map: encoding/json writes its keys sorted."""
+    return {k: (value or {})[k] for k in sorted(value or {})}
 
 
 def _mount(m: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +130,7 @@ def _container_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
     dns = _omit([("Nameservers", list(spec.get("dns") or [])), ("Search", list(spec.get("dns_search") or [])),
                  ("Options", list(spec.get("dns_options") or []))])
     out = _omit([
-        ("Image", spec.get("image")), ("Labels", dict(spec.get("container_labels") or {})),
+        ("Image", spec.get("image")), ("Labels", _map(spec.get("container_labels") or {})),
         ("Command", list(entrypoint or [])), ("Args", list(cmd or [])), ("Hostname", spec.get("hostname")),
         ("Env", list(spec.get("env") or [])), ("Dir", spec.get("workdir")), ("User", spec.get("user")),
         ("Groups", list(spec.get("groups") or [])), ("Privileges", _privileges(list(spec.get("security_opt") or []))),
@@ -135,7 +150,7 @@ def _container_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
                       ("Configs", [_file_ref(r, "Config", ids) for r in spec.get("configs") or []])]))
     out["Isolation"] = "default"
     out.update(_omit([
-        ("Sysctls", dict(spec.get("sysctls") or {})), ("CapabilityAdd", list(spec.get("cap_add") or [])),
+        ("Sysctls", _map(spec.get("sysctls") or {})), ("CapabilityAdd", list(spec.get("cap_add") or [])),
         ("CapabilityDrop", list(spec.get("cap_drop") or [])),
         ("Ulimits", [{"Name": u["name"], "Hard": int(u["hard"]), "Soft": int(u["soft"])}
                      for u in spec.get("ulimits") or []]),
@@ -219,17 +234,17 @@ def service_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
         "Placement": _placement(spec.get("placement") or {}),
     }
     networks = [_omit([("Target", ids.get(n["target"], n["target"])), ("Aliases", list(n.get("aliases") or [])),
-                       ("DriverOpts", dict(n.get("driver_opts") or {}))]) for n in spec.get("networks") or []]
+                       ("DriverOpts", _map(n.get("driver_opts") or {}))]) for n in spec.get("networks") or []]
     if networks:
         task["Networks"] = networks
     if spec.get("log_driver"):
         task["LogDriver"] = _omit([("Name", spec["log_driver"].get("name")),
-                                   ("Options", dict(spec["log_driver"].get("options") or {}))])
+                                   ("Options", _map(spec["log_driver"].get("options") or {}))])
     task["ForceUpdate"] = int(spec.get("force_update") or 0)
     task["Runtime"] = "container"
     return {
         "Name": spec.get("name", ""),
-        "Labels": dict(spec.get("labels") or {}),  # Annotations.Labels: no omitempty
+        "Labels": _map(spec.get("labels") or {}),  # Annotations.Labels: no omitempty
         "TaskTemplate": task,
         "Mode": _mode(spec),
         "UpdateConfig": _update_config(spec.get("update_config") or {}),
@@ -257,9 +272,11 @@ def service(record: dict[str, Any], ids: Ids | None = None) -> dict[str, Any]:
     if record.get("previous_spec"):
         out["PreviousSpec"] = service_spec(record["previous_spec"], ids)
     endpoint = record.get("endpoint") or {}
-    # Endpoint.Spec is the spec's EndpointSpec as the allocator took it; {} before it ran.
+    # Endpoint.Spec is the spec's EndpointSpec as the allocator took it; a service that needs
+    # neither a VIP nor a port is never allocated, and Docker prints `"Endpoint": {"Spec": {}}`.
+    allocated = bool(endpoint.get("vips") or endpoint.get("ports"))
     out["Endpoint"] = _omit([
-        ("Spec", spec["EndpointSpec"] if endpoint else {}),
+        ("Spec", spec["EndpointSpec"] if allocated else {}),
         ("Ports", _ports(list(endpoint.get("ports") or []), "published", "mode")),
         ("VirtualIPs", [_omit([("NetworkID", ids.get(v["network"], v["network"])), ("Addr", v.get("addr"))])
                         for v in endpoint.get("vips") or []]),
@@ -290,7 +307,7 @@ def node(record: dict[str, Any]) -> dict[str, Any]:
         "Version": _version(record.get("version") or 0),
         "CreatedAt": _time(record.get("created_at")),
         "UpdatedAt": _time(record.get("updated_at") or record.get("created_at")),
-        "Spec": {"Labels": dict(record.get("labels") or {}),
+        "Spec": {"Labels": _map(record.get("labels") or {}),
                  **_omit([("Role", record.get("role")), ("Availability", record.get("availability"))])},
         "Description": {
             **_omit([("Hostname", record.get("hostname"))]),
@@ -299,7 +316,7 @@ def node(record: dict[str, Any]) -> dict[str, Any]:
                                 ("MemoryBytes", int(resources.get("memory_bytes") or 0)),
                                 ("GenericResources", generic)]),
             "Engine": _omit([("EngineVersion", engine.get("engine_version")),
-                             ("Labels", dict(engine.get("labels") or {})),
+                             ("Labels", _map(engine.get("labels") or {})),
                              ("Plugins", [_omit([("Type", p.get("type")), ("Name", p.get("name"))])
                                           for p in engine.get("plugins") or []])]),
             "TLSInfo": _omit([("TrustRoot", tls.get("trust_root")),
