@@ -194,6 +194,6 @@ def test_node_matches_the_golden() -> None:
 
 
 def test_times_as_go_prints_them() -> None:
-    assert dockerjson._time(0) == "0001-01-01T00:00:00Z"
-    assert dockerjson._time(1700000000.25) == "2023-11-14T22:13:20.25Z"
-    assert dockerjson._time(1700000000.9999999999) == "2023-11-14T22:13:21Z"
+    assert dockerjson.go_time(0) == "0001-01-01T00:00:00Z"
+    assert dockerjson.go_time(1700000000.25) == "2023-11-14T22:13:20.25Z"
+    assert dockerjson.go_time(1700000000.9999999999) == "2023-11-14T22:13:21Z"

@@ -34,7 +34,7 @@ def _omit(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return {k: v for k, v in pairs if v not in (None, "", 0, False, [], {})}
 
 
-def _time(ts: float | None) -> str:
+def go_time(ts: float | None) -> str:
     """time.Time's MarshalJSON (RFC3339Nano): UTC, the fraction's trailing zeros dropped, no
     fraction at all for a whole second; the zero time for a time never set."""
     if not ts:
@@ -265,8 +265,8 @@ def service(record: dict[str, Any], ids: Ids | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ID": record["id"],
         "Version": _version(record.get("version") or record.get("spec_version") or 0),
-        "CreatedAt": _time(record.get("created_at")),
-        "UpdatedAt": _time(record.get("updated_at") or record.get("created_at")),
+        "CreatedAt": go_time(record.get("created_at")),
+        "UpdatedAt": go_time(record.get("updated_at") or record.get("created_at")),
         "Spec": spec,
     }
     if record.get("previous_spec"):
@@ -286,8 +286,8 @@ def service(record: dict[str, Any], ids: Ids | None = None) -> dict[str, Any]:
     if status:
         out["UpdateStatus"] = _omit([
             ("State", status.get("state")),
-            ("StartedAt", _time(status["started_at"]) if status.get("started_at") else None),
-            ("CompletedAt", _time(status["completed_at"]) if status.get("completed_at") else None),
+            ("StartedAt", go_time(status["started_at"]) if status.get("started_at") else None),
+            ("CompletedAt", go_time(status["completed_at"]) if status.get("completed_at") else None),
             ("Message", status.get("message")),
         ])
     return out
@@ -305,8 +305,8 @@ def node(record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ID": record["id"],
         "Version": _version(record.get("version") or 0),
-        "CreatedAt": _time(record.get("created_at")),
-        "UpdatedAt": _time(record.get("updated_at") or record.get("created_at")),
+        "CreatedAt": go_time(record.get("created_at")),
+        "UpdatedAt": go_time(record.get("updated_at") or record.get("created_at")),
         "Spec": {"Labels": _map(record.get("labels") or {}),
                  **_omit([("Role", record.get("role")), ("Availability", record.get("availability"))])},
         "Description": {

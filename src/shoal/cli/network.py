@@ -144,10 +144,10 @@ def swarm_inspect_dict(record: dict[str, Any]) -> dict[str, Any]:
     local = NetworkStore().find(record["name"])
     if not config and local is not None and local.subnet:
         config = [{"Subnet": local.subnet, "Gateway": local.gateway}]
-    from shoal.runtime.inspect import rfc3339
+    from shoal.cli.dockerjson import go_time  # time.Time's JSON, as moby's network.Inspect has it
 
     return {
-        "Name": record["name"], "Id": record["id"], "Created": rfc3339(record.get("created_at") or 0),
+        "Name": record["name"], "Id": record["id"], "Created": go_time(record.get("created_at") or 0),
         "Scope": "swarm", "Driver": spec.get("driver") or "overlay", "EnableIPv6": False,
         "IPAM": {"Driver": (spec.get("ipam") or {}).get("driver") or "default", "Options": None, "Config": config},
         "Internal": bool(spec.get("internal")), "Attachable": bool(spec.get("attachable")), "Ingress": bool(spec.get("ingress")),
