@@ -197,3 +197,12 @@ def test_times_as_go_prints_them() -> None:
     assert dockerjson.go_time(0) == "0001-01-01T00:00:00Z"
     assert dockerjson.go_time(1700000000.25) == "2023-11-14T22:13:20.25Z"
     assert dockerjson.go_time(1700000000.9999999999) == "2023-11-14T22:13:21Z"
+
+
+def test_dumps_escapes_as_go_marshal() -> None:
+    """json.MarshalIndent: 4 spaces, UTF-8 kept, HTML characters escaped (`docker service
+    inspect` marshals the typed object in the CLI)."""
+    text = dockerjson.dumps([{"Env": ["A=<b>&c", "Ä=é"]}])
+    assert text == '[\n    {\n        "Env": [\n            "A=\\u003cb\\u003e\\u0026c",\n            "Ä=é"\n        ]\n    }\n]'
+    assert json.loads(text) == [{"Env": ["A=<b>&c", "Ä=é"]}]
+    assert dockerjson.dumps([]) == "[]"

@@ -24,6 +24,19 @@ SECRET_DIR = "/run/secrets/"
 Ids = dict[str, str]
 
 
+def dumps(objects: list[dict[str, Any]]) -> str:
+    """What docker/cli's IndentedInspector prints: json.Marshal (UTF-8 as it is, but <, >, &,
+    U+2028 and U+2029 escaped, as Go does) indented by 4 spaces. Those characters only occur
+    inside JSON strings, so replacing them in the whole text is safe."""
+    import json
+
+    text = json.dumps(objects, indent=4, ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
+
+
 def _ns(seconds: float | None) -> int:
     """A time.Duration: integer nanoseconds."""
     return round((seconds or 0) * 1e9)

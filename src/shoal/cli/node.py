@@ -5,7 +5,6 @@ AVAILABILITY, MANAGER STATUS, ENGINE VERSION)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -189,10 +188,10 @@ def _inspect(args: argparse.Namespace) -> int:
         for node in nodes:
             print(render_template(args.format, docker_node(node)))
     else:
-        from shoal.cli.dockerjson import node as docker_node
+        from shoal.cli.dockerjson import dumps, node as docker_node
 
         # moby's swarm.Node, as `docker node inspect` prints it; --pretty reads the record.
-        print(json.dumps([docker_node(n) for n in nodes], indent=4))
+        print(dumps([docker_node(n) for n in nodes]))
     if len(errors) == 1:
         raise errors[0]  # "Error response from daemon: node x not found", as docker prints it
     if errors:

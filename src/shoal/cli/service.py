@@ -128,7 +128,9 @@ def _inspect(args: argparse.Namespace) -> int:
     elif args.format:
         print_formatted(args.format, (), (), shaped)
     else:
-        print(json.dumps(shaped, indent=4))
+        from shoal.cli.dockerjson import dumps
+
+        print(dumps(shaped))
     if errors:
         sys.stdout.flush()
         raise ShoalError("\n".join(errors))
@@ -190,7 +192,7 @@ def _wait(client: Client, ref: str, args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     """runCreate: the spec from the flags, the ID on stdout, then the progress unless -d."""
-    from shoal.cli.servicespec import spec_from_create
+    from shoal.cli.servicespec import registry_auth, spec_from_create
     from shoal.ids import random_name
 
     with connect() as client:
@@ -200,6 +202,8 @@ def _create(args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"spec": spec.to_dict()}
         if args.no_resolve_image:  # docker/cli: QueryRegistry false; the image stays unpinned
             body["resolve_image"] = "never"
+        if (auth := registry_auth(args, spec.image)) is not None:
+            body["registry_auth"] = auth
         result = client.post("/services", body)
         _warnings(result)
         print(result["ID"])
@@ -210,7 +214,7 @@ def _create(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     """runUpdate: the current spec with the flags applied, sent with the version it was read
     at (a concurrent change is refused, `update out of sequence`)."""
-    from shoal.cli.servicespec import apply_update
+    from shoal.cli.servicespec import apply_update, registry_auth
 
     with connect() as client:
         svc = _inspect_service(client, args.service)
@@ -218,6 +222,8 @@ def _update(args: argparse.Namespace) -> int:
         body = {"version": svc["spec_version"], "spec": spec, "rollback": "previous" if args.rollback else None}
         if args.no_resolve_image:
             body["resolve_image"] = "never"
+        if (auth := registry_auth(args, spec["image"])) is not None:
+            body["registry_auth"] = auth  # without the flag the service keeps its credentials
         result = client.post(f"/services/{svc['id']}/update", body)
         _warnings(result)
         print(args.service)
