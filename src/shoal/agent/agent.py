@@ -90,6 +90,12 @@ class AssignedFiles:
         return [{"id": f.id, "name": f.name, "data": base64.b64encode(f.data).decode(),
                  "template_driver": f.template_driver} for f in found]
 
+    def registry_auth(self, service_id: str) -> str | None:
+        """The encoded registry credentials the service's tasks pull with (--with-registry-auth),
+        from the assignments; never written to the node's store."""
+        with self._agent._lock:
+            return self._agent.registry_auths.get(service_id)
+
 
 class Agent:
     def __init__(self, root: Path, session: Session, description: NodeDescription,
@@ -103,6 +109,7 @@ class Agent:
         self.node_id = description.node_id
         self.on_assignments = on_assignments  # wake the worker
         self.files: dict[str, FileData] = {}  # "kind/id" -> data, in memory only
+        self.registry_auths: dict[str, str] = {}  # service ID -> encoded credentials, in memory only
         self.services: list[ServiceRecord] = []
         self.services_version = 0  # bumped when `services` changes (the resolver reads them again)
         # The networks this node's tasks attach to, by name, as the manager made them.
@@ -229,6 +236,8 @@ class Agent:
                 self.files.pop(key, None)
             for f in aset.files:
                 self.files[f"{f.kind}/{f.id}"] = f
+            if aset.registry_auths is not None:
+                self.registry_auths = dict(aset.registry_auths)
         if aset.services is not None and aset.services != self.services:
             self.services = aset.services
             self.services_version += 1

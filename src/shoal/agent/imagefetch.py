@@ -18,6 +18,7 @@ from pathlib import Path
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.image import reference as refs
 from shoal.image import registry
+from shoal.image.auth import Credentials
 from shoal.image.registry_client import RegistryClient, RegistryError, RegistryUnreachable
 from shoal.image.store import Image, ImageStore
 from shoal.manager.ca import MANAGER_ROLE, CertStore
@@ -103,9 +104,10 @@ def _reason(exc: BaseException) -> str:
 
 def ensure_image(images: ImageStore, ref: str, digest: str | None = None, manager_url: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, *, server_hostname: str = MANAGER_ROLE,
-                 registry_fallback: bool = True) -> Image:
+                 registry_fallback: bool = True, credentials: Credentials | None = None) -> Image:
     """The image `ref` names (`web:v1`, or pinned `web:v1@sha256:...`; `digest` pins it too),
-    pulled first if this node lacks it. Raises ImageUnavailable with Docker's wording and the
+    pulled first if this node lacks it. `credentials`: the service's own for the registry
+    (`--with-registry-auth`, from the assignment), used instead of any stored on the node. Raises ImageUnavailable with Docker's wording and the
     reasons when neither the manager nor the registry has it (or the bytes did not verify)."""
     if ref.startswith("sha256:") or refs.is_identifier(ref):
         # An image ID (ParseAnyReference reads these as digests, not names): only ever local.
@@ -143,7 +145,11 @@ def ensure_image(images: ImageStore, ref: str, digest: str | None = None, manage
                 reasons.append(f"from the manager: {_reason(exc)}")
         if registry_fallback:
             try:
-                image = registry.pull(images, wanted, quiet=True)
+                if credentials is not None:
+                    with RegistryClient(parsed.domain, parsed.path, ("pull",), credentials, PULL_TIMEOUT) as client:
+                        image = registry.pull(images, wanted, quiet=True, client=client)
+                else:
+                    image = registry.pull(images, wanted, quiet=True)
                 return _tag(images, image, parsed)
             except (RegistryError, RegistryUnreachable, ShoalError, OSError) as exc:
                 reasons.append(f"from {parsed.domain}: {_reason(exc)}")

@@ -171,6 +171,10 @@ class AssignmentSet:
     # without its node-local endpoints): the node renders them (agent/netglue.py). None when
     # unchanged, else the full list again, as `services`.
     networks: list[dict[str, Any]] | None = None
+    # Service ID -> the encoded registry credentials its tasks pull their image with (`service
+    # create --with-registry-auth`: image/registryauth.py), for the services of this node's
+    # tasks only. None when unchanged, else the full map again. The agent keeps it in memory.
+    registry_auths: dict[str, str] | None = None
 
 
 # ---- status -------------------------------------------------------------------------------------

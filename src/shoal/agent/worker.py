@@ -136,7 +136,7 @@ class Worker:
         # accepted and preparing are one write: nothing happens between them on one node.
         self._report(task.id, TaskState.PREPARING, "preparing")
         image = task.spec.get("image", "")
-        missing = self._ensure_image(image)
+        missing = self._ensure_image(image, task.service_id)
         if missing is not None:
             self._report(task.id, TaskState.REJECTED, "preparing", err=missing)
             return
@@ -162,21 +162,35 @@ class Worker:
             return
         self._report(task.id, TaskState.READY, "prepared", container_id=container_id)
 
-    def _ensure_image(self, image: str) -> str | None:
+    def _ensure_image(self, image: str, service_id: str = "") -> str | None:
         """None once the task's image is in this node's store, pulled from the manager first
-        when this node is a worker that lacks it (as Docker's prepare step pulls); else the
+        when this node is a worker that lacks it (as Docker's prepare step pulls), then from
+        the image's registry (with the service's credentials when it was given them); else the
         task's error, beginning with Docker's "No such image: <ref>"."""
+        from shoal.image import reference as refs
+        from shoal.image import registryauth
+
         try:
             self.images.resolve(image)
             return None
         except (NotFound, InvalidArgument):
-            if self.image_source is None:
-                return f"No such image: {image}"  # one node: its store is the manager's
+            pass
+        encoded = getattr(self.files, "registry_auth", lambda _sid: None)(service_id) if service_id else None
+        try:
+            decoded = registryauth.decode(encoded) if encoded else None
+            named_registry = refs.parse_normalized(image).domain != refs.DEFAULT_DOMAIN
+        except ShoalError:
+            decoded, named_registry = None, False
+        if self.image_source is None and decoded is None and not named_registry:
+            # One node: its store is the manager's; a Docker Hub name is not fetched from the
+            # internet unasked (a service given credentials, or naming its registry, is pulled).
+            return f"No such image: {image}"
         from shoal.agent.imagefetch import ImageUnavailable, ensure_image
 
         try:
-            manager_url, context = self.image_source()
-            ensure_image(self.images, image, manager_url=manager_url, ssl_context=context)
+            manager_url, context = self.image_source() if self.image_source is not None else (None, None)
+            ensure_image(self.images, image, manager_url=manager_url, ssl_context=context,
+                         credentials=decoded[0] if decoded else None)
         except ImageUnavailable as exc:
             return str(exc)
         except (ShoalError, OSError) as exc:

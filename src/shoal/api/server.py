@@ -17,6 +17,7 @@ from shoal.api import API_VERSION, shape
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
 from shoal.manager import serviceview
 from shoal.manager.controlapi import networks as netapi, services as svcapi, stacks as stackapi
+from shoal.manager import registryauth
 from shoal.manager.stacks import stack_of
 from shoal.model.cluster import Task, TaskState
 
@@ -198,7 +199,8 @@ def make_app(daemon: Daemon) -> web.Application:
         body = await _body(request)
         spec = shape.checked(ServiceSpec, body.get("spec"), "spec")
         resolve_image = _resolve_image(body)
-        service_id, warnings = await asyncio.to_thread(svcapi.create_service, store, spec, resolve_image)
+        auth = registryauth.checked(body.get("registry_auth"))  # --with-registry-auth, sealed at rest
+        service_id, warnings = await asyncio.to_thread(svcapi.create_service, store, spec, resolve_image, auth)
         daemon.kick()
         return web.json_response({"ID": service_id, "Warnings": warnings}, status=201)
 
@@ -221,8 +223,9 @@ def make_app(daemon: Daemon) -> web.Application:
         spec = None
         if body.get("spec") is not None or not rollback:
             spec = shape.checked(ServiceSpec, body.get("spec"), "spec")
+        auth = registryauth.checked(body.get("registry_auth"))  # absent: the service keeps its own
         warnings = await asyncio.to_thread(svcapi.update_service, store, request.match_info["ref"], body["version"],
-                                           spec, rollback, _resolve_image(body, "changed"))
+                                           spec, rollback, _resolve_image(body, "changed"), auth)
         daemon.kick()
         return web.json_response({"Warnings": warnings})
 
@@ -322,8 +325,10 @@ def make_app(daemon: Daemon) -> web.Application:
             prune = bool(body.get("prune"))
             resolve_image = body.get("resolve_image") or "always"
             contents = body.get("files") or {}
+            shape.check(dict[str, str] | None, body.get("registry_auth"), "registry_auth")
+            auths = {svc: registryauth.checked(v) or "" for svc, v in (body.get("registry_auth") or {}).items()}
             lines, warnings = await asyncio.to_thread(stackapi.deploy_stack, store, stack, prune, contents,
-                                                      resolve_image)
+                                                      resolve_image, auths)
         daemon.kick()
         return web.json_response({"lines": lines, "warnings": warnings})
 

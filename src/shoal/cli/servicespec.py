@@ -888,3 +888,14 @@ def apply_update(current: dict[str, Any], args: argparse.Namespace, lookups: Loo
         refs = [r for r in refs if r.target not in {a.target for a in added}] + added
         setattr(spec, field_name, refs)
     return spec.to_dict()
+
+
+def registry_auth(args: argparse.Namespace, image: str) -> str | None:
+    """docker/cli's create/update with --with-registry-auth: the client's stored credentials for
+    the image's registry, encoded (image/registryauth.py), for the request body, never a command
+    line. None without the flag: an update then keeps the credentials the service has."""
+    if not getattr(args, "with_registry_auth", None):
+        return None
+    from shoal.image.registryauth import for_image
+
+    return for_image(image)

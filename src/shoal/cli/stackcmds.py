@@ -190,9 +190,13 @@ def deploy(args: argparse.Namespace) -> int:
     build_missing(stack, Client())
     started = time.time()
     with connect() as client:
-        result = client.post(f"/stacks/{args.stack}", {"stack": stack, "prune": args.prune,
-                                                        "files": files,
-                                                        "resolve_image": args.resolve_image})
+        body = {"stack": stack, "prune": args.prune, "files": files, "resolve_image": args.resolve_image}
+        if args.with_registry_auth:  # docker/cli: each service's image's registry credentials
+            from shoal.image.registryauth import for_image
+
+            body["registry_auth"] = {svc["name"]: for_image(svc.get("image") or "")
+                                     for svc in stack.get("services", {}).values()}
+        result = client.post(f"/stacks/{args.stack}", body)
         for line in result["lines"]:
             print(line)
         for warning in result.get("warnings") or []:  # the manager's, as docker/cli prints them
@@ -252,6 +256,8 @@ def register_verbs(ssub: argparse._SubParsersAction) -> None:
         p.add_argument("--prune", action="store_true", help="Prune services that are no longer referenced")
         p.add_argument("--resolve-image", default="always",
                        help='Query the registry to resolve image digest and supported platforms ("always", "changed", "never") (default "always")')
+        p.add_argument("--with-registry-auth", action="store_true",
+                       help="Send registry authentication details to Swarm agents")
         p.add_argument("-d", "--detach", action="store_true", help="Exit immediately instead of waiting for the stack services to converge")
         p.add_argument("--timeout", type=float, default=300.0, help="Seconds to wait for convergence (default 300)")
         p.add_argument("stack")

@@ -80,6 +80,7 @@ class _Session:
     services: list[ServiceRecord] | None = None
     networks: list[dict[str, Any]] | None = None
     node_key: tuple[Any, ...] | None = None
+    registry_auths: dict[str, str] | None = None  # service ID -> encoded credentials sent
     revision: int = -1  # the store revision the last set was computed at
     wake: asyncio.Event | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -468,6 +469,26 @@ class Dispatcher:
             self._files_cache[key] = data
         return data
 
+    def _registry_auths(self, service_ids: set[str]) -> dict[str, str]:
+        """The unsealed credentials of these services (those that have any), for one node's
+        assignments only: each node learns the credentials of what it runs."""
+        from shoal.manager.registryauth import KIND, unsealed
+
+        found: dict[str, str] = {}
+        for obj in self.store.list(KIND):  # one read: few services have credentials
+            service_id = obj["id"]
+            if service_id not in service_ids or not obj.get("current"):
+                continue
+            key = (KIND, service_id, int(obj.get("version") or 0))
+            data = self._files_cache.get(key)
+            if data is None:
+                data = unsealed(obj)
+                if len(self._files_cache) > 1000:
+                    self._files_cache.clear()
+                self._files_cache[key] = data
+            found[service_id] = data.decode()
+        return found
+
     def assignments(self, node_id: str, session_id: str) -> AssignmentSet | None:
         """What changed for the session since it was last sent anything: a COMPLETE set the
         first time, then an INCREMENTAL one, or None when nothing changed."""
@@ -512,8 +533,10 @@ class Dispatcher:
         networks_out = networks if complete or networks != session.networks else None
         node_key = _node_key(raw_node)
         node_out = dict(raw_node) if complete or node_key != session.node_key else None
+        auths = self._registry_auths({t["service_id"] for t in tasks.values() if t.get("service_id")})
+        auths_out = auths if complete or auths != session.registry_auths else None
         if not complete and not (changed or removed or new_files or removed_files or services_out is not None
-                                 or node_out is not None or networks_out is not None):
+                                 or node_out is not None or networks_out is not None or auths_out is not None):
             return None
         previous = session.sequence
         session.sequence += 1
@@ -525,10 +548,12 @@ class Dispatcher:
         session.services = services
         session.networks = networks
         session.node_key = node_key
+        session.registry_auths = auths
         return AssignmentSet(type=AssignmentType.COMPLETE if complete else AssignmentType.INCREMENTAL,
                              sequence=session.sequence, applies_to=previous, tasks=[dict(t) for t in changed],
                              removed_tasks=removed, files=new_files, removed_files=removed_files,
-                             services=services_out, node=node_out, networks=networks_out)
+                             services=services_out, node=node_out, networks=networks_out,
+                             registry_auths=auths_out)
 
     # ---- asyncio side ----------------------------------------------------------------------------
     def notify(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from shoal.errors import InvalidArgument, NotFound
 from shoal.ids import new_swarm_id
-from shoal.manager import files
+from shoal.manager import files, registryauth
 from shoal.model._serde import from_dict
 from shoal.model.records import Endpoint, Network, Service
 from shoal.model.service import ServiceSpec
@@ -63,6 +63,7 @@ def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
         for svc_name in sorted(set(existing_services) - set(wanted)):
             lines.append(f"Removing service {svc_name}")
             tx.delete("service", existing_services[svc_name]["id"])
+            registryauth.remove(tx, existing_services[svc_name]["id"])
     networks = {n["name"]: n for n in tx.list("network")}
     for net in sorted(stack.get("networks", {}).values(), key=lambda n: n["name"]):
         if net.get("external"):
@@ -112,6 +113,7 @@ def remove_stack(tx: Transaction, name: str) -> list[str]:
     for svc in sorted((s for s in tx.list("service") if stack_of(s) == name), key=lambda s: s["name"]):
         lines.append(f"Removing service {svc['name']}")
         tx.delete("service", svc["id"])
+        registryauth.remove(tx, svc["id"])
     lines += files.remove_files(tx, name)
     for net in sorted((n for n in tx.list("network") if stack_of(n) == name), key=lambda n: n["name"]):
         lines.append(f"Removing network {net['name']}")

@@ -225,9 +225,11 @@ def _make_endpoint(store: Store, service_id: str, spec: ServiceSpec, held: dict[
     return from_dict(Endpoint, endpoints.ensure_service(service_id, ingress.effective(raw), held))
 
 
-def create_service(store: Store, spec: ServiceSpec, resolve_image: str = "always") -> tuple[str, list[str]]:
-    """`service create`: returns the new service's ID and Docker's warnings."""
-    from shoal.manager import endpoints
+def create_service(store: Store, spec: ServiceSpec, resolve_image: str = "always",
+                   registry_auth: str | None = None) -> tuple[str, list[str]]:
+    """`service create`: returns the new service's ID and Docker's warnings. `registry_auth`:
+    the client's encoded credentials (--with-registry-auth), stored sealed beside the record."""
+    from shoal.manager import endpoints, registryauth
 
     spec = deepcopy(spec)
     validate_service_spec(spec)
@@ -249,6 +251,7 @@ def create_service(store: Store, spec: ServiceSpec, resolve_image: str = "always
             record = Service(id=service_id, name=spec.name, spec=spec, spec_version=1, stack=spec.stack,
                              created_at=now, updated_at=now, endpoint=endpoint)
             tx.create("service", record.to_dict())
+            registryauth.put(tx, service_id, registry_auth)
     except BaseException:
         endpoints.remove_service(service_id)
         raise
@@ -261,13 +264,16 @@ def _exists(name: str) -> Conflict:
 
 
 def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | None,
-                   rollback: str | None = None, resolve_image: str = "changed") -> list[str]:
+                   rollback: str | None = None, resolve_image: str = "changed",
+                   registry_auth: str | None = None) -> list[str]:
     """`service update` / `service rollback`: `version` is the spec_version the client read
     (a stale one is swarmkit's `update out of sequence`); rollback="previous" swaps the spec
     and the previous spec, as swarmkit does. The image is pinned again only when it changed
     ("changed", the default: docker/cli's update sets QueryRegistry only for `--image`), on
-    every update with "always", never with "never". Returns Docker's warnings."""
-    from shoal.manager import endpoints
+    every update with "always", never with "never". `registry_auth` None keeps the service's
+    credentials (the previous spec's on a rollback), as moby does without X-Registry-Auth.
+    Returns Docker's warnings."""
+    from shoal.manager import endpoints, registryauth
 
     if rollback not in (None, "", ROLLBACK_PREVIOUS):
         raise InvalidArgument(f"rollback: {rollback!r} is not one of \"previous\" or null")
@@ -318,6 +324,7 @@ def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | Non
                 record.rolling_back = False
                 record.update_status = None  # swarmkit: "Reset update status"
             tx.update("service", record.to_dict())
+            registryauth.put(tx, current.id, registry_auth, rollback=bool(rollback))
     except BaseException:
         # The endpoint as the stored spec wants it again: read now, as a concurrent update
         # that won the race (ours failing `out of sequence`) has changed it since.
@@ -354,11 +361,12 @@ def scale_service(store: Store, ref: str, replicas: int) -> Service:
 def remove_service(store: Store, ref: str) -> Service:
     """`service rm`: gone from the store in one write; then its VIPs and ports are freed (its
     tasks leave the rotation as the orchestrator stops them)."""
-    from shoal.manager import endpoints
+    from shoal.manager import endpoints, registryauth
 
     with store.transaction() as tx:
         raw = resolve(tx.list("service"), ref, "service")
         tx.delete("service", raw["id"])
+        registryauth.remove(tx, raw["id"])
     endpoints.remove_service(raw["id"])
     return Service.from_dict(raw)
 

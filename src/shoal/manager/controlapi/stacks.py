@@ -34,11 +34,13 @@ def _validate(stack: dict[str, Any], existing: set[str]) -> None:
 
 def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
                  files: dict[str, dict[str, str]] | None = None,
-                 resolve_image: str = "always") -> tuple[list[str], list[str]]:
+                 resolve_image: str = "always",
+                 registry_auth: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """`stack` is a StackSpec dict (checked by the caller against the model's types); `files`
     the secrets' and configs' data (kind -> name -> base64), read by the client. Returns
-    Docker's progress lines and warnings."""
-    from shoal.manager import allocator, endpoints
+    Docker's progress lines and warnings. `registry_auth`: service name -> the client's encoded
+    credentials for its image (--with-registry-auth); a service not named keeps its own."""
+    from shoal.manager import allocator, endpoints, registryauth
     from shoal.manager.stacks import apply_stack, pruned_services, service_ids
 
     with store.transaction() as tx:
@@ -60,6 +62,9 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
             made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], ingress.effective(spec), held)
         with store.transaction() as tx:
             lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made, contents=files or {})
+            for svc_name, encoded in (registry_auth or {}).items():
+                if svc_name in ids:
+                    registryauth.put(tx, ids[svc_name], encoded)
     except BaseException:
         for svc_name in fresh:  # the one that failed may hold VIPs already
             endpoints.remove_service(ids[svc_name])
