@@ -60,7 +60,12 @@ def test_with_registry_auth_reaches_the_node(shoal, busybox_image: str, registry
     shoal("login", "-u", USER, "--password-stdin", registry, input=PASSWORD + "\n", env=client_env, check=True)
     shoal("tag", busybox_image, ref, check=True)
     shoal("push", ref, env=client_env, check=True)
-    shoal("rmi", ref, check=True)  # now only the authenticated registry has it by this name
+    stack_ref = f"{registry}/private/h12stack:v1"
+    shoal("tag", busybox_image, stack_ref, check=True)
+    shoal("push", stack_ref, env=client_env, check=True)
+    shoal("rmi", ref, stack_ref, check=True)  # now only the authenticated registry has them by these names
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(f"services:\n  web:\n    image: {stack_ref}\n    command: [sleep, '300']\n")
     try:
         made = shoal("service", "create", "-d", "--name", "h12_noauth", ref, "sleep", "300", env=client_env)
         assert made.returncode == 0, made.stderr
@@ -110,8 +115,14 @@ def test_with_registry_auth_reaches_the_node(shoal, busybox_image: str, registry
             rows = [json.loads(r[0]) for r in db.execute("SELECT data FROM objects WHERE kind=? AND id=?",
                                                            (KIND, with_auth))]
         assert rows and rows[0]["current"]["alg"] == "AES-256-GCM" and rows[0]["previous"], rows
+
+        # stack deploy --with-registry-auth: each service's image's credentials, the same road.
+        deployed = shoal("stack", "deploy", "-d", "--with-registry-auth", "-c", str(compose), "h12s", env=client_env)
+        assert deployed.returncode == 0, deployed.stderr
+        _wait(lambda: _state("h12s_web", "running"), 90, "the stack's task with the client's credentials running")
     finally:
+        shoal("stack", "rm", "h12s")
         for name in ("h12_noauth", "h12_auth"):
             shoal("service", "rm", name)
-        shoal("rmi", "-f", ref)
+        shoal("rmi", "-f", ref, stack_ref)
         shoal("logout", registry, env=client_env)
