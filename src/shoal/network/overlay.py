@@ -25,6 +25,7 @@ log = logging.getLogger("shoald.network")
 VXLANID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"  # Docker's option: the VNI(s)
 ENCRYPTED_OPTION = "encrypted"
 NOT_ENCRYPTED = "encrypted overlay networks are not supported yet"
+NO_IPSEC = "cannot encrypt an overlay network on this kernel"
 
 
 def vni_of(options: dict[str, str]) -> int:
@@ -40,7 +41,12 @@ def check_options(name: str, driver: str, options: dict[str, str]) -> None:
     if driver != "overlay":
         return
     if ENCRYPTED_OPTION in options:
-        raise InvalidArgument(f"network {name}: {NOT_ENCRYPTED}")
+        from shoal.network import ipsec
+
+        # A kernel without ESP is told so (what to change is the kernel); one with it is still
+        # refused: shoal does not program xfrm states and policies yet (never plain instead).
+        why = ipsec.unavailable()
+        raise InvalidArgument(f"network {name}: {NO_IPSEC}: {why}" if why else f"network {name}: {NOT_ENCRYPTED}")
     raw = options.get(VXLANID_OPTION)
     if raw is not None and not raw.strip().isdigit():
         raise InvalidArgument(f"network {name}: invalid {VXLANID_OPTION} {raw!r}: want one VXLAN ID")

@@ -301,6 +301,9 @@ class NetworkStore:
         if gateway and not subnet:
             raise InvalidArgument(f"invalid gateway {gateway} for network {name}: it needs --subnet")
         options = dict(options or {})
+        from shoal.network.overlay import check_options  # overlay.py imports this module
+
+        check_options(name, driver, options)  # `--opt encrypted` never made into a plain network
         mtu = OVERLAY_MTU if driver == "overlay" else BRIDGE_MTU
         if "com.docker.network.driver.mtu" in options:
             try:
