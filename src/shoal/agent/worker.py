@@ -178,12 +178,13 @@ class Worker:
         encoded = getattr(self.files, "registry_auth", lambda _sid: None)(service_id) if service_id else None
         try:
             decoded = registryauth.decode(encoded) if encoded else None
-            named_registry = refs.parse_normalized(image).domain != refs.DEFAULT_DOMAIN
+            named_registry = refs.parse_normalized(image).domain not in (refs.DEFAULT_DOMAIN, "localhost")
         except ShoalError:
             decoded, named_registry = None, False
         if self.image_source is None and decoded is None and not named_registry:
-            # One node: its store is the manager's; a Docker Hub name is not fetched from the
-            # internet unasked (a service given credentials, or naming its registry, is pulled).
+            # One node: its store is the manager's; a Docker Hub or bare `localhost/` name (a
+            # local build's) is not fetched unasked; a service given credentials, or naming a
+            # registry host (`registry.example/`, `127.0.0.1:5000/`), is pulled from it.
             return f"No such image: {image}"
         from shoal.agent.imagefetch import ImageUnavailable, ensure_image
 
