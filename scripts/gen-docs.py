@@ -286,7 +286,8 @@ shoal swarm join-token worker
 shoal swarm join-token -q --rotate worker   # the old token no longer joins anyone""",
     "swarm leave": "shoal swarm leave        # on a worker; a manager needs --force",
     "swarm update": "shoal swarm update --dispatcher-heartbeat 2s --cert-expiry 720h",
-    "swarm ca": "shoal swarm ca            # the cluster's root CA certificate (PEM)",
+    "swarm ca": """shoal swarm ca            # the cluster's root CA certificate (PEM)
+shoal swarm ca --rotate   # a new root CA: every node renews from it, then new join tokens""",
     "node ls": "shoal node ls",
     "node ps": "shoal node ps shoal-2",
     "node inspect": "shoal node inspect --pretty self",

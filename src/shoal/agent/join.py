@@ -25,12 +25,14 @@ import aiohttp
 
 from shoal.errors import ShoalError
 from shoal.manager.ca import (CA_API_PREFIX, CA_ROLE, MANAGER_ROLE, MAX_PEM, CertStore,
-                              NodeIdentity, RootCA, generate_csr, parse_join_token, pem_digest)
+                              NodeIdentity, RootCA, generate_csr, node_tls_info, parse_join_token,
+                              pem_digest)
 from shoal.store.secretbox import KeySource
 from shoal.tlsconfig import bootstrap_context, client_context
 
 DEFAULT_PORT = 2377
 MAX_ANSWER = 4 * MAX_PEM  # a certificate and the root CA, JSON-quoted
+ISSUER_CHECK_PERIOD = 2.0  # seconds between a node's looks at the cluster's desired TLSInfo
 ALREADY_JOINED = ('This node is already part of a swarm. Use "shoal swarm leave" to leave this swarm '
                   'and join another one.')
 
@@ -166,14 +168,42 @@ async def renew(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = N
     return ident
 
 
-async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
-                       retry: float = 30.0, on_renewed: Callable[[NodeIdentity], None] | None = None) -> None:
-    """Renew the node certificate at swarmkit's random moment (50-80% of its validity), forever;
-    a failed attempt is retried after `retry` seconds. Cancel the task to stop it."""
+async def issuer_changed(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
+                         timeout: float = 10.0) -> bool:
+    """Whether the cluster's desired TLSInfo (GET /tlsinfo) names another issuer or another
+    trusted root than this node's certificate and root: a root CA rotation is under way (renew
+    now, to get a certificate from the new key) or has finished (renew now, to get the root)."""
     store = CertStore(Path(cert_dir), keys)
+    root_ca = store.load_root_ca(with_key=False)
+    cert, _ = store.load_node()
+    ctx = client_context(root_ca.cert_pem, store.cert_path, store.key_path)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        data = await _call(session, "GET", base_url(manager_addr) + "/tlsinfo", manager_addr, ctx, MANAGER_ROLE)
+    try:
+        desired = json.loads(data)
+        mine = node_tls_info(cert, root_ca.cert_pem)
+        return any(desired[k] != mine[k] for k in ("TrustRoot", "CertIssuerSubject", "CertIssuerPublicKey"))
+    except (ValueError, KeyError, TypeError):
+        raise ShoalError(f"the manager at {manager_addr} sent an answer that is not a TLSInfo") from None
+
+
+async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
+                       retry: float = 30.0, on_renewed: Callable[[NodeIdentity], None] | None = None,
+                       check_period: float = ISSUER_CHECK_PERIOD) -> None:
+    """Renew the node certificate at swarmkit's random moment (50-80% of its validity), or at
+    once when the cluster's issuer or root changed (checked every `check_period` seconds),
+    forever; a failed attempt is retried after `retry` seconds. Cancel the task to stop it."""
+    store = CertStore(Path(cert_dir), keys)
+    loop = asyncio.get_running_loop()
     while True:
-        delay = store.identity().renew_after().total_seconds()
-        await asyncio.sleep(delay)
+        deadline = loop.time() + store.identity().renew_after().total_seconds()
+        while loop.time() < deadline:
+            await asyncio.sleep(min(check_period, max(0.0, deadline - loop.time())))
+            try:
+                if await issuer_changed(manager_addr, cert_dir, keys=keys):
+                    break
+            except ShoalError:
+                pass  # the manager may be away; ask again next time
         try:
             ident = await renew(manager_addr, cert_dir, keys=keys)
         except ShoalError:

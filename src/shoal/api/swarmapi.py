@@ -10,7 +10,9 @@ the cluster listener serve them).
     POST   /swarm/leave                 ?force=1
     GET    /swarm                       the cluster (swarm inspect)
     GET    /swarm/info                  the Swarm section of `info`
-    GET    /swarm/ca                    the root CA certificate (PEM, in JSON)
+    GET    /swarm/ca                    the root CA certificate (PEM, in JSON); on a manager also
+                                         RootRotationInProgress and Progress {Nodes, TLSRotated, CARotated}
+    POST   /swarm/ca/rotate             begin a root CA rotation (`swarm ca --rotate`)
     GET    /nodes/{ref}                 one node
     POST   /nodes/{ref}/update          {Availability, Role, LabelAdd, LabelRm}
     DELETE /nodes/{ref}                 ?force=1
@@ -207,7 +209,21 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
 
             raise Unavailable(swarmnode.NO_INIT)
         pem = await asyncio.to_thread(lambda: node.certs.load_root_ca(with_key=False).cert_pem.decode())
-        return web.json_response({"Certificate": pem})
+        answer: dict[str, Any] = {"Certificate": pem}
+        if node.initialised:
+            rotating, _, progress = await asyncio.to_thread(node.rotation_status)
+            answer.update(RootRotationInProgress=rotating, Progress=progress.to_api())
+        return web.json_response(answer)
+
+    @routes.post(prefix + "/swarm/ca/rotate")
+    async def rotate_ca(_: web.Request) -> web.Response:
+        node = swarm()
+        node.require_initialised()
+        listener = getattr(daemon, "cluster_listener", None)
+        if listener is None:
+            raise Unavailable("the cluster listener is not running")
+        await listener.rotate_ca()
+        return web.json_response({})
 
     @routes.get(prefix + "/swarm/info")
     async def info(_: web.Request) -> web.Response:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shoald.tcp")
 RENEW_RETRY = 60.0  # seconds before a failed renewal of the manager's own certificate is retried
+RECONCILE_PERIOD = 1.0  # seconds between the root rotation reconciler's looks at the nodes
 
 
 # The sub-applications that check the client themselves (CA: open for joining; dispatcher: any
@@ -64,6 +65,11 @@ class ClusterListener:
         self._runner: web.AppRunner | None = None
         self._ssl: ssl.SSLContext | None = None
         self._renewal: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+        # The context handshakes end on: the site's own context hands each connection over to it
+        # (sni_callback), so a finished root rotation trusts only the new root from the next
+        # connection on, without restarting the listener.
+        self._active: ssl.SSLContext | None = None
 
     def make_app(self) -> web.Application:
         from shoal.api.server import make_app
@@ -75,7 +81,7 @@ class ClusterListener:
         app.middlewares.insert(0, _authorise)
         app[CLUSTER_ID_KEY] = cluster_id
         ca_app = make_ca_app(swarm.root_ca(), swarm.tokens(), swarm.on_node_joined, cluster_id=cluster_id,
-                             role_of=swarm.role_of)
+                             role_of=swarm.role_of, on_issued=swarm.record_tls_info)
         swarm.ca_server = ca_app[CA_SERVER_KEY]
         dispatcher_app = make_dispatcher_app(lambda: getattr(self.daemon, "dispatcher", None), cluster_id)
         # The manager's image store, read-only, for any node of this cluster (the sub-app
@@ -103,7 +109,10 @@ class ClusterListener:
                              f"{exc.strerror or exc}") from None
         self._runner = runner
         self._ssl = ctx
+        self._active = ctx
+        ctx.sni_callback = self._handover
         self._renewal = asyncio.create_task(self._renew_own_certificate())
+        self._reconciler = asyncio.create_task(self._reconcile_rotation())
         log.info("shoald listening on tcp://%s (mutual TLS, cluster %s)", swarm.local.listen_addr,
                  swarm.local.cluster_id)
 
@@ -116,17 +125,54 @@ class ClusterListener:
             await asyncio.sleep(delay)
             try:
                 await asyncio.to_thread(swarm.renew_own_certificate)
-                assert self._ssl is not None
-                self._ssl.load_cert_chain(str(swarm.certs.cert_path), str(swarm.certs.key_path))
+                self._reload_certificate()
                 log.info("renewed this manager's certificate")
             except ShoalError as exc:
                 log.error("renewing this manager's certificate failed: %s", exc)
                 await asyncio.sleep(RENEW_RETRY)
 
+    def _handover(self, conn: ssl.SSLObject, _name: str | None, ctx: ssl.SSLContext) -> None:
+        if self._active is not None and self._active is not ctx:
+            conn.context = self._active
+
+    def _reload_certificate(self) -> None:
+        assert self._active is not None
+        self._active.load_cert_chain(str(self.swarm.certs.cert_path), str(self.swarm.certs.key_path))
+
+    async def rotate_ca(self) -> None:
+        """`swarm ca --rotate`: the rotation begins, and this listener serves the manager's new
+        certificate (new key, cross-signed chain) from the next handshake."""
+        await asyncio.to_thread(self.swarm.begin_ca_rotation)
+        self._reload_certificate()
+        log.info("root CA rotation started")
+
+    async def _reconcile_rotation(self) -> None:
+        """swarmkit's rotation reconciler: once every node that is not down holds a certificate
+        from the new signer (manager/carotation.py decides), the rotation finishes and the
+        listener trusts only the new root."""
+        from shoal.manager import carotation
+
+        swarm = self.swarm
+        while True:
+            await asyncio.sleep(RECONCILE_PERIOD)
+            try:
+                rotating, desired, _ = await asyncio.to_thread(swarm.rotation_status)
+                if not rotating:
+                    continue
+                nodes = await asyncio.to_thread(swarm.store.list, "node")
+                if not carotation.may_finish(nodes, desired):
+                    continue
+                new_root = await asyncio.to_thread(swarm.finish_ca_rotation)
+                self._active = server_context(swarm.certs.cert_path, swarm.certs.key_path, new_root.cert_pem)
+                log.info("root CA rotation finished")
+            except ShoalError as exc:
+                log.error("root CA rotation: %s", exc)
+
     async def stop(self) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
-            self._renewal = None
+        for task in (self._renewal, self._reconciler):
+            if task is not None:
+                task.cancel()
+        self._renewal = self._reconciler = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

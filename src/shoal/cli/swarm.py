@@ -77,13 +77,72 @@ def _update(args: argparse.Namespace) -> int:
     return 0
 
 
+CERTS_ROTATED = "  rotated TLS certificates"  # docker/cli progress/root_rotation.go
+ROOTS_ROTATED = "  rotated CA certificates"
+ROTATION_POLL = 0.2  # seconds, as docker/cli polls
+
+
+def progress_bar(current: int, total: int, units: str = "nodes") -> str:
+    """moby's JSONProgress.String() for a terminal wider than 110 columns: a 50-wide bar, then
+    `current/total units`."""
+    filled = min(50, int(current / total * 100) // 2) if total > 0 else 0
+    return f"[{'=' * filled}>{' ' * (50 - filled)}] {current}/{total} {units}"
+
+
+def rotation_lines(answer: dict[str, Any]) -> tuple[list[str], bool]:
+    """docker/cli's updateProgress: the desired root's digest, nodes on the new issuer, nodes
+    trusting the new root (shown as 0 until the certificates are all rotated and the rotation
+    finished); done when both are complete."""
+    import hashlib
+
+    prog = answer.get("Progress") or {}
+    total, certs, roots = int(prog.get("Nodes", 0)), int(prog.get("TLSRotated", 0)), int(prog.get("CARotated", 0))
+    in_progress = bool(answer.get("RootRotationInProgress"))
+    certs_done = certs == total and not in_progress
+    digest = "sha256:" + hashlib.sha256(answer["Certificate"].encode()).hexdigest()
+    lines = [f"desired root digest: {digest}", f"{CERTS_ROTATED}: {progress_bar(certs, total)}",
+             f"{ROOTS_ROTATED}:  {progress_bar(roots if certs_done else 0, total)}"]
+    return lines, certs_done and roots == total
+
+
 def _ca(args: argparse.Namespace) -> int:
-    if args.rotate:
-        raise ShoalError("swarm ca --rotate is not supported yet: the root CA can be rotated by the library "
-                         "(manager/ca.py) but shoald does not drive a rotation yet")
+    import time
+
+    if not args.rotate:
+        for flag, value in (("ca-cert", args.ca_cert), ("ca-key", args.ca_key), ("cert-expiry", args.cert_expiry)):
+            if value is not None:
+                raise InvalidArgument(f"`--{flag}` flag requires the `--rotate` flag to update the CA")
+        with _client() as client:
+            answer = client.get("/swarm/ca")
+        sys.stdout.write(answer["Certificate"].strip() + "\n")
+        return 0
+    if args.ca_cert is not None or args.ca_key is not None:
+        raise ShoalError("rotating to a given root CA (--ca-cert/--ca-key) is not supported yet: "
+                         "`shoal swarm ca --rotate` makes a new root CA")
+    expiry = _duration(args.cert_expiry, "--cert-expiry")
     with _client() as client:
-        answer = client.get("/swarm/ca")
-    sys.stdout.write(answer["Certificate"])
+        client.get("/swarm/ca")  # "not a swarm manager" before anything changes
+        if expiry is not None:
+            client.post("/swarm/update", {"CertExpiry": expiry})
+        client.post("/swarm/ca/rotate", {})
+        if args.detach:
+            return 0
+        tty = sys.stdout.isatty() and not args.quiet
+        shown: list[str] = []
+        while True:
+            answer = client.get("/swarm/ca")
+            lines, done = rotation_lines(answer)
+            if not args.quiet and lines != shown:
+                if tty and shown:
+                    sys.stdout.write(f"\x1b[{len(shown)}A")  # redraw in place, as jsonmessage does
+                sys.stdout.write("".join(f"\x1b[2K{line}\n" if tty else f"{line}\n" for line in lines))
+                sys.stdout.flush()
+                shown = lines
+            if done:
+                break
+            time.sleep(ROTATION_POLL)
+    if not args.quiet:
+        sys.stdout.write(answer["Certificate"].strip() + "\n")
     return 0
 
 
@@ -189,6 +248,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_update)
 
     p = ss.add_parser("ca", help="Display and rotate the root CA")
-    p.add_argument("--rotate", action="store_true", help="Rotate the swarm CA")
+    p.add_argument("--rotate", action="store_true",
+                   help="Rotate the swarm CA - if no certificate or key are provided, new ones will be generated")
+    p.add_argument("--ca-cert", metavar="pem-file",
+                   help="Path to the PEM-formatted root CA certificate to use for the new cluster")
+    p.add_argument("--ca-key", metavar="pem-file",
+                   help="Path to the PEM-formatted root CA key to use for the new cluster")
+    p.add_argument("--cert-expiry", metavar="duration",
+                   help="Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s)")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="Exit immediately instead of waiting for the root rotation to converge")
     p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output")
     p.set_defaults(func=_ca)

@@ -6,6 +6,9 @@ from tlsconfig.server_context, client certificates optional).
                   against the digest in its join token.
     POST /join    {"CSR", "Token", "Hostname", "AdvertiseAddr"} -> a new node ID and certificate;
                   the role is the one whose token matched (constant-time comparison).
+    GET  /tlsinfo the cluster's desired TLSInfo (trusted root, issuer of new certificates) for
+                  any node of the cluster: a node whose certificate or root differs renews at
+                  once (how a root rotation reaches the nodes; swarmkit pushes it in the session).
     POST /renew   {"CSR"} over mutual TLS with the node's current certificate -> a new
                   certificate with the same node ID and role (the role the manager records for
                   the node, when `role_of` is given: a worker cannot ask for a manager's).
@@ -13,6 +16,7 @@ from tlsconfig.server_context, client certificates optional).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable
@@ -23,7 +27,7 @@ from aiohttp import web
 
 from shoal.errors import ShoalError
 from shoal.manager.ca import (BAD_TOKEN, MANAGER_ROLE, WORKER_ROLE, JoinTokens, RootCA,
-                              new_node_id, parse_csr)
+                              desired_tls_info, new_node_id, parse_csr)
 from shoal.tlsconfig import CLUSTER_ID_KEY, require_node
 
 MAX_BODY = 128 * 1024
@@ -44,6 +48,7 @@ class NodeJoin:
 
 OnNodeJoined = Callable[[NodeJoin], Awaitable[None] | None]
 RoleOf = Callable[[str], str | None]
+OnIssued = Callable[[str, bytes, bytes], None]  # (node ID, certificate, root it trusts): a thread
 
 
 class CAServer:
@@ -51,7 +56,7 @@ class CAServer:
     --cert-expiry`) or rotate `tokens` while the routes serve."""
 
     def __init__(self, root_ca: RootCA, tokens: JoinTokens, on_node_joined: OnNodeJoined | None,
-                 cluster_id: str, role_of: RoleOf | None = None) -> None:
+                 cluster_id: str, role_of: RoleOf | None = None, on_issued: OnIssued | None = None) -> None:
         if not root_ca.can_sign:
             raise ShoalError("the CA service needs the root CA key: this node is not a manager")
         self.root_ca = root_ca
@@ -59,6 +64,11 @@ class CAServer:
         self.on_node_joined = on_node_joined
         self.cluster_id = cluster_id
         self.role_of = role_of
+        self.on_issued = on_issued
+
+    async def issued(self, node_id: str, cert: bytes) -> None:
+        if self.on_issued is not None:
+            await asyncio.to_thread(self.on_issued, node_id, cert, self.root_ca.cert_pem)
 
 
 CA_SERVER_KEY = web.AppKey("shoal_ca_server", CAServer)
@@ -131,6 +141,7 @@ async def post_join(request: web.Request) -> web.Response:
         except ShoalError as exc:
             raise _error(web.HTTPConflict, str(exc)) from None
     cert = server.root_ca.sign_csr(csr, node_id, role, server.cluster_id)
+    await server.issued(node_id, cert)
     return web.json_response({"NodeID": node_id, "Role": role, "ClusterID": server.cluster_id,
                               "Certificate": cert.decode(), "RootCA": server.root_ca.cert_pem.decode()})
 
@@ -150,18 +161,26 @@ async def post_renew(request: web.Request) -> web.Response:
     if role not in (MANAGER_ROLE, WORKER_ROLE):
         raise _error(web.HTTPForbidden, f"Permission denied: unknown role {role!r}")
     cert = server.root_ca.sign_csr(csr, ident.node_id, role, server.cluster_id)
+    await server.issued(ident.node_id, cert)
     return web.json_response({"NodeID": ident.node_id, "Role": role, "ClusterID": server.cluster_id,
                               "Certificate": cert.decode(), "RootCA": server.root_ca.cert_pem.decode()})
 
 
+async def get_tls_info(request: web.Request) -> web.Response:
+    require_node(request)
+    return web.json_response(desired_tls_info(_server(request).root_ca))
+
+
 def make_ca_app(ca: RootCA, tokens: JoinTokens, on_node_joined: OnNodeJoined | None, *,
-                cluster_id: str, role_of: RoleOf | None = None) -> web.Application:
+                cluster_id: str, role_of: RoleOf | None = None, on_issued: OnIssued | None = None
+                ) -> web.Application:
     """The CA routes, to mount with `app.add_subapp(CA_API_PREFIX, make_ca_app(...))`. The
     parent app should carry CLUSTER_ID_KEY too, for its own require_role checks."""
     app = web.Application(client_max_size=MAX_BODY)
-    app[CA_SERVER_KEY] = CAServer(ca, tokens, on_node_joined, cluster_id, role_of)
+    app[CA_SERVER_KEY] = CAServer(ca, tokens, on_node_joined, cluster_id, role_of, on_issued)
     app[CLUSTER_ID_KEY] = cluster_id
     app.router.add_get("/rootca", get_root_ca)
     app.router.add_post("/join", post_join)
     app.router.add_post("/renew", post_renew)
+    app.router.add_get("/tlsinfo", get_tls_info)
     return app

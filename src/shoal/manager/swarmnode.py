@@ -369,6 +369,70 @@ class SwarmNode:
         self.certs.save_node(cert, key)
         return ident
 
+    # ---- root CA rotation (`swarm ca --rotate`; manager/carotation.py counts) ------------------
+    def record_tls_info(self, node_id: str, cert_pem: bytes, trust_root_pem: bytes) -> None:
+        """What the CA just issued to a node, as its TLSInfo: the manager knows it without the
+        node telling (shoal's simplification of swarmkit's node description report); the
+        rotation's reconciler reads it."""
+        info = TLSInfo.from_api(ca.node_tls_info(cert_pem, trust_root_pem))
+        with self.store.transaction() as tx:
+            record = tx.get("node", node_id)
+            if record is None:
+                return
+            node = Node.from_dict(record)
+            node.tls_info = info
+            tx.update("node", dict(node.to_dict(), version=record["version"]))
+
+    def begin_ca_rotation(self) -> ca.RootCA:
+        """`swarm ca --rotate`: a new root whose key signs from now on (its certificate
+        cross-signed by the current root rides along with every certificate), the cluster's
+        desired TLSInfo names it, and this manager's own certificate comes from it at once.
+        Trusted root and join tokens change only when the reconciler finishes."""
+        self.require_initialised()
+        current = self.root_ca()
+        if current.rotating:
+            raise Conflict("a root CA rotation is already in progress")
+        rotating = ca.begin_rotation(current)
+        self.certs.save_root_ca(rotating)
+        with self.store.transaction() as tx:
+            record = tx.get(CLUSTER_KIND, self.local.cluster_id)  # type: ignore[union-attr]
+            tx.update(CLUSTER_KIND, dict(record, tls_info=ca.desired_tls_info(rotating), root_rotation=True,
+                                         updated_at=time.time()))
+        if self.ca_server is not None:
+            self.ca_server.root_ca = rotating
+        self.renew_own_certificate()
+        cert, _ = self.certs.load_node()
+        self.record_tls_info(self.node_id, cert, rotating.cert_pem)
+        return rotating
+
+    def rotation_status(self) -> tuple[bool, dict[str, str], Any]:
+        """(in progress, desired TLSInfo, carotation.Progress) for the CLI and the reconciler."""
+        from shoal.manager import carotation
+
+        self.require_initialised()
+        root_ca = self.root_ca(with_key=False)
+        desired = ca.desired_tls_info(root_ca)
+        return root_ca.rotating, desired, carotation.progress(self.store.list("node"), desired)
+
+    def finish_ca_rotation(self) -> ca.RootCA:
+        """The reconciler saw every node on the new signer: the new root becomes the only one,
+        both join tokens are made again (they carry the root's digest). This manager keeps its
+        certificate (it chains to the new root directly, and to the old one through the
+        cross-signed certificate, for nodes that have not fetched the new root yet)."""
+        self.require_initialised()
+        new_root, tokens = ca.finish_rotation(self.root_ca())
+        self.certs.save_root_ca(new_root)
+        with self.store.transaction() as tx:
+            record = tx.get(CLUSTER_KIND, self.local.cluster_id)  # type: ignore[union-attr]
+            tx.update(CLUSTER_KIND, dict(record, tls_info=ca.desired_tls_info(new_root), root_rotation=False,
+                                         join_tokens=tokens.to_dict(), updated_at=time.time()))
+        if self.ca_server is not None:
+            self.ca_server.root_ca = new_root
+            self.ca_server.tokens = tokens
+        cert, _ = self.certs.load_node()
+        self.record_tls_info(self.node_id, cert, new_root.cert_pem)
+        return new_root
+
     # ---- swarm join (the joining node's side) -----------------------------------------------
     async def join(self, manager_addr: str, token: str, advertise_addr: str = "", listen_addr: str = "") -> str:
         """Join the swarm of `manager_addr` as a worker: the certificate from the manager, then
