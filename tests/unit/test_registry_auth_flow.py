@@ -124,3 +124,58 @@ def test_the_dispatcher_gives_them_to_the_service_node_only(store: SQLiteStore) 
         stored.put(tx, service, newer)
     inc = dispatcher.assignments(a.node_id, a.session_id)
     assert inc is not None and inc.registry_auths == {service: newer}
+
+
+def test_the_assignment_carries_them_over_the_wire() -> None:
+    """The HTTPS session sends sets as JSON (agent/session.py to_json/from_json)."""
+    import json as _json
+
+    from shoal.agent.session import AssignmentSet, AssignmentType, from_json, to_json
+
+    value = encode(Credentials("u", "p"), "r")
+    sent = AssignmentSet(type=AssignmentType.COMPLETE, sequence=1, registry_auths={"svc1": value})
+    got = from_json(AssignmentSet, _json.loads(_json.dumps(to_json(sent))))
+    assert got.registry_auths == {"svc1": value}
+    unchanged = from_json(AssignmentSet, _json.loads(_json.dumps(to_json(
+        AssignmentSet(type=AssignmentType.INCREMENTAL, sequence=2, applies_to=1)))))
+    assert unchanged.registry_auths is None
+
+
+def test_the_agent_keeps_them_in_memory_only(tmp_path: Path, store: SQLiteStore) -> None:
+    """Through the in-process session: the agent has the service's credentials for its worker
+    (AssignedFiles.registry_auth) and its own store (worker/tasks.db) never holds them."""
+    import asyncio
+
+    from tests.unit.test_dispatcher import Clock, add_service, describe, manager_pass
+    from shoal.agent.agent import Agent, AssignedFiles
+    from shoal.agent.inprocess import InProcessSession
+    from shoal.manager.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(store, heartbeat_period=1.0, clock=Clock())
+    service = add_service(store, replicas=1)
+    value = encode(Credentials("agentuser", "agent-Secret-77"), "r.example")
+    with store.transaction() as tx:
+        stored.put(tx, service, value)
+
+    async def scenario() -> None:
+        agent = Agent(tmp_path / "node", InProcessSession(dispatcher, role="manager"), describe("pc1"))
+        runner = asyncio.create_task(agent.run())
+        try:
+            assert await agent.wait_registered(5)
+            await asyncio.to_thread(manager_pass, store, 1.0)
+            dispatcher.notify()
+            for _ in range(300):
+                if agent.store.list("task") and agent.registry_auths:
+                    break
+                await asyncio.sleep(0.01)
+            assert AssignedFiles(agent).registry_auth(service) == value
+            assert AssignedFiles(agent).registry_auth("another") is None
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            agent.close()
+
+    asyncio.run(scenario())
+    for path in (tmp_path / "node" / "worker").iterdir():
+        data = path.read_bytes()
+        assert b"agent-Secret-77" not in data and value.encode() not in data, path
