@@ -265,3 +265,14 @@ def json_bytes(value: object) -> bytes:
     import json
 
     return json.dumps(value).encode()
+
+
+def test_sealed_values_stay_out_of_the_event_log(store: SQLiteStore) -> None:
+    """The event log keeps a copy of every object written; a secret's and a service's registry
+    credentials are kept out of it (sealed or not, they have no business in `events`)."""
+    with store.transaction() as tx:
+        tx.create("secret", {"id": "s1", "name": "db", "sealed": "SEALED-SECRET"})
+        tx.create("registry_auth", {"id": "svc1", "current": "SEALED-AUTH", "previous": "OLD-AUTH"})
+    logged = [{k: v for k, v in e.object.items() if k != "version"} for e in store.events_since(0)]
+    assert {"id": "s1", "name": "db"} in logged and {"id": "svc1"} in logged
+    assert not any(v in repr(logged) for v in ("SEALED-SECRET", "SEALED-AUTH", "OLD-AUTH"))

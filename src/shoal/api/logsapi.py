@@ -28,6 +28,10 @@ GATHER_TIMEOUT = 30.0
 EVENTS_BATCH = 1000
 
 
+# Store kinds that are no Docker event type: a service's sealed registry credentials change with
+# the service, whose own event says so.
+_UNSHOWN_KINDS = frozenset({"registry_auth"})
+
 def _event_line(event: Any) -> dict[str, Any]:
     obj = event.object
     if event.kind == "container":
@@ -118,7 +122,9 @@ def add_routes(app: web.Application, daemon: Daemon, prefix: str,
             batch = store.events_since(since, limit=EVENTS_BATCH)
             if batch:
                 since = batch[-1].revision
-                await response.write("".join(json.dumps(_event_line(e)) + "\n" for e in batch).encode())
+                shown = [e for e in batch if e.kind not in _UNSHOWN_KINDS]
+                if shown:
+                    await response.write("".join(json.dumps(_event_line(e)) + "\n" for e in shown).encode())
             if len(batch) == EVENTS_BATCH:
                 continue  # more are there already
             if not follow:

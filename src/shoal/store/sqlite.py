@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS events (
 _EVENT_RETENTION = 50_000
 # Fields an event never copies: a secret's data (sealed or, from an older shoal, in the clear)
 # stays in its one object row, not in 50,000 revisions of history.
-_EVENT_OMIT: dict[str, frozenset[str]] = {"secret": frozenset({"data", "sealed"})}
+_EVENT_OMIT: dict[str, frozenset[str]] = {"secret": frozenset({"data", "sealed"}),
+                                           "registry_auth": frozenset({"current", "previous"})}
 
 
 def _event_object(kind: str, obj: Object) -> Object:
