@@ -111,6 +111,27 @@ def test_failed_task_is_replaced_in_its_slot_after_the_delay(store: SQLiteStore)
     assert slot1[-1].status.state == TaskState.RUNNING and slot1[-1].desired_state == TaskState.RUNNING
 
 
+def test_a_replacement_rejected_while_it_waits_its_delay_is_restarted_after_the_delay(store: SQLiteStore) -> None:
+    """A node prepares a parked replacement and rejects it (no such image) long before its delay
+    ends: swarmkit's waitRestart restarts it only once that delay has passed. Restarting it at
+    once made a missing image a loop of a new task every pass."""
+    add_service(store, replicas=1, restart_policy={"condition": "any", "delay": 5})
+    run_manager(store, 100.0)
+    first = tasks(store)[0]
+    fail(store, first, 100.5, state=TaskState.REJECTED)
+    run_manager(store, 100.5)
+    parked = [t for t in tasks(store) if t.desired_state == TaskState.READY]
+    assert len(parked) == 1 and parked[0].start_after == pytest.approx(105.5)
+    fail(store, parked[0], 100.6, state=TaskState.REJECTED)
+    for now in (100.6, 101.0, 103.0, 105.0):
+        wake = run_manager(store, now)
+        assert len(tasks(store)) == 2, f"a new task at {now}"
+        assert wake is not None and wake <= 105.5
+    run_manager(store, 105.6)
+    ts = tasks(store)
+    assert len(ts) == 3 and ts[-1].replaces == parked[0].id and ts[-1].start_after == pytest.approx(110.6)
+
+
 def test_on_failure_does_not_restart_a_completed_task(store: SQLiteStore) -> None:
     add_service(store, replicas=1, restart_policy={"condition": "on-failure", "delay": 0})
     converge(store, 100.0)

@@ -449,6 +449,12 @@ def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]], repl
         for t in list(history):
             if t.desired_state > TaskState.RUNNING:
                 continue
+            if t.desired_state == TaskState.READY and t.status.state > TaskState.RUNNING and p.now < t.start_after:
+                # swarmkit's waitRestart: a replacement that fails while it still waits out its
+                # restart delay (its node rejects it when preparing: no such image) is restarted
+                # once that delay has passed, not at once: else a missing image is a tight loop.
+                p.wake.append(t.start_after)
+                continue
             if t.status.state > TaskState.RUNNING or (
                     replicated and t.node_id and t.status.state >= TaskState.ASSIGNED and p.node_invalid(t.node_id)
                     and not p.node_draining(t.node_id)):
