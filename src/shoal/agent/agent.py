@@ -121,6 +121,11 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush: asyncio.Event | None = None
         self._sequence = 0
+        # The newest set whose service records the node's rotations follow (netglue reports it),
+        # and the newest the manager was told of: sent at once, the manager holds stops on it.
+        self._applied = (None, 0)  # (session ID, sequence)
+        self._acked = (None, 0)
+        self._ack: asyncio.Event | None = None
         self._unassigned: set[str] = set()  # tasks being shut down because no set lists them
         self._registered_event: asyncio.Event | None = None
 
@@ -313,7 +318,36 @@ class Agent:
     async def _heartbeats(self, period: float) -> None:
         while True:
             await asyncio.sleep(period)
-            period = await self.session.heartbeat()
+            applied = self._applied_here()  # again with each beat: an ack lost on the way is not lost
+            period = await (self.session.heartbeat() if applied is None else self.session.heartbeat(applied))
+
+    def _applied_here(self) -> int | None:
+        session_id, sequence = self._applied
+        return sequence if self.info is not None and session_id == self.info.session_id and sequence else None
+
+    def rotation_applied(self, session_id: str | None, sequence: int) -> None:
+        """The node's rotations now follow the service records of set `sequence` of that session
+        (netglue, from the worker's thread): told to the manager at once (_acks)."""
+        if session_id is None or (session_id, sequence) == self._applied:
+            return
+        self._applied = (session_id, sequence)
+        loop, event = self._loop, self._ack
+        if loop is not None and event is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:
+                pass  # the loop is closing
+
+    async def _acks(self) -> None:
+        self._ack = asyncio.Event()
+        while True:
+            await self._ack.wait()
+            self._ack.clear()
+            applied = self._applied_here()
+            if applied is not None and self._applied != self._acked:
+                acked = self._applied
+                await self.session.heartbeat(applied)
+                self._acked = acked
 
     async def _assignments(self) -> None:
         first = True
@@ -369,7 +403,8 @@ class Agent:
         self._kick_flush()
         jobs = [asyncio.create_task(self._heartbeats(info.heartbeat_period)),
                 asyncio.create_task(self._assignments()),
-                asyncio.create_task(self._logs())]
+                asyncio.create_task(self._logs()),
+                asyncio.create_task(self._acks())]
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
             for job in done:

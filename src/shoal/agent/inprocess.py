@@ -37,9 +37,9 @@ class InProcessSession(Session):
         node_id, session_id = self._ids()
         await asyncio.to_thread(self.dispatcher.update_status, node_id, session_id, updates)
 
-    async def heartbeat(self) -> float:
+    async def heartbeat(self, applied: int | None = None) -> float:
         node_id, session_id = self._ids()
-        return self.dispatcher.heartbeat(node_id, session_id)  # a dict update under a lock: no I/O
+        return self.dispatcher.heartbeat(node_id, session_id, applied)  # a dict update under a lock: no I/O
 
     async def log_subscriptions(self) -> AsyncIterator[LogSubscription]:  # type: ignore[override]
         node_id, session_id = self._ids()

@@ -195,6 +195,9 @@ class NodeNetworks:
             # No set from the manager yet in this session (shoald restarted, or the session
             # reopens): the devices stay as they are until the complete set says what is wanted.
             return
+        # Read before the records: an ack never claims a set newer than what was applied.
+        info = getattr(self.agent, "info", None)
+        session_id, sequence = (info.session_id if info is not None else None), self.agent._sequence
         overlay.sync(self.agent.networks)
         key = (self.agent.services_version, self.agent.store.revision())
         if key != self._vips_key or time.monotonic() >= self._vips_due:
@@ -202,6 +205,9 @@ class NodeNetworks:
             self._sync_vips()
             self._sync_mesh()
             self._vips_key, self._vips_due = key, time.monotonic() + 1.0  # endpoints come and go too
+        acked = getattr(self.agent, "rotation_applied", None)
+        if acked is not None:
+            acked(session_id, sequence)  # the manager may now stop tasks these records dropped
 
     def _mesh_services(self) -> dict[str, set[str]]:
         """Overlay network name -> the services publishing a port in ingress mode on it: every

@@ -267,8 +267,11 @@ class Session(ABC):
         no longer has are dropped by the manager, not refused: a retry is always safe."""
 
     @abstractmethod
-    async def heartbeat(self) -> float:
-        """Tell the manager the node is alive; returns the period to wait before the next one."""
+    async def heartbeat(self, applied: int | None = None) -> float:
+        """Tell the manager the node is alive; returns the period to wait before the next one.
+        `applied`: the sequence of the newest assignment set whose service records this node's
+        rotations (VIPs, published ports) now follow; the manager holds a task's stop until the
+        other nodes have applied records without it (manager/dispatcher.py stop_ready)."""
 
     @abstractmethod
     def log_subscriptions(self) -> AsyncIterator[LogSubscription]:

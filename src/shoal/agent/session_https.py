@@ -180,8 +180,11 @@ class HTTPSSession(Session):
     async def update_status(self, updates: list[TaskStatusUpdate]) -> None:
         await self._post("/status", {"session_id": self._ids(), "updates": to_json(updates)}, only_current=True)
 
-    async def heartbeat(self) -> float:
-        answer = await self._post("/heartbeat", {"session_id": self._ids()}, only_current=True)
+    async def heartbeat(self, applied: int | None = None) -> float:
+        body: dict[str, Any] = {"session_id": self._ids()}
+        if applied is not None:
+            body["applied"] = applied
+        answer = await self._post("/heartbeat", body, only_current=True)
         return float(answer["period"])
 
     async def close(self) -> None:

@@ -46,6 +46,12 @@ GRACE_MULTIPLIER = 3  # swarmkit defaultGracePeriodMultiplier
 UNKNOWN_GRACE_MULTIPLIER = 2 * GRACE_MULTIPLIER  # nodes not seen since the manager started
 EPSILON_RATIO = 0.1  # swarmkit: 500 ms of jitter on a 5 s period
 RESYNC = 5.0  # seconds: a session's stream looks at the store at least this often
+# A task leaving running is sent to its node only once every other node has applied service
+# records without it (its rotations no longer pick it), or after this long: a node that is down,
+# partitioned or too old to acknowledge (a live one applies records in one agent pass, well under
+# a second) must not keep a scale-down or an update waiting until its heartbeats run out.
+STOP_HOLD_MAX = 2.0
+HOLD_POLL = 0.05  # seconds: how often a session holding a stop looks again (acks also wake it)
 _DISPATCHED = frozenset(s.text for s in TaskState if s >= TaskState.ASSIGNED)  # states a node is sent
 
 
@@ -78,6 +84,9 @@ class _Session:
     tasks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # task ID -> what was sent
     files: dict[str, Any] = field(default_factory=dict)  # "kind/id" -> version sent
     services: list[ServiceRecord] | None = None
+    services_seq: int = 0  # the set `services` was last sent in
+    applied: int = 0  # the newest set whose records the node's rotations follow (its heartbeats)
+    holds: dict[str, float] = field(default_factory=dict)  # task ID -> when its stop was first held
     networks: list[dict[str, Any]] | None = None
     node_key: tuple[Any, ...] | None = None
     registry_auths: dict[str, str] | None = None  # service ID -> encoded credentials sent
@@ -92,6 +101,13 @@ def _task_key(raw: dict[str, Any]) -> tuple[Any, ...]:
     not echoed back (swarmkit's TasksEqualStable)."""
     return (raw.get("desired_state"), raw.get("spec_version"), raw.get("start_after"), raw.get("node_id"),
             tuple(raw.get("waits_for") or ()))
+
+
+def _stopping(sent: tuple[Any, ...] | None, raw: dict[str, Any]) -> bool:
+    """The node was sent the task wanted running, it runs (so service records list it), and the
+    manager now wants it stopped."""
+    return sent is not None and sent[0] == "running" and raw.get("desired_state") != "running" \
+        and raw["status"]["state"] == "running"
 
 
 def _node_key(raw: dict[str, Any]) -> tuple[Any, ...]:
@@ -381,12 +397,18 @@ class Dispatcher:
                 raise SessionInvalid(f"session {session_id} of node {node_id} is not valid")
             return session
 
-    def heartbeat(self, node_id: str, session_id: str) -> float:
+    def heartbeat(self, node_id: str, session_id: str, applied: int | None = None) -> float:
         session = self._session(node_id, session_id)
         period = self._choose_period()
         with self._lock:
             session.period = period
             session.deadline = self.clock() + period * GRACE_MULTIPLIER
+            advanced = applied is not None and session.sequence >= applied > session.applied
+            if advanced:
+                session.applied = int(applied or 0)
+            holding = advanced and any(s.holds for s in self._sessions.values())
+        if holding:
+            self.notify()  # a held stop may go now
         return period
 
     def close(self, node_id: str, session_id: str) -> None:
@@ -496,10 +518,33 @@ class Dispatcher:
         with self._lock:
             return self._compute(session)
 
+    def stop_ready(self, session: _Session, task: dict[str, Any]) -> bool:
+        """May the node of `session` be told to stop `task`, which its service records listed
+        until now? Yes once every other live session was sent records without the task's
+        addresses and has applied them (its heartbeat's `applied`), so no node's VIP or
+        published port picks a task that is stopping (issue 12); at once when no other node has
+        a session (a one-node stop waits for nothing); after STOP_HOLD_MAX whatever the rest say."""
+        ips = {a.split("/")[0] for n in task.get("networks") or [] for a in n.get("addresses") or []}
+        if not ips:
+            return True
+        now = self.clock()
+        for other in self._sessions.values():
+            if other is session or other.closed or other.services is None or other.deadline < now:
+                continue  # no records sent to it yet, or overdue (down soon: not waited for)
+            if other.applied < other.services_seq or any(ip in r.task_ips for r in other.services for ip in ips):
+                since = session.holds.setdefault(task["id"], now)
+                if now - since < STOP_HOLD_MAX:
+                    return False
+                log.warning("task %s stopped before node %s acknowledged records without it (%.1f s)",
+                            task["id"], other.node_id, STOP_HOLD_MAX)
+                break
+        session.holds.pop(task["id"], None)
+        return True
+
     def _compute(self, session: _Session) -> AssignmentSet | None:
         complete = session.sequence == 0
         revision = self.store.revision()
-        if not complete and revision == session.revision:
+        if not complete and revision == session.revision and not session.holds:
             return None  # nothing was written since: nothing can differ
         session.revision = revision
         raw_node = self.store.get("node", session.node_id)
@@ -508,6 +553,13 @@ class Dispatcher:
         view = self._current_view(revision)
         tasks = view.tasks_by_node.get(session.node_id, {})
         changed = [t for tid, t in tasks.items() if complete or session.tasks.get(tid) != _task_key(t)]
+        if not complete:
+            # A running task told to stop (scale down, update, drain) leaves every other node's
+            # rotation first: its change waits in the session until stop_ready says so.
+            changed = [t for t in changed if not _stopping(session.tasks.get(t["id"]), t) or self.stop_ready(session, t)]
+        for tid in list(session.holds):
+            if tid not in tasks or session.tasks.get(tid) == _task_key(tasks[tid]):
+                session.holds.pop(tid, None)  # gone, or its stop was withdrawn
         removed = [] if complete else [tid for tid in session.tasks if tid not in tasks]
         # Files: what the node's tasks reference, by name (a task's spec names its sources).
         wanted: set[tuple[str, str]] = set()
@@ -545,6 +597,8 @@ class Dispatcher:
         for tid in removed:
             session.tasks.pop(tid, None)
         session.files = {k: obj.get("version") for k, (_kind, obj) in files.items()}
+        if services_out is not None:
+            session.services_seq = session.sequence
         session.services = services
         session.networks = networks
         session.node_key = node_key
@@ -587,7 +641,7 @@ class Dispatcher:
                 yield found
                 continue
             try:
-                async with asyncio.timeout(RESYNC):
+                async with asyncio.timeout(HOLD_POLL if session.holds else RESYNC):
                     await session.wake.wait()
             except TimeoutError:
                 pass

@@ -227,8 +227,11 @@ async def post_status(request: web.Request) -> web.Response:
 async def post_heartbeat(request: web.Request) -> web.Response:
     ident = require_node(request)
     body = await _body(request)
+    applied = body.get("applied")
+    if applied is not None and (not isinstance(applied, int) or isinstance(applied, bool) or applied < 0):
+        raise _error(web.HTTPBadRequest, "invalid", "applied: a non-negative assignment sequence is required")
     try:
-        period = _dispatcher(request).heartbeat(ident.node_id, _session_id(body.get("session_id")))
+        period = _dispatcher(request).heartbeat(ident.node_id, _session_id(body.get("session_id")), applied)
     except (ShoalError, ValueError) as exc:
         raise _translate(exc) from None
     return web.json_response({"period": period})
