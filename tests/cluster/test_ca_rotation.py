@@ -80,6 +80,33 @@ def test_rotate_root_ca_on_three_nodes(netns_cluster: NetnsCluster, busybox_tar:
     assert parse_join_token(new_token).root_digest == pem_digest(root_file)
     assert manager.shoal("swarm", "join-token", "-q", "manager").stdout.strip() != old_manager_token
 
+    # Bad use: one clear line, nothing rotated.
+    result = workers[0].shoal("swarm", "ca", "--rotate", check=False)
+    assert result.returncode != 0 and "This node is not a swarm manager." in result.stderr, result.stderr
+    result = manager.shoal("swarm", "ca", "--cert-expiry", "48h", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().endswith("`--cert-expiry` flag requires the `--rotate` flag to update the CA")
+    assert manager.shoal("swarm", "ca").stdout == new_root
+
+    # -d: no output, the rotation goes on in the background and finishes (`info` says when).
+    assert manager.shoal("swarm", "ca", "--rotate", "-d").stdout == ""
+    deadline = time.monotonic() + ROTATION_WAIT
+    while "Root Rotation In Progress: false" not in manager.shoal("info").stdout:
+        assert time.monotonic() < deadline, "the detached rotation did not finish"
+        time.sleep(0.3)
+    third_root = manager.shoal("swarm", "ca").stdout
+    assert third_root != new_root
+    # The manager finished; the workers fetch the new root at their next look (every 2 s).
+    deadline = time.monotonic() + 30
+    while any((n.root / "certificates" / "swarm-root-ca.crt").read_text() != third_root for n in workers):
+        assert time.monotonic() < deadline, "the workers did not take the new root"
+        time.sleep(0.3)
+    wait_ready(manager, 3)
+    root_file = third_root.encode()
+    assert parse_join_token(manager.shoal("swarm", "join-token", "-q", "worker").stdout.strip()).root_digest \
+        == pem_digest(root_file)
+    new_token = manager.shoal("swarm", "join-token", "-q", "worker").stdout.strip()
+
     # The old token joins nobody; the new one does.
     late = netns_cluster.add()
     result = late.shoal("swarm", "join", "--token", old_token, f"{manager.addr}:2377", check=False)

@@ -76,3 +76,14 @@ def test_progress_lines_as_docker_prints_them() -> None:
     assert lines[2] == "  rotated CA certificates:  " + progress_bar(0, 3) and not done
     lines, done = rotation_lines(dict(answer, RootRotationInProgress=False))
     assert lines[2] == "  rotated CA certificates:  " + progress_bar(3, 3) and done
+
+
+def test_info_says_whether_a_rotation_is_in_progress() -> None:
+    from shoal.cli.swarm import info_lines
+
+    info = {"LocalNodeState": "active", "NodeID": "n", "ControlAvailable": True, "ClusterID": "c", "Managers": 1,
+            "Nodes": 3, "Cluster": {"Spec": {"task_history_limit": 5, "heartbeat_period": 1.0,
+                                             "cert_expiry": 7776000.0}, "RootRotationInProgress": True}}
+    assert "  Root Rotation In Progress: true" in info_lines(info)
+    info["Cluster"]["RootRotationInProgress"] = False
+    assert "  Root Rotation In Progress: false" in info_lines(info)

@@ -250,7 +250,9 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
             if local is None:
                 result["RemoteManagers"] = [{"NodeID": node.node_id, "Addr": ""}]
         if node.initialised:
-            result["Cluster"] = {"Spec": node.settings(), "RootCADigest": node.root_ca(with_key=False).digest}
+            root = node.root_ca(with_key=False)
+            result["Cluster"] = {"Spec": node.settings(), "RootCADigest": root.digest,
+                                 "RootRotationInProgress": root.rotating}
         return web.json_response(result)
 
     @routes.get(prefix + "/nodes/{ref}")
