@@ -60,9 +60,11 @@ def base_url(manager_addr: str) -> str:
 
 
 async def _call(session: aiohttp.ClientSession, method: str, url: str, manager_addr: str,
-                ctx: ssl.SSLContext, server_hostname: str | None, body: dict[str, Any] | None = None) -> bytes:
+                ctx: ssl.SSLContext | None, server_hostname: str | None, body: dict[str, Any] | None = None) -> bytes:
+    """`ctx` None: the session's connector has the TLS context (watch_session)."""
+    extra: dict[str, Any] = {"ssl": ctx} if ctx is not None else {}
     try:
-        async with session.request(method, url, json=body, ssl=ctx, server_hostname=server_hostname) as resp:
+        async with session.request(method, url, json=body, server_hostname=server_hostname, **extra) as resp:
             data = b""
             async for chunk in resp.content.iter_chunked(16384):
                 data += chunk
@@ -169,22 +171,34 @@ async def renew(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = N
 
 
 async def issuer_changed(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
-                         timeout: float = 10.0) -> bool:
+                         timeout: float = 10.0, session: aiohttp.ClientSession | None = None) -> bool:
     """Whether the cluster's desired TLSInfo (GET /tlsinfo) names another issuer or another
     trusted root than this node's certificate and root: a root CA rotation is under way (renew
-    now, to get a certificate from the new key) or has finished (renew now, to get the root)."""
+    now, to get a certificate from the new key) or has finished (renew now, to get the root).
+    `session`: a client session made by watch_session, kept alive between looks."""
     store = CertStore(Path(cert_dir), keys)
     root_ca = store.load_root_ca(with_key=False)
     cert, _ = store.load_node()
-    ctx = client_context(root_ca.cert_pem, store.cert_path, store.key_path)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        data = await _call(session, "GET", base_url(manager_addr) + "/tlsinfo", manager_addr, ctx, MANAGER_ROLE)
+    if session is None:
+        async with watch_session(cert_dir, keys=keys, timeout=timeout) as own:
+            data = await _call(own, "GET", base_url(manager_addr) + "/tlsinfo", manager_addr, None, MANAGER_ROLE)
+    else:
+        data = await _call(session, "GET", base_url(manager_addr) + "/tlsinfo", manager_addr, None, MANAGER_ROLE)
     try:
         desired = json.loads(data)
         mine = node_tls_info(cert, root_ca.cert_pem)
         return any(desired[k] != mine[k] for k in ("TrustRoot", "CertIssuerSubject", "CertIssuerPublicKey"))
     except (ValueError, KeyError, TypeError):
         raise ShoalError(f"the manager at {manager_addr} sent an answer that is not a TLSInfo") from None
+
+
+def watch_session(cert_dir: Path, *, keys: KeySource | None = None, timeout: float = 10.0) -> aiohttp.ClientSession:
+    """A client session with the node's current certificate and root, whose connection stays
+    open between looks at the desired TLSInfo (one TLS handshake, not one every look)."""
+    store = CertStore(Path(cert_dir), keys)
+    ctx = client_context(store.load_root_ca(with_key=False).cert_pem, store.cert_path, store.key_path)
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=1),
+                                 timeout=aiohttp.ClientTimeout(total=timeout))
 
 
 async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
@@ -195,19 +209,32 @@ async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | N
     forever; a failed attempt is retried after `retry` seconds. Cancel the task to stop it."""
     store = CertStore(Path(cert_dir), keys)
     loop = asyncio.get_running_loop()
-    while True:
-        deadline = loop.time() + store.identity().renew_after().total_seconds()
-        while loop.time() < deadline:
-            await asyncio.sleep(min(check_period, max(0.0, deadline - loop.time())))
+    session: aiohttp.ClientSession | None = None
+    try:
+        while True:
+            deadline = loop.time() + store.identity().renew_after().total_seconds()
+            while loop.time() < deadline:
+                await asyncio.sleep(min(check_period, max(0.0, deadline - loop.time())))
+                try:
+                    session = session or watch_session(cert_dir, keys=keys)
+                    if await issuer_changed(manager_addr, cert_dir, keys=keys, session=session):
+                        break
+                except ShoalError:
+                    # the manager may be away, or trusts only a newer root now: a new connection
+                    # with what is on disk next time
+                    if session is not None:
+                        await session.close()
+                    session = None
             try:
-                if await issuer_changed(manager_addr, cert_dir, keys=keys):
-                    break
+                ident = await renew(manager_addr, cert_dir, keys=keys)
             except ShoalError:
-                pass  # the manager may be away; ask again next time
-        try:
-            ident = await renew(manager_addr, cert_dir, keys=keys)
-        except ShoalError:
-            await asyncio.sleep(retry)  # the manager may be away; the current cert still works
-            continue
-        if on_renewed is not None:
-            on_renewed(ident)
+                await asyncio.sleep(retry)  # the manager may be away; the current cert still works
+                continue
+            if session is not None:  # the next look presents the new certificate and root
+                await session.close()
+                session = None
+            if on_renewed is not None:
+                on_renewed(ident)
+    finally:
+        if session is not None:
+            await session.close()
