@@ -87,3 +87,20 @@ def test_info_says_whether_a_rotation_is_in_progress() -> None:
     assert "  Root Rotation In Progress: true" in info_lines(info)
     info["Cluster"]["RootRotationInProgress"] = False
     assert "  Root Rotation In Progress: false" in info_lines(info)
+
+
+def test_a_rotation_during_a_rotation_is_cross_signed_by_the_trusted_root(tmp_path: Any) -> None:
+    store = ca.CertStore(tmp_path / "certs")
+    old = ca.RootCA.create()
+    store.save_root_ca(old)
+    store.save_root_ca(ca.begin_rotation(old))
+    assert store.load_root_ca().rotating
+    second = ca.begin_rotation(store.load_trusted_root_ca())
+    store.save_root_ca(second)
+    loaded = store.load_root_ca()
+    assert loaded.signing_cert_pem == second.signing_cert_pem and loaded.cert_pem == old.cert_pem
+    cert, _ = loaded.issue("n", ca.WORKER_ROLE, "c")
+    assert ca.RootCA(old.cert_pem).verify_node_cert(cert).node_id == "n"  # old-root nodes accept it
+    final, _ = ca.finish_rotation(loaded)
+    store.save_root_ca(final)
+    assert store.load_root_ca().cert_pem == second.signing_cert_pem and not store.load_root_ca().rotating

@@ -727,6 +727,14 @@ class CertStore:
         except ShoalError as exc:
             raise ShoalError(f"{self.directory}: {exc}") from None
 
+    def load_trusted_root_ca(self, cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY) -> RootCA:
+        """The trusted root with its own key, whatever rotation is under way: a rotation started
+        during another is cross-signed by it, as swarmkit's (the middle root may never have
+        been trusted by every node)."""
+        cert = self._read(self.root_cert_path, private=False)
+        key = self._open_key(self.root_key_path, self._read(self.root_key_path, private=True), cert)
+        return RootCA(cert, key, cert_expiry)
+
     def save_node(self, cert_pem: bytes, key_pem: bytes) -> None:
         """The node's certificate and key, replaced as a pair: both written to temporary files
         first, the key renamed into place before the certificate."""

@@ -387,11 +387,12 @@ class SwarmNode:
         """`swarm ca --rotate`: a new root whose key signs from now on (its certificate
         cross-signed by the current root rides along with every certificate), the cluster's
         desired TLSInfo names it, and this manager's own certificate comes from it at once.
-        Trusted root and join tokens change only when the reconciler finishes."""
+        Trusted root and join tokens change only when the reconciler finishes. During a
+        rotation, another replaces it (as swarmkit's ForceRotate)."""
         self.require_initialised()
         current = self.root_ca()
-        if current.rotating:
-            raise Conflict("a root CA rotation is already in progress")
+        if current.rotating:  # swarmkit starts over from the trusted root: a newer root replaces it
+            current = self.certs.load_trusted_root_ca(current.cert_expiry)
         rotating = ca.begin_rotation(current)
         self.certs.save_root_ca(rotating)
         with self.store.transaction() as tx:
