@@ -25,7 +25,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.image.distserver import DIST_API_PREFIX, make_distribution_app
 from shoal.image.store import ImageStore
-from shoal.manager.ca import CA_API_PREFIX, MANAGER_ROLE
+from shoal.manager.ca import CA_API_PREFIX, MANAGER_ROLE, desired_tls_info
 from shoal.manager.caserver import make_ca_app, CA_SERVER_KEY
 from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, make_dispatcher_app
 from shoal.manager.swarmnode import SwarmNode, split_addr
@@ -155,14 +155,15 @@ class ClusterListener:
         swarm = self.swarm
         while True:
             await asyncio.sleep(RECONCILE_PERIOD)
+            server = swarm.ca_server
+            if server is None or not server.root_ca.rotating:
+                continue  # no rotation: nothing read from disk or the store
             try:
-                rotating, desired, _ = await asyncio.to_thread(swarm.rotation_status)
-                if not rotating:
-                    continue
+                desired = desired_tls_info(server.root_ca)
                 nodes = await asyncio.to_thread(swarm.store.list, "node")
                 if not carotation.may_finish(nodes, desired):
                     continue
-                new_root = await asyncio.to_thread(swarm.finish_ca_rotation)
+                new_root = await asyncio.to_thread(swarm.finish_ca_rotation, server.root_ca.signing_cert_pem)
                 self._active = server_context(swarm.certs.cert_path, swarm.certs.key_path, new_root.cert_pem)
                 log.info("root CA rotation finished")
             except ShoalError as exc:

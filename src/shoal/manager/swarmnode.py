@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -162,6 +163,8 @@ class SwarmNode:
         self.local = self._load()
         # Set by api/tcp.py while the listener serves: the CA routes' state (tokens, root CA).
         self.ca_server: Any = None
+        # begin and finish of a root rotation, one at a time (each runs in a worker thread)
+        self._rotation_lock = threading.Lock()
 
     def _keys(self) -> Any:
         from shoal.store.secretbox import FileKeys
@@ -390,6 +393,10 @@ class SwarmNode:
         Trusted root and join tokens change only when the reconciler finishes. During a
         rotation, another replaces it (as swarmkit's ForceRotate)."""
         self.require_initialised()
+        with self._rotation_lock:
+            return self._begin_ca_rotation()
+
+    def _begin_ca_rotation(self) -> ca.RootCA:
         current = self.root_ca()
         if current.rotating:  # swarmkit starts over from the trusted root: a newer root replaces it
             current = self.certs.load_trusted_root_ca(current.cert_expiry)
@@ -415,13 +422,20 @@ class SwarmNode:
         desired = ca.desired_tls_info(root_ca)
         return root_ca.rotating, desired, carotation.progress(self.store.list("node"), desired)
 
-    def finish_ca_rotation(self) -> ca.RootCA:
+    def finish_ca_rotation(self, expected_signer: bytes | None = None) -> ca.RootCA:
         """The reconciler saw every node on the new signer: the new root becomes the only one,
         both join tokens are made again (they carry the root's digest). This manager keeps its
         certificate (it chains to the new root directly, and to the old one through the
         cross-signed certificate, for nodes that have not fetched the new root yet)."""
         self.require_initialised()
-        new_root, tokens = ca.finish_rotation(self.root_ca())
+        with self._rotation_lock:
+            return self._finish_ca_rotation(expected_signer)
+
+    def _finish_ca_rotation(self, expected_signer: bytes | None) -> ca.RootCA:
+        current = self.root_ca()
+        if expected_signer is not None and current.signing_cert_pem != expected_signer:
+            raise ShoalError("the root CA rotation the reconciler saw converge was replaced by another")
+        new_root, tokens = ca.finish_rotation(current)
         self.certs.save_root_ca(new_root)
         with self.store.transaction() as tx:
             record = tx.get(CLUSTER_KIND, self.local.cluster_id)  # type: ignore[union-attr]
