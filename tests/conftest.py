@@ -4,6 +4,7 @@ final check that nothing was left in the kernel or on disk."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -181,3 +182,25 @@ def teardown_root(root: Path, run: Path | None = None) -> None:
         "remove_everything()\n"
     )
     subprocess.run([sys.executable, "-c", script], env=env, check=False, timeout=120)
+
+
+@contextlib.contextmanager
+def module_root(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path, image: str) -> Iterator[Path]:
+    """A state root of a test module's own, with busybox imported as `image`: for modules whose
+    prunes remove everything unused, which must never be another module's images, containers or
+    volumes. Everything made in it is removed after, and the session's root comes back."""
+    root = tmp_path_factory.mktemp("modroot")
+    old = {k: os.environ.get(k) for k in ("SHOAL_ROOT", "SHOAL_RUN")}
+    os.environ.update(SHOAL_ROOT=str(root), SHOAL_RUN=str(root / "run"))
+    try:
+        run_shoal("import", str(busybox_tar), image, check=True)
+        yield root
+    finally:
+        stop_daemon(root / "run")
+        teardown_root(root, root / "run")
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(root, ignore_errors=True)

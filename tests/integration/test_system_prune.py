@@ -4,8 +4,6 @@ touched), prints docker/cli's sections and `Total reclaimed space`, and asks fir
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,25 +22,11 @@ BUSYBOX = "localhost/busybox:test"
 @pytest.fixture(scope="module", autouse=True)
 def private_root(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path,
                  shoal_root: Path) -> Iterator[Path]:  # after the session root, which sets the env too
-    """A state root of this module's own: its prunes remove everything unused, which must never
-    be another module's images, containers or volumes. Everything it made is removed after."""
-    from tests.conftest import run_shoal, stop_daemon, teardown_root
+    """A state root of this module's own (its prunes remove everything unused)."""
+    from tests.conftest import module_root
 
-    root = tmp_path_factory.mktemp("h4root")
-    old = {k: os.environ.get(k) for k in ("SHOAL_ROOT", "SHOAL_RUN")}
-    os.environ.update(SHOAL_ROOT=str(root), SHOAL_RUN=str(root / "run"))
-    try:
-        run_shoal("import", str(busybox_tar), BUSYBOX, check=True)
+    with module_root(tmp_path_factory, busybox_tar, BUSYBOX) as root:
         yield root
-    finally:
-        stop_daemon(root / "run")
-        teardown_root(root, root / "run")
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _df(shoal) -> dict[str, list[str]]:
