@@ -134,6 +134,20 @@ class _Pipe:
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.queue.put(None), self.loop).result()
 
+    async def relay(self, job: asyncio.Future[Any], response: web.StreamResponse,
+                    frame: Callable[[bytes], bytes] = bytes) -> bool:
+        """Send what the worker writes to the client as it comes (`frame` wraps each chunk),
+        then let the worker end; False when the client went away (the worker is stopped by its
+        next write)."""
+        try:
+            while (chunk := await self.queue.get()) is not None:
+                await response.write(frame(chunk))
+        except ConnectionResetError:
+            return False
+        finally:
+            await self.finish(job)
+        return True
+
     async def finish(self, job: asyncio.Future[Any]) -> None:
         """After the reader stopped (done or the client gone): let the writer end, never stuck
         on a full queue, and collect its result."""
@@ -222,13 +236,8 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
                     sink.close()
 
         job = asyncio.ensure_future(asyncio.to_thread(run))
-        try:
-            while (chunk := await sink.queue.get()) is not None:
-                await response.write(chunk)
-        except ConnectionResetError:
-            return response  # the client went away: the writer is stopped below
-        finally:
-            await sink.finish(job)
+        if not await sink.relay(job, response):
+            return response  # the client went away
         if job.exception() is not None:
             # Mid-stream: no end-of-stream mark, so the client sees a cut archive and says so.
             log.error("save %s failed after the stream started: %s", names, job.exception())
@@ -361,13 +370,9 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
             # The context directory is removed only once the builder has stopped (below), even
             # when the client leaves in the middle: its next output line then ends the build.
             job = asyncio.ensure_future(asyncio.to_thread(run))
-            try:
-                while (chunk := await sink.queue.get()) is not None:
-                    await _ndjson(response, {"stream": chunk.decode("utf-8", "replace")})
-            except ConnectionResetError:
-                return response  # the client went away: the build stops at its next line
-            finally:
-                await sink.finish(job)
+            if not await sink.relay(job, response, lambda chunk: (json.dumps(
+                    {"stream": chunk.decode("utf-8", "replace")}) + "\n").encode()):
+                return response  # the client went away: the build stopped at its next line
             try:
                 await _ndjson(response, {"aux": {"ID": job.result()}})
             except BuildFailed as exc:
@@ -484,14 +489,8 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
                     sink.close()
 
         job = asyncio.ensure_future(asyncio.to_thread(run))
-        try:
-            while (chunk := await sink.queue.get()) is not None:
-                await response.write(chunk)
-        except ConnectionResetError:
-            return response
-        finally:
-            await sink.finish(job)
-        await response.write_eof()
+        if await sink.relay(job, response):
+            await response.write_eof()
         return response
 
     @routes.post(prefix + "/containers/{id}/exec")
@@ -558,14 +557,8 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
                     sink.close()
 
         job = asyncio.ensure_future(asyncio.to_thread(run))
-        try:
-            while (chunk := await sink.queue.get()) is not None:
-                await response.write(chunk)
-        except ConnectionResetError:
-            return response
-        finally:
-            await sink.finish(job)
-        await response.write_eof()
+        if await sink.relay(job, response):
+            await response.write_eof()
         return response
 
     @routes.post(prefix + "/containers/{id}/kill")
