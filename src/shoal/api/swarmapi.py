@@ -216,7 +216,8 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
         return web.json_response(answer)
 
     @routes.post(prefix + "/swarm/ca/rotate")
-    async def rotate_ca(_: web.Request) -> web.Response:
+    async def rotate_ca(request: web.Request) -> web.Response:
+        await body(request)  # {} (options to come): anything else is the client's mistake, a 400
         node = swarm()
         node.require_initialised()
         listener = getattr(daemon, "cluster_listener", None)
