@@ -303,6 +303,10 @@ def _kill_all(record: state.ClusterRecord, timeout: float = 15.0) -> list[str]:
 
 
 def _remove_cgroups(node: state.NodeRecord, timeout: float = 5.0) -> list[str]:
+    from shoal.runtime import cgroups
+
+    for stray in cgroups.stray_dirs(node.cgroup_parent):  # made by a node's runtime, not cgroups
+        cgroups.remove_stray(stray)
     errors = []
     for d in cgroup_dirs(node):
         deadline = time.monotonic() + timeout

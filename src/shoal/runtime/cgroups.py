@@ -40,15 +40,29 @@ def dirs(container_id: str) -> list[Path]:
     return [h / rel for h in _v1_hierarchies()]
 
 
-def _stray_dirs(container_id: str) -> list[Path]:
-    """v1: a controller directory left on /sys/fs/cgroup's tmpfs with no hierarchy mounted on
-    it (one mounted by engine._mount_v1_controllers in another mount namespace, say): the
-    runtime still makes the container's directory there, with a plain cgroup.procs file."""
+def stray_dirs(rel: str) -> list[Path]:
+    """v1: `rel` under a controller directory left on /sys/fs/cgroup's tmpfs with no hierarchy
+    mounted on it (one mounted by engine._mount_v1_controllers in another mount namespace, say):
+    the runtime still makes its directories there, with plain cgroup.procs files."""
     if is_v2():
         return []
-    rel = cgroups_path(container_id).lstrip("/")
+    rel = rel.strip("/")
     mounted = set(_v1_hierarchies())
-    return [d for d in CGROUP_ROOT.glob(f"*/{rel}") if d.parent.parent not in mounted and d.is_dir()]
+    return [d for d in CGROUP_ROOT.glob(f"*/{rel}") if d.parents[len(Path(rel).parts) - 1] not in mounted
+            and d.is_dir()]
+
+
+def remove_stray(tree: Path) -> None:
+    """A stray directory tree (plain files on a tmpfs, not a cgroup) removed, deepest first."""
+    for sub in sorted((p for p in tree.rglob("*") if p.is_dir() and not p.is_symlink()),
+                      key=lambda p: -len(p.parts)) + [tree]:
+        for f in sub.iterdir():
+            if f.is_file() and not f.is_symlink():
+                f.unlink()
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
 
 
 def existing_dirs(container_id: str) -> list[Path]:
@@ -63,14 +77,8 @@ def controller_dir(container_id: str, controller: str) -> Path:
 def remove(container_id: str, timeout: float = 2.0) -> None:
     """rmdir every dir of the container (a v1 dir can stay busy for a moment after the last
     task exits, hence the short retry)."""
-    for stray in _stray_dirs(container_id):  # plain files on a tmpfs: not a cgroup
-        for f in stray.iterdir():
-            if f.is_file() and not f.is_symlink():
-                f.unlink()
-        try:
-            stray.rmdir()
-        except OSError:
-            pass
+    for stray in stray_dirs(cgroups_path(container_id)):
+        remove_stray(stray)
     deadline = time.monotonic() + timeout
     for d in dirs(container_id):
         while d.is_dir():
