@@ -338,29 +338,35 @@ def run(args: argparse.Namespace, spec: Any) -> int:
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
-        response = client(args).stream("POST", f"/containers/{container_id}/start", {"attach": "1"})
-        out, err = sys.stdout.buffer, sys.stderr.buffer
-        code: int | None = None
-        try:
-            for raw in response.lines():
-                if not raw.strip():
-                    continue
-                message = json.loads(raw)
-                if "data" in message:
-                    stream = out if message["stream"] == "stdout" else err
-                    stream.write(base64.b64decode(message["data"]))
-                    stream.flush()
-                elif "exit" in message:
-                    code = int(message["exit"])
-                elif "error" in message:
-                    raise ShoalError(message["error"])
-        finally:
-            response.close()
+        code = _relay_output(client(args).stream("POST", f"/containers/{container_id}/start", {"attach": "1"}))
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
     if code is None:
         raise ShoalError(f"the connection to {args.node.host} was cut before container {container_id[:12]} exited")
+    return code
+
+
+def _relay_output(response: Any) -> int | None:
+    """A container's or exec's output, streamed by the node as ndjson, written to this process's
+    stdout and stderr as it comes; the exit code, or None when the stream was cut first."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    code: int | None = None
+    try:
+        for raw in response.lines():
+            if not raw.strip():
+                continue
+            message = json.loads(raw)
+            if "data" in message:
+                stream = out if message["stream"] == "stdout" else err
+                stream.write(base64.b64decode(message["data"]))
+                stream.flush()
+            elif "exit" in message:
+                code = int(message["exit"])
+            elif "error" in message:
+                raise ShoalError(message["error"])
+    finally:
+        response.close()
     return code
 
 
@@ -424,22 +430,7 @@ def exec_(args: argparse.Namespace) -> int:
     if args.detach:
         client(args).request("POST", path, None, body)
         return 0
-    response = client(args).stream("POST", path, json_body=body)
-    out, err = sys.stdout.buffer, sys.stderr.buffer
-    code: int | None = None
-    try:
-        for raw in response.lines():
-            if not raw.strip():
-                continue
-            message = json.loads(raw)
-            if "data" in message:
-                stream = out if message["stream"] == "stdout" else err
-                stream.write(base64.b64decode(message["data"]))
-                stream.flush()
-            elif "exit" in message:
-                code = int(message["exit"])
-    finally:
-        response.close()
+    code = _relay_output(client(args).stream("POST", path, json_body=body))
     if code is None:
         raise ShoalError(f"the connection to {args.node.host} was cut before the exec ended")
     return code
