@@ -20,8 +20,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
-from cluster.conftest import link_names, netns_names  # noqa: E402
-from cluster.test_local_cluster import LocalCluster  # noqa: E402
+from cluster.test_local_cluster import cluster_with_web_image  # noqa: E402
 
 PORT = 4200
 
@@ -51,22 +50,9 @@ print(json.dumps({"ok": ok, "failed": failed, "hosts": hosts}))
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Any]:
-    before = {"netns": netns_names(), "links": link_names()}
-    c = LocalCluster(tmp_path_factory.mktemp("meshdrain"))
-    c.name = f"shoaldrn{os.getpid() % 10000}"
-    try:
-        c.shoal("cluster", "create", "--nodes", "2", c.name)
-        c.record = json.loads((c.dir / "cluster.json").read_text())
-        node = c.node(1)
-        subprocess.run([sys.executable, "-m", "shoal", "-c", "default", "import", str(busybox_tar), "web:v1"],
-                       env=dict(c.env, SHOAL_ROOT=node["root"], SHOAL_RUN=node["run"]),
-                       check=True, capture_output=True, timeout=120)
+    name = f"shoaldrn{os.getpid() % 10000}"
+    with cluster_with_web_image(tmp_path_factory.mktemp("meshdrain"), name, 2, busybox_tar) as c:
         yield c
-    finally:
-        if (c.dir / "cluster.json").exists():
-            c.shoal("cluster", "rm", c.name, check=False)
-    assert not {n for n in netns_names() - before["netns"] if n.startswith(c.name)}
-    assert not {n for n in link_names() - before["links"] if n.startswith(("vx-", c.name))}
 
 
 def tasks(c: Any) -> list[dict[str, Any]]:
@@ -107,6 +93,9 @@ def settle(c: Any, want: int, entry_client: int, tmp: Path) -> None:
 def test_no_request_fails_while_a_task_on_another_node_stops(cluster: Any, tmp_path: Path) -> None:
     cluster.shoal("service", "create", "--detach", "--name", "web", "-p", f"{PORT}:80", "--replicas", "2",
                   "--replicas-max-per-node", "1", "--stop-grace-period", "1s",
+                  # In the rotation only once httpd answers: this test is about tasks leaving it.
+                  "--health-cmd", "wget -q -O /dev/null http://127.0.0.1/passwd", "--health-interval", "500ms",
+                  "--health-retries", "1",
                   "web:v1", "httpd", "-f", "-p", "80", "-h", "/etc")
     settle(cluster, 2, 1, tmp_path)
     # Scaling to one removes slot 2: the client enters through the node that keeps its task.
