@@ -6,7 +6,6 @@ network namespaces, as test_seed_mesh.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,30 +18,17 @@ import pytest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
-from cluster.conftest import in_netns, link_names, netns_names  # noqa: E402
-from cluster.test_local_cluster import LocalCluster  # noqa: E402
+from cluster.conftest import in_netns  # noqa: E402
+from cluster.test_local_cluster import cluster_with_web_image  # noqa: E402
 
 PORT = "4100"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Any]:
-    before = {"netns": netns_names(), "links": link_names()}
-    c = LocalCluster(tmp_path_factory.mktemp("ingress"))
-    c.name = f"shoaling{os.getpid() % 10000}"
-    try:
-        c.shoal("cluster", "create", "--nodes", "2", c.name)
-        c.record = json.loads((c.dir / "cluster.json").read_text())
-        node = c.node(1)
-        subprocess.run([sys.executable, "-m", "shoal", "-c", "default", "import", str(busybox_tar), "web:v1"],
-                       env=dict(c.env, SHOAL_ROOT=node["root"], SHOAL_RUN=node["run"]),
-                       check=True, capture_output=True, timeout=120)
+    name = f"shoaling{os.getpid() % 10000}"
+    with cluster_with_web_image(tmp_path_factory.mktemp("ingress"), name, 2, busybox_tar) as c:
         yield c
-    finally:
-        if (c.dir / "cluster.json").exists():
-            c.shoal("cluster", "rm", c.name, check=False)
-    assert not {n for n in netns_names() - before["netns"] if n.startswith(c.name)}
-    assert not {n for n in link_names() - before["links"] if n.startswith(("vx-", c.name))}
 
 
 def on_node(c: Any, k: int, *args: str, answer: str = "") -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ user runs it, and `cluster rm` is checked to leave nothing behind, kind by kind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,6 +69,35 @@ class LocalCluster:
     def answers(self, k: int) -> bool:
         sock = Path(self.node(k)["run"]) / "shoal.sock"
         return self.shoal("-H", f"unix://{sock}", "info", check=False, timeout=30).returncode == 0
+
+    def on_node(self, k: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A command on node K itself (its state root and socket), as its own user would run it."""
+        node = self.node(k)
+        proc = subprocess.run([sys.executable, "-m", "shoal", "-c", "default", *args],
+                              env=dict(self.env, SHOAL_ROOT=node["root"], SHOAL_RUN=node["run"]),
+                              capture_output=True, text=True, timeout=120)
+        if check:
+            assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
+        return proc
+
+
+@contextlib.contextmanager
+def cluster_with_web_image(base: Path, name: str, nodes: int, busybox_tar: Path) -> Iterator[LocalCluster]:
+    """`cluster create --nodes N NAME` with busybox imported as web:v1 on the manager only (as the
+    seed built it there); removed after, and no namespace or link of it left."""
+    before = {"netns": netns_names(), "links": link_names()}
+    c = LocalCluster(base)
+    c.name = name
+    try:
+        c.shoal("cluster", "create", "--nodes", str(nodes), c.name)
+        c.record = json.loads((c.dir / "cluster.json").read_text())
+        c.on_node(1, "import", str(busybox_tar), "web:v1")
+        yield c
+    finally:
+        if (c.dir / "cluster.json").exists():
+            c.shoal("cluster", "rm", c.name, check=False)
+    assert not {n for n in netns_names() - before["netns"] if n.startswith(c.name)}
+    assert not {n for n in link_names() - before["links"] if n.startswith(("vx-", c.name))}
 
 
 @pytest.fixture(scope="module")

@@ -49,20 +49,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iter
             c.shoal("cluster", "rm", c.name, check=False)
 
 
-def _on_node(self: Any, k: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """A command on node K itself (its state root and socket), as its own user would run it."""
-    node = self.node(k)
-    proc = subprocess.run([sys.executable, "-m", "shoal", "-c", "default", *args],
-                          env=dict(self.env, SHOAL_ROOT=node["root"], SHOAL_RUN=node["run"]),
-                          capture_output=True, text=True, timeout=120)
-    if check:
-        assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-LocalCluster.on_node = _on_node
-
-
 def seed_compose(base: Path, image: str = "web:v1", name: str = "seed.yml", replicas: int = 5) -> Path:
     """examples/getstarted's compose, its web service with the test image (httpd serving the
     task's hostname) in place of the seed's build."""

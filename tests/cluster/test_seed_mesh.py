@@ -13,7 +13,6 @@ Real processes over real TLS and VXLAN in network namespaces, as test_seed_clust
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -28,8 +27,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 NODES = 4
 STACK = "seedmesh"
 
-from cluster.conftest import in_netns, link_names, netns_names  # noqa: E402
-from cluster.test_local_cluster import LocalCluster  # noqa: E402
+from cluster.conftest import in_netns  # noqa: E402
+from cluster.test_local_cluster import cluster_with_web_image  # noqa: E402
 
 CGI = ("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
        "echo \"$(hostname) $REMOTE_ADDR $(nc -w 3 redis 6379 </dev/null)\"\n")
@@ -42,24 +41,9 @@ REDIS = ["sh", "-c", "mkdir -p /data && printf '%s' \"$COUNT\" > /count && chmod
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Any]:
-    before = {"netns": netns_names(), "links": link_names()}
-    c = LocalCluster(tmp_path_factory.mktemp("seedmesh"))
-    c.name = f"shoalmesh{os.getpid() % 10000}"
-    try:
-        c.shoal("cluster", "create", "--nodes", str(NODES), c.name)
-        c.record = json.loads((c.dir / "cluster.json").read_text())
-        node = c.node(1)
-        import subprocess
-        import sys
-        subprocess.run([sys.executable, "-m", "shoal", "-c", "default", "import", str(busybox_tar), "web:v1"],
-                       env=dict(c.env, SHOAL_ROOT=node["root"], SHOAL_RUN=node["run"]),
-                       check=True, capture_output=True, timeout=120)
+    name = f"shoalmesh{os.getpid() % 10000}"
+    with cluster_with_web_image(tmp_path_factory.mktemp("seedmesh"), name, NODES, busybox_tar) as c:
         yield c
-    finally:
-        if (c.dir / "cluster.json").exists():
-            c.shoal("cluster", "rm", c.name, check=False)
-    assert not {n for n in netns_names() - before["netns"] if n.startswith(c.name)}
-    assert not {n for n in link_names() - before["links"] if n.startswith(("vx-", c.name))}
 
 
 def compose(base: Path) -> Path:
