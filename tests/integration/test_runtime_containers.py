@@ -34,7 +34,12 @@ def clean(shoal, shoal_root: Path, busybox_image: str):
     finally:
         ids = container_ids(shoal_root)
         if names:
-            shoal("rm", "-f", *names)
+            proc = shoal("rm", "-f", *names)
+            # a name the test never got to create is "No such container"; anything else is a failed removal
+            errors = [line for line in proc.stderr.splitlines() if "No such container" not in line]
+            assert not errors, f"rm -f {names}: {proc.stderr}"
+            left = set(shoal("ps", "-a", "--format", "{{.Names}}").stdout.split()) & set(names)
+            assert not left, f"still listed after rm -f: {sorted(left)}"
         assert_clean(shoal_root, before, ids)
 
 

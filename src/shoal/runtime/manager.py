@@ -504,7 +504,7 @@ class ContainerManager:
             self._delete(c, volumes_too)
 
     def _delete(self, c: Container, volumes_too: bool) -> None:
-        shutil.rmtree(c.dir, ignore_errors=True)
+        _remove_dir(c)
         if volumes_too or c.spec.auto_remove:
             for name in c.anonymous_volumes:
                 volumes.remove(name)
@@ -731,3 +731,18 @@ def _attached(c: Container) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _remove_dir(c: Container) -> None:
+    """A container's directory, or moby's error: a half-removed one (its record gone, its
+    upper dir not) must not pass for a removed container. One retry: a mount detached lazily
+    a moment ago may still hold a file."""
+    for attempt in range(2):
+        errors: list[str] = []
+        shutil.rmtree(c.dir, onerror=lambda _f, path, info: errors.append(f"{path}: {info[1]}"))
+        if not c.dir.exists():
+            return
+        if attempt == 0:
+            time.sleep(0.2)
+    raise ShoalError(f"unable to remove filesystem for {c.id}: {errors[0] if errors else c.dir}")
+
