@@ -174,13 +174,13 @@ class Client:
 
         ep = self.endpoint
         if self._ssl is None:
-            from shoal import tlsconfig  # only for remote nodes: cryptography and aiohttp
+            from shoal import tlscontext  # the standard library's ssl alone (not tlsconfig's aiohttp)
 
             if ep.ca is None or not ep.ca.is_file():
                 raise ShoalError(f"context {ep.context!r} names {ep.host} but has no CA certificate "
                                  f"({ep.ca or 'ca.pem'}): a remote node is trusted only through its cluster's CA")
             try:
-                self._ssl = tlsconfig.client_context(ep.ca.read_bytes(), ep.cert, ep.key)
+                self._ssl = tlscontext.client_context(ep.ca.read_bytes(), ep.cert, ep.key)
             except (OSError, ssl.SSLError) as exc:
                 raise ShoalError(f"context {ep.context!r}: cannot load its TLS material "
                                  f"({ep.ca}, {ep.cert}, {ep.key}): {exc}") from exc
