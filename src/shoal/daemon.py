@@ -77,25 +77,14 @@ def describe_node(node_id: str) -> NodeDescription:
 NETWORK_COLLECT = 1.0  # seconds between a worker's looks for networks no task uses
 
 
-def network_records() -> dict[str, dict[str, Any]]:
+def network_records(store: SQLiteStore) -> Callable[[], dict[str, dict[str, Any]]]:
     """The manager's networks that tasks attach to, by name, as a node needs them to make its
-    own copy: spec and allocation, without this node's endpoints and reservations."""
-    from shoal.network.store import NetworkStore
+    own copy (spec and allocation, from the store: manager/allocator.py node_record)."""
 
-    return {n.name: {k: v for k, v in n.to_dict().items() if k not in ("endpoints", "reserved", "assigned")}
-            for n in NetworkStore().list() if n.has_bridge and not n.predefined}
+    def records() -> dict[str, dict[str, Any]]:
+        return allocator.node_records(store.list("network"))
 
-
-def network_space(name: str) -> Any:
-    """manager/allocator.py's view of one of this manager's networks."""
-    from shoal.manager.allocator import NetworkSpace
-    from shoal.network.store import NetworkStore
-
-    net = NetworkStore().find(name)
-    if net is None or not net.has_bridge or not net.subnet:
-        return None
-    return NetworkSpace(name=net.name, subnet=net.subnet, gateway=net.gateway, ip_range=net.ip_range,
-                        taken=net.used_ips())
+    return records
 
 
 class Daemon:
@@ -111,7 +100,7 @@ class Daemon:
         self.node_id = self._node_id()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dispatcher = Dispatcher(self.store, on_change=self._kick_threadsafe,
-                                     network_records=network_records)
+                                     network_records=network_records(self.store))
         session = session_factory(self) if session_factory is not None else InProcessSession(self.dispatcher)
         self.agent = Agent(self.root, session, describe_node(self.node_id),
                            on_assignments=self._agent_wake_threadsafe)
@@ -177,7 +166,7 @@ class Daemon:
         now = time.time()
         with self.store.transaction() as tx:
             wake = orchestrator.reconcile(tx, now)
-            allocator.reconcile(tx, now, network_space)
+            allocator.reconcile(tx, now, allocator.store_networks(tx))
             scheduler.reconcile(tx, now)
             reaper.reconcile(tx)
         return wake
@@ -375,6 +364,8 @@ class Daemon:
         self.dispatcher.start()
         roles = [asyncio.create_task(self.dispatcher.run()), asyncio.create_task(self.agent.run())]
         await self.agent.wait_registered(FIRST_SESSION_WAIT)
+        # Networks an older shoald allocated in this node's files move into the store, once.
+        await asyncio.to_thread(endpoints.migrate_networks, self.store)
         # Endpoints a deploy made before a crash kept it from storing its services.
         await asyncio.to_thread(endpoints.reconcile, {s["id"] for s in self.store.list("service")})
         from shoal.network.dns import EmbeddedDNS

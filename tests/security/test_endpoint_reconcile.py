@@ -55,19 +55,33 @@ def stack(tmp: Path, port: int, name: str = "shop") -> dict:
     return load_stack([compose], name, environ={}).to_dict()
 
 
-# What POST /v1/stacks/{name} does before its store transaction (api/server.py _deploy), in a
-# process then killed as shoald would be at that point.
+# What POST /v1/stacks/{name} does inside its store transaction (manager/controlapi/stacks.py):
+# the allocation, then this node's networks and endpoints made from it, in a process killed as
+# shoald would be before the commit.
 HALF_DEPLOY = """
 import json, os, signal, sys
+from shoal import paths
 from shoal.ids import new_swarm_id
-from shoal.manager import endpoints
-for stack in json.loads(sys.stdin.read()):
-    endpoints.ensure_networks(stack)
-    for spec in stack["services"].values():
-        service_id = new_swarm_id()
-        endpoints.ensure_service(service_id, spec)
-        print(service_id, flush=True)
-os.kill(os.getpid(), signal.SIGKILL)
+from shoal.manager import allocator, endpoints
+from shoal.model._serde import from_dict, to_dict
+from shoal.model.stack import NetworkSpec
+from shoal.store import SQLiteStore
+store = SQLiteStore(paths.state_root() / "shoald.db")
+with store.transaction() as tx:
+    for stack in json.loads(sys.stdin.read()):
+        allocs = {}
+        for raw in stack["networks"].values():
+            allocs[raw["name"]] = endpoints.allocate_network(tx, from_dict(NetworkSpec, raw), pending=allocs)
+        new = {raw["name"]: {"name": raw["name"], "spec": raw, "allocation": to_dict(allocs[raw["name"]])}
+               for raw in stack["networks"].values()}
+        records = {n: allocator.node_record(r) for n, r in new.items()}
+        endpoints.adopt_networks(list(records.values()))
+        for spec in stack["services"].values():
+            service_id = new_swarm_id()
+            made = allocator.allocate_endpoint(tx, service_id, spec, None, new)
+            endpoints.apply_service(service_id, spec, made, records)
+            print(service_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
 """
 
 

@@ -5,16 +5,19 @@ nodes that are up."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shoal.errors import Conflict, InvalidArgument, ShoalError
-from shoal.manager import allocator, endpoints
+from shoal.manager import allocator
+from shoal.manager.controlapi.stacks import deploy_stack
 from shoal.manager.dispatcher import _View, overlay_peers, overlay_record
 from shoal.network import overlay
 from shoal.network.store import NetworkStore
+from shoal.store import SQLiteStore
 
 # Refused on every kernel: for lack of ESP, or (one with it) because shoal does not program it.
 ENCRYPTED_REFUSED = (f"network s_(net|secret): ({overlay.NO_IPSEC}: no |{overlay.NOT_ENCRYPTED})")
@@ -66,35 +69,57 @@ def test_node_address() -> None:
     assert overlay.node_address("node-1:2377") == ""
 
 
-def _stack(*nets: tuple[str, dict[str, str]]) -> dict[str, Any]:
-    return {"networks": {name: {"name": name, "compose_name": name.split("_", 1)[1], "driver": "overlay",
-                                "driver_opts": opts} for name, opts in nets}}
+def _stack(name: str, *nets: tuple[str, dict[str, str]]) -> dict[str, Any]:
+    return {"name": name, "services": {},
+            "networks": {net: {"name": net, "compose_name": net.split("_", 1)[1], "driver": "overlay",
+                               "driver_opts": opts} for net, opts in nets}}
 
 
-def test_deploy_gives_each_overlay_network_its_vni(root: Path) -> None:
-    assert endpoints.ensure_networks(_stack(("s_a", {}), ("s_b", {}))) == ["s_a", "s_b"]
-    store = NetworkStore()
-    vnis = {n: overlay.vni_of(store.get(n).options) for n in ("s_a", "s_b")}
-    assert vnis == {"s_a": 4096, "s_b": 4097}
+@pytest.fixture
+def store(root: Path) -> Iterator[SQLiteStore]:
+    db = SQLiteStore(root / "shoald.db")
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _vnis(store: SQLiteStore) -> dict[str, int]:
+    return {raw["name"]: overlay.vni_of(raw["allocation"]["options"]) for raw in store.list("network")}
+
+
+def test_deploy_gives_each_overlay_network_its_vni(store: SQLiteStore) -> None:
+    deploy_stack(store, _stack("s", ("s_a", {}), ("s_b", {})))
+    assert _vnis(store) == {"s_a": 4096, "s_b": 4097}
+    # This node's copy is the record's: same ID, subnet and VNI.
+    local = NetworkStore()
+    for raw in store.list("network"):
+        copy = local.get(raw["name"])
+        assert (copy.id, copy.subnet, copy.options) == (raw["allocation"]["network_id"], raw["allocation"]["subnet"],
+                                                        raw["allocation"]["options"])
     # A redeploy keeps them; a removed network's VNI is given again.
-    assert endpoints.ensure_networks(_stack(("s_a", {}), ("s_b", {}))) == []
-    endpoints.undo_networks(["s_a"])
-    endpoints.ensure_networks(_stack(("t_c", {})))
-    assert overlay.vni_of(store.get("t_c").options) == 4096
+    deploy_stack(store, _stack("s", ("s_a", {}), ("s_b", {})))
+    assert _vnis(store) == {"s_a": 4096, "s_b": 4097}
+    with store.transaction() as tx:
+        tx.delete("network", store.find_by_name("network", "s_a")["id"])
+    deploy_stack(store, _stack("t", ("t_c", {})))
+    assert _vnis(store)["t_c"] == 4096
 
 
-def test_deploy_refuses_encrypted_with_nothing_made(root: Path) -> None:
+def test_deploy_refuses_encrypted_with_nothing_made(store: SQLiteStore) -> None:
     with pytest.raises(InvalidArgument, match=ENCRYPTED_REFUSED):
-        endpoints.ensure_networks(_stack(("s_plain", {}), ("s_secret", {"encrypted": ""})))
+        deploy_stack(store, _stack("s", ("s_plain", {}), ("s_secret", {"encrypted": ""})))
     assert {n.name for n in NetworkStore().list()} == {"bridge", "host", "none"}
+    assert store.list("network") == []
 
 
-def test_exhausted_pool_at_deploy_leaves_nothing(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    endpoints.ensure_networks(_stack(("s_a", {})))
+def test_exhausted_pool_at_deploy_leaves_nothing(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    deploy_stack(store, _stack("s", ("s_a", {})))
     monkeypatch.setattr(allocator, "VNI_LAST", 4097)
     with pytest.raises(ShoalError, match="pool 4096-4097 is exhausted"):
-        endpoints.ensure_networks(_stack(("t_b", {}), ("t_c", {})))
+        deploy_stack(store, _stack("t", ("t_b", {}), ("t_c", {})))
     assert {n.name for n in NetworkStore().list()} == {"bridge", "host", "none", "s_a"}
+    assert [raw["name"] for raw in store.list("network")] == ["s_a"]
 
 
 def _task(tid: str, node: str, state: str, ip: str, net: str = "s_net") -> dict[str, Any]:

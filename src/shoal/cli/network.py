@@ -141,9 +141,9 @@ def swarm_inspect_dict(record: dict[str, Any]) -> dict[str, Any]:
     config = [{k: v for k, v in (("Subnet", p.get("subnet")), ("Gateway", p.get("gateway")),
                                  ("IPRange", p.get("ip_range"))) if v}
               for p in (spec.get("ipam") or {}).get("config") or ()]
-    local = NetworkStore().find(record["name"])
-    if not config and local is not None and local.subnet:
-        config = [{"Subnet": local.subnet, "Gateway": local.gateway}]
+    alloc = record.get("allocation") or {}  # the manager's allocator's (manager/allocator.py)
+    if not config and alloc.get("subnet"):
+        config = [{"Subnet": alloc["subnet"], "Gateway": alloc["gateway"]}]
     from shoal.cli.dockerjson import go_time  # time.Time's JSON, as moby's network.Inspect has it
 
     return {

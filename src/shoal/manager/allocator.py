@@ -1,12 +1,19 @@
-"""The allocator: a NEW task gets its address on each of its networks, then becomes PENDING
-(swarmkit's `pending task scheduling`).
+"""The allocator: everything a swarm network hands out, taken inside the manager's store
+transactions from what the store holds, never from a node's network files (the store may be
+another machine's, etcd's, next):
 
-A service's networks, VIPs and published ports are made in the deploy request (so a clash
-fails `stack deploy` itself). A task's addresses are taken here, in the manager's transaction,
-so two tasks on two nodes never get the same address on one network: the node is given the
-address with the task (`task.networks`) and attaches the container with it
-(agent/netglue.py, network/attach.py), as swarmkit's allocator fills a task's network
-attachments before the scheduler sees it."""
+- a swarm network's subnet, gateway and VNI (allocate_network), in the transaction that writes
+  the network's record (`network create`, a stack's, ingress);
+- a service's VIPs (allocate_endpoint), in the transaction that writes the service (a clash
+  fails `stack deploy` itself, nothing stored);
+- a NEW task's address on each of its networks (reconcile), after which it becomes PENDING
+  (swarmkit's `pending task scheduling`), so two tasks on two nodes never get the same address
+  on one network: the node is given the address with the task (`task.networks`) and attaches
+  the container with it (agent/netglue.py, network/attach.py), as swarmkit's allocator fills a
+  task's network attachments before the scheduler sees it.
+
+Every node, the manager's own included, makes its copy of a network from the record
+(node_records, sent in its assignments; network/store.py adopt)."""
 
 from __future__ import annotations
 
@@ -34,6 +41,41 @@ class NetworkSpace:
 
 # network name -> its space; None for a network with no addresses to give (host, none).
 Networks = Callable[[str], NetworkSpace | None]
+
+
+def service_vips(tx: Transaction, skip: str = "") -> dict[str, set[str]]:
+    """network name -> the VIPs the stored services hold on it (but service `skip`'s)."""
+    out: dict[str, set[str]] = {}
+    for svc in tx.list("service"):
+        if svc["id"] == skip:
+            continue
+        for vip in (svc.get("endpoint") or {}).get("vips") or ():
+            if vip.get("addr"):
+                out.setdefault(vip["network"], set()).add(vip["addr"].split("/")[0])
+    return out
+
+
+def _space(raw: dict[str, Any], vips: dict[str, set[str]]) -> NetworkSpace | None:
+    alloc = raw.get("allocation") or {}
+    if not alloc.get("subnet"):
+        return None
+    return NetworkSpace(name=raw["name"], subnet=alloc["subnet"], gateway=alloc["gateway"],
+                        ip_range=alloc.get("ip_range") or "", taken=sorted(vips.get(raw["name"], ())))
+
+
+def store_networks(tx: Transaction) -> Networks:
+    """The store's networks as reconcile needs them; read on the first look only (a pass with
+    no NEW task on a network reads nothing)."""
+    spaces: dict[str, NetworkSpace | None] | None = None
+
+    def lookup(name: str) -> NetworkSpace | None:
+        nonlocal spaces
+        if spaces is None:
+            vips = service_vips(tx)
+            spaces = {raw["name"]: _space(raw, vips) for raw in tx.list("network")}
+        return spaces.get(name)
+
+    return lookup
 
 
 def _held(tx: Transaction) -> tuple[dict[str, set[str]], dict[str, int]]:
@@ -165,3 +207,147 @@ def reserve_vni(network: str, options: dict[str, str], used: set[int],
             raise Conflict(f"network {network}: VXLAN ID {given} is in use by another network")
         return dict(options)
     return {**options, VXLANID_OPTION: str(allocate_vni(network, used, first, last))}
+
+
+# ---- networks -------------------------------------------------------------------------------------
+
+def network_subnets(tx: Transaction) -> dict[str, ipaddress.IPv4Network]:
+    """network name -> the subnet the store's networks hold."""
+    return {raw["name"]: ipaddress.IPv4Network(raw["allocation"]["subnet"])
+            for raw in tx.list("network") if (raw.get("allocation") or {}).get("subnet")}
+
+
+def network_vnis(tx: Transaction) -> set[int]:
+    return vnis_in_use([(raw.get("allocation") or {}).get("options") or {} for raw in tx.list("network")])
+
+
+def allocate_network(tx: Transaction, spec: Any, avoid: dict[str, ipaddress.IPv4Network] | None = None,
+                     routes: list[ipaddress.IPv4Network] | None = None,
+                     pending: dict[str, Any] | None = None) -> Any:
+    """A new swarm network's allocation (model/records.py NetworkAllocation): its subnet (the
+    one given, refused when it overlaps another; else the default pools' first free one), its
+    gateway and its VNI (overlay), from the store's networks. `avoid`: the subnets the manager's
+    own node uses for networks of its own, and `routes` its host routes: a subnet there could
+    not be made on that node (a hint from the node, not allocation state). `pending`: name ->
+    the allocations made earlier in this request, not written yet."""
+    from shoal import ids
+    from shoal.errors import InvalidArgument
+    from shoal.model.records import NetworkAllocation
+    from shoal.network import ipam
+    from shoal.network.overlay import check_options
+    from shoal.network.store import BRIDGE_MTU, DRIVERS, OVERLAY_MTU, _now, _valid_name
+
+    name = spec.name
+    label = spec.compose_name or name
+    driver = spec.driver or "overlay"
+    if driver not in DRIVERS:
+        raise InvalidArgument(f"plugin \"{driver}\" not found: shoal networks use the bridge or overlay driver")
+    if not _valid_name(name):
+        raise InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    if spec.ipam.driver not in ("", "default"):
+        raise InvalidArgument(f"network {label}: ipam driver {spec.ipam.driver!r} is not supported (only the default)")
+    if len(spec.ipam.config) > 1:
+        raise InvalidArgument(f"network {label}: shoal networks have one IPv4 subnet, ipam.config lists {len(spec.ipam.config)}")
+    pool = spec.ipam.config[0] if spec.ipam.config else None
+    options = dict(spec.driver_opts)
+    check_options(name, driver, options)  # `--opt encrypted` never made into a plain network
+    mtu = OVERLAY_MTU if driver == "overlay" else BRIDGE_MTU
+    if driver == "overlay" and "encrypted" in options:
+        try:  # VXLAN inside WireGuard (network/wireguard.py, where this kernel can have it)
+            from shoal.network.wireguard import ENCRYPTED_MTU  # type: ignore[import-not-found, unused-ignore]
+
+            mtu = ENCRYPTED_MTU
+        except ImportError:
+            pass  # no encrypted data path: check_options above has refused the network
+    if "com.docker.network.driver.mtu" in options:
+        try:
+            mtu = int(options["com.docker.network.driver.mtu"])
+        except ValueError:
+            raise InvalidArgument(f"invalid mtu {options['com.docker.network.driver.mtu']!r} for network {name}") from None
+    if pool is not None and (pool.ip_range or pool.gateway) and not pool.subnet:
+        raise InvalidArgument(f"invalid {'ip-range' if pool.ip_range else 'gateway'} for network {name}: it needs --subnet")
+    pending = pending or {}
+    taken = {**(avoid or {}), **network_subnets(tx),
+             **{n: ipaddress.IPv4Network(a.subnet) for n, a in pending.items()}}
+    if pool is not None and pool.subnet:
+        subnet = ipam.parse_subnet(pool.subnet)
+        ipam.check_user_subnet(name, subnet, taken)
+    else:
+        subnet = ipam.allocate_subnet(taken, routes or ())
+    gateway = ipaddress.IPv4Address(pool.gateway) if pool is not None and pool.gateway else ipam.default_gateway(subnet)
+    rng = ipam.parse_subnet(pool.ip_range, "ip-range") if pool is not None and pool.ip_range else None
+    ipam.check_layout(name, subnet, gateway, rng)
+    if driver == "overlay":
+        options = reserve_vni(name, options, network_vnis(tx) | vnis_in_use([a.options for a in pending.values()]))
+    return NetworkAllocation(network_id=ids.new_id(), subnet=str(subnet), gateway=str(gateway),
+                             ip_range=str(rng) if rng else "", options=options, mtu=mtu, created=_now())
+
+
+def node_record(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The network as a node makes its copy of it (network/store.py Network's fields): the
+    record's spec and allocation; None for a record with no allocation yet."""
+    alloc = raw.get("allocation")
+    if not alloc:
+        return None
+    spec = raw.get("spec") or {}
+    driver = spec.get("driver") or "overlay"
+    return {"id": alloc["network_id"], "name": raw["name"], "driver": driver,
+            "scope": "swarm" if driver == "overlay" else "local", "created": alloc.get("created") or "",
+            "subnet": alloc["subnet"], "gateway": alloc["gateway"], "ip_range": alloc.get("ip_range") or "",
+            "internal": bool(spec.get("internal")), "attachable": bool(spec.get("attachable")),
+            "labels": dict(spec.get("labels") or {}), "options": dict(alloc.get("options") or {}),
+            "mtu": int(alloc.get("mtu") or 1500)}
+
+
+def node_records(networks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """name -> node_record of each stored network (the dispatcher's, for the nodes' copies)."""
+    out = {}
+    for raw in networks:
+        record = node_record(raw)
+        if record is not None:
+            out[raw["name"]] = record
+    return out
+
+
+# ---- service endpoints ----------------------------------------------------------------------------
+
+def allocate_endpoint(tx: Transaction, service_id: str, spec: dict[str, Any],
+                      current: dict[str, Any] | None = None,
+                      new_networks: dict[str, dict[str, Any]] | None = None,
+                      given: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    """The service's endpoint as stored on its record: one VIP on each attached network with
+    addresses (vip mode; a VIP it has already is kept), and its ports as the spec publishes
+    them. A new VIP is no address a live task, another service or `given` (VIPs this same
+    request gave first) holds. `new_networks`: records being written in this transaction."""
+    mode = (spec.get("endpoint") or {}).get("mode", "vip")
+    records = {raw["name"]: raw for raw in tx.list("network")}
+    records.update(new_networks or {})
+    had = {v["network"]: v["addr"] for v in (current or {}).get("vips") or () if v.get("addr")}
+    vips: list[dict[str, str]] = []
+    if mode == "vip":
+        held: dict[str, set[str]] | None = None
+        others: dict[str, set[str]] | None = None
+        for attachment in spec.get("networks") or ():
+            raw = records.get(attachment["target"])
+            space = _space(raw, {}) if raw is not None else None
+            if space is None:
+                continue  # host, none: a service there uses its node's own network (no VIP)
+            if space.name in had:
+                vips.append({"network": space.name, "addr": had[space.name]})
+                continue
+            if held is None or others is None:
+                held, others = held_addresses(tx), service_vips(tx, skip=service_id)
+            from shoal.network import ipam
+
+            used = held.get(space.name, set()) | others.get(space.name, set()) | (given or {}).get(space.name, set())
+            ip = ipam.allocate_ip(space.name, ipaddress.IPv4Network(space.subnet),
+                                  ipaddress.IPv4Address(space.gateway),
+                                  ipaddress.IPv4Network(space.ip_range) if space.ip_range else None, used)
+            if given is not None:
+                given.setdefault(space.name, set()).add(str(ip))
+            vips.append({"network": space.name, "addr": str(ip)})
+    ports = [{"protocol": p.get("protocol", "tcp"), "target": int(p["target"]),
+              "published": int(p.get("published") or 0), "mode": p.get("publish_mode", "ingress"),
+              "keep_client_ip": True}
+             for p in (spec.get("endpoint") or {}).get("ports") or ()]
+    return {"mode": mode, "vips": vips, "ports": ports}

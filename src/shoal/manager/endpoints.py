@@ -1,53 +1,107 @@
-"""Service endpoints in the kernel: the stack's networks, each service's virtual IPs and published
-ports (nftables, through shoal.network), made before the service is stored, so a port clash or a
-full pool fails the deploy with nothing half-made; and taken down again once nothing uses them."""
+"""The manager node's own copy of the swarm's networks and service endpoints, in its kernel:
+made from what the allocator stored (manager/allocator.py: subnets, VNIs, VIPs, ports), inside
+the transaction that writes them, so a port clash on this node (another service's, a host
+process's) or a network of that name here fails the request with nothing stored; taken down
+again once nothing uses them. Nothing here allocates: a node's network files are node-local
+state, derived from the records, as on every worker (agent/netglue.py)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
 from shoal.errors import ShoalError
-from shoal.model.stack import NetworkSpec
+from shoal.store.base import Store
 
 log = logging.getLogger("shoald.endpoints")
 
 
-def _network_spec(raw: dict[str, Any]) -> NetworkSpec:
-    from shoal.model._serde import from_dict
+def local_subnets(skip: set[str] | frozenset[str] = frozenset()) -> tuple[dict[str, ipaddress.IPv4Network],
+                                                                          list[ipaddress.IPv4Network]]:
+    """The subnets of this node's own networks (not its copies of the swarm's, named in
+    `skip`) and its host routes: a new swarm network avoids them, or this node could not make
+    its copy (allocator.allocate_network's hint)."""
+    from shoal.network.store import NetworkStore, host_routes
 
-    return from_dict(NetworkSpec, raw)
+    store = NetworkStore()
+    return ({n.name: n.subnet_net() for n in store.list() if n.subnet and n.name not in skip},
+            list(host_routes()))
 
 
-def ensure_networks(stack: dict[str, Any]) -> list[str]:
-    """Create the stack's networks in the kernel's network store; returns the names created now
-    (for undo_networks when a later step fails)."""
-    from shoal.network.stack import ensure_network
+def _swarm_names(tx: Any) -> set[str]:
+    return {raw["name"] for raw in tx.list("network")}
+
+
+def allocate_network(tx: Any, spec: Any, pending: dict[str, Any] | None = None) -> Any:
+    """allocator.allocate_network with this node's own networks and routes as the hint."""
+    from shoal.manager import allocator
+
+    avoid, routes = local_subnets(_swarm_names(tx))
+    return allocator.allocate_network(tx, spec, avoid, routes, pending)
+
+
+def adopt_networks(records: list[dict[str, Any]]) -> list[str]:
+    """This node's copy of each network (allocator.node_record), unless it has it already;
+    returns the names made now (for undo_networks). A copy of a network of that name that the
+    swarm removed (a `stack rm` and deploy again) is replaced once nothing uses it; while its
+    last tasks stop, the request is refused, as on a worker."""
+    from shoal.network import cleanup
     from shoal.network.store import NetworkStore
-
-    from shoal.manager.allocator import reserve_vni, vnis_in_use
-    from shoal.network.overlay import check_options
 
     store = NetworkStore()
     created: list[str] = []
-    specs = [_network_spec(raw) for raw in stack.get("networks", {}).values()]
-    for spec in specs:  # all refused before any is made
-        if not spec.external and store.find(spec.name) is None:
-            check_options(spec.name, spec.driver or "overlay", dict(spec.driver_opts))
     try:
-        with store.lock():  # the VNIs in use are read and one taken in one step
-            for spec in specs:
-                existed = spec.external or store.find(spec.name) is not None
-                if not existed and (spec.driver or "overlay") == "overlay":
-                    used = vnis_in_use([n.options for n in store.list() if n.driver == "overlay"])
-                    spec.driver_opts = reserve_vni(spec.name, dict(spec.driver_opts), used)
-                ensure_network(spec, store)
-                if not existed:
-                    created.append(spec.name)
+        with store.lock():
+            for record in records:
+                local = store.find(record["name"])
+                if local is not None and local.id == record["id"]:
+                    continue
+                if local is not None:
+                    if local.scope != "swarm" and "com.docker.stack.namespace" not in local.labels:
+                        from shoal.errors import Conflict
+
+                        raise Conflict(f"network with name {record['name']} already exists")
+                    if local.endpoints or any(o.startswith("vip:") for o in local.reserved.values()):
+                        raise ShoalError(f"network {record['name']} is still being removed on this node "
+                                         "(its last tasks are stopping): try again in a moment")
+                    cleanup.remove_network(local.id, store)
+                store.adopt(record)
+                created.append(record["name"])
     except BaseException:
         undo_networks(created)
         raise
     return created
+
+
+def wait_for_stale_copies(names: list[str], timeout: float = 30.0) -> None:
+    """This node's copies of swarm networks of these names that the swarm removed (a `stack rm`
+    and deploy again: the new records get new IDs): waited for until their last task has left
+    them (its stop grace period), then removed, so the request that makes the new ones does not
+    fail; called outside any store transaction. One still in use after `timeout` is left, and
+    adopt_networks says so."""
+    import time
+
+    from shoal.errors import NotFound
+    from shoal.network import cleanup
+    from shoal.network.store import NetworkStore
+
+    store = NetworkStore()
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            local = store.find(name)
+            if local is None or (local.scope != "swarm" and "com.docker.stack.namespace" not in local.labels):
+                break
+            if not local.endpoints and not local.reserved:
+                try:
+                    cleanup.remove_network(local.id, store)
+                except (NotFound, ShoalError) as exc:
+                    log.info("network %s: old copy not removed yet: %s", name, exc)
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
 
 
 def undo_networks(names: list[str]) -> None:
@@ -60,46 +114,76 @@ def undo_networks(names: list[str]) -> None:
             log.warning("could not undo network %s: %s", name, exc)
 
 
-def _ports(spec: dict[str, Any]) -> list[Any]:
-    from shoal.network.lb import ServicePort
-
-    endpoint = spec.get("endpoint") or {}
-    return [ServicePort(protocol=p.get("protocol", "tcp"), target=int(p["target"]),
-                        published=int(p.get("published") or 0), mode=p.get("publish_mode", "ingress"))
-            for p in endpoint.get("ports") or []]
-
-
-def ensure_service(service_id: str, spec: dict[str, Any], held: dict[str, set[str]] | None = None) -> dict[str, Any]:
-    """VIPs on every attached network (vip mode) and the published ports; keeps the backends it
-    already has. Returns the endpoint as stored on the service record."""
+def apply_service(service_id: str, spec: dict[str, Any], endpoint: dict[str, Any],
+                  records: dict[str, dict[str, Any]]) -> None:
+    """The service's VIPs (the allocator's, on this node's copy of each network, made from
+    `records` if missing) and its published ports (a port held here fails: lb.claim_ports),
+    keeping the backends this node has in its rotation."""
     from shoal.network import lb
-
-    endpoint_mode = (spec.get("endpoint") or {}).get("mode", "vip")
-    try:
-        current = lb.get_service(service_id)
-        backends = current.backends
-        vips = dict(current.vips)
-    except ShoalError:
-        backends, vips = [], {}
     from shoal.network.store import NetworkStore
 
     store = NetworkStore()
-    attached = [store.get(a["target"]) for a in spec.get("networks") or []]
-    wanted_networks = {net.id: net.name for net in attached}
-    # Only networks with addresses to give have a VIP: a service on the host network (as in
-    # swarmkit, whose allocator gives node-local networks no VIP) uses the node's own.
-    bridged = {net.id for net in attached if net.has_bridge and net.subnet}
-    if endpoint_mode == "vip":
-        for net_id, name in wanted_networks.items():
-            if net_id in bridged and net_id not in vips:
-                # Not an address a task holds on another node (manager/allocator.py).
-                vips[net_id] = lb.allocate_vip(name, service_id, store, avoid=(held or {}).get(name, ()))
-    vips = {k: v for k, v in vips.items() if k in wanted_networks}
-    service = lb.Service(id=service_id, name=spec["name"], vips=vips, ports=_ports(spec),
-                         backends=backends, endpoint_mode=endpoint_mode)
-    lb.set_service(service, store)
-    return {"mode": endpoint_mode, "vips": [{"network": wanted_networks[k], "addr": v} for k, v in vips.items()],
-            "ports": [p.__dict__ for p in service.ports]}
+    wanted = [records[v["network"]] for v in endpoint.get("vips") or () if v["network"] in records]
+    adopt_networks(wanted)
+    try:
+        current = lb.get_service(service_id)
+    except ShoalError:
+        current = None
+    vips: dict[str, str] = {}
+    with store.lock():
+        for vip in endpoint.get("vips") or ():
+            net = store.get(vip["network"])
+            vips[net.id] = vip["addr"]
+            mine = f"vip:{service_id}"
+            if net.reserved.get(vip["addr"]) != mine or list(net.reserved.values()).count(mine) != 1:
+                def reserve(n: Any, ip: str = vip["addr"]) -> None:
+                    for k in [k for k, o in n.reserved.items() if o == mine]:
+                        del n.reserved[k]
+                    n.reserved[ip] = mine
+                lb.sync_vip_addresses(store.update(net.id, reserve))
+        # A network the service left: its VIP there is free again.
+        for net in store.list():
+            if net.id not in vips and any(o == f"vip:{service_id}" for o in net.reserved.values()):
+                lb.sync_vip_addresses(store.update(net.id, lambda n: [n.reserved.pop(k) for k, o in
+                                                                     list(n.reserved.items()) if o == f"vip:{service_id}"]))
+        ports = [lb.ServicePort(**p) for p in endpoint.get("ports") or ()]
+        lb.set_service(lb.Service(id=service_id, name=spec["name"], vips=vips, ports=ports,
+                                  backends=current.backends if current is not None else [],
+                                  endpoint_mode=endpoint.get("mode", "vip"),
+                                  remote=current.remote if current is not None else {}), store)
+
+
+def migrate_networks(store: Store) -> list[str]:
+    """Once, at the manager's start: the records an older shoald wrote have no allocation (it
+    lived in that manager's network files): it is taken from this node's copy, same ID, subnet
+    and VNI, so nothing running changes; a record with no copy here is allocated afresh.
+    Returns the names moved."""
+    from shoal.manager import allocator
+    from shoal.model.records import Network, NetworkAllocation
+    from shoal.network.store import NetworkStore
+
+    if all(raw.get("allocation") for raw in store.list("network")):
+        return []
+    local = {n.name: n for n in NetworkStore().list()}
+    moved: list[str] = []
+    with store.transaction() as tx:
+        for raw in tx.list("network"):
+            if raw.get("allocation"):
+                continue
+            record = Network.from_dict(raw)
+            copy = local.get(record.name)
+            if copy is not None and copy.has_bridge and copy.subnet:
+                record.allocation = NetworkAllocation(network_id=copy.id, subnet=copy.subnet, gateway=copy.gateway,
+                                                      ip_range=copy.ip_range, options=dict(copy.options),
+                                                      mtu=copy.mtu, created=copy.created)
+            else:
+                record.allocation = allocate_network(tx, record.spec)
+            tx.update("network", record.to_dict())
+            moved.append(record.name)
+    if moved:
+        log.info("moved the allocation of networks %s from this node's network files into the store",
+                 ", ".join(sorted(moved)))
+    return moved
 
 
 def remove_service(service_id: str) -> None:

@@ -50,21 +50,22 @@ def effective(spec: dict[str, Any]) -> dict[str, Any]:
     return dict(spec, networks=[{"target": NAME, "aliases": []}])
 
 
-def _subnet() -> str:
-    """10.0.0.0/24 unless a network of this node or a host route holds part of it: then the
-    default pools' next free subnet, as any network without --subnet."""
-    from shoal.network.store import NetworkStore, host_routes
+def _subnet(tx: Any) -> str:
+    """10.0.0.0/24 unless a swarm network, a network of this node or a host route holds part of
+    it: then the default pools' next free subnet, as any network without --subnet."""
+    from shoal.manager import allocator, endpoints
 
     wanted = ipaddress.IPv4Network(DEFAULT_SUBNET)
-    taken = list(NetworkStore().subnets().values()) + list(host_routes())
+    avoid, routes = endpoints.local_subnets({raw["name"] for raw in tx.list("network")})
+    taken = [*allocator.network_subnets(tx).values(), *avoid.values(), *routes]
     return "" if any(wanted.overlaps(t) for t in taken) else DEFAULT_SUBNET
 
 
 def ensure(store: Store) -> None:
-    """The ingress network, made in the kernel and recorded, unless it exists already."""
+    """The ingress network, allocated and recorded, and this node's copy of it, unless it
+    exists already."""
     from shoal.ids import new_swarm_id
-    from shoal.manager import endpoints
-    from shoal.model._serde import to_dict
+    from shoal.manager import allocator, endpoints
     from shoal.model.records import Network
     from shoal.model.stack import IPAM, IPAMPool, NetworkSpec
 
@@ -72,17 +73,22 @@ def ensure(store: Store) -> None:
     if recorded is not None:
         # This node's copy again if it went (removed by hand, a wiped network store): the
         # manager's record says what it is.
-        endpoints.ensure_networks({"networks": {NAME: recorded["spec"]}})
+        record = allocator.node_record(recorded)
+        if record is not None:
+            endpoints.adopt_networks([record])
         return
-    subnet = _subnet()
-    spec = NetworkSpec(name=NAME, compose_name=NAME, driver="overlay", ingress=True,
-                       ipam=IPAM(config=[IPAMPool(subnet=subnet)] if subnet else []))
-    created = endpoints.ensure_networks({"networks": {NAME: to_dict(spec)}})
+    created: list[str] = []
     try:
         with store.transaction() as tx:
             if any(n["name"] == NAME for n in tx.list("network")):
                 return  # another request made it meanwhile: that one is kept
-            tx.create("network", Network(id=new_swarm_id(), name=NAME, spec=spec, created_at=time.time()).to_dict())
+            subnet = _subnet(tx)
+            spec = NetworkSpec(name=NAME, compose_name=NAME, driver="overlay", ingress=True,
+                               ipam=IPAM(config=[IPAMPool(subnet=subnet)] if subnet else []))
+            net = Network(id=new_swarm_id(), name=NAME, spec=spec, created_at=time.time(),
+                          allocation=endpoints.allocate_network(tx, spec))
+            raw = tx.create("network", net.to_dict())
+            created = endpoints.adopt_networks([allocator.node_record(raw) or {}])
     except BaseException:
         endpoints.undo_networks(created)
         raise

@@ -48,10 +48,12 @@ NODE_NETWORKS = ("host", "none")
 
 def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
                 ids: dict[str, str] | None = None, endpoints: dict[str, dict[str, Any]] | None = None,
-                contents: dict[str, dict[str, str]] | None = None) -> list[str]:
+                contents: dict[str, dict[str, str]] | None = None,
+                allocations: dict[str, Any] | None = None) -> list[str]:
     """Create or update the stack's networks, secrets and configs (`contents`: their data, read
     by the client), then its services, in Docker's order; returns Docker's progress lines.
-    `ids` and `endpoints` (by service name) come from the endpoint allocation done first."""
+    `ids`, `endpoints` (by service name) and the new networks' `allocations` (by network name)
+    come from the allocator, earlier in the same transaction."""
     ids = ids or {}
     endpoints = endpoints or {}
     name = stack["name"]
@@ -80,7 +82,8 @@ def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
             continue  # Swarm leaves an existing stack network unchanged
         lines.append(f"Creating network {net['name']}")
         tx.create("network", Network(id=new_swarm_id(), name=net["name"], stack=name,
-                                     spec=from_dict(NetworkSpec, net), created_at=now).to_dict())
+                                     spec=from_dict(NetworkSpec, net), created_at=now,
+                                     allocation=(allocations or {}).get(net["name"])).to_dict())
     lines += files.apply_files(tx, stack, contents or {})
     for svc_name in sorted(wanted):
         spec = wanted[svc_name]

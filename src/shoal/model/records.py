@@ -119,20 +119,42 @@ class Service:
 
 
 @dataclass
+class NetworkAllocation:
+    """What the manager's allocator gave a swarm network, in the transaction that wrote it
+    (swarmkit's Network.IPAM and DriverState): the ID every node's copy of it carries (its
+    bridge and VXLAN device are named from it), its subnet, gateway and range, and the driver's
+    options with the VNI (Docker's vxlanid_list option). A node makes its copy from this, the
+    manager node's own included (network/store.py adopt)."""
+
+    network_id: str
+    subnet: str
+    gateway: str
+    ip_range: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+    mtu: int = 1500
+    created: str = ""  # RFC 3339, as the node's copy shows it
+
+
+@dataclass
 class Network:
-    """A swarm-scoped network the manager made (`network create -d overlay`, or a stack's)."""
+    """A swarm-scoped network the manager made (`network create -d overlay`, or a stack's).
+    `allocation` is None only for a record an older shoald wrote, until the manager's start
+    moves its allocation in from that manager's network files (manager/endpoints.py)."""
 
     id: str
     name: str
     spec: NetworkSpec
     stack: str = ""
     created_at: float = 0.0
+    allocation: NetworkAllocation | None = None
     version: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         known = {"id": self.id, "name": self.name, "stack": self.stack, "spec": to_dict(self.spec),
                  "created_at": self.created_at}
+        if self.allocation is not None:
+            known["allocation"] = to_dict(self.allocation)
         if self.version:
             known["version"] = self.version
         return _join(known, self.extra)
@@ -140,6 +162,8 @@ class Network:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Network:
         known, extra = _split(cls, data)
+        allocation = known.get("allocation")
         return cls(id=known["id"], name=known["name"], spec=from_dict(NetworkSpec, known["spec"]),
                    stack=known.get("stack") or "", created_at=float(known.get("created_at") or 0.0),
+                   allocation=from_dict(NetworkAllocation, allocation) if allocation else None,
                    version=int(known.get("version") or 0), extra=extra)

@@ -2,9 +2,9 @@
 dockerd's own checks from daemon/cluster/networks.go): `network create -d overlay` and `network
 rm` of a network the manager made, list and inspect.
 
-The network is made in the manager node's network store (subnet, gateway, bridge) before the
-record is written, and taken down again if the write fails, as a stack deploy makes its
-networks; the nodes whose tasks attach to it make their copy from the assignment's record."""
+The network's subnet, gateway and VNI are allocated in the store transaction that writes its
+record (manager/allocator.py); every node whose tasks attach to it, the manager's own included,
+makes its copy from that record (allocator.node_record)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
 from shoal.ids import new_swarm_id
 from shoal.manager.controlapi import rpc
 from shoal.manager.controlapi.services import validate_name
-from shoal.model._serde import to_dict
 from shoal.model.cluster import Task, TaskState
 from shoal.model.records import Network
 from shoal.model.stack import NetworkSpec
@@ -95,27 +94,27 @@ def find(networks: list[dict[str, Any]], ref: str) -> dict[str, Any]:
 
 
 def create_network(store: Store, spec: NetworkSpec) -> str:
-    """`network create -d overlay NAME`: returns the new network's ID."""
-    from shoal.manager import endpoints
-    from shoal.network.store import NetworkStore
+    """`network create -d overlay NAME`: returns the new network's ID. Its subnet, gateway and
+    VNI are allocated in the transaction that writes its record; this node's copy is made in it
+    too, so a local network of that name refuses it with nothing stored."""
+    from shoal.manager import allocator, endpoints
 
     spec = deepcopy(spec)
     spec.driver = spec.driver or "overlay"
     spec.compose_name = spec.compose_name or spec.name
     validate_network_spec(spec)
-    with store.transaction() as tx:
-        if any(n["name"] == spec.name for n in tx.list("network")):
-            raise _exists(spec.name)
-    if NetworkStore().find(spec.name) is not None:  # a local network of that name on this node
-        raise _exists(spec.name)
-    created = endpoints.ensure_networks({"networks": {spec.name: to_dict(spec)}})
+    if store.find_by_name("network", spec.name) is None:
+        endpoints.wait_for_stale_copies([spec.name])  # a `network rm` of that name just now
     network_id = new_swarm_id()
+    created: list[str] = []
     try:
         with store.transaction() as tx:
             if any(n["name"] == spec.name for n in tx.list("network")):
                 raise _exists(spec.name)
-            tx.create("network", Network(id=network_id, name=spec.name, spec=spec,
-                                         created_at=time.time()).to_dict())
+            network = Network(id=network_id, name=spec.name, spec=spec, created_at=time.time(),
+                              allocation=endpoints.allocate_network(tx, spec))
+            raw = tx.create("network", network.to_dict())
+            created = endpoints.adopt_networks([allocator.node_record(raw) or {}])
     except BaseException:
         endpoints.undo_networks(created)
         raise

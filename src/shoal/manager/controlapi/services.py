@@ -207,22 +207,25 @@ def _pin(spec: ServiceSpec, old: ServiceSpec | None, resolve_image: str) -> list
     return [pinned.warning] if pinned.warning else []
 
 
-def _held(store: Store) -> dict[str, set[str]]:
-    from shoal.manager import allocator
+def _ensure_ingress(store: Store, spec: ServiceSpec) -> None:
+    """A service whose tasks attach to the ingress network has it made first if it is not
+    there yet (its own transaction: the network stays, as Docker's, if the service fails)."""
+    from shoal.manager import ingress
 
-    with store.transaction() as tx:
-        return allocator.held_addresses(tx)
-
-
-def _make_endpoint(store: Store, service_id: str, spec: ServiceSpec, held: dict[str, set[str]]) -> Endpoint:
-    """The endpoint in the kernel; a service whose tasks attach to the ingress network has it
-    made first if it is not there yet, and its VIP on it."""
-    from shoal.manager import endpoints, ingress
-
-    raw = spec.to_dict()
-    if ingress.attaches(raw):
+    if ingress.attaches(spec.to_dict()):
         ingress.ensure(store)
-    return from_dict(Endpoint, endpoints.ensure_service(service_id, ingress.effective(raw), held))
+
+
+def _make_endpoint(tx: Transaction, service_id: str, spec: ServiceSpec,
+                   current: dict[str, Any] | None = None) -> Endpoint:
+    """The allocator's endpoint (VIPs, ports) for the service, in the transaction that writes
+    it, and this node's copy of it in the kernel (a port held here fails the write)."""
+    from shoal.manager import allocator, endpoints, ingress
+
+    raw = ingress.effective(spec.to_dict())
+    made = allocator.allocate_endpoint(tx, service_id, raw, current)
+    endpoints.apply_service(service_id, raw, made, allocator.node_records(tx.list("network")))
+    return from_dict(Endpoint, made)
 
 
 def create_service(store: Store, spec: ServiceSpec, resolve_image: str = "always",
@@ -241,13 +244,14 @@ def create_service(store: Store, spec: ServiceSpec, resolve_image: str = "always
     warnings = _pin(spec, None, resolve_image)
     service_id = new_swarm_id()
     now = time.time()
+    _ensure_ingress(store, spec)
     try:
-        endpoint = _make_endpoint(store, service_id, spec, _held(store))
         with store.transaction() as tx:
             # Again inside the write: another client may have taken the name meanwhile.
             if any(s["name"] == spec.name for s in tx.list("service")):
                 raise _exists(spec.name)
             check_references(tx, spec)
+            endpoint = _make_endpoint(tx, service_id, spec)
             record = Service(id=service_id, name=spec.name, spec=spec, spec_version=1, stack=spec.stack,
                              created_at=now, updated_at=now, endpoint=endpoint)
             tx.create("service", record.to_dict())
@@ -299,8 +303,7 @@ def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | Non
     with store.transaction() as tx:
         check_references(tx, new_spec)
         check_port_conflicts(tx, new_spec, current.id)
-    held = _held(store)
-    endpoint = _make_endpoint(store, current.id, new_spec, held)
+    _ensure_ingress(store, new_spec)
     try:
         with store.transaction() as tx:
             raw = tx.get("service", current.id)
@@ -310,6 +313,7 @@ def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | Non
             if record.spec_version != version:
                 raise VersionConflict(rpc("Unknown", "update out of sequence"))
             check_references(tx, new_spec)
+            endpoint = _make_endpoint(tx, current.id, new_spec, raw.get("endpoint"))
             now = time.time()
             record.previous_spec, record.spec = record.spec, new_spec
             record.spec_version += 1
@@ -333,9 +337,10 @@ def update_service(store: Store, ref: str, version: int, spec: ServiceSpec | Non
             if stored is None:  # removed meanwhile: its endpoint goes too
                 endpoints.remove_service(current.id)
             else:
-                from shoal.manager import ingress
+                from shoal.manager import allocator, ingress
 
-                endpoints.ensure_service(current.id, ingress.effective(stored["spec"]), held)
+                endpoints.apply_service(current.id, ingress.effective(stored["spec"]), stored.get("endpoint") or {},
+                                        allocator.node_records(store.list("network")))
         except ShoalError as exc:
             log.warning("could not restore the endpoint of service %s: %s", current.name, exc)
         raise

@@ -4,9 +4,10 @@ services.py and networks.py make one at a time, in one transaction (manager/stac
 transaction's body: what is created, updated or pruned, and Docker's progress lines).
 
 Order, as for one service: every spec validated; each image pinned to the manager's digest;
-the stack's networks, VIPs and published ports made in the kernel (a port clash or a full pool
-fails here, nothing stored); then the one store write; on failure, what this deploy made in the
-kernel is taken down again."""
+then one transaction: the allocator gives the stack's new networks their subnets and VNIs and
+each service its VIPs (a full pool fails here), the records are written, and this node's copy of
+the networks and endpoints is made from them (a port clash fails here); on failure nothing is
+stored and what this deploy made in the kernel is taken down again."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from shoal.errors import InvalidArgument
 from shoal.manager.controlapi.services import validate_service_spec
+from shoal.model._serde import to_dict
 from shoal.model.service import ServiceSpec
 from shoal.store.base import Store
 
@@ -40,7 +42,7 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
     the secrets' and configs' data (kind -> name -> base64), read by the client. Returns
     Docker's progress lines and warnings. `registry_auth`: service name -> the client's encoded
     credentials for its image (--with-registry-auth); a service not named keeps its own."""
-    from shoal.manager import allocator, endpoints, registryauth
+    from shoal.manager import allocator, endpoints, ingress, registryauth
     from shoal.manager.stacks import apply_stack, pruned_services, service_ids
 
     with store.transaction() as tx:
@@ -49,22 +51,41 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
         _validate(stack, set(ids) - fresh)
         gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
         current = {n: tx.get("service", i) for n, i in ids.items()}
-        held = allocator.held_addresses(tx)
+        stored_networks = {n["name"] for n in tx.list("network")}
     warnings = pin_images(stack, current, resolve_image)
-    created_networks = endpoints.ensure_networks(stack)
-    made: dict[str, dict[str, Any]] = {}
+    # This node's copies of the stack's networks a `stack rm` just removed go first (their last
+    # tasks may still be stopping), so the new records' copies can be made.
+    endpoints.wait_for_stale_copies([n["name"] for n in stack.get("networks", {}).values()
+                                     if not n.get("external") and n["name"] not in stored_networks])
+    services = list(stack.get("services", {}).values())
+    if any(ingress.attaches(spec) for spec in services):  # a service of no network publishing a port
+        ingress.ensure(store)
+    created_networks: list[str] = []
     try:
-        from shoal.manager import ingress
-
-        for spec in stack.get("services", {}).values():
-            if ingress.attaches(spec):  # a service of no network (`networks: []`) publishing a port
-                ingress.ensure(store)
-            made[spec["name"]] = endpoints.ensure_service(ids[spec["name"]], ingress.effective(spec), held)
         with store.transaction() as tx:
-            lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made, contents=files or {})
+            # The allocator's part, then the records, then this node's copy of what they say
+            # (a port a host process holds here fails it), all in one transaction.
+            allocations = _allocate_networks(tx, stack)
+            new_records = {name: {"name": name, "allocation": to_dict(alloc),
+                                  "spec": stack["networks"][key]}
+                           for key, name, alloc in ((k, v["name"], allocations.get(v["name"]))
+                                                    for k, v in stack.get("networks", {}).items()) if alloc}
+            given: dict[str, set[str]] = {}
+            made: dict[str, dict[str, Any]] = {}
+            for spec in services:
+                old = current.get(spec["name"])
+                made[spec["name"]] = allocator.allocate_endpoint(
+                    tx, ids[spec["name"]], ingress.effective(spec), (old or {}).get("endpoint"), new_records, given)
+            lines = apply_stack(tx, stack, prune=prune, ids=ids, endpoints=made, contents=files or {},
+                                allocations=allocations)
             for svc_name, encoded in (registry_auth or {}).items():
                 if svc_name in ids:
                     registryauth.put(tx, ids[svc_name], encoded)
+            records = allocator.node_records(tx.list("network"))
+            created_networks = endpoints.adopt_networks(
+                [records[n["name"]] for n in stack.get("networks", {}).values() if n["name"] in records])
+            for spec in services:
+                endpoints.apply_service(ids[spec["name"]], ingress.effective(spec), made[spec["name"]], records)
     except BaseException:
         for svc_name in fresh:  # the one that failed may hold VIPs already
             endpoints.remove_service(ids[svc_name])
@@ -73,6 +94,23 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
     for service_id in gone:
         endpoints.remove_service(service_id)
     return lines, warnings
+
+
+def _allocate_networks(tx: Any, stack: dict[str, Any]) -> dict[str, Any]:
+    """network name -> the allocation of each of the stack's networks the store has not got
+    yet (all refused before any is written: the transaction is undone on the first error)."""
+    from shoal.manager import endpoints
+    from shoal.model._serde import from_dict
+    from shoal.model.stack import NetworkSpec
+
+    existing = {n["name"] for n in tx.list("network")}
+    out: dict[str, Any] = {}
+    for raw in sorted(stack.get("networks", {}).values(), key=lambda n: n["name"]):
+        if raw.get("external") or raw["name"] in existing:
+            continue
+        # Each avoids the subnets and VNIs the ones before it in this deploy got.
+        out[raw["name"]] = endpoints.allocate_network(tx, from_dict(NetworkSpec, raw), pending=out)
+    return out
 
 
 def pin_images(stack: dict[str, Any], current: dict[str, dict[str, Any] | None],
