@@ -1,16 +1,18 @@
 """The overlay network across nodes (issue 12): TCP throughput between two tasks on different
-nodes (over VXLAN) against two tasks on one node (one bridge), and the time for a new task's
-address to be reachable from every other node.
+nodes (over VXLAN) against two tasks on one node (one bridge), the same across nodes on an
+encrypted network (VXLAN inside WireGuard: the kernel's, else wireguard-go), and the time for a
+new task's address to be reachable from every other node.
 
     sudo .venv/bin/python bench/bench_overlay.py [--runs 3] [--seconds 3]
 
 A fresh 3-node local cluster (`shoal cluster create --nodes 3`, nodes are network namespaces on
 one bridge of this machine), busybox httpd tasks (4 replicas, at most 2 per node) on one overlay
-network. iperf3 (Debian's, from the host: `nsenter --net` into the tasks' namespaces, so the
-image need not have it) runs the server in one task and the client in another, same node and
-across nodes alternated, each run --seconds long; the figure is the median of --runs. Then the
-service is scaled up by one and, from the moment the new task's process exists, each other
-node's task fetches its page (curl, 20 ms apart) until it answers: the time until the last node
+network and on an encrypted one (`encrypted: ""`). iperf3 (Debian's, from the host: `nsenter
+--net` into the tasks' namespaces, so the image need not have it) runs the server in one task
+and the client in another, same node and across nodes (plain, then encrypted) alternated, each
+run --seconds long; the figure is the median of --runs. Then the service is scaled up by one
+and, from the moment the new task's process exists, each other node's task fetches its page
+(curl, 20 ms apart) until it answers: the time until the last node
 reaches it. Target (issue 12): across / same >= 0.8. Removes the cluster it made."""
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import _swarm
 NODES = 3
 HTTPD = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
 SUBNET = "10.213.91.0/24"
+SECURE_SUBNET = "10.213.92.0/24"
 _CGROUP = re.compile(r"/shoal-(?P<cluster>[^/]+)-(?P<node>\d+)/(?P<cid>[0-9a-f]{64})$")
 
 
@@ -46,8 +49,8 @@ def shoal(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Com
     return proc
 
 
-def tasks(cluster: str, record: dict[str, Any]) -> dict[str, tuple[int, int, str]]:
-    """container ID -> (node, httpd pid, address on the network) of every running task."""
+def tasks(cluster: str, record: dict[str, Any], network: str = "ov_net") -> dict[str, tuple[int, int, str]]:
+    """container ID -> (node, httpd pid, address on `network`) of every running task."""
     procs: dict[str, tuple[int, int]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -70,7 +73,7 @@ def tasks(cluster: str, record: dict[str, Any]) -> dict[str, tuple[int, int, str
                 net = json.loads(f.read_text())
             except (OSError, ValueError):
                 continue
-            if net.get("name") != "ov_net":
+            if net.get("name") != network:
                 continue
             for ep in net["endpoints"].values():
                 if ep["container_id"] in procs:
@@ -120,6 +123,12 @@ def main() -> int:
         print("bench_overlay: needs iperf3 (apt-get install iperf3; scripts/install-deps.sh with "
               "SHOAL_TEST_DEPS=1)", file=sys.stderr)
         return 1
+    from shoal.network import wireguard
+
+    if wireguard.unavailable():
+        print(f"bench_overlay: an encrypted network needs WireGuard: {wireguard.unavailable()} "
+              "(apt-get install wireguard-go wireguard-tools)", file=sys.stderr)
+        return 1
     base = Path(tempfile.mkdtemp(prefix="shov-"))
     env = dict(os.environ, SHOAL_ROOT=str(base / "r"), SHOAL_RUN=str(base / "r" / "run"),
                SHOAL_CONFIG=str(base / "cfg" / "config.json"))
@@ -138,8 +147,9 @@ def main() -> int:
             "version": "3.8",
             "services": {"web": {"image": "web:v1", "command": HTTPD, "stop_grace_period": "1s",
                                  "deploy": {"replicas": 4, "placement": {"max_replicas_per_node": 2}},
-                                 "networks": ["net"]}},
-            "networks": {"net": {"ipam": {"config": [{"subnet": SUBNET}]}}}}))
+                                 "networks": ["net", "sec"]}},
+            "networks": {"net": {"ipam": {"config": [{"subnet": SUBNET}]}},
+                         "sec": {"driver_opts": {"encrypted": ""}, "ipam": {"config": [{"subnet": SECURE_SUBNET}]}}}}))
         shoal(env, "stack", "deploy", "--detach", "-c", str(compose), "ov")
         deadline = time.monotonic() + 90
         while len(found := tasks(name, record)) < 4:
@@ -153,18 +163,23 @@ def main() -> int:
         (a_pid, _a_ip), (b_pid, b_ip) = by_node[pair_node][:2]
         other = next(k for k in by_node if k != pair_node)
         c_pid, c_ip = by_node[other][0]
+        secure = {pid: ip for _k, pid, ip in tasks(name, record, "ov_sec").values()}
+        c_sec = secure[c_pid]
         # Wait until the overlay carries the cross-node pair (its entries are programmed).
         deadline = time.monotonic() + 30
-        while not reachable(a_pid, c_ip):
+        while not (reachable(a_pid, c_ip) and reachable(a_pid, c_sec)):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{c_ip} on node {other} not reachable from node {pair_node}")
+                raise RuntimeError(f"{c_ip} / {c_sec} on node {other} not reachable from node {pair_node}")
             time.sleep(0.1)
         same: list[float] = []
         across: list[float] = []
+        encrypted: list[float] = []
         for _ in range(args.runs):
             same.append(iperf(a_pid, b_pid, b_ip, args.seconds))
             across.append(iperf(a_pid, c_pid, c_ip, args.seconds))
-            print(f"run: same node {same[-1]:.2f} Gbit/s, across nodes {across[-1]:.2f} Gbit/s", flush=True)
+            encrypted.append(iperf(a_pid, c_pid, c_sec, args.seconds))
+            print(f"run: same node {same[-1]:.2f} Gbit/s, across nodes {across[-1]:.2f} Gbit/s, "
+                  f"encrypted {encrypted[-1]:.2f} Gbit/s", flush=True)
 
         # A new task: from its process existing to every other node reaching it.
         before = set(tasks(name, record))
@@ -204,10 +219,11 @@ def main() -> int:
     print(f"{'new task: its process -> reached from every other node':<58} {max(reached.values()):6.2f} s "
           f"(scale command -> process {t_start - t_scale:.2f} s; per node "
           + " ".join(f"{k}: {v:.2f}" for k, v in sorted(reached.items())) + ")")
-    from shoal.network import ipsec  # the kernel's own answer: encryption is refused, not measured
-
-    why = ipsec.unavailable()
-    print(f"encrypted overlay: not measured (refused: {why or 'the kernel has ESP; shoal does not program it yet'})")
+    how = "kernel WireGuard" if wireguard.kernel_has_wireguard() else "wireguard-go"
+    print(f"{'TCP throughput, two nodes, encrypted (VXLAN in ' + how + ')':<58} "
+          f"{statistics.median(encrypted):6.2f} Gbit/s ({' '.join(f'{x:.2f}' for x in encrypted)})")
+    print(f"{'encrypted / plain, across nodes':<58} {statistics.median(encrypted) / statistics.median(across):6.3f}"
+          f"{'':<23} reported")
     print(f"load_average_1m {os.getloadavg()[0]:.1f}")
     return 0
 

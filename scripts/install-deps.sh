@@ -8,7 +8,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(crun runc conmon nftables iproute2 debootstrap busybox-static docker-registry apache2-utils
-      ca-certificates xz-utils zstd tini skopeo openssl curl python3-venv golang-github-containers-common)
+      ca-certificates xz-utils zstd tini skopeo openssl curl python3-venv golang-github-containers-common
+      wireguard-tools wireguard-go)  # encrypted overlay networks: wg, and WireGuard where the kernel has none
 # For the tests only (make test sets SHOAL_TEST_DEPS=1): qemu boots Debian's kernel for the cgroup v2
 # tests in tests/cgroupv2, which download and unpack that kernel themselves (never installed);
 # iperf3 measures TCP throughput between tasks for bench/bench_overlay.py (run from the host in

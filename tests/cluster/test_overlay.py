@@ -11,8 +11,8 @@ manager's view:
   node's entries are exactly the tasks on the other nodes;
 - a node partitioned while the view changes keeps its stale entries, and healed is brought back
   to exactly the manager's view;
-- an encrypted network is refused at deploy, nothing made; `stack rm` takes every VXLAN device
-  away, and `cluster rm` leaves nothing.
+- `stack rm` takes every VXLAN device away, and `cluster rm` leaves nothing (encrypted
+  networks: tests/cluster/test_overlay_encrypted.py).
 
 Real processes, real VXLAN between network namespaces, as tests/cluster/test_seed_cluster.py."""
 
@@ -219,20 +219,6 @@ def wait_entries(c: Any, timeout: float = 20) -> tuple[dict[int, dict[str, str]]
         assert time.monotonic() < deadline, (
             f"entries not the manager's view: {where} {[vxlan_state(c, k) for k in range(1, NODES + 1)]}")
         time.sleep(0.2)
-
-
-def test_encrypted_network_is_refused(cluster: Any) -> None:
-    got = cluster.shoal("stack", "deploy", "--detach", "-c",
-                        str(compose(cluster.base, 1, driver_opts={"encrypted": ""})), "enc", check=False)
-    assert got.returncode != 0
-    from shoal.network import ipsec, overlay
-
-    why = ipsec.unavailable()  # the kernel's answer, one line naming what it lacks
-    assert (f"enc_net: {overlay.NO_IPSEC}: {why}" if why else f"enc_net: {overlay.NOT_ENCRYPTED}") in got.stderr, \
-        got.stderr
-    assert "enc_net" not in {json.loads(f.read_text())["name"]
-                             for f in (Path(cluster.node(1)["root"]) / "networks").glob("*.json")}
-    assert "enc_web" not in cluster.shoal("service", "ls", "--format", "{{.Name}}").stdout.split()
 
 
 def test_tasks_reach_each_other_across_nodes(cluster: Any) -> None:

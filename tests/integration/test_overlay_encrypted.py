@@ -1,27 +1,22 @@
-"""`network create -d overlay --opt encrypted` and a stack network with `driver_opts:
-encrypted: ""` (issue 12 item 2) on a single node, as a user types them: on a kernel that
-cannot encrypt (network/ipsec.py asks it), a one-line error naming the network and what the
-kernel lacks, a non-zero exit, and nothing made (no network, no bridge or VXLAN device, no
-service, no xfrm state). Never plain when encryption was asked for."""
+"""`network create -d overlay --opt encrypted` (issue 12 item 2) on a single node, as a user types
+it. A node that cannot encrypt (no WireGuard in the kernel, no wireguard-go: here pointed at a
+missing one through SHOAL_WIREGUARD_GO) refuses with one line naming the network and what it
+lacks, a non-zero exit, and nothing made (no network, no bridge, VXLAN device or WireGuard
+interface). A node that can makes it, with the MTU that leaves room for WireGuard and VXLAN.
+Never plain when encryption was asked for. Across nodes: tests/cluster/test_overlay_encrypted.py;
+a stack deploy refused: tests/unit/test_overlay_vni.py."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
 from conftest import ROOT_ONLY
 
-from shoal.network import ipsec, overlay
+from shoal.network import overlay, wireguard
 
 pytestmark = [ROOT_ONLY, pytest.mark.root]
-
-
-def _refusal(name: str) -> str:
-    why = ipsec.unavailable()
-    return f"network {name}: {overlay.NO_IPSEC}: {why}" if why else f"network {name}: {overlay.NOT_ENCRYPTED}"
 
 
 def _err(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -34,31 +29,31 @@ def _links() -> set[str]:
     return {link["ifname"] for link in json.loads(out)}
 
 
-def _xfrm() -> str:
-    return subprocess.run(["ip", "xfrm", "state"], capture_output=True, text=True, check=True).stdout + \
-        subprocess.run(["ip", "xfrm", "policy"], capture_output=True, text=True, check=True).stdout
-
-
-def test_encrypted_overlay_is_refused_with_nothing_made(shoal, tmp_path: Path) -> None:
-    links, xfrm = _links(), _xfrm()
+def test_refused_without_wireguard_with_nothing_made(shoal) -> None:
+    if wireguard.kernel_has_wireguard():
+        pytest.skip("this kernel has WireGuard: an encrypted network is never refused here")
+    links = _links()
     before = shoal("network", "ls", "--format", "{{.Name}}", check=True).stdout
-
-    made = shoal("network", "create", "-d", "overlay", "--opt", "encrypted", "h13_secure")
+    made = shoal("network", "create", "-d", "overlay", "--opt", "encrypted", "h13_secure",
+                 env={"SHOAL_WIREGUARD_GO": "/nonexistent/wireguard-go"})
     assert made.returncode != 0 and made.stdout == "", made.stdout
     [line] = _err(made)  # one line: shoal's `Error: ` and the refusal
-    assert line == f"Error: {_refusal('h13_secure')}", made.stderr
-
-    compose = tmp_path / "docker-compose.yml"
-    compose.write_text(yaml.safe_dump({
-        "version": "3.8",
-        "services": {"web": {"image": "busybox", "command": ["sleep", "60"], "networks": ["plain", "secure"]}},
-        "networks": {"plain": {}, "secure": {"driver": "overlay", "driver_opts": {"encrypted": ""}}}}))
-    deployed = shoal("stack", "deploy", "--detach", "-c", str(compose), "h13s")
-    assert deployed.returncode != 0, deployed.stdout
-    assert _err(deployed) == [f"Error response from daemon: {_refusal('h13s_secure')}"], deployed.stderr
-
-    # Nothing half-made: not the refused network, not the plain one beside it, no service.
+    assert line == (f"Error: network h13_secure: {overlay.NO_ENCRYPTION}: the kernel has no WireGuard "
+                    "(CONFIG_WIREGUARD) and wireguard-go is not installed"), made.stderr
     assert shoal("network", "ls", "--format", "{{.Name}}", check=True).stdout == before
-    assert "h13s_web" not in shoal("service", "ls", "--format", "{{.Name}}", check=True).stdout.split()
-    assert not {n for n in _links() - links if n.startswith(("vx-", "shoal"))}
-    assert _xfrm() == xfrm
+    assert not {n for n in _links() - links if n.startswith(("vx-", "shoal", "swg-"))}
+
+
+@pytest.mark.skipif(bool(wireguard.unavailable()), reason="no WireGuard here")
+def test_made_where_wireguard_is(shoal) -> None:
+    from shoal.network.store import NetworkStore
+
+    made = shoal("network", "create", "-d", "overlay", "--opt", "encrypted", "h13_made")
+    try:
+        assert made.returncode == 0, made.stderr
+        [info] = json.loads(shoal("network", "inspect", "h13_made", check=True).stdout)
+        assert info["Driver"] == "overlay" and "encrypted" in info["Options"], info
+        assert NetworkStore().get("h13_made").mtu == wireguard.ENCRYPTED_MTU  # 1420 - VXLAN's 50
+    finally:
+        shoal("network", "rm", "h13_made")
+    assert NetworkStore().find("h13_made") is None

@@ -422,10 +422,17 @@ class Agent:
         self._flush = asyncio.Event()
         flusher = asyncio.create_task(self._flusher())
         backoff = BACKOFF_MIN
+        from shoal.network import wireguard
+
         try:
             while True:
                 try:
+                    # A new WireGuard keypair with every session (the static key rotates), taken
+                    # into use once the manager has it: a node that cannot reach its manager
+                    # keeps the key its peers know.
+                    self.description.wireguard = await asyncio.to_thread(wireguard.rotate)
                     info = await self.session.register(self.description)
+                    wireguard.commit(self.description.wireguard)
                     self._registered(info)
                     self._sequence = 0
                     if self._registered_event is None:
@@ -434,7 +441,16 @@ class Agent:
                     backoff = BACKOFF_MIN
                     log.info("session %s with the manager (node %s, heartbeat %.2f s)", info.session_id[:12],
                              info.node_id[:12], info.heartbeat_period)
-                    await self._serve(info)
+                    period = wireguard.rotation_period() if self.description.wireguard else None
+                    started = time.monotonic()
+                    try:
+                        await asyncio.wait_for(self._serve(info), period)
+                    except TimeoutError:
+                        if period is None or time.monotonic() - started < period:
+                            raise
+                        # Served its period: a new session, with a new WireGuard keypair.
+                        log.info("session %s renewed: a new WireGuard key", info.session_id[:12])
+                        continue
                 except NodeRemoved as exc:
                     log.error("%s", exc)
                 except (Unreachable, SessionInvalid) as exc:

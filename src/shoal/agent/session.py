@@ -88,6 +88,9 @@ class NodeDescription:
     # The node ID the agent has (from its certificate, or <root>/node_id on one node); empty for
     # a first registration, when the manager picks one.
     node_id: str = ""
+    # The node's WireGuard public key and port for encrypted overlay networks, new at every
+    # registration (network/wireguard.py); empty when the node has no WireGuard.
+    wireguard: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

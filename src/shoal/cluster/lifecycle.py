@@ -334,6 +334,12 @@ def mounts_under(path: Path) -> list[str]:
     return out
 
 
+def _remove_wireguard_socket(node: state.NodeRecord) -> None:
+    from shoal.network import wireguard
+
+    (wireguard.SOCKET_DIR / f"{wireguard.interface_name(Path(node.root))}.sock").unlink(missing_ok=True)
+
+
 def remove(name: str) -> None:
     """Everything of cluster `name`, whatever state it is in. Raises with every leftover named
     if something could not be removed (and keeps the record, so `cluster rm` can run again)."""
@@ -344,6 +350,9 @@ def remove(name: str) -> None:
     errors = _kill_all(record)
     for node in record.nodes:
         errors += _remove_cgroups(node)
+        # A node's wireguard-go (encrypted overlay networks) died with its namespace's processes;
+        # its socket is in the machine's /run/wireguard, shared by every namespace.
+        _remove_wireguard_socket(node)
     errors += net.remove(record)
     # The nodes' mounts were private to their mount namespaces, gone with their last process;
     # anything mounted under the state from the host's side is unmounted before the files go.

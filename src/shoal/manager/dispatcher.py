@@ -212,22 +212,35 @@ def _live_nodes(store: Store) -> dict[str, tuple[str, str]]:
     return out
 
 
-def overlay_record(view: _View, name: str, node_id: str) -> dict[str, Any]:
+def overlay_record(view: _View, name: str, node_id: str,
+                   tunnels: dict[str, tuple[str, str, int]] | None = None) -> dict[str, Any]:
     """The network as the node is sent it; an overlay network carries the node's own address
     (the local end of its VXLAN tunnels) and its peers: the tasks of the network on the other
-    nodes that are up, each with its node's address and name."""
+    nodes that are up, each with its node's address and name. An encrypted one also carries
+    the node's WireGuard tunnel address and every other live node's key, endpoint and tunnel
+    address (`tunnels`: node ID -> (tunnel address, public key, port)); none for a node that
+    gave no key, whose devices are then not made."""
     record = view.networks[name]
     if record.get("driver") != "overlay":
         return record
+    wireguard: dict[str, Any] = {}
+    own = (tunnels or {}).get(node_id)
+    if "encrypted" in (record.get("options") or {}) and own is not None:
+        wireguard = {"address": own[0], "peers": [
+            {"node": view.nodes[nid][0], "tunnel": tunnel, "key": key, "endpoint": f"{view.nodes[nid][0]}:{port}"}
+            for nid, (tunnel, key, port) in sorted((tunnels or {}).items())
+            if nid != node_id and nid in view.nodes]}
     local = view.nodes.get(node_id, ("", ""))[0]
     peers = sorted({(ip, *view.nodes[nid]) for ip, nid in view.peers.get(name, ())
                     if nid != node_id and nid in view.nodes})
     # Every other live node, task or not: any of them may be the entry node of a published
     # port's connection whose reply goes back through it (the routing mesh, network/mesh.py).
     nodes = sorted({addr for nid, (addr, _host) in view.nodes.items() if nid != node_id and addr})
-    return {**record, "overlay": {"local": local,
-                                  "peers": [{"ip": ip, "node": addr, "name": host} for ip, addr, host in peers],
-                                  "nodes": nodes}}
+    out = {"local": local, "peers": [{"ip": ip, "node": addr, "name": host} for ip, addr, host in peers],
+           "nodes": nodes}
+    if wireguard:
+        out["wireguard"] = wireguard
+    return {**record, "overlay": out}
 
 
 class Dispatcher:
@@ -251,6 +264,9 @@ class Dispatcher:
         self._files_cache: dict[tuple[str, str, int], bytes] = {}
         self._view: _View | None = None
         self.logs = LogBroker()  # `service logs` across nodes, over the sessions
+        # Encrypted overlay networks: node ID -> (tunnel address, WireGuard public key, port), from
+        # the node's last registration (a node makes a new key at each; manager/tunnels.py).
+        self._tunnels: dict[str, tuple[str, str, int]] = {}
 
     def _current_view(self, revision: int) -> _View:
         view = self._view
@@ -349,6 +365,9 @@ class Dispatcher:
         time (the join token's role): a known node keeps its spec."""
         node_id = description.node_id or new_swarm_id()
         now = time.time()
+        with self._lock:
+            # Before the store's write: the sets it makes every session compute name the new key.
+            self._set_tunnel(node_id, description.wireguard)
         with self.store.transaction() as tx:
             current = tx.get("node", node_id)
             node = Node(id=node_id, role=role) if current is None else Node.from_dict(current)
@@ -378,8 +397,23 @@ class Dispatcher:
             self._sessions[node_id] = session
             self._unknown.pop(node_id, None)
         self.on_change()
+        self.notify()  # every node's encrypted networks name this node's new key
         return SessionInfo(node_id=node_id, session_id=session.session_id, heartbeat_period=period,
                            managers=list(self.managers), node=dict(stored))
+
+    def _set_tunnel(self, node_id: str, wg: dict[str, Any]) -> None:
+        """The node's WireGuard key and a tunnel address (the one it had, else a new one)."""
+        from shoal.manager import tunnels
+        from shoal.network.wireguard import valid_key
+
+        key, port = (wg or {}).get("key"), (wg or {}).get("port")
+        if not isinstance(key, str) or not valid_key(key) or not isinstance(port, int) or not 0 < port < 65536:
+            self._tunnels.pop(node_id, None)  # no WireGuard there: no tunnel to it
+            return
+        had = self._tunnels.get(node_id)
+        address = had[0] if had is not None else \
+            tunnels.allocate(node_id, {t[0] for nid, t in self._tunnels.items() if nid != node_id})
+        self._tunnels[node_id] = (address, key, port)
 
     def _end(self, session: _Session) -> None:
         session.closed = True
@@ -581,7 +615,9 @@ class Dispatcher:
         services_out = services if complete or services != session.services else None
         net_names = sorted({a["target"] for t in tasks.values() for a in (t.get("spec") or {}).get("networks") or []}
                            | mesh_networks(services))
-        networks = [overlay_record(view, n, session.node_id) for n in net_names if n in view.networks]
+        with self._lock:
+            node_tunnels = dict(self._tunnels)
+        networks = [overlay_record(view, n, session.node_id, node_tunnels) for n in net_names if n in view.networks]
         networks_out = networks if complete or networks != session.networks else None
         node_key = _node_key(raw_node)
         node_out = dict(raw_node) if complete or node_key != session.node_key else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shoal.errors import Conflict, InvalidArgument
-from shoal.network import bridge, lb, netns, nft, overlay, vxlan
+from shoal.network import bridge, lb, netns, nft, overlay, vxlan, wireguard
 from shoal.network.store import Network, NetworkStore
 
 
@@ -101,6 +101,10 @@ def reconcile(store: NetworkStore | None = None) -> list[str]:
                 if n.driver == "overlay" and overlay.vni_of(n.options) and bridge.link_exists(n.bridge)}
         for name in vxlan.remove_all(keep):
             done.append(f"removed vxlan {name}")
+        # The WireGuard interface (and its wireguard-go) once no encrypted network is left here.
+        if not any(overlay.encrypted(n.driver, n.options) and bridge.link_exists(n.bridge) for n in networks) \
+                and wireguard.remove():
+            done.append(f"removed WireGuard interface {wireguard.interface_name()}")
         known = {s.id for s in lb.load_services()}
         for net in networks:
             orphans = [ip for ip, owner in net.reserved.items() if owner.startswith("vip:") and owner[4:] not in known]
@@ -128,6 +132,7 @@ def remove_everything(store: NetworkStore | None = None) -> None:
         for name in bridge.shoal_links():
             bridge.delete_link(name)
         vxlan.remove_all()
+        wireguard.remove()
         if nft.table_exists():
             nft.delete_table()
         nft.last_applied_path().unlink(missing_ok=True)

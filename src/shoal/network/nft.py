@@ -161,8 +161,16 @@ def _tunnel_chains(nets: list[Network], chain: Any) -> str:
 
     if not any(n.driver == "overlay" and vni_of(n.options) for n in nets):
         return ""
+    # An encrypted network's VXLAN packets arrive only out of the node's WireGuard interface: one
+    # with its VNI from anywhere else (the node link, in clear) is dropped, as Docker drops those
+    # outside IPsec (the VNI is the 24 bits at byte 4 of the VXLAN header, after UDP's 8).
+    from shoal.network.overlay import encrypted
+    from shoal.network.wireguard import interface_name
+
+    guard = [f'udp dport {VXLAN_PORT} @th,96,24 {vni_of(n.options)} iifname != "{interface_name()}" counter drop'
+             for n in nets if encrypted(n.driver, n.options) and vni_of(n.options)]
     return (chain("tunnel_in", "type filter hook prerouting priority raw; policy accept;",
-                  [f"udp dport {VXLAN_PORT} fib daddr type local notrack"])
+                  [*guard, f"udp dport {VXLAN_PORT} fib daddr type local notrack"])
             + chain("tunnel_out", "type filter hook output priority raw; policy accept;",
                     [f"udp dport {VXLAN_PORT} notrack"]))
 

@@ -6,26 +6,36 @@ options under Docker's `com.docker.network.driver.overlay.vxlanid_list`) and sen
 with each network its tasks use, the node's own address and the peers: every task of the
 network on other nodes, with the address of its node (manager/dispatcher.py). `sync` makes the
 node's devices and entries exactly that, removing whatever else it finds (a view from before a
-partition, a device left by a crash)."""
+partition, a device left by a crash).
+
+An encrypted network (`--opt encrypted`) is the same VXLAN device sending from this node's
+tunnel address to the peers' tunnel addresses, inside the node's WireGuard interface
+(wireguard.py): the manager sends, with each encrypted network, this node's tunnel address and
+the peers' keys. A peer node without a key (no WireGuard there) gets no forwarding entry:
+nothing of an encrypted network is ever sent in clear."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from shoal.errors import InvalidArgument
-from shoal.network import rtnl, vxlan
+from shoal.network import rtnl, vxlan, wireguard
 
 log = logging.getLogger("shoald.network")
 
 VXLANID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"  # Docker's option: the VNI(s)
 ENCRYPTED_OPTION = "encrypted"
-NOT_ENCRYPTED = "encrypted overlay networks are not supported yet"
-NO_IPSEC = "cannot encrypt an overlay network on this kernel"
+NO_ENCRYPTION = "cannot encrypt an overlay network on this node"
+
+
+def encrypted(driver: str, options: dict[str, str]) -> bool:
+    return driver == "overlay" and ENCRYPTED_OPTION in options
 
 
 def vni_of(options: dict[str, str]) -> int:
@@ -41,12 +51,11 @@ def check_options(name: str, driver: str, options: dict[str, str]) -> None:
     if driver != "overlay":
         return
     if ENCRYPTED_OPTION in options:
-        from shoal.network import ipsec
-
-        # A kernel without ESP is told so (what to change is the kernel); one with it is still
-        # refused: shoal does not program xfrm states and policies yet (never plain instead).
-        why = ipsec.unavailable()
-        raise InvalidArgument(f"network {name}: {NO_IPSEC}: {why}" if why else f"network {name}: {NOT_ENCRYPTED}")
+        # No WireGuard here (neither the kernel's nor wireguard-go on a TUN device): refused,
+        # never made plain instead.
+        why = wireguard.unavailable()
+        if why:
+            raise InvalidArgument(f"network {name}: {NO_ENCRYPTION}: {why}")
     raw = options.get(VXLANID_OPTION)
     if raw is not None and not raw.strip().isdigit():
         raise InvalidArgument(f"network {name}: invalid {VXLANID_OPTION} {raw!r}: want one VXLAN ID")
@@ -62,17 +71,37 @@ def node_address(addr: str) -> str:
         return ""
 
 
+def tunnel_of(record: dict[str, Any]) -> wireguard.Tunnel | None:
+    """An encrypted network's WireGuard side as the manager sent it: this node's tunnel
+    address and the peers (None: the manager gave this node no tunnel)."""
+    wg = (record.get("overlay") or {}).get("wireguard") or {}
+    if not wg.get("address"):
+        return None
+    peers = tuple(sorted(wireguard.Peer(key=p["key"], endpoint=p["endpoint"], tunnel=p["tunnel"])
+                         for p in wg.get("peers") or []
+                         if p.get("key") and p.get("endpoint") and p.get("tunnel") and wireguard.valid_key(p["key"])))
+    return wireguard.Tunnel(address=str(wg["address"]), peers=peers)
+
+
 def peers_of(record: dict[str, Any]) -> list[vxlan.Peer]:
     from shoal.network.bridge import mac_for
     from shoal.network.mesh import node_mac
 
     overlay = record.get("overlay") or {}
-    tasks = [vxlan.Peer(ip=p["ip"], mac=mac_for(p["ip"]), remote=p["node"])
-             for p in overlay.get("peers") or [] if p.get("ip") and p.get("node")]
+    remote: dict[str, str] = {}  # node address -> where its VXLAN packets go
+    if encrypted(record.get("driver") or "", record.get("options") or {}):
+        # Only to nodes with a tunnel: their tunnel address, inside WireGuard.
+        remote = {p["node"]: p["tunnel"] for p in (overlay.get("wireguard") or {}).get("peers") or []
+                  if p.get("node") and p.get("tunnel")}
+    else:
+        remote = {p["node"]: p["node"] for p in overlay.get("peers") or [] if p.get("node")}
+        remote.update({n: n for n in overlay.get("nodes") or [] if n})
+    tasks = [vxlan.Peer(ip=p["ip"], mac=mac_for(p["ip"]), remote=remote[p["node"]])
+             for p in overlay.get("peers") or [] if p.get("ip") and p.get("node") in remote]
     # Every other node's bridge (its address -> its bridge's MAC, network/mesh.py): the next hop
     # of the replies of connections that node brought in through its published ports.
-    nodes = [vxlan.Peer(ip=n, mac=node_mac(n), remote=n) for n in overlay.get("nodes") or []
-             if n and n != overlay.get("local")]
+    nodes = [vxlan.Peer(ip=n, mac=node_mac(n), remote=remote[n]) for n in overlay.get("nodes") or []
+             if n and n != overlay.get("local") and n in remote]
     return tasks + nodes
 
 
@@ -97,6 +126,31 @@ def _bridge_conntrack() -> None:
         log.warning("br_netfilter is not available (%s): VIPs will not reach tasks on other nodes", exc)
 
 
+_tunnel_failed: tuple[Any, float] | None = None  # (what failed, when): tried again after RETRY
+
+
+def _sync_tunnel(tunnels: list[wireguard.Tunnel]) -> bool:
+    """The node's WireGuard interface for its encrypted networks (one for all of them: the
+    manager sends each the same tunnel address and the peers that network needs; their union
+    is the interface's peers). Returns whether it is there."""
+    global _tunnel_failed
+    want = None
+    if tunnels:
+        peers = {p.key: p for t in tunnels for p in t.peers}
+        want = wireguard.Tunnel(address=tunnels[0].address, peers=tuple(sorted(peers.values())))
+    now = time.monotonic()
+    if _tunnel_failed is not None and _tunnel_failed[0] == want and now - _tunnel_failed[1] < RETRY:
+        return False
+    try:
+        made = wireguard.sync(want)
+    except (OSError, subprocess.SubprocessError) as exc:
+        _tunnel_failed = (want, now)
+        log.warning("WireGuard: %s (tried again in %.0f s)", exc, RETRY)
+        return False
+    _tunnel_failed = None
+    return made
+
+
 def sync(records: dict[str, dict[str, Any]]) -> None:
     """Bring this node's VXLAN devices and their entries to the manager's view: `records` are
     the networks the manager sent (by name). A network whose bridge is not there (no task of
@@ -105,6 +159,7 @@ def sync(records: dict[str, dict[str, Any]]) -> None:
     from shoal.network.store import NetworkStore
 
     wanted: dict[str, tuple[Any, ...]] = {}
+    tunnels: list[wireguard.Tunnel] = []
     for net in NetworkStore().list():
         vni = vni_of(net.options) if net.driver == "overlay" else 0
         record = records.get(net.name)
@@ -114,9 +169,20 @@ def sync(records: dict[str, dict[str, Any]]) -> None:
         bridge = rtnl.index(net.bridge)
         if not local or bridge is None:
             continue
+        if encrypted(net.driver, net.options):
+            tunnel = tunnel_of(record)
+            if tunnel is None:
+                continue  # no tunnel for this node (no key at the manager): no device, never plain
+            tunnels.append(tunnel)
+            local = tunnel.address
         peers = tuple(sorted(peers_of(record), key=lambda p: p.ip))
         wanted[vxlan.device_name(vni, net.id)] = (vni, local, net.bridge, bridge, net.mtu, peers)
     with _lock:
+        if not _sync_tunnel(tunnels):
+            # No interface to carry them: the encrypted networks' devices are not made (nor
+            # kept), so their frames go nowhere rather than in clear.
+            for name in [n for n, spec in wanted.items() if ipaddress.IPv4Address(spec[1]) in wireguard.TUNNEL_NET]:
+                del wanted[name]
         if wanted and not _swept:
             _bridge_conntrack()
         fresh = {name: rtnl.index(name) for name in wanted}
@@ -138,6 +204,9 @@ def sync(records: dict[str, dict[str, Any]]) -> None:
             if failed is not None and failed[0] == spec and now - failed[1] < RETRY:
                 continue  # not again at every agent pass (and its warning with it)
             try:
+                if name in existing and name in _applied and _applied[name][1] != local:
+                    vxlan.delete(name)  # its local end moved (a new tunnel address): made again
+                    del existing[name]
                 link = vxlan.ensure_device(name, vni=vni, local=local, bridge=bridge_name, mtu=mtu,
                                            known=existing.get(name))
                 added, removed = vxlan.program(link, list(peers))

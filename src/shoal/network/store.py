@@ -305,6 +305,10 @@ class NetworkStore:
 
         check_options(name, driver, options)  # `--opt encrypted` never made into a plain network
         mtu = OVERLAY_MTU if driver == "overlay" else BRIDGE_MTU
+        if driver == "overlay" and "encrypted" in options:
+            from shoal.network.wireguard import ENCRYPTED_MTU
+
+            mtu = ENCRYPTED_MTU  # VXLAN inside WireGuard: 110 bytes of headers, not 50
         if "com.docker.network.driver.mtu" in options:
             try:
                 mtu = int(options["com.docker.network.driver.mtu"])
