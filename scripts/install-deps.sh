@@ -15,7 +15,8 @@ pkgs=(crun runc conmon nftables iproute2 debootstrap busybox-static docker-regis
 # iperf3 measures TCP throughput between tasks for bench/bench_overlay.py (run from the host in
 # the tasks' namespaces, so images need not have it).
 # zsh and fish run the completion scripts `shoal completion zsh|fish` prints (tests/unit/test_completion.py).
-if [ "${SHOAL_TEST_DEPS:-0}" = 1 ]; then pkgs+=(qemu-system-x86 iperf3 zsh fish); fi
+# golang-cfssl: a real `cfssl serve` as the external CA of `swarm ca --external-ca` (tests/unit/test_ca_external.py).
+if [ "${SHOAL_TEST_DEPS:-0}" = 1 ]; then pkgs+=(qemu-system-x86 iperf3 zsh fish golang-cfssl); fi
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

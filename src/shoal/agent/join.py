@@ -26,13 +26,12 @@ import aiohttp
 from shoal.errors import ShoalError
 from shoal.manager.ca import (CA_API_PREFIX, CA_ROLE, MANAGER_ROLE, MAX_PEM, CertStore,
                               NodeIdentity, RootCA, generate_csr, node_tls_info, parse_join_token,
-                              pem_digest)
+                              pem_digest, tls_digest)
 from shoal.store.secretbox import KeySource
 from shoal.tlsconfig import bootstrap_context, client_context
 
 DEFAULT_PORT = 2377
 MAX_ANSWER = 4 * MAX_PEM  # a certificate and the root CA, JSON-quoted
-ISSUER_CHECK_PERIOD = 2.0  # seconds between a node's looks at the cluster's desired TLSInfo
 ALREADY_JOINED = ('This node is already part of a swarm. Use "shoal swarm leave" to leave this swarm '
                   'and join another one.')
 
@@ -61,7 +60,6 @@ def base_url(manager_addr: str) -> str:
 
 async def _call(session: aiohttp.ClientSession, method: str, url: str, manager_addr: str,
                 ctx: ssl.SSLContext | None, server_hostname: str | None, body: dict[str, Any] | None = None) -> bytes:
-    """`ctx` None: the session's connector has the TLS context (watch_session)."""
     extra: dict[str, Any] = {"ssl": ctx} if ctx is not None else {}
     try:
         async with session.request(method, url, json=body, server_hostname=server_hostname, **extra) as resp:
@@ -170,71 +168,66 @@ async def renew(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = N
     return ident
 
 
-async def issuer_changed(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
-                         timeout: float = 10.0, session: aiohttp.ClientSession | None = None) -> bool:
-    """Whether the cluster's desired TLSInfo (GET /tlsinfo) names another issuer or another
-    trusted root than this node's certificate and root: a root CA rotation is under way (renew
-    now, to get a certificate from the new key) or has finished (renew now, to get the root).
-    `session`: a client session made by watch_session, kept alive between looks."""
+class _TlsNews:
+    """What this node's session last heard of the cluster's desired TLSInfo (ca.tls_digest, in
+    the dispatcher's heartbeat answers), for its renewal loop; made by the loop, in its loop."""
+
+    def __init__(self) -> None:
+        self.digest: str | None = None
+        self.changed = asyncio.Event()
+
+
+_NEWS: dict[Path, _TlsNews] = {}
+
+
+def tell_tls(cert_dir: Path, digest: str) -> None:
+    """The session heard the cluster's desired TLSInfo digest (a heartbeat answer): wake the
+    node's renewal loop when it changed. Nothing happens when no loop runs for `cert_dir`."""
+    news = _NEWS.get(Path(cert_dir).resolve())
+    if news is not None and news.digest != digest:
+        news.digest = digest
+        news.changed.set()
+
+
+def own_tls_digest(cert_dir: Path, keys: KeySource | None = None) -> str:
+    """This node's TLSInfo digest: its trusted root and its certificate's issuer."""
     store = CertStore(Path(cert_dir), keys)
-    root_ca = store.load_root_ca(with_key=False)
     cert, _ = store.load_node()
-    if session is None:
-        async with watch_session(cert_dir, keys=keys, timeout=timeout) as own:
-            data = await _call(own, "GET", base_url(manager_addr) + "/tlsinfo", manager_addr, None, MANAGER_ROLE)
-    else:
-        data = await _call(session, "GET", base_url(manager_addr) + "/tlsinfo", manager_addr, None, MANAGER_ROLE)
-    try:
-        desired = json.loads(data)
-        mine = node_tls_info(cert, root_ca.cert_pem)
-        return any(desired[k] != mine[k] for k in ("TrustRoot", "CertIssuerSubject", "CertIssuerPublicKey"))
-    except (ValueError, KeyError, TypeError):
-        raise ShoalError(f"the manager at {manager_addr} sent an answer that is not a TLSInfo") from None
-
-
-def watch_session(cert_dir: Path, *, keys: KeySource | None = None, timeout: float = 10.0) -> aiohttp.ClientSession:
-    """A client session with the node's current certificate and root, whose connection stays
-    open between looks at the desired TLSInfo (one TLS handshake, not one every look)."""
-    store = CertStore(Path(cert_dir), keys)
-    ctx = client_context(store.load_root_ca(with_key=False).cert_pem, store.cert_path, store.key_path)
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=1),
-                                 timeout=aiohttp.ClientTimeout(total=timeout))
+    return tls_digest(node_tls_info(cert, store.load_root_ca(with_key=False).cert_pem))
 
 
 async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
-                       retry: float = 30.0, on_renewed: Callable[[NodeIdentity], None] | None = None,
-                       check_period: float = ISSUER_CHECK_PERIOD) -> None:
+                       retry: float = 30.0, on_renewed: Callable[[NodeIdentity], None] | None = None) -> None:
     """Renew the node certificate at swarmkit's random moment (50-80% of its validity), or at
-    once when the cluster's issuer or root changed (checked every `check_period` seconds),
-    forever; a failed attempt is retried after `retry` seconds. Cancel the task to stop it."""
+    once when the session tells of a desired TLSInfo other than this node's (a root rotation
+    under way: a certificate from the new key; or finished: the new root), forever; a failed
+    attempt is retried after `retry` seconds. Cancel the task to stop it."""
     store = CertStore(Path(cert_dir), keys)
     loop = asyncio.get_running_loop()
-    session: aiohttp.ClientSession | None = None
+    key = Path(cert_dir).resolve()
+    news = _NEWS[key] = _TlsNews()
     try:
         while True:
             deadline = loop.time() + store.identity().renew_after().total_seconds()
             while loop.time() < deadline:
-                await asyncio.sleep(min(check_period, max(0.0, deadline - loop.time())))
+                news.changed.clear()  # before the look: news arriving during it wakes the next wait
+                if news.digest is not None:
+                    try:
+                        if news.digest != await asyncio.to_thread(own_tls_digest, cert_dir, keys):
+                            break
+                    except ShoalError:
+                        pass  # certificates being replaced: the next news or the deadline
                 try:
-                    session = session or watch_session(cert_dir, keys=keys)
-                    if await issuer_changed(manager_addr, cert_dir, keys=keys, session=session):
-                        break
-                except ShoalError:
-                    # the manager may be away, or trusts only a newer root now: a new connection
-                    # with what is on disk next time
-                    if session is not None:
-                        await session.close()
-                    session = None
+                    await asyncio.wait_for(news.changed.wait(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    pass
             try:
                 ident = await renew(manager_addr, cert_dir, keys=keys)
             except ShoalError:
                 await asyncio.sleep(retry)  # the manager may be away; the current cert still works
                 continue
-            if session is not None:  # the next look presents the new certificate and root
-                await session.close()
-                session = None
             if on_renewed is not None:
                 on_renewed(ident)
     finally:
-        if session is not None:
-            await session.close()
+        if _NEWS.get(key) is news:
+            del _NEWS[key]

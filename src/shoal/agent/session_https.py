@@ -7,7 +7,9 @@ worker of the same cluster nor anyone else can pose as the manager.
 Several manager addresses may be given: each call tries the one that answered last, then the
 others. `connect` registers with backoff (swarmkit's agent: 100 ms doubling to 8 s, with
 jitter) until a manager answers. Certificates are read again for every new connection pool, so
-a renewed certificate (agent/join.py renewal_loop) is used from the next reconnection."""
+a renewed certificate (agent/join.py renewal_loop) is used from the next reconnection. The
+manager's heartbeat answers name the cluster's desired TLSInfo; the renewal loop hears of it
+(join.tell_tls) and renews at once when a root rotation wants it."""
 
 from __future__ import annotations
 
@@ -185,6 +187,10 @@ class HTTPSSession(Session):
         if applied is not None:
             body["applied"] = applied
         answer = await self._post("/heartbeat", body, only_current=True)
+        if isinstance(answer.get("ca"), str):  # the cluster's desired TLSInfo: a root rotation told
+            from shoal.agent.join import tell_tls
+
+            tell_tls(self.certs.directory, answer["ca"])
         return float(answer["period"])
 
     async def close(self) -> None:

@@ -217,13 +217,33 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
 
     @routes.post(prefix + "/swarm/ca/rotate")
     async def rotate_ca(request: web.Request) -> web.Response:
-        await body(request)  # {} (options to come): anything else is the client's mistake, a 400
+        # {} (a new root), or {"CACert", "CAKey", "ExternalCAs"}: the PEMs of a root the user
+        # brings, with its key or the CFSSL URLs that sign for it ([{"Protocol", "URL"}])
+        options = await body(request)
+        unknown = set(options) - {"CACert", "CAKey", "ExternalCAs"}
+        if unknown:
+            raise InvalidArgument(f"unknown option {sorted(unknown)[0]!r}")
+        cert, key = options.get("CACert", ""), options.get("CAKey", "")
+        if not isinstance(cert, str) or not isinstance(key, str):
+            raise InvalidArgument("CACert and CAKey must be PEM strings")
+        externals = options.get("ExternalCAs") or []
+        if not isinstance(externals, list) or not all(isinstance(e, dict) for e in externals):
+            raise InvalidArgument("ExternalCAs: a list of {Protocol, URL} is expected")
         node = swarm()
         node.require_initialised()
         listener = getattr(daemon, "cluster_listener", None)
         if listener is None:
             raise Unavailable("the cluster listener is not running")
-        await listener.rotate_ca()
+        desired = None
+        if cert or key:
+            from shoal.manager import ca, externalca
+
+            external = None
+            if externals and not key:  # with its key the root signs here, as swarmkit's
+                specs = [externalca.spec_of(str(e.get("Protocol", "")), str(e.get("URL", ""))) for e in externals]
+                external = externalca.ExternalCA([e.url for e in specs], node.certs.cert_path, node.certs.key_path)
+            desired = await asyncio.to_thread(ca.desired_root, cert.encode(), key.encode(), external=external)
+        await listener.rotate_ca(desired)
         return web.json_response({})
 
     @routes.get(prefix + "/swarm/info")

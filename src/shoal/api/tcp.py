@@ -83,7 +83,8 @@ class ClusterListener:
         ca_app = make_ca_app(swarm.root_ca(), swarm.tokens(), swarm.on_node_joined, cluster_id=cluster_id,
                              role_of=swarm.role_of, on_issued=swarm.record_tls_info)
         swarm.ca_server = ca_app[CA_SERVER_KEY]
-        dispatcher_app = make_dispatcher_app(lambda: getattr(self.daemon, "dispatcher", None), cluster_id)
+        dispatcher_app = make_dispatcher_app(lambda: getattr(self.daemon, "dispatcher", None), cluster_id,
+                                             tls_digest=lambda: getattr(swarm.ca_server, "desired_digest", None))
         # The manager's image store, read-only, for any node of this cluster (the sub-app
         # checks the node certificate itself: image/distserver.py).
         dist_app = make_distribution_app(ImageStore())
@@ -139,10 +140,11 @@ class ClusterListener:
         assert self._active is not None
         self._active.load_cert_chain(str(self.swarm.certs.cert_path), str(self.swarm.certs.key_path))
 
-    async def rotate_ca(self) -> None:
-        """`swarm ca --rotate`: the rotation begins, and this listener serves the manager's new
-        certificate (new key, cross-signed chain) from the next handshake."""
-        await asyncio.to_thread(self.swarm.begin_ca_rotation)
+    async def rotate_ca(self, desired: Any = None) -> None:
+        """`swarm ca --rotate`: the rotation begins (to `desired`, a root the user brought, or
+        a new one), and this listener serves the manager's new certificate (new key,
+        cross-signed chain) from the next handshake."""
+        await asyncio.to_thread(self.swarm.begin_ca_rotation, desired)
         self._reload_certificate()
         log.info("root CA rotation started")
 

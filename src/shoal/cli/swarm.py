@@ -27,6 +27,9 @@ def _duration(text: str | None, flag: str) -> float | None:
 def _init(args: argparse.Namespace) -> int:
     from shoal.cli.swarmtext import init_text
 
+    if args.external_ca:
+        external_cas(args.external_ca)
+        raise ShoalError(EXTERNAL_CA_UNSUPPORTED)
     body = {"ListenAddr": args.listen_addr, "AdvertiseAddr": args.advertise_addr,
             "CertExpiry": _duration(args.cert_expiry, "--cert-expiry"),
             "HeartbeatPeriod": _duration(args.dispatcher_heartbeat, "--dispatcher-heartbeat"),
@@ -68,6 +71,9 @@ def _leave(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
+    if args.external_ca:
+        external_cas(args.external_ca)  # the flag's own errors first, as pflag's
+        raise ShoalError(EXTERNAL_CA_UNSUPPORTED)
     body = {"CertExpiry": _duration(args.cert_expiry, "--cert-expiry"),
             "HeartbeatPeriod": _duration(args.dispatcher_heartbeat, "--dispatcher-heartbeat"),
             "TaskHistoryRetentionLimit": args.task_history_limit}
@@ -105,26 +111,74 @@ def rotation_lines(answer: dict[str, Any]) -> tuple[list[str], bool]:
     return lines, certs_done and roots == total
 
 
+EXTERNAL_CA_UNSUPPORTED = ("--external-ca is supported by `shoal swarm ca --rotate --ca-cert FILE --external-ca "
+                           "protocol=cfssl,url=URL` only: on swarm init and swarm update (an external CA for "
+                           "the current root) it is not supported yet")
+
+
+def external_cas(specs: list[str] | None) -> list[dict[str, str]]:
+    """`--external-ca` flags as docker/cli's ExternalCAOption parses them, pflag's error line."""
+    from shoal.manager.externalca import parse_spec
+
+    result = []
+    for spec in specs or []:
+        try:
+            parsed = parse_spec(spec)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f'invalid argument "{spec}" for "--external-ca" flag: {exc}') from None
+        result.append({"Protocol": parsed.protocol, "URL": parsed.url})
+    return result
+
+
+def read_pem_file(path: str, flag: str) -> str:
+    """docker/cli's PEMFile.Set: the file's contents, which must hold a PEM block; its errors
+    come out as pflag's `invalid argument` line."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1024 * 1024 + 1)
+    except OSError as exc:
+        raise InvalidArgument(f'invalid argument "{path}" for "{flag}" flag: open {path}: '
+                              f"{(exc.strerror or str(exc)).lower()}") from None
+    text = data.decode("utf-8", "replace")
+    if len(data) > 1024 * 1024 or not re.search(r"-----BEGIN [^\n-]*-----.*?-----END [^\n-]*-----", text, re.S):
+        raise InvalidArgument(f'invalid argument "{path}" for "{flag}" flag: file contents must be in PEM format')
+    return text
+
+
 def _ca(args: argparse.Namespace) -> int:
     import time
 
+    # pflag reads the files as it parses the flags, before the command runs (ca.go's order)
+    ca_cert = read_pem_file(args.ca_cert, "--ca-cert") if args.ca_cert is not None else None
+    ca_key = read_pem_file(args.ca_key, "--ca-key") if args.ca_key is not None else None
+    externals = external_cas(args.external_ca)
     if not args.rotate:
-        for flag, value in (("ca-cert", args.ca_cert), ("ca-key", args.ca_key), ("cert-expiry", args.cert_expiry)):
+        for flag, value in (("ca-cert", ca_cert), ("ca-key", ca_key), ("cert-expiry", args.cert_expiry),
+                            ("external-ca", args.external_ca)):
             if value is not None:
                 raise InvalidArgument(f"`--{flag}` flag requires the `--rotate` flag to update the CA")
         with _client() as client:
             answer = client.get("/swarm/ca")
         sys.stdout.write(answer["Certificate"].strip() + "\n")
         return 0
-    if args.ca_cert is not None or args.ca_key is not None:
-        raise ShoalError("rotating to a given root CA (--ca-cert/--ca-key) is not supported yet: "
-                         "`shoal swarm ca --rotate` makes a new root CA")
+    if args.external_ca and ca_cert is None:
+        raise InvalidArgument("rotating to an external CA requires the `--ca-cert` flag to specify the external "
+                              "CA's cert - to add an external CA with the current root CA certificate, use the "
+                              "`update` command instead")
+    if ca_cert is not None and not args.external_ca and ca_key is None:
+        raise InvalidArgument("the --ca-cert flag requires that a --ca-key flag and/or --external-ca flag be "
+                              "provided as well")
     expiry = _duration(args.cert_expiry, "--cert-expiry")
+    options: dict[str, Any] = {k: v for k, v in (("CACert", ca_cert), ("CAKey", ca_key)) if v is not None}
+    if externals:
+        options["ExternalCAs"] = externals
     with _client() as client:
         client.get("/swarm/ca")  # "not a swarm manager" before anything changes
         if expiry is not None:
             client.post("/swarm/update", {"CertExpiry": expiry})
-        client.post("/swarm/ca/rotate", {})
+        client.post("/swarm/ca/rotate", options)
         if args.detach:
             return 0
         tty = sys.stdout.isatty() and not args.quiet
@@ -220,6 +274,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen-addr", help="Listen address (format: <ip>[:port]) (default 0.0.0.0:2377)")
     p.add_argument("--cert-expiry", help="Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s)")
     p.add_argument("--dispatcher-heartbeat", help="Dispatcher heartbeat period (ns|us|ms|s|m|h) (default 1s)")
+    p.add_argument("--external-ca", metavar="external-ca", action="append",
+                   help='Specifications of one or more certificate signing endpoints')
     p.add_argument("--task-history-limit", type=int, help="Task history retention limit (default 5)")
     p.set_defaults(func=_init)
 
@@ -244,6 +300,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ss.add_parser("update", help="Update the swarm")
     p.add_argument("--cert-expiry", help="Validity period for node certificates (ns|us|ms|s|m|h)")
     p.add_argument("--dispatcher-heartbeat", help="Dispatcher heartbeat period (ns|us|ms|s|m|h)")
+    p.add_argument("--external-ca", metavar="external-ca", action="append",
+                   help='Specifications of one or more certificate signing endpoints')
     p.add_argument("--task-history-limit", type=int, help="Task history retention limit")
     p.set_defaults(func=_update)
 
@@ -256,6 +314,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Path to the PEM-formatted root CA key to use for the new cluster")
     p.add_argument("--cert-expiry", metavar="duration",
                    help="Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s)")
+    p.add_argument("--external-ca", metavar="external-ca", action="append",
+                   help='Specifications of one or more certificate signing endpoints')
     p.add_argument("-d", "--detach", action="store_true",
                    help="Exit immediately instead of waiting for the root rotation to converge")
     p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output")

@@ -118,19 +118,24 @@ def pem_digest(cert_pem: bytes) -> str:
 # Keys, CSRs, certificates
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    # "EC PRIVATE KEY", as swarmkit (cfssl) writes node and CA keys
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    # "EC PRIVATE KEY" ("RSA PRIVATE KEY" for a root a user brought), as swarmkit (cfssl) writes keys
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                              serialization.NoEncryption())
 
 
-def load_private_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey:
+def load_private_key(key_pem: bytes) -> PrivateKey:
+    """An ECDSA key (every key shoal makes), or an RSA one (a root CA the user brings with
+    `swarm ca --rotate --ca-cert --ca-key` may be either, as swarmkit's ensureCertKeyMatch)."""
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
         raise ShoalError("not a PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ShoalError("the key is not an ECDSA key")
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise ShoalError("the key is neither an ECDSA nor an RSA key")
     return key
 
 
@@ -252,7 +257,8 @@ class RootCA:
 
     def __init__(self, cert_pem: bytes, key_pem: bytes | None = None,
                  cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY, *,
-                 signing_cert_pem: bytes | None = None, intermediates_pem: bytes = b"") -> None:
+                 signing_cert_pem: bytes | None = None, intermediates_pem: bytes = b"",
+                 external: Any = None) -> None:
         roots = load_certificates(cert_pem)
         for cert in roots:
             # as NewRootCA: every certificate of the bundle is a valid self-signed CA
@@ -281,12 +287,14 @@ class RootCA:
                 raise ShoalError("invalid intermediate chain: it does not lead to the root CA")
         elif signing_cert_pem and not any(c.public_key() == self.signer_cert.public_key() for c in roots):
             raise ShoalError("the signing CA certificate needs an intermediate chain to the root CA")
-        self._key: ec.EllipticCurvePrivateKey | None = None
+        self._key: PrivateKey | None = None
         if key_pem is not None:
             key = load_private_key(key_pem)
             if key.public_key() != self.signer_cert.public_key():
                 raise ShoalError("the root CA key does not match its certificate")
             self._key = key
+        # manager/externalca.ExternalCA: a CFSSL server holds the signer's key (no key here)
+        self.external = external if key_pem is None else None
 
     def _chain_to_root(self, chain: list[x509.Certificate], now: dt.datetime | None = None) -> int | None:
         """How many of `chain` (each issuing the one before) it takes to reach a trusted root
@@ -336,7 +344,15 @@ class RootCA:
 
     @property
     def can_sign(self) -> bool:
-        return self._key is not None
+        return self._key is not None or self.external is not None
+
+    @property
+    def key_pem_or_none(self) -> bytes | None:
+        return _key_pem(self._key) if self._key is not None else None
+
+    @property
+    def signer_pem(self) -> bytes:
+        return self.signing_cert_pem or self.signer_cert.public_bytes(serialization.Encoding.PEM)
 
     @property
     def key_pem(self) -> bytes:
@@ -346,20 +362,23 @@ class RootCA:
 
     def with_expiry(self, cert_expiry: dt.timedelta) -> RootCA:
         """The same CA signing with another `--cert-expiry` (swarm update)."""
-        return RootCA(self.cert_pem, self.key_pem if self._key else None, cert_expiry,
-                      signing_cert_pem=self.signing_cert_pem, intermediates_pem=self.intermediates_pem)
+        return RootCA(self.cert_pem, self.key_pem_or_none, cert_expiry, signing_cert_pem=self.signing_cert_pem,
+                      intermediates_pem=self.intermediates_pem, external=self.external)
 
     def sign_csr(self, csr_pem: bytes, node_id: str, role: str, cluster_id: str,
                  now: dt.datetime | None = None) -> bytes:
         """swarmkit's ParseValidateAndSignCSR: only the CSR's public key is used; subject and
-        SANs come from the arguments. Returns the certificate PEM."""
-        if self._key is None:
-            raise ShoalError("this node does not hold the root CA key")
+        SANs come from the arguments. Returns the certificate PEM. With an external CA, CFSSL
+        signs (a blocking call: run it in a thread) and its answer is checked here."""
         if role not in ROLES:
             raise ShoalError(f"unknown node role {role!r}")
         csr = parse_csr(csr_pem)
         now = now or _now()
         hosts = [role, node_id] + ([CA_ROLE] if role == MANAGER_ROLE else [])
+        if self._key is None and self.external is not None:
+            return self._external_sign(csr_pem, csr, node_id, role, cluster_id, hosts)
+        if self._key is None:
+            raise ShoalError("this node does not hold the root CA key")
         subject = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_id),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
@@ -387,6 +406,23 @@ class RootCA:
         )
         return cert.public_bytes(serialization.Encoding.PEM) + self.intermediates_pem
 
+    def _external_sign(self, csr_pem: bytes, csr: x509.CertificateSigningRequest, node_id: str, role: str,
+                       cluster_id: str, hosts: list[str]) -> bytes:
+        """CFSSL's certificate, accepted only when it is what swarmkit would have signed: from
+        the signer, for the CSR's key, with the subject asked for, not a CA."""
+        pem = self.external.sign(csr_pem, node_id, role, cluster_id, hosts, trust_pem=self.signer_pem)
+        try:
+            leaf = load_certificates(pem)[0]
+            ident = identity_of(leaf)
+        except ShoalError as exc:
+            raise ShoalError(f"the external CA signed a bad certificate: {exc}") from None
+        if not _issued_by(leaf, self.signer_cert) or _is_ca(leaf):
+            raise ShoalError("the external CA signed a certificate that is not from the root CA")
+        if leaf.public_key() != csr.public_key() or (ident.node_id, ident.role, ident.cluster_id) != \
+                (node_id, role, cluster_id):
+            raise ShoalError("the external CA signed a certificate for another key or node")
+        return leaf.public_bytes(serialization.Encoding.PEM) + self.intermediates_pem
+
     def issue(self, node_id: str, role: str, cluster_id: str) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a node whose key is made here: the first manager at
         `swarm init` (IssueAndSaveNewCertificates)."""
@@ -407,6 +443,9 @@ class RootCA:
     def cross_sign(self, other_ca_pem: bytes) -> bytes:
         """swarmkit's CrossSignCACertificate: `other_ca_pem`'s subject, key and dates, issued by
         this CA, so that what the other CA signs leads to this CA's root."""
+        if self._key is None and self.external is not None:
+            raise InvalidArgument("rotating away from a root whose key an external CA holds is not supported yet: "
+                                  "bring that root's key with --ca-cert and --ca-key first")
         if self._key is None:
             raise ShoalError("this node does not hold the root CA key")
         other = load_certificates(other_ca_pem)[0]
@@ -460,12 +499,113 @@ def begin_rotation(current: RootCA) -> RootCA:
                   intermediates_pem=current.cross_sign(new.cert_pem))
 
 
+MIN_ROOT_EXPIRY = dt.timedelta(hours=8760)  # controlapi's minRootExpiration: cfssl's OneYear
+
+
+def normalize_pem(pem: bytes) -> bytes:
+    """swarmkit's NormalizePEMs: each certificate re-encoded, headers, comments and spacing
+    dropped, so that the same certificate compares equal however its file was written."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in load_certificates(pem))
+
+
+def desired_root(cert_pem: bytes, key_pem: bytes, cert_expiry: dt.timedelta = DEFAULT_NODE_CERT_EXPIRY,
+                 external: Any = None) -> RootCA:
+    """A root CA a user brings (`swarm ca --rotate --ca-cert FILE --ca-key FILE`, or with
+    `--external-ca` instead of the key: `external`, a manager/externalca.ExternalCA), checked as
+    swarmkit's validateCAConfig and NewRootCA check it, with their words: one certificate, a
+    self-signed CA valid now and for at least a year more, and the key that goes with it or an
+    external CA reachable over TLS whose certificate it issued."""
+    if not cert_pem.strip():
+        if key_pem.strip():
+            raise InvalidArgument("if a signing CA key is provided, the signing CA cert must also be provided")
+        raise InvalidArgument("no valid root CA certificates found")
+    if not key_pem.strip() and external is None:
+        raise InvalidArgument("there must be at least one valid, reachable external CA corresponding to the "
+                              "desired CA certificate")
+    try:
+        certs = load_certificates(cert_pem)
+    except ShoalError as exc:
+        raise InvalidArgument(f"invalid root certificates: {exc}") from None
+    if len(certs) != 1:
+        raise InvalidArgument("the desired CA certificate cannot contain multiple certificates")
+    cert, now = certs[0], _now()
+    if now < cert.not_valid_before_utc:
+        raise InvalidArgument("error while validating Root CA Certificate: x509: certificate has expired or is "
+                              f"not yet valid: current time {now:%Y-%m-%dT%H:%M:%SZ} is before "
+                              f"{cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}")
+    if now > cert.not_valid_after_utc:
+        raise InvalidArgument("error while validating Root CA Certificate: x509: certificate has expired or is "
+                              f"not yet valid: current time {now:%Y-%m-%dT%H:%M:%SZ} is after "
+                              f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+    public = cert.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < 2048 or public.public_numbers().e == 1:
+            raise InvalidArgument("unsupported RSA key parameters")
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        if public.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+            raise InvalidArgument("unsupported ECDSA key parameters")
+    else:
+        raise InvalidArgument("unknown or unsupported certificate public key algorithm")
+    key: PrivateKey | None = None
+    if key_pem.strip():
+        try:
+            key = load_private_key(key_pem)
+        except ShoalError as exc:
+            raise InvalidArgument(f"malformed private key: {exc}") from None
+        if key.public_key() != public:
+            raise InvalidArgument("certificate key mismatch")
+    if cert.not_valid_after_utc < now + MIN_ROOT_EXPIRY:
+        raise InvalidArgument("CA certificate expires too soon")
+    normalized = normalize_pem(cert_pem)
+    if key is None and not external.reachable(normalized):
+        raise InvalidArgument("there must be at least one valid, reachable external CA corresponding to the "
+                              "desired CA certificate")
+    try:
+        return RootCA(normalized, _key_pem(key) if key is not None else None, cert_expiry,
+                      external=external if key is None else None)
+    except ShoalError as exc:
+        raise InvalidArgument(f"error while validating Root CA Certificate: {exc}") from None
+
+
+def rotate_to(current: RootCA, trusted: RootCA, new: RootCA) -> RootCA:
+    """controlapi's validateCAConfig with a desired root: `current` is the CA as it is (maybe
+    rotating), `trusted` the trusted root with its key, `new` a checked desired_root.
+    - the trusted root itself: any rotation under way is given up, the root signs again;
+    - the root a rotation under way already goes to: its key replaced, the rotation goes on;
+    - else a new rotation to it, cross-signed by the trusted root (replacing one under way)."""
+    key, external = new.key_pem_or_none, new.external
+    if new.cert_pem == normalize_pem(trusted.cert_pem):
+        return RootCA(trusted.cert_pem, key, current.cert_expiry, external=external)
+    if new.cert.public_key() == trusted.cert.public_key():
+        raise InvalidArgument("Cannot update to a cert with an identical key")
+    if current.rotating and current.signing_cert_pem is not None \
+            and normalize_pem(current.signing_cert_pem) == new.cert_pem:
+        return RootCA(current.cert_pem, key, current.cert_expiry, signing_cert_pem=current.signing_cert_pem,
+                      intermediates_pem=current.intermediates_pem, external=external)
+    if not trusted.can_sign or (trusted.key_pem_or_none is None and key is None):
+        raise InvalidArgument("rotating from one external CA to a different external CA is not supported")
+    return RootCA(trusted.cert_pem, key, current.cert_expiry, signing_cert_pem=new.cert_pem,
+                  intermediates_pem=trusted.cross_sign(new.cert_pem), external=external)
+
+
+def tls_digest(info: dict[str, str]) -> str:
+    """A short name for a TLSInfo (trusted root, issuer subject and key): what the dispatcher
+    tells each node in its heartbeats, and what the node compares with its own to know that a
+    root rotation wants it to renew (swarmkit sends the root CA and the node's certificate
+    state in the session's messages)."""
+    h = hashlib.sha256()
+    for key in ("TrustRoot", "CertIssuerSubject", "CertIssuerPublicKey"):
+        h.update(info[key].encode() + b"\0")
+    return "sha256:" + h.hexdigest()
+
+
 def finish_rotation(rotating: RootCA) -> tuple[RootCA, JoinTokens]:
     """The last step: the new root is the only one trusted, and both join tokens are made again
     (they carry the root's digest), as swarmkit's finishRootRotation."""
     if rotating.signing_cert_pem is None:
         raise ShoalError("no root CA rotation is in progress")
-    new = RootCA(rotating.signing_cert_pem, rotating.key_pem if rotating.can_sign else None, rotating.cert_expiry)
+    new = RootCA(rotating.signing_cert_pem, rotating.key_pem_or_none, rotating.cert_expiry,
+                 external=rotating.external)
     return new, JoinTokens.create(new)
 
 
@@ -570,6 +710,7 @@ ROOT_KEY_FILE = "swarm-root-ca.key"
 NODE_CERT_FILE = "swarm-node.crt"
 NODE_KEY_FILE = "swarm-node.key"
 ROTATION_FILE = "swarm-root-ca-rotation.json"  # the new root, its cross-signed cert and key (0600)
+EXTERNAL_FILE = "swarm-root-ca-external.json"  # the CFSSL URLs that sign for a root without its key
 KEY_MODE = 0o600
 CERT_MODE = 0o644  # public data, as swarmkit's certPerms; the directory itself is 0700
 _SEALED_MARK = "shoal-sealed-key"
@@ -627,6 +768,15 @@ class CertStore:
         self.cert_path = self.directory / NODE_CERT_FILE
         self.key_path = self.directory / NODE_KEY_FILE
         self.rotation_path = self.directory / ROTATION_FILE
+        self.external_path = self.directory / EXTERNAL_FILE
+
+    def _external(self, urls: Any) -> Any:
+        """manager/externalca.ExternalCA for stored URLs; it presents this node's certificate."""
+        from shoal.manager.externalca import ExternalCA
+
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise ShoalError(f"{self.directory}: the external CA URLs are not a list of URLs")
+        return ExternalCA(urls, self.cert_path, self.key_path)
 
     def _ensure_dir(self) -> None:
         paths.ensure_private_dir(self.directory)
@@ -650,7 +800,8 @@ class CertStore:
         return self.cert_path.exists() and self.key_path.exists()
 
     def has_root_key(self) -> bool:
-        return self.root_key_path.exists()
+        """This node signs: it holds the root's key, or the URLs of the CFSSL server that does."""
+        return self.root_key_path.exists() or self.external_path.exists()
 
     def _seal_key(self, key: bytes, signer_pem: bytes) -> bytes:
         if self.keys is None:
@@ -684,11 +835,18 @@ class CertStore:
                 atomic_write(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
             state: dict[str, Any] = {"Signer": root_ca.signing_cert_pem.decode(),
                                      "Intermediates": root_ca.intermediates_pem.decode()}
-            if root_ca.can_sign:
+            if root_ca.key_pem_or_none is not None:
                 state["Key"] = self._seal_key(root_ca.key_pem, root_ca.signing_cert_pem).decode()
+            elif root_ca.external is not None:
+                state["External"] = root_ca.external.urls
             atomic_write(self.rotation_path, json.dumps(state).encode(), KEY_MODE)
             return
-        if root_ca.can_sign:
+        if root_ca.key_pem_or_none is None and root_ca.external is not None:
+            # a root whose key the CFSSL server holds: its URLs take the place of the key file
+            atomic_write(self.external_path, json.dumps(root_ca.external.urls).encode(), KEY_MODE)
+            atomic_write(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
+            self.root_key_path.unlink(missing_ok=True)
+        elif root_ca.can_sign:
             key_tmp = _write_tmp(self.root_key_path, self._seal_key(root_ca.key_pem, root_ca.cert_pem), KEY_MODE)
             try:
                 cert_tmp = _write_tmp(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
@@ -699,6 +857,8 @@ class CertStore:
             os.replace(cert_tmp, self.root_cert_path)
         else:
             atomic_write(self.root_cert_path, root_ca.cert_pem, CERT_MODE)
+        if root_ca.external is None:
+            self.external_path.unlink(missing_ok=True)
         self.rotation_path.unlink(missing_ok=True)
         _fsync_dir(self.directory)
 
@@ -708,22 +868,27 @@ class CertStore:
         key: bytes | None = None
         signer: bytes | None = None
         intermediates = b""
+        external: Any = None
         if self.rotation_path.exists():
             try:
                 state = json.loads(self._read(self.rotation_path, private=True))
                 signer = state["Signer"].encode()
                 intermediates = state["Intermediates"].encode()
                 sealed_key = state.get("Key")
+                urls = state.get("External")
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise ShoalError(f"{self.rotation_path}: not a root CA rotation state") from None
             if signer == cert:
                 signer, intermediates = None, b""  # a finished rotation whose file was left behind
             elif with_key and sealed_key:
                 key = self._open_key(self.rotation_path, sealed_key.encode(), signer)
-        if signer is None and with_key and self.root_key_path.exists():
-            key = self._open_key(self.root_key_path, self._read(self.root_key_path, private=True), cert)
+            elif with_key and urls:
+                external = self._external(urls)
+        if signer is None and with_key:
+            key, external = self._trusted_signer(cert)
         try:
-            return RootCA(cert, key, cert_expiry, signing_cert_pem=signer, intermediates_pem=intermediates)
+            return RootCA(cert, key, cert_expiry, signing_cert_pem=signer, intermediates_pem=intermediates,
+                          external=external)
         except ShoalError as exc:
             raise ShoalError(f"{self.directory}: {exc}") from None
 
@@ -732,8 +897,21 @@ class CertStore:
         during another is cross-signed by it, as swarmkit's (the middle root may never have
         been trusted by every node)."""
         cert = self._read(self.root_cert_path, private=False)
-        key = self._open_key(self.root_key_path, self._read(self.root_key_path, private=True), cert)
-        return RootCA(cert, key, cert_expiry)
+        key, external = self._trusted_signer(cert)
+        return RootCA(cert, key, cert_expiry, external=external)
+
+    def _trusted_signer(self, cert: bytes) -> tuple[bytes | None, Any]:
+        """(key, None) of the trusted root, or (None, ExternalCA) when a CFSSL server holds
+        its key, or (None, None) on a node that does not sign."""
+        if self.root_key_path.exists():
+            return self._open_key(self.root_key_path, self._read(self.root_key_path, private=True), cert), None
+        if self.external_path.exists():
+            try:
+                urls = json.loads(self._read(self.external_path, private=True))
+            except ValueError:
+                raise ShoalError(f"{self.external_path}: not a list of external CA URLs") from None
+            return None, self._external(urls)
+        return None, None
 
     def save_node(self, cert_pem: bytes, key_pem: bytes) -> None:
         """The node's certificate and key, replaced as a pair: both written to temporary files
@@ -765,7 +943,8 @@ class CertStore:
 
     def remove(self) -> None:
         """`swarm leave`: the node's keys and certificates go."""
-        for path in (self.cert_path, self.key_path, self.rotation_path, self.root_key_path, self.root_cert_path):
+        for path in (self.cert_path, self.key_path, self.rotation_path, self.root_key_path, self.external_path,
+                     self.root_cert_path):
             path.unlink(missing_ok=True)
 
 

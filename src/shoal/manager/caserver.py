@@ -6,12 +6,13 @@ from tlsconfig.server_context, client certificates optional).
                   against the digest in its join token.
     POST /join    {"CSR", "Token", "Hostname", "AdvertiseAddr"} -> a new node ID and certificate;
                   the role is the one whose token matched (constant-time comparison).
-    GET  /tlsinfo the cluster's desired TLSInfo (trusted root, issuer of new certificates) for
-                  any node of the cluster: a node whose certificate or root differs renews at
-                  once (how a root rotation reaches the nodes; swarmkit pushes it in the session).
     POST /renew   {"CSR"} over mutual TLS with the node's current certificate -> a new
                   certificate with the same node ID and role (the role the manager records for
                   the node, when `role_of` is given: a worker cannot ask for a manager's).
+
+A root rotation reaches the nodes through their sessions, as swarmkit's: `desired_digest` (the
+cluster's desired TLSInfo, ca.tls_digest) rides on every heartbeat answer
+(manager/dispatcher_http.py); a node whose own differs renews at once (agent/join.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from aiohttp import web
 
 from shoal.errors import ShoalError
 from shoal.manager.ca import (BAD_TOKEN, MANAGER_ROLE, WORKER_ROLE, JoinTokens, RootCA,
-                              desired_tls_info, new_node_id, parse_csr)
+                              desired_tls_info, new_node_id, parse_csr, tls_digest)
 from shoal.tlsconfig import CLUSTER_ID_KEY, require_node
 
 MAX_BODY = 128 * 1024
@@ -65,6 +66,27 @@ class CAServer:
         self.cluster_id = cluster_id
         self.role_of = role_of
         self.on_issued = on_issued
+
+    @property
+    def root_ca(self) -> RootCA:
+        return self._root_ca
+
+    @root_ca.setter
+    def root_ca(self, value: RootCA) -> None:
+        self._root_ca = value
+        # computed once per change, not per heartbeat: the heartbeats of every node carry it
+        self.desired_digest = tls_digest(desired_tls_info(value))
+
+    async def sign(self, csr: bytes, node_id: str, role: str) -> bytes:
+        """The root signs here, or an external CA does (a request to CFSSL: in a thread, and
+        its failure is the manager's, a 503, as swarmkit's "certificate signing failed")."""
+        root_ca = self.root_ca
+        if root_ca.external is None:
+            return root_ca.sign_csr(csr, node_id, role, self.cluster_id)
+        try:
+            return await asyncio.to_thread(root_ca.sign_csr, csr, node_id, role, self.cluster_id)
+        except ShoalError as exc:
+            raise _error(web.HTTPServiceUnavailable, str(exc)) from None
 
     async def issued(self, node_id: str, cert: bytes) -> None:
         if self.on_issued is not None:
@@ -140,7 +162,7 @@ async def post_join(request: web.Request) -> web.Response:
                 await result
         except ShoalError as exc:
             raise _error(web.HTTPConflict, str(exc)) from None
-    cert = server.root_ca.sign_csr(csr, node_id, role, server.cluster_id)
+    cert = await server.sign(csr, node_id, role)
     await server.issued(node_id, cert)
     return web.json_response({"NodeID": node_id, "Role": role, "ClusterID": server.cluster_id,
                               "Certificate": cert.decode(), "RootCA": server.root_ca.cert_pem.decode()})
@@ -160,15 +182,10 @@ async def post_renew(request: web.Request) -> web.Response:
             raise _error(web.HTTPForbidden, f"Permission denied: node {ident.node_id} was removed from swarm")
     if role not in (MANAGER_ROLE, WORKER_ROLE):
         raise _error(web.HTTPForbidden, f"Permission denied: unknown role {role!r}")
-    cert = server.root_ca.sign_csr(csr, ident.node_id, role, server.cluster_id)
+    cert = await server.sign(csr, ident.node_id, role)
     await server.issued(ident.node_id, cert)
     return web.json_response({"NodeID": ident.node_id, "Role": role, "ClusterID": server.cluster_id,
                               "Certificate": cert.decode(), "RootCA": server.root_ca.cert_pem.decode()})
-
-
-async def get_tls_info(request: web.Request) -> web.Response:
-    require_node(request)
-    return web.json_response(desired_tls_info(_server(request).root_ca))
 
 
 def make_ca_app(ca: RootCA, tokens: JoinTokens, on_node_joined: OnNodeJoined | None, *,
@@ -182,5 +199,4 @@ def make_ca_app(ca: RootCA, tokens: JoinTokens, on_node_joined: OnNodeJoined | N
     app.router.add_get("/rootca", get_root_ca)
     app.router.add_post("/join", post_join)
     app.router.add_post("/renew", post_renew)
-    app.router.add_get("/tlsinfo", get_tls_info)
     return app

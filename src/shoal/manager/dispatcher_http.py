@@ -10,7 +10,9 @@ whatever a body says) and its O must be this cluster (tlsconfig.require_node).
                                                        blank line every KEEPALIVE s, until the
                                                        session ends (then one {"error": ...} line)
     POST /status       {"session_id", "updates": [TaskStatusUpdate]}
-    POST /heartbeat    {"session_id"}               -> {"period": seconds}
+    POST /heartbeat    {"session_id"}               -> {"period": seconds, "ca": digest}: "ca"
+                                                       names the cluster's desired TLSInfo
+                                                       (ca.tls_digest): a root rotation told
     POST /close        {"session_id"}
     GET  /logs/subscriptions ?session_id=S      -> LogSubscription per line (JSON lines), blank
                                                    lines as keepalive, as /assignments
@@ -234,7 +236,12 @@ async def post_heartbeat(request: web.Request) -> web.Response:
         period = _dispatcher(request).heartbeat(ident.node_id, _session_id(body.get("session_id")), applied)
     except (ShoalError, ValueError) as exc:
         raise _translate(exc) from None
-    return web.json_response({"period": period})
+    answer: dict[str, Any] = {"period": period}
+    tls = request.config_dict.get(TLS_DIGEST_KEY)
+    digest = tls() if tls is not None else None
+    if digest:
+        answer["ca"] = digest  # the node renews at once when its own differs (agent/join.py)
+    return web.json_response(answer)
 
 
 async def post_close(request: web.Request) -> web.Response:
@@ -249,13 +256,21 @@ async def post_close(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-def make_dispatcher_app(get_dispatcher: DispatcherGetter, cluster_id: str) -> web.Application:
+TlsDigest = Callable[[], "str | None"]
+TLS_DIGEST_KEY = web.AppKey("shoal_tls_digest", object)
+
+
+def make_dispatcher_app(get_dispatcher: DispatcherGetter, cluster_id: str,
+                        tls_digest: TlsDigest | None = None) -> web.Application:
     """The routes, to mount with `app.add_subapp(DISPATCHER_PREFIX, ...)`. `get_dispatcher`
-    gives the daemon's dispatcher at each request (None: 503, e.g. while it starts)."""
+    gives the daemon's dispatcher at each request (None: 503, e.g. while it starts);
+    `tls_digest` the cluster's desired TLSInfo digest, told in every heartbeat answer."""
     from shoal.tlsconfig import CLUSTER_ID_KEY
 
     app = web.Application(client_max_size=MAX_BODY)
     app[DISPATCHER_KEY] = get_dispatcher
+    if tls_digest is not None:
+        app[TLS_DIGEST_KEY] = tls_digest
     app[CLUSTER_ID_KEY] = cluster_id
     app.router.add_post("/session", post_session)
     app.router.add_get("/assignments", get_assignments)

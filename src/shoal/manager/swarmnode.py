@@ -386,26 +386,29 @@ class SwarmNode:
             node.tls_info = info
             tx.update("node", dict(node.to_dict(), version=record["version"]))
 
-    def begin_ca_rotation(self) -> ca.RootCA:
+    def begin_ca_rotation(self, desired: ca.RootCA | None = None) -> ca.RootCA:
         """`swarm ca --rotate`: a new root whose key signs from now on (its certificate
         cross-signed by the current root rides along with every certificate), the cluster's
         desired TLSInfo names it, and this manager's own certificate comes from it at once.
         Trusted root and join tokens change only when the reconciler finishes. During a
-        rotation, another replaces it (as swarmkit's ForceRotate)."""
+        rotation, another replaces it (as swarmkit's ForceRotate). `desired`: the root the
+        user brought (--ca-cert/--ca-key, checked by ca.desired_root), else a new one."""
         self.require_initialised()
         with self._rotation_lock:
-            return self._begin_ca_rotation()
+            return self._begin_ca_rotation(desired)
 
-    def _begin_ca_rotation(self) -> ca.RootCA:
+    def _begin_ca_rotation(self, desired: ca.RootCA | None = None) -> ca.RootCA:
         current = self.root_ca()
-        if current.rotating:  # swarmkit starts over from the trusted root: a newer root replaces it
-            current = self.certs.load_trusted_root_ca(current.cert_expiry)
-        rotating = ca.begin_rotation(current)
+        trusted = self.certs.load_trusted_root_ca(current.cert_expiry) if current.rotating else current
+        if desired is None:  # swarmkit starts over from the trusted root: a newer root replaces it
+            rotating = ca.begin_rotation(trusted)
+        else:
+            rotating = ca.rotate_to(current, trusted, desired)
         self.certs.save_root_ca(rotating)
         with self.store.transaction() as tx:
             record = tx.get(CLUSTER_KIND, self.local.cluster_id)  # type: ignore[union-attr]
-            tx.update(CLUSTER_KIND, dict(record, tls_info=ca.desired_tls_info(rotating), root_rotation=True,
-                                         updated_at=time.time()))
+            tx.update(CLUSTER_KIND, dict(record, tls_info=ca.desired_tls_info(rotating),
+                                         root_rotation=rotating.rotating, updated_at=time.time()))
         if self.ca_server is not None:
             self.ca_server.root_ca = rotating
         self.renew_own_certificate()
