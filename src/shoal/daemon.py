@@ -231,7 +231,10 @@ class Daemon:
         return Worker(self.agent.store, self.agent.node_id, ContainerManager(images=images), images,
                       on_change=on_change, network=DaemonTaskNetwork(loop, self.dns), watch_exit=watch_exit,
                       on_status=self.agent.report, files=AssignedFiles(self.agent),
-                      image_source=self._image_source(), network_setup=self.node_networks.setup)
+                      image_source=self._image_source(), network_setup=self.node_networks.setup,
+                      # A worker whose manager is away restarts exited tasks in place; a
+                      # manager's (or one node's) manager is never away.
+                      manager_away=self.agent.manager_away if self._image_source() is not None else None)
 
     def _image_source(self) -> Callable[[], tuple[str, Any]] | None:
         """On a worker (its session is HTTPS to a manager): where it pulls the images it lacks,

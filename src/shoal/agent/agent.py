@@ -15,11 +15,12 @@ only to the per-task tmpfs agent/taskfiles.py mounts.
   new session starts by sending the state of every task the node has.
 - Heartbeats at the period the manager gives.
 - Manager away: the worker carries on with what it has. Tasks keep running; a task that exits
-  is reported (when the manager is back) but not replaced here: as in swarmkit, replacement
-  tasks are the manager's orchestrator's to create (its restart supervisor, which owns the
-  restart policy's delay, attempts and window), and an agent cut off from it only keeps what it
-  was given. The node's local store survives a restart of shoald, so a node that comes up while
-  its manager is away runs what it had."""
+  is restarted in place per its restart policy (agent/localrestart.py: same task, same slot,
+  its process run again; it never leaves RUNNING in what is reported, so the orchestrator has
+  nothing to replace), unlike swarmkit's agent, whose exits wait for the manager; with the
+  manager there, exits are reported and the orchestrator replaces the task. The node's local
+  store survives a restart of shoald, so a node that comes up while its manager is away runs
+  what it had."""
 
 from __future__ import annotations
 
@@ -166,6 +167,25 @@ class Agent:
         except TimeoutError:
             return False
         return True
+
+    def manager_away(self, timeout: float = 2.0) -> bool:
+        """Asked from a worker thread when a task exits (agent/localrestart.py): is the manager
+        out of reach now? Yes with no session, or when a heartbeat gets no answer within
+        `timeout`: a cut link shows in the session only at its next heartbeat or read timeout.
+        An answer of any kind, a refusal too, means the manager is there."""
+        loop = self._loop
+        if not self.connected or loop is None or loop.is_closed():
+            return True
+        try:
+            probe = asyncio.run_coroutine_threadsafe(asyncio.wait_for(self.session.heartbeat(), timeout), loop)
+            probe.result(timeout + 1.0)
+        except (Unreachable, TimeoutError):
+            return True
+        except ShoalError:
+            return False  # SessionInvalid, NodeRemoved: it answered
+        except RuntimeError:
+            return True  # the loop is closing
+        return False
 
     def pending(self) -> int:
         with self._lock:

@@ -1,6 +1,7 @@
 """The worker: one pass over this node's tasks moves each one step along swarmkit's controller
 (accepted -> preparing -> ready -> starting -> running -> complete/failed, or shutdown), and
-removes the containers of tasks the manager no longer lists.
+removes the containers of tasks the manager no longer lists. On a worker whose manager is away,
+a task that exits is restarted in place per its restart policy (agent/localrestart.py).
 
 Slow steps (creating a container, a stop's grace period) run in a thread pool so one task never
 holds up another; every status write re-reads the task in its own transaction, so the manager
@@ -19,6 +20,7 @@ from typing import Any
 from shoal.agent import health, taskfiles
 from shoal.agent.exec import ContainerExecutor
 from shoal.agent.health import HealthConfig, Probe
+from shoal.agent.localrestart import LocalRestarts
 from shoal.agent.pool import ElasticPool, release_memory
 from shoal.agent.taskspec import container_spec, expand
 from shoal.errors import InvalidArgument, NotFound, ShoalError
@@ -57,7 +59,8 @@ class Worker:
                  network: TaskNetwork | None = None, watch_exit: Callable[[int], None] | None = None,
                  on_status: Callable[[Task], None] = lambda task: None, files: Any = None,
                  image_source: Callable[[], tuple[str, Any]] | None = None,
-                 network_setup: Callable[[Task], None] | None = None) -> None:
+                 network_setup: Callable[[Task], None] | None = None,
+                 manager_away: Callable[[], bool] | None = None) -> None:
         # Where a node that lacks a task's image pulls it from: (manager URL, TLS context) of
         # its manager's distribution API (agent/imagefetch.py). None on a manager or one node:
         # its own store is the manager's, a missing image is Docker's "No such image".
@@ -65,6 +68,11 @@ class Worker:
         # Makes the task's networks on this node (their spec and allocation came with the
         # assignments) before its container is prepared; None: the networks exist already.
         self.network_setup = network_setup
+        # On a worker, asked when a task exits (agent.Agent.manager_away): while the manager is
+        # away, the task is restarted in place per its restart policy. None (a manager, one
+        # node): every exit is reported and the orchestrator replaces the task.
+        self.restarts = LocalRestarts(store, manager_away) if manager_away is not None else None
+        self._rejoin: set[str] = set()  # restarted in place: into the rotation once healthy
         # The node's own store of its assignments (agent/agent.py), or any Store in tests.
         self.store = store
         # Every state the worker records goes to the manager through the agent's session.
@@ -235,9 +243,10 @@ class Worker:
         self._watched.add(container_id)
         self.watch_exit(fd)
 
-    def _running(self, task: Task, pid: int, attachments: list[dict[str, Any]], netns: str) -> None:
+    def _running(self, task: Task, pid: int, attachments: list[dict[str, Any]], netns: str,
+                 message: str = "started", **status: Any) -> None:
         self._watch(task.status.container_id, pid, proc_start_time(pid))
-        self._report(task.id, TaskState.RUNNING, "started", fields={"networks": attachments}, pid=pid)
+        self._report(task.id, TaskState.RUNNING, message, fields={"networks": attachments}, pid=pid, **status)
         if attachments:
             self.network.joined(task, netns, attachments)
 
@@ -265,7 +274,13 @@ class Worker:
             except ShoalError:
                 pass
             return
-        if probe.healthy and task.status.state == TaskState.STARTING:
+        if probe.healthy and task.id in self._rejoin:
+            # Restarted in place (it stayed RUNNING): healthy again, back in the rotation.
+            self._rejoin.discard(task.id)
+            container = controller.inspect()
+            self.network.joined(task, container.network.get("netns", ""),
+                                task.networks or self._attachments(task, container.network))
+        elif probe.healthy and task.status.state == TaskState.STARTING:
             container = controller.inspect()
             self._running(task, container.state.pid, task.networks or self._attachments(task, container.network),
                           container.network.get("netns", ""))
@@ -278,46 +293,136 @@ class Worker:
         addresses = list(network.get("addresses") or [])
         return [{"network": n, "addresses": [a], "aliases": wanted.get(n, [])} for n, a in zip(names, addresses)]
 
-    def _check_exit(self, task: Task) -> None:
+    def _check_exit(self, task: Task) -> bool:
+        """Is the task's process (still) running? If it has exited, the exit is handled."""
         cid = task.status.container_id
         if not self.executor.exit_recorded(cid):
             # conmon writes the exit file: a stat is enough on most passes. Every
             # FULL_CHECK_EVERY passes, a look at the process itself notices a conmon that was
             # killed with its container (nobody wrote the exit then).
             if self._passes % FULL_CHECK_EVERY:
-                return
+                return True
             known = self._processes.get(cid)
             if known is not None and proc_start_time(known[0]) == known[1]:
-                return
+                return True
+        pending = self.restarts.pending(task.id) if self.restarts is not None else None
         try:
             container = self.executor.controller(cid).inspect()
         except NotFound:
             self._report(task.id, TaskState.FAILED, "started", err="container removed")
-            return
+            return False
         state = container.state  # get() has read the exit file already
         if state.status not in ("exited", "dead"):
             self._processes[cid] = (state.pid, state.pid_start)
             self._watch(cid, state.pid, state.pid_start)  # after a restart of shoald, say
-            return
+            return True
         self._processes.pop(cid, None)
+        self._watched.discard(cid)  # a restart in place watches its new process
+        if self.restarts is None:
+            self._exited(task, state.exit_code)
+        elif pending is None:
+            # Whether to restart it here may wait for the manager's answer: off the pass thread.
+            self._submit(task.id, lambda t=task, code=state.exit_code: self._exited(t, code))
+        elif time.time() >= pending.due:
+            self._submit(task.id, lambda t=task: self._restart(t))
+        return False
+
+    def _exited(self, task: Task, exit_code: int | None) -> None:
+        """The task's process has exited: out of the rotation, torn down, and reported; or, on a
+        worker whose manager is away, its restart in place decided (agent/localrestart.py)."""
+        cid = task.status.container_id
+        raw = self.store.get("task", task.id)
+        if raw is None:
+            return
+        task = Task.from_dict(raw)
+        if task.status.state not in (TaskState.STARTING, TaskState.RUNNING) or task.status.container_id != cid:
+            return  # seen and reported already (a pass that read the tasks before the report)
+        if self.restarts is not None:
+            try:
+                if self.executor.controller(cid).wait().running:
+                    return  # restarted in place since that pass looked
+            except NotFound:
+                pass
         self.network.left(task)
         # Tasks run without conmon's exit command: their teardown (mounts, cgroups, network) is
         # ours, off the pass thread.
         self._submit(f"cleanup-{cid}", lambda: self._cleanup(cid), self._stop_pool)
         with self._lock:
             probe = self._probes.pop(task.id, None)
-        if state.exit_code == 0:
+        self._rejoin.discard(task.id)
+        code = exit_code if exit_code is not None else 0
+        if self.restarts is not None and task.desired_state == TaskState.RUNNING:
+            record = self.restarts.decide(task, code, self._slot_history(task))
+            if record is not None:
+                log.info("task %s exited (%s) with its manager away: restarted here in %.1f s",
+                         task.id, code, max(0.0, record.due - time.time()))
+                return
+        if code == 0:
             self._report(task.id, TaskState.COMPLETE, "finished", exit_code=0)
         else:
             reason = ": dockerexec: unhealthy container" if probe is not None and probe.unhealthy else ""
             self._report(task.id, TaskState.FAILED, "started",
-                         err=f"task: non-zero exit ({state.exit_code}){reason}", exit_code=state.exit_code)
+                         err=f"task: non-zero exit ({code}){reason}", exit_code=code)
+
+    def _slot_history(self, task: Task) -> list[Task]:
+        """The tasks of the task's slot (a global task's: of its node) this node holds."""
+        return [t for t in self._seen[2] if t.service_id == task.service_id
+                and (t.slot == task.slot if task.slot else not t.slot and t.node_id == task.node_id)]
+
+    def _restart(self, task: Task) -> None:
+        """The restart policy's delay has passed: the task's container runs again (same task,
+        same container, the manager's address for it on each network). The task never left
+        RUNNING in what the node reports: the next report carries the new process, the restart
+        count and the last exit code."""
+        assert self.restarts is not None
+        raw = self.store.get("task", task.id)
+        pending = self.restarts.pending(task.id)
+        if raw is None or pending is None:
+            return
+        task = Task.from_dict(raw)
+        if task.desired_state != TaskState.RUNNING or task.status.state not in (TaskState.STARTING, TaskState.RUNNING):
+            self.restarts.cancel(task.id)  # the manager wants it stopped: _shutdown does the rest
+            return
+        try:
+            if self.network_setup is not None:
+                self.network_setup(task)  # the task's address set aside again for its new attach
+            container = self.executor.controller(task.status.container_id).start(
+                before_start=lambda c, t=task: self.network.before_start(t, c))
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the task failed and must say why
+            if not isinstance(exc, ShoalError):
+                log.exception("restarting task %s", task.id)
+            self.restarts.cancel(task.id)
+            self._report(task.id, TaskState.FAILED, "starting", err=f"restarting container failed: {exc}",
+                         exit_code=pending.last_exit)
+            return
+        record = self.restarts.restarted(task.id)
+        log.info("task %s restarted here (%d restarts while the manager was away)", task.id, len(record.restarts))
+        attachments = self._attachments(task, container.network)
+        netns = container.network.get("netns", "")
+        config = self._health_config(task)
+        if config is None:
+            self._running(task, container.state.pid, attachments, netns, message=record.message(),
+                          exit_code=record.last_exit)
+            return
+        # Out of the rotation until its healthcheck passes again: a task that was RUNNING stays
+        # so (states only move forward) and _probe puts it back; one still STARTING goes on as
+        # a first start does.
+        with self._lock:
+            self._probes[task.id] = Probe(config, started=health.now())
+        if task.status.state == TaskState.RUNNING:
+            self._rejoin.add(task.id)
+        self._watch(task.status.container_id, container.state.pid, proc_start_time(container.state.pid))
+        self._report(task.id, task.status.state, record.message(), fields={"networks": attachments},
+                     pid=container.state.pid, exit_code=record.last_exit)
 
     def _shutdown(self, task: Task) -> None:
         # Out of the rotation (and the resolver) before the stop signal, so no request is lost.
         self.network.left(task)
         with self._lock:
             self._probes.pop(task.id, None)
+        self._rejoin.discard(task.id)
+        if self.restarts is not None:
+            self.restarts.cancel(task.id)  # an exited task waiting for its restart stays stopped
         if task.status.container_id:
             try:
                 grace = int(round(float(task.spec.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))))
@@ -407,10 +512,12 @@ class Worker:
             elif state == TaskState.READY and desired == TaskState.RUNNING:
                 self._submit(task.id, lambda t=task: self._start(t))
             elif state in (TaskState.STARTING, TaskState.RUNNING) and task.status.container_id:
-                self._check_exit(task)
-                self._health(task, state)
+                if self._check_exit(task):
+                    self._health(task, state)
         live = {t.id for t in tasks}
         self._no_health &= live
+        if self.restarts is not None:
+            self.restarts.prune(live)
         running = {t.status.container_id for t in tasks if t.status.container_id}
         for cid in [c for c in self._processes if c not in running]:
             del self._processes[cid]

@@ -142,7 +142,7 @@ def service_records(store: Store) -> list[ServiceRecord]:
     return records
 
 
-def _container_events(tx: Any, task: Task, was: TaskState, had_container: str) -> None:
+def _container_events(tx: Any, task: Task, was: TaskState, had_container: str, had_pid: int = 0) -> None:
     """The container events a node's status report stands for (create, start, die), noted in
     the manager's event log so `shoal events` shows the containers of every node, each with the
     attributes dockerd gives a task's container (its labels, image, name; exitCode on die)."""
@@ -159,6 +159,10 @@ def _container_events(tx: Any, task: Task, was: TaskState, had_container: str) -
         actions.append("start")
     if task.status.state > TaskState.RUNNING >= was and ran:
         actions.append("die")
+    if task.status.state == was == TaskState.RUNNING and had_pid and task.status.pid not in (0, had_pid):
+        # Restarted in place by a node whose manager was away (agent/localrestart.py): its
+        # container died and started again, as dockerd reports a restart policy's restart.
+        actions += ["die", "start"]
     if not actions:
         return
     spec = task.spec or {}
@@ -491,7 +495,7 @@ class Dispatcher:
                     task.status.exit_code = u.exit_code
                 if u.networks is not None:
                     task.networks = u.networks
-                _container_events(tx, task, old.state, old.container_id)
+                _container_events(tx, task, old.state, old.container_id, old.pid)
                 tx.update("task", task.to_dict())
                 changed = True
         if changed:

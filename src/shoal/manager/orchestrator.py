@@ -26,7 +26,12 @@ def task_spec(service_spec: dict[str, Any]) -> dict[str, Any]:
     task of a service publishing in ingress mode (manager/ingress.py)."""
     from shoal.manager import ingress
 
-    return {k: v for k, v in ingress.effective(service_spec).items() if k not in SERVICE_ONLY_KEYS}
+    spec = {k: v for k, v in ingress.effective(service_spec).items() if k not in SERVICE_ONLY_KEYS}
+    if service_spec.get("mode") in JOB_MODES:
+        # A node restarting a task in place while its manager is away (agent/localrestart.py)
+        # applies the job's rule: `any` acts as `on-failure`, a completed task is done.
+        spec["mode"] = service_spec["mode"]
+    return spec
 
 
 def new_task(svc: ServiceView, slot: int, node_id: str, desired: TaskState, now: float, **extra: Any) -> Task:
