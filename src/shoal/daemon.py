@@ -26,7 +26,32 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+
+def _import_aiohttp_without_system_trust() -> None:
+    """aiohttp makes two client TLS contexts when imported, each loading the system's CA bundle
+    (about 140 certificates: 2.0 MiB resident, in every shoald and so in every cluster node
+    forked from the supervisor). shoald never uses them: each connection it makes to a node
+    passes the cluster's context (tlscontext.py), and registry pulls use httpx with contexts of
+    their own. So they are made with no CA file or directory: a call that forgot its context
+    would fail closed instead of trusting the world's CAs. The environment is restored at once
+    (shoald imports this module before it starts any thread)."""
+    names = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ[name] = os.devnull
+    try:
+        import aiohttp.connector  # noqa: F401
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+_import_aiohttp_without_system_trust()
+
+from aiohttp import web  # noqa: E402
 
 from shoal import paths
 from shoal.api.client import socket_path
