@@ -5,7 +5,15 @@
 
 Measures the mesh, not the client (issue 12 item 6):
 - bounded runs (`--seconds`), direct and mesh alternated (which goes first swaps every round, a
-  busy shared machine drifts), a pause between runs, the median of `--rounds`;
+  busy shared machine drifts), a pause between runs, the median of `--rounds` and the range of
+  each round's own ratio;
+- SOURCES: direct and mesh runs never share a client address. A direct connection and a mesh
+  connection from one address reach the task as the same 4-tuple (the mesh does not SNAT), but
+  the client's kernel stamps them with different TCP timestamp offsets (one per source and
+  destination address, and their destinations differ): a SYN meeting the task's TIME_WAIT of a
+  connection of the other kind is PAWS-rejected half the time (TcpExtPAWSTimewait) and resent
+  after 1 s. So alternated runs from one client slowed each other, which made the ratio vary
+  0.72-1.09 between runs across nodes; a client uses one way to a task, as a real one does;
 - several source addresses: `--clients` client namespaces, each on its own veth to the host
   (198.19.231.0/24), each running ApacheBench against the task's address (routed by the host)
   and against the host's address on its link (the published port: nftables DNAT, no SNAT, the
@@ -101,20 +109,27 @@ def ab_many(targets: list[tuple[str | None, str]], seconds: int, keepalive: bool
     return sum(_rate(p.communicate()[0], url) for url, p in procs)
 
 
-def alternated(direct: Callable[[], float], mesh: Callable[[], float], rounds: int, pause: float) -> tuple[float, float]:
-    """Medians of `rounds` runs of each, alternated, the first swapped each round."""
-    ds, ms = [], []
+def alternated(direct: Callable[[], float], mesh: Callable[[], float], rounds: int,
+               pause: float) -> tuple[list[float], list[float]]:
+    """`rounds` runs of each, alternated, the first swapped each round: (direct, mesh) rates."""
+    ds: list[float] = []
+    ms: list[float] = []
     for r in range(rounds):
         order = [(direct, ds), (mesh, ms)] if r % 2 == 0 else [(mesh, ms), (direct, ds)]
         for fn, into in order:
             into.append(fn())
             time.sleep(pause)
-    return statistics.median(ds), statistics.median(ms)
+    return ds, ms
 
 
-def report(what: str, direct: float, mesh: float) -> float:
-    ratio = mesh / direct if direct else 0.0
-    print(f"{what}: mesh {mesh:,.0f} / direct {direct:,.0f} req/s = {ratio:.2f}", flush=True)
+def report(what: str, direct: list[float], mesh: list[float]) -> float:
+    """The ratio of the medians, with the range of each round's own ratio (its two runs were
+    next to each other: the machine's drift between rounds cancels there)."""
+    d, m = statistics.median(direct), statistics.median(mesh)
+    ratio = m / d if d else 0.0
+    rounds = [mm / dd for dd, mm in zip(direct, mesh) if dd]
+    spread = f", per round {min(rounds):.2f}-{max(rounds):.2f}" if len(rounds) > 1 else ""
+    print(f"{what}: mesh {m:,.0f} / direct {d:,.0f} req/s = {ratio:.2f}{spread}", flush=True)
     return ratio
 
 
@@ -137,7 +152,8 @@ def compare(label: str, direct: Callable[[int, bool], float], mesh: Callable[[in
         dw = windows(lambda s: direct(s, False), opts.sustain)
         print(f"{label}, new connections sustained {opts.sustain} s, per 10 s: mesh "
               f"{' '.join(f'{x:,.0f}' for x in mw)}; direct {' '.join(f'{x:,.0f}' for x in dw)}", flush=True)
-        ratios[f"{label}, sustained"] = report(f"{label}, sustained {opts.sustain} s", statistics.mean(dw), statistics.mean(mw))
+        ratios[f"{label}, sustained"] = report(f"{label}, sustained {opts.sustain} s", [statistics.mean(dw)],
+                                               [statistics.mean(mw)])
     return ratios
 
 
@@ -150,6 +166,16 @@ def _pid_of(container_id: str) -> int:
                     return int(proc.name)
             except OSError:
                 continue
+    return 0
+
+
+def paws_rejects(pid: int) -> int:
+    """The SYNs and segments a namespace's TCP refused for an old timestamp (TcpExt PAWS*), from
+    its process's /proc/PID/net/netstat: not 0 when a run's clients collide (see SOURCES)."""
+    lines = Path(f"/proc/{pid}/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return sum(int(v) for n, v in zip(names.split()[1:], values.split()[1:]) if n.startswith("PAWS"))
     return 0
 
 
@@ -187,24 +213,28 @@ def cluster_bench(opts: argparse.Namespace, backend: str) -> dict[str, float]:
             "image": "web:v1", "command": ["sleep", "3600"], "stop_grace_period": "1s", "ports": ["18820:80"],
             "deploy": {"placement": {"constraints": [f"node.hostname == {nodes[1]['hostname']}"]}},
             "networks": ["net"]}, "client": {
+            # Two client tasks: one for direct runs, one for the mesh's (see SOURCES).
             "image": "web:v1", "command": ["sleep", "3600"], "stop_grace_period": "1s",
-            "deploy": {"placement": {"constraints": [f"node.hostname == {nodes[0]['hostname']}"]}},
+            "deploy": {"replicas": 2,
+                       "placement": {"constraints": [f"node.hostname == {nodes[0]['hostname']}"]}},
             "networks": ["net"]}}, "networks": {"net": {}}}))
         shoal("stack", "deploy", "--detach", "-c", str(compose), "bm")
         deadline = time.monotonic() + 60
-        netns_file = task_ip = client_ns = ""
-        while not task_ip or not client_ns:
+        netns_file = task_ip = ""
+        client_ns: list[str] = []
+        while not task_ip or len(client_ns) < 2:
             if time.monotonic() > deadline:
-                raise RuntimeError("the task did not start on node 2")
+                raise RuntimeError("the task did not start on node 2, or the clients on node 1")
             time.sleep(0.5)
+            client_ns = []
             for k, f in [(k, f) for k in (0, 1) for f in (Path(nodes[k]["root"]) / "networks").glob("*.json")]:
                 net = json.loads(f.read_text())
-                for cid, ep in net.get("endpoints", {}).items():
+                for cid, ep in sorted(net.get("endpoints", {}).items()):
                     pid = _pid_of(cid)  # its pinned namespace is in the node's own mounts
                     if net["name"] == "bm_net" and pid and k == 1:
                         netns_file, task_ip = f"/proc/{pid}/ns/net", ep["ip"]
                     elif net["name"] == "bm_net" and pid:
-                        client_ns = f"/proc/{pid}/ns/net"
+                        client_ns.append(f"/proc/{pid}/ns/net")
         server = subprocess.Popen(["nsenter", f"--net={netns_file}", sys.executable, "-c", backend, "task"],
                                   stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
@@ -218,16 +248,19 @@ def cluster_bench(opts: argparse.Namespace, backend: str) -> dict[str, float]:
             time.sleep(0.5)
         # Across nodes: the client is a task on node 1 (a node's own address is the bridge's
         # gateway on the overlay, which every node has: only a task can be reached back).
+        task_pid = int(netns_file.split("/")[2])
+        paws_before = paws_rejects(task_pid)
         ratios = compare(
             "across nodes (client task on node 1, task on node 2)",
-            lambda sec, k: ab_many([(client_ns, f"http://{task_ip}:80/")], sec, k),
-            lambda sec, k: ab_many([(client_ns, f"http://{one['address']}:18820/")], sec, k),
+            lambda sec, k: ab_many([(client_ns[0], f"http://{task_ip}:80/")], sec, k),
+            lambda sec, k: ab_many([(client_ns[1], f"http://{one['address']}:18820/")], sec, k),
             opts, sustain=False)
         ratios |= compare(
             "cluster, same node (client and task on node 2)",
             lambda sec, k: ab_many([(two["hostname"], f"http://{task_ip}:80/")], sec, k),
             lambda sec, k: ab_many([(two["hostname"], f"http://{two['address']}:18820/")], sec, k),
             opts, sustain=False)
+        print(f"PAWS rejects in the task's namespace during the cluster runs: {paws_rejects(task_pid) - paws_before}")
         return ratios
     finally:
         if server is not None:
@@ -282,11 +315,13 @@ def main() -> int:
             ratios |= cluster_bench(opts, BACKEND)
             print(f"worst ratio {min(ratios.values()):.2f} (target >= 0.9)")
             return 0
-        with client_namespaces(opts.clients) as clients:
+        with client_namespaces(2 * opts.clients) as clients:
+            # Direct and mesh each from clients of their own (see SOURCES).
+            direct_clients, mesh_clients = clients[:opts.clients], clients[opts.clients:]
             ratios |= compare(
-                f"same node, {len(clients)} client addresses",
-                lambda s, k: ab_many([(c.ns, f"http://{task}:80/") for c in clients], s, k),
-                lambda s, k: ab_many([(c.ns, f"http://{c.host_ip}:18810/") for c in clients], s, k),
+                f"same node, {opts.clients} client addresses each",
+                lambda s, k: ab_many([(c.ns, f"http://{task}:80/") for c in direct_clients], s, k),
+                lambda s, k: ab_many([(c.ns, f"http://{c.host_ip}:18810/") for c in mesh_clients], s, k),
                 opts, sustain=True)
         ratios |= compare(
             "same node, loopback client",
