@@ -139,3 +139,16 @@ def test_an_older_records_allocation_moves_in_from_the_nodes_copy_once(root: Pat
         new = _network(tx, "new_net")
     assert new["allocation"]["subnet"] != local.subnet
     assert overlay.vni_of(new["allocation"]["options"]) == 4096
+
+
+def test_a_network_made_again_alike_is_the_same_copy_on_the_nodes(store: SQLiteStore) -> None:
+    """`stack rm` and deploy at once: the new record's network is the old one again (same
+    subnet and VNI, the lowest free), so a node whose old tasks still hold its copy keeps it."""
+    with store.transaction() as tx:
+        first = _network(tx, "s_net")
+        tx.delete("network", first["id"])
+    with store.transaction() as tx:
+        again = _network(tx, "s_net")
+        other = _network(tx, "t_net")
+    assert again["allocation"] == dict(first["allocation"], created=again["allocation"]["created"])
+    assert other["allocation"]["network_id"] != again["allocation"]["network_id"]

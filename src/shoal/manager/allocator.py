@@ -230,7 +230,6 @@ def allocate_network(tx: Transaction, spec: Any, avoid: dict[str, ipaddress.IPv4
     own node uses for networks of its own, and `routes` its host routes: a subnet there could
     not be made on that node (a hint from the node, not allocation state). `pending`: name ->
     the allocations made earlier in this request, not written yet."""
-    from shoal import ids
     from shoal.errors import InvalidArgument
     from shoal.model.records import NetworkAllocation
     from shoal.network import ipam
@@ -279,8 +278,25 @@ def allocate_network(tx: Transaction, spec: Any, avoid: dict[str, ipaddress.IPv4
     ipam.check_layout(name, subnet, gateway, rng)
     if driver == "overlay":
         options = reserve_vni(name, options, network_vnis(tx) | vnis_in_use([a.options for a in pending.values()]))
-    return NetworkAllocation(network_id=ids.new_id(), subnet=str(subnet), gateway=str(gateway),
-                             ip_range=str(rng) if rng else "", options=options, mtu=mtu, created=_now())
+    alloc = NetworkAllocation(network_id="", subnet=str(subnet), gateway=str(gateway),
+                              ip_range=str(rng) if rng else "", options=options, mtu=mtu, created=_now())
+    alloc.network_id = copy_id(spec, alloc)
+    return alloc
+
+
+def copy_id(spec: Any, alloc: Any) -> str:
+    """The ID of every node's copy of the network: derived from what the network is (name,
+    driver, flags, labels and its allocation), so a network removed and made again alike (a
+    `stack rm` and deploy at once: the same lowest free subnet and VNI) is the same copy on a
+    node whose old tasks still hold it, as when the manager's copy was reused by name, and
+    not a second one that must wait for the first to go."""
+    import hashlib
+    import json
+
+    what = {"name": spec.name, "driver": spec.driver or "overlay", "internal": bool(spec.internal),
+            "attachable": bool(spec.attachable), "labels": dict(spec.labels), "subnet": alloc.subnet,
+            "gateway": alloc.gateway, "ip_range": alloc.ip_range, "options": alloc.options, "mtu": alloc.mtu}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
 def node_record(raw: dict[str, Any]) -> dict[str, Any] | None:

@@ -37,8 +37,21 @@ def allocate_network(tx: Any, spec: Any, pending: dict[str, Any] | None = None) 
     """allocator.allocate_network with this node's own networks and routes as the hint."""
     from shoal.manager import allocator
 
-    avoid, routes = local_subnets(_swarm_names(tx))
+    # A copy of a network of this name (the swarm removed it just now) is not in the way: it is
+    # this one again (allocator.copy_id) or replaced by it.
+    avoid, routes = local_subnets(_swarm_names(tx) | {spec.name})
     return allocator.allocate_network(tx, spec, avoid, routes, pending)
+
+
+class StaleCopy(ShoalError):
+    """This node's copy of a network the swarm removed is still in use (its last tasks stop):
+    the request waits for it (wait_for_stale_copies), outside the store transaction, and is
+    made again."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"network {', '.join(names)} is still being removed on this node "
+                         "(its last tasks are stopping): try again in a moment")
+        self.names = names
 
 
 def adopt_networks(records: list[dict[str, Any]]) -> list[str]:
@@ -62,9 +75,8 @@ def adopt_networks(records: list[dict[str, Any]]) -> list[str]:
                         from shoal.errors import Conflict
 
                         raise Conflict(f"network with name {record['name']} already exists")
-                    if local.endpoints or any(o.startswith("vip:") for o in local.reserved.values()):
-                        raise ShoalError(f"network {record['name']} is still being removed on this node "
-                                         "(its last tasks are stopping): try again in a moment")
+                    if local.endpoints or local.reserved:
+                        raise StaleCopy([record["name"]])
                     cleanup.remove_network(local.id, store)
                 store.adopt(record)
                 created.append(record["name"])

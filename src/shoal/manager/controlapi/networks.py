@@ -103,21 +103,26 @@ def create_network(store: Store, spec: NetworkSpec) -> str:
     spec.driver = spec.driver or "overlay"
     spec.compose_name = spec.compose_name or spec.name
     validate_network_spec(spec)
-    if store.find_by_name("network", spec.name) is None:
-        endpoints.wait_for_stale_copies([spec.name])  # a `network rm` of that name just now
     network_id = new_swarm_id()
-    created: list[str] = []
-    try:
-        with store.transaction() as tx:
-            if any(n["name"] == spec.name for n in tx.list("network")):
-                raise _exists(spec.name)
-            network = Network(id=network_id, name=spec.name, spec=spec, created_at=time.time(),
-                              allocation=endpoints.allocate_network(tx, spec))
-            raw = tx.create("network", network.to_dict())
-            created = endpoints.adopt_networks([allocator.node_record(raw) or {}])
-    except BaseException:
-        endpoints.undo_networks(created)
-        raise
+    for attempt in (1, 2):
+        created: list[str] = []
+        try:
+            with store.transaction() as tx:
+                if any(n["name"] == spec.name for n in tx.list("network")):
+                    raise _exists(spec.name)
+                network = Network(id=network_id, name=spec.name, spec=spec, created_at=time.time(),
+                                  allocation=endpoints.allocate_network(tx, spec))
+                raw = tx.create("network", network.to_dict())
+                created = endpoints.adopt_networks([allocator.node_record(raw) or {}])
+            break
+        except endpoints.StaleCopy as exc:
+            # This node's copy of a network of that name removed just now, still in use.
+            if attempt == 2:
+                raise
+            endpoints.wait_for_stale_copies(exc.names)
+        except BaseException:
+            endpoints.undo_networks(created)
+            raise
     return network_id
 
 

@@ -42,8 +42,8 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
     the secrets' and configs' data (kind -> name -> base64), read by the client. Returns
     Docker's progress lines and warnings. `registry_auth`: service name -> the client's encoded
     credentials for its image (--with-registry-auth); a service not named keeps its own."""
-    from shoal.manager import allocator, endpoints, ingress, registryauth
-    from shoal.manager.stacks import apply_stack, pruned_services, service_ids
+    from shoal.manager import endpoints, ingress
+    from shoal.manager.stacks import pruned_services, service_ids
 
     with store.transaction() as tx:
         ids = service_ids(tx, stack)
@@ -51,15 +51,33 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
         _validate(stack, set(ids) - fresh)
         gone = [s["id"] for s in pruned_services(tx, stack)] if prune else []
         current = {n: tx.get("service", i) for n, i in ids.items()}
-        stored_networks = {n["name"] for n in tx.list("network")}
     warnings = pin_images(stack, current, resolve_image)
-    # This node's copies of the stack's networks a `stack rm` just removed go first (their last
-    # tasks may still be stopping), so the new records' copies can be made.
-    endpoints.wait_for_stale_copies([n["name"] for n in stack.get("networks", {}).values()
-                                     if not n.get("external") and n["name"] not in stored_networks])
     services = list(stack.get("services", {}).values())
     if any(ingress.attaches(spec) for spec in services):  # a service of no network publishing a port
         ingress.ensure(store)
+    for attempt in (1, 2):
+        try:
+            lines = _write(store, stack, prune, ids, fresh, current, files, registry_auth)
+            break
+        except endpoints.StaleCopy as exc:
+            # This node's copy of a network a `stack rm` removed just now, not the same network
+            # again, still held by its stopping tasks: once it is free, the deploy is made again.
+            if attempt == 2:
+                raise
+            endpoints.wait_for_stale_copies(exc.names)
+    for service_id in gone:
+        endpoints.remove_service(service_id)
+    return lines, warnings
+
+
+def _write(store: Store, stack: dict[str, Any], prune: bool, ids: dict[str, str], fresh: set[str],
+           current: dict[str, Any], files: dict[str, dict[str, str]] | None,
+           registry_auth: dict[str, str] | None) -> list[str]:
+    """The deploy's one transaction; on failure nothing stored and this node's part undone."""
+    from shoal.manager import allocator, endpoints, ingress, registryauth
+    from shoal.manager.stacks import apply_stack
+
+    services = list(stack.get("services", {}).values())
     created_networks: list[str] = []
     try:
         with store.transaction() as tx:
@@ -91,9 +109,7 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
             endpoints.remove_service(ids[svc_name])
         endpoints.undo_networks(created_networks)
         raise
-    for service_id in gone:
-        endpoints.remove_service(service_id)
-    return lines, warnings
+    return lines
 
 
 def _allocate_networks(tx: Any, stack: dict[str, Any]) -> dict[str, Any]:
