@@ -152,3 +152,15 @@ def test_a_network_made_again_alike_is_the_same_copy_on_the_nodes(store: SQLiteS
         other = _network(tx, "t_net")
     assert again["allocation"] == dict(first["allocation"], created=again["allocation"]["created"])
     assert other["allocation"]["network_id"] != again["allocation"]["network_id"]
+
+
+def test_a_record_that_cannot_be_allocated_does_not_stop_the_others(root: Path, store: SQLiteStore) -> None:
+    from shoal.manager import endpoints
+
+    with store.transaction() as tx:
+        _network(tx, "a_net")  # 10.213.0.0/24
+        for name, ipam in (("b_net", {"config": [{"subnet": "10.213.0.0/25"}]}), ("c_net", {})):
+            tx.create("network", {"id": f"id-{name}", "name": name, "created_at": 1.0,
+                                  "spec": {"name": name, "driver": "overlay", "ipam": ipam}})
+    assert endpoints.migrate_networks(store) == ["c_net"]  # b_net overlaps a_net: left, logged
+    assert set(allocator.node_records(store.list("network"))) == {"a_net", "c_net"}

@@ -189,7 +189,13 @@ def migrate_networks(store: Store) -> list[str]:
                                                       ip_range=copy.ip_range, options=dict(copy.options),
                                                       mtu=copy.mtu, created=copy.created)
             else:
-                record.allocation = allocate_network(tx, record.spec)
+                try:
+                    record.allocation = allocate_network(tx, record.spec)
+                except ShoalError as exc:
+                    # Not a reason for shoald not to start: the network stays unusable (no node
+                    # is sent it) and says why; `network rm` and create again mends it.
+                    log.warning("network %s has no allocation and none can be made: %s", record.name, exc)
+                    continue
             tx.update("network", record.to_dict())
             moved.append(record.name)
     if moved:
