@@ -9,6 +9,8 @@ address and by VIP over each network, while the test captures every frame on the
 - over the plain network, between the same nodes, the marker is on the link in clear inside
   VXLAN (the control: the capture does see what crosses the link);
 - a plain VXLAN packet with the encrypted network's VNI forged on the link is dropped;
+- a node's shoald killed: the next one replaces the wireguard-go left behind, with a new key,
+  and the encrypted network carries again;
 - each node has one WireGuard interface (wireguard-go here: this kernel has no WireGuard) with
   the other node as its peer and a tunnel address from 240.83.0.0/16, its key never in a file
   of the node's state;
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import struct
 import subprocess
@@ -287,6 +290,20 @@ def test_encrypted_network_carries_nothing_in_clear(cluster: Any) -> None:
     while dropped() <= before:
         assert time.monotonic() < deadline, "the forged packet was not dropped"
         time.sleep(0.1)
+
+    # Node 2's shoald killed (-9): its supervisor starts it again, and the new shoald replaces
+    # the wireguard-go the old one left (whose key died with it) by its own, with a new key
+    # that node 1 is sent: the encrypted network carries again.
+    old_go = _wireguard_go_pids({name2})
+    old_key = in_netns(c.node(2)["hostname"], "wg", "show", name2, "public-key").stdout.strip()
+    os.kill(c.pid(2), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not ((new_go := _wireguard_go_pids({name2})) and not new_go & old_go):
+        assert time.monotonic() < deadline, f"wireguard-go of node 2 not replaced: {old_go} -> {new_go}"
+        time.sleep(0.2)
+    assert len(new_go) == 1
+    assert in_netns(c.node(2)["hostname"], "wg", "show", name2, "public-key").stdout.strip() != old_key
+    assert MARKER in wait_reachable(pids[1], addrs[2]["secure"])
 
     # `stack rm`: the networks leave both nodes, and with the last encrypted one the WireGuard
     # interface and its wireguard-go.
