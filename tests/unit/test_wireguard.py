@@ -119,6 +119,13 @@ def test_dispatcher_gives_each_node_a_tunnel_and_the_peers(tmp_path: Path) -> No
     tunnel = overlay.tunnel_of(record)
     assert tunnel is not None and tunnel.address == tun["A"][0]
     assert [p.endpoint for p in tunnel.peers] == ["198.18.0.2:51820"]
+    # Several peers (three nodes): kept in order, one tunnel for all the encrypted networks.
+    d._tunnels["C"] = (tunnels.allocate("C", {t[0] for t in d._tunnels.values()}),
+                       wireguard.new_identity().public, 51820)
+    record = {**view.networks["sec"], "overlay": overlay_record(view, "sec", "A", d._tunnels)["overlay"]}
+    tunnel = overlay.tunnel_of(record)
+    assert tunnel is not None and len(tunnel.peers) == 2 and list(tunnel.peers) == sorted(tunnel.peers)
+    assert {p.remote for p in overlay.peers_of(record)} == {tun["B"][0], d._tunnels["C"][0]}
     plain = {**view.networks["pl"], "overlay": overlay_record(view, "pl", "A", d._tunnels)["overlay"]}
     assert {p.remote for p in overlay.peers_of(plain)} <= {"198.18.0.2", "198.18.0.3"}
 

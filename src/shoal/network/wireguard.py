@@ -171,7 +171,7 @@ def valid_key(text: str) -> bool:
 
 
 # ---- the interface --------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)  # ordered: a tunnel's peers are kept sorted (compared as a whole)
 class Peer:
     key: str  # its public key
     endpoint: str  # its node address:port
