@@ -167,6 +167,7 @@ def test_rotate_root_ca_on_three_nodes(netns_cluster: NetnsCluster, busybox_tar:
         assert out.endswith(ext_root[0].decode()) and "3/3 nodes" in out, out
         certs_dir = manager.root / "certificates"
         assert not (certs_dir / "swarm-root-ca.key").exists()
+        assert f"   External CAs:\n     cfssl: {url}\n" in manager.shoal("info").stdout
         for node in (manager, *workers):
             assert (node.root / "certificates" / "swarm-root-ca.crt").read_bytes() == ext_root[0], node.name
             leaf = load_certificates((node.root / "certificates" / "swarm-node.crt").read_bytes())[0]

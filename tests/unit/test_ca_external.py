@@ -127,6 +127,7 @@ def test_rotation_to_an_external_root_signs_through_cfssl_and_is_stored_as_urls(
     store.save_root_ca(rotating)
     loaded = store.load_root_ca()
     assert loaded.rotating and loaded.external is not None and loaded.external.urls == [cfssl.url]
+    assert store.external_urls() == [cfssl.url]
     cert, _ = loaded.issue("node1", ca.WORKER_ROLE, "cluster1")
     ident = old.verify_node_cert(cert)  # cfssl's leaf, then the cross-signed root: the old root trusts it
     assert (ident.node_id, ident.role, ident.cluster_id) == ("node1", ca.WORKER_ROLE, "cluster1")
@@ -139,6 +140,7 @@ def test_rotation_to_an_external_root_signs_through_cfssl_and_is_stored_as_urls(
     store.save_root_ca(finished)
     assert not store.root_key_path.exists() and store.external_path.exists() and store.has_root_key()
     assert oct(store.external_path.stat().st_mode & 0o777) == "0o600"
+    assert store.external_urls() == [cfssl.url]
     again = store.load_root_ca()
     assert not again.rotating and again.external is not None and again.cert_pem == cfssl.cert_pem
     manager_cert, _ = again.issue("mgr", ca.MANAGER_ROLE, "cluster1")
@@ -200,3 +202,18 @@ def test_external_ca_flag_parsing_is_docker_clis() -> None:
         assert str(info.value) == error
     with pytest.raises(InvalidArgument, match="invalid HTTP scheme"):
         parse_spec("protocol=cfssl,url=http://ca.example/api/v1/cfssl/sign")
+
+
+def test_info_shows_the_external_cas_as_docker_cli() -> None:
+    from shoal.cli.swarm import info_lines
+
+    info = {"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True, "ClusterID": "c1",
+            "Managers": 1, "Nodes": 1, "Cluster": {
+                "Spec": {"task_history_limit": 5, "heartbeat_period": 5.0, "cert_expiry": 7776000.0},
+                "RootRotationInProgress": False,
+                "ExternalCAs": [{"Protocol": "cfssl", "URL": "https://10.0.0.1:8888/api/v1/cfssl/sign"}]}}
+    lines = info_lines(info)
+    at = lines.index("  CA Configuration:")
+    assert lines[at + 1].startswith("   Expiry Duration: ")
+    assert lines[at + 2:at + 5] == ["   External CAs:", "     cfssl: https://10.0.0.1:8888/api/v1/cfssl/sign",
+                                    "  Root Rotation In Progress: false"]

@@ -273,7 +273,8 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
         if node.initialised:
             root = node.root_ca(with_key=False)
             result["Cluster"] = {"Spec": node.settings(), "RootCADigest": root.digest,
-                                 "RootRotationInProgress": root.rotating}
+                                 "RootRotationInProgress": root.rotating,
+                                 "ExternalCAs": [{"Protocol": "cfssl", "URL": u} for u in node.certs.external_urls()]}
         return web.json_response(result)
 
     @routes.get(prefix + "/nodes/{ref}")

@@ -215,8 +215,12 @@ def info_lines(info: dict[str, Any]) -> list[str]:
             spec = cluster["Spec"]
             lines += ["  Orchestration:", f"   Task History Retention Limit: {spec['task_history_limit']}",
                       "  Dispatcher:", f"   Heartbeat Period: {human_duration(spec['heartbeat_period'])}",
-                      "  CA Configuration:", f"   Expiry Duration: {human_duration(spec['cert_expiry'])}",
-                      f"  Root Rotation In Progress: {str(bool(cluster.get('RootRotationInProgress'))).lower()}"]
+                      "  CA Configuration:", f"   Expiry Duration: {human_duration(spec['cert_expiry'])}"]
+            externals = cluster.get("ExternalCAs") or []
+            if externals:  # docker/cli's printSwarmInfo
+                lines.append("   External CAs:")
+                lines += [f"     {e.get('Protocol', '')}: {e.get('URL', '')}" for e in externals]
+            lines.append(f"  Root Rotation In Progress: {str(bool(cluster.get('RootRotationInProgress'))).lower()}")
     managers = sorted(m["Addr"] for m in info.get("RemoteManagers") or [] if m.get("Addr"))
     if managers:
         lines.append(f"  Node Address: {managers[0].rsplit(':', 1)[0]}" if info["ControlAvailable"] else "")

@@ -900,6 +900,20 @@ class CertStore:
         key, external = self._trusted_signer(cert)
         return RootCA(cert, key, cert_expiry, external=external)
 
+    def external_urls(self) -> list[str]:
+        """The CFSSL URLs that sign for the root in use (the rotation's, during one): what
+        `info` shows as its External CAs. Read without opening any key."""
+        try:
+            if self.rotation_path.exists():
+                urls = json.loads(self._read(self.rotation_path, private=True)).get("External")
+            elif self.external_path.exists():
+                urls = json.loads(self._read(self.external_path, private=True))
+            else:
+                return []
+        except (ValueError, AttributeError):
+            return []
+        return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+
     def _trusted_signer(self, cert: bytes) -> tuple[bytes | None, Any]:
         """(key, None) of the trusted root, or (None, ExternalCA) when a CFSSL server holds
         its key, or (None, None) on a node that does not sign."""
