@@ -30,6 +30,10 @@ from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, KEEPALIVE
 from shoal.tlsconfig import client_context
 
 CALL_TIMEOUT = 10.0  # seconds for one request (not the assignment stream)
+# The goodbye at shutdown is a courtesy (the manager marks the node Down at once instead of after
+# three missed heartbeats): a manager that does not answer at once is gone or stopping too, and
+# waiting CALL_TIMEOUT for it held a stopping worker 10 s whenever its manager went first.
+CLOSE_TIMEOUT = 1.0
 BACKOFF_START = 0.1
 BACKOFF_MAX = 8.0
 
@@ -97,14 +101,15 @@ class HTTPSSession(Session):
             raise NodeRemoved(message or "permission denied")
         raise Unreachable(message or f"the manager at {manager} answered HTTP {resp.status}")
 
-    async def _post(self, path: str, body: Any, only_current: bool = False) -> Any:
+    async def _post(self, path: str, body: Any, only_current: bool = False,
+                    timeout: float = CALL_TIMEOUT) -> Any:
         errors = []
         order = [self._current] if only_current else self._order()
         for index in order:
             manager = self.managers[index]
             try:
                 async with self._client().post(_url(manager, path), json=body, server_hostname=MANAGER_ROLE,
-                                               timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)) as resp:
+                                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                     await self._raise_for(resp, manager)
                     self._current = index
                     return await resp.json()
@@ -196,7 +201,8 @@ class HTTPSSession(Session):
     async def close(self) -> None:
         if self.info is not None:
             try:
-                await self._post("/close", {"session_id": self.info.session_id}, only_current=True)
+                await self._post("/close", {"session_id": self.info.session_id}, only_current=True,
+                                 timeout=CLOSE_TIMEOUT)
             except (Unreachable, SessionInvalid, NodeRemoved):
                 pass
             self.info = None

@@ -55,11 +55,12 @@ def restart_if_requested() -> None:
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-def request_restart() -> None:
+def request_restart(delay: float = 0.2) -> None:
+    """`delay`: time for the answer to go out; 0 when the handler has sent it already."""
     global RESTART_REQUESTED
     RESTART_REQUESTED = True
     loop = asyncio.get_running_loop()
-    loop.call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)  # after the answer went out
+    loop.call_later(delay, os.kill, os.getpid(), signal.SIGTERM)
 
 
 def _opt_str(body: dict[str, Any], key: str) -> str:
@@ -160,8 +161,13 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
             raise InvalidArgument("RemoteAddrs: one manager address is expected")
         token = _opt_str(b, "JoinToken")
         role = await swarm().join(remotes[0], token, _opt_str(b, "AdvertiseAddr"), _opt_str(b, "ListenAddr"))
-        request_restart()
-        return web.json_response({"Role": role})
+        # The answer sent in full first, then the restart at once: a fixed wait for it to go out
+        # was on every join's path (`cluster create`'s nodes Ready).
+        response = web.json_response({"Role": role})
+        await response.prepare(request)
+        await response.write_eof()
+        request_restart(0.0)
+        return response
 
     @routes.get(prefix + "/swarm/join-token/{role}")
     async def join_token(request: web.Request) -> web.Response:
