@@ -154,7 +154,8 @@ def main() -> int:
         deadline = time.monotonic() + 90
         while len(found := tasks(name, record)) < 4:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"4 tasks not running: {found}")
+                ps = shoal(env, "service", "ps", "ov_web", "--no-trunc", check=False)
+                raise RuntimeError(f"4 tasks not running: {found}\n{ps.stdout}{ps.stderr}")
             time.sleep(0.2)
         by_node: dict[int, list[tuple[int, str]]] = {}
         for k, pid, ip in found.values():

@@ -1,4 +1,4 @@
-"""Encrypted overlay networks across nodes (issue 12 item 2) on a two-node local cluster: a
+"""Encrypted overlay networks across nodes (issue 12 item 2) on a three-node local cluster: a
 service on an encrypted network (compose `driver_opts: encrypted: ""`) and on a plain one, a
 task on each node serving a page with a marker; a task fetches the other node's page by task
 address and by VIP over each network, while the test captures every frame on the node link
@@ -12,9 +12,9 @@ address and by VIP over each network, while the test captures every frame on the
 - a node's shoald killed: the next one replaces the wireguard-go left behind, with a new key,
   and the encrypted network carries again;
 - each node has one WireGuard interface (wireguard-go here: this kernel has no WireGuard) with
-  the other node as its peer and a tunnel address from 240.83.0.0/16, its key never in a file
+  the other nodes as its peers and a tunnel address from 240.83.0.0/16, its key never in a file
   of the node's state;
-- `stack rm` removes the WireGuard interface and its wireguard-go from both nodes, and `cluster
+- `stack rm` removes the WireGuard interface and its wireguard-go from every node, and `cluster
   rm` leaves no process, link or socket.
 
 Real processes, real WireGuard (wireguard-go, wg), real VXLAN between network namespaces."""
@@ -44,7 +44,7 @@ from shoal.network import wireguard
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
               pytest.mark.skipif(bool(wireguard.unavailable()), reason=wireguard.unavailable() or "ok")]
 
-NODES = 2
+NODES = 3  # two peers per node: their order, their union (one node's peers are a list, not one)
 STACK = "enc"
 SERVICE = f"{STACK}_web"
 MARKER = f"SHOALMARK{secrets.token_hex(8)}"
@@ -229,10 +229,10 @@ def test_encrypted_network_carries_nothing_in_clear(cluster: Any) -> None:
                 len(dump.stdout.splitlines()) != NODES:
             assert time.monotonic() < deadline, (k, dump)
             time.sleep(0.2)
-        peer = dump.stdout.splitlines()[1].split("\t")
-        other = c.node(2 if k == 1 else 1)["address"]
-        assert peer[2] == f"{other}:{wireguard.WG_PORT}", peer
-        assert peer[3].startswith("240.83.") and peer[3].endswith("/32"), peer
+        peers = [line.split("\t") for line in dump.stdout.splitlines()[1:]]
+        others = {f"{c.node(j)['address']}:{wireguard.WG_PORT}" for j in range(1, NODES + 1) if j != k}
+        assert {p[2] for p in peers} == others, peers
+        assert all(p[3].startswith("240.83.") and p[3].endswith("/32") for p in peers), peers
         assert network_file(c, k, f"{STACK}_secure")["mtu"] == wireguard.ENCRYPTED_MTU == 1370
         assert network_file(c, k, f"{STACK}_plain")["mtu"] == 1450
         # The private key is in no file of the node's state.
@@ -305,7 +305,7 @@ def test_encrypted_network_carries_nothing_in_clear(cluster: Any) -> None:
     assert in_netns(c.node(2)["hostname"], "wg", "show", name2, "public-key").stdout.strip() != old_key
     assert MARKER in wait_reachable(pids[1], addrs[2]["secure"])
 
-    # `stack rm`: the networks leave both nodes, and with the last encrypted one the WireGuard
+    # `stack rm`: the networks leave every node, and with the last encrypted one the WireGuard
     # interface and its wireguard-go.
     names = {wireguard.interface_name(Path(c.node(k)["root"])) for k in range(1, NODES + 1)}
     assert len(_wireguard_go_pids(names)) == NODES
