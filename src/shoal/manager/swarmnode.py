@@ -404,6 +404,11 @@ class SwarmNode:
             rotating = ca.begin_rotation(trusted)
         else:
             rotating = ca.rotate_to(current, trusted, desired)
+        # This manager's certificate from the new signer first: a signer that fails (an external
+        # CA that stopped answering) leaves nothing changed, no rotation half begun.
+        ident = self.certs.identity()
+        cert, key = rotating.issue(ident.node_id, self.role_of(ident.node_id) or ca.MANAGER_ROLE, ident.cluster_id)
+        rotating.verify_node_cert(cert)
         self.certs.save_root_ca(rotating)
         with self.store.transaction() as tx:
             record = tx.get(CLUSTER_KIND, self.local.cluster_id)  # type: ignore[union-attr]
@@ -411,8 +416,7 @@ class SwarmNode:
                                          root_rotation=rotating.rotating, updated_at=time.time()))
         if self.ca_server is not None:
             self.ca_server.root_ca = rotating
-        self.renew_own_certificate()
-        cert, _ = self.certs.load_node()
+        self.certs.save_node(cert, key)
         self.record_tls_info(self.node_id, cert, rotating.cert_pem)
         return rotating
 
