@@ -172,8 +172,14 @@ class NodeNetworks:
         self._join_overlays(store, [a["target"] for a in task.spec.get("networks") or []])
 
     def _join_overlays(self, store: Any, names: list[str]) -> None:
-        """An overlay network's bridge and VXLAN device, with its peers, before the task's
-        container is attached: it reaches the tasks of other nodes from its first packet."""
+        """An overlay network's bridge and VXLAN device, with its peers, and the VIPs on it,
+        before the task's container is attached: it reaches the tasks of other nodes and their
+        services from its first packet. The node's routing mesh (its published ports' rules,
+        the networks it has no task on) is not the task's to wait for: the agent pass makes it
+        on every set (sync_overlays), and no other node sends the task mesh traffic before the
+        manager has its RUNNING. Run here too, it doubled that pass's work at the same moment
+        on a node's busiest moment (a deploy's prepare: 110-200 ms of every task's prepare,
+        bench/bench_cluster_deploy.py)."""
         from shoal.network import bridge, overlay
 
         nets = [n for n in (store.find(name) for name in names)
@@ -183,7 +189,9 @@ class NodeNetworks:
         with store.lock():
             for net in nets:
                 bridge.ensure_bridge(net)
-        self.sync_overlays()
+        if getattr(self.agent, "_sequence", 1):  # else no set yet: devices stay (sync_overlays)
+            overlay.sync(self.agent.networks)
+            self._sync_vips()
 
     def sync_overlays(self) -> None:
         """This node's VXLAN devices and their neighbour and forwarding entries made the
