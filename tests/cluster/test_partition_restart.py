@@ -4,7 +4,8 @@ each service's two replicas spread one per node):
 
 - heartbeat long enough (20 s: Down only after 60 s) that the cut worker stays Ready: kill -9 of
   its tasks' processes while its link is down; on-failure and any come back in place (a new
-  process in the same container, the same address on the overlay network), none stays exited.
+  process in the same container, the same address on the overlay network, back in its VIP's
+  rotation once its healthcheck passes), none stays exited.
   Healed: the same task IDs run (no task created), the none task is reported failed and not
   replaced, exactly 2 + 2 + 1 copies run on the machine.
 - heartbeat 1 s: cut, one task killed before the node is Down and one after (both orders), each
@@ -47,7 +48,8 @@ def compose(base: Path) -> Path:
 
     data = {"version": "3.8",
             "services": {"onfail": service(["sleep", "1000000"], "on-failure"),
-                         "any": service(["tail", "-f", "/dev/null"], "any", networks=["net"]),
+                         "any": service(["tail", "-f", "/dev/null"], "any", networks=["net"],
+                                        healthcheck={"test": ["CMD", "true"], "interval": "1s"}),
                          "none": service(["httpd", "-f", "-p", "8080"], "none")},
             "networks": {"net": {"driver": "overlay", "ipam": {"config": [{"subnet": "10.213.91.0/24"}]}}}}
     path = base / "partition.yml"
@@ -131,6 +133,15 @@ def address_of(cluster: Any, cid: str) -> str:
     return ""
 
 
+def in_rotation(cluster: Any, name: str, task_id: str) -> bool:
+    """Is the task a backend of its service's VIP on the worker (its nft rotation's record)?"""
+    for f in (Path(cluster.node(WORKER)["root"]) / "networks" / "services").glob("*.json"):
+        svc = json.loads(f.read_text())
+        if svc["name"] == f"{STACK}_{name}":
+            return task_id in {b["task_id"] for b in svc["backends"]}
+    return False
+
+
 def link(cluster: Any, state: str) -> None:
     subprocess.run(["ip", "-n", f"{cluster.name}-{WORKER}", "link", "set", "eth0", state], check=True)
 
@@ -171,6 +182,8 @@ def test_cut_off_worker_restarts_in_place_and_the_manager_keeps_its_tasks(cluste
                      lambda n=name: restarted(cluster, COMMS[n], *killed[n]), 15)
         print(f"kill -9 on the cut worker -> both restarted in place {time.monotonic() - start:.2f} s")
         assert address_of(cluster, killed["any"][0]) == address  # the manager's address for it
+        # Out of the rotation at the exit, back in once its healthcheck passes again.
+        wait_for("any back in its rotation", lambda: in_rotation(cluster, "any", on_node["any"]), 10)
         time.sleep(2)  # none: given the same time, it stays exited
         assert on_worker(cluster, "httpd") == []
         assert node_state(cluster, worker) == "Ready"  # the premise: the manager did not see it go

@@ -180,3 +180,52 @@ def test_replaced_while_down_the_restarted_copy_is_told_to_stop(tmp_path: Path) 
     sent = {raw["id"]: raw["desired_state"] for raw in aset.tasks}
     assert sent == {t.id: "shutdown"}
     store.close()
+
+
+# ---- the agent: its look at the manager, and heartbeats that follow every answer ---------------
+import asyncio  # noqa: E402
+
+from shoal.agent.agent import Agent  # noqa: E402
+from shoal.agent.inprocess import InProcessSession  # noqa: E402
+from shoal.agent.session import Unreachable  # noqa: E402
+
+
+class CuttableSession(InProcessSession):
+    """The real in-process session, cut at will: every heartbeat raises Unreachable, as a manager
+    behind a cut link."""
+
+    cut = False
+
+    async def heartbeat(self, applied: int | None = None) -> float:
+        if self.cut:
+            raise Unreachable("cut")
+        return await super().heartbeat(applied)
+
+
+def test_manager_away_and_a_shorter_period_from_any_answer(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    dispatcher = Dispatcher(store, heartbeat_period=5.0)
+    session = CuttableSession(dispatcher, role="worker")
+
+    async def scenario() -> None:
+        agent = Agent(tmp_path / "node", session, describe("pc1"))
+        runner = asyncio.create_task(agent.run())
+        try:
+            assert await agent.wait_registered(5)
+            assert await asyncio.to_thread(agent.manager_away) is False
+            # The period shortened (`swarm update --dispatcher-heartbeat`): the probe's answer
+            # carries it, and the agent's loop, which began a 5 s sleep, follows it at once;
+            # else the manager's deadline (3 short periods from the probe) passes first.
+            dispatcher.set_heartbeat_period(0.1)
+            assert await asyncio.to_thread(agent.manager_away) is False
+            await asyncio.sleep(1.0)
+            assert dispatcher.expire() == []
+            session.cut = True
+            assert await asyncio.to_thread(agent.manager_away, 0.5) is True
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            agent.close()
+
+    asyncio.run(scenario())
+    store.close()

@@ -129,6 +129,10 @@ class Agent:
         self._ack: asyncio.Event | None = None
         self._unassigned: set[str] = set()  # tasks being shut down because no set lists them
         self._registered_event: asyncio.Event | None = None
+        # The last answered heartbeat (the loop's, an ack's, a probe's) and the period it gave.
+        self._period = 0.0
+        self._last_beat = 0.0
+        self._beaten: asyncio.Event | None = None
 
     # ---- status ----------------------------------------------------------------------------------
     def report(self, task: Task) -> None:
@@ -177,7 +181,7 @@ class Agent:
         if not self.connected or loop is None or loop.is_closed():
             return True
         try:
-            probe = asyncio.run_coroutine_threadsafe(asyncio.wait_for(self.session.heartbeat(), timeout), loop)
+            probe = asyncio.run_coroutine_threadsafe(asyncio.wait_for(self._probe(), timeout), loop)
             probe.result(timeout + 1.0)
         except (Unreachable, TimeoutError):
             return True
@@ -335,11 +339,35 @@ class Agent:
                 else:
                     tx.update("node", node, expect_version=None)
 
+    async def _probe(self) -> None:
+        self._beat(await self.session.heartbeat())
+
+    def _beat(self, period: float) -> None:
+        """A heartbeat was answered: the manager's deadline for the node is now `period` times
+        its grace from now, whichever call sent it, so the loop's next beat is due `period` from
+        now. Else a shorter period (`swarm update --dispatcher-heartbeat 1s` after 20s) given to
+        an ack or a probe would set that deadline while the loop sleeps out the old, longer one,
+        and the manager would take a live node for Down."""
+        self._period = period
+        self._last_beat = time.monotonic()
+        if self._beaten is not None:
+            self._beaten.set()
+
     async def _heartbeats(self, period: float) -> None:
+        self._beaten = asyncio.Event()
+        self._beat(period)
         while True:
-            await asyncio.sleep(period)
+            self._beaten.clear()
+            wait = self._last_beat + self._period - time.monotonic()
+            if wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._beaten.wait()
+                    continue  # another call's heartbeat was answered: due a period after it
+                except TimeoutError:
+                    pass
             applied = self._applied_here()  # again with each beat: an ack lost on the way is not lost
-            period = await (self.session.heartbeat() if applied is None else self.session.heartbeat(applied))
+            self._beat(await (self.session.heartbeat() if applied is None else self.session.heartbeat(applied)))
 
     def _applied_here(self) -> int | None:
         session_id, sequence = self._applied
@@ -366,7 +394,7 @@ class Agent:
             applied = self._applied_here()
             if applied is not None and self._applied != self._acked:
                 acked = self._applied
-                await self.session.heartbeat(applied)
+                self._beat(await self.session.heartbeat(applied))
                 self._acked = acked
 
     async def _assignments(self) -> None:
