@@ -1,5 +1,5 @@
 """`shoal cluster create --nodes 4`: time to all shoalds answering and to all nodes Ready in the
-manager's `node ls`, namespaces included, and each node's idle shoald memory.
+manager's `node ls`, namespaces included, each node's idle shoald memory, and `cluster rm`.
 
     sudo .venv/bin/python bench/bench_cluster.py [--runs 3] [--nodes 4]
 
@@ -54,7 +54,7 @@ def main() -> int:
     for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_SOCKET"):
         env.pop(k, None)
     name = f"bc{os.getpid() % 10000}"
-    answering, ready = [], []
+    answering, ready, removed = [], [], []
     rss: dict[str, list[float]] = {"manager": [], "worker": []}
     pss: dict[str, list[float]] = {"manager": [], "worker": []}
     try:
@@ -81,7 +81,12 @@ def main() -> int:
                         role = "manager" if k == 1 else "worker"
                         rss[role].append(rss_mib(pid))
                         pss[role].append(pss_mib(pid))
-                shoal(env, "cluster", "rm", name)
+                t0 = time.monotonic()
+                rm = shoal(env, "cluster", "rm", name)
+                removed.append(time.monotonic() - t0)
+                if rm.returncode != 0:
+                    print(rm.stderr, file=sys.stderr)
+                    return 1
     finally:
         if (base / "r" / "clusters" / name).exists():
             shoal(env, "cluster", "rm", name)
@@ -91,6 +96,8 @@ def main() -> int:
           f"(runs {' '.join(f'{x:.2f}' for x in answering)})")
     print(f"cluster_create_{args.nodes}_ready_s {statistics.median(ready):.2f}  "
           f"(runs {' '.join(f'{x:.2f}' for x in ready)}; Swarm 0.8-1.4)")
+    print(f"cluster_rm_{args.nodes}_s {statistics.median(removed):.2f}  "
+          f"(runs {' '.join(f'{x:.2f}' for x in removed)})")
     for role in ("manager", "worker"):
         r, p = rss[role], pss[role]
         print(f"shoald_{role}_idle_rss_mib {statistics.median(r):.1f}  (min {min(r):.1f} max {max(r):.1f}; "
