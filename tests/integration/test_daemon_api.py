@@ -222,3 +222,26 @@ def test_shoald_raises_its_open_files_limit(tmp_path: Path) -> None:
         teardown_root(tmp_path / "root", tmp_path / "run")
     unit = (Path(__file__).parents[2] / "contrib" / "shoald.service").read_text()
     assert re.search(r"^LimitNOFILE=1048576$", unit, re.M)
+
+
+def test_one_node_shoald_loads_no_cryptography(daemon) -> None:
+    """A one-node shoald has no certificates to parse or sign and no WireGuard peer: nothing may
+    pull in cryptography (~10 MiB of every node's memory), not even the agent's registration,
+    which makes the node's WireGuard keypair (wg genkey, not X25519 in-process)."""
+    client, _, log = daemon
+    deadline = time.monotonic() + 60
+    while "session " not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "session " in log.read_text(), "the agent never registered"
+    pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_shoald(p, log))
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert "/cryptography/" not in maps, [line for line in maps.splitlines() if "/cryptography/" in line][:3]
+
+
+def _is_shoald(proc_dir: Path, log: Path) -> bool:
+    """The daemon fixture's process: `python -m shoal daemon` whose stdout is this test's log."""
+    try:
+        return (b"shoal\0daemon" in (proc_dir / "cmdline").read_bytes()
+                and os.readlink(proc_dir / "fd" / "1") == str(log))
+    except OSError:
+        return False
