@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import stat
 import subprocess
 import sys
@@ -245,3 +246,36 @@ def _is_shoald(proc_dir: Path, log: Path) -> bool:
                 and os.readlink(proc_dir / "fd" / "1") == str(log))
     except OSError:
         return False
+
+
+def test_an_open_events_stream_does_not_hold_shoald_s_stop(tmp_path: Path) -> None:
+    """`shoal events` and `logs -f` only end when their client goes: shoald ends them when it
+    stops rather than wait for them (aiohttp's graceful stop waited 60 s, twice)."""
+    env = dict(os.environ, SHOAL_ROOT=str(tmp_path / "root"), SHOAL_RUN=str(tmp_path / "run"))
+    env.pop("SHOAL_SOCKET", None)
+    proc = _start(env, tmp_path / "shoald.log")
+    events = None
+    try:
+        _wait_socket(tmp_path / "run" / "shoal.sock", proc)
+        events = subprocess.Popen([sys.executable, "-m", "shoal", "events"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # an event through the stream: it is open and being answered
+        deadline = time.monotonic() + 30
+        line = b""
+        n = 0
+        while time.monotonic() < deadline and b"secret create" not in line:
+            n += 1
+            subprocess.run([sys.executable, "-m", "shoal", "secret", "create", f"ev-open-{n}", "-"], env=env,
+                           input=b"x", capture_output=True, check=True)
+            ready = select.select([events.stdout], [], [], 2)[0]
+            line = events.stdout.readline() if ready else b""
+        assert b"secret create" in line, "the events stream never showed the secret"
+        assert terminate(proc, 20), "shoald did not stop on SIGTERM while an events stream was open"
+        _, err = events.communicate(timeout=10)
+        assert events.returncode != 0 and err.decode().startswith("Error"), err
+    finally:
+        if events is not None and events.poll() is None:
+            events.kill()
+            events.wait()
+        terminate(proc, 10)
+        teardown_root(tmp_path / "root", tmp_path / "run")
