@@ -140,11 +140,16 @@ def main() -> int:
 
         direct_ip = backends[0].ip_addresses[0]
         mesh_opts = argparse.Namespace(seconds=opts.seconds, rounds=opts.rounds, pause=1.0, sustain=0)
-        with bench_mesh.client_namespaces(4) as clients:
+        # Direct and mesh from client addresses of their own: the mesh keeps the client's
+        # address, so from one address both kinds reach the task as one 4-tuple with different
+        # TCP timestamp offsets, and PAWS refuses SYNs that land on the other kind's TIME_WAIT
+        # (bench_mesh.py's finding): that would measure the client, not the mesh.
+        with bench_mesh.client_namespaces(8) as clients:
+            direct_clients, mesh_clients = clients[:4], clients[4:]
             bench_mesh.compare(
-                f"published port / direct, {len(clients)} client addresses",
-                lambda s, k: bench_mesh.ab_many([(c.ns, f"http://{direct_ip}:80/") for c in clients], s, k),
-                lambda s, k: bench_mesh.ab_many([(c.ns, f"http://{c.host_ip}:18800/") for c in clients], s, k),
+                f"published port / direct, {len(mesh_clients)} client addresses each",
+                lambda s, k: bench_mesh.ab_many([(c.ns, f"http://{direct_ip}:80/") for c in direct_clients], s, k),
+                lambda s, k: bench_mesh.ab_many([(c.ns, f"http://{c.host_ip}:18800/") for c in mesh_clients], s, k),
                 mesh_opts, sustain=False)
         bench_mesh.compare(
             "published port / direct, loopback client (127.0.0.1)",
