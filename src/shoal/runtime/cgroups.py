@@ -3,6 +3,7 @@ limits and usage the way `docker stats` does, find OOM kills, and remove every d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ def remove(container_id: str, timeout: float = 2.0) -> None:
     task exits, hence the short retry)."""
     for stray in stray_dirs(cgroups_path(container_id)):
         remove_stray(stray)
+        with contextlib.suppress(OSError):
+            stray.parent.rmdir()  # the shared parent, as below: busy means another container
     deadline = time.monotonic() + timeout
     for d in dirs(container_id):
         while d.is_dir():
