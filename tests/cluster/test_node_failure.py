@@ -40,16 +40,15 @@ SERVICE = "webapp_web"
 _CGROUP = re.compile(r"/shoal-(?P<cluster>[^/]+)-(?P<node>\d+)/(?P<cid>[0-9a-f]{64})$")
 
 
-def app_copies(cluster_name: str) -> list[tuple[int, str, int]]:
-    """(node, container ID, pid) of every httpd of the app running on this machine, found by its
-    cgroup under a node's cgroup parent (shoal-NAME-K/<container>): what really runs, whatever
-    any manager believes."""
+def process_copies(cluster_name: str, comm: str) -> list[tuple[int, str, int]]:
+    """(node, container ID, pid) of every process named `comm` running on this machine in a
+    node's cgroups (shoal-NAME-K/<container>): what really runs, whatever any manager believes."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if (proc / "comm").read_text().strip() != "httpd":
+            if (proc / "comm").read_text().strip() != comm:
                 continue
             lines = (proc / "cgroup").read_text().splitlines()
         except OSError:
@@ -60,6 +59,11 @@ def app_copies(cluster_name: str) -> list[tuple[int, str, int]]:
                 found.append((int(m["node"]), m["cid"], int(proc.name)))
                 break
     return sorted(found)
+
+
+def app_copies(cluster_name: str) -> list[tuple[int, str, int]]:
+    """Every httpd of the app running on this machine."""
+    return process_copies(cluster_name, "httpd")
 
 
 def tasks(cluster: Any) -> list[dict[str, str]]:

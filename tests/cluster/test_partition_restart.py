@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -33,12 +32,12 @@ import yaml
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 from cluster.test_local_cluster import cluster_with_web_image  # noqa: E402
+from cluster.test_node_failure import process_copies as copies, wait_for  # noqa: E402
 
 WORKER = 2
 STACK = "pr"
 # Each service's process has a name of its own, so its copies are told apart in /proc.
 COMMS = {"onfail": "sleep", "any": "tail", "none": "httpd"}
-_CGROUP = re.compile(r"/shoal-(?P<cluster>[^/]+)-(?P<node>\d+)/(?P<cid>[0-9a-f]{64})$")
 
 
 def compose(base: Path) -> Path:
@@ -55,26 +54,6 @@ def compose(base: Path) -> Path:
     path = base / "partition.yml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def copies(cluster_name: str, comm: str) -> list[tuple[int, str, int]]:
-    """(node, container ID, host pid) of every process named `comm` in a node's cgroups."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if (proc / "comm").read_text().strip() != comm:
-                continue
-            lines = (proc / "cgroup").read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            m = _CGROUP.search(line)
-            if m and m["cluster"] == cluster_name:
-                found.append((int(m["node"]), m["cid"], int(proc.name)))
-                break
-    return sorted(found)
 
 
 def tasks(cluster: Any, name: str) -> list[dict[str, str]]:
@@ -94,16 +73,6 @@ def running(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def node_state(cluster: Any, hostname: str) -> str:
     out = cluster.shoal("node", "ls", "--format", "{{.Hostname}}\t{{.Status}}", timeout=60).stdout
     return dict(ln.split("\t") for ln in out.splitlines() if ln.count("\t") == 1).get(hostname, "")
-
-
-def wait_for(what: str, check: Any, timeout: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(every)
 
 
 def on_worker(cluster: Any, comm: str) -> list[tuple[int, str, int]]:
