@@ -48,6 +48,7 @@ from typing import Any
 import yaml
 
 import _swarm
+from _cli import private_env
 
 REPO = Path(__file__).resolve().parents[1]
 NODES, REPLICAS = 4, 5
@@ -173,10 +174,7 @@ def main() -> int:
         print("bench_cluster_deploy: needs root", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="shbd-"))
-    env = dict(os.environ, SHOAL_ROOT=str(base / "r"), SHOAL_RUN=str(base / "r" / "run"),
-               SHOAL_CONFIG=str(base / "cfg" / "config.json"))
-    for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_SOCKET", "SHOAL_CERT_PATH", "SHOAL_CGROUP_PARENT"):
-        env.pop(k, None)
+    env = private_env(base)
     name = f"bd{os.getpid() % 10000}"
     results: dict[str, list[dict[str, Any]]] = {"pull": [], "local": []}
     try:

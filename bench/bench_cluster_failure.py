@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 import _swarm
+from _cli import private_env
 
 REPO = Path(__file__).resolve().parents[1]
 NODES, CUT = 4, 3
@@ -141,10 +142,7 @@ def main() -> int:
         print("bench_cluster_failure: needs root", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="shbf-"))
-    env = dict(os.environ, SHOAL_ROOT=str(base / "r"), SHOAL_RUN=str(base / "r" / "run"),
-               SHOAL_CONFIG=str(base / "cfg" / "config.json"))
-    for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_SOCKET", "SHOAL_CERT_PATH", "SHOAL_CGROUP_PARENT"):
-        env.pop(k, None)
+    env = private_env(base)
     name = f"bf{os.getpid() % 10000}"
     results: list[dict[str, float]] = []
     try:

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 import _swarm
+from _cli import private_env
 
 NODES = 3
 HTTPD = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
@@ -130,10 +131,7 @@ def main() -> int:
               "(apt-get install wireguard-go wireguard-tools)", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="shov-"))
-    env = dict(os.environ, SHOAL_ROOT=str(base / "r"), SHOAL_RUN=str(base / "r" / "run"),
-               SHOAL_CONFIG=str(base / "cfg" / "config.json"))
-    for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_SOCKET", "SHOAL_CERT_PATH", "SHOAL_CGROUP_PARENT"):
-        env.pop(k, None)
+    env = private_env(base)
     name = f"ov{os.getpid() % 10000}"
     try:
         tar = _swarm.make_busybox_tar(base / "busybox.tar")
