@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shoal import __version__
-from shoal.api import API_VERSION, shape, streams
+from shoal import httpstreams
+from shoal.api import API_VERSION, shape
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
 from shoal.manager import serviceview
 from shoal.manager.controlapi import networks as netapi, services as svcapi, stacks as stackapi
@@ -339,7 +340,7 @@ def make_app(daemon: Daemon) -> web.Application:
         return web.json_response({"lines": lines})
 
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
-    streams.end_streams_on_shutdown(app)
+    httpstreams.end_streams_on_shutdown(app)
     app.add_routes(routes)
     from shoal.api import swarmapi  # swarm init/join/leave/..., node inspect/update/rm
 

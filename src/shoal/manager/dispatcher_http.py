@@ -33,6 +33,7 @@ from aiohttp import web
 
 from shoal.agent.session import (AssignmentSet, NodeDescription, NodeRemoved, SessionInfo,
                                  SessionInvalid, TaskStatusUpdate, Unreachable, from_json, to_json)
+from shoal import httpstreams
 from shoal.errors import ShoalError
 from shoal.tlsconfig import require_node
 
@@ -111,26 +112,6 @@ async def post_session(request: web.Request) -> web.Response:
     return web.json_response(to_json(info))
 
 
-# The handlers of the open streams (assignments, log subscriptions): cancelled when the listener
-# stops. aiohttp's shutdown otherwise waits for each to end by itself, which an idle stream only
-# does when its next keepalive write fails on the closing transport: a manager with workers took
-# up to KEEPALIVE (5 s) to stop, and its log filled with write errors.
-STREAMS_KEY = web.AppKey("shoal_dispatcher_streams", set)
-
-
-def _streaming(request: web.Request) -> None:
-    task = asyncio.current_task()
-    if task is not None:
-        streams: set[asyncio.Task[Any]] = request.app[STREAMS_KEY]
-        streams.add(task)
-        task.add_done_callback(streams.discard)
-
-
-async def _end_streams(app: web.Application) -> None:
-    for task in list(app[STREAMS_KEY]):
-        task.cancel()
-
-
 async def get_assignments(request: web.Request) -> web.StreamResponse:
     ident = require_node(request)
     session_id = _session_id(request.query.get("session_id"))
@@ -144,7 +125,6 @@ async def get_assignments(request: web.Request) -> web.StreamResponse:
         raise _translate(exc) from None
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    _streaming(request)
     await response.write((json.dumps(to_json(first)) + "\n").encode())
     pending: asyncio.Task[AssignmentSet] | None = None
     try:
@@ -193,7 +173,6 @@ async def get_log_subscriptions(request: web.Request) -> web.StreamResponse:
     stream = dispatcher.log_subscriptions(ident.node_id, session_id).__aiter__()
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    _streaming(request)
     pending: asyncio.Task[Any] | None = None
     try:
         while True:
@@ -295,8 +274,10 @@ def make_dispatcher_app(get_dispatcher: DispatcherGetter, cluster_id: str,
     if tls_digest is not None:
         app[TLS_DIGEST_KEY] = tls_digest
     app[CLUSTER_ID_KEY] = cluster_id
-    app[STREAMS_KEY] = set()
-    app.on_shutdown.append(_end_streams)
+    # The open streams (assignments, log subscriptions) are cancelled when the listener stops:
+    # an idle one otherwise ends only when its next keepalive write fails on the closing
+    # transport, and a manager with workers took up to KEEPALIVE (5 s) to stop.
+    httpstreams.end_streams_on_shutdown(app)
     app.router.add_post("/session", post_session)
     app.router.add_get("/assignments", get_assignments)
     app.router.add_post("/status", post_status)

@@ -1,7 +1,8 @@
 """Streams end when shoald stops.
 
-`events`, `logs -f`, `service logs -f`, a build's output and an archive being saved are
-responses that only end when their client goes away. aiohttp's graceful stop waits for every
+`events`, `logs -f`, `service logs -f`, a build's output, an archive being saved and a
+node's assignment and log-subscription streams are responses that only end when their client
+goes away. aiohttp's graceful stop waits for every
 handler (60 s, then again for the connection): a `shoal events` left open in a terminal made
 `systemctl stop shoald` take two minutes. A response that streams is remembered once it is
 prepared and cancelled when the application shuts down; a plain request (a deploy half way
