@@ -7,7 +7,6 @@ joins nobody, the new one does. Then to a root the user brings (--ca-cert/--ca-k
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import subprocess
 import sys
@@ -16,9 +15,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+import cfssl_helpers
 from cluster.conftest import NetnsCluster, NetnsNode
 from cluster.test_swarm_join import init, not_joined, wait_ready
 from shoal.manager.ca import load_certificates, parse_join_token, pem_digest
@@ -195,33 +195,9 @@ def test_rotate_root_ca_on_three_nodes(netns_cluster: NetnsCluster, busybox_tar:
 def start_cfssl(node: NetnsNode, directory: Path, root: tuple[bytes, bytes]) -> tuple[subprocess.Popen[bytes], str]:
     """`cfssl serve` in `node`'s namespace on 127.0.0.1, signing with `root`; its TLS
     certificate is issued by that root (what the manager checks: swarmkit's validateExternalCAURL)."""
-    directory.mkdir()
-    key = serialization.load_pem_private_key(root[1], None)
-    issuer = x509.load_pem_x509_certificate(root[0])
-    tls_key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    tls = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cfssl")]))
-           .issuer_name(issuer.subject).public_key(tls_key.public_key()).serial_number(x509.random_serial_number())
-           .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
-           .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                          critical=False)
-           .sign(key, hashes.SHA256()))  # type: ignore[arg-type]
-    (directory / "ca.pem").write_bytes(root[0])
-    (directory / "ca-key.pem").write_bytes(root[1])
-    (directory / "tls.pem").write_bytes(tls.public_bytes(serialization.Encoding.PEM))
-    (directory / "tls-key.pem").write_bytes(tls_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
-    (directory / "config.json").write_text(json.dumps({"signing": {"default": {
-        "usages": ["signing", "key encipherment", "server auth", "client auth"], "expiry": "2160h"}}}))
     port = 8888
-    proc = subprocess.Popen(["ip", "netns", "exec", node.name, "cfssl", "serve", "-address", "127.0.0.1",
-                             "-port", str(port), "-ca", "ca.pem", "-ca-key", "ca-key.pem", "-tls-cert", "tls.pem",
-                             "-tls-key", "tls-key.pem", "-config", "config.json"], cwd=directory,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
     probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 0.5).close()"
-    while node.exec(sys.executable, "-c", probe).returncode != 0:
-        assert proc.poll() is None and time.monotonic() < deadline, "cfssl serve did not start"
-        time.sleep(0.1)
-    return proc, f"https://127.0.0.1:{port}/api/v1/cfssl/sign"
+    return cfssl_helpers.start_cfssl(directory, root, root, port,
+                                     lambda: node.exec(sys.executable, "-c", probe).returncode == 0,
+                                     prefix=("ip", "netns", "exec", node.name))
 

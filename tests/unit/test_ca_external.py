@@ -6,12 +6,9 @@ is cross-signed by the old root's key; the store keeps the URLs in place of the 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import json
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +17,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
+import cfssl_helpers
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.manager import ca
 from shoal.manager.externalca import ExternalCA, parse_spec
@@ -48,19 +46,6 @@ def make_ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key
 
 
-def server_cert(issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cfssl")]))
-            .issuer_name(issuer.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(issuer_key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
-
-
 @dataclass
 class Cfssl:
     url: str
@@ -75,29 +60,20 @@ def _free_port() -> int:
 
 def start_cfssl(directory: Path, root: x509.Certificate, root_key: ec.EllipticCurvePrivateKey,
                 tls_issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> tuple[subprocess.Popen[bytes], str]:
-    """`cfssl serve` on 127.0.0.1 signing with `root`, its TLS certificate from `tls_issuer`."""
-    directory.mkdir()
-    (directory / "ca.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    (directory / "ca-key.pem").write_bytes(_pem_key(root_key))
-    srv, srv_key = server_cert(*tls_issuer)
-    (directory / "srv.pem").write_bytes(srv)
-    (directory / "srv-key.pem").write_bytes(srv_key)
-    (directory / "config.json").write_text(json.dumps({"signing": {"default": {
-        "usages": ["signing", "key encipherment", "server auth", "client auth"], "expiry": "2160h"}}}))
+    """`cfssl serve` on the host's 127.0.0.1 signing with `root`, its TLS certificate from `tls_issuer`."""
     port = _free_port()
-    proc = subprocess.Popen([str(CFSSL), "serve", "-address", "127.0.0.1", "-port", str(port),
-                             "-ca", "ca.pem", "-ca-key", "ca-key.pem", "-tls-cert", "srv.pem",
-                             "-tls-key", "srv-key.pem", "-config", "config.json"], cwd=directory,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return True
         except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "cfssl serve did not start"
-            time.sleep(0.05)
-    return proc, f"https://127.0.0.1:{port}/api/v1/cfssl/sign"
+            return False
+
+    def pem(pair: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> tuple[bytes, bytes]:
+        return pair[0].public_bytes(serialization.Encoding.PEM), _pem_key(pair[1])
+
+    return cfssl_helpers.start_cfssl(directory, pem((root, root_key)), pem(tls_issuer), port, listening)
 
 
 @pytest.fixture
