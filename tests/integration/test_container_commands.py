@@ -276,11 +276,35 @@ def test_cp_both_ways_with_ownership_and_a_hostile_container(shoal, busybox_imag
     assert notdir.stderr == b'Error response from daemon: destination "cc-cp:/data/renamed" must be a directory\n'
     both = shoal("cp", "cc-cp:/a", "cc-cp:/b")
     assert both.returncode == 1 and both.stderr == "Error: copying between containers is not supported\n"
+    # docker's summary: on stderr, only when stdout is a terminal and not -q; sizes as Go's tar
+    # counts them (a 2-byte file: header + one data block + two end blocks = 2.05kB)
+    assert shoal("cp", "cc-cp:/data/renamed", str(tmp_path / "quiet")).stderr == ""
+    (tmp_path / "two").write_text("t\n")
+    assert cp_on_terminal(str(tmp_path / "two"), "cc-cp:/data/") == "Successfully copied 2.05kB to cc-cp:/data/\n"
+    assert cp_on_terminal("cc-cp:/data/sub/f", str(tmp_path / "tty")) == \
+        f"Successfully copied 2.05kB to {tmp_path / 'tty'}\n"
+    assert cp_on_terminal("cc-cp:/data/sub", str(tmp_path) + "/") == f"Successfully copied 2.56kB to {tmp_path}/\n"
+    assert cp_on_terminal("-q", "cc-cp:/data/sub/f", str(tmp_path / "tty2")) == ""
     # a stopped container: its overlay is mounted for the copy and unmounted after
     shoal("stop", "-t", "0", "cc-cp", check=True)
     shoal("cp", str(tmp_path / "pwn"), "cc-cp:/data/", check=True)
     shoal("cp", "cc-cp:/data/pwn", str(tmp_path / "back"), check=True)
     assert (tmp_path / "back").read_text() == "pwn\n"
+
+
+def cp_on_terminal(*args: str) -> str:
+    """`shoal cp` with its stdout on a pseudo-terminal: what it writes on stderr."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "shoal", "cp", *args], stdout=follower,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
 
 
 def test_attach_streams_and_exit_code(shoal, busybox_image, clean):

@@ -45,9 +45,10 @@ def _split_source(path: str) -> tuple[str, str, bool]:
 
 
 def copy_out(c: Container, ref: str, src: str, *, follow_link: bool = False,
-             tar_out: IO[bytes] | None = None, host_dest: str | None = None, archive: bool = False) -> None:
+             tar_out: IO[bytes] | None = None, host_dest: str | None = None, archive: bool = False) -> int:
     """`cp CONTAINER:SRC -|DEST`: a tar on `tar_out`, or the files at `host_dest` on the host
-    (owned by the caller unless `archive`, as docker cp)."""
+    (owned by the caller unless `archive`, as docker cp). Returns the size of the archive as
+    docker's Go tar writer makes it (what `Successfully copied` counts), 0 for `tar_out`."""
     parent, name, contents = _split_source(src)
     with container_root(c) as root, _root_fd(root) as root_fd:
         try:
@@ -73,9 +74,9 @@ def copy_out(c: Container, ref: str, src: str, *, follow_link: bool = False,
             if tar_out is not None:
                 with tarfile.open(fileobj=tar_out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                     _tar_source(tar, pfd, name, st, contents)
-                return
+                return 0
             assert host_dest is not None
-            _to_host(pfd, name, st, contents, host_dest, archive)
+            return _to_host(pfd, name, st, contents, host_dest, archive)
         finally:
             os.close(pfd)
 
@@ -123,7 +124,7 @@ def _is_fd_itself(pfd: int, st: os.stat_result) -> bool:
     return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
 
 
-def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str, archive: bool) -> None:
+def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str, archive: bool) -> int:
     """docker cp's rules on the host side: into DEST when it is a directory, else as DEST
     (whose parent must exist); a directory never replaces a file."""
     dest_path = Path(dest)
@@ -151,12 +152,14 @@ def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str,
         import threading
 
         errors: list[BaseException] = []
+        sizes: list[int] = []
 
         def produce() -> None:
             try:
                 with os.fdopen(w, "wb") as out:
                     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                         _tar_source(tar, pfd, produced_name, st, False)
+                        sizes.append(go_tar_size(tar.offset))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -176,8 +179,31 @@ def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str,
                 _replace(child, target / child.name)
         else:
             _replace(produced, target)
+        return sizes[0]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def go_tar_size(members_size: int) -> int:
+    """Go's archive/tar ends an archive with two zero blocks and no padding to a record (Python
+    pads to 10 KiB), so docker's count is the members' blocks plus 1 KiB."""
+    return members_size + 2 * tarfile.BLOCKSIZE
+
+
+def host_tar_size(path: str) -> int:
+    """The size of the tar docker would send for a host path: a header block per entry and each
+    regular file's data in whole blocks (long names' extra headers aside)."""
+    def entry(st: os.stat_result) -> int:
+        data = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return tarfile.BLOCKSIZE + -(-data // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+    top = os.lstat(path)
+    total = entry(top)
+    if stat.S_ISDIR(top.st_mode):
+        for dirpath, dirnames, filenames in os.walk(path):
+            for n in dirnames + filenames:
+                total += entry(os.lstat(os.path.join(dirpath, n)))
+    return go_tar_size(total)
 
 
 def _replace(src: Path, dst: Path) -> None:

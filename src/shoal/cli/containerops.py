@@ -321,6 +321,9 @@ def cmd_cp(args: argparse.Namespace) -> int:
         raise ShoalError("copying between containers is not supported")  # a RunE error: exit 1
     if not src_ctr and not dst_ctr:
         raise ShoalError("must specify at least one container source")  # a RunE error: exit 1
+    # docker prints the summary only when its stdout is a terminal, unless -q (cp.go: quiet
+    # defaults to !Out().IsTerminal()), and never for a tar on stdout
+    summary = not args.quiet and sys.stdout.isatty()
     mgr = _manager()
     try:
         if src_ctr:
@@ -328,18 +331,37 @@ def cmd_cp(args: argparse.Namespace) -> int:
             if dst_path == "-":
                 rootfs.copy_out(c, src_ctr, src_path, follow_link=args.follow_link, tar_out=sys.stdout.buffer)
                 sys.stdout.buffer.flush()
-            else:
-                rootfs.copy_out(c, src_ctr, src_path, follow_link=args.follow_link,
-                                host_dest=dst_path, archive=args.archive)
+                return 0
+            size = rootfs.copy_out(c, src_ctr, src_path, follow_link=args.follow_link,
+                                   host_dest=dst_path, archive=args.archive)
+            where = _abs_keeping_trailer(dst_path)
         else:
             c = mgr.get(dst_ctr)
             if src_path == "-":
                 rootfs.copy_in(c, dst_ctr, dst_path, tar_in=sys.stdin.buffer)
+                size = 0  # docker counts only what it tars itself
             else:
+                size = rootfs.host_tar_size(src_path) if summary and os.path.lexists(src_path) else 0
                 rootfs.copy_in(c, dst_ctr, dst_path, host_src=src_path, archive=args.archive)
+            where = f"{dst_ctr}:{dst_path}"
     except ShoalError as exc:
         raise _daemon(exc) from None
+    if summary:
+        from shoal.units import human_size
+
+        print("Successfully copied", human_size(size), "to", where, file=sys.stderr)
     return 0
+
+
+def _abs_keeping_trailer(path: str) -> str:
+    """go-archive PreserveTrailingDotOrSeparator over filepath.Abs, as docker/cli's
+    resolveLocalPath: `dir/` and `dir/.` keep their ending."""
+    absolute = os.path.abspath(path)
+    if path.endswith("/.") or path == ".":
+        return absolute if absolute.endswith("/.") else absolute.rstrip("/") + "/."
+    if path.endswith("/") and not absolute.endswith("/"):
+        return absolute + "/"
+    return absolute
 
 
 # ---- attach --------------------------------------------------------------------------------------
@@ -479,7 +501,9 @@ def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p = sub.add_parser("cp", help="Copy files/folders between a container and the local filesystem")
     p.add_argument("-a", "--archive", action="store_true", help="Archive mode (copy all uid/gid information)")
     p.add_argument("-L", "--follow-link", action="store_true", help="Always follow symlinks in SRC_PATH")
-    p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output during copy")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="Suppress progress output during copy. Progress output is automatically suppressed if "
+                        "no terminal is attached")
     p.add_argument("src", metavar="SRC")
     p.add_argument("dest", metavar="DEST")
     p.set_defaults(func=cmd_cp)
