@@ -355,6 +355,13 @@ def test_network_connect_disconnect_and_container_mode(shoal, busybox_image, cle
         shared = shoal("run", "--rm", "--network", "container:cc-n2", busybox_image, "ip", "-4", "-o", "addr",
                        check=True).stdout
         assert ip in shared
+        # and its hostname (moby's initializeNetworking), in the process and in inspect
+        clean.append("cc-n4")
+        shoal("run", "-d", "--name", "cc-n4", "--network", "container:cc-n2", busybox_image, "sleep", "600", check=True)
+        donor_name = shoal("exec", "cc-n2", "hostname", check=True).stdout
+        assert shoal("exec", "cc-n4", "hostname", check=True).stdout == donor_name
+        assert inspect(shoal, "cc-n4")["Config"]["Hostname"] == donor_name.strip()
+        shoal("rm", "-f", "cc-n4", check=True)
         conflict = shoal("run", "--rm", "--network", "container:cc-n2", "-p", "80:80", busybox_image, "true")
         assert conflict.returncode == 125
         assert "conflicting options: port publishing and the container type network mode" in conflict.stderr

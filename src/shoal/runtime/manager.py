@@ -291,6 +291,8 @@ class ContainerManager:
         own = [] if entries else [a.split("/")[0] for a in addresses]  # the network lists them itself
         donor = self._network_donor(c)
         if donor is not None:  # --network container:NAME: its hosts and resolver too, as Docker
+            # moby's initializeNetworking: the joined container's hostname becomes this one's
+            plan.hostname = c.config["Hostname"] = _plan_from(donor).hostname
             for n in ("hosts", "resolv.conf"):
                 write_file(c.dir / n, (donor.dir / n).read_text(), 0o644)
         else:
@@ -313,6 +315,7 @@ class ContainerManager:
         return conmon.launch(runtime, c.id, c.dir, log_path=c.log_path, exit_dir=c.exit_dir,
                              persist_dir=c.persist_dir, pidfile=c.dir / "pidfile",
                              conmon_pidfile=c.dir / "conmon.pid", tty=spec.tty,
+                             stdin=spec.open_stdin,
                              # A swarm task is cleaned up by shoald's agent when it sees the exit
                              # (a Python reaper per exit is what made `stack rm` slow).
                              with_exit_command=not spec.swarm_task)
