@@ -315,7 +315,6 @@ class ContainerManager:
         return conmon.launch(runtime, c.id, c.dir, log_path=c.log_path, exit_dir=c.exit_dir,
                              persist_dir=c.persist_dir, pidfile=c.dir / "pidfile",
                              conmon_pidfile=c.dir / "conmon.pid", tty=spec.tty,
-                             stdin=spec.open_stdin,
                              # A swarm task is cleaned up by shoald's agent when it sees the exit
                              # (a Python reaper per exit is what made `stack rm` slow).
                              with_exit_command=not spec.swarm_task)
