@@ -88,13 +88,15 @@ def describe_node(node_id: str) -> NodeDescription:
     import platform
 
     from shoal import __version__
+    from shoal.network import wireguard
 
     return NodeDescription(
         hostname=socket.gethostname(),
         platform=PlatformInfo(os="linux", architecture=platform.machine()),
         resources=Resources(nano_cpus=(os.cpu_count() or 1) * 1_000_000_000,
                             memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
-        engine=EngineInfo(engine_version=__version__),
+        # Whether this node can carry encrypted overlay networks: the scheduler's filter reads it.
+        engine=EngineInfo(engine_version=__version__, plugins=wireguard.plugins()),
         node_id=node_id,
     )
 

@@ -35,21 +35,42 @@ class _Seen:
         self.core = Scheduler()
         self.tasks: dict[str, tuple[Any, Any]] = {}
         self.nodes: dict[str, tuple[Any, Any]] = {}
-        # (service, spec version) -> (placement, resources, endpoint, what they make): the
-        # tasks of one version share a spec; checked by equality, so another store cannot
-        # hand a stale one out.
-        self.specs: dict[tuple[str, int], tuple[Any, Any, Any, TaskSpecInfo]] = {}
+        # (service, spec version) -> (placement, resources, endpoint, networks, the encrypted
+        # networks, what they make): the tasks of one version share a spec; checked by
+        # equality, so another store cannot hand a stale one out.
+        self.specs: dict[tuple[str, int], tuple[Any, Any, Any, Any, frozenset[str], TaskSpecInfo]] = {}
+        # The store's encrypted overlay networks by name, read once per pass when a task needs them.
+        self.encrypted: frozenset[str] | None = None
+        self.tx: Transaction | None = None
 
     def spec_info(self, service_id: str, version: int, spec: dict[str, Any]) -> TaskSpecInfo:
-        parts = (spec.get("placement"), spec.get("resources"), spec.get("endpoint"))
+        encrypted = self._encrypted() if spec.get("networks") else frozenset()
+        parts = (spec.get("placement"), spec.get("resources"), spec.get("endpoint"), spec.get("networks"), encrypted)
         hit = self.specs.get((service_id, version))
-        if hit is not None and hit[0] == parts[0] and hit[1] == parts[1] and hit[2] == parts[2]:
-            return hit[3]
-        info = describe_spec(spec)
+        if hit is not None and hit[:5] == parts:
+            return hit[5]
+        info = describe_spec(spec, encrypted)
         if len(self.specs) > 10_000:
             self.specs.clear()
         self.specs[(service_id, version)] = (*parts, info)
         return info
+
+    def _encrypted(self) -> frozenset[str]:
+        if self.encrypted is None:
+            self.encrypted = encrypted_networks(self.tx) if self.tx is not None else frozenset()
+        return self.encrypted
+
+
+def encrypted_networks(tx: Transaction) -> frozenset[str]:
+    """Names of the stored overlay networks made with `--opt encrypted` (their tasks need a node
+    that can make a WireGuard interface: scheduling/filters.py EncryptionFilter)."""
+    out = set()
+    for raw in tx.list("network"):
+        spec = raw.get("spec") or {}
+        options = {**(spec.get("driver_opts") or {}), **((raw.get("allocation") or {}).get("options") or {})}
+        if (spec.get("driver") or "overlay") == "overlay" and "encrypted" in options:
+            out.add(raw["name"])
+    return frozenset(out)
 
 
 _lock = threading.Lock()
@@ -166,7 +187,11 @@ def reconcile(tx: Transaction, now: float) -> None:
 
 def _pass(tx: Transaction, seen: _Seen, now: float) -> None:
     _sync_nodes(tx, seen, now)
-    raws, shutdown = _sync_tasks(tx, seen, now)
+    seen.tx, seen.encrypted = tx, None
+    try:
+        raws, shutdown = _sync_tasks(tx, seen, now)
+    finally:
+        seen.tx, seen.encrypted = None, None
     core = seen.core
     if not shutdown and not core.unassigned and not core.pending_preassigned:
         return

@@ -60,7 +60,8 @@ TIMEOUT = 10.0
 
 
 def binary() -> str:
-    """wireguard-go's path: SHOAL_WIREGUARD_GO, else looked up on PATH ("" when missing)."""
+    """wireguard-go's path: SHOAL_WIREGUARD_GO, else looked up on PATH ("" when missing; set
+    empty, it is not used at all)."""
     given = os.environ.get("SHOAL_WIREGUARD_GO")
     if given is not None:
         return given if os.access(given, os.X_OK) else ""
@@ -92,6 +93,22 @@ def unavailable() -> str:
     if not TUN.exists():
         return f"the kernel has no WireGuard (CONFIG_WIREGUARD) and no {TUN} for wireguard-go"
     return ""
+
+
+# The node description's entry (Description.Engine.Plugins, where Docker lists its network and
+# volume drivers) saying this node can carry encrypted overlay networks, and with what; the
+# scheduler places an encrypted network's tasks only on nodes that list it.
+PLUGIN_TYPE = "Encryption"
+
+
+def plugins() -> list[dict[str, str]]:
+    """What this node adds to its description's plugins: [] when it cannot make a WireGuard
+    interface, else the implementation it would use (the kernel's `wireguard`, or
+    `wireguard-go`). SHOAL_WIREGUARD_GO set empty (or to a missing file) is the ops/test
+    override for a machine where wireguard-go must not be used."""
+    if unavailable():
+        return []
+    return [{"type": PLUGIN_TYPE, "name": "wireguard" if kernel_has_wireguard() else "wireguard-go"}]
 
 
 def interface_name(root: Path | None = None) -> str:

@@ -5,13 +5,17 @@ counts whenever a node passes (as swarmkit's Process does). Explain lists the fa
 most failures first, joined by "; ".
 
 PluginFilter is not here: shoal has no volume, network or log plugins, so it would always pass.
-VolumesFilter (CSI cluster volumes) likewise."""
+VolumesFilter (CSI cluster volumes) likewise. In PluginFilter's place, EncryptionFilter keeps a
+task on an encrypted overlay network off nodes that cannot make a WireGuard interface (their
+description lists no Encryption plugin): there it would be cut off from its network, never sent
+in clear, but never working either."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from shoal.manager.constraints import compile_all
+from shoal.network.wireguard import PLUGIN_TYPE as ENCRYPTION_PLUGIN
 from shoal.manager.scheduling.nodeinfo import NodeInfo, TaskInfo
 from shoal.model.cluster import Node
 
@@ -79,6 +83,22 @@ class ResourceFilter(Filter):
         return f"insufficient resources on {_nodes(nodes)}"
 
 
+class EncryptionFilter(Filter):
+    name = "encryption"
+
+    def set_task(self, t: TaskInfo) -> Check | None:
+        return _per_node(can_encrypt) if t.spec.encrypted else None
+
+    def explain(self, nodes: int) -> str:
+        # As PluginFilter's "missing plugin on N nodes".
+        return f"encrypted networks unsupported on {_nodes(nodes)}"
+
+
+def can_encrypt(node: Node) -> bool:
+    """The node said it can make a WireGuard interface (network/wireguard.py plugins)."""
+    return any(p.get("type") == ENCRYPTION_PLUGIN for p in node.engine.plugins)
+
+
 class ConstraintFilter(Filter):
     name = "constraints"
 
@@ -140,8 +160,9 @@ class MaxReplicasFilter(Filter):
 
 
 def default_filters() -> list[Filter]:
-    # Readiness first, as swarmkit's defaultFilters (PluginFilter would come third).
-    return [ReadyFilter(), ResourceFilter(), ConstraintFilter(), PlatformFilter(), HostPortFilter(), MaxReplicasFilter()]
+    # Readiness first, as swarmkit's defaultFilters (encryption where its PluginFilter is).
+    return [ReadyFilter(), ResourceFilter(), EncryptionFilter(), ConstraintFilter(), PlatformFilter(), HostPortFilter(),
+            MaxReplicasFilter()]
 
 
 class Pipeline:

@@ -30,6 +30,7 @@ class TaskSpecInfo:
     host_ports: tuple[tuple[str, int], ...] = ()  # (protocol, published) in host mode
     max_replicas: int = 0
     preferences: tuple[str, ...] = ()  # spread descriptors, outermost first
+    encrypted: bool = False  # attached to an encrypted overlay network: needs a WireGuard node
 
     @property
     def reserves(self) -> bool:
@@ -61,8 +62,9 @@ def _platform(item: Any) -> tuple[str, str]:
     return str(item.get("os") or ""), str(item.get("architecture") or "")
 
 
-def describe_spec(spec: dict[str, Any]) -> TaskSpecInfo:
-    """A stored task spec (model.service.ServiceSpec as a dict) reduced for the filters."""
+def describe_spec(spec: dict[str, Any], encrypted_networks: frozenset[str] = frozenset()) -> TaskSpecInfo:
+    """A stored task spec (model.service.ServiceSpec as a dict) reduced for the filters;
+    `encrypted_networks`: the names of the store's encrypted overlay networks."""
     placement = spec.get("placement") or {}
     reservations = (spec.get("resources") or {}).get("reservations") or {}
     generic = tuple(
@@ -85,6 +87,8 @@ def describe_spec(spec: dict[str, Any]) -> TaskSpecInfo:
         host_ports=ports,
         max_replicas=int(placement.get("max_replicas_per_node") or 0),
         preferences=tuple(prefs),
+        encrypted=any(str(n.get("target") or "") in encrypted_networks for n in spec.get("networks") or ()
+                      if isinstance(n, dict)) if encrypted_networks else False,
     )
 
 
