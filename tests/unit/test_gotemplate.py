@@ -8,7 +8,7 @@ import io
 import pytest
 
 from shoal.cli.format import print_formatted, render_template
-from shoal.cli.gotemplate import TemplateError, render
+from shoal.gotemplate import TemplateError, render
 
 ROW = {"ID": "0123abcd", "Names": "web", "Labels": "com.x=y,tier=front", "Image": "<none>", "N": 0,
        "Mounts": [{"Source": "/s", "Destination": "/d"}, {"Source": "/t", "Destination": "/e"}],

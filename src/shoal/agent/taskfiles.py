@@ -42,15 +42,28 @@ def _is_mount(path: Path) -> bool:
     return os.path.ismount(path)
 
 
+# expand(kind, object ID, data, get): a templated object's data rendered for the task, where
+# get(kind, name) gives the data of another object the task has (agent/templating.py).
+Expand = Callable[[str, str, bytes, Callable[[str, str], bytes]], bytes]
+
+
 def materialize(store: Store, task_id: str, task_spec: dict[str, Any],
-                expand: Callable[[str], str] | None = None) -> list[Mount]:
+                expand: Expand | None = None) -> list[Mount]:
     """Write the task's files and return the mounts that put them in place. `expand` fills in
-    Swarm's templates for the task, in an object made with the golang template driver."""
+    Swarm's templates for the task, in an object made with the golang template driver; the
+    rendered data, like the rest, exists only in memory and on the task's tmpfs."""
     mounts: list[Mount] = []
     refs = [("secret", r) for r in task_spec.get("secrets") or []] + \
            [("config", r) for r in task_spec.get("configs") or []]
     if not refs:
         return mounts
+
+    def get(kind: str, name: str) -> bytes:
+        found = next((o for o in store.list(kind) if o["name"] == name), None)
+        if found is None:
+            raise NotFound(f"{kind} not found: {name}")
+        return secretbox.content(kind, found)
+
     contents = []
     for kind, ref in refs:
         found = next((o for o in store.list(kind) if o["name"] == ref["source"]), None)
@@ -58,7 +71,7 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any],
             raise NotFound(f"{kind} not found: {ref['source']}")
         data = secretbox.content(kind, found)
         if found.get("template_driver") == "golang" and expand is not None:
-            data = expand(data.decode(errors="surrogateescape")).encode(errors="surrogateescape")
+            data = expand(kind, str(found.get("id") or ""), data, get)
         contents.append((kind, ref, data))
     directory = task_dir(task_id)
     paths.ensure_private_dir(directory.parent)

@@ -3,43 +3,53 @@ swarm executor does: Swarm's container name and labels, templates expanded on th
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from shoal.agent.templating import container_name, expand
+from shoal.errors import InvalidArgument
+from shoal.gofmt import quote
+from shoal.gotemplate import TemplateError
 from shoal.model.cluster import Node, Task
 from shoal.model.service import DEFAULT_STOP_GRACE_PERIOD
 from shoal.runtime.spec import ContainerSpec, Mount, Ulimit
 
 EMBEDDED_DNS = "127.0.0.11"
-_TEMPLATE = re.compile(r"\{\{\s*\.([A-Za-z.]+)\s*\}\}")
 
 
-def container_name(task: Task) -> str:
-    """`webapp_web.1.l0vk4ex09c34...` as dockerd names a swarm task's container."""
-    return f"{task.name}.{task.id}"
+def _expanded(what: str, text: str, task: Task, node: Node) -> str:
+    """One field through Swarm's template context, failing as swarmkit's ExpandContainerSpec:
+    `expanding env failed: expanding env "A={{.X}}": template: ...`."""
+    try:
+        return expand(text, task, node)
+    except TemplateError as exc:
+        raise InvalidArgument(f"expanding {what} failed: {exc}") from None
 
 
-def expand(text: str, task: Task, node: Node, service_labels: dict[str, str]) -> str:
-    """Swarm's templates for hostname, env values and mount sources (swarm-inventory 1.3)."""
-    values = {
-        "Service.Name": task.service_name,
-        "Service.ID": task.service_id,
-        "Node.ID": node.id,
-        "Node.Hostname": node.hostname,
-        "Node.Platform.OS": "linux",
-        "Node.Platform.Architecture": __import__("platform").machine(),
-        "Task.ID": task.id,
-        "Task.Name": container_name(task),
-        "Task.Slot": str(task.slot if task.slot else node.id),
-    }
+def _env(entries: list[str], task: Task, node: Node) -> list[str]:
+    out = []
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if sep:
+            try:
+                value = expand(value, task, node)
+            except TemplateError as exc:
+                raise InvalidArgument(f"expanding env failed: expanding env {quote(entry)}: {exc}") from None
+        out.append(f"{key}{sep}{value}")
+    return out
 
-    def sub(m: re.Match[str]) -> str:
-        key = m.group(1)
-        if key.startswith("Service.Labels."):
-            return service_labels.get(key[len("Service.Labels."):], "")
-        return values.get(key, m.group(0))
 
-    return _TEMPLATE.sub(sub, text)
+def _mounts(mounts: list[dict[str, Any]], task: Task, node: Node) -> list[Mount]:
+    out = []
+    for m in mounts:
+        fields = dict(m)
+        for key in ("source", "target"):
+            try:
+                fields[key] = expand(m.get(key, ""), task, node)
+            except TemplateError as exc:
+                raise InvalidArgument(f"expanding mounts failed: expanding mount {key} "
+                                      f"{quote(m.get(key, ''))}: {exc}") from None
+        out.append(Mount(**fields))
+    return out
 
 
 def _extra_hosts(entries: list[str]) -> list[str]:
@@ -62,7 +72,6 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         "com.docker.swarm.task.id": task.id,
         "com.docker.swarm.task.name": container_name(task),
     })
-    service_labels = spec.get("labels") or {}
     attachments = list(spec.get("networks") or [])
     limits = (spec.get("resources") or {}).get("limits") or {}
     reservations = (spec.get("resources") or {}).get("reservations") or {}
@@ -71,13 +80,12 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         name=container_name(task),
         entrypoint=spec.get("entrypoint"),
         cmd=spec.get("cmd"),
-        env=[expand(e, task, node, service_labels) for e in spec.get("env") or []],
+        env=_env(list(spec.get("env") or []), task, node),
         user=spec.get("user") or "",
         workdir=spec.get("workdir") or "",
-        hostname=expand(spec.get("hostname") or "", task, node, service_labels),
+        hostname=_expanded("hostname", spec.get("hostname") or "", task, node),
         labels=labels,
-        mounts=[Mount(**dict(m, source=expand(m.get("source", ""), task, node, service_labels)))
-                for m in spec.get("mounts") or []],
+        mounts=_mounts(list(spec.get("mounts") or []), task, node),
         read_only=bool(spec.get("read_only")),
         init=bool(spec.get("init")),
         tty=bool(spec.get("tty")),

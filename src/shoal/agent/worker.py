@@ -17,12 +17,12 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
-from shoal.agent import health, taskfiles
+from shoal.agent import health, taskfiles, templating
 from shoal.agent.exec import ContainerExecutor
 from shoal.agent.health import HealthConfig, Probe
 from shoal.agent.localrestart import LocalRestarts
 from shoal.agent.pool import ElasticPool, release_memory
-from shoal.agent.taskspec import container_spec, expand
+from shoal.agent.taskspec import container_spec
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.model.cluster import Node, Task, TaskState
 from shoal.model.service import DEFAULT_STOP_GRACE_PERIOD
@@ -154,7 +154,7 @@ class Worker:
             spec = container_spec(task, node)
             spec.mounts += taskfiles.materialize(
                 self.files, task.id, task.spec,
-                expand=lambda text: expand(text, task, node, task.spec.get("labels") or {}))
+                expand=lambda kind, oid, data, get: templating.expand_payload(kind, oid, data, task, node, get))
             container_id = self.executor.controller().prepare(spec)
         except ShoalError as exc:
             taskfiles.remove(task.id)

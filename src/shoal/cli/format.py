@@ -64,9 +64,9 @@ _FIRST_FIELD = re.compile(r"(?<![\w$])\.([A-Za-z0-9_]+)")
 
 
 def render_template(template: str, obj: Mapping[str, Any], context: bool = False) -> str:
-    """Go's text/template with docker's functions (cli/gotemplate.py); `\\t` and `\\n` typed
+    """Go's text/template with docker's functions (shoal/gotemplate.py); `\\t` and `\\n` typed
     in a shell's single quotes are a tab and a newline, as docker/cli reads them."""
-    from shoal.cli.gotemplate import render
+    from shoal.gotemplate import render
 
     return render(template.replace("\\t", "\t").replace("\\n", "\n"), obj, context=context)
 

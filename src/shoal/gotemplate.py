@@ -32,6 +32,8 @@ _TOKEN = re.compile(r"""\s*(?:
 class TemplateError(InvalidArgument):
     """A template that does not parse or does not run: `template: ...`, exit 125 as docker's."""
 
+    command: list[tuple[str, Any]] | None = None  # the command that failed, for render(name=)
+
 
 # --- values -------------------------------------------------------------------------------------
 
@@ -172,6 +174,11 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ge": _cmp(lambda a, b: a >= b),
 }
 
+# Go's own functions, without docker/cli's (swarmkit's templates have only these and its own).
+BUILTINS: dict[str, Callable[..., Any]] = {
+    k: FUNCTIONS[k] for k in ("index", "len", "print", "println", "printf", "not", "and", "or",
+                              "eq", "ne", "lt", "le", "gt", "ge")}
+
 
 # --- parsing ------------------------------------------------------------------------------------
 
@@ -183,6 +190,7 @@ class _Node:
     decl: list[str] = field(default_factory=list)
     body: list[_Node] = field(default_factory=list)
     other: list[_Node] = field(default_factory=list)  # the else branch
+    pos: int = 0  # where the action's pipeline begins in the template (for errors' line:col)
 
 
 def _tokens(source: str) -> list[tuple[str, Any]]:
@@ -257,14 +265,16 @@ def parse(template: str) -> list[_Node]:
             current.append(_Node("text", chunk))
         pos = m.end()
         pending_trim = bool(m.group(3))
-        body = m.group(2).strip()
+        raw_body = m.group(2)
+        at = m.start(2) + len(raw_body) - len(raw_body.lstrip())
+        body = raw_body.strip()
         if body.startswith("/*"):
             continue
         word, _, rest = body.partition(" ")
         rest = rest.strip()
         if word in ("if", "range", "with"):
             decl, pipe = _pipeline(_tokens(rest))
-            node = _Node(word, pipe=pipe, decl=decl)
+            node = _Node(word, pipe=pipe, decl=decl, pos=at + len(word) + 1)
             current.append(node)
             stack.append((node, False, False))
             current = node.body
@@ -277,7 +287,7 @@ def parse(template: str) -> list[_Node]:
             if rest.startswith("if ") or rest.startswith("with "):  # {{else if x}}
                 kind, _, cond = rest.partition(" ")
                 decl, pipe = _pipeline(_tokens(cond))
-                inner = _Node(kind, pipe=pipe, decl=decl)
+                inner = _Node(kind, pipe=pipe, decl=decl, pos=at)
                 current.append(inner)
                 stack.append((inner, False, True))
                 current = inner.body
@@ -294,7 +304,7 @@ def parse(template: str) -> list[_Node]:
                 current = root
         else:
             decl, pipe = _pipeline(_tokens(body))
-            current.append(_Node("action", pipe=pipe, decl=decl))
+            current.append(_Node("action", pipe=pipe, decl=decl, pos=at))
     if stack:
         raise TemplateError("template: unexpected EOF")
     tail = template[pos:]
@@ -307,13 +317,25 @@ def parse(template: str) -> list[_Node]:
 
 # --- execution ----------------------------------------------------------------------------------
 
+class GoMap(dict):  # type: ignore[type-arg]
+    """A value that is a Go map, not a struct: a missing key is `<no value>` whatever its case,
+    or Go's `map has no entry for key` under missingkey=error (`strict`)."""
+
+
 class _Scope:
-    def __init__(self, root: Any, context: bool) -> None:
+    def __init__(self, root: Any, context: bool, functions: Mapping[str, Callable[..., Any]] | None = None,
+                 strict: bool = False) -> None:
         self.vars: dict[str, Any] = {"$": root}
         self.context = context  # the root is a formatter context (its json is a sorted map)
+        self.functions = FUNCTIONS if functions is None else functions
+        self.strict = strict
 
 
-def _field(value: Any, name: str) -> Any:
+def _field(value: Any, name: str, strict: bool = False) -> Any:
+    if isinstance(value, GoMap) and name not in value:
+        if strict:
+            raise TemplateError(f'template: map has no entry for key "{name}"')
+        return NO_VALUE
     if isinstance(value, Mapping):
         if name in value:
             return value[name]
@@ -325,9 +347,9 @@ def _field(value: Any, name: str) -> Any:
     raise TemplateError(f"template: can't evaluate field {name} in type {type(value).__name__}")
 
 
-def _chain(value: Any, path: str) -> Any:
+def _chain(value: Any, path: str, strict: bool = False) -> Any:
     for part in [p for p in path.split(".") if p]:
-        value = _field(value, part)
+        value = _field(value, part, strict)
     return value
 
 
@@ -336,12 +358,12 @@ def _operand(token: tuple[str, Any], dot: Any, scope: _Scope) -> Any:
     if kind == "lit":
         return value
     if kind == "field":
-        return dot if value == "." else _chain(dot, value)
+        return dot if value == "." else _chain(dot, value, scope.strict)
     if kind == "var":
         name, _, path = value.partition(".")
         if name not in scope.vars:
             raise TemplateError(f"template: undefined variable: {name}")
-        return _chain(scope.vars[name], path)
+        return _chain(scope.vars[name], path, scope.strict)
     if kind == "group":
         return _run_pipe(value, dot, scope)
     if kind == "ident":
@@ -350,7 +372,7 @@ def _operand(token: tuple[str, Any], dot: Any, scope: _Scope) -> Any:
 
 
 def _call(name: str, args: list[Any], dot: Any, scope: _Scope) -> Any:
-    func = FUNCTIONS.get(name)
+    func = scope.functions.get(name)
     if func is None:
         raise TemplateError(f'template: function "{name}" not defined')
     try:
@@ -364,7 +386,7 @@ def _call(name: str, args: list[Any], dot: Any, scope: _Scope) -> Any:
 def _run_command(command: list[tuple[str, Any]], dot: Any, scope: _Scope, piped: list[Any]) -> Any:
     head, rest = command[0], command[1:]
     if head[0] == "ident":
-        if head[1] not in FUNCTIONS:
+        if head[1] not in scope.functions:
             raise TemplateError(f'template: function "{head[1]}" not defined')
         args = [_operand(t, dot, scope) for t in rest] + piped
         if head[1] == "json" and scope.context and len(args) == 1 and args[0] is scope.vars["$"]:
@@ -386,7 +408,12 @@ def _run_command(command: list[tuple[str, Any]], dot: Any, scope: _Scope, piped:
 def _run_pipe(pipe: list[list[tuple[str, Any]]], dot: Any, scope: _Scope) -> Any:
     value: Any = None
     for i, command in enumerate(pipe):
-        value = _run_command(command, dot, scope, [value] if i else [])
+        try:
+            value = _run_command(command, dot, scope, [value] if i else [])
+        except TemplateError as exc:
+            if exc.command is None:  # the innermost command that failed is the error's place
+                exc.command = command
+            raise
     return value
 
 
@@ -430,10 +457,78 @@ def _execute(nodes: list[_Node], dot: Any, scope: _Scope, out: list[str]) -> Non
                 _execute(node.body, item, scope, out)
 
 
-def render(template: str, obj: Any, context: bool = False) -> str:
+def _command_text(command: list[tuple[str, Any]]) -> str:
+    """parse.CommandNode.String(): the command as written, its arguments joined by a space."""
+    from shoal.gofmt import quote
+
+    words = []
+    for kind, value in command:
+        if kind == "group":
+            words.append("(" + " | ".join(_command_text(c) for c in value) + ")")
+        elif kind != "lit":
+            words.append(str(value))
+        elif isinstance(value, str):
+            words.append(quote(value))
+        elif value is None or isinstance(value, bool):
+            words.append("nil" if value is None else str(value).lower())
+        else:
+            words.append(str(value))
+    return " ".join(words)
+
+
+def _locate(exc: TemplateError, template: str, name: str, node: _Node) -> TemplateError:
+    """Go's error for a template called `name`: `template: NAME:LINE:COL: executing "NAME" at
+    <COMMAND>: ...` (the command cut at 20 characters, as parse.ErrorContext does); a function
+    that is not defined is Go's parse error, `template: NAME:LINE: ...`."""
+    message = str(exc).removeprefix("template: ")
+    context = _command_text(exc.command) if exc.command else ""
+    found = template.find(context, node.pos) if context else -1
+    pos = found if found >= 0 else node.pos
+    before = template[:pos]
+    line = 1 + before.count("\n")
+    column = pos - (before.rfind("\n") + 1)
+    if message.startswith("function ") and message.endswith(" not defined"):
+        return TemplateError(f"template: {name}:{line}: {message}")
+    if len(context) > 20:
+        context = context[:20] + "..."
+    return TemplateError(f'template: {name}:{line}:{column}: executing "{name}" at <{context}>: {message}')
+
+
+def render(template: str, obj: Any, context: bool = False, *,
+           functions: Mapping[str, Callable[..., Any]] | None = None, name: str = "",
+           strict: bool = False) -> str:
     """Run `template` on `obj` as Go's text/template with docker's functions; `context`: obj is
-    a list command's row (docker's formatter context)."""
+    a list command's row (docker's formatter context). `functions` replaces docker/cli's set
+    (BUILTINS are Go's own); `name` makes errors say where, as Go's do for a named template;
+    `strict` is Option("missingkey=error") for GoMap values."""
     nodes = parse(template)
     out: list[str] = []
-    _execute(nodes, obj, _Scope(obj, context), out)
+    scope = _Scope(obj, context, functions, strict)
+    if not name:
+        _execute(nodes, obj, scope, out)
+        return "".join(out)
+    try:
+        _execute(nodes, obj, scope, out)
+    except TemplateError as exc:
+        raise _locate(exc, template, name, _failed_node(nodes, exc) or _Node("text")) from None
     return "".join(out)
+
+
+def _failed_node(nodes: list[_Node], exc: TemplateError) -> _Node | None:
+    """The action whose pipeline holds the failed command (searched in the parsed tree)."""
+    for node in nodes:
+        if node.kind != "text" and exc.command is not None and _holds(node.pipe, exc.command):
+            return node
+        found = _failed_node(node.body, exc) or _failed_node(node.other, exc)
+        if found is not None:
+            return found
+    return None
+
+
+def _holds(pipe: list[list[tuple[str, Any]]], command: list[tuple[str, Any]]) -> bool:
+    for cmd in pipe:
+        if cmd is command:
+            return True
+        if any(kind == "group" and _holds(value, command) for kind, value in cmd):
+            return True
+    return False
