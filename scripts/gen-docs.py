@@ -183,7 +183,10 @@ shoal exec -it web bash""",
     "container stop": "shoal stop -t 2 web",
     "container kill": "shoal kill -s HUP web",
     "container rm": "shoal rm -f web",
-    "container inspect": "shoal inspect --format '{{.State.Status}} {{.NetworkSettings.IPAddress}}' web",
+    "container inspect": "shoal container inspect --format '{{.State.Status}} {{.NetworkSettings.IPAddress}}' web",
+    "inspect": """\
+shoal inspect web                                     # a container, image, network, service, task...
+shoal inspect --type task --format '{{.Status.State}} {{.NodeID}}' webapp_web.1""",
     "container stats": "shoal stats --no-stream",
     "container wait": "shoal wait job",
     "container prune": "shoal container prune -f",

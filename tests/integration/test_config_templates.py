@@ -53,6 +53,13 @@ def test_templated_config_and_secret_are_rendered_per_task(shoal, busybox_image:
                        for name in names)
         assert lines == [f"greeting=hello slot=1 svc=h6t_app pw={PASSWORD}\ndsn=app:{PASSWORD}@db/1\n",
                          f"greeting=hello slot=2 svc=h6t_app pw={PASSWORD}\ndsn=app:{PASSWORD}@db/2\n"]
+        # `inspect` finds a task by ID (and --type task by name), printed as moby's swarm.Task.
+        task_ids = shoal("service", "ps", "-q", "--no-trunc", "h6t_app", check=True).stdout.split()
+        states = sorted(shoal("inspect", "--format", "{{.Slot}} {{.Status.State}} {{.DesiredState}}", task_id,
+                              check=True).stdout for task_id in task_ids)
+        assert states == ["1 running running\n", "2 running running\n"]
+        task = json.loads(shoal("inspect", "--type", "task", "h6t_app.2", check=True).stdout)[0]
+        assert task["ID"] in task_ids and task["Spec"]["ContainerSpec"]["Env"] == ["GREETING=hello"]
         inspected = json.loads(shoal("secret", "inspect", "h6t_dsn", check=True).stdout)[0]
         assert inspected["Spec"]["Templating"] == {"Name": "golang"}
         # The rendered secret, like the secret it reads, is on no disk file of the node's roots.

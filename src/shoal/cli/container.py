@@ -674,6 +674,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from shoal.runtime.inspect import inspect
 
     mgr = _manager()
+    if not args.container_only:  # `shoal inspect`: any kind of object, as docker's (cli/inspectobj.py)
+        from shoal.cli.inspectobj import inspect_objects, print_objects
+
+        return print_objects(*inspect_objects(mgr, args.containers, args.type), args.format)
     docs = []
     failed = False
     for ref in args.containers:
@@ -847,9 +851,15 @@ def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_rm)
 
-    p = sub.add_parser("inspect", help="Display detailed information on one or more containers")
+    if in_group:
+        p = sub.add_parser("inspect", help="Display detailed information on one or more containers")
+    else:  # docker/cli's system inspect: any object (cli/inspectobj.py)
+        p = sub.add_parser("inspect", help="Return low-level information on Docker objects",
+                           usage="shoal inspect [OPTIONS] NAME|ID [NAME|ID...]")
     p.add_argument("-f", "--format", metavar="string", help=INSPECT_FORMAT_HELP)
-    p.add_argument("containers", nargs="+")
+    if not in_group:
+        p.add_argument("--type", metavar="string", default=None, help="Only inspect objects of the given type")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER" if in_group else "NAME|ID")
     p.set_defaults(func=cmd_inspect, container_only=in_group)
 
     p = sub.add_parser("stats", help="Display a live stream of container(s) resource usage statistics")

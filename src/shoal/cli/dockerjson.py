@@ -344,3 +344,89 @@ def node(record: dict[str, Any]) -> dict[str, Any]:
         out["ManagerStatus"] = _omit([("Leader", bool(manager.get("leader"))),
                                       ("Reachability", manager.get("reachability")), ("Addr", manager.get("addr"))])
     return out
+
+
+def _ipam_configs(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """swarm.IPAMConfig: netip values, omitzero."""
+    return [_omit([("Subnet", c.get("subnet")), ("Range", c.get("ip_range")), ("Gateway", c.get("gateway"))])
+            for c in configs]
+
+
+def network(record: dict[str, Any]) -> dict[str, Any]:
+    """swarm.Network (what a task's NetworksAttachments carry) from the manager's network record
+    (model/stack.py NetworkSpec + the allocator's `allocation`), as moby's networkFromGRPC."""
+    spec = record.get("spec") or {}
+    alloc = record.get("allocation") or {}
+    ipam = spec.get("ipam") or {}
+    driver = spec.get("driver") or "overlay"
+    out_spec: dict[str, Any] = {"Name": record.get("name", ""), "Labels": _map(spec.get("labels") or {}),
+                                "DriverConfiguration": _omit([("Name", driver),
+                                                              ("Options", _map(spec.get("driver_opts") or {}))])}
+    out_spec.update(_omit([("Internal", bool(spec.get("internal"))), ("Attachable", bool(spec.get("attachable"))),
+                           ("Ingress", bool(spec.get("ingress")))]))
+    if ipam.get("driver") or ipam.get("config"):  # the IPAM the client asked for, as it asked
+        out_spec["IPAMOptions"] = _omit([("Driver", _omit([("Name", ipam.get("driver"))])),
+                                         ("Configs", _ipam_configs(list(ipam.get("config") or [])))])
+    out_spec["Scope"] = "swarm"
+    out: dict[str, Any] = {
+        "ID": record.get("id", ""),
+        "Version": _version(record.get("version") or 0),
+        "CreatedAt": go_time(record.get("created_at")),
+        "UpdatedAt": go_time(record.get("updated_at") or record.get("created_at")),
+        "Spec": out_spec,
+        "DriverState": _omit([("Name", driver), ("Options", _map(alloc.get("options") or {}))]),
+    }
+    if alloc.get("subnet"):  # what the allocator gave: swarmkit's IPAM is always "default"
+        out["IPAMOptions"] = {"Driver": {"Name": "default"},
+                              "Configs": _ipam_configs([{"subnet": alloc["subnet"], "gateway": alloc.get("gateway")}])}
+    return out
+
+
+def _address(addr: str, record: dict[str, Any] | None) -> str:
+    """A task's address on a network as swarmkit keeps it: with its subnet's prefix length."""
+    if "/" in addr or record is None:
+        return addr
+    subnet = str((record.get("allocation") or {}).get("subnet") or "")
+    return f"{addr}/{subnet.partition('/')[2]}" if "/" in subnet else addr
+
+
+def task(record: dict[str, Any], networks: dict[str, dict[str, Any]], ids: Ids | None = None) -> dict[str, Any]:
+    """swarm.Task (api/types/swarm/task.go) from the API's task record, as `docker inspect TASK`
+    prints it (moby's TaskFromGRPC). `networks` maps network names to the manager's records;
+    `ids` the names of networks, secrets and configs to their IDs, as for a service."""
+    ids = ids or {}
+    status = record.get("status") or {}
+    spec = service_spec(record.get("spec") or {}, ids)["TaskTemplate"]
+    out: dict[str, Any] = {
+        "ID": record["id"],
+        "Version": _version(record.get("version") or 0),
+        "CreatedAt": go_time(record.get("created_at")),
+        "UpdatedAt": go_time(status.get("timestamp") or record.get("created_at")),
+        "Labels": {},  # annotationsFromGRPC: a task has none, and the map is never nil
+        "Spec": spec,
+    }
+    out.update(_omit([("ServiceID", record.get("service_id")), ("Slot", int(record.get("slot") or 0)),
+                      ("NodeID", record.get("node_id"))]))
+    out_status = _omit([("Timestamp", go_time(status["timestamp"]) if status.get("timestamp") else None),
+                        ("State", status.get("state")), ("Message", status.get("message")),
+                        ("Err", status.get("err"))])
+    if status.get("container_id"):  # set once the node made the container
+        out_status["ContainerStatus"] = {"ContainerID": status["container_id"], "PID": int(status.get("pid") or 0),
+                                         "ExitCode": int(status.get("exit_code") or 0)}
+    out_status["PortStatus"] = {}  # a struct: never left out
+    out["Status"] = out_status
+    out.update(_omit([("DesiredState", record.get("desired_state"))]))
+    attachments = []
+    for attachment in record.get("networks") or []:
+        name = str(attachment.get("network") or "")
+        found = networks.get(name)
+        net = network(found) if found is not None else {"ID": ids.get(name, name), "Version": {},
+                                                          "CreatedAt": go_time(0), "UpdatedAt": go_time(0),
+                                                          "Spec": {"Name": name, "Labels": {}, "Scope": "swarm"},
+                                                          "DriverState": {}}
+        attachments.append(_omit([("Network", net),
+                                  ("Addresses", [_address(a, found) for a in attachment.get("addresses") or []])]))
+    if attachments:
+        out["NetworksAttachments"] = attachments
+    out["Volumes"] = None  # []VolumeAttachment without omitempty: null when the task has none
+    return out

@@ -27,6 +27,9 @@ _SHORTCUTS = {"ps": ("container", "ls"), "images": ("image", "ls"), "rmi": ("ima
               "events": ("system", "events"), "info": ("system", "info")}
 # The groups whose verbs also exist at the top level under the same name.
 _SHORTCUT_GROUPS = ("container", "image")
+# Top-level commands of their own, though a group has a verb of that name: `docker inspect` is
+# system inspect (any object), not `container inspect`'s shortcut.
+_NOT_SHORTCUTS = ("inspect",)
 
 
 class DockerArgumentParser(argparse.ArgumentParser):
@@ -131,7 +134,7 @@ def aliases(parser: argparse.ArgumentParser) -> list[str]:
     if len(path) == 1:  # a top-level shortcut: its group twin, if any
         if path[0] in _SHORTCUTS:
             group_path = list(_SHORTCUTS[path[0]])
-        else:
+        elif path[0] not in _NOT_SHORTCUTS:
             for group in _SHORTCUT_GROUPS:
                 if _lookup(root, [group, path[0]]) is not None:
                     group_path = [group, path[0]]
@@ -148,7 +151,7 @@ def aliases(parser: argparse.ArgumentParser) -> list[str]:
         return []
     lines = [" ".join([prog, *group_path[:-1], n]) for n in [node[0], *node[1]]]
     shortcut = next((s for s, g in _SHORTCUTS.items() if list(g) == [group_path[0], node[0]]), None)
-    if shortcut is None and group_path[0] in _SHORTCUT_GROUPS:
+    if shortcut is None and group_path[0] in _SHORTCUT_GROUPS and node[0] not in _NOT_SHORTCUTS:
         shortcut = node[0]
     if shortcut is not None and _lookup(root, [shortcut]) is not None:
         lines.append(f"{prog} {shortcut}")
