@@ -107,6 +107,11 @@ class ContainerExecutor:
         # with a stat, the cheapest look on every pass.
         self.root = str(getattr(containers, "root", ""))
 
+    def warm(self) -> None:
+        """The runtime's once-per-process start-up work, ahead of the first task (any object
+        without it has none)."""
+        getattr(self.containers, "warm", lambda: None)()
+
     def controller(self, container_id: str = "") -> ContainerController:
         return ContainerController(self.containers, container_id)
 

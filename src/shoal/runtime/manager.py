@@ -14,6 +14,7 @@ import select
 import shutil
 import signal as signals
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,28 @@ class ImageSource(Protocol):
     def resolve(self, ref_or_id: str) -> ImageLike: ...
 
 
+class _Overlapped:
+    """`fn(arg)` in a thread of its own, while the caller goes on (a container's create through
+    conmon, ~60 ms of waiting on crun, and a task's before_start hook, ~10-25 ms of waiting on
+    shoald's event loop, were done one after the other). join() waits and raises its error."""
+
+    def __init__(self, fn: Callable[[Any], None], arg: Any) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, arg), name="before-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[Any], None], arg: Any) -> None:
+        try:
+            fn(arg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by join()
+            self._error = exc
+
+    def join(self, raise_error: bool = True) -> None:
+        self._thread.join()
+        if raise_error and self._error is not None:
+            raise self._error
+
+
 def parse_signal(name: str | int) -> int:
     text = str(name).upper().strip()
     if text.isdigit():
@@ -69,6 +92,11 @@ class ContainerManager:
         self.root = (root or state_root()) / "containers"
         self._images = images
         self._static_of: dict[str, tuple[str, dict[str, str]]] = {}  # see _static()
+
+    def warm(self) -> None:
+        """The runtime's once-per-process work done now rather than in the first start (host
+        facts, the default seccomp filter compiled: oci.warm); shoald calls it at its start."""
+        oci.warm()
 
     # ---- lookup ----------------------------------------------------------------------------
     @property
@@ -247,9 +275,7 @@ class ContainerManager:
                 path.unlink(missing_ok=True)
             runtime = engine.by_name(c.runtime)
             try:
-                pid = self._launch(c, runtime)
-                if before_start is not None:
-                    before_start(c)
+                pid = self._launch(c, runtime, before_start)
                 started = time.time()  # before `start`: a short process may be done when it returns
                 runtime.run("start", c.id)
             except BaseException as exc:
@@ -272,7 +298,13 @@ class ContainerManager:
                                      started_at=started)
             c.save()
 
-    def _launch(self, c: Container, runtime: engine.Runtime) -> int:
+    def _launch(self, c: Container, runtime: engine.Runtime,
+                before_start: Callable[[Container], None] | None = None) -> int:
+        """The bundle made (rootfs, network, config.json) and the container created through
+        conmon; `before_start` run meanwhile when the network namespace exists already (made
+        by the network, or a donor's: the hook needs only that namespace, the resolver listens
+        in it), else after the create. The create's error, else the hook's, is raised once both
+        are done."""
         spec = c.spec
         mounts.mount_overlay([Path(p) for p in c.lowerdirs], c.dir / "upper", c.dir / "work", c.rootfs)
         view = LayeredView([c.rootfs])
@@ -312,6 +344,21 @@ class ContainerManager:
                      "ports": [{"target": p.target, "published": p.published, "protocol": p.protocol,
                                 "host_ip": p.host_ip} for p in getattr(attachment, "ports", []) or []]}
         c.save()
+        hook = _Overlapped(before_start, c) if before_start is not None and netns else None
+        try:
+            pid = self._conmon_launch(c, runtime)
+        except BaseException:
+            if hook is not None:
+                hook.join(raise_error=False)  # the create's error is the one to tell
+            raise
+        if hook is not None:
+            hook.join()
+        elif before_start is not None:
+            before_start(c)  # a namespace crun makes (or the host's): it exists only now
+        return pid
+
+    def _conmon_launch(self, c: Container, runtime: engine.Runtime) -> int:
+        spec = c.spec
         return conmon.launch(runtime, c.id, c.dir, log_path=c.log_path, exit_dir=c.exit_dir,
                              persist_dir=c.persist_dir, pidfile=c.dir / "pidfile",
                              conmon_pidfile=c.dir / "conmon.pid", tty=spec.tty,

@@ -409,9 +409,11 @@ def _cache_key(section: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def default_bpf(capabilities: list[str]) -> str | None:
+def default_bpf(capabilities: list[str], persist: bool = True) -> str | None:
     """The default filter for this capability set, compiled, base64 (crun's annotation), or
-    None when libseccomp is not there (crun then compiles the section itself)."""
+    None when libseccomp is not there (crun then compiles the section itself). `persist`: read
+    and write the run root's cache (False: memory only, for a process with no run root of its
+    own: the cluster's zygote)."""
     key = tuple(sorted(capabilities))
     cached = _bpf.get(key)
     if cached is not None:
@@ -424,7 +426,7 @@ def default_bpf(capabilities: list[str]) -> str | None:
     cache_dir = run_root() / "seccomp"
     path = cache_dir / f"{_cache_key(section)}.bpf"
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if persist else b""
     except OSError:
         data = b""
     if not data or len(data) % 8:
@@ -433,11 +435,12 @@ def default_bpf(capabilities: list[str]) -> str | None:
             return None
         data = program
         try:
-            ensure_private_dir(cache_dir)
-            tmp = cache_dir / f".{path.name}.{os.getpid()}"
-            tmp.write_bytes(data)
-            tmp.chmod(0o600)
-            os.replace(tmp, path)
+            if persist:
+                ensure_private_dir(cache_dir)
+                tmp = cache_dir / f".{path.name}.{os.getpid()}"
+                tmp.write_bytes(data)
+                tmp.chmod(0o600)
+                os.replace(tmp, path)
         except OSError:
             pass  # a read-only or full run root: the program is still used from memory
     encoded = base64.b64encode(data).decode()
