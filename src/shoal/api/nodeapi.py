@@ -654,4 +654,7 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
             await asyncio.shield(job)
 
     app.add_routes(routes)
+    from shoal.api import attachapi  # run -i/-t, attach and exec -i/-t: a WebSocket per session
+
+    attachapi.add_routes(app, prefix, dns_hook)
 

@@ -191,6 +191,10 @@ def spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         dns_options=args.dns_option,
         group_add=args.group_add,
         auto_remove=args.rm,
+        tty=args.tty,
+        open_stdin=args.interactive,
+        # docker run -i attached: StdinOnce (the client's EOF closes the container's stdin)
+        stdin_once=args.interactive and not getattr(args, "detach", True),
         shm_size=parse_memory(args.shm_size, "--shm-size") if args.shm_size else 64 * 1024 * 1024,
     )
 
@@ -238,6 +242,8 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shm-size", metavar="bytes", help="Size of /dev/shm")
     p.add_argument("--rm", action="store_true",
                    help="Automatically remove the container and its associated anonymous volumes when it exits")
+    p.add_argument("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
+    p.add_argument("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -329,6 +335,11 @@ def _on_node(args: argparse.Namespace, verb: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "node", None) is not None:
         return _on_node(args, "run")
+    keys = b""
+    if not args.detach and (args.interactive or args.tty):
+        from shoal.cli import interactive
+
+        keys = interactive.check(args)  # docker/cli checks the terminal before creating
     mgr = _manager()
     c = _create(args)
     if args.detach:
@@ -340,10 +351,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         print(c.id)
         return 0
-    return _run_attached(mgr, c, args.rm)
+    if args.interactive or args.tty:
+        from shoal.cli import interactive
+
+        return interactive.run_local(mgr, c, args, keys, _resolver)
+    return _run_attached(mgr, c, args.rm, args.sig_proxy)
 
 
-def _run_attached(mgr, c, auto_remove: bool) -> int:
+def _run_attached(mgr, c, auto_remove: bool, sig_proxy: bool = True) -> int:
     """Foreground run: stream the log until the container exits, forward signals, exit with
     its code; with --rm remove it afterwards (we hold the attach lock, so the exit command
     leaves that to us)."""
@@ -366,7 +381,8 @@ def _run_attached(mgr, c, auto_remove: bool) -> int:
             except ShoalError:
                 pass
 
-        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+               } if sig_proxy else {}
         try:
             exited: list[bool] = []
 
@@ -645,6 +661,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return _on_node(args, "exec")
     if not args.command:
         raise InvalidArgument('"exec" requires at least 2 arguments.')
+    if not args.detach:
+        from shoal.cli.hijack import check_tty
+
+        check_tty(args.interactive, args.tty)
     mgr = _manager()
     from shoal.errors import Conflict
 
@@ -787,9 +807,14 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 # ---- registration ------------------------------------------------------------------------------
 
 def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
+    from shoal.cli.containerops import _truthy  # --sig-proxy's boolean, as attach's
+
     p = sub.add_parser("run", help="Create and run a new container from an image", add_help=False)
     _add_create_flags(p)
     p.add_argument("-d", "--detach", action="store_true", help="Run container in background and print container ID")
+    p.add_argument("--detach-keys", metavar="string", help="Override the key sequence for detaching a container")
+    p.add_argument("--sig-proxy", type=_truthy, nargs="?", const=True, default=True,
+                   help="Proxy received signals to the process (default true)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("create", help="Create a new container", add_help=False)
@@ -829,6 +854,7 @@ def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
     p.add_argument("-e", "--env", action="append", default=[], help="Set environment variables")
     p.add_argument("-u", "--user", help='Username or UID (format: "<name|uid>[:<group|gid>]")')
     p.add_argument("-w", "--workdir", help="Working directory inside the container")
+    p.add_argument("--detach-keys", metavar="string", help="Override the key sequence for detaching a container")
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_exec)

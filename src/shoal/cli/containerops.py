@@ -8,10 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import select
-import signal
 import posixpath
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -367,64 +364,17 @@ def _abs_keeping_trailer(path: str) -> str:
 # ---- attach --------------------------------------------------------------------------------------
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    """Attach to the container's output through conmon's attach socket (its live stdout and
-    stderr, as `docker attach`), forward signals unless --sig-proxy=false, and exit with the
-    container's code. shoal's containers have no stdin pipe (`run` has no -i), so --no-stdin
-    changes nothing and there are no detach keys to read."""
-    from shoal.errors import Conflict
-    from shoal.runtime import cgroups
+    """Attach to the container's stdio through conmon's attach socket (its live output, stdin
+    when it was run with -i unless --no-stdin, its terminal with -t: cli/interactive.py), or
+    through a remote node's API on a tcp:// context; exit with the container's code."""
+    from shoal.cli import interactive
 
-    mgr = _manager()
-    try:
-        c = mgr.get(args.container)
-        if c.state.status != "running":
-            raise Conflict("You cannot attach to a stopped container, start it first")
-        if cgroups.frozen(c.id):
-            raise Conflict(f"container {args.container} is paused, unpause the container before attach")
-    except ShoalError as exc:
-        raise _daemon(exc) from None
-    dir_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        # through /proc/self/fd: the socket's path may be longer than sun_path's 108 bytes
-        sock.connect(f"/proc/self/fd/{dir_fd}/attach")
-    except OSError as exc:
-        sock.close()
-        raise ShoalError(f"attach to container {c.id}: {exc.strerror}") from None
-    finally:
-        os.close(dir_fd)
+    if getattr(args, "node", None) is not None:
+        return interactive.attach_remote(args)
+    return interactive.attach_local(_manager(), args, _daemon)
 
-    def forward(signum: int, _frame: Any) -> None:
-        try:
-            mgr.kill(c.id, str(signum))
-        except ShoalError:
-            pass
 
-    old = {}
-    if args.sig_proxy:
-        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
-    try:
-        out, err = sys.stdout.buffer, sys.stderr.buffer
-        while True:
-            try:
-                ready = select.select([sock], [], [], 0.5)[0]
-            except InterruptedError:
-                continue
-            if not ready:
-                if mgr.get(c.id).state.status != "running":
-                    break
-                continue
-            data = sock.recv(8193)  # conmon: one byte for the stream (2 stdout, 3 stderr), then data
-            if not data:
-                break
-            stream = err if data[0] == 3 else out
-            stream.write(data[1:])
-            stream.flush()
-    finally:
-        sock.close()
-        for s, h in old.items():
-            signal.signal(s, h)
-    return mgr.wait(c.id)
+cmd_attach.on_node = True  # type: ignore[attr-defined] # cli/main.py lets a tcp:// context reach it
 
 
 # ---- registration --------------------------------------------------------------------------------

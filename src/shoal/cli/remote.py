@@ -3,8 +3,8 @@
 .dockerignore applied here as docker/cli does) and prints the node's output as it comes,
 `save`/`load`/`import` stream the archive, `images`, `history`, `inspect`, `rmi`, `tag`, `ps`
 and `logs` fetch the node's data and print it with the same tables as the local commands, and
-`run`, `create`, `start`, `stop`, `kill`, `rm`, `wait` and `exec` (no -i/-t) drive the node's
-containers.
+`run`, `create`, `start`, `stop`, `kill`, `rm`, `wait`, `exec` and `attach` drive the node's
+containers (with -i/-t through a WebSocket session: cli/interactive.py, api/attachapi.py).
 
 A handler that can do this is marked `func.on_node = True`; cli/main.py then lets a tcp://
 context through and sets args.node. Only imported for a remote context: a local `shoal images`
@@ -324,11 +324,20 @@ def run(args: argparse.Namespace, spec: Any) -> int:
     the container (docker's --sig-proxy), and its exit code as this command's."""
     import signal
 
+    keys = b""
+    if not args.detach and (args.interactive or args.tty):
+        from shoal.cli import interactive
+
+        keys = interactive.check(args)  # the terminal checked before the container is made
     container_id = create(args, spec)
     if args.detach:
         client(args).request("POST", f"/containers/{container_id}/start", None)
         print(container_id)
         return 0
+    if args.interactive or args.tty:
+        from shoal.cli import interactive
+
+        return interactive.run_remote(args, container_id, keys)
 
     def forward(signum: int, _frame: Any) -> None:
         try:
@@ -336,7 +345,8 @@ def run(args: argparse.Namespace, spec: Any) -> int:
         except ShoalError:
             pass
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+           } if args.sig_proxy else {}
     try:
         code = _relay_output(client(args).stream("POST", f"/containers/{container_id}/start", {"attach": "1"}))
     finally:
@@ -415,11 +425,8 @@ def command(args: argparse.Namespace, verb: str) -> int:
 
 
 def exec_(args: argparse.Namespace) -> int:
-    """`exec` on the node, without a terminal or stdin (-i and -t need a hijacked connection,
-    which the node API does not have): the output as it comes and the process's exit code."""
-    if args.interactive or args.tty:
-        raise ShoalError(f"shoal exec -i/-t against a remote node is not supported yet: run it on that node "
-                         f"({args.node.host}), or leave out -i and -t")
+    """`exec` on the node: the output as it comes and the process's exit code; with -i or -t a
+    WebSocket session (cli/interactive.py) carries stdin and the terminal too."""
     if not args.command:
         raise InvalidArgument('"exec" requires at least 2 arguments.')
     from shoal.cli.container import parse_env
@@ -427,6 +434,10 @@ def exec_(args: argparse.Namespace) -> int:
     body = {"cmd": list(args.command), "env": parse_env(args.env), "user": args.user or "",
             "workdir": args.workdir or "", "detach": bool(args.detach)}
     path = f"/containers/{quote_ref(args.container)}/exec"
+    if (args.interactive or args.tty) and not args.detach:
+        from shoal.cli import interactive
+
+        return interactive.exec_remote(args, body)
     if args.detach:
         client(args).request("POST", path, None, body)
         return 0

@@ -30,8 +30,12 @@ def exit_command(container_id: str) -> list[str]:
 
 def launch(runtime: Runtime, container_id: str, bundle: Path, *, log_path: Path, exit_dir: Path,
            persist_dir: Path, pidfile: Path, conmon_pidfile: Path, tty: bool = False,
-           with_exit_command: bool = True) -> int:
-    """Returns the container's host pid once the runtime has created it."""
+           stdin: bool = False, stdin_once: bool = False, with_exit_command: bool = True) -> int:
+    """Returns the container's host pid once the runtime has created it. With `stdin` (run -i)
+    conmon holds a pipe (or, with `tty`, the terminal's master) to the container's stdin and
+    writes what its attach socket receives into it. conmon closes that stdin when an attached
+    client leaves unless --leave-stdin-open: that is docker's StdinOnce, which docker honours
+    only without a terminal (a detach from `run -it` leaves the shell its stdin)."""
     sockets = run_root() / "sockets"
     for d in (sockets, runtime.root, exit_dir, persist_dir):
         ensure_private_dir(d)
@@ -48,6 +52,10 @@ def launch(runtime: Runtime, container_id: str, bundle: Path, *, log_path: Path,
     ]
     if tty:
         cmd.append("-t")
+    if stdin:
+        cmd.append("-i")
+        if tty or not stdin_once:
+            cmd.append("--leave-stdin-open")
     if with_exit_command:
         argv = exit_command(container_id)
         cmd += ["--exit-command", argv[0]]
@@ -61,7 +69,10 @@ def launch(runtime: Runtime, container_id: str, bundle: Path, *, log_path: Path,
     try:
         with err_path.open("w+b") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=err, env=env, cwd=str(bundle), pass_fds=(sync_w,))
+                                    stderr=err, env=env, cwd=str(bundle), pass_fds=(sync_w,),
+                                    # its own session: a terminal the CLI ran on, closing, hangs
+                                    # up its foreground group, which must not take conmon along
+                                    start_new_session=True)
             os.close(sync_w)
             sync_w = -1
             data = b""

@@ -362,6 +362,7 @@ class ContainerManager:
         return conmon.launch(runtime, c.id, c.dir, log_path=c.log_path, exit_dir=c.exit_dir,
                              persist_dir=c.persist_dir, pidfile=c.dir / "pidfile",
                              conmon_pidfile=c.dir / "conmon.pid", tty=spec.tty,
+                             stdin=spec.open_stdin, stdin_once=spec.stdin_once,
                              # A swarm task is cleaned up by shoald's agent when it sees the exit
                              # (a Python reaper per exit is what made `stack rm` slow).
                              with_exit_command=not spec.swarm_task)
@@ -731,7 +732,7 @@ def _docker_config(spec: ContainerSpec, plan: oci.ProcessPlan, image_config: dic
         "ExposedPorts": (image_config.get("config") or {}).get("ExposedPorts"),
         "Tty": spec.tty,
         "OpenStdin": spec.open_stdin,
-        "StdinOnce": False,
+        "StdinOnce": spec.stdin_once,
         "Env": plan.env,
         "Cmd": plan.cmd or None,
         "Image": spec.image,

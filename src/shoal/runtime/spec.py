@@ -42,6 +42,9 @@ class ContainerSpec:
     init: bool = False
     tty: bool = False
     open_stdin: bool = False
+    # docker's StdinOnce (`run -i` attached): the first attached client to close its stdin
+    # closes the container's; without it (`run -d -i`) clients come and go, stdin stays open
+    stdin_once: bool = False
     nano_cpus: int = 0  # 1e9 = one CPU
     cpu_shares: int = 0
     memory: int = 0  # bytes; 0 = unlimited

@@ -1,0 +1,198 @@
+"""Interactive containers (issue 13 item 6, issue 11 item 3): `run -i` with stdin piped (EOF
+closes the container's stdin; stdout and stderr kept apart), `run -it` on a terminal (a real pty
+from python's pty module: raw mode, the window size, Ctrl-P Ctrl-Q and --detach-keys), `attach`
+with stdin and --no-stdin, `exec -i` and `exec -it`, the exit codes, and `the input device is
+not a TTY`. Each locally (real crun and conmon) and on a remote node: a real shoald of its own
+that ran `swarm init` on 127.0.0.1, reached over TCP and mutual TLS through a context (the
+fixture of test_remote_context.py)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable
+
+import pytest
+
+from conftest import ROOT_ONLY  # tests/conftest.py
+from test_remote_context import Node, cli, node  # noqa: F401 - the remote node's fixture
+
+pytestmark = ROOT_ONLY
+IMAGE = "localhost/busybox:test"
+
+
+class Terminal:
+    """The CLI on a pty of its own, as a user's terminal runs it."""
+
+    def __init__(self, env: dict[str, str], *args: str, rows: int = 33, cols: int = 101) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the shoal CLI, its stdio the pty's slave
+            try:
+                os.execve(sys.executable, [sys.executable, "-m", "shoal", *args], env)
+            finally:
+                os._exit(127)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.seen = b""
+
+    def expect(self, needle: bytes, timeout: float = 30) -> bytes:
+        deadline = time.monotonic() + timeout
+        while needle not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{needle!r} never came; the terminal showed {self.seen[-600:]!r}"
+            if select.select([self.fd], [], [], min(left, 0.2))[0]:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    chunk = b""
+                assert chunk, f"the CLI ended before {needle!r}; it showed {self.seen[-600:]!r}"
+                self.seen += chunk
+        return self.seen
+
+    def send(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def wait(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(status)
+            if select.select([self.fd], [], [], 0.1)[0]:
+                try:
+                    self.seen += os.read(self.fd, 4096)
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                os.kill(self.pid, 9)
+                os.waitpid(self.pid, 0)
+                os.close(self.fd)
+                raise AssertionError(f"the CLI did not end; it showed {self.seen[-600:]!r}")
+
+
+Shoal = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+def _checks(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: Shoal) -> None:
+    """The same checks for a local and a remote context: `shoal` runs the CLI through the
+    context under test, `on_node` directly on the node that holds the containers."""
+    # run -i, stdin piped: what it reads comes back, EOF ends `cat`, stderr stays stderr.
+    piped = shoal("run", "-i", "--rm", IMAGE, "sh", "-c", "cat; echo err >&2; exit 5", input=b"hi\nthere\n")
+    assert (piped.returncode, piped.stdout, piped.stderr) == (5, b"hi\nthere\n", b"err\n")
+    assert shoal("run", "-i", "--rm", IMAGE, "cat", input=b"x" * 100_000).stdout == b"x" * 100_000
+    # -t needs a terminal on stdin when stdin is attached: docker's error, exit 1, nothing made.
+    no_tty = shoal("run", "-it", "--rm", IMAGE, "true", input=b"")
+    assert no_tty.returncode == 1 and b"the input device is not a TTY" in no_tty.stderr
+    assert on_node("ps", "-aq").stdout == b""
+    bad_keys = shoal("run", "-t", "--detach-keys", "ctrl-1", IMAGE, "true")
+    assert bad_keys.returncode != 0 and b"Invalid detach keys" in bad_keys.stderr
+
+    # run -it: a shell on a terminal of the window's size, raw (Ctrl-C is a byte, not a signal),
+    # its exit code the command's.
+    term = Terminal(env, *prefix, "run", "-it", "--rm", IMAGE, "sh")
+    term.expect(b"# ")
+    term.send(b"stty size; echo T=$TERM\r")
+    term.expect(b"33 101")
+    term.expect(b"T=xterm")
+    term.resize(20, 70)
+    time.sleep(0.5)
+    term.send(b"sleep 30\r")
+    time.sleep(0.5)
+    term.send(b"\x03")  # Ctrl-C reaches the shell's sleep through the container's terminal
+    term.send(b"stty size; exit 3\r")
+    term.expect(b"20 70")
+    assert term.wait() == 3
+    assert on_node("ps", "-aq").stdout == b""  # --rm
+
+    # Ctrl-P Ctrl-Q detaches; the container runs on; attach (with stdin) gets the same shell.
+    term = Terminal(env, *prefix, "run", "-it", "--name", "keep", IMAGE, "sh")
+    try:
+        term.expect(b"# ")
+        term.send(b"X=kept\r")
+        term.send(b"\x10\x11")
+        assert term.wait() == 0
+        assert b"read escape sequence" in term.seen
+        assert on_node("inspect", "-f", "{{.State.Status}}", "keep").stdout == b"running\n"
+        term = Terminal(env, *prefix, "attach", "--detach-keys", "ctrl-x,y", "keep")
+        term.send(b"echo got-$X\r")
+        term.expect(b"got-kept")
+        term.send(b"\x18y")  # the custom keys detach too
+        assert term.wait() == 0
+        term = Terminal(env, *prefix, "attach", "keep")
+        term.send(b"exit 4\r")
+        assert term.wait() == 4
+    finally:
+        on_node("rm", "-f", "keep")
+
+    # attach to a `run -d -i` container: stdin goes in; --no-stdin only watches; a client that
+    # leaves does not close the container's stdin (no StdinOnce without an attached run); the
+    # attached commands end with the container, with its code.
+    script = 'while read l; do [ "$l" = end ] && exit 9; echo got-$l; done; exit 8'
+    made = shoal("run", "-d", "-i", "--name", "cat", IMAGE, "sh", "-c", script)
+    assert made.returncode == 0, made.stderr
+    try:
+        watcher = subprocess.Popen([sys.executable, "-m", "shoal", *prefix, "attach", "--no-stdin", "cat"], env=env,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = subprocess.Popen([sys.executable, "-m", "shoal", *prefix, "attach", "cat"], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert first.stdin is not None and first.stdout is not None
+        first.stdin.write(b"one\n")
+        first.stdin.flush()
+        assert first.stdout.readline() == b"got-one\n"
+        first.kill()  # gone without a word: the container's stdin stays open
+        first.communicate(timeout=30)
+        assert on_node("inspect", "-f", "{{.State.Status}}", "cat").stdout == b"running\n"
+        second = shoal("attach", "cat", input=b"two\nend\n")
+        assert (second.returncode, second.stdout) == (9, b"got-two\n"), second.stderr
+        out, err = watcher.communicate(timeout=30)
+        # (it may have attached after `one` was answered: output is live, not replayed)
+        assert watcher.returncode == 9 and out.endswith(b"got-two\n"), (out, err)
+    finally:
+        on_node("rm", "-f", "cat")
+
+    # exec -i and -it in a running container.
+    assert shoal("run", "-d", "--name", "box", IMAGE, "sleep", "300").returncode == 0
+    try:
+        fed = shoal("exec", "-i", "box", "sh", "-c", "cat; echo e >&2; exit 6", input=b"in\n")
+        assert (fed.returncode, fed.stdout, fed.stderr) == (6, b"in\n", b"e\n")
+        not_fed = shoal("exec", "box", "cat", input=b"ignored\n")  # without -i: no stdin
+        assert (not_fed.returncode, not_fed.stdout) == (0, b"")
+        no_tty = shoal("exec", "-it", "box", "sh", input=b"")
+        assert no_tty.returncode == 1 and b"the input device is not a TTY" in no_tty.stderr
+        missing = shoal("exec", "-i", "box", "nosuchcmd")
+        assert missing.returncode == 127
+        term = Terminal(env, *prefix, "exec", "-it", "box", "sh", rows=41, cols=99)
+        term.expect(b"# ")
+        term.send(b"stty size; exit 7\r")
+        term.expect(b"41 99")
+        assert term.wait() == 7
+    finally:
+        on_node("rm", "-f", "box")
+
+
+def test_interactive_locally(shoal, busybox_image: str) -> None:  # noqa: ARG001 - the image
+    env = dict(os.environ)
+
+    def run(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "shoal", *args], input=input, capture_output=True,
+                              env=env, timeout=120)
+
+    _checks(run, env, [], run)
+
+
+def test_interactive_on_a_remote_node(node: Node) -> None:  # noqa: F811 - the imported fixture
+    def on_node(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return cli(node.env, *args)
+
+    _checks(node.shoal, node.client_env, ["-c", "far"], on_node)
+    assert not (node.base / "client" / "containers").exists()  # nothing ran on the client
