@@ -36,6 +36,11 @@ T = TypeVar("T")
 # Swarm's default is 5 s (swarmkit dispatcher DefaultHeartBeatPeriod); ours is shorter so a lost
 # node is Down within about 3 s (period * HEARTBEAT_GRACE): see manager/dispatcher.py.
 DEFAULT_HEARTBEAT_PERIOD = 1.0
+# An agent whose registration got no answer (lost in a partition, a manager restarting) registers
+# again within this: session_https's CALL_TIMEOUT (10 s) plus the agent's longest backoff (5 s
+# with up to 50 % jitter). The dispatcher gives a session with no heartbeat yet, and the nodes a
+# restarted manager has not heard from, at least this long before taking them for Down.
+REGISTER_RETRY = 20.0
 
 
 class Unreachable(ShoalError):
@@ -272,6 +277,9 @@ class Session(ABC):
     @abstractmethod
     async def heartbeat(self, applied: int | None = None) -> float:
         """Tell the manager the node is alive; returns the period to wait before the next one.
+        The session tells the manager which period the node keeps to until this answer reaches
+        it (the last one it was answered with), so a lost answer never holds the node to a
+        shorter period it did not hear of.
         `applied`: the sequence of the newest assignment set whose service records this node's
         rotations (VIPs, published ports) now follow; the manager holds a task's stop until the
         other nodes have applied records without it (manager/dispatcher.py stop_ready)."""

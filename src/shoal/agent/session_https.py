@@ -62,6 +62,9 @@ class HTTPSSession(Session):
         self.info: SessionInfo | None = None
         self._http: aiohttp.ClientSession | None = None
         self._current = 0  # index of the manager that answered last
+        # The period the node keeps to: the last answered registration's or heartbeat's (the
+        # agent follows every answer), sent with each heartbeat (Session.heartbeat).
+        self._following = 0.0
 
     def _ssl(self) -> ssl.SSLContext:
         root = self.certs.load_root_ca(with_key=False)
@@ -127,6 +130,7 @@ class HTTPSSession(Session):
     async def register(self, description: NodeDescription) -> SessionInfo:
         answer = await self._post("/session", to_json(description))
         self.info = from_json(SessionInfo, answer)
+        self._following = self.info.heartbeat_period
         if self.info.managers:  # the manager knows the cluster's managers best
             known = list(dict.fromkeys([self.managers[self._current], *self.info.managers, *self.managers]))
             self.managers, self._current = known, 0
@@ -191,12 +195,15 @@ class HTTPSSession(Session):
         body: dict[str, Any] = {"session_id": self._ids()}
         if applied is not None:
             body["applied"] = applied
+        if self._following > 0:
+            body["period"] = self._following
         answer = await self._post("/heartbeat", body, only_current=True)
+        self._following = float(answer["period"])
         if isinstance(answer.get("ca"), str):  # the cluster's desired TLSInfo: a root rotation told
             from shoal.agent.join import tell_tls
 
             tell_tls(self.certs.directory, answer["ca"])
-        return float(answer["period"])
+        return self._following
 
     async def close(self) -> None:
         if self.info is not None:

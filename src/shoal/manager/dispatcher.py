@@ -6,9 +6,15 @@
   with SessionInvalid and its assignment stream ends).
 - Heartbeats: the node is told a period (the configured one plus up to EPSILON_RATIO of jitter,
   as swarmkit's periodChooser spreads 1,000 nodes); a node that sends none for
-  period * GRACE_MULTIPLIER is marked Down, and the orchestrator replaces its tasks. Nodes in the
-  store that no session has claimed since the dispatcher started (a manager restart) get twice
-  that grace first, so a restarted manager never takes a healthy node for a lost one.
+  period * GRACE_MULTIPLIER is marked Down, and the orchestrator replaces its tasks. The period
+  a deadline is counted in is never shorter than the one the node says it follows (its last
+  answered heartbeat's): an answer can be lost (a heartbeat the node gave up on in a partition
+  reaches the manager once the link is back), and a node still on a longer period must not be
+  held to a shorter one it never heard of. A new session, until the node calls with it, and nodes
+  in the store that no session has claimed since the dispatcher started (a manager restart) get
+  at least REGISTER_RETRY: a node whose registration got no answer, or whose manager was away,
+  registers again within that, so neither a lost answer nor a restarted manager takes a healthy
+  node for a lost one.
 - Status updates: a node may update only tasks assigned to it; states only move forward
   (Task.advance); a batch is one store transaction.
 - Assignments: per session, the tasks assigned to the node (scheduled: ASSIGNED or further), the
@@ -31,9 +37,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.agent.session import (DEFAULT_HEARTBEAT_PERIOD, AssignmentSet, AssignmentType, FileData,
-                                 LogSubscription, NodeDescription, NodeRemoved, ServiceRecord, SessionInfo,
-                                 SessionInvalid, TaskStatusUpdate)
+from shoal.agent.session import (DEFAULT_HEARTBEAT_PERIOD, REGISTER_RETRY, AssignmentSet, AssignmentType,
+                                 FileData, LogSubscription, NodeDescription, NodeRemoved, ServiceRecord,
+                                 SessionInfo, SessionInvalid, TaskStatusUpdate)
 from shoal.errors import ShoalError
 from shoal.ids import new_swarm_id
 from shoal.manager.logbroker import LogBroker
@@ -80,6 +86,8 @@ class _Session:
     session_id: str
     deadline: float
     period: float
+    longest: float = 0.0  # the longest period this session was answered with: what a node may say it follows
+    used: bool = False  # the node has called with this session: it has the registration's answer
     sequence: int = 0
     tasks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # task ID -> what was sent
     files: dict[str, Any] = field(default_factory=dict)  # "kind/id" -> version sent
@@ -314,7 +322,7 @@ class Dispatcher:
             if self._started:
                 return
             self._started = True
-            deadline = self.clock() + self.heartbeat_period * UNKNOWN_GRACE_MULTIPLIER
+            deadline = self.clock() + max(self.heartbeat_period * UNKNOWN_GRACE_MULTIPLIER, REGISTER_RETRY)
             for raw in self.store.list("node"):
                 if (raw.get("status") or {}).get("state", raw.get("state")) == "ready" and raw["id"] not in self._sessions:
                     self._unknown[raw["id"]] = deadline
@@ -392,8 +400,11 @@ class Dispatcher:
             node.updated_at = now
             stored = tx.create("node", node.to_dict()) if current is None else tx.update("node", node.to_dict())
         period = self._choose_period()
-        session = _Session(node_id=node_id, session_id=new_swarm_id(), period=period,
-                           deadline=self.clock() + period * GRACE_MULTIPLIER)
+        # Until the node calls with it, the session may be one whose answer was lost (a
+        # registration the node gave up on, arriving after a partition heals): the node registers
+        # again within REGISTER_RETRY, which ends this session without taking the node for Down.
+        session = _Session(node_id=node_id, session_id=new_swarm_id(), period=period, longest=period,
+                           deadline=self.clock() + max(period * GRACE_MULTIPLIER, REGISTER_RETRY))
         with self._lock:
             old = self._sessions.get(node_id)
             if old is not None:
@@ -433,14 +444,28 @@ class Dispatcher:
                 if self.store.get("node", node_id) is None:
                     raise NodeRemoved(f"node {node_id} is not part of the cluster")
                 raise SessionInvalid(f"session {session_id} of node {node_id} is not valid")
+            if not session.used:
+                # The node has the answer to its registration: from now on the session's deadline
+                # is the heartbeats', not the wait for a registration that may have been lost.
+                session.used = True
+                session.deadline = self.clock() + session.period * GRACE_MULTIPLIER
             return session
 
-    def heartbeat(self, node_id: str, session_id: str, applied: int | None = None) -> float:
+    def heartbeat(self, node_id: str, session_id: str, applied: int | None = None,
+                  following: float | None = None) -> float:
+        """The node is alive; returns its next period. `following`: the period the node keeps
+        to until this answer reaches it (its last answered heartbeat's); None: the one this
+        session was last answered with (an in-process session loses no answer)."""
         session = self._session(node_id, session_id)
         period = self._choose_period()
         with self._lock:
+            # The answer may never reach the node: until it says it has the new period, it is
+            # held to the longer of the two (a shorter one holds it from its next heartbeat).
+            said = session.period if following is None else min(following, session.longest)
+            held = max(period, said)
             session.period = period
-            session.deadline = self.clock() + period * GRACE_MULTIPLIER
+            session.longest = max(session.longest, period)
+            session.deadline = self.clock() + held * GRACE_MULTIPLIER
             advanced = applied is not None and session.sequence >= applied > session.applied
             if advanced:
                 session.applied = int(applied or 0)

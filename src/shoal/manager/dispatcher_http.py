@@ -10,7 +10,9 @@ whatever a body says) and its O must be this cluster (tlsconfig.require_node).
                                                        blank line every KEEPALIVE s, until the
                                                        session ends (then one {"error": ...} line)
     POST /status       {"session_id", "updates": [TaskStatusUpdate]}
-    POST /heartbeat    {"session_id"}               -> {"period": seconds, "ca": digest}: "ca"
+    POST /heartbeat    {"session_id", "applied", "period"} -> {"period": seconds, "ca": digest}:
+                                                       the request's "period" is the one the node
+                                                       keeps to until this answer reaches it; "ca"
                                                        names the cluster's desired TLSInfo
                                                        (ca.tls_digest): a root rotation told
     POST /close        {"session_id"}
@@ -234,8 +236,13 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     applied = body.get("applied")
     if applied is not None and (not isinstance(applied, int) or isinstance(applied, bool) or applied < 0):
         raise _error(web.HTTPBadRequest, "invalid", "applied: a non-negative assignment sequence is required")
+    following = body.get("period")  # the period the node keeps to until this answer reaches it
+    if following is not None and (not isinstance(following, (int, float)) or isinstance(following, bool)
+                                  or not 0 < following < float("inf")):
+        raise _error(web.HTTPBadRequest, "invalid", "period: a positive number of seconds is required")
     try:
-        period = _dispatcher(request).heartbeat(ident.node_id, _session_id(body.get("session_id")), applied)
+        period = _dispatcher(request).heartbeat(ident.node_id, _session_id(body.get("session_id")), applied,
+                                                None if following is None else float(following))
     except (ShoalError, ValueError) as exc:
         raise _translate(exc) from None
     answer: dict[str, Any] = {"period": period}
