@@ -173,8 +173,12 @@ def _checks(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: Shoal
         assert missing.returncode == 127
         term = Terminal(env, *prefix, "exec", "-it", "box", "sh", rows=41, cols=99)
         term.expect(b"# ")
-        term.send(b"stty size; exit 7\r")
+        term.send(b"stty size\r")
         term.expect(b"41 99")
+        term.resize(30, 80)  # followed while the exec runs
+        time.sleep(0.5)
+        term.send(b"stty size; exit 7\r")
+        term.expect(b"30 80")
         assert term.wait() == 7
     finally:
         on_node("rm", "-f", "box")

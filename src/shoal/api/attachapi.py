@@ -63,6 +63,23 @@ async def _end(ws: web.WebSocketResponse, result: dict[str, Any]) -> None:
         await ws.close()
 
 
+class _Waited:
+    """A subprocess.Popen with asyncio.subprocess.Process's returncode, wait() and kill()."""
+
+    def __init__(self, proc: Any) -> None:
+        self._proc = proc
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll()
+
+    async def wait(self) -> int:
+        return int(await asyncio.to_thread(self._proc.wait))
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+
 def add_routes(app: web.Application, prefix: str, before_start: Callable[[asyncio.AbstractEventLoop], Any]) -> None:
     """`before_start(loop)` gives the runtime's hook a started container needs here (the
     embedded resolver on a user-defined network: api/nodeapi.py's)."""
@@ -180,18 +197,17 @@ def add_routes(app: web.Application, prefix: str, before_start: Callable[[asynci
         await ws.prepare(request)
         master = -1
         if tty:
-            # The runtime's exec takes a terminal from its stdio: one of ours, sized as the
-            # client's, whose master end is the session.
-            import fcntl
-            import pty
-            import termios
+            # The runtime's exec with a console socket: the master end of the terminal it made
+            # is the session, sized as the client's terminal, resized as it is.
+            from shoal.runtime import attach
 
-            master, slave = pty.openpty()
-            if rows > 0 and cols > 0:
-                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=slave,
-                                                        start_new_session=True)
-            os.close(slave)
+            try:
+                runtime, master = await asyncio.to_thread(attach.exec_with_console, argv, rows, cols,
+                                                          subprocess.DEVNULL)
+            except ShoalError as exc:
+                await _end(ws, {"error": str(exc), "exit_code": 126})
+                return ws
+            proc: Any = _Waited(runtime)
             os.set_blocking(master, False)
             reader = asyncio.StreamReader()
             transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
@@ -207,7 +223,7 @@ def add_routes(app: web.Application, prefix: str, before_start: Callable[[asynci
                     await stdin(b"\x04")  # end of input on a terminal
 
             async def resize(r: int, w: int) -> None:
-                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", r, w, 0, 0))
+                attach.set_size(master, r, w)
         else:
             transport = None
             proc = await asyncio.create_subprocess_exec(

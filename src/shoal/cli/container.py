@@ -674,8 +674,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except Conflict as exc:  # not running, paused: the daemon's words, as docker prints them
         exc.from_daemon = True  # type: ignore[attr-defined]
         raise
+    if args.tty and not args.detach:
+        from shoal.cli import interactive
+
+        return interactive.exec_local(argv, args)
     stdin = None if args.interactive else subprocess.DEVNULL
-    # The runtime becomes the foreground process: signals and the TTY go straight to it.
+    # The runtime becomes the foreground process: signals go straight to it.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         proc = subprocess.run(argv, stdin=stdin)

@@ -130,6 +130,40 @@ class LocalConn:
         self.sock.close()
 
 
+class PtyConn:
+    """The master end of the terminal the runtime made for a local `exec -t`."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+
+    def fileno(self) -> int:
+        return self.master
+
+    def pending(self) -> bool:
+        return False
+
+    def read(self) -> list[tuple[int, bytes]] | None:
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: the process and its terminal are gone
+            return None
+        return [(STDOUT, data)] if data else None
+
+    def send_stdin(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close_stdin(self) -> None:
+        pass  # a terminal has no end of input but the ^D the user types
+
+    def resize(self, rows: int, cols: int) -> None:
+        from shoal.runtime import attach
+
+        attach.set_size(self.master, rows, cols)
+
+    def close(self) -> None:
+        os.close(self.master)
+
+
 class WsConn:
     """A WebSocket (RFC 6455) over the client's socket to the node: client frames masked, the
     node's read as they come; the node's last text message is the session's result."""

@@ -109,6 +109,25 @@ def attach_local(mgr: Any, args: argparse.Namespace, daemon_error: Callable[[Sho
     return int(mgr.wait(c.id))
 
 
+def exec_local(argv: list[str], args: argparse.Namespace) -> int:
+    """`exec -t` here: the runtime's exec with a console socket, its terminal's master end the
+    session (so resizes reach the process), its exit code the command's."""
+    from shoal.runtime import attach
+
+    keys = hijack.detach_keys(args.detach_keys)
+    rows, cols = hijack.terminal_size()
+    proc, master = attach.exec_with_console(argv, rows, cols)
+    conn = hijack.PtyConn(master)
+    try:
+        detached = hijack.session(conn, stdin=args.interactive, tty=True, keys=keys)
+    finally:
+        conn.close()
+    if detached:  # docker leaves the process running; it has lost its terminal's reader here
+        hijack.detached_message()
+        return 0
+    return proc.wait()
+
+
 # ---- remote (a tcp:// context) ------------------------------------------------------------------
 
 

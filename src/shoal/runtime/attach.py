@@ -7,8 +7,15 @@ FIFO `ctl` (`1 <rows> <cols>` resizes the terminal conmon holds for a -t contain
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import select
+import shutil
 import socket
+import struct
+import subprocess
+import tempfile
+import termios
 import time
 from typing import Any
 
@@ -77,3 +84,49 @@ def resize(c: Any, rows: int, cols: int) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def exec_with_console(argv: list[str], rows: int, cols: int, stderr: Any = None,
+                      timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], int]:
+    """The runtime's `exec --tty` (argv from ContainerManager.exec_argv) with a console socket:
+    the runtime hands over the master end of the terminal it made for the process, which is
+    then the session (its size set here and on every resize; a terminal the runtime only
+    inherited would keep its first size). Returns the runtime's process (its exit code is the
+    command's) and the master's descriptor, which the caller closes."""
+    directory = tempfile.mkdtemp(prefix="shoal-exec-")  # 0700, a short path for sun_path
+    path = os.path.join(directory, "console")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        server.bind(path)
+        server.listen(1)
+        at = argv.index("exec") + 1
+        proc = subprocess.Popen([*argv[:at], "--console-socket", path, *argv[at:]],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + timeout
+        while not select.select([server], [], [], 0.05)[0]:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                raise ShoalError("OCI runtime exec failed: the runtime handed over no terminal")
+        conn, _ = server.accept()
+        with conn:
+            _, ancillary, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(4))
+        fds = [struct.unpack("i", data[:4])[0] for level, kind, data in ancillary
+               if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS]
+        if not fds:
+            proc.kill()
+            proc.wait()
+            raise ShoalError("OCI runtime exec failed: the runtime handed over no terminal")
+        master = fds[0]
+        os.set_inheritable(master, False)
+        set_size(master, rows, cols)
+        return proc, master
+    finally:
+        server.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def set_size(master: int, rows: int, cols: int) -> None:
+    if rows > 0 and cols > 0:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
