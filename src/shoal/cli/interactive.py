@@ -70,7 +70,7 @@ def run_local(mgr: Any, c: Any, args: argparse.Namespace, keys: bytes,
                 mgr.remove(c.id, force=True)
             raise
         conn = hijack.LocalConn(held[0], mgr.get(c.id))
-        old = _proxy(lambda sig: mgr.kill(c.id, sig), not args.tty)
+        old = _proxy(lambda sig: mgr.kill(c.id, sig), args.sig_proxy and not args.tty)  # docker: none with -t
         try:
             detached = hijack.session(conn, stdin=args.interactive, tty=args.tty, keys=keys)
         finally:
@@ -171,7 +171,8 @@ def run_remote(args: argparse.Namespace, container_id: str, keys: bytes) -> int:
 
     return _remote_session(args, f"/containers/{container_id}/attach/ws", {"start": "1",
                            "stdin": "1" if args.interactive else None},
-                           stdin=args.interactive, tty=args.tty, keys=keys, kill=kill, proxy=not args.tty,
+                           stdin=args.interactive, tty=args.tty, keys=keys, kill=kill,
+                           proxy=args.sig_proxy and not args.tty,
                            what=f"container {container_id[:12]} exited")
 
 
