@@ -1,0 +1,94 @@
+"""Failures of the manager as a Swarm user meets them, on a three-node local cluster (`shoal
+cluster create --nodes 3`, the seed-like stack: busybox httpd, 5 replicas, port 4000 published
+through the routing mesh, image on the manager only):
+
+- kill -9 of the manager's shoald in the middle of a rolling update (parallelism 1, delay): the
+  cluster's supervisor restarts it, the update carries on to its end with every slot replaced
+  once (no task restarted beside the update's), exactly 5 copies run on the machine, and every
+  node's published port answers from every task again, the manager's own included. (The
+  manager's own node came back from its restart without an address, so no node had a VXLAN
+  peer to it any more and its device was removed: a third of the requests timed out.)
+
+Copies are counted from /proc (processes in each node's cgroups), requests go to each node's
+address from inside its namespace. Real processes over real TLS, as test_node_failure.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+from cluster.conftest import in_netns  # noqa: E402
+from cluster.test_local_cluster import cluster_with_web_image  # noqa: E402
+from cluster.test_node_failure import app_copies, five_running, running, tasks, wait_for  # noqa: E402
+from cluster.test_seed_cluster import seed_compose  # noqa: E402
+
+NODES = 3
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Any]:
+    name = f"shoalfm{os.getpid() % 10000}"
+    with cluster_with_web_image(tmp_path_factory.mktemp("failmgr"), name, NODES, busybox_tar) as c:
+        c.shoal("stack", "deploy", "--detach", "-c", str(seed_compose(c.base)), "webapp")
+        wait_for("5/5 running after deploy", lambda: five_running(c), 60)
+        wait_for("5 copies after deploy", lambda: len(app_copies(c.name)) == 5, 30)
+        yield c
+
+
+def mesh_answers(c: Any, requests: int = 10) -> dict[int, list[str]]:
+    """Node -> the answers of `requests` requests to its own address's port 4000 ("" for one
+    that failed)."""
+    out: dict[int, list[str]] = {}
+    for k in range(1, NODES + 1):
+        node = c.node(k)
+        out[k] = [in_netns(node["hostname"], "curl", "-s", "-m", "3", f"http://{node['address']}:4000/").stdout.strip()
+                  for _ in range(requests)]
+    return out
+
+
+def every_answer(c: Any) -> Any:
+    got = mesh_answers(c)
+    return got if all(all(a) for a in got.values()) else None
+
+
+def test_manager_kill9_during_rolling_update(cluster: Any) -> None:
+    before = {r["id"] for r in tasks(cluster)}
+    cluster.shoal("service", "update", "--detach", "--env-add", "E8=1", "--update-parallelism", "1",
+                  "--update-delay", "2s", "webapp_web")
+
+    def first_replaced() -> Any:
+        rows = tasks(cluster)
+        return [r for r in rows if r["id"] not in before and r["current"].startswith("Running")]
+
+    wait_for("the update's first new task running", first_replaced, 30)
+    pid = cluster.pid(1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for("a new shoald on the manager", lambda: (p := cluster.pid(1)) is not None and p != pid, 30)
+
+    def completed() -> Any:
+        out = cluster.shoal("service", "inspect", "--format", "{{json .UpdateStatus}}", "webapp_web",
+                            check=False, timeout=30)
+        return out.returncode == 0 and json.loads(out.stdout).get("State") == "completed"
+
+    wait_for("the update completed", completed, 45, every=0.5)
+    rows = wait_for("5/5 running", lambda: five_running(cluster), 30)
+    # Every slot replaced once, by the update: 5 old tasks shut down, 5 new ones, nothing else.
+    new = [r for r in rows if r["id"] not in before]
+    assert len(new) == 5 and {r["id"] for r in running(rows)} == {r["id"] for r in new}, rows
+    wait_for("exactly 5 copies", lambda: len(app_copies(cluster.name)) == 5, 30)
+    # The manager's node keeps the address it advertises: it is every overlay's VXLAN peer.
+    status = json.loads(cluster.shoal("node", "inspect", "--format", "{{json .Status}}", f"{cluster.name}-1").stdout)
+    assert status.get("Addr") == cluster.node(1)["address"], status
+    # Every node's port answers, from the tasks of every node (the manager's included).
+    answers = wait_for("every node's port 4000 answers every request", lambda: every_answer(cluster), 20, every=1)
+    containers = {cid[:12] for _, cid, _ in app_copies(cluster.name)}
+    assert {a for got in answers.values() for a in got} == containers, answers
