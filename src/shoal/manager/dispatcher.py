@@ -394,7 +394,11 @@ class Dispatcher:
             node.engine = EngineDescription(engine_version=description.engine.engine_version,
                                             labels=dict(description.engine.labels),
                                             plugins=[dict(p) for p in description.engine.plugins])
-            node.status = NodeStatus(state="ready", message="", addr=description.advertise_addr or addr)
+            # A registration that names no address (the manager's own node, over the in-process
+            # session) keeps the one stored (swarm init's advertise address): without it, a
+            # restarted manager was no overlay's VXLAN peer and its node's mesh broke.
+            node.status = NodeStatus(state="ready", message="",
+                                     addr=description.advertise_addr or addr or node.status.addr)
             if node.manager_status is not None and not node.manager_status.addr:
                 node.manager_status.addr = node.status.addr
             node.updated_at = now
