@@ -17,15 +17,17 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_ONLY  # tests/conftest.py
+from conftest import ROOT_ONLY, module_root  # tests/conftest.py
 from test_remote_context import Node, cli, node  # noqa: F401 - the remote node's fixture
 
 pytestmark = ROOT_ONLY
 IMAGE = "localhost/busybox:test"
+_LIVE: list[Terminal] = []  # CLIs on a pty not yet waited for: killed after a failed check
 
 
 class Terminal:
@@ -40,6 +42,7 @@ class Terminal:
                 os._exit(127)
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.seen = b""
+        _LIVE.append(self)
 
     def expect(self, needle: bytes, timeout: float = 30) -> bytes:
         deadline = time.monotonic() + timeout
@@ -67,6 +70,7 @@ class Terminal:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 os.close(self.fd)
+                _LIVE.remove(self)
                 return os.waitstatus_to_exitcode(status)
             if select.select([self.fd], [], [], 0.1)[0]:
                 try:
@@ -74,16 +78,38 @@ class Terminal:
                 except OSError:
                     pass
             if time.monotonic() > deadline:
-                os.kill(self.pid, 9)
-                os.waitpid(self.pid, 0)
-                os.close(self.fd)
+                self.kill()
                 raise AssertionError(f"the CLI did not end; it showed {self.seen[-600:]!r}")
+
+
+    def kill(self) -> None:
+        os.kill(self.pid, 9)
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        _LIVE.remove(self)
 
 
 Shoal = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
+def _cleanup(on_node: Callable[..., subprocess.CompletedProcess[bytes]]) -> None:
+    """After a failed check too: no CLI left on a pty, no container left on the node."""
+    for term in list(_LIVE):
+        term.kill()
+    left = on_node("ps", "-aq").stdout.split()
+    if left:
+        on_node("rm", "-f", *[c.decode() for c in left])
+    assert not left, f"containers left behind: {left}"
+
+
 def _checks(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: Shoal) -> None:
+    try:
+        _each_check(shoal, env, prefix, on_node)
+    finally:
+        _cleanup(on_node)
+
+
+def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: Shoal) -> None:
     """The same checks for a local and a remote context: `shoal` runs the CLI through the
     context under test, `on_node` directly on the node that holds the containers."""
     # run -i, stdin piped: what it reads comes back, EOF ends `cat`, stderr stays stderr.
@@ -99,10 +125,11 @@ def _checks(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: Shoal
 
     # run -it: a shell on a terminal of the window's size, raw (Ctrl-C is a byte, not a signal),
     # its exit code the command's.
-    term = Terminal(env, *prefix, "run", "-it", "--rm", IMAGE, "sh")
-    term.expect(b"# ")
-    term.send(b"stty size; echo T=$TERM\r")
+    # (sized before the process starts: its first `stty size` already has it)
+    term = Terminal(env, *prefix, "run", "-it", "--rm", IMAGE, "sh", "-c", "stty size; exec sh")
     term.expect(b"33 101")
+    term.expect(b"# ")
+    term.send(b"echo T=$TERM\r")
     term.expect(b"T=xterm")
     term.resize(20, 70)
     time.sleep(0.5)
@@ -184,7 +211,14 @@ def _checks(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: Shoal
         on_node("rm", "-f", "box")
 
 
-def test_interactive_locally(shoal, busybox_image: str) -> None:  # noqa: ARG001 - the image
+@pytest.fixture(scope="module")
+def own_root(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Path]:
+    """A state root of this module's own: its checks count every container in it."""
+    with module_root(tmp_path_factory, busybox_tar, IMAGE) as root:
+        yield root
+
+
+def test_interactive_locally(own_root: Path) -> None:  # noqa: ARG001 - SHOAL_ROOT is set to it
     env = dict(os.environ)
 
     def run(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

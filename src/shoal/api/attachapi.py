@@ -114,6 +114,7 @@ def add_routes(app: web.Application, prefix: str, before_start: Callable[[asynci
 
                 def connect(created: Any) -> None:
                     held.append(attach.open_socket(created))
+                    attach.resize(created, rows, cols)  # before the process runs: it may read it at once
                     hook(created)
 
                 try:

@@ -59,6 +59,8 @@ def run_local(mgr: Any, c: Any, args: argparse.Namespace, keys: bytes,
 
         def connect(created: Any) -> None:
             held.append(attach.open_socket(created))
+            if args.tty:  # sized before the process runs (it may read its size at once)
+                attach.resize(created, *hijack.terminal_size())
             before(created)
 
         try:
