@@ -150,6 +150,9 @@ def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: S
         assert term.wait() == 0
         assert b"read escape sequence" in term.seen
         assert on_node("inspect", "-f", "{{.State.Status}}", "keep").stdout == b"running\n"
+        fields = "{{.Config.Tty}} {{.Config.OpenStdin}} {{.Config.StdinOnce}} {{.Config.AttachStdin}} " \
+                 "{{.Config.AttachStdout}}"
+        assert shoal("inspect", "-f", fields, "keep").stdout == b"true true true true true\n"
         term = Terminal(env, *prefix, "attach", "--detach-keys", "ctrl-x,y", "keep")
         term.send(b"echo got-$X\r")
         term.expect(b"got-kept")
@@ -167,6 +170,7 @@ def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: S
     script = 'while read l; do [ "$l" = end ] && exit 9; echo got-$l; done; exit 8'
     made = shoal("run", "-d", "-i", "--name", "cat", IMAGE, "sh", "-c", script)
     assert made.returncode == 0, made.stderr
+    assert shoal("inspect", "-f", fields, "cat").stdout == b"false true false false false\n"  # docker's for -d -i
     try:
         watcher = subprocess.Popen([sys.executable, "-m", "shoal", *prefix, "attach", "--no-stdin", "cat"], env=env,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

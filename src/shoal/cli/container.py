@@ -193,8 +193,10 @@ def spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         auto_remove=args.rm,
         tty=args.tty,
         open_stdin=args.interactive,
-        # docker run -i attached: StdinOnce (the client's EOF closes the container's stdin)
-        stdin_once=args.interactive and not getattr(args, "detach", True),
+        # docker/cli's parse: "When allocating stdin in attached mode, close stdin at client
+        # disconnect" (StdinOnce), which `run -d` turns off with the Attach* flags
+        stdin_once=args.interactive and not getattr(args, "detach", False),
+        attached=not getattr(args, "detach", False),
         shm_size=parse_memory(args.shm_size, "--shm-size") if args.shm_size else 64 * 1024 * 1024,
     )
 

@@ -45,6 +45,9 @@ class ContainerSpec:
     # docker's StdinOnce (`run -i` attached): the first attached client to close its stdin
     # closes the container's; without it (`run -d -i`) clients come and go, stdin stays open
     stdin_once: bool = False
+    # a client attaches to its output (`run` without -d, `create`): docker's AttachStdout and
+    # AttachStderr, and AttachStdin with -i
+    attached: bool = False
     nano_cpus: int = 0  # 1e9 = one CPU
     cpu_shares: int = 0
     memory: int = 0  # bytes; 0 = unlimited
