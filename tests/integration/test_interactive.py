@@ -116,6 +116,8 @@ def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: S
     piped = shoal("run", "-i", "--rm", IMAGE, "sh", "-c", "cat; echo err >&2; exit 5", input=b"hi\nthere\n")
     assert (piped.returncode, piped.stdout, piped.stderr) == (5, b"hi\nthere\n", b"err\n")
     assert shoal("run", "-i", "--rm", IMAGE, "cat", input=b"x" * 100_000).stdout == b"x" * 100_000
+    missing = shoal("run", "-i", "--rm", IMAGE, "nosuchcmd", input=b"")
+    assert missing.returncode == 127 and b'exec: "nosuchcmd": executable file not found' in missing.stderr
     # -t needs a terminal on stdin when stdin is attached: docker's error, exit 1, nothing made.
     no_tty = shoal("run", "-it", "--rm", IMAGE, "true", input=b"")
     assert no_tty.returncode == 1 and b"the input device is not a TTY" in no_tty.stderr

@@ -438,7 +438,13 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
         if not isinstance(body.get("spec"), dict):
             raise InvalidArgument('the request body must be {"spec": <ContainerSpec>}')
         spec = shape.checked(ContainerSpec, body["spec"], "spec")
-        c = await asyncio.to_thread(containers().create, spec)
+        try:
+            c = await asyncio.to_thread(containers().create, spec)
+        except ShoalError as exc:
+            if exc.exit_code not in (126, 127):
+                raise
+            # The command cannot run: docker run exits 126 or 127; the CLI takes the code from here.
+            return web.json_response({"message": str(exc), "exit_code": exc.exit_code}, status=400)
         return web.json_response({"Id": c.id}, status=201)
 
     @routes.post(prefix + "/containers/{id}/start")
