@@ -186,7 +186,7 @@ shoal exec -it web bash""",
     "container inspect": "shoal container inspect --format '{{.State.Status}} {{.NetworkSettings.IPAddress}}' web",
     "inspect": """\
 shoal inspect web                                     # a container, image, network, service, task...
-shoal inspect --type task --format '{{.Status.State}} {{.NodeID}}' webapp_web.1""",
+shoal inspect --format '{{.Slot}} {{.Status.State}} {{.NodeID}}' $(shoal service ps -q webapp_web)""",
     "container stats": "shoal stats --no-stream",
     "container wait": "shoal wait job",
     "container prune": "shoal container prune -f",

@@ -138,12 +138,18 @@ def _normalized(record: dict[str, Any], prefix: str, port: int) -> dict[str, Any
     """The spec (`service inspect`'s, Docker's shape) with what must differ taken out: the names
     (`webapp_` / `cli_`), the stack's labels, the published port, the networks', secrets' and
     configs' IDs, and the short-name alias `stack deploy` adds on each network (docker/cli's
-    convert does the same; `service create` adds none)."""
+    convert does the same; `service create` adds none). Docker's two paths also differ where
+    nothing is set: convert gives every service an empty Privileges and only the Resources
+    blocks the file has, `service create` no Privileges and both blocks, empty or not."""
     spec = json.loads(json.dumps(record["Spec"]).replace(f'"{prefix}_', '"X_'))
     for key in ("Name", "Labels"):
         spec.pop(key)
     task = spec["TaskTemplate"]
     task["ContainerSpec"].pop("Labels", None)
+    if task["ContainerSpec"].get("Privileges") == {"CredentialSpec": None, "SELinuxContext": None,
+                                                   "NoNewPrivileges": False}:
+        task["ContainerSpec"].pop("Privileges")
+    task["Resources"] = {k: v for k, v in task["Resources"].items() if v}
     for net in task.get("Networks", []):
         net.pop("Aliases", None)
         assert net.pop("Target")

@@ -58,8 +58,10 @@ def test_templated_config_and_secret_are_rendered_per_task(shoal, busybox_image:
         states = sorted(shoal("inspect", "--format", "{{.Slot}} {{.Status.State}} {{.DesiredState}}", task_id,
                               check=True).stdout for task_id in task_ids)
         assert states == ["1 running running\n", "2 running running\n"]
-        task = json.loads(shoal("inspect", "--type", "task", "h6t_app.2", check=True).stdout)[0]
-        assert task["ID"] in task_ids and task["Spec"]["ContainerSpec"]["Env"] == ["GREETING=hello"]
+        name = next(n for n in names if n.startswith("h6t_app.2."))  # a task's name is its container's
+        task = json.loads(shoal("inspect", "--type", "task", name, check=True).stdout)[0]
+        assert task["ID"] in task_ids and task["Slot"] == 2
+        assert task["Spec"]["ContainerSpec"]["Env"] == ["GREETING=hello"]
         inspected = json.loads(shoal("secret", "inspect", "h6t_dsn", check=True).stdout)[0]
         assert inspected["Spec"]["Templating"] == {"Name": "golang"}
         # The rendered secret, like the secret it reads, is on no disk file of the node's roots.

@@ -65,6 +65,9 @@ GOLDEN_WEB: dict[str, Any] = {
                 "Image": "web:v1",
                 "Labels": {"com.docker.stack.namespace": "webapp"},
                 "Args": ["python", "app.py"],
+                # compose convert's `Privileges: &privileges`: on every stack service.
+                "Privileges": {"CredentialSpec": None, "SELinuxContext": None, "NoNewPrivileges": False},
+                # Not in the file: filled in by InterpolateService (`service inspect` asks so).
                 "StopGracePeriod": 10000000000,
                 "DNSConfig": {},
                 "Secrets": [{"File": {"Name": "token", "UID": "0", "GID": "0", "Mode": 292},
@@ -73,7 +76,8 @@ GOLDEN_WEB: dict[str, Any] = {
                              "ConfigID": "confid", "ConfigName": "webapp_conf"}],
                 "Isolation": "default",
             },
-            "Resources": {"Limits": {"NanoCPUs": 100000000, "MemoryBytes": 52428800}, "Reservations": {}},
+            # Only the limits the file gives: no default fills Reservations in.
+            "Resources": {"Limits": {"NanoCPUs": 100000000, "MemoryBytes": 52428800}},
             "RestartPolicy": {"Condition": "on-failure", "Delay": 5000000000, "MaxAttempts": 0},
             "Placement": {},
             "Networks": [{"Target": "netid", "Aliases": ["web"]}],
@@ -206,3 +210,96 @@ def test_dumps_escapes_as_go_marshal() -> None:
     assert text == '[\n    {\n        "Env": [\n            "A=\\u003cb\\u003e\\u0026c",\n            "Ä=é"\n        ]\n    }\n]'
     assert json.loads(text) == [{"Env": ["A=<b>&c", "Ä=é"]}]
     assert dockerjson.dumps([]) == "[]"
+
+
+MINIMAL = """\
+services:
+  min:
+    image: busybox
+"""
+UPDATE_GIVEN = """\
+services:
+  min:
+    image: busybox
+    stop_grace_period: 3s
+    dns: [1.1.1.1]
+    deploy:
+      resources: {reservations: {memory: 8M}}
+      restart_policy: {max_attempts: 2}
+      update_config: {parallelism: 2, order: start-first}
+"""
+PRIVILEGES = {"CredentialSpec": None, "SELinuxContext": None, "NoNewPrivileges": False}
+
+
+def _stack_service(tmp_path: Path, text: str) -> dict[str, Any]:
+    (tmp_path / "docker-compose.yml").write_text(text)
+    spec = load_stack([tmp_path / "docker-compose.yml"], "webapp").services["webapp_min"]
+    record = Service(id="m1n", name=spec.name, spec=spec, stack="webapp", created_at=1700000000.0,
+                     updated_at=1700000000.0, version=3)
+    return json.loads(json.dumps(record.to_dict()))
+
+
+def test_a_minimal_stack_service_as_docker_prints_it(tmp_path: Path) -> None:
+    """`docker service inspect` (InsertDefaults) of a service whose file sets nothing but its
+    image: swarmkit's defaults filled in, except Resources, which stays as convert made it."""
+    record = _stack_service(tmp_path, MINIMAL)
+    assert dockerjson.service(record, {"webapp_default": "defid"})["Spec"] == {
+        "Name": "webapp_min",
+        "Labels": {"com.docker.stack.image": "busybox", "com.docker.stack.namespace": "webapp"},
+        "TaskTemplate": {
+            "ContainerSpec": {"Image": "busybox", "Labels": {"com.docker.stack.namespace": "webapp"},
+                              "Privileges": PRIVILEGES, "StopGracePeriod": 10000000000, "DNSConfig": {},
+                              "Isolation": "default"},
+            "Resources": {},
+            "RestartPolicy": {"Condition": "any", "Delay": 5000000000, "MaxAttempts": 0},
+            "Placement": {},
+            "Networks": [{"Target": "defid", "Aliases": ["min"]}],
+            "ForceUpdate": 0,
+            "Runtime": "container",
+        },
+        "Mode": {"Replicated": {"Replicas": 1}},
+        "UpdateConfig": UPDATE,
+        "RollbackConfig": UPDATE,
+        "EndpointSpec": {"Mode": "vip"},
+    }
+    # As stored (a PreviousSpec, a task's Spec): what convert left nil is not there.
+    record["previous_spec"] = record["spec"]
+    previous = dockerjson.service(record, {})["PreviousSpec"]
+    assert previous["TaskTemplate"]["ContainerSpec"] == {
+        "Image": "busybox", "Labels": {"com.docker.stack.namespace": "webapp"}, "Privileges": PRIVILEGES,
+        "Isolation": "default"}
+    assert "RestartPolicy" not in previous["TaskTemplate"] and previous["TaskTemplate"]["Resources"] == {}
+    assert "UpdateConfig" not in previous and "RollbackConfig" not in previous
+    task = {"id": "t", "service_id": "m1n", "slot": 1, "spec": record["spec"], "status": {"state": "new"}}
+    assert dockerjson.task(task, {}, {})["Spec"] == {k: v for k, v in previous["TaskTemplate"].items()}
+
+
+def test_parts_given_are_printed_as_given(tmp_path: Path) -> None:
+    spec = dockerjson.service(_stack_service(tmp_path, UPDATE_GIVEN), {})["Spec"]
+    template = spec["TaskTemplate"]
+    assert template["ContainerSpec"]["StopGracePeriod"] == 3000000000
+    assert template["ContainerSpec"]["DNSConfig"] == {"Nameservers": ["1.1.1.1"]}
+    assert template["Resources"] == {"Reservations": {"MemoryBytes": 8388608}}
+    # The delay the file left out is filled in; a policy without condition is `any`.
+    assert template["RestartPolicy"] == {"Condition": "any", "Delay": 5000000000, "MaxAttempts": 2}
+    assert spec["UpdateConfig"] == {"Parallelism": 2, "FailureAction": "pause", "Monitor": 5000000000,
+                                    "MaxFailureRatio": 0, "Order": "start-first"}
+    raw = dockerjson.service_spec(_stack_service(tmp_path, UPDATE_GIVEN)["spec"], {}, defaults=False)
+    assert raw["TaskTemplate"]["RestartPolicy"] == {"Condition": "any", "MaxAttempts": 2}
+    assert "RollbackConfig" not in raw and raw["UpdateConfig"]["Order"] == "start-first"
+
+
+def test_defaults_reach_every_consumer_and_a_later_change_is_given(tmp_path: Path) -> None:
+    from shoal.model.service import ServiceSpec, given
+
+    record = _stack_service(tmp_path, MINIMAL)
+    spec = ServiceSpec.from_dict(record["spec"])
+    assert sorted(spec.defaulted) == ["dns_config", "resources.limits", "resources.reservations",
+                                      "restart_policy", "rollback_config", "stop_grace_period", "update_config"]
+    # The record itself holds Swarm's defaults, so the orchestrator and the node read them.
+    assert (spec.restart_policy.condition, spec.restart_policy.delay, spec.stop_grace_period) == ("any", 5.0, 10.0)
+    assert spec.update_config.monitor == 5.0 and spec.update_config.parallelism == 1
+    # `service update --limit-cpu 1` on it: the limits are given from then on.
+    record["spec"]["resources"]["limits"]["nano_cpus"] = 1_000_000_000
+    assert given(record["spec"], "resources.limits") and not given(record["spec"], "resources.reservations")
+    assert dockerjson.service(record, {})["Spec"]["TaskTemplate"]["Resources"] == {"Limits": {"NanoCPUs": 1000000000}}

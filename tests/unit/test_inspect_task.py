@@ -89,8 +89,10 @@ TASKS = [{"id": "abc111", "service_name": "web", "slot": 1, "node_id": "n1"},
 
 def test_tasks_are_found_as_moby_finds_them() -> None:
     assert find_task(TASKS, "abc222")["id"] == "abc222"  # full ID
-    assert find_task(TASKS, "web.1")["id"] == "abc111"  # name
-    assert find_task(TASKS, "agent.n1")["id"] == "xyz333"  # a global task's name
+    assert find_task(TASKS, "web.1.abc111")["id"] == "abc111"  # name (its container's)
+    assert find_task(TASKS, "agent.n1.xyz333")["id"] == "xyz333"  # a global task's name
+    with pytest.raises(NotFound):
+        find_task(TASKS, "web.1")  # not a task's name: every task of the slot has it
     assert find_task(TASKS, "xy")["id"] == "xyz333"  # unique prefix
     with pytest.raises(InvalidArgument, match=r"^task abc is ambiguous \(2 matches found\)$"):
         find_task(TASKS, "abc")

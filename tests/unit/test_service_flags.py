@@ -43,7 +43,9 @@ def test_create_fills_the_models_defaults_like_compose(tmp_path: Path) -> None:
     compose = load_stack([tmp_path / "docker-compose.yml"], "webapp").services["webapp_web"].to_dict()
     cli = create("--name", "web", "--replicas", "5", "--limit-cpu", "0.1", "--limit-memory", "50M",
                  "--restart-condition", "on-failure", "--publish", "4000:80", "web:v1")
-    for key in ("name", "compose_name", "stack", "labels", "container_labels", "networks"):
+    # `defaulted` says what each client left to Swarm's defaults (compose: no DNSConfig, no
+    # Reservations...); the values every consumer reads are the same.
+    for key in ("name", "compose_name", "stack", "labels", "container_labels", "networks", "defaulted"):
         compose.pop(key), cli.pop(key)
     assert cli == compose
 

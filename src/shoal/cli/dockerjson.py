@@ -8,16 +8,21 @@ tagged `omitempty` left out when it is zero (a nil pointer, "", 0, false, an emp
 but a struct value never left out, time.Duration as an integer of nanoseconds, time.Time as
 RFC 3339 with nanoseconds in UTC, []byte as base64 (the records already keep TLS info so).
 
-Where shoal's record cannot tell an unset value from Swarm's default (the model fills the
-defaults in), the object is written as `docker service create` sends it: RestartPolicy,
-UpdateConfig, RollbackConfig, StopGracePeriod, Resources, Placement, DNSConfig and Isolation
-are always there, as in `docker service inspect` of a service made by the CLI."""
+The spec's parts that are nil pointers in Swarm when the client left them out (the record
+fills them with Swarm's defaults and lists them in `defaulted`: model/service.py `given`) are
+printed as moby prints them: `service inspect` asks with InsertDefaults (swarmkit's
+InterpolateService fills StopGracePeriod, DNSConfig, RestartPolicy and its Delay, UpdateConfig
+and RollbackConfig, but never Resources' Limits or Reservations: a stack service shows only
+those its Compose file set); a PreviousSpec and a task's Spec are printed as stored, without
+them. A stack service's ContainerSpec has the Privileges docker/cli's convert always sets."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from datetime import datetime, timezone
+
+from shoal.model.service import given
 
 SECRET_DIR = "/run/secrets/"
 # What an ID lookup returns for a name the manager does not know (kept as the name).
@@ -136,7 +141,11 @@ def _file_ref(ref: dict[str, Any], kind: str, ids: Ids) -> dict[str, Any]:
             f"{kind}ID": ids.get(source, ""), f"{kind}Name": source}
 
 
-def _container_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
+# compose convert's `Privileges: &privileges`: set for every stack service, nothing in it.
+_STACK_PRIVILEGES = {"CredentialSpec": None, "SELinuxContext": None, "NoNewPrivileges": False}
+
+
+def _container_spec(spec: dict[str, Any], ids: Ids, defaults: bool = True) -> dict[str, Any]:
     entrypoint, cmd = spec.get("entrypoint"), spec.get("cmd")
     # The service's entrypoint is ContainerSpec.Command and its command Args (docker/cli
     # convert: --entrypoint -> Command, positional args -> Args).
@@ -146,7 +155,9 @@ def _container_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
         ("Image", spec.get("image")), ("Labels", _map(spec.get("container_labels") or {})),
         ("Command", list(entrypoint or [])), ("Args", list(cmd or [])), ("Hostname", spec.get("hostname")),
         ("Env", list(spec.get("env") or [])), ("Dir", spec.get("workdir")), ("User", spec.get("user")),
-        ("Groups", list(spec.get("groups") or [])), ("Privileges", _privileges(list(spec.get("security_opt") or []))),
+        ("Groups", list(spec.get("groups") or [])),
+        ("Privileges", _privileges(list(spec.get("security_opt") or []))
+         or (dict(_STACK_PRIVILEGES) if spec.get("stack") else None)),
     ])
     if spec.get("init") is not None:  # *bool: false is printed when it was set
         out["Init"] = bool(spec["init"])
@@ -155,10 +166,12 @@ def _container_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
         ("OpenStdin", bool(spec.get("open_stdin"))), ("ReadOnly", bool(spec.get("read_only"))),
         ("Mounts", [_mount(m) for m in spec.get("mounts") or []]),
     ]))
-    out["StopGracePeriod"] = _ns(spec.get("stop_grace_period"))  # *time.Duration: set by the CLI
+    if defaults or given(spec, "stop_grace_period"):  # *time.Duration
+        out["StopGracePeriod"] = _ns(spec.get("stop_grace_period"))
     out.update(_omit([("Healthcheck", _healthcheck(spec.get("healthcheck"))),
                       ("Hosts", list(spec.get("extra_hosts") or []))]))
-    out["DNSConfig"] = dns
+    if defaults or given(spec, "dns_config"):  # *DNSConfig
+        out["DNSConfig"] = dns
     out.update(_omit([("Secrets", [_file_ref(r, "Secret", ids) for r in spec.get("secrets") or []]),
                       ("Configs", [_file_ref(r, "Config", ids) for r in spec.get("configs") or []])]))
     out["Isolation"] = "default"
@@ -172,24 +185,34 @@ def _container_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
     return out
 
 
-def _resources(res: dict[str, Any]) -> dict[str, Any]:
+def _resources(spec: dict[str, Any]) -> dict[str, Any]:
+    """ResourceRequirements: Limits and Reservations are pointers no default fills in."""
+    res = spec.get("resources") or {}
     limits = res.get("limits") or {}
     reservations = res.get("reservations") or {}
     generic = [{"DiscreteResourceSpec": _omit([("Kind", g.get("kind")), ("Value", int(g.get("value") or 0))])}
                for g in reservations.get("generic_resources") or []]
-    return {
-        "Limits": _omit([("NanoCPUs", int(limits.get("nano_cpus") or 0)),
-                         ("MemoryBytes", int(limits.get("memory_bytes") or 0)), ("Pids", int(limits.get("pids") or 0))]),
-        "Reservations": _omit([("NanoCPUs", int(reservations.get("nano_cpus") or 0)),
-                               ("MemoryBytes", int(reservations.get("memory_bytes") or 0)),
-                               ("GenericResources", generic)]),
-    }
+    out: dict[str, Any] = {}
+    if given(spec, "resources.limits"):
+        out["Limits"] = _omit([("NanoCPUs", int(limits.get("nano_cpus") or 0)),
+                               ("MemoryBytes", int(limits.get("memory_bytes") or 0)),
+                               ("Pids", int(limits.get("pids") or 0))])
+    if given(spec, "resources.reservations"):
+        out["Reservations"] = _omit([("NanoCPUs", int(reservations.get("nano_cpus") or 0)),
+                                     ("MemoryBytes", int(reservations.get("memory_bytes") or 0)),
+                                     ("GenericResources", generic)])
+    return out
 
 
-def _restart_policy(rp: dict[str, Any]) -> dict[str, Any]:
-    """Delay and MaxAttempts are pointers the CLI always sets; Window only when given."""
+def _restart_policy(spec: dict[str, Any], defaults: bool) -> dict[str, Any] | None:
+    """Delay is printed when given or filled in (InterpolateService); MaxAttempts always
+    (restartPolicyFromGRPC points at it); Window only when given."""
+    if not (defaults or given(spec, "restart_policy")):
+        return None
+    rp = spec.get("restart_policy") or {}
     out: dict[str, Any] = _omit([("Condition", rp.get("condition"))])
-    out["Delay"] = _ns(rp.get("delay"))
+    if defaults or given(spec, "restart_policy.delay"):
+        out["Delay"] = _ns(rp.get("delay"))
     out["MaxAttempts"] = int(rp.get("max_attempts") or 0)
     if rp.get("window"):
         out["Window"] = _ns(rp["window"])
@@ -238,14 +261,14 @@ def _mode(spec: dict[str, Any]) -> dict[str, Any]:
     return {"Replicated": {"Replicas": replicas}}  # *uint64: 0 is printed, it was set
 
 
-def service_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
-    """swarm.ServiceSpec from a ServiceSpec's dict."""
-    task: dict[str, Any] = {
-        "ContainerSpec": _container_spec(spec, ids),
-        "Resources": _resources(spec.get("resources") or {}),
-        "RestartPolicy": _restart_policy(spec.get("restart_policy") or {}),
-        "Placement": _placement(spec.get("placement") or {}),
-    }
+def service_spec(spec: dict[str, Any], ids: Ids, defaults: bool = True) -> dict[str, Any]:
+    """swarm.ServiceSpec from a ServiceSpec's dict; `defaults`: with Swarm's defaults in the
+    parts the client left out, as GetService with InsertDefaults answers."""
+    task: dict[str, Any] = {"ContainerSpec": _container_spec(spec, ids, defaults), "Resources": _resources(spec)}
+    restart = _restart_policy(spec, defaults)
+    if restart is not None:
+        task["RestartPolicy"] = restart
+    task["Placement"] = _placement(spec.get("placement") or {})
     networks = [_omit([("Target", ids.get(n["target"], n["target"])), ("Aliases", list(n.get("aliases") or [])),
                        ("DriverOpts", _map(n.get("driver_opts") or {}))]) for n in spec.get("networks") or []]
     if networks:
@@ -255,15 +278,17 @@ def service_spec(spec: dict[str, Any], ids: Ids) -> dict[str, Any]:
                                    ("Options", _map(spec["log_driver"].get("options") or {}))])
     task["ForceUpdate"] = int(spec.get("force_update") or 0)
     task["Runtime"] = "container"
-    return {
+    out: dict[str, Any] = {
         "Name": spec.get("name", ""),
         "Labels": _map(spec.get("labels") or {}),  # Annotations.Labels: no omitempty
         "TaskTemplate": task,
         "Mode": _mode(spec),
-        "UpdateConfig": _update_config(spec.get("update_config") or {}),
-        "RollbackConfig": _update_config(spec.get("rollback_config") or {}),
-        "EndpointSpec": _endpoint_spec(spec.get("endpoint") or {}),
     }
+    for key, name in (("update_config", "UpdateConfig"), ("rollback_config", "RollbackConfig")):
+        if defaults or given(spec, key):
+            out[name] = _update_config(spec.get(key) or {})
+    out["EndpointSpec"] = _endpoint_spec(spec.get("endpoint") or {})
+    return out
 
 
 def _version(index: int) -> dict[str, Any]:
@@ -283,7 +308,7 @@ def service(record: dict[str, Any], ids: Ids | None = None) -> dict[str, Any]:
         "Spec": spec,
     }
     if record.get("previous_spec"):
-        out["PreviousSpec"] = service_spec(record["previous_spec"], ids)
+        out["PreviousSpec"] = service_spec(record["previous_spec"], ids, defaults=False)  # as stored
     endpoint = record.get("endpoint") or {}
     # Endpoint.Spec is the spec's EndpointSpec as the allocator took it; a service that needs
     # neither a VIP nor a port is never allocated, and Docker prints `"Endpoint": {"Spec": {}}`.
@@ -396,7 +421,8 @@ def task(record: dict[str, Any], networks: dict[str, dict[str, Any]], ids: Ids |
     `ids` the names of networks, secrets and configs to their IDs, as for a service."""
     ids = ids or {}
     status = record.get("status") or {}
-    spec = service_spec(record.get("spec") or {}, ids)["TaskTemplate"]
+    # The service's TaskSpec as the task was made with it: stored as given, no defaults added.
+    spec = service_spec(record.get("spec") or {}, ids, defaults=False)["TaskTemplate"]
     out: dict[str, Any] = {
         "ID": record["id"],
         "Version": _version(record.get("version") or 0),

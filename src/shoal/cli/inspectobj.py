@@ -27,12 +27,12 @@ def check_type(value: str | None) -> None:
 
 
 def find_task(tasks: list[dict[str, Any]], ref: str) -> dict[str, Any]:
-    """moby's getTask: the full ID, else the task's name (`web.1`, `web.<node id>` for a global
-    one), else a unique ID prefix."""
+    """moby's getTask: the full ID, else the task's name (naming.Task: its container's name,
+    `web.1.<task id>`, `web.<node id>.<task id>` for a global one), else a unique ID prefix."""
     for t in tasks:
         if t["id"] == ref:
             return t
-    named = [t for t in tasks if f"{t['service_name']}.{t.get('slot') or t.get('node_id')}" == ref]
+    named = [t for t in tasks if f"{t['service_name']}.{t.get('slot') or t.get('node_id')}.{t['id']}" == ref]
     found = named or [t for t in tasks if t["id"].startswith(ref)]
     if not found:
         raise NotFound(f"task {ref} not found")

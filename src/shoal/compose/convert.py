@@ -279,7 +279,30 @@ class Converter:
         )
         if mode.endswith("job") and deploy.get("update_config") is not None:
             raise Invalid((*dpath, "update_config"), "Jobs may not have an update config")
+        spec.defaulted = self.defaulted(raw, deploy)
         return spec
+
+    @staticmethod
+    def defaulted(raw: dict[str, Any], deploy: dict[str, Any]) -> list[str]:
+        """The parts docker/cli's convert leaves nil for this service (model/service.py
+        OPTIONAL): the spec holds Swarm's defaults for them, `inspect` prints them as Docker."""
+        out = []
+        if raw.get("stop_grace_period") is None:
+            out.append("stop_grace_period")
+        if raw.get("dns") is None and raw.get("dns_search") is None:  # convertDNSConfig: nil
+            out.append("dns_config")
+        resources = deploy.get("resources") or {}
+        out += [f"resources.{k}" for k in ("limits", "reservations") if resources.get(k) is None]
+        policy = deploy.get("restart_policy")
+        if policy is not None:
+            if policy.get("delay") is None:
+                out.append("restart_policy.delay")
+        elif str(raw.get("restart") or "").partition(":")[0] in ("no", ""):
+            out.append("restart_policy")  # convertRestartPolicy: nil
+        else:
+            out.append("restart_policy.delay")  # the legacy `restart:` sets no delay
+        out += [key for key in ("update_config", "rollback_config") if deploy.get(key) is None]
+        return out
 
     def build(self, raw: Any, path: P) -> BuildSpec | None:
         if raw is None:

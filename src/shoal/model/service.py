@@ -1,8 +1,15 @@
 """A swarm service as the manager stores it: plain data, Swarm's defaults already filled in.
-Durations are seconds (float); sizes are bytes; CPUs are nano CPUs (1e9 = one CPU)."""
+Durations are seconds (float); sizes are bytes; CPUs are nano CPUs (1e9 = one CPU).
+
+What the client gave is kept too: `ServiceSpec.defaulted` names the optional parts (Swarm's nil
+pointers: OPTIONAL) it left out, which the spec holds at Swarm's defaults (the dataclasses'
+defaults below), so every consumer reads one filled-in value while `inspect` can print the spec
+as given, as Docker does (cli/dockerjson.py; `given`)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,6 +222,9 @@ class ServiceSpec:
     secrets: list[FileReference] = field(default_factory=list)
     configs: list[FileReference] = field(default_factory=list)
     depends_on: dict[str, DependsOn] = field(default_factory=dict)  # by compose service name
+    # The OPTIONAL parts the client did not give (filled in above with Swarm's defaults), as
+    # docker/cli's compose convert leaves them nil: `stack deploy` says so; [] = all given.
+    defaulted: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -222,3 +232,38 @@ class ServiceSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServiceSpec:
         return from_dict(cls, data)
+
+
+# The parts of a spec that are pointers in Swarm's API (nil when the client did not give them),
+# with the value a spec holds for one it was not given: swarmkit's defaults (api/defaults).
+OPTIONAL: dict[str, Any] = {
+    "stop_grace_period": DEFAULT_STOP_GRACE_PERIOD,  # ContainerSpec.StopGracePeriod
+    "dns_config": {"dns": [], "dns_search": [], "dns_options": []},  # ContainerSpec.DNSConfig
+    "resources.limits": dataclasses.asdict(ResourceLimits()),
+    "resources.reservations": dataclasses.asdict(ResourceReservations()),
+    "restart_policy": dataclasses.asdict(RestartPolicy()),
+    "restart_policy.delay": DEFAULT_RESTART_DELAY,
+    "update_config": dataclasses.asdict(UpdateConfig()),
+    "rollback_config": dataclasses.asdict(UpdateConfig()),
+}
+
+
+def _value(spec: Mapping[str, Any], path: str) -> Any:
+    if path == "dns_config":
+        return {k: list(spec.get(k) or []) for k in ("dns", "dns_search", "dns_options")}
+    value: Any = spec
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def given(spec: Mapping[str, Any], path: str) -> bool:
+    """Whether the client gave this OPTIONAL part of the spec (a ServiceSpec's dict, or a task's
+    copy): not listed as defaulted, or changed since (a `service update` flag set it)."""
+    if path not in (spec.get("defaulted") or ()):
+        return True
+    value = _value(spec, path)
+    default = OPTIONAL[path]
+    if isinstance(default, dict) and isinstance(value, Mapping):
+        return any(value.get(k, v) != v for k, v in default.items())
+    return bool(value != default)
