@@ -58,6 +58,19 @@ class Terminal:
                 self.seen += chunk
         return self.seen
 
+    def until(self, command: bytes, needle: bytes, timeout: float = 30) -> None:
+        """`command` typed again until its output shows `needle` (what it waits for is
+        asynchronous: a resize travels through the node and conmon)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.send(command)
+            try:
+                self.expect(needle, timeout=1)
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+
     def send(self, data: bytes) -> None:
         os.write(self.fd, data)
 
@@ -134,12 +147,13 @@ def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: S
     term.send(b"echo T=$TERM\r")
     term.expect(b"T=xterm")
     term.resize(20, 70)
-    time.sleep(0.5)
-    term.send(b"sleep 30\r")
-    time.sleep(0.5)
+    term.until(b"stty size\r", b"20 70")  # the resize reaches the container's terminal
+    term.send(b"echo $((6*7))-go; sleep 30\r")
+    term.expect(b"42-go")
     term.send(b"\x03")  # Ctrl-C reaches the shell's sleep through the container's terminal
-    term.send(b"stty size; exit 3\r")
-    term.expect(b"20 70")
+    term.send(b"echo rc=$?\r")
+    term.expect(b"rc=130", timeout=10)  # well before the 30 s sleep would have ended
+    term.send(b"exit 3\r")
     assert term.wait() == 3
     assert on_node("ps", "-aq").stdout == b""  # --rm
 
@@ -209,9 +223,8 @@ def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: S
         term.send(b"stty size\r")
         term.expect(b"41 99")
         term.resize(30, 80)  # followed while the exec runs
-        time.sleep(0.5)
-        term.send(b"stty size; exit 7\r")
-        term.expect(b"30 80")
+        term.until(b"stty size\r", b"30 80")
+        term.send(b"exit 7\r")
         assert term.wait() == 7
     finally:
         on_node("rm", "-f", "box")
