@@ -301,3 +301,22 @@ def test_pflag_booleans_turn_off_on_update() -> None:
     assert (off["tty"], off["read_only"], off["init"]) == (False, False, False)
     assert update(off, "-t", "--read-only=true")["tty"] is True
     assert create("--init=false", "img")["init"] is False and create("img")["init"] is None
+
+
+def test_create_leaves_to_swarm_what_docker_cli_leaves_nil() -> None:
+    """ToService sets RestartPolicy, UpdateConfig, RollbackConfig and StopGracePeriod only from
+    their flags: a task's Spec (printed as stored) lacks them, the service's (InsertDefaults)
+    has Swarm's defaults."""
+    from shoal.cli import dockerjson
+
+    spec = create("--restart-condition", "on-failure", "web:v1")
+    assert spec["defaulted"] == ["stop_grace_period", "restart_policy.delay", "update_config", "rollback_config"]
+    raw = dockerjson.service_spec(spec, {}, defaults=False)
+    assert raw["TaskTemplate"]["RestartPolicy"] == {"Condition": "on-failure", "MaxAttempts": 0}
+    container = raw["TaskTemplate"]["ContainerSpec"]
+    assert "StopGracePeriod" not in container and container["DNSConfig"] == {}  # DNSConfig: always sent
+    assert raw["TaskTemplate"]["Resources"] == {"Limits": {}, "Reservations": {}} and "UpdateConfig" not in raw
+    full = dockerjson.service_spec(spec, {})
+    assert full["TaskTemplate"]["RestartPolicy"]["Delay"] == 5_000_000_000 and full["UpdateConfig"]["Monitor"] == 5_000_000_000
+    assert create("--stop-grace-period", "2s", "--restart-delay", "1s", "--update-order", "start-first",
+                  "--rollback-parallelism", "0", "web:v1")["defaulted"] == []

@@ -618,6 +618,14 @@ def spec_from_create(args: argparse.Namespace, lookups: Lookups | None = None) -
     spec.placement.max_replicas_per_node = max_per_node
     spec.endpoint.mode = _endpoint_mode(args.endpoint_mode or "vip")
     spec.endpoint.ports = sorted(ports, key=PortConfig.sort_key)
+    # What ToService leaves nil without its flags (model/service.py OPTIONAL; the spec holds
+    # Swarm's defaults for them): DNSConfig and both Resources blocks it always sets.
+    restart_given = _restart_policy(args, None) is not None
+    spec.defaulted = [key for key, absent in (
+        ("stop_grace_period", args.stop_grace_period is None),
+        ("restart_policy", not restart_given),
+        ("restart_policy.delay", restart_given and args.restart_delay is None),
+        ("update_config", update_cfg is None), ("rollback_config", rollback_cfg is None)) if absent]
     return spec
 
 
