@@ -109,11 +109,18 @@ def _resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, An
     raise NotFound(f"no such {kind}: {ref}")
 
 
-def service_status(service: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, int]:
-    """ServiceStatus as the API reports it: running = observed RUNNING; desired = replicas, or the
-    number of tasks desired RUNNING for a global service."""
+def active_nodes(nodes: list[dict[str, Any]]) -> set[str]:
+    """IDs of the nodes that are there and not Down: where a running task counts."""
+    return {n["id"] for n in nodes if (n.get("status") or {}).get("state", n.get("state")) != "down"}
+
+
+def service_status(service: dict[str, Any], tasks: list[dict[str, Any]], active: set[str]) -> dict[str, int]:
+    """ServiceStatus as the API reports it: running = observed RUNNING on a node of `active`
+    (moby's and docker/cli's GetServicesStatus: a removed or Down node's tasks, RUNNING as last
+    reported, do not count); desired = replicas, or the number of tasks desired RUNNING for a
+    global service."""
     own = [Task.from_dict(t) for t in tasks if t["service_id"] == service["id"]]
-    running = sum(1 for t in own if t.status.state == TaskState.RUNNING)
+    running = sum(1 for t in own if t.status.state == TaskState.RUNNING and t.node_id in active)
     spec = service.get("spec", {})
     if serviceview.mode(spec) in ("replicated-job", "global-job"):
         from shoal.manager.orchestrator import job_counts
@@ -185,11 +192,12 @@ def make_app(daemon: Daemon) -> web.Application:
     async def services(request: web.Request) -> web.Response:
         stack = request.query.get("stack")
         tasks = store.list("task")
+        active = active_nodes(store.list("node"))
         result = []
         for svc in store.list("service"):
             if stack is not None and stack_of(svc) != stack:
                 continue
-            result.append(dict(svc, status=service_status(svc, tasks)))
+            result.append(dict(svc, status=service_status(svc, tasks, active)))
         return web.json_response(result)
 
     @routes.post(f"{prefix}/services")
@@ -210,7 +218,8 @@ def make_app(daemon: Daemon) -> web.Application:
         """The record with Swarm's defaults filled in (spec_version is what an update sends
         back as its version; previous_spec, update_status), and the tasks' counts."""
         record = svcapi.inspect_service(store, request.match_info["ref"]).to_dict()
-        return web.json_response(dict(record, status=service_status(record, store.list("task"))))
+        return web.json_response(dict(record, status=service_status(record, store.list("task"),
+                                                                        active_nodes(store.list("node")))))
 
     @routes.post(prefix + "/services/{ref}/update")
     async def update_service(request: web.Request) -> web.Response:
