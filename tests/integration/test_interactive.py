@@ -44,9 +44,9 @@ class Terminal:
         self.seen = b""
         _LIVE.append(self)
 
-    def expect(self, needle: bytes, timeout: float = 30) -> bytes:
+    def expect(self, needle: bytes, timeout: float = 30, since: int = 0) -> bytes:
         deadline = time.monotonic() + timeout
-        while needle not in self.seen:
+        while needle not in self.seen[since:]:
             left = deadline - time.monotonic()
             assert left > 0, f"{needle!r} never came; the terminal showed {self.seen[-600:]!r}"
             if select.select([self.fd], [], [], min(left, 0.2))[0]:
@@ -148,9 +148,12 @@ def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: S
     term.expect(b"T=xterm")
     term.resize(20, 70)
     term.until(b"stty size\r", b"20 70")  # the resize reaches the container's terminal
-    term.send(b"echo $((6*7))-go; sleep 30\r")
+    # (a child shell that says so once it is the terminal's foreground group, then becomes the sleep)
+    term.send(b"sh -c 'echo $((6*7))-go; exec sleep 30'\r")
     term.expect(b"42-go")
+    interrupted = len(term.seen)
     term.send(b"\x03")  # Ctrl-C reaches the shell's sleep through the container's terminal
+    term.expect(b"# ", since=interrupted)  # the prompt again (what was typed before it is flushed)
     term.send(b"echo rc=$?\r")
     term.expect(b"rc=130", timeout=10)  # well before the 30 s sleep would have ended
     term.send(b"exit 3\r")

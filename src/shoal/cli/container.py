@@ -197,8 +197,20 @@ def spec_from_args(args: argparse.Namespace) -> ContainerSpec:
         # disconnect" (StdinOnce), which `run -d` turns off with the Attach* flags
         stdin_once=args.interactive and not getattr(args, "detach", False),
         attached=not getattr(args, "detach", False),
+        console_size=_console_size() if args.tty else [],
         shm_size=parse_memory(args.shm_size, "--shm-size") if args.shm_size else 64 * 1024 * 1024,
     )
+
+
+def _console_size() -> list[int]:
+    """The terminal's [rows, cols], as docker/cli sends HostConfig.ConsoleSize with -t."""
+    for stream in (sys.stdout, sys.stdin):
+        try:
+            size = os.get_terminal_size(stream.fileno())
+            return [size.lines, size.columns]
+        except (OSError, ValueError):
+            continue
+    return []
 
 
 def _add_create_flags(p: argparse.ArgumentParser) -> None:

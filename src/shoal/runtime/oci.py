@@ -333,6 +333,8 @@ def build_config(
         raise InvalidArgument("sysctl net.* are not allowed with --network host")
     process: dict[str, Any] = {
         "terminal": spec.tty,
+        **({"consoleSize": {"height": spec.console_size[0], "width": spec.console_size[1]}}
+           if spec.tty and len(spec.console_size) == 2 and min(spec.console_size) > 0 else {}),
         "user": {"uid": user.uid, "gid": user.gid, **({"additionalGids": user.additional_gids}
                                                       if user.additional_gids else {})},
         "args": args,

@@ -48,6 +48,9 @@ class ContainerSpec:
     # a client attaches to its output (`run` without -d, `create`): docker's AttachStdout and
     # AttachStderr, and AttachStdin with -i
     attached: bool = False
+    # [rows, cols] of the client's terminal at create (docker's HostConfig.ConsoleSize): the
+    # container's terminal has that size before its process runs
+    console_size: list[int] = field(default_factory=list)
     nano_cpus: int = 0  # 1e9 = one CPU
     cpu_shares: int = 0
     memory: int = 0  # bytes; 0 = unlimited
