@@ -40,6 +40,12 @@ def pss_mib(pid: int) -> float:
     return int(m.group(1)) / 1024 if m else 0.0
 
 
+def maps_cryptography(pid: int) -> bool:
+    """Whether the process maps cryptography's extension (about 11 MiB a node): a worker's
+    shoald must not (agent/certchild.py renews its certificate in a child)."""
+    return "/cryptography/" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -57,6 +63,7 @@ def main() -> int:
     answering, ready, removed = [], [], []
     rss: dict[str, list[float]] = {"manager": [], "worker": []}
     pss: dict[str, list[float]] = {"manager": [], "worker": []}
+    crypto: dict[str, list[bool]] = {"manager": [], "worker": []}
     try:
         for mode in ("--no-swarm", "swarm"):
             for _ in range(args.runs):
@@ -81,6 +88,7 @@ def main() -> int:
                         role = "manager" if k == 1 else "worker"
                         rss[role].append(rss_mib(pid))
                         pss[role].append(pss_mib(pid))
+                        crypto[role].append(maps_cryptography(pid))
                 t0 = time.monotonic()
                 rm = shoal(env, "cluster", "rm", name)
                 removed.append(time.monotonic() - t0)
@@ -103,6 +111,7 @@ def main() -> int:
         print(f"shoald_{role}_idle_rss_mib {statistics.median(r):.1f}  (min {min(r):.1f} max {max(r):.1f}; "
               f"dockerd+containerd 112-123)")
         print(f"shoald_{role}_idle_pss_mib {statistics.median(p):.1f}  (min {min(p):.1f} max {max(p):.1f})")
+        print(f"shoald_{role}_maps_cryptography {sum(crypto[role])}/{len(crypto[role])}")
     print(f"load_average_1m {load:.1f}")
     return 0
 

@@ -7,17 +7,21 @@ cluster's CA, whose subject says its node ID, role and cluster (manager/ca.py).
   Routes that need a node call `require_role`.
 - A node connects with its certificate and checks that the server's chains to the cluster CA and
   names the role it wants: the TLS server name is "swarm-manager" (or "swarm-ca"), never an IP,
-  so only a manager's certificate (which has that SAN) passes, wherever the manager moved."""
+  so only a manager's certificate (which has that SAN) passes, wherever the manager moved.
+
+Nothing here loads cryptography: a peer's identity is read from the certificate the handshake
+verified, as the ssl module decodes it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import ssl
+from typing import Any
 
 from aiohttp import web
-from cryptography import x509
 
-from shoal.errors import ShoalError
-from shoal.manager.ca import MANAGER_ROLE, NodeIdentity, identity_of
+from shoal.manager.ca import MANAGER_ROLE, ROLES, NodeIdentity
 # The contexts need only the standard library: a CLI command imports tlscontext alone.
 from shoal.tlscontext import bootstrap_context, client_context, server_context  # noqa: F401 (re-exported)
 
@@ -35,13 +39,29 @@ def peer_identity(request: web.Request) -> NodeIdentity | None:
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
+    # The decoded form exists only for a certificate the handshake verified (else {}).
+    return identity_of_peercert(ssl_object.getpeercert())
+
+
+def identity_of_peercert(cert: dict[str, Any] | None) -> NodeIdentity | None:
+    """ca.identity_of for ssl's decoded certificate: exactly one CN (node ID), OU (role, one of
+    the node roles) and O (cluster ID) in the subject, else None."""
+    if not cert:
         return None
+    found: dict[str, list[str]] = {}
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            found.setdefault(name, []).append(value)
+    one = {k: v[0] for k, v in found.items() if len(v) == 1}
     try:
-        return identity_of(x509.load_der_x509_certificate(der))
-    except (ShoalError, ValueError):
+        node_id, role, cluster_id = one["commonName"], one["organizationalUnitName"], one["organizationName"]
+        not_before = dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notBefore"]), dt.timezone.utc)
+        not_after = dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), dt.timezone.utc)
+    except (KeyError, ValueError):
         return None
+    if role not in ROLES:
+        return None
+    return NodeIdentity(node_id, role, cluster_id, not_before, not_after)
 
 
 def require_node(request: web.Request) -> NodeIdentity:

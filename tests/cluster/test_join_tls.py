@@ -129,7 +129,12 @@ def test_join_as_worker(cluster: Cluster, server: Server, tmp_path: Path) -> Non
     assert stat.S_IMODE(os.stat(certs).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(store.key_path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(store.cert_path).st_mode) == 0o644
-    assert sorted(p.name for p in certs.iterdir()) == ["swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"]
+    assert sorted(p.name for p in certs.iterdir()) == ["swarm-node-facts.json", "swarm-node.crt", "swarm-node.key",
+                                                       "swarm-root-ca.crt"]
+    # what the worker's shoald reads of its certificate instead of parsing it (public, as the cert)
+    assert stat.S_IMODE(os.stat(store.facts_path).st_mode) == 0o644
+    facts = store.facts()
+    assert facts is not None and facts.identity == ident
     # the certificate authenticates the node on the manager's routes
     status, body = request(server, "GET", "/test/whoami", store, cluster.root_ca)
     assert status == 200

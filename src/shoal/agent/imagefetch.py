@@ -22,7 +22,7 @@ from shoal.image.auth import Credentials
 from shoal.image.registry_client import RegistryClient, RegistryError, RegistryUnreachable
 from shoal.image.store import Image, ImageStore
 from shoal.manager.ca import MANAGER_ROLE, CertStore
-from shoal.tlsconfig import client_context
+from shoal.tlscontext import client_context
 
 # A pull that never answers must not hold a task in preparing forever (connect is 15 s).
 PULL_TIMEOUT = 60.0
@@ -93,9 +93,8 @@ def manager_source(managers: list[str], cert_dir: Path) -> tuple[str, ssl.SSLCon
     if not managers:
         raise ShoalError("no manager address to pull images from")
     certs = CertStore(cert_dir)
-    root = certs.load_root_ca(with_key=False)
     host = managers[0].removeprefix("tcp://")
-    return f"https://{host}", client_context(root.cert_pem, certs.cert_path, certs.key_path)
+    return f"https://{host}", client_context(certs.root_pem(), certs.cert_path, certs.key_path)
 
 
 def _reason(exc: BaseException) -> str:

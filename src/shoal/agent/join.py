@@ -9,7 +9,12 @@ Joining is trust on first use anchored in the token:
    name "swarm-ca" (only managers' certificates carry it): a man in the middle serving the real
    CA's certificate (it is public) but his own server certificate is caught here;
 3. check the certificate that comes back (issued by that CA, for our key) and only then write
-   anything to disk."""
+   anything to disk.
+
+Joining runs in the joining shoald, which exits right after (the supervisor or systemd starts it
+again as a worker); renewal runs in a child process (agent/certchild.py), so that a worker's
+long-lived shoald never loads cryptography: what it needs of its own certificate (expiry, ID,
+TLSInfo digest) it reads from the NodeFacts stored beside it (manager/ca.py)."""
 
 from __future__ import annotations
 
@@ -24,11 +29,11 @@ from typing import Any
 import aiohttp
 
 from shoal.errors import ShoalError
-from shoal.manager.ca import (CA_API_PREFIX, CA_ROLE, MANAGER_ROLE, MAX_PEM, CertStore,
-                              NodeIdentity, RootCA, generate_csr, node_tls_info, parse_join_token,
-                              pem_digest, tls_digest)
+from shoal.agent import certchild
+from shoal.manager.ca import (CA_API_PREFIX, CA_ROLE, MANAGER_ROLE, MAX_PEM, CertStore, NodeFacts,
+                              NodeIdentity, RootCA, generate_csr, parse_join_token, pem_digest)
 from shoal.store.secretbox import KeySource
-from shoal.tlsconfig import bootstrap_context, client_context
+from shoal.tlscontext import bootstrap_context, client_context
 
 DEFAULT_PORT = 2377
 MAX_ANSWER = 4 * MAX_PEM  # a certificate and the root CA, JSON-quoted
@@ -131,6 +136,7 @@ async def join(manager_addr: str, token: str, hostname: str, advertise_addr: str
         raise ShoalError(f"the manager at {manager_addr} sent a certificate for another node")
     store.save_root_ca(root_ca)  # the certificate only: a joining node never gets the CA key here
     store.save_node(cert, key)  # refuses a certificate that is not for our key
+    store.write_facts()  # for the worker this node becomes, which parses no certificate itself
     return ident
 
 
@@ -189,11 +195,14 @@ def tell_tls(cert_dir: Path, digest: str) -> None:
         news.changed.set()
 
 
-def own_tls_digest(cert_dir: Path, keys: KeySource | None = None) -> str:
-    """This node's TLSInfo digest: its trusted root and its certificate's issuer."""
-    store = CertStore(Path(cert_dir), keys)
-    cert, _ = store.load_node()
-    return tls_digest(node_tls_info(cert, store.load_root_ca(with_key=False).cert_pem))
+async def own_facts(cert_dir: Path) -> NodeFacts:
+    """This node's certificate facts (identity, expiry, TLSInfo digest: its trusted root and
+    its certificate's issuer): as stored beside the certificate, or parsed again in a child
+    process when they are missing or describe other files."""
+    facts = await asyncio.to_thread(CertStore(Path(cert_dir)).facts)
+    if facts is None:
+        facts = await certchild.run("facts", str(cert_dir))
+    return facts
 
 
 async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | None = None,
@@ -201,19 +210,27 @@ async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | N
     """Renew the node certificate at swarmkit's random moment (50-80% of its validity), or at
     once when the session tells of a desired TLSInfo other than this node's (a root rotation
     under way: a certificate from the new key; or finished: the new root), forever; a failed
-    attempt is retried after `retry` seconds. Cancel the task to stop it."""
-    store = CertStore(Path(cert_dir), keys)
+    attempt is retried after `retry` seconds. Cancel the task to stop it.
+
+    The renewal itself (key, CSR, the manager's answer checked) runs in a child process
+    (agent/certchild.py): this loop, in a worker's shoald, never loads cryptography. `keys` is
+    not needed there: a renewal never writes a CA key."""
     loop = asyncio.get_running_loop()
     key = Path(cert_dir).resolve()
     news = _NEWS[key] = _TlsNews()
     try:
         while True:
-            deadline = loop.time() + store.identity().renew_after().total_seconds()
+            try:
+                due = (await own_facts(cert_dir)).identity.renew_after().total_seconds()
+            except ShoalError:
+                await asyncio.sleep(retry)  # certificates being replaced under us: look again
+                continue
+            deadline = loop.time() + due
             while loop.time() < deadline:
                 news.changed.clear()  # before the look: news arriving during it wakes the next wait
                 if news.digest is not None:
                     try:
-                        if news.digest != await asyncio.to_thread(own_tls_digest, cert_dir, keys):
+                        if news.digest != (await own_facts(cert_dir)).tls_digest:
                             break
                     except ShoalError:
                         pass  # certificates being replaced: the next news or the deadline
@@ -222,7 +239,7 @@ async def renewal_loop(manager_addr: str, cert_dir: Path, *, keys: KeySource | N
                 except asyncio.TimeoutError:
                     pass
             try:
-                ident = await renew(manager_addr, cert_dir, keys=keys)
+                ident = (await certchild.run("renew", manager_addr, str(cert_dir))).identity
             except ShoalError:
                 await asyncio.sleep(retry)  # the manager may be away; the current cert still works
                 continue

@@ -27,7 +27,7 @@ from shoal.agent.session import (AssignmentSet, LogSubscription, NodeDescription
                                  SessionInfo, SessionInvalid, TaskStatusUpdate, Unreachable, from_json, to_json)
 from shoal.manager.ca import MANAGER_ROLE, CertStore
 from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, KEEPALIVE
-from shoal.tlsconfig import client_context
+from shoal.tlscontext import client_context
 
 CALL_TIMEOUT = 10.0  # seconds for one request (not the assignment stream)
 # The goodbye at shutdown is a courtesy (the manager marks the node Down at once instead of after
@@ -67,8 +67,8 @@ class HTTPSSession(Session):
         self._following = 0.0
 
     def _ssl(self) -> ssl.SSLContext:
-        root = self.certs.load_root_ca(with_key=False)
-        return client_context(root.cert_pem, self.certs.cert_path, self.certs.key_path)
+        # the root as stored: ssl parses it (cryptography is never loaded in a worker's shoald)
+        return client_context(self.certs.root_pem(), self.certs.cert_path, self.certs.key_path)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:

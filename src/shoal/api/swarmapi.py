@@ -214,7 +214,7 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
             from shoal.manager import swarmnode
 
             raise Unavailable(swarmnode.NO_INIT)
-        pem = await asyncio.to_thread(lambda: node.certs.load_root_ca(with_key=False).cert_pem.decode())
+        pem = await asyncio.to_thread(lambda: node.certs.root_pem().decode())  # as stored; nothing to parse
         answer: dict[str, Any] = {"Certificate": pem}
         if node.initialised:
             rotating, _, progress = await asyncio.to_thread(node.rotation_status)

@@ -37,13 +37,14 @@ log = logging.getLogger("shoal-cluster")
 # runtime, networks, resolver and node API) and again at its start as a worker, found with
 # `python -X importtime` in the forks: 0.12 s of CPU per start, four or seven starts at once on
 # two cores, all on the way to the nodes' Ready. None reads the environment or starts anything
-# at import (cgroups.PARENT, which does, nodeinit sets again in the fork).
+# at import (cgroups.PARENT, which does, nodeinit sets again in the fork). Never cryptography:
+# what the zygote maps every node maps (and counts in its RSS), and only a manager signs; a
+# worker's shoald never loads it (agent/certchild.py), a manager loads it for itself.
 PRELOAD = ("shoal.runtime.manager", "shoal.runtime.cgroups", "shoal.network.store", "shoal.network.dns",
            "shoal.network.attach", "shoal.network.overlay", "shoal.network.wireguard", "shoal.network.lb",
            "shoal.network.mesh", "shoal.network.cleanup", "shoal.agent.netglue", "shoal.agent.inprocess",
            "shoal.api.nodeapi", "shoal.api.logsapi", "shoal.api.objectsapi", "shoal.manager.carotation",
-           "shoal.manager.tunnels", "cryptography.hazmat.backends.openssl.backend",
-           "cryptography.hazmat.primitives.ciphers.aead", "concurrent.futures.thread", "encodings.idna")
+           "shoal.manager.tunnels", "concurrent.futures.thread", "encodings.idna")
 
 
 def node_env(node: state.NodeRecord) -> dict[str, str]:
@@ -169,8 +170,8 @@ def run(cluster_dir: Path) -> int:
     # importing everything (0.4-0.9 s of CPU each, four at once on two cores).
     import shoal.daemon  # noqa: F401
     from shoal.api import swarmapi  # noqa: F401
-    # A cluster's nodes are in a swarm: their cluster layer (the listener, the HTTPS session, the
-    # CA's cryptography) is imported here too, so its library's start-up pages are the
+    # A cluster's nodes are in a swarm: their cluster layer (the listener, the HTTPS session; not
+    # the CA's cryptography, see PRELOAD) is imported here too, so its start-up pages are the
     # zygote's, not each node's; then everything imported so far is frozen out of the garbage
     # collector, whose passes in each node would otherwise write to every inherited object and
     # unshare its page. Measured (forks of this zygote, each with a CA, a certificate and a

@@ -32,17 +32,44 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING, Any
 
 from shoal import ids, paths
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.store import secretbox
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography import exceptions as _exceptions
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+else:
+    class _Deferred:
+        """A cryptography module imported at its first use, not at this module's import: a worker
+        imports this module for its names, paths and CertStore but never signs or parses a
+        certificate in-process (agent/certchild.py does, in a short-lived child), and so never
+        maps cryptography's Rust extension and OpenSSL bindings (about 11 MiB per node)."""
+
+        def __init__(self, name: str, attr: str | None = None) -> None:
+            self._name, self._attr = name, attr
+
+        def __getattr__(self, attr: str) -> Any:
+            import importlib
+
+            module = importlib.import_module(self._name)
+            return getattr(getattr(module, self._attr) if self._attr else module, attr)
+
+    x509 = _Deferred("cryptography.x509")
+    hashes = _Deferred("cryptography.hazmat.primitives.hashes")
+    serialization = _Deferred("cryptography.hazmat.primitives.serialization")
+    ec = _Deferred("cryptography.hazmat.primitives.asymmetric.ec")
+    rsa = _Deferred("cryptography.hazmat.primitives.asymmetric.rsa")
+    ExtendedKeyUsageOID = _Deferred("cryptography.x509.oid", "ExtendedKeyUsageOID")
+    NameOID = _Deferred("cryptography.x509.oid", "NameOID")
+    _exceptions = _Deferred("cryptography.exceptions")
 
 ROOT_CN = "swarm-ca"
 MANAGER_ROLE = "swarm-manager"
@@ -117,8 +144,6 @@ def pem_digest(cert_pem: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 # Keys, CSRs, certificates
 
-
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 def _key_pem(key: PrivateKey) -> bytes:
@@ -243,7 +268,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, _exceptions.InvalidSignature):
         return False
     return True
 
@@ -711,6 +736,7 @@ NODE_CERT_FILE = "swarm-node.crt"
 NODE_KEY_FILE = "swarm-node.key"
 ROTATION_FILE = "swarm-root-ca-rotation.json"  # the new root, its cross-signed cert and key (0600)
 EXTERNAL_FILE = "swarm-root-ca-external.json"  # the CFSSL URLs that sign for a root without its key
+FACTS_FILE = "swarm-node-facts.json"  # NodeFacts of the certificate and root beside it (public)
 KEY_MODE = 0o600
 CERT_MODE = 0o644  # public data, as swarmkit's certPerms; the directory itself is 0700
 _SEALED_MARK = "shoal-sealed-key"
@@ -755,6 +781,37 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
     _fsync_dir(path.parent)
 
 
+@dataclass(frozen=True)
+class NodeFacts:
+    """What a node's long-lived process needs to know of its own certificate (who it says the
+    node is, when it expires, its TLSInfo digest), found by parsing it once where cryptography
+    is loaded anyway (join, renewal: agent/certchild.py) and stored beside it, so that a worker
+    reads them with json alone. `cert_sha256`/`root_sha256` name the exact files they describe:
+    facts of any other certificate or root are stale and never used."""
+
+    identity: NodeIdentity
+    tls_digest: str
+    cert_sha256: str
+    root_sha256: str
+
+    def to_json(self) -> bytes:
+        ident = self.identity
+        return (json.dumps({"NodeID": ident.node_id, "Role": ident.role, "ClusterID": ident.cluster_id,
+                            "NotBefore": ident.not_before.isoformat(), "NotAfter": ident.not_after.isoformat(),
+                            "TLSDigest": self.tls_digest, "CertSHA256": self.cert_sha256,
+                            "RootSHA256": self.root_sha256}, indent=1) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NodeFacts:
+        try:
+            d = json.loads(data)
+            ident = NodeIdentity(str(d["NodeID"]), str(d["Role"]), str(d["ClusterID"]),
+                                 dt.datetime.fromisoformat(d["NotBefore"]), dt.datetime.fromisoformat(d["NotAfter"]))
+            return cls(ident, str(d["TLSDigest"]), str(d["CertSHA256"]), str(d["RootSHA256"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ShoalError(f"not the facts of a node certificate ({exc})") from None
+
+
 class CertStore:
     """The node's certificates directory. Keys are 0600 and the directory 0700; the CA key may
     be sealed with the secret-box key (store/secretbox.py), so that a copy of this directory
@@ -769,6 +826,7 @@ class CertStore:
         self.key_path = self.directory / NODE_KEY_FILE
         self.rotation_path = self.directory / ROTATION_FILE
         self.external_path = self.directory / EXTERNAL_FILE
+        self.facts_path = self.directory / FACTS_FILE
 
     def _external(self, urls: Any) -> Any:
         """manager/externalca.ExternalCA for stored URLs; it presents this node's certificate."""
@@ -955,10 +1013,39 @@ class CertStore:
         cert, _ = self.load_node()
         return identity_of(load_certificates(cert)[0])
 
+    def root_pem(self) -> bytes:
+        """The trusted root certificate(s) as stored, unparsed: what a TLS context loads (the
+        ssl module parses it there), with no cryptography loaded for it."""
+        return self._read(self.root_cert_path, private=False)
+
+    def write_facts(self) -> NodeFacts:
+        """Parse the node certificate and the root on disk now (cryptography) and store their
+        NodeFacts beside them."""
+        cert, _ = self.load_node()
+        root = self.root_pem()
+        facts = NodeFacts(identity_of(load_certificates(cert)[0]), tls_digest(node_tls_info(cert, root)),
+                          hashlib.sha256(cert).hexdigest(), hashlib.sha256(root).hexdigest())
+        atomic_write(self.facts_path, facts.to_json(), CERT_MODE)
+        return facts
+
+    def facts(self) -> NodeFacts | None:
+        """The stored NodeFacts if they describe the certificate and root on disk now, else None
+        (never written, or the files changed since): read with the standard library alone."""
+        try:
+            facts = NodeFacts.from_json(self._read(self.facts_path, private=False))
+            cert = self._read(self.cert_path, private=False)
+            root = self.root_pem()
+        except ShoalError:
+            return None
+        if (facts.cert_sha256, facts.root_sha256) != (hashlib.sha256(cert).hexdigest(),
+                                                      hashlib.sha256(root).hexdigest()):
+            return None
+        return facts
+
     def remove(self) -> None:
         """`swarm leave`: the node's keys and certificates go."""
         for path in (self.cert_path, self.key_path, self.rotation_path, self.root_key_path, self.external_path,
-                     self.root_cert_path):
+                     self.root_cert_path, self.facts_path):
             path.unlink(missing_ok=True)
 
 
