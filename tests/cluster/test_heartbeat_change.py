@@ -1,6 +1,6 @@
-"""The heartbeat period changed while a worker is cut off (issue 11 item 5), on a two-node local
-cluster (`shoal cluster create --nodes 2`: the manager and one worker, a service's two
-replicas one per node):
+"""A worker cut off from its manager (issue 11 item 5), on a two-node local cluster (`shoal
+cluster create --nodes 2`: the manager and one worker, a service's two replicas one per node,
+restart_policy any, max_attempts 1):
 
 - the period is 20 s; the worker's link is cut and its task killed (the worker restarts it in
   place, after one heartbeat that gets no answer in 2 s: its look at the manager); meanwhile
@@ -9,6 +9,9 @@ replicas one per node):
   it stays Ready and no task is replaced. (Before the fix, the heartbeat the worker had given
   up on reached the manager once the link was up, was answered with 1 s and gave the node 3.3 s,
   while the worker slept out its 20 s: Down, its task replaced.)
+- then, the manager there, the worker's copy is killed again: its one attempt was the restart
+  in place, reported at the heal, so the orchestrator does not restart it (max_attempts counts
+  the node's restarts too); before, the manager knew of none and replaced it.
 
 Real processes over real TLS in network namespaces, as tests/cluster/test_partition_restart.py."""
 
@@ -40,7 +43,8 @@ def compose(base: Path) -> Path:
     data = {"version": "3.8",
             "services": {NAME: {"image": "web:v1", "command": ["sleep", "1000000"], "stop_grace_period": "1s",
                                 "deploy": {"replicas": 2,
-                                           "restart_policy": {"condition": "any", "delay": "1s"}}}}}
+                                           "restart_policy": {"condition": "any", "delay": "1s",
+                                                              "max_attempts": 1}}}}}
     path = base / "heartbeat.yml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -93,3 +97,21 @@ def test_period_lowered_while_cut_off_keeps_the_returning_worker_ready(cluster: 
     assert {r["id"] for r in rows} == before, f"tasks replaced: {rows}"
     assert len(running(rows)) == 2
     assert len(process_copies(cluster.name, "sleep")) == 2
+
+
+def test_restarts_in_place_count_against_max_attempts(cluster: Any) -> None:
+    worker = f"{cluster.name}-{WORKER}"
+    rows = tasks(cluster, NAME)
+    (mine,) = [r for r in running(rows) if r["node"] == worker]
+    _, _cid, pid = on_worker(cluster)[0]
+    os.kill(pid, signal.SIGKILL)  # the manager is there: the exit is reported
+
+    def failed() -> bool:
+        return any(r["id"] == mine["id"] and r["current"].startswith("Failed") for r in tasks(cluster, NAME))
+
+    wait_for("the exit reported", failed, 30)
+    time.sleep(4)  # the 1 s restart delay and the orchestrator's passes: nothing is to be restarted
+    after = tasks(cluster, NAME)
+    assert {r["id"] for r in after} == {r["id"] for r in rows}, f"restarted past max_attempts: {after}"
+    assert len(running(after)) == 1
+    assert len(process_copies(cluster.name, "sleep")) == 1

@@ -140,7 +140,8 @@ class Agent:
         update = TaskStatusUpdate(task_id=task.id, state=task.status.state.text, message=task.status.message,
                                   err=task.status.err, timestamp=task.status.timestamp,
                                   container_id=task.status.container_id, pid=task.status.pid,
-                                  exit_code=task.status.exit_code, networks=list(task.networks))
+                                  exit_code=task.status.exit_code, networks=list(task.networks),
+                                  restarts=list(task.local_restarts) or None)
         with self._lock:
             self._pending[task.id] = update
         self._kick_flush()

@@ -11,7 +11,9 @@ it stops a copy that never exited.
 
 Only while the manager is away: with the manager there, an exit is reported and the
 orchestrator replaces the task, as swarmkit's does (its restart supervisor keeps the history
-that `max_attempts` and `window` count). "Away" is asked when the exit is seen, not taken from
+that `max_attempts` and `window` count). The restarts made here go with the task's status
+(Task.local_restarts), and the orchestrator counts them in that history: `max_attempts` is the
+total of both. "Away" is asked when the exit is seen, not taken from
 the session's last state: a cut link shows in the session only at its next heartbeat or read
 timeout, so the agent sends one heartbeat and waits AWAY_PROBE for its answer
 (agent/agent.py manager_away)."""
@@ -116,7 +118,10 @@ class LocalRestarts:
         now = time.time()
         with self._lock:
             record = self._records.get(task.id) or Record(id=task.id)
-        earlier = [t.created_at for t in history if t.restarted and t.spec_version == task.spec_version]
+        # The slot's other tasks' restarts in place count too (the manager's count: orchestrator.py).
+        same = [t for t in history if t.spec_version == task.spec_version]
+        earlier = [t.created_at for t in same if t.restarted] + \
+            [at for t in same if t.id != task.id for at in t.local_restarts]
         if not should_restart(task.spec, exit_code, earlier + record.restarts, now):
             return None
         if not self.manager_away():

@@ -203,6 +203,10 @@ class TaskStatusUpdate:
     pid: int = 0
     exit_code: int | None = None
     networks: list[dict[str, Any]] | None = None
+    # When the node restarted the task in place while its manager was away (wall clock, oldest
+    # first; agent/localrestart.py): the orchestrator counts them against max_attempts. None:
+    # none, or unchanged.
+    restarts: list[float] | None = None
 
 
 # ---- logs ---------------------------------------------------------------------------------------

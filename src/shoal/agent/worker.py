@@ -277,9 +277,10 @@ class Worker:
         self.watch_exit(fd)
 
     def _running(self, task: Task, pid: int, attachments: list[dict[str, Any]], netns: str,
-                 message: str = "started", **status: Any) -> None:
+                 message: str = "started", fields: dict[str, Any] | None = None, **status: Any) -> None:
         self._watch(task.status.container_id, pid, proc_start_time(pid))
-        self._report(task.id, TaskState.RUNNING, message, fields={"networks": attachments}, pid=pid, **status)
+        self._report(task.id, TaskState.RUNNING, message, fields={"networks": attachments, **(fields or {})},
+                     pid=pid, **status)
         if attachments:
             self.network.joined(task, netns, attachments)
 
@@ -433,9 +434,11 @@ class Worker:
         attachments = self._attachments(task, container.network)
         netns = container.network.get("netns", "")
         config = self._health_config(task)
+        # The restarts go with the task's status, for the orchestrator's max_attempts at heal.
+        restarts = {"local_restarts": list(record.restarts)}
         if config is None:
             self._running(task, container.state.pid, attachments, netns, message=record.message(),
-                          exit_code=record.last_exit)
+                          fields=restarts, exit_code=record.last_exit)
             return
         # Out of the rotation until its healthcheck passes again: a task that was RUNNING stays
         # so (states only move forward) and _probe puts it back; one still STARTING goes on as
@@ -445,7 +448,7 @@ class Worker:
         if task.status.state == TaskState.RUNNING:
             self._rejoin.add(task.id)
         self._watch(task.status.container_id, container.state.pid, proc_start_time(container.state.pid))
-        self._report(task.id, task.status.state, record.message(), fields={"networks": attachments},
+        self._report(task.id, task.status.state, record.message(), fields={"networks": attachments, **restarts},
                      pid=container.state.pid, exit_code=record.last_exit)
 
     def _shutdown(self, task: Task) -> None:

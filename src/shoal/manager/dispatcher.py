@@ -188,6 +188,15 @@ def _container_events(tx: Any, task: Task, was: TaskState, had_container: str, h
 
 
 _PLACED = frozenset(s.text for s in TaskState if TaskState.ASSIGNED <= s <= TaskState.RUNNING)
+MAX_LOCAL_RESTARTS = 1000  # a task's in-place restarts kept (the newest): max_attempts counts them
+
+
+def _restarts(reported: Any) -> list[float]:
+    """A node's in-place restarts of a task (agent/localrestart.py), as times in order; anything
+    else in the list is dropped (a bad report must not break the orchestrator's count)."""
+    times = sorted(float(t) for t in reported if isinstance(t, (int, float)) and not isinstance(t, bool)) \
+        if isinstance(reported, list) else []
+    return times[-MAX_LOCAL_RESTARTS:]
 
 
 def overlay_peers(tasks: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
@@ -512,7 +521,8 @@ class Dispatcher:
                 old = task.status
                 if state == old.state and (u.message, u.err) == (old.message, old.err) \
                         and u.container_id in ("", old.container_id) and u.pid in (0, old.pid) \
-                        and u.exit_code in (None, old.exit_code) and u.networks in (None, raw.get("networks")):
+                        and u.exit_code in (None, old.exit_code) and u.networks in (None, raw.get("networks")) \
+                        and u.restarts in (None, task.local_restarts):
                     continue  # a repeat (a retry after a lost answer, a new session's resend)
                 if state < TaskState.ASSIGNED or not task.advance(state, u.message, err=u.err, now=u.timestamp or None):
                     continue
@@ -524,6 +534,8 @@ class Dispatcher:
                     task.status.exit_code = u.exit_code
                 if u.networks is not None:
                     task.networks = u.networks
+                if u.restarts is not None:
+                    task.local_restarts = _restarts(u.restarts)
                 _container_events(tx, task, old.state, old.container_id, old.pid)
                 tx.update("task", task.to_dict())
                 changed = True

@@ -130,10 +130,13 @@ def _should_restart(svc: ServiceView, old: Task, history: list[Task], now: float
         return False
     if svc.restart.max_attempts <= 0:
         return True
-    restarts = [t for t in history if t.restarted and t.spec_version == svc.spec_version]
+    # swarmkit's restart supervisor counts the slot's restarts: the tasks it made, and here also
+    # the restarts in place each task's node made while the manager was away (Task.local_restarts).
+    same = [t for t in history if t.spec_version == svc.spec_version]
+    restarts = [t.created_at for t in same if t.restarted] + [at for t in same for at in t.local_restarts]
     if svc.restart.window > 0:
         reference = old.status.timestamp or now
-        restarts = [t for t in restarts if reference - svc.restart.window < t.created_at <= reference]
+        restarts = [at for at in restarts if reference - svc.restart.window < at <= reference]
     return len(restarts) < svc.restart.max_attempts
 
 

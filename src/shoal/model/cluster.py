@@ -75,6 +75,9 @@ class Task:
     start_after: float = 0.0
     replaces: str = ""
     restarted: bool = False  # created by the restart supervisor (counts against max_attempts)
+    # When its node restarted it in place while the manager was away (agent/localrestart.py),
+    # as the node reports them: they count against max_attempts with the restarted tasks.
+    local_restarts: list[float] = field(default_factory=list)
     # depends_on: the first tasks of a service are prepared but parked until these services
     # (full names) meet their condition, so a stack starts in order (docker compose does this;
     # Swarm does not).
