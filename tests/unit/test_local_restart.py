@@ -212,6 +212,11 @@ def test_manager_away_and_a_shorter_period_from_any_answer(tmp_path: Path) -> No
         runner = asyncio.create_task(agent.run())
         try:
             assert await agent.wait_registered(5)
+            # Registered is not yet serving: the session counts as connected once its heartbeat
+            # loop and streams run (a probe asked before that answers "away").
+            async with asyncio.timeout(5):
+                while not agent.connected:
+                    await asyncio.sleep(0.01)
             assert await asyncio.to_thread(agent.manager_away) is False
             # The period shortened (`swarm update --dispatcher-heartbeat`): the probe's answer
             # carries it, and the agent's loop, which began a 5 s sleep, follows it at once;
