@@ -210,6 +210,21 @@ def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: S
     finally:
         on_node("rm", "-f", "cat")
 
+    # create -i / -it, then start -a -i: the same session, its exit code.
+    assert shoal("create", "-i", "--name", "job", IMAGE, "sh", "-c", "cat; echo e >&2; exit 4").returncode == 0
+    assert shoal("create", "-it", "--name", "tjob", IMAGE, "sh", "-c", "read l; echo got-$l; exit 2").returncode == 0
+    try:
+        started = shoal("start", "-a", "-i", "job", input=b"fed\n")
+        assert (started.returncode, started.stdout, started.stderr) == (4, b"fed\n", b"e\n")
+        two = shoal("start", "-a", "job", "tjob")
+        assert two.returncode == 1 and b"you cannot start and attach multiple containers at once" in two.stderr
+        term = Terminal(env, *prefix, "start", "-ai", "tjob")
+        term.send(b"hello\r")
+        term.expect(b"got-hello")
+        assert term.wait() == 2
+    finally:
+        on_node("rm", "-f", "job", "tjob")
+
     # exec -i and -it in a running container.
     assert shoal("run", "-d", "--name", "box", IMAGE, "sleep", "300").returncode == 0
     try:

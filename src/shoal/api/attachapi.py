@@ -119,6 +119,8 @@ def add_routes(app: web.Application, prefix: str, before_start: Callable[[asynci
 
                 try:
                     await asyncio.to_thread(mgr.start, c.id, connect)
+                    if not held:  # it was running already (`start -a` of a running container)
+                        held.append(await asyncio.to_thread(attach.open_socket, c))
                 except ShoalError as exc:
                     for s in held:
                         s.close()

@@ -422,6 +422,13 @@ def _run_attached(mgr, c, auto_remove: bool, sig_proxy: bool = True) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    if args.attach or args.interactive:  # docker start -a/-i: one container, attached
+        from shoal.cli import interactive
+        from shoal.cli.containerops import _daemon
+
+        if getattr(args, "node", None) is not None:
+            return interactive.start_remote(args)
+        return interactive.start_local(_manager(), args, _resolver, _daemon)
     if getattr(args, "node", None) is not None:
         return _on_node(args, "start")
     mgr = _manager()
@@ -840,6 +847,9 @@ def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
     p.set_defaults(func=cmd_create)
 
     p = sub.add_parser("start", help="Start one or more stopped containers")
+    p.add_argument("-a", "--attach", action="store_true", help="Attach STDOUT/STDERR and forward signals")
+    p.add_argument("--detach-keys", metavar="string", help="Override the key sequence for detaching a container")
+    p.add_argument("-i", "--interactive", action="store_true", help="Attach container's STDIN")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_start)
 

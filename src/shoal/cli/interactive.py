@@ -52,6 +52,12 @@ def run_local(mgr: Any, c: Any, args: argparse.Namespace, keys: bytes,
               before: Callable[[Any], None]) -> int:
     """A foreground `run -i/-t`: attached to conmon's socket before the process starts (no
     output is missed), then the session; the exit code, or 0 when detached."""
+    return _start_attached(mgr, c, stdin=args.interactive, tty=args.tty, proxy=args.sig_proxy and not args.tty,
+                           keys=keys, before=before)
+
+
+def _start_attached(mgr: Any, c: Any, *, stdin: bool, tty: bool, proxy: bool, keys: bytes,
+                    before: Callable[[Any], None]) -> int:
     from shoal.runtime import attach
 
     with mgr.attached(c):
@@ -59,12 +65,14 @@ def run_local(mgr: Any, c: Any, args: argparse.Namespace, keys: bytes,
 
         def connect(created: Any) -> None:
             held.append(attach.open_socket(created))
-            if args.tty:  # sized before the process runs (it may read its size at once)
+            if tty:  # sized before the process runs (it may read its size at once)
                 attach.resize(created, *hijack.terminal_size())
             before(created)
 
         try:
             mgr.start(c.id, before_start=connect)
+            if not held:  # it was running already (`start -a` of a running container): attach
+                held.append(attach.open_socket(c))
         except ShoalError:
             for sock in held:
                 sock.close()
@@ -72,9 +80,9 @@ def run_local(mgr: Any, c: Any, args: argparse.Namespace, keys: bytes,
                 mgr.remove(c.id, force=True)
             raise
         conn = hijack.LocalConn(held[0], mgr.get(c.id))
-        old = _proxy(lambda sig: mgr.kill(c.id, sig), args.sig_proxy and not args.tty)  # docker: none with -t
+        old = _proxy(lambda sig: mgr.kill(c.id, sig), proxy)  # docker: never with -t
         try:
-            detached = hijack.session(conn, stdin=args.interactive, tty=args.tty, keys=keys)
+            detached = hijack.session(conn, stdin=stdin, tty=tty, keys=keys)
         finally:
             conn.close()
             _restore(old)
@@ -85,6 +93,22 @@ def run_local(mgr: Any, c: Any, args: argparse.Namespace, keys: bytes,
         if c.spec.auto_remove:
             mgr.remove(c.id, force=True, volumes_too=True)
     return int(code)
+
+
+def start_local(mgr: Any, args: argparse.Namespace, before: Callable[[Any], None],
+                daemon_error: Callable[[ShoalError], ShoalError]) -> int:
+    """`start -a [-i]`: one container started with its output (and stdin) attached, as
+    docker/cli's start.go; its exit code."""
+    if len(args.containers) > 1:
+        raise ShoalError("you cannot start and attach multiple containers at once")
+    try:
+        c = mgr.get(args.containers[0])
+    except ShoalError as exc:
+        raise daemon_error(exc) from None
+    stdin = args.interactive and c.spec.open_stdin
+    hijack.check_tty(stdin, c.spec.tty)
+    keys = hijack.detach_keys(args.detach_keys)
+    return _start_attached(mgr, c, stdin=stdin, tty=c.spec.tty, proxy=not c.spec.tty, keys=keys, before=before)
 
 
 def attach_local(mgr: Any, args: argparse.Namespace, daemon_error: Callable[[ShoalError], ShoalError]) -> int:
@@ -176,6 +200,25 @@ def run_remote(args: argparse.Namespace, container_id: str, keys: bytes) -> int:
                            stdin=args.interactive, tty=args.tty, keys=keys, kill=kill,
                            proxy=args.sig_proxy and not args.tty,
                            what=f"container {container_id[:12]} exited")
+
+
+def start_remote(args: argparse.Namespace) -> int:
+    from shoal.api.client import quote_ref
+    from shoal.cli import remote
+
+    if len(args.containers) > 1:
+        raise ShoalError("you cannot start and attach multiple containers at once")
+    ref = quote_ref(args.containers[0])
+    config = remote.client(args).request("GET", f"/containers/{ref}/json", None).get("Config") or {}
+    tty, stdin = bool(config.get("Tty")), bool(args.interactive and config.get("OpenStdin"))
+    hijack.check_tty(stdin, tty)
+    keys = hijack.detach_keys(args.detach_keys)
+
+    def kill(sig: str) -> None:
+        remote.client(args).request("POST", f"/containers/{ref}/kill", {"signal": sig})
+
+    return _remote_session(args, f"/containers/{ref}/attach/ws", {"start": "1", "stdin": "1" if stdin else None},
+                           stdin=stdin, tty=tty, keys=keys, kill=kill, proxy=not tty, what="the container's run")
 
 
 def attach_remote(args: argparse.Namespace) -> int:
