@@ -519,7 +519,7 @@ def run() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s shoald %(levelname)s %(message)s")
     raise_nofile_limit()
     small_tls_buffers()
-    from shoal.api.swarmapi import restart_if_requested
+    from shoal.api.swarmapi import finish_leave, restart_if_requested
 
     factory = None
     if in_swarm(paths.state_root()):  # a worker: HTTPS to its manager
@@ -528,5 +528,6 @@ def run() -> int:
         factory = for_worker(paths.state_root())
     daemon = Daemon(session_factory=factory)
     asyncio.run(daemon.serve())
+    finish_leave()  # a worker's `swarm leave`: its task containers removed, as moby's Leave
     restart_if_requested()  # after swarm join / leave: start again in the new role
     return 0

@@ -45,6 +45,12 @@ log = logging.getLogger("shoald.api")
 # agent, with the HTTPS session; or the one-node manager): daemon.run() reads this flag once
 # its loop has stopped and execs itself. Containers keep running across it (conmon).
 RESTART_REQUESTED = False
+# A worker that left its swarm: the node ID it had. Its task containers and its agent's store go
+# once shoald has stopped (no agent left to restart them), before it starts again as a one-node
+# manager with a new identity, as moby's Cluster.Leave removes the containers labelled with the
+# node's ID and clears the swarm state (the worker's tasks.db with it). They kept running, owned
+# by nobody: after a join again the machine ran them beside their replacements.
+LEFT_NODE = ""
 
 
 def restart_if_requested() -> None:
@@ -53,6 +59,33 @@ def restart_if_requested() -> None:
         import sys
 
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def finish_leave() -> None:
+    """Called by daemon.run() once shoald has stopped (before any restart, the cluster
+    supervisor's fork included): a worker that left removes what its tasks left running."""
+    if LEFT_NODE:
+        remove_node_tasks(LEFT_NODE)
+
+
+def remove_node_tasks(node_id: str) -> None:
+    """Every container of the swarm tasks of node `node_id`, force-removed (their network
+    endpoints with them), and the agent's store of that node's assignments."""
+    from shoal import paths
+    from shoal.agent.agent import local_store_path
+    from shoal.runtime.manager import ContainerManager
+
+    containers = ContainerManager()
+    for cid, owner in containers.label_values("com.docker.swarm.node.id").items():
+        if owner != node_id:
+            continue
+        try:
+            containers.remove(cid, force=True)
+        except ShoalError as exc:
+            log.error("error removing %s: %s", cid[:12], exc)
+    store = local_store_path(paths.state_root())
+    for path in (store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
+        path.unlink(missing_ok=True)
 
 
 def request_restart(delay: float = 0.2) -> None:
@@ -187,10 +220,13 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
 
     @routes.post(prefix + "/swarm/leave")
     async def leave(request: web.Request) -> web.Response:
+        global LEFT_NODE
         node = swarm()
         was_worker = node.is_worker
+        node_id = node.local.node_id if node.local is not None else ""
         await asyncio.to_thread(node.leave, request.query.get("force") == "1")
         if was_worker:
+            LEFT_NODE = node_id
             request_restart()
         else:
             from shoal.api.tcp import stop_listener
