@@ -156,9 +156,8 @@ def test_cut_off_worker_restarts_in_place_and_the_manager_keeps_its_tasks(cluste
         time.sleep(2)  # none: given the same time, it stays exited
         assert on_worker(cluster, "httpd") == []
         assert node_state(cluster, worker) == "Ready"  # the premise: the manager did not see it go
-        # The period stays 20 s through the heal: lowered while the worker is cut off, the
-        # worker (asleep for its 20 s) is declared Down as soon as its next contact is answered
-        # with the new 1 s period, and its tasks are replaced: not what this test is about.
+        # The period stays 20 s through the heal: one lowered while the worker is cut off is
+        # tests/cluster/test_heartbeat_change.py's case.
     finally:
         link(cluster, "up")
 
