@@ -250,9 +250,15 @@ class Daemon:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(self._watch_exit, fd)
 
+        from shoal.agent.attachments import NodeAttachments
         from shoal.agent.netglue import NodeNetworks
+        from shoal.network import attach
 
-        self.node_networks = NodeNetworks(self.agent, manager=self._image_source() is None)
+        # `run --network X` on an attachable swarm network: the address from the manager.
+        self.attachments = NodeAttachments(self.agent, loop)
+        attach.set_cluster(self.attachments.provider)
+        self.node_networks = NodeNetworks(self.agent, manager=self._image_source() is None,
+                                          attached=self.attachments.networks)
         # The worker runs on the agent's own store; its states go to the manager through the
         # agent (agent.report), its secrets come from the agent's memory.
         return Worker(self.agent.store, self.agent.node_id, ContainerManager(images=images), images,
@@ -306,7 +312,7 @@ class Daemon:
             return
         self._dns_revision = self.agent.store.revision()
         self._dns_services = self.agent.services_version
-        tables = await asyncio.to_thread(dns_tables, self.agent.services)
+        tables = await asyncio.to_thread(dns_tables, self.agent.services, self.agent.attachments)
         for network_id, records in tables.items():
             self.dns.set_records(network_id, records)
 
@@ -349,6 +355,7 @@ class Daemon:
             worker.sync()
             self.agent.tidy()
             self.node_networks.sync_overlays()
+            self.attachments.reconcile()  # containers gone from their network: detached
             if time.monotonic() >= collect_due:
                 # A worker's networks no task uses any more (a second is soon enough).
                 collect_due = time.monotonic() + NETWORK_COLLECT

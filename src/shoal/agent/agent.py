@@ -115,6 +115,9 @@ class Agent:
         self.services_version = 0  # bumped when `services` changes (the resolver reads them again)
         # The networks this node's tasks attach to, by name, as the manager made them.
         self.networks: dict[str, dict[str, Any]] = {}
+        # Containers attached to attachable swarm networks on the node's networks, as the
+        # manager sent them (manager/controlapi/attachments.py records; agent/attachments.py).
+        self.attachments: list[dict[str, Any]] = []
         self.info: SessionInfo | None = None
         self.connected = False
         self._lock = threading.Lock()
@@ -273,6 +276,9 @@ class Agent:
             self.services_version += 1
         if aset.networks is not None:
             self.networks = {n["name"]: n for n in aset.networks}
+        if aset.attachments is not None and aset.attachments != self.attachments:
+            self.attachments = aset.attachments  # containers attached on the node's networks
+            self.services_version += 1  # the resolver's names of them (agent/netglue.py dns_tables)
         self._sequence = aset.sequence
         self.on_assignments()
 

@@ -50,6 +50,16 @@ class InProcessSession(Session):
         node_id, session_id = self._ids()
         return self.dispatcher.publish_logs(node_id, session_id, subscription_id, records, close)
 
+    async def attach_network(self, network: str, container_id: str, name: str = "",
+                             aliases: list[str] | None = None) -> dict[str, Any]:
+        node_id, session_id = self._ids()
+        return await asyncio.to_thread(self.dispatcher.attach_network, node_id, session_id, network, container_id,
+                                       name, aliases)
+
+    async def detach_network(self, attachment_id: str) -> None:
+        node_id, session_id = self._ids()
+        await asyncio.to_thread(self.dispatcher.detach_network, node_id, session_id, attachment_id)
+
     async def close(self) -> None:
         if self.info is not None:
             self.dispatcher.close(self.info.node_id, self.info.session_id)

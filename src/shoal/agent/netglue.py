@@ -100,16 +100,25 @@ def serve_container_dns(loop: asyncio.AbstractEventLoop, dns: Any, container_id:
         log.warning("embedded DNS for container %s: %s", container_id[:12], exc)
 
 
-def dns_tables(services: list[ServiceRecord]) -> dict[str, dict[str, list[str]]]:
+def dns_tables(services: list[ServiceRecord],
+               attachments: list[dict[str, Any]] | None = None) -> dict[str, dict[str, list[str]]]:
     """Per network ID: each service by full name, compose name and aliases (its VIP, or its task
     IPs for dnsrr), `tasks.<name>` (from the service records the manager sends in the node's
-    assignments), and every endpoint on the network by name and hostname (from the node's
-    network state)."""
+    assignments), every endpoint on the network by name and hostname (from the node's network
+    state), and the containers of every node attached to it (`run --network`, the manager's
+    attachments: by name, aliases and short ID, as Docker's resolver answers them swarm-wide)."""
     from shoal.network import dns
     from shoal.network.store import NetworkStore
 
     nets = {n.name: n for n in NetworkStore().list()}
     endpoints = {n.id: dns.endpoint_records(n) for n in nets.values()}
+    for a in attachments or ():
+        net = nets.get(a.get("network", ""))
+        if net is None or not a.get("addresses"):
+            continue
+        names = [n for n in (a.get("container_name"), *(a.get("aliases") or ()), str(a.get("container_id", ""))[:12]) if n]
+        ip = str(a["addresses"][0]).split("/")[0]
+        endpoints[net.id] = dns.merge(endpoints[net.id], dns.container_records(ip, names))
     by_net: dict[str, list[dict[str, list[str]]]] = {n.id: [] for n in nets.values()}
     for record in services:
         net = nets.get(record.network)
@@ -132,9 +141,12 @@ class NodeNetworks:
     The manager node made its networks and service endpoints itself at deploy; there, only the
     task's address is set aside."""
 
-    def __init__(self, agent: Any, manager: bool) -> None:
+    def __init__(self, agent: Any, manager: bool, attached: Any = None) -> None:
         self.agent = agent
         self.manager = manager
+        # Names of the networks this node's `run --network` containers are attached to
+        # (agent/attachments.py): kept, and their services' VIPs reachable, as a task's.
+        self.attached: Any = attached or (lambda: set())
         self._lock = threading.Lock()
         self._vips_key: tuple[int, int] | None = None
         self._vips_due = 0.0
@@ -291,7 +303,7 @@ class NodeNetworks:
         from shoal.network.store import NetworkStore
 
         store = NetworkStore()
-        live = self._live_networks() | set(self._mesh_services())
+        live = self._live_networks() | set(self._mesh_services()) | self.attached()
         nets = {n.name: n for n in store.list() if n.driver == "overlay" and n.name in live}
         if not nets:
             return
@@ -388,7 +400,7 @@ class NodeNetworks:
                 return removed
             listed = {r.service_id for r in self.agent.services}
             mesh = self._mesh_services()
-            wanted |= set(mesh)
+            wanted |= set(mesh) | self.attached()
             services |= self._vip_services(wanted) | {s for ids in mesh.values() for s in ids}
             for svc in lb.load_services():
                 if svc.id not in services or svc.id not in listed:

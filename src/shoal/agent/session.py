@@ -183,6 +183,10 @@ class AssignmentSet:
     # create --with-registry-auth`: image/registryauth.py), for the services of this node's
     # tasks only. None when unchanged, else the full map again. The agent keeps it in memory.
     registry_auths: dict[str, str] | None = None
+    # The containers attached to the networks this node has (manager/controlapi/attachments.py
+    # records: id, node_id, container_id, container_name, aliases, network, addresses): the node's own to
+    # detach once their container is gone, every one for its resolver. None when unchanged.
+    attachments: list[dict[str, Any]] | None = None
 
 
 # ---- status -------------------------------------------------------------------------------------
@@ -298,6 +302,18 @@ class Session(ABC):
         """Send log lines ({task_id, service, slot, node, stream, time, line}) for a
         subscription; `close`: the node has sent everything. False: the subscription is gone
         (the client left), stop sending."""
+
+    async def attach_network(self, network: str, container_id: str, name: str = "",
+                             aliases: list[str] | None = None) -> dict[str, Any]:
+        """A container of this node attaching to an attachable swarm network (swarmkit's
+        ResourceAllocator.AttachNetwork): {"attachment": its record with the address the manager
+        allocated, "network": the network as the node makes its copy}. NotFound: no swarm
+        network of that name; PermissionDenied (a ShoalError): not manually attachable."""
+        raise Unreachable("this session cannot attach containers to swarm networks")
+
+    async def detach_network(self, attachment_id: str) -> None:
+        """The attachment's container is gone: its address is free again (DetachNetwork)."""
+        raise Unreachable("this session cannot detach containers from swarm networks")
 
     @abstractmethod
     async def close(self) -> None:

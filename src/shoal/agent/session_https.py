@@ -99,6 +99,14 @@ class HTTPSSession(Session):
             raise SessionInvalid(message)
         if kind == "node_removed":
             raise NodeRemoved(message)
+        if kind == "not_found":  # an attachment's network (manager/dispatcher_http.py)
+            from shoal.errors import NotFound
+
+            raise NotFound(message)
+        if kind == "refused":  # the manager's refusal of a request, in Docker's words
+            from shoal.errors import ShoalError
+
+            raise ShoalError(message)
         if resp.status == 403:
             # A certificate the manager does not accept (another cluster's, a removed node's).
             raise NodeRemoved(message or "permission denied")
@@ -204,6 +212,17 @@ class HTTPSSession(Session):
 
             tell_tls(self.certs.directory, answer["ca"])
         return self._following
+
+    async def attach_network(self, network: str, container_id: str, name: str = "",
+                             aliases: list[str] | None = None) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._post("/attachments", {
+            "session_id": self._ids(), "network": network, "container_id": container_id, "name": name,
+            "aliases": list(aliases or [])}, only_current=True)
+        return answer
+
+    async def detach_network(self, attachment_id: str) -> None:
+        await self._post("/attachments/detach", {"session_id": self._ids(), "attachment_id": attachment_id},
+                         only_current=True)
 
     async def close(self) -> None:
         if self.info is not None:

@@ -274,6 +274,23 @@ def make_app(daemon: Daemon) -> web.Application:
         await daemon.refresh_dns()
         return web.json_response({"id": container_id, "networks": networks})
 
+    @routes.post(prefix + "/containers/{id}/attach")
+    async def container_attach(request: web.Request) -> web.Response:
+        """`shoal run --network X` on this node (the CLI's own start), before the container's
+        veth is made: the address the manager gives it on the attachable swarm network X, with
+        this node's copy of X made (agent/attachments.py); null when X is no swarm network (a
+        network of this node's own). Under /containers/: a worker's API answers it."""
+        body = await _body(request)
+        network, name, aliases = body.get("network"), body.get("name", ""), body.get("aliases") or []
+        if not isinstance(network, str) or not network or not isinstance(name, str) \
+                or not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise InvalidArgument("network and name (strings) and aliases (a list of strings) are required")
+        attachments = getattr(daemon, "attachments", None)
+        if attachments is None:
+            raise Unavailable("this node's agent is not running yet")
+        address = await attachments.attach(network, request.match_info["id"], name, aliases)
+        return web.json_response({"address": address})
+
     @routes.get(f"{prefix}/tasks")
     async def tasks(request: web.Request) -> web.Response:
         service_ids: set[str] | None = None

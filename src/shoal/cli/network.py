@@ -132,6 +132,12 @@ def _swarm_network(ref: str) -> dict[str, Any] | None:
             return found
         except NotFound:
             return None
+        except ShoalError as exc:
+            from shoal.manager.swarmnode import NOT_A_MANAGER
+
+            if str(exc) != NOT_A_MANAGER:
+                raise
+            return None  # a worker: as dockerd there, the networks it has a copy of (its containers)
 
 
 def swarm_inspect_dict(record: dict[str, Any]) -> dict[str, Any]:
@@ -285,7 +291,15 @@ def _inspect(args: argparse.Namespace) -> int:
     for ref in args.networks:
         try:
             record = _swarm_network(ref)
-            found.append(swarm_inspect_dict(record) if record is not None else inspect_dict(store.get(ref)))
+            if record is None:
+                found.append(inspect_dict(store.get(ref)))
+                continue
+            obj = swarm_inspect_dict(record)
+            local = store.find(record["name"])
+            if local is not None and local.id == (record.get("allocation") or {}).get("network_id", local.id):
+                # As dockerd: the containers (tasks, `run --network` ones) on this node's copy.
+                obj["Containers"] = inspect_dict(local)["Containers"]
+            found.append(obj)
         except ShoalError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             status = 1

@@ -93,6 +93,14 @@ def _held(tx: Transaction) -> tuple[dict[str, set[str]], dict[str, int]]:
                 last[name] = max(last.get(name, 0), int(ipaddress.IPv4Address(ip)))
                 if not finished:
                     held.setdefault(name, set()).add(ip)
+    # Containers `run --network` attached to an attachable network (controlapi/attachments.py)
+    # hold their address until they are detached: same pool, same serial order.
+    for raw in tx.list("attachment"):
+        for addr in raw.get("addresses") or []:
+            ip = addr.split("/")[0]
+            name = raw["network"]
+            last[name] = max(last.get(name, 0), int(ipaddress.IPv4Address(ip)))
+            held.setdefault(name, set()).add(ip)
     return held, last
 
 
@@ -144,7 +152,35 @@ def _allocate(task: Task, networks: Networks, held: dict[str, set[str]], last: d
     return ""
 
 
+def allocate_attachment(tx: Transaction, raw: dict[str, Any]) -> str:
+    """The address (`ip/prefix`) of a container attaching to the network `raw` (its store record):
+    the next free one in the serial order tasks take theirs in, none that a task, another
+    attachment or a service's VIP holds, in the caller's transaction."""
+    space = _space(raw, service_vips(tx))
+    if space is None:
+        raise ShoalError(f"network {raw['name']} has no addresses to give")
+    held, last = _held(tx)
+    subnet = ipaddress.IPv4Network(space.subnet)
+    rng = ipaddress.IPv4Network(space.ip_range) if space.ip_range else None
+    ip = _serial(space.name, subnet, space.gateway, rng, held.get(space.name, set()) | set(space.taken),
+                 last.get(space.name, 0))
+    return f"{ip}/{subnet.prefixlen}"
+
+
+def collect_attachments(tx: Transaction) -> None:
+    """Attachments of nodes the store no longer has (`node rm`) are freed: nothing of that node
+    will ever detach them."""
+    found = tx.list("attachment")
+    if not found:
+        return
+    nodes = {raw["id"] for raw in tx.list("node")}
+    for raw in found:
+        if raw.get("node_id") not in nodes:
+            tx.delete("attachment", raw["id"])
+
+
 def reconcile(tx: Transaction, now: float, networks: Networks | None = None) -> None:
+    collect_attachments(tx)
     found: tuple[dict[str, set[str]], dict[str, int]] | None = None
     for raw in tx.list("task"):
         if raw["status"]["state"] != TaskState.NEW.text:

@@ -74,6 +74,8 @@ class _View:
     # node ID -> (its address, hostname) for the nodes that are not down.
     peers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     nodes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Containers attached to attachable networks (controlapi/attachments.py): their records.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
 
 class NotAssigned(ShoalError):
@@ -96,6 +98,7 @@ class _Session:
     applied: int = 0  # the newest set whose records the node's rotations follow (its heartbeats)
     holds: dict[str, float] = field(default_factory=dict)  # task ID -> when its stop was first held
     networks: list[dict[str, Any]] | None = None
+    attachments: list[dict[str, Any]] | None = None
     node_key: tuple[Any, ...] | None = None
     registry_auths: dict[str, str] | None = None  # service ID -> encoded credentials sent
     revision: int = -1  # the store revision the last set was computed at
@@ -199,11 +202,15 @@ def _restarts(reported: Any) -> list[float]:
     return times[-MAX_LOCAL_RESTARTS:]
 
 
-def overlay_peers(tasks: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+def overlay_peers(tasks: list[dict[str, Any]],
+                  attachments: list[dict[str, Any]] = ()) -> dict[str, list[tuple[str, str]]]:  # type: ignore[assignment]
     """network name -> (address, node ID) of every task that is placed on a node and not finished
     (its address is held: allocator._held), so the other nodes can reach it from the moment its
-    node makes it until it ends."""
+    node makes it until it ends; and of every attached container (held until detached)."""
     out: dict[str, list[tuple[str, str]]] = {}
+    for a in attachments:
+        for addr in a.get("addresses") or []:
+            out.setdefault(a["network"], []).append((addr.split("/")[0], a["node_id"]))
     for t in tasks:
         node_id = t.get("node_id")
         if not node_id or t["status"]["state"] not in _PLACED:
@@ -300,9 +307,10 @@ class Dispatcher:
             if node_id and t["status"]["state"] in _DISPATCHED:
                 by_node.setdefault(node_id, {})[t["id"]] = t
         # Read after the revision: a write in between makes the next look read again.
+        attachments = self.store.list("attachment")
         view = _View(revision, by_node, service_records(self.store),
                      self.network_records() if self.network_records is not None else {},
-                     overlay_peers(all_tasks), _live_nodes(self.store))
+                     overlay_peers(all_tasks, attachments), _live_nodes(self.store), attachments)
         self._view = view
         return view
 
@@ -658,18 +666,24 @@ class Dispatcher:
         removed_files = [] if complete else [k for k in session.files if k not in files]
         services = view.services
         services_out = services if complete or services != session.services else None
+        own = {a["network"] for a in view.attachments if a.get("node_id") == session.node_id}
         net_names = sorted({a["target"] for t in tasks.values() for a in (t.get("spec") or {}).get("networks") or []}
-                           | mesh_networks(services))
+                           | mesh_networks(services) | own)
         with self._lock:
             node_tunnels = dict(self._tunnels)
         networks = [overlay_record(view, n, session.node_id, node_tunnels) for n in net_names if n in view.networks]
         networks_out = networks if complete or networks != session.networks else None
+        # Every container attached on the networks the node has (its own to detach when they
+        # stop, all of them for its resolver: names answer cluster-wide, as Docker's).
+        attachments = [dict(a) for a in view.attachments if a["network"] in net_names]
+        attachments_out = attachments if complete or attachments != session.attachments else None
         node_key = _node_key(raw_node)
         node_out = dict(raw_node) if complete or node_key != session.node_key else None
         auths = self._registry_auths({t["service_id"] for t in tasks.values() if t.get("service_id")})
         auths_out = auths if complete or auths != session.registry_auths else None
         if not complete and not (changed or removed or new_files or removed_files or services_out is not None
-                                 or node_out is not None or networks_out is not None or auths_out is not None):
+                                 or node_out is not None or networks_out is not None or auths_out is not None
+                                 or attachments_out is not None):
             return None
         previous = session.sequence
         session.sequence += 1
@@ -682,13 +696,46 @@ class Dispatcher:
             session.services_seq = session.sequence
         session.services = services
         session.networks = networks
+        session.attachments = attachments
         session.node_key = node_key
         session.registry_auths = auths
         return AssignmentSet(type=AssignmentType.COMPLETE if complete else AssignmentType.INCREMENTAL,
                              sequence=session.sequence, applies_to=previous, tasks=[dict(t) for t in changed],
                              removed_tasks=removed, files=new_files, removed_files=removed_files,
                              services=services_out, node=node_out, networks=networks_out,
-                             registry_auths=auths_out)
+                             registry_auths=auths_out, attachments=attachments_out)
+
+    # ---- network attachments (swarmkit's ResourceAllocator) ----------------------------------
+    def attach_network(self, node_id: str, session_id: str, network: str, container_id: str,
+                       name: str = "", aliases: list[str] | None = None) -> dict[str, Any]:
+        """A container of the node attaching to an attachable network: its attachment (ID and
+        address, allocated in the manager's transaction: controlapi/attachments.py) and the
+        network as the node is sent it (with its overlay peers), so it can connect at once."""
+        from shoal.manager.controlapi import attachments
+
+        self._session(node_id, session_id)
+        record = attachments.attach(self.store, node_id, network, container_id, name, aliases)
+        self.on_change()
+        self.notify()  # every node with the network: its forwarding entries and names
+        view = self._current_view(self.store.revision())
+        with self._lock:
+            node_tunnels = dict(self._tunnels)
+        if record["network"] not in view.networks:
+            raise ShoalError(f"network {network} has no allocation yet")
+        return {"attachment": dict(record), "network": overlay_record(view, record["network"], node_id, node_tunnels)}
+
+    def detach_network(self, node_id: str, session_id: str, attachment_id: str) -> None:
+        """The container stopped or was removed: its address is free again (DetachNetwork)."""
+        from shoal.errors import NotFound
+        from shoal.manager.controlapi import attachments
+
+        self._session(node_id, session_id)
+        try:
+            attachments.detach(self.store, node_id, attachment_id)
+        except NotFound:
+            return  # gone already (a retry after a lost answer)
+        self.on_change()
+        self.notify()
 
     # ---- asyncio side ----------------------------------------------------------------------------
     def notify(self) -> None:

@@ -265,6 +265,47 @@ async def post_close(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def post_attachment(request: web.Request) -> web.Response:
+    """A container of the node attaching to an attachable network (swarmkit's
+    ResourceAllocator.AttachNetwork): the node is the certificate's, never the body's."""
+    from shoal.errors import NotFound
+
+    ident = require_node(request)
+    body = await _body(request)
+    session_id = _session_id(body.get("session_id"))
+    network, container_id, name = body.get("network"), body.get("container_id"), body.get("name", "")
+    aliases = body.get("aliases") or []
+    if not all(isinstance(v, str) and len(v) <= 256 for v in (network, container_id, name)) or not network \
+            or not container_id or not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise _error(web.HTTPBadRequest, "invalid", "network, container_id (strings) and aliases (a list) are required")
+    try:
+        answer = await asyncio.to_thread(_dispatcher(request).attach_network, ident.node_id, session_id,
+                                         network, container_id, name, aliases)
+    except (SessionInvalid, NodeRemoved, Unreachable) as exc:
+        raise _translate(exc) from None
+    except NotFound as exc:
+        raise _error(web.HTTPNotFound, "not_found", str(exc)) from None
+    except ShoalError as exc:
+        raise _error(web.HTTPBadRequest, "refused", str(exc)) from None
+    return web.json_response(answer)
+
+
+async def post_detach(request: web.Request) -> web.Response:
+    ident = require_node(request)
+    body = await _body(request)
+    session_id = _session_id(body.get("session_id"))
+    attachment_id = body.get("attachment_id")
+    if not isinstance(attachment_id, str) or not attachment_id or len(attachment_id) > 200:
+        raise _error(web.HTTPBadRequest, "invalid", "attachment_id: required")
+    try:
+        await asyncio.to_thread(_dispatcher(request).detach_network, ident.node_id, session_id, attachment_id)
+    except (SessionInvalid, NodeRemoved, Unreachable) as exc:
+        raise _translate(exc) from None
+    except ShoalError as exc:
+        raise _error(web.HTTPBadRequest, "refused", str(exc)) from None
+    return web.json_response({})
+
+
 TlsDigest = Callable[[], "str | None"]
 TLS_DIGEST_KEY = web.AppKey("shoal_tls_digest", object)
 
@@ -292,4 +333,6 @@ def make_dispatcher_app(get_dispatcher: DispatcherGetter, cluster_id: str,
     app.router.add_post("/close", post_close)
     app.router.add_get("/logs/subscriptions", get_log_subscriptions)
     app.router.add_post("/logs/publish", post_log_publish)
+    app.router.add_post("/attachments", post_attachment)
+    app.router.add_post("/attachments/detach", post_detach)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,34 @@ class NetworkAttachment:
     ports: list[PublishedPort] = field(default_factory=list)  # with chosen host ports filled in
 
 
+# The swarm's side of an attachable network (moby's clusterProvider.AttachNetwork): given the
+# network's name, the container's ID, name and aliases, it has the manager allocate the
+# container's address, makes sure this node has its copy of the network (and its VXLAN device),
+# and returns the address; None when the manager has no such network (a network of this node's
+# own). Set by shoald (agent/attachments.py) and by the CLI in swarm mode (cli/container.py);
+# None: no swarm here, every network is the node's own.
+ClusterAttach = Callable[[str, str, str, list[str]], "str | None"]
+_cluster: ClusterAttach | None = None
+
+
+def set_cluster(provider: ClusterAttach | None) -> None:
+    global _cluster
+    _cluster = provider
+
+
+def _from_cluster(store: NetworkStore, ref: str, container_id: str, name: str, aliases: list[str]) -> str:
+    """The manager's address for the container on the network `ref` when it is a swarm network
+    (no copy here yet, or an overlay copy); "" for a network of the node's own (a local bridge
+    network is never the manager's business). Called without the network lock: the provider
+    makes the node's copy of the network under it."""
+    if _cluster is None:
+        return ""
+    local = store.find(ref)
+    if local is not None and (local.driver != "overlay" or local.predefined):
+        return ""
+    return _cluster(local.name if local is not None else ref, container_id, name, aliases) or ""
+
+
 def network_ref(spec_network: str) -> str | None:
     if spec_network in ("none", "host", ""):
         return None
@@ -51,9 +80,12 @@ def attach(container_id: str, spec: ContainerSpec, *, for_task: bool = False,
              for p in spec.ports]
     hostname = spec.hostname or container_id[:12]
     path = netns.netns_path(container_id)
+    given = "" if for_task else _from_cluster(store, ref, container_id, spec.name, list(spec.network_aliases))
     with store.lock():
         net = store.get(ref)
         _check_attachable(net, for_task)
+        if given and given in net.used_ips():
+            raise ShoalError(f"address {given} the manager gave on network {net.name} is still in use on this node")
         if net.internal and ports:
             raise InvalidArgument(f"cannot publish ports on internal network {net.name}")
         if netns.is_mounted(path):
@@ -64,7 +96,8 @@ def attach(container_id: str, spec: ContainerSpec, *, for_task: bool = False,
         except OSError as exc:
             raise ShoalError(f"network namespace for container {container_id[:12]}: {exc}") from exc
         try:
-            ep = _connect(store, net, container_id, path, "eth0", spec.name, hostname, spec.network_aliases, ports)
+            ep = _connect(store, net, container_id, path, "eth0", spec.name, hostname, spec.network_aliases, ports,
+                          wanted=given)
         except BaseException:
             netns.remove(path)
             raise

@@ -139,7 +139,9 @@ def _in_use(tx: Any, net: dict[str, Any]) -> str | None:
         task = Task.from_dict(raw)
         if task.desired_state <= TaskState.RUNNING and task.status.state <= TaskState.RUNNING:
             return f"network {net['id']} is in use by task {task.id}"
-    return None
+    from shoal.manager.controlapi import attachments
+
+    return attachments.in_use(tx, net)  # a container `run --network` attached
 
 
 def remove_network(store: Store, ref: str) -> Network:
