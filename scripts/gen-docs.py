@@ -129,7 +129,10 @@ and `import` act on that node's; `run` (its output and exit code coming back, si
 forwarded), `create`, `start`, `stop`, `kill`, `rm`, `wait` and `exec` (without `-i`/`-t`) make
 and drive containers there; `stack deploy` builds a missing `build:` image on that node.
 `exec -it`, `stats`, `cp` and the other container commands are refused against a remote node
-(run them there)."""),
+(run them there). A tcp:// context made without `--tls-*` files (and `cluster create`'s) uses
+the node's own certificates where the node keeps them (its Metadata's `NodeCertificates`), so
+it keeps working after they are renewed and after `swarm ca --rotate`; one made from `--tls-*`
+files keeps its own copy, as Docker's."""),
     "cluster": ("Local clusters", """\
 A cluster of several nodes on this one machine, for trying shoal and for its tests: each node is
 a network namespace with its own address, state and shoald, joined over TLS as separate machines

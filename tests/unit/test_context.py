@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shoal.api import contexts
-from shoal.errors import InvalidArgument, NotFound
+from shoal.errors import InvalidArgument, NotFound, ShoalError
 
 
 @pytest.fixture
@@ -168,3 +168,82 @@ def test_global_flags_on_the_command_line(cfg: Path) -> None:
     # A unix socket nobody serves: the client names it, and no shoald is started for it.
     down = cli("-H", f"unix://{cfg}/none.sock", "service", "ls")
     assert down.returncode != 0 and f"Cannot connect to shoald at unix://{cfg}/none.sock" in down.stderr
+
+
+def _node_certs(root: Path, tag: str) -> Path:
+    """A node's certificates directory as swarm init/join leave it (contents are only compared)."""
+    certs = root / "certificates"
+    certs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in ("swarm-root-ca.crt", "swarm-node.crt", "swarm-node.key"):
+        tmp = certs / f".{name}.tmp"
+        tmp.write_text(f"{tag} {name}")
+        os.replace(tmp, certs / name)  # renewal and rotation rename new files into place
+    return certs
+
+
+def test_context_from_node_certificates_follows_them(cfg: Path) -> None:
+    """`context create` of a tcp:// host without --tls-* follows this node's own certificates
+    (no copy in the store): endpoint() reads whatever the node holds now, so a renewal or a root
+    rotation does not leave the context with a certificate the manager refuses."""
+    certs = _node_certs(Path(os.environ["SHOAL_ROOT"]), "old")
+    assert cli("context", "create", "mgr", "--host", "tcp://198.18.0.1").returncode == 0
+    ins = json.loads(cli("context", "inspect", "mgr").stdout)[0]
+    assert ins["Metadata"] == {"NodeCertificates": str(certs)}
+    assert ins["TLSMaterial"] == {}
+    assert not contexts.tls_dir("mgr").exists()  # no copy of the node's key anywhere
+    ep = contexts.endpoint("mgr")
+    assert (ep.ca, ep.cert, ep.key, ep.follows) == (certs / "swarm-root-ca.crt", certs / "swarm-node.crt",
+                                                    certs / "swarm-node.key", certs)
+    before = ep.material_signature()
+    _node_certs(Path(os.environ["SHOAL_ROOT"]), "renewed")
+    ep = contexts.endpoint("mgr")
+    assert ep.cert is not None and ep.cert.read_text() == "renewed swarm-node.crt"
+    assert ep.material_signature() != before  # a client keeping a TLS context builds it again
+
+    # update: the description, then the host alone, keep following; --tls-* makes it a copy.
+    assert cli("context", "update", "mgr", "--description", "d").returncode == 0
+    assert cli("context", "update", "mgr", "--host", "tcp://198.18.0.9:2377").returncode == 0
+    ins = json.loads(cli("context", "inspect", "mgr").stdout)[0]
+    assert ins["Metadata"] == {"Description": "d", "NodeCertificates": str(certs)}
+    assert ins["Endpoints"]["docker"]["Host"] == "tcp://198.18.0.9:2377"
+    # --from a following context follows too (a copy would go stale as the original would have).
+    assert cli("context", "create", "mgr2", "--from", "mgr").returncode == 0
+    assert contexts.endpoint("mgr2").follows == certs
+    assert cli("context", "update", "mgr2", "--tls-ca", str(certs / "swarm-root-ca.crt")).returncode == 0
+    ins = json.loads(cli("context", "inspect", "mgr2").stdout)[0]
+    assert ins["Metadata"] == {"Description": "d"} and ins["TLSMaterial"] == {"docker": ["ca.pem"]}
+    ep = contexts.endpoint("mgr2")
+    assert ep.follows is None and ep.ca == contexts.tls_dir("mgr2") / "docker" / "ca.pem"
+
+    # rm removes the context, never the directory it followed.
+    assert cli("context", "rm", "mgr", "mgr2").returncode == 0
+    assert sorted(p.name for p in certs.iterdir()) == ["swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"]
+
+
+def test_followed_directory_gone_is_one_line(cfg: Path) -> None:
+    certs = _node_certs(Path(os.environ["SHOAL_ROOT"]), "x")
+    assert cli("context", "create", "left", "--host", "tcp://198.18.0.1:2377").returncode == 0
+    (certs / "swarm-node.key").unlink()
+    with pytest.raises(ShoalError, match=f'context "left": .* node certificates in {certs}, and swarm-node.key is missing'):
+        contexts.endpoint("left")
+    for name in ("swarm-root-ca.crt", "swarm-node.crt"):
+        (certs / name).unlink()
+    certs.rmdir()
+    proc = cli("--context", "left", "node", "ls")
+    assert proc.returncode != 0
+    assert proc.stderr.count("\n") == 1 and 'context "left"' in proc.stderr and str(certs) in proc.stderr, proc.stderr
+    assert "swarm-root-ca.crt, swarm-node.crt, swarm-node.key are missing" in proc.stderr
+    # Still listed, inspected and removed like any context.
+    assert "left" in cli("context", "ls", "-q").stdout
+    assert cli("context", "rm", "left").returncode == 0
+
+
+def test_meta_with_a_relative_source_is_refused(cfg: Path) -> None:
+    contexts.save(contexts.Context("rel", host="tcp://h:1", node_certs="/abs"), replace_tls=True)
+    meta = contexts.meta_dir("rel") / "meta.json"
+    data = json.loads(meta.read_text())
+    assert data["Metadata"] == {"NodeCertificates": "/abs"}
+    data["Metadata"]["NodeCertificates"] = "../../etc"
+    meta.write_text(json.dumps(data))
+    with pytest.raises(ShoalError, match="NodeCertificates must be an absolute directory path"):
+        contexts.endpoint("rel")

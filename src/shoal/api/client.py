@@ -149,6 +149,7 @@ class Client:
         self.where = self.endpoint.host  # for messages: unix:///run/shoal/shoal.sock, tcp://h:p
         self.timeout = timeout
         self._ssl: Any = None
+        self._ssl_signature: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def remote(self) -> bool:
@@ -173,17 +174,28 @@ class Client:
         import ssl
 
         ep = self.endpoint
-        if self._ssl is None:
+        # Built again when the files change: a context that follows a node's certificates sees
+        # them renewed in place, during a root rotation too (a long `swarm ca --rotate` poll).
+        signature = ep.material_signature()
+        if self._ssl is None or signature != self._ssl_signature:
             from shoal import tlscontext  # the standard library's ssl alone (not tlsconfig's aiohttp)
 
             if ep.ca is None or not ep.ca.is_file():
                 raise ShoalError(f"context {ep.context!r} names {ep.host} but has no CA certificate "
                                  f"({ep.ca or 'ca.pem'}): a remote node is trusted only through its cluster's CA")
-            try:
-                self._ssl = tlscontext.client_context(ep.ca.read_bytes(), ep.cert, ep.key)
-            except (OSError, ssl.SSLError) as exc:
-                raise ShoalError(f"context {ep.context!r}: cannot load its TLS material "
-                                 f"({ep.ca}, {ep.cert}, {ep.key}): {exc}") from exc
+            for attempt in (1, 2):
+                try:
+                    self._ssl = tlscontext.client_context(ep.ca.read_bytes(), ep.cert, ep.key)
+                    break
+                except (OSError, ssl.SSLError) as exc:
+                    # The node renames a new key into place just before its certificate: read
+                    # between the two renames, the pair does not match; once more after them.
+                    if attempt == 1 and ep.follows is not None:
+                        time.sleep(0.05)
+                        continue
+                    raise ShoalError(f"context {ep.context!r}: cannot load its TLS material "
+                                     f"({ep.ca}, {ep.cert}, {ep.key}): {exc}") from exc
+            self._ssl_signature = signature
         try:
             raw = socket.create_connection(ep.address, timeout=timeout)
         except OSError as exc:

@@ -10,6 +10,14 @@ Layout under the CLI's config dir (~/.shoal, or the directory of $SHOAL_CONFIG),
 
 Directories are 0700 and key files 0600: a context's key is a node's key of the cluster.
 
+A context made from a node's own certificates (`cluster create`'s, `context create` of a tcp://
+host without --tls-*) stores no copy: its Metadata names the node's certificates directory
+("NodeCertificates", one of docker/cli's DockerContext AdditionalFields, which `context inspect`
+prints as Docker does) and endpoint() reads the node's files there at each use, so the context
+follows the node through certificate renewal and root CA rotation (a copy is refused by the
+manager once the rotation ends, or once the copied certificate expires). A context made from
+explicit --tls-* files keeps its copy, as Docker's.
+
 Which endpoint a command uses, in Docker's order (cli/command/cli.go resolveContextName):
 --context, else -H (the default context on that host), else SHOAL_HOST (likewise), else
 SHOAL_CONTEXT, else config.json's currentContext, else "default" (the local unix socket).
@@ -32,6 +40,9 @@ ENDPOINT = "docker"  # the endpoint's key in meta.json, as Docker names it (tool
 DEFAULT_TCP_PORT = 2377  # the manager's listener (swarm's port), when a tcp:// host names none
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 DEFAULT_DESCRIPTION = "Current SHOAL_HOST based configuration"
+NODE_CERTS = "NodeCertificates"  # Metadata key: the node certificates directory a context follows
+# A node's certificates directory (manager/ca.py's names, swarmkit's), as ca.pem/cert.pem/key.pem.
+NODE_FILES = (("ca.pem", "swarm-root-ca.crt"), ("cert.pem", "swarm-node.crt"), ("key.pem", "swarm-node.key"))
 # docker/cli store.ValidateContextName's pattern.
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.+-]+$")
 
@@ -45,10 +56,23 @@ class Endpoint:
     (A plain class: dataclasses costs ~10 ms of import on every command.)"""
 
     def __init__(self, host: str, context: str = DEFAULT, ca: Path | None = None,
-                 cert: Path | None = None, key: Path | None = None) -> None:
+                 cert: Path | None = None, key: Path | None = None, follows: Path | None = None) -> None:
         self.host = host  # unix:///path or tcp://host:port, as written in meta.json
         self.context = context
         self.ca, self.cert, self.key = ca, cert, key
+        self.follows = follows  # the node certificates directory these files live in, renewed in place
+
+    def material_signature(self) -> tuple[tuple[int, int, int], ...]:
+        """Changes whenever one of the TLS files is replaced (renewal and rotation rename new
+        files into place): a client that keeps a TLS context builds it again when this differs."""
+        out = []
+        for p in (self.ca, self.cert, self.key):
+            try:
+                st = os.stat(p) if p is not None else None
+            except OSError:
+                st = None
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size) if st else (0, 0, 0))
+        return tuple(out)
 
     @property
     def is_tcp(self) -> bool:
@@ -65,9 +89,12 @@ class Endpoint:
 
 class Context:
     def __init__(self, name: str, description: str = "", host: str = "",
-                 tls: dict[str, bytes] | None = None) -> None:
+                 tls: dict[str, bytes] | None = None, node_certs: str = "",
+                 extra: dict[str, Any] | None = None) -> None:
         self.name, self.description, self.host = name, description, host
         self.tls: dict[str, bytes] = tls or {}  # file name -> content, only on write
+        self.node_certs = node_certs  # a node's certificates directory, followed instead of a copy
+        self.extra: dict[str, Any] = extra or {}  # other Metadata fields, kept as Docker keeps them
 
 
 def config_dir() -> Path:
@@ -215,9 +242,14 @@ def load(name: str) -> Context:
         raise NotFound(f'context "{name}": context not found: {meta}: no such file or directory')
     data = _read_json(meta, "context")
     endpoint = (data.get("Endpoints") or {}).get(ENDPOINT) or {}
-    return Context(name=str(data.get("Name") or name),
-                   description=str((data.get("Metadata") or {}).get("Description") or ""),
-                   host=str(endpoint.get("Host") or ""))
+    metadata = data.get("Metadata")
+    metadata = dict(metadata) if isinstance(metadata, dict) else {}
+    description = metadata.pop("Description", "")
+    node_certs = metadata.pop(NODE_CERTS, "")
+    if not isinstance(node_certs, str) or (node_certs and not os.path.isabs(node_certs)):
+        raise ShoalError(f'context "{name}": {meta}: {NODE_CERTS} must be an absolute directory path')
+    return Context(name=str(data.get("Name") or name), description=str(description or ""),
+                   host=str(endpoint.get("Host") or ""), node_certs=node_certs, extra=metadata)
 
 
 def _default_context_host() -> str:
@@ -242,15 +274,24 @@ def names() -> list[str]:
 
 
 def tls_material(name: str) -> list[str]:
+    """The TLS files the context's store holds (none for a context that follows a node's)."""
     d = tls_dir(name) / ENDPOINT
     return [f for f in TLS_FILES if (d / f).is_file()]
 
 
 def save(ctx: Context, replace_tls: bool) -> None:
-    """Write a context's meta.json (and, with replace_tls, exactly ctx.tls as its TLS files)."""
+    """Write a context's meta.json (and, with replace_tls, exactly ctx.tls as its TLS files:
+    none when it follows a node's certificates directory)."""
     import shutil
 
-    meta = {"Name": ctx.name, "Metadata": {"Description": ctx.description} if ctx.description else {},
+    if ctx.node_certs and ctx.tls:
+        raise ValueError("a context follows a node's certificates or holds a copy, not both")
+    metadata: dict[str, Any] = dict(ctx.extra)
+    if ctx.description:
+        metadata["Description"] = ctx.description
+    if ctx.node_certs:
+        metadata[NODE_CERTS] = ctx.node_certs
+    meta = {"Name": ctx.name, "Metadata": metadata,
             "Endpoints": {ENDPOINT: {"Host": ctx.host, "SkipTLSVerify": False}}}
     base = config_dir()
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -272,18 +313,21 @@ def remove(name: str) -> None:
     shutil.rmtree(tls_dir(name), ignore_errors=True)
 
 
-def node_tls() -> dict[str, bytes]:
-    """The local node's own certificates (from `swarm init`/`join`) as a context's TLS files:
-    the cluster's root CA, the node's certificate and key."""
-    certs = paths.state_root() / "certificates"
-    files = {"ca.pem": certs / "swarm-root-ca.crt", "cert.pem": certs / "swarm-node.crt",
-             "key.pem": certs / "swarm-node.key"}
-    missing = [str(p) for p in files.values() if not p.is_file()]
+def node_files(directory: Path) -> dict[str, Path]:
+    """A node certificates directory's files under a context's names (ca.pem, cert.pem, key.pem)."""
+    return {name: directory / node_name for name, node_name in NODE_FILES}
+
+
+def node_certs_dir() -> str:
+    """The local node's certificates directory (from `swarm init`/`join`), for a context to
+    follow: the cluster's root CA, the node's certificate and key, renewed there in place."""
+    certs = paths.state_root().absolute() / "certificates"
+    missing = [str(p) for p in node_files(certs).values() if not p.is_file()]
     if missing:
         raise InvalidArgument(f"no TLS material given (--tls-ca, --tls-cert, --tls-key) and this node has "
                               f"no swarm certificates ({', '.join(missing)} missing): run `shoal swarm init` "
                               f"or `swarm join` first")
-    return {k: p.read_bytes() for k, p in files.items()}
+    return str(certs)
 
 
 def read_tls_files(ca: str | None, cert: str | None, key: str | None) -> dict[str, bytes]:
@@ -317,7 +361,19 @@ def endpoint(name: str | None = None) -> Endpoint:
             ep.ca, ep.cert, ep.key = d / "ca.pem", d / "cert.pem", d / "key.pem"
         else:
             certs = paths.state_root() / "certificates"
-            ep.ca, ep.cert, ep.key = certs / "swarm-root-ca.crt", certs / "swarm-node.crt", certs / "swarm-node.key"
+            files = node_files(certs)
+            ep.ca, ep.cert, ep.key, ep.follows = files["ca.pem"], files["cert.pem"], files["key.pem"], certs
+    elif ctx.node_certs:
+        # The node's live files, read at each use: renewal and rotation replace them in place.
+        d = Path(ctx.node_certs)
+        files = node_files(d)
+        missing = [p.name for p in files.values() if not p.is_file()]
+        if missing:
+            raise ShoalError(f'context "{name}": its TLS material is the node certificates in {d}, and '
+                             f'{", ".join(missing)} {"is" if len(missing) == 1 else "are"} missing there '
+                             f"(the node left the swarm or was removed): update the context with --tls-* "
+                             f"files or remove it")
+        ep.ca, ep.cert, ep.key, ep.follows = files["ca.pem"], files["cert.pem"], files["key.pem"], d
     else:
         d = tls_dir(name) / ENDPOINT
         ep.ca = d / "ca.pem" if (d / "ca.pem").is_file() else None

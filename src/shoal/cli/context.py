@@ -36,13 +36,20 @@ def _endpoint_from_args(args: argparse.Namespace, existing: contexts.Context | N
                      args.tls_key or docker.get("key"))
     if host is None and not (ca or cert or key):
         return None
-    ctx = contexts.Context(name=args.name, description=existing.description if existing else "")
+    ctx = contexts.Context(name=args.name, description=existing.description if existing else "",
+                           extra=existing.extra if existing else None)
     ctx.host = contexts.normalize_host(host) if host else (existing.host if existing else contexts.default_host())
     tls = contexts.read_tls_files(ca, cert, key)
     if ctx.host.startswith("tcp://") and not tls:
-        if existing is not None and host is None:
-            return ctx  # only the description changes: keep the files
-        tls = contexts.node_tls()  # this node's own certificates, from swarm init/join
+        if existing is not None and existing.host.startswith("tcp://"):
+            # Only the host changes: the context keeps its TLS material (its copy, or the node
+            # certificates it follows).
+            ctx.node_certs = existing.node_certs
+            return ctx
+        # This node's own certificates, from swarm init/join: followed where they are, not
+        # copied, so that the context keeps working after their renewal and a root rotation.
+        ctx.node_certs = contexts.node_certs_dir()
+        return ctx
     if ctx.host.startswith("tcp://") and "ca.pem" not in tls:
         raise InvalidArgument(f"context {args.name}: a tcp:// host needs the cluster's CA certificate (--tls-ca)")
     ctx.tls = tls
@@ -62,14 +69,16 @@ def _create(args: argparse.Namespace) -> int:
         source = args.from_context or contexts.current_name()
         src = contexts.load(source)
         ctx = contexts.Context(name=name, description=src.description if source != contexts.DEFAULT else "",
-                               host=src.host)
+                               host=src.host, node_certs=src.node_certs, extra=src.extra)
         if source == contexts.DEFAULT:
             ep = contexts.endpoint(contexts.DEFAULT)
             ctx.host = ep.host
-            if ep.is_tcp:
+            if ep.is_tcp and ep.follows is not None:
+                ctx.node_certs = str(ep.follows.absolute())  # this node's own: followed, as above
+            elif ep.is_tcp:
                 ctx.tls = {f: p.read_bytes() for f, p in (("ca.pem", ep.ca), ("cert.pem", ep.cert),
                                                          ("key.pem", ep.key)) if p is not None and p.is_file()}
-        else:
+        elif not src.node_certs:
             d = contexts.tls_dir(source) / contexts.ENDPOINT
             ctx.tls = {f: (d / f).read_bytes() for f in contexts.tls_material(source)}
     if args.description is not None:
@@ -86,7 +95,7 @@ def _update(args: argparse.Namespace) -> int:
         raise InvalidArgument('context "default" cannot be updated')
     existing = contexts.load(name)
     ctx = _endpoint_from_args(args, existing)
-    replace_tls = ctx is not None and (bool(ctx.tls) or not ctx.host.startswith("tcp://"))
+    replace_tls = ctx is not None and (bool(ctx.tls) or bool(ctx.node_certs) or not ctx.host.startswith("tcp://"))
     if ctx is None:
         ctx = existing
     if args.description is not None:
@@ -163,8 +172,13 @@ def _inspect_one(name: str) -> dict[str, Any]:
     if name == contexts.DEFAULT:
         return {"Name": name, "Metadata": {}, "Endpoints": {contexts.ENDPOINT: endpoint}, "TLSMaterial": {},
                 "Storage": {"MetadataPath": "<IN MEMORY>", "TLSPath": "<IN MEMORY>"}}
-    material = contexts.tls_material(name)
-    return {"Name": name, "Metadata": {"Description": ctx.description} if ctx.description else {},
+    material = contexts.tls_material(name)  # what the store holds: nothing when it follows a node's
+    metadata = dict(ctx.extra)
+    if ctx.description:
+        metadata["Description"] = ctx.description
+    if ctx.node_certs:
+        metadata[contexts.NODE_CERTS] = ctx.node_certs
+    return {"Name": name, "Metadata": metadata,
             "Endpoints": {contexts.ENDPOINT: endpoint},
             "TLSMaterial": {contexts.ENDPOINT: material} if material else {},
             "Storage": {"MetadataPath": str(contexts.meta_dir(name)), "TLSPath": str(contexts.tls_dir(name))}}
@@ -217,8 +231,10 @@ def _endpoint_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--description", help="Description of the context")
     p.add_argument("--host", help="The node's API: unix:///PATH or tcp://HOST:PORT")
     p.add_argument("--docker", help='Docker\'s form: "host=tcp://HOST:PORT,ca=FILE,cert=FILE,key=FILE"')
-    p.add_argument("--tls-ca", help="The cluster's CA certificate (default for tcp://: this node's own)")
-    p.add_argument("--tls-cert", help="The client certificate (default for tcp://: this node's own)")
+    p.add_argument("--tls-ca", help="The cluster's CA certificate (default for tcp://: this node's own, "
+                   "followed as it renews)")
+    p.add_argument("--tls-cert", help="The client certificate (default for tcp://: this node's own, "
+                   "followed as it renews)")
     p.add_argument("--tls-key", help="The client certificate's key")
 
 

@@ -156,17 +156,20 @@ def _wait_ready(record: state.ClusterRecord, timeout: float) -> set[str]:
 
 def _make_context(record: state.ClusterRecord, manager_addr: str | None) -> None:
     """A context NAME for the manager, made current: tcp:// with NAME-1's certificates once
-    the swarm exists, else NAME-1's unix socket."""
+    the swarm exists, else NAME-1's unix socket. The context follows NAME-1's certificates
+    directory rather than copying it: NAME-1 renews its certificate there, and a root rotation
+    replaces both, after which a copy would be refused by the manager."""
     from shoal.api import contexts
 
     ctx = contexts.Context(record.name, description=f"local cluster {record.name} (shoal cluster)")
     manager = record.nodes[0]
     if manager_addr:
-        certs = Path(manager.root) / "certificates"
+        certs = (Path(manager.root) / "certificates").absolute()
+        missing = [str(p) for p in contexts.node_files(certs).values() if not p.is_file()]
+        if missing:
+            raise ShoalError(f"{record.name}-1 has no swarm certificates after swarm init ({', '.join(missing)})")
         ctx.host = f"tcp://{manager_addr}"
-        ctx.tls = {"ca.pem": (certs / "swarm-root-ca.crt").read_bytes(),
-                   "cert.pem": (certs / "swarm-node.crt").read_bytes(),
-                   "key.pem": (certs / "swarm-node.key").read_bytes()}
+        ctx.node_certs = str(certs)
     else:
         ctx.host = f"unix://{manager.socket}"
     contexts.save(ctx, replace_tls=True)
