@@ -103,7 +103,7 @@ class Worker:
         self.containers = containers
         # Every container step goes through the executor's controllers (agent/exec.py).
         self.executor = ContainerExecutor(containers)
-        # The runtime's once-per-process work (the seccomp filter compiled: 45-100 ms of CPU)
+        # The runtime's once-per-process work (the seccomp filter compiled: 19-100 ms of CPU)
         # done now, beside the daemon's start, not in the first task's start.
         threading.Thread(target=self.executor.warm, name="runtime-warm", daemon=True).start()
         self.images = images

@@ -182,7 +182,7 @@ def run(cluster_dir: Path) -> int:
     for module in PRELOAD:
         importlib.import_module(module)
     # The runtime's once-per-process work too (host facts, the default seccomp filter compiled:
-    # 45-100 ms of CPU), in memory: no node's first task pays it, each its own.
+    # 19 ms of CPU idle, more under load), in memory: no node's first task pays it, each its own.
     from shoal.runtime import oci
 
     oci.warm(persist=False)

@@ -275,8 +275,9 @@ def capabilities(spec: ContainerSpec, host: hostsec.HostFacts) -> list[str]:
 def warm(persist: bool = True) -> None:
     """What every container's config.json needs and the first one would otherwise pay for, done
     ahead: the host's facts and the default seccomp filter translated and compiled for Docker's
-    default capabilities (45-100 ms of CPU on this machine, once per process; shoald's first
-    task waited for it at every node of a fresh cluster). `persist`: see seccomp.default_bpf."""
+    default capabilities (19 ms of CPU idle, 45-100 ms under this machine's load; once per
+    process: shoald's first task waited for it at every node of a fresh cluster). `persist`:
+    see seccomp.default_bpf."""
     host = hostsec.facts()
     if host.seccomp:
         seccomp.default_bpf(capabilities(ContainerSpec(image=""), host), persist=persist)
