@@ -9,6 +9,11 @@ through the routing mesh, image on the manager only):
   manager's own node came back from its restart without an address, so no node had a VXLAN
   peer to it any more and its device was removed: a third of the requests timed out.)
 
+- kill -9 of a worker's shoald (the supervisor restarts it): its tasks keep running, the same
+  containers (adopted, none started again), and the embedded DNS still answers inside each of
+  them. (The local cluster started each shoald in a new mount namespace: the tasks' network
+  namespaces, pinned in the old one, could no longer be entered, and their resolver went quiet.)
+
 Copies are counted from /proc (processes in each node's cgroups), requests go to each node's
 address from inside its namespace. Real processes over real TLS, as test_node_failure.py."""
 
@@ -17,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,3 +99,42 @@ def test_manager_kill9_during_rolling_update(cluster: Any) -> None:
     answers = wait_for("every node's port 4000 answers every request", lambda: every_answer(cluster), 20, every=1)
     containers = {cid[:12] for _, cid, _ in app_copies(cluster.name)}
     assert {a for got in answers.values() for a in got} == containers, answers
+
+
+_QUERY = r"""
+import socket, struct, sys
+name = sys.argv[1]
+q = struct.pack(">HHHHHH", 7, 0x100, 1, 0, 0, 0) + b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+q += b"\x00" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+s.sendto(q, ("127.0.0.11", 53))
+try:
+    print(struct.unpack(">H", s.recv(512)[6:8])[0])
+except OSError:
+    print(-1)
+"""
+
+
+def dns_answers(pid: int, name: str) -> int:
+    """How many A records the embedded resolver gives for `name` inside the network namespace of
+    process `pid` (-1: no answer)."""
+    out = subprocess.run(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", _QUERY, name],
+                         capture_output=True, text=True, timeout=30).stdout.strip()
+    return int(out or -1)
+
+
+def test_worker_kill9_adopts_its_tasks_and_their_dns_answers(cluster: Any) -> None:
+    k = next(n for n, _, _ in app_copies(cluster.name) if n != 1)
+    on_node = [(cid, pid) for n, cid, pid in app_copies(cluster.name) if n == k]
+    assert all(dns_answers(pid, "tasks.webapp_web") == 5 for _, pid in on_node)
+    pid = cluster.pid(k)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(f"a new shoald on node {k}", lambda: (p := cluster.pid(k)) is not None and p != pid, 30)
+    wait_for(f"node {k} answers", lambda: cluster.answers(k), 30)
+    # The same containers, the same processes, nothing started again anywhere.
+    assert [(cid, p) for n, cid, p in app_copies(cluster.name) if n == k] == on_node
+    wait_for("every task's resolver answers",
+             lambda: all(dns_answers(p, "tasks.webapp_web") == 5 for _, p in on_node), 15, every=0.5)
+    assert len(running(tasks(cluster))) == 5 and len(app_copies(cluster.name)) == 5
