@@ -73,10 +73,16 @@ def _setup(hostname: str) -> None:
     os.environ[_READY] = hostname
 
 
-def serve_forked(hostname: str, netns: str, env: dict[str, str]) -> int:
+def serve_forked(hostname: str, netns: str, env: dict[str, str], namespaces: tuple[int, int] | None = None,
+                 ready: int | None = None) -> int:
     """In a child the supervisor forked (shoal.daemon already imported there): what nsenter and
     unshare do for the exec'd form (this netns; new mount and UTS namespaces, every mount
-    private), the same set-up, then shoald in this process."""
+    private), the same set-up, then shoald in this process. `namespaces`: the node's mount and
+    UTS namespaces from its first start (file descriptors the supervisor holds), entered instead
+    of new ones: a machine's shoald restarted by systemd finds its mounts where it left them
+    (the tasks' network namespaces are pinned there; in a new namespace they were empty files,
+    and the restarted shoald could neither serve their DNS nor take them down). `ready`: a pipe
+    written once the namespaces are this node's, so the supervisor may take them."""
     try:  # `ps -o comm`/top tell the nodes apart (the command line is still the supervisor's)
         Path("/proc/self/comm").write_text(f"shoald-{hostname}"[:15])
     except OSError:
@@ -91,9 +97,18 @@ def serve_forked(hostname: str, netns: str, env: dict[str, str]) -> int:
         _check(_libc.setns(fd, CLONE_NEWNET), f"setns {netns}")
     finally:
         os.close(fd)
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
-    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-    _setup(hostname)
+    if namespaces is not None:
+        for ns_fd, kind in zip(namespaces, (CLONE_NEWNS, CLONE_NEWUTS)):
+            _check(_libc.setns(ns_fd, kind), f"setns {netns} ({'mount' if kind == CLONE_NEWNS else 'uts'})")
+            os.close(ns_fd)
+        os.environ[_READY] = hostname  # set up by the first start: hostname, sysfs
+    else:
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
+        _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+        _setup(hostname)
+    if ready is not None:
+        os.write(ready, b"1")
+        os.close(ready)
     from shoal.runtime import cgroups
 
     cgroups.PARENT = env["SHOAL_CGROUP_PARENT"]  # read from the environment at import, in the supervisor

@@ -64,6 +64,10 @@ def _unblock() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _WAITED)
 
 
+_NS_FDS: set[int] = set()  # every node's namespace descriptors this supervisor holds
+READY_TIMEOUT = 10.0  # seconds a first start may take to make its namespaces
+
+
 class Node:
     def __init__(self, record: state.NodeRecord) -> None:
         self.record = record
@@ -71,6 +75,27 @@ class Node:
         self.starts: list[float] = []
         self.restart_at: float | None = None
         self.failed = False
+        # The node's mount and UTS namespaces, made by its first shoald and held open here so
+        # that every later start enters them: they outlive a shoald that dies, as a machine's
+        # mounts outlive its daemon (systemd restarts it in the same mount namespace).
+        self.namespaces: tuple[int, int] | None = None
+
+    def _take_namespaces(self, pid: int, ready: int) -> None:
+        """Once the first child says its namespaces are made, hold them (by /proc/PID/ns)."""
+        import select
+
+        try:
+            readable, _, _ = select.select([ready], [], [], READY_TIMEOUT)
+            if not readable or os.read(ready, 1) != b"1":
+                return  # it died (or hung) first: its next start makes them again
+            fds = [os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind in ("mnt", "uts")]
+        except OSError as exc:
+            log.warning("%s: its namespaces are not kept: %s", self.record.hostname, exc)
+            return
+        finally:
+            os.close(ready)
+        self.namespaces = (fds[0], fds[1])
+        _NS_FDS.update(fds)
 
     def start(self) -> None:
         now = time.monotonic()
@@ -82,11 +107,16 @@ class Node:
             self.record.pid_file.unlink(missing_ok=True)
             return
         sys.stderr.flush()
+        ready_r, ready_w = os.pipe() if self.namespaces is None else (None, None)
         pid = os.fork()
         if pid == 0:  # the node's shoald; never returns into the supervisor's loop
             code = 1
             try:
                 _unblock()
+                for fd in _NS_FDS - set(self.namespaces or ()):
+                    os.close(fd)  # other nodes' namespaces: not this one's to keep alive
+                if ready_r is not None:
+                    os.close(ready_r)
                 out = os.open(self.record.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
@@ -94,7 +124,8 @@ class Node:
                 os.dup2(out, 2)
                 os.close(out)
                 os.close(null)
-                code = nodeinit.serve_forked(self.record.hostname, self.record.netns, node_env(self.record))
+                code = nodeinit.serve_forked(self.record.hostname, self.record.netns, node_env(self.record),
+                                             namespaces=self.namespaces, ready=ready_w)
             except BaseException:  # noqa: BLE001 - reported in the node's log, then the exit status
                 import traceback
 
@@ -102,6 +133,9 @@ class Node:
             finally:
                 os._exit(code)
         self.pid = pid
+        if ready_r is not None and ready_w is not None:
+            os.close(ready_w)
+            self._take_namespaces(pid, ready_r)
         self.record.pid_file.write_text(f"{pid}\n")
         log.info("%s: shoald started, pid %d", self.record.hostname, pid)
 
