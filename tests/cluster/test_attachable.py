@@ -93,6 +93,10 @@ def container(c: LocalCluster, k: int, name: str) -> tuple[str, int]:
     return got[0], int(got[1])
 
 
+def _ip_of(record: dict[str, Any] | None) -> str:
+    return "" if record is None else str(record["addresses"][0]).split("/")[0]
+
+
 def wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -190,6 +194,14 @@ def test_containers_get_the_managers_addresses(cluster: LocalCluster) -> None:
     wait_for("a4's attachment freed at stop", lambda: a4 not in attachments(c))
     c.shoal("rm", "-f", "a1")
     wait_for("a1's attachment freed", lambda: a1 not in attachments(c))
+    # `network connect` of a running container takes the manager's address too; disconnect frees it.
+    on_node_ns(c, 2, "run", "-d", "--name", "a5", "web:v1", *HTTPD)
+    on_node_ns(c, 2, "network", "connect", NETWORK, "a5")
+    a5, _ = container(c, 2, "a5")
+    a5_ip = wait_for("a5's attachment", lambda: _ip_of(attachments(c).get(a5)))
+    assert endpoints(c, 2)[a5] == a5_ip and a5_ip not in {local[a2], a4_ip, task_ip, vip}
+    on_node_ns(c, 2, "network", "disconnect", NETWORK, "a5")
+    wait_for("a5's attachment freed", lambda: a5 not in attachments(c))
 
     # Not attachable: Docker's words, nothing attached, no address taken. Unknown: not found.
     refused = on_node_ns(c, 2, "run", "-d", "--name", "b1", "--network", "noatt", "web:v1", *HTTPD, check=False)
@@ -211,7 +223,7 @@ def test_containers_get_the_managers_addresses(cluster: LocalCluster) -> None:
     old = c.pid(1)
     assert old
     os.kill(old, signal.SIGKILL)
-    on_node_ns(c, 2, "rm", "-f", "a2", "a4", "b1", "b2", check=False)
+    on_node_ns(c, 2, "rm", "-f", "a2", "a4", "a5", "b1", "b2", check=False)
     wait_for("the manager back", lambda: c.pid(1) not in (None, old) and c.answers(1), timeout=30)
     wait_for("every attachment freed", lambda: not attachments(c), timeout=30)
     c.on_node(1, "network", "rm", NETWORK, "noatt")

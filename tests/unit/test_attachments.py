@@ -97,6 +97,9 @@ def test_attachments_take_addresses_nothing_else_holds(store: SQLiteStore) -> No
         attachments.detach(store, "node-a", a["id"])
     assert [r["id"] for r in store.list("attachment")] == [b["id"]]
     assert _ip(attachments.attach(store, "node-a", "att", "e" * 64)) == "10.213.5.7"
+    # The serial place outlives the records: b freed, the next is .8, not b's .5 again.
+    attachments.detach(store, "node-b", b["id"])
+    assert _ip(attachments.attach(store, "node-b", "att", "f" * 64)) == "10.213.5.8"
 
 
 def test_refusals_in_dockers_words(store: SQLiteStore) -> None:
@@ -121,11 +124,15 @@ def test_network_rm_refused_while_attached_and_removed_nodes_freed(store: SQLite
     with store.transaction() as tx:
         allocator.collect_attachments(tx)  # the manager's pass: node-gone is not in the store
     assert [r["id"] for r in store.list("attachment")] == [a["id"]]
+    assert [r["id"] for r in store.list(allocator.CURSOR_KIND)] == [net["id"]]
     with store.transaction() as tx:
         assert networks._in_use(tx, net) == f"network {net['id']} is in use by task {a['id']}"
     attachments.detach(store, "node-a", a["id"])
     with store.transaction() as tx:
         assert networks._in_use(tx, net) is None
+        tx.delete("network", net["id"])
+        allocator.collect_attachments(tx)
+    assert store.list(allocator.CURSOR_KIND) == []
 
 
 def test_the_dispatcher_sends_attachments_and_their_peers(store: SQLiteStore) -> None:

@@ -30,8 +30,8 @@ EVENTS_BATCH = 1000
 
 # Store kinds that are no Docker event type: a service's sealed registry credentials change with
 # the service, whose own event says so; a network attachment (controlapi/attachments.py) is
-# swarmkit's internal task of a container the node reports itself.
-_UNSHOWN_KINDS = frozenset({"registry_auth", "attachment"})  # an attachment: its container's own events
+# swarmkit's internal task of a container the node reports itself, with its allocator's place.
+_UNSHOWN_KINDS = frozenset({"registry_auth", "attachment", "address_cursor"})  # an attachment: its container's own events
 
 def _event_line(event: Any) -> dict[str, Any]:
     obj = event.object

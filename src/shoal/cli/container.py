@@ -22,26 +22,11 @@ from shoal.runtime.spec import ContainerSpec, Mount, PortMapping, Ulimit
 
 
 def _manager():  # imported lazily: `shoal --help` should not load the runtime
-    from shoal import paths
+    from shoal.cli.swarmattach import use_manager_addresses
     from shoal.runtime.manager import ContainerManager
 
-    if (paths.state_root() / "swarm" / "state.json").exists():
-        # In a swarm, a container on an attachable swarm network gets the manager's address
-        # (through this node's shoald and its session), as dockerd's AttachNetwork.
-        from shoal.network import attach
-
-        attach.set_cluster(_swarm_attach)
+    use_manager_addresses()  # in a swarm: attachable swarm networks' addresses from the manager
     return ContainerManager()
-
-
-def _swarm_attach(network: str, container_id: str, name: str, aliases: list[str]) -> str | None:
-    from shoal.api.client import connect
-
-    with connect() as client:
-        found = client.post(f"/containers/{container_id}/attach", {"network": network, "name": name,
-                                                                   "aliases": aliases})
-    address = found.get("address")
-    return address if isinstance(address, str) else None
 
 
 # ---- flag parsing ------------------------------------------------------------------------------

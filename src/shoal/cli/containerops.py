@@ -17,8 +17,10 @@ from shoal.errors import ShoalError
 
 
 def _manager():  # imported lazily: `shoal --help` should not load the runtime
+    from shoal.cli.swarmattach import use_manager_addresses
     from shoal.runtime.manager import ContainerManager
 
+    use_manager_addresses()  # a restart on an attachable swarm network: the manager's address
     return ContainerManager()
 
 

@@ -37,6 +37,9 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from shoal.runtime.manager import ContainerManager
     from shoal.runtime.state import Container
 
+    from shoal.cli.swarmattach import use_manager_addresses
+
+    use_manager_addresses()  # an attachable swarm network: the manager's address
     mgr = ContainerManager()
     try:
         net = NetworkStore().get(args.network)

@@ -101,7 +101,15 @@ def _held(tx: Transaction) -> tuple[dict[str, set[str]], dict[str, int]]:
             name = raw["network"]
             last[name] = max(last.get(name, 0), int(ipaddress.IPv4Address(ip)))
             held.setdefault(name, set()).add(ip)
+    # An attachment's record goes when it is detached; where the serial order had got to stays.
+    for raw in tx.list(CURSOR_KIND):
+        last[raw["network"]] = max(last.get(raw["network"], 0), int(raw.get("last") or 0))
     return held, last
+
+
+# The serial order's place per network as the attachments left it: network record ID -> {network
+# (name), last (the highest address given, as an integer)}.
+CURSOR_KIND = "address_cursor"
 
 
 def held_addresses(tx: Transaction) -> dict[str, set[str]]:
@@ -164,12 +172,23 @@ def allocate_attachment(tx: Transaction, raw: dict[str, Any]) -> str:
     rng = ipaddress.IPv4Network(space.ip_range) if space.ip_range else None
     ip = _serial(space.name, subnet, space.gateway, rng, held.get(space.name, set()) | set(space.taken),
                  last.get(space.name, 0))
+    cursor = {"id": raw["id"], "network": space.name, "last": int(ip)}
+    if tx.get(CURSOR_KIND, raw["id"]) is None:
+        tx.create(CURSOR_KIND, cursor)
+    else:
+        tx.update(CURSOR_KIND, cursor, expect_version=None)
     return f"{ip}/{subnet.prefixlen}"
 
 
 def collect_attachments(tx: Transaction) -> None:
     """Attachments of nodes the store no longer has (`node rm`) are freed: nothing of that node
-    will ever detach them."""
+    will ever detach them; the serial places of removed networks go."""
+    cursors = tx.list(CURSOR_KIND)
+    if cursors:  # a removed network's serial place goes with it
+        networks = {raw["id"] for raw in tx.list("network")}
+        for raw in cursors:
+            if raw["id"] not in networks:
+                tx.delete(CURSOR_KIND, raw["id"])
     found = tx.list("attachment")
     if not found:
         return

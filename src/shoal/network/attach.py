@@ -124,14 +124,17 @@ def connect(container_id: str, network: str, aliases: list[str] | None = None, n
     path = netns.netns_path(container_id)
     if not netns.is_mounted(path):
         raise ShoalError(f"container {container_id[:12]} has no network namespace")
+    given = "" if for_task or ip else _from_cluster(store, network, container_id, name, list(aliases or []))
     with store.lock():
         net = store.get(network)
         _check_attachable(net, for_task)
         if container_id in net.endpoints:
             raise ShoalError(f"endpoint with name {name or container_id[:12]} already exists in network {net.name}")
+        if given and given in net.used_ips():
+            raise ShoalError(f"address {given} the manager gave on network {net.name} is still in use on this node")
         ifname = f"eth{bridge.interface_count(path)}"
         return _connect(store, net, container_id, path, ifname, name, hostname or container_id[:12], aliases or [], [],
-                        wanted=wanted_ip(net, ip) if ip else "")
+                        wanted=wanted_ip(net, ip) if ip else given)
 
 
 def wanted_ip(net: Network, ip: str) -> str:
