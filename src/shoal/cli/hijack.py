@@ -23,6 +23,7 @@ import signal
 import socket
 import struct
 import sys
+from collections import deque
 from typing import Any
 
 from shoal.errors import InvalidArgument, ShoalError
@@ -89,13 +90,80 @@ def terminal_size() -> tuple[int, int]:
 
 
 # ---- the connections -----------------------------------------------------------------------
+#
+# Each one is non-blocking: what goes to the container waits in an outgoing queue and is written
+# when the connection can take it, so a container that writes while its stdin is full (`cat`
+# fed more than the buffers hold) never deadlocks the single loop below.
+
+_AGAIN: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
+try:
+    import ssl as _ssl
+
+    _AGAIN += (_ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+except ImportError:  # pragma: no cover - the standard library has it
+    pass
 
 
-class LocalConn:
+class _Queued:
+    """The outgoing queue: whole units (a SEQPACKET message, a WebSocket frame, a chunk of a
+    terminal's input), each written in one piece or retried as it is (TLS wants the same
+    bytes again after a short write)."""
+
+    def __init__(self) -> None:
+        self._out: deque[bytes] = deque()
+        self._queued = 0
+        self._close_stdin = False
+
+    def backlog(self) -> int:
+        return self._queued
+
+    def want_write(self) -> bool:
+        return bool(self._out) or self._close_stdin
+
+    def _write(self, unit: bytes) -> int:
+        raise NotImplementedError
+
+    def _stdin_closed(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        """Write what the connection takes now; OSError when the container's side has gone."""
+        while self._out:
+            unit = self._out[0]
+            try:
+                n = self._write(unit)
+            except _AGAIN:
+                return
+            except OSError:
+                self._out.clear()  # the other side has gone: nothing queued will get there
+                self._queued, self._close_stdin = 0, False
+                raise
+            if n < len(unit):
+                self._out[0] = unit[n:]
+                self._queued -= n
+                return
+            self._out.popleft()
+            self._queued -= len(unit)
+        if self._close_stdin:
+            self._close_stdin = False
+            self._stdin_closed()
+
+    def _queue(self, unit: bytes) -> None:
+        self._out.append(unit)
+        self._queued += len(unit)
+
+    def close_stdin(self) -> None:
+        self._close_stdin = True
+        self.flush()
+
+
+class LocalConn(_Queued):
     """conmon's attach socket of a local container."""
 
     def __init__(self, sock: socket.socket, container: Any) -> None:
+        super().__init__()
         self.sock, self.container = sock, container
+        sock.setblocking(False)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -106,17 +174,25 @@ class LocalConn:
     def read(self) -> list[tuple[int, bytes]] | None:
         from shoal.runtime import attach
 
-        data = self.sock.recv(attach.MAX_MESSAGE + 1)
+        try:
+            data = self.sock.recv(attach.MAX_MESSAGE + 1)
+        except _AGAIN:
+            return []
         if not data:
             return None
         return [(STDERR if data[0] == attach.STDERR else STDOUT, data[1:])]
 
+    def _write(self, unit: bytes) -> int:
+        return self.sock.send(unit)  # SEQPACKET: the whole message or EAGAIN
+
     def send_stdin(self, data: bytes) -> None:
         from shoal.runtime import attach
 
-        attach.send_stdin(self.sock, data)
+        for start in range(0, len(data), attach.MAX_MESSAGE):
+            self._queue(data[start:start + attach.MAX_MESSAGE])
+        self.flush()
 
-    def close_stdin(self) -> None:
+    def _stdin_closed(self) -> None:
         from shoal.runtime import attach
 
         attach.close_stdin(self.sock)
@@ -130,11 +206,13 @@ class LocalConn:
         self.sock.close()
 
 
-class PtyConn:
+class PtyConn(_Queued):
     """The master end of the terminal the runtime made for a local `exec -t`."""
 
     def __init__(self, master: int) -> None:
+        super().__init__()
         self.master = master
+        os.set_blocking(master, False)
 
     def fileno(self) -> int:
         return self.master
@@ -145,15 +223,18 @@ class PtyConn:
     def read(self) -> list[tuple[int, bytes]] | None:
         try:
             data = os.read(self.master, 65536)
+        except _AGAIN:
+            return []
         except OSError:  # EIO: the process and its terminal are gone
             return None
         return [(STDOUT, data)] if data else None
 
-    def send_stdin(self, data: bytes) -> None:
-        os.write(self.master, data)
+    def _write(self, unit: bytes) -> int:
+        return os.write(self.master, unit)
 
-    def close_stdin(self) -> None:
-        pass  # a terminal has no end of input but the ^D the user types
+    def send_stdin(self, data: bytes) -> None:
+        self._queue(data)
+        self.flush()
 
     def resize(self, rows: int, cols: int) -> None:
         from shoal.runtime import attach
@@ -164,14 +245,24 @@ class PtyConn:
         os.close(self.master)
 
 
-class WsConn:
+def _masked(payload: bytes, mask: bytes) -> bytes:
+    """RFC 6455's client masking, XOR with the 4-byte key repeated, done as one big-integer XOR
+    (a byte at a time in Python was the bottleneck: 5 MiB/s of stdin to a node)."""
+    n = len(payload)
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+class WsConn(_Queued):
     """A WebSocket (RFC 6455) over the client's socket to the node: client frames masked, the
     node's read as they come; the node's last text message is the session's result."""
 
     def __init__(self, sock: socket.socket, tty: bool, buffered: bytes = b"") -> None:
+        super().__init__()
         self.sock, self.tty, self.buf = sock, tty, bytearray(buffered)
         self.result: dict[str, Any] = {}
         self._closed = False
+        sock.setblocking(False)
 
     @classmethod
     def open(cls, client: Any, path: str, params: dict[str, Any], tty: bool) -> WsConn:
@@ -207,17 +298,13 @@ class WsConn:
             finally:
                 sock.close()
             client._raise(status, rest)
-        sock.settimeout(None)
         return cls(sock, tty, rest)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def pending(self) -> bool:
-        return self._frame_ready() or bool(getattr(self.sock, "pending", lambda: 0)())
-
-    def _frame_ready(self) -> bool:
-        return self._parse(peek=True) is not None
+        return self._parse(peek=True) is not None or bool(getattr(self.sock, "pending", lambda: 0)())
 
     def _parse(self, peek: bool = False) -> tuple[int, bytes] | None:
         b = self.buf
@@ -241,8 +328,11 @@ class WsConn:
 
     def read(self) -> list[tuple[int, bytes]] | None:
         """The streams' chunks now readable; None once the node has ended the session."""
-        if not self._frame_ready():
-            chunk = self.sock.recv(65536)
+        if self._parse(peek=True) is None:
+            try:
+                chunk = self.sock.recv(65536)
+            except _AGAIN:
+                return []
             if not chunk:
                 return None
             self.buf += chunk
@@ -266,7 +356,7 @@ class WsConn:
                         payload = payload[8 + size:]
         return out
 
-    def _send(self, opcode: int, payload: bytes) -> None:
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
         mask = os.urandom(4)
         n = len(payload)
         head = bytes([0x80 | opcode])
@@ -276,8 +366,14 @@ class WsConn:
             head += bytes([0x80 | 126]) + struct.pack(">H", n)
         else:
             head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-        self.sock.sendall(head + mask + masked)
+        return head + mask + _masked(payload, mask)
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        self._queue(self._frame(opcode, payload))
+        self.flush()
+
+    def _write(self, unit: bytes) -> int:
+        return self.sock.send(unit)
 
     def send_stdin(self, data: bytes) -> None:
         self._send(0x2, data)
@@ -285,7 +381,7 @@ class WsConn:
     def control(self, message: dict[str, Any]) -> None:
         self._send(0x1, json.dumps(message).encode())
 
-    def close_stdin(self) -> None:
+    def _stdin_closed(self) -> None:
         self.control({"close_stdin": True})
 
     def resize(self, rows: int, cols: int) -> None:
@@ -293,15 +389,23 @@ class WsConn:
             self.control({"resize": [rows, cols]})
 
     def close(self) -> None:
+        """What is still queued and a close frame, given two seconds (a detach sends the last
+        keys typed before the detach keys)."""
         try:
             if not self._closed:
-                self._send(0x8, struct.pack(">H", 1000))
+                self._queue(self._frame(0x8, struct.pack(">H", 1000)))
+            self.sock.settimeout(2.0)
+            while self._out:
+                self.sock.sendall(self._out.popleft())
         except OSError:
             pass
         self.sock.close()
 
 
 # ---- the session -------------------------------------------------------------------------------
+
+
+_BACKLOG = 1 << 20  # stdin queued for the container before the loop stops reading more
 
 
 def session(conn: Any, *, stdin: bool, tty: bool, keys: bytes | None = None) -> bool:
@@ -330,9 +434,16 @@ def session(conn: Any, *, stdin: bool, tty: bool, keys: bytes | None = None) -> 
             ttymod.setraw(in_fd, termios.TCSANOW)  # as moby/term: typed-ahead input is kept
         while True:
             if conn.pending():
-                ready = [conn]
+                ready, writable = [conn], []
             else:
-                ready = select.select([conn, in_fd] if reading else [conn], [], [])[0]
+                # stdin is read only while what it gave has mostly gone (the container reads)
+                watch = [conn, in_fd] if reading and conn.backlog() < _BACKLOG else [conn]
+                ready, writable, _ = select.select(watch, [conn] if conn.want_write() else [], [])
+            if writable:
+                try:
+                    conn.flush()
+                except OSError:
+                    reading = False  # the container's stdin has gone: its output still comes
             if conn in ready:
                 chunks = conn.read()
                 if chunks is None:
@@ -342,10 +453,13 @@ def session(conn: Any, *, stdin: bool, tty: bool, keys: bytes | None = None) -> 
                     target.write(data)
                     target.flush()
             if reading and in_fd in ready:
-                data = os.read(in_fd, 4096)
+                data = os.read(in_fd, 65536)
                 if not data:
                     reading = False
-                    conn.close_stdin()
+                    try:
+                        conn.close_stdin()
+                    except OSError:
+                        pass
                     continue
                 detached = False
                 if escape is not None:
