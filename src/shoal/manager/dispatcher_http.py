@@ -27,6 +27,7 @@ Errors are JSON {"message", "kind"}: kind "session_invalid" (409: register again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,14 @@ async def post_session(request: web.Request) -> web.Response:
     return web.json_response(to_json(info))
 
 
+async def _write_error(response: web.StreamResponse, exc: Exception) -> None:
+    """The stream's last line names why it ended; a session usually ends because its node went
+    away, and then there is nobody to tell (aiohttp raises on the closing transport)."""
+    err = _translate(exc)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write((json.dumps({"error": json.loads(err.text or "{}")}) + "\n").encode())
+
+
 async def get_assignments(request: web.Request) -> web.StreamResponse:
     ident = require_node(request)
     session_id = _session_id(request.query.get("session_id"))
@@ -145,8 +154,7 @@ async def get_assignments(request: web.Request) -> web.StreamResponse:
                 pending = None
             await response.write((json.dumps(to_json(message)) + "\n").encode())
     except (ShoalError, ValueError) as exc:
-        err = _translate(exc)
-        await response.write((json.dumps({"error": json.loads(err.text or "{}")}) + "\n").encode())
+        await _write_error(response, exc)
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     finally:
@@ -158,7 +166,8 @@ async def get_assignments(request: web.Request) -> web.StreamResponse:
                 await aclose()
             except Exception:  # noqa: BLE001 - the stream is going away either way
                 pass
-    await response.write_eof()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
     return response
 
 
@@ -190,14 +199,14 @@ async def get_log_subscriptions(request: web.Request) -> web.StreamResponse:
                 pending = None
             await response.write((json.dumps(to_json(message)) + "\n").encode())
     except (ShoalError, ValueError, StopAsyncIteration) as exc:
-        err = _translate(exc if not isinstance(exc, StopAsyncIteration) else SessionInvalid("the session ended"))
-        await response.write((json.dumps({"error": json.loads(err.text or "{}")}) + "\n").encode())
+        await _write_error(response, exc if not isinstance(exc, StopAsyncIteration) else SessionInvalid("the session ended"))
     finally:
         if pending is not None:
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)  # aclose() of a running one raises
         await stream.aclose()  # type: ignore[attr-defined]
-    await response.write_eof()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
     return response
 
 
