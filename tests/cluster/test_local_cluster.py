@@ -158,7 +158,9 @@ def test_hostnames_differ_in_the_swarm(cluster: LocalCluster) -> None:
     assert cluster.shoal("context", "show").stdout.strip() == cluster.name
     ctx = json.loads(cluster.shoal("context", "inspect", cluster.name).stdout)[0]
     assert ctx["Endpoints"]["docker"]["Host"] == f"tcp://{cluster.node(1)['address']}:2377"
-    assert ctx["TLSMaterial"] == {"docker": ["ca.pem", "cert.pem", "key.pem"]}
+    # It follows NAME-1's certificates where they are (renewed and rotated there), no copy.
+    assert ctx["Metadata"]["NodeCertificates"] == str(Path(cluster.node(1)["root"]) / "certificates")
+    assert ctx["TLSMaterial"] == {}
     out = cluster.shoal("node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout.splitlines()
     assert sorted(out) == [f"{cluster.name}-{k} Ready" for k in range(1, NODES + 1)]
     # Each worker's shoald started again in its new role as a fresh fork of the supervisor.

@@ -193,23 +193,31 @@ def test_shoal_host_tcp_uses_cert_path(pki: ClusterPKI, env: dict[str, str], tmp
 
 
 def test_node_certificates_are_the_default_material(pki: ClusterPKI, env: dict[str, str]) -> None:
-    """`context create --host tcp://...` with no --tls flags takes this node's own certificates
-    (<state root>/certificates from swarm init/join), copied into the context store 0600."""
+    """`context create --host tcp://...` with no --tls flags uses this node's own certificates
+    (<state root>/certificates from swarm init/join) where they are, no copy in the context
+    store: when the node's certificate is replaced (renewal, rotation), the context presents
+    the new one."""
     certs = Path(env["SHOAL_ROOT"]) / "certificates"
     certs.mkdir(parents=True)
     (certs / "swarm-root-ca.crt").write_bytes(pki.ca.read_bytes())
     (certs / "swarm-node.crt").write_bytes(pki.worker.cert.read_bytes())
     (certs / "swarm-node.key").write_bytes(pki.worker.key.read_bytes())
+    os.chmod(certs / "swarm-node.key", 0o600)
     with TLSServer(pki.manager.cert, pki.manager.key, pki.ca) as srv:
         assert cli(env, "context", "create", "mine", "--host", f"tcp://127.0.0.1:{srv.port}").returncode == 0
         proc = cli(env, "-c", "mine", "events", "--no-follow", "--format", "json")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout.splitlines()[0])["name"] == WORKER_ROLE
+        # The node's certificate replaced in place (a manager's now): the context follows.
+        (certs / "swarm-node.crt").write_bytes(pki.manager.cert.read_bytes())
+        (certs / "swarm-node.key").write_bytes(pki.manager.key.read_bytes())
+        proc = cli(env, "-c", "mine", "events", "--no-follow", "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.splitlines()[0])["name"] == MANAGER_ROLE
     inspect = json.loads(cli(env, "context", "inspect", "mine").stdout)[0]
-    assert inspect["TLSMaterial"] == {"docker": ["ca.pem", "cert.pem", "key.pem"]}
-    key = Path(inspect["Storage"]["TLSPath"]) / "docker" / "key.pem"
-    assert key.stat().st_mode & 0o777 == 0o600
-    assert key.parent.stat().st_mode & 0o777 == 0o700
+    assert inspect["Metadata"] == {"NodeCertificates": str(certs.absolute())}
+    assert inspect["TLSMaterial"] == {}
+    assert not Path(inspect["Storage"]["TLSPath"]).exists()  # the node's key is not copied
 
 
 def test_server_with_a_worker_certificate_is_refused(pki: ClusterPKI, env: dict[str, str]) -> None:
