@@ -175,10 +175,16 @@ def test_containers_get_the_managers_addresses(cluster: LocalCluster) -> None:
     assert resolve(a2_pid, "web") == [vip]
     assert resolve(task_pid, "a2") == [local[a2]]
 
-    # `network inspect` on node 2: its containers on its copy of the network.
+    # `network inspect` on node 2 (a worker: its copy) and on the manager (the swarm's record):
+    # each node's containers on the network, tasks and `run` ones.
     (inspected,) = json.loads(on_node_ns(c, 2, "network", "inspect", NETWORK).stdout)
     shown = {cid: e["IPv4Address"] for cid, e in (inspected["Containers"] or {}).items()}
     assert shown == {a2: f"{local[a2]}/24", a3: f"{local[a3]}/24"}, inspected
+    (inspected,) = json.loads(c.on_node(1, "network", "inspect", NETWORK).stdout)
+    shown = {cid: e["IPv4Address"] for cid, e in (inspected["Containers"] or {}).items()}
+    assert shown == {a1: f"{local[a1]}/24", task_cid: f"{task_ip}/24"}, inspected
+    assert inspected["Attachable"] is True and {p["IP"] for p in inspected["Peers"]} == {
+        c.node(1)["address"], c.node(2)["address"]}, inspected
 
     # rm frees the address: the allocator's record goes; the next container gets another.
     on_node_ns(c, 2, "rm", "-f", "a3")
