@@ -33,7 +33,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,7 +203,7 @@ def _restarts(reported: Any) -> list[float]:
 
 
 def overlay_peers(tasks: list[dict[str, Any]],
-                  attachments: list[dict[str, Any]] = ()) -> dict[str, list[tuple[str, str]]]:  # type: ignore[assignment]
+                  attachments: Iterable[dict[str, Any]] = ()) -> dict[str, list[tuple[str, str]]]:
     """network name -> (address, node ID) of every task that is placed on a node and not finished
     (its address is held: allocator._held), so the other nodes can reach it from the moment its
     node makes it until it ends; and of every attached container (held until detached)."""
