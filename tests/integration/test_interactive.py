@@ -187,6 +187,14 @@ def _each_check(shoal: Shoal, env: dict[str, str], prefix: list[str], on_node: S
     finally:
         on_node("rm", "-f", "keep")
 
+    # attach to a container with a terminal needs one on stdin unless --no-stdin, -i or not
+    assert shoal("run", "-d", "-t", "--name", "tt", IMAGE, "sleep", "300").returncode == 0
+    try:
+        refused = shoal("attach", "tt", input=b"")
+        assert refused.returncode == 1 and b"the input device is not a TTY" in refused.stderr
+    finally:
+        on_node("rm", "-f", "tt")
+
     # attach to a `run -d -i` container: stdin goes in; --no-stdin only watches; a client that
     # leaves does not close the container's stdin (no StdinOnce without an attached run); the
     # attached commands end with the container, with its code.

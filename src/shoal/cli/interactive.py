@@ -121,7 +121,7 @@ def attach_local(mgr: Any, args: argparse.Namespace, daemon_error: Callable[[Sho
     except ShoalError as exc:  # the daemon's answers in docker: `Error response from daemon: ...`
         raise daemon_error(exc) from None
     stdin = c.spec.open_stdin and not args.no_stdin
-    hijack.check_tty(stdin, c.spec.tty)
+    hijack.check_tty(not args.no_stdin, c.spec.tty)  # docker/cli's RunAttach: whatever OpenStdin is
     conn = hijack.LocalConn(attach.open_socket(c), c)
     old = _proxy(lambda sig: mgr.kill(c.id, sig), args.sig_proxy and not c.spec.tty)
     try:
@@ -230,7 +230,7 @@ def attach_remote(args: argparse.Namespace) -> int:
     info = remote.client(args).request("GET", f"/containers/{ref}/json", None)
     config = info.get("Config") or {}
     tty, stdin = bool(config.get("Tty")), bool(config.get("OpenStdin")) and not args.no_stdin
-    hijack.check_tty(stdin, tty)
+    hijack.check_tty(not args.no_stdin, tty)  # docker/cli's RunAttach: whatever OpenStdin is
 
     def kill(sig: str) -> None:
         remote.client(args).request("POST", f"/containers/{ref}/kill", {"signal": sig})
