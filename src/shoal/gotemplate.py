@@ -322,6 +322,28 @@ class GoMap(dict):  # type: ignore[type-arg]
     or Go's `map has no entry for key` under missingkey=error (`strict`)."""
 
 
+class GoStruct(dict):  # type: ignore[type-arg]
+    """A Go struct whose JSON names differ from its field names (events.Message: `{{.ID}}` in a
+    template, `"id"` in `{{json .}}`): the dict holds what `json` marshals, `fields` maps each
+    Go field name to its key there; `hidden` are fields json leaves out (omitempty, or shoal's
+    own that templates may still read)."""
+
+    def __init__(self, data: Mapping[str, Any], fields: Mapping[str, str],
+                 hidden: Mapping[str, Any] | None = None) -> None:
+        super().__init__(data)
+        self.fields = dict(fields)
+        self.hidden = dict(hidden or {})
+
+    def field(self, name: str) -> Any:
+        if name in self.fields:
+            return self.get(self.fields[name], "")  # omitted by omitempty: Go's zero value
+        if name in self:
+            return self[name]
+        if name in self.hidden:
+            return self.hidden[name]
+        raise TemplateError(f"template: can't evaluate field {name}")
+
+
 class _Scope:
     def __init__(self, root: Any, context: bool, functions: Mapping[str, Callable[..., Any]] | None = None,
                  strict: bool = False) -> None:
@@ -332,6 +354,8 @@ class _Scope:
 
 
 def _field(value: Any, name: str, strict: bool = False) -> Any:
+    if isinstance(value, GoStruct):
+        return value.field(name)
     if isinstance(value, GoMap) and name not in value:
         if strict:
             raise TemplateError(f'template: map has no entry for key "{name}"')

@@ -45,8 +45,9 @@ def placement(cluster: Any, service: str) -> list[str]:
     return sorted(node for node, desired, current in rows if desired == "Running" and current.startswith("Running"))
 
 
-def events(cluster: Any, since: int = 0) -> list[dict[str, Any]]:
-    out = cluster.shoal("events", "--since", str(since), "--no-follow", "--format", "json", timeout=60).stdout
+def events(cluster: Any, since: str) -> list[dict[str, Any]]:
+    """Docker's events.Message objects (`--format json`) since a unix time with a fraction."""
+    out = cluster.shoal("events", "--since", since, "--no-follow", "--format", "json", timeout=60).stdout
     return [json.loads(ln) for ln in out.splitlines() if ln.strip()]
 
 
@@ -79,18 +80,18 @@ def copies_over_time(evs: list[dict[str, Any]], service: str, start: int) -> lis
     manager's order, from `start` copies."""
     running, seen = start, []
     for e in evs:
-        attrs = e.get("attributes") or {}
-        if e["type"] != "container" or attrs.get("com.docker.swarm.service.name") != service:
+        attrs = e["Actor"]["Attributes"]
+        if e["Type"] != "container" or attrs.get("com.docker.swarm.service.name") != service:
             continue
-        if e["action"] in ("start", "die"):
-            running += 1 if e["action"] == "start" else -1
+        if e["Action"] in ("start", "die"):
+            running += 1 if e["Action"] == "start" else -1
             seen.append(running)
     return seen
 
 
 def test_drain_moves_tasks_by_update_order_and_parallelism(cluster: Any) -> None:
     worker = f"{cluster.name}-2"
-    since = max((e["revision"] for e in events(cluster)), default=0)
+    since = f"{time.time():.6f}"  # the nodes share this machine's clock
     cluster.shoal("node", "update", "--availability", "drain", worker)
     try:
         on_manager = [f"{cluster.name}-1"] * REPLICAS
@@ -100,7 +101,7 @@ def test_drain_moves_tasks_by_update_order_and_parallelism(cluster: Any) -> None
         # The old copies' die events come from the drained worker's status reports: wait for them.
         def settled() -> Any:
             evs = events(cluster, since)
-            dies = [e for e in evs if e["type"] == "container" and e["action"] == "die"]
+            dies = [e for e in evs if e["Type"] == "container" and e["Action"] == "die"]
             return evs if len(dies) == 4 else None
 
         evs = wait_for("the drained copies' die events", settled, 30)
@@ -115,8 +116,8 @@ def test_drain_moves_tasks_by_update_order_and_parallelism(cluster: Any) -> None
         # {{.ID}} is "ID *" for the node the CLI talks to, as docker/cli prints it.
         ids = dict(ln.split()[:2] for ln in cluster.shoal("node", "ls", "--format", "{{.Hostname}} {{.ID}}").stdout.splitlines())
         for e in evs:
-            if e["type"] == "container" and e["action"] in ("start", "die"):
-                expected = ids[worker] if e["action"] == "die" else ids[f"{cluster.name}-1"]
-                assert e["attributes"]["com.docker.swarm.node.id"] == expected, e
+            if e["Type"] == "container" and e["Action"] in ("start", "die"):
+                expected = ids[worker] if e["Action"] == "die" else ids[f"{cluster.name}-1"]
+                assert e["Actor"]["Attributes"]["com.docker.swarm.node.id"] == expected, e
     finally:
         cluster.shoal("node", "update", "--availability", "active", worker)

@@ -165,14 +165,14 @@ def test_events_over_mutual_tls_with_the_context_certificate(pki: ClusterPKI, en
         proc = cli(env, "--context", "remote", "events", "--no-follow", "--format", "json")
         assert proc.returncode == 0, proc.stderr
         events = [json.loads(line) for line in proc.stdout.splitlines()]
-        assert [e["action"] for e in events] == ["hello", "bye"]
+        assert [e["Action"] for e in events] == ["hello", "bye"]
         # The server saw the worker's certificate: the client presented the context's key pair.
-        assert events[0]["name"] == WORKER_ROLE
+        assert events[0]["Actor"]["Attributes"]["name"] == WORKER_ROLE
         assert ("/v1/events", WORKER_ROLE) in srv.seen
         # `context use` makes it the default for later commands.
         assert cli(env, "context", "use", "remote").returncode == 0
         again = cli(env, "events", "--no-follow", "--format", "json")
-        assert again.returncode == 0 and json.loads(again.stdout.splitlines()[0])["name"] == WORKER_ROLE
+        assert again.returncode == 0 and json.loads(again.stdout.splitlines()[0])["Actor"]["Attributes"]["name"] == WORKER_ROLE
 
 
 def test_shoal_host_tcp_uses_cert_path(pki: ClusterPKI, env: dict[str, str], tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_shoal_host_tcp_uses_cert_path(pki: ClusterPKI, env: dict[str, str], tmp
         e = dict(env, SHOAL_HOST=f"tcp://127.0.0.1:{srv.port}", SHOAL_CERT_PATH=str(certs))
         proc = cli(e, "events", "--no-follow", "--format", "json")
         assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout.splitlines()[0])["name"] == WORKER_ROLE
+        assert json.loads(proc.stdout.splitlines()[0])["Actor"]["Attributes"]["name"] == WORKER_ROLE
         # -H on the command line does the same without the environment variable.
         e2 = dict(env, SHOAL_CERT_PATH=str(certs))
         proc = cli(e2, "-H", f"tcp://127.0.0.1:{srv.port}", "events", "--no-follow", "--format", "json")
@@ -207,13 +207,13 @@ def test_node_certificates_are_the_default_material(pki: ClusterPKI, env: dict[s
         assert cli(env, "context", "create", "mine", "--host", f"tcp://127.0.0.1:{srv.port}").returncode == 0
         proc = cli(env, "-c", "mine", "events", "--no-follow", "--format", "json")
         assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout.splitlines()[0])["name"] == WORKER_ROLE
+        assert json.loads(proc.stdout.splitlines()[0])["Actor"]["Attributes"]["name"] == WORKER_ROLE
         # The node's certificate replaced in place (a manager's now): the context follows.
         (certs / "swarm-node.crt").write_bytes(pki.manager.cert.read_bytes())
         (certs / "swarm-node.key").write_bytes(pki.manager.key.read_bytes())
         proc = cli(env, "-c", "mine", "events", "--no-follow", "--format", "json")
         assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout.splitlines()[0])["name"] == MANAGER_ROLE
+        assert json.loads(proc.stdout.splitlines()[0])["Actor"]["Attributes"]["name"] == MANAGER_ROLE
     inspect = json.loads(cli(env, "context", "inspect", "mine").stdout)[0]
     assert inspect["Metadata"] == {"NodeCertificates": str(certs.absolute())}
     assert inspect["TLSMaterial"] == {}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from shoal.cli import system
+from shoal.errors import ShoalError
 from shoal.runtime import diskusage
 from tests.conftest import ROOT_ONLY
 
@@ -174,6 +175,21 @@ def test_events_filters_and_templates_see_docker_messages() -> None:
     from shoal.cli.format import render_template
 
     assert render_template("{{.Type}} {{.Action}} {{.Actor.Attributes.name}}", msg) == "container start web.1"
+    # templates read Go's field names, json prints Go's JSON names (events.Message)
+    assert render_template("{{.ID}} {{.Status}} {{.From}} {{.Scope}} {{.Time}} {{.TimeNano}}", msg) == \
+        "c0ffee start web:v1 local 1700000000 1700000000250000000"
+    assert render_template("{{json .}}", msg) == (
+        '{"status":"start","id":"c0ffee","from":"web:v1","Type":"container","Action":"start","Actor":{"ID":"c0ffee",'
+        '"Attributes":{"image":"web:v1","name":"web.1","com.example":"x"}},"scope":"local","time":1700000000,'
+        '"timeNano":1700000000250000000}')
+    with pytest.raises(ShoalError, match="can't evaluate field Nope"):
+        render_template("{{.Nope}}", msg)
+    # the deprecated status/id/from are a container's and an image's only (moby's events.Log), omitempty
+    secret = system.docker_message({"type": "secret", "action": "create", "id": "s1", "time": 1.0,
+                                    "attributes": {"name": "pw"}})
+    assert list(secret) == ["Type", "Action", "Actor", "scope", "time", "timeNano"]
+    assert render_template("{{.ID}}|{{.Actor.ID}}|{{.Scope}}", secret) == "|s1|swarm"
+    assert match(secret, {"secret": ["pw"]}) and match(secret, {"secret": ["s1"]})
 
 
 def test_system_events_since_until_filter(shoal) -> None:

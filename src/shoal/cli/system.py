@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
+
+if TYPE_CHECKING:
+    from shoal.gotemplate import GoStruct
 
 from shoal import __version__
 
@@ -55,21 +58,36 @@ EVENT_FILTERS = ("config", "container", "daemon", "event", "image", "label", "ne
 _LOCAL_TYPES = ("container", "image", "volume", "network", "plugin", "daemon")
 
 
-def docker_message(event: dict[str, Any]) -> dict[str, Any]:
-    """The event as Docker's events.Message, which `--format` templates see (with shoal's own
-    keys too: revision, name)."""
+_MESSAGE_FIELDS = {"Status": "status", "ID": "id", "From": "from", "Type": "Type", "Action": "Action",
+                   "Actor": "Actor", "Scope": "scope", "Time": "time", "TimeNano": "timeNano"}
+
+
+def docker_message(event: dict[str, Any]) -> GoStruct:
+    """The event as Docker's events.Message: what `--format` templates see by its Go field names
+    (`{{.ID}}`, `{{.Status}}`, `{{.Actor.Attributes.name}}`) and `{{json .}}` / `--format json`
+    print with its JSON names, the deprecated status/id/from omitted when empty (omitempty).
+    shoal's own keys (revision, name, ...) stay readable by templates, never in the JSON."""
+    from shoal.gotemplate import GoStruct
+
     attrs = event.get("attributes")
     if not isinstance(attrs, dict):
         attrs = {"name": event.get("name", "")}
     when = float(event.get("time") or 0)
     kind = str(event.get("type", ""))
-    return {**event, "status": event.get("action", ""), "id": event.get("id", ""), "from": attrs.get("image", ""),
-            "Type": kind, "Action": event.get("action", ""), "Actor": {"ID": event.get("id", ""), "Attributes": attrs},
-            "scope": "local" if kind in _LOCAL_TYPES else "swarm", "time": int(when),
-            "timeNano": round(when * 1_000_000) * 1000}  # a float holds microseconds, not nanoseconds
+    action = str(event.get("action", ""))
+    ident = str(event.get("id", ""))
+    # moby fills the deprecated fields for container and image events only (events.Events.Log)
+    legacy = {"status": action, "id": ident, "from": attrs.get("image", "") if kind == "container" else ""} \
+        if kind in ("container", "image") else {}
+    data: dict[str, Any] = {k: v for k, v in legacy.items() if v}
+    data.update({"Type": kind, "Action": action, "Actor": {"ID": ident, "Attributes": attrs},
+                 "scope": "local" if kind in _LOCAL_TYPES else "swarm", "time": int(when),
+                 "timeNano": round(when * 1_000_000) * 1000})  # a float holds microseconds, not nanoseconds
+    hidden = {k: v for k, v in event.items() if k not in data}
+    return GoStruct(data, _MESSAGE_FIELDS, hidden)
 
 
-def event_matches(msg: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+def event_matches(msg: GoStruct, filters: dict[str, list[str]]) -> bool:
     """moby's events.Filter: each key given must match one of its values."""
     attrs = msg["Actor"]["Attributes"]
     for key, values in filters.items():
@@ -86,7 +104,8 @@ def event_matches(msg: dict[str, Any], filters: dict[str, list[str]]) -> bool:
         elif key == "daemon":
             ok = False
         else:  # an object kind: its ID or name
-            ok = msg["Type"] == key and any(v in (msg["id"], attrs.get("name"), msg.get("name")) for v in values)
+            ok = msg["Type"] == key and any(v in (msg["Actor"]["ID"], attrs.get("name"), msg.hidden.get("name"))
+                                            for v in values)
         if not ok:
             return False
     return True
@@ -150,7 +169,9 @@ def _events(args: argparse.Namespace) -> int:
                 if filters and not event_matches(docker_message(event), filters):
                     continue
                 if args.format == "json":
-                    print(line, flush=True)
+                    from shoal.gotemplate import go_json
+
+                    print(go_json(docker_message(event)), flush=True)
                 elif args.format:
                     print(render_template(args.format, docker_message(event)), flush=True)
                 else:
