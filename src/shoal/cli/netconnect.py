@@ -42,17 +42,28 @@ def cmd_connect(args: argparse.Namespace) -> int:
     use_manager_addresses()  # an attachable swarm network: the manager's address
     mgr = ContainerManager()
     try:
-        net = NetworkStore().get(args.network)
+        store = NetworkStore()
+        found = store.find(args.network)
+        if found is None and not attach.has_cluster():
+            store.get(args.network)  # `network X not found`, before the container is looked at
         c = mgr.get(args.container)
         mode = c.spec.network
         if mode == "host" or mode == "none" or mode.startswith("container:"):
             raise InvalidArgument(_SHARED)
-        if net.name in _networks_of(c):
-            raise ShoalError(f"endpoint with name {c.name} already exists in network {net.name}")
         hostname = c.config.get("Hostname") or c.id[:12]
-        if c.state.status == "running":
+        if found is None:
+            # Maybe a swarm network this node has no copy of yet: a running container's attach
+            # asks the manager, which makes the copy (or says `network X not found`).
+            if c.state.status != "running":
+                store.get(args.network)
+            ep = attach.connect(c.id, args.network, aliases=args.alias, name=c.name, hostname=hostname,
+                                ip=args.ip or "")
+        net = found or store.get(args.network)
+        if found is not None and net.name in _networks_of(c):
+            raise ShoalError(f"endpoint with name {c.name} already exists in network {net.name}")
+        if found is not None and c.state.status == "running":
             ep = attach.connect(c.id, net.name, aliases=args.alias, name=c.name, hostname=hostname, ip=args.ip or "")
-        elif args.ip:
+        elif args.ip and c.state.status != "running":
             attach.wanted_ip(net, args.ip)  # a bad address fails now, not at the next start
         with c.locked():
             fresh = Container.load(c.dir)

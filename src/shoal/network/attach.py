@@ -49,6 +49,11 @@ def set_cluster(provider: ClusterAttach | None) -> None:
     _cluster = provider
 
 
+def has_cluster() -> bool:
+    """Is there a swarm to ask (a network this node has no copy of may be the swarm's)?"""
+    return _cluster is not None
+
+
 def _from_cluster(store: NetworkStore, ref: str, container_id: str, name: str, aliases: list[str]) -> str:
     """The manager's address for the container on the network `ref` when it is a swarm network
     (no copy here yet, or an overlay copy); "" for a network of the node's own (a local bridge
