@@ -196,6 +196,18 @@ class Worker:
             return
         self._report(task.id, TaskState.READY, "prepared", container_id=container_id)
 
+    def _prepare_again(self, task: Task, node: Node) -> None:
+        raw = self.store.get("task", task.id)
+        if raw is None or Task.from_dict(raw).status.state != TaskState.PREPARING:
+            return  # its own step finished meanwhile
+        containers = getattr(self.executor, "containers", None)
+        if containers is not None:  # a container the dead shoald made for it: made again
+            for cid, owner in containers.label_values("com.docker.swarm.task.id").items():
+                if owner == task.id:
+                    self._remove(cid, task.id)
+        log.info("task %s: prepared again (left preparing by a shoald that stopped)", task.id)
+        self._prepare(Task.from_dict(raw), node)
+
     def _image_present(self, image: str) -> bool:
         try:
             self.images.resolve(image)
@@ -545,6 +557,11 @@ class Worker:
                 self._submit(task.id, lambda t=task: self._shutdown(t), self._stop_pool)
             elif state == TaskState.ASSIGNED:
                 self._submit(task.id, lambda t=task: self._prepare(t, node))
+            elif state == TaskState.PREPARING:
+                # A step of this process holds the task's key while it prepares: one found
+                # PREPARING with none was left mid-prepare by a shoald that died (killed in its
+                # pull, say). Prepared again, as swarmkit's controller resumes from the state.
+                self._submit(task.id, lambda t=task: self._prepare_again(t, node))
             elif state == TaskState.READY and desired == TaskState.RUNNING:
                 self._submit(task.id, lambda t=task: self._start(t))
             elif state in (TaskState.STARTING, TaskState.RUNNING) and task.status.container_id:
