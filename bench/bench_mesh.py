@@ -27,7 +27,12 @@ Measures the mesh, not the client (issue 12 item 6):
   namespace, the task's overlay address (VXLAN) against node 1's published port (DNAT to the
   task over the overlay, the reply back through node 1: network/mesh.py); and the same from
   node 2 (the task on the entry node).
-New connection per request and keep-alive; ratio = mesh / direct (target >= 0.9).
+New connection per request and keep-alive; ratio = mesh / direct (target >= 0.9). Each line
+gives the machine's load average over its runs: keep-alive is CPU-bound on 2 shared CPUs, so
+other work moves single runs by -50%..+40% and a median of 3 with them (the 0.60-0.87 dips of
+keep-alive through the mesh came with load 2-4; at load ~1 the same paths gave 0.84-1.10).
+nftables flowtables (`flow add @ft`, the kernel's fast path for established flows) would skip
+conntrack and NAT per packet, but this kernel has no nf_flow_table (CONFIG_NF_FLOW_TABLE unset).
 
 Backends are bench_network.py's asyncio HTTP/1.1 server (one process per namespace). Everything
 runs under a private SHOAL_ROOT with pools in 10.217.0.0/16 and is removed at the end."""
@@ -109,6 +114,13 @@ def ab_many(targets: list[tuple[str | None, str]], seconds: int, keepalive: bool
     return sum(_rate(p.communicate()[0], url) for url, p in procs)
 
 
+# The machine's 1-minute load average before each run of the last comparison. The benchmark
+# shares its 2 CPUs with whatever else runs: keep-alive is CPU-bound, so other load moves single
+# runs by -50%..+40% (measured at load 2-4: per-round ratios 0.46-1.41 on one path whose runs at
+# load ~1 stay within 0.89-0.99). The figure says under which load it was taken.
+_loads: list[float] = []
+
+
 def alternated(direct: Callable[[], float], mesh: Callable[[], float], rounds: int,
                pause: float) -> tuple[list[float], list[float]]:
     """`rounds` runs of each, alternated, the first swapped each round: (direct, mesh) rates."""
@@ -117,6 +129,7 @@ def alternated(direct: Callable[[], float], mesh: Callable[[], float], rounds: i
     for r in range(rounds):
         order = [(direct, ds), (mesh, ms)] if r % 2 == 0 else [(mesh, ms), (direct, ds)]
         for fn, into in order:
+            _loads.append(os.getloadavg()[0])
             into.append(fn())
             time.sleep(pause)
     return ds, ms
@@ -124,18 +137,25 @@ def alternated(direct: Callable[[], float], mesh: Callable[[], float], rounds: i
 
 def report(what: str, direct: list[float], mesh: list[float]) -> float:
     """The ratio of the medians, with the range of each round's own ratio (its two runs were
-    next to each other: the machine's drift between rounds cancels there)."""
+    next to each other: the machine's drift between rounds cancels there), and the load the
+    runs had (see _loads)."""
     d, m = statistics.median(direct), statistics.median(mesh)
     ratio = m / d if d else 0.0
     rounds = [mm / dd for dd, mm in zip(direct, mesh) if dd]
     spread = f", per round {min(rounds):.2f}-{max(rounds):.2f}" if len(rounds) > 1 else ""
-    print(f"{what}: mesh {m:,.0f} / direct {d:,.0f} req/s = {ratio:.2f}{spread}", flush=True)
+    load = f" (load {min(_loads):.1f}-{max(_loads):.1f})" if _loads else ""
+    _loads.clear()
+    print(f"{what}: mesh {m:,.0f} / direct {d:,.0f} req/s = {ratio:.2f}{spread}{load}", flush=True)
     return ratio
 
 
 def windows(fn: Callable[[int], float], seconds: int, window: int = 10) -> list[float]:
     """Back-to-back runs of `window` seconds (no pause: TIME_WAITs pile up as in one long run)."""
-    return [fn(window) for _ in range(max(1, seconds // window))]
+    out = []
+    for _ in range(max(1, seconds // window)):
+        _loads.append(os.getloadavg()[0])
+        out.append(fn(window))
+    return out
 
 
 def compare(label: str, direct: Callable[[int, bool], float], mesh: Callable[[int, bool], float],
