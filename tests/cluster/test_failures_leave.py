@@ -66,7 +66,12 @@ def test_worker_leaves_and_joins_again(cluster: Any) -> None:
     assert cluster.shoal("service", "ls", "--format", "{{.Replicas}}").stdout.strip() == "5/5"
     for n in range(1, NODES + 1):
         node = cluster.node(n)
-        for _ in range(5):
+
+        def answer(node: dict[str, Any] = node) -> bool:
             got = in_netns(node["hostname"], "curl", "-s", "-m", "3", f"http://{node['address']}:4000/")
-            assert got.returncode == 0 and got.stdout.strip(), (n, got)
+            return got.returncode == 0 and bool(got.stdout.strip())
+
+        # The node that joined again publishes the port once its first set has reached it.
+        wait_for(f"node {n}'s port 4000 answers", answer, 15, every=0.5)
+        assert all(answer() for _ in range(5)), n
     assert len(app_copies(cluster.name)) == 5
