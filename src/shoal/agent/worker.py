@@ -208,6 +208,21 @@ class Worker:
         log.info("task %s: prepared again (left preparing by a shoald that stopped)", task.id)
         self._prepare(Task.from_dict(raw), node)
 
+    def _start_created(self, task: Task) -> None:
+        raw = self.store.get("task", task.id)
+        if raw is None:
+            return
+        task = Task.from_dict(raw)
+        if task.status.state != TaskState.STARTING or task.desired_state != TaskState.RUNNING:
+            return
+        try:
+            if self.executor.controller(task.status.container_id).inspect().state.status != "created":
+                return  # its own step started it after the pass looked
+        except NotFound:
+            return  # gone: the next pass reports it
+        log.info("task %s: started (left created by a shoald that stopped)", task.id)
+        self._start(task, reported=True)
+
     def _image_present(self, image: str) -> bool:
         try:
             self.images.resolve(image)
@@ -358,6 +373,12 @@ class Worker:
             self._report(task.id, TaskState.FAILED, "started", err="container removed")
             return False
         state = container.state  # get() has read the exit file already
+        if state.status == "created" and task.status.state == TaskState.STARTING:
+            # Created, told STARTING, never started: the shoald that was starting it died
+            # between the two (a step of this process would hold the task's key, and _submit
+            # then does nothing). Started now, as swarmkit's controller resumes from the state.
+            self._submit(task.id, lambda t=task: self._start_created(t))
+            return True
         if state.status not in ("exited", "dead"):
             self._processes[cid] = (state.pid, state.pid_start)
             self._watch(cid, state.pid, state.pid_start)  # after a restart of shoald, say

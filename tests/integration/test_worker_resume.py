@@ -1,0 +1,59 @@
+"""A task's steps resume from the state a dead shoald left (swarmkit's controller does so from
+the task's state): here the one between create and start. The worker's record says STARTING
+with its container, the container was created and never started; a new worker (a restarted
+shoald) must start it, not leave the service a task short for good. Real crun and conmon."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY
+from shoal.agent.worker import TASK_LABEL, Worker
+from shoal.image.store import ImageStore
+from shoal.model.cluster import Node, Task, TaskState, TaskStatus
+from shoal.runtime.manager import ContainerManager
+from shoal.runtime.spec import ContainerSpec
+from shoal.store import SQLiteStore
+
+pytestmark = ROOT_ONLY
+
+
+def test_a_task_left_created_by_a_dead_shoald_is_started(shoal_root: Path, busybox_image: str,
+                                                          tmp_path: Path) -> None:
+    containers = ContainerManager()
+    store = SQLiteStore(tmp_path / "agent.db")
+    worker = None
+    cid = ""
+    try:
+        # what the dead shoald had done: the container created, the task told STARTING
+        cid = containers.create(ContainerSpec(image=busybox_image, cmd=["sleep", "600"], network="none",
+                                              swarm_task=True, labels={TASK_LABEL: "t-resume"})).id
+        assert containers.get(cid).refresh().status == "created"
+        with store.transaction() as tx:
+            tx.create("node", Node(id="n1", hostname="n1").to_dict())
+            tx.create("task", Task(id="t-resume", service_id="s1", service_name="svc", slot=1, node_id="n1",
+                                   spec={"image": busybox_image},
+                                   status=TaskStatus(state=TaskState.STARTING, container_id=cid)).to_dict())
+        worker = Worker(store, "n1", containers, images=ImageStore())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            worker.sync()
+            state = Task.from_dict(store.get("task", "t-resume")).status.state
+            if state == TaskState.RUNNING:
+                break
+            time.sleep(0.05)
+        task = Task.from_dict(store.get("task", "t-resume"))
+        assert task.status.state == TaskState.RUNNING, task.status
+        assert task.status.container_id == cid  # the same container, started: none made again
+        assert containers.get(cid).refresh().status == "running"
+    finally:
+        if worker is not None:
+            worker.close()
+        if cid:
+            containers.remove(cid, force=True)
+        store.close()
+    with pytest.raises(Exception):
+        containers.get(cid)
