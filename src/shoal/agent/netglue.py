@@ -18,6 +18,9 @@ from shoal.model.cluster import Task
 log = logging.getLogger("shoald.network")
 
 JOIN_GATHER = 0.02  # seconds a rotation change waits for others to share its nft transaction
+# How long a task that stopped here still counts as this node's own for the rotation: the
+# manager's service records may list it for some milliseconds more (the next assignment set).
+RECENTLY_STOPPED = 10.0
 
 
 class DaemonTaskNetwork(TaskNetwork):
@@ -312,13 +315,29 @@ class NodeNetworks:
                 for service_id in sorted(self._vip_services(set(nets))):
                     self._ensure_service(store, service_id)
         remote: dict[str, dict[str, list[str]]] = {}
+        own = self._own_task_addresses()
         for record in self.agent.services:
             net = nets.get(record.network)
             if net is None:
                 continue
-            local = {e.ip for e in net.endpoints.values()} | set(net.assigned.values())
+            local = {e.ip for e in net.endpoints.values()} | set(net.assigned.values()) | own
             remote.setdefault(record.service_id, {})[net.id] = sorted(ip for ip in record.task_ips if ip not in local)
         lb.set_remote(remote, store)
+
+    def _own_task_addresses(self) -> set[str]:
+        """Addresses of this node's tasks, running or stopped moments ago. A task that stopped
+        here leaves its network's endpoints at its teardown, while the manager's records may
+        still list it until the next assignment set: counted as a remote task then, it came
+        back into this node's rotation after it had left it, and new connections through the
+        published port were refused for those milliseconds."""
+        now = time.time()
+        out: set[str] = set()
+        for raw in self.agent.store.list("task"):
+            task = Task.from_dict(raw)
+            if task.status.state.terminal and now - task.status.timestamp > RECENTLY_STOPPED:
+                continue
+            out.update(a.split("/")[0] for n in task.networks for a in n.get("addresses") or [])
+        return out
 
     def _drop_removed_services(self, store: Any) -> None:
         """Service endpoints the manager no longer lists (the service was removed, its last
