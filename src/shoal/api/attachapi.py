@@ -27,6 +27,21 @@ from aiohttp import WSMsgType, web
 from shoal.errors import InvalidArgument, ShoalError
 
 
+def exec_request(config: Any) -> tuple[list[str], list[str], str, str]:
+    """An exec request's command, environment, user and working directory, checked: the same
+    for the WebSocket session here and the node API's detached or plain exec."""
+    try:
+        cmd, env = config["cmd"], config.get("env") or []
+        user, workdir = config.get("user") or "", config.get("workdir") or ""
+        if not (isinstance(cmd, list) and cmd and all(isinstance(a, str) for a in cmd)
+                and isinstance(env, list) and all(isinstance(e, str) for e in env)
+                and isinstance(user, str) and isinstance(workdir, str)):
+            raise TypeError("cmd: a list of strings; env: a list of K=V; user, workdir: strings")
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise InvalidArgument(f"exec: {exc}") from None
+    return cmd, env, user, workdir
+
+
 def _frame(stream: int, data: bytes) -> bytes:
     """docker's stdcopy header: stream (1 stdout, 2 stderr), three zero bytes, size BE32."""
     return struct.pack(">BxxxI", stream, len(data)) + data
@@ -178,15 +193,10 @@ def add_routes(app: web.Application, prefix: str, before_start: Callable[[asynci
 
         try:
             config = json.loads(request.query.get("config", ""))
-            cmd, env = config["cmd"], config.get("env") or []
-            user, workdir = config.get("user") or "", config.get("workdir") or ""
             tty, want_stdin = bool(config.get("tty")), bool(config.get("stdin"))
-            if not (isinstance(cmd, list) and cmd and all(isinstance(a, str) for a in cmd)
-                    and isinstance(env, list) and all(isinstance(e, str) for e in env)
-                    and isinstance(user, str) and isinstance(workdir, str)):
-                raise TypeError("cmd: a list of strings; env: a list of K=V; user, workdir: strings")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, AttributeError) as exc:
             raise InvalidArgument(f"exec: {exc}") from None
+        cmd, env, user, workdir = exec_request(config)
         rows, cols = _size(request)
         try:
             argv = await asyncio.to_thread(lambda: containers().exec_argv(

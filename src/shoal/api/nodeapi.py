@@ -507,16 +507,14 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
         import subprocess
         import threading
 
+        from shoal.api.attachapi import exec_request
+
         try:
             body = await read_body(request)
-            cmd, env = body["cmd"], body.get("env") or []
-            user, workdir, detach = body.get("user") or "", body.get("workdir") or "", bool(body.get("detach"))
-            if not (isinstance(cmd, list) and cmd and all(isinstance(a, str) for a in cmd)
-                    and isinstance(env, list) and all(isinstance(e, str) for e in env)
-                    and isinstance(user, str) and isinstance(workdir, str)):
-                raise TypeError("cmd: a list of strings; env: a list of K=V; user, workdir: strings")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            detach = bool(body.get("detach"))
+        except (ValueError, AttributeError) as exc:
             raise InvalidArgument(f"exec: {exc}") from None
+        cmd, env, user, workdir = exec_request(body)
         try:
             argv = await asyncio.to_thread(lambda: containers().exec_argv(
                 request.match_info["id"], cmd, detach=detach, env=env, user=user, workdir=workdir))
