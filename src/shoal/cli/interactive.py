@@ -45,6 +45,18 @@ def _restore(old: dict[int, Any]) -> None:
         signal.signal(s, handler)
 
 
+def _proxied_session(conn: Any, *, stdin: bool, tty: bool, keys: bytes, kill: Callable[[str], None],
+                     proxy: bool) -> bool:
+    """The session with signals forwarded to the container while it lasts (docker: never with
+    -t); the connection closed after. True when the user detached."""
+    old = _proxy(kill, proxy)
+    try:
+        return hijack.session(conn, stdin=stdin, tty=tty, keys=keys)
+    finally:
+        conn.close()
+        _restore(old)
+
+
 # ---- local --------------------------------------------------------------------------------------
 
 
@@ -80,13 +92,8 @@ def _start_attached(mgr: Any, c: Any, *, stdin: bool, tty: bool, proxy: bool, ke
                 mgr.remove(c.id, force=True)
             raise
         conn = hijack.LocalConn(held[0], mgr.get(c.id))
-        old = _proxy(lambda sig: mgr.kill(c.id, sig), proxy)  # docker: never with -t
-        try:
-            detached = hijack.session(conn, stdin=stdin, tty=tty, keys=keys)
-        finally:
-            conn.close()
-            _restore(old)
-        if detached:
+        if _proxied_session(conn, stdin=stdin, tty=tty, keys=keys, kill=lambda sig: mgr.kill(c.id, sig),
+                            proxy=proxy):
             hijack.detached_message()
             return 0
         code = mgr.wait(c.id)
@@ -123,13 +130,8 @@ def attach_local(mgr: Any, args: argparse.Namespace, daemon_error: Callable[[Sho
     stdin = c.spec.open_stdin and not args.no_stdin
     hijack.check_tty(not args.no_stdin, c.spec.tty)  # docker/cli's RunAttach: whatever OpenStdin is
     conn = hijack.LocalConn(attach.open_socket(c), c)
-    old = _proxy(lambda sig: mgr.kill(c.id, sig), args.sig_proxy and not c.spec.tty)
-    try:
-        detached = hijack.session(conn, stdin=stdin, tty=c.spec.tty, keys=keys)
-    finally:
-        conn.close()
-        _restore(old)
-    if detached:
+    if _proxied_session(conn, stdin=stdin, tty=c.spec.tty, keys=keys, kill=lambda sig: mgr.kill(c.id, sig),
+                        proxy=args.sig_proxy and not c.spec.tty):
         hijack.detached_message()
         return 0
     return int(mgr.wait(c.id))
@@ -180,12 +182,7 @@ def _remote_session(args: argparse.Namespace, path: str, params: dict[str, Any],
     rows, cols = hijack.terminal_size() if tty else (0, 0)
     params = dict(params, h=rows or None, w=cols or None)
     conn = hijack.WsConn.open(remote.client(args), path, params, tty)
-    old = _proxy(kill, proxy)
-    try:
-        detached = hijack.session(conn, stdin=stdin, tty=tty, keys=keys)
-    finally:
-        conn.close()
-        _restore(old)
+    detached = _proxied_session(conn, stdin=stdin, tty=tty, keys=keys, kill=kill, proxy=proxy)
     return _finish(conn, detached, args.node.host, what)
 
 
