@@ -31,6 +31,8 @@ from aiohttp import web
 
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.image import reference as refs
+# not registry_client: its httpx would stay in a manager that serves images and never pulls
+from shoal.image.distspec import ERROR_CODE_MESSAGES, manifest_media_type
 from shoal.image.store import ImageStore
 from shoal.tlsconfig import require_node
 
@@ -47,9 +49,6 @@ _SHA256_HEX = re.compile(r"^[a-f0-9]{64}$", re.ASCII)
 
 def error_response(status: int, code: str, message: str = "", detail: object = None) -> web.Response:
     """The distribution spec's error body."""
-    # The registry client (and its httpx) only when answering: a manager serving images never pulls.
-    from shoal.image.registry_client import ERROR_CODE_MESSAGES
-
     error: dict[str, object] = {"code": code, "message": message or ERROR_CODE_MESSAGES.get(code, code)}
     if detail is not None:
         error["detail"] = detail
@@ -224,8 +223,6 @@ async def _node_only(request: web.Request,
 
 
 def _media_type(body: bytes) -> str:
-    from shoal.image.registry_client import manifest_media_type
-
     return manifest_media_type(body, None) or "application/json"
 
 

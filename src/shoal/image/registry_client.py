@@ -27,11 +27,13 @@ import httpx
 from shoal.errors import ShoalError
 from shoal.image.mediatypes import DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from shoal.image.auth import DOCKER_HUB_DOMAIN, Challenge, Credentials, parse_challenges, scope_for
+# Also what the manager's distribution API answers with (it serves, never pulls): there,
+# without this module's httpx.
+from shoal.image.distspec import DOCKER_SCHEMA1_SIGNED, ERROR_CODE_MESSAGES, manifest_media_type  # noqa: F401
 
 # Media types only the registry protocol needs (the rest: shoal.image.mediatypes).
 DOCKER_LIST = DOCKER_MANIFEST_LIST
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT_MANIFESTS = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
@@ -45,30 +47,6 @@ READ_CHUNK = 1 << 20
 # The token spec: a token without expires_in lasts 60 s; renew one this close to its end.
 DEFAULT_TOKEN_LIFETIME = 60.0
 TOKEN_RENEW_MARGIN = 15.0
-
-# distribution's registry/api/errcode descriptors: code -> default message.
-ERROR_CODE_MESSAGES = {
-    "UNKNOWN": "unknown error",
-    "UNSUPPORTED": "The operation is unsupported.",
-    "UNAUTHORIZED": "authentication required",
-    "DENIED": "requested access to the resource is denied",
-    "UNAVAILABLE": "service unavailable",
-    "TOOMANYREQUESTS": "too many requests",
-    "BLOB_UNKNOWN": "blob unknown to registry",
-    "BLOB_UPLOAD_UNKNOWN": "blob upload unknown to registry",
-    "BLOB_UPLOAD_INVALID": "blob upload invalid",
-    "DIGEST_INVALID": "provided digest did not match uploaded content",
-    "MANIFEST_UNKNOWN": "manifest unknown",
-    "MANIFEST_INVALID": "manifest invalid",
-    "MANIFEST_BLOB_UNKNOWN": "blob unknown to registry",
-    "MANIFEST_UNVERIFIED": "manifest failed signature verification",
-    "NAME_INVALID": "invalid repository name",
-    "NAME_UNKNOWN": "repository name not known to registry",
-    "SIZE_INVALID": "provided length did not match content length",
-    "TAG_INVALID": "manifest tag did not match URI",
-    "RANGE_INVALID": "invalid content range",
-}
-
 
 class RegistryError(ShoalError):
     """An error response of the registry: `code` as in the distribution spec, or None."""
@@ -234,24 +212,6 @@ class FetchedManifest:
         if not isinstance(data, dict):
             raise ShoalError(f"invalid manifest {self.digest}: not a JSON object")
         return data
-
-
-def manifest_media_type(body: bytes, content_type: str | None) -> str:
-    """The manifest's own mediaType wins; the Content-Type header is the fallback."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = {}
-    if isinstance(data, dict):
-        if data.get("mediaType"):
-            return str(data["mediaType"])
-        if data.get("schemaVersion") == 1:
-            return DOCKER_SCHEMA1_SIGNED
-        if "manifests" in data:
-            return OCI_INDEX
-        if "config" in data and "layers" in data:
-            return OCI_MANIFEST
-    return (content_type or "").split(";")[0].strip()
 
 
 class RegistryClient:
