@@ -152,6 +152,20 @@ def test_a_published_port_another_service_holds_is_refused(store: SQLiteStore) -
     assert [s.name for s in services(store)] == ["front"]
 
 
+@ROOT_ONLY
+def test_a_port_the_manager_gave_is_held_as_if_asked_for(store: SQLiteStore) -> None:
+    """`-p 6379` (published 0) gets a port of 30000-32767 in Endpoint.Ports, not in the spec;
+    swarmkit's checkPortConflicts looks at both, so a service asking for that port is refused."""
+    cache, _ = svcapi.create_service(store, spec("cache", endpoint=_endpoint([PortConfig(target=6379)])))
+    (svc,) = services(store)
+    (port,) = svc.endpoint.ports
+    assert 30000 <= port.published <= 32767 and svc.spec.endpoint.ports[0].published == 0
+    with pytest.raises(InvalidArgument, match=f"port '{port.published}' is already in use by service 'cache' "
+                                              f"\\({cache}\\) as an ingress port"):
+        svcapi.create_service(store, spec("back", endpoint=_endpoint([PortConfig(target=80, published=port.published)])))
+    assert [s.name for s in services(store)] == ["cache"]
+
+
 def _endpoint(ports: list[PortConfig]):
     from shoal.model.service import EndpointSpec
 

@@ -164,3 +164,40 @@ def test_a_record_that_cannot_be_allocated_does_not_stop_the_others(root: Path, 
                                   "spec": {"name": name, "driver": "overlay", "ipam": ipam}})
     assert endpoints.migrate_networks(store) == ["c_net"]  # b_net overlaps a_net: left, logged
     assert set(allocator.node_records(store.list("network"))) == {"a_net", "c_net"}
+
+
+def _ports_service(tx: Any, name: str, ports: list[dict[str, Any]], current: dict[str, Any] | None = None,
+                   given: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    spec = {"name": name, "image": "web:v1", "networks": [], "endpoint": {"mode": "vip", "ports": ports}}
+    endpoint = allocator.allocate_endpoint(tx, f"id-{name}", spec, current, given=given)
+    record = {"id": f"id-{name}", "name": name, "spec": spec, "spec_version": 1, "endpoint": endpoint}
+    if tx.get("service", f"id-{name}") is None:
+        return tx.create("service", record)
+    return tx.update("service", record, expect_version=None)
+
+
+def _published(service: dict[str, Any]) -> list[tuple[int, int, str]]:
+    return [(p["target"], p["published"], p["mode"]) for p in service["endpoint"]["ports"]]
+
+
+def test_an_ingress_port_published_as_0_gets_one_of_30000_32767(store: SQLiteStore) -> None:
+    """The voting app's `ports: ["6379"]`: swarmkit's port allocator gives the service a port
+    of its dynamic range (Endpoint.Ports; `stack services` shows `*:30000->6379/tcp`), kept
+    across updates, never one another service holds or asks for; a host-mode 0 stays 0."""
+    with store.transaction() as tx:
+        tx.create("service", {"id": "id-web", "name": "web", "spec_version": 1,
+                              "spec": {"name": "web", "endpoint": {"ports": [{"target": 80, "published": 30000}]}}})
+        redis = _ports_service(tx, "redis", [{"target": 6379, "protocol": "tcp"}])
+        assert _published(redis) == [(6379, 30001, "ingress")]
+        # Two of them in one request (a stack deploy shares `given`), and a host-mode 0.
+        given: dict[str, set[str]] = {}
+        a = _ports_service(tx, "a", [{"target": 80}, {"target": 81}, {"target": 82, "publish_mode": "host"}],
+                           given=given)
+        b = _ports_service(tx, "b", [{"target": 80}], given=given)
+        assert _published(a) == [(80, 30002, "ingress"), (81, 30003, "ingress"), (82, 0, "host")]
+        assert _published(b) == [(80, 30004, "ingress")]
+        # An update (a redeploy) keeps the port the service had, another target gets a new one.
+        again = _ports_service(tx, "redis", [{"target": 6379}, {"target": 6380}], current=redis["endpoint"])
+        assert _published(again) == [(6379, 30001, "ingress"), (6380, 30005, "ingress")]
+        udp = _ports_service(tx, "dns", [{"target": 53, "protocol": "udp"}])
+        assert udp["endpoint"]["ports"][0]["published"] == 30000  # another protocol, another space

@@ -89,7 +89,10 @@ def service_rows(services: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
             "Mode": service_mode(spec),
             "Replicas": replicas_column(svc),
             "Image": strip_digest(spec.get("image", "")),
-            "Ports": format_ports(spec),
+            # docker/cli's formatter reads Endpoint.Ports: the ports as allocated (a port
+            # published as 0 shows the one the manager gave it, `*:30000->6379/tcp`).
+            "Ports": format_ports({"endpoint": svc["endpoint"]} if (svc.get("endpoint") or {}).get("ports")
+                                  else spec),
         })
     return rows
 

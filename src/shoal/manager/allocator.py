@@ -421,4 +421,55 @@ def allocate_endpoint(tx: Transaction, service_id: str, spec: dict[str, Any],
               "published": int(p.get("published") or 0), "mode": p.get("publish_mode", "ingress"),
               "keep_client_ip": True}
              for p in (spec.get("endpoint") or {}).get("ports") or ()]
+    _dynamic_ports(tx, service_id, ports, current, given)
     return {"mode": mode, "vips": vips, "ports": ports}
+
+
+# swarmkit's portallocator: an ingress port published as 0 (`ports: ["6379"]`, `-p 6379`) gets
+# one of these, as Docker's routing mesh does; a host-mode 0 stays 0 (the node picks at start).
+DYNAMIC_PORTS = range(30000, 32768)
+
+
+def _dynamic_ports(tx: Transaction, service_id: str, ports: list[dict[str, Any]],
+                   current: dict[str, Any] | None, given: dict[str, set[str]] | None) -> None:
+    """Fill in the ingress ports published as 0: the port the service had for the same target
+    and protocol is kept (swarmkit reconcilePortConfigs: an update or a redeploy does not move
+    it), else the first of 30000-32767 no service holds (`given`: ports this request gave)."""
+    wanted = [p for p in ports if p["mode"] == "ingress" and not p["published"]]
+    if not wanted:
+        return
+    used: set[tuple[str, int]] = {(p["protocol"], p["published"]) for p in ports if p["published"]}
+    for svc in tx.list("service"):
+        if svc["id"] == service_id:
+            continue
+        for p in ((svc.get("endpoint") or {}).get("ports") or ()):
+            if p.get("published"):
+                used.add((p.get("protocol", "tcp"), int(p["published"])))
+        for p in ((svc.get("spec") or {}).get("endpoint") or {}).get("ports") or ():
+            if p.get("published"):
+                used.add((p.get("protocol", "tcp"), int(p["published"])))
+    for key in (given or {}).get(_PORTS_GIVEN, ()):
+        protocol, _, port = key.partition("/")
+        used.add((protocol, int(port)))
+    # What this service had: ports the spec leaves to the manager, by (protocol, target).
+    had: dict[tuple[str, int], list[int]] = {}
+    for p in (current or {}).get("ports") or ():
+        if p.get("mode", "ingress") == "ingress" and p.get("published") in DYNAMIC_PORTS:
+            had.setdefault((p.get("protocol", "tcp"), int(p["target"])), []).append(int(p["published"]))
+    for p in wanted:
+        keep = [n for n in had.get((p["protocol"], p["target"]), []) if (p["protocol"], n) not in used]
+        if keep:
+            p["published"] = keep[0]
+            had[(p["protocol"], p["target"])].remove(keep[0])
+        else:
+            free = next((n for n in DYNAMIC_PORTS if (p["protocol"], n) not in used), None)
+            if free is None:  # idm's ErrNoBitAvailable as swarmkit's allocator words it
+                raise ShoalError(f"could not allocate a {p['protocol']} port for target port {p['target']}: "
+                                 f"all ports from {DYNAMIC_PORTS.start} to {DYNAMIC_PORTS.stop - 1} are in use")
+            p["published"] = free
+        used.add((p["protocol"], p["published"]))
+        if given is not None:
+            given.setdefault(_PORTS_GIVEN, set()).add(f"{p['protocol']}/{p['published']}")
+
+
+_PORTS_GIVEN = "\0ports"  # `given`'s entry for published ports (its other keys are network names)

@@ -180,11 +180,14 @@ def check_port_conflicts(tx: Transaction, spec: ServiceSpec, service_id: str = "
     for other in tx.list("service"):
         if other["id"] == service_id:
             continue
-        for port in (other.get("spec") or {}).get("endpoint", {}).get("ports") or ():
+        # Its spec's ports and the ones the allocator gave it (a port published as 0 got one
+        # of 30000-32767), as swarmkit looks at Spec.Endpoint and Endpoint both.
+        for port in [*((other.get("spec") or {}).get("endpoint", {}).get("ports") or ()),
+                     *((other.get("endpoint") or {}).get("ports") or ())]:
             published = int(port.get("published") or 0)
             if (published, port.get("protocol", "tcp")) not in wanted:
                 continue
-            how = "a host-published port" if port.get("publish_mode") == "host" else "an ingress port"
+            how = "a host-published port" if port.get("publish_mode", port.get("mode")) == "host" else "an ingress port"
             raise _invalid(f"port '{published}' is already in use by service '{other['name']}' "
                            f"({other['id']}) as {how}")
 
