@@ -138,6 +138,35 @@ def test_dns_records_and_local_answers() -> None:
     assert dns.service_records("db", None, ["10.0.0.9", "10.0.0.10"], endpoint_mode="dnsrr")["db"] == ["10.0.0.9", "10.0.0.10"]
 
 
+def test_dns_answers_of_several_addresses_come_shuffled() -> None:
+    """libnetwork's resolver shuffles an answer of several addresses (shuffleAddr), so a client
+    that takes the first (portainer's tasks.agent, a dnsrr service) spreads over all of them;
+    a one-address answer (a VIP) stays cached."""
+    from dnslib import DNSRecord
+
+    from shoal.network import dns
+
+    server = dns.EmbeddedDNS(upstreams=[])
+    ips = [f"10.0.0.{k}" for k in range(3, 9)]
+    server.set_records("n1", dns.service_records("agent", None, ips, endpoint_mode="dnsrr"))
+    firsts, orders = set(), set()
+    for _ in range(60):
+        query = DNSRecord.question("tasks.agent")
+        answer = DNSRecord.parse(server.answer_packed(["n1"], query.pack(), query) or b"")
+        got = [str(r.rdata) for r in answer.rr]
+        assert sorted(got) == sorted(ips)
+        firsts.add(got[0])
+        orders.add(tuple(got))
+    assert len(firsts) > 1 and len(orders) > 10
+    # The cache keeps no order of them (it would answer the same first address from then on),
+    # and keeps a one-address answer.
+    server.set_records("n2", dns.service_records("portainer", "10.0.0.2", ["10.0.0.9"]))
+    for name, network, cached in (("agent", "n1", False), ("portainer", "n2", True)):
+        query = DNSRecord.question(name)
+        server.answer_packed([network], bytes(query.pack()), query)
+        assert (server.answer_cached([network], bytes(query.pack())) is not None) is cached, name
+
+
 def test_stack_network_from_compose_ipam(root: Path) -> None:
     from shoal.model.stack import IPAM, IPAMPool, NetworkSpec
     from shoal.network.stack import ensure_network

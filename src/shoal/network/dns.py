@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 import socket
 import struct
 import time
@@ -153,6 +154,8 @@ class EmbeddedDNS:
         if local is None:
             return None
         packed = local.pack()
+        if len(local.rr) > 1:
+            return packed  # shuffled on every question (answer_local): never one order cached
         if len(self._cache) > 10000:
             self._cache.clear()
         self._cache[(tuple(networks), data[2:])] = packed[2:]
@@ -194,6 +197,10 @@ class EmbeddedDNS:
         if ips is None:
             return None
         if q.qtype in (QTYPE.A, QTYPE.ANY):
+            if len(ips) > 1:
+                # libnetwork's resolver shuffles every answer of several addresses (shuffleAddr):
+                # a client that takes the first (tasks.<svc>, a dnsrr service) spreads over all.
+                ips = random.sample(ips, len(ips))
             for ip in ips:
                 reply.add_answer(RR(q.qname, QTYPE.A, rdata=A(ip), ttl=TTL))
         # Other types of a name we own: NOERROR with no answer, as Docker (no AAAA, no MX...).
