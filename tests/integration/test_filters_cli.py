@@ -88,7 +88,8 @@ def test_ps_filters_as_docker(shoal, made):
     ("colour=red", 1, "Error response from daemon: invalid filter 'colour'"),
     ("status=sleeping", 1, "Error response from daemon: invalid filter 'status=sleeping'"),
     ("health=fine", 1, "Error response from daemon: Unrecognised filter value for health: fine"),
-    ("name", 125, 'Error: invalid argument "name" for "-f, --filter" flag: bad format of filter (expected name=value)'),
+    ("name", 125, 'invalid argument "name" for "-f, --filter" flag: bad format of filter (expected name=value)\n\n'
+                  "Usage:  shoal ps [OPTIONS]\n\nRun 'shoal ps --help' for more information"),
 ])
 def test_ps_filter_errors(shoal, flag, code, message):
     result = shoal("ps", "-f", flag)

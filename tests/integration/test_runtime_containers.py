@@ -207,7 +207,9 @@ def test_failures_leave_nothing(shoal, busybox_image, clean):
 
     proc = shoal("run", *NONE, "--memory", "lots", busybox_image, "true")
     assert proc.returncode == 125
-    assert proc.stderr.strip() == 'Error: invalid argument "lots" for "-m, --memory" flag: invalid size: \'lots\''
+    assert proc.stderr.strip() == ('invalid argument "lots" for "-m, --memory" flag: invalid size: \'lots\'\n\n'
+                                   "Usage:  shoal run [OPTIONS] IMAGE [COMMAND] [ARG...]\n\n"
+                                   "Run 'shoal run --help' for more information")
     proc = shoal("run", *NONE, "--cpus", "abc", busybox_image, "true")
     assert proc.returncode == 125 and '"--cpus"' in proc.stderr
     proc = shoal("run", *NONE, "--cpus", "64", busybox_image, "true")

@@ -162,7 +162,9 @@ def test_refusals(shoal, busybox_image: str) -> None:
     assert (gone.returncode, gone.stdout, _err(gone)) == (1, "[]\n", "Error: no such service: h3it_nosuch\n")
     bad = shoal("service", "create", "--replicas", "two", busybox_image)
     assert bad.returncode == 125
-    assert _err(bad) == 'Error: invalid argument "two" for "--replicas" flag: strconv.ParseUint: parsing "two": invalid syntax\n'
+    assert _err(bad) == ('invalid argument "two" for "--replicas" flag: strconv.ParseUint: parsing "two": invalid syntax'
+                         "\n\nUsage:  shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]\n\n"
+                         "Run 'shoal service create --help' for more information\n")  # cli/cobra.go FlagErrorFunc
     bad = shoal("service", "create", "--mode", "global", "--replicas", "2", busybox_image)
     assert (bad.returncode, _err(bad)) == (1, "Error: replicas can only be used with replicated or replicated-job mode\n")
     bad = shoal("service", "create", "--secret", "h3it_nosecret", busybox_image)
@@ -178,6 +180,10 @@ def test_refusals(shoal, busybox_image: str) -> None:
                               "its digest. Each node will access localhost/h3it-nosuch:1 independently,\n"
                               "possibly leading to different nodes running different\n"
                               "versions of the image.\n\n")
+        # A refusal of the daemon's exits 1, whatever its HTTP status (docker's main).
+        never = shoal("service", "rollback", "h3it_noimage")
+        assert (never.returncode, _err(never)) == (1, "Error response from daemon: rpc error: code = FailedPrecondition "
+                                                      f"desc = service {made.stdout.strip()} does not have a previous spec\n")
     finally:
         shoal("service", "rm", "h3it_noimage")
 

@@ -107,6 +107,10 @@ def test_rotate_to_the_trusted_root_the_same_root_or_its_key() -> None:
         ca.rotate_to(old, old, ca.desired_root(make_root(key, cn="swarm-ca")[0], old.key_pem))
 
 
+# docker/cli's FlagErrorFunc after a flag's value is refused (cli/cobra.go)
+USAGE = "\n\nUsage:  shoal swarm ca [OPTIONS]\n\nRun 'shoal swarm ca --help' for more information"
+
+
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = main(argv)
     return code, capsys.readouterr().err.strip()
@@ -127,15 +131,15 @@ def test_cli_flag_errors_are_docker_clis(tmp_path: Path, capsys: pytest.CaptureF
     assert err == "Error: the --ca-cert flag requires that a --ca-key flag and/or --external-ca flag be provided as well"
     code, err = run(["swarm", "ca", "--rotate", "--ca-cert", str(tmp_path / "text"), "--ca-key", pem_key], capsys)
     assert code != 0
-    assert err == f'Error: invalid argument "{tmp_path}/text" for "--ca-cert" flag: file contents must be in PEM format'
+    assert err == f'invalid argument "{tmp_path}/text" for "--ca-cert" flag: file contents must be in PEM format' + USAGE
     code, err = run(["swarm", "ca", "--rotate", "--ca-key", str(tmp_path / "none")], capsys)
-    assert code != 0 and err == (f'Error: invalid argument "{tmp_path}/none" for "--ca-key" flag: '
-                                 f"open {tmp_path}/none: no such file or directory")
+    assert code == 125 and err == (f'invalid argument "{tmp_path}/none" for "--ca-key" flag: '
+                                   f"open {tmp_path}/none: no such file or directory" + USAGE)
     code, err = run(["swarm", "ca", "--rotate", "--external-ca", "protocol=cfssl,url=https://ca.example"], capsys)
     assert code != 0 and err.startswith("Error: rotating to an external CA requires the `--ca-cert` flag")
     code, err = run(["swarm", "ca", "--rotate", "--ca-cert", crt, "--external-ca", "url=https://x"], capsys)
-    assert code != 0 and err == ('Error: invalid argument "url=https://x" for "--external-ca" flag: '
-                                 "the external-ca option needs a protocol= parameter")
+    assert code == 125 and err == ('invalid argument "url=https://x" for "--external-ca" flag: '
+                                   "the external-ca option needs a protocol= parameter" + USAGE)
     for argv in (["swarm", "init", "--external-ca", "protocol=cfssl,url=https://x"],
                  ["swarm", "update", "--external-ca", "protocol=cfssl,url=https://x"]):
         code, err = run(argv, capsys)

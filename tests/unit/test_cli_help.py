@@ -108,7 +108,21 @@ def test_pflag_alignment_and_defaults():
     (["stop"], 1, "shoal: 'shoal stop' requires at least 1 argument\n\n"
                   "Usage:  shoal stop [OPTIONS] CONTAINER [CONTAINER...]\n\nSee 'shoal stop --help' for more information\n"),
     (["ps", "extra"], 1, "shoal: 'shoal ps' accepts no arguments\n\nUsage:  shoal ps [OPTIONS]\n\n"
-                         "See 'shoal ps --help' for more information\n"),
+                         "Run 'shoal ps --help' for more information\n"),
+    # cli/required.go: ExactArgs, RequiresRangeArgs and RequiresMaxArgs (`Run`), by the command's arguments
+    (["rename", "a"], 1, "shoal: 'shoal rename' requires 2 arguments\n\nUsage:  shoal rename CONTAINER NEW_NAME\n\n"
+                         "Run 'shoal rename --help' for more information\n"),
+    (["service", "update", "a", "b"], 1, "shoal: 'shoal service update' requires 1 argument\n\n"
+                                         "Usage:  shoal service update [OPTIONS] SERVICE\n\n"
+                                         "Run 'shoal service update --help' for more information\n"),
+    (["secret", "create"], 1, "shoal: 'shoal secret create' requires at least 1 and at most 2 arguments\n\n"
+                              "Usage:  shoal secret create [OPTIONS] SECRET [file|-]\n\n"
+                              "Run 'shoal secret create --help' for more information\n"),
+    (["volume", "create", "a", "b"], 1, "shoal: 'shoal volume create' requires at most 1 argument\n\n"
+                                        "Usage:  shoal volume create [OPTIONS] [VOLUME]\n\n"
+                                        "Run 'shoal volume create --help' for more information\n"),
+    (["top"], 1, "shoal: 'shoal top' requires at least 1 argument\n\nUsage:  shoal top CONTAINER [ps OPTIONS]\n\n"
+                 "See 'shoal top --help' for more information\n"),
     (["ps", "-n", "x"], 125, 'invalid argument "x" for "-n, --last" flag: strconv.ParseInt: parsing "x": invalid syntax'
                              "\n\nUsage:  shoal ps [OPTIONS]\n\nRun 'shoal ps --help' for more information\n"),
     (["ps", "--format"], 125, "flag needs an argument: --format\n\nUsage:  shoal ps [OPTIONS]\n\n"
@@ -122,3 +136,12 @@ def test_usage_errors_in_docker_cli_words(capsys, argv, code, text):
         main(argv)
     assert exc.value.code == code
     assert capsys.readouterr().err == text
+
+
+def test_flag_value_refused_by_its_command_reads_as_pflags(capsys, shoal_root) -> None:
+    """A value the command itself refuses (a filter without `=`) is printed as docker/cli's
+    FlagErrorFunc prints pflag's refusals: no `Error:` in front, the Usage line, exit 125."""
+    assert main(["volume", "ls", "-f", "dangling"]) == 125
+    assert capsys.readouterr().err == (
+        'invalid argument "dangling" for "-f, --filter" flag: bad format of filter (expected name=value)\n\n'
+        "Usage:  shoal volume ls [OPTIONS]\n\nRun 'shoal volume ls --help' for more information\n")

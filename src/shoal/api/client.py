@@ -26,13 +26,15 @@ def socket_path() -> Path:
 
 class DaemonError(ShoalError):
     """An error shoald answered with; the CLI prints it as Docker prints the daemon's errors,
-    `Error response from daemon: <message>` on one line."""
+    `Error response from daemon: <message>` on one line, exit 1 whatever its kind (docker's
+    main: only the CLI's own flag errors and `run`/`create` exit 125)."""
 
     from_daemon = True
+    exit_code = 1
 
 
 class DaemonInvalidArgument(DaemonError, InvalidArgument):
-    pass
+    exit_code = 1  # InvalidArgument's 125 is for the CLI's own flag errors
 
 
 class DaemonNotFound(DaemonError, NotFound):

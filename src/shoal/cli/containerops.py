@@ -404,7 +404,8 @@ def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_unpause)
 
-    p = sub.add_parser("top", help="Display the running processes of a container")
+    p = sub.add_parser("top", help="Display the running processes of a container",
+                       usage="%(prog)s CONTAINER [ps OPTIONS]")  # docker's Use line
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="[ps OPTIONS]")
     p.set_defaults(func=cmd_top)
@@ -450,7 +451,9 @@ def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("reference", nargs="?", metavar="[REPOSITORY[:TAG]]")
     p.set_defaults(func=cmd_commit)
 
-    p = sub.add_parser("cp", help="Copy files/folders between a container and the local filesystem")
+    p = sub.add_parser("cp", help="Copy files/folders between a container and the local filesystem",
+                       usage="%(prog)s [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n\t%(prog)s [OPTIONS] SRC_PATH|- "
+                             "CONTAINER:DEST_PATH")  # docker's two Use lines
     p.add_argument("-a", "--archive", action="store_true", help="Archive mode (copy all uid/gid information)")
     p.add_argument("-L", "--follow-link", action="store_true", help="Always follow symlinks in SRC_PATH")
     p.add_argument("-q", "--quiet", action="store_true",

@@ -330,17 +330,10 @@ def docker_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, in
             return f"unknown shorthand flag: '{first[1]}' in {first}{flag_error}", 125
         if not _positionals(parser):
             return (f"{binary}: '{prog}' accepts no arguments\n\nUsage:  {usage}\n\n"
-                    f"See '{prog} --help' for more information"), 1
-        most = sum(1 for a in _positionals(parser) if a.nargs in (None, "?"))
-        return (f"{binary}: '{prog}' requires at most {_plural(most)}\n\nUsage:  {usage}\n\n"
-                f"See '{prog} --help' for more information"), 1
+                    f"Run '{prog} --help' for more information"), 1
+        return _count_error(parser, binary, usage), 1
     if message.startswith("the following arguments are required"):
-        positionals = _positionals(parser)
-        least = sum(1 for a in positionals if a.nargs in (None, "+"))
-        exact = all(a.nargs is None for a in positionals)
-        how = "exactly" if exact else "at least"
-        return (f"{binary}: '{prog}' requires {how} {_plural(max(least, 1))}\n\nUsage:  {usage}\n\n"
-                f"See '{prog} --help' for more information"), 1
+        return _count_error(parser, binary, usage), 1
     m = re.match(r"argument (\S+): expected one argument", message)
     if m:
         return f"flag needs an argument: {_flag_names(parser, m.group(1))[-1]}{flag_error}", 125
@@ -357,6 +350,27 @@ def docker_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, in
         names = ", ".join(_flag_names(parser, m.group(1)))
         return f'invalid argument "{m.group(2)}" for "{names}" flag{flag_error}', 125
     return f"{message}{flag_error}", 125
+
+
+def _count_error(parser: argparse.ArgumentParser, binary: str, usage: str) -> str:
+    """cli/required.go's words for a wrong number of arguments, by the rule the command's
+    positionals make: ExactArgs (`requires 2 arguments`), RequiresRangeArgs (`requires at least 1
+    and at most 2 arguments`), RequiresMaxArgs (`requires at most 1 argument`), all `Run '...
+    --help'`; RequiresMinArgs (`requires at least 1 argument`) alone says `See '... --help'`."""
+    prog = parser.prog
+    positionals = _positionals(parser)
+    least = sum(1 for a in positionals if a.nargs in (None, "+"))
+    unbounded = any(a.nargs in ("+", "*", argparse.REMAINDER) for a in positionals)
+    most = sum(1 for a in positionals if a.nargs in (None, "?"))
+    tail = f"\n\nUsage:  {usage}\n\nRun '{prog} --help' for more information"
+    if unbounded:
+        return (f"{binary}: '{prog}' requires at least {_plural(max(least, 1))}\n\nUsage:  {usage}\n\n"
+                f"See '{prog} --help' for more information")
+    if least == most:
+        return f"{binary}: '{prog}' requires {_plural(least)}{tail}"
+    if least == 0:
+        return f"{binary}: '{prog}' requires at most {_plural(most)}{tail}"
+    return f"{binary}: '{prog}' requires at least {least} and at most {_plural(most)}{tail}"
 
 
 def _flag_names(parser: argparse.ArgumentParser, spec: str) -> list[str]:

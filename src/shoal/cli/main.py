@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -127,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _select_endpoint(args, _command(list(sys.argv[1:] if argv is None else argv)))
         result = func(args)
     except ShoalError as exc:
+        if _flag_error(exc):
+            return 125
         # shoald's answers read as Docker prints its daemon's (api/client.py DaemonError).
         print(f"{'Error response from daemon' if getattr(exc, 'from_daemon', False) else 'Error'}: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -135,6 +138,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     return int(result or 0)
+
+
+_FLAG_VALUE = re.compile(r'invalid argument ".*" for "[^"]+" flag', re.S)
+
+
+def _flag_error(exc: ShoalError) -> bool:
+    """A flag's value refused by its handler (`invalid argument "x" for "--replicas" flag: ...`)
+    is printed as docker/cli's FlagErrorFunc prints pflag's: no `Error:`, the command's Usage
+    line and where its help is, exit 125 (cli/cobra.go)."""
+    if getattr(exc, "from_daemon", False) or not _FLAG_VALUE.match(str(exc)):
+        return False
+    from shoal.cli.helptext import DockerArgumentParser, usage_line
+
+    parser = DockerArgumentParser._active  # the command whose flags were parsed last
+    if parser is None:
+        return False
+    print(f"{exc}\n\nUsage:  {usage_line(parser)}\n\nRun '{parser.prog} --help' for more information",
+          file=sys.stderr)
+    return True
 
 
 def _select_endpoint(args: argparse.Namespace, command: str | None) -> None:
