@@ -271,6 +271,27 @@ def test_stack_deploy_goes_through_the_same_checks_and_keeps_the_previous_spec(s
     assert store.list("service") == []
 
 
+@ROOT_ONLY
+def test_stack_deploy_refuses_a_port_another_service_holds_as_service_create_does(store: SQLiteStore) -> None:
+    """A traefik stack publishing 8080 where the voting app's visualizer has it: swarmkit's
+    checkPortConflicts refuses the create docker/cli's deploy makes (it was this node's
+    nftables bookkeeping that refused it, in its own words); two services of one stack asking
+    for one port likewise; nothing is stored."""
+    from shoal.manager.controlapi import stacks as stackapi
+
+    ports = _endpoint([PortConfig(target=8080, published=38932)])
+    viz, _ = svcapi.create_service(store, spec("vote_visualizer", endpoint=ports))
+    with pytest.raises(InvalidArgument, match="^failed to create service app_traefik: rpc error: code = "
+                                              "InvalidArgument desc = port '38932' is already in use by service "
+                                              f"'vote_visualizer' \\({viz}\\) as an ingress port$"):
+        stackapi.deploy_stack(store, _stack(traefik=_stack_service("traefik", endpoint=ports)))
+    host = _endpoint([PortConfig(target=80, published=38933, publish_mode="host")])
+    with pytest.raises(InvalidArgument, match="^failed to create service app_b: .*port '38933' is already in use "
+                                              "by service 'app_a' .* as a host-published port$"):
+        stackapi.deploy_stack(store, _stack(a=_stack_service("a", endpoint=host), b=_stack_service("b", endpoint=host)))
+    assert [s.name for s in services(store)] == ["vote_visualizer"]
+
+
 def test_two_updates_from_one_version_at_once_one_wins_the_other_is_out_of_sequence(store: SQLiteStore) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

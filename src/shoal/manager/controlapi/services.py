@@ -171,13 +171,14 @@ def check_references(tx: Transaction, spec: ServiceSpec) -> None:
             ref.digest = stored[ref.source]["digest"]
 
 
-def check_port_conflicts(tx: Transaction, spec: ServiceSpec, service_id: str = "") -> None:
+def check_port_conflicts(tx: Transaction, spec: ServiceSpec, service_id: str = "",
+                         others: list[dict[str, Any]] | None = None) -> None:
     """swarmkit checkPortConflicts: a published port another service holds, named by how that
-    service publishes it."""
+    service publishes it. `others`: the services to look at, if not the store's."""
     wanted = {(p.published, p.protocol) for p in spec.endpoint.ports if p.published}
     if not wanted:
         return
-    for other in tx.list("service"):
+    for other in tx.list("service") if others is None else others:
         if other["id"] == service_id:
             continue
         # Its spec's ports and the ones the allocator gave it (a port published as 0 got one

@@ -83,6 +83,7 @@ def _write(store: Store, stack: dict[str, Any], prune: bool, ids: dict[str, str]
         with store.transaction() as tx:
             # The allocator's part, then the records, then this node's copy of what they say
             # (a port a host process holds here fails it), all in one transaction.
+            _check_ports(tx, services, ids, fresh)
             allocations = _allocate_networks(tx, stack)
             new_records = {name: {"name": name, "allocation": to_dict(alloc),
                                   "spec": stack["networks"][key]}
@@ -110,6 +111,23 @@ def _write(store: Store, stack: dict[str, Any], prune: bool, ids: dict[str, str]
         endpoints.undo_networks(created_networks)
         raise
     return lines
+
+
+def _check_ports(tx: Any, services: list[dict[str, Any]], ids: dict[str, str], fresh: set[str]) -> None:
+    """Each service's published ports against every other service, as docker/cli's deploy
+    meets swarmkit's checkPortConflicts creating or updating them one by one, by name: the
+    stack's own services with their new specs, the store's others as they are."""
+    from shoal.manager.controlapi.services import check_port_conflicts
+
+    mine = set(ids.values())
+    others = [raw for raw in tx.list("service") if raw["id"] not in mine]
+    for spec in sorted(services, key=lambda s: s["name"]):
+        try:
+            check_port_conflicts(tx, ServiceSpec.from_dict(spec), ids[spec["name"]], others)
+        except InvalidArgument as exc:
+            verb = "create" if spec["name"] in fresh else "update"
+            raise InvalidArgument(f"failed to {verb} service {spec['name']}: {exc}") from None
+        others.append({"id": ids[spec["name"]], "name": spec["name"], "spec": spec})
 
 
 def _allocate_networks(tx: Any, stack: dict[str, Any]) -> dict[str, Any]:
