@@ -398,7 +398,7 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
 
         def run() -> list[dict[str, Any]]:
             now = time.time()
-            return [{"Id": c.id, "Image": c.image, "Command": command_text(c), "Created": c.created,
+            return [{"Id": c.id, "Image": c.image, "ImageID": c.image_id, "Command": command_text(c), "Created": c.created,
                      "CreatedRFC3339": rfc3339(c.created),
                      "Status": status_text(c, now), "State": c.state.status, "Ports": ports_text(c),
                      "Names": c.name, "Labels": c.config.get("Labels") or {},

@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from shoal.cli.format import FORMAT_HELP, INSPECT_FORMAT_HELP, bytes_size, human_duration, human_size, parse_ram_bytes, print_formatted, render_template
+from shoal.cli.format import FORMAT_HELP, INSPECT_FORMAT_HELP, bytes_size, container_image, human_duration, human_size, parse_ram_bytes, print_formatted, render_template
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.runtime.spec import ContainerSpec, Mount, PortMapping, Ulimit
 
@@ -511,7 +511,7 @@ def ps_row(c, trunc: bool, now: float) -> dict[str, Any]:
     command = command_text(c)
     return {
         "ID": c.id[:12] if trunc else c.id,
-        "Image": c.image,
+        "Image": container_image(c.image, c.image_id, trunc),
         "Command": json.dumps(_ellipsis(command, 20) if trunc else command, ensure_ascii=False),
         "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(c.created)),
         "RunningFor": human_duration(now - c.created) + " ago",

@@ -33,6 +33,26 @@ _MIN_WIDTH = 10
 _PADDING = 3
 
 
+def container_image(image: str, image_id: str, trunc: bool) -> str:
+    """The IMAGE column of ps and system df -v (formatter.ContainerContext.Image): unless
+    --no-trunc, a reference loses its digest (`web:1@sha256:...` -> `web:1`, `web@sha256:...`
+    -> `web`), and an image run by its ID shows the short ID."""
+    if not image:
+        return "<no image>"
+    if not trunc:
+        return image
+    short_id = image_id.removeprefix("sha256:")[:12]
+    if short_id and short_id == image.removeprefix("sha256:")[:12]:
+        return short_id
+    from shoal.image.reference import parse_normalized
+
+    try:
+        ref = parse_normalized(image)
+    except InvalidArgument:
+        return image
+    return ref.familiar_name() + (f":{ref.tag}" if ref.tag else "")
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """Render like Go's tabwriter(minwidth=10, padding=3): every column but the last is padded."""
     all_rows = [list(headers)] + [list(r) for r in rows]

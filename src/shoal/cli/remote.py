@@ -257,7 +257,7 @@ def ps_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """`ps` rows of the node's containers, the fields cli/container.py ps_row gives locally."""
     import time
 
-    from shoal.cli.format import human_duration
+    from shoal.cli.format import container_image, human_duration
 
     trunc = not args.no_trunc
     now = time.time()
@@ -265,7 +265,8 @@ def ps_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     for c in containers(args):
         command = c["Command"]
         rows.append({
-            "ID": c["Id"][:12] if trunc else c["Id"], "Image": c["Image"],
+            "ID": c["Id"][:12] if trunc else c["Id"],
+            "Image": container_image(c["Image"], c.get("ImageID", ""), trunc),
             "Command": json.dumps(_ellipsis(command, 20) if trunc else command, ensure_ascii=False),
             "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(c["Created"])),
             "RunningFor": human_duration(max(0.0, now - c["Created"])) + " ago",

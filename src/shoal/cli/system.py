@@ -235,7 +235,7 @@ def print_df(rows: list[Any], fmt: str | None) -> None:
 
 def print_df_verbose(rows: list[Any], now: float) -> None:
     """DiskUsageContext.verboseWriteTable: one table per kind, build cache last with its total."""
-    from shoal.cli.format import print_table
+    from shoal.cli.format import container_image, print_table
     from shoal.cli.swarmfmt import ellipsis
     from shoal.gofmt import quote
     from shoal.runtime.inspect import command_text, status_text
@@ -256,7 +256,7 @@ def print_df_verbose(rows: list[Any], now: float) -> None:
                 image_rows)
     print("\nContainers space usage:\n")
     print_table(("CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"),
-                [[i["container"].id[:12], i["container"].image, quote(ellipsis(command_text(i["container"]), 20)),
+                [[i["container"].id[:12], container_image(i["container"].image, i["container"].image_id, True), quote(ellipsis(command_text(i["container"]), 20)),
                   str(sum(1 for m in i["container"].spec.mounts if m.type == "volume")), _human(i["size"], 3),
                   ago(i["container"].created, now), status_text(i["container"], now), i["container"].name]
                  for i in containers.items])
