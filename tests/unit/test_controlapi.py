@@ -286,10 +286,14 @@ def test_stack_deploy_refuses_a_port_another_service_holds_as_service_create_doe
                                               f"'vote_visualizer' \\({viz}\\) as an ingress port$"):
         stackapi.deploy_stack(store, _stack(traefik=_stack_service("traefik", endpoint=ports)))
     host = _endpoint([PortConfig(target=80, published=38933, publish_mode="host")])
+    ingress = _endpoint([PortConfig(target=80, published=38933)])
     with pytest.raises(InvalidArgument, match="^failed to create service app_b: .*port '38933' is already in use "
                                               "by service 'app_a' .* as a host-published port$"):
-        stackapi.deploy_stack(store, _stack(a=_stack_service("a", endpoint=host), b=_stack_service("b", endpoint=host)))
+        stackapi.deploy_stack(store, _stack(a=_stack_service("a", endpoint=host), b=_stack_service("b", endpoint=ingress)))
     assert [s.name for s in services(store)] == ["vote_visualizer"]
+    # Two services on one host-mode port: swarmkit lets them be (its scheduler keeps them apart).
+    stackapi.deploy_stack(store, _stack(a=_stack_service("a", endpoint=host), b=_stack_service("b", endpoint=host)))
+    assert sorted(s.name for s in services(store)) == ["app_a", "app_b", "vote_visualizer"]
 
 
 def test_two_updates_from_one_version_at_once_one_wins_the_other_is_out_of_sequence(store: SQLiteStore) -> None:

@@ -143,6 +143,10 @@ def claim_ports(store: NetworkStore, owner: str, ports: Iterable[PublishedPort |
     """Check each published port is free (in shoal's state and on the host); fill in port 0.
     Call under store.lock()."""
     used = published_ports_in_use(store, skip_owner=owner)
+    # Services may share a host-mode port (swarmkit's checkPortConflicts lets them; the
+    # scheduler keeps their tasks on different nodes, each node publishing its own task's).
+    host_mode = {(q.protocol, q.published) for svc in load_services() if svc.id != owner
+                 for q in svc.ports if q.published and q.mode == "host"}
     for p in ports:
         if p.protocol not in PROTOCOLS:
             raise InvalidArgument(f"invalid protocol {p.protocol!r} for port {p.target}: want tcp or udp")
@@ -156,6 +160,9 @@ def claim_ports(store: NetworkStore, owner: str, ports: Iterable[PublishedPort |
             else:
                 continue
         key = (p.protocol, p.published)
+        if (key in used and isinstance(p, ServicePort) and p.mode == "host" and key in host_mode
+                and used[key].startswith("service ")):
+            continue
         if key in used:
             raise Conflict(f"port {p.published}/{p.protocol} is already published by {used[key]}")
         host_ip = getattr(p, "host_ip", "")

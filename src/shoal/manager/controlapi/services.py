@@ -174,9 +174,12 @@ def check_references(tx: Transaction, spec: ServiceSpec) -> None:
 def check_port_conflicts(tx: Transaction, spec: ServiceSpec, service_id: str = "",
                          others: list[dict[str, Any]] | None = None) -> None:
     """swarmkit checkPortConflicts: a published port another service holds, named by how that
-    service publishes it. `others`: the services to look at, if not the store's."""
-    wanted = {(p.published, p.protocol) for p in spec.endpoint.ports if p.published}
-    if not wanted:
+    service publishes it. Two services may publish one port in host mode (the scheduler keeps
+    their tasks on different nodes: traefik and another global proxy on `mode: host` 80); an
+    ingress port clashes with either. `others`: the services to look at, if not the store's."""
+    ingress = {(p.published, p.protocol) for p in spec.endpoint.ports if p.published and p.publish_mode != "host"}
+    host = {(p.published, p.protocol) for p in spec.endpoint.ports if p.published and p.publish_mode == "host"}
+    if not ingress and not host:
         return
     for other in tx.list("service") if others is None else others:
         if other["id"] == service_id:
@@ -186,11 +189,14 @@ def check_port_conflicts(tx: Transaction, spec: ServiceSpec, service_id: str = "
         for port in [*((other.get("spec") or {}).get("endpoint", {}).get("ports") or ()),
                      *((other.get("endpoint") or {}).get("ports") or ())]:
             published = int(port.get("published") or 0)
-            if (published, port.get("protocol", "tcp")) not in wanted:
-                continue
-            how = "a host-published port" if port.get("publish_mode", port.get("mode")) == "host" else "an ingress port"
-            raise _invalid(f"port '{published}' is already in use by service '{other['name']}' "
-                           f"({other['id']}) as {how}")
+            key = (published, port.get("protocol", "tcp"))
+            if port.get("publish_mode", port.get("mode")) == "host":
+                clash, how = key in ingress, "a host-published port"
+            else:
+                clash, how = key in ingress or key in host, "an ingress port"
+            if published and clash:
+                raise _invalid(f"port '{published}' is already in use by service '{other['name']}' "
+                               f"({other['id']}) as {how}")
 
 
 def _pin(spec: ServiceSpec, old: ServiceSpec | None, resolve_image: str) -> list[str]:
