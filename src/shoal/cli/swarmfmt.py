@@ -132,6 +132,18 @@ def task_rows(tasks: Sequence[dict[str, Any]], nodes: dict[str, str], no_trunc: 
             "DesiredState": TaskState(task.desired_state).pretty,
             "CurrentState": current_state(task, now),
             "Error": f'"{err}"' if err else "",
-            "Ports": "",
+            "Ports": task_ports(task),
         })
     return rows
+
+
+def task_ports(task: Task) -> str:
+    """docker/cli's task PORTS: the task's PortStatus, which dockerd's executor fills with its
+    container's host-mode bindings while it runs (`*:80->80/tcp,*:443->443/tcp`); ingress ports
+    are the mesh's, not the task's. A host-mode port published as 0 shows nothing here (the
+    port the node chose is not reported back)."""
+    if task.status.state != TaskState.RUNNING:
+        return ""
+    return ",".join(f"*:{p['published']}->{p['target']}/{p.get('protocol') or 'tcp'}"
+                    for p in (task.spec.get("endpoint") or {}).get("ports") or ()
+                    if p.get("publish_mode") == "host" and int(p.get("published") or 0))
