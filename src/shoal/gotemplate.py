@@ -30,7 +30,11 @@ _TOKEN = re.compile(r"""\s*(?:
 
 
 class TemplateError(InvalidArgument):
-    """A template that does not parse or does not run: `template: ...`, exit 125 as docker's."""
+    """A template that does not parse or does not run: `template: ...`. Exit 1: docker/cli
+    returns these from the command's RunE, never as a flag error (125); only inspect's and info's
+    parse errors exit 64 there."""
+
+    exit_code = 1
 
     command: list[tuple[str, Any]] | None = None  # the command that failed, for render(name=)
 

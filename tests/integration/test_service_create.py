@@ -154,10 +154,21 @@ def test_jobs_run_to_completion(shoal, busybox_image: str) -> None:
 
 
 def test_refusals(shoal, busybox_image: str) -> None:
+    # moby's getService words for update, rollback, rm and scale; ps, logs and inspect have the CLI's own.
     gone = shoal("service", "update", "--image", "x", "h3it_nosuch")
-    assert (gone.returncode, gone.stdout, _err(gone)) == (1, "", "Error: No such service: h3it_nosuch\n")
+    assert (gone.returncode, gone.stdout, _err(gone)) == (1, "", "Error response from daemon: service h3it_nosuch not found\n")
     gone = shoal("service", "rollback", "h3it_nosuch")
-    assert (gone.returncode, _err(gone)) == (1, "Error: No such service: h3it_nosuch\n")
+    assert (gone.returncode, _err(gone)) == (1, "Error response from daemon: service h3it_nosuch not found\n")
+    gone = shoal("service", "rm", "h3it_nosuch")
+    assert (gone.returncode, _err(gone)) == (1, "Error response from daemon: service h3it_nosuch not found\n")
+    gone = shoal("service", "scale", "h3it_nosuch=2", "h3it_other=x")
+    assert (gone.returncode, gone.stdout, _err(gone)) == (
+        1, "", "h3it_nosuch: Error response from daemon: service h3it_nosuch not found\n"
+               'h3it_other: invalid replicas value x: strconv.ParseUint: parsing "x": invalid syntax\n')
+    gone = shoal("service", "ps", "h3it_nosuch")
+    assert (gone.returncode, gone.stdout, _err(gone)) == (1, "", "no such service: h3it_nosuch\n")
+    gone = shoal("service", "logs", "h3it_nosuch")
+    assert (gone.returncode, gone.stdout, _err(gone)) == (1, "", "no such task or service: h3it_nosuch\n")
     gone = shoal("service", "inspect", "h3it_nosuch")  # inspect.Inspect: `[]`, then its own words
     assert (gone.returncode, gone.stdout, _err(gone)) == (1, "[]\n", "Error: no such service: h3it_nosuch\n")
     bad = shoal("service", "create", "--replicas", "two", busybox_image)

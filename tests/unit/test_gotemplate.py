@@ -50,7 +50,7 @@ def test_templates(template, expected):
 def test_template_errors(template, message):
     with pytest.raises(TemplateError, match=message) as exc:
         render(template, ROW)
-    assert exc.value.exit_code == 125
+    assert exc.value.exit_code == 1  # RunE's error, not a flag error
 
 
 def test_json_format_is_one_sorted_escaped_object_per_line():

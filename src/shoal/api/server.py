@@ -96,17 +96,10 @@ def _int_query(request: web.Request, name: str, default: int, low: int = 0) -> i
 
 
 def _resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, Any]:
-    """Docker's lookup order: full ID, then full name, then a unique ID prefix."""
-    for key in ("id", "name"):
-        for obj in objects:
-            if obj[key] == ref:
-                return obj
-    prefixed = [o for o in objects if o["id"].startswith(ref)]
-    if len(prefixed) == 1:
-        return prefixed[0]
-    if prefixed:
-        raise InvalidArgument(f"multiple {kind}s found with provided prefix: {ref}")
-    raise NotFound(f"no such {kind}: {ref}")
+    """Docker's lookup order and moby's words (the control API's, one rule for every route)."""
+    from shoal.manager.controlapi import resolve
+
+    return resolve(objects, ref, kind)
 
 
 def active_nodes(nodes: list[dict[str, Any]]) -> set[str]:

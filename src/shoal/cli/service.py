@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from typing import Any
 
@@ -92,12 +91,39 @@ def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _match_services(services: list[dict[str, Any]], refs: list[str]) -> tuple[list[str], list[str]]:
+    """ps.go createFilter: each name matched by full ID, then full name, then ID prefix (more
+    than one is an error); (the IDs found, `no such service: X` for the others)."""
+    found: list[str] = []
+    missing: list[str] = []
+    for ref in refs:
+        exact = [s["id"] for s in services if s["id"] == ref] or [s["id"] for s in services if s["name"] == ref]
+        prefixed = [s["id"] for s in services if s["id"].startswith(ref)]
+        if exact:
+            found.append(exact[0])
+        elif len(prefixed) > 1:
+            raise ShoalError(f"multiple services found with provided prefix: {ref}")
+        elif prefixed:
+            found.append(prefixed[0])
+        else:
+            missing.append(f"no such service: {ref}")
+    return found, missing
+
+
 def _ps(args: argparse.Namespace) -> int:
+    """runPS: the tasks of the services found; the names not found are docker's client-side
+    `no such service: X` lines (after the table when some were found), exit 1."""
     with connect() as client:
-        tasks: list[dict[str, Any]] = []
-        for ref in args.service:
-            tasks += client.get("/tasks", service=ref)
-        print_tasks(client, filter_tasks(tasks, args.filter, node_names(client)), args, quiet_full=True)
+        found, missing = _match_services(client.get("/services"), args.service)
+        if found:
+            tasks: list[dict[str, Any]] = []
+            for service_id in dict.fromkeys(found):
+                tasks += client.get("/tasks", service=service_id)
+            print_tasks(client, filter_tasks(tasks, args.filter, node_names(client)), args, quiet_full=True)
+    if missing:
+        sys.stdout.flush()
+        print("\n".join(missing), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -167,13 +193,8 @@ def _lookups(client: Client) -> Any:
 
 
 def _inspect_service(client: Client, ref: str) -> dict[str, Any]:
-    """The service, or docker's client-side `Error: No such service: x` (exit 1)."""
-    from shoal.errors import NotFound
-
-    try:
-        svc: dict[str, Any] = client.get(f"/services/{ref}")
-    except NotFound:
-        raise ShoalError(f"No such service: {ref}") from None
+    """The service (ServiceInspectWithRaw: a missing one is the daemon's `service x not found`)."""
+    svc: dict[str, Any] = client.get(f"/services/{ref}")
     return svc
 
 
@@ -251,46 +272,87 @@ def _rm(args: argparse.Namespace) -> int:
                 client.delete(f"/services/{ref}")
                 print(ref)
             except ShoalError as exc:
-                errors.append(str(exc))
-    if errors:
-        raise ShoalError("\n".join(errors))
+                errors.append(_shown(exc))
+    if errors:  # remove.go: every refusal as the client returned it, joined, exit 1
+        sys.stdout.flush()
+        print("\n".join(errors), file=sys.stderr)
+        return 1
     return 0
 
 
-_SCALE = re.compile(r"^([^=]+)=(\d+)$")
+_UINT64_MAX = 2**64 - 1
+
+
+def _scale_pairs(pairs: list[str]) -> list[tuple[str, str]]:
+    """scaleArgs: every argument SERVICE=REPLICAS with both sides, before anything is asked."""
+    out = []
+    for item in pairs:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            print(f"invalid scale specifier '{item}'.\nSee 'shoal service scale --help'.\n\n"
+                  "Usage:  shoal service scale SERVICE=REPLICAS [SERVICE=REPLICAS...]\n\n"
+                  "Scale one or multiple replicated services", file=sys.stderr)
+            raise SystemExit(1)
+        out.append((name, value))
+    return out
 
 
 def _scale(args: argparse.Namespace) -> int:
+    """runScale: each service read, its replicas (or a replicated job's completions) set, `X
+    scaled to N`; then the progress of each unless -d. A failure is `SERVICE: error` and the
+    others go on; all of them on stderr at the end, exit 1 (errors.Join)."""
     errors: list[str] = []
     scaled: list[str] = []
+    pairs = _scale_pairs(args.pairs)
     with connect() as client:
-        for item in args.pairs:
-            m = _SCALE.match(item)
-            if not m:
-                errors.append(f"invalid scale specifier '{item}'.\nSee 'shoal service scale --help'.")
+        for name, value in pairs:
+            if not value.isdigit() or int(value) > _UINT64_MAX:  # strconv.ParseUint(value, 10, 64)
+                why = "value out of range" if value.isdigit() else "invalid syntax"
+                errors.append(f'{name}: invalid replicas value {value}: strconv.ParseUint: parsing "{value}": {why}')
                 continue
             try:
-                client.post(f"/services/{m.group(1)}/scale", {"replicas": int(m.group(2))})
-                print(f"{m.group(1)} scaled to {m.group(2)}")
-                scaled.append(m.group(1))
+                svc = client.get(f"/services/{name}")
+                if (svc.get("spec") or {}).get("mode", "replicated") not in ("replicated", "replicated-job"):
+                    errors.append(f"{name}: scale can only be used with replicated or replicated-job mode")
+                    continue
+                client.post(f"/services/{svc['id']}/scale", {"replicas": int(value)})
             except ShoalError as exc:
-                errors.append(str(exc))
+                errors.append(f"{name}: {_shown(exc)}")
+                continue
+            print(f"{name} scaled to {int(value)}")
+            scaled.append(name)
         if not args.detach:  # scale.go: then each service's progress, as update shows it
             from shoal.cli.serviceprogress import wait_on_service
 
             for name in scaled:
-                wait_on_service(client, name)
+                try:
+                    wait_on_service(client, name)
+                except ShoalError as exc:
+                    errors.append(f"{name}: {_shown(exc)}")
     if errors:
-        raise ShoalError("\n".join(errors))
+        sys.stdout.flush()
+        print("\n".join(errors), file=sys.stderr)
+        return 1
     return 0
+
+
+def _shown(exc: ShoalError) -> str:
+    """An error as docker's client shows it inside another message."""
+    return f"Error response from daemon: {exc}" if getattr(exc, "from_daemon", False) else str(exc)
 
 
 def _logs(args: argparse.Namespace) -> int:
     """`<service>.<slot>.<task id>@<node>    | <line>`, stdout and stderr kept apart (2.7)."""
     if args.tail != "all" and not (args.tail.isdigit()):
         raise InvalidArgument(f'invalid value for --tail: "{args.tail}" (a number of lines, or "all")')
+    from shoal.errors import NotFound
+
     with connect() as client:
-        svc = client.get(f"/services/{args.service}")
+        try:
+            svc = client.get(f"/services/{args.service}")
+        except NotFound:  # logs.go: neither a service nor a task of that name (printed bare)
+            print(f"no such task or service: {args.service}", file=sys.stderr)
+            return 1
         replicas = int(svc.get("spec", {}).get("replicas") or 1)
         width = len(str(replicas))
         params = {"tail": args.tail, "follow": "1" if args.follow else "0"}
@@ -379,7 +441,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", action="store_true", help="Do not neatly format logs")
     p.set_defaults(func=_logs)
 
-    p = ssub.add_parser("scale", help="Scale one or multiple replicated services")
+    p = ssub.add_parser("scale", help="Scale one or multiple replicated services",
+                        usage="%(prog)s SERVICE=REPLICAS [SERVICE=REPLICAS...]")
     p.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
-    p.add_argument("-d", "--detach", action="store_true", help="Exit immediately")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="Exit immediately instead of waiting for the service to converge")
     p.set_defaults(func=_scale)

@@ -29,7 +29,8 @@ def rpc(code: str, text: str) -> str:
 
 
 def resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, Any]:
-    """Docker's lookup order: full ID, then full name, then a unique ID prefix."""
+    """Docker's lookup order: full ID, then full name, then a unique ID prefix; moby's words when
+    none or several match (daemon/cluster/helpers.go getService)."""
     for key in ("id", "name"):
         for obj in objects:
             if obj[key] == ref:
@@ -38,5 +39,5 @@ def resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, Any
     if len(prefixed) == 1:
         return prefixed[0]
     if prefixed:
-        raise InvalidArgument(f"multiple {kind}s found with provided prefix: {ref}")
-    raise NotFound(f"no such {kind}: {ref}")
+        raise InvalidArgument(f"{kind} {ref} is ambiguous ({len(prefixed)} matches found)")
+    raise NotFound(f"{kind} {ref} not found")
