@@ -28,8 +28,15 @@ from shoal.tlscontext import bootstrap_context, client_context, server_context  
 # The cluster a listener serves: route handlers refuse certificates of any other (O = cluster ID).
 CLUSTER_ID_KEY = web.AppKey("shoal_cluster_id", str)
 
-def _forbidden(message: str) -> web.HTTPForbidden:
-    return web.HTTPForbidden(text=json.dumps({"message": message}), content_type="application/json")
+# The nodes `node rm` removed (a callable: node ID -> removed?), on the listener's application:
+# their certificates chain to the CA and are still valid, and are refused all the same, as
+# swarmkit's authorizeOrg refuses the cluster's BlacklistedCertificates.
+REMOVED_NODES_KEY = web.AppKey("shoal_removed_nodes", object)
+
+
+def _forbidden(message: str, kind: str = "") -> web.HTTPForbidden:
+    body = {"message": message, "kind": kind} if kind else {"message": message}
+    return web.HTTPForbidden(text=json.dumps(body), content_type="application/json")
 
 
 def peer_identity(request: web.Request) -> NodeIdentity | None:
@@ -80,6 +87,10 @@ def require_role(request: web.Request, *roles: str) -> NodeIdentity:
     cluster_id = request.config_dict.get(CLUSTER_ID_KEY)
     if cluster_id is None:
         raise _forbidden("Permission denied: this listener does not know its cluster")
+    removed = request.config_dict.get(REMOVED_NODES_KEY)
+    if callable(removed) and removed(ident.node_id):
+        # kind "node_removed": the agent takes it as the manager's word that it was removed.
+        raise _forbidden(f"Permission denied: node {ident.node_id} was removed from swarm", "node_removed")
     if ident.cluster_id != cluster_id:
         raise _forbidden(f"Permission denied: remote certificate not part of organization: {cluster_id}")
     return ident

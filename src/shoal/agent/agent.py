@@ -312,6 +312,28 @@ class Agent:
                 task.desired_state = TaskState.REMOVE
                 tx.update("task", task.to_dict(), expect_version=None)
 
+    def removed(self, why: str) -> None:
+        """The manager said this node was removed (`node rm`): it replaced the node's tasks on
+        other nodes (they are ORPHANED there), so none of them is wanted here any more; each is
+        stopped and its container removed, as an empty complete set would. swarmkit's node
+        learns it through the desired shutdowns its open assignment stream carries before its
+        certificate is refused; a node removed while cut off never hears them and ran its
+        copies beside their replacements: this holds whenever the refusal comes."""
+        before = set(self._unassigned)
+        with self.store.transaction() as tx:
+            for raw in tx.list("task"):
+                self._unassign(tx, raw["id"])
+        stopping = self._unassigned - before
+        if stopping:  # told once per task, not at each refused registration
+            log.warning("this node was removed from the swarm (%s): its %d tasks are shut down", why, len(stopping))
+        with self._lock:
+            self.files = {}
+            self.registry_auths = {}
+        if self.services:
+            self.services = []
+            self.services_version += 1
+        self.on_assignments()
+
     def tidy(self) -> None:
         """Forget the unassigned tasks that have stopped and whose last state the manager has
         taken (the worker removed their containers when it stopped them); trim the event log
@@ -508,6 +530,8 @@ class Agent:
                         continue
                 except NodeRemoved as exc:
                     log.error("%s", exc)
+                    if exc.confirmed:
+                        self.removed(str(exc))
                 except (Unreachable, SessionInvalid) as exc:
                     log.warning("session with the manager ended: %s", exc)
                 except ShoalError as exc:

@@ -15,7 +15,8 @@ Errors a session raises:
 - `SessionInvalid`: the manager does not know this session (it restarted, another session of the
   node replaced it, or the node was marked down): register again (swarmkit's ErrSessionInvalid,
   ErrNodeNotRegistered).
-- `NodeRemoved`: the node was removed from the cluster (`node rm`): the agent stops.
+- `NodeRemoved`: the node was removed from the cluster (`node rm`): the agent stops and removes
+  its tasks (their replacements run elsewhere) and keeps asking, refused, as swarmkit's does.
 """
 
 from __future__ import annotations
@@ -52,7 +53,13 @@ class SessionInvalid(ShoalError):
 
 
 class NodeRemoved(ShoalError):
-    """This node was removed from the cluster."""
+    """The manager refused this node. `confirmed`: it said the node was removed (`node rm`), so
+    nothing this node runs is wanted any more; else only its certificate was refused (another
+    cluster's, say), which proves nothing about its tasks."""
+
+    def __init__(self, message: str = "", confirmed: bool = True) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
 
 
 # ---- registration -------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ class HTTPSSession(Session):
             raise ShoalError(message)
         if resp.status == 403:
             # A certificate the manager does not accept (another cluster's, a removed node's).
-            raise NodeRemoved(message or "permission denied")
+            raise NodeRemoved(message or "permission denied", confirmed=False)
         raise Unreachable(message or f"the manager at {manager} answered HTTP {resp.status}")
 
     async def _post(self, path: str, body: Any, only_current: bool = False,

@@ -347,6 +347,9 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
         swarm().require_manager()
         node_id = await asyncio.to_thread(_swarmnode().remove_node, store, request.match_info["ref"], daemon.node_id,
                                           request.query.get("force") == "1")
+        listener = getattr(daemon, "cluster_listener", None)
+        if listener is not None:
+            listener.removed.add(node_id)  # its certificate refused from this request on
         daemon.kick()
         return web.json_response({"ID": node_id})
 

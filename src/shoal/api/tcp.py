@@ -29,7 +29,7 @@ from shoal.manager.ca import CA_API_PREFIX, MANAGER_ROLE, desired_tls_info
 from shoal.manager.caserver import make_ca_app, CA_SERVER_KEY
 from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, make_dispatcher_app
 from shoal.manager.swarmnode import SwarmNode, split_addr
-from shoal.tlsconfig import CLUSTER_ID_KEY, require_role, server_context
+from shoal.tlsconfig import CLUSTER_ID_KEY, REMOVED_NODES_KEY, require_role, server_context
 
 if TYPE_CHECKING:
     from shoal.daemon import Daemon
@@ -70,6 +70,10 @@ class ClusterListener:
         # (sni_callback), so a finished root rotation trusts only the new root from the next
         # connection on, without restarting the listener.
         self._active: ssl.SSLContext | None = None
+        # The nodes `node rm` removed, whose certificates every route refuses: read from the
+        # store at start and added to by the removal itself (api/swarmapi.py), so a handshake's
+        # check never waits on the store's lock.
+        self.removed: set[str] = set()
 
     def make_app(self) -> web.Application:
         from shoal.api.server import make_app
@@ -80,6 +84,7 @@ class ClusterListener:
         app = make_app(self.daemon)  # the unix socket's routes, behind _authorise
         app.middlewares.insert(0, _authorise)
         app[CLUSTER_ID_KEY] = cluster_id
+        app[REMOVED_NODES_KEY] = self.removed.__contains__
         ca_app = make_ca_app(swarm.root_ca(), swarm.tokens(), swarm.on_node_joined, cluster_id=cluster_id,
                              role_of=swarm.role_of, on_issued=swarm.record_tls_info)
         swarm.ca_server = ca_app[CA_SERVER_KEY]
@@ -98,6 +103,9 @@ class ClusterListener:
         swarm = self.swarm
         assert swarm.local is not None
         host, port = split_addr(swarm.local.listen_addr)
+        from shoal.manager.swarmnode import removed_node_ids
+
+        self.removed.update(await asyncio.to_thread(removed_node_ids, swarm.store))
         ctx = server_context(swarm.certs.cert_path, swarm.certs.key_path, swarm.root_ca(with_key=False).cert_pem)
         runner = web.AppRunner(self.make_app(), access_log=None)
         await runner.setup()

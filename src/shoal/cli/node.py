@@ -227,27 +227,40 @@ def _role(role: str) -> Any:
         with _client() as client:
             for ref in args.nodes:
                 node = client.get(f"/nodes/{ref}")
-                if node.get("role") == role:
-                    print(f"Node {ref} is already a {role}.")
+                if node.get("role") == role:  # docker/cli names the node by its ID here
+                    print(f"Node {node.get('id', ref)} is already a {role}.")
                     continue
                 client.post(f"/nodes/{ref}/update", {"Role": role})
-                print(f"Node {ref} {'promoted to a manager' if role == 'manager' else 'demoted'} in the swarm.")
+                print(f"Node {ref} promoted to a manager in the swarm." if role == "manager"
+                      else f"Manager {ref} demoted in the swarm.")
         return 0
     return run
 
 
 def _rm(args: argparse.Namespace) -> int:
-    errors = []
+    errors: list[ShoalError] = []
     with _client() as client:
         for ref in args.nodes:
             try:
                 client.delete(f"/nodes/{ref}", force="1" if args.force else None)
                 print(ref)
             except ShoalError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
     if errors:
-        raise ShoalError("\n".join(errors))
+        raise _joined(errors)
     return 0
+
+
+def _joined(errors: list[ShoalError]) -> ShoalError:
+    """docker/cli's errors.Join of each node's error: one line each, the daemon's as the client
+    words them (`Error response from daemon: rpc error: code = FailedPrecondition desc = ...`);
+    the first line's prefix is main's."""
+    def line(exc: ShoalError) -> str:
+        return f"{'Error response from daemon' if getattr(exc, 'from_daemon', False) else 'Error'}: {exc}"
+
+    first = errors[0]
+    joined = type(first)("\n".join([str(first), *map(line, errors[1:])]))
+    return joined
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -152,7 +152,9 @@ def _restart(p: _Pass, svc: ServiceView, old: Task, history: list[Task]) -> None
     # not the task failing. Swarm waits the delay (5 s by default) on top of noticing the loss.
     node = p.nodes.get(old.node_id) if old.node_id else None
     moved = node is not None and node.availability == "drain"
-    lost = bool(old.node_id) and old.status.state <= TaskState.RUNNING and p.node_down(old.node_id)
+    # ORPHANED: its node was removed (`node rm`), lost too.
+    lost = bool(old.node_id) and (old.status.state <= TaskState.RUNNING or old.status.state == TaskState.ORPHANED) \
+        and p.node_down(old.node_id)
     delay = 0.0 if moved or lost else svc.restart.delay
     pending = [t.start_after for t in history if t.desired_state == TaskState.READY]
     start_after = max([p.now + delay, *pending])

@@ -618,5 +618,37 @@ def remove_node(store: Store, ref: str, self_id: str, force: bool = False) -> st
         if not force and node.state == "ready":
             raise Conflict(f"rpc error: code = FailedPrecondition desc = node {node.id} is not down and can't be "
                            "removed")
+        # swarmkit's BlacklistedCertificates: the node's certificate is refused from now on
+        # (tlsconfig.require_role), whatever it still holds. Kept for good: swarmkit drops an
+        # entry once the certificate expires; one small record per removed node here.
+        if tx.get(REMOVED_NODE_KIND, node.id) is None:
+            tx.create(REMOVED_NODE_KIND, {"id": node.id, "removed_at": time.time()})
+        _orphan_tasks(tx, node.id)
         tx.delete("node", node.id)
         return node.id
+
+
+REMOVED_NODE_KIND = "removed_node"
+ORPHANED_MESSAGE = "Task belonged to a node that has been deleted"  # swarmkit's controlapi orphanNodeTasks
+
+
+def removed_node_ids(store: Store) -> set[str]:
+    """The nodes `node rm` removed: their certificates are refused."""
+    return {r["id"] for r in store.list(REMOVED_NODE_KIND)}
+
+
+def _orphan_tasks(tx: Any, node_id: str) -> None:
+    """swarmkit's orphanNodeTasks, in the removal's transaction: the node can no longer report
+    its tasks, so those not yet stopped are ORPHANED; the orchestrator replaces them."""
+    from shoal.model.cluster import Task, TaskState, TaskStatus
+
+    now = time.time()
+    for raw in tx.list("task"):
+        if raw.get("node_id") != node_id:
+            continue
+        task = Task.from_dict(raw)
+        if task.status.state >= TaskState.COMPLETE:
+            continue
+        task.status = TaskStatus(state=TaskState.ORPHANED, timestamp=now, message=ORPHANED_MESSAGE,
+                                 container_id=task.status.container_id)
+        tx.update("task", dict(task.to_dict(), version=raw["version"]))
