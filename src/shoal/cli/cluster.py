@@ -1,4 +1,4 @@
-"""`shoal cluster create|ls|rm`: a local multi-node cluster (cluster/)."""
+"""`shoal cluster create|ls|start|rm`: a local multi-node cluster (cluster/)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,21 @@ def _rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start(args: argparse.Namespace) -> int:
+    from shoal.cluster import lifecycle
+
+    errors = []
+    for name in args.names:
+        try:
+            lifecycle.start(name)
+            print(name)
+        except ShoalError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ShoalError("; ".join(errors))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="Manage local multi-node clusters (nodes as network namespaces)")
     csub = p.add_subparsers(dest="cluster_command", metavar="COMMAND")
@@ -91,6 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         c = csub.add_parser(alias, help="List local clusters")
         c.add_argument("-q", "--quiet", action="store_true", help="Only show names")
         c.set_defaults(func=_ls)
+
+    c = csub.add_parser("start", help="Start the nodes' shoald that are not running (systemctl start)")
+    c.add_argument("names", nargs="+", metavar="NAME")
+    c.set_defaults(func=_start)
 
     for alias in ("rm", "delete"):
         c = csub.add_parser(alias, help="Remove local clusters and everything they made")

@@ -376,6 +376,22 @@ def remove(name: str) -> None:
             contexts.remove(name)
 
 
+def start(name: str, timeout: float = 60.0) -> list[str]:
+    """`cluster start`: every node's shoald that is not running is started by the cluster's
+    supervisor (SIGUSR1), as `systemctl start shoald` on each machine; returns the hostnames
+    started, once each answers."""
+    record = state.load(name)
+    pid = supervisor_pid(record)
+    if pid is None:
+        raise ShoalError(f'cluster "{name}" has no supervisor running: remove it ("shoal cluster rm {name}") '
+                         "and create it again")
+    stopped = [n for n in record.nodes if node_pid(n) is None]
+    if stopped:
+        os.kill(pid, signal.SIGUSR1)
+        _wait_nodes(record, timeout, stopped)
+    return [n.hostname for n in stopped]
+
+
 def status(record: state.ClusterRecord) -> tuple[int, bool]:
     """(nodes whose shoald answers, supervisor running)."""
     return sum(1 for n in record.nodes if node_answers(n, 0.5)), supervisor_pid(record) is not None

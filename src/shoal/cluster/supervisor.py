@@ -11,8 +11,11 @@ itself (nodeinit.serve_forked: setns to NAME-K, new mount and UTS namespaces, pr
 and runs shoald; after `swarm join` it exits with nodeinit.RESTART_EXIT and is forked again at
 once, in its new role.
 
-It waits for signals (SIGCHLD, SIGTERM, SIGINT) with sigtimedwait: no polling while nothing
-happens. Each node's current pid is in <run>/clusters/NAME/K.pid."""
+It waits for signals (SIGCHLD, SIGTERM, SIGINT, SIGUSR1) with sigtimedwait: no polling while
+nothing happens. SIGUSR1 (`shoal cluster start`) starts every node's shoald that is not running,
+as `systemctl start shoald` on each machine: one stopped cleanly (SIGTERM) is not restarted by
+Restart=on-failure, and one that hit the start limit is not either. Each node's current pid is
+in <run>/clusters/NAME/K.pid."""
 
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ def node_env(node: state.NodeRecord) -> dict[str, str]:
     return env
 
 
-_WAITED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+_WAITED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
 
 
 def _unblock() -> None:
@@ -236,6 +239,12 @@ def run(cluster_dir: Path) -> int:
             log.info("stopping every node's shoald")
             stopping = True
         _reap(nodes, stopping)
+        if info is not None and info.si_signo == signal.SIGUSR1 and not stopping:
+            for node in nodes:
+                if node.pid is None and node.restart_at is None:
+                    log.info("%s: start requested", node.record.hostname)
+                    node.failed, node.starts = False, []  # systemctl reset-failed, then start
+                    node.start()
         now = time.monotonic()
         for node in nodes:
             if not stopping and node.restart_at is not None and node.restart_at <= now:
