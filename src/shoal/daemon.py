@@ -366,13 +366,17 @@ class Daemon:
                 self._agent_wake.clear()
                 try:
                     await asyncio.to_thread(step)
+                    if self.agent.services_version != self._dns_services or time.monotonic() > self._dns_due:
+                        # Containers of `shoal run` come and go outside the store: look again often.
+                        self._dns_due = time.monotonic() + DNS_RESYNC
+                        await self.refresh_dns()
+                        await self.serve_running_containers(reopen=False)
                 except ShoalError as exc:
                     log.error("agent pass failed: %s", exc)
-                if self.agent.services_version != self._dns_services or time.monotonic() > self._dns_due:
-                    # Containers of `shoal run` come and go outside the store: look again often.
-                    self._dns_due = time.monotonic() + DNS_RESYNC
-                    await self.refresh_dns()
-                    await self.serve_running_containers(reopen=False)
+                except Exception:  # noqa: BLE001 - one bad pass must not end the node's task driving
+                    # The loop ended silently on one (its task's exception unread until shoald
+                    # stopped): the node stayed Ready while its tasks were never stopped or started.
+                    log.exception("agent pass failed")
                 await _wait(self._agent_wake.wait(), AGENT_POLL)
         finally:
             loop = asyncio.get_running_loop()

@@ -1,0 +1,65 @@
+"""The node's agent loop (daemon.Daemon.agent_loop) drives its tasks on every change and poll: a
+pass that fails with an unexpected error (not a ShoalError) is logged with its traceback and
+the loop goes on. It used to end the loop's task silently (its exception read only when shoald
+stopped): a worker stayed Ready in `node ls` while its tasks were never stopped (a `stack rm`
+left them running) nor started (new ones stayed Assigned)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+
+class _FailingOnce:
+    """A worker whose first pass fails as a bug would (a KeyError), then passes."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def sync(self) -> None:
+        self.passes += 1
+        if self.passes == 1:
+            raise KeyError("status")
+
+
+def test_an_unexpected_error_in_a_pass_does_not_end_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("SHOAL_ROOT", str(tmp_path))
+    monkeypatch.setenv("SHOAL_RUN", str(tmp_path / "run"))
+    from shoal import daemon as daemon_module
+
+    d = daemon_module.Daemon(root=tmp_path)
+    worker = _FailingOnce()
+
+    def make_worker() -> Any:
+        # What the real one sets up beside the worker: the node's networks and attachments,
+        # idle here (no task, no network).
+        d.node_networks = SimpleNamespace(sync_overlays=lambda: None, collect=lambda: None)
+        d.attachments = SimpleNamespace(reconcile=lambda: None)
+        return worker
+
+    monkeypatch.setattr(d, "_make_worker", make_worker)
+
+    async def run() -> None:
+        loop = asyncio.create_task(d.agent_loop())
+        try:
+            for _ in range(100):
+                if worker.passes >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert not loop.done(), loop.exception() if loop.done() else None
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+
+    with caplog.at_level(logging.ERROR, logger="shoald"):
+        asyncio.run(run())
+    d.agent.close()
+    d.store.close()
+    assert worker.passes >= 3
+    assert any("agent pass failed" in r.getMessage() and r.exc_info for r in caplog.records)
