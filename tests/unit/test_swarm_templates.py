@@ -106,3 +106,17 @@ def test_the_container_spec_uses_the_same_context() -> None:
         container_spec(_task(env=["A={{.Task.Nope}}"]), NODE)
     assert str(err.value).startswith('expanding env failed: expanding env "A={{.Task.Nope}}": '
                                      'template: expansion:1:2: executing "expansion" at <.Task.Nope>: ')
+
+
+def test_a_bind_mount_whose_source_is_missing_rejects_the_task(tmp_path) -> None:
+    """dockerd makes a task's container with HostConfig.Mounts: a bind source must exist on the
+    node (the voting app's visualizer binds /var/run/docker.sock), checked after the templates
+    are expanded; only `run -v` makes a missing one."""
+    (tmp_path / "host-1").mkdir()
+    bind = {"type": "bind", "source": str(tmp_path / "{{.Node.Hostname}}"), "target": "/d"}
+    assert container_spec(_task(mounts=[bind]), NODE).mounts[0].source == str(tmp_path / "host-1")
+    missing = str(tmp_path / "docker.sock")
+    with pytest.raises(ShoalError) as err:
+        container_spec(_task(mounts=[{"type": "bind", "source": missing, "target": "/var/run/docker.sock"}]), NODE)
+    assert str(err.value) == f'invalid mount config for type "bind": bind source path does not exist: {missing}'
+    assert not (tmp_path / "docker.sock").exists()

@@ -3,6 +3,7 @@ swarm executor does: Swarm's container name and labels, templates expanded on th
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from shoal.agent.templating import container_name, expand
@@ -48,6 +49,12 @@ def _mounts(mounts: list[dict[str, Any]], task: Task, node: Node) -> list[Mount]
             except TemplateError as exc:
                 raise InvalidArgument(f"expanding mounts failed: expanding mount {key} "
                                       f"{quote(m.get(key, ''))}: {exc}") from None
+        if fields.get("type") == "bind" and fields.get("source") and not os.path.exists(fields["source"]):
+            # dockerd makes a task's container with HostConfig.Mounts, whose bind source must
+            # exist on the node (only `run -v` creates one): the task is rejected in its words,
+            # rather than a directory made in the host's /var/run/docker.sock.
+            raise InvalidArgument(f'invalid mount config for type "bind": bind source path does not exist: '
+                                  f'{fields["source"]}')
         out.append(Mount(**fields))
     return out
 
