@@ -160,6 +160,11 @@ def test_stack_ls_and_services_as_in_the_seed(shoal: Shoal, webapp: int) -> None
     assert lines[0].split() == ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
     assert re.match(rf"^[a-z0-9]{{12}}   webapp_web   replicated   5/5        localhost/busybox:test   \*:{webapp}->80/tcp$",
                     lines[1]), lines[1]
+    # --filter as docker's stack services (the stack's label beside the user's filters)
+    named = shoal("stack", "services", "-f", "name=webapp_w", "-f", "mode=replicated", "--format", "{{.Name}}", "webapp")
+    assert named.stdout == "webapp_web\n"
+    none = shoal("stack", "services", "-f", "mode=global", "webapp")
+    assert (none.stdout, none.stderr) == ("", "Nothing found in stack: webapp\n")
 
 
 def test_network_ls_shows_the_overlay(shoal: Shoal, webapp: int) -> None:

@@ -145,3 +145,14 @@ def test_flag_value_refused_by_its_command_reads_as_pflags(capsys, shoal_root) -
     assert capsys.readouterr().err == (
         'invalid argument "dangling" for "-f, --filter" flag: bad format of filter (expected name=value)\n\n'
         "Usage:  shoal volume ls [OPTIONS]\n\nRun 'shoal volume ls --help' for more information\n")
+
+
+def test_pflag_bools_that_take_false_show_no_type(capsys) -> None:
+    """--sig-proxy, commit's --pause and history's --human are pflag bools defaulting to true
+    (docker's `--sig-proxy=false`): no type word after them; restart's flag is --timeout."""
+    with pytest.raises(SystemExit):
+        main(["attach", "--help"])
+    assert "      --sig-proxy            Proxy all received signals to the process (default true)\n" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["restart", "--help"])
+    assert "  -t, --timeout int     Seconds to wait before killing the container\n" in capsys.readouterr().out

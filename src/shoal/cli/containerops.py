@@ -392,7 +392,8 @@ def _truthy(text: str) -> bool:
 def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("restart", help="Restart one or more containers")
     p.add_argument("-s", "--signal", help="Signal to send to the container")
-    p.add_argument("-t", "--time", "--timeout", type=int, help="Seconds to wait before killing the container")
+    p.add_argument("-t", "--timeout", "--time", dest="time", type=int, metavar="int",
+                   help="Seconds to wait before killing the container")  # --time: docker's deprecated spelling
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_restart)
 
@@ -421,10 +422,10 @@ def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.set_defaults(func=cmd_rename)
 
     p = sub.add_parser("update", help="Update configuration of one or more containers")
-    p.add_argument("--cpus", help="Number of CPUs")
-    p.add_argument("-m", "--memory", help="Memory limit")
-    p.add_argument("--memory-swap", help="Swap limit equal to memory plus swap: -1 to enable unlimited swap")
-    p.add_argument("--memory-reservation", help="Memory soft limit")
+    p.add_argument("--cpus", metavar="decimal", help="Number of CPUs")
+    p.add_argument("-m", "--memory", metavar="bytes", help="Memory limit")
+    p.add_argument("--memory-swap", metavar="bytes", help="Swap limit equal to memory plus swap: -1 to enable unlimited swap")
+    p.add_argument("--memory-reservation", metavar="bytes", help="Memory soft limit")
     p.add_argument("-c", "--cpu-shares", type=int, help="CPU shares (relative weight)")
     p.add_argument("--pids-limit", type=int, help="Tune container pids limit (set -1 for unlimited)")
     p.add_argument("--restart", help="Restart policy to apply when a container exits (not supported: no policies)")
@@ -440,13 +441,14 @@ def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("commit", help="Create a new image from a container's changes")
+    p = sub.add_parser("commit", help="Create a new image from a container's changes",
+                       usage="%(prog)s [OPTIONS] CONTAINER [REPOSITORY[:TAG]]")
     p.add_argument("-a", "--author", help='Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
     p.add_argument("-c", "--change", action="append", default=[], help="Apply Dockerfile instruction to the created image")
     p.add_argument("-m", "--message", help="Commit message")
     p.add_argument("-p", "--pause", type=_truthy, nargs="?", const=True, default=True,
                    help="Pause container during commit (default true)")
-    p.add_argument("--no-pause", dest="pause", action="store_false", help="Do not pause the container during commit")
+    p.add_argument("--no-pause", dest="pause", action="store_false", help=argparse.SUPPRESS)  # shoal's; docker: -p=false
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("reference", nargs="?", metavar="[REPOSITORY[:TAG]]")
     p.set_defaults(func=cmd_commit)
@@ -455,7 +457,7 @@ def register_verbs(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                        usage="%(prog)s [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n\t%(prog)s [OPTIONS] SRC_PATH|- "
                              "CONTAINER:DEST_PATH")  # docker's two Use lines
     p.add_argument("-a", "--archive", action="store_true", help="Archive mode (copy all uid/gid information)")
-    p.add_argument("-L", "--follow-link", action="store_true", help="Always follow symlinks in SRC_PATH")
+    p.add_argument("-L", "--follow-link", action="store_true", help="Always follow symbol link in SRC_PATH")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="Suppress progress output during copy. Progress output is automatically suppressed if "
                         "no terminal is attached")

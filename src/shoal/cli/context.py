@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from shoal.api import contexts
+from shoal.cli.format import FORMAT_HELP, INSPECT_FORMAT_HELP
 from shoal.errors import InvalidArgument, ShoalError
 
 
@@ -256,7 +257,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     for alias in ("ls", "list"):
         c = csub.add_parser(alias, help="List contexts")
-        c.add_argument("--format", help="Pretty-print contexts using a Go template")
+        c.add_argument("--format", metavar="string", help=FORMAT_HELP)
         c.add_argument("-q", "--quiet", action="store_true", help="Only show context names")
         c.set_defaults(func=_ls)
 
@@ -269,7 +270,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = csub.add_parser("inspect", help="Display detailed information on one or more contexts")
     c.add_argument("names", nargs="*", metavar="CONTEXT")
-    c.add_argument("-f", "--format", help="Format output using a custom template")
+    c.add_argument("-f", "--format", metavar="string", help=INSPECT_FORMAT_HELP)
     c.set_defaults(func=_inspect)
 
     for alias in ("rm", "remove"):

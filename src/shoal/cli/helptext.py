@@ -208,6 +208,8 @@ def _varname(action: argparse.Action) -> str:
     """pflag's type word after the flag: `string`, `int`, `list`, or the metavar given."""
     if action.nargs == 0:
         return ""
+    if action.nargs == "?" and (isinstance(action.const, bool) or action.const in ("true", "false")):
+        return ""  # --sig-proxy, --pause, --human: pflag bools that also take =false
     if isinstance(action.metavar, str):
         return action.metavar
     if action.dest == "filter":

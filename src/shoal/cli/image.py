@@ -112,7 +112,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 def _add_history(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("history", help="Show the history of an image", description="Show the history of an image")
-    p.add_argument("--format", help="Format output using a custom template")
+    p.add_argument("--format", metavar="string", help=fmt.FORMAT_HELP)
     p.add_argument("-H", "--human", default="true", nargs="?", const="true",
                    help="Print sizes and dates in human readable format (default true)")
     p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
@@ -124,7 +124,7 @@ def _add_history(sub: argparse._SubParsersAction) -> None:
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="Display detailed information on one or more images",
                        description="Display detailed information on one or more images")
-    p.add_argument("-f", "--format", help="Format output using a custom template")
+    p.add_argument("-f", "--format", metavar="string", help=fmt.INSPECT_FORMAT_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=cmd_inspect)
 

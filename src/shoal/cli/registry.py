@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Log in to a registry. If no server is specified, the default is defined by the daemon.")
     p.add_argument("server", nargs="?", metavar="SERVER")
     p.add_argument("-u", "--username", help="Username")
-    p.add_argument("-p", "--password", help="Password")
-    p.add_argument("--password-stdin", action="store_true", help="Take the password from stdin")
+    p.add_argument("-p", "--password", help="Password or Personal Access Token (PAT)")
+    p.add_argument("--password-stdin", action="store_true", help="Take the Password or Personal Access Token (PAT) from stdin")
     p.set_defaults(func=cmd_login)
     p = sub.add_parser("logout", help="Log out from a registry",
                        description="Log out from a registry. If no server is specified, the default is defined by the daemon.")

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from shoal.api.client import Client, connect
-from shoal.cli.format import FORMAT_HELP, print_formatted
+from shoal.cli.format import FORMAT_HELP, INSPECT_FORMAT_HELP, print_formatted
 from shoal.errors import InvalidArgument, ShoalError
 
 
@@ -423,7 +423,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ssub.add_parser("inspect", help="Display detailed information on one or more services")
     p.add_argument("service", nargs="+")
     p.add_argument("--pretty", action="store_true", help="Print the information in a human friendly format")
-    p.add_argument("-f", "--format", help="Format output using a custom template")
+    p.add_argument("-f", "--format", metavar="string", help=INSPECT_FORMAT_HELP)
     p.set_defaults(func=_inspect)
 
     for name in ("rm", "remove"):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.api.client import Client, connect
-from shoal.cli.format import print_formatted
+from shoal.cli.format import FORMAT_HELP, print_formatted
 from shoal.cli.stack import add_compose_file_options
 from shoal.cli.service import add_task_list_flags
 from shoal.errors import InvalidArgument, ShoalError
@@ -221,8 +221,11 @@ def ls(args: argparse.Namespace) -> int:
 def services(args: argparse.Namespace) -> int:
     from shoal.cli.swarmfmt import SERVICE_FIELDS, SERVICE_HEADERS, service_rows
 
+    from shoal.cli.service import filter_services
+
     with connect() as client:
-        found = client.get("/services", stack=args.stack)
+        # docker/cli's getStackFilterFromOpt: the stack's label beside the user's filters
+        found = filter_services(client.get("/services", stack=args.stack), args.filter)
     if not found:
         print(f"Nothing found in stack: {args.stack}", file=sys.stderr)
         return 0
@@ -268,12 +271,14 @@ def register_verbs(ssub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=deploy)
     for name in ("ls", "list"):
         p = ssub.add_parser(name, help="List stacks")
-        p.add_argument("--format", help="Format output using a custom template")
+        p.add_argument("--format", metavar="string", help=FORMAT_HELP)
         p.set_defaults(func=ls)
     p = ssub.add_parser("services", help="List the services in the stack")
     p.add_argument("stack")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display IDs")
-    p.add_argument("--format", help="Format output using a custom template")
+    p.add_argument("--format", metavar="string", help=FORMAT_HELP)
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="filter",
+                   help="Filter output based on conditions provided")
     p.set_defaults(func=services)
     p = ssub.add_parser("ps", help="List the tasks in the stack")
     p.add_argument("stack")

@@ -496,7 +496,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-a", "--all", action="store_true", help="Remove all unused build cache, not just dangling ones")
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     p.add_argument("--filter", action="append", default=[], help='Provide filter values (e.g. "until=24h")')
-    p.add_argument("--keep-storage", default=None, help="Amount of disk space to keep for cache")
+    p.add_argument("--keep-storage", default=None, metavar="bytes", help="Amount of disk space to keep for cache")
     p.set_defaults(func=_builder_prune)
 
     p = sub.add_parser("daemon", help="Run shoald (the manager and agent) in the foreground")

@@ -219,7 +219,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("name", nargs="?", default="", metavar="VOLUME")
     p.add_argument("-d", "--driver", default="local", help='Specify volume driver name (default "local")')
     p.add_argument("--name", dest="name_flag", default="", help=argparse.SUPPRESS)
-    p.add_argument("-o", "--opt", action="append", default=[], help="Set driver specific options")
+    p.add_argument("-o", "--opt", action="append", default=[], metavar="map", help="Set driver specific options")
     p.add_argument("--label", action="append", default=[], help="Set metadata for a volume")
     p.set_defaults(func=_create)
 
