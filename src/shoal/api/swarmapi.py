@@ -304,6 +304,7 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
         if local is not None:
             result["ClusterID"] = local.cluster_id
             result["Initialised"] = True
+            result["NodeAddr"] = _swarmnode().split_addr(local.advertise_addr)[0] if local.advertise_addr else ""
             result["RemoteManagers"] = ([{"NodeID": local.node_id, "Addr": local.advertise_addr}]
                                         if local.role == "manager" else [{"NodeID": "", "Addr": a} for a in local.managers])
         if not node.is_worker:

@@ -222,8 +222,11 @@ def info_lines(info: dict[str, Any]) -> list[str]:
                 lines += [f"     {e.get('Protocol', '')}: {e.get('URL', '')}" for e in externals]
             lines.append(f"  Root Rotation In Progress: {str(bool(cluster.get('RootRotationInProgress'))).lower()}")
     managers = sorted(m["Addr"] for m in info.get("RemoteManagers") or [] if m.get("Addr"))
+    # docker/cli prints the node's own address on a worker too (dockerd's NodeAddr)
+    address = info.get("NodeAddr") or (managers[0].rsplit(":", 1)[0] if managers and info["ControlAvailable"] else "")
+    if address:
+        lines.append(f"  Node Address: {address}")
     if managers:
-        lines.append(f"  Node Address: {managers[0].rsplit(':', 1)[0]}" if info["ControlAvailable"] else "")
         lines.append("  Manager Addresses:")
         lines += [f"   {m}" for m in managers]
     return [line for line in lines if line]
