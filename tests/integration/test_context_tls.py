@@ -99,6 +99,13 @@ class TLSServer:
         await resp.write_eof()
         return resp
 
+    async def _die(self, request: web.Request) -> web.Response:
+        """A node that dies under the request: its connection goes, no answer, no TLS alert."""
+        self._peer(request)
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+
     async def _other(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.seen.append((request.path, body.decode(errors="replace")))
@@ -112,6 +119,7 @@ class TLSServer:
         app = web.Application()
         app.router.add_get("/v1/version", self._version)
         app.router.add_get("/v1/events", self._events)
+        app.router.add_delete("/v1/services/dying", self._die)
         app.router.add_route("*", "/{tail:.*}", self._other)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -247,6 +255,19 @@ def test_client_certificate_of_another_cluster_fails_the_handshake(pki: ClusterP
         proc = cli(env, "-c", "foreign", "events", "--no-follow")
         assert proc.returncode != 0 and "TLS" in proc.stderr, proc.stderr
         assert srv.seen == []
+
+
+def test_a_node_that_dies_under_a_request(pki: ClusterPKI, env: dict[str, str]) -> None:
+    """The connection closed without an answer (shoald killed or stopped under the request),
+    which TLS 1.3 cannot tell from a refused client certificate: both are named."""
+    with TLSServer(pki.manager.cert, pki.manager.key, pki.ca) as srv:
+        create(env, "dying", srv.port, pki.ca, pki.worker)
+        proc = cli(env, "-c", "dying", "service", "rm", "dying")
+        assert ("/v1/services/dying", "swarm-worker") in srv.seen
+    assert proc.returncode == 1 and proc.stderr.splitlines()[-1] + "\n" == (
+        f"TLS to tcp://127.0.0.1:{srv.port}: the node closed the connection without answering DELETE "
+        "/services/dying (it stopped, or it refuses context 'dying''s client certificate): shoald sent no HTTP "
+        "response\n"), proc.stderr
 
 
 def test_unreachable_node_and_missing_ca(pki: ClusterPKI, env: dict[str, str]) -> None:

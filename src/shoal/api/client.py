@@ -257,10 +257,11 @@ class Client:
         except OSError as exc:
             sock.close()
             if self.remote:
-                # TLS 1.3: a client certificate the node refuses is known only after the handshake.
+                # TLS 1.3: a client certificate the node refuses is known only after the handshake,
+                # and reads here as the close of a node that stopped (or died) under the request.
                 raise ShoalError(f"TLS to {self.where}: the node closed the connection without answering "
-                                 f"{method} {path} (does it accept context {self.endpoint.context!r}'s "
-                                 f"client certificate?): {exc}") from exc
+                                 f"{method} {path} (it stopped, or it refuses context "
+                                 f"{self.endpoint.context!r}'s client certificate): {exc}") from exc
             raise ShoalError(f"shoald at {self.where} did not answer {method} {path}: {exc}") from exc
 
     @staticmethod
