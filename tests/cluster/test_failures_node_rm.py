@@ -9,7 +9,8 @@ routing mesh, image on the manager only):
   kept its 2 running beside their replacements: 7). Its certificate is refused from then on, on
   every route (swarmkit's BlacklistedCertificates: "Permission denied: node X was removed from
   swarm"), also after its shoald is killed and restarted (moby's TestAPISwarmNodeRemove: it
-  does not come back). Its own `info` still says `Swarm: active` and a worker, as dockerd's.
+  does not come back). Its own `info` still says `Swarm: active` and a worker, as dockerd's,
+  and `pending` once restarted (its agent never gets a session).
 - `node rm` without --force: a Ready worker and the manager are refused with swarmkit's
   texts, as the docker client words them; a worker cut off and Down is removed, and when its
   link comes back it stops its copies (the manager refuses it; it had replaced them already).
@@ -143,6 +144,8 @@ def test_node_rm_force_of_a_live_worker(cluster: Any) -> None:
     wait_for(f"{gone}'s shoald restarted", lambda: cluster.pid(k) not in (None, pid) and cluster.answers(k), 30)
     time.sleep(3)  # its registration refused, again and again
     assert gone not in node_status(cluster) and len(node_status(cluster)) == NODES - 1
+    # dockerd's node stays "pending" when its agent never gets a session.
+    assert " Swarm: pending\n" in cluster.on_node(k, "info").stdout
     assert not copies_on(cluster, k) and len(app_copies(cluster.name)) == 5
     assert replicas(cluster) == "5/5"
 

@@ -176,6 +176,11 @@ class Agent:
             return False
         return True
 
+    @property
+    def ever_registered(self) -> bool:
+        """Has a session opened since shoald started? dockerd's node is "pending" until then."""
+        return self._registered_event is not None and self._registered_event.is_set()
+
     def manager_away(self, timeout: float = 2.0) -> bool:
         """Asked from a worker thread when a task exits (agent/localrestart.py): is the manager
         out of reach now? Yes with no session, or when a heartbeat gets no answer within

@@ -298,7 +298,11 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
                 "Managers": sum(1 for n in nodes if n.get("role") == "manager"), "Initialised": False})
         node = swarm()
         local = node.local
-        result: dict[str, Any] = {"NodeID": node.node_id, "LocalNodeState": "active",
+        # dockerd's LocalNodeState: a worker is "pending" until its agent's first session opens
+        # (a removed node restarted never gets one), "active" from then on.
+        agent = getattr(daemon, "agent", None)
+        pending = node.is_worker and agent is not None and not agent.ever_registered
+        result: dict[str, Any] = {"NodeID": node.node_id, "LocalNodeState": "pending" if pending else "active",
                                   "ControlAvailable": not node.is_worker, "ClusterID": "",
                                   "RemoteManagers": [], "Nodes": 0, "Managers": 0, "Initialised": False}
         if local is not None:
