@@ -232,8 +232,17 @@ def _with_swarm_networks(local: list[Network]) -> list[Network]:
     from shoal.api.client import connect
     from shoal.runtime.inspect import rfc3339
 
+    from shoal.manager.swarmnode import NOT_A_MANAGER
+
     with connect() as client:
-        records = {r["name"]: r for r in client.get("/networks")}
+        try:
+            records = {r["name"]: r for r in client.get("/networks")}
+        except ShoalError as exc:
+            if str(exc) != NOT_A_MANAGER:
+                raise
+            # A worker: as dockerd there, its own networks and its copies of the swarm's (those
+            # its tasks are on), not the cluster's list.
+            return sorted(local, key=lambda n: n.name)
     merged = [dataclasses.replace(n, id=records[n.name]["id"], scope="swarm") if n.name in records else n
               for n in local]
     have = {n.name for n in local}
