@@ -63,6 +63,9 @@ def probe_image(shoal, busybox_tar: Path, tmp_path_factory: pytest.TempPathFacto
     shoal("import", str(tar_path), ref, check=True)
     return ref
 
+# run.go's withHelp after a refusal of `run` (exit 125)
+RUN_HELP = "\n\nRun 'shoal run --help' for more information"
+
 
 def _run(shoal, *args: str) -> str:
     proc = shoal("run", "--rm", "--network", "none", *args)
@@ -144,7 +147,7 @@ def test_unknown_capability_is_refused_before_anything_is_made(shoal, busybox_im
     before = containers()
     proc = shoal("run", "--rm", "--network", "none", "--cap-add", "NOT_A_CAP", busybox_image, "true")
     assert proc.returncode == 125
-    assert proc.stderr.strip() == 'Error: unknown capability: "CAP_NOT_A_CAP"'
+    assert proc.stderr.strip() == 'shoal: unknown capability: "CAP_NOT_A_CAP"' + RUN_HELP
     assert containers() == before
 
 
@@ -194,16 +197,16 @@ def test_security_opt_errors_read_as_dockers(shoal, busybox_image: str, tmp_path
     missing = tmp_path / "nope.json"
     proc = shoal("run", "--rm", "--security-opt", f"seccomp={missing}", busybox_image, "true")
     assert proc.returncode == 125
-    assert proc.stderr.strip() == (f"Error: opening seccomp profile ({missing}) failed: open {missing}: "
-                                   "no such file or directory")
+    assert proc.stderr.strip() == (f"shoal: opening seccomp profile ({missing}) failed: open {missing}: "
+                                   "no such file or directory" + RUN_HELP)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     proc = shoal("run", "--rm", "--security-opt", f"seccomp={bad}", busybox_image, "true")
     assert proc.returncode == 125 and f"compacting json for seccomp profile ({bad}) failed" in proc.stderr
     proc = shoal("run", "--rm", "--security-opt", "bogus=1", busybox_image, "true")
-    assert proc.returncode == 125 and proc.stderr.strip() == 'Error: invalid --security-opt 2: "bogus=1"'
+    assert proc.returncode == 125 and proc.stderr.strip() == 'shoal: invalid --security-opt 2: "bogus=1"' + RUN_HELP
     proc = shoal("run", "--rm", "--security-opt", "bogus", busybox_image, "true")
-    assert proc.returncode == 125 and proc.stderr.strip() == 'Error: invalid --security-opt: "bogus"'
+    assert proc.returncode == 125 and proc.stderr.strip() == 'shoal: invalid --security-opt: "bogus"' + RUN_HELP
 
 
 def test_inspect_shows_the_profile(shoal, busybox_image: str) -> None:

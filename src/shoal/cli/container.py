@@ -348,14 +348,34 @@ def _on_node(args: argparse.Namespace, verb: str) -> int:
     return remote.command(args, verb)
 
 
+def _run_failed(exc: ShoalError) -> int:
+    """run.go toStatusError: `shoal: <error>` and where run's help is, exit 127 for a command
+    that is not there, 126 for one that cannot run, else 125 (a flag's refused value keeps
+    FlagErrorFunc's form: main.py)."""
+    from shoal.cli.main import _FLAG_VALUE
+
+    if _FLAG_VALUE.match(str(exc)) and not getattr(exc, "from_daemon", False):
+        raise exc
+    daemon = "Error response from daemon: " if getattr(exc, "from_daemon", False) else ""
+    print(f"shoal: {daemon}{exc}\n\nRun 'shoal run --help' for more information", file=sys.stderr)
+    return exc.exit_code if exc.exit_code in (126, 127) else 125
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    if getattr(args, "node", None) is not None:
-        return _on_node(args, "run")
     keys = b""
     if not args.detach and (args.interactive or args.tty):
         from shoal.cli import interactive
 
-        keys = interactive.check(args)  # docker/cli checks the terminal before creating
+        keys = interactive.check(args)  # docker/cli checks the terminal before creating (its error is bare)
+    try:
+        return _run(args, keys)
+    except ShoalError as exc:
+        return _run_failed(exc)
+
+
+def _run(args: argparse.Namespace, keys: bytes) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "run")
     mgr = _manager()
     c = _create(args)
     if args.detach:
