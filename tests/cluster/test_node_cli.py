@@ -118,8 +118,17 @@ def test_node_commands_on_a_two_node_swarm(netns_cluster: NetnsCluster) -> None:
     assert fails(manager, "node", "inspect", "nosuch") == "Error response from daemon: node nosuch not found"
 
     # roles: one manager only, said plainly
-    assert "attempting to demote the last manager of the swarm" in fails(manager, "node", "demote", manager.name)
+    assert fails(manager, "node", "demote", manager.name) == ("Error response from daemon: rpc error: code = "
+                                                              "FailedPrecondition desc = attempting to demote the "
+                                                              "last manager of the swarm")
     assert "promoting a node to manager is not supported yet" in fails(manager, "node", "promote", worker.name)
+    assert "promoting a node to manager is not supported yet" in fails(manager, "node", "update", "--role", "manager",
+                                                                       worker.name)
+    assert json.loads(manager.shoal("node", "inspect", worker.name).stdout)[0]["Spec"]["Role"] == "worker"
+    # No change asked: docker/cli names the node by its ID and asks the daemon nothing.
+    manager_id = json.loads(manager.shoal("node", "inspect", "self").stdout)[0]["ID"]
+    assert manager.shoal("node", "promote", manager.name).stdout == f"Node {manager_id} is already a manager.\n"
+    assert manager.shoal("node", "demote", worker.name).stdout == f"Node {inspected['ID']} is already a worker.\n"
 
     # rm: a Ready node needs --force, a manager cannot go
     assert fails(manager, "node", "rm", worker.name).endswith(f"is not down and can't be removed")
