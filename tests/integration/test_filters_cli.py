@@ -157,7 +157,13 @@ def test_images_filters_label_not_and_until(shoal, made):
         row = json.loads(shoal("images", "-f", "reference=fl-img", "--format", "json", check=True).stdout)
         assert row["Repository"] == "fl-img" and list(row) == sorted(row)
         bad = shoal("images", "-f", "dangling=maybe")
-        assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'dangling=maybe'\n")
+        assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'dangling=[maybe]'\n")
+        bad = shoal("images", "-f", "dangling=1")  # images.go takes only true or false
+        assert (bad.returncode, bad.stderr) == (1, "Error response from daemon: invalid filter 'dangling=[1]'\n")
+        # image prune: moby's ImagesPrune checks, before anything is removed
+        for value, message in (("color=blue", "invalid filter 'color'"), ("dangling=maybe", "invalid filter 'dangling=[maybe]'")):
+            bad = shoal("image", "prune", "-f", "--filter", value)
+            assert (bad.returncode, bad.stdout, bad.stderr) == (1, "", f"Error response from daemon: {message}\n")
     finally:
         shoal("rmi", "fl-img:1")
 

@@ -61,7 +61,7 @@ def test_create_inspect_ls_and_bad_options(shoal) -> None:
             assert result.returncode == 1 and _err(result).startswith(f"Error response from daemon: {message}"), result.stderr
         assert "h4v-bad" not in shoal("volume", "ls", "-q").stdout.split()
         result = shoal("volume", "ls", "-f", "dangling=maybe")
-        assert (result.returncode, _err(result)) == (1, "Error response from daemon: invalid filter 'dangling=maybe'\n")
+        assert (result.returncode, _err(result)) == (1, "Error response from daemon: invalid filter 'dangling=[maybe]'\n")
         result = shoal("volume", "inspect", "h4v-plain", "h4v-none")
         assert result.returncode == 1 and json.loads(result.stdout)[0]["Name"] == "h4v-plain"
         assert _err(result) == "Error response from daemon: get h4v-none: no such volume\n"

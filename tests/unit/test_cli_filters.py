@@ -45,9 +45,13 @@ def test_match_kv_list_requires_every_label():
 
 
 def test_bool_filter_values():
-    assert Filters.parse(["dangling=TRUE"]).get_bool_or_default("dangling", False) is True
+    assert Filters.parse(["dangling=true"]).get_bool_or_default("dangling", False) is True
     assert Filters.parse(["dangling=0"]).get_bool_or_default("dangling", True) is False
-    with pytest.raises(FilterError, match=r"^invalid filter 'dangling=maybe'$"):
+    assert Filters.parse(["dangling=1", "dangling=true"]).get_bool_or_default("dangling", False) is True
+    for values in (["dangling=TRUE"], ["dangling=1", "dangling=false"]):  # moby: exact words, no conflict
+        with pytest.raises(FilterError, match=r"^invalid filter 'dangling=\["):
+            Filters.parse(values).get_bool_or_default("dangling", False)
+    with pytest.raises(FilterError, match=r"^invalid filter 'dangling=\[maybe\]'$"):  # Go's []string
         Filters.parse(["dangling=maybe"]).get_bool_or_default("dangling", False)
 
 

@@ -29,10 +29,11 @@ class FilterError(ShoalError):
 
 
 def invalid_filter(key: str, values: Sequence[str] | None = None) -> FilterError:
-    """moby's errdefs invalidFilter text: `invalid filter 'key'` or `invalid filter 'key=v1,v2'`."""
+    """moby's invalidFilter text: `invalid filter 'key'`, or with the values as Go prints a
+    []string: `invalid filter 'dangling=[maybe]'`."""
     if values is None:
         return FilterError(f"invalid filter '{key}'")
-    return FilterError(f"invalid filter '{key}={','.join(values)}'")
+    return FilterError(f"invalid filter '{key}=[{' '.join(values)}]'")
 
 
 class Filters:
@@ -122,18 +123,15 @@ class Filters:
         return True
 
     def get_bool_or_default(self, key: str, default: bool) -> bool:
-        """moby's GetBoolOrDefault: true/1 or false/0 (case-insensitive), else invalid filter."""
+        """moby's GetBoolOrDefault: true/1 or false/0 exactly; none of them, or both kinds, is
+        an invalid filter."""
         values = self.fields.get(key)
         if not values:
             return default
-        if len(values) > 1:
-            raise invalid_filter(key, values)
-        low = values[0].lower()
-        if low in ("true", "1"):
-            return True
-        if low in ("false", "0"):
-            return False
-        raise invalid_filter(key, values)
+        true, false = bool({"true", "1"} & set(values)), bool({"false", "0"} & set(values))
+        if true == false:
+            raise invalid_filter(key, list(values))
+        return true
 
 
 # --- ps ----------------------------------------------------------------------------------------
@@ -215,7 +213,7 @@ def ps_filter(items: Sequence[PsItem], filters: Filters, show_all: bool, limit: 
             raise FilterError(f'strconv.Atoi: parsing "{value}": invalid syntax') from None
     for value in filters.get("status"):
         if value not in _STATES:
-            raise invalid_filter("status", [value])
+            raise FilterError(f"invalid filter 'status={value}'")  # daemon/list.go's own words
         show_all = True
     task_filter: bool | None = None
     if filters.contains("is-task"):

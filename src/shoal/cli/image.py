@@ -172,7 +172,11 @@ def cmd_images(args: argparse.Namespace) -> int:
     # docker's flag parsing and moby's checks first (its words, exit 1), then the store's filter
     checked = Filters.parse(args.filter).validate(("dangling", "label", "label!", "before", "since", "reference",
                                                    "until"))
-    checked.get_bool_or_default("dangling", False)
+    dangling = checked.get("dangling")  # images.go: only `true` or `false`, exactly
+    if dangling and "true" not in dangling and "false" not in dangling:
+        from shoal.cli.filters import invalid_filter
+
+        raise invalid_filter("dangling", list(dangling))
     # `until` as unix seconds (a Go duration or a date is read here, where "now" is the user's)
     filters = parse_filters([f"until={parse_until(v)}" for v in checked.get("until")] +
                             [item for item in args.filter if item.partition("=")[0].strip().lower() != "until"])
@@ -363,16 +367,20 @@ def parse_until(value: str, now: float | None = None) -> float:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    until: float | None = None
-    labels: list[str] = []
-    for item in args.filter:
-        key, sep, value = item.partition("=")
-        if not sep or key.strip().lower() not in ("until", "label"):
-            raise InvalidArgument(f"invalid filter '{item}'")
-        if key.strip().lower() == "until":
-            until = parse_until(value)
-        else:
-            labels.append(value)
+    from shoal.cli.filters import Filters, invalid_filter
+
+    # FilterOpt's parsing (a flag error), then moby's ImagesPrune checks (the daemon's words, exit 1)
+    filters = Filters.parse(args.filter, "--filter").validate(("dangling", "label", "until"))
+    dangling = filters.get("dangling")
+    if dangling:  # prune.go: false/0 prunes every unused image, as -a; true/1 only dangling ones
+        if {"false", "0"} & set(dangling):
+            args.all = True
+        elif not {"true", "1"} & set(dangling):
+            raise invalid_filter("dangling", list(dangling))
+    until = None
+    for value in filters.get("until"):
+        until = parse_until(value)
+    labels = list(filters.get("label"))
     if not args.force and not confirm(_ALL_WARNING if args.all else _DANGLING_WARNING):
         return 0
     records, reclaimed = _store().prune_records(all=args.all, until=until, labels=labels)

@@ -77,10 +77,11 @@ def filter_volumes(vols: list[Any], filters: dict[str, list[str]], containers: l
         if key not in ("dangling", "name", "driver", "label"):
             raise DaemonSide(f"invalid filter '{key}'")
     dangling: bool | None = None
-    for value in filters.get("dangling", []):
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise DaemonSide(f"invalid filter 'dangling={value}'")
-        dangling = value.lower() in ("true", "1")
+    values = filters.get("dangling", [])
+    if values:  # volume service convert.go: true/1, else false/0 exactly, else invalidFilter
+        dangling = bool({"true", "1"} & set(values))
+        if not dangling and not {"false", "0"} & set(values):
+            raise DaemonSide(f"invalid filter 'dangling=[{' '.join(values)}]'")
 
     def keep(vol: Any) -> bool:
         if filters.get("name") and not any(n in vol.name for n in filters["name"]):
@@ -176,11 +177,10 @@ def prune_filters(items: list[str]) -> tuple[bool, list[str], list[str]]:
     for key in filters:
         if key not in ("label", "label!", "all"):
             raise DaemonSide(f"invalid filter '{key}'")
-    all_ = False
-    for value in filters.get("all", []):
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise DaemonSide(f"invalid filter 'all={value}'")
-        all_ = all_ or value.lower() in ("true", "1")
+    values = filters.get("all", [])
+    all_ = bool({"true", "1"} & set(values))
+    if values and all_ == bool({"false", "0"} & set(values)):  # GetBoolOrDefault
+        raise DaemonSide(f"invalid filter 'all=[{' '.join(values)}]'")
     return all_, filters.get("label", []), filters.get("label!", [])
 
 
