@@ -382,6 +382,12 @@ def test_voting_app(cluster: Any) -> None:
         for target in ("db:5432", "tasks.db:5432"):
             assert get(c, k, k, 5001, f"/cgi-bin/probe?{target}").startswith("db "), (k, target)
         assert get(c, k, k, 5000, "/cgi-bin/probe?db:5432") == "unreachable"
+    # `network ls` through the cluster's context: the manager's networks and the swarm's, as
+    # `docker network ls` against a manager (it was refused: "not supported yet").
+    nets = c.shoal("network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}").stdout.splitlines()
+    assert {f"vote_{n} overlay swarm" for n in ("frontend", "backend", "default")} <= set(nets), nets
+    assert c.shoal("network", "inspect", "vote_backend", "--format", "{{.Driver}} {{.Scope}}").stdout.strip() == \
+        "overlay swarm"
     # A worker lists the swarm networks it has a copy of (dockerd there does; it failed with
     # "This node is not a swarm manager"), never the cluster's list.
     redis_nodes = {node for name, node, _ in tasks if name.startswith("vote_redis.")}

@@ -392,6 +392,16 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
 
         return ContainerManager()
 
+    # ---- networks ----------------------------------------------------------------------------
+
+    @routes.get(prefix + "/node/networks")
+    async def node_networks(_: web.Request) -> web.Response:
+        """This node's own networks and its copies of the swarm's (network/store.py records),
+        for `network ls|inspect` from a CLI whose context names this node."""
+        from shoal.network.store import NetworkStore
+
+        return web.json_response(await asyncio.to_thread(lambda: [n.to_dict() for n in NetworkStore().list()]))
+
     @routes.get(prefix + "/containers")
     async def container_list(request: web.Request) -> web.Response:
         from shoal.runtime.inspect import command_text, ports_text, rfc3339, status_text

@@ -256,8 +256,32 @@ def _with_swarm_networks(local: list[Network]) -> list[Network]:
     return sorted(merged, key=lambda n: n.name)  # docker/cli sorts the list by name
 
 
+def _node_networks(args: argparse.Namespace) -> list[Network]:
+    """The networks of the node the CLI acts on: this machine's, or those of the node a tcp://
+    context names (its own and its copies of the swarm's), as `docker network ls` lists
+    dockerd's wherever DOCKER_HOST points."""
+    if getattr(args, "node", None) is None:
+        return NetworkStore().list()
+    from shoal.cli import remote
+
+    return [Network.from_dict(raw) for raw in remote.client(args).get("/node/networks")]
+
+
+class _Listed:
+    """NetworkStore's lookups (by name, ID, unique ID prefix) over a node's list of networks."""
+
+    def __init__(self, nets: list[Network]) -> None:
+        self._nets = nets
+
+    def list(self) -> list[Network]:
+        return self._nets
+
+    get = NetworkStore.get
+    find = NetworkStore.find
+
+
 def _ls(args: argparse.Namespace) -> int:
-    nets = NetworkStore().list()
+    nets = _node_networks(args)
     if _in_swarm():
         nets = _with_swarm_networks(nets)
     nets = filter_networks(nets, args.filter)
@@ -295,7 +319,7 @@ def inspect_dict(net: Network) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    store = NetworkStore()
+    store: Any = NetworkStore() if getattr(args, "node", None) is None else _Listed(_node_networks(args))
     found, status = [], 0
     for ref in args.networks:
         try:
@@ -377,3 +401,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     for line in cleanup.reconcile():
         print(line)
     return 0
+
+
+for _handler in (_ls, _inspect):
+    _handler.on_node = True  # type: ignore[attr-defined] # a tcp:// context: that node's networks (cli/main.py)
