@@ -102,6 +102,9 @@ def test_node_rm_force_of_a_live_worker(cluster: Any) -> None:
     out = cluster.shoal("node", "rm", "--force", gone)
     assert out.stdout.strip() == gone
     assert gone not in node_status(cluster)
+    # Its events are the node's own (Docker's types); its refused certificate's record is none.
+    seen = cluster.shoal("events", "--since", "5m", "--until", "0s", "--format", "{{.Type}} {{.Actor.ID}}").stdout
+    assert f"node {gone_id}" in seen.splitlines() and "removed_node" not in seen, seen
 
     def replaced() -> Any:
         rows = tasks(cluster)

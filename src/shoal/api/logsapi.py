@@ -30,8 +30,9 @@ EVENTS_BATCH = 1000
 
 # Store kinds that are no Docker event type: a service's sealed registry credentials change with
 # the service, whose own event says so; a network attachment (controlapi/attachments.py) is
-# swarmkit's internal task of a container the node reports itself, with its allocator's place.
-_UNSHOWN_KINDS = frozenset({"registry_auth", "attachment", "address_cursor"})  # an attachment: its container's own events
+# swarmkit's internal task of a container the node reports itself, with its allocator's place;
+# a removed node's refused certificate (swarmnode.REMOVED_NODE_KIND) goes with its node's remove.
+_UNSHOWN_KINDS = frozenset({"registry_auth", "attachment", "address_cursor", "removed_node"})
 
 def _event_line(event: Any) -> dict[str, Any]:
     obj = event.object
