@@ -364,3 +364,24 @@ def test_log_is_size_capped_and_keeps_the_end(shoal, shoal_root, busybox_image, 
     assert log.stat().st_size <= 20000
     lines = shoal("logs", "t-cap", check=True).stdout.splitlines()
     assert lines[-1] == "line 2999" and 0 < len(lines) < 3000
+
+
+def test_start_releases_the_created_process_without_a_runtime_process(shoal, shoal_root, busybox_image, clean):
+    """crun's start done in shoal's process (runtime/engine.py Runtime.start): the container's
+    init, waiting on the exec fifo after `crun create`, runs, and crun sees it running (its
+    fifo gone) as after `crun start`; with nothing to start, crun's own message."""
+    from shoal.errors import ShoalError
+    from shoal.runtime import engine
+
+    clean.append("t-fifo")
+    shoal("run", "-d", "--name", "t-fifo", *NONE, busybox_image, "sh", "-c", "echo released; sleep 30", check=True)
+    cid = inspect(shoal, "t-fifo")["Id"]
+    runtime = engine.select()
+    if runtime.name != "crun":
+        pytest.skip("crun is not this host's runtime")
+    state = json.loads(runtime.run("state", cid).stdout)
+    assert state["status"] == "running"
+    assert not (runtime.root / cid / "exec.fifo").exists()
+    wait_for(lambda: "released" in shoal("logs", "t-fifo").stdout)
+    with pytest.raises(ShoalError, match="nothere"):
+        runtime.start("nothere")

@@ -23,10 +23,10 @@ one route table per (bridge, other node). `sync` makes the node's rules exactly 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
-import subprocess
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,81 +136,93 @@ def render_snat(bridges: list[MeshBridge]) -> list[str]:
     return rules
 
 
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True)
-
-
-def _rules() -> list[dict[str, Any]]:
-    """This node's mesh ip rules (ours by their priority)."""
-    proc = _ip("-j", "-4", "rule", "show", "priority", str(RULE_PRIORITY))
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return []
-    return [r for r in json.loads(proc.stdout) if r.get("priority") == RULE_PRIORITY]
-
-
-def _set_mac(bridge: str, mac: str) -> None:
+def _set_mac(nl: Any, bridge: str, mac: str) -> None:
     # Asked of the kernel, not /sys: sysfs shows the namespace it was mounted in.
-    shown = _ip("-j", "link", "show", "dev", bridge)
-    if shown.returncode != 0:
-        return  # gone meanwhile
-    if json.loads(shown.stdout)[0].get("address") == mac:
-        return
+    link = next((k for k in nl.links() if k["name"] == bridge), None)
+    if link is None or link["address"] == mac:
+        return  # gone meanwhile, or made already
     # The tasks already on the bridge know its old MAC as their gateway's: with arp_notify the
     # kernel announces the new one (gratuitous ARP, which updates their existing entries).
     try:
         Path(f"/proc/sys/net/ipv4/conf/{bridge}/arp_notify").write_text("1\n")
     except OSError as exc:
         log.warning("mesh: arp_notify on %s: %s", bridge, exc)
-    proc = _ip("link", "set", "dev", bridge, "address", mac)
-    if proc.returncode != 0:
-        log.warning("mesh: bridge %s MAC %s: %s", bridge, mac, proc.stderr.strip())
+    try:
+        nl.set_address(int(link["index"]), mac)
+    except OSError as exc:
+        log.warning("mesh: bridge %s MAC %s: %s", bridge, mac, exc)
 
 
-def apply_kernel(bridges: list[MeshBridge]) -> None:
-    """Bridge MACs, ip rules and their tables made exactly `bridges`' (others of ours removed)."""
+def apply_kernel(bridges: list[MeshBridge]) -> bool:
+    """Bridge MACs, ip rules and their tables made exactly `bridges`' (others of ours removed);
+    False when a route or rule could not be made (logged). Raw rtnetlink requests (rtnl.py),
+    as `ip` would send them: one `ip` process per rule and route was up to nine per node at
+    every deploy."""
+    from shoal.network import rtnl
+
+    done = True
     want: dict[tuple[int, str], tuple[int, str]] = {}  # (mark, bridge) -> (table, via)
-    for b in bridges:
-        if b.nodes:  # alone, the node needs no MAC of its own: nobody routes back to it
-            _set_mac(b.bridge, node_mac(b.local))
-        for n in b.nodes:
-            want[(node_mark(n), b.bridge)] = (table_id(b.bridge, n), n)
-    have: dict[tuple[int, str], int] = {}
-    for r in _rules():
-        mark = int(str(r.get("fwmark", "0")), 0)
-        table = int(r["table"]) if str(r.get("table", "")).isdigit() else 0
-        key = (mark, str(r.get("iif", "")))
-        if key in want and want[key][0] == table and key not in have:
-            have[key] = table
-            continue
-        _ip("rule", "del", "priority", str(RULE_PRIORITY), "fwmark", hex(mark), "iif", key[1], "table", str(table))
-        if table:
-            _ip("route", "flush", "table", str(table))
-    for (mark, bridge_name), (table, via) in want.items():
-        route = _ip("route", "replace", "default", "via", via, "dev", bridge_name, "onlink", "table", str(table))
-        if route.returncode != 0:
-            log.warning("mesh: route via %s on %s: %s", via, bridge_name, route.stderr.strip())
-            continue
-        if (mark, bridge_name) not in have:
-            rule = _ip("rule", "add", "priority", str(RULE_PRIORITY), "fwmark", hex(mark), "iif", bridge_name,
-                       "table", str(table))
-            if rule.returncode != 0:
-                log.warning("mesh: ip rule for %s on %s: %s", via, bridge_name, rule.stderr.strip())
+    with rtnl.Rtnl() as nl:
+        for b in bridges:
+            if b.nodes:  # alone, the node needs no MAC of its own: nobody routes back to it
+                _set_mac(nl, b.bridge, node_mac(b.local))
+            for n in b.nodes:
+                want[(node_mark(n), b.bridge)] = (table_id(b.bridge, n), n)
+        have: dict[tuple[int, str], int] = {}
+        for mark, iif, table in nl.rules(RULE_PRIORITY):
+            key = (mark, iif)
+            if key in want and want[key][0] == table and key not in have:
+                have[key] = table
+                continue
+            with contextlib.suppress(OSError):
+                nl.delete_rule(RULE_PRIORITY, mark, iif, table)
+            if table:
+                with contextlib.suppress(OSError):
+                    nl.flush_table(table)
+        for (mark, bridge_name), (table, via) in want.items():
+            link = rtnl.index(bridge_name)
+            try:
+                if link is None:
+                    raise OSError(19, f"no device {bridge_name}")
+                nl.replace_default_route(via, link, table)
+            except OSError as exc:
+                log.warning("mesh: route via %s on %s: %s", via, bridge_name, exc)
+                done = False
+                continue
+            if (mark, bridge_name) not in have:
+                try:
+                    nl.add_rule(RULE_PRIORITY, mark, bridge_name, table)
+                except OSError as exc:
+                    log.warning("mesh: ip rule for %s on %s: %s", via, bridge_name, exc)
+                    done = False
+    return done
 
 
 _last: list[MeshBridge] | None = None
+# What apply_kernel last made in full: the bridges without their tasks (the other nodes' tasks
+# reach only the nft rules).
+_kernel_done: list[tuple[str, str, list[str]]] | None = None
+
+
+def _kernel_view(bridges: list[MeshBridge]) -> list[tuple[str, str, list[str]]]:
+    return [(b.bridge, b.local, list(b.nodes)) for b in bridges]
 
 
 def sync(records: dict[str, dict[str, Any]]) -> bool:
     """Make this node's mesh the manager's view; True when something changed (the nft table
     was applied again). Cheap when nothing changed (every agent pass)."""
-    global _last
+    global _last, _kernel_done
     from shoal.network import nft
     from shoal.network.store import NetworkStore
 
     bridges = wanted(records)
     if bridges == _last:
         return False
-    apply_kernel(bridges)
+    # Each task another node starts changes `tasks` alone: the MACs, ip rules and routes were
+    # made again (seven `ip` processes on every node) at every one of them during a deploy.
+    view = _kernel_view(bridges)
+    if view != _kernel_done:
+        _kernel_done = view if apply_kernel(bridges) else None
     store = NetworkStore()
     with store.lock():
         if bridges != load():
@@ -222,7 +234,7 @@ def sync(records: dict[str, dict[str, Any]]) -> bool:
 
 def remove_all() -> None:
     """Every mesh rule and table of this node, and the saved view (cleanup after a crash)."""
-    global _last
+    global _last, _kernel_done
     apply_kernel([])
     state_path().unlink(missing_ok=True)
-    _last = None
+    _last = _kernel_done = None

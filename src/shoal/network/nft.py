@@ -1,7 +1,8 @@
 """The `ip shoal` nftables table, rendered whole from the state on disk and applied atomically.
 
-One `nft -f -` transaction per change: `table; delete table; table {...}` replaces the table in
-one step (nft 1.0.6 would otherwise append), so packets see either the old rules or the new ones.
+One nft transaction per change (through libnftables, in this process: libnft.py): `table; delete
+table; table {...}` replaces the table in one step (nft 1.0.6 would otherwise append), so
+packets see either the old rules or the new ones.
 Established connections keep their conntrack NAT bindings across a replacement.
 
 What the table does:
@@ -27,6 +28,7 @@ from typing import Any
 from pathlib import Path
 
 from shoal.errors import ShoalError
+from shoal.network import libnft
 from shoal.paths import write_file
 from shoal.network.store import Network, NetworkStore
 
@@ -184,9 +186,9 @@ def _remote_in(net: Network, vips: Iterable[VipRule]) -> str:
 
 
 def run_nft(script: str) -> None:
-    proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ShoalError(f"nft rejected the shoal rule set: {proc.stderr.strip()}")
+    rc, _out, err = libnft.run(script)
+    if rc != 0:
+        raise ShoalError(f"nft rejected the shoal rule set: {err.strip()}")
 
 
 def delete_table() -> None:
@@ -195,7 +197,7 @@ def delete_table() -> None:
 
 
 def table_exists() -> bool:
-    return subprocess.run(["nft", "list", "table", FAMILY, table_name()], capture_output=True).returncode == 0
+    return libnft.run(f"list table {FAMILY} {table_name()}")[0] == 0
 
 
 def collect(store: NetworkStore) -> tuple[list[Network], list[VipRule], list[PortRule]]:
@@ -282,14 +284,14 @@ _DOCKER_USER_RULES = (["-i", "shoal+"], ["-o", "shoal+"])
 
 
 def any_shoal_table() -> bool:
-    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    out = libnft.run("list tables")[1]
     return any(line.split()[-1].startswith("shoal") for line in out.splitlines() if line.strip())
 
 
 def _docker_user_iptables() -> str | None:
     """The iptables flavour whose filter table has Docker's DOCKER-USER chain, if any. Looked
     up without side effects: `iptables-nft -L` would create an empty `ip filter` table."""
-    if subprocess.run(["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True).returncode == 0:
+    if libnft.run("list chain ip filter DOCKER-USER")[0] == 0:
         return shutil.which("iptables-nft") or shutil.which("iptables")
     names = Path("/proc/net/ip_tables_names")  # present once the legacy x_tables are in use
     legacy = shutil.which("iptables-legacy")

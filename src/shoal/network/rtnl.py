@@ -18,7 +18,8 @@ from types import TracebackType
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x100, 0x200, 0x400, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 IFF_UP = 0x1
@@ -33,12 +34,16 @@ NTF_SELF = 0x02
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
+RTNH_F_ONLINK = 4
+FRA_IIFNAME, FRA_PRIORITY, FRA_FWMARK, FRA_TABLE = 3, 6, 10, 15
+FR_ACT_TO_TBL = 1
 LOOPBACK_INDEX = 1  # lo is the first device of every network namespace
 
 _HEADER = struct.Struct("=LHHLL")  # nlmsghdr
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg
+_FIBRULE = _RTMSG  # fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags
 _NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, ifindex, state, flags, type
 
 
@@ -186,6 +191,7 @@ class Rtnl:
                 info = attrs[IFLA_LINKINFO]
                 kind = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode()
             out.append({"index": idx, "name": attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), "kind": kind,
+                        "address": _mac_text(attrs.get(IFLA_ADDRESS, b"")),
                         "alias": attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(),
                         "master": struct.unpack("=I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
                         "up": bool(flags & IFF_UP)})
@@ -237,6 +243,10 @@ class Rtnl:
     def set_alias(self, link: int, alias: str) -> None:
         self.request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, link, 0, 0) + _attr(IFLA_IFALIAS, alias.encode()),
                      f"set alias of link {link}")
+
+    def set_address(self, link: int, mac: str) -> None:
+        self.request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, link, 0, 0) + _attr(IFLA_ADDRESS, _mac(mac)),
+                     f"set address of link {link}")
 
     def set_up(self, link: int) -> None:
         self.request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, link, IFF_UP, IFF_UP), f"set link {link} up")
@@ -295,3 +305,68 @@ class Rtnl:
         body = (_RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
                 + _attr(RTA_GATEWAY, socket.inet_aton(gateway)) + _attr(RTA_OIF, _u32(link)))
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body, f"add default route via {gateway}")
+
+    # ---- policy routing (the routing mesh's rules and their tables, network/mesh.py) -----------
+    def _table_routes(self, table: int) -> list[bytes]:
+        """The delete requests' bodies for every IPv4 route of `table`."""
+        out = []
+        for header, attrs in self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
+                                       _RTMSG.size, "list routes"):
+            family, dst_len, src_len, tos, tb, proto, scope, kind, _flags = _RTMSG.unpack(header)
+            if RTA_TABLE in attrs:
+                tb = struct.unpack("=I", attrs[RTA_TABLE])[0]
+            if family != socket.AF_INET or tb != table:
+                continue
+            body = _RTMSG.pack(family, dst_len, src_len, tos, table if table < 256 else 0, proto, scope, kind, 0)
+            body += _attr(RTA_TABLE, _u32(table))
+            for key in (RTA_DST, RTA_GATEWAY, RTA_OIF):
+                if key in attrs:
+                    body += _attr(key, attrs[key])
+            out.append(body)
+        return out
+
+    def flush_table(self, table: int) -> None:
+        """`ip route flush table TABLE`."""
+        for body in self._table_routes(table):
+            try:
+                self.request(RTM_DELROUTE, 0, body, f"delete route of table {table}")
+            except OSError as exc:
+                if exc.errno != 3:  # ESRCH: gone meanwhile
+                    raise
+
+    def replace_default_route(self, gateway: str, link: int, table: int) -> None:
+        """`ip route replace default via GATEWAY dev LINK onlink table TABLE`."""
+        body = (_RTMSG.pack(socket.AF_INET, 0, 0, 0, table if table < 256 else 0, RTPROT_BOOT, RT_SCOPE_UNIVERSE,
+                            RTN_UNICAST, RTNH_F_ONLINK)
+                + _attr(RTA_GATEWAY, socket.inet_aton(gateway)) + _attr(RTA_OIF, _u32(link))
+                + _attr(RTA_TABLE, _u32(table)))
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body, f"default route via {gateway} in table {table}")
+
+    @staticmethod
+    def _rule(priority: int, mark: int, iif: str, table: int) -> bytes:
+        return (_FIBRULE.pack(socket.AF_INET, 0, 0, 0, table if table < 256 else 0, 0, 0, FR_ACT_TO_TBL, 0)
+                + _attr(FRA_PRIORITY, _u32(priority)) + _attr(FRA_FWMARK, _u32(mark))
+                + _attr(FRA_IIFNAME, _name(iif)) + _attr(FRA_TABLE, _u32(table)))
+
+    def rules(self, priority: int) -> list[tuple[int, str, int]]:
+        """The IPv4 rules of this priority: (fwmark, incoming interface, table)."""
+        out = []
+        for header, attrs in self.dump(RTM_GETRULE, _FIBRULE.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
+                                       _FIBRULE.size, "list rules"):
+            family, _dst, _src, _tos, table, _r1, _r2, _action, _flags = _FIBRULE.unpack(header)
+            prio = struct.unpack("=I", attrs[FRA_PRIORITY])[0] if FRA_PRIORITY in attrs else 0
+            if family != socket.AF_INET or prio != priority:
+                continue
+            if FRA_TABLE in attrs:
+                table = struct.unpack("=I", attrs[FRA_TABLE])[0]
+            mark = struct.unpack("=I", attrs[FRA_FWMARK])[0] if FRA_FWMARK in attrs else 0
+            out.append((mark, attrs.get(FRA_IIFNAME, b"").rstrip(b"\0").decode(), table))
+        return out
+
+    def add_rule(self, priority: int, mark: int, iif: str, table: int) -> None:
+        """`ip rule add priority P fwmark MARK iif IIF table TABLE`."""
+        self.request(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, self._rule(priority, mark, iif, table),
+                     f"add rule fwmark {mark:#x} iif {iif}")
+
+    def delete_rule(self, priority: int, mark: int, iif: str, table: int) -> None:
+        self.request(RTM_DELRULE, 0, self._rule(priority, mark, iif, table), f"delete rule fwmark {mark:#x} iif {iif}")

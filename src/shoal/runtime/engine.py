@@ -35,6 +35,32 @@ class Runtime:
             raise ShoalError(_runtime_message(proc.stderr) or f"{self.name} {args[0]} failed")
         return proc
 
+    def start(self, container_id: str) -> None:
+        """Let a created container's process run (`<runtime> start`). For crun, what its start
+        does is done here: the container's init waits reading the exec fifo in the state
+        directory, which `crun start` opens for writing, unlinks (the state is `running` from
+        then on) and writes one byte to; it also runs poststart hooks and waits on a
+        NOTIFY_SOCKET, neither of which shoal uses. A crun process per start was 30-55 ms of a
+        task's start on 2 shared cores, most of it loading its libraries and config.json.
+        When the fifo has no reader (the process is gone) or no fifo is there, `crun start`
+        runs, for its own message."""
+        if self.name == "crun":
+            fifo = self.root / container_id / "exec.fifo"
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    os.unlink(fifo)
+                    os.write(fd, b"\0")
+                    return
+                except OSError:
+                    pass  # crun tells what went wrong
+                finally:
+                    os.close(fd)
+        self.run("start", container_id)
+
 
 def _runtime_message(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]

@@ -277,7 +277,7 @@ class ContainerManager:
             try:
                 pid = self._launch(c, runtime, before_start)
                 started = time.time()  # before `start`: a short process may be done when it returns
-                runtime.run("start", c.id)
+                runtime.start(c.id)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     runtime.run("delete", "--force", c.id, check=False)
