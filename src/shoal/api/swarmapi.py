@@ -318,9 +318,9 @@ def add_routes(app: web.Application, daemon: Daemon, body: Any) -> None:
             if local is None:
                 result["RemoteManagers"] = [{"NodeID": node.node_id, "Addr": ""}]
         if node.initialised:
-            root = node.root_ca(with_key=False)
-            result["Cluster"] = {"Spec": node.settings(), "RootCADigest": root.digest,
-                                 "RootRotationInProgress": root.rotating,
+            # read as stored: `info` never loads cryptography into shoald
+            result["Cluster"] = {"Spec": node.settings(), "RootCADigest": node.root_pem().digest,
+                                 "RootRotationInProgress": node.certs.rotating(),
                                  "ExternalCAs": [{"Protocol": "cfssl", "URL": u} for u in node.certs.external_urls()]}
         return web.json_response(result)
 

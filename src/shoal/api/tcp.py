@@ -25,7 +25,8 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.image.distserver import DIST_API_PREFIX, make_distribution_app
 from shoal.image.store import ImageStore
-from shoal.manager.ca import CA_API_PREFIX, MANAGER_ROLE, desired_tls_info
+from shoal.manager.ca import CA_API_PREFIX, MANAGER_ROLE
+from shoal.manager.cachild import CAView
 from shoal.manager.caserver import make_ca_app, CA_SERVER_KEY
 from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, make_dispatcher_app
 from shoal.manager.swarmnode import SwarmNode, split_addr
@@ -75,7 +76,7 @@ class ClusterListener:
         # check never waits on the store's lock.
         self.removed: set[str] = set()
 
-    def make_app(self) -> web.Application:
+    def make_app(self, view: CAView | None = None) -> web.Application:
         from shoal.api.server import make_app
 
         swarm = self.swarm
@@ -85,8 +86,9 @@ class ClusterListener:
         app.middlewares.insert(0, _authorise)
         app[CLUSTER_ID_KEY] = cluster_id
         app[REMOVED_NODES_KEY] = self.removed.__contains__
-        ca_app = make_ca_app(swarm.root_ca(), swarm.tokens(), swarm.on_node_joined, cluster_id=cluster_id,
-                             role_of=swarm.role_of, on_issued=swarm.record_tls_info)
+        # the root CA as the child parsed it: the child signs, shoald never loads cryptography
+        ca_app = make_ca_app(view or swarm.ca_view(), swarm.tokens(), swarm.on_node_joined, cluster_id=cluster_id,
+                             role_of=swarm.role_of, on_issued=swarm.record_tls_info, child=swarm.ca_child)
         swarm.ca_server = ca_app[CA_SERVER_KEY]
         dispatcher_app = make_dispatcher_app(lambda: getattr(self.daemon, "dispatcher", None), cluster_id,
                                              tls_digest=lambda: getattr(swarm.ca_server, "desired_digest", None))
@@ -106,8 +108,9 @@ class ClusterListener:
         from shoal.manager.swarmnode import removed_node_ids
 
         self.removed.update(await asyncio.to_thread(removed_node_ids, swarm.store))
-        ctx = server_context(swarm.certs.cert_path, swarm.certs.key_path, swarm.root_ca(with_key=False).cert_pem)
-        runner = web.AppRunner(self.make_app(), access_log=None)
+        ctx = server_context(swarm.certs.cert_path, swarm.certs.key_path, swarm.certs.root_pem())
+        view = await asyncio.to_thread(swarm.ca_view)  # the child's start: off the event loop
+        runner = web.AppRunner(self.make_app(view), access_log=None)
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
@@ -130,7 +133,7 @@ class ClusterListener:
         the listener serves the new one to every connection from then on."""
         swarm = self.swarm
         while True:
-            delay = (await asyncio.to_thread(swarm.certs.identity)).renew_after().total_seconds()
+            delay = (await asyncio.to_thread(swarm.own_facts)).identity.renew_after().total_seconds()
             await asyncio.sleep(delay)
             try:
                 await asyncio.to_thread(swarm.renew_own_certificate)
@@ -169,7 +172,7 @@ class ClusterListener:
             if server is None or not server.root_ca.rotating:
                 continue  # no rotation: nothing read from disk or the store
             try:
-                desired = desired_tls_info(server.root_ca)
+                desired = server.desired
                 nodes = await asyncio.to_thread(swarm.store.list, "node")
                 if not carotation.may_finish(nodes, desired):
                     continue
@@ -188,6 +191,7 @@ class ClusterListener:
             await self._runner.cleanup()
             self._runner = None
         self.swarm.ca_server = None
+        self.swarm.ca_child.stop()  # it would leave by itself LINGER seconds later
 
 
 def swarm_of(daemon: Daemon) -> SwarmNode:

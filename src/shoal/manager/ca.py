@@ -141,6 +141,18 @@ def pem_digest(cert_pem: bytes) -> str:
     return hashlib.sha256(cert_pem).hexdigest()
 
 
+@dataclass(frozen=True)
+class RootPEM:
+    """A root CA's certificate(s) as stored, unparsed: all a join token needs (its digest), with
+    no cryptography loaded."""
+
+    cert_pem: bytes
+
+    @property
+    def digest(self) -> str:
+        return pem_digest(self.cert_pem)
+
+
 # ---------------------------------------------------------------------------------------------
 # Keys, CSRs, certificates
 
@@ -646,7 +658,7 @@ class ParsedJoinToken:
     fips: bool = False
 
 
-def generate_join_token(root_ca: RootCA) -> str:
+def generate_join_token(root_ca: RootCA | RootPEM) -> str:
     """GenerateJoinToken (the non-FIPS form)."""
     secret = int.from_bytes(secrets.token_bytes(SECRET_BYTES), "big")
     return (f"{TOKEN_PREFIX}-1-{_base36(int(root_ca.digest, 16), DIGEST_LEN)}"
@@ -684,7 +696,7 @@ class JoinTokens:
         self.manager = manager
 
     @classmethod
-    def create(cls, root_ca: RootCA) -> JoinTokens:
+    def create(cls, root_ca: RootCA | RootPEM) -> JoinTokens:
         return cls(generate_join_token(root_ca), generate_join_token(root_ca))
 
     def get(self, role: str) -> str:
@@ -694,7 +706,7 @@ class JoinTokens:
             return self.manager
         raise InvalidArgument(f"unknown role {role}")
 
-    def rotate(self, role: str, root_ca: RootCA) -> str:
+    def rotate(self, role: str, root_ca: RootCA | RootPEM) -> str:
         """`join-token --rotate worker|manager`: a new secret; the old token stops admitting
         new nodes at once (nodes that joined with it keep their certificates)."""
         token = generate_join_token(root_ca)
@@ -971,6 +983,17 @@ class CertStore:
         except (ValueError, AttributeError):
             return []
         return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+
+    def rotating(self) -> bool:
+        """Whether a root rotation is under way, read without parsing anything (as load_root_ca
+        decides it: a rotation file whose signer is not the root itself)."""
+        if not self.rotation_path.exists():
+            return False
+        try:
+            signer = json.loads(self._read(self.rotation_path, private=True))["Signer"].encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ShoalError(f"{self.rotation_path}: not a root CA rotation state") from None
+        return signer != self._read(self.root_cert_path, private=False)
 
     def _trusted_signer(self, cert: bytes) -> tuple[bytes | None, Any]:
         """(key, None) of the trusted root, or (None, ExternalCA) when a CFSSL server holds

@@ -33,6 +33,7 @@ from shoal import paths
 from shoal.agent.session import DEFAULT_HEARTBEAT_PERIOD
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
 from shoal.manager import ca
+from shoal.manager.cachild import CAChild, CAView
 from shoal.manager.caserver import NodeJoin
 from shoal.manager.serviceview import DEFAULT_HISTORY_LIMIT
 from shoal.model.cluster import AVAILABILITIES, ManagerStatus, Node, TLSInfo
@@ -159,6 +160,9 @@ class SwarmNode:
         self.store = store
         self.default_node_id = node_id
         self.certs = ca.CertStore(root / "certificates", self._keys())
+        # Whatever needs cryptography on the common paths (init, signing at join and renewal,
+        # the root CA parsed at the listener's start) runs in this child: never in shoald.
+        self.ca_child = CAChild(root)
         self.state_path = root / "swarm" / "state.json"
         self.local = self._load()
         # Set by api/tcp.py while the listener serves: the CA routes' state (tokens, root CA).
@@ -238,8 +242,17 @@ class SwarmNode:
         return ca.JoinTokens.from_dict(record["join_tokens"])
 
     def root_ca(self, with_key: bool = True) -> ca.RootCA:
+        """The root CA parsed here (cryptography loaded in shoald): for a root rotation, a
+        rare operation. The common paths ask ca_child."""
         expiry = dt.timedelta(seconds=self.settings()["cert_expiry"])
         return self.certs.load_root_ca(expiry, with_key=with_key)
+
+    def ca_view(self) -> CAView:
+        """The root CA as the CA routes keep it, parsed by the child (which then signs)."""
+        return self.ca_child.view(dt.timedelta(seconds=self.settings()["cert_expiry"]))
+
+    def root_pem(self) -> ca.RootPEM:
+        return ca.RootPEM(self.certs.root_pem())
 
     def manager_addr(self) -> str:
         assert self.local is not None
@@ -265,15 +278,13 @@ class SwarmNode:
         heartbeat = _check_heartbeat(heartbeat_period if heartbeat_period is not None else DEFAULT_HEARTBEAT)
         history = _check_history(task_history_limit if task_history_limit is not None else DEFAULT_TASK_HISTORY)
         _check_port_free(listen_host, listen_port)
-        root_ca = ca.RootCA.create(expiry)
         cluster_id = ca.new_node_id()
         node_id = self.default_node_id
-        cert, key = root_ca.issue(node_id, ca.MANAGER_ROLE, cluster_id)
-        tokens = ca.JoinTokens.create(root_ca)
+        # the root CA and this manager's certificate, made and written by the child
+        made = self.ca_child.call("init", expiry=expiry.total_seconds(), node_id=node_id, cluster_id=cluster_id)
+        tokens = ca.JoinTokens.from_dict(made["tokens"])
         advertise = join_host_port(adv_host, adv_port)
         now = time.time()
-        self.certs.save_root_ca(root_ca)
-        self.certs.save_node(cert, key)
         try:
             with self.store.transaction() as tx:
                 tx.create(CLUSTER_KIND, {
@@ -281,14 +292,14 @@ class SwarmNode:
                     "spec": {"cert_expiry": expiry.total_seconds(), "heartbeat_period": heartbeat,
                              "task_history_limit": history},
                     "join_tokens": tokens.to_dict(),
-                    "tls_info": ca.desired_tls_info(root_ca),
+                    "tls_info": made["desired"],
                 })
                 current = tx.get("node", node_id)
                 node = Node.from_dict(current) if current else Node(id=node_id, hostname=socket.gethostname())
                 node.role = "manager"
                 node.status.addr = adv_host
                 node.manager_status = ManagerStatus(leader=True, reachability="reachable", addr=advertise)
-                node.tls_info = TLSInfo.from_api(ca.node_tls_info(cert, root_ca.cert_pem))
+                node.tls_info = TLSInfo.from_api(made["tls_info"])
                 node.updated_at = now
                 record = node.to_dict()
                 if current:
@@ -308,7 +319,7 @@ class SwarmNode:
             raise InvalidArgument(f"unknown role {role}")
         if not rotate:
             return self.tokens().get(role)
-        root_ca = self.root_ca(with_key=False)
+        root_ca = self.root_pem()  # its digest is all a token needs
         with self.store.transaction() as tx:
             record = tx.get(CLUSTER_KIND, self.local.cluster_id)  # type: ignore[union-attr]
             tokens = ca.JoinTokens.from_dict(record["join_tokens"])
@@ -362,22 +373,27 @@ class SwarmNode:
     def renew_own_certificate(self) -> ca.NodeIdentity:
         """A manager signs its own new key and certificate (same ID, the role the store records,
         the cluster's current --cert-expiry), as a worker asks its manager for one: the old pair
-        stays until the new one is checked and written."""
+        stays until the new one is checked and written (by the child)."""
         self.require_initialised()
-        current = self.certs.identity()
+        current = self.own_facts().identity
         role = self.role_of(current.node_id) or ca.MANAGER_ROLE
-        root_ca = self.root_ca()
-        cert, key = root_ca.issue(current.node_id, role, current.cluster_id)
-        ident = root_ca.verify_node_cert(cert)
-        self.certs.save_node(cert, key)
-        return ident
+        answer = self.ca_child.call("renew_own", role=role, expiry=self.settings()["cert_expiry"])
+        return ca.NodeFacts.from_json(answer["facts"].encode()).identity
+
+    def own_facts(self) -> ca.NodeFacts:
+        """This node's certificate as NodeFacts: stored beside it, or parsed by the child."""
+        facts = self.certs.facts()
+        if facts is None:
+            facts = ca.NodeFacts.from_json(self.ca_child.call("facts")["facts"].encode())
+        return facts
 
     # ---- root CA rotation (`swarm ca --rotate`; manager/carotation.py counts) ------------------
-    def record_tls_info(self, node_id: str, cert_pem: bytes, trust_root_pem: bytes) -> None:
+    def record_tls_info(self, node_id: str, cert_pem: bytes, trust_root_pem: bytes,
+                        tls_info: dict[str, str] | None = None) -> None:
         """What the CA just issued to a node, as its TLSInfo: the manager knows it without the
         node telling (shoal's simplification of swarmkit's node description report); the
-        rotation's reconciler reads it."""
-        info = TLSInfo.from_api(ca.node_tls_info(cert_pem, trust_root_pem))
+        rotation's reconciler reads it. `tls_info`: already computed by the child that signed."""
+        info = TLSInfo.from_api(tls_info if tls_info is not None else ca.node_tls_info(cert_pem, trust_root_pem))
         with self.store.transaction() as tx:
             record = tx.get("node", node_id)
             if record is None:
@@ -425,9 +441,13 @@ class SwarmNode:
         from shoal.manager import carotation
 
         self.require_initialised()
-        root_ca = self.root_ca(with_key=False)
-        desired = ca.desired_tls_info(root_ca)
-        return root_ca.rotating, desired, carotation.progress(self.store.list("node"), desired)
+        server = self.ca_server
+        if server is not None:  # what the listener keeps: nothing parsed here
+            rotating, desired = server.root_ca.rotating, server.desired
+        else:
+            root_ca = self.root_ca(with_key=False)
+            rotating, desired = root_ca.rotating, ca.desired_tls_info(root_ca)
+        return rotating, desired, carotation.progress(self.store.list("node"), desired)
 
     def finish_ca_rotation(self, expected_signer: bytes | None = None) -> ca.RootCA:
         """The reconciler saw every node on the new signer: the new root becomes the only one,
@@ -515,6 +535,7 @@ class SwarmNode:
                     else:
                         tx.delete("node", node["id"])
             self.certs.remove()
+            self.ca_child.stop()
             self._save(None)
             return
         self.certs.remove()
