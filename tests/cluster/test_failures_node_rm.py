@@ -147,6 +147,9 @@ def test_node_rm_force_of_a_live_worker(cluster: Any) -> None:
     wait_for(f"{gone}'s shoald restarted", lambda: cluster.pid(k) not in (None, pid) and cluster.answers(k), 30)
     time.sleep(3)  # its registration refused, again and again
     assert gone not in node_status(cluster) and len(node_status(cluster)) == NODES - 1
+    # Refused again and again, said once per start of its shoald (it was said every few seconds).
+    log = (Path(cluster.node(k)["root"]) / "shoald.log").read_text().splitlines()
+    assert len([ln for ln in log if " ERROR " in ln and "removed from swarm" in ln]) <= 2, log[-20:]
     # dockerd's node stays "pending" when its agent never gets a session.
     assert " Swarm: pending\n" in cluster.on_node(k, "info").stdout
     assert not copies_on(cluster, k) and len(app_copies(cluster.name)) == 5

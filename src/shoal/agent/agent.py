@@ -132,6 +132,7 @@ class Agent:
         self._ack: asyncio.Event | None = None
         self._unassigned: set[str] = set()  # tasks being shut down because no set lists them
         self._registered_event: asyncio.Event | None = None
+        self._removed_told = False  # the manager's "removed" logged once
         # The last answered heartbeat (the loop's, an ack's, a probe's) and the period it gave.
         self._period = 0.0
         self._last_beat = 0.0
@@ -226,7 +227,9 @@ class Agent:
                 except ShoalError as exc:
                     # Refused (not a transport failure): sending it again would be refused again.
                     # The states stay in the local store and go with the next session's resend.
-                    log.error("status refused by the manager: %s", exc)
+                    # A removed node's refusals are the session's to tell, once.
+                    removed = isinstance(exc, NodeRemoved) and exc.confirmed
+                    (log.debug if removed else log.error)("status refused by the manager: %s", exc)
                 backoff = BACKOFF_MIN
                 with self._lock:
                     for u in batch:
@@ -534,8 +537,10 @@ class Agent:
                         log.info("session %s renewed: a new WireGuard key", info.session_id[:12])
                         continue
                 except NodeRemoved as exc:
-                    log.error("%s", exc)
+                    # Said once: a removed node asks again every few seconds for good.
+                    (log.debug if exc.confirmed and self._removed_told else log.error)("%s", exc)
                     if exc.confirmed:
+                        self._removed_told = True
                         self.removed(str(exc))
                 except (Unreachable, SessionInvalid) as exc:
                     log.warning("session with the manager ended: %s", exc)
