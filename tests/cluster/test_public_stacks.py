@@ -166,8 +166,9 @@ volumes:
   portainer_data:
 """
 
-# dockerswarm.rocks' traefik.yml shape (host-mode ports, global on labelled nodes) with an app
-# spread over zones, at most 2 a node (Docker's docs' placement keys).
+# dockerswarm.rocks' traefik.yml shape (host-mode ports, global on labelled nodes, the external
+# network traefik-public its guide makes first) with an app spread over zones, at most 2 a node
+# (Docker's docs' placement keys).
 TRAEFIK = """\
 version: '3.9'
 
@@ -223,8 +224,7 @@ volumes:
 
 networks:
   traefik-public:
-    driver: overlay
-    attachable: true
+    external: true
 """
 
 STANDIN = r"""#!/bin/sh
@@ -425,6 +425,12 @@ def test_traefik_host_mode_global_and_placement(cluster: Any) -> None:
         if k in labelled:
             args += ["--label-add", "traefik-public.traefik-public-certificates=true"]
         c.shoal("node", "update", *args, c.node(k)["hostname"])
+    # The guide's `docker network create --driver=overlay traefik-public`, through the context
+    # (it was refused there: a stack naming it external could not be deployed).
+    missing = c.shoal("stack", "deploy", "-c", str(write(c, "traefik.yml", TRAEFIK)), "tr", check=False)
+    assert missing.returncode != 0 and 'network "traefik-public" is declared as external, but could not be found' \
+        in missing.stderr, missing.stderr
+    c.shoal("network", "create", "--driver=overlay", "traefik-public")
     c.shoal("stack", "deploy", "--detach", "-c", str(write(c, "traefik.yml", TRAEFIK)), "tr")
     rows = wait_converged(c, "tr")
     assert rows == {"tr_traefik": "2/2", "tr_whoami": "6/6 (max 2 per node)"}
@@ -448,6 +454,7 @@ def test_stack_rm_leaves_nothing_on_any_node(cluster: Any) -> None:
     c = cluster
     for stack in ("tr", "portainer", "vote"):
         c.shoal("stack", "rm", stack)
+    assert c.shoal("network", "rm", "traefik-public").stdout.strip() == "traefik-public"
 
     def kernel_left() -> list[str]:
         left = []

@@ -173,11 +173,21 @@ def _swarm_options(record: dict[str, Any]) -> dict[str, str]:
     return options
 
 
+def _local_only(args: argparse.Namespace, verb: str) -> None:
+    """Through a tcp:// context only swarm networks are made and removed (by the manager, as
+    `docker network create -d overlay` against one); a node's own networks are not yet."""
+    if getattr(args, "node", None) is not None:
+        raise ShoalError(f"shoal network {verb} of a local network against a remote node is not supported yet: "
+                         "a swarm network (-d overlay) is, through the manager; run it on that node, or go back "
+                         "with `shoal context use default`")
+
+
 def _create(args: argparse.Namespace) -> int:
     if args.ipv6:
         raise InvalidArgument("--ipv6: shoal networks are IPv4 only")
     if _swarm_scoped(args):
         return _create_swarm(args)
+    _local_only(args, "create")
     net = NetworkStore().create(
         args.name, driver=args.driver, subnet=_one(args.subnet, "--subnet"), gateway=_one(args.gateway, "--gateway"),
         ip_range=_one(args.ip_range, "--ip-range"), internal=args.internal, attachable=args.attachable,
@@ -368,6 +378,7 @@ def _rm(args: argparse.Namespace) -> int:
                 with connect() as client:
                     client.delete(f"/networks/{ref}")
             else:
+                _local_only(args, "rm")
                 cleanup.remove_network(ref)
             print(ref)
         except ShoalError as exc:
@@ -403,5 +414,5 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
-for _handler in (_ls, _inspect):
+for _handler in (_ls, _inspect, _create, _rm):
     _handler.on_node = True  # type: ignore[attr-defined] # a tcp:// context: that node's networks (cli/main.py)
