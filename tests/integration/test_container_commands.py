@@ -145,7 +145,7 @@ def test_restart_rename_top_and_update(shoal, busybox_image, clean):
 
     for argv in (("restart", "nope"), ("pause", "nope"), ("top", "nope"), ("port", "nope"), ("diff", "nope"),
                  ("update", "-m", "64M", "nope"), ("commit", "nope"), ("export", "nope"), ("cp", "nope:/x", "-"),
-                 ("attach", "nope")):
+                 ("attach", "nope"), ("logs", "nope"), ("exec", "nope", "true"), ("container", "inspect", "nope")):
         proc = shoal(*argv)
         assert proc.returncode == 1, argv
         assert proc.stderr == "Error response from daemon: No such container: nope\n", argv

@@ -650,6 +650,16 @@ def _add_sizes(rows: list[dict[str, Any]], containers: list[Any]) -> None:
 
 # ---- logs ------------------------------------------------------------------------------------
 
+def _daemon_get(mgr, ref: str):
+    """The container, or docker's `Error response from daemon: No such container: X` (the CLI
+    asks the daemon's ContainerInspect, whose 404 it prints as such)."""
+    try:
+        return mgr.get(ref)
+    except NotFound as exc:
+        exc.from_daemon = True  # type: ignore[attr-defined]
+        raise
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     if getattr(args, "node", None) is not None:  # a tcp:// context: that node's container
         from shoal.cli import remote
@@ -657,7 +667,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return remote.logs(args)
     from shoal.runtime import logs
 
-    c = _manager().get(args.container)
+    c = _daemon_get(_manager(), args.container)
     out, err = sys.stdout.buffer, sys.stderr.buffer
 
     def emit(line) -> None:
@@ -711,6 +721,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     mgr = _manager()
     from shoal.errors import Conflict
 
+    _daemon_get(mgr, args.container)  # exec.go: ContainerInspect first, its refusal the daemon's
     try:
         argv = mgr.exec_argv(args.container, args.command, tty=args.tty, detach=args.detach,
                              env=parse_env(args.env), user=args.user or "", workdir=args.workdir or "")
@@ -761,7 +772,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 continue
             except (ImportError, NotFound):
                 pass
-        print(f"Error: No such {'container' if args.container_only else 'object'}: {ref}", file=sys.stderr)
+        # system inspect's own words for any object; container inspect prints the daemon's 404
+        print(f"Error response from daemon: No such container: {ref}" if args.container_only
+              else f"Error: No such object: {ref}", file=sys.stderr)
         failed = True
     if args.format:
         for d in docs:

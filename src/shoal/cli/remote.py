@@ -301,7 +301,9 @@ def inspect(args: argparse.Namespace) -> int:
                 continue
             except NotFound:
                 pass
-        print(f"Error: No such {'container' if args.container_only else 'object'}: {ref}", file=sys.stderr)
+        # system inspect's own words for any object; container inspect prints the daemon's 404
+        print(f"Error response from daemon: No such container: {ref}" if args.container_only
+              else f"Error: No such object: {ref}", file=sys.stderr)
         failed = True
     if args.format:
         for d in docs:
