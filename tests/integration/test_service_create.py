@@ -213,3 +213,24 @@ def test_compose_job(shoal, busybox_image: str, tmp_path) -> None:
         assert _inspect(shoal, "h3itjob_once")["Spec"]["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 2}}
     finally:
         shoal("stack", "rm", "h3itjob")
+
+
+def test_stack_rm_detach_false_waits_for_the_tasks(shoal, busybox_image: str, tmp_path) -> None:
+    """docker stack rm --detach=false (remove.go waitOnTasks): it returns once the stack's tasks
+    reached a terminal state, so no container of the stack still runs (the default, -d, does
+    not wait); a bool flag's bad value is pflag's refusal."""
+    compose = tmp_path / "rm.yml"
+    compose.write_text(f"services:\n  slow:\n    image: {busybox_image}\n    command: [sleep, '300']\n"
+                       "    stop_grace_period: 2s\n")
+    shoal("stack", "deploy", "-d", "-c", str(compose), "h3itrm", check=True)
+    running = ["ps", "--filter", "label=com.docker.stack.namespace=h3itrm", "--format", "{{.Names}}"]
+    try:
+        _wait(lambda: shoal(*running).stdout.strip(), 30, "the task's container to run")
+        bad = shoal("stack", "rm", "--detach=maybe", "h3itrm")
+        assert (bad.returncode, bad.stderr.splitlines()[0]) == (
+            125, 'invalid argument "maybe" for "-d, --detach" flag: strconv.ParseBool: parsing "maybe": invalid syntax')
+        removed = shoal("stack", "rm", "--detach=false", "h3itrm", check=True, timeout=60)
+        assert removed.stdout == "Removing service h3itrm_slow\nRemoving network h3itrm_default\n"
+        assert shoal(*running, check=True).stdout == ""
+    finally:
+        shoal("stack", "rm", "h3itrm")

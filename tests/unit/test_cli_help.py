@@ -125,6 +125,9 @@ def test_pflag_alignment_and_defaults():
                  "See 'shoal top --help' for more information\n"),
     (["ps", "-n", "x"], 125, 'invalid argument "x" for "-n, --last" flag: strconv.ParseInt: parsing "x": invalid syntax'
                              "\n\nUsage:  shoal ps [OPTIONS]\n\nRun 'shoal ps --help' for more information\n"),
+    (["attach", "--sig-proxy=x", "c"], 125, 'invalid argument "x" for "--sig-proxy" flag: strconv.ParseBool: parsing "x": '
+                                            "invalid syntax\n\nUsage:  shoal attach [OPTIONS] CONTAINER\n\n"
+                                            "Run 'shoal attach --help' for more information\n"),
     (["ps", "--format"], 125, "flag needs an argument: --format\n\nUsage:  shoal ps [OPTIONS]\n\n"
                               "Run 'shoal ps --help' for more information\n"),
     (["container", "nosuch"], 1, "shoal: unknown command: shoal container nosuch\n\n"

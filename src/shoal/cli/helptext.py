@@ -345,6 +345,10 @@ def docker_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, in
                "float": f'strconv.ParseFloat: parsing "{m.group(3)}": invalid syntax'}.get(m.group(2), "invalid value")
         names = ", ".join(_flag_names(parser, m.group(1)))
         return f'invalid argument "{m.group(3)}" for "{names}" flag: {why}{flag_error}', 125
+    m = re.match(r'argument (\S+): (strconv\.\w+: parsing "(.*)": .*)', message, re.S)
+    if m:  # a type function's refusal in strconv's words (a bool flag given =x)
+        names = ", ".join(_flag_names(parser, m.group(1)))
+        return f'invalid argument "{m.group(3)}" for "{names}" flag: {m.group(2)}{flag_error}', 125
     m = re.match(r"argument (\S+): invalid choice: '(.*?)'", message, re.S)
     if m and m.group(1) in ("COMMAND", "command") or (m and not m.group(1).startswith("-")):
         return f"{binary}: unknown command: {prog} {m.group(2)}\n\nRun '{prog} --help' for more information", 1

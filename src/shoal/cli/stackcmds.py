@@ -248,12 +248,36 @@ def ps(args: argparse.Namespace) -> int:
 def rm(args: argparse.Namespace) -> int:
     with connect() as client:
         for name in args.stacks:
+            services = set() if args.detach else {s["id"] for s in client.get("/services", stack=name)}
             lines = client.delete(f"/stacks/{name}")["lines"]
             if not lines:
                 print(f"Nothing found in stack: {name}", file=sys.stderr)
+                continue
             for line in lines:
                 print(line)
+            if not args.detach:
+                _wait_removed(client, services)
     return 0
+
+
+def _wait_removed(client: Client, services: set[str], poll: float = 0.2) -> None:
+    """remove.go waitOnTasks (--detach=false): until every task of the stack's services (kept,
+    desired REMOVE, until their containers stopped) reached a terminal state or is gone."""
+    from shoal.model.cluster import Task, TaskState
+
+    def active() -> bool:
+        return any(Task.from_dict(t).status.state <= TaskState.RUNNING
+                   for t in client.get("/tasks") if t["service_id"] in services)
+
+    while services and active():
+        time.sleep(poll)
+
+
+def _bool(text: str) -> bool:
+    """strconv.ParseBool, for a pflag bool given a value (`--detach=false`)."""
+    from shoal.cli.containerops import _truthy
+
+    return _truthy(text)
 
 
 def register_verbs(ssub: argparse._SubParsersAction) -> None:
@@ -286,5 +310,7 @@ def register_verbs(ssub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=ps)
     for name in ("rm", "remove", "down"):
         p = ssub.add_parser(name, help="Remove one or more stacks")
+        p.add_argument("-d", "--detach", type=_bool, nargs="?", const=True, default=True,
+                       help="Do not wait for stack removal (default true)")
         p.add_argument("stacks", nargs="+", metavar="STACK")
         p.set_defaults(func=rm)
