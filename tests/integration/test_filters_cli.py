@@ -145,6 +145,27 @@ def test_info_and_version_format(shoal):
     assert bad.returncode == 1 and "can't evaluate field Nope" in bad.stderr
 
 
+def test_info_reads_as_dockers(shoal):
+    """prettyPrintInfo: the Client section, then the Server's containers by state, images,
+    storage, cgroups, plugins, Swarm, runtime, kernel, OS, CPUs, memory, name, root dir; the
+    same counts through --format (moby's Info fields)."""
+    import os
+
+    from shoal import __version__
+
+    text = shoal("info", check=True).stdout
+    containers = len(shoal("ps", "-aq", check=True).stdout.split())
+    running = len(shoal("ps", "-q", check=True).stdout.split())
+    assert text.startswith(f"Client:\n Version:    {__version__}\n Context:    default\n Debug Mode: false\n\n"
+                           f"Server:\n Containers: {containers}\n  Running: {running}\n  Paused: 0\n"
+                           f"  Stopped: {containers - running}\n Images: "), text
+    for line in (" Cgroup Driver: cgroupfs\n", " Plugins:\n  Volume: local\n", " Swarm: active\n",
+                 f" CPUs: {os.cpu_count()}\n", " OSType: linux\n", " Live Restore Enabled: false\n"):
+        assert line in text, line
+    counted = shoal("info", "--format", "{{.Containers}} {{.ContainersStopped}} {{.NCPU}}", check=True).stdout
+    assert counted == f"{containers} {containers - running} {os.cpu_count()}\n"
+
+
 def test_images_filters_label_not_and_until(shoal, made):
     shoal("commit", "--change", "LABEL fl=1", "fl-new", "fl-img:1", check=True)
     try:

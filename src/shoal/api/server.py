@@ -170,7 +170,11 @@ def make_app(daemon: Daemon) -> web.Application:
 
     @routes.get(f"{prefix}/info")
     async def info(_: web.Request) -> web.Response:
+        from shoal.api.sysinfo import engine_info
+
+        engine = await asyncio.to_thread(engine_info, daemon.node_id)  # reads the state root
         return web.json_response({
+            **engine,
             "NodeID": daemon.node_id,
             "Services": len(store.list("service")),
             "Tasks": len(store.list("task")),

@@ -235,36 +235,66 @@ def info_lines(info: dict[str, Any]) -> list[str]:
 def _info(args: argparse.Namespace) -> int:
     from shoal import __version__
 
+    from shoal.api import contexts
+
     with _client() as client:
         version = client.get("/version")
-        base = client.get("/info") if not _is_worker(client) else {}
+        base = client.get("/info")
         swarm = client.get("/swarm/info")
+    try:
+        context = contexts.endpoint().context
+    except ShoalError:
+        context = contexts.DEFAULT
+    client_info = {"Version": __version__, "Context": context, "Debug": False}
     fmt = getattr(args, "format", None)
     if fmt:  # docker's info context: the daemon's Info fields, Swarm as /swarm/info answers it
         from shoal.cli.format import render_template
 
         obj = {**base, "ServerVersion": version.get("Version", __version__), "OSType": "linux",
-               "Architecture": version.get("Arch", ""), "Swarm": swarm, "ClientInfo": {"Version": __version__}}
+               "Architecture": version.get("Arch", ""), "Swarm": swarm, "ClientInfo": client_info}
         print(render_template("{{json .}}" if fmt == "json" else fmt, obj))
         return 0
-    print("Server:")
-    if base:
-        print(f" Services: {base.get('Services', 0)}")
-        print(f" Tasks: {base.get('Tasks', 0)}")
-    print(f" Server Version: {version.get('Version', __version__)}")
-    print("\n".join(info_lines(swarm)))
-    print(f" Architecture: {version.get('Arch', '')}")
+    print("\n".join(["Client:", f" Version:    {__version__}", f" Context:    {context}", " Debug Mode: false", "",
+                     "Server:", *server_lines(base, version, swarm)]))
     return 0
+
+
+def server_lines(info: dict[str, Any], version: dict[str, Any], swarm: dict[str, Any]) -> list[str]:
+    """docker/cli system/info.go prettyPrintServerInfo, the lines shoal has a value for (no
+    containerd, runc or init commit, no proxies or registry mirrors)."""
+    from shoal.units import bytes_size
+
+    plugins = info.get("Plugins") or {}
+    lines = [f" Containers: {info.get('Containers', 0)}", f"  Running: {info.get('ContainersRunning', 0)}",
+             f"  Paused: {info.get('ContainersPaused', 0)}", f"  Stopped: {info.get('ContainersStopped', 0)}",
+             f" Images: {info.get('Images', 0)}", f" Server Version: {version.get('Version', '')}"]
+    lines += [f" {label}: {info[key]}" for label, key in (
+        ("Storage Driver", "Driver"), ("Logging Driver", "LoggingDriver"), ("Cgroup Driver", "CgroupDriver"),
+        ("Cgroup Version", "CgroupVersion")) if info.get(key)]
+    lines += [" Plugins:", f"  Volume: {' '.join(plugins.get('Volume') or [])}",
+              f"  Network: {' '.join(plugins.get('Network') or [])}", f"  Log: {' '.join(plugins.get('Log') or [])}"]
+    lines += info_lines(swarm)
+    if info.get("Runtimes"):
+        lines += [f" Runtimes: {' '.join(info['Runtimes'])}", f" Default Runtime: {info.get('DefaultRuntime', '')}"]
+    if info.get("InitBinary"):
+        lines.append(f" Init Binary: {info['InitBinary']}")
+    lines += [f" {label}: {info[key]}" for label, key in (
+        ("Kernel Version", "KernelVersion"), ("Operating System", "OperatingSystem"), ("OSType", "OSType"))
+        if info.get(key)]
+    lines.append(f" Architecture: {info.get('Architecture') or version.get('Arch', '')}")
+    if "NCPU" in info:
+        lines += [f" CPUs: {info['NCPU']}", f" Total Memory: {bytes_size(info.get('MemTotal', 0))}"]
+    lines += [f" {label}: {info[key]}" for label, key in (("Name", "Name"), ("ID", "ID")) if info.get(key)]
+    if "DockerRootDir" in info:
+        lines += [f" Docker Root Dir: {info['DockerRootDir']}", " Debug Mode: false", " Experimental: false",
+                  " Live Restore Enabled: false"]
+    return lines
 
 
 def add_info_flags(p: argparse.ArgumentParser) -> None:
     from shoal.cli.format import INSPECT_FORMAT_HELP
 
     p.add_argument("-f", "--format", metavar="string", help=INSPECT_FORMAT_HELP)
-
-
-def _is_worker(client: Any) -> bool:
-    return not client.get("/swarm/info")["ControlAvailable"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
