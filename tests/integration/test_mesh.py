@@ -220,8 +220,9 @@ def test_mesh_nft_rules_render_and_load() -> None:
 
     bridges = [mesh.MeshBridge("shoalmt1", "198.18.0.2", ["198.18.0.3"], {"198.18.0.3": ["10.218.1.5"]})]
     script = nft.render([], [], [], mesh.render(bridges), mesh.render_snat(bridges))
-    assert 'iifname "shoalmt1" ct state new ether saddr 02:5b:c6:12:00:03 ct mark set 0x4d450003' in script
-    assert 'iifname "shoalmt1" ct direction reply ct mark 0x4d450003 meta mark set 0x4d450003' in script
+    assert ('ct state new ct mark set iifname . ether saddr map { "shoalmt1" . 02:5b:c6:12:00:03 : 0x4d450003 }'
+            in script)
+    assert 'ct direction reply ct mark & 0xffff0000 == 0x4d450000 iifname { "shoalmt1" } meta mark set ct mark' in script
     assert ('oifname "shoalmt1" ip saddr 198.18.0.3 ip daddr { 10.218.1.5 } ct status dnat snat ip to 198.18.0.2'
             in script)
     check = subprocess.run(["nft", "-c", "-f", "-"], input=script, capture_output=True, text=True)
