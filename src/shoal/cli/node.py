@@ -279,6 +279,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("nodes", nargs="*", metavar="NODE")
     p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
     p.add_argument("--format", help="Pretty-print tasks using a Go template")
+    p.add_argument("--no-resolve", action="store_true", help="Do not map IDs to Names")
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display task IDs")
     p.set_defaults(func=_ps)

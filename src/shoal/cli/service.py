@@ -53,7 +53,8 @@ def print_tasks(client: Client, tasks: list[dict[str, Any]], args: argparse.Name
     from shoal.cli.swarmfmt import TASK_FIELDS, TASK_HEADERS, task_rows
 
     table = not args.format or args.format.startswith("table")
-    rows = task_rows(tasks, node_names(client), no_trunc=args.no_trunc, table=table)
+    resolve = not getattr(args, "no_resolve", False)
+    rows = task_rows(tasks, node_names(client) if resolve else {}, no_trunc=args.no_trunc, table=table, resolve=resolve)
     if args.quiet:
         for task in task_rows(tasks, {}, no_trunc=quiet_full or args.no_trunc, table=False):
             print(task["ID"])
@@ -378,6 +379,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 def add_task_list_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
+    p.add_argument("--no-resolve", action="store_true", help="Do not map IDs to Names")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display task IDs")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="filter",
                    help="Filter output based on conditions provided")

@@ -108,16 +108,22 @@ def current_state(task: Task, now: float) -> str:
 
 
 def task_rows(tasks: Sequence[dict[str, Any]], nodes: dict[str, str], no_trunc: bool = False,
-              table: bool = True, now: float | None = None) -> list[dict[str, str]]:
-    """Sorted by name (natural), newest first within a name; repeated names become ` \\_ name`."""
+              table: bool = True, now: float | None = None, resolve: bool = True) -> list[dict[str, str]]:
+    """Sorted by name (natural), newest first within a name; repeated names become ` \\_ name`.
+    `resolve` False is --no-resolve (task/print.go generateTaskNames): the service's and the
+    node's IDs where their names were."""
     now = now or time.time()
     parsed = [Task.from_dict(t) for t in tasks]
+
+    def task_name(task: Task) -> str:
+        return task.name if resolve else f"{task.service_id}.{task.slot if task.slot else task.node_id}"
+
     parsed.sort(key=lambda t: -t.created_at)
-    parsed.sort(key=lambda t: natural_key(t.name))  # stable: newest first inside each name
+    parsed.sort(key=lambda t: natural_key(task_name(t)))  # stable: newest first inside each name
     rows = []
     previous = None
     for task in parsed:
-        name = task.name
+        name = task_name(task)
         shown = f" \\_ {name}" if table and name == previous else name
         previous = name
         err = task.status.err
@@ -128,7 +134,7 @@ def task_rows(tasks: Sequence[dict[str, Any]], nodes: dict[str, str], no_trunc: 
             "ID": task.id if no_trunc else task.id[:12],
             "Name": shown,
             "Image": image if no_trunc else strip_digest(image),
-            "Node": nodes.get(task.node_id, task.node_id),
+            "Node": nodes.get(task.node_id, task.node_id) if resolve else task.node_id,
             "DesiredState": TaskState(task.desired_state).pretty,
             "CurrentState": current_state(task, now),
             "Error": f'"{err}"' if err else "",
