@@ -382,6 +382,17 @@ def test_voting_app(cluster: Any) -> None:
         for target in ("db:5432", "tasks.db:5432"):
             assert get(c, k, k, 5001, f"/cgi-bin/probe?{target}").startswith("db "), (k, target)
         assert get(c, k, k, 5000, "/cgi-bin/probe?db:5432") == "unreachable"
+    # `exec` in the result task, through its node's own socket as that node's user types it
+    # (the CLI ran the runtime here, outside the node's mount namespace: `stat /bin/sh: no such
+    # file or directory`): db on the manager by name and tasks.db, over the backend overlay.
+    (node,) = [n for name, n, _ in tasks if name.startswith("vote_result.")]
+    k = int(node.rsplit("-", 1)[1])
+    (cid,) = c.on_node(k, "ps", "-q", "--filter", "name=vote_result").stdout.split()
+    for name in ("db", "tasks.db"):
+        got = c.on_node(k, "exec", cid, "sh", "-c",
+                        f"printf 'GET /cgi-bin/who HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {name} 5432 | tail -n 1").stdout
+        assert got.startswith("db "), (name, got)
+    assert c.on_node(k, "exec", cid, "sh", "-c", "exit 3", check=False).returncode == 3
     # `network ls` through the cluster's context: the manager's networks and the swarm's, as
     # `docker network ls` against a manager (it was refused: "not supported yet").
     nets = c.shoal("network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}").stdout.splitlines()

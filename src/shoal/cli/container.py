@@ -709,7 +709,29 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 # ---- exec ------------------------------------------------------------------------------------
 
+def _daemon_elsewhere() -> Any:
+    """The unix endpoint of a shoald that runs in another mount namespace than this CLI (a node
+    of a local cluster reached from the host through its socket, `cluster create`'s nodes each
+    having their own): its containers' root filesystems are mounted there only, so the runtime
+    cannot be driven from here; its API does it. None when it shares ours (any real machine)."""
+    from shoal.api import contexts
+
+    ep = contexts.endpoint()
+    if ep.is_tcp:
+        return None
+    sock = Path(ep.host.removeprefix("unix://"))
+    try:
+        pid = int((sock.parent / "shoald.lock").read_text().split()[0])
+        if os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    return ep
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is None:
+        args.node = _daemon_elsewhere()
     if getattr(args, "node", None) is not None:
         return _on_node(args, "exec")
     if not args.command:
