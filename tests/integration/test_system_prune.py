@@ -196,9 +196,9 @@ def test_system_events_since_until_filter(shoal) -> None:
     shoal("secret", "create", "h4_evt", "-", input="e", check=True)
     shoal("secret", "rm", "h4_evt", check=True)
     out = shoal("system", "events", "--since", "10m", "--until", "0s", "--filter", "type=secret",
-                "--filter", "event=delete", "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+                "--filter", "event=remove", "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
                 check=True).stdout
-    assert out.splitlines()[-1] == "secret delete h4_evt" and "create" not in out
+    assert out.splitlines()[-1] == "secret remove h4_evt" and "create" not in out
     result = shoal("events", "--since", "0", "--no-follow", "--filter", "colour=red")
     assert result.returncode == 1 and result.stderr.splitlines()[-1] == "Error response from daemon: invalid filter 'colour'"
     later = shoal("events", "--since", "10m", "--until", "0s", "-f", "secret=h4_evt", check=True).stdout.splitlines()

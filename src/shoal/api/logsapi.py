@@ -34,6 +34,11 @@ EVENTS_BATCH = 1000
 # a removed node's refused certificate (swarmnode.REMOVED_NODE_KIND) goes with its node's remove.
 _UNSHOWN_KINDS = frozenset({"registry_auth", "attachment", "address_cursor", "removed_node"})
 
+# moby's clusterEventAction (daemon/events.go): a swarm object's removal is `remove`, not the
+# store's delete.
+_SWARM_OBJECT_KINDS = frozenset({"service", "node", "network", "secret", "config"})
+
+
 def _event_line(event: Any) -> dict[str, Any]:
     obj = event.object
     if event.kind == "container":
@@ -42,7 +47,8 @@ def _event_line(event: Any) -> dict[str, Any]:
         attributes = {"name": f"{obj['service_name']}.{obj['slot'] or obj['node_id']}"}
     else:
         attributes = {"name": str(obj.get("name") or obj.get("hostname") or "")}
-    return {"revision": event.revision, "type": event.kind, "action": event.action, "id": event.id,
+    action = "remove" if event.action == "delete" and event.kind in _SWARM_OBJECT_KINDS else event.action
+    return {"revision": event.revision, "type": event.kind, "action": action, "id": event.id,
             "name": attributes.get("name", ""), "attributes": attributes, "time": event.time,
             "scope": "local" if event.kind == "container" else "swarm"}
 
