@@ -234,3 +234,23 @@ def test_stack_rm_detach_false_waits_for_the_tasks(shoal, busybox_image: str, tm
         assert shoal(*running, check=True).stdout == ""
     finally:
         shoal("stack", "rm", "h3itrm")
+
+
+def test_service_logs_since(shoal, busybox_image: str) -> None:
+    """service logs --since (the client's timetypes.GetTimestamp): an RFC 3339 time or a
+    duration before now; the lines written before it are left out."""
+    shoal("service", "create", "-d", "--name", "h3it_logs", busybox_image, "sh", "-c",
+          "echo one; sleep 2; echo two; exec sleep 300", check=True)
+    try:
+        lines = _wait(lambda: [line for line in shoal("service", "logs", "-t", "h3it_logs").stdout.splitlines()
+                               if line.endswith("| two")], 30, "both lines")
+        stamp = lines[0].split()[0]
+        since = shoal("service", "logs", "--since", stamp, "h3it_logs", check=True).stdout
+        assert [line.split("| ")[1] for line in since.splitlines()] == ["two"]
+        assert [line.split("| ")[1] for line in shoal("service", "logs", "--since", "1h", "h3it_logs").stdout.splitlines()] == \
+            ["one", "two"]
+        bad = shoal("service", "logs", "--since", "soon", "h3it_logs")
+        assert (bad.returncode, _err(bad)) == (
+            1, 'Error: invalid value for "since": failed to parse value as time or duration: "soon"\n')
+    finally:
+        shoal("service", "rm", "h3it_logs")

@@ -347,7 +347,9 @@ def _logs(args: argparse.Namespace) -> int:
     if args.tail != "all" and not (args.tail.isdigit()):
         raise InvalidArgument(f'invalid value for --tail: "{args.tail}" (a number of lines, or "all")')
     from shoal.errors import NotFound
+    from shoal.image.store import parse_time
 
+    since = _since(args.since) if args.since else None
     with connect() as client:
         try:
             svc = client.get(f"/services/{args.service}")
@@ -362,6 +364,8 @@ def _logs(args: argparse.Namespace) -> int:
             if "warning" in rec:  # a node whose logs could not be had
                 print(rec["warning"], file=sys.stderr, flush=True)
                 continue
+            if since is not None and parse_time(rec["time"]) < since:
+                continue  # the daemon's Since: lines before it are left out (after --tail)
             out = sys.stderr if rec["stream"] == "stderr" else sys.stdout
             line = rec["line"].rstrip("\n")
             if args.raw:
@@ -375,6 +379,17 @@ def _logs(args: argparse.Namespace) -> int:
             out.write(f"{stamp}{context}    | {line}\n")
             out.flush()
     return 0
+
+
+def _since(value: str) -> float:
+    """timetypes.GetTimestamp as the client's ServiceLogs reads --since: a Go duration before
+    now, unix seconds, or an RFC 3339 time."""
+    from shoal.cli.image import parse_until
+
+    try:
+        return parse_until(value)
+    except InvalidArgument:
+        raise ShoalError(f'invalid value for "since": failed to parse value as time or duration: "{value}"') from None
 
 
 def add_task_list_flags(p: argparse.ArgumentParser) -> None:
@@ -441,6 +456,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-task-ids", action="store_true", help="Do not include task IDs in output")
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
     p.add_argument("--raw", action="store_true", help="Do not neatly format logs")
+    p.add_argument("--since", metavar="string", help='Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or '
+                                                     'relative (e.g. "42m" for 42 minutes)')
     p.set_defaults(func=_logs)
 
     p = ssub.add_parser("scale", help="Scale one or multiple replicated services",
