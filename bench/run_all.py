@@ -28,6 +28,7 @@ SLOW = {
     "bench_images": "about 40 s: 500 images, 100 MB layers",
     "bench_scheduler": "about 60 s: 100,000 tasks through a SQLite store",
     "bench_cluster_failure": "about 60 s: 3 four-node clusters, a worker's link cut and healed in each",
+    "bench_cluster": "about 2 min: 6 four-node clusters, the seed stack deployed on 3 and idle 12 s",
     "bench_agents": "about 80 s: 100 simulated agents join and heartbeat, 2 x 30 s measured",
     "bench_overlay": "about 40 s: a 3-node cluster, iperf3 between tasks on one node and across nodes",
     "bench_soak": "60 min: shoald's memory over an hour of deploy/scale/rm cycles (--minutes to shorten)",
