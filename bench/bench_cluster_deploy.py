@@ -1,7 +1,7 @@
 """The seed's stack deployed on a 4-node local cluster (`shoal cluster create --nodes 4`), issue 11:
 time from `stack deploy` (the CLI started) to 5/5 tasks running across nodes as a user sees it.
 
-    sudo .venv/bin/python bench/bench_cluster_deploy.py [--runs 3] [--profile]
+    sudo .venv/bin/python bench/bench_cluster_deploy.py [--runs 3] [--profile] [--name N --subnet S]
 
 Each run makes a fresh cluster, imports the busybox image on the manager only and deploys the
 seed's stack (examples/getstarted: 5 replicas, 0.1 CPU, 50M, restart on-failure, 4000:80, webnet)
@@ -40,6 +40,22 @@ deploy's transaction on the manager, each task's create/pending/assigned there, 
 the node's own store (the assignment delivered), its preparing/starting/running there, and
 running as the manager took it.
 
+CPU: the machine's 2 cores are shared with other work, and the wall-clock figure follows its
+load; each run also prints what the deploy cost in CPU, which moves much less: the nodes'
+processes (every shoald and what it runs, conmon, crun: a cpuacct cgroup, v1, the bench puts
+the cluster's supervisor and its forks in) and the deploy command's own, from the command's
+start to the fifth container started. The CLI's modules are compiled first, as `pip install`
+does (a checkout run with PYTHONDONTWRITEBYTECODE compiled every module edited since its last
+.pyc at each command). --name/--subnet keep a run's cluster out of other runs' way.
+
+Measured (session 7, alternated with the commit before, 2-3 runs each, load 5-14): image on every
+node 1.28-3.53 s before, 0.67-1.33 s after (no helper process on the nodes' path any more: nft
+through libnftables, the mesh's rules by rtnetlink, crun's start in shoald; 86-93 processes
+spawned per deploy -> 5); at load 5-6, 0.65-1.19 s, the nodes' CPU 0.54-1.02 s and the command's
+0.16-0.32 s, its request written at +0.35 s. Workers pulling: 1.8-4.8 s, the nodes' CPU 1.4-3.5
+s, most of it the layer's unpacking on each worker (a new inode costs 0.5-0.7 ms of CPU on this
+machine's ext4; the busybox layer has 268 symlinks).
+
 Docker Swarm on this machine (reference README, 9 runs): redeploy with the image on every node
 -> 5/5 Running across nodes 1.87-2.16 s (median 1.93). Target (issue 11): a fifth of Swarm's.
 Runs in private roots; removes every cluster it made."""
@@ -47,8 +63,11 @@ Runs in private roots; removes every cluster it made."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
+import resource
 import select
 import shutil
 import sqlite3
@@ -102,7 +121,38 @@ def running_on(env: dict[str, str]) -> Counter[str]:
                    if len(f) == 2 and f[1].startswith("Running"))
 
 
-def deploy_and_wait(env: dict[str, str], seed: Path, timeout: float = 60.0) -> dict[str, Any]:
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+def account(name: str, base: Path) -> Path | None:
+    """A cpuacct cgroup (v1) holding the cluster's supervisor and every node's shoald, so what
+    they and their children (conmon, crun, ...) spend shows apart from the machine's other work;
+    None where there is no such hierarchy."""
+    if not CPUACCT.is_dir():
+        return None
+    group = CPUACCT / f"shbd-{name}"
+    group.mkdir(exist_ok=True)
+    cluster_dir = base / "r" / "clusters" / name
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"shoal.cluster.supervisor" in cmdline and str(cluster_dir).encode() in cmdline:
+            (group / "cgroup.procs").write_text(pid)  # its children, forked before, are moved by hand
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                (group / "cgroup.procs").write_text(child)
+    return group
+
+
+def cpu_used(group: Path | None) -> float:
+    return int((group / "cpuacct.usage").read_text()) / 1e9 if group is not None else float("nan")
+
+
+def deploy_and_wait(env: dict[str, str], seed: Path, timeout: float = 60.0,
+                    group: Path | None = None) -> dict[str, Any]:
     """Deploy, and the time until the fifth task's container started on its node (events)."""
     opened = time.time()
     events = subprocess.Popen(
@@ -115,10 +165,12 @@ def deploy_and_wait(env: dict[str, str], seed: Path, timeout: float = 60.0) -> d
         # a user's `shoal events` was opened long before. --since makes waiting longer harmless.
         time.sleep(0.8)
         t0, wall0 = time.monotonic(), time.time()
+        cpu0, cli0 = cpu_used(group), resource.getrusage(resource.RUSAGE_CHILDREN)
         # Detached, as docker 20.10's `stack deploy` (the reference's) returns once the services
         # are written.
         shoal(env, "stack", "deploy", "--detach", "-c", str(seed), "webapp")
         deployed = time.monotonic() - t0
+        cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         started: set[str] = set()
         deadline = t0 + timeout
         assert events.stdout is not None
@@ -133,13 +185,16 @@ def deploy_and_wait(env: dict[str, str], seed: Path, timeout: float = 60.0) -> d
             *lines, pending = (pending + chunk).split(b"\n")
             started.update(ln.strip().decode() for ln in lines if ln.strip())
         seconds = time.monotonic() - t0
+        cpu = cpu_used(group) - cpu0
     finally:
         events.terminate()
         events.wait()
     placed = running_on(env)  # checked after the clock stopped: the stream's count must be true
     if sum(placed.values()) != REPLICAS:
         raise RuntimeError(f"events said 5 started, service ps shows {dict(placed)} Running")
-    return {"seconds": seconds, "placement": placed, "cli_deploy": deployed, "wall0": wall0}
+    cli_cpu = cli1.ru_utime + cli1.ru_stime - cli0.ru_utime - cli0.ru_stime
+    return {"seconds": seconds, "placement": placed, "cli_deploy": deployed, "wall0": wall0, "cpu": cpu,
+            "cli_cpu": cli_cpu}
 
 
 def deploy_and_poll(env: dict[str, str], seed: Path, timeout: float = 60.0) -> dict[str, Any]:
@@ -227,20 +282,30 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print where each deploy's time went")
     parser.add_argument("--poll", action="store_true",
                         help="wait by polling `service ps` every 0.2 s (the Swarm reference's way) instead of events")
+    parser.add_argument("--name", help="the cluster's name (default bd<pid>)")
+    parser.add_argument("--subnet", help="the cluster's subnet (default: a free /24 of 198.18.0.0/15)")
     args = parser.parse_args()
+    # As `pip install` does: the CLI's modules compiled once, not at each command (a checkout
+    # run with PYTHONDONTWRITEBYTECODE compiled every module edited since its last .pyc).
+    package = importlib.util.find_spec("shoal")
+    if package is not None and package.submodule_search_locations:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", *package.submodule_search_locations],
+                       stdout=subprocess.DEVNULL, check=False)
     if os.geteuid() != 0:
         print("bench_cluster_deploy: needs root", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="shbd-"))
     env = private_env(base)
-    name = f"bd{os.getpid() % 10000}"
+    name = args.name or f"bd{os.getpid() % 10000}"
+    subnet = ["--subnet", args.subnet] if args.subnet else []
     results: dict[str, list[dict[str, Any]]] = {"pull": [], "local": []}
     try:
         tar = _swarm.make_busybox_tar(base / "busybox.tar")
         seed = compose(base)
         for i in range(args.runs):
             try:
-                shoal(env, "cluster", "create", "--nodes", str(NODES), name)
+                shoal(env, "cluster", "create", "--nodes", str(NODES), *subnet, name)
+                group = account(name, base)
                 record = json.loads((base / "r" / "clusters" / name / "cluster.json").read_text())
                 manager = record["nodes"][0]
                 shoal(dict(env, SHOAL_ROOT=manager["root"], SHOAL_RUN=manager["run"]), "-c", "default",
@@ -248,16 +313,21 @@ def main() -> int:
                 for case in ("pull", "local"):
                     if case == "local":
                         remove(env, name, base)
-                    r = (deploy_and_poll if args.poll else deploy_and_wait)(env, seed)
+                    r = deploy_and_poll(env, seed) if args.poll else deploy_and_wait(env, seed, group=group)
                     results[case].append(r)
                     where = " ".join(f"{h}:{n}" for h, n in sorted(r["placement"].items()))
+                    cpu = (f"; CPU: nodes {r['cpu']:.2f} s, deploy command {r['cli_cpu']:.2f} s"
+                           if "cpu" in r else "")
                     print(f"run {i + 1} {case:<5}: {r['seconds']:.2f} s (deploy command {r['cli_deploy']:.2f} s; "
-                          f"placement {where})", flush=True)
+                          f"placement {where}{cpu})", flush=True)
                     if args.profile:
                         time.sleep(0.5)  # the last status commits
                         print("\n".join(profile(base, name, r["wall0"])), flush=True)
             finally:
                 shoal(env, "cluster", "rm", name, check=False)
+                if CPUACCT.is_dir():
+                    with contextlib.suppress(OSError):
+                        (CPUACCT / f"shbd-{name}").rmdir()
     finally:
         if (base / "r" / "clusters" / name).exists():
             shoal(env, "cluster", "rm", name, check=False)
@@ -274,6 +344,13 @@ def main() -> int:
             continue
         print(f"{label:<44} {statistics.median(xs):5.2f} s, min {min(xs):.2f} ({' '.join(f'{x:.2f}' for x in xs)}){'':<4} "
               f"{lo:.2f}-{hi:.2f} s (med {med:.2f})   <= {med / 5:.2f} s")
+    for case, label in (("pull", "image on the manager only"), ("local", "image on every node")):
+        rs = [r for r in results[case] if "cpu" in r and r["cpu"] == r["cpu"]]  # not NaN: accounted
+        if rs:
+            each = " ".join(f"{r['cpu']:.2f}" for r in rs)
+            print(f"CPU per deploy, {label}: the nodes' processes median "
+                  f"{statistics.median(r['cpu'] for r in rs):.2f} s ({each}), "
+                  f"the deploy command {statistics.median(r['cli_cpu'] for r in rs):.2f} s")
     spread = [len(r["placement"]) for rs in results.values() for r in rs]
     print(f"nodes used per deploy: {' '.join(map(str, spread))} (Swarm: 4, placement 1/2/1/1)")
     print(f"load_average_1m {os.getloadavg()[0]:.1f}")
