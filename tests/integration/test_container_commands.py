@@ -318,6 +318,22 @@ def test_attach_streams_and_exit_code(shoal, busybox_image, clean):
     assert gone.stderr == "Error response from daemon: You cannot attach to a stopped container, start it first\n"
 
 
+def test_logs_since_and_until(shoal, busybox_image, clean):
+    """logs --since/--until (the client's timetypes.GetTimestamp, the daemon's Since/Until): an
+    RFC 3339 time or a duration before now; a bad one is refused in the client's words."""
+    clean.append("cc-logs")
+    shoal("run", "--name", "cc-logs", *NONE, busybox_image, "sh", "-c", "echo a; sleep 1.2; echo b; sleep 1.2; echo c",
+          check=True, timeout=30)
+    stamps = [line.split()[0] for line in shoal("logs", "-t", "cc-logs", check=True).stdout.splitlines()]
+    assert len(stamps) == 3
+    assert shoal("logs", "--since", stamps[1], "cc-logs", check=True).stdout == "b\nc\n"
+    assert shoal("logs", "--until", stamps[1], "cc-logs", check=True).stdout == "a\nb\n"
+    assert shoal("logs", "--since", "1h", "--until", stamps[0], "cc-logs", check=True).stdout == "a\n"
+    bad = shoal("logs", "--since", "later", "cc-logs")
+    assert (bad.returncode, bad.stderr) == (
+        1, 'Error: invalid value for "since": failed to parse value as time or duration: "later"\n')
+
+
 def test_network_connect_disconnect_and_container_mode(shoal, busybox_image, clean):
     net = "cc_net"
     clean += ["cc-n1", "cc-n2", "cc-n3"]

@@ -660,17 +660,38 @@ def _daemon_get(mgr, ref: str):
         raise
 
 
+def _log_time(value: str | None, name: str) -> float | None:
+    """timetypes.GetTimestamp as the client reads --since/--until: an RFC 3339 time, unix
+    seconds, or a duration before now."""
+    if not value:
+        return None
+    from shoal.cli.image import parse_until
+
+    try:
+        return parse_until(value)
+    except InvalidArgument:
+        raise ShoalError(f'invalid value for "{name}": failed to parse value as time or duration: "{value}"') from None
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     if getattr(args, "node", None) is not None:  # a tcp:// context: that node's container
         from shoal.cli import remote
 
+        if args.since or args.until:
+            raise InvalidArgument("logs --since/--until against a remote node is not supported yet")
         return remote.logs(args)
+    from shoal.image.store import parse_time
     from shoal.runtime import logs
 
+    since, until = _log_time(args.since, "since"), _log_time(args.until, "until")
     c = _daemon_get(_manager(), args.container)
     out, err = sys.stdout.buffer, sys.stderr.buffer
 
     def emit(line) -> None:
+        if since is not None or until is not None:  # the daemon's Since/Until, after --tail
+            at = parse_time(line.docker_time())
+            if (since is not None and at < since) or (until is not None and at > until):
+                return
         stream = out if line.stream == "stdout" else err
         if args.timestamps:
             stream.write(line.docker_time().encode() + b" ")
@@ -697,6 +718,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     mgr = _manager()
 
     def done() -> bool:
+        if until is not None and time.time() > until:
+            return True  # --until ends a follow too
         try:
             return mgr.get(c.id).state.status != "running"
         except NotFound:
@@ -929,6 +952,10 @@ def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="Follow log output")
     p.add_argument("-n", "--tail", help='Number of lines to show from the end of the logs (default "all")')
     p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    p.add_argument("--since", metavar="string", help='Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or '
+                                                     'relative (e.g. "42m" for 42 minutes)')
+    p.add_argument("--until", metavar="string", help='Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or '
+                                                     'relative (e.g. "42m" for 42 minutes)')
     p.add_argument("container")
     p.set_defaults(func=cmd_logs)
 
