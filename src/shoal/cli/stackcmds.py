@@ -125,10 +125,16 @@ def _monitor(client: Client, stack: str) -> float:
     return max(monitors, default=5.0)
 
 
-def wait_converged(client: Client, stack: str, since: float, timeout: float) -> int:
+def wait_converged(client: Client, stack: str, since: float, timeout: float, quiet: bool = False) -> int:
     """Block until every service of the stack runs its desired tasks at the new spec version and
     they stay up for the monitor period (as `docker service update` verifies); print progress
-    as it changes. Non-zero when a service cannot converge."""
+    as it changes, unless `quiet` (--quiet: the errors only). Non-zero when a service cannot
+    converge."""
+
+    def progress(text: str) -> None:
+        if not quiet:
+            print(text, file=sys.stderr)
+
     shown: dict[str, tuple[int, int]] = {}
     deadline = time.monotonic() + timeout
     stable_until: float | None = None
@@ -137,7 +143,7 @@ def wait_converged(client: Client, stack: str, since: float, timeout: float) -> 
         done = True
         for name, running, desired, error, failures in sorted(states):
             if shown.get(name) != (running, desired):
-                print(f"{name}: overall progress: {running} out of {desired} tasks", file=sys.stderr)
+                progress(f"{name}: overall progress: {running} out of {desired} tasks")
                 shown[name] = (running, desired)
             if running < desired:
                 done = False
@@ -146,14 +152,14 @@ def wait_converged(client: Client, stack: str, since: float, timeout: float) -> 
                     return 1
         if done and stable_until is None:
             monitor = _monitor(client, stack)
-            print(f"verify: Waiting {monitor:g} seconds to verify that tasks are stable...", file=sys.stderr)
+            progress(f"verify: Waiting {monitor:g} seconds to verify that tasks are stable...")
             stable_until = time.monotonic() + monitor
         elif not done and stable_until is not None:
-            print("verify: Detected task failure", file=sys.stderr)
+            progress("verify: Detected task failure")
             stable_until = None
         if done and stable_until is not None and time.monotonic() >= stable_until:
             for name, *_ in sorted(states):
-                print(f"{name}: verify: Service converged", file=sys.stderr)
+                progress(f"{name}: verify: Service converged")
             return 0
         if time.monotonic() > deadline:
             worst = [s for s in states if s[1] < s[2]]
@@ -207,7 +213,7 @@ def deploy(args: argparse.Namespace) -> int:
             print(warning, end="" if warning.endswith("\n") else "\n", file=sys.stderr)
         if args.detach:
             return 0
-        return wait_converged(client, args.stack, started, args.timeout)
+        return wait_converged(client, args.stack, started, args.timeout, quiet=args.quiet)
 
 
 def ls(args: argparse.Namespace) -> int:
@@ -290,6 +296,7 @@ def register_verbs(ssub: argparse._SubParsersAction) -> None:
         p.add_argument("--with-registry-auth", action="store_true",
                        help="Send registry authentication details to Swarm agents")
         p.add_argument("-d", "--detach", action="store_true", help="Exit immediately instead of waiting for the stack services to converge")
+        p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output")
         p.add_argument("--timeout", type=float, default=300.0, help="Seconds to wait for convergence (default 300)")
         p.add_argument("stack")
         p.set_defaults(func=deploy)
