@@ -316,6 +316,7 @@ shoal context use default""",
 shoal cluster create --nodes 4 lab       # 4 nodes in network namespaces, joined over TLS
 shoal node ls                            # the context 'lab' is now current""",
     "cluster ls": "shoal cluster ls",
+    "cluster start": "shoal cluster start lab     # after `kill -TERM` of a node's shoald: started again",
     "cluster rm": "shoal cluster rm lab",
     "secret create": """\
 printf 's3cret' | shoal secret create db_password -
