@@ -21,7 +21,9 @@ import resource
 import signal
 import socket
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ from aiohttp import web  # noqa: E402
 from shoal import paths
 from shoal.api.client import socket_path
 from shoal.agent.agent import Agent, AssignedFiles
+from shoal.agent.pool import off_loop
 from shoal.agent.session import EngineInfo, NodeDescription, PlatformInfo, Resources, Session
 from shoal.agent.worker import Worker
 from shoal.api.server import make_app
@@ -71,6 +74,7 @@ log = logging.getLogger("shoald")
 IDLE_RESYNC = 10.0
 # How often the agent looks at its running containers for exits it was not told about.
 AGENT_POLL = 0.25
+PASS_SLOW = 30.0  # seconds an agent pass may run before it is logged as stuck, with its stack
 EXIT_RECHECKS = (0.02, 0.1)  # seconds after a task's process exits: conmon records it meanwhile
 # How long shoald waits, when it is stopped, for task steps under way to finish.
 SHUTDOWN_GRACE = 15.0
@@ -208,7 +212,7 @@ class Daemon:
             return  # the next pass collects
         self._not_collecting.clear()
         try:
-            await asyncio.to_thread(self.collect_networks)
+            await off_loop(self.collect_networks)
         finally:
             self._not_collecting.set()
 
@@ -221,7 +225,7 @@ class Daemon:
             self._wake.clear()
             before = self.store.revision()
             try:
-                wake_at = await asyncio.to_thread(self.manager_pass)
+                wake_at = await off_loop(self.manager_pass)  # never behind API requests
                 await self._collect_networks()
             except ShoalError as exc:
                 log.error("manager pass failed: %s", exc)
@@ -312,7 +316,7 @@ class Daemon:
             return
         self._dns_revision = self.agent.store.revision()
         self._dns_services = self.agent.services_version
-        tables = await asyncio.to_thread(dns_tables, self.agent.services, self.agent.attachments)
+        tables = await off_loop(dns_tables, self.agent.services, self.agent.attachments)
         for network_id, records in tables.items():
             self.dns.set_records(network_id, records)
 
@@ -349,23 +353,28 @@ class Daemon:
         worker = self._make_worker()
 
         collect_due = 0.0
+        pass_thread = 0
 
         def step() -> None:
-            nonlocal collect_due
-            worker.sync()
-            self.agent.tidy()
-            self.node_networks.sync_overlays()
-            self.attachments.reconcile()  # containers gone from their network: detached
-            if time.monotonic() >= collect_due:
-                # A worker's networks no task uses any more (a second is soon enough).
-                collect_due = time.monotonic() + NETWORK_COLLECT
-                self.node_networks.collect()
+            nonlocal collect_due, pass_thread
+            pass_thread = threading.get_ident()
+            try:
+                worker.sync()
+                self.agent.tidy()
+                self.node_networks.sync_overlays()
+                self.attachments.reconcile()  # containers gone from their network: detached
+                if time.monotonic() >= collect_due:
+                    # A worker's networks no task uses any more (a second is soon enough).
+                    collect_due = time.monotonic() + NETWORK_COLLECT
+                    self.node_networks.collect()
+            finally:
+                pass_thread = 0
 
         try:
             while True:
                 self._agent_wake.clear()
                 try:
-                    await asyncio.to_thread(step)
+                    await self._watched_pass(step, lambda: pass_thread)
                     if self.agent.services_version != self._dns_services or time.monotonic() > self._dns_due:
                         # Containers of `shoal run` come and go outside the store: look again often.
                         self._dns_due = time.monotonic() + DNS_RESYNC
@@ -386,6 +395,22 @@ class Daemon:
             self._exit_fds.clear()
             # Steps under way (a stop in its grace period) finish and report before we exit.
             await asyncio.to_thread(worker.close, SHUTDOWN_GRACE)
+
+    async def _watched_pass(self, step: Callable[[], None], thread: Callable[[], int]) -> None:
+        """One agent pass in a control thread (agent/pool.py: not the default executor, whose
+        threads API requests can hold). A pass that has not ended after PASS_SLOW seconds is
+        told, with where its thread is, again every PASS_SLOW: nothing on this node is started
+        or stopped meanwhile, and its heartbeats keep it Ready, so the log must say why."""
+        job = asyncio.ensure_future(off_loop(step))
+        started = time.monotonic()
+        while True:
+            done, _ = await asyncio.wait({job}, timeout=PASS_SLOW)
+            if done:
+                return job.result()
+            frame = sys._current_frames().get(thread())
+            where = "".join(traceback.format_stack(frame)) if frame is not None else "(not started: no control thread free)\n"
+            log.error("agent pass running for %.0f s: no task of this node is started or stopped until it "
+                      "ends; it is at:\n%s", time.monotonic() - started, where.rstrip())
 
     async def serve(self) -> None:
         run = paths.run_root()
@@ -411,7 +436,7 @@ class Daemon:
         await asyncio.to_thread(endpoints.reconcile, {s["id"] for s in self.store.list("service")})
         from shoal.network.dns import EmbeddedDNS
 
-        self.dns = EmbeddedDNS()
+        self.dns = EmbeddedDNS(run_blocking=off_loop)  # a task's resolver never waits behind requests
         await self.refresh_dns()
         await self.serve_running_containers()
         sock = socket_path()

@@ -63,3 +63,65 @@ def test_an_unexpected_error_in_a_pass_does_not_end_the_loop(tmp_path: Path, mon
     d.store.close()
     assert worker.passes >= 3
     assert any("agent pass failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+class _Stuck:
+    """A worker whose second pass blocks (a call that never returns, as a hung subprocess or a
+    lock never released would) until the test lets it go."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.passes = 0
+        self.release = threading.Event()
+
+    def sync(self) -> None:
+        self.passes += 1
+        if self.passes == 2:
+            self.wait_for_the_never_ending_call()
+
+    def wait_for_the_never_ending_call(self) -> None:
+        self.release.wait(30)
+
+
+def test_a_pass_that_does_not_end_is_logged_with_where_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing on the node is started or stopped while a pass hangs, and its heartbeats keep it
+    Ready: the log says so, with the stack of the pass's thread, every PASS_SLOW seconds."""
+    monkeypatch.setenv("SHOAL_ROOT", str(tmp_path))
+    monkeypatch.setenv("SHOAL_RUN", str(tmp_path / "run"))
+    from shoal import daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "PASS_SLOW", 0.3)
+    d = daemon_module.Daemon(root=tmp_path)
+    worker = _Stuck()
+
+    def make_worker() -> Any:
+        d.node_networks = SimpleNamespace(sync_overlays=lambda: None, collect=lambda: None)
+        d.attachments = SimpleNamespace(reconcile=lambda: None)
+        return worker
+
+    monkeypatch.setattr(d, "_make_worker", make_worker)
+
+    def told() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "agent pass running for" in r.getMessage()]
+
+    async def run() -> None:
+        loop = asyncio.create_task(d.agent_loop())
+        try:
+            for _ in range(100):
+                if len(told()) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            worker.release.set()
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+
+    with caplog.at_level(logging.ERROR, logger="shoald"):
+        asyncio.run(run())
+    d.agent.close()
+    d.store.close()
+    messages = told()
+    assert len(messages) >= 2, messages  # told again while it lasts
+    assert "wait_for_the_never_ending_call" in messages[0]

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import paths
+from shoal.agent.pool import off_loop
 from shoal.agent.session import (AssignmentSet, AssignmentType, FileData, LogSubscription, NodeDescription,
                                  NodeRemoved, ServiceRecord, Session, SessionInfo, SessionInvalid,
                                  TaskStatusUpdate, Unreachable)
@@ -437,12 +438,13 @@ class Agent:
     async def _assignments(self) -> None:
         first = True
         async for aset in self.session.assignments():
-            await asyncio.to_thread(self.apply, aset)
+            # In a control thread: the default executor's can all be held by API requests.
+            await off_loop(self.apply, aset)
             if first:
                 # Everything the node knows goes to the manager once per session: states
                 # reached while it was away, or lost with a previous session.
                 first = False
-                for raw in await asyncio.to_thread(self.store.list, "task"):
+                for raw in await off_loop(self.store.list, "task"):
                     self.report(Task.from_dict(raw))
         raise Unreachable("the assignment stream ended")
 
@@ -515,7 +517,7 @@ class Agent:
                     # A new WireGuard keypair with every session (the static key rotates), taken
                     # into use once the manager has it: a node that cannot reach its manager
                     # keeps the key its peers know.
-                    self.description.wireguard = await asyncio.to_thread(wireguard.rotate)
+                    self.description.wireguard = await off_loop(wireguard.rotate)
                     info = await self.session.register(self.description)
                     wireguard.commit(self.description.wireguard)
                     self._registered(info)

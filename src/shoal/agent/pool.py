@@ -121,3 +121,30 @@ def release_memory() -> None:
         _libc.malloc_trim(0)
     except (OSError, AttributeError) as exc:
         log.debug("malloc_trim unavailable: %s", exc)
+
+
+# ---- the node's control threads -----------------------------------------------------------------
+# The event loop's default executor (asyncio.to_thread) has min(32, CPUs + 4) threads, and the API
+# holds some of them for as long as a request lasts (an exec relaying its output, a container
+# wait). Work that must never wait behind requests runs here instead: the agent's pass and the
+# application of its assignment sets, the manager's pass, the dispatcher's assignment sets. With
+# every default thread taken by execs, a worker stayed Ready (its heartbeats need no thread) while
+# it neither started nor stopped a task (issue 11; tests/cluster/test_worker_busy_api.py).
+CONTROL_THREADS = 8
+_control: ElasticPool | None = None
+_control_lock = threading.Lock()
+
+
+def control_pool() -> ElasticPool:
+    global _control
+    with _control_lock:
+        if _control is None:
+            _control = ElasticPool(CONTROL_THREADS, thread_name_prefix="control")
+        return _control
+
+
+async def off_loop(fn: Callable[..., Any], /, *args: Any) -> Any:
+    """`fn(*args)` in a control thread (as asyncio.to_thread, not in the default executor)."""
+    import asyncio
+
+    return await asyncio.wrap_future(control_pool().submit(fn, *args))

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.agent.pool import off_loop
 from shoal.agent.session import (DEFAULT_HEARTBEAT_PERIOD, REGISTER_RETRY, AssignmentSet, AssignmentType,
                                  FileData, LogSubscription, NodeDescription, NodeRemoved, ServiceRecord,
                                  SessionInfo, SessionInvalid, TaskStatusUpdate)
@@ -764,7 +765,8 @@ class Dispatcher:
             session.wake.clear()
             if session.closed:
                 raise SessionInvalid(f"session {session_id} of node {node_id} ended")
-            found = await asyncio.to_thread(self.assignments, node_id, session_id)
+            # A control thread: the default executor's may all be held by API requests.
+            found = await off_loop(self.assignments, node_id, session_id)
             if found is not None:
                 yield found
                 continue
@@ -782,6 +784,6 @@ class Dispatcher:
             if not self.overdue():
                 continue
             try:
-                await asyncio.to_thread(self.expire)
+                await off_loop(self.expire)
             except ShoalError as exc:
                 log.error("heartbeat check failed: %s", exc)

@@ -31,9 +31,10 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dnslib import PTR, QTYPE, RCODE, RR, A, DNSRecord
 
@@ -110,11 +111,15 @@ def refused(request: DNSRecord) -> bytes:
 class EmbeddedDNS:
     """Serve `records` per network to containers' namespaces; forward the rest upstream."""
 
-    def __init__(self, upstreams: list[str] | None = None, port: int = 53) -> None:
+    def __init__(self, upstreams: list[str] | None = None, port: int = 53,
+                 run_blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread) -> None:
         from shoal.network.attach import host_resolvers
 
         self.upstreams = upstreams if upstreams is not None else host_resolvers()
         self.port = port
+        # Where a namespace's sockets are made (a blocking setns): shoald gives its control
+        # threads, so a task's resolver is never left waiting behind API requests.
+        self._run_blocking = run_blocking
         self._tables: dict[str, Records] = {}
         self._reverse: dict[str, dict[str, str]] = {}
         self._served: dict[str, _Served] = {}
@@ -308,7 +313,7 @@ class EmbeddedDNS:
                 raise
             return udp, tcp
 
-        udp, tcp = await asyncio.to_thread(netns.run_in, netns_path, make)
+        udp, tcp = await self._run_blocking(netns.run_in, netns_path, make)
         served = _Served(list(networks))
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self, served), sock=udp)
