@@ -232,12 +232,13 @@ class NodeNetworks:
         if acked is not None:
             acked(session_id, sequence)  # the manager may now stop tasks these records dropped
 
-    def _mesh_services(self) -> dict[str, set[str]]:
+    def _mesh_services(self, networks: dict[str, dict[str, Any]] | None = None) -> dict[str, set[str]]:
         """Overlay network name -> the services publishing a port in ingress mode on it: every
         node publishes it, reaching the tasks of every node (the routing mesh, network/mesh.py)."""
+        networks = self.agent.networks if networks is None else networks
         out: dict[str, set[str]] = {}
         for r in self.agent.services:
-            record = self.agent.networks.get(r.network)
+            record = networks.get(r.network)
             if record is not None and record.get("driver") == "overlay" and any(
                     p.get("published") and p.get("mode", "ingress") == "ingress" for p in r.ports):
                 out.setdefault(r.network, set()).add(r.service_id)
@@ -249,13 +250,17 @@ class NodeNetworks:
         from shoal.network import bridge
         from shoal.network.store import NetworkStore
 
-        wanted = self._mesh_services()
+        # One view of the networks: an assignment set applied meanwhile (another thread) replaces
+        # the agent's dict, and a network a `stack rm` dropped was a KeyError here, which ended
+        # the agent loop before 16b4880 (issue 11).
+        networks = self.agent.networks
+        wanted = self._mesh_services(networks)
         if not wanted:
             return
         store = NetworkStore()
         with self._lock:
             for name in sorted(wanted):
-                record = self.agent.networks[name]
+                record = networks[name]
                 net = store.find(name)
                 try:
                     if net is None:
