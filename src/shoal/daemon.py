@@ -230,6 +230,10 @@ class Daemon:
             except ShoalError as exc:
                 log.error("manager pass failed: %s", exc)
                 wake_at = None
+            except Exception:  # noqa: BLE001 - as the agent loop's (16b4880): a bug in one pass
+                # must not end the orchestration silently while the node still answers
+                log.exception("manager pass failed")
+                wake_at = None
             if self.store.revision() != before:
                 await self._notify()
                 self.dispatcher.notify()

@@ -125,3 +125,44 @@ def test_a_pass_that_does_not_end_is_logged_with_where_it_is(tmp_path: Path, mon
     messages = told()
     assert len(messages) >= 2, messages  # told again while it lasts
     assert "wait_for_the_never_ending_call" in messages[0]
+
+
+def test_an_unexpected_error_in_a_manager_pass_does_not_end_the_orchestration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The manager's loop, likewise: a pass failing with a bug (a KeyError) is logged with its
+    traceback and the next pass runs; it ended the loop silently, and the manager orchestrated
+    nothing more while it answered every heartbeat."""
+    monkeypatch.setenv("SHOAL_ROOT", str(tmp_path))
+    monkeypatch.setenv("SHOAL_RUN", str(tmp_path / "run"))
+    from shoal import daemon as daemon_module
+
+    d = daemon_module.Daemon(root=tmp_path)
+    passes = []
+
+    def manager_pass() -> None:
+        passes.append(1)
+        if len(passes) == 1:
+            raise KeyError("spec")
+        return None
+
+    monkeypatch.setattr(d, "manager_pass", manager_pass)
+
+    async def run() -> None:
+        loop = asyncio.create_task(d.manager_loop())
+        try:
+            for _ in range(100):
+                if len(passes) >= 3:
+                    break
+                d.kick()  # a change, as a service update makes: the next pass now
+                await asyncio.sleep(0.05)
+            assert not loop.done(), loop.exception() if loop.done() else None
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+
+    with caplog.at_level(logging.ERROR, logger="shoald"):
+        asyncio.run(run())
+    d.agent.close()
+    d.store.close()
+    assert len(passes) >= 3
+    assert any("manager pass failed" in r.getMessage() and r.exc_info for r in caplog.records)

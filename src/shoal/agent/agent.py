@@ -231,6 +231,14 @@ class Agent:
                     # A removed node's refusals are the session's to tell, once.
                     removed = isinstance(exc, NodeRemoved) and exc.confirmed
                     (log.debug if removed else log.error)("status refused by the manager: %s", exc)
+                except Exception:  # noqa: BLE001 - a bug in one send must not end the sending
+                    # It ended this task, unread until shoald stopped: no state of the node
+                    # reached the manager again (its new tasks Assigned there for good) while
+                    # its heartbeats kept it Ready. Kept and sent again, as a transport failure.
+                    log.exception("status not sent: again in %.1f s", backoff)
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
                 backoff = BACKOFF_MIN
                 with self._lock:
                     for u in batch:

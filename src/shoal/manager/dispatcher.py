@@ -787,3 +787,5 @@ class Dispatcher:
                 await off_loop(self.expire)
             except ShoalError as exc:
                 log.error("heartbeat check failed: %s", exc)
+            except Exception:  # noqa: BLE001 - ended silently, no node would ever be marked Down
+                log.exception("heartbeat check failed")
