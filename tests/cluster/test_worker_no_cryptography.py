@@ -102,6 +102,11 @@ def test_manager_signs_in_a_child(cluster: LocalCluster) -> None:
     while cluster.pid(2) in (None, worker) or not cluster.answers(2):  # restarted as a one-node manager
         assert time.monotonic() < deadline, "node 2 did not start again after leaving"
         time.sleep(0.2)
+    hostname = cluster.node(2)["hostname"]
+    # its old identity Down first: the manager refuses a second live node with its hostname
+    while f"{hostname} Down" not in cluster.on_node(1, "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout:
+        assert time.monotonic() < deadline, cluster.on_node(1, "node", "ls").stdout
+        time.sleep(0.3)
     token = cluster.on_node(1, "swarm", "join-token", "-q", "worker").stdout.strip()
     cluster.on_node(2, "swarm", "join", "--token", token, f"{cluster.node(1)['address']}:2377")
     children = ca_children(manager)
