@@ -1,13 +1,15 @@
 """The session of a node whose manager runs in the same process (one node, or a manager that
 also runs tasks): calls go straight to the Dispatcher object, with the same messages and the
-same errors as over HTTPS (agent/session_https.py)."""
+same errors as over HTTPS (agent/session_https.py). Blocking calls run in the control threads
+(agent/pool.py), never behind API requests in the default executor: a manager whose API held
+every default thread sent none of its own tasks' states."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from shoal.agent.pool import off_loop
 from shoal.agent.session import (AssignmentSet, LogSubscription, NodeDescription, Session, SessionInfo,
                                  SessionInvalid, TaskStatusUpdate)
 from shoal.manager.dispatcher import Dispatcher
@@ -25,7 +27,7 @@ class InProcessSession(Session):
         return self.info.node_id, self.info.session_id
 
     async def register(self, description: NodeDescription) -> SessionInfo:
-        self.info = await asyncio.to_thread(self.dispatcher.register, description, "", self.role)
+        self.info = await off_loop(self.dispatcher.register, description, "", self.role)
         return self.info
 
     async def assignments(self) -> AsyncIterator[AssignmentSet]:  # type: ignore[override]
@@ -35,7 +37,7 @@ class InProcessSession(Session):
 
     async def update_status(self, updates: list[TaskStatusUpdate]) -> None:
         node_id, session_id = self._ids()
-        await asyncio.to_thread(self.dispatcher.update_status, node_id, session_id, updates)
+        await off_loop(self.dispatcher.update_status, node_id, session_id, updates)
 
     async def heartbeat(self, applied: int | None = None) -> float:
         node_id, session_id = self._ids()
@@ -53,12 +55,12 @@ class InProcessSession(Session):
     async def attach_network(self, network: str, container_id: str, name: str = "",
                              aliases: list[str] | None = None) -> dict[str, Any]:
         node_id, session_id = self._ids()
-        return await asyncio.to_thread(self.dispatcher.attach_network, node_id, session_id, network, container_id,
+        return await off_loop(self.dispatcher.attach_network, node_id, session_id, network, container_id,
                                        name, aliases)
 
     async def detach_network(self, attachment_id: str) -> None:
         node_id, session_id = self._ids()
-        await asyncio.to_thread(self.dispatcher.detach_network, node_id, session_id, attachment_id)
+        await off_loop(self.dispatcher.detach_network, node_id, session_id, attachment_id)
 
     async def close(self) -> None:
         if self.info is not None:
