@@ -2,15 +2,15 @@
 stayed Ready while `stack rm` left its task containers running and a new task stayed Assigned).
 
 shoald's API handlers run their blocking work in the event loop's default executor, which has
-min(32, CPUs + 4) threads, and some of them hold a thread for as long as the request lasts
-(an exec, whose output it relays until the process ends; a `wait`). The node's agent pass and the application of its
-assignment sets ran in that executor too: with its threads all taken, they waited behind the
-execs for good, while the heartbeats (no thread) kept the node Ready. Here, on a two-node
-local cluster, more execs (`shoal exec TASK sleep 600` through the node's socket, from the host,
-as de81bb6 made it) than that executor has threads hold the worker's API,
-and the worker must still start the tasks a scale gives it and stop them at `service rm`. On a
-manager, its own agent's status calls (the in-process session) must not wait there either.
-Copies are counted from /proc (what really runs), as test_node_failure.py."""
+min(32, CPUs + 4) threads, and some hold a thread for as long as the request lasts (an exec,
+whose output is relayed until its process ends; a `wait`). The node's agent pass and the
+application of its assignment sets ran in that executor too: with its threads all taken, they
+waited behind the execs for good, while the heartbeats (no thread) kept the node Ready. Here, on
+a two-node local cluster, more execs (`shoal exec TASK sleep 600` through the node's socket, from
+the host, as de81bb6 made it) than that executor has threads hold the worker's API, and the
+worker must still start the tasks a scale gives it and stop them at `service rm`. On a manager,
+its own agent's status calls (the in-process session) must not wait there either. Copies are
+counted from /proc (what really runs), as test_node_failure.py."""
 
 from __future__ import annotations
 
