@@ -410,9 +410,11 @@ class Daemon:
         while True:
             done, _ = await asyncio.wait({job}, timeout=PASS_SLOW)
             if done:
-                return job.result()
+                job.result()
+                return
             frame = sys._current_frames().get(thread())
-            where = "".join(traceback.format_stack(frame)) if frame is not None else "(not started: no control thread free)\n"
+            where = ("".join(traceback.format_stack(frame)) if frame is not None
+                     else "(not started: no control thread free)\n")
             log.error("agent pass running for %.0f s: no task of this node is started or stopped until it "
                       "ends; it is at:\n%s", time.monotonic() - started, where.rstrip())
 
