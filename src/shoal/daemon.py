@@ -559,6 +559,11 @@ def in_swarm(root: Path) -> bool:
 
 def run() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s shoald %(levelname)s %(message)s")
+    # `kill -USR2 <shoald>`: every thread's Python stack to its stderr (its log), for a node that
+    # stopped driving its tasks while it heartbeats (issue 11), where py-spy is not installed.
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     raise_nofile_limit()
     small_tls_buffers()
     from shoal.api.swarmapi import finish_leave, restart_if_requested
