@@ -148,6 +148,7 @@ class Daemon:
         self._not_collecting.set()
         self._agent_hooks: list[Callable[[], None]] = []
         self._exit_fds: set[int] = set()  # pidfds of running tasks, see _watch_exit
+        self.failed = False  # serve() ended because one of its loops did: exit non-zero
         self.dns: Any = None
         self._dns_revision = -1
         self._dns_due = 0.0
@@ -470,6 +471,21 @@ class Daemon:
             loop.add_signal_handler(sig, stop.set)
         agent_loop = asyncio.create_task(self.agent_loop())
         tasks = [asyncio.create_task(self.manager_loop())]
+
+        def ended(what: str, task: asyncio.Task[Any]) -> None:
+            # These run until shoald stops; one that ends on its own (an error at its start,
+            # say) left the node answering and heartbeating with nothing behind it, its
+            # exception unread until shutdown. shoald stops instead, failed: systemd (or the
+            # local cluster's supervisor) starts it again (issue 11).
+            if task.cancelled() or stop.is_set():
+                return
+            log.critical("the %s ended: shoald stops, to be started again", what, exc_info=task.exception())
+            self.failed = True
+            stop.set()
+
+        for what, task in (("agent loop", agent_loop), ("manager loop", tasks[0]), ("dispatcher", roles[0]),
+                           ("agent", roles[1])):
+            task.add_done_callback(lambda t, w=what: ended(w, t))
         try:
             await stop.wait()
         finally:
@@ -575,6 +591,8 @@ def run() -> int:
         factory = for_worker(paths.state_root())
     daemon = Daemon(session_factory=factory)
     asyncio.run(daemon.serve())
+    if daemon.failed:
+        return 1  # Restart=on-failure starts it again
     finish_leave()  # a worker's `swarm leave`: its task containers removed, as moby's Leave
     restart_if_requested()  # after swarm join / leave: start again in the new role
     return 0

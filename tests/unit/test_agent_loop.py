@@ -166,3 +166,29 @@ def test_an_unexpected_error_in_a_manager_pass_does_not_end_the_orchestration(
     d.store.close()
     assert len(passes) >= 3
     assert any("manager pass failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_shoald_stops_failed_when_its_agent_loop_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A loop that ends on its own (here the agent loop, its worker failing to be made) stops
+    shoald as failed, so systemd or the cluster's supervisor starts it again; it left the node
+    answering and heartbeating with nothing driving its tasks, the error unread until shutdown."""
+    monkeypatch.setenv("SHOAL_ROOT", str(tmp_path))
+    monkeypatch.setenv("SHOAL_RUN", str(tmp_path / "run"))
+    from shoal import daemon as daemon_module
+
+    d = daemon_module.Daemon(root=tmp_path)
+
+    def make_worker() -> Any:
+        raise RuntimeError("no worker today")
+
+    monkeypatch.setattr(d, "_make_worker", make_worker)
+
+    async def run() -> None:
+        async with asyncio.timeout(30):
+            await d.serve()
+
+    with caplog.at_level(logging.ERROR, logger="shoald"):
+        asyncio.run(run())
+    assert d.failed
+    assert any("the agent loop ended" in r.getMessage() and r.exc_info for r in caplog.records)
