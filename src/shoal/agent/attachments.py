@@ -78,7 +78,8 @@ class NodeAttachments:
                                  "of that name")
             cleanup.remove_network(local.id, store)  # a removed swarm network's copy, unused
             local = None
-        net = local if local is not None else store.adopt(record)
+        net = local if local is not None and local.swarm_id == record.get("swarm_id", local.swarm_id) \
+            else store.adopt(record)
         # The next assignment set lists the network too (the dispatcher adds the networks of
         # the node's attachments); until then the agent's view has it from this answer.
         self.agent.networks = {**self.agent.networks, record["name"]: record}

@@ -179,6 +179,9 @@ class NodeNetworks:
                     if record is None:
                         raise NotFound(f"network {name} not found")
                     store.adopt(record)
+                elif record is not None and local.id == record["id"] \
+                        and local.swarm_id != record.get("swarm_id", local.swarm_id):
+                    store.adopt(record)  # the same copy, of a record made again alike: its new ID
                 ip = given.get(name)
                 if ip:
                     store.update(name, lambda n, ip=ip: n.assigned.__setitem__(endpoint, ip))
@@ -263,8 +266,8 @@ class NodeNetworks:
                 record = networks[name]
                 net = store.find(name)
                 try:
-                    if net is None:
-                        net = store.adopt(record)
+                    if net is None or (net.id == record["id"] and net.swarm_id != record.get("swarm_id", net.swarm_id)):
+                        net = store.adopt(record)  # new, or the same copy of a record made again alike
                     if net.id != record["id"]:
                         continue  # this node's old copy, removed once its last task left it
                     if not bridge.link_exists(net.bridge):

@@ -602,10 +602,14 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
 
     @routes.get(prefix + "/containers/{id}/json")
     async def container_inspect(request: web.Request) -> web.Response:
+        from shoal.network.endpointinfo import with_networks
         from shoal.runtime.inspect import inspect
 
-        return web.json_response(await asyncio.to_thread(
-            lambda: inspect(containers().get(request.match_info["id"]))))
+        def run() -> dict[str, Any]:
+            c = containers().get(request.match_info["id"])
+            return with_networks(inspect(c), c)
+
+        return web.json_response(await asyncio.to_thread(run))
 
     @routes.get(prefix + "/containers/{id}/logs")
     async def container_logs(request: web.Request) -> web.StreamResponse:

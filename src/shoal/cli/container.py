@@ -607,7 +607,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         if filters.contains("network"):
             from shoal.network.store import NetworkStore
 
-            network_ids = {n.name: n.id for n in NetworkStore().list()}
+            network_ids = {n.name: n.shown_id for n in NetworkStore().list()}
         # every container: -n/-l and the status filter show stopped ones too, as moby does
         containers = _manager().list(all=True)
         items = [_ps_item(c, network_ids) for c in containers]
@@ -805,7 +805,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     failed = False
     for ref in args.containers:
         try:
-            docs.append(inspect(mgr.get(ref)))
+            from shoal.network.endpointinfo import with_networks
+
+            found = mgr.get(ref)
+            docs.append(with_networks(inspect(found), found))
             continue
         except NotFound:
             pass

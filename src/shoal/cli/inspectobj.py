@@ -115,9 +115,11 @@ class _Swarm:
 
 def _local(mgr: Any, swarm: _Swarm) -> dict[str, Callable[[str], dict[str, Any]]]:
     def container(ref: str) -> dict[str, Any]:
+        from shoal.network.endpointinfo import with_networks
         from shoal.runtime.inspect import inspect
 
-        doc: dict[str, Any] = inspect(mgr.get(ref))
+        found = mgr.get(ref)
+        doc: dict[str, Any] = with_networks(inspect(found), found)
         return doc
 
     def image(ref: str) -> dict[str, Any]:

@@ -204,7 +204,7 @@ def filter_networks(nets: list[Network], items: list[str]) -> list[Network]:
 
     f = Filters.parse(items).validate(("dangling", "driver", "id", "label", "name", "scope", "type"))
     out = [n for n in nets
-           if f.exact_match("driver", n.driver) and f.match("name", n.name) and f.fuzzy_match("id", n.id)
+           if f.exact_match("driver", n.driver) and f.match("name", n.name) and f.fuzzy_match("id", n.shown_id)
            and f.match_kv_list("label", n.labels) and f.exact_match("scope", n.scope)]
     dangling = f.get("dangling")
     if dangling:
@@ -225,7 +225,7 @@ def filter_networks(nets: list[Network], items: list[str]) -> list[Network]:
 
 def _row(net: Network, no_trunc: bool) -> dict[str, Any]:
     return {
-        "ID": net.id if no_trunc else short_id(net.id),
+        "ID": net.shown_id if no_trunc else short_id(net.shown_id),
         "Name": net.name,
         "Driver": net.driver,
         "Scope": net.scope,
@@ -319,7 +319,7 @@ def inspect_dict(net: Network) -> dict[str, Any]:
         options.setdefault("com.docker.network.bridge.name", net.bridge)
         options.setdefault("com.docker.network.driver.mtu", str(net.mtu))
     return {
-        "Name": net.name, "Id": net.id, "Created": net.created, "Scope": net.scope, "Driver": net.driver,
+        "Name": net.name, "Id": net.shown_id, "Created": net.created, "Scope": net.scope, "Driver": net.driver,
         "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": None if net.predefined else {}, "Config": config},
         "Internal": net.internal, "Attachable": net.attachable, "Ingress": False,

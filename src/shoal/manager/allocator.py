@@ -356,13 +356,14 @@ def copy_id(spec: Any, alloc: Any) -> str:
 
 def node_record(raw: dict[str, Any]) -> dict[str, Any] | None:
     """The network as a node makes its copy of it (network/store.py Network's fields): the
-    record's spec and allocation; None for a record with no allocation yet."""
+    record's spec and allocation, `id` the copy's (copy_id) and `swarm_id` the record's, the one
+    every node shows; None for a record with no allocation yet."""
     alloc = raw.get("allocation")
     if not alloc:
         return None
     spec = raw.get("spec") or {}
     driver = spec.get("driver") or "overlay"
-    return {"id": alloc["network_id"], "name": raw["name"], "driver": driver,
+    return {"id": alloc["network_id"], "swarm_id": raw["id"], "name": raw["name"], "driver": driver,
             "scope": "swarm" if driver == "overlay" else "local", "created": alloc.get("created") or "",
             "subnet": alloc["subnet"], "gateway": alloc["gateway"], "ip_range": alloc.get("ip_range") or "",
             "internal": bool(spec.get("internal")), "attachable": bool(spec.get("attachable")),

@@ -69,6 +69,8 @@ def adopt_networks(records: list[dict[str, Any]]) -> list[str]:
             for record in records:
                 local = store.find(record["name"])
                 if local is not None and local.id == record["id"]:
+                    if local.swarm_id != record.get("swarm_id", local.swarm_id):
+                        store.adopt(record)  # the same copy, of a record made again alike: its new ID
                     continue
                 if local is not None:
                     if local.scope != "swarm" and "com.docker.stack.namespace" not in local.labels:

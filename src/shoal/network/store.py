@@ -89,6 +89,16 @@ class Network:
     # endpoint (container) name -> the address the swarm manager allocated for it (a task's,
     # manager/allocator.py): taken by that container's attach, kept from everyone else's.
     assigned: dict[str, str] = field(default_factory=dict)
+    # A swarm network's copy: the manager's record ID (model/records.py Network.id), the one
+    # Docker shows for it on every node. `id` stays the copy's own (allocator.copy_id: a network
+    # removed and made again alike is the same copy, whose record ID then changes), naming its
+    # file, bridge and VXLAN device; "" for a node's own network.
+    swarm_id: str = ""
+
+    @property
+    def shown_id(self) -> str:
+        """The ID users see and give (`network ls|inspect`, a container's NetworkID)."""
+        return self.swarm_id or self.id
 
     @property
     def predefined(self) -> bool:
@@ -244,12 +254,13 @@ class NetworkStore:
         return sorted(nets, key=lambda n: n.name)
 
     def get(self, ref: str) -> Network:
-        """By exact name, full ID, or unique ID prefix (as docker resolves networks)."""
+        """By exact name, full ID, or unique ID prefix (as docker resolves networks). A swarm
+        network's copy answers to its swarm ID (the one shown) and, exactly, to its own."""
         nets = self.list()
         for n in nets:
-            if n.name == ref or n.id == ref:
+            if n.name == ref or n.id == ref or (n.swarm_id and n.swarm_id == ref):
                 return n
-        matches = [n for n in nets if ref and n.id.startswith(ref)]
+        matches = [n for n in nets if ref and n.shown_id.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -335,13 +346,16 @@ class NetworkStore:
             return net
 
     def adopt(self, record: dict[str, Any]) -> Network:
-        """A swarm network as its manager made it (same ID, name, driver, subnet, gateway,
-        labels, options), on a node that runs a task attached to it; the existing one when it
-        is here already. Its kernel objects appear on first attach, as for create()."""
+        """A swarm network as its manager made it (same copy ID, swarm ID, name, driver, subnet,
+        gateway, labels, options), on a node that runs a task attached to it; the existing one
+        when it is here already (given the record's swarm ID). Its kernel objects appear on first attach, as for create()."""
         with self.lock():
             self.ensure_predefined()
             existing = self.find(record["id"])
             if existing is not None:
+                if existing.swarm_id != record.get("swarm_id", existing.swarm_id):
+                    # The same copy, now of a record made again alike: its ID is the one shown.
+                    existing = self.update(existing.id, lambda n: setattr(n, "swarm_id", record["swarm_id"]))
                 return existing
             if self.find(record["name"]) is not None:
                 raise Conflict(f"network with name {record['name']} already exists")
