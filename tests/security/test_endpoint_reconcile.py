@@ -72,7 +72,8 @@ with store.transaction() as tx:
         allocs = {}
         for raw in stack["networks"].values():
             allocs[raw["name"]] = endpoints.allocate_network(tx, from_dict(NetworkSpec, raw), pending=allocs)
-        new = {raw["name"]: {"name": raw["name"], "spec": raw, "allocation": to_dict(allocs[raw["name"]])}
+        new = {raw["name"]: {"id": new_swarm_id(), "name": raw["name"], "spec": raw,
+                             "allocation": to_dict(allocs[raw["name"]])}
                for raw in stack["networks"].values()}
         records = {n: allocator.node_record(r) for n, r in new.items()}
         endpoints.adopt_networks(list(records.values()))
