@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 from shoal.errors import InvalidArgument, ShoalError
 
@@ -59,34 +60,30 @@ def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rm(args: argparse.Namespace) -> int:
-    from shoal.cluster import lifecycle
-
+def _each(names: list[str], action: Callable[[str], None]) -> int:
+    """`action` on every cluster named, each name printed once done; the refusals together."""
     errors = []
-    for name in args.names:
+    for name in names:
         try:
-            lifecycle.remove(name)
+            action(name)
             print(name)
         except ShoalError as exc:
             errors.append(str(exc))
     if errors:
         raise ShoalError("; ".join(errors))
     return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    from shoal.cluster import lifecycle
+
+    return _each(args.names, lifecycle.remove)
 
 
 def _start(args: argparse.Namespace) -> int:
     from shoal.cluster import lifecycle
 
-    errors = []
-    for name in args.names:
-        try:
-            lifecycle.start(name)
-            print(name)
-        except ShoalError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise ShoalError("; ".join(errors))
-    return 0
+    return _each(args.names, lifecycle.start)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
