@@ -13,6 +13,7 @@ import itertools
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from types import TracebackType
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -290,16 +291,23 @@ class Rtnl:
         """The main table's IPv4 routes with a destination: (destination, prefix length, output
         link index or 0)."""
         out = []
-        for header, attrs in self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
-                                       _RTMSG.size, "list routes"):
-            family, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = _RTMSG.unpack(header)
-            if RTA_TABLE in attrs:
-                table = struct.unpack("=I", attrs[RTA_TABLE])[0]
-            if family != socket.AF_INET or table != RT_TABLE_MAIN or RTA_DST not in attrs:
+        for fields, attrs, table in self._ipv4_routes():
+            if table != RT_TABLE_MAIN or RTA_DST not in attrs:
                 continue
             oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
-            out.append((socket.inet_ntoa(attrs[RTA_DST]), dst_len, oif))
+            out.append((socket.inet_ntoa(attrs[RTA_DST]), fields[1], oif))
         return out
+
+    def _ipv4_routes(self) -> Iterator[tuple[tuple[int, ...], dict[int, bytes], int]]:
+        """Every IPv4 route of every table: (rtmsg fields, attributes, table), the table from
+        RTA_TABLE where the kernel gives one (tables past 255 fit only there)."""
+        for header, attrs in self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
+                                       _RTMSG.size, "list routes"):
+            fields = _RTMSG.unpack(header)
+            if fields[0] != socket.AF_INET:
+                continue
+            table = struct.unpack("=I", attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else fields[4]
+            yield fields, attrs, table
 
     def add_default_route(self, gateway: str, link: int) -> None:
         body = (_RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
@@ -310,13 +318,10 @@ class Rtnl:
     def _table_routes(self, table: int) -> list[bytes]:
         """The delete requests' bodies for every IPv4 route of `table`."""
         out = []
-        for header, attrs in self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
-                                       _RTMSG.size, "list routes"):
-            family, dst_len, src_len, tos, tb, proto, scope, kind, _flags = _RTMSG.unpack(header)
-            if RTA_TABLE in attrs:
-                tb = struct.unpack("=I", attrs[RTA_TABLE])[0]
-            if family != socket.AF_INET or tb != table:
+        for fields, attrs, tb in self._ipv4_routes():
+            if tb != table:
                 continue
+            family, dst_len, src_len, tos, _tb, proto, scope, kind, _flags = fields
             body = _RTMSG.pack(family, dst_len, src_len, tos, table if table < 256 else 0, proto, scope, kind, 0)
             body += _attr(RTA_TABLE, _u32(table))
             for key in (RTA_DST, RTA_GATEWAY, RTA_OIF):
