@@ -1,7 +1,10 @@
 """A task's steps resume from the state a dead shoald left (swarmkit's controller does so from
 the task's state): here the one between create and start. The worker's record says STARTING
 with its container, the container was created and never started; a new worker (a restarted
-shoald) must start it, not leave the service a task short for good. Real crun and conmon."""
+shoald) must start it, not leave the service a task short for good. Real crun and conmon.
+
+The test has a root of its own: a shoald that earlier tests started on the session's root scans
+its containers for tasks it does not know and would remove this one (it did, in a CI run)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_ONLY
+from conftest import ROOT_ONLY, run_shoal, stop_daemon, teardown_root
 from shoal.agent.worker import TASK_LABEL, Worker
 from shoal.image.store import ImageStore
 from shoal.model.cluster import Node, Task, TaskState, TaskStatus
@@ -21,8 +24,22 @@ from shoal.store import SQLiteStore
 pytestmark = ROOT_ONLY
 
 
-def test_a_task_left_created_by_a_dead_shoald_is_started(shoal_root: Path, busybox_image: str,
-                                                          tmp_path: Path) -> None:
+@pytest.fixture
+def private_root(tmp_path: Path, busybox_tar: Path, monkeypatch: pytest.MonkeyPatch):
+    root, run = tmp_path / "root", tmp_path / "run"
+    monkeypatch.setenv("SHOAL_ROOT", str(root))
+    monkeypatch.setenv("SHOAL_RUN", str(run))
+    try:
+        run_shoal("import", str(busybox_tar), "localhost/busybox:test", check=True)
+        stop_daemon(run)  # the import's shoald: only the test's worker drives tasks on this root
+        yield "localhost/busybox:test"
+    finally:
+        stop_daemon(run)
+        teardown_root(root, run)
+
+
+def test_a_task_left_created_by_a_dead_shoald_is_started(private_root: str, tmp_path: Path) -> None:
+    busybox_image = private_root
     containers = ContainerManager()
     store = SQLiteStore(tmp_path / "agent.db")
     worker = None
