@@ -22,20 +22,11 @@ import yaml
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
+from cluster.test_node_failure import wait_for  # noqa: E402
 from cluster.test_seed_cluster import LocalCluster
 
 REPLICAS = 4
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
-
-
-def wait_for(what: str, check: Any, timeout: float, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(every)
 
 
 def placement(cluster: Any, service: str) -> list[str]:

@@ -23,9 +23,7 @@ import pytest
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 from cluster.conftest import in_netns  # noqa: E402
-from cluster.test_local_cluster import cluster_with_web_image  # noqa: E402
-from cluster.test_node_failure import app_copies, five_running, node_status, running, tasks, wait_for  # noqa: E402
-from cluster.test_seed_cluster import seed_compose  # noqa: E402
+from cluster.test_node_failure import app_copies, node_status, running, seed_app_cluster, tasks, wait_for  # noqa: E402
 
 NODES = 3
 
@@ -33,15 +31,8 @@ NODES = 3
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Any]:
     name = f"shoaldn{os.getpid() % 10000}"
-    with cluster_with_web_image(tmp_path_factory.mktemp("faildown"), name, NODES, busybox_tar) as c:
-        try:
-            c.shoal("stack", "deploy", "--detach", "-c", str(seed_compose(c.base)), "webapp")
-            wait_for("5/5 running after deploy", lambda: five_running(c), 60)
-            wait_for("5 copies after deploy", lambda: len(app_copies(c.name)) == 5, 30)
-            yield c
-        finally:  # a failure with a link cut must not leave it down for `cluster rm`
-            for k in range(2, NODES + 1):
-                subprocess.run(["ip", "-n", f"{c.name}-{k}", "link", "set", "eth0", "up"], capture_output=True)
+    with seed_app_cluster(tmp_path_factory.mktemp("faildown"), name, NODES, busybox_tar) as c:
+        yield c
 
 
 def copies_on(c: Any, k: int) -> list[tuple[int, str, int]]:

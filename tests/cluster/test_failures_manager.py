@@ -33,9 +33,7 @@ import pytest
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 from cluster.conftest import in_netns  # noqa: E402
-from cluster.test_local_cluster import cluster_with_web_image  # noqa: E402
-from cluster.test_node_failure import app_copies, five_running, running, tasks, wait_for  # noqa: E402
-from cluster.test_seed_cluster import seed_compose  # noqa: E402
+from cluster.test_node_failure import app_copies, five_running, running, seed_app_cluster, tasks, wait_for  # noqa: E402
 
 NODES = 3
 
@@ -43,10 +41,7 @@ NODES = 3
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Any]:
     name = f"shoalfm{os.getpid() % 10000}"
-    with cluster_with_web_image(tmp_path_factory.mktemp("failmgr"), name, NODES, busybox_tar) as c:
-        c.shoal("stack", "deploy", "--detach", "-c", str(seed_compose(c.base)), "webapp")
-        wait_for("5/5 running after deploy", lambda: five_running(c), 60)
-        wait_for("5 copies after deploy", lambda: len(app_copies(c.name)) == 5, 30)
+    with seed_app_cluster(tmp_path_factory.mktemp("failmgr"), name, NODES, busybox_tar) as c:
         yield c
 
 

@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import yaml
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
+from cluster.test_node_failure import wait_for  # noqa: E402
 from cluster.test_seed_cluster import LocalCluster
 
 NODES = 3
@@ -32,16 +32,6 @@ SERVICE = "logs_ticker"
 # Every line names its container (the task's hostname is its container ID's first 12 digits).
 TICKER = ["sh", "-c", "echo hello from $$(hostname); i=0; while true; do i=$$((i+1)); echo tick $$i; sleep 0.5; done"]
 PREFIX = re.compile(r"^(?P<service>[\w.-]+)\.(?P<slot>\d+)\.(?P<task>[0-9a-z]{12})@(?P<host>\S+?)\s+\| (?P<line>.*)$")
-
-
-def wait_for(what: str, check: Any, timeout: float, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(every)
 
 
 def running_nodes(cluster: Any) -> dict[str, str]:

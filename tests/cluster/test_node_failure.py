@@ -14,6 +14,7 @@ Real processes over real TLS in network namespaces, as tests/cluster/test_seed_c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -98,6 +99,24 @@ def wait_for(what: str, check: Any, timeout: float, every: float = 0.2) -> Any:
 def five_running(cluster: Any) -> Any:
     rows = tasks(cluster)
     return rows if len(running(rows)) == 5 else None
+
+
+@contextlib.contextmanager
+def seed_app_cluster(base: Path, name: str, nodes: int, busybox_tar: Path) -> Iterator[Any]:
+    """A cluster of `nodes` with web:v1 on its manager only and the seed's stack deployed: 5/5
+    running, 5 copies on the machine. Every worker's link is set up again before the cluster is
+    removed: a test that fails with a link cut must not leave it down for `cluster rm`."""
+    from cluster.test_local_cluster import cluster_with_web_image
+
+    with cluster_with_web_image(base, name, nodes, busybox_tar) as c:
+        try:
+            c.shoal("stack", "deploy", "--detach", "-c", str(seed_compose(c.base)), "webapp")
+            wait_for("5/5 running after deploy", lambda: five_running(c), 60)
+            wait_for("5 copies after deploy", lambda: len(app_copies(c.name)) == 5, 30)
+            yield c
+        finally:
+            for k in range(2, nodes + 1):
+                subprocess.run(["ip", "-n", f"{c.name}-{k}", "link", "set", "eth0", "up"], capture_output=True)
 
 
 @pytest.fixture(scope="module")
