@@ -230,13 +230,26 @@ def test_service_vip_balances_evenly_removes_backends_and_hairpins(env: NetworkS
     with pytest.raises(Conflict, match="port 18083/tcp is already published by service web"):
         lb.set_service(lb.Service(id="other", name="api", ports=[lb.ServicePort("tcp", 80, 18083)]), env)
     assert [s.id for s in lb.load_services()] == ["svc"]
-    seen = Counter(ask(client.netns_path, vip, 8000).split()[0] for _ in range(100))
+    answers = [ask(client.netns_path, vip, 8000).split() for _ in range(100)]
+    seen = Counter(name for name, _ in answers)
     assert sorted(seen) == [f"task{i}" for i in range(5)]
     assert all(18 <= n <= 22 for n in seen.values()), seen
+    # Every backend, on the client's own network and node, sees the client's own address (not
+    # the bridge's gateway): the reply is bridged and un-DNATed by the bridge's conntrack.
+    assert {addr for _, addr in answers} == {client.ip_addresses[0]}
     published = Counter(ask(None, "127.0.0.1", 18083).split()[0] for _ in range(50))
     assert len(published) == 5
-    # A task reaching its own service through the VIP (hairpin) gets an answer.
-    assert {ask(tasks[0].netns_path, vip, 8000).split()[0] for _ in range(10)} == {f"task{i}" for i in range(5)}
+    # A task on the network through the node's published port: its own address too.
+    through_port = [ask(client.netns_path, client.gateway, 18083).split() for _ in range(10)]
+    assert len({name for name, _ in through_port}) == 5
+    assert {addr for _, addr in through_port} == {client.ip_addresses[0]}
+    # A task reaching its own service through the VIP (hairpin) gets an answer; the others see
+    # its address, itself (landing on itself) the gateway: a packet from its own address would
+    # be dropped as martian.
+    hairpin = {tuple(ask(tasks[0].netns_path, vip, 8000).split()) for _ in range(10)}
+    assert hairpin == {("task0", net.gateway), *((f"task{i}", tasks[0].ip_addresses[0]) for i in range(1, 5))}
+    port_self = {tuple(ask(tasks[0].netns_path, tasks[0].gateway, 18083).split()) for _ in range(10)}
+    assert port_self == hairpin
     # A backend leaving the rotation receives no new connection.
     lb.remove_backend("svc", "t0", env)
     after = Counter(ask(client.netns_path, vip, 8000).split()[0] for _ in range(40))

@@ -112,13 +112,21 @@ def test_render_is_one_atomic_replacement_that_nft_accepts() -> None:
     assert 'ip saddr 10.213.16.0/20 oifname != "shoal*" masquerade' not in text  # internal: no egress
     assert "type nat hook output priority -100" in text
     assert 'iifname "shoal*" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop' in text
-    try:
-        check = subprocess.run(["nft", "-c", "-f", "-"], input=text, capture_output=True, text=True)
-    except FileNotFoundError:
-        pytest.skip("nft is not installed")
-    if "Operation not permitted" in check.stderr:
-        pytest.skip("nft -c needs CAP_NET_ADMIN")
-    assert check.returncode == 0, check.stderr
+    # A client on the backends' own network keeps its address; only a task DNATed to itself is
+    # masqueraded (exact pairs of the backends), unless bridged frames skip conntrack.
+    assert "ip saddr . ip daddr { 10.213.0.4 . 10.213.0.4, 10.213.0.5 . 10.213.0.5 } ct status dnat masquerade" in text
+    assert "ip daddr 10.213.0.0/20 ct status dnat masquerade" not in text
+    unbridged = nft.render(nets, vips, ports, bridged=False)
+    assert "ip saddr 10.213.0.0/20 ip daddr 10.213.0.0/20 ct status dnat masquerade" in unbridged
+    assert "ip saddr . ip daddr" not in unbridged
+    for script in (text, unbridged):
+        try:
+            check = subprocess.run(["nft", "-c", "-f", "-"], input=script, capture_output=True, text=True)
+        except FileNotFoundError:
+            pytest.skip("nft is not installed")
+        if "Operation not permitted" in check.stderr:
+            pytest.skip("nft -c needs CAP_NET_ADMIN")
+        assert check.returncode == 0, check.stderr
 
 
 def test_dns_records_and_local_answers() -> None:

@@ -11,8 +11,9 @@ What the table does:
   host IP, DNAT to the backends with `numgen inc` (an even round robin of new connections);
 - postrouting: egress masquerade of each non-internal network, a 1:1 source map of 127.0.0.0/8
   clients onto LOOPBACK_CLIENTS (needs route_localnet on the bridge; see below), masquerade of
-  same-network DNAT (hairpin) and of ports published with keep_client_ip=False; otherwise the
-  client's address reaches the backend unchanged;
+  a task DNATed to itself (`_self_hits`) and of ports published with keep_client_ip=False;
+  otherwise the client's address reaches the backend unchanged, on the client's own network
+  too (its reply is bridged and un-DNATed by the bridge's conntrack: bridge_conntrack);
 - forward: isolation between shoal networks (only DNATed traffic may cross) and an explicit
   accept so shoal traffic is not left to another table's policy;
 - input: nothing from a bridge to the host's 127.0.0.0/8 but replies of DNATed connections.
@@ -20,6 +21,7 @@ What the table does:
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -31,6 +33,8 @@ from shoal.errors import ShoalError
 from shoal.network import libnft
 from shoal.paths import write_file
 from shoal.network.store import Network, NetworkStore
+
+log = logging.getLogger("shoald.network")
 
 FAMILY = "ip"
 # Marks connections to ports published with keep_client_ip=False ("SHOL").
@@ -85,7 +89,10 @@ def _dnat(backends: list[str], with_port: bool) -> str:
 
 
 def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable[PortRule],
-           mesh_rules: Iterable[str] = (), mesh_snat: Iterable[str] = ()) -> str:
+           mesh_rules: Iterable[str] = (), mesh_snat: Iterable[str] = (), bridged: bool = True) -> str:
+    """The table's script. `bridged`: bridged frames pass conntrack (bridge_conntrack); without
+    it every DNAT within one network is masqueraded (the backend sees the bridge's gateway), as
+    an un-DNATed reply would be refused by the client."""
     nets = [n for n in networks if n.has_bridge and n.subnet]
     lb: list[str] = []
     for v in vips:
@@ -107,15 +114,17 @@ def render(networks: Iterable[Network], vips: Iterable[VipRule], ports: Iterable
     ]
     fwd: list[str] = []
     all_subnets = ", ".join(n.subnet for n in nets)
+    # A task reaching a task of its own network through a VIP or a published port keeps its
+    # address, on this node as on another: the backend answers it directly, that reply is
+    # bridged (from the backend's port, or in from the overlay) and the bridge's conntrack
+    # (br_netfilter) un-DNATs it. Only a task sent to itself is masqueraded: a packet from its
+    # own address arriving from outside would be dropped as martian.
+    hits = _self_hits(nets, vips, ports)
+    if hits and bridged:
+        post.append(f"ip saddr . ip daddr {{ {', '.join(f'{ip} . {ip}' for ip in hits)} }} ct status dnat masquerade")
     for n in nets:
-        remote = _remote_in(n, vips)
-        if remote:
-            # A task reaching a task of another node through a VIP keeps its address: the reply
-            # comes back over the overlay, bridged, and the bridge's conntrack (br_netfilter)
-            # un-DNATs it. Masqueraded to this bridge's gateway it would go to the gateway of
-            # the far node, which has the same address.
-            post.append(f"ip saddr {n.subnet} ip daddr {{ {remote} }} ct status dnat accept")
-        post.append(f"ip saddr {n.subnet} ip daddr {n.subnet} ct status dnat masquerade")
+        if not bridged:
+            post.append(f"ip saddr {n.subnet} ip daddr {n.subnet} ct status dnat masquerade")
         if not n.internal:
             post.append(f'ip saddr {n.subnet} oifname != "shoal*" masquerade')
         fwd.append(f"ip saddr {n.subnet} ip daddr != {n.subnet} ip daddr {{ {all_subnets} }} ct status & dnat == 0 drop")
@@ -177,12 +186,17 @@ def _tunnel_chains(nets: list[Network], chain: Any) -> str:
                     [f"udp dport {VXLAN_PORT} notrack"]))
 
 
-def _remote_in(net: Network, vips: Iterable[VipRule]) -> str:
+def _self_hits(nets: list[Network], vips: Iterable[VipRule], ports: Iterable[PortRule]) -> list[str]:
+    """The backends of VIPs and published ports on this node's shoal networks: the tasks that
+    may be DNATed to themselves here. (A task of another node among them never is: its own
+    connections are DNATed on its own node, and leave it masqueraded to the node's address.)"""
     import ipaddress
 
-    subnet = net.subnet_net()
-    return ", ".join(sorted({ip for v in vips for ip in v.remote if ipaddress.IPv4Address(ip) in subnet},
-                            key=lambda ip: ipaddress.IPv4Address(ip)))
+    subnets = [n.subnet_net() for n in nets]
+    ips = {ip for v in vips for ip in v.backends if ip not in v.remote}
+    ips.update(ip for p in ports for ip, _ in p.backends)
+    return sorted((ip for ip in ips if any(ipaddress.IPv4Address(ip) in s for s in subnets)),
+                  key=ipaddress.IPv4Address)
 
 
 def run_nft(script: str) -> None:
@@ -260,7 +274,7 @@ def apply(store: NetworkStore | None = None, force: bool = False) -> str:
             docker_user_accept(False)
         return ""
     bridges = mesh.load()
-    script = render(in_use, vips, ports, mesh.render(bridges), mesh.render_snat(bridges))
+    script = render(in_use, vips, ports, mesh.render(bridges), mesh.render_snat(bridges), bridge_conntrack())
     if not force and last.is_file() and last.read_text() == script:
         return script
     enable_forwarding()
@@ -270,6 +284,33 @@ def apply(store: NetworkStore | None = None, force: bool = False) -> str:
     last.parent.mkdir(parents=True, exist_ok=True)
     write_file(last, script)
     return script
+
+
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+_modprobed = False
+_warned = False
+
+
+def bridge_conntrack() -> bool:
+    """Frames bridged between two tasks, or between the VXLAN device and a task, pass the
+    node's conntrack and nft's ip hooks (br_netfilter, per network namespace; Docker needs it
+    too): a backend's reply to a client of its own network that reached it through a VIP or a
+    published port is un-DNATed there, so the backend sees the client's own address. Returns
+    whether it is on."""
+    global _modprobed, _warned
+    if not BRIDGE_NF.exists() and not _modprobed and shutil.which("modprobe"):
+        _modprobed = True  # tried once per process: no module there is not going to change
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
+    try:
+        if BRIDGE_NF.read_text().strip() != "1":
+            BRIDGE_NF.write_text("1\n")
+        return True
+    except OSError as exc:
+        if not _warned:
+            _warned = True
+            log.warning("br_netfilter is not available (%s): a task reaching its own network's VIP or published "
+                        "port shows as the bridge's gateway; VIPs will not reach tasks on other nodes", exc)
+        return False
 
 
 def enable_forwarding() -> None:

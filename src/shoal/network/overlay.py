@@ -21,7 +21,6 @@ import logging
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from shoal.errors import InvalidArgument
@@ -112,20 +111,6 @@ RETRY = 5.0  # seconds before a device that could not be made is tried again (un
 _swept = False  # the first sync of this process looks at every device (a crash may have left some)
 
 
-BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
-
-
-def _bridge_conntrack() -> None:
-    """Frames bridged between the VXLAN device and a task pass the node's conntrack (Docker
-    needs br_netfilter too): a reply from a task of another node to a VIP's client is un-DNATed
-    there (network/nft.py)."""
-    try:
-        if BRIDGE_NF.read_text().strip() != "1":
-            BRIDGE_NF.write_text("1\n")
-    except OSError as exc:
-        log.warning("br_netfilter is not available (%s): VIPs will not reach tasks on other nodes", exc)
-
-
 _tunnel_failed: tuple[Any, float] | None = None  # (what failed, when): tried again after RETRY
 
 
@@ -183,8 +168,6 @@ def sync(records: dict[str, dict[str, Any]]) -> None:
             # kept), so their frames go nowhere rather than in clear.
             for name in [n for n, spec in wanted.items() if ipaddress.IPv4Address(spec[1]) in wireguard.TUNNEL_NET]:
                 del wanted[name]
-        if wanted and not _swept:
-            _bridge_conntrack()
         fresh = {name: rtnl.index(name) for name in wanted}
         if _swept and wanted.keys() == _applied.keys() and \
                 all(_applied[n] == (*spec, fresh[n]) for n, spec in wanted.items()):
