@@ -37,7 +37,11 @@ NODES = 3
 STACK = "ov"
 SERVICE = f"{STACK}_web"
 NETWORK = f"{STACK}_net"
-HTTPD = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+# The page is the task's hostname; /cgi-bin/who also prints the client's address as the task
+# saw it (`$` doubled: compose interpolates the file).
+WHO = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$$(hostname) $$REMOTE_ADDR\"\n"
+HTTPD = ["sh", "-c", "mkdir -p /www/cgi-bin && hostname > /www/index.html && printf '%s' \"$$WHO\" > /www/cgi-bin/who "
+         "&& chmod 755 /www/cgi-bin/who && exec httpd -f -p 80 -h /www"]
 _CGROUP = re.compile(r"/shoal-(?P<cluster>[^/]+)-(?P<node>\d+)/(?P<cid>[0-9a-f]{64})$")
 
 
@@ -72,7 +76,8 @@ SUBNET_PREFIX = "10.213.77."
 
 def compose(base: Path, replicas: int, **net: Any) -> Path:
     data = {"version": "3.8",
-            "services": {"web": {"image": "web:v1", "command": HTTPD, "stop_grace_period": "1s",
+            "services": {"web": {"image": "web:v1", "command": HTTPD, "environment": {"WHO": WHO},
+                                 "stop_grace_period": "1s",
                                  "deploy": {"replicas": replicas, "placement": {"max_replicas_per_node": 1}},
                                  "networks": ["net"]}},
             "networks": {"net": net or {"ipam": {"config": [{"subnet": SUBNET}]}}}}
@@ -150,10 +155,10 @@ def in_task(pid: int, *cmd: str, timeout: float = 20) -> subprocess.CompletedPro
                           timeout=timeout, check=False)
 
 
-def fetch(pid: int, ip: str) -> str:
-    """The page at http://IP/ fetched from inside the task's network namespace (the host's curl:
+def fetch(pid: int, ip: str, path: str = "/") -> str:
+    """The page at http://IP/ (or PATH there) fetched from inside the task's network namespace (the host's curl:
     this machine's static busybox wget crashes)."""
-    got = subprocess.run(["nsenter", "-t", str(pid), "-n", "curl", "-s", "-m", "5", f"http://{ip}/"],
+    got = subprocess.run(["nsenter", "-t", str(pid), "-n", "curl", "-s", "-m", "5", f"http://{ip}{path}"],
                          capture_output=True, text=True, timeout=20, check=False)
     assert got.returncode == 0, (pid, ip, got)
     return got.stdout.strip()
@@ -281,6 +286,13 @@ def test_vip_rotation_spans_nodes(cluster: Any) -> None:
     assert vip not in all_ips
     seen = {fetch(pid1, vip) for _ in range(3 * NODES)}
     assert seen == {cid[:12] for eps in where.values() for cid in eps}, seen
+    # Every task, on this node or another, sees the client's own address; the client landing on
+    # itself (the one case masqueraded, network/nft.py) sees the network's gateway.
+    (own,) = where[1].values()
+    gateway = network_file(cluster, 1)["gateway"]
+    want = {(cid[:12], gateway if k == 1 else own) for k, eps in where.items() for cid in eps}
+    got = {tuple(fetch(pid1, vip, "/cgi-bin/who").split()) for _ in range(3 * NODES)}
+    assert {(r[0], r[-1].removeprefix("[::ffff:").removesuffix("]")) for r in got} == want, (got, want)
 
 
 def test_dnsrr_service_across_nodes(cluster: Any) -> None:
