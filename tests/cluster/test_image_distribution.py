@@ -192,6 +192,25 @@ def test_node_pulls_the_managers_image(pki: Pki, server: Server, served: tuple[I
     assert re.search(rf"^localhost/busybox\s+test\s+{original.short_id}\s", shown.stdout, re.M), shown.stdout
 
 
+def test_a_node_pulls_without_loading_httpx(pki: Pki, server: Server, served: tuple[ImageStore, Image],
+                                           tmp_path: Path) -> None:
+    """A node's shoald pulls over the aiohttp it has loaded (registry_client's aiohttp transport):
+    httpx would stay in its memory, about 4 MiB. In a fresh process, as the worker's first pull."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from shoal.agent.imagefetch import ensure_image, manager_source\n"
+        "from shoal.image.store import ImageStore\n"
+        "url, ctx = manager_source([sys.argv[1]], Path(sys.argv[2]))\n"
+        "image = ensure_image(ImageStore(Path(sys.argv[3])), sys.argv[4], None, url, ctx, registry_fallback=False)\n"
+        "print(image.id, sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', 'h11')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, f"127.0.0.1:{server.port}", str(pki.worker.directory),
+                           str(tmp_path / "image"), REF], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split(" ", 1) == [served[1].id, "[]\n"]
+
+
 def test_pinned_image_is_pulled_by_digest_and_tagged(pki: Pki, server: Server, served: tuple[ImageStore, Image],
                                                      node_store: ImageStore) -> None:
     store, original = served

@@ -23,6 +23,10 @@ import pytest
 
 from conftest import ROOT_ONLY, run_shoal, tar_bytes
 from registry_helpers import free_port, run_registry, sha256_digest
+from shoal.errors import NotFound, ShoalError
+from shoal.image.registry import pull
+from shoal.image.registry_client import RegistryUnreachable
+from shoal.image.store import ImageStore
 
 pytestmark = [ROOT_ONLY]
 
@@ -406,3 +410,37 @@ def test_all_tags(shoal, clean: Shoal, registry: str, pushed: dict[str, str]) ->
     assert sorted(tags) == ["a", "b"]
     bad = clean("pull", "-a", f"{registry}/alltags:a")
     assert bad.returncode == 125 and "tag can't be used with --all-tags/-a" in bad.stderr
+
+
+# --- a node daemon's pulls: the same protocol over aiohttp's client (agent/imagefetch.py) -------
+
+def test_pull_over_aiohttp_into_an_empty_store(registry: str, pushed: dict[str, str], tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "image")
+    image = pull(store, pushed["ref"], quiet=True, aiohttp=True)
+    assert image.id == pushed["id"] and image.manifest_digest == pushed["digest"]
+    assert pull(store, f"{registry}/web@{pushed['digest']}", quiet=True, aiohttp=True).id == pushed["id"]
+    with pytest.raises(NotFound, match=f"^manifest for {registry}/web:nope not found: manifest unknown: "
+                                       "manifest unknown$"):
+        pull(store, f"{registry}/web:nope", quiet=True, aiohttp=True)
+
+
+def test_over_aiohttp_a_lying_registry_is_refused_and_a_cut_short_download_retried(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "image")
+    with _LyingRegistry() as evil:
+        with pytest.raises(ShoalError, match=f"^filesystem layer verification failed for digest {evil.layer_digest}$"):
+            pull(store, f"{evil.address}/evil:v1", quiet=True, aiohttp=True)
+        with pytest.raises(ShoalError, match=f"^manifest verification failed for digest sha256:{'0' * 64}$"):
+            pull(store, f"{evil.address}/evil@sha256:{'0' * 64}", quiet=True, aiohttp=True)
+        image = pull(store, f"{evil.address}/flaky:v1", quiet=True, aiohttp=True)
+        assert evil.cut_short == 1
+    assert image.repo_tags == [f"{evil.address}/flaky:v1"]
+    ingest = store.root / "ingest"
+    assert not ingest.exists() or list(ingest.iterdir()) == []
+
+
+def test_over_aiohttp_an_unreachable_registry_is_worded_as_docker(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(RegistryUnreachable) as caught:
+        pull(ImageStore(tmp_path / "image"), f"127.0.0.1:{port}/web:v1", quiet=True, aiohttp=True)
+    assert str(caught.value) == (f'Get "http://127.0.0.1:{port}/v2/": '
+                                 f"dial tcp 127.0.0.1:{port}: connect: connection refused")

@@ -137,8 +137,16 @@ def elsewhere() -> Iterator[tuple[str, _Recorder]]:
         yield server
 
 
-def _client(address: str) -> RegistryClient:
-    return RegistryClient(address, "team/app", ("pull", "push"), Credentials(USER, PASSWORD), timeout=10)
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """A client's tests run over both transports: httpx (the CLI's) and aiohttp (a node daemon's
+    pulls); where credentials go must not depend on which."""
+    return str(request.param)
+
+
+def _client(address: str, transport: str) -> RegistryClient:
+    return RegistryClient(address, "team/app", ("pull", "push"), Credentials(USER, PASSWORD), timeout=10,
+                          aiohttp=transport == "aiohttp")
 
 
 # --- which hosts get plain http ---------------------------------------------------------------
@@ -173,10 +181,10 @@ def test_insecure_registries_may_be_cidrs(monkeypatch: pytest.MonkeyPatch) -> No
 
 # --- where credentials go ----------------------------------------------------------------------
 
-def test_upload_location_on_another_port_gets_no_credentials(elsewhere: tuple[str, _Recorder]) -> None:
+def test_upload_location_on_another_port_gets_no_credentials(elsewhere: tuple[str, _Recorder], transport: str) -> None:
     other, seen = elsewhere
     with _serve(_basic_registry(lambda: f"http://{other}/upload/1")) as (registry, _):
-        with _client(registry) as client:
+        with _client(registry, transport) as client:
             mounted, location = client.start_upload()
             assert not mounted and location == f"http://{other}/upload/1"
             client.upload_blob(location, DIGEST, io.BytesIO(BLOB), len(BLOB))
@@ -184,10 +192,10 @@ def test_upload_location_on_another_port_gets_no_credentials(elsewhere: tuple[st
     assert seen.authorizations() == []
 
 
-def test_chunked_upload_to_another_port_gets_no_credentials(elsewhere: tuple[str, _Recorder]) -> None:
+def test_chunked_upload_to_another_port_gets_no_credentials(elsewhere: tuple[str, _Recorder], transport: str) -> None:
     other, seen = elsewhere
     with _serve(_basic_registry(lambda: f"http://{other}/upload/2")) as (registry, _):
-        with _client(registry) as client:
+        with _client(registry, transport) as client:
             _, location = client.start_upload()
             client.upload_blob(location, DIGEST, io.BytesIO(BLOB), len(BLOB), chunk_threshold=16, chunk_size=64)
     assert {m for m, _, _ in seen.requests} == {"PATCH", "PUT"}
@@ -207,23 +215,23 @@ def test_origin_is_scheme_host_and_port() -> None:
     assert same_origin("https://reg.example.com/v2/", "https://reg.example.com:443")
 
 
-def test_same_registry_location_keeps_credentials() -> None:
+def test_same_registry_location_keeps_credentials(transport: str) -> None:
     """The other half: an upload on the registry itself (relative or absolute) is authorised."""
     box: dict[str, str] = {}
     with _serve(_basic_registry(lambda: box["loc"])) as (registry, rec):
         for loc in ("/v2/team/app/blobs/uploads/u1", f"http://{registry}/v2/team/app/blobs/uploads/u2"):
             box["loc"] = loc
-            with _client(registry) as client:
+            with _client(registry, transport) as client:
                 _, location = client.start_upload()
                 client.upload_blob(location, DIGEST, io.BytesIO(BLOB), len(BLOB))
     puts = [h for m, _, h in rec.requests if m == "PUT"]
     assert len(puts) == 2 and all(h.get("authorization") == BASIC for h in puts)
 
 
-def test_redirects_to_another_port_get_no_credentials(elsewhere: tuple[str, _Recorder]) -> None:
+def test_redirects_to_another_port_get_no_credentials(elsewhere: tuple[str, _Recorder], transport: str) -> None:
     other, seen = elsewhere
     with _serve(_basic_registry(lambda: f"http://{other}/storage")) as (registry, _):
-        with _client(registry) as client:
+        with _client(registry, transport) as client:
             with client.open_blob(DIGEST) as resp:
                 assert resp.read() == BLOB
             client.blob_size(DIGEST)
@@ -232,7 +240,7 @@ def test_redirects_to_another_port_get_no_credentials(elsewhere: tuple[str, _Rec
     assert seen.authorizations() == []
 
 
-def test_bearer_token_stays_off_a_foreign_location(elsewhere: tuple[str, _Recorder]) -> None:
+def test_bearer_token_stays_off_a_foreign_location(elsewhere: tuple[str, _Recorder], transport: str) -> None:
     """Token auth: the token service is the one the registry named (another port here, which is
     what Docker Hub does), it gets the password; the upload elsewhere gets neither."""
     other, seen = elsewhere
@@ -253,7 +261,7 @@ def test_bearer_token_stays_off_a_foreign_location(elsewhere: tuple[str, _Record
                 _reply(h, 200, {}, b"{}")
 
         with _serve(registry_respond) as (registry, _):
-            with _client(registry) as client:
+            with _client(registry, transport) as client:
                 _, location = client.start_upload()
                 client.upload_blob(location, DIGEST, io.BytesIO(BLOB), len(BLOB))
     assert token_rec.authorizations() == [BASIC]
@@ -272,7 +280,7 @@ def test_password_never_goes_in_clear_to_a_realm_that_is_not_local() -> None:
 
 
 def test_a_registry_naming_a_clear_text_realm_gets_an_error_not_the_password(
-        elsewhere: tuple[str, _Recorder]) -> None:
+        elsewhere: tuple[str, _Recorder], transport: str) -> None:
     """The realm is 0.0.0.0 on the recorder's port: not a loopback address by the rule above, but
     Linux connects it to this host, so the recorder would see a password sent anyway."""
     other, seen = elsewhere
@@ -282,7 +290,7 @@ def test_a_registry_naming_a_clear_text_realm_gets_an_error_not_the_password(
         _reply(h, 401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="x"'})
 
     with _serve(registry_respond) as (registry, _):
-        with _client(registry) as client:
+        with _client(registry, transport) as client:
             with pytest.raises(RegistryError, match="refusing to send credentials over plain http"):
                 client.start_upload()
     assert seen.authorizations() == []

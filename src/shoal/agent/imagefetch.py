@@ -81,9 +81,11 @@ def _tag(images: ImageStore, image: Image, ref: refs.Reference) -> Image:
 def manager_client(ref: refs.Reference, manager_url: str, ssl_context: ssl.SSLContext,
                    server_hostname: str = MANAGER_ROLE) -> RegistryClient:
     """A distribution client for the manager's image store: the repository is the full name
-    (docker.io/library/web), the server must present a manager's certificate of the cluster."""
+    (docker.io/library/web), the server must present a manager's certificate of the cluster.
+    Over aiohttp's client, as every pull of a node's shoald: it has aiohttp loaded, and httpx
+    would stay in its memory (about 4 MiB)."""
     return RegistryClient(ref.domain, ref.name(), ("pull",), None, PULL_TIMEOUT, base=manager_url,
-                          ssl_context=ssl_context, server_hostname=server_hostname)
+                          ssl_context=ssl_context, server_hostname=server_hostname, aiohttp=True)
 
 
 def manager_source(managers: list[str], cert_dir: Path) -> tuple[str, ssl.SSLContext]:
@@ -145,10 +147,11 @@ def ensure_image(images: ImageStore, ref: str, digest: str | None = None, manage
         if registry_fallback:
             try:
                 if credentials is not None:
-                    with RegistryClient(parsed.domain, parsed.path, ("pull",), credentials, PULL_TIMEOUT) as client:
+                    with RegistryClient(parsed.domain, parsed.path, ("pull",), credentials, PULL_TIMEOUT,
+                                        aiohttp=True) as client:
                         image = registry.pull(images, wanted, quiet=True, client=client)
                 else:
-                    image = registry.pull(images, wanted, quiet=True)
+                    image = registry.pull(images, wanted, quiet=True, aiohttp=True)
                 return _tag(images, image, parsed)
             except (RegistryError, RegistryUnreachable, ShoalError, OSError) as exc:
                 reasons.append(f"from {parsed.domain}: {_reason(exc)}")

@@ -155,9 +155,10 @@ def record_blob_sources(store: ImageStore, repository: str, digests: Iterable[st
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def client_for(ref: refs.Reference, actions: tuple[str, ...]) -> RegistryClient:
-    """A client for the reference's repository, with the stored credentials of its registry."""
-    return RegistryClient(ref.domain, ref.path, actions, load_credentials(ref.domain))
+def client_for(ref: refs.Reference, actions: tuple[str, ...], *, aiohttp: bool = False) -> RegistryClient:
+    """A client for the reference's repository, with the stored credentials of its registry
+    (`aiohttp`: over aiohttp's client, as a node daemon pulls: registry_client.RegistryClient)."""
+    return RegistryClient(ref.domain, ref.path, actions, load_credentials(ref.domain), aiohttp=aiohttp)
 
 
 def _short(digest: str) -> str:
@@ -231,8 +232,6 @@ class _Retryable(Exception):
 def _download_once(client: RegistryClient, store: ImageStore, digest: str, size: int,
                    progress: ProgressDisplay | None, ident: str | None,
                    cancelled: threading.Event | None) -> None:
-    import httpx
-
     received = 0
     with store.ingest(expected=digest) as writer:
         try:
@@ -247,7 +246,11 @@ def _download_once(client: RegistryClient, store: ImageStore, digest: str, size:
                     writer.write(chunk)
                     if progress and ident:
                         progress.progress(ident, "Downloading", received, size)
-        except (httpx.TransportError, RegistryUnreachable) as exc:
+        except RegistryUnreachable as exc:
+            raise _Retryable(str(exc)) from exc
+        except Exception as exc:
+            if not client.is_transport_error(exc):  # its transport's (httpx or aiohttp) only
+                raise
             raise _Retryable(str(exc)) from exc
         if progress and ident:
             progress.status(ident, "Verifying Checksum")
@@ -264,12 +267,13 @@ def _download_once(client: RegistryClient, store: ImageStore, digest: str, size:
 
 def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
          platform: Platform | str | None = None, quiet: bool = False,
-         client: RegistryClient | None = None) -> Image:
+         client: RegistryClient | None = None, aiohttp: bool = False) -> Image:
     """`docker pull`: fetch `reference` into the store and tag it; returns the image.
 
     `client` is the source to pull from instead of the reference's registry (a node pulling
     from its manager's image store over mutual TLS: agent/imagefetch.py); the caller closes it,
-    and the blobs are not recorded as being in the reference's registry."""
+    and the blobs are not recorded as being in the reference's registry. `aiohttp`: the
+    registry's client over aiohttp (a node daemon: client_for)."""
     ref = refs.parse(reference)
     if isinstance(platform, str):
         platform = parse_platform(platform)
@@ -279,7 +283,7 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
         display.message(f"Using default tag: {ref.tag}")
     from_registry = client is None
     source: contextlib.AbstractContextManager[RegistryClient] = (
-        client_for(ref, ("pull",)) if client is None else contextlib.nullcontext(client))
+        client_for(ref, ("pull",), aiohttp=aiohttp) if client is None else contextlib.nullcontext(client))
     with source as client:
         try:
             manifest, repo_digest = resolve_manifest(client, ref, want)

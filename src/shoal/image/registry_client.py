@@ -20,9 +20,8 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
-
-import httpx
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from urllib.parse import quote, urljoin, urlsplit
 
 from shoal.errors import ShoalError
 from shoal.image.mediatypes import DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
@@ -47,6 +46,14 @@ READ_CHUNK = 1 << 20
 # The token spec: a token without expires_in lasts 60 s; renew one this close to its end.
 DEFAULT_TOKEN_LIFETIME = 60.0
 TOKEN_RENEW_MARGIN = 15.0
+
+if TYPE_CHECKING:
+    import httpx
+
+    from shoal.image.aiohttp_transport import AiohttpTransport, Response as AiohttpResponse
+
+    Response = httpx.Response | AiohttpResponse
+
 
 class RegistryError(ShoalError):
     """An error response of the registry: `code` as in the distribution spec, or None."""
@@ -106,13 +113,14 @@ def is_insecure(domain: str) -> bool:
     return False
 
 
-def _origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
-    u = httpx.URL(url)
-    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
-    return u.scheme, u.host.lower(), port
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = urlsplit(str(url))
+    scheme = u.scheme.lower()
+    port = u.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (u.hostname or "").lower(), port
 
 
-def same_origin(url: str | httpx.URL, base: str) -> bool:
+def same_origin(url: str, base: str) -> bool:
     """Same scheme, host and port: the unit docker's challenge manager keeps credentials per."""
     return _origin(url) == _origin(base)
 
@@ -151,11 +159,12 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _transport_error(method: str, url: str, exc: Exception) -> RegistryUnreachable:
-    """Word a transport failure as Go's net/http does in Docker's messages."""
+def _transport_error(method: str, url: str, exc: BaseException, timeout: bool) -> RegistryUnreachable:
+    """Word a transport failure as Go's net/http does in Docker's messages (`timeout`: the
+    transport says the failure was one of its timeouts)."""
     text = str(exc)
-    host = httpx.URL(url).netloc.decode()
-    cause = exc.__cause__ or exc.__context__
+    host = urlsplit(url).netloc
+    cause: BaseException | None = exc  # aiohttp's connection errors are OSErrors themselves
     errnos = set()
     while cause is not None:
         if isinstance(cause, OSError) and cause.errno is not None:
@@ -165,7 +174,7 @@ def _transport_error(method: str, url: str, exc: Exception) -> RegistryUnreachab
         detail = f"dial tcp {host}: connect: connection refused"
     elif "Name or service not known" in text or "nodename nor servname" in text or "-2]" in text or "-3]" in text:
         detail = f"dial tcp: lookup {host.rsplit(':', 1)[0]}: no such host"
-    elif isinstance(exc, httpx.TimeoutException):
+    elif timeout:
         detail = "net/http: request canceled (Client.Timeout exceeded while awaiting headers)"
     elif "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
         detail = "http: server gave HTTP response to HTTPS client"
@@ -174,13 +183,13 @@ def _transport_error(method: str, url: str, exc: Exception) -> RegistryUnreachab
     return RegistryUnreachable(f'{method.title()} "{url}": {detail}')
 
 
-def error_from_response(resp: httpx.Response) -> RegistryError:
+def error_from_response(resp: Response) -> RegistryError:
     """The first error of the spec's `{"errors": [...]}` body, as `code text: message`."""
     status = resp.status_code
     try:
         body = json.loads(resp.read() or b"{}")
         errors = body.get("errors") if isinstance(body, dict) else None
-    except (ValueError, httpx.HTTPError):
+    except Exception:  # noqa: BLE001 - a body not JSON, or cut short (either transport's errors)
         errors = None
     if errors and isinstance(errors[0], dict):
         first = errors[0]
@@ -196,6 +205,14 @@ def error_from_response(resp: httpx.Response) -> RegistryError:
     if status == 404:
         return RegistryError(f"received unexpected HTTP status: {status} Not Found", status)
     return RegistryError(f"received unexpected HTTP status: {status} {resp.reason_phrase}", status)
+
+
+def _add_digest(location: str, digest: str) -> str:
+    """The upload location with the spec's `digest` query parameter added (an upload session's
+    own parameters, _state and the like, kept)."""
+    u = urlsplit(location)
+    query = f"{u.query}&" if u.query else ""
+    return u._replace(query=f"{query}digest={quote(digest, safe='')}").geturl()
 
 
 @dataclass
@@ -214,29 +231,70 @@ class FetchedManifest:
         return data
 
 
+class HttpxTransport:
+    """httpx's client: the CLI's pulls, pushes and logins (a node daemon's pulls use
+    aiohttp_transport, which does the same over the aiohttp every shoald has loaded)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, timeout: float, server_hostname: str | None,
+                 headers: dict[str, str]) -> None:
+        import httpx
+
+        self._httpx = httpx
+        self.errors: tuple[type[BaseException], ...] = (httpx.TransportError,)
+        # Sent with the requests to the client's base: httpcore uses it as the TLS server name
+        # (SNI and the name the certificate is checked against) instead of the URL's host.
+        self._extensions = {"sni_hostname": server_hostname} if server_hostname else {}
+        self.http = httpx.Client(verify=ssl_context, timeout=httpx.Timeout(timeout, connect=15.0),
+                                 limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+                                 headers=headers)
+
+    def is_timeout(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._httpx.TimeoutException)
+
+    def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                content: bytes | Iterator[bytes] | None = None, params: Any = None, stream: bool = False,
+                follow_redirects: bool = False, server_name: bool = True,
+                verified_tls: ssl.SSLContext | None = None) -> "httpx.Response":
+        if verified_tls is not None:
+            with self._httpx.Client(verify=verified_tls, timeout=self.http.timeout) as tls:
+                return tls.request(method, url, params=params, headers=headers, content=content)
+        request = self.http.build_request(method, url, headers=headers, content=content, params=params,
+                                          extensions=self._extensions if server_name else {})
+        return self.http.send(request, stream=stream, follow_redirects=follow_redirects)
+
+    def close(self) -> None:
+        self.http.close()
+
+
 class RegistryClient:
     """HTTP API v2 calls for `repository` (a path such as library/web) on `domain`."""
 
     def __init__(self, domain: str, repository: str, actions: tuple[str, ...] = ("pull",),
                  credentials: Credentials | None = None, timeout: float = 60.0, *,
                  base: str | None = None, ssl_context: ssl.SSLContext | None = None,
-                 server_hostname: str | None = None):
+                 server_hostname: str | None = None, aiohttp: bool = False):
         """`base` (https://host:port) replaces the registry's own address, as when a node pulls
         from its manager's image store; `ssl_context` then carries the trust and the client
         certificate, and `server_hostname` the name the server's certificate must have when it
-        is not the host connected to (a manager's certificate names `swarm-manager`)."""
+        is not the host connected to (a manager's certificate names `swarm-manager`).
+        `aiohttp`: over aiohttp's client instead of httpx (a node daemon's pulls, see
+        aiohttp_transport)."""
         self.domain = domain
         self.repository = repository
         self.actions = actions
         self.credentials = credentials
         self.base = base.rstrip("/") if base else base_url(domain)
-        # Sent with every request: httpcore uses it as the TLS server name (SNI and the name the
-        # certificate is checked against) instead of the URL's host.
-        self._extensions = {"sni_hostname": server_hostname} if server_hostname else {}
         verify = ssl_context if ssl_context is not None else _tls_context(self.base.startswith("https:"))
-        self.http = httpx.Client(verify=verify, timeout=httpx.Timeout(timeout, connect=15.0),
-                                 limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
-                                 headers={"User-Agent": "shoal/0.1 (docker-compatible)"})
+        headers = {"User-Agent": "shoal/0.1 (docker-compatible)"}
+        self.http: HttpxTransport | AiohttpTransport
+        if aiohttp:
+            from shoal.image import aiohttp_transport
+
+            self.http = aiohttp_transport.AiohttpTransport(verify, timeout, server_hostname, headers)
+            self._errors, self._is_timeout = aiohttp_transport.ERRORS, aiohttp_transport.is_timeout
+        else:
+            self.http = HttpxTransport(verify, timeout, server_hostname, headers)
+            self._errors, self._is_timeout = self.http.errors, self.http.is_timeout
         self._lock = threading.Lock()
         self._challenge: Challenge | None = None
         self._pinged = False
@@ -261,9 +319,9 @@ class RegistryClient:
             return
         url = f"{self.base}/v2/"
         try:
-            resp = self.http.get(url, extensions=self._extensions)
-        except httpx.TransportError as exc:
-            raise _transport_error("GET", url, exc) from exc
+            resp = self.http.request("GET", url)
+        except self._errors as exc:
+            raise self._unreachable("GET", url, exc) from exc
         if resp.status_code == 401:
             self._challenge = self._pick_challenge(resp)
         elif resp.status_code >= 400 and resp.status_code != 404:
@@ -271,7 +329,7 @@ class RegistryClient:
         self._pinged = True
 
     @staticmethod
-    def _pick_challenge(resp: httpx.Response) -> Challenge | None:
+    def _pick_challenge(resp: Response) -> Challenge | None:
         challenges = parse_challenges(resp.headers.get_list("www-authenticate"))
         for scheme in ("bearer", "basic"):
             for ch in challenges:
@@ -327,14 +385,12 @@ class RegistryClient:
         if login:
             params += [("client_id", "shoal"), ("offline_token", "true")]
         try:
-            if realm.startswith("https:") and not self.base.startswith("https:"):
-                # An http registry with an https token service: that one needs real verification.
-                with httpx.Client(verify=_tls_context(True), timeout=self.http.timeout) as tls:
-                    resp = tls.get(realm, params=params, headers=headers)
-            else:
-                resp = self.http.get(realm, params=params, headers=headers)
-        except httpx.TransportError as exc:
-            raise _transport_error("GET", realm, exc) from exc
+            # An http registry with an https token service: that one needs real verification.
+            verified = _tls_context(True) if realm.startswith("https:") and not self.base.startswith("https:") else None
+            resp = self.http.request("GET", realm, params=params, headers=headers, server_name=False,
+                                     verified_tls=verified)
+        except self._errors as exc:
+            raise self._unreachable("GET", realm, exc) from exc
         if resp.status_code in (401, 403):
             err = error_from_response(resp)
             detail = err.message if err.code else "incorrect username or password"
@@ -358,9 +414,9 @@ class RegistryClient:
         """Check the credentials against /v2/ as `docker login` does; raise with Docker's words."""
         url = f"{self.base}/v2/"
         try:
-            resp = self.http.get(url)
-        except httpx.TransportError as exc:
-            raise _transport_error("GET", url, exc) from exc
+            resp = self.http.request("GET", url, server_name=False)
+        except self._errors as exc:
+            raise self._unreachable("GET", url, exc) from exc
         if resp.status_code == 200:
             return
         if resp.status_code != 401:
@@ -373,9 +429,10 @@ class RegistryClient:
         if self.credentials is None:
             raise RegistryError(f"login attempt to {url} failed with status: 401 Unauthorized", 401)
         try:
-            resp = self.http.get(url, headers={"Authorization": self.credentials.basic_header()})
-        except httpx.TransportError as exc:
-            raise _transport_error("GET", url, exc) from exc
+            resp = self.http.request("GET", url, headers={"Authorization": self.credentials.basic_header()},
+                                     server_name=False)
+        except self._errors as exc:
+            raise self._unreachable("GET", url, exc) from exc
         if resp.status_code != 200:
             raise RegistryError(f"login attempt to {url} failed with status: {resp.status_code} {resp.reason_phrase}",
                                 resp.status_code)
@@ -384,24 +441,23 @@ class RegistryClient:
     def send(self, method: str, url: str, *, scopes: tuple[str, ...] | None = None,
              headers: dict[str, str] | None = None, content: bytes | Iterator[bytes] | None = None,
              params: dict[str, str] | None = None, stream: bool = False,
-             follow_redirects: bool = False) -> httpx.Response:
+             follow_redirects: bool = False) -> Response:
         """One authenticated request. A 401 on a repeatable request re-reads the challenge and
         retries once (a token may have expired or the registry may want a wider scope)."""
         self.ping()
         scopes = scopes or self.default_scopes()
         # Credentials are for this registry only: an upload Location on another host, port or
-        # scheme is sent without them, as docker's per-origin challenge manager does (httpx drops
+        # scheme is sent without them, as docker's per-origin challenge manager does (both transports drop
         # the header itself on a redirect that leaves the origin).
         ours = same_origin(url, self.base)
         for attempt in (0, 1):
             hdrs = dict(headers or {})
             if not ours:
-                request = self.http.build_request(method, url, headers=hdrs, content=content, params=params,
-                                              extensions=self._extensions)
                 try:
-                    return self.http.send(request, stream=stream, follow_redirects=follow_redirects)
-                except httpx.TransportError as exc:
-                    raise _transport_error(method, url, exc) from exc
+                    return self.http.request(method, url, headers=hdrs, content=content, params=params,
+                                             stream=stream, follow_redirects=follow_redirects)
+                except self._errors as exc:
+                    raise self._unreachable(method, url, exc) from exc
             try:
                 auth = self._authorization(scopes)
             except RegistryError as exc:
@@ -410,12 +466,11 @@ class RegistryClient:
                 raise
             if auth:
                 hdrs["Authorization"] = auth
-            request = self.http.build_request(method, url, headers=hdrs, content=content, params=params,
-                                              extensions=self._extensions)
             try:
-                resp = self.http.send(request, stream=stream, follow_redirects=follow_redirects)
-            except httpx.TransportError as exc:
-                raise _transport_error(method, url, exc) from exc
+                resp = self.http.request(method, url, headers=hdrs, content=content, params=params,
+                                         stream=stream, follow_redirects=follow_redirects)
+            except self._errors as exc:
+                raise self._unreachable(method, url, exc) from exc
             if resp.status_code != 401 or attempt == 1 or not isinstance(content, (bytes, type(None))):
                 return resp
             challenge = self._pick_challenge(resp)
@@ -428,7 +483,14 @@ class RegistryClient:
                 self._tokens.pop(tuple(sorted(scopes)), None)
         raise AssertionError("unreachable")
 
-    def _check(self, resp: httpx.Response, *ok: int) -> httpx.Response:
+    def _unreachable(self, method: str, url: str, exc: BaseException) -> RegistryUnreachable:
+        return _transport_error(method, url, exc, self._is_timeout(exc))
+
+    def is_transport_error(self, exc: BaseException) -> bool:
+        """Whether `exc` is this client's transport failing (a blob's download cut short)."""
+        return isinstance(exc, self._errors)
+
+    def _check(self, resp: Response, *ok: int) -> Response:
         if resp.status_code not in ok:
             try:
                 raise error_from_response(resp)
@@ -481,9 +543,9 @@ class RegistryClient:
         return int(resp.headers.get("content-length") or 0)
 
     @contextmanager
-    def open_blob(self, digest: str) -> Iterator[httpx.Response]:
-        """A streaming GET of a blob (following the registry's redirect to its storage; httpx
-        drops the Authorization header when the redirect leaves the registry's origin)."""
+    def open_blob(self, digest: str) -> Iterator[Response]:
+        """A streaming GET of a blob (following the registry's redirect to its storage; the
+        transport drops the Authorization header when the redirect leaves the registry's origin)."""
         # identity: the digest is of the blob's bytes, not of an HTTP-level re-encoding of them.
         resp = self.send("GET", self.url(f"blobs/{digest}"), stream=True, follow_redirects=True,
                          headers={"Accept-Encoding": "identity"})
@@ -508,7 +570,7 @@ class RegistryClient:
         location = resp.headers.get("location")
         if not location:
             raise RegistryError("registry returned no upload location", resp.status_code)
-        return False, str(httpx.URL(self.base).join(location))
+        return False, urljoin(self.base, location)
 
     def cancel_upload(self, location: str) -> None:
         try:
@@ -538,7 +600,7 @@ class RegistryClient:
                 yield data
 
         if size <= chunk_threshold:
-            url = str(httpx.URL(location).copy_add_param("digest", digest))
+            url = _add_digest(location, digest)
             resp = self.send("PUT", url, content=pieces(size),
                              headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
             self._check(resp, 201, 204)
@@ -553,8 +615,8 @@ class RegistryClient:
             })
             self._check(resp, 202)
             # A relative Location is relative to the URL it answered, which need not be the registry's.
-            location = str(httpx.URL(location).join(resp.headers.get("location") or location))
-        url = str(httpx.URL(location).copy_add_param("digest", digest))
+            location = urljoin(location, resp.headers.get("location") or location)
+        url = _add_digest(location, digest)
         resp = self.send("PUT", url, content=b"", headers={"Content-Length": "0"})
         self._check(resp, 201, 204)
 

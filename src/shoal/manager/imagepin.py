@@ -37,7 +37,7 @@ def _registry_digest(ref: refs.Reference) -> str:
     image, as Docker records), asked with the credentials stored for that registry."""
     from shoal.image.registry import client_for  # the registry client only when needed
 
-    with client_for(ref, ("pull",)) as client:
+    with client_for(ref, ("pull",), aiohttp=True) as client:  # in shoald: aiohttp, not httpx
         return client.get_manifest(ref.tag or refs.DEFAULT_TAG).digest
 
 
