@@ -56,7 +56,7 @@ _import_aiohttp_without_system_trust()
 from aiohttp import web  # noqa: E402
 
 from shoal import paths
-from shoal.api.client import socket_path
+from shoal.paths import socket_path
 from shoal.agent.agent import Agent, AssignedFiles
 from shoal.agent.pool import off_loop
 from shoal.agent.session import EngineInfo, NodeDescription, PlatformInfo, Resources, Session

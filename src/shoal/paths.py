@@ -69,6 +69,11 @@ def run_root() -> Path:
     return _root(state_root() / "run" if "SHOAL_ROOT" in os.environ else Path("/run/shoal"))
 
 
+def socket_path() -> Path:
+    """shoald's API socket, where it listens and where the CLI's client connects by default."""
+    return Path(os.environ.get("SHOAL_SOCKET", str(run_root() / "shoal.sock")))
+
+
 def cache_root() -> Path:
     """Build caches that survive `rm -rf $SHOAL_ROOT` (the offline base image rootfs, whose
     set-uid binaries are as dangerous as a layer's)."""

@@ -18,10 +18,9 @@ from typing import Any
 from shoal import paths
 from shoal.api import API_VERSION, contexts
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
-
-
-def socket_path() -> Path:
-    return Path(os.environ.get("SHOAL_SOCKET", str(paths.run_root() / "shoal.sock")))
+# Defined with the roots: shoald needs it too, but not this module (the CLI's client) nor
+# contexts.py, which would stay in every node's memory.
+from shoal.paths import socket_path  # noqa: F401
 
 
 class DaemonError(ShoalError):
