@@ -149,6 +149,9 @@ def test_nodes_are_namespaces_with_their_own_shoald(cluster: LocalCluster) -> No
         cgroups_seen = subprocess.run(["nsenter", "-t", str(pid), "-m", "ls", "/sys/fs/cgroup"], capture_output=True,
                                       text=True).stdout.split()
         assert "memory" in cgroups_seen or "cgroup.controllers" in cgroups_seen  # the host's hierarchies carried over
+        # Two malloc arenas (cluster/lifecycle.py): glibc read them in the zygote, each node is its fork.
+        wanted = f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '2')}".encode()
+        assert wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert len(seen_mnt) == NODES
 
 
