@@ -161,6 +161,14 @@ def normalize_host(host: str) -> str:
     raise InvalidArgument(f'invalid host "{host}": use unix:///PATH or tcp://HOST:PORT')
 
 
+def foreign_socket(ep: Endpoint) -> bool:
+    """A unix endpoint other than this CLI's own socket (`-H unix:///<node run root>/shoal.sock`,
+    a `cluster create --no-swarm` context): the shoald there keeps its containers and images under
+    a state root this process does not open, so a command that works in-process must go through
+    that shoald's API, as for a tcp:// endpoint (docker's -H always names the daemon that acts)."""
+    return not ep.is_tcp and os.path.realpath(ep.unix_path) != os.path.realpath(paths.socket_path())
+
+
 def default_host() -> str:
     from shoal.api.client import socket_path  # late: client imports this module
 

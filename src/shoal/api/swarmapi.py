@@ -129,8 +129,10 @@ def _node_api(node: dict[str, Any]) -> dict[str, Any]:
 
 # What a worker's own API still answers: the rest is the manager's (Docker's "This node is not a
 # swarm manager" on a worker). A worker's shoald keeps a store and loops of its own, which must
-# not take deploys that no other node would ever see.
-_WORKER_ROUTES = ("/version", "/info", "/events", "/swarm/info", "/swarm/leave", "/swarm/ca", "/containers/")
+# not take deploys that no other node would ever see. This node's own images, builds, containers
+# and networks (api/nodeapi.py) are its own, as a worker's dockerd answers `docker -H` for them.
+_WORKER_ROUTES = ("/version", "/info", "/events", "/swarm/info", "/swarm/leave", "/swarm/ca", "/containers",
+                  "/images", "/build", "/node/")
 
 
 def _in_swarm(daemon: Daemon) -> bool:

@@ -320,7 +320,7 @@ def _create(args: argparse.Namespace):
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    if getattr(args, "node", None) is not None:
+    if _through_api(args):
         return _on_node(args, "create")
     c = _create(args)
     print(c.id)
@@ -374,7 +374,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, keys: bytes) -> int:
-    if getattr(args, "node", None) is not None:
+    if _through_api(args):
         return _on_node(args, "run")
     mgr = _manager()
     c = _create(args)
@@ -448,10 +448,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         from shoal.cli import interactive
         from shoal.cli.containerops import _daemon
 
-        if getattr(args, "node", None) is not None:
+        if _through_api(args):
             return interactive.start_remote(args)
         return interactive.start_local(_manager(), args, _resolver, _daemon)
-    if getattr(args, "node", None) is not None:
+    if _through_api(args):
         return _on_node(args, "start")
     mgr = _manager()
     failed = False
@@ -481,28 +481,28 @@ def _each(refs: list[str], action: Callable[[str], None], echo: bool = True) -> 
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    if getattr(args, "node", None) is not None:
+    if _through_api(args):
         return _on_node(args, "stop")
     mgr = _manager()
     return _each(args.containers, lambda r: mgr.stop(r, args.time))
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    if getattr(args, "node", None) is not None:
+    if _through_api(args):
         return _on_node(args, "kill")
     mgr = _manager()
     return _each(args.containers, lambda r: mgr.kill(r, args.signal))
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    if getattr(args, "node", None) is not None:
+    if _through_api(args):
         return _on_node(args, "rm")
     mgr = _manager()
     return _each(args.containers, lambda r: mgr.remove(r, force=args.force, volumes_too=args.volumes))
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    if getattr(args, "node", None) is not None:
+    if _through_api(args):
         return _on_node(args, "wait")
     mgr = _manager()
     failed = False
@@ -736,7 +736,8 @@ def _daemon_elsewhere() -> Any:
     """The unix endpoint of a shoald that runs in another mount namespace than this CLI (a node
     of a local cluster reached from the host through its socket, `cluster create`'s nodes each
     having their own): its containers' root filesystems are mounted there only, so the runtime
-    cannot be driven from here; its API does it. None when it shares ours (any real machine)."""
+    cannot be driven from here; its API does it. None when it shares ours (any real machine).
+    (A socket other than this CLI's own is sent to its API by cli/main.py already.)"""
     from shoal.api import contexts
 
     ep = contexts.endpoint()
@@ -752,10 +753,18 @@ def _daemon_elsewhere() -> Any:
     return ep
 
 
-def cmd_exec(args: argparse.Namespace) -> int:
+def _through_api(args: argparse.Namespace) -> bool:
+    """Whether a command that drives the runtime (run, create, start, stop, kill, rm, wait,
+    exec, attach) must leave it to a shoald's API: a tcp:// context's node, or a shoald whose
+    mounts this process cannot see (its containers made here would have their root filesystem,
+    network and DNS in the host's namespaces, where that shoald never finds them)."""
     if getattr(args, "node", None) is None:
         args.node = _daemon_elsewhere()
-    if getattr(args, "node", None) is not None:
+    return args.node is not None
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    if _through_api(args):
         return _on_node(args, "exec")
     if not args.command:
         raise InvalidArgument('"exec" requires at least 2 arguments.')

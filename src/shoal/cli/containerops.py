@@ -371,7 +371,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
     through a remote node's API on a tcp:// context; exit with the container's code."""
     from shoal.cli import interactive
 
-    if getattr(args, "node", None) is not None:
+    from shoal.cli.container import _through_api
+
+    if _through_api(args):
         return interactive.attach_remote(args)
     return interactive.attach_local(_manager(), args, _daemon)
 

@@ -176,10 +176,11 @@ def _select_endpoint(args: argparse.Namespace, command: str | None) -> None:
     if command is None or command in _REMOTE_OK:
         return
     endpoint = contexts.endpoint()
-    if endpoint.is_tcp and getattr(args.func, "on_node", False):
+    elsewhere = endpoint.is_tcp or contexts.foreign_socket(endpoint)
+    if elsewhere and getattr(args.func, "on_node", False):
         args.node = endpoint  # the command does its work through that node's API (cli/remote.py)
         return
-    if endpoint.is_tcp:
+    if elsewhere:
         raise ShoalError(
             f"shoal {command} against a remote node is not supported yet: the context "
             f"\"{endpoint.context}\" points at {endpoint.host}, and {command} runs on this machine "
