@@ -197,6 +197,57 @@ def test_ps_logs_inspect_on_the_node(node: Node) -> None:
     _client_root_untouched(node)
 
 
+def test_inspect_finds_every_kind_through_the_context(node: Node) -> None:
+    """`inspect NAME|ID...` through the context tries each kind as docker's system inspect does:
+    the node's containers, images, networks and volumes, then the swarm's services, tasks,
+    nodes, secrets and configs (before, only containers and images: a task was "No such
+    object"). `--type` asks one kind, with that kind's refusal."""
+    made = node.shoal("service", "create", "--name", "far-web", "--detach", "localhost/busybox:test", "sleep", "300")
+    assert made.returncode == 0, made.stderr
+    assert cli(node.env, "network", "create", "-d", "overlay", "far-net").returncode == 0
+    assert cli(node.env, "volume", "create", "far-vol").returncode == 0
+    assert node.shoal("secret", "create", "far-secret", "-", input=b"s3").returncode == 0
+    try:
+        deadline = time.monotonic() + 60
+        while not (task := node.shoal("service", "ps", "-q", "--no-trunc", "far-web").stdout.decode().split()):
+            assert time.monotonic() < deadline, "far-web has no task"
+            time.sleep(0.2)
+        node_id = node.shoal("node", "ls", "-q").stdout.decode().split()[0]
+        found = node.shoal("inspect", "far-web", task[0], node_id, "far-net", "far-vol", "far-secret",
+                           "localhost/busybox:test")
+        assert found.returncode == 0, found.stderr
+        docs = json.loads(found.stdout)
+        assert docs[0]["Spec"]["Name"] == "far-web"
+        assert docs[1]["ID"] == task[0] and docs[1]["ServiceID"] == docs[0]["ID"]
+        assert docs[2]["ID"].startswith(node_id) and docs[2]["Spec"]["Role"] == "manager"
+        assert (docs[3]["Name"], docs[3]["Driver"], docs[3]["Scope"]) == ("far-net", "overlay", "swarm")
+        assert (docs[4]["Name"], docs[4]["Driver"]) == ("far-vol", "local")
+        assert docs[4]["Mountpoint"].startswith(node.env["SHOAL_ROOT"])  # the node's, not this machine's
+        assert docs[5]["Spec"]["Name"] == "far-secret"
+        assert docs[6]["RepoTags"] == ["localhost/busybox:test"]
+        typed = node.shoal("inspect", "--type", "task", "-f", "{{.ID}} {{.Status.State}}", task[0][:8])
+        assert typed.returncode == 0 and typed.stdout.decode().split()[0] == task[0], typed.stderr
+        assert node.shoal("inspect", "--type", "network", "-f", "{{.Name}}", "bridge").stdout == b"bridge\n"
+        nosuch = node.shoal("inspect", "-f", "{{.ID}}", "nosuch", "far-web")
+        assert (nosuch.returncode, nosuch.stderr) == (1, b"Error: No such object: nosuch\n")
+        assert nosuch.stdout == docs[0]["ID"].encode() + b"\n"
+        assert node.shoal("inspect", "--type", "task", "nosuch").stderr == \
+            b"Error response from daemon: task nosuch not found\n"
+        assert node.shoal("inspect", "--type", "volume", "nosuch").stderr == b"Error: No such volume: nosuch\n"
+        container = node.shoal("container", "inspect", "far-web")
+        assert (container.returncode, container.stderr) == (1, b"Error response from daemon: No such container: far-web\n")
+    finally:
+        node.shoal("service", "rm", "far-web")
+        deadline = time.monotonic() + 30  # its task's container goes after the command returns
+        while cli(node.env, "ps", "-aq").stdout and time.monotonic() < deadline:
+            time.sleep(0.2)
+        node.shoal("secret", "rm", "far-secret")
+        cli(node.env, "network", "rm", "far-net")
+        cli(node.env, "volume", "rm", "far-vol")
+    assert cli(node.env, "ps", "-aq").stdout == b""
+    _client_root_untouched(node)
+
+
 def test_run_create_start_stop_wait_rm_on_the_node(node: Node) -> None:
     """`run` through the context: the container is the node's; attached, its output comes back
     on the right streams and its exit code is the command's (--rm removes it); signals reach it;

@@ -1,5 +1,5 @@
 """shoald's node-local routes: this node's images (list, inspect, history, tag, rm, load, save,
-import), builds, and containers (list, inspect, logs, create, start with attach, exec, kill,
+import), builds, networks and volumes (to look at), and containers (list, inspect, logs, create, start with attach, exec, kill,
 stop, wait, rm), for a CLI whose context names this node from another machine (as `docker`
 reaches dockerd with DOCKER_HOST=tcp://...).
 
@@ -401,6 +401,16 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
         from shoal.network.store import NetworkStore
 
         return web.json_response(await asyncio.to_thread(lambda: [n.to_dict() for n in NetworkStore().list()]))
+
+    # ---- volumes ---------------------------------------------------------------------------
+
+    @routes.get(prefix + "/node/volumes/{name}")
+    async def node_volume(request: web.Request) -> web.Response:
+        """One of this node's volumes as `volume inspect` shows it, for `inspect` from a CLI whose
+        context names this node (docker's system inspect tries volumes too)."""
+        from shoal.runtime import volumes
+
+        return web.json_response(await asyncio.to_thread(lambda: volumes.get(request.match_info["name"]).to_api()))
 
     @routes.get(prefix + "/containers")
     async def container_list(request: web.Request) -> web.Response:

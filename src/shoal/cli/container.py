@@ -799,17 +799,19 @@ def cmd_exec(args: argparse.Namespace) -> int:
 # ---- inspect -----------------------------------------------------------------------------------
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    if getattr(args, "node", None) is not None:  # a tcp:// context: that node's objects
+    node = getattr(args, "node", None)  # a tcp:// context: that node's objects
+    if not args.container_only:  # `shoal inspect`: any kind of object, as docker's (cli/inspectobj.py)
+        from shoal.cli.inspectobj import inspect_objects, print_objects
+
+        mgr = _manager() if node is None else None
+        return print_objects(*inspect_objects(mgr, args.containers, args.type, node), args.format)
+    if node is not None:
         from shoal.cli import remote
 
         return remote.inspect(args)
     from shoal.runtime.inspect import inspect
 
     mgr = _manager()
-    if not args.container_only:  # `shoal inspect`: any kind of object, as docker's (cli/inspectobj.py)
-        from shoal.cli.inspectobj import inspect_objects, print_objects
-
-        return print_objects(*inspect_objects(mgr, args.containers, args.type), args.format)
     docs = []
     failed = False
     for ref in args.containers:

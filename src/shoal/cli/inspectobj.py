@@ -1,7 +1,8 @@
 """`shoal inspect [--type TYPE] NAME|ID...` as docker/cli's system inspect (cli/command/system/
 inspect.go): each reference tried as a container, an image, a network, a volume, then, when a
 manager answers, a service, a task, a node, a secret and a config, in that order; the first that
-knows it is printed. `--type` asks only that kind. The swarm objects are printed as moby's API
+knows it is printed. `--type` asks only that kind. Through a tcp:// context the node's own
+objects come from its node API, the swarm's from the manager the context names. The swarm objects are printed as moby's API
 types (cli/dockerjson.py), so `{{.Status.State}}` or `{{.NodeID}}` work on a task."""
 
 from __future__ import annotations
@@ -27,18 +28,9 @@ def check_type(value: str | None) -> None:
 
 
 def find_task(tasks: list[dict[str, Any]], ref: str) -> dict[str, Any]:
-    """moby's getTask: the full ID, else the task's name (naming.Task: its container's name,
-    `web.1.<task id>`, `web.<node id>.<task id>` for a global one), else a unique ID prefix."""
-    for t in tasks:
-        if t["id"] == ref:
-            return t
-    named = [t for t in tasks if f"{t['service_name']}.{t.get('slot') or t.get('node_id')}.{t['id']}" == ref]
-    found = named or [t for t in tasks if t["id"].startswith(ref)]
-    if not found:
-        raise NotFound(f"task {ref} not found")
-    if len(found) > 1:
-        raise InvalidArgument(f"task {ref} is ambiguous ({len(found)} matches found)")
-    return found[0]
+    from shoal.manager.controlapi import resolve_task
+
+    return resolve_task(tasks, ref)
 
 
 class _Swarm:
@@ -149,11 +141,47 @@ def _local(mgr: Any, swarm: _Swarm) -> dict[str, Callable[[str], dict[str, Any]]
     return {"container": container, "image": image, "network": network, "volume": volume}
 
 
-def inspect_objects(mgr: Any, refs: list[str], object_type: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """(documents found, error lines) for the references, as inspectAll finds them."""
+def _on_node(node: Any, swarm: _Swarm) -> dict[str, Callable[[str], dict[str, Any]]]:
+    """The same four kinds on the node a tcp:// context (or another shoald's socket) names,
+    through its node API (api/nodeapi.py): that daemon's objects, as docker -H inspects them."""
+    from shoal.api.client import Client, quote_ref
+
+    client = Client(endpoint=node, timeout=60.0)
+
+    def container(ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = client.get(f"/containers/{quote_ref(ref)}/json")
+        return found
+
+    def image(ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = client.get(f"/images/{quote_ref(ref)}")
+        return found
+
+    def network(ref: str) -> dict[str, Any]:
+        from shoal.cli.network import _Listed, inspect_dict, swarm_inspect_dict
+        from shoal.network.store import Network
+
+        if swarm.client() is not None:
+            try:
+                return swarm_inspect_dict(swarm.client().get(f"/networks/{ref}"))
+            except NotFound:
+                pass
+        nets = [Network.from_dict(raw) for raw in client.get("/node/networks")]
+        return inspect_dict(_Listed(nets).get(ref))
+
+    def volume(ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = client.get(f"/node/volumes/{quote_ref(ref)}")
+        return found
+
+    return {"container": container, "image": image, "network": network, "volume": volume}
+
+
+def inspect_objects(mgr: Any, refs: list[str], object_type: str | None,
+                    node: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """(documents found, error lines) for the references, as inspectAll finds them; with `node`
+    (an endpoint) the containers, images, networks and volumes are that node's."""
     check_type(object_type)
     swarm = _Swarm()
-    local = _local(mgr, swarm)
+    local = _local(mgr, swarm) if node is None else _on_node(node, swarm)
     order: list[tuple[str, bool]] = [("container", False), ("image", False), ("network", False),
                                      ("volume", False), ("service", True), ("task", True), ("node", True),
                                      ("plugin", False), ("secret", True), ("config", True)]

@@ -1,8 +1,8 @@
 """Commands that act on the node a tcp:// context names, through its shoald's node API
 (api/nodeapi.py), as `docker` does with DOCKER_HOST: `build` sends the context (a tar, with
 .dockerignore applied here as docker/cli does) and prints the node's output as it comes,
-`save`/`load`/`import` stream the archive, `images`, `history`, `inspect`, `rmi`, `tag`, `ps`
-and `logs` fetch the node's data and print it with the same tables as the local commands, and
+`save`/`load`/`import` stream the archive, `images`, `history`, `container inspect`, `rmi`, `tag`,
+`ps` and `logs` fetch the node's data and print it with the same tables as the local commands, and
 `run`, `create`, `start`, `stop`, `kill`, `rm`, `wait`, `exec` and `attach` drive the node's
 containers (with -i/-t through a WebSocket session: cli/interactive.py, api/attachapi.py).
 
@@ -284,7 +284,7 @@ def _ellipsis(text: str, width: int) -> str:
 
 
 def inspect(args: argparse.Namespace) -> int:
-    """`inspect` on the node: each name as a container, else (plain `inspect`) as an image."""
+    """`container inspect` on the node (plain `inspect`, of any kind: cli/inspectobj.py)."""
     from shoal.cli.format import render_template
 
     docs = []
@@ -292,19 +292,9 @@ def inspect(args: argparse.Namespace) -> int:
     for ref in args.containers:
         try:
             docs.append(container_inspect(args, ref))
-            continue
         except NotFound:
-            pass
-        if not args.container_only:
-            try:
-                docs.append(image_inspect(args, ref))
-                continue
-            except NotFound:
-                pass
-        # system inspect's own words for any object; container inspect prints the daemon's 404
-        print(f"Error response from daemon: No such container: {ref}" if args.container_only
-              else f"Error: No such object: {ref}", file=sys.stderr)
-        failed = True
+            print(f"Error response from daemon: No such container: {ref}", file=sys.stderr)
+            failed = True
     if args.format:
         for d in docs:
             print(render_template(args.format, d))

@@ -41,3 +41,18 @@ def resolve(objects: list[dict[str, Any]], ref: str, kind: str) -> dict[str, Any
     if prefixed:
         raise InvalidArgument(f"{kind} {ref} is ambiguous ({len(prefixed)} matches found)")
     raise NotFound(f"{kind} {ref} not found")
+
+
+def resolve_task(tasks: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """moby's getTask: the full ID, else the task's name (naming.Task: its container's name,
+    `web.1.<task id>`, `web.<node id>.<task id>` for a global one), else a unique ID prefix."""
+    for t in tasks:
+        if t["id"] == ref:
+            return t
+    named = [t for t in tasks if f"{t['service_name']}.{t.get('slot') or t.get('node_id')}.{t['id']}" == ref]
+    found = named or [t for t in tasks if ref and t["id"].startswith(ref)]
+    if not found:
+        raise NotFound(f"task {ref} not found")
+    if len(found) > 1:
+        raise InvalidArgument(f"task {ref} is ambiguous ({len(found)} matches found)")
+    return found[0]
