@@ -3,6 +3,7 @@ real shoalds in network namespaces over mutual TLS, the CLI pointed at the manag
 
 - `service logs` shows the lines of the tasks of every node, each prefixed as Docker's
   `name.slot.taskid@hostname    | `, `--tail N` per task; `service ps` names the same hostnames;
+- `service logs TASK` shows that task's lines only, `--details` as Docker's;
 - `service logs -f` follows tasks on every node, including tasks that start later (a scale);
 - `events` shows the containers of every node (create, start) in Docker's format;
 - a node cut off: the other nodes' lines and Docker's `incomplete log stream` warning naming it."""
@@ -87,6 +88,38 @@ def test_logs_show_the_tasks_of_every_node_with_dockers_prefix(cluster: Any) -> 
     assert len(lines) == NODES, out
     for ln in lines:
         assert re.match(rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z {SERVICE}\.\d@{cluster.name}-\d\s+\| tick \d+$", ln), ln
+
+
+def test_logs_of_one_task_by_its_id_or_name_and_details(cluster: Any) -> None:
+    """`service logs TASK` (docker/cli's logs.go: a service's name or ID, else a task's): only
+    that task's lines, padded by its slot; `--details` adds the log driver's attributes (none
+    here) and a space; with --raw, the daemon's stream: swarmkit's three context attributes."""
+    tasks = running_nodes(cluster)
+    short = next(t for t, host in tasks.items() if host == f"{cluster.name}-2")
+    found = cluster.shoal("inspect", "--type", "task", "-f", "{{.ID}} {{.NodeID}} {{.ServiceID}} {{.Slot}}", short,
+                          timeout=60).stdout.split()
+    assert len(found) == 4 and found[0].startswith(short), found
+    task_id, node_id, service_id, slot = found
+
+    def only_that_task(ref: str, *flags: str) -> list[str]:
+        out = cluster.shoal("service", "logs", *flags, ref, timeout=60).stdout
+        lines = out.splitlines()
+        assert lines and all(ln.startswith(f"{SERVICE}.{slot}.{short}@{cluster.name}-2    | ") for ln in lines), out
+        return lines
+
+    assert len(only_that_task(short, "--tail", "2")) == 2
+    assert len(only_that_task(f"{SERVICE}.{slot}.{task_id}", "--tail", "1")) == 1  # its name
+    detailed = only_that_task(task_id, "--tail", "1", "--details")
+    assert re.match(rf"^{SERVICE}\.{slot}\.{short}@{cluster.name}-2    \|  tick \d+$", detailed[0]), detailed
+    raw = cluster.shoal("service", "logs", "--tail", "1", "--raw", "--details", short, timeout=60).stdout
+    assert re.match(rf"^com\.docker\.swarm\.node\.id={node_id},com\.docker\.swarm\.service\.id={service_id},"
+                    rf"com\.docker\.swarm\.task\.id={task_id} tick \d+\n$", raw), raw
+    nosuch = cluster.shoal("service", "logs", "nosuch", check=False, timeout=60)
+    assert (nosuch.returncode, nosuch.stderr) == (1, "no such task or service: nosuch\n")
+    # The task's container on its node: `logs --details` puts the (empty) attributes' space first.
+    container = cluster.on_node(2, "ps", "-q", "--filter", f"label=com.docker.swarm.task.id={task_id}").stdout.split()
+    assert re.match(r"^tick \d+\n$", cluster.on_node(2, "logs", "--tail", "1", container[0]).stdout)
+    assert re.match(r"^ tick \d+\n$", cluster.on_node(2, "logs", "--tail", "1", "--details", container[0]).stdout)
 
 
 def test_follow_covers_every_node_and_tasks_that_start_later(cluster: Any) -> None:

@@ -183,6 +183,10 @@ def test_ps_logs_inspect_on_the_node(node: Node) -> None:
         followed = node.shoal("logs", "-f", "remote-logs")  # until the container exits
         assert followed.returncode == 0, followed.stderr
         assert followed.stdout == b"out-line\nlate-line\n" and followed.stderr == b"err-line\n"
+        # --details: the log driver's attributes (none without log options) and a space, as dockerd
+        details = node.shoal("logs", "--details", "remote-logs")
+        assert (details.stdout, details.stderr) == (b" out-line\n late-line\n", b" err-line\n")
+        assert cli(node.env, "logs", "--details", "remote-logs").stdout == b" out-line\n late-line\n"
         tail = node.shoal("logs", "--tail", "1", "-t", cid[:12])
         assert tail.stdout.decode().endswith(" late-line\n") and tail.stdout.decode()[:4].isdigit()
         assert node.shoal("ps", "-q").stdout == b""  # exited: not listed without -a

@@ -2,7 +2,7 @@
 
 GET /services/{ref}/logs asks every node that runs (or, with follow, may run) the service's tasks
 for their lines through the log broker (manager/logbroker.py, over each node's session) and
-merges what they send: without follow, every node's lines sorted by time once all have
+merges what they send (GET /tasks/{ref}/logs: one task's lines only): without follow, every node's lines sorted by time once all have
 answered; with follow, each batch as it comes. A node whose logs could not be had is named in
 one last {"warning"} record, in Docker's words.
 
@@ -63,10 +63,26 @@ def add_routes(app: web.Application, daemon: Daemon, prefix: str,
     async def service_logs(request: web.Request) -> web.StreamResponse:
         """Newline-delimited JSON, one object per line of the service's tasks on every node;
         with follow=1, new lines (of tasks that start later too) until the client leaves."""
-        svc = resolve(store.list("service"), request.match_info["ref"], "service")
+        return await _logs(request, resolve(store.list("service"), request.match_info["ref"], "service"), None)
+
+    async def task_logs(request: web.Request) -> web.StreamResponse:
+        """One task's lines only (moby's TaskLogs: `service logs TASK`): its service's
+        subscription, the other tasks' lines left out here (each node's tail is per task)."""
+        from shoal.manager.controlapi import resolve_task
+
+        task = resolve_task(store.list("task"), request.match_info["ref"])
+        svc = store.get("service", task["service_id"])
+        if svc is None:
+            from shoal.errors import NotFound
+
+            raise NotFound(f"task {request.match_info['ref']} not found")
+        return await _logs(request, svc, task)
+
+    async def _logs(request: web.Request, svc: dict[str, Any], only: dict[str, Any] | None) -> web.StreamResponse:
         tail = None if request.query.get("tail", "all") == "all" else int_query(request, "tail", 0)
         follow = request.query.get("follow") == "1"
-        tasks = [t for t in store.list("task") if t["service_id"] == svc["id"] and t.get("node_id")]
+        tasks = [t for t in store.list("task") if t["service_id"] == svc["id"] and t.get("node_id")
+                 and (only is None or t["id"] == only["id"])]
         nodes = {t["node_id"] for t in tasks if (t.get("status") or {}).get("container_id")}
         hostnames = {n["id"]: n.get("hostname") or n["id"] for n in store.list("node")}
         broker = daemon.dispatcher.logs
@@ -78,7 +94,8 @@ def add_routes(app: web.Application, daemon: Daemon, prefix: str,
             # The manager names the node (from its certificate), not the records it sent.
             host = hostnames.get(node_id) or (store.get("node", node_id) or {}).get("hostname") or node_id
             hostnames[node_id] = host
-            return [dict(r, node=host) for r in records]
+            return [dict(r, node=host, node_id=node_id) for r in records
+                    if only is None or r.get("task_id") == only["id"]]
 
         async def write(records: list[dict[str, Any]]) -> None:
             records.sort(key=lambda r: str(r.get("time", "")))
@@ -142,4 +159,5 @@ def add_routes(app: web.Application, daemon: Daemon, prefix: str,
         return response
 
     app.router.add_get(prefix + "/services/{ref}/logs", service_logs)
+    app.router.add_get(prefix + "/tasks/{ref}/logs", task_logs)
     app.router.add_get(prefix + "/events", events)

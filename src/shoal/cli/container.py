@@ -673,6 +673,13 @@ def _log_time(value: str | None, name: str) -> float | None:
         raise ShoalError(f'invalid value for "{name}": failed to parse value as time or duration: "{value}"') from None
 
 
+# `logs --details`: moby's WriteLogStream puts the log driver's attributes (what its labels,
+# env, labels-regex and env-regex options pick from the container's labels and environment)
+# and a space before each line. A shoal container has no log options, so the attributes are
+# always none and the space alone is printed, as dockerd prints it for a container without them.
+DETAILS = b" "
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     if getattr(args, "node", None) is not None:  # a tcp:// context: that node's container
         from shoal.cli import remote
@@ -695,6 +702,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         stream = out if line.stream == "stdout" else err
         if args.timestamps:
             stream.write(line.docker_time().encode() + b" ")
+        if args.details:
+            stream.write(DETAILS)
         stream.write(line.data)
         stream.flush()
 
@@ -966,6 +975,7 @@ def _register_verbs(sub: argparse._SubParsersAction, in_group: bool) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="Follow log output")
     p.add_argument("-n", "--tail", help='Number of lines to show from the end of the logs (default "all")')
     p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    p.add_argument("--details", action="store_true", help="Show extra details provided to logs")
     p.add_argument("--since", metavar="string", help='Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or '
                                                      'relative (e.g. "42m" for 42 minutes)')
     p.add_argument("--until", metavar="string", help='Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or '

@@ -246,6 +246,8 @@ def logs(args: argparse.Namespace) -> int:
             stream = out if line["stream"] == "stdout" else err
             if args.timestamps:
                 stream.write(line["time"].encode() + b" ")
+            if args.details:
+                stream.write(b" ")  # no log options: no attributes (cli/container.py DETAILS)
             stream.write(base64.b64decode(line["data"]))
             stream.flush()
     finally:

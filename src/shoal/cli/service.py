@@ -343,7 +343,9 @@ def _shown(exc: ShoalError) -> str:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    """`<service>.<slot>.<task id>@<node>    | <line>`, stdout and stderr kept apart (2.7)."""
+    """`<service>.<slot>.<task id>@<node>    | <line>`, stdout and stderr kept apart (2.7); a
+    task's ID (or name) instead of a service's: that task's lines only, as docker/cli's logs.go
+    (ServiceInspect, then TaskInspect, then TaskLogs)."""
     if args.tail != "all" and not (args.tail.isdigit()):
         raise InvalidArgument(f'invalid value for --tail: "{args.tail}" (a number of lines, or "all")')
     from shoal.errors import NotFound
@@ -353,13 +355,20 @@ def _logs(args: argparse.Namespace) -> int:
     with connect() as client:
         try:
             svc = client.get(f"/services/{args.service}")
-        except NotFound:  # logs.go: neither a service nor a task of that name (printed bare)
-            print(f"no such task or service: {args.service}", file=sys.stderr)
-            return 1
-        replicas = int(svc.get("spec", {}).get("replicas") or 1)
-        width = len(str(replicas))
+            path, service_id = f"/services/{args.service}/logs", svc["id"]
+            width = len(str(int(svc.get("spec", {}).get("replicas") or 1)))
+        except NotFound:
+            from shoal.manager.controlapi import resolve_task
+
+            try:
+                task = resolve_task(client.get("/tasks"), args.service)
+            except NotFound:  # logs.go: neither a service nor a task of that name (printed bare)
+                print(f"no such task or service: {args.service}", file=sys.stderr)
+                return 1
+            path, service_id = f"/tasks/{task['id']}/logs", task["service_id"]
+            width = len(str(task.get("slot") or 0))  # getMaxLength(task.Slot)
         params = {"tail": args.tail, "follow": "1" if args.follow else "0"}
-        for raw in client.stream_lines(f"/services/{args.service}/logs", **params):
+        for raw in client.stream_lines(path, **params):
             rec = json.loads(raw)
             if "warning" in rec:  # a node whose logs could not be had
                 print(rec["warning"], file=sys.stderr, flush=True)
@@ -368,17 +377,35 @@ def _logs(args: argparse.Namespace) -> int:
                 continue  # the daemon's Since: lines before it are left out (after --tail)
             out = sys.stderr if rec["stream"] == "stderr" else sys.stdout
             line = rec["line"].rstrip("\n")
+            stamp = rec["time"] + " " if args.timestamps else ""
             if args.raw:
-                out.write(line + "\n")
+                # The daemon's stream as it is (WriteLogStream): with --details, the line's
+                # attributes first, swarmkit's three context ones among them.
+                details = ""
+                if args.details:
+                    details = _details({**(rec.get("attrs") or {}), "com.docker.swarm.node.id": rec.get("node_id", ""),
+                                        "com.docker.swarm.service.id": service_id,
+                                        "com.docker.swarm.task.id": rec["task_id"]}) + " "
+                out.write(f"{stamp}{details}{line}\n")
                 out.flush()
                 continue
             slot = str(rec["slot"]) if rec["slot"] else ""
-            task = "" if args.no_task_ids else "." + (rec["task_id"] if args.no_trunc else rec["task_id"][:12])
-            context = f"{rec['service']}.{slot}{task}@{rec['node']}" + " " * (width - len(slot))
-            stamp = rec["time"] + " " if args.timestamps else ""
-            out.write(f"{stamp}{context}    | {line}\n")
+            task_part = "" if args.no_task_ids else "." + (rec["task_id"] if args.no_trunc else rec["task_id"][:12])
+            context = f"{rec['service']}.{slot}{task_part}@{rec['node']}" + " " * (width - len(slot))
+            # logs.go's logWriter: the details left once the context's are taken out (the log
+            # driver's, none unless its options ask for labels or env), then a space.
+            details = ",".join(sorted(f"{k}={v}" for k, v in (rec.get("attrs") or {}).items())) + " " \
+                if args.details else ""
+            out.write(f"{stamp}{context}    | {details}{line}\n")
             out.flush()
     return 0
+
+
+def _details(attrs: dict[str, str]) -> str:
+    """moby's attrsByteSlice: key=value pairs by key, each part query-escaped, comma-joined."""
+    from urllib.parse import quote_plus
+
+    return ",".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in sorted(attrs.items()))
 
 
 def _since(value: str) -> float:
@@ -448,14 +475,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("service", nargs="+")
         p.set_defaults(func=_rm)
 
-    p = ssub.add_parser("logs", help="Fetch the logs of a service")
-    p.add_argument("service")
+    p = ssub.add_parser("logs", help="Fetch the logs of a service or task", usage="shoal service logs [OPTIONS] SERVICE|TASK")
+    p.add_argument("service", metavar="SERVICE|TASK")
     p.add_argument("-f", "--follow", action="store_true", help="Follow log output")
     p.add_argument("-n", "--tail", default="all", help='Number of lines to show from the end of the logs (default "all")')
     p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
     p.add_argument("--no-task-ids", action="store_true", help="Do not include task IDs in output")
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
     p.add_argument("--raw", action="store_true", help="Do not neatly format logs")
+    p.add_argument("--details", action="store_true", help="Show extra details provided to logs")
     p.add_argument("--since", metavar="string", help='Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or '
                                                      'relative (e.g. "42m" for 42 minutes)')
     p.set_defaults(func=_logs)
