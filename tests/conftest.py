@@ -18,6 +18,20 @@ from pathlib import Path
 import pytest
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's hook signature
+    """The CLI's own configuration for the whole run, in a directory of its own: the user's
+    ~/.shoal/config.json may make a cluster's context current (`shoal cluster create` does),
+    and the tests' commands would then go to that cluster. SHOAL_HOST and SHOAL_CONTEXT of the
+    calling shell are ignored for the same reason; tests that want a context set their own."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="shoal-test-cli-"))
+    os.environ["SHOAL_CONFIG"] = str(home / "config.json")
+    for name in ("SHOAL_HOST", "SHOAL_CONTEXT"):
+        os.environ.pop(name, None)
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -7,6 +7,7 @@ The clock is the dispatcher's own (a settable function), so no test sleeps for a
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -365,18 +366,18 @@ def test_agent_states_reach_the_manager_after_its_session_was_ended(
             first = agent.info.session_id
             await asyncio.to_thread(manager_pass, store, 1.0)
             dispatcher.notify()
-            for _ in range(300):
-                if agent.store.list("task"):
-                    break
+            # Generous deadlines (each loop ends when its condition holds): it failed at 3 s
+            # on two cores loaded by other tests.
+            deadline = time.monotonic() + 30
+            while not agent.store.list("task") and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             (local,) = [Task.from_dict(t) for t in agent.store.list("task")]
             clock.now += 100
             assert dispatcher.expire() == [agent.node_id]
             local.advance(TaskState.RUNNING, "started")
             agent.report(local)
-            for _ in range(500):
-                if tasks(store)[0].status.state == TaskState.RUNNING:
-                    break
+            deadline = time.monotonic() + 30
+            while tasks(store)[0].status.state != TaskState.RUNNING and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             assert tasks(store)[0].status.state == TaskState.RUNNING
             assert agent.info.session_id != first and node(store, agent.node_id).state == "ready"
