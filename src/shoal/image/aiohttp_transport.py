@@ -120,12 +120,16 @@ class Response:
         return b"".join(parts)
 
     def close(self) -> None:
-        """A body not read to its end closes its connection (as httpx's close does)."""
+        """A body read to its end gives its connection back for the next request; one not read
+        to its end closes it (as httpx's close does)."""
         if self._body is None:
             self._transport.call(self._close())
 
     async def _close(self) -> None:
-        self._resp.close()
+        if self._resp.content.at_eof():
+            self._resp.release()
+        else:
+            self._resp.close()
 
 
 class AiohttpTransport:
