@@ -202,7 +202,9 @@ class _Applier:
         self.dest = dest
         self.root = os.fspath(dest)
         self.known_dirs: set[str] = {""}
-        self.dir_times: list[tuple[str, float]] = []
+        # directory mtimes, set once their children are in; keyed by the member's path so an
+        # entry that later replaces the directory (a symlink to the host) drops its timestamp
+        self.dir_times: dict[str, float] = {}
         self.unpacked_size = 0
 
     def path(self, rel: str) -> str:
@@ -237,6 +239,8 @@ class _Applier:
                 return
             shutil.rmtree(full)
             self.known_dirs = {d for d in self.known_dirs if d != rel and not d.startswith(rel + "/")}
+            for d in [d for d in self.dir_times if d == rel or d.startswith(rel + "/")]:
+                del self.dir_times[d]
         else:
             os.unlink(full)
 
@@ -322,13 +326,16 @@ class _Applier:
             return
         os.chmod(full, member.mode & 0o7777)  # after chown, which clears set-id bits
         if member.isdir():
-            self.dir_times.append((full, member.mtime))  # set last: children change it
+            self.dir_times.pop(rel, None)  # a repeated entry's time counts in its new place
+            self.dir_times[rel] = member.mtime  # set last: children change it
         else:
             os.utime(full, (member.mtime, member.mtime))
 
     def finish(self) -> None:
-        for full, mtime in reversed(self.dir_times):
-            os.utime(full, (mtime, mtime))
+        # Every path here is still the directory its entry made (clear() drops replaced ones);
+        # not following a final link is a second guard against a write through to the host.
+        for rel, mtime in reversed(self.dir_times.items()):
+            os.utime(self.path(rel), (mtime, mtime), follow_symlinks=False)
 
 
 class _HeaderProblem(Exception):
