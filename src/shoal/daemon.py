@@ -590,7 +590,12 @@ def run() -> int:
 
         factory = for_worker(paths.state_root())
     daemon = Daemon(session_factory=factory)
-    asyncio.run(daemon.serve())
+    try:
+        asyncio.run(daemon.serve())
+    finally:
+        from shoal.agent.pool import stop_control_pool
+
+        stop_control_pool()
     if daemon.failed:
         return 1  # Restart=on-failure starts it again
     finish_leave()  # a worker's `swarm leave`: its task containers removed, as moby's Leave

@@ -143,6 +143,18 @@ def control_pool() -> ElasticPool:
         return _control
 
 
+def stop_control_pool() -> None:
+    """At shoald's exit: its idle control threads end now, not after their idle timeout
+    (they are not daemon threads, so the interpreter's exit waited for them: every SIGTERM'd
+    shoald took 5 s to stop). One still running its step finishes it; a later off_loop (none
+    in shoald) gets a new pool."""
+    global _control
+    with _control_lock:
+        if _control is not None:
+            _control.shutdown(wait=False)
+            _control = None
+
+
 async def off_loop(fn: Callable[..., Any], /, *args: Any) -> Any:
     """`fn(*args)` in a control thread (as asyncio.to_thread, not in the default executor)."""
     import asyncio
