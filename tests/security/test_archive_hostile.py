@@ -99,3 +99,69 @@ def test_cp_from_stdin_does_not_set_times_through_a_replacing_symlink(shoal, bus
         assert proc.returncode == 0, proc.stderr
     finally:
         shoal("rm", "-f", name)
+
+
+def _docker_archive(layers: list[bytes], tag: str) -> bytes:
+    """A `docker save` archive of one image with these layer tars."""
+    import hashlib
+    import json
+
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    files = {f"blobs/sha256/{hashlib.sha256(config).hexdigest()}": config}
+    files |= {f"blobs/sha256/{d[7:]}": layer for d, layer in zip(diff_ids, layers)}
+    names = list(files)
+    files["manifest.json"] = json.dumps([{"Config": names[0], "RepoTags": [tag], "Layers": names[1:]}]).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _layer(*entries: tuple[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _store_files(root: Path) -> tuple[set[str], set[str], set[str]]:
+    """Blobs, snapshot directories and recorded layers (not the next snapshot's number)."""
+    import json
+
+    image = root / "image"
+    layers = json.loads((image / "layers.json").read_text())
+    return ({p.name for p in (image / "blobs" / "sha256").iterdir()},
+            {p.name for p in (image / "snapshots").iterdir()}, set(layers["layers"]) | set(layers["blobs"]))
+
+
+def test_failed_load_leaves_nothing_and_stops_nothing(shoal, busybox_image: str, shoal_root: Path,
+                                                      tmp_path: Path) -> None:
+    """A load whose second layer has an absolute path: refused naming that layer, and the
+    first layer (stored and unpacked before the second was read) is taken back, as Docker
+    releases a failed load's layers; a running container is not disturbed."""
+    name = f"shoal-hostile-load-{uuid.uuid4().hex[:8]}"
+    shoal("run", "-d", "--name", name, "--network", "none", busybox_image, "sleep", "600", check=True)
+    try:
+        before = _store_files(shoal_root)
+        unique = uuid.uuid4().hex.encode()
+        bad = _layer(("ok", unique), (str(tmp_path / "abs"), b"pwned\n"))
+        tag = f"localhost/shoal-hostile-load:{uuid.uuid4().hex[:8]}"
+        proc = subprocess.run([sys.executable, "-m", "shoal", "load"], input=_docker_archive([_layer(("f", unique)), bad], tag),
+                              capture_output=True, timeout=120)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and err.count("\n") == 1, err
+        assert err.startswith("Error: layer ") and "unsafe path" in err and str(tmp_path / "abs") in err, err
+        assert not (tmp_path / "abs").exists()
+        assert _store_files(shoal_root) == before, "a failed load left blobs, snapshots or layer records"
+        assert shoal("image", "inspect", tag).returncode == 1
+        assert shoal("inspect", "-f", "{{.State.Running}}", name, check=True).stdout == "true\n"
+    finally:
+        shoal("rm", "-f", name)

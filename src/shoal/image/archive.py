@@ -402,13 +402,15 @@ def _manifest_for(plan: _Plan) -> bytes:
     return json.dumps(manifest, separators=(",", ":")).encode()
 
 
-def _store_blob_file(store: ImageStore, path: Path, digest: str) -> None:
+def _store_blob_file(store: ImageStore, path: Path, digest: str) -> bool:
+    """Store the file as blob `digest`; False when the store had it already."""
     if store.has_blob(digest):
-        return
+        return False
     with store.ingest(expected=digest) as writer, path.open("rb") as f:
         while chunk := f.read(_CHUNK):
             writer.write(chunk)
         writer.commit()
+    return True
 
 
 def _existing_id(store: ImageStore, tag: str) -> str | None:
@@ -437,15 +439,24 @@ def load(store: ImageStore, src: BinaryIO, source: str = "-",
                              "or index.json (OCI image layout) in it")
         loaded = []
         for plan in plans:
-            for layer in plan.layers:
-                if progress:
-                    progress(layer.diff_id, layer.size)
-                _store_blob_file(store, layer.path, layer.digest)
-            store.put_bytes(plan.config_bytes, expected=plan.image_id)
-            replaced = [(t, old) for t in plan.tags
-                        if (old := _existing_id(store, t)) is not None and old != plan.image_id]
-            manifest_bytes = plan.manifest_bytes or _manifest_for(plan)
-            store.add_manifest(manifest_bytes, plan.config_bytes, tags=plan.tags)
+            # A layer's entries are only checked as it is unpacked, in add_manifest: an unsafe
+            # one fails the image there, and what this image stored so far is taken back.
+            written: list[str] = []
+            try:
+                for layer in plan.layers:
+                    if progress:
+                        progress(layer.diff_id, layer.size)
+                    if _store_blob_file(store, layer.path, layer.digest):
+                        written.append(layer.digest)
+                if not store.has_blob(plan.image_id):
+                    written.append(store.put_bytes(plan.config_bytes, expected=plan.image_id))
+                replaced = [(t, old) for t in plan.tags
+                            if (old := _existing_id(store, t)) is not None and old != plan.image_id]
+                manifest_bytes = plan.manifest_bytes or _manifest_for(plan)
+                store.add_manifest(manifest_bytes, plan.config_bytes, tags=plan.tags)
+            except BaseException:
+                store.discard([layer.digest for layer in plan.layers], written)
+                raise
             loaded.append(LoadedImage(id=plan.image_id, tags=plan.tags, replaced=replaced))
         return loaded
     finally:

@@ -380,10 +380,20 @@ def unpack_layer(stream: BinaryIO, dest: Path, source: str = "layer", hash: bool
         with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK,  # type: ignore[call-overload]
                           tarinfo=_StrictTarInfo) as tar:
             for member in tar:
-                applier.apply(tar, member)
+                try:
+                    applier.apply(tar, member)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or isinstance(exc, gzip.BadGzipFile):
+                        raise
+                    # the entry's name, not the scratch path the kernel refused (a bad xattr
+                    # value, a name too long for the filesystem...)
+                    raise LayerError(f"{source}: cannot unpack {member.name!r}: "
+                                     f"{exc.strerror or exc}") from None
         reader.drain()
-    except LayerError:
-        raise
+    except LayerError as exc:
+        # which layer, tar or archive: the same unsafe entry means something else in each
+        text = str(exc)
+        raise LayerError(text if text.startswith(f"{source}: ") else f"{source}: {text}") from None
     except _HeaderProblem as exc:
         raise LayerError(f"{source}: invalid or truncated tar archive: {exc}") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:

@@ -820,6 +820,24 @@ class ImageStore:
         finally:
             self._empty_trash()
 
+    def discard(self, layer_blobs: Iterable[str], written: Iterable[str] = ()) -> None:
+        """Undo what a failed load stored for an image that never came to be: the layers of
+        `layer_blobs` this process registered that no image uses (blob and snapshot), and the
+        blobs of `written` (those it wrote itself) that nothing refers to. Without this the
+        layers stay leased to this process: a daemon's forever, a CLI's until a prune."""
+        written = list(written)
+        try:
+            with self.lock():
+                index = self._load_index()
+                self._collect_layers(index, list(layer_blobs))
+                referenced = set(self._load_layers()["blobs"]) | set(index["images"])
+                referenced |= {r.get("manifest") for r in index["images"].values()}
+                for digest in written:
+                    if digest not in referenced:
+                        _unlink_size(self.blob_path(digest))
+        finally:
+            self._empty_trash()
+
     def _empty_trash(self) -> None:
         while self._trash:
             _remove_tree(self._trash.pop())
