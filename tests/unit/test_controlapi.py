@@ -296,6 +296,47 @@ def test_stack_deploy_refuses_a_port_another_service_holds_as_service_create_doe
     assert sorted(s.name for s in services(store)) == ["app_a", "app_b", "vote_visualizer"]
 
 
+@ROOT_ONLY
+def test_stack_deploy_checks_externals_first_in_docker_clis_order_and_words(store: SQLiteStore) -> None:
+    """docker/cli's deployCompose, before anything is made: an external network must be a swarm
+    network (dockerswarm.rocks' traefik-public made with `network create` without -d overlay is
+    this node's bridge: the scope error, not 'could not be found'), and is checked before any
+    port clash; then each service's secrets exist ('service appserver: secret not found: x', as
+    the atsea sample's unmade external secrets), while an external secret no service uses is
+    never looked up (the atsea stack with one more declared deploys)."""
+    from shoal.manager.controlapi import stacks as stackapi
+    from shoal.network.store import NetworkStore
+
+    ports = _endpoint([PortConfig(target=80, published=38934)])
+    svcapi.create_service(store, spec("other_web", endpoint=ports))
+    stack = _stack(traefik=_stack_service("traefik", endpoint=ports,
+                                          networks=[NetworkAttachment(target="h5-public")]))
+    stack["networks"] = {"h5-public": {"name": "h5-public", "external": True}}
+    with pytest.raises(NotFound, match='^network "h5-public" is declared as external, but could not be found. '
+                                       "You need to create a swarm-scoped network before the stack is deployed$"):
+        stackapi.deploy_stack(store, stack)
+    local = NetworkStore()
+    local.create("h5-public", driver="bridge")
+    try:
+        with pytest.raises(InvalidArgument, match='^network "h5-public" is declared as external, but it is not in '
+                                                  'the right scope: "local" instead of "swarm"$'):
+            stackapi.deploy_stack(store, stack)
+    finally:
+        from shoal.network import cleanup
+        cleanup.remove_network("h5-public", local)
+    secret = [FileReference(source="postgres_password", target="postgres_password")]
+    atsea = _stack(appserver=_stack_service("appserver", secrets=secret))
+    atsea["secrets"] = {"postgres_password": {"name": "postgres_password", "external": True},
+                        "unused_token": {"name": "unused_token", "external": True}}
+    with pytest.raises(NotFound, match="^service appserver: secret not found: postgres_password$"):
+        stackapi.deploy_stack(store, atsea)
+    assert [s.name for s in services(store)] == ["other_web"]
+    from shoal.manager.controlapi import secrets as secretapi
+    secretapi.create(store, "secret", "postgres_password", b"pw")
+    lines, _ = stackapi.deploy_stack(store, atsea)
+    assert lines == ["Creating service app_appserver"]
+
+
 def test_two_updates_from_one_version_at_once_one_wins_the_other_is_out_of_sequence(store: SQLiteStore) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

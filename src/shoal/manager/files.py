@@ -45,9 +45,9 @@ def apply_files(tx: Transaction, stack: dict[str, Any], contents: dict[str, dict
         for spec in sorted(stack.get(f"{kind}s", {}).values(), key=lambda s: s["name"]):
             existing = next((o for o in tx.list(kind) if o["name"] == spec["name"]), None)
             if spec.get("external"):
-                if existing is None:
-                    raise NotFound(f"{kind} not found: {spec['name']}")
-                digests[(kind, spec["name"])] = existing["digest"]
+                # One no service uses need not exist (docker/cli looks up only references).
+                if existing is not None:
+                    digests[(kind, spec["name"])] = existing["digest"]
                 continue
             encoded = contents.get(kind, {}).get(spec["name"])
             if encoded is None:
@@ -77,7 +77,8 @@ def apply_files(tx: Transaction, stack: dict[str, Any], contents: dict[str, dict
                 if (kind, ref["source"]) not in digests:
                     found = next((o for o in tx.list(kind) if o["name"] == ref["source"]), None)
                     if found is None:
-                        raise NotFound(f"service {svc['name']}: {kind} not found: {ref['source']}")
+                        raise NotFound(f"service {svc.get('compose_name') or svc['name']}: "
+                                       f"{kind} not found: {ref['source']}")
                     digests[(kind, ref["source"])] = found["digest"]
                 ref["digest"] = digests[(kind, ref["source"])]
     return lines

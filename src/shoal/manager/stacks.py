@@ -8,6 +8,7 @@ A stack is only a label (com.docker.stack.namespace) on its services and network
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shoal.errors import InvalidArgument, NotFound
@@ -39,6 +40,36 @@ def service_ids(tx: Transaction, stack: dict[str, Any]) -> dict[str, str]:
 def pruned_services(tx: Transaction, stack: dict[str, Any]) -> list[dict[str, Any]]:
     wanted = {svc["name"] for svc in stack.get("services", {}).values()}
     return [s for s in tx.list("service") if stack_of(s) == stack["name"] and s["name"] not in wanted]
+
+
+def check_externals(tx: Transaction, stack: dict[str, Any],
+                    local_scope: Callable[[str], str | None] = lambda name: None) -> None:
+    """What docker/cli's deploy checks before it creates anything, in its order and words:
+    each external network exists and is swarm-scoped (validateExternalNetworks; `local_scope`
+    gives the scope of this node's own network of that name, which Docker's NetworkInspect
+    also finds), then each service's secrets and configs exist (convertServiceSecrets/Configs,
+    `service web: secret not found: x`). An external secret or config no service uses is not
+    looked up, as there."""
+    swarm_networks = {n["name"] for n in tx.list("network")}
+    for net in sorted(stack.get("networks", {}).values(), key=lambda n: n["name"]):
+        name = net["name"]
+        if not net.get("external") or name in NODE_NETWORKS or name in swarm_networks:
+            continue
+        scope = local_scope(name)
+        if scope is None:
+            raise NotFound(f'network "{name}" is declared as external, but could not be found. '
+                           "You need to create a swarm-scoped network before the stack is deployed")
+        raise InvalidArgument(f'network "{name}" is declared as external, but it is not in the right '
+                              f'scope: "{scope}" instead of "swarm"')
+    declared = {kind: {s["name"] for s in stack.get(f"{kind}s", {}).values() if not s.get("external")}
+                for kind in files.KINDS}
+    stored = {kind: {o["name"] for o in tx.list(kind)} for kind in files.KINDS}
+    for svc in stack.get("services", {}).values():
+        for kind in files.KINDS:
+            for ref in svc.get(f"{kind}s") or []:
+                if ref["source"] not in declared[kind] and ref["source"] not in stored[kind]:
+                    raise NotFound(f"service {svc.get('compose_name') or svc['name']}: "
+                                   f"{kind} not found: {ref['source']}")
 
 
 # Networks every node has, that a stack may name as external without creating them: a

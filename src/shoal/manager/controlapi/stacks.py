@@ -34,6 +34,18 @@ def _validate(stack: dict[str, Any], existing: set[str]) -> None:
             raise InvalidArgument(f"failed to {verb} service {spec.get('name')}: {exc}") from None
 
 
+def _local_scope(name: str) -> str | None:
+    """The scope of this node's own network `name` (a bridge made by `network create`), which
+    an external network of a stack must not be; None if there is none (or only this node's copy
+    of a swarm network, which the store's check has already looked for)."""
+    from shoal.network.store import NetworkStore
+
+    found = NetworkStore().find(name)
+    if found is None or found.scope == "swarm":  # this node's copy of a swarm network
+        return None
+    return found.scope or "local"
+
+
 def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
                  files: dict[str, dict[str, str]] | None = None,
                  resolve_image: str = "always",
@@ -43,9 +55,10 @@ def deploy_stack(store: Store, stack: dict[str, Any], prune: bool = False,
     Docker's progress lines and warnings. `registry_auth`: service name -> the client's encoded
     credentials for its image (--with-registry-auth); a service not named keeps its own."""
     from shoal.manager import endpoints, ingress
-    from shoal.manager.stacks import pruned_services, service_ids
+    from shoal.manager.stacks import check_externals, pruned_services, service_ids
 
     with store.transaction() as tx:
+        check_externals(tx, stack, _local_scope)
         ids = service_ids(tx, stack)
         fresh = {n for n, i in ids.items() if tx.get("service", i) is None}
         _validate(stack, set(ids) - fresh)
