@@ -276,3 +276,31 @@ def test_loader_test_expanded_mount_format(tmp_path: Path) -> None:
                                  "target: /target, read_only: true}\nvolumes:\n  foo: {}\n")
     assert volumes["volumes"] == [{"type": "volume", "source": "foo", "target": "/target",
                                    "read_only": True}]
+
+
+# awesome-compose's nextcloud-redis-mariadb and elasticsearch-logstash-kibana, cut down: keys
+# docker stack drops (restart) or deprecates (container_name), and swarmprom's unset SLACK_URL.
+DROPPED_KEYS = """\
+services:
+  db:
+    image: mariadb
+    restart: always
+    container_name: es
+    environment:
+      - SLACK_URL=${SLACK_URL}
+"""
+
+
+def test_stack_config_warns_of_nothing_as_dockers_deploy_does(tmp_path: Path) -> None:
+    """docker/cli prints 'Ignoring unsupported/deprecated options' from loadComposeFile, which
+    only `stack deploy` calls; `stack config` (outputConfig) loads silently, and no docker stack
+    command warns of an unset variable. The deploy still warns of the keys it drops."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(DROPPED_KEYS)
+    said: list[str] = []
+    printed = dump(load_docker_model([compose], environ={}, warn=said.append))
+    assert said == []
+    assert "restart: always\n" in printed and "container_name: es\n" in printed
+    load_stack([compose], "nc", environ={}, warn=said.append)
+    assert said[1:] == ["Ignoring unsupported options: restart\n",
+                        "Ignoring deprecated options:\n\ncontainer_name: Setting the container name is not supported.\n"]

@@ -151,6 +151,7 @@ def _load(
     environ: Mapping[str, str] | None,
     warn: Callable[[str], None],
     interpolation: bool,
+    deploying: bool = True,
 ) -> Loaded:
     if not files:
         raise ComposeError("specify a Compose file (with --compose-file)")
@@ -167,7 +168,7 @@ def _load(
     warned: set[str] = set()
 
     def on_unset(name: str) -> None:
-        if name not in warned:
+        if deploying and name not in warned:
             warned.add(name)
             warn(f'The "{name}" variable is not set. Defaulting to a blank string.')
 
@@ -201,7 +202,10 @@ def _load(
     # Each file was checked against the schema; the merge is not (docker/cli validates each
     # file only: appending cap_add of two files may repeat an entry, which is no error there).
     check_cycles(merged, ", ".join(f.name for f in parsed))
-    support.report(merged, warn, lambda path: locate(parsed, path))
+    # docker/cli prints the unsupported and deprecated keys at deploy only (loadComposeFile);
+    # `stack config` (outputConfig) says nothing of them, nor of unset variables (no warning
+    # there at all). Forbidden keys fail both.
+    support.report(merged, warn if deploying else (lambda message: None), lambda path: locate(parsed, path))
     return Loaded(parsed, merged, environment, working_dir)
 
 
@@ -227,7 +231,7 @@ def load_docker_model(
     `docker stack config` prints (see dockermodel.py). Errors as load_config's."""
     from shoal.compose import dockermodel
 
-    loaded = _load(files, env_files, environ, warn, interpolation)
+    loaded = _load(files, env_files, environ, warn, interpolation, deploying=False)
     version = docker_version(loaded.files[0].data)
     models = [dockermodel.load_file(f.data, version, loaded.working_dir,
                                     loaded.environment.get, _locator(f)) for f in loaded.files]
