@@ -1,7 +1,8 @@
 """Benchmark: the routing mesh (a published port) against a direct connection to the task.
 
     sudo .venv/bin/python bench/bench_mesh.py [--seconds 4] [--rounds 3] [--pause 2] [--clients 4]
-                                              [--sustain 60] [--no-cluster]
+                                              [--sustain 60] [--no-cluster | --cluster-only]
+                                              [--cluster-name NAME] [--subnet CIDR]
 
 Measures the mesh, not the client (issue 12 item 6):
 - bounded runs (`--seconds`), direct and mesh alternated (which goes first swaps every round, a
@@ -28,9 +29,12 @@ Measures the mesh, not the client (issue 12 item 6):
   task over the overlay, the reply back through node 1: network/mesh.py); and the same from
   node 2 (the task on the entry node).
 New connection per request and keep-alive; ratio = mesh / direct (target >= 0.9). Each line
-gives the machine's load average over its runs: keep-alive is CPU-bound on 2 shared CPUs, so
-other work moves single runs by -50%..+40% and a median of 3 with them (the 0.60-0.87 dips of
-keep-alive through the mesh came with load 2-4; at load ~1 the same paths gave 0.84-1.10).
+also gives the CPU microseconds a request cost each way (the ab processes, the backend and
+ksoftirqd; see measured()), direct / mesh: what the mesh adds per request, which moves far less
+with other work on the machine than the rates do. Each line gives the machine's load average
+over its runs: keep-alive is CPU-bound on 2 shared CPUs, so other work moves single runs by
+-50%..+40% and a median of 3 with them (the 0.60-0.87 dips of keep-alive through the mesh came
+with load 2-4; at load ~1 the same paths gave 0.84-1.10).
 nftables flowtables (`flow add @ft`, the kernel's fast path for established flows) would skip
 conntrack and NAT per packet, but this kernel has no nf_flow_table (CONFIG_NF_FLOW_TABLE unset).
 
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -98,9 +103,45 @@ def _ab_args(url: str, seconds: int, keepalive: bool, concurrency: int) -> list[
 
 def _rate(out: str, url: str) -> float:
     m = re.search(r"Requests per second:\s+([\d.]+)", out)
-    if not m:
+    done = re.search(r"Complete requests:\s+(\d+)", out)
+    if not m or not done:
         raise RuntimeError(f"ab failed against {url}:\n{out}")
+    _requests.append(int(done.group(1)))
     return float(m.group(1))
+
+
+# CPU per request, beside the rate: on 2 CPUs shared with other work the rate of one run moves
+# -50%..+40% with the machine's load, the CPU a request costs far less (bench_overlay.py does
+# the same per GB). Counted: the ab processes (this process's children, waited for), the
+# backend servers (SERVERS: their /proc stat, they run throughout) and ksoftirqd. This kernel
+# has no IRQ time accounting: the path's softirq work runs, and is counted, in the context of
+# the process that sent the packet (veth and loopback deliver from the sender's bh_enable),
+# else in ksoftirqd.
+SERVERS: list[int] = []
+_requests: list[int] = []
+
+
+def _cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = ru.ru_utime + ru.ru_stime
+    ticks = 0
+    servers = {str(pid) for pid in SERVERS}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name in servers or (proc.name.isdigit() and (proc / "comm").read_text().startswith("ksoftirqd")):
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measured(fn: Callable[[], float]) -> tuple[float, float]:
+    """One run of `fn` (ab_many): its req/s and the CPU microseconds per request it cost."""
+    _requests.clear()
+    before = _cpu_seconds()
+    rate = fn()
+    return rate, (_cpu_seconds() - before) * 1e6 / max(1, sum(_requests))
 
 
 def ab_many(targets: list[tuple[str | None, str]], seconds: int, keepalive: bool, concurrency: int = 8) -> float:
@@ -122,30 +163,34 @@ _loads: list[float] = []
 
 
 def alternated(direct: Callable[[], float], mesh: Callable[[], float], rounds: int,
-               pause: float) -> tuple[list[float], list[float]]:
-    """`rounds` runs of each, alternated, the first swapped each round: (direct, mesh) rates."""
-    ds: list[float] = []
-    ms: list[float] = []
+               pause: float) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """`rounds` runs of each, alternated, the first swapped each round: (direct, mesh) runs as
+    (req/s, CPU us per request)."""
+    ds: list[tuple[float, float]] = []
+    ms: list[tuple[float, float]] = []
     for r in range(rounds):
         order = [(direct, ds), (mesh, ms)] if r % 2 == 0 else [(mesh, ms), (direct, ds)]
         for fn, into in order:
             _loads.append(os.getloadavg()[0])
-            into.append(fn())
+            into.append(measured(fn))
             time.sleep(pause)
     return ds, ms
 
 
-def report(what: str, direct: list[float], mesh: list[float]) -> float:
+def report(what: str, direct: list[tuple[float, float]], mesh: list[tuple[float, float]]) -> float:
     """The ratio of the medians, with the range of each round's own ratio (its two runs were
-    next to each other: the machine's drift between rounds cancels there), and the load the
-    runs had (see _loads)."""
-    d, m = statistics.median(direct), statistics.median(mesh)
+    next to each other: the machine's drift between rounds cancels there), the load the runs
+    had (see _loads), and the CPU per request of each way (direct / mesh: >= 0.9 when the mesh
+    costs at most a ninth more per request)."""
+    d, m = statistics.median(x[0] for x in direct), statistics.median(x[0] for x in mesh)
     ratio = m / d if d else 0.0
-    rounds = [mm / dd for dd, mm in zip(direct, mesh) if dd]
+    rounds = [mm[0] / dd[0] for dd, mm in zip(direct, mesh) if dd[0]]
     spread = f", per round {min(rounds):.2f}-{max(rounds):.2f}" if len(rounds) > 1 else ""
     load = f" (load {min(_loads):.1f}-{max(_loads):.1f})" if _loads else ""
     _loads.clear()
-    print(f"{what}: mesh {m:,.0f} / direct {d:,.0f} req/s = {ratio:.2f}{spread}{load}", flush=True)
+    cd, cm = statistics.median(x[1] for x in direct), statistics.median(x[1] for x in mesh)
+    cpu = f"; CPU per request direct {cd:.0f} / mesh {cm:.0f} us = {cd / cm:.2f}" if cm else ""
+    print(f"{what}: mesh {m:,.0f} / direct {d:,.0f} req/s = {ratio:.2f}{spread}{load}{cpu}", flush=True)
     return ratio
 
 
@@ -172,8 +217,8 @@ def compare(label: str, direct: Callable[[int, bool], float], mesh: Callable[[in
         dw = windows(lambda s: direct(s, False), opts.sustain)
         print(f"{label}, new connections sustained {opts.sustain} s, per 10 s: mesh "
               f"{' '.join(f'{x:,.0f}' for x in mw)}; direct {' '.join(f'{x:,.0f}' for x in dw)}", flush=True)
-        ratios[f"{label}, sustained"] = report(f"{label}, sustained {opts.sustain} s", [statistics.mean(dw)],
-                                               [statistics.mean(mw)])
+        ratios[f"{label}, sustained"] = report(f"{label}, sustained {opts.sustain} s", [(statistics.mean(dw), 0.0)],
+                                               [(statistics.mean(mw), 0.0)])
     return ratios
 
 
@@ -213,7 +258,7 @@ def cluster_bench(opts: argparse.Namespace, backend: str) -> dict[str, float]:
                SHOAL_CONFIG=str(base / "cfg" / "config.json"))
     for k in ("SHOAL_HOST", "SHOAL_CONTEXT", "SHOAL_SOCKET", "SHOAL_DEFAULT_ADDRESS_POOLS"):
         env.pop(k, None)
-    name = f"bm{os.getpid() % 10000}"
+    name = opts.cluster_name or f"bm{os.getpid() % 10000}"
 
     def shoal(*args: str, node: dict[str, str] | None = None) -> str:
         e = dict(env, SHOAL_ROOT=node["root"], SHOAL_RUN=node["run"]) if node else env
@@ -225,7 +270,7 @@ def cluster_bench(opts: argparse.Namespace, backend: str) -> dict[str, float]:
 
     server = None
     try:
-        shoal("cluster", "create", "--nodes", "2", name)
+        shoal("cluster", "create", "--nodes", "2", *(["--subnet", opts.subnet] if opts.subnet else []), name)
         nodes = json.loads((base / "r" / "clusters" / name / "cluster.json").read_text())["nodes"]
         shoal("import", str(make_busybox_rootfs_tar(base / "busybox.tar")), "web:v1", node=nodes[0])
         compose = base / "mesh.yml"
@@ -258,6 +303,7 @@ def cluster_bench(opts: argparse.Namespace, backend: str) -> dict[str, float]:
         server = subprocess.Popen(["nsenter", f"--net={netns_file}", sys.executable, "-c", backend, "task"],
                                   stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        SERVERS[:] = [server.pid]  # nsenter execs the server: its pid is the server's
         one, two = nodes[0], nodes[1]
         # Every node's mesh rules are there within a pass or two of its agent.
         deadline = time.monotonic() + 30
@@ -301,6 +347,8 @@ def main() -> int:
     parser.add_argument("--sustain", type=int, default=60, help="seconds of sustained new connections (0: skip)")
     parser.add_argument("--no-cluster", action="store_true", help="skip the measurement across nodes")
     parser.add_argument("--cluster-only", action="store_true", help="only the measurement across nodes")
+    parser.add_argument("--cluster-name", default="", help="the local cluster's name (default: bm<pid>)")
+    parser.add_argument("--subnet", default="", help="the cluster's node subnet (default: a free /24 of 198.18.0.0/15)")
     opts = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (namespaces, nftables)", file=sys.stderr)
@@ -329,6 +377,7 @@ def main() -> int:
         proc = subprocess.Popen(["nsenter", f"--net={a.netns_path}", sys.executable, "-c", BACKEND, "task0"],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        SERVERS[:] = [proc.pid]
         task = a.ip_addresses[0]
         ratios: dict[str, float] = {}
         if opts.cluster_only:

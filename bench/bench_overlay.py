@@ -144,6 +144,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--subnet", default="", help="the cluster's node subnet (default: a free /24 of 198.18.0.0/15)")
+    parser.add_argument("--cluster-name", default="", help="the local cluster's name (default: ov<pid>)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_overlay: needs root", file=sys.stderr)
@@ -160,7 +161,7 @@ def main() -> int:
         return 1
     base = Path(tempfile.mkdtemp(prefix="shov-"))
     env = private_env(base)
-    name = f"ov{os.getpid() % 10000}"
+    name = args.cluster_name or f"ov{os.getpid() % 10000}"
     try:
         tar = _swarm.make_busybox_tar(base / "busybox.tar")
         shoal(env, "cluster", "create", "--nodes", str(NODES), *(["--subnet", args.subnet] if args.subnet else []), name)
