@@ -308,6 +308,101 @@ def test_run_create_start_stop_wait_rm_on_the_node(node: Node) -> None:
     _client_root_untouched(node)
 
 
+def test_volumes_on_the_node(node: Node) -> None:
+    """`volume create|ls|inspect|rm|prune` through the context act on the node's volumes, and a
+    `run -v` there uses them; the client's own machine gets none."""
+    made = node.shoal("volume", "create", "--label", "kind=far", "far-data")
+    assert (made.returncode, made.stdout) == (0, b"far-data\n"), made.stderr
+    listed = node.shoal("volume", "ls", "--format", "{{.Name}} {{.Labels}}", "--filter", "label=kind")
+    assert listed.stdout == b"far-data kind=far\n", listed.stderr
+    assert cli(node.env, "volume", "ls", "-q").stdout == b"far-data\n"  # the node's own view
+    assert cli(node.client_env, "volume", "ls", "-q").stdout == b""  # this machine has none
+    bad = node.shoal("volume", "ls", "--filter", "colour=red")
+    assert (bad.returncode, bad.stderr) == (1, b"Error response from daemon: invalid filter 'colour'\n")
+    wrote = node.shoal("run", "--name", "far-writer", "-v", "far-data:/data", "localhost/busybox:test",
+                       "sh", "-c", "echo kept > /data/f")
+    assert wrote.returncode == 0, wrote.stderr
+    mountpoint = node.shoal("volume", "inspect", "--format", "{{.Mountpoint}}", "far-data").stdout.decode().strip()
+    assert mountpoint.startswith(node.env["SHOAL_ROOT"]) and (Path(mountpoint) / "f").read_text() == "kept\n"
+    doc = json.loads(node.shoal("volume", "inspect", "far-data").stdout)
+    assert doc[0]["Name"] == "far-data" and doc[0]["Labels"] == {"kind": "far"}
+    busy = node.shoal("volume", "rm", "far-data")
+    cid = cli(node.env, "ps", "-aq", "--no-trunc").stdout.decode().strip()
+    assert (busy.returncode, busy.stderr.decode()) == (
+        1, f"Error response from daemon: remove far-data: volume is in use - [{cid}]\n")
+    assert cli(node.env, "rm", "far-writer").returncode == 0
+    read = node.shoal("run", "--rm", "-v", "far-data:/data", "localhost/busybox:test", "cat", "/data/f")
+    assert read.stdout == b"kept\n", read.stderr
+    removed = node.shoal("volume", "rm", "far-data", "nosuch")
+    assert (removed.returncode, removed.stdout) == (1, b"far-data\n")
+    assert removed.stderr == b"Error response from daemon: get nosuch: no such volume\n"
+    gone = node.shoal("volume", "inspect", "far-data")
+    assert (gone.returncode, gone.stderr) == (1, b"Error response from daemon: get far-data: no such volume\n")
+    assert node.shoal("volume", "create", "far-spare").returncode == 0
+    pruned = node.shoal("volume", "prune", "-a", "-f")
+    assert pruned.returncode == 0 and pruned.stdout.startswith(b"Deleted Volumes:\nfar-spare\n\n"), pruned.stdout
+    assert b"Total reclaimed space:" in pruned.stdout
+    assert cli(node.env, "volume", "ls", "-q").stdout == b""
+    _client_root_untouched(node)
+
+
+def test_network_connect_restart_top_port_stats_on_the_node(node: Node) -> None:
+    """network connect/disconnect, restart, top, port and stats --no-stream through the context
+    act on the node's container, printed as the local commands print them."""
+    assert cli(node.env, "network", "create", "far-net").returncode == 0  # the node's admin made it
+    run = node.shoal("run", "-d", "--name", "far-web", "-p", "18321:80", "localhost/busybox:test", "sleep", "300")
+    assert run.returncode == 0, run.stderr
+    cid = run.stdout.decode().strip()
+    try:
+        def networks() -> list[str]:
+            out = cli(node.env, "inspect", "--format", "{{json .NetworkSettings.Networks}}", "far-web").stdout
+            return sorted(json.loads(out))
+
+        joined = node.shoal("network", "connect", "--alias", "far-alias", "far-net", "far-web")
+        assert (joined.returncode, joined.stdout, joined.stderr) == (0, b"", b"")
+        assert networks() == ["bridge", "far-net"]
+        # The node's container has its address on far-net in its own namespace.
+        addrs = cli(node.env, "exec", "far-web", "ip", "-4", "-o", "addr").stdout.decode()
+        assert addrs.count("inet ") == 3, addrs  # lo, eth0, eth1
+        again = node.shoal("network", "connect", "far-net", "far-web")
+        assert (again.returncode, again.stderr) == (
+            1, b"Error response from daemon: endpoint with name far-web already exists in network far-net\n")
+        left = node.shoal("network", "disconnect", "far-net", "far-web")
+        assert left.returncode == 0, left.stderr
+        assert networks() == ["bridge"]
+        not_on = node.shoal("network", "disconnect", "far-net", "far-web")
+        assert (not_on.returncode, not_on.stderr.decode()) == (
+            1, f"Error response from daemon: container {cid} is not connected to network far-net\n")
+
+        top = node.shoal("top", "far-web")
+        assert top.returncode == 0, top.stderr
+        lines = top.stdout.decode().splitlines()
+        assert lines[0].split()[:2] == ["UID", "PID"] and lines[1].endswith("sleep 300"), lines
+        assert node.shoal("port", "far-web").stdout == b"80/tcp -> 0.0.0.0:18321\n"
+        assert node.shoal("port", "far-web", "80").stdout == b"0.0.0.0:18321\n"
+        unpublished = node.shoal("port", "far-web", "81")  # docker/cli's own words, bare
+        assert (unpublished.returncode, unpublished.stderr) == (1, b"no public port '81' published for far-web\n")
+        local = cli(node.env, "port", "far-web", "81")
+        assert (local.returncode, local.stdout, local.stderr) == (1, unpublished.stdout, unpublished.stderr)
+        stats = node.shoal("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "far-web")
+        assert (stats.returncode, stats.stdout) == (0, b"far-web 1\n"), stats.stderr
+        missing = node.shoal("stats", "--no-stream", "nosuch")
+        assert (missing.returncode, missing.stderr) == (1, b"Error response from daemon: No such container: nosuch\n")
+        assert cli(node.env, "stats", "--no-stream", "nosuch").stderr == missing.stderr
+
+        started = cli(node.env, "inspect", "--format", "{{.State.StartedAt}}", "far-web").stdout
+        restarted = node.shoal("restart", "-t", "1", "far-web", "nosuch")
+        assert (restarted.returncode, restarted.stdout) == (1, b"far-web\n")
+        assert restarted.stderr == b"Error response from daemon: No such container: nosuch\n"
+        state = cli(node.env, "inspect", "--format", "{{.State.Status}} {{.State.StartedAt}}", "far-web").stdout
+        assert state.split()[0] == b"running" and state.split()[1] != started.strip()
+    finally:
+        cli(node.env, "rm", "-f", cid)
+        cli(node.env, "network", "rm", "far-net")
+    assert cli(node.client_env, "ps", "-aq").stdout == b""
+    _client_root_untouched(node)
+
+
 def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

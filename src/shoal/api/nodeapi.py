@@ -685,4 +685,6 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
     from shoal.api import attachapi  # run -i/-t, attach and exec -i/-t: a WebSocket per session
 
     attachapi.add_routes(app, prefix, dns_hook)
+    from shoal.api import nodeops  # volumes, restart, top, port, stats, network connect/disconnect
 
+    nodeops.add_routes(app, prefix, read_body, dns_hook)

@@ -895,7 +895,15 @@ def stats_rows(mgr, refs: list[str], interval: float, previous: dict[str, Any] |
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _stats_on_node(args)
     mgr = _manager()
+    for ref in args.containers:  # docker's stats: the daemon's words for a missing container
+        try:
+            mgr.get(ref)
+        except NotFound as exc:
+            exc.from_daemon = True  # type: ignore[attr-defined]
+            raise
     if args.no_stream:
         print_formatted(args.format, _STATS_HEADERS, _STATS_FIELDS, stats_rows(mgr, args.containers, 1.0))
         return 0
@@ -906,6 +914,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print_formatted(args.format, _STATS_HEADERS, _STATS_FIELDS, rows)
         sys.stdout.flush()
         time.sleep(1.0)
+
+
+def _stats_on_node(args: argparse.Namespace) -> int:
+    """`stats` of the node a tcp:// context names: its rows (GET /node/stats, which samples over
+    a second, as stats_rows here), printed as above; streaming asks again each time."""
+    from shoal.cli import remote
+
+    node = remote.client(args)
+    while True:
+        rows = node.get("/node/stats", containers=list(args.containers) or None)
+        if args.no_stream:
+            print_formatted(args.format, _STATS_HEADERS, _STATS_FIELDS, rows)
+            return 0
+        sys.stdout.write("\033[2J\033[H")
+        print_formatted(args.format, _STATS_HEADERS, _STATS_FIELDS, rows)
+        sys.stdout.flush()
+
+
+cmd_stats.on_node = True  # type: ignore[attr-defined] # cli/main.py lets a tcp:// context reach it
 
 
 # ---- prune / cleanup -------------------------------------------------------------------------

@@ -47,7 +47,29 @@ def _each(refs: list[str], action: Callable[[str], None]) -> int:
 
 # ---- restart / pause / unpause -------------------------------------------------------------------
 
+def _node(args: argparse.Namespace) -> Any:
+    """The API client of the node a tcp:// context names (cli/main.py sets args.node), else None:
+    that node does the work (api/nodeops.py, with the same runtime functions)."""
+    if getattr(args, "node", None) is None:
+        return None
+    from shoal.cli import remote
+
+    return remote.client(args)
+
+
+def _on_node(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    func.on_node = True  # type: ignore[attr-defined] # cli/main.py: a tcp:// context reaches it
+    return func
+
+
+@_on_node
 def cmd_restart(args: argparse.Namespace) -> int:
+    node = _node(args)
+    if node is not None:
+        from shoal.api.client import quote_ref
+
+        return _each(args.containers, lambda r: node.request(
+            "POST", f"/containers/{quote_ref(r)}/restart", {"t": args.time, "signal": args.signal}))
     from shoal.cli.container import _resolver
     from shoal.runtime import control
 
@@ -85,29 +107,54 @@ def _go_tabwriter(rows: list[list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+@_on_node
 def cmd_top(args: argparse.Namespace) -> int:
     from shoal.runtime import control
 
+    node = _node(args)
     try:
-        titles, rows = control.top(_manager(), args.container, " ".join(args.ps_args))
+        if node is None:
+            titles, rows = control.top(_manager(), args.container, " ".join(args.ps_args))
+        else:
+            from shoal.api.client import quote_ref
+
+            found = node.get(f"/containers/{quote_ref(args.container)}/top", ps_args=" ".join(args.ps_args))
+            titles, rows = found["Titles"], found["Processes"]
     except ShoalError as exc:
         raise _daemon(exc) from None
     sys.stdout.write(_go_tabwriter([titles, *rows]))
     return 0
 
 
-def cmd_port(args: argparse.Namespace) -> int:
+def port_lines(ref: str, private: str | None) -> dict[str, Any]:
+    """`port` on this node (also GET /containers/{id}/port): {"lines": [...]}, or {"error": ...}
+    for what docker/cli itself refuses (printed bare); a missing container raises."""
     from shoal.runtime import control
+    from shoal.runtime.manager import ContainerManager
 
+    c = ContainerManager().get(ref)
     try:
-        c = _manager().get(args.container)
+        return {"lines": control.port_lines(c, private, ref)}
+    except ShoalError as exc:
+        return {"error": str(exc)}
+
+
+@_on_node
+def cmd_port(args: argparse.Namespace) -> int:
+    node = _node(args)
+    try:
+        if node is None:
+            found = port_lines(args.container, args.private_port)
+        else:
+            from shoal.api.client import quote_ref
+
+            found = node.get(f"/containers/{quote_ref(args.container)}/port", private=args.private_port)
     except ShoalError as exc:
         raise _daemon(exc) from None
-    try:
-        lines = control.port_lines(c, args.private_port, args.container)
-    except ShoalError as exc:  # docker/cli's own error: printed as it is, exit 1
-        print(exc, file=sys.stderr)
+    if "error" in found:  # docker/cli's own error: printed as it is, exit 1
+        print(found["error"], file=sys.stderr)
         return 1
+    lines = found["lines"]
     if lines:
         print("\n".join(lines))
     return 0

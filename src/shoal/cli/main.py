@@ -185,7 +185,7 @@ def _select_endpoint(args: argparse.Namespace, command: str | None) -> None:
             f"shoal {command} against a remote node is not supported yet: the context "
             f"\"{endpoint.context}\" points at {endpoint.host}, and {command} runs on this machine "
             f"(build, images, load, save, import, run, create, start, stop, kill, rm, wait, exec, ps, logs, "
-            f"inspect, "
+            f"inspect, restart, top, port, stats, volume, network, "
             f"stack, service, node, swarm, events and "
             f"info reach a remote node); run it on that "
             f"node, or go back with `shoal context use default`")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from typing import Any
 
 from shoal.errors import InvalidArgument, ShoalError
 
@@ -31,7 +32,45 @@ def refresh_dns(c) -> None:
         client.post(f"/containers/{c.id}/dns", {"netns": netns})
 
 
+def _node(args: argparse.Namespace) -> Any:
+    """The API client of the node a tcp:// context names (cli/main.py sets args.node), else None:
+    that node connects its container (POST /node/networks/{net}/connect: api/nodeops.py)."""
+    if getattr(args, "node", None) is None:
+        return None
+    from shoal.cli import remote
+
+    return remote.client(args)
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
+    node = _node(args)
+    if node is None:
+        connect(args.network, args.container, list(args.alias), args.ip or "")
+    else:
+        from shoal.api.client import quote_ref
+
+        node.request("POST", f"/node/networks/{quote_ref(args.network)}/connect", None,
+                     {"container": args.container, "aliases": list(args.alias), "ip": args.ip or ""})
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    node = _node(args)
+    if node is None:
+        disconnect(args.network, args.container)
+    else:
+        from shoal.api.client import quote_ref
+
+        node.request("POST", f"/node/networks/{quote_ref(args.network)}/disconnect", None,
+                     {"container": args.container, "force": bool(args.force)})
+    return 0
+
+
+cmd_connect.on_node = cmd_disconnect.on_node = True  # type: ignore[attr-defined] # cli/main.py
+
+
+def connect(network: str, container: str, aliases: list[str], ip: str) -> None:
+    """`network connect` on this node (in the CLI's process, or in shoald for a remote CLI)."""
     from shoal.network import attach
     from shoal.network.store import NetworkStore
     from shoal.runtime.manager import ContainerManager
@@ -43,10 +82,10 @@ def cmd_connect(args: argparse.Namespace) -> int:
     mgr = ContainerManager()
     try:
         store = NetworkStore()
-        found = store.find(args.network)
+        found = store.find(network)
         if found is None and not attach.has_cluster():
-            store.get(args.network)  # `network X not found`, before the container is looked at
-        c = mgr.get(args.container)
+            store.get(network)  # `network X not found`, before the container is looked at
+        c = mgr.get(container)
         mode = c.spec.network
         if mode == "host" or mode == "none" or mode.startswith("container:"):
             raise InvalidArgument(_SHARED)
@@ -55,19 +94,18 @@ def cmd_connect(args: argparse.Namespace) -> int:
             # Maybe a swarm network this node has no copy of yet: a running container's attach
             # asks the manager, which makes the copy (or says `network X not found`).
             if c.state.status != "running":
-                store.get(args.network)
-            ep = attach.connect(c.id, args.network, aliases=args.alias, name=c.name, hostname=hostname,
-                                ip=args.ip or "")
-        net = found or store.get(args.network)
+                store.get(network)
+            ep = attach.connect(c.id, network, aliases=aliases, name=c.name, hostname=hostname, ip=ip)
+        net = found or store.get(network)
         if found is not None and net.name in _networks_of(c):
             raise ShoalError(f"endpoint with name {c.name} already exists in network {net.name}")
         if found is not None and c.state.status == "running":
-            ep = attach.connect(c.id, net.name, aliases=args.alias, name=c.name, hostname=hostname, ip=args.ip or "")
-        elif args.ip and c.state.status != "running":
-            attach.wanted_ip(net, args.ip)  # a bad address fails now, not at the next start
+            ep = attach.connect(c.id, net.name, aliases=aliases, name=c.name, hostname=hostname, ip=ip)
+        elif ip and c.state.status != "running":
+            attach.wanted_ip(net, ip)  # a bad address fails now, not at the next start
         with c.locked():
             fresh = Container.load(c.dir)
-            fresh.spec.extra_networks.append({"network": net.name, "aliases": list(args.alias), "ip": args.ip or ""})
+            fresh.spec.extra_networks.append({"network": net.name, "aliases": list(aliases), "ip": ip})
             if c.state.status == "running":
                 fresh.network.setdefault("networks", []).append(net.name)
                 fresh.network.setdefault("addresses", []).append(ep.ip)
@@ -80,10 +118,10 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 refresh_dns(fresh)
     except ShoalError as exc:
         raise _daemon(exc) from None
-    return 0
 
 
-def cmd_disconnect(args: argparse.Namespace) -> int:
+def disconnect(network: str, container: str) -> None:
+    """`network disconnect` on this node (in the CLI's process, or in shoald for a remote CLI)."""
     from shoal.network import attach
     from shoal.network.store import NetworkStore
     from shoal.runtime.manager import ContainerManager
@@ -91,8 +129,8 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
 
     mgr = ContainerManager()
     try:
-        net = NetworkStore().get(args.network)
-        c = mgr.get(args.container)
+        net = NetworkStore().get(network)
+        c = mgr.get(container)
         if c.spec.network == "host" and net.name == "host":
             raise InvalidArgument("cannot disconnect container from host network - container was created in host network mode")
         if net.name not in _networks_of(c):
@@ -125,7 +163,6 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
                 refresh_dns(fresh)
     except ShoalError as exc:
         raise _daemon(exc) from None
-    return 0
 
 
 def _is_primary(c, network_id: str) -> bool:

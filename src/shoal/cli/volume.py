@@ -1,6 +1,8 @@
 """`shoal volume create|ls|inspect|rm|prune`, as docker/cli's cli/command/volume prints them, over
-the local driver (runtime/volumes.py). Volumes are this node's: the work is done in this process,
-and refusals read as dockerd's (`Error response from daemon: remove x: volume is in use - [id]`)."""
+the local driver (runtime/volumes.py). Volumes are the node's: for a local context the work is
+done in this process; for a context naming another node, through that node's API (the same
+functions behind its /node/volumes routes: api/nodeops.py), printed here with the same code.
+Refusals read as dockerd's (`Error response from daemon: remove x: volume is in use - [id]`)."""
 
 from __future__ import annotations
 
@@ -52,19 +54,33 @@ def parse_filters(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _create(args: argparse.Namespace) -> int:
+def _node(args: argparse.Namespace) -> Any:
+    """The API client of the node a tcp:// context names (cli/main.py sets args.node), else None."""
+    if getattr(args, "node", None) is None:
+        return None
+    from shoal.cli import remote
+
+    return remote.client(args)
+
+
+def create(name: str, driver: str, opts: dict[str, str], labels: dict[str, str]) -> dict[str, Any]:
+    """`volume create` on this node (also POST /node/volumes): the volume's inspect document."""
     from shoal.runtime import volumes
 
-    if args.name_flag and args.name:
-        raise ShoalError("conflicting options: cannot specify a volume-name through both --name and as a positional arg")
-    name = args.name or args.name_flag or ""
-    opts = _pairs(args.opt, "-o, --opt")
-    labels = _pairs(args.label, "--label")
     try:
-        vol = volumes.create(name, args.driver, opts, labels)
+        return volumes.create(name, driver, opts, labels).to_api()
     except ShoalError as exc:
         raise DaemonSide(str(exc)) from None
-    print(vol.name)
+
+
+def _create(args: argparse.Namespace) -> int:
+    if args.name_flag and args.name:
+        raise ShoalError("conflicting options: cannot specify a volume-name through both --name and as a positional arg")
+    body = {"name": args.name or args.name_flag or "", "driver": args.driver,
+            "opts": _pairs(args.opt, "-o, --opt"), "labels": _pairs(args.label, "--label")}
+    node = _node(args)
+    vol = create(**body) if node is None else node.request("POST", "/node/volumes", None, body)
+    print(vol["Name"])
     return 0
 
 
@@ -100,6 +116,24 @@ def filter_volumes(vols: list[Any], filters: dict[str, list[str]], containers: l
     return [v for v in vols if keep(v)]
 
 
+def listed(filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """`volume ls` on this node (also GET /node/volumes): the inspect documents of the volumes
+    the filters keep."""
+    from shoal.runtime import volumes
+
+    found = volumes.list_volumes()
+    if filters:
+        found = filter_volumes(found, filters, _containers())
+    return [v.to_api() for v in found]
+
+
+class _Listed:
+    """A volume as `rows` reads it, from its inspect document (here or from a node)."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.name, self.labels, self.mountpoint = doc["Name"], doc.get("Labels"), doc["Mountpoint"]
+
+
 def rows(vols: list[Any]) -> list[dict[str, str]]:
     """formatter.volumeContext's fields."""
     out = []
@@ -122,24 +156,24 @@ def print_list(vols: list[Any], fmt: str | None, quiet: bool) -> None:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from shoal.runtime import volumes
-
     filters = parse_filters(args.filter)
-    found = volumes.list_volumes()
-    if filters:
-        found = filter_volumes(found, filters, _containers())
-    print_list(found, args.format, args.quiet)
+    node = _node(args)
+    docs = listed(filters) if node is None else node.get(
+        "/node/volumes", filters=json.dumps(filters) if filters else None)
+    print_list([_Listed(d) for d in docs], args.format, args.quiet)
     return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from shoal.api.client import quote_ref
     from shoal.cli.format import render_template
     from shoal.runtime import volumes
 
+    node = _node(args)
     found, errors = [], []
     for name in args.volumes:
         try:
-            found.append(volumes.get(name).to_api())
+            found.append(volumes.get(name).to_api() if node is None else node.get(f"/node/volumes/{quote_ref(name)}"))
         except ShoalError as exc:
             errors.append(f"Error response from daemon: {exc}")
     if args.format:
@@ -154,13 +188,18 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> int:
+    from shoal.api.client import quote_ref
     from shoal.runtime import volumes
 
-    containers = _containers()
+    node = _node(args)
+    containers = _containers() if node is None else []
     errors = []
     for name in args.volumes:
         try:
-            volumes.remove_checked(name, containers, force=args.force)
+            if node is None:
+                volumes.remove_checked(name, containers, force=args.force)
+            else:
+                node.delete(f"/node/volumes/{quote_ref(name)}", force="1" if args.force else None)
         except ShoalError as exc:
             errors.append(f"Error response from daemon: {exc}")
             continue
@@ -203,7 +242,13 @@ def _prune(args: argparse.Namespace) -> int:
         raise ShoalError("conflicting options: cannot specify both --all and --filter all=1")  # RunE's error: exit 1
     if not args.force and not confirm(PRUNE_ALL_WARNING if args.all else PRUNE_WARNING):
         return 0
-    reclaimed, output = prune(args.all, args.filter)
+    node = _node(args)
+    if node is None:
+        reclaimed, output = prune(args.all, args.filter)
+    else:
+        done = node.request("POST", "/node/volumes/prune", {"all": "1" if args.all else None,
+                                                            "filters": json.dumps(args.filter)})
+        reclaimed, output = done["reclaimed"], done["output"]
     if output:
         print(output)
     print_total(reclaimed)
@@ -244,3 +289,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     p.add_argument("--filter", action="append", default=[], help='Provide filter values (e.g. "label=<label>")')
     p.set_defaults(func=_prune)
+
+
+for _handler in (_create, _ls, _inspect, _rm, _prune):
+    _handler.on_node = True  # type: ignore[attr-defined] # a tcp:// context: that node's volumes (cli/main.py)

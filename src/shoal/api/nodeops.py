@@ -1,0 +1,169 @@
+"""shoald's routes for the node commands beyond nodeapi.py's: volumes (create, ls, rm, prune),
+container restart, top, port and stats, and network connect/disconnect, for a CLI whose context
+names this node (as `docker` reaches dockerd with DOCKER_HOST=tcp://...).
+
+Each route calls the same function the CLI calls for a local context (cli/volume.py,
+cli/containerops.py, cli/netconnect.py, cli/container.py stats_rows), so the work and its
+errors are the same; the CLI prints the answer with its own formatting code. Behind the same
+doors as nodeapi.py's routes (api/tcp.py's manager door; a worker's own /containers, /node/)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from shoal.errors import InvalidArgument
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true")
+
+
+def _int(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(f"{name}: an integer is expected, not {raw[:40]!r}") from None
+
+
+def _json(request: web.Request, name: str, kind: type, default: Any) -> Any:
+    raw = request.query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidArgument(f"{name}: not JSON") from None
+    if not isinstance(value, kind):
+        raise InvalidArgument(f"{name}: a JSON {kind.__name__} is expected")
+    return value
+
+
+def _strings(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{key}: a list of strings is expected")
+    return value
+
+
+def _string(body: dict[str, Any], key: str) -> str:
+    value = body.get(key) or ""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{key}: a string is expected")
+    return value
+
+
+def _pairs(body: dict[str, Any], key: str) -> dict[str, str]:
+    value = body.get(key) or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidArgument(f"{key}: an object of strings is expected")
+    return value
+
+
+def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Request], Awaitable[dict[str, Any]]],
+               dns_hook: Callable[[asyncio.AbstractEventLoop], Callable[[Any], None]]) -> None:
+    routes = web.RouteTableDef()
+
+    # ---- volumes ---------------------------------------------------------------------------
+
+    @routes.get(prefix + "/node/volumes")
+    async def volume_list(request: web.Request) -> web.Response:
+        from shoal.cli import volume
+
+        filters = _json(request, "filters", dict, {})
+        return web.json_response(await asyncio.to_thread(volume.listed, filters))
+
+    @routes.post(prefix + "/node/volumes")
+    async def volume_create(request: web.Request) -> web.Response:
+        from shoal.cli import volume
+
+        body = await read_body(request)
+        doc = await asyncio.to_thread(volume.create, _string(body, "name"), _string(body, "driver") or "local",
+                                      _pairs(body, "opts"), _pairs(body, "labels"))
+        return web.json_response(doc, status=201)
+
+    @routes.post(prefix + "/node/volumes/prune")
+    async def volume_prune(request: web.Request) -> web.Response:
+        from shoal.cli import volume
+
+        filters = _json(request, "filters", list, [])
+        if not all(isinstance(f, str) for f in filters):
+            raise InvalidArgument("filters: a list of strings is expected")
+        reclaimed, output = await asyncio.to_thread(volume.prune, _flag(request, "all"), filters)
+        return web.json_response({"reclaimed": reclaimed, "output": output})
+
+    @routes.delete(prefix + "/node/volumes/{name}")
+    async def volume_remove(request: web.Request) -> web.Response:
+        from shoal.cli.volume import _containers
+        from shoal.runtime import volumes
+
+        name = request.match_info["name"]
+        await asyncio.to_thread(lambda: volumes.remove_checked(name, _containers(), force=_flag(request, "force")))
+        return web.json_response({})
+
+    # ---- containers ------------------------------------------------------------------------
+
+    @routes.post(prefix + "/containers/{id}/restart")
+    async def container_restart(request: web.Request) -> web.Response:
+        from shoal.runtime import control
+        from shoal.runtime.manager import ContainerManager
+
+        hook = dns_hook(asyncio.get_running_loop())
+        timeout, signal = _int(request, "t"), request.query.get("signal") or None
+        await asyncio.to_thread(control.restart, ContainerManager(), request.match_info["id"], timeout, signal,
+                                before_start=hook)
+        return web.json_response({})
+
+    @routes.get(prefix + "/containers/{id}/top")
+    async def container_top(request: web.Request) -> web.Response:
+        from shoal.runtime import control
+        from shoal.runtime.manager import ContainerManager
+
+        titles, rows = await asyncio.to_thread(control.top, ContainerManager(), request.match_info["id"],
+                                               request.query.get("ps_args", ""))
+        return web.json_response({"Titles": titles, "Processes": rows})  # moby's ContainerTopOKBody
+
+    @routes.get(prefix + "/containers/{id}/port")
+    async def container_port(request: web.Request) -> web.Response:
+        from shoal.cli.containerops import port_lines
+
+        return web.json_response(await asyncio.to_thread(port_lines, request.match_info["id"],
+                                                         request.query.get("private") or None))
+
+    @routes.get(prefix + "/node/stats")
+    async def container_stats(request: web.Request) -> web.Response:
+        """`stats` rows of this node's containers (all running ones, or those named), each
+        sampled over one second."""
+        from shoal.cli.container import stats_rows
+        from shoal.runtime.manager import ContainerManager
+
+        refs = request.query.getall("containers", [])
+        return web.json_response(await asyncio.to_thread(stats_rows, ContainerManager(), refs, 1.0))
+
+    # ---- networks --------------------------------------------------------------------------
+
+    @routes.post(prefix + "/node/networks/{network}/connect")
+    async def network_connect(request: web.Request) -> web.Response:
+        from shoal.cli.netconnect import connect
+
+        body = await read_body(request)
+        await asyncio.to_thread(connect, request.match_info["network"], _string(body, "container"),
+                                _strings(body, "aliases"), _string(body, "ip"))
+        return web.json_response({})
+
+    @routes.post(prefix + "/node/networks/{network}/disconnect")
+    async def network_disconnect(request: web.Request) -> web.Response:
+        from shoal.cli.netconnect import disconnect
+
+        body = await read_body(request)
+        await asyncio.to_thread(disconnect, request.match_info["network"], _string(body, "container"))
+        return web.json_response({})
+
+    app.add_routes(routes)
