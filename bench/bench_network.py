@@ -138,6 +138,7 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import bench_mesh
 
+        bench_mesh.SERVERS[:] = [procs[0].pid]  # the CPU per request counts the backend's (nsenter execs it)
         direct_ip = backends[0].ip_addresses[0]
         mesh_opts = argparse.Namespace(seconds=opts.seconds, rounds=opts.rounds, pause=1.0, sustain=0)
         # Direct and mesh from client addresses of their own: the mesh keeps the client's
