@@ -129,8 +129,11 @@ def test_ports_short_long_and_ranges_sorted(shop: StackSpec) -> None:
 
 
 def test_volumes_named_bind_tmpfs_anonymous(shop: StackSpec) -> None:
+    # docker/cli handleVolumeToMount: a stack volume's mount carries its labels and the
+    # stack's (VolumeOptions.Labels), for the volume the node makes.
     assert shop.services["shop_web"].mounts == [
-        Mount(type="volume", target="/var/lib/data", source="shop_data"),
+        Mount(type="volume", target="/var/lib/data", source="shop_data",
+              options=["volume-label=backup=daily", "volume-label=com.docker.stack.namespace=shop"]),
         Mount(type="bind", target="/srv/static", source=str(FIXTURES / "static"),
               read_only=True),
         Mount(type="tmpfs", target="/tmp", options=["size=67108864"]),
@@ -139,7 +142,7 @@ def test_volumes_named_bind_tmpfs_anonymous(shop: StackSpec) -> None:
     ]
     db = shop.services["shop_db"]
     assert db.mounts == [Mount(type="volume", target="/var/lib/postgresql/data",
-                               source="shared-db", options=["nocopy"])]
+                               source="shared-db", options=["nocopy", "volume-label=com.docker.stack.namespace=shop"])]
     # Only the volumes services use; `name:` kept; labels plus the namespace.
     assert sorted(shop.volumes) == ["shared-db", "shop_data"]
     assert shop.volumes["shop_data"].labels == {"backup": "daily",
@@ -326,3 +329,39 @@ def test_model_from_dict_ignores_unknown_keys_and_fills_defaults() -> None:
                                   "restart_policy": {"condition": "none"}})
     assert spec.restart_policy == RestartPolicy(condition="none", delay=5.0)
     assert spec.replicas == 1 and spec.endpoint.mode == "vip"
+
+
+def test_stack_volume_mounts_as_docker_clis_convert(tmp_path: Path) -> None:
+    """A Traefik stack's bind-backed local volume (men2985/server-installer's traefik.yml.tpl)
+    and an anonymous volume with nocopy: Docker's service inspect shows the named one's
+    VolumeOptions (stack label, DriverConfig) and nothing for the anonymous one, whose
+    VolumeOptions handleVolumeToMount never sets."""
+    from shoal.cli.dockerjson import _mount
+    from shoal.model._serde import to_dict
+
+    compose = tmp_path / "traefik.yml"
+    compose.write_text("""\
+version: '3.8'
+services:
+  traefik:
+    image: traefik:latest
+    volumes:
+      - traefik_letsencrypt:/letsencrypt
+      - type: volume
+        target: /cache
+        volume: {nocopy: true}
+volumes:
+  traefik_letsencrypt:
+    driver: local
+    driver_opts:
+      type: none
+      device: /home/docker/traefik/letsencrypt
+      o: bind
+""")
+    named, anonymous = load_stack([compose], "tpl", environ={}, warn=lambda m: None).services["tpl_traefik"].mounts
+    assert anonymous == Mount(type="volume", target="/cache")
+    assert _mount(to_dict(named)) == {
+        "Type": "volume", "Source": "tpl_traefik_letsencrypt", "Target": "/letsencrypt",
+        "VolumeOptions": {"Labels": {"com.docker.stack.namespace": "tpl"},
+                          "DriverConfig": {"Name": "local", "Options": {
+                              "device": "/home/docker/traefik/letsencrypt", "o": "bind", "type": "none"}}}}

@@ -78,12 +78,24 @@ def _mount(m: dict[str, Any]) -> dict[str, Any]:
     bind: dict[str, Any] = {}
     volume: dict[str, Any] = {}
     tmpfs: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    driver: dict[str, Any] = {}
     for opt in m.get("options") or []:
         key, _, value = str(opt).partition("=")
         if key in ("rprivate", "private", "rshared", "shared", "rslave", "slave"):
             bind["Propagation"] = key
         elif key == "nocopy":
             volume["NoCopy"] = True
+        elif key == "volume-label":
+            label, _, label_value = value.partition("=")
+            labels[label] = label_value
+        elif key == "subpath" and value:
+            volume["Subpath"] = value
+        elif key == "volume-driver" and value:
+            driver["Name"] = value
+        elif key == "volume-opt":
+            opt_key, _, opt_value = value.partition("=")
+            driver.setdefault("Options", {})[opt_key] = opt_value
         elif key == "size" and value:
             from shoal.units import parse_ram_bytes
 
@@ -92,6 +104,14 @@ def _mount(m: dict[str, Any]) -> dict[str, Any]:
             tmpfs["Mode"] = int(value, 8)
     if bind and m.get("type") == "bind":
         out["BindOptions"] = bind
+    # mount.VolumeOptions' field order: NoCopy, Labels, Subpath, DriverConfig (a stack's
+    # volume: its labels, and its driver and options when it names any).
+    if labels:
+        volume = {**({"NoCopy": True} if volume.get("NoCopy") else {}), "Labels": _map(labels),
+                  **{k: val for k, val in volume.items() if k != "NoCopy"}}
+    if driver:
+        volume["DriverConfig"] = _omit([("Name", driver.get("Name")),
+                                        ("Options", _map(driver.get("Options")) or None)])
     if volume and m.get("type") == "volume":
         out["VolumeOptions"] = volume
     if tmpfs and m.get("type") == "tmpfs":

@@ -392,7 +392,9 @@ class Converter:
             if opts.get("subpath"):
                 options.append(f"subpath={v.string(opts['subpath'], (*path, 'volume', 'subpath'))}")
             if not source:
-                return Mount(type="volume", target=target, read_only=read_only, options=options)
+                # docker/cli handleVolumeToMount: an anonymous volume gets no VolumeOptions at
+                # all, so its nocopy and subpath are dropped there.
+                return Mount(type="volume", target=target, read_only=read_only)
             if source not in self.volume_configs:
                 raise Invalid((*path, "source") if "source" in item else path,
                               f'undefined volume "{source}"')
@@ -408,6 +410,11 @@ class Converter:
                     options.append(f"volume-driver={driver}")
                 driver_opts = v.list_or_dict(volume_raw.get("driver_opts"), ("volumes", source, "driver_opts"))
                 options += [f"volume-opt={key}={value or ''}" for key, value in driver_opts.items()]
+                # ...and its labels with the stack's (addStackLabel), which the node gives the
+                # volume it makes, as dockerd does (`volume ls --filter label=...` finds it).
+                labels = v.labels(volume_raw.get("labels"), ("volumes", source, "labels"))
+                labels[LABEL_NAMESPACE] = self.stack
+                options += [f"volume-label={key}={labels[key]}" for key in sorted(labels)]
             return Mount(type="volume", source=name, target=target, read_only=read_only,
                          options=options)
         if kind == "bind":

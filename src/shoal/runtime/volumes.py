@@ -218,6 +218,18 @@ def mount_driver_options(options: list[str] | tuple[str, ...]) -> tuple[str, dic
     return driver, opts
 
 
+def mount_volume_labels(options: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The labels a stack's volume gives the volume made for its mount (`volume-label=k=v`,
+    docker/cli's VolumeOptions.Labels: the stack's namespace and the volume's own)."""
+    labels: dict[str, str] = {}
+    for item in options:
+        key, _, value = item.partition("=")
+        if key == "volume-label":
+            label, _, label_value = value.partition("=")
+            labels[label] = label_value
+    return labels
+
+
 def ensure(name: str, mount_options: list[str] | tuple[str, ...] = ()) -> tuple[Path, bool]:
     """The volume's data dir, made if missing (with the driver options its mount carries, as
     dockerd makes a service's volume) and mounted if its options ask; True when it was made
@@ -227,8 +239,9 @@ def ensure(name: str, mount_options: list[str] | tuple[str, ...] = ()) -> tuple[
     with _locked(name):  # tasks of one service start at once: one of them makes and mounts it
         if not data.is_dir():
             driver, opts = mount_driver_options(mount_options)
-            if driver != "local" or opts:
-                create(name, driver, opts)
+            labels = mount_volume_labels(mount_options)
+            if driver != "local" or opts or labels:
+                create(name, driver, opts, labels)
             else:
                 data.mkdir(parents=True, exist_ok=True)
                 (data.parent / "fresh").touch()
