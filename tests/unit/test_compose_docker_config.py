@@ -304,3 +304,42 @@ def test_stack_config_warns_of_nothing_as_dockers_deploy_does(tmp_path: Path) ->
     load_stack([compose], "nc", environ={}, warn=said.append)
     assert said[1:] == ["Ignoring unsupported options: restart\n",
                         "Ignoring deprecated options:\n\ncontainer_name: Setting the container name is not supported.\n"]
+
+
+def test_extension_values_print_as_go_maps(tmp_path: Path) -> None:
+    """An `x-` value is `any` in docker/cli's model, so its mappings print with yaml.v3's sorted
+    keys at every depth (a shared logging block's options, as in many public stacks, came out
+    as written: max-size before max-file); checked against docker 28.2.2's stack config."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text("""\
+version: "3.9"
+x-logging:
+  driver: json-file
+  options: {max-size: "10m", max-file: "3"}
+x-b: {z: 1, a: [{y: 1, b: 2}]}
+services:
+  web:
+    image: busybox
+    x-meta: {zeta: 1, alpha: {k2: 1, k1: 2}}
+""")
+    assert _config([compose], {}) == """\
+version: "3.9"
+services:
+  web:
+    image: busybox
+    x-meta:
+      alpha:
+        k1: 2
+        k2: 1
+      zeta: 1
+x-b:
+  a:
+    - b: 2
+      "y": 1
+  z: 1
+x-logging:
+  driver: json-file
+  options:
+    max-file: "3"
+    max-size: 10m
+"""

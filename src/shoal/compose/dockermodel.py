@@ -140,8 +140,18 @@ def _keep_int(value: Any) -> Any:
     return value
 
 
+def _go_any(value: Any) -> Any:
+    """A value docker/cli keeps as `any` (an extension's): its mappings are Go maps, which
+    yaml.v3 prints with sorted keys, at every depth."""
+    if isinstance(value, dict):
+        return Sorted({k: _go_any(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_go_any(v) for v in value]
+    return value
+
+
 def _extras(raw: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    return [(k, raw[k]) for k in raw if str(k).startswith("x-")]
+    return [(k, _go_any(raw[k])) for k in raw if str(k).startswith("x-")]
 
 
 def _with_extras(out: dict[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
