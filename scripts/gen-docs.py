@@ -273,10 +273,14 @@ shoal service ps -f desired-state=running --format '{{.Name}} {{.CurrentState}}'
     "stack config": "shoal stack config -c docker-compose.yml -c docker-compose.prod.yml",
     "stack deploy": """\
 shoal stack deploy -c docker-compose.yml webapp
+# Since --detach=false was not specified, tasks will be created in the background.   (stderr, as Docker >= 26)
+# In a future release, --detach=false will become the default.
 # Creating network webapp_webnet
 # Creating service webapp_redis
 # Creating service webapp_web
-# webapp_web: overall progress: 5 out of 5 tasks     (on stderr, until converged)""",
+shoal stack services webapp        # the tasks start in the background: REPLICAS shows when they run
+shoal stack deploy --detach=false -c docker-compose.yml webapp   # waits for each service, with
+                                   # `service update`'s progress on stdout (-q: without it)""",
     "stack ls": "shoal stack ls",
     "stack services": "shoal stack services webapp",
     "stack ps": "shoal stack ps --no-trunc webapp",

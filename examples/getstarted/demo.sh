@@ -158,6 +158,27 @@ hint="read the error above; 'shoal service ps ${STACK}_web --no-trunc' shows why
 say "shoal stack deploy -c docker-compose.yml $STACK"
 shoal stack deploy -c docker-compose.yml "$STACK"
 
+# The deploy returns once the services are made; their tasks start in the background (Docker's
+# default since 26, hence its notice above). Wait as a user does: until `stack services` shows
+# every service with all its tasks running.
+step="waiting for the $STACK services to run all their tasks"
+say "Waiting until 'shoal stack services $STACK' shows every service's tasks running"
+converged() {
+  shoal stack services "$STACK" --format '{{.Replicas}}' |
+    awk '{split($1, r, "/"); if (r[1] != r[2] || r[2] == 0) bad = 1; n++} END {exit (bad || !n)}'
+}
+for i in $(seq 300); do
+  converged && break
+  if (( i % 20 == 0 )); then
+    failed=$(shoal stack ps "$STACK" --format '{{.CurrentState}} {{.Error}}' | grep -E '^(Failed|Rejected)' || true)
+    if [ -n "$failed" ] && [ "$(wc -l <<<"$failed")" -ge 10 ]; then
+      fail "the $STACK tasks keep failing: $(head -n1 <<<"$failed")" "$hint"
+    fi
+  fi
+  [ "$i" -eq 300 ] && fail "the $STACK services did not run all their tasks within 150 s" "$hint"
+  sleep 0.5
+done
+
 step="listing the stack"
 hint=""
 say "shoal stack ls"

@@ -212,6 +212,11 @@ def test_seed_stack_deploys_limited_tasks_and_answers_on_its_port(shoal, busybox
     try:
         proc = shoal("stack", "deploy", "-c", str(tmp_path / "docker-compose.yml"), "v2seed", timeout=600)
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n--- shoald.log ---\n{shoald_log.read_text()[-4000:]}"
+        # Made in the background (Docker's default): waited for as a user does, on `stack services`.
+        deadline = time.monotonic() + 600  # emulated: as long as the deploy was given
+        while shoal("stack", "services", "--format", "{{.Replicas}}", "v2seed").stdout != "3/3\n":
+            assert time.monotonic() < deadline, f"the 3 tasks did not run\n{shoald_log.read_text()[-4000:]}"
+            time.sleep(0.5)
         ids = shoal("ps", "-q", "--no-trunc", check=True).stdout.split()
         assert len(ids) == 3
         for cid in ids:

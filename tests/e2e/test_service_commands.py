@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from conftest import teardown_root
-from test_stack_seed import Shoal, free_port
+from test_stack_seed import Shoal, free_port, wait_replicas
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -174,6 +174,8 @@ def test_one_command_at_a_time_equals_stack_deploy(shoal: Shoal, tmp_path: Path)
     (tmp_path / "docker-compose.yml").write_text(COMPOSE.format(image=IMAGE, web_cmd=WEB_CMD, redis_cmd=REDIS_CMD,
                                                                 port=stack_port))
     sh("stack", "deploy", "-c", str(tmp_path / "docker-compose.yml"), "webapp", timeout=180)
+    # In the background (Docker's default): waited for as a user does, on `stack services`.
+    assert wait_replicas(sh, "webapp", 120) == {"webapp_web": "5/5", "webapp_redis": "1/1"}
 
     # The same, one command at a time.
     sh("secret", "create", "cli_token", str(tmp_path / "token.txt"))

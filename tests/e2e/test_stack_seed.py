@@ -136,6 +136,23 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# What `stack deploy` prints to stderr when -d/--detach is left out (docker/cli >= 26 deploy.go).
+DETACH_NOTICE = ("Since --detach=false was not specified, tasks will be created in the background.\n"
+                 "In a future release, --detach=false will become the default.\n")
+
+
+def wait_replicas(shoal: Shoal, stack: str, timeout: float = 60) -> dict[str, str]:
+    """Service name -> REPLICAS once `stack services` shows every service with all its tasks
+    running: how a user waits for a stack deployed in the background (the default)."""
+    def converged() -> dict[str, str] | None:
+        rows = dict(line.split(" ", 1) for line in shoal(
+            "stack", "services", "--format", "{{.Name}} {{.Replicas}}", stack).stdout.splitlines())
+        counts = [r.split()[0].split("/") for r in rows.values()]
+        return rows if rows and all(run == want != "0" for run, want in counts) else None
+
+    return wait_for(converged, timeout, f"the services of {stack} to run all their tasks")
+
+
 def get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=2) as response:
         return response.read().decode().strip()
@@ -146,9 +163,12 @@ def webapp(shoal: Shoal, tmp_path_factory: pytest.TempPathFactory) -> int:
     port = free_port()
     app = tmp_path_factory.mktemp("app")
     (app / "docker-compose.yml").write_text(COMPOSE.format(port=port))
+    shoal("stack", "ls")  # shoald started first: its `Starting shoald` line is not the deploy's
     deploy = shoal("stack", "deploy", "-c", str(app / "docker-compose.yml"), "webapp")
+    # The seed's lines, and returned: the tasks are made in the background (Docker >= 26).
     assert deploy.stdout.splitlines() == ["Creating network webapp_webnet", "Creating service webapp_web"]
-    assert "webapp_web: verify: Service converged" in deploy.stderr
+    assert deploy.stderr == DETACH_NOTICE
+    assert wait_replicas(shoal, "webapp") == {"webapp_web": "5/5"}
     return port
 
 
@@ -267,22 +287,58 @@ def test_failed_deploy_leaves_the_running_stack_alone(shoal: Shoal, webapp: int,
     clash.write_text(COMPOSE.format(port=webapp).replace("webnet", "othernet"))
     result = shoal("stack", "deploy", "-c", str(clash), "other", check=False)
     assert result.returncode != 0
-    assert str(webapp) in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith(DETACH_NOTICE), result.stderr  # printed before anything is made
+    error = result.stderr[len(DETACH_NOTICE):]
+    assert str(webapp) in error and error.strip().count("\n") == 0, result.stderr
     assert "other" not in shoal("stack", "ls").stdout
     assert "other_othernet" not in shoal("network", "ls").stdout
     assert get(f"http://127.0.0.1:{webapp}/")
     assert shoal("service", "ps", "-q", "webapp_web").stdout == before
 
 
-def test_missing_image_is_rejected_and_deploy_says_why(shoal: Shoal, tmp_path: Path) -> None:
+def test_missing_image_is_rejected_and_service_ps_says_why(shoal: Shoal, tmp_path: Path) -> None:
     compose = tmp_path / "missing.yml"
     compose.write_text("services:\n  app:\n    image: nosuch:v9\n    deploy:\n      restart_policy:\n"
                        "        delay: 0s\n")
-    result = shoal("stack", "deploy", "-c", str(compose), "other", check=False, timeout=60)
-    assert result.returncode != 0
-    assert "No such image: nosuch:v9" in result.stderr
-    ps = shoal("service", "ps", "other_app").stdout
-    assert 'Rejected' in ps and '"No such image: nosuch:v9"' in ps
+    # Made in the background (Docker's default): the deploy succeeds, `service ps` says why no
+    # task runs, as a user finds out.
+    result = shoal("stack", "deploy", "-c", str(compose), "other", timeout=60)
+    assert (result.stdout, result.stderr) == ("Creating network other_default\nCreating service other_app\n",
+                                              DETACH_NOTICE)
+    ps = wait_for(lambda: (lambda out: out if "Rejected" in out else None)(
+        shoal("service", "ps", "other_app").stdout), 30, "the task rejected")
+    assert '"No such image: nosuch:v9"' in ps
+    shoal("stack", "rm", "other")
+
+
+def test_deploy_detaches_unless_told_not_to_as_docker_28(shoal: Shoal, tmp_path: Path) -> None:
+    """docker/cli >= 26 deploy.go: -d/--detach defaults to true; left out, the notice goes to
+    stderr (stdout is Docker's lines alone); given in any form, no notice; --detach=false waits
+    for each service with `service update`'s progress on stdout (waitOnServices)."""
+    compose = tmp_path / "detach.yml"
+    spec = ("services:\n  app:\n    image: localhost/busybox:test\n    command: [sleep, '300']\n"
+            "    stop_grace_period: 1s\n    environment: [REV={rev}]\n"
+            "    deploy:\n      replicas: 2\n      update_config: {{monitor: 1s, parallelism: 2}}\n")
+    compose.write_text(spec.format(rev=1))
+    first = shoal("stack", "up", "-c", str(compose), "other")
+    assert (first.stdout, first.stderr) == ("Creating network other_default\nCreating service other_app\n",
+                                            DETACH_NOTICE)
+    service_id = shoal("service", "inspect", "-f", "{{.ID}}", "other_app").stdout.strip()
+    updating = f"Updating service other_app (id: {service_id})\n"
+    for flag in ("-d", "--detach", "--detach=true", "-d=1"):
+        again = shoal("stack", "deploy", flag, "-c", str(compose), "other")
+        assert (again.stdout, again.stderr) == (updating, ""), flag
+    compose.write_text(spec.format(rev=2))
+    waited = shoal("stack", "deploy", "--detach=false", "-c", str(compose), "other", timeout=120)
+    lines = waited.stdout.splitlines()
+    assert waited.stderr == "" and lines[0] == updating.strip(), waited.stdout
+    assert "overall progress: 2 out of 2 tasks" in lines, waited.stdout
+    assert lines[-1] == f"verify: Service {service_id} converged", waited.stdout
+    # Returned once converged: both tasks of the new spec run, nothing of it is still on its way.
+    current = shoal("service", "ps", "-f", "desired-state=running", "--format", "{{.CurrentState}}",
+                    "other_app").stdout.split("\n")
+    assert [c.split()[0] for c in current if c] == ["Running", "Running"], current
+    assert shoal("stack", "services", "--format", "{{.Replicas}}", "other").stdout == "2/2\n"
     shoal("stack", "rm", "other")
 
 

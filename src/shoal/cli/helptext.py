@@ -371,6 +371,11 @@ def docker_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, in
     if m:  # a type function's refusal in strconv's words (a bool flag given =x)
         names = ", ".join(_flag_names(parser, m.group(1)))
         return f'invalid argument "{m.group(3)}" for "{names}" flag: {m.group(2)}{flag_error}', 125
+    m = re.match(r"argument (\S+): ignored explicit argument '(.*)'", message, re.S)
+    if m:  # a pflag bool given `=x` that ParseBool refuses (its valid spellings are options of their own)
+        names = ", ".join(_flag_names(parser, m.group(1)))
+        return (f'invalid argument "{m.group(2)}" for "{names}" flag: strconv.ParseBool: parsing '
+                f'"{m.group(2)}": invalid syntax{flag_error}'), 125
     m = re.match(r"argument (\S+): invalid choice: '(.*?)'", message, re.S)
     if m and m.group(1) in ("COMMAND", "command") or (m and not m.group(1).startswith("-")):
         return f"{binary}: unknown command: {prog} {m.group(2)}\n\nRun '{prog} --help' for more information", 1

@@ -16,8 +16,9 @@ from shoal.cli.stack import add_compose_file_options
 from shoal.cli.service import add_task_list_flags
 from shoal.errors import InvalidArgument, ShoalError
 
-# A service whose new tasks failed this many times, with none running, cannot converge.
-FAILURES_BEFORE_GIVING_UP = 3
+# deploy.go (Docker >= 26): printed to stderr when -d/--detach was left out, before anything is made.
+DETACH_NOTICE = ("Since --detach=false was not specified, tasks will be created in the background.\n"
+                 "In a future release, --detach=false will become the default.")
 
 
 def _warn(message: str) -> None:
@@ -90,86 +91,6 @@ def _build_on_node(node: Client, to_build: list[dict[str, Any]]) -> None:
             raise ShoalError(f"failed to build {svc['compose_name']}: {exc}") from None
 
 
-def _service_state(client: Client, stack: str, since: float) -> list[tuple[str, int, int, str, int]]:
-    """(name, running, desired, last error, failures) per service of the stack; an update that
-    paused or rolled back during this deploy is a failure at once."""
-    from shoal.model.cluster import TaskState
-
-    services = client.get("/services", stack=stack)
-    tasks = client.get("/tasks", stack=stack)
-    out = []
-    for svc in services:
-        update = svc.get("update_status") or {}
-        if update.get("started_at", 0) >= since - 1 and update.get("state") in (
-                "paused", "rollback_paused", "rollback_started", "rollback_completed"):
-            verb = "update" if update["state"] == "paused" else "rollback"
-            message = (f"service {verb} paused: {update.get('message', '')}" if "paused" in update["state"]
-                       else f"service rolled back: {update.get('message', '')}")
-            out.append((svc["name"], 0, 1, message, FAILURES_BEFORE_GIVING_UP))
-            continue
-        own = [t for t in tasks if t["service_id"] == svc["id"] and t["spec_version"] == svc["spec_version"]]
-        failed = [t for t in own if t["created_at"] >= since - 1
-                  and TaskState.parse(t["status"]["state"]) in (TaskState.FAILED, TaskState.REJECTED)]
-        failed.sort(key=lambda t: t["status"]["timestamp"])
-        running = sum(1 for t in own if t["status"]["state"] == "running" and t["desired_state"] == "running")
-        desired = svc["status"]["DesiredTasks"]
-        error = failed[-1]["status"]["err"] if failed else ""
-        out.append((svc["name"], running, desired, error, len(failed)))
-    return out
-
-
-def _monitor(client: Client, stack: str) -> float:
-    """How long converged tasks must stay up: the longest update_config.monitor (Swarm: 5s)."""
-    monitors = [float(((svc.get("spec") or {}).get("update_config") or {}).get("monitor") or 5.0)
-                for svc in client.get("/services", stack=stack)]
-    return max(monitors, default=5.0)
-
-
-def wait_converged(client: Client, stack: str, since: float, timeout: float, quiet: bool = False) -> int:
-    """Block until every service of the stack runs its desired tasks at the new spec version and
-    they stay up for the monitor period (as `docker service update` verifies); print progress
-    as it changes, unless `quiet` (--quiet: the errors only). Non-zero when a service cannot
-    converge."""
-
-    def progress(text: str) -> None:
-        if not quiet:
-            print(text, file=sys.stderr)
-
-    shown: dict[str, tuple[int, int]] = {}
-    deadline = time.monotonic() + timeout
-    stable_until: float | None = None
-    while True:
-        states = _service_state(client, stack, since)
-        done = True
-        for name, running, desired, error, failures in sorted(states):
-            if shown.get(name) != (running, desired):
-                progress(f"{name}: overall progress: {running} out of {desired} tasks")
-                shown[name] = (running, desired)
-            if running < desired:
-                done = False
-                if failures >= FAILURES_BEFORE_GIVING_UP and running == 0:
-                    print(f"Error: service {name} could not converge: {error}", file=sys.stderr)
-                    return 1
-        if done and stable_until is None:
-            monitor = _monitor(client, stack)
-            progress(f"verify: Waiting {monitor:g} seconds to verify that tasks are stable...")
-            stable_until = time.monotonic() + monitor
-        elif not done and stable_until is not None:
-            progress("verify: Detected task failure")
-            stable_until = None
-        if done and stable_until is not None and time.monotonic() >= stable_until:
-            for name, *_ in sorted(states):
-                progress(f"{name}: verify: Service converged")
-            return 0
-        if time.monotonic() > deadline:
-            worst = [s for s in states if s[1] < s[2]]
-            detail = f": {worst[0][3]}" if worst and worst[0][3] else ""
-            print(f"Error: timed out after {timeout:g}s waiting for {', '.join(s[0] for s in worst)}{detail}",
-                  file=sys.stderr)
-            return 1
-        time.sleep(0.1)
-
-
 def read_files(stack: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Secrets' and configs' content, read here on the client as docker does (base64)."""
     import base64
@@ -187,15 +108,20 @@ def read_files(stack: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def deploy(args: argparse.Namespace) -> int:
+    """deploy.go and deploy_composefile.go: the objects made by the manager, Docker's lines
+    printed; then, only with --detach=false, each service waited on in turn with `service
+    update`'s progress (waitOnServices)."""
     if not args.compose_files:
         raise InvalidArgument("Please specify a Compose file (with --compose-file)")
     if args.resolve_image not in ("always", "changed", "never"):  # docker/cli's check, before loading
         raise InvalidArgument(f"Invalid option {args.resolve_image} for flag --resolve-image")
     stack = load(args)
+    detach = True if args.detach is None else args.detach
+    if args.detach is None:  # `opts.detach && !flags.Changed("detach")`: an explicit -d says nothing
+        print(DETACH_NOTICE, file=sys.stderr)
     files = read_files(stack)  # before anything is built or sent: a missing file stops here
     node = Client()
     build_missing(stack, node)
-    started = time.time()
     # A remote node is sent the request at once: its failure says why the node cannot be reached
     # as connect()'s ping would, which cost one more TCP and TLS handshake and round trip (20-45
     # ms of every deploy). A local shoald may need starting first: connect() does that.
@@ -211,9 +137,29 @@ def deploy(args: argparse.Namespace) -> int:
             print(line)
         for warning in result.get("warnings") or []:  # the manager's, as docker/cli prints them
             print(warning, end="" if warning.endswith("\n") else "\n", file=sys.stderr)
-        if args.detach:
+        sys.stdout.flush()
+        if detach:
             return 0
-        return wait_converged(client, args.stack, started, args.timeout, quiet=args.quiet)
+        return _wait_on_services(client, args.stack, result["lines"], quiet=args.quiet)
+
+
+def _wait_on_services(client: Client, stack: str, lines: list[str], quiet: bool) -> int:
+    """waitOnServices: WaitOnService for each service deployed, in the order they were created
+    or updated; the errors of all of them, each after its service's ID (errors.Join)."""
+    from shoal.cli.serviceprogress import wait_on_service
+
+    ids = {s["name"]: s["id"] for s in client.get("/services", stack=stack)}
+    deployed = [line.split()[2] for line in lines
+                if line.startswith(("Creating service ", "Updating service "))]
+    errors = []
+    for name in deployed:
+        try:
+            wait_on_service(client, ids[name], quiet=quiet)
+        except ShoalError as exc:
+            errors.append(f"{ids[name]}: {exc}")
+    if errors:
+        raise ShoalError("\n".join(errors))
+    return 0
 
 
 def ls(args: argparse.Namespace) -> int:
@@ -254,14 +200,14 @@ def ps(args: argparse.Namespace) -> int:
 def rm(args: argparse.Namespace) -> int:
     with connect() as client:
         for name in args.stacks:
-            services = set() if args.detach else {s["id"] for s in client.get("/services", stack=name)}
+            services = set() if args.detach is not False else {s["id"] for s in client.get("/services", stack=name)}
             lines = client.delete(f"/stacks/{name}")["lines"]
             if not lines:
                 print(f"Nothing found in stack: {name}", file=sys.stderr)
                 continue
             for line in lines:
                 print(line)
-            if not args.detach:
+            if args.detach is False:
                 _wait_removed(client, services)
     return 0
 
@@ -279,11 +225,20 @@ def _wait_removed(client: Client, services: set[str], poll: float = 0.2) -> None
         time.sleep(poll)
 
 
-def _bool(text: str) -> bool:
-    """strconv.ParseBool, for a pflag bool given a value (`--detach=false`)."""
-    from shoal.cli.containerops import _truthy
+# strconv.ParseBool's spellings, which pflag accepts after `=`.
+_PARSE_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+               "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 
-    return _truthy(text)
+
+def _detach_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """pflag's bool `-d, --detach`: bare, or `--detach=false` / `-d=false` (any ParseBool
+    spelling). A bare `-d` takes no value, so `-d STACK` keeps STACK as the positional; the
+    valued forms are option strings of their own (argparse looks an argument up whole before
+    splitting it at `=`), hidden from the help. Left out it is None: not "changed"."""
+    p.add_argument("-d", "--detach", action="store_true", default=None, help=help)
+    for text, value in _PARSE_BOOL.items():
+        p.add_argument(f"-d={text}", f"--detach={text}", dest="detach", action="store_const", const=value,
+                       help=argparse.SUPPRESS)
 
 
 def register_verbs(ssub: argparse._SubParsersAction) -> None:
@@ -295,9 +250,8 @@ def register_verbs(ssub: argparse._SubParsersAction) -> None:
                        help='Query the registry to resolve image digest and supported platforms ("always", "changed", "never") (default "always")')
         p.add_argument("--with-registry-auth", action="store_true",
                        help="Send registry authentication details to Swarm agents")
-        p.add_argument("-d", "--detach", action="store_true", help="Exit immediately instead of waiting for the stack services to converge")
+        _detach_flag(p, "Exit immediately instead of waiting for the stack services to converge (default true)")
         p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output")
-        p.add_argument("--timeout", type=float, default=300.0, help="Seconds to wait for convergence (default 300)")
         p.add_argument("stack")
         p.set_defaults(func=deploy)
     for name in ("ls", "list"):
@@ -317,7 +271,6 @@ def register_verbs(ssub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=ps)
     for name in ("rm", "remove", "down"):
         p = ssub.add_parser(name, help="Remove one or more stacks")
-        p.add_argument("-d", "--detach", type=_bool, nargs="?", const=True, default=True,
-                       help="Do not wait for stack removal (default true)")
+        _detach_flag(p, "Do not wait for stack removal (default true)")
         p.add_argument("stacks", nargs="+", metavar="STACK")
         p.set_defaults(func=rm)
