@@ -403,6 +403,46 @@ def test_network_connect_restart_top_port_stats_on_the_node(node: Node) -> None:
     _client_root_untouched(node)
 
 
+def test_pull_push_on_the_node_with_the_clients_credentials(node: Node, tmp_path: Path) -> None:
+    """`push` and `pull` through the context: the node talks to the registry, with the
+    credentials the CLI's machine stored (`login` there), never the node's own."""
+    import re
+
+    from registry_helpers import htpasswd_auth, run_registry
+
+    with run_registry(tmp_path / "reg", htpasswd_auth(tmp_path / "reg", "far-user", "far-pass")) as registry:
+        ref = f"{registry}/far/web:v1"
+        assert node.shoal("tag", "localhost/busybox:test", ref).returncode == 0
+        # The node itself is logged in: a CLI without a login must still be refused.
+        assert cli(node.env, "login", "-u", "far-user", "--password-stdin", registry,
+                   input=b"far-pass\n").returncode == 0
+        denied = node.shoal("push", ref)
+        assert denied.returncode == 1
+        assert re.search(rb'^Error: (Head|Get|Post) "http://127\.0\.0\.1:\d+/v2/far/web/.*": no basic auth '
+                         rb'credentials\n\Z', denied.stderr), denied.stderr
+        logged_in = cli(node.client_env, "login", "-u", "far-user", "--password-stdin", registry, input=b"far-pass\n")
+        assert logged_in.returncode == 0, logged_in.stderr
+        pushed = node.shoal("push", ref)
+        assert pushed.returncode == 0, pushed.stderr
+        out = pushed.stdout.decode()
+        assert out.startswith(f"The push refers to repository [{registry}/far/web]\n")
+        assert re.search(r"^v1: digest: sha256:[0-9a-f]{64} size: \d+$", out, re.M), out
+        assert node.shoal("rmi", ref).returncode == 0
+        pulled = node.shoal("pull", ref)
+        assert pulled.returncode == 0, pulled.stderr
+        assert f"Status: Downloaded newer image for {ref}\n" in pulled.stdout.decode()
+        assert pulled.stdout.decode().endswith(f"\n{ref}\n")
+        assert node.shoal("pull", "-q", ref).stdout.decode() == f"{ref}\n"
+        assert ref in cli(node.env, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode()
+        missing = node.shoal("pull", f"{registry}/far/web:nosuch")  # the local command's words
+        assert (missing.returncode, missing.stderr) == (
+            1, f"Error: manifest for {registry}/far/web:nosuch not found: manifest unknown: manifest unknown\n".encode())
+        local = cli(node.env, "pull", f"{registry}/far/web:nosuch")
+        assert (local.returncode, local.stdout, local.stderr) == (1, missing.stdout, missing.stderr)
+        cli(node.env, "rmi", ref)
+    _client_root_untouched(node)
+
+
 def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.errors import InvalidArgument
+from shoal.errors import InvalidArgument, ShoalError
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -67,6 +67,25 @@ def _pairs(body: dict[str, Any], key: str) -> dict[str, str]:
     return value
 
 
+class _TextSink:
+    """A text stream over nodeapi's _Pipe: each write framed as {"stream": text} (not a terminal:
+    the progress is written as lines, as a local pull piped to a file)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def write(self, text: str) -> int:
+        if text:
+            self.sink.write((json.dumps({"stream": text}) + "\n").encode())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Request], Awaitable[dict[str, Any]]],
                dns_hook: Callable[[asyncio.AbstractEventLoop], Callable[[Any], None]]) -> None:
     routes = web.RouteTableDef()
@@ -107,6 +126,61 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
         name = request.match_info["name"]
         await asyncio.to_thread(lambda: volumes.remove_checked(name, _containers(), force=_flag(request, "force")))
         return web.json_response({})
+
+    # ---- pull / push -------------------------------------------------------------------------
+
+    async def registry_job(request: web.Request, verb: str) -> web.StreamResponse:
+        """`pull`/`push` by this node with the CLI's credentials for the registry (docker's
+        X-Registry-Auth; none: anonymous, never this node's own), its output streamed as ndjson
+        ({"stream"} as it comes, then {"done"} or {"error", "from_daemon", "exit_code"})."""
+        from shoal.api.nodeapi import _Pipe
+        from shoal.cli import registry
+        from shoal.image import registryauth
+        from shoal.image.store import ImageStore
+
+        body = await read_body(request)
+        name = _string(body, "name")
+        if not name:
+            raise InvalidArgument("name: an image reference is expected")
+        decoded = registryauth.decode(body["registry_auth"]) if body.get("registry_auth") else None
+        platform = _string(body, "platform") or None
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        sink = _Pipe(asyncio.get_running_loop())
+        out = _TextSink(sink)
+
+        def run() -> None:
+            try:
+                kwargs: dict[str, Any] = {"all_tags": bool(body.get("all_tags")), "quiet": bool(body.get("quiet")),
+                                          "aiohttp": True, "credentials": decoded[0] if decoded else None}
+                if verb == "pull":
+                    registry.pull_images(ImageStore(), name, out, platform=platform, **kwargs)
+                else:
+                    registry.push_images(ImageStore(), name, out, **kwargs)
+                line: dict[str, Any] = {"done": True}
+            except ShoalError as exc:
+                line = {"error": str(exc), "from_daemon": bool(getattr(exc, "from_daemon", False)),
+                        "exit_code": exc.exit_code}
+            except OSError as exc:  # a registry's connection, this node's disk: as locally, one line
+                line = {"error": str(exc), "from_daemon": False, "exit_code": 1}
+            try:
+                sink.write((json.dumps(line) + "\n").encode())
+            finally:
+                if not sink.aborted:
+                    sink.close()
+
+        job = asyncio.ensure_future(asyncio.to_thread(run))
+        if await sink.relay(job, response):
+            await response.write_eof()
+        return response
+
+    @routes.post(prefix + "/images/pull")
+    async def image_pull(request: web.Request) -> web.StreamResponse:
+        return await registry_job(request, "pull")
+
+    @routes.post(prefix + "/images/push")
+    async def image_push(request: web.Request) -> web.StreamResponse:
+        return await registry_job(request, "push")
 
     # ---- containers ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import Any, TextIO
 
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.image import reference as refs
@@ -69,50 +70,109 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_push)
 
 
-def cmd_pull(args: argparse.Namespace) -> int:
-    from shoal.image.registry import pull
+# The credentials `login` stored for the registry (shoal.image.registry.STORED, which this
+# module does not import at start-up).
+_STORED = "stored"
 
-    store = ImageStore()
-    if args.all_tags:
-        ref = refs.parse_normalized(args.name)
+
+def pull_images(store: ImageStore, name: str, out: TextIO, *, all_tags: bool = False, platform: str | None = None,
+                quiet: bool = False, aiohttp: bool = False, credentials: Any = _STORED) -> None:
+    """`pull` into this node's store, its output (the last line too) written to `out`: by this
+    process for a local context, by the node's shoald for a remote CLI (POST /images/pull:
+    api/nodeops.py, given the CLI's credentials, None for none)."""
+    from shoal.image.registry import STORED, pull
+
+    creds = STORED if credentials is _STORED else credentials
+    if all_tags:
+        ref = refs.parse_normalized(name)
         if ref.tag or ref.digest:
             raise InvalidArgument("tag can't be used with --all-tags/-a")
         from shoal.image.registry import client_for
 
-        with client_for(refs.parse(args.name), ("pull",)) as client:
+        with client_for(refs.parse(name), ("pull",), aiohttp=aiohttp, credentials=creds) as client:
             tags = client.list_tags()
         for tag in sorted(tags):
-            pull(store, ref.with_tag(tag).familiar(), sys.stdout, platform=args.platform, quiet=args.quiet)
-        print(ref.name())
-        return 0
-    ref = refs.parse(args.name)
-    pull(store, args.name, sys.stdout, platform=args.platform, quiet=args.quiet)
+            pull(store, ref.with_tag(tag).familiar(), out, platform=platform, quiet=quiet, aiohttp=aiohttp,
+                 credentials=creds)
+        out.write(ref.name() + "\n")
+        return
+    ref = refs.parse(name)
+    pull(store, name, out, platform=platform, quiet=quiet, aiohttp=aiohttp, credentials=creds)
     # docker/cli prints the fully qualified reference last (and alone with -q).
-    print(str(ref))
+    out.write(str(ref) + "\n")
+
+
+def push_images(store: ImageStore, name: str, out: TextIO, *, all_tags: bool = False, quiet: bool = False,
+                aiohttp: bool = False, credentials: Any = _STORED) -> None:
+    """`push` from this node's store, its output written to `out` (as pull_images)."""
+    from shoal.image.registry import STORED, push
+
+    creds = STORED if credentials is _STORED else credentials
+    if all_tags:
+        parsed = refs.parse_normalized(name)
+        if parsed.tag or parsed.digest:
+            raise InvalidArgument("tag can't be used with --all-tags/-a")
+        tags = sorted({t for image in store.list() for t in image.repo_tags
+                       if refs.parse(t).name() == parsed.name()})
+        if not tags:
+            raise ShoalError(f"An image does not exist locally with the tag: {parsed.familiar_name()}")
+        for n, tag in enumerate(tags):
+            push(store, tag, out, quiet=quiet, announce=n == 0, aiohttp=aiohttp, credentials=creds)
+        if quiet:
+            out.write(parsed.name() + "\n")
+        return
+    push(store, name, out, quiet=quiet, aiohttp=aiohttp, credentials=creds)
+    if quiet:
+        out.write(str(refs.parse(name)) + "\n")
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "pull", {"platform": args.platform})
+    pull_images(ImageStore(), args.name, sys.stdout, all_tags=args.all_tags, platform=args.platform, quiet=args.quiet)
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from shoal.image.registry import push
-
-    store = ImageStore()
-    if args.all_tags:
-        name = refs.parse_normalized(args.name)
-        if name.tag or name.digest:
-            raise InvalidArgument("tag can't be used with --all-tags/-a")
-        tags = sorted({t for image in store.list() for t in image.repo_tags
-                       if refs.parse(t).name() == name.name()})
-        if not tags:
-            raise ShoalError(f"An image does not exist locally with the tag: {name.familiar_name()}")
-        for n, tag in enumerate(tags):
-            push(store, tag, sys.stdout, quiet=args.quiet, announce=n == 0)
-        if args.quiet:
-            print(name.name())
-        return 0
-    push(store, args.name, sys.stdout, quiet=args.quiet)
-    if args.quiet:
-        print(str(refs.parse(args.name)))
+    if getattr(args, "node", None) is not None:
+        return _on_node(args, "push", {})
+    push_images(ImageStore(), args.name, sys.stdout, all_tags=args.all_tags, quiet=args.quiet)
     return 0
+
+
+def _on_node(args: argparse.Namespace, verb: str, extra: dict[str, Any]) -> int:
+    """`pull`/`push` by the node a tcp:// context names, with this machine's stored credentials
+    for the image's registry (docker/cli's X-Registry-Auth); the node's output printed as it
+    comes, and its error as the local command would print it."""
+    import json
+
+    from shoal.cli import remote
+    from shoal.image import registryauth
+
+    body = {"name": args.name, "all_tags": bool(args.all_tags), "quiet": bool(args.quiet),
+            "registry_auth": registryauth.for_image(args.name), **extra}
+    response = remote.client(args).stream("POST", f"/images/{verb}", json_body=body)
+    try:
+        for raw in response.lines():
+            if not raw.strip():
+                continue
+            message = json.loads(raw)
+            if "stream" in message:
+                sys.stdout.write(message["stream"])
+                sys.stdout.flush()
+            elif "error" in message:
+                error = ShoalError(message["error"])
+                error.from_daemon = bool(message.get("from_daemon"))  # type: ignore[attr-defined]
+                error.exit_code = int(message.get("exit_code") or 1)
+                raise error
+            elif message.get("done"):
+                return 0
+    finally:
+        response.close()
+    raise ShoalError(f"the {verb} on {args.node.host} ended without a result (the connection was cut)")
+
+
+cmd_pull.on_node = cmd_push.on_node = True  # type: ignore[attr-defined] # cli/main.py: a tcp:// context
 
 
 def _server_domain(server: str | None) -> str:

@@ -155,10 +155,17 @@ def record_blob_sources(store: ImageStore, repository: str, digests: Iterable[st
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def client_for(ref: refs.Reference, actions: tuple[str, ...], *, aiohttp: bool = False) -> RegistryClient:
+# `credentials` left as this: the ones stored for the registry (`login`); a node pulling or
+# pushing for a remote CLI is given the CLI's (or None) instead, as dockerd is by X-Registry-Auth.
+STORED: Any = object()
+
+
+def client_for(ref: refs.Reference, actions: tuple[str, ...], *, aiohttp: bool = False,
+               credentials: Any = STORED) -> RegistryClient:
     """A client for the reference's repository, with the stored credentials of its registry
     (`aiohttp`: over aiohttp's client, as a node daemon pulls: registry_client.RegistryClient)."""
-    return RegistryClient(ref.domain, ref.path, actions, load_credentials(ref.domain), aiohttp=aiohttp)
+    creds = load_credentials(ref.domain) if credentials is STORED else credentials
+    return RegistryClient(ref.domain, ref.path, actions, creds, aiohttp=aiohttp)
 
 
 def _short(digest: str) -> str:
@@ -267,7 +274,7 @@ def _download_once(client: RegistryClient, store: ImageStore, digest: str, size:
 
 def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
          platform: Platform | str | None = None, quiet: bool = False,
-         client: RegistryClient | None = None, aiohttp: bool = False) -> Image:
+         client: RegistryClient | None = None, aiohttp: bool = False, credentials: Any = STORED) -> Image:
     """`docker pull`: fetch `reference` into the store and tag it; returns the image.
 
     `client` is the source to pull from instead of the reference's registry (a node pulling
@@ -283,7 +290,8 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
         display.message(f"Using default tag: {ref.tag}")
     from_registry = client is None
     source: contextlib.AbstractContextManager[RegistryClient] = (
-        client_for(ref, ("pull",), aiohttp=aiohttp) if client is None else contextlib.nullcontext(client))
+        client_for(ref, ("pull",), aiohttp=aiohttp, credentials=credentials) if client is None
+        else contextlib.nullcontext(client))
     with source as client:
         try:
             manifest, repo_digest = resolve_manifest(client, ref, want)
@@ -386,7 +394,7 @@ def _manifest_media_type(manifest: dict[str, Any]) -> str:
 
 
 def push(store: ImageStore, reference: str, out: TextIO | None = None, *, quiet: bool = False,
-         announce: bool = True) -> str:
+         announce: bool = True, aiohttp: bool = False, credentials: Any = STORED) -> str:
     """`docker push`: upload the image tagged `reference`; returns the manifest digest."""
     ref = refs.parse(reference)
     if ref.digest:
@@ -407,7 +415,7 @@ def push(store: ImageStore, reference: str, out: TextIO | None = None, *, quiet:
 
     if announce:  # once per repository: `push --all-tags` says it before the first tag only
         display.message(f"The push refers to repository [{ref.name()}]")
-    with client_for(ref, ("pull", "push")) as client:
+    with client_for(ref, ("pull", "push"), aiohttp=aiohttp, credentials=credentials) as client:
         # Docker lists the top layer first.
         ordered = list(reversed(layer_descs))
         for desc in ordered:
