@@ -339,6 +339,10 @@ def _plural(n: int) -> str:
     return f"{n} argument" if n == 1 else f"{n} arguments"
 
 
+# strconv.ParseBool's spellings.
+_PARSE_BOOL = ("1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False")
+
+
 def docker_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, int]:
     """(text, exit code) for one of argparse's error messages."""
     prog = parser.prog
@@ -372,7 +376,9 @@ def docker_error(parser: argparse.ArgumentParser, message: str) -> tuple[str, in
         names = ", ".join(_flag_names(parser, m.group(1)))
         return f'invalid argument "{m.group(3)}" for "{names}" flag: {m.group(2)}{flag_error}', 125
     m = re.match(r"argument (\S+): ignored explicit argument '(.*)'", message, re.S)
-    if m:  # a pflag bool given `=x` that ParseBool refuses (its valid spellings are options of their own)
+    if m and m.group(2) not in _PARSE_BOOL:
+        # a bool flag given `=x` that strconv.ParseBool refuses, as pflag says it (a valid
+        # spelling reaching here is a bool flag without its `=false` forms: argparse's words)
         names = ", ".join(_flag_names(parser, m.group(1)))
         return (f'invalid argument "{m.group(2)}" for "{names}" flag: strconv.ParseBool: parsing '
                 f'"{m.group(2)}": invalid syntax{flag_error}'), 125
