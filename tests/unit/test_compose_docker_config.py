@@ -343,3 +343,36 @@ x-logging:
     max-file: "3"
     max-size: 10m
 """
+
+
+# Short ports as docker 28.2.2's stack config takes them (nat.ParsePortSpec in the schema's
+# 'ports' format, convertPortToPortConfig): (target, published) per port, or None if refused.
+SHORT_PORTS = [
+    ("8080-8082:80/udp", [(80, 8080), (80, 8081), (80, 8082)]),  # one port on a host range
+    ("8080-8081:80-81", [(80, 8080), (81, 8081)]),
+    ("8080:80-81", None),  # a container range needs a host range of its size
+    ("8000-8001:80-82", None),
+    ("80:80:80", None),  # "80" is no IP address
+    ("1.2.3:80:80", None),
+    ("::1:8080:80", [(80, 8080)]),  # the IP is all before the last two parts
+    ("[::1]:8080:80", [(80, 8080)]),
+    ("127.0.0.1::80", [(80, 0)]),
+    ("80-79", None),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), SHORT_PORTS)
+def test_short_ports_as_docker_takes_them(tmp_path: Path, spec: str, expected: list[tuple[int, int]] | None
+                                          ) -> None:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(f'version: "3.8"\nservices:\n  a:\n    image: busybox\n    ports: ["{spec}"]\n')
+    if expected is None:
+        with pytest.raises(ShoalError):
+            load_docker_model([compose], environ={}, warn=lambda m: None)
+        with pytest.raises(ShoalError):
+            load_stack([compose], "p", environ={}, warn=lambda m: None)
+        return
+    model = load_docker_model([compose], environ={}, warn=lambda m: None)
+    assert [(p["target"], p.get("published", 0)) for p in model["services"]["a"]["ports"]] == expected
+    spec_ports = load_stack([compose], "p", environ={}, warn=lambda m: None).services["p_a"].endpoint.ports
+    assert sorted((p.target, p.published) for p in spec_ports) == sorted(expected)

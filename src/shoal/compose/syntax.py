@@ -187,58 +187,59 @@ def _port_range(text: str, what: str, spec: str) -> tuple[int, int]:
     return start, end
 
 
+def _is_ip(text: str) -> bool:
+    """Go's net.ParseIP: a dotted IPv4 or an IPv6 address, no zone."""
+    import ipaddress
+
+    if "%" in text:
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_port(spec: object) -> list[PortShort]:
-    """`[ip:][published[-end]:]target[-end][/proto]`, as nat.ParsePortSpec; one entry per port."""
+    """`[ip:][published[-end]:]target[-end][/proto]`, as nat.ParsePortSpec and docker/cli's
+    convertPortToPortConfig: one entry per port. The IP is what is left of the last two
+    colon-separated parts (`::1:80:80` too) and must be an address; a host range needs a
+    container range of its size or a single container port, which then is published on each
+    port of the host range (the schema's 'ports' format refuses the rest)."""
     if isinstance(spec, bool):
         raise ValueError(f"invalid port: {spec!r}")
     if isinstance(spec, int):
         spec = str(spec)
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"invalid port: {spec!r}")
-    rest, _, protocol = spec.partition("/")
+    parts = spec.split(":")
+    host_ip = ":".join(parts[:-2])
+    published = parts[-2] if len(parts) > 1 else ""
+    target, _, protocol = parts[-1].partition("/")
     protocol = protocol.lower() or "tcp"
-    if protocol not in ("tcp", "udp", "sctp"):
-        raise ValueError(f"invalid proto: {protocol!r} in {spec!r}")
-    host_ip = ""
-    published = ""
-    if rest.startswith("["):  # [::1]:80:80
-        close = rest.find("]")
-        if close < 0:
-            raise ValueError(f"invalid IP address in {spec!r}")
-        host_ip = rest[1:close]
-        rest = rest[close + 1 :].lstrip(":")
-        published, _, target = rest.rpartition(":")
-    else:
-        parts = rest.split(":")
-        if len(parts) == 1:
-            target = parts[0]
-        elif len(parts) == 2:
-            published, target = parts
-        elif len(parts) == 3:
-            host_ip, published, target = parts
-        else:
-            raise ValueError(f"invalid port format: {spec!r}")
-    if host_ip and not re.fullmatch(r"[0-9a-fA-F.:]+", host_ip):
+    if host_ip.startswith("["):  # [::1]:80:80
+        if not host_ip.endswith("]"):
+            raise ValueError(f"invalid IP address {host_ip}: in {spec!r}")
+        host_ip = host_ip[1:-1]
+    if host_ip and not _is_ip(host_ip):
         raise ValueError(f"invalid IP address: {host_ip!r} in {spec!r}")
     if not target:
         raise ValueError(f"no port specified: {spec!r}")
     t_start, t_end = _port_range(target, "container", spec)
+    p_start = p_end = 0
     if published:
         p_start, p_end = _port_range(published, "host", spec)
-        if p_end - p_start != t_end - t_start and p_end != p_start:
+        if p_end - p_start != t_end - t_start and t_end != t_start:
             raise ValueError(
                 f"invalid ranges specified for container and host ports: {target!r} and "
                 f"{published!r} in {spec!r}"
             )
-    else:
-        p_start = p_end = 0
-    out: list[PortShort] = []
-    for offset in range(t_end - t_start + 1):
-        pub = 0
-        if published:
-            # A host range the size of the container range maps one to one; a single host
-            # port for a container range is docker's "pick from the range" case.
-            pub = p_start + offset if p_end != p_start else p_start
-        out.append(PortShort(target=t_start + offset, published=pub, protocol=protocol,
-                             host_ip=host_ip))
-    return out
+    if protocol not in ("tcp", "udp", "sctp"):
+        raise ValueError(f"invalid proto: {protocol!r} in {spec!r}")
+    if published and t_start == t_end:
+        # One container port on a host range: swarm publishes it on every port of the range.
+        return [PortShort(target=t_start, published=pub, protocol=protocol, host_ip=host_ip)
+                for pub in range(p_start, p_end + 1)]
+    return [PortShort(target=t_start + offset, published=p_start + offset if published else 0,
+                      protocol=protocol, host_ip=host_ip)
+            for offset in range(t_end - t_start + 1)]
