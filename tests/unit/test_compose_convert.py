@@ -292,12 +292,17 @@ def test_global_mode_without_replicas_and_dnsrr_with_host_port(tmp_path: Path) -
 
 def test_short_port_host_ip_is_ignored_with_dockers_warning(tmp_path: Path) -> None:
     compose = tmp_path / "c.yml"
-    compose.write_text("services:\n  web:\n    image: web:v1\n    ports: ['127.0.0.1:80:80']\n")
+    compose.write_text("services:\n  web:\n    image: web:v1\n    ports: ['127.0.0.1:80:80', "
+                       "'127.0.0.1::81/udp', '[::1]:8080-8081:90', '0.0.0.0:82:82', '127.0.0.1:83-84:83-84']\n")
     warnings: list[str] = []
     stack = load_stack([compose], "s", environ={}, warn=warnings.append)
-    assert stack.services["s_web"].endpoint.ports == [PortConfig(80, 80)]
-    assert warnings == ["ignoring IP-address (127.0.0.1:80:80) service will listen on "
-                        "'0.0.0.0'"]
+    assert sorted((p.target, p.published) for p in stack.services["s_web"].endpoint.ports) == [
+        (80, 80), (81, 0), (82, 82), (83, 83), (84, 84), (90, 8080), (90, 8081)]
+    # docker 28.2.2's words, one per binding (net.JoinHostPort, the container port/proto); none
+    # for the unspecified address.
+    assert warnings == [f"ignoring IP-address ({b}) service will listen on '0.0.0.0'" for b in (
+        "127.0.0.1:80:80/tcp", "127.0.0.1::81/udp", "[::1]:8080-8081:90/tcp", "127.0.0.1:83:83/tcp",
+        "127.0.0.1:84:84/tcp")]
 
 
 def test_yaml_12_scalars(tmp_path: Path) -> None:
