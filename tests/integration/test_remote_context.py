@@ -443,6 +443,70 @@ def test_pull_push_on_the_node_with_the_clients_credentials(node: Node, tmp_path
     _client_root_untouched(node)
 
 
+def test_cp_both_ways_on_the_node(node: Node, tmp_path: Path) -> None:
+    """`cp` through the context: this machine's files into the node's container and back (a
+    directory, a file under a new name, a directory's contents, a tar on stdin and stdout), with
+    the local command's ownership, links and errors."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha\n")
+    (src / "sub" / "b.txt").write_text("beta\n")
+    (src / "link").symlink_to("a.txt")
+    os.chown(src / "a.txt", 1234, 1234)
+    run = node.shoal("run", "-d", "--name", "far-cp", "localhost/busybox:test", "sleep", "300")
+    assert run.returncode == 0, run.stderr
+
+    def inside(*cmd: str) -> bytes:
+        done = cli(node.env, "exec", "far-cp", *cmd)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        copied = node.shoal("cp", str(src), "far-cp:/tmp/")
+        assert (copied.returncode, copied.stdout, copied.stderr) == (0, b"", b"")
+        assert inside("cat", "/tmp/src/a.txt", "/tmp/src/sub/b.txt") == b"alpha\nbeta\n"
+        assert inside("readlink", "/tmp/src/link") == b"a.txt\n"
+        assert inside("stat", "-c", "%u", "/tmp/src/a.txt") == b"0\n"  # the container's root, as locally
+        assert node.shoal("cp", "-a", str(src / "a.txt"), "far-cp:/tmp/kept.txt").returncode == 0
+        assert inside("stat", "-c", "%u %s", "/tmp/kept.txt") == b"1234 6\n"  # -a: the host's owner
+        assert node.shoal("cp", str(src) + "/.", "far-cp:/tmp").returncode == 0  # the contents
+        assert inside("cat", "/tmp/a.txt", "/tmp/sub/b.txt") == b"alpha\nbeta\n"
+        tar = io.BytesIO()
+        with tarfile.open(fileobj=tar, mode="w") as t:
+            info = tarfile.TarInfo("from-stdin.txt")
+            info.size = 6
+            t.addfile(info, io.BytesIO(b"stdin\n"))
+        assert node.shoal("cp", "-", "far-cp:/tmp", input=tar.getvalue()).returncode == 0
+        assert inside("cat", "/tmp/from-stdin.txt") == b"stdin\n"
+
+        out = tmp_path / "out"
+        out.mkdir()
+        back = node.shoal("cp", "far-cp:/tmp/src", str(out))
+        assert (back.returncode, back.stdout, back.stderr) == (0, b"", b"")
+        assert (out / "src" / "a.txt").read_text() == "alpha\n" and (out / "src" / "sub" / "b.txt").read_text() == "beta\n"
+        assert os.readlink(out / "src" / "link") == "a.txt"
+        assert (out / "src" / "a.txt").stat().st_uid == os.getuid()  # the caller's, without -a
+        assert node.shoal("cp", "far-cp:/tmp/kept.txt", str(out / "renamed.txt")).returncode == 0
+        assert (out / "renamed.txt").read_text() == "alpha\n"
+        assert node.shoal("cp", "far-cp:/tmp/sub/.", str(out / "src")).returncode == 0
+        assert (out / "src" / "b.txt").read_text() == "beta\n"
+        streamed = node.shoal("cp", "far-cp:/tmp/src", "-")
+        assert streamed.returncode == 0
+        with tarfile.open(fileobj=io.BytesIO(streamed.stdout)) as t:
+            assert sorted(t.getnames()) == ["src", "src/a.txt", "src/link", "src/sub", "src/sub/b.txt"]
+        assert streamed.stdout == cli(node.env, "cp", "far-cp:/tmp/src", "-").stdout  # as the local one
+
+        for args in (("far-cp:/nosuch", str(out)), ("far-cp:/tmp/src", str(out / "a.txt" / "x")),
+                     (str(src / "a.txt"), "far-cp:/nosuchdir/x"), (str(tmp_path / "nosuch"), "far-cp:/tmp"),
+                     ("nosuch:/tmp", str(out)), ("far-cp:/tmp/src", str(out / "renamed.txt"))):
+            remote, local = node.shoal("cp", *args), cli(node.env, "cp", *args)
+            assert remote.returncode == 1 and remote.stderr, args
+            assert (remote.returncode, remote.stdout, remote.stderr) == (local.returncode, local.stdout, local.stderr)
+    finally:
+        cli(node.env, "rm", "-f", "far-cp")
+    _client_root_untouched(node)
+
+
 def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

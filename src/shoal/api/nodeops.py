@@ -10,7 +10,9 @@ doors as nodeapi.py's routes (api/tcp.py's manager door; a worker's own /contain
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -220,6 +222,92 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
 
         refs = request.query.getall("containers", [])
         return web.json_response(await asyncio.to_thread(stats_rows, ContainerManager(), refs, 1.0))
+
+    # ---- cp: Docker's archive endpoints ------------------------------------------------------
+
+    @routes.get(prefix + "/containers/{id}/archive")
+    async def archive_get(request: web.Request) -> web.StreamResponse:
+        """A container's file or directory as a tar (cli/containercp.py archive_out), its name
+        and kind first in a header; host=1: the whole source, for the CLI to unpack as a local
+        `cp` does, else as `cp CONTAINER:SRC -` writes it."""
+        from shoal.api.nodeapi import _Pipe
+        from shoal.cli import containercp
+        from shoal.cli.remotecp import PATH_STAT
+        from shoal.runtime.manager import ContainerManager
+
+        ref, src = request.match_info["id"], request.query.get("path", "")
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[tuple[str, bool]] = loop.create_future()
+        sink = _Pipe(loop)
+        streaming: list[bool] = []  # the thread's own record: `found` is only set on the loop
+
+        def opened(name: str, is_dir: bool) -> None:
+            streaming.append(True)
+            loop.call_soon_threadsafe(found.set_result, (name, is_dir))
+
+        def run() -> None:
+            try:
+                c = ContainerManager().get(ref)
+                containercp.archive_out(c, ref, src, follow_link=_flag(request, "follow"),
+                                        for_host=_flag(request, "host"), opened=opened, out=sink)
+            finally:
+                if streaming and not sink.aborted:
+                    sink.close()  # a failure mid-archive: the CLI sees it cut (unpack_layer says so)
+
+        job = asyncio.ensure_future(asyncio.to_thread(run))
+        await asyncio.wait([job, found], return_when=asyncio.FIRST_COMPLETED)
+        if not found.done():
+            await job  # not found (or no such container): its error, as an error status
+        name, is_dir = found.result()
+        stat_header = base64.b64encode(json.dumps({"name": name, "dir": is_dir}).encode()).decode()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-tar", PATH_STAT: stat_header})
+        await response.prepare(request)
+        if await sink.relay(job, response):
+            await response.write_eof()
+        return response
+
+    @routes.put(prefix + "/containers/{id}/archive")
+    async def archive_put(request: web.Request) -> web.Response:
+        """A tar into a container: as `cp - CONTAINER:DEST` (no name), or a host source the CLI
+        tarred under its name, copied in from an unpacked copy here as a local `cp SRC` does
+        (cli/containercp.py copy_in: its rules, ownership and errors)."""
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from shoal.api.nodeapi import _spool, _upload_dir
+        from shoal.cli import containercp
+        from shoal.image.layers import unpack_layer
+        from shoal.runtime.manager import ContainerManager
+
+        ref, dest, name = request.match_info["id"], request.query.get("path", ""), request.query.get("name")
+        if name is not None and (not name or "/" in name or name in (".", "..")):
+            raise InvalidArgument(f"name: one path component is expected, not {name[:80]!r}")
+        c = await asyncio.to_thread(ContainerManager().get, ref)
+        work = Path(tempfile.mkdtemp(prefix="cp-", dir=_upload_dir()))
+        try:
+            upload = await _spool(request, work, "archive")
+
+            def run() -> None:
+                if name is None:
+                    with open(upload, "rb") as tar_in:
+                        containercp.copy_in(c, ref, dest, tar_in=tar_in)
+                    return
+                staging = work / "source"
+                staging.mkdir()
+                with open(upload, "rb") as tar_in:
+                    unpack_layer(tar_in, staging, source="archive", hash=False)
+                source = staging / name
+                if not os.path.lexists(source):
+                    raise InvalidArgument(f"the archive has no entry {name!r}")
+                contents = _flag(request, "contents")
+                containercp.copy_in(c, ref, dest, host_src=str(source) + ("/." if contents else ""),
+                                    archive=_flag(request, "archive"))
+
+            await asyncio.to_thread(run)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        return web.json_response({})
 
     # ---- networks --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,11 +44,10 @@ def _split_source(path: str) -> tuple[str, str, bool]:
     return parent or "/", name, contents
 
 
-def copy_out(c: Container, ref: str, src: str, *, follow_link: bool = False,
-             tar_out: IO[bytes] | None = None, host_dest: str | None = None, archive: bool = False) -> int:
-    """`cp CONTAINER:SRC -|DEST`: a tar on `tar_out`, or the files at `host_dest` on the host
-    (owned by the caller unless `archive`, as docker cp). Returns the size of the archive as
-    docker's Go tar writer makes it (what `Successfully copied` counts), 0 for `tar_out`."""
+@contextlib.contextmanager
+def _source(c: Container, ref: str, src: str, follow_link: bool) -> Iterator[tuple[int, str, os.stat_result, bool]]:
+    """The source of a copy out of the container, opened inside its root: (an O_PATH descriptor
+    of its parent or of itself, its name under that ("" for itself), its stat, contents only)."""
     parent, name, contents = _split_source(src)
     with container_root(c) as root, _root_fd(root) as root_fd:
         try:
@@ -71,14 +70,38 @@ def copy_out(c: Container, ref: str, src: str, *, follow_link: bool = False,
             else:
                 st = os.fstat(pfd)
                 name = posixpath.basename(posixpath.normpath("/" + src.lstrip("/"))) or "/"
-            if tar_out is not None:
-                with tarfile.open(fileobj=tar_out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    _tar_source(tar, pfd, name, st, contents)
-                return 0
-            assert host_dest is not None
-            return _to_host(pfd, name, st, contents, host_dest, archive)
+            yield pfd, name, st, contents
         finally:
             os.close(pfd)
+
+
+def copy_out(c: Container, ref: str, src: str, *, follow_link: bool = False,
+             tar_out: IO[bytes] | None = None, host_dest: str | None = None, archive: bool = False) -> int:
+    """`cp CONTAINER:SRC -|DEST`: a tar on `tar_out`, or the files at `host_dest` on the host
+    (owned by the caller unless `archive`, as docker cp). Returns the size of the archive as
+    docker's Go tar writer makes it (what `Successfully copied` counts), 0 for `tar_out`."""
+    with _source(c, ref, src, follow_link) as (pfd, name, st, contents):
+        if tar_out is not None:
+            with tarfile.open(fileobj=tar_out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                _tar_source(tar, pfd, name, st, contents)
+            return 0
+        assert host_dest is not None
+        return _to_host(pfd, name, st, contents, host_dest, archive)
+
+
+def archive_out(c: Container, ref: str, src: str, *, follow_link: bool, for_host: bool,
+                opened: Callable[[str, bool], None], out: IO[bytes]) -> None:
+    """The node's side of `cp CONTAINER:SRC` for a remote CLI (GET /containers/{id}/archive):
+    `opened(name, is_dir)` once the source is found, then its tar on `out`: as `cp ... -`
+    writes it, or (`for_host`) the whole source under host_name(name), which the CLI unpacks
+    with unpack_to_host as a local copy does."""
+    with _source(c, ref, src, follow_link) as (pfd, name, st, contents):
+        opened(name, stat.S_ISDIR(st.st_mode))
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            if for_host:
+                _tar_source(tar, pfd, host_name(name), st, False)
+            else:
+                _tar_source(tar, pfd, name, st, contents)
 
 
 def _reopen_dir(fd_or_parent: int, name: str, is_self: bool) -> int:
@@ -124,53 +147,42 @@ def _is_fd_itself(pfd: int, st: os.stat_result) -> bool:
     return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
 
 
-def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str, archive: bool) -> int:
+def host_name(name: str) -> str:
+    """The name a copied source gets on the host (the container's root: `rootfs`)."""
+    return "rootfs" if name == "/" else name
+
+
+def host_target(name: str, is_dir: bool, contents: bool, dest: str) -> Path:
     """docker cp's rules on the host side: into DEST when it is a directory, else as DEST
     (whose parent must exist); a directory never replaces a file."""
     dest_path = Path(dest)
     if dest_path.is_dir():
-        target = dest_path if contents else dest_path / (name if name != "/" else "rootfs")
-    else:
-        if dest.endswith("/"):
-            raise NotFound(f"destination directory {dest} must exist")  # go-archive's ErrDirNotExists
-        if not dest_path.parent.is_dir():
-            raise NotFound(f"stat {dest_path.parent}: no such file or directory")
-        if stat.S_ISDIR(st.st_mode) and dest_path.exists():
-            raise InvalidArgument("cannot copy directory")
-        target = dest_path
-    # The tar the container side yields, unpacked through the project's hardened layer unpacker
-    # into a staging dir next to the target, then moved in: nothing of the container's naming
-    # can place a file outside `target`.
+        return dest_path if contents else dest_path / host_name(name)
+    if dest.endswith("/"):
+        raise NotFound(f"destination directory {dest} must exist")  # go-archive's ErrDirNotExists
+    if not dest_path.parent.is_dir():
+        raise NotFound(f"stat {dest_path.parent}: no such file or directory")
+    if is_dir and dest_path.exists():
+        raise InvalidArgument("cannot copy directory")
+    return dest_path
+
+
+def unpack_to_host(inp: IO[bytes], name: str, target: Path, contents: bool, archive: bool,
+                   measure: bool = False) -> int:
+    """The tar of a source (its top entry named host_name(name)) unpacked through the project's
+    hardened layer unpacker into a staging dir next to the target, then moved in: nothing of the
+    container's naming can place a file outside `target`. `measure`: returns the size docker's
+    tar of what arrived would have (host_tar_size: the summary of a copy from a remote node,
+    whose archive was made there), else 0."""
     import tempfile
 
     from shoal.image.layers import unpack_layer
 
     staging = Path(tempfile.mkdtemp(prefix=".shoal-cp-", dir=target.parent))  # same fs: moved in
-    produced_name = "rootfs" if name == "/" else name
     try:
-        r, w = os.pipe()
-        import threading
-
-        errors: list[BaseException] = []
-        sizes: list[int] = []
-
-        def produce() -> None:
-            try:
-                with os.fdopen(w, "wb") as out:
-                    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                        _tar_source(tar, pfd, produced_name, st, False)
-                        sizes.append(go_tar_size(tar.offset))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        thread = threading.Thread(target=produce)
-        thread.start()
-        with os.fdopen(r, "rb") as inp:
-            unpack_layer(inp, staging, source="container", hash=False)
-        thread.join()
-        if errors:
-            raise errors[0]
-        produced = staging / produced_name
+        unpack_layer(inp, staging, source="container", hash=False)
+        produced = staging / host_name(name)
+        size = host_tar_size(str(produced)) if measure else 0
         if not archive:
             _chown_tree(produced, os.getuid(), os.getgid())
         if contents:
@@ -179,9 +191,38 @@ def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str,
                 _replace(child, target / child.name)
         else:
             _replace(produced, target)
-        return sizes[0]
+        return size
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str, archive: bool) -> int:
+    target = host_target(name, stat.S_ISDIR(st.st_mode), contents, dest)
+    import threading
+
+    r, w = os.pipe()
+    errors: list[BaseException] = []
+    sizes: list[int] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(w, "wb") as out:
+                with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                    _tar_source(tar, pfd, host_name(name), st, False)
+                    sizes.append(go_tar_size(tar.offset))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    try:
+        with os.fdopen(r, "rb") as inp:
+            unpack_to_host(inp, name, target, contents, archive)
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sizes[0]
 
 
 def go_tar_size(members_size: int) -> int:

@@ -354,6 +354,7 @@ def _split_cp_arg(arg: str) -> tuple[str, str]:
     return (container, path) if sep else ("", arg)
 
 
+@_on_node
 def cmd_cp(args: argparse.Namespace) -> int:
     from shoal.cli import containercp as rootfs
 
@@ -370,6 +371,24 @@ def cmd_cp(args: argparse.Namespace) -> int:
     # docker prints the summary only when its stdout is a terminal, unless -q (cp.go: quiet
     # defaults to !Out().IsTerminal()), and never for a tar on stdout
     summary = not args.quiet and sys.stdout.isatty()
+    node = _node(args)
+    if node is not None:
+        from shoal.cli import remotecp
+
+        try:
+            if src_ctr:
+                size = remotecp.copy_from(node, args, src_ctr, src_path, dst_path, summary)
+                if dst_path == "-":
+                    return 0
+                where = _abs_keeping_trailer(dst_path)
+            else:
+                size = remotecp.copy_to(node, args, src_path, dst_ctr, dst_path, summary)
+                where = f"{dst_ctr}:{dst_path}"
+        except ShoalError as exc:
+            raise _daemon(exc) from None
+        if summary:
+            _copied(size, where)
+        return 0
     mgr = _manager()
     try:
         if src_ctr:
@@ -393,10 +412,14 @@ def cmd_cp(args: argparse.Namespace) -> int:
     except ShoalError as exc:
         raise _daemon(exc) from None
     if summary:
-        from shoal.units import human_size
-
-        print("Successfully copied", human_size(size), "to", where, file=sys.stderr)
+        _copied(size, where)
     return 0
+
+
+def _copied(size: int, where: str) -> None:
+    from shoal.units import human_size
+
+    print("Successfully copied", human_size(size), "to", where, file=sys.stderr)
 
 
 def _abs_keeping_trailer(path: str) -> str:
