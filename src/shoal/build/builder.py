@@ -714,6 +714,7 @@ class Builder:
         chmod = self._expand(cmd.chmod, env) if cmd.chmod else ""
         from_name = self._expand(cmd.from_stage, env) if cmd.from_stage else ""
         raw_lex = Lex(self.lex.escape, raw_quotes=True, raw_escapes=True)
+        raw_lex.expanded = self.lex.expanded  # heredocs draw on the build's expansion budget too
         contents = []
         for c in cmd.contents:
             data = c.data
@@ -722,6 +723,8 @@ class Builder:
                     data = raw_lex.process_word(data, env)
                 except ShellError as exc:
                     raise BuildFailed(str(exc)) from None
+                finally:
+                    self.lex.expanded = raw_lex.expanded
             contents.append((c.path, data))
         mode = fs.parse_chmod(chmod) if chmod else None
 

@@ -15,6 +15,12 @@ _SPECIAL_PARAMS = set("@*#?-$!0")
 _EOF = ""
 
 
+# What all of a build's variable substitutions may produce together: far above any real
+# Dockerfile's needs (an environment variable longer than 128KiB cannot even reach a RUN step:
+# execve's MAX_ARG_STRLEN), far below what would exhaust a node's memory.
+EXPANSION_LIMIT = 16 << 20
+
+
 class ShellError(ValueError):
     """A malformed word (unbalanced quote, bad substitution)."""
 
@@ -79,6 +85,9 @@ class Lex:
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
         self.skip_unset = skip_unset
+        # Bytes substituted so far by this lexer (one per build): `ENV A=$A$A` forty times
+        # asks for 2^40 bytes, and the builder (a daemon's too) would grow until the OOM killer.
+        self.expanded = 0
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
         return self._process(word, env)[0]
@@ -195,7 +204,11 @@ class _ShellWord:
 
     def _get_env(self, name: str) -> tuple[str, bool]:
         if name in self.env:
-            return self.env[name], True
+            value = self.env[name]
+            self.lex.expanded += len(value)
+            if self.lex.expanded > EXPANSION_LIMIT:
+                raise ShellError(f"variable expansion exceeds {EXPANSION_LIMIT >> 20}MiB in this build")
+            return value, True
         return "", False
 
     def process_dollar(self) -> str:

@@ -1,0 +1,65 @@
+"""A Dockerfile that asks the builder for more than a node has (session 8, H6): variables
+that double at each line (`ENV A=${A}${A}` forty times is 2^40 bytes) grew the builder, a
+daemon's included, until the OOM killer came. A build's substitutions now share a budget; past
+it the step fails with a one-line error naming the word. The builder runs here under an
+address-space limit, so the case fails (MemoryError) rather than exhausting the machine."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY
+
+pytestmark = [pytest.mark.root, ROOT_ONLY]
+
+LIMIT = 3 << 30  # far above what a build of these Dockerfiles needs, far below 2^40 bytes
+
+
+def _limited() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+
+
+def _build(tmp_path: Path, dockerfile: str) -> subprocess.CompletedProcess[str]:
+    ctx = tmp_path / f"ctx-{uuid.uuid4().hex[:8]}"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return subprocess.run([sys.executable, "-m", "shoal", "build", "-q", str(ctx)], capture_output=True,
+                          text=True, timeout=300, preexec_fn=_limited, env=dict(os.environ))
+
+
+@pytest.mark.parametrize("kind", ["ENV", "ARG"])
+def test_doubling_variables_are_refused(shoal, busybox_image: str, tmp_path: Path, kind: str) -> None:
+    grow = f"{kind} A=${{A}}${{A}}\n" * 40
+    proc = _build(tmp_path, f"FROM {busybox_image}\n{kind} A=x\n{grow}RUN true\n")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert 'failed to process "${A}${A}": variable expansion exceeds 16MiB in this build' in proc.stderr, \
+        proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
+
+
+def test_the_budget_is_the_builds_not_a_words(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """20 doublings (a 1MiB value, 2MiB substituted), then one LABEL of 64 references."""
+    grow = "ENV A=${A}${A}\n" * 20
+    labels = " ".join(f"l{i}=$A" for i in range(64))
+    proc = _build(tmp_path, f"FROM {busybox_image}\nENV A=x\n{grow}LABEL {labels}\n")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert 'failed to process "$A": variable expansion exceeds 16MiB in this build' in proc.stderr, \
+        proc.stderr[-2000:]
+
+
+def test_heredocs_draw_on_the_same_budget(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """COPY heredocs expand with a lexer of their own: 20 doublings (1MiB), then heredocs of
+    many references each, which together pass the budget."""
+    grow = "ENV A=${A}${A}\n" * 20
+    body = "$A " * 8
+    copies = "".join(f"COPY <<EOT /f{i}\n{body}\nEOT\n" for i in range(4))
+    proc = _build(tmp_path, f"FROM {busybox_image}\nENV A=x\n{grow}{copies}")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "variable expansion exceeds 16MiB in this build" in proc.stderr, proc.stderr[-2000:]
