@@ -370,3 +370,23 @@ volumes:
         "VolumeOptions": {"Labels": {"com.docker.stack.namespace": "tpl"},
                           "DriverConfig": {"Name": "local", "Options": {
                               "device": "/home/docker/traefik/letsencrypt", "o": "bind", "type": "none"}}}}
+
+
+def test_config_targets_stay_as_written(tmp_path: Path) -> None:
+    """docker/cli's convertFileObject keeps a config's target as written, its source name by
+    default ('myconf', not '/myconf': service inspect shows File.Name so; the node puts it at
+    /myconf, as moby's getConfigTargetPath); a secret's bare target goes under /run/secrets."""
+    from shoal.cli.dockerjson import _file_ref
+
+    (tmp_path / "c.txt").write_text("x")
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  a:\n    image: busybox\n"
+                       "    configs: [myconf, {source: other, target: /etc/other}, {source: rel, target: rel.conf}]\n"
+                       "    secrets: [s]\n"
+                       "configs:\n  myconf: {file: ./c.txt}\n  other: {file: ./c.txt}\n  rel: {file: ./c.txt}\n"
+                       "secrets:\n  s: {file: ./c.txt}\n")
+    svc = load_stack([compose], "fo", environ={}, warn=lambda m: None).services["fo_a"]
+    assert [(c.source, c.target) for c in svc.configs] == [
+        ("fo_myconf", "myconf"), ("fo_other", "/etc/other"), ("fo_rel", "rel.conf")]
+    assert [(s.source, s.target) for s in svc.secrets] == [("fo_s", "/run/secrets/s")]
+    assert _file_ref({"source": "fo_myconf", "target": "myconf"}, "Config", {})["File"]["Name"] == "myconf"

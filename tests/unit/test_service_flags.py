@@ -320,3 +320,12 @@ def test_create_leaves_to_swarm_what_docker_cli_leaves_nil() -> None:
     assert full["TaskTemplate"]["RestartPolicy"]["Delay"] == 5_000_000_000 and full["UpdateConfig"]["Monitor"] == 5_000_000_000
     assert create("--stop-grace-period", "2s", "--restart-delay", "1s", "--update-order", "start-first",
                   "--rollback-parallelism", "0", "web:v1")["defaulted"] == []
+
+
+def test_config_file_name_stays_as_given_as_docker_clis_config_opt() -> None:
+    """opts/swarmopts ConfigOpt: File.Name is the target as given, the source name by default
+    (relative; the node puts it under /); a secret's bare target is under /run/secrets."""
+    assert sf.parse_file_ref("app_conf", "config")[1].target == "app_conf"
+    assert sf.parse_file_ref("source=app_conf,target=app.conf", "config")[1].target == "app.conf"
+    assert sf.parse_file_ref("source=app_conf,target=/etc/app.conf", "config")[1].target == "/etc/app.conf"
+    assert sf.parse_file_ref("token", "secret")[1].target == "/run/secrets/token"

@@ -89,7 +89,10 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any],
             paths.write_file(path, data, 0o600)
             os.chown(path, int(ref.get("uid") or 0), int(ref.get("gid") or 0))
             os.chmod(path, mode)
-            mounts.append(Mount(type="bind", source=str(path), target=ref["target"], read_only=True))
+            target = str(ref["target"])
+            if not target.startswith("/"):  # a config's relative File.Name: under / (moby)
+                target = "/" + target
+            mounts.append(Mount(type="bind", source=str(path), target=target, read_only=True))
         _mount_tmpfs(directory, size, read_only=True)
     except BaseException:
         remove(task_id)

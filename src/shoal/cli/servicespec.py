@@ -296,8 +296,9 @@ def parse_file_ref(value: str, kind: str) -> tuple[str, FileReference]:
     if not source:
         raise _flag_error(value, flag, "source is required")
     name = name or source
-    prefix = SECRET_DIR if kind == "secret" else "/"
-    target = name if name.startswith("/") else prefix + name
+    # A config's File.Name stays as given (opts/swarmopts ConfigOpt: the source by default), the
+    # node puts a relative one under /; a secret's bare name is kept under /run/secrets.
+    target = SECRET_DIR + name if kind == "secret" and not name.startswith("/") else name
     return name, FileReference(source=source, target=target, uid=uid, gid=gid, mode=mode)
 
 

@@ -271,8 +271,11 @@ class Converter:
             networks=self.networks(raw.get("networks"), (*path, "networks"), compose_name),
             secrets=self.references(raw.get("secrets"), (*path, "secrets"), "secrets",
                                     self.secret_configs, "/run/secrets/"),
+            # A config's target stays as written (docker/cli convertFileObject: the source
+            # name by default); the node puts a relative one under / (moby's
+            # getConfigTargetPath). A secret's goes under /run/secrets here already.
             configs=self.references(raw.get("configs"), (*path, "configs"), "configs",
-                                    self.config_configs, "/"),
+                                    self.config_configs, ""),
             depends_on=self.depends_on(raw.get("depends_on"), (*path, "depends_on"),
                                        all_services),
         )
@@ -762,7 +765,7 @@ class Converter:
                                                                  (section, source)),
                                                 (section, source))
             target = v.string(item.get("target"), (*ipath, "target")) or source
-            if not target.startswith("/"):
+            if prefix and not target.startswith("/"):
                 target = prefix + target
             mode_raw = item.get("mode")
             mode = 0o444

@@ -140,7 +140,7 @@ class NetworkAttachment:
 @dataclass
 class FileReference:
     """A secret or config given to the service. source is the full object name (webapp_db);
-    target an absolute path in the container."""
+    target an absolute path in the container (a config's may be relative to /, as Docker keeps it)."""
 
     source: str
     target: str
