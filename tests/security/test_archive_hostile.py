@@ -165,3 +165,32 @@ def test_failed_load_leaves_nothing_and_stops_nothing(shoal, busybox_image: str,
         assert shoal("inspect", "-f", "{{.State.Running}}", name, check=True).stdout == "true\n"
     finally:
         shoal("rm", "-f", name)
+
+
+def test_an_image_deeper_than_dockers_limit_is_refused_before_hashing(shoal, shoal_root: Path) -> None:
+    """moby refuses a layer chain deeper than 125 ("max depth exceeded"); a hostile config may
+    repeat one large layer thousands of times, each to be hashed and stacked. Refused from the
+    config alone, the store untouched."""
+    import hashlib
+    import json
+
+    layer = _layer(("f", uuid.uuid4().hex.encode()))
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest] * 126}}).encode()
+    config_name = f"blobs/sha256/{hashlib.sha256(config).hexdigest()}"
+    tag = f"localhost/shoal-hostile-deep:{uuid.uuid4().hex[:8]}"
+    manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"blobs/sha256/{digest[7:]}"] * 126}]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in ((config_name, config), (f"blobs/sha256/{digest[7:]}", layer),
+                           ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    before = _store_files(shoal_root)
+    proc = subprocess.run([sys.executable, "-m", "shoal", "load"], input=buf.getvalue(), capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == (f"Error: invalid image archive from stdin: {config_name}: max depth exceeded "
+                                    "(126 layers, at most 125)\n")
+    assert _store_files(shoal_root) == before

@@ -54,6 +54,9 @@ ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
 _CHUNK = 1 << 20
+# moby's layer store refuses a chain deeper than this (layer/layer_store.go maxLayerDepth,
+# "max depth exceeded"); overlayfs could not mount many more lower directories anyway.
+MAX_LAYER_DEPTH = 125
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +296,10 @@ def _diff_ids(config_bytes: bytes, label: str, source: str) -> list[str]:
     os_name = config.get("os") or "linux"
     if os_name != "linux":
         raise ShoalError(f"cannot load {os_name} image on linux ({source})")
+    if len(diff_ids) > MAX_LAYER_DEPTH:
+        # before any layer is hashed: a config may repeat one large layer thousands of times
+        raise ShoalError(f"invalid image archive {source}: {label}: max depth exceeded "
+                         f"({len(diff_ids)} layers, at most {MAX_LAYER_DEPTH})")
     return diff_ids
 
 
