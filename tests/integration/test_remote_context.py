@@ -507,6 +507,63 @@ def test_cp_both_ways_on_the_node(node: Node, tmp_path: Path) -> None:
     _client_root_untouched(node)
 
 
+def test_pause_rename_update_diff_export_commit_on_the_node(node: Node, tmp_path: Path) -> None:
+    """pause/unpause, rename, update, diff, export and commit through the context act on the
+    node's container (and its image store), printed as the local commands print them."""
+    run = node.shoal("run", "-d", "--name", "far-ops", "localhost/busybox:test", "sh", "-c",
+                     "echo changed > /etc/far-file; sleep 300")
+    assert run.returncode == 0, run.stderr
+
+    def state(fmt: str, name: str = "far-ops") -> str:
+        return cli(node.env, "inspect", "--format", fmt, name).stdout.decode().strip()
+
+    try:
+        assert node.shoal("pause", "far-ops").stdout == b"far-ops\n"
+        assert state("{{.State.Status}}") == "paused"
+        again = node.shoal("pause", "far-ops")
+        local = cli(node.env, "pause", "far-ops")
+        assert again.returncode == 1 and (again.stdout, again.stderr) == (local.stdout, local.stderr)
+        assert node.shoal("unpause", "far-ops").stdout == b"far-ops\n"
+        assert state("{{.State.Status}}") == "running"
+
+        assert node.shoal("rename", "far-ops", "far-renamed").returncode == 0
+        assert state("{{.Name}}", "far-renamed") == "/far-renamed"
+        taken = node.shoal("rename", "far-renamed", "far-renamed")
+        local = cli(node.env, "rename", "far-renamed", "far-renamed")
+        assert taken.returncode == 1 and (taken.stdout, taken.stderr) == (local.stdout, local.stderr)
+
+        updated = node.shoal("update", "--memory", "64m", "--pids-limit", "50", "far-renamed")
+        assert (updated.returncode, updated.stdout) == (0, b"far-renamed\n"), updated.stderr
+        assert state("{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}", "far-renamed") == "67108864 50"
+
+        diff = node.shoal("diff", "far-renamed")
+        assert diff.returncode == 0 and b"A /etc/far-file\n" in diff.stdout
+        assert diff.stdout == cli(node.env, "diff", "far-renamed").stdout
+
+        exported = node.shoal("export", "far-renamed")
+        assert exported.returncode == 0, exported.stderr
+        with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as t:
+            member = t.extractfile("etc/far-file")
+            assert member is not None and member.read() == b"changed\n"
+        out = tmp_path / "far.tar"
+        assert node.shoal("export", "-o", str(out), "far-renamed").returncode == 0
+        assert out.read_bytes()[:512] == exported.stdout[:512] and tarfile.is_tarfile(out)
+
+        committed = node.shoal("commit", "-c", "CMD [\"cat\", \"/etc/far-file\"]", "far-renamed", "far-committed:v1")
+        assert committed.returncode == 0, committed.stderr
+        image_id = committed.stdout.decode().strip()
+        assert image_id.startswith("sha256:")
+        assert state("{{.Id}}", "far-committed:v1") == image_id  # the node's store has it
+        ran = node.shoal("run", "--rm", "far-committed:v1")
+        assert ran.stdout == b"changed\n", ran.stderr
+        missing = node.shoal("commit", "nosuch")
+        assert (missing.returncode, missing.stderr) == (1, b"Error response from daemon: No such container: nosuch\n")
+    finally:
+        cli(node.env, "rm", "-f", "far-ops", "far-renamed")
+        cli(node.env, "rmi", "far-committed:v1")
+    _client_root_untouched(node)
+
+
 def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from shoal.errors import InvalidArgument, ShoalError
+
+log = logging.getLogger("shoald.nodeops")
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -86,6 +89,17 @@ class _TextSink:
 
     def isatty(self) -> bool:
         return False
+
+
+async def _end(request: web.Request, response: web.StreamResponse, job: asyncio.Future[Any]) -> None:
+    """An archive's end: complete when its maker finished, else the connection cut, so that
+    the CLI reports a cut archive instead of keeping a short one that looks whole."""
+    if job.exception() is None:
+        await response.write_eof()
+        return
+    log.warning("%s %s: the archive failed: %s", request.method, request.path, job.exception())
+    if request.transport is not None:
+        request.transport.close()
 
 
 def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Request], Awaitable[dict[str, Any]]],
@@ -223,6 +237,88 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
         refs = request.query.getall("containers", [])
         return web.json_response(await asyncio.to_thread(stats_rows, ContainerManager(), refs, 1.0))
 
+    @routes.post(prefix + "/containers/{id}/pause")
+    async def container_pause(request: web.Request) -> web.Response:
+        from shoal.runtime import control
+        from shoal.runtime.manager import ContainerManager
+
+        await asyncio.to_thread(control.pause, ContainerManager(), request.match_info["id"])
+        return web.json_response({})
+
+    @routes.post(prefix + "/containers/{id}/unpause")
+    async def container_unpause(request: web.Request) -> web.Response:
+        from shoal.runtime import control
+        from shoal.runtime.manager import ContainerManager
+
+        await asyncio.to_thread(control.unpause, ContainerManager(), request.match_info["id"])
+        return web.json_response({})
+
+    @routes.post(prefix + "/containers/{id}/rename")
+    async def container_rename(request: web.Request) -> web.Response:
+        from shoal.cli.containerops import rename
+
+        await asyncio.to_thread(rename, request.match_info["id"], request.query.get("name", ""))
+        return web.json_response({})
+
+    @routes.post(prefix + "/containers/{id}/update")
+    async def container_update(request: web.Request) -> web.Response:
+        """docker update's resources (control.Resources' fields, integers), checked there."""
+        from shoal.runtime import control
+        from shoal.runtime.manager import ContainerManager
+
+        body = await read_body(request)
+        fields = {f: body.get(f, 0) for f in control.Resources.__dataclass_fields__}
+        if set(body) - set(fields) or any(isinstance(v, bool) or not isinstance(v, int) for v in fields.values()):
+            raise InvalidArgument(f"the body must be an object of integers among {sorted(fields)}")
+        await asyncio.to_thread(control.update, ContainerManager(), request.match_info["id"],
+                                control.Resources(**fields))
+        return web.json_response({})
+
+    @routes.get(prefix + "/containers/{id}/changes")
+    async def container_changes(request: web.Request) -> web.Response:
+        from shoal.runtime import rootfs
+        from shoal.runtime.manager import ContainerManager
+
+        return web.json_response(await asyncio.to_thread(
+            lambda: rootfs.changes(ContainerManager().get(request.match_info["id"]))))
+
+    @routes.post(prefix + "/containers/{id}/commit")
+    async def container_commit(request: web.Request) -> web.Response:
+        from shoal.cli.containerops import commit
+
+        body = await read_body(request)
+        pause = body.get("pause", True)
+        if not isinstance(pause, bool):
+            raise InvalidArgument("pause: a boolean is expected")
+        image_id = await asyncio.to_thread(commit, request.match_info["id"], _string(body, "reference"),
+                                           _string(body, "message"), _string(body, "author"),
+                                           _strings(body, "changes"), pause)
+        return web.json_response({"Id": image_id}, status=201)
+
+    @routes.get(prefix + "/containers/{id}/export")
+    async def container_export(request: web.Request) -> web.StreamResponse:
+        """The container's filesystem as a tar (runtime/rootfs.py export), streamed as made."""
+        from shoal.api.nodeapi import _Pipe
+        from shoal.runtime import rootfs
+        from shoal.runtime.manager import ContainerManager
+
+        c = await asyncio.to_thread(ContainerManager().get, request.match_info["id"])
+        response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+        await response.prepare(request)
+        sink = _Pipe(asyncio.get_running_loop())
+
+        def run() -> None:
+            try:
+                rootfs.export(c, sink)
+            finally:
+                if not sink.aborted:
+                    sink.close()
+
+        job = asyncio.ensure_future(asyncio.to_thread(run))
+        if await sink.relay(job, response):
+            await _end(request, response, job)
+        return response
+
     # ---- cp: Docker's archive endpoints ------------------------------------------------------
 
     @routes.get(prefix + "/containers/{id}/archive")
@@ -263,7 +359,7 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar", PATH_STAT: stat_header})
         await response.prepare(request)
         if await sink.relay(job, response):
-            await response.write_eof()
+            await _end(request, response, job)
         return response
 
     @routes.put(prefix + "/containers/{id}/archive")

@@ -77,16 +77,32 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return _each(args.containers, lambda r: control.restart(mgr, r, args.time, args.signal, before_start=_resolver))
 
 
+def _each_on_node(node: Any, refs: list[str], verb: str, params: dict[str, Any] | None = None,
+                  body: Any = None) -> int:
+    """_each over the node's POST /containers/{ref}/{verb} (api/nodeops.py)."""
+    from shoal.api.client import quote_ref
+
+    return _each(refs, lambda r: node.request("POST", f"/containers/{quote_ref(r)}/{verb}", params, body))
+
+
+@_on_node
 def cmd_pause(args: argparse.Namespace) -> int:
     from shoal.runtime import control
 
+    node = _node(args)
+    if node is not None:
+        return _each_on_node(node, args.containers, "pause")
     mgr = _manager()
     return _each(args.containers, lambda r: control.pause(mgr, r))
 
 
+@_on_node
 def cmd_unpause(args: argparse.Namespace) -> int:
     from shoal.runtime import control
 
+    node = _node(args)
+    if node is not None:
+        return _each_on_node(node, args.containers, "unpause")
     mgr = _manager()
     return _each(args.containers, lambda r: control.unpause(mgr, r))
 
@@ -177,18 +193,30 @@ def _rename_endpoints(container_id: str, name: str) -> bool:
     return named
 
 
-def cmd_rename(args: argparse.Namespace) -> int:
+def rename(ref: str, new_name: str) -> None:
+    """`rename` on this node (in the CLI's process, or in shoald for a remote CLI)."""
     from shoal.runtime import control
 
     mgr = _manager()
-    try:
-        control.rename(mgr, args.container, args.new_name)
-        c = mgr.get(args.new_name)
-        if _rename_endpoints(c.id, args.new_name.lstrip("/")) and c.state.status == "running":
-            from shoal.cli.netconnect import refresh_dns
+    control.rename(mgr, ref, new_name)
+    c = mgr.get(new_name)
+    if _rename_endpoints(c.id, new_name.lstrip("/")) and c.state.status == "running":
+        from shoal.cli.netconnect import refresh_dns
 
-            with contextlib.suppress(ShoalError):
-                refresh_dns(c)  # shoald's resolver answers the new name, not the old one
+        with contextlib.suppress(ShoalError):
+            refresh_dns(c)  # shoald's resolver answers the new name, not the old one
+
+
+@_on_node
+def cmd_rename(args: argparse.Namespace) -> int:
+    node = _node(args)
+    try:
+        if node is None:
+            rename(args.container, args.new_name)
+        else:
+            from shoal.api.client import quote_ref
+
+            node.request("POST", f"/containers/{quote_ref(args.container)}/rename", {"name": args.new_name})
     except ShoalError as exc:
         print(f"failed to rename container: Error response from daemon: {exc}", file=sys.stderr)
         return 1
@@ -200,6 +228,7 @@ def cmd_rename(args: argparse.Namespace) -> int:
 _UPDATE_FLAGS = ("cpus", "memory", "memory_swap", "memory_reservation", "cpu_shares", "pids_limit")
 
 
+@_on_node
 def cmd_update(args: argparse.Namespace) -> int:
     from shoal.cli.container import parse_cpus, parse_memory
     from shoal.runtime import control
@@ -221,18 +250,27 @@ def cmd_update(args: argparse.Namespace) -> int:
         cpu_shares=args.cpu_shares or 0,
         pids_limit=args.pids_limit or 0,
     )
+    node = _node(args)
+    if node is not None:
+        return _each_on_node(node, args.containers, "update", None, vars(res))
     mgr = _manager()
     return _each(args.containers, lambda r: control.update(mgr, r, res))
 
 
 # ---- diff / export / commit ----------------------------------------------------------------------
 
+@_on_node
 def cmd_diff(args: argparse.Namespace) -> int:
     from shoal.runtime import rootfs
 
+    node = _node(args)
     try:
-        c = _manager().get(args.container)
-        found = rootfs.changes(c)
+        if node is None:
+            found = rootfs.changes(_manager().get(args.container))
+        else:
+            from shoal.api.client import quote_ref
+
+            found = node.get(f"/containers/{quote_ref(args.container)}/changes")
     except ShoalError as exc:
         raise _daemon(exc) from None
     for kind, path in found:
@@ -240,17 +278,26 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+@_on_node
 def cmd_export(args: argparse.Namespace) -> int:
     from shoal.runtime import rootfs
 
     if not args.output and sys.stdout.isatty():
         raise ShoalError("cowardly refusing to save to a terminal. Use the -o flag or redirect")  # a RunE error: exit 1
+    node = _node(args)
     try:
-        c = _manager().get(args.container)
+        if node is None:
+            c = _manager().get(args.container)
+            produce: Callable[[Any], None] = lambda out: rootfs.export(c, out)  # noqa: E731
+        else:
+            from shoal.api.client import quote_ref
+
+            response = node.stream("GET", f"/containers/{quote_ref(args.container)}/export", timeout=None)
+            produce = lambda out: _copy_response(response, out)  # noqa: E731
     except ShoalError as exc:
         raise _daemon(exc) from None
     if not args.output:
-        rootfs.export(c, sys.stdout.buffer)
+        produce(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return 0
     # docker's atomicwriter: a temporary file beside the target, renamed over it when complete
@@ -262,7 +309,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            rootfs.export(c, out)
+            produce(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
@@ -271,6 +318,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             os.unlink(tmp)
         raise
     return 0
+
+
+def _copy_response(response: Any, out: Any) -> None:
+    """A node's streamed archive to `out`; a cut stream is an error, not a short archive."""
+    try:
+        for chunk in response.chunks():
+            out.write(chunk)
+    except ShoalError as exc:
+        raise ShoalError(f"failed to export container: the archive was cut: {exc}") from None
+    finally:
+        response.close()
 
 
 VALID_CHANGES = ("cmd", "entrypoint", "healthcheck", "env", "expose", "label", "onbuild", "stopsignal",
@@ -328,18 +386,32 @@ def apply_changes(config: dict[str, Any], changes_: list[str]) -> dict[str, Any]
     return cfg
 
 
-def cmd_commit(args: argparse.Namespace) -> int:
+def commit(container: str, reference: str, message: str, author: str, changes: list[str], pause: bool) -> str:
+    """`commit` on this node (in the CLI's process, or in shoald for a remote CLI): the image ID."""
     from shoal.runtime import rootfs
 
     mgr = _manager()
+    c = mgr.get(container)
+    config = apply_changes(rootfs.base_config(c), changes)
+    return rootfs.commit(c, mgr.images, reference, message=message, author=author, run_config=config,
+                         pause=pause).id
+
+
+@_on_node
+def cmd_commit(args: argparse.Namespace) -> int:
+    body = {"reference": args.reference or "", "message": args.message or "", "author": args.author or "",
+            "changes": list(args.change), "pause": bool(args.pause)}
+    node = _node(args)
     try:
-        c = mgr.get(args.container)
-        config = apply_changes(rootfs.base_config(c), args.change)
-        image = rootfs.commit(c, mgr.images, args.reference or "", message=args.message or "",
-                              author=args.author or "", run_config=config, pause=args.pause)
+        if node is None:
+            image_id = commit(args.container, **body)
+        else:
+            from shoal.api.client import quote_ref
+
+            image_id = node.request("POST", f"/containers/{quote_ref(args.container)}/commit", None, body)["Id"]
     except ShoalError as exc:
         raise _daemon(exc) from None
-    print(image.id)
+    print(image_id)
     return 0
 
 
