@@ -136,9 +136,10 @@ def _spec(sh: Shoal, name: str) -> dict[str, Any]:
 
 def _normalized(record: dict[str, Any], prefix: str, port: int) -> dict[str, Any]:
     """The spec (`service inspect`'s, Docker's shape) with what must differ taken out: the names
-    (`webapp_` / `cli_`), the stack's labels, the published port, the networks', secrets' and
-    configs' IDs, and the short-name alias `stack deploy` adds on each network (docker/cli's
-    convert does the same; `service create` adds none). Docker's two paths also differ where
+    (`webapp_` / `cli_`), the stack's labels (also on a volume mount: convert's VolumeOptions
+    carry the stack's namespace label, a `--mount` none), the published port, the networks',
+    secrets' and configs' IDs, and the short-name alias `stack deploy` adds on each network
+    (docker/cli's convert does the same; `service create` adds none). Docker's two paths also differ where
     nothing is set: convert gives every service an empty Privileges and only the Resources
     blocks the file has, `service create` no Privileges and both blocks, empty or not."""
     spec = json.loads(json.dumps(record["Spec"]).replace(f'"{prefix}_', '"X_'))
@@ -146,6 +147,9 @@ def _normalized(record: dict[str, Any], prefix: str, port: int) -> dict[str, Any
         spec.pop(key)
     task = spec["TaskTemplate"]
     task["ContainerSpec"].pop("Labels", None)
+    for mount in task["ContainerSpec"].get("Mounts", []):
+        if mount.get("VolumeOptions") == {"Labels": {"com.docker.stack.namespace": prefix}}:
+            mount.pop("VolumeOptions")
     if task["ContainerSpec"].get("Privileges") == {"CredentialSpec": None, "SELinuxContext": None,
                                                    "NoNewPrivileges": False}:
         task["ContainerSpec"].pop("Privileges")
