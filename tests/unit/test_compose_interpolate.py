@@ -376,3 +376,22 @@ def test_docker_cli_mandatory_cases(template: str, message: str) -> None:
     with pytest.raises(InvalidTemplateError) as info:
         docker_substitute(template, GO_DEFAULTS.get)
     assert message in info.value.template
+
+
+def test_casts_as_docker_clis_interpolate(tmp_path: Path) -> None:
+    """docker/cli's interpolateTypeCastMapping casts a long port's `published` and a secret's or
+    config's `mode` too (`published: "${PORT:-8080}"` is the port 8080 in its model, a
+    dockerswarm.rocks pattern), and only a value the substitution changed."""
+    compose = tmp_path / "c.yml"
+    (tmp_path / "s.txt").write_text("s")
+    compose.write_text('version: "3.8"\nservices:\n  a:\n    image: busybox\n'
+                       '    secrets: [{source: s, mode: "${MODE:-0440}"}]\n'
+                       '    ports: [{target: 80, published: "${PORT:-8080}"}]\n'
+                       'secrets:\n  s: {file: ./s.txt}\n')
+    service = load_config([compose], environ={}, warn=lambda m: None)["services"]["a"]
+    assert (service["ports"][0]["published"], service["secrets"][0]["mode"]) == (8080, 440)
+    with pytest.raises(ShoalError, match='published: failed to cast to expected type: strconv.Atoi: '
+                                         'parsing "80a": invalid syntax'):
+        load_config([compose], environ={"PORT": "80a"}, warn=lambda m: None)
+    compose.write_text('version: "3.8"\nservices:\n  a:\n    image: busybox\n    deploy: {replicas: "3"}\n')
+    assert load_config([compose], environ={}, warn=lambda m: None)["services"]["a"]["deploy"]["replicas"] == "3"

@@ -128,8 +128,8 @@ def _braced(body: str, whole: str, lookup: Lookup, on_unset: Callable[[str], Non
     return value or ""
 
 
-# Paths whose string values are cast after substitution (compose-go loader/interpolate.go), so
-# `replicas: ${N}` becomes an integer. "*" matches any key or list index.
+# Paths whose string values are cast after substitution (compose-go loader/interpolate.go and
+# docker/cli's loader/interpolate.go), so `replicas: ${N}` becomes an integer. "*" matches any key or list index.
 _INT = "int"
 _FLOAT = "float"
 _BOOL = "bool"
@@ -161,6 +161,11 @@ _CASTS: tuple[tuple[tuple[str, ...], str], ...] = tuple(
         ("services.*.oom_score_adj", _INT),
         ("services.*.pids_limit", _INT),
         ("services.*.ports.*.target", _INT),
+        # docker/cli's interpolateTypeCastMapping also has these three (compose-go does not):
+        # `published: "${PORT:-8080}"` is the port 8080 there, and a mode "0440" is 440.
+        ("services.*.ports.*.published", _INT),
+        ("services.*.configs.*.mode", _INT),
+        ("services.*.secrets.*.mode", _INT),
         ("services.*.privileged", _BOOL),
         ("services.*.read_only", _BOOL),
         ("services.*.scale", _INT),
@@ -253,7 +258,9 @@ def interpolate(
                         where=place(path),
                         path=dotted(path),
                     ) from None
-            kind = _cast_kind(path)
+            # docker/cli's recursiveInterpolate casts only a value the substitution changed
+            # (a literal "0440" mode stays a string for the schema to judge).
+            kind = _cast_kind(path) if new != value or not substitute_values else None
             if kind is None:
                 return new
             try:
