@@ -171,6 +171,15 @@ def _safe_rel(name: str, what: str) -> str:
     return "/".join(parts)
 
 
+def _scoped_dockerfile(context: Path, dockerfile: str) -> Path:
+    from shoal.build.fs import CopyError, scoped_path
+
+    try:
+        return scoped_path(context, dockerfile)
+    except CopyError:
+        raise InvalidArgument(f"dockerfile: {dockerfile[:80]!r}: too many levels of symbolic links") from None
+
+
 def _unpack_context(upload: Path, dest: Path) -> None:
     from shoal.image import layers
 
@@ -333,21 +342,24 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
             context = work / "context"
             await asyncio.to_thread(_unpack_context, upload, context)
             upload.unlink()
-            dockerfile_path: Path | None = None if dockerfile == "Dockerfile" else context / dockerfile
+            # Its symlinks (`sub/Dockerfile` with `sub -> /etc`, or the last one) are followed
+            # inside the context, as moby's remotecontext opens it: a file of this node outside
+            # the context is never read (its lines would show in the builder's parse errors).
+            scoped = await asyncio.to_thread(_scoped_dockerfile, context, dockerfile)
+            dockerfile_path: Path | None = None if scoped == context / "Dockerfile" else scoped
             try:
-                st = os.lstat(context / dockerfile)
+                st = os.lstat(scoped)
             except OSError:
                 st = None  # missing: the builder says so, in its words
-            if st is not None and not stat.S_ISREG(st.st_mode):
-                # A symlink could name a file of this node outside the context (its lines would
-                # show in the builder's parse errors): only a regular file is read.
+            linked = scoped != context / dockerfile  # a symlink on the way: no file, a 400 too
+            if (st is not None and not stat.S_ISREG(st.st_mode)) or (st is None and linked):
                 raise InvalidArgument(f"dockerfile: {dockerfile[:80]!r} must be a regular file in the build context")
             if _flag(request, "dockerfile_outside"):
                 # A Dockerfile from outside the client's context: taken out of it again, so that
                 # `COPY .` does not see it (as in a local build).
                 dockerfile_path = work / "Dockerfile.outside"
                 try:
-                    os.replace(context / dockerfile, dockerfile_path)
+                    os.replace(scoped, dockerfile_path)
                 except OSError:
                     raise InvalidArgument(f"dockerfile: {dockerfile[:80]!r} is not in the build context") from None
             opts = BuildOptions(

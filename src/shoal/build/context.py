@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.build.scope import MISSING, Missing, TooManyLinks, follow_in_scope
-from shoal.build.dockerignore import PatternMatcher, load_patterns, read_ignore_file
+from shoal.build.dockerignore import PatternMatcher, load_patterns, read_context_ignore, read_ignore_file
 from shoal.errors import ShoalError
 
 _BLOCK = 512
@@ -47,8 +47,8 @@ class BuildContext:
         root = Path(root)
         if not root.is_dir():
             raise ContextError(f'unable to prepare context: path "{root}" not found')
-        patterns = load_patterns(root, dockerfile_rel)
         try:
+            patterns = load_patterns(root, dockerfile_rel)
             pm = PatternMatcher.new(patterns)
         except ValueError as exc:
             raise ContextError(f"error checking context: .dockerignore: {exc}") from None
@@ -105,12 +105,12 @@ class BuildContext:
         """After the context is "sent": the daemon deletes .dockerignore and the Dockerfile
         from it when the ignore file names them (moby remotecontext removeDockerfile), so
         `COPY . /app` does not pick them up."""
-        path = self.root / ".dockerignore"
-        if not path.is_file():
+        text = read_context_ignore(self.root)
+        if text is None:
             return
         try:
-            pm = PatternMatcher.new(read_ignore_file(path.read_text(errors="replace")))
-        except (OSError, ValueError):
+            pm = PatternMatcher.new(read_ignore_file(text))
+        except ValueError:
             return
         for rel in (".dockerignore", dockerfile_rel):
             if rel and rel in self.entries and pm.matches_or_parent_matches(rel):

@@ -186,16 +186,34 @@ class PatternMatcher:
 def load_patterns(context_dir: Path, dockerfile_rel: str | None) -> list[str]:
     """The context's .dockerignore, with the Dockerfile and .dockerignore kept as the CLI does
     (build.TrimBuildFilesFromExcludes): they are still sent even if a pattern excludes them."""
-    path = context_dir / ".dockerignore"
-    if not path.is_file():
+    text = read_context_ignore(context_dir)
+    if text is None:
         return []
-    try:
-        patterns = read_ignore_file(path.read_text(errors="replace"))
-    except OSError:
-        return []
+    patterns = read_ignore_file(text)
     pm = PatternMatcher.new(patterns)
     if pm.matches_or_parent_matches(".dockerignore"):
         patterns.append("!.dockerignore")
     if dockerfile_rel and pm.matches_or_parent_matches(dockerfile_rel):
         patterns.append("!" + dockerfile_rel)
     return patterns
+
+
+def read_context_ignore(context_dir: Path) -> str | None:
+    """The text of the context's .dockerignore, its symlinks followed inside the context only
+    (moby's remotecontext opens it scoped to the context root): a daemon unpacking a client's
+    context must not read a file of its own host through `.dockerignore -> /etc/...`. None
+    when it is missing or not a regular file (a FIFO would hang the reader)."""
+    import os
+    import stat
+
+    from shoal.build.scope import TooManyLinks, follow_in_scope, fs_lookup
+
+    try:
+        rel = follow_in_scope(".dockerignore", fs_lookup(lambda r: str(context_dir / r)), keep_missing=True)
+        fd = os.open(context_dir / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, TooManyLinks):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not rel or not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read().decode(errors="replace")
