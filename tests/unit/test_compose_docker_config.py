@@ -376,3 +376,25 @@ def test_short_ports_as_docker_takes_them(tmp_path: Path, spec: str, expected: l
     assert [(p["target"], p.get("published", 0)) for p in model["services"]["a"]["ports"]] == expected
     spec_ports = load_stack([compose], "p", environ={}, warn=lambda m: None).services["p_a"].endpoint.ports
     assert sorted((p.target, p.published) for p in spec_ports) == sorted(expected)
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("3.3", []),
+    ("3.4", ["volume v: volume.external.name is deprecated in favor of volume.name"]),
+    ("3.9", ["network default: network.external.name is deprecated in favor of network.name",
+             "volume v: volume.external.name is deprecated in favor of volume.name",
+             "secret s: secret.external.name is deprecated in favor of secret.name"]),
+])
+def test_external_name_is_deprecated_from_dockers_versions(tmp_path: Path, version: str,
+                                                          expected: list[str]) -> None:
+    """docker/cli's loader warns of `external: {name: x}` (a pattern of older public stacks:
+    `networks: default: external: name: my-net`) from 3.4 for volumes and 3.5 for the rest, on
+    stack config and deploy alike."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(f'version: "{version}"\nservices:\n  a:\n    image: busybox\n    volumes: [v:/v]\n'
+                       "    secrets: [s]\nnetworks:\n  default:\n    external:\n      name: my-net\n"
+                       "volumes:\n  v:\n    external:\n      name: vv\n"
+                       "secrets:\n  s:\n    external:\n      name: ss\n")
+    said: list[str] = []
+    load_docker_model([compose], environ={}, warn=said.append)
+    assert said == expected

@@ -82,6 +82,30 @@ def docker_version(data: Mapping[str, Any]) -> str:
     return DEFAULT_VERSION if text in ("", "3") else text
 
 
+def _version_at_least(version: str, least: str) -> bool:
+    """moby's versions.GreaterThanOrEqualTo: dot-separated numbers compared one by one."""
+    def parts(text: str) -> list[int]:
+        return [int(p) if p.isdigit() else 0 for p in text.split(".")]
+
+    have, want = parts(version), parts(least)
+    width = max(len(have), len(want))
+    return have + [0] * (width - len(have)) >= want + [0] * (width - len(want))
+
+
+def warn_external_names(data: Mapping[str, Any], version: str, warn: Callable[[str], None]) -> None:
+    """docker/cli's loader warns (on stack config and deploy alike) of each `external: {name:}`
+    from the version where `name:` replaced it: 3.4 for volumes, 3.5 for the others."""
+    for section, kind, since in (("networks", "network", "3.5"), ("volumes", "volume", "3.4"),
+                                 ("secrets", "secret", "3.5"), ("configs", "config", "3.5")):
+        entries = data.get(section)
+        if not isinstance(entries, dict) or not _version_at_least(version, since):
+            continue
+        for name, entry in entries.items():
+            external = entry.get("external") if isinstance(entry, dict) else None
+            if isinstance(external, dict) and external.get("name") and not entry.get("name"):
+                warn(f"{kind} {name}: {kind}.external.name is deprecated in favor of {kind}.name")
+
+
 def resolve_environment(compose_file: ComposeFile, working_dir: Path,
                         environment: Mapping[str, str]) -> dict[str, Any]:
     """docker/cli resolveEnvironment, per file before merging: the `env_file` files are read
@@ -193,6 +217,7 @@ def _load(
                 on_unset=on_unset,
             )
         check_schema(compose_file.data, [compose_file])
+        warn_external_names(compose_file.data, this_version, warn)
         parsed.append(compose_file)
     to_merge = [resolve_environment(f, working_dir, environment) for f in parsed]
     try:
