@@ -65,7 +65,7 @@ def test_enum_error() -> None:
         ("services:\n  web:\n    image: x\n   ports: [\n", "FILE:4: invalid YAML"),
         ("services:\n  web:\n    image: Web:V1\n",
          "FILE:3: services.web.image: invalid image reference for service web: invalid "
-         "reference format: repository name (Web) must be lowercase"),
+         "reference format: repository name (library/Web) must be lowercase"),  # docker 28.2.2's words
     ],
 )
 def test_errors(tmp_path: Path, text: str, expected: str) -> None:

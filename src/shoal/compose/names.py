@@ -41,8 +41,11 @@ def check_image_reference(image: str) -> str | None:
         return "invalid reference format"
     if _REFERENCE.match(image):
         return None
-    name = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" not in image.rsplit(":", 1)[-1] \
-        else image.split("@", 1)[0]
+    # ParseNormalizedNamed names the repository after splitDockerDomain: `library/Busybox`.
+    from shoal.image.reference import split_docker_domain
+
+    _domain, remainder = split_docker_domain(image)
+    name = remainder.split(":", 1)[0].split("@", 1)[0]
     if name != name.lower() and _REFERENCE.match(image.lower()):
         return f"invalid reference format: repository name ({name}) must be lowercase"
     return "invalid reference format"
