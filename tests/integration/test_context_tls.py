@@ -289,7 +289,8 @@ def test_unreachable_node_and_missing_ca(pki: ClusterPKI, env: dict[str, str]) -
 def test_local_only_commands_refuse_a_remote_context(pki: ClusterPKI, env: dict[str, str]) -> None:
     create(env, "far", _free_port(), pki.ca, pki.worker)
     assert cli(env, "context", "use", "far").returncode == 0
-    for args in (["network", "prune", "-f"], ["image", "prune", "-f"], ["stats", "--no-stream"], ["pull", "x"]):
+    # Only shoal's own repair commands, which act on this machine's state, are refused.
+    for args in (["network", "reconcile"], ["container", "cleanup", "c"]):
         proc = cli(env, *args)
         assert proc.returncode != 0, args
         assert f"shoal {args[0]} against a remote node is not supported yet" in proc.stderr, proc.stderr
@@ -297,7 +298,9 @@ def test_local_only_commands_refuse_a_remote_context(pki: ClusterPKI, env: dict[
     # The node commands go to the node (nobody listens there), never to this machine's store.
     for args in (["ps"], ["images"], ["image", "ls"], ["logs", "c"], ["save", "x"], ["history", "x"],
                  ["run", "busybox"], ["rm", "c"], ["exec", "c", "ls"], ["network", "ls"], ["network", "inspect", "n"],
-                 ["network", "create", "-d", "overlay", "n"], ["network", "rm", "n"]):
+                 ["network", "create", "-d", "overlay", "n"], ["network", "rm", "n"], ["network", "prune", "-f"],
+                 ["image", "prune", "-f"], ["stats", "--no-stream"], ["pull", "x"], ["volume", "ls"], ["cp", "c:/a", "b"],
+                 ["system", "df"], ["restart", "c"]):
         proc = cli(env, *args)
         assert proc.returncode != 0 and "Cannot connect to shoald at tcp://127.0.0.1:" in proc.stderr, (args, proc.stderr)
     # And back: the local socket again (no shoald here: ps lists nothing, runs locally).

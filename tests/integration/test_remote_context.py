@@ -564,6 +564,46 @@ def test_pause_rename_update_diff_export_commit_on_the_node(node: Node, tmp_path
     _client_root_untouched(node)
 
 
+def test_df_and_prunes_on_the_node(node: Node) -> None:
+    """system df, container/image/network/builder/volume prune and system prune through the
+    context act on the node's objects, printed as the local commands print them."""
+    assert node.shoal("create", "--name", "far-stopped", "--label", "far=1", "localhost/busybox:test", "true").returncode == 0
+    cid = cli(node.env, "ps", "-aq", "--no-trunc", "--filter", "name=far-stopped").stdout.decode().strip()
+    assert cli(node.env, "network", "create", "far-unused").returncode == 0
+    df = node.shoal("system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}")
+    assert df.returncode == 0, df.stderr
+    assert df.stdout == cli(node.env, "system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}").stdout
+    assert df.stdout.splitlines()[1] == b"Containers 1 0"
+    verbose = node.shoal("system", "df", "-v")
+    assert verbose.returncode == 0 and b"far-stopped" in verbose.stdout and b"Images space usage:" in verbose.stdout
+    assert cli(node.client_env, "system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout.splitlines()[1] \
+        == b"Containers 0"  # this machine's own
+
+    bad = node.shoal("container", "prune", "-f", "--filter", "colour=red")
+    assert (bad.returncode, bad.stderr) == (1, b"Error response from daemon: invalid filter 'colour'\n")
+    kept = node.shoal("container", "prune", "-f", "--filter", "label!=far")
+    assert kept.stdout == b"Total reclaimed space: 0B\n", kept.stdout
+    pruned = node.shoal("container", "prune", "-f", "--filter", "label=far")
+    assert pruned.returncode == 0 and pruned.stdout.startswith(f"Deleted Containers:\n{cid}\n\n".encode()), pruned.stdout
+    assert cli(node.env, "ps", "-aq").stdout == b""
+    nets = node.shoal("network", "prune", "-f")
+    assert (nets.returncode, nets.stdout) == (0, b"Deleted Networks:\nfar-unused\n\n"), nets.stderr
+    assert b"far-unused" not in cli(node.env, "network", "ls").stdout
+    images = node.shoal("image", "prune", "-f")
+    assert images.returncode == 0 and images.stdout.endswith(b"\n") and b"Total reclaimed space:" in images.stdout
+    assert b"busybox" in cli(node.env, "images").stdout  # tagged: not dangling
+    builder = node.shoal("builder", "prune", "-f")
+    assert builder.returncode == 0 and b"Total reclaimed space:" in builder.stdout, builder.stderr
+    assert node.shoal("volume", "create", "far-anon-like").returncode == 0
+    system = node.shoal("system", "prune", "-f", "--volumes")
+    assert system.returncode == 0 and system.stdout.endswith(b"\n") and b"Total reclaimed space:" in system.stdout
+    assert cli(node.env, "volume", "ls", "-q").stdout == b"far-anon-like\n"  # named: only anonymous ones go
+    assert node.shoal("volume", "rm", "far-anon-like").returncode == 0
+    completion = node.shoal("completion", "bash")  # the CLI's own: printed whatever the context
+    assert completion.returncode == 0 and completion.stdout == cli(node.client_env, "completion", "bash").stdout
+    _client_root_untouched(node)
+
+
 def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -405,6 +405,32 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
             await asyncio.to_thread(shutil.rmtree, work, True)
         return web.json_response({})
 
+    # ---- system df, prunes --------------------------------------------------------------------
+
+    @routes.get(prefix + "/node/df")
+    async def disk_usage(request: web.Request) -> web.Response:
+        from shoal.cli.system import disk_usage
+
+        return web.json_response(await asyncio.to_thread(disk_usage, _flag(request, "verbose")))
+
+    @routes.post(prefix + "/node/prune")
+    async def prune(request: web.Request) -> web.Response:
+        """One pruner of this node (cli/system.py prune_kind): containers, networks, volumes,
+        images or builder, with prune_filters' filters."""
+        from shoal.cli.system import prune_kind
+
+        body = await read_body(request)
+        filters = body.get("filters") or {}
+        if not isinstance(filters, dict) or not all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v) for v in filters.values()):
+            raise InvalidArgument("filters: an object of lists of strings is expected")
+        keep = body.get("keep_storage")
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)):
+            raise InvalidArgument("keep_storage: an integer is expected")
+        reclaimed, output = await asyncio.to_thread(prune_kind, _string(body, "kind"), bool(body.get("all")),
+                                                    filters, keep)
+        return web.json_response({"reclaimed": reclaimed, "output": output})
+
     # ---- networks --------------------------------------------------------------------------
 
     @routes.post(prefix + "/node/networks/{network}/connect")

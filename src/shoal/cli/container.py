@@ -941,17 +941,20 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """docker/cli container prune: the question, `Deleted Containers:`, the writable layers'
     bytes reclaimed (cli/system.py container_prune, shared with `system prune`)."""
     from shoal.cli.prune import confirm, print_total
-    from shoal.cli.system import container_prune, prune_filters
+    from shoal.cli.system import pruned, prune_filters
 
     filters = prune_filters(args.filter, ("until", "label", "label!"))
     if not args.force and not confirm("WARNING! This will remove all stopped containers.\n"
                                       "Are you sure you want to continue?"):
         return 0
-    reclaimed, output = container_prune(filters)
+    reclaimed, output = pruned(args, "containers", False, filters)  # here, or by the node a context names
     if output:
         print(output)
     print_total(reclaimed)
     return 0
+
+
+cmd_prune.on_node = True  # type: ignore[attr-defined] # cli/main.py lets a tcp:// context reach it
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:

@@ -366,6 +366,7 @@ def parse_until(value: str, now: float | None = None) -> float:
     return parsed
 
 
+@_remote_ok
 def cmd_prune(args: argparse.Namespace) -> int:
     from shoal.cli.filters import Filters, invalid_filter
 
@@ -382,6 +383,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
         until = parse_until(value)
     labels = list(filters.get("label"))
     if not args.force and not confirm(_ALL_WARNING if args.all else _DANGLING_WARNING):
+        return 0
+    if getattr(args, "node", None) is not None:  # the node's store (cli/system.py image_prune there)
+        from shoal.cli.system import pruned
+
+        reclaimed, output = pruned(args, "images", args.all, {"label": labels, "until": list(filters.get("until"))})
+        if output:
+            print(output)
+        print(f"Total reclaimed space: {fmt.human_size(reclaimed, precision=4)}")
         return 0
     records, reclaimed = _store().prune_records(all=args.all, until=until, labels=labels)
     if records:

@@ -36,8 +36,9 @@ _GROUPS = (
 # in this process on this machine, and refuse a remote context rather than act on the wrong node,
 # unless their handler is marked `on_node` (cli/remote.py): then, for a tcp:// context, they get
 # args.node and do their work through that node's API (build, images, load, save, ps, logs ...).
+# (completion is the CLI's own: it prints a script, whatever the context names.)
 _REMOTE_OK = frozenset({"stack", "service", "node", "swarm", "events", "info", "context", "cluster", "secret", "config",
-                        "version", "daemon", "login", "logout"})
+                        "version", "daemon", "login", "logout", "completion"})
 # Global options that take a value (skipped when finding the command).
 _VALUE_OPTIONS = frozenset({"-H", "--host", "-c", "--context"})
 
@@ -184,11 +185,8 @@ def _select_endpoint(args: argparse.Namespace, command: str | None) -> None:
         raise ShoalError(
             f"shoal {command} against a remote node is not supported yet: the context "
             f"\"{endpoint.context}\" points at {endpoint.host}, and {command} runs on this machine "
-            f"(build, images, load, save, import, run, create, start, stop, kill, rm, wait, exec, ps, logs, "
-            f"inspect, restart, top, port, stats, volume, network, "
-            f"stack, service, node, swarm, events and "
-            f"info reach a remote node); run it on that "
-            f"node, or go back with `shoal context use default`")
+            f"(every Docker command reaches a remote node; shoal's own `container cleanup`, `image bootstrap` "
+            f"and `network reconcile` do not); run it on that node, or go back with `shoal context use default`")
 
 
 def _may_be_remote() -> bool:

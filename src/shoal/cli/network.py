@@ -394,13 +394,13 @@ def _prune(args: argparse.Namespace) -> int:
     Docker's); filters until, label, label! (cli/system.py network_prune, shared with
     `system prune`)."""
     from shoal.cli.prune import confirm
-    from shoal.cli.system import network_prune, prune_filters
+    from shoal.cli.system import pruned, prune_filters
 
     filters = prune_filters(args.filter, ("until", "label", "label!"))
     if not args.force and not confirm("WARNING! This will remove all custom networks not used by at least one "
                                       "container.\nAre you sure you want to continue?"):
         return 0
-    output = network_prune(filters)
+    _, output = pruned(args, "networks", False, filters)  # here, or by the node a context names
     if output:
         print(output)  # Fprintln of a text ending in a newline: a blank line after, as Docker's
     return 0
@@ -414,5 +414,5 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
-for _handler in (_ls, _inspect, _create, _rm):
+for _handler in (_ls, _inspect, _create, _rm, _prune):
     _handler.on_node = True  # type: ignore[attr-defined] # a tcp:// context: that node's networks (cli/main.py)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
@@ -226,14 +227,33 @@ def df_rows(rows: list[Any]) -> list[dict[str, str]]:
     return out
 
 
-def print_df(rows: list[Any], fmt: str | None) -> None:
+def print_df(rows: list[dict[str, str]], fmt: str | None) -> None:
+    """df_rows' rows (made here, or by the node a remote CLI names) as `system df` prints them."""
     from shoal.cli.format import print_formatted
 
     print_formatted(fmt, ("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"),
-                    ("Type", "TotalCount", "Active", "Size", "Reclaimable"), df_rows(rows))
+                    ("Type", "TotalCount", "Active", "Size", "Reclaimable"), rows)
 
 
-def print_df_verbose(rows: list[Any], now: float) -> None:
+def disk_usage(verbose: bool) -> dict[str, Any]:
+    """`system df` of this node (also GET /node/df for a remote CLI): {"rows"}, or verbose,
+    {"text"}: its tables as written."""
+    import io
+    import time
+
+    from shoal.image.store import ImageStore
+    from shoal.runtime import diskusage
+    from shoal.runtime.manager import ContainerManager
+
+    rows = diskusage.usage(ImageStore(), ContainerManager().list(all=True))
+    if not verbose:
+        return {"rows": df_rows(rows)}
+    out = io.StringIO()
+    print_df_verbose(rows, time.time(), out)
+    return {"text": out.getvalue()}
+
+
+def print_df_verbose(rows: list[Any], now: float, out: Any = None) -> None:
     """DiskUsageContext.verboseWriteTable: one table per kind, build cache last with its total."""
     from shoal.cli.format import container_image, print_table
     from shoal.cli.swarmfmt import ellipsis
@@ -241,8 +261,11 @@ def print_df_verbose(rows: list[Any], now: float) -> None:
     from shoal.runtime.inspect import command_text, status_text
     from shoal.units import ago
 
+    import sys
+
+    out = out or sys.stdout
     images, containers, vols, cache = rows
-    print("Images space usage:\n")
+    print("Images space usage:\n", file=out)
     image_rows = []
     for item in images.items:
         im = item["image"]
@@ -253,35 +276,40 @@ def print_df_verbose(rows: list[Any], now: float) -> None:
                            _human(im.size, 3), _human(item["shared"]), _human(im.size - item["shared"]),
                            str(item["containers"])])
     print_table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"),
-                image_rows)
-    print("\nContainers space usage:\n")
+                image_rows, out)
+    print("\nContainers space usage:\n", file=out)
     print_table(("CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"),
                 [[i["container"].id[:12], container_image(i["container"].image, i["container"].image_id, True), quote(ellipsis(command_text(i["container"]), 20)),
                   str(sum(1 for m in i["container"].spec.mounts if m.type == "volume")), _human(i["size"], 3),
                   ago(i["container"].created, now), status_text(i["container"], now), i["container"].name]
-                 for i in containers.items])
-    print("\nLocal Volumes space usage:\n")
+                 for i in containers.items], out)
+    print("\nLocal Volumes space usage:\n", file=out)
     print_table(("VOLUME NAME", "LINKS", "SIZE"),
-                [[i["volume"].name, str(i["links"]), _human(i["size"])] for i in vols.items])
-    print(f"\nBuild cache usage: {_human(cache.size)}\n")
+                [[i["volume"].name, str(i["links"]), _human(i["size"])] for i in vols.items], out)
+    print(f"\nBuild cache usage: {_human(cache.size)}\n", file=out)
     print_table(("CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"),
                 [[i["image"].id.removeprefix("sha256:")[:12], "regular", _human(i["size"], 3),
                   ago(i["image"].created, now) if i["image"].created else "", "", "0",
-                  "true" if i["shared"] else "false"] for i in cache.items])
+                  "true" if i["shared"] else "false"] for i in cache.items], out)
+
+
+def _node(args: argparse.Namespace) -> Any:
+    """The API client of the node a tcp:// context names (cli/main.py sets args.node), else None."""
+    if getattr(args, "node", None) is None:
+        return None
+    from shoal.cli import remote
+
+    return remote.client(args)
 
 
 def _df(args: argparse.Namespace) -> int:
-    import time
-
-    from shoal.image.store import ImageStore
-    from shoal.runtime import diskusage
-    from shoal.runtime.manager import ContainerManager
-
-    rows = diskusage.usage(ImageStore(), ContainerManager().list(all=True))
-    if args.verbose and not args.format:
-        print_df_verbose(rows, time.time())
+    verbose = bool(args.verbose and not args.format)
+    node = _node(args)
+    found = disk_usage(verbose) if node is None else node.get("/node/df", verbose="1" if verbose else None)
+    if verbose:
+        sys.stdout.write(found["text"])
     else:
-        print_df(rows, args.format)
+        print_df(found["rows"], args.format)
     return 0
 
 
@@ -345,7 +373,7 @@ def _builder_prune(args: argparse.Namespace) -> int:
                                   f"invalid size: '{args.keep_storage}'") from None
     if not args.force and not confirm(BUILDER_ALL_WARNING if args.all else BUILDER_WARNING):
         return 0
-    reclaimed, output = builder_prune(args.all, filters, keep)
+    reclaimed, output = pruned(args, "builder", args.all, filters, keep)
     if output:
         print(output)
     print_total(reclaimed)
@@ -401,6 +429,38 @@ def image_prune(all_: bool, filters: dict[str, list[str]]) -> tuple[int, str]:
     return reclaimed, "Deleted Images:\n" + "".join(f"{r}\n" for r in records)
 
 
+def prune_kind(kind: str, all_: bool, filters: dict[str, list[str]], keep_storage: int | None = None) -> tuple[int, str]:
+    """One pruner of this node (also POST /node/prune for a remote CLI): (bytes reclaimed, its
+    `Deleted ...:` text). Volumes take prune_filters' label/label! as cli/volume.py does."""
+    from shoal.errors import InvalidArgument
+
+    if kind == "containers":
+        return container_prune(filters)
+    if kind == "networks":
+        return 0, network_prune(filters)
+    if kind == "volumes":
+        from shoal.cli import volume
+
+        return volume.prune(all_, [f"label={v}" for v in filters.get("label", [])] +
+                            [f"label!={v}" for v in filters.get("label!", [])])
+    if kind == "images":
+        return image_prune(all_, filters)
+    if kind == "builder":
+        return builder_prune(all_, filters, keep_storage)
+    raise InvalidArgument(f"no such pruner: {kind[:40]!r}")
+
+
+def pruned(args: argparse.Namespace, kind: str, all_: bool, filters: dict[str, list[str]],
+           keep_storage: int | None = None) -> tuple[int, str]:
+    """prune_kind here, or by the node a tcp:// context names."""
+    node = _node(args)
+    if node is None:
+        return prune_kind(kind, all_, filters, keep_storage)
+    done = node.request("POST", "/node/prune", None, {"kind": kind, "all": all_, "filters": filters,
+                                                      "keep_storage": keep_storage})
+    return int(done["reclaimed"]), str(done["output"])
+
+
 def system_prune_warning(all_: bool, volumes_too: bool, filters: dict[str, list[str]]) -> str:
     """docker/cli system prune's confirmationTemplate, with each pruner's words in pruneOrder."""
     from shoal.cli.swarmfmt import natural_key
@@ -419,7 +479,6 @@ def system_prune_warning(all_: bool, volumes_too: bool, filters: dict[str, list[
 
 
 def _system_prune(args: argparse.Namespace) -> int:
-    from shoal.cli import volume
     from shoal.cli.prune import confirm, print_total
 
     filters = prune_filters(args.filter, ("until", "label", "label!"))
@@ -429,28 +488,13 @@ def _system_prune(args: argparse.Namespace) -> int:
         return 0
     total = 0
     # pruner.pruneOrder: containers release networks and volumes before those are pruned.
-    reclaimed, output = container_prune(filters)
-    total += reclaimed
-    if output:
-        print(output)
-    output = network_prune(filters)
-    if output:
-        print(output)
-    if args.volumes:
-        vol_filters = [f"label={v}" for v in filters.get("label", [])] + \
-                      [f"label!={v}" for v in filters.get("label!", [])]
-        reclaimed, output = volume.prune(False, vol_filters)
+    for kind in ("containers", "networks", "volumes", "images", "builder"):
+        if kind == "volumes" and not args.volumes:
+            continue
+        reclaimed, output = pruned(args, kind, args.all and kind != "volumes", filters)
         total += reclaimed
         if output:
             print(output)
-    reclaimed, output = image_prune(args.all, filters)
-    total += reclaimed
-    if output:
-        print(output)
-    reclaimed, output = builder_prune(args.all, filters)
-    total += reclaimed
-    if output:
-        print(output)
     print_total(total)
     return 0
 
@@ -464,6 +508,8 @@ def _system_info(args: argparse.Namespace) -> int:
 # `system info` and `system events` ask the node the context names (cli/main.py lets a tcp://
 # context through for handlers marked so); df and the prunes work on this machine's stores.
 _system_info.on_node = True  # type: ignore[attr-defined]
+for _handler in (_df, _system_prune, _builder_prune):
+    _handler.on_node = True  # type: ignore[attr-defined] # a tcp:// context: that node's (cli/main.py)
 _events.on_node = True  # type: ignore[attr-defined]
 
 
