@@ -101,11 +101,20 @@ def _wait_nodes(record: state.ClusterRecord, timeout: float, nodes: list[state.N
         if not waiting:
             return
         if supervisor_pid(record) is None:
-            raise ShoalError(f"the cluster's supervisor exited: see {record.dir / 'supervisor.log'}")
+            # The log goes with the half-made cluster (create removes it): its last words here.
+            raise ShoalError(f"the cluster's supervisor exited: {_last_line(record.dir / 'supervisor.log')}")
         if time.monotonic() > deadline:
             node = waiting[0]
             raise ShoalError(f"shoald of {node.hostname} did not answer within {timeout:.0f} s: see {node.log}")
         time.sleep(0.05)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError as exc:
+        return f"its log {log} cannot be read ({exc.strerror})"
+    return lines[-1] if lines else "it wrote nothing in its log"
 
 
 def _form_swarm(record: state.ClusterRecord, timeout: float) -> str:
