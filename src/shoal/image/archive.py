@@ -420,6 +420,14 @@ def _store_blob_file(store: ImageStore, path: Path, digest: str) -> bool:
     return True
 
 
+def _has_layer(store: ImageStore, digest: str) -> bool:
+    try:
+        store.get_layer(digest)
+    except NotFound:
+        return False
+    return True
+
+
 def _existing_id(store: ImageStore, tag: str) -> str | None:
     try:
         return store.resolve(tag).id
@@ -449,6 +457,9 @@ def load(store: ImageStore, src: BinaryIO, source: str = "-",
             # A layer's entries are only checked as it is unpacked, in add_manifest: an unsafe
             # one fails the image there, and what this image stored so far is taken back.
             written: list[str] = []
+            # only layers new to the store are taken back: one registered before (by a build or
+            # pull still running in this daemon, say) is not this load's to remove
+            new_layers = [layer.digest for layer in plan.layers if not _has_layer(store, layer.digest)]
             try:
                 for layer in plan.layers:
                     if progress:
@@ -462,7 +473,7 @@ def load(store: ImageStore, src: BinaryIO, source: str = "-",
                 manifest_bytes = plan.manifest_bytes or _manifest_for(plan)
                 store.add_manifest(manifest_bytes, plan.config_bytes, tags=plan.tags)
             except BaseException:
-                store.discard([layer.digest for layer in plan.layers], written)
+                store.discard(new_layers, written)
                 raise
             loaded.append(LoadedImage(id=plan.image_id, tags=plan.tags, replaced=replaced))
         return loaded
