@@ -398,3 +398,19 @@ def test_external_name_is_deprecated_from_dockers_versions(tmp_path: Path, versi
     said: list[str] = []
     load_docker_model([compose], environ={}, warn=said.append)
     assert said == expected
+
+
+def test_loader_warnings_come_first_in_dockers_order(tmp_path: Path) -> None:
+    """docker/cli's loader warns of a short port's host IP (LoadServices) and then of
+    external.name (the other sections), on stack config too; deploy's key report follows."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text('version: "3.8"\nservices:\n  a:\n    image: busybox\n    restart: always\n'
+                       '    ports: ["127.0.0.1:80:80"]\nnetworks:\n  default:\n    external:\n      name: n\n')
+    loaded = ["ignoring IP-address (127.0.0.1:80:80/tcp) service will listen on '0.0.0.0'",
+              "network default: network.external.name is deprecated in favor of network.name"]
+    said: list[str] = []
+    load_docker_model([compose], environ={}, warn=said.append)
+    assert said == loaded
+    said.clear()
+    load_stack([compose], "x", environ={}, warn=said.append)
+    assert said == [*loaded, "Ignoring unsupported options: restart\n"]

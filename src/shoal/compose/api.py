@@ -106,6 +106,24 @@ def warn_external_names(data: Mapping[str, Any], version: str, warn: Callable[[s
                 warn(f"{kind} {name}: {kind}.external.name is deprecated in favor of {kind}.name")
 
 
+def warn_host_ips(data: Mapping[str, Any], warn: Callable[[str], None]) -> None:
+    """The loader's warnings of short ports' host IPs, per file as docker/cli loads it (before
+    `Ignoring unsupported options`, on stack config and deploy alike)."""
+    from shoal.compose.syntax import host_ip_warnings, parse_port
+
+    services = data.get("services")
+    for service in (services.values() if isinstance(services, dict) else ()):
+        ports = service.get("ports") if isinstance(service, dict) else None
+        for item in (ports if isinstance(ports, list) else ()):
+            if isinstance(item, (str, int)) and not isinstance(item, bool):
+                try:
+                    shorts = parse_port(item)
+                except ValueError:
+                    continue  # the converter reports it
+                for message in host_ip_warnings(shorts):
+                    warn(message)
+
+
 def resolve_environment(compose_file: ComposeFile, working_dir: Path,
                         environment: Mapping[str, str]) -> dict[str, Any]:
     """docker/cli resolveEnvironment, per file before merging: the `env_file` files are read
@@ -217,6 +235,7 @@ def _load(
                 on_unset=on_unset,
             )
         check_schema(compose_file.data, [compose_file])
+        warn_host_ips(compose_file.data, warn)  # LoadServices, then the other sections
         warn_external_names(compose_file.data, this_version, warn)
         parsed.append(compose_file)
     to_merge = [resolve_environment(f, working_dir, environment) for f in parsed]

@@ -666,26 +666,6 @@ class Converter:
                           "port published with ingress mode can't be used with dnsrr mode")
         return EndpointSpec(mode=mode, ports=ports)
 
-    def _warn_host_ip(self, shorts: list[Any]) -> None:
-        """docker/cli's convertPortToPortConfig: swarm publishes on every address, so a host IP
-        is dropped with a warning per binding (one per container port, its host port or range
-        as written), unless it is the unspecified address."""
-        import ipaddress
-
-        by_target: dict[int, list[int]] = {}
-        for short in shorts:
-            if short.host_ip and not ipaddress.ip_address(short.host_ip).is_unspecified:
-                by_target.setdefault(short.target, []).append(short.published)
-        for short in shorts:
-            published = by_target.pop(short.target, None)
-            if published is None:
-                continue
-            host_port = "" if not published[0] else (
-                f"{published[0]}-{published[-1]}" if len(published) > 1 else str(published[0]))
-            host = f"[{short.host_ip}]" if ":" in short.host_ip else short.host_ip
-            self.warn(f"ignoring IP-address ({host}:{host_port}:{short.target}/{short.protocol}) "
-                      "service will listen on '0.0.0.0'")
-
     def port(self, item: Any, path: P) -> list[PortConfig]:
         if isinstance(item, (str, int, float)) and not isinstance(item, bool):
             text = v.text(item)
@@ -695,7 +675,6 @@ class Converter:
                 raise Invalid(path, str(exc)) from None
             if any(s.target == 0 for s in shorts):
                 raise Invalid(path, f"invalid port {text!r}: the container port must be 1-65535")
-            self._warn_host_ip(shorts)
             return [PortConfig(target=s.target, published=s.published, protocol=s.protocol)
                     for s in shorts]
         item = v.mapping(item, path)

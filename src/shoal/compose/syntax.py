@@ -187,6 +187,29 @@ def _port_range(text: str, what: str, spec: str) -> tuple[int, int]:
     return start, end
 
 
+def host_ip_warnings(shorts: list[PortShort]) -> list[str]:
+    """docker/cli's convertPortToPortConfig, as its loader reads a file: swarm publishes on every
+    address, so a host IP is dropped with a warning per binding (one per container port, its
+    host port or range as written), unless it is the unspecified address."""
+    import ipaddress
+
+    by_target: dict[int, list[int]] = {}
+    for short in shorts:
+        if short.host_ip and not ipaddress.ip_address(short.host_ip).is_unspecified:
+            by_target.setdefault(short.target, []).append(short.published)
+    out = []
+    for short in shorts:
+        published = by_target.pop(short.target, None)
+        if published is None:
+            continue
+        host_port = "" if not published[0] else (
+            f"{published[0]}-{published[-1]}" if len(published) > 1 else str(published[0]))
+        host = f"[{short.host_ip}]" if ":" in short.host_ip else short.host_ip
+        out.append(f"ignoring IP-address ({host}:{host_port}:{short.target}/{short.protocol}) "
+                   "service will listen on '0.0.0.0'")
+    return out
+
+
 def _is_ip(text: str) -> bool:
     """Go's net.ParseIP: a dotted IPv4 or an IPv6 address, no zone."""
     import ipaddress
