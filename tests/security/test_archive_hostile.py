@@ -137,9 +137,11 @@ def _store_files(root: Path) -> tuple[set[str], set[str], set[str]]:
     import json
 
     image = root / "image"
-    layers = json.loads((image / "layers.json").read_text())
-    return ({p.name for p in (image / "blobs" / "sha256").iterdir()},
-            {p.name for p in (image / "snapshots").iterdir()}, set(layers["layers"]) | set(layers["blobs"]))
+    path = image / "layers.json"
+    layers = json.loads(path.read_text()) if path.exists() else {"layers": {}, "blobs": {}}
+    listing = lambda d: {p.name for p in d.iterdir()} if d.is_dir() else set()  # noqa: E731
+    return (listing(image / "blobs" / "sha256"), listing(image / "snapshots"),
+            set(layers["layers"]) | set(layers["blobs"]))
 
 
 def test_failed_load_leaves_nothing_and_stops_nothing(shoal, busybox_image: str, shoal_root: Path,
@@ -193,4 +195,63 @@ def test_an_image_deeper_than_dockers_limit_is_refused_before_hashing(shoal, sho
     assert proc.returncode == 1
     assert proc.stderr.decode() == (f"Error: invalid image archive from stdin: {config_name}: max depth exceeded "
                                     "(126 layers, at most 125)\n")
+    assert _store_files(shoal_root) == before
+
+
+def test_a_pull_deeper_than_dockers_limit_fetches_no_blob(shoal, shoal_root: Path) -> None:
+    """The same limit on a pull, from the manifest, before any blob is asked for."""
+    import hashlib
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    layer = _layer(("f", b"x"))
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"os": "linux", "architecture": "amd64",
+                         "rootfs": {"type": "layers", "diff_ids": [digest] * 126}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
+                    "size": len(layer)}] * 126}).encode()
+    blob_requests: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, body: bytes | None, ctype: str = "application/octet-stream") -> None:
+            self.send_response(404 if body is None else 200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(manifest).hexdigest())
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            if body and self.command == "GET":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/v2/":
+                self._answer(b"{}", "application/json")
+            elif "/manifests/" in self.path:
+                self._answer(manifest, "application/vnd.oci.image.manifest.v1+json")
+            else:
+                blob_requests.append(self.path)
+                self._answer(config if self.path.endswith(hashlib.sha256(config).hexdigest()) else layer)
+
+        do_HEAD = do_GET
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        before = _store_files(shoal_root)
+        proc = shoal("pull", f"127.0.0.1:{httpd.server_address[1]}/deep:v1")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+    assert proc.returncode == 1
+    assert proc.stderr.endswith("Error: max depth exceeded (126 layers, at most 125)\n"), proc.stderr
+    assert blob_requests == []
     assert _store_files(shoal_root) == before

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.image import reference as refs
+from shoal.image.archive import MAX_LAYER_DEPTH
 from shoal.image.auth import load_credentials
 from shoal.image.registry_client import (
     DOCKER_CONFIG,
@@ -302,6 +303,10 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
         layers = [d for d in data.get("layers") or [] if isinstance(d, dict)]
         if not config_desc.get("digest"):
             raise ShoalError(f"invalid manifest {manifest.digest}: no config")
+        if len(layers) > MAX_LAYER_DEPTH:
+            # moby's layer store limit, checked before a blob is fetched: a hostile manifest may
+            # list one large layer thousands of times
+            raise ShoalError(f"max depth exceeded ({len(layers)} layers, at most {MAX_LAYER_DEPTH})")
         config_type = config_desc.get("mediaType")
         if config_type and config_type not in IMAGE_CONFIG_TYPES:
             # An artifact (a Helm chart, a signature...), not a container image: moby's words.
