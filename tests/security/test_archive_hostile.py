@@ -255,3 +255,66 @@ def test_a_pull_deeper_than_dockers_limit_fetches_no_blob(shoal, shoal_root: Pat
     assert proc.stderr.endswith("Error: max depth exceeded (126 layers, at most 125)\n"), proc.stderr
     assert blob_requests == []
     assert _store_files(shoal_root) == before
+
+
+def _oci_archive(layer: bytes, declared_size: int | None = None) -> bytes:
+    """An OCI image layout of one image with this layer; its descriptor may lie about the size."""
+    import hashlib
+    import json
+
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"os": "linux", "architecture": "amd64",
+                         "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
+                    "size": len(layer) if declared_size is None else declared_size}]}).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+        "size": len(manifest), "annotations": {"io.containerd.image.name": "localhost/shoal-hostile-oci:t"}}]})
+    files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index.encode(),
+             f"blobs/sha256/{manifest_digest[7:]}": manifest, f"blobs/sha256/{config_digest[7:]}": config,
+             f"blobs/sha256/{digest[7:]}": layer}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _load(data: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "shoal", "load"], input=data, capture_output=True, timeout=120)
+
+
+def test_a_descriptor_whose_size_lies_is_refused(shoal, shoal_root: Path) -> None:
+    """containerd checks each blob's size against its descriptor; the manifest is kept byte for
+    byte, so a size of 2^62 would otherwise be what a later push and save declare."""
+    layer = _layer(("f", uuid.uuid4().hex.encode()))
+    before = _store_files(shoal_root)
+    proc = _load(_oci_archive(layer, declared_size=1 << 62))
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert err.startswith("Error: invalid image archive from stdin: layer sha256:") \
+        and err.endswith(f"is {len(layer)} bytes, its descriptor says {1 << 62}\n"), err
+    assert _store_files(shoal_root) == before
+    assert _load(_oci_archive(layer)).returncode == 0  # the same archive, honest, loads
+    shoal("rmi", "localhost/shoal-hostile-oci:t", check=True)
+
+
+def test_an_enormous_manifest_is_refused_unread(shoal, tmp_path: Path) -> None:
+    """manifest.json is read whole: past 16MiB it is an error, not the loader's memory."""
+    big = tmp_path / "big.tar"
+    with tarfile.open(big, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = (16 << 20) + 3
+        tar.addfile(info, io.BytesIO(b"[" + b" " * (16 << 20) + b"]\n"))
+    proc = shoal("load", "-i", str(big))
+    assert proc.returncode == 1
+    assert proc.stderr == (f"Error: invalid image archive {big}: manifest 'manifest.json' is {(16 << 20) + 3} bytes, "
+                           "more than 16MiB\n"), proc.stderr

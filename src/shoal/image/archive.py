@@ -57,6 +57,8 @@ _CHUNK = 1 << 20
 # moby's layer store refuses a chain deeper than this (layer/layer_store.go maxLayerDepth,
 # "max depth exceeded"); overlayfs could not mount many more lower directories anyway.
 MAX_LAYER_DEPTH = 125
+# A manifest, index or config read whole: the distribution spec bounds manifests at 4MiB
+MAX_JSON_SIZE = 16 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,8 +177,18 @@ class _Unpacked:
             raise ShoalError(f"invalid image archive {self.source}: {what} {name!r} is missing")
         return candidate
 
+    def read(self, name: str, what: str) -> bytes:
+        """A JSON document of the archive (manifest, index, config), read whole: bounded, so a
+        multi-gigabyte "manifest.json" is an error and not the loader's memory."""
+        path = self.path(name, what)
+        size = path.stat().st_size
+        if size > MAX_JSON_SIZE:
+            raise ShoalError(f"invalid image archive {self.source}: {what} {name!r} is {size} bytes, "
+                             f"more than {MAX_JSON_SIZE >> 20}MiB")
+        return path.read_bytes()
+
     def json(self, name: str, what: str) -> Any:
-        data = self.path(name, what).read_bytes()
+        data = self.read(name, what)
         try:
             return json.loads(data)
         except ValueError as exc:
@@ -273,7 +285,7 @@ def _plan_docker(arch: _Unpacked) -> list[_Plan]:
                 or not isinstance(item.get("Layers"), list):
             raise ShoalError(f"invalid image archive {arch.source}: manifest.json entry {n} "
                              "needs \"Config\" and \"Layers\"")
-        config_bytes = arch.path(item["Config"], "config").read_bytes()
+        config_bytes = arch.read(item["Config"], "config")
         diff_ids = _diff_ids(config_bytes, item["Config"], arch.source)
         if len(diff_ids) != len(item["Layers"]):
             raise ShoalError(f"invalid image archive {arch.source}: invalid manifest, layers length mismatch: "
@@ -309,12 +321,20 @@ def _blob(arch: _Unpacked, desc: Any, what: str) -> tuple[Path, str]:
     algo, _, hexpart = desc["digest"].partition(":")
     if algo != "sha256" or not hexpart.isalnum():
         raise ShoalError(f"invalid image archive {arch.source}: unsupported digest {desc['digest']}")
-    return arch.path(f"blobs/{algo}/{hexpart}", what), desc["digest"]
+    path = arch.path(f"blobs/{algo}/{hexpart}", what)
+    declared = desc.get("size")
+    if declared is not None:
+        actual = path.stat().st_size
+        if not isinstance(declared, int) or isinstance(declared, bool) or declared != actual:
+            # containerd's check on import; a wrong size kept in a manifest breaks its push
+            raise ShoalError(f"invalid image archive {arch.source}: {what} {desc['digest']} is {actual} bytes, "
+                             f"its descriptor says {declared!r}")
+    return path, desc["digest"]
 
 
 def _verified_bytes(arch: _Unpacked, desc: Any, what: str) -> bytes:
     path, digest = _blob(arch, desc, what)
-    data = path.read_bytes()
+    data = arch.read(path.relative_to(arch.root).as_posix(), what)
     got = "sha256:" + hashlib.sha256(data).hexdigest()
     if got != digest:
         raise ShoalError(f"invalid image archive {arch.source}: {what} blob {digest} does not match its digest "
