@@ -321,15 +321,16 @@ def _blob(arch: _Unpacked, desc: Any, what: str) -> tuple[Path, str]:
     algo, _, hexpart = desc["digest"].partition(":")
     if algo != "sha256" or not hexpart.isalnum():
         raise ShoalError(f"invalid image archive {arch.source}: unsupported digest {desc['digest']}")
-    path = arch.path(f"blobs/{algo}/{hexpart}", what)
+    return arch.path(f"blobs/{algo}/{hexpart}", what), desc["digest"]
+
+
+def _check_size(arch: _Unpacked, desc: dict, what: str, actual: int) -> None:
+    """After the digest matched: containerd's size check on import (the manifest is kept byte
+    for byte, and a wrong size in it is what a later push or save would declare)."""
     declared = desc.get("size")
-    if declared is not None:
-        actual = path.stat().st_size
-        if not isinstance(declared, int) or isinstance(declared, bool) or declared != actual:
-            # containerd's check on import; a wrong size kept in a manifest breaks its push
-            raise ShoalError(f"invalid image archive {arch.source}: {what} {desc['digest']} is {actual} bytes, "
-                             f"its descriptor says {declared!r}")
-    return path, desc["digest"]
+    if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool) or declared != actual):
+        raise ShoalError(f"invalid image archive {arch.source}: {what} {desc['digest']} is {actual} bytes, "
+                         f"its descriptor says {declared!r}")
 
 
 def _verified_bytes(arch: _Unpacked, desc: Any, what: str) -> bytes:
@@ -339,6 +340,7 @@ def _verified_bytes(arch: _Unpacked, desc: Any, what: str) -> bytes:
     if got != digest:
         raise ShoalError(f"invalid image archive {arch.source}: {what} blob {digest} does not match its digest "
                          f"(got {got})")
+    _check_size(arch, desc, what, len(data))
     return data
 
 
@@ -411,7 +413,9 @@ def _plan_oci(arch: _Unpacked) -> list[_Plan]:
         layers = []
         for i, desc in enumerate(layer_descs):
             path, digest = _blob(arch, desc, "layer")
+            stored_size = path.stat().st_size  # as in the archive (bzip2/xz are re-stored plain)
             layers.append(_verify_layer(arch, path, digest, diff_ids[i], i, expected_digest=digest))
+            _check_size(arch, desc, "layer", stored_size)
         by_manifest[key] = _Plan(config_bytes=config_bytes, layers=layers, tags=tags,
                                  manifest_bytes=manifest_bytes)
     if not by_manifest:
