@@ -317,6 +317,9 @@ def test_volumes_on_the_node(node: Node) -> None:
     assert listed.stdout == b"far-data kind=far\n", listed.stderr
     assert cli(node.env, "volume", "ls", "-q").stdout == b"far-data\n"  # the node's own view
     assert cli(node.client_env, "volume", "ls", "-q").stdout == b""  # this machine has none
+    # Another shoald's unix socket (-H, as a `cluster create --no-swarm` context) takes the same path.
+    via_socket = cli(node.client_env, "-H", f"unix://{node.env['SHOAL_RUN']}/shoal.sock", "volume", "ls", "-q")
+    assert (via_socket.returncode, via_socket.stdout) == (0, b"far-data\n"), via_socket.stderr
     bad = node.shoal("volume", "ls", "--filter", "colour=red")
     assert (bad.returncode, bad.stderr) == (1, b"Error response from daemon: invalid filter 'colour'\n")
     wrote = node.shoal("run", "--name", "far-writer", "-v", "far-data:/data", "localhost/busybox:test",

@@ -63,6 +63,12 @@ def _node(args: argparse.Namespace) -> Any:
     return remote.client(args)
 
 
+def _quoted(name: str) -> str:
+    from shoal.api.client import quote_ref  # only for a remote node: a local command loads no HTTP code
+
+    return quote_ref(name)
+
+
 def create(name: str, driver: str, opts: dict[str, str], labels: dict[str, str]) -> dict[str, Any]:
     """`volume create` on this node (also POST /node/volumes): the volume's inspect document."""
     from shoal.runtime import volumes
@@ -165,7 +171,6 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from shoal.api.client import quote_ref
     from shoal.cli.format import render_template
     from shoal.runtime import volumes
 
@@ -173,7 +178,7 @@ def _inspect(args: argparse.Namespace) -> int:
     found, errors = [], []
     for name in args.volumes:
         try:
-            found.append(volumes.get(name).to_api() if node is None else node.get(f"/node/volumes/{quote_ref(name)}"))
+            found.append(volumes.get(name).to_api() if node is None else node.get(f"/node/volumes/{_quoted(name)}"))
         except ShoalError as exc:
             errors.append(f"Error response from daemon: {exc}")
     if args.format:
@@ -188,7 +193,6 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> int:
-    from shoal.api.client import quote_ref
     from shoal.runtime import volumes
 
     node = _node(args)
@@ -199,7 +203,7 @@ def _rm(args: argparse.Namespace) -> int:
             if node is None:
                 volumes.remove_checked(name, containers, force=args.force)
             else:
-                node.delete(f"/node/volumes/{quote_ref(name)}", force="1" if args.force else None)
+                node.delete(f"/node/volumes/{_quoted(name)}", force="1" if args.force else None)
         except ShoalError as exc:
             errors.append(f"Error response from daemon: {exc}")
             continue
