@@ -19,13 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from shoal.api.nodeapi import _Pipe, _flag, _json_query, _spool, _upload_dir
 from shoal.errors import InvalidArgument, ShoalError
 
 log = logging.getLogger("shoald.nodeops")
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true")
 
 
 def _int(request: web.Request, name: str) -> int | None:
@@ -36,19 +33,6 @@ def _int(request: web.Request, name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise InvalidArgument(f"{name}: an integer is expected, not {raw[:40]!r}") from None
-
-
-def _json(request: web.Request, name: str, kind: type, default: Any) -> Any:
-    raw = request.query.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise InvalidArgument(f"{name}: not JSON") from None
-    if not isinstance(value, kind):
-        raise InvalidArgument(f"{name}: a JSON {kind.__name__} is expected")
-    return value
 
 
 def _strings(body: dict[str, Any], key: str) -> list[str]:
@@ -112,7 +96,7 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
     async def volume_list(request: web.Request) -> web.Response:
         from shoal.cli import volume
 
-        filters = _json(request, "filters", dict, {})
+        filters = _json_query(request, "filters", dict, {})
         return web.json_response(await asyncio.to_thread(volume.listed, filters))
 
     @routes.post(prefix + "/node/volumes")
@@ -128,7 +112,7 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
     async def volume_prune(request: web.Request) -> web.Response:
         from shoal.cli import volume
 
-        filters = _json(request, "filters", list, [])
+        filters = _json_query(request, "filters", list, [])
         if not all(isinstance(f, str) for f in filters):
             raise InvalidArgument("filters: a list of strings is expected")
         reclaimed, output = await asyncio.to_thread(volume.prune, _flag(request, "all"), filters)
@@ -149,7 +133,6 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
         """`pull`/`push` by this node with the CLI's credentials for the registry (docker's
         X-Registry-Auth; none: anonymous, never this node's own), its output streamed as ndjson
         ({"stream"} as it comes, then {"done"} or {"error", "from_daemon", "exit_code"})."""
-        from shoal.api.nodeapi import _Pipe
         from shoal.cli import registry
         from shoal.image import registryauth
         from shoal.image.store import ImageStore
@@ -298,7 +281,6 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
     @routes.get(prefix + "/containers/{id}/export")
     async def container_export(request: web.Request) -> web.StreamResponse:
         """The container's filesystem as a tar (runtime/rootfs.py export), streamed as made."""
-        from shoal.api.nodeapi import _Pipe
         from shoal.runtime import rootfs
         from shoal.runtime.manager import ContainerManager
 
@@ -326,7 +308,6 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
         """A container's file or directory as a tar (cli/containercp.py archive_out), its name
         and kind first in a header; host=1: the whole source, for the CLI to unpack as a local
         `cp` does, else as `cp CONTAINER:SRC -` writes it."""
-        from shoal.api.nodeapi import _Pipe
         from shoal.cli import containercp
         from shoal.cli.remotecp import PATH_STAT
         from shoal.runtime.manager import ContainerManager
@@ -371,7 +352,6 @@ def add_routes(app: web.Application, prefix: str, read_body: Callable[[web.Reque
         import tempfile
         from pathlib import Path
 
-        from shoal.api.nodeapi import _spool, _upload_dir
         from shoal.cli import containercp
         from shoal.image.layers import unpack_layer
         from shoal.runtime.manager import ContainerManager
