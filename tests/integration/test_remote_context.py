@@ -373,6 +373,14 @@ def test_network_connect_restart_top_port_stats_on_the_node(node: Node) -> None:
         left = node.shoal("network", "disconnect", "far-net", "far-web")
         assert left.returncode == 0, left.stderr
         assert networks() == ["bridge"]
+        # An attachable swarm network: the address from the manager, through shoald's own provider.
+        made = cli(node.env, "network", "create", "-d", "overlay", "--attachable", "far-ov")
+        assert made.returncode == 0, made.stderr
+        on_ov = node.shoal("network", "connect", "far-ov", "far-web")
+        assert on_ov.returncode == 0, on_ov.stderr
+        assert networks() == ["bridge", "far-ov"]
+        assert node.shoal("network", "disconnect", "far-ov", "far-web").returncode == 0
+        assert networks() == ["bridge"]
         not_on = node.shoal("network", "disconnect", "far-net", "far-web")
         assert (not_on.returncode, not_on.stderr.decode()) == (
             1, f"Error response from daemon: container {cid} is not connected to network far-net\n")
@@ -401,7 +409,7 @@ def test_network_connect_restart_top_port_stats_on_the_node(node: Node) -> None:
         assert state.split()[0] == b"running" and state.split()[1] != started.strip()
     finally:
         cli(node.env, "rm", "-f", cid)
-        cli(node.env, "network", "rm", "far-net")
+        cli(node.env, "network", "rm", "far-net", "far-ov")
     assert cli(node.client_env, "ps", "-aq").stdout == b""
     _client_root_untouched(node)
 

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 
 def use_manager_addresses() -> None:
-    """Set the provider when this node is in a swarm (its state file): before a start."""
+    """Set the provider when this node is in a swarm (its state file): before a start. Not in
+    shoald, which runs these commands for a remote CLI (api/nodeops.py): it has its own provider
+    (daemon.py, in process), which a call back into its own API must not replace."""
     from shoal import paths
 
     if not (paths.state_root() / "swarm" / "state.json").exists():
         return
     from shoal.network import attach
 
+    if attach.has_cluster():
+        return
     attach.set_cluster(_attach)
 
 
