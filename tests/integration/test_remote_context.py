@@ -397,6 +397,21 @@ def test_network_connect_restart_top_port_stats_on_the_node(node: Node) -> None:
         assert (local.returncode, local.stdout, local.stderr) == (1, unpublished.stdout, unpublished.stderr)
         stats = node.shoal("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "far-web")
         assert (stats.returncode, stats.stdout) == (0, b"far-web 1\n"), stats.stderr
+        # Streaming: a new frame (the screen cleared, the row again) each round, until interrupted.
+        proc = subprocess.Popen([sys.executable, "-m", "shoal", "-c", "far", "stats", "--format", "{{.Name}}",
+                                 "far-web"], env=node.client_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        import threading
+
+        guard = threading.Timer(60, proc.kill)  # a stuck stream fails the test, never hangs it
+        guard.start()
+        try:
+            assert proc.stdout is not None
+            frames = [proc.stdout.readline() for _ in range(2)]
+            assert frames == [b"\x1b[2J\x1b[Hfar-web\n"] * 2, frames
+        finally:
+            guard.cancel()
+            proc.kill()
+            proc.communicate(timeout=30)
         missing = node.shoal("stats", "--no-stream", "nosuch")
         assert (missing.returncode, missing.stderr) == (1, b"Error response from daemon: No such container: nosuch\n")
         assert cli(node.env, "stats", "--no-stream", "nosuch").stderr == missing.stderr
