@@ -318,3 +318,41 @@ def test_an_enormous_manifest_is_refused_unread(shoal, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr == (f"Error: invalid image archive {big}: manifest 'manifest.json' is {(16 << 20) + 3} bytes, "
                            "more than 16MiB\n"), proc.stderr
+
+
+@pytest.mark.parametrize("case", ["deep-layer-path", "repotags-a-string", "repotags-numbers", "nested-json"])
+def test_malformed_archives_are_one_line_errors(shoal, shoal_root: Path, case: str) -> None:
+    """Each was a Python traceback (RecursionError, TypeError) or, for a string as RepoTags, an
+    image tagged with each of its letters."""
+    config = b'{"os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+
+    def archive(manifest: bytes, extra: dict[str, bytes] | None = None) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in {"c.json": config, "manifest.json": manifest, **(extra or {})}.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    expected = {
+        "deep-layer-path": "is 3001 levels deep (at most 512)",
+        "repotags-a-string": '"RepoTags" must be a list of strings',
+        "repotags-numbers": '"RepoTags" must be a list of strings',
+        "nested-json": "manifest.json is nested too deeply",
+    }[case]
+    if case == "deep-layer-path":
+        data = _docker_archive([_layer(("/".join(["d"] * 3000) + "/f", b"x"))], "localhost/shoal-hostile-deep:t")
+    elif case == "repotags-a-string":
+        data = archive(b'[{"Config": "c.json", "Layers": [], "RepoTags": "abc"}]')
+    elif case == "repotags-numbers":
+        data = archive(b'[{"Config": "c.json", "Layers": [], "RepoTags": [1]}]')
+    else:
+        data = archive(b"[" * 100_000 + b"]" * 100_000)
+    before = _store_files(shoal_root)
+    proc = _load(data)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1 and err.startswith("Error: "), err[-2000:]
+    assert expected in err, err
+    assert _store_files(shoal_root) == before
+    assert "a:latest" not in shoal("images", "--format", "{{.Repository}}:{{.Tag}}").stdout

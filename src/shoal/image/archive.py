@@ -188,14 +188,19 @@ class _Unpacked:
         return path.read_bytes()
 
     def json(self, name: str, what: str) -> Any:
-        data = self.read(name, what)
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise ShoalError(f"invalid image archive {self.source}: {name} is not valid JSON: {exc}") from None
+        return _json(self.read(name, what), f"{self.source}: {name}")
 
     def exists(self, name: str) -> bool:
         return (self.root / name).is_file()
+
+
+def _json(data: bytes, label: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise ShoalError(f"invalid image archive {label} is not valid JSON: {exc}") from None
+    except RecursionError:  # [[[[...: Python's parser gives up where Go's nests on
+        raise ShoalError(f"invalid image archive {label} is nested too deeply") from None
 
 
 def _safe_member_name(name: str) -> str | None:
@@ -210,10 +215,12 @@ def _unpack(src: BinaryIO, dest: Path, source: str) -> None:
     bad = f"invalid image archive {source}"
     links: list[tuple[str, str, bool]] = []
     members = 0
+    current = ""
     try:
         with tarfile.open(fileobj=src, mode="r|*") as tar:
             for member in tar:
                 members += 1
+                current = member.name
                 name = _safe_member_name(member.name)
                 if name is None:
                     if member.isdir() and member.name.strip("./") == "":
@@ -241,6 +248,10 @@ def _unpack(src: BinaryIO, dest: Path, source: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ShoalError(f"cannot load {source}: no space left on device in {dest.parent}") from None
+        if exc.filename is not None and current:
+            # the file system refused an entry (a name too long, a file where a directory must
+            # go): name the entry, not the scratch path
+            raise ShoalError(f"{bad}: cannot unpack {current!r}: {exc.strerror}") from None
         raise ShoalError(f"{bad}: truncated or corrupt tar ({exc})") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         reason = "empty, or not a tar archive" if members == 0 else (str(exc) or "unexpected end of data")
@@ -291,7 +302,11 @@ def _plan_docker(arch: _Unpacked) -> list[_Plan]:
             raise ShoalError(f"invalid image archive {arch.source}: invalid manifest, layers length mismatch: "
                              f"expected {len(item['Layers'])}, got {len(diff_ids)} ({item['Config']})")
         layers = [_verify_layer(arch, arch.path(p, "layer"), p, diff_ids[i], i) for i, p in enumerate(item["Layers"])]
-        tags = [_ref_text(t, arch.source) for t in (item.get("RepoTags") or [])]
+        repo_tags = item.get("RepoTags") or []
+        if not isinstance(repo_tags, list) or not all(isinstance(t, str) for t in repo_tags):
+            raise ShoalError(f"invalid image archive {arch.source}: manifest.json entry {n}: "
+                             "\"RepoTags\" must be a list of strings")
+        tags = [_ref_text(t, arch.source) for t in repo_tags]
         plans.append(_Plan(config_bytes=config_bytes, layers=layers, tags=tags))
     return plans
 
@@ -302,7 +317,7 @@ def _diff_ids(config_bytes: bytes, label: str, source: str) -> list[str]:
         diff_ids = config["rootfs"]["diff_ids"]
         if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ShoalError(f"invalid image archive {source}: {label} is not an image config "
                          "(no rootfs.diff_ids)") from None
     os_name = config.get("os") or "linux"
@@ -359,7 +374,7 @@ def _index_manifests(arch: _Unpacked, index: Any, depth: int = 0) -> Iterator[tu
     for desc in manifests:
         media_type = desc.get("mediaType") if isinstance(desc, dict) else None
         if media_type in INDEX_TYPES and depth < 2:
-            nested = json.loads(_verified_bytes(arch, desc, "index"))
+            nested = _json(_verified_bytes(arch, desc, "index"), f"{arch.source}: index {desc.get('digest')}")
             candidates = list(_index_manifests(arch, nested, depth + 1))
             chosen = [c for c in candidates if _platform_matches(c[0], host_os, host_arch)] or candidates[:1]
             for manifest_desc, data, _ in chosen:
@@ -377,12 +392,14 @@ def _platform_matches(desc: dict, os_name: str, arch: str) -> bool:
 
 def _names(desc: Any) -> list[str]:
     annotations = (desc.get("annotations") if isinstance(desc, dict) else None) or {}
+    if not isinstance(annotations, dict):
+        return []
     full = annotations.get(ANNOTATION_IMAGE_NAME)
-    if full:
+    if full and isinstance(full, str):
         return [full]
     ref_name = annotations.get(ANNOTATION_REF_NAME)
     # a bare "v1" is only a tag (the OCI meaning); "web:v1" or "localhost/x:y" is a whole name
-    if ref_name and any(c in ref_name for c in ":/@"):
+    if ref_name and isinstance(ref_name, str) and any(c in ref_name for c in ":/@"):
         return [ref_name]
     return []
 
@@ -403,7 +420,9 @@ def _plan_oci(arch: _Unpacked) -> list[_Plan]:
             manifest = json.loads(manifest_bytes)
             config_desc = manifest["config"]
             layer_descs = manifest["layers"]
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(layer_descs, list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ShoalError(f"invalid image archive {arch.source}: a manifest is not an image manifest") from None
         config_bytes = _verified_bytes(arch, config_desc, "config")
         diff_ids = _diff_ids(config_bytes, config_desc["digest"], arch.source)

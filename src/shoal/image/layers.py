@@ -175,6 +175,13 @@ class HashingReader(io.RawIOBase):
 # --- tar -> snapshot --------------------------------------------------------------------------
 
 
+# Directory levels an entry may be below the layer root. PATH_MAX allows ~2000 ("d/d/..."),
+# but every tree made here is later removed or walked by Python's recursive shutil/os.walk
+# (about one frame a level, 1000 at most): deeper, a failed unpack left its tree behind with a
+# RecursionError. No real image nests anywhere near this.
+MAX_DEPTH = 512
+
+
 def _clean_name(name: str) -> str:
     """The member's path relative to the snapshot root; refuses anything that could escape."""
     if name.startswith("/"):
@@ -182,6 +189,9 @@ def _clean_name(name: str) -> str:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"unsafe path in layer: {name!r} leaves the layer")
+    if len(parts) > MAX_DEPTH:
+        raise LayerError(f"unsafe path in layer: {name[:64]!r}... is {len(parts)} levels deep "
+                         f"(at most {MAX_DEPTH})")
     return "/".join(parts)
 
 
@@ -213,19 +223,21 @@ class _Applier:
     def ensure_parent(self, rel: str) -> None:
         """Every ancestor of `rel` is a real directory inside the snapshot (created if missing:
         it may come from a lower layer); a symlink or file in the way is refused."""
-        parent = rel.rpartition("/")[0]
-        if parent in self.known_dirs:
-            return
-        self.ensure_parent(parent)
-        full = self.path(parent)
-        try:
-            st = os.lstat(full)
-        except FileNotFoundError:
-            os.mkdir(full, 0o755)
-        else:
-            if not stat.S_ISDIR(st.st_mode):
-                raise LayerError(f"unsafe path in layer: {rel!r} is below a non-directory {parent!r}")
-        self.known_dirs.add(parent)
+        missing: list[str] = []  # the ancestors not known yet, nearest first (a loop, not
+        parent = rel.rpartition("/")[0]  # recursion: a path may be thousands of levels deep)
+        while parent not in self.known_dirs:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        for parent in reversed(missing):
+            full = self.path(parent)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                os.mkdir(full, 0o755)
+            else:
+                if not stat.S_ISDIR(st.st_mode):
+                    raise LayerError(f"unsafe path in layer: {rel!r} is below a non-directory {parent!r}")
+            self.known_dirs.add(parent)
 
     def clear(self, rel: str, keep_dir: bool) -> None:
         """Remove what is at `rel` (a later entry for the same name replaces an earlier one)."""
