@@ -90,7 +90,24 @@ def _start_supervisor(record: state.ClusterRecord) -> int:
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True,
                                 start_new_session=True, env=env)  # outlives the CLI, away from its terminal
     paths.write_file(supervisor_pid_file(record), f"{proc.pid}\n")
+    _started[str(record.dir)] = proc
     return proc.pid
+
+
+# The supervisors this process started (create): whether one has exited is asked of its Popen,
+# which knows its exit status, rather than read from /proc by its pid file and command line.
+_started: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def _supervisor_exited(record: state.ClusterRecord) -> str | None:
+    """Why the cluster's supervisor is gone, or None while it runs."""
+    proc = _started.get(str(record.dir))
+    if proc is None:
+        return None if supervisor_pid(record) is not None else "it no longer runs"
+    code = proc.poll()
+    if code is None:
+        return None
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
 
 
 def _wait_nodes(record: state.ClusterRecord, timeout: float, nodes: list[state.NodeRecord] | None = None) -> None:
@@ -100,9 +117,10 @@ def _wait_nodes(record: state.ClusterRecord, timeout: float, nodes: list[state.N
         waiting = [n for n in waiting if not node_answers(n, 2.0)]
         if not waiting:
             return
-        if supervisor_pid(record) is None:
+        gone = _supervisor_exited(record)
+        if gone is not None:
             # The log goes with the half-made cluster (create removes it): its last words here.
-            raise ShoalError(f"the cluster's supervisor exited: {_last_line(record.dir / 'supervisor.log')}")
+            raise ShoalError(f"the cluster's supervisor exited ({gone}): {_last_line(record.dir / 'supervisor.log')}")
         if time.monotonic() > deadline:
             node = waiting[0]
             raise ShoalError(f"shoald of {node.hostname} did not answer within {timeout:.0f} s: see {node.log}")
