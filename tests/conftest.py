@@ -157,14 +157,29 @@ def terminate(proc: subprocess.Popen[Any], timeout: float) -> bool:
         return False
 
 
+def shoald_pid(run: Path) -> int | None:
+    """The pid of the shoald whose run root is `run`, if it runs. shoald.lock keeps the pid of
+    the last one after it exits, and this machine reuses pids within a test run (pid_max
+    32768): a pid is only taken for that shoald's when that process runs shoal with this
+    SHOAL_RUN. (A stale one signalled the cluster supervisor another test had just started.)"""
+    try:
+        pid = int((run / "shoald.lock").read_text().split()[0])
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    if b"shoal" not in cmdline or f"SHOAL_RUN={run}".encode() not in environ:
+        return None
+    return pid
+
+
 def stop_daemon(run: Path, timeout: float = 20.0) -> None:
     """Stop a shoald that commands of a test started (it writes its pid in run/shoald.lock)."""
     import signal
     import time
 
-    try:
-        pid = int((run / "shoald.lock").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+    pid = shoald_pid(run)
+    if pid is None:
         return
     try:
         os.kill(pid, signal.SIGTERM)

@@ -24,7 +24,7 @@ import pytest
 
 
 
-from conftest import teardown_root  # noqa: E402,F401 - tests/conftest.py (this one is cluster.conftest)
+from conftest import shoald_pid, teardown_root  # noqa: E402,F401 - tests/conftest.py (this one is cluster.conftest)
 
 SUBNET = "198.18.0"  # RFC 2544 benchmarking range: no real network uses it
 
@@ -118,10 +118,7 @@ class NetnsNode:
                               check=False, **kwargs)
 
     def daemon_pid(self) -> int | None:
-        try:
-            return int((self.run / "shoald.lock").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return shoald_pid(self.run)  # the running one's, never a stale pid another process now has
 
     def stop(self) -> None:
         import signal

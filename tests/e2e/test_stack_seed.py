@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import teardown_root
+from conftest import shoald_pid, teardown_root
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -73,11 +73,7 @@ class Shoal:
         return proc
 
     def daemon_pid(self) -> int | None:
-        lock = self.root / "run" / "shoald.lock"
-        try:
-            return int(lock.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return shoald_pid(self.root / "run")  # the running one's, never a stale, reused pid
 
 
 def kernel_leftovers(root: Path) -> list[str]:
