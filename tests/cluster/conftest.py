@@ -124,11 +124,13 @@ class NetnsNode:
         import signal
 
         pid = self.daemon_pid()
-        for target in {p for p in (pid, self.proc.pid if self.proc else None) if p}:
+        if pid is not None:
             try:
-                os.kill(target, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        if self.proc is not None and self.proc.pid != pid:
+            self.proc.send_signal(signal.SIGTERM)  # Popen's: nothing if it was reaped already
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=20)
@@ -136,7 +138,7 @@ class NetnsNode:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         # A shoald that execs itself (swarm join) keeps the pid; one started again by hand not.
-        if pid and Path(f"/proc/{pid}").exists():
+        if pid and self.daemon_pid() == pid:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
