@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.build.scope import MISSING, Missing, TooManyLinks, follow_in_scope
+from shoal.build.globmatch import CHAR, NOT_SLASH, STAR, Glob, Token
 from shoal.build.dockerignore import PatternMatcher, load_patterns, read_context_ignore, read_ignore_file
 from shoal.errors import ShoalError
 
@@ -193,21 +194,23 @@ class BuildContext:
         return h.hexdigest()
 
 
-def _go_match_regex(pattern: str):  # type: ignore[no-untyped-def]
-    """Go's filepath.Match as a regex: `*`/`?` never match `/`, `[...]` classes, `\\` escapes."""
+def _go_match_regex(pattern: str) -> Glob:
+    """Go's filepath.Match, whole path: `*`/`?` never match `/`, `[...]` classes, `\\` escapes
+    (matched by globmatch, in linear time as Go does: Python's re backtracked for minutes on
+    `COPY *a*a*a...y` against a long name)."""
     import re
 
-    out = []
+    tokens: list[Token] = []
     i = 0
     while i < len(pattern):
         ch = pattern[i]
         i += 1
         if ch == "*":
-            out.append("[^/]*")
+            tokens.append(Token(STAR))
         elif ch == "?":
-            out.append("[^/]")
+            tokens.append(NOT_SLASH)
         elif ch == "\\" and i < len(pattern):
-            out.append(re.escape(pattern[i]))
+            tokens.append(Token(CHAR, literal=pattern[i]))
             i += 1
         elif ch == "[":
             j = pattern.find("]", i)
@@ -218,11 +221,14 @@ def _go_match_regex(pattern: str):  # type: ignore[no-untyped-def]
                 body = "!" + body[1:]
             cls = fnmatch.translate("[" + body + "]")
             # fnmatch.translate wraps as (?s:...)\Z; keep only the class itself
-            out.append(cls[4:-3])
+            try:
+                tokens.append(Token(CHAR, klass=re.compile(cls[4:-3], re.DOTALL)))
+            except re.error:
+                raise ContextError(f"syntax error in pattern: {pattern}") from None
             i = j + 1
         else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+            tokens.append(Token(CHAR, literal=ch))
+    return Glob(tokens)
 
 
 def contains_wildcards(path: str) -> bool:

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.build.globmatch import ANY, CHAR, DIRS, NOT_SLASH, STAR, Glob, Token
+
 _ESCAPE = set(".+()|{}$")
 
 
@@ -42,7 +44,7 @@ class Pattern:
     exclusion: bool
     dirs: list[str]
     _kind: str = ""                 # exact | prefix | suffix | regexp
-    _regex: re.Pattern[str] | None = None
+    _regex: Glob | _Regex | None = None
 
     def match(self, path: str) -> bool:
         if not self._kind:
@@ -57,10 +59,23 @@ class Pattern:
                 return True
             return suffix.startswith("/") and path == suffix[1:]
         assert self._regex is not None
-        return self._regex.match(path) is not None
+        return self._regex.match(path)
 
     def _compile(self) -> None:
-        reg = "^"
+        # The regex is what moby builds (kept for its syntax errors); the same pieces as tokens
+        # are what matches (globmatch: no backtracking, unlike Python's re on `*a*a*a...`).
+        parts: list[str] = ["^"]
+        tokens: list[Token] = []
+        klass: list[str] | None = None  # the regex text of an open `[...]`
+        broken = False
+
+        def emit(text: str, token: Token | None) -> None:
+            parts.append(text)
+            if klass is not None:
+                klass.append(text)
+            elif token is not None:
+                tokens.append(token)
+
         kind = "exact"
         p = self.cleaned
         i = 0
@@ -78,40 +93,65 @@ class Pattern:
                         if kind == "exact":
                             kind = "prefix"
                         else:
-                            reg += ".*"
+                            emit(".*", Token(ANY))
                             kind = "regexp"
                     else:
-                        reg += "(.*/)?"
+                        emit("(.*/)?", Token(DIRS))
                         kind = "regexp"
                     if first:
                         kind = "suffix"
                 else:
-                    reg += "[^/]*"
+                    emit("[^/]*", Token(STAR))
                     kind = "regexp"
             elif ch == "?":
-                reg += "[^/]"
+                emit("[^/]", NOT_SLASH)
                 kind = "regexp"
             elif ch in _ESCAPE:
-                reg += "\\" + ch
+                emit("\\" + ch, Token(CHAR, literal=ch))
             elif ch == "\\":
                 if i < n:
-                    reg += re.escape(p[i])
+                    emit(re.escape(p[i]), Token(CHAR, literal=p[i]))
                     i += 1
                     kind = "regexp"
                 else:
-                    reg += "\\\\"
+                    emit("\\\\", Token(CHAR, literal="\\"))
+            elif ch == "[" and klass is None:
+                parts.append(ch)
+                klass = [ch]
+                kind = "regexp"
+            elif ch == "]" and klass is not None and klass != ["["]:  # `[]...]`: a `]` first is content
+                parts.append(ch)
+                klass.append(ch)
+                try:
+                    tokens.append(Token(CHAR, klass=re.compile("".join(klass), re.DOTALL)))
+                except re.error:
+                    broken = True  # a wildcard inside `[...]`: only the regex reads it as moby did
+                klass = None
             elif ch in "[]":
-                reg += ch
+                emit(ch, Token(CHAR, literal=ch))
                 kind = "regexp"
             else:
-                reg += re.escape(ch) if ch in "^\\" else ch
+                emit(re.escape(ch) if ch in "^\\" else ch, Token(CHAR, literal=ch))
             first = False
         if kind == "regexp":
             try:
-                self._regex = re.compile(reg + "$", re.DOTALL)
+                regex = re.compile("".join(parts) + "$", re.DOTALL)
             except re.error as exc:
                 raise ValueError(f"syntax error in pattern: {self.cleaned}") from exc
+            broken = broken or klass is not None  # `[` never closed by a `]` of its own
+            stars = sum(1 for t in tokens if t.kind != CHAR)
+            # A `[...]` class is matched by the regex itself (Python's bracket rules, as
+            # before) while at most two stars bound its backtracking to n^2; beyond, the tokens.
+            self._regex = _Regex(regex) if broken or ("[" in parts and stars <= 2) else Glob(tokens)
         self._kind = kind
+
+
+class _Regex:
+    def __init__(self, regex: re.Pattern[str]) -> None:
+        self.regex = regex
+
+    def match(self, path: str) -> bool:
+        return self.regex.match(path) is not None
 
 
 @dataclass
