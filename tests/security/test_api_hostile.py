@@ -161,7 +161,8 @@ def test_every_route_answers_malformed_bodies_with_400(daemon) -> None:
                 if status == 400 and method != "GET":
                     message = payload["message"]
                     assert "\n" not in message and "Traceback" not in message
-                if method in ("POST",) and ref == "nope" and body == b"[]":
+                # A prune reads no body (its filters are in the query, as Docker's): it prunes.
+            if method in ("POST",) and ref == "nope" and body == b"[]" and not path.endswith("/prune"):
                     assert status in (400, 404, 503), (method, path, status, payload)  # 503: a route that reads no body (swarm leave) refused by the node's state
             if method == "GET":
                 break  # a GET reads no body: one pass over the refs is enough

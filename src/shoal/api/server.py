@@ -61,6 +61,11 @@ def _too_large(size: int | None) -> web.Response:
         {"message": f"request body too large{actual}: shoald accepts at most {MAX_BODY // 2**20} MiB"}, status=413)
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json takes NaN and Infinity; JSON (and Go's decoder, Docker's) does not.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object, or a 400 saying what is wrong with it (413 above MAX_BODY,
     refused on its Content-Length before a byte of it is read)."""
@@ -68,7 +73,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise web.HTTPRequestEntityTooLarge(MAX_BODY, request.content_length)
     raw = await request.read()
     try:
-        body = json.loads(raw) if raw.strip() else None
+        body = json.loads(raw, parse_constant=_no_constant) if raw.strip() else None
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"invalid JSON in the request body: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
