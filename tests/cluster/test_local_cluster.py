@@ -296,14 +296,23 @@ def test_rm_leaves_nothing(cluster: LocalCluster, before: dict[str, Any], busybo
 def test_bad_input_creates_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     env = dict(os.environ, SHOAL_ROOT=str(tmp_path / "root"), SHOAL_RUN=str(tmp_path / "root" / "run"),
                SHOAL_CONFIG=str(tmp_path / "cfg" / "config.json"))
+    dummy = ""
     if "HOSTROUTE" in args:
-        routes = [r for r in _host_routes() if r.prefixlen >= 8]
-        if not routes:
-            pytest.skip("no host route to overlap")
-        args = [str(routes[0]) if a == "HOSTROUTE" else a for a in args]
+        # A route of the test's own (another test's network may go away meanwhile: the create
+        # then found no clash, and failed later on that network's address, in a CI run).
+        dummy = f"shoalrt{os.getpid() % 100000}"
+        subprocess.run(["ip", "link", "add", dummy, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", "198.19.251.1/24", "dev", dummy], check=True)
+        subprocess.run(["ip", "link", "set", dummy, "up"], check=True)
+        assert any(str(r) == "198.19.251.0/24" for r in _host_routes())
+        args = ["198.19.251.0/24" if a == "HOSTROUTE" else a for a in args]
     before_netns, before_links = netns_names(), link_names()
-    proc = subprocess.run([sys.executable, "-m", "shoal", "cluster", "create", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "shoal", "cluster", "create", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        if dummy:
+            subprocess.run(["ip", "link", "del", dummy], check=False)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
     assert not (tmp_path / "root" / "clusters").exists() or not list((tmp_path / "root" / "clusters").iterdir())
