@@ -56,10 +56,8 @@ RESYNC = 5.0  # seconds: a session's stream looks at the store at least this oft
 # A task leaving running is sent to its node only once every other node has applied service
 # records without it (its rotations no longer pick it), or after this long: a node that is down,
 # partitioned or too old to acknowledge (a live one applies records in one agent pass, well under
-# a second) must not keep a scale-down or an update waiting until its heartbeats run out. 2 s was
-# once too short for a live node on two cores loaded by a whole test run: a rolling update's old
-# task got its signal while still in the other node's rotation (connections refused).
-STOP_HOLD_MAX = 5.0
+# a second) must not keep a scale-down or an update waiting until its heartbeats run out.
+STOP_HOLD_MAX = 2.0
 HOLD_POLL = 0.05  # seconds: how often a session holding a stop looks again (acks also wake it)
 _DISPATCHED = frozenset(s.text for s in TaskState if s >= TaskState.ASSIGNED)  # states a node is sent
 
