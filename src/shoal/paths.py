@@ -21,7 +21,16 @@ PRIVATE_FILE = 0o600
 
 def ensure_private_dir(path: Path, mode: int = PRIVATE_DIR) -> Path:
     """Make `path` a directory (missing parents too) whose mode is exactly `mode`, whatever the
-    umask, tightening one that exists with another mode."""
+    umask, tightening one that exists with another mode. Missing parents are made with `mode`
+    too (Path.mkdir gives them the umask's: clusters/ under a state root was 0755)."""
+    missing = []
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        p.mkdir(exist_ok=True, mode=mode)
+        os.chmod(p, mode)
     path.mkdir(parents=True, exist_ok=True, mode=mode)
     if stat.S_IMODE(os.stat(path).st_mode) != mode:
         os.chmod(path, mode)
