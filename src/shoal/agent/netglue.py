@@ -18,6 +18,7 @@ from shoal.model.cluster import Task
 log = logging.getLogger("shoald.network")
 
 JOIN_GATHER = 0.02  # seconds a rotation change waits for others to share its nft transaction
+JOIN_WAIT = 30.0  # at most, for a task waiting on another thread's transaction
 # How long a task that stopped here still counts as this node's own for the rotation: the
 # manager's service records may list it for some milliseconds more (the next assignment set).
 RECENTLY_STOPPED = 10.0
@@ -30,6 +31,7 @@ class DaemonTaskNetwork(TaskNetwork):
         self._lock = threading.Lock()
         self._joining: dict[str, list[Any]] = {}  # service ID -> backends waiting for the rotation
         self._flushing = False
+        self._applied = threading.Event()  # set once the batch being gathered is in the kernel
 
     def _network_ids(self, attachments: list[dict[str, Any]]) -> dict[str, str]:
         from shoal.network.store import NetworkStore
@@ -42,31 +44,47 @@ class DaemonTaskNetwork(TaskNetwork):
         serve_container_dns(self.loop, self.dns, container.id, container.network)
 
     def joined(self, task: Task, netns: str, attachments: list[dict[str, Any]]) -> None:
-        """Queue the task for the rotation; tasks that start together enter it in one nftables
-        transaction (each transaction re-applies the whole table under the network lock)."""
+        """Put the task in the rotation and return once its rule is in the kernel: the worker
+        reports it RUNNING after this, and the manager may then take a task of another node out
+        of this node's rotation (a rolling update's next stop) - had this one not entered it yet,
+        a published port with no other task here would have had no backend for those
+        milliseconds, and its connections were refused. Tasks that start together enter it in
+        one nftables transaction (each re-applies the whole table under the network lock)."""
         from shoal.network import lb
 
         backend = lb.Backend(task_id=task.id, ips=self._network_ids(attachments))
         with self._lock:
             self._joining.setdefault(task.service_id, []).append(backend)
+            done = self._applied
             leader = not self._flushing
             self._flushing = True
         if leader:
             self._flush()
+        elif not done.wait(JOIN_WAIT):
+            log.warning("task %s: its rotation was not applied within %.0f s", task.id, JOIN_WAIT)
 
     def _flush(self) -> None:
         """Run by the first thread to queue: it applies what has gathered, again until the
-        queue is empty, while the other threads go on."""
+        queue is empty; the threads that queued meanwhile wait for the batch with theirs."""
         from shoal.network import lb
 
         while True:
             time.sleep(JOIN_GATHER)
             with self._lock:
                 batch, self._joining = self._joining, {}
+                done, self._applied = self._applied, threading.Event()
                 if not batch:
                     self._flushing = False
+                    done.set()
                     return
-            lb.add_backends(batch)  # services removed meanwhile are skipped: their tasks stop
+            try:
+                lb.add_backends(batch)  # services removed meanwhile are skipped: their tasks stop
+            except BaseException:
+                with self._lock:  # the next task to queue leads again (with what queued meanwhile)
+                    self._flushing = False
+                raise
+            finally:
+                done.set()
 
     def left(self, task: Task) -> None:
         from shoal.network import lb

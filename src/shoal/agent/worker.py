@@ -306,10 +306,12 @@ class Worker:
     def _running(self, task: Task, pid: int, attachments: list[dict[str, Any]], netns: str,
                  message: str = "started", fields: dict[str, Any] | None = None, **status: Any) -> None:
         self._watch(task.status.container_id, pid, proc_start_time(pid))
+        if attachments:
+            # In this node's rotation before the manager hears RUNNING: from then on it may stop
+            # the service's tasks elsewhere, and this one must already answer here.
+            self.network.joined(task, netns, attachments)
         self._report(task.id, TaskState.RUNNING, message, fields={"networks": attachments, **(fields or {})},
                      pid=pid, **status)
-        if attachments:
-            self.network.joined(task, netns, attachments)
 
     def _health_config(self, task: Task) -> HealthConfig | None:
         try:
