@@ -37,6 +37,7 @@ class NodeAttachments:
         self._lock = threading.Lock()
         self._fresh: dict[str, tuple[float, str]] = {}  # attachment ID -> (when given, network name)
         self._detaching: set[str] = set()
+        self._attaching: dict[str, int] = {}  # container ID -> calls to the manager under way
 
     # ---- attach ------------------------------------------------------------------------------
     def provider(self, network: str, container_id: str, name: str, aliases: list[str]) -> str | None:
@@ -48,15 +49,27 @@ class NodeAttachments:
                      aliases: list[str] | None = None) -> str | None:
         """The manager's address for the container on `network`, with this node's copy of the
         network ready; None when the manager has no swarm network of that name."""
-        try:
-            answer = await self.agent.session.attach_network(network, container_id, name, list(aliases or []))
-        except NotFound:
-            return None
-        except (SessionInvalid, Unreachable, NodeRemoved) as exc:
-            raise ShoalError(f"Could not attach to network {network}: the manager did not answer: {exc}") from None
-        record, net = answer["attachment"], answer["network"]
+        # The manager's next assignment set may list the attachment before its answer is read
+        # here: until it is marked fresh, the agent pass must not take it for one whose
+        # container left (it was detached so, and the container kept an address the manager
+        # had freed).
         with self._lock:
-            self._fresh[record["id"]] = (time.monotonic(), net["name"])
+            self._attaching[container_id] = self._attaching.get(container_id, 0) + 1
+        try:
+            try:
+                answer = await self.agent.session.attach_network(network, container_id, name, list(aliases or []))
+            except NotFound:
+                return None
+            except (SessionInvalid, Unreachable, NodeRemoved) as exc:
+                raise ShoalError(f"Could not attach to network {network}: the manager did not answer: {exc}") from None
+            record, net = answer["attachment"], answer["network"]
+            with self._lock:
+                self._fresh[record["id"]] = (time.monotonic(), net["name"])
+        finally:
+            with self._lock:
+                left = self._attaching.pop(container_id) - 1
+                if left:
+                    self._attaching[container_id] = left
         try:
             await asyncio.to_thread(self._render, net)
         except BaseException:
@@ -126,7 +139,8 @@ class NodeAttachments:
                     self._fresh.pop(a["id"], None)  # connected: detached only once it leaves
                     continue
                 given = self._fresh.get(a["id"])
-                if given is not None and now - given[0] < FRESH or a["id"] in self._detaching:
+                if given is not None and now - given[0] < FRESH or a["id"] in self._detaching \
+                        or a["container_id"] in self._attaching:
                     continue
                 self._detaching.add(a["id"])
             asyncio.run_coroutine_threadsafe(self._detach(a["id"]), self.loop)
