@@ -154,7 +154,8 @@ def test_containers_get_the_managers_addresses(cluster: LocalCluster) -> None:
 
     # Every container's address is the manager's record of it, and no address is there twice.
     records = attachments(c)
-    assert set(records) == {a1, a2, a3, a5}, ({k[:8]: v["container_name"] for k, v in records.items()}, dict(a1=a1[:8], a2=a2[:8], a3=a3[:8], a5=a5[:8]))
+    assert set(records) == {a1, a2, a3, a5}, ({k[:12]: v["container_name"] for k, v in records.items()},
+                                              dict(a1=a1[:12], a2=a2[:12], a3=a3[:12], a5=a5[:12]))
     assert {records[a1]["node_id"], records[a2]["node_id"]} == {r["node_id"] for r in records.values()}
     assert records[a1]["node_id"] != records[a2]["node_id"]
     local = {**endpoints(c, 1), **endpoints(c, 2)}
