@@ -356,3 +356,61 @@ def test_malformed_archives_are_one_line_errors(shoal, shoal_root: Path, case: s
     assert expected in err, err
     assert _store_files(shoal_root) == before
     assert "a:latest" not in shoal("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+
+
+def _sparse_tar(name: str, regions: list[tuple[int, bytes]], size: int) -> bytes:
+    """A tar whose one member is a sparse file (PAX sparse format 0.1, which GNU tar and Go's
+    archive/tar read): only `regions` are stored, the rest of its `size` bytes are holes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = b"".join(d for _, d in regions)
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), 0o644
+        info.pax_headers = {"GNU.sparse.map": ",".join(f"{o},{len(d)}" for o, d in regions),
+                            "GNU.sparse.size": str(size), "GNU.sparse.name": name}
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_a_sparse_member_stays_sparse(shoal, shoal_root: Path, tmp_path: Path) -> None:
+    """A 2GiB file with 6 bytes of data is a 10KiB tar: tarfile's reader gave every zero of
+    its holes and the unpacker wrote them all (a few hundred bytes may declare terabytes, and
+    the disk filled from a tiny import, load or pull). The holes now stay holes."""
+    name = f"sparse-{uuid.uuid4().hex[:8]}"
+    size = 2 << 30
+    tar = tmp_path / f"{name}.tar"
+    tar.write_bytes(_sparse_tar(name, [(0, b"abc"), (size - 3, b"xyz")], size))
+    ref = f"localhost/shoal-hostile-sparse:{uuid.uuid4().hex[:8]}"
+    proc = shoal("import", str(tar), ref)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        [path] = list((shoal_root / "image" / "snapshots").glob(f"*/{name}"))
+        st = path.stat()
+        assert st.st_size == size
+        assert st.st_blocks * 512 < 1 << 20, f"{st.st_blocks * 512} bytes on disk for 6 bytes of data"
+        with path.open("rb") as f:
+            assert f.read(4) == b"abc\0"
+            f.seek(size - 4)
+            assert f.read() == b"\0xyz"
+    finally:
+        shoal("rmi", ref)
+
+
+@pytest.mark.parametrize("sparse_map,size", [("0,3,999999999999,3", 100), ("0,3,10,4000", 8000)])
+def test_a_sparse_map_outside_its_file_is_refused(shoal, shoal_root: Path, tmp_path: Path, sparse_map: str,
+                                                  size: int) -> None:
+    """A region past the declared size, or more data than the member stores (which would read
+    the next header as file content): one line naming the entry, nothing stored."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("f")
+        info.size = 6
+        info.pax_headers = {"GNU.sparse.map": sparse_map, "GNU.sparse.size": str(size), "GNU.sparse.name": "f"}
+        tar.addfile(info, io.BytesIO(b"abcdef"))
+    path = tmp_path / "badmap.tar"
+    path.write_bytes(buf.getvalue())
+    before = _store_files(shoal_root)
+    proc = shoal("import", str(path))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "invalid sparse map for 'f'" in proc.stderr, proc.stderr
+    assert _store_files(shoal_root) == before
