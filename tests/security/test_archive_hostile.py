@@ -414,3 +414,17 @@ def test_a_sparse_map_outside_its_file_is_refused(shoal, shoal_root: Path, tmp_p
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "invalid sparse map for 'f'" in proc.stderr, proc.stderr
     assert _store_files(shoal_root) == before
+
+
+def test_a_sparse_file_in_an_image_archive_is_refused(shoal, shoal_root: Path, tmp_path: Path) -> None:
+    """The outer archive of `load` is unpacked to a scratch directory and its blobs hashed:
+    a sparse member declaring 3GiB was written as 3GiB of zeros first. `docker save` never
+    writes one, so it is refused, unwritten."""
+    path = tmp_path / "sparse-archive.tar"
+    path.write_bytes(_sparse_tar("junk", [(0, b"abc")], 3 << 30))
+    before = _store_files(shoal_root)
+    proc = shoal("load", "-i", str(path))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "'junk' is a sparse file" in proc.stderr, proc.stderr
+    assert _store_files(shoal_root) == before
+    assert not any((shoal_root / "image" / "tmp").glob("*")), "the scratch directory was left behind"

@@ -230,6 +230,11 @@ def _unpack(src: BinaryIO, dest: Path, source: str) -> None:
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                 elif member.isreg():
+                    if member.sparse is not None:
+                        # `docker save` never writes one; its holes would come back as zeros
+                        # (a few hundred bytes declaring terabytes, all written, then hashed)
+                        raise ShoalError(f"{bad}: {member.name!r} is a sparse file, "
+                                         "which an image archive never holds")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     fileobj = tar.extractfile(member)
                     assert fileobj is not None
