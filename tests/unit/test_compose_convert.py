@@ -390,3 +390,31 @@ def test_config_targets_stay_as_written(tmp_path: Path) -> None:
         ("fo_myconf", "myconf"), ("fo_other", "/etc/other"), ("fo_rel", "rel.conf")]
     assert [(s.source, s.target) for s in svc.secrets] == [("fo_s", "/run/secrets/s")]
     assert _file_ref({"source": "fo_myconf", "target": "myconf"}, "Config", {})["File"]["Name"] == "myconf"
+
+
+def test_bind_sources_as_docker_clis_abspath(tmp_path: Path) -> None:
+    """docker/cli's resolveVolumePaths joins only a relative bind source to the file's
+    directory (filepath.Join, which cleans it); an absolute one is passed to Swarm as written,
+    trailing slash and all (a cAdvisor service's `/var/lib/docker/:/var/lib/docker:ro`, whose
+    service inspect shows Source "/var/lib/docker/"). `~` is HOME's."""
+    compose = tmp_path / "monitor.yml"
+    compose.write_text("""\
+version: "3.7"
+services:
+  cadvisor:
+    image: gcr.io/cadvisor/cadvisor
+    volumes:
+      - /var/lib/docker/:/var/lib/docker:ro
+      - /sys:/sys:ro
+      - ./prometheus/:/etc/prometheus/
+      - ~/dash//:/dash
+      - type: bind
+        source: /dev/disk/
+        target: /dev/disk
+""")
+    mounts = load_stack([compose], "mon", environ={"HOME": "/home/ops"},
+                        warn=lambda m: None).services["mon_cadvisor"].mounts
+    assert [(m.source, m.target) for m in mounts] == [
+        ("/var/lib/docker/", "/var/lib/docker"), ("/sys", "/sys"),
+        (str(tmp_path / "prometheus"), "/etc/prometheus/"), ("/home/ops/dash//", "/dash"),
+        ("/dev/disk/", "/dev/disk")]

@@ -79,14 +79,15 @@ class Converter:
         return f"{self.stack}_{name}"
 
     def resolve(self, text: str) -> str:
-        """A client-side path: `~` from HOME, relative to the first file's directory."""
+        """A client-side path: `~` from HOME, relative to the first file's directory. As
+        docker/cli's absPath, only a relative path is joined (and so cleaned): an absolute one
+        is kept as written, so `/var/lib/docker/` stays the bind source Docker gives Swarm."""
         if text.startswith("~"):
             home = self.environment.get("HOME") or os.path.expanduser("~")
             text = home + text[1:]
-        path = Path(text)
-        if not path.is_absolute():
-            path = self.working_dir / path
-        return os.path.normpath(path)
+        if text.startswith("/"):
+            return text
+        return os.path.normpath(self.working_dir / text)
 
     # The stack ------------------------------------------------------------------------------
 
