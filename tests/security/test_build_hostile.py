@@ -210,6 +210,22 @@ def test_bad_values_are_one_line_errors(shoal, busybox_image: str, tmp_path: Pat
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.parametrize("spec,what", [("99999999999999999999", "uid for user 99999999999999999999"),
+                                       ("4294967296", "uid for user 4294967296"),
+                                       ("0:99999999999999999999", "gid for group 99999999999999999999"),
+                                       ("\u0661\u0662\u0663", "uid for user \u0661\u0662\u0663")])
+def test_chown_ids_are_32_bit_ascii_numbers_or_names(shoal, busybox_image: str, tmp_path: Path, spec: str,
+                                                     what: str) -> None:
+    """Past 32 bits an id reached lchown (an OverflowError traceback); Arabic-Indic digits were
+    taken as a number. Both are names, which the image does not have: one line."""
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY --chown={spec} f /f\n", {"f": b"x"})
+    proc = shoal("build", "-q", str(ctx))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1:] == [
+        f"COPY failed: unable to convert uid/gid chown string to host mapping: can't find {what}: "
+        f"no such {what.split()[2]}: {what.split()[-1]}"], proc.stderr
+
+
 # --- item 13: a killed build's leftovers are collected by the next build ------------------------
 
 def _build_leftovers(shoal_root: Path) -> list[str]:

@@ -158,9 +158,19 @@ def _read_regular(path: Path, limit: int = 16 << 20) -> str:
 
 # --- --chown ---------------------------------------------------------------------------------
 
+def _numeric_id(text: str) -> int | None:
+    """`text` as a uid/gid when it is one (BuildKit's ParseUint(s, 10, 32)): ASCII digits
+    within 32 bits. Anything else is a name: int() took "١٢٣" as 123, and an id past 32
+    bits reached lchown as an OverflowError traceback."""
+    if text.isascii() and text.isdigit() and int(text) <= 0xFFFFFFFF:
+        return int(text)
+    return None
+
+
 def _lookup(root: Path, file: str, name: str, what: str) -> int:
-    if name.isdigit():
-        return int(name)
+    numeric = _numeric_id(name)
+    if numeric is not None:
+        return numeric
     try:
         text = _read_regular(scoped_path(root, file))
     except OSError:
@@ -169,8 +179,8 @@ def _lookup(root: Path, file: str, name: str, what: str) -> int:
                         f"open {file}: no such file or directory") from None
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
-            return int(fields[2])
+        if len(fields) >= 3 and fields[0] == name and (found := _numeric_id(fields[2])) is not None:
+            return found
     raise CopyError(f"unable to convert uid/gid chown string to host mapping: "
                     f"can't find {'uid' if what == 'user' else 'gid'} for {what} {name}: "
                     f"no such {what}: {name}")
