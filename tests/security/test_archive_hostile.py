@@ -363,13 +363,17 @@ def _sparse_tar(name: str, regions: list[tuple[int, bytes]], size: int) -> bytes
     archive/tar read): only `regions` are stored, the rest of its `size` bytes are holes."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        data = b"".join(d for _, d in regions)
-        info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), 0o644
-        info.pax_headers = {"GNU.sparse.map": ",".join(f"{o},{len(d)}" for o, d in regions),
-                            "GNU.sparse.size": str(size), "GNU.sparse.name": name}
-        tar.addfile(info, io.BytesIO(data))
+        _add_sparse(tar, name, regions, size)
     return buf.getvalue()
+
+
+def _add_sparse(tar: tarfile.TarFile, name: str, regions: list[tuple[int, bytes]], size: int) -> None:
+    data = b"".join(d for _, d in regions)
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    info.pax_headers = {"GNU.sparse.map": ",".join(f"{o},{len(d)}" for o, d in regions),
+                        "GNU.sparse.size": str(size), "GNU.sparse.name": name}
+    tar.addfile(info, io.BytesIO(data))
 
 
 def test_a_sparse_member_stays_sparse(shoal, shoal_root: Path, tmp_path: Path) -> None:
@@ -428,3 +432,32 @@ def test_a_sparse_file_in_an_image_archive_is_refused(shoal, shoal_root: Path, t
     assert "'junk' is a sparse file" in proc.stderr, proc.stderr
     assert _store_files(shoal_root) == before
     assert not any((shoal_root / "image" / "tmp").glob("*")), "the scratch directory was left behind"
+
+
+def _limited() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # far below the file, far above a run
+
+
+def test_an_enormous_passwd_is_an_error_not_the_runners_memory(shoal, busybox_tar: Path, tmp_path: Path) -> None:
+    """/etc/passwd and /etc/group are read before a container or a RUN step starts (the user's
+    ids): a sparse 6GiB passwd costs a 10KiB layer, and it was read whole into the memory of
+    the CLI (or the shoald running a task). Run here under an address-space limit, it was a
+    MemoryError traceback; it is a one-line error naming the file."""
+    tar_path = tmp_path / "big-passwd.tar"
+    with tarfile.open(busybox_tar) as src, tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for member in src:
+            if member.name != "etc/passwd":
+                tar.addfile(member, src.extractfile(member) if member.isreg() else None)
+        _add_sparse(tar, "etc/passwd", [(0, b"root:x:0:0:root:/root:/bin/sh\n")], 6 << 30)
+    ref = f"localhost/shoal-hostile-passwd:{uuid.uuid4().hex[:8]}"
+    shoal("import", str(tar_path), ref, check=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "shoal", "run", "--rm", "--network", "none", ref, "true"],
+                              capture_output=True, text=True, timeout=120, preexec_fn=_limited)
+        assert proc.returncode == 125, proc.stderr
+        assert "Traceback" not in proc.stderr and "/etc/passwd of the image is larger than 16MiB" in proc.stderr, \
+            proc.stderr
+    finally:
+        shoal("rmi", ref)

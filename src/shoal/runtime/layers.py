@@ -8,7 +8,10 @@ import os
 import stat
 from pathlib import Path
 
+from shoal.errors import ShoalError
+
 _MAX_SYMLINKS = 40
+MAX_TEXT = 16 << 20  # /etc/passwd and /etc/group; moby's scanner refuses a line past 64KiB
 
 
 class LayeredView:
@@ -74,11 +77,19 @@ class LayeredView:
             return None
         return hit, top
 
-    def read_text(self, path: str) -> str | None:
+    def read_text(self, path: str, limit: int = MAX_TEXT) -> str | None:
+        """A small text file of the image (/etc/passwd, /etc/group), or None. Past `limit`
+        bytes it is an error: read whole, a sparse 6GiB /etc/passwd (a 10KiB layer) took all
+        the memory of the CLI or shoald that started a container from the image."""
         found = self.resolve(path)
         if found is None or not stat.S_ISREG(found[1].st_mode):
             return None
-        return found[0].read_text(errors="replace")
+        fd = os.open(found[0], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise ShoalError(f"{path} of the image is larger than {limit >> 20}MiB")
+        return data.decode(errors="replace")
 
     def is_nonempty_dir(self, path: str) -> bool:
         found = self.resolve(path)
