@@ -418,3 +418,32 @@ services:
         ("/var/lib/docker/", "/var/lib/docker"), ("/sys", "/sys"),
         (str(tmp_path / "prometheus"), "/etc/prometheus/"), ("/home/ops/dash//", "/dash"),
         ("/dev/disk/", "/dev/disk")]
+
+
+def test_capabilities_as_docker_clis_effective_cap_add_drop(tmp_path: Path) -> None:
+    """docker/cli's convert passes cap_add/cap_drop through opts.EffectiveCapAddCapDrop: names
+    trimmed, upper-cased and CAP_-prefixed, deduplicated, sorted; ALL stands for the whole
+    list; one both added and dropped is added. Docker 28.2.2's stack deploy request for these
+    three services has exactly these lists (shoal sent the names as written)."""
+    compose = tmp_path / "caps.yml"
+    compose.write_text("""\
+services:
+  a:
+    image: busybox
+    cap_add: [net_admin, " SYS_TIME ", CAP_CHOWN, NET_ADMIN]
+    cap_drop: [MKNOD, SYS_TIME, cap_kill]
+  b:
+    image: busybox
+    cap_add: [NET_RAW]
+    cap_drop: [ALL]
+  c:
+    image: busybox
+    cap_add: [all, NET_RAW]
+    cap_drop: [ALL]
+""")
+    services = load_stack([compose], "cap", environ={}, warn=lambda m: None).services
+    assert {name: (s.cap_add, s.cap_drop) for name, s in services.items()} == {
+        "cap_a": (["CAP_CHOWN", "CAP_NET_ADMIN", "CAP_SYS_TIME"], ["CAP_KILL", "CAP_MKNOD"]),
+        "cap_b": (["CAP_NET_RAW"], ["ALL"]),
+        "cap_c": (["ALL"], []),
+    }

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from shoal import capabilities
 from shoal.compose.errors import ComposeError
 from shoal.compose.names import SERVICE_NAME, check_image_reference, validate_stack_name
 from shoal.compose.syntax import parse_cpus, parse_port, parse_volume
@@ -226,6 +227,10 @@ class Converter:
 
         mode, replicas = self.mode(deploy, dpath)
         endpoint = self.endpoint(raw, deploy, path)
+        # docker/cli convert: opts.EffectiveCapAddCapDrop (CAP_ names, sorted, adding wins)
+        cap_add, cap_drop = capabilities.effective(
+            v.strings(raw.get("cap_add"), (*path, "cap_add")),
+            v.strings(raw.get("cap_drop"), (*path, "cap_drop")))
         spec = ServiceSpec(
             name=full_name,
             compose_name=compose_name,
@@ -252,8 +257,8 @@ class Converter:
             extra_hosts=self.extra_hosts(raw.get("extra_hosts"), (*path, "extra_hosts")),
             dns=v.strings(raw.get("dns"), (*path, "dns")),
             dns_search=v.strings(raw.get("dns_search"), (*path, "dns_search")),
-            cap_add=v.strings(raw.get("cap_add"), (*path, "cap_add")),
-            cap_drop=v.strings(raw.get("cap_drop"), (*path, "cap_drop")),
+            cap_add=cap_add,
+            cap_drop=cap_drop,
             sysctls={k: v or "" for k, v in
                      v.list_or_dict(raw.get("sysctls"), (*path, "sysctls")).items()},
             ulimits=self.ulimits(raw.get("ulimits"), (*path, "ulimits")),
