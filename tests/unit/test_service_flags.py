@@ -32,6 +32,16 @@ def update(spec: dict[str, Any], *argv: str, lookups: sf.Lookups | None = None) 
     return sf.apply_update(spec, p.parse_args([*argv, "svc"]), lookups)
 
 
+def test_create_caps_adding_wins_over_dropping() -> None:
+    """opts.EffectiveCapAddCapDrop: a capability given to both --cap-add and --cap-drop is
+    added, not dropped (shoal dropped it); ALL in --cap-drop stays with an added one; RESET
+    means nothing to create. Docker 28.2.2's service create request has these lists."""
+    spec = create("--cap-add", "net_admin", "--cap-drop", "NET_ADMIN", "--cap-drop", "mknod", "img:1")
+    assert (spec["cap_add"], spec["cap_drop"]) == (["CAP_NET_ADMIN"], ["CAP_MKNOD"])
+    spec = create("--cap-add", "chown", "--cap-drop", "all", "--cap-drop", "reset", "img:1")
+    assert (spec["cap_add"], spec["cap_drop"]) == (["CAP_CHOWN"], ["ALL"])
+
+
 def test_create_fills_the_models_defaults_like_compose(tmp_path: Path) -> None:
     """The seed's web service by flags equals what `stack deploy` makes of its compose file,
     apart from the names and the stack's labels."""

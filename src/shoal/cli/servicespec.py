@@ -362,14 +362,10 @@ def _caps_list(caps: set[str]) -> list[str]:
 
 
 def effective_caps(add: list[str], drop: list[str]) -> tuple[list[str], list[str]]:
-    """opts.EffectiveCapAddCapDrop."""
-    add_caps, drop_caps = capabilities(add), capabilities(drop)
-    if "ALL" in add_caps:
-        add_caps = {"ALL"}
-    if "ALL" in drop_caps:
-        drop_caps = {"ALL"}
-    add_caps -= drop_caps
-    return _caps_list(add_caps), _caps_list(drop_caps)
+    """opts.EffectiveCapAddCapDrop (a capability both added and dropped is added)."""
+    from shoal import capabilities as caps
+
+    return caps.effective(add, drop)
 
 
 def parse_env(env_files: list[str], env: list[str]) -> list[str]:
