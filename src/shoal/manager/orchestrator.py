@@ -368,7 +368,16 @@ def _reconcile_global(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list
                     p.save(t)
     live_nodes = {k: v for k, v in by_node.items() if k in eligible}
     _restart_dead(p, svc, live_nodes)
-    for node_id in sorted(eligible - set(by_node)):
+    restarted = {t.node_id for t in p.created if t.service_id == svc.id}
+    for node_id in sorted(eligible - restarted):
+        history = by_node.get(node_id, [])
+        if any(t.desired_state <= TaskState.RUNNING for t in history):
+            continue
+        # A node whose task was shut down because it went Down or was drained gets a new one
+        # once it is eligible again (swarmkit's reconcileOneNode on the node's update), unless
+        # its last task ended as the restart policy says it stays ended (IsTaskUpdatable).
+        if history and not _should_restart(svc, history[-1], history, p.now):
+            continue
         p.create(new_task(svc, 0, node_id, TaskState.RUNNING, p.now))
     _rolling_update(p, svc, live_nodes)
 

@@ -1,0 +1,111 @@
+"""A global service when its nodes fail or change availability, as a Swarm user meets it, on a
+three-node local cluster (`shoal cluster create --nodes 3`, busybox `sleep` as web:v1, on the
+manager only), checked against swarmkit's global orchestrator (reconcileOneNode on a node's
+update):
+
+- a worker cut off (Down): its task is desired Shutdown; back (Ready): it gets a new task, so
+  each node runs exactly one, and `service ps` shows the node's new task with the old one under
+  it (` \\_ `, Shutdown). (The returning node got none: its only task was shut down, and a node
+  that had any task, live or not, was never given another; drain then active likewise.)
+
+Copies are counted from /proc (processes in each node's cgroups). Real processes over real TLS,
+as test_node_failure.py. SHOAL_TEST_SUBNET, when set, is the clusters' subnet (a helper's own
+range on a shared machine); SHOAL_TEST_CLUSTER_PREFIX their names' start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+from cluster.test_local_cluster import LocalCluster  # noqa: E402
+from cluster.test_node_failure import node_status, process_copies, wait_for  # noqa: E402
+
+NODES = 3
+SERVICE = "gl_g"
+
+
+def cluster_args(name: str, nodes: int) -> list[str]:
+    subnet = os.environ.get("SHOAL_TEST_SUBNET")
+    return ["cluster", "create", "--nodes", str(nodes), *(["--subnet", subnet] if subnet else []), name]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[Any]:
+    c = LocalCluster(tmp_path_factory.mktemp("failglobal"))
+    c.name = f"{os.environ.get('SHOAL_TEST_CLUSTER_PREFIX', 'shoal')}gl{os.getpid() % 10000}"
+    try:
+        c.shoal(*cluster_args(c.name, NODES))
+        c.record = json.loads((c.dir / "cluster.json").read_text())
+        c.on_node(1, "import", str(busybox_tar), "web:v1")
+        compose = c.base / "global.yml"
+        compose.write_text(yaml.safe_dump({"services": {"g": {
+            "image": "web:v1", "command": ["sleep", "100000"], "stop_grace_period": "1s",
+            "deploy": {"mode": "global"}}}}))
+        c.shoal("stack", "deploy", "--detach", "-c", str(compose), "gl")
+        wait_for("one task running on each node", lambda: one_each(c), 60)
+        yield c
+    finally:
+        for k in range(2, NODES + 1):
+            subprocess.run(["ip", "-n", f"{c.name}-{k}", "link", "set", "eth0", "up"], capture_output=True)
+        if (c.dir / "cluster.json").exists():
+            c.shoal("cluster", "rm", c.name, check=False)
+
+
+def rows(c: Any) -> list[dict[str, str]]:
+    out = c.shoal("service", "ps", SERVICE, "--no-trunc", "--format",
+                  "{{.ID}}\t{{.Name}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}", timeout=60).stdout
+    keys = ("id", "name", "node", "desired", "current")
+    return [dict(zip(keys, ln.split("\t"))) for ln in out.splitlines() if ln.count("\t") == 4]
+
+
+def live(r: dict[str, str]) -> bool:
+    return r["desired"] == "Running" and r["current"].startswith("Running")
+
+
+def on_node(c: Any, k: int) -> list[dict[str, str]]:
+    return [r for r in rows(c) if r["node"] == f"{c.name}-{k}"]
+
+
+def sleeps_on(c: Any, k: int) -> list[int]:
+    return [pid for node, _cid, pid in process_copies(c.name, "sleep") if node == k]
+
+
+def one_each(c: Any) -> bool:
+    got = rows(c)
+    return all(len([r for r in got if live(r) and r["node"] == f"{c.name}-{k}"]) == 1 for k in range(1, NODES + 1)) \
+        and all(len(sleeps_on(c, k)) == 1 for k in range(1, NODES + 1))
+
+
+def link(c: Any, k: int, state: str, status: str) -> None:
+    host = f"{c.name}-{k}"
+    subprocess.run(["ip", "-n", host, "link", "set", "eth0", state], check=True)
+    wait_for(f"{host} {status}", lambda: node_status(c).get(host, ("",))[0] == status, 30)
+
+
+def test_a_node_down_then_back_gets_one_new_task(cluster: Any) -> None:
+    k = 3
+    (old,) = on_node(cluster, k)
+    link(cluster, k, "down", "Down")
+    try:
+        wait_for("its task desired Shutdown", lambda: on_node(cluster, k)[0]["desired"] == "Shutdown", 30)
+    finally:
+        link(cluster, k, "up", "Ready")
+    wait_for("one task running on each node again", lambda: one_each(cluster), 30)
+    history = on_node(cluster, k)
+    # Swarm's history: the new task first, the old one under it, told to stop and stopped.
+    assert [r["id"] for r in history] == [history[0]["id"], old["id"]] and history[0]["id"] != old["id"]
+    assert history[1]["name"] == history[0]["name"] == old["name"]
+    table = cluster.shoal("service", "ps", SERVICE).stdout.splitlines()
+    assert [ln.split()[:2] for ln in table if old["id"][:12] in ln] == [[old["id"][:12], "\\_"]]
+    wait_for("the old task Shutdown", lambda: on_node(cluster, k)[1]["current"].startswith("Shutdown"), 30)
+    assert on_node(cluster, k)[1]["desired"] == "Shutdown"
+
