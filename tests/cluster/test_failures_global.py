@@ -7,6 +7,9 @@ update):
   each node runs exactly one, and `service ps` shows the node's new task with the old one under
   it (` \\_ `, Shutdown). (The returning node got none: its only task was shut down, and a node
   that had any task, live or not, was never given another; drain then active likewise.)
+- `node update --availability pause`: the node keeps its task running (same task, same
+  process); cut off while paused, its task is shut down and, back but still paused, it gets no
+  new one; `--availability active`: it gets one. (Pause shut the task down, as drain does.)
 
 Copies are counted from /proc (processes in each node's cgroups). Real processes over real TLS,
 as test_node_failure.py. SHOAL_TEST_SUBNET, when set, is the clusters' subnet (a helper's own
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +113,24 @@ def test_a_node_down_then_back_gets_one_new_task(cluster: Any) -> None:
     wait_for("the old task Shutdown", lambda: on_node(cluster, k)[1]["current"].startswith("Shutdown"), 30)
     assert on_node(cluster, k)[1]["desired"] == "Shutdown"
 
+
+def test_a_paused_node_keeps_its_task_and_gets_none_while_paused(cluster: Any) -> None:
+    k = 2
+    host = f"{cluster.name}-{k}"
+    (task,) = [r for r in on_node(cluster, k) if live(r)]
+    (pid,) = sleeps_on(cluster, k)
+    cluster.shoal("node", "update", "--availability", "pause", host)
+    wait_for(f"{host} Pause", lambda: node_status(cluster).get(host, ("", ""))[1] == "Pause", 30)
+    time.sleep(3)  # a few orchestrator passes with the node paused
+    assert [r["id"] for r in on_node(cluster, k) if live(r)] == [task["id"]] and sleeps_on(cluster, k) == [pid]
+    # Lost while paused: its task is shut down; back, still paused, it is given no new one.
+    link(cluster, k, "down", "Down")
+    try:
+        wait_for("its task desired Shutdown", lambda: on_node(cluster, k)[0]["desired"] == "Shutdown", 30)
+    finally:
+        link(cluster, k, "up", "Ready")
+    wait_for(f"no task left on {host}", lambda: not sleeps_on(cluster, k), 30)
+    time.sleep(3)
+    assert not [r for r in on_node(cluster, k) if r["desired"] == "Running"]
+    cluster.shoal("node", "update", "--availability", "active", host)
+    wait_for("one task running on each node again", lambda: one_each(cluster), 30)

@@ -346,10 +346,14 @@ def _reconcile_replicated(p: _Pass, svc: ServiceView, tasks: list[Task]) -> None
     _rolling_update(p, svc, {s: h for s, h in slots.items() if s in occupied})
 
 
-def _eligible(node: Node, svc: ServiceView) -> bool:
+def _matches(node: Node, svc: ServiceView) -> bool:
     from shoal.manager.constraints import matches
 
-    return node.state == "ready" and node.availability == "active" and matches(svc.constraints, node)
+    return matches(svc.constraints, node)
+
+
+def _eligible(node: Node, svc: ServiceView) -> bool:
+    return node.state == "ready" and node.availability == "active" and _matches(node, svc)
 
 
 def _reconcile_global(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list[Node]) -> None:
@@ -360,8 +364,16 @@ def _reconcile_global(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list
     for history in by_node.values():
         history.sort(key=lambda t: t.created_at)
     eligible = {n.id for n in nodes if _eligible(n, svc)}
+    # A paused node keeps the task it runs (swarmkit's global orchestrator neither adds, updates
+    # nor shuts down tasks there); one that dies there is not restarted (its tickTasks).
+    paused = {n.id for n in nodes if n.state != "down" and n.availability == "pause" and _matches(n, svc)}
     for node_id, history in by_node.items():
-        if node_id not in eligible:
+        if node_id in paused:
+            for t in history:
+                if t.desired_state <= TaskState.RUNNING and t.status.state > TaskState.RUNNING:
+                    t.desired_state = TaskState.SHUTDOWN
+                    p.save(t)
+        elif node_id not in eligible:
             for t in history:
                 if t.desired_state <= TaskState.RUNNING:
                     t.desired_state = TaskState.SHUTDOWN
