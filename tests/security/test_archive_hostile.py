@@ -461,3 +461,32 @@ def test_an_enormous_passwd_is_an_error_not_the_runners_memory(shoal, busybox_ta
             proc.stderr
     finally:
         shoal("rmi", ref)
+
+
+@pytest.mark.parametrize("user,code,out", [("evil", 0, "0:0"), ("0:ev", 0, "0:0"), ("huge", 125, "uids and gids"),
+                                           ("2147483648", 125, "uids and gids"),
+                                           ("0:99999999999999999999", 125, "uids and gids")])
+def test_malformed_ids_in_the_images_passwd_are_no_traceback(shoal, busybox_tar: Path, tmp_path: Path,
+                                                             user: str, code: int, out: str) -> None:
+    """moby/sys/user reads a passwd or group id that is not a number as 0, and refuses ids
+    outside 0-2147483647: int() of 'abc' was a ValueError traceback, and -u 2147483648 ran."""
+    tar_path = tmp_path / "ids.tar"
+    files = {"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nevil:x:abc:def::/:/bin/sh\n"
+                           b"huge:x:99999999999999999999:0::/:/bin/sh\n",
+             "etc/group": b"root:x:0:\nev:x:zz:\n"}
+    with tarfile.open(busybox_tar) as src, tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for member in src:
+            if member.name not in files:
+                tar.addfile(member, src.extractfile(member) if member.isreg() else None)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    ref = f"localhost/shoal-hostile-ids:{uuid.uuid4().hex[:8]}"
+    shoal("import", str(tar_path), ref, check=True)
+    try:
+        proc = shoal("run", "--rm", "--network", "none", "-u", user, ref, "sh", "-c", 'echo "$(id -u):$(id -g)"')
+        assert proc.returncode == code and "Traceback" not in proc.stderr, proc.stderr
+        assert out in (proc.stdout if code == 0 else proc.stderr), proc.stdout + proc.stderr
+    finally:
+        shoal("rmi", ref)

@@ -29,37 +29,74 @@ def _parse(text: str | None, fields: int) -> list[list[str]]:
     return rows
 
 
+_MAX_ID = 2**31 - 1  # moby/sys/user's maxID, "for 32-bit systems compatibility"
+_RANGE = f"uids and gids must be in range 0-{_MAX_ID}"
+
+
+def _atoi(text: str) -> int | None:
+    """Go's strconv.Atoi: an optional sign and ASCII digits (int() also takes "١٢", spaces and
+    underscores), or None."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    return int(text)
+
+
+def _field(text: str) -> int:
+    """A numeric field of passwd or group: moby parses it with the error ignored (0), so one
+    malformed line of an image's file is no traceback; a number past the id range is refused
+    (moby keeps Atoi's clamped value, which the runtime then refuses)."""
+    value = _atoi(text)
+    if value is None:
+        return 0
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ShoalError(_RANGE)
+    return value
+
+
+def _numeric_arg(text: str) -> int | None:
+    """moby/sys/user parseNumeric: a name (None), or an id within its range."""
+    value = _atoi(text)
+    if value is None:
+        return None
+    if not 0 <= value <= _MAX_ID:
+        raise ShoalError(_RANGE)
+    return value
+
+
 def resolve_user(spec: str, passwd: str | None, group: str | None) -> ExecUser:
     user_part, _, group_part = (spec or "0").partition(":")
     user_part = user_part or "0"
     users = _parse(passwd, 7)
     groups = _parse(group, 4)
 
+    user_id = _numeric_arg(user_part)
+    group_id = _numeric_arg(group_part) if group_part else None
     entry = next((u for u in users if u[0] == user_part), None)
-    if entry is None and user_part.isdigit():
+    if entry is None and user_id is not None:
         entry = next((u for u in users if u[2] == user_part), None)
     if entry is None:
-        if not user_part.isdigit():
+        if user_id is None:
             raise ShoalError(f"unable to find user {user_part}: no matching entries in passwd file")
-        uid, gid, home, name = int(user_part), 0, "/", ""
+        uid, gid, home, name = user_id, 0, "/", ""
     else:
-        uid, gid, home, name = int(entry[2]), int(entry[3] or 0), entry[5] or "/", entry[0]
+        uid, gid, home, name = _field(entry[2]), _field(entry[3]), entry[5] or "/", entry[0]
 
     additional: list[int] = []
     if group_part:
         match = next((g for g in groups if g[0] == group_part), None)
-        if match is None and group_part.isdigit():
-            gid = int(group_part)
+        if match is None and group_id is not None:
+            gid = group_id
         elif match is None:
             raise ShoalError(f"unable to find group {group_part}: no matching entries in group file")
         else:
-            gid = int(match[2])
+            gid = _field(match[2])
     elif name:
         # Supplementary groups only when no group was asked for, as moby does.
         for g in groups:
             members = [m for m in g[3].split(",") if m]
-            if name in members and g[2].isdigit() and int(g[2]) != gid:
-                additional.append(int(g[2]))
+            if name in members and _atoi(g[2]) is not None and _field(g[2]) != gid:
+                additional.append(_field(g[2]))
     return ExecUser(uid=uid, gid=gid, additional_gids=additional, home=home)
 
 
@@ -69,13 +106,14 @@ def additional_groups(wanted: list[str], group: str | None) -> list[int]:
     groups = _parse(group, 4)
     out: list[int] = []
     for want in wanted:
-        match = next((g for g in groups if (g[0] == want or g[2] == want) and g[2].isdigit()), None)
+        match = next((g for g in groups if (g[0] == want or g[2] == want) and _atoi(g[2]) is not None), None)
+        wanted_id = _numeric_arg(want)
         if match is not None:
-            gid = int(match[2])
-        elif want.isdigit():
-            gid = int(want)
-            if gid > 2**31 - 1:
-                raise ShoalError("user: cannot set uid/gid to a value outside the allowed range")
+            gid = _field(match[2])
+            if gid > _MAX_ID:
+                raise ShoalError(_RANGE)
+        elif wanted_id is not None:
+            gid = wanted_id
         else:
             raise ShoalError(f"Unable to find group {want}: no matching entries in group file")
         if gid not in out:
