@@ -434,3 +434,50 @@ def test_step_workdir_with_dotdot_stays_inside(shoal, busybox_image: str, tmp_pa
         assert not (out / "wd").exists(), "the step's working directory was made on the host"
         assert code == 0, log.read_text()
         assert log.read_text().strip() == str(out / "wd")
+
+
+# --- ADD of a URL ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    """An HTTP server on the host's loopback (the builder fetches ADD URLs itself, as dockerd
+    does): `/big/N` is N MiB of zeros, sent a MiB at a time; any other path is a short body."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            mib = int(self.path.split("/")[2]) if self.path.startswith("/big/") else 0
+            self.send_response(200)
+            self.send_header("Content-Length", str(mib << 20 if mib else 6))
+            self.end_headers()
+            try:
+                if not mib:
+                    self.wfile.write(b"hello\n")
+                for _ in range(mib):
+                    self.wfile.write(bytes(1 << 20))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/a/%2e%2e", "/%2e", "/a/.%2e"])
+def test_add_url_naming_dot_or_dotdot_is_a_one_line_error(shoal, busybox_image: str, tmp_path: Path, web: str,
+                                                          path: str) -> None:
+    """The file's name is the URL path's last part, decoded: `..` or `.` was joined to the
+    download directory and written to (an IsADirectoryError traceback)."""
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nADD {web}{path} /d/\n")
+    proc = shoal("build", str(ctx))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"ADD failed: cannot determine filename for source {web}{path}"

@@ -827,6 +827,8 @@ class Builder:
         if resp.status_code >= 400:
             raise BuildFailed(f"ADD failed: failed to GET {url} with status {resp.status_code} {resp.reason_phrase}")
         filename = posixpath.basename(httpx.URL(url).path.rstrip("/")) if not httpx.URL(url).path.endswith("/") else ""
+        if filename in (".", ".."):  # `/%2e%2e` decoded: no name, and not a path to join (moby's "." and "/")
+            filename = ""
         if not filename and dest.endswith("/"):
             raise BuildFailed(f"ADD failed: cannot determine filename for source {url}")
         tmp = Path(tempfile.mkdtemp(prefix="dl-", dir=self.scratch_run))
