@@ -42,12 +42,13 @@ does.
 | unsupported | warned, then dropped, as Docker does | `Ignoring unsupported options: key, ...` |
 | deprecated | warned with the reason, then dropped | `Ignoring deprecated options:` and the reason |
 | forbidden | refused, as `docker stack deploy` refuses it (some are simply not built yet: `include`, `extends`) | `Error: compose file contains unsupported options: ...` (exit 1) |
+| ignored | dropped without a word, as `docker stack deploy` drops it (docker/cli never reads it) | nothing |
 
-A key the schema allows but the table does not list is reported as unsupported, so no key is ever
-dropped silently. Keys starting with `x-` (extensions) are ignored, as everywhere. Scopes:
-`top` is the file's top level, `service` a service, `service.deploy` its `deploy:`, `[]` each
-item of a list (long-syntax `ports:` and `volumes:`), `service.networks.*` one entry of a
-service's `networks:` mapping; `network`, `volume`, `secret`, `config` the top-level
+A key the schema allows but the table does not list is reported as unsupported, so no key is dropped
+silently unless Docker drops it silently too. Keys starting with `x-` (extensions) are ignored, as
+everywhere. Scopes: `top` is the file's top level, `service` a service, `service.deploy` its
+`deploy:`, `[]` each item of a list (long-syntax `ports:` and `volumes:`), `service.networks.*` one
+entry of a service's `networks:` mapping; `network`, `volume`, `secret`, `config` the top-level
 definitions. The sub-keys of a supported key (`healthcheck.interval`, `update_config.order`,
 `logging.options`, ...) are read as the compose-spec defines them.
 

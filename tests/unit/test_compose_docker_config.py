@@ -414,3 +414,18 @@ def test_loader_warnings_come_first_in_dockers_order(tmp_path: Path) -> None:
     said.clear()
     load_stack([compose], "x", environ={}, warn=said.append)
     assert said == [*loaded, "Ignoring unsupported options: restart\n"]
+
+
+def test_oom_score_adj_is_dropped_silently_as_docker_does(tmp_path: Path) -> None:
+    """docker/cli's ServiceConfig.OomScoreAdj has no mapstructure name, so its loader looks for
+    a key `oomscoreadj` (which the schema refuses) and never reads `oom_score_adj`, which only
+    its 3.13 schema allows: docker 28.2.2's stack config prints nothing of it, its stack deploy
+    request has no OomScoreAdj and it warns of nothing. shoal printed `oomscoreadj: -500` and
+    deployed it."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text('version: "3.13"\nservices:\n  db:\n    image: postgres\n'
+                       '    oom_score_adj: -500\n')
+    said: list[str] = []
+    assert _config([compose], {}) == 'version: "3.13"\nservices:\n  db:\n    image: postgres\n'
+    spec = load_stack([compose], "pg", environ={}, warn=said.append).services["pg_db"]
+    assert (spec.oom_score_adj, said) == (0, [])

@@ -111,7 +111,7 @@ def test_support_table_covers_every_service_and_top_level_key_of_the_schema() ->
     assert deploy_keys - {r.key for r in support.TABLE if r.scope == "service.deploy"} == set()
     for row in support.TABLE:
         assert row.status in (support.SUPPORTED, support.UNSUPPORTED, support.DEPRECATED,
-                              support.FORBIDDEN)
+                              support.FORBIDDEN, support.IGNORED)
         if row.status != support.SUPPORTED:
             assert row.reason, row
 

@@ -262,7 +262,7 @@ class Converter:
             sysctls={k: v or "" for k, v in
                      v.list_or_dict(raw.get("sysctls"), (*path, "sysctls")).items()},
             ulimits=self.ulimits(raw.get("ulimits"), (*path, "ulimits")),
-            oom_score_adj=v.integer(raw.get("oom_score_adj"), (*path, "oom_score_adj"), minimum=-1000),
+            # oom_score_adj is left at 0: docker/cli's loader never reads it (support.py)
             log_driver=self.logging(raw.get("logging"), (*path, "logging")),
             mode=mode,
             replicas=replicas,

@@ -571,7 +571,7 @@ def service(raw: dict[str, Any], path: P, working_dir: Path, lookup: Lookup) -> 
     _put(out, "tty", raw.get("tty") is True)
     _put(out, "ulimits", _ulimits(raw.get("ulimits")))
     _put(out, "user", _str(raw.get("user")))
-    _put(out, "oomscoreadj", raw.get("oom_score_adj"))  # yaml.v3's default name for OomScoreAdj
+    # oom_score_adj: never printed, as docker/cli's loader never reads it (support.py)
     _put(out, "userns_mode", _str(raw.get("userns_mode")))
     _put(out, "volumes", _volumes(raw.get("volumes"), (*path, "volumes"), working_dir, lookup))
     _put(out, "working_dir", _str(raw.get("working_dir")))
@@ -887,7 +887,7 @@ _SERVICE_FIELDS = (
     "links", "logging", "mac_address", "network_mode", "networks", "pid", "ports", "privileged",
     "read_only", "restart", "secrets", "security_opt", "shm_size", "stdin_open",
     "stop_grace_period", "stop_signal", "sysctls", "tmpfs", "tty", "ulimits", "user",
-    "oomscoreadj", "userns_mode", "volumes", "working_dir",
+    "userns_mode", "volumes", "working_dir",
 )
 
 

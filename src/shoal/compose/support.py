@@ -5,8 +5,10 @@ Status:
 - unsupported: dropped with Docker's warning `Ignoring unsupported options: a, b`.
 - deprecated:  dropped with Docker's `Ignoring deprecated options:` and the reason.
 - forbidden:   an error, as `docker stack deploy` makes it (Docker's reason quoted).
+- ignored:     dropped without a word, as docker stack deploy drops it (a key docker/cli's
+               loader or convert never reads; the reason says which).
 Anything the schema allows that is not in this table is reported as unsupported, so a key is
-never silently ignored.
+never silently ignored unless Docker ignores it silently too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ SUPPORTED = "supported"
 UNSUPPORTED = "unsupported"
 DEPRECATED = "deprecated"
 FORBIDDEN = "forbidden"
+IGNORED = "ignored"
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,15 @@ def _rows() -> Iterator[KeySupport]:
     service_supported = (
         "build cap_add cap_drop command configs depends_on deploy dns dns_search entrypoint "
         "env_file environment extra_hosts healthcheck hostname image init labels logging "
-        "networks oom_score_adj ports read_only secrets stdin_open stop_grace_period "
+        "networks ports read_only secrets stdin_open stop_grace_period "
         "stop_signal sysctls tmpfs tty ulimits user volumes working_dir"
     ).split()
     for key in service_supported:
         yield KeySupport("service", key, SUPPORTED)
+    # docker/cli's OomScoreAdj field has no mapstructure name, so its loader matches only a key
+    # spelled `oomscoreadj`, which the schema refuses: `oom_score_adj` never reaches Swarm.
+    yield KeySupport("service", "oom_score_adj", IGNORED,
+                     "docker/cli's loader never reads it (no Swarm OomScoreAdj)")
     # Docker warns about `restart` but still applies it when deploy.restart_policy is absent.
     yield KeySupport(
         "service", "restart", UNSUPPORTED,
@@ -187,7 +194,7 @@ def _check(scope: str, mapping: Any, label: str, path: Path_, found: Findings) -
         name = f"{label}{key}"
         if row is None:
             found.add(UNSUPPORTED, name, "not known to shoal", (*path, key))
-        elif row.status != SUPPORTED:
+        elif row.status not in (SUPPORTED, IGNORED):
             found.add(row.status, name, row.reason, (*path, key))
 
 
@@ -258,7 +265,7 @@ _DOCKER_MODEL: dict[str, frozenset[str]] = {
                    "extra_hosts hostname healthcheck image init ipc isolation labels links "
                    "logging mac_address network_mode networks pid ports privileged read_only "
                    "restart secrets security_opt shm_size stdin_open stop_grace_period "
-                   "stop_signal sysctls tmpfs tty ulimits user oom_score_adj userns_mode "
+                   "stop_signal sysctls tmpfs tty ulimits user userns_mode "
                    "volumes working_dir",
         "service.build": "context dockerfile args labels cache_from extra_hosts network target",
         "service.deploy": "mode replicas labels update_config rollback_config resources "
@@ -281,6 +288,8 @@ _KEPT_AS_WRITTEN = {"service", "network"}
 
 def printed(row: KeySupport) -> str:
     """How `stack config` prints the key, next to `docker stack config`."""
+    if (row.scope, row.key) == ("service", "oom_score_adj"):
+        return "left out, as Docker's loader never reads it"
     if row.key in _DOCKER_MODEL.get(row.scope, frozenset()):
         return "as Docker"
     if row.scope in _KEPT_AS_WRITTEN:
