@@ -481,3 +481,21 @@ def test_add_url_naming_dot_or_dotdot_is_a_one_line_error(shoal, busybox_image: 
     proc = shoal("build", str(ctx))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"ADD failed: cannot determine filename for source {web}{path}"
+
+
+def test_add_url_is_streamed_not_held_in_memory(shoal, busybox_image: str, tmp_path: Path, web: str) -> None:
+    """The builder read an ADDed URL's whole body into memory: a big file took a builder's
+    (or a node daemon's) memory. Under a 1GiB address-space limit a 1100MiB download was a
+    MemoryError; streamed to the scratch directory it needs a few MiB."""
+    import resource
+    import subprocess
+    import sys
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nADD {web}/big/1100 /big\nRUN test $(stat -c %s /big) = {1100 << 20}\n")
+    proc = subprocess.run([sys.executable, "-m", "shoal", "build", "-q", str(ctx)], capture_output=True, text=True,
+                          timeout=300, preexec_fn=limited, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    shoal("rmi", proc.stdout.strip())

@@ -820,22 +820,36 @@ class Builder:
     def _download(self, url: str, dest: str, stack: ExitStack) -> tuple[str, str, str]:
         import httpx
 
-        try:
-            resp = httpx.get(url, follow_redirects=True, timeout=30)
-        except httpx.HTTPError as exc:
-            raise BuildFailed(f'ADD failed: Get "{url}": {exc}') from None
-        if resp.status_code >= 400:
-            raise BuildFailed(f"ADD failed: failed to GET {url} with status {resp.status_code} {resp.reason_phrase}")
+        import hashlib
+
         filename = posixpath.basename(httpx.URL(url).path.rstrip("/")) if not httpx.URL(url).path.endswith("/") else ""
         if filename in (".", ".."):  # `/%2e%2e` decoded: no name, and not a path to join (moby's "." and "/")
             filename = ""
-        if not filename and dest.endswith("/"):
-            raise BuildFailed(f"ADD failed: cannot determine filename for source {url}")
         tmp = Path(tempfile.mkdtemp(prefix="dl-", dir=self.scratch_run))
-        path = tmp / (filename or "__unnamed__")
-        path.write_bytes(resp.content)
-        os.chmod(path, 0o600)
-        return ("url", str(path), "file:" + _sha_bytes(resp.content))
+        path = tmp / "download"
+        sha = hashlib.sha256()
+        # Streamed to the scratch directory as it arrives (as dockerd does): the whole body in
+        # memory took a builder's memory with one large file (1.2GiB: a MemoryError traceback
+        # under a 1.2GB address-space limit).
+        try:
+            with httpx.stream("GET", url, follow_redirects=True, timeout=30) as resp:
+                if resp.status_code >= 400:
+                    raise BuildFailed(f"ADD failed: failed to GET {url} with status {resp.status_code} "
+                                      f"{resp.reason_phrase}")
+                if not filename and dest.endswith("/"):
+                    raise BuildFailed(f"ADD failed: cannot determine filename for source {url}")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        sha.update(chunk)
+                        out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise BuildFailed(f'ADD failed: Get "{url}": {exc}') from None
+        except OSError as exc:  # the scratch file system full
+            raise BuildFailed(f"ADD failed: {url}: {exc.strerror or exc}") from None
+        named = tmp / (filename or "__unnamed__")
+        os.rename(path, named)
+        return ("url", str(named), "file:" + sha.hexdigest())
 
     def _do_copy(self, source: ContextSource | DirSource, infos: list[tuple[str, str, str]], root: Path,
                  dest_path: str, copier: fs.Copier, is_add: bool) -> None:
