@@ -138,8 +138,7 @@ def test_volumes_named_bind_tmpfs_anonymous(shop: StackSpec) -> None:
               read_only=True),
         Mount(type="tmpfs", target="/tmp", options=["size=67108864"]),
         Mount(type="volume", target="/anon"),
-        Mount(type="tmpfs", target="/run"),
-    ]
+    ]  # the service's `tmpfs: /run` makes none: docker/cli's convert never reads it
     db = shop.services["shop_db"]
     assert db.mounts == [Mount(type="volume", target="/var/lib/postgresql/data",
                                source="shared-db", options=["nocopy", "volume-label=com.docker.stack.namespace=shop"])]
@@ -447,3 +446,21 @@ services:
         "cap_b": (["CAP_NET_RAW"], ["ALL"]),
         "cap_c": (["ALL"], []),
     }
+
+
+def test_service_tmpfs_makes_no_mount_as_docker_stack_deploy(tmp_path: Path) -> None:
+    """docker/cli's convert never reads a service's `tmpfs:` (only a `type: tmpfs` volume is a
+    mount): docker 28.2.2's stack deploy sends this service with the one bind mount, no tmpfs,
+    no warning and no clash on /run (shoal mounted both tmpfs and refused the duplicate /run).
+    `stack config` still prints the key, as docker stack config does."""
+    from shoal.compose.api import load_docker_model
+    from shoal.compose.goyaml import dump
+
+    compose = tmp_path / "c.yml"
+    compose.write_text("version: '3.8'\nservices:\n  web:\n    image: x\n    read_only: true\n"
+                       "    tmpfs: [/run, '/tmp:size=64m']\n    volumes: ['/x:/run']\n")
+    said: list[str] = []
+    web = load_stack([compose], "t", environ={}, warn=said.append).services["t_web"]
+    assert (web.mounts, said) == ([Mount(type="bind", source="/x", target="/run")], [])
+    assert "    tmpfs:\n      - /run\n      - /tmp:size=64m\n" in dump(
+        load_docker_model([compose], environ={}, warn=said.append))

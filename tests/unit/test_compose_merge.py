@@ -126,7 +126,8 @@ def test_same_target_within_one_file_is_kept_and_the_deploy_refuses_it(tmp_path:
         ("    secrets: [s, s]\n", "services.web.secrets[1]: secret references 'app_s' and 'app_s' have a conflicting target: 's'"),
         ("    secrets: [s, {source: t, target: s}]\n", "services.web.secrets[1]: secret references 'app_s' and 'app_t' have a conflicting target: 's'"),
         ("    configs: [s, s]\n", "services.web.configs[1]: config references 'app_s' and 'app_s' have a conflicting target: 's'"),
-        ("    tmpfs: [/run]\n    volumes: ['/x:/run']\n", "services.web.tmpfs: ContainerSpec: duplicate mount point: /run"),
+        # docker/cli never converts a service's `tmpfs:`, so it clashes with nothing
+        ("    tmpfs: [/run]\n    volumes: ['/x:/run']\n", None),
     ],
 )
 def test_duplicates_within_one_file_are_refused_as_swarm_does(tmp_path: Path, service: str,

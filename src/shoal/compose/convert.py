@@ -354,13 +354,11 @@ class Converter:
         volumes = raw.get("volumes")
         for index, item in enumerate(volumes if isinstance(volumes, list) else []):
             mounts.append(self.mount(item, (*path, "volumes", index)))
-        for index, target in enumerate(v.strings(raw.get("tmpfs"), (*path, "tmpfs"))):
-            target_path, _, options = target.partition(":")
-            mounts.append(Mount(type="tmpfs", target=target_path,
-                                options=[o for o in options.split(",") if o]))
+        # The service's `tmpfs:` makes no mount: docker/cli's convert never reads it (only a
+        # `type: tmpfs` volume is one), so docker stack deploy drops it without a word.
         seen: set[str] = set()
         for index, mount in enumerate(mounts):
-            where = ((*path, "volumes", index) if index < len(volumes or []) else (*path, "tmpfs"))
+            where = (*path, "volumes", index)
             if not mount.target.startswith("/"):
                 raise Invalid(where, f"invalid mount target {mount.target!r}: must be an absolute path")
             # Swarm's controlapi refuses the service (validateMounts); nothing is dropped.

@@ -50,7 +50,7 @@ def _rows() -> Iterator[KeySupport]:
         "build cap_add cap_drop command configs depends_on deploy dns dns_search entrypoint "
         "env_file environment extra_hosts healthcheck hostname image init labels logging "
         "networks ports read_only secrets stdin_open stop_grace_period "
-        "stop_signal sysctls tmpfs tty ulimits user volumes working_dir"
+        "stop_signal sysctls tty ulimits user volumes working_dir"
     ).split()
     for key in service_supported:
         yield KeySupport("service", key, SUPPORTED)
@@ -58,6 +58,8 @@ def _rows() -> Iterator[KeySupport]:
     # spelled `oomscoreadj`, which the schema refuses: `oom_score_adj` never reaches Swarm.
     yield KeySupport("service", "oom_score_adj", IGNORED,
                      "docker/cli's loader never reads it (no Swarm OomScoreAdj)")
+    yield KeySupport("service", "tmpfs", IGNORED,
+                     "docker/cli's convert never reads it: no mount (a `type: tmpfs` volume is one)")
     # Docker warns about `restart` but still applies it when deploy.restart_policy is absent.
     yield KeySupport(
         "service", "restart", UNSUPPORTED,
