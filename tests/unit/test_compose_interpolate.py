@@ -174,7 +174,9 @@ def test_interpolated_file_and_casts() -> None:
     assert web["image"] == "web:v2"
     assert web["deploy"]["replicas"] == 3  # cast to an integer, as compose-go does
     assert web["environment"] == {"GREETING": "", "PRICE": "$5", "MODE": "", "ALT": "v2"}
-    assert warnings == ['The "GREETING" variable is not set. Defaulting to a blank string.']
+    # docker stack deploy says nothing of the unset GREETING (docker/cli's loader has no such
+    # warning; docker 28.2.2 deploys swarmprom's weave-compose.yml without TOKEN silently)
+    assert warnings == []
 
 
 def test_missing_required_variable_names_file_line_and_key() -> None:

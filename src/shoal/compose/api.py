@@ -207,13 +207,6 @@ def _load(
             warn(f"Reading variables from {found} (docker stack deploy does not read .env files)")
     environment = project_environment(list(env_files), env)
 
-    warned: set[str] = set()
-
-    def on_unset(name: str) -> None:
-        if deploying and name not in warned:
-            warned.add(name)
-            warn(f'The "{name}" variable is not set. Defaulting to a blank string.')
-
     parsed: list[ComposeFile] = []
     version = ""
     for path in files:
@@ -232,8 +225,7 @@ def _load(
                 compose_file.data,
                 environment.get,
                 where=_locator(compose_file),
-                on_unset=on_unset,
-            )
+            )  # an unset variable is blank without a word: no docker stack command warns of it
         check_schema(compose_file.data, [compose_file])
         warn_host_ips(compose_file.data, warn)  # LoadServices, then the other sections
         warn_external_names(compose_file.data, this_version, warn)
