@@ -173,3 +173,24 @@ def test_nested_unsupported_keys_are_named_with_their_section(tmp_path: Path) ->
     load_stack([compose], "s", environ={}, warn=warnings.append)
     assert warnings == ["Ignoring unsupported options: deploy.resources.reservations.devices, "
                         "name, networks.enable_ipv6, networks.ipv4_address\n"]
+
+
+def test_cgroupns_mode_of_dockers_schema_is_warned_not_refused(tmp_path: Path) -> None:
+    """docker/cli's 3.9+ schemas allow a service's cgroupns_mode (the compose-spec dropped it
+    for `cgroup`): docker 28.2.2's stack deploy warns of it and deploys, and so does shoal now
+    (it refused the file: 'additional property cgroupns_mode is not allowed'); stack config
+    prints it as docker's does. A value that is not a string is still refused."""
+    from shoal.compose.api import load_docker_model
+    from shoal.compose.goyaml import dump
+
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text('version: "3.9"\nservices:\n  web:\n    image: nginx\n'
+                       '    cgroupns_mode: host\n')
+    warnings: list[str] = []
+    stack = load_stack([compose], "s", environ={}, warn=warnings.append)
+    assert list(stack.services) == ["s_web"]
+    assert warnings == ["Ignoring unsupported options: cgroupns_mode\n"]
+    assert dump(load_docker_model([compose], environ={}, warn=warnings.append)) == (
+        'version: "3.9"\nservices:\n  web:\n    cgroupns_mode: host\n    image: nginx\n')
+    assert _error(tmp_path, 'services:\n  web:\n    image: nginx\n    cgroupns_mode: [host]\n') \
+        == "FILE:4: services.web.cgroupns_mode: must be a string"

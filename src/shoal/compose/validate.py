@@ -148,9 +148,35 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# Service keys docker/cli's v3 schemas allow that the compose-spec has dropped (it has `cgroup`
+# for cgroupns_mode, from 3.9): checked here and kept out of the compose-spec check, so such a
+# file loads as in docker stack deploy (which warns of cgroupns_mode and ignores it).
+_DOCKER_ONLY_SERVICE_KEYS = {"cgroupns_mode": "string"}
+
+
+def _without_docker_only_keys(config: dict[str, Any], files: list[ComposeFile]) -> dict[str, Any]:
+    services = config.get("services")
+    if not isinstance(services, dict) or not any(
+            isinstance(s, dict) and not _DOCKER_ONLY_SERVICE_KEYS.keys().isdisjoint(s)
+            for s in services.values()):
+        return config
+    kept: dict[str, Any] = {}
+    for name, service in services.items():
+        if isinstance(service, dict):
+            for key in _DOCKER_ONLY_SERVICE_KEYS.keys() & service.keys():
+                if not isinstance(service[key], str):
+                    path = ("services", name, key)
+                    raise ComposeError("must be a string", where=locate(files, path),
+                                       path=dotted(path))
+            service = {k: v for k, v in service.items() if k not in _DOCKER_ONLY_SERVICE_KEYS}
+        kept[name] = service
+    return {**config, "services": kept}
+
+
 def check_schema(config: dict[str, Any], files: list[ComposeFile]) -> None:
     """Raise ComposeError for the most relevant schema violation in `config` (a single file's
     content, or the merged config); `files` are used to find the line of the bad key."""
+    config = _without_docker_only_keys(config, files)
     if fastcheck.is_valid(config):
         return
     if not EXPLAIN.get():
