@@ -172,7 +172,7 @@ def test_nested_unsupported_keys_are_named_with_their_section(tmp_path: Path) ->
     warnings: list[str] = []
     load_stack([compose], "s", environ={}, warn=warnings.append)
     assert warnings == ["Ignoring unsupported options: deploy.resources.reservations.devices, "
-                        "name, networks.enable_ipv6, networks.ipv4_address\n"]
+                        "name, networks.enable_ipv6\n"]  # ipv4_address: silently, as Docker
 
 
 def test_cgroupns_mode_of_dockers_schema_is_warned_not_refused(tmp_path: Path) -> None:
@@ -194,3 +194,21 @@ def test_cgroupns_mode_of_dockers_schema_is_warned_not_refused(tmp_path: Path) -
         'version: "3.9"\nservices:\n  web:\n    cgroupns_mode: host\n    image: nginx\n')
     assert _error(tmp_path, 'services:\n  web:\n    image: nginx\n    cgroupns_mode: [host]\n') \
         == "FILE:4: services.web.cgroupns_mode: must be a string"
+
+
+def test_keys_docker_takes_without_a_word_are_not_warned(tmp_path: Path) -> None:
+    """docker 28.2.2's stack deploy says nothing of isolation and credential_spec (its convert
+    passes them to Swarm; they mean something on Windows nodes only) nor of a network's
+    ipv4_address/ipv6_address (never read): shoal warned 'Ignoring unsupported options:
+    credential_spec, isolation, networks.ipv4_address, networks.ipv6_address'."""
+    compose = tmp_path / "c.yml"
+    (tmp_path / "cs.json").write_text("{}")
+    compose.write_text(
+        'version: "3.13"\nservices:\n  web:\n    image: nginx\n    isolation: default\n'
+        "    credential_spec: {config: cs}\n    networks:\n      front:\n"
+        "        ipv4_address: 10.0.0.5\n        ipv6_address: 'fd00::5'\n"
+        "networks:\n  front:\nconfigs:\n  cs:\n    file: ./cs.json\n")
+    warnings: list[str] = []
+    stack = load_stack([compose], "s", environ={}, warn=warnings.append)
+    assert warnings == []
+    assert [n.target for n in stack.services["s_web"].networks] == ["s_front"]

@@ -94,12 +94,18 @@ def _rows() -> Iterator[KeySupport]:
         yield KeySupport("service", key, FORBIDDEN, reason)
     for key in (
         "annotations attach blkio_config cgroup cpu_count cpu_percent cpu_period "
-        "cpu_rt_period cpu_rt_runtime cpus credential_spec develop device_cgroup_rules "
-        "dns_opt gpus group_add isolation label_file mem_reservation mem_swappiness models "
+        "cpu_rt_period cpu_rt_runtime cpus develop device_cgroup_rules "
+        "dns_opt gpus group_add label_file mem_reservation mem_swappiness models "
         "oom_kill_disable pids_limit platform post_start pre_stop profiles provider "
         "pull_policy pull_refresh_after runtime scale storage_opt use_api_socket uts"
     ).split():
         yield KeySupport("service", key, UNSUPPORTED, "not in the v3 format docker stack reads")
+    # docker/cli's convert passes these to Swarm without a word; both mean something on Windows
+    # nodes only (Hyper-V isolation, gMSA credential specs), so shoal drops them as silently.
+    yield KeySupport("service", "isolation", IGNORED,
+                     "Windows only; docker stack deploy takes it without a word")
+    yield KeySupport("service", "credential_spec", IGNORED,
+                     "Windows only (gMSA); docker stack deploy takes it without a word")
 
     for key in ("endpoint_mode labels mode placement replicas resources restart_policy "
                 "rollback_config update_config").split():
@@ -128,9 +134,9 @@ def _rows() -> Iterator[KeySupport]:
     yield KeySupport("service.networks.*", "aliases", SUPPORTED)
     yield KeySupport("service.networks.*", "driver_opts", SUPPORTED)
     for key in ("ipv4_address", "ipv6_address"):
-        # Swarm drops these silently; shoal says so.
-        yield KeySupport("service.networks.*", key, UNSUPPORTED,
-                         "static addresses are dropped by swarm")
+        # docker/cli's convert never reads them, and says nothing of them.
+        yield KeySupport("service.networks.*", key, IGNORED,
+                         "static addresses are dropped by docker stack deploy, without a word")
     for key in ("interface_name", "link_local_ips", "mac_address", "priority", "gw_priority"):
         yield KeySupport("service.networks.*", key, UNSUPPORTED, _SWARM_ONLY)
 
