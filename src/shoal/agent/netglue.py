@@ -64,27 +64,30 @@ class DaemonTaskNetwork(TaskNetwork):
             log.warning("task %s: its rotation was not applied within %.0f s", task.id, JOIN_WAIT)
 
     def _flush(self) -> None:
-        """Run by the first thread to queue: it applies what has gathered, again until the
-        queue is empty; the threads that queued meanwhile wait for the batch with theirs."""
+        """Run by the first thread to queue: it applies what has gathered, again while more
+        queued meanwhile; the threads that queued wait for the batch with theirs. A failed
+        transaction does not stop the batches behind it (its error is raised at the end)."""
         from shoal.network import lb
 
+        error: Exception | None = None
         while True:
             time.sleep(JOIN_GATHER)
             with self._lock:
                 batch, self._joining = self._joining, {}
                 done, self._applied = self._applied, threading.Event()
-                if not batch:
-                    self._flushing = False
-                    done.set()
-                    return
             try:
-                lb.add_backends(batch)  # services removed meanwhile are skipped: their tasks stop
-            except BaseException:
-                with self._lock:  # the next task to queue leads again (with what queued meanwhile)
-                    self._flushing = False
-                raise
+                if batch:
+                    lb.add_backends(batch)  # services removed meanwhile are skipped: their tasks stop
+            except Exception as exc:  # noqa: BLE001 - raised below, once the queue is served
+                error = error or exc
             finally:
                 done.set()
+            with self._lock:
+                if not self._joining:
+                    self._flushing = False
+                    break
+        if error is not None:
+            raise error
 
     def left(self, task: Task) -> None:
         from shoal.network import lb
