@@ -226,6 +226,21 @@ def test_chown_ids_are_32_bit_ascii_numbers_or_names(shoal, busybox_image: str, 
         f"no such {what.split()[2]}: {what.split()[-1]}"], proc.stderr
 
 
+def test_a_dockerfile_line_past_buildkits_limit_is_refused(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """BuildKit's scanner refuses a line past 65535 bytes; a 100MB LABEL line took 75 s and 2GB
+    of memory to build. 65535 bytes still build; one more (a two-byte character) is refused."""
+    ok = _context(tmp_path, f"FROM {busybox_image}\nLABEL a={'x' * (65535 - 8)}\n")
+    proc = shoal("build", "-q", str(ok))
+    assert proc.returncode == 0, proc.stderr
+    shoal("rmi", proc.stdout.strip())
+    for line in ("LABEL a=" + "\u00e9" * 32764, "LABEL a=" + "x" * (20 << 20)):
+        ctx = _context(tmp_path, f"FROM {busybox_image}\nLABEL b=c\n{line}\n")
+        proc = shoal("build", str(ctx), timeout=60)
+        assert proc.returncode == 1, proc.stderr[-300:]
+        assert proc.stderr.strip().splitlines()[-1] == \
+            "Error: Dockerfile:3: dockerfile line greater than max allowed size of 65535", proc.stderr[-300:]
+
+
 # --- item 13: a killed build's leftovers are collected by the next build ------------------------
 
 def _build_leftovers(shoal_root: Path) -> list[str]:

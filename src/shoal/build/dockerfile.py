@@ -464,10 +464,24 @@ def _heredocs_from_line(line: str) -> list[Heredoc]:
     return [h for h in (parse_heredoc(w) for w in words) if h is not None]
 
 
+# BuildKit reads a Dockerfile with bufio.Scanner, whose token (a line and its \r) is at most
+# MaxScanTokenSize-1 bytes; past that the file is refused. Without the limit a single 100MB
+# LABEL line took 75 s and 2GB of memory to build.
+MAX_LINE = 65535
+
+
+def _check_line_lengths(lines: list[str], filename: str) -> None:
+    for number, raw in enumerate(lines, 1):
+        body = raw[:-1] if raw.endswith("\n") else raw
+        if len(body) > MAX_LINE or len(body.encode("utf-8", "surrogateescape")) > MAX_LINE:
+            raise DockerfileError(f"{filename}:{number}: dockerfile line greater than max allowed size of {MAX_LINE}")
+
+
 def parse_nodes(text: str, filename: str = "Dockerfile") -> tuple[list[Node], str]:
     """The raw instruction list and the escape token."""
     d = _Directives()
     lines = text.splitlines(keepends=True)
+    _check_line_lengths(lines, filename)
     nodes: list[Node] = []
     current = 0
     i = 0
