@@ -84,6 +84,28 @@ def test_anchors_merge_keys_and_extension_fields(tmp_path: Path) -> None:
     assert config["services"]["worker"]["image"] == "web:v1"
 
 
+def test_merge_key_lists_as_yaml_v3_reads_them() -> None:
+    """`<<: [*a, *b]`: a's keys win over b's, the mapping's own over both (the YAML merge
+    spec, yaml.v3, docker stack config); with libyaml's parser PyYAML 6.0.4 let b win, for
+    keys longer than one character. A second `<<` in a mapping is a duplicate key there."""
+    from shoal.compose.errors import ComposeError
+    from shoal.compose.load import parse_yaml
+
+    text = ("x-a: &a {image: a, environment: {A: '1'}}\n"
+            "x-b: &b {image: b, environment: {B: '2'}, user: bee}\n"
+            "services:\n"
+            "  one:\n    <<: [*a, *b]\n"
+            "  two:\n    <<: [*b, *a]\n    user: own\n")
+    data, _ = parse_yaml(text, "f.yml")
+    assert data["services"] == {
+        "one": {"image": "a", "environment": {"A": "1"}, "user": "bee"},
+        "two": {"image": "b", "environment": {"B": "2"}, "user": "own"},
+    }
+    with pytest.raises(ComposeError) as info:
+        parse_yaml("x-a: &a {image: a}\nservices:\n  one:\n    <<: *a\n    <<: *a\n", "f.yml")
+    assert str(info.value) == "f.yml:5: invalid YAML: mapping key '<<' already defined at line 4"
+
+
 def test_stack_deploy_loader_says_which_dotenv_it_read() -> None:
     """The line reaches `stack deploy` as a warning (shoald returns warnings to the CLI)."""
     from shoal.compose.api import load_stack

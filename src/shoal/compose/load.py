@@ -70,8 +70,53 @@ def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float:
     return float(text)
 
 
+def _flatten_mapping(loader: _Loader, node: yaml.MappingNode) -> None:
+    """Merge keys as Go's yaml.v3 decodes them: a mapping's own keys win over merged ones, and
+    in `<<: [*a, *b]` a's keys win over b's (the YAML merge spec). PyYAML 6.0.4's own
+    flatten_mapping tells keys apart by the id() of their text, which libyaml's parser makes
+    anew for each scalar, so there the last mapping won. A second `<<` in one mapping is
+    yaml.v3's duplicate key."""
+    sources: list[yaml.MappingNode] = []
+    merge_line = 0
+    index = 0
+    while index < len(node.value):
+        key_node, value_node = node.value[index]
+        if key_node.tag != "tag:yaml.org,2002:merge":
+            if key_node.tag == "tag:yaml.org,2002:value":
+                key_node.tag = "tag:yaml.org,2002:str"
+            index += 1
+            continue
+        if merge_line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"mapping key '<<' already defined at line {merge_line}",
+                key_node.start_mark)
+        merge_line = key_node.start_mark.line + 1
+        del node.value[index]
+        items = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for item in items:
+            if not isinstance(item, yaml.MappingNode):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"expected a mapping or list of mappings for merging, but found {item.id}",
+                    item.start_mark)
+            _flatten_mapping(loader, item)
+            sources.append(item)
+    if not sources:
+        return
+    taken: set[Any] = set()
+    merged = []
+    for source in sources:
+        for pair in source.value:
+            key = pair[0]
+            ident = (key.tag, key.value) if isinstance(key, yaml.ScalarNode) else id(key)
+            if ident not in taken:
+                taken.add(ident)
+                merged.append(pair)
+    node.value = merged + node.value  # the mapping's own keys come last and so win
+
+
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[str, Any]:
-    loader.flatten_mapping(node)
+    _flatten_mapping(loader, node)
     out: dict[str, Any] = {}
     seen: dict[str, int] = {}
     for key_node, value_node in node.value:
