@@ -514,3 +514,27 @@ def test_add_url_is_streamed_not_held_in_memory(shoal, busybox_image: str, tmp_p
                           timeout=300, preexec_fn=limited, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     shoal("rmi", proc.stdout.strip())
+
+
+# --- trees deeper than Python's recursion or longer than PATH_MAX ---------------------------------
+
+DEEP_RUNS = {
+    "deep": "cd /tmp && i=0; while [ $i -lt 1500 ]; do mkdir a; cd a; i=$((i+1)); done; echo deep > f",
+    "long": "cd /tmp && n=$(printf 'n%.0s' $(seq 250)) && i=0; "
+            "while [ $i -lt 20 ]; do mkdir $n && cd $n; i=$((i+1)); done; echo deep > f",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DEEP_RUNS))
+def test_a_step_nesting_directories_past_walks_leaves_no_scratch(shoal, busybox_image: str, shoal_root: Path,
+                                                                 tmp_path: Path, kind: str) -> None:
+    """A RUN step nesting directories 1500 deep, or 20 deep with 250-character names (longer
+    than PATH_MAX): the builder's scratch removal (os.walk, shutil.rmtree: recursive, whole
+    paths) gave up and left the tree, and the next build, collecting it, died with a
+    RecursionError or ENAMETOOLONG traceback: every build on the host failed from then on."""
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nRUN {DEEP_RUNS[kind]}\n")
+    proc = shoal("build", str(ctx), timeout=300)
+    assert proc.returncode != 0
+    assert not list((shoal_root / "image" / "build-tmp").glob("*")), "the failed build's scratch was left"
+    after = shoal("build", "-q", str(_context(tmp_path, f"FROM {busybox_image}\nLABEL after={kind}\n")))
+    assert after.returncode == 0, after.stderr[-2000:]

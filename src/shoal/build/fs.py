@@ -13,6 +13,7 @@ import posixpath
 import re
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
@@ -53,15 +54,25 @@ def _rmtree(path: Path) -> None:
         return
     if not path.exists():
         return
-    # overlay's work/work dir is created 000: make it removable first. os.walk lists symlinks
-    # to directories among the directories: lstat decides, never chmod through a link.
-    for dirpath, dirnames, _ in os.walk(path):
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if stat.S_ISDIR(_lstat_mode(Path(full))):
-                with contextlib.suppress(OSError):
-                    os.chmod(full, 0o700)   # a real directory (lstat), nothing runs in here now
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        # overlay's work/work dir is created 000: make it removable first. os.walk lists
+        # symlinks to directories among the directories: lstat decides, never chmod through a link.
+        for dirpath, dirnames, _ in os.walk(path):
+            for d in dirnames:
+                full = os.path.join(dirpath, d)
+                if stat.S_ISDIR(_lstat_mode(Path(full))):
+                    with contextlib.suppress(OSError):
+                        os.chmod(full, 0o700)   # a real directory (lstat), nothing runs in here now
+        shutil.rmtree(path, ignore_errors=True)
+    except (RecursionError, OSError):
+        pass
+    if os.path.lexists(path):
+        # A RUN step may nest directories thousands deep, or make paths longer than PATH_MAX
+        # (mkdir and cd in a loop): os.walk and shutil.rmtree recurse (a RecursionError past
+        # ~1000 levels), hold a descriptor a level (EMFILE, ignored) and use whole paths
+        # (ENAMETOOLONG). The tree stayed, and collect_scratch then failed every later build on
+        # this host. rm walks any depth; it never follows a link nor leaves this file system.
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], capture_output=True, check=False)
 
 
 @contextmanager
