@@ -536,5 +536,10 @@ def test_a_step_nesting_directories_past_walks_leaves_no_scratch(shoal, busybox_
     proc = shoal("build", str(ctx), timeout=300)
     assert proc.returncode != 0
     assert not list((shoal_root / "image" / "build-tmp").glob("*")), "the failed build's scratch was left"
+    # and the step itself is refused in one line (the layer walks recursed: a traceback)
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "made a layer shoal cannot store: tmp/" in proc.stderr.strip().splitlines()[-1]
+    assert proc.stderr.strip().endswith("is more than 512 directories deep" if kind == "deep"
+                                        else "is a path longer than the system allows"), proc.stderr[-500:]
     after = shoal("build", "-q", str(_context(tmp_path, f"FROM {busybox_image}\nLABEL after={kind}\n")))
     assert after.returncode == 0, after.stderr[-2000:]

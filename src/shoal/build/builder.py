@@ -696,6 +696,10 @@ class Builder:
                 )
             if code != 0:
                 raise BuildFailed(f"The command '{' '.join(argv)}' returned a non-zero code: {code}")
+            try:
+                fs.check_depth(upper)
+            except fs.CopyError as exc:
+                raise BuildFailed(f"The command '{' '.join(argv)}' made a layer shoal cannot store: {exc}") from None
             fs.prune_copied_up_dirs(upper, st.lowerdirs())
             layer = self._layer(upper)
         self._new_image(st, " ".join(save_cmd), layer, key)
