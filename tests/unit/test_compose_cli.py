@@ -106,6 +106,20 @@ def test_merge_key_lists_as_yaml_v3_reads_them() -> None:
     assert str(info.value) == "f.yml:5: invalid YAML: mapping key '<<' already defined at line 4"
 
 
+@pytest.mark.parametrize("text", [
+    "services:\n  a:\n    image: x\n---\n",  # a trailing separator
+    "---\nservices:\n  a:\n    image: x\n---\nservices:\n  b:\n    image: y\n",
+    "services:\n  a:\n    image: x\n---\n: : bad: [\n",  # never parsed, as in yaml.v3
+])
+def test_only_the_first_document_is_read(text: str) -> None:
+    """yaml.v3's Unmarshal decodes a file's first document and stops: docker stack config
+    prints service a for each of these; shoal refused them ('but found another document')."""
+    from shoal.compose.load import parse_yaml
+
+    data, _ = parse_yaml(text, "f.yml")
+    assert data == {"services": {"a": {"image": "x"}}}
+
+
 def test_stack_deploy_loader_says_which_dotenv_it_read() -> None:
     """The line reaches `stack deploy` as a warning (shoald returns warnings to the CLI)."""
     from shoal.compose.api import load_stack

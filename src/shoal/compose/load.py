@@ -245,10 +245,12 @@ def _collect_lines(node: yaml.Node, lines: dict[Path_, int]) -> None:
 
 
 def parse_yaml(text: str, name: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse one YAML document; errors name the file and the line."""
+    """Parse the first YAML document, as yaml.v3's Unmarshal does (docker stack deploy reads a
+    file's first document and never looks at the rest: a trailing `---` is no error); errors
+    name the file and the line."""
     loader = _Loader(text)
     try:
-        node = loader.get_single_node()
+        node = loader.get_node() if loader.check_node() else None  # check_node: stream start
         if node is None:
             return None, {}
         _check_size(node)
