@@ -120,6 +120,20 @@ def test_only_the_first_document_is_read(text: str) -> None:
     assert data == {"services": {"a": {"image": "x"}}}
 
 
+def test_local_tags_are_read_as_untagged_values() -> None:
+    """compose-spec's `!reset` and `!override` (and any local tag) mean nothing to yaml.v3
+    decoding into docker/cli's map: docker stack config prints `ports: !reset []` as no ports
+    and `labels: !override {a: b}` as the labels, a tagged scalar as its text; shoal refused
+    the file ('could not determine a constructor for the tag')."""
+    from shoal.compose.load import parse_yaml
+
+    data, _ = parse_yaml("services:\n  a:\n    image: !custom x\n    ports: !reset []\n"
+                         "    labels: !override {a: b}\n    environment: {A: !foo 12, B: !bar}\n",
+                         "f.yml")
+    assert data == {"services": {"a": {"image": "x", "ports": [], "labels": {"a": "b"},
+                                       "environment": {"A": "12", "B": ""}}}}
+
+
 def test_stack_deploy_loader_says_which_dotenv_it_read() -> None:
     """The line reaches `stack deploy` as a warning (shoald returns warnings to the CLI)."""
     from shoal.compose.api import load_stack

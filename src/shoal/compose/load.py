@@ -145,6 +145,20 @@ _Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def _construct_local_tag(loader: _Loader, suffix: str, node: yaml.Node) -> Any:
+    """A local tag (`!reset []`, `!override {...}`, compose-spec's merge hints) means nothing to
+    yaml.v3 decoding into docker/cli's map: the node is read as if untagged, a scalar as its
+    text (resolve keeps an unknown tag's value a string)."""
+    if isinstance(node, yaml.MappingNode):
+        return _construct_mapping(loader, node)
+    if isinstance(node, yaml.SequenceNode):
+        return [loader.construct_object(item, deep=True) for item in node.value]
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_multi_constructor("!", _construct_local_tag)
 # Timestamps stay text (Go reads `2024-01-01` into a string for a compose value).
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 
