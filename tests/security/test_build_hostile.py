@@ -543,3 +543,28 @@ def test_a_step_nesting_directories_past_walks_leaves_no_scratch(shoal, busybox_
                                         else "is a path longer than the system allows"), proc.stderr[-500:]
     after = shoal("build", "-q", str(_context(tmp_path, f"FROM {busybox_image}\nLABEL after={kind}\n")))
     assert after.returncode == 0, after.stderr[-2000:]
+
+
+def test_a_context_deeper_than_a_layer_is_a_one_line_error(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """A build context (a cloned repository, an unpacked upload) nesting directories 1500 deep:
+    reading it (os.walk) was a RecursionError traceback. More than 512 levels (what a layer
+    holds) is refused naming the directory."""
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY . /ctx\n")
+    fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(1500):
+            os.mkdir("a", dir_fd=fd)
+            deeper = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+    finally:
+        os.close(fd)
+    try:
+        proc = shoal("build", str(ctx))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith("Error: error checking context: 'a/a/a/")
+        assert proc.stderr.strip().endswith("has directories more than 512 levels deep"), proc.stderr[-300:]
+    finally:
+        import subprocess
+
+        subprocess.run(["rm", "-rf", "--", str(ctx)], check=False)  # deeper than shutil.rmtree goes

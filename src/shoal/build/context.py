@@ -18,6 +18,7 @@ from shoal.build.scope import MISSING, Missing, TooManyLinks, follow_in_scope
 from shoal.build.globmatch import CHAR, NOT_SLASH, STAR, Glob, Token
 from shoal.build.dockerignore import PatternMatcher, load_patterns, read_context_ignore, read_ignore_file
 from shoal.errors import ShoalError
+from shoal.image.layers import MAX_DEPTH
 
 _BLOCK = 512
 
@@ -70,6 +71,12 @@ class BuildContext:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             rel_dir = os.path.relpath(dirpath, root)
             rel_dir = "" if rel_dir == "." else rel_dir
+            if rel_dir and rel_dir.count("/") + 1 >= MAX_DEPTH and dirnames:
+                # os.walk recurses (a RecursionError near 1000 levels), and a layer holds at
+                # most MAX_DEPTH levels: the copy could never be stored
+                shown = rel_dir if len(rel_dir) <= 80 else rel_dir[:77] + "..."
+                raise ContextError(f"error checking context: '{shown}' has directories more than "
+                                   f"{MAX_DEPTH} levels deep")
             keep_dirs = []
             for name in sorted(dirnames) + sorted(filenames):
                 rel = posixpath.join(rel_dir, name) if rel_dir else name
