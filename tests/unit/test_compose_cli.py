@@ -128,7 +128,8 @@ def test_local_tags_are_read_as_untagged_values() -> None:
     from shoal.compose.load import parse_yaml
 
     data, _ = parse_yaml("services:\n  a:\n    image: !custom x\n    ports: !reset []\n"
-                         "    labels: !override {a: b}\n    environment: {A: !foo 12, B: !bar}\n",
+                         "    labels: !override {a: b}\n    environment:\n      A: !foo 12\n"
+                         "      B: !bar\n",
                          "f.yml")
     assert data == {"services": {"a": {"image": "x", "ports": [], "labels": {"a": "b"},
                                        "environment": {"A": "12", "B": ""}}}}
