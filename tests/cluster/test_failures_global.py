@@ -30,6 +30,7 @@ import yaml
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
+from cluster.conftest import in_netns  # noqa: E402
 from cluster.test_local_cluster import LocalCluster  # noqa: E402
 from cluster.test_node_failure import node_status, process_copies, wait_for  # noqa: E402
 
@@ -134,3 +135,37 @@ def test_a_paused_node_keeps_its_task_and_gets_none_while_paused(cluster: Any) -
     assert not [r for r in on_node(cluster, k) if r["desired"] == "Running"]
     cluster.shoal("node", "update", "--availability", "active", host)
     wait_for("one task running on each node again", lambda: one_each(cluster), 30)
+
+
+def test_a_stack_removed_then_another_deployed_on_its_freed_subnet(cluster: Any) -> None:
+    """`stack rm` of a stack whose overlay every worker holds (its port published through the
+    mesh, no task), then at once a stack whose network the manager gives the freed subnet: no
+    worker rejects the new tasks ("subnet ... overlaps with network ... on this node"; the old
+    copy went only at the worker's next collect)."""
+    meshed = cluster.base / "meshed.yml"
+    meshed.write_text(yaml.safe_dump({"services": {"web": {
+        "image": "web:v1", "command": ["sleep", "100000"], "ports": ["4100:80"],
+        "deploy": {"replicas": 0}}}}))
+    later = cluster.base / "later.yml"
+    later.write_text(yaml.safe_dump({"services": {"g": {
+        "image": "web:v1", "command": ["sleep", "100000"], "stop_grace_period": "1s",
+        "deploy": {"mode": "global"}}}}))
+
+    def vxlan_devices(k: int) -> int:
+        return len([ln for ln in in_netns(f"{cluster.name}-{k}", "ip", "-br", "link").stdout.splitlines()
+                    if ln.startswith("vx-")])
+
+    for _ in range(2):
+        held = {k: vxlan_devices(k) for k in range(2, NODES + 1)}
+        cluster.shoal("stack", "deploy", "--detach", "-c", str(meshed), "meshed")
+        wait_for("the mesh's overlay on every worker",
+                 lambda h=held: all(vxlan_devices(k) == h[k] + 1 for k in h), 30)
+        cluster.shoal("stack", "rm", "meshed")
+        cluster.shoal("stack", "deploy", "--detach", "-c", str(later), "later")
+        out = lambda: cluster.shoal("service", "ps", "later_g", "--no-trunc", "--format",  # noqa: E731
+                                    "{{.Node}}\t{{.CurrentState}}\t{{.Error}}").stdout.splitlines()
+        wait_for("later_g running on every node",
+                 lambda: len([ln for ln in out() if "\tRunning" in ln]) == NODES, 30)
+        assert not [ln for ln in out() if "Rejected" in ln or "Failed" in ln], out()
+        cluster.shoal("stack", "rm", "later")
+        wait_for("later_g's copies gone", lambda: len(process_copies(cluster.name, "sleep")) == NODES, 30)

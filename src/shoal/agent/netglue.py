@@ -199,6 +199,8 @@ class NodeNetworks:
                 if local is None:
                     if record is None:
                         raise NotFound(f"network {name} not found")
+                    if not self.manager:
+                        self._drop_overlapped(store, record)
                     store.adopt(record)
                 elif record is not None and local.id == record["id"] \
                         and local.swarm_id != record.get("swarm_id", local.swarm_id):
@@ -378,6 +380,29 @@ class NodeNetworks:
         for svc in lb.load_services():
             if svc.id not in listed:
                 lb.remove_service(svc.id, store)
+
+    def _drop_overlapped(self, store: Any, record: dict[str, Any]) -> None:
+        """This node's copy of a network the manager removed whose subnet it has given again
+        (`stack rm`, then a deploy: the freed subnet is the first free one) goes before the new
+        one is adopted, not at the next collect: else the task was REJECTED for the overlap, and
+        again while parked, until the agent pass got to it (Swarm's overlays never clash)."""
+        import ipaddress
+
+        if not record.get("subnet"):
+            return
+        subnet = ipaddress.IPv4Network(record["subnet"])
+        keep = set(self._mesh_services()) | self.attached()
+        for net in store.list():
+            if net.predefined or not net.subnet or net.name in keep or not subnet.overlaps(net.subnet_net()):
+                continue
+            if net.scope != "swarm" and "com.docker.stack.namespace" not in net.labels:
+                continue  # the node's own networks (`network create` here) are its user's
+            listed = self.agent.networks.get(net.name)
+            if listed is not None and listed["id"] == net.id:
+                continue  # still the manager's: adopt reports the clash
+            if net.endpoints:
+                raise ShoalError(f"network {net.name} is still being removed on this node")
+            self._remove_network(store, net)
 
     @staticmethod
     def _remove_network(store: Any, net: Any) -> None:
