@@ -10,7 +10,9 @@ is fixed by the next command or shoald start."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 # Directories and files only root may read; what a container must read by its own uid (its
@@ -47,6 +49,28 @@ def write_file(path: Path, data: str | bytes, mode: int = PRIVATE_FILE) -> None:
             f.write(raw)
     finally:
         os.close(fd)
+
+
+def remove_tree(path: Path) -> str | None:
+    """Remove `path` and everything below it, never following a link; None when it is gone,
+    else what stopped it. A container, a volume's user or a RUN step can nest directories
+    thousands deep, or past PATH_MAX (mkdir and cd in a loop): shutil.rmtree recurses (a
+    RecursionError near 1000 levels), holds a descriptor a level and uses whole paths
+    (ENAMETOOLONG), so such a tree made its container unremovable. rm -rf walks any depth;
+    it neither follows a link nor leaves this file system (a mount left below stays)."""
+    errors: list[str] = []
+    try:
+        shutil.rmtree(path, onerror=lambda _f, where, info: errors.append(f"{where}: {info[1]}"))
+    except RecursionError:
+        pass
+    if not os.path.lexists(path):
+        return None
+    proc = subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], capture_output=True, text=True,
+                          check=False)
+    if not os.path.lexists(path):
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else (errors[0] if errors else str(path))
 
 
 def _root(path: Path) -> Path:

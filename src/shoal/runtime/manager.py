@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from shoal import ids
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
-from shoal.paths import ensure_private_dir, state_root, write_file
+from shoal.paths import ensure_private_dir, remove_tree, state_root, write_file
 from shoal.runtime import cgroups, conmon, engine, files, mounts, oci, seccomp, volumes
 from shoal.runtime.layers import LayeredView, find_executable
 from shoal.runtime.spec import ContainerSpec, Mount
@@ -599,7 +599,7 @@ class ContainerManager:
                 self._delete_from_reaper(c)
 
     def _delete_from_reaper(self, c: Container) -> None:
-        shutil.rmtree(c.dir, ignore_errors=True)
+        remove_tree(c.dir)
         for name in c.anonymous_volumes:
             volumes.remove(name)
 
@@ -787,12 +787,12 @@ def _remove_dir(c: Container) -> None:
     """A container's directory, or moby's error: a half-removed one (its record gone, its
     upper dir not) must not pass for a removed container. One retry: a mount detached lazily
     a moment ago may still hold a file."""
+    error: str | None = None
     for attempt in range(2):
-        errors: list[str] = []
-        shutil.rmtree(c.dir, onerror=lambda _f, path, info: errors.append(f"{path}: {info[1]}"))
-        if not c.dir.exists():
+        error = remove_tree(c.dir)
+        if error is None:
             return
         if attempt == 0:
             time.sleep(0.2)
-    raise ShoalError(f"unable to remove filesystem for {c.id}: {errors[0] if errors else c.dir}")
+    raise ShoalError(f"unable to remove filesystem for {c.id}: {error}")
 

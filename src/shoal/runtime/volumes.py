@@ -20,7 +20,6 @@ import ctypes
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 from shoal import paths
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
-from shoal.paths import state_root
+from shoal.paths import remove_tree, state_root
 from shoal.runtime import mounts
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -396,7 +395,7 @@ def remove(name: str) -> None:
     data = top / "_data"
     if mounts.is_mounted(data):
         mounts.unmount(data)
-    shutil.rmtree(top, ignore_errors=True)
+    remove_tree(top)  # a container may have nested the data past shutil.rmtree's reach
     with contextlib.suppress(FileNotFoundError):
         (volumes_root() / f".{name}.lock").unlink()
 
