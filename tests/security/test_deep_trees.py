@@ -32,3 +32,23 @@ def test_a_container_and_a_volume_nesting_1500_levels_are_removed(shoal, busybox
     finally:
         shoal("rm", "-f", name)
         shoal("volume", "rm", "-f", volume)
+
+
+def test_committing_a_container_nested_past_a_layers_depth_is_one_line(shoal, busybox_image: str,
+                                                                         shoal_root) -> None:
+    """commit walks the container's changes to make the layer, recursively: a RecursionError
+    traceback (and the commit's scratch copy, removed with shutil.rmtree, stayed in the
+    container's directory). No layer may hold more than 512 levels (the unpacker's limit):
+    one line naming the path, nothing left."""
+    name = f"shoal-deep-{uuid.uuid4().hex[:8]}"
+    try:
+        shoal("run", "--name", name, "--network", "none", busybox_image, "sh", "-c", f"cd /tmp && {NEST}", check=True)
+        proc = shoal("commit", name, f"localhost/shoal-deep:{uuid.uuid4().hex[:8]}")
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        line = proc.stderr.strip()
+        assert "commit: the container's changes: tmp/a/a/a/" in line and line.endswith(
+            "is more than 512 directories deep"), line
+        cid = shoal("inspect", "-f", "{{.Id}}", name, check=True).stdout.strip()
+        assert not list((shoal_root / "containers" / cid).glob("commit-*")), "the commit's scratch copy stayed"
+    finally:
+        shoal("rm", "-f", name)

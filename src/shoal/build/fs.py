@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import posixpath
 import re
@@ -395,33 +394,16 @@ def _implicit_dirs(staging: Path, path: Path) -> set[str]:
     return implicit
 
 
-def check_depth(root: Path, limit: int | None = None) -> None:
-    """Refuse a tree (a RUN step's changes) that a layer cannot hold: directories nested more
-    than MAX_DEPTH deep (the unpacker's limit, so such a layer could never be loaded back), or
-    a path longer than the kernel takes. A step may nest directories thousands deep (mkdir and
-    cd in a loop); every walk that came after it (recursive) died with a RecursionError. This
-    walk keeps a stack of its own."""
-    from shoal.image.layers import MAX_DEPTH
+def check_depth(root: Path) -> None:
+    """layers.check_depth (a RUN step's changes no layer can hold), as a CopyError: checked
+    before the builder's other walks of a step's upper directory, which recurse."""
+    from shoal.image.layers import LayerError
+    from shoal.image.layers import check_depth as check
 
-    most = MAX_DEPTH if limit is None else limit
-    stack: list[tuple[str, int]] = [(os.fspath(root), 0)]
-    while stack:
-        path, depth = stack.pop()
-        try:
-            with os.scandir(path) as entries:
-                dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-        except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:
-                raise CopyError(f"{_shown_rel(root, path)} is a path longer than the system allows") from None
-            raise
-        if dirs and depth + 1 > most:
-            raise CopyError(f"{_shown_rel(root, dirs[0])} is more than {most} directories deep")
-        stack.extend((d, depth + 1) for d in dirs)
-
-
-def _shown_rel(root: Path, path: str) -> str:
-    rel = os.path.relpath(path, root)
-    return rel if len(rel) <= 80 else rel[:77] + "..."
+    try:
+        check(root)
+    except LayerError as exc:
+        raise CopyError(str(exc)) from None
 
 
 def dir_is_empty(path: Path) -> bool:

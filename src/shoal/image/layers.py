@@ -473,6 +473,32 @@ def _walk(root: str, rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
             yield from _walk(root, child)
 
 
+def check_depth(root: Path) -> None:
+    """Refuse a directory tree no layer can hold: directories nested more than MAX_DEPTH deep
+    (unpack_layer's limit, so such a layer could never be loaded back) or a path longer than
+    the kernel takes. A container or a RUN step may nest directories thousands deep (mkdir and
+    cd in a loop), and the walks that make a layer (_walk, os.walk) recurse: a RecursionError
+    traceback. This walk keeps a stack of its own; it names the first path too deep."""
+    stack: list[tuple[str, int]] = [(os.fspath(root), 0)]
+    while stack:
+        path, depth = stack.pop()
+        try:
+            with os.scandir(path) as entries:
+                dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise LayerError(f"{_shown_rel(root, path)} is a path longer than the system allows") from None
+            raise
+        if dirs and depth + 1 > MAX_DEPTH:
+            raise LayerError(f"{_shown_rel(root, dirs[0])} is more than {MAX_DEPTH} directories deep")
+        stack.extend((d, depth + 1) for d in dirs)
+
+
+def _shown_rel(root: Path, path: str) -> str:
+    rel = os.path.relpath(path, root)
+    return rel if len(rel) <= 80 else rel[:77] + "..."
+
+
 def _xattrs(path: str) -> dict[str, str]:
     try:
         names = os.listxattr(path, follow_symlinks=False)

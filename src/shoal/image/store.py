@@ -478,6 +478,7 @@ class ImageStore:
 
         if not upper.is_dir() or upper.is_symlink():
             raise ShoalError(f"layer_from_dir: {upper} is not a directory")
+        layerfmt.check_depth(upper)  # before the walks below, which recurse
 
         class _DiffTee:
             def __init__(self, sink: gzip.GzipFile) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shoal.errors import ShoalError
+from shoal.paths import remove_tree
 from shoal.runtime import mounts
 from shoal.runtime.control import frozen_while
 from shoal.runtime.state import Container
@@ -174,6 +174,7 @@ def commit(c: Container, images: Any, reference: str = "", *, message: str = "",
     """A new image: the container's image with its upper dir as one more layer (whiteouts as
     OCI's `.wh.` entries, write_layer_tar); its config `run_config` (the container's, with the
     CLI's --change applied) or the container's own."""
+    from shoal.image.layers import LayerError
     from shoal.image.store import format_time
 
     if c.state.status == "dead":
@@ -190,10 +191,12 @@ def commit(c: Container, images: Any, reference: str = "", *, message: str = "",
                            capture_output=True)
         _drop_init_paths(c, scratch)
         layer = None if _empty(scratch) else images.layer_from_dir(scratch)
+    except LayerError as exc:  # changes no layer can hold (nested past MAX_DEPTH)
+        raise ShoalError(f"commit: the container's changes: {exc}") from None
     except subprocess.CalledProcessError as exc:
         raise ShoalError(f"commit: copying the container's changes: {exc.stderr.decode().strip()}") from None
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)  # the container's own tree, which may be nested past shutil.rmtree
     now = format_time(time.time())
     parent_cfg = base.config
     cfg: dict[str, Any] = {"architecture": parent_cfg.get("architecture") or "amd64",
@@ -227,7 +230,7 @@ def _drop_init_paths(c: Container, scratch: Path) -> None:
         p = scratch / rel
         if os.path.lexists(p) and not _in_lower(c, rel):
             if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
+                remove_tree(p)
             else:
                 p.unlink()
     etc = scratch / "etc"
