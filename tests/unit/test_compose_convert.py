@@ -268,7 +268,6 @@ def _one_service(tmp_path: Path, body: str) -> StackSpec:
         ("    command: 'echo \"unterminated'\n", "services.web.command: cannot split"),
         ("    volumes: ['a:b:c:d']\n", "too many colons"),
         ("    volumes: ['data:relative']\nvolumes:\n  data:\n", "must be an absolute path"),
-        ("    depends_on: [db]\n", 'depends on undefined service "db"'),
         ("    stop_grace_period: -5s\n", "must not be negative"),
         ("    ports: ['8080:0']\n", "the container port must be 1-65535"),
         ("    deploy:\n      placement:\n        constraints: ['node.role']\n",
@@ -464,3 +463,15 @@ def test_service_tmpfs_makes_no_mount_as_docker_stack_deploy(tmp_path: Path) -> 
     assert (web.mounts, said) == ([Mount(type="bind", source="/x", target="/run")], [])
     assert "    tmpfs:\n      - /run\n      - /tmp:size=64m\n" in dump(
         load_docker_model([compose], environ={}, warn=said.append))
+
+
+def test_depends_on_an_undefined_service_is_no_error(tmp_path: Path) -> None:
+    """docker/cli never reads depends_on: a stack file whose dependency was left out (a
+    database run elsewhere) deploys with docker 28.2.2's stack deploy, without a word; shoal
+    refused it ('depends on undefined service "db"'). The defined one is still waited on."""
+    warnings: list[str] = []
+    compose = tmp_path / "c.yml"
+    compose.write_text("services:\n  web:\n    image: web:v1\n    depends_on: [db, cache]\n"
+                       "  cache:\n    image: redis\n")
+    web = load_stack([compose], "s", environ={}, warn=warnings.append).services["s_web"]
+    assert (list(web.depends_on), warnings) == (["cache"], [])

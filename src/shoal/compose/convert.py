@@ -785,8 +785,9 @@ class Converter:
         out = {}
         for name, config in entries.items():
             if name not in services:
-                raise Invalid((*path, name) if isinstance(raw, dict) else path,
-                              f'depends on undefined service "{name}"')
+                # docker/cli never reads depends_on, so a stack file whose dependency was left
+                # out (an external database) deploys there without a word: nothing to wait on.
+                continue
             config = v.mapping(config, (*path, name))
             out[name] = DependsOn(
                 condition=v.string(config.get("condition"), (*path, name, "condition"))
