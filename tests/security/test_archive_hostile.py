@@ -101,13 +101,13 @@ def test_cp_from_stdin_does_not_set_times_through_a_replacing_symlink(shoal, bus
         shoal("rm", "-f", name)
 
 
-def _docker_archive(layers: list[bytes], tag: str) -> bytes:
-    """A `docker save` archive of one image with these layer tars."""
+def _docker_archive(layers: list[bytes], tag: str, container_config: dict | None = None) -> bytes:
+    """A `docker save` archive of one image with these layer tars (and this `config`)."""
     import hashlib
     import json
 
     diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
-    config = json.dumps({"architecture": "amd64", "os": "linux",
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": container_config or {},
                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     files = {f"blobs/sha256/{hashlib.sha256(config).hexdigest()}": config}
     files |= {f"blobs/sha256/{d[7:]}": layer for d, layer in zip(diff_ids, layers)}
@@ -490,3 +490,28 @@ def test_malformed_ids_in_the_images_passwd_are_no_traceback(shoal, busybox_tar:
         assert out in (proc.stdout if code == 0 else proc.stderr), proc.stdout + proc.stderr
     finally:
         shoal("rmi", ref)
+
+
+@pytest.mark.parametrize("field,value,kind,want", [
+    ("Env", "PATH=/bin", "string", "[]string"), ("Env", [1], "number", "string"),
+    ("Cmd", [["sh"]], "array", "string"), ("Labels", ["a=b"], "array", "map[string]string"),
+    ("ExposedPorts", ["80/tcp"], "array", "map[string]struct {}"), ("WorkingDir", 5, "number", "string"),
+    ("User", 0, "number", "string"), ("Entrypoint", {"a": 1}, "object", "[]string"),
+    ("Healthcheck", {"Interval": "5s"}, "string", "time.Duration"),
+])
+def test_a_config_field_of_the_wrong_type_is_refused_at_load(shoal, shoal_root: Path, busybox_tar: Path,
+                                                             field: str, value: object, kind: str, want: str) -> None:
+    """moby decodes a config into typed structs, so `docker load` refuses `"Env": "PATH=/bin"` or
+    `"Labels": ["a=b"]` (json's "cannot unmarshal"). shoal loaded them, and `shoal run` of the
+    image was a Python traceback (AttributeError, TypeError, ValueError). Refused at load now,
+    before any layer is stored, naming the field."""
+    tag = f"localhost/shoal-hostile-config:{uuid.uuid4().hex[:8]}"
+    before = _store_files(shoal_root)
+    proc = subprocess.run([sys.executable, "-m", "shoal", "load"], capture_output=True, timeout=120,
+                          input=_docker_archive([busybox_tar.read_bytes()], tag, {field: value}))
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert f"json: cannot unmarshal {kind} into Go struct field Image.config.{field}" in err, err
+    assert err.rstrip().endswith(f"of type {want}"), err
+    assert _store_files(shoal_root) == before
+    assert shoal("image", "inspect", tag).returncode == 1

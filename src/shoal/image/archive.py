@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from shoal.errors import InvalidArgument, NotFound, ShoalError
+from shoal.image.configcheck import check_image_config
 from shoal.image import layers as layerfmt
 from shoal.image import reference
 from shoal.image.mediatypes import (
@@ -325,6 +326,7 @@ def _diff_ids(config_bytes: bytes, label: str, source: str) -> list[str]:
     except (ValueError, KeyError, TypeError, RecursionError):
         raise ShoalError(f"invalid image archive {source}: {label} is not an image config "
                          "(no rootfs.diff_ids)") from None
+    check_image_config(config, f"invalid image archive {source}: {label}")  # before any layer
     os_name = config.get("os") or "linux"
     if os_name != "linux":
         raise ShoalError(f"cannot load {os_name} image on linux ({source})")

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, ContextManager, List, cast  # List: ImageStore
 
 from shoal import paths
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
+from shoal.image.configcheck import check_image_config
 from shoal.ids import short_id
 from shoal.image import layers as layerfmt
 from shoal.image import reference as refs
@@ -750,6 +751,7 @@ class ImageStore:
             raise ShoalError(f"invalid image manifest or config: {exc}") from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list):
             raise ShoalError("invalid image manifest: no layers")
+        check_image_config(config, "invalid image config")
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if len(diff_ids) != len(manifest["layers"]):
             raise ShoalError(f"invalid image: {len(manifest['layers'])} layers in the manifest but "
