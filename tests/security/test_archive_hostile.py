@@ -515,3 +515,25 @@ def test_a_config_field_of_the_wrong_type_is_refused_at_load(shoal, shoal_root: 
     assert err.rstrip().endswith(f"of type {want}"), err
     assert _store_files(shoal_root) == before
     assert shoal("image", "inspect", tag).returncode == 1
+
+
+def test_cp_of_a_sparse_member_into_a_container_stays_sparse(shoal, busybox_image: str, shoal_root: Path,
+                                                             tmp_path: Path) -> None:
+    """`cp -` unpacks the tar (sparse kept) and copies it into the container with the builder's
+    Copier, which wrote every zero of the holes: a 10KiB tar put 2GiB in the container's upper
+    directory. Copied by data regions (SEEK_DATA/SEEK_HOLE) now; the content is the same."""
+    size = 2 << 30
+    name = f"shoal-sparse-{uuid.uuid4().hex[:8]}"
+    shoal("run", "-d", "--name", name, "--network", "none", busybox_image, "sleep", "600", check=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "shoal", "cp", "-", f"{name}:/tmp"], capture_output=True,
+                              timeout=120, input=_sparse_tar("big", [(0, b"abc"), (size - 3, b"xyz")], size))
+        assert proc.returncode == 0, proc.stderr
+        cid = shoal("inspect", "-f", "{{.Id}}", name, check=True).stdout.strip()
+        st = (shoal_root / "containers" / cid / "upper" / "tmp" / "big").stat()
+        assert st.st_size == size
+        assert st.st_blocks * 512 < 1 << 20, f"{st.st_blocks * 512} bytes on disk for 6 bytes of data"
+        seen = shoal("exec", name, "sh", "-c", "head -c 3 /tmp/big; tail -c 3 /tmp/big", check=True).stdout
+        assert seen == "abcxyz"
+    finally:
+        shoal("rm", "-f", name)

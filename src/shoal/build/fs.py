@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import posixpath
 import re
@@ -218,6 +219,30 @@ def parse_chmod(spec: str) -> int:
 
 # --- copying ---------------------------------------------------------------------------------
 
+def _copy_data(src: int, dst: int, size: int) -> None:
+    """The bytes of `src` into the empty `dst`, holes left as holes (SEEK_DATA/SEEK_HOLE):
+    the unpacker keeps a tar's sparse file sparse, and a plain copy wrote every zero of it
+    (a 10KiB tar declaring 2GiB, copied in by `cp -` or ADD, wrote 2GiB)."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(src, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:   # only a hole is left
+                break
+            raise
+        end = os.lseek(src, start, os.SEEK_HOLE)
+        while start < end:
+            chunk = os.pread(src, min(1 << 20, end - start), start)
+            if not chunk:   # the file shrank under us: what is there is copied
+                end = start
+                break
+            written = os.pwrite(dst, chunk, start)
+            start += written
+        pos = max(end, pos + 1)
+    os.ftruncate(dst, size)
+
+
 class Copier:
     """Copies into the image root `root`; `owner` None keeps the source's ownership.
 
@@ -286,7 +311,7 @@ class Copier:
         elif stat.S_ISREG(st.st_mode):
             fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
+                _copy_data(fin.fileno(), fout.fileno(), os.fstat(fin.fileno()).st_size)
             if keep_links and st.st_nlink > 1:
                 self._links[key] = dst
         else:
