@@ -5,6 +5,7 @@ to the host had its modification time set through that link when the layer was f
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import tarfile
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -537,3 +539,101 @@ def test_cp_of_a_sparse_member_into_a_container_stays_sparse(shoal, busybox_imag
         assert seen == "abcxyz"
     finally:
         shoal("rm", "-f", name)
+
+
+@contextlib.contextmanager
+def _registry(manifest: bytes, blobs: dict[str, bytes]) -> Iterator[tuple[str, list[str]]]:
+    """A registry on loopback serving one manifest (any reference) and these blobs by digest;
+    yields its address and the blob paths asked for."""
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, body: bytes | None, ctype: str = "application/octet-stream") -> None:
+            self.send_response(404 if body is None else 200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(manifest).hexdigest())
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            if body and self.command == "GET":
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if self.path == "/v2/":
+                self._answer(b"{}", "application/json")
+            elif "/manifests/" in self.path:
+                self._answer(manifest, "application/vnd.oci.image.manifest.v1+json")
+            else:
+                asked.append(self.path)
+                self._answer(blobs.get(self.path.rpartition("/")[2]))
+
+        do_HEAD = do_GET
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{httpd.server_address[1]}", asked
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def _pullable(config: dict, config_size: int | None | str = "true") -> tuple[bytes, dict[str, bytes]]:
+    """A manifest of one small layer and this config (its descriptor's size true, another, or
+    none), and the blobs by digest."""
+    import hashlib
+    import json
+
+    layer = _layer(("f", b"x"))
+    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = dict(config, rootfs={"type": "layers", "diff_ids": [layer_digest]})
+    config_bytes = json.dumps(config).encode()
+    config_desc: dict = {"mediaType": "application/vnd.oci.image.config.v1+json",
+                         "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest()}
+    if config_size == "true":
+        config_desc["size"] = len(config_bytes)
+    elif config_size is not None:
+        config_desc["size"] = config_size
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": config_desc,
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                       "digest": layer_digest, "size": len(layer)}]}).encode()
+    return manifest, {config_desc["digest"]: config_bytes, layer_digest: layer}
+
+
+BIG_CONFIG = {"os": "linux", "architecture": "amd64", "config": {"Labels": {"pad": "x" * (17 << 20)}}}
+
+
+@pytest.mark.parametrize("declared", ["true", None])
+def test_a_pulled_config_past_16mib_is_refused(shoal, shoal_root: Path, declared: str | None) -> None:
+    """A config is read whole (and parsed) once pulled; load already refuses one past 16MiB.
+    A pull took any size the registry declared, or sent when it declared none: a 17MiB config
+    pulled. Refused now before any blob when the manifest declares it, else once 16MiB came."""
+    manifest, blobs = _pullable(BIG_CONFIG, declared)
+    before = _store_files(shoal_root)
+    with _registry(manifest, blobs) as (address, asked):
+        proc = shoal("pull", f"{address}/bigconfig:v1")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "image config sha256:" in proc.stderr and "16MiB" in proc.stderr, proc.stderr
+    if declared == "true":
+        assert asked == [], "a blob was asked for"
+        assert _store_files(shoal_root) == before
+    assert shoal("image", "inspect", f"{address}/bigconfig:v1").returncode == 1
+
+
+def test_a_pulled_config_of_the_wrong_types_is_refused(shoal, shoal_root: Path) -> None:
+    manifest, blobs = _pullable({"os": "linux", "architecture": "amd64", "config": {"Env": "PATH=/bin"}})
+    with _registry(manifest, blobs) as (address, _asked):
+        proc = shoal("pull", f"{address}/badtypes:v1")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "json: cannot unmarshal string into Go struct field Image.config.Env of type []string" in proc.stderr
+    assert shoal("image", "inspect", f"{address}/badtypes:v1").returncode == 1

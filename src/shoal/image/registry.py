@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from shoal.errors import InvalidArgument, NotFound, ShoalError
 from shoal.image import reference as refs
-from shoal.image.archive import MAX_LAYER_DEPTH
+from shoal.image.archive import MAX_JSON_SIZE, MAX_LAYER_DEPTH
 from shoal.image.auth import load_credentials
 from shoal.image.registry_client import (
     DOCKER_CONFIG,
@@ -216,14 +216,15 @@ def resolve_manifest(client: RegistryClient, ref: refs.Reference, platform: Plat
 
 def download_blob(client: RegistryClient, store: ImageStore, descriptor: dict[str, Any],
                   progress: ProgressDisplay | None = None, ident: str | None = None,
-                  cancelled: threading.Event | None = None) -> None:
+                  cancelled: threading.Event | None = None, limit: int = 0) -> None:
     """Stream a blob into the store, verified against the descriptor's digest and size.
-    A transport failure is retried; a wrong digest or size is not (and leaves nothing)."""
+    A transport failure is retried; a wrong digest or size is not (and leaves nothing).
+    `limit`: more bytes than this are refused, whatever the descriptor says (a config)."""
     digest = str(descriptor["digest"])
     size = int(descriptor.get("size") or 0)
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
-            _download_once(client, store, digest, size, progress, ident, cancelled)
+            _download_once(client, store, digest, size, progress, ident, cancelled, limit)
             return
         except _Retryable as exc:
             if attempt == DOWNLOAD_ATTEMPTS:
@@ -239,7 +240,7 @@ class _Retryable(Exception):
 
 def _download_once(client: RegistryClient, store: ImageStore, digest: str, size: int,
                    progress: ProgressDisplay | None, ident: str | None,
-                   cancelled: threading.Event | None) -> None:
+                   cancelled: threading.Event | None, limit: int = 0) -> None:
     received = 0
     with store.ingest(expected=digest) as writer:
         try:
@@ -251,6 +252,8 @@ def _download_once(client: RegistryClient, store: ImageStore, digest: str, size:
                     if size and received > size:
                         raise ShoalError(f"filesystem layer verification failed for digest {digest}: "
                                          f"more than the {size} bytes the manifest declares")
+                    if limit and received > limit:
+                        raise ShoalError(f"image config {digest} is more than {limit >> 20}MiB")
                     writer.write(chunk)
                     if progress and ident:
                         progress.progress(ident, "Downloading", received, size)
@@ -307,6 +310,11 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
             # moby's layer store limit, checked before a blob is fetched: a hostile manifest may
             # list one large layer thousands of times
             raise ShoalError(f"max depth exceeded ({len(layers)} layers, at most {MAX_LAYER_DEPTH})")
+        declared = config_desc.get("size")
+        if isinstance(declared, int) and declared > MAX_JSON_SIZE:
+            # before any blob is asked for: the config is read whole once it is here
+            raise ShoalError(f"image config {config_desc['digest']} is {declared} bytes, "
+                             f"more than {MAX_JSON_SIZE >> 20}MiB")
         config_type = config_desc.get("mediaType")
         if config_type and config_type not in IMAGE_CONFIG_TYPES:
             # An artifact (a Helm chart, a signature...), not a container image: moby's words.
@@ -368,7 +376,10 @@ def _pull_blobs(client: RegistryClient, store: ImageStore, config_desc: dict[str
             pending[i] = pool.submit(fetch, desc, ident)
         config_future = None
         if not store.has_blob(str(config_desc["digest"])):
-            config_future = pool.submit(download_blob, client, store, config_desc, None, None, cancelled)
+            # read whole afterwards (as load reads its configs, within MAX_JSON_SIZE): a registry
+            # that declares no size, or a false one, must not decide how much that is
+            config_future = pool.submit(download_blob, client, store, config_desc, None, None, cancelled,
+                                        MAX_JSON_SIZE)
         try:
             for i, desc in enumerate(layers):
                 future = pending.get(i)
