@@ -52,3 +52,20 @@ def test_committing_a_container_nested_past_a_layers_depth_is_one_line(shoal, bu
         assert not list((shoal_root / "containers" / cid).glob("commit-*")), "the commit's scratch copy stayed"
     finally:
         shoal("rm", "-f", name)
+
+
+def test_diff_and_export_of_a_container_nested_past_a_layers_depth_are_one_line(shoal, busybox_image: str) -> None:
+    """diff and export walk the container's changes recursively: RecursionError tracebacks
+    (export's after part of the tar was written). One line each now, before any output."""
+    name = f"shoal-deep-{uuid.uuid4().hex[:8]}"
+    try:
+        shoal("run", "--name", name, "--network", "none", busybox_image, "sh", "-c", f"cd /tmp && {NEST}", check=True)
+        for args in (("diff", name), ("export", name)):
+            proc = shoal(*args)
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+            assert proc.stdout == "", "export wrote part of a tar"
+            line = proc.stderr.strip()
+            assert f"{args[0]}: the container's changes: tmp/a/a/a/" in line and line.endswith(
+                "is more than 512 directories deep"), line
+    finally:
+        shoal("rm", "-f", name)

@@ -83,10 +83,22 @@ def _in_lower(c: Container, rel: str) -> bool:
     return any(os.path.lexists(os.path.join(d, rel)) for d in c.lowerdirs)
 
 
+def _check_changes(c: Container, what: str) -> None:
+    """A container may nest directories thousands deep; the walks below recurse (a
+    RecursionError traceback). Past what a layer holds (512 levels) it is one line instead."""
+    from shoal.image.layers import LayerError, check_depth
+
+    try:
+        check_depth(c.dir / "upper")
+    except LayerError as exc:
+        raise ShoalError(f"{what}: the container's changes: {exc}") from None
+
+
 def changes(c: Container) -> list[tuple[str, str]]:
     """(kind, path) as `docker diff`: A added, C changed, D deleted (an overlay whiteout),
     sorted by path; the directories above a change are changed too."""
     upper = c.dir / "upper"
+    _check_changes(c, "diff")
     found: dict[str, str] = {}
     hidden_below: set[str] = set()
 
@@ -122,6 +134,7 @@ def changes(c: Container) -> list[tuple[str, str]]:
 
 def export(c: Container, out: IO[bytes]) -> None:
     """The container's root filesystem as an uncompressed tar (docker export)."""
+    _check_changes(c, "export")  # before the first byte of the tar
     with merged_root(c) as root:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
