@@ -10,6 +10,9 @@ update):
 - `node update --availability pause`: the node keeps its task running (same task, same
   process); cut off while paused, its task is shut down and, back but still paused, it gets no
   new one; `--availability active`: it gets one. (Pause shut the task down, as drain does.)
+- `stack rm`, then another stack at once on the freed subnet, its old overlay still held by
+  the workers (a meshed port; an old task's container kept as history after a partition): no
+  new task is REJECTED for the old copy (overlap, "still being removed").
 
 Copies are counted from /proc (processes in each node's cgroups). Real processes over real TLS,
 as test_node_failure.py. SHOAL_TEST_SUBNET, when set, is the clusters' subnet (a helper's own
@@ -169,3 +172,37 @@ def test_a_stack_removed_then_another_deployed_on_its_freed_subnet(cluster: Any)
         assert not [ln for ln in out() if "Rejected" in ln or "Failed" in ln], out()
         cluster.shoal("stack", "rm", "later")
         wait_for("later_g's copies gone", lambda: len(process_copies(cluster.name, "sleep")) == NODES, 30)
+
+
+
+def test_a_stack_whose_old_tasks_a_healed_node_keeps_removed_then_another_deployed(cluster: Any) -> None:
+    """The same after a partition: the cut-off worker's task, shut down once it is back, keeps
+    its container (history), so that worker's copy of the stack's network still has an
+    endpoint when `stack rm` and the next deploy come; its new tasks wait for the copy to go
+    instead of being REJECTED ("network ... is still being removed on this node", then again
+    while parked for the restart delay)."""
+    k = 3
+    first = cluster.base / "first.yml"
+    first.write_text(yaml.safe_dump({"services": {"web": {
+        "image": "web:v1", "command": ["sleep", "100000"], "stop_grace_period": "1s",
+        "deploy": {"replicas": 2, "placement": {"constraints": ["node.role==worker"]}}}}}))
+    later = cluster.base / "later.yml"
+    later.write_text(yaml.safe_dump({"services": {"g": {
+        "image": "web:v1", "command": ["sleep", "100000"], "stop_grace_period": "1s",
+        "deploy": {"mode": "global"}}}}))
+    cluster.shoal("stack", "deploy", "--detach", "-c", str(first), "first")
+    ps = lambda svc: cluster.shoal("service", "ps", svc, "--no-trunc", "--format",  # noqa: E731
+                                   "{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}").stdout.splitlines()
+    host = f"{cluster.name}-{k}"
+    wait_for(f"first_web running on {host}",
+             lambda: [ln for ln in ps("first_web") if ln.startswith(f"{host}\tRunning\tRunning")], 30)
+    link(cluster, k, "down", "Down")
+    link(cluster, k, "up", "Ready")
+    wait_for(f"its task on {host} shut down",
+             lambda: [ln for ln in ps("first_web") if ln.startswith(f"{host}\tShutdown\tShutdown")], 30)
+    cluster.shoal("stack", "rm", "first")
+    cluster.shoal("stack", "deploy", "--detach", "-c", str(later), "later")
+    wait_for("later_g running on every node",
+             lambda: len([ln for ln in ps("later_g") if "\tRunning\tRunning" in ln]) == NODES, 30)
+    assert not [ln for ln in ps("later_g") if "Rejected" in ln or "Failed" in ln], ps("later_g")
+    cluster.shoal("stack", "rm", "later")

@@ -22,6 +22,16 @@ JOIN_WAIT = 30.0  # at most, for a task waiting on another thread's transaction
 # How long a task that stopped here still counts as this node's own for the rotation: the
 # manager's service records may list it for some milliseconds more (the next assignment set).
 RECENTLY_STOPPED = 10.0
+# How long a task's prepare waits for this node's copy of a removed network to be left by its
+# last containers (being stopped and removed beside it) before the task is rejected.
+STALE_COPY_WAIT = 20.0
+
+
+class _StaleCopyInUse(ShoalError):
+    """This node's copy of a network the manager removed still has endpoints."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"network {name} is still being removed on this node")
 
 
 class DaemonTaskNetwork(TaskNetwork):
@@ -176,6 +186,21 @@ class NodeNetworks:
         self._vips_due = 0.0
 
     def setup(self, task: Task) -> None:
+        """A copy of a removed network still in use (a `stack rm` and a deploy right after: the
+        old stack's containers are stopping, or a completed job's are removed at the next
+        orphan scan) is waited for, as swarmkit's agent retries a temporary error, rather than
+        the task REJECTED at once and again while parked for its restart delay."""
+        deadline = time.monotonic() + STALE_COPY_WAIT
+        while True:
+            try:
+                self._setup(task)
+                return
+            except _StaleCopyInUse:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _setup(self, task: Task) -> None:
         from shoal.agent.taskspec import container_name
         from shoal.network.store import NetworkStore
 
@@ -193,7 +218,7 @@ class NodeNetworks:
                     # This node's copy of a network of that name that the manager removed (a
                     # `stack rm` and deploy again): gone once its last task has left it.
                     if local.endpoints:
-                        raise ShoalError(f"network {name} is still being removed on this node")
+                        raise _StaleCopyInUse(name)
                     self._remove_network(store, local)
                     local = None
                 if local is None:
@@ -401,7 +426,7 @@ class NodeNetworks:
             if listed is not None and listed["id"] == net.id:
                 continue  # still the manager's: adopt reports the clash
             if net.endpoints:
-                raise ShoalError(f"network {net.name} is still being removed on this node")
+                raise _StaleCopyInUse(net.name)
             self._remove_network(store, net)
 
     @staticmethod
