@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.build.globmatch import ANY, CHAR, DIRS, NOT_SLASH, STAR, Glob, Token
+from shoal.build.regexnfa import RegexNFA, Unsupported
 
 _ESCAPE = set(".+()|{}$")
 
@@ -44,7 +45,7 @@ class Pattern:
     exclusion: bool
     dirs: list[str]
     _kind: str = ""                 # exact | prefix | suffix | regexp
-    _regex: Glob | _Regex | None = None
+    _regex: Glob | _Regex | _Automaton | None = None
 
     def match(self, path: str) -> bool:
         if not self._kind:
@@ -84,6 +85,8 @@ class Pattern:
         while i < n:
             ch = p[i]
             i += 1
+            if ch in "*?" and klass is not None:
+                broken = True  # a wildcard's regex inside `[...]` (moby's too): no single-character class
             if ch == "*":
                 if i < n and p[i] == "*":
                     i += 1
@@ -142,7 +145,12 @@ class Pattern:
             stars = sum(1 for t in tokens if t.kind != CHAR)
             # A `[...]` class is matched by the regex itself (Python's bracket rules, as
             # before) while at most two stars bound its backtracking to n^2; beyond, the tokens.
-            self._regex = _Regex(regex) if broken or ("[" in parts and stars <= 2) else Glob(tokens)
+            # A class the tokens cannot hold (a star in it, or never closed) runs as an NFA of
+            # the regex (regexnfa.py): Python's re backtracked exponentially on those.
+            if broken:
+                self._regex = _Automaton(regex.pattern)
+            else:
+                self._regex = _Regex(regex) if "[" in parts and stars <= 2 else Glob(tokens)
         self._kind = kind
 
 
@@ -152,6 +160,17 @@ class _Regex:
 
     def match(self, path: str) -> bool:
         return self.regex.match(path) is not None
+
+
+class _Automaton:
+    def __init__(self, regex: str) -> None:
+        try:
+            self.nfa = RegexNFA(regex, re.DOTALL)
+        except Unsupported as exc:
+            raise ValueError(f"syntax error in pattern: {regex}: {exc}") from None
+
+    def match(self, path: str) -> bool:
+        return self.nfa.match(path)
 
 
 @dataclass
