@@ -283,6 +283,16 @@ def test_exec_interactive_tty_and_plain(shoal, busybox_image, clean):
             pass
 
 
+def test_exec_runs_under_the_containers_ulimits(shoal, busybox_image, clean):
+    """moby's exec process is the container's process spec with another command: its rlimits
+    too. `crun exec` alone gave the exec'd process the CLI's own limits."""
+    clean.append("t-exec-ulimit")
+    shoal("run", "-d", "--name", "t-exec-ulimit", *NONE, "--ulimit", "nofile=100:200", "--ulimit", "nproc=300:400",
+          busybox_image, "sleep", "60", check=True)
+    got = shoal("exec", "t-exec-ulimit", "sh", "-c", "ulimit -n; ulimit -Hn; ulimit -u; ulimit -Hu", check=True)
+    assert got.stdout.split() == ["100", "200", "300", "400"], got
+
+
 def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
     out = b""
     deadline = time.monotonic() + timeout

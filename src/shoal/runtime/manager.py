@@ -641,9 +641,10 @@ class ContainerManager:
             cmd.append("--detach")
         # crun replaces the environment with the --env list: give it the whole process env.
         try:
-            base_env = json.loads((c.dir / "config.json").read_text())["process"]["env"]
-        except (OSError, ValueError, KeyError):
-            base_env = list(c.config.get("Env") or [])
+            process = json.loads((c.dir / "config.json").read_text())["process"]
+            base_env = process["env"]
+        except (OSError, ValueError, KeyError, TypeError):
+            process, base_env = {}, list(c.config.get("Env") or [])
         for item in oci.merge_env(base_env, env or []):
             cmd += ["--env", item]
         exec_user = c.config.get("User", "") if not user else user
@@ -657,10 +658,26 @@ class ContainerManager:
         except ShoalError as exc:
             raise type(exc)(f"OCI runtime exec failed: exec failed: unable to start container "
                             f"process: {str(exc).split('process: ', 1)[-1]}") from None
-        return engine.by_name(c.runtime).argv(*cmd, c.id, *argv)
+        return _with_rlimits(process.get("rlimits") or [], engine.by_name(c.runtime).argv(*cmd, c.id, *argv))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+def _with_rlimits(rlimits: list[dict[str, Any]], argv: list[str]) -> list[str]:
+    """The runtime's exec under the container's own rlimits (its ulimits), as moby's exec
+    process is the container's process spec with another command: `crun exec` and `runc exec`
+    without a process file give the new process whatever limits their caller has (the CLI's
+    shell, shoald's), and neither takes an rlimit flag. util-linux's prlimit sets them for the
+    runtime, whose exec'd process inherits them."""
+    tool = shutil.which("prlimit")
+    if not rlimits or tool is None:
+        return argv
+    def value(v: Any) -> str:
+        return "unlimited" if not isinstance(v, int) or v < 0 or v >= 2**64 - 1 else str(v)
+    flags = [f"--{str(r['type']).removeprefix('RLIMIT_').lower()}={value(r.get('soft'))}:{value(r.get('hard'))}"
+             for r in rlimits if isinstance(r, dict) and str(r.get("type", "")).startswith("RLIMIT_")]
+    return [tool, *flags, "--", *argv] if flags else argv
+
 
 def validate_resources(spec: ContainerSpec) -> None:
     if spec.memory and spec.memory < 6 * 1024 * 1024:
