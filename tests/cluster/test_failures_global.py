@@ -7,6 +7,7 @@ update):
   each node runs exactly one, and `service ps` shows the node's new task with the old one under
   it (` \\_ `, Shutdown). (The returning node got none: its only task was shut down, and a node
   that had any task, live or not, was never given another; drain then active likewise.)
+- the service updated while a node is Down: back, the node gets one task, of the new spec.
 - `node update --availability pause`: the node keeps its task running (same task, same
   process); cut off while paused, its task is shut down and, back but still paused, it gets no
   new one; `--availability active`: it gets one. (Pause shut the task down, as drain does.)
@@ -116,6 +117,28 @@ def test_a_node_down_then_back_gets_one_new_task(cluster: Any) -> None:
     assert [ln.split()[:2] for ln in table if old["id"][:12] in ln] == [[old["id"][:12], "\\_"]]
     wait_for("the old task Shutdown", lambda: on_node(cluster, k)[1]["current"].startswith("Shutdown"), 30)
     assert on_node(cluster, k)[1]["desired"] == "Shutdown"
+
+
+def test_a_node_down_during_an_update_gets_one_task_of_the_new_spec(cluster: Any) -> None:
+    """The service updated while a node is Down: the update completes on the others; back,
+    the node gets one task, of the new spec. (It got two: the node's new task, and a second
+    from the updater, which took the node's shut-down old-spec task for a slot to update.)"""
+    k = 3
+    link(cluster, k, "down", "Down")
+    try:
+        cluster.shoal("service", "update", "--detach", "--env-add", "WAVE=2", SERVICE)
+        wait_for("the update completed", lambda: cluster.shoal(
+            "service", "inspect", SERVICE, "--format", "{{.UpdateStatus.State}}").stdout.strip() == "completed", 30)
+    finally:
+        link(cluster, k, "up", "Ready")
+    wait_for("one task running on each node again", lambda: one_each(cluster), 30)
+    time.sleep(2)  # a second task, made in the same pass, would be running by now
+    assert one_each(cluster)
+    wanted = [r for r in on_node(cluster, k) if r["desired"] == "Running"]
+    assert len(wanted) == 1, wanted
+    env = cluster.shoal("inspect", "--type", "task", "--format", "{{json .Spec.ContainerSpec.Env}}",
+                        wanted[0]["id"]).stdout
+    assert "WAVE=2" in env, env
 
 
 def test_a_paused_node_keeps_its_task_and_gets_none_while_paused(cluster: Any) -> None:

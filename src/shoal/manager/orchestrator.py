@@ -263,7 +263,14 @@ def _rolling_update(p: _Pass, svc: ServiceView, slots: dict[int | str, list[Task
     in_flight = 0
     last_done = 0.0
     dirty: list[tuple[int | str, Task]] = []
+    # The tasks this pass made already (a restart, a global node's new task) are the slot's:
+    # else a slot whose old-spec task just died or was shut down got a second task here.
+    made: dict[int | str, list[Task]] = defaultdict(list)
+    for t in p.created:
+        if t.service_id == svc.id:
+            made[t.node_id if svc.mode == "global" else t.slot].append(t)
     for key, history in slots.items():
+        history = history + [t for t in made.get(key, []) if t not in history]
         live = [t for t in history if t.desired_state <= TaskState.RUNNING]
         fresh = [t for t in live if t.spec_version == svc.spec_version]
         stale = [t for t in live if _is_dirty(svc, t)]
