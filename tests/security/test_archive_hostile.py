@@ -637,3 +637,27 @@ def test_a_pulled_config_of_the_wrong_types_is_refused(shoal, shoal_root: Path) 
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "json: cannot unmarshal string into Go struct field Image.config.Env of type []string" in proc.stderr
     assert shoal("image", "inspect", f"{address}/badtypes:v1").returncode == 1
+
+
+def test_the_unpacker_keeps_no_member_it_has_applied(tmp_path: Path) -> None:
+    """tarfile keeps every member it reads in TarFile.members, streaming too: a layer of a
+    million empty files (a 10MB gzip) held 500MB while unpacking (shoal import: 520MB RSS).
+    100,000 entries of one directory (nothing made on disk but it) cost 44MiB; now a few."""
+    import tracemalloc
+
+    from shoal.image.layers import unpack_layer
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for _ in range(100_000):
+            tar.addfile(_entry("d"))
+    buf.seek(0)
+    out = tmp_path / "out"
+    out.mkdir()
+    tracemalloc.start()
+    try:
+        unpack_layer(buf, out, hash=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak >> 20}MiB at the peak for 100,000 entries"

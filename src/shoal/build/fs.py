@@ -406,6 +406,7 @@ def _implicit_dirs(staging: Path, path: Path) -> set[str]:
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
+                tar.members.clear()  # tarfile keeps every member read: a million entries, 500MB
                 if member.isdir():
                     explicit.add("/".join(p for p in member.name.split("/") if p not in ("", ".")))
     except (tarfile.TarError, OSError, EOFError) as exc:

@@ -220,6 +220,7 @@ def _unpack(src: BinaryIO, dest: Path, source: str) -> None:
     try:
         with tarfile.open(fileobj=src, mode="r|*") as tar:
             for member in tar:
+                tar.members.clear()  # tarfile keeps every member read; nothing here looks one up
                 members += 1
                 current = member.name
                 name = _safe_member_name(member.name)
