@@ -661,3 +661,18 @@ def test_the_unpacker_keeps_no_member_it_has_applied(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, f"{peak >> 20}MiB at the peak for 100,000 entries"
+
+
+def test_a_cmd_given_as_one_string_is_one_word(shoal, busybox_tar: Path) -> None:
+    """moby's StrSlice takes `"Cmd": "echo hi"` as ["echo hi"] (inspect shows the list, and the
+    run looks for a program named "echo hi"); shoal cut the string into letters and ran "e"."""
+    tag = f"localhost/shoal-hostile-strslice:{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run([sys.executable, "-m", "shoal", "load"], capture_output=True, timeout=120,
+                          input=_docker_archive([busybox_tar.read_bytes()], tag, {"Cmd": "echo hi"}))
+    assert proc.returncode == 0, proc.stderr
+    try:
+        assert shoal("image", "inspect", "-f", "{{json .Config.Cmd}}", tag, check=True).stdout == '["echo hi"]\n'
+        run = shoal("run", "--rm", "--network", "none", tag)
+        assert run.returncode != 0 and 'exec: "echo hi": executable file not found' in run.stderr, run.stderr
+    finally:
+        shoal("rmi", tag)

@@ -114,3 +114,18 @@ def check_image_config(config: Any, label: str) -> None:
                 check.string(f"Image.history.{key}", entry.get(key))
             if entry.get("empty_layer") is not None and not isinstance(entry["empty_layer"], bool):
                 raise check.fail("Image.history.empty_layer", entry["empty_layer"], "bool")
+
+
+def normalize_str_slices(config: Any) -> Any:
+    """Cmd, Entrypoint and Shell given as one string become a list of it, in the parsed config
+    only (its bytes, and so the image ID, stay): moby's StrSlice decodes them so, and inspect
+    shows the list. Read as a string, `list()` cut "echo hi" into letters and ran "e"."""
+    if not isinstance(config, dict):
+        return config
+    for section in ("config", "container_config"):
+        cfg = config.get(section)
+        if isinstance(cfg, dict):
+            for key in _STR_SLICES:
+                if isinstance(cfg.get(key), str):
+                    cfg[key] = [cfg[key]]
+    return config

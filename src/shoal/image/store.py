@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, ContextManager, List, cast  # List: ImageStore
 
 from shoal import paths
 from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError
-from shoal.image.configcheck import check_image_config
+from shoal.image.configcheck import check_image_config, normalize_str_slices
 from shoal.ids import short_id
 from shoal.image import layers as layerfmt
 from shoal.image import reference as refs
@@ -549,7 +549,7 @@ class ImageStore:
     def _config(self, image_id: str) -> dict[str, Any]:
         cached = self._config_cache.pop(image_id, None)
         if cached is None:
-            cached = json.loads(self.read_blob(image_id))
+            cached = normalize_str_slices(json.loads(self.read_blob(image_id)))
             # Bounded (least recently used goes): shoald's store lives for days and never hears
             # of an `rmi` made by the CLI, so one entry per image ever resolved would pile up.
             if len(self._config_cache) >= CONFIG_CACHE_MAX:
