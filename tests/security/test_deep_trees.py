@@ -69,3 +69,21 @@ def test_diff_and_export_of_a_container_nested_past_a_layers_depth_are_one_line(
                 "is more than 512 directories deep"), line
     finally:
         shoal("rm", "-f", name)
+
+
+def test_cp_out_of_a_directory_nested_past_a_layers_depth_is_one_line(shoal, busybox_image: str, tmp_path) -> None:
+    """cp out tars the source recursively (_tar_entry): to stdout a RecursionError traceback
+    after part of the tar; to a host directory the unpacker's 'truncated tar' hid why. One
+    line naming the path now, nothing written, nothing left next to the destination."""
+    name = f"shoal-deep-{uuid.uuid4().hex[:8]}"
+    try:
+        shoal("run", "--name", name, "--network", "none", busybox_image, "sh", "-c", f"cd /tmp && {NEST}", check=True)
+        for dest in ("-", str(tmp_path / "out")):
+            proc = shoal("cp", f"{name}:/tmp", dest)
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+            assert proc.stdout == ""
+            line = proc.stderr.strip()
+            assert "tmp: a/a/a/" in line and line.endswith("is more than 512 directories deep"), line
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        shoal("rm", "-f", name)

@@ -117,6 +117,7 @@ def _tar_source(tar: tarfile.TarFile, pfd: int, name: str, st: os.stat_result, c
     if stat.S_ISDIR(st.st_mode):
         dfd = _reopen_dir(pfd, name, is_self)
         try:
+            _check_depth(dfd, name)
             if not contents:
                 info = tarfile.TarInfo(name if name != "/" else ".")
                 info.type, info.mode = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode)
@@ -140,6 +141,18 @@ def _tar_source(tar: tarfile.TarFile, pfd: int, name: str, st: os.stat_result, c
             os.close(fd)
         return
     _tar_entry(tar, pfd, name, name)
+
+
+def _check_depth(dfd: int, name: str) -> None:
+    """A container may nest directories thousands deep; _tar_entry recurses (a RecursionError
+    traceback, after part of the tar was written). Past what a layer holds (and what the host
+    side's unpacker takes) it is one line, before the first byte."""
+    from shoal.image.layers import LayerError, check_depth
+
+    try:
+        check_depth(Path(f"/proc/self/fd/{dfd}"))
+    except LayerError as exc:
+        raise ShoalError(f"{name}: {exc}") from None
 
 
 def _is_fd_itself(pfd: int, st: os.stat_result) -> bool:
@@ -218,6 +231,11 @@ def _to_host(pfd: int, name: str, st: os.stat_result, contents: bool, dest: str,
     try:
         with os.fdopen(r, "rb") as inp:
             unpack_to_host(inp, name, target, contents, archive)
+    except ShoalError:
+        thread.join()
+        if errors:  # the tar was cut because making it failed: that is the reason to give
+            raise errors[0] from None
+        raise
     finally:
         thread.join()
     if errors:
