@@ -87,6 +87,20 @@ def test_second_daemon_refuses_to_start(daemon, tmp_path: Path) -> None:
     assert "another shoald is running" in second.stderr
 
 
+def test_daemon_start_imports_no_cli_module(daemon) -> None:
+    """`shoal daemon` goes straight to shoald: the CLI's parser modules would stay in the
+    daemon's memory for its whole life. Seen in a second start (refused, the first holds the
+    lock), whose every import -X importtime lists."""
+    _, env, _ = daemon
+    second = subprocess.run([sys.executable, "-X", "importtime", "-m", "shoal", "daemon"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode != 0
+    assert "Error: another shoald is running" in second.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in second.stderr.splitlines() if line.startswith("import time:")}
+    assert "shoal.daemon" in imported
+    assert not {m for m in imported if m.startswith("shoal.cli.") or m == "shoal.api.contexts"} - {"shoal.cli.main"}
+
+
 def test_deploy_creates_tasks_and_stack_rm_removes_them(daemon, tmp_path: Path) -> None:
     client, _, _ = daemon
     spec = stack("webapp", WEBAPP, tmp_path)
