@@ -8,6 +8,7 @@ update):
   it (` \\_ `, Shutdown). (The returning node got none: its only task was shut down, and a node
   that had any task, live or not, was never given another; drain then active likewise.)
 - the service updated while a node is Down: back, the node gets one task, of the new spec.
+- a worker cut off across a kill -9 of the manager's shoald: Unknown, then Down.
 - `node update --availability pause`: the node keeps its task running (same task, same
   process); cut off while paused, its task is shut down and, back but still paused, it gets no
   new one; `--availability active`: it gets one. (Pause shut the task down, as drain does.)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -139,6 +141,37 @@ def test_a_node_down_during_an_update_gets_one_task_of_the_new_spec(cluster: Any
     env = cluster.shoal("inspect", "--type", "task", "--format", "{{json .Spec.ContainerSpec.Env}}",
                         wanted[0]["id"]).stdout
     assert "WAVE=2" in env, env
+
+
+def status_of(c: Any, host: str) -> str:
+    """The node's STATUS in `node ls`; "" while the manager's API does not answer (restarting)."""
+    out = c.shoal("node", "ls", "--format", "{{.Hostname}} {{.Status}}", check=False, timeout=60).stdout
+    return dict(ln.split(" ", 1) for ln in out.splitlines() if " " in ln).get(host, "")
+
+
+def test_a_node_cut_off_across_a_manager_restart_is_unknown_then_down(cluster: Any) -> None:
+    """kill -9 of the manager's shoald just after a worker is cut off: the restarted manager
+    shows the worker Unknown (swarmkit's markNodesUnknown) and keeps its task, then, when it
+    has not registered again, Down ('heartbeat failure for node in "unknown" state') and its
+    task is shut down; back, one task per node again. (It showed the node Ready for 20 s.)"""
+    k = 3
+    host = f"{cluster.name}-{k}"
+    (task,) = [r for r in on_node(cluster, k) if live(r)]
+    subprocess.run(["ip", "-n", host, "link", "set", "eth0", "down"], check=True)
+    try:
+        pid = cluster.pid(1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for("a new shoald on the manager", lambda: (p := cluster.pid(1)) is not None and p != pid, 30)
+        wait_for(f"{host} Unknown", lambda: status_of(cluster, host) == "Unknown", 30)
+        assert [r["id"] for r in on_node(cluster, k) if r["desired"] == "Running"] == [task["id"]]
+        wait_for(f"{host} Down", lambda: status_of(cluster, host) == "Down", 40)
+        message = cluster.shoal("node", "inspect", host, "--format", "{{.Status.Message}}").stdout.strip()
+        assert message == 'heartbeat failure for node in "unknown" state'
+        wait_for("its task desired Shutdown", lambda: on_node(cluster, k)[0]["desired"] == "Shutdown", 30)
+    finally:
+        link(cluster, k, "up", "Ready")
+    wait_for("one task running on each node again", lambda: one_each(cluster), 30)
 
 
 def test_a_paused_node_keeps_its_task_and_gets_none_while_paused(cluster: Any) -> None:

@@ -335,15 +335,31 @@ class Dispatcher:
         return self.heartbeat_period * (1 + random.random() * EPSILON_RATIO)
 
     def start(self) -> None:
-        """Give every node the store thinks ready (a manager restart) the unknown-node grace."""
+        """Give every node the store thinks up (a manager restart) the unknown-node grace, in
+        state Unknown until it registers again, as swarmkit's markNodesUnknown does: `node ls`
+        said Ready for a node cut off (or gone) since before the restart, for 20 s."""
         with self._lock:
             if self._started:
                 return
             self._started = True
             deadline = self.clock() + max(self.heartbeat_period * UNKNOWN_GRACE_MULTIPLIER, REGISTER_RETRY)
             for raw in self.store.list("node"):
-                if (raw.get("status") or {}).get("state", raw.get("state")) == "ready" and raw["id"] not in self._sessions:
+                if (raw.get("status") or {}).get("state", raw.get("state")) in ("ready", "unknown") \
+                        and raw["id"] not in self._sessions:
                     self._unknown[raw["id"]] = deadline
+            pending = set(self._unknown)
+        with self.store.transaction() as tx:
+            for node_id in pending:
+                raw = tx.get("node", node_id)
+                with self._lock:
+                    if raw is None or node_id not in self._unknown:
+                        continue  # registered meanwhile
+                node = Node.from_dict(raw)
+                node.status = NodeStatus(state="unknown", addr=node.status.addr,
+                                         message='Node moved to "unknown" state due to leadership change in cluster')
+                tx.update("node", node.to_dict())
+        if pending:
+            self.on_change()
 
     def set_heartbeat_period(self, period: float) -> None:
         """`swarm update --dispatcher-heartbeat`: nodes take it at their next heartbeat."""
@@ -368,10 +384,11 @@ class Dispatcher:
             unknown = [n for n, d in self._unknown.items() if d < now]
             for n in unknown:
                 del self._unknown[n]
-        down = [s.node_id for s in late] + unknown
-        if down:
-            self._mark_down(down, "heartbeat failure")
-        return down
+        if late:
+            self._mark_down([s.node_id for s in late], "heartbeat failure")
+        if unknown:
+            self._mark_down(unknown, 'heartbeat failure for node in "unknown" state')
+        return [s.node_id for s in late] + unknown
 
     def _mark_down(self, node_ids: list[str], message: str) -> None:
         with self.store.transaction() as tx:
@@ -398,6 +415,8 @@ class Dispatcher:
         with self._lock:
             # Before the store's write: the sets it makes every session compute name the new key.
             self._set_tunnel(node_id, description.wireguard)
+            # Before it too: start() no longer marks the node Unknown over this write's Ready.
+            self._unknown.pop(node_id, None)
         with self.store.transaction() as tx:
             current = tx.get("node", node_id)
             node = Node(id=node_id, role=role) if current is None else Node.from_dict(current)

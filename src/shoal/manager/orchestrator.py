@@ -372,8 +372,11 @@ def _reconcile_global(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list
         history.sort(key=lambda t: t.created_at)
     eligible = {n.id for n in nodes if _eligible(n, svc)}
     # A paused node keeps the task it runs (swarmkit's global orchestrator neither adds, updates
-    # nor shuts down tasks there); one that dies there is not restarted (its tickTasks).
-    paused = {n.id for n in nodes if n.state != "down" and n.availability == "pause" and _matches(n, svc)}
+    # nor shuts down tasks there); one that dies there is not restarted (its tickTasks). So does
+    # a node in state Unknown (not registered again since the manager restarted): it is neither
+    # Down nor drained, and no task is placed on it until it is Ready.
+    paused = {n.id for n in nodes if n.state != "down" and n.availability != "drain" and _matches(n, svc)
+              and (n.availability == "pause" or n.state != "ready")}
     for node_id, history in by_node.items():
         if node_id in paused:
             for t in history:
