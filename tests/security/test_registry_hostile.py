@@ -294,3 +294,48 @@ def test_a_registry_naming_a_clear_text_realm_gets_an_error_not_the_password(
             with pytest.raises(RegistryError, match="refusing to send credentials over plain http"):
                 client.start_upload()
     assert seen.authorizations() == []
+
+
+# --- bodies read whole are bounded --------------------------------------------------------------
+
+def _huge(h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], declared: bool) -> None:
+    """64 MiB of JSON-ish bytes, with a Content-Length or chunked without one."""
+    piece = b"x" * (1 << 20)
+    h.send_response(status)
+    for k, v in headers.items():
+        h.send_header(k, v)
+    if declared:
+        h.send_header("Content-Length", str(64 * len(piece)))
+    else:
+        h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    try:
+        for _ in range(64):
+            h.wfile.write(piece if declared else b"%x\r\n%s\r\n" % (len(piece), piece))
+        if not declared:
+            h.wfile.write(b"0\r\n\r\n")
+    except OSError:
+        pass  # the client gave up reading: what is tested
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("where", ["token", "error"])
+def test_a_huge_token_or_error_body_is_refused_not_buffered(transport: str, where: str, declared: bool) -> None:
+    """A token service (or a registry's error answer) sending 64 MiB: the client stops at 16 MiB
+    with a one-line error instead of holding it all (a node daemon's memory)."""
+    def tokens(h: BaseHTTPRequestHandler, rec: _Recorder) -> None:
+        _huge(h, 200, {"Content-Type": "application/json"}, declared)
+
+    with _serve(tokens) as (token_server, _):
+        def registry_respond(h: BaseHTTPRequestHandler, rec: _Recorder) -> None:
+            if where == "token" and h.headers.get("Authorization") != "Bearer tok-123":
+                _reply(h, 401, {"WWW-Authenticate": f'Bearer realm="http://{token_server}/token",service="fake"'})
+            else:
+                _huge(h, 500, {"Content-Type": "application/json"}, declared)
+
+        with _serve(registry_respond) as (registry, _):
+            with _client(registry, transport) as client:
+                with pytest.raises(Exception) as caught:
+                    client.list_tags()
+    message = str(caught.value)
+    assert "the response body is over 16 MiB" in message and "\n" not in message, message

@@ -23,7 +23,28 @@ from typing import Any, TypeVar
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from shoal.errors import ShoalError
+
 T = TypeVar("T")
+
+# A body read whole (a token, an error, a tag list, an upload's answer; manifests and blobs are
+# streamed and bounded by their readers): a registry or token service sending more is refused
+# rather than buffered (a hostile one could fill the node's memory).
+MAX_BODY_BYTES = 16 << 20
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> bytes:
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise ShoalError(f"{resp.method} {resp.url}: the response body is over {limit >> 20} MiB")
+    parts: list[bytes] = []
+    got = 0
+    while data := await resp.content.read(1 << 16):
+        got += len(data)
+        if got > limit:
+            raise ShoalError(f"{resp.method} {resp.url}: the response body is over {limit >> 20} MiB")
+        parts.append(data)
+    return b"".join(parts)
 
 # The errors of the transport itself (refused, DNS, TLS, timeouts, a connection cut short),
 # registry_client's TransportError for this transport.
@@ -69,7 +90,10 @@ class Response:
 
     async def _read_all(self) -> bytes:
         try:
-            return await self._resp.read()
+            return await _read_bounded(self._resp)
+        except BaseException:
+            self._resp.close()  # its body left unread: the connection is not reused
+            raise
         finally:
             self._resp.release()
 
@@ -189,7 +213,10 @@ class AiohttpTransport:
         if stream:
             return Response(self, resp, None)
         try:
-            body_bytes = await resp.read()
+            body_bytes = await _read_bounded(resp)
+        except BaseException:
+            resp.close()
+            raise
         finally:
             resp.release()
         return Response(self, resp, body_bytes)

@@ -231,6 +231,35 @@ class FetchedManifest:
         return data
 
 
+# A body read whole (a token, an error, a tag list, an upload's answer; manifests and blobs are
+# streamed and bounded by their readers): a registry or token service sending more is refused
+# rather than buffered (aiohttp_transport.py bounds a node daemon's the same).
+MAX_BODY_BYTES = 16 << 20
+
+
+def _read_bounded(resp: "httpx.Response", method: str, url: str, limit: int = MAX_BODY_BYTES) -> None:
+    """Read the streamed response's body into it (httpx's read, with a bound)."""
+    too_big = ShoalError(f"{method} {url}: the response body is over {limit >> 20} MiB")
+    try:
+        if int(resp.headers.get("content-length") or 0) > limit:
+            raise too_big
+        parts: list[bytes] = []
+        got = 0
+        for chunk in resp.iter_bytes():
+            got += len(chunk)
+            if got > limit:
+                raise too_big
+            parts.append(chunk)
+        resp._content = b"".join(parts)  # what httpx's own read() sets: .content and .json() use it
+    except ValueError:
+        resp.close()
+        raise too_big from None
+    except BaseException:
+        resp.close()
+        raise
+    resp.close()
+
+
 class HttpxTransport:
     """httpx's client: the CLI's pulls, pushes and logins (a node daemon's pulls use
     aiohttp_transport, which does the same over the aiohttp every shoald has loaded)."""
@@ -257,10 +286,16 @@ class HttpxTransport:
                 verified_tls: ssl.SSLContext | None = None) -> "httpx.Response":
         if verified_tls is not None:
             with self._httpx.Client(verify=verified_tls, timeout=self.http.timeout) as tls:
-                return tls.request(method, url, params=params, headers=headers, content=content)
+                resp = tls.send(tls.build_request(method, url, params=params, headers=headers, content=content),
+                                stream=True)
+                _read_bounded(resp, method, url)
+                return resp
         request = self.http.build_request(method, url, headers=headers, content=content, params=params,
                                           extensions=self._extensions if server_name else {})
-        return self.http.send(request, stream=stream, follow_redirects=follow_redirects)
+        resp = self.http.send(request, stream=True, follow_redirects=follow_redirects)
+        if not stream:
+            _read_bounded(resp, method, url)
+        return resp
 
     def close(self) -> None:
         self.http.close()
