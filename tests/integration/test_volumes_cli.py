@@ -235,3 +235,65 @@ def test_a_stack_volume_s_driver_opts_make_the_volume_on_the_node(shoal, tmp_pat
         while time.monotonic() < deadline and shoal("volume", "rm", "h4vo_cache").returncode != 0:
             time.sleep(0.3)
     assert str(volumes.data_dir("h4vo_cache")) not in Path("/proc/self/mounts").read_text()
+
+
+def test_an_images_volumes_are_anonymous_volumes_seeded_from_the_image(shoal, tmp_path: Path) -> None:
+    """moby: each VOLUME of the image no mount covers is an anonymous volume, seeded with the
+    image's files there at the first start, listed by `volume ls`, out of HostConfig.Binds and out
+    of a commit, and removed with the container by `rm -v` (and by `--rm`)."""
+    ctx = tmp_path / "volctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN mkdir -p /data /cache && echo seeded > /data/seed\n"
+                                    'VOLUME /data\nVOLUME ["/cache", "/covered"]\n')
+    shoal("build", "-q", "-t", "h4v-volimg:1", str(ctx), check=True)
+    before = set(shoal("volume", "ls", "-q", check=True).stdout.split())
+    shoal("run", "-d", "--name", "h4v-img", "--network", "none", "-v", "h4v-named:/covered",
+          "h4v-volimg:1", "sleep", "60", check=True)
+    try:
+        out = shoal("exec", "h4v-img", "sh", "-c", "cat /data/seed; echo more > /data/new; "
+                    "grep -c ' /data \\| /cache \\| /covered ' /proc/self/mounts", check=True).stdout.split()
+        assert out == ["seeded", "3"], out
+        info = json.loads(shoal("inspect", "h4v-img", check=True).stdout)[0]
+        mounts = {m["Destination"]: m for m in info["Mounts"]}
+        assert set(mounts) == {"/data", "/cache", "/covered"}, mounts
+        anon = {mounts[d]["Name"] for d in ("/data", "/cache")}
+        assert mounts["/covered"]["Name"] == "h4v-named" and all(len(n) == 64 for n in anon), mounts
+        assert info["HostConfig"]["Binds"] == ["h4v-named:/covered"], info["HostConfig"]["Binds"]
+        assert set(shoal("volume", "ls", "-q", check=True).stdout.split()) - before == anon | {"h4v-named"}
+        shoal("commit", "h4v-img", "h4v-volimg:committed", check=True)
+        committed = shoal("run", "--rm", "--network", "none", "h4v-volimg:committed", "ls", "/data", check=True)
+        assert committed.stdout.split() == ["seed"], committed.stdout  # `new` was in the volume
+    finally:
+        shoal("rm", "-f", "-v", "h4v-img")
+    left = set(shoal("volume", "ls", "-q", check=True).stdout.split()) - before
+    assert left == {"h4v-named"}, left  # named volumes stay, as with docker rm -v
+    shoal("volume", "rm", "h4v-named", check=True)
+    shoal("rmi", "h4v-volimg:1", "h4v-volimg:committed")
+
+
+def test_a_tasks_image_volumes_go_with_its_container(shoal, tmp_path: Path) -> None:
+    """swarmkit's container adapter removes a task's container with RemoveVolumes: the anonymous
+    volumes of its image's VOLUMEs go with it (they were left behind, one set per task ever run)."""
+    import time
+
+    ctx = tmp_path / "volctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nVOLUME /data\n")
+    shoal("build", "-q", "-t", "h4v-taskvol:1", str(ctx), check=True)
+    before = set(shoal("volume", "ls", "-q", check=True).stdout.split())
+    try:
+        shoal("service", "create", "--detach", "--name", "h4v-tv", "--stop-grace-period", "1s",
+              "h4v-taskvol:1", "sleep", "600", check=True)
+        deadline = time.monotonic() + 30
+        made: set[str] = set()
+        while time.monotonic() < deadline and not made:
+            time.sleep(0.3)
+            made = set(shoal("volume", "ls", "-q", check=True).stdout.split()) - before
+        assert len(made) == 1 and len(next(iter(made))) == 64, made
+    finally:
+        shoal("service", "rm", "h4v-tv")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and set(shoal("volume", "ls", "-q").stdout.split()) - before:
+        time.sleep(0.3)
+    assert not set(shoal("volume", "ls", "-q").stdout.split()) - before
+    shoal("rmi", "h4v-taskvol:1")

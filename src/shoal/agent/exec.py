@@ -91,9 +91,10 @@ class ContainerController:
         self._containers.cleanup(self.container_id)
 
     def remove(self) -> None:
-        """Remove the container and everything it holds (swarmkit Remove)."""
+        """Remove the container and everything it holds, its anonymous volumes too (swarmkit's
+        container adapter removes with RemoveVolumes)."""
         try:
-            self._containers.remove(self.container_id, force=True)
+            self._containers.remove(self.container_id, force=True, volumes_too=True)
         except NotFound:
             pass  # removed meanwhile: done all the same
 

@@ -104,7 +104,8 @@ def inspect(c: Container) -> dict[str, Any]:
                              for p in spec.ports} or None,
             "AutoRemove": spec.auto_remove,
             "Binds": [f"{m.source}:{m.target}" + (":ro" if m.read_only else "")
-                      for m in spec.mounts if m.type in ("bind", "volume") and m.source] or None,
+                      for m in spec.mounts if m.type in ("bind", "volume") and m.source
+                      and m.source not in c.anonymous_volumes] or None,  # as moby: those are Config.Volumes
             "Tmpfs": {m.target: ",".join(m.options) for m in spec.mounts if m.type == "tmpfs"} or None,
             "CapAdd": spec.cap_add or None,
             "CapDrop": spec.cap_drop or None,

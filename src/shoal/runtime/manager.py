@@ -9,6 +9,7 @@ import fcntl
 import importlib
 import json
 import os
+import posixpath
 import re
 import select
 import shutil
@@ -233,6 +234,7 @@ class ContainerManager:
                     runtime=engine.select().name, dir=directory,
                     lowerdirs=[str(p) for p in lowerdirs],
                 )
+                mount_specs += _image_volumes(image.config, mount_specs)
                 for m in mount_specs:
                     if m.type == "volume" and not m.source:
                         m.source = ids.new_id()
@@ -662,6 +664,23 @@ class ContainerManager:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+def _image_volumes(image_config: dict[str, Any], mounts: list[Mount]) -> list[Mount]:
+    """An anonymous volume for each of the image's VOLUMEs no mount of the container covers
+    (moby's createContainerOSSpecificSettings): the image's files there copied up into it at the
+    first start, out of the container's layer (a commit leaves them out), removed with the
+    container by `rm -v` and `--rm`, and by a swarm task's removal."""
+    declared = (image_config.get("config") or image_config.get("Config") or {}).get("Volumes") or {}
+    taken = {posixpath.normpath(m.target) for m in mounts}
+    out: list[Mount] = []
+    for path in sorted(declared):
+        target = posixpath.normpath("/" + str(path).lstrip("/"))
+        if target == "/" or target in taken:
+            continue
+        taken.add(target)
+        out.append(Mount(type="volume", target=target, source=""))
+    return out
+
 
 def _with_rlimits(rlimits: list[dict[str, Any]], argv: list[str]) -> list[str]:
     """The runtime's exec under the container's own rlimits (its ulimits), as moby's exec
