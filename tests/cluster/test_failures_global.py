@@ -12,6 +12,7 @@ update):
 - `node update --availability pause`: the node keeps its task running (same task, same
   process); cut off while paused, its task is shut down and, back but still paused, it gets no
   new one; `--availability active`: it gets one. (Pause shut the task down, as drain does.)
+- a replicated service scaled down takes its copies from the nodes that have the most.
 - `stack rm`, then another stack at once on the freed subnet, its old overlay still held by
   the workers (a meshed port; an old task's container kept as history after a partition): no
   new task is REJECTED for the old copy (overlap, "still being removed").
@@ -262,3 +263,35 @@ def test_a_stack_whose_old_tasks_a_healed_node_keeps_removed_then_another_deploy
              lambda: len([ln for ln in ps("later_g") if "\tRunning\tRunning" in ln]) == NODES, 30)
     assert not [ln for ln in ps("later_g") if "Rejected" in ln or "Failed" in ln], ps("later_g")
     cluster.shoal("stack", "rm", "later")
+
+
+def test_scale_down_takes_copies_from_the_nodes_with_the_most(cluster: Any) -> None:
+    """A replicated service's scale-down as swarmkit's: each slot ranked as the nth copy on its
+    node, the lowest ranks kept (after a node failure, the survivors hold the most copies).
+    Slots 1 and 2 on one node, 3 and 4 one on each other node: scaled to 2, one copy stays on
+    each of two nodes. (The lowest slots were kept: both on the same node.)"""
+    hosts = [f"{cluster.name}-{k}" for k in range(1, NODES + 1)]
+    spread = cluster.base / "spread.yml"
+    spread.write_text(yaml.safe_dump({"services": {"web": {
+        "image": "web:v1", "command": ["sleep", "100000"], "stop_grace_period": "1s",
+        "deploy": {"replicas": 2}}}}))
+    ps = lambda: cluster.shoal("service", "ps", "spread_web", "--filter", "desired-state=running",  # noqa: E731
+                               "--format", "{{.Name}} {{.Node}} {{.CurrentState}}").stdout.splitlines()
+    try:
+        for host in (hosts[0], hosts[2]):
+            cluster.shoal("node", "update", "--availability", "drain", host)
+        cluster.shoal("stack", "deploy", "--detach", "-c", str(spread), "spread")
+        wait_for("slots 1 and 2 running on the one active node",
+                 lambda: len([ln for ln in ps() if f" {hosts[1]} Running" in ln]) == 2, 30)
+    finally:
+        for host in (hosts[0], hosts[2]):
+            cluster.shoal("node", "update", "--availability", "active", host)
+    cluster.shoal("service", "scale", "--detach", "spread_web=4")
+    wait_for("four running, one on each other node", lambda: sorted(
+        ln.split()[1] for ln in ps() if ln.split()[2:3] == ["Running"]) == [hosts[0], hosts[1], hosts[1], hosts[2]], 30)
+    cluster.shoal("service", "scale", "--detach", "spread_web=2")
+    wait_for("two left", lambda: len(ps()) == 2, 30)
+    nodes = sorted(ln.split()[1] for ln in ps())
+    assert len(set(nodes)) == 2, ps()
+    cluster.shoal("stack", "rm", "spread")
+    wait_for("one task running on each node again", lambda: one_each(cluster), 30)

@@ -345,7 +345,22 @@ def _reconcile_replicated(p: _Pass, svc: ServiceView, tasks: list[Task]) -> None
             live = any(t.status.state == TaskState.RUNNING and t.desired_state <= TaskState.RUNNING for t in history)
             return (0 if live else 1, slot)
 
-        for _slot, history in sorted(occupied.items(), key=running_first)[svc.replicas:]:
+        # swarmkit's scale-down: each slot ranked as the nth copy of the service on its node
+        # (running slots, lower slot numbers first), the lowest ranks kept, so the copies go
+        # from the nodes that have the most (after a node failure, the survivors'); a slot
+        # with no single placed task ranks last. Keeping the lowest slots left 3 on one node
+        # and 1 on another of 3 + 3.
+        per_node: dict[str, int] = defaultdict(int)
+        ranked: list[tuple[int, tuple[int, list[Task]]]] = []
+        for item in sorted(occupied.items(), key=running_first):
+            live = [t for t in item[1] if t.desired_state <= TaskState.RUNNING]
+            if len(live) == 1 and live[0].node_id:
+                per_node[live[0].node_id] += 1
+                ranked.append((per_node[live[0].node_id], item))
+            else:
+                ranked.append((1 << 30, item))
+        ranked.sort(key=lambda r: r[0])
+        for _slot, history in [item for _rank, item in ranked][svc.replicas:]:
             for t in history:
                 t.desired_state = TaskState.REMOVE
                 p.save(t)
