@@ -52,6 +52,28 @@ def test_work_spaced_out_reuses_one_thread() -> None:
     assert pool.threads == 0
 
 
+def test_a_trickle_of_work_after_a_burst_keeps_one_thread() -> None:
+    """The agent's pass comes every 0.25 s: the threads a burst started must still go. Each
+    step wakes the thread that went idle last, so the others stay idle until they exit; woken
+    in turn (the longest waiting first) none of them ever did."""
+    pool = ElasticPool(6, idle=0.5, thread_name_prefix="shoaltest-trickle")
+    gate = threading.Event()
+    burst = [pool.submit(gate.wait, 10) for _ in range(6)]
+    deadline = time.monotonic() + 5
+    while pool.threads < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.threads == 6
+    gate.set()
+    assert all(f.result(5) for f in burst)
+    deadline = time.monotonic() + 10
+    while pool.threads > 1 and time.monotonic() < deadline:
+        assert pool.submit(lambda: "step").result(5) == "step"
+        time.sleep(0.05)  # much less than idle: one thread is always enough for this
+    assert pool.threads == 1
+    pool.shutdown()
+    assert pool.threads == 0 and _threads_named("shoaltest-trickle") == 0
+
+
 def test_errors_reach_the_future_and_shutdown_cancels_what_waits() -> None:
     pool = ElasticPool(1, idle=5.0, thread_name_prefix="shoaltest-err")
     with pytest.raises(ZeroDivisionError):

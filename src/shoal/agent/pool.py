@@ -36,7 +36,13 @@ class ElasticPool:
         self._max = max_workers
         self._idle_timeout = idle
         self._prefix = thread_name_prefix
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # shutdown(wait=True) waits on it
+        # Each idle thread's own wake-up, the most recently idle last. Work wakes that one:
+        # Condition.notify wakes the longest waiting, so a trickle of work (the agent's pass
+        # every 0.25 s) went round every thread in turn and none was ever idle long enough to
+        # exit; a manager kept the 7 control threads of its deploy's burst for good.
+        self._waiting: list[threading.Condition] = []
         self._items: deque[_Item] = deque()
         self._threads = 0
         self._idle = 0        # threads waiting for work
@@ -61,8 +67,8 @@ class ElasticPool:
             if len(self._items) > self._idle and self._threads < self._max:
                 self._threads += 1
                 threading.Thread(target=self._work, name=f"{self._prefix}_{next(self._names)}").start()
-            else:
-                self._cond.notify()
+            elif self._waiting:
+                self._waiting.pop().notify()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -72,11 +78,15 @@ class ElasticPool:
                 while self._items:
                     self._items.popleft()[0].cancel()
             self._cond.notify_all()
+            for waiter in self._waiting:
+                waiter.notify()
+            self._waiting.clear()
             if wait:
                 while self._threads:
                     self._cond.wait()
 
     def _work(self) -> None:
+        wake = threading.Condition(self._lock)
         while True:
             with self._cond:
                 self._idle += 1
@@ -85,7 +95,12 @@ class ElasticPool:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
-                    self._cond.wait(left)
+                    self._waiting.append(wake)
+                    try:
+                        wake.wait(left)
+                    finally:
+                        if wake in self._waiting:  # timed out (not popped by a submit)
+                            self._waiting.remove(wake)
                 self._idle -= 1
                 if not self._items:  # idle too long, or shut down with nothing left to do
                     self._threads -= 1
