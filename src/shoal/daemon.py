@@ -589,7 +589,12 @@ def run() -> int:
         from shoal.agent.session_https import for_worker
 
         factory = for_worker(paths.state_root())
-    daemon = Daemon(session_factory=factory)
+    try:
+        paths.ensure_private_dir(paths.run_root())  # serve() makes it too; here its error is one line
+        daemon = Daemon(session_factory=factory)
+    except OSError as exc:  # a state or run root that cannot be made (a file in its path, a read-only disk)
+        print(f"shoald: cannot use {exc.filename or paths.state_root()}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(daemon.serve())
     finally:

@@ -293,3 +293,16 @@ def test_an_open_events_stream_does_not_hold_shoald_s_stop(tmp_path: Path) -> No
             events.wait()
         terminate(proc, 10)
         teardown_root(tmp_path / "root", tmp_path / "run")
+
+
+@pytest.mark.parametrize("which", ["SHOAL_ROOT", "SHOAL_RUN"])
+def test_a_root_that_cannot_be_made_is_one_line(tmp_path: Path, which: str) -> None:
+    """A state or run root below a regular file: shoald says so in one line and exits 1 (it was a
+    NotADirectoryError traceback)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = dict(os.environ, SHOAL_ROOT=str(tmp_path / "root"), SHOAL_RUN=str(tmp_path / "run"))
+    env[which] = str(blocker / "sub")
+    proc = subprocess.run([sys.executable, "-m", "shoal", "daemon"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and proc.stderr == f"shoald: cannot use {blocker / 'sub'}: Not a directory\n", proc.stderr
