@@ -395,3 +395,27 @@ def test_start_releases_the_created_process_without_a_runtime_process(shoal, sho
     wait_for(lambda: "released" in shoal("logs", "t-fifo").stdout)
     with pytest.raises(ShoalError, match="nothere"):
         runtime.start("nothere")
+
+
+def test_bind_propagation_reaches_the_container(shoal, busybox_image, clean, tmp_path):
+    """`-v SRC:DST:rslave` as moby sets it up: the bind rslave, the container's root at least
+    slave, so a mount made later under a shared SRC on the host appears inside; `Propagation`
+    in inspect says so. (Before, every bind was rprivate whatever was asked.)"""
+    src = tmp_path / "prop"
+    src.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(src)], check=True)
+    subprocess.run(["mount", "--make-shared", str(src)], check=True)
+    try:
+        clean.append("t-prop")
+        shoal("run", "-d", "--name", "t-prop", *NONE, "-v", f"{src}:/m:rslave", busybox_image, "sleep", "60", check=True)
+        (src / "sub").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "proptest", str(src / "sub")], check=True)
+        seen = shoal("exec", "t-prop", "sh", "-c", "grep -c ' /m/sub tmpfs ' /proc/self/mounts", check=False)
+        assert seen.stdout.strip() == "1", seen
+        mounts = json.loads(shoal("inspect", "t-prop", check=True).stdout)[0]["Mounts"]
+        assert [m["Propagation"] for m in mounts if m["Destination"] == "/m"] == ["rslave"], mounts
+        bad = shoal("run", "--rm", *NONE, "-v", "somevol:/m:rslave", busybox_image, "true")
+        assert bad.returncode == 125 and "field BindOptions must not be specified" in bad.stderr, bad.stderr
+    finally:
+        shoal("rm", "-f", "t-prop")
+        subprocess.run(["umount", "-R", str(src)], check=False)

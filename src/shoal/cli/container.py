@@ -99,7 +99,13 @@ def parse_volume(text: str) -> Mount:
     if not target.startswith("/"):
         raise InvalidArgument(f"invalid volume specification: '{text}': invalid mount config for type \"volume\": invalid mount path: '{target}' mount path must be absolute")
     kind = "bind" if source.startswith("/") else "volume"
-    return Mount(type=kind, source=source, target=target, read_only="ro" in modes)
+    propagation = [m for m in ("rprivate", "private", "rshared", "shared", "rslave", "slave") if m in modes]
+    if len(propagation) > 1:
+        raise InvalidArgument(f"invalid mode: {mode}")
+    if propagation and kind != "bind":  # moby's ParseMountRaw: propagation is for binds only
+        raise InvalidArgument(f"invalid volume specification: '{text}': invalid mount config for type \"volume\": "
+                              "field BindOptions must not be specified")
+    return Mount(type=kind, source=source, target=target, read_only="ro" in modes, options=propagation)
 
 
 def parse_tmpfs(text: str) -> Mount:

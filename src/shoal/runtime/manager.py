@@ -340,6 +340,9 @@ class ContainerManager:
             netns=netns, cgroups_path=cgroups.cgroups_path(c.id),
             init_binary=INIT_BINARY,
         )
+        rootfs_propagation = _rootfs_propagation(config.get("mounts") or [])
+        if rootfs_propagation:
+            config.setdefault("linux", {})["rootfsPropagation"] = rootfs_propagation
         write_file(c.dir / "config.json", json.dumps(config))  # 0600: the environment is in it
         c.network = {"netns": netns or "", "addresses": addresses,
                      "networks": list(getattr(attachment, "networks", []) or []),
@@ -426,14 +429,16 @@ class ContainerManager:
                 user.append({"destination": m.target, "type": "tmpfs", "source": "tmpfs",
                              "options": ["noexec", "nosuid", "nodev", *m.options]})
                 continue
+            propagation = "rprivate"  # moby's default for a bind (volume.DefaultPropagationMode)
             if m.type == "bind":
+                propagation = next((o for o in m.options if o in PROPAGATIONS), propagation)
                 source = Path(m.source)
                 if not source.exists():
                     source.mkdir(parents=True)  # docker -v creates a missing host dir
                 mounts.mount_point_in_root(c.rootfs, m.target, is_dir=source.is_dir())
                 inspect_mounts.append({"Type": "bind", "Source": str(source), "Destination": m.target,
                                        "Mode": "ro" if m.read_only else "", "RW": not m.read_only,
-                                       "Propagation": "rprivate"})
+                                       "Propagation": propagation})
             else:
                 source, fresh = volumes.ensure(m.source, m.options)
                 if fresh:
@@ -443,7 +448,7 @@ class ContainerManager:
                                        "Destination": m.target, "Driver": "local", "Mode": "z",
                                        "RW": not m.read_only, "Propagation": ""})
             user.append({"destination": m.target, "type": "bind", "source": str(source),
-                         "options": ["rbind", "rprivate", *opts]})
+                         "options": ["rbind", propagation, *opts]})
         c.mounts = inspect_mounts
         user.sort(key=lambda m: len(Path(m["destination"]).parts))  # parents before children
         return out + user
@@ -664,6 +669,20 @@ class ContainerManager:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
+
+
+def _rootfs_propagation(oci_mounts: list[dict[str, Any]]) -> str:
+    """moby's setMounts: a shared bind needs the container's root shared, a slave one at least
+    slave (a private root would cut the mount off from its peers); else crun's default."""
+    modes = {o for m in oci_mounts for o in m.get("options") or [] if o in PROPAGATIONS}
+    if modes & {"shared", "rshared"}:
+        return "shared"
+    if modes & {"slave", "rslave"}:
+        return "rslave"
+    return ""
+
 
 def _image_volumes(image_config: dict[str, Any], mounts: list[Mount]) -> list[Mount]:
     """An anonymous volume for each of the image's VOLUMEs no mount of the container covers
