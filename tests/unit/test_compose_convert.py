@@ -288,6 +288,13 @@ def test_global_mode_without_replicas_and_dnsrr_with_host_port(tmp_path: Path) -
     assert (web.mode, web.endpoint.mode) == ("global", "dnsrr")
 
 
+def test_publish_mode_is_read_in_any_case(tmp_path: Path) -> None:
+    """moby's portConfigToGRPC upper-cases the mode: `Host` is host mode (shoal refused it)."""
+    stack = _one_service(tmp_path, "    ports:\n      - {target: 80, published: 80, mode: Host}\n"
+                                   "      - {target: 81, published: 81, mode: INGRESS}\n")
+    assert [(p.target, p.publish_mode) for p in stack.services["s_web"].endpoint.ports] == [(80, "host"), (81, "ingress")]
+
+
 def test_short_port_host_ip_is_ignored_with_dockers_warning(tmp_path: Path) -> None:
     compose = tmp_path / "c.yml"
     compose.write_text("services:\n  web:\n    image: web:v1\n    ports: ['127.0.0.1:80:80', "

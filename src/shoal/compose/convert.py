@@ -697,7 +697,8 @@ class Converter:
         if protocol not in ("tcp", "udp", "sctp"):
             raise Invalid((*path, "protocol"), f"invalid protocol {protocol!r}: use tcp, udp "
                                                "or sctp")
-        mode = v.string(item.get("mode"), (*path, "mode")) or "ingress"
+        # moby's portConfigToGRPC upper-cases it: `Host` is host mode
+        mode = (v.string(item.get("mode"), (*path, "mode")) or "ingress").lower()
         if mode not in ("ingress", "host"):
             raise Invalid((*path, "mode"), f"invalid publish mode {mode!r}: use ingress or host")
         return [PortConfig(target=target, published=published, protocol=protocol,
