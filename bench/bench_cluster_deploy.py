@@ -56,6 +56,10 @@ spawned per deploy -> 5); at load 5-6, 0.65-1.19 s, the nodes' CPU 0.54-1.02 s a
 s, most of it the layer's unpacking on each worker (a new inode costs 0.5-0.7 ms of CPU on this
 machine's ext4; the busybox layer has 268 symlinks).
 
+Measured (session 9, quiet machine, load 0.4-0.6, 2 x 3 runs): image on every node 0.25-0.46 s,
+median 0.33 s (the nodes' CPU 0.24-0.33 s); workers pulling 0.58-0.80 s. With other work
+beside it (load 1.4-2.8): 0.30-0.50 s, median 0.44 s.
+
 Docker Swarm on this machine (reference README, 9 runs): redeploy with the image on every node
 -> 5/5 Running across nodes 1.87-2.16 s (median 1.93). Target (issue 11): a fifth of Swarm's.
 Runs in private roots; removes every cluster it made."""
