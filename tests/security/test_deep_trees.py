@@ -5,6 +5,7 @@ for good: `rm` failed every time and the container could never be removed."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 
 import pytest
@@ -87,3 +88,36 @@ def test_cp_out_of_a_directory_nested_past_a_layers_depth_is_one_line(shoal, bus
         assert list(tmp_path.iterdir()) == []
     finally:
         shoal("rm", "-f", name)
+
+
+def test_cp_in_of_a_host_directory_nested_past_a_layers_depth_is_one_line(shoal, busybox_image: str,
+                                                                          tmp_path) -> None:
+    """cp into a container walked the host directory with os.walk (recursive): 1,100 levels was a
+    RecursionError traceback after part of the tree had been copied. One line naming the path
+    now, and nothing copied."""
+    import os
+
+    src = tmp_path / "deep"
+    here = os.open(tmp_path, os.O_RDONLY)
+    try:
+        os.mkdir("deep", dir_fd=here)
+        fd = os.open("deep", os.O_RDONLY, dir_fd=here)
+        for _ in range(1100):  # relative to a descriptor: no path past PATH_MAX is ever built
+            os.mkdir("d", dir_fd=fd)
+            nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.close(fd)
+    finally:
+        os.close(here)
+    name = f"shoal-deepin-{uuid.uuid4().hex[:8]}"
+    try:
+        shoal("run", "-d", "--name", name, "--network", "none", busybox_image, "sleep", "60", check=True)
+        proc = shoal("cp", str(src), f"{name}:/tmp/")
+        line = proc.stderr.strip()
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr and "\n" not in line, proc.stderr[-2000:]
+        assert f"cannot copy {src}: d/d/d/" in line and line.endswith("is more than 512 directories deep"), line
+        assert shoal("exec", name, "ls", "/tmp", check=True).stdout == ""
+    finally:
+        shoal("rm", "-f", name)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(src)], check=False)  # pytest's rmtree recurses

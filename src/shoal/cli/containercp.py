@@ -307,6 +307,15 @@ def copy_in(c: Container, ref: str, dest: str, *, host_src: str | None = None,
                 raise NotFound(f"stat {host_src}: no such file or directory")
             contents = host_src.endswith("/.")
             owner = None if archive else (0, 0)
+            if source.is_dir() and not source.is_symlink():
+                # The copy's walk recurses (a RecursionError near 1000 levels), and no layer
+                # holds more than MAX_DEPTH: refused in one line, before anything is copied.
+                from shoal.image.layers import LayerError, check_depth
+
+                try:
+                    check_depth(source)
+                except LayerError as exc:
+                    raise ShoalError(f"cannot copy {host_src}: {exc}") from None
         with container_root(c) as root:
             copier = Copier(root, owner, None)
             try:
