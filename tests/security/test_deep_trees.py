@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -90,28 +91,28 @@ def test_cp_out_of_a_directory_nested_past_a_layers_depth_is_one_line(shoal, bus
         shoal("rm", "-f", name)
 
 
-def test_cp_in_of_a_host_directory_nested_past_a_layers_depth_is_one_line(shoal, busybox_image: str,
-                                                                          tmp_path) -> None:
+def test_cp_in_of_a_host_directory_nested_past_a_layers_depth_is_one_line(shoal, busybox_image: str) -> None:
     """cp into a container walked the host directory with os.walk (recursive): 1,100 levels was a
     RecursionError traceback after part of the tree had been copied. One line naming the path
     now, and nothing copied."""
     import os
+    import tempfile
 
-    src = tmp_path / "deep"
-    here = os.open(tmp_path, os.O_RDONLY)
-    try:
-        os.mkdir("deep", dir_fd=here)
-        fd = os.open("deep", os.O_RDONLY, dir_fd=here)
-        for _ in range(1100):  # relative to a descriptor: no path past PATH_MAX is ever built
-            os.mkdir("d", dir_fd=fd)
-            nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        os.close(fd)
-    finally:
-        os.close(here)
+    # Outside pytest's tmp_path: its end-of-session cleanup (shutil.rmtree) recurses too, and a
+    # tree left there by a killed run would fail every later session.
+    scratch = Path(tempfile.mkdtemp(prefix="shoal-deepin-"))
+    src = scratch / "deep"
     name = f"shoal-deepin-{uuid.uuid4().hex[:8]}"
     try:
+        fd = os.open(scratch, os.O_RDONLY)
+        try:
+            for part in ["deep"] + ["d"] * 1100:  # relative to a descriptor: no path past PATH_MAX
+                os.mkdir(part, dir_fd=fd)
+                nxt = os.open(part, os.O_RDONLY, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        finally:
+            os.close(fd)
         shoal("run", "-d", "--name", name, "--network", "none", busybox_image, "sleep", "60", check=True)
         proc = shoal("cp", str(src), f"{name}:/tmp/")
         line = proc.stderr.strip()
@@ -120,4 +121,4 @@ def test_cp_in_of_a_host_directory_nested_past_a_layers_depth_is_one_line(shoal,
         assert shoal("exec", name, "ls", "/tmp", check=True).stdout == ""
     finally:
         shoal("rm", "-f", name)
-        subprocess.run(["rm", "-rf", "--one-file-system", str(src)], check=False)  # pytest's rmtree recurses
+        subprocess.run(["rm", "-rf", "--one-file-system", str(scratch)], check=False)
