@@ -204,8 +204,6 @@ def test_a_pull_deeper_than_dockers_limit_fetches_no_blob(shoal, shoal_root: Pat
     """The same limit on a pull, from the manifest, before any blob is asked for."""
     import hashlib
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     layer = _layer(("f", b"x"))
     digest = "sha256:" + hashlib.sha256(layer).hexdigest()
@@ -217,42 +215,10 @@ def test_a_pull_deeper_than_dockers_limit_fetches_no_blob(shoal, shoal_root: Pat
                    "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
                     "size": len(layer)}] * 126}).encode()
-    blob_requests: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _answer(self, body: bytes | None, ctype: str = "application/octet-stream") -> None:
-            self.send_response(404 if body is None else 200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(manifest).hexdigest())
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            if body and self.command == "GET":
-                self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path == "/v2/":
-                self._answer(b"{}", "application/json")
-            elif "/manifests/" in self.path:
-                self._answer(manifest, "application/vnd.oci.image.manifest.v1+json")
-            else:
-                blob_requests.append(self.path)
-                self._answer(config if self.path.endswith(hashlib.sha256(config).hexdigest()) else layer)
-
-        do_HEAD = do_GET
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    blobs = {digest: layer, "sha256:" + hashlib.sha256(config).hexdigest(): config}
+    with _registry(manifest, blobs) as (address, blob_requests):
         before = _store_files(shoal_root)
-        proc = shoal("pull", f"127.0.0.1:{httpd.server_address[1]}/deep:v1")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+        proc = shoal("pull", f"{address}/deep:v1")
     assert proc.returncode == 1
     assert proc.stderr.endswith("Error: max depth exceeded (126 layers, at most 125)\n"), proc.stderr
     assert blob_requests == []
