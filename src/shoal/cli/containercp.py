@@ -117,7 +117,7 @@ def _tar_source(tar: tarfile.TarFile, pfd: int, name: str, st: os.stat_result, c
     if stat.S_ISDIR(st.st_mode):
         dfd = _reopen_dir(pfd, name, is_self)
         try:
-            _check_depth(dfd, name)
+            _check_depth(Path(f"/proc/self/fd/{dfd}"), name)
             if not contents:
                 info = tarfile.TarInfo(name if name != "/" else ".")
                 info.type, info.mode = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode)
@@ -143,14 +143,15 @@ def _tar_source(tar: tarfile.TarFile, pfd: int, name: str, st: os.stat_result, c
     _tar_entry(tar, pfd, name, name)
 
 
-def _check_depth(dfd: int, name: str) -> None:
-    """A container may nest directories thousands deep; _tar_entry recurses (a RecursionError
-    traceback, after part of the tar was written). Past what a layer holds (and what the host
-    side's unpacker takes) it is one line, before the first byte."""
+def _check_depth(tree: Path, name: str) -> None:
+    """A container (or a host directory copied in) may nest directories thousands deep; the
+    copy's walks recurse (a RecursionError traceback, after part of the copy was made). Past
+    what a layer holds (and what the other side's unpacker takes) it is one line, before the
+    first byte."""
     from shoal.image.layers import LayerError, check_depth
 
     try:
-        check_depth(Path(f"/proc/self/fd/{dfd}"))
+        check_depth(tree)
     except LayerError as exc:
         raise ShoalError(f"{name}: {exc}") from None
 
@@ -308,14 +309,7 @@ def copy_in(c: Container, ref: str, dest: str, *, host_src: str | None = None,
             contents = host_src.endswith("/.")
             owner = None if archive else (0, 0)
             if source.is_dir() and not source.is_symlink():
-                # The copy's walk recurses (a RecursionError near 1000 levels), and no layer
-                # holds more than MAX_DEPTH: refused in one line, before anything is copied.
-                from shoal.image.layers import LayerError, check_depth
-
-                try:
-                    check_depth(source)
-                except LayerError as exc:
-                    raise ShoalError(f"cannot copy {host_src}: {exc}") from None
+                _check_depth(source, f"cannot copy {host_src}")
         with container_root(c) as root:
             copier = Copier(root, owner, None)
             try:

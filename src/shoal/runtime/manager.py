@@ -689,7 +689,7 @@ def _image_volumes(image_config: dict[str, Any], mounts: list[Mount]) -> list[Mo
     (moby's createContainerOSSpecificSettings): the image's files there copied up into it at the
     first start, out of the container's layer (a commit leaves them out), removed with the
     container by `rm -v` and `--rm`, and by a swarm task's removal."""
-    declared = (image_config.get("config") or image_config.get("Config") or {}).get("Volumes") or {}
+    declared = (image_config.get("config") or {}).get("Volumes") or {}
     taken = {posixpath.normpath(m.target) for m in mounts}
     out: list[Mount] = []
     for path in sorted(declared):
