@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.compose import support
-from shoal.compose.cycles import check_cycles
+from shoal.compose.cycles import break_cycles
 from shoal.compose.convert import Invalid, convert, validate_stack_name
 from shoal.compose.envfile import project_environment
 from shoal.compose.errors import ComposeError, dotted
@@ -237,7 +237,6 @@ def _load(
         raise ComposeError(exc.reason, where=", ".join(f.name for f in parsed)) from None
     # Each file was checked against the schema; the merge is not (docker/cli validates each
     # file only: appending cap_add of two files may repeat an entry, which is no error there).
-    check_cycles(merged, ", ".join(f.name for f in parsed))
     # docker/cli prints the unsupported and deprecated keys at deploy only (loadComposeFile);
     # `stack config` (outputConfig) says nothing of them, nor of unset variables (no warning
     # there at all). Forbidden keys fail both.
@@ -285,8 +284,17 @@ def load_stack(
     Every failure is a ComposeError (a ShoalError) of one line naming file, line and key."""
     validate_stack_name(stack_name)
     loaded = _load(files, env_files, environ, warn, True)
+    config = loaded.config
+    services = config.get("services")
+    if isinstance(services, dict):
+        # Docker deploys a depends_on cycle (it never reads depends_on); shoal would wait on it
+        # for ever, so the services of a cycle start without order among them.
+        services, cycles = break_cycles(services)
+        for cycle in cycles:
+            warn(f"Ignoring depends_on cycle: {' -> '.join(cycle)}")
+        config = {**config, "services": services}
     try:
-        return convert(loaded.config, stack_name, loaded.working_dir, loaded.environment, warn)
+        return convert(config, stack_name, loaded.working_dir, loaded.environment, warn)
     except Invalid as exc:
         raise ComposeError(
             exc.message, where=locate(loaded.files, exc.path), path=dotted(exc.path)
