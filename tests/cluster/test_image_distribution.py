@@ -35,7 +35,7 @@ from shoal.errors import InvalidArgument
 from shoal.manager.imagepin import Pinned, deploy_image, digest_warning, display_image, pin_image
 from shoal.tlsconfig import client_context
 
-from conftest import make_busybox_rootfs_tar  # tests/conftest.py (tests/cluster's is cluster.conftest)
+from conftest import make_busybox_rootfs_tar, tar_bytes  # tests/conftest.py (tests/cluster's is cluster.conftest)
 
 PROC = Path(__file__).with_name("distserver_proc.py")
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -399,6 +399,32 @@ def test_tampered_blob_refused_and_nothing_registered(pki: Pki, busybox_rootfs: 
     assert node_store.list() == []
     assert not node_store.has_blob(image.layers[0].digest)
     assert node_store._load_layers()["layers"] == {}  # noqa: SLF001 - nothing unpacked either
+
+
+def test_a_failed_pull_takes_back_its_layers_and_keeps_a_shared_one(
+        pki: Pki, server: Server, busybox_rootfs: Path, tmp_path: Path, node_store: ImageStore) -> None:
+    """A node's pull from the manager that fails at its top layer removes the layer (and the
+    config) it had stored, and keeps the base layer the node's other image uses."""
+    ensure_image(node_store, REF, None, server.url, pki.context(pki.worker), registry_fallback=False)
+    store, image = _served_store(tmp_path / "two" / "image", busybox_rootfs)
+    mid = store.import_layer(io.BytesIO(tar_bytes({"etc/issue": b"mid\n" * 1000})))
+    top = store.import_layer(io.BytesIO(tar_bytes({"etc/motd": b"hello\n" * 1000})))
+    two = store.create_image(dict(image.config), [image.layers[0], mid, top], tags=["localhost/busybox:two"])
+    blob = store.blob_path(top.digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    blob.write_bytes(bytes(data))
+
+    def contents() -> dict[str, list[str]]:
+        return {d: sorted(os.listdir(node_store.root / d)) for d in ("blobs/sha256", "snapshots")}
+
+    before = contents()
+    with serve(pki, store) as srv:
+        with pytest.raises(ImageUnavailable, match=f"filesystem layer verification failed for digest {top.digest}"):
+            ensure_image(node_store, "localhost/busybox:two", two.manifest_digest, srv.url,
+                         pki.context(pki.worker), registry_fallback=False)
+    assert contents() == before
+    assert all(d.is_dir() for d in node_store.resolve(REF).snapshot_dirs)
 
 
 def test_tampered_manifest_refused(pki: Pki, busybox_rootfs: Path, tmp_path: Path,

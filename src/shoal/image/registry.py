@@ -328,12 +328,15 @@ def pull(store: ImageStore, reference: str, out: TextIO | None = None, *,
             already = store.get(image_id)
         except (NotFound, ShoalError):
             already = None
-        if already is None:
-            _pull_blobs(client, store, config_desc, layers, display)
-        config_bytes = store.read_blob(image_id)
-        tags = [] if ref.digest else [name_ref]
-        image = store.add_manifest(manifest.body, config_bytes, tags=tags,
-                                   repo_digest=f"{ref.familiar_name()}@{repo_digest}")
+        # Claimed before the store is looked at: a pull failing beside this one takes back
+        # what it added, but never a blob this one found there and counts on.
+        with store.claim([image_id, manifest.digest, *(str(d["digest"]) for d in layers)]):
+            if already is None:
+                _pull_blobs(client, store, config_desc, layers, display)
+            config_bytes = store.read_blob(image_id)
+            tags = [] if ref.digest else [name_ref]
+            image = store.add_manifest(manifest.body, config_bytes, tags=tags,
+                                       repo_digest=f"{ref.familiar_name()}@{repo_digest}")
         if from_registry:
             record_blob_sources(store, f"{ref.domain}/{ref.path}",
                                 [image_id] + [str(d["digest"]) for d in layers])

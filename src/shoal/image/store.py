@@ -6,6 +6,7 @@ Layout under the root (default state_root()/image):
     snapshots/<n>/          one unpacked layer each (an overlay lowerdir); short names because
                             overlay mount options are limited to one page
     snapshots/.tmp-*        a layer being unpacked (flock-held), renamed to <n> when complete
+    claims/<pid>-<rand>     the digests one pull in progress uses (flock-held by the pull)
     layers.json             diff_id -> snapshot, blob digest -> diff_id
     index.json              images and the names (tags, repo digests) that point at them
     lock                    flock taken around every change of layers.json / index.json
@@ -276,6 +277,59 @@ class BlobWriter:
         self.abort()  # a no-op after commit(); removes the tmp file otherwise
 
 
+# --- claims -----------------------------------------------------------------------------------
+
+
+class Claim:
+    """The blobs and layers one pull uses, held for as long as it runs: a file under claims/
+    naming their digests, flock-held (a killed pull's claim is stale at once). A failed pull
+    takes back what it added (`discard`), and leaves alone what an image or another claim
+    holds, as moby's layer store counts references: pulls of two images sharing a base layer
+    each claim it, whichever downloaded it, and in one daemon as across processes."""
+
+    def __init__(self, store: ImageStore, digests: Iterable[str]) -> None:
+        self._store = store
+        self.digests = list(dict.fromkeys(digests))
+        paths.ensure_private_dir(store.claims_dir)
+        self.path = store.claims_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+        # Made under the store's lock, as a discard reads the claims under it: a pull that
+        # finds a blob there once its claim is made keeps it (the discard saw the claim).
+        with store.lock():
+            layers = store._load_layers()["blobs"]
+            # What this pull may add: blobs not stored yet, and the layers of those. A layer
+            # whose blob was already there (unregistered) is left registered if this pull does it.
+            self.new_blobs = [d for d in self.digests if not store.has_blob(d)]  # checks each digest
+            self.new_layers = [d for d in self.new_blobs if d not in layers]
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                os.write(self._fd, json.dumps(self.digests).encode())
+            except OSError as exc:
+                self.release()
+                raise _store_error(exc, self.path) from None
+
+    def discard(self) -> None:
+        """Remove what this pull added that no image and no other pull's claim holds."""
+        self._store.discard(self.new_layers, self.new_blobs, besides=self.path)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        try:
+            if exc_type is not None:
+                self.discard()
+        finally:
+            self.release()
+
+
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -289,6 +343,7 @@ class ImageStore:
         self.blobs_dir = self.root / "blobs" / "sha256"
         self.ingest_dir = self.root / "ingest"
         self.snapshots_dir = self.root / "snapshots"
+        self.claims_dir = self.root / "claims"
         self.index_path = self.root / "index.json"
         self.layers_path = self.root / "layers.json"
         self.containers_dir = self.root.parent / "containers"
@@ -314,6 +369,34 @@ class ImageStore:
         with self.ingest(expected) as writer:
             writer.write(data)
             return writer.commit()
+
+    def claim(self, digests: Iterable[str]) -> Claim:
+        """Hold `digests` (the blobs of a pull: its layers, config and manifest) until the
+        claim is released; on an exception in its `with`, what the pull added is removed."""
+        return Claim(self, digests)
+
+    def claimed(self, besides: Path | None = None) -> set[str]:
+        """The digests the pulls in progress hold (their claims but `besides`); a stale claim
+        (its pull is gone) is removed. Call with the lock held."""
+        held: set[str] = set()
+        try:
+            entries = list(os.scandir(self.claims_dir))
+        except FileNotFoundError:
+            return held
+        for entry in entries:
+            path = Path(entry.path)
+            if path == besides:
+                continue
+            if _try_flock(path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            try:
+                digests = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # released meanwhile
+            held.update(str(d) for d in digests if isinstance(d, str))
+        return held
 
     def blob_path(self, digest: str) -> Path:
         algorithm, _, encoded = digest.partition(":")
@@ -823,16 +906,20 @@ class ImageStore:
         finally:
             self._empty_trash()
 
-    def discard(self, layer_blobs: Iterable[str], written: Iterable[str] = ()) -> None:
-        """Undo what a failed load stored for an image that never came to be: the layers of
-        `layer_blobs` this process registered that no image uses (blob and snapshot), and the
-        blobs of `written` (those it wrote itself) that nothing refers to. Without this the
-        layers stay leased to this process: a daemon's forever, a CLI's until a prune."""
-        written = list(written)
+    def discard(self, layer_blobs: Iterable[str], written: Iterable[str] = (),
+                besides: Path | None = None) -> None:
+        """Undo what a failed load or pull stored for an image that never came to be: the
+        layers of `layer_blobs` this process registered that no image uses (blob and snapshot),
+        and the blobs of `written` (those it wrote itself) that nothing refers to. Neither
+        touches what a pull in progress claims (but the claim `besides`: the failed pull's
+        own). Without this the layers stay leased to this process: a daemon's forever, a CLI's
+        until a prune."""
         try:
             with self.lock():
+                held = self.claimed(besides)
+                written = [d for d in written if d not in held]
                 index = self._load_index()
-                self._collect_layers(index, list(layer_blobs))
+                self._collect_layers(index, [d for d in layer_blobs if d not in held])
                 referenced = set(self._load_layers()["blobs"]) | set(index["images"])
                 referenced |= {r.get("manifest") for r in index["images"].values()}
                 for digest in written:
@@ -1124,7 +1211,7 @@ class ImageStore:
             with contextlib.suppress(OSError):
                 leftover.unlink()
         layers_data = self._load_layers()
-        referenced = set(layers_data["blobs"]) | set(index["images"])
+        referenced = set(layers_data["blobs"]) | set(index["images"]) | self.claimed()
         referenced |= {r.get("manifest") for r in index["images"].values()}
         now = time.time()
         if self.blobs_dir.is_dir():
