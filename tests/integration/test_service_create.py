@@ -78,6 +78,8 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
         running = [t for t in json.loads(_tasks(shoal, service_id)) if t["desired_state"] == "running"]
         assert len(running) == 2 and all(t["spec"]["env"] == ["SIZE=L"] for t in running)
         assert not old_tasks & {t["id"] for t in running}
+        # The manager's monitor (1 s) ends about when the CLI's did: completed once it passed.
+        _wait(lambda: _inspect(shoal, "h3it_web")["UpdateStatus"]["State"] == "completed", 20, "the update's monitor")
         pretty = shoal("service", "inspect", "--pretty", "h3it_web", check=True).stdout
         assert pretty.startswith(f"\nID:\t\t{service_id}\nName:\t\th3it_web\nLabels:\n tier=web\n"
                                  "Service Mode:\tReplicated\n Replicas:\t2\nUpdateStatus:\n State:\t\tcompleted\n")
@@ -91,8 +93,10 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
         assert "rollback: manually requested rollback" in rolled.stdout
         # progress.go: the rollback's final message follows the verification when it came first.
         assert "verify: Service h3it_web converged" in rolled.stdout.splitlines()[-2:]
-        svc = _inspect(shoal, "h3it_web")
-        assert svc["Spec"]["TaskTemplate"]["ForceUpdate"] == 0 and svc["UpdateStatus"]["State"] == "rollback_completed"
+        # The CLI waits update_config's monitor (1 s), the manager rollback_config's (5 s unset).
+        svc = _wait(lambda: (s := _inspect(shoal, "h3it_web"))["UpdateStatus"]["State"] == "rollback_completed" and s,
+                    20, "the rollback's monitor")
+        assert svc["Spec"]["TaskTemplate"]["ForceUpdate"] == 0
         assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 20, "the port after the rollback")
 
         # An image nobody has: Docker's warning, then the update pauses on the rejected task.
@@ -149,8 +153,52 @@ def test_jobs_run_to_completion(shoal, busybox_image: str) -> None:
         refused = shoal("service", "scale", "h3it_gjob=2")
         assert refused.returncode == 1
         assert "h3it_gjob: scale can only be used with replicated or replicated-job mode" in _err(refused)
+        # A job's task is desired Complete from the start (swarmkit), so while it runs too.
+        shoal("service", "create", "-d", "--name", "h3it_slowjob", "--mode", "replicated-job", busybox_image,
+              "sleep", "60", check=True)
+
+        def ps(*f: str) -> list[str]:
+            return shoal("service", "ps", *f, "--format", "{{.ID}} {{.DesiredState}} {{.CurrentState}}",
+                         "h3it_slowjob", check=True).stdout.split()
+
+        row = _wait(lambda: (r := ps()) and r[2] == "Running" and r, 60, "the job's task to run")
+        assert row[1] == "Complete"
+        assert ps("-f", "desired-state=complete")[:2] == row[:2] and ps("-f", "desired-state=running") == []
+        assert json.loads(shoal("inspect", row[0], check=True).stdout)[0]["DesiredState"] == "complete"
+        assert "replicated job   1/1 (0/1 completed)" in shoal("service", "ls", check=True).stdout
     finally:
-        shoal("service", "rm", "h3it_job", "h3it_gjob")
+        shoal("service", "rm", "h3it_job", "h3it_gjob", "h3it_slowjob")
+
+
+def test_update_monitor(shoal, busybox_image: str) -> None:
+    """UpdateConfig.Monitor, as swarmkit's updater: the update stays updating until `monitor`
+    has passed since its last task started; a task of the update failing within `monitor` pauses
+    it, although every slot was replaced already."""
+    try:
+        service_id = shoal("service", "create", "-d", "--name", "h3it_mon", "--update-monitor", "6s",
+                           "--restart-condition", "none", busybox_image, "sh", "-c", 'sleep "${LIFE:-600}"; exit 3',
+                           check=True).stdout.strip()
+
+        def running(version: int) -> list[dict[str, Any]]:
+            return [t for t in json.loads(_tasks(shoal, service_id)) if t["spec_version"] == version
+                    and t["status"]["state"] == "running" and t["desired_state"] == "running"]
+
+        _wait(lambda: running(1), 60, "the first task")
+        shoal("service", "update", "-d", "--env-add", "V=2", "h3it_mon", check=True)
+        _wait(lambda: running(2), 60, "the updated task")
+        assert _inspect(shoal, "h3it_mon")["UpdateStatus"]["State"] == "updating"  # its 6 s have not passed
+        _wait(lambda: _inspect(shoal, "h3it_mon")["UpdateStatus"]["State"] == "completed", 30, "the monitor to pass")
+
+        # The new task exits non-zero 1 s after it started: within the 2 s monitor.
+        shoal("service", "update", "-d", "--env-add", "LIFE=1", "--update-monitor", "2s", "h3it_mon", check=True)
+        status = _wait(lambda: (u := _inspect(shoal, "h3it_mon")["UpdateStatus"])["State"] == "paused" and u, 60,
+                       "the update to pause")
+        failed = [t for t in json.loads(_tasks(shoal, service_id)) if t["spec_version"] == 3]
+        assert [t["status"]["state"] for t in failed] == ["failed"]
+        assert status["Message"] == f"update paused due to failure or early termination of task {failed[0]['id']}"
+        assert not running(2)  # the only slot was replaced before the task failed
+    finally:
+        shoal("service", "rm", "h3it_mon")
 
 
 def test_refusals(shoal, busybox_image: str) -> None:

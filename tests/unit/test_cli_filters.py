@@ -161,3 +161,19 @@ def test_service_ps_task_filters():
     assert pick("name=web.2") == ["t2bbb"] and pick("id=t1") == ["t1aaa"]
     with pytest.raises(FilterError, match="^invalid filter 'colour'$"):
         pick("colour=red")
+
+
+def test_service_ps_desired_state_is_any_task_state_matched_exactly():
+    """moby's newListTasksFilters takes any task state's name, swarmkit's ListTasks matches it
+    exactly: a running job's task is desired `complete`, a parked restart `ready`."""
+    from shoal.cli.service import filter_tasks
+    from shoal.errors import InvalidArgument
+
+    tasks = [{"id": f"t{n}", "service_name": "job", "service_id": "s1", "slot": n, "node_id": "n1",
+              "desired_state": desired} for n, desired in enumerate(("complete", "ready", "running", "remove"), 1)]
+    pick = lambda *f: [t["id"] for t in filter_tasks(tasks, list(f))]  # noqa: E731
+    assert pick("desired-state=complete") == ["t1"] and pick("desired-state=Ready") == ["t2"]
+    assert pick("desired-state=running") == ["t3"] and pick("desired-state=shutdown") == []
+    assert pick("desired-state=running", "desired-state=complete") == ["t1", "t3"]
+    with pytest.raises(InvalidArgument, match="^Invalid desired-state filter: 'done'$"):
+        pick("desired-state=done")

@@ -13,7 +13,7 @@ from test_manager_loops import add_service, converge, fail, run_manager, store, 
 
 def complete_running(s: SQLiteStore, now: float) -> None:
     for t in tasks(s):
-        if t.status.state == TaskState.RUNNING and t.desired_state == TaskState.RUNNING:
+        if t.status.state == TaskState.RUNNING and t.desired_state == TaskState.COMPLETE:
             fail(s, t, now, TaskState.COMPLETE, 0)
 
 
@@ -105,3 +105,31 @@ def test_job_status_while_running(store: SQLiteStore) -> None:
     converge(store, 2.0)
     assert counts(store, sid) == (1, 1)
     assert isinstance(tasks(store)[0], Task)
+
+
+def test_job_tasks_are_desired_complete_from_the_start(store: SQLiteStore) -> None:
+    """swarmkit's jobs reconcilers create a job's tasks desired COMPLETE, and its restart
+    supervisor's StartNow moves a restarted one from desired READY to COMPLETE: `service ps` of
+    a running job shows DESIRED STATE Complete beside CURRENT STATE Running."""
+    with store.transaction() as tx:
+        tx.create("node", Node(id="node2", hostname="other").to_dict())
+    add_service(store, "job", mode="replicated-job", replicas=2, restart_policy={"condition": "any", "delay": 1.0})
+    add_service(store, "gjob", mode="global-job", replicas=0)
+    converge(store, 1.0)
+    assert len(tasks(store)) == 4
+    assert all((t.desired_state, t.status.state) == (TaskState.COMPLETE, TaskState.RUNNING) for t in tasks(store))
+    first = next(t for t in tasks(store) if t.service_name == "job")
+    fail(store, first, 2.0)
+    converge(store, 2.0)
+    replacement = next(t for t in tasks(store) if t.replaces == first.id)
+    assert replacement.desired_state == TaskState.READY  # parked for the restart delay
+    assert Task.from_dict(store.get("task", first.id)).desired_state == TaskState.SHUTDOWN
+    converge(store, 3.5)
+    replacement = Task.from_dict(store.get("task", replacement.id))
+    assert (replacement.desired_state, replacement.status.state) == (TaskState.COMPLETE, TaskState.RUNNING)
+    complete_running(store, 4.0)
+    for now in (4.0, 10.0):
+        converge(store, now)
+    assert len(tasks(store)) == 5  # completed tasks are left alone: not restarted, not shut down
+    assert sorted((t.desired_state.text, t.status.state.text) for t in tasks(store)) == \
+        [("complete", "complete")] * 4 + [("shutdown", "failed")]

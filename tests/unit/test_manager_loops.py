@@ -52,12 +52,14 @@ def tasks(store: SQLiteStore) -> list[Task]:
 
 
 def agent_runs_assigned(store: SQLiteStore, now: float) -> None:
-    """What the agent does for tasks it is given: run those desired RUNNING, stop the others."""
+    """What the agent does for tasks it is given: run those desired RUNNING (a job's: desired
+    COMPLETE), stop the others; and what the dispatcher notes of a task that started."""
     with store.transaction() as tx:
         for raw in tx.list("task"):
             t = Task.from_dict(raw)
-            if t.status.state == TaskState.ASSIGNED and t.desired_state == TaskState.RUNNING:
+            if t.status.state == TaskState.ASSIGNED and t.desired_state.runs:
                 t.advance(TaskState.RUNNING, "started", now=now)
+                t.started_at = now
             elif t.desired_state >= TaskState.SHUTDOWN and TaskState.ASSIGNED <= t.status.state <= TaskState.RUNNING:
                 t.advance(TaskState.SHUTDOWN, "shutdown", now=now)
             else:

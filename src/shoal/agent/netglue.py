@@ -341,7 +341,7 @@ class NodeNetworks:
 
         tasks = [Task.from_dict(raw) for raw in self.agent.store.list("task")]
         return {a["target"] for t in tasks
-                if not t.status.state.terminal and t.desired_state <= TaskState.RUNNING
+                if not t.status.state.terminal and t.desired_state <= TaskState.COMPLETE
                 or t.status.state in (TaskState.STARTING, TaskState.RUNNING)
                 for a in t.spec.get("networks") or []}
 
@@ -482,7 +482,7 @@ class NodeNetworks:
                 any(not n.predefined for n in nets) or lb.load_services())):
             return []  # nothing to look at: no task list read (this runs every second when idle)
         tasks = [Task.from_dict(raw) for raw in self.agent.store.list("task")]
-        live = [t for t in tasks if not t.status.state.terminal and t.desired_state <= TaskState.RUNNING
+        live = [t for t in tasks if not t.status.state.terminal and t.desired_state <= TaskState.COMPLETE
                 or t.status.state in (TaskState.STARTING, TaskState.RUNNING)]
         wanted = {a["target"] for t in live for a in t.spec.get("networks") or []}
         services = {t.service_id for t in live}

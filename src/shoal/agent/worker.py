@@ -187,7 +187,7 @@ class Worker:
             self._report(task.id, TaskState.REJECTED, "preparing", err=str(exc))
             return
         current = self.store.get("task", task.id)
-        if current is not None and TaskState.parse(current["desired_state"]) == TaskState.RUNNING:
+        if current is not None and TaskState.parse(current["desired_state"]).runs:
             # Nothing holds it back (no depends_on, no restart delay): start it now, in this
             # step, rather than a pass later.
             started = self._report(task.id, TaskState.STARTING, "starting", container_id=container_id)
@@ -213,7 +213,7 @@ class Worker:
         if raw is None:
             return
         task = Task.from_dict(raw)
-        if task.status.state != TaskState.STARTING or task.desired_state != TaskState.RUNNING:
+        if task.status.state != TaskState.STARTING or not task.desired_state.runs:
             return
         try:
             if self.executor.controller(task.status.container_id).inspect().state.status != "created":
@@ -420,7 +420,7 @@ class Worker:
             probe = self._probes.pop(task.id, None)
         self._rejoin.discard(task.id)
         code = exit_code if exit_code is not None else 0
-        if self.restarts is not None and task.desired_state == TaskState.RUNNING:
+        if self.restarts is not None and task.desired_state.runs:
             record = self.restarts.decide(task, code, self._slot_history(task))
             if record is not None:
                 log.info("task %s exited (%s) with its manager away: restarted here in %.1f s",
@@ -449,7 +449,7 @@ class Worker:
         if raw is None or pending is None:
             return
         task = Task.from_dict(raw)
-        if task.desired_state != TaskState.RUNNING or task.status.state not in (TaskState.STARTING, TaskState.RUNNING):
+        if not task.desired_state.runs or task.status.state not in (TaskState.STARTING, TaskState.RUNNING):
             self.restarts.cancel(task.id)  # the manager wants it stopped: _shutdown does the rest
             return
         try:
@@ -585,7 +585,7 @@ class Worker:
                 # PREPARING with none was left mid-prepare by a shoald that died (killed in its
                 # pull, say). Prepared again, as swarmkit's controller resumes from the state.
                 self._submit(task.id, lambda t=task: self._prepare_again(t, node))
-            elif state == TaskState.READY and desired == TaskState.RUNNING:
+            elif state == TaskState.READY and desired.runs:  # a job's task: desired COMPLETE
                 self._submit(task.id, lambda t=task: self._start(t))
             elif state in (TaskState.STARTING, TaskState.RUNNING) and task.status.container_id:
                 if self._check_exit(task):

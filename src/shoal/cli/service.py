@@ -19,16 +19,20 @@ def node_names(client: Client) -> dict[str, str]:
 def filter_tasks(tasks: list[dict[str, Any]], filters: list[str],
                  nodes: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """moby's GetTasks filters (cli/filters.py): id and name by prefix, node by ID or name,
-    desired-state running|shutdown|accepted, every label; values of one key OR'd."""
+    desired-state, every label; values of one key OR'd."""
     from shoal.cli.filters import Filters
+    from shoal.model.cluster import TaskState
 
     f = Filters.parse(filters).validate(("id", "name", "label", "service", "node", "desired-state"))
     wanted_states: set[str] = set()
     for value in f.get("desired-state"):
-        if value not in ("running", "shutdown", "accepted"):
-            raise InvalidArgument(f"Invalid desired-state filter value: {value}")
-        wanted_states |= {"running": {"running", "ready"}, "shutdown": {"shutdown", "remove"},
-                          "accepted": {"accepted"}}[value]
+        # docker/cli documents running, shutdown and accepted; moby's newListTasksFilters takes
+        # any task state's name and swarmkit's ListTasks matches it exactly: a running job's
+        # task is desired `complete`, a restart waiting out its delay `ready`.
+        if value.upper() in TaskState.__members__:
+            wanted_states.add(TaskState.parse(value).text)
+        elif value:
+            raise InvalidArgument(f"Invalid desired-state filter: '{value}'")
     names = nodes or {}
     out = []
     for t in tasks:

@@ -288,6 +288,10 @@ def wait_on_service(client: Client, ref: str, quiet: bool = False, out: TextIO |
             state = status.get("state")
             if state == "updating":
                 rollback = False
+            elif state == "completed" and converged_at is None:
+                # docker/cli: the manager finished the update (its monitor passed) before this
+                # display saw the tasks converge; nothing is left to watch.
+                return 0
             elif state == "paused":
                 raise ShoalError(f"service update paused: {status.get('message', '')}")
             elif state == "rollback_started":

@@ -205,7 +205,7 @@ def reconcile(tx: Transaction, now: float, networks: Networks | None = None) -> 
         if raw["status"]["state"] != TaskState.NEW.text:
             continue
         task = Task.from_dict(raw)
-        if task.desired_state > TaskState.RUNNING:
+        if task.desired_state > TaskState.COMPLETE:  # a job's task is desired COMPLETE from the start
             task.advance(TaskState.SHUTDOWN, "shutdown", now=now)
         else:
             if networks is not None and task.spec.get("networks"):

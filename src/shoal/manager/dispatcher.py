@@ -115,10 +115,14 @@ def _task_key(raw: dict[str, Any]) -> tuple[Any, ...]:
             tuple(raw.get("waits_for") or ()))
 
 
+# Desired states a node runs a task in: a job's task is desired COMPLETE while it runs.
+_RUNS = frozenset(s.text for s in TaskState if s.runs)
+
+
 def _stopping(sent: tuple[Any, ...] | None, raw: dict[str, Any]) -> bool:
     """The node was sent the task wanted running, it runs (so service records list it), and the
     manager now wants it stopped."""
-    return sent is not None and sent[0] == "running" and raw.get("desired_state") != "running" \
+    return sent is not None and sent[0] in _RUNS and raw.get("desired_state") not in _RUNS \
         and raw["status"]["state"] == "running"
 
 
@@ -133,7 +137,7 @@ def service_records(store: Store) -> list[ServiceRecord]:
     tasks = store.list("task")
     by_service: dict[str, list[dict[str, Any]]] = {}
     for t in tasks:
-        if t["status"]["state"] == "running" and t.get("desired_state") == "running":
+        if t["status"]["state"] == "running" and t.get("desired_state") in _RUNS:
             by_service.setdefault(t["service_id"], []).append(t)
     records = []
     from shoal.manager import ingress
@@ -554,6 +558,8 @@ class Dispatcher:
                     continue  # a repeat (a retry after a lost answer, a new session's resend)
                 if state < TaskState.ASSIGNED or not task.advance(state, u.message, err=u.err, now=u.timestamp or None):
                     continue
+                if state == TaskState.RUNNING and old.state < TaskState.RUNNING:
+                    task.started_at = task.status.timestamp  # the updater's monitor runs from it
                 if u.container_id:
                     task.status.container_id = u.container_id
                 if u.pid:

@@ -99,8 +99,8 @@ def _condition_met(p: _Pass, dep: ServiceView, condition: str) -> bool:
     if condition == "service_completed_successfully":
         done = [t for t in tasks if t.status.state == TaskState.COMPLETE]
         return bool(done) and not any(t.status.state <= TaskState.RUNNING for t in tasks)
-    running = sum(1 for t in tasks if t.status.state == TaskState.RUNNING and t.desired_state == TaskState.RUNNING)
-    wanted = dep.replicas if dep.mode != "global" else max(1, sum(1 for t in tasks if t.desired_state == TaskState.RUNNING))
+    running = sum(1 for t in tasks if t.status.state == TaskState.RUNNING and t.desired_state.runs)
+    wanted = dep.replicas if dep.mode != "global" else max(1, sum(1 for t in tasks if t.desired_state.runs))
     return running >= max(1, wanted)
 
 
@@ -163,6 +163,12 @@ def _restart(p: _Pass, svc: ServiceView, old: Task, history: list[Task]) -> None
     p.wake.append(start_after)
 
 
+def _run_state(task: Task) -> TaskState:
+    """swarmkit's StartNow: a job's task (its spec carries the job's mode, as a job's task
+    carries its JobIteration) goes desired COMPLETE, any other RUNNING."""
+    return TaskState.COMPLETE if task.spec.get("mode") in JOB_MODES else TaskState.RUNNING
+
+
 def _release_parked(p: _Pass, tasks: Iterable[Task], by_id: dict[str, Task]) -> None:
     """DelayStart: a parked task goes RUNNING once its delay has passed and the task it replaces
     has stopped (or a minute has gone by)."""
@@ -175,7 +181,7 @@ def _release_parked(p: _Pass, tasks: Iterable[Task], by_id: dict[str, Task]) -> 
             if still:
                 continue  # re-checked on the next pass: a dependency's progress is a store change
             task.waits_for = []
-            task.desired_state = TaskState.RUNNING
+            task.desired_state = _run_state(task)
             p.save(task)
             continue
         if p.now < task.start_after:
@@ -189,7 +195,7 @@ def _release_parked(p: _Pass, tasks: Iterable[Task], by_id: dict[str, Task]) -> 
         if not old_stopped and p.now < task.start_after + OLD_TASK_TIMEOUT:
             p.wake.append(task.start_after + OLD_TASK_TIMEOUT)
             continue
-        task.desired_state = TaskState.RUNNING
+        task.desired_state = _run_state(task)
         p.save(task)
 
 
@@ -199,7 +205,7 @@ def _is_dirty(svc: ServiceView, task: Task) -> bool:
 
 def _update_config(svc: ServiceView, rolling_back: bool = False) -> dict[str, Any]:
     cfg = svc.update_config(rolling_back)  # the model's defaults, the only set
-    return {"parallelism": cfg.parallelism, "delay": cfg.delay, "order": cfg.order,
+    return {"parallelism": cfg.parallelism, "delay": cfg.delay, "order": cfg.order, "monitor": cfg.monitor,
             "failure_action": cfg.failure_action, "max_failure_ratio": cfg.max_failure_ratio}
 
 
@@ -208,22 +214,20 @@ _PAUSED = ("paused", "rollback_paused")
 
 
 def _update_status(p: _Pass, svc: ServiceView, busy: bool, slot_count: int) -> bool:
-    """UpdateStatus as swarmkit keeps it; returns False when the update must not go on (paused,
-    or just rolled back). Failures are tasks this update created that failed while it ran."""
+    """UpdateStatus as swarmkit's updater keeps it; returns False when the update must not go
+    on (paused, or just rolled back). Once no slot is left to replace, the update stays
+    `updating` (or `rollback_started`) for `monitor` after the last task it made started, and
+    only then completes. A task it made that fails or ends before it ran, or within `monitor`
+    of starting, is a failure, whether or not slots are left (failure_action,
+    max_failure_ratio)."""
     record = p.records.get(svc.id)
     if record is None:
         return True
     status = dict(record.get("update_status") or {})
     rolling_back = bool(record.get("rolling_back"))
-    if not busy:
-        if status.get("state") in _ACTIVE:
-            done = "rollback_completed" if status["state"] == "rollback_started" else "completed"
-            status.update(state=done, completed_at=p.now,
-                          message="rollback completed" if done == "rollback_completed" else "update completed")
-            record.update(update_status=status, rolling_back=False)
-            p.save_service(record)
+    if not busy and status.get("state") not in _ACTIVE:
         return True
-    if status.get("spec_version") != svc.spec_version:
+    if busy and status.get("spec_version") != svc.spec_version:
         status = {"state": "rollback_started" if rolling_back else "updating", "started_at": p.now,
                   "spec_version": svc.spec_version,
                   "message": "manually requested rollback" if rolling_back and not status else
@@ -233,14 +237,39 @@ def _update_status(p: _Pass, svc: ServiceView, busy: bool, slot_count: int) -> b
     if status.get("state") in _PAUSED:
         return False
     cfg = _update_config(svc, rolling_back)
-    if cfg["failure_action"] == "continue":
+    # The updater's own tasks of this update (swarmkit's updatedTasks): not the first tasks of
+    # a slot, nor the restart supervisor's replacements. A status left by an older spec (an
+    # update that a spec change without dirty tasks superseded) is not monitored.
+    mine = [t for t in p.tasks_by_service.get(svc.id, [])
+            if t.spec_version == svc.spec_version == status.get("spec_version")
+            and t.created_at >= status.get("started_at", 0) and t.replaces and not t.restarted]
+    if cfg["failure_action"] != "continue":
+        failed = [t for t in mine if t.status.state in (TaskState.COMPLETE, TaskState.FAILED, TaskState.REJECTED)
+                  and (not t.started_at or t.status.timestamp - t.started_at <= cfg["monitor"])]
+        if failed and len(failed) / max(1, slot_count) > cfg["max_failure_ratio"]:
+            _update_failed(p, svc, record, status, min(failed, key=lambda t: t.status.timestamp).id)
+            return False
+    if busy:
         return True
-    failed = [t for t in p.tasks_by_service.get(svc.id, [])
-              if t.spec_version == svc.spec_version and t.created_at >= status.get("started_at", 0)
-              and t.status.state in (TaskState.FAILED, TaskState.REJECTED)]
-    if not failed or len(failed) / max(1, slot_count) <= cfg["max_failure_ratio"]:
+    # swarmkit's updater keeps watching for failures for `monitor` after its last slot's task
+    # reached RUNNING (or went past it) before it declares the update complete.
+    started = [t.started_at or t.status.timestamp for t in mine if t.status.state >= TaskState.RUNNING]
+    deadline = max(started) + cfg["monitor"] if started else 0.0
+    if p.now < deadline:
+        p.wake.append(deadline)
         return True
-    culprit = failed[0].id
+    done = "rollback_completed" if status["state"] == "rollback_started" else "completed"
+    status.update(state=done, completed_at=p.now,
+                  message="rollback completed" if done == "rollback_completed" else "update completed")
+    record.update(update_status=status, rolling_back=False)
+    p.save_service(record)
+    return True
+
+
+def _update_failed(p: _Pass, svc: ServiceView, record: dict[str, Any], status: dict[str, Any], culprit: str) -> None:
+    """failure_action: roll back (never a rollback itself) or pause."""
+    rolling_back = bool(record.get("rolling_back"))
+    cfg = _update_config(svc, rolling_back)
     if cfg["failure_action"] == "rollback" and not rolling_back and record.get("previous_spec"):
         record.update(spec=record["previous_spec"], previous_spec=record["spec"],
                       spec_version=svc.spec_version + 1, rolling_back=True, updated_at=p.now,
@@ -253,7 +282,6 @@ def _update_status(p: _Pass, svc: ServiceView, busy: bool, slot_count: int) -> b
         status.update(state=state, message=f"{what} paused due to failure or early termination of task {culprit}")
         record["update_status"] = status
     p.save_service(record)
-    return False
 
 
 def _rolling_update(p: _Pass, svc: ServiceView, slots: dict[int | str, list[Task]]) -> None:
@@ -447,8 +475,9 @@ def _reconcile_job(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list[No
     iteration; its tasks run to completion, a failed one is restarted by the restart policy
     (`any` acting as `on-failure`). A replicated job keeps at most MaxConcurrent tasks active and
     never more than TotalCompletions (= replicas) active or complete; a global job runs one task
-    on each eligible node. Tasks are created desired RUNNING (the worker starts those) and
-    marked desired COMPLETE once they have completed, as swarmkit shows them."""
+    on each eligible node. Tasks are created desired COMPLETE, as swarmkit's reconcilers make
+    them (the node runs a task until its status reaches that), and a restarted one goes from
+    desired READY to COMPLETE (_run_state)."""
     live: list[Task] = []
     for t in tasks:
         if t.desired_state == TaskState.REMOVE:
@@ -459,13 +488,10 @@ def _reconcile_job(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list[No
             if t.status.state <= TaskState.RUNNING:
                 t.desired_state = TaskState.REMOVE
                 p.save(t)
-            elif t.desired_state == TaskState.COMPLETE:
+            elif t.desired_state <= TaskState.COMPLETE:
                 t.desired_state = TaskState.SHUTDOWN
                 p.save(t)
             continue
-        if t.status.state == TaskState.COMPLETE and t.desired_state < TaskState.COMPLETE:
-            t.desired_state = TaskState.COMPLETE
-            p.save(t)
         live.append(t)
     groups: dict[Any, list[Task]] = defaultdict(list)
     for t in live:
@@ -477,12 +503,12 @@ def _reconcile_job(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list[No
     for history in groups.values():
         if any(t.status.state == TaskState.COMPLETE for t in history):
             completed += 1
-        elif any(t.desired_state <= TaskState.RUNNING for t in history):
+        elif any(t.desired_state <= TaskState.COMPLETE for t in history):
             active += 1
         else:
             exhausted += 1  # failed and not to be restarted: the slot stays taken
     deps = waiting_on(p, svc) if not groups else []
-    desired = TaskState.READY if deps else TaskState.RUNNING
+    desired = TaskState.READY if deps else TaskState.COMPLETE
     extra: dict[str, Any] = {"waits_for": deps} if deps else {}
     if svc.mode == "global-job":
         for node in sorted((n for n in nodes if _eligible(n, svc)), key=lambda n: n.id):
@@ -503,7 +529,8 @@ def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]], repl
     # node are shut down by _reconcile_global.
     for history in slots.values():
         for t in list(history):
-            if t.desired_state > TaskState.RUNNING:
+            # A job's task is desired COMPLETE while it runs, and done once it got there.
+            if t.desired_state > TaskState.COMPLETE or t.status.state == t.desired_state == TaskState.COMPLETE:
                 continue
             if t.desired_state == TaskState.READY and t.status.state > TaskState.RUNNING and p.now < t.start_after:
                 # swarmkit's waitRestart: a replacement that fails while it still waits out its

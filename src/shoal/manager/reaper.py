@@ -39,7 +39,7 @@ def reconcile(tx: Transaction) -> list[str]:
             if excess <= 0:
                 break
             dead = task.status.state > TaskState.RUNNING and task.desired_state >= TaskState.SHUTDOWN
-            never_ran = task.status.state < TaskState.ASSIGNED and task.desired_state > TaskState.RUNNING
+            never_ran = task.status.state < TaskState.ASSIGNED and task.desired_state > TaskState.COMPLETE
             if dead or never_ran:
                 tx.delete("task", task.id)
                 deleted.append(task.id)

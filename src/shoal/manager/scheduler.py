@@ -12,7 +12,7 @@ every object changed.
 Then preassigned tasks (global services) are checked against their node, the rest scheduled in
 groups, and the decisions written: ASSIGNED with the node, or PENDING with swarmkit's
 explanation ("no suitable node (insufficient resources on 2 nodes; 1 node not available for
-new tasks)"). A PENDING task whose desired state is past RUNNING is shut down here, as before."""
+new tasks)"). A PENDING task whose desired state is past COMPLETE is shut down here, as before."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from shoal.model.cluster import Node, TaskState
 from shoal.store.base import Transaction
 
 _PENDING = int(TaskState.PENDING)
-_RUNNING = int(TaskState.RUNNING)
+_COMPLETE = int(TaskState.COMPLETE)  # a job's task is desired COMPLETE from the start
 _STATES = {s.text: int(s) for s in TaskState}
 
 
@@ -139,11 +139,11 @@ def _sync_tasks(tx: Transaction, seen: _Seen, now: float) -> tuple[list[dict[str
                 and known.state == _STATES[raw["status"]["state"]] and known.desired == _STATES[raw["desired_state"]]):
             continue  # what the core has already (most often: the scheduler's own write, read back)
         t = task_info(raw, seen)
-        if t.state == _PENDING and (t.desired > _RUNNING or t.service_id not in services):
+        if t.state == _PENDING and (t.desired > _COMPLETE or t.service_id not in services):
             old = core.all_tasks.get(task_id)
             if old is not None:
                 core.delete_task(old)
-            if t.desired > _RUNNING:
+            if t.desired > _COMPLETE:
                 shutdown.append(raw)
             continue
         core.update_task(t, now)

@@ -41,6 +41,13 @@ class TaskState(enum.IntEnum):
     def terminal(self) -> bool:
         return self > TaskState.RUNNING
 
+    @property
+    def runs(self) -> bool:
+        """As a desired state: the task is to be started and run until its status gets there.
+        A job's task is desired COMPLETE from the start (swarmkit's jobs orchestrator and
+        restart supervisor), a service's RUNNING."""
+        return self in (TaskState.RUNNING, TaskState.COMPLETE)
+
     @classmethod
     def parse(cls, text: str) -> TaskState:
         return cls[text.upper()]
@@ -82,6 +89,9 @@ class Task:
     # (full names) meet their condition, so a stack starts in order (docker compose does this;
     # Swarm does not).
     waits_for: list[str] = field(default_factory=list)
+    # When its node first reported it RUNNING (the dispatcher sets it): the updater counts a
+    # failure within update_config.monitor of this, as swarmkit's updatedTasks timestamps.
+    started_at: float = 0.0
     version: int = 0  # store revision of the last write
 
     @property

@@ -137,7 +137,7 @@ def _in_use(tx: Any, net: dict[str, Any]) -> str | None:
         if not any(a.get("network") in (net["name"], net["id"]) for a in raw.get("networks") or ()):
             continue
         task = Task.from_dict(raw)
-        if task.desired_state <= TaskState.RUNNING and task.status.state <= TaskState.RUNNING:
+        if task.desired_state <= TaskState.COMPLETE and task.status.state <= TaskState.RUNNING:
             return f"network {net['id']} is in use by task {task.id}"
     from shoal.manager.controlapi import attachments
 
