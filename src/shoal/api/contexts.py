@@ -130,7 +130,7 @@ def validate_name(name: str) -> None:
         raise InvalidArgument("context name cannot be empty")
     if name == DEFAULT:
         raise InvalidArgument(f'"{DEFAULT}" is a reserved context name')
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidArgument(f'context name "{name}" is invalid, names are validated against regexp '
                               f'"{_NAME_RE.pattern}"')
 

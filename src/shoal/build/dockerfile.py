@@ -694,7 +694,7 @@ def _command(node: Node) -> Command | Stage:
     if name == "from":
         if len(args) == 3 and args[1].lower() == "as":
             stage_name = args[2].lower()
-            if not _STAGE_NAME.match(stage_name):
+            if not _STAGE_NAME.fullmatch(stage_name):
                 raise ValueError(f'invalid name for build stage: "{args[2]}", name can\'t start with a number or contain symbols')
         elif len(args) != 1:
             raise ValueError("FROM requires either one or three arguments")

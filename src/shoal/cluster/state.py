@@ -97,7 +97,7 @@ def run_dir() -> Path:
 
 
 def validate_name(name: str) -> None:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidArgument(f'invalid cluster name "{name}": use 1 to 31 lower-case letters, digits and "-", '
                               f"starting with a letter or digit")
 
@@ -115,6 +115,10 @@ def veth_name(name: str, index: int) -> str:
 
 
 def record_path(name: str) -> Path:
+    # Every command naming a cluster (rm, start, stop) comes here: a name such as
+    # ../../../tmp/x would read a record from outside the state root and act on what it says
+    # (its processes killed, its directories removed).
+    validate_name(name)
     return clusters_dir() / name / "cluster.json"
 
 

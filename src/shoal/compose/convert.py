@@ -205,7 +205,7 @@ class Converter:
         path: P = ("services", compose_name)
         raw = v.mapping(raw, path)
         full_name = self.scope(compose_name)
-        if not SERVICE_NAME.match(full_name) or len(full_name) > 63:
+        if not SERVICE_NAME.fullmatch(full_name) or len(full_name) > 63:
             raise Invalid(path, f"invalid service name {full_name!r}: it must be a valid DNS "
                                 "name of 63 characters or fewer ([a-zA-Z0-9], '-' or '_' inside)")
         build = self.build(raw.get("build"), (*path, "build"))

@@ -18,7 +18,7 @@ def validate_stack_name(name: str) -> None:
     stack name may use, so that every `<stack>_<service>` is a name Swarm accepts."""
     if not name.strip().strip("\"'").strip():
         raise ComposeError(f"invalid stack name: {name!r}".replace("'", '"', 2))
-    if not _STACK_NAME.match(name):
+    if not _STACK_NAME.fullmatch(name):
         raise ComposeError(
             f'invalid stack name: "{name}": it must start with a letter or a digit and use '
             "only letters, digits, '_' and '-'"

@@ -65,7 +65,7 @@ class _Refused(Exception):
 def _parse_name(text: str) -> refs.Reference:
     """A repository name as the reference grammar has it (docker.io/library/web, localhost/x,
     reg:5000/team/app, or the familiar web): no tag, no digest, nothing else."""
-    if not refs.ANCHORED_NAME_RE.match(text) or len(text) > refs.NAME_TOTAL_LENGTH_MAX:
+    if not refs.ANCHORED_NAME_RE.fullmatch(text) or len(text) > refs.NAME_TOTAL_LENGTH_MAX:
         raise _Refused(error_response(400, "NAME_INVALID", detail={"name": text[:300]}))
     try:
         return refs.parse_name(text)
@@ -81,7 +81,7 @@ def _parse_digest(text: str) -> str:
     except InvalidArgument as exc:
         raise _Refused(error_response(400, "DIGEST_INVALID", str(exc))) from None
     algorithm, _, encoded = text.partition(":")
-    if algorithm != "sha256" or not _SHA256_HEX.match(encoded):
+    if algorithm != "sha256" or not _SHA256_HEX.fullmatch(encoded):
         return ""
     return text
 

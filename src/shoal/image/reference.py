@@ -88,7 +88,7 @@ class Reference:
 
 def validate_digest(digest: str) -> str:
     """go-digest's Digest.Validate: `algo:hex` of the right length; returns the digest."""
-    if not ANCHORED_DIGEST_RE.match(digest):
+    if not ANCHORED_DIGEST_RE.fullmatch(digest):
         raise InvalidArgument(f"invalid checksum digest format: {digest}")
     algorithm, _, encoded = digest.partition(":")
     expected = _DIGEST_HEX_LENGTHS.get(algorithm)
@@ -122,7 +122,7 @@ def split_docker_domain(name: str) -> tuple[str, str]:
 
 def parse_normalized(text: str) -> Reference:
     """ParseNormalizedNamed: the reference as given, normalised, without a default tag."""
-    if ANCHORED_IDENTIFIER_RE.match(text):
+    if ANCHORED_IDENTIFIER_RE.fullmatch(text):
         raise InvalidArgument(f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
     domain, remainder = split_docker_domain(text)
     remote = remainder.split(":", 1)[0] if ":" in remainder else remainder
@@ -140,17 +140,17 @@ def parse_exact(text: str) -> Reference:
 
 
 def _parse_full(full: str, original: str) -> Reference:
-    m = REFERENCE_RE.match(full)
+    m = REFERENCE_RE.fullmatch(full)
     if m is None:
         if not original:
             raise _invalid("repository name must have at least one component")
-        if REFERENCE_RE.match(full.lower()):
+        if REFERENCE_RE.fullmatch(full.lower()):
             raise _invalid(f"repository name must be lowercase: \"{original}\"")
         raise _invalid(f"\"{original}\"")
     name, tag, digest = m.group(1), m.group(2), m.group(3)
     if len(name) > NAME_TOTAL_LENGTH_MAX:
         raise _invalid(f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters")
-    name_match = ANCHORED_NAME_RE.match(name)
+    name_match = ANCHORED_NAME_RE.fullmatch(name)
     assert name_match is not None  # the full pattern matched, so the name pattern does
     domain, path = name_match.group(1) or "", name_match.group(2)
     if digest:
@@ -179,5 +179,5 @@ def parse_name(text: str) -> Reference:
 
 def is_identifier(text: str) -> bool:
     """A full 64-hex image ID without its `sha256:` prefix."""
-    return bool(ANCHORED_IDENTIFIER_RE.match(text))
+    return bool(ANCHORED_IDENTIFIER_RE.fullmatch(text))
 

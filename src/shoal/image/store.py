@@ -400,7 +400,7 @@ class ImageStore:
 
     def blob_path(self, digest: str) -> Path:
         algorithm, _, encoded = digest.partition(":")
-        if algorithm != "sha256" or not _HEX64.match(encoded):
+        if algorithm != "sha256" or not _HEX64.fullmatch(encoded):
             raise InvalidArgument(f"invalid digest: {digest}")
         return self.blobs_dir / encoded
 
@@ -709,7 +709,7 @@ class ImageStore:
 
     def _lookup(self, index: dict[str, Any], text: str) -> str | None:
         """The image ID `text` names: a tag, name@digest, or a full or unique short ID."""
-        m = _ID_PREFIX.match(text)
+        m = _ID_PREFIX.fullmatch(text)
         if m and len(m.group(1)) == 64:
             image_id = "sha256:" + m.group(1)
             return image_id if image_id in index["images"] else None
@@ -1236,7 +1236,7 @@ def _without_tag(ref: refs.Reference) -> refs.Reference:
 def _is_id_prefix(index: dict[str, Any], image_id: str, text: str) -> bool:
     """Whether `text` named the image by ID (moby tries a name first, so a short hex string
     that is also a tag is a name)."""
-    m = _ID_PREFIX.match(text)
+    m = _ID_PREFIX.fullmatch(text)
     if not m or not image_id.startswith("sha256:" + m.group(1)):
         return False
     if text.startswith("sha256:") or len(m.group(1)) == 64:

@@ -152,9 +152,11 @@ class ContainerManager:
         ref = ref.strip()
         if not ref:
             raise NotFound("No such container: ")
-        direct = self.root / ref
-        if len(ref) == 64 and (direct / "container.json").exists():
-            c = Container.load(direct)
+        # Only a full ID names a directory: any other 64 characters ("../../tmp/x/...") must
+        # not pick a container.json outside the store.
+        if len(ref) == 64 and all(ch in "0123456789abcdef" for ch in ref) \
+                and (self.root / ref / "container.json").exists():
+            c = Container.load(self.root / ref)
             c.refresh()
             return c
         containers = self._all()
@@ -212,7 +214,7 @@ class ContainerManager:
         mount_specs = [normalize_mount(m) for m in spec.mounts]
         with self._names_lock():
             name = spec.name.lstrip("/") if spec.name else self._free_name()
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise InvalidArgument(
                     f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
             other = self._names().get(name)

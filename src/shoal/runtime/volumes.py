@@ -80,7 +80,7 @@ def data_dir(name: str) -> Path:
 
 
 def validate_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidArgument(
             f'create {name}: "{name}" includes invalid characters for a local volume name, '
             "only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host "
@@ -144,7 +144,7 @@ def _read(name: str) -> Volume | None:
     try:
         raw = json.loads((top / RECORD).read_text())
     except FileNotFoundError:
-        anonymous = bool(_ANONYMOUS.match(name))
+        anonymous = bool(_ANONYMOUS.fullmatch(name))
         return Volume(name=name, created_at=os.stat(top).st_ctime, anonymous=anonymous,
                       labels={ANONYMOUS_LABEL: ""} if anonymous else None)
     except ValueError:
@@ -156,7 +156,7 @@ def _read(name: str) -> Volume | None:
 
 def get(name: str) -> Volume:
     """dockerd's `get NAME: no such volume`."""
-    found = _read(name) if _NAME.match(name) else None
+    found = _read(name) if _NAME.fullmatch(name) else None
     if found is None:
         raise NotFound(f"get {name}: no such volume")
     return found
@@ -168,7 +168,7 @@ def list_volumes() -> list[Volume]:
         return []
     out = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir() and _NAME.match(entry.name):
+        if entry.is_dir() and _NAME.fullmatch(entry.name):
             found = _read(entry.name)
             if found is not None:
                 out.append(found)

@@ -39,7 +39,7 @@ def validate_name(name: str) -> None:
     """swarmkit validateConfigOrSecretAnnotations."""
     if not name:
         raise InvalidArgument(_rpc("InvalidArgument", "name must be provided"))
-    if len(name) > 64 or not _NAME.match(name):
+    if len(name) > 64 or not _NAME.fullmatch(name):
         raise InvalidArgument(_rpc("InvalidArgument", "invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, "
                                                       "and the start and end character must be [a-zA-Z0-9]"))
 

@@ -43,7 +43,7 @@ def validate_name(name: str) -> None:
     """swarmkit validateAnnotations."""
     if not name:
         raise _invalid("meta: name must be provided")
-    if not _DNS_NAME.match(name):
+    if not _DNS_NAME.fullmatch(name):
         raise _invalid("name must be valid as a DNS name component")
     if len(name) > 63:
         raise _invalid("name must be 63 characters or fewer")

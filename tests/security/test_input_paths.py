@@ -1,0 +1,92 @@
+"""Names and fields that become paths (a volume's name, a cluster's, a container reference, a
+volume mount's subpath, a secret's owner): each is checked before anything is made, and what it
+names stays inside its root. Planted files outside the state root stand for what a local user
+could leave in /tmp for root to be pointed at."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_ONLY, run_shoal
+
+pytestmark = [pytest.mark.root, ROOT_ONLY]
+
+
+def _one_line_error(proc, *words: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+    if words:  # the names above print as given, newline and all (as moby's do)
+        assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("volume", "create", "vol\n"),
+    ("create", "--name", "ctr\n", "localhost/busybox:test", "true"),
+    ("tag", "localhost/busybox:test", "localhost/tagged:t\n"),
+])
+def test_a_name_with_a_trailing_newline_is_refused(shoal, busybox_image: str, args: tuple[str, ...]) -> None:
+    """Python's `$` matches before a final newline, Go's (moby's patterns) does not: `vol\\n`
+    became a volume directory with a newline in its name, and a container named `ctr\\n` that no
+    `rm ctr\\n` could find again (references are stripped)."""
+    before = {e.name for e in os.scandir(Path(os.environ["SHOAL_ROOT"]) / "volumes")} \
+        if (Path(os.environ["SHOAL_ROOT"]) / "volumes").is_dir() else set()
+    proc = shoal(*args)
+    _one_line_error(proc)
+    after = {e.name for e in os.scandir(Path(os.environ["SHOAL_ROOT"]) / "volumes")} \
+        if (Path(os.environ["SHOAL_ROOT"]) / "volumes").is_dir() else set()
+    assert after == before
+    assert "ctr\n" not in shoal("ps", "-a", "--format", "{{json .Names}}").stdout.replace('\\n', "\n")
+    assert "tagged" not in shoal("images").stdout
+
+
+def test_a_cluster_name_cannot_pick_a_record_outside_the_state_root(tmp_path: Path) -> None:
+    """`cluster rm|start NAME` read clusters/NAME/cluster.json unchecked: `../../plant` read a
+    record planted outside the state root and acted on it (its directory removed; its nodes'
+    processes, cgroups and bridge are named by that record too)."""
+    env = {"SHOAL_ROOT": str(tmp_path / "root"), "SHOAL_RUN": str(tmp_path / "run")}
+    (tmp_path / "root" / "clusters").mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("must stay")
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "cluster.json").write_text(json.dumps({
+        "name": "../../victim", "subnet": "198.18.40.0/24", "bridge": "h4nosuchbridge",
+        "bridge_address": "198.18.40.1", "created": 0.0, "nodes": [], "supervisor_pid": 0}))
+    for verb in ("rm", "start"):
+        proc = run_shoal("cluster", verb, "../../plant", env=env)
+        _one_line_error(proc, "invalid cluster name")
+        assert (victim / "keep").read_text() == "must stay"
+
+
+def test_a_container_reference_of_64_characters_is_not_a_path(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """A reference 64 characters long was taken for an ID and joined to containers/ as it was:
+    `../../<somewhere>/...` loaded a container.json planted there, and `rm -f` removed the
+    directory it named."""
+    root = Path(os.environ["SHOAL_ROOT"])
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("must stay")
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    made = shoal("create", busybox_image, "true", check=True).stdout.strip()
+    try:
+        record = json.loads((root / "containers" / made / "container.json").read_text())
+    finally:
+        shoal("rm", "-f", made, check=True)
+    record["dir"] = str(victim)
+    record["name"] = "planted"
+    (plant / "container.json").write_text(json.dumps(record))
+    rel = os.path.relpath(plant, root / "containers")
+    ref = rel.replace("/", "/" + "./" * ((64 - len(rel)) // 2), 1)
+    ref = ref + "/" * (64 - len(ref))
+    assert len(ref) == 64 and (root / "containers" / ref / "container.json").exists()
+    proc = shoal("rm", "-f", ref)
+    _one_line_error(proc, "No such container")
+    assert (victim / "keep").read_text() == "must stay"
