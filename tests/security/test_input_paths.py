@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,54 @@ def test_a_container_reference_of_64_characters_is_not_a_path(shoal, busybox_ima
     proc = shoal("rm", "-f", ref)
     _one_line_error(proc, "No such container")
     assert (victim / "keep").read_text() == "must stay"
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("owner", ['uid: "abc"', 'gid: "99999999999"', 'uid: "-5"'])
+def test_a_secrets_bad_owner_rejects_the_task_naming_the_key(shoal, busybox_image: str, tmp_path: Path,
+                                                             owner: str) -> None:
+    """A secret's uid and gid are strings in a stack file (moby's strconv.Atoi reads them when
+    the task starts). One Python's int() or chown() refused raised out of the task's prepare
+    step: the task stayed Preparing for ever, prepared again in a tight loop (a traceback in
+    shoald.log each time). It is Rejected, with moby's words and the key, and its tmpfs goes."""
+    (tmp_path / "s.txt").write_text("value")
+    stack = tmp_path / "stack.yml"
+    stack.write_text(f"""\
+services:
+  app:
+    image: {busybox_image}
+    command: ["sleep", "1000"]
+    secrets:
+      - source: s
+        target: x
+        {owner}
+secrets:
+  s:
+    file: ./s.txt
+""")
+    shoal("stack", "deploy", "-c", str(stack), "h4owner", check=True)
+    try:
+        def rejected() -> str:
+            out = shoal("service", "ps", "h4owner_app", "--no-trunc", "--format",
+                        "{{.CurrentState}}|{{.Error}}").stdout
+            return next((line for line in out.splitlines() if line.startswith("Rejected")), "")
+
+        line = _wait(rejected, 60, "the task to be rejected")
+        key = owner.split(":")[0]
+        assert f"secret h4owner_s {key}: " in line, line
+        assert ("invalid syntax" in line) or ("invalid argument" in line) or ("out of range" in line), line
+        assert not [m for m in Path("/proc/mounts").read_text().splitlines()
+                    if "shoal-taskfiles" in m and os.environ["SHOAL_RUN"] in m]
+    finally:
+        shoal("stack", "rm", "h4owner")
+        _wait(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.stack.namespace=h4owner").stdout.strip(),
+              60, "the stack's containers to go")

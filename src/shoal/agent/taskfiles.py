@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 from collections.abc import Callable
@@ -86,10 +87,11 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any],
         for n, (kind, ref, data) in enumerate(contents):
             path = directory / f"{kind}-{n}"
             mode = int(ref.get("mode", 0o444))
-            paths.write_file(path, data, 0o600)
-            os.chown(path, int(ref.get("uid") or 0), int(ref.get("gid") or 0))
-            os.chmod(path, mode)
             target = str(ref["target"])
+            uid, gid = (_owner(kind, ref, key) for key in ("uid", "gid"))
+            paths.write_file(path, data, 0o600)
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
             if not target.startswith("/"):  # a config's relative File.Name: under / (moby)
                 target = "/" + target
             mounts.append(Mount(type="bind", source=str(path), target=target, read_only=True))
@@ -98,6 +100,23 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any],
         remove(task_id)
         raise
     return mounts
+
+
+def _owner(kind: str, ref: dict[str, Any], key: str) -> int:
+    """A reference's uid or gid as moby's setupSecretDir reads it (strconv.Atoi; "" is 0, as
+    docker/cli sends it). A bad one fails the task with moby's words, naming the key: a
+    ValueError or OverflowError here left the task PREPARING, prepared again in a tight loop."""
+    text = str(ref.get(key) or "0")
+    what = f"{kind} {ref.get('source', '')} {key}"
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ShoalError(f'{what}: strconv.Atoi: parsing "{text[:40]}": invalid syntax')
+    if len(text) > 20:  # past int64 (and int() of thousands of digits is itself an error)
+        raise ShoalError(f'{what}: strconv.Atoi: parsing "{text[:40]}": value out of range')
+    value = int(text)
+    if not 0 <= value < 0xFFFFFFFF:  # (uid_t)-1 means "unchanged" to chown, not an owner
+        raise ShoalError(f"{what}: error setting ownership for {kind}: chown {ref.get('target', '')} to {value}: "
+                         f"invalid argument")
+    return value
 
 
 def _collect(store: Store, keep: str) -> None:
