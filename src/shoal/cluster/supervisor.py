@@ -198,10 +198,10 @@ def _stop(nodes: list[Node]) -> None:
         node.record.pid_file.unlink(missing_ok=True)
 
 
-def run(cluster_dir: Path) -> int:
-    record = state.ClusterRecord.from_dict(__import__("json").loads((cluster_dir / "cluster.json").read_text()))
-    wanted = _WAITED
-    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+def preload() -> None:
+    """Everything the zygote imports for its nodes. Each node maps all of it, so all of it counts
+    in every node's RSS: a module only a request needs (dnslib, the resolver's first question)
+    stays out (tests/unit/test_idle_imports.py)."""
     # A zygote: shoald's modules imported once here, so each node's shoald (and each start
     # again, after a crash or a swarm join) is a fork that starts at once, not a fresh Python
     # importing everything (0.4-0.9 s of CPU each, four at once on two cores).
@@ -218,6 +218,13 @@ def run(cluster_dir: Path) -> int:
 
     for module in PRELOAD:
         importlib.import_module(module)
+
+
+def run(cluster_dir: Path) -> int:
+    record = state.ClusterRecord.from_dict(__import__("json").loads((cluster_dir / "cluster.json").read_text()))
+    wanted = _WAITED
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    preload()
     # The runtime's once-per-process work too (host facts, the default seccomp filter compiled:
     # 19 ms of CPU idle, more under load), in memory: no node's first task pays it, each its own.
     from shoal.runtime import oci

@@ -34,12 +34,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from dnslib import PTR, QTYPE, RCODE, RR, A, DNSRecord
+from typing import TYPE_CHECKING, Any
 
 from shoal.network import netns
 from shoal.network.store import Network
+
+if TYPE_CHECKING:
+    from dnslib import DNSRecord
 
 LISTEN_ADDR = "127.0.0.11"
 TTL = 600  # what Docker's resolver gives its own records
@@ -102,9 +103,28 @@ class _Served:
     tcp_clients: int = 0
 
 
+def parse(data: bytes) -> DNSRecord:
+    """dnslib (0.6 MiB of code) is imported at the first question that is not a cached answer,
+    not with this module: every node's shoald has the resolver, and a local cluster's zygote
+    preloads it, but a node whose tasks never ask a name never needs dnslib."""
+    from dnslib import DNSRecord
+
+    return DNSRecord.parse(data)
+
+
 def refused(request: DNSRecord) -> bytes:
+    from dnslib import RCODE
+
     reply = request.reply()
     reply.header.rcode = RCODE.REFUSED
+    return reply.pack()
+
+
+def servfail(request: DNSRecord) -> bytes:
+    from dnslib import RCODE
+
+    reply = request.reply()
+    reply.header.rcode = RCODE.SERVFAIL
     return reply.pack()
 
 
@@ -187,6 +207,8 @@ class EmbeddedDNS:
 
     def answer_local(self, networks: list[str], request: DNSRecord) -> DNSRecord | None:
         """An answer from the tables, or None when the question must go upstream."""
+        from dnslib import PTR, QTYPE, RR, A
+
         q = request.q
         qname = str(q.qname)
         reply = request.reply()
@@ -217,7 +239,7 @@ class EmbeddedDNS:
         if cached is not None:
             return cached
         try:
-            request = DNSRecord.parse(data)
+            request = parse(data)
         except Exception:  # noqa: BLE001 - garbage on the wire is dropped, as any resolver does
             return None
         local = self.answer_packed(networks, data, request)
@@ -265,9 +287,7 @@ class EmbeddedDNS:
                 continue
             finally:
                 sock.close()
-        reply = request.reply()
-        reply.header.rcode = RCODE.SERVFAIL
-        return reply.pack()
+        return servfail(request)
 
     async def forward_tcp(self, request: DNSRecord, data: bytes) -> bytes:
         """A question that came over TCP goes upstream over TCP (answers too big for UDP)."""
@@ -286,9 +306,7 @@ class EmbeddedDNS:
                 continue
             finally:
                 writer.close()
-        reply = request.reply()
-        reply.header.rcode = RCODE.SERVFAIL
-        return reply.pack()
+        return servfail(request)
 
     # --- serving namespaces --------------------------------------------------------------------
 
@@ -382,7 +400,7 @@ class _UDP(asyncio.DatagramProtocol):
         local = self.dns.answer_cached(self.served.networks, data)
         if local is None:
             try:
-                request = DNSRecord.parse(data)
+                request = parse(data)
             except Exception:  # noqa: BLE001 - garbage on the wire is dropped
                 return
             local = self.dns.answer_packed(self.served.networks, data, request)
