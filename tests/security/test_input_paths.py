@@ -142,3 +142,70 @@ secrets:
         shoal("stack", "rm", "h4owner")
         _wait(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.stack.namespace=h4owner").stdout.strip(),
               60, "the stack's containers to go")
+
+
+def test_a_volume_subpath_is_bound_alone_and_stays_in_the_volume(shoal, busybox_image: str) -> None:
+    """`--mount volume-subpath=` (compose's `volume.subpath`) was ignored: the whole volume was
+    mounted, the rest of it shown to a service meant to see one directory. It is resolved
+    beneath the volume's data as moby's safepath.Join does: a link inside the volume is followed
+    there, a link to / refused at start with moby's words, `..` or an absolute path refused
+    before anything is made."""
+    data = Path(shoal("volume", "create", "h4subvol", check=True) and
+                shoal("volume", "inspect", "-f", "{{.Mountpoint}}", "h4subvol", check=True).stdout.strip())
+    (data / "sub").mkdir()
+    (data / "sub" / "inside").write_text("in the subpath")
+    (data / "secret-elsewhere").write_text("not for this service")
+    (data / "hack").mkdir()
+    (data / "hack" / "good").symlink_to("../sub")
+    (data / "hack" / "root").symlink_to("/")
+
+    def service(subpath: str) -> list[str]:
+        """The service's first task: its state line and its output."""
+        shoal("service", "create", "-d", "--name", "h4sub", "--restart-condition", "none",
+              "--mount", f"type=volume,src=h4subvol,dst=/x,volume-subpath={subpath}",
+              busybox_image, "sh", "-c", "ls /x; sleep 1000", check=True)
+        try:
+            def done() -> list[str]:
+                state = shoal("service", "ps", "h4sub", "--no-trunc", "--format",
+                              "{{.CurrentState}}|{{.Error}}").stdout.strip()
+                logs = shoal("service", "logs", "--raw", "h4sub").stdout.split()
+                return [state, *logs] if state.startswith("Failed") or logs else []
+            return _wait(done, 60, f"the service with subpath {subpath}")
+        finally:
+            shoal("service", "rm", "h4sub")
+            _wait(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4sub").stdout.strip(),
+                  60, "the service's containers to go")
+
+    for subpath in ("sub", "hack/good"):
+        state, *seen = service(subpath)
+        assert seen == ["inside"], (subpath, state, seen)
+    state, *seen = service("hack/root")
+    assert state.startswith("Failed") and "path concatenation escapes the base directory" in state, (state, seen)
+    assert not [m for m in Path("/proc/mounts").read_text().splitlines() if "/subpaths/" in m]
+    for subpath in ("../../..", "/etc"):
+        proc = shoal("service", "create", "-d", "--name", "h4sub", "--mount",
+                     f"type=volume,src=h4subvol,dst=/x,volume-subpath={subpath}", busybox_image)
+        _one_line_error(proc)  # a flag's error, followed by the usage lines as docker's
+        assert "subpath must be a relative path within the volume" in proc.stderr.splitlines()[0], proc.stderr
+    assert "h4sub" not in shoal("service", "ls").stdout
+    shoal("volume", "rm", "h4subvol", check=True)
+
+
+def test_a_stack_volume_subpath_out_of_the_volume_is_refused_naming_the_key(shoal, tmp_path: Path) -> None:
+    stack = tmp_path / "stack.yml"
+    stack.write_text("""\
+services:
+  app:
+    image: localhost/busybox:test
+    volumes:
+      - type: volume
+        source: data
+        target: /x
+        volume:
+          subpath: sub/../../..
+volumes:
+  data: {}
+""")
+    proc = shoal("stack", "deploy", "-c", str(stack), "h4subst")
+    _one_line_error(proc, "services.app.volumes[0].volume.subpath: subpath must be a relative path within the volume")
+    assert "h4subst" not in shoal("stack", "ls").stdout

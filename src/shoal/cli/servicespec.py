@@ -175,6 +175,12 @@ def parse_mount(value: str) -> Mount:
                 options.append("nocopy")
             typed[key] = "volume"
         elif key == "volume-subpath":
+            from shoal.runtime.volumes import check_subpath
+
+            try:
+                check_subpath(val)
+            except InvalidArgument as exc:
+                raise _flag_error(value, flag, f"invalid value for {key}: {exc}") from None
             options.append(f"subpath={val}")
             typed[key] = "volume"
         elif key == "tmpfs-size":

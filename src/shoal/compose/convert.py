@@ -7,6 +7,7 @@ build and secret paths are resolved against the working directory."""
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -396,7 +397,10 @@ class Converter:
             if v.boolean(opts.get("nocopy"), (*path, "volume", "nocopy")):
                 options.append("nocopy")
             if opts.get("subpath"):
-                options.append(f"subpath={v.string(opts['subpath'], (*path, 'volume', 'subpath'))}")
+                subpath = v.string(opts["subpath"], (*path, "volume", "subpath"))
+                if not _is_local(subpath):
+                    raise Invalid((*path, "volume", "subpath"), "subpath must be a relative path within the volume")
+                options.append(f"subpath={subpath}")
             if not source:
                 # docker/cli handleVolumeToMount: an anonymous volume gets no VolumeOptions at
                 # all, so its nocopy and subpath are dropped there.
@@ -811,3 +815,10 @@ def convert(
 ) -> StackSpec:
     """Raises Invalid (with the key path) for a value Swarm would refuse."""
     return Converter(config, stack, working_dir, environment, warn).stack_spec()
+
+
+def _is_local(path: str) -> bool:
+    """Go's filepath.IsLocal, as moby checks a volume mount's subpath: relative, and no `..`
+    that leaves it once cleaned."""
+    cleaned = posixpath.normpath(path)
+    return not path.startswith("/") and cleaned != ".." and not cleaned.startswith("../")

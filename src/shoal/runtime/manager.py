@@ -443,9 +443,17 @@ class ContainerManager:
                                        "Propagation": propagation})
             else:
                 source, fresh = volumes.ensure(m.source, m.options)
-                if fresh:
-                    volumes.copy_up(m.source, c.rootfs, m.target)
-                mounts.mount_point_in_root(c.rootfs, m.target, is_dir=True)
+                subpath = volumes.subpath_option(m.options)
+                if subpath is not None:
+                    # Only the subpath, resolved beneath the volume's data, is bound (it was
+                    # ignored: the whole volume was mounted); the image's files are not copied up.
+                    source = c.dir / "subpaths" / str(len(user))
+                    is_dir = volumes.bind_subpath(m.source, subpath, source)
+                    mounts.mount_point_in_root(c.rootfs, m.target, is_dir=is_dir)
+                else:
+                    if fresh:
+                        volumes.copy_up(m.source, c.rootfs, m.target)
+                    mounts.mount_point_in_root(c.rootfs, m.target, is_dir=True)
                 inspect_mounts.append({"Type": "volume", "Name": m.source, "Source": str(source),
                                        "Destination": m.target, "Driver": "local", "Mode": "z",
                                        "RW": not m.read_only, "Propagation": ""})
@@ -581,6 +589,8 @@ class ContainerManager:
         for target in reversed(mounts.mounts_under(c.rootfs)):
             mounts.unmount(Path(target))
         mounts.unmount(c.rootfs)
+        for target in reversed(mounts.mounts_under(c.dir / "subpaths")):  # volume subpaths' binds
+            mounts.unmount(Path(target))
         if c.spec.network not in ("host", "none") and not c.spec.network.startswith("container:"):
             with contextlib.suppress(ImportError):
                 importlib.import_module("shoal.network.attach").detach(c.id)
@@ -738,6 +748,14 @@ def normalize_mount(m: Mount) -> Mount:
         raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: '{m.source}' mount path must be absolute")
     if m.type == "volume" and m.source:
         volumes.validate_name(m.source)
+    subpath = volumes.subpath_option(m.options)
+    if subpath is not None:
+        if m.type != "volume":
+            raise InvalidArgument(f"invalid mount config for type \"{m.type}\": subpath is for volume mounts")
+        try:
+            volumes.check_subpath(subpath)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"invalid mount config for type \"volume\": {exc}") from None
     if m.type not in ("bind", "volume", "tmpfs"):
         raise InvalidArgument(f"invalid mount type: {m.type}")
     return Mount(type=m.type, target=m.target, source=m.source, read_only=m.read_only,

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -353,6 +355,68 @@ def mount_volume(vol: Volume) -> None:
             text = text.replace("password=" + password, "password=********", 1)
         raise ShoalError(f"error while mounting volume '{vol.mountpoint.parent}': failed to mount local "
                          f"volume: {text}") from None
+
+
+SUBPATH_ERROR = "subpath must be a relative path within the volume"
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS, _RESOLVE_BENEATH = 0x02, 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def subpath_option(options: list[str] | tuple[str, ...]) -> str | None:
+    """The `subpath=` a volume mount carries (`--mount volume-subpath=`, compose's
+    `volume.subpath`), or None."""
+    found = None
+    for item in options:
+        key, sep, value = item.partition("=")
+        if key == "subpath" and sep:
+            found = value
+    return found
+
+
+def check_subpath(subpath: str) -> None:
+    """moby's validateMountConfig: Go's filepath.IsLocal, so no absolute path and no `..` that
+    leaves the volume once cleaned."""
+    cleaned = os.path.normpath(subpath) if subpath else ""
+    if not subpath or subpath.startswith("/") or cleaned == ".." or cleaned.startswith("../"):
+        raise InvalidArgument(SUBPATH_ERROR)
+
+
+def bind_subpath(name: str, subpath: str, at: Path) -> bool:
+    """Bind the volume's `subpath` at `at` (made here, a file or a directory as the subpath is),
+    as moby's safepath.Join: resolved by the kernel beneath the volume's data (openat2
+    RESOLVE_BENEATH: a link to / or a `..` out of it is refused, a link within it followed),
+    and bound from the descriptor that resolution opened, so a container that swaps a part of
+    the path for a link meanwhile does not redirect the mount. True when it is a directory."""
+    check_subpath(subpath)
+    data = data_dir(name)
+    base = os.open(data, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+        fd = _libc.syscall(_SYS_OPENAT2, base, subpath.encode(), ctypes.byref(how), ctypes.sizeof(how))
+        err = ctypes.get_errno() if fd < 0 else 0
+    finally:
+        os.close(base)
+    if err == errno.EXDEV:
+        raise InvalidArgument(f"path concatenation escapes the base directory, base: {data}, subpath: {subpath}")
+    if err:
+        raise NotFound(f"cannot access path {os.path.join(data, subpath)}: {_go_errno(err)}")
+    try:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        if mounts.is_mounted(at):
+            mounts.unmount(at)
+        paths.ensure_private_dir(at.parent)
+        if is_dir:
+            at.mkdir(mode=0o700, exist_ok=True)
+        else:
+            os.close(os.open(at, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        _sys_mount(f"/proc/self/fd/{fd}", str(at), "", _MS["BIND"], "", "mount")
+    finally:
+        os.close(fd)
+    return is_dir
 
 
 def copy_up(name: str, rootfs: Path, target: str) -> None:
