@@ -22,6 +22,7 @@ import pytest
 
 from cluster.conftest import (cgroup_dirs_named, host_mounts, in_netns, link_names, netns_names,
                               nft_tables, ns_inode)
+from shoal.daemonenv import DAEMON_ENV
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -149,9 +150,10 @@ def test_nodes_are_namespaces_with_their_own_shoald(cluster: LocalCluster) -> No
         cgroups_seen = subprocess.run(["nsenter", "-t", str(pid), "-m", "ls", "/sys/fs/cgroup"], capture_output=True,
                                       text=True).stdout.split()
         assert "memory" in cgroups_seen or "cgroup.controllers" in cgroups_seen  # the host's hierarchies carried over
-        # Two malloc arenas (cluster/lifecycle.py): glibc read them in the zygote, each node is its fork.
-        wanted = f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '2')}".encode()
-        assert wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        # One malloc arena, no column tables (daemonenv.py): read in the zygote, each node is its fork.
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        for name, value in DAEMON_ENV.items():
+            assert f"{name}={os.environ.get(name, value)}".encode() in environ
     assert len(seen_mnt) == NODES
 
 

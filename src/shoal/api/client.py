@@ -357,9 +357,12 @@ def connect(autostart: bool = True) -> Client:
         os.fchmod(log.fileno(), 0o600)  # a log an older shoal made with the umask's 0644
         import subprocess  # only to start shoald: most commands find it running
 
+        from shoal.daemonenv import daemon_env
+
         subprocess.Popen(
             [sys.executable, "-m", "shoal", "daemon"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+            env=daemon_env(os.environ),
         )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

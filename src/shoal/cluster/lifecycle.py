@@ -27,6 +27,7 @@ from pathlib import Path
 
 from shoal import paths
 from shoal.cluster import net, state
+from shoal.daemonenv import daemon_env
 from shoal.errors import Conflict, ShoalError
 
 START_TIMEOUT = 60.0
@@ -73,18 +74,11 @@ def node_answers(node: state.NodeRecord, timeout: float = 1.0) -> bool:
 
 # ---- create ---------------------------------------------------------------------------------------
 
-# glibc's malloc gives each thread that allocates an arena of its own (up to 8 per core), and
-# shoald's thread pools (blocking steps off the event loop, a pull's downloads) leave each one's
-# pages behind: with two arenas a node's idle shoald is about 3.5 MiB RSS smaller (as
-# contrib/shoald.service sets it). glibc reads it when the process starts, so it is given to
-# the supervisor, the nodes' zygote; an operator's own value is kept.
-MALLOC_ARENA_MAX = "2"
-
 
 def _start_supervisor(record: state.ClusterRecord) -> int:
     log = record.dir / "supervisor.log"
-    env = dict(os.environ)
-    env.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)
+    # glibc and CPython read these at the supervisor's start: each node is its fork.
+    env = daemon_env(os.environ)
     with open(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "shoal.cluster.supervisor", str(record.dir)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True,

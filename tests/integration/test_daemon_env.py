@@ -1,0 +1,39 @@
+"""The shoald a command starts on demand (api/client.py connect) runs with daemonenv.py's
+settings, as contrib/shoald.service's and a local cluster's nodes: one malloc arena and code
+without column tables. glibc and CPython read them only when the process starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT_ONLY, shoald_pid, stop_daemon, teardown_root
+from shoal.daemonenv import DAEMON_ENV
+
+pytestmark = ROOT_ONLY
+
+
+def test_an_on_demand_shoald_gets_the_daemon_environment(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run = root / "run"
+    env = dict(os.environ, SHOAL_ROOT=str(root), SHOAL_RUN=str(run))
+    for name in (*DAEMON_ENV, "SHOAL_SOCKET", "SHOAL_HOST", "SHOAL_CONTEXT"):
+        env.pop(name, None)
+    env["MALLOC_ARENA_MAX"] = "3"  # an operator's own value is kept
+    try:
+        proc = subprocess.run([sys.executable, "-m", "shoal", "stack", "ls"], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.startswith("Starting shoald")
+        pid = shoald_pid(run)
+        assert pid is not None
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"MALLOC_ARENA_MAX=3" in environ
+        assert b"PYTHONNODEBUGRANGES=1" in environ
+    finally:
+        stop_daemon(run)
+        teardown_root(root, run)
+        shutil.rmtree(root, ignore_errors=True)
