@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -209,3 +211,23 @@ volumes:
     proc = shoal("stack", "deploy", "-c", str(stack), "h4subst")
     _one_line_error(proc, "services.app.volumes[0].volume.subpath: subpath must be a relative path within the volume")
     assert "h4subst" not in shoal("stack", "ls").stdout
+
+
+def test_a_relative_bind_device_is_read_from_root_not_the_callers_directory(shoal, busybox_image: str,
+                                                                            tmp_path: Path) -> None:
+    """A local volume's `device` for a bind (`-o type=none -o o=bind -o device=data`, a stack's
+    driver_opts) went to mount(2) as written, looked up from the working directory of whichever
+    process mounted it first (the CLI's, or that of the shell that started shoald): the same
+    volume named another directory from one command to the next. It is read from /, as
+    dockerd (whose working directory is /) reads it."""
+    name = f"h4reldev{os.getpid()}"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "callers-file").write_text("the caller's directory")
+    shoal("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={name}", name, check=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "shoal", "run", "--rm", "-v", f"{name}:/x", busybox_image,
+                               "ls", "/x"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert "callers-file" not in proc.stdout, proc.stdout
+        assert proc.returncode != 0 and f"mount /{name}:" in proc.stderr, proc.stderr
+    finally:
+        shoal("volume", "rm", name, check=True)

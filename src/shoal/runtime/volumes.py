@@ -300,6 +300,11 @@ def mount_call(device: str, target: str, fstype: str, options: str) -> None:
     """moby/sys/mount Mount (mounter_linux.go): the mount, then a propagation change, then a
     read-only remount of a bind."""
     flags, data = parse_options(options)
+    if flags & _MS["BIND"] and device and not device.startswith("/"):
+        # mount(2) looks a bind's source up from the caller's working directory: dockerd's is
+        # /, shoal's is wherever the CLI (or the shell that first started shoald) stood, so
+        # `device: data` named a different directory from one command to the next.
+        device = "/" + device
     oflags = flags & ~_PTYPES
     if not flags & _MS["REMOUNT"] or data:
         _sys_mount(device, target, fstype, oflags, data, "mount")
