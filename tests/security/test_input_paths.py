@@ -231,3 +231,18 @@ def test_a_relative_bind_device_is_read_from_root_not_the_callers_directory(shoa
         assert proc.returncode != 0 and f"mount /{name}:" in proc.stderr, proc.stderr
     finally:
         shoal("volume", "rm", name, check=True)
+
+
+@pytest.mark.parametrize("suffix", ["#x", "?x", " HTTP/1.1\r\nX-Injected: 1"])
+def test_a_name_in_a_route_is_escaped_not_taken_for_another(shoal, suffix: str) -> None:
+    """The CLI wrote names into the request line as typed: `secret rm 'h4keep#x'` (or `?x`)
+    removed the secret h4keep, and a CR LF began a header of its own. Escaped as docker's Go
+    client escapes them, the name is looked for whole and nothing else is touched."""
+    shoal("secret", "create", "h4keep", "-", input="value", check=True)
+    try:
+        proc = shoal("secret", "rm", "h4keep" + suffix)
+        assert proc.returncode != 0, proc.stdout
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert shoal("secret", "inspect", "--format", "{{.Spec.Name}}", "h4keep").stdout.strip() == "h4keep"
+    finally:
+        shoal("secret", "rm", "h4keep")

@@ -137,6 +137,14 @@ def quote_ref(ref: str) -> str:
     return urllib.parse.quote(ref, safe="/:@")
 
 
+def request_target(path: str) -> str:
+    """A route's path as it goes on the request line: what a path segment cannot hold
+    escaped, as Go's url.URL escapes docker's. Names went in as typed, so `secret rm 'db#x'`
+    or `'db?x'` removed the secret db, and a CR LF in one began a header of its own. A `%` is
+    left as it is: refs escaped by quote_ref come through here too."""
+    return f"/{API_VERSION}" + urllib.parse.quote(path, safe="/:@%!$&'()*+,;=")
+
+
 class Client:
     """HTTP/1.1 over shoald's unix socket, written out here: every `shoal stack`/`service`
     command pays its client's import, and http.client's (with the email package) was ~60 ms."""
@@ -225,7 +233,7 @@ class Client:
               content_type: str = "application/x-tar") -> _Response:
         """One request. `upload(writer)` streams a body of unknown length (a build context, an
         image archive) with chunked encoding as it is produced."""
-        url = f"/{API_VERSION}{path}"
+        url = request_target(path)
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
         data = b"" if body is None else json.dumps(body).encode()

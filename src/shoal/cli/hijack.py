@@ -268,9 +268,9 @@ class WsConn(_Queued):
     def open(cls, client: Any, path: str, params: dict[str, Any], tty: bool) -> WsConn:
         import urllib.parse
 
-        from shoal.api import API_VERSION
+        from shoal.api.client import request_target
 
-        url = f"/{API_VERSION}{path}?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        url = request_target(path) + "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         key = base64.b64encode(os.urandom(16)).decode()
         sock = client._connect(60.0)  # the client's own TCP+mutual TLS (or unix) connection
         head = (f"GET {url} HTTP/1.1\r\nHost: shoald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
