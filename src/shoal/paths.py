@@ -74,7 +74,12 @@ def remove_tree(path: Path) -> str | None:
 
 
 def _root(path: Path) -> Path:
-    """`path`, made root-only if it is not already. One stat when it is (the usual case)."""
+    """`path`, its symlinks resolved (as dockerd's ReadSymlinkedDirectory resolves its root),
+    made root-only if it is not already. Mount points under it are found by their path in
+    /proc/self/mountinfo, which is the resolved one: with a root reached through a link
+    (/var -> /data/var), a volume bound to a host directory was not seen as mounted, and
+    `volume rm` emptied that host directory through the mount."""
+    path = Path(os.path.realpath(path))
     try:
         if stat.S_IMODE(os.stat(path).st_mode) == PRIVATE_DIR:
             return path

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_ONLY, run_shoal
+from conftest import ROOT_ONLY, run_shoal, teardown_root
 
 pytestmark = [pytest.mark.root, ROOT_ONLY]
 
@@ -246,3 +246,34 @@ def test_a_name_in_a_route_is_escaped_not_taken_for_another(shoal, suffix: str) 
         assert shoal("secret", "inspect", "--format", "{{.Spec.Name}}", "h4keep").stdout.strip() == "h4keep"
     finally:
         shoal("secret", "rm", "h4keep")
+
+
+def test_a_state_root_reached_through_a_link_never_empties_a_bound_host_directory(busybox_tar: Path,
+                                                                                 tmp_path: Path) -> None:
+    """With the state root reached through a symlink (/var -> /data/var), mount points were
+    looked for in /proc/self/mountinfo by the unresolved path and never found: `run --rm` failed
+    with a traceback (its network namespace `busy`), and `volume rm` of a volume bound to a host
+    directory removed that directory's files through the mount it had not seen. The roots are
+    resolved, as dockerd resolves its own."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    root, run = tmp_path / "link" / "root", tmp_path / "link" / "run"
+    env = {"SHOAL_ROOT": str(root), "SHOAL_RUN": str(run)}
+    host = tmp_path / "host-directory"
+    host.mkdir()
+    (host / "precious").write_text("must stay")
+    try:
+        run_shoal("import", str(busybox_tar), "localhost/busybox:test", env=env, check=True)
+        run_shoal("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={host}", "h4bound",
+                  env=env, check=True)
+        proc = run_shoal("run", "--rm", "-v", "h4bound:/x", "localhost/busybox:test", "ls", "/x", env=env)
+        assert proc.returncode == 0 and proc.stdout.split() == ["precious"], proc.stderr
+        proc = run_shoal("volume", "rm", "h4bound", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert (host / "precious").read_text() == "must stay"
+        assert not [m for m in Path("/proc/mounts").read_text().splitlines() if str(tmp_path) in m]
+    finally:
+        teardown_root(root, run)
+        for target in reversed([m.split()[1] for m in Path("/proc/mounts").read_text().splitlines()
+                                if str(tmp_path) in m]):
+            subprocess.run(["umount", "-l", target], check=False)

@@ -46,7 +46,7 @@ def mount_overlay(lowerdirs: list[Path], upper: Path, work: Path, target: Path) 
 
 
 def is_mounted(target: Path) -> bool:
-    wanted = str(target)
+    wanted = os.path.realpath(target)  # mountinfo names the resolved path
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == wanted for line in f)
 
