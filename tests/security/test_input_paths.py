@@ -277,3 +277,35 @@ def test_a_state_root_reached_through_a_link_never_empties_a_bound_host_director
         for target in reversed([m.split()[1] for m in Path("/proc/mounts").read_text().splitlines()
                                 if str(tmp_path) in m]):
             subprocess.run(["umount", "-l", target], check=False)
+
+
+@pytest.mark.parametrize("mode", [-5, 2**32])
+def test_a_secret_mode_out_of_a_uint32_rejects_the_task(shoal, busybox_image: str, mode: int) -> None:
+    """The API took any integer as a secret's mode (moby's is a uint32, its API refuses the
+    rest): -5 was chmod'ed as it wrapped, 2**32 an OverflowError out of the prepare step (the
+    task Preparing for ever, prepared again in a tight loop). The task is Rejected, naming it."""
+    import socket
+
+    shoal("secret", "create", "h4mode", "-", input="value", check=True)
+    shoal("service", "ls", check=True)  # shoald up
+    spec = {"name": "h4mode", "image": busybox_image, "entrypoint": ["sleep", "1000"],
+            "secrets": [{"source": "h4mode", "target": "/run/secrets/h4mode", "uid": "0", "gid": "0", "mode": mode}]}
+    body = json.dumps({"spec": spec}).encode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(Path(os.environ["SHOAL_RUN"]) / "shoal.sock"))
+        sock.sendall(b"POST /v1/services HTTP/1.1\r\nHost: shoald\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    try:
+        assert b" 201 " in answer.split(b"\r\n")[0], answer
+        line = _wait(lambda: next((line for line in shoal("service", "ps", "h4mode", "--no-trunc", "--format",
+                                                                 "{{.CurrentState}}|{{.Error}}").stdout.splitlines()
+                                   if line.startswith("Rejected")), ""), 60, "the task to be rejected")
+        assert f"secret h4mode mode: {mode} is not a file mode" in line, line
+    finally:
+        shoal("service", "rm", "h4mode")
+        _wait(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4mode").stdout.strip(),
+              60, "the service's containers to go")
+        shoal("secret", "rm", "h4mode")

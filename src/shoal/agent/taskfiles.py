@@ -87,6 +87,8 @@ def materialize(store: Store, task_id: str, task_spec: dict[str, Any],
         for n, (kind, ref, data) in enumerate(contents):
             path = directory / f"{kind}-{n}"
             mode = int(ref.get("mode", 0o444))
+            if not 0 <= mode <= 0xFFFFFFFF:  # moby's File.Mode is a uint32 (its API refuses others)
+                raise ShoalError(f"{kind} {ref.get('source', '')} mode: {mode} is not a file mode")
             target = str(ref["target"])
             uid, gid = (_owner(kind, ref, key) for key in ("uid", "gid"))
             paths.write_file(path, data, 0o600)
