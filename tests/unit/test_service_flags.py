@@ -339,3 +339,13 @@ def test_config_file_name_stays_as_given_as_docker_clis_config_opt() -> None:
     assert sf.parse_file_ref("source=app_conf,target=app.conf", "config")[1].target == "app.conf"
     assert sf.parse_file_ref("source=app_conf,target=/etc/app.conf", "config")[1].target == "/etc/app.conf"
     assert sf.parse_file_ref("token", "secret")[1].target == "/run/secrets/token"
+
+
+def test_a_monitor_of_zero_is_swarms_default() -> None:
+    # moby sends Monitor 0 as unset and swarmkit then monitors for its default 5 s, as compose's
+    # `monitor: 0s` already converts.
+    spec = create("--name", "api", "--update-monitor", "0", "--rollback-monitor", "0s", "--update-delay", "0",
+                  "img:1")
+    assert spec["update_config"]["monitor"] == 5.0 and spec["rollback_config"]["monitor"] == 5.0
+    assert spec["update_config"]["delay"] == 0.0
+    assert create("--name", "api", "--update-monitor", "250ms", "img:1")["update_config"]["monitor"] == 0.25

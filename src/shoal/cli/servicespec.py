@@ -407,7 +407,9 @@ def _update_config(args: argparse.Namespace, what: str, base: UpdateConfig | Non
     if "delay" in given:
         cfg.delay = parse_duration(given["delay"], flag + "delay")
     if "monitor" in given:
-        cfg.monitor = parse_duration(given["monitor"], flag + "monitor")
+        # moby sends a Monitor of 0 as unset (updateConfigToGRPC), which swarmkit reads as its
+        # default: Swarm never updates without monitoring.
+        cfg.monitor = parse_duration(given["monitor"], flag + "monitor") or UpdateConfig().monitor
     if "failure_action" in given:
         allowed = ("pause", "continue", "rollback") if what == "update" else ("pause", "continue")
         if given["failure_action"] not in allowed:
