@@ -482,3 +482,30 @@ def test_depends_on_an_undefined_service_is_no_error(tmp_path: Path) -> None:
                        "  cache:\n    image: redis\n")
     web = load_stack([compose], "s", environ={}, warn=warnings.append).services["s_web"]
     assert (list(web.depends_on), warnings) == (["cache"], [])
+
+
+def test_extra_hosts_as_docker_clis_hosts_list(tmp_path: Path) -> None:
+    """docker/cli's transformHostsList then convertExtraHosts (v28.5.2): a mapping's entries
+    sorted, brackets around an IPv6 address dropped, `host=ip` or `host:ip`; an entry with
+    neither is dropped (shoal refused the whole file for it; it warns now). Shoal kept the
+    mapping's file order and wrote `[::1] alpha`, a line /etc/hosts cannot read."""
+    mapping = _one_service(tmp_path, "    extra_hosts: {zeta: 1.1.1.1, alpha: '[::1]', "
+                                     "mid: 2.2.2.2}\n").services["s_web"]
+    assert mapping.extra_hosts == ["::1 alpha", "2.2.2.2 mid", "1.1.1.1 zeta"]
+    compose = tmp_path / "list.yml"
+    compose.write_text("services:\n  web:\n    image: web:v1\n    extra_hosts: ['b:[::2]', "
+                       "noseparator, 'a=1.2.3.4', 'c:::1']\n")
+    said: list[str] = []
+    listed = load_stack([compose], "s", environ={}, warn=said.append).services["s_web"]
+    assert listed.extra_hosts == ["::2 b", "1.2.3.4 a", "::1 c"]  # a list keeps its order
+    assert said == ["services.web.extra_hosts[1]: ignoring extra host 'noseparator': "
+                    "it is not host:ip"]
+
+
+def test_tmpfs_mode_is_dropped_as_docker_clis_convert(tmp_path: Path) -> None:
+    """docker/cli's TmpFsOpts (v28.5.2) has only Size: a `type: tmpfs` volume's `mode` never
+    reaches Swarm, and the mount stays tmpfs's 1777. Shoal sent mode=700."""
+    stack = _one_service(tmp_path, "    volumes:\n      - type: tmpfs\n        target: /t\n"
+                                   "        tmpfs: {size: 1000, mode: 0700}\n")
+    assert stack.services["s_web"].mounts == [Mount(type="tmpfs", target="/t",
+                                                    options=["size=1000"])]

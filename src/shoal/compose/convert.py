@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import capabilities
-from shoal.compose.errors import ComposeError
+from shoal.compose.errors import ComposeError, dotted
 from shoal.compose.names import SERVICE_NAME, check_image_reference, validate_stack_name
 from shoal.compose.syntax import parse_cpus, parse_port, parse_volume
 from shoal.compose import values as v
@@ -442,9 +442,8 @@ class Converter:
             opts = v.mapping(item.get("tmpfs"), (*path, "tmpfs"))
             if opts.get("size") is not None:
                 options.append(f"size={v.size(opts['size'], (*path, 'tmpfs', 'size'))}")
-            if opts.get("mode") is not None:
-                mode = v.integer(opts["mode"], (*path, "tmpfs", "mode"))
-                options.append(f"mode={mode:o}")
+            # tmpfs.mode is dropped, as docker/cli's convert drops it (its TmpFsOpts has only
+            # Size): the mount keeps tmpfs's 1777 under docker stack deploy.
             return Mount(type="tmpfs", target=target, read_only=read_only, options=options)
         raise Invalid((*path, "type"), f"mount type {kind!r} is not supported by shoal")
 
@@ -473,19 +472,33 @@ class Converter:
         return check
 
     def extra_hosts(self, raw: Any, path: P) -> list[str]:
-        out = []
+        """docker/cli's transformHostsList, then convertExtraHosts: a mapping's entries sorted
+        (a null value left out), a list's as written, `host=ip` or `host:ip` (the first `=`,
+        else the first `:`), brackets around an IPv6 address dropped; Swarm stores "IP host",
+        as /etc/hosts reads. An entry with neither separator is dropped by docker stack deploy
+        without a word; shoal warns of it."""
+        pairs: list[tuple[str, str]] = []
         if isinstance(raw, dict):
             for host, ips in raw.items():
                 for ip in (ips if isinstance(ips, list) else [ips]):
-                    out.append(f"{v.string(ip, (*path, host))} {host}")
-            return out
-        for index, entry in enumerate(v.strings(raw, path)):
-            host, sep, ip = entry.partition("=")
-            if not sep:
-                host, sep, ip = entry.partition(":")
-            if not sep or not host or not ip:
-                raise Invalid((*path, index), f"invalid extra host {entry!r}: use host:ip")
-            out.append(f"{ip} {host}")  # Swarm stores "IP host", as /etc/hosts reads
+                    if ip is not None:
+                        pairs.append((str(host), v.string(ip, (*path, host))))
+            pairs.sort(key=lambda pair: f"{pair[0]}:{pair[1]}")
+        else:
+            for index, entry in enumerate(v.strings(raw, path)):
+                host, sep, ip = entry.partition("=")
+                if not sep:
+                    host, sep, ip = entry.partition(":")
+                if not sep:
+                    self.warn(f"{dotted((*path, index))}: ignoring extra host {entry!r}: "
+                              "it is not host:ip")
+                    continue
+                pairs.append((host, ip))
+        out = []
+        for host, ip in pairs:
+            if len(ip) > 2 and ip[0] == "[" and ip[-1] == "]":
+                ip = ip[1:-1]
+            out.append(f"{ip} {host}")
         return out
 
     def ulimits(self, raw: Any, path: P) -> list[Ulimit]:
