@@ -10,6 +10,7 @@ is fixed by the next command or shoald start."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -57,7 +58,10 @@ def remove_tree(path: Path) -> str | None:
     thousands deep, or past PATH_MAX (mkdir and cd in a loop): shutil.rmtree recurses (a
     RecursionError near 1000 levels), holds a descriptor a level and uses whole paths
     (ENAMETOOLONG), so such a tree made its container unremovable. rm -rf walks any depth;
-    it neither follows a link nor leaves this file system (a mount left below stays)."""
+    it neither follows a link nor leaves this file system. Mounts below are detached first."""
+    left = _detach_mounts_below(path)
+    if left:
+        return f"{left}: still mounted"
     errors: list[str] = []
     try:
         shutil.rmtree(path, onerror=lambda _f, where, info: errors.append(f"{where}: {info[1]}"))
@@ -71,6 +75,43 @@ def remove_tree(path: Path) -> str | None:
         return None
     lines = proc.stderr.strip().splitlines()
     return lines[-1] if lines else (errors[0] if errors else str(path))
+
+
+def _mount_points() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        # mountinfo escapes space, tab, newline and backslash as \\ooo
+        return {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in f}
+
+
+def _detach_mounts_below(path: Path) -> str | None:
+    """Lazily unmount whatever is mounted at or below `path` before its files go: shutil.rmtree
+    crosses mount points, and rm -rf --one-file-system does not see a bind of the same file
+    system, so a host directory bound there (a volume's device, a volume subpath's bind, a mount
+    a privileged container propagated into a volume) was emptied through it. The first mount
+    point still there, if any."""
+    if os.path.islink(path):
+        return None  # not followed: rmtree refuses it
+    base = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+    try:
+        below = sorted({p for p in _mount_points() if p == base or p.startswith(base + "/")}, key=len, reverse=True)
+    except OSError:
+        return None
+    if not below:
+        return None
+    import ctypes  # only here: most removals have no mount below them
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for _ in range(8):  # mounts stacked on one point come off one at a time
+        for point in below:
+            # Only a point its own path still leads to (no link swapped into it since, by what
+            # runs in the tree); MNT_DETACH | UMOUNT_NOFOLLOW.
+            if os.path.realpath(point) == point:
+                libc.umount2(point.encode(), 2 | 8)
+        still = _mount_points()
+        below = [p for p in below if p in still]
+        if not below:
+            return None
+    return below[0]
 
 
 def _root(path: Path) -> Path:

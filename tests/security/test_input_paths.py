@@ -309,3 +309,25 @@ def test_a_secret_mode_out_of_a_uint32_rejects_the_task(shoal, busybox_image: st
         _wait(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4mode").stdout.strip(),
               60, "the service's containers to go")
         shoal("secret", "rm", "h4mode")
+
+
+def test_a_mount_left_inside_a_volume_is_detached_not_emptied(shoal, tmp_path: Path) -> None:
+    """A mount below a tree shoal removes (a host directory a privileged container's rshared
+    mount propagated into a volume; a volume subpath's bind a teardown missed) was emptied:
+    shutil.rmtree crosses mount points and rm -rf --one-file-system does not see a bind of the
+    same file system. remove_tree detaches what is mounted below first."""
+    host = tmp_path / "host-directory"
+    host.mkdir()
+    (host / "precious").write_text("must stay")
+    shoal("volume", "create", "h4mounted", check=True)
+    data = Path(shoal("volume", "inspect", "-f", "{{.Mountpoint}}", "h4mounted", check=True).stdout.strip())
+    (data / "sub").mkdir()
+    subprocess.run(["mount", "--bind", str(host), str(data / "sub")], check=True)
+    try:
+        proc = shoal("volume", "rm", "h4mounted")
+        assert proc.returncode == 0, proc.stderr
+        assert (host / "precious").read_text() == "must stay"
+        assert not data.exists()
+    finally:
+        if str(data / "sub") in Path("/proc/self/mountinfo").read_text():
+            subprocess.run(["umount", "-l", str(data / "sub")], check=False)
