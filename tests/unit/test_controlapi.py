@@ -271,6 +271,24 @@ def test_stack_deploy_goes_through_the_same_checks_and_keeps_the_previous_spec(s
     assert store.list("service") == []
 
 
+def test_stack_deploy_keeps_the_force_update_a_service_update_gave(store: SQLiteStore) -> None:
+    """docker/cli's deployServices keeps the service's ForceUpdate (stack deploy has no
+    --force): the same file deployed again after `service update --force` changes nothing.
+    Shoal sent 0 back, a new spec every task was dirty against: all of them restarted."""
+    from shoal.manager.controlapi import stacks as stackapi
+
+    stackapi.deploy_stack(store, _stack(web=_stack_service("web")))
+    (first,) = services(store)
+    svcapi.update_service(store, first.id, 1, first.spec.__class__.from_dict(
+        {**first.spec.to_dict(), "force_update": 1}))
+    stackapi.deploy_stack(store, _stack(web=_stack_service("web")))
+    (svc,) = services(store)
+    assert (svc.spec_version, svc.spec.force_update) == (2, 1)
+    stackapi.deploy_stack(store, _stack(web=_stack_service("web", env=["A=1"])))
+    (svc,) = services(store)
+    assert (svc.spec_version, svc.spec.force_update, svc.spec.env) == (3, 1, ["A=1"])
+
+
 @ROOT_ONLY
 def test_stack_deploy_refuses_a_port_another_service_holds_as_service_create_does(store: SQLiteStore) -> None:
     """A traefik stack publishing 8080 where the voting app's visualizer has it: swarmkit's

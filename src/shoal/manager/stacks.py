@@ -130,6 +130,9 @@ def apply_stack(tx: Transaction, stack: dict[str, Any], prune: bool = False,
         if old.get("spec", {}).get("mode", "replicated") != spec.get("mode", "replicated"):
             raise InvalidArgument(f"service {svc_name}: service mode change is not allowed")
         lines.append(f"Updating service {svc_name} (id: {old['id']})")
+        # docker/cli's deployServices: stack deploy has no --force, so the service's ForceUpdate
+        # is kept; a `service update --force` made earlier does not restart every task again.
+        spec = {**spec, "force_update": old.get("spec", {}).get("force_update", 0)}
         if svc_name in endpoints:
             old["endpoint"] = endpoints[svc_name]
         if old["spec"] != spec:
