@@ -65,7 +65,8 @@ def _join_token(args: argparse.Namespace) -> int:
 
 def _leave(args: argparse.Namespace) -> int:
     with _client() as client:
-        client.post("/swarm/leave?force=1" if args.force else "/swarm/leave", {})
+        # The query as params: request_target escapes a '?' written into the path.
+        client.request("POST", "/swarm/leave", {"force": "1"} if args.force else None, {})
     print("Node left the swarm.")
     return 0
 
