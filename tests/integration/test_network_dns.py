@@ -5,6 +5,7 @@ host's loopback), answers scoped by network."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import threading
@@ -208,3 +209,50 @@ def test_forwards_are_capped_per_container_and_in_all(namespaces: list[Path], mo
         asyncio.run(scenario())
     finally:
         blackhole.close()
+
+
+def test_a_containers_own_servers_get_its_other_names(namespaces: list[Path], upstream: str,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container that asked for servers (`--dns`, a service's `dns:`) keeps the embedded
+    resolver, as libnetwork keeps it on a user-defined network: service names still answer,
+    and only its other names go to its servers (recorded in its resolv.conf as Docker's
+    `# ExtServers:`; the resolver reads them from its record), not the host's. Shoal wrote
+    those servers in as the nameservers, and the dns_hook then opened no resolver at all: `db`
+    no longer resolved in a stack with `dns:`."""
+    own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    own.bind(("127.0.0.1", 0))
+    own.settimeout(5)
+
+    def answer_once() -> None:
+        data, addr = own.recvfrom(4096)
+        req = DNSRecord.parse(data)
+        reply = req.reply()
+        reply.add_answer(RR(req.q.qname, QTYPE.A, rdata=A("192.0.2.77"), ttl=5))
+        own.sendto(reply.pack(), addr)
+
+    container_id = "c" * 64
+    monkeypatch.setenv("SHOAL_ROOT", str(tmp_path))
+    (tmp_path / "containers" / container_id).mkdir(parents=True)
+    own_server = f"127.0.0.1:{own.getsockname()[1]}"
+    (tmp_path / "containers" / container_id / "container.json").write_text(
+        json.dumps({"spec": {"dns": [own_server]}}))
+    a_ns, b_ns = namespaces
+
+    async def scenario() -> None:
+        server = dns.EmbeddedDNS(upstreams=[upstream])
+        server.set_records("front", dns.service_records("webapp_db", "10.213.0.7", ["10.213.0.8"], aliases=["db"]))
+        await server.serve(container_id, a_ns, ["front"])
+        await server.serve("b", b_ns, ["front"])
+        try:
+            run = asyncio.to_thread
+            assert addrs(await run(query, a_ns, "db")) == ["10.213.0.7"]
+            answering = threading.Thread(target=answer_once, daemon=True)
+            answering.start()
+            assert addrs(await run(query, a_ns, "deb.debian.org")) == ["192.0.2.77"]
+            answering.join()
+            assert addrs(await run(query, b_ns, "deb.debian.org")) == ["192.0.2.99"]  # the host's
+        finally:
+            await server.close()
+            own.close()
+
+    asyncio.run(scenario())

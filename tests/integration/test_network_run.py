@@ -50,6 +50,14 @@ def test_run_on_a_network_with_a_published_port(shoal, busybox_image: str, shoal
                     f"wget -qO- http://{ip}/hostname && wget -qO- http://10.213.160.1:18091/hostname",
                     check=True).stdout.split()
         assert out == [web[:12], web[:12]]
+        # --dns on a user-defined network: the embedded resolver stays the nameserver (names on
+        # the network still resolve) and the server asked for is where it forwards the rest, as
+        # libnetwork's resolv.conf says (shoal made 192.0.2.53 the nameserver: no name resolved).
+        conf = shoal("run", "--rm", "--network", net, "--dns", "192.0.2.53", busybox_image, "sh", "-c",
+                     f"grep -E '^nameserver|ExtServers' /etc/resolv.conf && nslookup e2eweb 127.0.0.11",
+                     check=True).stdout
+        assert conf.splitlines()[:2] == ["nameserver 127.0.0.11", "# ExtServers: [192.0.2.53]"]
+        assert f"Address: {ip}" in conf or f"Address 1: {ip}" in conf
         busy = shoal("network", "rm", net)
         assert busy.returncode == 1 and "has active endpoints" in busy.stderr
         # The port is taken: a second publisher gets a clear error naming it.

@@ -5,7 +5,8 @@ One asyncio loop serves every container: for each one, a UDP and a TCP socket bo
 the sockets and exits; sockets stay in the namespace they were made in), and the loop reads them
 from the host namespace. Answers come from a table of records per network, so a container
 resolves only names of the networks it is attached to; every other name is forwarded, from the
-host namespace, to the host's resolvers.
+host namespace, to the servers the container asked for (`--dns`, a service's `dns:`), else the
+host's resolvers.
 
 Names served (built with service_records() / container_records()):
   <service> and its aliases (short name in a stack) -> the VIP (endpoint_mode vip) or the task IPs (dnsrr)
@@ -28,6 +29,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+import re
 import socket
 import struct
 import time
@@ -101,6 +103,25 @@ class _Served:
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     forwards: int = 0  # this container's questions waiting on an upstream
     tcp_clients: int = 0
+    upstreams: list[str] = field(default_factory=list)  # its own (`dns:`), else the host's
+
+
+def container_upstreams(container_id: str) -> list[str]:
+    """The servers a container asked for (`--dns`, a service's `dns:`), from its record: the
+    runtime keeps the embedded resolver as its nameserver (runtime/manager.py). Not from its
+    resolv.conf, which the container can write: shoald forwards from the host's namespace."""
+    import json
+
+    from shoal.paths import state_root
+
+    if not re.fullmatch(r"[0-9a-f]{64}", container_id):  # a path component: only an ID
+        return []
+    try:
+        record = json.loads((state_root() / "containers" / container_id / "container.json").read_text())
+        servers = record["spec"]["dns"] or []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [str(s) for s in servers if s != LISTEN_ADDR]
 
 
 def parse(data: bytes) -> DNSRecord:
@@ -249,7 +270,9 @@ class EmbeddedDNS:
         if not self.admit(served):
             return refused(request)
         try:
-            return await (self.forward_tcp(request, data) if tcp else self.forward(request, data))
+            upstreams = served.upstreams or None
+            return await (self.forward_tcp(request, data, upstreams) if tcp
+                          else self.forward(request, data, upstreams))
         finally:
             self.release(served)
 
@@ -270,9 +293,9 @@ class EmbeddedDNS:
         served.forwards -= 1
         self.forwards -= 1
 
-    async def forward(self, request: DNSRecord, data: bytes) -> bytes:
+    async def forward(self, request: DNSRecord, data: bytes, upstreams: list[str] | None = None) -> bytes:
         loop = asyncio.get_running_loop()
-        for server in self.upstreams:
+        for server in upstreams or self.upstreams:
             host, _, port = server.partition(":")  # "ip" or "ip:port"
             try:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -289,9 +312,9 @@ class EmbeddedDNS:
                 sock.close()
         return servfail(request)
 
-    async def forward_tcp(self, request: DNSRecord, data: bytes) -> bytes:
+    async def forward_tcp(self, request: DNSRecord, data: bytes, upstreams: list[str] | None = None) -> bytes:
         """A question that came over TCP goes upstream over TCP (answers too big for UDP)."""
-        for server in self.upstreams:
+        for server in upstreams or self.upstreams:
             host, _, port = server.partition(":")
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port or 53)), UPSTREAM_TIMEOUT)
@@ -310,11 +333,16 @@ class EmbeddedDNS:
 
     # --- serving namespaces --------------------------------------------------------------------
 
-    async def serve(self, container_id: str, netns_path: Path | str, networks: list[str]) -> None:
-        """Listen on 127.0.0.11:53 (UDP and TCP) inside the container's namespace."""
+    async def serve(self, container_id: str, netns_path: Path | str, networks: list[str],
+                    upstreams: list[str] | None = None) -> None:
+        """Listen on 127.0.0.11:53 (UDP and TCP) inside the container's namespace; `upstreams`:
+        where its other names go, by default the servers its resolv.conf records, else the
+        host's."""
         if container_id in self._served:
             self._served[container_id].networks[:] = list(networks)
             return
+        if upstreams is None:
+            upstreams = await asyncio.to_thread(container_upstreams, container_id)
 
         def make() -> tuple[socket.socket, socket.socket]:
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -332,7 +360,7 @@ class EmbeddedDNS:
             return udp, tcp
 
         udp, tcp = await self._run_blocking(netns.run_in, netns_path, make)
-        served = _Served(list(networks))
+        served = _Served(list(networks), upstreams=list(upstreams))
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(self, served), sock=udp)
         served.transports.append(transport)
@@ -418,7 +446,7 @@ class _UDP(asyncio.DatagramProtocol):
 
     async def _forward(self, request: DNSRecord, data: bytes, addr: tuple[str, int]) -> None:
         try:
-            answer = await self.dns.forward(request, data)
+            answer = await self.dns.forward(request, data, self.served.upstreams or None)
         finally:
             self.dns.release(self.served)
         if self.transport is not None and not self.transport.is_closing():

@@ -34,6 +34,13 @@ def hosts(hostname: str, addresses: list[str], extra_hosts: list[str], entries: 
     return text
 
 
+def ext_servers_line(servers: list[str]) -> str:
+    """libnetwork's note in the resolv.conf of a container the embedded resolver serves: the
+    servers it forwards that container's other names to (`--dns`, a service's `dns:`). Only a
+    note: the resolver reads them from the container's record."""
+    return f"# ExtServers: [{' '.join(servers)}]\n"
+
+
 def resolv_conf(dns: list[str], search: list[str], host_network: bool,
                 options: list[str] | None = None) -> str:
     """The host's file; for a container with its own network, localhost nameservers cannot

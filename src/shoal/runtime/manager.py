@@ -30,6 +30,8 @@ from shoal.runtime.spec import ContainerSpec, Mount
 from shoal.runtime.state import Container, ContainerState, proc_start_time
 from shoal.runtime.users import additional_groups, resolve_user
 
+EMBEDDED_DNS = "127.0.0.11"  # network/attach.py's; importing it here would load the network stack
+
 INIT_BINARY = "/usr/bin/tini-static"
 DEFAULT_STOP_TIMEOUT = 10
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -333,8 +335,17 @@ class ContainerManager:
                 write_file(c.dir / n, (donor.dir / n).read_text(), 0o644)
         else:
             write_file(c.dir / "hosts", files.hosts(plan.hostname, own, spec.extra_hosts, entries, host_net), 0o644)
-            dns = spec.dns or list(getattr(attachment, "dns_servers", []) or [])
-            write_file(c.dir / "resolv.conf", files.resolv_conf(dns, spec.dns_search, host_net, spec.dns_options), 0o644)
+            served = list(getattr(attachment, "dns_servers", []) or [])
+            dns, upstream = spec.dns or served, [d for d in spec.dns if d != EMBEDDED_DNS]
+            if served == [EMBEDDED_DNS] and upstream:
+                # libnetwork: on a user-defined network the embedded resolver stays the
+                # nameserver (service and container names keep resolving); the servers asked
+                # for are where it forwards the rest.
+                dns = served
+            else:
+                upstream = []
+            text = files.resolv_conf(dns, spec.dns_search, host_net, spec.dns_options)
+            write_file(c.dir / "resolv.conf", text + (files.ext_servers_line(upstream) if upstream else ""), 0o644)
         write_file(c.dir / "hostname", plan.hostname + "\n", 0o644)  # read by the container's uid
         config = oci.build_config(
             spec=spec, plan=plan, user=user, rootfs=str(c.rootfs),
