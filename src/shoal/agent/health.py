@@ -7,6 +7,7 @@ successful probe."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ DEFAULT_RETRIES = 3
 DEFAULT_START_INTERVAL = 5.0
 _NS = 1e9
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class HealthConfig:
@@ -30,14 +33,19 @@ class HealthConfig:
     start_interval: float = DEFAULT_START_INTERVAL
 
 
-def _argv(test: list[str]) -> list[str] | None:
-    if not test or test[0] == "NONE":
+def _argv(test: list[str], shell: list[str]) -> list[str] | None:
+    """moby's getProbe and cmdProbe: CMD runs its arguments, CMD-SHELL its arguments after the
+    image's SHELL (/bin/sh -c by default); NONE, nothing, and any other first word is not a
+    probe at all (dockerd logs `Unknown healthcheck type` and never checks the container)."""
+    if not test:
         return None
     if test[0] == "CMD-SHELL":
-        return ["/bin/sh", "-c", " ".join(test[1:])]
+        return [*(shell or ["/bin/sh", "-c"]), *test[1:]]
     if test[0] == "CMD":
         return list(test[1:])
-    return list(test)
+    if test[0] != "NONE":
+        log.warning("Unknown healthcheck type '%s' (expected 'CMD'): not checked", test[0])
+    return None
 
 
 def config_for(task_spec: dict[str, Any], image_config: dict[str, Any]) -> HealthConfig | None:
@@ -46,7 +54,7 @@ def config_for(task_spec: dict[str, Any], image_config: dict[str, Any]) -> Healt
     image = (image_config.get("config") or {}).get("Healthcheck") or {}
     svc = task_spec.get("healthcheck") or {}
     test = svc.get("test") or image.get("Test") or []
-    argv = _argv(list(test))
+    argv = _argv(list(test), list((image_config.get("config") or {}).get("Shell") or []))
     if argv is None:
         return None
 
