@@ -568,3 +568,45 @@ def test_a_context_deeper_than_a_layer_is_a_one_line_error(shoal, busybox_image:
         import subprocess
 
         subprocess.run(["rm", "-rf", "--", str(ctx)], check=False)  # deeper than shutil.rmtree goes
+
+
+# --- the context changing under the build ---------------------------------------------------
+
+@pytest.mark.parametrize("copy", ["COPY d/f /x", "COPY d /x", "ADD d/f /x"])
+def test_a_context_dir_swapped_for_a_link_is_not_followed(shoal_root: Path, busybox_image: str,
+                                                          tmp_path: Path, copy: str) -> None:
+    """The context is read in place, its links resolved when the build starts; a directory
+    of it swapped for a link to a host directory while an earlier step ran was followed by
+    path, and the host's file was copied into the image."""
+    import subprocess
+    import sys
+
+    outside = _outside(tmp_path)
+    (outside / "f").write_text("host secret\n")
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nRUN sleep 5\n{copy}\n", {"d/f": b"public\n"})
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "build", "--no-cache", "-t", "h6swap:t", str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if line.startswith("Step 2/3"):
+            (ctx / "d").rename(ctx / "d.real")
+            (ctx / "d").symlink_to(outside)
+    assert proc.wait(timeout=120) == 1, "".join(out)
+    assert out[-1].startswith(f"{copy.split()[0]} failed: failed to copy files: d"), "".join(out)
+    assert "Traceback" not in "".join(out)
+    with open("/proc/self/mountinfo") as f:   # this session's root only: others may be building
+        assert not [line for line in f if str(shoal_root) in line]
+
+
+def test_a_socket_in_the_context_is_skipped(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """go-archive skips sockets when the CLI tars the context; shoal made one in the image."""
+    import socket
+
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY . /all\nRUN test ! -e /all/sock && test -f /all/f\n",
+                   {"f": b"x"})
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(ctx / "sock"))
+        proc = shoal("build", "--no-cache", str(ctx))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

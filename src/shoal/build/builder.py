@@ -818,7 +818,10 @@ class Builder:
                     raise BuildFailed(f"{name} failed: stat {rel}: file does not exist")
                 kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
                 assert resolved is not None
-                infos.append((kind, resolved, source.hash(resolved)))
+                try:
+                    infos.append((kind, resolved, source.hash(resolved)))
+                except fs.CopyError as exc:
+                    raise BuildFailed(f"{name} failed: {exc}") from None
         return infos
 
     def _download(self, url: str, dest: str, stack: ExitStack) -> tuple[str, str, str]:
@@ -863,18 +866,30 @@ class Builder:
             # followed inside the image's root.
             target = fs.root_rel(root, fs.scoped_path(root, dest_path))
             if kind == "dir":
-                src = source.root / rel if rel else source.root
-                copier.copy_tree(src, target, source.include(rel))
+                with fs.open_beneath(source.root, rel) as (parent, name):
+                    with fs.opened_dir(parent, name, rel) as top:
+                        copier.copy_tree(".", target, source.include(rel), dir_fd=top)
                 continue
             into_dir = dir_hint or fs.is_dir_in_root(root, target)
             if kind == "content":
                 copier.write_file(data.encode(), posixpath.join(target, rel) if into_dir else target)
                 continue
-            src = Path(rel) if kind == "url" else source.root / rel
-            if kind == "file" and is_add and fs.is_archive(src):
-                fs.extract_archive(src, target, root, self.scratch_run)
+            dest = posixpath.join(target, posixpath.basename(rel)) if into_dir else target
+            if kind == "url":
+                if is_add and fs.is_archive(Path(rel)):
+                    fs.extract_archive(Path(rel), target, root, self.scratch_run)
+                else:
+                    copier.copy_file(Path(rel), dest)
                 continue
-            copier.copy_file(src, posixpath.join(target, posixpath.basename(rel)) if into_dir else target)
+            with fs.open_beneath(source.root, rel) as (parent, name):
+                if is_add:
+                    with fs.opened_file(parent, name, rel) as fd:
+                        # read through the descriptor opened here: the path may be swapped
+                        if fd is not None and fs.is_archive(Path(f"/proc/self/fd/{fd}")):
+                            fs.extract_archive(Path(f"/proc/self/fd/{fd}"), target, root, self.scratch_run,
+                                               name=posixpath.basename(rel))
+                            continue
+                copier.copy_file(name, dest, dir_fd=parent)
 
 
 def _sha(text: str) -> str:

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.build.fs import CopyError, open_beneath
 from shoal.build.scope import MISSING, Missing, TooManyLinks, follow_in_scope
 from shoal.build.globmatch import CHAR, NOT_SLASH, STAR, Glob, Token
 from shoal.build.dockerignore import PatternMatcher, load_patterns, read_context_ignore, read_ignore_file
@@ -182,13 +183,20 @@ class BuildContext:
         assert st is not None
         h = hashlib.sha256()
         h.update(f"{rel}\0{stat.S_IMODE(st.st_mode):o}\0{stat.S_IFMT(st.st_mode)}\0".encode())
-        full = self.root / rel
-        if stat.S_ISREG(st.st_mode):
-            with open(full, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        elif stat.S_ISLNK(st.st_mode):
-            h.update(os.readlink(full).encode())
+        if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            # by descriptor, as the copy reads it: the context may have changed since it was
+            # walked (a file gone, a directory swapped for a link out of it)
+            try:
+                with open_beneath(self.root, rel) as (parent, name):
+                    if stat.S_ISLNK(st.st_mode):
+                        h.update(os.readlink(name, dir_fd=parent).encode())
+                    else:
+                        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+                        with open(fd, "rb") as f:
+                            for chunk in iter(lambda: f.read(1 << 20), b""):
+                                h.update(chunk)
+            except OSError as exc:
+                raise CopyError(f"failed to copy files: {rel}: {exc.strerror}") from None
         digest = h.hexdigest()
         self._hashes[rel] = digest
         return digest

@@ -231,7 +231,8 @@ def _copy_data(src: int, dst: int, size: int) -> None:
             if exc.errno == errno.ENXIO:   # only a hole is left
                 break
             raise
-        end = os.lseek(src, start, os.SEEK_HOLE)
+        # a file growing as it is read is copied as long as it was when opened
+        end = min(os.lseek(src, start, os.SEEK_HOLE), size)
         while start < end:
             chunk = os.pread(src, min(1 << 20, end - start), start)
             if not chunk:   # the file shrank under us: what is there is copied
@@ -241,6 +242,58 @@ def _copy_data(src: int, dst: int, size: int) -> None:
             start += written
         pos = max(end, pos + 1)
     os.ftruncate(dst, size)
+
+
+@contextmanager
+def open_beneath(root: Path, rel: str) -> Iterator[tuple[int, str]]:
+    """A descriptor of the directory holding `rel` under `root`, opened a name at a time with
+    no link followed, and `rel`'s last name ("." for `root` itself). The builder resolved the
+    source's links in scope when the step began, so none is left on the way; a build context
+    is the user's directory and changes meanwhile, and a directory of it swapped for a link to
+    the host's / was followed out by path (`COPY d/f` and `COPY d` copied host files)."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in parts[:-1]:
+            try:
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise CopyError(f"failed to copy files: {rel}: {name}: {exc.strerror}") from None
+            os.close(fd)
+            fd = nxt
+        yield fd, parts[-1] if parts else "."
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def opened_dir(parent: int, name: str, rel: str) -> Iterator[int]:
+    """Directory `name` of `parent`, not through a link."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    except OSError as exc:
+        raise CopyError(f"failed to copy files: {rel}: {exc.strerror}") from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def opened_file(parent: int, name: str, rel: str) -> Iterator[int | None]:
+    """File `name` of `parent` opened for reading, not through a link and without waiting on
+    a FIFO; None when it is not a regular file."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENODEV):   # a socket or device: not an archive
+            yield None
+            return
+        raise CopyError(f"failed to copy files: {rel}: {exc.strerror}") from None
+    try:
+        yield fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    finally:
+        os.close(fd)
 
 
 class Copier:
@@ -291,8 +344,11 @@ class Copier:
             target = in_root(self.root, path)
         return target
 
-    def copy_entry(self, src: Path, path: str, keep_links: bool = False) -> None:
-        st = os.lstat(src)
+    def copy_entry(self, src: Path | str, path: str, keep_links: bool = False, dir_fd: int | None = None) -> None:
+        """One entry; with `dir_fd`, `src` is a name in that directory. What is read is the
+        entry lstat saw: a file swapped meanwhile for a link (or a FIFO) is an error, never
+        followed (or waited on)."""
+        st = os.lstat(src, dir_fd=dir_fd)
         dst = self._target(path)
         mode = _lstat_mode(dst)
         if mode and not stat.S_ISDIR(mode):
@@ -304,35 +360,50 @@ class Copier:
             if not stat.S_ISDIR(mode):
                 os.mkdir(dst)
         elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(src), dst)
+            os.symlink(os.readlink(src, dir_fd=dir_fd), dst)
         elif keep_links and st.st_nlink > 1 and key in self._links:
             os.link(self._links[key], dst, follow_symlinks=False)
             return
         elif stat.S_ISREG(st.st_mode):
-            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                _copy_data(fin.fileno(), fout.fileno(), os.fstat(fin.fileno()).st_size)
+            try:
+                fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+            except OSError as exc:
+                raise CopyError(f"failed to copy files: open {os.fspath(src)}: {exc.strerror}") from None
+            try:
+                now = os.fstat(fin)
+                if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != key:
+                    raise CopyError(f"failed to copy files: {os.fspath(src)} was replaced while it was copied")
+                fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as fout:
+                    _copy_data(fin, fout.fileno(), now.st_size)
+            finally:
+                os.close(fin)
             if keep_links and st.st_nlink > 1:
                 self._links[key] = dst
+        elif stat.S_ISSOCK(st.st_mode):
+            return            # go-archive skips sockets: the context's tar never holds one
         else:
             os.mknod(dst, st.st_mode, st.st_rdev)
         self._finish(dst, st)
 
-    def copy_file(self, src: Path, path: str) -> None:
-        self.copy_entry(src, path)
+    def copy_file(self, src: Path | str, path: str, dir_fd: int | None = None) -> None:
+        self.copy_entry(src, path, dir_fd=dir_fd)
 
-    def copy_tree(self, src: Path, path: str, include: Callable[[str], bool] | None = None,
-                  keep_links: bool = False, implicit_dirs: set[str] | None = None) -> None:
+    def copy_tree(self, src: Path | str, path: str, include: Callable[[str], bool] | None = None,
+                  keep_links: bool = False, implicit_dirs: set[str] | None = None,
+                  dir_fd: int | None = None) -> None:
         """The contents of directory `src` into `path` (created, and chowned, if new).
         `implicit_dirs`: directories of `src` that only stand for a path (a tar's parents with
         no entry of their own): where the root already has a directory there, even through a
-        symlink (an image's /lib -> usr/lib), they are followed in the root, not replaced."""
+        symlink (an image's /lib -> usr/lib), they are followed in the root, not replaced.
+        Walked by descriptor (os.fwalk): a directory of a build context swapped for a link
+        while it is copied is not followed out of it."""
         implicit = implicit_dirs or set()
         existed = is_dir_in_root(self.root, path)
         dst = root_rel(self.root, self.mkdirs(path))
         if not existed and self.owner is not None:
             os.lchown(scoped_path(self.root, dst), *self.owner)
-        for dirpath, dirnames, filenames in os.walk(src):
+        for dirpath, dirnames, filenames, dfd in os.fwalk(src, dir_fd=dir_fd):
             rel_dir = os.path.relpath(dirpath, src)
             for name in sorted(dirnames) + sorted(filenames):
                 rel = name if rel_dir == "." else os.path.join(rel_dir, name)
@@ -340,17 +411,17 @@ class Copier:
                     continue
                 if rel in implicit and is_dir_in_root(self.root, posixpath.join(dst, rel)):
                     continue
-                self.copy_entry(Path(dirpath, name), posixpath.join(dst, rel), keep_links)
-            # os.walk does not descend into symlinked dirs; that is what we want
+                self.copy_entry(name, posixpath.join(dst, rel), keep_links, dir_fd=dfd)
+            # fwalk does not descend into symlinked dirs; that is what we want
         # Directory mtimes were disturbed by creating their children: restore them.
-        for dirpath, dirnames, _ in os.walk(src, topdown=False):
+        for dirpath, dirnames, _, dfd in os.fwalk(src, topdown=False, dir_fd=dir_fd):
             for name in dirnames:
                 rel = os.path.relpath(os.path.join(dirpath, name), src)
                 if (include is not None and not include(rel)) or rel in implicit:
                     continue
-                s = os.lstat(os.path.join(dirpath, name))
+                s = os.lstat(name, dir_fd=dfd)
                 t = in_root(self.root, posixpath.join(dst, rel))
-                if stat.S_ISDIR(_lstat_mode(t)):
+                if stat.S_ISDIR(_lstat_mode(t)) and stat.S_ISDIR(s.st_mode):
                     os.utime(t, ns=(s.st_atime_ns, s.st_mtime_ns))
 
     def write_file(self, data: bytes, path: str, mode: int = 0o644) -> None:
@@ -377,7 +448,7 @@ def is_archive(path: Path) -> bool:
         return False
 
 
-def extract_archive(path: Path, dst: str, root: Path, scratch: Path) -> None:
+def extract_archive(path: Path, dst: str, root: Path, scratch: Path, name: str | None = None) -> None:
     """ADD's local tar auto-extraction: ownership and modes from the archive, nothing outside
     the root. The tar is unpacked by the layer unpacker (names with `..` or a leading `/`
     refused, hard links only to earlier members, nothing created below a symlink) into an empty
@@ -392,15 +463,16 @@ def extract_archive(path: Path, dst: str, root: Path, scratch: Path) -> None:
             compression = detect_compression(raw.read(8))
             raw.seek(0)
             try:
-                unpack_layer(decompressed(raw, compression), staging, source=path.name, hash=False)
+                unpack_layer(decompressed(raw, compression), staging, source=name or path.name, hash=False)
             except LayerError as exc:
                 raise CopyError(f"failed to copy files: {exc}") from None
-        Copier(root, None, None).copy_tree(staging, dst, keep_links=True, implicit_dirs=_implicit_dirs(staging, path))
+        Copier(root, None, None).copy_tree(staging, dst, keep_links=True,
+                                           implicit_dirs=_implicit_dirs(staging, path, name or path.name))
     finally:
         _rmtree(staging)
 
 
-def _implicit_dirs(staging: Path, path: Path) -> set[str]:
+def _implicit_dirs(staging: Path, path: Path, name: str) -> set[str]:
     """The directories of the unpacked tree that the tar has no entry for."""
     explicit = set()
     try:
@@ -410,7 +482,7 @@ def _implicit_dirs(staging: Path, path: Path) -> set[str]:
                 if member.isdir():
                     explicit.add("/".join(p for p in member.name.split("/") if p not in ("", ".")))
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CopyError(f"failed to copy files: {path.name}: {exc}") from None
+        raise CopyError(f"failed to copy files: {name}: {exc}") from None
     implicit = set()
     for dirpath, dirnames, _ in os.walk(staging):
         for name in dirnames:
