@@ -610,3 +610,17 @@ def test_a_socket_in_the_context_is_skipped(shoal, busybox_image: str, tmp_path:
         sock.bind(str(ctx / "sock"))
         proc = shoal("build", "--no-cache", str(ctx))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_context_names_that_are_not_utf8_are_copied(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """A context's names are bytes (Go's tar carries them as such); one that is not UTF-8 was
+    a UnicodeEncodeError traceback from the cache key. Newlines and 255-byte names too."""
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY . /all\nCOPY d* /d/\n"
+                             "RUN test -f \"$(printf '/all/a\\nb')\" && test -f /all/" + "x" * 255 +
+                             " && test -f /d/in && test -f \"$(printf '/all/bad\\377')\"\n",
+                   {"a\nb": b"1", "x" * 255: b"2"})
+    (ctx / os.fsdecode(b"bad\xff")).write_bytes(b"3")
+    (ctx / os.fsdecode(b"d\xfe")).mkdir()
+    (ctx / os.fsdecode(b"d\xfe") / "in").write_bytes(b"4")
+    proc = shoal("build", "--no-cache", str(ctx))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -244,7 +244,7 @@ class _Writer:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        self.stream.write(text.encode())
+        self.stream.write(text.encode(errors="surrogateescape"))   # a file name as its bytes
         self.stream.flush()
         return len(text)
 
@@ -893,7 +893,7 @@ class Builder:
 
 
 def _sha(text: str) -> str:
-    return _sha_bytes(text.encode())
+    return _sha_bytes(text.encode(errors="surrogateescape"))
 
 
 def _sha_bytes(data: bytes) -> str:

@@ -182,14 +182,16 @@ class BuildContext:
         st = self.stat(rel)
         assert st is not None
         h = hashlib.sha256()
-        h.update(f"{rel}\0{stat.S_IMODE(st.st_mode):o}\0{stat.S_IFMT(st.st_mode)}\0".encode())
+        # a name that is not UTF-8 (a context is bytes, as Go's tar names are) hashed as its bytes
+        h.update(f"{rel}\0{stat.S_IMODE(st.st_mode):o}\0{stat.S_IFMT(st.st_mode)}\0"
+                 .encode(errors="surrogateescape"))
         if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
             # by descriptor, as the copy reads it: the context may have changed since it was
             # walked (a file gone, a directory swapped for a link out of it)
             try:
                 with open_beneath(self.root, rel) as (parent, name):
                     if stat.S_ISLNK(st.st_mode):
-                        h.update(os.readlink(name, dir_fd=parent).encode())
+                        h.update(os.fsencode(os.readlink(name, dir_fd=parent)))
                     else:
                         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
                         with open(fd, "rb") as f:

@@ -78,7 +78,7 @@ class DirSource:
         return sorted(out)
 
     def hash(self, rel: str) -> str:
-        return "file:" + hashlib.sha256(f"{self.identity}:{rel}".encode()).hexdigest()
+        return "file:" + hashlib.sha256(f"{self.identity}:{rel}".encode(errors="surrogateescape")).hexdigest()
 
     def include(self, rel: str) -> Callable[[str], bool] | None:
         return None
