@@ -411,6 +411,35 @@ def test_secrets_and_configs_reach_the_tasks_and_roll_when_changed(shoal: Shoal,
                        "Removing config other_app_conf", "Removing network other_default"]
 
 
+def test_dns_extra_hosts_and_tmpfs_reach_the_task_as_docker_deploys_them(shoal: Shoal, tmp_path: Path) -> None:
+    """A service's `dns:` feeds the embedded resolver, which stays the nameserver (`peer` still
+    resolves; shoal made 192.0.2.53 the nameserver and no name resolved); a mapping of
+    extra_hosts lands sorted with an IPv6 address unbracketed; a tmpfs volume's `mode` is
+    dropped as docker/cli drops it (1777)."""
+    compose = tmp_path / "net.yml"
+    compose.write_text(
+        "services:\n"
+        "  peer:\n    image: localhost/busybox:test\n    command: [sleep, '300']\n    stop_grace_period: 1s\n"
+        "  probe:\n    image: localhost/busybox:test\n    stop_grace_period: 1s\n"
+        "    command: [sh, -c, 'cat /etc/resolv.conf /etc/hosts; stat -c tmpfs=%a /scratch; "
+        "nslookup peer >/dev/null && echo peer-resolves; exec sleep 300']\n"
+        "    dns: [192.0.2.53]\n"
+        "    extra_hosts: {zeta: 10.1.1.1, alpha: '[::1]'}\n"
+        "    volumes: [{type: tmpfs, target: /scratch, tmpfs: {size: 1048576, mode: 0700}}]\n")
+    shoal("stack", "deploy", "-d", "-c", str(compose), "other")
+    try:
+        out = wait_for(lambda: (lambda o: o if "tmpfs=" in o and ("peer-resolves" in o or "can't" in o) else None)(
+            shoal("service", "logs", "--raw", "other_probe").stdout), 40, "the probe's output")
+        assert "nameserver 127.0.0.11" in out and "# ExtServers: [192.0.2.53]" in out
+        assert "nameserver 192.0.2.53" not in out
+        assert "peer-resolves" in out
+        hosts = [line.split() for line in out.splitlines() if line.endswith(("alpha", "zeta"))]
+        assert hosts == [["::1", "alpha"], ["10.1.1.1", "zeta"]]
+        assert "tmpfs=1777" in out
+    finally:
+        shoal("stack", "rm", "other")
+
+
 def test_deploy_builds_a_missing_image_and_sends_its_secret(shoal: Shoal, tmp_path: Path) -> None:
     """`build:` honoured on deploy (Swarm ignores it), with shoald loading the compose file: the
     stack comes back from shoald as a dict, and the build and the secret's content are done on
