@@ -89,3 +89,20 @@ def test_backtracking_patterns_end(shoal, busybox_image: str, tmp_path: Path, wh
         assert proc.returncode == 0, proc.stderr
     else:
         assert proc.returncode == 1 and "no source files were specified" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("depth,ok", [(128, True), (129, False), (5000, False)])
+def test_nested_substitutions_end_in_one_line(shoal, busybox_image: str, tmp_path: Path, depth: int,
+                                              ok: bool) -> None:
+    """`${a:-${a:-...}}` 500 deep was a RecursionError traceback (buildkit recurses on Go's
+    growing stack); far past any real Dockerfile, it is now a one-line error."""
+    word = "${a:-" * depth + "y" + "}" * depth
+    proc = _build(tmp_path, f"FROM {busybox_image}\nENV a=x\nENV b={word}\n")
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    else:
+        assert proc.returncode == 1
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith('failed to process "${a:-${a:-') and line.endswith(
+            ": substitutions nested more than 128 deep"), line[-300:]

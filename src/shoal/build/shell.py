@@ -20,6 +20,10 @@ _EOF = ""
 # execve's MAX_ARG_STRLEN), far below what would exhaust a node's memory.
 EXPANSION_LIMIT = 16 << 20
 
+# How deep `${a:-${b:-...}}` may nest. buildkit's lexer recurses as this one does, on Go's
+# growing stack; Python's stops near 1000 frames (~300 levels): a RecursionError traceback.
+MAX_NESTING = 128
+
 
 class ShellError(ValueError):
     """A malformed word (unbalanced quote, bad substitution)."""
@@ -109,13 +113,17 @@ class _ShellWord:
         self.env = env
         self.scanner = _Scanner(text)
         self.raw_escapes = lex.raw_escapes
+        self.depth = -1   # the word itself is level 0
 
     def process_stop_on(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
         result: list[str] = []
         words = _Words()
         saved = self.raw_escapes
         self.raw_escapes = raw_escapes
+        self.depth += 1
         try:
+            if self.depth > MAX_NESTING:
+                raise ShellError(f"substitutions nested more than {MAX_NESTING} deep")
             sc = self.scanner
             esc = self.lex.escape
             while sc.peek() != _EOF:
@@ -155,6 +163,7 @@ class _ShellWord:
             return "".join(result), words.get()
         finally:
             self.raw_escapes = saved
+            self.depth -= 1
 
     def process_single_quote(self) -> str:
         sc = self.scanner
