@@ -8,6 +8,7 @@ network and runs in seconds; tests/integration/test_seed_build.py builds the see
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -437,6 +438,36 @@ def test_dns_extra_hosts_and_tmpfs_reach_the_task_as_docker_deploys_them(shoal: 
         assert hosts == [["::1", "alpha"], ["10.1.1.1", "zeta"]]
         assert "tmpfs=1777" in out
     finally:
+        shoal("stack", "rm", "other")
+
+
+def test_host_gateway_in_extra_hosts_reaches_the_host(shoal: Shoal, tmp_path: Path) -> None:
+    """`host.docker.internal: host-gateway` (extra_hosts, --host, --add-host) is the default
+    bridge's address, as moby's HostGatewayIP: a task reaches a server on the host by it.
+    Shoal wrote `host-gateway` into /etc/hosts, a line no resolver reads."""
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))
+    listener.listen()
+    listener.settimeout(40)
+    port = listener.getsockname()[1]
+    compose = tmp_path / "gw.yml"
+    compose.write_text(
+        "services:\n  probe:\n    image: localhost/busybox:test\n    stop_grace_period: 1s\n"
+        f"    command: [sh, -c, 'grep host.docker.internal /etc/hosts; echo hi | nc host.docker.internal {port}; "
+        "exec sleep 300']\n"
+        "    extra_hosts: ['host.docker.internal:host-gateway']\n")
+    shoal("stack", "deploy", "-d", "-c", str(compose), "other")
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            assert conn.recv(16) == b"hi\n"
+        out = shoal("service", "logs", "--raw", "other_probe").stdout
+        address = out.split()[0]
+        [bridge] = json.loads(shoal("network", "inspect", "bridge").stdout)
+        assert address == bridge["IPAM"]["Config"][0]["Gateway"]
+    finally:
+        listener.close()
         shoal("stack", "rm", "other")
 
 

@@ -42,6 +42,15 @@ def test_create_caps_adding_wins_over_dropping() -> None:
     assert (spec["cap_add"], spec["cap_drop"]) == (["CAP_CHOWN"], ["ALL"])
 
 
+def test_create_host_gateway_is_an_address_for_the_node() -> None:
+    """opts.ValidateExtraHost takes `host-gateway` for the address: the node's daemon puts its
+    host gateway in (shoal refused it, 'invalid IP address in add-host')."""
+    spec = create("--host", "host.docker.internal:host-gateway", "--host", "db:10.0.0.2", "img:1")
+    assert spec["extra_hosts"] == ["host-gateway host.docker.internal", "10.0.0.2 db"]
+    with pytest.raises(ShoalError, match="invalid IP address in add-host"):
+        create("--host", "x:host-gw", "img:1")
+
+
 def test_create_fills_the_models_defaults_like_compose(tmp_path: Path) -> None:
     """The seed's web service by flags equals what `stack deploy` makes of its compose file,
     apart from the names and the stack's labels."""

@@ -133,7 +133,8 @@ def swarm_host(value: str, flag: str) -> str:
     if not sep or not host:
         raise _flag_error(value, flag, f'bad format for add-host: "{value}"')
     try:
-        ipaddress.ip_address(ip.strip("[]"))
+        if ip != "host-gateway":  # opts.ValidateExtraHost: the node's daemon puts its address in
+            ipaddress.ip_address(ip.strip("[]"))
     except ValueError:
         raise _flag_error(value, flag, f'invalid IP address in add-host: "{ip}"') from None
     return f"{ip.strip('[]')} {host}"

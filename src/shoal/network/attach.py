@@ -262,6 +262,17 @@ def _wait_links_gone(names: list[str]) -> None:
         bridge.delete_link(name)
 
 
+def host_gateway_ip(store: NetworkStore | None = None) -> str:
+    """What `host-gateway` in --add-host or extra_hosts stands for: as moby's default
+    HostGatewayIP, the default bridge's address, the bridge made if it is not there yet (its
+    address must be on the host for a container to reach the host by it)."""
+    store = store or NetworkStore()
+    store.ensure_predefined()
+    net = store.get("bridge")
+    bridge.ensure_bridge(net)
+    return net.gateway
+
+
 def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
     """The host's nameservers a container can reach: loopback ones are not (Docker's rule)."""
     servers = []

@@ -31,6 +31,7 @@ from shoal.runtime.state import Container, ContainerState, proc_start_time
 from shoal.runtime.users import additional_groups, resolve_user
 
 EMBEDDED_DNS = "127.0.0.11"  # network/attach.py's; importing it here would load the network stack
+HOST_GATEWAY = "host-gateway"  # moby's special --add-host address: network/attach.py host_gateway_ip
 
 INIT_BINARY = "/usr/bin/tini-static"
 DEFAULT_STOP_TIMEOUT = 10
@@ -334,7 +335,12 @@ class ContainerManager:
             for n in ("hosts", "resolv.conf"):
                 write_file(c.dir / n, (donor.dir / n).read_text(), 0o644)
         else:
-            write_file(c.dir / "hosts", files.hosts(plan.hostname, own, spec.extra_hosts, entries, host_net), 0o644)
+            extra_hosts = list(spec.extra_hosts)
+            if any(h.partition(":")[2] == HOST_GATEWAY for h in extra_hosts):
+                gateway = importlib.import_module("shoal.network.attach").host_gateway_ip()
+                extra_hosts = [f"{h.partition(':')[0]}:{gateway}" if h.partition(":")[2] == HOST_GATEWAY else h
+                               for h in extra_hosts]
+            write_file(c.dir / "hosts", files.hosts(plan.hostname, own, extra_hosts, entries, host_net), 0o644)
             served = list(getattr(attachment, "dns_servers", []) or [])
             dns, upstream = spec.dns or served, [d for d in spec.dns if d != EMBEDDED_DNS]
             if served == [EMBEDDED_DNS] and upstream:
