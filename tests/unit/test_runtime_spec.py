@@ -330,3 +330,18 @@ def test_swarm_tasks_carry_cap_drop_and_security_opt():
                       "security_opt": ["no-new-privileges"]})
     spec = container_spec(task, Node(id="n1", hostname="h"))
     assert (spec.cap_add, spec.cap_drop, spec.security_opt) == (["NET_ADMIN"], ["CHOWN"], ["no-new-privileges"])
+
+
+def test_swarm_task_stop_timeout_drops_the_fraction_as_moby():
+    """moby's containerAdapter.shutdown stops with int(StopGracePeriod.Seconds): a compose
+    `stop_grace_period: 1500ms` waits 1 s and 900ms kills at once (shoal rounded them to 2 and
+    1)."""
+    from shoal.agent.taskspec import container_spec
+    from shoal.model.cluster import Node, Task
+
+    def timeout(grace: float) -> int:
+        task = Task(id="t1", service_id="s1", service_name="st_web", slot=1,
+                    spec={"image": "x", "stop_grace_period": grace})
+        return container_spec(task, Node(id="n1", hostname="h")).stop_timeout
+
+    assert [timeout(g) for g in (1.5, 2.5, 0.9, 10.0)] == [1, 2, 0, 10]

@@ -107,7 +107,8 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         cap_drop=list(spec.get("cap_drop") or []),
         security_opt=list(spec.get("security_opt") or []),
         stop_signal=spec.get("stop_signal") or "",
-        stop_timeout=int(round(float(spec.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD)))),
+        # moby's containerAdapter.shutdown: int(StopGracePeriod.Seconds), the fraction dropped
+        stop_timeout=int(float(spec.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))),
         extra_hosts=_extra_hosts(list(spec.get("extra_hosts") or [])),
         # The embedded resolver answers service names; it forwards every other name.
         dns=list(spec.get("dns") or []) or ([EMBEDDED_DNS] if attachments else []),

@@ -496,7 +496,8 @@ class Worker:
             self.restarts.cancel(task.id)  # an exited task waiting for its restart stays stopped
         if task.status.container_id:
             try:
-                grace = int(round(float(task.spec.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))))
+                # moby's containerAdapter.shutdown: whole seconds, the fraction dropped (1.5s is 1)
+                grace = int(float(task.spec.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD)))
                 self.executor.controller(task.status.container_id).shutdown(grace)
             except ShoalError as exc:
                 log.warning("stopping task %s: %s", task.id, exc)
