@@ -509,3 +509,17 @@ def test_tmpfs_mode_is_dropped_as_docker_clis_convert(tmp_path: Path) -> None:
                                    "        tmpfs: {size: 1000, mode: 0700}\n")
     assert stack.services["s_web"].mounts == [Mount(type="tmpfs", target="/t",
                                                     options=["size=1000"])]
+
+
+def test_external_volume_mount_shows_empty_volume_options(tmp_path: Path) -> None:
+    """docker/cli's handleVolumeToMount gives a stack's named volume VolumeOptions before it
+    returns for an external one: Docker's service inspect shows `"VolumeOptions": {}` for it
+    (NoCopy when asked); shoal showed none. An anonymous one still has none."""
+    from shoal.cli.dockerjson import service_spec
+
+    stack = _one_service(tmp_path, "    volumes: ['ext:/ext', 'other:/o:nocopy', '/anon']\n"
+                                   "volumes:\n  ext: {external: true}\n  other: {external: true}\n")
+    mounts = service_spec(stack.services["s_web"].to_dict(), {})["TaskTemplate"]["ContainerSpec"]["Mounts"]
+    assert mounts == [{"Type": "volume", "Source": "ext", "Target": "/ext", "VolumeOptions": {}},
+                      {"Type": "volume", "Source": "other", "Target": "/o", "VolumeOptions": {"NoCopy": True}},
+                      {"Type": "volume", "Target": "/anon"}]

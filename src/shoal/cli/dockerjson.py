@@ -71,8 +71,11 @@ def _map(value: dict[str, Any] | None) -> dict[str, Any]:
     return {k: (value or {})[k] for k in sorted(value or {})}
 
 
-def _mount(m: dict[str, Any]) -> dict[str, Any]:
-    """mount.Mount: the runtime's option strings become the typed options Docker keeps."""
+def _mount(m: dict[str, Any], stack: bool = False) -> dict[str, Any]:
+    """mount.Mount: the runtime's option strings become the typed options Docker keeps. A
+    stack's named volume always has VolumeOptions, `{}` for an external one (docker/cli's
+    handleVolumeToMount sets them before it looks at External), where `--mount` sets them
+    only for a volume option."""
     out = _omit([("Type", m.get("type")), ("Source", m.get("source")), ("Target", m.get("target")),
                  ("ReadOnly", bool(m.get("read_only")))])
     bind: dict[str, Any] = {}
@@ -112,7 +115,7 @@ def _mount(m: dict[str, Any]) -> dict[str, Any]:
     if driver:
         volume["DriverConfig"] = _omit([("Name", driver.get("Name")),
                                         ("Options", _map(driver.get("Options")) or None)])
-    if volume and m.get("type") == "volume":
+    if (volume or (stack and m.get("source"))) and m.get("type") == "volume":
         out["VolumeOptions"] = volume
     if tmpfs and m.get("type") == "tmpfs":
         out["TmpfsOptions"] = tmpfs
@@ -184,7 +187,7 @@ def _container_spec(spec: dict[str, Any], ids: Ids, defaults: bool = True) -> di
     out.update(_omit([
         ("StopSignal", spec.get("stop_signal")), ("TTY", bool(spec.get("tty"))),
         ("OpenStdin", bool(spec.get("open_stdin"))), ("ReadOnly", bool(spec.get("read_only"))),
-        ("Mounts", [_mount(m) for m in spec.get("mounts") or []]),
+        ("Mounts", [_mount(m, bool(spec.get("stack"))) for m in spec.get("mounts") or []]),
     ]))
     if defaults or given(spec, "stop_grace_period"):  # *time.Duration
         out["StopGracePeriod"] = _ns(spec.get("stop_grace_period"))
