@@ -442,9 +442,10 @@ def test_dns_extra_hosts_and_tmpfs_reach_the_task_as_docker_deploys_them(shoal: 
 
 
 def test_host_gateway_in_extra_hosts_reaches_the_host(shoal: Shoal, tmp_path: Path) -> None:
-    """`host.docker.internal: host-gateway` (extra_hosts, --host, --add-host) is the default
-    bridge's address, as moby's HostGatewayIP: a task reaches a server on the host by it.
-    Shoal wrote `host-gateway` into /etc/hosts, a line no resolver reads."""
+    """`host.docker.internal: host-gateway` (extra_hosts, --host, --add-host) is an address
+    of the node's host, as moby's HostGatewayIP (docker0's; here the task network's gateway on
+    this node): a task reaches a server on the host by it. Shoal wrote `host-gateway` into
+    /etc/hosts, a line no resolver reads."""
     listener = socket.socket()
     listener.bind(("0.0.0.0", 0))
     listener.listen()
@@ -463,9 +464,8 @@ def test_host_gateway_in_extra_hosts_reaches_the_host(shoal: Shoal, tmp_path: Pa
             conn.settimeout(5)
             assert conn.recv(16) == b"hi\n"
         out = shoal("service", "logs", "--raw", "other_probe").stdout
-        address = out.split()[0]
-        [bridge] = json.loads(shoal("network", "inspect", "bridge").stdout)
-        assert address == bridge["IPAM"]["Config"][0]["Gateway"]
+        [net] = json.loads(shoal("network", "inspect", "other_default").stdout)
+        assert out.split()[:2] == [net["IPAM"]["Config"][0]["Gateway"], "host.docker.internal"]
     finally:
         listener.close()
         shoal("stack", "rm", "other")

@@ -263,14 +263,13 @@ def _wait_links_gone(names: list[str]) -> None:
 
 
 def host_gateway_ip(store: NetworkStore | None = None) -> str:
-    """What `host-gateway` in --add-host or extra_hosts stands for: as moby's default
-    HostGatewayIP, the default bridge's address, the bridge made if it is not there yet (its
-    address must be on the host for a container to reach the host by it)."""
+    """moby's default HostGatewayIP, the default bridge's address: what `host-gateway` stands
+    for in the hosts file of a container with no gateway of its own (host, none, an internal
+    network). Its bridge is not made for it: shoal's bridges exist while containers are on
+    them, and this address is reachable from no such container anyway."""
     store = store or NetworkStore()
     store.ensure_predefined()
-    net = store.get("bridge")
-    bridge.ensure_bridge(net)
-    return net.gateway
+    return store.get("bridge").gateway
 
 
 def host_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:

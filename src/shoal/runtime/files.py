@@ -42,22 +42,32 @@ def ext_servers_line(servers: list[str]) -> str:
 
 
 def resolv_conf(dns: list[str], search: list[str], host_network: bool,
-                options: list[str] | None = None) -> str:
+                options: list[str] | None = None, internal: bool = False) -> str:
     """The host's file; for a container with its own network, localhost nameservers cannot
     work, so they are dropped and Google's DNS fills in as Docker does. `options` given replace
     the host's options lines (libnetwork's resolvconf: each of dns, search, options the user's
-    when given, else the host's)."""
+    when given, else the host's). `internal`: the embedded resolver is the nameserver, which
+    wants ndots:0 unless an ndots is set already (libnetwork's ResolverOptions): a short name
+    is asked of it as it is, before any search domain (a wildcard record in one would answer
+    for a service name)."""
     try:
         host = Path("/etc/resolv.conf").read_text()
     except OSError:
         host = ""
+    if internal:
+        given = options if options else [o for line in host.splitlines()
+                                         if line.split()[:1] == ["options"] for o in line.split()[1:]]
+        if not any(o.startswith("ndots:") for o in given):
+            options = [*given, "ndots:0"]
     if options:
         host = "".join(line + "\n" for line in host.splitlines()
                        if not line.strip().startswith("options"))
         host += "options " + " ".join(options) + "\n"
     if dns or search:
+        # The host's search domains stay unless the user gave some (libnetwork overrides only
+        # what was asked for).
         lines = [line for line in host.splitlines()
-                 if not line.strip().startswith(("nameserver", "search", "domain"))]
+                 if not line.strip().startswith(("nameserver", "search", "domain") if search else ("nameserver",))]
         lines += [f"nameserver {d}" for d in dns] if dns else [
             line for line in host.splitlines() if line.strip().startswith("nameserver")]
         if search:

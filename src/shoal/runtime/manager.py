@@ -337,7 +337,11 @@ class ContainerManager:
         else:
             extra_hosts = list(spec.extra_hosts)
             if any(h.partition(":")[2] == HOST_GATEWAY for h in extra_hosts):
-                gateway = importlib.import_module("shoal.network.attach").host_gateway_ip()
+                # The host's address on the container's own network (its default gateway, on
+                # this node's bridge): moby gives docker0's, which shoal has only while
+                # containers are on it; either reaches this node's host.
+                gateway = (getattr(attachment, "gateway", "")
+                           or importlib.import_module("shoal.network.attach").host_gateway_ip())
                 extra_hosts = [f"{h.partition(':')[0]}:{gateway}" if h.partition(":")[2] == HOST_GATEWAY else h
                                for h in extra_hosts]
             write_file(c.dir / "hosts", files.hosts(plan.hostname, own, extra_hosts, entries, host_net), 0o644)
@@ -350,7 +354,8 @@ class ContainerManager:
                 dns = served
             else:
                 upstream = []
-            text = files.resolv_conf(dns, spec.dns_search, host_net, spec.dns_options)
+            text = files.resolv_conf(dns, spec.dns_search, host_net, spec.dns_options,
+                                     internal=dns == [EMBEDDED_DNS])
             write_file(c.dir / "resolv.conf", text + (files.ext_servers_line(upstream) if upstream else ""), 0o644)
         write_file(c.dir / "hostname", plan.hostname + "\n", 0o644)  # read by the container's uid
         config = oci.build_config(
