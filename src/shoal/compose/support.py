@@ -48,12 +48,15 @@ def _rows() -> Iterator[KeySupport]:
 
     service_supported = (
         "build cap_add cap_drop command configs depends_on deploy dns dns_search entrypoint "
-        "env_file environment extra_hosts healthcheck hostname image init labels logging "
+        "env_file environment extra_hosts healthcheck hostname image init labels "
         "networks ports read_only secrets stdin_open stop_grace_period "
         "stop_signal sysctls tty ulimits user volumes working_dir"
     ).split()
     for key in service_supported:
         yield KeySupport("service", key, SUPPORTED)
+    yield KeySupport("service", "logging", SUPPORTED,
+                     "in the spec (service inspect) only: a task's output is kept by shoal "
+                     "(service logs), capped at 10 MiB, whatever the driver and options")
     # docker/cli's OomScoreAdj field has no mapstructure name, so its loader matches only a key
     # spelled `oomscoreadj`, which the schema refuses: `oom_score_adj` never reaches Swarm.
     yield KeySupport("service", "oom_score_adj", IGNORED,
