@@ -67,6 +67,7 @@ from shoal.ids import new_swarm_id
 from shoal.manager import allocator, endpoints, orchestrator, reaper, scheduler
 from shoal.manager.dispatcher import Dispatcher
 from shoal.store import SQLiteStore
+from shoal.store.sqlite import StoreUnreadable
 
 log = logging.getLogger("shoald")
 
@@ -594,6 +595,9 @@ def run() -> int:
         daemon = Daemon(session_factory=factory)
     except OSError as exc:  # a state or run root that cannot be made (a file in its path, a read-only disk)
         print(f"shoald: cannot use {exc.filename or paths.state_root()}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except StoreUnreadable as exc:  # shoald.db damaged: it is the node's state, nothing to start from
+        print(f"shoald: {exc}", file=sys.stderr)
         return 1
     try:
         asyncio.run(daemon.serve())

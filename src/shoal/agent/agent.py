@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -35,12 +36,13 @@ from typing import Any
 
 from shoal import paths
 from shoal.agent.pool import off_loop
-from shoal.agent.session import (AssignmentSet, AssignmentType, FileData, LogSubscription, NodeDescription,
-                                 NodeRemoved, ServiceRecord, Session, SessionInfo, SessionInvalid,
+from shoal.agent.session import (AssignmentSet, AssignmentType, CertificateUnusable, FileData, LogSubscription,
+                                 NodeDescription, NodeRemoved, ServiceRecord, Session, SessionInfo, SessionInvalid,
                                  TaskStatusUpdate, Unreachable)
 from shoal.errors import ShoalError
 from shoal.model.cluster import Task, TaskState
 from shoal.store import SQLiteStore
+from shoal.store.sqlite import StoreUnreadable
 
 log = logging.getLogger("shoald.agent")
 
@@ -68,10 +70,45 @@ class LocalStore(SQLiteStore):
     so it is trimmed to the last EVENTS_KEPT events rather than the manager's 50,000: every
     status write logs the whole task, and a busy node's file grew by megabytes an hour."""
 
+    def quick_check(self) -> str:
+        """'' for a file SQLite reads whole, else what it found wrong (its first line)."""
+        with self._lock:
+            row = self._conn.execute("PRAGMA quick_check").fetchone()
+        return "" if row is None or row[0] == "ok" else str(row[0])
+
     def trim_events(self, keep: int = EVENTS_KEPT) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM events WHERE revision <= (SELECT MAX(revision) FROM events) - ?",
                                (keep,))
+
+
+def open_local_store(path: Path) -> LocalStore:
+    """The agent's store. One this node cannot read (truncated, overwritten: a disk that filled,
+    a crash mid-write on a filesystem without ordering) is moved aside with one line in the log
+    and started empty, where shoald ended in a traceback at every start, restarted for ever. It
+    holds the manager's assignments, which the next session's complete set brings again (a
+    running task's container is its own again with it); what only this file held, restarts in
+    place while the manager was away and states not yet sent, is lost. swarmkit's node, on a
+    tasks.db bolt cannot open, fails to start and stays out of the swarm."""
+    try:
+        store = LocalStore(path)
+    except StoreUnreadable as exc:
+        problem: str = str(exc.__cause__ or exc)
+    else:
+        try:
+            problem = store.quick_check()
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        if not problem:
+            return store
+        store.close()
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        if path.with_name(path.name + suffix).exists():
+            path.with_name(path.name + suffix).rename(aside.with_name(aside.name + suffix))
+    log.warning("%s is unreadable (%s): moved to %s, starting with no assignments until the manager sends them",
+                path, problem, aside.name)
+    return LocalStore(path)
 
 
 class AssignedFiles:
@@ -104,7 +141,7 @@ class Agent:
                  on_assignments: Callable[[], None] = lambda: None) -> None:
         path = local_store_path(root)
         paths.ensure_private_dir(path.parent)
-        self.store = LocalStore(path)
+        self.store = open_local_store(path)
         self._trim_due = 0.0
         self.session = session
         self.description = description
@@ -134,6 +171,7 @@ class Agent:
         self._unassigned: set[str] = set()  # tasks being shut down because no set lists them
         self._registered_event: asyncio.Event | None = None
         self._removed_told = False  # the manager's "removed" logged once
+        self._certificate_told = ""  # an unusable certificate's error, logged once
         # The last answered heartbeat (the loop's, an ack's, a probe's) and the period it gave.
         self._period = 0.0
         self._last_beat = 0.0
@@ -552,6 +590,10 @@ class Agent:
                     if exc.confirmed:
                         self._removed_told = True
                         self.removed(str(exc))
+                except CertificateUnusable as exc:
+                    # Said once (and again if it changes): it stays so until someone acts.
+                    (log.debug if str(exc) == self._certificate_told else log.error)("%s", exc)
+                    self._certificate_told = str(exc)
                 except (Unreachable, SessionInvalid) as exc:
                     log.warning("session with the manager ended: %s", exc)
                 except ShoalError as exc:

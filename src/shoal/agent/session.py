@@ -48,6 +48,11 @@ class Unreachable(ShoalError):
     """The manager did not answer: keep running, retry with backoff."""
 
 
+class CertificateUnusable(Unreachable):
+    """This node's own certificate, key or root cannot be loaded: no manager can be asked until
+    the files are restored (or the node leaves and joins again)."""
+
+
 class SessionInvalid(ShoalError):
     """The manager does not know this session any more: register again."""
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from shoal.agent.session import (AssignmentSet, LogSubscription, NodeDescription, NodeRemoved, Session,
-                                 SessionInfo, SessionInvalid, TaskStatusUpdate, Unreachable, from_json, to_json)
+from shoal.agent.session import (AssignmentSet, CertificateUnusable, LogSubscription, NodeDescription, NodeRemoved,
+                                 Session, SessionInfo, SessionInvalid, TaskStatusUpdate, Unreachable, from_json, to_json)
 from shoal.manager.ca import MANAGER_ROLE, CertStore
 from shoal.manager.dispatcher_http import DISPATCHER_PREFIX, KEEPALIVE
 from shoal.tlscontext import client_context
@@ -68,7 +68,19 @@ class HTTPSSession(Session):
 
     def _ssl(self) -> ssl.SSLContext:
         # the root as stored: ssl parses it (cryptography is never loaded in a worker's shoald)
-        return client_context(self.certs.root_pem(), self.certs.cert_path, self.certs.key_path)
+        certs = self.certs
+        try:
+            return client_context(certs.root_pem(), certs.cert_path, certs.key_path)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            # Truncated or overwritten files: said as swarmkit's node says it, naming the file,
+            # not as a manager that did not answer.
+            try:
+                client_context(certs.root_pem())
+                where = f"{certs.cert_path} (key {certs.key_path.name})"
+            except (ssl.SSLError, OSError, ValueError):
+                where = str(certs.root_cert_path)
+            raise CertificateUnusable(f"error while loading TLS certificate in {where}: {exc}; restore it, or "
+                                      "leave the swarm and join it again") from exc
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:

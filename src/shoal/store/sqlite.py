@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from shoal.errors import Conflict
+from shoal.errors import Conflict, ShoalError
 from shoal.store.base import Event, Object, VersionConflict
 
 _SCHEMA = """
@@ -243,6 +243,10 @@ def _seal_plain_secrets(conn: sqlite3.Connection, key_dir: Path) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+class StoreUnreadable(ShoalError):
+    """The store's file is not a database SQLite can open (truncated, overwritten)."""
+
+
 class SQLiteStore:
     """The embedded store. Thread-safe; other processes may open the same file."""
 
@@ -250,10 +254,15 @@ class SQLiteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         _private_files(path)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        _seal_plain_secrets(self._conn, path.parent / "keys")
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            _seal_plain_secrets(self._conn, path.parent / "keys")
+        except sqlite3.DatabaseError as exc:
+            # A truncated or overwritten file: one line naming it, not a traceback at each start.
+            self._conn.close()
+            raise StoreUnreadable(f"{path} cannot be read: {exc}") from exc
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._decoded = _Decoded()
