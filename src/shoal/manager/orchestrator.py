@@ -544,6 +544,11 @@ def _restart_dead(p: _Pass, svc: ServiceView, slots: dict[Any, list[Task]], repl
                 _restart(p, svc, t, history)
 
 
+def _unplaceable(t: Task) -> bool:
+    """Pending because the scheduler found no node for it (its err says why)."""
+    return not t.node_id and t.status.state == TaskState.PENDING and t.status.err.startswith("no suitable node")
+
+
 def _drain(p: _Pass, svc: ServiceView, slots: dict[int, list[Task]]) -> None:
     """The tasks of a drained node move to other nodes as an update moves tasks: `parallelism`
     slots at a time (0: all), in the update's `order`. start-first: the replacement is made while
@@ -573,7 +578,11 @@ def _drain(p: _Pass, svc: ServiceView, slots: dict[int, list[Task]]) -> None:
             in_flight += 1
         else:
             drained = {t.id for t in history if t.node_id and p.node_draining(t.node_id)}
-            if any(t.replaces in drained and t.status.state < TaskState.RUNNING for t in others):
+            # A replacement no node can take (its constraint matched only the drained node)
+            # does not hold the drain: it would wait for ever and the node never empty. swarmkit
+            # stops them all and leaves them Pending with the scheduler's reason.
+            if any(t.replaces in drained and t.status.state < TaskState.RUNNING and not _unplaceable(t)
+                   for t in others):
                 in_flight += 1  # stop-first: the old copy stopped, its replacement is starting
     budget = len(candidates) if cfg["parallelism"] == 0 else cfg["parallelism"] - in_flight
     for slot, old in sorted(candidates, key=lambda c: c[0])[: max(budget, 0)]:
