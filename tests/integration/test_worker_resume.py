@@ -74,3 +74,41 @@ def test_a_task_left_created_by_a_dead_shoald_is_started(private_root: str, tmp_
         store.close()
     with pytest.raises(Exception):
         containers.get(cid)
+
+
+def test_an_unforeseen_error_in_prepare_rejects_the_task_once(private_root: str, tmp_path: Path) -> None:
+    """swarmkit's controller makes a Prepare error fatal (REJECTED, the restart policy decides).
+    An error that is not a ShoalError (a bug, an OSError) was left to the next pass: the task
+    stayed PREPARING and was prepared again at once, for ever, a traceback in the log each time."""
+    calls: list[str] = []
+
+    def network_setup(task: Task) -> None:
+        calls.append(task.id)
+        raise OSError(28, "No space left on device")
+
+    containers = ContainerManager()
+    store = SQLiteStore(tmp_path / "agent.db")
+    worker = Worker(store, "n1", containers, images=ImageStore(), network_setup=network_setup)
+    try:
+        with store.transaction() as tx:
+            tx.create("node", Node(id="n1", hostname="n1").to_dict())
+            tx.create("task", Task(id="t-bad", service_id="s1", service_name="svc", slot=1, node_id="n1",
+                                   spec={"image": private_root},
+                                   status=TaskStatus(state=TaskState.ASSIGNED)).to_dict())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            worker.sync()
+            if Task.from_dict(store.get("task", "t-bad")).status.state.terminal:
+                break
+            time.sleep(0.05)
+        for _ in range(10):  # more passes: a rejected task is not prepared again
+            worker.sync()
+            time.sleep(0.02)
+        task = Task.from_dict(store.get("task", "t-bad"))
+        assert task.status.state == TaskState.REJECTED, task.status
+        assert "No space left on device" in task.status.err
+        assert calls == ["t-bad"]
+        assert not [c for c in containers.list(all=True) if c.labels.get(TASK_LABEL) == "t-bad"]
+    finally:
+        worker.close()
+        store.close()

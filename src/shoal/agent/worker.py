@@ -186,6 +186,14 @@ class Worker:
             taskfiles.remove(task.id)
             self._report(task.id, TaskState.REJECTED, "preparing", err=str(exc))
             return
+        except Exception as exc:
+            # Not foreseen, so not known to pass on a retry: rejected, as swarmkit's controller
+            # makes a Prepare error fatal, and the restart policy decides what follows. Left to
+            # the next pass it was retried at once, for ever, a traceback in the log each time.
+            log.exception("task %s: preparing failed", task.id)
+            taskfiles.remove(task.id)
+            self._report(task.id, TaskState.REJECTED, "preparing", err=str(exc) or type(exc).__name__)
+            return
         current = self.store.get("task", task.id)
         if current is not None and TaskState.parse(current["desired_state"]).runs:
             # Nothing holds it back (no depends_on, no restart delay): start it now, in this
