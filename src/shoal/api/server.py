@@ -50,6 +50,12 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"message": f"{exc.reason}: {request.method} {request.path}"},
                                  status=exc.status, headers={k: v for k, v in exc.headers.items()
                                                              if k.lower() == "allow"})
+    except ConnectionResetError:
+        # The client went away mid-answer (a node killed while its assignment stream was being
+        # written): not a bug of ours, and logged as one with its traceback. aiohttp finds the
+        # connection closed when it sends this and drops it quietly.
+        log.debug("API %s %s: the client went away", request.method, request.path)
+        return web.Response(status=499)
     except Exception as exc:  # a bug: say so in one line, keep the daemon serving
         log.exception("API %s %s failed", request.method, request.path)
         return web.json_response({"message": f"internal error in shoald: {exc!r}"}, status=500)
