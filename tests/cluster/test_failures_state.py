@@ -10,6 +10,8 @@ cluster create --nodes 3`, web:v1 on the manager only), as a Swarm user meets th
 - a worker's certificate truncated: one line naming the file, said once, and the node is Down
   until it leaves and joins again; it logged 'no manager answered ([SSL] PEM lib)' every few
   seconds, as if the manager were away;
+- `swarm leave --force` and `swarm join` at once: the same machine joins again; it was refused
+  until the node it was went Down;
 - a worker's shoald.db overwritten: shoald stops at its start with one line naming the file,
   not a traceback.
 
@@ -135,6 +137,19 @@ def test_worker_certificate_truncated(cluster: Any) -> None:
     token = cluster.shoal("swarm", "join-token", "-q", "worker").stdout.strip()
     cluster.on_node(2, "swarm", "join", "--token", token, f"{cluster.node(1)['address']}:2377")
     wait_for(f"{host(cluster, 2)} Ready again", lambda: "Ready" in statuses(cluster, host(cluster, 2)), 30)
+
+
+def test_worker_leaves_and_joins_at_once(cluster: Any) -> None:
+    """`swarm leave --force && swarm join ...`: the node it was is still Ready (its heartbeats have
+    not run out); the same machine (hostname and address) is let join, the old node Down. It was
+    refused for three heartbeats ('a node with hostname ... is already part of this swarm')."""
+    assert statuses(cluster, host(cluster, 2)).count("Ready") == 1
+    down = statuses(cluster, host(cluster, 2)).count("Down")
+    token = cluster.shoal("swarm", "join-token", "-q", "worker").stdout.strip()
+    cluster.on_node(2, "swarm", "leave", "--force")
+    cluster.on_node(2, "swarm", "join", "--token", token, f"{cluster.node(1)['address']}:2377")
+    wait_for(f"the new {host(cluster, 2)} Ready", lambda: statuses(cluster, host(cluster, 2)).count("Ready") == 1
+             and statuses(cluster, host(cluster, 2)).count("Down") == down + 1, 30)
 
 
 def test_worker_store_overwritten(cluster: Any) -> None:

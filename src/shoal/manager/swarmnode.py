@@ -36,7 +36,7 @@ from shoal.manager import ca
 from shoal.manager.cachild import CAChild, CAView
 from shoal.manager.caserver import NodeJoin
 from shoal.manager.serviceview import DEFAULT_HISTORY_LIMIT
-from shoal.model.cluster import AVAILABILITIES, ManagerStatus, Node, TLSInfo
+from shoal.model.cluster import AVAILABILITIES, ManagerStatus, Node, NodeStatus, TLSInfo
 from shoal.store.base import Store
 
 DEFAULT_PORT = 2377
@@ -351,13 +351,23 @@ class SwarmNode:
         if join.role == ca.MANAGER_ROLE:
             raise ShoalError(SECOND_MANAGER)
         now = time.time()
+        addr = _host_of(join.advertise_addr) or (join.remote_addr or "")
         with self.store.transaction() as tx:
             for other in tx.list("node"):
-                if other.get("hostname") == join.hostname and Node.from_dict(other).state != "down":
-                    raise ShoalError(f'a node with hostname "{join.hostname}" is already part of this swarm '
-                                     f'(node {other["id"]}); give this node another hostname, or remove '
-                                     f'that one ("shoal node rm")')
-            addr = _host_of(join.advertise_addr) or (join.remote_addr or "")
+                known = Node.from_dict(other)
+                if other.get("hostname") != join.hostname or known.state == "down":
+                    continue
+                if addr and known.addr == addr and known.role == "worker":
+                    # The same machine joining again (`swarm leave --force` then `swarm join`, as
+                    # a script does at once): the node it was is gone, taken for Down now rather
+                    # than refused until its heartbeats run out, as Swarm lets it join again.
+                    known.status = NodeStatus(state="down", message="the node joined the swarm again", addr=addr)
+                    known.updated_at = now
+                    tx.update("node", known.to_dict())
+                    continue
+                raise ShoalError(f'a node with hostname "{join.hostname}" is already part of this swarm '
+                                 f'(node {other["id"]}); give this node another hostname, or remove '
+                                 f'that one ("shoal node rm")')
             node = Node(id=join.node_id, hostname=join.hostname, role="worker", created_at=now, state="unknown",
                         addr=addr)
             node.manager_status = None
