@@ -67,7 +67,6 @@ from shoal.ids import new_swarm_id
 from shoal.manager import allocator, endpoints, orchestrator, reaper, scheduler
 from shoal.manager.dispatcher import Dispatcher
 from shoal.store import SQLiteStore
-from shoal.store.sqlite import StoreUnreadable
 
 log = logging.getLogger("shoald")
 
@@ -586,17 +585,17 @@ def run() -> int:
     from shoal.api.swarmapi import finish_leave, restart_if_requested
 
     factory = None
-    if in_swarm(paths.state_root()):  # a worker: HTTPS to its manager
-        from shoal.agent.session_https import for_worker
-
-        factory = for_worker(paths.state_root())
     try:
+        if in_swarm(paths.state_root()):  # a worker: HTTPS to its manager
+            from shoal.agent.session_https import for_worker
+
+            factory = for_worker(paths.state_root())
         paths.ensure_private_dir(paths.run_root())  # serve() makes it too; here its error is one line
         daemon = Daemon(session_factory=factory)
     except OSError as exc:  # a state or run root that cannot be made (a file in its path, a read-only disk)
         print(f"shoald: cannot use {exc.filename or paths.state_root()}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except StoreUnreadable as exc:  # shoald.db damaged: it is the node's state, nothing to start from
+    except ShoalError as exc:  # its state damaged (shoald.db, swarm/state.json): one line naming the file
         print(f"shoald: {exc}", file=sys.stderr)
         return 1
     try:

@@ -12,8 +12,8 @@ cluster create --nodes 3`, web:v1 on the manager only), as a Swarm user meets th
   seconds, as if the manager were away;
 - `swarm leave --force` and `swarm join` at once: the same machine joins again; it was refused
   until the node it was went Down;
-- a worker's shoald.db overwritten: shoald stops at its start with one line naming the file,
-  not a traceback.
+- a worker's shoald.db or swarm/state.json overwritten: shoald stops at its start with one line
+  naming the file, not a traceback.
 
 Copies are counted from /proc. Real processes over real TLS, as test_node_failure.py."""
 
@@ -161,3 +161,12 @@ def test_worker_store_overwritten(cluster: Any) -> None:
     wait_for("the store's error in node 3's log",
              lambda: f"shoald: {db} cannot be read: file is not a database" in log_of(cluster, 3), 30)
     assert "Traceback" not in log_of(cluster, 3)
+
+
+def test_worker_swarm_state_truncated(cluster: Any) -> None:
+    state = Path(cluster.node(2)["root"]) / "swarm" / "state.json"
+    state.write_text(state.read_text()[:12])
+    kill9(cluster, 2)
+    wait_for("the state file's error in node 2's log",
+             lambda: f"shoald: {state}: not a swarm state file (" in log_of(cluster, 2), 30)
+    assert "Traceback" not in log_of(cluster, 2)
