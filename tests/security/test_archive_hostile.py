@@ -113,7 +113,7 @@ def _docker_archive(layers: list[bytes], tag: str, container_config: dict | None
                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     files = {f"blobs/sha256/{hashlib.sha256(config).hexdigest()}": config}
     files |= {f"blobs/sha256/{d[7:]}": layer for d, layer in zip(diff_ids, layers)}
-    names = list(files)
+    names = list(files)[:1] + [f"blobs/sha256/{d[7:]}" for d in diff_ids]   # a layer given twice stays twice
     files["manifest.json"] = json.dumps([{"Config": names[0], "RepoTags": [tag], "Layers": names[1:]}]).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -640,5 +640,21 @@ def test_a_cmd_given_as_one_string_is_one_word(shoal, busybox_tar: Path) -> None
         assert shoal("image", "inspect", "-f", "{{json .Config.Cmd}}", tag, check=True).stdout == '["echo hi"]\n'
         run = shoal("run", "--rm", "--network", "none", tag)
         assert run.returncode != 0 and 'exec: "echo hi": executable file not found' in run.stderr, run.stderr
+    finally:
+        shoal("rmi", tag)
+
+
+def test_an_image_holding_a_layer_twice_runs(shoal, busybox_tar: Path) -> None:
+    """A manifest may list one layer twice (Docker chains the two as different layers); overlay
+    refused the same lowerdir twice (ELOOP), so the loaded image could not run. The upper copy
+    decides: /f is the top layer's."""
+    a, b = _layer(("f", b"a\n")), _layer(("f", b"b\n"))
+    tag = f"localhost/shoal-twice:{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run([sys.executable, "-m", "shoal", "load"], capture_output=True, timeout=120,
+                          input=_docker_archive([busybox_tar.read_bytes(), a, b, a], tag))
+    assert proc.returncode == 0, proc.stderr
+    try:
+        run = shoal("run", "--rm", "--network", "none", tag, "cat", "/f")
+        assert (run.returncode, run.stdout) == (0, "a\n"), run.stderr
     finally:
         shoal("rmi", tag)

@@ -624,3 +624,11 @@ def test_context_names_that_are_not_utf8_are_copied(shoal, busybox_image: str, t
     (ctx / os.fsdecode(b"d\xfe") / "in").write_bytes(b"4")
     proc = shoal("build", "--no-cache", str(ctx))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_layer_built_twice_leaves_the_image_runnable(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """`COPY f /f` twice makes the same layer twice; the next RUN's overlay was refused (ELOOP:
+    the same lowerdir twice), as was every container of the image."""
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY f /f\nCOPY f /f\nRUN cat /f\n", {"f": b"x"})
+    proc = shoal("build", "--no-cache", str(ctx))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

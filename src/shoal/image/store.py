@@ -92,8 +92,11 @@ class Image:
     last_tag_time: str = _ZERO_TIME
 
     def rootfs_dirs(self) -> list[Path]:
-        """overlay lowerdirs, TOP layer FIRST."""
-        return list(reversed(self.snapshot_dirs))
+        """overlay lowerdirs, TOP layer FIRST. A layer an image holds twice (`COPY f /f` twice,
+        a manifest listing one blob twice: Docker chains them as two) is given once, at its
+        topmost place: overlay refuses a lowerdir given twice (ELOOP), and the upper copy
+        decides every path the layer names, so the lower one changes nothing in the view."""
+        return list(dict.fromkeys(reversed(self.snapshot_dirs)))
 
     @property
     def short_id(self) -> str:
