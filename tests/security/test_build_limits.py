@@ -106,3 +106,17 @@ def test_nested_substitutions_end_in_one_line(shoal, busybox_image: str, tmp_pat
         line = proc.stderr.strip().splitlines()[-1]
         assert line.startswith('failed to process "${a:-${a:-') and line.endswith(
             ": substitutions nested more than 128 deep"), line[-300:]
+
+
+def test_many_large_labels_do_not_pile_up_in_the_builder(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """Each step's image carries every label so far; the store kept the last 256 configs
+    decoded whatever their size: 100 LABELs of 60KB took 670MB (a MemoryError under 500MB)."""
+    labels = "".join(f"LABEL l{i}={'y' * 60000}\n" for i in range(100))
+    ctx = tmp_path / f"ctx-{uuid.uuid4().hex[:8]}"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\n{labels}")
+    limit = 500 << 20
+    proc = subprocess.run([sys.executable, "-m", "shoal", "build", "-q", "--no-cache", str(ctx)], capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ),
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert proc.returncode == 0 and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
