@@ -632,3 +632,26 @@ def test_a_layer_built_twice_leaves_the_image_runnable(shoal, busybox_image: str
     ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY f /f\nCOPY f /f\nRUN cat /f\n", {"f": b"x"})
     proc = shoal("build", "--no-cache", str(ctx))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+HELLO_SHA256 = "sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"   # b"hello\n"
+
+
+@pytest.mark.parametrize("flag,source,error", [
+    (HELLO_SHA256, "{web}/f", None),
+    ("sha256:" + "0" * 64, "{web}/f", f"ADD failed: digest mismatch {HELLO_SHA256}: sha256:" + "0" * 64),
+    ("sha256:00", "{web}/f", "invalid checksum digest format: sha256:00"),
+    (HELLO_SHA256, "f", "checksum can't be specified for non-HTTP(S) sources"),
+])
+def test_add_checksum_is_verified(shoal, busybox_image: str, tmp_path: Path, web: str, flag: str, source: str,
+                                  error: str | None) -> None:
+    """`ADD --checksum=` was accepted and ignored: a download that was not the pinned file went
+    into the image (and the flag on a context file was taken too), where buildkit refuses both."""
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nADD --checksum={flag} {source.format(web=web)} /f\n"
+                             "RUN test \"$(cat /f)\" = hello\n", {"f": b"hello\n"})
+    proc = shoal("build", "--no-cache", str(ctx))
+    if error is None:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    else:
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == error, proc.stderr

@@ -731,6 +731,15 @@ class Builder:
                     self.lex.expanded = raw_lex.expanded
             contents.append((c.path, data))
         mode = fs.parse_chmod(chmod) if chmod else None
+        # buildkit verifies an ADD'ed URL against --checksum; shoal took the flag and ignored
+        # it, so a download that was not the file pinned went into the image unnoticed
+        checksum = self._expand(cmd.checksum, env) if is_add and cmd.checksum else ""
+        if checksum:
+            algo, _, hexpart = checksum.partition(":")
+            if _DIGEST_HEX.get(algo) != len(hexpart) or not re.fullmatch(r"[0-9a-f]+", hexpart):
+                raise BuildFailed(f"invalid checksum digest format: {checksum}")
+            if not sources or not all(_is_url(s) for s in sources):
+                raise BuildFailed("checksum can't be specified for non-HTTP(S) sources")
 
         with ExitStack() as stack:
             if from_name:
@@ -741,7 +750,7 @@ class Builder:
             else:
                 assert self.context is not None
                 source = ContextSource(self.context)
-            infos = self._source_infos(source, sources, name, is_add, dest, stack)
+            infos = self._source_infos(source, sources, name, is_add, dest, stack, checksum)
             infos += [("content", path, data) for path, data in contents]
             if not infos:
                 raise BuildFailed(f"{name} failed: no source files were specified")
@@ -789,14 +798,14 @@ class Builder:
             raise BuildFailed(f"invalid from flag value {name}: {exc}") from None
 
     def _source_infos(self, source: ContextSource | DirSource, sources: list[str], name: str,
-                      is_add: bool, dest: str, stack: ExitStack) -> list[tuple[str, str, str]]:
+                      is_add: bool, dest: str, stack: ExitStack, checksum: str = "") -> list[tuple[str, str, str]]:
         """(kind, path, hash) per source, as moby calcCopyInfo: wildcards match whole paths."""
         infos: list[tuple[str, str, str]] = []
         for orig in sources:
             if _is_url(orig):
                 if not is_add:
                     raise BuildFailed(f"{name} failed: source can't be a URL for COPY")
-                infos.append(self._download(orig, dest, stack))
+                infos.append(self._download(orig, dest, stack, checksum))
                 continue
             _check_path(orig)
             path = orig.lstrip("/")
@@ -824,7 +833,7 @@ class Builder:
                     raise BuildFailed(f"{name} failed: {exc}") from None
         return infos
 
-    def _download(self, url: str, dest: str, stack: ExitStack) -> tuple[str, str, str]:
+    def _download(self, url: str, dest: str, stack: ExitStack, checksum: str = "") -> tuple[str, str, str]:
         import httpx
 
         import hashlib
@@ -835,6 +844,7 @@ class Builder:
         tmp = Path(tempfile.mkdtemp(prefix="dl-", dir=self.scratch_run))
         path = tmp / "download"
         sha = hashlib.sha256()
+        pinned = hashlib.new(checksum.partition(":")[0]) if checksum else None
         # Streamed to the scratch directory as it arrives (as dockerd does): the whole body in
         # memory took a builder's memory with one large file (1.2GiB: a MemoryError traceback
         # under a 1.2GB address-space limit).
@@ -849,11 +859,15 @@ class Builder:
                 with os.fdopen(fd, "wb") as out:
                     for chunk in resp.iter_bytes(1 << 20):
                         sha.update(chunk)
+                        if pinned is not None:
+                            pinned.update(chunk)
                         out.write(chunk)
         except httpx.HTTPError as exc:
             raise BuildFailed(f'ADD failed: Get "{url}": {exc}') from None
         except OSError as exc:  # the scratch file system full
             raise BuildFailed(f"ADD failed: {url}: {exc.strerror or exc}") from None
+        if pinned is not None and f"{pinned.name}:{pinned.hexdigest()}" != checksum:
+            raise BuildFailed(f"ADD failed: digest mismatch {pinned.name}:{pinned.hexdigest()}: {checksum}")
         named = tmp / (filename or "__unnamed__")
         os.rename(path, named)
         return ("url", str(named), "file:" + sha.hexdigest())
@@ -890,6 +904,10 @@ class Builder:
                                                name=posixpath.basename(rel))
                             continue
                 copier.copy_file(name, dest, dir_fd=parent)
+
+
+# the algorithms of a digest (opencontainers/go-digest) and their hex lengths
+_DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
 def _sha(text: str) -> str:
