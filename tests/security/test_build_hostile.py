@@ -655,3 +655,13 @@ def test_add_checksum_is_verified(shoal, busybox_image: str, tmp_path: Path, web
     else:
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1] == error, proc.stderr
+
+
+def test_copy_parents_is_refused_not_ignored(shoal, busybox_image: str, tmp_path: Path) -> None:
+    """`COPY --parents a/b/c /x/` is buildkit's /x/a/b/c; shoal took the flag and wrote /x/c."""
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY --parents a/b/c /x/\n", {"a/b/c": b"1"})
+    proc = shoal("build", "--no-cache", str(ctx))
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == "COPY --parents is not supported by shoal build", proc.stderr
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY --parents=false a/b/c /x/\n", {"a/b/c": b"1"})
+    assert shoal("build", "--no-cache", str(ctx)).returncode == 0

@@ -712,6 +712,8 @@ class Builder:
         is_add = cmd.name == "add"
         if cmd.exclude:
             raise BuildFailed(f"{name} --exclude is not supported by shoal build")
+        if cmd.parents:   # was taken and ignored: the files landed without their parent directories
+            raise BuildFailed(f"{name} --parents is not supported by shoal build")
         sources = [self._expand(s, env) for s in cmd.sources]
         dest = self._expand(cmd.dest, env)
         chown = self._expand(cmd.chown, env) if cmd.chown else ""

@@ -95,6 +95,7 @@ class CopyCommand(Command):            # COPY, ADD
     chmod: str = ""
     exclude: list[str] = field(default_factory=list)
     checksum: str = ""   # ADD --checksum: the digest an ADD'ed URL's bytes must have
+    parents: bool = False
 
 
 @dataclass
@@ -692,7 +693,7 @@ def _command(node: Node) -> Command | Stage:
         return CopyCommand(name, code, line, sources, contents, dest,
                            from_stage=str(flags.get("from", "")), chown=str(flags.get("chown", "")),
                            chmod=str(flags.get("chmod", "")), exclude=list(flags.get("exclude", []) or []),  # type: ignore[call-overload]
-                           checksum=str(flags.get("checksum", "")))
+                           checksum=str(flags.get("checksum", "")), parents=flags.get("parents") is True)
     if name == "from":
         if len(args) == 3 and args[1].lower() == "as":
             stage_name = args[2].lower()
