@@ -665,3 +665,52 @@ def test_copy_parents_is_refused_not_ignored(shoal, busybox_image: str, tmp_path
     assert proc.stderr.strip().splitlines()[-1] == "COPY --parents is not supported by shoal build", proc.stderr
     ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY --parents=false a/b/c /x/\n", {"a/b/c": b"1"})
     assert shoal("build", "--no-cache", str(ctx)).returncode == 0
+
+
+@pytest.fixture
+def tar_web(tmp_path: Path) -> Iterator[str]:
+    """An HTTP server on the host's loopback serving `/t.tar`, a tar holding `inner`."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / f"served-{uuid.uuid4().hex[:8]}"
+    served.mkdir()
+    with tarfile.open(served / "t.tar", "w") as tar:
+        info = tarfile.TarInfo("inner")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"in\n"))
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("add,check", [
+    ("ADD {web}/t.tar /d/", "test -f /d/t.tar && test ! -e /d/inner"),
+    ("ADD --unpack=true {web}/t.tar /d/", "test -f /d/inner && test ! -e /d/t.tar"),
+    ("ADD t.tar /d/", "test -f /d/inner && test ! -e /d/t.tar"),
+    ("ADD --unpack=false t.tar /d/", "test -f /d/t.tar && test ! -e /d/inner"),
+])
+def test_add_unpacks_a_remote_archive_only_when_asked(shoal, busybox_image: str, tmp_path: Path, tar_web: str,
+                                                      add: str, check: str) -> None:
+    """A URL's archive is not extracted (the Dockerfile reference) unless --unpack; a local one
+    is, unless --unpack=false (which was taken and ignored)."""
+    local = io.BytesIO()
+    with tarfile.open(fileobj=local, mode="w") as tar:
+        info = tarfile.TarInfo("inner")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"in\n"))
+    ctx = _context(tmp_path, f"FROM {busybox_image}\n{add.format(web=tar_web)}\nRUN {check}\n",
+                   {"t.tar": local.getvalue()})
+    proc = shoal("build", "--no-cache", str(ctx))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

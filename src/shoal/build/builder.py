@@ -771,7 +771,8 @@ class Builder:
                 with fs.writable_root(st.lowerdirs(), upper, self.scratch_run) as root:
                     try:
                         owner = fs.parse_chown(chown, root) if chown else (None if from_name else (0, 0))
-                        self._do_copy(source, infos, root, dest_path, fs.Copier(root, owner, mode), is_add)
+                        self._do_copy(source, infos, root, dest_path, fs.Copier(root, owner, mode),
+                                      is_add, cmd.unpack)
                     except fs.CopyError as exc:
                         raise BuildFailed(f"{name} failed: {exc}") from None
                     except OSError as exc:
@@ -875,7 +876,9 @@ class Builder:
         return ("url", str(named), "file:" + sha.hexdigest())
 
     def _do_copy(self, source: ContextSource | DirSource, infos: list[tuple[str, str, str]], root: Path,
-                 dest_path: str, copier: fs.Copier, is_add: bool) -> None:
+                 dest_path: str, copier: fs.Copier, is_add: bool, unpack: bool | None = None) -> None:
+        """ADD unpacks a local archive unless --unpack=false, a URL's only with --unpack (the
+        Dockerfile reference: remote archives are not extracted)."""
         dir_hint = dest_path.endswith("/")
         for kind, rel, data in infos:
             # moby createDestInfo: the destination with its symlinks (the last one too)
@@ -892,13 +895,13 @@ class Builder:
                 continue
             dest = posixpath.join(target, posixpath.basename(rel)) if into_dir else target
             if kind == "url":
-                if is_add and fs.is_archive(Path(rel)):
+                if is_add and unpack is True and fs.is_archive(Path(rel)):
                     fs.extract_archive(Path(rel), target, root, self.scratch_run)
                 else:
                     copier.copy_file(Path(rel), dest)
                 continue
             with fs.open_beneath(source.root, rel) as (parent, name):
-                if is_add:
+                if is_add and unpack is not False:
                     with fs.opened_file(parent, name, rel) as fd:
                         # read through the descriptor opened here: the path may be swapped
                         if fd is not None and fs.is_archive(Path(f"/proc/self/fd/{fd}")):

@@ -96,6 +96,7 @@ class CopyCommand(Command):            # COPY, ADD
     exclude: list[str] = field(default_factory=list)
     checksum: str = ""   # ADD --checksum: the digest an ADD'ed URL's bytes must have
     parents: bool = False
+    unpack: bool | None = None   # ADD --unpack: None is the default (a local archive only)
 
 
 @dataclass
@@ -693,7 +694,8 @@ def _command(node: Node) -> Command | Stage:
         return CopyCommand(name, code, line, sources, contents, dest,
                            from_stage=str(flags.get("from", "")), chown=str(flags.get("chown", "")),
                            chmod=str(flags.get("chmod", "")), exclude=list(flags.get("exclude", []) or []),  # type: ignore[call-overload]
-                           checksum=str(flags.get("checksum", "")), parents=flags.get("parents") is True)
+                           checksum=str(flags.get("checksum", "")), parents=flags.get("parents") is True,
+                           unpack=flags.get("unpack") if isinstance(flags.get("unpack"), bool) else None)
     if name == "from":
         if len(args) == 3 and args[1].lower() == "as":
             stage_name = args[2].lower()
