@@ -10,14 +10,26 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
 
 import pytest
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """check()'s first truthy value, polled until `timeout` (a bound, not a speed target)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest's hook signature

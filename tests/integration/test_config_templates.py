@@ -6,26 +6,14 @@ not given fails the task with swarmkit's words."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from tests.conftest import ROOT_ONLY
+from pathlib import Path
+
+from tests.conftest import ROOT_ONLY, poll
 
 pytestmark = ROOT_ONLY
 
 PASSWORD = "tpl-pa55-9f3c71"
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_templated_config_and_secret_are_rendered_per_task(shoal, busybox_image: str, shoal_root: Path,
@@ -46,7 +34,7 @@ def test_templated_config_and_secret_are_rendered_per_task(shoal, busybox_image:
         "configs:\n  conf: {file: ./app.conf.tmpl, template_driver: golang}\n")
     try:
         shoal("stack", "deploy", "-c", str(compose), "h6t", check=True)
-        _wait(lambda: shoal("service", "logs", "--raw", "h6t_app").stdout.count("started") == 2, 30, "both tasks")
+        poll(lambda: shoal("service", "logs", "--raw", "h6t_app").stdout.count("started") == 2, 30, "both tasks")
         names = shoal("ps", "--filter", "name=h6t_app", "--format", "{{.Names}}", check=True).stdout.split()
         # Read in the containers (not printed by them: a task's output is logged to disk).
         lines = sorted(shoal("exec", name, "cat", "/etc/app.conf", "/run/secrets/dsn", check=True).stdout
@@ -83,7 +71,7 @@ def test_a_template_reading_a_secret_the_task_lacks_fails_the_task(shoal, busybo
     try:
         shoal("service", "create", "--detach", "--name", "h6_bad", "--stop-grace-period", "1s",
               "--config", "source=h6_bad,target=/etc/x", busybox_image, "sleep", "300", check=True)
-        error = _wait(lambda: shoal("service", "ps", "--no-trunc", "--format", "{{.Error}}", "h6_bad").stdout.strip(),
+        error = poll(lambda: shoal("service", "ps", "--no-trunc", "--format", "{{.Error}}", "h6_bad").stdout.strip(),
                       30, "the task's error")
         assert error.splitlines()[0] == '"%s"' % (  # the ERROR column quotes it, as docker/cli's
             f"unable to get config from config store: failed to expand templated config {config_id}: "
@@ -91,5 +79,5 @@ def test_a_template_reading_a_secret_the_task_lacks_fails_the_task(shoal, busybo
             "error calling secret: secret target h6_other not found")
     finally:
         shoal("service", "rm", "h6_bad")
-        _wait(lambda: shoal("config", "rm", "h6_bad").returncode == 0, 30, "the config to be free")
+        poll(lambda: shoal("config", "rm", "h6_bad").returncode == 0, 30, "the config to be free")
         shoal("secret", "rm", "h6_other")

@@ -8,27 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 import urllib.request
-from collections.abc import Callable
-from typing import Any
 
 from shoal.api.client import connect
-from tests.conftest import ROOT_ONLY
+from tests.conftest import ROOT_ONLY, poll
 
 pytestmark = ROOT_ONLY
 
 PORT = 28517  # published by the test's service; nothing else here uses it
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _get(path: str) -> str:
@@ -50,7 +37,7 @@ def test_published_port_without_a_network_answers_through_ingress(shoal, busybox
                      "--stop-grace-period", "1s", busybox_image, "httpd", "-f", "-p", "80", "-h", "/etc",
                      check=True, timeout=120)
         service_id = made.stdout.splitlines()[0]
-        assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 30, "the published port")
+        assert "root:x:0:0" in poll(lambda: _get("/passwd"), 30, "the published port")
 
         # `docker network ls`: ingress  overlay  swarm
         assert ["ingress", "overlay", "swarm"] in _rows(shoal)
@@ -93,4 +80,4 @@ def test_published_port_without_a_network_answers_through_ingress(shoal, busybox
         shoal("service", "rm", "h10_ing")
     # No service needs it any more: removed (this node's copy once the tasks have stopped).
     assert shoal("network", "rm", "ingress", input="y\n", check=True).stdout.endswith("[y/N] ingress\n")
-    _wait(lambda: ["ingress", "overlay", "swarm"] not in _rows(shoal), 30, "the node's copy of ingress to go")
+    poll(lambda: ["ingress", "overlay", "swarm"] not in _rows(shoal), 30, "the node's copy of ingress to go")

@@ -6,24 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
+
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT_ONLY
+from tests.conftest import ROOT_ONLY, poll
 
 pytestmark = ROOT_ONLY
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _err(result: Any) -> str:
@@ -67,7 +56,7 @@ def test_secret_and_config_lifecycle_with_a_stack(shoal, busybox_image: str, sho
             "configs:\n  conf:\n    external: true\n    name: h4_conf\n")
         deployed = shoal("stack", "deploy", "-c", str(compose), "h4s", check=True)
         assert "Creating secret" not in deployed.stdout
-        _wait(lambda: "color=green" in shoal("service", "logs", "--raw", "h4s_app").stdout, 30, "the task's output")
+        poll(lambda: "color=green" in shoal("service", "logs", "--raw", "h4s_app").stdout, 30, "the task's output")
         assert "pa55-w0rd-h4" in shoal("service", "logs", "--raw", "h4s_app").stdout
 
         refused = shoal("secret", "rm", "h4_token")
@@ -122,7 +111,7 @@ def test_a_golang_templated_config_is_expanded_for_each_task(shoal, busybox_imag
         "configs:\n  tpl:\n    external: true\n    name: h4_tpl\n")
     try:
         shoal("stack", "deploy", "-c", str(compose), "h4t", check=True)
-        logs = _wait(lambda: (lambda out: out if out.count("svc=") == 2 else None)(
+        logs = poll(lambda: (lambda out: out if out.count("svc=") == 2 else None)(
             shoal("service", "logs", "--raw", "h4t_app").stdout), 30, "both tasks' output")
         lines = sorted(line for line in logs.splitlines() if line.startswith("svc="))
         hostname = os.uname().nodename
@@ -132,4 +121,4 @@ def test_a_golang_templated_config_is_expanded_for_each_task(shoal, busybox_imag
             {"Name": "golang"}
     finally:
         shoal("stack", "rm", "h4t")
-    _wait(lambda: shoal("config", "rm", "h4_tpl").returncode == 0, 30, "the config to be free")
+    poll(lambda: shoal("config", "rm", "h4_tpl").returncode == 0, 30, "the config to be free")

@@ -5,26 +5,15 @@ the spec each command leaves, the published port answering, and Docker's refusal
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable
+
 from typing import Any
 
-from tests.conftest import ROOT_ONLY
+from tests.conftest import ROOT_ONLY, poll
 
 pytestmark = ROOT_ONLY
 
 PORT = 28431  # published by the test's service; nothing else here uses it
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _err(result: Any) -> str:
@@ -58,7 +47,7 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
         assert lines[1] == "overall progress: 0 out of 2 tasks"
         assert "overall progress: 2 out of 2 tasks" in lines
         assert lines[-1] == f"verify: Service {service_id} converged"
-        assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 20, "the published port")
+        assert "root:x:0:0" in poll(lambda: _get("/passwd"), 20, "the published port")
         svc = _inspect(shoal, "h3it_web")
         # Docker's shape (cli/dockerjson.py): no stack label, no previous spec yet.
         assert svc["ID"] == service_id and svc["Spec"]["Labels"] == {} and "PreviousSpec" not in svc
@@ -79,7 +68,7 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
         assert len(running) == 2 and all(t["spec"]["env"] == ["SIZE=L"] for t in running)
         assert not old_tasks & {t["id"] for t in running}
         # The manager's monitor (1 s) ends about when the CLI's did: completed once it passed.
-        _wait(lambda: _inspect(shoal, "h3it_web")["UpdateStatus"]["State"] == "completed", 20, "the update's monitor")
+        poll(lambda: _inspect(shoal, "h3it_web")["UpdateStatus"]["State"] == "completed", 20, "the update's monitor")
         pretty = shoal("service", "inspect", "--pretty", "h3it_web", check=True).stdout
         assert pretty.startswith(f"\nID:\t\t{service_id}\nName:\t\th3it_web\nLabels:\n tier=web\n"
                                  "Service Mode:\tReplicated\n Replicas:\t2\nUpdateStatus:\n State:\t\tcompleted\n")
@@ -94,10 +83,10 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
         # progress.go: the rollback's final message follows the verification when it came first.
         assert "verify: Service h3it_web converged" in rolled.stdout.splitlines()[-2:]
         # The CLI waits update_config's monitor (1 s), the manager rollback_config's (5 s unset).
-        svc = _wait(lambda: (s := _inspect(shoal, "h3it_web"))["UpdateStatus"]["State"] == "rollback_completed" and s,
+        svc = poll(lambda: (s := _inspect(shoal, "h3it_web"))["UpdateStatus"]["State"] == "rollback_completed" and s,
                     20, "the rollback's monitor")
         assert svc["Spec"]["TaskTemplate"]["ForceUpdate"] == 0
-        assert "root:x:0:0" in _wait(lambda: _get("/passwd"), 20, "the port after the rollback")
+        assert "root:x:0:0" in poll(lambda: _get("/passwd"), 20, "the port after the rollback")
 
         # An image nobody has: Docker's warning, then the update pauses on the rejected task.
         missing = shoal("service", "update", "--image", "localhost/nosuch:1", "h3it_web", timeout=120)
@@ -108,7 +97,7 @@ def test_create_update_rollback(shoal, busybox_image: str) -> None:
         assert "root:x:0:0" in _get("/passwd")  # stop-first, parallelism 1: one task still serves
     finally:
         shoal("service", "rm", "h3it_web")
-        _wait(lambda: not [t for t in json.loads(_tasks(shoal, None)) if t["service_name"] == "h3it_web"], 30,
+        poll(lambda: not [t for t in json.loads(_tasks(shoal, None)) if t["service_name"] == "h3it_web"], 30,
               "the service's tasks to go")
         shoal("network", "rm", "h3it_net")
 
@@ -161,7 +150,7 @@ def test_jobs_run_to_completion(shoal, busybox_image: str) -> None:
             return shoal("service", "ps", *f, "--format", "{{.ID}} {{.DesiredState}} {{.CurrentState}}",
                          "h3it_slowjob", check=True).stdout.split()
 
-        row = _wait(lambda: (r := ps()) and r[2] == "Running" and r, 60, "the job's task to run")
+        row = poll(lambda: (r := ps()) and r[2] == "Running" and r, 60, "the job's task to run")
         assert row[1] == "Complete"
         assert ps("-f", "desired-state=complete")[:2] == row[:2] and ps("-f", "desired-state=running") == []
         assert json.loads(shoal("inspect", row[0], check=True).stdout)[0]["DesiredState"] == "complete"
@@ -183,15 +172,15 @@ def test_update_monitor(shoal, busybox_image: str) -> None:
             return [t for t in json.loads(_tasks(shoal, service_id)) if t["spec_version"] == version
                     and t["status"]["state"] == "running" and t["desired_state"] == "running"]
 
-        _wait(lambda: running(1), 60, "the first task")
+        poll(lambda: running(1), 60, "the first task")
         shoal("service", "update", "-d", "--env-add", "V=2", "h3it_mon", check=True)
-        _wait(lambda: running(2), 60, "the updated task")
+        poll(lambda: running(2), 60, "the updated task")
         assert _inspect(shoal, "h3it_mon")["UpdateStatus"]["State"] == "updating"  # its 6 s have not passed
-        _wait(lambda: _inspect(shoal, "h3it_mon")["UpdateStatus"]["State"] == "completed", 30, "the monitor to pass")
+        poll(lambda: _inspect(shoal, "h3it_mon")["UpdateStatus"]["State"] == "completed", 30, "the monitor to pass")
 
         # The new task exits non-zero 1 s after it started: within the 2 s monitor.
         shoal("service", "update", "-d", "--env-add", "LIFE=1", "--update-monitor", "2s", "h3it_mon", check=True)
-        status = _wait(lambda: (u := _inspect(shoal, "h3it_mon")["UpdateStatus"])["State"] == "paused" and u, 60,
+        status = poll(lambda: (u := _inspect(shoal, "h3it_mon")["UpdateStatus"])["State"] == "paused" and u, 60,
                        "the update to pause")
         failed = [t for t in json.loads(_tasks(shoal, service_id)) if t["spec_version"] == 3]
         assert [t["status"]["state"] for t in failed] == ["failed"]
@@ -254,7 +243,7 @@ def test_compose_job(shoal, busybox_image: str, tmp_path) -> None:
                        "    deploy:\n      mode: replicated-job\n      replicas: 2\n")
     try:
         shoal("stack", "deploy", "-d", "-c", str(compose), "h3itjob", check=True)
-        row = _wait(lambda: [line for line in shoal("service", "ls").stdout.splitlines()
+        row = poll(lambda: [line for line in shoal("service", "ls").stdout.splitlines()
                              if " h3itjob_once " in line and "(2/2 completed)" in line], 30, "the job to complete")
         assert "replicated job   0/0 (2/2 completed)" in row[0]
         # MaxConcurrent defaults to the replicas, as Swarm's.
@@ -276,7 +265,7 @@ def test_stack_rm_detach_false_waits_for_the_tasks(shoal, busybox_image: str, tm
     assert (quiet.stdout, quiet.stderr) == ("Creating network h3itrm_default\nCreating service h3itrm_slow\n", "")
     running = ["ps", "--filter", "label=com.docker.stack.namespace=h3itrm", "--format", "{{.Names}}"]
     try:
-        _wait(lambda: shoal(*running).stdout.strip(), 30, "the task's container to run")
+        poll(lambda: shoal(*running).stdout.strip(), 30, "the task's container to run")
         bad = shoal("stack", "rm", "--detach=maybe", "h3itrm")
         assert (bad.returncode, bad.stderr.splitlines()[0]) == (
             125, 'invalid argument "maybe" for "-d, --detach" flag: strconv.ParseBool: parsing "maybe": invalid syntax')
@@ -293,7 +282,7 @@ def test_service_logs_since(shoal, busybox_image: str) -> None:
     shoal("service", "create", "-d", "--name", "h3it_logs", busybox_image, "sh", "-c",
           "echo one; sleep 2; echo two; exec sleep 300", check=True)
     try:
-        lines = _wait(lambda: [line for line in shoal("service", "logs", "-t", "h3it_logs").stdout.splitlines()
+        lines = poll(lambda: [line for line in shoal("service", "logs", "-t", "h3it_logs").stdout.splitlines()
                                if line.endswith("| two")], 30, "both lines")
         stamp = lines[0].split()[0]
         since = shoal("service", "logs", "--since", stamp, "h3it_logs", check=True).stdout

@@ -10,29 +10,18 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT_ONLY
+from tests.conftest import ROOT_ONLY, poll
 from tests.integration.registry_helpers import htpasswd_auth, run_registry
 
 pytestmark = ROOT_ONLY
 
 USER, PASSWORD = "h12user", "h12-Pass-4f1c9e"
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _tasks(service: str) -> list[dict[str, Any]]:
@@ -69,7 +58,7 @@ def test_with_registry_auth_reaches_the_node(shoal, busybox_image: str, registry
     try:
         made = shoal("service", "create", "-d", "--name", "h12_noauth", ref, "sleep", "300", env=client_env)
         assert made.returncode == 0, made.stderr
-        rejected = _wait(lambda: _state("h12_noauth", "rejected"), 60, "the task without credentials rejected")
+        rejected = poll(lambda: _state("h12_noauth", "rejected"), 60, "the task without credentials rejected")
         err = rejected["status"]["err"]
         assert err.startswith(f"No such image: {ref}"), err
         assert "no basic auth credentials" in err, err
@@ -77,7 +66,7 @@ def test_with_registry_auth_reaches_the_node(shoal, busybox_image: str, registry
         made = shoal("service", "create", "-d", "--with-registry-auth", "--name", "h12_auth", ref, "sleep", "300",
                      env=client_env)
         assert made.returncode == 0, made.stderr
-        _wait(lambda: _state("h12_auth", "running"), 90, "the task with the client's credentials running")
+        poll(lambda: _state("h12_auth", "running"), 90, "the task with the client's credentials running")
 
         # An update without the flag keeps the credentials (docker/cli sends none, moby keeps them).
         shoal("service", "update", "-d", "--env-add", "X=1", "h12_auth", env=client_env, check=True)
@@ -119,7 +108,7 @@ def test_with_registry_auth_reaches_the_node(shoal, busybox_image: str, registry
         # stack deploy --with-registry-auth: each service's image's credentials, the same road.
         deployed = shoal("stack", "deploy", "-d", "--with-registry-auth", "-c", str(compose), "h12s", env=client_env)
         assert deployed.returncode == 0, deployed.stderr
-        _wait(lambda: _state("h12s_web", "running"), 90, "the stack's task with the client's credentials running")
+        poll(lambda: _state("h12s_web", "running"), 90, "the stack's task with the client's credentials running")
     finally:
         shoal("stack", "rm", "h12s")
         for name in ("h12_noauth", "h12_auth"):

@@ -4,24 +4,11 @@ with the cycle honoured, each service's first task would wait for the other for 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from tests.conftest import ROOT_ONLY
+from tests.conftest import ROOT_ONLY, poll
 
 pytestmark = ROOT_ONLY
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_service_depends_on_cycle_deploys_and_both_run(shoal, busybox_image: str,
@@ -44,6 +31,6 @@ def test_two_service_depends_on_cycle_deploys_and_both_run(shoal, busybox_image:
             return sorted(line.split()[0] for line in states if " Running " in f"{line} ") == [
                 "cyc_ping.1", "cyc_pong.1"]
 
-        _wait(running, 60, "both services of the cycle to run")
+        poll(running, 60, "both services of the cycle to run")
     finally:
         shoal("stack", "rm", "cyc")

@@ -8,13 +8,9 @@ a CGI printing their hostname and REMOTE_ADDR."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 import yaml
 
-from tests.conftest import ROOT_ONLY
+from tests.conftest import ROOT_ONLY, poll
 
 pytestmark = ROOT_ONLY
 
@@ -30,16 +26,6 @@ WEB = ("mkdir -p /www/cgi-bin && printf '%s' \"$CGI\" > /www/cgi-bin/who && chmo
        "&& exec httpd -f -p 80 -h /www")
 # The client prints its own address, then one answer per request: `<task hostname> <address>`.
 ASK = "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; for i in $(seq {n}); do wget -qO- {url}; done"
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _answers(out: str) -> list[tuple[str, str]]:
@@ -69,7 +55,7 @@ def test_tasks_see_the_clients_own_address_on_one_node(shoal, busybox_image: str
     (tmp_path / "who.yml").write_text(yaml.safe_dump(compose))
     try:
         shoal("stack", "deploy", "--detach", "-c", str(tmp_path / "who.yml"), STACK, check=True, timeout=120)
-        tasks = _wait(lambda: _tasks(shoal), 60, "two running tasks")
+        tasks = poll(lambda: _tasks(shoal), 60, "two running tasks")
         hostnames = {t[:12] for t in tasks}
 
         def ask(url: str, n: int = 8) -> tuple[str, list[tuple[str, str]]]:
@@ -83,7 +69,7 @@ def test_tasks_see_the_clients_own_address_on_one_node(shoal, busybox_image: str
         def by_vip() -> tuple[str, list[tuple[str, str]]] | None:
             own, got = ask(f"http://{SERVICE}/cgi-bin/who")
             return (own, got) if {h for h, _ in got} == hostnames else None
-        own, got = _wait(by_vip, 30, "both tasks through the VIP")
+        own, got = poll(by_vip, 30, "both tasks through the VIP")
         assert own.startswith("10.213.184.") and own != GATEWAY, own
         assert {addr for _, addr in got} == {own}, got
 
@@ -108,5 +94,5 @@ def test_tasks_see_the_clients_own_address_on_one_node(shoal, busybox_image: str
         assert host in hostnames and addr.startswith("169.254."), (host, addr)
     finally:
         shoal("stack", "rm", STACK)
-        _wait(lambda: not shoal("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={SERVICE}").stdout.strip(),
+        poll(lambda: not shoal("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={SERVICE}").stdout.strip(),
               30, "the tasks to stop")
