@@ -12,6 +12,7 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -453,12 +454,26 @@ def test_step_workdir_with_dotdot_stays_inside(shoal, busybox_image: str, tmp_pa
 
 # --- ADD of a URL ------------------------------------------------------------------------------------
 
+def _serve(handler: Any) -> Iterator[str]:
+    """Serve `handler` on the host's loopback for as long as the fixture using it lasts."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def web() -> Iterator[str]:
     """An HTTP server on the host's loopback (the builder fetches ADD URLs itself, as dockerd
     does): `/big/N` is N MiB of zeros, sent a MiB at a time; any other path is a short body."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
@@ -477,14 +492,7 @@ def web() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from _serve(Handler)
 
 
 @pytest.mark.parametrize("path", ["/a/%2e%2e", "/%2e", "/a/.%2e"])
@@ -671,8 +679,7 @@ def test_copy_parents_is_refused_not_ignored(shoal, busybox_image: str, tmp_path
 def tar_web(tmp_path: Path) -> Iterator[str]:
     """An HTTP server on the host's loopback serving `/t.tar`, a tar holding `inner`."""
     import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import SimpleHTTPRequestHandler
 
     served = tmp_path / f"served-{uuid.uuid4().hex[:8]}"
     served.mkdir()
@@ -685,14 +692,7 @@ def tar_web(tmp_path: Path) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from _serve(functools.partial(Quiet, directory=str(served)))
 
 
 @pytest.mark.parametrize("add,check", [

@@ -9,12 +9,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_ONLY, run_shoal, teardown_root
+from conftest import ROOT_ONLY, poll, run_shoal, teardown_root
 
 pytestmark = [pytest.mark.root, ROOT_ONLY]
 
@@ -95,16 +94,6 @@ def test_a_container_reference_of_64_characters_is_not_a_path(shoal, busybox_ima
     assert (victim / "keep").read_text() == "must stay"
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("owner", ['uid: "abc"', 'gid: "99999999999"', 'uid: "-5"'])
 def test_a_secrets_bad_owner_rejects_the_task_naming_the_key(shoal, busybox_image: str, tmp_path: Path,
                                                              owner: str) -> None:
@@ -134,7 +123,7 @@ secrets:
                         "{{.CurrentState}}|{{.Error}}").stdout
             return next((line for line in out.splitlines() if line.startswith("Rejected")), "")
 
-        line = _wait(rejected, 60, "the task to be rejected")
+        line = poll(rejected, 60, "the task to be rejected")
         key = owner.split(":")[0]
         assert f"secret h4owner_s {key}: " in line, line
         assert ("invalid syntax" in line) or ("invalid argument" in line) or ("out of range" in line), line
@@ -142,7 +131,7 @@ secrets:
                     if "shoal-taskfiles" in m and os.environ["SHOAL_RUN"] in m]
     finally:
         shoal("stack", "rm", "h4owner")
-        _wait(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.stack.namespace=h4owner").stdout.strip(),
+        poll(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.stack.namespace=h4owner").stdout.strip(),
               60, "the stack's containers to go")
 
 
@@ -172,10 +161,10 @@ def test_a_volume_subpath_is_bound_alone_and_stays_in_the_volume(shoal, busybox_
                               "{{.CurrentState}}|{{.Error}}").stdout.strip()
                 logs = shoal("service", "logs", "--raw", "h4sub").stdout.split()
                 return [state, *logs] if state.startswith("Failed") or logs else []
-            return _wait(done, 60, f"the service with subpath {subpath}")
+            return poll(done, 60, f"the service with subpath {subpath}")
         finally:
             shoal("service", "rm", "h4sub")
-            _wait(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4sub").stdout.strip(),
+            poll(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4sub").stdout.strip(),
                   60, "the service's containers to go")
 
     for subpath in ("sub", "hack/good"):
@@ -300,13 +289,13 @@ def test_a_secret_mode_out_of_a_uint32_rejects_the_task(shoal, busybox_image: st
             answer += chunk
     try:
         assert b" 201 " in answer.split(b"\r\n")[0], answer
-        line = _wait(lambda: next((line for line in shoal("service", "ps", "h4mode", "--no-trunc", "--format",
+        line = poll(lambda: next((line for line in shoal("service", "ps", "h4mode", "--no-trunc", "--format",
                                                                  "{{.CurrentState}}|{{.Error}}").stdout.splitlines()
                                    if line.startswith("Rejected")), ""), 60, "the task to be rejected")
         assert f"secret h4mode mode: {mode} is not a file mode" in line, line
     finally:
         shoal("service", "rm", "h4mode")
-        _wait(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4mode").stdout.strip(),
+        poll(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4mode").stdout.strip(),
               60, "the service's containers to go")
         shoal("secret", "rm", "h4mode")
 
