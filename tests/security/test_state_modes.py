@@ -163,3 +163,19 @@ def test_the_node_id_and_network_records_are_root_only(state: Root) -> None:
     assert len(records) > 1, records
     for path in records:
         assert _mode(path) == 0o600, path
+
+
+def test_image_store_and_build_files_have_their_own_modes(state: Root, tmp_path: Path) -> None:
+    """The image store's indexes, its blob directory, a build's scratch directory and its step
+    cache get 0600/0700 as the rest of the root does, not the umask's 0644/0755."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM localhost/suid:test\nRUN echo built > /built\n")
+    state("build", "-q", "-t", "localhost/modes:test", str(ctx))
+    image = state.root / "image"
+    files = [image / "index.json", image / "layers.json", image / "build-cache.json", image / "build-cache.lock"]
+    dirs = [image / "blobs" / "sha256", image / "build-tmp"]
+    for path in files:
+        assert _mode(path) == 0o600, path
+    for path in dirs:
+        assert _mode(path) == 0o700, path

@@ -38,6 +38,7 @@ from shoal.build.dockerfile import (
 )
 from shoal.build.shell import Lex, ShellError, env_map
 from shoal.build.sources import ContextSource, DirSource
+from shoal import paths
 from shoal.gofmt import quote as _go_quote
 from shoal.units import human_size
 from shoal.errors import InvalidArgument, NotFound, ShoalError
@@ -316,7 +317,7 @@ class Builder:
         from shoal.runtime import build_step
 
         opts.network = build_network.check_mode(opts.network)
-        self.scratch.mkdir(parents=True, exist_ok=True)
+        paths.ensure_private_dir(self.scratch)
         # What a killed build left (issue 10 item 13) goes before this build adds its own.
         build_step.collect_leftovers()
         build_network.collect_leftovers()

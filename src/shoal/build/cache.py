@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from shoal import paths
+
 
 def step_key(parent_id: str, step: dict[str, Any]) -> str:
     """A stable digest of the parent image and a JSON-able description of the step."""
@@ -43,7 +45,8 @@ class BuildCache:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        lock_fd = os.open(self.path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, paths.PRIVATE_FILE)
+        with open(lock_fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -57,7 +60,7 @@ class BuildCache:
             entries = self._load()
             entries[key] = image_id
             tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"steps": entries}, sort_keys=True))
+            paths.write_file(tmp, json.dumps({"steps": entries}, sort_keys=True))
             os.replace(tmp, self.path)
 
     def forget(self, image_ids: set[str]) -> None:
@@ -68,6 +71,6 @@ class BuildCache:
             kept = {k: v for k, v in entries.items() if v not in image_ids}
             if len(kept) != len(entries):
                 tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps({"steps": kept}, sort_keys=True))
+                paths.write_file(tmp, json.dumps({"steps": kept}, sort_keys=True))
                 os.replace(tmp, self.path)
                 self._entries = kept

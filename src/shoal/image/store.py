@@ -148,7 +148,7 @@ def _fsync_dir(path: Path) -> None:
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with open(tmp, "w") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, paths.PRIVATE_FILE), "w") as f:
             f.write(json.dumps(data, separators=(",", ":")))  # dumps uses the C encoder, dump does not
             f.flush()
             os.fsync(f.fileno())
@@ -255,7 +255,7 @@ class BlobWriter:
         try:
             os.fsync(self._fd)
             target = self._store.blob_path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            paths.ensure_private_dir(target.parent)
             os.rename(self.path, target)
             _fsync_dir(target.parent)
         except OSError as exc:

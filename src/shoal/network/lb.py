@@ -80,8 +80,7 @@ def load_services() -> list[Service]:
 
 
 def _save(service: Service) -> None:
-    d = services_dir()
-    d.mkdir(parents=True, exist_ok=True)
+    d = paths.ensure_private_dir(services_dir())
     tmp = d / f"{service.id}.tmp"
     paths.write_file(tmp, json.dumps(service.to_dict(), separators=(",", ":")))
     os.replace(tmp, d / f"{service.id}.json")
