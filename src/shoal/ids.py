@@ -34,6 +34,12 @@ _RIGHT = (
 ).split()
 
 
+def is_full_id(text: str) -> bool:
+    """64 lowercase hex digits, as new_id makes them: the only references that may name a
+    directory of their own (anything else of that length could be `../../x/...`)."""
+    return len(text) == 64 and all(ch in "0123456789abcdef" for ch in text)
+
+
 def new_id() -> str:
     """A 64-hex-digit ID; never all digits, so a short form cannot be mistaken for a number."""
     while True:

@@ -29,7 +29,6 @@ import asyncio
 import ipaddress
 import logging
 import random
-import re
 import socket
 import struct
 import time
@@ -112,9 +111,10 @@ def container_upstreams(container_id: str) -> list[str]:
     resolv.conf, which the container can write: shoald forwards from the host's namespace."""
     import json
 
+    from shoal.ids import is_full_id
     from shoal.paths import state_root
 
-    if not re.fullmatch(r"[0-9a-f]{64}", container_id):  # a path component: only an ID
+    if not is_full_id(container_id):  # a path component: only an ID
         return []
     try:
         record = json.loads((state_root() / "containers" / container_id / "container.json").read_text())

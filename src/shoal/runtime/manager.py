@@ -157,8 +157,7 @@ class ContainerManager:
             raise NotFound("No such container: ")
         # Only a full ID names a directory: any other 64 characters ("../../tmp/x/...") must
         # not pick a container.json outside the store.
-        if len(ref) == 64 and all(ch in "0123456789abcdef" for ch in ref) \
-                and (self.root / ref / "container.json").exists():
+        if ids.is_full_id(ref) and (self.root / ref / "container.json").exists():
             c = Container.load(self.root / ref)
             c.refresh()
             return c
