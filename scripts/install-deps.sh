@@ -39,4 +39,9 @@ fi
 # each CLI command compile shoal again) and the generated compose-schema check (fastcheck.py).
 "$venv/bin/python" -c 'from shoal.compose import fastcheck; fastcheck.ensure()'
 "$venv/bin/python" -m compileall -q "$here/src/shoal" >/dev/null
+# shoald runs with -OO (src/shoal/daemonenv.py): its bytecode too, for shoal, its libraries and
+# the standard library, or each start compiles them again in memory.
+"$venv/bin/python" -OO -m compileall -q -j 0 -x '/(test|tests|idlelib|lib2to3|tkinter|turtledemo)/' "$here/src/shoal" \
+  "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+  "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" >/dev/null 2>&1 || true
 ln -sf "$venv/bin/shoal" /usr/local/bin/shoal

@@ -22,7 +22,7 @@ import pytest
 
 from cluster.conftest import (cgroup_dirs_named, host_mounts, in_netns, link_names, netns_names,
                               nft_tables, ns_inode)
-from shoal.daemonenv import DAEMON_ENV
+from shoal.daemonenv import DAEMON_ENV, daemon_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -152,8 +152,9 @@ def test_nodes_are_namespaces_with_their_own_shoald(cluster: LocalCluster) -> No
         assert "memory" in cgroups_seen or "cgroup.controllers" in cgroups_seen  # the host's hierarchies carried over
         # One malloc arena, no column tables (daemonenv.py): read in the zygote, each node is its fork.
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        for name, value in DAEMON_ENV.items():
-            assert f"{name}={os.environ.get(name, value)}".encode() in environ
+        for name, value in daemon_env(os.environ).items():
+            if name in DAEMON_ENV:
+                assert f"{name}={value}".encode() in environ
     assert len(seen_mnt) == NODES
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT_ONLY, shoald_pid, stop_daemon, teardown_root
-from shoal.daemonenv import DAEMON_ENV
+from shoal.daemonenv import DAEMON_ENV, daemon_env, optimized_bytecode
 
 pytestmark = ROOT_ONLY
 
@@ -33,7 +33,23 @@ def test_an_on_demand_shoald_gets_the_daemon_environment(tmp_path: Path) -> None
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert b"MALLOC_ARENA_MAX=3" in environ
         assert b"PYTHONNODEBUGRANGES=1" in environ
+        assert b"PYTHONOPTIMIZE=2" in environ  # scripts/install-deps.sh compiled its bytecode
     finally:
         stop_daemon(run)
         teardown_root(root, run)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_no_optimize_where_its_bytecode_is_neither_found_nor_written(tmp_path: Path) -> None:
+    """-OO without its .opt-2.pyc makes every start compile each module in memory: shoald grew
+    by 2.7 MiB instead of shrinking. So it is asked for only where that bytecode is there, or
+    where Python writes it."""
+    module = tmp_path / "m.py"
+    module.write_text("X = 1\n")
+    quiet = {"PYTHONDONTWRITEBYTECODE": "1"}
+    assert optimized_bytecode({}, module)  # written at the first start
+    assert not optimized_bytecode(quiet, module)
+    subprocess.run([sys.executable, "-OO", "-m", "py_compile", str(module)], check=True)
+    assert optimized_bytecode(quiet, module)
+    assert "PYTHONOPTIMIZE" in daemon_env({})
+    assert daemon_env({"PYTHONOPTIMIZE": "1"})["PYTHONOPTIMIZE"] == "1"  # an operator's own value
