@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 def _import_aiohttp_without_system_trust() -> None:
@@ -64,9 +64,10 @@ from shoal.agent.worker import Worker
 from shoal.api.server import make_app
 from shoal.errors import ShoalError
 from shoal.ids import new_swarm_id
-from shoal.manager import allocator, endpoints, orchestrator, reaper, scheduler
-from shoal.manager.dispatcher import Dispatcher
 from shoal.store import SQLiteStore
+
+if TYPE_CHECKING:
+    from shoal.manager.dispatcher import Dispatcher
 
 log = logging.getLogger("shoald")
 
@@ -112,6 +113,8 @@ def network_records(store: SQLiteStore) -> Callable[[], dict[str, dict[str, Any]
     """The manager's networks that tasks attach to, by name, as a node needs them to make its
     own copy (spec and allocation, from the store: manager/allocator.py node_record)."""
 
+    from shoal.manager import allocator
+
     def records() -> dict[str, dict[str, Any]]:
         return allocator.node_records(store.list("network"))
 
@@ -120,19 +123,34 @@ def network_records(store: SQLiteStore) -> Callable[[], dict[str, dict[str, Any]
 
 class Daemon:
     def __init__(self, root: Path | None = None,
-                 session_factory: Callable[[Daemon], Session] | None = None) -> None:
+                 session_factory: Callable[[Daemon], Session] | None = None, worker: bool = False) -> None:
         """`session_factory` gives the agent's session; None: the in-process one, to this
-        daemon's own dispatcher (one node, or a manager that runs tasks)."""
-        from shoal.agent.inprocess import InProcessSession
-
+        daemon's own dispatcher (one node, or a manager that runs tasks). A `worker` (a node
+        that joined a swarm as one; its session is HTTPS to a manager) runs no manager, as a
+        swarmkit worker node runs only its agent: no dispatcher, orchestrator, allocator,
+        scheduler or their loop, and their modules are never imported (about 1 MiB of every
+        worker's memory, bench/bench_cluster.py). It keeps its store (shoald.db), its one-node
+        past: `info` counts from it, and `swarm leave` makes it a one-node manager again."""
         self.root = root or paths.state_root()
         paths.ensure_private_dir(self.root)
         self.store = SQLiteStore(self.root / "shoald.db")
         self.node_id = self._node_id()
+        self.is_worker = worker
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.dispatcher = Dispatcher(self.store, on_change=self._kick_threadsafe,
-                                     network_records=network_records(self.store))
-        session = session_factory(self) if session_factory is not None else InProcessSession(self.dispatcher)
+        self.dispatcher: Dispatcher | None = None
+        if not worker:
+            from shoal.manager import dispatcher
+
+            self.dispatcher = dispatcher.Dispatcher(self.store, on_change=self._kick_threadsafe,
+                                                    network_records=network_records(self.store))
+        if session_factory is not None:
+            session = session_factory(self)
+        else:
+            from shoal.agent.inprocess import InProcessSession
+
+            if self.dispatcher is None:
+                raise ValueError("a worker's daemon needs the session to its manager")
+            session = InProcessSession(self.dispatcher)
         self.agent = Agent(self.root, session, describe_node(self.node_id),
                            on_assignments=self._agent_wake_threadsafe)
         self._dns_services = -1
@@ -185,7 +203,8 @@ class Daemon:
         """Something changed the desired state: run the loops now, and let every session's
         assignment stream look at the store."""
         self._wake.set()
-        self.dispatcher.notify()
+        if self.dispatcher is not None:
+            self.dispatcher.notify()
 
     async def changed(self, revision: int, timeout: float) -> None:
         """Wait until the store moves past `revision` (or the timeout)."""
@@ -195,6 +214,8 @@ class Daemon:
                 await _wait(self._changed.wait(), min(0.2, deadline - time.monotonic()))
 
     def manager_pass(self) -> float | None:
+        from shoal.manager import allocator, orchestrator, reaper, scheduler
+
         now = time.time()
         with self.store.transaction() as tx:
             wake = orchestrator.reconcile(tx, now)
@@ -206,6 +227,8 @@ class Daemon:
     def collect_networks(self) -> None:
         """Remove the stack networks no stored network lists (run with no stack operation under
         way, so the store read here is not behind one)."""
+        from shoal.manager import endpoints
+
         endpoints.collect_networks({n["name"] for n in self.store.list("network")})
 
     async def _collect_networks(self) -> None:
@@ -237,7 +260,8 @@ class Daemon:
                 wake_at = None
             if self.store.revision() != before:
                 await self._notify()
-                self.dispatcher.notify()
+                if self.dispatcher is not None:
+                    self.dispatcher.notify()
                 for hook in self._agent_hooks:
                     hook()
                 continue  # a pass that changed something may enable the next step at once
@@ -433,14 +457,21 @@ class Daemon:
         lock_file.write(f"{os.getpid()}\n")
         lock_file.flush()
         self._loop = asyncio.get_running_loop()
-        # Nodes the store has as ready get the unknown-node grace before the agent registers.
-        self.dispatcher.start()
-        roles = [asyncio.create_task(self.dispatcher.run()), asyncio.create_task(self.agent.run())]
+        roles = {}
+        if self.dispatcher is not None:
+            # Nodes the store has as ready get the unknown-node grace before the agent registers.
+            self.dispatcher.start()
+            roles["dispatcher"] = asyncio.create_task(self.dispatcher.run())
+        roles["agent"] = asyncio.create_task(self.agent.run())
         await self.agent.wait_registered(FIRST_SESSION_WAIT)
-        # Networks an older shoald allocated in this node's files move into the store, once.
-        await asyncio.to_thread(endpoints.migrate_networks, self.store)
-        # Endpoints a deploy made before a crash kept it from storing its services.
-        await asyncio.to_thread(endpoints.reconcile, {s["id"] for s in self.store.list("service")})
+        if not self.is_worker:
+            from shoal.manager import endpoints
+
+            # Networks an older shoald allocated in this node's files move into the store, once.
+            await asyncio.to_thread(endpoints.migrate_networks, self.store)
+            # Endpoints a deploy made before a crash kept it from storing its services (a
+            # worker's are its agent's, from its assignments: agent/netglue.py).
+            await asyncio.to_thread(endpoints.reconcile, {s["id"] for s in self.store.list("service")})
         from shoal.network.dns import EmbeddedDNS
 
         self.dns = EmbeddedDNS(run_blocking=off_loop)  # a task's resolver never waits behind requests
@@ -470,7 +501,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         agent_loop = asyncio.create_task(self.agent_loop())
-        tasks = [asyncio.create_task(self.manager_loop())]
+        loops = {"agent loop": agent_loop}
+        if not self.is_worker:
+            loops["manager loop"] = asyncio.create_task(self.manager_loop())
 
         def ended(what: str, task: asyncio.Task[Any]) -> None:
             # These run until shoald stops; one that ends on its own (an error at its start,
@@ -483,8 +516,7 @@ class Daemon:
             self.failed = True
             stop.set()
 
-        for what, task in (("agent loop", agent_loop), ("manager loop", tasks[0]), ("dispatcher", roles[0]),
-                           ("agent", roles[1])):
+        for what, task in [*loops.items(), *roles.items()]:
             task.add_done_callback(lambda t, w=what: ended(w, t))
         try:
             await stop.wait()
@@ -493,9 +525,10 @@ class Daemon:
             agent_loop.cancel()
             await asyncio.gather(agent_loop, return_exceptions=True)
             await self.agent.flush(FINAL_STATUS_WAIT)
-            for t in [*tasks, *roles]:
+            others = [t for t in [*loops.values(), *roles.values()] if t is not agent_loop]
+            for t in others:
                 t.cancel()
-            await asyncio.gather(*tasks, *roles, return_exceptions=True)
+            await asyncio.gather(*others, return_exceptions=True)
             self.agent.close()
             tcp_module = sys.modules.get("shoal.api.tcp")
             if tcp_module is not None:
@@ -591,7 +624,7 @@ def run() -> int:
 
             factory = for_worker(paths.state_root())
         paths.ensure_private_dir(paths.run_root())  # serve() makes it too; here its error is one line
-        daemon = Daemon(session_factory=factory)
+        daemon = Daemon(session_factory=factory, worker=factory is not None)
     except OSError as exc:  # a state or run root that cannot be made (a file in its path, a read-only disk)
         print(f"shoald: cannot use {exc.filename or paths.state_root()}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -81,6 +81,7 @@ def routes() -> list[tuple[str, str]]:
     class _Nothing:
         store = None
         node_id = ""
+        is_worker = False  # a manager: every route
 
     out = []
     for route in make_app(_Nothing()).router.routes():  # type: ignore[arg-type]

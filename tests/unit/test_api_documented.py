@@ -18,6 +18,7 @@ class _FakeDaemon:
 
     store = None
     node_id = ""
+    is_worker = False  # a manager: every route
 
 
 def test_openapi_lists_exactly_the_served_routes() -> None:

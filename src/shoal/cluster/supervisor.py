@@ -42,12 +42,21 @@ log = logging.getLogger("shoal-cluster")
 # two cores, all on the way to the nodes' Ready. None reads the environment or starts anything
 # at import (cgroups.PARENT, which does, nodeinit sets again in the fork). Never cryptography:
 # what the zygote maps every node maps (and counts in its RSS), and only a manager signs; a
-# worker's shoald never loads it (agent/certchild.py), a manager loads it for itself.
+# worker's shoald never loads it (agent/certchild.py), a manager loads it for itself. Nor the
+# manager's own modules (dispatcher, orchestrator, allocator, scheduler, control API: about
+# 1 MiB), for the same reason: a worker runs none of them (daemon.py), and a node that runs a
+# manager imports them after the fork in about 20 ms of CPU.
 PRELOAD = ("shoal.runtime.manager", "shoal.runtime.cgroups", "shoal.network.store", "shoal.network.dns",
            "shoal.network.attach", "shoal.network.overlay", "shoal.network.wireguard", "shoal.network.lb",
-           "shoal.network.mesh", "shoal.network.cleanup", "shoal.agent.netglue", "shoal.agent.inprocess",
-           "shoal.api.nodeapi", "shoal.api.logsapi", "shoal.api.objectsapi", "shoal.manager.carotation",
-           "shoal.manager.tunnels", "concurrent.futures.thread", "encodings.idna")
+           "shoal.network.mesh", "shoal.network.cleanup", "shoal.agent.netglue", "shoal.api.nodeapi",
+           "shoal.api.logsapi", "concurrent.futures.thread", "encodings.idna")
+
+# Modules only a node that runs a manager imports (tests/unit/test_idle_imports.py: not in the
+# zygote, so not in any worker).
+MANAGER_ONLY = ("shoal.manager.dispatcher", "shoal.manager.orchestrator", "shoal.manager.allocator",
+                "shoal.manager.scheduler", "shoal.manager.reaper", "shoal.manager.endpoints",
+                "shoal.manager.controlapi", "shoal.manager.carotation", "shoal.manager.tunnels",
+                "shoal.manager.logbroker", "shoal.api.managerapi", "shoal.api.objectsapi", "shoal.agent.inprocess")
 
 
 def node_env(node: state.NodeRecord) -> dict[str, str]:
