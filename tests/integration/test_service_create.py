@@ -121,9 +121,11 @@ def test_jobs_run_to_completion(shoal, busybox_image: str) -> None:
         assert "replicated job   0/0 (3/3 completed)" in row
         ps = shoal("service", "ps", "--format", "{{.Name}} {{.DesiredState}} {{.CurrentState}}", "h3it_job",
                    check=True).stdout.splitlines()
+        # swarmkit numbers a job's slots from 0, and docker/cli names a slot-0 task by its node.
+        node_id = shoal("node", "ls", "-q", check=True).stdout.split()[0]
         assert sorted(line.split()[:3] for line in ps) == [
             ["h3it_job.1", "Complete", "Complete"], ["h3it_job.2", "Complete", "Complete"],
-            ["h3it_job.3", "Complete", "Complete"]]
+            [f"h3it_job.{node_id}", "Complete", "Complete"]]
         # scale of a replicated job: TotalCompletions, a new iteration that runs again.
         scaled = shoal("service", "scale", "h3it_job=4", check=True, timeout=120)
         assert scaled.stdout.splitlines()[0] == "h3it_job scaled to 4" and scaled.stdout.endswith("job complete\n")

@@ -26,13 +26,13 @@ def test_replicated_job_runs_max_concurrent_at_a_time_until_total(store: SQLiteS
     sid = add_service(store, "job", mode="replicated-job", replicas=5, max_concurrent=2)
     converge(store, 1.0)
     running = [t for t in tasks(store) if t.status.state == TaskState.RUNNING]
-    assert [t.slot for t in running] == [1, 2]
+    assert [t.slot for t in running] == [0, 1]  # swarmkit numbers a job's slots from 0
     assert counts(store, sid) == (2, 0)
     for step in range(2, 6):
         complete_running(store, float(step))
         converge(store, float(step))
     done = [t for t in tasks(store) if t.status.state == TaskState.COMPLETE]
-    assert sorted(t.slot for t in done) == [1, 2, 3, 4, 5]
+    assert sorted(t.slot for t in done) == [0, 1, 2, 3, 4]
     assert all(t.desired_state == TaskState.COMPLETE for t in done)
     assert len(tasks(store)) == 5  # nothing more is ever started
     assert counts(store, sid) == (0, 5)
@@ -133,3 +133,13 @@ def test_job_tasks_are_desired_complete_from_the_start(store: SQLiteStore) -> No
     assert len(tasks(store)) == 5  # completed tasks are left alone: not restarted, not shut down
     assert sorted((t.desired_state.text, t.status.state.text) for t in tasks(store)) == \
         [("complete", "complete")] * 4 + [("shutdown", "failed")]
+
+
+def test_a_replicated_jobs_slot_0_task_is_named_by_its_node(store: SQLiteStore) -> None:
+    """swarmkit's slots run 0..TotalCompletions-1, and docker/cli names a task of slot 0
+    `service.NODEID` (task/print.go), as moby names its container (naming.Task)."""
+    add_service(store, "job", mode="replicated-job", replicas=2)
+    converge(store, 1.0)
+    first = next(t for t in tasks(store) if t.slot == 0)
+    assert first.node_id and first.name == f"job.{first.node_id}"
+    assert next(t for t in tasks(store) if t.slot == 1).name == "job.1"

@@ -255,8 +255,9 @@ def test_job_progress_lines() -> None:
     def task(slot: int, state: str) -> dict[str, Any]:
         return {"slot": slot, "node_id": "n", "desired_state": "running", "status": {"state": state, "err": ""}}
 
-    assert not updater.update(svc, [task(1, "running"), task(2, "starting")], {"n"}, False)
-    assert updater.update(svc, [task(1, "complete"), task(2, "complete")], {"n"}, False)
+    # swarmkit's job slots are 0 and 1; docker/cli shows Slot+1
+    assert not updater.update(svc, [task(0, "running"), task(1, "starting")], {"n"}, False)
+    assert updater.update(svc, [task(0, "complete"), task(1, "complete")], {"n"}, False)
     assert out.getvalue().splitlines() == [
         "job progress: 0 out of 2 complete", "active tasks: 0 out of 2 tasks", "1/2:", "2/2:",
         "1/2: running", "2/2: starting", "active tasks: 2 out of 2 tasks",

@@ -202,7 +202,7 @@ class _ReplicatedJob(_Updater):
         for slot, task in sorted(by_slot.items()):
             state = TaskState.parse(task["status"]["state"])
             if total <= _MAX_BARS:
-                ident = f"{slot}/{total}"
+                ident = f"{slot + 1}/{total}"  # swarmkit's job slots run from 0; docker/cli shows Slot+1
                 if task["status"].get("err"):
                     self.display.write(ident, trunc_error(task["status"]["err"]))
                 else:

@@ -517,7 +517,9 @@ def _reconcile_job(p: _Pass, svc: ServiceView, tasks: list[Task], nodes: list[No
         return
     total = svc.replicas
     room = min(max_concurrent(svc.spec, total) - active, total - completed - active - exhausted)
-    free = (n for n in range(1, total + 1) if n not in groups)
+    # Slots 0 to TotalCompletions-1, as swarmkit's replicated-job reconciler numbers them (so
+    # `service ps` names the slot-0 task by its node, as docker/cli does any task of slot 0).
+    free = (n for n in range(total) if n not in groups)
     for _ in range(max(0, room)):
         p.create(new_task(svc, next(free), "", desired, p.now, **extra))
 
