@@ -355,7 +355,7 @@ class Daemon:
         user-defined network, tasks and `shoal run` alike. Not while running: a stopping task,
         out of the resolver already, would get sockets again that keep its namespace (and
         its veth) alive after it is removed."""
-        from shoal.agent.netglue import container_networks
+        from shoal.agent.netglue import container_networks, container_upstreams
         from shoal.network.store import NetworkStore
 
         if self.dns is None:
@@ -373,7 +373,8 @@ class Daemon:
             if not netns.exists():
                 continue
             try:
-                await self.dns.serve(container_id, netns, await asyncio.to_thread(container_networks, container_id))
+                await self.dns.serve(container_id, netns, await asyncio.to_thread(container_networks, container_id),
+                                     await asyncio.to_thread(container_upstreams, container_id))
             except OSError as exc:
                 log.warning("embedded DNS for container %s: %s", container_id[:12], exc)
 

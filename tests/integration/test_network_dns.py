@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT_ONLY
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
+from shoal.agent.netglue import container_upstreams
 from shoal.network import dns, netns
 
 pytestmark = [ROOT_ONLY, pytest.mark.root]
@@ -117,8 +118,8 @@ def test_resolver_answers_services_tasks_containers_and_forwards(namespaces: lis
         back = dns.service_records("webapp_cache", "10.213.16.2", ["10.213.16.3"], aliases=["cache"])
         server.set_records("front", front)
         server.set_records("back", back)
-        await server.serve("a", a_ns, ["front"])
-        await server.serve("b", b_ns, ["back"])
+        await server.serve("a", a_ns, ["front"], [])
+        await server.serve("b", b_ns, ["back"], [])
         try:
             run = asyncio.to_thread
             assert addrs(await run(query, a_ns, "web")) == ["10.213.0.2"]  # VIP
@@ -144,7 +145,7 @@ def test_resolver_answers_services_tasks_containers_and_forwards(namespaces: lis
             server.set_records("front", dns.service_records("webapp_web", "10.213.0.2", ["10.213.0.4"], aliases=["web"]))
             assert addrs(await run(query, a_ns, "tasks.web")) == ["10.213.0.4"]
             # A container joining a second network sees both.
-            await server.serve("b", b_ns, ["back", "front"])
+            await server.serve("b", b_ns, ["back", "front"], [])
             assert addrs(await run(query, b_ns, "web")) == ["10.213.0.2"]
         finally:
             await server.close()
@@ -183,8 +184,8 @@ def test_forwards_are_capped_per_container_and_in_all(namespaces: list[Path], mo
     async def scenario() -> None:
         server = dns.EmbeddedDNS(upstreams=[f"127.0.0.1:{blackhole.getsockname()[1]}"])
         server.set_records("front", dns.service_records("webapp_web", "10.213.0.2", [], aliases=["web"]))
-        await server.serve("a", a_ns, ["front"])
-        await server.serve("b", b_ns, ["front"])
+        await server.serve("a", a_ns, ["front"], [])
+        await server.serve("b", b_ns, ["front"], [])
         a, b = client(a_ns), client(b_ns)
         try:
             run = asyncio.to_thread
@@ -241,8 +242,9 @@ def test_a_containers_own_servers_get_its_other_names(namespaces: list[Path], up
     async def scenario() -> None:
         server = dns.EmbeddedDNS(upstreams=[upstream])
         server.set_records("front", dns.service_records("webapp_db", "10.213.0.7", ["10.213.0.8"], aliases=["db"]))
-        await server.serve(container_id, a_ns, ["front"])
-        await server.serve("b", b_ns, ["front"])
+        # the servers the container's record asks for (not its resolv.conf, which it can write)
+        await server.serve(container_id, a_ns, ["front"], container_upstreams(container_id))
+        await server.serve("b", b_ns, ["front"], container_upstreams("b"))
         try:
             run = asyncio.to_thread
             assert addrs(await run(query, a_ns, "db")) == ["10.213.0.7"]

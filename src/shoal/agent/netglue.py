@@ -121,13 +121,34 @@ def container_networks(container_id: str) -> list[str]:
     return [n.id for n in NetworkStore().list() if container_id in n.endpoints]
 
 
+def container_upstreams(container_id: str) -> list[str]:
+    """The servers a container asked for (`--dns`, a service's `dns:`), from its record: the
+    runtime keeps the embedded resolver as its nameserver (runtime/manager.py). Not from its
+    resolv.conf, which the container can write: shoald forwards from the host's namespace."""
+    import json
+
+    from shoal.ids import is_full_id
+    from shoal.network.dns import LISTEN_ADDR
+    from shoal.paths import state_root
+
+    if not is_full_id(container_id):  # a path component: only an ID
+        return []
+    try:
+        record = json.loads((state_root() / "containers" / container_id / "container.json").read_text())
+        servers = record["spec"]["dns"] or []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [str(s) for s in servers if s != LISTEN_ADDR]
+
+
 def serve_container_dns(loop: asyncio.AbstractEventLoop, dns: Any, container_id: str,
                         network: dict[str, Any]) -> None:
     """From a worker thread: open the resolver in the container's namespace and wait for it."""
     netns = network.get("netns") or ""
     if dns is None or not netns:
         return
-    future = asyncio.run_coroutine_threadsafe(dns.serve(container_id, netns, container_networks(container_id)), loop)
+    future = asyncio.run_coroutine_threadsafe(
+        dns.serve(container_id, netns, container_networks(container_id), container_upstreams(container_id)), loop)
     try:
         future.result(timeout=10)
     except Exception as exc:  # noqa: BLE001 - a resolver failure must not fail the container

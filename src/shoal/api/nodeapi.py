@@ -444,7 +444,7 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
         """The runtime's before_start hook (run in a worker thread) for a container on a
         user-defined network: the embedded resolver opened in its namespace, as the CLI's local
         `run` asks for it (POST /containers/{id}/dns)."""
-        from shoal.agent.netglue import container_networks
+        from shoal.agent.netglue import container_networks, container_upstreams
 
         def hook(c: Any) -> None:
             network = getattr(c, "network", None) or {}
@@ -453,7 +453,9 @@ def add_routes(app: web.Application, daemon: Daemon,  # noqa: ARG001 - the daemo
             if c.spec.network.startswith("container:") or daemon.dns is None:
                 return
             networks = container_networks(c.id)
-            asyncio.run_coroutine_threadsafe(daemon.dns.serve(c.id, network["netns"], networks), loop).result()
+            upstreams = container_upstreams(c.id)
+            asyncio.run_coroutine_threadsafe(daemon.dns.serve(c.id, network["netns"], networks, upstreams),
+                                             loop).result()
             asyncio.run_coroutine_threadsafe(daemon.refresh_dns(), loop).result()
 
         return hook

@@ -136,7 +136,7 @@ def make_app(daemon: Daemon) -> web.Application:
     async def container_dns(request: web.Request) -> web.Response:
         """`shoal run` on a user-defined network: open the embedded resolver in the container's
         namespace (before its process starts) and publish its names."""
-        from shoal.agent.netglue import container_networks
+        from shoal.agent.netglue import container_networks, container_upstreams
 
         container_id = request.match_info["id"]
         body = await _body(request)
@@ -145,7 +145,8 @@ def make_app(daemon: Daemon) -> web.Application:
             raise InvalidArgument("netns: the absolute path of the container's network namespace is required")
         networks = await asyncio.to_thread(container_networks, container_id)
         if daemon.dns is not None:
-            await daemon.dns.serve(container_id, netns, networks)
+            await daemon.dns.serve(container_id, netns, networks,
+                                   await asyncio.to_thread(container_upstreams, container_id))
         await daemon.refresh_dns()
         return web.json_response({"id": container_id, "networks": networks})
 

@@ -105,25 +105,6 @@ class _Served:
     upstreams: list[str] = field(default_factory=list)  # its own (`dns:`), else the host's
 
 
-def container_upstreams(container_id: str) -> list[str]:
-    """The servers a container asked for (`--dns`, a service's `dns:`), from its record: the
-    runtime keeps the embedded resolver as its nameserver (runtime/manager.py). Not from its
-    resolv.conf, which the container can write: shoald forwards from the host's namespace."""
-    import json
-
-    from shoal.ids import is_full_id
-    from shoal.paths import state_root
-
-    if not is_full_id(container_id):  # a path component: only an ID
-        return []
-    try:
-        record = json.loads((state_root() / "containers" / container_id / "container.json").read_text())
-        servers = record["spec"]["dns"] or []
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [str(s) for s in servers if s != LISTEN_ADDR]
-
-
 def parse(data: bytes) -> DNSRecord:
     """dnslib (0.6 MiB of code) is imported at the first question that is not a cached answer,
     not with this module: every node's shoald has the resolver, and a local cluster's zygote
@@ -334,15 +315,13 @@ class EmbeddedDNS:
     # --- serving namespaces --------------------------------------------------------------------
 
     async def serve(self, container_id: str, netns_path: Path | str, networks: list[str],
-                    upstreams: list[str] | None = None) -> None:
+                    upstreams: list[str]) -> None:
         """Listen on 127.0.0.11:53 (UDP and TCP) inside the container's namespace; `upstreams`:
-        where its other names go, by default the servers its resolv.conf records, else the
-        host's."""
+        where its other names go, the servers the container asked for (agent/netglue.py
+        container_upstreams), else (empty) the host's."""
         if container_id in self._served:
             self._served[container_id].networks[:] = list(networks)
             return
-        if upstreams is None:
-            upstreams = await asyncio.to_thread(container_upstreams, container_id)
 
         def make() -> tuple[socket.socket, socket.socket]:
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
