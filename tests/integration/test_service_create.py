@@ -296,3 +296,34 @@ def test_service_logs_since(shoal, busybox_image: str) -> None:
             1, 'Error: invalid value for "since": failed to parse value as time or duration: "soon"\n')
     finally:
         shoal("service", "rm", "h3it_logs")
+
+
+def test_log_driver_max_size_caps_a_tasks_log(shoal, busybox_image: str) -> None:
+    """--log-opt max-size (json-file, local) bounds what a task's log keeps, as moby's driver
+    does: conmon empties the file when it gets there, so the newest lines stay. A value moby's
+    driver refuses rejects the task with its words."""
+    shoal("service", "create", "-d", "--name", "h3it_logcap", "--log-driver", "json-file", "--log-opt",
+          "max-size=20k", busybox_image, "sh", "-c",
+          "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; exec sleep 300", check=True)
+    shoal("service", "create", "-d", "--name", "h3it_logbad", "--log-driver", "json-file", "--log-opt",
+          "max-size=lots", busybox_image, "sleep", "300", check=True)
+    try:
+        def container() -> str:
+            ids = shoal("ps", "-q", "--filter", "label=com.docker.swarm.service.name=h3it_logcap").stdout.split()
+            return ids[0] if ids else ""
+
+        cid = poll(container, 30, "the task's container")
+        lines = poll(lambda: [ln for ln in shoal("logs", cid).stdout.splitlines() if ln == "line 2999"], 30,
+                     "the last line")
+        assert lines
+        log = json.loads(shoal("inspect", cid, check=True).stdout)[0]["LogPath"]
+        from pathlib import Path
+
+        assert 0 < Path(log).stat().st_size <= 20 * 1024  # 3000 lines are about 28 KiB
+        assert len(shoal("logs", cid).stdout.splitlines()) < 3000
+        errors = poll(lambda: shoal("service", "ps", "--no-trunc", "--format", "{{.CurrentState}}|{{.Error}}",
+                                    "h3it_logbad").stdout.splitlines(), 30, "the rejected task")
+        assert errors[0].startswith("Rejected") and errors[0].endswith(  # docker/cli quotes the error (%q)
+            '|"failed to initialize logging driver: invalid size: \'lots\'"')
+    finally:
+        shoal("service", "rm", "h3it_logcap", "h3it_logbad")

@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from shoal.agent.templating import container_name, expand
-from shoal.errors import InvalidArgument
+from shoal import units
+from shoal.errors import InvalidArgument, ShoalError
 from shoal.gofmt import quote
 from shoal.gotemplate import TemplateError
 from shoal.model.cluster import Node, Task
@@ -68,6 +69,43 @@ def _extra_hosts(entries: list[str]) -> list[str]:
     return out
 
 
+# The options moby's json-file and local drivers take (ValidateLogOpt): any other is refused.
+_LOG_OPTS = {"json-file": {"max-file", "max-size", "compress", "labels", "labels-regex", "env", "env-regex", "tag"},
+             "local": {"max-file", "max-size", "compress"}}
+
+
+def log_size_max(driver: dict[str, Any] | None) -> int:
+    """The bytes of output a task's log keeps, from its service's json-file or local driver:
+    max-size times max-file, the most moby's rotation keeps (conmon keeps one file, emptied when
+    it reaches this), parsed as moby's drivers parse them (go-units RAMInBytes; max-file from
+    1). 0: shoal's default. Another driver's output is kept as shoal keeps it by default."""
+    if not driver:
+        return 0
+    name, options = driver.get("name") or "", dict(driver.get("options") or {})
+    if name not in _LOG_OPTS:
+        return 0
+    for key in options:
+        if key not in _LOG_OPTS[name]:
+            raise ShoalError(f"unknown log opt '{key}' for {name} log driver")
+    size = options.get("max-size", "")
+    files = options.get("max-file", "1" if name == "json-file" else "5")
+    try:
+        count = int(files)
+    except ValueError:
+        raise ShoalError(f"failed to initialize logging driver: invalid max-file: '{files}'") from None
+    if count < 1:
+        raise ShoalError("failed to initialize logging driver: max-file cannot be less than 1")
+    if not size:
+        return 0 if name == "json-file" else 20 * 1024 * 1024 * count  # local: 20m a file
+    try:
+        nbytes = units.parse_ram_bytes(size)
+    except ValueError as exc:
+        raise ShoalError(f"failed to initialize logging driver: {exc}") from None
+    if nbytes <= 0:
+        raise ShoalError("failed to initialize logging driver: max-size must be a positive number")
+    return nbytes * count
+
+
 def container_spec(task: Task, node: Node) -> ContainerSpec:
     spec: dict[str, Any] = task.spec
     labels = dict(spec.get("container_labels") or {})
@@ -119,4 +157,5 @@ def container_spec(task: Task, node: Node) -> ContainerSpec:
         dns_search=list(spec.get("dns_search") or []),
         dns_options=list(spec.get("dns_options") or []),
         group_add=list(spec.get("groups") or []),
+        log_size_max=log_size_max(spec.get("log_driver")),
     )

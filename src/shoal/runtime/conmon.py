@@ -30,7 +30,8 @@ def exit_command(container_id: str) -> list[str]:
 
 def launch(runtime: Runtime, container_id: str, bundle: Path, *, log_path: Path, exit_dir: Path,
            persist_dir: Path, pidfile: Path, conmon_pidfile: Path, tty: bool = False,
-           stdin: bool = False, stdin_once: bool = False, with_exit_command: bool = True) -> int:
+           stdin: bool = False, stdin_once: bool = False, with_exit_command: bool = True,
+           log_size_max: int = 0) -> int:
     """Returns the container's host pid once the runtime has created it. With `stdin` (run -i)
     conmon holds a pipe (or, with `tty`, the terminal's master) to the container's stdin and
     writes what its attach socket receives into it. conmon closes that stdin when an attached
@@ -44,7 +45,7 @@ def launch(runtime: Runtime, container_id: str, bundle: Path, *, log_path: Path,
         "-c", container_id, "-u", container_id, "-n", container_id,
         "-r", runtime.binary, "-b", str(bundle),
         "-p", str(pidfile), "-P", str(conmon_pidfile),
-        "-l", f"k8s-file:{log_path}", "--log-size-max", str(LOG_SIZE_MAX),
+        "-l", f"k8s-file:{log_path}", "--log-size-max", str(log_size_max or LOG_SIZE_MAX),
         "--exit-dir", str(exit_dir), "--persist-dir", str(persist_dir),
         "--socket-dir-path", str(sockets),
         "--runtime-arg", f"--root={runtime.root}",

@@ -393,7 +393,7 @@ class ContainerManager:
                              stdin=spec.open_stdin, stdin_once=spec.stdin_once,
                              # A swarm task is cleaned up by shoald's agent when it sees the exit
                              # (a Python reaper per exit is what made `stack rm` slow).
-                             with_exit_command=not spec.swarm_task)
+                             with_exit_command=not spec.swarm_task, log_size_max=spec.log_size_max)
 
     def _network(self, c: Container) -> tuple[str | None, Any]:
         """(netns for config.json, attachment). None = host's; "" = a fresh private one."""

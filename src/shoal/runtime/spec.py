@@ -82,6 +82,9 @@ class ContainerSpec:
     # /etc/group at start, numbers taken as they are.
     group_add: list[str] = field(default_factory=list)
     auto_remove: bool = False  # --rm
+    # Bytes of output its log keeps (conmon's --log-size-max: the file is emptied when it gets
+    # there); 0: the default, runtime/conmon.py LOG_SIZE_MAX.
+    log_size_max: int = 0
     shm_size: int = 64 * 1024 * 1024
 
     def to_dict(self) -> dict[str, Any]:
