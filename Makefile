@@ -10,7 +10,7 @@ demo: install
 # The whole test suite (CI runs exactly this through .ci/run); install adds the tests' packages.
 test: export SHOAL_TEST_DEPS := 1
 test: install
-	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 tests
+	.venv/bin/python -m pytest -q -rs -p no:cacheprovider --durations=25 tests
 
 bench: install
 	.venv/bin/python bench/run_all.py
