@@ -13,8 +13,10 @@ and 2 s more, so it has left; any still there is counted apart).
 Docker Swarm's figures on this machine (../shared/reference/swarm-multinode): 4 dockerd APIs up
 0.45 s, 4 nodes Ready 0.8-1.4 s; dockerd+containerd 112-123 MiB per idle node. Targets (issue 11):
 no slower than Swarm's daemons alone; shoald per node at most a third of dockerd+containerd.
-shoald's last figures with the seed's stack (docs/architecture.md, cluster/): the manager
-43.8-43.9 MiB RSS (PSS 22.7-22.8), a worker 42.4-42.8 (PSS 21.1-21.5).
+shoald's last figures (2026-12-08, quiet machine, 3 runs each): with the seed's stack the manager
+42.6 MiB RSS (PSS 23.6), workers 39.9-40.2 (PSS 20.7-21.0); right after create the manager
+39.0-39.1, workers 37.0-37.1. The reference's dockerd+containerd pairs, per role (9 runs): idle
+manager 120.6-124.7, workers 111.9-115.6; with the 5 tasks 147.8-150.4 and 124.9-129.6.
 Runs in a private state root, run root and config dir; removes every cluster it made."""
 
 from __future__ import annotations
