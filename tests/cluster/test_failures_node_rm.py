@@ -129,7 +129,7 @@ def test_node_rm_force_of_a_live_worker(cluster: Any) -> None:
     info = cluster.on_node(k, "info").stdout
     assert " Swarm: active\n" in info and f"  NodeID: {gone_id}\n" in info and "  Is Manager: false\n" in info
     assert f"  Node Address: {cluster.node(k)['address']}\n  Manager Addresses:\n" in info, info
-    assert cluster.on_node(k, "node", "ls", check=False).stderr.strip() == f"Error: {NOT_A_MANAGER}"
+    assert cluster.on_node(k, "node", "ls", check=False).stderr.strip() == f"Error response from daemon: {NOT_A_MANAGER}"
 
     # Killed and restarted (by the cluster's supervisor), it does not come back, nor its copies.
     pid = cluster.pid(k)

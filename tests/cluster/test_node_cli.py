@@ -148,7 +148,8 @@ def test_node_commands_on_a_two_node_swarm(netns_cluster: NetnsCluster) -> None:
     # A worker's `info` says where its manager is; cluster commands are refused there.
     info = worker.shoal("info").stdout
     assert "  Is Manager: false\n" in info and f"   {manager.addr}:2377\n" in info
-    assert fails(worker, "node", "ls") == "Error: " + (
+    # docker/cli's node ls asks NodeList first: the daemon's refusal, in its words.
+    assert fails(worker, "node", "ls") == "Error response from daemon: " + (
         "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
         "Please run this command on a manager node or promote the current node to a manager.")
 

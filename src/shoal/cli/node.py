@@ -40,12 +40,10 @@ def node_row(node: dict[str, Any], self_id: str) -> dict[str, str]:
 
 
 def _self_id(client: Any) -> str:
-    info = client.get("/swarm/info")
-    if not info["ControlAvailable"]:
-        from shoal.manager.swarmnode import NOT_A_MANAGER
-
-        raise ShoalError(NOT_A_MANAGER)
-    return str(info["NodeID"])
+    """This node's ID, as docker/cli reads it (Info's Swarm.NodeID). On a worker the request
+    that follows is refused by the daemon, in its words ("Error response from daemon: This node
+    is not a swarm manager...")."""
+    return str(client.get("/swarm/info")["NodeID"])
 
 
 def _label_match(labels: dict[str, str], wanted: str) -> bool:
@@ -86,8 +84,8 @@ def _ls(args: argparse.Namespace) -> int:
     from shoal.cli.swarmfmt import natural_key
 
     with _client() as client:
+        nodes = filter_nodes(client.get("/nodes"), args.filter)  # first, as docker/cli's NodeList
         self_id = _self_id(client)
-        nodes = filter_nodes(client.get("/nodes"), args.filter)
     nodes.sort(key=lambda n: natural_key(n.get("hostname", "")))
     rows = [node_row(n, self_id) for n in nodes]
     if args.quiet:
