@@ -128,9 +128,9 @@ def _node_api(node: dict[str, Any]) -> dict[str, Any]:
 
 
 # What a worker's own API still answers: the rest is the manager's (Docker's "This node is not a
-# swarm manager" on a worker). A worker's shoald keeps a store and loops of its own, which must
-# not take deploys that no other node would ever see. This node's own images, builds, containers
-# and networks (api/nodeapi.py) are its own, as a worker's dockerd answers `docker -H` for them.
+# swarm manager" on a worker, whose shoald runs no manager and serves none of its routes:
+# daemon.py, api/managerapi.py). This node's own images, builds, containers and networks
+# (api/nodeapi.py) are its own, as a worker's dockerd answers `docker -H` for them.
 _WORKER_ROUTES = ("/version", "/info", "/events", "/swarm/info", "/swarm/leave", "/swarm/ca", "/containers",
                   "/images", "/build", "/node/")
 
