@@ -320,3 +320,36 @@ def test_a_mount_left_inside_a_volume_is_detached_not_emptied(shoal, tmp_path: P
     finally:
         if str(data / "sub") in Path("/proc/self/mountinfo").read_text():
             subprocess.run(["umount", "-l", str(data / "sub")], check=False)
+
+
+def test_a_volume_subpath_gets_the_images_files_when_empty_and_nocopy_none(shoal, busybox_image: str) -> None:
+    """moby's populateVolume: the image's files at the mount point are copied into an empty
+    subpath (through the mount resolved beneath the volume), never into one that holds files;
+    `nocopy` (`-v NAME:PATH:nocopy`, `volume-nocopy`) copies nothing. Both were ignored: an empty
+    subpath stayed empty, and a nocopy volume got the image's files."""
+    data = Path(shoal("volume", "create", "h4cpvol", check=True) and
+                shoal("volume", "inspect", "-f", "{{.Mountpoint}}", "h4cpvol", check=True).stdout.strip())
+    (data / "empty").mkdir()
+    (data / "kept").mkdir()
+    (data / "kept" / "mine").write_text("mine")
+
+    def listing(subpath: str) -> list[str]:
+        shoal("service", "create", "-d", "--name", "h4cp", "--restart-condition", "none",
+              "--mount", f"type=volume,src=h4cpvol,dst=/etc,volume-subpath={subpath}",
+              busybox_image, "sh", "-c", "ls /etc; sleep 1000", check=True)
+        try:
+            return poll(lambda: shoal("service", "logs", "--raw", "h4cp").stdout.split(), 60, "the task's listing")
+        finally:
+            shoal("service", "rm", "h4cp")
+            poll(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4cp").stdout.strip(),
+                  60, "the service's containers to go")
+
+    try:
+        assert "passwd" in listing("empty") and (data / "empty" / "passwd").is_file()
+        assert listing("kept") == ["mine"]
+        assert sorted(p.name for p in data.iterdir()) == ["empty", "kept"]  # nothing beside the subpaths
+        shoal("volume", "create", "h4ncvol", check=True)
+        seen = shoal("run", "--rm", "-v", "h4ncvol:/etc:nocopy", busybox_image, "ls", "-A", "/etc", check=True)
+        assert seen.stdout == ""
+    finally:
+        shoal("volume", "rm", "h4cpvol", "h4ncvol")

@@ -105,7 +105,8 @@ def parse_volume(text: str) -> Mount:
     if propagation and kind != "bind":  # moby's ParseMountRaw: propagation is for binds only
         raise InvalidArgument(f"invalid volume specification: '{text}': invalid mount config for type \"volume\": "
                               "field BindOptions must not be specified")
-    return Mount(type=kind, source=source, target=target, read_only="ro" in modes, options=propagation)
+    nocopy = ["nocopy"] if "nocopy" in modes and kind == "volume" else []  # no copy-up of the image's files
+    return Mount(type=kind, source=source, target=target, read_only="ro" in modes, options=propagation + nocopy)
 
 
 def parse_tmpfs(text: str) -> Mount:

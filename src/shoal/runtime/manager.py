@@ -465,14 +465,18 @@ class ContainerManager:
             else:
                 source, fresh = volumes.ensure(m.source, m.options)
                 subpath = volumes.subpath_option(m.options)
+                copy = "nocopy" not in m.options  # volume-nocopy, compose's volume.nocopy
                 if subpath is not None:
                     # Only the subpath, resolved beneath the volume's data, is bound (it was
-                    # ignored: the whole volume was mounted); the image's files are not copied up.
+                    # ignored: the whole volume was mounted); the image's files are copied into
+                    # it when it is empty, as moby populates it.
                     source = c.dir / "subpaths" / str(len(user))
                     is_dir = volumes.bind_subpath(m.source, subpath, source)
+                    if is_dir and copy:
+                        volumes.copy_up_into_empty(c.rootfs, m.target, source)
                     mounts.mount_point_in_root(c.rootfs, m.target, is_dir=is_dir)
                 else:
-                    if fresh:
+                    if fresh and copy:
                         volumes.copy_up(m.source, c.rootfs, m.target)
                     mounts.mount_point_in_root(c.rootfs, m.target, is_dir=True)
                 inspect_mounts.append({"Type": "volume", "Name": m.source, "Source": str(source),

@@ -425,22 +425,33 @@ def bind_subpath(name: str, subpath: str, at: Path) -> bool:
 
 
 def copy_up(name: str, rootfs: Path, target: str) -> None:
-    """Copy the image's files at the mount point into a volume used for the first time. The
-    mount point is resolved inside the container's root (mounts.open_dir_in_root): an image's
-    symlink such as /srv -> / must lead to the image's files, never the host's."""
+    """Copy the image's files at the mount point into a volume used for the first time."""
     marker = volumes_root() / name / "fresh"
     if not marker.exists():
         return
+    _copy_image_dir(rootfs, target, data_dir(name))
+    marker.unlink()
+
+
+def copy_up_into_empty(rootfs: Path, target: str, into: Path) -> None:
+    """A subpath's copy-up, as moby's populateVolume (copyExistingContents): the image's files
+    at the mount point into the subpath's directory (`into`, its bind from the descriptor the
+    resolution beneath the volume opened) when that directory is empty."""
+    if into.is_dir() and not any(os.scandir(into)):
+        _copy_image_dir(rootfs, target, into)
+
+
+def _copy_image_dir(rootfs: Path, target: str, dest: Path) -> None:
+    """The mount point is resolved inside the container's root (mounts.open_dir_in_root): an
+    image's symlink such as /srv -> / must lead to the image's files, never the host's."""
     fd = mounts.open_dir_in_root(rootfs, target)
     if fd is not None:
         try:
             # cp -a keeps owners, modes, links and xattrs, as Docker's copy-up does; it reads
             # the directory through the descriptor found inside the root, not by a host path.
-            subprocess.run(["cp", "-a", f"/proc/self/fd/{fd}/.", str(data_dir(name))], check=True,
-                           pass_fds=(fd,))
+            subprocess.run(["cp", "-a", f"/proc/self/fd/{fd}/.", str(dest)], check=True, pass_fds=(fd,))
         finally:
             os.close(fd)
-    marker.unlink()
 
 
 def users(name: str, containers: list[Any]) -> list[str]:
