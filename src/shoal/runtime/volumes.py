@@ -425,11 +425,13 @@ def bind_subpath(name: str, subpath: str, at: Path) -> bool:
 
 
 def copy_up(name: str, rootfs: Path, target: str) -> None:
-    """Copy the image's files at the mount point into a volume used for the first time."""
+    """Copy the image's files at the mount point into a volume used for the first time, if it
+    is empty (moby's copyExistingContents: files put there another way, or a subpath made by an
+    earlier mount, are not mixed with the image's)."""
     marker = volumes_root() / name / "fresh"
     if not marker.exists():
         return
-    _copy_image_dir(rootfs, target, data_dir(name))
+    copy_up_into_empty(rootfs, target, data_dir(name))
     marker.unlink()
 
 
