@@ -458,7 +458,7 @@ class Daemon:
         lock_file.write(f"{os.getpid()}\n")
         lock_file.flush()
         self._loop = asyncio.get_running_loop()
-        roles = {}
+        roles: dict[str, asyncio.Task[Any]] = {}
         if self.dispatcher is not None:
             # Nodes the store has as ready get the unknown-node grace before the agent registers.
             self.dispatcher.start()
