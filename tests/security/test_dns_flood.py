@@ -36,8 +36,8 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # shoald's soft limit 
 async def main():
     server = dns.EmbeddedDNS(upstreams=[cfg["upstream"]])
     server.set_records("front", dns.service_records("shop_web", "10.222.0.2", ["10.222.0.5"], aliases=["web"]))
-    await server.serve("attacker", cfg["a"], ["front"])
-    await server.serve("victim", cfg["b"], ["front"])
+    await server.serve("attacker", cfg["a"], ["front"], [])  # [] : the server's own upstreams
+    await server.serve("victim", cfg["b"], ["front"], [])
     print("ready", flush=True)
     await asyncio.Event().wait()
 

@@ -55,8 +55,11 @@ def _rows() -> Iterator[KeySupport]:
     for key in service_supported:
         yield KeySupport("service", key, SUPPORTED)
     yield KeySupport("service", "logging", SUPPORTED,
-                     "in the spec (service inspect) only: a task's output is kept by shoal "
-                     "(service logs), capped at 10 MiB, whatever the driver and options")
+                     "a task's output is kept by shoal (service logs) whatever the driver; `json-file` "
+                     "and `local` options are checked as moby's drivers check them (an unknown option or "
+                     "a bad size rejects the task in moby's words) and `max-size` times `max-file` bounds "
+                     "the log (`local`: 20m x 5 by default); otherwise capped at 10 MiB "
+                     "(`SHOAL_LOG_SIZE_MAX`), where Docker's json-file keeps everything")
     # docker/cli's OomScoreAdj field has no mapstructure name, so its loader matches only a key
     # spelled `oomscoreadj`, which the schema refuses: `oom_score_adj` never reaches Swarm.
     yield KeySupport("service", "oom_score_adj", IGNORED,
