@@ -196,7 +196,7 @@ def main() -> int:
                 dns.service_records("webapp_db", None, ["10.213.16.50", "10.213.16.51"], aliases=["db"], endpoint_mode="dnsrr"),
                 dns.container_records(backends[0].ip_addresses[0], ["frontdoor"]),
             ))
-            await server.serve("c", backends[1].netns_path, [net.id])
+            await server.serve("c", backends[1].netns_path, [net.id], [])
             try:
                 proc = await asyncio.create_subprocess_exec(
                     "nsenter", f"--net={backends[1].netns_path}", sys.executable, "-c", DNS_CLIENT, str(opts.seconds),
