@@ -161,7 +161,8 @@ Configs are swarm objects like secrets, but kept as they are and shown by `inspe
     "volume": ("Volumes", """\
 Volumes are this node's, kept by the `local` driver under `/var/lib/shoal/volumes/<name>/_data`;
 with `type`, `device` and `o` options the data is a mount of that device (tmpfs, a bind, nfs) made
-when a container first uses the volume."""),
+when a container first uses the volume. As Docker, a new container's volume (or its `subpath`) gets
+the image's files at the mount point when it is empty, unless the mount says `nocopy`."""),
     "system": ("System", """\
 Disk usage and the prunes of this node's images, containers, volumes, networks and build cache;
 every prune asks first (unless `-f`) and says what it reclaimed."""),

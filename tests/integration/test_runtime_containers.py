@@ -186,6 +186,30 @@ def test_bind_mount_and_named_volume(shoal, shoal_root, busybox_image, clean, tm
         subprocess.run(["rm", "-rf", str(volume)], check=False)
 
 
+def test_volume_copy_up_whenever_empty_at_a_containers_first_start(shoal, shoal_root, busybox_image, clean):
+    """moby's populateVolume: a new container's volume gets the image's files at its mount point
+    whenever the volume is empty, not only at the volume's first use (a container that mounted
+    it where its image has nothing kept them out for good); a restart copies nothing again."""
+    volume = shoal_root / "volumes" / "shoal-test-cpvol"
+    clean.append("t-cpvol")
+    try:
+        shoal("run", "--rm", *NONE, "-v", "shoal-test-cpvol:/nothere", busybox_image, "true", check=True)
+        assert not any((volume / "_data").iterdir())
+        seen = shoal("run", "--rm", *NONE, "-v", "shoal-test-cpvol:/etc", busybox_image, "ls", "/etc", check=True)
+        assert "passwd" in seen.stdout.split() and (volume / "_data" / "passwd").is_file()
+        for entry in (volume / "_data").iterdir():
+            entry.unlink()
+        shoal("run", "--name", "t-cpvol", *NONE, "-v", "shoal-test-cpvol:/etc", busybox_image, "true", check=True)
+        for entry in (volume / "_data").iterdir():
+            entry.unlink()
+        shoal("start", "t-cpvol", check=True)
+        assert shoal("wait", "t-cpvol", check=True).stdout.strip() == "0"
+        assert not any((volume / "_data").iterdir())  # a restart: nothing copied again
+    finally:
+        shoal("rm", "-f", "t-cpvol")
+        subprocess.run(["rm", "-rf", str(volume)], check=False)
+
+
 def test_init_ulimit_sysctl_label_entrypoint(shoal, busybox_image, clean):
     clean.append("t-misc")
     out = shoal("run", "--name", "t-misc", *NONE, "--init", "--ulimit", "nofile=100:200",

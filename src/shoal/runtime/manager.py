@@ -463,9 +463,11 @@ class ContainerManager:
                                        "Mode": "ro" if m.read_only else "", "RW": not m.read_only,
                                        "Propagation": propagation})
             else:
-                source, fresh = volumes.ensure(m.source, m.options)
+                source = volumes.ensure(m.source, m.options)
                 subpath = volumes.subpath_option(m.options)
-                copy = "nocopy" not in m.options  # volume-nocopy, compose's volume.nocopy
+                # As moby at a container's creation, not at its restarts; never with
+                # volume-nocopy (compose's volume.nocopy, `-v NAME:PATH:nocopy`).
+                copy = "nocopy" not in m.options and not c.state.started_at
                 if subpath is not None:
                     # Only the subpath, resolved beneath the volume's data, is bound (it was
                     # ignored: the whole volume was mounted); the image's files are copied into
@@ -476,8 +478,8 @@ class ContainerManager:
                         volumes.copy_up_into_empty(c.rootfs, m.target, source)
                     mounts.mount_point_in_root(c.rootfs, m.target, is_dir=is_dir)
                 else:
-                    if fresh and copy:
-                        volumes.copy_up(m.source, c.rootfs, m.target)
+                    if copy:
+                        volumes.copy_up_into_empty(c.rootfs, m.target, source)
                     mounts.mount_point_in_root(c.rootfs, m.target, is_dir=True)
                 inspect_mounts.append({"Type": "volume", "Name": m.source, "Source": str(source),
                                        "Destination": m.target, "Driver": "local", "Mode": "z",

@@ -201,7 +201,6 @@ def create(name: str = "", driver: str = "local", opts: dict[str, str] | None = 
     (top / "_data").mkdir(mode=0o755, exist_ok=True)
     record = {"labels": dict(labels or {}) or None, "options": opts or None, "created_at": time.time()}
     paths.write_file(top / RECORD, json.dumps(record))
-    (top / "fresh").touch()
     return Volume(name=name, created_at=record["created_at"], labels=record["labels"], options=record["options"])
 
 
@@ -231,10 +230,9 @@ def mount_volume_labels(options: list[str] | tuple[str, ...]) -> dict[str, str]:
     return labels
 
 
-def ensure(name: str, mount_options: list[str] | tuple[str, ...] = ()) -> tuple[Path, bool]:
+def ensure(name: str, mount_options: list[str] | tuple[str, ...] = ()) -> Path:
     """The volume's data dir, made if missing (with the driver options its mount carries, as
-    dockerd makes a service's volume) and mounted if its options ask; True when it was made
-    just now (and so needs copy-up)."""
+    dockerd makes a service's volume) and mounted if its options ask."""
     validate_name(name)
     data = data_dir(name)
     with _locked(name):  # tasks of one service start at once: one of them makes and mounts it
@@ -245,12 +243,11 @@ def ensure(name: str, mount_options: list[str] | tuple[str, ...] = ()) -> tuple[
                 create(name, driver, opts, labels)
             else:
                 data.mkdir(parents=True, exist_ok=True)
-                (data.parent / "fresh").touch()
-                return data, True
+                return data
         found = _read(name)
         if found is not None and found.needs_mount() and not mounts.is_mounted(data):
             mount_volume(found)
-    return data, (data.parent / "fresh").exists()
+    return data
 
 
 @contextlib.contextmanager
@@ -424,21 +421,12 @@ def bind_subpath(name: str, subpath: str, at: Path) -> bool:
     return is_dir
 
 
-def copy_up(name: str, rootfs: Path, target: str) -> None:
-    """Copy the image's files at the mount point into a volume used for the first time, if it
-    is empty (moby's copyExistingContents: files put there another way, or a subpath made by an
-    earlier mount, are not mixed with the image's)."""
-    marker = volumes_root() / name / "fresh"
-    if not marker.exists():
-        return
-    copy_up_into_empty(rootfs, target, data_dir(name))
-    marker.unlink()
-
-
 def copy_up_into_empty(rootfs: Path, target: str, into: Path) -> None:
-    """A subpath's copy-up, as moby's populateVolume (copyExistingContents): the image's files
-    at the mount point into the subpath's directory (`into`, its bind from the descriptor the
-    resolution beneath the volume opened) when that directory is empty."""
+    """moby's populateVolume (copyExistingContents), for a container's first start: the image's
+    files at the mount point into the volume (`into`: its data, or a subpath's bind from the
+    descriptor the resolution beneath the volume opened) when that is empty. Not only at a
+    volume's first use: one service that mounted it where its image has nothing must not keep
+    another's files out of it."""
     if into.is_dir() and not any(os.scandir(into)):
         _copy_image_dir(rootfs, target, into)
 
