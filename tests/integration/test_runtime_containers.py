@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_ONLY
+from conftest import ROOT_ONLY, poll
 from runtime_helpers import assert_clean, container_ids, snapshot
 
 pytestmark = [pytest.mark.root, ROOT_ONLY]
@@ -46,16 +46,6 @@ def clean(shoal, shoal_root: Path, busybox_image: str):
 def inspect(shoal, name: str) -> dict:
     proc = shoal("inspect", name, check=True)
     return json.loads(proc.stdout)[0]
-
-
-def wait_for(predicate, timeout: float = 10.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("timed out")
 
 
 def test_exit_code_logs_both_streams_and_ps(shoal, busybox_image, clean):
@@ -150,7 +140,7 @@ def test_unknown_user_fails_cleanly(shoal, busybox_image, clean):
 def test_rm_detached_removed_by_exit_command(shoal, shoal_root, busybox_image, clean):
     cid = shoal("run", "-d", "--rm", *NONE, busybox_image, "sh", "-c", "sleep 0.3", check=True).stdout.strip()
     # No shoal process runs now: conmon's exit command alone must remove it.
-    wait_for(lambda: not (shoal_root / "containers" / cid).exists(), timeout=15)
+    poll(lambda: not (shoal_root / "containers" / cid).exists(), 15, "the container's removal", 0.05)
     assert cid[:12] not in shoal("ps", "-a").stdout
     fg = shoal("run", "--rm", *NONE, busybox_image, "sh", "-c", "echo bye; exit 9")
     assert fg.returncode == 9 and fg.stdout == "bye\n"
@@ -266,14 +256,14 @@ def test_survives_kill_9_of_shoal_and_exit_recorded_without_shoal(shoal, shoal_r
     finally:
         runner.kill()
         runner.wait()
-    directory = wait_for(lambda: next((d for d in (shoal_root / "containers").iterdir()
-                                       if json.loads((d / "container.json").read_text())["name"] == "t-orphan"),
-                                      None))
+    directory = poll(lambda: next((d for d in (shoal_root / "containers").iterdir()
+                                   if json.loads((d / "container.json").read_text())["name"] == "t-orphan"), None),
+                     10, "the container's record", 0.05)
     record = json.loads((directory / "container.json").read_text())
     os.kill(record["state"]["pid"], 0)  # still running with no shoal process
     # The exit is recorded by conmon and its exit command while no shoal process exists.
-    wait_for(lambda: json.loads((directory / "container.json").read_text())["state"]["status"] == "exited",
-             timeout=20)
+    poll(lambda: json.loads((directory / "container.json").read_text())["state"]["status"] == "exited",
+         20, "the exit recorded", 0.05)
     record = json.loads((directory / "container.json").read_text())
     assert record["state"]["exit_code"] == 7
     assert "Exited (7)" in shoal("ps", "-a").stdout
@@ -416,7 +406,7 @@ def test_start_releases_the_created_process_without_a_runtime_process(shoal, sho
     state = json.loads(runtime.run("state", cid).stdout)
     assert state["status"] == "running"
     assert not (runtime.root / cid / "exec.fifo").exists()
-    wait_for(lambda: "released" in shoal("logs", "t-fifo").stdout)
+    poll(lambda: "released" in shoal("logs", "t-fifo").stdout, 10, "the container's output", 0.05)
     with pytest.raises(ShoalError, match="nothere"):
         runtime.start("nothere")
 
