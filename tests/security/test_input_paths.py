@@ -5,10 +5,12 @@ could leave in /tmp for root to be pointed at."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,21 @@ secrets:
               60, "the stack's containers to go")
 
 
+@contextlib.contextmanager
+def _subpath_service(shoal, name: str, volume: str, target: str, subpath: str, image: str) -> Iterator[None]:
+    """A service (no restarts) that lists `target`, the volume's `subpath` mounted there, then
+    sleeps; removed at the end, and waited for until its containers are gone."""
+    shoal("service", "create", "-d", "--name", name, "--restart-condition", "none",
+          "--mount", f"type=volume,src={volume},dst={target},volume-subpath={subpath}",
+          image, "sh", "-c", f"ls {target}; sleep 1000", check=True)
+    try:
+        yield
+    finally:
+        shoal("service", "rm", name)
+        poll(lambda: not shoal("ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={name}").stdout.strip(),
+             60, "the service's containers to go")
+
+
 def test_a_volume_subpath_is_bound_alone_and_stays_in_the_volume(shoal, busybox_image: str) -> None:
     """`--mount volume-subpath=` (compose's `volume.subpath`) was ignored: the whole volume was
     mounted, the rest of it shown to a service meant to see one directory. It is resolved
@@ -152,20 +169,14 @@ def test_a_volume_subpath_is_bound_alone_and_stays_in_the_volume(shoal, busybox_
 
     def service(subpath: str) -> list[str]:
         """The service's first task: its state line and its output."""
-        shoal("service", "create", "-d", "--name", "h4sub", "--restart-condition", "none",
-              "--mount", f"type=volume,src=h4subvol,dst=/x,volume-subpath={subpath}",
-              busybox_image, "sh", "-c", "ls /x; sleep 1000", check=True)
-        try:
-            def done() -> list[str]:
-                state = shoal("service", "ps", "h4sub", "--no-trunc", "--format",
-                              "{{.CurrentState}}|{{.Error}}").stdout.strip()
-                logs = shoal("service", "logs", "--raw", "h4sub").stdout.split()
-                return [state, *logs] if state.startswith("Failed") or logs else []
+        def done() -> list[str]:
+            state = shoal("service", "ps", "h4sub", "--no-trunc", "--format",
+                          "{{.CurrentState}}|{{.Error}}").stdout.strip()
+            logs = shoal("service", "logs", "--raw", "h4sub").stdout.split()
+            return [state, *logs] if state.startswith("Failed") or logs else []
+
+        with _subpath_service(shoal, "h4sub", "h4subvol", "/x", subpath, busybox_image):
             return poll(done, 60, f"the service with subpath {subpath}")
-        finally:
-            shoal("service", "rm", "h4sub")
-            poll(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4sub").stdout.strip(),
-                  60, "the service's containers to go")
 
     for subpath in ("sub", "hack/good"):
         state, *seen = service(subpath)
@@ -334,15 +345,8 @@ def test_a_volume_subpath_gets_the_images_files_when_empty_and_nocopy_none(shoal
     (data / "kept" / "mine").write_text("mine")
 
     def listing(subpath: str) -> list[str]:
-        shoal("service", "create", "-d", "--name", "h4cp", "--restart-condition", "none",
-              "--mount", f"type=volume,src=h4cpvol,dst=/etc,volume-subpath={subpath}",
-              busybox_image, "sh", "-c", "ls /etc; sleep 1000", check=True)
-        try:
+        with _subpath_service(shoal, "h4cp", "h4cpvol", "/etc", subpath, busybox_image):
             return poll(lambda: shoal("service", "logs", "--raw", "h4cp").stdout.split(), 60, "the task's listing")
-        finally:
-            shoal("service", "rm", "h4cp")
-            poll(lambda: not shoal("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=h4cp").stdout.strip(),
-                  60, "the service's containers to go")
 
     try:
         assert "passwd" in listing("empty") and (data / "empty" / "passwd").is_file()
