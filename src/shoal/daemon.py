@@ -290,7 +290,7 @@ class Daemon:
         # `run --network X` on an attachable swarm network: the address from the manager.
         self.attachments = NodeAttachments(self.agent, loop)
         attach.set_cluster(self.attachments.provider)
-        self.node_networks = NodeNetworks(self.agent, manager=self._image_source() is None,
+        self.node_networks = NodeNetworks(self.agent, manager=not self.is_worker,
                                           attached=self.attachments.networks)
         # The worker runs on the agent's own store; its states go to the manager through the
         # agent (agent.report), its secrets come from the agent's memory.
@@ -300,14 +300,14 @@ class Daemon:
                       image_source=self._image_source(), network_setup=self.node_networks.setup,
                       # A worker whose manager is away restarts exited tasks in place; a
                       # manager's (or one node's) manager is never away.
-                      manager_away=self.agent.manager_away if self._image_source() is not None else None)
+                      manager_away=self.agent.manager_away if self.is_worker else None)
 
     def _image_source(self) -> Callable[[], tuple[str, Any]] | None:
         """On a worker (its session is HTTPS to a manager): where it pulls the images it lacks,
         the manager's distribution API with the node's current certificate. None on a manager
         or one node, whose image store is the manager's own."""
-        if "shoal.agent.session_https" not in sys.modules:
-            return None  # no HTTPS session was made: this node's manager is in this process
+        if not self.is_worker:
+            return None  # this node's manager is in this process
         from shoal.agent.session_https import HTTPSSession
 
         session = self.agent.session
