@@ -354,8 +354,8 @@ class ImageStore:
         self.layers_path = self.root / "layers.json"
         self.containers_dir = self.root.parent / "containers"
         self._lock = _FileLock(self.root / "lock")
-        self._config_cache: dict[str, dict[str, Any]] = {}
-        self._config_sizes: dict[str, int] = {}   # raw bytes of each cached config
+        self._config_cache: dict[str, tuple[dict[str, Any], int]] = {}  # each config, its raw bytes
+        self._config_bytes = 0  # the raw bytes of all the configs the cache holds
         self._trash: List[Path] = []
 
     def lock(self) -> ContextManager[None]:
@@ -640,17 +640,20 @@ class ImageStore:
         cached = self._config_cache.pop(image_id, None)
         if cached is None:
             raw = self.read_blob(image_id)
-            cached = normalize_str_slices(json.loads(raw))
-            self._config_sizes[image_id] = len(raw)
+            cached = (normalize_str_slices(json.loads(raw)), len(raw))
+            self._config_bytes += len(raw)
             # Bounded (least recently used goes): shoald's store lives for days and never hears
             # of an `rmi` made by the CLI, so one entry per image ever resolved would pile up.
             while self._config_cache and (len(self._config_cache) >= CONFIG_CACHE_MAX or
-                                          sum(self._config_sizes.values()) > CONFIG_CACHE_BYTES):
-                oldest = next(iter(self._config_cache))
-                del self._config_cache[oldest]
-                self._config_sizes.pop(oldest, None)
+                                          self._config_bytes > CONFIG_CACHE_BYTES):
+                self._forget_config(next(iter(self._config_cache)))
         self._config_cache[image_id] = cached
-        return cached
+        return cached[0]
+
+    def _forget_config(self, image_id: str) -> None:
+        forgotten = self._config_cache.pop(image_id, None)
+        if forgotten is not None:
+            self._config_bytes -= forgotten[1]
 
     def _build_image(self, image_id: str, record: dict[str, Any], index: dict[str, Any],
                      layers_data: dict[str, Any], names: dict[str, tuple[List[str], List[str]]]) -> Image:
@@ -1038,8 +1041,7 @@ class ImageStore:
         for digest in (image_id, record.get("manifest")):
             if digest and digest not in in_use:
                 freed += _unlink_size(self.blob_path(digest))
-        self._config_cache.pop(image_id, None)
-        self._config_sizes.pop(image_id, None)
+        self._forget_config(image_id)
         return freed
 
     def _collect_layers(self, index: dict[str, Any], candidates: Iterable[str] | None) -> tuple[List[str], int]:
