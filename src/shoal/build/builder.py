@@ -848,7 +848,9 @@ class Builder:
         tmp = Path(tempfile.mkdtemp(prefix="dl-", dir=self.scratch_run))
         path = tmp / "download"
         sha = hashlib.sha256()
-        pinned = hashlib.new(checksum.partition(":")[0]) if checksum else None
+        algo = checksum.partition(":")[0]
+        # the download is hashed once when it is pinned by its sha256, the digest it has anyway
+        pinned = None if not checksum else sha if algo == "sha256" else hashlib.new(algo)
         # Streamed to the scratch directory as it arrives (as dockerd does): the whole body in
         # memory took a builder's memory with one large file (1.2GiB: a MemoryError traceback
         # under a 1.2GB address-space limit).
@@ -863,7 +865,7 @@ class Builder:
                 with os.fdopen(fd, "wb") as out:
                     for chunk in resp.iter_bytes(1 << 20):
                         sha.update(chunk)
-                        if pinned is not None:
+                        if pinned is not None and pinned is not sha:
                             pinned.update(chunk)
                         out.write(chunk)
         except httpx.HTTPError as exc:
