@@ -426,20 +426,20 @@ def copy_up_into_empty(rootfs: Path, target: str, into: Path) -> None:
     files at the mount point into the volume (`into`: its data, or a subpath's bind from the
     descriptor the resolution beneath the volume opened) when that is empty. Not only at a
     volume's first use: one service that mounted it where its image has nothing must not keep
-    another's files out of it."""
-    if into.is_dir() and not any(os.scandir(into)):
-        _copy_image_dir(rootfs, target, into)
-
-
-def _copy_image_dir(rootfs: Path, target: str, dest: Path) -> None:
-    """The mount point is resolved inside the container's root (mounts.open_dir_in_root): an
-    image's symlink such as /srv -> / must lead to the image's files, never the host's."""
+    another's files out of it. The mount point is resolved inside the container's root
+    (mounts.open_dir_in_root): an image's symlink such as /srv -> / must lead to the image's
+    files, never the host's."""
+    if not into.is_dir():
+        return
+    with os.scandir(into) as entries:
+        if next(entries, None) is not None:
+            return
     fd = mounts.open_dir_in_root(rootfs, target)
     if fd is not None:
         try:
             # cp -a keeps owners, modes, links and xattrs, as Docker's copy-up does; it reads
             # the directory through the descriptor found inside the root, not by a host path.
-            subprocess.run(["cp", "-a", f"/proc/self/fd/{fd}/.", str(dest)], check=True, pass_fds=(fd,))
+            subprocess.run(["cp", "-a", f"/proc/self/fd/{fd}/.", str(into)], check=True, pass_fds=(fd,))
         finally:
             os.close(fd)
 
